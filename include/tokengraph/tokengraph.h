@@ -1,0 +1,265 @@
+/*
+ * tokengraph: an embedded storage core holding a graph of 64-byte tokens and
+ * 64-byte connections, guarded by inline quotas.
+ *
+ * Threading model: a tg_store handle may be used from any number of threads
+ * at once. Every call that reads or changes the graph takes the store's one
+ * lock (a spinlock that yields when contended; about 2 ns uncontended on the
+ * reference machine), so calls are serialised in a single order. Callbacks
+ * (tg_token_edges(), the quota pressure callback) run with that lock held and
+ * must not call back into the same store.
+ *
+ * Ids: token and connection ids are 32-bit, never 0, stable for the object's
+ * life. After a delete the id may be handed out again to a later create.
+ *
+ * Ownership: nothing returned by this API needs freeing except the handle
+ * itself (tg_store_close()). Structures passed in are copied.
+ */
+#ifndef TOKENGRAPH_H
+#define TOKENGRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokengraph/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_VERSION_MAJOR 0
+#define TG_VERSION_MINOR 1
+#define TG_VERSION_PATCH 0
+
+/* ---- tokens and connections ------------------------------------------- */
+
+#define TG_SPACES 8 /* semantic coordinate spaces per token */
+
+/* Token flags (tg_token.flags, bits 0-7). */
+enum tg_token_flag {
+  TG_TOKEN_ACTIVE = 1u << 0,       /* set on every live token by the store */
+  TG_TOKEN_PERSISTENT = 1u << 1,   /* never evicted under memory pressure */
+  TG_TOKEN_MUTABLE = 1u << 2,
+  TG_TOKEN_SYNCHRONIZED = 1u << 3,
+  TG_TOKEN_COMPRESSED = 1u << 4,
+  TG_TOKEN_ENCRYPTED = 1u << 5,
+  TG_TOKEN_DIRTY = 1u << 6,        /* changed since the last checkpoint */
+  TG_TOKEN_LOCKED = 1u << 7
+};
+#define TG_TOKEN_ENTITY_SHIFT 8    /* bits 8-11: entity type (0-15) */
+#define TG_TOKEN_ENTITY_MASK 0x0F00u
+#define TG_TOKEN_USER_SHIFT 12     /* bits 12-15: free for the application */
+#define TG_TOKEN_USER_MASK 0xF000u
+
+/*
+ * A token: exactly 64 bytes, one cache line. Coordinates are int16 fixed
+ * point (the scale is the application's). The byte layout is in
+ * docs/data-layout.md and is the on-disk layout too (little-endian).
+ */
+typedef struct tg_token {
+  int16_t coord[TG_SPACES][3]; /* (x, y, z) per semantic space        0..47 */
+  uint32_t id;                 /* assigned by the store, never 0     48..51 */
+  uint16_t flags;              /* enum tg_token_flag | entity | user 52..53 */
+  uint8_t field_radius;        /*                                        54 */
+  uint8_t field_strength;      /*                                        55 */
+  float weight;                /* eviction takes lowest weight first 56..59 */
+  uint32_t timestamp;          /* Unix seconds                       60..63 */
+} tg_token;
+
+/* Connection types: 11 categories of 16 types each (176 in all). */
+enum tg_conn_category {
+  TG_CAT_SEMANTIC = 0,
+  TG_CAT_CAUSAL,
+  TG_CAT_TEMPORAL,
+  TG_CAT_SPATIAL,
+  TG_CAT_LOGICAL,
+  TG_CAT_ASSOCIATIVE,
+  TG_CAT_STRUCTURAL,
+  TG_CAT_FUNCTIONAL,
+  TG_CAT_EMOTIONAL,
+  TG_CAT_RULE_METAPHOR,
+  TG_CAT_DYNAMIC,
+  TG_CAT_COUNT /* 11 */
+};
+#define TG_CONN_TYPES (TG_CAT_COUNT * 16) /* 176 */
+#define TG_CONN_TYPE(category, n) ((uint8_t)((category) * 16 + (n)))
+#define TG_CONN_CATEGORY(type) ((type) / 16)
+
+/*
+ * A connection from token `from` to token `to`: exactly 64 bytes. The four
+ * link fields thread it into the outgoing list of `from` and the incoming
+ * list of `to`; the store owns them (values passed in are ignored).
+ */
+typedef struct tg_connection {
+  uint32_t from;             /* source token id                       0..3 */
+  uint32_t to;               /* target token id                       4..7 */
+  uint32_t next_out;         /* next connection leaving `from`, 0 = end   */
+  uint32_t prev_out;         /* previous one, 0 = `from`'s list head      */
+  uint32_t next_in;          /* next connection arriving at `to`          */
+  uint32_t prev_in;          /* previous one                        ..23 */
+  uint8_t type;              /* 0..175, see TG_CONN_TYPE()             24 */
+  uint8_t rigidity;          /*                                        25 */
+  uint8_t active_levels;     /* one bit per semantic space             26 */
+  uint8_t reserved0;         /* zero                                   27 */
+  uint16_t flags;            /* application flags                  28..29 */
+  uint16_t reserved1;        /* zero                               30..31 */
+  float weight;              /*                                    32..35 */
+  float pull_strength;       /*                                    36..39 */
+  uint32_t activation_count; /*                                    40..43 */
+  uint32_t created;          /* Unix seconds                       44..47 */
+  uint32_t last_activated;   /* Unix seconds                       48..51 */
+  float confidence;          /* 0..1                               52..55 */
+  uint32_t id;               /* assigned by the store, never 0     56..59 */
+  uint32_t reserved2;        /* zero                               60..63 */
+} tg_connection;
+
+/* ---- configuration ---------------------------------------------------- */
+
+/* What the guardian reports to tg_guardian_config.on_pressure. */
+typedef struct tg_pressure_event {
+  uint64_t memory_bytes;     /* memory in use when the threshold was crossed */
+  uint64_t soft_limit_bytes; /* max_memory_bytes * memory_threshold */
+  uint64_t max_memory_bytes;
+  uint64_t live_tokens;
+} tg_pressure_event;
+
+/*
+ * Quotas, checked inline on every create/connect. A hard quota rejects the
+ * call with TG_EQUOTA and changes nothing. Memory is counted from the
+ * store's own counters: 64 bytes per live token or connection plus the
+ * adjacency tables (see docs/quotas.md).
+ */
+typedef struct tg_guardian_config {
+  uint64_t max_tokens;       /* live tokens; default 10,000,000 */
+  uint64_t max_connections;  /* live connections; default 100,000,000 */
+  uint64_t max_memory_bytes; /* default 1,024,000,000 */
+  double memory_threshold;   /* soft limit as a fraction of max memory, (0,1];
+                                default 0.8 */
+  double cleanup_margin;     /* eviction stops at threshold - margin (a
+                                fraction of max memory); default 0.05 */
+  uint32_t max_degree;       /* connections in + out of one token; default
+                                1,000,000 */
+  int cleanup;               /* 1 (default): crossing the soft limit evicts
+                                non-PERSISTENT tokens, lowest weight first.
+                                0: on_pressure is called instead */
+  void (*on_pressure)(void *arg, const tg_pressure_event *ev);
+  void *on_pressure_arg;
+} tg_guardian_config;
+
+typedef struct tg_store_config {
+  tg_guardian_config guardian;
+} tg_store_config;
+
+/* Fill *cfg with the defaults listed above. */
+TG_API void tg_store_config_init(tg_store_config *cfg);
+
+/*
+ * Load an INI file into *cfg, on top of what *cfg holds already.
+ *
+ *   [guardian]
+ *   max_tokens = 9500000
+ *   max_memory_bytes = 1024000000
+ *   memory_threshold = 0.95
+ *
+ * Unknown sections or keys, malformed numbers and out-of-range values are
+ * errors: the function returns TG_ECONFIG, writes "FILE:LINE: key 'K': what
+ * is wrong" into errbuf (if not NULL), and leaves *cfg unchanged (nothing is
+ * half-applied). A file that cannot be read gives -errno and a message.
+ * Sections other than [guardian] are accepted only when listed in
+ * docs/configuration.md.
+ */
+TG_API int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
+                          size_t errlen);
+
+/* ---- the store -------------------------------------------------------- */
+
+typedef struct tg_store tg_store;
+
+/*
+ * Open a store. dir == NULL gives an in-memory store (nothing survives
+ * close). cfg == NULL uses the defaults. On success *out is the handle; on
+ * failure *out is NULL and nothing needs releasing.
+ * Errors: TG_EINVAL (bad config), TG_ENOMEM, -errno.
+ */
+TG_API int tg_store_open(tg_store **out, const char *dir,
+                         const tg_store_config *cfg);
+
+/* Release the store and all its memory. Accepts NULL. */
+TG_API void tg_store_close(tg_store *s);
+
+/*
+ * Create a token from *init (NULL: all zero) and return its id in *id.
+ * The store sets id and the ACTIVE flag; other fields are copied.
+ * Errors: TG_EQUOTA (max_tokens or max_memory_bytes reached: nothing
+ * changed), TG_ENOMEM (the arena could not grow: nothing changed).
+ */
+TG_API int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id);
+
+/* Copy token `id` into *out. Errors: TG_ENOTFOUND. */
+TG_API int tg_token_get(tg_store *s, uint32_t id, tg_token *out);
+
+/*
+ * Replace the fields of token t->id with *t (the id, the ACTIVE flag and the
+ * links are kept). Errors: TG_ENOTFOUND.
+ */
+TG_API int tg_token_update(tg_store *s, const tg_token *t);
+
+/*
+ * Delete token `id` and every connection into or out of it (each removed
+ * connection is counted as a disconnect). Errors: TG_ENOTFOUND.
+ */
+TG_API int tg_token_delete(tg_store *s, uint32_t id);
+
+/*
+ * Connect init->from to init->to (both must exist; a token may connect to
+ * itself; several connections between the same pair are allowed). The
+ * store assigns the id and the links; other fields are copied.
+ * Errors: TG_ENOTFOUND (an endpoint is missing), TG_EINVAL (type >= 176),
+ * TG_EQUOTA (max_connections, max_memory_bytes, or max_degree of either
+ * endpoint reached: nothing changed), TG_ENOMEM.
+ */
+TG_API int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id);
+
+/* Remove connection `id`. Errors: TG_ENOTFOUND. */
+TG_API int tg_disconnect(tg_store *s, uint32_t id);
+
+/* Copy connection `id` into *out. Errors: TG_ENOTFOUND. */
+TG_API int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out);
+
+enum tg_direction {
+  TG_OUT = 1,           /* connections leaving the token */
+  TG_IN = 2,            /* connections arriving at it */
+  TG_BOTH = TG_OUT | TG_IN
+};
+
+/*
+ * Visit a token's connections in O(degree): outgoing first (newest first),
+ * then incoming. The callback runs with the store locked and must not call
+ * into this store; returning non-zero stops the walk, and that value is
+ * returned. The connection pointer is valid only during the callback.
+ * Errors: TG_ENOTFOUND.
+ */
+typedef int (*tg_edge_cb)(void *arg, const tg_connection *c);
+TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
+                          tg_edge_cb cb, void *arg);
+
+/* Counters, read consistently under the store lock. */
+typedef struct tg_store_stats {
+  uint64_t live_tokens;
+  uint64_t live_connections;
+  uint64_t memory_bytes;     /* what the memory quota is checked against */
+  uint64_t arena_bytes;      /* bytes mapped for slots (RSS upper bound) */
+  uint64_t quota_checks;     /* creates and connects checked */
+  uint64_t quota_rejections; /* of which rejected with TG_EQUOTA */
+  uint64_t evictions;        /* tokens evicted under memory pressure */
+  uint64_t pressure_events;  /* soft-limit crossings */
+  uint64_t tokens_created;
+  uint64_t connections_created;
+} tg_store_stats;
+
+TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TOKENGRAPH_H */
