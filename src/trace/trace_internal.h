@@ -1,0 +1,82 @@
+/*
+ * Internal helpers shared by src/trace: the clock conversion, an
+ * async-signal-safe buffered fd writer, and the I/O seam tests use to count
+ * fsyncs and force failures.
+ */
+#ifndef TG_TRACE_INTERNAL_H
+#define TG_TRACE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tokengraph/trace.h"
+
+/* ---- clock ----------------------------------------------------------------
+ * Ticks (TSC) are converted with a line through two (ticks, monotonic ns)
+ * points: the anchor taken when the library loads and a fresh one taken at
+ * conversion time, at least 10 ms apart (the conversion waits if needed).
+ * Everything here is async-signal-safe (clock_gettime only). */
+typedef struct tg__clock_map {
+  uint64_t tick0, mono0, real0; /* the load-time anchor */
+  double ns_per_tick;           /* slope of the line */
+} tg__clock_map;
+
+void tg__clock_map_get(tg__clock_map *m);
+uint64_t tg__mono_ns(void);
+uint64_t tg__real_ns(void);
+static inline int64_t tg__ticks_to_rel_ns(const tg__clock_map *m, uint64_t t) {
+  return (int64_t)((double)(int64_t)(t - m->tick0) * m->ns_per_tick);
+}
+
+/* ---- async-signal-safe output --------------------------------------------- */
+typedef struct tg__fdbuf {
+  int fd;          /* destination */
+  int err;         /* first -errno seen, 0 if none */
+  size_t n;        /* bytes buffered */
+  char buf[4096];  /* pending output */
+} tg__fdbuf;
+
+void tg__fb_init(tg__fdbuf *b, int fd);
+void tg__fb_str(tg__fdbuf *b, const char *s);
+void tg__fb_json_str(tg__fdbuf *b, const char *s); /* quoted and escaped */
+void tg__fb_u64(tg__fdbuf *b, uint64_t v);
+void tg__fb_i64(tg__fdbuf *b, int64_t v);
+int tg__fb_flush(tg__fdbuf *b); /* returns b->err */
+
+/* write(2) until done, retrying EINTR and short writes. 0 or -errno. */
+int tg__write_all(int fd, const void *p, size_t n);
+
+/* ---- I/O seam ---------------------------------------------------------------
+ * Every fsync of this module goes through tg__trace_fsync_hook, so tests can
+ * count them and force EIO; NULL means fsync(2). */
+extern int (*tg__trace_fsync_hook)(int fd);
+int tg__trace_fsync(int fd);
+
+/*
+ * Replace `path` atomically with what fill() writes into a stdio stream:
+ * write "<path>.tmp.<pid>", fflush, fsync, rename, fsync the directory.
+ * 0 or -errno; the temporary file is removed on failure.
+ */
+int tg__atomic_file_write(const char *path, int (*fill)(FILE *f, void *arg), void *arg);
+
+/* JSON string (quoted, escaped) to a stdio stream. */
+void tg__json_fputs(FILE *f, const char *s);
+
+/* ---- metrics hooks used by trace and blackbox -------------------------------
+ * Hidden shard slots after the public ids: one counter per black-box type. */
+#define TG__METRIC_SLOT_BB ((int)TG_METRIC_COUNT)
+#define TG__METRIC_SLOTS ((int)TG_METRIC_COUNT + (int)TG_BB_TYPE_COUNT)
+
+static inline void tg__metric_slot_add(int slot, uint64_t n) {
+  uint64_t *c = tg__tls.counters;
+  if (TG__UNLIKELY(c == NULL)) c = tg__metrics_shard_slow();
+  __atomic_store_n(&c[slot], __atomic_load_n(&c[slot], __ATOMIC_RELAXED) + n,
+                   __ATOMIC_RELAXED);
+}
+
+/* Black-box per-type totals (for tokengraph_blackbox_events_total). */
+void tg__metrics_bb_totals(uint64_t out[TG_BB_TYPE_COUNT]);
+const char *tg__bb_type_name(int type);
+
+#endif
