@@ -23,6 +23,9 @@ uint64_t tgb_parse_count(const char *opt, const char *val);
 /* Sort v[0..n) and return the value at quantile q in [0,1]. */
 uint64_t tgb_quantile(uint64_t *v, size_t n, double q);
 
+/* Value at quantile q of v[0..n) that is already sorted ascending. */
+uint64_t tgb_quantile_sorted(const uint64_t *v, size_t n, double q);
+
 /* Prevent the compiler from optimising away a value. */
 #define TGB_KEEP(x) __asm__ volatile("" : : "g"(x) : "memory")
 

@@ -1,1 +1,225 @@
-/* being written */
+/*
+ * INI configuration loading (libinih).
+ *
+ * Keys are described by one table; each value is parsed and range-checked
+ * into a copy of the caller's configuration, which is copied back only when
+ * the whole file is valid, so a bad file changes nothing. Errors name the
+ * file, the line and the key. inih does not tell its handler the line
+ * number in the Debian build, so we feed it lines through our own reader and
+ * count them.
+ */
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "guardian/guardian.h"
+#include "tokengraph/tokengraph.h"
+
+enum key_type { K_U64, K_U32, K_FRACTION, K_BOOL };
+
+typedef struct key_spec {
+  const char *section;
+  const char *name;
+  enum key_type type;
+  size_t off;       /* offset in tg_store_config */
+  double min, max;  /* inclusive range for numbers */
+  int min_open;     /* 1: min itself is not allowed */
+} key_spec;
+
+#define G(field) offsetof(tg_store_config, guardian.field)
+static const key_spec keys[] = {
+  {"guardian", "max_tokens", K_U64, G(max_tokens), 0, 4294967295.0, 0},
+  {"guardian", "max_connections", K_U64, G(max_connections), 0, 4294967295.0, 0},
+  {"guardian", "max_memory_bytes", K_U64, G(max_memory_bytes), 0, 4611686018427387904.0, 0},
+  {"guardian", "memory_threshold", K_FRACTION, G(memory_threshold), 0, 1, 1},
+  {"guardian", "cleanup_margin", K_FRACTION, G(cleanup_margin), 0, 1, 1},
+  {"guardian", "max_degree", K_U32, G(max_degree), 0, 4294967295.0, 0},
+  {"guardian", "cleanup", K_BOOL, G(cleanup), 0, 1, 0},
+};
+#undef G
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+typedef struct load_ctx {
+  tg_store_config cfg;   /* the copy being filled */
+  FILE *f;
+  const char *path;
+  int line;              /* line last handed to inih */
+  int set_line[NKEYS];   /* where each key was set, 0 = not set */
+  char *err;
+  size_t errlen;
+  int failed;
+} load_ctx;
+
+static void fail(load_ctx *c, const char *fmt, ...) {
+  if (c->failed) return; /* keep the first error */
+  c->failed = 1;
+  if (!c->err || !c->errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->err, c->errlen, fmt, ap);
+  va_end(ap);
+}
+
+static char *reader(char *buf, int n, void *stream) {
+  load_ctx *c = stream;
+  char *r = fgets(buf, n, c->f);
+  if (r) c->line++;
+  return r;
+}
+
+static int parse_u64(const char *v, uint64_t *out) {
+  if (*v < '0' || *v > '9') return -1; /* no sign, no space, not empty */
+  errno = 0;
+  char *end;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || *end) return -1;
+  *out = x;
+  return 0;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  load_ctx *c = user;
+  if (c->failed) return 0;
+  const key_spec *k = NULL;
+  size_t ki = 0;
+  int known_section = 0;
+  for (size_t i = 0; i < NKEYS; i++) {
+    if (strcmp(keys[i].section, section)) continue;
+    known_section = 1;
+    if (!strcmp(keys[i].name, name)) {
+      k = &keys[i];
+      ki = i;
+      break;
+    }
+  }
+  if (!known_section) {
+    fail(c, "%s:%d: key '%s': unknown section [%s]", c->path, c->line, name,
+         section);
+    return 0;
+  }
+  if (!k) {
+    fail(c, "%s:%d: key '%s': unknown key in [%s]", c->path, c->line, name,
+         section);
+    return 0;
+  }
+  if (c->set_line[ki]) {
+    fail(c, "%s:%d: key '%s': already set on line %d", c->path, c->line, name,
+         c->set_line[ki]);
+    return 0;
+  }
+  unsigned char *dst = (unsigned char *)&c->cfg + k->off;
+  switch (k->type) {
+  case K_U64:
+  case K_U32: {
+    uint64_t x;
+    if (parse_u64(value, &x)) {
+      fail(c, "%s:%d: key '%s': '%s' is not a non-negative integer", c->path,
+           c->line, name, value);
+      return 0;
+    }
+    if ((double)x < k->min || (double)x > k->max) {
+      fail(c, "%s:%d: key '%s': %s is out of range [%.0f, %.0f]", c->path,
+           c->line, name, value, k->min, k->max);
+      return 0;
+    }
+    if (k->type == K_U64) {
+      memcpy(dst, &x, sizeof x);
+    } else {
+      uint32_t y = (uint32_t)x;
+      memcpy(dst, &y, sizeof y);
+    }
+    break;
+  }
+  case K_FRACTION: {
+    char *end;
+    errno = 0;
+    double d = strtod(value, &end);
+    if (errno || end == value || *end || !isfinite(d)) {
+      fail(c, "%s:%d: key '%s': '%s' is not a number", c->path, c->line, name,
+           value);
+      return 0;
+    }
+    if (d < k->min || d > k->max || (k->min_open && d == k->min)) {
+      fail(c, "%s:%d: key '%s': %s is out of range %s%g, %g]", c->path,
+           c->line, name, value, k->min_open ? "(" : "[", k->min, k->max);
+      return 0;
+    }
+    memcpy(dst, &d, sizeof d);
+    break;
+  }
+  case K_BOOL: {
+    int b;
+    if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") ||
+        !strcmp(value, "1") || !strcasecmp(value, "on"))
+      b = 1;
+    else if (!strcasecmp(value, "false") || !strcasecmp(value, "no") ||
+             !strcmp(value, "0") || !strcasecmp(value, "off"))
+      b = 0;
+    else {
+      fail(c, "%s:%d: key '%s': '%s' is not a boolean (true/false)", c->path,
+           c->line, name, value);
+      return 0;
+    }
+    memcpy(dst, &b, sizeof b);
+    break;
+  }
+  }
+  c->set_line[ki] = c->line;
+  return 1;
+}
+
+static int line_of(const load_ctx *c, const char *name) {
+  for (size_t i = 0; i < NKEYS; i++)
+    if (!strcmp(keys[i].name, name)) return c->set_line[i];
+  return 0;
+}
+
+int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
+                   size_t errlen) {
+  load_ctx *c = calloc(1, sizeof *c);
+  if (!c) return TG_ENOMEM;
+  int rc = 0;
+  c->cfg = *cfg;
+  c->path = path;
+  c->err = errbuf;
+  c->errlen = errlen;
+  if (errbuf && errlen) errbuf[0] = 0;
+  c->f = fopen(path, "r");
+  if (!c->f) {
+    rc = -errno;
+    fail(c, "%s: cannot read: %s", path, strerror(errno));
+    goto cleanup;
+  }
+  int r = ini_parse_stream(reader, c, handler, c);
+  if (r > 0 && !c->failed)
+    fail(c, "%s:%d: syntax error (expected 'key = value' or '[section]')",
+         path, r);
+  if (r < 0 && !c->failed) fail(c, "%s: cannot parse (out of memory)", path);
+  if (ferror(c->f) && !c->failed)
+    fail(c, "%s:%d: read error", path, c->line);
+  if (!c->failed) {
+    const char *why = NULL;
+    if (tg__guardian_validate(&c->cfg.guardian, &why)) {
+      /* Only cross-key rules can fail here; point at the later key. */
+      int l1 = line_of(c, "cleanup_margin"), l2 = line_of(c, "memory_threshold");
+      fail(c, "%s:%d: key '%s': %s", path, l1 > l2 ? l1 : l2,
+           l1 > l2 ? "cleanup_margin" : "memory_threshold", why);
+    }
+  }
+  if (c->failed) {
+    if (!rc) rc = TG_ECONFIG;
+    goto cleanup;
+  }
+  *cfg = c->cfg;
+cleanup:
+  if (c->f) fclose(c->f);
+  free(c);
+  return rc;
+}

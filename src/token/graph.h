@@ -1,0 +1,133 @@
+/*
+ * The token graph: tokens and connections in two arenas, and adjacency
+ * threaded through the connection slots.
+ *
+ * Each connection sits in two doubly linked lists: the outgoing list of its
+ * `from` token (next_out/prev_out) and the incoming list of its `to` token
+ * (next_in/prev_in), so listing a token's neighbours costs O(degree) and
+ * unlinking one connection costs O(1), with no hash table.
+ *
+ * The list heads and degrees cannot live in the token: its 64 bytes are all
+ * semantic fields. They live in a side table per token chunk (16 bytes per
+ * token slot), allocated only when a token in that chunk first gets a
+ * connection, so a graph of unconnected tokens costs 64 bytes per token.
+ *
+ * Not thread-safe: the store serialises calls.
+ */
+#ifndef TG_TOKEN_GRAPH_H
+#define TG_TOKEN_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "token/arena.h"
+#include "tokengraph/tokengraph.h"
+
+_Static_assert(sizeof(tg_token) == 64, "tg_token is one 64-byte slot");
+_Static_assert(sizeof(tg_connection) == 64, "tg_connection is one slot");
+_Static_assert(offsetof(tg_token, id) == 48, "token layout");
+_Static_assert(offsetof(tg_token, flags) == 52, "token layout");
+_Static_assert(offsetof(tg_token, field_radius) == 54, "token layout");
+_Static_assert(offsetof(tg_token, field_strength) == 55, "token layout");
+_Static_assert(offsetof(tg_token, weight) == 56, "token layout");
+_Static_assert(offsetof(tg_token, timestamp) == 60, "token layout");
+_Static_assert(offsetof(tg_connection, to) == 4, "connection layout");
+_Static_assert(offsetof(tg_connection, next_out) == 8, "connection layout");
+_Static_assert(offsetof(tg_connection, prev_in) == 20, "connection layout");
+_Static_assert(offsetof(tg_connection, type) == 24, "connection layout");
+_Static_assert(offsetof(tg_connection, flags) == 28, "connection layout");
+_Static_assert(offsetof(tg_connection, weight) == 32, "connection layout");
+_Static_assert(offsetof(tg_connection, activation_count) == 40, "layout");
+_Static_assert(offsetof(tg_connection, confidence) == 52, "connection layout");
+_Static_assert(offsetof(tg_connection, id) == 56, "connection layout");
+_Static_assert(offsetof(tg_connection, reserved2) == 60, "connection layout");
+
+typedef struct tg__adj {
+  uint32_t out_head; /* newest outgoing connection id, 0 = none */
+  uint32_t in_head;  /* newest incoming connection id, 0 = none */
+  uint32_t out_deg;  /* outgoing connections */
+  uint32_t in_deg;   /* incoming connections */
+} tg__adj;
+
+#define TG__ADJ_TABLE_BYTES ((uint64_t)TG__CHUNK_SLOTS * sizeof(tg__adj))
+
+typedef struct tg__graph {
+  tg__arena tokens;
+  tg__arena conns;
+  tg__adj **adj;     /* per token chunk; NULL until a connection needs it */
+  uint32_t nadj;     /* side tables allocated */
+} tg__graph;
+
+int tg__graph_init(tg__graph *g);
+void tg__graph_free(tg__graph *g);
+
+/* Bytes the graph holds for live objects plus side tables: the number the
+   memory quota is checked against (docs/quotas.md). */
+static inline uint64_t tg__graph_memory(const tg__graph *g) {
+  return (g->tokens.live + g->conns.live) * TG__SLOT_BYTES +
+         (uint64_t)g->nadj * TG__ADJ_TABLE_BYTES;
+}
+
+static inline tg_token *tg__graph_token(const tg__graph *g, uint32_t id) {
+  return (tg_token *)tg__arena_get(&g->tokens, id);
+}
+
+static inline tg_connection *tg__graph_conn(const tg__graph *g, uint32_t id) {
+  return (tg_connection *)tg__arena_get(&g->conns, id);
+}
+
+/* The side-table entry of a token, or NULL when its chunk has none yet
+   (then the token has no connections). */
+static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
+  uint32_t i = token_id - 1u;
+  tg__adj *t = g->adj[i >> TG__CHUNK_SHIFT];
+  return t ? &t[i & TG__CHUNK_MASK] : NULL;
+}
+
+/* Create a token from *init (NULL = zeroes). 0, TG_ENOMEM or TG_EQUOTA
+   (2^32 - 1 slots); nothing changes on failure. */
+static inline int tg__graph_token_create(tg__graph *g, const tg_token *init,
+                                         uint32_t *id) {
+  int err = 0;
+  tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, &err);
+  if (!t) return err;
+  if (init)
+    *t = *init;
+  else
+    memset(t, 0, sizeof *t);
+  t->id = *id;
+  t->flags |= TG_TOKEN_ACTIVE;
+  return 0;
+}
+
+/* Delete a token and every connection into or out of it; *nconns (may be
+   NULL) receives how many connections went with it. 0 or TG_ENOTFOUND. */
+int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns);
+
+/* Degree (in + out) of a live token. */
+static inline uint64_t tg__graph_degree(const tg__graph *g, uint32_t id) {
+  const tg__adj *a = tg__graph_adj(g, id);
+  return a ? (uint64_t)a->out_deg + a->in_deg : 0;
+}
+
+/* Make sure both endpoints have side tables (allocating at most two), so a
+   following tg__graph_connect cannot fail halfway. 0 or TG_ENOMEM. */
+int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to);
+
+/* Add a connection (endpoints must be live, type < TG_CONN_TYPES, side
+   tables reserved). 0, TG_ENOMEM or TG_EQUOTA (slots exhausted). */
+int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id);
+
+/* Remove a connection. 0 or TG_ENOTFOUND. */
+int tg__graph_disconnect(tg__graph *g, uint32_t id);
+
+/* Walk a token's connections (see tg_token_edges). */
+int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
+                    tg_edge_cb cb, void *arg);
+
+/* Call fn for every live token in slot order; a non-zero return stops the
+   walk and is returned. fn must not create or delete tokens. */
+int tg__graph_foreach_token(const tg__graph *g,
+                            int (*fn)(void *arg, const tg_token *t), void *arg);
+
+#endif /* TG_TOKEN_GRAPH_H */

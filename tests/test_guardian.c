@@ -1,0 +1,384 @@
+/* The guardian: every quota at its exact boundary, eviction, configs. */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "guardian/guardian.h"
+#include "tokengraph/tokengraph.h"
+
+static tg_store *open_with(const tg_store_config *cfg) {
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, cfg), 0);
+  return s;
+}
+
+static uint32_t mk(tg_store *s, float weight, uint16_t flags) {
+  tg_token t;
+  memset(&t, 0, sizeof t);
+  t.weight = weight;
+  t.flags = flags;
+  uint32_t id = 0;
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  return id;
+}
+
+static int try_link(tg_store *s, uint32_t from, uint32_t to, uint32_t *id) {
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  c.from = from;
+  c.to = to;
+  return tg_connect(s, &c, id);
+}
+
+static tg_store_stats stats(tg_store *s) {
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  return st;
+}
+
+static void test_quota_max_tokens_allows_n_rejects_n_plus_one(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_tokens = 1000;
+  tg_store *s = open_with(&cfg);
+  for (int i = 0; i < 1000; i++) mk(s, 1, 0);
+  tg_store_stats before = stats(s);
+  uint32_t id = 55;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(id, 0);
+  tg_store_stats after = stats(s);
+  assert_int_equal(after.live_tokens, 1000);
+  assert_int_equal(after.memory_bytes, before.memory_bytes);
+  assert_int_equal(after.tokens_created, 1000);
+  assert_int_equal(after.quota_rejections, 1);
+  assert_int_equal(after.quota_checks, 1001);
+  tg_token t;
+  assert_int_equal(tg_token_get(s, 1001, &t), TG_ENOTFOUND);
+  /* Room again after a delete. */
+  assert_int_equal(tg_token_delete(s, 10), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(id, 10);
+  tg_store_close(s);
+}
+
+static void test_quota_max_connections_allows_n_rejects_n_plus_one(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_connections = 5;
+  tg_store *s = open_with(&cfg);
+  uint32_t a = mk(s, 1, 0), b = mk(s, 1, 0), id;
+  for (int i = 0; i < 5; i++) assert_int_equal(try_link(s, a, b, &id), 0);
+  assert_int_equal(try_link(s, b, a, &id), TG_EQUOTA);
+  assert_int_equal(id, 0);
+  tg_store_stats st = stats(s);
+  assert_int_equal(st.live_connections, 5);
+  assert_int_equal(st.quota_rejections, 1);
+  tg_store_close(s);
+}
+
+static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 64 * 300; /* exactly 300 tokens */
+  cfg.guardian.memory_threshold = 1.0;
+  cfg.guardian.cleanup = 0;
+  tg_store *s = open_with(&cfg);
+  for (int i = 0; i < 300; i++) mk(s, 1, 0);
+  tg_store_stats before = stats(s);
+  assert_int_equal(before.memory_bytes, 64 * 300);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  tg_store_stats after = stats(s);
+  assert_int_equal(after.live_tokens, 300);
+  assert_int_equal(after.memory_bytes, before.memory_bytes);
+  assert_int_equal(after.evictions, 0);
+  assert_int_equal(after.quota_rejections, 1);
+  tg_store_close(s);
+}
+
+static void test_quota_memory_counts_connections_and_side_tables(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  /* Two tokens, one side table (both in chunk 0), one connection. */
+  uint64_t exact = 2 * 64 + 16 * 32768 + 64;
+  cfg.guardian.max_memory_bytes = exact;
+  cfg.guardian.memory_threshold = 1.0;
+  cfg.guardian.cleanup = 0;
+  tg_store *s = open_with(&cfg);
+  uint32_t a = mk(s, 1, 0), b = mk(s, 1, 0), id;
+  assert_int_equal(try_link(s, a, b, &id), 0);
+  assert_int_equal(stats(s).memory_bytes, exact);
+  assert_int_equal(try_link(s, a, b, &id), TG_EQUOTA);
+  assert_int_equal(stats(s).live_connections, 1);
+  tg_store_close(s);
+}
+
+static void test_quota_max_degree_checks_both_endpoints(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_degree = 3;
+  tg_store *s = open_with(&cfg);
+  uint32_t hub = mk(s, 1, 0), x[5], id;
+  for (int i = 0; i < 5; i++) x[i] = mk(s, 1, 0);
+  for (int i = 0; i < 3; i++) assert_int_equal(try_link(s, hub, x[i], &id), 0);
+  assert_int_equal(try_link(s, hub, x[3], &id), TG_EQUOTA); /* from side */
+  assert_int_equal(try_link(s, x[4], hub, &id), TG_EQUOTA); /* to side */
+  assert_int_equal(try_link(s, x[0], x[1], &id), 0);
+  assert_int_equal(try_link(s, x[1], x[1], &id), TG_EQUOTA); /* loop = 2 */
+  assert_int_equal(try_link(s, x[2], x[2], &id), 0);
+  assert_int_equal(stats(s).live_connections, 5);
+  assert_int_equal(stats(s).quota_rejections, 3);
+  tg_store_close(s);
+}
+
+static void test_eviction_takes_lowest_weight_non_persistent_first(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 64 * 100;
+  cfg.guardian.memory_threshold = 0.5; /* soft limit: 50 tokens */
+  cfg.guardian.cleanup_margin = 0.1;   /* evict down to 40 tokens */
+  tg_store *s = open_with(&cfg);
+  /* 50 tokens: weights are a permutation of 0..49; every 5th persistent. */
+  uint32_t ids[50];
+  float w[50];
+  for (int i = 0; i < 50; i++) {
+    w[i] = (float)((i * 37) % 50);
+    ids[i] = mk(s, w[i], (i % 5 == 0) ? TG_TOKEN_PERSISTENT : 0);
+  }
+  assert_int_equal(stats(s).evictions, 0);
+  /* The 51st crosses the soft limit: usage must end at or under 40
+     tokens including the new one, so 11 are evicted. */
+  uint32_t nid = mk(s, 1000, 0);
+  tg_store_stats st = stats(s);
+  assert_int_equal(st.evictions, 11);
+  assert_int_equal(st.pressure_events, 1);
+  assert_int_equal(st.live_tokens, 40);
+  /* Exactly the 11 lowest-weight non-persistent tokens are gone. */
+  float cut = -1;
+  int gone = 0;
+  for (int i = 0; i < 50; i++) {
+    tg_token t;
+    /* The new token reuses a freed slot, so its id is one of the gone. */
+    int rc = ids[i] == nid ? TG_ENOTFOUND : tg_token_get(s, ids[i], &t);
+    if (i % 5 == 0) assert_int_equal(rc, 0); /* persistent: kept */
+    if (rc == TG_ENOTFOUND) {
+      gone++;
+      if (w[i] > cut) cut = w[i];
+    }
+  }
+  assert_int_equal(gone, 11);
+  for (int i = 0; i < 50; i++) {
+    tg_token t;
+    if (i % 5 != 0 && w[i] < cut && ids[i] != nid)
+      assert_int_equal(tg_token_get(s, ids[i], &t), TG_ENOTFOUND);
+    if (w[i] > cut) assert_int_equal(tg_token_get(s, ids[i], &t), 0);
+  }
+  tg_token t;
+  assert_int_equal(tg_token_get(s, nid, &t), 0);
+  assert_true(t.weight == 1000.0f);
+  tg_store_close(s);
+}
+
+static void test_eviction_never_takes_the_endpoints_being_connected(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  /* Room for 6 tokens, one connection and one side table. */
+  cfg.guardian.max_memory_bytes = 64 * 6 + 16 * 32768 + 64;
+  cfg.guardian.memory_threshold = 0.999;
+  cfg.guardian.cleanup_margin = 0.0;
+  tg_store *s = open_with(&cfg);
+  uint32_t a = mk(s, 0.0f, 0), b = mk(s, 0.5f, 0), id;
+  for (int i = 0; i < 8; i++) mk(s, 5.0f + (float)i, 0);
+  /* The side table pushes usage over the soft limit and cleanup cannot
+     reach its target: all 8 others go, but a and b, the lowest weights,
+     are the endpoints and must survive. */
+  assert_int_equal(try_link(s, a, b, &id), 0);
+  tg_token t;
+  assert_int_equal(tg_token_get(s, a, &t), 0);
+  assert_int_equal(tg_token_get(s, b, &t), 0);
+  assert_int_equal(stats(s).evictions, 8);
+  assert_int_equal(stats(s).live_tokens, 2);
+  tg_store_close(s);
+}
+
+static int pressure_calls;
+static tg_pressure_event last_ev;
+static void on_pressure(void *arg, const tg_pressure_event *ev) {
+  assert_ptr_equal(arg, &pressure_calls);
+  pressure_calls++;
+  last_ev = *ev;
+}
+
+static void test_without_cleanup_the_callback_is_told_and_nothing_evicted(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 64 * 100;
+  cfg.guardian.memory_threshold = 0.5;
+  cfg.guardian.cleanup_margin = 0.1;
+  cfg.guardian.cleanup = 0;
+  cfg.guardian.on_pressure = on_pressure;
+  cfg.guardian.on_pressure_arg = &pressure_calls;
+  pressure_calls = 0;
+  tg_store *s = open_with(&cfg);
+  for (int i = 0; i < 50; i++) mk(s, 1, 0);
+  assert_int_equal(pressure_calls, 0);
+  mk(s, 1, 0); /* 51: crosses */
+  assert_int_equal(pressure_calls, 1);
+  assert_int_equal(last_ev.memory_bytes, 51 * 64);
+  assert_int_equal(last_ev.soft_limit_bytes, 50 * 64);
+  assert_int_equal(last_ev.max_memory_bytes, 100 * 64);
+  /* Re-armed at usage + margin: told again only 10 tokens later. */
+  for (int i = 0; i < 10; i++) mk(s, 1, 0);
+  assert_int_equal(pressure_calls, 1);
+  mk(s, 1, 0);
+  assert_int_equal(pressure_calls, 2);
+  tg_store_stats st = stats(s);
+  assert_int_equal(st.evictions, 0);
+  assert_int_equal(st.live_tokens, 62);
+  /* Up to the hard limit, then TG_EQUOTA. */
+  while (stats(s).live_tokens < 100) mk(s, 1, 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  tg_store_close(s);
+}
+
+static void test_victims_keep_the_k_lowest_in_order(void **state) {
+  (void)state;
+  tg__victims vs;
+  assert_int_equal(tg__victims_init(&vs, 4), 0);
+  float w[] = {5, 3, 9, 1, 7, 3, NAN, 8};
+  for (uint32_t i = 0; i < 8; i++) tg__victims_offer(&vs, w[i], i + 1);
+  tg__victims_sort(&vs);
+  assert_int_equal(vs.n, 4);
+  assert_int_equal(vs.v[0].id, 7); /* NaN counts as lowest */
+  assert_int_equal(vs.v[1].id, 4); /* 1 */
+  assert_int_equal(vs.v[2].id, 2); /* 3, lower id first */
+  assert_int_equal(vs.v[3].id, 6); /* 3 */
+  tg__victims_free(&vs);
+}
+
+/* ---- configuration files ---------------------------------------------- */
+
+static char path[64];
+
+static void write_ini(const char *text) {
+  strcpy(path, "/tmp/tg_test_cfg_XXXXXX");
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+}
+
+static void expect_error(const char *text, const char *needle) {
+  tg_store_config cfg, orig;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_tokens = 4242;
+  orig = cfg;
+  write_ini(text);
+  char err[256];
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), TG_ECONFIG);
+  char want[128];
+  snprintf(want, sizeof want, "%s:%s", path, needle);
+  if (!strstr(err, want)) fail_msg("error '%s' does not contain '%s'", err, want);
+  /* Nothing half-applied. */
+  assert_memory_equal(&cfg, &orig, sizeof cfg);
+  unlink(path);
+}
+
+static void test_config_loads_every_guardian_key(void **state) {
+  (void)state;
+  write_ini("; the reference workload\n"
+            "[guardian]\n"
+            "max_tokens = 9500000\n"
+            "max_connections = 123\n"
+            "max_memory_bytes = 1024000000   ; bytes\n"
+            "memory_threshold = 0.95\n"
+            "cleanup_margin = 0.02\n"
+            "max_degree = 17\n"
+            "cleanup = false\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "untouched";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_string_equal(err, "");
+  assert_int_equal(cfg.guardian.max_tokens, 9500000);
+  assert_int_equal(cfg.guardian.max_connections, 123);
+  assert_int_equal(cfg.guardian.max_memory_bytes, 1024000000);
+  assert_true(cfg.guardian.memory_threshold == 0.95);
+  assert_true(cfg.guardian.cleanup_margin == 0.02);
+  assert_int_equal(cfg.guardian.max_degree, 17);
+  assert_int_equal(cfg.guardian.cleanup, 0);
+  unlink(path);
+}
+
+static void test_config_errors_name_file_line_and_key(void **state) {
+  (void)state;
+  expect_error("[guardian]\nmax_tokens = 5\nmax_tokenz = 5\n", "3: key 'max_tokenz': unknown key");
+  expect_error("[guardian]\n\n[wall]\nlevel = 1\n", "4: key 'level': unknown section [wall]");
+  expect_error("[guardian]\nmax_tokens = 12abc\n", "2: key 'max_tokens': '12abc' is not");
+  expect_error("[guardian]\nmax_tokens = -5\n", "2: key 'max_tokens': '-5' is not");
+  expect_error("[guardian]\nmax_tokens = 99999999999\n", "2: key 'max_tokens': 99999999999 is out of range");
+  expect_error("[guardian]\nmax_memory_bytes = 99999999999999999999999\n", "2: key 'max_memory_bytes'");
+  expect_error("[guardian]\nmemory_threshold = 1.5\n", "2: key 'memory_threshold': 1.5 is out of range");
+  expect_error("[guardian]\nmemory_threshold = 0\n", "2: key 'memory_threshold': 0 is out of range");
+  expect_error("[guardian]\nmemory_threshold = nan\n", "2: key 'memory_threshold': 'nan' is not a number");
+  expect_error("[guardian]\ncleanup = maybe\n", "2: key 'cleanup': 'maybe' is not a boolean");
+  expect_error("[guardian]\nmax_degree = 1\nmax_degree = 2\n", "3: key 'max_degree': already set on line 2");
+  expect_error("[guardian]\nmemory_threshold = 0.5\ncleanup_margin = 0.6\n", "3: key 'cleanup_margin'");
+  expect_error("[guardian]\nmax_tokens = 1\nthis line is wrong\n", "3: syntax error");
+  expect_error("max_tokens = 5\n", "1: key 'max_tokens': unknown section []");
+}
+
+static void test_config_missing_file_gives_errno_and_message(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256];
+  assert_int_equal(tg_config_load(&cfg, "/nonexistent/tg.ini", err, sizeof err), -ENOENT);
+  assert_non_null(strstr(err, "/nonexistent/tg.ini: cannot read"));
+}
+
+static void test_open_rejects_an_invalid_config(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.memory_threshold = 0;
+  tg_store *s = (tg_store *)&cfg;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), TG_EINVAL);
+  assert_null(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_quota_max_tokens_allows_n_rejects_n_plus_one),
+    cmocka_unit_test(test_quota_max_connections_allows_n_rejects_n_plus_one),
+    cmocka_unit_test(test_quota_max_memory_allows_n_rejects_n_plus_one),
+    cmocka_unit_test(test_quota_memory_counts_connections_and_side_tables),
+    cmocka_unit_test(test_quota_max_degree_checks_both_endpoints),
+    cmocka_unit_test(test_eviction_takes_lowest_weight_non_persistent_first),
+    cmocka_unit_test(test_eviction_never_takes_the_endpoints_being_connected),
+    cmocka_unit_test(test_without_cleanup_the_callback_is_told_and_nothing_evicted),
+    cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
+    cmocka_unit_test(test_config_loads_every_guardian_key),
+    cmocka_unit_test(test_config_errors_name_file_line_and_key),
+    cmocka_unit_test(test_config_missing_file_gives_errno_and_message),
+    cmocka_unit_test(test_open_rejects_an_invalid_config),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

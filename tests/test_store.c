@@ -1,0 +1,174 @@
+/* The store handle: threads, out-of-memory, lifecycle. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "token/arena.h"
+#include "tokengraph/tokengraph.h"
+
+static void test_close_accepts_null_and_open_needs_out(void **state) {
+  (void)state;
+  tg_store_close(NULL);
+  assert_int_equal(tg_store_open(NULL, NULL, NULL), TG_EINVAL);
+}
+
+static void test_directory_stores_are_not_supported_yet(void **state) {
+  (void)state;
+  tg_store *s = (tg_store *)&s;
+  assert_int_equal(tg_store_open(&s, "/tmp", NULL), -EOPNOTSUPP);
+  assert_null(s);
+}
+
+/* ---- out of memory through the arena seam ----------------------------- */
+
+static int maps_left;
+static void *failing_map(size_t bytes) {
+  if (maps_left-- <= 0) return NULL;
+  void *p = NULL;
+  if (posix_memalign(&p, TG__CHUNK_BYTES, bytes)) return NULL;
+  return p;
+}
+static void plain_unmap(void *p, size_t bytes) {
+  (void)bytes;
+  free(p);
+}
+
+static void test_arena_exhaustion_gives_enomem_and_changes_nothing(void **state) {
+  (void)state;
+  tg__arena_hooks h = {failing_map, plain_unmap};
+  tg__arena_set_hooks(&h);
+  maps_left = 1;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, NULL), 0);
+  uint32_t id;
+  for (uint32_t i = 0; i < TG__CHUNK_SLOTS; i++)
+    assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  tg_store_stats before, after;
+  tg_store_stats_get(s, &before);
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_ENOMEM);
+  assert_int_equal(id, 0);
+  tg_store_stats_get(s, &after);
+  assert_int_equal(after.live_tokens, before.live_tokens);
+  assert_int_equal(after.tokens_created, before.tokens_created);
+  assert_int_equal(after.memory_bytes, before.memory_bytes);
+  /* The connection arena cannot map its first chunk either. */
+  tg_connection c = {.from = 1, .to = 2};
+  assert_int_equal(tg_connect(s, &c, &id), TG_ENOMEM);
+  tg_store_stats_get(s, &after);
+  assert_int_equal(after.live_connections, 0);
+  /* A delete frees a slot that the next create gets without mapping. */
+  assert_int_equal(tg_token_delete(s, 77), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(id, 77);
+  tg_store_close(s);
+  tg__arena_set_hooks(NULL);
+}
+
+/* ---- several threads on one handle ------------------------------------ */
+
+#define THREADS 4
+#define ROUNDS 20000
+
+typedef struct worker {
+  tg_store *s;
+  int n;             /* thread index */
+  uint64_t created;  /* tokens this thread created and did not delete */
+  uint64_t linked;   /* connections it made that still exist */
+  int errors;
+} worker;
+
+static int count_edges(void *arg, const tg_connection *c) {
+  (void)c;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static void *work(void *arg) {
+  worker *w = arg;
+  uint32_t mine[64];
+  int nmine = 0;
+  for (int r = 0; r < ROUNDS; r++) {
+    tg_token t;
+    memset(&t, 0, sizeof t);
+    t.weight = (float)w->n;
+    t.timestamp = (uint32_t)r;
+    uint32_t id;
+    if (tg_token_create(w->s, &t, &id)) {
+      w->errors++;
+      continue;
+    }
+    tg_token got;
+    if (tg_token_get(w->s, id, &got) || got.weight != (float)w->n ||
+        got.timestamp != (uint32_t)r)
+      w->errors++; /* nobody else may touch a token this thread owns */
+    if (nmine < 64) {
+      mine[nmine++] = id;
+      w->created++;
+      if (nmine >= 2) {
+        tg_connection c;
+        memset(&c, 0, sizeof c);
+        c.from = mine[nmine - 2];
+        c.to = id;
+        uint32_t cid;
+        if (tg_connect(w->s, &c, &cid)) w->errors++;
+        else w->linked++;
+      }
+    } else {
+      if (tg_token_delete(w->s, id)) w->errors++;
+      /* Recycle: delete the oldest of mine with its connections. */
+      if ((r & 7) == 0) {
+        int edges = 0;
+        tg_token_edges(w->s, mine[0], TG_BOTH, count_edges, &edges);
+        if (tg_token_delete(w->s, mine[0])) w->errors++;
+        w->linked -= (uint64_t)edges;
+        w->created--;
+        memmove(mine, mine + 1, sizeof mine[0] * 63);
+        nmine--;
+      }
+    }
+  }
+  return NULL;
+}
+
+static void test_four_threads_share_one_handle_consistently(void **state) {
+  (void)state;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, NULL), 0);
+  pthread_t th[THREADS];
+  worker w[THREADS];
+  for (int i = 0; i < THREADS; i++) {
+    memset(&w[i], 0, sizeof w[i]);
+    w[i].s = s;
+    w[i].n = i;
+    assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
+  }
+  uint64_t created = 0, linked = 0;
+  for (int i = 0; i < THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(w[i].errors, 0);
+    created += w[i].created;
+    linked += w[i].linked;
+  }
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, created);
+  assert_int_equal(st.live_connections, linked);
+  assert_int_equal(st.tokens_created, (uint64_t)THREADS * ROUNDS);
+  tg_store_close(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_close_accepts_null_and_open_needs_out),
+    cmocka_unit_test(test_directory_stores_are_not_supported_yet),
+    cmocka_unit_test(test_arena_exhaustion_gives_enomem_and_changes_nothing),
+    cmocka_unit_test(test_four_threads_share_one_handle_consistently),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
