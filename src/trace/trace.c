@@ -11,10 +11,12 @@
  * Each thread that records a sampled span owns a ring of 64-byte records
  * (one cache line each), allocated on its first sampled span and registered
  * in a global list. The owner writes a record and then publishes it by a
- * release store of `head`; nothing else writes the ring. The exporter copies
- * records without stopping the writer and keeps only those it can prove were
- * not being overwritten while it copied (a seqlock on `head`: slot i is good
- * if head, re-read after the copy, is at most i + capacity - 1).
+ * release store of `head`; nothing else writes the ring. Before writing the
+ * slot of record h it stores wbegin = h + 1. The exporter copies records
+ * without stopping the writer and keeps only those it can prove were not
+ * being overwritten while it copied (a seqlock: record i shares its slot with
+ * i + capacity, so it is good if wbegin, re-read after the copy, is at most
+ * i + capacity).
  *
  * A span is recorded once, at its end, as a complete event (start and
  * duration), so a ring that wrapped still exports as valid, balanced JSON.
@@ -39,6 +41,7 @@ _Static_assert(sizeof(tg__span_rec) == 64, "span record is one cache line");
 
 struct tg__trace_buf {
   uint64_t head;              /* records ever written; owner stores, release */
+  uint64_t wbegin;            /* records whose writing has begun (head or head+1) */
   uint64_t base;              /* records before this index were reset away */
   uint64_t mask;              /* capacity - 1 */
   long tid;                   /* kernel thread id of the owner */
@@ -232,8 +235,10 @@ void tg__span_record(const tg_span *s) {
   }
   uint64_t h = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
   tg__span_rec *r = &b->rec[h & b->mask];
-  /* Pairs with the exporter's acquire fence: if it sees any of these
-     stores, its re-read of head sees at least h, and it discards slot h. */
+  __atomic_store_n(&b->wbegin, h + 1, __ATOMIC_RELAXED);
+  /* Pairs with the exporter's acquire fence: if it sees any of the stores
+     below, its re-read of wbegin sees h + 1 and it discards record
+     h - capacity, whose slot this is. */
   __atomic_thread_fence(__ATOMIC_RELEASE);
   __atomic_store_n(&r->site, s->site, __ATOMIC_RELAXED);
   __atomic_store_n(&r->t0, s->t0, __ATOMIC_RELAXED);
@@ -301,10 +306,10 @@ static size_t buf_snapshot(struct tg__trace_buf *b, tg__span_rec *out) {
     o->depth = __atomic_load_n(&r->depth, __ATOMIC_RELAXED);
   }
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  uint64_t h2 = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
-  /* Index i shares its slot with i + cap, which the writer may have been
-     writing once head reached i + cap: keep i only if h2 < i + cap. */
-  uint64_t good = h2 >= cap ? h2 - cap + 1 : 0;
+  uint64_t w2 = __atomic_load_n(&b->wbegin, __ATOMIC_RELAXED);
+  /* Record i shares its slot with i + cap, which the writer may have been
+     writing once wbegin reached i + cap + 1: keep i only if w2 <= i + cap. */
+  uint64_t good = w2 > cap ? w2 - cap : 0;
   if (good <= lo) return (size_t)(h1 - lo);
   if (good >= h1) return 0;
   memmove(out, out + (good - lo), (size_t)(h1 - good) * sizeof *out);
