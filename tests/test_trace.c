@@ -151,8 +151,10 @@ static int jparse_value(jp *j, jv *out) {
     }
     for (;;) {
       out->items = realloc(out->items, (out->n + 1) * sizeof(jv));
+      memset(&out->items[out->n], 0, sizeof(jv));
       if (obj) {
         out->keys = realloc(out->keys, (out->n + 1) * sizeof(char *));
+        out->keys[out->n] = NULL;
         jskip(j);
         if (jparse_string(j, &out->keys[out->n]) != 0) return -1;
         jskip(j);

@@ -56,6 +56,7 @@ typedef struct load_ctx {
   int failed;
 } load_ctx;
 
+__attribute__((format(printf, 2, 3)))
 static void fail(load_ctx *c, const char *fmt, ...) {
   if (c->failed) return; /* keep the first error */
   c->failed = 1;
