@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -641,8 +642,11 @@ static jv *crash_child(const char *name, int how, int *status) {
     tg_blackbox_record(TG_BB_OPEN, 1, 0, 0, 0);
     for (uint64_t i = 0; i < 10; i++) tg_blackbox_record(TG_BB_USER, 4242, i, 0, 0);
     if (how == SIGSEGV) {
-      volatile int *volatile p = NULL;
-      *p = 1; /* a real invalid write, not raise() */
+      /* A real invalid write, not raise(): to a PROT_NONE page, which
+         UBSan's null-pointer check does not intercept. */
+      volatile int *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) _exit(93);
+      *p = 1;
     } else {
       abort();
     }
