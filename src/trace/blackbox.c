@@ -73,7 +73,7 @@ static void bb_record(int type, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t 
   uint64_t i = __atomic_fetch_add(&bb_head, 1, __ATOMIC_RELAXED);
   bb_slot *s = &ring[i & BB_MASK];
   __atomic_store_n(&s->seq, 0, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_RELEASE);
+  tg__fence_release();
   __atomic_store_n(&s->ticks, t, __ATOMIC_RELAXED);
   __atomic_store_n(&s->type, (uint64_t)type, __ATOMIC_RELAXED);
   __atomic_store_n(&s->tid, (uint64_t)tid, __ATOMIC_RELAXED);
@@ -126,7 +126,7 @@ static int dump_fd(int fd, const char *reason, int signo) {
     c.type = __atomic_load_n(&s->type, __ATOMIC_RELAXED);
     c.tid = __atomic_load_n(&s->tid, __ATOMIC_RELAXED);
     for (int k = 0; k < 4; k++) c.arg[k] = __atomic_load_n(&s->arg[k], __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    tg__fence_acquire();
     if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != s1) continue;
 
     int type = (c.type > 0 && c.type < TG_BB_TYPE_COUNT) ? (int)c.type : 0;

@@ -239,7 +239,7 @@ void tg__span_record(const tg_span *s) {
   /* Pairs with the exporter's acquire fence: if it sees any of the stores
      below, its re-read of wbegin sees h + 1 and it discards record
      h - capacity, whose slot this is. */
-  __atomic_thread_fence(__ATOMIC_RELEASE);
+  tg__fence_release();
   __atomic_store_n(&r->site, s->site, __ATOMIC_RELAXED);
   __atomic_store_n(&r->t0, s->t0, __ATOMIC_RELAXED);
   __atomic_store_n(&r->t1, t1, __ATOMIC_RELAXED);
@@ -305,7 +305,7 @@ static size_t buf_snapshot(struct tg__trace_buf *b, tg__span_rec *out) {
       o->attr[k] = __atomic_load_n(&r->attr[k], __ATOMIC_RELAXED);
     o->depth = __atomic_load_n(&r->depth, __ATOMIC_RELAXED);
   }
-  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  tg__fence_acquire();
   uint64_t w2 = __atomic_load_n(&b->wbegin, __ATOMIC_RELAXED);
   /* Record i shares its slot with i + cap, which the writer may have been
      writing once wbegin reached i + cap + 1: keep i only if w2 <= i + cap. */

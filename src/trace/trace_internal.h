@@ -12,6 +12,19 @@
 
 #include "tokengraph/trace.h"
 
+/* ---- fences ----------------------------------------------------------------
+ * The seqlocks need release/acquire fences. GCC refuses them under TSan
+ * (-Wtsan); there every access involved is atomic anyway, so a compiler
+ * barrier (all an acquire or release fence is on x86-64) keeps the TSan
+ * build's race checking intact. */
+#if defined(TG_SANITIZE_THREAD) && (defined(__x86_64__) || defined(__i386__))
+#define tg__fence_release() __asm__ __volatile__("" ::: "memory")
+#define tg__fence_acquire() __asm__ __volatile__("" ::: "memory")
+#else
+#define tg__fence_release() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define tg__fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#endif
+
 /* ---- clock ----------------------------------------------------------------
  * Ticks (TSC) are converted with a line through two (ticks, monotonic ns)
  * points: the anchor taken when the library loads and a fresh one taken at
