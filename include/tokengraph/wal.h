@@ -1,0 +1,250 @@
+/*
+ * tokengraph write-ahead log: an append-only, CRC-framed, segmented log of
+ * records (a type byte plus opaque payload bytes), written by one background
+ * thread, with three durability levels and group commit.
+ * The on-disk format, the reader's rules and the recovery rule are in
+ * docs/wal-format.md.
+ *
+ * Threading: tg_wal_append(), tg_wal_sync(), tg_wal_stats_get(),
+ * tg_wal_failed() and tg_wal_remove_upto() may be called from any number of
+ * threads at once. tg_wal_open() and tg_wal_close() must not run
+ * concurrently with any other call on the same handle, and every append must
+ * have returned before tg_wal_close() is called.
+ *
+ * Only one tg_wal may have a directory open at a time (the store's lock file
+ * guarantees that; the WAL itself does not lock).
+ */
+#ifndef TOKENGRAPH_WAL_H
+#define TOKENGRAPH_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokengraph/errors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest payload of one record, in bytes (16 MiB). */
+#define TG_WAL_MAX_PAYLOAD (16u * 1024u * 1024u)
+/* Largest LSN (LSNs are 56-bit; the top byte of the frame word is the type). */
+#define TG_WAL_MAX_LSN ((UINT64_C(1) << 56) - 1)
+
+/*
+ * Durability levels. What each gives up:
+ *  - STRICT keeps everything: tg_wal_append() returns only after the record
+ *    is on stable storage (fdatasync done). Concurrent appenders share one
+ *    fdatasync (group commit). Costs one fdatasync latency per call.
+ *  - BALANCED gives up durability of the last sync_interval_ms: append
+ *    returns once the record is queued; the writer writes continuously and
+ *    fdatasyncs at least every sync_interval_ms. A process kill loses at
+ *    most what was still queued (not yet written); a power loss at most
+ *    sync_interval_ms of records.
+ *  - RELAXED gives up durability until the next sync: fdatasync happens only
+ *    at a segment switch, tg_wal_sync() and tg_wal_close(). A power loss can
+ *    lose everything since the last of those.
+ * All levels keep order: what survives is always a prefix of the log.
+ */
+enum tg_wal_level {
+  TG_WAL_STRICT = 0,
+  TG_WAL_BALANCED = 1,
+  TG_WAL_RELAXED = 2
+};
+
+/* Called by the writer thread after each fdatasync, with its latency and the
+   LSN now durable. Must be cheap and must not call into this WAL. */
+typedef void (*tg_wal_sync_hook)(void *arg, uint64_t latency_ns, uint64_t durable_lsn);
+/* Called by the writer thread when it starts a new segment (first LSN), and
+   once at open for the segment appends continue in. Same rules. */
+typedef void (*tg_wal_segment_hook)(void *arg, uint64_t first_lsn);
+
+typedef struct tg_wal_config {
+  int level;                 /* enum tg_wal_level; default TG_WAL_BALANCED */
+  uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs; default 10 */
+  uint64_t segment_bytes;    /* preallocated segment size; default 64 MiB,
+                                minimum 4096, multiple of 4096 */
+  uint32_t ring_slots;       /* queue capacity in records, power of two >= 2;
+                                default 65536 (8 MiB of 128-byte slots) */
+  int nonblocking;           /* 0 (default): a full queue blocks the caller;
+                                1: a full queue returns TG_EAGAIN at once */
+  uint64_t start_lsn;        /* LSN of the first record of an empty log
+                                (no segment yet); default 1. A store passes
+                                checkpoint LSN + 1. */
+  tg_wal_sync_hook on_sync;  /* NULL (default) or called after each fdatasync */
+  tg_wal_segment_hook on_segment; /* NULL (default) or called per new segment */
+  void *hook_arg;            /* passed to both hooks */
+} tg_wal_config;
+
+/* Fill *cfg with the defaults listed above. */
+TG_API void tg_wal_config_init(tg_wal_config *cfg);
+
+/* What tg_wal_open() found in the directory. */
+typedef struct tg_wal_open_info {
+  uint64_t oldest_lsn;     /* first LSN of the oldest segment */
+  uint64_t last_lsn;       /* last valid LSN found (0: the log holds no record) */
+  uint64_t next_lsn;       /* the LSN the next append gets (last_lsn + 1 or
+                              start_lsn) */
+  uint32_t segments;       /* segments present after open */
+  int torn_tail;           /* 1: the last segment ended in a torn tail, which
+                              was cut off (see torn_*) */
+  uint64_t torn_segment;   /* first LSN (= name) of that segment */
+  uint64_t torn_offset;    /* byte offset the segment was cut at */
+} tg_wal_open_info;
+
+typedef struct tg_wal tg_wal;
+
+/*
+ * Open the WAL in directory `dir` (the directory holding the segments, e.g.
+ * DATADIR/wal; created if missing, its parent must exist), creating the
+ * first segment if there is none. An existing log is recovered as
+ * docs/wal-format.md says: *.tmp files are removed, the last segment is
+ * read, a torn tail is cut off (ftruncate + fsync) and appends continue
+ * after the last valid record. Earlier segments are not read: replay them
+ * with tg_wal_reader_open().
+ * cfg == NULL uses the defaults; info may be NULL.
+ * On success *out is the handle and the writer thread runs. On failure *out
+ * is NULL and nothing needs releasing.
+ * Errors: TG_EINVAL (bad config), TG_ECORRUPT (the last segment is corrupt:
+ * nothing was changed; inspect with the reader), TG_EVERSION, TG_ENOMEM,
+ * TG_ENOSPC, -errno.
+ */
+TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
+                       tg_wal_open_info *info);
+
+/*
+ * Append a record: `type` and `len` bytes at `payload` (copied; the caller
+ * keeps ownership). On success *lsn (if not NULL) is the record's LSN; LSNs
+ * are consecutive and the file order is LSN order.
+ * STRICT: returns after the record is durable. BALANCED/RELAXED: returns
+ * once the record is queued (see enum tg_wal_level for what that promises).
+ * Payloads up to 96 bytes are copied into the ring with no allocation,
+ * lock or system call; larger ones (up to TG_WAL_MAX_PAYLOAD) take a slower
+ * path that mallocs a copy.
+ * A full queue blocks, or returns TG_EAGAIN with nothing logged when
+ * cfg.nonblocking is set.
+ * Errors: TG_EINVAL (len > TG_WAL_MAX_PAYLOAD, or payload NULL with len > 0),
+ * TG_EAGAIN, TG_ENOMEM (large payload copy), TG_ENOSPC / TG_EIO (the WAL has
+ * failed: the record was not logged, or - STRICT only - it was queued but is
+ * not known to be durable, and *lsn is still set), TG_ECLOSED.
+ */
+TG_API int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                         uint64_t *lsn);
+
+/*
+ * Wait until every record with an LSN <= lsn is durable (lsn == 0: every
+ * record appended before this call). Works at every level; the waiting
+ * callers share fdatasyncs.
+ * Errors: TG_ENOSPC / TG_EIO (the WAL failed before those records were
+ * durable), TG_EINVAL (lsn was never handed out).
+ */
+TG_API int tg_wal_sync(tg_wal *w, uint64_t lsn);
+
+/*
+ * 0 if the WAL works, otherwise the error that failed it (TG_ENOSPC or
+ * TG_EIO); *os_errno (if not NULL) gets the errno the system call gave.
+ * A failed WAL is never retried: every later append and sync returns the
+ * error, records already durable stay durable, and reopening the
+ * directory (after freeing space, for ENOSPC) recovers what is on disk.
+ */
+TG_API int tg_wal_failed(const tg_wal *w, int *os_errno);
+
+/*
+ * Delete the segments whose every record has an LSN <= lsn (a checkpoint
+ * covering lsn makes them unnecessary), then fsync the directory. The
+ * segment being written is never deleted. *removed (if not NULL) gets the
+ * number of segments deleted.
+ * Errors: -errno from unlink or fsync (segments already deleted stay deleted).
+ */
+TG_API int tg_wal_remove_upto(tg_wal *w, uint64_t lsn, uint32_t *removed);
+
+typedef struct tg_wal_stats {
+  uint64_t records;        /* records written to the file by the writer */
+  uint64_t bytes;          /* frame bytes written */
+  uint64_t batches;        /* write batches (pwrite calls of the writer) */
+  uint64_t fdatasyncs;     /* fdatasyncs of segment files */
+  uint64_t blocked;        /* appends that waited for queue space */
+  uint64_t blocked_ns;     /* total time appenders waited for queue space */
+  uint64_t rejected;       /* appends refused with TG_EAGAIN */
+  uint64_t queue_depth;    /* records appended but not yet written, now */
+  uint64_t segments;       /* segment switches since open */
+  uint64_t next_lsn;       /* the LSN the next append will get */
+  uint64_t written_lsn;    /* highest LSN written to the file */
+  uint64_t durable_lsn;    /* highest LSN known durable */
+  int failed;              /* as tg_wal_failed() */
+} tg_wal_stats;
+
+/* Snapshot the counters (each read atomically; the set is not one instant).
+   Records per fdatasync is records / fdatasyncs. */
+TG_API int tg_wal_stats_get(const tg_wal *w, tg_wal_stats *out);
+
+/*
+ * Stop the writer after it has written everything appended, fdatasync,
+ * close the files and free the handle. Accepts NULL (returns 0).
+ * Returns 0, or the error the WAL had failed with (TG_ENOSPC, TG_EIO): in
+ * that case records after the last durable one may be missing.
+ */
+TG_API int tg_wal_close(tg_wal *w);
+
+/* ---- reading ------------------------------------------------------------ */
+
+enum tg_wal_end_reason {
+  TG_WAL_END_NONE = 0,    /* not ended yet */
+  TG_WAL_END_CLEAN = 1,   /* the log ended where its data ends */
+  TG_WAL_END_TORN = 2,    /* torn tail: an incomplete last write, nothing
+                             valid after it (expected after a crash) */
+  TG_WAL_END_CORRUPT = 3, /* corruption: a bad record or header followed by
+                             valid data, an LSN gap, wrong magic or version */
+  TG_WAL_END_IO = 4       /* a segment could not be opened or read */
+};
+
+typedef struct tg_wal_end {
+  int reason;             /* enum tg_wal_end_reason */
+  int err;                /* 0 (clean, torn), TG_ECORRUPT, TG_EVERSION or -errno */
+  uint64_t segment;       /* first LSN (= name) of the segment it ended in; 0 if none */
+  uint64_t offset;        /* byte offset in that segment where it ended */
+  uint64_t last_lsn;      /* LSN of the last valid record seen (0: none) */
+  uint64_t valid_offset;  /* CORRUPT: offset of the valid frame found after
+                             the bad one, or 0 */
+  const char *what;       /* static description ("bad CRC", "LSN gap", ...) */
+  char path[256];         /* segment file name within the directory */
+} tg_wal_end;
+
+typedef struct tg_wal_record {
+  uint64_t lsn;
+  uint8_t type;
+  uint32_t len;           /* payload bytes */
+  const void *payload;    /* valid until the next tg_wal_reader_next() or
+                             tg_wal_reader_close(); do not free */
+} tg_wal_record;
+
+typedef struct tg_wal_reader tg_wal_reader;
+
+/*
+ * Open a reader over the WAL directory `dir` that yields records with
+ * LSN >= from_lsn (0: from the oldest segment). It never changes the files.
+ * On failure *out is NULL. Errors: TG_ENOMEM, -errno (dir cannot be listed).
+ */
+TG_API int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn);
+
+/*
+ * Next record: returns 1 and fills *rec, or 0 when the log has ended (then
+ * tg_wal_reader_end() says how). Records come in LSN order, consecutive.
+ * Once it has returned 0 it keeps returning 0.
+ */
+TG_API int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec);
+
+/* How the log ended (reason TG_WAL_END_NONE before the end). Valid until
+   tg_wal_reader_close(); do not free. */
+TG_API const tg_wal_end *tg_wal_reader_end(const tg_wal_reader *r);
+
+/* Release the reader. Accepts NULL. */
+TG_API void tg_wal_reader_close(tg_wal_reader *r);
+
+/* Name of an end reason ("clean", "torn tail", "corrupt", "io"). */
+TG_API const char *tg_wal_end_reason_name(int reason);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TOKENGRAPH_WAL_H */

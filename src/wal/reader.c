@@ -1,0 +1,339 @@
+/*
+ * WAL reader: iterates the segments of a WAL directory and classifies how
+ * the log ends (clean / torn tail / corruption), following the rules in
+ * docs/wal-format.md (also summarised at the top of wal.c).
+ *
+ * The files are untrusted: every length is bounded by TG_WAL_MAX_PAYLOAD and
+ * by the file size before it is used, and nothing outside [0, size) of a
+ * mapping is read. Segments are mapped read-only (MAP_PRIVATE); the WAL never
+ * shrinks a file another reader may have mapped, except tg_wal_open()'s
+ * torn-tail cut, which happens before its own writer starts.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wal/crc32.h"
+#include "wal/wal_internal.h"
+
+struct tg_wal_reader {
+  char *dir;                   /* directory path (owned) */
+  uint64_t *segs;              /* first LSNs, sorted (owned) */
+  size_t nseg;                 /* entries in segs */
+  size_t cur;                  /* index of the segment being read */
+  int mapped;                  /* 1 while segs[cur] is open */
+  const unsigned char *map;    /* its bytes (NULL when size is 0) */
+  size_t size;                 /* its file size */
+  size_t off;                  /* next frame position */
+  uint64_t expect;             /* LSN the next record must carry; 0 = not set */
+  uint64_t from;               /* yield records with lsn >= from */
+  int ended;                   /* end is final */
+  tg_wal_end end;
+};
+
+uint32_t tg__wal_frame_crc(const unsigned char *frame, uint32_t len) {
+  return tg__crc32(tg__crc32(0, frame, 4), frame + 8, (size_t)len - 8);
+}
+
+void tg__wal_header_encode(unsigned char hdr[TG__WAL_HDR], uint64_t first_lsn,
+                           uint64_t prealloc) {
+  memset(hdr, 0, TG__WAL_HDR);
+  memcpy(hdr + TG__SH_MAGIC, TG__WAL_MAGIC, 8);
+  tg__st32(hdr + TG__SH_VERSION, TG__WAL_VERSION);
+  tg__st32(hdr + TG__SH_HDRSIZE, TG__WAL_HDR);
+  tg__st64(hdr + TG__SH_FIRST_LSN, first_lsn);
+  tg__st64(hdr + TG__SH_PREALLOC, prealloc);
+  tg__st32(hdr + TG__SH_ALIGN, TG__WAL_ALIGN);
+  tg__st32(hdr + TG__SH_CRC, tg__crc32(0, hdr, TG__SH_CRC));
+}
+
+void tg__wal_seg_name(char *name, uint64_t first_lsn) {
+  snprintf(name, TG__WAL_NAME_LEN + 1, "%020llu.wal", (unsigned long long)first_lsn);
+}
+
+/* first LSN from a segment file name, or 0 if name is not a segment. */
+static uint64_t parse_seg_name(const char *name) {
+  uint64_t v = 0;
+  for (int i = 0; i < 20; i++) {
+    if (name[i] < '0' || name[i] > '9') return 0;
+    unsigned d = (unsigned)(name[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return 0;
+    v = v * 10 + d;
+  }
+  return strcmp(name + 20, ".wal") == 0 ? v : 0;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+int tg__wal_list(const char *dir, uint64_t **lsns, size_t *n) {
+  *lsns = NULL;
+  *n = 0;
+  uint64_t *v = NULL;
+  size_t cnt = 0, cap = 0;
+  int rc = 0;
+  DIR *d = opendir(dir);
+  if (!d) return -errno;
+  struct dirent *e;
+  errno = 0;
+  while ((e = readdir(d)) != NULL) {
+    uint64_t lsn = parse_seg_name(e->d_name);
+    if (lsn == 0) continue;
+    if (cnt == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      uint64_t *nv = realloc(v, ncap * sizeof *nv);
+      if (!nv) {
+        rc = TG_ENOMEM;
+        goto fail;
+      }
+      v = nv;
+      cap = ncap;
+    }
+    v[cnt++] = lsn;
+  }
+  if (errno) {
+    rc = -errno;
+    goto fail;
+  }
+  closedir(d);
+  if (cnt) qsort(v, cnt, sizeof *v, cmp_u64);
+  *lsns = v;
+  *n = cnt;
+  return 0;
+fail:
+  closedir(d);
+  free(v);
+  return rc;
+}
+
+/* ---- frame classification ------------------------------------------------ */
+
+enum { F_END, F_VALID, F_BAD };
+
+static int all_zero(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (p[i]) return 0;
+  return 1;
+}
+
+/* Classify the bytes at m[off..size) as end of data, a valid frame (its len
+   in *len) or a bad frame (*what says why). off <= size. */
+static int frame_at(const unsigned char *m, size_t size, size_t off, uint32_t *len,
+                    const char **what) {
+  size_t rem = size - off;
+  if (rem == 0) return F_END;
+  if (rem < TG__WAL_FRAME_HDR) {
+    if (all_zero(m + off, rem)) return F_END;
+    *what = "frame header cut off by the end of the file";
+    return F_BAD;
+  }
+  uint32_t l = tg__ld32(m + off);
+  if (l == 0) {
+    if (all_zero(m + off, TG__WAL_FRAME_HDR)) return F_END;
+    *what = "zero length with a non-zero frame header";
+    return F_BAD;
+  }
+  if (l < TG__WAL_FRAME_HDR || l > TG__WAL_FRAME_HDR + TG_WAL_MAX_PAYLOAD) {
+    *what = "frame length out of range";
+    return F_BAD;
+  }
+  if (l > rem) {
+    *what = "frame cut off by the end of the file";
+    return F_BAD;
+  }
+  if (tg__wal_frame_crc(m + off, l) != tg__ld32(m + off + 4)) {
+    *what = "frame CRC mismatch";
+    return F_BAD;
+  }
+  size_t pad_end = off + tg__align8(l);
+  if (pad_end > size) pad_end = size;
+  if (!all_zero(m + off + l, pad_end - (off + l))) {
+    *what = "non-zero frame padding";
+    return F_BAD;
+  }
+  *len = l;
+  return F_VALID;
+}
+
+/* ---- the iterator ---------------------------------------------------------- */
+
+static void unmap_cur(tg_wal_reader *r) {
+  if (r->mapped && r->map) munmap((void *)r->map, r->size);
+  r->mapped = 0;
+  r->map = NULL;
+  r->size = 0;
+}
+
+static int finish(tg_wal_reader *r, int reason, int err, size_t off, const char *what) {
+  r->ended = 1;
+  r->end.reason = reason;
+  r->end.err = err;
+  r->end.offset = off;
+  r->end.what = what;
+  if (r->nseg) {
+    size_t i = r->cur < r->nseg ? r->cur : r->nseg - 1;
+    r->end.segment = r->segs[i];
+    tg__wal_seg_name(r->end.path, r->segs[i]);
+  }
+  unmap_cur(r);
+  return 0;
+}
+
+/* Open and map segs[cur] and check its header; 1 = ready, 0 = ended. */
+static int open_segment(tg_wal_reader *r) {
+  char path[4096];
+  char name[TG__WAL_NAME_LEN + 1];
+  uint64_t first = r->segs[r->cur];
+  tg__wal_seg_name(name, first);
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", r->dir, name) >= sizeof path)
+    return finish(r, TG_WAL_END_IO, -ENAMETOOLONG, 0, "path too long");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return finish(r, TG_WAL_END_IO, -errno, 0, "cannot open segment");
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    int e = -errno;
+    close(fd);
+    return finish(r, TG_WAL_END_IO, e, 0, "cannot stat segment");
+  }
+  r->size = (size_t)st.st_size;
+  r->map = NULL;
+  if (r->size > 0) {
+    void *m = mmap(NULL, r->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      int e = -errno;
+      close(fd);
+      r->size = 0;
+      return finish(r, TG_WAL_END_IO, e, 0, "cannot map segment");
+    }
+    madvise(m, r->size, MADV_SEQUENTIAL);
+    r->map = m;
+  }
+  close(fd);
+  r->mapped = 1;
+  const unsigned char *h = r->map;
+  if (r->size < TG__WAL_HDR)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment shorter than its header");
+  if (memcmp(h + TG__SH_MAGIC, TG__WAL_MAGIC, 8) != 0)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "bad segment magic");
+  if (tg__crc32(0, h, TG__SH_CRC) != tg__ld32(h + TG__SH_CRC))
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment header CRC mismatch");
+  if (tg__ld32(h + TG__SH_VERSION) != TG__WAL_VERSION)
+    return finish(r, TG_WAL_END_CORRUPT, TG_EVERSION, 0, "unsupported format version");
+  if (tg__ld32(h + TG__SH_HDRSIZE) != TG__WAL_HDR || tg__ld32(h + TG__SH_ALIGN) != TG__WAL_ALIGN)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "bad header size or alignment");
+  uint64_t hl = tg__ld64(h + TG__SH_FIRST_LSN);
+  if (hl != first || hl > TG_WAL_MAX_LSN)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0,
+                  "first LSN in the header does not match the file name");
+  if (r->expect && first != r->expect)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "LSN gap between segments");
+  r->expect = first;
+  r->off = TG__WAL_HDR;
+  return 1;
+}
+
+int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn) {
+  *out = NULL;
+  tg_wal_reader *r = calloc(1, sizeof *r);
+  if (!r) return TG_ENOMEM;
+  r->dir = strdup(dir);
+  if (!r->dir) {
+    free(r);
+    return TG_ENOMEM;
+  }
+  int rc = tg__wal_list(dir, &r->segs, &r->nseg);
+  if (rc) {
+    tg_wal_reader_close(r);
+    return rc;
+  }
+  r->from = from_lsn;
+  if (r->nseg == 0) {
+    finish(r, TG_WAL_END_CLEAN, 0, 0, "no segments");
+  } else if (from_lsn) {
+    if (r->segs[0] > from_lsn) {
+      r->cur = 0;
+      finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0,
+             "the oldest segment starts after the requested LSN");
+    } else {
+      size_t i = r->nseg - 1;
+      while (r->segs[i] > from_lsn) i--;
+      r->cur = i;
+    }
+  }
+  *out = r;
+  return 0;
+}
+
+int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
+  if (r->ended) return 0;
+  for (;;) {
+    if (!r->mapped && !open_segment(r)) return 0;
+    uint32_t len = 0;
+    const char *what = NULL;
+    int k = frame_at(r->map, r->size, r->off, &len, &what);
+    if (k == F_END) {
+      if (r->cur + 1 >= r->nseg) return finish(r, TG_WAL_END_CLEAN, 0, r->off, "end of data");
+      unmap_cur(r);
+      r->cur++;
+      continue;
+    }
+    if (k == F_BAD) {
+      if (r->cur + 1 < r->nseg)
+        return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off, what);
+      /* Last segment: torn only if nothing valid follows the bad frame. */
+      for (size_t q = r->off + TG__WAL_ALIGN; q < r->size; q += TG__WAL_ALIGN) {
+        uint32_t l2;
+        const char *w2;
+        if (frame_at(r->map, r->size, q, &l2, &w2) == F_VALID) {
+          r->end.valid_offset = q;
+          return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off, what);
+        }
+      }
+      return finish(r, TG_WAL_END_TORN, 0, r->off, what);
+    }
+    const unsigned char *f = r->map + r->off;
+    uint64_t lt = tg__ld64(f + 8);
+    uint64_t lsn = lt & TG_WAL_MAX_LSN;
+    if (lsn != r->expect)
+      return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off,
+                    lsn > r->expect ? "LSN gap" : "LSN out of order");
+    r->expect++;
+    r->end.last_lsn = lsn;
+    size_t next = r->off + tg__align8(len);
+    r->off = next < r->size ? next : r->size;
+    if (lsn < r->from) continue;
+    rec->lsn = lsn;
+    rec->type = (uint8_t)(lt >> 56);
+    rec->len = len - TG__WAL_FRAME_HDR;
+    rec->payload = f + TG__WAL_FRAME_HDR;
+    return 1;
+  }
+}
+
+const tg_wal_end *tg_wal_reader_end(const tg_wal_reader *r) { return &r->end; }
+
+void tg_wal_reader_close(tg_wal_reader *r) {
+  if (!r) return;
+  unmap_cur(r);
+  free(r->segs);
+  free(r->dir);
+  free(r);
+}
+
+const char *tg_wal_end_reason_name(int reason) {
+  switch (reason) {
+  case TG_WAL_END_NONE: return "not ended";
+  case TG_WAL_END_CLEAN: return "clean";
+  case TG_WAL_END_TORN: return "torn tail";
+  case TG_WAL_END_CORRUPT: return "corrupt";
+  case TG_WAL_END_IO: return "io";
+  default: return "unknown";
+  }
+}

@@ -1,0 +1,60 @@
+/* Internals shared by the WAL writer (wal.c) and reader (reader.c). The
+   byte layout is documented in docs/wal-format.md and at the top of wal.c. */
+#ifndef TG_WAL_INTERNAL_H
+#define TG_WAL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tokengraph/wal.h"
+
+#define TG__WAL_MAGIC "TGWALSEG"     /* 8 bytes, no NUL on disk */
+#define TG__WAL_VERSION 1u
+#define TG__WAL_HDR 64u              /* segment header bytes */
+#define TG__WAL_FRAME_HDR 16u        /* frame header bytes */
+#define TG__WAL_ALIGN 8u
+#define TG__WAL_MIN_SEGMENT 4096u
+#define TG__WAL_NAME_LEN 24          /* 20 digits + ".wal" */
+
+/* Field offsets in the segment header. */
+enum {
+  TG__SH_MAGIC = 0,
+  TG__SH_VERSION = 8,
+  TG__SH_HDRSIZE = 12,
+  TG__SH_FIRST_LSN = 16,
+  TG__SH_PREALLOC = 24,
+  TG__SH_ALIGN = 32,
+  TG__SH_CRC = 60
+};
+
+static inline size_t tg__align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
+
+static inline uint32_t tg__ld32(const unsigned char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static inline uint64_t tg__ld64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+static inline void tg__st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void tg__st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* CRC of a frame: bytes [0,4) then [8,len). */
+uint32_t tg__wal_frame_crc(const unsigned char *frame, uint32_t len);
+
+/* Fill a 64-byte segment header. */
+void tg__wal_header_encode(unsigned char hdr[TG__WAL_HDR], uint64_t first_lsn,
+                           uint64_t prealloc);
+
+/* "%020llu.wal" into name (at least TG__WAL_NAME_LEN + 1 bytes). */
+void tg__wal_seg_name(char *name, uint64_t first_lsn);
+
+/* The segments of dir, sorted by first LSN, in a malloc'd array (*lsns may be
+   NULL when *n is 0). Returns 0 or -errno / TG_ENOMEM. */
+int tg__wal_list(const char *dir, uint64_t **lsns, size_t *n);
+
+#endif
