@@ -37,5 +37,6 @@ typedef struct tgb_command {
 } tgb_command;
 
 int tgb_tokens(int argc, char **argv);
+int tgb_trace(int argc, char **argv);
 
 #endif

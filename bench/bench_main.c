@@ -6,6 +6,7 @@
 
 static const tgb_command commands[] = {
   {"tokens", "create N tokens with the guardian inline vs. raw huge-page writes", tgb_tokens},
+  {"trace", "span, black-box and metric costs against an untraced loop (issue 5)", tgb_trace},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

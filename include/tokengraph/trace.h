@@ -82,12 +82,17 @@ typedef struct tg_span {
   int sampled;                   /* non-zero: this span will be recorded */
 } tg_span;
 
-/* ---- private: the per-thread state the inline functions below use ---- */
+/* ---- private: the per-thread state the inline functions below use ----
+ * `state` packs what a span touches into one word, so an unsampled span is
+ * one load and one store at begin and at end: bits 0-15 the number of open
+ * spans (nesting depth, at most 65535), bit 16 whether the current root is
+ * sampled, bits 17-63 the roots left until the next sampled one. */
+#define TG__DEPTH_MASK 0xFFFFull
+#define TG__SAMPLED_BIT (1ull << 16)
+#define TG__COUNTDOWN_ONE (1ull << 17)
 struct tg__trace_buf;
 typedef struct tg__trace_tls {
-  uint32_t depth;               /* spans open on this thread */
-  uint32_t sampled;             /* the current root span is sampled */
-  uint64_t countdown;           /* roots left until the next sampled root */
+  uint64_t state;               /* depth | sampled | countdown, see above */
   uint64_t epoch;               /* tg__trace_epoch the countdown was drawn under */
   uint64_t rng;                 /* splitmix64 state, 0 = not seeded yet */
   struct tg__trace_buf *buf;    /* this thread's span ring, NULL until first use */
@@ -96,7 +101,7 @@ typedef struct tg__trace_tls {
 
 TG_API extern TG__THREAD_LOCAL tg__trace_tls tg__tls TG__TLS_MODEL;
 TG_API extern uint64_t tg__trace_epoch; /* bumped by tg_trace_set_rate() */
-TG_API uint32_t tg__trace_root_slow(tg__trace_tls *t);
+TG_API uint64_t tg__trace_root_slow(tg__trace_tls *t, uint64_t state);
 TG_API void tg__span_record(const tg_span *s);
 TG_API uint64_t *tg__metrics_shard_slow(void);
 
@@ -124,14 +129,15 @@ static inline uint64_t tg__ticks(void) {
  */
 static inline void tg_span_begin(tg_span *s, const tg_span_site *site) {
   tg__trace_tls *t = &tg__tls;
-  if (t->depth++ == 0) {
-    if (TG__UNLIKELY(--t->countdown == 0 ||
+  uint64_t w = t->state;
+  if ((w & TG__DEPTH_MASK) == 0) { /* a root: count down, clear the flag */
+    w = (w - TG__COUNTDOWN_ONE) & ~TG__SAMPLED_BIT;
+    if (TG__UNLIKELY(w < TG__COUNTDOWN_ONE ||
                      t->epoch != __atomic_load_n(&tg__trace_epoch, __ATOMIC_RELAXED)))
-      t->sampled = tg__trace_root_slow(t);
-    else
-      t->sampled = 0;
+      w = tg__trace_root_slow(t, w);
   }
-  s->sampled = (int)t->sampled;
+  t->state = w + 1;
+  s->sampled = (int)((w >> 16) & 1);
   if (TG__UNLIKELY(s->sampled)) {
     s->site = site;
     for (int i = 0; i < TG_SPAN_ATTRS; i++) s->attr[i] = 0;
@@ -152,7 +158,7 @@ static inline int tg_span_sampled(const tg_span *s) { return s->sampled; }
 /* Close the span; a sampled span is written to this thread's ring now, as
    one complete event. */
 static inline void tg_span_end(tg_span *s) {
-  tg__tls.depth--;
+  tg__tls.state--;
   if (TG__UNLIKELY(s->sampled)) tg__span_record(s);
 }
 

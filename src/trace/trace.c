@@ -138,9 +138,19 @@ static uint64_t draw_countdown(uint64_t *rng, double p) {
   return (uint64_t)k + 1;
 }
 
+/* The countdown field holds 47 bits: a rate below 2^-47 (7e-15) behaves
+   as 2^-47. Rate 0 is exact: the slow path never samples then. */
+#define COUNTDOWN_MAX ((1ull << 47) - 1)
+
+static uint64_t with_countdown(uint64_t w, uint64_t cd) {
+  if (cd > COUNTDOWN_MAX) cd = COUNTDOWN_MAX;
+  return (w & (TG__DEPTH_MASK | TG__SAMPLED_BIT)) | (cd * TG__COUNTDOWN_ONE);
+}
+
 /* Called by tg_span_begin() for a root whose countdown ran out, or after a
-   rate change. Returns the sampling decision for this root. */
-uint32_t tg__trace_root_slow(tg__trace_tls *t) {
+   rate change, with the state already counted down and the sampled bit
+   clear. Returns the new state, sampled bit set for a sampled root. */
+uint64_t tg__trace_root_slow(tg__trace_tls *t, uint64_t w) {
   uint64_t epoch = __atomic_load_n(&tg__trace_epoch, __ATOMIC_ACQUIRE);
   double p = tg_trace_get_rate();
   if (t->rng == 0) {
@@ -151,13 +161,17 @@ uint32_t tg__trace_root_slow(tg__trace_tls *t) {
   }
   if (t->epoch != epoch) {
     t->epoch = epoch;
-    t->countdown = draw_countdown(&t->rng, p);
-    if (--t->countdown != 0) return 0;
+    uint64_t cd = draw_countdown(&t->rng, p);
+    if (cd > 1) return with_countdown(w, cd - 1); /* this root is not sampled */
+  } else if (w >= TG__COUNTDOWN_ONE) {
+    return w; /* unreachable: the inline check let us in for the epoch */
   }
   /* The countdown reached zero: this root is sampled, unless the rate is
-     0 (then it only ran out after 2^64 roots). */
-  t->countdown = draw_countdown(&t->rng, p);
-  return p > 0.0;
+     0 (then the countdown only ran out after 2^47 roots). */
+  int sampled = p > 0.0;
+  uint64_t cd = draw_countdown(&t->rng, p);
+  w = with_countdown(w, cd);
+  return sampled ? w | TG__SAMPLED_BIT : w;
 }
 
 /* ---- per-thread rings ------------------------------------------------------ */
@@ -245,7 +259,7 @@ void tg__span_record(const tg_span *s) {
   __atomic_store_n(&r->t1, t1, __ATOMIC_RELAXED);
   for (int i = 0; i < TG_SPAN_ATTRS; i++)
     __atomic_store_n(&r->attr[i], s->attr[i], __ATOMIC_RELAXED);
-  __atomic_store_n(&r->depth, (uint64_t)t->depth, __ATOMIC_RELAXED);
+  __atomic_store_n(&r->depth, t->state & TG__DEPTH_MASK, __ATOMIC_RELAXED);
   __atomic_store_n(&b->head, h + 1, __ATOMIC_RELEASE);
 }
 
