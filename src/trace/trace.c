@@ -64,7 +64,7 @@ static pthread_once_t buf_key_once = PTHREAD_ONCE_INIT;
 
 /* Retired rings of exited threads are kept for export, but at most this
    many, so a program that churns threads does not grow without bound. */
-#define MAX_RETIRED 64
+#define MAX_RETIRED 16
 
 __attribute__((constructor)) static void rate_init(void) {
   double d = 0.01;
