@@ -6,11 +6,11 @@
  *   reference: the predecessor's 10,000-operation measurement (697 ns per
  *     span there). A 64-byte record written into a warm arena per
  *     operation, repeated --reps times, variants interleaved, medians kept.
- *   large: 9,500,000 token creations through tg_token_create() in an
- *     in-memory store (a fresh store per pass), untraced vs. one span per
- *     creation at 1%, 0% and 100% sampling. Passes alternate and the best
- *     of --rounds is kept for each variant (the order rotates each round), so a noisy neighbour on the
- *     shared machine penalises no variant in particular.
+ *   large: 9,500,000 token creations through tg_token_create() into one
+ *     in-memory store per round, in chunks of 50,000 whose variant rotates:
+ *     untraced, one span per creation at 1%, 0% and 100% sampling. Every
+ *     variant sees the same store growth and the same noise from the
+ *     shared machine's neighbours; times are summed over --rounds.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +29,12 @@ static void usage(FILE *f) {
           "Measures, each against the same loop untraced in the same run:\n"
           "  reference (--ref-count ops, default 10000, the predecessor's measurement;\n"
           "    --reps repetitions, default 51, medians): unsampled span ns, sampled\n"
-          "    span ns, black-box event ns, metric increment ns;\n"
-          "  large (--count token creations, default 9500000, in an in-memory store;\n"
-          "    best of --rounds, default 3): overhead of one span per creation at\n"
-          "    1%% sampling in %%, and the unsampled/sampled span ns at that scale.\n"
+          "    span ns, mean span ns at 1%% sampling, black-box event ns, metric\n"
+          "    increment ns;\n"
+          "  large (--count token creations, default 9500000, into one in-memory store\n"
+          "    per round, --rounds default 3; variants interleaved in chunks of 50000):\n"
+          "    overhead of one span per creation at 1%% sampling in %%, and the\n"
+          "    unsampled/sampled span ns at that scale.\n"
           "Targets (DESIGN.md): unsampled <= 2 ns, sampled <= 60 ns, 1%% adds <= 5%%.\n"
           "--json prints one object with unsampled_span_ns, sampled_span_ns,\n"
           "overhead_pct_at_1pct, blackbox_event_ns and the other figures.\n");
@@ -44,7 +46,7 @@ typedef struct rec64 {
   uint64_t w[8];
 } rec64;
 
-enum { V_PLAIN, V_UNSAMPLED, V_SAMPLED, V_BLACKBOX, V_METRIC, NV };
+enum { V_PLAIN, V_UNSAMPLED, V_SAMPLED, V_1PCT, V_BLACKBOX, V_METRIC, NV };
 
 /* One pass of n operations of variant v; returns ns. The body writes a
    64-byte record, like token creation does. noinline keeps each variant's
@@ -61,6 +63,7 @@ __attribute__((noinline)) static uint64_t ref_pass(rec64 *arena, uint64_t n, int
     break;
   case V_UNSAMPLED:
   case V_SAMPLED:
+  case V_1PCT:
     for (uint64_t i = 0; i < n; i++) {
       tg_span s;
       tg_span_begin(&s, &site_op);
@@ -96,8 +99,12 @@ __attribute__((noinline)) static uint64_t ref_pass(rec64 *arena, uint64_t n, int
 enum { L_PLAIN, L_1PCT, L_UNSAMPLED, L_SAMPLED, NL };
 static const double l_rate[NL] = {0.0, 0.01, 0.0, 1.0};
 
-/* n creations in a fresh store; returns ns (store open/close excluded). */
-__attribute__((noinline)) static uint64_t large_pass(uint64_t n, int v) {
+#define CHUNK 50000 /* creations per timed chunk in the large phase */
+
+/* One round: `n` creations into one fresh store, in chunks of CHUNK whose
+   variant rotates plain, 1%, 0%, 100%, so every variant sees the same store
+   growth and the same neighbours' noise. Adds ns and ops per variant. */
+__attribute__((noinline)) static void large_round(uint64_t n, uint64_t ns[NL], uint64_t ops[NL]) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.guardian.max_tokens = n + 1;
@@ -109,35 +116,41 @@ __attribute__((noinline)) static uint64_t large_pass(uint64_t n, int v) {
     fprintf(stderr, "tg-bench trace: tg_store_open: %s\n", tg_strerror(rc));
     exit(1);
   }
-  tg_trace_set_rate(l_rate[v]);
   tg_token init;
   memset(&init, 0, sizeof init);
   init.timestamp = 1764000000u;
   uint32_t id = 0;
-  uint64_t t0 = tgb_now_ns();
-  if (v == L_PLAIN) {
-    for (uint64_t i = 0; i < n; i++) {
-      init.coord[0][0] = (int16_t)i;
-      rc |= tg_token_create(s, &init, &id);
+  uint64_t done = 0;
+  for (uint64_t c = 0; done < n; c++) {
+    int v = (int)(c % NL);
+    uint64_t m = n - done < CHUNK ? n - done : CHUNK;
+    tg_trace_set_rate(l_rate[v]);
+    uint64_t t0 = tgb_now_ns();
+    if (v == L_PLAIN) {
+      for (uint64_t i = 0; i < m; i++) {
+        init.coord[0][0] = (int16_t)i;
+        rc |= tg_token_create(s, &init, &id);
+      }
+    } else {
+      for (uint64_t i = 0; i < m; i++) {
+        tg_span sp;
+        tg_span_begin(&sp, &site_create);
+        init.coord[0][0] = (int16_t)i;
+        rc |= tg_token_create(s, &init, &id);
+        tg_span_attr(&sp, 0, id);
+        tg_span_end(&sp);
+      }
     }
-  } else {
-    for (uint64_t i = 0; i < n; i++) {
-      tg_span sp;
-      tg_span_begin(&sp, &site_create);
-      init.coord[0][0] = (int16_t)i;
-      rc |= tg_token_create(s, &init, &id);
-      tg_span_attr(&sp, 0, id);
-      tg_span_end(&sp);
-    }
+    ns[v] += tgb_now_ns() - t0;
+    ops[v] += m;
+    done += m;
   }
-  uint64_t ns = tgb_now_ns() - t0;
   TGB_KEEP(id);
   if (rc != 0) {
     fprintf(stderr, "tg-bench trace: tg_token_create failed: %s\n", tg_strerror(rc));
     exit(1);
   }
   tg_store_close(s);
-  return ns;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -193,7 +206,7 @@ int tgb_trace(int argc, char **argv) {
   ref_pass(arena, ref_count, V_METRIC);
   for (uint64_t r = 0; r < reps; r++) {
     for (int v = 0; v < NV; v++) {
-      tg_trace_set_rate(v == V_SAMPLED ? 1.0 : 0.0);
+      tg_trace_set_rate(v == V_SAMPLED ? 1.0 : v == V_1PCT ? 0.01 : 0.0);
       t[v][r] = ref_pass(arena, ref_count, v);
     }
   }
@@ -205,37 +218,30 @@ int tgb_trace(int argc, char **argv) {
   double ref_plain = med[V_PLAIN];
   double ref_unsampled = med[V_UNSAMPLED] - ref_plain;
   double ref_sampled = med[V_SAMPLED] - ref_plain;
+  double ref_1pct = med[V_1PCT] - ref_plain;
   double bb_ns = med[V_BLACKBOX] - ref_plain;
   double metric_ns = med[V_METRIC] - ref_plain;
   free(arena);
   for (int v = 0; v < NV; v++) free(t[v]);
 
-  /* ---- large: token creation, best of rounds, variants alternating ---- */
-  uint64_t best[NL];
-  for (int v = 0; v < NL; v++) best[v] = UINT64_MAX;
-  large_pass(count, L_PLAIN); /* warm-up: the first store pays for the
-                                 allocator's first mappings */
-  for (uint64_t r = 0; r < rounds; r++) {
-    for (int k = 0; k < NL; k++) {
-      int v = (int)((k + r) % NL); /* rotate: no variant always runs first */
-      uint64_t ns = large_pass(count, v);
-      if (ns < best[v]) best[v] = ns;
-    }
-  }
+  /* ---- large: token creation, variants interleaved in chunks ---- */
+  uint64_t lns[NL] = {0}, lops[NL] = {0};
+  for (uint64_t r = 0; r < rounds; r++) large_round(count, lns, lops);
   tg_trace_set_rate(saved_rate);
-  double n = (double)count;
-  double plain_ns = (double)best[L_PLAIN] / n;
-  double pct1_ns = (double)best[L_1PCT] / n;
-  double large_unsampled = (double)best[L_UNSAMPLED] / n - plain_ns;
-  double large_sampled = (double)best[L_SAMPLED] / n - plain_ns;
-  double overhead_pct = 100.0 * ((double)best[L_1PCT] - (double)best[L_PLAIN]) /
-                        (double)best[L_PLAIN];
+  double per[NL];
+  for (int v = 0; v < NL; v++) per[v] = (double)lns[v] / (double)lops[v];
+  double plain_ns = per[L_PLAIN];
+  double pct1_ns = per[L_1PCT];
+  double large_unsampled = per[L_UNSAMPLED] - plain_ns;
+  double large_sampled = per[L_SAMPLED] - plain_ns;
+  double overhead_pct = 100.0 * (pct1_ns - plain_ns) / plain_ns;
   tg_trace_stats st;
   tg_trace_stats_get(&st);
 
   if (json) {
     printf("{\"ref_ops\":%llu,\"ref_reps\":%llu,\"ref_untraced_op_ns\":%.3f,"
            "\"ref_unsampled_span_ns\":%.3f,\"ref_sampled_span_ns\":%.3f,"
+           "\"ref_1pct_span_ns\":%.3f,"
            "\"tokens\":%llu,\"rounds\":%llu,\"untraced_create_ns\":%.3f,"
            "\"traced_1pct_create_ns\":%.3f,\"large_unsampled_span_ns\":%.3f,"
            "\"large_sampled_span_ns\":%.3f,"
@@ -243,7 +249,7 @@ int tgb_trace(int argc, char **argv) {
            "\"overhead_pct_at_1pct\":%.3f,\"blackbox_event_ns\":%.3f,"
            "\"metric_inc_ns\":%.3f,\"spans_sampled\":%llu,\"spans_dropped\":%llu}\n",
            (unsigned long long)ref_count, (unsigned long long)reps, ref_plain, ref_unsampled,
-           ref_sampled, (unsigned long long)count, (unsigned long long)rounds, plain_ns,
+           ref_sampled, ref_1pct, (unsigned long long)count, (unsigned long long)rounds, plain_ns,
            pct1_ns, large_unsampled, large_sampled, ref_unsampled, ref_sampled, overhead_pct,
            bb_ns, metric_ns, (unsigned long long)st.sampled, (unsigned long long)st.dropped);
   } else {
@@ -253,10 +259,12 @@ int tgb_trace(int argc, char **argv) {
     printf("  unsampled_span_ns     %8.3f  (target <= 2; predecessor 697 per span)\n",
            ref_unsampled);
     printf("  sampled_span_ns       %8.3f  (target <= 60)\n", ref_sampled);
+    printf("  span_at_1pct_ns       %8.3f  (mean cost per span at 1%% sampling)\n", ref_1pct);
     printf("  blackbox_event_ns     %8.3f\n", bb_ns);
     printf("  metric_inc_ns         %8.3f\n", metric_ns);
-    printf("large: %llu token creations (tg_token_create, in-memory store), best of %llu\n",
-           (unsigned long long)count, (unsigned long long)rounds);
+    printf("large: %llu token creations (tg_token_create, one in-memory store) x %llu rounds,\n"
+           "  variants interleaved in chunks of %d\n",
+           (unsigned long long)count, (unsigned long long)rounds, CHUNK);
     printf("  untraced_create_ns    %8.3f\n", plain_ns);
     printf("  traced_1pct_create_ns %8.3f\n", pct1_ns);
     printf("  overhead_pct_at_1pct  %8.3f  (target <= 5)\n", overhead_pct);

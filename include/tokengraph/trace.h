@@ -95,6 +95,7 @@ typedef struct tg__trace_tls {
   uint64_t state;               /* depth | sampled | countdown, see above */
   uint64_t epoch;               /* tg__trace_epoch the countdown was drawn under */
   uint64_t rng;                 /* splitmix64 state, 0 = not seeded yet */
+  double inv_log_q;             /* 1 / ln(1 - rate) for that epoch's rate */
   struct tg__trace_buf *buf;    /* this thread's span ring, NULL until first use */
   uint64_t *counters;           /* this thread's metric shard, NULL until first use */
 } tg__trace_tls;
