@@ -107,7 +107,7 @@ typedef struct tg_wal tg_wal;
  * is NULL and nothing needs releasing.
  * Errors: TG_EINVAL (bad config), TG_ECORRUPT (the last segment is corrupt:
  * nothing was changed; inspect with the reader), TG_EVERSION, TG_ENOMEM,
- * TG_ENOSPC, -errno.
+ * TG_ENOSPC (no space to create or preallocate a segment), -errno.
  */
 TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
                        tg_wal_open_info *info);
@@ -126,7 +126,7 @@ TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
  * Errors: TG_EINVAL (len > TG_WAL_MAX_PAYLOAD, or payload NULL with len > 0),
  * TG_EAGAIN, TG_ENOMEM (large payload copy), TG_ENOSPC / TG_EIO (the WAL has
  * failed: the record was not logged, or - STRICT only - it was queued but is
- * not known to be durable, and *lsn is still set), TG_ECLOSED.
+ * not known to be durable, and *lsn is still set).
  */
 TG_API int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len,
                          uint64_t *lsn);

@@ -127,8 +127,8 @@ static int all_zero(const unsigned char *p, size_t n) {
    in *len) or a bad frame (*what says why). off <= size. */
 static int frame_at(const unsigned char *m, size_t size, size_t off, uint32_t *len,
                     const char **what) {
+  if (off >= size) return F_END; /* off may pass size by a cut-off padding */
   size_t rem = size - off;
-  if (rem == 0) return F_END;
   if (rem < TG__WAL_FRAME_HDR) {
     if (all_zero(m + off, rem)) return F_END;
     *what = "frame header cut off by the end of the file";
@@ -306,8 +306,7 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
                     lsn > r->expect ? "LSN gap" : "LSN out of order");
     r->expect++;
     r->end.last_lsn = lsn;
-    size_t next = r->off + tg__align8(len);
-    r->off = next < r->size ? next : r->size;
+    r->off += tg__align8(len); /* may pass the end of the file by < 8 */
     if (lsn < r->from) continue;
     rec->lsn = lsn;
     rec->type = (uint8_t)(lt >> 56);

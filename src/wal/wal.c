@@ -296,7 +296,7 @@ static void do_sync(tg_wal *w) {
 }
 
 static void flush_buf(tg_wal *w) {
-  if (!w->buf_len) return;
+  if (!w->buf_len || atomic_load(&w->failed)) return; /* never write after a failure */
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
   stat_add(&w->st_batches, 1);
   if (rc) {
@@ -810,6 +810,7 @@ int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
 fail:
   free(segs);
   tg_wal_close(w);
+  if (rc == -ENOSPC || rc == -EDQUOT) rc = TG_ENOSPC;
   return rc;
 }
 
