@@ -18,12 +18,6 @@ static void test_close_accepts_null_and_open_needs_out(void **state) {
   assert_int_equal(tg_store_open(NULL, NULL, NULL), TG_EINVAL);
 }
 
-static void test_directory_stores_are_not_supported_yet(void **state) {
-  (void)state;
-  tg_store *s = (tg_store *)&s;
-  assert_int_equal(tg_store_open(&s, "/tmp", NULL), -EOPNOTSUPP);
-  assert_null(s);
-}
 
 /* ---- out of memory through the arena seam ----------------------------- */
 
@@ -166,7 +160,6 @@ static void test_four_threads_share_one_handle_consistently(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_accepts_null_and_open_needs_out),
-    cmocka_unit_test(test_directory_stores_are_not_supported_yet),
     cmocka_unit_test(test_arena_exhaustion_gives_enomem_and_changes_nothing),
     cmocka_unit_test(test_four_threads_share_one_handle_consistently),
   };

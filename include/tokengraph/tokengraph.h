@@ -146,8 +146,46 @@ typedef struct tg_guardian_config {
   void *on_pressure_arg;
 } tg_guardian_config;
 
+/*
+ * Durability of a store opened with a data directory (ignored in memory).
+ * Every mutation is logged to the WAL before the call returns; the level
+ * says when the record is on stable storage. What each level gives up:
+ *  - STRICT gives up nothing: a mutating call returns after its record is
+ *    durable (fdatasync done); concurrent callers share one fdatasync.
+ *  - BALANCED gives up the last sync_interval_ms on power loss: a call
+ *    returns once its record is queued; the log writer fdatasyncs at least
+ *    every sync_interval_ms. A killed process loses at most what was still
+ *    queued (microseconds of work).
+ *  - RELAXED gives up everything since the last tg_sync(), checkpoint,
+ *    segment switch or close on power loss; a killed process loses at most
+ *    what was still queued.
+ * At every level the log is a prefix of the calls in their order: recovery
+ * never shows a later mutation without an earlier one.
+ */
+enum tg_durability {
+  TG_STRICT = 0,
+  TG_BALANCED = 1,
+  TG_RELAXED = 2
+};
+
+typedef struct tg_durability_config {
+  int level;                 /* enum tg_durability; default TG_BALANCED */
+  uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs;
+                                default 10 */
+  uint64_t segment_bytes;    /* WAL segment size (preallocated); default
+                                64 MiB */
+  uint32_t ring_slots;       /* WAL queue capacity in records (power of two);
+                                default 65536 */
+  int nonblocking;           /* 0 (default): a full queue blocks the caller;
+                                1: the call fails with TG_EAGAIN, unchanged */
+  uint64_t checkpoint_bytes; /* automatic checkpoint when this many WAL bytes
+                                were written since the last one; 0 = only
+                                tg_checkpoint(); default 256 MiB */
+} tg_durability_config;
+
 typedef struct tg_store_config {
   tg_guardian_config guardian;
+  tg_durability_config wal;
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -177,15 +215,71 @@ typedef struct tg_store tg_store;
 
 /*
  * Open a store. dir == NULL gives an in-memory store (nothing survives
- * close). cfg == NULL uses the defaults. On success *out is the handle; on
- * failure *out is NULL and nothing needs releasing.
- * Errors: TG_EINVAL (bad config), TG_ENOMEM, -errno.
+ * close). Otherwise dir is a data directory, created (0700, its parent must
+ * exist) when missing: the checkpoint (checkpoint/, LMDB) is loaded, the
+ * WAL (wal/) replayed from the checkpoint's LSN, a torn tail at the end of
+ * the log cut off, and appends resume. One process at a time may hold a
+ * directory open. cfg == NULL uses the defaults.
+ * On success *out is the handle; on failure *out is NULL, nothing needs
+ * releasing, and the directory is unchanged except for a torn tail cut.
+ * Errors: TG_EINVAL (bad config), TG_ELOCKED (another handle or process has
+ * the directory), TG_ENOTTG (a non-empty directory that is not a tokengraph
+ * data directory, or a checkpoint that is not ours), TG_EVERSION (written
+ * by a newer format), TG_ECORRUPT (corruption in the middle of the log or in
+ * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -errno.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);
 
-/* Release the store and all its memory. Accepts NULL. */
-TG_API void tg_store_close(tg_store *s);
+/*
+ * As tg_store_open(), and on failure writes a one-line explanation (what
+ * failed, on which file, and what to do) into msg (if not NULL).
+ */
+TG_API int tg_store_open_msg(tg_store **out, const char *dir,
+                             const tg_store_config *cfg, char *msg,
+                             size_t msglen);
+
+/*
+ * Release the store and all its memory. A durable store first writes and
+ * fdatasyncs everything logged. Accepts NULL. Returns 0, or TG_ENOSPC /
+ * TG_EIO when the log had failed (then records after the last durable one
+ * may be missing; the handle is released all the same).
+ */
+TG_API int tg_store_close(tg_store *s);
+
+/*
+ * Wait until every mutation made before this call is durable, at any level.
+ * In memory: returns 0 at once. Errors: TG_ENOSPC, TG_EIO (the log failed).
+ */
+TG_API int tg_sync(tg_store *s);
+
+/*
+ * Write a checkpoint: every token and connection changed since the last
+ * one (DIRTY), in one LMDB transaction with the LSN it covers, then delete
+ * the WAL segments it covers. Other threads keep working while it runs,
+ * except for a pause while the changed records are copied out (about
+ * 64 bytes per changed record). Runs automatically in the background when
+ * checkpoint_bytes of log were written since the last one.
+ * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
+ */
+TG_API int tg_checkpoint(tg_store *s);
+
+/* What opening a data directory found and did. */
+typedef struct tg_recovery_info {
+  uint64_t checkpoint_lsn;   /* LSN the loaded checkpoint covers (0: none) */
+  uint64_t checkpoint_tokens;
+  uint64_t checkpoint_connections;
+  uint64_t replayed_records; /* WAL records applied after the checkpoint */
+  uint64_t last_lsn;         /* last LSN in the log after recovery */
+  int torn_tail;             /* 1: an incomplete last write was cut off */
+  uint64_t torn_segment;     /* its segment (first LSN) */
+  uint64_t torn_offset;      /* and the offset it was cut at */
+  uint64_t load_ns;          /* time to load the checkpoint */
+  uint64_t replay_ns;        /* time to replay the log */
+} tg_recovery_info;
+
+/* Copy what the open found. In memory: all zero. */
+TG_API int tg_store_recovery_info(tg_store *s, tg_recovery_info *out);
 
 /*
  * Create a token from *init (NULL: all zero) and return its id in *id.
@@ -255,6 +349,9 @@ typedef struct tg_store_stats {
   uint64_t pressure_events;  /* soft-limit crossings */
   uint64_t tokens_created;
   uint64_t connections_created;
+  uint64_t last_lsn;         /* last LSN logged (durable stores) */
+  uint64_t checkpoint_lsn;   /* LSN the last checkpoint covers */
+  uint64_t checkpoints;      /* checkpoints written since open */
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);

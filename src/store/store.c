@@ -10,20 +10,11 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "guardian/guardian.h"
-#include "token/graph.h"
-#include "tokengraph/tokengraph.h"
-
-struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held */
-  tg__graph g;
-  tg__guardian gd;
-  uint64_t tokens_created;
-  uint64_t connections_created;
-};
+#include "store/store_internal.h"
 
 /* ---- lock ------------------------------------------------------------- */
 
@@ -47,6 +38,15 @@ static void lock_slow(tg_store *s) {
   }
 }
 
+void tg__store_lock(tg_store *s) {
+  if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_acquire), 0))
+    lock_slow(s);
+}
+
+void tg__store_unlock(tg_store *s) {
+  atomic_store_explicit(&s->lock, 0, memory_order_release);
+}
+
 static inline void store_lock(tg_store *s) {
   if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_acquire), 0))
     lock_slow(s);
@@ -67,39 +67,82 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->guardian.cleanup_margin = 0.05;
   cfg->guardian.max_degree = 1000000;
   cfg->guardian.cleanup = 1;
+  cfg->wal.level = TG_BALANCED;
+  cfg->wal.sync_interval_ms = 10;
+  cfg->wal.segment_bytes = 64ull << 20;
+  cfg->wal.ring_slots = 65536;
+  cfg->wal.nonblocking = 0;
+  cfg->wal.checkpoint_bytes = 256ull << 20;
 }
 
 /* ---- open / close ------------------------------------------------------ */
 
 int tg_store_open(tg_store **out, const char *dir, const tg_store_config *cfg) {
+  return tg_store_open_msg(out, dir, cfg, NULL, 0);
+}
+
+int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cfg,
+                      char *msg, size_t msglen) {
   tg_store *s = NULL;
   tg_store_config defaults;
+  const char *why = NULL;
   int rc;
+  if (msg && msglen) msg[0] = 0;
   if (!out) return TG_EINVAL;
   *out = NULL;
-  if (dir) return -EOPNOTSUPP; /* durable stores: see docs/roadmap */
   if (!cfg) {
     tg_store_config_init(&defaults);
     cfg = &defaults;
   }
-  if (tg__guardian_validate(&cfg->guardian, NULL)) return TG_EINVAL;
+  if (tg__guardian_validate(&cfg->guardian, &why)) {
+    if (msg && msglen) snprintf(msg, msglen, "invalid configuration: %s", why);
+    return TG_EINVAL;
+  }
   s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
   atomic_init(&s->lock, 0);
+  s->lock_fd = -1;
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
+  if (dir) {
+    rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
+    if (rc) goto fail;
+  }
   *out = s;
   return 0;
 fail:
+  tg__store_close_dir(s);
+  tg__graph_free(&s->g);
   free(s);
   return rc;
 }
 
-void tg_store_close(tg_store *s) {
-  if (!s) return;
+int tg_store_close(tg_store *s) {
+  if (!s) return 0;
+  int rc = tg__store_close_dir(s);
   tg__graph_free(&s->g);
   free(s);
+  return rc;
+}
+
+int tg_sync(tg_store *s) {
+  return s->wal ? tg_wal_sync(s->wal, 0) : 0;
+}
+
+/* A STRICT call returns once its record is durable: wait after the lock is
+   released, so concurrent callers share the writer's fdatasync. */
+static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
+  if (rc == 0 && lsn && s->level == TG_STRICT) rc = tg_wal_sync(s->wal, lsn);
+  return rc;
+}
+
+/* Log a record for a change decided under the lock. */
+static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
+                          uint64_t *lsn) {
+  int rc = tg_wal_append(s->wal, type, p, n, lsn);
+  if (__builtin_expect(rc == 0, 1)) s->last_lsn = *lsn;
+  return rc;
 }
 
 /* ---- memory pressure (slow path) --------------------------------------- */
@@ -135,7 +178,11 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
-    if (tg__graph_token_delete(&s->g, vs.v[i].id, NULL) == 0) gd->evictions++;
+    uint32_t vid = vs.v[i].id;
+    uint64_t lsn;
+    if (s->wal && log_rec(s, TG__REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
+      break; /* the log failed: evict nothing more */
+    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) gd->evictions++;
   }
   tg__victims_free(&vs);
 }
@@ -169,6 +216,7 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   int rc = 0;
   uint32_t nid = 0;
+  uint64_t lsn = 0;
   store_lock(s);
   tg__guardian *gd = &s->gd;
   gd->checks++;
@@ -181,10 +229,16 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
     rc = admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
     if (rc) goto out;
   }
-  rc = tg__graph_token_create(&s->g, init, &nid);
-  if (__builtin_expect(rc == 0, 1)) s->tokens_created++;
+  tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
+  if (__builtin_expect(!t, 0)) goto out;
+  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
+    tg__graph_token_uncreate(&s->g, t, nid);
+    goto out;
+  }
+  s->tokens_created++;
 out:
   store_unlock(s);
+  rc = strict_wait(s, rc, lsn);
   if (id) *id = rc ? 0 : nid;
   return rc;
 }
@@ -198,22 +252,40 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 }
 
 int tg_token_update(tg_store *s, const tg_token *t) {
+  int rc = 0;
+  uint64_t lsn = 0;
   store_lock(s);
   tg_token *cur = tg__graph_token(&s->g, t->id);
-  if (cur) {
-    *cur = *t;
-    cur->flags |= TG_TOKEN_ACTIVE;
+  if (!cur) {
+    rc = TG_ENOTFOUND;
+    goto out;
   }
+  tg_token img = *t;
+  img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(&s->g, &img, img.id);
+  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_PUT, &img, sizeof img, &lsn)))
+    goto out;
+  *cur = img;
+  tg__graph_mark_token(&s->g, cur, img.id);
+out:
   store_unlock(s);
-  return cur ? 0 : TG_ENOTFOUND;
+  return strict_wait(s, rc, lsn);
 }
 
 int tg_token_delete(tg_store *s, uint32_t id) {
+  int rc = 0;
+  uint64_t lsn = 0;
   store_lock(s);
-  int rc = tg__graph_token_delete(&s->g, id, NULL);
-  if (!rc) tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
+  if (!tg__graph_token(&s->g, id)) {
+    rc = TG_ENOTFOUND;
+    goto out;
+  }
+  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_DEL, &id, sizeof id, &lsn))) goto out;
+  tg__graph_token_delete(&s->g, id, NULL);
+  tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
+out:
   store_unlock(s);
-  return rc;
+  return strict_wait(s, rc, lsn);
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -228,6 +300,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   int rc = 0;
   uint32_t nid = 0;
+  uint64_t lsn = 0;
   if (!init) return TG_EINVAL;
   if (init->type >= TG_CONN_TYPES) return TG_EINVAL;
   store_lock(s);
@@ -252,20 +325,39 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     if (rc) goto out;
   }
   rc = tg__graph_reserve_adj(&s->g, from, to);
+  if (!rc && s->g.track_dirty) rc = tg__graph_reserve_conn_dirty(&s->g);
   if (!rc) rc = tg__graph_connect(&s->g, init, &nid);
-  if (!rc) s->connections_created++;
+  if (rc) goto out;
+  if (s->wal) {
+    tg_connection img = *tg__graph_conn(&s->g, nid);
+    img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+    if ((rc = log_rec(s, TG__REC_CONN_PUT, &img, sizeof img, &lsn))) {
+      tg__graph_disconnect(&s->g, nid);
+      goto out;
+    }
+  }
+  s->connections_created++;
 out:
   store_unlock(s);
+  rc = strict_wait(s, rc, lsn);
   if (id) *id = rc ? 0 : nid;
   return rc;
 }
 
 int tg_disconnect(tg_store *s, uint32_t id) {
+  int rc = 0;
+  uint64_t lsn = 0;
   store_lock(s);
-  int rc = tg__graph_disconnect(&s->g, id);
-  if (!rc) tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
+  if (!tg__graph_conn(&s->g, id)) {
+    rc = TG_ENOTFOUND;
+    goto out;
+  }
+  if (s->wal && (rc = log_rec(s, TG__REC_CONN_DEL, &id, sizeof id, &lsn))) goto out;
+  tg__graph_disconnect(&s->g, id);
+  tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
+out:
   store_unlock(s);
-  return rc;
+  return strict_wait(s, rc, lsn);
 }
 
 int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
@@ -297,6 +389,16 @@ int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
   out->pressure_events = s->gd.pressure_events;
   out->tokens_created = s->tokens_created;
   out->connections_created = s->connections_created;
+  out->last_lsn = s->last_lsn;
+  out->checkpoint_lsn = s->ckpt_lsn;
+  out->checkpoints = s->checkpoints;
+  store_unlock(s);
+  return 0;
+}
+
+int tg_store_recovery_info(tg_store *s, tg_recovery_info *out) {
+  store_lock(s);
+  *out = s->recovery;
   store_unlock(s);
   return 0;
 }

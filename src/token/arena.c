@@ -94,3 +94,44 @@ void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err) {
   }
   return tg__arena_alloc(a, id, err);
 }
+
+void tg__arena_begin_load(tg__arena *a) {
+  a->loading = 1;
+  a->free_head = 0;
+}
+
+void tg__arena_rebuild_free(tg__arena *a) {
+  a->loading = 0;
+  a->free_head = 0;
+  for (uint32_t i = a->next; i-- > 0;) {
+    void *p = tg__arena_slot(a, i);
+    if (tg__slot_u32(p, a->id_off) != i + 1u) {
+      tg__slot_set_u32(p, a->id_off, 0);
+      tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
+      a->free_head = i + 1u;
+    }
+  }
+}
+
+void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
+  assert(a->loading);
+  if (id == 0) {
+    *err = TG_EINVAL;
+    return NULL;
+  }
+  uint32_t i = id - 1u;
+  while (i >= a->limit) {
+    int rc = tg__arena_grow(a);
+    if (rc) {
+      *err = rc;
+      return NULL;
+    }
+  }
+  /* Slots skipped over stay free (id field 0) until a put or the rebuild. */
+  for (; a->next <= i; a->next++)
+    tg__slot_set_u32(tg__arena_slot(a, a->next), a->id_off, 0);
+  void *p = tg__arena_slot(a, i);
+  *was_live = tg__slot_u32(p, a->id_off) == id;
+  if (!*was_live) a->live++;
+  return p;
+}

@@ -39,6 +39,9 @@ typedef struct tg__arena {
   uint32_t limit;         /* nchunks * TG__CHUNK_SLOTS, capped at MAX_SLOTS */
   uint32_t free_head;     /* index + 1 of the first free slot, 0 = none */
   uint32_t id_off;        /* offset of the object's u32 id within a slot */
+  int loading;            /* 1 while objects are put by id (checkpoint load,
+                             replay): frees keep no list, see
+                             tg__arena_rebuild_free() */
   uint64_t live;          /* slots in use */
 } tg__arena;
 
@@ -124,9 +127,28 @@ static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
 /* Return the live slot `p` (id `id`) to the free list. */
 static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
   tg__slot_set_u32(p, a->id_off, 0);
-  tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
-  a->free_head = id;
+  if (__builtin_expect(!a->loading, 1)) {
+    tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
+    a->free_head = id;
+  }
   a->live--;
 }
+
+/*
+ * Loading (recovery): objects are put at the ids the log or checkpoint
+ * names, which may be any free slot. Rather than unlink a slot from the
+ * middle of the free list, loading keeps no free list at all (a free slot is
+ * one whose id field is 0) and rebuilds it once at the end, lowest id first.
+ */
+void tg__arena_begin_load(tg__arena *a);
+void tg__arena_rebuild_free(tg__arena *a);
+
+/*
+ * Loading only: the slot for `id`, mapping chunks as needed. *was_live says
+ * whether it held a live object (then the caller overwrites it); otherwise
+ * it is counted live now and the caller must write the id field.
+ * NULL on failure (*err: TG_ENOMEM, or TG_EINVAL for id 0).
+ */
+void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err);
 
 #endif /* TG_TOKEN_ARENA_H */

@@ -13,7 +13,9 @@ int tg__graph_init(tg__graph *g) {
   rc = tg__arena_init(&g->conns, offsetof(tg_connection, id));
   if (rc) goto fail;
   g->adj = calloc(TG__MAX_CHUNKS, sizeof *g->adj);
-  if (!g->adj) {
+  g->cdirty = calloc(TG__MAX_CHUNKS, sizeof *g->cdirty);
+  g->tchunk_dirty = calloc(TG__MAX_CHUNKS, 1);
+  if (!g->adj || !g->cdirty || !g->tchunk_dirty) {
     rc = TG_ENOMEM;
     goto fail;
   }
@@ -33,6 +35,11 @@ void tg__graph_free(tg__graph *g) {
     }
     free(g->adj);
   }
+  if (g->cdirty) {
+    for (uint32_t c = 0; c < TG__MAX_CHUNKS; c++) free(g->cdirty[c]);
+    free(g->cdirty);
+  }
+  free(g->tchunk_dirty);
   tg__arena_free(&g->tokens);
   tg__arena_free(&g->conns);
   memset(g, 0, sizeof *g);
@@ -52,31 +59,58 @@ int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to) {
   return rc ? rc : reserve_one(g, to);
 }
 
-int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id) {
-  assert(tg__graph_token(g, init->from) && tg__graph_token(g, init->to));
-  assert(init->type < TG_CONN_TYPES);
-  tg__adj *fa = tg__graph_adj(g, init->from);
-  tg__adj *ta = tg__graph_adj(g, init->to);
-  assert(fa && ta);
-  int err = 0;
-  tg_connection *c = (tg_connection *)tg__arena_alloc(&g->conns, id, &err);
-  if (!c) return err;
-  *c = *init;
-  c->id = *id;
-  c->reserved0 = 0;
-  c->reserved1 = 0;
-  c->reserved2 = 0;
-  /* Push on the front of both lists: O(1), newest first. */
+int tg__graph_reserve_conn_dirty(tg__graph *g) {
+  uint32_t want = g->conns.nchunks + 1u;
+  if (want > TG__MAX_CHUNKS) want = TG__MAX_CHUNKS;
+  /* Bitmaps are kept until close, so chunks [0, ncdirty) all have one. */
+  for (; g->ncdirty < want; g->ncdirty++) {
+    g->cdirty[g->ncdirty] = calloc(TG__CDIRTY_WORDS, sizeof(uint64_t));
+    if (!g->cdirty[g->ncdirty]) return TG_ENOMEM;
+  }
+  return 0;
+}
+
+/* Push connection c (id) on the front of both endpoints' lists: O(1),
+   newest first. */
+static void link_new(tg__graph *g, tg_connection *c, uint32_t id) {
+  tg__adj *fa = tg__graph_adj(g, c->from);
+  tg__adj *ta = tg__graph_adj(g, c->to);
   c->prev_out = 0;
   c->next_out = fa->out_head;
-  if (fa->out_head) tg__graph_conn(g, fa->out_head)->prev_out = *id;
-  fa->out_head = *id;
+  if (fa->out_head) {
+    tg__graph_conn(g, fa->out_head)->prev_out = id;
+    tg__graph_mark_conn(g, fa->out_head);
+  }
+  fa->out_head = id;
   fa->out_deg++;
   c->prev_in = 0;
   c->next_in = ta->in_head;
-  if (ta->in_head) tg__graph_conn(g, ta->in_head)->prev_in = *id;
-  ta->in_head = *id;
+  if (ta->in_head) {
+    tg__graph_conn(g, ta->in_head)->prev_in = id;
+    tg__graph_mark_conn(g, ta->in_head);
+  }
+  ta->in_head = id;
   ta->in_deg++;
+  tg__graph_mark_conn(g, id);
+}
+
+static void copy_conn(tg_connection *c, const tg_connection *init, uint32_t id) {
+  *c = *init;
+  c->id = id;
+  c->reserved0 = 0;
+  c->reserved1 = 0;
+  c->reserved2 = 0;
+}
+
+int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id) {
+  assert(tg__graph_token(g, init->from) && tg__graph_token(g, init->to));
+  assert(init->type < TG_CONN_TYPES);
+  assert(tg__graph_adj(g, init->from) && tg__graph_adj(g, init->to));
+  int err = 0;
+  tg_connection *c = (tg_connection *)tg__arena_alloc(&g->conns, id, &err);
+  if (!c) return err;
+  copy_conn(c, init, *id);
+  link_new(g, c, *id);
   return 0;
 }
 
@@ -85,18 +119,29 @@ int tg__graph_disconnect(tg__graph *g, uint32_t id) {
   if (!c) return TG_ENOTFOUND;
   tg__adj *fa = tg__graph_adj(g, c->from);
   tg__adj *ta = tg__graph_adj(g, c->to);
-  if (c->prev_out)
+  if (c->prev_out) {
     tg__graph_conn(g, c->prev_out)->next_out = c->next_out;
-  else
+    tg__graph_mark_conn(g, c->prev_out);
+  } else {
     fa->out_head = c->next_out;
-  if (c->next_out) tg__graph_conn(g, c->next_out)->prev_out = c->prev_out;
+  }
+  if (c->next_out) {
+    tg__graph_conn(g, c->next_out)->prev_out = c->prev_out;
+    tg__graph_mark_conn(g, c->next_out);
+  }
   fa->out_deg--;
-  if (c->prev_in)
+  if (c->prev_in) {
     tg__graph_conn(g, c->prev_in)->next_in = c->next_in;
-  else
+    tg__graph_mark_conn(g, c->prev_in);
+  } else {
     ta->in_head = c->next_in;
-  if (c->next_in) tg__graph_conn(g, c->next_in)->prev_in = c->prev_in;
+  }
+  if (c->next_in) {
+    tg__graph_conn(g, c->next_in)->prev_in = c->prev_in;
+    tg__graph_mark_conn(g, c->next_in);
+  }
   ta->in_deg--;
+  tg__graph_mark_conn(g, id); /* dirty and not live: a delete */
   tg__arena_release(&g->conns, c, id);
   return 0;
 }
@@ -119,6 +164,7 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
     assert(a->out_deg == 0 && a->in_deg == 0);
   }
   t->flags = 0;
+  tg__graph_mark_token(g, t, id); /* dirty and not live: a delete */
   tg__arena_release(&g->tokens, t, id);
   if (nconns) *nconns = n;
   return 0;
@@ -156,6 +202,90 @@ int tg__graph_foreach_token(const tg__graph *g,
     if (t->id != i + 1u) continue;
     int rc = fn(arg, t);
     if (rc) return rc;
+  }
+  return 0;
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+void tg__graph_begin_load(tg__graph *g) {
+  tg__arena_begin_load(&g->tokens);
+  tg__arena_begin_load(&g->conns);
+}
+
+void tg__graph_end_load(tg__graph *g) {
+  tg__arena_rebuild_free(&g->tokens);
+  tg__arena_rebuild_free(&g->conns);
+}
+
+int tg__graph_token_put(tg__graph *g, const tg_token *img) {
+  int was_live = 0, err = 0;
+  tg_token *t = tg__arena_put(&g->tokens, img->id, &was_live, &err);
+  if (!t) return err;
+  *t = *img;
+  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, t, img->id);
+  return 0;
+}
+
+int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
+  if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
+      !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
+    return TG_ECORRUPT;
+  int rc = tg__graph_reserve_adj(g, img->from, img->to);
+  if (!rc && g->track_dirty) rc = tg__graph_reserve_conn_dirty(g);
+  if (rc) return rc;
+  /* The id may lie chunks beyond the ones in use: cover them too. */
+  while (g->track_dirty && g->conns.nchunks <= ((img->id - 1u) >> TG__CHUNK_SHIFT)) {
+    if ((rc = tg__arena_grow(&g->conns)) || (rc = tg__graph_reserve_conn_dirty(g)))
+      return rc;
+  }
+  int was_live = 0, err = 0;
+  tg_connection *c = tg__arena_put(&g->conns, img->id, &was_live, &err);
+  if (!c) return err;
+  copy_conn(c, img, img->id);
+  link_new(g, c, img->id);
+  return 0;
+}
+
+int tg__graph_conn_load(tg__graph *g, const tg_connection *img) {
+  int was_live = 0, err = 0;
+  tg_connection *c = tg__arena_put(&g->conns, img->id, &was_live, &err);
+  if (!c) return err;
+  *c = *img;
+  return 0;
+}
+
+int tg__graph_link_loaded(tg__graph *g) {
+  const tg__arena *a = &g->conns;
+  for (uint32_t i = 0; i < a->next; i++) {
+    tg_connection *c = tg__arena_slot(a, i);
+    uint32_t id = i + 1u;
+    if (c->id != id) continue;
+    if (c->type >= TG_CONN_TYPES || !tg__graph_token(g, c->from) ||
+        !tg__graph_token(g, c->to))
+      return TG_ECORRUPT;
+    int rc = tg__graph_reserve_adj(g, c->from, c->to);
+    if (rc) return rc;
+    tg__adj *fa = tg__graph_adj(g, c->from), *ta = tg__graph_adj(g, c->to);
+    /* Each link must point at a live connection that points back. */
+    const tg_connection *n;
+    if (c->next_out && (!(n = tg__graph_conn(g, c->next_out)) ||
+                        n->prev_out != id || n->from != c->from))
+      return TG_ECORRUPT;
+    if (c->next_in && (!(n = tg__graph_conn(g, c->next_in)) ||
+                       n->prev_in != id || n->to != c->to))
+      return TG_ECORRUPT;
+    if (c->prev_out == 0) {
+      if (fa->out_head) return TG_ECORRUPT; /* two heads */
+      fa->out_head = id;
+    }
+    if (c->prev_in == 0) {
+      if (ta->in_head) return TG_ECORRUPT;
+      ta->in_head = id;
+    }
+    fa->out_deg++;
+    ta->in_deg++;
   }
   return 0;
 }

@@ -56,7 +56,16 @@ typedef struct tg__graph {
   tg__arena conns;
   tg__adj **adj;     /* per token chunk; NULL until a connection needs it */
   uint32_t nadj;     /* side tables allocated */
+  int track_dirty;   /* durable stores: remember what changed since the
+                        last checkpoint */
+  uint8_t *tchunk_dirty; /* per token chunk: some token in it is DIRTY */
+  uint64_t **cdirty; /* per connection chunk: one bit per slot changed
+                        since the last checkpoint (links included) */
+  uint32_t ncdirty;  /* chunks [0, ncdirty) have a bitmap */
 } tg__graph;
+
+/* Connection bitmaps: 32768 bits = 4 KiB per 2 MiB chunk. */
+#define TG__CDIRTY_WORDS (TG__CHUNK_SLOTS / 64u)
 
 int tg__graph_init(tg__graph *g);
 void tg__graph_free(tg__graph *g);
@@ -84,20 +93,49 @@ static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
   return t ? &t[i & TG__CHUNK_MASK] : NULL;
 }
 
-/* Create a token from *init (NULL = zeroes). 0, TG_ENOMEM or TG_EQUOTA
-   (2^32 - 1 slots); nothing changes on failure. */
-static inline int tg__graph_token_create(tg__graph *g, const tg_token *init,
-                                         uint32_t *id) {
-  int err = 0;
-  tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, &err);
-  if (!t) return err;
+/* Note that token t changed (or, deleted, that its slot did) since the last
+   checkpoint: the DIRTY flag on the slot, and its chunk marked. */
+static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) {
+  if (g->track_dirty) {
+    t->flags |= TG_TOKEN_DIRTY;
+    g->tchunk_dirty[(id - 1u) >> TG__CHUNK_SHIFT] = 1;
+  }
+}
+
+/* Make sure the bitmap of every connection chunk in use, and of the one the
+   next connect may map, exists, so marking cannot fail: call before a
+   connect while dirty tracking is on. 0 or TG_ENOMEM. */
+int tg__graph_reserve_conn_dirty(tg__graph *g);
+
+/* Note that connection `id` changed since the last checkpoint. */
+static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
+  if (g->track_dirty) {
+    uint32_t i = id - 1u;
+    g->cdirty[i >> TG__CHUNK_SHIFT][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
+  }
+}
+
+/* Create a token from *init (NULL = zeroes) and return it. NULL with *err
+   TG_ENOMEM or TG_EQUOTA (2^32 - 1 slots); nothing changes on failure. */
+static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *init,
+                                               uint32_t *id, int *err) {
+  tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, err);
+  if (!t) return NULL;
   if (init)
     *t = *init;
   else
     memset(t, 0, sizeof *t);
   t->id = *id;
-  t->flags |= TG_TOKEN_ACTIVE;
-  return 0;
+  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, t, *id);
+  return t;
+}
+
+/* Undo the create that just returned t (its record could not be logged). */
+static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
+  /* A reused slot may carry a delete the next checkpoint must still see. */
+  t->flags = g->track_dirty ? TG_TOKEN_DIRTY : 0;
+  tg__arena_release(&g->tokens, t, id);
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
@@ -117,6 +155,30 @@ int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to);
 /* Add a connection (endpoints must be live, type < TG_CONN_TYPES, side
    tables reserved). 0, TG_ENOMEM or TG_EQUOTA (slots exhausted). */
 int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id);
+
+/* ---- loading: checkpoint load and WAL replay ---------------------------
+   Between begin and end, objects are put at the ids their records name. */
+void tg__graph_begin_load(tg__graph *g);
+/* Rebuild the free lists. */
+void tg__graph_end_load(tg__graph *g);
+
+/* Create or overwrite the token img->id with *img. 0, TG_EINVAL (id 0),
+   TG_ENOMEM. */
+int tg__graph_token_put(tg__graph *g, const tg_token *img);
+
+/* Replay of a connect: add connection img->id (not live) between live
+   endpoints, at the head of both lists as the original call did.
+   0, TG_ECORRUPT (id live, endpoint missing, bad type), TG_ENOMEM. */
+int tg__graph_conn_put(tg__graph *g, const tg_connection *img);
+
+/* Checkpoint load: store the connection with its links as saved. Call
+   tg__graph_link_loaded() once all are in. 0, TG_EINVAL, TG_ENOMEM. */
+int tg__graph_conn_load(tg__graph *g, const tg_connection *img);
+
+/* Derive list heads and degrees from the loaded links and check that every
+   connection's endpoints are live and its links agree. 0, TG_ECORRUPT,
+   TG_ENOMEM. */
+int tg__graph_link_loaded(tg__graph *g);
 
 /* Remove a connection. 0 or TG_ENOTFOUND. */
 int tg__graph_disconnect(tg__graph *g, uint32_t id);

@@ -1,0 +1,762 @@
+/*
+ * The data directory of a durable tg_store: identity, lock, LMDB
+ * checkpoint, WAL replay, checkpoints. The layout and the recovery rule are
+ * in docs/store-format.md; the durability contract in docs/durability.md.
+ *
+ *   DIR/TOKENGRAPH     identity: "tokengraph data directory\nformat 1\n"
+ *   DIR/LOCK           flock()ed by the process that has DIR open
+ *   DIR/checkpoint/    LMDB: tokens, conns (u32 id -> 64 bytes), meta
+ *   DIR/wal/           WAL segments (docs/wal-format.md)
+ *
+ * Recovery: load the checkpoint (a consistent snapshot as of its LSN L),
+ * open the WAL (which cuts a torn tail off the last segment), then redo
+ * every record after L in LSN order. Checkpoints copy the changed records
+ * under the store lock, so the snapshot is exact as of L: every record
+ * <= L is in it and none after; replay is then an exact re-execution, and
+ * any record that does not apply (a delete of a missing token, say) is
+ * corruption, not something to paper over.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/store_internal.h"
+#include "wal/io.h"
+
+#define TG__DIR_FORMAT 1u
+#define IDENTITY_NAME "TOKENGRAPH"
+#define IDENTITY_PREFIX "tokengraph data directory\nformat "
+#define LMDB_MAPSIZE (1ull << 40) /* address space only; the file grows */
+
+__attribute__((format(printf, 3, 4)))
+static void say(char *msg, size_t len, const char *fmt, ...) {
+  if (!msg || !len || msg[0]) return; /* keep the first explanation */
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, len, fmt, ap);
+  va_end(ap);
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static char *join(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  char *p = malloc(la + lb + 2);
+  if (!p) return NULL;
+  memcpy(p, a, la);
+  p[la] = '/';
+  memcpy(p + la + 1, b, lb + 1);
+  return p;
+}
+
+/* LMDB returns errno values or its own MDB_* codes. */
+static int from_mdb(int rc) {
+  if (rc == 0) return 0;
+  if (rc == MDB_MAP_FULL || rc == ENOSPC) return TG_ENOSPC;
+  if (rc == EIO) return TG_EIO;
+  if (rc == ENOMEM) return TG_ENOMEM;
+  if (rc == MDB_INVALID || rc == MDB_INCOMPATIBLE) return TG_ENOTTG;
+  if (rc == MDB_VERSION_MISMATCH) return TG_EVERSION;
+  if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_BAD_TXN)
+    return TG_ECORRUPT;
+  if (rc > 0) return -rc;
+  return TG_EIO;
+}
+
+/* ---- directory, identity, lock ---------------------------------------- */
+
+/* Is the directory empty, apart from a LOCK left by an earlier open? */
+static int dir_is_empty(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return -errno;
+  int empty = 1;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+        !strcmp(e->d_name, "LOCK"))
+      continue;
+    empty = 0;
+    break;
+  }
+  closedir(d);
+  return empty;
+}
+
+/* 0: ours; 1: empty, to be made ours; or an error with *msg set. */
+static int check_identity(const char *dir, char *msg, size_t len) {
+  char *path = join(dir, IDENTITY_NAME);
+  if (!path) return TG_ENOMEM;
+  int rc;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    size_t pl = strlen(IDENTITY_PREFIX);
+    unsigned fmt = 0;
+    if (n < 0) {
+      rc = -errno;
+      say(msg, len, "%s: cannot read: %s", path, strerror(errno));
+    } else if ((size_t)n <= pl || memcmp(buf, IDENTITY_PREFIX, pl) ||
+               (buf[n] = 0, sscanf(buf + pl, "%u", &fmt) != 1) || fmt == 0) {
+      rc = TG_ENOTTG;
+      say(msg, len, "%s: not a tokengraph identity file; %s is not a "
+          "tokengraph data directory (nothing was changed)", path, dir);
+    } else if (fmt > TG__DIR_FORMAT) {
+      rc = TG_EVERSION;
+      say(msg, len, "%s was written in format %u; this library reads format "
+          "%u: use a newer tokengraph (nothing was changed)", dir, fmt,
+          TG__DIR_FORMAT);
+    } else {
+      rc = 0;
+    }
+    free(path);
+    return rc;
+  }
+  free(path);
+  if (errno != ENOENT) {
+    rc = -errno;
+    say(msg, len, "%s: cannot read %s: %s", dir, IDENTITY_NAME, strerror(errno));
+    return rc;
+  }
+  rc = dir_is_empty(dir);
+  if (rc < 0) {
+    say(msg, len, "%s: cannot list: %s", dir, strerror(-rc));
+    return rc;
+  }
+  if (!rc) {
+    say(msg, len, "%s is not empty and has no %s file: it is not a tokengraph "
+        "data directory (nothing was changed)", dir, IDENTITY_NAME);
+    return TG_ENOTTG;
+  }
+  return 1;
+}
+
+/* Write the identity file atomically: temp, fsync, rename, fsync dir. */
+static int write_identity(const char *dir) {
+  char *tmp = join(dir, IDENTITY_NAME ".tmp"), *path = join(dir, IDENTITY_NAME);
+  int rc = 0, fd = -1;
+  char text[64];
+  if (!tmp || !path) {
+    rc = TG_ENOMEM;
+    goto cleanup;
+  }
+  int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
+  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = -errno;
+    goto cleanup;
+  }
+  if ((rc = tg__io_write_all(fd, text, (size_t)n)) || (rc = tg__fsync(fd))) goto cleanup;
+  close(fd);
+  fd = -1;
+  if (rename(tmp, path)) {
+    rc = -errno;
+    goto cleanup;
+  }
+  rc = tg__fsync_dir(dir);
+cleanup:
+  if (fd >= 0) close(fd);
+  if (rc && tmp) unlink(tmp);
+  free(tmp);
+  free(path);
+  return rc;
+}
+
+static int take_lock(tg_store *s, char *msg, size_t len) {
+  char *path = join(s->dir, "LOCK");
+  if (!path) return TG_ENOMEM;
+  int rc = 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = -errno;
+    say(msg, len, "%s: cannot open: %s", path, strerror(errno));
+  } else if (flock(fd, LOCK_EX | LOCK_NB)) {
+    rc = errno == EWOULDBLOCK ? TG_ELOCKED : -errno;
+    say(msg, len, "%s is in use by another process or handle (%s is locked)",
+        s->dir, path);
+    close(fd);
+  } else {
+    s->lock_fd = fd;
+  }
+  free(path);
+  return rc;
+}
+
+static int make_dir(const char *path, char *msg, size_t len) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return 0;
+    say(msg, len, "%s exists and is not a directory", path);
+    return -ENOTDIR;
+  }
+  if (errno != ENOENT || mkdir(path, 0700)) {
+    int rc = -errno;
+    say(msg, len, "cannot create directory %s: %s", path, strerror(errno));
+    return rc;
+  }
+  return 0;
+}
+
+/* ---- LMDB checkpoint ---------------------------------------------------- */
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out) {
+  MDB_val k = {strlen(key), (void *)key}, v;
+  int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc) return rc;
+  if (v.mv_size != sizeof *out) return MDB_CORRUPTED;
+  memcpy(out, v.mv_data, sizeof *out);
+  return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val) {
+  MDB_val k = {strlen(key), (void *)key}, v = {sizeof val, &val};
+  return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int open_checkpoint(tg_store *s, char *msg, size_t len) {
+  char *cdir = join(s->dir, "checkpoint"), *data = NULL;
+  MDB_txn *txn = NULL;
+  int rc = 0, mrc;
+  if (!cdir || !(data = join(cdir, "data.mdb"))) {
+    rc = TG_ENOMEM;
+    goto cleanup;
+  }
+  if ((rc = make_dir(cdir, msg, len))) goto cleanup;
+  struct stat st;
+  int existed = stat(data, &st) == 0;
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+      (mrc = mdb_env_set_mapsize(s->env, LMDB_MAPSIZE)) ||
+      (mrc = mdb_env_open(s->env, cdir, MDB_NOTLS, 0600))) {
+    rc = from_mdb(mrc);
+    say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
+        mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
+    goto cleanup;
+  }
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto mdb_fail;
+  mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
+  if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
+    rc = TG_ENOTTG;
+    say(msg, len, "%s is an LMDB file but not a tokengraph checkpoint (no "
+        "'meta' database); nothing was changed", data);
+    goto cleanup;
+  }
+  if (mrc) goto mdb_fail;
+  uint64_t fmt = 0;
+  mrc = meta_get_u64(txn, s->dbi_meta, "format", &fmt);
+  if (mrc == MDB_NOTFOUND && !existed) {
+    if ((mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__DIR_FORMAT)) ||
+        (mrc = meta_put_u64(txn, s->dbi_meta, "lsn", 0)))
+      goto mdb_fail;
+  } else if (mrc) {
+    rc = TG_ENOTTG;
+    say(msg, len, "%s: the checkpoint has no valid format record: not a "
+        "tokengraph checkpoint", data);
+    goto cleanup;
+  } else if (fmt > TG__DIR_FORMAT) {
+    rc = TG_EVERSION;
+    say(msg, len, "%s: checkpoint format %llu is newer than this library's %u",
+        data, (unsigned long long)fmt, TG__DIR_FORMAT);
+    goto cleanup;
+  }
+  if ((mrc = mdb_dbi_open(txn, "tokens", MDB_CREATE | MDB_INTEGERKEY, &s->dbi_tokens)) ||
+      (mrc = mdb_dbi_open(txn, "conns", MDB_CREATE | MDB_INTEGERKEY, &s->dbi_conns)) ||
+      (mrc = meta_get_u64(txn, s->dbi_meta, "lsn", &s->ckpt_lsn)))
+    goto mdb_fail;
+  if ((mrc = mdb_txn_commit(txn))) {
+    txn = NULL;
+    goto mdb_fail;
+  }
+  txn = NULL;
+  goto cleanup;
+mdb_fail:
+  rc = from_mdb(mrc);
+  say(msg, len, "%s: %s", data, mdb_strerror(mrc));
+cleanup:
+  if (txn) mdb_txn_abort(txn);
+  free(cdir);
+  free(data);
+  return rc;
+}
+
+/* Load every token and connection of the checkpoint into the graph. */
+static int load_checkpoint(tg_store *s, char *msg, size_t len) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  int rc = 0, mrc;
+  if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
+  for (int pass = 0; pass < 2; pass++) {
+    MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
+    if ((mrc = mdb_cursor_open(txn, dbi, &cur))) goto mdb_fail;
+    while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+      uint32_t key;
+      if (k.mv_size != sizeof key || v.mv_size != 64) {
+        rc = TG_ECORRUPT;
+        say(msg, len, "%s/checkpoint: a %s record has the wrong size", s->dir,
+            pass ? "connection" : "token");
+        goto cleanup;
+      }
+      memcpy(&key, k.mv_data, sizeof key);
+      if (pass == 0) {
+        tg_token t;
+        memcpy(&t, v.mv_data, sizeof t);
+        if (t.id != key || key == 0) goto bad_id;
+        rc = tg__graph_token_put(&s->g, &t);
+        s->recovery.checkpoint_tokens++;
+      } else {
+        tg_connection c;
+        memcpy(&c, v.mv_data, sizeof c);
+        if (c.id != key || key == 0) goto bad_id;
+        rc = tg__graph_conn_load(&s->g, &c);
+        s->recovery.checkpoint_connections++;
+      }
+      if (rc) goto cleanup;
+    }
+    if (mrc != MDB_NOTFOUND) goto mdb_fail;
+    mdb_cursor_close(cur);
+    cur = NULL;
+  }
+  rc = tg__graph_link_loaded(&s->g);
+  if (rc == TG_ECORRUPT)
+    say(msg, len, "%s/checkpoint: connections and their lists disagree "
+        "(corrupt checkpoint)", s->dir);
+  goto cleanup;
+bad_id:
+  rc = TG_ECORRUPT;
+  say(msg, len, "%s/checkpoint: a record's id does not match its key", s->dir);
+  goto cleanup;
+mdb_fail:
+  rc = from_mdb(mrc);
+  say(msg, len, "%s/checkpoint: %s", s->dir, mdb_strerror(mrc));
+cleanup:
+  if (cur) mdb_cursor_close(cur);
+  if (txn) mdb_txn_abort(txn);
+  return rc;
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+/* Redo one record exactly as the original call ran it. */
+static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
+  uint32_t id;
+  switch (r->type) {
+  case TG__REC_TOKEN_PUT: {
+    tg_token t;
+    if (r->len != sizeof t) break;
+    memcpy(&t, r->payload, sizeof t);
+    if (t.id == 0) break;
+    return tg__graph_token_put(g, &t);
+  }
+  case TG__REC_TOKEN_DEL:
+  case TG__REC_TOKEN_EVICT:
+    if (r->len != sizeof id) break;
+    memcpy(&id, r->payload, sizeof id);
+    if (tg__graph_token_delete(g, id, NULL)) {
+      *why = "deletes a token that does not exist";
+      return TG_ECORRUPT;
+    }
+    return 0;
+  case TG__REC_CONN_PUT: {
+    tg_connection c;
+    if (r->len != sizeof c) break;
+    memcpy(&c, r->payload, sizeof c);
+    if (c.id == 0) break;
+    int rc = tg__graph_conn_put(g, &c);
+    if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
+    return rc;
+  }
+  case TG__REC_CONN_DEL:
+    if (r->len != sizeof id) break;
+    memcpy(&id, r->payload, sizeof id);
+    if (tg__graph_disconnect(g, id)) {
+      *why = "removes a connection that does not exist";
+      return TG_ECORRUPT;
+    }
+    return 0;
+  default:
+    *why = "has an unknown record type";
+    return TG_ECORRUPT;
+  }
+  *why = "has a malformed payload";
+  return TG_ECORRUPT;
+}
+
+/* Replay dir's WAL after `from_lsn` into g. *last gets the last LSN
+   applied (from_lsn - 1 if none), *n the records; *end_out how it ended. */
+static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
+                  uint64_t *last, uint64_t *n, tg_wal_end *end_out, char *msg,
+                  size_t len) {
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  const char *why = NULL;
+  int rc = tg_wal_reader_open(&r, waldir, from_lsn);
+  *last = from_lsn - 1;
+  *n = 0;
+  if (rc) {
+    say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
+    return rc;
+  }
+  while (tg_wal_reader_next(r, &rec) == 1) {
+    rc = apply(g, &rec, &why);
+    if (rc) {
+      if (rc == TG_ECORRUPT)
+        say(msg, len, "%s: record LSN %llu (type %u) %s: the log and the "
+            "checkpoint disagree; run 'tg-replay verify'", waldir,
+            (unsigned long long)rec.lsn, rec.type, why);
+      goto out;
+    }
+    *last = rec.lsn;
+    (*n)++;
+  }
+  const tg_wal_end *end = tg_wal_reader_end(r);
+  if (end_out) *end_out = *end;
+  if (end->reason == TG_WAL_END_CORRUPT) {
+    rc = end->err ? end->err : TG_ECORRUPT;
+    say(msg, len, "%s/%s: %s at offset %llu after LSN %llu; later records "
+        "were not replayed. Nothing was repaired: see 'tg-replay verify' and "
+        "'tg-replay recover'", waldir, end->path, end->what ? end->what : "corruption",
+        (unsigned long long)end->offset, (unsigned long long)end->last_lsn);
+  } else if (end->reason == TG_WAL_END_IO) {
+    rc = end->err ? end->err : TG_EIO;
+    say(msg, len, "%s/%s: cannot read: %s", waldir, end->path, tg_strerror(rc));
+  }
+out:
+  tg_wal_reader_close(r);
+  return rc;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+typedef struct snapshot {
+  tg_token *tok;         /* live tokens to put */
+  size_t ntok, captok;
+  tg_connection *conn;   /* live connections to put */
+  size_t nconn, capconn;
+  uint32_t *tdel;        /* token ids to delete */
+  size_t ntdel, captdel;
+  uint32_t *cdel;        /* connection ids to delete */
+  size_t ncdel, capcdel;
+} snapshot;
+
+static int grow(void **p, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return 0;
+  size_t nc = *cap ? *cap * 2 : 4096;
+  if (nc > SIZE_MAX / size) return TG_ENOMEM;
+  void *q = realloc(*p, nc * size);
+  if (!q) return TG_ENOMEM;
+  *p = q;
+  *cap = nc;
+  return 0;
+}
+
+static void snapshot_free(snapshot *sn) {
+  free(sn->tok);
+  free(sn->conn);
+  free(sn->tdel);
+  free(sn->cdel);
+  memset(sn, 0, sizeof *sn);
+}
+
+/* Mark again what a snapshot took (its write failed): the next checkpoint
+   must see it. Under the store lock. Whatever the slots hold now, marking
+   them only costs a redundant write. */
+static void snapshot_remark(tg_store *s, const snapshot *sn) {
+  tg__graph *g = &s->g;
+  for (size_t i = 0; i < sn->ntok + sn->ntdel; i++) {
+    uint32_t id = i < sn->ntok ? sn->tok[i].id : sn->tdel[i - sn->ntok];
+    tg_token *t = tg__arena_slot(&g->tokens, id - 1u);
+    tg__graph_mark_token(g, t, id);
+  }
+  for (size_t i = 0; i < sn->nconn + sn->ncdel; i++)
+    tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
+}
+
+/* Under the store lock: copy out everything DIRTY and clear the marks. */
+static int snapshot_take(tg_store *s, snapshot *sn) {
+  tg__graph *g = &s->g;
+  int rc = 0;
+  for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
+    if (!g->tchunk_dirty[c]) continue;
+    g->tchunk_dirty[c] = 0;
+    uint32_t lo = c << TG__CHUNK_SHIFT, hi = lo + TG__CHUNK_SLOTS;
+    if (hi > g->tokens.next) hi = g->tokens.next;
+    for (uint32_t i = lo; i < hi; i++) {
+      tg_token *t = tg__arena_slot(&g->tokens, i);
+      if (!(t->flags & TG_TOKEN_DIRTY)) continue;
+      if (t->id == i + 1u) {
+        if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
+        t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
+        sn->tok[sn->ntok++] = *t;
+      } else {
+        if ((rc = grow((void **)&sn->tdel, &sn->captdel, sn->ntdel, sizeof *sn->tdel))) goto fail;
+        t->flags = 0;
+        sn->tdel[sn->ntdel++] = i + 1u;
+      }
+    }
+  }
+  for (uint32_t c = 0; c < TG__MAX_CHUNKS && g->cdirty[c]; c++) {
+    uint64_t *bits = g->cdirty[c];
+    for (uint32_t w = 0; w < TG__CDIRTY_WORDS; w++) {
+      while (bits[w]) {
+        uint32_t b = (uint32_t)__builtin_ctzll(bits[w]);
+        uint32_t id = (c << TG__CHUNK_SHIFT) + w * 64u + b + 1u;
+        const tg_connection *cn = tg__graph_conn(g, id);
+        if (cn) {
+          if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
+          sn->conn[sn->nconn++] = *cn;
+        } else {
+          if ((rc = grow((void **)&sn->cdel, &sn->capcdel, sn->ncdel, sizeof *sn->cdel))) goto fail;
+          sn->cdel[sn->ncdel++] = id;
+        }
+        bits[w] &= bits[w] - 1;
+      }
+    }
+  }
+  return 0;
+fail:
+  snapshot_remark(s, sn);
+  return rc;
+}
+
+static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
+  MDB_txn *txn = NULL;
+  int mrc;
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
+  for (size_t i = 0; i < sn->ntok; i++) {
+    uint32_t key = sn->tok[i].id;
+    MDB_val k = {sizeof key, &key}, v = {sizeof sn->tok[i], &sn->tok[i]};
+    if ((mrc = mdb_put(txn, s->dbi_tokens, &k, &v, 0))) goto fail;
+  }
+  for (size_t i = 0; i < sn->ntdel; i++) {
+    uint32_t key = sn->tdel[i];
+    MDB_val k = {sizeof key, &key};
+    mrc = mdb_del(txn, s->dbi_tokens, &k, NULL);
+    if (mrc && mrc != MDB_NOTFOUND) goto fail;
+  }
+  for (size_t i = 0; i < sn->nconn; i++) {
+    uint32_t key = sn->conn[i].id;
+    MDB_val k = {sizeof key, &key}, v = {sizeof sn->conn[i], &sn->conn[i]};
+    if ((mrc = mdb_put(txn, s->dbi_conns, &k, &v, 0))) goto fail;
+  }
+  for (size_t i = 0; i < sn->ncdel; i++) {
+    uint32_t key = sn->cdel[i];
+    MDB_val k = {sizeof key, &key};
+    mrc = mdb_del(txn, s->dbi_conns, &k, NULL);
+    if (mrc && mrc != MDB_NOTFOUND) goto fail;
+  }
+  if ((mrc = meta_put_u64(txn, s->dbi_meta, "lsn", lsn))) goto fail;
+  /* LMDB's commit fsyncs the data file (the environment is opened without
+     MDB_NOSYNC), so the checkpoint is durable when this returns. */
+  mrc = mdb_txn_commit(txn);
+  return from_mdb(mrc);
+fail:
+  mdb_txn_abort(txn);
+  return from_mdb(mrc);
+}
+
+/* Caller holds ckpt_mu. */
+static int checkpoint_locked(tg_store *s) {
+  snapshot sn;
+  memset(&sn, 0, sizeof sn);
+  tg_wal_stats ws;
+  tg__store_lock(s);
+  uint64_t lsn = s->last_lsn;
+  int rc = snapshot_take(s, &sn);
+  tg__store_unlock(s);
+  if (rc) return rc;
+  tg_wal_stats_get(s->wal, &ws);
+  /* The checkpoint claims every record <= lsn: they must be durable first,
+     or a crash could leave the log shorter than the checkpoint and reuse
+     LSNs it covers. */
+  if (lsn) rc = tg_wal_sync(s->wal, lsn);
+  if (!rc) rc = snapshot_write(s, &sn, lsn);
+  tg__store_lock(s);
+  if (rc) {
+    snapshot_remark(s, &sn);
+  } else {
+    s->ckpt_lsn = lsn;
+    s->checkpoints++;
+  }
+  tg__store_unlock(s);
+  snapshot_free(&sn);
+  if (rc) return rc;
+  s->ckpt_wal_bytes = ws.bytes;
+  /* Segments wholly <= lsn are now redundant. Failing to delete one only
+     costs space: the next checkpoint tries again. */
+  tg_wal_remove_upto(s->wal, lsn, NULL);
+  return 0;
+}
+
+int tg_checkpoint(tg_store *s) {
+  if (!s || !s->wal) return TG_EINVAL;
+  pthread_mutex_lock(&s->ckpt_mu);
+  int rc = checkpoint_locked(s);
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return rc;
+}
+
+/* The automatic checkpointer: wakes at segment switches and every 100 ms,
+   and checkpoints once checkpoint_bytes of log were written since the last
+   checkpoint. */
+static void *checkpointer(void *arg) {
+  tg_store *s = arg;
+  pthread_mutex_lock(&s->ckpt_wake_mu);
+  while (!s->ckpt_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->ckpt_wake, &s->ckpt_wake_mu, &ts);
+    if (s->ckpt_stop) break;
+    pthread_mutex_unlock(&s->ckpt_wake_mu);
+    tg_wal_stats ws;
+    tg_wal_stats_get(s->wal, &ws);
+    pthread_mutex_lock(&s->ckpt_mu);
+    if (!ws.failed && ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
+      checkpoint_locked(s); /* a failure leaves the marks for the next try */
+    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_mutex_lock(&s->ckpt_wake_mu);
+  }
+  pthread_mutex_unlock(&s->ckpt_wake_mu);
+  return NULL;
+}
+
+static void on_segment(void *arg, uint64_t first_lsn) {
+  (void)first_lsn;
+  tg_store *s = arg;
+  pthread_cond_signal(&s->ckpt_wake);
+}
+
+/* ---- open and close ------------------------------------------------------- */
+
+int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
+                       char *msg, size_t len) {
+  char *waldir = NULL;
+  int rc;
+  const tg_durability_config *dc = &cfg->wal;
+  if (dc->level < TG_STRICT || dc->level > TG_RELAXED) {
+    say(msg, len, "invalid configuration: durability level %d", dc->level);
+    return TG_EINVAL;
+  }
+  s->dir = strdup(dir);
+  if (!s->dir) return TG_ENOMEM;
+  pthread_mutex_init(&s->ckpt_mu, NULL);
+  pthread_mutex_init(&s->ckpt_wake_mu, NULL);
+  pthread_cond_init(&s->ckpt_wake, NULL);
+  s->level = dc->level;
+  s->checkpoint_bytes = dc->checkpoint_bytes;
+
+  if ((rc = make_dir(dir, msg, len))) return rc;
+  int fresh = check_identity(dir, msg, len);
+  if (fresh < 0) return fresh;
+  if ((rc = take_lock(s, msg, len))) return rc;
+  if (fresh && (rc = write_identity(dir))) {
+    say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
+    return rc;
+  }
+  if ((rc = open_checkpoint(s, msg, len))) return rc;
+
+  uint64_t t0 = now_ns();
+  tg__graph_begin_load(&s->g);
+  if ((rc = load_checkpoint(s, msg, len))) return rc;
+  s->recovery.checkpoint_lsn = s->ckpt_lsn;
+  uint64_t t1 = now_ns();
+  s->recovery.load_ns = t1 - t0;
+
+  if (!(waldir = join(dir, "wal"))) return TG_ENOMEM;
+  tg_wal_config wc;
+  tg_wal_config_init(&wc);
+  /* STRICT waits in tg_wal_sync() after releasing the store lock (so
+     callers share fdatasyncs); the log itself then needs no timer. */
+  wc.level = dc->level == TG_BALANCED ? TG_WAL_BALANCED : TG_WAL_RELAXED;
+  wc.sync_interval_ms = dc->sync_interval_ms;
+  wc.segment_bytes = dc->segment_bytes;
+  wc.ring_slots = dc->ring_slots;
+  wc.nonblocking = dc->nonblocking;
+  wc.start_lsn = s->ckpt_lsn + 1;
+  wc.on_segment = on_segment;
+  wc.hook_arg = s;
+  tg_wal_open_info info;
+  rc = tg_wal_open(&s->wal, waldir, &wc, &info);
+  if (rc) {
+    say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
+    goto out;
+  }
+  s->recovery.torn_tail = info.torn_tail;
+  s->recovery.torn_segment = info.torn_segment;
+  s->recovery.torn_offset = info.torn_offset;
+  if (info.last_lsn && info.last_lsn < s->ckpt_lsn) {
+    rc = TG_ECORRUPT;
+    say(msg, len, "%s: the log ends at LSN %llu, before the checkpoint's LSN "
+        "%llu: files are missing or were replaced", dir,
+        (unsigned long long)info.last_lsn, (unsigned long long)s->ckpt_lsn);
+    goto out;
+  }
+
+  s->g.track_dirty = 1;
+  if ((rc = tg__graph_reserve_conn_dirty(&s->g))) goto out;
+  uint64_t last = 0, n = 0;
+  rc = replay(&s->g, waldir, s->ckpt_lsn + 1, &last, &n, NULL, msg, len);
+  if (rc) goto out;
+  tg__graph_end_load(&s->g);
+  s->last_lsn = last;
+  s->recovery.replayed_records = n;
+  s->recovery.last_lsn = last;
+  s->recovery.replay_ns = now_ns() - t1;
+  if (last + 1 != info.next_lsn) {
+    rc = TG_ECORRUPT;
+    say(msg, len, "%s: replay ended at LSN %llu but the log continues at %llu",
+        waldir, (unsigned long long)last, (unsigned long long)info.next_lsn);
+    goto out;
+  }
+  if (s->checkpoint_bytes) {
+    if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
+      rc = TG_ENOMEM;
+      goto out;
+    }
+    s->ckpt_thread_started = 1;
+  }
+out:
+  free(waldir);
+  return rc;
+}
+
+int tg__store_close_dir(tg_store *s) {
+  int rc = 0;
+  if (!s->dir) return 0;
+  if (s->ckpt_thread_started) {
+    pthread_mutex_lock(&s->ckpt_wake_mu);
+    s->ckpt_stop = 1;
+    pthread_cond_signal(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_wake_mu);
+    pthread_join(s->ckpt_thread, NULL);
+  }
+  if (s->wal) rc = tg_wal_close(s->wal);
+  s->wal = NULL;
+  if (s->env) mdb_env_close(s->env);
+  s->env = NULL;
+  if (s->lock_fd >= 0) close(s->lock_fd);
+  s->lock_fd = -1;
+  pthread_cond_destroy(&s->ckpt_wake);
+  pthread_mutex_destroy(&s->ckpt_wake_mu);
+  pthread_mutex_destroy(&s->ckpt_mu);
+  free(s->dir);
+  s->dir = NULL;
+  return rc;
+}

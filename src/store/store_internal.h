@@ -1,0 +1,73 @@
+/*
+ * tg_store internals, shared by store.c (the API and its lock), durable.c
+ * (data directory, recovery, checkpoints) and the tests.
+ */
+#ifndef TG_STORE_INTERNAL_H
+#define TG_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "guardian/guardian.h"
+#include "token/graph.h"
+#include "tokengraph/tokengraph.h"
+#include "tokengraph/wal.h"
+
+/*
+ * WAL record types written by the store. Every record carries what replay
+ * needs to redo the call exactly as it ran (docs/store-format.md):
+ * after-images for puts, ids for deletes. All fit the WAL's 96-byte fast
+ * path.
+ */
+enum tg__rec_type {
+  TG__REC_TOKEN_PUT = 1, /* 64 bytes: tg_token after the create/update */
+  TG__REC_TOKEN_DEL = 2, /* 4 bytes: token id; its connections go too */
+  TG__REC_CONN_PUT = 3,  /* 64 bytes: tg_connection as created (links 0) */
+  TG__REC_CONN_DEL = 4,  /* 4 bytes: connection id */
+  TG__REC_TOKEN_EVICT = 5 /* 4 bytes: token id evicted by the guardian */
+};
+
+struct tg_store {
+  atomic_int lock;              /* 0 free, 1 held; see store.c */
+  tg__graph g;
+  tg__guardian gd;
+  uint64_t tokens_created;
+  uint64_t connections_created;
+
+  /* Durable stores only (wal != NULL). */
+  tg_wal *wal;
+  int level;                    /* enum tg_durability */
+  uint64_t last_lsn;            /* last LSN appended (under the lock) */
+  char *dir;                    /* data directory */
+  int lock_fd;                  /* DIR/LOCK, flock()ed; -1 = none */
+  MDB_env *env;                 /* DIR/checkpoint */
+  MDB_dbi dbi_tokens, dbi_conns, dbi_meta;
+  pthread_mutex_t ckpt_mu;      /* one checkpoint at a time */
+  uint64_t ckpt_lsn;            /* LSN the last checkpoint covers */
+  uint64_t checkpoints;
+  uint64_t ckpt_wal_bytes;      /* WAL bytes written at the last checkpoint */
+  uint64_t checkpoint_bytes;    /* auto checkpoint threshold, 0 = off */
+  pthread_t ckpt_thread;        /* automatic checkpoints */
+  int ckpt_thread_started;
+  pthread_mutex_t ckpt_wake_mu;
+  pthread_cond_t ckpt_wake;
+  int ckpt_stop;                /* under ckpt_wake_mu */
+  tg_recovery_info recovery;
+};
+
+/* The store lock (store.c). */
+void tg__store_lock(tg_store *s);
+void tg__store_unlock(tg_store *s);
+
+/* Open the data directory into a store whose graph and guardian are set
+   up (durable.c). On failure the store is left for tg__store_close_dir. */
+int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
+                       char *msg, size_t msglen);
+
+/* Stop the checkpointer, close the WAL, LMDB and the lock (durable.c).
+   Returns the WAL's close status. Safe on a partly opened store. */
+int tg__store_close_dir(tg_store *s);
+
+#endif /* TG_STORE_INTERNAL_H */
