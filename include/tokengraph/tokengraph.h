@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "tokengraph/errors.h"
+#include "tokengraph/wal.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -280,6 +281,58 @@ typedef struct tg_recovery_info {
 
 /* Copy what the open found. In memory: all zero. */
 TG_API int tg_store_recovery_info(tg_store *s, tg_recovery_info *out);
+
+/*
+ * The WAL records a durable store writes (the WAL's type byte). Each
+ * carries what replay needs to redo the call exactly: after-images for
+ * puts, ids for deletes; all little-endian, layouts as the structs above
+ * (docs/store-format.md).
+ */
+enum tg_record_type {
+  TG_REC_TOKEN_PUT = 1,  /* 64 bytes: the tg_token after a create/update */
+  TG_REC_TOKEN_DEL = 2,  /* 4 bytes: token id; its connections go too */
+  TG_REC_CONN_PUT = 3,   /* 64 bytes: the tg_connection created (links 0) */
+  TG_REC_CONN_DEL = 4,   /* 4 bytes: connection id */
+  TG_REC_TOKEN_EVICT = 5 /* 4 bytes: token id evicted under memory
+                            pressure; its connections go too */
+};
+
+/* ---- inspecting a data directory (tg-replay) ------------------------- */
+
+typedef struct tg_inspect_report {
+  uint64_t checkpoint_lsn;   /* LSN the checkpoint covers (0: none) */
+  uint64_t checkpoint_tokens;
+  uint64_t checkpoint_connections;
+  uint64_t segments;         /* WAL segment files */
+  uint64_t records;          /* valid records in the log, all segments */
+  uint64_t first_lsn;        /* first and last valid LSN (0: none) */
+  uint64_t last_lsn;
+  uint64_t replayed;         /* records after the checkpoint applied */
+  tg_wal_end end;            /* how the log ends (clean, torn, corrupt) */
+  uint64_t tokens;           /* state after replay */
+  uint64_t connections;
+  uint64_t apply_failed_lsn; /* a record that did not apply (0: none);
+                                replay stopped there */
+  const char *apply_failed_what;
+} tg_inspect_report;
+
+/* Progress: records read so far and the LSN just read (segment files are
+   named by their first LSN, so the caller can place it among them). */
+typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
+
+/*
+ * Read a data directory without changing anything: check its identity,
+ * load the checkpoint and replay the whole log in memory, and report. The
+ * directory must not be open elsewhere (TG_ELOCKED). progress (may be NULL)
+ * is called about every million records.
+ * Returns 0 when the directory could be read (look at out->end and
+ * out->apply_failed_lsn for the log's condition), or an error with a
+ * one-line explanation in msg: -ENOENT, -ENOTDIR, TG_ENOTTG, TG_EVERSION,
+ * TG_ECORRUPT (the checkpoint), TG_ELOCKED, TG_ENOMEM.
+ */
+TG_API int tg_store_inspect(const char *dir, tg_inspect_report *out,
+                            tg_progress_cb progress, void *arg, char *msg,
+                            size_t msglen);
 
 /*
  * Create a token from *init (NULL: all zero) and return its id in *id.

@@ -226,7 +226,9 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val
   return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-static int open_checkpoint(tg_store *s, char *msg, size_t len) {
+/* Open (readonly == 0: create if missing) the checkpoint environment and
+   read its LSN. Read-only with no checkpoint yet: *s->env stays NULL. */
+static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = join(s->dir, "checkpoint"), *data = NULL;
   MDB_txn *txn = NULL;
   int rc = 0, mrc;
@@ -234,18 +236,21 @@ static int open_checkpoint(tg_store *s, char *msg, size_t len) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
-  if ((rc = make_dir(cdir, msg, len))) goto cleanup;
   struct stat st;
+  if (!readonly && (rc = make_dir(cdir, msg, len))) goto cleanup;
   int existed = stat(data, &st) == 0;
+  if (readonly && !existed) goto cleanup;
+  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
+  unsigned flags = MDB_NOTLS | (readonly ? MDB_RDONLY | MDB_NOLOCK : 0);
   if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
       (mrc = mdb_env_set_mapsize(s->env, LMDB_MAPSIZE)) ||
-      (mrc = mdb_env_open(s->env, cdir, MDB_NOTLS, 0600))) {
+      (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
     rc = from_mdb(mrc);
     say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
         mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
   }
-  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto mdb_fail;
+  if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
   if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
     rc = TG_ENOTTG;
@@ -271,8 +276,9 @@ static int open_checkpoint(tg_store *s, char *msg, size_t len) {
         data, (unsigned long long)fmt, TG__DIR_FORMAT);
     goto cleanup;
   }
-  if ((mrc = mdb_dbi_open(txn, "tokens", MDB_CREATE | MDB_INTEGERKEY, &s->dbi_tokens)) ||
-      (mrc = mdb_dbi_open(txn, "conns", MDB_CREATE | MDB_INTEGERKEY, &s->dbi_conns)) ||
+  unsigned create = readonly ? 0 : MDB_CREATE;
+  if ((mrc = mdb_dbi_open(txn, "tokens", create | MDB_INTEGERKEY, &s->dbi_tokens)) ||
+      (mrc = mdb_dbi_open(txn, "conns", create | MDB_INTEGERKEY, &s->dbi_conns)) ||
       (mrc = meta_get_u64(txn, s->dbi_meta, "lsn", &s->ckpt_lsn)))
     goto mdb_fail;
   if ((mrc = mdb_txn_commit(txn))) {
@@ -353,15 +359,15 @@ cleanup:
 static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
   uint32_t id;
   switch (r->type) {
-  case TG__REC_TOKEN_PUT: {
+  case TG_REC_TOKEN_PUT: {
     tg_token t;
     if (r->len != sizeof t) break;
     memcpy(&t, r->payload, sizeof t);
     if (t.id == 0) break;
     return tg__graph_token_put(g, &t);
   }
-  case TG__REC_TOKEN_DEL:
-  case TG__REC_TOKEN_EVICT:
+  case TG_REC_TOKEN_DEL:
+  case TG_REC_TOKEN_EVICT:
     if (r->len != sizeof id) break;
     memcpy(&id, r->payload, sizeof id);
     if (tg__graph_token_delete(g, id, NULL)) {
@@ -369,7 +375,7 @@ static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
       return TG_ECORRUPT;
     }
     return 0;
-  case TG__REC_CONN_PUT: {
+  case TG_REC_CONN_PUT: {
     tg_connection c;
     if (r->len != sizeof c) break;
     memcpy(&c, r->payload, sizeof c);
@@ -378,7 +384,7 @@ static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
     if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
     return rc;
   }
-  case TG__REC_CONN_DEL:
+  case TG_REC_CONN_DEL:
     if (r->len != sizeof id) break;
     memcpy(&id, r->payload, sizeof id);
     if (tg__graph_disconnect(g, id)) {
@@ -670,7 +676,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
     say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }
-  if ((rc = open_checkpoint(s, msg, len))) return rc;
+  if ((rc = open_checkpoint(s, 0, msg, len))) return rc;
 
   uint64_t t0 = now_ns();
   tg__graph_begin_load(&s->g);
@@ -758,5 +764,105 @@ int tg__store_close_dir(tg_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   free(s->dir);
   s->dir = NULL;
+  return rc;
+}
+
+/* ---- inspection ------------------------------------------------------------ */
+
+int tg_store_inspect(const char *dir, tg_inspect_report *out,
+                     tg_progress_cb progress, void *arg, char *msg,
+                     size_t len) {
+  tg_store *s = NULL;
+  tg_wal_reader *r = NULL;
+  char *waldir = NULL, *lockp = NULL;
+  int rc, lock_fd = -1;
+  struct stat st;
+  if (msg && len) msg[0] = 0;
+  memset(out, 0, sizeof *out);
+  if (stat(dir, &st)) {
+    rc = -errno;
+    say(msg, len, "%s: %s", dir, strerror(errno));
+    return rc;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    say(msg, len, "%s is not a directory", dir);
+    return -ENOTDIR;
+  }
+  rc = check_identity(dir, msg, len);
+  if (rc == 1) {
+    say(msg, len, "%s is empty: not a tokengraph data directory", dir);
+    return TG_ENOTTG;
+  }
+  if (rc) return rc;
+  if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
+      !(waldir = join(dir, "wal")) || !(lockp = join(dir, "LOCK"))) {
+    rc = TG_ENOMEM;
+    goto out;
+  }
+  lock_fd = open(lockp, O_RDONLY | O_CLOEXEC);
+  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB)) {
+    rc = TG_ELOCKED;
+    say(msg, len, "%s is open in another process: close it first", dir);
+    goto out;
+  }
+  if ((rc = tg__graph_init(&s->g))) goto out;
+  s->lock_fd = -1;
+  if ((rc = open_checkpoint(s, 1, msg, len))) goto out;
+  tg__graph_begin_load(&s->g);
+  if (s->env && (rc = load_checkpoint(s, msg, len))) goto out;
+  out->checkpoint_lsn = s->ckpt_lsn;
+  out->checkpoint_tokens = s->recovery.checkpoint_tokens;
+  out->checkpoint_connections = s->recovery.checkpoint_connections;
+
+  DIR *d = opendir(waldir);
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      size_t n = strlen(e->d_name);
+      if (n == 24 && !strcmp(e->d_name + 20, ".wal")) out->segments++;
+    }
+    closedir(d);
+  }
+  if ((rc = tg_wal_reader_open(&r, waldir, 0))) {
+    /* No wal/ at all: an empty log. */
+    if (rc != -ENOENT) {
+      say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
+      goto out;
+    }
+    rc = 0;
+    out->end.reason = TG_WAL_END_CLEAN;
+  } else {
+    tg_wal_record rec;
+    while (tg_wal_reader_next(r, &rec) == 1) {
+      if (!out->first_lsn) out->first_lsn = rec.lsn;
+      out->last_lsn = rec.lsn;
+      out->records++;
+      if (progress && (out->records & 0xFFFFF) == 0) progress(arg, out->records, rec.lsn);
+      if (rec.lsn <= s->ckpt_lsn || out->apply_failed_lsn) continue;
+      const char *why = NULL;
+      int arc = apply(&s->g, &rec, &why);
+      if (arc) {
+        out->apply_failed_lsn = rec.lsn;
+        out->apply_failed_what = why ? why : tg_strerror(arc);
+      } else {
+        out->replayed++;
+      }
+    }
+    out->end = *tg_wal_reader_end(r);
+  }
+  tg__graph_end_load(&s->g);
+  out->tokens = s->g.tokens.live;
+  out->connections = s->g.conns.live;
+out:
+  tg_wal_reader_close(r);
+  if (s) {
+    if (s->env) mdb_env_close(s->env);
+    tg__graph_free(&s->g);
+    free(s->dir);
+    free(s);
+  }
+  if (lock_fd >= 0) close(lock_fd);
+  free(waldir);
+  free(lockp);
   return rc;
 }

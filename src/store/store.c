@@ -180,7 +180,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
     uint32_t vid = vs.v[i].id;
     uint64_t lsn;
-    if (s->wal && log_rec(s, TG__REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
+    if (s->wal && log_rec(s, TG_REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
       break; /* the log failed: evict nothing more */
     if (tg__graph_token_delete(&s->g, vid, NULL) == 0) gd->evictions++;
   }
@@ -231,7 +231,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   }
   tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
   if (__builtin_expect(!t, 0)) goto out;
-  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
+  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
     tg__graph_token_uncreate(&s->g, t, nid);
     goto out;
   }
@@ -263,7 +263,7 @@ int tg_token_update(tg_store *s, const tg_token *t) {
   tg_token img = *t;
   img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
   tg__graph_mark_token(&s->g, &img, img.id);
-  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_PUT, &img, sizeof img, &lsn)))
+  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, &img, sizeof img, &lsn)))
     goto out;
   *cur = img;
   tg__graph_mark_token(&s->g, cur, img.id);
@@ -280,7 +280,7 @@ int tg_token_delete(tg_store *s, uint32_t id) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  if (s->wal && (rc = log_rec(s, TG__REC_TOKEN_DEL, &id, sizeof id, &lsn))) goto out;
+  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_DEL, &id, sizeof id, &lsn))) goto out;
   tg__graph_token_delete(&s->g, id, NULL);
   tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
 out:
@@ -331,7 +331,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   if (s->wal) {
     tg_connection img = *tg__graph_conn(&s->g, nid);
     img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
-    if ((rc = log_rec(s, TG__REC_CONN_PUT, &img, sizeof img, &lsn))) {
+    if ((rc = log_rec(s, TG_REC_CONN_PUT, &img, sizeof img, &lsn))) {
       tg__graph_disconnect(&s->g, nid);
       goto out;
     }
@@ -352,7 +352,7 @@ int tg_disconnect(tg_store *s, uint32_t id) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  if (s->wal && (rc = log_rec(s, TG__REC_CONN_DEL, &id, sizeof id, &lsn))) goto out;
+  if (s->wal && (rc = log_rec(s, TG_REC_CONN_DEL, &id, sizeof id, &lsn))) goto out;
   tg__graph_disconnect(&s->g, id);
   tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
 out:

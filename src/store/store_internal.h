@@ -15,20 +15,6 @@
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/wal.h"
 
-/*
- * WAL record types written by the store. Every record carries what replay
- * needs to redo the call exactly as it ran (docs/store-format.md):
- * after-images for puts, ids for deletes. All fit the WAL's 96-byte fast
- * path.
- */
-enum tg__rec_type {
-  TG__REC_TOKEN_PUT = 1, /* 64 bytes: tg_token after the create/update */
-  TG__REC_TOKEN_DEL = 2, /* 4 bytes: token id; its connections go too */
-  TG__REC_CONN_PUT = 3,  /* 64 bytes: tg_connection as created (links 0) */
-  TG__REC_CONN_DEL = 4,  /* 4 bytes: connection id */
-  TG__REC_TOKEN_EVICT = 5 /* 4 bytes: token id evicted by the guardian */
-};
-
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; see store.c */
   tg__graph g;
