@@ -130,6 +130,7 @@ struct tg_wal {
   _Atomic uint32_t space_waiters;        /* appenders blocked on a full ring */
   _Atomic uint64_t durable;              /* LSNs <= durable are fdatasynced */
   _Atomic uint64_t written;              /* LSNs <= written are in the file */
+  _Atomic uint32_t strict_inflight;      /* STRICT appenders inside tg_wal_append */
 
   pthread_mutex_t mu;                    /* guards the two condition variables */
   pthread_cond_t durable_cv;             /* broadcast after each fdatasync / failure */
@@ -237,7 +238,7 @@ static int prepare_next(tg_wal *w) {
   char path[4096];
   int rc = path_in(path, sizeof path, w->dir, TMP_NAME);
   if (rc) return rc;
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -errno;
   rc = tg__fallocate(fd, 0, (off_t)w->cfg.segment_bytes);
   if (rc == -EOPNOTSUPP) rc = 0; /* no preallocation on this file system */
@@ -400,6 +401,35 @@ static uint64_t drain(tg_wal *w) {
   return n;
 }
 
+/* STRICT group commit. An fdatasync that released k waiting appenders will
+   see them append again within microseconds; syncing at once would catch
+   only the first of them (the batches alternate 1, k-1, 1, ... and averaged
+   4.1 records per fdatasync with 8 threads, measured). So, when more than
+   one appender is inside tg_wal_append, gather until the batch holds one
+   record per such appender, appends stop arriving for GATHER_IDLE_NS, or
+   GATHER_MAX_NS passed - small against one fdatasync (~170-300 us here).
+   With one appender there is no wait at all. */
+#define GATHER_IDLE_NS 20000u
+#define GATHER_MAX_NS 100000u
+static void gather(tg_wal *w) {
+  uint64_t t0 = now_ns(), last = t0;
+  while (w->w_written - w->w_durable < atomic_load_explicit(&w->strict_inflight, RLX)) {
+    if (drain(w)) {
+      last = now_ns();
+      continue;
+    }
+    if (atomic_load_explicit(&w->failed, RLX)) return;
+    uint64_t t = now_ns();
+    if (t - last > GATHER_IDLE_NS || t - t0 > GATHER_MAX_NS) return;
+    sched_yield(); /* let the woken appenders run on this core */
+  }
+}
+
+/* Spin this long for new work before sleeping on the futex: a STRICT
+   appender is back within microseconds of its wake-up, and a futex wake
+   costs it a system call plus the writer's wake-up latency. */
+#define IDLE_SPIN_NS 20000u
+
 static void *writer_main(void *arg) {
   tg_wal *w = arg;
   unsigned spins = 0;
@@ -422,6 +452,9 @@ static void *writer_main(void *arg) {
         need = 1;
       if (!need && atomic_load(&w->closing) && w->next == atomic_load(&w->head)) need = 1;
       if (need) {
+        if (w->level == TG_WAL_STRICT && atomic_load_explicit(&w->strict_inflight, RLX) > 1)
+          gather(w);
+        if (atomic_load_explicit(&w->failed, RLX)) break;
         do_sync(w);
         continue;
       }
@@ -441,6 +474,18 @@ static void *writer_main(void *arg) {
       continue;
     }
     spins = 0;
+    if (!atomic_load(&w->closing)) {
+      uint64_t t0 = now_ns();
+      int seen = 0;
+      while (!seen && now_ns() - t0 < IDLE_SPIN_NS) {
+        for (int i = 0; i < 64 && !seen; i++) {
+          cpu_relax();
+          seen = atomic_load_explicit(&w->head, RLX) != w->next ||
+                 atomic_load_explicit(&w->sync_req, RLX) > w->w_durable;
+        }
+      }
+      if (seen) continue;
+    }
 
     uint32_t ww = atomic_load(&w->wake_word);
     atomic_store(&w->sleeping, 1);
@@ -546,7 +591,7 @@ static int append_large(tg_wal *w, uint8_t type, const void *payload, size_t len
   return w->level == TG_WAL_STRICT ? wait_durable(w, seq) : 0;
 }
 
-int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
+static int append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
   int f = atomic_load_explicit(&w->failed, RLX);
   if (unlikely(f)) return f;
   if (unlikely(!payload && len)) return TG_EINVAL;
@@ -564,6 +609,19 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   if (lsn) *lsn = seq;
   if (w->level == TG_WAL_STRICT) return wait_durable(w, seq);
   return 0;
+}
+
+static int append_strict(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                         uint64_t *lsn) {
+  atomic_fetch_add_explicit(&w->strict_inflight, 1, RLX);
+  int rc = append(w, type, payload, len, lsn);
+  atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
+  return rc;
+}
+
+int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
+  if (w->level == TG_WAL_STRICT) return append_strict(w, type, payload, len, lsn);
+  return append(w, type, payload, len, lsn);
 }
 
 int tg_wal_sync(tg_wal *w, uint64_t lsn) {
@@ -748,7 +806,7 @@ int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
     rc = TG_ENOMEM;
     goto fail;
   }
-  if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
     rc = -errno;
     goto fail;
   }

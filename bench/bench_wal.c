@@ -1,0 +1,355 @@
+/*
+ * tg-bench wal: append N records with 64-byte payloads through the WAL and
+ * compare with the raw reference measured in the same run on the same disk:
+ *  - chunks: the same bytes written in 1 MiB chunks, one fdatasync per chunk
+ *    (the reference for BALANCED and RELAXED);
+ *  - sync-each: one 80-byte write + fdatasync per record (the reference for
+ *    STRICT: the rate a synchronous log reaches).
+ * The WAL's time runs from the first append until tg_wal_sync() has made
+ * every record durable, so both sides include their last fdatasync.
+ */
+#define _XOPEN_SOURCE 700 /* nftw, mkdtemp, fdatasync; the bench is built without _GNU_SOURCE */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "tokengraph/wal.h"
+
+#define PAYLOAD 64
+#define FRAME 80 /* 16-byte frame header + 64-byte payload (docs/wal-format.md) */
+
+/* Cycle counter for per-append latency: clock_gettime costs ~20 ns itself,
+   more than the append being measured. Calibrated against tgb_now_ns(). */
+static inline uint64_t ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_ia32_rdtsc();
+#else
+  return tgb_now_ns();
+#endif
+}
+
+static double ns_per_tick(void) {
+  uint64_t n0 = tgb_now_ns(), t0 = ticks();
+  while (tgb_now_ns() - n0 < 20000000u) {
+  }
+  return (double)(tgb_now_ns() - n0) / (double)(ticks() - t0);
+}
+
+typedef struct worker {
+  tg_wal *wal;
+  uint64_t count;    /* records this thread appends */
+  uint64_t *lat;     /* ticks per append */
+  int paced;         /* wait for the writer to drain every `burst` appends */
+  uint64_t burst;
+  int rc;
+  pthread_t th;
+} worker;
+
+static pthread_barrier_t start_barrier;
+
+static void wait_drained(tg_wal *w) {
+  tg_wal_stats st;
+  do {
+    tg_wal_stats_get(w, &st);
+    if (st.queue_depth) sched_yield();
+  } while (st.queue_depth && !st.failed);
+}
+
+static void *worker_main(void *arg) {
+  worker *k = arg;
+  unsigned char payload[PAYLOAD];
+  memset(payload, 0xA5, sizeof payload);
+  pthread_barrier_wait(&start_barrier);
+  for (uint64_t i = 0; i < k->count; i++) {
+    memcpy(payload, &i, sizeof i);
+    uint64_t t0 = ticks();
+    int rc = tg_wal_append(k->wal, 1, payload, sizeof payload, NULL);
+    uint64_t t1 = ticks();
+    k->lat[i] = t1 - t0;
+    if (rc) {
+      k->rc = rc;
+      break;
+    }
+    if (k->paced && (i + 1) % k->burst == 0) wait_drained(k->wal);
+  }
+  return NULL;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(p);
+}
+
+/* Raw reference: `bytes` bytes in 1 MiB chunks, fdatasync per chunk. */
+static double ref_chunks(const char *dir, uint64_t bytes) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/raw-chunks.ref", dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return -1;
+  size_t chunk = 1u << 20;
+  unsigned char *buf = malloc(chunk);
+  if (!buf) {
+    close(fd);
+    return -1;
+  }
+  memset(buf, 0xA5, chunk);
+  uint64_t t0 = tgb_now_ns();
+  for (uint64_t done = 0; done < bytes;) {
+    size_t n = bytes - done < chunk ? (size_t)(bytes - done) : chunk;
+    if (write(fd, buf, n) != (ssize_t)n || fdatasync(fd) != 0) {
+      free(buf);
+      close(fd);
+      return -1;
+    }
+    done += n;
+  }
+  double s = (double)(tgb_now_ns() - t0) / 1e9;
+  free(buf);
+  close(fd);
+  unlink(path);
+  return s;
+}
+
+/* Raw reference for STRICT: one 80-byte write + fdatasync per record. */
+static double ref_sync_each(const char *dir, uint64_t records) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/raw-sync-each.ref", dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return -1;
+  unsigned char rec[FRAME];
+  memset(rec, 0xA5, sizeof rec);
+  uint64_t t0 = tgb_now_ns();
+  for (uint64_t i = 0; i < records; i++) {
+    if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec || fdatasync(fd) != 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  double s = (double)(tgb_now_ns() - t0) / 1e9;
+  close(fd);
+  unlink(path);
+  return s;
+}
+
+/* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds. */
+static double run_wal(const char *dir, int level, int threads, uint64_t count, int paced,
+                      uint64_t **lat_out, uint64_t *nlat, tg_wal_stats *st) {
+  char wdir[4200];
+  snprintf(wdir, sizeof wdir, "%s/wal%s", dir, paced ? "-paced" : "");
+  tg_wal_config c;
+  tg_wal_config_init(&c);
+  c.level = level;
+  tg_wal *w = NULL;
+  int rc = tg_wal_open(&w, wdir, &c, NULL);
+  if (rc) {
+    fprintf(stderr, "tg-bench wal: open %s: %s\n", wdir, tg_strerror(rc));
+    return -1;
+  }
+  uint64_t per = count / (uint64_t)threads;
+  uint64_t *lat = calloc(per * (uint64_t)threads + 1, sizeof *lat);
+  worker *ws = calloc((size_t)threads, sizeof *ws);
+  if (!lat || !ws) {
+    fprintf(stderr, "tg-bench wal: out of memory\n");
+    exit(70);
+  }
+  pthread_barrier_init(&start_barrier, NULL, (unsigned)threads + 1);
+  for (int i = 0; i < threads; i++) {
+    ws[i] = (worker){w, per, lat + (uint64_t)i * per, paced, c.ring_slots / 4, 0, 0};
+    pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
+  }
+  pthread_barrier_wait(&start_barrier);
+  uint64_t t0 = tgb_now_ns();
+  for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
+  rc = tg_wal_sync(w, 0);
+  uint64_t t1 = tgb_now_ns();
+  for (int i = 0; i < threads; i++)
+    if (ws[i].rc) rc = ws[i].rc;
+  tg_wal_stats_get(w, st);
+  int crc = tg_wal_close(w);
+  if (!rc) rc = crc;
+  pthread_barrier_destroy(&start_barrier);
+  free(ws);
+  nftw(wdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  if (rc) {
+    fprintf(stderr, "tg-bench wal: %s\n", tg_strerror(rc));
+    free(lat);
+    return -1;
+  }
+  *lat_out = lat;
+  *nlat = per * (uint64_t)threads;
+  return (double)(t1 - t0) / 1e9;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tg-bench wal [--level strict|balanced|relaxed] [--threads N] [--count N]\n"
+          "                    [--dir DIR] [--json]\n\n"
+          "Append N records with 64-byte payloads (80-byte frames) through the WAL and\n"
+          "compare, in the same run and on the same disk, with the raw reference: the\n"
+          "same bytes in 1 MiB chunks with one fdatasync per chunk, and (STRICT) one\n"
+          "write+fdatasync per record.\n\n"
+          "  --level L    durability level (default balanced)\n"
+          "  --threads N  appending threads; N records are split among them (default 1)\n"
+          "  --count N    records (default 5M; 2000 per thread for strict)\n"
+          "  --dir DIR    put the log in a new directory inside DIR (default: a\n"
+          "               temporary directory under /tmp); removed afterwards\n"
+          "  --json       one JSON object instead of text\n\n"
+          "Append latencies are measured with the cycle counter around each call and\n"
+          "include that timer's own cost (printed as timer_ns). The paced figures come\n"
+          "from a second run that lets the writer drain every ring_slots/4 appends, so\n"
+          "no append waits for queue space (BALANCED/RELAXED only).\n");
+}
+
+int tgb_wal(int argc, char **argv) {
+  int level = TG_WAL_BALANCED, threads = 1, json = 0;
+  uint64_t count = 0;
+  const char *parent = "/tmp";
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json = 1;
+    } else if (!strcmp(a, "--level") && v) {
+      i++;
+      if (!strcmp(v, "strict")) level = TG_WAL_STRICT;
+      else if (!strcmp(v, "balanced")) level = TG_WAL_BALANCED;
+      else if (!strcmp(v, "relaxed")) level = TG_WAL_RELAXED;
+      else {
+        fprintf(stderr, "tg-bench wal: --level: '%s' is not strict, balanced or relaxed\n", v);
+        return 64;
+      }
+    } else if (!strcmp(a, "--threads") && v) {
+      i++;
+      uint64_t t = tgb_parse_count(a, v);
+      if (t < 1 || t > 1024) {
+        fprintf(stderr, "tg-bench wal: --threads must be 1..1024\n");
+        return 64;
+      }
+      threads = (int)t;
+    } else if (!strcmp(a, "--count") && v) {
+      i++;
+      count = tgb_parse_count(a, v);
+    } else if (!strcmp(a, "--dir") && v) {
+      i++;
+      parent = v;
+    } else {
+      fprintf(stderr, "tg-bench wal: unknown or incomplete option '%s'\n", a);
+      usage(stderr);
+      return 64;
+    }
+  }
+  if (!count) count = level == TG_WAL_STRICT ? 2000u * (uint64_t)threads : 5000000u;
+  if (count < (uint64_t)threads) count = (uint64_t)threads;
+  static const char *names[] = {"strict", "balanced", "relaxed"};
+
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/tg-bench-wal.XXXXXX", parent);
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "tg-bench wal: cannot create a directory in %s: %s\n", parent, strerror(errno));
+    return 74;
+  }
+  double npt = ns_per_tick();
+  uint64_t tmin = UINT64_MAX;
+  for (int i = 0; i < 1000; i++) {
+    uint64_t a = ticks(), b = ticks();
+    if (b - a < tmin) tmin = b - a;
+  }
+
+  tg_wal_stats st;
+  uint64_t *lat = NULL, nlat = 0;
+  double secs = run_wal(dir, level, threads, count, 0, &lat, &nlat, &st);
+  if (secs < 0) {
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return 1;
+  }
+  uint64_t records = nlat;
+  uint64_t p50 = tgb_quantile(lat, nlat, 0.50);
+  uint64_t p99 = tgb_quantile_sorted(lat, nlat, 0.99);
+  uint64_t p999 = tgb_quantile_sorted(lat, nlat, 0.999);
+  uint64_t pmax = nlat ? lat[nlat - 1] : 0;
+  free(lat);
+
+  /* Paced run: the same appends with no backpressure. */
+  uint64_t q50 = 0, q99 = 0, q999 = 0, qmax = 0;
+  if (level != TG_WAL_STRICT) {
+    tg_wal_stats st2;
+    uint64_t pc = count < 2000000u ? count : 2000000u;
+    if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2) >= 0) {
+      q50 = tgb_quantile(lat, nlat, 0.50);
+      q99 = tgb_quantile_sorted(lat, nlat, 0.99);
+      q999 = tgb_quantile_sorted(lat, nlat, 0.999);
+      qmax = nlat ? lat[nlat - 1] : 0;
+      free(lat);
+    }
+  }
+
+  uint64_t bytes = st.bytes;
+  double ref_chunk_s = ref_chunks(dir, bytes);
+  uint64_t sync_each_n = records < 2000 ? records : 2000;
+  double ref_sync_s = ref_sync_each(dir, sync_each_n);
+  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  if (ref_chunk_s < 0 || ref_sync_s < 0) {
+    fprintf(stderr, "tg-bench wal: the raw reference failed: %s\n", strerror(errno));
+    return 1;
+  }
+
+  double rps = (double)records / secs;
+  double mbps = (double)bytes / secs / 1e6;
+  double ref_chunk_rps = (double)records / ref_chunk_s;
+  double ref_sync_rps = (double)sync_each_n / ref_sync_s;
+  double ref_rps = level == TG_WAL_STRICT ? ref_sync_rps : ref_chunk_rps;
+  double per_sync = st.fdatasyncs ? (double)records / (double)st.fdatasyncs : 0;
+#define NS(t) ((double)(t) * npt)
+  if (json) {
+    printf("{\"bench\":\"wal\",\"level\":\"%s\",\"threads\":%d,\"records\":%llu,"
+           "\"seconds\":%.4f,\"records_per_sec\":%.0f,\"mb_per_sec\":%.1f,"
+           "\"fdatasyncs\":%llu,\"records_per_fdatasync\":%.2f,"
+           "\"append_ns_p50\":%.0f,\"append_ns_p99\":%.0f,\"append_ns_p999\":%.0f,"
+           "\"append_ns_max\":%.0f,\"paced_append_ns_p50\":%.0f,\"paced_append_ns_p99\":%.0f,"
+           "\"paced_append_ns_p999\":%.0f,\"paced_append_ns_max\":%.0f,\"timer_ns\":%.1f,"
+           "\"blocked_appends\":%llu,\"blocked_ms\":%.1f,"
+           "\"reference\":\"%s\",\"reference_records_per_sec\":%.0f,"
+           "\"ratio_to_reference\":%.3f,\"reference_chunks_records_per_sec\":%.0f,"
+           "\"reference_sync_each_records_per_sec\":%.0f}\n",
+           names[level], threads, (unsigned long long)records, secs, rps, mbps,
+           (unsigned long long)st.fdatasyncs, per_sync, NS(p50), NS(p99), NS(p999), NS(pmax),
+           NS(q50), NS(q99), NS(q999), NS(qmax), NS(tmin), (unsigned long long)st.blocked,
+           (double)st.blocked_ns / 1e6,
+           level == TG_WAL_STRICT ? "write+fdatasync per record" : "1 MiB chunks + fdatasync",
+           ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps);
+  } else {
+    printf("wal %s, %d thread%s, %llu records of %d-byte payload (%d-byte frames)\n",
+           names[level], threads, threads == 1 ? "" : "s", (unsigned long long)records, PAYLOAD,
+           FRAME);
+    printf("  wal:        %.3f s  %12.0f records/s  %8.1f MB/s\n", secs, rps, mbps);
+    printf("  fdatasyncs: %llu  (%.2f records per fdatasync)\n",
+           (unsigned long long)st.fdatasyncs, per_sync);
+    printf("  append ns:  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (timer %.1f ns; %llu "
+           "appends blocked, %.1f ms)\n",
+           NS(p50), NS(p99), NS(p999), NS(pmax), NS(tmin), (unsigned long long)st.blocked,
+           (double)st.blocked_ns / 1e6);
+    if (level != TG_WAL_STRICT)
+      printf("  paced:      p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (no backpressure)\n", NS(q50),
+             NS(q99), NS(q999), NS(qmax));
+    printf("  reference:  1 MiB chunks + fdatasync: %12.0f records/s\n", ref_chunk_rps);
+    printf("              write+fdatasync per record: %8.0f records/s (%llu records)\n",
+           ref_sync_rps, (unsigned long long)sync_each_n);
+    printf("  ratio to reference (%s): %.3f\n",
+           level == TG_WAL_STRICT ? "per-record sync" : "1 MiB chunks", rps / ref_rps);
+  }
+#undef NS
+  return 0;
+}
