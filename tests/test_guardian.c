@@ -327,6 +327,24 @@ static void test_config_loads_every_guardian_key(void **state) {
   unlink(path);
 }
 
+static void test_config_loads_wal_keys(void **state) {
+  (void)state;
+  write_ini("[guardian]\nmax_tokens = 5\n\n"
+            "[wal]\nlevel = strict\nsync_interval_ms = 25\nsegment_bytes = 1048576\n"
+            "ring_slots = 1024\nbackpressure = error\ncheckpoint_bytes = 0\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256];
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_int_equal(cfg.wal.level, TG_STRICT);
+  assert_int_equal(cfg.wal.sync_interval_ms, 25);
+  assert_int_equal(cfg.wal.segment_bytes, 1048576);
+  assert_int_equal(cfg.wal.ring_slots, 1024);
+  assert_int_equal(cfg.wal.nonblocking, 1);
+  assert_int_equal(cfg.wal.checkpoint_bytes, 0);
+  unlink(path);
+}
+
 static void test_config_errors_name_file_line_and_key(void **state) {
   (void)state;
   expect_error("[guardian]\nmax_tokens = 5\nmax_tokenz = 5\n", "3: key 'max_tokenz': unknown key");
@@ -343,6 +361,11 @@ static void test_config_errors_name_file_line_and_key(void **state) {
   expect_error("[guardian]\nmemory_threshold = 0.5\ncleanup_margin = 0.6\n", "3: key 'cleanup_margin'");
   expect_error("[guardian]\nmax_tokens = 1\nthis line is wrong\n", "3: syntax error");
   expect_error("max_tokens = 5\n", "1: key 'max_tokens': unknown section []");
+  expect_error("[wal]\nlevel = paranoid\n", "2: key 'level': 'paranoid' is not one of");
+  expect_error("[wal]\nring_slots = 1000\n", "2: key 'ring_slots': 1000 is not a power of two");
+  expect_error("[wal]\nsegment_bytes = 100000\n", "2: key 'segment_bytes': 100000 is not a multiple");
+  expect_error("[wal]\nsync_interval_ms = 0\n", "2: key 'sync_interval_ms': 0 is out of range");
+  expect_error("[wal]\nbackpressure = drop\n", "2: key 'backpressure': 'drop' is not one of block, error");
 }
 
 static void test_config_missing_file_gives_errno_and_message(void **state) {
@@ -376,6 +399,7 @@ int main(void) {
     cmocka_unit_test(test_without_cleanup_the_callback_is_told_and_nothing_evicted),
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
+    cmocka_unit_test(test_config_loads_wal_keys),
     cmocka_unit_test(test_config_errors_name_file_line_and_key),
     cmocka_unit_test(test_config_missing_file_gives_errno_and_message),
     cmocka_unit_test(test_open_rejects_an_invalid_config),

@@ -21,7 +21,7 @@
 #include "guardian/guardian.h"
 #include "tokengraph/tokengraph.h"
 
-enum key_type { K_U64, K_U32, K_FRACTION, K_BOOL };
+enum key_type { K_U64, K_U32, K_FRACTION, K_BOOL, K_LEVEL, K_BACKPRESSURE };
 
 typedef struct key_spec {
   const char *section;
@@ -41,7 +41,15 @@ static const key_spec keys[] = {
   {"guardian", "cleanup_margin", K_FRACTION, G(cleanup_margin), 0, 1, 1},
   {"guardian", "max_degree", K_U32, G(max_degree), 0, 4294967295.0, 0},
   {"guardian", "cleanup", K_BOOL, G(cleanup), 0, 1, 0},
+#define W(field) offsetof(tg_store_config, wal.field)
+  {"wal", "level", K_LEVEL, W(level), 0, 0, 0},
+  {"wal", "sync_interval_ms", K_U32, W(sync_interval_ms), 1, 60000, 0},
+  {"wal", "segment_bytes", K_U64, W(segment_bytes), 65536, 68719476736.0, 0},
+  {"wal", "ring_slots", K_U32, W(ring_slots), 2, 16777216, 0},
+  {"wal", "backpressure", K_BACKPRESSURE, W(nonblocking), 0, 0, 0},
+  {"wal", "checkpoint_bytes", K_U64, W(checkpoint_bytes), 0, 1099511627776.0, 0},
 };
+#undef W
 #undef G
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -130,6 +138,16 @@ static int handler(void *user, const char *section, const char *name,
            c->line, name, value, k->min, k->max);
       return 0;
     }
+    if (!strcmp(k->name, "ring_slots") && (x & (x - 1))) {
+      fail(c, "%s:%d: key '%s': %s is not a power of two", c->path, c->line,
+           name, value);
+      return 0;
+    }
+    if (!strcmp(k->name, "segment_bytes") && x % 4096) {
+      fail(c, "%s:%d: key '%s': %s is not a multiple of 4096", c->path,
+           c->line, name, value);
+      return 0;
+    }
     if (k->type == K_U64) {
       memcpy(dst, &x, sizeof x);
     } else {
@@ -153,6 +171,22 @@ static int handler(void *user, const char *section, const char *name,
       return 0;
     }
     memcpy(dst, &d, sizeof d);
+    break;
+  }
+  case K_LEVEL:
+  case K_BACKPRESSURE: {
+    static const char *const levels[] = {"strict", "balanced", "relaxed", NULL};
+    static const char *const modes[] = {"block", "error", NULL};
+    const char *const *names = k->type == K_LEVEL ? levels : modes;
+    int v = -1;
+    for (int i = 0; names[i]; i++)
+      if (!strcasecmp(value, names[i])) v = i;
+    if (v < 0) {
+      fail(c, "%s:%d: key '%s': '%s' is not one of %s", c->path, c->line, name,
+           value, k->type == K_LEVEL ? "strict, balanced, relaxed" : "block, error");
+      return 0;
+    }
+    memcpy(dst, &v, sizeof v);
     break;
   }
   case K_BOOL: {
