@@ -39,5 +39,6 @@ typedef struct tgb_command {
 int tgb_tokens(int argc, char **argv);
 int tgb_trace(int argc, char **argv);
 int tgb_wal(int argc, char **argv);
+int tgb_replay(int argc, char **argv);
 
 #endif

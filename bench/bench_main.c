@@ -6,8 +6,9 @@
 
 static const tgb_command commands[] = {
   {"tokens", "create N tokens with the guardian inline vs. raw huge-page writes", tgb_tokens},
-  {"trace", "span, black-box and metric costs against an untraced loop (issue 5)", tgb_trace},
-  {"wal", "append N 64-byte records at a durability level vs. raw 1 MiB writes + fdatasync (issue 3)", tgb_wal},
+  {"trace", "span, black-box and metric costs against an untraced loop", tgb_trace},
+  {"wal", "append N 64-byte records at a durability level vs. raw 1 MiB writes + fdatasync", tgb_wal},
+  {"replay", "recovery: pure log replay, checkpoint write, open from checkpoint", tgb_replay},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
