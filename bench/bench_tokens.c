@@ -14,7 +14,7 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: tg-bench tokens [--count N] [--json]\n\n"
+          "usage: tg-bench tokens [--count N] [--rounds R] [--json]\n\n"
           "Creates N tokens (default 9500000) in an in-memory store whose guardian\n"
           "is configured as the reference workload (max_tokens 9500000 or N if\n"
           "larger, max_memory_bytes 1024000000, memory_threshold 0.95), and writes\n"
@@ -59,11 +59,14 @@ static double reference_seconds(uint64_t n) {
 }
 
 int tgb_tokens(int argc, char **argv) {
-  uint64_t count = 9500000;
+  uint64_t count = 9500000, rounds = 3;
   int json = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--count")) {
       count = tgb_parse_count("--count", i + 1 < argc ? argv[++i] : NULL);
+    } else if (!strcmp(argv[i], "--rounds")) {
+      rounds = tgb_parse_count("--rounds", i + 1 < argc ? argv[++i] : NULL);
+      if (rounds == 0) rounds = 1;
     } else if (!strcmp(argv[i], "--json")) {
       json = 1;
     } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -88,40 +91,42 @@ int tgb_tokens(int argc, char **argv) {
     cfg.guardian.max_memory_bytes = count * 64 * 2;
   cfg.guardian.memory_threshold = 0.95;
 
-  /* Reference before and after the measured run; the faster one is used
-     so that noise on this shared machine never flatters the ratio. */
-  double ref1 = reference_seconds(count);
-
-  uint64_t rss0 = tgb_rss_bytes();
-  tg_store *s = NULL;
-  int rc = tg_store_open(&s, NULL, &cfg);
-  if (rc) {
-    fprintf(stderr, "tg-bench tokens: open: %s\n", tg_strerror(rc));
-    return 1;
-  }
-  tg_token tmpl;
-  uint64_t t0 = tgb_now_ns();
-  for (uint64_t i = 0; i < count; i++) {
-    uint32_t id;
-    fill(&tmpl, i);
-    rc = tg_token_create(s, &tmpl, &id);
+  double ref = 1e300, secs = 1e300, rss_per = 0;
+  tg_store_stats st;
+  memset(&st, 0, sizeof st);
+  for (uint64_t round = 0; round < rounds; round++) {
+    double r = reference_seconds(count);
+    if (r < ref) ref = r;
+    uint64_t rss0 = tgb_rss_bytes();
+    tg_store *s = NULL;
+    int rc = tg_store_open(&s, NULL, &cfg);
     if (rc) {
-      fprintf(stderr, "tg-bench tokens: create #%llu: %s\n",
-              (unsigned long long)i, tg_strerror(rc));
-      tg_store_close(s);
+      fprintf(stderr, "tg-bench tokens: open: %s\n", tg_strerror(rc));
       return 1;
     }
+    tg_token tmpl;
+    uint64_t t0 = tgb_now_ns();
+    for (uint64_t i = 0; i < count; i++) {
+      uint32_t id;
+      fill(&tmpl, i);
+      rc = tg_token_create(s, &tmpl, &id);
+      if (rc) {
+        fprintf(stderr, "tg-bench tokens: create #%llu: %s\n",
+                (unsigned long long)i, tg_strerror(rc));
+        tg_store_close(s);
+        return 1;
+      }
+    }
+    uint64_t t1 = tgb_now_ns();
+    uint64_t rss1 = tgb_rss_bytes();
+    tg_store_stats_get(s, &st);
+    tg_store_close(s);
+    double sec = (double)(t1 - t0) / 1e9;
+    if (sec < secs) secs = sec;
+    if (round == 0 && st.live_tokens)
+      rss_per = (double)(rss1 - rss0) / (double)st.live_tokens;
   }
-  uint64_t t1 = tgb_now_ns();
-  uint64_t rss1 = tgb_rss_bytes();
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  tg_store_close(s);
-  double ref2 = reference_seconds(count);
 
-  double secs = (double)(t1 - t0) / 1e9;
-  double ref = ref1 < ref2 ? ref1 : ref2;
-  double rss_per = st.live_tokens ? (double)(rss1 - rss0) / (double)st.live_tokens : 0;
   if (json) {
     printf("{\"tokens\": %llu, \"seconds\": %.6f, \"tokens_per_sec\": %.0f, "
            "\"ns_per_token\": %.3f, \"rss_bytes_per_token\": %.3f, "

@@ -187,6 +187,11 @@ typedef struct tg_durability_config {
 typedef struct tg_store_config {
   tg_guardian_config guardian;
   tg_durability_config wal;
+  int crash_dump;            /* durable stores: 1 (default) installs the
+                                black box's fatal-signal handler, which dumps
+                                recent events to DIR/blackbox.json on
+                                SIGSEGV, SIGBUS, SIGABRT or SIGFPE (see
+                                tokengraph/trace.h); 0 leaves signals alone */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */

@@ -573,14 +573,14 @@ fail:
   return from_mdb(mrc);
 }
 
-/* Caller holds ckpt_mu. */
-static int checkpoint_locked(tg_store *s) {
-  snapshot sn;
-  memset(&sn, 0, sizeof sn);
+/* Copy the changes out under the store lock, make the log durable up to
+   the LSN they reflect, write them in one LMDB transaction, then drop the
+   log segments the checkpoint covers. Caller holds ckpt_mu. */
+static int checkpoint_body(tg_store *s, snapshot *sn) {
   tg_wal_stats ws;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
-  int rc = snapshot_take(s, &sn);
+  int rc = snapshot_take(s, sn);
   tg__store_unlock(s);
   if (rc) return rc;
   tg_wal_stats_get(s->wal, &ws);
@@ -588,22 +588,43 @@ static int checkpoint_locked(tg_store *s) {
      or a crash could leave the log shorter than the checkpoint and reuse
      LSNs it covers. */
   if (lsn) rc = tg_wal_sync(s->wal, lsn);
-  if (!rc) rc = snapshot_write(s, &sn, lsn);
+  if (!rc) rc = snapshot_write(s, sn, lsn);
   tg__store_lock(s);
   if (rc) {
-    snapshot_remark(s, &sn);
+    snapshot_remark(s, sn);
   } else {
     s->ckpt_lsn = lsn;
     s->checkpoints++;
   }
   tg__store_unlock(s);
-  snapshot_free(&sn);
   if (rc) return rc;
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
   tg_wal_remove_upto(s->wal, lsn, NULL);
   return 0;
+}
+
+TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes");
+
+/* Caller holds ckpt_mu. */
+static int checkpoint_locked(tg_store *s) {
+  snapshot sn;
+  memset(&sn, 0, sizeof sn);
+  uint64_t t0 = now_ns();
+  tg_span sp;
+  tg_span_begin(&sp, &site_ckpt);
+  int rc = checkpoint_body(s, &sn);
+  tg_span_attr(&sp, 0, s->ckpt_lsn);
+  tg_span_attr(&sp, 1, sn.ntok);
+  tg_span_attr(&sp, 2, sn.nconn);
+  tg_span_attr(&sp, 3, sn.ntdel + sn.ncdel);
+  tg_span_end(&sp);
+  if (!rc)
+    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
+                       now_ns() - t0, 0);
+  snapshot_free(&sn);
+  return rc;
 }
 
 int tg_checkpoint(tg_store *s) {
@@ -643,10 +664,23 @@ static void *checkpointer(void *arg) {
   return NULL;
 }
 
+/* WAL writer thread hooks: observability, and waking the checkpointer. */
 static void on_segment(void *arg, uint64_t first_lsn) {
-  (void)first_lsn;
   tg_store *s = arg;
+  if (s->segment_lsn)
+    tg_blackbox_record(TG_BB_WAL_SEGMENT_SWITCH, s->segment_lsn, first_lsn, 0, 0);
+  s->segment_lsn = first_lsn;
   pthread_cond_signal(&s->ckpt_wake);
+}
+
+static void on_sync(void *arg, uint64_t latency_ns, uint64_t durable_lsn) {
+  tg_store *s = arg;
+  tg_metric_observe(TG_METRIC_WAL_FDATASYNC_NS, latency_ns);
+  if (durable_lsn > s->synced_lsn) {
+    if (s->synced_lsn)
+      tg_metric_observe(TG_METRIC_WAL_RECORDS_PER_SYNC, durable_lsn - s->synced_lsn);
+    s->synced_lsn = durable_lsn;
+  }
 }
 
 /* ---- open and close ------------------------------------------------------- */
@@ -669,6 +703,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->checkpoint_bytes = dc->checkpoint_bytes;
 
   if ((rc = make_dir(dir, msg, len))) return rc;
+  tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
   int fresh = check_identity(dir, msg, len);
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
@@ -697,6 +732,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   wc.nonblocking = dc->nonblocking;
   wc.start_lsn = s->ckpt_lsn + 1;
   wc.on_segment = on_segment;
+  wc.on_sync = on_sync;
   wc.hook_arg = s;
   tg_wal_open_info info;
   rc = tg_wal_open(&s->wal, waldir, &wc, &info);
@@ -718,7 +754,14 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->g.track_dirty = 1;
   if ((rc = tg__graph_reserve_conn_dirty(&s->g))) goto out;
   uint64_t last = 0, n = 0;
+  TG_SPAN_SITE(site_replay, "recovery.replay", "from_lsn", "records", "last_lsn", NULL);
+  tg_span sp;
+  tg_span_begin(&sp, &site_replay);
   rc = replay(&s->g, waldir, s->ckpt_lsn + 1, &last, &n, NULL, msg, len);
+  tg_span_attr(&sp, 0, s->ckpt_lsn + 1);
+  tg_span_attr(&sp, 1, n);
+  tg_span_attr(&sp, 2, last);
+  tg_span_end(&sp);
   if (rc) goto out;
   tg__graph_end_load(&s->g);
   s->last_lsn = last;
@@ -731,6 +774,14 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
         waldir, (unsigned long long)last, (unsigned long long)info.next_lsn);
     goto out;
   }
+  tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
+                     info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
+  {
+    char *bb = join(dir, "blackbox.json");
+    if (bb) tg_blackbox_set_path(bb);
+    free(bb);
+  }
+  if (cfg->crash_dump && tg_blackbox_install_signal_handlers() == 0) s->crash_dump = 1;
   if (s->checkpoint_bytes) {
     if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
       rc = TG_ENOMEM;
@@ -746,6 +797,7 @@ out:
 int tg__store_close_dir(tg_store *s) {
   int rc = 0;
   if (!s->dir) return 0;
+  if (s->crash_dump) tg_blackbox_remove_signal_handlers();
   if (s->ckpt_thread_started) {
     pthread_mutex_lock(&s->ckpt_wake_mu);
     s->ckpt_stop = 1;

@@ -73,6 +73,35 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->wal.ring_slots = 65536;
   cfg->wal.nonblocking = 0;
   cfg->wal.checkpoint_bytes = 256ull << 20;
+  cfg->crash_dump = 1;
+}
+
+/* Add this store's own counters to a metrics snapshot, so the hot path
+   counts nothing twice (tokengraph/trace.h, collectors). */
+void tg__store_collect(void *arg, tg_metric_values *out) {
+  tg_store *s = arg;
+  tg_wal_stats ws;
+  memset(&ws, 0, sizeof ws);
+  if (s->wal) tg_wal_stats_get(s->wal, &ws);
+  tg__store_lock(s);
+  out->v[TG_METRIC_TOKENS_LIVE] += s->g.tokens.live;
+  out->v[TG_METRIC_CONNECTIONS_LIVE] += s->g.conns.live;
+  out->v[TG_METRIC_MEMORY_BYTES] += tg__graph_memory(&s->g);
+  out->v[TG_METRIC_TOKENS_CREATED] += s->tokens_created;
+  out->v[TG_METRIC_CONNECTIONS_CREATED] += s->connections_created;
+  out->v[TG_METRIC_QUOTA_CHECKS] += s->gd.checks;
+  out->v[TG_METRIC_QUOTA_REJECTIONS] += s->gd.rejections;
+  out->v[TG_METRIC_EVICTIONS] += s->gd.evictions;
+  out->v[TG_METRIC_CHECKPOINTS] += s->checkpoints;
+  out->v[TG_METRIC_REPLAYED_RECORDS] += s->recovery.replayed_records;
+  tg__store_unlock(s);
+  out->v[TG_METRIC_WAL_QUEUE_DEPTH] += ws.queue_depth;
+  out->v[TG_METRIC_WAL_RECORDS] += ws.records;
+  out->v[TG_METRIC_WAL_BYTES] += ws.bytes;
+  out->v[TG_METRIC_WAL_BATCHES] += ws.batches;
+  out->v[TG_METRIC_WAL_FDATASYNCS] += ws.fdatasyncs;
+  out->v[TG_METRIC_WAL_SEGMENT_SWITCHES] += ws.segments;
+  out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -109,6 +138,9 @@ int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cf
     rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
+  if (tg_metrics_add_collector(tg__store_collect, s) == 0) s->collecting = 1;
+  tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
+                     s->g.conns.live, s->last_lsn);
   *out = s;
   return 0;
 fail:
@@ -120,7 +152,10 @@ fail:
 
 int tg_store_close(tg_store *s) {
   if (!s) return 0;
+  if (s->collecting) tg_metrics_remove_collector(tg__store_collect, s);
+  uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
+  tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);
   tg__graph_free(&s->g);
   free(s);
   return rc;
@@ -175,6 +210,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   tg__victims vs;
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
   collect_ctx c = {&vs, keep_a, keep_b};
+  uint64_t evicted_before = gd->evictions;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
@@ -184,6 +220,9 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
       break; /* the log failed: evict nothing more */
     if (tg__graph_token_delete(&s->g, vid, NULL) == 0) gd->evictions++;
   }
+  uint64_t after = tg__graph_memory(&s->g);
+  tg_blackbox_record(TG_BB_EVICTION, gd->evictions - evicted_before, mem - after,
+                     after, gd->soft_limit);
   tg__victims_free(&vs);
 }
 
@@ -206,6 +245,8 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
   }
   if (mem + need > gd->max_memory) {
     gd->rejections++;
+    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_MEMORY, mem + need,
+                       gd->max_memory, keep_a);
     return TG_EQUOTA;
   }
   return 0;
@@ -213,15 +254,22 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
 
 /* ---- tokens ------------------------------------------------------------ */
 
+TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
+TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
+
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
+  tg_span sp;
+  tg_span_begin(&sp, &site_create);
   store_lock(s);
   tg__guardian *gd = &s->gd;
   gd->checks++;
   if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
     gd->rejections++;
+    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live,
+                       gd->max_tokens, 0);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -240,6 +288,9 @@ out:
   store_unlock(s);
   rc = strict_wait(s, rc, lsn);
   if (id) *id = rc ? 0 : nid;
+  tg_span_attr(&sp, 0, nid);
+  tg_span_attr(&sp, 1, lsn);
+  tg_span_end(&sp);
   return rc;
 }
 
@@ -303,6 +354,8 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   uint64_t lsn = 0;
   if (!init) return TG_EINVAL;
   if (init->type >= TG_CONN_TYPES) return TG_EINVAL;
+  tg_span sp;
+  tg_span_begin(&sp, &site_connect);
   store_lock(s);
   tg__guardian *gd = &s->gd;
   uint32_t from = init->from, to = init->to;
@@ -316,6 +369,13 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
       dto > gd->max_degree) {
     gd->rejections++;
+    if (s->g.conns.live >= gd->max_connections)
+      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS,
+                         s->g.conns.live, gd->max_connections, from);
+    else
+      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE,
+                         dfrom > gd->max_degree ? dfrom : dto, gd->max_degree,
+                         dfrom > gd->max_degree ? from : to);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -341,6 +401,11 @@ out:
   store_unlock(s);
   rc = strict_wait(s, rc, lsn);
   if (id) *id = rc ? 0 : nid;
+  tg_span_attr(&sp, 0, nid);
+  tg_span_attr(&sp, 1, init->from);
+  tg_span_attr(&sp, 2, init->to);
+  tg_span_attr(&sp, 3, lsn);
+  tg_span_end(&sp);
   return rc;
 }
 

@@ -13,6 +13,7 @@
 #include "guardian/guardian.h"
 #include "token/graph.h"
 #include "tokengraph/tokengraph.h"
+#include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
 
 struct tg_store {
@@ -41,7 +42,15 @@ struct tg_store {
   pthread_cond_t ckpt_wake;
   int ckpt_stop;                /* under ckpt_wake_mu */
   tg_recovery_info recovery;
+  uint64_t synced_lsn;          /* writer thread: durable LSN at the last
+                                   fdatasync (records per fdatasync) */
+  uint64_t segment_lsn;         /* writer thread: current segment */
+  int crash_dump;               /* installed the fatal-signal handler */
+  int collecting;               /* registered as a metrics collector */
 };
+
+/* Metrics collector registered for every open store (store.c). */
+void tg__store_collect(void *arg, tg_metric_values *out);
 
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
