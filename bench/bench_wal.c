@@ -143,7 +143,7 @@ static double ref_sync_each(const char *dir, uint64_t records) {
 
 /* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds. */
 static double run_wal(const char *dir, int level, int threads, uint64_t count, int paced,
-                      uint64_t **lat_out, uint64_t *nlat, tg_wal_stats *st) {
+                      uint64_t **lat_out, uint64_t *nlat, tg_wal_stats *st, double *replay_rps) {
   char wdir[4200];
   snprintf(wdir, sizeof wdir, "%s/wal%s", dir, paced ? "-paced" : "");
   tg_wal_config c;
@@ -179,6 +179,22 @@ static double run_wal(const char *dir, int level, int threads, uint64_t count, i
   if (!rc) rc = crc;
   pthread_barrier_destroy(&start_barrier);
   free(ws);
+  if (!rc && replay_rps) {
+    /* Replay from the page cache: every record read back and checked. */
+    tg_wal_reader *r = NULL;
+    tg_wal_record rec;
+    uint64_t n = 0, r0 = tgb_now_ns();
+    if (tg_wal_reader_open(&r, wdir, 0) == 0) {
+      while (tg_wal_reader_next(r, &rec) == 1) n++;
+      if (tg_wal_reader_end(r)->reason != TG_WAL_END_CLEAN || n != per * (uint64_t)threads) {
+        fprintf(stderr, "tg-bench wal: replay read %llu records, ended '%s'\n",
+                (unsigned long long)n, tg_wal_end_reason_name(tg_wal_reader_end(r)->reason));
+        rc = TG_ECORRUPT;
+      }
+      tg_wal_reader_close(r);
+    }
+    *replay_rps = (double)n / ((double)(tgb_now_ns() - r0) / 1e9);
+  }
   nftw(wdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
   if (rc) {
     fprintf(stderr, "tg-bench wal: %s\n", tg_strerror(rc));
@@ -270,7 +286,8 @@ int tgb_wal(int argc, char **argv) {
 
   tg_wal_stats st;
   uint64_t *lat = NULL, nlat = 0;
-  double secs = run_wal(dir, level, threads, count, 0, &lat, &nlat, &st);
+  double replay_rps = 0;
+  double secs = run_wal(dir, level, threads, count, 0, &lat, &nlat, &st, &replay_rps);
   if (secs < 0) {
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return 1;
@@ -287,7 +304,7 @@ int tgb_wal(int argc, char **argv) {
   if (level != TG_WAL_STRICT) {
     tg_wal_stats st2;
     uint64_t pc = count < 2000000u ? count : 2000000u;
-    if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2) >= 0) {
+    if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2, NULL) >= 0) {
       q50 = tgb_quantile(lat, nlat, 0.50);
       q99 = tgb_quantile_sorted(lat, nlat, 0.99);
       q999 = tgb_quantile_sorted(lat, nlat, 0.999);
@@ -323,13 +340,13 @@ int tgb_wal(int argc, char **argv) {
            "\"blocked_appends\":%llu,\"blocked_ms\":%.1f,"
            "\"reference\":\"%s\",\"reference_records_per_sec\":%.0f,"
            "\"ratio_to_reference\":%.3f,\"reference_chunks_records_per_sec\":%.0f,"
-           "\"reference_sync_each_records_per_sec\":%.0f}\n",
+           "\"reference_sync_each_records_per_sec\":%.0f,\"replay_records_per_sec\":%.0f}\n",
            names[level], threads, (unsigned long long)records, secs, rps, mbps,
            (unsigned long long)st.fdatasyncs, per_sync, NS(p50), NS(p99), NS(p999), NS(pmax),
            NS(q50), NS(q99), NS(q999), NS(qmax), NS(tmin), (unsigned long long)st.blocked,
            (double)st.blocked_ns / 1e6,
            level == TG_WAL_STRICT ? "write+fdatasync per record" : "1 MiB chunks + fdatasync",
-           ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps);
+           ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps, replay_rps);
   } else {
     printf("wal %s, %d thread%s, %llu records of %d-byte payload (%d-byte frames)\n",
            names[level], threads, threads == 1 ? "" : "s", (unsigned long long)records, PAYLOAD,
@@ -347,6 +364,7 @@ int tgb_wal(int argc, char **argv) {
     printf("  reference:  1 MiB chunks + fdatasync: %12.0f records/s\n", ref_chunk_rps);
     printf("              write+fdatasync per record: %8.0f records/s (%llu records)\n",
            ref_sync_rps, (unsigned long long)sync_each_n);
+    printf("  replay:     %12.0f records/s (reader, page cache)\n", replay_rps);
     printf("  ratio to reference (%s): %.3f\n",
            level == TG_WAL_STRICT ? "per-record sync" : "1 MiB chunks", rps / ref_rps);
   }
