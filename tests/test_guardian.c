@@ -345,6 +345,35 @@ static void test_config_loads_wal_keys(void **state) {
   unlink(path);
 }
 
+static int app_seen;
+static const char *app_key(void *arg, const char *key, const char *value) {
+  assert_ptr_equal(arg, &app_seen);
+  if (strcmp(key, "threads")) return "unknown key in [stress]";
+  if (strcmp(value, "4")) return "not 4";
+  app_seen++;
+  return NULL;
+}
+
+static void test_config_passes_the_app_section_to_its_callback(void **state) {
+  (void)state;
+  write_ini("[guardian]\nmax_tokens = 7\n[stress]\nthreads = 4\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256];
+  app_seen = 0;
+  assert_int_equal(tg_config_load_app(&cfg, path, "stress", app_key, &app_seen, err, sizeof err), 0);
+  assert_int_equal(app_seen, 1);
+  assert_int_equal(cfg.guardian.max_tokens, 7);
+  unlink(path);
+  write_ini("[guardian]\nmax_tokens = 7\n[stress]\n\nthreadz = 4\n");
+  assert_int_equal(tg_config_load_app(&cfg, path, "stress", app_key, &app_seen, err, sizeof err), TG_ECONFIG);
+  assert_non_null(strstr(err, ":5: key 'threadz': unknown key in [stress]"));
+  /* Without the app section, [stress] is unknown. */
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), TG_ECONFIG);
+  assert_non_null(strstr(err, "unknown section [stress]"));
+  unlink(path);
+}
+
 static void test_config_errors_name_file_line_and_key(void **state) {
   (void)state;
   expect_error("[guardian]\nmax_tokens = 5\nmax_tokenz = 5\n", "3: key 'max_tokenz': unknown key");
@@ -400,6 +429,7 @@ int main(void) {
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
     cmocka_unit_test(test_config_loads_wal_keys),
+    cmocka_unit_test(test_config_passes_the_app_section_to_its_callback),
     cmocka_unit_test(test_config_errors_name_file_line_and_key),
     cmocka_unit_test(test_config_missing_file_gives_errno_and_message),
     cmocka_unit_test(test_open_rejects_an_invalid_config),

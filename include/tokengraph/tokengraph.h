@@ -215,6 +215,23 @@ TG_API void tg_store_config_init(tg_store_config *cfg);
 TG_API int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
                           size_t errlen);
 
+/*
+ * Called for each key of an application's own section (tg_config_load_app).
+ * Return NULL to accept the value, or a static or arg-owned description of
+ * what is wrong ("not a positive integer"); the loader then fails with
+ * "FILE:LINE: key 'KEY': <that>". Values must be applied only after the
+ * load succeeds (keep them in a scratch copy), so nothing is half-applied.
+ */
+typedef const char *(*tg_config_key_cb)(void *arg, const char *key, const char *value);
+
+/*
+ * As tg_config_load(), and keys in [app_section] go to app_cb instead of
+ * being unknown. Lets a program keep its settings beside the store's.
+ */
+TG_API int tg_config_load_app(tg_store_config *cfg, const char *path,
+                              const char *app_section, tg_config_key_cb app_cb,
+                              void *app_arg, char *errbuf, size_t errlen);
+
 /* ---- the store -------------------------------------------------------- */
 
 typedef struct tg_store tg_store;

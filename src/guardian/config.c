@@ -62,6 +62,9 @@ typedef struct load_ctx {
   char *err;
   size_t errlen;
   int failed;
+  const char *app_section;   /* the application's own section, or NULL */
+  tg_config_key_cb app_cb;
+  void *app_arg;
 } load_ctx;
 
 __attribute__((format(printf, 2, 3)))
@@ -96,6 +99,14 @@ static int handler(void *user, const char *section, const char *name,
                    const char *value) {
   load_ctx *c = user;
   if (c->failed) return 0;
+  if (c->app_section && !strcmp(section, c->app_section)) {
+    const char *why = c->app_cb(c->app_arg, name, value);
+    if (why) {
+      fail(c, "%s:%d: key '%s': %s", c->path, c->line, name, why);
+      return 0;
+    }
+    return 1;
+  }
   const key_spec *k = NULL;
   size_t ki = 0;
   int known_section = 0;
@@ -218,9 +229,19 @@ static int line_of(const load_ctx *c, const char *name) {
 
 int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
                    size_t errlen) {
+  return tg_config_load_app(cfg, path, NULL, NULL, NULL, errbuf, errlen);
+}
+
+int tg_config_load_app(tg_store_config *cfg, const char *path,
+                       const char *app_section, tg_config_key_cb app_cb,
+                       void *app_arg, char *errbuf, size_t errlen) {
+  if (app_section && !app_cb) return TG_EINVAL;
   load_ctx *c = calloc(1, sizeof *c);
   if (!c) return TG_ENOMEM;
   int rc = 0;
+  c->app_section = app_section;
+  c->app_cb = app_cb;
+  c->app_arg = app_arg;
   c->cfg = *cfg;
   c->path = path;
   c->err = errbuf;
