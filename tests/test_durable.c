@@ -15,7 +15,10 @@
 #include <cmocka.h>
 #include <lmdb.h>
 
+#include <pthread.h>
+
 #include "tokengraph/tokengraph.h"
+#include "tokengraph/trace.h"
 #include "wal/io.h"
 
 static char dir[128];
@@ -442,6 +445,101 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   tg_store_close(s);
 }
 
+/* ---- group commit and background work --------------------------------- */
+
+typedef struct strict_worker {
+  tg_store *s;
+  int n;
+  int errors;
+} strict_worker;
+
+static void *strict_work(void *arg) {
+  strict_worker *w = arg;
+  for (int i = 0; i < 100; i++) {
+    tg_token t = tok((float)w->n, (uint32_t)i);
+    uint32_t id;
+    if (tg_token_create(w->s, &t, &id)) w->errors++;
+  }
+  return NULL;
+}
+
+static void test_strict_threads_share_fdatasyncs(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir, TG_STRICT);
+  tg_metric_values before, after;
+  tg_metrics_snapshot(&before);
+  enum { T = 8 };
+  pthread_t th[T];
+  strict_worker w[T];
+  for (int i = 0; i < T; i++) {
+    w[i] = (strict_worker){s, i, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, strict_work, &w[i]), 0);
+  }
+  for (int i = 0; i < T; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(w[i].errors, 0);
+  }
+  tg_metrics_snapshot(&after);
+  uint64_t syncs = after.v[TG_METRIC_WAL_FDATASYNCS] - before.v[TG_METRIC_WAL_FDATASYNCS];
+  uint64_t records = after.v[TG_METRIC_WAL_RECORDS] - before.v[TG_METRIC_WAL_RECORDS];
+  assert_int_equal(records, T * 100);
+  /* Every call waited for durability, yet far fewer fdatasyncs than calls. */
+  assert_true(syncs > 0);
+  if (syncs * 2 > records) fail_msg("%llu fdatasyncs for %llu records",
+                                    (unsigned long long)syncs, (unsigned long long)records);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_automatic_checkpoint_runs_in_the_background(void **state) {
+  (void)state;
+  tg_store_config cfg = config(TG_RELAXED);
+  cfg.wal.checkpoint_bytes = 256 << 10;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  for (int i = 0; i < 10000; i++) mk(s, 1, (uint32_t)i); /* 800 KB of log */
+  tg_store_stats st;
+  /* Wait for the checkpointer (it wakes every 100 ms). */
+  for (;;) {
+    tg_store_stats_get(s, &st);
+    if (st.checkpoints > 0) break;
+    usleep(5000);
+  }
+  assert_true(st.checkpoint_lsn > 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_at(dir, TG_RELAXED);
+  tg_recovery_info ri;
+  tg_store_recovery_info(s, &ri);
+  assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
+  assert_int_equal(ri.checkpoint_tokens + ri.replayed_records, 10000);
+  tg_store_close(s);
+}
+
+static void test_metrics_and_black_box_see_the_store(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir, TG_BALANCED);
+  for (int i = 0; i < 10; i++) mk(s, 1, 1);
+  assert_int_equal(tg_checkpoint(s), 0);
+  tg_metric_values v;
+  tg_metrics_snapshot(&v);
+  assert_int_equal(v.v[TG_METRIC_TOKENS_LIVE], 10);
+  assert_int_equal(v.v[TG_METRIC_TOKENS_CREATED], 10);
+  assert_int_equal(v.v[TG_METRIC_CHECKPOINTS], 1);
+  char p[300];
+  snprintf(p, sizeof p, "%s/bb.json", dir);
+  assert_int_equal(tg_blackbox_dump(p), 0);
+  FILE *f = fopen(p, "r");
+  assert_non_null(f);
+  char buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  assert_non_null(strstr(buf, "recovery_end"));
+  assert_non_null(strstr(buf, "checkpoint"));
+  tg_store_close(s);
+  tg_metrics_snapshot(&v);
+  assert_int_equal(v.v[TG_METRIC_TOKENS_LIVE], 0); /* collector removed */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_replays_every_mutation_exactly, setup, teardown),
@@ -456,6 +554,9 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_checkpoint_that_is_not_ours_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_full_disk_fails_the_store_and_loses_nothing_durable, setup, teardown),
     cmocka_unit_test_setup_teardown(test_strict_acknowledged_tokens_survive_sigkill, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_strict_threads_share_fdatasyncs, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_automatic_checkpoint_runs_in_the_background, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_metrics_and_black_box_see_the_store, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
