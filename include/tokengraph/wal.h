@@ -35,7 +35,10 @@ extern "C" {
  * Durability levels. What each gives up:
  *  - STRICT keeps everything: tg_wal_append() returns only after the record
  *    is on stable storage (fdatasync done). Concurrent appenders share one
- *    fdatasync (group commit). Costs one fdatasync latency per call.
+ *    fdatasync (group commit: while more than one STRICT appender is inside
+ *    tg_wal_append, the writer gathers up to one record per appender, for
+ *    at most 100 us, before each fdatasync). Costs one fdatasync latency
+ *    per call.
  *  - BALANCED gives up durability of the last sync_interval_ms: append
  *    returns once the record is queued; the writer writes continuously and
  *    fdatasyncs at least every sync_interval_ms. A process kill loses at

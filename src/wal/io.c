@@ -15,9 +15,12 @@ static int sys_fallocate(int fd, int mode, off_t off, off_t len) {
   return fallocate(fd, mode, off, len);
 }
 static int sys_ftruncate(int fd, off_t len) { return ftruncate(fd, len); }
+static int sys_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+  return sync_file_range(fd, off, len, flags);
+}
 
 tg__io_ops tg__io = {sys_write, sys_pwrite, sys_fdatasync, sys_fsync, sys_fallocate,
-                     sys_ftruncate};
+                     sys_ftruncate, sys_sync_file_range};
 
 void tg__io_reset(void) {
   tg__io.write = sys_write;
@@ -26,6 +29,12 @@ void tg__io_reset(void) {
   tg__io.fsync = sys_fsync;
   tg__io.fallocate = sys_fallocate;
   tg__io.ftruncate = sys_ftruncate;
+  tg__io.sync_file_range = sys_sync_file_range;
+}
+
+int tg__start_writeback(int fd, off_t off, off_t len) {
+  if (tg__io.sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE) == 0) return 0;
+  return -errno;
 }
 
 int tg__io_write_all(int fd, const void *buf, size_t n) {

@@ -24,6 +24,7 @@ typedef struct tg__io_ops {
   int (*fsync)(int fd);                                             /* fsync(2), files and directories */
   int (*fallocate)(int fd, int mode, off_t off, off_t len);         /* fallocate(2) */
   int (*ftruncate)(int fd, off_t len);                              /* ftruncate(2) */
+  int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags); /* sync_file_range(2) */
 } tg__io_ops;
 
 extern tg__io_ops tg__io;
@@ -57,6 +58,11 @@ int tg__fsync_dir(const char *path);
    -EOPNOTSUPP when the file system cannot preallocate; callers may treat
    that as "no preallocation". */
 int tg__fallocate(int fd, off_t off, off_t len);
+
+/* Start writeback of [off, off+len) without waiting (SYNC_FILE_RANGE_WRITE).
+   No durability promise at all: it only spreads the disk work so that the
+   next fdatasync has less to do (RocksDB's bytes_per_sync). */
+int tg__start_writeback(int fd, off_t off, off_t len);
 
 /* ftruncate(fd, len), retrying EINTR. */
 int tg__ftruncate(int fd, off_t len);

@@ -304,6 +304,11 @@ static void flush_buf(tg_wal *w) {
     wal_fail(w, rc);
     return;
   }
+  /* Let the disk work while we fill the next batch, instead of all at the
+     next fdatasync (measured: RELAXED 5M records, see the commit). An
+     error here is ignored: the fdatasync that follows reports real ones. */
+  if (w->level != TG_WAL_STRICT)
+    (void)tg__start_writeback(w->fd, (off_t)w->seg_off, (off_t)w->buf_len);
   w->seg_off += w->buf_len;
   stat_add(&w->st_bytes, w->buf_len);
   w->buf_len = 0;
