@@ -1,0 +1,1279 @@
+/*
+ * tg-crash: kill -9 a process that mutates a durable tg_store, at random
+ * moments, and prove that recovery gives exactly what the durability
+ * contract (docs/durability.md) promises.
+ *
+ * How one iteration works
+ * -----------------------
+ * The parent holds a model of the store: every live token (64 bytes) and
+ * connection (64 bytes, links aside), the LSN at which each connection was
+ * made (adjacency lists are newest first, so that gives the expected list
+ * order), and the LSN of the last record the model contains. At the start
+ * of an iteration the model equals the data directory, which the parent has
+ * just closed cleanly (so it is all durable).
+ *
+ * The parent forks. The child inherits the model (fork copies it), opens
+ * the directory at the iteration's level and checks that the recovered
+ * last_lsn equals the model's. It then runs a deterministic pseudo-random
+ * mix of creates, updates, deletes, connects and disconnects (seeded by
+ * --seed and the iteration number), chosen from the model it keeps up to
+ * date, so every call is one the store must accept. For every call it sends
+ * two fixed-size messages through a pipe (each < PIPE_BUF, so atomic):
+ *
+ *   INTENT  before the call: the op, its full arguments, and the LSN the
+ *           call must get (previous + 1: each successful mutating call is
+ *           exactly one WAL record and the child is the only writer);
+ *   ACK     after the call returned 0 and tg_store_stats_get() confirmed
+ *           last_lsn == that LSN: the id the store assigned.
+ *
+ * Reporting the intent first is what makes the model exact: the child is
+ * single-threaded, so at any moment at most one call is in flight, and the
+ * parent knows the arguments of every call that can possibly be in the log.
+ * A call killed after its record reached the log but before its ACK was
+ * written leaves an INTENT without ACK; if the recovered log contains that
+ * LSN the parent applies it too. For a create or connect its id is then
+ * unknown; the parent finds it as the one id the recovered store has and
+ * the model does not, and the comparison below checks its contents.
+ *
+ * The child also reports SYNCED(lsn) after tg_sync() and CKPT_BEGIN /
+ * CKPT_END(lsn) around explicit tg_checkpoint() calls (a checkpoint makes
+ * everything it covers durable). Automatic checkpoints run too (small
+ * checkpoint_bytes) and small segments make segment switches frequent, so
+ * kills land in both.
+ *
+ * The parent SIGKILLs the child at a random moment: after a random number
+ * of ACKs, after a random delay (log-uniform, 1 us .. 50 ms) from READY,
+ * shortly after the n-th CKPT_BEGIN, after a random delay from fork (kills
+ * during open), or once the child is idle. After the kill it reads the pipe
+ * to EOF (messages written before death are all there), then opens the
+ * directory and checks, with R the recovered last_lsn:
+ *
+ *   - R >= the LSN the iteration started from, and R >= every SYNCED /
+ *     CKPT_END LSN (durable at every level);
+ *   - STRICT: R >= the LSN of the last ACK (every acknowledged call);
+ *   - R <= the LSN of the last INTENT (nothing that was never called);
+ *   - the recovered state equals the model after applying exactly the
+ *     INTENTs with LSN <= R, in LSN order: every token (all 64 bytes except
+ *     the DIRTY flag), every connection (all but the four link fields), the
+ *     order of every token's outgoing and incoming list (tg_token_edges),
+ *     and the live counts. A partial record, a reordering, a lost record
+ *     inside the prefix or a record from nowhere all show up here;
+ *   - closing and opening again gives the same R, no torn tail, and the
+ *     same state.
+ * The next iteration continues on the same directory, so state, segments
+ * and checkpoints accumulate and later recoveries start from a checkpoint
+ * plus a log.
+ *
+ * --recovery-kills N kills the process while it recovers: first a few kills
+ * while a fresh directory is created, then a directory with a log of
+ * --recovery-records records (default 200,000) and no checkpoint is opened
+ * N times and killed at a random moment of tg_store_open() (the last
+ * quarter also run a tg_checkpoint() of the whole state after the open, so
+ * kills land in that big LMDB transaction too). After every kill the
+ * directory must open to exactly the full state.
+ *
+ * Exit status: 0 when every check held, 1 on the first failed check (the
+ * message names the iteration, seed, level and what differed; the
+ * directory is kept), 64 on a usage error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tokengraph/tokengraph.h"
+
+/* ---- options ------------------------------------------------------------ */
+
+typedef struct options {
+  const char *dir;             /* NULL: a temp dir removed at the end */
+  long iterations;             /* kills of a mutating child */
+  int level;                   /* -1: rotate through all three */
+  uint64_t seed;
+  long ops_per_child;          /* upper bound on calls per child */
+  long recovery_kills;         /* kills during recovery */
+  long recovery_records;       /* size of the log recovery is killed in */
+  uint64_t segment_bytes;
+  uint64_t checkpoint_bytes;
+  int json;
+  int verbose;
+} options;
+
+static const char *level_name(int level) {
+  return level == TG_STRICT ? "strict" : level == TG_BALANCED ? "balanced" : "relaxed";
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* splitmix64: the seed of an iteration; xorshift-style step for draws. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+typedef struct rng {
+  uint64_t s;
+} rng;
+
+static uint64_t rnd(rng *r) {
+  r->s += 0x9E3779B97F4A7C15ull;
+  return mix64(r->s);
+}
+
+static uint64_t rnd_below(rng *r, uint64_t n) { return n ? rnd(r) % n : 0; }
+
+static double rnd_unit(rng *r) { return (double)(rnd(r) >> 11) / 9007199254740992.0; }
+
+static void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size);
+  if (!p) {
+    fprintf(stderr, "tg-crash: out of memory\n");
+    exit(1);
+  }
+  return p;
+}
+
+static void *xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q) {
+    fprintf(stderr, "tg-crash: out of memory\n");
+    exit(1);
+  }
+  return q;
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int rm_rf(const char *path) {
+  char cmd[4200];
+  if (strchr(path, '\'')) return -1;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+  return system(cmd);
+}
+
+/* ---- the model ---------------------------------------------------------- */
+
+typedef struct model {
+  uint32_t tcap, ccap;   /* array sizes (ids 0..cap-1) */
+  tg_token *tok;         /* by id */
+  uint32_t *tpos;        /* by id: index in tids + 1, 0 = not live */
+  uint32_t *tids;        /* live token ids, dense */
+  uint32_t ntok;
+  uint32_t tmax;         /* highest token id ever live */
+  tg_connection *conn;   /* by id, links zero */
+  uint64_t *cborn;       /* by id: LSN of the connect */
+  uint32_t *cpos, *cids; /* as for tokens */
+  uint32_t nconn;
+  uint32_t cmax;
+  uint64_t lsn;          /* the last record the model contains */
+} model;
+
+static void model_free(model *m) {
+  free(m->tok);
+  free(m->tpos);
+  free(m->tids);
+  free(m->conn);
+  free(m->cborn);
+  free(m->cpos);
+  free(m->cids);
+  memset(m, 0, sizeof *m);
+}
+
+static void grow_zero(void **p, size_t old, size_t nw, size_t size) {
+  *p = xrealloc(*p, nw * size);
+  memset((char *)*p + old * size, 0, (nw - old) * size);
+}
+
+static void model_reserve_tok(model *m, uint32_t id) {
+  if (id < m->tcap) return;
+  uint32_t nc = m->tcap ? m->tcap : 1024;
+  while (nc <= id) nc *= 2;
+  grow_zero((void **)&m->tok, m->tcap, nc, sizeof *m->tok);
+  grow_zero((void **)&m->tpos, m->tcap, nc, sizeof *m->tpos);
+  grow_zero((void **)&m->tids, m->tcap, nc, sizeof *m->tids);
+  m->tcap = nc;
+}
+
+static void model_reserve_conn(model *m, uint32_t id) {
+  if (id < m->ccap) return;
+  uint32_t nc = m->ccap ? m->ccap : 1024;
+  while (nc <= id) nc *= 2;
+  grow_zero((void **)&m->conn, m->ccap, nc, sizeof *m->conn);
+  grow_zero((void **)&m->cborn, m->ccap, nc, sizeof *m->cborn);
+  grow_zero((void **)&m->cpos, m->ccap, nc, sizeof *m->cpos);
+  grow_zero((void **)&m->cids, m->ccap, nc, sizeof *m->cids);
+  m->ccap = nc;
+}
+
+static int tok_live(const model *m, uint32_t id) { return id && id < m->tcap && m->tpos[id]; }
+static int conn_live(const model *m, uint32_t id) { return id && id < m->ccap && m->cpos[id]; }
+
+static void model_drop_conn(model *m, uint32_t id) {
+  uint32_t i = m->cpos[id] - 1, last = m->cids[--m->nconn];
+  m->cids[i] = last;
+  m->cpos[last] = i + 1;
+  m->cpos[id] = 0;
+  memset(&m->conn[id], 0, sizeof m->conn[id]);
+  m->cborn[id] = 0;
+}
+
+enum op_kind { OP_CREATE = 1, OP_UPDATE, OP_DELETE, OP_CONNECT, OP_DISCONNECT };
+static const char *op_name(int op) {
+  static const char *names[] = {"?", "create", "update", "delete", "connect", "disconnect"};
+  return op >= 1 && op <= 5 ? names[op] : "?";
+}
+
+/* The token image the store keeps for a create or update of *t. */
+static tg_token stored_token(const tg_token *t, uint32_t id) {
+  tg_token x = *t;
+  x.id = id;
+  x.flags = (uint16_t)((x.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  return x;
+}
+
+static tg_connection stored_conn(const tg_connection *c, uint32_t id) {
+  tg_connection x = *c;
+  x.id = id;
+  x.next_out = x.prev_out = x.next_in = x.prev_in = 0;
+  x.reserved0 = 0;
+  x.reserved1 = 0;
+  x.reserved2 = 0;
+  return x;
+}
+
+/* Apply one logged call (the record with LSN lsn) to the model. */
+static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t lsn) {
+  switch (op) {
+  case OP_CREATE:
+  case OP_UPDATE:
+    model_reserve_tok(m, id);
+    if (op == OP_CREATE) {
+      m->tids[m->ntok++] = id;
+      m->tpos[id] = m->ntok;
+      if (id > m->tmax) m->tmax = id;
+    }
+    m->tok[id] = stored_token(arg, id);
+    break;
+  case OP_DELETE: {
+    for (uint32_t i = 0; i < m->nconn;) {
+      uint32_t c = m->cids[i];
+      if (m->conn[c].from == id || m->conn[c].to == id)
+        model_drop_conn(m, c); /* moves the last one into slot i */
+      else
+        i++;
+    }
+    uint32_t i = m->tpos[id] - 1, last = m->tids[--m->ntok];
+    m->tids[i] = last;
+    m->tpos[last] = i + 1;
+    m->tpos[id] = 0;
+    memset(&m->tok[id], 0, sizeof m->tok[id]);
+    break;
+  }
+  case OP_CONNECT:
+    model_reserve_conn(m, id);
+    m->cids[m->nconn++] = id;
+    m->cpos[id] = m->nconn;
+    if (id > m->cmax) m->cmax = id;
+    m->conn[id] = stored_conn(arg, id);
+    m->cborn[id] = lsn;
+    break;
+  case OP_DISCONNECT:
+    model_drop_conn(m, id);
+    break;
+  }
+  m->lsn = lsn;
+}
+
+/* ---- the pipe protocol -------------------------------------------------- */
+
+enum msg_kind {
+  M_READY = 1,  /* lsn: last_lsn after open */
+  M_INTENT,     /* op, lsn it must get, id (update/delete/disconnect), u */
+  M_ACK,        /* lsn, id assigned */
+  M_SYNCED,     /* lsn: tg_sync() returned, everything <= lsn is durable */
+  M_CKPT_BEGIN, /* about to call tg_checkpoint() */
+  M_CKPT_END,   /* lsn: the checkpoint returned, covering <= lsn */
+  M_DONE,       /* no more calls; the child waits to be killed */
+  M_FAIL        /* text: the child saw something wrong; it exits 3 */
+};
+
+typedef struct msg {
+  uint8_t kind;
+  uint8_t op;
+  uint16_t pad;
+  uint32_t id;
+  uint64_t lsn;
+  union {
+    tg_token t;
+    tg_connection c;
+    char text[120];
+  } u;
+} msg;
+_Static_assert(sizeof(msg) <= 512, "pipe messages must be atomic (PIPE_BUF)");
+
+/* ---- the child ---------------------------------------------------------- */
+
+typedef struct child_plan {
+  int level;
+  long ops;            /* calls to make */
+  int checkpoints;     /* explicit tg_checkpoint()/tg_sync() between calls */
+  int after_open_ckpt; /* recovery kills: checkpoint everything after open */
+  uint64_t seed;
+  uint32_t target_tokens, target_conns; /* population the mix steers to */
+} child_plan;
+
+static void store_config(tg_store_config *cfg, const options *o, int level, int auto_ckpt) {
+  tg_store_config_init(cfg);
+  cfg->wal.level = level;
+  cfg->wal.segment_bytes = o->segment_bytes;
+  cfg->wal.checkpoint_bytes = auto_ckpt ? o->checkpoint_bytes : 0;
+}
+
+static int child_fd = -1;
+
+static void child_send(msg *mg) {
+  if (write_all(child_fd, mg, sizeof *mg)) _exit(4);
+}
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void child_fail(const char *fmt, ...) {
+  msg mg;
+  memset(&mg, 0, sizeof mg);
+  mg.kind = M_FAIL;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(mg.u.text, sizeof mg.u.text, fmt, ap);
+  va_end(ap);
+  child_send(&mg);
+  _exit(3);
+}
+
+static void random_token(rng *r, tg_token *t) {
+  for (int i = 0; i < TG_SPACES; i++)
+    for (int j = 0; j < 3; j++) t->coord[i][j] = (int16_t)rnd(r);
+  t->flags = (uint16_t)rnd(r); /* the store sets ACTIVE and owns DIRTY */
+  t->field_radius = (uint8_t)rnd(r);
+  t->field_strength = (uint8_t)rnd(r);
+  t->weight = (float)(rnd_unit(r) * 100.0);
+  t->timestamp = (uint32_t)rnd(r);
+}
+
+static void random_conn(rng *r, tg_connection *c, uint32_t from, uint32_t to) {
+  memset(c, 0, sizeof *c);
+  c->from = from;
+  c->to = to;
+  c->type = (uint8_t)rnd_below(r, TG_CONN_TYPES);
+  c->rigidity = (uint8_t)rnd(r);
+  c->active_levels = (uint8_t)rnd(r);
+  c->flags = (uint16_t)rnd(r);
+  c->weight = (float)rnd_unit(r);
+  c->pull_strength = (float)(rnd_unit(r) * 4.0 - 2.0);
+  c->activation_count = (uint32_t)rnd(r);
+  c->created = (uint32_t)rnd(r);
+  c->last_activated = (uint32_t)rnd(r);
+  c->confidence = (float)rnd_unit(r);
+  /* Links the store owns: garbage in must not matter. */
+  c->next_out = (uint32_t)rnd(r);
+  c->prev_in = (uint32_t)rnd(r);
+}
+
+/* Choose the next call from the model: only calls the store must accept. */
+static int choose_op(rng *r, const model *m, const child_plan *p, msg *mg) {
+  unsigned w_create = 30, w_update = 25, w_delete = 10, w_connect = 25, w_disc = 10;
+  if (m->ntok < 2) {
+    w_update = w_delete = w_connect = 0;
+  }
+  if (m->ntok > p->target_tokens) {
+    w_create = 5;
+    w_delete = 25;
+  }
+  if (m->nconn > p->target_conns) {
+    w_connect = 5;
+    w_disc = 30;
+  }
+  if (m->nconn == 0) w_disc = 0;
+  uint64_t x = rnd_below(r, w_create + w_update + w_delete + w_connect + w_disc);
+  memset(&mg->u, 0, sizeof mg->u);
+  mg->id = 0;
+  if (x < w_create) {
+    random_token(r, &mg->u.t);
+    mg->u.t.id = (uint32_t)rnd(r); /* ignored: the store assigns it */
+    return OP_CREATE;
+  }
+  x -= w_create;
+  if (x < w_update) {
+    uint32_t id = m->tids[rnd_below(r, m->ntok)];
+    random_token(r, &mg->u.t);
+    mg->u.t.id = id;
+    mg->id = id;
+    return OP_UPDATE;
+  }
+  x -= w_update;
+  if (x < w_delete) {
+    mg->id = m->tids[rnd_below(r, m->ntok)];
+    return OP_DELETE;
+  }
+  x -= w_delete;
+  if (x < w_connect) {
+    uint32_t a = m->tids[rnd_below(r, m->ntok)];
+    /* Some self-loops and repeated pairs: both are allowed. */
+    uint32_t b = rnd_below(r, 20) == 0 ? a : m->tids[rnd_below(r, m->ntok)];
+    random_conn(r, &mg->u.c, a, b);
+    return OP_CONNECT;
+  }
+  mg->id = m->cids[rnd_below(r, m->nconn)];
+  return OP_DISCONNECT;
+}
+
+__attribute__((noreturn))
+static void child_main(int fd, const char *dir, const options *o, const child_plan *p,
+                       model *m) {
+  child_fd = fd;
+  tg_store_config cfg;
+  store_config(&cfg, o, p->level, p->checkpoints);
+  tg_store *s = NULL;
+  char why[256] = "";
+  int rc = tg_store_open_msg(&s, dir, &cfg, why, sizeof why);
+  if (rc) child_fail("open: %s: %s", tg_err_name(rc), why);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  msg mg;
+  memset(&mg, 0, sizeof mg);
+  mg.kind = M_READY;
+  mg.lsn = st.last_lsn;
+  child_send(&mg);
+  if (st.last_lsn != m->lsn)
+    child_fail("open recovered last_lsn %" PRIu64 ", expected %" PRIu64, st.last_lsn, m->lsn);
+  if (p->after_open_ckpt) {
+    mg.kind = M_CKPT_BEGIN;
+    child_send(&mg);
+    if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
+    mg.kind = M_CKPT_END;
+    mg.lsn = m->lsn;
+    child_send(&mg);
+  }
+  rng r = {p->seed};
+  uint64_t lsn = m->lsn;
+  for (long i = 0; i < p->ops; i++) {
+    if (p->checkpoints && rnd_below(&r, 300) == 0) {
+      memset(&mg, 0, sizeof mg);
+      mg.kind = M_CKPT_BEGIN;
+      child_send(&mg);
+      if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
+      mg.kind = M_CKPT_END;
+      mg.lsn = lsn;
+      child_send(&mg);
+    } else if (p->checkpoints && rnd_below(&r, 200) == 0) {
+      if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
+      memset(&mg, 0, sizeof mg);
+      mg.kind = M_SYNCED;
+      mg.lsn = lsn;
+      child_send(&mg);
+    }
+    memset(&mg, 0, sizeof mg);
+    mg.kind = M_INTENT;
+    mg.op = (uint8_t)choose_op(&r, m, p, &mg);
+    mg.lsn = lsn + 1;
+    child_send(&mg);
+    uint32_t id = mg.id;
+    switch (mg.op) {
+    case OP_CREATE: rc = tg_token_create(s, &mg.u.t, &id); break;
+    case OP_UPDATE: rc = tg_token_update(s, &mg.u.t); break;
+    case OP_DELETE: rc = tg_token_delete(s, id); break;
+    case OP_CONNECT: rc = tg_connect(s, &mg.u.c, &id); break;
+    case OP_DISCONNECT: rc = tg_disconnect(s, id); break;
+    }
+    if (rc) child_fail("%s (LSN %" PRIu64 "): %s", op_name(mg.op), lsn + 1, tg_err_name(rc));
+    tg_store_stats_get(s, &st);
+    if (st.last_lsn != lsn + 1)
+      child_fail("%s: last_lsn %" PRIu64 " after the call, expected %" PRIu64
+                 " (one record per call)", op_name(mg.op), st.last_lsn, lsn + 1);
+    lsn++;
+    model_apply(m, mg.op, &mg.u, id, lsn);
+    mg.kind = M_ACK;
+    mg.id = id;
+    child_send(&mg);
+  }
+  if (p->ops && !p->checkpoints) {
+    /* The recovery-kill log: make it all durable before DONE. */
+    if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
+    memset(&mg, 0, sizeof mg);
+    mg.kind = M_SYNCED;
+    mg.lsn = lsn;
+    child_send(&mg);
+  }
+  memset(&mg, 0, sizeof mg);
+  mg.kind = M_DONE;
+  mg.lsn = lsn;
+  child_send(&mg);
+  for (;;) pause();
+}
+
+/* ---- checking a recovered store against the model ----------------------- */
+
+typedef struct failure {
+  char text[2048];
+  size_t len;
+  int count;
+} failure;
+
+__attribute__((format(printf, 2, 3)))
+static void fail_add(failure *f, const char *fmt, ...) {
+  f->count++;
+  if (f->count > 8 || f->len + 2 >= sizeof f->text) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(f->text + f->len, sizeof f->text - f->len, fmt, ap);
+  va_end(ap);
+  if (n > 0) f->len += (size_t)n;
+  if (f->len > sizeof f->text - 2) f->len = sizeof f->text - 2;
+  f->text[f->len++] = '\n';
+  f->text[f->len] = 0;
+}
+
+static void hex64(char *out, const void *p) {
+  const unsigned char *b = p;
+  for (int i = 0; i < 64; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+typedef struct edge_walk {
+  const uint32_t *want;
+  uint32_t n, i;
+  int bad;
+} edge_walk;
+
+static int edge_cb(void *arg, const tg_connection *c) {
+  edge_walk *w = arg;
+  if (w->i >= w->n || c->id != w->want[w->i]) {
+    w->bad = 1;
+    return 1;
+  }
+  w->i++;
+  return 0;
+}
+
+typedef struct born_id {
+  uint64_t born;
+  uint32_t id;
+} born_id;
+
+static int cmp_newest_first(const void *a, const void *b) {
+  const born_id *x = a, *y = b;
+  return x->born < y->born ? 1 : x->born > y->born ? -1 : 0;
+}
+
+/* Compare every token, connection, adjacency list and count. */
+static void compare(tg_store *s, const model *m, failure *f) {
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  if (st.live_tokens != m->ntok)
+    fail_add(f, "live tokens: recovered %" PRIu64 ", model %" PRIu32, st.live_tokens, m->ntok);
+  if (st.live_connections != m->nconn)
+    fail_add(f, "live connections: recovered %" PRIu64 ", model %" PRIu32,
+             st.live_connections, m->nconn);
+  char h1[129], h2[129];
+  for (uint32_t id = 1; id <= m->tmax + 1; id++) {
+    tg_token got;
+    int rc = tg_token_get(s, id, &got);
+    int want = tok_live(m, id);
+    if (!want) {
+      if (rc == 0) fail_add(f, "token %" PRIu32 ": recovered but not in the model", id);
+      continue;
+    }
+    if (rc) {
+      fail_add(f, "token %" PRIu32 ": in the model, missing after recovery (%s)", id,
+               tg_err_name(rc));
+      continue;
+    }
+    tg_token a = m->tok[id], b = got;
+    a.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    b.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    if (memcmp(&a, &b, sizeof a)) {
+      hex64(h1, &a);
+      hex64(h2, &b);
+      fail_add(f, "token %" PRIu32 " differs:\n  model     %s\n  recovered %s", id, h1, h2);
+    }
+  }
+  for (uint32_t id = 1; id <= m->cmax + 1; id++) {
+    tg_connection got;
+    int rc = tg_connection_get(s, id, &got);
+    int want = conn_live(m, id);
+    if (!want) {
+      if (rc == 0) fail_add(f, "connection %" PRIu32 ": recovered but not in the model", id);
+      continue;
+    }
+    if (rc) {
+      fail_add(f, "connection %" PRIu32 ": in the model, missing after recovery (%s)", id,
+               tg_err_name(rc));
+      continue;
+    }
+    tg_connection b = stored_conn(&got, got.id);
+    b.reserved0 = got.reserved0;
+    b.reserved1 = got.reserved1;
+    b.reserved2 = got.reserved2;
+    if (memcmp(&m->conn[id], &b, sizeof b)) {
+      hex64(h1, &m->conn[id]);
+      hex64(h2, &b);
+      fail_add(f, "connection %" PRIu32 " differs (links aside):\n  model     %s\n  recovered %s",
+               id, h1, h2);
+    }
+  }
+  /* Adjacency lists: newest first, as a run without a crash lists them. */
+  uint32_t nt = m->tmax + 2;
+  uint32_t *ocount = xcalloc(nt + 1, sizeof *ocount), *icount = xcalloc(nt + 1, sizeof *icount);
+  born_id *order = xcalloc(m->nconn, sizeof *order);
+  for (uint32_t i = 0; i < m->nconn; i++) {
+    uint32_t c = m->cids[i];
+    order[i].born = m->cborn[c];
+    order[i].id = c;
+    ocount[m->conn[c].from + 1]++;
+    icount[m->conn[c].to + 1]++;
+  }
+  qsort(order, m->nconn, sizeof *order, cmp_newest_first);
+  for (uint32_t i = 1; i <= nt; i++) {
+    ocount[i] += ocount[i - 1];
+    icount[i] += icount[i - 1];
+  }
+  uint32_t *olist = xcalloc(m->nconn, sizeof *olist), *ilist = xcalloc(m->nconn, sizeof *ilist);
+  uint32_t *ofill = xcalloc(nt, sizeof *ofill), *ifill = xcalloc(nt, sizeof *ifill);
+  for (uint32_t i = 0; i < m->nconn; i++) {
+    const tg_connection *c = &m->conn[order[i].id];
+    olist[ocount[c->from] + ofill[c->from]++] = order[i].id;
+    ilist[icount[c->to] + ifill[c->to]++] = order[i].id;
+  }
+  for (uint32_t i = 0; i < m->ntok; i++) {
+    uint32_t id = m->tids[i];
+    for (int dir = 0; dir < 2; dir++) {
+      const uint32_t *cnt = dir ? icount : ocount;
+      edge_walk w = {(dir ? ilist : olist) + cnt[id], cnt[id + 1] - cnt[id], 0, 0};
+      int rc = tg_token_edges(s, id, dir ? TG_IN : TG_OUT, edge_cb, &w);
+      if (rc == 0 && w.i != w.n) w.bad = 1;
+      if (w.bad || (rc && rc != 1))
+        fail_add(f, "token %" PRIu32 ": %s list differs from the model (%" PRIu32
+                 " expected, differs at position %" PRIu32 ")", id,
+                 dir ? "incoming" : "outgoing", w.n, w.i);
+    }
+  }
+  free(ocount);
+  free(icount);
+  free(order);
+  free(olist);
+  free(ilist);
+  free(ofill);
+  free(ifill);
+}
+
+/* ---- the parent side of an iteration ------------------------------------ */
+
+enum kill_how {
+  K_AFTER_ACKS, /* after the k-th ACK */
+  K_DELAY,      /* a delay after READY */
+  K_IN_CKPT,    /* a short delay after the n-th CKPT_BEGIN */
+  K_OPEN,       /* a delay after fork: during open / recovery */
+  K_IDLE,       /* after DONE */
+  K_COUNT
+};
+/* Idle time before a K_IDLE kill: 3x the default sync_interval_ms, so even
+   BALANCED's timer has fired; a writer that "writes continuously" has long
+   written everything. */
+#define IDLE_NS (30 * 1000000ull)
+static const char *kill_name[] = {"after-acks", "delay", "in-checkpoint", "during-open", "idle"};
+
+typedef struct intent {
+  msg m;        /* the INTENT */
+  int acked;
+  uint32_t id;  /* from the ACK */
+} intent;
+
+typedef struct totals {
+  long kills;
+  long kills_by_level[3];
+  long kills_by_how[K_COUNT];
+  long ops_acked;           /* ACKs received */
+  long acked_lost[3];       /* ACKed calls not recovered (BALANCED/RELAXED) */
+  long acked_lost_max[3];   /* most lost by one kill */
+  long unacked_recovered;   /* calls logged but killed before their ACK */
+  long torn_tails;
+  long ckpt_kills;          /* kills between a CKPT_BEGIN and its END */
+  long fails;
+  uint64_t last_lsn;
+} totals;
+
+typedef struct iter_ctx {
+  const options *o;
+  const char *dir;
+  long iter;
+  uint64_t seed;
+  int level;
+  int how;
+  const char *phase;
+} iter_ctx;
+
+__attribute__((format(printf, 2, 3)))
+static void report_fail(const iter_ctx *c, const char *fmt, ...) {
+  fprintf(stderr, "tg-crash: FAILED: %s iteration %ld, --seed %" PRIu64 " (iteration seed %"
+          PRIx64 "), level %s, kill %s, dir %s:\n  ", c->phase, c->iter, c->o->seed, c->seed,
+          level_name(c->level), kill_name[c->how], c->dir);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static int open_store(const iter_ctx *c, tg_store **s, int level) {
+  tg_store_config cfg;
+  store_config(&cfg, c->o, level, 0); /* the check must not change the dir */
+  char why[512] = "";
+  int rc = tg_store_open_msg(s, c->dir, &cfg, why, sizeof why);
+  if (rc) report_fail(c, "reopen after the kill failed: %s: %s", tg_err_name(rc), why);
+  return rc;
+}
+
+/*
+ * One kill: fork a child per *p, kill it per `how`, recover, check. *m is
+ * the model of the directory on entry and on a successful return.
+ * Returns 0, or 1 after reporting a failed check.
+ */
+static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int how,
+                         uint64_t delay_ns, totals *tot) {
+  int fds[2];
+  c->how = how;
+  if (pipe(fds)) {
+    perror("tg-crash: pipe");
+    return 1;
+  }
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("tg-crash: fork");
+    return 1;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    child_main(fds[1], c->dir, c->o, p, m);
+  }
+  close(fds[1]);
+  uint64_t t_fork = now_ns();
+
+  /* Kill parameters. */
+  long kill_acks = (long)rnd_below(r, (uint64_t)p->ops + 1);
+  long kill_ckpt = 1 + (long)rnd_below(r, 2);
+  if (how == K_DELAY) delay_ns = (uint64_t)(1000.0 * pow(50000.0, rnd_unit(r))); /* 1us..50ms */
+  if (how == K_IN_CKPT) delay_ns = rnd_below(r, 2000000);
+
+  size_t cap = 1024, n = 0;
+  intent *in = xcalloc(cap, sizeof *in);
+  uint64_t start_lsn = m->lsn, durable = m->lsn, last_acked = m->lsn;
+  long acks = 0, ckpts = 0;
+  int ready = 0, done = 0, killed = 0, in_ckpt = 0, in_ckpt_at_kill = 0, rc = 0;
+  char child_msg[sizeof(((msg *)0)->u.text) + 1] = "";
+  uint64_t deadline = how == K_OPEN ? t_fork + delay_ns : UINT64_MAX;
+  char buf[sizeof(msg) * 64];
+  size_t have = 0;
+  int eof = 0;
+
+  while (!eof) {
+    if (!killed) {
+      int fire = 0;
+      if (how == K_AFTER_ACKS && ready && acks >= kill_acks) fire = 1;
+      if ((how == K_AFTER_ACKS || how == K_DELAY || how == K_IN_CKPT) && done) fire = 1;
+      if (now_ns() >= deadline) fire = 1;
+      if (fire) {
+        kill(pid, SIGKILL);
+        killed = 1;
+        in_ckpt_at_kill = in_ckpt;
+      }
+    }
+    struct pollfd pfd = {fds[0], POLLIN, 0};
+    struct timespec ts, *tsp = NULL;
+    if (!killed && deadline != UINT64_MAX) {
+      uint64_t t = now_ns(), left = deadline > t ? deadline - t : 0;
+      ts.tv_sec = (time_t)(left / 1000000000u);
+      ts.tv_nsec = (long)(left % 1000000000u);
+      tsp = &ts;
+    }
+    int pr = ppoll(&pfd, 1, tsp, NULL);
+    if (pr < 0 && errno != EINTR) {
+      perror("tg-crash: poll");
+      rc = 1;
+      break;
+    }
+    if (pr <= 0) continue;
+    ssize_t got = read(fds[0], buf + have, sizeof buf - have);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      perror("tg-crash: read");
+      rc = 1;
+      break;
+    }
+    if (got == 0) {
+      eof = 1;
+      if (have) {
+        report_fail(c, "the pipe ended inside a message (%zu bytes): messages must be atomic", have);
+        rc = 1;
+      }
+      break;
+    }
+    have += (size_t)got;
+    size_t off = 0;
+    for (; have - off >= sizeof(msg); off += sizeof(msg)) {
+      msg mg;
+      memcpy(&mg, buf + off, sizeof mg);
+      switch (mg.kind) {
+      case M_READY:
+        ready = 1;
+        if (how == K_DELAY) deadline = now_ns() + delay_ns;
+        break;
+      case M_INTENT:
+        if (mg.lsn != start_lsn + n + 1) {
+          report_fail(c, "protocol: intent for LSN %" PRIu64 ", expected %" PRIu64, mg.lsn,
+                      start_lsn + n + 1);
+          rc = 1;
+        }
+        if (n == cap) {
+          in = xrealloc(in, 2 * cap * sizeof *in);
+          cap *= 2;
+        }
+        memset(&in[n], 0, sizeof in[n]);
+        in[n++].m = mg;
+        break;
+      case M_ACK:
+        if (!n || mg.lsn != in[n - 1].m.lsn) {
+          report_fail(c, "protocol: ack for LSN %" PRIu64 " without its intent", mg.lsn);
+          rc = 1;
+          break;
+        }
+        in[n - 1].acked = 1;
+        in[n - 1].id = mg.id;
+        last_acked = mg.lsn;
+        acks++;
+        break;
+      case M_SYNCED:
+        if (mg.lsn > durable) durable = mg.lsn;
+        break;
+      case M_CKPT_BEGIN:
+        in_ckpt = 1;
+        if (how == K_IN_CKPT && ++ckpts == kill_ckpt) deadline = now_ns() + delay_ns;
+        break;
+      case M_CKPT_END:
+        in_ckpt = 0;
+        if (mg.lsn > durable) durable = mg.lsn;
+        break;
+      case M_DONE:
+        done = 1;
+        /* Idle for longer than the log writer may hold anything back:
+           then a kill must lose nothing acknowledged, at any level. */
+        if (how == K_IDLE) deadline = now_ns() + IDLE_NS;
+        break;
+      case M_FAIL:
+        memcpy(child_msg, mg.u.text, sizeof mg.u.text);
+        child_msg[sizeof mg.u.text] = 0;
+        break;
+      default:
+        report_fail(c, "protocol: unknown message kind %u", mg.kind);
+        rc = 1;
+      }
+    }
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+  close(fds[0]);
+  if (!killed) kill(pid, SIGKILL); /* the pipe broke early: make sure */
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (child_msg[0]) {
+    report_fail(c, "the child reported: %s", child_msg);
+    rc = 1;
+  } else if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+    report_fail(c, "the child ended by itself (%s %d), not by our SIGKILL",
+                WIFSIGNALED(status) ? "signal" : "exit status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    rc = 1;
+  }
+  if (rc) goto out;
+  tot->kills++;
+  tot->kills_by_level[c->level]++;
+  tot->kills_by_how[how]++;
+  tot->ops_acked += acks;
+  if (in_ckpt_at_kill) tot->ckpt_kills++;
+
+  /* Recover and check. */
+  uint64_t last_intent = start_lsn + n;
+  uint64_t R = 0;
+  for (int round = 0; round < 2 && !rc; round++) {
+    tg_store *s = NULL;
+    if (open_store(c, &s, c->level)) {
+      rc = 1;
+      break;
+    }
+    tg_recovery_info ri;
+    tg_store_stats st;
+    tg_store_recovery_info(s, &ri);
+    tg_store_stats_get(s, &st);
+    failure f;
+    memset(&f, 0, sizeof f);
+    if (ri.last_lsn != st.last_lsn)
+      fail_add(&f, "recovery info last_lsn %" PRIu64 " but stats last_lsn %" PRIu64,
+               ri.last_lsn, st.last_lsn);
+    if (round == 0) {
+      R = st.last_lsn;
+      if (ri.torn_tail) tot->torn_tails++;
+      if (R < durable)
+        fail_add(&f, "recovered last_lsn %" PRIu64 " < %" PRIu64 ", which was durable "
+                 "(start of the iteration, tg_sync or checkpoint)", R, durable);
+      if (c->level == TG_STRICT && R < last_acked)
+        fail_add(&f, "STRICT: recovered last_lsn %" PRIu64 " < %" PRIu64
+                 ", the last acknowledged call (%s)", R, last_acked,
+                 op_name(in[last_acked - start_lsn - 1].m.op));
+      if (how == K_IDLE && R != last_acked)
+        fail_add(&f, "killed after %d ms idle: recovered last_lsn %" PRIu64 ", but every call "
+                 "up to LSN %" PRIu64 " was acknowledged %d ms before; the log writer held "
+                 "%" PRIu64 " acknowledged record(s) back", (int)(IDLE_NS / 1000000), R,
+                 last_acked, (int)(IDLE_NS / 1000000), last_acked - R);
+      if (R > last_intent)
+        fail_add(&f, "recovered last_lsn %" PRIu64 " > %" PRIu64 ", the last call made", R,
+                 last_intent);
+      if (!f.count) {
+        for (uint64_t l = start_lsn + 1; l <= R; l++) {
+          intent *it = &in[l - start_lsn - 1];
+          int makes = it->m.op == OP_CREATE || it->m.op == OP_CONNECT;
+          uint32_t id = makes ? it->id : it->m.id;
+          if (!it->acked) tot->unacked_recovered++;
+          if (!it->acked && makes) {
+            /* Killed between the log and the ACK: find the id it got. */
+            int tokk = it->m.op == OP_CREATE;
+            uint32_t maxid = tokk ? m->tmax + 1 : m->cmax + 1, nfound = 0;
+            for (uint32_t x = 1; x <= maxid; x++) {
+              if (tokk ? tok_live(m, x) : conn_live(m, x)) continue;
+              tg_token t;
+              tg_connection cn;
+              if ((tokk ? tg_token_get(s, x, &t) : tg_connection_get(s, x, &cn)) == 0) {
+                id = x;
+                nfound++;
+              }
+            }
+            if (nfound != 1) {
+              fail_add(&f, "the unacknowledged %s at LSN %" PRIu64 " was recovered, but %"
+                       PRIu32 " new ids are present instead of 1", op_name(it->m.op), l,
+                       nfound);
+              break;
+            }
+          }
+          model_apply(m, it->m.op, &it->m.u, id, l);
+        }
+        long lost = 0;
+        for (size_t i = 0; i < n; i++)
+          if (in[i].acked && in[i].m.lsn > R) lost++;
+        tot->acked_lost[c->level] += lost;
+        if (lost > tot->acked_lost_max[c->level]) tot->acked_lost_max[c->level] = lost;
+        m->lsn = R;
+      }
+    } else {
+      if (st.last_lsn != R)
+        fail_add(&f, "second reopen: last_lsn %" PRIu64 ", first reopen %" PRIu64, st.last_lsn, R);
+      if (ri.torn_tail)
+        fail_add(&f, "second reopen found a torn tail at segment %" PRIu64 " offset %" PRIu64
+                 " (the first reopen should have cut it)", ri.torn_segment, ri.torn_offset);
+    }
+    if (!f.count) compare(s, m, &f);
+    int crc = tg_store_close(s);
+    if (crc) fail_add(&f, "close after recovery: %s", tg_err_name(crc));
+    if (f.count) {
+      report_fail(c, "%s reopen (recovered LSN %" PRIu64 ", %" PRIu64 " acked up to LSN %"
+                  PRIu64 ", last call LSN %" PRIu64 ", %d problem(s)):\n%s",
+                  round ? "second" : "first", R, (uint64_t)acks, last_acked, last_intent,
+                  f.count, f.text);
+      rc = 1;
+    }
+  }
+  if (!rc) tot->last_lsn = m->lsn;
+  if (!rc && c->o->verbose)
+    fprintf(stderr, "%s %ld %s kill=%s: calls %zu acked %ld recovered to LSN %" PRIu64
+            " (started %" PRIu64 ")\n", c->phase, c->iter, level_name(c->level),
+            kill_name[how], n, acks, R, start_lsn);
+out:
+  free(in);
+  if (rc) tot->fails++;
+  return rc;
+}
+
+/* ---- phases --------------------------------------------------------------- */
+
+static int kill_phase(const options *o, const char *dir, totals *tot) {
+  model m;
+  memset(&m, 0, sizeof m);
+  int rc = 0;
+  for (long it = 0; it < o->iterations && !rc; it++) {
+    iter_ctx c = {o, dir, it, mix64(o->seed ^ mix64((uint64_t)it + 1)), 0, 0, "kill"};
+    c.level = o->level >= 0 ? o->level : (int)(it % 3);
+    rng r = {c.seed};
+    child_plan p = {c.level, o->ops_per_child, 1, 0, rnd(&r), 1500, 3000};
+    uint64_t x = rnd_below(&r, 100);
+    int how = x < 35 ? K_AFTER_ACKS : x < 65 ? K_DELAY : x < 82 ? K_IN_CKPT : x < 94 ? K_OPEN
+                                                                                      : K_IDLE;
+    uint64_t delay = how == K_OPEN ? rnd_below(&r, 8000000) : 0; /* 0..8 ms from fork */
+    rc = run_iteration(&c, &p, &m, &r, how, delay, tot);
+  }
+  model_free(&m);
+  return rc;
+}
+
+/* Run `plan` on dir without a kill in the middle (the child is killed once
+   idle), timing the child from fork to DONE. */
+static int recovery_phase(const options *o, const char *dir, totals *tot) {
+  model m;
+  memset(&m, 0, sizeof m);
+  int rc = 0;
+  iter_ctx c = {o, dir, 0, mix64(o->seed ^ 0x5245434Full), TG_RELAXED, K_OPEN, "recovery"};
+  rng r = {c.seed};
+  /* 1. Kills while a fresh directory is created: identity file, LMDB
+        environment, first segment. */
+  long fresh = o->recovery_kills < 8 ? o->recovery_kills : 8;
+  for (long i = 0; i < fresh && !rc; i++) {
+    c.iter = i;
+    c.phase = "fresh-dir";
+    rm_rf(dir);
+    model_free(&m);
+    child_plan p = {TG_STRICT, 3, 0, 0, rnd(&r), 10, 10};
+    c.level = TG_STRICT;
+    rc = run_iteration(&c, &p, &m, &r, K_OPEN, rnd_below(&r, 3000000), tot);
+  }
+  if (rc || o->recovery_kills <= fresh) goto out;
+
+  /* 2. A directory with a long log and no checkpoint. */
+  rm_rf(dir);
+  model_free(&m);
+  c.phase = "recovery-build";
+  c.iter = 0;
+  c.level = TG_RELAXED;
+  child_plan build = {TG_RELAXED, o->recovery_records, 0, 0, rnd(&r), 20000, 40000};
+  if ((rc = run_iteration(&c, &build, &m, &r, K_IDLE, 0, tot))) goto out;
+  tot->kills--; /* that kill hit an idle child: not a recovery kill */
+
+  /* 3. How long does an open take? */
+  uint64_t t0 = now_ns();
+  tg_store *s = NULL;
+  if (open_store(&c, &s, TG_RELAXED)) {
+    rc = 1;
+    goto out;
+  }
+  uint64_t t_open = now_ns() - t0;
+  tg_store_close(s);
+
+  /* 4. Kill the open. The last quarter checkpoints after the open (a big
+        LMDB transaction), so the kill window covers that too. */
+  long nk = o->recovery_kills - fresh;
+  for (long i = 0; i < nk && !rc; i++) {
+    c.phase = "recovery";
+    c.iter = i;
+    int ck = i >= nk - nk / 4;
+    child_plan p = {TG_RELAXED, 0, 0, ck, rnd(&r), 1, 1};
+    uint64_t window = t_open + t_open / 4 + (ck ? 3 * t_open : 0) + 2000000; /* + fork, exec */
+    rc = run_iteration(&c, &p, &m, &r, K_OPEN, rnd_below(&r, window), tot);
+  }
+out:
+  model_free(&m);
+  return rc;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static void usage(FILE *to) {
+  fprintf(to,
+          "usage: tg-crash [options]\n"
+          "Kill -9 a process mutating a durable tokengraph store at random moments and\n"
+          "check that recovery gives exactly what the durability contract promises.\n"
+          "\n"
+          "  --dir DIR              data directory root (must be empty or missing;\n"
+          "                         default: a temp dir, removed unless a check fails)\n"
+          "  --iterations N         kills of a mutating child (default 200)\n"
+          "  --level L              strict | balanced | relaxed | all (default all, rotating)\n"
+          "  --seed S               seed of the operation mix and kill points (default: time)\n"
+          "  --ops-per-child N      most calls one child makes before it idles (default 1000)\n"
+          "  --recovery-kills N     kills during recovery of a large log (default 0)\n"
+          "  --recovery-records N   records in that log (default 200000)\n"
+          "  --segment-bytes N      WAL segment size (default 65536)\n"
+          "  --checkpoint-bytes N   automatic checkpoint after N log bytes (default 131072)\n"
+          "  --json                 print the summary as one JSON object\n"
+          "  --verbose              one line per iteration on stderr\n"
+          "  --help                 this text\n"
+          "\n"
+          "Exit status: 0 every check held; 1 a check failed (the message names the\n"
+          "iteration, seed, level and what differed; the directory is kept); 64 usage.\n");
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 0);
+  if (errno || end == s || *end || s[0] == '-') return -1;
+  *out = v;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  options o = {NULL, 200, -1, 0, 1000, 0, 200000, 65536, 131072, 0, 0};
+  int seeded = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    uint64_t v = 0;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (!strcmp(a, "--json")) {
+      o.json = 1;
+      continue;
+    }
+    if (!strcmp(a, "--verbose")) {
+      o.verbose = 1;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "tg-crash: %s: unknown option or missing value\n", a);
+      usage(stderr);
+      return 64;
+    }
+    const char *val = argv[++i];
+    if (!strcmp(a, "--dir")) {
+      o.dir = val;
+      continue;
+    }
+    if (!strcmp(a, "--level")) {
+      if (!strcmp(val, "strict")) o.level = TG_STRICT;
+      else if (!strcmp(val, "balanced")) o.level = TG_BALANCED;
+      else if (!strcmp(val, "relaxed")) o.level = TG_RELAXED;
+      else if (!strcmp(val, "all")) o.level = -1;
+      else {
+        fprintf(stderr, "tg-crash: --level %s: expected strict, balanced, relaxed or all\n", val);
+        return 64;
+      }
+      continue;
+    }
+    if (parse_u64(val, &v)) {
+      fprintf(stderr, "tg-crash: %s %s: not a non-negative number\n", a, val);
+      return 64;
+    }
+    if (!strcmp(a, "--iterations")) o.iterations = (long)v;
+    else if (!strcmp(a, "--seed")) o.seed = v, seeded = 1;
+    else if (!strcmp(a, "--ops-per-child")) o.ops_per_child = (long)v;
+    else if (!strcmp(a, "--recovery-kills")) o.recovery_kills = (long)v;
+    else if (!strcmp(a, "--recovery-records")) o.recovery_records = (long)v;
+    else if (!strcmp(a, "--segment-bytes")) o.segment_bytes = v;
+    else if (!strcmp(a, "--checkpoint-bytes")) o.checkpoint_bytes = v;
+    else {
+      fprintf(stderr, "tg-crash: %s: unknown option\n", a);
+      usage(stderr);
+      return 64;
+    }
+  }
+  if (!seeded) o.seed = mix64(now_ns() ^ (uint64_t)getpid());
+  signal(SIGPIPE, SIG_IGN);
+
+  char root[4096], dmain[4200], drec[4200];
+  int temp = !o.dir;
+  if (temp) {
+    const char *t = getenv("TMPDIR");
+    snprintf(root, sizeof root, "%s/tg-crash-XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(root)) {
+      fprintf(stderr, "tg-crash: mkdtemp %s: %s\n", root, strerror(errno));
+      return 1;
+    }
+  } else {
+    snprintf(root, sizeof root, "%s", o.dir);
+    if (mkdir(root, 0700) && errno != EEXIST) {
+      fprintf(stderr, "tg-crash: mkdir %s: %s\n", root, strerror(errno));
+      return 1;
+    }
+  }
+  snprintf(dmain, sizeof dmain, "%s/kill", root);
+  snprintf(drec, sizeof drec, "%s/recovery", root);
+  struct stat st;
+  if (!stat(dmain, &st) || !stat(drec, &st)) {
+    fprintf(stderr, "tg-crash: %s already holds a tg-crash run: give an empty directory\n",
+            root);
+    return 64;
+  }
+  if (!o.json)
+    printf("tg-crash: seed %" PRIu64 ", %ld iterations at %s, %ld recovery kills, dir %s\n",
+           o.seed, o.iterations, o.level < 0 ? "all levels" : level_name(o.level),
+           o.recovery_kills, root);
+  fflush(stdout);
+
+  totals tot;
+  memset(&tot, 0, sizeof tot);
+  uint64_t t0 = now_ns();
+  int rc = kill_phase(&o, dmain, &tot);
+  uint64_t t1 = now_ns();
+  long main_kills = tot.kills;
+  uint64_t main_lsn = tot.last_lsn;
+  if (!rc && o.recovery_kills) rc = recovery_phase(&o, drec, &tot);
+  uint64_t t2 = now_ns();
+  long rec_kills = tot.kills - main_kills;
+  double sec = (double)(t2 - t0) / 1e9;
+
+  if (o.json) {
+    printf("{\"ok\":%s,\"seed\":%" PRIu64 ",\"iterations\":%ld,\"kills\":%ld,"
+           "\"kills_strict\":%ld,\"kills_balanced\":%ld,\"kills_relaxed\":%ld,"
+           "\"kills_in_checkpoint\":%ld,\"recovery_kills\":%ld,\"calls_acked\":%ld,"
+           "\"log_records\":%" PRIu64 ",\"acked_lost_balanced\":%ld,\"acked_lost_relaxed\":%ld,"
+           "\"acked_lost_strict\":%ld,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
+           "\"seconds\":%.3f,\"kill_seconds\":%.3f}\n",
+           rc ? "false" : "true", o.seed, o.iterations, main_kills,
+           tot.kills_by_level[TG_STRICT], tot.kills_by_level[TG_BALANCED],
+           tot.kills_by_level[TG_RELAXED], tot.ckpt_kills, rec_kills, tot.ops_acked, main_lsn,
+           tot.acked_lost[TG_BALANCED], tot.acked_lost[TG_RELAXED], tot.acked_lost[TG_STRICT],
+           tot.unacked_recovered, tot.torn_tails, sec, (double)(t1 - t0) / 1e9);
+  } else {
+    printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld; %ld inside an "
+           "explicit checkpoint; by moment:",
+           rc ? "FAILED" : "ok", main_kills, tot.kills_by_level[TG_STRICT],
+           tot.kills_by_level[TG_BALANCED], tot.kills_by_level[TG_RELAXED], tot.ckpt_kills);
+    for (int k = 0; k < K_COUNT; k++) printf(" %s %ld", kill_name[k], tot.kills_by_how[k]);
+    printf("), %ld recovery kills, %ld calls acknowledged, log at LSN %" PRIu64 "\n", rec_kills,
+           tot.ops_acked, main_lsn);
+    printf("tg-crash: acknowledged calls lost by a kill: strict %ld, balanced %ld, relaxed %ld; "
+           "unacknowledged calls recovered %ld; torn tails cut %ld; %.2f s\n",
+           tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED], tot.acked_lost[TG_RELAXED],
+           tot.unacked_recovered, tot.torn_tails, sec);
+  }
+  if (rc) {
+    fprintf(stderr, "tg-crash: the directory is kept for inspection: %s (tg-replay verify)\n",
+            root);
+    return 1;
+  }
+  if (temp) rm_rf(root);
+  return 0;
+}
