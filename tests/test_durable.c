@@ -540,6 +540,34 @@ static void test_metrics_and_black_box_see_the_store(void **state) {
   assert_int_equal(v.v[TG_METRIC_TOKENS_LIVE], 0); /* collector removed */
 }
 
+static void test_store_operations_are_traced(void **state) {
+  (void)state;
+  tg_trace_reset();
+  assert_int_equal(tg_trace_set_rate(1.0), 0);
+  tg_store *s = open_at(dir, TG_STRICT);
+  uint32_t a = mk(s, 1, 1), b = mk(s, 2, 2);
+  link_(s, a, b, 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_at(dir, TG_STRICT); /* a replay span */
+  assert_int_equal(tg_store_close(s), 0);
+  assert_int_equal(tg_trace_set_rate(0.01), 0);
+  char p[300];
+  snprintf(p, sizeof p, "%s/trace.json", dir);
+  assert_int_equal(tg_trace_write(p), 0);
+  FILE *f = fopen(p, "r");
+  assert_non_null(f);
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  const char *names[] = {"token.create", "connect", "wal.batch_write", "wal.fdatasync",
+                         "checkpoint", "recovery.replay", "wal-writer"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strstr(buf, names[i])) fail_msg("trace has no '%s'", names[i]);
+  tg_trace_reset();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_reopen_replays_every_mutation_exactly, setup, teardown),
@@ -557,6 +585,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_strict_threads_share_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_automatic_checkpoint_runs_in_the_background, setup, teardown),
     cmocka_unit_test_setup_teardown(test_metrics_and_black_box_see_the_store, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_store_operations_are_traced, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

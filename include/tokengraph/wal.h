@@ -62,6 +62,13 @@ typedef void (*tg_wal_sync_hook)(void *arg, uint64_t latency_ns, uint64_t durabl
    once at open for the segment appends continue in. Same rules. */
 typedef void (*tg_wal_segment_hook)(void *arg, uint64_t first_lsn);
 
+/* Called by the writer thread just before (phase 0) and just after
+   (phase 1) each batch write (what = TG_WAL_IO_WRITE, n = bytes) and each
+   fdatasync (what = TG_WAL_IO_SYNC, n = LSN it makes durable), so a caller
+   can trace them. Same rules as the other hooks. */
+enum tg_wal_io { TG_WAL_IO_WRITE = 1, TG_WAL_IO_SYNC = 2 };
+typedef void (*tg_wal_io_hook)(void *arg, int what, int phase, uint64_t n);
+
 typedef struct tg_wal_config {
   int level;                 /* enum tg_wal_level; default TG_WAL_BALANCED */
   uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs; default 10 */
@@ -76,7 +83,9 @@ typedef struct tg_wal_config {
                                 checkpoint LSN + 1. */
   tg_wal_sync_hook on_sync;  /* NULL (default) or called after each fdatasync */
   tg_wal_segment_hook on_segment; /* NULL (default) or called per new segment */
-  void *hook_arg;            /* passed to both hooks */
+  tg_wal_io_hook on_io;      /* NULL (default) or called around writes and
+                                fdatasyncs */
+  void *hook_arg;            /* passed to every hook */
 } tg_wal_config;
 
 /* Fill *cfg with the defaults listed above. */

@@ -77,7 +77,11 @@ static int from_mdb(int rc) {
 
 /* ---- directory, identity, lock ---------------------------------------- */
 
-/* Is the directory empty, apart from a LOCK left by an earlier open? */
+/* Is the directory empty, apart from a LOCK and a TOKENGRAPH.tmp left by
+   an earlier open? The identity file is the first thing an open writes
+   (temp, fsync, rename), so a process killed before the rename leaves
+   exactly these two; that directory never held data and is still empty
+   (found by stress/tg-crash --recovery-kills). */
 static int dir_is_empty(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return -errno;
@@ -85,7 +89,7 @@ static int dir_is_empty(const char *dir) {
   struct dirent *e;
   while ((e = readdir(d))) {
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-        !strcmp(e->d_name, "LOCK"))
+        !strcmp(e->d_name, "LOCK") || !strcmp(e->d_name, IDENTITY_NAME ".tmp"))
       continue;
     empty = 0;
     break;
@@ -249,6 +253,22 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
     say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
         mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
+  }
+  if (existed) {
+    /* An environment no transaction was ever committed to holds nothing:
+       an open killed between creating data.mdb and committing the first
+       transaction leaves one. It is a checkpoint still to be made, not a
+       foreign file (found by stress/tg-crash --recovery-kills). */
+    MDB_envinfo ei;
+    if ((mrc = mdb_env_info(s->env, &ei))) goto mdb_fail;
+    if (ei.me_last_txnid == 0) {
+      existed = 0;
+      if (readonly) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+        goto cleanup;
+      }
+    }
   }
   if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
@@ -673,6 +693,26 @@ static void on_segment(void *arg, uint64_t first_lsn) {
   pthread_cond_signal(&s->ckpt_wake);
 }
 
+TG_SPAN_SITE(site_wal_write, "wal.batch_write", "bytes", NULL, NULL, NULL);
+TG_SPAN_SITE(site_wal_sync, "wal.fdatasync", "durable_lsn", NULL, NULL, NULL);
+
+/* Spans around the writer's batch writes and fdatasyncs; they run on the
+   writer thread, which names itself for the trace on its first call. */
+static void on_io(void *arg, int what, int phase, uint64_t n) {
+  tg_store *s = arg;
+  tg_span *sp = &s->io_span[what == TG_WAL_IO_SYNC ? 2 : 1];
+  if (phase == 0) {
+    if (!s->writer_named) {
+      tg_trace_set_thread_name("wal-writer");
+      s->writer_named = 1;
+    }
+    tg_span_begin(sp, what == TG_WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
+  } else {
+    tg_span_attr(sp, 0, n);
+    tg_span_end(sp);
+  }
+}
+
 static void on_sync(void *arg, uint64_t latency_ns, uint64_t durable_lsn) {
   tg_store *s = arg;
   tg_metric_observe(TG_METRIC_WAL_FDATASYNC_NS, latency_ns);
@@ -733,6 +773,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   wc.start_lsn = s->ckpt_lsn + 1;
   wc.on_segment = on_segment;
   wc.on_sync = on_sync;
+  wc.on_io = on_io;
   wc.hook_arg = s;
   tg_wal_open_info info;
   rc = tg_wal_open(&s->wal, waldir, &wc, &info);

@@ -47,6 +47,9 @@ struct tg_store {
   uint64_t segment_lsn;         /* writer thread: current segment */
   int crash_dump;               /* installed the fatal-signal handler */
   int collecting;               /* registered as a metrics collector */
+  tg_span io_span[3];           /* writer thread: the open batch-write and
+                                   fdatasync spans (enum tg_wal_io) */
+  int writer_named;             /* writer thread: named in the trace */
 };
 
 /* Metrics collector registered for every open store (store.c). */

@@ -279,9 +279,11 @@ static int install_next(tg_wal *w, uint64_t first) {
 
 static void do_sync(tg_wal *w) {
   uint64_t upto = w->w_written;
+  if (w->cfg.on_io) w->cfg.on_io(w->cfg.hook_arg, TG_WAL_IO_SYNC, 0, upto);
   uint64_t t0 = now_ns();
   int rc = tg__fdatasync(w->fd);
   uint64_t t1 = now_ns();
+  if (w->cfg.on_io) w->cfg.on_io(w->cfg.hook_arg, TG_WAL_IO_SYNC, 1, upto);
   stat_add(&w->st_fdatasyncs, 1);
   if (rc) {
     wal_fail(w, rc);
@@ -298,7 +300,9 @@ static void do_sync(tg_wal *w) {
 
 static void flush_buf(tg_wal *w) {
   if (!w->buf_len || atomic_load(&w->failed)) return; /* never write after a failure */
+  if (w->cfg.on_io) w->cfg.on_io(w->cfg.hook_arg, TG_WAL_IO_WRITE, 0, w->buf_len);
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
+  if (w->cfg.on_io) w->cfg.on_io(w->cfg.hook_arg, TG_WAL_IO_WRITE, 1, w->buf_len);
   stat_add(&w->st_batches, 1);
   if (rc) {
     wal_fail(w, rc);
