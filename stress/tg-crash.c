@@ -175,7 +175,7 @@ static int write_all(int fd, const void *buf, size_t n) {
 }
 
 static int rm_rf(const char *path) {
-  char cmd[4200];
+  char cmd[4400];
   if (strchr(path, '\'')) return -1;
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
   return system(cmd);
@@ -725,6 +725,7 @@ typedef struct totals {
   long unacked_recovered;   /* calls logged but killed before their ACK */
   long torn_tails;
   long ckpt_kills;          /* kills between a CKPT_BEGIN and its END */
+  long before_ready;        /* kills before the open returned (in recovery) */
   long fails;
   uint64_t last_lsn;
 } totals;
@@ -928,6 +929,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
   tot->kills_by_how[how]++;
   tot->ops_acked += acks;
   if (in_ckpt_at_kill) tot->ckpt_kills++;
+  if (!ready) tot->before_ready++;
 
   /* Recover and check. */
   uint64_t last_intent = start_lsn + n;
@@ -1079,8 +1081,10 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   c.iter = 0;
   c.level = TG_RELAXED;
   child_plan build = {TG_RELAXED, o->recovery_records, 0, 0, rnd(&r), 20000, 40000};
-  if ((rc = run_iteration(&c, &build, &m, &r, K_IDLE, 0, tot))) goto out;
-  tot->kills--; /* that kill hit an idle child: not a recovery kill */
+  totals bt;
+  memset(&bt, 0, sizeof bt);
+  if ((rc = run_iteration(&c, &build, &m, &r, K_IDLE, 0, &bt))) goto out;
+  tot->last_lsn = bt.last_lsn;
 
   /* 3. How long does an open take? */
   uint64_t t0 = now_ns();
@@ -1232,42 +1236,54 @@ int main(int argc, char **argv) {
            o.recovery_kills, root);
   fflush(stdout);
 
-  totals tot;
+  totals tot, rt;
   memset(&tot, 0, sizeof tot);
+  memset(&rt, 0, sizeof rt);
   uint64_t t0 = now_ns();
   int rc = kill_phase(&o, dmain, &tot);
   uint64_t t1 = now_ns();
-  long main_kills = tot.kills;
-  uint64_t main_lsn = tot.last_lsn;
-  if (!rc && o.recovery_kills) rc = recovery_phase(&o, drec, &tot);
+  if (!rc && o.recovery_kills) rc = recovery_phase(&o, drec, &rt);
   uint64_t t2 = now_ns();
-  long rec_kills = tot.kills - main_kills;
-  double sec = (double)(t2 - t0) / 1e9;
+  double sec = (double)(t2 - t0) / 1e9, ksec = (double)(t1 - t0) / 1e9,
+         rsec = (double)(t2 - t1) / 1e9;
 
   if (o.json) {
     printf("{\"ok\":%s,\"seed\":%" PRIu64 ",\"iterations\":%ld,\"kills\":%ld,"
            "\"kills_strict\":%ld,\"kills_balanced\":%ld,\"kills_relaxed\":%ld,"
-           "\"kills_in_checkpoint\":%ld,\"recovery_kills\":%ld,\"calls_acked\":%ld,"
-           "\"log_records\":%" PRIu64 ",\"acked_lost_balanced\":%ld,\"acked_lost_relaxed\":%ld,"
-           "\"acked_lost_strict\":%ld,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
-           "\"seconds\":%.3f,\"kill_seconds\":%.3f}\n",
-           rc ? "false" : "true", o.seed, o.iterations, main_kills,
+           "\"kills_in_checkpoint\":%ld,\"kills_during_open\":%ld,\"calls_acked\":%ld,"
+           "\"last_lsn\":%" PRIu64 ",\"acked_lost_strict\":%ld,\"acked_lost_balanced\":%ld,"
+           "\"acked_lost_relaxed\":%ld,\"acked_lost_max_balanced\":%ld,"
+           "\"acked_lost_max_relaxed\":%ld,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
+           "\"recovery_kills\":%ld,\"recovery_kills_during_open\":%ld,"
+           "\"recovery_kills_in_checkpoint\":%ld,\"recovery_log_records\":%" PRIu64 ","
+           "\"seconds\":%.3f,\"kill_seconds\":%.3f,\"recovery_seconds\":%.3f}\n",
+           rc ? "false" : "true", o.seed, o.iterations, tot.kills,
            tot.kills_by_level[TG_STRICT], tot.kills_by_level[TG_BALANCED],
-           tot.kills_by_level[TG_RELAXED], tot.ckpt_kills, rec_kills, tot.ops_acked, main_lsn,
-           tot.acked_lost[TG_BALANCED], tot.acked_lost[TG_RELAXED], tot.acked_lost[TG_STRICT],
-           tot.unacked_recovered, tot.torn_tails, sec, (double)(t1 - t0) / 1e9);
+           tot.kills_by_level[TG_RELAXED], tot.ckpt_kills, tot.before_ready, tot.ops_acked,
+           tot.last_lsn, tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED],
+           tot.acked_lost[TG_RELAXED], tot.acked_lost_max[TG_BALANCED],
+           tot.acked_lost_max[TG_RELAXED], tot.unacked_recovered, tot.torn_tails, rt.kills,
+           rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
   } else {
-    printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld; %ld inside an "
-           "explicit checkpoint; by moment:",
-           rc ? "FAILED" : "ok", main_kills, tot.kills_by_level[TG_STRICT],
-           tot.kills_by_level[TG_BALANCED], tot.kills_by_level[TG_RELAXED], tot.ckpt_kills);
+    printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
+           "acknowledged, log at LSN %" PRIu64 ", %.2f s\n",
+           rc ? "FAILED" : "ok", tot.kills, tot.kills_by_level[TG_STRICT],
+           tot.kills_by_level[TG_BALANCED], tot.kills_by_level[TG_RELAXED], tot.ops_acked,
+           tot.last_lsn, ksec);
+    printf("tg-crash:   kill moments:");
     for (int k = 0; k < K_COUNT; k++) printf(" %s %ld", kill_name[k], tot.kills_by_how[k]);
-    printf("), %ld recovery kills, %ld calls acknowledged, log at LSN %" PRIu64 "\n", rec_kills,
-           tot.ops_acked, main_lsn);
-    printf("tg-crash: acknowledged calls lost by a kill: strict %ld, balanced %ld, relaxed %ld; "
-           "unacknowledged calls recovered %ld; torn tails cut %ld; %.2f s\n",
-           tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED], tot.acked_lost[TG_RELAXED],
-           tot.unacked_recovered, tot.torn_tails, sec);
+    printf("; %ld inside an explicit checkpoint, %ld before the open returned\n",
+           tot.ckpt_kills, tot.before_ready);
+    printf("tg-crash:   acknowledged calls lost: strict %ld, balanced %ld (at most %ld in one "
+           "kill), relaxed %ld (at most %ld); unacknowledged calls found recovered %ld; torn "
+           "tails cut %ld\n",
+           tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED],
+           tot.acked_lost_max[TG_BALANCED], tot.acked_lost[TG_RELAXED],
+           tot.acked_lost_max[TG_RELAXED], tot.unacked_recovered, tot.torn_tails);
+    if (o.recovery_kills)
+      printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "
+             "checkpoint after it), log of %" PRIu64 " records, %.2f s\n",
+             rt.kills, rt.before_ready, rt.ckpt_kills, rt.last_lsn, rsec);
   }
   if (rc) {
     fprintf(stderr, "tg-crash: the directory is kept for inspection: %s (tg-replay verify)\n",
