@@ -584,9 +584,17 @@ static void dump_token(const unsigned char *p, int json) {
              (int16_t)ld16(p + 6 * s + 4));
     printf("]}");
   } else {
-    printf(" id=%" PRIu32 " flags=0x%04x entity=%u user=%u radius=%u strength=%u weight=%.9g "
+    static const char *const names[8] = {"ACTIVE",     "PERSISTENT", "MUTABLE", "SYNCHRONIZED",
+                                         "COMPRESSED", "ENCRYPTED",  "DIRTY",   "LOCKED"};
+    char fl[96] = "";
+    for (int i = 0; i < 8; i++)
+      if (flags & (1u << i)) {
+        if (fl[0]) strcat(fl, "|");
+        strcat(fl, names[i]);
+      }
+    printf(" id=%" PRIu32 " flags=0x%04x(%s) entity=%u user=%u radius=%u strength=%u weight=%.9g "
            "timestamp=%" PRIu32 " coord=",
-           ld32(p + 48), flags, (flags & TG_TOKEN_ENTITY_MASK) >> TG_TOKEN_ENTITY_SHIFT,
+           ld32(p + 48), flags, fl, (flags & TG_TOKEN_ENTITY_MASK) >> TG_TOKEN_ENTITY_SHIFT,
            (flags & TG_TOKEN_USER_MASK) >> TG_TOKEN_USER_SHIFT, p[54], p[55], (double)ldf(p + 56),
            ld32(p + 60));
     for (int s = 0; s < TG_SPACES; s++)
@@ -890,6 +898,31 @@ static tg_store_config recover_config(void) {
   return cfg;
 }
 
+/* The segment size the store was using (the prealloc_bytes field of the
+   newest segment header), so the cut segment is preallocated again to the
+   size it had rather than to the default. */
+static uint64_t segment_size(const char *waldir, uint64_t dflt) {
+  uint64_t *segs = NULL, v = dflt;
+  size_t n = 0;
+  if (list_segments(waldir, &segs, &n) == 0 && n) {
+    char name[32], path[4096];
+    unsigned char h[SEG_HDR];
+    seg_name(name, segs[n - 1]);
+    snprintf(path, sizeof path, "%s/%s", waldir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h && !memcmp(h, "TGWALSEG", 8) &&
+          crc32_update(0, h, 60) == ld32(h + 60)) {
+        uint64_t p = ld64(h + 24);
+        if (p >= 4096 && p % 4096 == 0 && p <= (1ull << 40)) v = p;
+      }
+      close(fd);
+    }
+  }
+  free(segs);
+  return v;
+}
+
 /* Move segment `name` aside whole (rename to NAME.broken[.k]). */
 static int move_aside(const char *waldir, const char *name) {
   char from[4096], to[4096];
@@ -1000,6 +1033,8 @@ static int cmd_recover(int argc, char **argv) {
            b.lost, b.lost == 1 ? "" : "s", r.apply_failed_lsn ? "failing record" : "corruption",
            cut_name, cut_off);
     if (b.frames) printf(", LSN %" PRIu64 "..%" PRIu64, b.min_lsn, b.max_lsn);
+    if (!r.apply_failed_lsn)
+      printf("; the record at the corruption (LSN %" PRIu64 ") is unreadable", last_good + 1);
     if (b.frames > b.lost)
       printf("; %" PRIu64 " more are covered by the checkpoint", b.frames - b.lost);
     printf("\n");
@@ -1067,6 +1102,7 @@ static int cmd_recover(int argc, char **argv) {
   /* Open (replays the log; the WAL recovery re-preallocates the cut
      segment) and write a fresh checkpoint. */
   tg_store_config cfg = recover_config();
+  cfg.wal.segment_bytes = segment_size(waldir, cfg.wal.segment_bytes);
   char msg[MSG_LEN] = "";
   if ((rc = tg_store_open_msg(&s, dir, &cfg, msg, sizeof msg))) {
     err_line("%s (%s)", msg[0] ? msg : tg_strerror(rc), tg_err_name(rc));
