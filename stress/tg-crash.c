@@ -789,9 +789,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
 
   /* Kill parameters. */
   long kill_acks = (long)rnd_below(r, (uint64_t)p->ops + 1);
-  long kill_ckpt = 1 + (long)rnd_below(r, 2);
-  if (how == K_DELAY) delay_ns = (uint64_t)(1000.0 * pow(50000.0, rnd_unit(r))); /* 1us..50ms */
-  if (how == K_IN_CKPT) delay_ns = rnd_below(r, 2000000);
+  long kill_ckpt = p->after_open_ckpt ? 1 : 1 + (long)rnd_below(r, 2);
 
   size_t cap = 1024, n = 0;
   intent *in = xcalloc(cap, sizeof *in);
@@ -1045,7 +1043,10 @@ static int kill_phase(const options *o, const char *dir, totals *tot) {
     uint64_t x = rnd_below(&r, 100);
     int how = x < 35 ? K_AFTER_ACKS : x < 65 ? K_DELAY : x < 82 ? K_IN_CKPT : x < 94 ? K_OPEN
                                                                                       : K_IDLE;
-    uint64_t delay = how == K_OPEN ? rnd_below(&r, 8000000) : 0; /* 0..8 ms from fork */
+    uint64_t delay = 0;
+    if (how == K_OPEN) delay = rnd_below(&r, 8000000); /* 0..8 ms from fork */
+    if (how == K_DELAY) delay = (uint64_t)(1000.0 * pow(50000.0, rnd_unit(&r))); /* 1us..50ms */
+    if (how == K_IN_CKPT) delay = rnd_below(&r, 2000000);
     rc = run_iteration(&c, &p, &m, &r, how, delay, tot);
   }
   model_free(&m);
@@ -1104,8 +1105,10 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
     c.iter = i;
     int ck = i >= nk - nk / 4;
     child_plan p = {TG_RELAXED, 0, 0, ck, rnd(&r), 1, 1};
-    uint64_t window = t_open + t_open / 4 + (ck ? 3 * t_open : 0) + 2000000; /* + fork, exec */
-    rc = run_iteration(&c, &p, &m, &r, K_OPEN, rnd_below(&r, window), tot);
+    /* Kill within the open (plus fork), or within the checkpoint after it
+       (which writes every replayed record: about as long as the open). */
+    uint64_t window = t_open + t_open / 4 + 1000000;
+    rc = run_iteration(&c, &p, &m, &r, ck ? K_IN_CKPT : K_OPEN, rnd_below(&r, window), tot);
   }
 out:
   model_free(&m);
