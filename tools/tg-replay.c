@@ -1018,6 +1018,20 @@ static int cmd_recover(int argc, char **argv) {
      the checkpoint: then every segment goes aside (all it holds up to the
      checkpoint is in the checkpoint) and the log restarts after it. */
   int restart = kind != CUT_NONE && r.checkpoint_lsn && last_good < r.checkpoint_lsn;
+  /* What the cut segment looked like when it was read: checked again under
+     the lock, in case a program opened the directory in between. */
+  struct stat seen;
+  memset(&seen, 0, sizeof seen);
+  char cut_path[4096] = "";
+  if (kind != CUT_NONE) {
+    char name[32];
+    seg_name(name, segs[cut_seg]);
+    snprintf(cut_path, sizeof cut_path, "%s/%s", waldir, name);
+    if (stat(cut_path, &seen)) {
+      err_line("%s: %s; nothing was changed", cut_path, strerror(errno));
+      goto out;
+    }
+  }
 
   beyond b;
   memset(&b, 0, sizeof b);
@@ -1054,6 +1068,13 @@ static int cmd_recover(int argc, char **argv) {
 
   if (kind != CUT_NONE) {
     if (take_lock(dir, &lock_fd)) goto out;
+    struct stat now;
+    if (stat(cut_path, &now) || now.st_size != seen.st_size ||
+        now.st_mtim.tv_sec != seen.st_mtim.tv_sec || now.st_mtim.tv_nsec != seen.st_mtim.tv_nsec) {
+      err_line("%s changed while it was being read (was the directory opened?): run recover "
+               "again; nothing was changed", cut_path);
+      goto out;
+    }
     /* Later segments first, newest first: an interrupted recover leaves a
        log that still shows the same corruption, and can be run again. */
     int whole = restart || cut_off < SEG_HDR; /* the cut segment goes aside whole */
