@@ -545,6 +545,11 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   assert_int_equal(r.status, 1);
   assert_non_null(strstr(r.out, "torn tail in wal/"));
   run_free(&r);
+  r = tool("dump", data, "--json", NULL);
+  assert_int_equal(r.status, 1);
+  assert_int_equal(count_lines(r.out), 999);
+  assert_one_error_line(&r);
+  run_free(&r);
 }
 
 static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
@@ -792,6 +797,44 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
   assert_store_holds(500, 0);
 }
 
+static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void **state) {
+  (void)state;
+  tg_store *s = open_data();
+  add_tokens(s, 2400, 0);
+  assert_int_equal(tg_checkpoint(s), 0); /* covers LSN 2400 */
+  for (uint32_t i = 2401; i <= 2500; i++) {
+    tg_token t = token_n(i);
+    uint32_t id = 0;
+    assert_int_equal(tg_token_create(s, &t, &id), 0);
+  }
+  assert_int_equal(tg_store_close(s), 0);
+  uint64_t segs[64];
+  assert_int_equal(segments(segs, 64), 2); /* the covered ones were removed */
+  assert_true(segs[0] > 1 && segs[0] < 1700 && segs[1] > 2400);
+  corrupt_record(1700);
+
+  run r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 2);
+  assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 2400);
+  run_free(&r);
+  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  /* 1701..2400 are in the checkpoint; 2401..2500 followed the corruption. */
+  assert_non_null(strstr(r.out, "dropping:    100 records"));
+  assert_non_null(strstr(r.out, "700 more are covered by the checkpoint"));
+  assert_non_null(strstr(r.out, "restart:"));
+  run_free(&r);
+  char broken[340];
+  seg_path(broken, sizeof broken, segs[0], ".broken");
+  assert_int_equal(file_size(broken), SEG_BYTES); /* moved aside whole */
+  seg_path(broken, sizeof broken, segs[1], ".broken");
+  assert_int_equal(file_size(broken), SEG_BYTES);
+  r = tool("verify", data, NULL);
+  assert_int_equal(r.status, 0);
+  run_free(&r);
+  assert_store_holds(2400, 0);
+}
+
 /* ---- bad input ------------------------------------------------------------- */
 
 /* Every command fails with one line on stderr and exit 2, never a crash. */
@@ -964,6 +1007,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_forced_recover_drops_exactly_the_records_after_the_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_corruption_in_the_last_segment_before_valid_records, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_record_that_does_not_apply_is_treated_as_corruption, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_corruption_before_the_checkpoint_restarts_the_log_after_it, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_missing_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_an_empty_directory_is_refused_and_left_empty, setup, teardown),
