@@ -333,6 +333,7 @@ typedef struct msg {
   uint16_t pad;
   uint32_t id;
   uint64_t lsn;
+  uint64_t t_ns; /* ACK: the child's CLOCK_MONOTONIC when the call returned */
   union {
     tg_token t;
     tg_connection c;
@@ -518,6 +519,7 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
     if (st.last_lsn != lsn + 1)
       child_fail("%s: last_lsn %" PRIu64 " after the call, expected %" PRIu64
                  " (one record per call)", op_name(mg.op), st.last_lsn, lsn + 1);
+    mg.t_ns = now_ns();
     lsn++;
     model_apply(m, mg.op, &mg.u, id, lsn);
     mg.kind = M_ACK;
@@ -713,6 +715,7 @@ typedef struct intent {
   msg m;        /* the INTENT */
   int acked;
   uint32_t id;  /* from the ACK */
+  uint64_t t_ns; /* when the call returned (the child's clock) */
 } intent;
 
 typedef struct totals {
@@ -722,6 +725,7 @@ typedef struct totals {
   long ops_acked;           /* ACKs received */
   long acked_lost[3];       /* ACKed calls not recovered (BALANCED/RELAXED) */
   long acked_lost_max[3];   /* most lost by one kill */
+  uint64_t lost_age_max[3]; /* oldest lost call: ns from its return to the kill */
   long unacked_recovered;   /* calls logged but killed before their ACK */
   long torn_tails;
   long ckpt_kills;          /* kills between a CKPT_BEGIN and its END */
@@ -795,6 +799,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
   intent *in = xcalloc(cap, sizeof *in);
   uint64_t start_lsn = m->lsn, durable = m->lsn, last_acked = m->lsn;
   long acks = 0, ckpts = 0;
+  uint64_t kill_ns = 0;
   int ready = 0, done = 0, killed = 0, in_ckpt = 0, in_ckpt_at_kill = 0, rc = 0;
   char child_msg[sizeof(((msg *)0)->u.text) + 1] = "";
   uint64_t deadline = how == K_OPEN ? t_fork + delay_ns : UINT64_MAX;
@@ -809,6 +814,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
       if ((how == K_AFTER_ACKS || how == K_DELAY || how == K_IN_CKPT) && done) fire = 1;
       if (now_ns() >= deadline) fire = 1;
       if (fire) {
+        kill_ns = now_ns();
         kill(pid, SIGKILL);
         killed = 1;
         in_ckpt_at_kill = in_ckpt;
@@ -875,6 +881,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
         }
         in[n - 1].acked = 1;
         in[n - 1].id = mg.id;
+        in[n - 1].t_ns = mg.t_ns;
         last_acked = mg.lsn;
         acks++;
         break;
@@ -995,7 +1002,11 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
         }
         long lost = 0;
         for (size_t i = 0; i < n; i++)
-          if (in[i].acked && in[i].m.lsn > R) lost++;
+          if (in[i].acked && in[i].m.lsn > R) {
+            lost++;
+            uint64_t age = kill_ns > in[i].t_ns ? kill_ns - in[i].t_ns : 0;
+            if (age > tot->lost_age_max[c->level]) tot->lost_age_max[c->level] = age;
+          }
         tot->acked_lost[c->level] += lost;
         if (lost > tot->acked_lost_max[c->level]) tot->acked_lost_max[c->level] = lost;
         m->lsn = R;
@@ -1256,7 +1267,8 @@ int main(int argc, char **argv) {
            "\"kills_in_checkpoint\":%ld,\"kills_during_open\":%ld,\"calls_acked\":%ld,"
            "\"last_lsn\":%" PRIu64 ",\"acked_lost_strict\":%ld,\"acked_lost_balanced\":%ld,"
            "\"acked_lost_relaxed\":%ld,\"acked_lost_max_balanced\":%ld,"
-           "\"acked_lost_max_relaxed\":%ld,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
+           "\"acked_lost_max_relaxed\":%ld,\"lost_age_max_us_balanced\":%.1f,"
+           "\"lost_age_max_us_relaxed\":%.1f,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
            "\"recovery_kills\":%ld,\"recovery_kills_during_open\":%ld,"
            "\"recovery_kills_in_checkpoint\":%ld,\"recovery_log_records\":%" PRIu64 ","
            "\"seconds\":%.3f,\"kill_seconds\":%.3f,\"recovery_seconds\":%.3f}\n",
@@ -1265,7 +1277,8 @@ int main(int argc, char **argv) {
            tot.kills_by_level[TG_RELAXED], tot.ckpt_kills, tot.before_ready, tot.ops_acked,
            tot.last_lsn, tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED],
            tot.acked_lost[TG_RELAXED], tot.acked_lost_max[TG_BALANCED],
-           tot.acked_lost_max[TG_RELAXED], tot.unacked_recovered, tot.torn_tails, rt.kills,
+           tot.acked_lost_max[TG_RELAXED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
+           (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails, rt.kills,
            rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
   } else {
     printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
@@ -1278,11 +1291,13 @@ int main(int argc, char **argv) {
     printf("; %ld inside an explicit checkpoint, %ld before the open returned\n",
            tot.ckpt_kills, tot.before_ready);
     printf("tg-crash:   acknowledged calls lost: strict %ld, balanced %ld (at most %ld in one "
-           "kill), relaxed %ld (at most %ld); unacknowledged calls found recovered %ld; torn "
-           "tails cut %ld\n",
+           "kill, the oldest %.0f us before it), relaxed %ld (at most %ld, %.0f us)\n",
            tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED],
-           tot.acked_lost_max[TG_BALANCED], tot.acked_lost[TG_RELAXED],
-           tot.acked_lost_max[TG_RELAXED], tot.unacked_recovered, tot.torn_tails);
+           tot.acked_lost_max[TG_BALANCED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
+           tot.acked_lost[TG_RELAXED], tot.acked_lost_max[TG_RELAXED],
+           (double)tot.lost_age_max[TG_RELAXED] / 1e3);
+    printf("tg-crash:   unacknowledged calls found recovered %ld; torn tails cut %ld\n",
+           tot.unacked_recovered, tot.torn_tails);
     if (o.recovery_kills)
       printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "
              "checkpoint after it), log of %" PRIu64 " records, %.2f s\n",
