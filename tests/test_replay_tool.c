@@ -835,6 +835,35 @@ static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void
   assert_store_holds(2400, 0);
 }
 
+static void test_a_missing_segment_between_checkpoint_and_log_is_corruption(void **state) {
+  (void)state;
+  make_store(2000, 0); /* segments 1, 819, 1637; no checkpoint */
+  uint64_t segs[64];
+  assert_int_equal(segments(segs, 64), 3);
+  char path[320];
+  seg_path(path, sizeof path, segs[0], "");
+  assert_int_equal(unlink(path), 0); /* records 1..818 are gone */
+
+  run r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 2);
+  assert_true(json_is(r.out, "end", "corrupt"));
+  assert_true(json_is(r.out, "status", "corrupt"));
+  assert_int_equal(json_u64(r.out, "first_lsn"), segs[1]);
+  assert_int_equal(json_u64(r.out, "offset"), 0);
+  assert_one_error_line(&r);
+  assert_non_null(strstr(r.err, "missing"));
+  run_free(&r);
+  r = tool("recover", data, NULL);
+  assert_int_equal(r.status, 2);
+  run_free(&r);
+  /* Nothing of the log can be replayed: all of it goes aside. */
+  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  assert_non_null(strstr(r.out, "dropping:    1182 records"));
+  run_free(&r);
+  assert_store_holds(0, 0);
+}
+
 /* ---- bad input ------------------------------------------------------------- */
 
 /* Every command fails with one line on stderr and exit 2, never a crash. */
@@ -1008,6 +1037,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_corruption_in_the_last_segment_before_valid_records, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_record_that_does_not_apply_is_treated_as_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_corruption_before_the_checkpoint_restarts_the_log_after_it, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_missing_segment_between_checkpoint_and_log_is_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_missing_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_an_empty_directory_is_refused_and_left_empty, setup, teardown),

@@ -350,6 +350,33 @@ static void progress_done(progress *p) {
 
 /* ---- inspection and verdicts --------------------------------------------------- */
 
+static const char gap_what[] = "records between the checkpoint and the oldest segment are missing";
+
+/* tg_store_inspect() reads the log from its oldest segment, so it does not
+   see records missing between the checkpoint and that segment (a deleted
+   segment file); the store's own open does (it reads from the checkpoint's
+   LSN) and refuses. Report that as corruption at the start of the log. */
+static int check_gap(const char *dir, tg_inspect_report *rep) {
+  char *waldir = path_join(dir, "wal");
+  uint64_t *segs = NULL;
+  size_t n = 0;
+  if (!waldir) return -ENOMEM;
+  int rc = list_segments(waldir, &segs, &n);
+  if (!rc && n && segs[0] > rep->checkpoint_lsn + 1) {
+    tg_wal_end *e = &rep->end;
+    memset(e, 0, sizeof *e);
+    e->reason = TG_WAL_END_CORRUPT;
+    e->err = TG_ECORRUPT;
+    e->segment = segs[0];
+    e->last_lsn = rep->checkpoint_lsn;
+    e->what = gap_what;
+    seg_name(e->path, segs[0]);
+  }
+  free(segs);
+  free(waldir);
+  return rc;
+}
+
 static int inspect(const char *dir, tg_inspect_report *rep) {
   char msg[MSG_LEN] = "";
   progress pr;
@@ -357,6 +384,7 @@ static int inspect(const char *dir, tg_inspect_report *rep) {
   int rc = tg_store_inspect(dir, rep, progress_cb, &pr, msg, sizeof msg);
   progress_done(&pr);
   if (rc) err_line("%s (%s)", msg[0] ? msg : tg_strerror(rc), tg_err_name(rc));
+  else if ((rc = check_gap(dir, rep))) err_line("%s/wal: cannot list: %s", dir, strerror(-rc));
   return rc;
 }
 
@@ -376,14 +404,14 @@ static int exit_for(const tg_inspect_report *r) {
 }
 
 static const char *status_key(const tg_inspect_report *r) {
-  if (r->apply_failed_lsn) return "apply_failed";
+  if (r->apply_failed_lsn && r->end.what != gap_what) return "apply_failed";
   return end_key(r);
 }
 
 /* One line saying how the log ends, for stderr when it is not clean. */
 static void diagnose(const char *dir, const tg_inspect_report *r) {
   const tg_wal_end *e = &r->end;
-  if (r->apply_failed_lsn)
+  if (r->apply_failed_lsn && e->what != gap_what)
     err_line("%s: record LSN %" PRIu64 " %s (the log and the checkpoint disagree); "
              "'tg-replay recover --force-truncate-at-corruption' drops it and what follows",
              dir, r->apply_failed_lsn, r->apply_failed_what ? r->apply_failed_what : "does not apply");
@@ -987,7 +1015,11 @@ static int cmd_recover(int argc, char **argv) {
   enum { CUT_NONE, CUT_TORN, CUT_CORRUPT } kind = CUT_NONE;
   size_t cut_seg = 0;
   uint64_t cut_off = 0, last_good = r.end.last_lsn;
-  if (r.apply_failed_lsn) {
+  int gap = r.end.what == gap_what;
+  if (gap) {
+    kind = CUT_CORRUPT; /* every segment goes aside, see restart below */
+    last_good = r.checkpoint_lsn;
+  } else if (r.apply_failed_lsn) {
     kind = CUT_CORRUPT;
     last_good = r.apply_failed_lsn - 1;
     if ((rc = find_record(waldir, segs, nseg, r.apply_failed_lsn, &cut_seg, &cut_off))) {
@@ -1017,7 +1049,7 @@ static int cmd_recover(int argc, char **argv) {
   /* A cut before the checkpoint's LSN would leave the log ending before
      the checkpoint: then every segment goes aside (all it holds up to the
      checkpoint is in the checkpoint) and the log restarts after it. */
-  int restart = kind != CUT_NONE && r.checkpoint_lsn && last_good < r.checkpoint_lsn;
+  int restart = gap || (kind != CUT_NONE && r.checkpoint_lsn && last_good < r.checkpoint_lsn);
   /* What the cut segment looked like when it was read: checked again under
      the lock, in case a program opened the directory in between. */
   struct stat seen;
@@ -1044,10 +1076,11 @@ static int cmd_recover(int argc, char **argv) {
     seg_name(cut_name, segs[cut_seg]);
     printf("beyond:      %" PRIu64 " valid record%s from the %s at wal/%s offset %" PRIu64
            " to the end of the log",
-           b.lost, b.lost == 1 ? "" : "s", r.apply_failed_lsn ? "failing record" : "corruption",
+           b.lost, b.lost == 1 ? "" : "s",
+           gap ? "start of the oldest segment" : r.apply_failed_lsn ? "failing record" : "corruption",
            cut_name, cut_off);
     if (b.frames) printf(", LSN %" PRIu64 "..%" PRIu64, b.min_lsn, b.max_lsn);
-    if (!r.apply_failed_lsn)
+    if (!gap && !r.apply_failed_lsn && (!b.frames || b.min_lsn != last_good + 1))
       printf("; the record at the corruption (LSN %" PRIu64 ") is unreadable", last_good + 1);
     if (b.frames > b.lost)
       printf("; %" PRIu64 " more are covered by the checkpoint", b.frames - b.lost);
@@ -1112,8 +1145,11 @@ static int cmd_recover(int argc, char **argv) {
       goto out;
     }
     if (restart)
-      printf("restart:     the log ended before the checkpoint's LSN %" PRIu64
-             "; it restarts after it\n", r.checkpoint_lsn);
+      printf("restart:     %s; every segment was moved aside and the log restarts after "
+             "the checkpoint's LSN %" PRIu64 "\n",
+             gap ? "records after the checkpoint are missing from the log"
+                 : "the cut fell before the checkpoint's LSN",
+             r.checkpoint_lsn);
     close(lock_fd);
     lock_fd = -1;
   } else {
