@@ -489,6 +489,11 @@ static void print_verdict(const tg_inspect_report *r) {
   case EXIT_CLEAN: printf("result:      clean (exit 0)\n"); break;
   case EXIT_TORN: printf("result:      torn tail, recoverable: run 'tg-replay recover' (exit 1)\n"); break;
   default:
+    if (r->end.reason == TG_WAL_END_IO && !r->apply_failed_lsn) {
+      printf("result:      a segment cannot be read: fix that (permissions, the disk) first; "
+             "'tg-replay recover' will not cut it (exit 2)\n");
+      break;
+    }
     printf("result:      %s: 'tg-replay recover' refuses without "
            "--force-truncate-at-corruption (exit 2)\n",
            r->apply_failed_lsn ? "a record does not apply" : "corruption");
