@@ -942,6 +942,14 @@ int tg_store_inspect(const char *dir, tg_inspect_report *out,
       }
     }
     out->end = *tg_wal_reader_end(r);
+    /* Replay starts right after the checkpoint: a log whose oldest record
+       comes later is missing records, whatever else it holds. */
+    if (out->records && out->first_lsn > s->ckpt_lsn + 1 &&
+        out->end.reason != TG_WAL_END_CORRUPT && out->end.reason != TG_WAL_END_IO) {
+      out->end.reason = TG_WAL_END_CORRUPT;
+      out->end.err = TG_ECORRUPT;
+      out->end.what = "records between the checkpoint and the oldest segment are missing";
+    }
   }
   tg__graph_end_load(&s->g);
   out->tokens = s->g.tokens.live;
