@@ -1,0 +1,155 @@
+/*
+ * tg-stress internals: the configuration read from the [stress] section, the
+ * results each phase hands to the report, and the small helpers the phases
+ * share. tg-stress uses only the public headers of tokengraph.
+ */
+#ifndef TG_STRESS_H
+#define TG_STRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tokengraph/tokengraph.h"
+
+#define TS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* Phases, enabled by name in `phases = ...`. */
+enum ts_phase_bit {
+  TS_BASELINE = 1u << 0,   /* token creation, in memory, guardian inline */
+  TS_FULL_STACK = 1u << 1, /* guardian + WAL + metrics + tracing at 1% */
+  TS_CRASH = 1u << 2,      /* fork, SIGKILL, reopen, check acknowledged ops */
+  TS_TRACING = 1u << 3,    /* rate 0 vs 0.01 vs 1 */
+  TS_QUOTA = 1u << 4,      /* create past max_tokens: exact rejections */
+  TS_PRESSURE = 1u << 5,   /* eviction under memory pressure */
+  TS_BACKPRESSURE = 1u << 6 /* small WAL ring, nonblocking and blocking */
+};
+
+#define TS_MAX_ROUNDS 20
+#define TS_MAX_THREADS 64
+
+typedef struct ts_config {
+  char path[4096];           /* the file it was loaded from */
+  tg_store_config store;     /* [guardian] and [wal] */
+  unsigned phases;           /* enum ts_phase_bit */
+  uint64_t tokens;           /* baseline, full stack every-1000th, tracing */
+  uint64_t rounds;           /* repeat timed phases, keep the best */
+  uint32_t threads;          /* writer threads of the full-stack phase */
+  uint32_t sample_every;     /* time one op in this many (power of two) */
+  int levels[3];             /* durability levels of the durable phases */
+  int nlevels;
+  uint64_t wal_every;        /* reference variant: one WAL record per N tokens */
+  uint64_t wal_tokens;       /* every-token variant: tokens (= records) */
+  uint64_t strict_ops;       /* bound on synced ops of any STRICT phase */
+  uint64_t metrics_interval_ms; /* metrics file rewritten this often */
+  uint64_t crash_ops;        /* acknowledged ops before the child is killed */
+  uint64_t trace_tokens;     /* tokens per tracing variant */
+  uint64_t quota_tokens;     /* max_tokens of the exhaustion phase */
+  uint64_t quota_overflow;   /* creates attempted past it */
+  uint64_t pressure_memory_bytes; /* max_memory_bytes of the pressure phase */
+  uint64_t pressure_tokens;  /* creates in the pressure phase */
+  uint64_t persistent_every; /* every Nth token there is PERSISTENT */
+  uint32_t backpressure_ring; /* ring_slots of the backpressure phase */
+  uint64_t backpressure_ops; /* creates per backpressure mode */
+} ts_config;
+
+/* One row of the report. */
+typedef struct ts_result {
+  char name[64];
+  const char *kind;          /* "phase" or "reference" */
+  int level;                 /* durability level, -1 when not durable */
+  uint64_t ops;
+  int nrounds;
+  double round_sec[TS_MAX_ROUNDS]; /* every round, for the JSONL file */
+  double seconds;            /* best round */
+  int per_op_ratio;          /* 1: ratio_to_baseline compares time per op */
+  double ratio;              /* to the baseline, < 0 when not applicable */
+  int have_lat;
+  uint64_t lat_samples;
+  double p50, p95, p99, p999; /* ns */
+  double rss_per_token;      /* < 0: not measured */
+  char note[256];
+} ts_result;
+
+/* A performance figure against its DESIGN.md target (never fails a run). */
+typedef struct ts_figure {
+  char what[96];
+  double value;
+  char unit[16];
+  char target[24];
+  int met;                   /* 1 met, 0 missed, -1 no target */
+} ts_figure;
+
+/* A functional check: failing one makes the run fail. */
+typedef struct ts_check {
+  char what[96];
+  int pass;
+  char detail[256];
+} ts_check;
+
+typedef struct ts_run {
+  const ts_config *cfg;
+  const char *dir;           /* working directory of durable phases */
+  int progress;              /* stderr is a terminal */
+  double ns_per_tick;
+  ts_result res[64];
+  int nres;
+  ts_figure fig[32];
+  int nfig;
+  ts_check chk[64];
+  int nchk;
+  double baseline_ns_per_op; /* 0 until the baseline ran */
+} ts_run;
+
+/* ---- helpers (tg-stress.c) ---- */
+uint64_t ts_now_ns(void);
+uint64_t ts_rss_bytes(void);
+const char *ts_level_name(int level);
+void ts_progress(ts_run *r, const char *fmt, ...) TS_PRINTF(2, 3);
+ts_result *ts_result_add(ts_run *r, const char *kind, const char *name, int level);
+void ts_figure_add(ts_run *r, const char *what, double value, const char *unit,
+                   const char *target, int met);
+int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...)
+    TS_PRINTF(4, 5);
+/* Record one round's seconds; the best (lowest) is the result. */
+void ts_keep_round(ts_result *x, double sec);
+/* Remove a directory tree (used on the phases' own subdirectories only). */
+void ts_rmtree(const char *path);
+/* Latency samples (ticks) to percentiles in ns, stored in *res. Sorts v. */
+void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n);
+
+/* The cycle counter used to time sampled operations. */
+static inline uint64_t ts_ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_ia32_rdtsc();
+#else
+  return ts_now_ns();
+#endif
+}
+
+/* The token every phase creates as its i-th: unique content so a recovered
+   token can be matched to the operation that created it. */
+static inline void ts_fill(tg_token *t, uint64_t i) {
+  for (int s = 0; s < TG_SPACES; s++) {
+    t->coord[s][0] = (int16_t)(i + (uint64_t)s);
+    t->coord[s][1] = 0;
+    t->coord[s][2] = 0;
+  }
+  t->id = 0;
+  t->flags = 0;
+  t->field_radius = 0;
+  t->field_strength = 0;
+  t->weight = (float)(i & 1023);
+  t->timestamp = (uint32_t)(i + 1);
+}
+
+/* ---- phases (phases.c, crash.c, quota.c) ---- */
+int ts_phase_baseline(ts_run *r);
+int ts_phase_full_stack(ts_run *r, int level);
+int ts_phase_crash(ts_run *r, int level);
+int ts_phase_tracing(ts_run *r);
+int ts_phase_quota(ts_run *r);
+int ts_phase_pressure(ts_run *r);
+int ts_phase_backpressure(ts_run *r, int level);
+
+#endif

@@ -1,0 +1,867 @@
+/*
+ * tg-stress: load-test tokengraph under a quota configuration and report
+ * each phase next to references measured in the same run.
+ *
+ *   tg-stress --config FILE|NAME [--dir DIR] [--json] [--report FILE.jsonl]
+ *             [--plot FILE.png] [--check-config]
+ *
+ * The phases, the configuration keys and the report are described in
+ * docs/stress.md. Uses only the public headers.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stress.h"
+#include "tokengraph/trace.h"
+
+#ifndef TG_STRESS_SOURCE_CONFIG_DIR
+#define TG_STRESS_SOURCE_CONFIG_DIR ""
+#endif
+#ifndef TG_STRESS_INSTALLED_CONFIG_DIR
+#define TG_STRESS_INSTALLED_CONFIG_DIR "/usr/local/share/tokengraph/configs"
+#endif
+
+/* ---- helpers -------------------------------------------------------------- */
+
+uint64_t ts_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t ts_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long size = 0, rss = 0;
+  if (!f) return 0;
+  if (fscanf(f, "%llu %llu", &size, &rss) != 2) rss = 0;
+  fclose(f);
+  return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+const char *ts_level_name(int level) {
+  switch (level) {
+  case TG_STRICT: return "strict";
+  case TG_BALANCED: return "balanced";
+  case TG_RELAXED: return "relaxed";
+  default: return "-";
+  }
+}
+
+void ts_progress(ts_run *r, const char *fmt, ...) {
+  if (!r->progress) return;
+  char line[160];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\r\033[K[tg-stress] %s", line);
+  fflush(stderr);
+}
+
+ts_result *ts_result_add(ts_run *r, const char *kind, const char *name, int level) {
+  if (r->nres >= (int)(sizeof r->res / sizeof r->res[0])) {
+    fprintf(stderr, "tg-stress: too many result rows\n");
+    exit(70);
+  }
+  ts_result *x = &r->res[r->nres++];
+  memset(x, 0, sizeof *x);
+  x->kind = kind;
+  x->level = level;
+  x->ratio = -1;
+  x->rss_per_token = -1;
+  if (level >= 0)
+    snprintf(x->name, sizeof x->name, "%s@%s", name, ts_level_name(level));
+  else
+    snprintf(x->name, sizeof x->name, "%s", name);
+  return x;
+}
+
+void ts_figure_add(ts_run *r, const char *what, double value, const char *unit,
+                   const char *target, int met) {
+  if (r->nfig >= (int)(sizeof r->fig / sizeof r->fig[0])) return;
+  ts_figure *f = &r->fig[r->nfig++];
+  snprintf(f->what, sizeof f->what, "%s", what);
+  snprintf(f->unit, sizeof f->unit, "%s", unit);
+  snprintf(f->target, sizeof f->target, "%s", target ? target : "");
+  f->value = value;
+  f->met = met;
+}
+
+int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...) {
+  if (r->nchk < (int)(sizeof r->chk / sizeof r->chk[0])) {
+    ts_check *c = &r->chk[r->nchk++];
+    snprintf(c->what, sizeof c->what, "%s", what);
+    c->pass = pass;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+  }
+  return pass;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  remove(p);
+  return 0;
+}
+
+void ts_rmtree(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) == 0) nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void ts_keep_round(ts_result *x, double sec) {
+  if (x->nrounds < TS_MAX_ROUNDS) x->round_sec[x->nrounds++] = sec;
+  if (x->seconds == 0 || sec < x->seconds) x->seconds = sec;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double quantile(const uint64_t *v, size_t n, double q) {
+  if (!n) return 0;
+  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
+  if (i >= n) i = n - 1;
+  return (double)v[i];
+}
+
+void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n) {
+  if (!n) return;
+  qsort(v, n, sizeof *v, cmp_u64);
+  res->have_lat = 1;
+  res->lat_samples = n;
+  res->p50 = quantile(v, n, 0.50) * r->ns_per_tick;
+  res->p95 = quantile(v, n, 0.95) * r->ns_per_tick;
+  res->p99 = quantile(v, n, 0.99) * r->ns_per_tick;
+  res->p999 = quantile(v, n, 0.999) * r->ns_per_tick;
+}
+
+static double calibrate_ns_per_tick(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  uint64_t n0 = ts_now_ns(), t0 = ts_ticks();
+  while (ts_now_ns() - n0 < 20000000u) {
+  }
+  return (double)(ts_now_ns() - n0) / (double)(ts_ticks() - t0);
+#else
+  return 1.0;
+#endif
+}
+
+/* ---- configuration ------------------------------------------------------- */
+
+static const char *const key_names[] = {
+    "phases", "tokens", "rounds", "threads", "sample_every", "levels",
+    "wal_every", "wal_tokens", "strict_ops", "metrics_interval_ms", "crash_ops",
+    "trace_tokens", "quota_tokens", "quota_overflow", "pressure_memory_bytes",
+    "pressure_tokens", "persistent_every", "backpressure_ring", "backpressure_ops"};
+#define NKEYS (sizeof key_names / sizeof key_names[0])
+
+typedef struct load_ctx {
+  ts_config scratch;   /* applied only when the whole file loaded */
+  int levels_set;
+  int seen[NKEYS];
+  char why[160];
+} load_ctx;
+
+static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
+  if (*v < '0' || *v > '9') return -1;
+  errno = 0;
+  char *end;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || *end || x < lo || x > hi) return -1;
+  *out = x;
+  return 0;
+}
+
+static int parse_level(const char *w, size_t n) {
+  if (n == 6 && !strncasecmp(w, "strict", 6)) return TG_STRICT;
+  if (n == 8 && !strncasecmp(w, "balanced", 8)) return TG_BALANCED;
+  if (n == 7 && !strncasecmp(w, "relaxed", 7)) return TG_RELAXED;
+  return -1;
+}
+
+static const struct {
+  const char *name;
+  unsigned bits;
+} phase_names[] = {
+    {"baseline", TS_BASELINE},
+    {"full-stack", TS_FULL_STACK},
+    {"crash", TS_CRASH},
+    {"tracing", TS_TRACING},
+    {"quota-exhaustion", TS_QUOTA},
+    {"memory-pressure", TS_PRESSURE},
+    {"backpressure", TS_BACKPRESSURE},
+    {"quota", TS_QUOTA | TS_PRESSURE | TS_BACKPRESSURE},
+    {"all", 0x7F},
+};
+
+/* Split a list on commas and blanks; call fn for each word. */
+static const char *each_word(const char *v, const char *(*fn)(load_ctx *, const char *, size_t),
+                             load_ctx *c) {
+  const char *p = v;
+  int words = 0;
+  while (*p) {
+    while (*p == ',' || *p == ' ' || *p == '\t') p++;
+    if (!*p) break;
+    const char *w = p;
+    while (*p && *p != ',' && *p != ' ' && *p != '\t') p++;
+    const char *why = fn(c, w, (size_t)(p - w));
+    if (why) return why;
+    words++;
+  }
+  return words ? NULL : "empty list";
+}
+
+static const char *add_phase(load_ctx *c, const char *w, size_t n) {
+  for (size_t i = 0; i < sizeof phase_names / sizeof phase_names[0]; i++)
+    if (strlen(phase_names[i].name) == n && !strncmp(phase_names[i].name, w, n)) {
+      c->scratch.phases |= phase_names[i].bits;
+      return NULL;
+    }
+  snprintf(c->why, sizeof c->why,
+           "unknown phase '%.*s' (baseline, full-stack, crash, tracing, "
+           "quota-exhaustion, memory-pressure, backpressure, quota, all)",
+           (int)(n > 40 ? 40 : n), w);
+  return c->why;
+}
+
+static const char *add_level(load_ctx *c, const char *w, size_t n) {
+  int l = parse_level(w, n);
+  if (l < 0) return "not a durability level (strict, balanced, relaxed)";
+  for (int i = 0; i < c->scratch.nlevels; i++)
+    if (c->scratch.levels[i] == l) return "level listed twice";
+  c->scratch.levels[c->scratch.nlevels++] = l;
+  return NULL;
+}
+
+static const char *stress_key(void *arg, const char *key, const char *value) {
+  load_ctx *c = arg;
+  ts_config *s = &c->scratch;
+  size_t k = 0;
+  while (k < NKEYS && strcmp(key_names[k], key)) k++;
+  if (k == NKEYS) return "unknown key in [stress] (see docs/stress.md)";
+  if (c->seen[k]) return "set twice";
+  c->seen[k] = 1;
+  uint64_t v = 0;
+#define U64(name, lo, hi)                                                      \
+  if (!strcmp(key, #name)) {                                                   \
+    if (parse_u64(value, lo, hi, &v)) return "not an integer in [" #lo ", " #hi "]"; \
+    s->name = v;                                                               \
+    return NULL;                                                               \
+  }
+  if (!strcmp(key, "phases")) {
+    s->phases = 0;
+    return each_word(value, add_phase, c);
+  }
+  if (!strcmp(key, "levels")) {
+    s->nlevels = 0;
+    c->levels_set = 1;
+    return each_word(value, add_level, c);
+  }
+  if (!strcmp(key, "threads")) {
+    if (parse_u64(value, 1, TS_MAX_THREADS, &v)) return "not an integer in [1, 64]";
+    s->threads = (uint32_t)v;
+    return NULL;
+  }
+  if (!strcmp(key, "sample_every")) {
+    if (parse_u64(value, 1, 1u << 20, &v) || (v & (v - 1)))
+      return "not a power of two in [1, 1048576]";
+    s->sample_every = (uint32_t)v;
+    return NULL;
+  }
+  if (!strcmp(key, "backpressure_ring")) {
+    if (parse_u64(value, 2, 1u << 24, &v) || (v & (v - 1)))
+      return "not a power of two in [2, 16777216]";
+    s->backpressure_ring = (uint32_t)v;
+    return NULL;
+  }
+  U64(tokens, 1, 4000000000)
+  U64(rounds, 1, TS_MAX_ROUNDS)
+  U64(wal_every, 1, 1000000000)
+  U64(wal_tokens, 1, 4000000000)
+  U64(strict_ops, 1, 100000000)
+  U64(metrics_interval_ms, 0, 3600000)
+  U64(crash_ops, 1, 100000000)
+  U64(trace_tokens, 1, 4000000000)
+  U64(quota_tokens, 1, 100000000)
+  U64(quota_overflow, 0, 100000000)
+  U64(pressure_memory_bytes, 65536, 1ull << 40)
+  U64(pressure_tokens, 1, 1000000000)
+  U64(persistent_every, 0, 1000000000)
+  U64(backpressure_ops, 1, 100000000)
+#undef U64
+  return "unknown key in [stress]";
+}
+
+static void config_defaults(ts_config *c) {
+  memset(c, 0, sizeof *c);
+  tg_store_config_init(&c->store);
+  c->phases = 0x7F;
+  c->tokens = 1000000;
+  c->rounds = 3;
+  c->threads = 1;
+  c->sample_every = 64;
+  c->wal_every = 1000;
+  c->wal_tokens = 1000000;
+  c->strict_ops = 2000;
+  c->metrics_interval_ms = 100;
+  c->crash_ops = 100000;
+  c->trace_tokens = 1000000;
+  c->quota_tokens = 100000;
+  c->quota_overflow = 1000;
+  c->pressure_memory_bytes = 16u << 20;
+  c->pressure_tokens = 500000;
+  c->persistent_every = 100;
+  c->backpressure_ring = 64;
+  c->backpressure_ops = 100000;
+}
+
+/* Line of `key` in [section] of path (for errors about a value that was
+   valid alone but not with the rest), 0 if not found. */
+static int key_line(const char *path, const char *section, const char *key) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char buf[1024], cur[128] = "";
+  int line = 0, found = 0;
+  while (!found && fgets(buf, sizeof buf, f)) {
+    line++;
+    char *p = buf;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '[') {
+      char *e = strchr(p, ']');
+      if (e) snprintf(cur, sizeof cur, "%.*s", (int)(e - p - 1), p + 1);
+      continue;
+    }
+    size_t n = strlen(key);
+    if (!strcmp(cur, section) && !strncmp(p, key, n) &&
+        (p[n] == ' ' || p[n] == '\t' || p[n] == '=' || p[n] == ':'))
+      found = line;
+  }
+  fclose(f);
+  return found;
+}
+
+static int load_config(ts_config *out, const char *path, char *err, size_t errlen) {
+  load_ctx *c = calloc(1, sizeof *c);
+  if (!c) return TG_ENOMEM;
+  config_defaults(&c->scratch);
+  snprintf(c->scratch.path, sizeof c->scratch.path, "%s", path);
+  tg_store_config store = c->scratch.store;
+  int rc = tg_config_load_app(&store, path, "stress", stress_key, c, err, errlen);
+  if (rc) goto out;
+  c->scratch.store = store;
+  if (!c->levels_set) {
+    c->scratch.nlevels = 1;
+    c->scratch.levels[0] = store.wal.level;
+  }
+  /* Cross-key rules, checked once both sections are known. */
+  if ((c->scratch.phases & (TS_BASELINE | TS_FULL_STACK | TS_TRACING)) &&
+      c->scratch.tokens > store.guardian.max_tokens) {
+    snprintf(err, errlen, "%.1500s:%d: key 'tokens': %llu is above [guardian] max_tokens %llu "
+             "(the creation phases expect no rejection)", path,
+             key_line(path, "stress", "tokens"), (unsigned long long)c->scratch.tokens,
+             (unsigned long long)store.guardian.max_tokens);
+    rc = TG_ECONFIG;
+    goto out;
+  }
+  if ((c->scratch.phases & TS_BASELINE) &&
+      c->scratch.tokens * 64 > (uint64_t)((double)store.guardian.max_memory_bytes *
+                                          store.guardian.memory_threshold)) {
+    snprintf(err, errlen, "%.1500s:%d: key 'tokens': %llu tokens of 64 bytes pass the soft "
+             "memory limit (max_memory_bytes * memory_threshold): eviction would run",
+             path, key_line(path, "stress", "tokens"), (unsigned long long)c->scratch.tokens);
+    rc = TG_ECONFIG;
+    goto out;
+  }
+  *out = c->scratch;
+out:
+  free(c);
+  return rc;
+}
+
+/* --config NAME without a slash or ".ini" is a shipped config: look beside
+   the sources first (a build tree), then in the installed data directory. */
+static int resolve_config(const char *arg, char *out, size_t outlen) {
+  if (strchr(arg, '/') || (strlen(arg) > 4 && !strcmp(arg + strlen(arg) - 4, ".ini"))) {
+    snprintf(out, outlen, "%s", arg);
+    return 0;
+  }
+  const char *dirs[] = {TG_STRESS_SOURCE_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR};
+  for (size_t i = 0; i < 2; i++) {
+    if (!dirs[i][0]) continue;
+    snprintf(out, outlen, "%s/%s.ini", dirs[i], arg);
+    if (access(out, R_OK) == 0) return 0;
+  }
+  snprintf(out, outlen, "%s", arg);
+  return -1;
+}
+
+/* ---- report --------------------------------------------------------------- */
+
+static void fmt_ns(char *b, size_t n, int have, double ns) {
+  if (!have) snprintf(b, n, "-");
+  else if (ns < 1000) snprintf(b, n, "%.0fns", ns);
+  else if (ns < 1e6) snprintf(b, n, "%.1fus", ns / 1e3);
+  else snprintf(b, n, "%.2fms", ns / 1e6);
+}
+
+static void fmt_rate(char *b, size_t n, double ops_per_sec) {
+  if (ops_per_sec >= 1e6) snprintf(b, n, "%.2fM/s", ops_per_sec / 1e6);
+  else if (ops_per_sec >= 1e3) snprintf(b, n, "%.1fK/s", ops_per_sec / 1e3);
+  else snprintf(b, n, "%.0f/s", ops_per_sec);
+}
+
+static void print_table(FILE *f, const ts_run *r) {
+  const ts_config *c = r->cfg;
+  fprintf(f, "tg-stress  config %s\n", c->path);
+  fprintf(f, "  guardian: max_tokens %llu, max_memory_bytes %llu, threshold %.2f; "
+          "wal level %s; threads %u; best of %llu round(s)\n",
+          (unsigned long long)c->store.guardian.max_tokens,
+          (unsigned long long)c->store.guardian.max_memory_bytes,
+          c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level), c->threads,
+          (unsigned long long)c->rounds);
+  fprintf(f, "  latency: one operation in %u timed with the cycle counter (calibrated "
+          "%.3f ns/tick), percentiles over every round\n\n", c->sample_every, r->ns_per_tick);
+  fprintf(f, "%-32s %11s %9s %10s %8s %8s %8s %8s %8s %7s\n", "phase", "ops", "seconds",
+          "throughput", "vs base", "P50", "P95", "P99", "P99.9", "RSS B/t");
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    if (strcmp(x->kind, "phase")) continue;
+    char rate[24], ratio[16], p50[16], p95[16], p99[16], p999[16], rss[16];
+    fmt_rate(rate, sizeof rate, x->seconds > 0 ? (double)x->ops / x->seconds : 0);
+    if (x->ratio >= 0) snprintf(ratio, sizeof ratio, "%.2fx", x->ratio);
+    else snprintf(ratio, sizeof ratio, "-");
+    fmt_ns(p50, sizeof p50, x->have_lat, x->p50);
+    fmt_ns(p95, sizeof p95, x->have_lat, x->p95);
+    fmt_ns(p99, sizeof p99, x->have_lat, x->p99);
+    fmt_ns(p999, sizeof p999, x->have_lat, x->p999);
+    if (x->rss_per_token >= 0) snprintf(rss, sizeof rss, "%.1f", x->rss_per_token);
+    else snprintf(rss, sizeof rss, "-");
+    fprintf(f, "%-32s %11llu %9.4f %10s %8s %8s %8s %8s %8s %7s\n", x->name,
+            (unsigned long long)x->ops, x->seconds, rate, ratio, p50, p95, p99, p999, rss);
+  }
+  int any = 0;
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    if (!x->note[0]) continue;
+    if (!any++) fprintf(f, "\nnotes:\n");
+    fprintf(f, "  %-30s %s\n", x->name, x->note);
+  }
+  any = 0;
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    if (strcmp(x->kind, "reference")) continue;
+    if (!any++) fprintf(f, "\nreferences measured in this run:\n");
+    char rate[24];
+    fmt_rate(rate, sizeof rate, x->seconds > 0 ? (double)x->ops / x->seconds : 0);
+    fprintf(f, "  %-30s %11llu %9.4f s %10s\n", x->name, (unsigned long long)x->ops,
+            x->seconds, rate);
+  }
+  if (r->nfig) {
+    fprintf(f, "\ntargets (DESIGN.md; performance, reported, never failing the run):\n");
+    for (int i = 0; i < r->nfig; i++) {
+      const ts_figure *g = &r->fig[i];
+      fprintf(f, "  %-58s %10.3f %-8s %-10s %s\n", g->what, g->value, g->unit, g->target,
+              g->met < 0 ? "" : g->met ? "met" : "MISSED");
+    }
+  }
+  fprintf(f, "\nchecks:\n");
+  int ok = 1;
+  for (int i = 0; i < r->nchk; i++) {
+    const ts_check *k = &r->chk[i];
+    ok &= k->pass;
+    fprintf(f, "  %-4s %-40s %s\n", k->pass ? "ok" : "FAIL", k->what, k->detail);
+  }
+  fprintf(f, "\nresult: %s\n", ok ? "ok (every check passed)" : "FAILED");
+}
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+    else fputc(ch, f);
+  }
+  fputc('"', f);
+}
+
+static void json_num(FILE *f, int have, double v) {
+  if (have && isfinite(v)) fprintf(f, "%.6g", v);
+  else fputs("null", f);
+}
+
+static void json_phase(FILE *f, const ts_result *x) {
+  fputs("{\"name\": ", f);
+  json_str(f, x->name);
+  fprintf(f, ", \"level\": ");
+  if (x->level >= 0) json_str(f, ts_level_name(x->level));
+  else fputs("null", f);
+  fprintf(f, ", \"ops\": %llu, \"seconds\": %.6f, \"ops_per_sec\": ",
+          (unsigned long long)x->ops, x->seconds);
+  json_num(f, x->seconds > 0, x->seconds > 0 ? (double)x->ops / x->seconds : 0);
+  fputs(", \"ratio_to_baseline\": ", f);
+  json_num(f, x->ratio >= 0, x->ratio);
+  fputs(", \"p50_ns\": ", f);
+  json_num(f, x->have_lat, x->p50);
+  fputs(", \"p95_ns\": ", f);
+  json_num(f, x->have_lat, x->p95);
+  fputs(", \"p99_ns\": ", f);
+  json_num(f, x->have_lat, x->p99);
+  fputs(", \"p999_ns\": ", f);
+  json_num(f, x->have_lat, x->p999);
+  fputs(", \"rss_bytes_per_token\": ", f);
+  json_num(f, x->rss_per_token >= 0, x->rss_per_token);
+  fputs(", \"note\": ", f);
+  json_str(f, x->note);
+  fputc('}', f);
+}
+
+static int run_ok(const ts_run *r) {
+  for (int i = 0; i < r->nchk; i++)
+    if (!r->chk[i].pass) return 0;
+  return 1;
+}
+
+static void print_json(FILE *f, const ts_run *r) {
+  fputs("{\"config\": ", f);
+  json_str(f, r->cfg->path);
+  fputs(", \"phases\": [", f);
+  int n = 0;
+  for (int i = 0; i < r->nres; i++)
+    if (!strcmp(r->res[i].kind, "phase")) {
+      fputs(n++ ? ", " : "", f);
+      json_phase(f, &r->res[i]);
+    }
+  fputs("], \"references\": [", f);
+  n = 0;
+  for (int i = 0; i < r->nres; i++)
+    if (!strcmp(r->res[i].kind, "reference")) {
+      fputs(n++ ? ", " : "", f);
+      json_phase(f, &r->res[i]);
+    }
+  fputs("], \"targets\": [", f);
+  for (int i = 0; i < r->nfig; i++) {
+    const ts_figure *g = &r->fig[i];
+    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
+    json_str(f, g->what);
+    fputs(", \"value\": ", f);
+    json_num(f, 1, g->value);
+    fputs(", \"unit\": ", f);
+    json_str(f, g->unit);
+    fputs(", \"target\": ", f);
+    json_str(f, g->target);
+    fprintf(f, ", \"met\": %s}", g->met < 0 ? "null" : g->met ? "true" : "false");
+  }
+  fputs("], \"checks\": [", f);
+  for (int i = 0; i < r->nchk; i++) {
+    const ts_check *k = &r->chk[i];
+    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
+    json_str(f, k->what);
+    fprintf(f, ", \"pass\": %s, \"detail\": ", k->pass ? "true" : "false");
+    json_str(f, k->detail);
+    fputc('}', f);
+  }
+  fprintf(f, "], \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+}
+
+static int write_jsonl(const char *path, const ts_run *r) {
+  FILE *f = fopen(path, "w");
+  if (!f) return -errno;
+  long long now = (long long)time(NULL);
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    for (int k = 0; k < x->nrounds; k++) {
+      fprintf(f, "{\"type\": \"measurement\", \"time\": %lld, \"kind\": \"%s\", \"phase\": ",
+              now, x->kind);
+      json_str(f, x->name);
+      fprintf(f, ", \"round\": %d, \"ops\": %llu, \"seconds\": %.9f, \"ops_per_sec\": ", k + 1,
+              (unsigned long long)x->ops, x->round_sec[k]);
+      json_num(f, x->round_sec[k] > 0, (double)x->ops / x->round_sec[k]);
+      fputs("}\n", f);
+    }
+  }
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    double sum = 0, sq = 0, rsum = 0, rsq = 0;
+    for (int k = 0; k < x->nrounds; k++) {
+      double rate = x->round_sec[k] > 0 ? (double)x->ops / x->round_sec[k] : 0;
+      sum += x->round_sec[k];
+      sq += x->round_sec[k] * x->round_sec[k];
+      rsum += rate;
+      rsq += rate * rate;
+    }
+    int n = x->nrounds ? x->nrounds : 1;
+    double avg = sum / n, ravg = rsum / n;
+    double sd = sqrt(fmax(0, sq / n - avg * avg)), rsd = sqrt(fmax(0, rsq / n - ravg * ravg));
+    fprintf(f, "{\"type\": \"summary\", \"kind\": \"%s\", \"phase\": ", x->kind);
+    json_str(f, x->name);
+    fprintf(f, ", \"rounds\": %d, \"ops\": %llu, \"seconds_avg\": %.9f, \"seconds_stddev\": %.9f, "
+            "\"seconds_best\": %.9f, \"ops_per_sec_avg\": %.6g, \"ops_per_sec_stddev\": %.6g, "
+            "\"ops_per_sec_best\": ",
+            x->nrounds, (unsigned long long)x->ops, avg, sd, x->seconds, ravg, rsd);
+    json_num(f, x->seconds > 0, (double)x->ops / x->seconds);
+    fputs(", \"ratio_to_baseline\": ", f);
+    json_num(f, x->ratio >= 0, x->ratio);
+    fprintf(f, ", \"latency_samples\": %llu, \"p50_ns\": ", (unsigned long long)x->lat_samples);
+    json_num(f, x->have_lat, x->p50);
+    fputs(", \"p95_ns\": ", f);
+    json_num(f, x->have_lat, x->p95);
+    fputs(", \"p99_ns\": ", f);
+    json_num(f, x->have_lat, x->p99);
+    fputs(", \"p999_ns\": ", f);
+    json_num(f, x->have_lat, x->p999);
+    fputs(", \"rss_bytes_per_token\": ", f);
+    json_num(f, x->rss_per_token >= 0, x->rss_per_token);
+    fputs("}\n", f);
+  }
+  for (int i = 0; i < r->nfig; i++) {
+    const ts_figure *g = &r->fig[i];
+    fputs("{\"type\": \"target\", \"what\": ", f);
+    json_str(f, g->what);
+    fputs(", \"value\": ", f);
+    json_num(f, 1, g->value);
+    fputs(", \"unit\": ", f);
+    json_str(f, g->unit);
+    fputs(", \"target\": ", f);
+    json_str(f, g->target);
+    fprintf(f, ", \"met\": %s}\n", g->met < 0 ? "null" : g->met ? "true" : "false");
+  }
+  for (int i = 0; i < r->nchk; i++) {
+    fputs("{\"type\": \"check\", \"what\": ", f);
+    json_str(f, r->chk[i].what);
+    fprintf(f, ", \"pass\": %s, \"detail\": ", r->chk[i].pass ? "true" : "false");
+    json_str(f, r->chk[i].detail);
+    fputs("}\n", f);
+  }
+  fprintf(f, "{\"type\": \"result\", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+  int rc = ferror(f) ? -EIO : 0;
+  if (fclose(f) && !rc) rc = -errno;
+  return rc;
+}
+
+/* Look for an executable on PATH. */
+static int on_path(const char *prog) {
+  const char *path = getenv("PATH");
+  if (!path) return 0;
+  char buf[4096];
+  while (*path) {
+    const char *e = strchr(path, ':');
+    size_t n = e ? (size_t)(e - path) : strlen(path);
+    snprintf(buf, sizeof buf, "%.*s/%s", (int)n, n ? path : ".", prog);
+    if (access(buf, X_OK) == 0) return 1;
+    path += n + (e ? 1 : 0);
+  }
+  return 0;
+}
+
+/* Two panels: throughput per phase (log scale) and the latency percentiles
+   of the phases that sampled latency. Phase names carry the level. */
+static int write_plot(const char *png, const ts_run *r, const char *tmpdir) {
+  if (!on_path("gnuplot")) {
+    fprintf(stderr, "tg-stress: --plot: gnuplot is not installed (on Debian: apt-get install "
+            "gnuplot-nox); no plot written, the run itself is unaffected\n");
+    return 0;
+  }
+  char dat[4300], gp[4300];
+  snprintf(dat, sizeof dat, "%.4200s/plot.dat", tmpdir);
+  snprintf(gp, sizeof gp, "%.4200s/plot.gp", tmpdir);
+  FILE *d = fopen(dat, "w"), *g = fopen(gp, "w");
+  if (!d || !g) {
+    if (d) fclose(d);
+    if (g) fclose(g);
+    fprintf(stderr, "tg-stress: --plot: cannot write %s\n", tmpdir);
+    return -1;
+  }
+  int nlat = 0, nrow = 0;
+  fprintf(d, "# name ops_per_sec p50 p95 p99 p999 (ns)\n");
+  for (int i = 0; i < r->nres; i++) {
+    const ts_result *x = &r->res[i];
+    if (x->seconds <= 0) continue;
+    fprintf(d, "\"%s%s\" %.6g", strcmp(x->kind, "phase") ? "ref:" : "", x->name,
+            (double)x->ops / x->seconds);
+    if (x->have_lat) {
+      fprintf(d, " %.6g %.6g %.6g %.6g\n", fmax(x->p50, 1), fmax(x->p95, 1), fmax(x->p99, 1),
+              fmax(x->p999, 1));
+      nlat++;
+    } else {
+      fprintf(d, " NaN NaN NaN NaN\n");
+    }
+    nrow++;
+  }
+  fclose(d);
+  fprintf(g, "set terminal png size 1400,1000 font ',9'\n");
+  fprintf(g, "set output '%s'\n", png);
+  fprintf(g, "set multiplot layout 2,1 title 'tg-stress %s'\n", r->cfg->path);
+  fprintf(g, "set style data histogram\nset style histogram clustered gap 1\n"
+             "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
+             "set xtics rotate by -35 noenhanced\nset logscale y\nset grid ytics\n"
+             "set key noenhanced\n");
+  fprintf(g, "set ylabel 'operations per second'\nset title 'throughput per phase "
+             "(best round)'\n");
+  fprintf(g, "plot '%s' using 2:xtic(1) title 'ops/s' lc rgb '#3070b0'\n", dat);
+  fprintf(g, "set ylabel 'latency (ns)'\nset title 'latency percentiles (sampled ops)'\n");
+  fprintf(g, "plot '%s' using 3:xtic(1) title 'P50', '' using 4 title 'P95', "
+             "'' using 5 title 'P99', '' using 6 title 'P99.9'\n", dat);
+  fprintf(g, "unset multiplot\n");
+  fclose(g);
+  (void)nlat;
+  (void)nrow;
+  char cmd[8600];
+  snprintf(cmd, sizeof cmd, "gnuplot '%s' 2>&1", gp);
+  int st = system(cmd);
+  if (st != 0) {
+    fprintf(stderr, "tg-stress: --plot: gnuplot failed (status %d); script kept in %s\n",
+            WIFEXITED(st) ? WEXITSTATUS(st) : st, gp);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- main ------------------------------------------------------------------- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tg-stress [--config FILE|NAME] [--dir DIR] [--json] [--report FILE.jsonl]\n"
+          "                 [--plot FILE.png] [--check-config] [--help]\n\n"
+          "Load-tests tokengraph under a quota configuration: baseline token creation,\n"
+          "the full stack (guardian + WAL + metrics + tracing at 1%%) with a WAL record for\n"
+          "every token and for every 1,000th token, crash recovery (fork, SIGKILL, reopen,\n"
+          "every acknowledged operation checked), tracing overhead, and quota behaviour\n"
+          "(exhaustion, memory pressure, backpressure), each next to references measured\n"
+          "in the same run. See docs/stress.md.\n\n"
+          "  --config FILE|NAME  an INI file, or the name of a shipped config (default,\n"
+          "                      strict, relaxed, quota-exhaustion, memory-pressure,\n"
+          "                      backpressure, multi-writer). Default: default\n"
+          "                      (searched in %s then %s)\n"
+          "  --dir DIR           work in DIR (created if missing; kept afterwards).\n"
+          "                      Default: a temporary directory, removed afterwards\n"
+          "  --json              print one JSON summary object instead of the table\n"
+          "  --report FILE       write JSON lines: one per measurement, then summaries\n"
+          "  --plot FILE.png     draw throughput and latency per phase (needs gnuplot)\n"
+          "  --check-config      load and validate the config, run nothing\n\n"
+          "Exit status: 0 every check passed; 1 a check failed (a lost acknowledged\n"
+          "operation, an unexpected quota result); 2 an error; 64 bad usage or config.\n",
+          TG_STRESS_SOURCE_CONFIG_DIR[0] ? TG_STRESS_SOURCE_CONFIG_DIR : "(none)",
+          TG_STRESS_INSTALLED_CONFIG_DIR);
+}
+
+int main(int argc, char **argv) {
+  const char *config_arg = "default", *dir_arg = NULL, *report = NULL, *plot = NULL;
+  int json = 0, check_only = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **val = NULL;
+    if (!strcmp(a, "--config")) val = &config_arg;
+    else if (!strcmp(a, "--dir")) val = &dir_arg;
+    else if (!strcmp(a, "--report")) val = &report;
+    else if (!strcmp(a, "--plot")) val = &plot;
+    else if (!strcmp(a, "--json")) json = 1;
+    else if (!strcmp(a, "--check-config")) check_only = 1;
+    else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "tg-stress: unknown option '%s'\n", a);
+      usage(stderr);
+      return 64;
+    }
+    if (val) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "tg-stress: %s needs a value\n", a);
+        return 64;
+      }
+      *val = argv[++i];
+    }
+  }
+
+  static ts_config cfg;
+  char path[4096], err[4096];
+  if (resolve_config(config_arg, path, sizeof path)) {
+    fprintf(stderr, "tg-stress: no config '%s' (looked for %s.ini in %s and %s)\n", config_arg,
+            config_arg, TG_STRESS_SOURCE_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
+    return 64;
+  }
+  int rc = load_config(&cfg, path, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "tg-stress: %s\n", err[0] ? err : tg_strerror(rc));
+    return 64;
+  }
+  if (check_only) {
+    printf("%s: ok\n", path);
+    return 0;
+  }
+
+  char dirbuf[4200];
+  int temp = 0;
+  if (dir_arg) {
+    if (mkdir(dir_arg, 0700) && errno != EEXIST) {
+      fprintf(stderr, "tg-stress: cannot create %s: %s\n", dir_arg, strerror(errno));
+      return 2;
+    }
+    snprintf(dirbuf, sizeof dirbuf, "%s", dir_arg);
+  } else {
+    const char *t = getenv("TMPDIR");
+    snprintf(dirbuf, sizeof dirbuf, "%s/tg-stress.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(dirbuf)) {
+      fprintf(stderr, "tg-stress: cannot create a temporary directory %s: %s\n", dirbuf,
+              strerror(errno));
+      return 2;
+    }
+    temp = 1;
+  }
+
+  static ts_run run;
+  run.cfg = &cfg;
+  run.dir = dirbuf;
+  run.progress = isatty(2);
+  run.ns_per_tick = calibrate_ns_per_tick();
+  double rate0 = tg_trace_get_rate();
+
+  int err_phase = 0;
+  if (cfg.phases & TS_BASELINE) err_phase |= ts_phase_baseline(&run);
+  if (cfg.phases & TS_FULL_STACK)
+    for (int l = 0; l < cfg.nlevels; l++) err_phase |= ts_phase_full_stack(&run, cfg.levels[l]);
+  if (cfg.phases & TS_CRASH)
+    for (int l = 0; l < cfg.nlevels; l++) err_phase |= ts_phase_crash(&run, cfg.levels[l]);
+  if (cfg.phases & TS_TRACING) err_phase |= ts_phase_tracing(&run);
+  if (cfg.phases & TS_QUOTA) err_phase |= ts_phase_quota(&run);
+  if (cfg.phases & TS_PRESSURE) err_phase |= ts_phase_pressure(&run);
+  if (cfg.phases & TS_BACKPRESSURE)
+    for (int l = 0; l < cfg.nlevels; l++) err_phase |= ts_phase_backpressure(&run, cfg.levels[l]);
+  tg_trace_set_rate(rate0);
+  if (run.progress) fprintf(stderr, "\r\033[K");
+
+  if (json) print_json(stdout, &run);
+  else print_table(stdout, &run);
+  fflush(stdout);
+
+  int status = err_phase ? 2 : run_ok(&run) ? 0 : 1;
+  if (report) {
+    int w = write_jsonl(report, &run);
+    if (w) {
+      fprintf(stderr, "tg-stress: cannot write %s: %s\n", report, tg_strerror(w));
+      if (!status) status = 2;
+    }
+  }
+  if (plot && write_plot(plot, &run, dirbuf) && !status) status = 2;
+  if (temp) ts_rmtree(dirbuf);
+  else if (!json) printf("data kept in %s\n", dirbuf);
+  return status;
+}
