@@ -1,0 +1,408 @@
+/*
+ * tg-stress, run as a program: the JSON summary parses and passes on a small
+ * config, config errors name file, line and key, quota exhaustion counts
+ * exactly the expected rejections, every shipped config loads, and --plot
+ * without gnuplot is a message, not a failure.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef TG_STRESS_BIN
+#error "TG_STRESS_BIN must name the tg-stress executable"
+#endif
+#ifndef TG_CONFIG_DIR
+#error "TG_CONFIG_DIR must name stress/configs"
+#endif
+
+extern char **environ;
+
+typedef struct run_out {
+  int status;   /* exit status, or 128 + signal */
+  char *out;    /* stdout, NUL-terminated, malloc'd */
+  char *err;    /* stderr */
+} run_out;
+
+static char tmp[256];
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return strdup("");
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)n + 1);
+  assert_non_null(b);
+  size_t got = fread(b, 1, (size_t)n, f);
+  b[got] = 0;
+  fclose(f);
+  return b;
+}
+
+/* Run tg-stress with argv (NULL-terminated, without argv[0]); env_path
+   (if not NULL) replaces PATH. */
+static run_out run(const char *env_path, const char *const *args) {
+  char outp[300], errp[300];
+  snprintf(outp, sizeof outp, "%s/stdout", tmp);
+  snprintf(errp, sizeof errp, "%s/stderr", tmp);
+  const char *argv[32];
+  int n = 0;
+  argv[n++] = TG_STRESS_BIN;
+  for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (o < 0 || e < 0) _exit(126);
+    dup2(o, 1);
+    dup2(e, 2);
+    if (env_path) setenv("PATH", env_path, 1);
+    execv(TG_STRESS_BIN, (char *const *)argv);
+    _exit(127);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  run_out r;
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = slurp(outp);
+  r.err = slurp(errp);
+  return r;
+}
+
+static void run_free(run_out *r) {
+  free(r->out);
+  free(r->err);
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  remove(p);
+  return 0;
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(tmp, sizeof tmp, "/tmp/tg-test-stress.XXXXXX");
+  return mkdtemp(tmp) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  return 0;
+}
+
+/* ---- a small JSON validator: enough to say the output parses ---- */
+
+typedef struct jp {
+  const char *p;
+  int depth;
+} jp;
+
+static void ws(jp *j) {
+  while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r') j->p++;
+}
+
+static int value(jp *j);
+
+static int string(jp *j) {
+  if (*j->p != '"') return -1;
+  for (j->p++; *j->p != '"'; j->p++) {
+    if (!*j->p || (unsigned char)*j->p < 0x20) return -1;
+    if (*j->p == '\\') {
+      j->p++;
+      if (!*j->p) return -1;
+    }
+  }
+  j->p++;
+  return 0;
+}
+
+static int number(jp *j) {
+  char *end;
+  strtod(j->p, &end);
+  if (end == j->p) return -1;
+  j->p = end;
+  return 0;
+}
+
+static int value(jp *j) {
+  ws(j);
+  if (++j->depth > 64) return -1;
+  int rc = 0;
+  if (*j->p == '{' || *j->p == '[') {
+    char close = *j->p == '{' ? '}' : ']';
+    int obj = close == '}';
+    j->p++;
+    ws(j);
+    if (*j->p == close) {
+      j->p++;
+    } else {
+      for (;;) {
+        ws(j);
+        if (obj) {
+          if (string(j)) return -1;
+          ws(j);
+          if (*j->p++ != ':') return -1;
+        }
+        if (value(j)) return -1;
+        ws(j);
+        if (*j->p == ',') {
+          j->p++;
+          continue;
+        }
+        if (*j->p++ != close) return -1;
+        break;
+      }
+    }
+  } else if (*j->p == '"') {
+    rc = string(j);
+  } else if (!strncmp(j->p, "true", 4) || !strncmp(j->p, "null", 4)) {
+    j->p += 4;
+  } else if (!strncmp(j->p, "false", 5)) {
+    j->p += 5;
+  } else {
+    rc = number(j);
+  }
+  j->depth--;
+  return rc;
+}
+
+static int json_valid(const char *s) {
+  jp j = {s, 0};
+  if (value(&j)) return 0;
+  ws(&j);
+  return *j.p == 0;
+}
+
+static int count(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+/* ---- tests ---- */
+
+static const char small_config[] =
+    "; a small run of every phase\n"
+    "[guardian]\n"
+    "max_tokens = 1000000\n"
+    "[wal]\n"
+    "level = balanced\n"
+    "segment_bytes = 1048576\n"
+    "[stress]\n"
+    "phases = all\n"
+    "levels = balanced, strict\n"
+    "tokens = 20000\n"
+    "rounds = 1\n"
+    "wal_tokens = 5000\n"
+    "strict_ops = 40\n"
+    "wal_every = 1000\n"
+    "crash_ops = 3000\n"
+    "trace_tokens = 10000\n"
+    "quota_tokens = 1000\n"
+    "quota_overflow = 10\n"
+    "pressure_memory_bytes = 262144\n"
+    "pressure_tokens = 20000\n"
+    "persistent_every = 50\n"
+    "backpressure_ring = 16\n"
+    "backpressure_ops = 3000\n";
+
+static void test_stress_json_summary_parses_and_passes(void **state) {
+  (void)state;
+  char cfg[300], work[300], report[300];
+  snprintf(cfg, sizeof cfg, "%s/small.ini", tmp);
+  snprintf(work, sizeof work, "%s/work", tmp);
+  snprintf(report, sizeof report, "%s/report.jsonl", tmp);
+  write_file(cfg, small_config);
+  const char *args[] = {"--config", cfg, "--dir", work, "--json", "--report", report, NULL};
+  run_out r = run(NULL, args);
+  if (r.status != 0) fprintf(stderr, "stdout:\n%s\nstderr:\n%s\n", r.out, r.err);
+  assert_int_equal(r.status, 0);
+  assert_true(json_valid(r.out));
+  assert_int_equal(count(r.out, "\n"), 1); /* one object, one line */
+  assert_non_null(strstr(r.out, "\"phases\": ["));
+  assert_non_null(strstr(r.out, "\"ok\": true}"));
+  /* Every phase object carries every key the issue names. */
+  const char *keys[] = {"\"name\": ", "\"ops\": ", "\"seconds\": ", "\"ops_per_sec\": ",
+                        "\"ratio_to_baseline\": ", "\"p50_ns\": ", "\"p99_ns\": ",
+                        "\"p999_ns\": "};
+  const char *refs = strstr(r.out, "\"references\": [");
+  assert_non_null(refs);
+  size_t phases_len = (size_t)(refs - r.out);
+  char *phases = strndup(r.out, phases_len);
+  int n = count(phases, "\"name\": ");
+  assert_true(n >= 12);
+  for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) assert_int_equal(count(phases, keys[k]), n);
+  const char *names[] = {"\"baseline\"", "\"full-stack-1000th@balanced\"",
+                         "\"full-stack-every-token@balanced\"", "\"replay@balanced\"",
+                         "\"crash-recovery@balanced\"", "\"crash-recovery@strict\"",
+                         "\"trace-rate-0.01\"", "\"quota-exhaustion\"", "\"memory-pressure\"",
+                         "\"backpressure-nonblocking@balanced\"",
+                         "\"backpressure-blocking@strict\""};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+    if (!strstr(phases, names[k])) fprintf(stderr, "missing phase %s\n", names[k]);
+    assert_non_null(strstr(phases, names[k]));
+  }
+  free(phases);
+  assert_int_equal(count(r.out, "\"pass\": false"), 0);
+
+  /* The JSONL report: every line an object; measurements, then summaries,
+     ending with the result. */
+  char *jl = slurp(report);
+  assert_true(count(jl, "{\"type\": \"measurement\"") >= n);
+  assert_true(count(jl, "{\"type\": \"summary\"") >= n);
+  assert_non_null(strstr(jl, "\"seconds_stddev\": "));
+  assert_non_null(strstr(jl, "{\"type\": \"result\", \"ok\": true}\n"));
+  for (char *line = strtok(jl, "\n"); line; line = strtok(NULL, "\n")) assert_true(json_valid(line));
+  free(jl);
+  run_free(&r);
+}
+
+static void test_stress_config_error_names_file_line_and_key(void **state) {
+  (void)state;
+  char cfg[300];
+  snprintf(cfg, sizeof cfg, "%s/bad.ini", tmp);
+  struct {
+    const char *text;
+    const char *want; /* after "PATH:" */
+  } cases[] = {
+      {"[stress]\nrounds = 2\ntokens = 12abc\n", ":3: key 'tokens'"},
+      {"[stress]\nphases = baseline, nonsense\n", ":2: key 'phases'"},
+      {"[stress]\n\nthreads = 1\nnot_a_key = 1\n", ":4: key 'not_a_key'"},
+      {"[guardian]\nmax_tokens = -5\n", ":2: key 'max_tokens'"},
+      {"[stress]\nrounds = 1\nrounds = 2\n", ":3: key 'rounds'"},
+      {"[stress]\nsample_every = 3\n", ":2: key 'sample_every'"},
+      {"[guardian]\nmax_tokens = 100\n[stress]\nphases = baseline\ntokens = 1000\n",
+       ":5: key 'tokens'"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    write_file(cfg, cases[i].text);
+    const char *args[] = {"--config", cfg, "--check-config", NULL};
+    run_out r = run(NULL, args);
+    char want[400];
+    snprintf(want, sizeof want, "%s%s", cfg, cases[i].want);
+    if (!strstr(r.err, want)) fprintf(stderr, "case %zu: want '%s' in: %s", i, want, r.err);
+    assert_int_not_equal(r.status, 0);
+    assert_non_null(strstr(r.err, want));
+    run_free(&r);
+  }
+  /* A missing file is an error too, naming it. */
+  const char *args[] = {"--config", "/nonexistent/x.ini", NULL};
+  run_out r = run(NULL, args);
+  assert_int_not_equal(r.status, 0);
+  assert_non_null(strstr(r.err, "/nonexistent/x.ini"));
+  run_free(&r);
+}
+
+static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
+  (void)state;
+  char cfg[300], report[300];
+  snprintf(cfg, sizeof cfg, "%s/quota.ini", tmp);
+  snprintf(report, sizeof report, "%s/quota.jsonl", tmp);
+  write_file(cfg, "[guardian]\nmax_tokens = 3000\n[stress]\nphases = quota-exhaustion\n"
+                  "quota_tokens = 3000\nquota_overflow = 77\n");
+  const char *args[] = {"--config", cfg, "--json", "--report", report, NULL};
+  run_out r = run(NULL, args);
+  assert_int_equal(r.status, 0);
+  assert_true(json_valid(r.out));
+  assert_non_null(strstr(r.out, "\"ok\": true}"));
+  assert_non_null(strstr(r.out, "\"name\": \"quota-exhaustion\", \"level\": null, \"ops\": 3077,"));
+  assert_non_null(strstr(r.out, "3000 created of 3000, 77 rejected (expected 77), 0 accepted"));
+  assert_non_null(strstr(r.out, "live 3000 -> 3000"));
+  assert_non_null(strstr(r.out, "rejected creates log nothing\", \"pass\": true"));
+  char *jl = slurp(report);
+  assert_non_null(strstr(jl, "{\"type\": \"check\", \"what\": \"quota: exact TG_EQUOTA count past "
+                             "max_tokens\", \"pass\": true"));
+  free(jl);
+  run_free(&r);
+}
+
+static void test_stress_every_shipped_config_loads(void **state) {
+  (void)state;
+  const char *names[] = {"default", "strict", "relaxed", "quota-exhaustion", "memory-pressure",
+                         "backpressure", "multi-writer"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s.ini", TG_CONFIG_DIR, names[i]);
+    const char *args[] = {"--config", path, "--check-config", NULL};
+    run_out r = run(NULL, args);
+    if (r.status) fprintf(stderr, "%s: %s", path, r.err);
+    assert_int_equal(r.status, 0);
+    run_free(&r);
+    /* and by bare name, from the compiled-in directory */
+    const char *args2[] = {"--config", names[i], "--check-config", NULL};
+    r = run(NULL, args2);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, names[i]));
+    run_free(&r);
+  }
+  const char *none[] = {"--check-config", NULL};
+  run_out r = run(NULL, none); /* no --config: default.ini */
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "default.ini: ok"));
+  run_free(&r);
+}
+
+static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
+  (void)state;
+  char cfg[300], png[300];
+  snprintf(cfg, sizeof cfg, "%s/plot.ini", tmp);
+  snprintf(png, sizeof png, "%s/plot.png", tmp);
+  write_file(cfg, "[stress]\nphases = quota-exhaustion\nquota_tokens = 100\nquota_overflow = 5\n");
+  const char *args[] = {"--config", cfg, "--plot", png, NULL};
+  run_out r = run("/nonexistent", args);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.err, "gnuplot is not installed"));
+  assert_non_null(strstr(r.out, "result: ok"));
+  run_free(&r);
+}
+
+static void test_stress_help_and_bad_option(void **state) {
+  (void)state;
+  const char *help[] = {"--help", NULL};
+  run_out r = run(NULL, help);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "usage: tg-stress"));
+  run_free(&r);
+  const char *bad[] = {"--frobnicate", NULL};
+  r = run(NULL, bad);
+  assert_int_equal(r.status, 64);
+  run_free(&r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_stress_help_and_bad_option),
+      cmocka_unit_test(test_stress_every_shipped_config_loads),
+      cmocka_unit_test(test_stress_config_error_names_file_line_and_key),
+      cmocka_unit_test(test_stress_quota_exhaustion_counts_exact_rejections),
+      cmocka_unit_test(test_stress_plot_without_gnuplot_is_not_a_failure),
+      cmocka_unit_test(test_stress_json_summary_parses_and_passes),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
