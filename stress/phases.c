@@ -4,9 +4,10 @@
  *
  * Timing: each phase runs `rounds` times and the best round counts (the
  * machine is shared; the best round is the one least disturbed). Latency:
- * one operation in `sample_every` is timed with the cycle counter, so the
- * timing itself adds about 20 ns / sample_every per operation to every
- * phase alike; percentiles are over the samples of every round.
+ * about one operation in `sample_every` is timed with the cycle counter, at
+ * random gaps (ts_gap), so the timing adds about 20 ns / sample_every per
+ * operation to every phase alike; percentiles are over the samples of every
+ * round.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,9 +32,9 @@ typedef struct loop_args {
   tg_store *s;
   uint64_t first;    /* global index of this thread's first token */
   uint64_t n;        /* tokens this thread creates */
-  uint32_t mask;     /* sample_every - 1 */
-  uint64_t *lat;     /* latency samples (ticks); room for n / sample_every + 1 */
-  size_t nlat;
+  uint32_t sample;   /* sample_every */
+  uint64_t *lat;     /* latency samples (ticks) */
+  size_t nlat, caplat;
   tg_wal *wal;       /* reference variant: the separate WAL, or NULL */
   uint64_t every;    /* ... one record per `every` tokens */
   pthread_barrier_t *start;
@@ -46,12 +47,15 @@ static void create_loop(loop_args *a) {
   tg_token t;
   memset(&t, 0, sizeof t);
   uint64_t left = a->every ? a->every - 1 - a->first % a->every : UINT64_MAX;
+  uint64_t rng = 0x9E3779B97F4A7C15ull ^ a->first;
+  uint32_t gap = ts_gap(&rng, a->sample);
   for (uint64_t i = 0; i < a->n; i++) {
     uint64_t g = a->first + i;
     uint32_t id;
     int rc;
     ts_fill(&t, g);
-    if ((i & a->mask) == 0) {
+    if (--gap == 0 && a->nlat < a->caplat) {
+      gap = ts_gap(&rng, a->sample);
       uint64_t t0 = ts_ticks();
       rc = tg_token_create(a->s, &t, &id);
       if (!rc && left == 0) rc = tg_wal_append(a->wal, TG_REC_TOKEN_PUT, &t, sizeof t, NULL);
@@ -97,8 +101,8 @@ typedef struct timed_run {
 static double run_timed(timed_run *tr) {
   loop_args a[TS_MAX_THREADS];
   uint32_t k = tr->threads ? tr->threads : 1;
-  uint64_t per_cap = tr->n / k + 1;
-  size_t need = (size_t)(per_cap / tr->sample_every + 2) * k;
+  size_t per_cap = ts_sample_cap(tr->n / k + 1, tr->sample_every);
+  size_t need = per_cap * k;
   if (tr->nlat + need > tr->caplat) {
     size_t cap = (tr->nlat + need) * 2;
     uint64_t *p = realloc(tr->lat, cap * sizeof *p);
@@ -115,8 +119,8 @@ static double run_timed(timed_run *tr) {
   if (!lat) exit(70);
   for (uint32_t i = 0; i < k; i++) {
     uint64_t lo = tr->n * i / k, hi = tr->n * (i + 1) / k;
-    a[i] = (loop_args){.s = tr->s, .first = lo, .n = hi - lo, .mask = tr->sample_every - 1,
-                       .lat = lat + (size_t)(per_cap / tr->sample_every + 2) * i,
+    a[i] = (loop_args){.s = tr->s, .first = lo, .n = hi - lo, .sample = tr->sample_every,
+                       .lat = lat + per_cap * i, .caplat = per_cap,
                        .wal = tr->wal, .every = tr->wal ? tr->every : 0, .start = &bar};
   }
   uint64_t t0 = 0, t1;

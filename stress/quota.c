@@ -176,7 +176,8 @@ int ts_phase_pressure(ts_run *r) {
   ts_progress(r, "memory-pressure: %llu creates into %llu bytes", (unsigned long long)n,
               (unsigned long long)sc.guardian.max_memory_bytes);
   uint32_t *pers = malloc(((pe ? n / pe : 0) + 1) * sizeof *pers);
-  uint64_t *lat = malloc((n / c->sample_every + 2) * sizeof *lat);
+  size_t caplat = ts_sample_cap(n, c->sample_every);
+  uint64_t *lat = malloc(caplat * sizeof *lat);
   if (!pers || !lat) exit(70);
   size_t npers = 0, nlat = 0;
   tg_store *s = NULL;
@@ -191,14 +192,16 @@ int ts_phase_pressure(ts_run *r) {
   tg_token t;
   memset(&t, 0, sizeof t);
   uint64_t rejected = 0, other = 0;
-  uint32_t mask = c->sample_every - 1;
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
+  uint32_t gap = ts_gap(&rng, c->sample_every);
   uint64_t t0 = ts_now_ns();
   for (uint64_t i = 0; i < n; i++) {
     uint32_t id = 0;
     ts_fill(&t, i);
     int p = pe && i % pe == 0;
     if (p) t.flags = TG_TOKEN_PERSISTENT;
-    if ((i & mask) == 0) {
+    if (--gap == 0 && nlat < caplat) {
+      gap = ts_gap(&rng, c->sample_every);
       uint64_t k0 = ts_ticks();
       rc = tg_token_create(s, &t, &id);
       lat[nlat++] = ts_ticks() - k0;
@@ -274,7 +277,8 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   sc.wal.nonblocking = nonblocking;
   sc.crash_dump = 0;
   uint32_t *ids = calloc((size_t)n, sizeof *ids);
-  uint64_t *lat = malloc((n / c->sample_every + 2) * sizeof *lat);
+  size_t caplat = ts_sample_cap(n, c->sample_every);
+  uint64_t *lat = malloc(caplat * sizeof *lat);
   if (!ids || !lat) exit(70);
   size_t nlat = 0;
   tg_store *s = NULL;
@@ -289,12 +293,17 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   tg_token t;
   memset(&t, 0, sizeof t);
   uint64_t eagain = 0, other = 0;
-  uint32_t mask = c->sample_every - 1;
+  uint64_t rng = 0x9E3779B97F4A7C15ull;
+  uint32_t gap = ts_gap(&rng, c->sample_every);
   uint64_t bp0 = backpressure_ns();
   uint64_t t0 = ts_now_ns();
   for (uint64_t i = 0; i < n && !other; i++) {
     ts_fill(&t, i);
-    uint64_t k0 = (i & mask) == 0 ? ts_ticks() : 0;
+    uint64_t k0 = 0;
+    if (--gap == 0 && nlat < caplat) {
+      gap = ts_gap(&rng, c->sample_every);
+      k0 = ts_ticks();
+    }
     for (;;) {
       rc = tg_token_create(s, &t, &ids[i]);
       if (rc != TG_EAGAIN) break;

@@ -127,6 +127,25 @@ static inline uint64_t ts_ticks(void) {
 #endif
 }
 
+/* Gap to the next timed operation: uniform in [1, 2 * every], so about one
+   operation in `every` is timed, at irregular gaps. A fixed stride would
+   alias with periodic events (a 2 MiB arena chunk is taken into use every
+   32,768 tokens, a multiple of 64) and time every one of them. */
+static inline uint32_t ts_gap(uint64_t *rng, uint32_t every) {
+  if (every <= 1) return 1;
+  uint64_t x = *rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  *rng = x;
+  return 1 + (uint32_t)(x & (2u * every - 1));
+}
+
+/* Room for the samples of n operations. */
+static inline size_t ts_sample_cap(uint64_t n, uint32_t every) {
+  return (size_t)(n / every + n / every / 8 + 64);
+}
+
 /* The token every phase creates as its i-th: unique content so a recovered
    token can be matched to the operation that created it. */
 static inline void ts_fill(tg_token *t, uint64_t i) {

@@ -436,8 +436,10 @@ static void print_table(FILE *f, const ts_run *r) {
           (unsigned long long)c->store.guardian.max_memory_bytes,
           c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level), c->threads,
           (unsigned long long)c->rounds);
-  fprintf(f, "  latency: one operation in %u timed with the cycle counter (calibrated "
-          "%.3f ns/tick), percentiles over every round\n\n", c->sample_every, r->ns_per_tick);
+  fprintf(f, "  latency: about one operation in %u timed (random gaps of 1..%u, so periodic "
+          "events are not aliased) with the\n  cycle counter (%.3f ns/tick); percentiles "
+          "over the samples of every round\n\n", c->sample_every, 2 * c->sample_every,
+          r->ns_per_tick);
   fprintf(f, "%-32s %11s %9s %10s %8s %8s %8s %8s %8s %7s\n", "phase", "ops", "seconds",
           "throughput", "vs base", "P50", "P95", "P99", "P99.9", "RSS B/t");
   for (int i = 0; i < r->nres; i++) {
@@ -712,11 +714,11 @@ static int write_plot(const char *png, const ts_run *r, const char *tmpdir) {
   fprintf(g, "set style data histogram\nset style histogram clustered gap 1\n"
              "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
              "set xtics rotate by -35 noenhanced\nset logscale y\nset grid ytics\n"
-             "set key noenhanced\n");
+             "set key noenhanced\nset bmargin 9\n");
   fprintf(g, "set ylabel 'operations per second'\nset title 'throughput per phase "
              "(best round)'\n");
   fprintf(g, "plot '%s' using 2:xtic(1) title 'ops/s' lc rgb '#3070b0'\n", dat);
-  fprintf(g, "set ylabel 'latency (ns)'\nset title 'latency percentiles (sampled ops)'\n");
+  fprintf(g, "set yrange [1:*]\nset ylabel 'latency (ns)'\nset title 'latency percentiles (sampled ops)'\n");
   fprintf(g, "plot '%s' using 3:xtic(1) title 'P50', '' using 4 title 'P95', "
              "'' using 5 title 'P99', '' using 6 title 'P99.9'\n", dat);
   fprintf(g, "unset multiplot\n");
