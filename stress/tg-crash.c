@@ -1280,7 +1280,7 @@ int main(int argc, char **argv) {
            tot.acked_lost_max[TG_RELAXED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
            (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails, rt.kills,
            rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
-  } else {
+  } else if (o.iterations) {
     printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
            "acknowledged, log at LSN %" PRIu64 ", %.2f s\n",
            rc ? "FAILED" : "ok", tot.kills, tot.kills_by_level[TG_STRICT],
@@ -1298,7 +1298,8 @@ int main(int argc, char **argv) {
            (double)tot.lost_age_max[TG_RELAXED] / 1e3);
     printf("tg-crash:   unacknowledged calls found recovered %ld; torn tails cut %ld\n",
            tot.unacked_recovered, tot.torn_tails);
-    if (o.recovery_kills)
+  }
+  if (!o.json && o.recovery_kills) {
       printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "
              "checkpoint after it), log of %" PRIu64 " records, %.2f s\n",
              rt.kills, rt.before_ready, rt.ckpt_kills, rt.last_lsn, rsec);
