@@ -101,6 +101,12 @@ typedef struct shard {
 } shard;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Collectors have their own lock and run without `lock` held: a collector
+   may wait for a lock of its program (the store's), whose holder may wait
+   for a thread that is about to register its first shard under `lock`
+   (a store's WAL writer records a black-box event at a segment switch
+   while a create holding the store lock waits for ring space). */
+static pthread_mutex_t collector_lock = PTHREAD_MUTEX_INITIALIZER;
 static shard *shards;                        /* live threads' shards */
 static uint64_t retired[TG__METRIC_SLOTS];   /* exited threads' adds */
 static int64_t gauge_base[TG_METRIC_COUNT];  /* tg_metric_set() */
@@ -187,7 +193,7 @@ void tg_metric_observe(tg_metric id, uint64_t value) {
 int tg_metrics_add_collector(tg_metrics_collector fn, void *arg) {
   if (fn == NULL) return TG_EINVAL;
   int rc = TG_ENOMEM;
-  pthread_mutex_lock(&lock);
+  pthread_mutex_lock(&collector_lock);
   for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++) {
     if (collectors[i].fn == NULL) {
       collectors[i].fn = fn;
@@ -196,13 +202,13 @@ int tg_metrics_add_collector(tg_metrics_collector fn, void *arg) {
       break;
     }
   }
-  pthread_mutex_unlock(&lock);
+  pthread_mutex_unlock(&collector_lock);
   return rc;
 }
 
 int tg_metrics_remove_collector(tg_metrics_collector fn, void *arg) {
   int rc = TG_ENOTFOUND;
-  pthread_mutex_lock(&lock);
+  pthread_mutex_lock(&collector_lock);
   for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++) {
     if (collectors[i].fn == fn && collectors[i].arg == arg) {
       collectors[i].fn = NULL;
@@ -211,7 +217,7 @@ int tg_metrics_remove_collector(tg_metrics_collector fn, void *arg) {
       break;
     }
   }
-  pthread_mutex_unlock(&lock);
+  pthread_mutex_unlock(&collector_lock);
   return rc;
 }
 
@@ -234,10 +240,12 @@ static void take_snapshot(snapshot *s) {
     if (defs[i].type == GAUGE)
       s->v.v[i] += (uint64_t)__atomic_load_n(&gauge_base[i], __ATOMIC_RELAXED);
   }
-  for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++)
-    if (collectors[i].fn) collectors[i].fn(collectors[i].arg, &s->v);
   for (int t = 0; t < TG_BB_TYPE_COUNT; t++) s->bb[t] = slot_total(TG__METRIC_SLOT_BB + t);
   pthread_mutex_unlock(&lock);
+  pthread_mutex_lock(&collector_lock);
+  for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++)
+    if (collectors[i].fn) collectors[i].fn(collectors[i].arg, &s->v);
+  pthread_mutex_unlock(&collector_lock);
 
   s->v.v[TG_METRIC_TRACE_SPANS_SAMPLED] += ts.sampled;
   s->v.v[TG_METRIC_TRACE_SPANS_DROPPED] += ts.dropped;
