@@ -104,10 +104,12 @@ static int fail(char *err, const char *what, const char *detail) {
 
 typedef struct tgdb {
   tg_store *s;
-  int balanced; /* the batch-sync variant that syncs by time, not by count */
+  int balanced;   /* the batch-sync variant that syncs by time, not by count */
+  int checkpoint; /* the no-sync variant that ends with a checkpoint */
 } tgdb;
 
-static int tg_open_level(void **db, const char *dir, const job *j, int balanced, char *err) {
+static int tg_open_level(void **db, const char *dir, const job *j, int balanced, int checkpoint,
+                         char *err) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.crash_dump = 0;
@@ -119,6 +121,7 @@ static int tg_open_level(void **db, const char *dir, const job *j, int balanced,
   tgdb *d = calloc(1, sizeof *d);
   if (!d) return fail(err, "tokengraph", "out of memory");
   d->balanced = balanced;
+  d->checkpoint = checkpoint;
   char msg[ERRLEN - 64] = "";
   int rc = tg_store_open_msg(&d->s, dir, &cfg, msg, sizeof msg);
   if (rc) {
@@ -130,11 +133,15 @@ static int tg_open_level(void **db, const char *dir, const job *j, int balanced,
 }
 
 static int tg_open_counted(void **db, const char *dir, const job *j, char *err) {
-  return tg_open_level(db, dir, j, 0, err);
+  return tg_open_level(db, dir, j, 0, 0, err);
+}
+
+static int tg_open_checkpoint(void **db, const char *dir, const job *j, char *err) {
+  return tg_open_level(db, dir, j, 0, 1, err);
 }
 
 static int tg_open_balanced(void **db, const char *dir, const job *j, char *err) {
-  return tg_open_level(db, dir, j, 1, err);
+  return tg_open_level(db, dir, j, 1, 0, err);
 }
 
 static int tg_write(void *db, void *ts, uint64_t first, uint64_t n, const job *j, char *err) {
@@ -164,6 +171,13 @@ static int tg_write(void *db, void *ts, uint64_t first, uint64_t n, const job *j
 static int tg_finish(void *db, const job *j, char *err) {
   (void)j;
   tgdb *d = db;
+  /* The checkpoint writes every token into the LMDB checkpoint in one
+     durable transaction: the records then exist in their indexed on-disk
+     form, as they do in the peers, not only as log frames. */
+  if (d->checkpoint) {
+    int rc = tg_checkpoint(d->s);
+    if (rc) return fail(err, "tg_checkpoint", tg_strerror(rc));
+  }
   int rc = tg_sync(d->s); /* a no-op when everything is durable already */
   return rc ? fail(err, "tg_sync", tg_strerror(rc)) : 0;
 }
@@ -573,13 +587,15 @@ static int sql_write(void *db, void *ts, uint64_t first, uint64_t n, const job *
 
 /* ---- the stores --------------------------------------------------------- */
 
-enum { S_TOKENGRAPH, S_TOKENGRAPH_BALANCED, S_ROCKSDB, S_LEVELDB, S_LMDB, S_SQLITE, S_COUNT };
+enum { S_TOKENGRAPH, S_TOKENGRAPH_BALANCED, S_TOKENGRAPH_CKPT, S_ROCKSDB, S_LEVELDB, S_LMDB, S_SQLITE, S_COUNT };
 
 #define NOT_BUILT NULL, NULL, NULL, NULL, NULL, NULL, NULL
 static const store_impl stores[S_COUNT] = {
   {"tokengraph", NULL, 1, tg_open_counted, NULL, tg_write, tg_finish, NULL, tg_close_db, tg_syncs},
   {"tokengraph-balanced", NULL, 1, tg_open_balanced, NULL, tg_write, tg_finish, NULL, tg_close_db,
    tg_syncs},
+  {"tokengraph-checkpoint", NULL, 1, tg_open_checkpoint, NULL, tg_write, tg_finish, NULL,
+   tg_close_db, tg_syncs},
 #ifdef TG_HAVE_ROCKSDB
   {"rocksdb", "librocksdb-dev", 1, rdb_open, NULL, rdb_write, rdb_finish, NULL, rdb_close, NULL},
 #else
@@ -605,15 +621,16 @@ static const store_impl stores[S_COUNT] = {
 
 /* What each store does in each row, printed with --help and in the docs. */
 static const char *const meaning[ROW_COUNT][S_COUNT] = {
-  {"RELAXED, one tg_sync() at the end", "", "put sync=false (WAL on), flush_wal(sync) at the end",
+  {"RELAXED, one tg_sync() at the end", "",
+   "RELAXED, one tg_checkpoint() (all tokens into LMDB) at the end", "put sync=false (WAL on), flush_wal(sync) at the end",
    "put sync=false, an empty sync=true write at the end",
    "MDB_NOSYNC, 1,000-record txns, mdb_env_sync at the end",
    "WAL, synchronous=NORMAL, 1,000-record txns, the last one FULL"},
-  {"RELAXED, tg_sync() every 1,000 creates", "BALANCED (fdatasync every <=10 ms), tg_sync at the end",
+  {"RELAXED, tg_sync() every 1,000 creates", "BALANCED (fdatasync every <=10 ms), tg_sync at the end", "",
    "1,000-record write batch, sync=true", "1,000-record write batch, sync=true",
    "1,000-record txns, durable commit", "WAL, synchronous=FULL, 1,000-record txns"},
-  {"STRICT", "", "put sync=true", "put sync=true", "one txn per record", "WAL, FULL, one txn per record"},
-  {"STRICT, one shared store (group commit)", "", "put sync=true, one shared db",
+  {"STRICT", "", "", "put sync=true", "put sync=true", "one txn per record", "WAL, FULL, one txn per record"},
+  {"STRICT, one shared store (group commit)", "", "", "put sync=true, one shared db",
    "put sync=true, one shared db", "one txn per record (writers serialise)",
    "WAL, FULL, one connection per thread, one txn per record"},
 };
@@ -771,7 +788,7 @@ static void usage(FILE *f) {
           "  --json           one JSON object per row and store\n\n"
           "stores:\n");
   for (int s = 0; s < S_COUNT; s++)
-    fprintf(f, "  %-20s %s\n", stores[s].name,
+    fprintf(f, "  %-22s %s\n", stores[s].name,
             stores[s].built ? "built" : "not built (install the package below and reconfigure)");
   fprintf(f, "\nwhat each row means per store: docs/benchmarks.md\n");
   for (int s = 0; s < S_COUNT; s++)
@@ -791,8 +808,8 @@ static int in_list(const char *list, const char *name) {
   return 0;
 }
 
-static void json_num(double v, int ok) {
-  if (ok) printf("%.6g", v);
+static void json_num(int decimals, double v, int ok) {
+  if (ok) printf("%.*f", decimals, v);
   else printf("null");
 }
 
@@ -869,7 +886,9 @@ int tgb_peers(int argc, char **argv) {
       if (!row_on[r]) continue;
       for (int s = 0; s < S_COUNT; s++) {
         result *x = &res[r][s];
-        if (!store_on[s] || (s == S_TOKENGRAPH_BALANCED && r != ROW_BATCH)) continue;
+        if (!store_on[s] || (s == S_TOKENGRAPH_BALANCED && r != ROW_BATCH) ||
+            (s == S_TOKENGRAPH_CKPT && r != ROW_NOSYNC))
+          continue;
         if (!stores[s].built) {
           x->status = -2;
           continue;
@@ -910,7 +929,7 @@ int tgb_peers(int argc, char **argv) {
            "best of %llu round%s, %s, under %s\n\n",
            KEY_BYTES, VALUE_BYTES, (int)sizeof(tg_token), (unsigned long long)rounds,
            rounds == 1 ? "" : "s", when, parent);
-    printf("%-11s %-20s %7s %9s %9s %13s %10s  %s\n", "row", "store", "threads", "records",
+    printf("%-11s %-21s %7s %9s %9s %13s %10s  %s\n", "row", "store", "threads", "records",
            "seconds", "records/s", "tg/peer", "what it does");
   }
   for (int r = 0; r < ROW_COUNT; r++) {
@@ -924,18 +943,19 @@ int tgb_peers(int argc, char **argv) {
       if (x->status == 0) continue;
       int ok = x->status == 1;
       double rps = ok ? (double)x->records / x->seconds : 0;
-      int is_tg = s == S_TOKENGRAPH || s == S_TOKENGRAPH_BALANCED;
-      int have_ratio = ok && tg_rps > 0 && s != S_TOKENGRAPH;
+      int is_tg = s == S_TOKENGRAPH || s == S_TOKENGRAPH_BALANCED || s == S_TOKENGRAPH_CKPT;
+      /* The variants are tokengraph too: no ratio for them. */
+      int have_ratio = ok && tg_rps > 0 && !is_tg;
       double ratio = have_ratio ? tg_rps / rps : 0;
       if (json) {
         printf("{\"row\":\"%s\",\"store\":\"%s\",\"threads\":%d,\"records\":%llu,\"seconds\":", rn,
                stores[s].name, jobs[r].threads,
                (unsigned long long)(jobs[r].per_thread * (uint64_t)jobs[r].threads));
-        json_num(x->seconds, ok);
+        json_num(6, x->seconds, ok);
         printf(",\"records_per_sec\":");
-        json_num(rps, ok);
+        json_num(0, rps, ok);
         printf(",\"ratio_tokengraph_to_peer\":");
-        json_num(ratio, have_ratio);
+        json_num(4, ratio, have_ratio);
         printf(",\"status\":\"%s\",\"durability\":\"%s\"",
                ok ? "ok" : x->status == -2 ? "not built" : "failed", meaning[r][s]);
         if (is_tg && ok) printf(",\"fdatasyncs\":%llu", (unsigned long long)x->syncs);
@@ -943,7 +963,7 @@ int tgb_peers(int argc, char **argv) {
         continue;
       }
       if (!ok) {
-        printf("%-11s %-20s %7d %9s %9s %13s %10s  %s\n", rn, stores[s].name, jobs[r].threads, "-",
+        printf("%-11s %-21s %7d %9s %9s %13s %10s  %s\n", rn, stores[s].name, jobs[r].threads, "-",
                "-", x->status == -2 ? "not built" : "FAILED", "-",
                x->status == -2 ? stores[s].package : x->err);
         continue;
@@ -954,7 +974,7 @@ int tgb_peers(int argc, char **argv) {
       if (is_tg && x->syncs)
         snprintf(extra, sizeof extra, " [%llu fdatasyncs, %.1f rec/sync]",
                  (unsigned long long)x->syncs, (double)x->records / (double)x->syncs);
-      printf("%-11s %-20s %7d %9llu %9.3f %13.0f %10s  %s%s\n", rn, stores[s].name,
+      printf("%-11s %-21s %7d %9llu %9.3f %13.0f %10s  %s%s\n", rn, stores[s].name,
              jobs[r].threads, (unsigned long long)x->records, x->seconds, rps, rat, meaning[r][s],
              extra);
     }
