@@ -440,7 +440,7 @@ static void print_table(FILE *f, const ts_run *r) {
           "events are not aliased) with the\n  cycle counter (%.3f ns/tick); percentiles "
           "over the samples of every round\n\n", c->sample_every, 2 * c->sample_every,
           r->ns_per_tick);
-  fprintf(f, "%-32s %11s %9s %10s %8s %8s %8s %8s %8s %7s\n", "phase", "ops", "seconds",
+  fprintf(f, "%-34s %11s %9s %10s %8s %8s %8s %8s %8s %7s\n", "phase", "ops", "seconds",
           "throughput", "vs base", "P50", "P95", "P99", "P99.9", "RSS B/t");
   for (int i = 0; i < r->nres; i++) {
     const ts_result *x = &r->res[i];
@@ -455,7 +455,7 @@ static void print_table(FILE *f, const ts_run *r) {
     fmt_ns(p999, sizeof p999, x->have_lat, x->p999);
     if (x->rss_per_token >= 0) snprintf(rss, sizeof rss, "%.1f", x->rss_per_token);
     else snprintf(rss, sizeof rss, "-");
-    fprintf(f, "%-32s %11llu %9.4f %10s %8s %8s %8s %8s %8s %7s\n", x->name,
+    fprintf(f, "%-34s %11llu %9.4f %10s %8s %8s %8s %8s %8s %7s\n", x->name,
             (unsigned long long)x->ops, x->seconds, rate, ratio, p50, p95, p99, p999, rss);
   }
   int any = 0;
@@ -463,7 +463,7 @@ static void print_table(FILE *f, const ts_run *r) {
     const ts_result *x = &r->res[i];
     if (!x->note[0]) continue;
     if (!any++) fprintf(f, "\nnotes:\n");
-    fprintf(f, "  %-30s %s\n", x->name, x->note);
+    fprintf(f, "  %-34s %s\n", x->name, x->note);
   }
   any = 0;
   for (int i = 0; i < r->nres; i++) {
@@ -472,7 +472,7 @@ static void print_table(FILE *f, const ts_run *r) {
     if (!any++) fprintf(f, "\nreferences measured in this run:\n");
     char rate[24];
     fmt_rate(rate, sizeof rate, x->seconds > 0 ? (double)x->ops / x->seconds : 0);
-    fprintf(f, "  %-30s %11llu %9.4f s %10s\n", x->name, (unsigned long long)x->ops,
+    fprintf(f, "  %-36s %11llu %9.4f s %10s\n", x->name, (unsigned long long)x->ops,
             x->seconds, rate);
   }
   if (r->nfig) {
@@ -488,7 +488,7 @@ static void print_table(FILE *f, const ts_run *r) {
   for (int i = 0; i < r->nchk; i++) {
     const ts_check *k = &r->chk[i];
     ok &= k->pass;
-    fprintf(f, "  %-4s %-40s %s\n", k->pass ? "ok" : "FAIL", k->what, k->detail);
+    fprintf(f, "  %-4s %-48s %s\n", k->pass ? "ok" : "FAIL", k->what, k->detail);
   }
   fprintf(f, "\nresult: %s\n", ok ? "ok (every check passed)" : "FAILED");
 }
