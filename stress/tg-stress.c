@@ -28,6 +28,9 @@
 #ifndef TG_STRESS_SOURCE_CONFIG_DIR
 #define TG_STRESS_SOURCE_CONFIG_DIR ""
 #endif
+#ifndef TG_STRESS_REL_CONFIG_DIR
+#define TG_STRESS_REL_CONFIG_DIR "../share/tokengraph/configs"
+#endif
 #ifndef TG_STRESS_INSTALLED_CONFIG_DIR
 #define TG_STRESS_INSTALLED_CONFIG_DIR "/usr/local/share/tokengraph/configs"
 #endif
@@ -402,10 +405,21 @@ static int resolve_config(const char *arg, char *out, size_t outlen) {
     snprintf(out, outlen, "%s", arg);
     return 0;
   }
-  const char *dirs[] = {TG_STRESS_SOURCE_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR};
-  for (size_t i = 0; i < 2; i++) {
+  /* The installed directory relative to this executable (an install into
+     another prefix than the configured one). */
+  char beside[4096] = "";
+  ssize_t n = readlink("/proc/self/exe", beside, sizeof beside - 1);
+  if (n > 0) {
+    beside[n] = 0;
+    char *slash = strrchr(beside, '/');
+    if (slash) slash[1] = 0;
+    size_t used = strlen(beside);
+    snprintf(beside + used, sizeof beside - used, "%s", TG_STRESS_REL_CONFIG_DIR);
+  }
+  const char *dirs[] = {TG_STRESS_SOURCE_CONFIG_DIR, beside, TG_STRESS_INSTALLED_CONFIG_DIR};
+  for (size_t i = 0; i < 3; i++) {
     if (!dirs[i][0]) continue;
-    snprintf(out, outlen, "%s/%s.ini", dirs[i], arg);
+    snprintf(out, outlen, "%.3000s/%.200s.ini", dirs[i], arg);
     if (access(out, R_OK) == 0) return 0;
   }
   snprintf(out, outlen, "%s", arg);
@@ -796,8 +810,9 @@ int main(int argc, char **argv) {
   static ts_config cfg;
   char path[4096], err[4096];
   if (resolve_config(config_arg, path, sizeof path)) {
-    fprintf(stderr, "tg-stress: no config '%s' (looked for %s.ini in %s and %s)\n", config_arg,
-            config_arg, TG_STRESS_SOURCE_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
+    fprintf(stderr, "tg-stress: no config '%s' (looked for %s.ini in %s, in %s beside the "
+            "executable and in %s)\n", config_arg, config_arg, TG_STRESS_SOURCE_CONFIG_DIR,
+            TG_STRESS_REL_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
     return 64;
   }
   int rc = load_config(&cfg, path, err, sizeof err);
