@@ -217,6 +217,7 @@ static const char small_config[] =
     "[stress]\n"
     "phases = all\n"
     "levels = balanced, strict\n"
+    "threads = 2\n"
     "tokens = 20000\n"
     "rounds = 1\n"
     "wal_tokens = 5000\n"
