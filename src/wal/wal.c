@@ -291,11 +291,13 @@ static void do_sync(tg_wal *w) {
   }
   w->last_sync_ns = t1;
   w->w_durable = upto;
+  /* The hook runs before the waiters are released, so whoever sees the
+     record durable also sees the hook's effect for that fdatasync. */
+  if (w->cfg.on_sync) w->cfg.on_sync(w->cfg.hook_arg, t1 - t0, upto);
   pthread_mutex_lock(&w->mu);
   atomic_store(&w->durable, upto);
   pthread_cond_broadcast(&w->durable_cv);
   pthread_mutex_unlock(&w->mu);
-  if (w->cfg.on_sync) w->cfg.on_sync(w->cfg.hook_arg, t1 - t0, upto);
 }
 
 static void flush_buf(tg_wal *w) {
