@@ -14,6 +14,10 @@
  *  batch-sync   a sync every `batch` (1,000) records;
  *  sync-1t      every record durable before the call returns, 1 thread;
  *  sync-Nt      the same with N threads writing at once.
+ * Two tokengraph variants are shown without a ratio: tokengraph-checkpoint
+ * (no-sync, ending with tg_checkpoint(), so the records also reach the LMDB
+ * checkpoint as the peers' reach their index) and tokengraph-balanced
+ * (batch-sync by time: BALANCED's fdatasync every 10 ms).
  * The clock runs from the moment every thread is released until the last
  * record is durable (for no-sync: until the final sync returns). Opening,
  * per-thread setup and closing are not timed.
