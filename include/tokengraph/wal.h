@@ -144,6 +144,24 @@ TG_API int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t le
                          uint64_t *lsn);
 
 /*
+ * STRICT group commit for a caller that appends under a lock of its own but
+ * must wait for durability outside it (the store does this): call
+ * tg_wal_strict_begin() before taking the lock, so the writer counts the
+ * caller as in flight and gathers its record into the same fdatasync as the
+ * others'; append with tg_wal_append_nowait() (any number of records);
+ * after releasing the lock, tg_wal_strict_end(w, lsn) waits until lsn is
+ * durable (lsn 0: nothing was appended) and ends the count. Every begin
+ * needs exactly one end. At other levels begin and end do nothing and
+ * tg_wal_append_nowait() is tg_wal_append().
+ * tg_wal_strict_end errors: TG_ENOSPC / TG_EIO (the WAL failed before lsn
+ * was durable).
+ */
+TG_API void tg_wal_strict_begin(tg_wal *w);
+TG_API int tg_wal_append_nowait(tg_wal *w, uint8_t type, const void *payload,
+                                size_t len, uint64_t *lsn);
+TG_API int tg_wal_strict_end(tg_wal *w, uint64_t lsn);
+
+/*
  * Wait until every record with an LSN <= lsn is durable (lsn == 0: every
  * record appended before this call). Works at every level; the waiting
  * callers share fdatasyncs.

@@ -763,9 +763,9 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   if (!(waldir = join(dir, "wal"))) return TG_ENOMEM;
   tg_wal_config wc;
   tg_wal_config_init(&wc);
-  /* STRICT waits in tg_wal_sync() after releasing the store lock (so
-     callers share fdatasyncs); the log itself then needs no timer. */
-  wc.level = dc->level == TG_BALANCED ? TG_WAL_BALANCED : TG_WAL_RELAXED;
+  wc.level = dc->level == TG_STRICT     ? TG_WAL_STRICT
+             : dc->level == TG_BALANCED ? TG_WAL_BALANCED
+                                        : TG_WAL_RELAXED;
   wc.sync_interval_ms = dc->sync_interval_ms;
   wc.segment_bytes = dc->segment_bytes;
   wc.ring_slots = dc->ring_slots;

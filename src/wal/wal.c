@@ -602,7 +602,8 @@ static int append_large(tg_wal *w, uint8_t type, const void *payload, size_t len
   return w->level == TG_WAL_STRICT ? wait_durable(w, seq) : 0;
 }
 
-static int append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
+static int append_inner(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                        uint64_t *lsn, int wait) {
   int f = atomic_load_explicit(&w->failed, RLX);
   if (unlikely(f)) return f;
   if (unlikely(!payload && len)) return TG_EINVAL;
@@ -618,8 +619,12 @@ static int append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   /* seq_cst load, ordered after the fetch_add above: see THE PIPELINE. */
   if (unlikely(atomic_load(&w->sleeping))) wake_writer(w);
   if (lsn) *lsn = seq;
-  if (w->level == TG_WAL_STRICT) return wait_durable(w, seq);
+  if (wait && w->level == TG_WAL_STRICT) return wait_durable(w, seq);
   return 0;
+}
+
+static int append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
+  return append_inner(w, type, payload, len, lsn, 1);
 }
 
 static int append_strict(tg_wal *w, uint8_t type, const void *payload, size_t len,
@@ -633,6 +638,22 @@ static int append_strict(tg_wal *w, uint8_t type, const void *payload, size_t le
 int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
   if (w->level == TG_WAL_STRICT) return append_strict(w, type, payload, len, lsn);
   return append(w, type, payload, len, lsn);
+}
+
+void tg_wal_strict_begin(tg_wal *w) {
+  if (w->level == TG_WAL_STRICT) atomic_fetch_add_explicit(&w->strict_inflight, 1, RLX);
+}
+
+int tg_wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                         uint64_t *lsn) {
+  return append_inner(w, type, payload, len, lsn, 0);
+}
+
+int tg_wal_strict_end(tg_wal *w, uint64_t lsn) {
+  if (w->level != TG_WAL_STRICT) return 0;
+  int rc = lsn ? wait_durable(w, lsn) : 0;
+  atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
+  return rc;
 }
 
 int tg_wal_sync(tg_wal *w, uint64_t lsn) {
