@@ -37,13 +37,17 @@ int tg__start_writeback(int fd, off_t off, off_t len) {
   return -errno;
 }
 
+/* -errno of a call that failed; a failure that left errno at 0 is still a
+   failure (-EIO), never a success. */
+static int failure(void) { return errno ? -errno : -EIO; }
+
 int tg__io_write_all(int fd, const void *buf, size_t n) {
   const char *p = buf;
   while (n > 0) {
     ssize_t r = tg__io.write(fd, p, n);
     if (r < 0) {
       if (errno == EINTR) continue;
-      return -errno;
+      return failure();
     }
     if (r == 0) return -EIO; /* no progress: never spin forever */
     p += r;
@@ -58,7 +62,7 @@ int tg__pwrite_all(int fd, const void *buf, size_t n, off_t off) {
     ssize_t r = tg__io.pwrite(fd, p, n, off);
     if (r < 0) {
       if (errno == EINTR) continue;
-      return -errno;
+      return failure();
     }
     if (r == 0) return -EIO;
     p += r;
@@ -70,7 +74,7 @@ int tg__pwrite_all(int fd, const void *buf, size_t n, off_t off) {
 
 int tg__fdatasync(int fd) {
   if (tg__io.fdatasync(fd) == 0) return 0;
-  return errno == EINTR ? -EIO : -errno;
+  return errno == EINTR ? -EIO : failure();
 }
 
 int tg__fsync(int fd) {
