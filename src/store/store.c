@@ -38,15 +38,6 @@ static void lock_slow(tg_store *s) {
   }
 }
 
-void tg__store_lock(tg_store *s) {
-  if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_acquire), 0))
-    lock_slow(s);
-}
-
-void tg__store_unlock(tg_store *s) {
-  atomic_store_explicit(&s->lock, 0, memory_order_release);
-}
-
 static inline void store_lock(tg_store *s) {
   if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_acquire), 0))
     lock_slow(s);
@@ -55,6 +46,10 @@ static inline void store_lock(tg_store *s) {
 static inline void store_unlock(tg_store *s) {
   atomic_store_explicit(&s->lock, 0, memory_order_release);
 }
+
+/* For durable.c and the collector: the same lock, out of line. */
+void tg__store_lock(tg_store *s) { store_lock(s); }
+void tg__store_unlock(tg_store *s) { store_unlock(s); }
 
 /* ---- configuration ----------------------------------------------------- */
 
@@ -78,12 +73,12 @@ void tg_store_config_init(tg_store_config *cfg) {
 
 /* Add this store's own counters to a metrics snapshot, so the hot path
    counts nothing twice (tokengraph/trace.h, collectors). */
-void tg__store_collect(void *arg, tg_metric_values *out) {
+static void store_collect(void *arg, tg_metric_values *out) {
   tg_store *s = arg;
   tg_wal_stats ws;
   memset(&ws, 0, sizeof ws);
   if (s->wal) tg_wal_stats_get(s->wal, &ws);
-  tg__store_lock(s);
+  store_lock(s);
   out->v[TG_METRIC_TOKENS_LIVE] += s->g.tokens.live;
   out->v[TG_METRIC_CONNECTIONS_LIVE] += s->g.conns.live;
   out->v[TG_METRIC_MEMORY_BYTES] += tg__graph_memory(&s->g);
@@ -94,7 +89,7 @@ void tg__store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_EVICTIONS] += s->gd.evictions;
   out->v[TG_METRIC_CHECKPOINTS] += s->checkpoints;
   out->v[TG_METRIC_REPLAYED_RECORDS] += s->recovery.replayed_records;
-  tg__store_unlock(s);
+  store_unlock(s);
   out->v[TG_METRIC_WAL_QUEUE_DEPTH] += ws.queue_depth;
   out->v[TG_METRIC_WAL_RECORDS] += ws.records;
   out->v[TG_METRIC_WAL_BYTES] += ws.bytes;
@@ -138,7 +133,7 @@ int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cf
     rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
-  if (tg_metrics_add_collector(tg__store_collect, s) == 0) s->collecting = 1;
+  if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -152,7 +147,7 @@ fail:
 
 int tg_store_close(tg_store *s) {
   if (!s) return 0;
-  if (s->collecting) tg_metrics_remove_collector(tg__store_collect, s);
+  if (s->collecting) tg_metrics_remove_collector(store_collect, s);
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
   tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);

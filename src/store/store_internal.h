@@ -52,9 +52,6 @@ struct tg_store {
   int writer_named;             /* writer thread: named in the trace */
 };
 
-/* Metrics collector registered for every open store (store.c). */
-void tg__store_collect(void *arg, tg_metric_values *out);
-
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
