@@ -78,6 +78,13 @@ typedef struct tg_wal_config {
                                 default 65536 (8 MiB of 128-byte slots) */
   int nonblocking;           /* 0 (default): a full queue blocks the caller;
                                 1: a full queue returns TG_EAGAIN at once */
+  uint32_t linger_us;        /* BALANCED/RELAXED: an idle writer sleeps up
+                                to this long between looks at the queue
+                                instead of being woken by every append (a
+                                quarter-full queue, a sync request or close
+                                still wake it at once); 0 = wake per append.
+                                Default 1000. A kill -9 can find up to this
+                                much of appends still queued. */
   uint64_t start_lsn;        /* LSN of the first record of an empty log
                                 (no segment yet); default 1. A store passes
                                 checkpoint LSN + 1. */

@@ -67,6 +67,18 @@
  * (Dekker-style: the writer sets the flag then re-reads `head`, the appender
  * does its seq_cst fetch_add on `head` then reads the flag, so one of them
  * always sees the other).
+ *
+ * LINGER. At BALANCED and RELAXED an idle writer does not spin and is not
+ * woken per append: it sleeps up to linger_us (default 1 ms; the BALANCED
+ * fdatasync deadline can cut it short) with `sleeping` = 2, and appenders
+ * wake it only once a quarter of the ring is queued; sync requests, a full
+ * ring and close wake it at once. Measured on the reference VM (2 vCPUs,
+ * reference workload: one append per 1,000 token creations, about every
+ * 16 us): waking or spinning the writer for each append slowed the creating
+ * thread by 24-36% (a futex wake and a vCPU wake-up per append); lingering
+ * 1 ms brings that to 4-8%. What it gives up: on kill -9 up to linger_us of
+ * appends can still be queued (the contract's "what was still queued").
+ * STRICT keeps the spin and the per-append wake.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -123,7 +135,9 @@ struct tg_wal {
 
   alignas(64) _Atomic uint64_t head;     /* next LSN to hand out */
   alignas(64) _Atomic uint64_t consumed; /* LSNs < consumed have left the ring */
-  alignas(64) _Atomic int sleeping;      /* writer is (about to be) in futex wait */
+  alignas(64) _Atomic int sleeping;      /* writer is (about to be) in futex
+                                            wait: 1 = wake on any append,
+                                            2 = lingering, see LINGER */
   _Atomic uint32_t wake_word;            /* futex word the writer waits on */
   _Atomic int closing;                   /* tg_wal_close() has begun */
   _Atomic uint64_t sync_req;             /* highest LSN a tg_wal_sync() waits for */
@@ -153,6 +167,8 @@ struct tg_wal {
   uint64_t buf_last;         /* LSN of the last frame in buf */
   uint64_t last_sync_ns;     /* when the last fdatasync finished */
   uint64_t interval_ns;      /* BALANCED sync interval */
+  uint64_t linger_ns;        /* BALANCED/RELAXED: idle writer wakes this often */
+  uint64_t linger_wake;      /* ... or when this many records are queued */
 
   pthread_mutex_t seg_mu;    /* guards segs/nseg (tg_wal_remove_upto vs switch) */
   uint64_t *segs;            /* first LSNs of the segments on disk, sorted */
@@ -195,6 +211,15 @@ static void wake_writer(tg_wal *w) {
     atomic_fetch_add(&w->wake_word, 1);
     futex_wake(&w->wake_word);
   }
+}
+
+/* An appender that saw the writer asleep: wake it, unless it is lingering
+   and the queue is still short (see LINGER). */
+static void wake_if_due(tg_wal *w, uint64_t seq) {
+  if (atomic_load(&w->sleeping) == 2 &&
+      seq - atomic_load_explicit(&w->consumed, RLX) < w->linger_wake)
+    return;
+  wake_writer(w);
 }
 
 static int path_in(char *out, size_t n, const char *dir, const char *name) {
@@ -485,6 +510,25 @@ static void *writer_main(void *arg) {
       continue;
     }
     spins = 0;
+    if (w->linger_ns && !atomic_load(&w->closing)) {
+      uint32_t ww = atomic_load(&w->wake_word);
+      atomic_store(&w->sleeping, 2);
+      if (atomic_load(&w->sync_req) > w->w_durable || atomic_load(&w->closing) ||
+          atomic_load(&w->space_waiters)) {
+        atomic_store(&w->sleeping, 0);
+        continue;
+      }
+      uint64_t rel = w->linger_ns;
+      if (w->level == TG_WAL_BALANCED && w->w_written > w->w_durable) {
+        uint64_t due = w->last_sync_ns + w->interval_ns, t = now_ns();
+        if (due <= t) rel = 0;
+        else if (due - t < rel) rel = due - t;
+      }
+      struct timespec lts = {(time_t)(rel / 1000000000u), (long)(rel % 1000000000u)};
+      if (rel) futex_wait(&w->wake_word, ww, &lts);
+      atomic_store(&w->sleeping, 0);
+      continue;
+    }
     if (!atomic_load(&w->closing)) {
       uint64_t t0 = now_ns();
       int seen = 0;
@@ -597,7 +641,7 @@ static int append_large(tg_wal *w, uint8_t type, const void *payload, size_t len
   tg__st32(s->frame, (uint32_t)(TG__WAL_FRAME_HDR + len));
   tg__st64(s->frame + 8, seq | (uint64_t)type << 56);
   atomic_store_explicit(&s->published, seq, REL);
-  if (atomic_load(&w->sleeping)) wake_writer(w);
+  if (atomic_load(&w->sleeping)) wake_if_due(w, seq);
   if (lsn_out) *lsn_out = seq;
   return w->level == TG_WAL_STRICT ? wait_durable(w, seq) : 0;
 }
@@ -617,7 +661,7 @@ static int append_inner(tg_wal *w, uint8_t type, const void *payload, size_t len
   memcpy(s->frame + TG__WAL_FRAME_HDR, payload, len);
   atomic_store_explicit(&s->published, seq, REL);
   /* seq_cst load, ordered after the fetch_add above: see THE PIPELINE. */
-  if (unlikely(atomic_load(&w->sleeping))) wake_writer(w);
+  if (unlikely(atomic_load(&w->sleeping))) wake_if_due(w, seq);
   if (lsn) *lsn = seq;
   if (wait && w->level == TG_WAL_STRICT) return wait_durable(w, seq);
   return 0;
@@ -732,6 +776,7 @@ void tg_wal_config_init(tg_wal_config *cfg) {
   cfg->sync_interval_ms = 10;
   cfg->segment_bytes = 64u << 20;
   cfg->ring_slots = 65536;
+  cfg->linger_us = 1000;
   cfg->start_lsn = 1;
 }
 
@@ -829,6 +874,8 @@ int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->cap = c.ring_slots;
   w->mask = c.ring_slots - 1u;
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
+  w->linger_ns = c.level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
+  w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);
   pthread_cond_init(&w->durable_cv, NULL);
