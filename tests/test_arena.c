@@ -86,23 +86,9 @@ static void test_arena_grows_across_chunks_with_stable_addresses(void **state) {
   tg__arena_free(&a);
 }
 
-static int maps_left;
-static void *failing_map(size_t bytes) {
-  if (maps_left-- <= 0) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, TG__CHUNK_BYTES, bytes)) return NULL;
-  return p;
-}
-static void plain_unmap(void *p, size_t bytes) {
-  (void)bytes;
-  free(p);
-}
-
 static void test_arena_out_of_memory_is_reported_and_changes_nothing(void **state) {
   (void)state;
-  tg__arena_hooks h = {failing_map, plain_unmap};
-  tg__arena_set_hooks(&h);
-  maps_left = 1;
+  tg__arena_set_map_budget(1); /* one chunk, then mmap "fails" */
   tg__arena a;
   assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
   uint32_t id;
@@ -117,7 +103,7 @@ static void test_arena_out_of_memory_is_reported_and_changes_nothing(void **stat
   assert_non_null(tg__arena_alloc(&a, &id, &err));
   assert_int_equal(id, 5);
   tg__arena_free(&a);
-  tg__arena_set_hooks(NULL);
+  tg__arena_set_map_budget(-1);
 }
 
 int main(void) {

@@ -21,23 +21,9 @@ static void test_close_accepts_null_and_open_needs_out(void **state) {
 
 /* ---- out of memory through the arena seam ----------------------------- */
 
-static int maps_left;
-static void *failing_map(size_t bytes) {
-  if (maps_left-- <= 0) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, TG__CHUNK_BYTES, bytes)) return NULL;
-  return p;
-}
-static void plain_unmap(void *p, size_t bytes) {
-  (void)bytes;
-  free(p);
-}
-
 static void test_arena_exhaustion_gives_enomem_and_changes_nothing(void **state) {
   (void)state;
-  tg__arena_hooks h = {failing_map, plain_unmap};
-  tg__arena_set_hooks(&h);
-  maps_left = 1;
+  tg__arena_set_map_budget(1); /* one chunk, then mmap "fails" */
   tg_store *s = NULL;
   assert_int_equal(tg_store_open(&s, NULL, NULL), 0);
   uint32_t id;
@@ -61,7 +47,7 @@ static void test_arena_exhaustion_gives_enomem_and_changes_nothing(void **state)
   assert_int_equal(tg_token_create(s, NULL, &id), 0);
   assert_int_equal(id, 77);
   tg_store_close(s);
-  tg__arena_set_hooks(NULL);
+  tg__arena_set_map_budget(-1);
 }
 
 /* ---- several threads on one handle ------------------------------------ */

@@ -46,15 +46,14 @@ static void *default_map(size_t bytes) {
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
-static tg__arena_hooks hooks = {default_map, default_unmap};
+static long map_budget = -1;
 
-void tg__arena_set_hooks(const tg__arena_hooks *h) {
-  if (h) {
-    hooks = *h;
-  } else {
-    hooks.map = default_map;
-    hooks.unmap = default_unmap;
-  }
+void tg__arena_set_map_budget(long n) { map_budget = n; }
+
+static void *map_chunk(size_t bytes) {
+  if (map_budget == 0) return NULL;
+  if (map_budget > 0) map_budget--;
+  return default_map(bytes);
 }
 
 int tg__arena_init(tg__arena *a, uint32_t id_off) {
@@ -70,14 +69,14 @@ int tg__arena_init(tg__arena *a, uint32_t id_off) {
 void tg__arena_free(tg__arena *a) {
   if (!a->chunks) return;
   for (uint32_t c = 0; c < a->nchunks; c++)
-    hooks.unmap(a->chunks[c], TG__CHUNK_BYTES);
+    default_unmap(a->chunks[c], TG__CHUNK_BYTES);
   free(a->chunks);
   memset(a, 0, sizeof *a);
 }
 
 int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
-  unsigned char *p = hooks.map(TG__CHUNK_BYTES);
+  unsigned char *p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   a->chunks[a->nchunks++] = p;
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;

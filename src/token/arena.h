@@ -46,18 +46,12 @@ typedef struct tg__arena {
 } tg__arena;
 
 /*
- * The allocation seam. Tests replace it to make chunk mapping fail; the
- * default maps 2 MiB-aligned anonymous memory, advises MADV_HUGEPAGE and
- * pre-faults it. map returns NULL on failure.
+ * The allocation seam (SQLite's SimulateIOError in spirit): after `n` more
+ * chunks have been mapped, every further chunk mapping fails as if mmap
+ * had, so tests can drive the arena into out-of-memory. n < 0 (the
+ * default) means no limit. Not thread-safe: set it while no arena grows.
  */
-typedef struct tg__arena_hooks {
-  void *(*map)(size_t bytes);
-  void (*unmap)(void *p, size_t bytes);
-} tg__arena_hooks;
-
-/* Install hooks (NULL restores the defaults). Not thread-safe: call it
-   before any arena is in use. */
-void tg__arena_set_hooks(const tg__arena_hooks *h);
+void tg__arena_set_map_budget(long n);
 
 /* Initialise an empty arena whose objects keep their u32 id at id_off.
    Maps nothing yet. Returns 0 or TG_ENOMEM. */
