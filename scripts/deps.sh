@@ -4,6 +4,9 @@
 # when everything is present.
 set -eu
 PKGS="cmake make gcc pkg-config zlib1g-dev liblmdb-dev libcmocka-dev libinih-dev"
+# Sanitizer builds (TG_SANITIZE=address|thread scripts/test.sh) use clang
+# and its runtimes.
+[ -n "${TG_SANITIZE:-}" ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
