@@ -523,6 +523,20 @@ static void json_num(FILE *f, int have, double v) {
   else fputs("null", f);
 }
 
+/* The latency percentiles and RSS of a result, after a `"p50_ns": ` the
+   caller has written (shared by the summary object and the JSONL lines). */
+static void json_percentiles(FILE *f, const ts_result *x) {
+  json_num(f, x->have_lat, x->p50);
+  fputs(", \"p95_ns\": ", f);
+  json_num(f, x->have_lat, x->p95);
+  fputs(", \"p99_ns\": ", f);
+  json_num(f, x->have_lat, x->p99);
+  fputs(", \"p999_ns\": ", f);
+  json_num(f, x->have_lat, x->p999);
+  fputs(", \"rss_bytes_per_token\": ", f);
+  json_num(f, x->rss_per_token >= 0, x->rss_per_token);
+}
+
 static void json_phase(FILE *f, const ts_result *x) {
   fputs("{\"name\": ", f);
   json_str(f, x->name);
@@ -535,15 +549,7 @@ static void json_phase(FILE *f, const ts_result *x) {
   fputs(", \"ratio_to_baseline\": ", f);
   json_num(f, x->ratio >= 0, x->ratio);
   fputs(", \"p50_ns\": ", f);
-  json_num(f, x->have_lat, x->p50);
-  fputs(", \"p95_ns\": ", f);
-  json_num(f, x->have_lat, x->p95);
-  fputs(", \"p99_ns\": ", f);
-  json_num(f, x->have_lat, x->p99);
-  fputs(", \"p999_ns\": ", f);
-  json_num(f, x->have_lat, x->p999);
-  fputs(", \"rss_bytes_per_token\": ", f);
-  json_num(f, x->rss_per_token >= 0, x->rss_per_token);
+  json_percentiles(f, x);
   fputs(", \"note\": ", f);
   json_str(f, x->note);
   fputc('}', f);
@@ -636,15 +642,7 @@ static int write_jsonl(const char *path, const ts_run *r) {
     fputs(", \"ratio_to_baseline\": ", f);
     json_num(f, x->ratio >= 0, x->ratio);
     fprintf(f, ", \"latency_samples\": %llu, \"p50_ns\": ", (unsigned long long)x->lat_samples);
-    json_num(f, x->have_lat, x->p50);
-    fputs(", \"p95_ns\": ", f);
-    json_num(f, x->have_lat, x->p95);
-    fputs(", \"p99_ns\": ", f);
-    json_num(f, x->have_lat, x->p99);
-    fputs(", \"p999_ns\": ", f);
-    json_num(f, x->have_lat, x->p999);
-    fputs(", \"rss_bytes_per_token\": ", f);
-    json_num(f, x->rss_per_token >= 0, x->rss_per_token);
+    json_percentiles(f, x);
     fputs("}\n", f);
   }
   for (int i = 0; i < r->nfig; i++) {
