@@ -398,6 +398,20 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   tg_token got;
   assert_int_equal(tg_token_get(s, b, &got), 0);
   assert_int_equal(tg_sync(s), TG_ENOSPC);
+  /* The failure is in the black box (once), with the errno. */
+  char p[300];
+  snprintf(p, sizeof p, "%s/bb-failure.json", dir);
+  tg__io_reset();
+  assert_int_equal(tg_blackbox_dump(p), 0);
+  FILE *f = fopen(p, "r");
+  assert_non_null(f);
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = 0;
+  fclose(f);
+  assert_non_null(strstr(buf, "write_failure"));
+  unlink(p);
+  tg__io.pwrite = enospc_pwrite;
   assert_int_equal(tg_store_close(s), TG_ENOSPC);
   tg__io_reset();
   s = open_at(dir, TG_STRICT);

@@ -125,6 +125,7 @@ int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cf
   s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
   atomic_init(&s->lock, 0);
+  atomic_init(&s->failure_noted, 0);
   s->lock_fd = -1;
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
@@ -156,8 +157,13 @@ int tg_store_close(tg_store *s) {
   return rc;
 }
 
+static void note_log_failure(tg_store *s, int rc);
+
 int tg_sync(tg_store *s) {
-  return s->wal ? tg_wal_sync(s->wal, 0) : 0;
+  if (!s->wal) return 0;
+  int rc = tg_wal_sync(s->wal, 0);
+  if (rc) note_log_failure(s, rc);
+  return rc;
 }
 
 /*
@@ -172,10 +178,24 @@ static inline void strict_enter(tg_store *s) {
   if (s->wal) tg_wal_strict_begin(s->wal);
 }
 
+/* The first time the log reports a failure, leave it in the black box
+   (the WAL itself depends on nothing, so the store records it). */
+static void note_log_failure(tg_store *s, int rc) {
+  if (rc != TG_EIO && rc != TG_ENOSPC) return;
+  if (atomic_exchange_explicit(&s->failure_noted, 1, memory_order_relaxed)) return;
+  int os_errno = 0;
+  tg_wal_failed(s->wal, &os_errno);
+  tg_wal_stats ws;
+  tg_wal_stats_get(s->wal, &ws);
+  tg_blackbox_record(TG_BB_WRITE_FAILURE, (uint64_t)os_errno, ws.durable_lsn,
+                     ws.written_lsn, (uint64_t)-rc);
+}
+
 static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
   if (s->wal) {
     int r = tg_wal_strict_end(s->wal, rc == 0 ? lsn : 0);
     if (rc == 0) rc = r;
+    if (__builtin_expect(rc != 0, 0)) note_log_failure(s, rc);
   }
   return rc;
 }

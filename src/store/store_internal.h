@@ -50,6 +50,7 @@ struct tg_store {
   tg_span io_span[3];           /* writer thread: the open batch-write and
                                    fdatasync spans (enum tg_wal_io) */
   int writer_named;             /* writer thread: named in the trace */
+  atomic_int failure_noted;     /* the log's failure is in the black box */
 };
 
 /* The store lock (store.c). */
