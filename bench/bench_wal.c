@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "raw_ref.h"
 #include "tokengraph/wal.h"
 
 #define PAYLOAD 64
@@ -89,57 +90,6 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
   (void)flag;
   (void)ftw;
   return remove(p);
-}
-
-/* Raw reference: `bytes` bytes in 1 MiB chunks, fdatasync per chunk. */
-static double ref_chunks(const char *dir, uint64_t bytes) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/raw-chunks.ref", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return -1;
-  size_t chunk = 1u << 20;
-  unsigned char *buf = malloc(chunk);
-  if (!buf) {
-    close(fd);
-    return -1;
-  }
-  memset(buf, 0xA5, chunk);
-  uint64_t t0 = tgb_now_ns();
-  for (uint64_t done = 0; done < bytes;) {
-    size_t n = bytes - done < chunk ? (size_t)(bytes - done) : chunk;
-    if (write(fd, buf, n) != (ssize_t)n || fdatasync(fd) != 0) {
-      free(buf);
-      close(fd);
-      return -1;
-    }
-    done += n;
-  }
-  double s = (double)(tgb_now_ns() - t0) / 1e9;
-  free(buf);
-  close(fd);
-  unlink(path);
-  return s;
-}
-
-/* Raw reference for STRICT: one 80-byte write + fdatasync per record. */
-static double ref_sync_each(const char *dir, uint64_t records) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/raw-sync-each.ref", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return -1;
-  unsigned char rec[FRAME];
-  memset(rec, 0xA5, sizeof rec);
-  uint64_t t0 = tgb_now_ns();
-  for (uint64_t i = 0; i < records; i++) {
-    if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec || fdatasync(fd) != 0) {
-      close(fd);
-      return -1;
-    }
-  }
-  double s = (double)(tgb_now_ns() - t0) / 1e9;
-  close(fd);
-  unlink(path);
-  return s;
 }
 
 /* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds. */
@@ -289,7 +239,7 @@ int tgb_wal(int argc, char **argv) {
      of MB on this discard-mounted disk slows the writes that follow) and
      the faster of the two counts: the ratio is never flattered. */
   uint64_t est_bytes = (count / (uint64_t)threads) * (uint64_t)threads * FRAME;
-  double ref_before_s = level == TG_WAL_STRICT ? -1 : ref_chunks(dir, est_bytes);
+  double ref_before_s = level == TG_WAL_STRICT ? -1 : tgb_raw_chunks_seconds(dir, est_bytes);
   tg_wal_stats st;
   uint64_t *lat = NULL, nlat = 0;
   double replay_rps = 0;
@@ -320,11 +270,11 @@ int tgb_wal(int argc, char **argv) {
   }
 
   uint64_t bytes = st.bytes;
-  double ref_chunk_s = ref_chunks(dir, bytes);
+  double ref_chunk_s = tgb_raw_chunks_seconds(dir, bytes);
   if (ref_before_s > 0 && est_bytes == bytes && (ref_chunk_s < 0 || ref_before_s < ref_chunk_s))
     ref_chunk_s = ref_before_s;
   uint64_t sync_each_n = records < 2000 ? records : 2000;
-  double ref_sync_s = ref_sync_each(dir, sync_each_n);
+  double ref_sync_s = tgb_raw_sync_each_seconds(dir, sync_each_n, FRAME);
   nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
   if (ref_chunk_s < 0 || ref_sync_s < 0) {
     fprintf(stderr, "tg-bench wal: the raw reference failed: %s\n", strerror(errno));

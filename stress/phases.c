@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "raw_ref.h"
 #include "stress.h"
 #include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
@@ -315,49 +316,6 @@ static int scraper_stop(scraper *m, int started) {
 static int wal_sync_tail(void *arg) { return tg_wal_sync(arg, 0); }
 static int store_sync_tail(void *arg) { return tg_sync(arg); }
 
-/* Raw reference: `bytes` bytes in 1 MiB chunks, one fdatasync per chunk. */
-static double raw_chunks(const char *dir, uint64_t bytes) {
-  char path[4300];
-  snprintf(path, sizeof path, "%s/stress-raw-chunks.ref", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return -1;
-  size_t chunk = 1u << 20;
-  unsigned char *buf = malloc(chunk);
-  double s = -1;
-  if (!buf) goto out;
-  memset(buf, 0xA5, chunk);
-  uint64_t t0 = ts_now_ns();
-  for (uint64_t done = 0; done < bytes;) {
-    size_t n = bytes - done < chunk ? (size_t)(bytes - done) : chunk;
-    if (write(fd, buf, n) != (ssize_t)n || fdatasync(fd) != 0) goto out;
-    done += n;
-  }
-  s = (double)(ts_now_ns() - t0) / 1e9;
-out:
-  free(buf);
-  close(fd);
-  unlink(path);
-  return s;
-}
-
-/* Raw reference for STRICT: one 80-byte write + fdatasync per record. */
-static double raw_sync_each(const char *dir, uint64_t records) {
-  char path[4300];
-  snprintf(path, sizeof path, "%s/stress-raw-sync-each.ref", dir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return -1;
-  unsigned char rec[FRAME_BYTES];
-  memset(rec, 0xA5, sizeof rec);
-  double s = -1;
-  uint64_t t0 = ts_now_ns();
-  for (uint64_t i = 0; i < records; i++)
-    if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec || fdatasync(fd) != 0) goto out;
-  s = (double)(ts_now_ns() - t0) / 1e9;
-out:
-  close(fd);
-  unlink(path);
-  return s;
-}
 
 static tg_store_config durable_cfg(const ts_config *c, int level) {
   tg_store_config sc = c->store;
@@ -480,8 +438,8 @@ static int full_stack_every_token(ts_run *r, int level) {
   for (uint64_t round = 0; round < c->rounds && !rc; round++) {
     ts_progress(r, "%s: round %llu/%llu", x->name, (unsigned long long)round + 1,
                 (unsigned long long)c->rounds);
-    double rs = level == TG_STRICT ? raw_sync_each(r->dir, n)
-                                   : raw_chunks(r->dir, n * FRAME_BYTES);
+    double rs = level == TG_STRICT ? tgb_raw_sync_each_seconds(r->dir, n, FRAME_BYTES)
+                                   : tgb_raw_chunks_seconds(r->dir, n * FRAME_BYTES);
     if (rs > 0) ts_keep_round(ref, rs);
     ts_rmtree(dir);
     tg_store *s = NULL;
@@ -510,7 +468,7 @@ static int full_stack_every_token(ts_run *r, int level) {
     lsn = st.last_lsn;
   }
   if (!rc && level != TG_STRICT) {
-    double rs = raw_chunks(r->dir, n * FRAME_BYTES); /* after as well: the faster counts */
+    double rs = tgb_raw_chunks_seconds(r->dir, n * FRAME_BYTES); /* after as well: the faster counts */
     if (rs > 0) ts_keep_round(ref, rs);
   }
   ts_latency(r, x, tr.lat, tr.nlat);
