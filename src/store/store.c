@@ -343,11 +343,10 @@ int tg_token_update(tg_store *s, const tg_token *t) {
   }
   tg_token img = *t;
   img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  tg__graph_mark_token(&s->g, &img, img.id);
+  tg__graph_mark_token(&s->g, &img, img.id); /* DIRTY travels with the copy */
   if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, &img, sizeof img, &lsn)))
     goto out;
   *cur = img;
-  tg__graph_mark_token(&s->g, cur, img.id);
 out:
   store_unlock(s);
   return strict_wait(s, rc, lsn);
