@@ -368,8 +368,8 @@ TG_API int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id);
 TG_API int tg_token_get(tg_store *s, uint32_t id, tg_token *out);
 
 /*
- * Replace the fields of token t->id with *t (the id, the ACTIVE flag and the
- * links are kept). Errors: TG_ENOTFOUND.
+ * Replace the fields of token t->id with *t (ACTIVE stays set; its
+ * connections are untouched). Errors: TG_ENOTFOUND.
  */
 TG_API int tg_token_update(tg_store *s, const tg_token *t);
 
