@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "tokengraph/errors.h"
+#include "tokengraph/version.h"
 
 static void test_every_code_has_a_name_and_message(void **state) {
   (void)state;
@@ -38,11 +39,19 @@ static void test_full_disk_io_error_and_quota_are_distinct(void **state) {
   assert_int_not_equal(TG_ENOSPC, -ENOSPC);
 }
 
+static void test_linked_library_reports_the_header_version(void **state) {
+  (void)state;
+  assert_string_equal(tg_version(), TG_VERSION_STRING);
+  assert_int_equal(TG_VERSION_NUMBER, TG_VERSION_MAJOR * 10000 +
+                                          TG_VERSION_MINOR * 100 + TG_VERSION_PATCH);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_every_code_has_a_name_and_message),
     cmocka_unit_test(test_errno_values_map_to_system_names),
     cmocka_unit_test(test_full_disk_io_error_and_quota_are_distinct),
+    cmocka_unit_test(test_linked_library_reports_the_header_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

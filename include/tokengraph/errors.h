@@ -14,16 +14,12 @@
 #ifndef TOKENGRAPH_ERRORS_H
 #define TOKENGRAPH_ERRORS_H
 
+#include "tokengraph/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Marks the library's exported symbols; everything else stays hidden. */
-#if defined(TG_BUILDING) && defined(__GNUC__)
-#define TG_API __attribute__((visibility("default")))
-#else
-#define TG_API
-#endif
 
 /* XX(name, number, message) */
 #define TG_ERR_MAP(XX)                                                        \

@@ -22,15 +22,12 @@
 #include <stdint.h>
 
 #include "tokengraph/errors.h"
+#include "tokengraph/version.h"
 #include "tokengraph/wal.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define TG_VERSION_MAJOR 0
-#define TG_VERSION_MINOR 1
-#define TG_VERSION_PATCH 0
 
 /* ---- tokens and connections ------------------------------------------- */
 

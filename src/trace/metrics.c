@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokengraph/tokengraph.h" /* TG_VERSION_* only */
+#include "tokengraph/version.h"
 #include "trace/trace_internal.h"
 
 enum { GAUGE, COUNTER, HISTOGRAM };
