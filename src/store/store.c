@@ -14,17 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/platform.h"
 #include "store/store_internal.h"
 
 /* ---- lock ------------------------------------------------------------- */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
-}
 
 static void lock_slow(tg_store *s) {
   for (unsigned spins = 0;; spins++) {
@@ -32,7 +25,7 @@ static void lock_slow(tg_store *s) {
         !atomic_exchange_explicit(&s->lock, 1, memory_order_acquire))
       return;
     if (spins < 64)
-      cpu_relax();
+      tg__cpu_relax();
     else
       sched_yield();
   }
