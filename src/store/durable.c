@@ -489,6 +489,7 @@ static void snapshot_remark(tg_store *s, const snapshot *sn) {
 
 /* Under the store lock: copy out everything DIRTY and clear the marks. */
 static int snapshot_take(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
   tg__graph *g = &s->g;
   int rc = 0;
   for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
