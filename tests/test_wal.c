@@ -27,6 +27,7 @@
 #include "wal/crc32.h"
 #include "wal/io.h"
 #include "wal/wal_internal.h"
+#include "wal/wal_store.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -526,10 +527,10 @@ static void test_wal_strict_group_commit_shares_fdatasyncs(void **state) {
   tg_wal_config_init(&c);
   c.level = TG_WAL_STRICT;
   c.ring_slots = 256;
-  c.on_sync = count_sync_hook;
+  tg__wal_store_opts o = {.on_sync = count_sync_hook};
   atomic_store(&sync_hook_calls, 0);
   tg_wal *w;
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), 0);
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, &c, &o, NULL), 0);
   pthread_t th[T];
   gc_arg a[T];
   for (int i = 0; i < T; i++) {
@@ -875,16 +876,14 @@ static void test_wal_remove_upto_deletes_only_covered_segments(void **state) {
 
 static void test_wal_reopen_of_an_empty_log_keeps_start_lsn(void **state) {
   fixture *f = *state;
-  tg_wal_config c;
-  tg_wal_config_init(&c);
-  c.start_lsn = 5001;
+  tg__wal_store_opts o = {.start_lsn = 5001};
   tg_wal *w;
   tg_wal_open_info info;
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, &info), 0);
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, NULL, &o, &info), 0);
   assert_int_equal(info.next_lsn, 5001);
   assert_int_equal(tg_wal_close(w), 0);
-  c.start_lsn = 1; /* ignored: the directory has a segment */
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, &info), 0);
+  o.start_lsn = 1; /* ignored: the directory has a segment */
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, NULL, &o, &info), 0);
   assert_int_equal(info.next_lsn, 5001);
   append_n(w, 5001, 3);
   assert_int_equal(tg_wal_close(w), 0);

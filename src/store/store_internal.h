@@ -15,6 +15,7 @@
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
+#include "wal/wal_store.h"
 
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; see store.c */
@@ -25,7 +26,7 @@ struct tg_store {
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;
-  int level;                    /* enum tg_durability */
+  int level;                    /* enum tg_wal_level */
   uint64_t last_lsn;            /* last LSN appended (under the lock) */
   char *dir;                    /* data directory */
   int lock_fd;                  /* DIR/LOCK, flock()ed; -1 = none */
@@ -48,7 +49,7 @@ struct tg_store {
   int crash_dump;               /* installed the fatal-signal handler */
   int collecting;               /* registered as a metrics collector */
   tg_span io_span[3];           /* writer thread: the open batch-write and
-                                   fdatasync spans (enum tg_wal_io) */
+                                   fdatasync spans (enum tg__wal_io) */
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
 };
