@@ -933,15 +933,15 @@ void tg_wal_config_init(tg_wal_config *cfg) {
   cfg->linger_us = 1000;
 }
 
-/* The TG_WAL_* limits of wal.h; the INI loader applies the same ones. */
-static int config_valid(const tg_wal_config *c) {
-  return c->level >= TG_WAL_STRICT && c->level <= TG_WAL_RELAXED &&
+int tg__wal_config_check(const tg_wal_config *c) {
+  int ok = c->level >= TG_WAL_STRICT && c->level <= TG_WAL_RELAXED &&
          c->sync_interval_ms >= TG_WAL_SYNC_INTERVAL_MIN_MS &&
          c->sync_interval_ms <= TG_WAL_SYNC_INTERVAL_MAX_MS &&
          c->segment_bytes >= TG_WAL_SEGMENT_MIN && c->segment_bytes <= TG_WAL_SEGMENT_MAX &&
          c->segment_bytes % TG_WAL_SEGMENT_ALIGN == 0 && c->ring_slots >= TG_WAL_RING_MIN &&
          c->ring_slots <= TG_WAL_RING_MAX && (c->ring_slots & (c->ring_slots - 1)) == 0 &&
          (c->nonblocking == 0 || c->nonblocking == 1) && c->linger_us <= TG_WAL_LINGER_MAX_US;
+  return ok ? 0 : TG_EINVAL;
 }
 _Static_assert(TG_WAL_SEGMENT_MIN >= TG__WAL_MIN_SEGMENT, "a segment holds its header");
 _Static_assert(TG_WAL_SEGMENT_ALIGN % TG__WAL_ALIGN == 0, "frames stay aligned");
@@ -1032,7 +1032,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   tg__wal_store_opts o = {0};
   if (opts) o = *opts;
   if (o.start_lsn == 0) o.start_lsn = 1;
-  if (!config_valid(&c) || o.start_lsn > TG_WAL_MAX_LSN) return TG_EINVAL;
+  if (tg__wal_config_check(&c) || o.start_lsn > TG_WAL_MAX_LSN) return TG_EINVAL;
 
   w = calloc(1, sizeof *w);
   if (!w) return TG_ENOMEM;

@@ -38,6 +38,11 @@ typedef struct tg__wal_store_opts {
   void *hook_arg;                  /* passed to every hook */
 } tg__wal_store_opts;
 
+/* 0 if cfg is within the TG_WAL_* limits of tokengraph/wal.h (what
+   tg_wal_open() checks), else TG_EINVAL. The INI loader's [wal] table uses
+   the same macros; a test holds the two to the same answers. */
+int tg__wal_config_check(const tg_wal_config *cfg);
+
 /* tg_wal_open() with the store's options (opts NULL: none, start at 1). */
 int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
                     const tg__wal_store_opts *opts, tg_wal_open_info *info);
