@@ -125,8 +125,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
+#include "common/platform.h"
 #include "wal/crc32.h"
-#include "wal/io.h"
 #include "wal/wal_internal.h"
 #include "wal/wal_store.h"
 
@@ -136,8 +137,6 @@
 #define BUF_BYTES (1u << 20) /* writer batch: 1 MiB, the size the raw reference uses */
 #define TMP_NAME "next.tmp"
 
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 #define RLX memory_order_relaxed
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -256,22 +255,8 @@ static void mu_wait(tg_wal *w, pthread_cond_t *cv) {
   w->mu_held = 1;
 }
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void stat_add(_Atomic uint64_t *c, uint64_t n) {
   atomic_store_explicit(c, atomic_load_explicit(c, RLX) + n, RLX);
-}
-
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
 }
 
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel) {
@@ -390,9 +375,9 @@ static void do_sync(tg_wal *w) {
   assert_writer(w);
   uint64_t upto = w->w_written;
   if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 0, upto);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   int rc = tg__fdatasync(w->fd);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = tg__now_ns();
   if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 1, upto);
   stat_add(&w->st_fdatasyncs, 1);
   if (rc) {
@@ -545,16 +530,16 @@ static uint64_t drain(tg_wal *w) {
 #define GATHER_MAX_NS 100000u
 static void gather(tg_wal *w) {
   assert_writer(w);
-  uint64_t t0 = now_ns(), last = t0;
+  uint64_t t0 = tg__now_ns(), last = t0;
   /* Relaxed strict_inflight: a count for a heuristic; a stale value only
      ends the gathering sooner or later. */
   while (w->w_written - w->w_durable < atomic_load_explicit(&w->strict_inflight, RLX)) {
     if (drain(w)) {
-      last = now_ns();
+      last = tg__now_ns();
       continue;
     }
     if (atomic_load_explicit(&w->failed, RLX)) return;
-    uint64_t t = now_ns();
+    uint64_t t = tg__now_ns();
     if (t - last > GATHER_IDLE_NS || t - t0 > GATHER_MAX_NS) return;
     sched_yield(); /* let the woken appenders run on this core */
   }
@@ -590,7 +575,7 @@ static int sync_due(tg_wal *w, uint64_t deadline) {
   if (w->level == TG_WAL_STRICT) return 1;
   /* Acquire: a waiter's request; the idle_wait re-check is the Dekker side. */
   if (atomic_load_explicit(&w->sync_req, ACQ) > w->w_durable) return 1;
-  if (deadline != NEVER && now_ns() >= deadline) return 1;
+  if (deadline != NEVER && tg__now_ns() >= deadline) return 1;
   /* Closing with everything drained: make it durable before the writer ends. */
   return atomic_load_explicit(&w->closing, ACQ) &&
          w->next == atomic_load_explicit(&w->head, ACQ);
@@ -611,10 +596,10 @@ static int work_pending(const tg_wal *w) {
    sleeping. Returns 1 if work arrived. */
 static int idle_spin(tg_wal *w) {
   assert_writer(w);
-  uint64_t t0 = now_ns();
-  while (now_ns() - t0 < IDLE_SPIN_NS) {
+  uint64_t t0 = tg__now_ns();
+  while (tg__now_ns() - t0 < IDLE_SPIN_NS) {
     for (int i = 0; i < 64; i++) {
-      cpu_relax();
+      tg__cpu_relax();
       /* Relaxed: a hint to stop spinning; idle_wait re-checks in seq_cst. */
       if (atomic_load_explicit(&w->head, RLX) != w->next ||
           atomic_load_explicit(&w->sync_req, RLX) > w->w_durable)
@@ -638,7 +623,7 @@ static void idle_wait(tg_wal *w, enum writer_state how, uint64_t deadline) {
   if (!work_pending(w)) {
     uint64_t rel = how == WRITER_LINGERING ? w->linger_ns : NEVER;
     if (deadline != NEVER) {
-      uint64_t t = now_ns();
+      uint64_t t = tg__now_ns();
       uint64_t left = deadline > t ? deadline - t : 0;
       if (left < rel) rel = left;
     }
@@ -679,7 +664,7 @@ static void *writer_main(void *arg) {
     if (atomic_load_explicit(&w->head, ACQ) != w->next) {
       /* Claimed but not yet published: the appender is mid-copy (or was
          preempted on this 2-core machine: then yield to it). */
-      if (++spins < 64) cpu_relax();
+      if (++spins < 64) tg__cpu_relax();
       else sched_yield();
       continue;
     }
@@ -699,13 +684,13 @@ static void *writer_main(void *arg) {
 /* ---- appending --------------------------------------------------------------- */
 
 static int wait_space(tg_wal *w, uint64_t seq) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   int rc = 0;
   /* Counted on entry, so a caller blocked right now shows in the stats. */
   atomic_fetch_add_explicit(&w->st_blocked, 1, RLX);
   for (int i = 0; i < 256; i++) {
     if (seq - atomic_load_explicit(&w->consumed, ACQ) < w->cap) goto done;
-    cpu_relax();
+    tg__cpu_relax();
   }
   mu_lock(w);
   atomic_fetch_add_explicit(&w->space_waiters, 1, SEQ); /* CONSUMED/SPACE, SLEEP/SPACE */
@@ -719,15 +704,15 @@ static int wait_space(tg_wal *w, uint64_t seq) {
 done:
   if (seq - atomic_load_explicit(&w->consumed, ACQ) >= w->cap)
     rc = atomic_load_explicit(&w->failed, ACQ);
-  atomic_fetch_add_explicit(&w->st_blocked_ns, now_ns() - t0, RLX);
+  atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
   return rc;
 }
 
 static inline int claim(tg_wal *w, uint64_t *seq) {
-  if (likely(!w->nonblocking)) {
+  if (TG_LIKELY(!w->nonblocking)) {
     uint64_t s = atomic_fetch_add_explicit(&w->head, 1, SEQ); /* SLEEP/HEAD */
     /* Acquire: the writer is done reading the slot it gave back. */
-    if (unlikely(s - atomic_load_explicit(&w->consumed, ACQ) >= w->cap)) {
+    if (TG_UNLIKELY(s - atomic_load_explicit(&w->consumed, ACQ) >= w->cap)) {
       int rc = wait_space(w, s);
       if (rc) return rc;
     }
@@ -788,15 +773,15 @@ static inline int enqueue(tg_wal *w, uint8_t type, const void *payload, size_t l
                           unsigned char *ext, uint64_t *seq) {
   uint64_t s;
   int rc = claim(w, &s);
-  if (unlikely(rc)) return rc;
+  if (TG_UNLIKELY(rc)) return rc;
   slot *sl = &w->ring[s & w->mask];
   sl->ext = ext;
   tg__st32(sl->frame, (uint32_t)(TG__WAL_FRAME_HDR + len));
   tg__st64(sl->frame + 8, s | (uint64_t)type << 56);
-  if (likely(!ext)) memcpy(sl->frame + TG__WAL_FRAME_HDR, payload, len);
+  if (TG_LIKELY(!ext)) memcpy(sl->frame + TG__WAL_FRAME_HDR, payload, len);
   atomic_store_explicit(&sl->published, s, REL);
   /* seq_cst: SLEEP/HEAD, after the fetch_add on head in claim(). */
-  if (unlikely(atomic_load_explicit(&w->sleeping, SEQ))) wake_if_due(w, s);
+  if (TG_UNLIKELY(atomic_load_explicit(&w->sleeping, SEQ))) wake_if_due(w, s);
   *seq = s;
   return 0;
 }
@@ -807,16 +792,16 @@ static inline int append_nowait(tg_wal *w, uint8_t type, const void *payload, si
   /* Relaxed: a fast refusal; a failure that lands after this load is still
      reported, by the wait or by the next call. */
   int f = atomic_load_explicit(&w->failed, RLX);
-  if (unlikely(f)) return f;
-  if (unlikely(!payload && len)) return TG_EINVAL;
+  if (TG_UNLIKELY(f)) return f;
+  if (TG_UNLIKELY(!payload && len)) return TG_EINVAL;
   unsigned char *ext = NULL;
-  if (unlikely(len > SLOT_INLINE)) {
+  if (TG_UNLIKELY(len > SLOT_INLINE)) {
     if (len > TG_WAL_MAX_PAYLOAD) return TG_EINVAL;
     if (!(ext = malloc(len))) return TG_ENOMEM;
     memcpy(ext, payload, len);
   }
   int rc = enqueue(w, type, payload, len, ext, seq);
-  if (unlikely(rc)) free(ext);
+  if (TG_UNLIKELY(rc)) free(ext);
   return rc;
 }
 
@@ -824,7 +809,7 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   uint64_t seq = 0;
   if (w->level != TG_WAL_STRICT) {
     int rc = append_nowait(w, type, payload, len, &seq);
-    if (likely(rc == 0) && lsn) *lsn = seq;
+    if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
     return rc;
   }
   /* Relaxed: strict_inflight is gather()'s heuristic. */
@@ -846,7 +831,7 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn) {
   uint64_t seq = 0;
   int rc = append_nowait(w, type, payload, len, &seq);
-  if (likely(rc == 0) && lsn) *lsn = seq;
+  if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
   return rc;
 }
 
@@ -1099,7 +1084,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->w_written = w->w_durable = w->next - 1;
   atomic_store_explicit(&w->written, w->next - 1, RLX);
   atomic_store_explicit(&w->durable, w->next - 1, RLX);
-  w->last_sync_ns = now_ns();
+  w->last_sync_ns = tg__now_ns();
 
   info->oldest_lsn = w->nseg ? w->segs[0] : 0;
   info->last_lsn = w->next - 1 >= w->segs[0] ? w->next - 1 : 0;
