@@ -1057,6 +1057,19 @@ static void test_wal_config_limits_are_the_same_from_the_api_and_the_ini_file(vo
   assert_int_equal(tg_wal_sync(w, 0), 0);
   assert_int_equal(tg_wal_close(w), 0);
   assert_int_equal(read_check(f->dir, 0, 1, NULL), 20);
+
+  /* A store refuses the same values, before it touches its directory. */
+  char sdir[128], msg[256] = "";
+  snprintf(sdir, sizeof sdir, "%s/store", f->dir);
+  tg_store_config sc;
+  tg_store_config_init(&sc);
+  sc.wal.ring_slots = 1000;
+  tg_store *st = NULL;
+  assert_int_equal(tg_store_open_msg(&st, sdir, &sc, msg, sizeof msg), TG_EINVAL);
+  assert_null(st);
+  assert_non_null(strstr(msg, "ring_slots 1000"));
+  struct stat sb;
+  assert_int_equal(stat(sdir, &sb), -1);
 }
 
 /* A store takes its WAL's defaults: one set of them. */

@@ -764,8 +764,12 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                        char *msg, size_t len) {
   char *waldir = NULL;
   int rc;
-  if (cfg->wal.level < TG_WAL_STRICT || cfg->wal.level > TG_WAL_RELAXED) {
-    say(msg, len, "invalid configuration: durability level %d", cfg->wal.level);
+  if (tg__wal_config_check(&cfg->wal)) {
+    const tg_wal_config *c = &cfg->wal;
+    say(msg, len, "invalid configuration: [wal] outside the TG_WAL_* limits of "
+        "tokengraph/wal.h (level %d, sync_interval_ms %u, segment_bytes %llu, "
+        "ring_slots %u, linger_us %u, nonblocking %d)", c->level, c->sync_interval_ms,
+        (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
     return TG_EINVAL;
   }
   s->dir = strdup(dir);
