@@ -175,7 +175,9 @@ typedef struct tg_wal_stats {
   uint64_t bytes;          /* frame bytes written */
   uint64_t batches;        /* write batches (pwrite calls of the writer) */
   uint64_t fdatasyncs;     /* fdatasyncs of segment files */
-  uint64_t blocked;        /* appends that waited for queue space */
+  uint64_t blocked;        /* appends that waited for queue space (counted
+                              when the wait begins, so one waiting now is
+                              included) */
   uint64_t blocked_ns;     /* total time appenders waited for queue space */
   uint64_t rejected;       /* appends refused with TG_EAGAIN */
   uint64_t queue_depth;    /* records appended but not yet written, now */
