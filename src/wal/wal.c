@@ -297,6 +297,7 @@ static int path_in(char *out, size_t n, const char *dir, const char *name) {
 /* Poison the WAL (LMDB MDB_FATAL_ERROR, Redis after a failed AOF fsync):
    nothing is retried, every waiter and later caller gets the error. */
 static void wal_fail(tg_wal *w, int rc) {
+  assert_writer(w);
   if (atomic_load_explicit(&w->failed, ACQ)) return;
   w->os_errno = -rc;
   int code = (rc == -ENOSPC || rc == -EDQUOT || rc == TG_ENOSPC) ? TG_ENOSPC : TG_EIO;
@@ -329,6 +330,7 @@ static int seg_list_add(tg_wal *w, uint64_t first) {
 
 /* Create next.tmp and preallocate it. */
 static int prepare_next(tg_wal *w) {
+  assert_writer(w);
   char path[4096];
   int rc = path_in(path, sizeof path, w->dir, TMP_NAME);
   if (rc) return rc;
@@ -348,6 +350,7 @@ static int prepare_next(tg_wal *w) {
 /* Turn next.tmp into segment `first`: header, fdatasync, rename, fsync dir.
    On success *fd_out is the new segment (next_fd is consumed). */
 static int install_next(tg_wal *w, uint64_t first) {
+  assert_writer(w);
   unsigned char hdr[TG__WAL_HDR];
   char from[4096], to[4096], name[TG__WAL_NAME_LEN + 1];
   tg__wal_seg_name(name, first);
