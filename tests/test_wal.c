@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -507,7 +508,19 @@ static void test_wal_strict_ack_survives_sigkill(void **state) {
   }
   close(p[1]);
   uint64_t acked = 0, v;
-  while (acked < 300 && read(p[0], &v, sizeof v) == sizeof v) acked = v;
+  uint64_t t0 = mono_ns();
+  while (acked < 300) {
+    /* A child that stops acknowledging fails the test at the deadline. */
+    struct pollfd pf = {.fd = p[0], .events = POLLIN};
+    if (mono_ns() - t0 > DEADLINE_NS || poll(&pf, 1, 100) < 0) {
+      kill(pid, SIGKILL);
+      fail_msg("the child acknowledged %llu appends before the deadline",
+               (unsigned long long)acked);
+    }
+    if (!(pf.revents & (POLLIN | POLLHUP))) continue;
+    if (read(p[0], &v, sizeof v) != sizeof v) break; /* the child exited */
+    acked = v;
+  }
   assert_int_equal(kill(pid, SIGKILL), 0);
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
