@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "wal/crc32.h"
 #include "wal/wal_internal.h"
 
@@ -198,13 +199,20 @@ static int open_segment(tg_wal_reader *r) {
   tg__wal_seg_name(name, first);
   if ((size_t)snprintf(path, sizeof path, "%s/%s", r->dir, name) >= sizeof path)
     return finish(r, TG_WAL_END_IO, -ENAMETOOLONG, 0, "path too long");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return finish(r, TG_WAL_END_IO, -errno, 0, "cannot open segment");
+  /* O_NOFOLLOW: a link planted at a segment's name is not read through;
+     O_NONBLOCK: a FIFO there must not block the open (it is refused below,
+     as anything that is not a regular file). */
+  int fd = tg__openat(AT_FDCWD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+  if (fd < 0) return finish(r, TG_WAL_END_IO, fd, 0, "cannot open segment");
   struct stat st;
   if (fstat(fd, &st) < 0) {
     int e = -errno;
     close(fd);
     return finish(r, TG_WAL_END_IO, e, 0, "cannot stat segment");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment is not a regular file");
   }
   r->size = (size_t)st.st_size;
   r->map = NULL;

@@ -334,13 +334,16 @@ static int prepare_next(tg_wal *w) {
   char path[4096];
   int rc = path_in(path, sizeof path, w->dir, TMP_NAME);
   if (rc) return rc;
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return -errno;
+  /* Through the seam, like every name change of the log, so a power-loss
+     simulation sees the create; O_NOFOLLOW: a link planted at the name is
+     refused, never written through. */
+  int fd = tg__openat(AT_FDCWD, path, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+  if (fd < 0) return fd;
   rc = tg__fallocate(fd, 0, (off_t)w->cfg.segment_bytes);
   if (rc == -EOPNOTSUPP) rc = 0; /* no preallocation on this file system */
   if (rc) {
     close(fd);
-    unlink(path);
+    tg__unlinkat(AT_FDCWD, path, 0);
     return rc;
   }
   w->next_fd = fd;
@@ -360,7 +363,7 @@ static int install_next(tg_wal *w, uint64_t first) {
   tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
   rc = tg__pwrite_all(w->next_fd, hdr, sizeof hdr, 0);
   if (!rc) rc = tg__fdatasync(w->next_fd);
-  if (!rc && rename(from, to) < 0) rc = -errno;
+  if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
   if (rc) return rc;
@@ -895,7 +898,8 @@ int tg_wal_remove_upto(tg_wal *w, uint64_t lsn, uint32_t *removed) {
   while (w->nseg >= 2 && w->segs[1] - 1 <= lsn) {
     tg__wal_seg_name(name, w->segs[0]);
     rc = path_in(path, sizeof path, w->dir, name);
-    if (!rc && unlink(path) < 0 && errno != ENOENT) rc = -errno;
+    if (!rc) rc = tg__unlinkat(AT_FDCWD, path, 0);
+    if (rc == -ENOENT) rc = 0;
     if (rc) break;
     memmove(w->segs, w->segs + 1, (w->nseg - 1) * sizeof *w->segs);
     w->nseg--;
@@ -934,6 +938,24 @@ int tg__wal_config_check(const tg_wal_config *c) {
 _Static_assert(TG_WAL_SEGMENT_MIN >= TG__WAL_MIN_SEGMENT, "a segment holds its header");
 _Static_assert(TG_WAL_SEGMENT_ALIGN % TG__WAL_ALIGN == 0, "frames stay aligned");
 
+/* Create the WAL directory if it is missing, and then fsync its parent: a
+   segment's name is only as durable as the directory that holds it. */
+static int make_dir(const char *dir) {
+  int rc = tg__mkdirat(AT_FDCWD, dir, 0700);
+  if (rc == -EEXIST) return 0;
+  if (rc) return rc;
+  char parent[4096];
+  size_t l = strlen(dir);
+  while (l > 1 && dir[l - 1] == '/') l--; /* "a/wal/" names "a/wal" */
+  while (l > 0 && dir[l - 1] != '/') l--;
+  while (l > 1 && dir[l - 1] == '/') l--;
+  if (l >= sizeof parent) return -ENAMETOOLONG;
+  if (l == 0) parent[l++] = '.';
+  else memcpy(parent, dir, l);
+  parent[l] = '\0';
+  return tg__fsync_dir(parent);
+}
+
 static int remove_tmp_files(const char *dir) {
   DIR *d = opendir(dir);
   if (!d) return -errno;
@@ -943,10 +965,10 @@ static int remove_tmp_files(const char *dir) {
   while ((e = readdir(d)) != NULL) {
     size_t l = strlen(e->d_name);
     if (l < 4 || strcmp(e->d_name + l - 4, ".tmp") != 0) continue;
-    if (path_in(path, sizeof path, dir, e->d_name) == 0 && unlink(path) < 0 && errno != ENOENT) {
-      rc = -errno;
-      break;
-    }
+    if (path_in(path, sizeof path, dir, e->d_name) != 0) continue;
+    rc = tg__unlinkat(AT_FDCWD, path, 0);
+    if (rc == -ENOENT) rc = 0;
+    if (rc) break;
   }
   closedir(d);
   return rc;
@@ -977,9 +999,9 @@ static int recover_last(tg_wal *w, uint64_t first, tg_wal_open_info *info) {
   tg__wal_seg_name(name, first);
   rc = path_in(path, sizeof path, w->dir, name);
   if (rc) goto cleanup;
-  w->fd = open(path, O_RDWR | O_CLOEXEC);
+  w->fd = tg__openat(AT_FDCWD, path, O_RDWR | O_NOFOLLOW, 0);
   if (w->fd < 0) {
-    rc = -errno;
+    rc = w->fd;
     goto cleanup;
   }
   /* Cut everything after the last valid frame so nothing stale can be read
@@ -1044,10 +1066,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
     rc = TG_ENOMEM;
     goto fail;
   }
-  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-    rc = -errno;
-    goto fail;
-  }
+  if ((rc = make_dir(dir)) != 0) goto fail;
   if ((rc = remove_tmp_files(dir)) != 0) goto fail;
   if ((rc = tg__wal_list(dir, &segs, &nseg)) != 0) goto fail;
 
@@ -1122,7 +1141,7 @@ int tg_wal_close(tg_wal *w) {
   if (w->next_fd >= 0) {
     char path[4096];
     close(w->next_fd);
-    if (path_in(path, sizeof path, w->dir, TMP_NAME) == 0) unlink(path);
+    if (path_in(path, sizeof path, w->dir, TMP_NAME) == 0) tg__unlinkat(AT_FDCWD, path, 0);
   }
   if (w->fd >= 0) close(w->fd);
   if (w->ring) {
