@@ -413,12 +413,15 @@ typedef struct tg_repair_report {
                                 the checkpoint: the records dropped */
   uint64_t kept_bytes;       /* bytes cut from the cut segment, kept ... */
   char kept_name[64];        /* ... in this file of wal/ ("": none) */
+  int truncated;             /* 1: the cut segment was then truncated */
   uint32_t moved;            /* segments renamed whole to NAME.broken[.k] */
   uint64_t moved_first;      /* first LSN (name) of the oldest and of the */
   uint64_t moved_last;       /* newest of them */
   uint64_t segment_bytes;    /* segment size the log was reopened with */
-  tg_recovery_info opened;   /* what opening the repaired directory found */
-  uint64_t checkpoint_lsn;   /* the checkpoint written after the open ... */
+  int reopened;              /* 1: the repaired directory was opened ... */
+  tg_recovery_info opened;   /* ... and this is what the open found */
+  int checkpointed;          /* 1: a checkpoint was then written ... */
+  uint64_t checkpoint_lsn;   /* ... covering this LSN ... */
   uint64_t tokens;           /* ... and what it holds */
   uint64_t connections;
   tg_inspect_report after;   /* the directory after repair */

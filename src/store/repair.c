@@ -135,7 +135,9 @@ static int cut_segment(int dfd, const char *waldir, const char *name, uint64_t o
             name, tg_strerror(rc));
     goto cleanup;
   }
-  if ((rc = tg__ftruncate(fd, (off_t)off)) || (rc = tg__fsync(fd)))
+  if (!(rc = tg__ftruncate(fd, (off_t)off))) out->truncated = 1;
+  if (!rc) rc = tg__fsync(fd);
+  if (rc)
     tg__say(msg, len, "cannot truncate wal/%s at %llu: %s (its bytes are kept in wal/%s)",
             name, (unsigned long long)off, tg_strerror(rc), out->kept_name);
 cleanup:
@@ -282,11 +284,13 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
   rc = tg__store_open_locked(&s, dir, &c, lock_fd, msg, len);
   lock_fd = -1; /* the store has it, or closed it */
   if (rc) goto cleanup;
+  out->reopened = 1;
   tg_store_recovery_info(s, &out->opened);
   if ((rc = tg_checkpoint(s))) {
     tg__say(msg, len, "%s: checkpoint failed: %s", dir, tg_strerror(rc));
     goto cleanup;
   }
+  out->checkpointed = 1;
   tg_store_stats st;
   tg_store_stats_get(s, &st);
   out->checkpoint_lsn = st.checkpoint_lsn;
