@@ -29,7 +29,9 @@
 #include <unistd.h>
 
 #include "store/store_internal.h"
-#include "wal/io.h"
+#include "common/io.h"
+#include "common/path.h"
+#include "common/platform.h"
 
 #define TG__DIR_FORMAT 1u
 #define IDENTITY_NAME "TOKENGRAPH"
@@ -51,22 +53,6 @@ void tg__say(char *msg, size_t len, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, len, fmt, ap);
   va_end(ap);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-char *tg__store_join(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  char *p = malloc(la + lb + 2);
-  if (!p) return NULL;
-  memcpy(p, a, la);
-  p[la] = '/';
-  memcpy(p + la + 1, b, lb + 1);
-  return p;
 }
 
 /* LMDB returns errno values or its own MDB_* codes. */
@@ -107,7 +93,7 @@ static int dir_is_empty(const char *dir) {
 }
 
 int tg__store_check_identity(const char *dir, char *msg, size_t len) {
-  char *path = tg__store_join(dir, IDENTITY_NAME);
+  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
   if (!path) return TG_ENOMEM;
   int rc;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -157,37 +143,17 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
 
 /* Write the identity file atomically: temp, fsync, rename, fsync dir. */
 static int write_identity(const char *dir) {
-  char *tmp = tg__store_join(dir, IDENTITY_NAME ".tmp"), *path = tg__store_join(dir, IDENTITY_NAME);
-  int rc = 0, fd = -1;
   char text[64];
-  if (!tmp || !path) {
-    rc = TG_ENOMEM;
-    goto cleanup;
-  }
   int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    goto cleanup;
-  }
-  if ((rc = tg__io_write_all(fd, text, (size_t)n)) || (rc = tg__fsync(fd))) goto cleanup;
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path)) {
-    rc = -errno;
-    goto cleanup;
-  }
-  rc = tg__fsync_dir(dir);
-cleanup:
-  if (fd >= 0) close(fd);
-  if (rc && tmp) unlink(tmp);
-  free(tmp);
+  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
+  if (!path) return TG_ENOMEM;
+  int rc = tg__write_file_atomic(AT_FDCWD, dir, path, text, (size_t)n, 0600);
   free(path);
   return rc;
 }
 
 int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len) {
-  char *path = tg__store_join(dir, "LOCK");
+  char *path = tg__path_join_alloc(dir, "LOCK");
   *fd_out = -1;
   if (!path) return TG_ENOMEM;
   int rc = 0;
@@ -215,6 +181,9 @@ static int take_lock(tg_store *s, char *msg, size_t len) {
   return tg__store_lock_dir(s->dir, 1, &s->lock_fd, msg, len);
 }
 
+/* Create directory `path` (0700) when missing, and make its entry durable:
+   fsync the parent after the mkdir, so a power loss cannot take back a
+   directory that later files (and acknowledged records) live in. */
 static int make_dir(const char *path, char *msg, size_t len) {
   struct stat st;
   if (stat(path, &st) == 0) {
@@ -222,12 +191,24 @@ static int make_dir(const char *path, char *msg, size_t len) {
     tg__say(msg, len, "%s exists and is not a directory", path);
     return -ENOTDIR;
   }
-  if (errno != ENOENT || mkdir(path, 0700)) {
-    int rc = -errno;
-    tg__say(msg, len, "cannot create directory %s: %s", path, strerror(errno));
+  int rc = errno == ENOENT ? tg__mkdirat(AT_FDCWD, path, 0700) : -errno;
+  if (rc == -EEXIST) return 0; /* another process made it first */
+  if (rc) {
+    tg__say(msg, len, "cannot create directory %s: %s", path, tg_strerror(rc));
     return rc;
   }
-  return 0;
+  char parent[4096];
+  const char *slash = strrchr(path, '/');
+  size_t l = slash ? (size_t)(slash - path) : 0;
+  if (l >= sizeof parent) return -ENAMETOOLONG;
+  if (slash && l == 0) l = 1; /* "/x": the parent is "/" */
+  if (l) memcpy(parent, path, l);
+  else parent[l++] = '.';
+  parent[l] = '\0';
+  if ((rc = tg__fsync_dir(parent)))
+    tg__say(msg, len, "cannot make the creation of %s durable (fsync of %s): %s", path,
+        parent, tg_strerror(rc));
+  return rc;
 }
 
 /* ---- LMDB checkpoint ---------------------------------------------------- */
@@ -247,10 +228,10 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val
 }
 
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
-  char *cdir = tg__store_join(s->dir, "checkpoint"), *data = NULL;
+  char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
   MDB_txn *txn = NULL;
   int rc = 0, mrc;
-  if (!cdir || !(data = tg__store_join(cdir, "data.mdb"))) {
+  if (!cdir || !(data = tg__path_join_alloc(cdir, "data.mdb"))) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
@@ -515,6 +496,7 @@ static void snapshot_remark(tg_store *s, const snapshot *sn) {
 
 /* Under the store lock: copy out everything DIRTY and clear the marks. */
 static int snapshot_take(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
   tg__graph *g = &s->g;
   int rc = 0;
   for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
@@ -676,7 +658,7 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 static int checkpoint_locked(tg_store *s) {
   snapshot sn;
   memset(&sn, 0, sizeof sn);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
   int rc = checkpoint_body(s, &sn);
@@ -687,7 +669,7 @@ static int checkpoint_locked(tg_store *s) {
   tg_span_end(&sp);
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
-                       now_ns() - t0, 0);
+                       tg__now_ns() - t0, 0);
   snapshot_free(&sn);
   return rc;
 }
@@ -797,15 +779,31 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
     return rc;
   }
   if ((rc = tg__store_open_checkpoint(s, 0, msg, len))) return rc;
+  /* LMDB creates data.mdb (and lock.mdb) without syncing their directory
+     entries: make them durable before anything depends on the checkpoint. */
+  {
+    char *cdir = tg__path_join_alloc(dir, "checkpoint");
+    if (!cdir) return TG_ENOMEM;
+    rc = tg__fsync_dir(cdir);
+    if (rc) tg__say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
+    free(cdir);
+    if (rc) return rc;
+  }
 
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   tg__graph_begin_load(&s->g);
   if ((rc = tg__store_load_checkpoint(s, msg, len))) return rc;
   s->recovery.checkpoint_lsn = s->ckpt_lsn;
-  uint64_t t1 = now_ns();
+  uint64_t t1 = tg__now_ns();
   s->recovery.load_ns = t1 - t0;
 
-  if (!(waldir = tg__store_join(dir, "wal"))) return TG_ENOMEM;
+  if (!(waldir = tg__path_join_alloc(dir, "wal"))) return TG_ENOMEM;
+  /* The store makes wal/ itself, so that its entry in DIR is durable
+     before the first segment is (make_dir fsyncs the parent). */
+  if ((rc = make_dir(waldir, msg, len))) {
+    free(waldir);
+    return rc;
+  }
   tg_wal_config wc;
   tg_wal_config_init(&wc);
   wc.level = dc->level == TG_STRICT     ? TG_WAL_STRICT
@@ -853,7 +851,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->last_lsn = last;
   s->recovery.replayed_records = n;
   s->recovery.last_lsn = last;
-  s->recovery.replay_ns = now_ns() - t1;
+  s->recovery.replay_ns = tg__now_ns() - t1;
   if (last + 1 != info.next_lsn) {
     rc = TG_ECORRUPT;
     tg__say(msg, len, "%s: replay ended at LSN %llu but the log continues at %llu",
@@ -863,7 +861,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
                      info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
   {
-    char *bb = tg__store_join(dir, "blackbox.json");
+    char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_set_path(bb);
     free(bb);
   }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/path.h"
 #include "store/store_internal.h"
 
 /* Records are the structs' bytes, little-endian on disk (docs/store-format.md). */
@@ -95,7 +96,7 @@ int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_c
   int rc;
   memset(out, 0, sizeof *out);
   if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
-      !(waldir = tg__store_join(dir, "wal"))) {
+      !(waldir = tg__path_join_alloc(dir, "wal"))) {
     rc = TG_ENOMEM;
     goto out;
   }

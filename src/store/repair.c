@@ -18,7 +18,7 @@
  * The lock is taken as tg_store_open() takes it and handed to the store
  * that replays the repaired log, so no other process can open the
  * directory between the inspection and the replay. Every write, truncate
- * and fsync goes through the I/O seam (wal/io.h), so tests can fail them.
+ * and fsync goes through the I/O seam (common/io.h), so tests can fail them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +29,8 @@
 #include <unistd.h>
 
 #include "store/store_internal.h"
-#include "wal/io.h"
+#include "common/io.h"
+#include "common/path.h"
 
 #define NAME_MAX_LEN 64   /* a segment name is 24 bytes; .broken.NNN adds 11 */
 #define KEEP_CHUNK (1u << 16)
@@ -56,10 +57,8 @@ static int move_aside(int dfd, const char *name, char *msg, size_t len) {
     tg__say(msg, len, "wal/%s: no free .broken name", name);
     return rc;
   }
-  if (renameat(dfd, name, dfd, to)) {
-    rc = -errno;
-    tg__say(msg, len, "cannot rename wal/%s to wal/%s: %s", name, to, strerror(errno));
-  }
+  if ((rc = tg__renameat(dfd, name, dfd, to)))
+    tg__say(msg, len, "cannot rename wal/%s to wal/%s: %s", name, to, tg_strerror(rc));
   return rc;
 }
 
@@ -78,11 +77,13 @@ static int keep_bytes(int dfd, int in, const char *name, uint64_t off, uint64_t 
   unsigned char *buf = NULL;
   for (int tries = 0; out < 0; tries++) {
     if ((rc = broken_name(dfd, name, kept_name, kept_len))) goto cleanup;
-    out = openat(dfd, kept_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (out < 0 && (errno != EEXIST || tries > 8)) {
-      rc = -errno;
+    out = tg__openat(dfd, kept_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+    if (out < 0 && (out != -EEXIST || tries > 8)) {
+      rc = out;
+      out = -1;
       goto cleanup;
     }
+    if (out < 0) out = -1; /* taken since we looked: the next name */
   }
   if (!(buf = malloc(KEEP_CHUNK))) {
     rc = TG_ENOMEM;
@@ -108,7 +109,7 @@ static int keep_bytes(int dfd, int in, const char *name, uint64_t off, uint64_t 
 cleanup:
   free(buf);
   if (out >= 0 && close(out) && !rc) rc = -errno;
-  if (rc && out >= 0) unlinkat(dfd, kept_name, 0);
+  if (rc && out >= 0) tg__unlinkat(dfd, kept_name, 0);
   if (rc) kept_name[0] = 0;
   return rc;
 }
@@ -116,11 +117,11 @@ cleanup:
 /* Keep [off, end) of segment `name`, then cut it at off. */
 static int cut_segment(int dfd, const char *waldir, const char *name, uint64_t off,
                        tg_repair_report *out, char *msg, size_t len) {
-  int rc = 0, fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  int rc = 0, fd = tg__openat(dfd, name, O_RDWR | O_NOFOLLOW, 0);
   struct stat st;
   if (fd < 0 || fstat(fd, &st)) {
-    rc = -errno;
-    tg__say(msg, len, "wal/%s: %s; nothing was cut", name, strerror(errno));
+    rc = fd < 0 ? fd : -errno;
+    tg__say(msg, len, "wal/%s: %s; nothing was cut", name, tg_strerror(rc));
     goto cleanup;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -191,9 +192,9 @@ static int apply_cut(const char *waldir, tg_repair_report *out, char *msg, size_
     tg__say(msg, len, "%s: the segment to cut is gone; nothing was changed", waldir);
     goto cleanup;
   }
-  if ((dfd = open(waldir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-    rc = -errno;
-    tg__say(msg, len, "%s: %s; nothing was changed", waldir, strerror(errno));
+  if ((dfd = tg__openat(AT_FDCWD, waldir, O_RDONLY | O_DIRECTORY, 0)) < 0) {
+    rc = dfd;
+    tg__say(msg, len, "%s: %s; nothing was changed", waldir, tg_strerror(rc));
     goto cleanup;
   }
   /* Offset 0 is a segment whose header is already wrong (or the gap before
@@ -256,7 +257,7 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
   if ((rc = tg__store_check_dir(dir, msg, len))) return rc;
   if ((rc = tg__store_lock_dir(dir, 1, &lock_fd, msg, len))) return rc;
   if ((rc = tg__store_inspect_dir(dir, &out->before, progress, arg, msg, len))) goto cleanup;
-  if (!(waldir = tg__store_join(dir, "wal"))) {
+  if (!(waldir = tg__path_join_alloc(dir, "wal"))) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
