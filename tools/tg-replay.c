@@ -702,9 +702,15 @@ static void print_repair_json(const char *dir, const tg_repair_report *p, int rc
          ",\"checkpoint_lsn\":%" PRIu64 ",\"tokens\":%" PRIu64 ",\"connections\":%" PRIu64,
          p->moved, p->segment_bytes, p->opened.replayed_records, p->checkpoint_lsn, p->tokens,
          p->connections);
-  printf(",\"before\":{");
-  print_report_members(&p->before);
-  printf("},\"after\":");
+  printf(",\"before\":");
+  if (p->before.end.reason != TG_WAL_END_NONE) {
+    printf("{");
+    print_report_members(&p->before);
+    printf("}");
+  } else {
+    printf("null"); /* the directory could not be read */
+  }
+  printf(",\"after\":");
   if (!rc || p->after.end.reason != TG_WAL_END_NONE) {
     printf("{");
     print_report_members(&p->after);
