@@ -106,19 +106,22 @@ static void test_concurrent_first_create_succeeds_or_is_locked(void **state) {
         tg_store_config_init(&cfg);
         cfg.crash_dump = 0;
         tg_store *s = NULL;
-        int rc = tg_store_open(&s, dir, &cfg);
+        char msg[256] = "";
+        int rc = tg_store_open_msg(&s, dir, &cfg, msg, sizeof msg);
         if (rc == 0) tg_store_close(s);
+        if (rc && rc != TG_ELOCKED) fprintf(stderr, "open: %s: %s\n", tg_err_name(rc), msg);
         _exit(rc == 0 ? 0 : rc == TG_ELOCKED ? 1 : 2);
       }
     }
     close(pipefd[0]);
     close(pipefd[1]); /* EOF releases every child at once */
+    int bad = 0; /* every child is reaped before anything is asserted */
     for (int p = 0; p < PROCS; p++) {
       int st = 0;
-      assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
-      assert_true(WIFEXITED(st));
-      if (WEXITSTATUS(st) > 1) fail_msg("round %d: an open failed with neither 0 nor TG_ELOCKED", r);
+      if (waitpid(pids[p], &st, 0) != pids[p] || !WIFEXITED(st) || WEXITSTATUS(st) > 1)
+        bad++;
     }
+    if (bad) fail_msg("round %d: %d opens failed with neither 0 nor TG_ELOCKED", r, bad);
   }
 }
 

@@ -152,6 +152,18 @@ static int write_identity(const char *dir) {
   return rc;
 }
 
+/* Does another process hold DIR/LOCK? (Opened without O_CREAT: a
+   directory without one gets none.) */
+static int lock_is_held(const char *dir) {
+  char path[4096];
+  if (tg__path_join(path, sizeof path, dir, "LOCK")) return 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return 0;
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);
+  return held;
+}
+
 int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len) {
   char *path = tg__path_join_alloc(dir, "LOCK");
   *fd_out = -1;
@@ -771,9 +783,27 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 
   if ((rc = make_dir(dir, msg, len))) return rc;
   tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
+  /* The identity is read before the lock, so that a directory that is not
+     ours gets no LOCK file; and again under the lock, because another
+     process may be creating the directory right now: while it holds the
+     lock, what it has made so far (checkpoint/ without TOKENGRAPH) would
+     look foreign, so a directory that is not ours but whose LOCK is held
+     is TG_ELOCKED, and what we decide, we decide under the lock. */
   int fresh = tg__store_check_identity(dir, msg, len);
+  if (fresh == TG_ENOTTG) {
+    if (msg && len) msg[0] = 0;
+    if (lock_is_held(dir)) {
+      tg__say(msg, len, "%s is in use by another process (it is being created or "
+          "opened; its LOCK is held)", dir);
+      return TG_ELOCKED;
+    }
+    /* A creator that released its lock between the two looks had written
+       TOKENGRAPH before creating anything else: look once more. */
+    fresh = tg__store_check_identity(dir, msg, len);
+  }
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
+  if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
   if (fresh && (rc = write_identity(dir))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
