@@ -281,6 +281,10 @@ typedef struct tg_wal_reader tg_wal_reader;
 /*
  * Open a reader over the WAL directory `dir` that yields records with
  * LSN >= from_lsn (0: from the oldest segment). It never changes the files.
+ * It starts at the newest segment whose first LSN is <= from_lsn and reads
+ * (and checks) that segment from its start; when the oldest segment starts
+ * after from_lsn, the log ends at once as CORRUPT with expected_lsn =
+ * from_lsn and found_lsn = that segment's first LSN (records are missing).
  * On failure *out is NULL. Errors: TG_ENOMEM, -errno (dir cannot be listed).
  */
 TG_API int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn);

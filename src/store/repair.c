@@ -20,6 +20,7 @@
  * directory between the inspection and the replay. Every write, truncate
  * and fsync goes through the I/O seam (common/io.h), so tests can fail them.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -282,6 +283,7 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
 
   tg_store_config c = repair_config(cfg, out->before.end.segment_bytes);
   out->segment_bytes = c.wal.segment_bytes;
+  assert(lock_fd >= 0); /* held since the inspection: nobody opened DIR in between */
   rc = tg__store_open_locked(&s, dir, &c, lock_fd, msg, len);
   lock_fd = -1; /* the store has it, or closed it */
   if (rc) goto cleanup;
