@@ -170,8 +170,10 @@ int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size
   if (!path) return TG_ENOMEM;
   int rc = 0;
   int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
-  if (fd < 0 && !create && errno == ENOENT) {
-    rc = 0; /* never opened: nobody holds it */
+  if (fd < 0 && !create) {
+    /* Missing: never opened, nobody holds it. Unreadable (another user's
+       0600 LOCK): a reader cannot tell and goes on, as it only reads. */
+    rc = 0;
   } else if (fd < 0) {
     rc = -errno;
     tg__say(msg, len, "%s: cannot open: %s", path, strerror(errno));

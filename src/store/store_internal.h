@@ -102,9 +102,10 @@ void tg__say(char *msg, size_t len, const char *fmt, ...);
 int tg__store_check_identity(const char *dir, char *msg, size_t len);
 
 /* Take DIR/LOCK (flock, exclusive, non-blocking): the one lock of a data
-   directory. create: make the file when missing (an open); otherwise a
-   missing LOCK means nobody holds it and *fd_out stays -1 (a reader, which
-   must not write). Errors: TG_ELOCKED (held elsewhere), -errno. */
+   directory. create: make the file when missing (an open, a repair);
+   otherwise (a reader, which must not write) a LOCK that is missing or
+   cannot be opened leaves *fd_out -1 and returns 0. Errors: TG_ELOCKED
+   (held elsewhere), -errno. */
 int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len);
 
 /* Open (readonly == 0: create if missing) the checkpoint environment of
