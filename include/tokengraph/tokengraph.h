@@ -320,8 +320,8 @@ enum tg_record_type {
 typedef struct tg_record {
   int type;                 /* enum tg_record_type */
   uint32_t id;              /* the token or connection the record is about */
-  tg_token token;           /* TOKEN_PUT: the token; zero otherwise */
-  tg_connection connection; /* CONN_PUT: the connection; zero otherwise */
+  tg_token token;           /* TOKEN_PUT: the token; otherwise not written */
+  tg_connection connection; /* CONN_PUT: the connection; otherwise not written */
 } tg_record;
 
 /*

@@ -27,9 +27,12 @@
 _Static_assert(sizeof(tg_token) == 64, "a token record is 64 bytes");
 _Static_assert(sizeof(tg_connection) == 64, "a connection record is 64 bytes");
 
+/* On the replay path, once per record: only the member the type uses is
+   written (zeroing all 136 bytes cost about 5% of a pure replay's
+   instructions, measured with callgrind on tg-bench replay). */
 int tg_record_decode(const tg_wal_record *rec, tg_record *out) {
-  memset(out, 0, sizeof *out);
   out->type = rec->type;
+  out->id = 0;
   switch (rec->type) {
   case TG_REC_TOKEN_PUT:
     if (rec->len != sizeof out->token) return TG_ECORRUPT;
