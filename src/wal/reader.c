@@ -34,6 +34,10 @@ struct tg_wal_reader {
   uint64_t from;               /* yield records with lsn >= from */
   uint64_t seg_bytes;          /* prealloc field of segs[cur]'s header, once
                                   that header was found valid; else 0 */
+  uint64_t seg_first;          /* segs[cur] once its header is checked */
+  uint64_t start;              /* first LSN of the segment reading began in:
+                                  the first valid record, if any, has this
+                                  LSN (records follow from the header's) */
   int ended;                   /* end is final */
   tg_wal_end end;
 };
@@ -180,6 +184,7 @@ static void unmap_cur(tg_wal_reader *r) {
 static int finish(tg_wal_reader *r, int reason, int err, size_t off, const char *what) {
   r->ended = 1;
   r->end.segment_bytes = r->seg_bytes;
+  r->end.first_lsn = r->end.last_lsn ? r->start : 0;
   r->end.reason = reason;
   r->end.err = err;
   r->end.offset = off;
@@ -277,6 +282,7 @@ static int open_segment(tg_wal_reader *r) {
                         first > r->expect ? "LSN gap between segments"
                                           : "segments overlap (LSN out of order)");
   r->expect = first;
+  r->seg_first = first;
   r->off = TG__WAL_HDR;
   return 1;
 }
@@ -309,6 +315,7 @@ int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn) 
       r->cur = i;
     }
   }
+  if (r->nseg) r->start = r->segs[r->cur];
   *out = r;
   return 0;
 }
@@ -347,7 +354,6 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
       return finish_order(r, r->off, r->expect, lsn,
                           lsn > r->expect ? "LSN gap" : "LSN out of order");
     r->expect++;
-    if (!r->end.first_lsn) r->end.first_lsn = lsn;
     r->end.last_lsn = lsn;
     size_t at = r->off;
     r->off += tg__align8(len); /* may pass the end of the file by < 8 */
@@ -356,7 +362,7 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
     rec->type = (uint8_t)(lt >> 56);
     rec->len = len - TG__WAL_FRAME_HDR;
     rec->payload = f + TG__WAL_FRAME_HDR;
-    rec->segment = r->segs[r->cur];
+    rec->segment = r->seg_first;
     rec->offset = at;
     return 1;
   }
