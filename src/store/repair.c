@@ -234,10 +234,10 @@ static tg_store_config repair_config(const tg_store_config *cfg, uint64_t header
   c.guardian.memory_threshold = 1.0;
   c.guardian.cleanup = 0;
   c.guardian.max_degree = 0xFFFFFFFFu;
-  c.wal.checkpoint_bytes = 0;
+  c.checkpoint_bytes = 0;
   c.crash_dump = 0;
-  /* The WAL's own rule for a segment size: >= 4096, a multiple of 4096. */
-  if (header_bytes >= 4096 && header_bytes % 4096 == 0 && header_bytes < c.wal.segment_bytes)
+  if (header_bytes >= TG_WAL_SEGMENT_MIN && header_bytes % TG_WAL_SEGMENT_ALIGN == 0 &&
+      header_bytes < c.wal.segment_bytes)
     c.wal.segment_bytes = header_bytes;
   return c;
 }
