@@ -583,9 +583,16 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   assert_int_equal(r.status, 1);
   assert_non_null(strstr(r.out, "torn tail in wal/"));
   run_free(&r);
+  /* 999 records, then the result object (since --json always ends with
+     one: a deliberate change from records alone). */
   r = tool("dump", data, "--json", NULL);
   assert_int_equal(r.status, 1);
-  assert_int_equal(count_lines(r.out), 999);
+  assert_int_equal(count_lines(r.out), 1000);
+  const char *result = strstr(r.out, "{\"dir\":");
+  assert_non_null(result);
+  assert_int_equal(json_u64(result, "printed"), 999);
+  assert_int_equal(json_u64(result, "exit"), 1);
+  assert_true(json_is(result, "status", "torn_tail"));
   assert_one_error_line(&r);
   run_free(&r);
 }
@@ -962,7 +969,8 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   /* dump goes on past the gap, where replay reads. */
   r = tool("dump", data, "--json", NULL);
   assert_int_equal(r.status, 0);
-  assert_int_equal(count_lines(r.out), 818 + (2100 - 1637 + 1));
+  assert_int_equal(count_lines(r.out), 818 + (2100 - 1637 + 1) + 1); /* + the result */
+  assert_int_equal(json_u64(strstr(r.out, "{\"dir\":"), "printed"), 818 + (2100 - 1637 + 1));
   assert_non_null(strstr(r.out, "{\"lsn\":2100,"));
   run_free(&r);
 

@@ -129,8 +129,9 @@ static void usage_dump(FILE *f) {
           "printed (see 'stats' for its counts).\n"
           "\n"
           "  --from LSN   start at this LSN (default: the oldest record)\n"
-          "  --json       one JSON object per line; if the directory cannot be read,\n"
-          "               one result object with the error\n"
+          "  --json       one JSON object per line, then a result object (the keys\n"
+          "               of verify --json, and \"printed\": the records printed);\n"
+          "               if the directory cannot be read, the result object alone\n"
           "\n%s",
           exit_codes_help);
 }
@@ -344,6 +345,18 @@ static void print_json(const char *dir, const tg_inspect_report *r) {
   printf("{\"dir\":");
   json_str(stdout, dir);
   printf(",\"status\":\"%s\",\"exit\":%d,", status_key(r), exit_for(r));
+  print_report_members(r);
+  printf("}\n");
+}
+
+/* dump's last line: the verify object, and how many records were printed
+   (the key "printed" tells it from the record lines). */
+static void print_json_dump(const char *dir, const tg_inspect_report *r, uint64_t printed,
+                            int ex) {
+  printf("{\"dir\":");
+  json_str(stdout, dir);
+  printf(",\"status\":\"%s\",\"exit\":%d,\"printed\":%" PRIu64 ",", status_key(r), ex,
+         printed);
   print_report_members(r);
   printf("}\n");
 }
@@ -623,13 +636,17 @@ static void dump_record(const tg_wal_record *wr, int json) {
 }
 
 /* Print the records of waldir from `from` (0: the oldest) to where the
-   reader stops; *stop gets how it stopped. */
-static int dump_from(const char *waldir, uint64_t from, int json, tg_wal_end *stop) {
+   reader stops, counting them in *printed; *stop gets how it stopped. */
+static int dump_from(const char *waldir, uint64_t from, int json, tg_wal_end *stop,
+                     uint64_t *printed) {
   tg_wal_reader *rd = NULL;
   tg_wal_record rec;
   int rc = tg_wal_reader_open(&rd, waldir, from);
   if (rc) return rc;
-  while (tg_wal_reader_next(rd, &rec) == 1) dump_record(&rec, json);
+  while (tg_wal_reader_next(rd, &rec) == 1) {
+    dump_record(&rec, json);
+    (*printed)++;
+  }
   *stop = *tg_wal_reader_end(rd);
   tg_wal_reader_close(rd);
   return 0;
@@ -646,6 +663,7 @@ static int cmd_dump(int argc, char **argv) {
   int ex = exit_for(&r);
   char *waldir = wal_dir(o.dir);
   tg_wal_end stop;
+  uint64_t printed = 0;
   if (!waldir) {
     err_line("out of memory");
     return EXIT_CORRUPT;
@@ -654,7 +672,7 @@ static int cmd_dump(int argc, char **argv) {
   /* --from before the oldest record (older ones went with a checkpoint)
      means from the oldest record there is. */
   uint64_t from = o.has_from && o.from > r.first_lsn ? o.from : 0;
-  if ((rc = dump_from(waldir, from, o.json, &stop))) goto fail;
+  if ((rc = dump_from(waldir, from, o.json, &stop, &printed))) goto fail;
   /* Damage among the records the checkpoint covers stops a reader that
      starts below it, but not replay: go on where replay reads. */
   const tg_wal_end *c = &r.covered_end;
@@ -662,13 +680,15 @@ static int cmd_dump(int argc, char **argv) {
     uint64_t resume = r.checkpoint_lsn + 1;
     if (tg_wal_end_is_gap(c) && c->found_lsn < resume) resume = c->found_lsn;
     if (from > resume) resume = from;
-    if ((rc = dump_from(waldir, resume, o.json, &stop))) goto fail;
+    if ((rc = dump_from(waldir, resume, o.json, &stop, &printed))) goto fail;
   }
   goto out;
 fail:
   err_line("%s: cannot read the log: %s", waldir, tg_strerror(rc));
   ex = EXIT_CORRUPT;
 out:
+  if (o.json && rc) print_json_error(o.dir, "error", ex, rc, "the log cannot be read");
+  else if (o.json) print_json_dump(o.dir, &r, printed, ex);
   fflush(stdout);
   if (ex != EXIT_CLEAN && !rc) diagnose(o.dir, &r);
   free(waldir);
