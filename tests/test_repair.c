@@ -430,6 +430,74 @@ static void test_repair_never_sizes_a_segment_past_the_configured_size(void **st
   free(rep);
 }
 
+/* The second rename of a repair fails (renames, then the cut, are its
+   steps, newest segment first). */
+static int renames_left = 0;
+static int renameat_once(int od, const char *op, int nd, const char *np) {
+  if (renames_left-- == 0) {
+    errno = EIO;
+    return -1;
+  }
+  return renameat(od, op, nd, np);
+}
+
+static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void **state) {
+  (void)state;
+  tg_store *s = open_data();
+  add_tokens(s, 1, 2400); /* segments 1, 819, 1637 */
+  assert_int_equal(tg_store_close(s), 0);
+  uint64_t segs[3] = {1, 1 + PER_SEG, 1 + 2 * PER_SEG};
+  char path[3][320];
+  char *orig[3];
+  size_t len[3];
+  for (int i = 0; i < 3; i++) seg_path(path[i], sizeof path[i], segs[i], "");
+  /* Flip payload bytes of record 400: its CRC no longer matches. */
+  uint64_t off = 64 + (400 - 1) * FRAME;
+  int fd = open(path[0], O_RDWR);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, "\x5a\x5a\x5a\x5a", 4, (off_t)(off + 24)), 4);
+  close(fd);
+  for (int i = 0; i < 3; i++) orig[i] = slurp(path[i], &len[i]);
+
+  renames_left = 1;
+  tg__io.renameat = renameat_once;
+  tg_repair_report *rep = calloc(1, sizeof *rep);
+  char msg[512] = "";
+  int rc = tg_store_repair(data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  tg__io_reset();
+  assert_int_equal(rc, -EIO);
+  assert_int_equal(rep->moved, 1); /* the newest went aside, then it stopped */
+  assert_false(rep->truncated);
+
+  rc = tg_store_repair(data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
+  assert_int_equal(rep->cut_offset, off);
+  /* 401..1636: 1637.. went aside in the first run. */
+  assert_int_equal(rep->beyond.above, 2 * PER_SEG - 400);
+
+  /* Every byte is still there: the cut segment followed by its .broken
+     file, and each later segment whole. */
+  char b[340];
+  size_t n = 0;
+  seg_path(b, sizeof b, segs[0], ".broken");
+  char *kept = slurp(b, &n);
+  assert_int_equal(off + n, len[0]);
+  assert_memory_equal(kept, orig[0] + off, n);
+  free(kept);
+  for (int i = 1; i < 3; i++) {
+    seg_path(b, sizeof b, segs[i], ".broken");
+    kept = slurp(b, &n);
+    assert_int_equal(n, len[i]);
+    assert_memory_equal(kept, orig[i], n);
+    free(kept);
+  }
+  for (int i = 0; i < 3; i++) free(orig[i]);
+  free(rep);
+  uint64_t tokens = 0;
+  assert_int_equal(open_count(&tokens, msg, sizeof msg), 0);
+  assert_int_equal(tokens, 399);
+}
+
 static void test_repair_holds_the_lock_an_open_takes(void **state) {
   (void)state;
   tg_store *s = open_data();
@@ -453,6 +521,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_log_that_ends_before_the_checkpoint_is_refused_by_both, setup, teardown),
     cmocka_unit_test_setup_teardown(test_repair_that_cannot_keep_the_bytes_cuts_nothing, setup, teardown),
     cmocka_unit_test_setup_teardown(test_repair_never_sizes_a_segment_past_the_configured_size, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_an_interrupted_repair_loses_nothing_and_can_be_run_again, setup, teardown),
     cmocka_unit_test_setup_teardown(test_repair_holds_the_lock_an_open_takes, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
