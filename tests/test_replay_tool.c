@@ -20,6 +20,7 @@
 #include <lmdb.h>
 
 #include "tokengraph/tokengraph.h"
+#include "wal/crc32.h"
 
 #ifndef TG_REPLAY_BIN
 #error "TG_REPLAY_BIN must be the path of the tg-replay binary"
@@ -982,6 +983,56 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   assert_store_holds(2100, 0);
 }
 
+/* A torn tail in a segment whose header claims a 1 TiB segment (with a
+   right CRC: only the value is absurd). */
+static void make_torn_with_a_huge_header(char *path, size_t len) {
+  make_store(1000, 0);
+  uint64_t seg, off;
+  locate(1000, &seg, &off);
+  seg_path(path, len, seg, "");
+  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
+  unsigned char h[64];
+  pread_at(path, 0, h, sizeof h);
+  uint64_t huge = 1ull << 40;
+  memcpy(h + 24, &huge, 8);
+  uint32_t crc = tg__crc32(0, h, 60);
+  memcpy(h + 60, &crc, 4);
+  pwrite_at(path, 0, h, sizeof h);
+}
+
+static void test_recover_bounds_segments_by_the_configured_size(void **state) {
+  (void)state;
+  char path[320], ini[320];
+  make_torn_with_a_huge_header(path, sizeof path);
+  snprintf(ini, sizeof ini, "%s/store.ini", root);
+  FILE *f = fopen(ini, "w");
+  fprintf(f, "[wal]\nsegment_bytes = %u\n", SEG_BYTES);
+  fclose(f);
+  run r = tool("recover", data, "--config", ini, "--json", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  assert_int_equal(json_u64(r.out, "segment_bytes"), SEG_BYTES);
+  run_free(&r);
+  assert_true(file_size(path) <= SEG_BYTES);
+  assert_store_holds(999, 0);
+
+  /* Without a configuration the default size bounds it, never the header. */
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
+  assert_int_equal(system(cmd), 0);
+  make_torn_with_a_huge_header(path, sizeof path);
+  r = tool("recover", data, "--json", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  uint64_t used = json_u64(r.out, "segment_bytes");
+  assert_true(used <= 64u << 20);
+  run_free(&r);
+  assert_true(file_size(path) <= 64u << 20);
+
+  r = tool("recover", data, "--config", "/nonexistent/store.ini", NULL);
+  assert_int_equal(r.status, 2);
+  assert_one_error_line(&r);
+  run_free(&r);
+}
+
 /* ---- bad input ------------------------------------------------------------- */
 
 /* Every command fails with one line on stderr and exit 2, never a crash. */
@@ -1160,6 +1211,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_missing_segment_between_checkpoint_and_log_is_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_zero_length_checkpoint_verifies_as_the_store_opens_it, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_recover_bounds_segments_by_the_configured_size, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_missing_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_an_empty_directory_is_refused_and_left_empty, setup, teardown),

@@ -5,7 +5,7 @@
  *   tg-replay verify DIR [--json]
  *   tg-replay stats DIR [--json]
  *   tg-replay dump DIR [--from LSN] [--json]
- *   tg-replay recover DIR [--force-truncate-at-corruption] [--json]
+ *   tg-replay recover DIR [--force-truncate-at-corruption] [--json] [--config FILE]
  *   tg-replay --version | --help
  *
  * Exit codes: 0 clean, 1 torn tail only (recoverable), 2 corruption or
@@ -76,7 +76,7 @@ static void usage_main(FILE *f) {
           "                             LSN and counts, segments, replayed records\n"
           "  dump DIR [--from LSN] [--json]\n"
           "                             print the log's records (LSN, type, payload)\n"
-          "  recover DIR [--force-truncate-at-corruption] [--json]\n"
+          "  recover DIR [--force-truncate-at-corruption] [--json] [--config FILE]\n"
           "                             cut a torn tail (bytes kept in a .broken\n"
           "                             file), open the store, write a checkpoint\n"
           "\n"
@@ -139,6 +139,7 @@ static void usage_dump(FILE *f) {
 static void usage_recover(FILE *f) {
   fprintf(f,
           "usage: tg-replay recover DIR [--force-truncate-at-corruption] [--json]\n"
+          "                             [--config FILE]\n"
           "\n"
           "Make DIR openable again and write a fresh checkpoint:\n"
           "  1. lock DIR and verify it (as 'verify');\n"
@@ -160,6 +161,10 @@ static void usage_recover(FILE *f) {
           "                                   (their bytes are kept in .broken files)\n"
           "  --json                           print one JSON object: what was found,\n"
           "                                   cut, kept and written\n"
+          "  --config FILE                    the store's INI file: its [wal] settings\n"
+          "                                   are used to replay, and its segment_bytes\n"
+          "                                   bounds every segment's size (default\n"
+          "                                   64 MiB; a segment header never raises it)\n"
           "\n%s",
           exit_codes_help);
 }
@@ -450,13 +455,14 @@ static void print_text(const char *dir, const tg_inspect_report *r, int stats) {
 
 typedef struct opts {
   const char *dir;
+  const char *config; /* recover --config FILE */
   int json;
   int force;
   int has_from;
   uint64_t from;
 } opts;
 
-enum { OPT_JSON = 1, OPT_FROM = 2, OPT_FORCE = 4 };
+enum { OPT_JSON = 1, OPT_FROM = 2, OPT_FORCE = 4, OPT_CONFIG = 8 };
 
 /* A usage error: the line on stderr, the usage, and with --json anywhere
    on the line the result object too. */
@@ -488,6 +494,10 @@ static int parse_args(int argc, char **argv, unsigned allowed, void (*usage)(FIL
       o->json = 1;
     } else if ((allowed & OPT_FORCE) && !strcmp(a, "--force-truncate-at-corruption")) {
       o->force = 1;
+    } else if ((allowed & OPT_CONFIG) && (!strcmp(a, "--config") || !strncmp(a, "--config=", 9))) {
+      o->config = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!o->config || !*o->config)
+        return usage_error(argc, argv, usage, "--config needs a file");
     } else if ((allowed & OPT_FROM) && (!strcmp(a, "--from") || !strncmp(a, "--from=", 7))) {
       const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : NULL);
       if (!v || parse_u64(v, &o->from))
@@ -822,17 +832,24 @@ static void print_repair_text(const char *dir, const tg_repair_report *p, int rc
 
 static int cmd_recover(int argc, char **argv) {
   opts o;
-  int rc = parse_args(argc, argv, OPT_FORCE | OPT_JSON, usage_recover, &o);
+  int rc = parse_args(argc, argv, OPT_FORCE | OPT_JSON | OPT_CONFIG, usage_recover, &o);
   if (rc) return rc == 1 ? EXIT_CLEAN : rc;
-  tg_repair_report *p = calloc(1, sizeof *p);
   char msg[MSG_LEN] = "";
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  if (o.config && (rc = tg_config_load(&cfg, o.config, msg, sizeof msg))) {
+    err_line("%s (%s)", msg[0] ? msg : tg_strerror(rc), tg_err_name(rc));
+    if (o.json) print_json_error(o.dir, "error", EXIT_CORRUPT, rc, msg);
+    return EXIT_CORRUPT;
+  }
+  tg_repair_report *p = calloc(1, sizeof *p);
   if (!p) {
     err_line("out of memory");
     return EXIT_CORRUPT;
   }
   progress pr;
   progress_init(&pr, o.dir);
-  rc = tg_store_repair(o.dir, NULL, o.force ? TG_REPAIR_FORCE : 0, p, progress_cb, &pr, msg,
+  rc = tg_store_repair(o.dir, &cfg, o.force ? TG_REPAIR_FORCE : 0, p, progress_cb, &pr, msg,
                        sizeof msg);
   progress_done(&pr);
   int ex = rc ? EXIT_CORRUPT : EXIT_CLEAN;
