@@ -102,6 +102,18 @@ typedef struct tg_wal_open_info {
                               was cut off (see torn_*) */
   uint64_t torn_segment;   /* first LSN (= name) of that segment */
   uint64_t torn_offset;    /* byte offset the segment was cut at */
+  char kept_name[48];      /* the bytes the cut removed (other than zeros)
+                              were first kept in this file of the directory
+                              ("<segment>.broken"); "" when there were none */
+  uint64_t kept_bytes;     /* its size */
+  uint64_t removed_segment; /* first LSN (= name) of an empty segment that
+                              an interrupted segment switch left, removed
+                              (0: none) */
+  uint64_t corrupt_segment; /* TG_ECORRUPT / TG_EVERSION: the segment (first
+                              LSN = name) ... */
+  uint64_t corrupt_offset; /* ... and the byte offset in it where the log is
+                              damaged ... */
+  const char *corrupt_what; /* ... and why (static text); NULL otherwise */
 } tg_wal_open_info;
 
 typedef struct tg_wal tg_wal;
@@ -236,6 +248,13 @@ typedef struct tg_wal_end {
   uint64_t segment_bytes; /* preallocated size that segment's header
                              records (0: the header was not valid);
                              informational, and untrusted */
+  uint64_t durable_offset; /* format 2, last segment: its durable point,
+                             the largest offset its marker frames say was
+                             fdatasynced (damage before it is CORRUPT,
+                             after it TORN); 0 otherwise */
+  uint64_t empty_segment; /* first LSN (= name) of an empty last segment
+                             that follows `segment` because a switch was
+                             interrupted; not part of the log (0: none) */
 } tg_wal_end;
 
 /* 1 if the log ended because records are missing (an LSN gap). */

@@ -36,6 +36,9 @@ struct tg_wal_reader {
   uint64_t seg_bytes;          /* prealloc field of segs[cur]'s header, once
                                   that header was found valid; else 0 */
   uint64_t seg_first;          /* segs[cur] once its header is checked */
+  uint32_t ver;                /* format version of segs[cur] */
+  uint64_t dur;                /* segs[cur]'s durable point so far: the
+                                  largest offset its markers vouch for */
   uint64_t start;              /* first LSN of the segment reading began in:
                                   the first valid record, if any, has this
                                   LSN (records follow from the header's) */
@@ -45,6 +48,15 @@ struct tg_wal_reader {
 
 uint32_t tg__wal_frame_crc(const unsigned char *frame, uint32_t len) {
   return tg__crc32(tg__crc32(0, frame, 4), frame + 8, (size_t)len - 8);
+}
+
+void tg__wal_marker_encode(unsigned char m[TG__WAL_MARKER_LEN], int kind, uint64_t offset,
+                           uint64_t lsn) {
+  tg__st32(m, TG__WAL_MARKER_LEN);
+  tg__st64(m + 8, (uint64_t)(uint8_t)kind << 56); /* LSN bits 0: a marker */
+  tg__st64(m + 16, offset);
+  tg__st64(m + 24, lsn);
+  tg__st32(m + 4, tg__wal_frame_crc(m, TG__WAL_MARKER_LEN));
 }
 
 void tg__wal_header_encode(unsigned char hdr[TG__WAL_HDR], uint64_t first_lsn,
@@ -276,7 +288,8 @@ static int open_segment(tg_wal_reader *r) {
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "bad segment magic");
   if (tg__crc32(0, h, TG__SH_CRC) != tg__ld32(h + TG__SH_CRC))
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment header CRC mismatch");
-  if (tg__ld32(h + TG__SH_VERSION) != TG__WAL_VERSION)
+  uint32_t ver = tg__ld32(h + TG__SH_VERSION);
+  if (ver != TG__WAL_VERSION && ver != TG__WAL_VERSION_1)
     return finish(r, TG_WAL_END_CORRUPT, TG_EVERSION, 0, "unsupported format version");
   if (tg__ld32(h + TG__SH_HDRSIZE) != TG__WAL_HDR || tg__ld32(h + TG__SH_ALIGN) != TG__WAL_ALIGN)
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "bad header size or alignment");
@@ -292,7 +305,122 @@ static int open_segment(tg_wal_reader *r) {
   r->expect = first;
   r->seg_first = first;
   r->off = TG__WAL_HDR;
+  r->ver = ver;
+  /* A version-2 header is fdatasynced before the segment's name exists. */
+  r->dur = ver == TG__WAL_VERSION_1 ? 0 : TG__WAL_HDR;
   return 1;
+}
+
+/* Whether the valid frame at m + q is a marker (version 2), and if it is a
+   well-formed one: its kind, offset and LSN. A marker must vouch only for
+   bytes before itself. Returns 0 (a record), 1 (a well-formed marker) or -1
+   (a marker that is not well formed). */
+static int marker_at(const unsigned char *m, size_t q, uint32_t len, int *kind,
+                     uint64_t *off, uint64_t *lsn) {
+  uint64_t lt = tg__ld64(m + q + 8);
+  if (lt & TG_WAL_MAX_LSN) return 0;
+  *kind = (int)(lt >> 56);
+  if (len != TG__WAL_MARKER_LEN) return -1;
+  *off = tg__ld64(m + q + 16);
+  *lsn = tg__ld64(m + q + 24);
+  if (*kind != TG__WAL_MARK_DURABLE && *kind != TG__WAL_MARK_SWITCH) return -1;
+  if (*off < TG__WAL_HDR || *off > q || (*off & (TG__WAL_ALIGN - 1))) return -1;
+  if (*lsn > TG_WAL_MAX_LSN) return -1;
+  return 1;
+}
+
+/* How a version-2 segment read as the log's last ends, given that reading
+   stopped at offset o (k: F_END, zeros or the end of the file; F_BAD: a bad
+   frame, why in `what`). Every valid frame after o is looked for, and every
+   marker among them raises the durable point (see VALIDITY in wal.c):
+     o before the durable point          -> CORRUPT (damage to durable data);
+     zeros, and no valid frame after     -> CLEAN;
+     otherwise (garbage after the point) -> TORN.
+   Sets *what and r->end's valid_offset and durable_offset. */
+static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
+  uint64_t d = r->dur;
+  size_t valid_at = 0;
+  int nonzero = 0; /* a non-zero byte after o (zeros at o: k == F_END) */
+  size_t q = o + TG__WAL_ALIGN;
+  while (q < r->size && r->size - q >= TG__WAL_ALIGN) {
+    /* A valid frame's length word is non-zero: skip zero words cheaply (the
+       preallocated rest of a segment is mostly zeros). */
+    if (tg__ld64(r->map + q) == 0) {
+      q += TG__WAL_ALIGN;
+      continue;
+    }
+    nonzero = 1;
+    uint32_t l2 = 0;
+    const char *w2 = NULL;
+    if (frame_at(r->map, r->size, q, &l2, &w2) != F_VALID) {
+      q += TG__WAL_ALIGN;
+      continue;
+    }
+    if (!valid_at) valid_at = q;
+    int kind;
+    uint64_t moff, mlsn;
+    if (marker_at(r->map, q, l2, &kind, &moff, &mlsn) == 1 && moff > d) d = moff;
+    q += tg__align8(l2);
+  }
+  if (q < r->size && !all_zero(r->map + q, r->size - q)) nonzero = 1; /* < 8 bytes */
+  r->end.valid_offset = valid_at;
+  r->end.durable_offset = d;
+  if (o < d) {
+    if (k == F_END) *what = "zeroed frame header before the durable point";
+    return TG_WAL_END_CORRUPT;
+  }
+  if (k == F_END && !nonzero) return TG_WAL_END_CLEAN;
+  if (k == F_END)
+    *what = valid_at ? "zeroed frame header followed by a valid frame, after the durable point"
+                     : "zeroed frame header followed by non-zero bytes, after the durable point";
+  return TG_WAL_END_TORN;
+}
+
+/* Whether segs[cur], just opened, holds nothing: no valid frame at any
+   offset after its header (what an interrupted switch leaves). */
+static int segment_empty(tg_wal_reader *r) {
+  for (size_t q = TG__WAL_HDR; q < r->size && r->size - q >= TG__WAL_FRAME_HDR;
+       q += TG__WAL_ALIGN) {
+    uint32_t l2 = 0;
+    const char *w2 = NULL;
+    if (tg__ld32(r->map + q) && frame_at(r->map, r->size, q, &l2, &w2) == F_VALID) return 0;
+  }
+  return 1;
+}
+
+/* Reading of a version-2 segment stopped at r->off without a switch marker
+   (k, what as for classify_tail). Returns 0 (the log ended; r->end says
+   how). Only the last segment may end so - or the one before it, when the
+   last is empty: a switch whose marker never became durable (see RECOVERY
+   in wal.c); the empty segment is then not part of the log. */
+static int end_v2(tg_wal_reader *r, int k, const char *what) {
+  size_t o = r->off;
+  if (r->cur + 1 < r->nseg && r->cur + 2 != r->nseg)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, o,
+                  k == F_END ? "segment ends without a switch marker" : what);
+  int reason = classify_tail(r, o, k, &what);
+  if (r->cur + 1 == r->nseg || reason == TG_WAL_END_CORRUPT)
+    return finish(r, reason, reason == TG_WAL_END_CORRUPT ? TG_ECORRUPT : 0, o, what);
+  /* The next segment is the last: this one may end here only if that one
+     is empty. */
+  size_t prev = r->cur;
+  uint64_t prev_bytes = r->seg_bytes;
+  tg_wal_end keep = r->end;
+  unmap_cur(r);
+  r->cur++;
+  if (!open_segment(r)) return 0; /* its header is bad: that is the end */
+  int empty = segment_empty(r);
+  uint64_t empty_first = r->segs[r->cur];
+  unmap_cur(r);
+  r->cur = prev;
+  r->end = keep;
+  r->seg_bytes = prev_bytes;
+  if (!empty)
+    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, o,
+                  k == F_END ? "segment ends without a switch marker" : what);
+  finish(r, reason, 0, o, what);
+  r->end.empty_segment = empty_first;
+  return 0;
 }
 
 int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn) {
@@ -335,13 +463,41 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
     uint32_t len = 0;
     const char *what = NULL;
     int k = frame_at(r->map, r->size, r->off, &len, &what);
-    if (k == F_END) {
+    if (r->ver != TG__WAL_VERSION_1) {
+      int kind = 0;
+      uint64_t moff = 0, mlsn = 0;
+      int mk = k == F_VALID ? marker_at(r->map, r->off, len, &kind, &moff, &mlsn) : 0;
+      if (mk < 0 || (mk == 1 && kind == TG__WAL_MARK_DURABLE && mlsn >= r->expect)) {
+        k = F_BAD;
+        what = "malformed marker frame";
+      }
+      if (k != F_VALID) {
+        end_v2(r, k, what ? what : "end of data");
+        return 0;
+      }
+      if (mk == 1 && kind == TG__WAL_MARK_DURABLE) {
+        if (moff > r->dur) r->dur = moff;
+        r->off += TG__WAL_MARKER_LEN;
+        continue;
+      }
+      if (mk == 1) { /* SWITCH: this segment ends; the next starts at mlsn */
+        if (mlsn != r->expect)
+          return finish_order(r, r->off, r->expect, mlsn,
+                              "the switch marker names another first LSN");
+        if (r->cur + 1 >= r->nseg)
+          return finish_order(r, r->off, mlsn, 0,
+                              "the next segment, named by a switch marker, is missing");
+        unmap_cur(r);
+        r->cur++;
+        continue;
+      }
+    } else if (k == F_END) {
       if (r->cur + 1 >= r->nseg) return finish(r, TG_WAL_END_CLEAN, 0, r->off, "end of data");
       unmap_cur(r);
       r->cur++;
       continue;
     }
-    if (k == F_BAD) {
+    if (k == F_BAD) { /* version 1 */
       if (r->cur + 1 < r->nseg)
         return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off, what);
       /* Last segment: torn only if nothing valid follows the bad frame. */
@@ -421,6 +577,10 @@ int tg_wal_salvage_scan(const char *dir, uint64_t segment, uint64_t offset,
         continue;
       }
       uint64_t lsn = tg__ld64(r->map + q + 8) & TG_WAL_MAX_LSN;
+      if (lsn == 0) { /* a marker frame, no record */
+        q += tg__align8(len);
+        continue;
+      }
       out->frames++;
       if (lsn > above_lsn) out->above++;
       if (!out->min_lsn || lsn < out->min_lsn) out->min_lsn = lsn;

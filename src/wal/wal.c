@@ -201,6 +201,11 @@ struct tg_wal {
   int next_fd;               /* prepared next.tmp, or -1 */
   uint64_t seg_first;        /* first LSN of the current segment */
   uint64_t seg_off;          /* bytes of the current segment in use */
+  uint64_t dur_off;          /* bytes of the current segment known
+                                fdatasynced (its durable point) */
+  int marker_due;            /* dur_off moved since the last marker frame */
+  int seg_v1;                /* the current segment is format version 1
+                                (recovered, never appended to) */
   uint64_t next;             /* next LSN to drain from the ring */
   uint64_t w_written;        /* private copy of `written` */
   uint64_t w_durable;        /* private copy of `durable` */
@@ -366,12 +371,25 @@ static int install_next(tg_wal *w, uint64_t first) {
   if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
+  /* Only now, with the new name durable, does the old segment say where the
+     log goes on, and that is durable before any record goes to the new one:
+     so a SWITCH marker proves its successor existed (a missing one was
+     deleted), and a segment without one has an empty successor at most. */
+  if (!rc && w->fd >= 0 && !w->seg_v1) {
+    unsigned char m[TG__WAL_MARKER_LEN];
+    tg__wal_marker_encode(m, TG__WAL_MARK_SWITCH, w->seg_off, first);
+    rc = tg__pwrite_all(w->fd, m, sizeof m, (off_t)w->seg_off);
+    if (!rc) rc = tg__fdatasync(w->fd);
+  }
   if (rc) return rc;
   if (w->fd >= 0) close(w->fd);
   w->fd = w->next_fd;
   w->next_fd = -1;
   w->seg_first = first;
   w->seg_off = TG__WAL_HDR;
+  w->dur_off = TG__WAL_HDR; /* the header was fdatasynced above */
+  w->marker_due = 0;
+  w->seg_v1 = 0;
   return 0;
 }
 
@@ -392,6 +410,8 @@ static void do_sync(tg_wal *w) {
   }
   w->last_sync_ns = t1;
   w->w_durable = upto;
+  w->dur_off = w->seg_off; /* flushed before every sync */
+  w->marker_due = 1;
   /* The hook runs before the waiters are released, so whoever sees the
      record durable also sees the hook's effect for that fdatasync. */
   if (w->opts.on_sync) w->opts.on_sync(w->opts.hook_arg, t1 - t0, upto);
@@ -432,7 +452,9 @@ static void switch_segment(tg_wal *w, uint64_t first) {
   assert_writer(w);
   flush_buf(w);
   if (atomic_load_explicit(&w->failed, RLX)) return;
-  if (w->w_written > w->w_durable) do_sync(w); /* the old segment is complete on disk */
+  /* The old segment is complete on disk before the new one exists (its
+     SWITCH marker vouches for every byte before it). */
+  if (w->w_written > w->w_durable || w->seg_off > w->dur_off) do_sync(w);
   if (atomic_load_explicit(&w->failed, RLX)) return;
   int rc = w->next_fd >= 0 ? 0 : prepare_next(w);
   if (!rc) rc = install_next(w, first);
@@ -469,6 +491,18 @@ static void write_big(tg_wal *w, slot *s, uint32_t len) {
   atomic_store_explicit(&w->written, w->w_written, REL);
 }
 
+/* Start a batch with a DURABLE marker when an fdatasync moved the durable
+   point since the last one: the log then records how far it was made
+   durable, which recovery needs to tell a torn unsynced tail (cut) from
+   damage to durable data (refused). One 32-byte frame per fdatasync. */
+static void put_marker(tg_wal *w) {
+  assert_writer(w);
+  if (!w->marker_due || w->seg_v1 || BUF_BYTES - w->buf_len < TG__WAL_MARKER_LEN) return;
+  tg__wal_marker_encode(w->buf + w->buf_len, TG__WAL_MARK_DURABLE, w->dur_off, w->w_durable);
+  w->buf_len += TG__WAL_MARKER_LEN;
+  w->marker_due = 0;
+}
+
 /* Copy published slots into the batch buffer (at most one buffer's worth),
    write it out. Returns the number of records taken from the ring. */
 static uint64_t drain(tg_wal *w) {
@@ -487,6 +521,7 @@ static uint64_t drain(tg_wal *w) {
       switch_segment(w, w->next);
       if (atomic_load_explicit(&w->failed, RLX)) break;
     }
+    if (w->buf_len == 0) put_marker(w);
     if (flen > BUF_BYTES - w->buf_len) {
       if (w->buf_len) break; /* write this batch first; the frame goes next round */
       write_big(w, s, len);
@@ -644,6 +679,26 @@ static void idle_wait(tg_wal *w, enum writer_state how, uint64_t deadline) {
   atomic_store_explicit(&w->sleeping, WRITER_RUNNING, RLX);
 }
 
+/* At close, with everything synced: a last DURABLE marker, fdatasynced, puts
+   the durable point at the end of the log, so that damage anywhere in a
+   cleanly closed log is refused rather than cut. */
+static void close_marker(tg_wal *w) {
+  assert_writer(w);
+  if (!w->marker_due || w->seg_v1 || w->buf_len || w->dur_off != w->seg_off ||
+      atomic_load_explicit(&w->failed, RLX))
+    return;
+  put_marker(w);
+  int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
+  if (!rc) rc = tg__fdatasync(w->fd);
+  if (rc) {
+    wal_fail(w, rc);
+    return;
+  }
+  w->seg_off += w->buf_len;
+  w->dur_off = w->seg_off;
+  w->buf_len = 0;
+}
+
 static void *writer_main(void *arg) {
   tg_wal *w = arg;
 #ifndef NDEBUG
@@ -676,7 +731,10 @@ static void *writer_main(void *arg) {
     }
     spins = 0;
     /* Drained and nothing due to sync (sync_due syncs at close): done. */
-    if (atomic_load_explicit(&w->closing, ACQ)) break;
+    if (atomic_load_explicit(&w->closing, ACQ)) {
+      close_marker(w);
+      break;
+    }
     if (w->linger_ns) {
       idle_wait(w, WRITER_LINGERING, deadline);
       continue;
@@ -974,50 +1032,177 @@ static int remove_tmp_files(const char *dir) {
   return rc;
 }
 
-/* Recover the last segment (see RECOVERY above): leaves w->fd open on it,
-   positioned after its last valid frame, and sets w->next. */
-static int recover_last(tg_wal *w, uint64_t first, tg_wal_open_info *info) {
-  tg_wal_reader *r = NULL;
-  tg_wal_record rec;
-  char path[4096], name[TG__WAL_NAME_LEN + 1];
-  int rc = tg_wal_reader_open(&r, w->dir, first);
-  if (rc) return rc;
-  while ((rc = tg_wal_reader_next(r, &rec)) == 1) {
+/* A name in dfd for kept bytes of `name` that does not exist yet:
+   NAME.broken, then NAME.broken.1, .2, ...: an earlier one is never
+   overwritten (it may be what an earlier recovery kept). */
+static int broken_name(int dfd, const char *name, char *out, size_t outlen) {
+  for (int k = 0; k < 1000; k++) {
+    int n = k == 0 ? snprintf(out, outlen, "%s.broken", name)
+                   : snprintf(out, outlen, "%s.broken.%d", name, k);
+    if (n < 0 || (size_t)n >= outlen) return -ENAMETOOLONG;
+    struct stat st;
+    if (fstatat(dfd, out, &st, AT_SYMLINK_NOFOLLOW) && errno == ENOENT) return 0;
   }
-  const tg_wal_end *end = tg_wal_reader_end(r);
-  if (end->reason != TG_WAL_END_CLEAN && end->reason != TG_WAL_END_TORN) {
-    rc = end->err ? end->err : TG_ECORRUPT;
+  return -EEXIST;
+}
+
+#define KEEP_CHUNK (1u << 16)
+
+int tg__wal_keep_tail(const char *dir, const char *name, uint64_t off, char *kept,
+                      size_t kept_len, uint64_t *kept_bytes) {
+  int dfd = -1, in = -1, out = -1, rc = 0;
+  unsigned char *buf = NULL;
+  struct stat st;
+  if (kept_len) kept[0] = '\0';
+  *kept_bytes = 0;
+  if ((dfd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0)) < 0) return dfd;
+  if ((in = tg__openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0)) < 0) {
+    rc = in;
     goto cleanup;
   }
-  uint64_t e = end->offset < TG__WAL_HDR ? TG__WAL_HDR : end->offset;
-  w->next = end->last_lsn ? end->last_lsn + 1 : first;
-  if (end->reason == TG_WAL_END_TORN) {
+  if (fstat(in, &st)) {
+    rc = -errno;
+    goto cleanup;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = TG_ECORRUPT;
+    goto cleanup;
+  }
+  if (!(buf = malloc(KEEP_CHUNK))) {
+    rc = TG_ENOMEM;
+    goto cleanup;
+  }
+  uint64_t size = (uint64_t)st.st_size;
+  for (uint64_t pos = off; pos < size;) {
+    size_t want = size - pos < KEEP_CHUNK ? (size_t)(size - pos) : KEEP_CHUNK;
+    ssize_t n = pread(in, buf, want, (off_t)pos);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      rc = -errno;
+      goto cleanup;
+    }
+    if (n == 0) break;
+    size_t z = 0;
+    while (z < (size_t)n && !buf[z]) z++;
+    if (z < (size_t)n) { /* sparse: zeros (a preallocated segment) stay holes */
+      if (out < 0) {
+        if ((rc = broken_name(dfd, name, kept, kept_len))) goto cleanup;
+        out = tg__openat(dfd, kept, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+        if (out < 0) {
+          rc = out;
+          goto cleanup;
+        }
+      }
+      if ((rc = tg__pwrite_all(out, buf, (size_t)n, (off_t)(pos - off)))) goto cleanup;
+    }
+    pos += (uint64_t)n;
+  }
+  if (out < 0) goto cleanup; /* only zeros: nothing to keep */
+  if ((rc = tg__ftruncate(out, (off_t)(size - off))) || (rc = tg__fsync(out)) ||
+      (rc = tg__fsync(dfd)))
+    goto cleanup;
+  *kept_bytes = size - off;
+cleanup:
+  free(buf);
+  if (out >= 0) close(out);
+  if (rc && out >= 0) tg__unlinkat(dfd, kept, 0);
+  if (rc && kept_len) kept[0] = '\0';
+  if (in >= 0) close(in);
+  if (dfd >= 0) close(dfd);
+  return rc;
+}
+
+/* Read the log from segment `from` to its end. */
+static int read_to_end(const char *dir, uint64_t from, tg_wal_end *end) {
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  int rc = tg_wal_reader_open(&r, dir, from);
+  if (rc) return rc;
+  while (tg_wal_reader_next(r, &rec) == 1) {
+  }
+  *end = *tg_wal_reader_end(r);
+  tg_wal_reader_close(r);
+  return 0;
+}
+
+/* Recover the end of the log (see RECOVERY above): leaves w->fd open on the
+   segment appends continue in, positioned after its last valid frame, sets
+   w->next, and drops from segs[] an empty last segment that an interrupted
+   switch left (removed). */
+static int recover_last(tg_wal *w, uint64_t *segs, size_t *nseg, tg_wal_open_info *info) {
+  char path[4096], name[TG__WAL_NAME_LEN + 1];
+  unsigned char hdr[TG__WAL_HDR];
+  tg_wal_end end;
+  uint64_t first = segs[*nseg - 1];
+  int rc = read_to_end(w->dir, first, &end);
+  /* An empty last segment may be what an interrupted switch left: only its
+     predecessor's end tells (the reader checks it when it starts there). */
+  if (!rc && *nseg >= 2 && end.reason == TG_WAL_END_CLEAN && !end.last_lsn &&
+      end.offset == TG__WAL_HDR)
+    rc = read_to_end(w->dir, segs[*nseg - 2], &end);
+  if (rc) return rc;
+  if (end.reason != TG_WAL_END_CLEAN && end.reason != TG_WAL_END_TORN) {
+    info->corrupt_segment = end.segment;
+    info->corrupt_offset = end.offset;
+    info->corrupt_what = end.what;
+    return end.err ? end.err : TG_ECORRUPT;
+  }
+  if (end.empty_segment) {
+    /* Its predecessor never said the log goes on there, so no record was
+       ever written to it: removing it (a header, zeros) loses nothing, and
+       the log continues in the predecessor. Durable before any append. */
+    assert(end.empty_segment == first && end.segment == segs[*nseg - 2]);
+    tg__wal_seg_name(name, first);
+    if ((rc = path_in(path, sizeof path, w->dir, name)) ||
+        (rc = tg__unlinkat(AT_FDCWD, path, 0)) || (rc = tg__fsync_dir(w->dir)))
+      return rc;
+    info->removed_segment = first;
+    (*nseg)--;
+    first = end.segment;
+  }
+  uint64_t e = end.offset < TG__WAL_HDR ? TG__WAL_HDR : end.offset;
+  w->next = end.last_lsn ? end.last_lsn + 1 : first;
+  if (end.reason == TG_WAL_END_TORN) {
     info->torn_tail = 1;
     info->torn_segment = first;
     info->torn_offset = e;
   }
   tg__wal_seg_name(name, first);
-  rc = path_in(path, sizeof path, w->dir, name);
-  if (rc) goto cleanup;
+  /* Recovery never destroys bytes: what the cut removes (anything but
+     zeros) is first kept beside the segment, durably. */
+  if (end.reason == TG_WAL_END_TORN &&
+      (rc = tg__wal_keep_tail(w->dir, name, e, info->kept_name, sizeof info->kept_name,
+                              &info->kept_bytes)))
+    return rc;
+  if ((rc = path_in(path, sizeof path, w->dir, name))) return rc;
   w->fd = tg__openat(AT_FDCWD, path, O_RDWR | O_NOFOLLOW, 0);
-  if (w->fd < 0) {
-    rc = w->fd;
-    goto cleanup;
-  }
+  if (w->fd < 0) return w->fd;
   /* Cut everything after the last valid frame so nothing stale can be read
-     back later, then preallocate again. */
+     back later; the fsync also makes everything before the cut durable
+     (after a process crash it may have been in the page cache only), which
+     the first DURABLE marker of this run then records. */
   rc = tg__ftruncate(w->fd, (off_t)e);
   if (!rc) rc = tg__fsync(w->fd);
-  if (!rc && e < w->cfg.segment_bytes) {
+  if (!rc && pread(w->fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr) rc = -EIO;
+  if (rc) return rc;
+  w->seg_v1 = tg__ld32(hdr + TG__SH_VERSION) == TG__WAL_VERSION_1;
+  if (w->seg_v1 && w->next == first) {
+    /* An empty version-1 segment: it becomes a version-2 one in place. */
+    tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
+    if ((rc = tg__pwrite_all(w->fd, hdr, sizeof hdr, 0)) || (rc = tg__fdatasync(w->fd)))
+      return rc;
+    w->seg_v1 = 0;
+  }
+  if (!w->seg_v1 && e < w->cfg.segment_bytes) {
     rc = tg__fallocate(w->fd, (off_t)e, (off_t)(w->cfg.segment_bytes - e));
     if (rc == -EOPNOTSUPP) rc = 0;
+    if (rc) return rc;
   }
-  if (rc) goto cleanup;
   w->seg_first = first;
   w->seg_off = e;
-cleanup:
-  tg_wal_reader_close(r);
-  return rc;
+  w->dur_off = e;
+  w->marker_due = e > TG__WAL_HDR;
+  return 0;
 }
 
 int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
@@ -1074,9 +1259,14 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
     w->next = o.start_lsn;
     if ((rc = prepare_next(w)) != 0 || (rc = install_next(w, o.start_lsn)) != 0) goto fail;
   } else {
-    if ((rc = recover_last(w, segs[nseg - 1], info)) != 0) goto fail;
+    if ((rc = recover_last(w, segs, &nseg, info)) != 0) goto fail;
     for (size_t i = 0; i < nseg; i++)
       if ((rc = seg_list_add(w, segs[i])) != 0) goto fail;
+    /* A version-1 segment is never appended to: the log goes on in a new
+       version-2 segment (the reader takes a version-1 segment's end as it
+       is, with no switch marker). */
+    if (w->seg_v1 && ((rc = prepare_next(w)) != 0 || (rc = install_next(w, w->next)) != 0))
+      goto fail;
   }
   if (w->next > TG_WAL_MAX_LSN) {
     rc = TG_EINVAL;

@@ -11,7 +11,8 @@
 #include "tokengraph/wal.h"
 
 #define TG__WAL_MAGIC "TGWALSEG"     /* 8 bytes, no NUL on disk */
-#define TG__WAL_VERSION 1u
+#define TG__WAL_VERSION 2u           /* written; version 1 is still read */
+#define TG__WAL_VERSION_1 1u         /* no marker frames (its own rules) */
 #define TG__WAL_HDR 64u              /* segment header bytes */
 #define TG__WAL_FRAME_HDR 16u        /* frame header bytes */
 #define TG__WAL_ALIGN 8u
@@ -30,6 +31,23 @@ enum {
 };
 
 static inline size_t tg__align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
+
+/* Marker frames (version 2): a frame whose LSN bits are 0 (no record has
+   LSN 0) and whose type byte is the kind; 16 payload bytes. Readers skip
+   them in the LSN sequence. */
+#define TG__WAL_MARKER_LEN 32u       /* frame header + payload */
+enum {
+  TG__WAL_MARK_DURABLE = 1, /* payload: u64 offset, u64 LSN: bytes [0, offset)
+                               of this segment, holding every record up to
+                               LSN, were fdatasynced before this was written */
+  TG__WAL_MARK_SWITCH = 2   /* payload: u64 offset (its own: all before it is
+                               durable), u64 the next segment's first LSN,
+                               whose name was durable before this was written */
+};
+
+/* Encode a marker frame (CRC included) into m. */
+void tg__wal_marker_encode(unsigned char m[TG__WAL_MARKER_LEN], int kind, uint64_t offset,
+                           uint64_t lsn);
 
 
 /* CRC of a frame: bytes [0,4) then [8,len). */

@@ -67,4 +67,17 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn);
 int tg__wal_strict_end(tg_wal *w, uint64_t lsn);
 
+/*
+ * Keep the bytes of segment `name` of the WAL directory `dir` from offset
+ * `off` to its end in a new file beside it (NAME.broken, or .broken.N when
+ * that exists), written sparse, fsynced, and the directory fsynced, before
+ * a caller cuts the segment at `off`: recovery never destroys bytes. When
+ * those bytes are all zeros nothing is written and *kept is "". On success
+ * *kept (kept_len bytes) names the file and *kept_bytes its size.
+ * Errors: -errno, TG_ENOMEM, TG_ECORRUPT (not a regular file); on error no
+ * new file remains and the caller must not cut.
+ */
+int tg__wal_keep_tail(const char *dir, const char *name, uint64_t off, char *kept,
+                      size_t kept_len, uint64_t *kept_bytes);
+
 #endif
