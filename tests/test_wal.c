@@ -509,6 +509,299 @@ static void test_wal_bad_magic_and_newer_version_are_reported(void **state) {
   free(img);
 }
 
+/* ---- the durable point (format 2): recovery tests ------------------------------ */
+
+/* The files of dir whose name contains `part`. */
+static int count_named(const char *dir, const char *part) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "ls -1 '%s' | grep -c -- '%s'", dir, part);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  int n = -1;
+  assert_int_equal(fscanf(p, "%d", &n), 1);
+  pclose(p);
+  return n;
+}
+
+static void test_wal_zeroed_sector_at_a_frame_boundary_of_a_strict_log_is_refused(void **state) {
+  fixture *f = *state;
+  enum { N = 200 };
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 1u << 20, NULL);
+  append_n(w, 1, N);
+  assert_int_equal(tg_wal_close(w), 0);
+  char path[256];
+  seg_path(f->dir, 1, path, sizeof path);
+  size_t size;
+  unsigned char *img = slurp(path, &size);
+  size_t offs[N + 1];
+  assert_int_equal(record_offsets(img, size, offs, N + 1), N);
+  /* A record frame in the first half that starts a 512-byte sector, else
+     the first record of the second quarter: the sector is zeroed whole. */
+  size_t k = N / 4;
+  for (size_t i = 1; i < N / 2; i++)
+    if (offs[i] % 512 == 0) {
+      k = i;
+      break;
+    }
+  memset(img + offs[k], 0, 512);
+  spit(path, img, size);
+
+  /* Zeros there are not the end: valid frames follow, and the markers say
+     everything up to the close was fdatasynced. */
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), k);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_int_equal(end.err, TG_ECORRUPT);
+  assert_int_equal(end.segment, 1);
+  assert_string_equal(end.path, "00000000000000000001.wal");
+  assert_int_equal(end.offset, offs[k]);
+  assert_true(end.valid_offset > offs[k]);
+  assert_true(end.durable_offset > offs[k]);
+
+  /* The open refuses, names the file and the offset, and cuts nothing. */
+  tg_wal *w2 = NULL;
+  tg_wal_open_info info;
+  assert_int_equal(tg_wal_open(&w2, f->dir, NULL, &info), TG_ECORRUPT);
+  assert_null(w2);
+  assert_int_equal(info.corrupt_segment, 1);
+  assert_int_equal(info.corrupt_offset, offs[k]);
+  assert_non_null(info.corrupt_what);
+  size_t size2;
+  unsigned char *img2 = slurp(path, &size2);
+  assert_int_equal(size2, size);
+  assert_memory_equal(img, img2, size);
+  assert_int_equal(count_named(f->dir, "broken"), 0);
+  free(img2);
+  free(img);
+}
+
+static void test_wal_deleted_last_segment_is_detected(void **state) {
+  fixture *f = *state;
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 4096, NULL);
+  append_n(w, 1, 120);
+  assert_int_equal(tg_wal_close(w), 0);
+  uint64_t *segs;
+  size_t nseg;
+  assert_int_equal(tg__wal_list(f->dir, &segs, &nseg), 0);
+  assert_true(nseg >= 3);
+  char path[256];
+  assert_int_equal(unlink(seg_path(f->dir, segs[nseg - 1], path, sizeof path)), 0);
+
+  /* The segment before it names it in its switch marker. */
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), segs[nseg - 1] - 1);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_int_equal(end.segment, segs[nseg - 2]);
+  assert_int_equal(end.expected_lsn, segs[nseg - 1]);
+  assert_string_equal(end.what, "the next segment, named by a switch marker, is missing");
+
+  tg_wal *w2 = NULL;
+  tg_wal_open_info info;
+  assert_int_equal(tg_wal_open(&w2, f->dir, NULL, &info), TG_ECORRUPT);
+  assert_int_equal(info.corrupt_segment, segs[nseg - 2]);
+  assert_int_equal(count_segments(f->dir), nseg - 1); /* nothing was created */
+  free(segs);
+}
+
+/* A RELAXED log of 2n records with an fdatasync after the first n, as a
+   killed process leaves it: the marker close wrote is zeroed, so the
+   durable point is where that fdatasync left it. *offs gets the records'
+   frame offsets, *dur the durable point. */
+static unsigned char *unclosed_log(fixture *f, size_t n, size_t *offs, size_t *size,
+                                   size_t *dur) {
+  tg_wal *w = open_wal(f->dir, TG_WAL_RELAXED, 65536, NULL);
+  append_n(w, 1, n);
+  assert_int_equal(tg_wal_sync(w, 0), 0);
+  append_n(w, n + 1, n);
+  assert_int_equal(tg_wal_close(w), 0);
+  char path[256];
+  seg_path(f->dir, 1, path, sizeof path);
+  unsigned char *img = slurp(path, size);
+  assert_int_equal(record_offsets(img, *size, offs, 2 * n + 1), 2 * n);
+  size_t all[4 * 64 + 8];
+  size_t k = frame_offsets(img, *size, all, sizeof all / sizeof all[0]);
+  assert_int_equal(k, 2 * n + 2); /* the records and two markers */
+  size_t last = all[k - 1];
+  assert_int_equal(tg__ld64(img + last + 8) & TG_WAL_MAX_LSN, 0);
+  memset(img + last, 0, TG__WAL_MARKER_LEN);
+  /* The marker that opened the batch after the fdatasync. */
+  size_t m = offs[n] - TG__WAL_MARKER_LEN;
+  assert_int_equal(tg__ld64(img + m + 8), (uint64_t)TG__WAL_MARK_DURABLE << 56);
+  *dur = (size_t)tg__ld64(img + m + 16);
+  assert_int_equal(*dur, m);
+  spit(path, img, *size);
+  return img;
+}
+
+static void test_wal_torn_unsynced_frame_then_a_valid_one_is_cut_and_kept(void **state) {
+  fixture *f = *state;
+  enum { N = 20 };
+  size_t offs[2 * N + 1], size, dur;
+  unsigned char *img = unclosed_log(f, N, offs, &size, &dur);
+  /* Record N + 5 torn (a byte of its payload lost), N + 6.. intact. */
+  size_t t = offs[N + 4];
+  img[t + 16] ^= 0x5a;
+  char path[256];
+  spit(seg_path(f->dir, 1, path, sizeof path), img, size);
+
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), N + 4);
+  assert_int_equal(end.reason, TG_WAL_END_TORN);
+  assert_int_equal(end.offset, t);
+  assert_int_equal(end.valid_offset, offs[N + 5]);
+  assert_int_equal(end.durable_offset, dur);
+
+  tg_wal *w = NULL;
+  tg_wal_open_info info;
+  assert_int_equal(tg_wal_open(&w, f->dir, NULL, &info), 0);
+  assert_int_equal(info.torn_tail, 1);
+  assert_int_equal(info.torn_segment, 1);
+  assert_int_equal(info.torn_offset, t);
+  assert_int_equal(info.next_lsn, N + 5);
+  /* What was cut is kept, byte for byte. */
+  assert_string_equal(info.kept_name, "00000000000000000001.wal.broken");
+  assert_int_equal(info.kept_bytes, size - t);
+  char kp[300];
+  snprintf(kp, sizeof kp, "%s/%s", f->dir, info.kept_name);
+  size_t kn;
+  unsigned char *kb = slurp(kp, &kn);
+  assert_int_equal(kn, size - t);
+  assert_memory_equal(kb, img + t, size - t);
+  free(kb);
+  append_n(w, N + 5, 3);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), N + 7);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  free(img);
+}
+
+static void test_wal_damage_before_the_durable_point_of_an_unclosed_log_is_refused(void **state) {
+  fixture *f = *state;
+  enum { N = 20 };
+  size_t offs[2 * N + 1], size, dur;
+  unsigned char *img = unclosed_log(f, N, offs, &size, &dur);
+  size_t t = offs[N - 3]; /* fdatasynced: the marker after it says so */
+  memset(img + t, 0, 16);  /* a zeroed frame header */
+  char path[256];
+  spit(seg_path(f->dir, 1, path, sizeof path), img, size);
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), N - 3);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_int_equal(end.offset, t);
+  assert_string_equal(end.what, "zeroed frame header before the durable point");
+  tg_wal *w = NULL;
+  tg_wal_open_info info;
+  assert_int_equal(tg_wal_open(&w, f->dir, NULL, &info), TG_ECORRUPT);
+  assert_int_equal(info.corrupt_offset, t);
+  free(img);
+}
+
+/* An empty segment after one with no switch marker: a switch interrupted
+   after the new name was durable and before the marker was. */
+static void test_wal_empty_segment_of_an_interrupted_switch_is_removed(void **state) {
+  fixture *f = *state;
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 65536, NULL);
+  append_n(w, 1, 30);
+  assert_int_equal(tg_wal_close(w), 0);
+  unsigned char seg[4096];
+  memset(seg, 0, sizeof seg);
+  tg__wal_header_encode(seg, 31, sizeof seg);
+  char path[256];
+  spit(seg_path(f->dir, 31, path, sizeof path), seg, sizeof seg);
+
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 30);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  assert_int_equal(end.segment, 1);
+  assert_int_equal(end.empty_segment, 31);
+
+  tg_wal_open_info info;
+  w = open_wal(f->dir, TG_WAL_STRICT, 65536, &info);
+  assert_int_equal(info.removed_segment, 31);
+  assert_int_equal(info.next_lsn, 31);
+  assert_int_equal(info.segments, 1);
+  append_n(w, 31, 5);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 35);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+
+  /* The same segment holding a record is no leftover: the segment before
+     it never said the log goes on there. */
+  assert_int_equal(unlink(seg_path(f->dir, 1, path, sizeof path)), 0);
+  w = open_wal(f->dir, TG_WAL_STRICT, 65536, NULL);
+  append_n(w, 1, 30);
+  assert_int_equal(tg_wal_close(w), 0);
+  unsigned char *fr = seg + TG__WAL_HDR;
+  size_t len = 16 + size_for(31);
+  tg__st32(fr, (uint32_t)len);
+  tg__st64(fr + 8, 31 | (uint64_t)type_for(31) << 56);
+  fill(fr + 16, size_for(31), 31);
+  tg__st32(fr + 4, tg__wal_frame_crc(fr, (uint32_t)len));
+  spit(seg_path(f->dir, 31, path, sizeof path), seg, sizeof seg);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 30);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_int_equal(end.segment, 1);
+  assert_string_equal(end.what, "segment ends without a switch marker");
+}
+
+/* A log written by format 1 (no markers) is read by format 1's rules, and
+   appends go on in a new format-2 segment. */
+static void test_wal_version_1_segment_is_read_and_continued_in_a_new_segment(void **state) {
+  fixture *f = *state;
+  enum { N = 12 };
+  unsigned char seg[8192];
+  memset(seg, 0, sizeof seg);
+  tg__wal_header_encode(seg, 1, sizeof seg);
+  tg__st32(seg + TG__SH_VERSION, TG__WAL_VERSION_1);
+  tg__st32(seg + TG__SH_CRC, tg__crc32(0, seg, TG__SH_CRC));
+  size_t o = TG__WAL_HDR;
+  for (uint64_t lsn = 1; lsn <= N; lsn++) {
+    size_t len = 16 + size_for(lsn);
+    tg__st32(seg + o, (uint32_t)len);
+    tg__st64(seg + o + 8, lsn | (uint64_t)type_for(lsn) << 56);
+    fill(seg + o + 16, size_for(lsn), lsn);
+    tg__st32(seg + o + 4, tg__wal_frame_crc(seg + o, (uint32_t)len));
+    o += tg__align8(len);
+  }
+  seg[o + 3] = 0x11; /* garbage after a torn write, nothing valid after it */
+  char path[256];
+  spit(seg_path(f->dir, 1, path, sizeof path), seg, sizeof seg);
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), N);
+  assert_int_equal(end.reason, TG_WAL_END_TORN);
+  assert_int_equal(end.offset, o);
+
+  tg_wal_open_info info;
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 65536, &info);
+  assert_int_equal(info.torn_tail, 1);
+  assert_int_equal(info.next_lsn, N + 1);
+  assert_int_equal(info.segments, 2);
+  append_n(w, N + 1, 4);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(count_segments(f->dir), 2);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), N + 4);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  size_t size;
+  unsigned char *img = slurp(path, &size);
+  assert_int_equal(tg__ld32(img + TG__SH_VERSION), TG__WAL_VERSION_1);
+  free(img);
+}
+
+/* A FIFO where a segment should be is refused at once, not waited on. */
+static void test_wal_fifo_as_segment_is_refused_without_blocking(void **state) {
+  fixture *f = *state;
+  char path[256];
+  assert_int_equal(mkfifo(seg_path(f->dir, 1, path, sizeof path), 0600), 0);
+  alarm(60); /* a blocked open fails the test instead of hanging it */
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 0);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_string_equal(end.what, "segment is not a regular file");
+  tg_wal *w = NULL;
+  assert_int_equal(tg_wal_open(&w, f->dir, NULL, NULL), TG_ECORRUPT);
+  alarm(0);
+}
+
 /* ---- crash durability --------------------------------------------------------------- */
 
 static void test_wal_strict_ack_survives_sigkill(void **state) {
@@ -1136,6 +1429,13 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_mid_log_corruption_is_reported_not_skipped, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_lsn_gap_between_segments_is_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_bad_magic_and_newer_version_are_reported, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_zeroed_sector_at_a_frame_boundary_of_a_strict_log_is_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_deleted_last_segment_is_detected, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_torn_unsynced_frame_then_a_valid_one_is_cut_and_kept, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_damage_before_the_durable_point_of_an_unclosed_log_is_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_empty_segment_of_an_interrupted_switch_is_removed, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_version_1_segment_is_read_and_continued_in_a_new_segment, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_group_commit_shares_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_append_nowait_returns_before_the_fdatasync_at_strict, setup, teardown),

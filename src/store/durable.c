@@ -848,6 +848,14 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   };
   tg_wal_open_info info;
   rc = tg__wal_open_ex(&s->wal, waldir, &cfg->wal, &wo, &info);
+  if (rc && info.corrupt_what) {
+    char name[64];
+    tg_wal_segment_name(info.corrupt_segment, name, sizeof name);
+    tg__say(msg, len, "%s/%s: %s at offset %llu: %s; nothing was changed: see "
+        "'tg-replay verify' and 'tg-replay recover'", waldir, name, info.corrupt_what,
+        (unsigned long long)info.corrupt_offset, tg_strerror(rc));
+    goto out;
+  }
   if (rc) {
     tg__say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
     goto out;
