@@ -794,6 +794,111 @@ static void test_corruption_in_the_last_segment_before_valid_records(void **stat
   assert_store_holds((uint32_t)bad - 1, 0);
 }
 
+/* ---- the durable point: the tool and the store give one answer ---------- */
+
+/* Open the store on `data` as an application would: rc, and msg. */
+static int store_open_rc(char *msg, size_t len, tg_recovery_info *ri) {
+  tg_store_config cfg = fixture_config();
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, data, &cfg, msg, len);
+  if (!rc) {
+    if (ri) tg_store_recovery_info(s, ri);
+    assert_int_equal(tg_store_close(s), 0);
+  }
+  return rc;
+}
+
+static void test_a_zeroed_sector_before_the_durable_point_is_refused_by_both(void **state) {
+  (void)state;
+  make_store(1000, 0);
+  uint64_t seg, off;
+  locate(900, &seg, &off);
+  char path[320];
+  seg_path(path, sizeof path, seg, "");
+  unsigned char zeros[512] = {0};
+  pwrite_at(path, off, zeros, sizeof zeros); /* valid frames follow it */
+
+  run r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 2);
+  assert_true(json_is(r.out, "end", "corrupt"));
+  assert_int_equal(json_u64(r.out, "offset"), off);
+  assert_int_equal(json_u64(r.out, "last_lsn"), 899);
+  run_free(&r);
+  snap before = snapshot(data);
+  char msg[512] = "", want[64];
+  assert_int_equal(store_open_rc(msg, sizeof msg, NULL), TG_ECORRUPT);
+  snprintf(want, sizeof want, "%020llu.wal", (unsigned long long)seg);
+  assert_non_null(strstr(msg, want));
+  snprintf(want, sizeof want, "offset %llu", (unsigned long long)off);
+  assert_non_null(strstr(msg, want));
+  snap after = snapshot(data);
+  assert_same_snapshot(&before, &after); /* nothing cut */
+  free(before.buf);
+  free(after.buf);
+}
+
+static void test_a_deleted_last_segment_is_refused_by_both(void **state) {
+  (void)state;
+  make_store(1500, 0);
+  uint64_t segs[64];
+  assert_int_equal(segments(segs, 64), 2);
+  char path[320];
+  seg_path(path, sizeof path, segs[1], "");
+  assert_int_equal(unlink(path), 0);
+  run r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 2);
+  assert_true(json_is(r.out, "end", "corrupt"));
+  assert_int_equal(json_u64(r.out, "last_lsn"), segs[1] - 1);
+  run_free(&r);
+  char msg[512] = "";
+  assert_int_equal(store_open_rc(msg, sizeof msg, NULL), TG_ECORRUPT);
+  assert_non_null(strstr(msg, "is missing"));
+}
+
+static void test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both(void **state) {
+  (void)state;
+  make_store(1000, 0);
+  uint64_t seg, off, last;
+  locate(1000, &seg, &last);
+  char path[320], broken[340];
+  seg_path(path, sizeof path, seg, "");
+  seg_path(broken, sizeof broken, seg, ".broken");
+  /* As a killed process leaves it: no marker from close (RELAXED: nothing
+     in this segment was fdatasynced), then record 990 torn with 991..1000
+     intact after it. */
+  unsigned char zeros[32] = {0};
+  pwrite_at(path, last + FRAME, zeros, sizeof zeros);
+  locate(990, &seg, &off);
+  corrupt_record(990);
+
+  run r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 1);
+  assert_true(json_is(r.out, "end", "torn_tail"));
+  assert_int_equal(json_u64(r.out, "offset"), off);
+  assert_int_equal(json_u64(r.out, "last_lsn"), 989);
+  run_free(&r);
+  size_t len = 0;
+  char *orig = slurp(path, &len);
+
+  char msg[512] = "";
+  tg_recovery_info ri;
+  assert_int_equal(store_open_rc(msg, sizeof msg, &ri), 0);
+  assert_int_equal(ri.torn_tail, 1);
+  assert_int_equal(ri.torn_offset, off);
+  assert_int_equal(ri.last_lsn, 989);
+  size_t kl = 0;
+  char *kept = slurp(broken, &kl); /* the cut bytes, kept */
+  assert_int_equal(kl, len - off);
+  assert_memory_equal(kept, orig + off, kl);
+  free(kept);
+  free(orig);
+  r = tool("verify", data, "--json", NULL);
+  assert_int_equal(r.status, 0);
+  assert_true(json_is(r.out, "end", "clean"));
+  run_free(&r);
+  assert_store_holds(989, 0);
+}
+
 static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **state) {
   (void)state;
   make_store(500, 0);
@@ -1221,6 +1326,9 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_random_bytes_as_the_checkpoint_are_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_an_lmdb_checkpoint_that_is_not_ours_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_directory_open_in_another_process_is_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_zeroed_sector_before_the_durable_point_is_refused_by_both, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_deleted_last_segment_is_refused_by_both, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
