@@ -1,17 +1,18 @@
 /*
  * tokengraph write-ahead log: writer side. Reader in reader.c.
  *
- * ON-DISK FORMAT (version 1; docs/wal-format.md is the full text and must be
+ * ON-DISK FORMAT (version 2; docs/wal-format.md is the full text and must be
  * kept in step with this comment). All integers little-endian. "CRC" is
  * zlib's crc32 (poly 0xEDB88320), computed by tg__crc32() (crc32.c).
  *
  * The WAL directory holds segments named "%020llu.wal" after the LSN of their
- * first record, and possibly "next.tmp" (a segment being prepared, not part
- * of the log). LSNs are consecutive across the whole log, in [1, 2^56).
+ * first record, possibly "next.tmp" (a segment being prepared, not part of
+ * the log) and "<segment>.broken[.N]" (bytes a recovery cut, kept). LSNs
+ * are consecutive across the whole log, in [1, 2^56).
  *
  * Segment header, 64 bytes at offset 0:
  *    0   8  magic "TGWALSEG"
- *    8   4  version = 1
+ *    8   4  version = 2 (1 is still read, by its own rules, never appended to)
  *   12   4  header size = 64
  *   16   8  first LSN (= the file name)
  *   24   8  preallocated size (informational)
@@ -19,42 +20,69 @@
  *   36  24  reserved, zero
  *   60   4  CRC of bytes 0..59
  *
- * Record frame at offset o (8-aligned, o >= 64):
- *    o+0   4  len = 16 + payload length (0: no record, end of data)
+ * Frame at offset o (8-aligned, o >= 64):
+ *    o+0   4  len = 16 + payload length
  *    o+4   4  CRC of bytes [o, o+4) then [o+8, o+len)
  *    o+8   8  bits 0..55 LSN, bits 56..63 record type
  *    o+16     payload (len - 16 bytes, at most TG_WAL_MAX_PAYLOAD)
  *    o+len    zero padding to the next multiple of 8
  * The 8-aligned 16-byte frame header never straddles a sector, so a torn
  * write cannot leave half a length. A 64-byte payload is an 80-byte frame.
+ * A MARKER is a frame with LSN bits 0 and its kind in the type byte, len 32,
+ * payload u64 offset, u64 lsn; readers skip it in the LSN sequence:
+ *   DURABLE (1): bytes [0, offset) of this segment, holding every record up
+ *     to lsn, were fdatasynced before it was written. The first batch after
+ *     each fdatasync starts with one; close ends the log with one, synced.
+ *   SWITCH (2): the segment ends here, the next one starts at LSN lsn and
+ *     its name was durable before this was written; offset = its own.
+ * A segment's DURABLE POINT D is the largest offset of its markers (any
+ * valid marker in the segment, also after where reading stopped), at
+ * least 64.
  *
  * VALIDITY. At frame position o in a file of size S exactly one holds:
- *   end of data: o == S, or fewer than 16 bytes left and all zero, or the 16
+ *   zeros: o == S, or fewer than 16 bytes left and all zero, or the 16
  *     header bytes all zero;
  *   valid frame: 16 <= len <= 16 + 16 MiB, o + len <= S, CRC matches, the
- *     padding present in the file is zero;
+ *     padding present in the file is zero (a marker must also be well
+ *     formed: offset in [64, o], 8-aligned; else it is a bad frame);
  *   bad frame: anything else.
- * A valid frame must carry the expected LSN (previous + 1; the segment's
+ * A valid record must carry the expected LSN (previous + 1; the segment's
  * first LSN for its first frame), else the log is corrupt. A segment that
  * follows another must start at the expected LSN, else corrupt (LSN gap).
  *
- * CLASSIFICATION of how a log ends: clean (the last segment's data ends);
- * torn tail (a bad frame in the LAST segment with no valid frame at any
- * 8-aligned offset after it); corruption (a bad frame in an earlier segment,
- * a bad frame followed by a valid one, an LSN gap or disorder, a bad segment
- * header; an unsupported version is reported as TG_EVERSION).
+ * CLASSIFICATION (version 2) where reading of the last segment stops at o
+ * (zeros or a bad frame): o < D -> corruption (damage to durable bytes;
+ * zeros followed by a valid frame included); zeros and only zeros after
+ * -> clean; else -> torn tail (garbage, or anything followed by valid
+ * frames, after the durable point). A segment before the last must end
+ * with its SWITCH marker, except the one before an EMPTY last segment (an
+ * interrupted switch: it is then classified as the last, and the empty
+ * one is not part of the log); a last segment ending with a SWITCH marker
+ * means its successor was deleted: corruption. Version 1: zeros end a
+ * segment; a bad frame is a torn tail only in the last segment with no
+ * valid frame after it. Also corruption: a bad header (an unsupported
+ * version is TG_EVERSION), a record LSN gap or disorder.
  *
- * RECOVERY (tg_wal_open): delete *.tmp; read the last segment; if it ends
- * clean or torn at E (end of its last valid frame), ftruncate it to E, fsync,
- * preallocate it again and append from E with the next LSN; if corrupt,
- * refuse to open and change nothing.
+ * RECOVERY (tg_wal_open): delete *.tmp; read the last segment (from its
+ * predecessor if it is empty); if corrupt, refuse naming segment, offset
+ * and reason, and change nothing. Remove an interrupted switch's empty
+ * segment (fsync the directory). If torn at E, first keep [E, size) in
+ * <segment>.broken (fsync it and the directory): recovery never destroys
+ * bytes. ftruncate to E, fsync (this also makes [0, E) durable after a mere
+ * process crash), preallocate again and append from E with the next LSN; a
+ * version-1 segment is not appended to (a new segment starts).
  *
  * WHY THE ORDERINGS. A segment switch fdatasyncs the old segment before the
- * new name exists, and the new segment's header is fdatasynced before it is
- * renamed into place and the directory fsynced: so every .wal name has a
- * valid durable header, and a torn write can only be in the last segment.
- * Truncating to E at open means stale bytes of an earlier incarnation can
- * never be read back as records with a plausible LSN.
+ * new name exists; the new segment's header is fdatasynced before it is
+ * renamed into place and the directory fsynced; only then is the SWITCH
+ * marker written to the old segment and fdatasynced, and only then do
+ * records go to the new one. So every .wal name has a valid durable header,
+ * a torn write can only be after a durable point, a SWITCH marker proves
+ * its successor existed, and a segment without one has at most an empty
+ * successor. A marker is written after the fdatasync it reports, so it
+ * never vouches for bytes that were not durable. Truncating to E at open
+ * means stale bytes of an earlier incarnation can never be read back as
+ * records with a plausible LSN.
  *
  * THE PIPELINE. Appenders claim an LSN with one atomic fetch_add on `head`
  * (LSN == ring sequence number, so file order == LSN order), copy their
