@@ -91,6 +91,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tg_progutil.h"
 #include "tokengraph/tokengraph.h"
 
 /* ---- options ------------------------------------------------------------ */
@@ -114,12 +115,6 @@ static const char *level_name(int level) {
 }
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* splitmix64: the seed of an iteration; xorshift-style step for draws. */
 static uint64_t mix64(uint64_t x) {
@@ -158,27 +153,6 @@ static void *xrealloc(void *p, size_t n) {
     exit(1);
   }
   return q;
-}
-
-static int write_all(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int rm_rf(const char *path) {
-  char cmd[4400];
-  if (strchr(path, '\'')) return -1;
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-  return system(cmd);
 }
 
 /* ---- the model ---------------------------------------------------------- */
@@ -363,7 +337,7 @@ static void store_config(tg_store_config *cfg, const options *o, int level, int 
 static int child_fd = -1;
 
 static void child_send(msg *mg) {
-  if (write_all(child_fd, mg, sizeof *mg)) _exit(4);
+  if (tgp_write_all(child_fd, mg, sizeof *mg)) _exit(4);
 }
 
 __attribute__((format(printf, 1, 2), noreturn))
@@ -519,7 +493,7 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
     if (st.last_lsn != lsn + 1)
       child_fail("%s: last_lsn %" PRIu64 " after the call, expected %" PRIu64
                  " (one record per call)", op_name(mg.op), st.last_lsn, lsn + 1);
-    mg.t_ns = now_ns();
+    mg.t_ns = tgp_now_ns();
     lsn++;
     model_apply(m, mg.op, &mg.u, id, lsn);
     mg.kind = M_ACK;
@@ -789,7 +763,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     child_main(fds[1], c->dir, c->o, p, m);
   }
   close(fds[1]);
-  uint64_t t_fork = now_ns();
+  uint64_t t_fork = tgp_now_ns();
 
   /* Kill parameters. */
   long kill_acks = (long)rnd_below(r, (uint64_t)p->ops + 1);
@@ -812,9 +786,9 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
       int fire = 0;
       if (how == K_AFTER_ACKS && ready && acks >= kill_acks) fire = 1;
       if ((how == K_AFTER_ACKS || how == K_DELAY || how == K_IN_CKPT) && done) fire = 1;
-      if (now_ns() >= deadline) fire = 1;
+      if (tgp_now_ns() >= deadline) fire = 1;
       if (fire) {
-        kill_ns = now_ns();
+        kill_ns = tgp_now_ns();
         kill(pid, SIGKILL);
         killed = 1;
         in_ckpt_at_kill = in_ckpt;
@@ -823,7 +797,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     struct pollfd pfd = {fds[0], POLLIN, 0};
     struct timespec ts, *tsp = NULL;
     if (!killed && deadline != UINT64_MAX) {
-      uint64_t t = now_ns(), left = deadline > t ? deadline - t : 0;
+      uint64_t t = tgp_now_ns(), left = deadline > t ? deadline - t : 0;
       ts.tv_sec = (time_t)(left / 1000000000u);
       ts.tv_nsec = (long)(left % 1000000000u);
       tsp = &ts;
@@ -858,7 +832,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
       switch (mg.kind) {
       case M_READY:
         ready = 1;
-        if (how == K_DELAY) deadline = now_ns() + delay_ns;
+        if (how == K_DELAY) deadline = tgp_now_ns() + delay_ns;
         break;
       case M_INTENT:
         if (mg.lsn != start_lsn + n + 1) {
@@ -890,7 +864,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
         break;
       case M_CKPT_BEGIN:
         in_ckpt = 1;
-        if (how == K_IN_CKPT && ++ckpts == kill_ckpt) deadline = now_ns() + delay_ns;
+        if (how == K_IN_CKPT && ++ckpts == kill_ckpt) deadline = tgp_now_ns() + delay_ns;
         break;
       case M_CKPT_END:
         in_ckpt = 0;
@@ -900,7 +874,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
         done = 1;
         /* Idle for longer than the log writer may hold anything back:
            then a kill must lose nothing acknowledged, at any level. */
-        if (how == K_IDLE) deadline = now_ns() + IDLE_NS;
+        if (how == K_IDLE) deadline = tgp_now_ns() + IDLE_NS;
         break;
       case M_FAIL:
         memcpy(child_msg, mg.u.text, sizeof mg.u.text);
@@ -1078,7 +1052,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   for (long i = 0; i < fresh && !rc; i++) {
     c.iter = i;
     c.phase = "fresh-dir";
-    rm_rf(dir);
+    tgp_rmtree(dir);
     model_free(&m);
     child_plan p = {TG_STRICT, 3, 0, 0, rnd(&r), 10, 10};
     c.level = TG_STRICT;
@@ -1087,7 +1061,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   if (rc || o->recovery_kills <= fresh) goto out;
 
   /* 2. A directory with a long log and no checkpoint. */
-  rm_rf(dir);
+  tgp_rmtree(dir);
   model_free(&m);
   c.phase = "recovery-build";
   c.iter = 0;
@@ -1099,13 +1073,13 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   tot->last_lsn = bt.last_lsn;
 
   /* 3. How long does an open take? */
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tgp_now_ns();
   tg_store *s = NULL;
   if (open_store(&c, &s, TG_RELAXED)) {
     rc = 1;
     goto out;
   }
-  uint64_t t_open = now_ns() - t0;
+  uint64_t t_open = tgp_now_ns() - t0;
   tg_store_close(s);
 
   /* 4. Kill the open. The last quarter checkpoints after the open (a big
@@ -1152,15 +1126,6 @@ static void usage(FILE *to) {
           "iteration, seed, level and what differed; the directory is kept); 64 usage.\n");
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
-}
-
 int main(int argc, char **argv) {
   options o = {NULL, 200, -1, 0, 1000, 0, 200000, 65536, 131072, 0, 0};
   int seeded = 0;
@@ -1200,7 +1165,7 @@ int main(int argc, char **argv) {
       }
       continue;
     }
-    if (parse_u64(val, &v)) {
+    if (tgp_parse_u64(val, 0, UINT64_MAX, &v)) {
       fprintf(stderr, "tg-crash: %s %s: not a non-negative number\n", a, val);
       return 64;
     }
@@ -1217,16 +1182,16 @@ int main(int argc, char **argv) {
       return 64;
     }
   }
-  if (!seeded) o.seed = mix64(now_ns() ^ (uint64_t)getpid());
+  if (!seeded) o.seed = mix64(tgp_now_ns() ^ (uint64_t)getpid());
   signal(SIGPIPE, SIG_IGN);
 
   char root[4096], dmain[4200], drec[4200];
   int temp = !o.dir;
   if (temp) {
-    const char *t = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/tg-crash-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(root)) {
-      fprintf(stderr, "tg-crash: mkdtemp %s: %s\n", root, strerror(errno));
+    int mrc = tgp_mkdtemp(root, sizeof root, NULL, "tg-crash");
+    if (mrc) {
+      fprintf(stderr, "tg-crash: cannot create a temporary directory %s: %s\n", root,
+              strerror(-mrc));
       return 1;
     }
   } else {
@@ -1253,11 +1218,11 @@ int main(int argc, char **argv) {
   totals tot, rt;
   memset(&tot, 0, sizeof tot);
   memset(&rt, 0, sizeof rt);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tgp_now_ns();
   int rc = kill_phase(&o, dmain, &tot);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = tgp_now_ns();
   if (!rc && o.recovery_kills) rc = recovery_phase(&o, drec, &rt);
-  uint64_t t2 = now_ns();
+  uint64_t t2 = tgp_now_ns();
   double sec = (double)(t2 - t0) / 1e9, ksec = (double)(t1 - t0) / 1e9,
          rsec = (double)(t2 - t1) / 1e9;
 
@@ -1309,6 +1274,6 @@ int main(int argc, char **argv) {
             root);
     return 1;
   }
-  if (temp) rm_rf(root);
+  if (temp) tgp_rmtree(root);
   return 0;
 }
