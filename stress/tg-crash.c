@@ -1121,6 +1121,7 @@ static void usage(FILE *to) {
           "  --json                 print the summary as one JSON object\n"
           "  --verbose              one line per iteration on stderr\n"
           "  --help                 this text\n"
+          "  --version              print the program's and the library's version\n"
           "\n"
           "Exit status: 0 every check held; 1 a check failed (the message names the\n"
           "iteration, seed, level and what differed; the directory is kept); 64 usage.\n");
@@ -1134,6 +1135,10 @@ int main(int argc, char **argv) {
     uint64_t v = 0;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
+      return 0;
+    }
+    if (!strcmp(a, "--version")) {
+      tgp_print_version("tg-crash");
       return 0;
     }
     if (!strcmp(a, "--json")) {

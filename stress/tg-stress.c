@@ -3,7 +3,7 @@
  * each phase next to references measured in the same run.
  *
  *   tg-stress --config FILE|NAME [--dir DIR] [--json] [--report FILE.jsonl]
- *             [--plot FILE.png] [--check-config]
+ *             [--plot FILE.png] [--check-config] [--help] [--version]
  *
  * The phases, the configuration keys and the report are described in
  * docs/stress.md. Uses only the public headers.
@@ -675,7 +675,7 @@ static int write_plot(const char *png, const ts_run *r, const char *tmpdir) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tg-stress [--config FILE|NAME] [--dir DIR] [--json] [--report FILE.jsonl]\n"
-          "                 [--plot FILE.png] [--check-config] [--help]\n\n"
+          "                 [--plot FILE.png] [--check-config] [--help] [--version]\n\n"
           "Load-tests tokengraph under a quota configuration: baseline token creation,\n"
           "the full stack (guardian + WAL + metrics + tracing at 1%%) with a WAL record for\n"
           "every token and for every 1,000th token, crash recovery (fork, SIGKILL, reopen,\n"
@@ -692,7 +692,9 @@ static void usage(FILE *f) {
           "  --json              print one JSON summary object instead of the table\n"
           "  --report FILE       write JSON lines: one per measurement, then summaries\n"
           "  --plot FILE.png     draw throughput and latency per phase (needs gnuplot)\n"
-          "  --check-config      load and validate the config, run nothing\n\n"
+          "  --check-config      load and validate the config, run nothing\n"
+          "  --help              this text\n"
+          "  --version           print the program's and the library's version\n\n"
           "Exit status: 0 every check passed; 1 a check failed (a lost acknowledged\n"
           "operation, an unexpected quota result); 2 an error; 64 bad usage or config.\n",
           TG_STRESS_REL_CONFIG_DIR, TG_STRESS_BUILD_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
@@ -712,6 +714,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--check-config")) check_only = 1;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--version")) {
+      tgp_print_version("tg-stress");
       return 0;
     } else {
       fprintf(stderr, "tg-stress: unknown option '%s'\n", a);
