@@ -353,6 +353,31 @@ static void child_fail(const char *fmt, ...) {
   _exit(3);
 }
 
+/* A message that carries only its kind and an LSN. */
+static void child_note(int kind, uint64_t lsn) {
+  msg mg;
+  memset(&mg, 0, sizeof mg);
+  mg.kind = (uint8_t)kind;
+  mg.lsn = lsn;
+  child_send(&mg);
+}
+
+/* An explicit checkpoint, announced before (a kill may land inside it) and
+   reported after with the LSN it covers. */
+static void child_checkpoint(tg_store *s, uint64_t lsn) {
+  child_note(M_CKPT_BEGIN, 0);
+  int rc = tg_checkpoint(s);
+  if (rc) child_fail("tg_checkpoint: %s", tg_err_name(rc));
+  child_note(M_CKPT_END, lsn);
+}
+
+/* tg_sync(), then SYNCED: everything up to lsn is durable. */
+static void child_sync(tg_store *s, uint64_t lsn) {
+  int rc = tg_sync(s);
+  if (rc) child_fail("tg_sync: %s", tg_err_name(rc));
+  child_note(M_SYNCED, lsn);
+}
+
 static void random_token(rng *r, tg_token *t) {
   for (int i = 0; i < TG_SPACES; i++)
     for (int j = 0; j < 3; j++) t->coord[i][j] = (int16_t)rnd(r);
@@ -442,39 +467,18 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
   if (rc) child_fail("open: %s: %s", tg_err_name(rc), why);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
-  msg mg;
-  memset(&mg, 0, sizeof mg);
-  mg.kind = M_READY;
-  mg.lsn = st.last_lsn;
-  child_send(&mg);
+  child_note(M_READY, st.last_lsn);
   if (st.last_lsn != m->lsn)
     child_fail("open recovered last_lsn %" PRIu64 ", expected %" PRIu64, st.last_lsn, m->lsn);
-  if (p->after_open_ckpt) {
-    mg.kind = M_CKPT_BEGIN;
-    child_send(&mg);
-    if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
-    mg.kind = M_CKPT_END;
-    mg.lsn = m->lsn;
-    child_send(&mg);
-  }
+  if (p->after_open_ckpt) child_checkpoint(s, m->lsn);
   rng r = {p->seed};
   uint64_t lsn = m->lsn;
+  msg mg;
   for (long i = 0; i < p->ops; i++) {
-    if (p->checkpoints && rnd_below(&r, 300) == 0) {
-      memset(&mg, 0, sizeof mg);
-      mg.kind = M_CKPT_BEGIN;
-      child_send(&mg);
-      if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
-      mg.kind = M_CKPT_END;
-      mg.lsn = lsn;
-      child_send(&mg);
-    } else if (p->checkpoints && rnd_below(&r, 200) == 0) {
-      if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
-      memset(&mg, 0, sizeof mg);
-      mg.kind = M_SYNCED;
-      mg.lsn = lsn;
-      child_send(&mg);
-    }
+    if (p->checkpoints && rnd_below(&r, 300) == 0)
+      child_checkpoint(s, lsn);
+    else if (p->checkpoints && rnd_below(&r, 200) == 0)
+      child_sync(s, lsn);
     memset(&mg, 0, sizeof mg);
     mg.kind = M_INTENT;
     mg.op = (uint8_t)choose_op(&r, m, p, &mg);
@@ -500,18 +504,9 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
     mg.id = id;
     child_send(&mg);
   }
-  if (p->ops && !p->checkpoints) {
-    /* The recovery-kill log: make it all durable before DONE. */
-    if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
-    memset(&mg, 0, sizeof mg);
-    mg.kind = M_SYNCED;
-    mg.lsn = lsn;
-    child_send(&mg);
-  }
-  memset(&mg, 0, sizeof mg);
-  mg.kind = M_DONE;
-  mg.lsn = lsn;
-  child_send(&mg);
+  /* The recovery-kill log: make it all durable before DONE. */
+  if (p->ops && !p->checkpoints) child_sync(s, lsn);
+  child_note(M_DONE, lsn);
   for (;;) pause();
 }
 
@@ -568,6 +563,28 @@ static int cmp_newest_first(const void *a, const void *b) {
   return x->born < y->born ? 1 : x->born > y->born ? -1 : 0;
 }
 
+/* One id: whether the model has it (want), what the store said (rc), and
+   both 64-byte images, compared when both have it. */
+static void compare_one(failure *f, const char *what, const char *aside, uint32_t id,
+                        int want, int rc, const void *model_img, const void *got_img) {
+  if (!want) {
+    if (rc == 0) fail_add(f, "%s %" PRIu32 ": recovered but not in the model", what, id);
+    return;
+  }
+  if (rc) {
+    fail_add(f, "%s %" PRIu32 ": in the model, missing after recovery (%s)", what, id,
+             tg_err_name(rc));
+    return;
+  }
+  if (memcmp(model_img, got_img, 64)) {
+    char h1[129], h2[129];
+    hex64(h1, model_img);
+    hex64(h2, got_img);
+    fail_add(f, "%s %" PRIu32 " differs%s:\n  model     %s\n  recovered %s", what, id, aside,
+             h1, h2);
+  }
+}
+
 /* Compare every token, connection, adjacency list and count. */
 static void compare(tg_store *s, const model *m, failure *f) {
   tg_store_stats st;
@@ -577,52 +594,29 @@ static void compare(tg_store *s, const model *m, failure *f) {
   if (st.live_connections != m->nconn)
     fail_add(f, "live connections: recovered %" PRIu64 ", model %" PRIu32,
              st.live_connections, m->nconn);
-  char h1[129], h2[129];
   for (uint32_t id = 1; id <= m->tmax + 1; id++) {
-    tg_token got;
+    int want = tok_live(m, id); /* ids up to tmax + 1 may lie past the arrays */
+    tg_token got, a;
+    memset(&got, 0, sizeof got);
+    memset(&a, 0, sizeof a);
+    if (want) a = m->tok[id];
     int rc = tg_token_get(s, id, &got);
-    int want = tok_live(m, id);
-    if (!want) {
-      if (rc == 0) fail_add(f, "token %" PRIu32 ": recovered but not in the model", id);
-      continue;
-    }
-    if (rc) {
-      fail_add(f, "token %" PRIu32 ": in the model, missing after recovery (%s)", id,
-               tg_err_name(rc));
-      continue;
-    }
-    tg_token a = m->tok[id], b = got;
     a.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    b.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    if (memcmp(&a, &b, sizeof a)) {
-      hex64(h1, &a);
-      hex64(h2, &b);
-      fail_add(f, "token %" PRIu32 " differs:\n  model     %s\n  recovered %s", id, h1, h2);
-    }
+    got.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    compare_one(f, "token", "", id, want, rc, &a, &got);
   }
   for (uint32_t id = 1; id <= m->cmax + 1; id++) {
-    tg_connection got;
-    int rc = tg_connection_get(s, id, &got);
     int want = conn_live(m, id);
-    if (!want) {
-      if (rc == 0) fail_add(f, "connection %" PRIu32 ": recovered but not in the model", id);
-      continue;
-    }
-    if (rc) {
-      fail_add(f, "connection %" PRIu32 ": in the model, missing after recovery (%s)", id,
-               tg_err_name(rc));
-      continue;
-    }
+    tg_connection got, a;
+    memset(&got, 0, sizeof got);
+    memset(&a, 0, sizeof a);
+    if (want) a = m->conn[id];
+    int rc = tg_connection_get(s, id, &got);
     tg_connection b = stored_conn(&got, got.id);
     b.reserved0 = got.reserved0;
     b.reserved1 = got.reserved1;
     b.reserved2 = got.reserved2;
-    if (memcmp(&m->conn[id], &b, sizeof b)) {
-      hex64(h1, &m->conn[id]);
-      hex64(h2, &b);
-      fail_add(f, "connection %" PRIu32 " differs (links aside):\n  model     %s\n  recovered %s",
-               id, h1, h2);
-    }
+    compare_one(f, "connection", " (links aside)", id, want, rc, &a, &b);
   }
   /* Adjacency lists: newest first, as a run without a crash lists them. */
   uint32_t nt = m->tmax + 2;

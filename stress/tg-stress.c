@@ -477,6 +477,28 @@ static void json_phase(FILE *f, const ts_result *x) {
   fputc('}', f);
 }
 
+/* The members of a target and of a check after the caller's opening '{',
+   and the closing '}' (shared by the summary object and the JSONL lines). */
+static void json_target(FILE *f, const ts_figure *g) {
+  fputs("\"what\": ", f);
+  tgp_json_str(f, g->what);
+  fputs(", \"value\": ", f);
+  json_num(f, 1, g->value);
+  fputs(", \"unit\": ", f);
+  tgp_json_str(f, g->unit);
+  fputs(", \"target\": ", f);
+  tgp_json_str(f, g->target);
+  fprintf(f, ", \"met\": %s}", g->met < 0 ? "null" : g->met ? "true" : "false");
+}
+
+static void json_check(FILE *f, const ts_check *k) {
+  fputs("\"what\": ", f);
+  tgp_json_str(f, k->what);
+  fprintf(f, ", \"pass\": %s, \"detail\": ", k->pass ? "true" : "false");
+  tgp_json_str(f, k->detail);
+  fputc('}', f);
+}
+
 static int run_ok(const ts_run *r) {
   for (int i = 0; i < r->nchk; i++)
     if (!r->chk[i].pass) return 0;
@@ -502,25 +524,13 @@ static void print_json(FILE *f, const ts_run *r) {
     }
   fputs("], \"targets\": [", f);
   for (int i = 0; i < r->nfig; i++) {
-    const ts_figure *g = &r->fig[i];
-    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
-    tgp_json_str(f, g->what);
-    fputs(", \"value\": ", f);
-    json_num(f, 1, g->value);
-    fputs(", \"unit\": ", f);
-    tgp_json_str(f, g->unit);
-    fputs(", \"target\": ", f);
-    tgp_json_str(f, g->target);
-    fprintf(f, ", \"met\": %s}", g->met < 0 ? "null" : g->met ? "true" : "false");
+    fputs(i ? ", {" : "{", f);
+    json_target(f, &r->fig[i]);
   }
   fputs("], \"checks\": [", f);
   for (int i = 0; i < r->nchk; i++) {
-    const ts_check *k = &r->chk[i];
-    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
-    tgp_json_str(f, k->what);
-    fprintf(f, ", \"pass\": %s, \"detail\": ", k->pass ? "true" : "false");
-    tgp_json_str(f, k->detail);
-    fputc('}', f);
+    fputs(i ? ", {" : "{", f);
+    json_check(f, &r->chk[i]);
   }
   fprintf(f, "], \"ok\": %s}\n", run_ok(r) ? "true" : "false");
 }
@@ -568,23 +578,14 @@ static int write_jsonl(const char *path, const ts_run *r) {
     fputs("}\n", f);
   }
   for (int i = 0; i < r->nfig; i++) {
-    const ts_figure *g = &r->fig[i];
-    fputs("{\"type\": \"target\", \"what\": ", f);
-    tgp_json_str(f, g->what);
-    fputs(", \"value\": ", f);
-    json_num(f, 1, g->value);
-    fputs(", \"unit\": ", f);
-    tgp_json_str(f, g->unit);
-    fputs(", \"target\": ", f);
-    tgp_json_str(f, g->target);
-    fprintf(f, ", \"met\": %s}\n", g->met < 0 ? "null" : g->met ? "true" : "false");
+    fputs("{\"type\": \"target\", ", f);
+    json_target(f, &r->fig[i]);
+    fputc('\n', f);
   }
   for (int i = 0; i < r->nchk; i++) {
-    fputs("{\"type\": \"check\", \"what\": ", f);
-    tgp_json_str(f, r->chk[i].what);
-    fprintf(f, ", \"pass\": %s, \"detail\": ", r->chk[i].pass ? "true" : "false");
-    tgp_json_str(f, r->chk[i].detail);
-    fputs("}\n", f);
+    fputs("{\"type\": \"check\", ", f);
+    json_check(f, &r->chk[i]);
+    fputc('\n', f);
   }
   fprintf(f, "{\"type\": \"result\", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
   int rc = ferror(f) ? -EIO : 0;

@@ -297,9 +297,7 @@ static void test_foreign_directory_is_refused_and_left_alone(void **state) {
   (void)state;
   char p[300];
   snprintf(p, sizeof p, "%s/notes.txt", dir);
-  FILE *f = fopen(p, "w");
-  fputs("mine\n", f);
-  fclose(f);
+  tgt_write_file(p, "mine\n");
   tg_store *s = NULL;
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_ENOTTG);
@@ -318,9 +316,7 @@ static void test_newer_format_is_refused(void **state) {
   tg_store_close(s);
   char p[300];
   snprintf(p, sizeof p, "%s/TOKENGRAPH", dir);
-  FILE *f = fopen(p, "w");
-  fputs("tokengraph data directory\nformat 2\n", f);
-  fclose(f);
+  tgt_write_file(p, "tokengraph data directory\nformat 2\n");
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_EVERSION);
   assert_non_null(strstr(msg, "format 2"));
@@ -330,8 +326,7 @@ static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
   char p[300];
   snprintf(p, sizeof p, "%s/file", dir);
-  FILE *f = fopen(p, "w");
-  fclose(f);
+  tgt_write_file(p, "");
   tg_store *s = NULL;
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOTDIR);
