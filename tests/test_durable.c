@@ -19,8 +19,8 @@
 
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
+#include "common/io.h"
 #include "util.h"
-#include "wal/io.h"
 
 static char dir[128];
 
