@@ -16,6 +16,14 @@
    Prints an error naming the option and exits with 64 on bad input. */
 uint64_t tgb_parse_count(const char *opt, const char *val);
 
+/* A bad option of subcommand cmd: says which on stderr, prints the usage
+   there and returns 64, the exit status of a usage error. */
+int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *));
+
+/* 0 if a --count is in [1, 4000000000] (ids and LSNs of one run stay
+   32-bit); otherwise says so on stderr and returns 64. */
+int tgb_check_count(const char *cmd, uint64_t count);
+
 /* Prevent the compiler from optimising away a value. */
 #define TGB_KEEP(x) __asm__ volatile("" : : "g"(x) : "memory")
 

@@ -843,9 +843,7 @@ int tgb_peers(int argc, char **argv) {
     } else if (!strcmp(a, "--dir") && v) {
       parent = argv[++i];
     } else {
-      fprintf(stderr, "tg-bench peers: unknown or incomplete option '%s'\n", a);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("peers", a, usage);
     }
   }
   if (!batch_count) batch_count = count / 5 ? count / 5 : 1;

@@ -51,15 +51,10 @@ int tgb_replay(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "tg-bench replay: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("replay", argv[i], usage);
     }
   }
-  if (count == 0 || count > 4000000000ull) {
-    fprintf(stderr, "tg-bench replay: --count must be in [1, 4000000000]\n");
-    return 64;
-  }
+  if (tgb_check_count("replay", count)) return 64;
   char tmp[4096];
   char path[4200];
   if (!dir) {

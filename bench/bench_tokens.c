@@ -73,15 +73,10 @@ int tgb_tokens(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "tg-bench tokens: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("tokens", argv[i], usage);
     }
   }
-  if (count == 0 || count > 4000000000ull) {
-    fprintf(stderr, "tg-bench tokens: --count must be in [1, 4000000000]\n");
-    return 64;
-  }
+  if (tgb_check_count("tokens", count)) return 64;
 
   tg_store_config cfg;
   tg_store_config_init(&cfg);

@@ -175,9 +175,7 @@ int tgb_trace(int argc, char **argv) {
       rounds = tgb_parse_count(argv[i], argv[i + 1]);
       i++;
     } else {
-      fprintf(stderr, "tg-bench trace: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("trace", argv[i], usage);
     }
   }
   if (count == 0 || ref_count == 0 || reps == 0 || rounds == 0) {

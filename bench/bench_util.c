@@ -26,3 +26,15 @@ uint64_t tgb_parse_count(const char *opt, const char *val) {
   }
   return (uint64_t)d;
 }
+
+int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *)) {
+  fprintf(stderr, "tg-bench %s: unknown or incomplete option '%s'\n", cmd, arg);
+  usage(stderr);
+  return 64;
+}
+
+int tgb_check_count(const char *cmd, uint64_t count) {
+  if (count >= 1 && count <= 4000000000ull) return 0;
+  fprintf(stderr, "tg-bench %s: --count must be in [1, 4000000000]\n", cmd);
+  return 64;
+}

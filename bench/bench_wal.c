@@ -188,9 +188,7 @@ int tgb_wal(int argc, char **argv) {
       i++;
       parent = v;
     } else {
-      fprintf(stderr, "tg-bench wal: unknown or incomplete option '%s'\n", a);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("wal", a, usage);
     }
   }
   if (!count) count = level == TG_WAL_STRICT ? 2000u * (uint64_t)threads : 5000000u;
