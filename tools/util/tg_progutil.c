@@ -54,6 +54,10 @@ uint64_t tgp_quantile_sorted(const uint64_t *v, size_t n, double q) {
 }
 
 void tgp_json_str(FILE *f, const char *s) {
+  if (!s) {
+    fputs("null", f);
+    return;
+  }
   fputc('"', f);
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
@@ -87,14 +91,11 @@ int tgp_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
     digits = s + 2;
   }
   /* strtoull itself would take blanks, a sign and, for base 16, a second
-     "0x": refuse them before it sees them. */
-  if (!(base == 10 ? *digits >= '0' && *digits <= '9'
-                   : strchr("0123456789abcdefABCDEF", *digits) && *digits))
-    return -EINVAL;
+     "0x": only digits of the base may follow. */
+  size_t n = strspn(digits, base == 16 ? "0123456789abcdefABCDEF" : "0123456789");
+  if (n == 0 || digits[n]) return -EINVAL;
   errno = 0;
-  char *end;
-  unsigned long long x = strtoull(digits, &end, base);
-  if (*end) return -EINVAL;
+  unsigned long long x = strtoull(digits, NULL, base);
   if (errno == ERANGE || x < lo || x > hi) return -ERANGE;
   *out = x;
   return 0;

@@ -55,7 +55,8 @@ uint64_t tgp_quantile_sorted(const uint64_t *v, size_t n, double q);
 /* ---- output --------------------------------------------------------------- */
 
 /* Write s to f as a JSON string, quotes included: '"' and '\' escaped,
-   control characters as \u00XX, other bytes (UTF-8) as they are. */
+   control characters as \u00XX, other bytes (UTF-8) as they are. A NULL s
+   is written as null. */
 void tgp_json_str(FILE *f, const char *s);
 
 /* Write all n bytes of buf to fd, looping on short writes and EINTR.
