@@ -206,12 +206,7 @@ int ts_phase_baseline(ts_run *r) {
     if (hs > 0) ts_keep_round(ref, hs);
     uint64_t rss0 = tgp_rss_bytes();
     tg_store *s = NULL;
-    char msg[256];
-    rc = tg_store_open_msg(&s, NULL, &c->store, msg, sizeof msg);
-    if (rc) {
-      ts_check_add(r, 0, "baseline: open", "%s %s", tg_strerror(rc), msg);
-      return 1;
-    }
+    if ((rc = ts_open(r, "baseline", &s, NULL, &c->store))) return 1;
     tr.s = s;
     double sec = run_timed(&tr);
     uint64_t rss1 = tgp_rss_bytes();
@@ -443,12 +438,7 @@ static int full_stack_every_token(ts_run *r, int level) {
     if (rs > 0) ts_keep_round(ref, rs);
     tgp_rmtree(dir);
     tg_store *s = NULL;
-    char msg[256] = "";
-    rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-    if (rc) {
-      ts_check_add(r, 0, "full stack every token: open", "%s %s", tg_strerror(rc), msg);
-      return 1;
-    }
+    if ((rc = ts_open(r, "full stack every token", &s, dir, &sc))) return 1;
     tg_trace_set_rate(0.01);
     scraper m;
     int started = scraper_start(&m, prom, c->metrics_interval_ms);

@@ -33,11 +33,8 @@ static void exhaustion_durable(ts_run *r, uint64_t max, uint64_t overflow) {
   sc.guardian.max_tokens = max;
   tg_store *s = NULL;
   char msg[256] = "";
-  int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-  if (rc) {
-    ts_check_add(r, 0, "quota (durable): open", "%s %s", tg_strerror(rc), msg);
-    return;
-  }
+  int rc = ts_open(r, "quota (durable)", &s, dir, &sc);
+  if (rc) return;
   tg_token t;
   memset(&t, 0, sizeof t);
   uint64_t ok = 0, rejected = 0, other = 0;
@@ -87,12 +84,8 @@ int ts_phase_quota(ts_run *r) {
     raised = 1;
   }
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, NULL, &sc, msg, sizeof msg);
-  if (rc) {
-    ts_check_add(r, 0, "quota: open", "%s %s", tg_strerror(rc), msg);
-    return 1;
-  }
+  int rc = ts_open(r, "quota", &s, NULL, &sc);
+  if (rc) return 1;
   tg_token t, first_before, last_before, first_after, last_after;
   memset(&t, 0, sizeof t);
   uint32_t first_id = 0, last_id = 0;
@@ -181,10 +174,8 @@ int ts_phase_pressure(ts_run *r) {
   if (!pers || !lat) exit(70);
   size_t npers = 0, nlat = 0;
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, NULL, &sc, msg, sizeof msg);
+  int rc = ts_open(r, "memory pressure", &s, NULL, &sc);
   if (rc) {
-    ts_check_add(r, 0, "memory pressure: open", "%s %s", tg_strerror(rc), msg);
     free(pers);
     free(lat);
     return 1;
@@ -282,10 +273,8 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   if (!ids || !lat) exit(70);
   size_t nlat = 0;
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
+  int rc = ts_open(r, "backpressure", &s, dir, &sc);
   if (rc) {
-    ts_check_add(r, 0, "backpressure: open", "%s %s", tg_strerror(rc), msg);
     free(ids);
     free(lat);
     return 1;
@@ -326,6 +315,7 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   /* Everything acknowledged must come back, with its content. */
   s = NULL;
   uint64_t missing = 0, live = 0;
+  char msg[256] = "";
   int orc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
   if (!orc) {
     tg_store_stats re;

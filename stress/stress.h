@@ -110,6 +110,10 @@ void ts_figure_add(ts_run *r, const char *what, double value, const char *unit,
                    const char *target, int met);
 int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...)
     TS_PRINTF(4, 5);
+/* tg_store_open_msg() that records a failed check "<what>: open" with the
+   store's message when it fails. Returns its result. */
+int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
+            const tg_store_config *cfg);
 /* Record one round's seconds; the best (lowest) is the result. */
 void ts_keep_round(ts_result *x, double sec);
 /* Latency samples (ticks) to percentiles in ns, stored in *res. Sorts v. */

@@ -100,6 +100,18 @@ int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...) {
   return pass;
 }
 
+int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
+            const tg_store_config *cfg) {
+  char msg[256] = "";
+  int rc = tg_store_open_msg(s, dir, cfg, msg, sizeof msg);
+  if (rc) {
+    char check[96];
+    snprintf(check, sizeof check, "%s: open", what);
+    ts_check_add(r, 0, check, "%s %s", tg_strerror(rc), msg);
+  }
+  return rc;
+}
+
 void ts_keep_round(ts_result *x, double sec) {
   if (x->nrounds < TS_MAX_ROUNDS) x->round_sec[x->nrounds++] = sec;
   if (x->seconds == 0 || sec < x->seconds) x->seconds = sec;
