@@ -102,6 +102,11 @@ typedef struct tg_wal_open_info {
                               was cut off (see torn_*) */
   uint64_t torn_segment;   /* first LSN (= name) of that segment */
   uint64_t torn_offset;    /* byte offset the segment was cut at */
+  uint64_t ring_records;   /* records the log did not hold that were taken
+                              from the ring file: appended by a process
+                              that died (crash, kill -9) during this boot
+                              and not yet written (docs/wal-format.md,
+                              "The ring file") */
 } tg_wal_open_info;
 
 typedef struct tg_wal tg_wal;
