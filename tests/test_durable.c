@@ -411,9 +411,14 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   s = open_at(dir, TG_STRICT);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_tokens, 2);
+  /* The failed create was queued, never acknowledged: the ring file may
+     still hand it to this open (a STRICT error means "not known durable",
+     not "not logged"), but nothing after it was ever queued. */
+  assert_true(st.live_tokens == 2 || st.live_tokens == 3);
   assert_int_equal(tg_token_get(s, a, &got), 0);
   assert_true(got.weight == 1.0f);
+  assert_int_equal(tg_token_get(s, b, &got), 0);
+  assert_true(got.weight == 2.0f);
   tg_store_close(s);
 }
 

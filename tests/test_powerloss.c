@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "powerloss.h"
 #include "tokengraph/tokengraph.h"
 
@@ -178,6 +179,25 @@ static void child_main(const options *o, const char *dir, const char *journal,
 }
 
 /* ---- the parent's checks ---------------------------------------------------- */
+
+/* The image is what a disk holds after the power came back: another boot.
+   The WAL's ring file (a page-cache copy of the queue that only a process
+   crash within the same boot may use) must then be ignored, as the library
+   ignores it after a real reboot. */
+static int other_boot(char *out, size_t n) {
+  snprintf(out, n, "%s", "00000000-0000-0000-0000-powerloss000");
+  return 0;
+}
+
+static void simulate_reboot(int on) {
+  static int (*real_boot_id)(char *, size_t);
+  if (on) {
+    real_boot_id = tg__io.boot_id;
+    tg__io.boot_id = other_boot;
+  } else {
+    tg__io.boot_id = real_boot_id;
+  }
+}
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...) {
@@ -395,6 +415,7 @@ int main(int argc, char **argv) {
     runs[level]++;
     uint64_t w = 0, lost = 0;
     struct stat sst;
+    simulate_reboot(1);
     if (stat(img, &sst) == 0 && atomic_load(&sh->ready)) {
       if (check_image(&o, img, level, fresh, kill_ns, &w, &lost)) status = 1;
     } else if (stat(img, &sst) == 0) {
@@ -408,6 +429,7 @@ int main(int argc, char **argv) {
                             (unsigned long long)it, tg_err_name(rc), m2);
       else tg_store_close(s);
     }
+    simulate_reboot(0);
     lost_total[level] += lost;
     if (w > window[level]) window[level] = w;
     if (status) {

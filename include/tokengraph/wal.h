@@ -114,6 +114,11 @@ typedef struct tg_wal_open_info {
   uint64_t corrupt_offset; /* ... and the byte offset in it where the log is
                               damaged ... */
   const char *corrupt_what; /* ... and why (static text); NULL otherwise */
+  uint64_t ring_records;   /* records the log did not hold that were taken
+                              from the ring file: appended by a process
+                              that died (crash, kill -9) during this boot
+                              and not yet written (docs/wal-format.md,
+                              "The ring file") */
 } tg_wal_open_info;
 
 typedef struct tg_wal tg_wal;

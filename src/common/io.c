@@ -35,9 +35,26 @@ static int sys_mkdirat(int dirfd, const char *path, mode_t mode) {
   return mkdirat(dirfd, path, mode);
 }
 
+/* Read, not written, and outside the data directory: plain calls. */
+static int sys_boot_id(char *out, size_t n) {
+  if (n == 0) return -EINVAL;
+  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t r;
+  do r = read(fd, out, n - 1);
+  while (r < 0 && errno == EINTR);
+  int e = errno;
+  close(fd);
+  if (r <= 0) return r < 0 ? -e : -EIO;
+  while (r > 0 && (out[r - 1] == '\n' || out[r - 1] == ' ')) r--;
+  out[r] = '\0';
+  return r > 0 ? 0 : -EIO;
+}
+
 tg__io_ops tg__io = {sys_write,     sys_pwrite,        sys_fdatasync, sys_fsync,
                      sys_fallocate, sys_ftruncate,     sys_sync_file_range,
-                     sys_openat,    sys_renameat,      sys_unlinkat,  sys_mkdirat};
+                     sys_openat,    sys_renameat,      sys_unlinkat,  sys_mkdirat,
+                     sys_boot_id};
 
 void tg__io_reset(void) {
   tg__io.write = sys_write;
@@ -51,6 +68,15 @@ void tg__io_reset(void) {
   tg__io.renameat = sys_renameat;
   tg__io.unlinkat = sys_unlinkat;
   tg__io.mkdirat = sys_mkdirat;
+  tg__io.boot_id = sys_boot_id;
+}
+
+int tg__boot_id(char out[TG__BOOT_ID_BYTES]) {
+  memset(out, 0, TG__BOOT_ID_BYTES);
+  int rc = tg__io.boot_id(out, TG__BOOT_ID_BYTES);
+  if (rc) memset(out, 0, TG__BOOT_ID_BYTES);
+  out[TG__BOOT_ID_BYTES - 1] = '\0';
+  return rc;
 }
 
 int tg__start_writeback(int fd, off_t off, off_t len) {

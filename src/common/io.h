@@ -35,9 +35,26 @@ typedef struct tg__io_ops {
                   const char *newpath);                             /* renameat(2) */
   int (*unlinkat)(int dirfd, const char *path, int flags);          /* unlinkat(2) */
   int (*mkdirat)(int dirfd, const char *path, mode_t mode);         /* mkdirat(2) */
+  int (*boot_id)(char *out, size_t n); /* this boot's id into out (NUL-
+                                          terminated): 0 or -errno. Default:
+                                          /proc/sys/kernel/random/boot_id.
+                                          Tests replace it to simulate a
+                                          reboot. */
 } tg__io_ops;
 
 extern tg__io_ops tg__io;
+
+/* Bytes of a boot id buffer: the kernel's 36-character UUID, its NUL,
+   zero padding. */
+#define TG__BOOT_ID_BYTES 40
+
+/* The id of the running boot (tg__io.boot_id) into out, zero-padded to
+   TG__BOOT_ID_BYTES, so two ids compare with memcmp. It tells whether the
+   page cache a file was written through is still the one in memory: same
+   id, then nothing written since has been lost to a power loss or a
+   reboot. Returns 0 or -errno (no /proc: callers must then assume
+   another boot). */
+int tg__boot_id(char out[TG__BOOT_ID_BYTES]);
 
 /* Put the real system calls back into tg__io. */
 void tg__io_reset(void);

@@ -145,6 +145,7 @@
 #include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -178,19 +179,50 @@ enum writer_state {
                            only once linger_wake records are queued (LINGER) */
 };
 
-/* One queued record. Written by one appender, then read by the writer. */
+/* One queued record, in the ring file (RING FILE above). Written by one
+   appender, then read by the writer, or by the next open's recovery after a
+   crash. */
 typedef struct slot {
-  _Atomic uint64_t published;       /* the LSN once frame/ext are complete */
-  unsigned char *ext;               /* payload > SLOT_INLINE: malloc'd copy,
-                                       freed (and reset) by the writer */
+  _Atomic uint64_t published;       /* the LSN once frame (and spill bytes)
+                                       are complete */
+  uint64_t spill_pos;               /* payload > SLOT_INLINE: its position
+                                       in the spill region (mod spill_cap) */
   unsigned char frame[SLOT_FRAME];  /* len, crc (left 0), lsn_type, payload */
 } slot;
 _Static_assert(sizeof(slot) == SLOT_BYTES, "ring slot is two cache lines");
+_Static_assert(offsetof(slot, published) == 0 && offsetof(slot, spill_pos) == 8 &&
+                   offsetof(slot, frame) == 16, "slot layout is docs/wal-format.md's");
 _Static_assert(SLOT_INLINE == 96, "inline payload documented as 96 bytes");
+
+/* The ring file's header (RING FILE above): field offsets. */
+enum {
+  RH_MAGIC = 0,     /* 8 bytes "TGWALRNG" */
+  RH_VERSION = 8,   /* u32 = 1 */
+  RH_HDRSIZE = 12,  /* u32 = RING_HDR */
+  RH_SLOTSIZE = 16, /* u32 = SLOT_BYTES */
+  RH_SLOTS = 24,    /* u64 slot count, a power of two */
+  RH_SPILL = 32,    /* u64 spill region bytes */
+  RH_BOOT = 40,     /* TG__BOOT_ID_BYTES: the boot that wrote it */
+  RH_CRC = 80,      /* u32 CRC of bytes 0..79 */
+  RH_STATE = 88     /* u64 RING_OPEN or RING_CLOSED, written through the map */
+};
+#define RING_MAGIC "TGWALRNG"
+#define RING_VERSION 1u
+#define RING_HDR 4096u   /* one page: the slots start page-aligned */
+#define RING_NAME "ring"
+#define RING_OPEN 1u     /* in use, or its process died */
+#define RING_CLOSED 2u   /* closed cleanly: everything in it is in the log */
+/* Twice the largest payload: a record always fits once the region is empty,
+   even when it must skip the region's end (see spill_alloc). */
+#define RING_SPILL (2ull * TG_WAL_MAX_PAYLOAD)
+_Static_assert(RH_BOOT + TG__BOOT_ID_BYTES == RH_CRC, "boot id ends at the CRC");
 
 struct tg_wal {
   /* Read-mostly by appenders; set at open. */
-  slot *ring;                /* ring_slots slots, mmap'd, prefaulted */
+  slot *ring;                /* ring_slots slots in the ring file's shared
+                                mapping, prefaulted */
+  unsigned char *spill;      /* spill region (payloads over SLOT_INLINE) */
+  uint64_t spill_cap;        /* its bytes */
   uint64_t mask;             /* ring_slots - 1 */
   uint64_t cap;              /* ring_slots */
   int level;                 /* enum tg_wal_level */
@@ -213,6 +245,11 @@ struct tg_wal {
   _Atomic uint64_t written;              /* LSNs <= written are in the file */
   _Atomic uint32_t strict_inflight;      /* STRICT appenders between their
                                             begin and end */
+  alignas(64) pthread_mutex_t spill_mu;  /* orders spill allocation with the
+                                            LSN claim of spilled records */
+  uint64_t spill_head;                   /* under spill_mu: next spill byte */
+  _Atomic uint64_t spill_consumed;       /* spill bytes < this are written
+                                            to the log: free to reuse */
 
   pthread_mutex_t mu;                    /* guards the two condition variables */
   pthread_cond_t durable_cv;             /* broadcast after each fdatasync / failure */
@@ -254,6 +291,8 @@ struct tg_wal {
   char *dir;
   pthread_t thread;
   int thread_started;        /* set by the opening thread once the writer runs */
+  unsigned char *ring_map;   /* the ring file's mapping (header, slots, spill) */
+  size_t ring_map_bytes;
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -494,19 +533,26 @@ static void switch_segment(tg_wal *w, uint64_t first) {
   if (w->opts.on_segment) w->opts.on_segment(w->opts.hook_arg, first);
 }
 
+/* Where a published slot's payload is: inline, or in the spill region. */
+static const unsigned char *slot_payload(const tg_wal *w, const slot *s, uint32_t len) {
+  if (len - TG__WAL_FRAME_HDR <= SLOT_INLINE) return s->frame + TG__WAL_FRAME_HDR;
+  return w->spill + s->spill_pos % w->spill_cap;
+}
+
 /* A frame too large for the batch buffer: write it in place, in pieces. */
 static void write_big(tg_wal *w, slot *s, uint32_t len) {
   assert_writer(w);
   unsigned char hdr[TG__WAL_FRAME_HDR];
   static const unsigned char zeros[8];
+  const unsigned char *payload = slot_payload(w, s, len);
   memcpy(hdr, s->frame, sizeof hdr);
   uint32_t crc = tg__crc32(tg__crc32(0, hdr, 4), hdr + 8, 8);
-  crc = tg__crc32(crc, s->ext, len - TG__WAL_FRAME_HDR);
+  crc = tg__crc32(crc, payload, len - TG__WAL_FRAME_HDR);
   tg__st32(hdr + 4, crc);
   size_t pad = tg__align8(len) - len;
   off_t o = (off_t)w->seg_off;
   int rc = tg__pwrite_all(w->fd, hdr, sizeof hdr, o);
-  if (!rc) rc = tg__pwrite_all(w->fd, s->ext, len - TG__WAL_FRAME_HDR, o + 16);
+  if (!rc) rc = tg__pwrite_all(w->fd, payload, len - TG__WAL_FRAME_HDR, o + 16);
   if (!rc && pad) rc = tg__pwrite_all(w->fd, zeros, pad, o + len);
   stat_add(&w->st_batches, 1);
   if (rc) {
@@ -532,20 +578,26 @@ static void put_marker(tg_wal *w) {
 }
 
 /* Copy published slots into the batch buffer (at most one buffer's worth),
-   write it out. Returns the number of records taken from the ring. */
+   write it out, then give the slots (and their spill bytes) back. A slot is
+   reused only once its record is in the file: until then the ring file is
+   what a crash recovers it from. Returns the number of records taken. */
 static uint64_t drain(tg_wal *w) {
   assert_writer(w);
   /* Relaxed: only a bound; each slot's own acquire load below is what makes
      its contents visible. */
   uint64_t head = atomic_load_explicit(&w->head, RLX);
-  uint64_t n = 0;
+  uint64_t n = 0, spill_end = 0;
   while (w->next < head) {
     slot *s = &w->ring[w->next & w->mask];
     if (atomic_load_explicit(&s->published, ACQ) != w->next) break;
     uint32_t len = tg__ld32(s->frame);
     size_t flen = tg__align8(len);
-    uint64_t used = w->seg_off + w->buf_len;
-    if (used + flen > w->cfg.segment_bytes && used > TG__WAL_HDR) {
+    /* Room is kept for the DURABLE marker this frame may bring and for the
+       SWITCH marker, so that a segment before the last never grows past
+       its preallocated size (the marker close writes may, by 32 bytes). */
+    uint64_t used = w->seg_off + w->buf_len +
+                    (w->buf_len == 0 && w->marker_due ? TG__WAL_MARKER_LEN : 0);
+    if (used + flen + TG__WAL_MARKER_LEN > w->cfg.segment_bytes && used > TG__WAL_HDR) {
       switch_segment(w, w->next);
       if (atomic_load_explicit(&w->failed, RLX)) break;
     }
@@ -556,26 +608,26 @@ static uint64_t drain(tg_wal *w) {
       if (atomic_load_explicit(&w->failed, RLX)) break;
     } else {
       unsigned char *d = w->buf + w->buf_len;
-      const unsigned char *src = s->ext ? s->ext : s->frame + TG__WAL_FRAME_HDR;
       memcpy(d, s->frame, TG__WAL_FRAME_HDR);
-      memcpy(d + TG__WAL_FRAME_HDR, src, len - TG__WAL_FRAME_HDR);
+      memcpy(d + TG__WAL_FRAME_HDR, slot_payload(w, s, len), len - TG__WAL_FRAME_HDR);
       memset(d + len, 0, flen - len);
       tg__st32(d + 4, tg__wal_frame_crc(d, len));
       w->buf_len += flen;
       w->buf_last = w->next;
     }
-    if (s->ext) {
-      free(s->ext);
-      s->ext = NULL;
-    }
+    if (len - TG__WAL_FRAME_HDR > SLOT_INLINE)
+      spill_end = s->spill_pos + tg__align8(len - TG__WAL_FRAME_HDR);
     w->next++;
     n++;
   }
-  if (n) {
+  flush_buf(w);
+  if (n && !atomic_load_explicit(&w->failed, RLX)) {
     stat_add(&w->st_records, n);
-    /* The records are in the buffer: give the slots back before the write.
-       seq_cst: CONSUMED/SPACE (store consumed, then load space_waiters);
-       it also releases the slots to appenders' acquire loads. */
+    /* The records are in the file: give their slots back. seq_cst:
+       CONSUMED/SPACE (store consumed and spill_consumed, then load
+       space_waiters); it also releases the slots to appenders' acquire
+       loads. */
+    if (spill_end) atomic_store_explicit(&w->spill_consumed, spill_end, SEQ);
     atomic_store_explicit(&w->consumed, w->next, SEQ);
     if (atomic_load_explicit(&w->space_waiters, SEQ)) { /* CONSUMED/SPACE */
       mu_lock(w);
@@ -583,7 +635,6 @@ static uint64_t drain(tg_wal *w) {
       mu_unlock(w);
     }
   }
-  flush_buf(w);
   return n;
 }
 
@@ -854,23 +905,27 @@ static int wait_durable(tg_wal *w, uint64_t lsn) {
 }
 
 /*
- * The one append path: claim a slot, fill it, publish it. ext == NULL: the
- * payload (len <= SLOT_INLINE) is copied into the slot; otherwise ext is a
- * malloc'd copy of it that the slot takes over (the writer frees it). Never
- * waits for durability: the public entry points decide that. On success
- * *seq is the record's LSN; on failure nothing was logged and ext is still
- * the caller's.
+ * The one append path: claim a slot, fill it, publish it. The payload
+ * (len <= SLOT_INLINE) is copied into the slot, or, when `spilled`, it is
+ * already in the spill region at spill_pos and the LSN was claimed by the
+ * caller (spill_claim) and comes in *seq. Never waits for durability: the
+ * public entry points decide that. On success *seq is the record's LSN; on
+ * failure nothing was logged.
  */
 static inline int enqueue(tg_wal *w, uint8_t type, const void *payload, size_t len,
-                          unsigned char *ext, uint64_t *seq) {
-  uint64_t s;
-  int rc = claim(w, &s);
-  if (TG_UNLIKELY(rc)) return rc;
+                          int spilled, uint64_t spill_pos, uint64_t *seq) {
+  uint64_t s = *seq;
+  if (TG_LIKELY(!spilled)) {
+    int rc = claim(w, &s);
+    if (TG_UNLIKELY(rc)) return rc;
+  }
   slot *sl = &w->ring[s & w->mask];
-  sl->ext = ext;
+  sl->spill_pos = spill_pos;
   tg__st32(sl->frame, (uint32_t)(TG__WAL_FRAME_HDR + len));
   tg__st64(sl->frame + 8, s | (uint64_t)type << 56);
-  if (TG_LIKELY(!ext)) memcpy(sl->frame + TG__WAL_FRAME_HDR, payload, len);
+  if (TG_LIKELY(!spilled)) memcpy(sl->frame + TG__WAL_FRAME_HDR, payload, len);
+  /* Release: the frame and the spill bytes are complete before the writer
+     (or, after a crash, the next open reading the ring file) sees the LSN. */
   atomic_store_explicit(&sl->published, s, REL);
   /* seq_cst: SLEEP/HEAD, after the fetch_add on head in claim(). */
   if (TG_UNLIKELY(atomic_load_explicit(&w->sleeping, SEQ))) wake_if_due(w, s);
@@ -878,7 +933,55 @@ static inline int enqueue(tg_wal *w, uint8_t type, const void *payload, size_t l
   return 0;
 }
 
-/* Check the arguments, make the large payload's copy, enqueue. */
+/* Wait until spill bytes up to `end` (a spill position) are free: the
+   records using them are written. Called with spill_mu held. */
+static int spill_wait(tg_wal *w, uint64_t end) {
+  /* Acquire: the writer is done reading those bytes. */
+  if (end - atomic_load_explicit(&w->spill_consumed, ACQ) <= w->spill_cap) return 0;
+  if (w->nonblocking) {
+    atomic_fetch_add_explicit(&w->st_rejected, 1, RLX);
+    return TG_EAGAIN;
+  }
+  uint64_t t0 = tg__now_ns();
+  atomic_fetch_add_explicit(&w->st_blocked, 1, RLX);
+  mu_lock(w);
+  atomic_fetch_add_explicit(&w->space_waiters, 1, SEQ); /* CONSUMED/SPACE, SLEEP/SPACE */
+  while (end - atomic_load_explicit(&w->spill_consumed, SEQ) > w->spill_cap && /* CONSUMED/SPACE */
+         !atomic_load_explicit(&w->failed, RLX)) {                          /* set under mu */
+    wake_writer(w);
+    mu_wait(w, &w->space_cv);
+  }
+  atomic_fetch_sub_explicit(&w->space_waiters, 1, RLX);
+  int rc = end - atomic_load_explicit(&w->spill_consumed, RLX) <= w->spill_cap
+               ? 0 : atomic_load_explicit(&w->failed, RLX);
+  mu_unlock(w);
+  atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
+  return rc;
+}
+
+/* A payload over SLOT_INLINE goes to the spill region of the ring file, so
+   that it survives a crash like an inline one. Its bytes and its LSN are
+   claimed together under spill_mu, so spill order is LSN order and the
+   writer frees the region in order (spill_consumed). A record that would
+   cross the region's end starts at its beginning instead. */
+static int append_spilled(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                          uint64_t *seq) {
+  uint64_t need = tg__align8(len), s = 0;
+  pthread_mutex_lock(&w->spill_mu);
+  uint64_t pos = w->spill_head, off = pos % w->spill_cap;
+  if (off + need > w->spill_cap) pos += w->spill_cap - off;
+  int rc = spill_wait(w, pos + need);
+  if (!rc) rc = claim(w, &s);
+  if (!rc) w->spill_head = pos + need;
+  pthread_mutex_unlock(&w->spill_mu);
+  if (rc) return rc;
+  /* Ours alone: the writer reads it only after the slot is published. */
+  memcpy(w->spill + pos % w->spill_cap, payload, len);
+  *seq = s;
+  return enqueue(w, type, payload, len, 1, pos, seq);
+}
+
+/* Check the arguments, enqueue. */
 static inline int append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t len,
                                 uint64_t *seq) {
   /* Relaxed: a fast refusal; a failure that lands after this load is still
@@ -886,15 +989,11 @@ static inline int append_nowait(tg_wal *w, uint8_t type, const void *payload, si
   int f = atomic_load_explicit(&w->failed, RLX);
   if (TG_UNLIKELY(f)) return f;
   if (TG_UNLIKELY(!payload && len)) return TG_EINVAL;
-  unsigned char *ext = NULL;
   if (TG_UNLIKELY(len > SLOT_INLINE)) {
     if (len > TG_WAL_MAX_PAYLOAD) return TG_EINVAL;
-    if (!(ext = malloc(len))) return TG_ENOMEM;
-    memcpy(ext, payload, len);
+    return append_spilled(w, type, payload, len, seq);
   }
-  int rc = enqueue(w, type, payload, len, ext, seq);
-  if (TG_UNLIKELY(rc)) free(ext);
-  return rc;
+  return enqueue(w, type, payload, len, 0, 0, seq);
 }
 
 int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint64_t *lsn) {
@@ -1233,6 +1332,184 @@ static int recover_last(tg_wal *w, uint64_t *segs, size_t *nseg, tg_wal_open_inf
   return 0;
 }
 
+/* ---- the ring file ------------------------------------------------------------- */
+
+/* Set every position from w->next (what the log holds ends at w->next - 1). */
+static void set_positions(tg_wal *w) {
+  /* Relaxed: no other thread sees w before pthread_create, which orders these. */
+  atomic_store_explicit(&w->head, w->next, RLX);
+  atomic_store_explicit(&w->consumed, w->next, RLX);
+  w->w_written = w->w_durable = w->next - 1;
+  atomic_store_explicit(&w->written, w->next - 1, RLX);
+  atomic_store_explicit(&w->durable, w->next - 1, RLX);
+}
+
+static size_t ring_file_bytes(uint64_t slots, uint64_t spill) {
+  return RING_HDR + (size_t)slots * SLOT_BYTES + (size_t)spill;
+}
+
+/* Map the whole ring file fd of `bytes` bytes, shared: stores to it are the
+   page cache's, so they outlive the process. */
+static int ring_map(tg_wal *w, int fd, size_t bytes, uint64_t slots, uint64_t spill) {
+  void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return -errno;
+  w->ring_map = m;
+  w->ring_map_bytes = bytes;
+  w->ring = (slot *)(w->ring_map + RING_HDR);
+  w->cap = slots;
+  w->mask = slots - 1u;
+  w->spill = w->ring_map + RING_HDR + (size_t)slots * SLOT_BYTES;
+  w->spill_cap = spill;
+  return 0;
+}
+
+static void ring_unmap(tg_wal *w) {
+  if (w->ring_map) munmap(w->ring_map, w->ring_map_bytes);
+  w->ring_map = NULL;
+  w->ring = NULL;
+  w->spill = NULL;
+}
+
+/* The geometry of a ring file header that is ours, of this boot and not
+   closed cleanly (its process died); 0 if it is not one. */
+static int ring_header_live(const unsigned char *h, uint64_t size, const char *boot,
+                            uint64_t *slots, uint64_t *spill) {
+  if (size < RING_HDR || memcmp(h + RH_MAGIC, RING_MAGIC, 8) ||
+      tg__ld32(h + RH_VERSION) != RING_VERSION || tg__ld32(h + RH_HDRSIZE) != RING_HDR ||
+      tg__ld32(h + RH_SLOTSIZE) != SLOT_BYTES ||
+      tg__ld32(h + RH_CRC) != tg__crc32(0, h, RH_CRC))
+    return 0;
+  uint64_t n = tg__ld64(h + RH_SLOTS), sp = tg__ld64(h + RH_SPILL);
+  /* Bounded by what could legitimately be there before mapping it. */
+  if (n < TG_WAL_RING_MIN || n > TG_WAL_RING_MAX || (n & (n - 1)) || sp != RING_SPILL ||
+      size < ring_file_bytes(n, sp))
+    return 0;
+  if (memcmp(h + RH_BOOT, boot, TG__BOOT_ID_BYTES) || tg__ld64(h + RH_STATE) != RING_OPEN)
+    return 0;
+  *slots = n;
+  *spill = sp;
+  return 1;
+}
+
+/* Whether the slot for lsn holds a complete record published for lsn whose
+   payload lies inside the mapping. The release store of `published` is the
+   last store of an append, and the dead process's stores are exactly what
+   this boot's page cache holds, so a slot is never torn: these checks only
+   reject what is not a record of this log at all. */
+static int ring_slot_valid(const tg_wal *w, uint64_t lsn) {
+  const slot *s = &w->ring[lsn & w->mask];
+  /* Relaxed: the process that stored it is gone; the open is alone. */
+  if (atomic_load_explicit(&((slot *)s)->published, RLX) != lsn) return 0;
+  uint32_t len = tg__ld32(s->frame);
+  if ((tg__ld64(s->frame + 8) & TG_WAL_MAX_LSN) != lsn || len < TG__WAL_FRAME_HDR ||
+      len - TG__WAL_FRAME_HDR > TG_WAL_MAX_PAYLOAD)
+    return 0;
+  if (len - TG__WAL_FRAME_HDR <= SLOT_INLINE) return 1;
+  return s->spill_pos % w->spill_cap + tg__align8(len - TG__WAL_FRAME_HDR) <= w->spill_cap;
+}
+
+/* A process crash: append the records the dead process published past the
+   log's end (consecutive LSNs from w->next), then fdatasync. Uses the writer
+   steps (drain, do_sync) before the writer thread exists. */
+static int ring_recover(tg_wal *w, tg_wal_open_info *info) {
+  assert_writer(w);
+  uint64_t end = w->next;
+  while (end <= TG_WAL_MAX_LSN && end - w->next < w->cap && ring_slot_valid(w, end)) end++;
+  if (end == w->next) return 0;
+  uint64_t first = w->next;
+  set_positions(w);
+  atomic_store_explicit(&w->head, end, RLX);
+  /* Only the slots' order matters here: the spill region is read in place. */
+  atomic_store_explicit(&w->spill_consumed, 0, RLX);
+  while (w->next < end && !atomic_load_explicit(&w->failed, RLX)) drain(w);
+  if (!atomic_load_explicit(&w->failed, RLX) && w->w_written > w->w_durable) do_sync(w);
+  int rc = atomic_load_explicit(&w->failed, RLX);
+  if (rc) return rc;
+  info->ring_records = end - first;
+  return 0;
+}
+
+/*
+ * Open (creating it if needed) the ring file in the WAL directory, recover
+ * from it if the process that used it died during this boot, and leave it
+ * mapped, sized for this configuration, zeroed and stamped as in use by
+ * this boot. See RING FILE above.
+ */
+static int ring_open(tg_wal *w, tg_wal_open_info *info) {
+  assert_writer(w);
+  unsigned char h[RING_HDR];
+  char boot[TG__BOOT_ID_BYTES];
+  struct stat st;
+  int dfd = -1, fd = -1, rc;
+  uint64_t slots = 0, spill = 0;
+  size_t want = ring_file_bytes(w->cfg.ring_slots, RING_SPILL);
+  /* No boot id (no /proc): a ring found cannot be shown to be this boot's,
+     so it is never read; a new one is still written for the next open. */
+  int have_boot = tg__boot_id(boot) == 0;
+  dfd = tg__openat(AT_FDCWD, w->dir, O_RDONLY | O_DIRECTORY, 0);
+  if (dfd < 0) return dfd;
+  /* O_NOFOLLOW and the S_ISREG check: a link or a FIFO planted at the name
+     is refused, never mapped or written through. */
+  fd = tg__openat(dfd, RING_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
+  if (fd < 0) {
+    rc = fd;
+    goto cleanup;
+  }
+  if (fstat(fd, &st) < 0) {
+    rc = -errno;
+    goto cleanup;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = TG_ECORRUPT;
+    goto cleanup;
+  }
+  memset(h, 0, sizeof h);
+  if (have_boot && st.st_size >= (off_t)RING_HDR && pread(fd, h, sizeof h, 0) == (ssize_t)sizeof h &&
+      ring_header_live(h, (uint64_t)st.st_size, boot, &slots, &spill)) {
+    if ((rc = ring_map(w, fd, ring_file_bytes(slots, spill), slots, spill)) != 0) goto cleanup;
+    rc = ring_recover(w, info);
+    ring_unmap(w);
+    if (rc) goto cleanup;
+  }
+  /* Sized for this configuration, the blocks allocated now: a store to a
+     hole of a shared mapping on a full disk would be a SIGBUS in an
+     appender. */
+  if ((uint64_t)st.st_size != want && (rc = tg__ftruncate(fd, (off_t)want)) != 0) goto cleanup;
+  rc = tg__fallocate(fd, 0, (off_t)want);
+  if (rc == -EOPNOTSUPP) rc = 0;
+  if (rc) goto cleanup;
+  memset(h, 0, sizeof h);
+  memcpy(h + RH_MAGIC, RING_MAGIC, 8);
+  tg__st32(h + RH_VERSION, RING_VERSION);
+  tg__st32(h + RH_HDRSIZE, RING_HDR);
+  tg__st32(h + RH_SLOTSIZE, SLOT_BYTES);
+  tg__st64(h + RH_SLOTS, w->cfg.ring_slots);
+  tg__st64(h + RH_SPILL, RING_SPILL);
+  memcpy(h + RH_BOOT, boot, TG__BOOT_ID_BYTES);
+  tg__st32(h + RH_CRC, tg__crc32(0, h, RH_CRC));
+  tg__st64(h + RH_STATE, RING_OPEN);
+  /* Not synced: after a reboot the ring is ignored whatever it holds. */
+  if ((rc = tg__pwrite_all(fd, h, sizeof h, 0)) != 0) goto cleanup;
+  if ((rc = ring_map(w, fd, want, w->cfg.ring_slots, RING_SPILL)) != 0) goto cleanup;
+  /* Zero every slot: no stale LSN can be taken for a record, and every page
+     is touched now (a first touch costs microseconds, never on the hot
+     path). The spill region is only read through a published slot. */
+  memset(w->ring, 0, (size_t)w->cap * SLOT_BYTES);
+cleanup:
+  if (fd >= 0) close(fd); /* the mapping keeps the file */
+  if (dfd >= 0) close(dfd);
+  if (rc == -ENOSPC || rc == -EDQUOT) rc = TG_ENOSPC;
+  return rc;
+}
+
+/* A clean close: everything in the ring is in the log (and durable). Marking
+   it so keeps a later open from appending records again after the log was
+   cut short by hand or by a tool. */
+static void ring_mark_closed(tg_wal *w) {
+  if (!w->ring_map) return;
+  tg__st64(w->ring_map + RH_STATE, RING_CLOSED);
+}
+
 int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
                 tg_wal_open_info *info) {
   return tg__wal_open_ex(out, dir, cfg, NULL, info);
@@ -1272,6 +1549,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);
+  pthread_mutex_init(&w->spill_mu, NULL);
   pthread_cond_init(&w->durable_cv, NULL);
   pthread_cond_init(&w->space_cv, NULL);
   w->dir = strdup(dir);
@@ -1301,34 +1579,21 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
     goto fail;
   }
 
-  size_t ring_bytes = (size_t)c.ring_slots * SLOT_BYTES;
-  void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (ring == MAP_FAILED) {
-    rc = TG_ENOMEM;
-    goto fail;
-  }
-  w->ring = ring;
-  madvise(ring, ring_bytes, MADV_HUGEPAGE);
-  /* Touch every page now: a first touch costs ~10 us, never on the hot path. */
-  memset(ring, 0, ring_bytes);
   w->buf = aligned_alloc(4096, BUF_BYTES);
   if (!w->buf) {
     rc = TG_ENOMEM;
     goto fail;
   }
   memset(w->buf, 0, BUF_BYTES);
-
-  /* Relaxed: no other thread sees w before pthread_create, which orders these. */
-  atomic_store_explicit(&w->head, w->next, RLX);
-  atomic_store_explicit(&w->consumed, w->next, RLX);
-  w->w_written = w->w_durable = w->next - 1;
-  atomic_store_explicit(&w->written, w->next - 1, RLX);
-  atomic_store_explicit(&w->durable, w->next - 1, RLX);
+  set_positions(w);
+  if ((rc = ring_open(w, info)) != 0) goto fail;
+  set_positions(w);
+  atomic_store_explicit(&w->spill_consumed, 0, RLX);
+  w->spill_head = 0;
   w->last_sync_ns = tg__now_ns();
 
   info->oldest_lsn = w->nseg ? w->segs[0] : 0;
-  info->last_lsn = w->next - 1 >= w->segs[0] ? w->next - 1 : 0;
-  if (nseg == 0) info->last_lsn = 0;
+  info->last_lsn = w->nseg && w->next > w->segs[0] ? w->next - 1 : 0;
   info->next_lsn = w->next;
   info->segments = (uint32_t)w->nseg;
 
@@ -1362,16 +1627,16 @@ int tg_wal_close(tg_wal *w) {
     if (path_in(path, sizeof path, w->dir, TMP_NAME) == 0) tg__unlinkat(AT_FDCWD, path, 0);
   }
   if (w->fd >= 0) close(w->fd);
-  if (w->ring) {
-    /* Large payloads still queued after a failure. */
-    for (uint64_t i = 0; i < w->cap; i++) free(w->ring[i].ext);
-    munmap(w->ring, (size_t)w->cap * SLOT_BYTES);
-  }
+  /* After a failure the ring stays marked in use: the next open appends
+     what it still holds (acknowledged at BALANCED and RELAXED). */
+  if (w->thread_started && !rc) ring_mark_closed(w);
+  ring_unmap(w);
   free(w->buf);
   free(w->segs);
   free(w->dir);
   pthread_mutex_destroy(&w->mu);
   pthread_mutex_destroy(&w->seg_mu);
+  pthread_mutex_destroy(&w->spill_mu);
   pthread_cond_destroy(&w->durable_cv);
   pthread_cond_destroy(&w->space_cv);
   free(w);
