@@ -5,7 +5,9 @@
  * first, from an inspection made under the directory's lock, and then:
  *   1. renames every segment after the cut, newest first, to NAME.broken;
  *   2. copies the bytes from the cut to the end of the cut segment into
- *      SEGMENT.broken, fsyncs that file and then the directory;
+ *      SEGMENT.broken (unless they are all zeros), fsyncs that file and
+ *      then the directory - the WAL's tg__wal_keep_tail(), which the
+ *      open's own recovery uses too;
  *   3. only then truncates the segment at the cut and fsyncs it and the
  *      directory.
  * An interrupted repair therefore leaves a log that still shows its damage
@@ -34,84 +36,17 @@
 #include "common/path.h"
 
 #define NAME_MAX_LEN 64   /* a segment name is 24 bytes; .broken.NNN adds 11 */
-#define KEEP_CHUNK (1u << 16)
-
-/* A name in dfd for the kept bytes of `name` that does not exist yet:
-   NAME.broken, then NAME.broken.1, .2, ... An existing one is never
-   overwritten: it may be what an earlier repair kept. */
-static int broken_name(int dfd, const char *name, char *out, size_t outlen) {
-  for (int k = 0; k < 1000; k++) {
-    int n = k == 0 ? snprintf(out, outlen, "%s.broken", name)
-                   : snprintf(out, outlen, "%s.broken.%d", name, k);
-    if (n < 0 || (size_t)n >= outlen) return -ENAMETOOLONG;
-    struct stat st;
-    if (fstatat(dfd, out, &st, AT_SYMLINK_NOFOLLOW) && errno == ENOENT) return 0;
-  }
-  return -EEXIST;
-}
 
 /* Rename segment `name` of dfd aside whole, to a fresh .broken name. */
 static int move_aside(int dfd, const char *name, char *msg, size_t len) {
   char to[NAME_MAX_LEN];
-  int rc = broken_name(dfd, name, to, sizeof to);
+  int rc = tg__wal_broken_name(dfd, name, to, sizeof to);
   if (rc) {
     tg__say(msg, len, "wal/%s: no free .broken name", name);
     return rc;
   }
   if ((rc = tg__renameat(dfd, name, dfd, to)))
     tg__say(msg, len, "cannot rename wal/%s to wal/%s: %s", name, to, tg_strerror(rc));
-  return rc;
-}
-
-static int all_zero(const unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i]) return 0;
-  return 1;
-}
-
-/* Copy bytes [off, size) of the open segment `in` into a new file of dfd
-   (a fresh .broken name, written into kept_name), sparse where the source
-   is zero (a preallocated segment is mostly zeros), then fsync it. */
-static int keep_bytes(int dfd, int in, const char *name, uint64_t off, uint64_t size,
-                      char *kept_name, size_t kept_len, uint64_t *kept) {
-  int out = -1, rc = 0;
-  unsigned char *buf = NULL;
-  for (int tries = 0; out < 0; tries++) {
-    if ((rc = broken_name(dfd, name, kept_name, kept_len))) goto cleanup;
-    out = tg__openat(dfd, kept_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-    if (out < 0 && (out != -EEXIST || tries > 8)) {
-      rc = out;
-      out = -1;
-      goto cleanup;
-    }
-    if (out < 0) out = -1; /* taken since we looked: the next name */
-  }
-  if (!(buf = malloc(KEEP_CHUNK))) {
-    rc = TG_ENOMEM;
-    goto cleanup;
-  }
-  uint64_t pos = off;
-  while (pos < size) {
-    size_t want = size - pos < KEEP_CHUNK ? (size_t)(size - pos) : KEEP_CHUNK;
-    ssize_t n = pread(in, buf, want, (off_t)pos);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      rc = -errno;
-      goto cleanup;
-    }
-    if (n == 0) break;
-    if (!all_zero(buf, (size_t)n) &&
-        (rc = tg__pwrite_all(out, buf, (size_t)n, (off_t)(pos - off))))
-      goto cleanup;
-    pos += (uint64_t)n;
-  }
-  if ((rc = tg__ftruncate(out, (off_t)(pos - off))) || (rc = tg__fsync(out))) goto cleanup;
-  *kept = pos - off;
-cleanup:
-  free(buf);
-  if (out >= 0 && close(out) && !rc) rc = -errno;
-  if (rc && out >= 0) tg__unlinkat(dfd, kept_name, 0);
-  if (rc) kept_name[0] = 0;
   return rc;
 }
 
@@ -130,9 +65,10 @@ static int cut_segment(int dfd, const char *waldir, const char *name, uint64_t o
     tg__say(msg, len, "wal/%s is not a regular file; nothing was cut", name);
     goto cleanup;
   }
-  if ((rc = keep_bytes(dfd, fd, name, off, (uint64_t)st.st_size, out->kept_name,
-                       sizeof out->kept_name, &out->kept_bytes)) ||
-      (rc = tg__fsync_dir(waldir))) {
+  /* The same keeping as the open's recovery (one implementation, in the
+     WAL): sparse, fsynced, the directory fsynced; zeros alone are not kept. */
+  if ((rc = tg__wal_keep_tail(waldir, name, off, out->kept_name, sizeof out->kept_name,
+                              &out->kept_bytes))) {
     tg__say(msg, len, "cannot keep the bytes of wal/%s in a .broken file: %s; nothing was cut",
             name, tg_strerror(rc));
     goto cleanup;

@@ -1159,10 +1159,7 @@ static int remove_tmp_files(const char *dir) {
   return rc;
 }
 
-/* A name in dfd for kept bytes of `name` that does not exist yet:
-   NAME.broken, then NAME.broken.1, .2, ...: an earlier one is never
-   overwritten (it may be what an earlier recovery kept). */
-static int broken_name(int dfd, const char *name, char *out, size_t outlen) {
+int tg__wal_broken_name(int dfd, const char *name, char *out, size_t outlen) {
   for (int k = 0; k < 1000; k++) {
     int n = k == 0 ? snprintf(out, outlen, "%s.broken", name)
                    : snprintf(out, outlen, "%s.broken.%d", name, k);
@@ -1213,7 +1210,7 @@ int tg__wal_keep_tail(const char *dir, const char *name, uint64_t off, char *kep
     while (z < (size_t)n && !buf[z]) z++;
     if (z < (size_t)n) { /* sparse: zeros (a preallocated segment) stay holes */
       if (out < 0) {
-        if ((rc = broken_name(dfd, name, kept, kept_len))) goto cleanup;
+        if ((rc = tg__wal_broken_name(dfd, name, kept, kept_len))) goto cleanup;
         out = tg__openat(dfd, kept, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
         if (out < 0) {
           rc = out;

@@ -67,6 +67,12 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn);
 int tg__wal_strict_end(tg_wal *w, uint64_t lsn);
 
+/* A name in the directory open as dfd, for bytes of file `name` kept
+   aside, that does not exist yet: NAME.broken, then NAME.broken.1, .2, ...
+   An earlier one is never overwritten (it may be what an earlier recovery
+   kept). Returns 0, -ENAMETOOLONG or -EEXIST (a thousand are taken). */
+int tg__wal_broken_name(int dfd, const char *name, char *out, size_t outlen);
+
 /*
  * Keep the bytes of segment `name` of the WAL directory `dir` from offset
  * `off` to its end in a new file beside it (NAME.broken, or .broken.N when

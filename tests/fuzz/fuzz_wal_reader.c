@@ -11,7 +11,8 @@
  *   then, for every segment but the last, a 2-byte little-endian length and
  *   that many bytes; the last segment takes the rest.
  * A segment is named after the first LSN in its header when that is a valid
- * LSN, else after its index + 1.
+ * LSN, else after its index + 1. The seed corpus holds segments of both
+ * format versions (v2-markers: DURABLE and SWITCH marker frames).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -115,6 +116,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (prev && end->last_lsn != prev) abort();
   if (prev && (!end->first_lsn || end->first_lsn > end->last_lsn)) abort();
   if (tg_wal_reader_next(r, &rec) != 0) abort();
+  /* Format 2: a log ends clean or torn only at or after its durable point
+     (damage before it is corruption), and an empty segment left by an
+     interrupted switch is reported only for a log that did not fail. */
+  if ((end->reason == TG_WAL_END_CLEAN || end->reason == TG_WAL_END_TORN) &&
+      end->offset < end->durable_offset)
+    abort();
+  if (end->empty_segment && (end->reason == TG_WAL_END_CORRUPT || end->reason == TG_WAL_END_IO ||
+                             end->empty_segment <= end->segment))
+    abort();
   /* What a repair would report as lying beyond a cut at the end. */
   if (end->segment) {
     tg_wal_salvage sv;
