@@ -30,6 +30,9 @@ struct tg_wal_reader {
   int mapped;                  /* 1 while segs[cur] is open */
   const unsigned char *map;    /* its bytes (NULL when size is 0) */
   size_t size;                 /* its file size */
+  size_t data_end;             /* bytes from here to size are a hole (read
+                                  as zeros): the scans for valid frames
+                                  after the end of the data stop here */
   size_t off;                  /* next frame position */
   uint64_t expect;             /* LSN the next record must carry; 0 = not set */
   uint64_t from;               /* yield records with lsn >= from */
@@ -220,6 +223,31 @@ static int finish_order(tg_wal_reader *r, size_t off, uint64_t expected, uint64_
   return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, off, what);
 }
 
+/* Where the data of the file fd (size bytes) ends: after it, only holes,
+   which read as zeros (SEEK_DATA/SEEK_HOLE; a preallocated segment's
+   unwritten space is a hole until it is written or read). Scanning the
+   zeros of a 64 MiB segment through the mapping instead cost 80-170 ms an
+   open (measured: 100,000 records, default segment). size when the file
+   system cannot tell. */
+static size_t data_end(int fd, size_t size) {
+#ifdef TG_WAL_READER_MALLOC
+  (void)fd;
+  return size; /* fuzzing: every byte is read */
+#else
+  off_t pos = 0, end = 0; /* end: the end of the last data region so far */
+  for (int i = 0; i < 4096; i++) { /* a few regions; many: give up */
+    if ((size_t)pos >= size) return (size_t)end < size ? (size_t)end : size;
+    off_t d = lseek(fd, pos, SEEK_DATA);
+    if (d < 0) return errno == ENXIO ? (size_t)end : size; /* ENXIO: no more data */
+    off_t h = lseek(fd, d, SEEK_HOLE);
+    if (h < 0) return size;
+    end = h;
+    pos = h;
+  }
+  return size;
+#endif
+}
+
 /* Open and map segs[cur]; 1 = mapped, 0 = ended (it cannot be read). */
 static int map_segment(tg_wal_reader *r) {
   char path[4096];
@@ -245,6 +273,7 @@ static int map_segment(tg_wal_reader *r) {
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment is not a regular file");
   }
   r->size = (size_t)st.st_size;
+  r->data_end = data_end(fd, r->size);
   r->map = NULL;
 #ifdef TG_WAL_READER_MALLOC
   /* Fuzzing: an exact-size heap copy, so ASan sees any read past the end
@@ -342,7 +371,9 @@ static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
   size_t valid_at = 0;
   int nonzero = 0; /* a non-zero byte after o (zeros at o: k == F_END) */
   size_t q = o + TG__WAL_ALIGN;
-  while (q < r->size && r->size - q >= TG__WAL_ALIGN) {
+  size_t lim = r->data_end < r->size ? tg__align8(r->data_end) : r->size;
+  if (lim > r->size) lim = r->size;
+  while (q < lim && r->size - q >= TG__WAL_ALIGN) {
     /* A valid frame's length word is non-zero: skip zero words cheaply (the
        preallocated rest of a segment is mostly zeros). */
     if (tg__ld64(r->map + q) == 0) {
@@ -362,7 +393,7 @@ static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
     if (marker_at(r->map, q, l2, &kind, &moff, &mlsn) == 1 && moff > d) d = moff;
     q += tg__align8(l2);
   }
-  if (q < r->size && !all_zero(r->map + q, r->size - q)) nonzero = 1; /* < 8 bytes */
+  if (q < lim && !all_zero(r->map + q, lim - q)) nonzero = 1; /* < 8 bytes */
   r->end.valid_offset = valid_at;
   r->end.durable_offset = d;
   if (o < d) {
@@ -379,7 +410,7 @@ static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
 /* Whether segs[cur], just opened, holds nothing: no valid frame at any
    offset after its header (what an interrupted switch leaves). */
 static int segment_empty(tg_wal_reader *r) {
-  for (size_t q = TG__WAL_HDR; q < r->size && r->size - q >= TG__WAL_FRAME_HDR;
+  for (size_t q = TG__WAL_HDR; q < r->data_end && r->size - q >= TG__WAL_FRAME_HDR;
        q += TG__WAL_ALIGN) {
     uint32_t l2 = 0;
     const char *w2 = NULL;
