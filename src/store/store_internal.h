@@ -51,11 +51,18 @@ struct tg_store {
                                    fdatasync spans (enum tg_wal_io) */
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
+  uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
+                                   blocked, as of the last backpressure event */
+  uint64_t bp_blocked_ns;       /* the same for the time they waited */
 };
 
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* Record the log's failure in the black box, the first time a caller sees
+   rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */
+void tg__store_note_log_failure(tg_store *s, int rc);
 
 /* Open the data directory into a store whose graph and guardian are set
    up (durable.c). On failure the store is left for tg__store_close_dir. */

@@ -40,24 +40,15 @@ static _Alignas(64) bb_slot ring[TG_BLACKBOX_EVENTS];
 static _Alignas(64) uint64_t bb_head; /* events ever recorded */
 static TG__THREAD_LOCAL uint32_t bb_tid TG__TLS_MODEL;
 
+/* The schema of trace.h, as the dump prints it. */
 static const struct {
   const char *name;
-  const char *arg[4];
+  const char *arg[4]; /* NULL: not part of this event */
 } types[TG_BB_TYPE_COUNT] = {
   [0] = {"unknown", {"a0", "a1", "a2", "a3"}},
-  [TG_BB_OPEN] = {"open", {"durability", "tokens", "connections", "last_lsn"}},
-  [TG_BB_CLOSE] = {"close", {"tokens", "connections", "last_lsn", "clean"}},
-  [TG_BB_QUOTA_REJECTION] = {"quota_rejection", {"quota", "value", "limit", "token_id"}},
-  [TG_BB_EVICTION] = {"eviction", {"tokens_evicted", "bytes_freed", "memory_after", "soft_limit"}},
-  [TG_BB_WAL_SEGMENT_SWITCH] = {"wal_segment_switch", {"old_first_lsn", "new_first_lsn", "old_bytes", NULL}},
-  [TG_BB_FDATASYNC_FAILURE] = {"fdatasync_failure", {"errno", "lsn", "segment_first_lsn", "offset"}},
-  [TG_BB_WRITE_FAILURE] = {"write_failure", {"errno", "lsn", "segment_first_lsn", "offset"}},
-  [TG_BB_CHECKPOINT] = {"checkpoint", {"lsn", "tokens_written", "duration_ns", "segments_removed"}},
-  [TG_BB_RECOVERY_START] = {"recovery_start", {"checkpoint_lsn", "segments", NULL, NULL}},
-  [TG_BB_RECOVERY_END] = {"recovery_end", {"records_replayed", "last_lsn", "torn_bytes", "duration_ns"}},
-  [TG_BB_BACKPRESSURE] = {"backpressure", {"queue_depth", "wait_ns", NULL, NULL}},
-  [TG_BB_SIGNAL] = {"signal", {"signo", "fault_addr", "si_code", NULL}},
-  [TG_BB_USER] = {"user", {"a0", "a1", "a2", "a3"}},
+#define BB_TYPE(e, name, l0, l1, l2, l3) [TG_BB_##e] = {#name, {l0, l1, l2, l3}},
+  TG_BB_MAP(BB_TYPE)
+#undef BB_TYPE
 };
 
 const char *tg__bb_type_name(int type) {
