@@ -32,7 +32,7 @@
 #include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
 #include "trace/trace_internal.h"
-#include "wal/io.h"
+#include "common/io.h"
 
 /* ======================================================================
  * A strict JSON parser (RFC 8259) building a small tree.
