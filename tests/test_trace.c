@@ -1234,6 +1234,112 @@ static void test_bb_backpressure_records_the_blocked_appends(void **state) {
   jdestroy(doc);
 }
 
+
+/* ---- blackbox.json and planted symbolic links ------------------------------- */
+
+/* DIR/blackbox.json is a link to OUT/victim (which holds "keep") and the
+   temporary name of process `pid` a link to OUT/absent (which does not
+   exist). */
+static void plant_links(const char *dir, const char *out, long pid) {
+  char p[700], t[700], tmpname[300];
+  snprintf(p, sizeof p, "%s/victim", out);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs("keep", f);
+  fclose(f);
+  snprintf(t, sizeof t, "%s/blackbox.json", dir);
+  assert_int_equal(symlink(p, t), 0);
+  snprintf(p, sizeof p, "%s/absent", out);
+  assert_int_equal(tg__tmp_name(tmpname, sizeof tmpname, "blackbox.json", pid), 0);
+  snprintf(t, sizeof t, "%s/%s", dir, tmpname);
+  assert_int_equal(symlink(p, t), 0);
+}
+
+/* The links redirected nothing: the victim is intact, nothing was created
+   outside, blackbox.json is now a private regular file holding a dump, and
+   no temporary is left. Returns the parsed dump. */
+static jv *check_links_untouched(const char *dir, const char *out, long pid) {
+  char p[700], tmpname[300];
+  size_t len = 0;
+  snprintf(p, sizeof p, "%s/victim", out);
+  char *text = read_file(p, &len);
+  assert_non_null(text);
+  assert_int_equal(len, 4);
+  assert_memory_equal(text, "keep", 4);
+  free(text);
+  snprintf(p, sizeof p, "%s/absent", out);
+  struct stat st;
+  assert_int_equal(lstat(p, &st), -1);
+  assert_int_equal(errno, ENOENT);
+  snprintf(p, sizeof p, "%s/blackbox.json", dir);
+  assert_int_equal(lstat(p, &st), 0);
+  assert_true(S_ISREG(st.st_mode));
+  assert_int_equal(st.st_mode & 0777, 0600);
+  jv *doc = parse_file(p);
+  assert_non_null(doc);
+  assert_int_equal(tg__tmp_name(tmpname, sizeof tmpname, "blackbox.json", pid), 0);
+  snprintf(p, sizeof p, "%s/%s", dir, tmpname);
+  assert_int_equal(lstat(p, &st), -1);
+  return doc;
+}
+
+static void fresh_dirs(char *dir, char *out, size_t n, const char *name) {
+  char o[64];
+  fresh_dir(dir, n, name);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  snprintf(o, sizeof o, "%s-outside", name);
+  fresh_dir(out, n, o);
+  assert_int_equal(mkdir(out, 0700), 0);
+}
+
+static void test_blackbox_dump_replaces_planted_links_without_following_them(void **state) {
+  (void)state;
+  char dir[512], out[512], path[600];
+  fresh_dirs(dir, out, sizeof dir, "bb-links");
+  plant_links(dir, out, (long)getpid());
+  snprintf(path, sizeof path, "%s/blackbox.json", dir);
+  tg_blackbox_record(TG_BB_USER, 77, 0, 0, 0);
+  assert_int_equal(tg_blackbox_dump(path), 0);
+  jv *doc = check_links_untouched(dir, out, (long)getpid());
+  assert_string_equal(jstr(doc, "reason"), "request");
+  jdestroy(doc);
+}
+
+static void test_crash_dump_replaces_planted_links_without_following_them(void **state) {
+  (void)state;
+  char dir[512], out[512], path[600];
+  fresh_dirs(dir, out, sizeof dir, "bb-crash-links");
+  snprintf(path, sizeof path, "%s/blackbox.json", dir);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGABRT, SIG_DFL);
+    if (tg_blackbox_set_path(path) != 0) _exit(90);
+    if (tg_blackbox_install_signal_handlers() != 0) _exit(91);
+    /* Planted after the path is set: the handler opens names then. */
+    plant_links(dir, out, (long)getpid());
+    abort();
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGABRT);
+  jv *doc = check_links_untouched(dir, out, (long)pid);
+  assert_string_equal(jstr(doc, "reason"), "signal");
+  jdestroy(doc);
+}
+
+static void test_crash_path_needs_a_directory_and_a_name(void **state) {
+  (void)state;
+  char path[600];
+  tmp_path(path, sizeof path, "no-such-dir/blackbox.json");
+  assert_int_equal(tg_blackbox_set_path(path), -ENOENT);
+  tmp_path(path, sizeof path, "");
+  assert_int_equal(tg_blackbox_set_path(path), TG_EINVAL); /* ends in '/' */
+  assert_int_equal(tg_blackbox_set_path(NULL), 0);
+}
+
 /* ======================================================================
  * Metrics
  * ====================================================================== */
@@ -1510,9 +1616,12 @@ static void test_collector_values_are_added_until_removed(void **state) {
 static int fsyncs, fail_fsync;
 
 static int counting_fsync(int fd) {
-  (void)fd;
   fsyncs++;
-  return fail_fsync ? -EIO : 0;
+  if (fail_fsync) {
+    errno = EIO;
+    return -1;
+  }
+  return fsync(fd);
 }
 
 static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
@@ -1520,7 +1629,7 @@ static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
   char path[512], tmp[600];
   tmp_path(path, sizeof path, "tokengraph.prom");
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  tg__trace_fsync_hook = counting_fsync;
+  tg__io.fsync = counting_fsync;
 
   fsyncs = 0;
   fail_fsync = 0;
@@ -1543,7 +1652,7 @@ static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
   assert_int_equal(stat(path, &st2), 0);
   assert_int_equal(st1.st_ino, st2.st_ino);
   assert_int_equal(access(tmp, F_OK), -1);
-  tg__trace_fsync_hook = NULL;
+  tg__io_reset();
 
   assert_int_equal(tg_metrics_write_file("/nonexistent-dir/x.prom"), -ENOENT);
 }
@@ -1595,6 +1704,9 @@ int main(void) {
     cmocka_unit_test(test_bb_failed_write_is_a_write_failure_with_its_errno),
     cmocka_unit_test(test_bb_failed_fdatasync_is_told_apart_from_a_failed_write),
     cmocka_unit_test(test_bb_backpressure_records_the_blocked_appends),
+    cmocka_unit_test(test_blackbox_dump_replaces_planted_links_without_following_them),
+    cmocka_unit_test(test_crash_dump_replaces_planted_links_without_following_them),
+    cmocka_unit_test(test_crash_path_needs_a_directory_and_a_name),
     cmocka_unit_test(test_metrics_exposition_is_well_formed_line_by_line),
     cmocka_unit_test(test_metric_adds_from_exited_threads_are_kept),
     cmocka_unit_test(test_collector_values_are_added_until_removed),

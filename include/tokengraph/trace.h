@@ -299,16 +299,24 @@ TG_API void tg_blackbox_record(int type, uint64_t a0, uint64_t a1, uint64_t a2,
 
 /*
  * Write the ring as JSON (oldest first). The _fd variant uses only
- * async-signal-safe calls (write(2)); the path variant writes a temporary
- * file, fsyncs and renames it. Returns 0 or -errno.
+ * async-signal-safe calls (write(2)). The path variant replaces the file
+ * atomically: it creates "<path>.tmp.<pid>" with mode 0600 (removing a
+ * leftover; O_EXCL | O_NOFOLLOW), fsyncs it and renames it over `path`,
+ * then fsyncs the directory; a symbolic link at either name is replaced,
+ * never followed. Returns 0 or -errno.
  */
 TG_API int tg_blackbox_dump_fd(int fd);
 TG_API int tg_blackbox_dump(const char *path);
 
 /*
- * The file the fatal-signal handler writes (copied; at most 4095 bytes).
- * The store sets it to "<data dir>/blackbox.json" at open. NULL clears it
- * (the handler then writes nothing). Errors: TG_EINVAL (too long).
+ * The file the fatal-signal handler writes (at most 4095 bytes, its last
+ * component at most 223). The directory part is opened now and kept open
+ * (one descriptor, until the next call); the handler writes the dump there
+ * as tg_blackbox_dump() does: mode 0600, a temporary name renamed over the
+ * last component, neither followed if it is a symbolic link. The store
+ * sets it to "<data dir>/blackbox.json" at open. NULL clears it (the
+ * handler then writes nothing). Errors: TG_EINVAL (too long, or no file
+ * name), -errno (the directory cannot be opened; the previous path stays).
  */
 TG_API int tg_blackbox_set_path(const char *path);
 
