@@ -1235,6 +1235,56 @@ static void test_bb_backpressure_records_the_blocked_appends(void **state) {
 }
 
 
+/* docs/observability.md's black-box table lists the map's types, in its
+   order, each with exactly its argument names. */
+static void test_observability_doc_lists_the_schema(void **state) {
+  (void)state;
+  size_t len = 0;
+  char *text = read_file(TG_SOURCE_DIR "/docs/observability.md", &len);
+  assert_non_null(text);
+  text = realloc(text, len + 1);
+  text[len] = '\0';
+  const char *head = "| type | recorded when | args |";
+  char *p = strstr(text, head);
+  assert_non_null(p);
+  p = strchr(p, '\n') + 1; /* the header */
+  p = strchr(p, '\n') + 1; /* |---|...| */
+  size_t row = 0;
+  while (*p == '|') {
+    char *eol = strchr(p, '\n');
+    assert_non_null(eol);
+    *eol = '\0';
+    char *col[4] = {0};
+    char *c = p + 1;
+    for (int k = 0; k < 4; k++) { /* no '|' inside a cell */
+      char *bar = strchr(c, '|');
+      assert_non_null(bar);
+      *bar = '\0';
+      col[k] = c;
+      c = bar + 1;
+    }
+    assert_true(row < BB_NTYPES);
+    char name[64];
+    assert_int_equal(sscanf(col[0], " `%63[a-z_]`", name), 1);
+    assert_string_equal(name, bb_schema[row].name);
+    char want[256] = "";
+    for (int a = 0; a < 4; a++) {
+      if (bb_schema[row].label[a] == NULL) continue;
+      if (want[0]) strcat(want, ", ");
+      strcat(want, bb_schema[row].label[a]);
+    }
+    char *args = col[2];
+    while (*args == ' ') args++;
+    size_t al = strlen(args);
+    while (al > 0 && args[al - 1] == ' ') args[--al] = '\0';
+    assert_string_equal(args, want);
+    row++;
+    p = eol + 1;
+  }
+  assert_int_equal(row, BB_NTYPES);
+  free(text);
+}
+
 /* ---- blackbox.json and planted symbolic links ------------------------------- */
 
 /* DIR/blackbox.json is a link to OUT/victim (which holds "keep") and the
@@ -1704,6 +1754,7 @@ int main(void) {
     cmocka_unit_test(test_bb_failed_write_is_a_write_failure_with_its_errno),
     cmocka_unit_test(test_bb_failed_fdatasync_is_told_apart_from_a_failed_write),
     cmocka_unit_test(test_bb_backpressure_records_the_blocked_appends),
+    cmocka_unit_test(test_observability_doc_lists_the_schema),
     cmocka_unit_test(test_blackbox_dump_replaces_planted_links_without_following_them),
     cmocka_unit_test(test_crash_dump_replaces_planted_links_without_following_them),
     cmocka_unit_test(test_crash_path_needs_a_directory_and_a_name),
