@@ -416,7 +416,7 @@ static void test_chrome_trace_export_is_valid_json_with_nested_spans(void **stat
   tmp_path(path, sizeof path, "trace.json");
   tg_trace_reset();
   assert_int_equal(tg_trace_set_rate(1.0), 0);
-  assert_int_equal(tg_trace_set_thread_name("main \"thread\""), 0);
+  assert_int_equal(tg_trace_set_thread_name("main \"thread\"\t\\"), 0);
   for (uint64_t i = 0; i < 10; i++) root_with_children(i);
   assert_int_equal(tg_trace_set_rate(0.01), 0);
   assert_int_equal(tg_trace_write(path), 0);

@@ -73,21 +73,33 @@ void tg__fb_str(tg__fdbuf *b, const char *s) {
   while (*s) fb_putc(b, *s++);
 }
 
-void tg__fb_json_str(tg__fdbuf *b, const char *s) {
+/* The one JSON string escaper of the module, for both sinks below: the
+   escape sequence for c into out (NUL-terminated), or 0 when c stands for
+   itself. Async-signal-safe. */
+static int json_escape(unsigned char c, char out[7]) {
   static const char hex[] = "0123456789abcdef";
+  if (c == '"' || c == '\\') {
+    out[0] = '\\';
+    out[1] = (char)c;
+    out[2] = '\0';
+    return 1;
+  }
+  if (c >= 0x20) return 0;
+  memcpy(out, "\\u00", 4);
+  out[4] = hex[c >> 4];
+  out[5] = hex[c & 15];
+  out[6] = '\0';
+  return 1;
+}
+
+void tg__fb_json_str(tg__fdbuf *b, const char *s) {
+  char esc[7];
   fb_putc(b, '"');
   for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      fb_putc(b, '\\');
-      fb_putc(b, (char)c);
-    } else if (c < 0x20) {
-      tg__fb_str(b, "\\u00");
-      fb_putc(b, hex[c >> 4]);
-      fb_putc(b, hex[c & 15]);
-    } else {
-      fb_putc(b, (char)c);
-    }
+    if (json_escape((unsigned char)*s, esc))
+      tg__fb_str(b, esc);
+    else
+      fb_putc(b, *s);
   }
   fb_putc(b, '"');
 }
@@ -114,15 +126,13 @@ void tg__fb_i64(tg__fdbuf *b, int64_t v) {
 /* ---- stdio JSON ---------------------------------------------------------- */
 
 void tg__json_fputs(FILE *f, const char *s) {
+  char esc[7];
   fputc('"', f);
   for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20)
-      fprintf(f, "\\u%04x", c);
+    if (json_escape((unsigned char)*s, esc))
+      fputs(esc, f);
     else
-      fputc(c, f);
+      fputc(*s, f);
   }
   fputc('"', f);
 }
