@@ -203,8 +203,11 @@ int tg_blackbox_set_path(const char *path) {
     if (fd < 0) return fd;
   }
   pthread_mutex_lock(&install_lock);
-  /* A handler running now sees the old directory or none: a fatal signal
-     racing this call may dump nowhere, never to a half-written name. */
+  /* The handler takes the descriptor, then the name. A fatal signal in
+     another thread while this runs may find no descriptor (no dump), or
+     the old one closed under it, or the name half rewritten: the dump is
+     then lost, but nothing outside the directory can be written. Stores
+     set the path at open, not while busy. */
   int old = __atomic_exchange_n(&crash_dirfd, -1, __ATOMIC_ACQ_REL);
   if (old >= 0) close(old);
   if (fd >= 0) {
