@@ -218,7 +218,8 @@ TG_API void tg_trace_stats_get(tg_trace_stats *out);
  * names of the four arguments there; a NULL label leaves that argument out
  * of the dump (record 0 for it). docs/observability.md says when each event
  * is recorded; test_trace checks that table against this map and provokes
- * every event to check its arguments.
+ * every event to check its arguments. The values are part of the ABI: add
+ * a type at the end of the map only.
  *
  * What the arguments hold (LSNs are WAL log sequence numbers):
  *   open               durability: enum tg_durability, UINT64_MAX for a

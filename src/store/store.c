@@ -187,7 +187,6 @@ int tg_store_close(tg_store *s) {
   return rc;
 }
 
-
 int tg_sync(tg_store *s) {
   if (!s->wal) return 0;
   int rc = tg_wal_sync(s->wal, 0);

@@ -49,6 +49,10 @@ static _Alignas(64) bb_slot ring[TG_BLACKBOX_EVENTS];
 static _Alignas(64) uint64_t bb_head; /* events ever recorded */
 static TG__THREAD_LOCAL uint32_t bb_tid TG__TLS_MODEL;
 
+/* The values are ABI (programs compiled against trace.h record types by
+   value): a new type goes at the end of the map, so none of these moves. */
+_Static_assert(TG_BB_OPEN == 1 && TG_BB_USER == 13, "black-box type values are stable");
+
 /* The schema of trace.h, as the dump prints it. */
 static const struct {
   const char *name;
