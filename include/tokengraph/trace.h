@@ -222,7 +222,7 @@ TG_API void tg_trace_stats_get(tg_trace_stats *out);
  * a type at the end of the map only.
  *
  * What the arguments hold (LSNs are WAL log sequence numbers):
- *   open               durability: enum tg_durability, UINT64_MAX for a
+ *   open               durability: enum tg_wal_level, UINT64_MAX for a
  *                      store without a directory; the tokens, connections
  *                      and last LSN it opened with
  *   close              the same counts at close; clean: 1 if the close
@@ -248,9 +248,10 @@ TG_API void tg_trace_stats_get(tg_trace_stats *out);
  *                      replay begins after this
  *   recovery_end       records replayed, last LSN, the byte offset a torn
  *                      tail was cut at (0: none), time to load and replay
- *   backpressure       appends that blocked on a full WAL queue and the time
- *                      they waited, since the store's previous such event;
- *                      records queued when it was recorded
+ *   backpressure       since the store's previous such event: appends that
+ *                      began to wait for space in a full WAL queue, the time
+ *                      waited by the waits that ended; records queued when
+ *                      it was recorded
  *   signal             the fatal signal, si_addr, si_code (by the handler)
  *   user               the application's own four values
  */

@@ -708,11 +708,12 @@ int tg_checkpoint(tg_store *s) {
 
 /* Appends blocked on the full WAL queue since the last look: one
    backpressure event for them, recorded off the append path from the WAL's
-   counters. The two counters are separate relaxed adds, so a wait still
-   being added may show in the next event's time. Runs on the checkpointer
-   thread, and at close once that thread has stopped. */
+   counters. An append is counted when its wait begins and its time when
+   the wait ends, so a wait in progress shows in one event and its time in
+   a later one. Runs on the checkpointer thread, and at close once that
+   thread has stopped. */
 static void note_backpressure(tg_store *s, const tg_wal_stats *ws) {
-  if (ws->blocked == s->bp_blocked) return;
+  if (ws->blocked == s->bp_blocked && ws->blocked_ns == s->bp_blocked_ns) return;
   tg_blackbox_record(TG_BB_BACKPRESSURE, ws->blocked - s->bp_blocked,
                      ws->blocked_ns - s->bp_blocked_ns, ws->queue_depth, 0);
   s->bp_blocked = ws->blocked;
@@ -766,13 +767,13 @@ TG_SPAN_SITE(site_wal_sync, "wal.fdatasync", "durable_lsn", NULL, NULL, NULL);
    writer thread, which names itself for the trace on its first call. */
 static void on_io(void *arg, int what, int phase, uint64_t n) {
   tg_store *s = arg;
-  tg_span *sp = &s->io_span[what == TG_WAL_IO_SYNC ? 2 : 1];
+  tg_span *sp = &s->io_span[what == TG__WAL_IO_SYNC ? 2 : 1];
   if (phase == 0) {
     if (!s->writer_named) {
       tg_trace_set_thread_name("wal-writer");
       s->writer_named = 1;
     }
-    tg_span_begin(sp, what == TG_WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
+    tg_span_begin(sp, what == TG__WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
   } else {
     tg_span_attr(sp, 0, n);
     tg_span_end(sp);
@@ -795,9 +796,12 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                        char *msg, size_t len) {
   char *waldir = NULL;
   int rc;
-  const tg_durability_config *dc = &cfg->wal;
-  if (dc->level < TG_STRICT || dc->level > TG_RELAXED) {
-    say(msg, len, "invalid configuration: durability level %d", dc->level);
+  if (tg__wal_config_check(&cfg->wal)) {
+    const tg_wal_config *c = &cfg->wal;
+    say(msg, len, "invalid configuration: [wal] outside the TG_WAL_* limits of "
+        "tokengraph/wal.h (level %d, sync_interval_ms %u, segment_bytes %llu, "
+        "ring_slots %u, linger_us %u, nonblocking %d)", c->level, c->sync_interval_ms,
+        (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
     return TG_EINVAL;
   }
   s->dir = strdup(dir);
@@ -805,8 +809,8 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_mutex_init(&s->ckpt_wake_mu, NULL);
   pthread_cond_init(&s->ckpt_wake, NULL);
-  s->level = dc->level;
-  s->checkpoint_bytes = dc->checkpoint_bytes;
+  s->level = cfg->wal.level;
+  s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = make_dir(dir, msg, len))) return rc;
   /* The identity is read before the lock, so that a directory that is not
@@ -860,22 +864,15 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
     free(waldir);
     return rc;
   }
-  tg_wal_config wc;
-  tg_wal_config_init(&wc);
-  wc.level = dc->level == TG_STRICT     ? TG_WAL_STRICT
-             : dc->level == TG_BALANCED ? TG_WAL_BALANCED
-                                        : TG_WAL_RELAXED;
-  wc.sync_interval_ms = dc->sync_interval_ms;
-  wc.segment_bytes = dc->segment_bytes;
-  wc.ring_slots = dc->ring_slots;
-  wc.nonblocking = dc->nonblocking;
-  wc.start_lsn = s->ckpt_lsn + 1;
-  wc.on_segment = on_segment;
-  wc.on_sync = on_sync;
-  wc.on_io = on_io;
-  wc.hook_arg = s;
+  tg__wal_store_opts wo = {
+      .start_lsn = s->ckpt_lsn + 1,
+      .on_sync = on_sync,
+      .on_segment = on_segment,
+      .on_io = on_io,
+      .hook_arg = s,
+  };
   tg_wal_open_info info;
-  rc = tg_wal_open(&s->wal, waldir, &wc, &info);
+  rc = tg__wal_open_ex(&s->wal, waldir, &cfg->wal, &wo, &info);
   if (rc) {
     say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
     goto out;
