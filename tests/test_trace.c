@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "util.h"
+
 #include "store/store_internal.h"
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
@@ -814,12 +816,11 @@ static tg_store_config store_cfg(int level) {
   return cfg;
 }
 
-/* A fresh data directory under the test's tmpdir. */
+/* A fresh data directory under the test's tmpdir (not created). */
 static void fresh_dir(char *out, size_t n, const char *name) {
-  char cmd[700];
   tmp_path(out, n, name);
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-  assert_int_equal(system(cmd), 0);
+  int rc = tgp_rmtree(out);
+  if (rc && rc != -ENOENT) fail_msg("cannot remove %s: %s", out, strerror(-rc));
 }
 
 static tg_store *open_store(const char *dir, const tg_store_config *cfg) {
@@ -1083,10 +1084,11 @@ static ssize_t inj_pwrite(int fd, const void *b, size_t n, off_t off) {
     return -1;
   }
   if (atomic_load(&inj_stall)) {
-    /* Hold the writer here until the test lets go (or a deadline passes:
-       the test's own checks then fail rather than hang). */
+    /* Hold the writer here until the test lets go, or its patience runs
+       out: the test's own checks then fail rather than hang. */
     atomic_store(&inj_stalled, 1);
-    for (int i = 0; i < 100000 && atomic_load(&inj_stall); i++) usleep(100);
+    uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+    while (atomic_load(&inj_stall) && tgp_now_ns() < deadline) tgt_pause();
   }
   return pwrite(fd, b, n, off);
 }
@@ -1180,14 +1182,6 @@ static void *bp_create(void *p) {
   return NULL;
 }
 
-/* Poll `cond` every 100 us for at most 10 s. */
-#define WAIT_FOR(cond)                                                          \
-  do {                                                                          \
-    int ok_ = 0;                                                                \
-    for (int i_ = 0; i_ < 100000 && !(ok_ = (cond)); i_++) usleep(100);         \
-    if (!ok_) fail_msg("timed out waiting for %s", #cond);                      \
-  } while (0)
-
 static uint64_t wal_next_lsn(tg_store *s) {
   tg_wal_stats ws;
   tg_wal_stats_get(s->wal, &ws);
@@ -1205,13 +1199,13 @@ static void test_bb_backpressure_records_the_blocked_appends(void **state) {
   tg_store *s = open_store(dir, &cfg);
   atomic_store(&inj_stall, 1);
   new_token(s);
-  WAIT_FOR(atomic_load(&inj_stalled)); /* the writer holds LSN 1 */
+  TGT_WAIT_UNTIL(atomic_load(&inj_stalled), "the writer to hold LSN 1");
   for (int i = 0; i < 8; i++) new_token(s); /* LSNs 2..9 fill the ring */
   bp_arg a = {s, 1};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, bp_create, &a), 0);
   /* LSN 10 handed out while the ring is full: that append is waiting. */
-  WAIT_FOR(wal_next_lsn(s) == 11);
+  TGT_WAIT_UNTIL(wal_next_lsn(s) == 11, "the 10th append to wait for space");
   atomic_store(&inj_stall, 0);
   pthread_join(th, NULL);
   assert_int_equal(atomic_load(&a.rc), 0);
@@ -1719,15 +1713,12 @@ static void test_trace_counters_appear_in_metrics(void **state) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/tg-test-trace-XXXXXX");
-  return mkdtemp(tmpdir) ? 0 : -1;
+  return tgp_mkdtemp(tmpdir, sizeof tmpdir, NULL, "tg-test-trace") ? -1 : 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tgp_rmtree(tmpdir) ? -1 : 0;
 }
 
 int main(void) {
