@@ -1111,63 +1111,51 @@ static void inj_install(void) {
   tg__io.fdatasync = inj_fdatasync;
 }
 
-static void test_bb_failed_write_is_a_write_failure_with_its_errno(void **state) {
-  (void)state;
+/* LSNs 1..5 made durable, then `inj` set to `err` and LSN 6 appended: the
+   sync fails with tg_err, the metric counts `sync_failures` failed
+   fdatasyncs, and the black box holds one event `type` (none of `other`)
+   saying what the log had written. */
+static void check_log_failure(const char *name, atomic_int *inj, int err, int tg_err,
+                              const char *type, const char *other, uint64_t written,
+                              uint64_t sync_failures) {
   char dir[512];
-  fresh_dir(dir, sizeof dir, "bb-write-failure");
-  tg_store_config cfg = store_cfg(TG_RELAXED);
-  inj_install();
-  tg_store *s = open_store(dir, &cfg);
-  for (int i = 0; i < 5; i++) new_token(s);
-  assert_int_equal(tg_sync(s), 0); /* LSNs 1..5 written and durable */
-  uint64_t mark = bb_mark();
-  atomic_store(&inj_pwrite_errno, ENOSPC);
-  new_token(s); /* queued; the writer's write fails */
-  assert_int_equal(tg_sync(s), TG_ENOSPC);
-  assert_int_equal(tg_sync(s), TG_ENOSPC);
-  tg_metric_values v;
-  tg_metrics_snapshot(&v);
-  assert_int_equal(v.v[TG_METRIC_WAL_FDATASYNC_FAILURES], 0);
-  jv *doc = bb_doc();
-  const jv *f = bb_one_since(doc, mark, "write_failure"); /* once */
-  assert_int_equal(arg(f, "errno"), ENOSPC);
-  assert_int_equal(arg(f, "durable_lsn"), 5);
-  assert_int_equal(arg(f, "written_lsn"), 5);
-  assert_int_equal(arg(f, "error"), -TG_ENOSPC);
-  const jv *none[1];
-  assert_int_equal(bb_args_since(doc, mark, "fdatasync_failure", none, 1), 0);
-  jdestroy(doc);
-  assert_int_equal(tg_store_close(s), TG_ENOSPC);
-  tg__io_reset();
-}
-
-static void test_bb_failed_fdatasync_is_told_apart_from_a_failed_write(void **state) {
-  (void)state;
-  char dir[512];
-  fresh_dir(dir, sizeof dir, "bb-sync-failure");
+  fresh_dir(dir, sizeof dir, name);
   tg_store_config cfg = store_cfg(TG_RELAXED);
   inj_install();
   tg_store *s = open_store(dir, &cfg);
   for (int i = 0; i < 5; i++) new_token(s);
   assert_int_equal(tg_sync(s), 0);
   uint64_t mark = bb_mark();
-  atomic_store(&inj_fdatasync_errno, EIO);
-  new_token(s); /* written, then its fdatasync fails */
-  assert_int_equal(tg_sync(s), TG_EIO);
+  atomic_store(inj, err);
+  new_token(s); /* queued: the writer's write or fdatasync of it fails */
+  assert_int_equal(tg_sync(s), tg_err);
+  assert_int_equal(tg_sync(s), tg_err);
   tg_metric_values v;
   tg_metrics_snapshot(&v);
-  assert_int_equal(v.v[TG_METRIC_WAL_FDATASYNC_FAILURES], 1);
+  assert_int_equal(v.v[TG_METRIC_WAL_FDATASYNC_FAILURES], sync_failures);
   jv *doc = bb_doc();
-  const jv *f = bb_one_since(doc, mark, "fdatasync_failure");
-  assert_int_equal(arg(f, "errno"), EIO);
+  const jv *f = bb_one_since(doc, mark, type); /* once */
+  assert_int_equal(arg(f, "errno"), err);
   assert_int_equal(arg(f, "durable_lsn"), 5);
-  assert_int_equal(arg(f, "written_lsn"), 6);
-  assert_int_equal(arg(f, "error"), -TG_EIO);
+  assert_int_equal(arg(f, "written_lsn"), written);
+  assert_int_equal(arg(f, "error"), -tg_err);
   const jv *none[1];
-  assert_int_equal(bb_args_since(doc, mark, "write_failure", none, 1), 0);
+  assert_int_equal(bb_args_since(doc, mark, other, none, 1), 0);
   jdestroy(doc);
-  assert_int_equal(tg_store_close(s), TG_EIO);
+  assert_int_equal(tg_store_close(s), tg_err);
   tg__io_reset();
+}
+
+static void test_bb_failed_write_is_a_write_failure_with_its_errno(void **state) {
+  (void)state;
+  check_log_failure("bb-write-failure", &inj_pwrite_errno, ENOSPC, TG_ENOSPC,
+                    "write_failure", "fdatasync_failure", 5, 0);
+}
+
+static void test_bb_failed_fdatasync_is_told_apart_from_a_failed_write(void **state) {
+  (void)state;
+  check_log_failure("bb-sync-failure", &inj_fdatasync_errno, EIO, TG_EIO,
+                    "fdatasync_failure", "write_failure", 6, 1);
 }
 
 typedef struct bp_arg {
