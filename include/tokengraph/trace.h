@@ -188,8 +188,9 @@ TG_API int tg_trace_set_thread_name(const char *name);
  * Chrome trace event JSON format (open in https://ui.perfetto.dev or
  * chrome://tracing). Each span is one complete ("X") event, so the file is
  * valid however the rings wrapped. Threads keep tracing while this runs;
- * spans written concurrently may or may not appear. The file is replaced
- * atomically (temporary file, fsync, rename). Returns 0 or -errno.
+ * spans written concurrently may or may not appear. The file (mode 0644)
+ * is replaced atomically as tg_metrics_write_file() says. Returns 0 or
+ * -errno.
  */
 TG_API int tg_trace_write(const char *path);
 /* Same, to an open stream (not closed; not flushed beyond fflush()). */
@@ -325,7 +326,7 @@ TG_API int tg_blackbox_set_path(const char *path);
 /*
  * Install a handler for SIGSEGV, SIGBUS, SIGABRT and SIGFPE that records a
  * TG_BB_SIGNAL event, dumps the ring to the configured path with
- * async-signal-safe calls only (open/write/close), then restores the
+ * async-signal-safe calls only (openat/write/fsync/renameat), then restores the
  * disposition that was in place before (the default one unless the program
  * had its own handler) and re-raises the signal, so the process still dies
  * of it (core dump and exit status unchanged). Also gives the calling
@@ -435,9 +436,11 @@ TG_API int tg_metrics_write(FILE *f);
 
 /*
  * Write the exposition to `path` atomically, for node_exporter's textfile
- * collector: write "<path>.tmp.<pid>", fsync it, rename it over `path`,
- * fsync the directory. A reader sees the old file or the new one, never a
- * partial one. Name the file *.prom; the temporary name does not match.
+ * collector: write "<path>.tmp.<pid>" (mode 0644, created with O_EXCL |
+ * O_NOFOLLOW after removing a leftover), fsync it, rename it over `path`,
+ * fsync the directory; a symbolic link at either name is replaced, never
+ * followed. A reader sees the old file or the new one, never a partial one.
+ * Name the file *.prom; the temporary name does not match.
  * Returns 0 or -errno (the temporary file is removed on failure).
  */
 TG_API int tg_metrics_write_file(const char *path);
