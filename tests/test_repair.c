@@ -21,6 +21,7 @@
 
 #include "common/io.h"
 #include "tokengraph/tokengraph.h"
+#include "util.h"
 #include "wal/crc32.h"
 
 #define SEG_BYTES 65536u /* small segments: 818 80-byte frames each */
@@ -33,8 +34,7 @@ static char waldir[256];
 
 static int setup(void **state) {
   (void)state;
-  strcpy(root, "/tmp/tg_repair_XXXXXX");
-  assert_non_null(mkdtemp(root));
+  tgt_mkdtemp(root, sizeof root, "tg_repair");
   snprintf(data, sizeof data, "%s/data", root);
   snprintf(waldir, sizeof waldir, "%s/wal", data);
   return 0;
@@ -43,9 +43,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   (void)state;
   tg__io_reset();
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  assert_int_equal(system(cmd), 0);
+  tgt_rmtree(root);
   return 0;
 }
 

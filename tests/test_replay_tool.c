@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <lmdb.h>
 
 #include "tokengraph/tokengraph.h"
+#include "util.h"
 #include "wal/crc32.h"
 
 #ifndef TG_REPLAY_BIN
@@ -35,8 +35,7 @@ static char waldir[256];
 
 static int setup(void **state) {
   (void)state;
-  strcpy(root, "/tmp/tg_replay_XXXXXX");
-  assert_non_null(mkdtemp(root));
+  tgt_mkdtemp(root, sizeof root, "tg_replay");
   snprintf(data, sizeof data, "%s/data", root);
   snprintf(waldir, sizeof waldir, "%s/wal", data);
   return 0;
@@ -44,9 +43,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  assert_int_equal(system(cmd), 0);
+  tgt_rmtree(root);
   return 0;
 }
 
@@ -86,36 +83,22 @@ static void run_free(run *r) {
 }
 
 /* Run tg-replay with the given arguments (NULL-terminated), stdout and
-   stderr captured in files (not terminals: no progress bar). */
+   stderr captured in files (not terminals: no progress bar); a tool that
+   does not end within the tests' patience fails the test. */
 static run tool(const char *arg0, ...) {
-  const char *argv[16];
+  const char *args[16];
   int n = 0;
-  argv[n++] = TG_REPLAY_BIN;
   va_list ap;
   va_start(ap, arg0);
   for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
     assert_true(n < 15);
-    argv[n++] = a;
+    args[n++] = a;
   }
   va_end(ap);
-  argv[n] = NULL;
-  char outp[256], errp[256];
-  snprintf(outp, sizeof outp, "%s/stdout", root);
-  snprintf(errp, sizeof errp, "%s/stderr", root);
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(120);
-    execv(TG_REPLAY_BIN, (char *const *)argv);
-    _exit(121);
-  }
-  int st = 0;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  if (!WIFEXITED(st)) fail_msg("tg-replay %s died with signal %d", arg0, WTERMSIG(st));
-  run r = {WEXITSTATUS(st), slurp(outp, NULL), slurp(errp, NULL)};
+  args[n] = NULL;
+  tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, root);
+  if (o.status >= 128) fail_msg("tg-replay %s died with signal %d", arg0, o.status - 128);
+  run r = {o.status, o.out, o.err};
   return r;
 }
 
@@ -1121,9 +1104,7 @@ static void test_recover_bounds_segments_by_the_configured_size(void **state) {
   assert_store_holds(999, 0);
 
   /* Without a configuration the default size bounds it, never the header. */
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
-  assert_int_equal(system(cmd), 0);
+  tgt_rmtree(data);
   make_torn_with_a_huge_header(path, sizeof path);
   r = tool("recover", data, "--json", NULL);
   if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);

@@ -18,7 +18,6 @@
  * checksum and takes no lock of its own, so it cannot disagree with the
  * store about a directory.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -27,8 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tg_progutil.h"
 #include "tokengraph/tokengraph.h"
-#include "tokengraph/version.h"
 
 #define EXIT_CLEAN 0
 #define EXIT_TORN 1
@@ -171,31 +170,6 @@ static void usage_recover(FILE *f) {
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void json_str(FILE *f, const char *s) {
-  if (!s) {
-    fputs("null", f);
-    return;
-  }
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-    else if (*p == '\n') fputs("\\n", f);
-    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-    else fputc(*p, f);
-  }
-  fputc('"', f);
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-' || *s == '+') return -1;
-  char *end = NULL;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end) return -1;
-  *out = v;
-  return 0;
-}
-
 static char *wal_dir(const char *dir) {
   size_t n = strlen(dir) + sizeof "/wal";
   char *p = malloc(n);
@@ -306,11 +280,11 @@ static void diagnose(const char *dir, const tg_inspect_report *r) {
 
 static void print_end_json(const tg_wal_end *e) {
   printf("{\"reason\":");
-  json_str(stdout, tg_wal_end_reason_name(e->reason));
+  tgp_json_str(stdout, tg_wal_end_reason_name(e->reason));
   printf(",\"what\":");
-  json_str(stdout, e->what);
+  tgp_json_str(stdout, e->what);
   printf(",\"segment\":");
-  json_str(stdout, e->path[0] ? e->path : NULL);
+  tgp_json_str(stdout, e->path[0] ? e->path : NULL);
   printf(",\"offset\":%" PRIu64 ",\"last_lsn\":%" PRIu64 ",\"expected_lsn\":%" PRIu64
          ",\"found_lsn\":%" PRIu64 "}",
          e->offset, e->last_lsn, e->expected_lsn, e->found_lsn);
@@ -322,17 +296,17 @@ static void print_report_members(const tg_inspect_report *r) {
   printf("\"records\":%" PRIu64 ",\"first_lsn\":%" PRIu64 ",\"last_lsn\":%" PRIu64, r->records,
          r->first_lsn, r->last_lsn);
   printf(",\"end\":\"%s\",\"reason\":", end_key(r));
-  json_str(stdout, tg_wal_end_reason_name(e->reason));
+  tgp_json_str(stdout, tg_wal_end_reason_name(e->reason));
   printf(",\"what\":");
-  json_str(stdout, e->what);
+  tgp_json_str(stdout, e->what);
   printf(",\"segment\":");
-  json_str(stdout, e->path[0] ? e->path : NULL);
+  tgp_json_str(stdout, e->path[0] ? e->path : NULL);
   printf(",\"segment_lsn\":%" PRIu64 ",\"offset\":%" PRIu64 ",\"valid_offset\":%" PRIu64, e->segment,
          e->offset, e->valid_offset);
   printf(",\"gap\":%s,\"expected_lsn\":%" PRIu64 ",\"found_lsn\":%" PRIu64,
          tg_wal_end_is_gap(e) ? "true" : "false", e->expected_lsn, e->found_lsn);
   printf(",\"error\":");
-  json_str(stdout, e->err ? tg_err_name(e->err) : NULL);
+  tgp_json_str(stdout, e->err ? tg_err_name(e->err) : NULL);
   printf(",\"tokens\":%" PRIu64 ",\"connections\":%" PRIu64, r->tokens, r->connections);
   printf(",\"checkpoint_lsn\":%" PRIu64 ",\"checkpoint_tokens\":%" PRIu64
          ",\"checkpoint_connections\":%" PRIu64,
@@ -340,7 +314,7 @@ static void print_report_members(const tg_inspect_report *r) {
   printf(",\"segments\":%" PRIu64 ",\"replayed\":%" PRIu64 ",\"apply_failed_lsn\":%" PRIu64
          ",\"apply_failed_what\":",
          r->segments, r->replayed, r->apply_failed_lsn);
-  json_str(stdout, r->apply_failed_lsn ? r->apply_failed_what : NULL);
+  tgp_json_str(stdout, r->apply_failed_lsn ? r->apply_failed_what : NULL);
   printf(",\"covered_damage\":");
   if (r->covered_end.reason == TG_WAL_END_NONE) printf("null");
   else print_end_json(&r->covered_end);
@@ -348,7 +322,7 @@ static void print_report_members(const tg_inspect_report *r) {
 
 static void print_json(const char *dir, const tg_inspect_report *r) {
   printf("{\"dir\":");
-  json_str(stdout, dir);
+  tgp_json_str(stdout, dir);
   printf(",\"status\":\"%s\",\"exit\":%d,", status_key(r), exit_for(r));
   print_report_members(r);
   printf("}\n");
@@ -359,7 +333,7 @@ static void print_json(const char *dir, const tg_inspect_report *r) {
 static void print_json_dump(const char *dir, const tg_inspect_report *r, uint64_t printed,
                             int ex) {
   printf("{\"dir\":");
-  json_str(stdout, dir);
+  tgp_json_str(stdout, dir);
   printf(",\"status\":\"%s\",\"exit\":%d,\"printed\":%" PRIu64 ",", status_key(r), ex,
          printed);
   print_report_members(r);
@@ -370,11 +344,11 @@ static void print_json_dump(const char *dir, const tg_inspect_report *r, uint64_
 static void print_json_error(const char *dir, const char *status, int ex, int rc,
                              const char *message) {
   printf("{\"dir\":");
-  json_str(stdout, dir);
+  tgp_json_str(stdout, dir);
   printf(",\"status\":\"%s\",\"exit\":%d,\"error\":", status, ex);
-  json_str(stdout, rc ? tg_err_name(rc) : NULL);
+  tgp_json_str(stdout, rc ? tg_err_name(rc) : NULL);
   printf(",\"message\":");
-  json_str(stdout, message);
+  tgp_json_str(stdout, message);
   printf("}\n");
   fflush(stdout);
 }
@@ -488,7 +462,7 @@ static int parse_args(int argc, char **argv, unsigned allowed, void (*usage)(FIL
       usage(stdout);
       return 1;
     } else if (!strcmp(a, "--version")) {
-      printf("tg-replay %s\n", tg_version());
+      tgp_print_version(prog);
       return 1;
     } else if ((allowed & OPT_JSON) && !strcmp(a, "--json")) {
       o->json = 1;
@@ -500,7 +474,7 @@ static int parse_args(int argc, char **argv, unsigned allowed, void (*usage)(FIL
         return usage_error(argc, argv, usage, "--config needs a file");
     } else if ((allowed & OPT_FROM) && (!strcmp(a, "--from") || !strncmp(a, "--from=", 7))) {
       const char *v = a[6] == '=' ? a + 7 : (i + 1 < argc ? argv[++i] : NULL);
-      if (!v || parse_u64(v, &o->from))
+      if (!v || tgp_parse_u64(v, 0, UINT64_MAX, &o->from))
         return usage_error(argc, argv, usage, "--from needs an LSN (a non-negative integer)");
       o->has_from = 1;
     } else if (a[0] == '-' && a[1]) {
@@ -712,22 +686,22 @@ static void print_repair_json(const char *dir, const tg_repair_report *p, int rc
   char cut_name[64] = "";
   if (p->cut) tg_wal_segment_name(p->cut_segment, cut_name, sizeof cut_name);
   printf("{\"dir\":");
-  json_str(stdout, dir);
+  tgp_json_str(stdout, dir);
   printf(",\"status\":\"%s\",\"exit\":%d,\"error\":",
          !rc ? "recovered" : p->refused ? "refused" : "failed", ex);
-  json_str(stdout, rc ? tg_err_name(rc) : NULL);
+  tgp_json_str(stdout, rc ? tg_err_name(rc) : NULL);
   printf(",\"message\":");
-  json_str(stdout, rc ? message : NULL);
+  tgp_json_str(stdout, rc ? message : NULL);
   printf(",\"cut\":\"%s\"", p->cut == TG_REPAIR_CUT_TORN      ? "torn_tail"
                             : p->cut == TG_REPAIR_CUT_CORRUPT ? "corruption"
                                                               : "none");
   printf(",\"cut_segment\":");
-  json_str(stdout, p->cut ? cut_name : NULL);
+  tgp_json_str(stdout, p->cut ? cut_name : NULL);
   printf(",\"cut_offset\":%" PRIu64 ",\"restart\":%s,\"dropped\":%" PRIu64
          ",\"beyond_frames\":%" PRIu64 ",\"kept_bytes\":%" PRIu64 ",\"kept\":",
          p->cut_offset, p->restart ? "true" : "false", p->beyond.above, p->beyond.frames,
          p->kept_bytes);
-  json_str(stdout, p->kept_name[0] ? p->kept_name : NULL);
+  tgp_json_str(stdout, p->kept_name[0] ? p->kept_name : NULL);
   printf(",\"moved\":%" PRIu32 ",\"segment_bytes\":%" PRIu64 ",\"replayed\":%" PRIu64
          ",\"checkpoint_lsn\":%" PRIu64 ",\"tokens\":%" PRIu64 ",\"connections\":%" PRIu64,
          p->moved, p->segment_bytes, p->opened.replayed_records, p->checkpoint_lsn, p->tokens,
@@ -895,7 +869,7 @@ int main(int argc, char **argv) {
     return EXIT_CLEAN;
   }
   if (!strcmp(argv[1], "--version")) {
-    printf("tg-replay %s\n", tg_version());
+    tgp_print_version(prog);
     return EXIT_CLEAN;
   }
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -260,6 +260,9 @@ struct tg_wal {
   /* Counters: writer-only ones use plain relaxed load+store. */
   _Atomic uint64_t st_records, st_bytes, st_batches, st_fdatasyncs, st_segments;
   _Atomic uint64_t st_blocked, st_blocked_ns, st_rejected;
+  _Atomic uint64_t st_sync_failures; /* failed fdatasyncs; writer-only, added
+                                        before `failed` is set, so whoever
+                                        sees the failure sees it */
 
   /* Writer-private. */
   int fd;                    /* current segment */
@@ -434,7 +437,7 @@ static int install_next(tg_wal *w, uint64_t first) {
   if (rc) return rc;
   tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
   rc = tg__pwrite_all(w->next_fd, hdr, sizeof hdr, 0);
-  if (!rc) rc = tg__fdatasync(w->next_fd);
+  if (!rc && (rc = tg__fdatasync(w->next_fd))) stat_add(&w->st_sync_failures, 1);
   if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
@@ -446,7 +449,7 @@ static int install_next(tg_wal *w, uint64_t first) {
     unsigned char m[TG__WAL_MARKER_LEN];
     tg__wal_marker_encode(m, TG__WAL_MARK_SWITCH, w->seg_off, first);
     rc = tg__pwrite_all(w->fd, m, sizeof m, (off_t)w->seg_off);
-    if (!rc) rc = tg__fdatasync(w->fd);
+    if (!rc && (rc = tg__fdatasync(w->fd))) stat_add(&w->st_sync_failures, 1);
   }
   if (rc) return rc;
   if (w->fd >= 0) close(w->fd);
@@ -472,6 +475,7 @@ static void do_sync(tg_wal *w) {
   if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 1, upto);
   stat_add(&w->st_fdatasyncs, 1);
   if (rc) {
+    stat_add(&w->st_sync_failures, 1);
     wal_fail(w, rc);
     return;
   }
@@ -768,7 +772,7 @@ static void close_marker(tg_wal *w) {
     return;
   put_marker(w);
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
-  if (!rc) rc = tg__fdatasync(w->fd);
+  if (!rc && (rc = tg__fdatasync(w->fd))) stat_add(&w->st_sync_failures, 1);
   if (rc) {
     wal_fail(w, rc);
     return;
@@ -1061,6 +1065,7 @@ int tg_wal_stats_get(const tg_wal *cw, tg_wal_stats *o) {
   o->bytes = atomic_load_explicit(&w->st_bytes, RLX);
   o->batches = atomic_load_explicit(&w->st_batches, RLX);
   o->fdatasyncs = atomic_load_explicit(&w->st_fdatasyncs, RLX);
+  o->fdatasync_failures = atomic_load_explicit(&w->st_sync_failures, RLX);
   o->blocked = atomic_load_explicit(&w->st_blocked, RLX);
   o->blocked_ns = atomic_load_explicit(&w->st_blocked_ns, RLX);
   o->rejected = atomic_load_explicit(&w->st_rejected, RLX);
