@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -371,6 +372,58 @@ static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   assert_non_null(strstr(msg, "not a tokengraph checkpoint"));
 }
 
+/* ---- a crashed process ----------------------------------------------------- */
+
+/* A child opens the store at `level`, creates 100 tokens and calls abort():
+   the WAL writer may not have written a single one of them. */
+static void creates_then_abort(const char *path, int level) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGABRT, SIG_DFL); /* not cmocka's handler: die */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    tg_store_config cfg = config(level);
+    cfg.crash_dump = 0;
+    tg_store *s = NULL;
+    if (tg_store_open(&s, path, &cfg)) _exit(2);
+    for (uint32_t i = 0; i < 100; i++) {
+      tg_token t = tok((float)i, i);
+      uint32_t id = 0;
+      if (tg_token_create(s, &t, &id)) _exit(3);
+    }
+    abort();
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+    fail_msg("the child did not die of abort() (status %d)", status);
+}
+
+static void abort_case(int level) {
+  creates_then_abort(dir, level);
+  tg_store *s = open_at(dir, level);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 100);
+  for (uint32_t id = 1; id <= 100; id++) {
+    tg_token got;
+    assert_int_equal(tg_token_get(s, id, &got), 0);
+    assert_int_equal(got.timestamp, id - 1);
+  }
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_balanced_creates_survive_abort(void **state) {
+  (void)state;
+  abort_case(TG_BALANCED);
+}
+
+static void test_relaxed_creates_survive_abort(void **state) {
+  (void)state;
+  abort_case(TG_RELAXED);
+}
+
 /* ---- injected failures -------------------------------------------------- */
 
 static ssize_t enospc_pwrite(int fd, const void *b, size_t n, off_t off) {
@@ -594,6 +647,8 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_strict_acknowledged_tokens_survive_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_strict_threads_share_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_automatic_checkpoint_runs_in_the_background, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_balanced_creates_survive_abort, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_relaxed_creates_survive_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_metrics_and_black_box_see_the_store, setup, teardown),
     cmocka_unit_test_setup_teardown(test_store_operations_are_traced, setup, teardown),
   };

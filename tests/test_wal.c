@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -854,6 +855,165 @@ static void test_wal_strict_ack_survives_sigkill(void **state) {
   assert_true(end.reason == TG_WAL_END_CLEAN || end.reason == TG_WAL_END_TORN);
 }
 
+/* ---- a crashed process: the ring file ---------------------------------------------- */
+
+/* A boot id that is not this boot's: the open must take the ring file as
+   left over from before a reboot. */
+static int other_boot(char *out, size_t n) {
+  snprintf(out, n, "%s", "00000000-0000-0000-0000-000000reboot");
+  return 0;
+}
+
+/* pwrite that never returns once `block_writes` is set: the writer holds
+   its first batch forever, so everything appended stays in the ring only. */
+static atomic_int block_writes;
+static ssize_t blocked_pwrite(int fd, const void *buf, size_t n, off_t off) {
+  if (atomic_load(&block_writes))
+    for (;;) pause();
+  return pwrite(fd, buf, n, off);
+}
+
+/* In a child: open the WAL at `level`, append records 1..n (payload of
+   `size` bytes, or size_for(lsn) when size is 0), then abort(). With
+   `hold`, the writer never writes a record. The parent sees SIGABRT. */
+static void appends_then_abort(const char *dir, int level, uint64_t n, size_t size, int hold) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    /* cmocka's handler would carry on with the tests in this child. */
+    signal(SIGABRT, SIG_DFL);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    tg_wal_config c;
+    tg_wal_config_init(&c);
+    c.level = level;
+    c.segment_bytes = 1u << 20;
+    c.ring_slots = 1024;
+    tg__io.pwrite = blocked_pwrite;
+    tg_wal *w;
+    if (tg_wal_open(&w, dir, &c, NULL)) _exit(2);
+    atomic_store(&block_writes, hold);
+    size_t cap = size ? size : 1024;
+    unsigned char *buf = malloc(cap);
+    if (!buf) _exit(3);
+    for (uint64_t lsn = 1; lsn <= n; lsn++) {
+      size_t sz = size ? size : size_for(lsn);
+      fill(buf, sz, lsn);
+      uint64_t got = 0;
+      if (tg_wal_append(w, type_for(lsn), buf, sz, &got) || got != lsn) _exit(4);
+    }
+    abort();
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+    fail_msg("the child did not die of abort() (status %d)", status);
+}
+
+/* Read back records 1..n of `size` bytes (0: size_for). */
+static void check_sized(const char *dir, uint64_t n, size_t size) {
+  if (!size) {
+    tg_wal_end end;
+    assert_int_equal(read_check(dir, 0, 1, &end), n);
+    assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+    return;
+  }
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  unsigned char *buf = malloc(size);
+  assert_non_null(buf);
+  uint64_t got = 0;
+  assert_int_equal(tg_wal_reader_open(&r, dir, 0), 0);
+  while (tg_wal_reader_next(r, &rec) == 1) {
+    got++;
+    assert_int_equal(rec.lsn, got);
+    assert_int_equal(rec.len, size);
+    fill(buf, size, got);
+    assert_memory_equal(rec.payload, buf, size);
+  }
+  assert_int_equal(tg_wal_reader_end(r)->reason, TG_WAL_END_CLEAN);
+  tg_wal_reader_close(r);
+  free(buf);
+  assert_int_equal(got, n);
+}
+
+static void abort_case(const char *dir, int level, size_t size) {
+  appends_then_abort(dir, level, 100, size, 0);
+  tg_wal_open_info info;
+  tg_wal *w = open_wal(dir, level, 1u << 20, &info);
+  assert_int_equal(info.next_lsn, 101);
+  assert_int_equal(tg_wal_close(w), 0);
+  check_sized(dir, 100, size);
+}
+
+static void test_wal_balanced_appends_survive_abort(void **state) {
+  fixture *f = *state;
+  abort_case(f->dir, TG_WAL_BALANCED, 0);
+}
+
+static void test_wal_relaxed_appends_survive_abort(void **state) {
+  fixture *f = *state;
+  abort_case(f->dir, TG_WAL_RELAXED, 0);
+}
+
+static void test_wal_payloads_larger_than_a_slot_survive_abort(void **state) {
+  fixture *f = *state;
+  /* 100 x 1 MiB: three times round the 32 MiB spill region. */
+  abort_case(f->dir, TG_WAL_BALANCED, 1u << 20);
+}
+
+static void test_wal_records_only_in_the_ring_are_appended_at_open(void **state) {
+  fixture *f = *state;
+  /* Nothing was written: all 100 (inline and spilled) come from the ring. */
+  appends_then_abort(f->dir, TG_WAL_BALANCED, 100, 0, 1);
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 0);
+  tg_wal_open_info info;
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, 1u << 20, &info);
+  assert_int_equal(info.ring_records, 100);
+  assert_int_equal(info.next_lsn, 101);
+  assert_int_equal(info.last_lsn, 100);
+  assert_int_equal(STAT(w, durable_lsn), 100); /* fdatasynced before the open returns */
+  append_n(w, 101, 5);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 105);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  /* A clean close leaves nothing to recover: the next open takes none. */
+  w = open_wal(f->dir, TG_WAL_BALANCED, 1u << 20, &info);
+  assert_int_equal(info.ring_records, 0);
+  assert_int_equal(info.next_lsn, 106);
+  assert_int_equal(tg_wal_close(w), 0);
+}
+
+static void test_wal_ring_of_another_boot_is_ignored(void **state) {
+  fixture *f = *state;
+  appends_then_abort(f->dir, TG_WAL_BALANCED, 100, 0, 1);
+  /* After a reboot only what was fdatasynced counts: here, nothing. */
+  tg__io.boot_id = other_boot;
+  tg_wal_open_info info;
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, 1u << 20, &info);
+  assert_int_equal(info.ring_records, 0);
+  assert_int_equal(info.next_lsn, 1);
+  assert_int_equal(tg_wal_close(w), 0);
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 0);
+}
+
+static void test_wal_ring_file_that_is_not_a_regular_file_is_refused(void **state) {
+  fixture *f = *state;
+  char p[128];
+  snprintf(p, sizeof p, "%s/ring", f->dir);
+  assert_int_equal(symlink("/tmp/tg-test-wal-elsewhere", p), 0);
+  tg_wal *w = NULL;
+  assert_int_not_equal(tg_wal_open(&w, f->dir, NULL, NULL), 0); /* never followed */
+  assert_null(w);
+  assert_int_equal(access("/tmp/tg-test-wal-elsewhere", F_OK), -1);
+  unlink(p);
+  assert_int_equal(mkfifo(p, 0600), 0);
+  assert_int_equal(tg_wal_open(&w, f->dir, NULL, NULL), TG_ECORRUPT); /* no hang */
+  assert_null(w);
+}
+
 /* ---- group commit ------------------------------------------------------------------- */
 
 typedef struct gc_arg {
@@ -1444,6 +1604,12 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_version_1_segment_is_read_and_continued_in_a_new_segment, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_balanced_appends_survive_abort, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_relaxed_appends_survive_abort, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_payloads_larger_than_a_slot_survive_abort, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_records_only_in_the_ring_are_appended_at_open, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_ring_of_another_boot_is_ignored, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_ring_file_that_is_not_a_regular_file_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_group_commit_shares_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_append_nowait_returns_before_the_fdatasync_at_strict, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_short_writes_and_eintr_are_completed, setup, teardown),

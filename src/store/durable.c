@@ -757,15 +757,18 @@ static void on_segment(void *arg, uint64_t first_lsn) {
 TG_SPAN_SITE(site_wal_write, "wal.batch_write", "bytes", NULL, NULL, NULL);
 TG_SPAN_SITE(site_wal_sync, "wal.fdatasync", "durable_lsn", NULL, NULL, NULL);
 
-/* Spans around the writer's batch writes and fdatasyncs; they run on the
-   writer thread, which names itself for the trace on its first call. */
+/* Spans around the writer's batch writes and the fdatasyncs; they run on
+   the writer thread or the WAL's sync thread (never two syncs at once), and
+   each names itself for the trace on its first call: the sync thread's
+   first call is an fdatasync, the writer's a write. */
 static void on_io(void *arg, int what, int phase, uint64_t n) {
+  static _Thread_local int named;
   tg_store *s = arg;
   tg_span *sp = &s->io_span[what == TG__WAL_IO_SYNC ? 2 : 1];
   if (phase == 0) {
-    if (!s->writer_named) {
-      tg_trace_set_thread_name("wal-writer");
-      s->writer_named = 1;
+    if (!named) {
+      tg_trace_set_thread_name(what == TG__WAL_IO_SYNC ? "wal-sync" : "wal-writer");
+      named = 1;
     }
     tg_span_begin(sp, what == TG__WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
   } else {

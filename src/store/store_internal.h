@@ -51,14 +51,16 @@ struct tg_store {
   pthread_cond_t ckpt_wake;     /* ckpt_wake_mu */
   int ckpt_stop;                /* ckpt_wake_mu */
   tg_recovery_info recovery;    /* open/close */
-  uint64_t synced_lsn;          /* writer thread: durable LSN at the last
-                                   fdatasync (records per fdatasync) */
+  uint64_t synced_lsn;          /* writer thread (the WAL's fdatasyncs run on
+                                   its writer or its sync thread, one at a
+                                   time): durable LSN at the last fdatasync
+                                   (records per fdatasync) */
   uint64_t segment_lsn;         /* writer thread: current segment */
   int crash_dump;               /* installed the fatal-signal handler */
   int collecting;               /* registered as a metrics collector */
-  tg_span io_span[3];           /* writer thread: the open batch-write and
-                                   fdatasync spans (enum tg__wal_io) */
-  int writer_named;             /* writer thread: named in the trace */
+  tg_span io_span[3];           /* writer thread (likewise): the open
+                                   batch-write and fdatasync spans (enum
+                                   tg__wal_io) */
   atomic_int failure_noted;     /* the log's failure is in the black box */
   uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
                                    blocked, as of the last backpressure event */

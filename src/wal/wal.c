@@ -166,6 +166,15 @@
 #define BUF_BYTES (1u << 20) /* writer batch: 1 MiB, the size the raw reference uses */
 #define TMP_NAME "next.tmp"
 
+/* LAG: queue delay allowed beyond linger_us before appenders wait for the
+   writer (see LAG). */
+#define LAG_SLACK_NS 1000000u
+/* LAG: one append in 64 reads the clock (~20 ns), 0.3 ns an append. */
+#define LAG_SAMPLE_MASK 63u
+/* LAG: a queue shorter than this is never "behind" (an idle writer's
+   caught_up_ns is old, yet it is woken by the record in time). */
+#define LAG_MIN_QUEUE 256u
+
 #define RLX memory_order_relaxed
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -230,6 +239,9 @@ struct tg_wal {
   uint64_t linger_wake;      /* a lingering writer is woken once this many
                                 records are queued */
   _Atomic int failed;        /* 0, TG_ENOSPC or TG_EIO; set once, under mu */
+  _Atomic int lagging;       /* BALANCED/RELAXED: the writer is behind by
+                                more than lag_max_ns (LAG); written by the
+                                writer on a change only */
   int os_errno;              /* errno behind `failed` (written before it) */
 
   alignas(64) _Atomic uint64_t head;     /* next LSN to hand out */
@@ -271,17 +283,23 @@ struct tg_wal {
   uint64_t seg_off;          /* bytes of the current segment in use */
   uint64_t dur_off;          /* bytes of the current segment known
                                 fdatasynced (its durable point) */
+  uint64_t dur_lsn;          /* the LSNs in [0, dur_off) end with this one */
   int marker_due;            /* dur_off moved since the last marker frame */
   int seg_v1;                /* the current segment is format version 1
                                 (recovered, never appended to) */
   uint64_t next;             /* next LSN to drain from the ring */
   uint64_t w_written;        /* private copy of `written` */
-  uint64_t w_durable;        /* private copy of `durable` */
+  uint64_t w_durable;        /* STRICT: private copy of `durable` (the
+                                writer is then the only one to sync) */
   unsigned char *buf;        /* BUF_BYTES batch buffer */
   size_t buf_len;            /* bytes in buf */
   uint64_t buf_last;         /* LSN of the last frame in buf */
-  uint64_t last_sync_ns;     /* when the last fdatasync finished */
   uint64_t interval_ns;      /* BALANCED sync interval */
+  uint64_t lag_max_ns;       /* LAG: the queue delay at which appenders
+                                wait for their own record to be written */
+  _Atomic uint64_t caught_up_ns; /* LAG: when the writer last had written
+                                every record claimed before then; stored
+                                by the writer once per drain round */
   uint64_t linger_ns;        /* BALANCED/RELAXED: an idle writer looks this
                                 often; 0 = sleep until woken */
 
@@ -296,6 +314,33 @@ struct tg_wal {
   int thread_started;        /* set by the opening thread once the writer runs */
   unsigned char *ring_map;   /* the ring file's mapping (header, slots, spill) */
   size_t ring_map_bytes;
+  int recovering;            /* open: appending from the ring file (no
+                                thread runs yet) */
+
+  /* The sync thread (BALANCED, RELAXED; see SYNC THREAD). */
+  pthread_mutex_t sync_mu;   /* guards the sync_* fields below */
+  pthread_cond_t sync_cv;    /* the sync thread waits for work on it; the
+                                writer waits on it for sync_busy to clear */
+  int sync_fd;               /* under sync_mu: the segment being written */
+  uint64_t sync_written;     /* under sync_mu: LSNs <= this are in the file
+                                (in sync_fd or in a durable segment) */
+  int sync_busy;             /* under sync_mu: the sync thread is syncing
+                                sync_fd (outside the lock); the writer neither
+                                closes that fd nor syncs until it clears */
+  int sync_idle;             /* under sync_mu: waiting with no deadline */
+  int sync_stop;             /* under sync_mu: tg_wal_close ends the thread */
+  uint64_t sync_last_start;  /* sync-thread-private: when its last
+                                fdatasync began (the BALANCED cadence) */
+  pthread_t sync_thread;
+  int sync_started;          /* set by the opening thread */
+  uint64_t sync_off;         /* under sync_mu: bytes of sync_fd written
+                                (with sync_written) */
+  int sync_done_fd;          /* under sync_mu: the fd the sync thread last
+                                fdatasynced (-1: none since the switch) ... */
+  uint64_t sync_done_off;    /* ... the bytes of it that made durable ... */
+  uint64_t sync_done_lsn;    /* ... and the LSNs (<= this) */
+  _Atomic int sync_done_new; /* the three above changed since the writer
+                                took them (take_sync_done) */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -334,12 +379,24 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n) {
   atomic_store_explicit(c, atomic_load_explicit(c, RLX) + n, RLX);
 }
 
+/* A counter that the writer and the sync thread both change. */
+static void stat_add_shared(_Atomic uint64_t *c, uint64_t n) {
+  atomic_fetch_add_explicit(c, n, RLX);
+}
+
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val, const struct timespec *rel) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
 }
 
 static void futex_wake(_Atomic uint32_t *addr) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* The on_io hook, on the writer or the sync thread only: the records a
+   recovering open appends from the ring file are not traced as the opening
+   thread's. */
+static void io_hook(tg_wal *w, int what, int phase, uint64_t n) {
+  if (w->opts.on_io && !w->recovering) w->opts.on_io(w->opts.hook_arg, what, phase, n);
 }
 
 static void wake_writer(tg_wal *w) {
@@ -370,15 +427,17 @@ static int path_in(char *out, size_t n, const char *dir, const char *name) {
 }
 
 /* Poison the WAL (LMDB MDB_FATAL_ERROR, Redis after a failed AOF fsync):
-   nothing is retried, every waiter and later caller gets the error. */
+   nothing is retried, every waiter and later caller gets the error. Runs on
+   the writer or the sync thread: the first failure wins, under mu. */
 static void wal_fail(tg_wal *w, int rc) {
-  assert_writer(w);
-  if (atomic_load_explicit(&w->failed, ACQ)) return;
-  w->os_errno = -rc;
   int code = (rc == -ENOSPC || rc == -EDQUOT || rc == TG_ENOSPC) ? TG_ENOSPC : TG_EIO;
   mu_lock(w);
-  /* Release: publishes os_errno to tg_wal_failed's acquire load. */
-  atomic_store_explicit(&w->failed, code, REL);
+  /* Relaxed: `failed` is stored under mu. */
+  if (!atomic_load_explicit(&w->failed, RLX)) {
+    w->os_errno = -rc;
+    /* Release: publishes os_errno to tg_wal_failed's acquire load. */
+    atomic_store_explicit(&w->failed, code, REL);
+  }
   pthread_cond_broadcast(&w->durable_cv);
   pthread_cond_broadcast(&w->space_cv);
   mu_unlock(w);
@@ -458,6 +517,7 @@ static int install_next(tg_wal *w, uint64_t first) {
   w->seg_first = first;
   w->seg_off = TG__WAL_HDR;
   w->dur_off = TG__WAL_HDR; /* the header was fdatasynced above */
+  w->dur_lsn = first - 1;
   w->marker_due = 0;
   w->seg_v1 = 0;
   return 0;
@@ -465,42 +525,112 @@ static int install_next(tg_wal *w, uint64_t first) {
 
 /* ---- the writer thread ----------------------------------------------------- */
 
-static void do_sync(tg_wal *w) {
-  assert_writer(w);
-  uint64_t upto = w->w_written;
-  if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 0, upto);
+/* Make LSNs <= lsn durable: the waiters see it once durable_cv is broadcast. */
+static void publish_durable(tg_wal *w, uint64_t lsn) {
+  mu_lock(w);
+  /* Release: pairs with the fast-path acquire loads of `durable` that skip
+     the mutex (the on_sync hook's effects become visible with it).
+     Relaxed load: `durable` is stored under mu. */
+  if (lsn > atomic_load_explicit(&w->durable, RLX))
+    atomic_store_explicit(&w->durable, lsn, REL);
+  pthread_cond_broadcast(&w->durable_cv);
+  mu_unlock(w);
+}
+
+/* fdatasync fd, which holds every written LSN up to `upto` not yet durable,
+   and publish them durable. The writer (STRICT, a segment switch, close) or
+   the sync thread, never both at once (sync_busy). Returns 0 or the error
+   that failed the WAL. */
+static int sync_upto(tg_wal *w, int fd, uint64_t upto) {
+  io_hook(w, TG__WAL_IO_SYNC, 0, upto);
   uint64_t t0 = tg__now_ns();
-  int rc = tg__fdatasync(w->fd);
+  int rc = tg__fdatasync(fd);
   uint64_t t1 = tg__now_ns();
-  if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 1, upto);
-  stat_add(&w->st_fdatasyncs, 1);
+  io_hook(w, TG__WAL_IO_SYNC, 1, upto);
+  stat_add_shared(&w->st_fdatasyncs, 1);
   if (rc) {
     stat_add(&w->st_sync_failures, 1);
     wal_fail(w, rc);
-    return;
+    return rc;
   }
-  w->last_sync_ns = t1;
-  w->w_durable = upto;
-  w->dur_off = w->seg_off; /* flushed before every sync */
-  w->marker_due = 1;
   /* The hook runs before the waiters are released, so whoever sees the
      record durable also sees the hook's effect for that fdatasync. */
   if (w->opts.on_sync) w->opts.on_sync(w->opts.hook_arg, t1 - t0, upto);
-  mu_lock(w);
-  /* Release: pairs with the fast-path acquire loads of `durable` that skip
-     the mutex (the hook's effects above become visible with it). */
-  atomic_store_explicit(&w->durable, upto, REL);
-  pthread_cond_broadcast(&w->durable_cv);
-  mu_unlock(w);
+  publish_durable(w, upto);
+  return 0;
+}
+
+/* The writer makes what it wrote durable itself: every batch at STRICT,
+   and at every level before a segment switch and at close. With a sync
+   thread, it first waits for the thread's fdatasync in flight and keeps it
+   out (sync_mu held) until unlock_sync_thread. */
+static void lock_sync_thread(tg_wal *w) {
+  assert_writer(w);
+  if (!w->sync_started) return;
+  pthread_mutex_lock(&w->sync_mu);
+  while (w->sync_busy) pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+}
+
+static void unlock_sync_thread(tg_wal *w) {
+  if (!w->sync_started) return;
+  /* Whatever the writer changed, the thread sees it under the lock. */
+  w->sync_fd = w->fd;
+  w->sync_written = w->w_written;
+  w->sync_off = w->seg_off;
+  pthread_cond_broadcast(&w->sync_cv);
+  pthread_mutex_unlock(&w->sync_mu);
+}
+
+static void do_sync(tg_wal *w) {
+  assert_writer(w);
+  uint64_t upto = w->w_written;
+  if (sync_upto(w, w->fd, upto) == 0) {
+    w->w_durable = upto;
+    w->dur_off = w->seg_off; /* flushed before every sync */
+    w->dur_lsn = upto;
+    w->marker_due = 1;
+  }
+}
+
+/* Take the durable point of the sync thread's last fdatasync, with sync_mu
+   held: a DURABLE marker is then due. Only for the segment being written:
+   a switch makes the old segment durable itself and forgets the thread's
+   result (sync_done_fd = -1), so a reused descriptor number cannot pass
+   for the new segment. */
+static void take_sync_done(tg_wal *w) {
+  assert_writer(w);
+  if (!w->sync_started) return;
+  /* Relaxed: sync_mu orders the fields; the flag is only a hint. */
+  atomic_store_explicit(&w->sync_done_new, 0, RLX);
+  if (w->sync_done_fd == w->fd && w->sync_done_off > w->dur_off) {
+    w->dur_off = w->sync_done_off;
+    w->dur_lsn = w->sync_done_lsn;
+    w->marker_due = 1;
+  }
+}
+
+/* After each write: tell the sync thread how far the file goes (and wake it
+   when it waits with no deadline, or a caller waits for a sync). */
+static void sync_note_written(tg_wal *w) {
+  assert_writer(w);
+  if (!w->sync_started) return;
+  pthread_mutex_lock(&w->sync_mu);
+  w->sync_fd = w->fd;
+  w->sync_written = w->w_written;
+  w->sync_off = w->seg_off;
+  /* Acquire: a waiter's request (see sync_kick). */
+  if (w->sync_idle || atomic_load_explicit(&w->sync_req, ACQ) > atomic_load_explicit(&w->durable, ACQ))
+    pthread_cond_signal(&w->sync_cv);
+  pthread_mutex_unlock(&w->sync_mu);
 }
 
 static void flush_buf(tg_wal *w) {
   assert_writer(w);
   /* Never write after a failure. */
   if (!w->buf_len || atomic_load_explicit(&w->failed, RLX)) return;
-  if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_WRITE, 0, w->buf_len);
+  io_hook(w, TG__WAL_IO_WRITE, 0, w->buf_len);
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
-  if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_WRITE, 1, w->buf_len);
+  io_hook(w, TG__WAL_IO_WRITE, 1, w->buf_len);
   stat_add(&w->st_batches, 1);
   if (rc) {
     wal_fail(w, rc);
@@ -516,23 +646,34 @@ static void flush_buf(tg_wal *w) {
   w->buf_len = 0;
   w->w_written = w->buf_last;
   atomic_store_explicit(&w->written, w->buf_last, REL);
+  sync_note_written(w);
 }
 
-/* Move to a new segment whose first record is LSN `first`. */
+/* Move to a new segment whose first record is LSN `first`. The sync thread
+   is kept out meanwhile: it never syncs (or holds) the old segment's fd
+   while the writer closes it. */
 static void switch_segment(tg_wal *w, uint64_t first) {
   assert_writer(w);
   flush_buf(w);
   if (atomic_load_explicit(&w->failed, RLX)) return;
-  /* The old segment is complete on disk before the new one exists (its
-     SWITCH marker vouches for every byte before it). */
-  if (w->w_written > w->w_durable || w->seg_off > w->dur_off) do_sync(w);
-  if (atomic_load_explicit(&w->failed, RLX)) return;
-  int rc = w->next_fd >= 0 ? 0 : prepare_next(w);
-  if (!rc) rc = install_next(w, first);
-  if (rc) {
-    wal_fail(w, rc);
-    return;
+  /* LAG: a switch holds the writer for up to three fdatasyncs; appenders
+     wait for their records meanwhile instead of queueing unwritten work.
+     Relaxed: as in note_lag, which clears it once the writer caught up. */
+  if (w->lag_max_ns) atomic_store_explicit(&w->lagging, 1, RLX);
+  lock_sync_thread(w);
+  take_sync_done(w);
+  /* The old segment is complete on disk before the new one exists: its
+     SWITCH marker vouches for every byte before it, markers included. */
+  if (w->seg_off > w->dur_off) do_sync(w);
+  int rc = atomic_load_explicit(&w->failed, RLX);
+  if (!rc) {
+    rc = w->next_fd >= 0 ? 0 : prepare_next(w);
+    if (!rc) rc = install_next(w, first);
+    if (rc) wal_fail(w, rc);
+    if (w->sync_started) w->sync_done_fd = -1; /* sync_mu held */
   }
+  unlock_sync_thread(w);
+  if (rc) return;
   stat_add(&w->st_segments, 1);
   if (w->opts.on_segment) w->opts.on_segment(w->opts.hook_arg, first);
 }
@@ -567,6 +708,7 @@ static void write_big(tg_wal *w, slot *s, uint32_t len) {
   stat_add(&w->st_bytes, tg__align8(len));
   w->w_written = tg__ld64(hdr + 8) & TG_WAL_MAX_LSN;
   atomic_store_explicit(&w->written, w->w_written, REL);
+  sync_note_written(w);
 }
 
 /* Start a batch with a DURABLE marker when an fdatasync moved the durable
@@ -575,8 +717,15 @@ static void write_big(tg_wal *w, slot *s, uint32_t len) {
    damage to durable data (refused). One 32-byte frame per fdatasync. */
 static void put_marker(tg_wal *w) {
   assert_writer(w);
+  /* Acquire: pairs with the sync thread's release (a hint; the fields are
+     read under sync_mu). */
+  if (w->sync_started && atomic_load_explicit(&w->sync_done_new, ACQ)) {
+    pthread_mutex_lock(&w->sync_mu);
+    take_sync_done(w);
+    pthread_mutex_unlock(&w->sync_mu);
+  }
   if (!w->marker_due || w->seg_v1 || BUF_BYTES - w->buf_len < TG__WAL_MARKER_LEN) return;
-  tg__wal_marker_encode(w->buf + w->buf_len, TG__WAL_MARK_DURABLE, w->dur_off, w->w_durable);
+  tg__wal_marker_encode(w->buf + w->buf_len, TG__WAL_MARK_DURABLE, w->dur_off, w->dur_lsn);
   w->buf_len += TG__WAL_MARKER_LEN;
   w->marker_due = 0;
 }
@@ -685,33 +834,27 @@ static int prepare_ahead(tg_wal *w) {
   return rc;
 }
 
-/* When the BALANCED fdatasync of what is written falls due (monotonic ns),
-   or NEVER: the one place that computes it, for sync_due and idle_wait. */
-static uint64_t sync_deadline(const tg_wal *w) {
-  if (w->level != TG_WAL_BALANCED || w->w_written <= w->w_durable) return NEVER;
-  return w->last_sync_ns + w->interval_ns;
-}
-
-/* Whether to fdatasync now what is written. */
-static int sync_due(tg_wal *w, uint64_t deadline) {
+/* Whether the writer should fdatasync now what it wrote: every batch at
+   STRICT; at the other levels the sync thread does it, and the writer only
+   once everything is drained at close. */
+static int sync_due(tg_wal *w) {
   assert_writer(w);
-  if (w->w_written <= w->w_durable) return 0;
+  /* Acquire: the sync thread's publication. */
+  if (w->w_written <= atomic_load_explicit(&w->durable, ACQ)) return 0;
   if (w->level == TG_WAL_STRICT) return 1;
-  /* Acquire: a waiter's request; the idle_wait re-check is the Dekker side. */
-  if (atomic_load_explicit(&w->sync_req, ACQ) > w->w_durable) return 1;
-  if (deadline != NEVER && tg__now_ns() >= deadline) return 1;
-  /* Closing with everything drained: make it durable before the writer ends. */
   return atomic_load_explicit(&w->closing, ACQ) &&
          w->next == atomic_load_explicit(&w->head, ACQ);
 }
 
 /* Work that must not wait for a sleeping writer. seq_cst loads: the second
    half of SLEEP/HEAD, SLEEP/SYNC, SLEEP/CLOSE and SLEEP/SPACE (idle_wait
-   stored `sleeping` just before). */
+   stored `sleeping` just before). A sync request is the writer's work only
+   at STRICT; elsewhere the sync thread takes it. */
 static int work_pending(const tg_wal *w) {
   tg_wal *m = (tg_wal *)w;
   return atomic_load_explicit(&m->head, SEQ) != w->next ||
-         atomic_load_explicit(&m->sync_req, SEQ) > w->w_durable ||
+         (w->level == TG_WAL_STRICT &&
+          atomic_load_explicit(&m->sync_req, SEQ) > w->w_durable) ||
          atomic_load_explicit(&m->closing, SEQ) ||
          atomic_load_explicit(&m->space_waiters, SEQ);
 }
@@ -726,17 +869,18 @@ static int idle_spin(tg_wal *w) {
       tg__cpu_relax();
       /* Relaxed: a hint to stop spinning; idle_wait re-checks in seq_cst. */
       if (atomic_load_explicit(&w->head, RLX) != w->next ||
-          atomic_load_explicit(&w->sync_req, RLX) > w->w_durable)
+          (w->level == TG_WAL_STRICT &&
+           atomic_load_explicit(&w->sync_req, RLX) > w->w_durable))
         return 1;
     }
   }
   return 0;
 }
 
-/* Sleep on the futex in state `how` (WRITER_SLEEPING: until woken or the
-   sync deadline; WRITER_LINGERING: at most linger_ns too). Returns at once
-   when work_pending() shows work that arrived before `sleeping` was set. */
-static void idle_wait(tg_wal *w, enum writer_state how, uint64_t deadline) {
+/* Sleep on the futex in state `how` (WRITER_SLEEPING: until woken;
+   WRITER_LINGERING: at most linger_ns). Returns at once when
+   work_pending() shows work that arrived before `sleeping` was set. */
+static void idle_wait(tg_wal *w, enum writer_state how) {
   assert_writer(w);
   /* Relaxed: ordered before the store of `sleeping` below, which is what an
      appender's exchange reads (see wake_writer). */
@@ -746,11 +890,6 @@ static void idle_wait(tg_wal *w, enum writer_state how, uint64_t deadline) {
   atomic_store_explicit(&w->sleeping, how, SEQ);
   if (!work_pending(w)) {
     uint64_t rel = how == WRITER_LINGERING ? w->linger_ns : NEVER;
-    if (deadline != NEVER) {
-      uint64_t t = tg__now_ns();
-      uint64_t left = deadline > t ? deadline - t : 0;
-      if (left < rel) rel = left;
-    }
     if (rel == NEVER) {
       futex_wait(&w->wake_word, ww, NULL);
     } else if (rel) {
@@ -782,22 +921,112 @@ static void close_marker(tg_wal *w) {
   w->buf_len = 0;
 }
 
+/* The sync thread (SYNC THREAD above): fdatasyncs what the writer wrote,
+   at BALANCED every sync_interval_ms counted from the start of the previous
+   fdatasync, and whenever a caller waits for durability, while the writer
+   goes on writing. */
+static void *sync_main(void *arg) {
+  tg_wal *w = arg;
+  pthread_mutex_lock(&w->sync_mu);
+  for (;;) {
+    /* Acquire: `durable` as last published, a waiter's request. */
+    uint64_t durable = atomic_load_explicit(&w->durable, ACQ);
+    if (atomic_load_explicit(&w->failed, ACQ)) break;
+    if (w->sync_written <= durable) {
+      if (w->sync_stop) break;
+      w->sync_idle = 1;
+      pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+      w->sync_idle = 0;
+      continue;
+    }
+    uint64_t due = w->level == TG_WAL_BALANCED ? w->sync_last_start + w->interval_ns : NEVER;
+    uint64_t now = tg__now_ns();
+    if (!w->sync_stop && now < due &&
+        atomic_load_explicit(&w->sync_req, ACQ) <= durable) {
+      if (due == NEVER) {
+        w->sync_idle = 1;
+        pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+        w->sync_idle = 0;
+      } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t at = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + (due - now);
+        ts.tv_sec = (time_t)(at / 1000000000u);
+        ts.tv_nsec = (long)(at % 1000000000u);
+        pthread_cond_timedwait(&w->sync_cv, &w->sync_mu, &ts);
+      }
+      continue;
+    }
+    int fd = w->sync_fd;
+    uint64_t upto = w->sync_written, off = w->sync_off;
+    w->sync_busy = 1;
+    w->sync_last_start = now;
+    pthread_mutex_unlock(&w->sync_mu);
+    int rc = sync_upto(w, fd, upto);
+    pthread_mutex_lock(&w->sync_mu);
+    if (!rc) { /* the writer puts it in its next batch's DURABLE marker */
+      w->sync_done_fd = fd;
+      w->sync_done_off = off;
+      w->sync_done_lsn = upto;
+      /* Release: with the fields above (the writer re-reads them under
+         sync_mu; this only tells it to look). */
+      atomic_store_explicit(&w->sync_done_new, 1, REL);
+    }
+    w->sync_busy = 0;
+    pthread_cond_broadcast(&w->sync_cv); /* a writer waiting to switch */
+    if (rc) break;
+  }
+  pthread_mutex_unlock(&w->sync_mu);
+  return NULL;
+}
+
+/* A caller waits for lsn to be durable: have the sync thread see it now. */
+static void sync_kick(tg_wal *w) {
+  if (!w->sync_started) return;
+  pthread_mutex_lock(&w->sync_mu);
+  pthread_cond_signal(&w->sync_cv);
+  pthread_mutex_unlock(&w->sync_mu);
+}
+
+/* LAG: after a drain round that began at t0 with head h0. Every record
+   claimed before t0 is written if next >= h0; otherwise the oldest record
+   still queued was claimed after caught_up_ns, so its queue delay is at
+   most t0 - caught_up_ns. */
+static void note_lag(tg_wal *w, uint64_t t0, uint64_t h0) {
+  assert_writer(w);
+  /* Relaxed: the writer is the only one to store `lagging`; appenders read
+     it as a hint to slow down, and wait on `consumed` for the real thing. */
+  int lag = atomic_load_explicit(&w->lagging, RLX);
+  if (w->next >= h0) {
+    atomic_store_explicit(&w->caught_up_ns, t0, RLX);
+    if (lag) atomic_store_explicit(&w->lagging, 0, RLX);
+  } else if (!lag && t0 - atomic_load_explicit(&w->caught_up_ns, RLX) > w->lag_max_ns) {
+    atomic_store_explicit(&w->lagging, 1, RLX);
+  }
+}
+
 static void *writer_main(void *arg) {
   tg_wal *w = arg;
 #ifndef NDEBUG
   tls_writer_of = w;
 #endif
   unsigned spins = 0;
+  atomic_store_explicit(&w->caught_up_ns, tg__now_ns(), RLX);
   while (!atomic_load_explicit(&w->failed, RLX)) {
+    uint64_t t0 = w->lag_max_ns ? tg__now_ns() : 0;
+    /* Relaxed: only a bound, as in drain(). */
+    uint64_t h0 = atomic_load_explicit(&w->head, RLX);
     uint64_t n = drain(w);
+    if (w->lag_max_ns) note_lag(w, t0, h0);
     if (atomic_load_explicit(&w->failed, RLX) || prepare_ahead(w)) break;
 
-    uint64_t deadline = sync_deadline(w);
-    if (sync_due(w, deadline)) {
+    if (sync_due(w)) {
       if (w->level == TG_WAL_STRICT && atomic_load_explicit(&w->strict_inflight, RLX) > 1)
         gather(w);
       if (atomic_load_explicit(&w->failed, RLX)) break;
+      lock_sync_thread(w);
       do_sync(w);
+      unlock_sync_thread(w);
       continue;
     }
     if (n) {
@@ -819,11 +1048,11 @@ static void *writer_main(void *arg) {
       break;
     }
     if (w->linger_ns) {
-      idle_wait(w, WRITER_LINGERING, deadline);
+      idle_wait(w, WRITER_LINGERING);
       continue;
     }
     if (idle_spin(w)) continue;
-    idle_wait(w, WRITER_SLEEPING, deadline);
+    idle_wait(w, WRITER_SLEEPING);
   }
   return NULL;
 }
@@ -853,6 +1082,40 @@ done:
     rc = atomic_load_explicit(&w->failed, ACQ);
   atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
   return rc;
+}
+
+/* LAG: wait until record seq is written (its slot given back), or the WAL
+   failed (the record stays queued in the ring file: not an error of this
+   append). */
+static void wait_written(tg_wal *w, uint64_t seq) {
+  /* Acquire: as in claim(). */
+  if (atomic_load_explicit(&w->consumed, ACQ) > seq) return;
+  uint64_t t0 = tg__now_ns();
+  atomic_fetch_add_explicit(&w->st_blocked, 1, RLX);
+  mu_lock(w);
+  atomic_fetch_add_explicit(&w->space_waiters, 1, SEQ); /* CONSUMED/SPACE, SLEEP/SPACE */
+  while (atomic_load_explicit(&w->consumed, SEQ) <= seq && /* CONSUMED/SPACE */
+         !atomic_load_explicit(&w->failed, RLX)) {          /* set under mu */
+    wake_writer(w);
+    mu_wait(w, &w->space_cv);
+  }
+  atomic_fetch_sub_explicit(&w->space_waiters, 1, RLX);
+  mu_unlock(w);
+  atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
+}
+
+/* LAG, on the appender's side: every LAG_SAMPLE-th append (or any while
+   `lagging` is set) looks whether the writer is behind - it may be behind
+   because it is not running at all, and then only an appender can tell -
+   and if so waits until its own record is written. */
+static void lag_check(tg_wal *w, uint64_t seq) {
+  /* Relaxed throughout: hints; the wait itself is on `consumed`. */
+  if (!atomic_load_explicit(&w->lagging, RLX)) {
+    if (seq - atomic_load_explicit(&w->consumed, RLX) < LAG_MIN_QUEUE) return;
+    if (tg__now_ns() - atomic_load_explicit(&w->caught_up_ns, RLX) <= w->lag_max_ns) return;
+    atomic_store_explicit(&w->lagging, 1, RLX);
+  }
+  wait_written(w, seq);
 }
 
 static inline int claim(tg_wal *w, uint64_t *seq) {
@@ -901,8 +1164,10 @@ static int wait_durable_cv(tg_wal *w, uint64_t lsn) {
 static int wait_durable(tg_wal *w, uint64_t lsn) {
   if (atomic_load_explicit(&w->durable, ACQ) >= lsn) return 0;
   if (w->level != TG_WAL_STRICT) {
-    /* Ask the writer for an fdatasync (STRICT writers sync every batch). */
+    /* Ask the sync thread for an fdatasync, and a lingering writer for the
+       write it needs first (STRICT writers sync every batch). */
     request_sync(w, lsn);
+    sync_kick(w);
     if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
   }
   return wait_durable_cv(w, lsn);
@@ -1004,7 +1269,14 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   uint64_t seq = 0;
   if (w->level != TG_WAL_STRICT) {
     int rc = append_nowait(w, type, payload, len, &seq);
-    if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
+    if (TG_LIKELY(rc == 0)) {
+      /* Relaxed: a hint (LAG); a stale 0 acknowledges one more record
+         queued, a stale 1 costs one check of `consumed`. */
+      if (TG_UNLIKELY(atomic_load_explicit(&w->lagging, RLX) || !(seq & LAG_SAMPLE_MASK)) &&
+          w->lag_max_ns)
+        lag_check(w, seq);
+      if (lsn) *lsn = seq;
+    }
     return rc;
   }
   /* Relaxed: strict_inflight is gather()'s heuristic. */
@@ -1026,7 +1298,13 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn) {
   uint64_t seq = 0;
   int rc = append_nowait(w, type, payload, len, &seq);
-  if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
+  if (TG_LIKELY(rc == 0)) {
+    /* Relaxed: as in tg_wal_append. */
+    if (w->lag_max_ns &&
+        TG_UNLIKELY(atomic_load_explicit(&w->lagging, RLX) || !(seq & LAG_SAMPLE_MASK)))
+      lag_check(w, seq);
+    if (lsn) *lsn = seq;
+  }
   return rc;
 }
 
@@ -1046,6 +1324,7 @@ int tg_wal_sync(tg_wal *w, uint64_t lsn) {
   int f = atomic_load_explicit(&w->failed, ACQ);
   if (f) return f;
   request_sync(w, lsn);
+  sync_kick(w);
   wake_writer(w);
   return wait_durable_cv(w, lsn);
 }
@@ -1330,6 +1609,7 @@ static int recover_last(tg_wal *w, uint64_t *segs, size_t *nseg, tg_wal_open_inf
   w->seg_first = first;
   w->seg_off = e;
   w->dur_off = e;
+  w->dur_lsn = w->next - 1;
   w->marker_due = e > TG__WAL_HDR;
   return 0;
 }
@@ -1423,8 +1703,10 @@ static int ring_recover(tg_wal *w, tg_wal_open_info *info) {
   atomic_store_explicit(&w->head, end, RLX);
   /* Only the slots' order matters here: the spill region is read in place. */
   atomic_store_explicit(&w->spill_consumed, 0, RLX);
+  w->recovering = 1;
   while (w->next < end && !atomic_load_explicit(&w->failed, RLX)) drain(w);
   if (!atomic_load_explicit(&w->failed, RLX) && w->w_written > w->w_durable) do_sync(w);
+  w->recovering = 0;
   int rc = atomic_load_explicit(&w->failed, RLX);
   if (rc) return rc;
   info->ring_records = end - first;
@@ -1549,9 +1831,14 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
   w->linger_ns = c.level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
+  /* LAG: an idle writer looks every linger_us, so a queue delay up to that
+     is normal; LAG_SLACK_NS more covers one drain round. */
+  w->lag_max_ns = c.level == TG_WAL_STRICT || c.nonblocking ? 0 : w->linger_ns + LAG_SLACK_NS;
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);
   pthread_mutex_init(&w->spill_mu, NULL);
+  pthread_mutex_init(&w->sync_mu, NULL);
+  pthread_cond_init(&w->sync_cv, NULL);
   pthread_cond_init(&w->durable_cv, NULL);
   pthread_cond_init(&w->space_cv, NULL);
   w->dir = strdup(dir);
@@ -1592,7 +1879,11 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   set_positions(w);
   atomic_store_explicit(&w->spill_consumed, 0, RLX);
   w->spill_head = 0;
-  w->last_sync_ns = tg__now_ns();
+  w->sync_fd = w->fd;
+  w->sync_written = w->w_written;
+  w->sync_off = w->seg_off;
+  w->sync_done_fd = -1;
+  w->sync_last_start = tg__now_ns();
 
   info->oldest_lsn = w->nseg ? w->segs[0] : 0;
   info->last_lsn = w->nseg && w->next > w->segs[0] ? w->next - 1 : 0;
@@ -1600,6 +1891,15 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   info->segments = (uint32_t)w->nseg;
 
   if (o.on_segment) o.on_segment(o.hook_arg, w->seg_first);
+  /* The sync thread first: the writer reads sync_started, ordered by its
+     own pthread_create. */
+  if (w->level != TG_WAL_STRICT) {
+    if ((rc = pthread_create(&w->sync_thread, NULL, sync_main, w)) != 0) {
+      rc = -rc;
+      goto fail;
+    }
+    w->sync_started = 1;
+  }
   if ((rc = pthread_create(&w->thread, NULL, writer_main, w)) != 0) {
     rc = -rc;
     goto fail;
@@ -1622,7 +1922,14 @@ int tg_wal_close(tg_wal *w) {
     wake_writer(w);
     pthread_join(w->thread, NULL);
   }
-  int rc = atomic_load_explicit(&w->failed, ACQ); /* the writer is joined */
+  if (w->sync_started) {
+    pthread_mutex_lock(&w->sync_mu);
+    w->sync_stop = 1;
+    pthread_cond_broadcast(&w->sync_cv);
+    pthread_mutex_unlock(&w->sync_mu);
+    pthread_join(w->sync_thread, NULL);
+  }
+  int rc = atomic_load_explicit(&w->failed, ACQ); /* both threads are joined */
   if (w->next_fd >= 0) {
     char path[4096];
     close(w->next_fd);
@@ -1639,6 +1946,8 @@ int tg_wal_close(tg_wal *w) {
   pthread_mutex_destroy(&w->mu);
   pthread_mutex_destroy(&w->seg_mu);
   pthread_mutex_destroy(&w->spill_mu);
+  pthread_mutex_destroy(&w->sync_mu);
+  pthread_cond_destroy(&w->sync_cv);
   pthread_cond_destroy(&w->durable_cv);
   pthread_cond_destroy(&w->space_cv);
   free(w);
