@@ -128,15 +128,20 @@ typedef struct tg_wal tg_wal;
  * DATADIR/wal; created if missing, its parent must exist), creating the
  * first segment if there is none. An existing log is recovered as
  * docs/wal-format.md says: *.tmp files are removed, the last segment is
- * read, a torn tail is cut off (ftruncate + fsync) and appends continue
- * after the last valid record. Earlier segments are not read: replay them
- * with tg_wal_reader_open().
+ * read, a torn tail (garbage after the log's durable point) is first kept
+ * in "<segment>.broken" and then cut off (ftruncate + fsync), and appends
+ * continue after the last valid record. Damage before the durable point
+ * is refused (TG_ECORRUPT, info->corrupt_* say where), never cut.
+ * Earlier segments are not read: replay them with tg_wal_reader_open().
  * cfg == NULL uses the defaults; info may be NULL.
  * On success *out is the handle and the writer thread runs. On failure *out
  * is NULL and nothing needs releasing.
- * Errors: TG_EINVAL (a config value outside the TG_WAL_* limits above), TG_ECORRUPT (the last segment is corrupt:
- * nothing was changed; inspect with the reader), TG_EVERSION, TG_ENOMEM,
- * TG_ENOSPC (no space to create or preallocate a segment), -errno.
+ * Errors: TG_EINVAL (a config value outside the TG_WAL_* limits above),
+ * TG_ECORRUPT (the end of the log is damaged before its durable point, or
+ * a segment is missing: nothing was changed; info->corrupt_* name the
+ * segment, offset and reason; inspect with the reader), TG_EVERSION,
+ * TG_ENOMEM, TG_ENOSPC (no space to create or preallocate a segment),
+ * -errno (including a failure to keep cut bytes: then nothing was cut).
  */
 TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
                        tg_wal_open_info *info);
