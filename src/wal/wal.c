@@ -272,9 +272,10 @@ struct tg_wal {
   /* Counters: writer-only ones use plain relaxed load+store. */
   _Atomic uint64_t st_records, st_bytes, st_batches, st_fdatasyncs, st_segments;
   _Atomic uint64_t st_blocked, st_blocked_ns, st_rejected;
-  _Atomic uint64_t st_sync_failures; /* failed fdatasyncs; writer-only, added
-                                        before `failed` is set, so whoever
-                                        sees the failure sees it */
+  _Atomic uint64_t st_sync_failures; /* failed fdatasyncs (writer and sync
+                                        thread: fetch_add), added before
+                                        `failed` is set, so whoever sees
+                                        the failure sees it */
 
   /* Writer-private. */
   int fd;                    /* current segment */
@@ -496,7 +497,7 @@ static int install_next(tg_wal *w, uint64_t first) {
   if (rc) return rc;
   tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
   rc = tg__pwrite_all(w->next_fd, hdr, sizeof hdr, 0);
-  if (!rc && (rc = tg__fdatasync(w->next_fd))) stat_add(&w->st_sync_failures, 1);
+  if (!rc && (rc = tg__fdatasync(w->next_fd))) stat_add_shared(&w->st_sync_failures, 1);
   if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
@@ -508,7 +509,7 @@ static int install_next(tg_wal *w, uint64_t first) {
     unsigned char m[TG__WAL_MARKER_LEN];
     tg__wal_marker_encode(m, TG__WAL_MARK_SWITCH, w->seg_off, first);
     rc = tg__pwrite_all(w->fd, m, sizeof m, (off_t)w->seg_off);
-    if (!rc && (rc = tg__fdatasync(w->fd))) stat_add(&w->st_sync_failures, 1);
+    if (!rc && (rc = tg__fdatasync(w->fd))) stat_add_shared(&w->st_sync_failures, 1);
   }
   if (rc) return rc;
   if (w->fd >= 0) close(w->fd);
@@ -541,7 +542,12 @@ static void publish_durable(tg_wal *w, uint64_t lsn) {
    and publish them durable. The writer (STRICT, a segment switch, close) or
    the sync thread, never both at once (sync_busy). Returns 0 or the error
    that failed the WAL. */
-static int sync_upto(tg_wal *w, int fd, uint64_t upto) {
+static void note_sync_done(tg_wal *w, int fd, uint64_t off, uint64_t upto);
+
+/* from_thread: the sync thread calls, off is the bytes of fd it covers:
+   they are handed to the writer for its DURABLE marker before the waiters
+   are released, so a batch appended after a waiter returns carries it. */
+static int sync_upto(tg_wal *w, int fd, uint64_t upto, int from_thread, uint64_t off) {
   io_hook(w, TG__WAL_IO_SYNC, 0, upto);
   uint64_t t0 = tg__now_ns();
   int rc = tg__fdatasync(fd);
@@ -549,10 +555,11 @@ static int sync_upto(tg_wal *w, int fd, uint64_t upto) {
   io_hook(w, TG__WAL_IO_SYNC, 1, upto);
   stat_add_shared(&w->st_fdatasyncs, 1);
   if (rc) {
-    stat_add(&w->st_sync_failures, 1);
+    stat_add_shared(&w->st_sync_failures, 1);
     wal_fail(w, rc);
     return rc;
   }
+  if (from_thread) note_sync_done(w, fd, off, upto);
   /* The hook runs before the waiters are released, so whoever sees the
      record durable also sees the hook's effect for that fdatasync. */
   if (w->opts.on_sync) w->opts.on_sync(w->opts.hook_arg, t1 - t0, upto);
@@ -584,12 +591,25 @@ static void unlock_sync_thread(tg_wal *w) {
 static void do_sync(tg_wal *w) {
   assert_writer(w);
   uint64_t upto = w->w_written;
-  if (sync_upto(w, w->fd, upto) == 0) {
+  if (sync_upto(w, w->fd, upto, 0, 0) == 0) {
     w->w_durable = upto;
     w->dur_off = w->seg_off; /* flushed before every sync */
     w->dur_lsn = upto;
     w->marker_due = 1;
   }
+}
+
+/* The sync thread's fdatasync of fd made its first off bytes (LSNs <= upto)
+   durable: the writer puts that in its next batch's DURABLE marker. */
+static void note_sync_done(tg_wal *w, int fd, uint64_t off, uint64_t upto) {
+  pthread_mutex_lock(&w->sync_mu);
+  w->sync_done_fd = fd;
+  w->sync_done_off = off;
+  w->sync_done_lsn = upto;
+  /* Release: with the fields above (the writer re-reads them under sync_mu;
+     this only tells it to look). */
+  atomic_store_explicit(&w->sync_done_new, 1, REL);
+  pthread_mutex_unlock(&w->sync_mu);
 }
 
 /* Take the durable point of the sync thread's last fdatasync, with sync_mu
@@ -911,7 +931,7 @@ static void close_marker(tg_wal *w) {
     return;
   put_marker(w);
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
-  if (!rc && (rc = tg__fdatasync(w->fd))) stat_add(&w->st_sync_failures, 1);
+  if (!rc && (rc = tg__fdatasync(w->fd))) stat_add_shared(&w->st_sync_failures, 1);
   if (rc) {
     wal_fail(w, rc);
     return;
@@ -962,16 +982,8 @@ static void *sync_main(void *arg) {
     w->sync_busy = 1;
     w->sync_last_start = now;
     pthread_mutex_unlock(&w->sync_mu);
-    int rc = sync_upto(w, fd, upto);
+    int rc = sync_upto(w, fd, upto, 1, off);
     pthread_mutex_lock(&w->sync_mu);
-    if (!rc) { /* the writer puts it in its next batch's DURABLE marker */
-      w->sync_done_fd = fd;
-      w->sync_done_off = off;
-      w->sync_done_lsn = upto;
-      /* Release: with the fields above (the writer re-reads them under
-         sync_mu; this only tells it to look). */
-      atomic_store_explicit(&w->sync_done_new, 1, REL);
-    }
     w->sync_busy = 0;
     pthread_cond_broadcast(&w->sync_cv); /* a writer waiting to switch */
     if (rc) break;
