@@ -19,7 +19,7 @@
 
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
-#include "wal/io.h"
+#include "common/io.h"
 
 static char dir[128];
 

@@ -25,7 +25,7 @@
 
 #include "tokengraph/wal.h"
 #include "wal/crc32.h"
-#include "wal/io.h"
+#include "common/io.h"
 #include "wal/wal_internal.h"
 
 /* ---- helpers ----------------------------------------------------------------- */

@@ -1,8 +1,8 @@
 /*
  * The guardian: quota limits, counters and the cleanup policy.
  *
- * It knows nothing of tokens (DESIGN.md: guardian depends on nothing else
- * in the project). The store asks it before each create or connect, with
+ * It knows nothing of tokens (docs/design.md: guardian depends on nothing else
+ * in the project, and does no I/O). The store asks it before each create or connect, with
  * the usage figures the arena keeps, and, under memory pressure, uses its
  * victim selector to pick which tokens to evict.
  *

@@ -29,7 +29,9 @@
 #include <unistd.h>
 
 #include "store/store_internal.h"
-#include "wal/io.h"
+#include "common/io.h"
+#include "common/path.h"
+#include "common/platform.h"
 
 #define TG__DIR_FORMAT 1u
 #define IDENTITY_NAME "TOKENGRAPH"
@@ -52,22 +54,6 @@ static void say(char *msg, size_t len, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, len, fmt, ap);
   va_end(ap);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static char *join(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  char *p = malloc(la + lb + 2);
-  if (!p) return NULL;
-  memcpy(p, a, la);
-  p[la] = '/';
-  memcpy(p + la + 1, b, lb + 1);
-  return p;
 }
 
 /* LMDB returns errno values or its own MDB_* codes. */
@@ -109,7 +95,7 @@ static int dir_is_empty(const char *dir) {
 
 /* 0: ours; 1: empty, to be made ours; or an error with *msg set. */
 static int check_identity(const char *dir, char *msg, size_t len) {
-  char *path = join(dir, IDENTITY_NAME);
+  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
   if (!path) return TG_ENOMEM;
   int rc;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -159,37 +145,17 @@ static int check_identity(const char *dir, char *msg, size_t len) {
 
 /* Write the identity file atomically: temp, fsync, rename, fsync dir. */
 static int write_identity(const char *dir) {
-  char *tmp = join(dir, IDENTITY_NAME ".tmp"), *path = join(dir, IDENTITY_NAME);
-  int rc = 0, fd = -1;
   char text[64];
-  if (!tmp || !path) {
-    rc = TG_ENOMEM;
-    goto cleanup;
-  }
   int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    rc = -errno;
-    goto cleanup;
-  }
-  if ((rc = tg__io_write_all(fd, text, (size_t)n)) || (rc = tg__fsync(fd))) goto cleanup;
-  close(fd);
-  fd = -1;
-  if (rename(tmp, path)) {
-    rc = -errno;
-    goto cleanup;
-  }
-  rc = tg__fsync_dir(dir);
-cleanup:
-  if (fd >= 0) close(fd);
-  if (rc && tmp) unlink(tmp);
-  free(tmp);
+  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
+  if (!path) return TG_ENOMEM;
+  int rc = tg__write_file_atomic(AT_FDCWD, dir, path, text, (size_t)n, 0600);
   free(path);
   return rc;
 }
 
 static int take_lock(tg_store *s, char *msg, size_t len) {
-  char *path = join(s->dir, "LOCK");
+  char *path = tg__path_join_alloc(s->dir, "LOCK");
   if (!path) return TG_ENOMEM;
   int rc = 0;
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -242,10 +208,10 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val
 /* Open (readonly == 0: create if missing) the checkpoint environment and
    read its LSN. Read-only with no checkpoint yet: *s->env stays NULL. */
 static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
-  char *cdir = join(s->dir, "checkpoint"), *data = NULL;
+  char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
   MDB_txn *txn = NULL;
   int rc = 0, mrc;
-  if (!cdir || !(data = join(cdir, "data.mdb"))) {
+  if (!cdir || !(data = tg__path_join_alloc(cdir, "data.mdb"))) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
@@ -523,6 +489,7 @@ static void snapshot_remark(tg_store *s, const snapshot *sn) {
 
 /* Under the store lock: copy out everything DIRTY and clear the marks. */
 static int snapshot_take(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
   tg__graph *g = &s->g;
   int rc = 0;
   for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
@@ -684,7 +651,7 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 static int checkpoint_locked(tg_store *s) {
   snapshot sn;
   memset(&sn, 0, sizeof sn);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
   int rc = checkpoint_body(s, &sn);
@@ -695,7 +662,7 @@ static int checkpoint_locked(tg_store *s) {
   tg_span_end(&sp);
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
-                       now_ns() - t0, 0);
+                       tg__now_ns() - t0, 0);
   snapshot_free(&sn);
   return rc;
 }
@@ -806,14 +773,14 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   }
   if ((rc = open_checkpoint(s, 0, msg, len))) return rc;
 
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tg__now_ns();
   tg__graph_begin_load(&s->g);
   if ((rc = load_checkpoint(s, msg, len))) return rc;
   s->recovery.checkpoint_lsn = s->ckpt_lsn;
-  uint64_t t1 = now_ns();
+  uint64_t t1 = tg__now_ns();
   s->recovery.load_ns = t1 - t0;
 
-  if (!(waldir = join(dir, "wal"))) return TG_ENOMEM;
+  if (!(waldir = tg__path_join_alloc(dir, "wal"))) return TG_ENOMEM;
   tg_wal_config wc;
   tg_wal_config_init(&wc);
   wc.level = dc->level == TG_STRICT     ? TG_WAL_STRICT
@@ -861,7 +828,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->last_lsn = last;
   s->recovery.replayed_records = n;
   s->recovery.last_lsn = last;
-  s->recovery.replay_ns = now_ns() - t1;
+  s->recovery.replay_ns = tg__now_ns() - t1;
   if (last + 1 != info.next_lsn) {
     rc = TG_ECORRUPT;
     say(msg, len, "%s: replay ended at LSN %llu but the log continues at %llu",
@@ -871,7 +838,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
                      info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
   {
-    char *bb = join(dir, "blackbox.json");
+    char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_set_path(bb);
     free(bb);
   }
@@ -941,7 +908,7 @@ int tg_store_inspect(const char *dir, tg_inspect_report *out,
   }
   if (rc) return rc;
   if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
-      !(waldir = join(dir, "wal")) || !(lockp = join(dir, "LOCK"))) {
+      !(waldir = tg__path_join_alloc(dir, "wal")) || !(lockp = tg__path_join_alloc(dir, "LOCK"))) {
     rc = TG_ENOMEM;
     goto out;
   }

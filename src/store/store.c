@@ -1,11 +1,47 @@
 /*
  * tg_store: the token graph behind one lock, with the guardian inline.
  *
- * Locking: one spinlock serialises every call. Uncontended it costs one
- * atomic exchange and one release store (2.3 ns measured, against 6.1 ns
- * for a pthread mutex pair on the reference machine), which matters on a
- * create path whose budget is about 10 ns. When contended it spins briefly,
- * then yields the CPU, so a preempted holder is not starved on 2 cores.
+ * LOCKING. The locks of a store, and what each guards (the fields of
+ * struct tg_store in store_internal.h name their guard):
+ *
+ *   ckpt_mu       one checkpoint at a time; the LMDB write transaction and
+ *                 ckpt_lsn, checkpoints, ckpt_wal_bytes.
+ *   lock          the store lock (a spinlock, below): the graph, the
+ *                 guardian's counters, tokens_created, connections_created,
+ *                 last_lsn, and the order of appends to the WAL.
+ *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
+ *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
+ *   (metrics)     the collectors' mutex in src/trace, which calls
+ *                 store_collect(), which takes the store lock.
+ *
+ * Lock order: ckpt_mu before lock; lock before any WAL-internal mutex. The
+ * metrics collector mutex is taken before lock (store_collect), so no code
+ * may call into the metrics registry's collector API while holding lock.
+ * ckpt_wake_mu is never held with another of them.
+ *
+ * What may block under the store lock: a WAL append waiting for ring space
+ * (backpressure, bounded by the writer draining the ring; the writer never
+ * takes the store lock), and the guardian's pressure callback
+ * (on_pressure, application code). Never a disk flush: STRICT callers
+ * announce themselves before taking the lock and wait for durability after
+ * releasing it (strict_enter / strict_wait below); never an LMDB call
+ * (checkpoints copy under the lock and write outside it).
+ *
+ * Which thread runs the hooks: the WAL's on_sync, on_segment and on_io run
+ * on the WAL writer thread and touch only the fields marked "writer
+ * thread"; the guardian's on_pressure runs on the calling thread with the
+ * store lock held; tg_token_edges' callback likewise.
+ *
+ * The spinlock: uncontended it costs one atomic exchange and one release
+ * store (2.3 ns measured, against 6.1 ns for a pthread mutex pair on the
+ * reference machine), which matters on a create path whose budget is about
+ * 10 ns. When contended it spins briefly, then yields the CPU, so a
+ * preempted holder is not starved on 2 cores.
+ *
+ * Debug builds (assertions on: sanitizer builds and any build without
+ * NDEBUG) check with TG__ASSERT_LOCKED that the lock is held where the
+ * code depends on it. The spinlock has no owner, so the check is "held",
+ * not "held by this thread".
  */
 #include <errno.h>
 #include <sched.h>
@@ -14,17 +50,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/platform.h"
 #include "store/store_internal.h"
 
 /* ---- lock ------------------------------------------------------------- */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
-}
 
 static void lock_slow(tg_store *s) {
   for (unsigned spins = 0;; spins++) {
@@ -32,7 +61,7 @@ static void lock_slow(tg_store *s) {
         !atomic_exchange_explicit(&s->lock, 1, memory_order_acquire))
       return;
     if (spins < 64)
-      cpu_relax();
+      tg__cpu_relax();
     else
       sched_yield();
   }
@@ -203,6 +232,7 @@ static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
 /* Log a record for a change decided under the lock. */
 static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
                           uint64_t *lsn) {
+  TG__ASSERT_LOCKED(s);
   int rc = tg_wal_append_nowait(s->wal, type, p, n, lsn);
   if (__builtin_expect(rc == 0, 1)) s->last_lsn = *lsn;
   return rc;
@@ -229,6 +259,7 @@ static int collect_victim(void *arg, const tg_token *t) {
  * tokens the excess amounts to (evicting a token frees at least its slot).
  */
 static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) {
+  TG__ASSERT_LOCKED(s);
   tg__guardian *gd = &s->gd;
   uint64_t target = tg__guardian_cleanup_target(gd);
   uint64_t mem = tg__graph_memory(&s->g);
@@ -257,6 +288,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
 /* Usage plus `need` would pass gd->slow_at: handle pressure, then decide. */
 static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
                              uint32_t keep_b) {
+  TG__ASSERT_LOCKED(s);
   tg__guardian *gd = &s->gd;
   uint64_t mem = tg__graph_memory(&s->g);
   if (mem + need > gd->trigger) {

@@ -16,32 +16,40 @@
 #include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
 
+/* Each field names its guard (store.c, LOCKING): "lock" is the store
+   lock, "ckpt_mu" the checkpoint mutex, "open/close" means set before the
+   store is shared and read-only until close, "writer thread" means only the
+   WAL writer's hooks touch it. */
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; see store.c */
-  tg__graph g;
-  tg__guardian gd;
-  uint64_t tokens_created;
-  uint64_t connections_created;
+  tg__graph g;                  /* lock */
+  tg__guardian gd;              /* lock (limits: open/close) */
+  uint64_t tokens_created;      /* lock */
+  uint64_t connections_created; /* lock */
 
   /* Durable stores only (wal != NULL). */
-  tg_wal *wal;
-  int level;                    /* enum tg_durability */
-  uint64_t last_lsn;            /* last LSN appended (under the lock) */
-  char *dir;                    /* data directory */
-  int lock_fd;                  /* DIR/LOCK, flock()ed; -1 = none */
-  MDB_env *env;                 /* DIR/checkpoint */
-  MDB_dbi dbi_tokens, dbi_conns, dbi_meta;
+  tg_wal *wal;                  /* open/close; the handle is thread-safe */
+  int level;                    /* open/close; enum tg_durability */
+  uint64_t last_lsn;            /* lock; last LSN appended */
+  char *dir;                    /* open/close; data directory */
+  int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
+  MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
+  MDB_dbi dbi_tokens, dbi_conns, dbi_meta; /* open/close */
   pthread_mutex_t ckpt_mu;      /* one checkpoint at a time */
-  uint64_t ckpt_lsn;            /* LSN the last checkpoint covers */
-  uint64_t checkpoints;
-  uint64_t ckpt_wal_bytes;      /* WAL bytes written at the last checkpoint */
-  uint64_t checkpoint_bytes;    /* auto checkpoint threshold, 0 = off */
-  pthread_t ckpt_thread;        /* automatic checkpoints */
-  int ckpt_thread_started;
+  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
+                                   under either; LSN the last checkpoint
+                                   covers */
+  uint64_t checkpoints;         /* as ckpt_lsn */
+  uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
+                                   checkpoint */
+  uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
+                                   0 = off */
+  pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
+  int ckpt_thread_started;      /* open/close */
   pthread_mutex_t ckpt_wake_mu;
-  pthread_cond_t ckpt_wake;
-  int ckpt_stop;                /* under ckpt_wake_mu */
-  tg_recovery_info recovery;
+  pthread_cond_t ckpt_wake;     /* ckpt_wake_mu */
+  int ckpt_stop;                /* ckpt_wake_mu */
+  tg_recovery_info recovery;    /* open/close */
   uint64_t synced_lsn;          /* writer thread: durable LSN at the last
                                    fdatasync (records per fdatasync) */
   uint64_t segment_lsn;         /* writer thread: current segment */
@@ -52,6 +60,15 @@ struct tg_store {
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
 };
+
+/* Debug builds: the store lock must be held here (store.c, LOCKING). */
+#ifndef NDEBUG
+#include <assert.h>
+#define TG__ASSERT_LOCKED(s) \
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) == 1)
+#else
+#define TG__ASSERT_LOCKED(s) ((void)0)
+#endif
 
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);

@@ -98,7 +98,7 @@
 #include <unistd.h>
 
 #include "wal/crc32.h"
-#include "wal/io.h"
+#include "common/io.h"
 #include "wal/wal_internal.h"
 
 #define SLOT_BYTES 128

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/endian.h"
 #include "tokengraph/wal.h"
 
 #define TG__WAL_MAGIC "TGWALSEG"     /* 8 bytes, no NUL on disk */
@@ -30,18 +31,6 @@ enum {
 
 static inline size_t tg__align8(size_t x) { return (x + 7u) & ~(size_t)7u; }
 
-static inline uint32_t tg__ld32(const unsigned char *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t tg__ld64(const unsigned char *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-static inline void tg__st32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void tg__st64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* CRC of a frame: bytes [0,4) then [8,len). */
 uint32_t tg__wal_frame_crc(const unsigned char *frame, uint32_t len);

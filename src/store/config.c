@@ -1,5 +1,6 @@
 /*
- * INI configuration loading (libinih).
+ * INI configuration loading (libinih): the store reads the file; the
+ * guardian only validates the [guardian] values it will enforce.
  *
  * Keys are described by one table; each value is parsed and range-checked
  * into a copy of the caller's configuration, which is copied back only when
@@ -18,7 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "guardian/guardian.h"
+#include "guardian/guardian.h" /* tg__guardian_validate */
 #include "tokengraph/tokengraph.h"
 
 enum key_type { K_U64, K_U32, K_FRACTION, K_BOOL, K_LEVEL, K_BACKPRESSURE };

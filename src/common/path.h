@@ -1,0 +1,15 @@
+/* Path joining for the project's few file names (segments, the identity
+   file, the checkpoint directory). */
+#ifndef TG_COMMON_PATH_H
+#define TG_COMMON_PATH_H
+
+#include <stddef.h>
+
+/* "dir/name" into out (n bytes). Returns 0, or -ENAMETOOLONG when it does
+   not fit (out is then an empty string). */
+int tg__path_join(char *out, size_t n, const char *dir, const char *name);
+
+/* The same in a malloc'd string the caller frees; NULL when out of memory. */
+char *tg__path_join_alloc(const char *dir, const char *name);
+
+#endif /* TG_COMMON_PATH_H */
