@@ -47,8 +47,7 @@
  */
 #define LMDB_MAPSIZE_MIN (64ull << 20)
 
-__attribute__((format(printf, 3, 4)))
-static void say(char *msg, size_t len, const char *fmt, ...) {
+void tg__say(char *msg, size_t len, const char *fmt, ...) {
   if (!msg || !len || msg[0]) return; /* keep the first explanation */
   va_list ap;
   va_start(ap, fmt);
@@ -93,8 +92,7 @@ static int dir_is_empty(const char *dir) {
   return empty;
 }
 
-/* 0: ours; 1: empty, to be made ours; or an error with *msg set. */
-static int check_identity(const char *dir, char *msg, size_t len) {
+int tg__store_check_identity(const char *dir, char *msg, size_t len) {
   char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
   if (!path) return TG_ENOMEM;
   int rc;
@@ -107,15 +105,15 @@ static int check_identity(const char *dir, char *msg, size_t len) {
     unsigned fmt = 0;
     if (n < 0) {
       rc = -errno;
-      say(msg, len, "%s: cannot read: %s", path, strerror(errno));
+      tg__say(msg, len, "%s: cannot read: %s", path, strerror(errno));
     } else if ((size_t)n <= pl || memcmp(buf, IDENTITY_PREFIX, pl) ||
                (buf[n] = 0, sscanf(buf + pl, "%u", &fmt) != 1) || fmt == 0) {
       rc = TG_ENOTTG;
-      say(msg, len, "%s: not a tokengraph identity file; %s is not a "
+      tg__say(msg, len, "%s: not a tokengraph identity file; %s is not a "
           "tokengraph data directory (nothing was changed)", path, dir);
     } else if (fmt > TG__DIR_FORMAT) {
       rc = TG_EVERSION;
-      say(msg, len, "%s was written in format %u; this library reads format "
+      tg__say(msg, len, "%s was written in format %u; this library reads format "
           "%u: use a newer tokengraph (nothing was changed)", dir, fmt,
           TG__DIR_FORMAT);
     } else {
@@ -127,16 +125,16 @@ static int check_identity(const char *dir, char *msg, size_t len) {
   free(path);
   if (errno != ENOENT) {
     rc = -errno;
-    say(msg, len, "%s: cannot read %s: %s", dir, IDENTITY_NAME, strerror(errno));
+    tg__say(msg, len, "%s: cannot read %s: %s", dir, IDENTITY_NAME, strerror(errno));
     return rc;
   }
   rc = dir_is_empty(dir);
   if (rc < 0) {
-    say(msg, len, "%s: cannot list: %s", dir, strerror(-rc));
+    tg__say(msg, len, "%s: cannot list: %s", dir, strerror(-rc));
     return rc;
   }
   if (!rc) {
-    say(msg, len, "%s is not empty and has no %s file: it is not a tokengraph "
+    tg__say(msg, len, "%s is not empty and has no %s file: it is not a tokengraph "
         "data directory (nothing was changed)", dir, IDENTITY_NAME);
     return TG_ENOTTG;
   }
@@ -166,24 +164,35 @@ static int lock_is_held(const char *dir) {
   return held;
 }
 
-static int take_lock(tg_store *s, char *msg, size_t len) {
-  char *path = tg__path_join_alloc(s->dir, "LOCK");
+int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len) {
+  char *path = tg__path_join_alloc(dir, "LOCK");
+  *fd_out = -1;
   if (!path) return TG_ENOMEM;
   int rc = 0;
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && !create) {
+    /* Missing: never opened, nobody holds it. Unreadable (another user's
+       0600 LOCK): a reader cannot tell and goes on, as it only reads. */
+    rc = 0;
+  } else if (fd < 0) {
     rc = -errno;
-    say(msg, len, "%s: cannot open: %s", path, strerror(errno));
+    tg__say(msg, len, "%s: cannot open: %s", path, strerror(errno));
   } else if (flock(fd, LOCK_EX | LOCK_NB)) {
     rc = errno == EWOULDBLOCK ? TG_ELOCKED : -errno;
-    say(msg, len, "%s is in use by another process or handle (%s is locked)",
-        s->dir, path);
+    tg__say(msg, len, "%s is in use by another process or handle (%s is locked): "
+            "close it first", dir, path);
     close(fd);
   } else {
-    s->lock_fd = fd;
+    *fd_out = fd;
   }
   free(path);
   return rc;
+}
+
+/* A lock handed over by tg__store_open_locked() is already held. */
+static int take_lock(tg_store *s, char *msg, size_t len) {
+  if (s->lock_fd >= 0) return 0;
+  return tg__store_lock_dir(s->dir, 1, &s->lock_fd, msg, len);
 }
 
 /* Create directory `path` (0700) when missing, and make its entry durable:
@@ -193,13 +202,13 @@ static int make_dir(const char *path, char *msg, size_t len) {
   struct stat st;
   if (stat(path, &st) == 0) {
     if (S_ISDIR(st.st_mode)) return 0;
-    say(msg, len, "%s exists and is not a directory", path);
+    tg__say(msg, len, "%s exists and is not a directory", path);
     return -ENOTDIR;
   }
   int rc = errno == ENOENT ? tg__mkdirat(AT_FDCWD, path, 0700) : -errno;
   if (rc == -EEXIST) return 0; /* another process made it first */
   if (rc) {
-    say(msg, len, "cannot create directory %s: %s", path, tg_strerror(rc));
+    tg__say(msg, len, "cannot create directory %s: %s", path, tg_strerror(rc));
     return rc;
   }
   char parent[4096];
@@ -211,7 +220,7 @@ static int make_dir(const char *path, char *msg, size_t len) {
   else parent[l++] = '.';
   parent[l] = '\0';
   if ((rc = tg__fsync_dir(parent)))
-    say(msg, len, "cannot make the creation of %s durable (fsync of %s): %s", path,
+    tg__say(msg, len, "cannot make the creation of %s durable (fsync of %s): %s", path,
         parent, tg_strerror(rc));
   return rc;
 }
@@ -232,9 +241,7 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val
   return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-/* Open (readonly == 0: create if missing) the checkpoint environment and
-   read its LSN. Read-only with no checkpoint yet: *s->env stays NULL. */
-static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
+int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
   MDB_txn *txn = NULL;
   int rc = 0, mrc;
@@ -244,7 +251,10 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   }
   struct stat st;
   if (!readonly && (rc = make_dir(cdir, msg, len))) goto cleanup;
-  int existed = stat(data, &st) == 0;
+  /* A zero-length data.mdb holds no transaction: LMDB initialises it on a
+     read-write open, so it is a checkpoint still to be made, for the
+     read-only reader as for the store. */
+  int existed = stat(data, &st) == 0 && st.st_size > 0;
   if (readonly && !existed) goto cleanup;
   /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
   unsigned flags = MDB_NOTLS | (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP);
@@ -254,7 +264,7 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
       (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
     rc = from_mdb(mrc);
-    say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
+    tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
         mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
   }
@@ -278,7 +288,7 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
   if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
     rc = TG_ENOTTG;
-    say(msg, len, "%s is an LMDB file but not a tokengraph checkpoint (no "
+    tg__say(msg, len, "%s is an LMDB file but not a tokengraph checkpoint (no "
         "'meta' database); nothing was changed", data);
     goto cleanup;
   }
@@ -291,12 +301,12 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
       goto mdb_fail;
   } else if (mrc) {
     rc = TG_ENOTTG;
-    say(msg, len, "%s: the checkpoint has no valid format record: not a "
+    tg__say(msg, len, "%s: the checkpoint has no valid format record: not a "
         "tokengraph checkpoint", data);
     goto cleanup;
   } else if (fmt > TG__DIR_FORMAT) {
     rc = TG_EVERSION;
-    say(msg, len, "%s: checkpoint format %llu is newer than this library's %u",
+    tg__say(msg, len, "%s: checkpoint format %llu is newer than this library's %u",
         data, (unsigned long long)fmt, TG__DIR_FORMAT);
     goto cleanup;
   }
@@ -313,7 +323,7 @@ static int open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   goto cleanup;
 mdb_fail:
   rc = from_mdb(mrc);
-  say(msg, len, "%s: %s", data, mdb_strerror(mrc));
+  tg__say(msg, len, "%s: %s", data, mdb_strerror(mrc));
 cleanup:
   if (txn) mdb_txn_abort(txn);
   free(cdir);
@@ -321,8 +331,7 @@ cleanup:
   return rc;
 }
 
-/* Load every token and connection of the checkpoint into the graph. */
-static int load_checkpoint(tg_store *s, char *msg, size_t len) {
+int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
   MDB_txn *txn = NULL;
   MDB_cursor *cur = NULL;
   MDB_val k, v;
@@ -335,7 +344,7 @@ static int load_checkpoint(tg_store *s, char *msg, size_t len) {
       uint32_t key;
       if (k.mv_size != sizeof key || v.mv_size != 64) {
         rc = TG_ECORRUPT;
-        say(msg, len, "%s/checkpoint: a %s record has the wrong size", s->dir,
+        tg__say(msg, len, "%s/checkpoint: a %s record has the wrong size", s->dir,
             pass ? "connection" : "token");
         goto cleanup;
       }
@@ -361,16 +370,16 @@ static int load_checkpoint(tg_store *s, char *msg, size_t len) {
   }
   rc = tg__graph_link_loaded(&s->g);
   if (rc == TG_ECORRUPT)
-    say(msg, len, "%s/checkpoint: connections and their lists disagree "
+    tg__say(msg, len, "%s/checkpoint: connections and their lists disagree "
         "(corrupt checkpoint)", s->dir);
   goto cleanup;
 bad_id:
   rc = TG_ECORRUPT;
-  say(msg, len, "%s/checkpoint: a record's id does not match its key", s->dir);
+  tg__say(msg, len, "%s/checkpoint: a record's id does not match its key", s->dir);
   goto cleanup;
 mdb_fail:
   rc = from_mdb(mrc);
-  say(msg, len, "%s/checkpoint: %s", s->dir, mdb_strerror(mrc));
+  tg__say(msg, len, "%s/checkpoint: %s", s->dir, mdb_strerror(mrc));
 cleanup:
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
@@ -379,49 +388,34 @@ cleanup:
 
 /* ---- replay ------------------------------------------------------------- */
 
-/* Redo one record exactly as the original call ran it. */
-static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
-  uint32_t id;
-  switch (r->type) {
-  case TG_REC_TOKEN_PUT: {
-    tg_token t;
-    if (r->len != sizeof t) break;
-    memcpy(&t, r->payload, sizeof t);
-    if (t.id == 0) break;
-    return tg__graph_token_put(g, &t);
+int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
+  tg_record rec;
+  int rc = tg_record_decode(r, &rec);
+  if (rc) {
+    *why = rc == TG_EINVAL ? "has an unknown record type" : "has a malformed payload";
+    return TG_ECORRUPT;
   }
+  switch (rec.type) {
+  case TG_REC_TOKEN_PUT:
+    return tg__graph_token_put(g, &rec.token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
-    if (r->len != sizeof id) break;
-    memcpy(&id, r->payload, sizeof id);
-    if (tg__graph_token_delete(g, id, NULL)) {
+    if (tg__graph_token_delete(g, rec.id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;
     }
     return 0;
-  case TG_REC_CONN_PUT: {
-    tg_connection c;
-    if (r->len != sizeof c) break;
-    memcpy(&c, r->payload, sizeof c);
-    if (c.id == 0) break;
-    int rc = tg__graph_conn_put(g, &c);
+  case TG_REC_CONN_PUT:
+    rc = tg__graph_conn_put(g, &rec.connection);
     if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
     return rc;
-  }
-  case TG_REC_CONN_DEL:
-    if (r->len != sizeof id) break;
-    memcpy(&id, r->payload, sizeof id);
-    if (tg__graph_disconnect(g, id)) {
+  default: /* TG_REC_CONN_DEL; tg_record_decode() knows no other type */
+    if (tg__graph_disconnect(g, rec.id)) {
       *why = "removes a connection that does not exist";
       return TG_ECORRUPT;
     }
     return 0;
-  default:
-    *why = "has an unknown record type";
-    return TG_ECORRUPT;
   }
-  *why = "has a malformed payload";
-  return TG_ECORRUPT;
 }
 
 /* Replay dir's WAL after `from_lsn` into g. *last gets the last LSN
@@ -436,14 +430,14 @@ static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
   *last = from_lsn - 1;
   *n = 0;
   if (rc) {
-    say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
+    tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
     return rc;
   }
   while (tg_wal_reader_next(r, &rec) == 1) {
-    rc = apply(g, &rec, &why);
+    rc = tg__store_apply(g, &rec, &why);
     if (rc) {
       if (rc == TG_ECORRUPT)
-        say(msg, len, "%s: record LSN %llu (type %u) %s: the log and the "
+        tg__say(msg, len, "%s: record LSN %llu (type %u) %s: the log and the "
             "checkpoint disagree; run 'tg-replay verify'", waldir,
             (unsigned long long)rec.lsn, rec.type, why);
       goto out;
@@ -455,13 +449,13 @@ static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
   if (end_out) *end_out = *end;
   if (end->reason == TG_WAL_END_CORRUPT) {
     rc = end->err ? end->err : TG_ECORRUPT;
-    say(msg, len, "%s/%s: %s at offset %llu after LSN %llu; later records "
+    tg__say(msg, len, "%s/%s: %s at offset %llu after LSN %llu; later records "
         "were not replayed. Nothing was repaired: see 'tg-replay verify' and "
         "'tg-replay recover'", waldir, end->path, end->what ? end->what : "corruption",
         (unsigned long long)end->offset, (unsigned long long)end->last_lsn);
   } else if (end->reason == TG_WAL_END_IO) {
     rc = end->err ? end->err : TG_EIO;
-    say(msg, len, "%s/%s: cannot read: %s", waldir, end->path, tg_strerror(rc));
+    tg__say(msg, len, "%s/%s: cannot read: %s", waldir, end->path, tg_strerror(rc));
   }
 out:
   tg_wal_reader_close(r);
@@ -642,8 +636,9 @@ fail:
 
 /* Copy the changes out under the store lock, make the log durable up to
    the LSN they reflect, write them in one LMDB transaction, then drop the
-   log segments the checkpoint covers. Caller holds ckpt_mu. */
-static int checkpoint_body(tg_store *s, snapshot *sn) {
+   log segments the checkpoint covers (*removed of them). Caller holds
+   ckpt_mu. */
+static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
   tg_wal_stats ws;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
@@ -668,7 +663,7 @@ static int checkpoint_body(tg_store *s, snapshot *sn) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, NULL);
+  tg_wal_remove_upto(s->wal, lsn, removed);
   return 0;
 }
 
@@ -678,10 +673,11 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 static int checkpoint_locked(tg_store *s) {
   snapshot sn;
   memset(&sn, 0, sizeof sn);
+  uint32_t removed = 0;
   uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
-  int rc = checkpoint_body(s, &sn);
+  int rc = checkpoint_body(s, &sn, &removed);
   tg_span_attr(&sp, 0, s->ckpt_lsn);
   tg_span_attr(&sp, 1, sn.ntok);
   tg_span_attr(&sp, 2, sn.nconn);
@@ -689,7 +685,9 @@ static int checkpoint_locked(tg_store *s) {
   tg_span_end(&sp);
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
-                       tg__now_ns() - t0, 0);
+                       tg__now_ns() - t0, removed);
+  else
+    tg__store_note_log_failure(s, rc);
   snapshot_free(&sn);
   return rc;
 }
@@ -700,6 +698,20 @@ int tg_checkpoint(tg_store *s) {
   int rc = checkpoint_locked(s);
   pthread_mutex_unlock(&s->ckpt_mu);
   return rc;
+}
+
+/* Appends blocked on the full WAL queue since the last look: one
+   backpressure event for them, recorded off the append path from the WAL's
+   counters. An append is counted when its wait begins and its time when
+   the wait ends, so a wait in progress shows in one event and its time in
+   a later one. Runs on the checkpointer thread, and at close once that
+   thread has stopped. */
+static void note_backpressure(tg_store *s, const tg_wal_stats *ws) {
+  if (ws->blocked == s->bp_blocked && ws->blocked_ns == s->bp_blocked_ns) return;
+  tg_blackbox_record(TG_BB_BACKPRESSURE, ws->blocked - s->bp_blocked,
+                     ws->blocked_ns - s->bp_blocked_ns, ws->queue_depth, 0);
+  s->bp_blocked = ws->blocked;
+  s->bp_blocked_ns = ws->blocked_ns;
 }
 
 /* The automatic checkpointer: wakes at segment switches and every 100 ms,
@@ -721,6 +733,8 @@ static void *checkpointer(void *arg) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     tg_wal_stats ws;
     tg_wal_stats_get(s->wal, &ws);
+    note_backpressure(s, &ws);
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
     pthread_mutex_lock(&s->ckpt_mu);
     if (!ws.failed && ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
       checkpoint_locked(s); /* a failure leaves the marks for the next try */
@@ -778,7 +792,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   int rc;
   if (tg__wal_config_check(&cfg->wal)) {
     const tg_wal_config *c = &cfg->wal;
-    say(msg, len, "invalid configuration: [wal] outside the TG_WAL_* limits of "
+    tg__say(msg, len, "invalid configuration: [wal] outside the TG_WAL_* limits of "
         "tokengraph/wal.h (level %d, sync_interval_ms %u, segment_bytes %llu, "
         "ring_slots %u, linger_us %u, nonblocking %d)", c->level, c->sync_interval_ms,
         (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
@@ -793,47 +807,46 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = make_dir(dir, msg, len))) return rc;
-  tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
   /* The identity is read before the lock, so that a directory that is not
      ours gets no LOCK file; and again under the lock, because another
      process may be creating the directory right now: while it holds the
      lock, what it has made so far (checkpoint/ without TOKENGRAPH) would
      look foreign, so a directory that is not ours but whose LOCK is held
      is TG_ELOCKED, and what we decide, we decide under the lock. */
-  int fresh = check_identity(dir, msg, len);
+  int fresh = tg__store_check_identity(dir, msg, len);
   if (fresh == TG_ENOTTG) {
     if (msg && len) msg[0] = 0;
     if (lock_is_held(dir)) {
-      say(msg, len, "%s is in use by another process (it is being created or "
+      tg__say(msg, len, "%s is in use by another process (it is being created or "
           "opened; its LOCK is held)", dir);
       return TG_ELOCKED;
     }
     /* A creator that released its lock between the two looks had written
        TOKENGRAPH before creating anything else: look once more. */
-    fresh = check_identity(dir, msg, len);
+    fresh = tg__store_check_identity(dir, msg, len);
   }
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
-  if ((fresh = check_identity(dir, msg, len)) < 0) return fresh;
+  if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
   if (fresh && (rc = write_identity(dir))) {
-    say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
+    tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }
-  if ((rc = open_checkpoint(s, 0, msg, len))) return rc;
+  if ((rc = tg__store_open_checkpoint(s, 0, msg, len))) return rc;
   /* LMDB creates data.mdb (and lock.mdb) without syncing their directory
      entries: make them durable before anything depends on the checkpoint. */
   {
     char *cdir = tg__path_join_alloc(dir, "checkpoint");
     if (!cdir) return TG_ENOMEM;
     rc = tg__fsync_dir(cdir);
-    if (rc) say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
+    if (rc) tg__say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
     free(cdir);
     if (rc) return rc;
   }
 
   uint64_t t0 = tg__now_ns();
   tg__graph_begin_load(&s->g);
-  if ((rc = load_checkpoint(s, msg, len))) return rc;
+  if ((rc = tg__store_load_checkpoint(s, msg, len))) return rc;
   s->recovery.checkpoint_lsn = s->ckpt_lsn;
   uint64_t t1 = tg__now_ns();
   s->recovery.load_ns = t1 - t0;
@@ -855,7 +868,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   tg_wal_open_info info;
   rc = tg__wal_open_ex(&s->wal, waldir, &cfg->wal, &wo, &info);
   if (rc) {
-    say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
+    tg__say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
     goto out;
   }
   s->recovery.torn_tail = info.torn_tail;
@@ -863,7 +876,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->recovery.torn_offset = info.torn_offset;
   if (info.last_lsn && info.last_lsn < s->ckpt_lsn) {
     rc = TG_ECORRUPT;
-    say(msg, len, "%s: the log ends at LSN %llu, before the checkpoint's LSN "
+    tg__say(msg, len, "%s: the log ends at LSN %llu, before the checkpoint's LSN "
         "%llu: files are missing or were replaced", dir,
         (unsigned long long)info.last_lsn, (unsigned long long)s->ckpt_lsn);
     goto out;
@@ -871,6 +884,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 
   s->g.track_dirty = 1;
   if ((rc = tg__graph_reserve_conn_dirty(&s->g))) goto out;
+  tg_blackbox_record(TG_BB_RECOVERY_START, s->ckpt_lsn, info.segments, 0, 0);
   uint64_t last = 0, n = 0;
   TG_SPAN_SITE(site_replay, "recovery.replay", "from_lsn", "records", "last_lsn", NULL);
   tg_span sp;
@@ -888,12 +902,12 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->recovery.replay_ns = tg__now_ns() - t1;
   if (last + 1 != info.next_lsn) {
     rc = TG_ECORRUPT;
-    say(msg, len, "%s: replay ended at LSN %llu but the log continues at %llu",
+    tg__say(msg, len, "%s: replay ended at LSN %llu but the log continues at %llu",
         waldir, (unsigned long long)last, (unsigned long long)info.next_lsn);
     goto out;
   }
-  tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
-                     info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
+  tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
+                     s->recovery.load_ns + s->recovery.replay_ns);
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_set_path(bb);
@@ -923,7 +937,13 @@ int tg__store_close_dir(tg_store *s) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     pthread_join(s->ckpt_thread, NULL);
   }
-  if (s->wal) rc = tg_wal_close(s->wal);
+  if (s->wal) {
+    tg_wal_stats ws;
+    tg_wal_stats_get(s->wal, &ws);
+    note_backpressure(s, &ws); /* what the checkpointer's tick has not seen */
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
+    rc = tg_wal_close(s->wal);
+  }
   s->wal = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
@@ -934,113 +954,5 @@ int tg__store_close_dir(tg_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   free(s->dir);
   s->dir = NULL;
-  return rc;
-}
-
-/* ---- inspection ------------------------------------------------------------ */
-
-int tg_store_inspect(const char *dir, tg_inspect_report *out,
-                     tg_progress_cb progress, void *arg, char *msg,
-                     size_t len) {
-  tg_store *s = NULL;
-  tg_wal_reader *r = NULL;
-  char *waldir = NULL, *lockp = NULL;
-  int rc, lock_fd = -1;
-  struct stat st;
-  if (msg && len) msg[0] = 0;
-  memset(out, 0, sizeof *out);
-  if (stat(dir, &st)) {
-    rc = -errno;
-    say(msg, len, "%s: %s", dir, strerror(errno));
-    return rc;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    say(msg, len, "%s is not a directory", dir);
-    return -ENOTDIR;
-  }
-  rc = check_identity(dir, msg, len);
-  if (rc == 1) {
-    say(msg, len, "%s is empty: not a tokengraph data directory", dir);
-    return TG_ENOTTG;
-  }
-  if (rc) return rc;
-  if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
-      !(waldir = tg__path_join_alloc(dir, "wal")) || !(lockp = tg__path_join_alloc(dir, "LOCK"))) {
-    rc = TG_ENOMEM;
-    goto out;
-  }
-  lock_fd = open(lockp, O_RDONLY | O_CLOEXEC);
-  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB)) {
-    rc = TG_ELOCKED;
-    say(msg, len, "%s is open in another process: close it first", dir);
-    goto out;
-  }
-  if ((rc = tg__graph_init(&s->g))) goto out;
-  s->lock_fd = -1;
-  if ((rc = open_checkpoint(s, 1, msg, len))) goto out;
-  tg__graph_begin_load(&s->g);
-  if (s->env && (rc = load_checkpoint(s, msg, len))) goto out;
-  out->checkpoint_lsn = s->ckpt_lsn;
-  out->checkpoint_tokens = s->recovery.checkpoint_tokens;
-  out->checkpoint_connections = s->recovery.checkpoint_connections;
-
-  DIR *d = opendir(waldir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      size_t n = strlen(e->d_name);
-      if (n == 24 && !strcmp(e->d_name + 20, ".wal")) out->segments++;
-    }
-    closedir(d);
-  }
-  if ((rc = tg_wal_reader_open(&r, waldir, 0))) {
-    /* No wal/ at all: an empty log. */
-    if (rc != -ENOENT) {
-      say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
-      goto out;
-    }
-    rc = 0;
-    out->end.reason = TG_WAL_END_CLEAN;
-  } else {
-    tg_wal_record rec;
-    while (tg_wal_reader_next(r, &rec) == 1) {
-      if (!out->first_lsn) out->first_lsn = rec.lsn;
-      out->last_lsn = rec.lsn;
-      out->records++;
-      if (progress && (out->records & 0xFFFFF) == 0) progress(arg, out->records, rec.lsn);
-      if (rec.lsn <= s->ckpt_lsn || out->apply_failed_lsn) continue;
-      const char *why = NULL;
-      int arc = apply(&s->g, &rec, &why);
-      if (arc) {
-        out->apply_failed_lsn = rec.lsn;
-        out->apply_failed_what = why ? why : tg_strerror(arc);
-      } else {
-        out->replayed++;
-      }
-    }
-    out->end = *tg_wal_reader_end(r);
-    /* Replay starts right after the checkpoint: a log whose oldest record
-       comes later is missing records, whatever else it holds. */
-    if (out->records && out->first_lsn > s->ckpt_lsn + 1 &&
-        out->end.reason != TG_WAL_END_CORRUPT && out->end.reason != TG_WAL_END_IO) {
-      out->end.reason = TG_WAL_END_CORRUPT;
-      out->end.err = TG_ECORRUPT;
-      out->end.what = "records between the checkpoint and the oldest segment are missing";
-    }
-  }
-  tg__graph_end_load(&s->g);
-  out->tokens = s->g.tokens.live;
-  out->connections = s->g.conns.live;
-out:
-  tg_wal_reader_close(r);
-  if (s) {
-    if (s->env) mdb_env_close(s->env);
-    tg__graph_free(&s->g);
-    free(s->dir);
-    free(s);
-  }
-  if (lock_fd >= 0) close(lock_fd);
-  free(waldir);
-  free(lockp);
   return rc;
 }

@@ -60,6 +60,9 @@ struct tg_store {
                                    fdatasync spans (enum tg__wal_io) */
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
+  uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
+                                   blocked, as of the last backpressure event */
+  uint64_t bp_blocked_ns;       /* the same for the time they waited */
 };
 
 /* Debug builds: the store lock must be held here (store.c, LOCKING). */
@@ -75,6 +78,10 @@ struct tg_store {
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
 
+/* Record the log's failure in the black box, the first time a caller sees
+   rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */
+void tg__store_note_log_failure(tg_store *s, int rc);
+
 /* Open the data directory into a store whose graph and guardian are set
    up (durable.c). On failure the store is left for tg__store_close_dir. */
 int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
@@ -83,5 +90,51 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 /* Stop the checkpointer, close the WAL, LMDB and the lock (durable.c).
    Returns the WAL's close status. Safe on a partly opened store. */
 int tg__store_close_dir(tg_store *s);
+
+/* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
+   (tg__store_lock_dir()): the store takes the descriptor over and closes
+   it on close, and on failure too (store.c). Repair uses it so that the
+   directory stays locked from its cut to the replay. */
+int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config *cfg,
+                          int lock_fd, char *msg, size_t msglen);
+
+/* ---- the data directory, shared by durable.c, inspect.c, repair.c ------ */
+
+/* Write a one-line explanation into msg, unless one is there already: the
+   first failure is the one worth reporting. */
+__attribute__((format(printf, 3, 4)))
+void tg__say(char *msg, size_t len, const char *fmt, ...);
+
+/* 0: dir is a tokengraph data directory; 1: empty, to be made one; or an
+   error with msg set (TG_ENOTTG, TG_EVERSION, -errno). */
+int tg__store_check_identity(const char *dir, char *msg, size_t len);
+
+/* Take DIR/LOCK (flock, exclusive, non-blocking): the one lock of a data
+   directory. create: make the file when missing (an open, a repair);
+   otherwise (a reader, which must not write) a LOCK that is missing or
+   cannot be opened leaves *fd_out -1 and returns 0. Errors: TG_ELOCKED
+   (held elsewhere), -errno. */
+int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len);
+
+/* Open (readonly == 0: create if missing) the checkpoint environment of
+   s->dir and read its LSN into s->ckpt_lsn. Read-only with no checkpoint
+   yet (missing, empty, or never committed to): s->env stays NULL. */
+int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len);
+
+/* Load every token and connection of the checkpoint into s->g. */
+int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len);
+
+/* Redo one record exactly as the original call ran it. TG_ECORRUPT with
+   *why set when it does not apply. */
+int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why);
+
+/* tg_store_inspect() for a caller that has checked dir and holds (or has
+   chosen not to take) its lock (inspect.c). */
+int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_cb progress,
+                          void *arg, char *msg, size_t len);
+
+/* stat dir and check its identity, for a reader: -ENOENT, -ENOTDIR,
+   TG_ENOTTG (also for an empty directory), TG_EVERSION, with msg set. */
+int tg__store_check_dir(const char *dir, char *msg, size_t len);
 
 #endif /* TG_STORE_INTERNAL_H */
