@@ -1054,8 +1054,13 @@ static void *writer_main(void *arg) {
       continue;
     }
     spins = 0;
-    /* Drained and nothing due to sync (sync_due syncs at close): done. */
+    /* Drained and nothing due to sync (sync_due syncs at close): done. The
+       head read above may predate appends that returned before
+       tg_wal_close: the acquire load of `closing` makes them visible, so
+       look again before ending (else a clean close could drop them - seen
+       as two acknowledged records missing after close, 1 run in 8). */
     if (atomic_load_explicit(&w->closing, ACQ)) {
+      if (atomic_load_explicit(&w->head, ACQ) != w->next) continue;
       close_marker(w);
       break;
     }
