@@ -169,6 +169,17 @@ int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size
   *fd_out = -1;
   if (!path) return TG_ENOMEM;
   int rc = 0;
+  struct stat dst;
+  if (create && stat(dir, &dst) == 0 && dst.st_uid != geteuid()) {
+    /* Files made now (LOCK, segments, the checkpoint) would belong to us,
+       and the directory's owner could no longer open them (root running
+       tg-replay recover on a user's store would lock the user out). */
+    tg__say(msg, len, "%s belongs to uid %u but this process runs as uid %u: run "
+            "as the directory's owner (files created now would lock the owner out; "
+            "nothing was changed)", dir, (unsigned)dst.st_uid, (unsigned)geteuid());
+    free(path);
+    return -EPERM;
+  }
   int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
   if (fd < 0 && !create) {
     /* Missing: never opened, nobody holds it. Unreadable (another user's
