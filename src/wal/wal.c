@@ -1762,7 +1762,13 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   pthread_mutex_init(&w->seg_mu, NULL);
   pthread_mutex_init(&w->spill_mu, NULL);
   pthread_mutex_init(&w->sync_mu, NULL);
-  pthread_cond_init(&w->sync_cv, NULL);
+  /* The sync thread's timed wait is on the monotonic clock (tg__now_ns):
+     the default, CLOCK_REALTIME, would put every deadline in the past. */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->sync_cv, &ca);
+  pthread_condattr_destroy(&ca);
   pthread_cond_init(&w->durable_cv, NULL);
   pthread_cond_init(&w->space_cv, NULL);
   w->dir = strdup(dir);
