@@ -7,8 +7,9 @@
  *
  * The WAL directory holds segments named "%020llu.wal" after the LSN of their
  * first record, possibly "next.tmp" (a segment being prepared, not part of
- * the log) and "<segment>.broken[.N]" (bytes a recovery cut, kept). LSNs
- * are consecutive across the whole log, in [1, 2^56).
+ * the log), "<segment>.broken[.N]" (bytes a recovery cut, kept) and "ring"
+ * (the append queue, see RING FILE; never part of the log). LSNs are
+ * consecutive across the whole log, in [1, 2^56).
  *
  * Segment header, 64 bytes at offset 0:
  *    0   8  magic "TGWALSEG"
@@ -86,15 +87,69 @@
  *
  * THE PIPELINE. Appenders claim an LSN with one atomic fetch_add on `head`
  * (LSN == ring sequence number, so file order == LSN order), copy their
- * frame header and payload into a 128-byte ring slot (or, for a payload over
- * 96 bytes, hang a malloc'd copy on the slot) and publish it with a release
- * store (LMAX Disruptor / NanoLog style): no lock, no allocation, no system
- * call for a small record. There is one such path, enqueue(); only the
- * public entry points decide whether to wait for durability afterwards. One
- * writer thread drains published slots in order into a 1 MiB buffer,
- * computes each frame's CRC there, pwrites the batch and fdatasyncs by
- * level. It sleeps on a futex only when the ring is empty; an appender pays
- * for a wake-up only when it sees the writer's `sleeping` state set.
+ * frame header and payload into a 128-byte ring slot (a payload over 96
+ * bytes goes to the ring file's spill region instead, see RING FILE) and
+ * publish it with a release store (LMAX Disruptor / NanoLog style): no
+ * lock, no allocation, no system call for a small record. There is one
+ * such path, enqueue(); only the public entry points decide whether to wait
+ * for durability afterwards. One writer thread drains published slots in
+ * order into a 1 MiB buffer, computes each frame's CRC there, pwrites the
+ * batch, and only then gives the slots back (`consumed`): until its record
+ * is in the file, a slot is what a crash recovers it from. The writer
+ * fdatasyncs at STRICT; at the other levels the sync thread does (SYNC
+ * THREAD). It sleeps on a futex only when the ring is empty; an appender
+ * pays for a wake-up only when it sees the writer's `sleeping` state set.
+ *
+ * RING FILE. The ring is not anonymous memory but a MAP_SHARED mapping of
+ * the file "ring" in the WAL directory (docs/wal-format.md, "The ring
+ * file", has the layout): a store to a slot is a store to the page cache,
+ * which outlives the process. So a record published before a crash (kill
+ * -9, abort, a fatal signal) is still there for the next open in the same
+ * boot, at no cost to the append: the same copy and release store as into
+ * anonymous memory. Layout: a 4096-byte header (magic "TGWALRNG", version
+ * 1, header size, slot size 128, slot count, spill size, the boot id of
+ * /proc/sys/kernel/random/boot_id, CRC of bytes 0..79, state), the slots
+ * (published LSN, spill position, frame header, 96 inline payload bytes),
+ * then the spill region (2 x TG_WAL_MAX_PAYLOAD bytes): a larger payload is
+ * copied there, its bytes and its LSN claimed together under spill_mu so
+ * that spill order is LSN order and the writer frees the region in order
+ * (spill_consumed); a record that would cross the region's end starts at
+ * its beginning. The file is created 0600, opened O_NOFOLLOW relative to
+ * the directory, refused unless a regular file, and its blocks allocated
+ * at open (a store into a hole of a shared mapping on a full disk would be
+ * a SIGBUS in an appender). Recovery, at open after the log's end E is
+ * known and before anything else: only if the header is valid, names this
+ * boot (the page cache the records were stored into is still the one in
+ * memory) and is not marked closed cleanly, append the slots for E+1, E+2,
+ * ... in order while each is published for exactly that LSN (the published
+ * word and the frame's LSN both) and its payload lies inside the file,
+ * then fdatasync; info->ring_records says how many. A slot is never torn:
+ * `published` is an append's last store, with release order, and after a
+ * process crash the page cache holds exactly what the process stored, so
+ * the checks only reject what is not a record of this log. Then the ring
+ * is stamped with this boot, its slots zeroed (no stale LSN can match
+ * later), and a clean close marks it closed (state 2), so that a log cut
+ * short later, by hand or by a tool, is not extended again from it. After
+ * a reboot (another boot id) the ring is ignored: only what was
+ * fdatasynced counts, as the contract says for a power loss. The boot id
+ * is read through the I/O seam (tg__io.boot_id), so tests simulate a
+ * reboot. A failed WAL leaves the ring marked in use: the next open
+ * appends what was queued and never written.
+ *
+ * SYNC THREAD. At BALANCED and RELAXED a second thread makes the log
+ * durable, so that records keep flowing to the kernel while an fdatasync
+ * is in flight (a writer that synced itself handed nothing new to the
+ * kernel for the whole fdatasync, and BALANCED lost work acknowledged
+ * several intervals back). After each write the writer tells it how far
+ * the file goes (sync_fd, sync_written, under sync_mu); it fdatasyncs that
+ * at BALANCED every sync_interval_ms counted from the start of its
+ * previous fdatasync (so a record written at t is durable by t +
+ * sync_interval_ms + one fdatasync), and at every level as soon as a
+ * caller waits for durability (sync_req; tg_wal_sync, a checkpoint). The
+ * writer still syncs itself at STRICT (every batch: group commit, below),
+ * before a segment switch and at close: then it first waits for the
+ * thread's fdatasync in flight and keeps it out (lock_sync_thread), so the
+ * thread never syncs, or holds, a descriptor the writer closes.
  *
  * LINGER. At BALANCED and RELAXED an idle writer does not spin and is not
  * woken per append: it sleeps up to linger_us (default 1 ms; the BALANCED
@@ -104,15 +159,24 @@
  * VM (2 vCPUs, reference workload: one append per 1,000 token creations,
  * about every 16 us): waking or spinning the writer for each append slowed
  * the creating thread by 24-36% (a futex wake and a vCPU wake-up per
- * append); lingering 1 ms brings that to 4-8%. What it gives up: on kill -9
- * up to linger_us of appends can still be queued (the contract's "what was
- * still queued"). STRICT keeps the spin and the per-append wake.
+ * append); lingering 1 ms brings that to 4-8%. What it gives up: on a
+ * power loss, up to linger_us more of appends (they reach the file that
+ * much later); on a process crash nothing, the ring file keeps them.
+ * STRICT keeps the spin and the per-append wake.
  *
- * LOCKING. Two mutexes, never held together: `mu` guards the waits on the
- * two condition variables (a waiter re-checks `durable`, `failed` or
- * `consumed` under it, and whoever changes them broadcasts under it);
- * `seg_mu` guards the segment list (the writer's switch against
- * tg_wal_remove_upto, which also unlinks under it). No I/O under `mu`.
+ * LOCKING. Four mutexes. `mu` guards the waits on the two condition
+ * variables (a waiter re-checks `durable`, `failed`, `consumed` or
+ * `spill_consumed` under it, and whoever changes them broadcasts under
+ * it); `seg_mu` guards the segment list (the writer's switch against
+ * tg_wal_remove_upto, which also unlinks under it); `spill_mu` orders the
+ * spill region's allocation with the LSN claim of a spilled record;
+ * `sync_mu` guards the sync_* fields shared by the writer and the sync
+ * thread. Lock order: sync_mu before seg_mu and mu (the writer's switch
+ * and its own fdatasyncs run under sync_mu); spill_mu before mu (a spilled
+ * append waiting for space); mu and seg_mu are never held together. No
+ * I/O under `mu`, `seg_mu` or `spill_mu`; `sync_mu` is held across the
+ * writer's fdatasyncs and switch, which only the sync thread and callers
+ * asking for a sync (sync_kick) wait for.
  * Fields marked writer-private are used by the writer thread only, and by
  * tg_wal_open/close while no writer thread runs; debug builds assert both
  * (assert_writer, assert_mu_held).
@@ -130,9 +194,10 @@
  *     tg_wal_close stores `closing` then exchanges `sleeping`.
  *   SLEEP/SPACE: the writer stores `sleeping` then loads `space_waiters`; a
  *     blocked appender adds to `space_waiters` then exchanges `sleeping`.
- *   CONSUMED/SPACE: the writer stores `consumed` then loads
- *     `space_waiters`; a blocked appender adds to `space_waiters` then loads
- *     `consumed` - it either sees the space or is sent the broadcast.
+ *   CONSUMED/SPACE: the writer stores `spill_consumed` and `consumed` then
+ *     loads `space_waiters`; a blocked appender adds to `space_waiters`
+ *     then loads `consumed` (or `spill_consumed`) - it either sees the
+ *     space or is sent the broadcast.
  * Each seq_cst operation below names its pair.
  */
 #include <assert.h>

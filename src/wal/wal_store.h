@@ -12,18 +12,23 @@
 
 #include "tokengraph/wal.h"
 
-/* Called by the writer thread after each fdatasync, with its latency and the
-   LSN now durable. Must be cheap and must not call into this WAL. */
+/* Called after each fdatasync of a segment, with its latency and the LSN
+   now durable: by the writer thread, or at BALANCED and RELAXED by the sync
+   thread (never by both at once; on the opening thread for the fdatasync
+   that follows records recovered from the ring file). Must be cheap and
+   must not call into this WAL. */
 typedef void (*tg__wal_sync_hook)(void *arg, uint64_t latency_ns, uint64_t durable_lsn);
 /* Called by the writer thread when it starts a new segment (first LSN), and
    once at open (on the opening thread) for the segment appends continue in.
    Same rules. */
 typedef void (*tg__wal_segment_hook)(void *arg, uint64_t first_lsn);
 
-/* Called by the writer thread just before (phase 0) and just after
-   (phase 1) each batch write (what = TG__WAL_IO_WRITE, n = bytes) and each
-   fdatasync (what = TG__WAL_IO_SYNC, n = LSN it makes durable), so a caller
-   can trace them. Same rules as the other hooks. */
+/* Called just before (phase 0) and just after (phase 1) each batch write
+   (what = TG__WAL_IO_WRITE, n = bytes; the writer thread) and each
+   fdatasync (what = TG__WAL_IO_SYNC, n = LSN it makes durable; the thread
+   that syncs, as for the sync hook: a write and an fdatasync may run at
+   the same time), so a caller can trace them. Not called for the opening
+   thread's recovery from the ring file. Same rules as the other hooks. */
 enum tg__wal_io { TG__WAL_IO_WRITE = 1, TG__WAL_IO_SYNC = 2 };
 typedef void (*tg__wal_io_hook)(void *arg, int what, int phase, uint64_t n);
 
