@@ -230,7 +230,9 @@ typedef struct tg_store tg_store;
  * the directory), TG_ENOTTG (a non-empty directory that is not a tokengraph
  * data directory, or a checkpoint that is not ours), TG_EVERSION (written
  * by a newer format), TG_ECORRUPT (corruption in the middle of the log or in
- * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -errno.
+ * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -EPERM (the
+ * directory belongs to another user: its owner must open it, since files
+ * made now would lock the owner out; nothing is changed), -errno.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);

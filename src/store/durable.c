@@ -169,6 +169,17 @@ int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size
   *fd_out = -1;
   if (!path) return TG_ENOMEM;
   int rc = 0;
+  struct stat dst;
+  if (create && stat(dir, &dst) == 0 && dst.st_uid != geteuid()) {
+    /* Files made now (LOCK, segments, the checkpoint) would belong to us,
+       and the directory's owner could no longer open them (root running
+       tg-replay recover on a user's store would lock the user out). */
+    tg__say(msg, len, "%s belongs to uid %u but this process runs as uid %u: run "
+            "as the directory's owner (files created now would lock the owner out; "
+            "nothing was changed)", dir, (unsigned)dst.st_uid, (unsigned)geteuid());
+    free(path);
+    return -EPERM;
+  }
   int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
   if (fd < 0 && !create) {
     /* Missing: never opened, nobody holds it. Unreadable (another user's
@@ -921,7 +932,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                      s->recovery.load_ns + s->recovery.replay_ns);
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
-    if (bb) tg_blackbox_set_path(bb);
+    if (bb) tg_blackbox_add_path(bb, &s->bb_slot);
     free(bb);
   }
   if (cfg->crash_dump && tg_blackbox_install_signal_handlers() == 0) s->crash_dump = 1;
@@ -941,6 +952,8 @@ int tg__store_close_dir(tg_store *s) {
   int rc = 0;
   if (!s->dir) return 0;
   if (s->crash_dump) tg_blackbox_remove_signal_handlers();
+  tg_blackbox_remove_path(s->bb_slot);
+  s->bb_slot = -1;
   if (s->ckpt_thread_started) {
     pthread_mutex_lock(&s->ckpt_wake_mu);
     s->ckpt_stop = 1;

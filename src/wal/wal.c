@@ -166,15 +166,6 @@
 #define BUF_BYTES (1u << 20) /* writer batch: 1 MiB, the size the raw reference uses */
 #define TMP_NAME "next.tmp"
 
-/* LAG: queue delay allowed beyond linger_us before appenders wait for the
-   writer (see LAG). */
-#define LAG_SLACK_NS 1000000u
-/* LAG: one append in 64 reads the clock (~20 ns), 0.3 ns an append. */
-#define LAG_SAMPLE_MASK 63u
-/* LAG: a queue shorter than this is never "behind" (an idle writer's
-   caught_up_ns is old, yet it is woken by the record in time). */
-#define LAG_MIN_QUEUE 256u
-
 #define RLX memory_order_relaxed
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -239,9 +230,6 @@ struct tg_wal {
   uint64_t linger_wake;      /* a lingering writer is woken once this many
                                 records are queued */
   _Atomic int failed;        /* 0, TG_ENOSPC or TG_EIO; set once, under mu */
-  _Atomic int lagging;       /* BALANCED/RELAXED: the writer is behind by
-                                more than lag_max_ns (LAG); written by the
-                                writer on a change only */
   int os_errno;              /* errno behind `failed` (written before it) */
 
   alignas(64) _Atomic uint64_t head;     /* next LSN to hand out */
@@ -296,11 +284,6 @@ struct tg_wal {
   size_t buf_len;            /* bytes in buf */
   uint64_t buf_last;         /* LSN of the last frame in buf */
   uint64_t interval_ns;      /* BALANCED sync interval */
-  uint64_t lag_max_ns;       /* LAG: the queue delay at which appenders
-                                wait for their own record to be written */
-  _Atomic uint64_t caught_up_ns; /* LAG: when the writer last had written
-                                every record claimed before then; stored
-                                by the writer once per drain round */
   uint64_t linger_ns;        /* BALANCED/RELAXED: an idle writer looks this
                                 often; 0 = sleep until woken */
 
@@ -676,10 +659,6 @@ static void switch_segment(tg_wal *w, uint64_t first) {
   assert_writer(w);
   flush_buf(w);
   if (atomic_load_explicit(&w->failed, RLX)) return;
-  /* LAG: a switch holds the writer for up to three fdatasyncs; appenders
-     wait for their records meanwhile instead of queueing unwritten work.
-     Relaxed: as in note_lag, which clears it once the writer caught up. */
-  if (w->lag_max_ns) atomic_store_explicit(&w->lagging, 1, RLX);
   lock_sync_thread(w);
   take_sync_done(w);
   /* The old segment is complete on disk before the new one exists: its
@@ -1000,36 +979,14 @@ static void sync_kick(tg_wal *w) {
   pthread_mutex_unlock(&w->sync_mu);
 }
 
-/* LAG: after a drain round that began at t0 with head h0. Every record
-   claimed before t0 is written if next >= h0; otherwise the oldest record
-   still queued was claimed after caught_up_ns, so its queue delay is at
-   most t0 - caught_up_ns. */
-static void note_lag(tg_wal *w, uint64_t t0, uint64_t h0) {
-  assert_writer(w);
-  /* Relaxed: the writer is the only one to store `lagging`; appenders read
-     it as a hint to slow down, and wait on `consumed` for the real thing. */
-  int lag = atomic_load_explicit(&w->lagging, RLX);
-  if (w->next >= h0) {
-    atomic_store_explicit(&w->caught_up_ns, t0, RLX);
-    if (lag) atomic_store_explicit(&w->lagging, 0, RLX);
-  } else if (!lag && t0 - atomic_load_explicit(&w->caught_up_ns, RLX) > w->lag_max_ns) {
-    atomic_store_explicit(&w->lagging, 1, RLX);
-  }
-}
-
 static void *writer_main(void *arg) {
   tg_wal *w = arg;
 #ifndef NDEBUG
   tls_writer_of = w;
 #endif
   unsigned spins = 0;
-  atomic_store_explicit(&w->caught_up_ns, tg__now_ns(), RLX);
   while (!atomic_load_explicit(&w->failed, RLX)) {
-    uint64_t t0 = w->lag_max_ns ? tg__now_ns() : 0;
-    /* Relaxed: only a bound, as in drain(). */
-    uint64_t h0 = atomic_load_explicit(&w->head, RLX);
     uint64_t n = drain(w);
-    if (w->lag_max_ns) note_lag(w, t0, h0);
     if (atomic_load_explicit(&w->failed, RLX) || prepare_ahead(w)) break;
 
     if (sync_due(w)) {
@@ -1099,40 +1056,6 @@ done:
     rc = atomic_load_explicit(&w->failed, ACQ);
   atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
   return rc;
-}
-
-/* LAG: wait until record seq is written (its slot given back), or the WAL
-   failed (the record stays queued in the ring file: not an error of this
-   append). */
-static void wait_written(tg_wal *w, uint64_t seq) {
-  /* Acquire: as in claim(). */
-  if (atomic_load_explicit(&w->consumed, ACQ) > seq) return;
-  uint64_t t0 = tg__now_ns();
-  atomic_fetch_add_explicit(&w->st_blocked, 1, RLX);
-  mu_lock(w);
-  atomic_fetch_add_explicit(&w->space_waiters, 1, SEQ); /* CONSUMED/SPACE, SLEEP/SPACE */
-  while (atomic_load_explicit(&w->consumed, SEQ) <= seq && /* CONSUMED/SPACE */
-         !atomic_load_explicit(&w->failed, RLX)) {          /* set under mu */
-    wake_writer(w);
-    mu_wait(w, &w->space_cv);
-  }
-  atomic_fetch_sub_explicit(&w->space_waiters, 1, RLX);
-  mu_unlock(w);
-  atomic_fetch_add_explicit(&w->st_blocked_ns, tg__now_ns() - t0, RLX);
-}
-
-/* LAG, on the appender's side: every LAG_SAMPLE-th append (or any while
-   `lagging` is set) looks whether the writer is behind - it may be behind
-   because it is not running at all, and then only an appender can tell -
-   and if so waits until its own record is written. */
-static void lag_check(tg_wal *w, uint64_t seq) {
-  /* Relaxed throughout: hints; the wait itself is on `consumed`. */
-  if (!atomic_load_explicit(&w->lagging, RLX)) {
-    if (seq - atomic_load_explicit(&w->consumed, RLX) < LAG_MIN_QUEUE) return;
-    if (tg__now_ns() - atomic_load_explicit(&w->caught_up_ns, RLX) <= w->lag_max_ns) return;
-    atomic_store_explicit(&w->lagging, 1, RLX);
-  }
-  wait_written(w, seq);
 }
 
 static inline int claim(tg_wal *w, uint64_t *seq) {
@@ -1286,14 +1209,7 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   uint64_t seq = 0;
   if (w->level != TG_WAL_STRICT) {
     int rc = append_nowait(w, type, payload, len, &seq);
-    if (TG_LIKELY(rc == 0)) {
-      /* Relaxed: a hint (LAG); a stale 0 acknowledges one more record
-         queued, a stale 1 costs one check of `consumed`. */
-      if (TG_UNLIKELY(atomic_load_explicit(&w->lagging, RLX) || !(seq & LAG_SAMPLE_MASK)) &&
-          w->lag_max_ns)
-        lag_check(w, seq);
-      if (lsn) *lsn = seq;
-    }
+    if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
     return rc;
   }
   /* Relaxed: strict_inflight is gather()'s heuristic. */
@@ -1315,13 +1231,7 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn) {
   uint64_t seq = 0;
   int rc = append_nowait(w, type, payload, len, &seq);
-  if (TG_LIKELY(rc == 0)) {
-    /* Relaxed: as in tg_wal_append. */
-    if (w->lag_max_ns &&
-        TG_UNLIKELY(atomic_load_explicit(&w->lagging, RLX) || !(seq & LAG_SAMPLE_MASK)))
-      lag_check(w, seq);
-    if (lsn) *lsn = seq;
-  }
+  if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
   return rc;
 }
 
@@ -1848,14 +1758,17 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
   w->linger_ns = c.level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
-  /* LAG: an idle writer looks every linger_us, so a queue delay up to that
-     is normal; LAG_SLACK_NS more covers one drain round. */
-  w->lag_max_ns = c.level == TG_WAL_STRICT || c.nonblocking ? 0 : w->linger_ns + LAG_SLACK_NS;
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);
   pthread_mutex_init(&w->spill_mu, NULL);
   pthread_mutex_init(&w->sync_mu, NULL);
-  pthread_cond_init(&w->sync_cv, NULL);
+  /* The sync thread's timed wait is on the monotonic clock (tg__now_ns):
+     the default, CLOCK_REALTIME, would put every deadline in the past. */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w->sync_cv, &ca);
+  pthread_condattr_destroy(&ca);
   pthread_cond_init(&w->durable_cv, NULL);
   pthread_cond_init(&w->space_cv, NULL);
   w->dir = strdup(dir);
