@@ -532,7 +532,7 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
       if (r->cur + 1 < r->nseg)
         return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off, what);
       /* Last segment: torn only if nothing valid follows the bad frame. */
-      for (size_t q = r->off + TG__WAL_ALIGN; q < r->size; q += TG__WAL_ALIGN) {
+      for (size_t q = r->off + TG__WAL_ALIGN; q < r->size && q < r->data_end; q += TG__WAL_ALIGN) {
         uint32_t l2;
         const char *w2;
         if (frame_at(r->map, r->size, q, &l2, &w2) == F_VALID) {
