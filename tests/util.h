@@ -1,8 +1,9 @@
 /*
- * Helpers the tests share: a scratch directory, waiting on observable state
- * with a deadline, reading a pipe with a deadline, running a program with
- * its output captured, and small file helpers. Include after <cmocka.h>:
- * a helper that cannot do its job fails the running test.
+ * Helpers the tests share: a scratch directory (and the cmocka fixture that
+ * gives each test its own), waiting on observable state with a deadline,
+ * reading a pipe with a deadline, running a program with its output
+ * captured, small file helpers and opening a store. Include after
+ * <cmocka.h>: a helper that cannot do its job fails the running test.
  *
  * Every wait has a deadline, TGT_PATIENCE_NS, so that a bug makes a test
  * fail with a message instead of hanging the suite. It is not a time limit
@@ -20,11 +21,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "tg_progutil.h"
+#include "tokengraph/tokengraph.h"
+#include "wal/crc32.h"
 
 #define TGT_PATIENCE_NS (120ull * 1000000000ull)
 
@@ -41,6 +46,33 @@ static inline void tgt_rmtree(const char *path) {
   int rc = tgp_rmtree(path);
   if (rc) fail_msg("cannot remove %s: %s", path, strerror(-rc));
 }
+
+/* The shared fixture: each test gets a fresh scratch directory, tgt_root,
+   named after the test program, with tgt_data and tgt_wal the paths a data
+   directory and its log would have inside it (neither is created). The
+   teardown puts the I/O seam back to the system calls before removing the
+   directory, so a test that injected faults cannot leak them into the
+   next one. List such tests with TGT_TEST(fn). */
+static char tgt_root[128] __attribute__((unused)); /* the scratch directory */
+static char tgt_data[192] __attribute__((unused)); /* tgt_root/data */
+static char tgt_wal[256] __attribute__((unused));  /* tgt_data/wal */
+
+static inline int tgt_setup(void **state) {
+  (void)state;
+  tgt_mkdtemp(tgt_root, sizeof tgt_root, program_invocation_short_name);
+  snprintf(tgt_data, sizeof tgt_data, "%s/data", tgt_root);
+  snprintf(tgt_wal, sizeof tgt_wal, "%s/wal", tgt_data);
+  return 0;
+}
+
+static inline int tgt_teardown(void **state) {
+  (void)state;
+  tg__io_reset();
+  tgt_rmtree(tgt_root);
+  return 0;
+}
+
+#define TGT_TEST(fn) cmocka_unit_test_setup_teardown(fn, tgt_setup, tgt_teardown)
 
 /* ---- waiting ----------------------------------------------------------------- */
 
@@ -109,25 +141,41 @@ static inline int tgt_wait_child(pid_t pid) {
 
 /* ---- files ---------------------------------------------------------------- */
 
+/* The whole of an existing file (malloc'd, with a NUL after its *len
+   bytes); a file that cannot be read fails the test. */
+static inline char *tgt_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot read %s: %s", path, strerror(errno));
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  long n = ftell(f);
+  assert_true(n >= 0);
+  rewind(f);
+  char *b = malloc((size_t)n + 1);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  b[n] = 0;
+  if (len) *len = (size_t)n;
+  return b;
+}
+
 /* The whole file as a NUL-terminated string (malloc'd); "" if it is
    missing. */
 static inline char *tgt_slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
     char *e = strdup("");
     assert_non_null(e);
     return e;
   }
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  assert_true(n >= 0);
-  char *b = malloc((size_t)n + 1);
-  assert_non_null(b);
-  size_t got = fread(b, 1, (size_t)n, f);
-  b[got] = 0;
-  fclose(f);
-  return b;
+  return tgt_read_file(path, NULL);
+}
+
+/* The size of an existing file. */
+static inline uint64_t tgt_file_size(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) fail_msg("cannot stat %s: %s", path, strerror(errno));
+  return (uint64_t)st.st_size;
 }
 
 /* Create or replace path with text. */
@@ -136,6 +184,65 @@ static inline void tgt_write_file(const char *path, const char *text) {
   if (!f) fail_msg("cannot write %s: %s", path, strerror(errno));
   fputs(text, f);
   assert_int_equal(fclose(f), 0);
+}
+
+/* ---- stores ---------------------------------------------------------------- */
+
+/* Open the store in dir (NULL: in memory) with cfg (NULL: the defaults);
+   an open that fails fails the test with the store's message. */
+static inline tg_store *tgt_open(const char *dir, const tg_store_config *cfg) {
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, dir, cfg, msg, sizeof msg);
+  if (rc) fail_msg("open %s: %s: %s", dir ? dir : "(memory)", tg_err_name(rc), msg);
+  return s;
+}
+
+/* The path of the log segment that begins at LSN first in tgt_wal, with
+   suffix ("" or ".broken") after ".wal". */
+static inline void tgt_seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
+  snprintf(buf, len, "%s/%020llu.wal%s", tgt_wal, (unsigned long long)first, suffix);
+}
+
+/* A file's bytes as they were at one moment, to put back later: what a
+   copy of a data directory taken at that moment would hold. */
+typedef struct tgt_saved {
+  char path[320]; /* the file */
+  char *bytes;    /* its content when saved (malloc'd) */
+  size_t len;     /* and length */
+} tgt_saved;
+
+/* Save the log segment that begins at LSN first. */
+static inline tgt_saved tgt_save_segment(uint64_t first) {
+  tgt_saved v;
+  tgt_seg_path(v.path, sizeof v.path, first, "");
+  v.bytes = tgt_read_file(v.path, &v.len);
+  return v;
+}
+
+/* Write the saved bytes back (creating the file if it is gone) and free
+   them. */
+static inline void tgt_restore(tgt_saved *v) {
+  FILE *f = fopen(v->path, "wb");
+  if (!f) fail_msg("cannot write %s: %s", v->path, strerror(errno));
+  assert_int_equal(fwrite(v->bytes, 1, v->len, f), v->len);
+  assert_int_equal(fclose(f), 0);
+  free(v->bytes);
+  v->bytes = NULL;
+}
+
+/* Make the header of the segment at path claim a segment of `bytes` bytes,
+   with a CRC that matches: only the value is wrong. */
+static inline void tgt_claim_segment_bytes(const char *path, uint64_t bytes) {
+  unsigned char h[64];
+  int fd = open(path, O_RDWR);
+  if (fd < 0) fail_msg("cannot open %s: %s", path, strerror(errno));
+  assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+  memcpy(h + 24, &bytes, 8);
+  uint32_t crc = tg__crc32(0, h, 60);
+  memcpy(h + 60, &crc, 4);
+  assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+  close(fd);
 }
 
 /* ---- running a program ---------------------------------------------------- */
