@@ -23,27 +23,9 @@
 #include "tokengraph/tokengraph.h"
 #include "util.h"
 
-#define SEG_BYTES 65536u /* small segments: 818 80-byte frames each */
-#define FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
-#define PER_SEG 818u     /* records in one segment */
+#define PER_SEG 818u /* records in one TGT_SEG_BYTES segment */
 
 /* ---- fixtures -------------------------------------------------------------- */
-
-static tg_store_config fixture_config(void) {
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.wal.level = TG_RELAXED;
-  cfg.wal.segment_bytes = SEG_BYTES;
-  cfg.checkpoint_bytes = 0;
-  cfg.wal.ring_slots = 1024;
-  cfg.crash_dump = 0;
-  return cfg;
-}
-
-static tg_store *open_data(void) {
-  tg_store_config cfg = fixture_config();
-  return tgt_open(tgt_data, &cfg);
-}
 
 /* Tokens `from`..`to` (the store numbers them in order). */
 static void add_tokens(tg_store *s, uint32_t from, uint32_t to) {
@@ -64,7 +46,7 @@ static int exists(const char *path) {
 
 /* The number of live tokens the store opens with, or the open's error. */
 static int open_count(uint64_t *tokens, char *msg, size_t len) {
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   tg_store *s = NULL;
   int rc = tg_store_open_msg(&s, tgt_data, &cfg, msg, len);
   if (rc) return rc;
@@ -86,7 +68,7 @@ static int inspect(tg_inspect_report *r) {
 
 static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
   assert_int_equal(tg_store_close(s), 0);
   char path[320];
@@ -113,7 +95,7 @@ static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **sta
   tgt_seg_path(path, sizeof path, 1, "");
   int fd = open(path, O_WRONLY);
   assert_true(fd >= 0);
-  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 64 + 10 * FRAME + 20), 4);
+  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 64 + 10 * TGT_FRAME + 20), 4);
   close(fd);
   assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
   while (tg_wal_reader_next(r, &rec) == 1) continue;
@@ -127,7 +109,7 @@ static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **sta
 
 static void test_records_carry_the_position_of_their_frame(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 900);
   assert_int_equal(tg_store_close(s), 0);
   tg_wal_reader *r = NULL;
@@ -136,7 +118,7 @@ static void test_records_carry_the_position_of_their_frame(void **state) {
   assert_int_equal(tg_wal_reader_next(r, &rec), 1);
   assert_int_equal(rec.lsn, 850);
   assert_int_equal(rec.segment, 1 + PER_SEG);
-  assert_int_equal(rec.offset, 64 + (850 - 1 - PER_SEG) * FRAME);
+  assert_int_equal(rec.offset, 64 + (850 - 1 - PER_SEG) * TGT_FRAME);
   assert_int_equal(tg_wal_reader_segments(r), 2);
   assert_int_equal(tg_wal_reader_segment(r, 1), 1 + PER_SEG);
   assert_int_equal(tg_wal_reader_segment(r, 2), 0);
@@ -177,7 +159,7 @@ static void test_record_decode_refuses_malformed_payloads(void **state) {
 
 static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 300);
   assert_int_equal(tg_store_close(s), 0);
   char p[320];
@@ -200,7 +182,7 @@ static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(v
    segment from before and the checkpoint from after, so records in between
    are missing, but all of them are in the checkpoint. */
 static void make_live_copy(void) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
   tgt_saved first = tgt_save_segment(1);
   assert_int_equal(tg_checkpoint(s), 0); /* covers 2000: 1 and 819 go */
@@ -234,7 +216,7 @@ static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **s
 
   /* Forced repair has nothing to cut and keeps every record. */
   tg_repair_report *rep = calloc(1, sizeof *rep);
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   int rc = tg_store_repair(tgt_data, &cfg, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->cut, TG_REPAIR_CUT_NONE);
@@ -263,7 +245,7 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
 
   /* Repair puts every segment aside; the checkpoint holds 1..2000. */
   tg_repair_report *rep = calloc(1, sizeof *rep);
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   assert_int_equal(tg_store_repair(tgt_data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg), TG_ECORRUPT);
   assert_true(rep->refused);
   tgt_seg_path(p, sizeof p, 1, "");
@@ -273,7 +255,7 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
   assert_true(rep->restart);
   assert_int_equal(rep->moved, 1);
   tgt_seg_path(p, sizeof p, 1, ".broken");
-  assert_int_equal(tgt_file_size(p), SEG_BYTES);
+  assert_int_equal(tgt_file_size(p), TGT_SEG_BYTES);
   free(rep);
   assert_int_equal(open_count(&tokens, msg, sizeof msg), 0);
   assert_int_equal(tokens, 2000);
@@ -284,12 +266,12 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
 /* Cut the last record of a 1000-record store in half: a torn tail in the
    segment starting at 819, which is then 64 + 181.5 frames long. */
 static uint64_t make_torn_store(char *path, size_t len) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 1000);
   assert_int_equal(tg_store_close(s), 0);
   tgt_seg_path(path, len, 1 + PER_SEG, "");
-  uint64_t cut = 64 + (1000 - 1 - PER_SEG) * FRAME;
-  assert_int_equal(truncate(path, (off_t)(cut + FRAME / 2)), 0);
+  uint64_t cut = 64 + (1000 - 1 - PER_SEG) * TGT_FRAME;
+  assert_int_equal(truncate(path, (off_t)(cut + TGT_FRAME / 2)), 0);
   return cut;
 }
 
@@ -328,7 +310,7 @@ static void test_repair_that_cannot_keep_the_bytes_cuts_nothing(void **state) {
   rc = tg_store_repair(tgt_data, NULL, 0, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_true(rep->truncated);
-  assert_int_equal(tgt_file_size(broken), FRAME / 2);
+  assert_int_equal(tgt_file_size(broken), TGT_FRAME / 2);
   free(rep);
 }
 
@@ -340,14 +322,14 @@ static void test_repair_never_sizes_a_segment_past_the_configured_size(void **st
   uint64_t huge = 1ull << 40;
   tgt_claim_segment_bytes(path, huge);
 
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";
   int rc = tg_store_repair(tgt_data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->before.end.segment_bytes, huge);
-  assert_int_equal(rep->segment_bytes, SEG_BYTES);
-  assert_true(tgt_file_size(path) <= SEG_BYTES);
+  assert_int_equal(rep->segment_bytes, TGT_SEG_BYTES);
+  assert_true(tgt_file_size(path) <= TGT_SEG_BYTES);
   free(rep);
 
   /* A header smaller than the configured size is the one the store used. */
@@ -372,7 +354,7 @@ static int renameat_once(int od, const char *op, int nd, const char *np) {
 
 static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2400); /* segments 1, 819, 1637 */
   assert_int_equal(tg_store_close(s), 0);
   uint64_t segs[3] = {1, 1 + PER_SEG, 1 + 2 * PER_SEG};
@@ -381,7 +363,7 @@ static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void *
   size_t len[3];
   for (int i = 0; i < 3; i++) tgt_seg_path(path[i], sizeof path[i], segs[i], "");
   /* Flip payload bytes of record 400: its CRC no longer matches. */
-  uint64_t off = 64 + (400 - 1) * FRAME;
+  uint64_t off = 64 + (400 - 1) * TGT_FRAME;
   int fd = open(path[0], O_RDWR);
   assert_true(fd >= 0);
   assert_int_equal(pwrite(fd, "\x5a\x5a\x5a\x5a", 4, (off_t)(off + 24)), 4);
@@ -429,7 +411,7 @@ static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void *
 
 static void test_repair_holds_the_lock_an_open_takes(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 10);
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";

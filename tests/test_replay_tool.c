@@ -25,8 +25,6 @@
 #error "TG_REPLAY_BIN must be the path of the tg-replay binary"
 #endif
 
-#define SEG_BYTES 65536u /* small segments: several per fixture */
-#define FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
 
 /* ---- running the tool ------------------------------------------------------ */
 
@@ -79,21 +77,6 @@ static void assert_one_error_line(const tgt_run_out *r) {
 
 /* ---- fixtures -------------------------------------------------------------- */
 
-static tg_store_config fixture_config(void) {
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.wal.level = TG_RELAXED;
-  cfg.wal.segment_bytes = SEG_BYTES;
-  cfg.checkpoint_bytes = 0;
-  cfg.wal.ring_slots = 1024;
-  return cfg;
-}
-
-static tg_store *open_data(void) {
-  tg_store_config cfg = fixture_config();
-  return tgt_open(tgt_data, &cfg);
-}
-
 static tg_token token_n(uint32_t n) {
   tg_token t;
   memset(&t, 0, sizeof t);
@@ -124,7 +107,7 @@ static void add_tokens(tg_store *s, uint32_t n, uint32_t conns) {
 }
 
 static void make_store(uint32_t n, uint32_t conns) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, n, conns);
   assert_int_equal(tg_store_close(s), 0);
 }
@@ -158,7 +141,7 @@ static void locate(uint64_t lsn, uint64_t *seg, uint64_t *off) {
   int i = n - 1;
   while (i > 0 && segs[i] > lsn) i--;
   *seg = segs[i];
-  *off = 64 + FRAME * (lsn - segs[i]);
+  *off = 64 + TGT_FRAME * (lsn - segs[i]);
 }
 
 static void pwrite_at(const char *path, uint64_t off, const void *buf, size_t len) {
@@ -253,7 +236,7 @@ static void assert_same_snapshot(const snap *a, const snap *b) {
 /* The store opens with exactly tokens 1..n (as created) and `conns`
    connections. */
 static void assert_store_holds(uint32_t n, uint32_t conns) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   tg_store_stats st;
   assert_int_equal(tg_store_stats_get(s, &st), 0);
   assert_int_equal(st.live_tokens, n);
@@ -391,7 +374,7 @@ static void test_verify_reports_a_clean_log_and_exits_0(void **state) {
 
 static void test_stats_reports_checkpoint_and_state_after_replay(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1500, 0);
   assert_int_equal(tg_checkpoint(s), 0);
   for (uint32_t i = 1; i <= 100; i++) assert_int_equal(tg_token_delete(s, i), 0);
@@ -423,7 +406,7 @@ static void test_stats_reports_checkpoint_and_state_after_replay(void **state) {
 
 static void test_dump_prints_every_record_decoded(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 3, 2);                                     /* LSN 1..5 */
   assert_int_equal(tg_disconnect(s, 1), 0);                /* LSN 6 */
   assert_int_equal(tg_token_delete(s, 3), 0);              /* LSN 7, 8 (its connection) */
@@ -480,7 +463,7 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   char path[320];
   tgt_seg_path(path, sizeof path, seg, "");
   /* The last record's write stopped half way: the file ends mid-frame. */
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
+  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
 
   tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
@@ -522,8 +505,8 @@ static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
   char path[320], broken[340];
   tgt_seg_path(path, sizeof path, seg, "");
   tgt_seg_path(broken, sizeof broken, seg, ".broken");
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
-  unsigned char cut[FRAME / 2];
+  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
+  unsigned char cut[TGT_FRAME / 2];
   pread_at(path, off, cut, sizeof cut);
 
   tgt_run_out r = tool("recover", tgt_data, NULL);
@@ -555,7 +538,7 @@ static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   char path[320], broken[340];
   tgt_seg_path(path, sizeof path, seg, "");
   tgt_seg_path(broken, sizeof broken, seg, ".broken");
-  uint64_t end = off + FRAME, size = tgt_file_size(path);
+  uint64_t end = off + TGT_FRAME, size = tgt_file_size(path);
   assert_true(size > end + 100); /* preallocated: zeros follow the data */
   /* Half a frame of a record that was being written, in the zeros. */
   unsigned char part[40];
@@ -717,7 +700,7 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
      never existed (LSN 501), then a valid create (LSN 502). */
   tg_wal_config wc;
   tg_wal_config_init(&wc);
-  wc.segment_bytes = SEG_BYTES;
+  wc.segment_bytes = TGT_SEG_BYTES;
   wc.ring_slots = 64;
   tg_wal *w = NULL;
   assert_int_equal(tg_wal_open(&w, tgt_wal, &wc, NULL), 0);
@@ -761,7 +744,7 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
 
 static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 2400, 0);
   assert_int_equal(tg_checkpoint(s), 0); /* covers LSN 2400 */
   for (uint32_t i = 2401; i <= 2500; i++) {
@@ -788,9 +771,9 @@ static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void
   tgt_run_free(&r);
   char broken[340];
   tgt_seg_path(broken, sizeof broken, segs[0], ".broken");
-  assert_int_equal(tgt_file_size(broken), SEG_BYTES); /* moved aside whole */
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES); /* moved aside whole */
   tgt_seg_path(broken, sizeof broken, segs[1], ".broken");
-  assert_int_equal(tgt_file_size(broken), SEG_BYTES);
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES);
   r = tool("verify", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   tgt_run_free(&r);
@@ -850,7 +833,7 @@ static void test_a_zero_length_checkpoint_verifies_as_the_store_opens_it(void **
    the tool, without dropping anything. */
 static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 2000, 0); /* segments 1, 819, 1637 */
   tgt_saved first = tgt_save_segment(1);
   assert_int_equal(tg_checkpoint(s), 0); /* covers 2000; 1 and 819 go */
@@ -900,7 +883,7 @@ static void make_torn_with_a_huge_header(char *path, size_t len) {
   uint64_t seg, off;
   locate(1000, &seg, &off);
   tgt_seg_path(path, len, seg, "");
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
+  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
   tgt_claim_segment_bytes(path, 1ull << 40);
 }
 
@@ -910,13 +893,13 @@ static void test_recover_bounds_segments_by_the_configured_size(void **state) {
   make_torn_with_a_huge_header(path, sizeof path);
   snprintf(ini, sizeof ini, "%s/store.ini", tgt_root);
   FILE *f = fopen(ini, "w");
-  fprintf(f, "[wal]\nsegment_bytes = %u\n", SEG_BYTES);
+  fprintf(f, "[wal]\nsegment_bytes = %u\n", TGT_SEG_BYTES);
   fclose(f);
   tgt_run_out r = tool("recover", tgt_data, "--config", ini, "--json", NULL);
   if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
-  assert_int_equal(json_u64(r.out, "segment_bytes"), SEG_BYTES);
+  assert_int_equal(json_u64(r.out, "segment_bytes"), TGT_SEG_BYTES);
   tgt_run_free(&r);
-  assert_true(tgt_file_size(path) <= SEG_BYTES);
+  assert_true(tgt_file_size(path) <= TGT_SEG_BYTES);
   assert_store_holds(999, 0);
 
   /* Without a configuration the default size bounds it, never the header. */
@@ -1020,7 +1003,7 @@ static void test_a_segment_with_wrong_magic_is_corruption(void **state) {
   tgt_run_free(&r);
   char broken[340];
   tgt_seg_path(broken, sizeof broken, 1, ".broken");
-  assert_int_equal(tgt_file_size(broken), SEG_BYTES);
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES);
   assert_store_holds(0, 0);
 }
 
@@ -1084,7 +1067,7 @@ static void test_an_lmdb_checkpoint_that_is_not_ours_is_refused(void **state) {
 static void test_a_directory_open_in_another_process_is_refused(void **state) {
   (void)state;
   make_store(10, 0);
-  tg_store *s = open_data(); /* this process holds the lock */
+  tg_store *s = tgt_open_small_log(); /* this process holds the lock */
   assert_every_command_refuses(tgt_data, "another process");
   assert_int_equal(tg_store_close(s), 0);
   tgt_run_out r = tool("verify", tgt_data, NULL);

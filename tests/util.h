@@ -198,6 +198,30 @@ static inline tg_store *tgt_open(const char *dir, const tg_store_config *cfg) {
   return s;
 }
 
+/* A store whose log soon spans several segments, for tests that damage
+   or count them: 64 KiB segments (818 token records, 80-byte frames, in
+   each), RELAXED, a checkpoint only when the test asks for one, no crash
+   dump handlers. */
+#define TGT_SEG_BYTES 65536u /* the small segment size */
+#define TGT_FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
+
+static inline tg_store_config tgt_small_log_config(void) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.wal.level = TG_RELAXED;
+  cfg.wal.segment_bytes = TGT_SEG_BYTES;
+  cfg.checkpoint_bytes = 0;
+  cfg.wal.ring_slots = 1024;
+  cfg.crash_dump = 0;
+  return cfg;
+}
+
+/* Open the store in tgt_data with tgt_small_log_config(). */
+static inline tg_store *tgt_open_small_log(void) {
+  tg_store_config cfg = tgt_small_log_config();
+  return tgt_open(tgt_data, &cfg);
+}
+
 /* The path of the log segment that begins at LSN first in tgt_wal, with
    suffix ("" or ".broken") after ".wal". */
 static inline void tgt_seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
