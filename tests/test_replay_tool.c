@@ -31,20 +31,47 @@
 /* Run tg-replay with the given arguments (NULL-terminated), stdout and
    stderr captured in files (not terminals: no progress bar); a tool that
    does not end within the tests' patience fails the test. */
-static tgt_run_out tool(const char *arg0, ...) {
+static tgt_run_out tool_v(const char *arg0, va_list ap) {
   const char *args[16];
   int n = 0;
-  va_list ap;
-  va_start(ap, arg0);
   for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
     assert_true(n < 15);
     args[n++] = a;
   }
-  va_end(ap);
   args[n] = NULL;
   tgt_run_out r = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
   if (r.status >= 128) fail_msg("tg-replay %s died with signal %d", arg0, r.status - 128);
   return r;
+}
+
+static tgt_run_out tool(const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  return r;
+}
+
+/* tool(), for a run that must succeed: any other exit fails the test with
+   what the tool printed. */
+static tgt_run_out tool_ok(const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  if (r.status != 0) fail_msg("tg-replay %s: exit %d: %s%s", arg0, r.status, r.out, r.err);
+  return r;
+}
+
+/* Run the tool where only its exit status matters. */
+static void assert_exit(int status, const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  if (r.status != status)
+    fail_msg("tg-replay %s: exit %d, not %d: %s%s", arg0, r.status, status, r.out, r.err);
+  tgt_run_free(&r);
 }
 
 /* The number after "key": in a one-object JSON line. */
@@ -228,9 +255,14 @@ static snap snapshot(const char *path) {
   return s;
 }
 
-static void assert_same_snapshot(const snap *a, const snap *b) {
-  assert_int_equal(a->len, b->len);
-  assert_memory_equal(a->buf, b->buf, a->len);
+/* The directory is byte for byte as it was when *before was taken (which
+   is freed). */
+static void assert_unchanged_since(const char *path, snap *before) {
+  snap after = snapshot(path);
+  assert_int_equal(after.len, before->len);
+  assert_memory_equal(after.buf, before->buf, before->len);
+  free(after.buf);
+  free(before->buf);
 }
 
 /* The store opens with exactly tokens 1..n (as created) and `conns`
@@ -263,23 +295,13 @@ static void test_usage_errors_exit_64(void **state) {
   assert_int_equal(r.status, 64);
   assert_non_null(strstr(r.err, "unknown command"));
   tgt_run_free(&r);
-  r = tool("verify", NULL);
-  assert_int_equal(r.status, 64);
-  tgt_run_free(&r);
-  r = tool("verify", tgt_data, "--bogus", NULL);
-  assert_int_equal(r.status, 64);
-  tgt_run_free(&r);
-  r = tool("verify", tgt_data, tgt_data, NULL);
-  assert_int_equal(r.status, 64);
-  tgt_run_free(&r);
-  r = tool("dump", tgt_data, "--from", "x", NULL);
-  assert_int_equal(r.status, 64);
-  tgt_run_free(&r);
+  assert_exit(64, "verify", NULL);
+  assert_exit(64, "verify", tgt_data, "--bogus", NULL);
+  assert_exit(64, "verify", tgt_data, tgt_data, NULL);
+  assert_exit(64, "dump", tgt_data, "--from", "x", NULL);
   /* recover takes --json since it prints a result object; --from is
      dump's alone. */
-  r = tool("recover", tgt_data, "--from", "5", NULL);
-  assert_int_equal(r.status, 64);
-  tgt_run_free(&r);
+  assert_exit(64, "recover", tgt_data, "--from", "5", NULL);
 }
 
 static void test_help_is_given_for_the_tool_and_every_command(void **state) {
@@ -455,15 +477,26 @@ static void test_dump_prints_every_record_decoded(void **state) {
 
 /* ---- torn tails ------------------------------------------------------------ */
 
+/* A 1000-record store; *seg and *off say where its last record begins, path
+   gets the path of the segment it is in. */
+static void make_1000(uint64_t *seg, uint64_t *off, char *path, size_t len) {
+  make_store(1000, 0);
+  locate(1000, seg, off);
+  tgt_seg_path(path, len, *seg, "");
+}
+
+/* The same, where the last record's write stopped half way: the file ends
+   mid-frame. */
+static void make_torn_tail(uint64_t *seg, uint64_t *off, char *path, size_t len) {
+  make_1000(seg, off, path, len);
+  assert_int_equal(truncate(path, (off_t)(*off + TGT_FRAME / 2)), 0);
+}
+
 static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   (void)state;
-  make_store(1000, 0);
   uint64_t seg, off;
-  locate(1000, &seg, &off);
   char path[320];
-  tgt_seg_path(path, sizeof path, seg, "");
-  /* The last record's write stopped half way: the file ends mid-frame. */
-  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
+  make_torn_tail(&seg, &off, path, sizeof path);
 
   tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
@@ -499,18 +532,14 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
 
 static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
   (void)state;
-  make_store(1000, 0);
   uint64_t seg, off;
-  locate(1000, &seg, &off);
   char path[320], broken[340];
-  tgt_seg_path(path, sizeof path, seg, "");
+  make_torn_tail(&seg, &off, path, sizeof path);
   tgt_seg_path(broken, sizeof broken, seg, ".broken");
-  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
   unsigned char cut[TGT_FRAME / 2];
   pread_at(path, off, cut, sizeof cut);
 
-  tgt_run_out r = tool("recover", tgt_data, NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("recover", tgt_data, NULL);
   assert_non_null(strstr(r.out, "result:      recovered"));
   assert_string_equal(r.err, "");
   tgt_run_free(&r);
@@ -532,11 +561,9 @@ static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
 
 static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   (void)state;
-  make_store(1000, 0);
   uint64_t seg, off;
-  locate(1000, &seg, &off);
   char path[320], broken[340];
-  tgt_seg_path(path, sizeof path, seg, "");
+  make_1000(&seg, &off, path, sizeof path);
   tgt_seg_path(broken, sizeof broken, seg, ".broken");
   uint64_t end = off + TGT_FRAME, size = tgt_file_size(path);
   assert_true(size > end + 100); /* preallocated: zeros follow the data */
@@ -553,8 +580,7 @@ static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   assert_int_equal(json_u64(r.out, "offset"), end);
   tgt_run_free(&r);
 
-  r = tool("recover", tgt_data, NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, NULL);
   tgt_run_free(&r);
   /* Everything from the cut to the old end of the file, zeros included. */
   assert_int_equal(tgt_file_size(broken), size - end);
@@ -563,9 +589,7 @@ static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   assert_memory_equal(kept, part, sizeof part);
   for (size_t i = sizeof part; i < len; i++) assert_int_equal(kept[i], 0);
   free(kept);
-  r = tool("verify", tgt_data, NULL);
-  assert_int_equal(r.status, 0);
-  tgt_run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(1000, 0);
 }
 
@@ -618,10 +642,7 @@ static void test_corruption_exits_2_and_recover_refuses_changing_nothing(void **
   assert_non_null(strstr(r.err, "--force-truncate-at-corruption"));
   assert_non_null(strstr(r.out, "2000 valid records"));
   tgt_run_free(&r);
-  snap after = snapshot(tgt_data);
-  assert_same_snapshot(&before, &after);
-  free(before.buf);
-  free(after.buf);
+  assert_unchanged_since(tgt_data, &before);
 }
 
 static void test_forced_recover_drops_exactly_the_records_after_the_corruption(void **state) {
@@ -639,8 +660,7 @@ static void test_forced_recover_drops_exactly_the_records_after_the_corruption(v
   size_t l1 = 0, l2 = 0, l3 = 0;
   char *orig1 = tgt_read_file(path, &l1), *orig2 = tgt_read_file(p2, &l2), *orig3 = tgt_read_file(p3, &l3);
 
-  tgt_run_out r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   /* Valid records after the corruption: 401..2400 (400 itself is unreadable). */
   assert_non_null(strstr(r.out, "dropping:    2000 records"));
   assert_non_null(strstr(r.out, "LSN 401..2400"));
@@ -683,9 +703,7 @@ static void test_corruption_in_the_last_segment_before_valid_records(void **stat
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "records"), bad - 1);
   tgt_run_free(&r);
-  r = tool("recover", tgt_data, NULL);
-  assert_int_equal(r.status, 2);
-  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
   r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "dropping:    300 records"));
@@ -727,18 +745,12 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
   assert_int_equal(r.status, 2);
   assert_non_null(strstr(r.out, "2 valid records"));
   tgt_run_free(&r);
-  snap after = snapshot(tgt_data);
-  assert_same_snapshot(&before, &after);
-  free(before.buf);
-  free(after.buf);
+  assert_unchanged_since(tgt_data, &before);
 
-  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    2 records"));
   tgt_run_free(&r);
-  r = tool("verify", tgt_data, NULL);
-  assert_int_equal(r.status, 0);
-  tgt_run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(500, 0);
 }
 
@@ -762,8 +774,7 @@ static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void
   assert_int_equal(r.status, 2);
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 2400);
   tgt_run_free(&r);
-  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   /* 1701..2400 are in the checkpoint; 2401..2500 followed the corruption. */
   assert_non_null(strstr(r.out, "dropping:    100 records"));
   assert_non_null(strstr(r.out, "700 more are covered by the checkpoint"));
@@ -774,9 +785,7 @@ static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void
   assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES); /* moved aside whole */
   tgt_seg_path(broken, sizeof broken, segs[1], ".broken");
   assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES);
-  r = tool("verify", tgt_data, NULL);
-  assert_int_equal(r.status, 0);
-  tgt_run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(2400, 0);
 }
 
@@ -798,12 +807,9 @@ static void test_a_missing_segment_between_checkpoint_and_log_is_corruption(void
   assert_one_error_line(&r);
   assert_non_null(strstr(r.err, "missing"));
   tgt_run_free(&r);
-  r = tool("recover", tgt_data, NULL);
-  assert_int_equal(r.status, 2);
-  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
   /* Nothing of the log can be replayed: all of it goes aside. */
-  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    1182 records"));
   tgt_run_free(&r);
   assert_store_holds(0, 0);
@@ -817,8 +823,7 @@ static void test_a_zero_length_checkpoint_verifies_as_the_store_opens_it(void **
   char p[320];
   snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_data);
   assert_int_equal(truncate(p, 0), 0);
-  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
-  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 0);
   assert_int_equal(json_u64(r.out, "tokens"), 300);
@@ -845,8 +850,7 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   assert_int_equal(tg_store_close(s), 0);
   tgt_restore(&first);
 
-  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
-  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "last_lsn"), 2100);
   assert_int_equal(json_u64(r.out, "tokens"), 2100);
@@ -868,8 +872,7 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   assert_non_null(strstr(r.out, "{\"lsn\":2100,"));
   tgt_run_free(&r);
 
-  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "nothing to cut"));
   assert_null(strstr(r.out, "dropping:"));
   tgt_run_free(&r);
@@ -879,11 +882,8 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
 /* A torn tail in a segment whose header claims a 1 TiB segment (with a
    right CRC: only the value is absurd). */
 static void make_torn_with_a_huge_header(char *path, size_t len) {
-  make_store(1000, 0);
   uint64_t seg, off;
-  locate(1000, &seg, &off);
-  tgt_seg_path(path, len, seg, "");
-  assert_int_equal(truncate(path, (off_t)(off + TGT_FRAME / 2)), 0);
+  make_torn_tail(&seg, &off, path, len);
   tgt_claim_segment_bytes(path, 1ull << 40);
 }
 
@@ -895,8 +895,7 @@ static void test_recover_bounds_segments_by_the_configured_size(void **state) {
   FILE *f = fopen(ini, "w");
   fprintf(f, "[wal]\nsegment_bytes = %u\n", TGT_SEG_BYTES);
   fclose(f);
-  tgt_run_out r = tool("recover", tgt_data, "--config", ini, "--json", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("recover", tgt_data, "--config", ini, "--json", NULL);
   assert_int_equal(json_u64(r.out, "segment_bytes"), TGT_SEG_BYTES);
   tgt_run_free(&r);
   assert_true(tgt_file_size(path) <= TGT_SEG_BYTES);
@@ -905,8 +904,7 @@ static void test_recover_bounds_segments_by_the_configured_size(void **state) {
   /* Without a configuration the default size bounds it, never the header. */
   tgt_rmtree(tgt_data);
   make_torn_with_a_huge_header(path, sizeof path);
-  r = tool("recover", tgt_data, "--json", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--json", NULL);
   uint64_t used = json_u64(r.out, "segment_bytes");
   assert_true(used <= 64u << 20);
   tgt_run_free(&r);
@@ -993,12 +991,9 @@ static void test_a_segment_with_wrong_magic_is_corruption(void **state) {
   assert_int_equal(json_u64(r.out, "records"), 0);
   assert_int_equal(json_u64(r.out, "offset"), 0);
   tgt_run_free(&r);
-  r = tool("recover", tgt_data, NULL);
-  assert_int_equal(r.status, 2);
-  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
   /* Forced: the whole segment goes aside and the store starts empty. */
-  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    100 records"));
   tgt_run_free(&r);
   char broken[340];
