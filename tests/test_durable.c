@@ -350,22 +350,7 @@ static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   assert_true(rc == TG_ENOTTG || rc == TG_ECORRUPT);
   assert_non_null(strstr(msg, "checkpoint"));
   /* A valid LMDB environment that is someone else's. */
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/checkpoint/lock.mdb", dir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/checkpoint", dir);
-  MDB_env *env;
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_open(env, p, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
-  MDB_val k = {3, "key"}, v = {5, "value"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  tgt_foreign_checkpoint(dir);
   rc = tg_store_open_msg(&s, dir, NULL, msg, sizeof msg);
   assert_int_equal(rc, TG_ENOTTG);
   assert_non_null(strstr(msg, "not a tokengraph checkpoint"));

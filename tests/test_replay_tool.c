@@ -943,9 +943,7 @@ static void test_a_missing_directory_is_refused(void **state) {
 
 static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
-  FILE *f = fopen(tgt_data, "w");
-  fputs("hello\n", f);
-  fclose(f);
+  tgt_write_file(tgt_data, "hello\n");
   assert_every_command_refuses(tgt_data, "not a directory");
 }
 
@@ -966,9 +964,7 @@ static void test_a_directory_that_is_not_tokengraph_is_refused(void **state) {
   assert_int_equal(mkdir(tgt_data, 0700), 0);
   char p[320];
   snprintf(p, sizeof p, "%s/notes.txt", tgt_data);
-  FILE *f = fopen(p, "w");
-  fputs("not ours\n", f);
-  fclose(f);
+  tgt_write_file(p, "not ours\n");
   assert_every_command_refuses(tgt_data, "not a tokengraph");
 }
 
@@ -1002,17 +998,25 @@ static void test_a_segment_with_wrong_magic_is_corruption(void **state) {
   assert_store_holds(0, 0);
 }
 
+/* Replace path with n pseudo-random bytes from seed. */
+static void write_junk(const char *path, size_t n, unsigned seed) {
+  unsigned char *junk = malloc(n);
+  assert_non_null(junk);
+  srand(seed);
+  for (size_t i = 0; i < n; i++) junk[i] = (unsigned char)rand();
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(junk, 1, n, f), n);
+  assert_int_equal(fclose(f), 0);
+  free(junk);
+}
+
 static void test_random_bytes_as_a_segment_are_corruption(void **state) {
   (void)state;
   make_store(10, 0);
   char path[320];
   tgt_seg_path(path, sizeof path, 1, "");
-  unsigned char junk[8192];
-  srand(7);
-  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
-  FILE *f = fopen(path, "wb");
-  assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
-  fclose(f);
+  write_junk(path, 8192, 7);
   const char *cmds[] = {"verify", "stats", "dump", "recover"};
   for (int i = 0; i < 4; i++) {
     tgt_run_out r = tool(cmds[i], tgt_data, NULL);
@@ -1027,35 +1031,14 @@ static void test_random_bytes_as_the_checkpoint_are_refused(void **state) {
   make_store(10, 0);
   char path[320];
   snprintf(path, sizeof path, "%s/checkpoint/data.mdb", tgt_data);
-  unsigned char junk[16384];
-  srand(11);
-  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
-  FILE *f = fopen(path, "wb");
-  assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
-  fclose(f);
+  write_junk(path, 16384, 11);
   assert_every_command_refuses(tgt_data, "checkpoint");
 }
 
 static void test_an_lmdb_checkpoint_that_is_not_ours_is_refused(void **state) {
   (void)state;
   make_store(10, 0);
-  char cdir[320], p[400];
-  snprintf(cdir, sizeof cdir, "%s/checkpoint", tgt_data);
-  snprintf(p, sizeof p, "%s/data.mdb", cdir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/lock.mdb", cdir);
-  unlink(p);
-  MDB_env *env = NULL;
-  MDB_txn *txn = NULL;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_open(env, cdir, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
-  MDB_val k = {5, "hello"}, v = {5, "world"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
+  tgt_foreign_checkpoint(tgt_data);
   assert_every_command_refuses(tgt_data, "not a tokengraph checkpoint");
 }
 

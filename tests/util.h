@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <lmdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -267,6 +268,28 @@ static inline void tgt_claim_segment_bytes(const char *path, uint64_t bytes) {
   memcpy(h + 60, &crc, 4);
   assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
   close(fd);
+}
+
+/* Replace the checkpoint of the data directory dir with an LMDB environment
+   that is someone else's: one unnamed database holding "hello" -> "world". */
+static inline void tgt_foreign_checkpoint(const char *dir) {
+  char cdir[320], p[400];
+  snprintf(cdir, sizeof cdir, "%s/checkpoint", dir);
+  snprintf(p, sizeof p, "%s/data.mdb", cdir);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/lock.mdb", cdir);
+  unlink(p);
+  MDB_env *env = NULL;
+  MDB_txn *txn = NULL;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_open(env, cdir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+  MDB_val k = {5, "hello"}, v = {5, "world"};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
 }
 
 /* ---- running a program ---------------------------------------------------- */
