@@ -477,35 +477,43 @@ static void test_dump_prints_every_record_decoded(void **state) {
 
 /* ---- torn tails ------------------------------------------------------------ */
 
-/* A 1000-record store; *seg and *off say where its last record begins, path
-   gets the path of the segment it is in. */
-static void make_1000(uint64_t *seg, uint64_t *off, char *path, size_t len) {
+/* Where the last record of a 1000-record store sits. */
+typedef struct last_record {
+  uint64_t seg;     /* the first LSN of its segment */
+  uint64_t off;     /* its offset in the segment */
+  char path[320];   /* the segment */
+  char broken[340]; /* where recover keeps what it cuts from the segment */
+} last_record;
+
+static last_record make_1000(void) {
+  last_record l;
   make_store(1000, 0);
-  locate(1000, seg, off);
-  tgt_seg_path(path, len, *seg, "");
+  locate(1000, &l.seg, &l.off);
+  tgt_seg_path(l.path, sizeof l.path, l.seg, "");
+  tgt_seg_path(l.broken, sizeof l.broken, l.seg, ".broken");
+  return l;
 }
 
 /* The same, where the last record's write stopped half way: the file ends
    mid-frame. */
-static void make_torn_tail(uint64_t *seg, uint64_t *off, char *path, size_t len) {
-  make_1000(seg, off, path, len);
-  assert_int_equal(truncate(path, (off_t)(*off + TGT_FRAME / 2)), 0);
+static last_record make_torn_tail(void) {
+  last_record l = make_1000();
+  assert_int_equal(truncate(l.path, (off_t)(l.off + TGT_FRAME / 2)), 0);
+  return l;
 }
 
 static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   (void)state;
-  uint64_t seg, off;
-  char path[320];
-  make_torn_tail(&seg, &off, path, sizeof path);
+  last_record l = make_torn_tail();
 
   tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
   assert_true(json_is(r.out, "end", "torn_tail"));
   assert_int_equal(json_u64(r.out, "records"), 999);
   assert_int_equal(json_u64(r.out, "last_lsn"), 999);
-  assert_int_equal(json_u64(r.out, "offset"), off);
+  assert_int_equal(json_u64(r.out, "offset"), l.off);
   char name[32];
-  snprintf(name, sizeof name, "%020llu.wal", (unsigned long long)seg);
+  snprintf(name, sizeof name, "%020llu.wal", (unsigned long long)l.seg);
   assert_true(json_is(r.out, "segment", name));
   assert_int_equal(json_u64(r.out, "tokens"), 999);
   assert_one_error_line(&r);
@@ -532,21 +540,18 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
 
 static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
   (void)state;
-  uint64_t seg, off;
-  char path[320], broken[340];
-  make_torn_tail(&seg, &off, path, sizeof path);
-  tgt_seg_path(broken, sizeof broken, seg, ".broken");
+  last_record l = make_torn_tail();
   unsigned char cut[TGT_FRAME / 2];
-  pread_at(path, off, cut, sizeof cut);
+  pread_at(l.path, l.off, cut, sizeof cut);
 
   tgt_run_out r = tool_ok("recover", tgt_data, NULL);
   assert_non_null(strstr(r.out, "result:      recovered"));
   assert_string_equal(r.err, "");
   tgt_run_free(&r);
   /* The cut bytes are kept beside the segment, exactly. */
-  assert_int_equal(tgt_file_size(broken), sizeof cut);
+  assert_int_equal(tgt_file_size(l.broken), sizeof cut);
   size_t len = 0;
-  char *kept = tgt_read_file(broken, &len);
+  char *kept = tgt_read_file(l.broken, &len);
   assert_memory_equal(kept, cut, sizeof cut);
   free(kept);
 
@@ -561,18 +566,15 @@ static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
 
 static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   (void)state;
-  uint64_t seg, off;
-  char path[320], broken[340];
-  make_1000(&seg, &off, path, sizeof path);
-  tgt_seg_path(broken, sizeof broken, seg, ".broken");
-  uint64_t end = off + TGT_FRAME, size = tgt_file_size(path);
+  last_record l = make_1000();
+  uint64_t end = l.off + TGT_FRAME, size = tgt_file_size(l.path);
   assert_true(size > end + 100); /* preallocated: zeros follow the data */
   /* Half a frame of a record that was being written, in the zeros. */
   unsigned char part[40];
-  pread_at(path, off, part, sizeof part);
+  pread_at(l.path, l.off, part, sizeof part);
   part[8] = 0xE9; /* LSN 1001 */
   part[9] = 0x03;
-  pwrite_at(path, end, part, sizeof part);
+  pwrite_at(l.path, end, part, sizeof part);
 
   tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
@@ -583,9 +585,9 @@ static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   r = tool_ok("recover", tgt_data, NULL);
   tgt_run_free(&r);
   /* Everything from the cut to the old end of the file, zeros included. */
-  assert_int_equal(tgt_file_size(broken), size - end);
+  assert_int_equal(tgt_file_size(l.broken), size - end);
   size_t len = 0;
-  char *kept = tgt_read_file(broken, &len);
+  char *kept = tgt_read_file(l.broken, &len);
   assert_memory_equal(kept, part, sizeof part);
   for (size_t i = sizeof part; i < len; i++) assert_int_equal(kept[i], 0);
   free(kept);
@@ -882,8 +884,8 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
 /* A torn tail in a segment whose header claims a 1 TiB segment (with a
    right CRC: only the value is absurd). */
 static void make_torn_with_a_huge_header(char *path, size_t len) {
-  uint64_t seg, off;
-  make_torn_tail(&seg, &off, path, len);
+  last_record l = make_torn_tail();
+  snprintf(path, len, "%s", l.path);
   tgt_claim_segment_bytes(path, 1ull << 40);
 }
 
