@@ -22,21 +22,6 @@
 #include "common/io.h"
 #include "util.h"
 
-static char dir[128];
-
-static int setup(void **state) {
-  (void)state;
-  tgt_mkdtemp(dir, sizeof dir, "tg_durable");
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  tgt_rmtree(dir);
-  tg__io_reset();
-  return 0;
-}
-
 static tg_store_config config(int level) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
@@ -151,13 +136,13 @@ static void test_reopen_replays_every_mutation_exactly(void **state) {
   assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
   build_graph(mem, ids, N);
 
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   uint32_t ids2[N];
   build_graph(s, ids2, N);
   assert_memory_equal(ids, ids2, sizeof ids);
   assert_int_equal(tg_store_close(s), 0);
 
-  s = open_at(dir, TG_BALANCED);
+  s = open_at(tgt_root, TG_BALANCED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, 0);
@@ -173,7 +158,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   uint32_t ids[N];
   tg_store *mem = NULL;
   assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
-  tg_store *s = open_at(dir, TG_RELAXED);
+  tg_store *s = open_at(tgt_root, TG_RELAXED);
   build_graph(mem, ids, N / 2);
   build_graph(s, ids, N / 2);
   assert_int_equal(tg_checkpoint(s), 0);
@@ -195,7 +180,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   }
   assert_int_equal(tg_store_close(s), 0);
 
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
@@ -207,7 +192,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   /* A second checkpoint (deletes included) and reopen: the same again. */
   assert_int_equal(tg_checkpoint(s), 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.replayed_records, 0);
   assert_same(mem, s, ids, N / 2);
@@ -217,11 +202,11 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
 
 static void test_checkpoint_removes_covered_segments(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_RELAXED);
+  tg_store *s = open_at(tgt_root, TG_RELAXED);
   for (int i = 0; i < 40000; i++) mk(s, 1, (uint32_t)i); /* ~3 MiB of log */
   assert_int_equal(tg_sync(s), 0);
   char waldir[256];
-  snprintf(waldir, sizeof waldir, "%s/wal", dir);
+  snprintf(waldir, sizeof waldir, "%s/wal", tgt_root);
   int before = 0, after = 0;
   char cmd[300];
   snprintf(cmd, sizeof cmd, "ls %s | grep -c '\\.wal$'", waldir);
@@ -235,7 +220,7 @@ static void test_checkpoint_removes_covered_segments(void **state) {
   pclose(p);
   assert_true(after < before);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
   assert_int_equal(st.live_tokens, 40000);
@@ -247,7 +232,7 @@ static void test_quota_rejection_logs_nothing(void **state) {
   tg_store_config cfg = config(TG_BALANCED);
   cfg.guardian.max_tokens = 3;
   tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  assert_int_equal(tg_store_open(&s, tgt_root, &cfg), 0);
   for (int i = 0; i < 3; i++) mk(s, 1, 1);
   tg_store_stats a, b;
   tg_store_stats_get(s, &a);
@@ -261,23 +246,23 @@ static void test_quota_rejection_logs_nothing(void **state) {
 
 static void test_a_second_open_of_the_directory_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   tg_store *t = (tg_store *)&t;
   char msg[256];
   tg_store_config cfg = config(TG_BALANCED);
-  assert_int_equal(tg_store_open_msg(&t, dir, &cfg, msg, sizeof msg), TG_ELOCKED);
+  assert_int_equal(tg_store_open_msg(&t, tgt_root, &cfg, msg, sizeof msg), TG_ELOCKED);
   assert_null(t);
   assert_non_null(strstr(msg, "in use"));
   tg_store_close(s);
   /* Released on close. */
-  s = open_at(dir, TG_BALANCED);
+  s = open_at(tgt_root, TG_BALANCED);
   tg_store_close(s);
 }
 
 static void test_files_and_directories_are_private(void **state) {
   (void)state;
   char sub[256];
-  snprintf(sub, sizeof sub, "%s/data", dir);
+  snprintf(sub, sizeof sub, "%s/data", tgt_root);
   tg_store *s = open_at(sub, TG_BALANCED);
   mk(s, 1, 1);
   tg_store_close(s);
@@ -296,13 +281,13 @@ static void test_files_and_directories_are_private(void **state) {
 static void test_foreign_directory_is_refused_and_left_alone(void **state) {
   (void)state;
   char p[300];
-  snprintf(p, sizeof p, "%s/notes.txt", dir);
+  snprintf(p, sizeof p, "%s/notes.txt", tgt_root);
   tgt_write_file(p, "mine\n");
   tg_store *s = NULL;
   char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_ENOTTG);
+  assert_int_equal(tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg), TG_ENOTTG);
   assert_non_null(strstr(msg, "not a tokengraph data directory"));
-  snprintf(p, sizeof p, "ls -A %s | wc -l", dir);
+  snprintf(p, sizeof p, "ls -A %s | wc -l", tgt_root);
   FILE *l = popen(p, "r");
   int n = 0;
   assert_int_equal(fscanf(l, "%d", &n), 1);
@@ -312,46 +297,46 @@ static void test_foreign_directory_is_refused_and_left_alone(void **state) {
 
 static void test_newer_format_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   tg_store_close(s);
   char p[300];
-  snprintf(p, sizeof p, "%s/TOKENGRAPH", dir);
+  snprintf(p, sizeof p, "%s/TOKENGRAPH", tgt_root);
   tgt_write_file(p, "tokengraph data directory\nformat 2\n");
   char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_EVERSION);
+  assert_int_equal(tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg), TG_EVERSION);
   assert_non_null(strstr(msg, "format 2"));
 }
 
 static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
   char p[300];
-  snprintf(p, sizeof p, "%s/file", dir);
+  snprintf(p, sizeof p, "%s/file", tgt_root);
   tgt_write_file(p, "");
   tg_store *s = NULL;
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOTDIR);
   assert_non_null(strstr(msg, "not a directory"));
-  snprintf(p, sizeof p, "%s/no/such/parent", dir);
+  snprintf(p, sizeof p, "%s/no/such/parent", tgt_root);
   assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOENT);
 }
 
 static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   tg_store_close(s);
   char p[300];
   /* Random bytes in place of the LMDB file. */
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_root);
   FILE *f = fopen(p, "w");
   for (int i = 0; i < 8192; i++) fputc((i * 7919) & 0xFF, f);
   fclose(f);
   char msg[512];
-  int rc = tg_store_open_msg(&s, dir, NULL, msg, sizeof msg);
+  int rc = tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg);
   assert_true(rc == TG_ENOTTG || rc == TG_ECORRUPT);
   assert_non_null(strstr(msg, "checkpoint"));
   /* A valid LMDB environment that is someone else's. */
-  tgt_foreign_checkpoint(dir);
-  rc = tg_store_open_msg(&s, dir, NULL, msg, sizeof msg);
+  tgt_foreign_checkpoint(tgt_root);
+  rc = tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg);
   assert_int_equal(rc, TG_ENOTTG);
   assert_non_null(strstr(msg, "not a tokengraph checkpoint"));
 }
@@ -366,7 +351,7 @@ static ssize_t enospc_pwrite(int fd, const void *b, size_t n, off_t off) {
 
 static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   uint32_t a = mk(s, 1, 1), b = mk(s, 2, 2);
   tg__io.pwrite = enospc_pwrite;
   tg_token t = tok(3, 3);
@@ -379,7 +364,7 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   assert_int_equal(tg_sync(s), TG_ENOSPC);
   /* The failure is in the black box (once), with the errno. */
   char p[300];
-  snprintf(p, sizeof p, "%s/bb-failure.json", dir);
+  snprintf(p, sizeof p, "%s/bb-failure.json", tgt_root);
   tg__io_reset();
   assert_int_equal(tg_blackbox_dump(p), 0);
   FILE *f = fopen(p, "r");
@@ -393,7 +378,7 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   tg__io.pwrite = enospc_pwrite;
   assert_int_equal(tg_store_close(s), TG_ENOSPC);
   tg__io_reset();
-  s = open_at(dir, TG_STRICT);
+  s = open_at(tgt_root, TG_STRICT);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
   assert_int_equal(st.live_tokens, 2);
@@ -412,7 +397,7 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   assert_true(pid >= 0);
   if (pid == 0) {
     close(fds[0]);
-    tg_store *s = open_at(dir, TG_STRICT);
+    tg_store *s = open_at(tgt_root, TG_STRICT);
     for (uint32_t i = 1;; i++) {
       tg_token t = tok((float)i, i);
       uint32_t id;
@@ -430,7 +415,7 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   assert_true(WIFSIGNALED(status));
   assert_int_equal(WTERMSIG(status), SIGKILL);
   assert_int_equal(n, 200);
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   for (uint32_t i = 0; i < n; i++) {
     tg_token t;
     assert_int_equal(tg_token_get(s, acked[i], &t), 0);
@@ -459,7 +444,7 @@ static void *strict_work(void *arg) {
 
 static void test_strict_threads_share_fdatasyncs(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   tg_metric_values before, after;
   tg_metrics_snapshot(&before);
   enum { T = 8 };
@@ -489,14 +474,14 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
   tg_store_config cfg = config(TG_RELAXED);
   cfg.checkpoint_bytes = 256 << 10;
   tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  assert_int_equal(tg_store_open(&s, tgt_root, &cfg), 0);
   for (int i = 0; i < 10000; i++) mk(s, 1, (uint32_t)i); /* 800 KB of log */
   tg_store_stats st;
   /* The checkpointer wakes every 100 ms; its work shows in the stats. */
   TGT_WAIT_UNTIL((tg_store_stats_get(s, &st), st.checkpoints > 0), "the automatic checkpoint");
   assert_true(st.checkpoint_lsn > 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
@@ -506,7 +491,7 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
 
 static void test_metrics_and_black_box_see_the_store(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   for (int i = 0; i < 10; i++) mk(s, 1, 1);
   assert_int_equal(tg_checkpoint(s), 0);
   tg_metric_values v;
@@ -515,7 +500,7 @@ static void test_metrics_and_black_box_see_the_store(void **state) {
   assert_int_equal(v.v[TG_METRIC_TOKENS_CREATED], 10);
   assert_int_equal(v.v[TG_METRIC_CHECKPOINTS], 1);
   char p[300];
-  snprintf(p, sizeof p, "%s/bb.json", dir);
+  snprintf(p, sizeof p, "%s/bb.json", tgt_root);
   assert_int_equal(tg_blackbox_dump(p), 0);
   FILE *f = fopen(p, "r");
   assert_non_null(f);
@@ -534,16 +519,16 @@ static void test_store_operations_are_traced(void **state) {
   (void)state;
   tg_trace_reset();
   assert_int_equal(tg_trace_set_rate(1.0), 0);
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   uint32_t a = mk(s, 1, 1), b = mk(s, 2, 2);
   link_(s, a, b, 0);
   assert_int_equal(tg_checkpoint(s), 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_STRICT); /* a replay span */
+  s = open_at(tgt_root, TG_STRICT); /* a replay span */
   assert_int_equal(tg_store_close(s), 0);
   assert_int_equal(tg_trace_set_rate(0.01), 0);
   char p[300];
-  snprintf(p, sizeof p, "%s/trace.json", dir);
+  snprintf(p, sizeof p, "%s/trace.json", tgt_root);
   assert_int_equal(tg_trace_write(p), 0);
   FILE *f = fopen(p, "r");
   assert_non_null(f);
@@ -560,22 +545,22 @@ static void test_store_operations_are_traced(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_reopen_replays_every_mutation_exactly, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checkpoint_then_more_changes_survive_reopen, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checkpoint_removes_covered_segments, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_quota_rejection_logs_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_second_open_of_the_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_files_and_directories_are_private, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_foreign_directory_is_refused_and_left_alone, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_newer_format_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_checkpoint_that_is_not_ours_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_full_disk_fails_the_store_and_loses_nothing_durable, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_strict_acknowledged_tokens_survive_sigkill, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_strict_threads_share_fdatasyncs, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_automatic_checkpoint_runs_in_the_background, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_metrics_and_black_box_see_the_store, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_store_operations_are_traced, setup, teardown),
+    TGT_TEST(test_reopen_replays_every_mutation_exactly),
+    TGT_TEST(test_checkpoint_then_more_changes_survive_reopen),
+    TGT_TEST(test_checkpoint_removes_covered_segments),
+    TGT_TEST(test_quota_rejection_logs_nothing),
+    TGT_TEST(test_a_second_open_of_the_directory_is_refused),
+    TGT_TEST(test_files_and_directories_are_private),
+    TGT_TEST(test_foreign_directory_is_refused_and_left_alone),
+    TGT_TEST(test_newer_format_is_refused),
+    TGT_TEST(test_a_file_instead_of_a_directory_is_refused),
+    TGT_TEST(test_a_checkpoint_that_is_not_ours_is_refused),
+    TGT_TEST(test_full_disk_fails_the_store_and_loses_nothing_durable),
+    TGT_TEST(test_strict_acknowledged_tokens_survive_sigkill),
+    TGT_TEST(test_strict_threads_share_fdatasyncs),
+    TGT_TEST(test_automatic_checkpoint_runs_in_the_background),
+    TGT_TEST(test_metrics_and_black_box_see_the_store),
+    TGT_TEST(test_store_operations_are_traced),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
