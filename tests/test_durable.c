@@ -57,34 +57,12 @@ static uint32_t mk(tg_store *s, float weight, uint32_t ts) {
 }
 
 static uint32_t link_(tg_store *s, uint32_t a, uint32_t b, uint8_t type) {
-  tg_connection c;
-  memset(&c, 0, sizeof c);
-  c.from = a;
-  c.to = b;
-  c.type = type;
-  c.confidence = 0.25f;
-  uint32_t id = 0;
-  assert_int_equal(tg_connect(s, &c, &id), 0);
-  return id;
+  tg_connection c = {.from = a, .to = b, .type = type, .confidence = 0.25f};
+  return tgt_connect(s, &c);
 }
 
-typedef struct list {
-  uint32_t ids[256];
-  int n;
-} list;
-
-static int collect(void *arg, const tg_connection *c) {
-  list *l = arg;
-  assert_true(l->n < (int)(sizeof l->ids / sizeof l->ids[0]));
-  l->ids[l->n++] = c->id;
-  return 0;
-}
-
-static list edges(tg_store *s, uint32_t id) {
-  list l;
-  memset(&l, 0, sizeof l);
-  assert_int_equal(tg_token_edges(s, id, TG_BOTH, collect, &l), 0);
-  return l;
+static tgt_edges edges(tg_store *s, uint32_t id) {
+  return tgt_edges_of(s, id, TG_BOTH);
 }
 
 /* Build a graph with every kind of mutation; return its expected shape. */
@@ -97,7 +75,7 @@ static void build_graph(tg_store *s, uint32_t *ids, int n) {
   t.weight = 99.5f;
   assert_int_equal(tg_token_update(s, &t), 0);
   assert_int_equal(tg_token_delete(s, ids[7]), 0); /* takes its connections */
-  list e = edges(s, ids[10]);
+  tgt_edges e = edges(s, ids[10]);
   assert_int_equal(tg_disconnect(s, e.ids[0]), 0);
 }
 
@@ -116,7 +94,7 @@ static void assert_same(tg_store *a, tg_store *b, const uint32_t *ids, int n) {
     ta.flags &= (uint16_t)~TG_TOKEN_DIRTY;
     tb.flags &= (uint16_t)~TG_TOKEN_DIRTY;
     assert_memory_equal(&ta, &tb, sizeof ta);
-    list la = edges(a, ids[i]), lb = edges(b, ids[i]);
+    tgt_edges la = edges(a, ids[i]), lb = edges(b, ids[i]);
     assert_int_equal(la.n, lb.n);
     assert_memory_equal(la.ids, lb.ids, sizeof la.ids[0] * (size_t)la.n);
     for (int k = 0; k < la.n; k++) {

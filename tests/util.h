@@ -223,6 +223,37 @@ static inline tg_store *tgt_open_small_log(void) {
   return tgt_open(tgt_data, &cfg);
 }
 
+/* Make connection *c (its from, to, type and payload), asserting that the
+   store accepts it; returns the new id. */
+static inline uint32_t tgt_connect(tg_store *s, const tg_connection *c) {
+  uint32_t id = 0;
+  assert_int_equal(tg_connect(s, c, &id), 0);
+  assert_int_not_equal(id, 0);
+  return id;
+}
+
+/* The ids of the connections tg_token_edges() visits, in its order. */
+typedef struct tgt_edges {
+  uint32_t ids[256];
+  int n;
+} tgt_edges;
+
+/* A tg_edge_cb that appends to the tgt_edges at arg. */
+static inline int tgt_edges_add(void *arg, const tg_connection *c) {
+  tgt_edges *e = arg;
+  assert_true(e->n < (int)(sizeof e->ids / sizeof e->ids[0]));
+  e->ids[e->n++] = c->id;
+  return 0;
+}
+
+/* The edges of token id in direction dir (TG_OUT, TG_IN or TG_BOTH). */
+static inline tgt_edges tgt_edges_of(tg_store *s, uint32_t id, int dir) {
+  tgt_edges e;
+  memset(&e, 0, sizeof e);
+  assert_int_equal(tg_token_edges(s, id, dir, tgt_edges_add, &e), 0);
+  return e;
+}
+
 /* The path of the log segment that begins at LSN first in tgt_wal, with
    suffix ("" or ".broken") after ".wal". */
 static inline void tgt_seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
