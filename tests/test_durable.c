@@ -256,15 +256,23 @@ static void test_files_and_directories_are_private(void **state) {
   }
 }
 
+/* Opening path fails with err (or, when err2 is not 0, with either), and
+   the message names what is wrong: it contains needle. */
+static void assert_open_refused(const char *path, int err, int err2, const char *needle) {
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, path, NULL, msg, sizeof msg);
+  if (rc != err && (!err2 || rc != err2))
+    fail_msg("open %s: %s (%s), expected %s", path, tg_err_name(rc), msg, tg_err_name(err));
+  if (!strstr(msg, needle)) fail_msg("open %s: '%s' not in '%s'", path, needle, msg);
+}
+
 static void test_foreign_directory_is_refused_and_left_alone(void **state) {
   (void)state;
   char p[300];
   snprintf(p, sizeof p, "%s/notes.txt", tgt_root);
   tgt_write_file(p, "mine\n");
-  tg_store *s = NULL;
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg), TG_ENOTTG);
-  assert_non_null(strstr(msg, "not a tokengraph data directory"));
+  assert_open_refused(tgt_root, TG_ENOTTG, 0, "not a tokengraph data directory");
   snprintf(p, sizeof p, "ls -A %s | wc -l", tgt_root);
   FILE *l = popen(p, "r");
   int n = 0;
@@ -280,9 +288,7 @@ static void test_newer_format_is_refused(void **state) {
   char p[300];
   snprintf(p, sizeof p, "%s/TOKENGRAPH", tgt_root);
   tgt_write_file(p, "tokengraph data directory\nformat 2\n");
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg), TG_EVERSION);
-  assert_non_null(strstr(msg, "format 2"));
+  assert_open_refused(tgt_root, TG_EVERSION, 0, "format 2");
 }
 
 static void test_a_file_instead_of_a_directory_is_refused(void **state) {
@@ -290,12 +296,9 @@ static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   char p[300];
   snprintf(p, sizeof p, "%s/file", tgt_root);
   tgt_write_file(p, "");
-  tg_store *s = NULL;
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOTDIR);
-  assert_non_null(strstr(msg, "not a directory"));
+  assert_open_refused(p, -ENOTDIR, 0, "not a directory");
   snprintf(p, sizeof p, "%s/no/such/parent", tgt_root);
-  assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOENT);
+  assert_open_refused(p, -ENOENT, 0, "");
 }
 
 static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
@@ -308,15 +311,10 @@ static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   FILE *f = fopen(p, "w");
   for (int i = 0; i < 8192; i++) fputc((i * 7919) & 0xFF, f);
   fclose(f);
-  char msg[512];
-  int rc = tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg);
-  assert_true(rc == TG_ENOTTG || rc == TG_ECORRUPT);
-  assert_non_null(strstr(msg, "checkpoint"));
+  assert_open_refused(tgt_root, TG_ENOTTG, TG_ECORRUPT, "checkpoint");
   /* A valid LMDB environment that is someone else's. */
   tgt_foreign_checkpoint(tgt_root);
-  rc = tg_store_open_msg(&s, tgt_root, NULL, msg, sizeof msg);
-  assert_int_equal(rc, TG_ENOTTG);
-  assert_non_null(strstr(msg, "not a tokengraph checkpoint"));
+  assert_open_refused(tgt_root, TG_ENOTTG, 0, "not a tokengraph checkpoint");
 }
 
 /* ---- injected failures -------------------------------------------------- */
@@ -345,13 +343,9 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   snprintf(p, sizeof p, "%s/bb-failure.json", tgt_root);
   tg__io_reset();
   assert_int_equal(tg_blackbox_dump(p), 0);
-  FILE *f = fopen(p, "r");
-  assert_non_null(f);
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
+  char *buf = tgt_read_file(p, NULL);
   assert_non_null(strstr(buf, "write_failure"));
+  free(buf);
   unlink(p);
   tg__io.pwrite = enospc_pwrite;
   assert_int_equal(tg_store_close(s), TG_ENOSPC);
@@ -508,16 +502,12 @@ static void test_store_operations_are_traced(void **state) {
   char p[300];
   snprintf(p, sizeof p, "%s/trace.json", tgt_root);
   assert_int_equal(tg_trace_write(p), 0);
-  FILE *f = fopen(p, "r");
-  assert_non_null(f);
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
+  char *buf = tgt_read_file(p, NULL);
   const char *names[] = {"token.create", "connect", "wal.batch_write", "wal.fdatasync",
                          "checkpoint", "recovery.replay", "wal-writer"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!strstr(buf, names[i])) fail_msg("trace has no '%s'", names[i]);
+  free(buf);
   tg_trace_reset();
 }
 
