@@ -328,6 +328,16 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
 
 /* ---- tokens ------------------------------------------------------------ */
 
+/* The end of a create or a connect: leave the lock, wait for the record to
+   be durable where the level asks for it, then give the new id (0 if the
+   call failed). Returns the call's result. */
+static inline int created(tg_store *s, int rc, uint64_t lsn, uint32_t nid, uint32_t *id) {
+  store_unlock(s);
+  rc = strict_wait(s, rc, lsn);
+  if (id) *id = rc ? 0 : nid;
+  return rc;
+}
+
 TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
 TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
@@ -360,9 +370,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   }
   s->tokens_created++;
 out:
-  store_unlock(s);
-  rc = strict_wait(s, rc, lsn);
-  if (id) *id = rc ? 0 : nid;
+  rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, lsn);
   tg_span_end(&sp);
@@ -398,22 +406,29 @@ out:
   return strict_wait(s, rc, lsn);
 }
 
-int tg_token_delete(tg_store *s, uint32_t id) {
+/* A delete of a token (type TG_REC_TOKEN_DEL, with its connections) or of
+   a connection (TG_REC_CONN_DEL): logged first, so that a failed append
+   leaves the graph as it was. */
+static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
   int rc = 0;
   uint64_t lsn = 0;
+  int token = type == TG_REC_TOKEN_DEL;
   strict_enter(s);
   store_lock(s);
-  if (!tg__graph_token(&s->g, id)) {
+  if (token ? !tg__graph_token(&s->g, id) : !tg__graph_conn(&s->g, id)) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_DEL, &id, sizeof id, &lsn))) goto out;
-  tg__graph_token_delete(&s->g, id, NULL);
+  if (s->wal && (rc = log_rec(s, type, &id, sizeof id, &lsn))) goto out;
+  if (token) tg__graph_token_delete(&s->g, id, NULL);
+  else tg__graph_disconnect(&s->g, id);
   tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
 out:
   store_unlock(s);
   return strict_wait(s, rc, lsn);
 }
+
+int tg_token_delete(tg_store *s, uint32_t id) { return delete_rec(s, TG_REC_TOKEN_DEL, id); }
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -475,9 +490,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   }
   s->connections_created++;
 out:
-  store_unlock(s);
-  rc = strict_wait(s, rc, lsn);
-  if (id) *id = rc ? 0 : nid;
+  rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, init->from);
   tg_span_attr(&sp, 2, init->to);
@@ -486,22 +499,7 @@ out:
   return rc;
 }
 
-int tg_disconnect(tg_store *s, uint32_t id) {
-  int rc = 0;
-  uint64_t lsn = 0;
-  strict_enter(s);
-  store_lock(s);
-  if (!tg__graph_conn(&s->g, id)) {
-    rc = TG_ENOTFOUND;
-    goto out;
-  }
-  if (s->wal && (rc = log_rec(s, TG_REC_CONN_DEL, &id, sizeof id, &lsn))) goto out;
-  tg__graph_disconnect(&s->g, id);
-  tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
-out:
-  store_unlock(s);
-  return strict_wait(s, rc, lsn);
-}
+int tg_disconnect(tg_store *s, uint32_t id) { return delete_rec(s, TG_REC_CONN_DEL, id); }
 
 int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
   store_lock(s);
