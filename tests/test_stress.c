@@ -23,22 +23,10 @@
 #error "TG_CONFIG_DIR must name stress/configs"
 #endif
 
-static char tmp[256];
-
 /* Run tg-stress with args (NULL-terminated, without argv[0]); env_path (if
    not NULL) replaces PATH. */
 static tgt_run_out run(const char *env_path, const char *const *args) {
-  return tgt_run(TG_STRESS_BIN, args, env_path, tmp);
-}
-
-static int setup(void **state) {
-  (void)state;
-  return tgp_mkdtemp(tmp, sizeof tmp, NULL, "tg-test-stress") ? -1 : 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  return tgp_rmtree(tmp) ? -1 : 0;
+  return tgt_run(TG_STRESS_BIN, args, env_path, tgt_root);
 }
 
 /* ---- a small JSON validator: enough to say the output parses ---- */
@@ -161,9 +149,9 @@ static const char small_config[] =
 static void test_stress_json_summary_parses_and_passes(void **state) {
   (void)state;
   char cfg[300], work[300], report[300];
-  snprintf(cfg, sizeof cfg, "%s/small.ini", tmp);
-  snprintf(work, sizeof work, "%s/work", tmp);
-  snprintf(report, sizeof report, "%s/report.jsonl", tmp);
+  snprintf(cfg, sizeof cfg, "%s/small.ini", tgt_root);
+  snprintf(work, sizeof work, "%s/work", tgt_root);
+  snprintf(report, sizeof report, "%s/report.jsonl", tgt_root);
   tgt_write_file(cfg, small_config);
   const char *args[] = {"--config", cfg, "--dir", work, "--json", "--report", report, NULL};
   tgt_run_out r = run(NULL, args);
@@ -212,7 +200,7 @@ static void test_stress_json_summary_parses_and_passes(void **state) {
 static void test_stress_config_error_names_file_line_and_key(void **state) {
   (void)state;
   char cfg[300];
-  snprintf(cfg, sizeof cfg, "%s/bad.ini", tmp);
+  snprintf(cfg, sizeof cfg, "%s/bad.ini", tgt_root);
   struct {
     const char *text;
     const char *want; /* after "PATH:" */
@@ -248,8 +236,8 @@ static void test_stress_config_error_names_file_line_and_key(void **state) {
 static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
   (void)state;
   char cfg[300], report[300];
-  snprintf(cfg, sizeof cfg, "%s/quota.ini", tmp);
-  snprintf(report, sizeof report, "%s/quota.jsonl", tmp);
+  snprintf(cfg, sizeof cfg, "%s/quota.ini", tgt_root);
+  snprintf(report, sizeof report, "%s/quota.jsonl", tgt_root);
   tgt_write_file(cfg, "[guardian]\nmax_tokens = 3000\n[stress]\nphases = quota-exhaustion\n"
                   "quota_tokens = 3000\nquota_overflow = 77\n");
   const char *args[] = {"--config", cfg, "--json", "--report", report, NULL};
@@ -300,8 +288,8 @@ static void test_stress_every_shipped_config_loads(void **state) {
 static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
   (void)state;
   char cfg[300], png[300];
-  snprintf(cfg, sizeof cfg, "%s/plot.ini", tmp);
-  snprintf(png, sizeof png, "%s/plot.png", tmp);
+  snprintf(cfg, sizeof cfg, "%s/plot.ini", tgt_root);
+  snprintf(png, sizeof png, "%s/plot.png", tgt_root);
   tgt_write_file(cfg, "[stress]\nphases = quota-exhaustion\nquota_tokens = 100\nquota_overflow = 5\n");
   const char *args[] = {"--config", cfg, "--plot", png, NULL};
   tgt_run_out r = run("/nonexistent", args);
@@ -333,12 +321,12 @@ static void test_stress_help_version_and_bad_option(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_stress_help_version_and_bad_option),
-      cmocka_unit_test(test_stress_every_shipped_config_loads),
-      cmocka_unit_test(test_stress_config_error_names_file_line_and_key),
-      cmocka_unit_test(test_stress_quota_exhaustion_counts_exact_rejections),
-      cmocka_unit_test(test_stress_plot_without_gnuplot_is_not_a_failure),
-      cmocka_unit_test(test_stress_json_summary_parses_and_passes),
+    TGT_TEST(test_stress_help_version_and_bad_option),
+    TGT_TEST(test_stress_every_shipped_config_loads),
+    TGT_TEST(test_stress_config_error_names_file_line_and_key),
+    TGT_TEST(test_stress_quota_exhaustion_counts_exact_rejections),
+    TGT_TEST(test_stress_plot_without_gnuplot_is_not_a_failure),
+    TGT_TEST(test_stress_json_summary_parses_and_passes),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, NULL, NULL);
 }
