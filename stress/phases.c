@@ -261,16 +261,24 @@ typedef struct scraper {
 
 /* Rewrites the metrics file every interval, as a node_exporter textfile
    scrape would consume it: metrics stay on for the whole phase. */
+/* ms milliseconds from now on CLOCK_REALTIME, the clock of a
+   pthread_cond_timedwait() deadline (the condition variable keeps the
+   default clock). */
+static struct timespec realtime_after_ms(uint64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000u;
+  ts.tv_sec += (time_t)(ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  return ts;
+}
+
 static void *scraper_main(void *arg) {
   scraper *m = arg;
   pthread_mutex_lock(&m->mu);
   while (!m->stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + m->interval_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    struct timespec deadline = realtime_after_ms(m->interval_ms);
+    pthread_cond_timedwait(&m->cv, &m->mu, &deadline);
     if (m->stop) break;
     pthread_mutex_unlock(&m->mu);
     int rc = tg_metrics_write_file(m->path);
