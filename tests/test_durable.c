@@ -110,8 +110,7 @@ static void test_reopen_replays_every_mutation_exactly(void **state) {
   (void)state;
   enum { N = 40 };
   uint32_t ids[N];
-  tg_store *mem = NULL;
-  assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
+  tg_store *mem = tgt_open(NULL, NULL); /* the expected state */
   build_graph(mem, ids, N);
 
   tg_store *s = open_at(tgt_root, TG_BALANCED);
@@ -134,8 +133,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   (void)state;
   enum { N = 60 };
   uint32_t ids[N];
-  tg_store *mem = NULL;
-  assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
+  tg_store *mem = tgt_open(NULL, NULL); /* the expected state */
   tg_store *s = open_at(tgt_root, TG_RELAXED);
   build_graph(mem, ids, N / 2);
   build_graph(s, ids, N / 2);
@@ -256,6 +254,11 @@ static void test_files_and_directories_are_private(void **state) {
   }
 }
 
+/* A data directory with every file a store creates, and no token. */
+static void make_empty_store(void) {
+  assert_int_equal(tg_store_close(open_at(tgt_root, TG_BALANCED)), 0);
+}
+
 /* Opening path fails with err (or, when err2 is not 0, with either), and
    the message names what is wrong: it contains needle. */
 static void assert_open_refused(const char *path, int err, int err2, const char *needle) {
@@ -283,8 +286,7 @@ static void test_foreign_directory_is_refused_and_left_alone(void **state) {
 
 static void test_newer_format_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(tgt_root, TG_BALANCED);
-  tg_store_close(s);
+  make_empty_store();
   char p[300];
   snprintf(p, sizeof p, "%s/TOKENGRAPH", tgt_root);
   tgt_write_file(p, "tokengraph data directory\nformat 2\n");
@@ -303,8 +305,7 @@ static void test_a_file_instead_of_a_directory_is_refused(void **state) {
 
 static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(tgt_root, TG_BALANCED);
-  tg_store_close(s);
+  make_empty_store();
   char p[300];
   /* Random bytes in place of the LMDB file. */
   snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_root);
