@@ -364,27 +364,22 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
 
 static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   (void)state;
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
+  tgt_child child = tgt_fork_piped();
+  if (child.pid == 0) {
     tg_store *s = open_at(tgt_root, TG_STRICT);
     for (uint32_t i = 1;; i++) {
       tg_token t = tok((float)i, i);
       uint32_t id;
       if (tg_token_create(s, &t, &id)) _exit(3);
-      if (write(fds[1], &id, sizeof id) != sizeof id) _exit(4);
+      if (write(child.fd, &id, sizeof id) != sizeof id) _exit(4);
     }
   }
-  close(fds[1]);
   uint32_t acked[200], n = 0;
   /* The ids are 4-byte writes to a pipe, each atomic (< PIPE_BUF). */
-  while (n < 200 && tgt_read_full(fds[0], &acked[n], sizeof acked[n], NULL)) n++;
-  kill(pid, SIGKILL);
-  int status = tgt_wait_child(pid);
-  close(fds[0]);
+  while (n < 200 && tgt_read_full(child.fd, &acked[n], sizeof acked[n], NULL)) n++;
+  kill(child.pid, SIGKILL);
+  int status = tgt_wait_child(child.pid);
+  close(child.fd);
   assert_true(WIFSIGNALED(status));
   assert_int_equal(WTERMSIG(status), SIGKILL);
   assert_int_equal(n, 200);
@@ -401,14 +396,14 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
 
 typedef struct strict_worker {
   tg_store *s;
-  int n;
+  float weight; /* of the tokens this thread creates */
   int errors;
 } strict_worker;
 
 static void *strict_work(void *arg) {
   strict_worker *w = arg;
   for (int i = 0; i < 100; i++) {
-    tg_token t = tok((float)w->n, (uint32_t)i);
+    tg_token t = tok(w->weight, (uint32_t)i);
     uint32_t id;
     if (tg_token_create(w->s, &t, &id)) w->errors++;
   }
@@ -421,16 +416,10 @@ static void test_strict_threads_share_fdatasyncs(void **state) {
   tg_metric_values before, after;
   tg_metrics_snapshot(&before);
   enum { T = 8 };
-  pthread_t th[T];
   strict_worker w[T];
-  for (int i = 0; i < T; i++) {
-    w[i] = (strict_worker){s, i, 0};
-    assert_int_equal(pthread_create(&th[i], NULL, strict_work, &w[i]), 0);
-  }
-  for (int i = 0; i < T; i++) {
-    pthread_join(th[i], NULL);
-    assert_int_equal(w[i].errors, 0);
-  }
+  for (int i = 0; i < T; i++) w[i] = (strict_worker){s, (float)i, 0};
+  tgt_run_threads(T, strict_work, w, sizeof w[0]);
+  for (int i = 0; i < T; i++) assert_int_equal(w[i].errors, 0);
   tg_metrics_snapshot(&after);
   uint64_t syncs = after.v[TG_METRIC_WAL_FDATASYNCS] - before.v[TG_METRIC_WAL_FDATASYNCS];
   uint64_t records = after.v[TG_METRIC_WAL_RECORDS] - before.v[TG_METRIC_WAL_RECORDS];

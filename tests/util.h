@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <lmdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,34 @@ static inline int tgt_wait_child(pid_t pid) {
     }
     tgt_pause();
   }
+}
+
+/* A forked child that reports to its parent through a pipe. */
+typedef struct tgt_child {
+  pid_t pid; /* the child's pid in the parent, 0 in the child */
+  int fd;    /* the parent's read end, or the child's write end */
+} tgt_child;
+
+static inline tgt_child tgt_fork_piped(void) {
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  fflush(NULL);
+  tgt_child c;
+  c.pid = fork();
+  assert_true(c.pid >= 0);
+  close(p[c.pid == 0 ? 0 : 1]);
+  c.fd = p[c.pid == 0 ? 1 : 0];
+  return c;
+}
+
+/* Run fn on each of the n arguments at args (stride bytes apart), each in
+   its own thread started together, and wait for all of them. */
+static inline void tgt_run_threads(int n, void *(*fn)(void *), void *args, size_t stride) {
+  pthread_t th[64];
+  assert_true(n > 0 && n <= 64);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * stride), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
 }
 
 /* ---- files ---------------------------------------------------------------- */
