@@ -90,10 +90,8 @@ static void test_ids_are_stable_while_others_come_and_go(void **state) {
   assert_int_equal(tg_token_get(s, keep, &t), 0);
   assert_int_equal(t.id, keep);
   assert_true(t.weight == 42.0f);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_tokens, 1);
-  assert_int_equal(st.tokens_created, 2001);
+  assert_int_equal(tgt_stats(s).live_tokens, 1);
+  assert_int_equal(tgt_stats(s).tokens_created, 2001);
   tg_store_close(s);
 }
 
@@ -177,8 +175,7 @@ static void test_deleting_a_token_removes_its_connections(void **state) {
   tgt_edges bo = tgt_edges_of(s, b, TG_BOTH);
   assert_int_equal(bo.n, 1);
   assert_int_equal(bo.ids[0], bc);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 1);
   assert_int_equal(st.live_tokens, 2);
   /* The reused slot starts with no connections. */
@@ -203,9 +200,7 @@ static void test_connect_rejects_missing_endpoints_and_bad_types(void **state) {
   c.type = TG_CONN_TYPES;
   assert_int_equal(tg_connect(s, &c, &id), TG_EINVAL);
   assert_int_equal(tg_token_edges(s, 77, TG_OUT, tgt_edges_add, &(tgt_edges){0}), TG_ENOTFOUND);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_connections, 0);
+  assert_int_equal(tgt_stats(s).live_connections, 0);
   tg_store_close(s);
 }
 
@@ -240,8 +235,7 @@ static void test_many_connections_across_chunks_keep_lists_consistent(void **sta
   for (int i = 0; i < 200; i += 2) assert_int_equal(tg_disconnect(s, conns[i]), 0);
   int count = 0;
   assert_int_equal(tg_token_edges(s, hub, TG_OUT, stop_after_one, &count), 7);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 100);
   for (int i = 1; i < 200; i += 2) {
     tg_connection c;

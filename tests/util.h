@@ -283,6 +283,13 @@ static inline tgt_edges tgt_edges_of(tg_store *s, uint32_t id, int dir) {
   return e;
 }
 
+/* The store's statistics now. */
+static inline tg_store_stats tgt_stats(tg_store *s) {
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  return st;
+}
+
 /* The path of the log segment that begins at LSN first in tgt_wal, with
    suffix ("" or ".broken") after ".wal". */
 static inline void tgt_seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
