@@ -636,8 +636,9 @@ fail:
 
 /* Copy the changes out under the store lock, make the log durable up to
    the LSN they reflect, write them in one LMDB transaction, then drop the
-   log segments the checkpoint covers. Caller holds ckpt_mu. */
-static int checkpoint_body(tg_store *s, snapshot *sn) {
+   log segments the checkpoint covers (*removed of them). Caller holds
+   ckpt_mu. */
+static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
   tg_wal_stats ws;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
@@ -662,7 +663,7 @@ static int checkpoint_body(tg_store *s, snapshot *sn) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, NULL);
+  tg_wal_remove_upto(s->wal, lsn, removed);
   return 0;
 }
 
@@ -672,10 +673,11 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 static int checkpoint_locked(tg_store *s) {
   snapshot sn;
   memset(&sn, 0, sizeof sn);
+  uint32_t removed = 0;
   uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
-  int rc = checkpoint_body(s, &sn);
+  int rc = checkpoint_body(s, &sn, &removed);
   tg_span_attr(&sp, 0, s->ckpt_lsn);
   tg_span_attr(&sp, 1, sn.ntok);
   tg_span_attr(&sp, 2, sn.nconn);
@@ -683,7 +685,9 @@ static int checkpoint_locked(tg_store *s) {
   tg_span_end(&sp);
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
-                       tg__now_ns() - t0, 0);
+                       tg__now_ns() - t0, removed);
+  else
+    tg__store_note_log_failure(s, rc);
   snapshot_free(&sn);
   return rc;
 }
@@ -694,6 +698,20 @@ int tg_checkpoint(tg_store *s) {
   int rc = checkpoint_locked(s);
   pthread_mutex_unlock(&s->ckpt_mu);
   return rc;
+}
+
+/* Appends blocked on the full WAL queue since the last look: one
+   backpressure event for them, recorded off the append path from the WAL's
+   counters. An append is counted when its wait begins and its time when
+   the wait ends, so a wait in progress shows in one event and its time in
+   a later one. Runs on the checkpointer thread, and at close once that
+   thread has stopped. */
+static void note_backpressure(tg_store *s, const tg_wal_stats *ws) {
+  if (ws->blocked == s->bp_blocked && ws->blocked_ns == s->bp_blocked_ns) return;
+  tg_blackbox_record(TG_BB_BACKPRESSURE, ws->blocked - s->bp_blocked,
+                     ws->blocked_ns - s->bp_blocked_ns, ws->queue_depth, 0);
+  s->bp_blocked = ws->blocked;
+  s->bp_blocked_ns = ws->blocked_ns;
 }
 
 /* The automatic checkpointer: wakes at segment switches and every 100 ms,
@@ -715,6 +733,8 @@ static void *checkpointer(void *arg) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     tg_wal_stats ws;
     tg_wal_stats_get(s->wal, &ws);
+    note_backpressure(s, &ws);
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
     pthread_mutex_lock(&s->ckpt_mu);
     if (!ws.failed && ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
       checkpoint_locked(s); /* a failure leaves the marks for the next try */
@@ -787,7 +807,6 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = make_dir(dir, msg, len))) return rc;
-  tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
   /* The identity is read before the lock, so that a directory that is not
      ours gets no LOCK file; and again under the lock, because another
      process may be creating the directory right now: while it holds the
@@ -865,6 +884,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 
   s->g.track_dirty = 1;
   if ((rc = tg__graph_reserve_conn_dirty(&s->g))) goto out;
+  tg_blackbox_record(TG_BB_RECOVERY_START, s->ckpt_lsn, info.segments, 0, 0);
   uint64_t last = 0, n = 0;
   TG_SPAN_SITE(site_replay, "recovery.replay", "from_lsn", "records", "last_lsn", NULL);
   tg_span sp;
@@ -886,8 +906,8 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
         waldir, (unsigned long long)last, (unsigned long long)info.next_lsn);
     goto out;
   }
-  tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
-                     info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
+  tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
+                     s->recovery.load_ns + s->recovery.replay_ns);
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_set_path(bb);
@@ -917,7 +937,13 @@ int tg__store_close_dir(tg_store *s) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     pthread_join(s->ckpt_thread, NULL);
   }
-  if (s->wal) rc = tg_wal_close(s->wal);
+  if (s->wal) {
+    tg_wal_stats ws;
+    tg_wal_stats_get(s->wal, &ws);
+    note_backpressure(s, &ws); /* what the checkpointer's tick has not seen */
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
+    rc = tg_wal_close(s->wal);
+  }
   s->wal = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
