@@ -22,20 +22,14 @@ static tg_store *open_with(const tg_store_config *cfg) {
 }
 
 static uint32_t mk(tg_store *s, float weight, uint16_t flags) {
-  tg_token t;
-  memset(&t, 0, sizeof t);
-  t.weight = weight;
-  t.flags = flags;
+  tg_token t = {.weight = weight, .flags = flags};
   uint32_t id = 0;
   assert_int_equal(tg_token_create(s, &t, &id), 0);
   return id;
 }
 
 static int try_link(tg_store *s, uint32_t from, uint32_t to, uint32_t *id) {
-  tg_connection c;
-  memset(&c, 0, sizeof c);
-  c.from = from;
-  c.to = to;
+  tg_connection c = {.from = from, .to = to};
   return tg_connect(s, &c, id);
 }
 
