@@ -112,6 +112,15 @@ int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
   return rc;
 }
 
+void *ts_xcalloc(size_t n) {
+  void *p = calloc(1, n ? n : 1);
+  if (!p) {
+    fprintf(stderr, "tg-stress: out of memory\n");
+    exit(70);
+  }
+  return p;
+}
+
 void ts_keep_round(ts_result *x, double sec) {
   if (x->nrounds < TS_MAX_ROUNDS) x->round_sec[x->nrounds++] = sec;
   if (x->seconds == 0 || sec < x->seconds) x->seconds = sec;
