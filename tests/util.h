@@ -1,9 +1,14 @@
 /*
  * Helpers the tests share: a scratch directory (and the cmocka fixture that
  * gives each test its own), waiting on observable state with a deadline,
- * reading a pipe with a deadline, running a program with its output
- * captured, small file helpers and opening a store. Include after
- * <cmocka.h>: a helper that cannot do its job fails the running test.
+ * reading a pipe with a deadline, a forked child that reports through a
+ * pipe, threads started together, small file helpers, stores (opening one,
+ * its statistics, connections and edge lists), the damage the data
+ * directory tests do to segments and checkpoints, and running a program
+ * with its output captured. Include after <cmocka.h>: a helper that cannot
+ * do its job fails the running test. Tests see src/ on their include path;
+ * the helpers use the I/O seam (common/io.h) and the log's CRC
+ * (wal/crc32.h) from there.
  *
  * Every wait has a deadline, TGT_PATIENCE_NS, so that a bug makes a test
  * fail with a message instead of hanging the suite. It is not a time limit
