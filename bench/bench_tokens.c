@@ -61,7 +61,8 @@ static double reference_seconds(uint64_t n) {
 int tgb_tokens(int argc, char **argv) {
   uint64_t count = 9500000, rounds = 3;
   int json = 0;
-  const tgb_opt opts[] = {{"--count", &count, NULL}, {"--rounds", &rounds, NULL}, {NULL, NULL, NULL}};
+  const tgb_opt opts[] = {
+      {"--count", &count, NULL}, {"--rounds", &rounds, NULL}, {NULL, NULL, NULL}};
   int prc = tgb_parse_args("tokens", argc, argv, opts, &json, usage);
   if (prc >= 0) return prc;
   if (rounds == 0) rounds = 1;
