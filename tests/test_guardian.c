@@ -28,6 +28,18 @@ static uint32_t mk(tg_store *s, float weight, uint16_t flags) {
   return id;
 }
 
+/* An in-memory store whose memory quota is a hard limit of bytes: no soft
+   threshold below it and no eviction, so a create that does not fit is
+   rejected. */
+static tg_store *open_hard_memory_quota(uint64_t bytes) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = bytes;
+  cfg.guardian.memory_threshold = 1.0;
+  cfg.guardian.cleanup = 0;
+  return open_with(&cfg);
+}
+
 static int try_link(tg_store *s, uint32_t from, uint32_t to, uint32_t *id) {
   tg_connection c = {.from = from, .to = to};
   return tg_connect(s, &c, id);
@@ -77,12 +89,7 @@ static void test_quota_max_connections_allows_n_rejects_n_plus_one(void **state)
 
 static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
   (void)state;
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.guardian.max_memory_bytes = 64 * 300; /* exactly 300 tokens */
-  cfg.guardian.memory_threshold = 1.0;
-  cfg.guardian.cleanup = 0;
-  tg_store *s = open_with(&cfg);
+  tg_store *s = open_hard_memory_quota(64 * 300); /* exactly 300 tokens */
   for (int i = 0; i < 300; i++) mk(s, 1, 0);
   tg_store_stats before = tgt_stats(s);
   assert_int_equal(before.memory_bytes, 64 * 300);
@@ -98,14 +105,9 @@ static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
 
 static void test_quota_memory_counts_connections_and_side_tables(void **state) {
   (void)state;
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
   /* Two tokens, one side table (both in chunk 0), one connection. */
   uint64_t exact = 2 * 64 + 16 * 32768 + 64;
-  cfg.guardian.max_memory_bytes = exact;
-  cfg.guardian.memory_threshold = 1.0;
-  cfg.guardian.cleanup = 0;
-  tg_store *s = open_with(&cfg);
+  tg_store *s = open_hard_memory_quota(exact);
   uint32_t a = mk(s, 1, 0), b = mk(s, 1, 0), id;
   assert_int_equal(try_link(s, a, b, &id), 0);
   assert_int_equal(tgt_stats(s).memory_bytes, exact);
