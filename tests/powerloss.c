@@ -665,7 +665,7 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
     for (size_t i = 0; i < r.dur.n; i++)
       if (!names_find(&r.cur, r.dur.v[i].path)) st->names_undone++;
   }
-  qsort(fin->v, fin->n, sizeof *fin->v, cmp_entry_path); /* parents first */
+  if (fin->n) qsort(fin->v, fin->n, sizeof *fin->v, cmp_entry_path); /* parents first */
 
   int rc = 0;
   size_t ll = strlen(live);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -335,6 +336,39 @@ static void test_config_file_accepts_what_the_api_accepts(void **state) {
   unlink(path);
 }
 
+/* A line longer than the parser's buffer is refused, never split: the tail
+   of a long comment must not be read as a key. */
+static void test_config_refuses_a_line_longer_than_the_parser_reads(void **state) {
+  (void)state;
+  char text[512];
+  int n = snprintf(text, sizeof text, "[guardian]\n; ");
+  memset(text + n, 'x', 197); /* the split fell just before the key */
+  snprintf(text + n + 197, sizeof text - (size_t)n - 197, " max_tokens = 7\n");
+  expect_error(text, "2: line too long");
+}
+
+/* A directory or a FIFO given as the config file: -errno or a refusal at
+   once, never a block or a half-read. */
+static void test_config_path_that_is_not_a_file_is_refused(void **state) {
+  (void)state;
+  tg_store_config cfg, orig;
+  tg_store_config_init(&cfg);
+  orig = cfg;
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, "/", err, sizeof err), -EISDIR);
+  assert_non_null(strstr(err, "is a directory"));
+  char fifo[] = "/tmp/tg_cfg_fifo_XXXXXX";
+  assert_non_null(mkdtemp(fifo));
+  char fp[64];
+  snprintf(fp, sizeof fp, "%s/f", fifo);
+  assert_int_equal(mkfifo(fp, 0600), 0);
+  assert_int_equal(tg_config_load(&cfg, fp, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "not a regular file"));
+  assert_memory_equal(&cfg, &orig, sizeof cfg);
+  unlink(fp);
+  rmdir(fifo);
+}
+
 static void test_config_loads_wal_keys(void **state) {
   (void)state;
   write_ini("[guardian]\nmax_tokens = 5\n\n"
@@ -437,6 +471,8 @@ int main(void) {
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),
+    cmocka_unit_test(test_config_refuses_a_line_longer_than_the_parser_reads),
+    cmocka_unit_test(test_config_path_that_is_not_a_file_is_refused),
     cmocka_unit_test(test_config_loads_wal_keys),
     cmocka_unit_test(test_config_passes_the_app_section_to_its_callback),
     cmocka_unit_test(test_config_errors_name_file_line_and_key),

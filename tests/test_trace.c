@@ -720,7 +720,9 @@ static void test_abort_in_a_child_leaves_a_parseable_dump(void **state) {
   jdestroy(doc);
 }
 
-static void test_handlers_install_idempotently_and_restore(void **state) {
+/* Installed once per process and counted: the handler stays until the last
+   remove, which puts back what was there before. */
+static void test_handlers_install_once_and_restore_at_the_last_remove(void **state) {
   (void)state;
   struct sigaction before, during, after;
   sigaction(SIGBUS, NULL, &before);
@@ -730,9 +732,66 @@ static void test_handlers_install_idempotently_and_restore(void **state) {
   assert_true(during.sa_flags & SA_SIGINFO);
   tg_blackbox_remove_signal_handlers();
   sigaction(SIGBUS, NULL, &after);
+  assert_true(after.sa_sigaction == during.sa_sigaction); /* one install left */
+  tg_blackbox_remove_signal_handlers();
+  sigaction(SIGBUS, NULL, &after);
   assert_true(after.sa_handler == before.sa_handler);
   assert_int_equal(tg_blackbox_set_path(NULL), 0);
   assert_int_equal(tg_blackbox_set_path(""), TG_EINVAL);
+}
+
+static void app_handler(int sig) { (void)sig; }
+static void fresh_dirs(char *dir, char *out, size_t n, const char *name);
+
+/* A handler the program installs after opening a store survives the
+   store's close: the library restores only what is still its own. */
+static void test_close_keeps_a_handler_the_program_installed_later(void **state) {
+  (void)state;
+  char dir[512], out[512];
+  fresh_dirs(dir, out, sizeof dir, "bb-app-handler");
+  char sdir[600];
+  snprintf(sdir, sizeof sdir, "%s/store", dir);
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, sdir, NULL), 0);
+  struct sigaction mine, after;
+  memset(&mine, 0, sizeof mine);
+  mine.sa_handler = app_handler;
+  sigemptyset(&mine.sa_mask);
+  struct sigaction prev;
+  assert_int_equal(sigaction(SIGSEGV, &mine, &prev), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  sigaction(SIGSEGV, NULL, &after);
+  assert_true(after.sa_handler == app_handler);
+  sigaction(SIGSEGV, &prev, NULL);
+}
+
+/* Two stores open, one closed: a crash still dumps into the other's
+   directory (every open store has its own dump). */
+static void test_each_open_store_gets_its_crash_dump(void **state) {
+  (void)state;
+  char dir[512], out[512], a[600], b[600], p[700];
+  fresh_dirs(dir, out, sizeof dir, "bb-two-stores");
+  snprintf(a, sizeof a, "%s/a", dir);
+  snprintf(b, sizeof b, "%s/b", dir);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    tg_store *sa = NULL, *sb = NULL;
+    if (tg_store_open(&sa, a, NULL) || tg_store_open(&sb, b, NULL)) _exit(90);
+    if (tg_store_close(sa)) _exit(91);
+    abort();
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGABRT);
+  struct stat st;
+  snprintf(p, sizeof p, "%s/blackbox.json", b);
+  assert_int_equal(stat(p, &st), 0);
+  assert_true(S_ISREG(st.st_mode) && st.st_size > 0);
+  snprintf(p, sizeof p, "%s/blackbox.json", a);
+  assert_int_equal(stat(p, &st), -1); /* closed before the crash: no dump */
 }
 
 /* ======================================================================
@@ -1724,7 +1783,9 @@ int main(void) {
     cmocka_unit_test(test_blackbox_dump_during_concurrent_recording_parses),
     cmocka_unit_test(test_fatal_segv_in_a_child_leaves_a_parseable_dump),
     cmocka_unit_test(test_abort_in_a_child_leaves_a_parseable_dump),
-    cmocka_unit_test(test_handlers_install_idempotently_and_restore),
+    cmocka_unit_test(test_handlers_install_once_and_restore_at_the_last_remove),
+    cmocka_unit_test(test_close_keeps_a_handler_the_program_installed_later),
+    cmocka_unit_test(test_each_open_store_gets_its_crash_dump),
     cmocka_unit_test(test_bb_open_and_close_record_the_counts_and_level),
     cmocka_unit_test(test_bb_recovery_records_checkpoint_segments_and_replay),
     cmocka_unit_test(test_bb_checkpoint_and_segment_switches_name_the_segments),

@@ -324,17 +324,32 @@ TG_API int tg_blackbox_dump(const char *path);
 TG_API int tg_blackbox_set_path(const char *path);
 
 /*
+ * One more file the fatal-signal handler writes, besides the one of
+ * tg_blackbox_set_path(): each open durable store adds
+ * "<data dir>/blackbox.json" at open and removes it at close, so every
+ * open store gets its dump. Same rules and errors as tg_blackbox_set_path(),
+ * and TG_ENOMEM when 15 paths are already added. *slot identifies it for
+ * tg_blackbox_remove_path() (-1 on failure).
+ */
+TG_API int tg_blackbox_add_path(const char *path, int *slot);
+TG_API void tg_blackbox_remove_path(int slot);
+
+/*
  * Install a handler for SIGSEGV, SIGBUS, SIGABRT and SIGFPE that records a
- * TG_BB_SIGNAL event, dumps the ring to the configured path with
+ * TG_BB_SIGNAL event, dumps the ring to every configured path with
  * async-signal-safe calls only (openat/write/fsync/renameat), then restores the
  * disposition that was in place before (the default one unless the program
  * had its own handler) and re-raises the signal, so the process still dies
  * of it (core dump and exit status unchanged). Also gives the calling
  * thread an alternate signal stack if it has none, so a stack overflow on
- * it can still be dumped. Idempotent. Returns 0 or -errno.
+ * it can still be dumped. Installed once per process and counted: each
+ * successful call needs one tg_blackbox_remove_signal_handlers(). Returns 0
+ * or -errno.
  */
 TG_API int tg_blackbox_install_signal_handlers(void);
-/* Put back the dispositions saved by the install call. */
+/* Undo one install call. The last one puts back the dispositions saved
+   when the handlers were installed, for each signal whose handler is still
+   ours: a handler the program installed after ours is left in place. */
 TG_API void tg_blackbox_remove_signal_handlers(void);
 
 /* ======================================================================

@@ -10,6 +10,7 @@
  * count them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "guardian/guardian.h" /* tg__guardian_validate */
 #include "tokengraph/tokengraph.h"
@@ -85,10 +88,21 @@ static void fail(load_ctx *c, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* inih's reader: one line per call into its buffer. A line that does not
+   fit is an error, never split: a split line's tail would be parsed as a
+   line of its own (a long comment ending in "max_tokens = 7" would set
+   max_tokens). */
 static char *reader(char *buf, int n, void *stream) {
   load_ctx *c = stream;
+  if (c->failed) return NULL;
   char *r = fgets(buf, n, c->f);
-  if (r) c->line++;
+  if (!r) return NULL;
+  c->line++;
+  size_t l = strlen(r);
+  if (l == (size_t)n - 1 && r[l - 1] != '\n' && !feof(c->f)) {
+    fail(c, "%s:%d: line too long (at most %d bytes)", c->path, c->line, n - 2);
+    return NULL;
+  }
   return r;
 }
 
@@ -254,10 +268,28 @@ int tg_config_load_app(tg_store_config *cfg, const char *path,
   c->err = errbuf;
   c->errlen = errlen;
   if (errbuf && errlen) errbuf[0] = 0;
-  c->f = fopen(path, "r");
-  if (!c->f) {
+  /* O_NONBLOCK: a FIFO at the path must not block the open; anything but
+     a regular file is refused before it is read. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st)) {
     rc = -errno;
     fail(c, "%s: cannot read: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    goto cleanup;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+    fail(c, "%s: cannot read: %s", path,
+         S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+    close(fd);
+    goto cleanup;
+  }
+  c->f = fdopen(fd, "r");
+  if (!c->f) {
+    rc = -errno;
+    close(fd);
+    fail(c, "%s: cannot read: %s", path, strerror(-rc));
     goto cleanup;
   }
   int r = ini_parse_stream(reader, c, handler, c);

@@ -910,7 +910,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                      s->recovery.load_ns + s->recovery.replay_ns);
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
-    if (bb) tg_blackbox_set_path(bb);
+    if (bb) tg_blackbox_add_path(bb, &s->bb_slot);
     free(bb);
   }
   if (cfg->crash_dump && tg_blackbox_install_signal_handlers() == 0) s->crash_dump = 1;
@@ -930,6 +930,8 @@ int tg__store_close_dir(tg_store *s) {
   int rc = 0;
   if (!s->dir) return 0;
   if (s->crash_dump) tg_blackbox_remove_signal_handlers();
+  tg_blackbox_remove_path(s->bb_slot);
+  s->bb_slot = -1;
   if (s->ckpt_thread_started) {
     pthread_mutex_lock(&s->ckpt_wake_mu);
     s->ckpt_stop = 1;

@@ -166,6 +166,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   atomic_init(&s->lock, 0);
   atomic_init(&s->failure_noted, 0);
   s->lock_fd = lock_fd;
+  s->bb_slot = -1;
   lock_fd = -1; /* the store owns it now */
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;

@@ -54,7 +54,10 @@ struct tg_store {
   uint64_t synced_lsn;          /* writer thread: durable LSN at the last
                                    fdatasync (records per fdatasync) */
   uint64_t segment_lsn;         /* writer thread: current segment */
-  int crash_dump;               /* installed the fatal-signal handler */
+  int crash_dump;               /* open/close; installed the fatal-signal
+                                   handler (one count of it) */
+  int bb_slot;                  /* open/close; this store's crash-dump path
+                                   (tg_blackbox_add_path), -1 or 0 = none */
   int collecting;               /* registered as a metrics collector */
   tg_span io_span[3];           /* writer thread: the open batch-write and
                                    fdatasync spans (enum tg__wal_io) */

@@ -182,58 +182,99 @@ int tg_blackbox_dump(const char *path) {
 static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE};
 #define NFATAL ((int)(sizeof fatal_signals / sizeof fatal_signals[0]))
 
-/* Where the handler dumps: crash_name in the directory open as crash_dirfd.
-   Set under install_lock; the handler reads crash_dirfd atomically (-1: no
-   dump) and crash_name after it (acquire). */
-static int crash_dirfd = -1;
-static char crash_name[256];
+/* Where the handler dumps: each used slot is a file name in a directory
+   kept open. Slot 0 is tg_blackbox_set_path()'s; the others are taken by
+   tg_blackbox_add_path() (one per open store), so every open store gets
+   its dump. Slots change under install_lock; the handler reads a slot's
+   descriptor atomically (-1: unused) and its name after it (acquire). */
+#define NDEST 16
+typedef struct dest {
+  int dirfd;
+  char name[256];
+} dest;
+static dest dests[NDEST] = {
+    {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""},
+    {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}, {-1, ""}};
 static struct sigaction saved[NFATAL]; /* dispositions before install */
-static int installed;                  /* guarded by install_lock */
+static int installs;                   /* install calls not yet removed;
+                                          guarded by install_lock */
 static int in_handler;                 /* first fatal signal only */
 static char altstack[64 * 1024];
 static int altstack_used;
 
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int tg_blackbox_set_path(const char *path) {
+/* Open path's directory for slot use: *fd and *base (inside path). */
+static int dest_open(const char *path, int *fd, const char **base) {
   char dir[4096];
-  const char *base = NULL;
-  int fd = -1, rc;
-  if (path != NULL) {
-    if (strlen(path) >= sizeof dir) return TG_EINVAL;
-    if ((rc = tg__split_path(path, dir, sizeof dir, &base))) return TG_EINVAL;
-    if (strlen(base) >= sizeof crash_name - 32) return TG_EINVAL; /* + ".tmp.<pid>" */
-    fd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
-    if (fd < 0) return fd;
-  }
-  pthread_mutex_lock(&install_lock);
-  /* The handler takes the descriptor, then the name. A fatal signal in
-     another thread while this runs may find no descriptor (no dump), or
-     the old one closed under it, or the name half rewritten: the dump is
-     then lost, but nothing outside the directory can be written. Stores
-     set the path at open, not while busy. */
-  int old = __atomic_exchange_n(&crash_dirfd, -1, __ATOMIC_ACQ_REL);
+  if (strlen(path) >= sizeof dir) return TG_EINVAL;
+  if (tg__split_path(path, dir, sizeof dir, base)) return TG_EINVAL;
+  if (strlen(*base) >= sizeof dests[0].name - 32) return TG_EINVAL; /* + ".tmp.<pid>" */
+  *fd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
+  return *fd < 0 ? *fd : 0;
+}
+
+/* Under install_lock: empty slot i (closing its descriptor), then fill it
+   with (fd, base) if fd >= 0. The handler takes the descriptor, then the
+   name. A fatal signal in another thread while this runs may find no
+   descriptor (no dump), or the old one closed under it, or the name half
+   rewritten: that dump is then lost, but nothing outside the directory can
+   be written. Stores set their slot at open and clear it at close. */
+static void dest_set(int i, int fd, const char *base) {
+  int old = __atomic_exchange_n(&dests[i].dirfd, -1, __ATOMIC_ACQ_REL);
   if (old >= 0) close(old);
   if (fd >= 0) {
-    memcpy(crash_name, base, strlen(base) + 1);
-    __atomic_store_n(&crash_dirfd, fd, __ATOMIC_RELEASE);
+    memcpy(dests[i].name, base, strlen(base) + 1);
+    __atomic_store_n(&dests[i].dirfd, fd, __ATOMIC_RELEASE);
   }
+}
+
+int tg_blackbox_set_path(const char *path) {
+  const char *base = NULL;
+  int fd = -1, rc;
+  if (path != NULL && (rc = dest_open(path, &fd, &base))) return rc;
+  pthread_mutex_lock(&install_lock);
+  dest_set(0, fd, base);
   pthread_mutex_unlock(&install_lock);
   return 0;
 }
 
+int tg_blackbox_add_path(const char *path, int *slot) {
+  const char *base = NULL;
+  int fd = -1, rc;
+  *slot = -1;
+  if ((rc = dest_open(path, &fd, &base))) return rc;
+  pthread_mutex_lock(&install_lock);
+  for (int i = 1; i < NDEST && *slot < 0; i++)
+    if (__atomic_load_n(&dests[i].dirfd, __ATOMIC_RELAXED) < 0) *slot = i;
+  if (*slot > 0) dest_set(*slot, fd, base);
+  pthread_mutex_unlock(&install_lock);
+  if (*slot < 0) {
+    close(fd);
+    return TG_ENOMEM;
+  }
+  return 0;
+}
+
+void tg_blackbox_remove_path(int slot) {
+  if (slot < 1 || slot >= NDEST) return;
+  pthread_mutex_lock(&install_lock);
+  dest_set(slot, -1, NULL);
+  pthread_mutex_unlock(&install_lock);
+}
+
 /* The handler's dump: temporary file, fsync, rename, fsync the directory,
    all relative to dirfd. Async-signal-safe. */
-static void crash_dump(int dirfd, int sig) {
-  char tmp[sizeof crash_name];
-  if (tg__tmp_name(tmp, sizeof tmp, crash_name, (long)getpid())) return;
+static void crash_dump(int dirfd, const char *name, int sig) {
+  char tmp[sizeof dests[0].name];
+  if (tg__tmp_name(tmp, sizeof tmp, name, (long)getpid())) return;
   tg__unlinkat(dirfd, tmp, 0); /* a leftover, or a planted link */
   int fd = tg__openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
   if (fd < 0) return;
   int rc = dump_fd(fd, "signal", sig);
   if (!rc) rc = tg__fsync(fd);
   close(fd);
-  if (!rc) rc = tg__renameat(dirfd, tmp, dirfd, crash_name);
+  if (!rc) rc = tg__renameat(dirfd, tmp, dirfd, name);
   if (rc) {
     tg__unlinkat(dirfd, tmp, 0);
     return;
@@ -253,8 +294,10 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx) {
   if (__atomic_exchange_n(&in_handler, 1, __ATOMIC_ACQ_REL) == 0) {
     bb_record(TG_BB_SIGNAL, (uint64_t)sig, si ? (uint64_t)(uintptr_t)si->si_addr : 0,
               si ? (uint64_t)(int64_t)si->si_code : 0, 0);
-    int dirfd = __atomic_load_n(&crash_dirfd, __ATOMIC_ACQUIRE);
-    if (dirfd >= 0) crash_dump(dirfd, sig);
+    for (int i = 0; i < NDEST; i++) {
+      int dirfd = __atomic_load_n(&dests[i].dirfd, __ATOMIC_ACQUIRE);
+      if (dirfd >= 0) crash_dump(dirfd, dests[i].name, sig);
+    }
   }
   /* Give the signal back to whoever had it (the default action unless the
      program had a handler) and re-raise: it stays blocked until we return,
@@ -270,10 +313,21 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx) {
   errno = saved_errno;
 }
 
+/* Under install_lock: is our handler still the one installed for every
+   fatal signal? (The program may have put its own in after ours.) */
+static int handlers_are_ours(int i) {
+  struct sigaction cur;
+  return sigaction(fatal_signals[i], NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+         cur.sa_sigaction == on_fatal;
+}
+
 int tg_blackbox_install_signal_handlers(void) {
   int rc = 0;
   pthread_mutex_lock(&install_lock);
-  if (installed) goto done;
+  if (installs > 0) { /* installed once per process; counted per caller */
+    installs++;
+    goto done;
+  }
 
   stack_t ss;
   if (!altstack_used && sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
@@ -295,7 +349,7 @@ int tg_blackbox_install_signal_handlers(void) {
       goto done;
     }
   }
-  installed = 1;
+  installs = 1;
 done:
   pthread_mutex_unlock(&install_lock);
   return rc;
@@ -303,9 +357,12 @@ done:
 
 void tg_blackbox_remove_signal_handlers(void) {
   pthread_mutex_lock(&install_lock);
-  if (installed) {
-    for (int i = 0; i < NFATAL; i++) sigaction(fatal_signals[i], &saved[i], NULL);
-    installed = 0;
+  if (installs > 0 && --installs == 0) {
+    /* The last one out puts back what was there before, for each signal
+       whose handler is still ours; a handler the program installed after
+       ours stays (it chains to ours or not, as it chose). */
+    for (int i = 0; i < NFATAL; i++)
+      if (handlers_are_ours(i)) sigaction(fatal_signals[i], &saved[i], NULL);
   }
   pthread_mutex_unlock(&install_lock);
 }
