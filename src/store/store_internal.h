@@ -70,6 +70,15 @@ struct tg_store {
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
 
+/* Write a one-line explanation into msg, unless one is there already: the
+   first failure is the one worth reporting (durable.c). */
+__attribute__((format(printf, 3, 4)))
+void tg__say(char *msg, size_t len, const char *fmt, ...);
+
+/* Make sure path is a directory, creating it (0700) when missing; msg says
+   why not (durable.c). */
+int tg__store_make_dir(const char *path, char *msg, size_t len);
+
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
