@@ -24,7 +24,7 @@
 #include <cmocka.h>
 
 #include "tokengraph/wal.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 #include "common/io.h"
 #include "wal/wal_internal.h"
 
