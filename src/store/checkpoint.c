@@ -4,19 +4,63 @@
  * and loaded into the graph by tg_store_open(), written by tg_checkpoint()
  * and the checkpointer thread. The format is in docs/store-format.md; the
  * recovery rule in durable.c.
+ *
+ * Format 2 (this library writes it; format 1 is read, see below):
+ *
+ *   meta   "format" -> u64 2
+ *          "state"  -> 44 bytes: u32 format (2), u32 zero, u64 lsn,
+ *                      u64 tokens, u64 connections, u32 token high-water
+ *                      mark, u32 connection high-water mark, u32 CRC-32 of
+ *                      the key "state" and the 40 bytes before it
+ *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
+ *                      4 bytes and the 64 (68 bytes)
+ *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
+ *                      CRC-32 the same way (68 bytes)
+ *
+ * LMDB checks no value, so the CRC is what tells a flipped bit in a record
+ * from data: every value is checked at load, and the counts in the state
+ * record catch a record that went missing with its page. The high-water
+ * marks are the arena's `next` when the snapshot was taken: the highest
+ * ids the store had issued, which bound every id in the checkpoint and in
+ * the log replayed after it (tg__arena_may_put()).
+ *
+ * Format 1 (no "state", "lsn" -> u64, 64-byte values without a CRC) is
+ * loaded as it is, its ids unbounded, and the next checkpoint rewrites the
+ * whole file in format 2 in one transaction (ckpt_full).
+ *
+ * Before LMDB is handed data.mdb, lmdb_check.c reads the whole file and
+ * checks its structure: LMDB trusts every byte of it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store/checkpoint.h"
+#include "common/crc32.h"
+#include "common/endian.h"
+#include "common/io.h"
 #include "common/path.h"
 #include "common/platform.h"
+#include "store/lmdb_check.h"
 
-/* The checkpoint's format record ("format" in the meta database). */
-#define TG__CKPT_FORMAT 1u
+/* The checkpoint's format ("format" in the meta database). */
+#define TG__CKPT_FORMAT 2u
+#define VALUE_BYTES 68u  /* format 2: image + CRC */
+#define STATE_BYTES 44u
+#define HW_UNKNOWN 0xFFFFFFFFu
+
+/* What lmdb_check.c lets through: the three named databases and nothing
+   else, with the key and value sizes either format can have. */
+enum { DB_META, DB_TOKENS, DB_CONNS };
+static const tg__lmdb_schema ckpt_schema[] = {
+    [DB_META] = {"meta", 0, 1, 16, 8, STATE_BYTES},
+    [DB_TOKENS] = {"tokens", MDB_INTEGERKEY, 4, 4, 64, VALUE_BYTES},
+    [DB_CONNS] = {"conns", MDB_INTEGERKEY, 4, 4, 64, VALUE_BYTES},
+};
 
 /*
  * The checkpoint environment uses MDB_WRITEMAP: a first checkpoint of the
@@ -24,8 +68,12 @@
  * keeps at most 131,072 dirty pages in memory and spills the rest, which
  * made checkpoints slow down with size (measured with tg-bench replay:
  * 3.3 M tokens/s at 4 M tokens, 1.5 M/s at 9.5 M). With WRITEMAP, LMDB sizes
- * the data file to the map size (sparse), so the map is kept at about twice
- * the data and grown before a transaction that needs more (grow_map()).
+ * the data file to the map size, so the map is kept at about twice the data
+ * and grown before a transaction that needs more (grow_map()).
+ * LMDB extends the file with ftruncate, which leaves a hole: a store into a
+ * hole of a mapped file on a full disk is a SIGBUS, not an error. So the
+ * whole map is allocated with fallocate (through the I/O seam) before any
+ * transaction writes into it (reserve()), and a full disk is TG_ENOSPC.
  */
 #define LMDB_MAPSIZE_MIN (64ull << 20)
 
@@ -43,24 +91,155 @@ static int from_mdb(int rc) {
   return TG_EIO;
 }
 
-/* ---- LMDB checkpoint ---------------------------------------------------- */
+/* ---- the records ---------------------------------------------------------- */
+
+static uint32_t value_crc(uint32_t key, const void *image) {
+  unsigned char k[4];
+  tg__st32(k, key);
+  return tg__crc32(tg__crc32(0, k, sizeof k), image, 64);
+}
+
+typedef struct ckpt_state {
+  uint32_t format;
+  uint64_t lsn, tokens, conns;
+  uint32_t tokens_hw, conns_hw;
+} ckpt_state;
+
+static uint32_t state_crc(const unsigned char *b) {
+  return tg__crc32(tg__crc32(0, "state", 5), b, STATE_BYTES - 4);
+}
+
+static void state_encode(const ckpt_state *st, unsigned char *b) {
+  memset(b, 0, STATE_BYTES);
+  tg__st32(b, st->format);
+  tg__st64(b + 8, st->lsn);
+  tg__st64(b + 16, st->tokens);
+  tg__st64(b + 24, st->conns);
+  tg__st32(b + 32, st->tokens_hw);
+  tg__st32(b + 36, st->conns_hw);
+  tg__st32(b + 40, state_crc(b));
+}
+
+/* 0, or TG_ECORRUPT when the bytes are not a state record. */
+static int state_decode(const void *v, size_t n, ckpt_state *st) {
+  const unsigned char *b = v;
+  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) || tg__ld32(b + 4))
+    return TG_ECORRUPT;
+  st->format = tg__ld32(b);
+  st->lsn = tg__ld64(b + 8);
+  st->tokens = tg__ld64(b + 16);
+  st->conns = tg__ld64(b + 24);
+  st->tokens_hw = tg__ld32(b + 32);
+  st->conns_hw = tg__ld32(b + 36);
+  return 0;
+}
+
+static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v) {
+  MDB_val k = {strlen(key), (void *)key};
+  return mdb_get(txn, dbi, &k, v);
+}
 
 static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out) {
-  MDB_val k = {strlen(key), (void *)key}, v;
-  int rc = mdb_get(txn, dbi, &k, &v);
+  MDB_val v;
+  int rc = meta_get(txn, dbi, key, &v);
   if (rc) return rc;
   if (v.mv_size != sizeof *out) return MDB_CORRUPTED;
   memcpy(out, v.mv_data, sizeof *out);
   return 0;
 }
 
-static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val) {
-  MDB_val k = {strlen(key), (void *)key}, v = {sizeof val, &val};
+static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *val, size_t n) {
+  MDB_val k = {strlen(key), (void *)key}, v = {n, (void *)val};
   return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-/* Open (readonly == 0: create if missing) the checkpoint environment and
-   read its LSN. Read-only with no checkpoint yet: *s->env stays NULL. */
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val) {
+  return meta_put(txn, dbi, key, &val, sizeof val);
+}
+
+static int state_put(MDB_txn *txn, MDB_dbi dbi, const ckpt_state *st) {
+  unsigned char b[STATE_BYTES];
+  state_encode(st, b);
+  return meta_put(txn, dbi, "state", b, sizeof b);
+}
+
+/* ---- the file ------------------------------------------------------------- */
+
+/* Allocate data.mdb up to the map size, so that no store through the map
+   lands in a hole (see LMDB_MAPSIZE_MIN). A file system that cannot
+   preallocate (-EOPNOTSUPP) is left as it is. Caller holds ckpt_mu or is
+   the open. */
+static int reserve(tg_store *s) {
+  MDB_envinfo ei;
+  int fd = -1, mrc = mdb_env_info(s->env, &ei);
+  if (!mrc) mrc = mdb_env_get_fd(s->env, &fd);
+  if (mrc) return from_mdb(mrc);
+  if (ei.me_mapsize <= s->ckpt_reserved) return 0;
+  int rc = tg__fallocate(fd, 0, (off_t)ei.me_mapsize);
+  if (rc == -EOPNOTSUPP) rc = 0;
+  if (rc) return rc == -ENOSPC ? TG_ENOSPC : rc == -EIO ? TG_EIO : rc;
+  s->ckpt_reserved = ei.me_mapsize;
+  return 0;
+}
+
+/*
+ * Commit txn and make it durable. The environment runs with
+ * MDB_NOMETASYNC: LMDB's commit flushes the data pages before it writes
+ * the meta page, and the flush of the meta page that makes the commit
+ * durable is this fdatasync, through the I/O seam (tests fail it).
+ * A failure here, or in the commit's own flush, poisons checkpoints until
+ * the store is reopened (ckpt_failed): after a failed sync the kernel may
+ * have dropped the dirty pages and LMDB's in-memory view of the file can
+ * no longer be trusted to match the disk (PostgreSQL, 2018), so no later
+ * transaction is built on it. The log keeps every record the checkpoint
+ * would have covered (no segment is removed), and the next open reads
+ * whichever snapshot reached the disk, checked page by page and value by
+ * value.
+ */
+static int commit_durable(tg_store *s, MDB_txn *txn) {
+  int fd = -1;
+  int rc = from_mdb(mdb_txn_commit(txn));
+  if (!rc) rc = from_mdb(mdb_env_get_fd(s->env, &fd));
+  if (!rc) {
+    rc = tg__fdatasync(fd);
+    if (rc) rc = rc == -ENOSPC ? TG_ENOSPC : TG_EIO;
+  }
+  if (rc) s->ckpt_failed = rc;
+  return rc;
+}
+
+/* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
+   (missing, empty, or never committed to), or an error with msg set. */
+static int check_file(tg_store *s, const char *data, char *msg, size_t len) {
+  /* O_NONBLOCK: a FIFO in its place must not block the open. */
+  int fd = tg__openat(AT_FDCWD, data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+  if (fd == -ENOENT) return 1;
+  if (fd < 0) {
+    tg__say(msg, len, "%s: cannot open: %s%s", data, strerror(-fd),
+            fd == -ELOOP ? " (a symbolic link where the checkpoint belongs)" : "");
+    return fd == -ELOOP ? TG_ENOTTG : fd;
+  }
+  struct stat st;
+  tg__lmdb_info info;
+  int rc;
+  if (fstat(fd, &st)) {
+    rc = -errno;
+    tg__say(msg, len, "%s: %s", data, strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    rc = TG_ENOTTG;
+    tg__say(msg, len, "%s is not a regular file: not a tokengraph checkpoint", data);
+  } else if (st.st_size == 0) {
+    rc = 1; /* LMDB initialises an empty file: a checkpoint still to be made */
+  } else if ((rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len)) == 0) {
+    rc = info.txnid == 0;
+  }
+  close(fd);
+  (void)s;
+  return rc;
+}
+
+/* ---- open and load --------------------------------------------------------- */
+
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
   MDB_txn *txn = NULL;
@@ -71,70 +250,101 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   }
   struct stat st;
   if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
-  int existed = stat(data, &st) == 0;
+  rc = check_file(s, data, msg, len);
+  if (rc < 0) goto cleanup;
+  /* An environment no transaction was ever committed to holds nothing: an
+     open killed between creating data.mdb and committing the first
+     transaction leaves one. It is a checkpoint still to be made, not a
+     foreign file (found by stress/tg-crash --recovery-kills). */
+  int existed = rc == 0;
+  rc = 0;
   if (readonly && !existed) goto cleanup;
   /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
-  unsigned flags = MDB_NOTLS | (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP);
+  unsigned flags = MDB_NOTLS |
+                   (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP | MDB_NOMETASYNC);
   uint64_t mapsize = LMDB_MAPSIZE_MIN;
-  if (existed && (uint64_t)st.st_size > mapsize) mapsize = (uint64_t)st.st_size;
+  if (existed && stat(data, &st) == 0 && (uint64_t)st.st_size > mapsize)
+    mapsize = (uint64_t)st.st_size;
   if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
       (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
     rc = from_mdb(mrc);
     tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
-        mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
+            mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
   }
-  if (existed) {
-    /* An environment no transaction was ever committed to holds nothing:
-       an open killed between creating data.mdb and committing the first
-       transaction leaves one. It is a checkpoint still to be made, not a
-       foreign file (found by stress/tg-crash --recovery-kills). */
-    MDB_envinfo ei;
-    if ((mrc = mdb_env_info(s->env, &ei))) goto mdb_fail;
-    if (ei.me_last_txnid == 0) {
-      existed = 0;
-      if (readonly) {
-        mdb_env_close(s->env);
-        s->env = NULL;
-        goto cleanup;
-      }
-    }
+  if (!readonly && (rc = reserve(s))) {
+    tg__say(msg, len, "%s: cannot allocate %llu bytes: %s", data,
+            (unsigned long long)mapsize, tg_strerror(rc));
+    goto cleanup;
   }
   if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
   if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
     rc = TG_ENOTTG;
     tg__say(msg, len, "%s is an LMDB file but not a tokengraph checkpoint (no "
-        "'meta' database); nothing was changed", data);
+            "'meta' database); nothing was changed", data);
     goto cleanup;
   }
   if (mrc) goto mdb_fail;
   uint64_t fmt = 0;
+  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0};
+  MDB_val v;
   mrc = meta_get_u64(txn, s->dbi_meta, "format", &fmt);
   if (mrc == MDB_NOTFOUND && !existed) {
-    if ((mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
-        (mrc = meta_put_u64(txn, s->dbi_meta, "lsn", 0)))
+    fmt = TG__CKPT_FORMAT;
+    if ((mrc = meta_put_u64(txn, s->dbi_meta, "format", fmt)) ||
+        (mrc = state_put(txn, s->dbi_meta, &cs)))
       goto mdb_fail;
-  } else if (mrc) {
+  } else if (mrc || fmt == 0) {
     rc = TG_ENOTTG;
     tg__say(msg, len, "%s: the checkpoint has no valid format record: not a "
-        "tokengraph checkpoint", data);
+            "tokengraph checkpoint", data);
     goto cleanup;
+  } else if ((mrc = meta_get(txn, s->dbi_meta, "state", &v)) == 0) {
+    /* The state record is checksummed; its format is the one to believe. */
+    if (state_decode(v.mv_data, v.mv_size, &cs) || cs.format != fmt) {
+      rc = TG_ECORRUPT;
+      tg__say(msg, len, "%s: key 'state': checksum or format mismatch (corrupt "
+              "checkpoint)", data);
+      goto cleanup;
+    }
+  } else if (mrc != MDB_NOTFOUND) {
+    goto mdb_fail;
   } else if (fmt > TG__CKPT_FORMAT) {
     rc = TG_EVERSION;
     tg__say(msg, len, "%s: checkpoint format %llu is newer than this library's %u",
-        data, (unsigned long long)fmt, TG__CKPT_FORMAT);
+            data, (unsigned long long)fmt, TG__CKPT_FORMAT);
+    goto cleanup;
+  } else if (fmt == 1) {
+    cs.format = 1;
+    cs.tokens_hw = cs.conns_hw = HW_UNKNOWN;
+    if ((mrc = meta_get_u64(txn, s->dbi_meta, "lsn", &cs.lsn))) goto mdb_fail;
+  } else {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s: format %llu without its key 'state' (corrupt "
+            "checkpoint)", data, (unsigned long long)fmt);
     goto cleanup;
   }
   unsigned create = readonly ? 0 : MDB_CREATE;
   if ((mrc = mdb_dbi_open(txn, "tokens", create | MDB_INTEGERKEY, &s->dbi_tokens)) ||
-      (mrc = mdb_dbi_open(txn, "conns", create | MDB_INTEGERKEY, &s->dbi_conns)) ||
-      (mrc = meta_get_u64(txn, s->dbi_meta, "lsn", &s->ckpt_lsn)))
+      (mrc = mdb_dbi_open(txn, "conns", create | MDB_INTEGERKEY, &s->dbi_conns)))
     goto mdb_fail;
-  if ((mrc = mdb_txn_commit(txn))) {
-    txn = NULL;
-    goto mdb_fail;
+  s->ckpt_lsn = cs.lsn;
+  s->ckpt_format = cs.format;
+  s->ckpt_full = cs.format != TG__CKPT_FORMAT;
+  s->ckpt_tokens = cs.tokens;
+  s->ckpt_conns = cs.conns;
+  s->ckpt_tokens_hw = cs.tokens_hw;
+  s->ckpt_conns_hw = cs.conns_hw;
+  /* Committed either way: the handles opened in it live only if it is. */
+  if (readonly) {
+    if ((mrc = mdb_txn_commit(txn))) {
+      txn = NULL;
+      goto mdb_fail;
+    }
+  } else if ((rc = commit_durable(s, txn))) {
+    tg__say(msg, len, "%s: cannot write: %s", data, tg_strerror(rc));
   }
   txn = NULL;
   goto cleanup;
@@ -154,50 +364,90 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
   MDB_cursor *cur = NULL;
   MDB_val k, v;
   int rc = 0, mrc;
+  uint32_t key = 0;
+  const char *what = NULL;
+  size_t vsize = s->ckpt_format == 1 ? 64u : VALUE_BYTES;
+  uint64_t n[2] = {0, 0};
+  int pass;
+  s->g.tokens.put_max = s->ckpt_tokens_hw;
+  s->g.conns.put_max = s->ckpt_conns_hw;
   if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
-  for (int pass = 0; pass < 2; pass++) {
+  for (pass = 0; pass < 2; pass++) {
     MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
+    tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
     if ((mrc = mdb_cursor_open(txn, dbi, &cur))) goto mdb_fail;
     while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
-      uint32_t key;
-      if (k.mv_size != sizeof key || v.mv_size != 64) {
+      const char *kind = pass ? "connection" : "token";
+      if (k.mv_size != sizeof key || v.mv_size != vsize) {
         rc = TG_ECORRUPT;
-        tg__say(msg, len, "%s/checkpoint: a %s record has the wrong size", s->dir,
-            pass ? "connection" : "token");
+        tg__say(msg, len, "%s/checkpoint/data.mdb: a %s record of %zu bytes "
+                "(corrupt checkpoint)", s->dir, kind, v.mv_size);
         goto cleanup;
       }
       memcpy(&key, k.mv_data, sizeof key);
+      /* Bounded before the arena maps anything for the key. */
+      if (!tg__arena_may_put(a, key)) {
+        what = "is past the highest id the checkpoint says was issued";
+        goto bad_key;
+      }
+      if (vsize == VALUE_BYTES &&
+          tg__ld32((const unsigned char *)v.mv_data + 64) != value_crc(key, v.mv_data)) {
+        what = "fails its checksum";
+        goto bad_key;
+      }
       if (pass == 0) {
         tg_token t;
         memcpy(&t, v.mv_data, sizeof t);
-        if (t.id != key || key == 0) goto bad_id;
+        if (t.id != key) goto bad_id;
         rc = tg__graph_token_put(&s->g, &t);
         s->recovery.checkpoint_tokens++;
       } else {
         tg_connection c;
         memcpy(&c, v.mv_data, sizeof c);
-        if (c.id != key || key == 0) goto bad_id;
+        if (c.id != key) goto bad_id;
         rc = tg__graph_conn_load(&s->g, &c);
         s->recovery.checkpoint_connections++;
       }
-      if (rc) goto cleanup;
+      n[pass]++;
+      if (rc) {
+        tg__say(msg, len, "%s/checkpoint/data.mdb: cannot load %s key %u: %s",
+                s->dir, kind, key, tg_strerror(rc));
+        goto cleanup;
+      }
     }
     if (mrc != MDB_NOTFOUND) goto mdb_fail;
     mdb_cursor_close(cur);
     cur = NULL;
   }
+  if (s->ckpt_format != 1 && (n[0] != s->ckpt_tokens || n[1] != s->ckpt_conns)) {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s/checkpoint/data.mdb: %llu tokens and %llu connections, "
+            "key 'state' says %llu and %llu (corrupt checkpoint)", s->dir,
+            (unsigned long long)n[0], (unsigned long long)n[1],
+            (unsigned long long)s->ckpt_tokens, (unsigned long long)s->ckpt_conns);
+    goto cleanup;
+  }
   rc = tg__graph_link_loaded(&s->g);
   if (rc == TG_ECORRUPT)
-    tg__say(msg, len, "%s/checkpoint: connections and their lists disagree "
-        "(corrupt checkpoint)", s->dir);
+    tg__say(msg, len, "%s/checkpoint/data.mdb: connections and their lists disagree "
+            "(corrupt checkpoint)", s->dir);
+  else if (rc)
+    tg__say(msg, len, "%s/checkpoint/data.mdb: cannot link the connections: %s",
+            s->dir, tg_strerror(rc));
+  goto cleanup;
+bad_key:
+  rc = TG_ECORRUPT;
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s key %u %s (corrupt checkpoint)",
+          s->dir, pass ? "conns" : "tokens", key, what);
   goto cleanup;
 bad_id:
   rc = TG_ECORRUPT;
-  tg__say(msg, len, "%s/checkpoint: a record's id does not match its key", s->dir);
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s key %u holds a record whose id "
+          "does not match it (corrupt checkpoint)", s->dir, pass ? "conns" : "tokens", key);
   goto cleanup;
 mdb_fail:
   rc = from_mdb(mrc);
-  tg__say(msg, len, "%s/checkpoint: %s", s->dir, mdb_strerror(mrc));
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s", s->dir, mdb_strerror(mrc));
 cleanup:
   if (cur) mdb_cursor_close(cur);
   if (txn) mdb_txn_abort(txn);
@@ -215,6 +465,8 @@ typedef struct snapshot {
   size_t ntdel, captdel;
   uint32_t *cdel;        /* connection ids to delete */
   size_t ncdel, capcdel;
+  int full;              /* every live record, to replace the file's */
+  uint32_t tokens_hw, conns_hw; /* the arenas' `next`: ids issued so far */
 } snapshot;
 
 static int grow(void **p, size_t *cap, size_t n, size_t size) {
@@ -250,11 +502,46 @@ static void snapshot_remark(tg_store *s, const snapshot *sn) {
     tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
 }
 
-/* Under the store lock: copy out everything DIRTY and clear the marks. */
+/* Under the store lock, for a full rewrite: copy out every live record
+   and clear every mark. */
+static int snapshot_take_all(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
+  tg__graph *g = &s->g;
+  int rc = 0;
+  for (uint32_t i = 0; i < g->tokens.next; i++) {
+    tg_token *t = tg__arena_slot(&g->tokens, i);
+    if (t->id == i + 1u) {
+      if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
+      t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
+      sn->tok[sn->ntok++] = *t;
+    } else if (t->flags & TG_TOKEN_DIRTY) {
+      t->flags = 0;
+    }
+  }
+  memset(g->tchunk_dirty, 0, g->tokens.nchunks);
+  for (uint32_t i = 0; i < g->conns.next; i++) {
+    const tg_connection *cn = tg__graph_conn(g, i + 1u);
+    if (!cn) continue;
+    if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
+    sn->conn[sn->nconn++] = *cn;
+  }
+  for (uint32_t c = 0; c < g->ncdirty; c++)
+    memset(g->cdirty[c], 0, TG__CDIRTY_WORDS * sizeof(uint64_t));
+  return 0;
+fail:
+  snapshot_remark(s, sn);
+  return rc;
+}
+
+/* Under the store lock: copy out everything DIRTY and clear the marks (or
+   everything, when sn->full). */
 static int snapshot_take(tg_store *s, snapshot *sn) {
   TG__ASSERT_LOCKED(s);
   tg__graph *g = &s->g;
   int rc = 0;
+  sn->tokens_hw = g->tokens.next;
+  sn->conns_hw = g->conns.next;
+  if (sn->full) return snapshot_take_all(s, sn);
   for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
     if (!g->tchunk_dirty[c]) continue;
     g->tchunk_dirty[c] = 0;
@@ -298,15 +585,16 @@ fail:
   return rc;
 }
 
-/* Put n 64-byte records (ascending ids) into dbi. Records beyond the
-   database's current last key go in with MDB_APPEND, which fills pages in
-   order without searching: a first checkpoint of 9.5 M tokens is all
-   appends. */
+/* Put n 64-byte records (ascending ids) into dbi, each with its CRC.
+   Records beyond the database's current last key go in with MDB_APPEND,
+   which fills pages in order without searching: a first checkpoint of
+   9.5 M tokens is all appends. */
 static int put_sorted(MDB_txn *txn, MDB_dbi dbi, const void *recs, size_t n,
                       size_t id_off) {
   MDB_cursor *cur = NULL;
   MDB_val k, v;
   uint32_t last = 0;
+  unsigned char val[VALUE_BYTES];
   int mrc = mdb_cursor_open(txn, dbi, &cur);
   if (mrc) return mrc;
   mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
@@ -317,10 +605,12 @@ static int put_sorted(MDB_txn *txn, MDB_dbi dbi, const void *recs, size_t n,
     const unsigned char *r = (const unsigned char *)recs + i * 64;
     uint32_t key;
     memcpy(&key, r + id_off, sizeof key);
+    memcpy(val, r, 64);
+    tg__st32(val + 64, value_crc(key, r));
     k.mv_size = sizeof key;
     k.mv_data = &key;
-    v.mv_size = 64;
-    v.mv_data = (void *)r;
+    v.mv_size = sizeof val;
+    v.mv_data = val;
     mrc = mdb_cursor_put(cur, &k, &v, key > last ? MDB_APPEND : 0);
     if (key > last) last = key;
   }
@@ -329,48 +619,59 @@ out:
   return mrc;
 }
 
-/* Make the map (and so the sparse data file) large enough for a
-   transaction adding `records` 64-byte records: what is used now, plus
-   about 100 bytes per record (key, node header, page slack), doubled. No
-   transaction may be open in this environment (ckpt_mu is held). */
+/* Make the map (and so the data file, allocated by reserve()) large enough
+   for a transaction adding `records` records: what is used now, plus about
+   100 bytes per record (key, node header, page slack), doubled, in whole
+   pages. No transaction may be open in this environment (ckpt_mu is
+   held). */
 static int grow_map(tg_store *s, uint64_t records) {
   MDB_envinfo ei;
   MDB_stat st;
   int mrc = mdb_env_info(s->env, &ei);
   if (!mrc) mrc = mdb_env_stat(s->env, &st);
-  if (mrc) return mrc;
+  if (mrc) return from_mdb(mrc);
   uint64_t used = ((uint64_t)ei.me_last_pgno + 1) * st.ms_psize;
   uint64_t want = (used + records * 100) * 2;
-  if (want <= ei.me_mapsize) return 0;
-  return mdb_env_set_mapsize(s->env, (size_t)want);
+  want = (want + st.ms_psize - 1) / st.ms_psize * st.ms_psize;
+  if (want > ei.me_mapsize && (mrc = mdb_env_set_mapsize(s->env, (size_t)want)))
+    return from_mdb(mrc);
+  return reserve(s);
+}
+
+static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t key = ids[i];
+    MDB_val k = {sizeof key, &key};
+    int mrc = mdb_del(txn, dbi, &k, NULL);
+    if (mrc && mrc != MDB_NOTFOUND) return mrc;
+  }
+  return 0;
 }
 
 static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
   MDB_txn *txn = NULL;
-  int mrc;
-  if ((mrc = grow_map(s, sn->ntok + sn->nconn))) return from_mdb(mrc);
+  MDB_stat ts, cs;
+  MDB_val lk = {3, (void *)"lsn"};
+  int mrc, rc;
+  if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
-  if ((mrc = put_sorted(txn, s->dbi_tokens, sn->tok, sn->ntok, offsetof(tg_token, id))))
+  /* A full rewrite replaces the databases in the same transaction: a crash
+     leaves the old checkpoint or the new one. */
+  if (sn->full &&
+      ((mrc = mdb_drop(txn, s->dbi_tokens, 0)) || (mrc = mdb_drop(txn, s->dbi_conns, 0)) ||
+       (mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
+       ((mrc = mdb_del(txn, s->dbi_meta, &lk, NULL)) && mrc != MDB_NOTFOUND)))
     goto fail;
-  for (size_t i = 0; i < sn->ntdel; i++) {
-    uint32_t key = sn->tdel[i];
-    MDB_val k = {sizeof key, &key};
-    mrc = mdb_del(txn, s->dbi_tokens, &k, NULL);
-    if (mrc && mrc != MDB_NOTFOUND) goto fail;
-  }
-  if ((mrc = put_sorted(txn, s->dbi_conns, sn->conn, sn->nconn, offsetof(tg_connection, id))))
+  if ((mrc = put_sorted(txn, s->dbi_tokens, sn->tok, sn->ntok, offsetof(tg_token, id))) ||
+      (mrc = del_ids(txn, s->dbi_tokens, sn->tdel, sn->ntdel)) ||
+      (mrc = put_sorted(txn, s->dbi_conns, sn->conn, sn->nconn, offsetof(tg_connection, id))) ||
+      (mrc = del_ids(txn, s->dbi_conns, sn->cdel, sn->ncdel)) ||
+      (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) || (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
     goto fail;
-  for (size_t i = 0; i < sn->ncdel; i++) {
-    uint32_t key = sn->cdel[i];
-    MDB_val k = {sizeof key, &key};
-    mrc = mdb_del(txn, s->dbi_conns, &k, NULL);
-    if (mrc && mrc != MDB_NOTFOUND) goto fail;
-  }
-  if ((mrc = meta_put_u64(txn, s->dbi_meta, "lsn", lsn))) goto fail;
-  /* LMDB's commit fsyncs the data file (the environment is opened without
-     MDB_NOSYNC), so the checkpoint is durable when this returns. */
-  mrc = mdb_txn_commit(txn);
-  return from_mdb(mrc);
+  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, sn->tokens_hw,
+                   sn->conns_hw};
+  if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
+  return commit_durable(s, txn);
 fail:
   mdb_txn_abort(txn);
   return from_mdb(mrc);
@@ -381,6 +682,8 @@ fail:
    log segments the checkpoint covers. Caller holds ckpt_mu. */
 static int checkpoint_body(tg_store *s, snapshot *sn) {
   tg_wal_stats ws;
+  if (s->ckpt_failed) return s->ckpt_failed;
+  sn->full = s->ckpt_full;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
   int rc = snapshot_take(s, sn);
@@ -401,6 +704,8 @@ static int checkpoint_body(tg_store *s, snapshot *sn) {
   }
   tg__store_unlock(s);
   if (rc) return rc;
+  s->ckpt_format = TG__CKPT_FORMAT;
+  s->ckpt_full = 0;
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
@@ -458,8 +763,11 @@ void *tg__store_checkpointer(void *arg) {
     tg_wal_stats ws;
     tg_wal_stats_get(s->wal, &ws);
     pthread_mutex_lock(&s->ckpt_mu);
-    if (!ws.failed && ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
-      checkpoint_locked(s); /* a failure leaves the marks for the next try */
+    /* A failure leaves the marks for the next try; a failed commit or sync
+       (ckpt_failed) stops automatic checkpoints until reopen. */
+    if (!ws.failed && !s->ckpt_failed &&
+        ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
+      checkpoint_locked(s);
     pthread_mutex_unlock(&s->ckpt_mu);
     pthread_mutex_lock(&s->ckpt_wake_mu);
   }

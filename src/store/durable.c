@@ -176,6 +176,10 @@ static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
     if (r->len != sizeof t) break;
     memcpy(&t, r->payload, sizeof t);
     if (t.id == 0) break;
+    if (!tg__arena_may_put(&g->tokens, t.id)) {
+      *why = "names a token id past any the store had issued";
+      return TG_ECORRUPT;
+    }
     return tg__graph_token_put(g, &t);
   }
   case TG_REC_TOKEN_DEL:
@@ -192,6 +196,10 @@ static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
     if (r->len != sizeof c) break;
     memcpy(&c, r->payload, sizeof c);
     if (c.id == 0) break;
+    if (!tg__arena_may_put(&g->conns, c.id)) {
+      *why = "names a connection id past any the store had issued";
+      return TG_ECORRUPT;
+    }
     int rc = tg__graph_conn_put(g, &c);
     if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
     return rc;
@@ -234,6 +242,9 @@ static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
         tg__say(msg, len, "%s: record LSN %llu (type %u) %s: the log and the "
             "checkpoint disagree; run 'tg-replay verify'", waldir,
             (unsigned long long)rec.lsn, rec.type, why);
+      else
+        tg__say(msg, len, "%s: cannot replay record LSN %llu (type %u): %s",
+                waldir, (unsigned long long)rec.lsn, rec.type, tg_strerror(rc));
       goto out;
     }
     *last = rec.lsn;

@@ -42,6 +42,18 @@ struct tg_store {
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
                                    checkpoint */
+  unsigned ckpt_format;         /* ckpt_mu; format of the checkpoint on disk
+                                   (checkpoint.c) */
+  int ckpt_full;                /* ckpt_mu; the next checkpoint rewrites
+                                   every record (an older format was read) */
+  int ckpt_failed;              /* ckpt_mu; a checkpoint's commit or sync
+                                   failed: the error every later checkpoint
+                                   returns until the store is reopened */
+  uint64_t ckpt_reserved;       /* ckpt_mu; bytes of data.mdb allocated */
+  uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
+                                   state record counts (format 2) */
+  uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
+                                   marks (0xFFFFFFFF: format 1, unknown) */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */

@@ -229,6 +229,8 @@ int tg__graph_token_put(tg__graph *g, const tg_token *img) {
 }
 
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
+  /* Before the chunk loop below maps anything for the id. */
+  if (!tg__arena_may_put(&g->conns, img->id)) return TG_ECORRUPT;
   if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
       !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
     return TG_ECORRUPT;
