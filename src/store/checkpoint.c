@@ -74,8 +74,10 @@ static const tg__lmdb_schema ckpt_schema[] = {
  * hole of a mapped file on a full disk is a SIGBUS, not an error. So the
  * whole map is allocated with fallocate (through the I/O seam) before any
  * transaction writes into it (reserve()), and a full disk is TG_ENOSPC.
+ * Since the map is now real space, a new store starts with 8 MiB (it was
+ * 64 MiB of holes); grow_map() sizes it for every transaction anyway.
  */
-#define LMDB_MAPSIZE_MIN (64ull << 20)
+#define LMDB_MAPSIZE_MIN (8ull << 20)
 
 /* LMDB returns errno values or its own MDB_* codes. */
 static int from_mdb(int rc) {

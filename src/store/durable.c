@@ -236,6 +236,16 @@ static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
     return rc;
   }
   while (tg_wal_reader_next(r, &rec) == 1) {
+    /* Replay starts right after the checkpoint: a log whose first record
+       comes later lost the ones between (a checkpoint that is missing or
+       older than the segments that were deleted after it). */
+    if (*n == 0 && rec.lsn != from_lsn) {
+      rc = TG_ECORRUPT;
+      tg__say(msg, len, "%s: the log resumes at LSN %llu but the checkpoint "
+              "covers only up to %llu: the records between are missing",
+              waldir, (unsigned long long)rec.lsn, (unsigned long long)(from_lsn - 1));
+      goto out;
+    }
     rc = apply(g, &rec, &why);
     if (rc) {
       if (rc == TG_ECORRUPT)
