@@ -78,7 +78,7 @@ int tgb_replay(int argc, char **argv) {
   cfg.guardian.max_memory_bytes = count * 64 * 2 + (64u << 20);
   cfg.guardian.memory_threshold = 0.95;
   cfg.wal.level = TG_RELAXED;
-  cfg.wal.checkpoint_bytes = 0;
+  cfg.checkpoint_bytes = 0;
 
   /* 1. The log. */
   tg_store *s = open_or_die(path, &cfg);

@@ -357,7 +357,7 @@ static void store_config(tg_store_config *cfg, const options *o, int level, int 
   tg_store_config_init(cfg);
   cfg->wal.level = level;
   cfg->wal.segment_bytes = o->segment_bytes;
-  cfg->wal.checkpoint_bytes = auto_ckpt ? o->checkpoint_bytes : 0;
+  cfg->checkpoint_bytes = auto_ckpt ? o->checkpoint_bytes : 0;
 }
 
 static int child_fd = -1;

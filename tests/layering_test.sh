@@ -38,7 +38,7 @@ probe() { # $1 module, $2 include, $3 expected (ok|forbidden)
   if "$cc" -std=c11 -D_GNU_SOURCE -fsyntax-only -I "$layers/$1" "$tmp/p.c" \
        >"$tmp/out" 2>&1; then
     got=ok
-  elif grep -q "No such file" "$tmp/out"; then
+  elif grep -q -e "No such file" -e "file not found" "$tmp/out"; then
     got=forbidden
   else
     got=error

@@ -62,9 +62,9 @@ static int teardown(void **state) {
 static tg_store_config config(void) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
-  cfg.wal.level = TG_BALANCED;
+  cfg.wal.level = TG_WAL_BALANCED;
   cfg.wal.segment_bytes = 1 << 20;
-  cfg.wal.checkpoint_bytes = 0; /* only explicit checkpoints */
+  cfg.checkpoint_bytes = 0; /* only explicit checkpoints */
   cfg.crash_dump = 0;
   return cfg;
 }
@@ -666,7 +666,7 @@ static int fail_fallocate(int fd, int mode, off_t off, off_t len) {
 static void test_a_full_disk_during_a_checkpoint_is_enospc_and_loses_nothing(void **state) {
   (void)state;
   tg_store_config cfg = config();
-  cfg.wal.level = TG_RELAXED;
+  cfg.wal.level = TG_WAL_RELAXED;
   cfg.wal.segment_bytes = 16 << 20;
   tg_store *s = NULL;
   assert_int_equal(tg_store_open(&s, dir, &cfg), 0);

@@ -44,7 +44,7 @@ static tg_store_config config(int level) {
   tg_store_config_init(&cfg);
   cfg.wal.level = level;
   cfg.wal.segment_bytes = 1 << 20; /* small: exercise segment switches */
-  cfg.wal.checkpoint_bytes = 0;    /* only explicit checkpoints */
+  cfg.checkpoint_bytes = 0;    /* only explicit checkpoints */
   return cfg;
 }
 
@@ -507,7 +507,7 @@ static void test_strict_threads_share_fdatasyncs(void **state) {
 static void test_automatic_checkpoint_runs_in_the_background(void **state) {
   (void)state;
   tg_store_config cfg = config(TG_RELAXED);
-  cfg.wal.checkpoint_bytes = 256 << 10;
+  cfg.checkpoint_bytes = 256 << 10;
   tg_store *s = NULL;
   assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
   for (int i = 0; i < 10000; i++) mk(s, 1, (uint32_t)i); /* 800 KB of log */

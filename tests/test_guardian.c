@@ -341,7 +341,7 @@ static void test_config_loads_wal_keys(void **state) {
   assert_int_equal(cfg.wal.segment_bytes, 1048576);
   assert_int_equal(cfg.wal.ring_slots, 1024);
   assert_int_equal(cfg.wal.nonblocking, 1);
-  assert_int_equal(cfg.wal.checkpoint_bytes, 0);
+  assert_int_equal(cfg.checkpoint_bytes, 0);
   unlink(path);
 }
 

@@ -153,7 +153,7 @@ static tg_store_config fixture_config(void) {
   tg_store_config_init(&cfg);
   cfg.wal.level = TG_RELAXED;
   cfg.wal.segment_bytes = SEG_BYTES;
-  cfg.wal.checkpoint_bytes = 0;
+  cfg.checkpoint_bytes = 0;
   cfg.wal.ring_slots = 1024;
   return cfg;
 }

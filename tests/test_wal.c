@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -23,10 +24,12 @@
 #include <zlib.h>
 #include <cmocka.h>
 
+#include "tokengraph/tokengraph.h"
 #include "tokengraph/wal.h"
 #include "common/crc32.h"
 #include "common/io.h"
 #include "wal/wal_internal.h"
+#include "wal/wal_store.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -58,6 +61,36 @@ static int teardown(void **state) {
   free(f);
   return 0;
 }
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* How long any wait on another thread may take before the test fails
+   (generous: sanitizer builds on a loaded 2-core machine). */
+#define DEADLINE_NS (30ull * 1000000000ull)
+
+/* Poll until cond holds; fail the test at the deadline rather than hang.
+   The 100 us pause only spaces the polls, it orders nothing. */
+#define WAIT_FOR(cond)                                                     \
+  do {                                                                     \
+    uint64_t wait_t0_ = mono_ns();                                         \
+    while (!(cond)) {                                                      \
+      if (mono_ns() - wait_t0_ > DEADLINE_NS) fail_msg("timed out waiting for %s", #cond); \
+      usleep(100);                                                         \
+    }                                                                      \
+  } while (0)
+
+static uint64_t stat_of(tg_wal *w, size_t field) {
+  tg_wal_stats st;
+  tg_wal_stats_get(w, &st);
+  uint64_t v;
+  memcpy(&v, (const char *)&st + field, sizeof v);
+  return v;
+}
+#define STAT(w, f) stat_of((w), offsetof(tg_wal_stats, f))
 
 /* The payload of the record with this LSN: a size that varies (never making
    len a multiple of 256, so a frame's first byte is never 0) and bytes
@@ -475,7 +508,19 @@ static void test_wal_strict_ack_survives_sigkill(void **state) {
   }
   close(p[1]);
   uint64_t acked = 0, v;
-  while (acked < 300 && read(p[0], &v, sizeof v) == sizeof v) acked = v;
+  uint64_t t0 = mono_ns();
+  while (acked < 300) {
+    /* A child that stops acknowledging fails the test at the deadline. */
+    struct pollfd pf = {.fd = p[0], .events = POLLIN};
+    if (mono_ns() - t0 > DEADLINE_NS || poll(&pf, 1, 100) < 0) {
+      kill(pid, SIGKILL);
+      fail_msg("the child acknowledged %llu appends before the deadline",
+               (unsigned long long)acked);
+    }
+    if (!(pf.revents & (POLLIN | POLLHUP))) continue;
+    if (read(p[0], &v, sizeof v) != sizeof v) break; /* the child exited */
+    acked = v;
+  }
   assert_int_equal(kill(pid, SIGKILL), 0);
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -526,10 +571,10 @@ static void test_wal_strict_group_commit_shares_fdatasyncs(void **state) {
   tg_wal_config_init(&c);
   c.level = TG_WAL_STRICT;
   c.ring_slots = 256;
-  c.on_sync = count_sync_hook;
+  tg__wal_store_opts o = {.on_sync = count_sync_hook};
   atomic_store(&sync_hook_calls, 0);
   tg_wal *w;
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), 0);
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, &c, &o, NULL), 0);
   pthread_t th[T];
   gc_arg a[T];
   for (int i = 0; i < T; i++) {
@@ -559,6 +604,61 @@ static void test_wal_strict_group_commit_shares_fdatasyncs(void **state) {
   tg_wal_reader_close(r);
 }
 
+/* ---- the store's protocol: append without waiting ----------------------------------- */
+
+/* fdatasync through the seam that waits while `hold` is set (at most until
+   the deadline, noted in `timed_out`, so a broken WAL fails the test
+   instead of hanging it). */
+static struct {
+  atomic_int hold;
+  atomic_int entered;   /* an fdatasync is (or was) held */
+  atomic_int timed_out;
+} blk;
+
+static int held_fdatasync(int fd) {
+  if (atomic_load(&blk.hold)) {
+    atomic_store(&blk.entered, 1);
+    uint64_t t0 = mono_ns();
+    while (atomic_load(&blk.hold)) {
+      if (mono_ns() - t0 > DEADLINE_NS) {
+        atomic_store(&blk.timed_out, 1);
+        break;
+      }
+      usleep(100);
+    }
+  }
+  return fdatasync(fd);
+}
+
+static void test_wal_append_nowait_returns_before_the_fdatasync_at_strict(void **state) {
+  fixture *f = *state;
+  memset(&blk, 0, sizeof blk);
+  tg__io.fdatasync = held_fdatasync;
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 1u << 20, NULL);
+  /* Inline (64), just past the slot (97), and the malloc'd copy of a large
+     record (200, 100000): none may wait for its fdatasync. */
+  static const size_t sizes[] = {64, 97, 200, 100000};
+  static unsigned char payload[100000];
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    atomic_store(&blk.entered, 0);
+    atomic_store(&blk.hold, 1);
+    tg__wal_strict_begin(w);
+    uint64_t lsn = 0;
+    assert_int_equal(tg__wal_append_nowait(w, 7, payload, sizes[i], &lsn), 0);
+    assert_int_equal(lsn, i + 1);
+    /* The writer is now inside the fdatasync that would make lsn durable,
+       and held there: lsn cannot be durable yet. */
+    WAIT_FOR(atomic_load(&blk.entered));
+    assert_true(STAT(w, durable_lsn) < lsn);
+    assert_int_equal(atomic_load(&blk.timed_out), 0);
+    atomic_store(&blk.hold, 0);
+    assert_int_equal(tg__wal_strict_end(w, lsn), 0);
+    assert_true(STAT(w, durable_lsn) >= lsn);
+  }
+  assert_int_equal(atomic_load(&blk.timed_out), 0);
+  assert_int_equal(tg_wal_close(w), 0);
+}
+
 /* ---- injected failures -------------------------------------------------------------- */
 
 /* Set by the test thread, read by the writer thread: all atomic, and
@@ -579,7 +679,10 @@ static struct {
 
 static ssize_t inj_pwrite(int fd, const void *buf, size_t n, off_t off) {
   int k = atomic_fetch_add(&inj.pwrites, 1) + 1;
-  while (atomic_load(&inj.stall)) {
+  uint64_t t0 = mono_ns();
+  /* A test that fails while the writer is held must not hang: the hold
+     ends at the deadline. */
+  while (atomic_load(&inj.stall) && mono_ns() - t0 < DEADLINE_NS) {
     atomic_store(&inj.stalled, 1);
     usleep(100);
   }
@@ -770,7 +873,7 @@ static void stall_writer_with_one_record(tg_wal *w) {
   inj_install();
   atomic_store(&inj.stall, 1);
   append_n(w, 1, 1);
-  while (!atomic_load(&inj.stalled)) usleep(100); /* the writer holds record 1 */
+  WAIT_FOR(atomic_load(&inj.stalled)); /* the writer holds record 1 */
 }
 
 static void test_wal_full_queue_returns_eagain_when_nonblocking(void **state) {
@@ -826,12 +929,16 @@ static void test_wal_full_queue_blocks_the_caller_by_default(void **state) {
   tg_wal *w;
   assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), 0);
   stall_writer_with_one_record(w);
-  append_n(w, 2, 8);
+  append_n(w, 2, 8); /* fills the ring: record 1 left it for the writer */
+  assert_int_equal(STAT(w, blocked), 0);
   bp_arg a = {w, 0, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, bp_thread, &a), 0);
-  usleep(50 * 1000);
-  assert_int_equal(atomic_load(&a.done), 0); /* still waiting for space */
+  /* The ninth append is shown blocked: counted as blocked while it has not
+     returned. An append that did not wait would return uncounted. */
+  WAIT_FOR(STAT(w, blocked) >= 1 || atomic_load(&a.done));
+  assert_int_equal(atomic_load(&a.done), 0);
+  assert_int_equal(STAT(w, next_lsn), 11); /* it holds LSN 10 */
   atomic_store(&inj.stall, 0);
   pthread_join(th, NULL);
   assert_int_equal(a.rc, 0);
@@ -875,20 +982,121 @@ static void test_wal_remove_upto_deletes_only_covered_segments(void **state) {
 
 static void test_wal_reopen_of_an_empty_log_keeps_start_lsn(void **state) {
   fixture *f = *state;
-  tg_wal_config c;
-  tg_wal_config_init(&c);
-  c.start_lsn = 5001;
+  tg__wal_store_opts o = {.start_lsn = 5001};
   tg_wal *w;
   tg_wal_open_info info;
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, &info), 0);
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, NULL, &o, &info), 0);
   assert_int_equal(info.next_lsn, 5001);
   assert_int_equal(tg_wal_close(w), 0);
-  c.start_lsn = 1; /* ignored: the directory has a segment */
-  assert_int_equal(tg_wal_open(&w, f->dir, &c, &info), 0);
+  o.start_lsn = 1; /* ignored: the directory has a segment */
+  assert_int_equal(tg__wal_open_ex(&w, f->dir, NULL, &o, &info), 0);
   assert_int_equal(info.next_lsn, 5001);
   append_n(w, 5001, 3);
   assert_int_equal(tg_wal_close(w), 0);
   assert_int_equal(read_check(f->dir, 0, 5001, NULL), 3);
+}
+
+/* ---- configuration ----------------------------------------------------------------- */
+
+typedef struct limit_case {
+  const char *key;   /* [wal] key */
+  const char *value; /* as written in the file */
+} limit_case;
+
+/* Set the tg_wal_config field of key from value, as the API would. */
+static void set_field(tg_wal_config *c, const char *key, const char *value) {
+  unsigned long long v = strtoull(value, NULL, 10);
+  if (!strcmp(key, "sync_interval_ms")) c->sync_interval_ms = (uint32_t)v;
+  else if (!strcmp(key, "segment_bytes")) c->segment_bytes = v;
+  else if (!strcmp(key, "ring_slots")) c->ring_slots = (uint32_t)v;
+  else if (!strcmp(key, "linger_us")) c->linger_us = (uint32_t)v;
+  else fail_msg("no field for %s", key);
+}
+
+static void test_wal_config_limits_are_the_same_from_the_api_and_the_ini_file(void **state) {
+  fixture *f = *state;
+  static const limit_case cases[] = {
+    {"sync_interval_ms", "0"}, {"sync_interval_ms", "1"}, {"sync_interval_ms", "60000"},
+    {"sync_interval_ms", "60001"},
+    {"segment_bytes", "0"}, {"segment_bytes", "4095"}, {"segment_bytes", "4096"},
+    {"segment_bytes", "8192"}, {"segment_bytes", "65536"}, {"segment_bytes", "100000"},
+    {"segment_bytes", "68719476736"}, {"segment_bytes", "68719480832"},
+    {"ring_slots", "0"}, {"ring_slots", "1"}, {"ring_slots", "2"}, {"ring_slots", "1000"},
+    {"ring_slots", "16777216"}, {"ring_slots", "33554432"}, {"ring_slots", "67108864"},
+    {"linger_us", "0"}, {"linger_us", "1000000"}, {"linger_us", "1000001"},
+  };
+  char path[128];
+  snprintf(path, sizeof path, "%s/limits.ini", f->dir);
+  int accepted = 0, refused = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const limit_case *k = &cases[i];
+    tg_wal_config c;
+    tg_wal_config_init(&c);
+    set_field(&c, k->key, k->value);
+    int api_ok = tg__wal_config_check(&c) == 0;
+
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "[wal]\n%s = %s\n", k->key, k->value);
+    assert_int_equal(fclose(fp), 0);
+    tg_store_config sc;
+    tg_store_config_init(&sc);
+    char err[256] = "";
+    int rc = tg_config_load(&sc, path, err, sizeof err);
+    assert_true(rc == 0 || rc == TG_ECONFIG);
+    if (api_ok != (rc == 0))
+      fail_msg("%s = %s: the API %s it, the INI file %s it (%s)", k->key, k->value,
+               api_ok ? "accepts" : "refuses", rc == 0 ? "accepts" : "refuses", err);
+    if (rc == 0) assert_memory_equal(&sc.wal, &c, sizeof c); /* the same field, the same value */
+    api_ok ? accepted++ : refused++;
+  }
+  assert_true(accepted >= 8 && refused >= 8);
+
+  /* tg_wal_open refuses what the check refuses, and opens at the smallest
+     values the check accepts. */
+  tg_wal_config c;
+  tg_wal_config_init(&c);
+  c.sync_interval_ms = 0;
+  tg_wal *w = NULL;
+  assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), TG_EINVAL);
+  assert_null(w);
+  tg_wal_config_init(&c);
+  c.sync_interval_ms = TG_WAL_SYNC_INTERVAL_MIN_MS;
+  c.segment_bytes = TG_WAL_SEGMENT_MIN;
+  c.ring_slots = TG_WAL_RING_MIN;
+  c.linger_us = TG_WAL_LINGER_MAX_US;
+  assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), 0);
+  append_n(w, 1, 20);
+  assert_int_equal(tg_wal_sync(w, 0), 0);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, NULL), 20);
+
+  /* A store refuses the same values, before it touches its directory. */
+  char sdir[128], msg[256] = "";
+  snprintf(sdir, sizeof sdir, "%s/store", f->dir);
+  tg_store_config sc;
+  tg_store_config_init(&sc);
+  sc.wal.ring_slots = 1000;
+  tg_store *st = NULL;
+  assert_int_equal(tg_store_open_msg(&st, sdir, &sc, msg, sizeof msg), TG_EINVAL);
+  assert_null(st);
+  assert_non_null(strstr(msg, "ring_slots 1000"));
+  struct stat sb;
+  assert_int_equal(stat(sdir, &sb), -1);
+}
+
+/* A store takes its WAL's defaults: one set of them. */
+static void test_wal_store_config_defaults_are_the_wal_defaults(void **state) {
+  (void)state;
+  tg_wal_config c;
+  tg_wal_config_init(&c);
+  tg_store_config sc;
+  tg_store_config_init(&sc);
+  assert_memory_equal(&sc.wal, &c, sizeof c);
+  assert_int_equal(tg__wal_config_check(&c), 0);
+  assert_int_equal(TG_STRICT, TG_WAL_STRICT);
+  assert_int_equal(TG_BALANCED, TG_WAL_BALANCED);
+  assert_int_equal(TG_RELAXED, TG_WAL_RELAXED);
 }
 
 int main(void) {
@@ -903,6 +1111,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_bad_magic_and_newer_version_are_reported, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_group_commit_shares_fdatasyncs, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_append_nowait_returns_before_the_fdatasync_at_strict, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_short_writes_and_eintr_are_completed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_enospc_on_write_fails_the_log_with_tg_enospc, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_eio_on_write_fails_the_log_with_tg_eio, setup, teardown),
@@ -912,6 +1121,8 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_full_queue_blocks_the_caller_by_default, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_remove_upto_deletes_only_covered_segments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_reopen_of_an_empty_log_keeps_start_lsn, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_config_limits_are_the_same_from_the_api_and_the_ini_file, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_store_config_defaults_are_the_wal_defaults, setup, teardown),
   };
   if (getenv("TG_TEST_FILTER")) cmocka_set_test_filter(getenv("TG_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -927,7 +927,7 @@ static tg_store_config recover_config(void) {
   cfg.guardian.memory_threshold = 1.0;
   cfg.guardian.cleanup = 0;
   cfg.guardian.max_degree = 0xFFFFFFFFu;
-  cfg.wal.checkpoint_bytes = 0; /* one explicit checkpoint */
+  cfg.checkpoint_bytes = 0; /* one explicit checkpoint */
   return cfg;
 }
 

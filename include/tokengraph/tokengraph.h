@@ -145,45 +145,25 @@ typedef struct tg_guardian_config {
 } tg_guardian_config;
 
 /*
- * Durability of a store opened with a data directory (ignored in memory).
- * Every mutation is logged to the WAL before the call returns; the level
- * says when the record is on stable storage. What each level gives up:
- *  - STRICT gives up nothing: a mutating call returns after its record is
- *    durable (fdatasync done); concurrent callers share one fdatasync.
- *  - BALANCED gives up the last sync_interval_ms on power loss: a call
- *    returns once its record is queued; the log writer fdatasyncs at least
- *    every sync_interval_ms. A killed process loses at most what was still
- *    queued (microseconds of work).
- *  - RELAXED gives up everything since the last tg_sync(), checkpoint,
- *    segment switch or close on power loss; a killed process loses at most
- *    what was still queued.
- * At every level the log is a prefix of the calls in their order: recovery
- * never shows a later mutation without an earlier one.
+ * Durability of a store opened with a data directory (ignored in memory):
+ * every mutation is logged to the WAL before the call returns, and
+ * tg_store_config.wal.level says when that record is on stable storage.
+ * The levels and what each gives up are described once, at enum
+ * tg_wal_level in tokengraph/wal.h; TG_STRICT, TG_BALANCED and TG_RELAXED
+ * are the same values under shorter names.
  */
-enum tg_durability {
-  TG_STRICT = 0,
-  TG_BALANCED = 1,
-  TG_RELAXED = 2
-};
-
-typedef struct tg_durability_config {
-  int level;                 /* enum tg_durability; default TG_BALANCED */
-  uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs;
-                                default 10 */
-  uint64_t segment_bytes;    /* WAL segment size (preallocated); default
-                                64 MiB */
-  uint32_t ring_slots;       /* WAL queue capacity in records (power of two);
-                                default 65536 */
-  int nonblocking;           /* 0 (default): a full queue blocks the caller;
-                                1: the call fails with TG_EAGAIN, unchanged */
-  uint64_t checkpoint_bytes; /* automatic checkpoint when this many WAL bytes
-                                were written since the last one; 0 = only
-                                tg_checkpoint(); default 256 MiB */
-} tg_durability_config;
+#define TG_STRICT TG_WAL_STRICT
+#define TG_BALANCED TG_WAL_BALANCED
+#define TG_RELAXED TG_WAL_RELAXED
 
 typedef struct tg_store_config {
   tg_guardian_config guardian;
-  tg_durability_config wal;
+  tg_wal_config wal;         /* the log's level and tunables, with the
+                                WAL's defaults and limits (tokengraph/wal.h) */
+  uint64_t checkpoint_bytes; /* durable stores: automatic checkpoint when
+                                this many WAL bytes were written since the
+                                last one; 0 = only tg_checkpoint(); default
+                                256 MiB */
   int crash_dump;            /* durable stores: 1 (default) installs the
                                 black box's fatal-signal handler, which dumps
                                 recent events to DIR/blackbox.json on
@@ -207,7 +187,11 @@ TG_API void tg_store_config_init(tg_store_config *cfg);
  * is wrong" into errbuf (if not NULL), and leaves *cfg unchanged (nothing is
  * half-applied). A file that cannot be read gives -errno and a message.
  * Sections other than [guardian] are accepted only when listed in
- * docs/configuration.md.
+ * docs/configuration.md. The [wal] keys set the fields of cfg->wal of the
+ * same names (level, sync_interval_ms, segment_bytes, ring_slots,
+ * linger_us; backpressure = block|error sets nonblocking) and accept
+ * exactly what tg_wal_open() accepts (the TG_WAL_* limits of
+ * tokengraph/wal.h); [wal] checkpoint_bytes sets cfg->checkpoint_bytes.
  */
 TG_API int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
                           size_t errlen);

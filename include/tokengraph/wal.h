@@ -32,22 +32,23 @@ extern "C" {
 #define TG_WAL_MAX_LSN ((UINT64_C(1) << 56) - 1)
 
 /*
- * Durability levels. What each gives up:
- *  - STRICT keeps everything: tg_wal_append() returns only after the record
+ * Durability levels: the one description of what each level promises, for
+ * the WAL and for a store (tg_store_config.wal.level). Every level keeps
+ * order: what survives a crash is always a prefix of the log, so recovery
+ * never shows a later record without an earlier one. What each gives up:
+ *  - TG_WAL_STRICT gives up nothing: an append returns only after its record
  *    is on stable storage (fdatasync done). Concurrent appenders share one
- *    fdatasync (group commit: while more than one STRICT appender is inside
- *    tg_wal_append, the writer gathers up to one record per appender, for
- *    at most 100 us, before each fdatasync). Costs one fdatasync latency
- *    per call.
- *  - BALANCED gives up durability of the last sync_interval_ms: append
- *    returns once the record is queued; the writer writes continuously and
- *    fdatasyncs at least every sync_interval_ms. A process kill loses at
- *    most what was still queued (not yet written); a power loss at most
- *    sync_interval_ms of records.
- *  - RELAXED gives up durability until the next sync: fdatasync happens only
- *    at a segment switch, tg_wal_sync() and tg_wal_close(). A power loss can
- *    lose everything since the last of those.
- * All levels keep order: what survives is always a prefix of the log.
+ *    fdatasync (group commit). Costs one fdatasync latency per call.
+ *  - TG_WAL_BALANCED gives up the records of the last sync_interval_ms on
+ *    power loss: an append returns once the record is queued; the writer
+ *    writes continuously and fdatasyncs at least every sync_interval_ms.
+ *    A killed process (kill -9, crash) loses what was still queued, not yet
+ *    written: at most ring_slots records, and an idle writer may hold up to
+ *    linger_us of appends in the queue before it looks.
+ *  - TG_WAL_RELAXED gives up everything since the last fdatasync on power
+ *    loss: fdatasync happens only at a segment switch, tg_wal_sync() (a
+ *    store: tg_sync(), a checkpoint) and close. A killed process loses what
+ *    was still queued, as with BALANCED.
  */
 enum tg_wal_level {
   TG_WAL_STRICT = 0,
@@ -55,27 +56,28 @@ enum tg_wal_level {
   TG_WAL_RELAXED = 2
 };
 
-/* Called by the writer thread after each fdatasync, with its latency and the
-   LSN now durable. Must be cheap and must not call into this WAL. */
-typedef void (*tg_wal_sync_hook)(void *arg, uint64_t latency_ns, uint64_t durable_lsn);
-/* Called by the writer thread when it starts a new segment (first LSN), and
-   once at open for the segment appends continue in. Same rules. */
-typedef void (*tg_wal_segment_hook)(void *arg, uint64_t first_lsn);
+/*
+ * Limits of tg_wal_config, inclusive. tg_wal_open() and the INI loader
+ * (tg_config_load, [wal] keys) accept exactly the same values.
+ */
+#define TG_WAL_SYNC_INTERVAL_MIN_MS 1u        /* 0 would mean an fdatasync per batch: use STRICT */
+#define TG_WAL_SYNC_INTERVAL_MAX_MS 60000u    /* one minute */
+#define TG_WAL_SEGMENT_MIN 4096u              /* a header and a few frames */
+#define TG_WAL_SEGMENT_MAX (UINT64_C(1) << 36) /* 64 GiB */
+#define TG_WAL_SEGMENT_ALIGN 4096u            /* segment_bytes is a multiple of this */
+#define TG_WAL_RING_MIN 2u                    /* ring_slots is a power of two */
+#define TG_WAL_RING_MAX (1u << 24)            /* 2 GiB of 128-byte slots, all
+                                                 touched at open */
+#define TG_WAL_LINGER_MAX_US 1000000u         /* one second */
 
-/* Called by the writer thread just before (phase 0) and just after
-   (phase 1) each batch write (what = TG_WAL_IO_WRITE, n = bytes) and each
-   fdatasync (what = TG_WAL_IO_SYNC, n = LSN it makes durable), so a caller
-   can trace them. Same rules as the other hooks. */
-enum tg_wal_io { TG_WAL_IO_WRITE = 1, TG_WAL_IO_SYNC = 2 };
-typedef void (*tg_wal_io_hook)(void *arg, int what, int phase, uint64_t n);
-
+/* The WAL's tunables. Fill with tg_wal_config_init(), then change fields. */
 typedef struct tg_wal_config {
   int level;                 /* enum tg_wal_level; default TG_WAL_BALANCED */
-  uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs; default 10 */
-  uint64_t segment_bytes;    /* preallocated segment size; default 64 MiB,
-                                minimum 4096, multiple of 4096 */
-  uint32_t ring_slots;       /* queue capacity in records, power of two >= 2;
-                                default 65536 (8 MiB of 128-byte slots) */
+  uint32_t sync_interval_ms; /* BALANCED: max time between fdatasyncs;
+                                default 10 */
+  uint64_t segment_bytes;    /* preallocated segment size; default 64 MiB */
+  uint32_t ring_slots;       /* queue capacity in records; default 65536
+                                (8 MiB of 128-byte slots) */
   int nonblocking;           /* 0 (default): a full queue blocks the caller;
                                 1: a full queue returns TG_EAGAIN at once */
   uint32_t linger_us;        /* BALANCED/RELAXED: an idle writer sleeps up
@@ -83,16 +85,7 @@ typedef struct tg_wal_config {
                                 instead of being woken by every append (a
                                 quarter-full queue, a sync request or close
                                 still wake it at once); 0 = wake per append.
-                                Default 1000. A kill -9 can find up to this
-                                much of appends still queued. */
-  uint64_t start_lsn;        /* LSN of the first record of an empty log
-                                (no segment yet); default 1. A store passes
-                                checkpoint LSN + 1. */
-  tg_wal_sync_hook on_sync;  /* NULL (default) or called after each fdatasync */
-  tg_wal_segment_hook on_segment; /* NULL (default) or called per new segment */
-  tg_wal_io_hook on_io;      /* NULL (default) or called around writes and
-                                fdatasyncs */
-  void *hook_arg;            /* passed to every hook */
+                                Default 1000. STRICT ignores it. */
 } tg_wal_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -102,8 +95,8 @@ TG_API void tg_wal_config_init(tg_wal_config *cfg);
 typedef struct tg_wal_open_info {
   uint64_t oldest_lsn;     /* first LSN of the oldest segment */
   uint64_t last_lsn;       /* last valid LSN found (0: the log holds no record) */
-  uint64_t next_lsn;       /* the LSN the next append gets (last_lsn + 1 or
-                              start_lsn) */
+  uint64_t next_lsn;       /* the LSN the next append gets (last_lsn + 1;
+                              1 for a new log) */
   uint32_t segments;       /* segments present after open */
   int torn_tail;           /* 1: the last segment ended in a torn tail, which
                               was cut off (see torn_*) */
@@ -124,7 +117,7 @@ typedef struct tg_wal tg_wal;
  * cfg == NULL uses the defaults; info may be NULL.
  * On success *out is the handle and the writer thread runs. On failure *out
  * is NULL and nothing needs releasing.
- * Errors: TG_EINVAL (bad config), TG_ECORRUPT (the last segment is corrupt:
+ * Errors: TG_EINVAL (a config value outside the TG_WAL_* limits above), TG_ECORRUPT (the last segment is corrupt:
  * nothing was changed; inspect with the reader), TG_EVERSION, TG_ENOMEM,
  * TG_ENOSPC (no space to create or preallocate a segment), -errno.
  */
@@ -149,24 +142,6 @@ TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
  */
 TG_API int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len,
                          uint64_t *lsn);
-
-/*
- * STRICT group commit for a caller that appends under a lock of its own but
- * must wait for durability outside it (the store does this): call
- * tg_wal_strict_begin() before taking the lock, so the writer counts the
- * caller as in flight and gathers its record into the same fdatasync as the
- * others'; append with tg_wal_append_nowait() (any number of records);
- * after releasing the lock, tg_wal_strict_end(w, lsn) waits until lsn is
- * durable (lsn 0: nothing was appended) and ends the count. Every begin
- * needs exactly one end. At other levels begin and end do nothing and
- * tg_wal_append_nowait() is tg_wal_append().
- * tg_wal_strict_end errors: TG_ENOSPC / TG_EIO (the WAL failed before lsn
- * was durable).
- */
-TG_API void tg_wal_strict_begin(tg_wal *w);
-TG_API int tg_wal_append_nowait(tg_wal *w, uint8_t type, const void *payload,
-                                size_t len, uint64_t *lsn);
-TG_API int tg_wal_strict_end(tg_wal *w, uint64_t lsn);
 
 /*
  * Wait until every record with an LSN <= lsn is durable (lsn == 0: every
@@ -200,7 +175,9 @@ typedef struct tg_wal_stats {
   uint64_t bytes;          /* frame bytes written */
   uint64_t batches;        /* write batches (pwrite calls of the writer) */
   uint64_t fdatasyncs;     /* fdatasyncs of segment files */
-  uint64_t blocked;        /* appends that waited for queue space */
+  uint64_t blocked;        /* appends that waited for queue space (counted
+                              when the wait begins, so one waiting now is
+                              included) */
   uint64_t blocked_ns;     /* total time appenders waited for queue space */
   uint64_t rejected;       /* appends refused with TG_EAGAIN */
   uint64_t queue_depth;    /* records appended but not yet written, now */

@@ -42,13 +42,19 @@ static const key_spec keys[] = {
   {"guardian", "cleanup_margin", K_FRACTION, G(cleanup_margin), 0, 1, 1},
   {"guardian", "max_degree", K_U32, G(max_degree), 0, 4294967295.0, 0},
   {"guardian", "cleanup", K_BOOL, G(cleanup), 0, 1, 0},
+/* The [wal] limits are tg_wal_open()'s, from tokengraph/wal.h, so a value
+   is accepted or refused alike by both. */
 #define W(field) offsetof(tg_store_config, wal.field)
   {"wal", "level", K_LEVEL, W(level), 0, 0, 0},
-  {"wal", "sync_interval_ms", K_U32, W(sync_interval_ms), 1, 60000, 0},
-  {"wal", "segment_bytes", K_U64, W(segment_bytes), 65536, 68719476736.0, 0},
-  {"wal", "ring_slots", K_U32, W(ring_slots), 2, 16777216, 0},
+  {"wal", "sync_interval_ms", K_U32, W(sync_interval_ms), TG_WAL_SYNC_INTERVAL_MIN_MS,
+   TG_WAL_SYNC_INTERVAL_MAX_MS, 0},
+  {"wal", "segment_bytes", K_U64, W(segment_bytes), TG_WAL_SEGMENT_MIN,
+   (double)TG_WAL_SEGMENT_MAX, 0},
+  {"wal", "ring_slots", K_U32, W(ring_slots), TG_WAL_RING_MIN, TG_WAL_RING_MAX, 0},
+  {"wal", "linger_us", K_U32, W(linger_us), 0, TG_WAL_LINGER_MAX_US, 0},
   {"wal", "backpressure", K_BACKPRESSURE, W(nonblocking), 0, 0, 0},
-  {"wal", "checkpoint_bytes", K_U64, W(checkpoint_bytes), 0, 1099511627776.0, 0},
+  {"wal", "checkpoint_bytes", K_U64, offsetof(tg_store_config, checkpoint_bytes), 0,
+   1099511627776.0, 0},
 };
 #undef W
 #undef G
@@ -155,9 +161,9 @@ static int handler(void *user, const char *section, const char *name,
            name, value);
       return 0;
     }
-    if (!strcmp(k->name, "segment_bytes") && x % 4096) {
-      fail(c, "%s:%d: key '%s': %s is not a multiple of 4096", c->path,
-           c->line, name, value);
+    if (!strcmp(k->name, "segment_bytes") && x % TG_WAL_SEGMENT_ALIGN) {
+      fail(c, "%s:%d: key '%s': %s is not a multiple of %u", c->path,
+           c->line, name, value, TG_WAL_SEGMENT_ALIGN);
       return 0;
     }
     if (k->type == K_U64) {

@@ -130,6 +130,18 @@ static int write_identity(const char *dir) {
   return rc;
 }
 
+/* Does another process hold DIR/LOCK? (Opened without O_CREAT: a
+   directory without one gets none.) */
+static int lock_is_held(const char *dir) {
+  char path[4096];
+  if (tg__path_join(path, sizeof path, dir, "LOCK")) return 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) return 0;
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);
+  return held;
+}
+
 static int take_lock(tg_store *s, char *msg, size_t len) {
   char *path = tg__path_join_alloc(s->dir, "LOCK");
   if (!path) return TG_ENOMEM;
@@ -150,6 +162,9 @@ static int take_lock(tg_store *s, char *msg, size_t len) {
   return rc;
 }
 
+/* Create directory `path` (0700) when missing, and make its entry durable:
+   fsync the parent after the mkdir, so a power loss cannot take back a
+   directory that later files (and acknowledged records) live in. */
 int tg__store_make_dir(const char *path, char *msg, size_t len) {
   struct stat st;
   if (stat(path, &st) == 0) {
@@ -157,12 +172,24 @@ int tg__store_make_dir(const char *path, char *msg, size_t len) {
     tg__say(msg, len, "%s exists and is not a directory", path);
     return -ENOTDIR;
   }
-  if (errno != ENOENT || mkdir(path, 0700)) {
-    int rc = -errno;
-    tg__say(msg, len, "cannot create directory %s: %s", path, strerror(errno));
+  int rc = errno == ENOENT ? tg__mkdirat(AT_FDCWD, path, 0700) : -errno;
+  if (rc == -EEXIST) return 0; /* another process made it first */
+  if (rc) {
+    tg__say(msg, len, "cannot create directory %s: %s", path, tg_strerror(rc));
     return rc;
   }
-  return 0;
+  char parent[4096];
+  const char *slash = strrchr(path, '/');
+  size_t l = slash ? (size_t)(slash - path) : 0;
+  if (l >= sizeof parent) return -ENAMETOOLONG;
+  if (slash && l == 0) l = 1; /* "/x": the parent is "/" */
+  if (l) memcpy(parent, path, l);
+  else parent[l++] = '.';
+  parent[l] = '\0';
+  if ((rc = tg__fsync_dir(parent)))
+    tg__say(msg, len, "cannot make the creation of %s durable (fsync of %s): %s", path,
+        parent, tg_strerror(rc));
+  return rc;
 }
 
 /* ---- replay ------------------------------------------------------------- */
@@ -293,13 +320,13 @@ TG_SPAN_SITE(site_wal_sync, "wal.fdatasync", "durable_lsn", NULL, NULL, NULL);
    writer thread, which names itself for the trace on its first call. */
 static void on_io(void *arg, int what, int phase, uint64_t n) {
   tg_store *s = arg;
-  tg_span *sp = &s->io_span[what == TG_WAL_IO_SYNC ? 2 : 1];
+  tg_span *sp = &s->io_span[what == TG__WAL_IO_SYNC ? 2 : 1];
   if (phase == 0) {
     if (!s->writer_named) {
       tg_trace_set_thread_name("wal-writer");
       s->writer_named = 1;
     }
-    tg_span_begin(sp, what == TG_WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
+    tg_span_begin(sp, what == TG__WAL_IO_SYNC ? &site_wal_sync : &site_wal_write);
   } else {
     tg_span_attr(sp, 0, n);
     tg_span_end(sp);
@@ -322,9 +349,12 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                        char *msg, size_t len) {
   char *waldir = NULL;
   int rc;
-  const tg_durability_config *dc = &cfg->wal;
-  if (dc->level < TG_STRICT || dc->level > TG_RELAXED) {
-    tg__say(msg, len, "invalid configuration: durability level %d", dc->level);
+  if (tg__wal_config_check(&cfg->wal)) {
+    const tg_wal_config *c = &cfg->wal;
+    tg__say(msg, len, "invalid configuration: [wal] outside the TG_WAL_* limits of "
+        "tokengraph/wal.h (level %d, sync_interval_ms %u, segment_bytes %llu, "
+        "ring_slots %u, linger_us %u, nonblocking %d)", c->level, c->sync_interval_ms,
+        (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
     return TG_EINVAL;
   }
   s->dir = strdup(dir);
@@ -332,19 +362,47 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_mutex_init(&s->ckpt_wake_mu, NULL);
   pthread_cond_init(&s->ckpt_wake, NULL);
-  s->level = dc->level;
-  s->checkpoint_bytes = dc->checkpoint_bytes;
+  s->level = cfg->wal.level;
+  s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = tg__store_make_dir(dir, msg, len))) return rc;
   tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
+  /* The identity is read before the lock, so that a directory that is not
+     ours gets no LOCK file; and again under the lock, because another
+     process may be creating the directory right now: while it holds the
+     lock, what it has made so far (checkpoint/ without TOKENGRAPH) would
+     look foreign, so a directory that is not ours but whose LOCK is held
+     is TG_ELOCKED, and what we decide, we decide under the lock. */
   int fresh = check_identity(dir, msg, len);
+  if (fresh == TG_ENOTTG) {
+    if (msg && len) msg[0] = 0;
+    if (lock_is_held(dir)) {
+      tg__say(msg, len, "%s is in use by another process (it is being created or "
+          "opened; its LOCK is held)", dir);
+      return TG_ELOCKED;
+    }
+    /* A creator that released its lock between the two looks had written
+       TOKENGRAPH before creating anything else: look once more. */
+    fresh = check_identity(dir, msg, len);
+  }
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
+  if ((fresh = check_identity(dir, msg, len)) < 0) return fresh;
   if (fresh && (rc = write_identity(dir))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }
   if ((rc = tg__store_open_checkpoint(s, 0, msg, len))) return rc;
+  /* LMDB creates data.mdb (and lock.mdb) without syncing their directory
+     entries: make them durable before anything depends on the checkpoint. */
+  {
+    char *cdir = tg__path_join_alloc(dir, "checkpoint");
+    if (!cdir) return TG_ENOMEM;
+    rc = tg__fsync_dir(cdir);
+    if (rc) tg__say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
+    free(cdir);
+    if (rc) return rc;
+  }
 
   uint64_t t0 = tg__now_ns();
   tg__graph_begin_load(&s->g);
@@ -354,22 +412,21 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->recovery.load_ns = t1 - t0;
 
   if (!(waldir = tg__path_join_alloc(dir, "wal"))) return TG_ENOMEM;
-  tg_wal_config wc;
-  tg_wal_config_init(&wc);
-  wc.level = dc->level == TG_STRICT     ? TG_WAL_STRICT
-             : dc->level == TG_BALANCED ? TG_WAL_BALANCED
-                                        : TG_WAL_RELAXED;
-  wc.sync_interval_ms = dc->sync_interval_ms;
-  wc.segment_bytes = dc->segment_bytes;
-  wc.ring_slots = dc->ring_slots;
-  wc.nonblocking = dc->nonblocking;
-  wc.start_lsn = s->ckpt_lsn + 1;
-  wc.on_segment = on_segment;
-  wc.on_sync = on_sync;
-  wc.on_io = on_io;
-  wc.hook_arg = s;
+  /* The store makes wal/ itself, so that its entry in DIR is durable
+     before the first segment is (make_dir fsyncs the parent). */
+  if ((rc = tg__store_make_dir(waldir, msg, len))) {
+    free(waldir);
+    return rc;
+  }
+  tg__wal_store_opts wo = {
+      .start_lsn = s->ckpt_lsn + 1,
+      .on_sync = on_sync,
+      .on_segment = on_segment,
+      .on_io = on_io,
+      .hook_arg = s,
+  };
   tg_wal_open_info info;
-  rc = tg_wal_open(&s->wal, waldir, &wc, &info);
+  rc = tg__wal_open_ex(&s->wal, waldir, &cfg->wal, &wo, &info);
   if (rc) {
     tg__say(msg, len, "%s: cannot open the log: %s", waldir, tg_strerror(rc));
     goto out;

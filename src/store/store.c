@@ -91,12 +91,8 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->guardian.cleanup_margin = 0.05;
   cfg->guardian.max_degree = 1000000;
   cfg->guardian.cleanup = 1;
-  cfg->wal.level = TG_BALANCED;
-  cfg->wal.sync_interval_ms = 10;
-  cfg->wal.segment_bytes = 64ull << 20;
-  cfg->wal.ring_slots = 65536;
-  cfg->wal.nonblocking = 0;
-  cfg->wal.checkpoint_bytes = 256ull << 20;
+  tg_wal_config_init(&cfg->wal);
+  cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
 }
 
@@ -204,7 +200,7 @@ int tg_sync(tg_store *s) {
  * disk flush. At other levels both are free.
  */
 static inline void strict_enter(tg_store *s) {
-  if (s->wal) tg_wal_strict_begin(s->wal);
+  if (s->wal) tg__wal_strict_begin(s->wal);
 }
 
 /* The first time the log reports a failure, leave it in the black box
@@ -222,7 +218,7 @@ static void note_log_failure(tg_store *s, int rc) {
 
 static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
   if (s->wal) {
-    int r = tg_wal_strict_end(s->wal, rc == 0 ? lsn : 0);
+    int r = tg__wal_strict_end(s->wal, rc == 0 ? lsn : 0);
     if (rc == 0) rc = r;
     if (__builtin_expect(rc != 0, 0)) note_log_failure(s, rc);
   }
@@ -233,7 +229,7 @@ static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
 static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
                           uint64_t *lsn) {
   TG__ASSERT_LOCKED(s);
-  int rc = tg_wal_append_nowait(s->wal, type, p, n, lsn);
+  int rc = tg__wal_append_nowait(s->wal, type, p, n, lsn);
   if (__builtin_expect(rc == 0, 1)) s->last_lsn = *lsn;
   return rc;
 }

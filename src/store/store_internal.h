@@ -15,6 +15,7 @@
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
 #include "tokengraph/wal.h"
+#include "wal/wal_store.h"
 
 /* Each field names its guard (store.c, LOCKING): "lock" is the store
    lock, "ckpt_mu" the checkpoint mutex, "open/close" means set before the
@@ -29,7 +30,7 @@ struct tg_store {
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
-  int level;                    /* open/close; enum tg_durability */
+  int level;                    /* open/close; enum tg_wal_level */
   uint64_t last_lsn;            /* lock; last LSN appended */
   char *dir;                    /* open/close; data directory */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
@@ -68,7 +69,7 @@ struct tg_store {
   int crash_dump;               /* installed the fatal-signal handler */
   int collecting;               /* registered as a metrics collector */
   tg_span io_span[3];           /* writer thread: the open batch-write and
-                                   fdatasync spans (enum tg_wal_io) */
+                                   fdatasync spans (enum tg__wal_io) */
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
 };

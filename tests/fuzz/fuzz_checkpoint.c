@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.crash_dump = 0; /* libFuzzer owns the fatal signals */
-  cfg.wal.checkpoint_bytes = 0;
+  cfg.checkpoint_bytes = 0;
   cfg.wal.segment_bytes = 65536;
   tg_store *s = NULL;
   msg[0] = 0;

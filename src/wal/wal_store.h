@@ -1,0 +1,70 @@
+/*
+ * The WAL protocol a store speaks and applications do not: where an empty
+ * log starts, hooks run by the writer thread, and STRICT group commit for a
+ * caller that appends under a lock of its own. Internal: src/store and the
+ * tests use it; it is not installed and may change with any release.
+ */
+#ifndef TG_WAL_STORE_H
+#define TG_WAL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokengraph/wal.h"
+
+/* Called by the writer thread after each fdatasync, with its latency and the
+   LSN now durable. Must be cheap and must not call into this WAL. */
+typedef void (*tg__wal_sync_hook)(void *arg, uint64_t latency_ns, uint64_t durable_lsn);
+/* Called by the writer thread when it starts a new segment (first LSN), and
+   once at open (on the opening thread) for the segment appends continue in.
+   Same rules. */
+typedef void (*tg__wal_segment_hook)(void *arg, uint64_t first_lsn);
+
+/* Called by the writer thread just before (phase 0) and just after
+   (phase 1) each batch write (what = TG__WAL_IO_WRITE, n = bytes) and each
+   fdatasync (what = TG__WAL_IO_SYNC, n = LSN it makes durable), so a caller
+   can trace them. Same rules as the other hooks. */
+enum tg__wal_io { TG__WAL_IO_WRITE = 1, TG__WAL_IO_SYNC = 2 };
+typedef void (*tg__wal_io_hook)(void *arg, int what, int phase, uint64_t n);
+
+typedef struct tg__wal_store_opts {
+  uint64_t start_lsn;              /* LSN of the first record of an empty log
+                                      (no segment yet); 0 means 1. A store
+                                      passes its checkpoint's LSN + 1. */
+  tg__wal_sync_hook on_sync;       /* NULL or called after each fdatasync */
+  tg__wal_segment_hook on_segment; /* NULL or called per new segment */
+  tg__wal_io_hook on_io;           /* NULL or called around writes and
+                                      fdatasyncs */
+  void *hook_arg;                  /* passed to every hook */
+} tg__wal_store_opts;
+
+/* 0 if cfg is within the TG_WAL_* limits of tokengraph/wal.h (what
+   tg_wal_open() checks), else TG_EINVAL. The INI loader's [wal] table uses
+   the same macros; a test holds the two to the same answers. */
+int tg__wal_config_check(const tg_wal_config *cfg);
+
+/* tg_wal_open() with the store's options (opts NULL: none, start at 1). */
+int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
+                    const tg__wal_store_opts *opts, tg_wal_open_info *info);
+
+/*
+ * STRICT group commit for a caller that appends under a lock of its own but
+ * must wait for durability outside it (the store does this): call
+ * tg__wal_strict_begin() before taking the lock, so the writer counts the
+ * caller as in flight and gathers its record into the same fdatasync as the
+ * others'; append with tg__wal_append_nowait() (any number of records);
+ * after releasing the lock, tg__wal_strict_end(w, lsn) waits until lsn is
+ * durable (lsn 0: nothing was appended) and ends the count. Every begin
+ * needs exactly one end. At other levels begin and end do nothing.
+ * tg__wal_append_nowait() never waits for an fdatasync, at any level and
+ * for any payload size (it may still block on a full queue unless the WAL
+ * is nonblocking); its errors are tg_wal_append()'s.
+ * tg__wal_strict_end errors: TG_ENOSPC / TG_EIO (the WAL failed before lsn
+ * was durable).
+ */
+void tg__wal_strict_begin(tg_wal *w);
+int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t len,
+                          uint64_t *lsn);
+int tg__wal_strict_end(tg_wal *w, uint64_t lsn);
+
+#endif

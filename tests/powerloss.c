@@ -1,0 +1,736 @@
+/* Power-loss simulation through the I/O seam: see powerloss.h. */
+#include "powerloss.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/io.h"
+
+/* ---- the journal ---------------------------------------------------------- */
+
+enum pl_op {
+  OP_BASE = 1,   /* a file or directory present at the start: ino, path, a=isdir */
+  OP_OPEN,       /* a successful open: ino, path, a=1 if it created the file */
+  OP_WRITE,      /* ino, path, a=offset, data */
+  OP_TRUNC,      /* ino, path, a=length */
+  OP_FALLOC,     /* ino, path, a=offset, b=length (mode 0: extends, zeros) */
+  OP_SYNC,       /* after a successful fdatasync/fsync: ino, path, a=isdir */
+  OP_RENAME,     /* before: path -> path2 */
+  OP_UNLINK,     /* before: path */
+  OP_MKDIR,      /* before: path */
+  OP_FAILED      /* the namespace operation just journaled did not happen */
+};
+
+#define PL_MAGIC 0x314a4c50u /* "PLJ1" */
+#define PL_TAIL 0x454e4f44u  /* "DONE" */
+
+typedef struct rec_hdr {
+  uint32_t magic;
+  uint32_t op;
+  uint64_t ino;
+  uint64_t a, b;
+  uint32_t plen, p2len;
+  uint64_t dlen;
+} rec_hdr;
+
+static int jfd = -1;
+static tg__io_ops real;
+
+static void jwrite(uint32_t op, uint64_t ino, uint64_t a, uint64_t b, const char *p,
+                   const char *p2, const void *data, size_t dlen) {
+  rec_hdr h = {PL_MAGIC, op, ino, a, b, p ? (uint32_t)strlen(p) : 0,
+               p2 ? (uint32_t)strlen(p2) : 0, dlen};
+  uint32_t tail = PL_TAIL;
+  struct iovec iov[5] = {{&h, sizeof h},
+                         {(void *)(p ? p : ""), h.plen},
+                         {(void *)(p2 ? p2 : ""), h.p2len},
+                         {(void *)data, dlen},
+                         {&tail, sizeof tail}};
+  /* One writev on an O_APPEND file: records of concurrent threads do not
+     interleave, and a kill leaves at most the last one incomplete. */
+  size_t want = sizeof h + h.plen + h.p2len + dlen + sizeof tail;
+  ssize_t n = writev(jfd, iov, 5);
+  if (n != (ssize_t)want) {
+    fprintf(stderr, "powerloss: journal write failed\n");
+    abort();
+  }
+}
+
+static void fd_path(int fd, char *out, size_t n) {
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t r = readlink(link, out, n - 1);
+  out[r > 0 ? r : 0] = '\0';
+}
+
+static uint64_t fd_ino(int fd, int *isdir) {
+  struct stat st;
+  if (fstat(fd, &st)) return 0;
+  if (isdir) *isdir = S_ISDIR(st.st_mode);
+  return (uint64_t)st.st_ino;
+}
+
+/* An absolute path for (dirfd, path). */
+static void at_path(int dirfd, const char *path, char *out, size_t n) {
+  if (path[0] == '/') {
+    snprintf(out, n, "%s", path);
+    return;
+  }
+  char base[PATH_MAX];
+  if (dirfd == AT_FDCWD) {
+    if (!getcwd(base, sizeof base)) base[0] = '\0';
+  } else {
+    fd_path(dirfd, base, sizeof base);
+  }
+  snprintf(out, n, "%s/%s", base, path);
+}
+
+static uint64_t path_ino(const char *p) {
+  struct stat st;
+  return lstat(p, &st) ? 0 : (uint64_t)st.st_ino;
+}
+
+static ssize_t rec_pwrite(int fd, const void *buf, size_t n, off_t off) {
+  char p[PATH_MAX];
+  fd_path(fd, p, sizeof p);
+  jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  return real.pwrite(fd, buf, n, off);
+}
+
+static ssize_t rec_write(int fd, const void *buf, size_t n) {
+  char p[PATH_MAX];
+  off_t off = lseek(fd, 0, SEEK_CUR);
+  fd_path(fd, p, sizeof p);
+  if (off >= 0) jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  return real.write(fd, buf, n);
+}
+
+/* LMDB's data file: LMDB writes it through its own map, so the journal
+   can never hold its contents; the store's fallocate and fdatasync of it
+   go through the seam all the same and are passed through unrecorded, so
+   the file stays "never seen" and is copied from live (see powerloss.h). */
+static int lmdb_data(const char *p) {
+  const char *b = strrchr(p, '/');
+  return b && !strcmp(b + 1, "data.mdb");
+}
+
+static int rec_sync(int fd, int (*fn)(int)) {
+  int isdir = 0;
+  uint64_t ino = fd_ino(fd, &isdir);
+  char p[PATH_MAX];
+  fd_path(fd, p, sizeof p);
+  if (lmdb_data(p)) return fn(fd);
+  int r = fn(fd);
+  int e = errno;
+  if (r == 0) jwrite(OP_SYNC, ino, (uint64_t)isdir, 0, p, NULL, NULL, 0);
+  errno = e;
+  return r;
+}
+static int rec_fdatasync(int fd) { return rec_sync(fd, real.fdatasync); }
+static int rec_fsync(int fd) { return rec_sync(fd, real.fsync); }
+
+static int rec_fallocate(int fd, int mode, off_t off, off_t len) {
+  char p[PATH_MAX];
+  fd_path(fd, p, sizeof p);
+  if (mode == 0 && !lmdb_data(p)) jwrite(OP_FALLOC, fd_ino(fd, NULL), (uint64_t)off, (uint64_t)len, p, NULL, NULL, 0);
+  return real.fallocate(fd, mode, off, len);
+}
+
+static int rec_ftruncate(int fd, off_t len) {
+  char p[PATH_MAX];
+  fd_path(fd, p, sizeof p);
+  jwrite(OP_TRUNC, fd_ino(fd, NULL), (uint64_t)len, 0, p, NULL, NULL, 0);
+  return real.ftruncate(fd, len);
+}
+
+static int rec_openat(int dirfd, const char *path, int flags, mode_t mode) {
+  char p[PATH_MAX];
+  at_path(dirfd, path, p, sizeof p);
+  int existed = path_ino(p) != 0;
+  int fd = real.openat(dirfd, path, flags, mode);
+  if (fd >= 0) {
+    int e = errno, isdir = 0;
+    uint64_t ino = fd_ino(fd, &isdir);
+    fd_path(fd, p, sizeof p);
+    jwrite(OP_OPEN, ino, (uint64_t)(!existed && (flags & O_CREAT)), (uint64_t)isdir, p,
+           NULL, NULL, 0);
+    errno = e;
+  }
+  return fd;
+}
+
+static int rec_renameat(int od, const char *op, int nd, const char *np) {
+  char a[PATH_MAX], b[PATH_MAX];
+  at_path(od, op, a, sizeof a);
+  at_path(nd, np, b, sizeof b);
+  jwrite(OP_RENAME, path_ino(a), 0, 0, a, b, NULL, 0);
+  int r = real.renameat(od, op, nd, np);
+  int e = errno;
+  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
+  errno = e;
+  return r;
+}
+
+static int rec_unlinkat(int dirfd, const char *path, int flags) {
+  char a[PATH_MAX];
+  at_path(dirfd, path, a, sizeof a);
+  jwrite(OP_UNLINK, path_ino(a), 0, 0, a, NULL, NULL, 0);
+  int r = real.unlinkat(dirfd, path, flags);
+  int e = errno;
+  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
+  errno = e;
+  return r;
+}
+
+static int rec_mkdirat(int dirfd, const char *path, mode_t mode) {
+  char a[PATH_MAX];
+  at_path(dirfd, path, a, sizeof a);
+  jwrite(OP_MKDIR, 0, 0, 0, a, NULL, NULL, 0);
+  int r = real.mkdirat(dirfd, path, mode);
+  int e = errno;
+  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
+  errno = e;
+  return r;
+}
+
+/* Record every entry below dir as OP_BASE; copy files into copy. */
+static int walk_base(const char *dir, const char *copy) {
+  DIR *d = opendir(dir);
+  if (!d) return errno == ENOENT ? 0 : -errno;
+  int rc = 0;
+  if (copy && mkdir(copy, 0700) && errno != EEXIST) rc = -errno;
+  struct dirent *e;
+  while (!rc && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char p[PATH_MAX], c[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    if (copy) snprintf(c, sizeof c, "%s/%s", copy, e->d_name);
+    struct stat st;
+    if (lstat(p, &st)) continue;
+    if (S_ISDIR(st.st_mode)) {
+      jwrite(OP_BASE, (uint64_t)st.st_ino, 1, 0, p, NULL, NULL, 0);
+      rc = walk_base(p, copy ? c : NULL);
+    } else if (S_ISREG(st.st_mode)) {
+      jwrite(OP_BASE, (uint64_t)st.st_ino, 0, 0, p, NULL, NULL, 0);
+      if (copy) {
+        int in = open(p, O_RDONLY), out = open(c, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        char buf[1 << 16];
+        ssize_t n;
+        while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
+          if (write(out, buf, (size_t)n) != n) rc = -EIO;
+        if (in < 0 || out < 0) rc = -errno;
+        if (in >= 0) close(in);
+        if (out >= 0) close(out);
+      }
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
+int pl_snapshot(const char *journal_path, const char *base_dir, const char *base_copy) {
+  jfd = open(journal_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+  if (jfd < 0) return -errno;
+  char abs[PATH_MAX];
+  at_path(AT_FDCWD, base_dir, abs, sizeof abs);
+  struct stat st;
+  int rc = 0;
+  if (lstat(abs, &st) == 0) {
+    jwrite(OP_BASE, (uint64_t)st.st_ino, 1, 0, abs, NULL, NULL, 0);
+    rc = walk_base(abs, base_copy);
+  }
+  close(jfd);
+  jfd = -1;
+  return rc;
+}
+
+int pl_record_start(const char *journal_path) {
+  jfd = open(journal_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (jfd < 0) return -errno;
+  real = tg__io;
+  tg__io.write = rec_write;
+  tg__io.pwrite = rec_pwrite;
+  tg__io.fdatasync = rec_fdatasync;
+  tg__io.fsync = rec_fsync;
+  tg__io.fallocate = rec_fallocate;
+  tg__io.ftruncate = rec_ftruncate;
+  tg__io.openat = rec_openat;
+  tg__io.renameat = rec_renameat;
+  tg__io.unlinkat = rec_unlinkat;
+  tg__io.mkdirat = rec_mkdirat;
+  return 0;
+}
+
+void pl_record_stop(void) {
+  tg__io = real;
+  if (jfd >= 0) close(jfd);
+  jfd = -1;
+}
+
+/* ---- reconstruction --------------------------------------------------------- */
+
+typedef struct rec {
+  rec_hdr h;
+  char *p, *p2;
+  unsigned char *data;
+} rec;
+
+typedef struct pend { /* an unsynced change to a file, in order */
+  uint32_t op;        /* OP_WRITE, OP_TRUNC, OP_FALLOC */
+  uint64_t a, b;
+  const unsigned char *data;
+  size_t dlen;
+} pend;
+
+typedef struct file {
+  uint64_t ino;
+  int loaded;
+  unsigned char *dur;     /* contents as of the last sync */
+  size_t dur_len;
+  pend *pend;             /* changes since then */
+  size_t npend, cap;
+} file;
+
+typedef struct entry {    /* a name: path -> ino (0 for a directory we made) */
+  char *path;
+  uint64_t ino;
+  int isdir;
+} entry;
+
+typedef struct names {
+  entry *v;
+  size_t n, cap;
+} names;
+
+typedef struct recon {
+  file *files;
+  size_t nfiles, fcap;
+  names cur, dur;         /* names now, and names made durable */
+  const char *base_copy, *base_root;
+  pl_stats *st;
+} recon;
+
+static void *xrealloc(void *p, size_t n) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q) abort();
+  return q;
+}
+
+static entry *names_find(names *ns, const char *p) {
+  for (size_t i = 0; i < ns->n; i++)
+    if (!strcmp(ns->v[i].path, p)) return &ns->v[i];
+  return NULL;
+}
+
+static void names_set(names *ns, const char *p, uint64_t ino, int isdir) {
+  entry *e = names_find(ns, p);
+  if (!e) {
+    if (ns->n == ns->cap) {
+      ns->cap = ns->cap ? ns->cap * 2 : 32;
+      ns->v = xrealloc(ns->v, ns->cap * sizeof *ns->v);
+    }
+    e = &ns->v[ns->n++];
+    e->path = strdup(p);
+  }
+  e->ino = ino;
+  e->isdir = isdir;
+}
+
+static void names_del(names *ns, const char *p) {
+  entry *e = names_find(ns, p);
+  if (!e) return;
+  free(e->path);
+  *e = ns->v[--ns->n];
+}
+
+static const char *name_of_ino(names *ns, uint64_t ino) {
+  for (size_t i = 0; i < ns->n; i++)
+    if (ns->v[i].ino == ino && !ns->v[i].isdir) return ns->v[i].path;
+  return NULL;
+}
+
+static int parent_is(const char *p, const char *dir) {
+  size_t l = strlen(dir);
+  return !strncmp(p, dir, l) && p[l] == '/' && !strchr(p + l + 1, '/');
+}
+
+/* Directory dir was fsynced: its direct entries become durable as they are. */
+static void dir_synced(recon *r, const char *dir) {
+  for (size_t i = 0; i < r->dur.n;) {
+    if (parent_is(r->dur.v[i].path, dir) && !names_find(&r->cur, r->dur.v[i].path)) {
+      names_del(&r->dur, r->dur.v[i].path);
+      continue;
+    }
+    i++;
+  }
+  for (size_t i = 0; i < r->cur.n; i++)
+    if (parent_is(r->cur.v[i].path, dir))
+      names_set(&r->dur, r->cur.v[i].path, r->cur.v[i].ino, r->cur.v[i].isdir);
+}
+
+static file *file_get(recon *r, uint64_t ino) {
+  for (size_t i = 0; i < r->nfiles; i++)
+    if (r->files[i].ino == ino) return &r->files[i];
+  if (r->nfiles == r->fcap) {
+    r->fcap = r->fcap ? r->fcap * 2 : 16;
+    r->files = xrealloc(r->files, r->fcap * sizeof *r->files);
+  }
+  file *f = &r->files[r->nfiles++];
+  memset(f, 0, sizeof *f);
+  f->ino = ino;
+  return f;
+}
+
+static void read_whole(const char *path, unsigned char **buf, size_t *len) {
+  *buf = NULL;
+  *len = 0;
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return;
+  struct stat st;
+  if (fstat(fd, &st) == 0 && st.st_size > 0) {
+    *buf = xrealloc(NULL, (size_t)st.st_size);
+    ssize_t n = pread(fd, *buf, (size_t)st.st_size, 0);
+    *len = n > 0 ? (size_t)n : 0;
+  }
+  close(fd);
+}
+
+/* A file's synced contents start as the base copy's (if it existed). */
+static void file_load(recon *r, file *f, const char *path_at_start) {
+  if (f->loaded) return;
+  f->loaded = 1;
+  if (!r->base_copy || !path_at_start) return;
+  size_t l = strlen(r->base_root);
+  if (strncmp(path_at_start, r->base_root, l)) return;
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s%s", r->base_copy, path_at_start + l);
+  read_whole(p, &f->dur, &f->dur_len);
+}
+
+static void buf_apply(unsigned char **b, size_t *len, const pend *pd, size_t cut) {
+  if (pd->op == OP_TRUNC) {
+    if (pd->a > *len) {
+      *b = xrealloc(*b, (size_t)pd->a);
+      memset(*b + *len, 0, (size_t)pd->a - *len);
+    }
+    *len = (size_t)pd->a;
+  } else if (pd->op == OP_FALLOC) {
+    size_t end = (size_t)(pd->a + pd->b);
+    if (end > *len) {
+      *b = xrealloc(*b, end);
+      memset(*b + *len, 0, end - *len);
+      *len = end;
+    }
+  } else {
+    size_t n = cut < pd->dlen ? cut : pd->dlen;
+    size_t end = (size_t)pd->a + n;
+    if (end > *len) {
+      *b = xrealloc(*b, end);
+      memset(*b + *len, 0, end - *len);
+      *len = end;
+    }
+    memcpy(*b + pd->a, pd->data, n);
+  }
+}
+
+static void file_sync(file *f) {
+  for (size_t i = 0; i < f->npend; i++) buf_apply(&f->dur, &f->dur_len, &f->pend[i], SIZE_MAX);
+  f->npend = 0;
+}
+
+static void file_pend(file *f, uint32_t op, uint64_t a, uint64_t b, const unsigned char *d,
+                      size_t dlen) {
+  if (f->npend == f->cap) {
+    f->cap = f->cap ? f->cap * 2 : 16;
+    f->pend = xrealloc(f->pend, f->cap * sizeof *f->pend);
+  }
+  f->pend[f->npend++] = (pend){op, a, b, d, dlen};
+}
+
+static uint64_t rnd(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* The file's contents after the power loss, under the model. */
+static void file_final(const file *f, const pl_model *m, uint64_t *seed, pl_stats *st,
+                       unsigned char **out, size_t *olen) {
+  unsigned char *b = NULL;
+  size_t len = f->dur_len;
+  if (len) {
+    b = xrealloc(NULL, len);
+    memcpy(b, f->dur, len);
+  }
+  st->unsynced_writes += f->npend;
+  if (m->mode == PL_TORN && f->npend) {
+    size_t keep = (size_t)(rnd(seed) % (f->npend + 1)); /* whole changes kept */
+    for (size_t i = 0; i < keep; i++) buf_apply(&b, &len, &f->pend[i], SIZE_MAX);
+    st->unsynced_kept += keep;
+    if (keep < f->npend && f->pend[keep].op == OP_WRITE && f->pend[keep].dlen > 512) {
+      size_t sectors = f->pend[keep].dlen / 512;
+      buf_apply(&b, &len, &f->pend[keep], 512 * (size_t)(rnd(seed) % sectors));
+      st->unsynced_kept++;
+    }
+  } else if (m->mode == PL_PAGES && f->npend) {
+    unsigned char *latest = NULL;
+    size_t llen = f->dur_len;
+    if (llen) {
+      latest = xrealloc(NULL, llen);
+      memcpy(latest, f->dur, llen);
+    }
+    for (size_t i = 0; i < f->npend; i++) buf_apply(&latest, &llen, &f->pend[i], SIZE_MAX);
+    /* The size follows the latest metadata or the synced one, at random. */
+    size_t flen = rnd(seed) & 1 ? llen : len;
+    if (flen > len) {
+      b = xrealloc(b, flen);
+      memset(b + len, 0, flen - len);
+    }
+    len = flen;
+    for (size_t pg = 0; pg * 4096 < len; pg++) {
+      if (!(rnd(seed) & 1)) continue;
+      size_t o = pg * 4096, n = len - o < 4096 ? len - o : 4096;
+      if (o < llen) {
+        size_t c = llen - o < n ? llen - o : n;
+        if (o >= f->dur_len || memcmp(b + o, latest + o, c)) st->unsynced_kept++;
+        memcpy(b + o, latest + o, c);
+      }
+    }
+    free(latest);
+  }
+  *out = b;
+  *olen = len;
+}
+
+static int read_journal(const char *path, rec **recs, size_t *n, pl_stats *st) {
+  unsigned char *buf;
+  size_t len, o = 0, cap = 0;
+  read_whole(path, &buf, &len);
+  *recs = NULL;
+  *n = 0;
+  while (o + sizeof(rec_hdr) <= len) {
+    rec_hdr h;
+    memcpy(&h, buf + o, sizeof h);
+    size_t total = sizeof h + h.plen + h.p2len + h.dlen + 4;
+    uint32_t tail = 0;
+    if (h.magic != PL_MAGIC || o + total > len) break;
+    memcpy(&tail, buf + o + total - 4, 4);
+    if (tail != PL_TAIL) break;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 256;
+      *recs = xrealloc(*recs, cap * sizeof **recs);
+    }
+    rec *r = &(*recs)[(*n)++];
+    r->h = h;
+    unsigned char *q = buf + o + sizeof h;
+    r->p = strndup((char *)q, h.plen);
+    r->p2 = strndup((char *)q + h.plen, h.p2len);
+    r->data = xrealloc(NULL, h.dlen);
+    memcpy(r->data, q + h.plen + h.p2len, h.dlen);
+    o += total;
+  }
+  st->journal_torn = o != len;
+  free(buf);
+  return 0;
+}
+
+static int copy_file(const char *from, const char *to) {
+  unsigned char *b;
+  size_t len;
+  read_whole(from, &b, &len);
+  int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) {
+    free(b);
+    return -1;
+  }
+  int rc = len && write(fd, b, len) != (ssize_t)len ? -1 : 0;
+  close(fd);
+  free(b);
+  return rc;
+}
+
+static int seen_path(recon *r, const char *p) {
+  return names_find(&r->cur, p) || names_find(&r->dur, p);
+}
+
+/* Copy from live what the journal never saw (LMDB's files, LOCK), into
+   directories that exist in the image. */
+static void copy_unseen(recon *r, const char *live, const char *out, const char *live_root,
+                        const char *out_root) {
+  DIR *d = opendir(live);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char lp[PATH_MAX], op[PATH_MAX];
+    snprintf(lp, sizeof lp, "%s/%s", live, e->d_name);
+    snprintf(op, sizeof op, "%s/%s", out, e->d_name);
+    struct stat st, ost;
+    if (lstat(lp, &st)) continue;
+    if (S_ISDIR(st.st_mode)) {
+      if (stat(op, &ost) == 0) copy_unseen(r, lp, op, live_root, out_root);
+    } else if (S_ISREG(st.st_mode) && !seen_path(r, lp) && !name_of_ino(&r->cur, st.st_ino)) {
+      copy_file(lp, op);
+    }
+  }
+  closedir(d);
+  (void)live_root;
+  (void)out_root;
+}
+
+static int cmp_entry_path(const void *a, const void *b) {
+  return strcmp(((const entry *)a)->path, ((const entry *)b)->path);
+}
+
+int pl_reconstruct(const char *journal_path, const char *live_dir, const char *base_copy,
+                   const char *out_dir, const pl_model *m, pl_stats *st, char *msg,
+                   size_t msglen) {
+  pl_stats dummy;
+  if (!st) st = &dummy;
+  memset(st, 0, sizeof *st);
+  rec *recs = NULL;
+  size_t n = 0;
+  read_journal(journal_path, &recs, &n, st);
+  st->ops = n;
+  char live[PATH_MAX];
+  at_path(AT_FDCWD, live_dir, live, sizeof live);
+  recon r;
+  memset(&r, 0, sizeof r);
+  r.base_copy = base_copy;
+  r.base_root = live;
+  r.st = st;
+  uint64_t seed = m->seed ? m->seed : 1;
+
+  for (size_t i = 0; i < n; i++) {
+    rec *x = &recs[i];
+    int failed = i + 1 < n && recs[i + 1].h.op == OP_FAILED;
+    switch (x->h.op) {
+    case OP_BASE:
+      names_set(&r.cur, x->p, x->h.ino, (int)x->h.a);
+      names_set(&r.dur, x->p, x->h.ino, (int)x->h.a);
+      if (!x->h.a) file_load(&r, file_get(&r, x->h.ino), x->p);
+      break;
+    case OP_OPEN: {
+      const char *old = name_of_ino(&r.cur, x->h.ino);
+      if (x->h.b) { /* a directory */
+        if (!names_find(&r.cur, x->p)) names_set(&r.cur, x->p, x->h.ino, 1);
+        break;
+      }
+      file *f = file_get(&r, x->h.ino);
+      if (!f->loaded) f->loaded = 1; /* new to us: created empty or unseen */
+      if (old && strcmp(old, x->p)) names_del(&r.cur, old); /* renamed unseen */
+      names_set(&r.cur, x->p, x->h.ino, 0);
+      break;
+    }
+    case OP_WRITE: case OP_TRUNC: case OP_FALLOC: {
+      file *f = file_get(&r, x->h.ino);
+      f->loaded = 1;
+      const char *old = name_of_ino(&r.cur, x->h.ino);
+      if (!old || strcmp(old, x->p)) {
+        if (old) names_del(&r.cur, old);
+        names_set(&r.cur, x->p, x->h.ino, 0);
+      }
+      file_pend(f, x->h.op, x->h.a, x->h.b, x->data, (size_t)x->h.dlen);
+      break;
+    }
+    case OP_SYNC:
+      if (x->h.a) dir_synced(&r, x->p);
+      else file_sync(file_get(&r, x->h.ino));
+      break;
+    case OP_RENAME:
+      if (failed) break;
+      {
+        entry *e = names_find(&r.cur, x->p);
+        uint64_t ino = e ? e->ino : x->h.ino;
+        int isdir = e ? e->isdir : 0;
+        names_del(&r.cur, x->p);
+        names_set(&r.cur, x->p2, ino, isdir);
+      }
+      break;
+    case OP_UNLINK:
+      if (!failed) names_del(&r.cur, x->p);
+      break;
+    case OP_MKDIR:
+      if (!failed) names_set(&r.cur, x->p, 0, 1);
+      break;
+    default:
+      break;
+    }
+  }
+
+  names *fin = m->dir_entries_need_fsync ? &r.dur : &r.cur;
+  if (m->dir_entries_need_fsync) {
+    for (size_t i = 0; i < r.cur.n; i++)
+      if (!names_find(&r.dur, r.cur.v[i].path)) st->names_undone++;
+    for (size_t i = 0; i < r.dur.n; i++)
+      if (!names_find(&r.cur, r.dur.v[i].path)) st->names_undone++;
+  }
+  qsort(fin->v, fin->n, sizeof *fin->v, cmp_entry_path); /* parents first */
+
+  int rc = 0;
+  size_t ll = strlen(live);
+  if (mkdir(out_dir, 0700)) {
+    snprintf(msg, msglen, "mkdir %s: %s", out_dir, strerror(errno));
+    rc = -1;
+  }
+  /* The data directory itself must be a durable name too (its parent's
+     fsync), or nothing of it survives. */
+  int root_ok = names_find(fin, live) != NULL || !m->dir_entries_need_fsync;
+  for (size_t i = 0; !rc && root_ok && i < fin->n; i++) {
+    entry *e = &fin->v[i];
+    if (strncmp(e->path, live, ll) || e->path[ll] != '/') continue;
+    char op[PATH_MAX];
+    snprintf(op, sizeof op, "%s%s", out_dir, e->path + ll);
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", op);
+    *strrchr(parent, '/') = '\0';
+    struct stat ps;
+    if (stat(parent, &ps)) continue; /* its directory did not survive */
+    if (e->isdir) {
+      mkdir(op, 0700);
+      continue;
+    }
+    file *f = NULL;
+    for (size_t k = 0; k < r.nfiles; k++)
+      if (r.files[k].ino == e->ino) f = &r.files[k];
+    if (!f) continue;
+    unsigned char *b;
+    size_t len;
+    file_final(f, m, &seed, st, &b, &len);
+    int fd = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || (len && write(fd, b, len) != (ssize_t)len)) {
+      snprintf(msg, msglen, "write %s: %s", op, strerror(errno));
+      rc = -1;
+    }
+    if (fd >= 0) close(fd);
+    free(b);
+  }
+  if (!rc && root_ok) copy_unseen(&r, live, out_dir, live, out_dir);
+
+  for (size_t i = 0; i < n; i++) {
+    free(recs[i].p);
+    free(recs[i].p2);
+    free(recs[i].data);
+  }
+  free(recs);
+  for (size_t i = 0; i < r.nfiles; i++) {
+    free(r.files[i].dur);
+    free(r.files[i].pend);
+  }
+  free(r.files);
+  for (size_t i = 0; i < r.cur.n; i++) free(r.cur.v[i].path);
+  for (size_t i = 0; i < r.dur.n; i++) free(r.dur.v[i].path);
+  free(r.cur.v);
+  free(r.dur.v);
+  return rc;
+}
