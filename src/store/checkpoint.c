@@ -212,7 +212,7 @@ static int commit_durable(tg_store *s, MDB_txn *txn) {
 
 /* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
    (missing, empty, or never committed to), or an error with msg set. */
-static int check_file(tg_store *s, const char *data, char *msg, size_t len) {
+static int check_file(const char *data, char *msg, size_t len) {
   /* O_NONBLOCK: a FIFO in its place must not block the open. A read, so
      not through the I/O seam (common/io.h). */
   int fd = open(data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -238,7 +238,6 @@ static int check_file(tg_store *s, const char *data, char *msg, size_t len) {
     rc = info.txnid == 0;
   }
   close(fd);
-  (void)s;
   return rc;
 }
 
@@ -254,7 +253,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   }
   struct stat st;
   if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
-  rc = check_file(s, data, msg, len);
+  rc = check_file(data, msg, len);
   if (rc < 0) goto cleanup;
   /* An environment no transaction was ever committed to holds nothing: an
      open killed between creating data.mdb and committing the first
