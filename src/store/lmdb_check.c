@@ -77,6 +77,7 @@
    is a tree of depth 5 or so, so 16 is generous. */
 #define MAX_DEPTH 16u
 #define MAX_SCHEMA 8u
+#define READ_RUN 64u
 
 typedef struct dbrec {
   uint32_t pad;
@@ -93,6 +94,8 @@ typedef struct checker {
   uint64_t last;               /* last page in use (current meta) */
   uint8_t *seen;               /* one bit per page 0..last */
   unsigned char *buf[MAX_DEPTH + 1]; /* one page per tree level */
+  unsigned char *run;          /* READ_RUN pages read ahead, from run_first */
+  uint64_t run_first, run_n;
   const tg__lmdb_schema *schema;
   size_t n;
   dbrec named[MAX_SCHEMA];     /* records the main database gave */
@@ -135,6 +138,23 @@ static int read_at(checker *c, void *buf, size_t n, uint64_t off) {
     }
     done += (size_t)r;
   }
+  return 0;
+}
+
+/* Page pgno (already checked to lie in the file) into buf. Trees written
+   in key order (MDB_APPEND) lie in page order, so pages are read in runs:
+   one pread per READ_RUN pages instead of one per page (a checkpoint of
+   9.5 M tokens is 190,000 pages). */
+static int read_page(checker *c, unsigned char *buf, uint64_t pgno) {
+  if (pgno < c->run_first || pgno >= c->run_first + c->run_n) {
+    uint64_t n = c->last + 1 - pgno;
+    if (n > READ_RUN) n = READ_RUN;
+    int rc = read_at(c, c->run, n * c->psize, pgno * c->psize);
+    if (rc) return rc;
+    c->run_first = pgno;
+    c->run_n = n;
+  }
+  memcpy(buf, c->run + (pgno - c->run_first) * c->psize, c->psize);
   return 0;
 }
 
@@ -276,7 +296,7 @@ static int walk(checker *c, uint64_t pgno, unsigned level,
   if (level > c->depth) return bad(c, pgno, "deeper than the tree's depth %u", c->depth);
   if ((rc = mark(c, pgno, "a tree page"))) return rc;
   unsigned char *p = c->buf[level];
-  if ((rc = read_at(c, p, c->psize, pgno * c->psize))) return rc;
+  if ((rc = read_page(c, p, pgno))) return rc;
   uint16_t flags = ld16(p + 10), lower = ld16(p + 12), upper = ld16(p + 14);
   int leaf = level == c->depth;
   if (tg__ld64(p) != pgno) return bad(c, pgno, "the page says it is page %llu",
@@ -450,6 +470,7 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
   if (!c.seen) goto cleanup;
   for (unsigned i = 0; i <= MAX_DEPTH; i++)
     if (!(c.buf[i] = malloc(psize))) goto cleanup;
+  if (!(c.run = malloc((size_t)READ_RUN * psize))) goto cleanup;
   if ((rc = check_tree(&c, &free_db[cur], K_FREE, 0, "free pages")) ||
       (rc = check_tree(&c, &main_db[cur], K_MAIN, 0, "main")))
     goto cleanup;
@@ -466,6 +487,7 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
   rc = 0;
 cleanup:
   free(c.seen);
+  free(c.run);
   for (unsigned i = 0; i <= MAX_DEPTH; i++) free(c.buf[i]);
   return rc;
 }
