@@ -486,6 +486,9 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
   }
   rc = 0;
 cleanup:
+  if (rc == TG_ENOMEM)
+    tg__say(msg, len, "%s: out of memory while checking the checkpoint (%llu pages)",
+            path, (unsigned long long)c.last + 1);
   free(c.seen);
   free(c.run);
   for (unsigned i = 0; i <= MAX_DEPTH; i++) free(c.buf[i]);
