@@ -1,6 +1,6 @@
 /*
  * Shared helpers for the tg-bench subcommands. Benchmarks use only the
- * public headers plus these helpers; each prints its figures next to a
+ * public headers plus these and the programs' helper set (tg_progutil.h); each prints its figures next to a
  * reference measured in the same run.
  */
 #ifndef TG_BENCH_H
@@ -10,21 +10,19 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Monotonic clock in nanoseconds. */
-uint64_t tgb_now_ns(void);
-
-/* Resident set size of this process in bytes (from /proc/self/statm). */
-uint64_t tgb_rss_bytes(void);
+#include "tg_progutil.h"
 
 /* Parse a non-negative integer option value ("9500000", "9.5M", "1e6").
    Prints an error naming the option and exits with 64 on bad input. */
 uint64_t tgb_parse_count(const char *opt, const char *val);
 
-/* Sort v[0..n) and return the value at quantile q in [0,1]. */
-uint64_t tgb_quantile(uint64_t *v, size_t n, double q);
+/* A bad option of subcommand cmd: says which on stderr, prints the usage
+   there and returns 64, the exit status of a usage error. */
+int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *));
 
-/* Value at quantile q of v[0..n) that is already sorted ascending. */
-uint64_t tgb_quantile_sorted(const uint64_t *v, size_t n, double q);
+/* 0 if a --count is in [1, 4000000000] (ids and LSNs of one run stay
+   32-bit); otherwise says so on stderr and returns 64. */
+int tgb_check_count(const char *cmd, uint64_t count);
 
 /* Prevent the compiler from optimising away a value. */
 #define TGB_KEEP(x) __asm__ volatile("" : : "g"(x) : "memory")

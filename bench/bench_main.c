@@ -14,7 +14,8 @@ static const tgb_command commands[] = {
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: tg-bench COMMAND [options]\n\n"
+  fprintf(f, "usage: tg-bench COMMAND [options]\n"
+             "       tg-bench --help | --version\n\n"
              "Benchmarks that print their figures next to a reference measured\n"
              "in the same run. 'tg-bench COMMAND --help' for a command's options.\n\n"
              "commands:\n");
@@ -29,6 +30,10 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    tgp_print_version("tg-bench");
     return 0;
   }
   for (size_t i = 0; i < NCOMMANDS; i++)

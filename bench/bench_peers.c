@@ -26,11 +26,10 @@
  * missing one is reported as "not built" with the package that provides it.
  */
 #ifndef _GNU_SOURCE
-#define _XOPEN_SOURCE 700 /* nftw, mkdtemp */
+#define _XOPEN_SOURCE 700
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -678,13 +677,6 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(p);
-}
-
 /* Flush what is dirty on this filesystem (other programs' writes, the
    previous store's deletes on this discard-mounted disk) so it is not
    charged to the next store's fsyncs. Untimed. */
@@ -734,7 +726,7 @@ static int run_one(const store_impl *st, const char *parent, const char *tag, co
     }
   }
   uint64_t s0 = st->syncs ? st->syncs(db) : 0;
-  uint64_t t0 = tgb_now_ns();
+  uint64_t t0 = tgp_now_ns();
   gate_open(&gate, 1);
   for (int i = 0; i < started; i++) pthread_join(ws[i].th, NULL);
   started = 0;
@@ -745,7 +737,7 @@ static int run_one(const store_impl *st, const char *parent, const char *tag, co
       rc = -1;
     }
   if (!rc && st->finish) rc = st->finish(db, j, err);
-  uint64_t t1 = tgb_now_ns();
+  uint64_t t1 = tgp_now_ns();
   *secs = (double)(t1 - t0) / 1e9;
   *syncs = st->syncs ? st->syncs(db) - s0 : 0;
 cleanup:
@@ -755,7 +747,7 @@ cleanup:
       if (ws[i].ts && st->thread_close) st->thread_close(ws[i].ts);
   if (db) st->close(db);
   free(ws);
-  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tgp_rmtree(dir);
   settle(parent);
   return rc;
 }
@@ -851,9 +843,7 @@ int tgb_peers(int argc, char **argv) {
     } else if (!strcmp(a, "--dir") && v) {
       parent = argv[++i];
     } else {
-      fprintf(stderr, "tg-bench peers: unknown or incomplete option '%s'\n", a);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("peers", a, usage);
     }
   }
   if (!batch_count) batch_count = count / 5 ? count / 5 : 1;
@@ -875,10 +865,10 @@ int tgb_peers(int argc, char **argv) {
   };
 
   char dir[4096];
-  snprintf(dir, sizeof dir, "%s/tg-bench-peers.XXXXXX", parent);
-  if (!mkdtemp(dir)) {
+  int mrc = tgp_mkdtemp(dir, sizeof dir, parent, "tg-bench-peers");
+  if (mrc) {
     fprintf(stderr, "tg-bench peers: cannot create a directory in %s: %s\n", parent,
-            strerror(errno));
+            strerror(-mrc));
     return 74;
   }
   int tty = isatty(2);
@@ -923,7 +913,7 @@ int tgb_peers(int argc, char **argv) {
     }
   }
   if (tty) fprintf(stderr, "\r\033[K");
-  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tgp_rmtree(dir);
 
   if (!json) {
     time_t now = time(NULL);

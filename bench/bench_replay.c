@@ -14,7 +14,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: tg-bench replay [--count N] [--dir DIR] [--json]\n\n"
           "Writes a log of N token-create records (default 9500000) into DIR\n"
-          "(default: a temporary directory under /tmp, removed afterwards), then\n"
+          "(default: a temporary directory in $TMPDIR or /tmp, removed afterwards), then\n"
           "measures: opening the store from the log alone (pure replay,\n"
           "records_per_sec), writing a checkpoint of every token\n"
           "(checkpoint_tokens_per_sec), and opening from that checkpoint\n"
@@ -51,20 +51,17 @@ int tgb_replay(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "tg-bench replay: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("replay", argv[i], usage);
     }
   }
-  if (count == 0 || count > 4000000000ull) {
-    fprintf(stderr, "tg-bench replay: --count must be in [1, 4000000000]\n");
-    return 64;
-  }
-  char tmp[] = "/tmp/tg-bench-replay-XXXXXX";
-  char path[4096];
+  if (tgb_check_count("replay", count)) return 64;
+  char tmp[4096];
+  char path[4200];
   if (!dir) {
-    if (!mkdtemp(tmp)) {
-      perror("tg-bench replay: mkdtemp");
+    int mrc = tgp_mkdtemp(tmp, sizeof tmp, NULL, "tg-bench-replay");
+    if (mrc) {
+      fprintf(stderr, "tg-bench replay: cannot create a temporary directory: %s\n",
+              strerror(-mrc));
       return 1;
     }
     snprintf(path, sizeof path, "%s/data", tmp);
@@ -84,7 +81,7 @@ int tgb_replay(int argc, char **argv) {
   tg_store *s = open_or_die(path, &cfg);
   tg_token t;
   memset(&t, 0, sizeof t);
-  uint64_t t0 = tgb_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < count; i++) {
     t.weight = (float)(i & 1023);
     t.timestamp = (uint32_t)i;
@@ -96,16 +93,16 @@ int tgb_replay(int argc, char **argv) {
     }
   }
   int rc = tg_sync(s);
-  uint64_t t1 = tgb_now_ns();
+  uint64_t t1 = tgp_now_ns();
   if (rc || (rc = tg_store_close(s))) {
     fprintf(stderr, "tg-bench replay: sync/close: %s\n", tg_strerror(rc));
     return 1;
   }
 
   /* 2. Pure replay. */
-  uint64_t t2 = tgb_now_ns();
+  uint64_t t2 = tgp_now_ns();
   s = open_or_die(path, &cfg);
-  uint64_t t3 = tgb_now_ns();
+  uint64_t t3 = tgp_now_ns();
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   if (ri.replayed_records != count) {
@@ -114,18 +111,18 @@ int tgb_replay(int argc, char **argv) {
     return 1;
   }
   /* 3. A checkpoint of every token. */
-  uint64_t t4 = tgb_now_ns();
+  uint64_t t4 = tgp_now_ns();
   if ((rc = tg_checkpoint(s))) {
     fprintf(stderr, "tg-bench replay: checkpoint: %s\n", tg_strerror(rc));
     return 1;
   }
-  uint64_t t5 = tgb_now_ns();
+  uint64_t t5 = tgp_now_ns();
   tg_store_close(s);
 
   /* 4. Open from the checkpoint. */
-  uint64_t t6 = tgb_now_ns();
+  uint64_t t6 = tgp_now_ns();
   s = open_or_die(path, &cfg);
-  uint64_t t7 = tgb_now_ns();
+  uint64_t t7 = tgp_now_ns();
   tg_recovery_info ri2;
   tg_store_recovery_info(s, &ri2);
   tg_store_close(s);
@@ -154,9 +151,7 @@ int tgb_replay(int argc, char **argv) {
            open2_s, load_s, n / load_s, (unsigned long long)ri2.replayed_records);
   }
   if (!dir) {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "tg-bench replay: could not remove %s\n", tmp);
+    if (tgp_rmtree(tmp)) fprintf(stderr, "tg-bench replay: could not remove %s\n", tmp);
   }
   return 0;
 }

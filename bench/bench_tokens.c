@@ -32,7 +32,7 @@ static void fill(tg_token *t, uint64_t i) {
 }
 
 /* The reference: N records of 64 bytes into freshly mapped, 2 MiB aligned,
-   MADV_HUGEPAGE memory, first touch included, as DESIGN.md measured it. */
+   MADV_HUGEPAGE memory, first touch included, as docs/design.md measured it. */
 static double reference_seconds(uint64_t n) {
   size_t bytes = (size_t)n * 64;
   size_t span = bytes + HUGE_2M;
@@ -45,7 +45,7 @@ static double reference_seconds(uint64_t n) {
   tg_token *recs = (tg_token *)(((uintptr_t)raw + HUGE_2M - 1) & ~(uintptr_t)(HUGE_2M - 1));
   madvise(recs, bytes, MADV_HUGEPAGE);
   tg_token tmpl;
-  uint64_t t0 = tgb_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n; i++) {
     fill(&tmpl, i);
     recs[i] = tmpl;
@@ -53,7 +53,7 @@ static double reference_seconds(uint64_t n) {
     recs[i].flags |= TG_TOKEN_ACTIVE;
   }
   TGB_KEEP(recs);
-  uint64_t t1 = tgb_now_ns();
+  uint64_t t1 = tgp_now_ns();
   munmap(raw, span);
   return (double)(t1 - t0) / 1e9;
 }
@@ -73,15 +73,10 @@ int tgb_tokens(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else {
-      fprintf(stderr, "tg-bench tokens: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("tokens", argv[i], usage);
     }
   }
-  if (count == 0 || count > 4000000000ull) {
-    fprintf(stderr, "tg-bench tokens: --count must be in [1, 4000000000]\n");
-    return 64;
-  }
+  if (tgb_check_count("tokens", count)) return 64;
 
   tg_store_config cfg;
   tg_store_config_init(&cfg);
@@ -97,7 +92,7 @@ int tgb_tokens(int argc, char **argv) {
   for (uint64_t round = 0; round < rounds; round++) {
     double r = reference_seconds(count);
     if (r < ref) ref = r;
-    uint64_t rss0 = tgb_rss_bytes();
+    uint64_t rss0 = tgp_rss_bytes();
     tg_store *s = NULL;
     int rc = tg_store_open(&s, NULL, &cfg);
     if (rc) {
@@ -105,7 +100,7 @@ int tgb_tokens(int argc, char **argv) {
       return 1;
     }
     tg_token tmpl;
-    uint64_t t0 = tgb_now_ns();
+    uint64_t t0 = tgp_now_ns();
     for (uint64_t i = 0; i < count; i++) {
       uint32_t id;
       fill(&tmpl, i);
@@ -117,8 +112,8 @@ int tgb_tokens(int argc, char **argv) {
         return 1;
       }
     }
-    uint64_t t1 = tgb_now_ns();
-    uint64_t rss1 = tgb_rss_bytes();
+    uint64_t t1 = tgp_now_ns();
+    uint64_t rss1 = tgp_rss_bytes();
     tg_store_stats_get(s, &st);
     tg_store_close(s);
     double sec = (double)(t1 - t0) / 1e9;

@@ -35,7 +35,7 @@ static void usage(FILE *f) {
           "    per round, --rounds default 3; variants interleaved in chunks of 50000):\n"
           "    overhead of one span per creation at 1%% sampling in %%, and the\n"
           "    unsampled/sampled span ns at that scale.\n"
-          "Targets (DESIGN.md): unsampled <= 2 ns, sampled <= 60 ns, 1%% adds <= 5%%.\n"
+          "Targets (docs/design.md): unsampled <= 2 ns, sampled <= 60 ns, 1%% adds <= 5%%.\n"
           "--json prints one object with unsampled_span_ns, sampled_span_ns,\n"
           "overhead_pct_at_1pct, blackbox_event_ns and the other figures.\n");
 }
@@ -52,7 +52,7 @@ enum { V_PLAIN, V_UNSAMPLED, V_SAMPLED, V_1PCT, V_BLACKBOX, V_METRIC, NV };
    64-byte record, like token creation does. noinline keeps each variant's
    loop compiled alike. */
 __attribute__((noinline)) static uint64_t ref_pass(rec64 *arena, uint64_t n, int v) {
-  uint64_t t0 = tgb_now_ns();
+  uint64_t t0 = tgp_now_ns();
   switch (v) {
   case V_PLAIN:
     for (uint64_t i = 0; i < n; i++) {
@@ -91,7 +91,7 @@ __attribute__((noinline)) static uint64_t ref_pass(rec64 *arena, uint64_t n, int
     }
     break;
   }
-  return tgb_now_ns() - t0;
+  return tgp_now_ns() - t0;
 }
 
 /* ---- the large loop: token creation ------------------------------------- */
@@ -125,7 +125,7 @@ __attribute__((noinline)) static void large_round(uint64_t n, uint64_t ns[NL], u
     int v = (int)(c % NL);
     uint64_t m = n - done < CHUNK ? n - done : CHUNK;
     tg_trace_set_rate(l_rate[v]);
-    uint64_t t0 = tgb_now_ns();
+    uint64_t t0 = tgp_now_ns();
     if (v == L_PLAIN) {
       for (uint64_t i = 0; i < m; i++) {
         init.coord[0][0] = (int16_t)i;
@@ -141,7 +141,7 @@ __attribute__((noinline)) static void large_round(uint64_t n, uint64_t ns[NL], u
         tg_span_end(&sp);
       }
     }
-    ns[v] += tgb_now_ns() - t0;
+    ns[v] += tgp_now_ns() - t0;
     ops[v] += m;
     done += m;
   }
@@ -151,11 +151,6 @@ __attribute__((noinline)) static void large_round(uint64_t n, uint64_t ns[NL], u
     exit(1);
   }
   tg_store_close(s);
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
 }
 
 int tgb_trace(int argc, char **argv) {
@@ -180,9 +175,7 @@ int tgb_trace(int argc, char **argv) {
       rounds = tgb_parse_count(argv[i], argv[i + 1]);
       i++;
     } else {
-      fprintf(stderr, "tg-bench trace: unknown option '%s'\n", argv[i]);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("trace", argv[i], usage);
     }
   }
   if (count == 0 || ref_count == 0 || reps == 0 || rounds == 0) {
@@ -212,8 +205,8 @@ int tgb_trace(int argc, char **argv) {
   }
   double med[NV];
   for (int v = 0; v < NV; v++) {
-    qsort(t[v], reps, sizeof(uint64_t), cmp_u64);
-    med[v] = (double)tgb_quantile_sorted(t[v], reps, 0.5) / (double)ref_count;
+    tgp_sort_u64(t[v], reps);
+    med[v] = (double)tgp_quantile_sorted(t[v], reps, 0.5) / (double)ref_count;
   }
   double ref_plain = med[V_PLAIN];
   double ref_unsampled = med[V_UNSAMPLED] - ref_plain;

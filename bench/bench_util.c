@@ -3,26 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "bench.h"
-
-uint64_t tgb_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t tgb_rss_bytes(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  unsigned long size = 0, resident = 0;
-  int n = fscanf(f, "%lu %lu", &size, &resident);
-  fclose(f);
-  if (n != 2) return 0;
-  return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
-}
 
 uint64_t tgb_parse_count(const char *opt, const char *val) {
   if (!val || !*val) {
@@ -45,21 +27,14 @@ uint64_t tgb_parse_count(const char *opt, const char *val) {
   return (uint64_t)d;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
+int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *)) {
+  fprintf(stderr, "tg-bench %s: unknown or incomplete option '%s'\n", cmd, arg);
+  usage(stderr);
+  return 64;
 }
 
-uint64_t tgb_quantile(uint64_t *v, size_t n, double q) {
-  if (!n) return 0;
-  qsort(v, n, sizeof *v, cmp_u64);
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  if (i >= n) i = n - 1;
-  return v[i];
-}
-
-uint64_t tgb_quantile_sorted(const uint64_t *v, size_t n, double q) {
-  if (!n) return 0;
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  return v[i < n ? i : n - 1];
+int tgb_check_count(const char *cmd, uint64_t count) {
+  if (count >= 1 && count <= 4000000000ull) return 0;
+  fprintf(stderr, "tg-bench %s: --count must be in [1, 4000000000]\n", cmd);
+  return 64;
 }

@@ -9,10 +9,9 @@
  * The WAL's time runs from the first append until tg_wal_sync() has made
  * every record durable, so both sides include their last fdatasync.
  */
-#define _XOPEN_SOURCE 700 /* nftw, mkdtemp, fdatasync; the bench is built without _GNU_SOURCE */
+#define _XOPEN_SOURCE 700 /* fdatasync; the bench is built without _GNU_SOURCE */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -27,23 +26,6 @@
 
 #define PAYLOAD 64
 #define FRAME 80 /* 16-byte frame header + 64-byte payload (docs/wal-format.md) */
-
-/* Cycle counter for per-append latency: clock_gettime costs ~20 ns itself,
-   more than the append being measured. Calibrated against tgb_now_ns(). */
-static inline uint64_t ticks(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_ia32_rdtsc();
-#else
-  return tgb_now_ns();
-#endif
-}
-
-static double ns_per_tick(void) {
-  uint64_t n0 = tgb_now_ns(), t0 = ticks();
-  while (tgb_now_ns() - n0 < 20000000u) {
-  }
-  return (double)(tgb_now_ns() - n0) / (double)(ticks() - t0);
-}
 
 typedef struct worker {
   tg_wal *wal;
@@ -72,9 +54,9 @@ static void *worker_main(void *arg) {
   pthread_barrier_wait(&start_barrier);
   for (uint64_t i = 0; i < k->count; i++) {
     memcpy(payload, &i, sizeof i);
-    uint64_t t0 = ticks();
+    uint64_t t0 = tgp_ticks();
     int rc = tg_wal_append(k->wal, 1, payload, sizeof payload, NULL);
-    uint64_t t1 = ticks();
+    uint64_t t1 = tgp_ticks();
     k->lat[i] = t1 - t0;
     if (rc) {
       k->rc = rc;
@@ -83,13 +65,6 @@ static void *worker_main(void *arg) {
     if (k->paced && (i + 1) % k->burst == 0) wait_drained(k->wal);
   }
   return NULL;
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  return remove(p);
 }
 
 /* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds. */
@@ -119,10 +94,10 @@ static double run_wal(const char *dir, int level, int threads, uint64_t count, i
     pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
   }
   pthread_barrier_wait(&start_barrier);
-  uint64_t t0 = tgb_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
   rc = tg_wal_sync(w, 0);
-  uint64_t t1 = tgb_now_ns();
+  uint64_t t1 = tgp_now_ns();
   for (int i = 0; i < threads; i++)
     if (ws[i].rc) rc = ws[i].rc;
   tg_wal_stats_get(w, st);
@@ -134,7 +109,7 @@ static double run_wal(const char *dir, int level, int threads, uint64_t count, i
     /* Replay from the page cache: every record read back and checked. */
     tg_wal_reader *r = NULL;
     tg_wal_record rec;
-    uint64_t n = 0, r0 = tgb_now_ns();
+    uint64_t n = 0, r0 = tgp_now_ns();
     if (tg_wal_reader_open(&r, wdir, 0) == 0) {
       while (tg_wal_reader_next(r, &rec) == 1) n++;
       if (tg_wal_reader_end(r)->reason != TG_WAL_END_CLEAN || n != per * (uint64_t)threads) {
@@ -144,9 +119,9 @@ static double run_wal(const char *dir, int level, int threads, uint64_t count, i
       }
       tg_wal_reader_close(r);
     }
-    *replay_rps = (double)n / ((double)(tgb_now_ns() - r0) / 1e9);
+    *replay_rps = (double)n / ((double)(tgp_now_ns() - r0) / 1e9);
   }
-  nftw(wdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tgp_rmtree(wdir);
   if (rc) {
     fprintf(stderr, "tg-bench wal: %s\n", tg_strerror(rc));
     free(lat);
@@ -213,9 +188,7 @@ int tgb_wal(int argc, char **argv) {
       i++;
       parent = v;
     } else {
-      fprintf(stderr, "tg-bench wal: unknown or incomplete option '%s'\n", a);
-      usage(stderr);
-      return 64;
+      return tgb_bad_option("wal", a, usage);
     }
   }
   if (!count) count = level == TG_WAL_STRICT ? 2000u * (uint64_t)threads : 5000000u;
@@ -223,15 +196,15 @@ int tgb_wal(int argc, char **argv) {
   static const char *names[] = {"strict", "balanced", "relaxed"};
 
   char dir[4096];
-  snprintf(dir, sizeof dir, "%s/tg-bench-wal.XXXXXX", parent);
-  if (!mkdtemp(dir)) {
-    fprintf(stderr, "tg-bench wal: cannot create a directory in %s: %s\n", parent, strerror(errno));
+  int mrc = tgp_mkdtemp(dir, sizeof dir, parent, "tg-bench-wal");
+  if (mrc) {
+    fprintf(stderr, "tg-bench wal: cannot create a directory in %s: %s\n", parent, strerror(-mrc));
     return 74;
   }
-  double npt = ns_per_tick();
+  double npt = tgp_ns_per_tick();
   uint64_t tmin = UINT64_MAX;
   for (int i = 0; i < 1000; i++) {
-    uint64_t a = ticks(), b = ticks();
+    uint64_t a = tgp_ticks(), b = tgp_ticks();
     if (b - a < tmin) tmin = b - a;
   }
 
@@ -245,13 +218,14 @@ int tgb_wal(int argc, char **argv) {
   double replay_rps = 0;
   double secs = run_wal(dir, level, threads, count, 0, &lat, &nlat, &st, &replay_rps);
   if (secs < 0) {
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tgp_rmtree(dir);
     return 1;
   }
   uint64_t records = nlat;
-  uint64_t p50 = tgb_quantile(lat, nlat, 0.50);
-  uint64_t p99 = tgb_quantile_sorted(lat, nlat, 0.99);
-  uint64_t p999 = tgb_quantile_sorted(lat, nlat, 0.999);
+  tgp_sort_u64(lat, nlat);
+  uint64_t p50 = tgp_quantile_sorted(lat, nlat, 0.50);
+  uint64_t p99 = tgp_quantile_sorted(lat, nlat, 0.99);
+  uint64_t p999 = tgp_quantile_sorted(lat, nlat, 0.999);
   uint64_t pmax = nlat ? lat[nlat - 1] : 0;
   free(lat);
 
@@ -261,9 +235,10 @@ int tgb_wal(int argc, char **argv) {
     tg_wal_stats st2;
     uint64_t pc = count < 2000000u ? count : 2000000u;
     if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2, NULL) >= 0) {
-      q50 = tgb_quantile(lat, nlat, 0.50);
-      q99 = tgb_quantile_sorted(lat, nlat, 0.99);
-      q999 = tgb_quantile_sorted(lat, nlat, 0.999);
+      tgp_sort_u64(lat, nlat);
+      q50 = tgp_quantile_sorted(lat, nlat, 0.50);
+      q99 = tgp_quantile_sorted(lat, nlat, 0.99);
+      q999 = tgp_quantile_sorted(lat, nlat, 0.999);
       qmax = nlat ? lat[nlat - 1] : 0;
       free(lat);
     }
@@ -275,7 +250,7 @@ int tgb_wal(int argc, char **argv) {
     ref_chunk_s = ref_before_s;
   uint64_t sync_each_n = records < 2000 ? records : 2000;
   double ref_sync_s = tgb_raw_sync_each_seconds(dir, sync_each_n, FRAME);
-  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  tgp_rmtree(dir);
   if (ref_chunk_s < 0 || ref_sync_s < 0) {
     fprintf(stderr, "tg-bench wal: the raw reference failed: %s\n", strerror(errno));
     return 1;

@@ -5,14 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+#include "tg_progutil.h"
 
 /* Write `count` times `n` bytes of buf to a scratch file in dir, with an
    fdatasync after each write. */
@@ -23,12 +18,12 @@ static double timed_writes(const char *dir, const char *name, const unsigned cha
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return -1;
   double s = -1;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < count; i++) {
     size_t len = i + 1 == count && last_n ? (size_t)last_n : n;
     if (write(fd, buf, len) != (ssize_t)len || fdatasync(fd) != 0) goto out;
   }
-  s = (double)(now_ns() - t0) / 1e9;
+  s = (double)(tgp_now_ns() - t0) / 1e9;
 out:
   close(fd);
   unlink(path);

@@ -57,10 +57,10 @@ static void create_loop(loop_args *a) {
     ts_fill(&t, g);
     if (--gap == 0 && a->nlat < a->caplat) {
       gap = ts_gap(&rng, a->sample);
-      uint64_t t0 = ts_ticks();
+      uint64_t t0 = tgp_ticks();
       rc = tg_token_create(a->s, &t, &id);
       if (!rc && left == 0) rc = tg_wal_append(a->wal, TG_REC_TOKEN_PUT, &t, sizeof t, NULL);
-      a->lat[a->nlat++] = ts_ticks() - t0;
+      a->lat[a->nlat++] = tgp_ticks() - t0;
     } else {
       rc = tg_token_create(a->s, &t, &id);
       if (!rc && left == 0) rc = tg_wal_append(a->wal, TG_REC_TOKEN_PUT, &t, sizeof t, NULL);
@@ -127,7 +127,7 @@ static double run_timed(timed_run *tr) {
   uint64_t t0 = 0, t1;
   if (k == 1) {
     /* One writer runs on the calling thread: no thread start in the timing. */
-    t0 = ts_now_ns();
+    t0 = tgp_now_ns();
     create_loop(&a[0]);
   } else {
     for (uint32_t i = 0; i < k; i++)
@@ -135,7 +135,7 @@ static double run_timed(timed_run *tr) {
         fprintf(stderr, "tg-stress: cannot start a writer thread\n");
         exit(70);
       }
-    t0 = ts_now_ns();
+    t0 = tgp_now_ns();
     pthread_barrier_wait(&bar);
     for (uint32_t i = 0; i < k; i++) pthread_join(a[i].th, NULL);
   }
@@ -146,7 +146,7 @@ static double run_timed(timed_run *tr) {
       tr->failed_at = a[i].failed_at;
     }
   if (!rc && tr->tail) rc = tr->tail(tr->tail_arg);
-  t1 = ts_now_ns();
+  t1 = tgp_now_ns();
   pthread_barrier_destroy(&bar);
   for (uint32_t i = 0; i < k; i++) {
     memcpy(tr->lat + tr->nlat, a[i].lat, a[i].nlat * sizeof *lat);
@@ -175,7 +175,7 @@ static double hugepage_seconds(uint64_t n) {
   madvise(recs, bytes, MADV_HUGEPAGE);
   tg_token t;
   memset(&t, 0, sizeof t);
-  uint64_t t0 = ts_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n; i++) {
     ts_fill(&t, i);
     recs[i] = t;
@@ -183,7 +183,7 @@ static double hugepage_seconds(uint64_t n) {
     recs[i].flags |= TG_TOKEN_ACTIVE;
   }
   __asm__ volatile("" : : "g"(recs) : "memory");
-  uint64_t t1 = ts_now_ns();
+  uint64_t t1 = tgp_now_ns();
   munmap(raw, span);
   return (double)(t1 - t0) / 1e9;
 }
@@ -204,17 +204,12 @@ int ts_phase_baseline(ts_run *r) {
                 (unsigned long long)c->rounds, (unsigned long long)n);
     double hs = hugepage_seconds(n);
     if (hs > 0) ts_keep_round(ref, hs);
-    uint64_t rss0 = ts_rss_bytes();
+    uint64_t rss0 = tgp_rss_bytes();
     tg_store *s = NULL;
-    char msg[256];
-    rc = tg_store_open_msg(&s, NULL, &c->store, msg, sizeof msg);
-    if (rc) {
-      ts_check_add(r, 0, "baseline: open", "%s %s", tg_strerror(rc), msg);
-      return 1;
-    }
+    if ((rc = ts_open(r, "baseline", &s, NULL, &c->store))) return 1;
     tr.s = s;
     double sec = run_timed(&tr);
-    uint64_t rss1 = ts_rss_bytes();
+    uint64_t rss1 = tgp_rss_bytes();
     tg_store_stats st;
     tg_store_stats_get(s, &st);
     tg_store_close(s);
@@ -348,7 +343,7 @@ static int full_stack_every_nth(ts_run *r, int level) {
   for (uint64_t round = 0; round < c->rounds && !rc; round++) {
     ts_progress(r, "%s: round %llu/%llu", x->name, (unsigned long long)round + 1,
                 (unsigned long long)c->rounds);
-    ts_rmtree(waldir);
+    tgp_rmtree(waldir);
     tg_wal_config wc;
     tg_wal_config_init(&wc);
     wc.level = level;
@@ -368,12 +363,12 @@ static int full_stack_every_nth(ts_run *r, int level) {
     tg_trace_set_rate(0.01);
     scraper m;
     int started = scraper_start(&m, prom, c->metrics_interval_ms);
-    uint64_t rss0 = ts_rss_bytes();
+    uint64_t rss0 = tgp_rss_bytes();
     tr.s = s;
     tr.wal = w;
     tr.tail_arg = w;
     double sec = run_timed(&tr);
-    uint64_t rss1 = ts_rss_bytes();
+    uint64_t rss1 = tgp_rss_bytes();
     int mrc = scraper_stop(&m, started);
     tg_trace_set_rate(0);
     tg_store_stats st;
@@ -391,7 +386,7 @@ static int full_stack_every_nth(ts_run *r, int level) {
     double per = live ? (double)(rss1 - rss0) / (double)live : -1;
     if (per >= 0 && (x->rss_per_token < 0 || per < x->rss_per_token)) x->rss_per_token = per;
   }
-  ts_rmtree(waldir);
+  tgp_rmtree(waldir);
   ts_latency(r, x, tr.lat, tr.nlat);
   free(tr.lat);
   ts_check_add(r, !rc && live == n && rejected == 0 && records == n / c->wal_every,
@@ -441,14 +436,9 @@ static int full_stack_every_token(ts_run *r, int level) {
     double rs = level == TG_STRICT ? tgb_raw_sync_each_seconds(r->dir, n, FRAME_BYTES)
                                    : tgb_raw_chunks_seconds(r->dir, n * FRAME_BYTES);
     if (rs > 0) ts_keep_round(ref, rs);
-    ts_rmtree(dir);
+    tgp_rmtree(dir);
     tg_store *s = NULL;
-    char msg[256] = "";
-    rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-    if (rc) {
-      ts_check_add(r, 0, "full stack every token: open", "%s %s", tg_strerror(rc), msg);
-      return 1;
-    }
+    if ((rc = ts_open(r, "full stack every token", &s, dir, &sc))) return 1;
     tg_trace_set_rate(0.01);
     scraper m;
     int started = scraper_start(&m, prom, c->metrics_interval_ms);
@@ -496,9 +486,9 @@ static int full_stack_every_token(ts_run *r, int level) {
   ts_result *rp = ts_result_add(r, "phase", "replay", level);
   tg_store *s = NULL;
   char msg[256] = "";
-  uint64_t t0 = ts_now_ns();
+  uint64_t t0 = tgp_now_ns();
   rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-  uint64_t t1 = ts_now_ns();
+  uint64_t t1 = tgp_now_ns();
   if (rc) {
     ts_check_add(r, 0, "replay: reopen", "%s %s", tg_strerror(rc), msg);
     return 0;

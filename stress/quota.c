@@ -26,18 +26,15 @@ static void exhaustion_durable(ts_run *r, uint64_t max, uint64_t overflow) {
   int level = c->levels[0];
   char dir[4300];
   snprintf(dir, sizeof dir, "%s/stress-quota-%s", r->dir, ts_level_name(level));
-  ts_rmtree(dir);
+  tgp_rmtree(dir);
   tg_store_config sc = c->store;
   sc.wal.level = level;
   sc.crash_dump = 0;
   sc.guardian.max_tokens = max;
   tg_store *s = NULL;
   char msg[256] = "";
-  int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-  if (rc) {
-    ts_check_add(r, 0, "quota (durable): open", "%s %s", tg_strerror(rc), msg);
-    return;
-  }
+  int rc = ts_open(r, "quota (durable)", &s, dir, &sc);
+  if (rc) return;
   tg_token t;
   memset(&t, 0, sizeof t);
   uint64_t ok = 0, rejected = 0, other = 0;
@@ -87,19 +84,15 @@ int ts_phase_quota(ts_run *r) {
     raised = 1;
   }
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, NULL, &sc, msg, sizeof msg);
-  if (rc) {
-    ts_check_add(r, 0, "quota: open", "%s %s", tg_strerror(rc), msg);
-    return 1;
-  }
+  int rc = ts_open(r, "quota", &s, NULL, &sc);
+  if (rc) return 1;
   tg_token t, first_before, last_before, first_after, last_after;
   memset(&t, 0, sizeof t);
   uint32_t first_id = 0, last_id = 0;
   uint64_t ok = 0, rejected = 0, other = 0, extra_ok = 0;
   uint64_t *lat = calloc(over + 1, sizeof *lat);
   if (!lat) exit(70);
-  uint64_t t0 = ts_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < max; i++) {
     uint32_t id;
     ts_fill(&t, i);
@@ -119,14 +112,14 @@ int ts_phase_quota(ts_run *r) {
   for (uint64_t i = 0; i < over; i++) {
     uint32_t id = 0;
     ts_fill(&t, max + i);
-    uint64_t k0 = ts_ticks();
+    uint64_t k0 = tgp_ticks();
     rc = tg_token_create(s, &t, &id);
-    lat[i] = ts_ticks() - k0;
+    lat[i] = tgp_ticks() - k0;
     if (rc == TG_EQUOTA && id == 0) rejected++;
     else if (rc == 0) extra_ok++;
     else other++;
   }
-  ts_keep_round(x, (double)(ts_now_ns() - t0) / 1e9);
+  ts_keep_round(x, (double)(tgp_now_ns() - t0) / 1e9);
   tg_store_stats_get(s, &st1);
   int same = tg_token_get(s, first_id, &first_after) == 0 &&
              tg_token_get(s, last_id, &last_after) == 0 &&
@@ -181,10 +174,8 @@ int ts_phase_pressure(ts_run *r) {
   if (!pers || !lat) exit(70);
   size_t npers = 0, nlat = 0;
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, NULL, &sc, msg, sizeof msg);
+  int rc = ts_open(r, "memory pressure", &s, NULL, &sc);
   if (rc) {
-    ts_check_add(r, 0, "memory pressure: open", "%s %s", tg_strerror(rc), msg);
     free(pers);
     free(lat);
     return 1;
@@ -194,7 +185,7 @@ int ts_phase_pressure(ts_run *r) {
   uint64_t rejected = 0, other = 0;
   uint64_t rng = 0x9E3779B97F4A7C15ull;
   uint32_t gap = ts_gap(&rng, c->sample_every);
-  uint64_t t0 = ts_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n; i++) {
     uint32_t id = 0;
     ts_fill(&t, i);
@@ -202,9 +193,9 @@ int ts_phase_pressure(ts_run *r) {
     if (p) t.flags = TG_TOKEN_PERSISTENT;
     if (--gap == 0 && nlat < caplat) {
       gap = ts_gap(&rng, c->sample_every);
-      uint64_t k0 = ts_ticks();
+      uint64_t k0 = tgp_ticks();
       rc = tg_token_create(s, &t, &id);
-      lat[nlat++] = ts_ticks() - k0;
+      lat[nlat++] = tgp_ticks() - k0;
     } else {
       rc = tg_token_create(s, &t, &id);
     }
@@ -212,7 +203,7 @@ int ts_phase_pressure(ts_run *r) {
     else if (rc) other++;
     else if (p) pers[npers++] = id;
   }
-  ts_keep_round(x, (double)(ts_now_ns() - t0) / 1e9);
+  ts_keep_round(x, (double)(tgp_now_ns() - t0) / 1e9);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
   uint64_t missing = 0;
@@ -266,7 +257,7 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   char name[64], dir[4300];
   snprintf(name, sizeof name, "backpressure-%s", mode);
   snprintf(dir, sizeof dir, "%s/stress-bp-%s-%s", r->dir, mode, ts_level_name(level));
-  ts_rmtree(dir);
+  tgp_rmtree(dir);
   ts_result *x = ts_result_add(r, "phase", name, level);
   x->ops = n;
   ts_progress(r, "%s: %llu creates, ring of %u", x->name, (unsigned long long)n,
@@ -282,10 +273,8 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   if (!ids || !lat) exit(70);
   size_t nlat = 0;
   tg_store *s = NULL;
-  char msg[256] = "";
-  int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
+  int rc = ts_open(r, "backpressure", &s, dir, &sc);
   if (rc) {
-    ts_check_add(r, 0, "backpressure: open", "%s %s", tg_strerror(rc), msg);
     free(ids);
     free(lat);
     return 1;
@@ -296,13 +285,13 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   uint64_t rng = 0x9E3779B97F4A7C15ull;
   uint32_t gap = ts_gap(&rng, c->sample_every);
   uint64_t bp0 = backpressure_ns();
-  uint64_t t0 = ts_now_ns();
+  uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n && !other; i++) {
     ts_fill(&t, i);
     uint64_t k0 = 0;
     if (--gap == 0 && nlat < caplat) {
       gap = ts_gap(&rng, c->sample_every);
-      k0 = ts_ticks();
+      k0 = tgp_ticks();
     }
     for (;;) {
       rc = tg_token_create(s, &t, &ids[i]);
@@ -310,11 +299,11 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
       eagain++;
       sched_yield();
     }
-    if (k0) lat[nlat++] = ts_ticks() - k0;
+    if (k0) lat[nlat++] = tgp_ticks() - k0;
     if (rc) other++;
   }
   int src = tg_sync(s);
-  double sec = (double)(ts_now_ns() - t0) / 1e9;
+  double sec = (double)(tgp_now_ns() - t0) / 1e9;
   uint64_t blocked = backpressure_ns() - bp0;
   tg_store_stats st;
   tg_store_stats_get(s, &st);
@@ -326,6 +315,7 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   /* Everything acknowledged must come back, with its content. */
   s = NULL;
   uint64_t missing = 0, live = 0;
+  char msg[256] = "";
   int orc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
   if (!orc) {
     tg_store_stats re;

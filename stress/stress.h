@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "tg_progutil.h"
 #include "tokengraph/tokengraph.h"
 
 #define TS_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -71,7 +72,7 @@ typedef struct ts_result {
   char note[256];
 } ts_result;
 
-/* A performance figure against its DESIGN.md target (never fails a run). */
+/* A performance figure against its docs/design.md target (never fails a run). */
 typedef struct ts_figure {
   char what[96];
   double value;
@@ -101,9 +102,7 @@ typedef struct ts_run {
   double baseline_ns_per_op; /* 0 until the baseline ran */
 } ts_run;
 
-/* ---- helpers (tg-stress.c) ---- */
-uint64_t ts_now_ns(void);
-uint64_t ts_rss_bytes(void);
+/* ---- helpers (tg-stress.c; clocks, RSS and tgp_rmtree from tg_progutil.h) ---- */
 const char *ts_level_name(int level);
 void ts_progress(ts_run *r, const char *fmt, ...) TS_PRINTF(2, 3);
 ts_result *ts_result_add(ts_run *r, const char *kind, const char *name, int level);
@@ -111,21 +110,14 @@ void ts_figure_add(ts_run *r, const char *what, double value, const char *unit,
                    const char *target, int met);
 int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...)
     TS_PRINTF(4, 5);
+/* tg_store_open_msg() that records a failed check "<what>: open" with the
+   store's message when it fails. Returns its result. */
+int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
+            const tg_store_config *cfg);
 /* Record one round's seconds; the best (lowest) is the result. */
 void ts_keep_round(ts_result *x, double sec);
-/* Remove a directory tree (used on the phases' own subdirectories only). */
-void ts_rmtree(const char *path);
 /* Latency samples (ticks) to percentiles in ns, stored in *res. Sorts v. */
 void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n);
-
-/* The cycle counter used to time sampled operations. */
-static inline uint64_t ts_ticks(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  return __builtin_ia32_rdtsc();
-#else
-  return ts_now_ns();
-#endif
-}
 
 /* Gap to the next timed operation: uniform in [1, 2 * every], so about one
    operation in `every` is timed, at irregular gaps. A fixed stride would
@@ -162,7 +154,7 @@ static inline void ts_fill(tg_token *t, uint64_t i) {
   t->timestamp = (uint32_t)(i + 1);
 }
 
-/* ---- phases (phases.c, crash.c, quota.c) ---- */
+/* ---- phases (phases.c, phase_crash.c, quota.c) ---- */
 int ts_phase_baseline(ts_run *r);
 int ts_phase_full_stack(ts_run *r, int level);
 int ts_phase_crash(ts_run *r, int level);

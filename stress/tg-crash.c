@@ -91,6 +91,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tg_progutil.h"
 #include "tokengraph/tokengraph.h"
 
 /* ---- options ------------------------------------------------------------ */
@@ -114,12 +115,6 @@ static const char *level_name(int level) {
 }
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* splitmix64: the seed of an iteration; xorshift-style step for draws. */
 static uint64_t mix64(uint64_t x) {
@@ -158,27 +153,6 @@ static void *xrealloc(void *p, size_t n) {
     exit(1);
   }
   return q;
-}
-
-static int write_all(int fd, const void *buf, size_t n) {
-  const char *p = buf;
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int rm_rf(const char *path) {
-  char cmd[4400];
-  if (strchr(path, '\'')) return -1;
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-  return system(cmd);
 }
 
 /* ---- the model ---------------------------------------------------------- */
@@ -363,7 +337,7 @@ static void store_config(tg_store_config *cfg, const options *o, int level, int 
 static int child_fd = -1;
 
 static void child_send(msg *mg) {
-  if (write_all(child_fd, mg, sizeof *mg)) _exit(4);
+  if (tgp_write_all(child_fd, mg, sizeof *mg)) _exit(4);
 }
 
 __attribute__((format(printf, 1, 2), noreturn))
@@ -377,6 +351,31 @@ static void child_fail(const char *fmt, ...) {
   va_end(ap);
   child_send(&mg);
   _exit(3);
+}
+
+/* A message that carries only its kind and an LSN. */
+static void child_note(int kind, uint64_t lsn) {
+  msg mg;
+  memset(&mg, 0, sizeof mg);
+  mg.kind = (uint8_t)kind;
+  mg.lsn = lsn;
+  child_send(&mg);
+}
+
+/* An explicit checkpoint, announced before (a kill may land inside it) and
+   reported after with the LSN it covers. */
+static void child_checkpoint(tg_store *s, uint64_t lsn) {
+  child_note(M_CKPT_BEGIN, 0);
+  int rc = tg_checkpoint(s);
+  if (rc) child_fail("tg_checkpoint: %s", tg_err_name(rc));
+  child_note(M_CKPT_END, lsn);
+}
+
+/* tg_sync(), then SYNCED: everything up to lsn is durable. */
+static void child_sync(tg_store *s, uint64_t lsn) {
+  int rc = tg_sync(s);
+  if (rc) child_fail("tg_sync: %s", tg_err_name(rc));
+  child_note(M_SYNCED, lsn);
 }
 
 static void random_token(rng *r, tg_token *t) {
@@ -468,39 +467,18 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
   if (rc) child_fail("open: %s: %s", tg_err_name(rc), why);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
-  msg mg;
-  memset(&mg, 0, sizeof mg);
-  mg.kind = M_READY;
-  mg.lsn = st.last_lsn;
-  child_send(&mg);
+  child_note(M_READY, st.last_lsn);
   if (st.last_lsn != m->lsn)
     child_fail("open recovered last_lsn %" PRIu64 ", expected %" PRIu64, st.last_lsn, m->lsn);
-  if (p->after_open_ckpt) {
-    mg.kind = M_CKPT_BEGIN;
-    child_send(&mg);
-    if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
-    mg.kind = M_CKPT_END;
-    mg.lsn = m->lsn;
-    child_send(&mg);
-  }
+  if (p->after_open_ckpt) child_checkpoint(s, m->lsn);
   rng r = {p->seed};
   uint64_t lsn = m->lsn;
+  msg mg;
   for (long i = 0; i < p->ops; i++) {
-    if (p->checkpoints && rnd_below(&r, 300) == 0) {
-      memset(&mg, 0, sizeof mg);
-      mg.kind = M_CKPT_BEGIN;
-      child_send(&mg);
-      if ((rc = tg_checkpoint(s))) child_fail("tg_checkpoint: %s", tg_err_name(rc));
-      mg.kind = M_CKPT_END;
-      mg.lsn = lsn;
-      child_send(&mg);
-    } else if (p->checkpoints && rnd_below(&r, 200) == 0) {
-      if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
-      memset(&mg, 0, sizeof mg);
-      mg.kind = M_SYNCED;
-      mg.lsn = lsn;
-      child_send(&mg);
-    }
+    if (p->checkpoints && rnd_below(&r, 300) == 0)
+      child_checkpoint(s, lsn);
+    else if (p->checkpoints && rnd_below(&r, 200) == 0)
+      child_sync(s, lsn);
     memset(&mg, 0, sizeof mg);
     mg.kind = M_INTENT;
     mg.op = (uint8_t)choose_op(&r, m, p, &mg);
@@ -519,25 +497,16 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
     if (st.last_lsn != lsn + 1)
       child_fail("%s: last_lsn %" PRIu64 " after the call, expected %" PRIu64
                  " (one record per call)", op_name(mg.op), st.last_lsn, lsn + 1);
-    mg.t_ns = now_ns();
+    mg.t_ns = tgp_now_ns();
     lsn++;
     model_apply(m, mg.op, &mg.u, id, lsn);
     mg.kind = M_ACK;
     mg.id = id;
     child_send(&mg);
   }
-  if (p->ops && !p->checkpoints) {
-    /* The recovery-kill log: make it all durable before DONE. */
-    if ((rc = tg_sync(s))) child_fail("tg_sync: %s", tg_err_name(rc));
-    memset(&mg, 0, sizeof mg);
-    mg.kind = M_SYNCED;
-    mg.lsn = lsn;
-    child_send(&mg);
-  }
-  memset(&mg, 0, sizeof mg);
-  mg.kind = M_DONE;
-  mg.lsn = lsn;
-  child_send(&mg);
+  /* The recovery-kill log: make it all durable before DONE. */
+  if (p->ops && !p->checkpoints) child_sync(s, lsn);
+  child_note(M_DONE, lsn);
   for (;;) pause();
 }
 
@@ -594,6 +563,28 @@ static int cmp_newest_first(const void *a, const void *b) {
   return x->born < y->born ? 1 : x->born > y->born ? -1 : 0;
 }
 
+/* One id: whether the model has it (want), what the store said (rc), and
+   both 64-byte images, compared when both have it. */
+static void compare_one(failure *f, const char *what, const char *aside, uint32_t id,
+                        int want, int rc, const void *model_img, const void *got_img) {
+  if (!want) {
+    if (rc == 0) fail_add(f, "%s %" PRIu32 ": recovered but not in the model", what, id);
+    return;
+  }
+  if (rc) {
+    fail_add(f, "%s %" PRIu32 ": in the model, missing after recovery (%s)", what, id,
+             tg_err_name(rc));
+    return;
+  }
+  if (memcmp(model_img, got_img, 64)) {
+    char h1[129], h2[129];
+    hex64(h1, model_img);
+    hex64(h2, got_img);
+    fail_add(f, "%s %" PRIu32 " differs%s:\n  model     %s\n  recovered %s", what, id, aside,
+             h1, h2);
+  }
+}
+
 /* Compare every token, connection, adjacency list and count. */
 static void compare(tg_store *s, const model *m, failure *f) {
   tg_store_stats st;
@@ -603,52 +594,29 @@ static void compare(tg_store *s, const model *m, failure *f) {
   if (st.live_connections != m->nconn)
     fail_add(f, "live connections: recovered %" PRIu64 ", model %" PRIu32,
              st.live_connections, m->nconn);
-  char h1[129], h2[129];
   for (uint32_t id = 1; id <= m->tmax + 1; id++) {
-    tg_token got;
+    int want = tok_live(m, id); /* ids up to tmax + 1 may lie past the arrays */
+    tg_token got, a;
+    memset(&got, 0, sizeof got);
+    memset(&a, 0, sizeof a);
+    if (want) a = m->tok[id];
     int rc = tg_token_get(s, id, &got);
-    int want = tok_live(m, id);
-    if (!want) {
-      if (rc == 0) fail_add(f, "token %" PRIu32 ": recovered but not in the model", id);
-      continue;
-    }
-    if (rc) {
-      fail_add(f, "token %" PRIu32 ": in the model, missing after recovery (%s)", id,
-               tg_err_name(rc));
-      continue;
-    }
-    tg_token a = m->tok[id], b = got;
     a.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    b.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    if (memcmp(&a, &b, sizeof a)) {
-      hex64(h1, &a);
-      hex64(h2, &b);
-      fail_add(f, "token %" PRIu32 " differs:\n  model     %s\n  recovered %s", id, h1, h2);
-    }
+    got.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    compare_one(f, "token", "", id, want, rc, &a, &got);
   }
   for (uint32_t id = 1; id <= m->cmax + 1; id++) {
-    tg_connection got;
-    int rc = tg_connection_get(s, id, &got);
     int want = conn_live(m, id);
-    if (!want) {
-      if (rc == 0) fail_add(f, "connection %" PRIu32 ": recovered but not in the model", id);
-      continue;
-    }
-    if (rc) {
-      fail_add(f, "connection %" PRIu32 ": in the model, missing after recovery (%s)", id,
-               tg_err_name(rc));
-      continue;
-    }
+    tg_connection got, a;
+    memset(&got, 0, sizeof got);
+    memset(&a, 0, sizeof a);
+    if (want) a = m->conn[id];
+    int rc = tg_connection_get(s, id, &got);
     tg_connection b = stored_conn(&got, got.id);
     b.reserved0 = got.reserved0;
     b.reserved1 = got.reserved1;
     b.reserved2 = got.reserved2;
-    if (memcmp(&m->conn[id], &b, sizeof b)) {
-      hex64(h1, &m->conn[id]);
-      hex64(h2, &b);
-      fail_add(f, "connection %" PRIu32 " differs (links aside):\n  model     %s\n  recovered %s",
-               id, h1, h2);
-    }
+    compare_one(f, "connection", " (links aside)", id, want, rc, &a, &b);
   }
   /* Adjacency lists: newest first, as a run without a crash lists them. */
   uint32_t nt = m->tmax + 2;
@@ -766,14 +734,39 @@ static int open_store(const iter_ctx *c, tg_store **s, int level) {
 }
 
 /*
- * One kill: fork a child per *p, kill it per `how`, recover, check. *m is
- * the model of the directory on entry and on a successful return.
- * Returns 0, or 1 after reporting a failed check.
+ * The parent's side of one iteration, in the order run_iteration() calls the
+ * steps: start the child (start_child), read its messages and kill it at the
+ * chosen moment (watch_child, with on_message and kill_due), reap it and make
+ * sure our SIGKILL is what ended it (reap_child), then reopen the directory
+ * twice and compare it with the model (check_recovery, with
+ * check_first_reopen and apply_recovered).
  */
-static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int how,
-                         uint64_t delay_ns, totals *tot) {
+
+/* What the parent knows about the child of one iteration. */
+typedef struct watch {
+  pid_t pid;
+  int fd;                  /* read end of the pipe */
+  int how;                 /* enum kill_how */
+  uint64_t delay_ns;       /* the kill delay `how` uses */
+  long kill_acks;          /* K_AFTER_ACKS: kill after this many ACKs */
+  long kill_ckpt;          /* K_IN_CKPT: kill a delay after this CKPT_BEGIN */
+  uint64_t deadline;       /* kill at this time, UINT64_MAX: not yet known */
+  intent *in;              /* every INTENT, in LSN order */
+  size_t n, cap;
+  uint64_t start_lsn;      /* the model's LSN when the child was forked */
+  uint64_t durable;        /* highest LSN known durable (start, SYNCED, CKPT_END) */
+  uint64_t last_acked;     /* LSN of the last ACK */
+  long acks, ckpts;
+  uint64_t kill_ns;        /* when the SIGKILL was sent */
+  int ready, done, killed;
+  int in_ckpt;             /* between CKPT_BEGIN and CKPT_END */
+  int in_ckpt_at_kill;
+  char child_msg[sizeof(((msg *)0)->u.text) + 1]; /* the child's M_FAIL text */
+} watch;
+
+/* Fork the child of plan p on a pipe. Returns 0, or 1 after a message. */
+static int start_child(const iter_ctx *c, const child_plan *p, model *m, watch *w) {
   int fds[2];
-  c->how = how;
   if (pipe(fds)) {
     perror("tg-crash: pipe");
     return 1;
@@ -782,6 +775,8 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
   pid_t pid = fork();
   if (pid < 0) {
     perror("tg-crash: fork");
+    close(fds[0]);
+    close(fds[1]);
     return 1;
   }
   if (pid == 0) {
@@ -789,41 +784,103 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     child_main(fds[1], c->dir, c->o, p, m);
   }
   close(fds[1]);
-  uint64_t t_fork = now_ns();
+  w->pid = pid;
+  w->fd = fds[0];
+  return 0;
+}
 
-  /* Kill parameters. */
-  long kill_acks = (long)rnd_below(r, (uint64_t)p->ops + 1);
-  long kill_ckpt = p->after_open_ckpt ? 1 : 1 + (long)rnd_below(r, 2);
+/* Has the moment to kill come? Messages move it: READY starts a K_DELAY
+   countdown, the chosen CKPT_BEGIN a K_IN_CKPT one, DONE a K_IDLE one. */
+static int kill_due(const watch *w) {
+  if (w->how == K_AFTER_ACKS && w->ready && w->acks >= w->kill_acks) return 1;
+  /* The child ran out of calls before its kill moment: kill it idle. */
+  if ((w->how == K_AFTER_ACKS || w->how == K_DELAY || w->how == K_IN_CKPT) && w->done)
+    return 1;
+  return tgp_now_ns() >= w->deadline;
+}
 
-  size_t cap = 1024, n = 0;
-  intent *in = xcalloc(cap, sizeof *in);
-  uint64_t start_lsn = m->lsn, durable = m->lsn, last_acked = m->lsn;
-  long acks = 0, ckpts = 0;
-  uint64_t kill_ns = 0;
-  int ready = 0, done = 0, killed = 0, in_ckpt = 0, in_ckpt_at_kill = 0, rc = 0;
-  char child_msg[sizeof(((msg *)0)->u.text) + 1] = "";
-  uint64_t deadline = how == K_OPEN ? t_fork + delay_ns : UINT64_MAX;
+/* Take one message into *w. Returns 0, or 1 after reporting a protocol
+   error (the caller still reads the pipe to its end). */
+static int on_message(const iter_ctx *c, watch *w, const msg *mg) {
+  switch (mg->kind) {
+  case M_READY:
+    w->ready = 1;
+    if (w->how == K_DELAY) w->deadline = tgp_now_ns() + w->delay_ns;
+    return 0;
+  case M_INTENT:
+    if (mg->lsn != w->start_lsn + w->n + 1) {
+      report_fail(c, "protocol: intent for LSN %" PRIu64 ", expected %" PRIu64, mg->lsn,
+                  w->start_lsn + w->n + 1);
+      return 1;
+    }
+    if (w->n == w->cap) {
+      w->in = xrealloc(w->in, 2 * w->cap * sizeof *w->in);
+      w->cap *= 2;
+    }
+    memset(&w->in[w->n], 0, sizeof w->in[w->n]);
+    w->in[w->n++].m = *mg;
+    return 0;
+  case M_ACK: {
+    if (!w->n || mg->lsn != w->in[w->n - 1].m.lsn) {
+      report_fail(c, "protocol: ack for LSN %" PRIu64 " without its intent", mg->lsn);
+      return 1;
+    }
+    intent *it = &w->in[w->n - 1];
+    it->acked = 1;
+    it->id = mg->id;
+    it->t_ns = mg->t_ns;
+    w->last_acked = mg->lsn;
+    w->acks++;
+    return 0;
+  }
+  case M_SYNCED:
+    if (mg->lsn > w->durable) w->durable = mg->lsn;
+    return 0;
+  case M_CKPT_BEGIN:
+    w->in_ckpt = 1;
+    if (w->how == K_IN_CKPT && ++w->ckpts == w->kill_ckpt)
+      w->deadline = tgp_now_ns() + w->delay_ns;
+    return 0;
+  case M_CKPT_END:
+    w->in_ckpt = 0;
+    if (mg->lsn > w->durable) w->durable = mg->lsn;
+    return 0;
+  case M_DONE:
+    w->done = 1;
+    /* Idle for longer than the log writer may hold anything back: then a
+       kill must lose nothing acknowledged, at any level. */
+    if (w->how == K_IDLE) w->deadline = tgp_now_ns() + IDLE_NS;
+    return 0;
+  case M_FAIL:
+    memcpy(w->child_msg, mg->u.text, sizeof mg->u.text);
+    w->child_msg[sizeof mg->u.text] = 0;
+    return 0;
+  default:
+    report_fail(c, "protocol: unknown message kind %u", mg->kind);
+    return 1;
+  }
+}
+
+/* Read the child's messages until the pipe ends, sending the SIGKILL when
+   kill_due() says so. The pipe ends when the child is dead, and every
+   message it wrote before is read. Returns 0, or 1 after a message. */
+static int watch_child(const iter_ctx *c, watch *w) {
   char buf[sizeof(msg) * 64];
   size_t have = 0;
-  int eof = 0;
-
-  while (!eof) {
-    if (!killed) {
-      int fire = 0;
-      if (how == K_AFTER_ACKS && ready && acks >= kill_acks) fire = 1;
-      if ((how == K_AFTER_ACKS || how == K_DELAY || how == K_IN_CKPT) && done) fire = 1;
-      if (now_ns() >= deadline) fire = 1;
-      if (fire) {
-        kill_ns = now_ns();
-        kill(pid, SIGKILL);
-        killed = 1;
-        in_ckpt_at_kill = in_ckpt;
-      }
+  int rc = 0;
+  for (;;) {
+    if (!w->killed && kill_due(w)) {
+      w->kill_ns = tgp_now_ns();
+      kill(w->pid, SIGKILL);
+      w->killed = 1;
+      w->in_ckpt_at_kill = w->in_ckpt;
     }
-    struct pollfd pfd = {fds[0], POLLIN, 0};
+    /* Wake for the deadline while it is pending; once killed, the pipe's
+       end is what ends the wait. */
+    struct pollfd pfd = {w->fd, POLLIN, 0};
     struct timespec ts, *tsp = NULL;
-    if (!killed && deadline != UINT64_MAX) {
-      uint64_t t = now_ns(), left = deadline > t ? deadline - t : 0;
+    if (!w->killed && w->deadline != UINT64_MAX) {
+      uint64_t t = tgp_now_ns(), left = w->deadline > t ? w->deadline - t : 0;
       ts.tv_sec = (time_t)(left / 1000000000u);
       ts.tv_nsec = (long)(left % 1000000000u);
       tsp = &ts;
@@ -831,120 +888,134 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     int pr = ppoll(&pfd, 1, tsp, NULL);
     if (pr < 0 && errno != EINTR) {
       perror("tg-crash: poll");
-      rc = 1;
-      break;
+      return 1;
     }
     if (pr <= 0) continue;
-    ssize_t got = read(fds[0], buf + have, sizeof buf - have);
+    ssize_t got = read(w->fd, buf + have, sizeof buf - have);
     if (got < 0) {
       if (errno == EINTR) continue;
       perror("tg-crash: read");
-      rc = 1;
-      break;
+      return 1;
     }
     if (got == 0) {
-      eof = 1;
       if (have) {
-        report_fail(c, "the pipe ended inside a message (%zu bytes): messages must be atomic", have);
+        report_fail(c, "the pipe ended inside a message (%zu bytes): messages must be atomic",
+                    have);
         rc = 1;
       }
-      break;
+      return rc;
     }
     have += (size_t)got;
     size_t off = 0;
     for (; have - off >= sizeof(msg); off += sizeof(msg)) {
       msg mg;
       memcpy(&mg, buf + off, sizeof mg);
-      switch (mg.kind) {
-      case M_READY:
-        ready = 1;
-        if (how == K_DELAY) deadline = now_ns() + delay_ns;
-        break;
-      case M_INTENT:
-        if (mg.lsn != start_lsn + n + 1) {
-          report_fail(c, "protocol: intent for LSN %" PRIu64 ", expected %" PRIu64, mg.lsn,
-                      start_lsn + n + 1);
-          rc = 1;
-        }
-        if (n == cap) {
-          in = xrealloc(in, 2 * cap * sizeof *in);
-          cap *= 2;
-        }
-        memset(&in[n], 0, sizeof in[n]);
-        in[n++].m = mg;
-        break;
-      case M_ACK:
-        if (!n || mg.lsn != in[n - 1].m.lsn) {
-          report_fail(c, "protocol: ack for LSN %" PRIu64 " without its intent", mg.lsn);
-          rc = 1;
-          break;
-        }
-        in[n - 1].acked = 1;
-        in[n - 1].id = mg.id;
-        in[n - 1].t_ns = mg.t_ns;
-        last_acked = mg.lsn;
-        acks++;
-        break;
-      case M_SYNCED:
-        if (mg.lsn > durable) durable = mg.lsn;
-        break;
-      case M_CKPT_BEGIN:
-        in_ckpt = 1;
-        if (how == K_IN_CKPT && ++ckpts == kill_ckpt) deadline = now_ns() + delay_ns;
-        break;
-      case M_CKPT_END:
-        in_ckpt = 0;
-        if (mg.lsn > durable) durable = mg.lsn;
-        break;
-      case M_DONE:
-        done = 1;
-        /* Idle for longer than the log writer may hold anything back:
-           then a kill must lose nothing acknowledged, at any level. */
-        if (how == K_IDLE) deadline = now_ns() + IDLE_NS;
-        break;
-      case M_FAIL:
-        memcpy(child_msg, mg.u.text, sizeof mg.u.text);
-        child_msg[sizeof mg.u.text] = 0;
-        break;
-      default:
-        report_fail(c, "protocol: unknown message kind %u", mg.kind);
-        rc = 1;
-      }
+      rc |= on_message(c, w, &mg);
     }
     memmove(buf, buf + off, have - off);
     have -= off;
   }
-  close(fds[0]);
-  if (!killed) kill(pid, SIGKILL); /* the pipe broke early: make sure */
+}
+
+/* Close the pipe and wait for the child; it must have died of our SIGKILL
+   and reported nothing wrong. Returns 0, or 1 after a message. */
+static int reap_child(const iter_ctx *c, watch *w) {
+  close(w->fd);
+  w->fd = -1;
+  if (!w->killed) kill(w->pid, SIGKILL); /* the pipe broke early: make sure */
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (waitpid(w->pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (child_msg[0]) {
-    report_fail(c, "the child reported: %s", child_msg);
-    rc = 1;
-  } else if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
+  if (w->child_msg[0]) {
+    report_fail(c, "the child reported: %s", w->child_msg);
+    return 1;
+  }
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL) {
     report_fail(c, "the child ended by itself (%s %d), not by our SIGKILL",
                 WIFSIGNALED(status) ? "signal" : "exit status",
                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
-    rc = 1;
+    return 1;
   }
-  if (rc) goto out;
-  tot->kills++;
-  tot->kills_by_level[c->level]++;
-  tot->kills_by_how[how]++;
-  tot->ops_acked += acks;
-  if (in_ckpt_at_kill) tot->ckpt_kills++;
-  if (!ready) tot->before_ready++;
+  return 0;
+}
 
-  /* Recover and check. */
-  uint64_t last_intent = start_lsn + n;
-  uint64_t R = 0;
-  for (int round = 0; round < 2 && !rc; round++) {
-    tg_store *s = NULL;
-    if (open_store(c, &s, c->level)) {
-      rc = 1;
-      break;
+/* Apply to the model, in LSN order, every call the recovered log holds
+   (LSN <= R), finding the id of a create or connect that was logged but
+   killed before its ACK; then count the acknowledged calls that were lost. */
+static void apply_recovered(const iter_ctx *c, tg_store *s, const watch *w, model *m,
+                            uint64_t R, totals *tot, failure *f) {
+  for (uint64_t l = w->start_lsn + 1; l <= R; l++) {
+    const intent *it = &w->in[l - w->start_lsn - 1];
+    int makes = it->m.op == OP_CREATE || it->m.op == OP_CONNECT;
+    uint32_t id = makes ? it->id : it->m.id;
+    if (!it->acked) tot->unacked_recovered++;
+    if (!it->acked && makes) {
+      /* Killed between the log and the ACK: the one new id the store has
+         and the model does not is the one it got. */
+      int tokk = it->m.op == OP_CREATE;
+      uint32_t maxid = tokk ? m->tmax + 1 : m->cmax + 1, nfound = 0;
+      for (uint32_t x = 1; x <= maxid; x++) {
+        if (tokk ? tok_live(m, x) : conn_live(m, x)) continue;
+        tg_token t;
+        tg_connection cn;
+        if ((tokk ? tg_token_get(s, x, &t) : tg_connection_get(s, x, &cn)) == 0) {
+          id = x;
+          nfound++;
+        }
+      }
+      if (nfound != 1) {
+        fail_add(f, "the unacknowledged %s at LSN %" PRIu64 " was recovered, but %" PRIu32
+                 " new ids are present instead of 1", op_name(it->m.op), l, nfound);
+        return;
+      }
     }
+    model_apply(m, it->m.op, &it->m.u, id, l);
+  }
+  long lost = 0;
+  for (size_t i = 0; i < w->n; i++)
+    if (w->in[i].acked && w->in[i].m.lsn > R) {
+      lost++;
+      uint64_t age = w->kill_ns > w->in[i].t_ns ? w->kill_ns - w->in[i].t_ns : 0;
+      if (age > tot->lost_age_max[c->level]) tot->lost_age_max[c->level] = age;
+    }
+  tot->acked_lost[c->level] += lost;
+  if (lost > tot->acked_lost_max[c->level]) tot->acked_lost_max[c->level] = lost;
+  m->lsn = R;
+}
+
+/* The first reopen after the kill recovered to R: check R against what the
+   child reported (the durability contract's bounds), then bring the model
+   to R. */
+static void check_first_reopen(const iter_ctx *c, tg_store *s, const watch *w, model *m,
+                               uint64_t R, totals *tot, failure *f) {
+  uint64_t last_intent = w->start_lsn + w->n;
+  if (R < w->durable)
+    fail_add(f, "recovered last_lsn %" PRIu64 " < %" PRIu64 ", which was durable "
+             "(start of the iteration, tg_sync or checkpoint)", R, w->durable);
+  if (c->level == TG_STRICT && R < w->last_acked)
+    fail_add(f, "STRICT: recovered last_lsn %" PRIu64 " < %" PRIu64
+             ", the last acknowledged call (%s)", R, w->last_acked,
+             op_name(w->in[w->last_acked - w->start_lsn - 1].m.op));
+  if (w->how == K_IDLE && R != w->last_acked)
+    fail_add(f, "killed after %d ms idle: recovered last_lsn %" PRIu64 ", but every call "
+             "up to LSN %" PRIu64 " was acknowledged %d ms before; the log writer held "
+             "%" PRIu64 " acknowledged record(s) back", (int)(IDLE_NS / 1000000), R,
+             w->last_acked, (int)(IDLE_NS / 1000000), w->last_acked - R);
+  if (R > last_intent)
+    fail_add(f, "recovered last_lsn %" PRIu64 " > %" PRIu64 ", the last call made", R,
+             last_intent);
+  if (!f->count) apply_recovered(c, s, w, m, R, tot, f);
+}
+
+/* Open the directory twice: the first recovery gives R and brings the model
+   to it, the second must find the same R, no torn tail, and the same state.
+   Returns 0, or 1 after reporting what differed; *R_out is R. */
+static int check_recovery(const iter_ctx *c, const watch *w, model *m, totals *tot,
+                          uint64_t *R_out) {
+  uint64_t R = 0;
+  for (int round = 0; round < 2; round++) {
+    tg_store *s = NULL;
+    if (open_store(c, &s, c->level)) return 1;
     tg_recovery_info ri;
     tg_store_stats st;
     tg_store_recovery_info(s, &ri);
@@ -957,63 +1028,11 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     if (round == 0) {
       R = st.last_lsn;
       if (ri.torn_tail) tot->torn_tails++;
-      if (R < durable)
-        fail_add(&f, "recovered last_lsn %" PRIu64 " < %" PRIu64 ", which was durable "
-                 "(start of the iteration, tg_sync or checkpoint)", R, durable);
-      if (c->level == TG_STRICT && R < last_acked)
-        fail_add(&f, "STRICT: recovered last_lsn %" PRIu64 " < %" PRIu64
-                 ", the last acknowledged call (%s)", R, last_acked,
-                 op_name(in[last_acked - start_lsn - 1].m.op));
-      if (how == K_IDLE && R != last_acked)
-        fail_add(&f, "killed after %d ms idle: recovered last_lsn %" PRIu64 ", but every call "
-                 "up to LSN %" PRIu64 " was acknowledged %d ms before; the log writer held "
-                 "%" PRIu64 " acknowledged record(s) back", (int)(IDLE_NS / 1000000), R,
-                 last_acked, (int)(IDLE_NS / 1000000), last_acked - R);
-      if (R > last_intent)
-        fail_add(&f, "recovered last_lsn %" PRIu64 " > %" PRIu64 ", the last call made", R,
-                 last_intent);
-      if (!f.count) {
-        for (uint64_t l = start_lsn + 1; l <= R; l++) {
-          intent *it = &in[l - start_lsn - 1];
-          int makes = it->m.op == OP_CREATE || it->m.op == OP_CONNECT;
-          uint32_t id = makes ? it->id : it->m.id;
-          if (!it->acked) tot->unacked_recovered++;
-          if (!it->acked && makes) {
-            /* Killed between the log and the ACK: find the id it got. */
-            int tokk = it->m.op == OP_CREATE;
-            uint32_t maxid = tokk ? m->tmax + 1 : m->cmax + 1, nfound = 0;
-            for (uint32_t x = 1; x <= maxid; x++) {
-              if (tokk ? tok_live(m, x) : conn_live(m, x)) continue;
-              tg_token t;
-              tg_connection cn;
-              if ((tokk ? tg_token_get(s, x, &t) : tg_connection_get(s, x, &cn)) == 0) {
-                id = x;
-                nfound++;
-              }
-            }
-            if (nfound != 1) {
-              fail_add(&f, "the unacknowledged %s at LSN %" PRIu64 " was recovered, but %"
-                       PRIu32 " new ids are present instead of 1", op_name(it->m.op), l,
-                       nfound);
-              break;
-            }
-          }
-          model_apply(m, it->m.op, &it->m.u, id, l);
-        }
-        long lost = 0;
-        for (size_t i = 0; i < n; i++)
-          if (in[i].acked && in[i].m.lsn > R) {
-            lost++;
-            uint64_t age = kill_ns > in[i].t_ns ? kill_ns - in[i].t_ns : 0;
-            if (age > tot->lost_age_max[c->level]) tot->lost_age_max[c->level] = age;
-          }
-        tot->acked_lost[c->level] += lost;
-        if (lost > tot->acked_lost_max[c->level]) tot->acked_lost_max[c->level] = lost;
-        m->lsn = R;
-      }
+      check_first_reopen(c, s, w, m, R, tot, &f);
     } else {
       if (st.last_lsn != R)
-        fail_add(&f, "second reopen: last_lsn %" PRIu64 ", first reopen %" PRIu64, st.last_lsn, R);
+        fail_add(&f, "second reopen: last_lsn %" PRIu64 ", first reopen %" PRIu64, st.last_lsn,
+                 R);
       if (ri.torn_tail)
         fail_add(&f, "second reopen found a torn tail at segment %" PRIu64 " offset %" PRIu64
                  " (the first reopen should have cut it)", ri.torn_segment, ri.torn_offset);
@@ -1024,18 +1043,58 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     if (f.count) {
       report_fail(c, "%s reopen (recovered LSN %" PRIu64 ", %" PRIu64 " acked up to LSN %"
                   PRIu64 ", last call LSN %" PRIu64 ", %d problem(s)):\n%s",
-                  round ? "second" : "first", R, (uint64_t)acks, last_acked, last_intent,
-                  f.count, f.text);
-      rc = 1;
+                  round ? "second" : "first", R, (uint64_t)w->acks, w->last_acked,
+                  w->start_lsn + w->n, f.count, f.text);
+      return 1;
     }
+  }
+  *R_out = R;
+  return 0;
+}
+
+/*
+ * One kill: fork a child per *p, kill it per `how`, recover, check. *m is
+ * the model of the directory on entry and on a successful return.
+ * Returns 0, or 1 after reporting a failed check.
+ */
+static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int how,
+                         uint64_t delay_ns, totals *tot) {
+  watch w;
+  memset(&w, 0, sizeof w);
+  w.fd = -1;
+  w.how = c->how = how;
+  w.delay_ns = delay_ns;
+  w.start_lsn = w.durable = w.last_acked = m->lsn;
+  if (start_child(c, p, m, &w)) {
+    tot->fails++;
+    return 1;
+  }
+  uint64_t t_fork = tgp_now_ns();
+  /* Drawn after the fork, as before the split, so a seed keeps its kills. */
+  w.kill_acks = (long)rnd_below(r, (uint64_t)p->ops + 1);
+  w.kill_ckpt = p->after_open_ckpt ? 1 : 1 + (long)rnd_below(r, 2);
+  w.deadline = how == K_OPEN ? t_fork + delay_ns : UINT64_MAX;
+  w.cap = 1024;
+  w.in = xcalloc(w.cap, sizeof *w.in);
+
+  int rc = watch_child(c, &w);
+  rc |= reap_child(c, &w);
+  uint64_t R = 0;
+  if (!rc) {
+    tot->kills++;
+    tot->kills_by_level[c->level]++;
+    tot->kills_by_how[how]++;
+    tot->ops_acked += w.acks;
+    if (w.in_ckpt_at_kill) tot->ckpt_kills++;
+    if (!w.ready) tot->before_ready++;
+    rc = check_recovery(c, &w, m, tot, &R);
   }
   if (!rc) tot->last_lsn = m->lsn;
   if (!rc && c->o->verbose)
     fprintf(stderr, "%s %ld %s kill=%s: calls %zu acked %ld recovered to LSN %" PRIu64
             " (started %" PRIu64 ")\n", c->phase, c->iter, level_name(c->level),
-            kill_name[how], n, acks, R, start_lsn);
-out:
-  free(in);
+            kill_name[how], w.n, w.acks, R, w.start_lsn);
+  free(w.in);
   if (rc) tot->fails++;
   return rc;
 }
@@ -1078,7 +1137,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   for (long i = 0; i < fresh && !rc; i++) {
     c.iter = i;
     c.phase = "fresh-dir";
-    rm_rf(dir);
+    tgp_rmtree(dir);
     model_free(&m);
     child_plan p = {TG_STRICT, 3, 0, 0, rnd(&r), 10, 10};
     c.level = TG_STRICT;
@@ -1087,7 +1146,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   if (rc || o->recovery_kills <= fresh) goto out;
 
   /* 2. A directory with a long log and no checkpoint. */
-  rm_rf(dir);
+  tgp_rmtree(dir);
   model_free(&m);
   c.phase = "recovery-build";
   c.iter = 0;
@@ -1099,13 +1158,13 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   tot->last_lsn = bt.last_lsn;
 
   /* 3. How long does an open take? */
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tgp_now_ns();
   tg_store *s = NULL;
   if (open_store(&c, &s, TG_RELAXED)) {
     rc = 1;
     goto out;
   }
-  uint64_t t_open = now_ns() - t0;
+  uint64_t t_open = tgp_now_ns() - t0;
   tg_store_close(s);
 
   /* 4. Kill the open. The last quarter checkpoints after the open (a big
@@ -1147,18 +1206,10 @@ static void usage(FILE *to) {
           "  --json                 print the summary as one JSON object\n"
           "  --verbose              one line per iteration on stderr\n"
           "  --help                 this text\n"
+          "  --version              print the program's and the library's version\n"
           "\n"
           "Exit status: 0 every check held; 1 a check failed (the message names the\n"
           "iteration, seed, level and what differed; the directory is kept); 64 usage.\n");
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 0);
-  if (errno || end == s || *end || s[0] == '-') return -1;
-  *out = v;
-  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -1169,6 +1220,10 @@ int main(int argc, char **argv) {
     uint64_t v = 0;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
+      return 0;
+    }
+    if (!strcmp(a, "--version")) {
+      tgp_print_version("tg-crash");
       return 0;
     }
     if (!strcmp(a, "--json")) {
@@ -1200,7 +1255,7 @@ int main(int argc, char **argv) {
       }
       continue;
     }
-    if (parse_u64(val, &v)) {
+    if (tgp_parse_u64(val, 0, UINT64_MAX, &v)) {
       fprintf(stderr, "tg-crash: %s %s: not a non-negative number\n", a, val);
       return 64;
     }
@@ -1217,16 +1272,16 @@ int main(int argc, char **argv) {
       return 64;
     }
   }
-  if (!seeded) o.seed = mix64(now_ns() ^ (uint64_t)getpid());
+  if (!seeded) o.seed = mix64(tgp_now_ns() ^ (uint64_t)getpid());
   signal(SIGPIPE, SIG_IGN);
 
   char root[4096], dmain[4200], drec[4200];
   int temp = !o.dir;
   if (temp) {
-    const char *t = getenv("TMPDIR");
-    snprintf(root, sizeof root, "%s/tg-crash-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(root)) {
-      fprintf(stderr, "tg-crash: mkdtemp %s: %s\n", root, strerror(errno));
+    int mrc = tgp_mkdtemp(root, sizeof root, NULL, "tg-crash");
+    if (mrc) {
+      fprintf(stderr, "tg-crash: cannot create a temporary directory %s: %s\n", root,
+              strerror(-mrc));
       return 1;
     }
   } else {
@@ -1253,11 +1308,11 @@ int main(int argc, char **argv) {
   totals tot, rt;
   memset(&tot, 0, sizeof tot);
   memset(&rt, 0, sizeof rt);
-  uint64_t t0 = now_ns();
+  uint64_t t0 = tgp_now_ns();
   int rc = kill_phase(&o, dmain, &tot);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = tgp_now_ns();
   if (!rc && o.recovery_kills) rc = recovery_phase(&o, drec, &rt);
-  uint64_t t2 = now_ns();
+  uint64_t t2 = tgp_now_ns();
   double sec = (double)(t2 - t0) / 1e9, ksec = (double)(t1 - t0) / 1e9,
          rsec = (double)(t2 - t1) / 1e9;
 
@@ -1309,6 +1364,6 @@ int main(int argc, char **argv) {
             root);
     return 1;
   }
-  if (temp) rm_rf(root);
+  if (temp) tgp_rmtree(root);
   return 0;
 }

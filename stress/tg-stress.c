@@ -3,13 +3,12 @@
  * each phase next to references measured in the same run.
  *
  *   tg-stress --config FILE|NAME [--dir DIR] [--json] [--report FILE.jsonl]
- *             [--plot FILE.png] [--check-config]
+ *             [--plot FILE.png] [--check-config] [--help] [--version]
  *
  * The phases, the configuration keys and the report are described in
  * docs/stress.md. Uses only the public headers.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,9 +24,11 @@
 #include "stress.h"
 #include "tokengraph/trace.h"
 
-#ifndef TG_STRESS_SOURCE_CONFIG_DIR
-#define TG_STRESS_SOURCE_CONFIG_DIR ""
-#endif
+/* Where the shipped configs are, relative to the executable's directory: the
+   install layout (bindir to datadir), then the build tree, where CMake copies
+   them beside the programs. No absolute build or source path is compiled in,
+   so an installed binary does not point back into the tree it was built in. */
+#define TG_STRESS_BUILD_CONFIG_DIR "share/tokengraph/configs"
 #ifndef TG_STRESS_REL_CONFIG_DIR
 #define TG_STRESS_REL_CONFIG_DIR "../share/tokengraph/configs"
 #endif
@@ -36,21 +37,6 @@
 #endif
 
 /* ---- helpers -------------------------------------------------------------- */
-
-uint64_t ts_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t ts_rss_bytes(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long long size = 0, rss = 0;
-  if (!f) return 0;
-  if (fscanf(f, "%llu %llu", &size, &rss) != 2) rss = 0;
-  fclose(f);
-  return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
-}
 
 const char *ts_level_name(int level) {
   switch (level) {
@@ -114,17 +100,16 @@ int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...) {
   return pass;
 }
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(p);
-  return 0;
-}
-
-void ts_rmtree(const char *path) {
-  struct stat st;
-  if (lstat(path, &st) == 0) nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
+            const tg_store_config *cfg) {
+  char msg[256] = "";
+  int rc = tg_store_open_msg(s, dir, cfg, msg, sizeof msg);
+  if (rc) {
+    char check[96];
+    snprintf(check, sizeof check, "%s: open", what);
+    ts_check_add(r, 0, check, "%s %s", tg_strerror(rc), msg);
+  }
+  return rc;
 }
 
 void ts_keep_round(ts_result *x, double sec) {
@@ -132,38 +117,15 @@ void ts_keep_round(ts_result *x, double sec) {
   if (x->seconds == 0 || sec < x->seconds) x->seconds = sec;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double quantile(const uint64_t *v, size_t n, double q) {
-  if (!n) return 0;
-  size_t i = (size_t)(q * (double)(n - 1) + 0.5);
-  if (i >= n) i = n - 1;
-  return (double)v[i];
-}
-
 void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n) {
   if (!n) return;
-  qsort(v, n, sizeof *v, cmp_u64);
+  tgp_sort_u64(v, n);
   res->have_lat = 1;
   res->lat_samples = n;
-  res->p50 = quantile(v, n, 0.50) * r->ns_per_tick;
-  res->p95 = quantile(v, n, 0.95) * r->ns_per_tick;
-  res->p99 = quantile(v, n, 0.99) * r->ns_per_tick;
-  res->p999 = quantile(v, n, 0.999) * r->ns_per_tick;
-}
-
-static double calibrate_ns_per_tick(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  uint64_t n0 = ts_now_ns(), t0 = ts_ticks();
-  while (ts_now_ns() - n0 < 20000000u) {
-  }
-  return (double)(ts_now_ns() - n0) / (double)(ts_ticks() - t0);
-#else
-  return 1.0;
-#endif
+  res->p50 = (double)tgp_quantile_sorted(v, n, 0.50) * r->ns_per_tick;
+  res->p95 = (double)tgp_quantile_sorted(v, n, 0.95) * r->ns_per_tick;
+  res->p99 = (double)tgp_quantile_sorted(v, n, 0.99) * r->ns_per_tick;
+  res->p999 = (double)tgp_quantile_sorted(v, n, 0.999) * r->ns_per_tick;
 }
 
 /* ---- configuration ------------------------------------------------------- */
@@ -181,16 +143,6 @@ typedef struct load_ctx {
   int seen[NKEYS];
   char why[160];
 } load_ctx;
-
-static int parse_u64(const char *v, uint64_t lo, uint64_t hi, uint64_t *out) {
-  if (*v < '0' || *v > '9') return -1;
-  errno = 0;
-  char *end;
-  unsigned long long x = strtoull(v, &end, 10);
-  if (errno || *end || x < lo || x > hi) return -1;
-  *out = x;
-  return 0;
-}
 
 static int parse_level(const char *w, size_t n) {
   if (n == 6 && !strncasecmp(w, "strict", 6)) return TG_STRICT;
@@ -264,7 +216,7 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
   uint64_t v = 0;
 #define U64(name, lo, hi)                                                      \
   if (!strcmp(key, #name)) {                                                   \
-    if (parse_u64(value, lo, hi, &v)) return "not an integer in [" #lo ", " #hi "]"; \
+    if (tgp_parse_u64(value, lo, hi, &v)) return "not an integer in [" #lo ", " #hi "]"; \
     s->name = v;                                                               \
     return NULL;                                                               \
   }
@@ -278,18 +230,18 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
     return each_word(value, add_level, c);
   }
   if (!strcmp(key, "threads")) {
-    if (parse_u64(value, 1, TS_MAX_THREADS, &v)) return "not an integer in [1, 64]";
+    if (tgp_parse_u64(value, 1, TS_MAX_THREADS, &v)) return "not an integer in [1, 64]";
     s->threads = (uint32_t)v;
     return NULL;
   }
   if (!strcmp(key, "sample_every")) {
-    if (parse_u64(value, 1, 1u << 20, &v) || (v & (v - 1)))
+    if (tgp_parse_u64(value, 1, 1u << 20, &v) || (v & (v - 1)))
       return "not a power of two in [1, 1048576]";
     s->sample_every = (uint32_t)v;
     return NULL;
   }
   if (!strcmp(key, "backpressure_ring")) {
-    if (parse_u64(value, 2, 1u << 24, &v) || (v & (v - 1)))
+    if (tgp_parse_u64(value, 2, 1u << 24, &v) || (v & (v - 1)))
       return "not a power of two in [2, 16777216]";
     s->backpressure_ring = (uint32_t)v;
     return NULL;
@@ -398,30 +350,23 @@ out:
   return rc;
 }
 
-/* --config NAME without a slash or ".ini" is a shipped config: look beside
-   the sources first (a build tree), then in the installed data directory. */
+/* --config NAME without a slash or ".ini" is a shipped config: look for it
+   relative to the executable (an installed copy in any prefix, or the build
+   tree), then in the configured data directory (a binary copied alone). */
 static int resolve_config(const char *arg, char *out, size_t outlen) {
   if (strchr(arg, '/') || (strlen(arg) > 4 && !strcmp(arg + strlen(arg) - 4, ".ini"))) {
     snprintf(out, outlen, "%s", arg);
     return 0;
   }
-  /* The installed directory relative to this executable (an install into
-     another prefix than the configured one). */
-  char beside[4096] = "";
-  ssize_t n = readlink("/proc/self/exe", beside, sizeof beside - 1);
-  if (n > 0) {
-    beside[n] = 0;
-    char *slash = strrchr(beside, '/');
-    if (slash) slash[1] = 0;
-    size_t used = strlen(beside);
-    snprintf(beside + used, sizeof beside - used, "%s", TG_STRESS_REL_CONFIG_DIR);
-  }
-  const char *dirs[] = {TG_STRESS_SOURCE_CONFIG_DIR, beside, TG_STRESS_INSTALLED_CONFIG_DIR};
-  for (size_t i = 0; i < 3; i++) {
-    if (!dirs[i][0]) continue;
-    snprintf(out, outlen, "%.3000s/%.200s.ini", dirs[i], arg);
+  char exe[4096] = "";
+  int have_exe = tgp_exe_dir(exe, sizeof exe) == 0;
+  const char *rel[] = {TG_STRESS_REL_CONFIG_DIR, TG_STRESS_BUILD_CONFIG_DIR};
+  for (size_t i = 0; have_exe && i < 2; i++) {
+    snprintf(out, outlen, "%.3000s%.300s/%.200s.ini", exe, rel[i], arg);
     if (access(out, R_OK) == 0) return 0;
   }
+  snprintf(out, outlen, "%.3000s/%.200s.ini", TG_STRESS_INSTALLED_CONFIG_DIR, arg);
+  if (access(out, R_OK) == 0) return 0;
   snprintf(out, outlen, "%s", arg);
   return -1;
 }
@@ -490,7 +435,7 @@ static void print_table(FILE *f, const ts_run *r) {
             x->seconds, rate);
   }
   if (r->nfig) {
-    fprintf(f, "\ntargets (DESIGN.md; performance, reported, never failing the run):\n");
+    fprintf(f, "\ntargets (docs/design.md; performance, reported, never failing the run):\n");
     for (int i = 0; i < r->nfig; i++) {
       const ts_figure *g = &r->fig[i];
       fprintf(f, "  %-58s %10.3f %-8s %-10s %s\n", g->what, g->value, g->unit, g->target,
@@ -505,17 +450,6 @@ static void print_table(FILE *f, const ts_run *r) {
     fprintf(f, "  %-4s %-48s %s\n", k->pass ? "ok" : "FAIL", k->what, k->detail);
   }
   fprintf(f, "\nresult: %s\n", ok ? "ok (every check passed)" : "FAILED");
-}
-
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-    else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-    else fputc(ch, f);
-  }
-  fputc('"', f);
 }
 
 static void json_num(FILE *f, int have, double v) {
@@ -539,9 +473,9 @@ static void json_percentiles(FILE *f, const ts_result *x) {
 
 static void json_phase(FILE *f, const ts_result *x) {
   fputs("{\"name\": ", f);
-  json_str(f, x->name);
+  tgp_json_str(f, x->name);
   fprintf(f, ", \"level\": ");
-  if (x->level >= 0) json_str(f, ts_level_name(x->level));
+  if (x->level >= 0) tgp_json_str(f, ts_level_name(x->level));
   else fputs("null", f);
   fprintf(f, ", \"ops\": %llu, \"seconds\": %.6f, \"ops_per_sec\": ",
           (unsigned long long)x->ops, x->seconds);
@@ -551,7 +485,29 @@ static void json_phase(FILE *f, const ts_result *x) {
   fputs(", \"p50_ns\": ", f);
   json_percentiles(f, x);
   fputs(", \"note\": ", f);
-  json_str(f, x->note);
+  tgp_json_str(f, x->note);
+  fputc('}', f);
+}
+
+/* The members of a target and of a check after the caller's opening '{',
+   and the closing '}' (shared by the summary object and the JSONL lines). */
+static void json_target(FILE *f, const ts_figure *g) {
+  fputs("\"what\": ", f);
+  tgp_json_str(f, g->what);
+  fputs(", \"value\": ", f);
+  json_num(f, 1, g->value);
+  fputs(", \"unit\": ", f);
+  tgp_json_str(f, g->unit);
+  fputs(", \"target\": ", f);
+  tgp_json_str(f, g->target);
+  fprintf(f, ", \"met\": %s}", g->met < 0 ? "null" : g->met ? "true" : "false");
+}
+
+static void json_check(FILE *f, const ts_check *k) {
+  fputs("\"what\": ", f);
+  tgp_json_str(f, k->what);
+  fprintf(f, ", \"pass\": %s, \"detail\": ", k->pass ? "true" : "false");
+  tgp_json_str(f, k->detail);
   fputc('}', f);
 }
 
@@ -563,7 +519,7 @@ static int run_ok(const ts_run *r) {
 
 static void print_json(FILE *f, const ts_run *r) {
   fputs("{\"config\": ", f);
-  json_str(f, r->cfg->path);
+  tgp_json_str(f, r->cfg->path);
   fputs(", \"phases\": [", f);
   int n = 0;
   for (int i = 0; i < r->nres; i++)
@@ -580,25 +536,13 @@ static void print_json(FILE *f, const ts_run *r) {
     }
   fputs("], \"targets\": [", f);
   for (int i = 0; i < r->nfig; i++) {
-    const ts_figure *g = &r->fig[i];
-    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
-    json_str(f, g->what);
-    fputs(", \"value\": ", f);
-    json_num(f, 1, g->value);
-    fputs(", \"unit\": ", f);
-    json_str(f, g->unit);
-    fputs(", \"target\": ", f);
-    json_str(f, g->target);
-    fprintf(f, ", \"met\": %s}", g->met < 0 ? "null" : g->met ? "true" : "false");
+    fputs(i ? ", {" : "{", f);
+    json_target(f, &r->fig[i]);
   }
   fputs("], \"checks\": [", f);
   for (int i = 0; i < r->nchk; i++) {
-    const ts_check *k = &r->chk[i];
-    fputs(i ? ", {\"what\": " : "{\"what\": ", f);
-    json_str(f, k->what);
-    fprintf(f, ", \"pass\": %s, \"detail\": ", k->pass ? "true" : "false");
-    json_str(f, k->detail);
-    fputc('}', f);
+    fputs(i ? ", {" : "{", f);
+    json_check(f, &r->chk[i]);
   }
   fprintf(f, "], \"ok\": %s}\n", run_ok(r) ? "true" : "false");
 }
@@ -612,7 +556,7 @@ static int write_jsonl(const char *path, const ts_run *r) {
     for (int k = 0; k < x->nrounds; k++) {
       fprintf(f, "{\"type\": \"measurement\", \"time\": %lld, \"kind\": \"%s\", \"phase\": ",
               now, x->kind);
-      json_str(f, x->name);
+      tgp_json_str(f, x->name);
       fprintf(f, ", \"round\": %d, \"ops\": %llu, \"seconds\": %.9f, \"ops_per_sec\": ", k + 1,
               (unsigned long long)x->ops, x->round_sec[k]);
       json_num(f, x->round_sec[k] > 0, (double)x->ops / x->round_sec[k]);
@@ -633,7 +577,7 @@ static int write_jsonl(const char *path, const ts_run *r) {
     double avg = sum / n, ravg = rsum / n;
     double sd = sqrt(fmax(0, sq / n - avg * avg)), rsd = sqrt(fmax(0, rsq / n - ravg * ravg));
     fprintf(f, "{\"type\": \"summary\", \"kind\": \"%s\", \"phase\": ", x->kind);
-    json_str(f, x->name);
+    tgp_json_str(f, x->name);
     fprintf(f, ", \"rounds\": %d, \"ops\": %llu, \"seconds_avg\": %.9f, \"seconds_stddev\": %.9f, "
             "\"seconds_best\": %.9f, \"ops_per_sec_avg\": %.6g, \"ops_per_sec_stddev\": %.6g, "
             "\"ops_per_sec_best\": ",
@@ -646,23 +590,14 @@ static int write_jsonl(const char *path, const ts_run *r) {
     fputs("}\n", f);
   }
   for (int i = 0; i < r->nfig; i++) {
-    const ts_figure *g = &r->fig[i];
-    fputs("{\"type\": \"target\", \"what\": ", f);
-    json_str(f, g->what);
-    fputs(", \"value\": ", f);
-    json_num(f, 1, g->value);
-    fputs(", \"unit\": ", f);
-    json_str(f, g->unit);
-    fputs(", \"target\": ", f);
-    json_str(f, g->target);
-    fprintf(f, ", \"met\": %s}\n", g->met < 0 ? "null" : g->met ? "true" : "false");
+    fputs("{\"type\": \"target\", ", f);
+    json_target(f, &r->fig[i]);
+    fputc('\n', f);
   }
   for (int i = 0; i < r->nchk; i++) {
-    fputs("{\"type\": \"check\", \"what\": ", f);
-    json_str(f, r->chk[i].what);
-    fprintf(f, ", \"pass\": %s, \"detail\": ", r->chk[i].pass ? "true" : "false");
-    json_str(f, r->chk[i].detail);
-    fputs("}\n", f);
+    fputs("{\"type\": \"check\", ", f);
+    json_check(f, &r->chk[i]);
+    fputc('\n', f);
   }
   fprintf(f, "{\"type\": \"result\", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
   int rc = ferror(f) ? -EIO : 0;
@@ -753,7 +688,7 @@ static int write_plot(const char *png, const ts_run *r, const char *tmpdir) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tg-stress [--config FILE|NAME] [--dir DIR] [--json] [--report FILE.jsonl]\n"
-          "                 [--plot FILE.png] [--check-config] [--help]\n\n"
+          "                 [--plot FILE.png] [--check-config] [--help] [--version]\n\n"
           "Load-tests tokengraph under a quota configuration: baseline token creation,\n"
           "the full stack (guardian + WAL + metrics + tracing at 1%%) with a WAL record for\n"
           "every token and for every 1,000th token, crash recovery (fork, SIGKILL, reopen,\n"
@@ -763,17 +698,19 @@ static void usage(FILE *f) {
           "  --config FILE|NAME  an INI file, or the name of a shipped config (default,\n"
           "                      strict, relaxed, quota-exhaustion, memory-pressure,\n"
           "                      backpressure, multi-writer). Default: default\n"
-          "                      (searched in %s then %s)\n"
+          "                      (NAME.ini is searched in %s and then %s\n"
+          "                      beside the executable, then in %s)\n"
           "  --dir DIR           work in DIR (created if missing; kept afterwards).\n"
           "                      Default: a temporary directory, removed afterwards\n"
           "  --json              print one JSON summary object instead of the table\n"
           "  --report FILE       write JSON lines: one per measurement, then summaries\n"
           "  --plot FILE.png     draw throughput and latency per phase (needs gnuplot)\n"
-          "  --check-config      load and validate the config, run nothing\n\n"
+          "  --check-config      load and validate the config, run nothing\n"
+          "  --help              this text\n"
+          "  --version           print the program's and the library's version\n\n"
           "Exit status: 0 every check passed; 1 a check failed (a lost acknowledged\n"
           "operation, an unexpected quota result); 2 an error; 64 bad usage or config.\n",
-          TG_STRESS_SOURCE_CONFIG_DIR[0] ? TG_STRESS_SOURCE_CONFIG_DIR : "(none)",
-          TG_STRESS_INSTALLED_CONFIG_DIR);
+          TG_STRESS_REL_CONFIG_DIR, TG_STRESS_BUILD_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
 }
 
 int main(int argc, char **argv) {
@@ -790,6 +727,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--check-config")) check_only = 1;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--version")) {
+      tgp_print_version("tg-stress");
       return 0;
     } else {
       fprintf(stderr, "tg-stress: unknown option '%s'\n", a);
@@ -808,9 +748,9 @@ int main(int argc, char **argv) {
   static ts_config cfg;
   char path[4096], err[4096];
   if (resolve_config(config_arg, path, sizeof path)) {
-    fprintf(stderr, "tg-stress: no config '%s' (looked for %s.ini in %s, in %s beside the "
-            "executable and in %s)\n", config_arg, config_arg, TG_STRESS_SOURCE_CONFIG_DIR,
-            TG_STRESS_REL_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
+    fprintf(stderr, "tg-stress: no config '%s' (looked for %s.ini in %s and %s beside the "
+            "executable and in %s)\n", config_arg, config_arg, TG_STRESS_REL_CONFIG_DIR,
+            TG_STRESS_BUILD_CONFIG_DIR, TG_STRESS_INSTALLED_CONFIG_DIR);
     return 64;
   }
   int rc = load_config(&cfg, path, err, sizeof err);
@@ -832,11 +772,10 @@ int main(int argc, char **argv) {
     }
     snprintf(dirbuf, sizeof dirbuf, "%s", dir_arg);
   } else {
-    const char *t = getenv("TMPDIR");
-    snprintf(dirbuf, sizeof dirbuf, "%s/tg-stress.XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(dirbuf)) {
+    int mrc = tgp_mkdtemp(dirbuf, sizeof dirbuf, NULL, "tg-stress");
+    if (mrc) {
       fprintf(stderr, "tg-stress: cannot create a temporary directory %s: %s\n", dirbuf,
-              strerror(errno));
+              strerror(-mrc));
       return 2;
     }
     temp = 1;
@@ -846,7 +785,7 @@ int main(int argc, char **argv) {
   run.cfg = &cfg;
   run.dir = dirbuf;
   run.progress = isatty(2);
-  run.ns_per_tick = calibrate_ns_per_tick();
+  run.ns_per_tick = tgp_ns_per_tick();
   double rate0 = tg_trace_get_rate();
 
   int err_phase = 0;
@@ -876,7 +815,7 @@ int main(int argc, char **argv) {
     }
   }
   if (plot && write_plot(plot, &run, dirbuf) && !status) status = 2;
-  if (temp) ts_rmtree(dirbuf);
+  if (temp) tgp_rmtree(dirbuf);
   else if (!json) printf("data kept in %s\n", dirbuf);
   return status;
 }

@@ -9,8 +9,16 @@
 
 #include "token/arena.h"
 #include "tokengraph/errors.h"
+#include "tokengraph/tokengraph.h"
 
+/* The arena is tested with a token's layout: the id where tg_token keeps
+   it, before the free-list link that a released slot carries. */
 #define ID_OFF 48
+_Static_assert(ID_OFF == offsetof(tg_token, id), "the id offset is tg_token's");
+_Static_assert(ID_OFF + sizeof(uint32_t) <= TG__FREE_NEXT_OFF, "the id is not the free link");
+_Static_assert(TG__CHUNK_BYTES == 2u << 20, "a chunk is one 2 MiB huge page");
+/* The growth test fills two chunks and five slots of a third. */
+_Static_assert(2ull * TG__CHUNK_SLOTS + 5 <= TG__MAX_SLOTS, "three chunks of ids exist");
 
 static void *take(tg__arena *a, uint32_t *id) {
   int err = 0;

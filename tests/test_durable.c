@@ -20,21 +20,19 @@
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
 #include "common/io.h"
+#include "util.h"
 
 static char dir[128];
 
 static int setup(void **state) {
   (void)state;
-  strcpy(dir, "/tmp/tg_durable_XXXXXX");
-  assert_non_null(mkdtemp(dir));
+  tgt_mkdtemp(dir, sizeof dir, "tg_durable");
   return 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  assert_int_equal(system(cmd), 0);
+  tgt_rmtree(dir);
   tg__io_reset();
   return 0;
 }
@@ -92,6 +90,7 @@ typedef struct list {
 
 static int collect(void *arg, const tg_connection *c) {
   list *l = arg;
+  assert_true(l->n < (int)(sizeof l->ids / sizeof l->ids[0]));
   l->ids[l->n++] = c->id;
   return 0;
 }
@@ -298,9 +297,7 @@ static void test_foreign_directory_is_refused_and_left_alone(void **state) {
   (void)state;
   char p[300];
   snprintf(p, sizeof p, "%s/notes.txt", dir);
-  FILE *f = fopen(p, "w");
-  fputs("mine\n", f);
-  fclose(f);
+  tgt_write_file(p, "mine\n");
   tg_store *s = NULL;
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_ENOTTG);
@@ -319,9 +316,7 @@ static void test_newer_format_is_refused(void **state) {
   tg_store_close(s);
   char p[300];
   snprintf(p, sizeof p, "%s/TOKENGRAPH", dir);
-  FILE *f = fopen(p, "w");
-  fputs("tokengraph data directory\nformat 2\n", f);
-  fclose(f);
+  tgt_write_file(p, "tokengraph data directory\nformat 2\n");
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_EVERSION);
   assert_non_null(strstr(msg, "format 2"));
@@ -331,8 +326,7 @@ static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
   char p[300];
   snprintf(p, sizeof p, "%s/file", dir);
-  FILE *f = fopen(p, "w");
-  fclose(f);
+  tgt_write_file(p, "");
   tg_store *s = NULL;
   char msg[512];
   assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOTDIR);
@@ -443,12 +437,13 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   }
   close(fds[1]);
   uint32_t acked[200], n = 0;
-  while (n < 200 && read(fds[0], &acked[n], sizeof acked[n]) == sizeof acked[n]) n++;
+  /* The ids are 4-byte writes to a pipe, each atomic (< PIPE_BUF). */
+  while (n < 200 && tgt_read_full(fds[0], &acked[n], sizeof acked[n], NULL)) n++;
   kill(pid, SIGKILL);
-  int status;
-  waitpid(pid, &status, 0);
+  int status = tgt_wait_child(pid);
   close(fds[0]);
   assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGKILL);
   assert_int_equal(n, 200);
   tg_store *s = open_at(dir, TG_STRICT);
   for (uint32_t i = 0; i < n; i++) {
@@ -512,12 +507,8 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
   assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
   for (int i = 0; i < 10000; i++) mk(s, 1, (uint32_t)i); /* 800 KB of log */
   tg_store_stats st;
-  /* Wait for the checkpointer (it wakes every 100 ms). */
-  for (;;) {
-    tg_store_stats_get(s, &st);
-    if (st.checkpoints > 0) break;
-    usleep(5000);
-  }
+  /* The checkpointer wakes every 100 ms; its work shows in the stats. */
+  TGT_WAIT_UNTIL((tg_store_stats_get(s, &st), st.checkpoints > 0), "the automatic checkpoint");
   assert_true(st.checkpoint_lsn > 0);
   assert_int_equal(tg_store_close(s), 0);
   s = open_at(dir, TG_RELAXED);

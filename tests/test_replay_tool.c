@@ -14,12 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <lmdb.h>
 
 #include "tokengraph/tokengraph.h"
+#include "util.h"
+#include "common/crc32.h"
 
 #ifndef TG_REPLAY_BIN
 #error "TG_REPLAY_BIN must be the path of the tg-replay binary"
@@ -34,8 +35,7 @@ static char waldir[256];
 
 static int setup(void **state) {
   (void)state;
-  strcpy(root, "/tmp/tg_replay_XXXXXX");
-  assert_non_null(mkdtemp(root));
+  tgt_mkdtemp(root, sizeof root, "tg_replay");
   snprintf(data, sizeof data, "%s/data", root);
   snprintf(waldir, sizeof waldir, "%s/wal", data);
   return 0;
@@ -43,9 +43,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[256];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-  assert_int_equal(system(cmd), 0);
+  tgt_rmtree(root);
   return 0;
 }
 
@@ -85,36 +83,22 @@ static void run_free(run *r) {
 }
 
 /* Run tg-replay with the given arguments (NULL-terminated), stdout and
-   stderr captured in files (not terminals: no progress bar). */
+   stderr captured in files (not terminals: no progress bar); a tool that
+   does not end within the tests' patience fails the test. */
 static run tool(const char *arg0, ...) {
-  const char *argv[16];
+  const char *args[16];
   int n = 0;
-  argv[n++] = TG_REPLAY_BIN;
   va_list ap;
   va_start(ap, arg0);
   for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
     assert_true(n < 15);
-    argv[n++] = a;
+    args[n++] = a;
   }
   va_end(ap);
-  argv[n] = NULL;
-  char outp[256], errp[256];
-  snprintf(outp, sizeof outp, "%s/stdout", root);
-  snprintf(errp, sizeof errp, "%s/stderr", root);
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0) _exit(120);
-    execv(TG_REPLAY_BIN, (char *const *)argv);
-    _exit(121);
-  }
-  int st = 0;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  if (!WIFEXITED(st)) fail_msg("tg-replay %s died with signal %d", arg0, WTERMSIG(st));
-  run r = {WEXITSTATUS(st), slurp(outp, NULL), slurp(errp, NULL)};
+  args[n] = NULL;
+  tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, root);
+  if (o.status >= 128) fail_msg("tg-replay %s died with signal %d", arg0, o.status - 128);
+  run r = {o.status, o.out, o.err};
   return r;
 }
 
@@ -375,7 +359,9 @@ static void test_usage_errors_exit_64(void **state) {
   r = tool("dump", data, "--from", "x", NULL);
   assert_int_equal(r.status, 64);
   run_free(&r);
-  r = tool("recover", data, "--json", NULL);
+  /* recover takes --json since it prints a result object; --from is
+     dump's alone. */
+  r = tool("recover", data, "--from", "5", NULL);
   assert_int_equal(r.status, 64);
   run_free(&r);
 }
@@ -400,6 +386,42 @@ static void test_help_is_given_for_the_tool_and_every_command(void **state) {
   }
   r = tool("recover", "--help", NULL);
   assert_non_null(strstr(r.out, "--force-truncate-at-corruption"));
+  run_free(&r);
+}
+
+static void test_version_prints_the_linked_library_version(void **state) {
+  (void)state;
+  char want[64];
+  snprintf(want, sizeof want, "tg-replay %s\n", tg_version());
+  run r = tool("--version", NULL);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.out, want);
+  assert_string_equal(r.err, "");
+  run_free(&r);
+  r = tool("verify", "--version", NULL);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.out, want);
+  run_free(&r);
+}
+
+static void test_json_prints_a_result_object_for_errors_too(void **state) {
+  (void)state;
+  const char *cmds[] = {"verify", "stats", "dump", "recover"};
+  for (int i = 0; i < 4; i++) {
+    run r = tool(cmds[i], data, "--json", NULL); /* data does not exist */
+    assert_int_equal(r.status, 2);
+    assert_int_equal(count_lines(r.out), 1);
+    assert_true(r.out[0] == '{');
+    assert_int_equal(json_u64(r.out, "exit"), 2);
+    assert_true(json_is(r.out, "error", "ENOENT"));
+    assert_non_null(strstr(r.out, "No such file"));
+    assert_one_error_line(&r);
+    run_free(&r);
+  }
+  run r = tool("verify", data, "--json", "--bogus", NULL);
+  assert_int_equal(r.status, 64);
+  assert_true(json_is(r.out, "status", "usage"));
+  assert_int_equal(json_u64(r.out, "exit"), 64);
   run_free(&r);
 }
 
@@ -545,9 +567,16 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   assert_int_equal(r.status, 1);
   assert_non_null(strstr(r.out, "torn tail in wal/"));
   run_free(&r);
+  /* 999 records, then the result object (since --json always ends with
+     one: a deliberate change from records alone). */
   r = tool("dump", data, "--json", NULL);
   assert_int_equal(r.status, 1);
-  assert_int_equal(count_lines(r.out), 999);
+  assert_int_equal(count_lines(r.out), 1000);
+  const char *result = strstr(r.out, "{\"dir\":");
+  assert_non_null(result);
+  assert_int_equal(json_u64(result, "printed"), 999);
+  assert_int_equal(json_u64(result, "exit"), 1);
+  assert_true(json_is(result, "status", "torn_tail"));
   assert_one_error_line(&r);
   run_free(&r);
 }
@@ -864,6 +893,127 @@ static void test_a_missing_segment_between_checkpoint_and_log_is_corruption(void
   assert_store_holds(0, 0);
 }
 
+/* ---- the tool and the store agree -------------------------------------------- */
+
+static void test_a_zero_length_checkpoint_verifies_as_the_store_opens_it(void **state) {
+  (void)state;
+  make_store(300, 5);
+  char p[320];
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", data);
+  assert_int_equal(truncate(p, 0), 0);
+  run r = tool("verify", data, "--json", NULL);
+  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  assert_true(json_is(r.out, "end", "clean"));
+  assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 0);
+  assert_int_equal(json_u64(r.out, "tokens"), 300);
+  assert_int_equal(json_u64(r.out, "connections"), 5);
+  run_free(&r);
+  assert_store_holds(300, 5);
+}
+
+/* A copy taken while a checkpoint deleted segments: the oldest segment from
+   before the checkpoint, the rest from after. The records missing between
+   them are all in the checkpoint: the store replays the copy, and so must
+   the tool, without dropping anything. */
+static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void **state) {
+  (void)state;
+  tg_store *s = open_data();
+  add_tokens(s, 2000, 0); /* segments 1, 819, 1637 */
+  char p1[320];
+  seg_path(p1, sizeof p1, 1, "");
+  size_t len = 0;
+  char *old = slurp(p1, &len);
+  assert_int_equal(tg_checkpoint(s), 0); /* covers 2000; 1 and 819 go */
+  for (uint32_t i = 2001; i <= 2100; i++) {
+    tg_token t = token_n(i);
+    uint32_t id = 0;
+    assert_int_equal(tg_token_create(s, &t, &id), 0);
+  }
+  assert_int_equal(tg_store_close(s), 0);
+  FILE *f = fopen(p1, "wb");
+  assert_int_equal(fwrite(old, 1, len, f), len);
+  fclose(f);
+  free(old);
+
+  run r = tool("verify", data, "--json", NULL);
+  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  assert_true(json_is(r.out, "end", "clean"));
+  assert_int_equal(json_u64(r.out, "last_lsn"), 2100);
+  assert_int_equal(json_u64(r.out, "tokens"), 2100);
+  const char *cov = strstr(r.out, "\"covered_damage\":{");
+  assert_non_null(cov);
+  assert_int_equal(json_u64(cov, "expected_lsn"), 819);
+  assert_int_equal(json_u64(cov, "found_lsn"), 1637);
+  assert_string_equal(r.err, "");
+  run_free(&r);
+  r = tool("verify", data, NULL);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "covered:"));
+  run_free(&r);
+  /* dump goes on past the gap, where replay reads. */
+  r = tool("dump", data, "--json", NULL);
+  assert_int_equal(r.status, 0);
+  assert_int_equal(count_lines(r.out), 818 + (2100 - 1637 + 1) + 1); /* + the result */
+  assert_int_equal(json_u64(strstr(r.out, "{\"dir\":"), "printed"), 818 + (2100 - 1637 + 1));
+  assert_non_null(strstr(r.out, "{\"lsn\":2100,"));
+  run_free(&r);
+
+  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  assert_non_null(strstr(r.out, "nothing to cut"));
+  assert_null(strstr(r.out, "dropping:"));
+  run_free(&r);
+  assert_store_holds(2100, 0);
+}
+
+/* A torn tail in a segment whose header claims a 1 TiB segment (with a
+   right CRC: only the value is absurd). */
+static void make_torn_with_a_huge_header(char *path, size_t len) {
+  make_store(1000, 0);
+  uint64_t seg, off;
+  locate(1000, &seg, &off);
+  seg_path(path, len, seg, "");
+  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
+  unsigned char h[64];
+  pread_at(path, 0, h, sizeof h);
+  uint64_t huge = 1ull << 40;
+  memcpy(h + 24, &huge, 8);
+  uint32_t crc = tg__crc32(0, h, 60);
+  memcpy(h + 60, &crc, 4);
+  pwrite_at(path, 0, h, sizeof h);
+}
+
+static void test_recover_bounds_segments_by_the_configured_size(void **state) {
+  (void)state;
+  char path[320], ini[320];
+  make_torn_with_a_huge_header(path, sizeof path);
+  snprintf(ini, sizeof ini, "%s/store.ini", root);
+  FILE *f = fopen(ini, "w");
+  fprintf(f, "[wal]\nsegment_bytes = %u\n", SEG_BYTES);
+  fclose(f);
+  run r = tool("recover", data, "--config", ini, "--json", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  assert_int_equal(json_u64(r.out, "segment_bytes"), SEG_BYTES);
+  run_free(&r);
+  assert_true(file_size(path) <= SEG_BYTES);
+  assert_store_holds(999, 0);
+
+  /* Without a configuration the default size bounds it, never the header. */
+  tgt_rmtree(data);
+  make_torn_with_a_huge_header(path, sizeof path);
+  r = tool("recover", data, "--json", NULL);
+  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  uint64_t used = json_u64(r.out, "segment_bytes");
+  assert_true(used <= 64u << 20);
+  run_free(&r);
+  assert_true(file_size(path) <= 64u << 20);
+
+  r = tool("recover", data, "--config", "/nonexistent/store.ini", NULL);
+  assert_int_equal(r.status, 2);
+  assert_one_error_line(&r);
+  run_free(&r);
+}
+
 /* ---- bad input ------------------------------------------------------------- */
 
 /* Every command fails with one line on stderr and exit 2, never a crash. */
@@ -1025,6 +1175,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_usage_errors_exit_64, setup, teardown),
     cmocka_unit_test_setup_teardown(test_help_is_given_for_the_tool_and_every_command, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_version_prints_the_linked_library_version, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_json_prints_a_result_object_for_errors_too, setup, teardown),
     cmocka_unit_test_setup_teardown(test_verify_reports_a_clean_log_and_exits_0, setup, teardown),
     cmocka_unit_test_setup_teardown(test_stats_reports_checkpoint_and_state_after_replay, setup, teardown),
     cmocka_unit_test_setup_teardown(test_dump_prints_every_record_decoded, setup, teardown),
@@ -1038,6 +1190,9 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_record_that_does_not_apply_is_treated_as_corruption, setup, teardown),
     cmocka_unit_test_setup_teardown(test_corruption_before_the_checkpoint_restarts_the_log_after_it, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_missing_segment_between_checkpoint_and_log_is_corruption, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_zero_length_checkpoint_verifies_as_the_store_opens_it, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_recover_bounds_segments_by_the_configured_size, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_missing_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_an_empty_directory_is_refused_and_left_empty, setup, teardown),

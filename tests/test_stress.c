@@ -9,15 +9,12 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include "tokengraph/version.h"
+#include "util.h"
 
 #ifndef TG_STRESS_BIN
 #error "TG_STRESS_BIN must name the tg-stress executable"
@@ -26,94 +23,22 @@
 #error "TG_CONFIG_DIR must name stress/configs"
 #endif
 
-extern char **environ;
-
-typedef struct run_out {
-  int status;   /* exit status, or 128 + signal */
-  char *out;    /* stdout, NUL-terminated, malloc'd */
-  char *err;    /* stderr */
-} run_out;
-
 static char tmp[256];
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *b = malloc((size_t)n + 1);
-  assert_non_null(b);
-  size_t got = fread(b, 1, (size_t)n, f);
-  b[got] = 0;
-  fclose(f);
-  return b;
-}
-
-/* Run tg-stress with argv (NULL-terminated, without argv[0]); env_path
-   (if not NULL) replaces PATH. */
-static run_out run(const char *env_path, const char *const *args) {
-  char outp[300], errp[300];
-  snprintf(outp, sizeof outp, "%s/stdout", tmp);
-  snprintf(errp, sizeof errp, "%s/stderr", tmp);
-  const char *argv[32];
-  int n = 0;
-  argv[n++] = TG_STRESS_BIN;
-  for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
-  argv[n] = NULL;
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (o < 0 || e < 0) _exit(126);
-    dup2(o, 1);
-    dup2(e, 2);
-    if (env_path) setenv("PATH", env_path, 1);
-    execv(TG_STRESS_BIN, (char *const *)argv);
-    _exit(127);
-  }
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  run_out r;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(outp);
-  r.err = slurp(errp);
-  return r;
-}
-
-static void run_free(run_out *r) {
-  free(r->out);
-  free(r->err);
-}
-
-static void write_file(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  assert_non_null(f);
-  fputs(text, f);
-  fclose(f);
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-  (void)sb;
-  (void)flag;
-  (void)ftw;
-  remove(p);
-  return 0;
+/* Run tg-stress with args (NULL-terminated, without argv[0]); env_path (if
+   not NULL) replaces PATH. */
+static tgt_run_out run(const char *env_path, const char *const *args) {
+  return tgt_run(TG_STRESS_BIN, args, env_path, tmp);
 }
 
 static int setup(void **state) {
   (void)state;
-  snprintf(tmp, sizeof tmp, "/tmp/tg-test-stress.XXXXXX");
-  return mkdtemp(tmp) ? 0 : -1;
+  return tgp_mkdtemp(tmp, sizeof tmp, NULL, "tg-test-stress") ? -1 : 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-  return 0;
+  return tgp_rmtree(tmp) ? -1 : 0;
 }
 
 /* ---- a small JSON validator: enough to say the output parses ---- */
@@ -239,9 +164,9 @@ static void test_stress_json_summary_parses_and_passes(void **state) {
   snprintf(cfg, sizeof cfg, "%s/small.ini", tmp);
   snprintf(work, sizeof work, "%s/work", tmp);
   snprintf(report, sizeof report, "%s/report.jsonl", tmp);
-  write_file(cfg, small_config);
+  tgt_write_file(cfg, small_config);
   const char *args[] = {"--config", cfg, "--dir", work, "--json", "--report", report, NULL};
-  run_out r = run(NULL, args);
+  tgt_run_out r = run(NULL, args);
   if (r.status != 0) fprintf(stderr, "stdout:\n%s\nstderr:\n%s\n", r.out, r.err);
   assert_int_equal(r.status, 0);
   assert_true(json_valid(r.out));
@@ -274,14 +199,14 @@ static void test_stress_json_summary_parses_and_passes(void **state) {
 
   /* The JSONL report: every line an object; measurements, then summaries,
      ending with the result. */
-  char *jl = slurp(report);
+  char *jl = tgt_slurp(report);
   assert_true(count(jl, "{\"type\": \"measurement\"") >= n);
   assert_true(count(jl, "{\"type\": \"summary\"") >= n);
   assert_non_null(strstr(jl, "\"seconds_stddev\": "));
   assert_non_null(strstr(jl, "{\"type\": \"result\", \"ok\": true}\n"));
   for (char *line = strtok(jl, "\n"); line; line = strtok(NULL, "\n")) assert_true(json_valid(line));
   free(jl);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_stress_config_error_names_file_line_and_key(void **state) {
@@ -302,22 +227,22 @@ static void test_stress_config_error_names_file_line_and_key(void **state) {
        ":5: key 'tokens'"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    write_file(cfg, cases[i].text);
+    tgt_write_file(cfg, cases[i].text);
     const char *args[] = {"--config", cfg, "--check-config", NULL};
-    run_out r = run(NULL, args);
+    tgt_run_out r = run(NULL, args);
     char want[400];
     snprintf(want, sizeof want, "%s%s", cfg, cases[i].want);
     if (!strstr(r.err, want)) fprintf(stderr, "case %zu: want '%s' in: %s", i, want, r.err);
     assert_int_not_equal(r.status, 0);
     assert_non_null(strstr(r.err, want));
-    run_free(&r);
+    tgt_run_free(&r);
   }
   /* A missing file is an error too, naming it. */
   const char *args[] = {"--config", "/nonexistent/x.ini", NULL};
-  run_out r = run(NULL, args);
+  tgt_run_out r = run(NULL, args);
   assert_int_not_equal(r.status, 0);
   assert_non_null(strstr(r.err, "/nonexistent/x.ini"));
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
@@ -325,10 +250,10 @@ static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
   char cfg[300], report[300];
   snprintf(cfg, sizeof cfg, "%s/quota.ini", tmp);
   snprintf(report, sizeof report, "%s/quota.jsonl", tmp);
-  write_file(cfg, "[guardian]\nmax_tokens = 3000\n[stress]\nphases = quota-exhaustion\n"
+  tgt_write_file(cfg, "[guardian]\nmax_tokens = 3000\n[stress]\nphases = quota-exhaustion\n"
                   "quota_tokens = 3000\nquota_overflow = 77\n");
   const char *args[] = {"--config", cfg, "--json", "--report", report, NULL};
-  run_out r = run(NULL, args);
+  tgt_run_out r = run(NULL, args);
   assert_int_equal(r.status, 0);
   assert_true(json_valid(r.out));
   assert_non_null(strstr(r.out, "\"ok\": true}"));
@@ -336,11 +261,11 @@ static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
   assert_non_null(strstr(r.out, "3000 created of 3000, 77 rejected (expected 77), 0 accepted"));
   assert_non_null(strstr(r.out, "live 3000 -> 3000"));
   assert_non_null(strstr(r.out, "rejected creates log nothing\", \"pass\": true"));
-  char *jl = slurp(report);
+  char *jl = tgt_slurp(report);
   assert_non_null(strstr(jl, "{\"type\": \"check\", \"what\": \"quota: exact TG_EQUOTA count past "
                              "max_tokens\", \"pass\": true"));
   free(jl);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_stress_every_shipped_config_loads(void **state) {
@@ -351,22 +276,25 @@ static void test_stress_every_shipped_config_loads(void **state) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s.ini", TG_CONFIG_DIR, names[i]);
     const char *args[] = {"--config", path, "--check-config", NULL};
-    run_out r = run(NULL, args);
+    tgt_run_out r = run(NULL, args);
     if (r.status) fprintf(stderr, "%s: %s", path, r.err);
     assert_int_equal(r.status, 0);
-    run_free(&r);
-    /* and by bare name, from the compiled-in directory */
+    tgt_run_free(&r);
+    /* and by bare name, found relative to the executable: in the build
+       tree, the copy beside it */
     const char *args2[] = {"--config", names[i], "--check-config", NULL};
     r = run(NULL, args2);
     assert_int_equal(r.status, 0);
-    assert_non_null(strstr(r.out, names[i]));
-    run_free(&r);
+    char want[300];
+    snprintf(want, sizeof want, "share/tokengraph/configs/%s.ini: ok", names[i]);
+    assert_non_null(strstr(r.out, want));
+    tgt_run_free(&r);
   }
   const char *none[] = {"--check-config", NULL};
-  run_out r = run(NULL, none); /* no --config: default.ini */
+  tgt_run_out r = run(NULL, none); /* no --config: default.ini */
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "default.ini: ok"));
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
@@ -374,31 +302,38 @@ static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
   char cfg[300], png[300];
   snprintf(cfg, sizeof cfg, "%s/plot.ini", tmp);
   snprintf(png, sizeof png, "%s/plot.png", tmp);
-  write_file(cfg, "[stress]\nphases = quota-exhaustion\nquota_tokens = 100\nquota_overflow = 5\n");
+  tgt_write_file(cfg, "[stress]\nphases = quota-exhaustion\nquota_tokens = 100\nquota_overflow = 5\n");
   const char *args[] = {"--config", cfg, "--plot", png, NULL};
-  run_out r = run("/nonexistent", args);
+  tgt_run_out r = run("/nonexistent", args);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.err, "gnuplot is not installed"));
   assert_non_null(strstr(r.out, "result: ok"));
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
-static void test_stress_help_and_bad_option(void **state) {
+static void test_stress_help_version_and_bad_option(void **state) {
   (void)state;
   const char *help[] = {"--help", NULL};
-  run_out r = run(NULL, help);
+  tgt_run_out r = run(NULL, help);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "usage: tg-stress"));
-  run_free(&r);
+  tgt_run_free(&r);
+  const char *version[] = {"--version", NULL};
+  r = run(NULL, version);
+  assert_int_equal(r.status, 0);
+  char want[64];
+  snprintf(want, sizeof want, "tg-stress %s\n", tg_version());
+  assert_string_equal(r.out, want);
+  tgt_run_free(&r);
   const char *bad[] = {"--frobnicate", NULL};
   r = run(NULL, bad);
   assert_int_equal(r.status, 64);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_stress_help_and_bad_option),
+      cmocka_unit_test(test_stress_help_version_and_bad_option),
       cmocka_unit_test(test_stress_every_shipped_config_loads),
       cmocka_unit_test(test_stress_config_error_names_file_line_and_key),
       cmocka_unit_test(test_stress_quota_exhaustion_counts_exact_rejections),

@@ -304,6 +304,22 @@ enum tg_record_type {
                             pressure; its connections go too */
 };
 
+/* A store record, decoded from the WAL's bytes. */
+typedef struct tg_record {
+  int type;                 /* enum tg_record_type */
+  uint32_t id;              /* the token or connection the record is about */
+  tg_token token;           /* TOKEN_PUT: the token; otherwise not written */
+  tg_connection connection; /* CONN_PUT: the connection; otherwise not written */
+} tg_record;
+
+/*
+ * Decode a record read with tg_wal_reader_next() into *out, the one
+ * decoding replay uses too. Errors: TG_EINVAL (not a store record type),
+ * TG_ECORRUPT (a store record type with a malformed payload: the wrong
+ * length, or id 0).
+ */
+TG_API int tg_record_decode(const tg_wal_record *rec, tg_record *out);
+
 /* ---- inspecting a data directory (tg-replay) ------------------------- */
 
 typedef struct tg_inspect_report {
@@ -321,6 +337,15 @@ typedef struct tg_inspect_report {
   uint64_t apply_failed_lsn; /* a record that did not apply (0: none);
                                 replay stopped there */
   const char *apply_failed_what;
+  uint64_t apply_failed_segment; /* where that record's frame lies: its */
+  uint64_t apply_failed_offset;  /* segment (first LSN) and byte offset */
+  tg_wal_end covered_end;    /* damage (a gap, a bad frame) in the part of
+                                the log the checkpoint already covers;
+                                reason TG_WAL_END_NONE when there is none.
+                                Replay never reads that part, so it does
+                                not change the verdict: a directory copied
+                                while a checkpoint deleted segments looks
+                                like this */
 } tg_inspect_report;
 
 /* Progress: records read so far and the LSN just read (segment files are
@@ -329,7 +354,11 @@ typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
 
 /*
  * Read a data directory without changing anything: check its identity,
- * load the checkpoint and replay the whole log in memory, and report. The
+ * load the checkpoint and replay the log in memory exactly as
+ * tg_store_open() would (from the checkpoint's LSN on), and report. `end`
+ * is the verdict tg_store_open() would reach: CLEAN or TORN open, CORRUPT
+ * and IO are refused. The records the checkpoint covers are read too, for
+ * the counts, but damage among them goes to covered_end only. The
  * directory must not be open elsewhere (TG_ELOCKED). progress (may be NULL)
  * is called about every million records.
  * Returns 0 when the directory could be read (look at out->end and
@@ -340,6 +369,82 @@ typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
 TG_API int tg_store_inspect(const char *dir, tg_inspect_report *out,
                             tg_progress_cb progress, void *arg, char *msg,
                             size_t msglen);
+
+/* ---- repairing a data directory (tg-replay recover) ------------------- */
+
+enum tg_repair_flag {
+  TG_REPAIR_FORCE = 1u << 0  /* cut at corruption too, dropping the valid
+                                records that follow it (their bytes are
+                                kept in .broken files) */
+};
+
+enum tg_repair_cut {
+  TG_REPAIR_CUT_NONE = 0,    /* the log was clean: nothing was cut */
+  TG_REPAIR_CUT_TORN = 1,    /* a torn tail was cut */
+  TG_REPAIR_CUT_CORRUPT = 2  /* the log was cut at corruption, a gap or a
+                                record that does not apply */
+};
+
+typedef struct tg_repair_report {
+  tg_inspect_report before;  /* the directory as found */
+  int cut;                   /* enum tg_repair_cut: what was found to cut */
+  int refused;               /* 1: corruption without TG_REPAIR_FORCE;
+                                nothing was changed */
+  int restart;               /* 1: the cut fell at or before the
+                                checkpoint's LSN, so every segment went
+                                aside and the log restarts after it */
+  uint64_t cut_segment;      /* segment (first LSN) the cut is in */
+  uint64_t cut_offset;       /* and the byte offset it is at */
+  uint64_t last_good_lsn;    /* last record kept in the log */
+  tg_wal_salvage beyond;     /* valid frames from the cut to the end of
+                                the log; beyond.above of them come after
+                                the checkpoint: the records dropped */
+  uint64_t kept_bytes;       /* bytes cut from the cut segment, kept ... */
+  char kept_name[64];        /* ... in this file of wal/ ("": none) */
+  int truncated;             /* 1: the cut segment was then truncated */
+  uint32_t moved;            /* segments renamed whole to NAME.broken[.k] */
+  uint64_t moved_first;      /* first LSN (name) of the oldest and of the */
+  uint64_t moved_last;       /* newest of them */
+  uint64_t segment_bytes;    /* segment size the log was reopened with */
+  int reopened;              /* 1: the repaired directory was opened ... */
+  tg_recovery_info opened;   /* ... and this is what the open found */
+  int checkpointed;          /* 1: a checkpoint was then written ... */
+  uint64_t checkpoint_lsn;   /* ... covering this LSN ... */
+  uint64_t tokens;           /* ... and what it holds */
+  uint64_t connections;
+  tg_inspect_report after;   /* the directory after repair */
+} tg_repair_report;
+
+/*
+ * Make a data directory openable again and write a fresh checkpoint, as
+ * 'tg-replay recover' does. Under the directory's lock (taken as
+ * tg_store_open() takes it, and held until the repaired store is open):
+ * inspect it (tg_store_inspect()); cut a torn tail; refuse corruption (a
+ * bad frame followed by valid ones, an LSN gap after the checkpoint, a
+ * record that does not apply) unless flags has TG_REPAIR_FORCE, then cut
+ * there; open the store, which replays the log, write a checkpoint, close,
+ * and inspect again.
+ * Nothing is destroyed: the bytes from a cut to the end of its segment are
+ * first copied to SEGMENT.broken (fsynced, then the directory fsynced) and
+ * only then cut off; later segments are renamed whole to NAME.broken. An
+ * existing .broken file is never overwritten (.broken.1, .2, ...). An
+ * interrupted repair leaves a directory that shows the same damage and can
+ * be repaired again.
+ * cfg (NULL: defaults) gives the segment size the log is reopened with,
+ * which bounds the size any segment file is given: a segment header's own
+ * preallocated size is used only when it is smaller. Quotas are not
+ * applied while replaying.
+ * out (required) tells what was found and done, also on failure. Returns 0
+ * when the directory is clean afterwards; otherwise an error and a
+ * one-line explanation in msg: as tg_store_inspect(), TG_ECORRUPT (refused,
+ * out->refused set, nothing changed; or still not clean after repair),
+ * TG_EVERSION (a segment from a newer format: nothing changed), TG_EIO or
+ * -errno (a segment cannot be read: nothing changed; or a file operation
+ * failed), and tg_store_open()'s and tg_checkpoint()'s errors.
+ */
+TG_API int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
+                           tg_repair_report *out, tg_progress_cb progress, void *arg,
+                           char *msg, size_t msglen);
 
 /*
  * Create a token from *init (NULL: all zero) and return its id in *id.

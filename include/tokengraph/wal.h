@@ -222,7 +222,26 @@ typedef struct tg_wal_end {
                              the bad one, or 0 */
   const char *what;       /* static description ("bad CRC", "LSN gap", ...) */
   char path[256];         /* segment file name within the directory */
+  uint64_t first_lsn;     /* LSN of the first valid record seen, counting
+                             those below from_lsn that were passed over
+                             (0: none); records are consecutive, so the
+                             reader saw last_lsn - first_lsn + 1 of them */
+  uint64_t expected_lsn;  /* CORRUPT by an LSN gap or disorder: the LSN the
+                             log had to continue with ... */
+  uint64_t found_lsn;     /* ... and the one it holds there instead (a
+                             segment's first LSN, or a record's). Both 0
+                             for any other end. found_lsn > expected_lsn
+                             is a gap: records expected_lsn..found_lsn-1
+                             are missing (tg_wal_end_is_gap()) */
+  uint64_t segment_bytes; /* preallocated size that segment's header
+                             records (0: the header was not valid);
+                             informational, and untrusted */
 } tg_wal_end;
+
+/* 1 if the log ended because records are missing (an LSN gap). */
+static inline int tg_wal_end_is_gap(const tg_wal_end *e) {
+  return e->reason == TG_WAL_END_CORRUPT && e->found_lsn > e->expected_lsn;
+}
 
 typedef struct tg_wal_record {
   uint64_t lsn;
@@ -230,6 +249,8 @@ typedef struct tg_wal_record {
   uint32_t len;           /* payload bytes */
   const void *payload;    /* valid until the next tg_wal_reader_next() or
                              tg_wal_reader_close(); do not free */
+  uint64_t segment;       /* first LSN (= name) of the segment holding it */
+  uint64_t offset;        /* byte offset of its frame in that segment */
 } tg_wal_record;
 
 typedef struct tg_wal_reader tg_wal_reader;
@@ -237,6 +258,10 @@ typedef struct tg_wal_reader tg_wal_reader;
 /*
  * Open a reader over the WAL directory `dir` that yields records with
  * LSN >= from_lsn (0: from the oldest segment). It never changes the files.
+ * It starts at the newest segment whose first LSN is <= from_lsn and reads
+ * (and checks) that segment from its start; when the oldest segment starts
+ * after from_lsn, the log ends at once as CORRUPT with expected_lsn =
+ * from_lsn and found_lsn = that segment's first LSN (records are missing).
  * On failure *out is NULL. Errors: TG_ENOMEM, -errno (dir cannot be listed).
  */
 TG_API int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn);
@@ -252,8 +277,38 @@ TG_API int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec);
    tg_wal_reader_close(); do not free. */
 TG_API const tg_wal_end *tg_wal_reader_end(const tg_wal_reader *r);
 
+/* Number of segment files the reader found in the directory, and the first
+   LSN (= name) of the i-th of them in LSN order (0 when i is out of range). */
+TG_API size_t tg_wal_reader_segments(const tg_wal_reader *r);
+TG_API uint64_t tg_wal_reader_segment(const tg_wal_reader *r, size_t i);
+
+/* The file name of the segment whose first LSN is first_lsn, into buf.
+   Returns 0, or TG_EINVAL when it does not fit in len bytes. */
+TG_API int tg_wal_segment_name(uint64_t first_lsn, char *buf, size_t len);
+
 /* Release the reader. Accepts NULL. */
 TG_API void tg_wal_reader_close(tg_wal_reader *r);
+
+/* What lies from a position in the log to its end, read the way a
+   salvager would: every valid frame at any 8-byte-aligned offset, with no
+   regard to order or gaps. It tells an operator what cutting the log at
+   that position would drop. */
+typedef struct tg_wal_salvage {
+  uint64_t frames;        /* valid frames found */
+  uint64_t above;         /* of which with an LSN > above_lsn (the
+                             records a cut would lose) */
+  uint64_t min_lsn;       /* smallest and largest LSN among them (0: none) */
+  uint64_t max_lsn;
+} tg_wal_salvage;
+
+/*
+ * Scan the WAL directory `dir` from byte `offset` of segment `segment` (its
+ * first LSN) to the end of the last segment, counting valid frames as
+ * tg_wal_salvage says. Read-only. Errors: -ENOENT (no such segment),
+ * TG_ENOMEM, -errno.
+ */
+TG_API int tg_wal_salvage_scan(const char *dir, uint64_t segment, uint64_t offset,
+                               uint64_t above_lsn, tg_wal_salvage *out);
 
 /* Name of an end reason ("clean", "torn tail", "corrupt", "io"). */
 TG_API const char *tg_wal_end_reason_name(int reason);

@@ -69,8 +69,7 @@ static int dir_is_empty(const char *dir) {
   return empty;
 }
 
-/* 0: ours; 1: empty, to be made ours; or an error with *msg set. */
-static int check_identity(const char *dir, char *msg, size_t len) {
+int tg__store_check_identity(const char *dir, char *msg, size_t len) {
   char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
   if (!path) return TG_ENOMEM;
   int rc;
@@ -142,24 +141,35 @@ static int lock_is_held(const char *dir) {
   return held;
 }
 
-static int take_lock(tg_store *s, char *msg, size_t len) {
-  char *path = tg__path_join_alloc(s->dir, "LOCK");
+int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len) {
+  char *path = tg__path_join_alloc(dir, "LOCK");
+  *fd_out = -1;
   if (!path) return TG_ENOMEM;
   int rc = 0;
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
+  if (fd < 0 && !create) {
+    /* Missing: never opened, nobody holds it. Unreadable (another user's
+       0600 LOCK): a reader cannot tell and goes on, as it only reads. */
+    rc = 0;
+  } else if (fd < 0) {
     rc = -errno;
     tg__say(msg, len, "%s: cannot open: %s", path, strerror(errno));
   } else if (flock(fd, LOCK_EX | LOCK_NB)) {
     rc = errno == EWOULDBLOCK ? TG_ELOCKED : -errno;
-    tg__say(msg, len, "%s is in use by another process or handle (%s is locked)",
-        s->dir, path);
+    tg__say(msg, len, "%s is in use by another process or handle (%s is locked): "
+            "close it first", dir, path);
     close(fd);
   } else {
-    s->lock_fd = fd;
+    *fd_out = fd;
   }
   free(path);
   return rc;
+}
+
+/* A lock handed over by tg__store_open_locked() is already held. */
+static int take_lock(tg_store *s, char *msg, size_t len) {
+  if (s->lock_fd >= 0) return 0;
+  return tg__store_lock_dir(s->dir, 1, &s->lock_fd, msg, len);
 }
 
 /* Create directory `path` (0700) when missing, and make its entry durable:
@@ -194,57 +204,42 @@ int tg__store_make_dir(const char *path, char *msg, size_t len) {
 
 /* ---- replay ------------------------------------------------------------- */
 
-/* Redo one record exactly as the original call ran it. */
-static int apply(tg__graph *g, const tg_wal_record *r, const char **why) {
-  uint32_t id;
-  switch (r->type) {
-  case TG_REC_TOKEN_PUT: {
-    tg_token t;
-    if (r->len != sizeof t) break;
-    memcpy(&t, r->payload, sizeof t);
-    if (t.id == 0) break;
-    if (!tg__arena_may_put(&g->tokens, t.id)) {
+int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
+  tg_record rec;
+  int rc = tg_record_decode(r, &rec);
+  if (rc) {
+    *why = rc == TG_EINVAL ? "has an unknown record type" : "has a malformed payload";
+    return TG_ECORRUPT;
+  }
+  switch (rec.type) {
+  case TG_REC_TOKEN_PUT:
+    if (!tg__arena_may_put(&g->tokens, rec.id)) {
       *why = "names a token id past any the store had issued";
       return TG_ECORRUPT;
     }
-    return tg__graph_token_put(g, &t);
-  }
+    return tg__graph_token_put(g, &rec.token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
-    if (r->len != sizeof id) break;
-    memcpy(&id, r->payload, sizeof id);
-    if (tg__graph_token_delete(g, id, NULL)) {
+    if (tg__graph_token_delete(g, rec.id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;
     }
     return 0;
-  case TG_REC_CONN_PUT: {
-    tg_connection c;
-    if (r->len != sizeof c) break;
-    memcpy(&c, r->payload, sizeof c);
-    if (c.id == 0) break;
-    if (!tg__arena_may_put(&g->conns, c.id)) {
+  case TG_REC_CONN_PUT:
+    if (!tg__arena_may_put(&g->conns, rec.id)) {
       *why = "names a connection id past any the store had issued";
       return TG_ECORRUPT;
     }
-    int rc = tg__graph_conn_put(g, &c);
+    rc = tg__graph_conn_put(g, &rec.connection);
     if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
     return rc;
-  }
-  case TG_REC_CONN_DEL:
-    if (r->len != sizeof id) break;
-    memcpy(&id, r->payload, sizeof id);
-    if (tg__graph_disconnect(g, id)) {
+  default: /* TG_REC_CONN_DEL; tg_record_decode() knows no other type */
+    if (tg__graph_disconnect(g, rec.id)) {
       *why = "removes a connection that does not exist";
       return TG_ECORRUPT;
     }
     return 0;
-  default:
-    *why = "has an unknown record type";
-    return TG_ECORRUPT;
   }
-  *why = "has a malformed payload";
-  return TG_ECORRUPT;
 }
 
 /* Replay dir's WAL after `from_lsn` into g. *last gets the last LSN
@@ -273,7 +268,7 @@ static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
               waldir, (unsigned long long)rec.lsn, (unsigned long long)(from_lsn - 1));
       goto out;
     }
-    rc = apply(g, &rec, &why);
+    rc = tg__store_apply(g, &rec, &why);
     if (rc) {
       if (rc == TG_ECORRUPT)
         tg__say(msg, len, "%s: record LSN %llu (type %u) %s: the log and the "
@@ -373,7 +368,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
      lock, what it has made so far (checkpoint/ without TOKENGRAPH) would
      look foreign, so a directory that is not ours but whose LOCK is held
      is TG_ELOCKED, and what we decide, we decide under the lock. */
-  int fresh = check_identity(dir, msg, len);
+  int fresh = tg__store_check_identity(dir, msg, len);
   if (fresh == TG_ENOTTG) {
     if (msg && len) msg[0] = 0;
     if (lock_is_held(dir)) {
@@ -383,11 +378,11 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
     }
     /* A creator that released its lock between the two looks had written
        TOKENGRAPH before creating anything else: look once more. */
-    fresh = check_identity(dir, msg, len);
+    fresh = tg__store_check_identity(dir, msg, len);
   }
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
-  if ((fresh = check_identity(dir, msg, len)) < 0) return fresh;
+  if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
   if (fresh && (rc = write_identity(dir))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
@@ -507,113 +502,5 @@ int tg__store_close_dir(tg_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   free(s->dir);
   s->dir = NULL;
-  return rc;
-}
-
-/* ---- inspection ------------------------------------------------------------ */
-
-int tg_store_inspect(const char *dir, tg_inspect_report *out,
-                     tg_progress_cb progress, void *arg, char *msg,
-                     size_t len) {
-  tg_store *s = NULL;
-  tg_wal_reader *r = NULL;
-  char *waldir = NULL, *lockp = NULL;
-  int rc, lock_fd = -1;
-  struct stat st;
-  if (msg && len) msg[0] = 0;
-  memset(out, 0, sizeof *out);
-  if (stat(dir, &st)) {
-    rc = -errno;
-    tg__say(msg, len, "%s: %s", dir, strerror(errno));
-    return rc;
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    tg__say(msg, len, "%s is not a directory", dir);
-    return -ENOTDIR;
-  }
-  rc = check_identity(dir, msg, len);
-  if (rc == 1) {
-    tg__say(msg, len, "%s is empty: not a tokengraph data directory", dir);
-    return TG_ENOTTG;
-  }
-  if (rc) return rc;
-  if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
-      !(waldir = tg__path_join_alloc(dir, "wal")) || !(lockp = tg__path_join_alloc(dir, "LOCK"))) {
-    rc = TG_ENOMEM;
-    goto out;
-  }
-  lock_fd = open(lockp, O_RDONLY | O_CLOEXEC);
-  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX | LOCK_NB)) {
-    rc = TG_ELOCKED;
-    tg__say(msg, len, "%s is open in another process: close it first", dir);
-    goto out;
-  }
-  if ((rc = tg__graph_init(&s->g))) goto out;
-  s->lock_fd = -1;
-  if ((rc = tg__store_open_checkpoint(s, 1, msg, len))) goto out;
-  tg__graph_begin_load(&s->g);
-  if (s->env && (rc = tg__store_load_checkpoint(s, msg, len))) goto out;
-  out->checkpoint_lsn = s->ckpt_lsn;
-  out->checkpoint_tokens = s->recovery.checkpoint_tokens;
-  out->checkpoint_connections = s->recovery.checkpoint_connections;
-
-  DIR *d = opendir(waldir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      size_t n = strlen(e->d_name);
-      if (n == 24 && !strcmp(e->d_name + 20, ".wal")) out->segments++;
-    }
-    closedir(d);
-  }
-  if ((rc = tg_wal_reader_open(&r, waldir, 0))) {
-    /* No wal/ at all: an empty log. */
-    if (rc != -ENOENT) {
-      tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
-      goto out;
-    }
-    rc = 0;
-    out->end.reason = TG_WAL_END_CLEAN;
-  } else {
-    tg_wal_record rec;
-    while (tg_wal_reader_next(r, &rec) == 1) {
-      if (!out->first_lsn) out->first_lsn = rec.lsn;
-      out->last_lsn = rec.lsn;
-      out->records++;
-      if (progress && (out->records & 0xFFFFF) == 0) progress(arg, out->records, rec.lsn);
-      if (rec.lsn <= s->ckpt_lsn || out->apply_failed_lsn) continue;
-      const char *why = NULL;
-      int arc = apply(&s->g, &rec, &why);
-      if (arc) {
-        out->apply_failed_lsn = rec.lsn;
-        out->apply_failed_what = why ? why : tg_strerror(arc);
-      } else {
-        out->replayed++;
-      }
-    }
-    out->end = *tg_wal_reader_end(r);
-    /* Replay starts right after the checkpoint: a log whose oldest record
-       comes later is missing records, whatever else it holds. */
-    if (out->records && out->first_lsn > s->ckpt_lsn + 1 &&
-        out->end.reason != TG_WAL_END_CORRUPT && out->end.reason != TG_WAL_END_IO) {
-      out->end.reason = TG_WAL_END_CORRUPT;
-      out->end.err = TG_ECORRUPT;
-      out->end.what = "records between the checkpoint and the oldest segment are missing";
-    }
-  }
-  tg__graph_end_load(&s->g);
-  out->tokens = s->g.tokens.live;
-  out->connections = s->g.conns.live;
-out:
-  tg_wal_reader_close(r);
-  if (s) {
-    if (s->env) mdb_env_close(s->env);
-    tg__graph_free(&s->g);
-    free(s->dir);
-    free(s);
-  }
-  if (lock_fd >= 0) close(lock_fd);
-  free(waldir);
-  free(lockp);
   return rc;
 }

@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/platform.h"
 #include "store/store_internal.h"
@@ -132,12 +133,20 @@ int tg_store_open(tg_store **out, const char *dir, const tg_store_config *cfg) {
 
 int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cfg,
                       char *msg, size_t msglen) {
+  return tg__store_open_locked(out, dir, cfg, -1, msg, msglen);
+}
+
+int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config *cfg,
+                          int lock_fd, char *msg, size_t msglen) {
   tg_store *s = NULL;
   tg_store_config defaults;
   const char *why = NULL;
   int rc;
   if (msg && msglen) msg[0] = 0;
-  if (!out) return TG_EINVAL;
+  if (!out) {
+    rc = TG_EINVAL;
+    goto fail;
+  }
   *out = NULL;
   if (!cfg) {
     tg_store_config_init(&defaults);
@@ -145,13 +154,18 @@ int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cf
   }
   if (tg__guardian_validate(&cfg->guardian, &why)) {
     if (msg && msglen) snprintf(msg, msglen, "invalid configuration: %s", why);
-    return TG_EINVAL;
+    rc = TG_EINVAL;
+    goto fail;
   }
   s = calloc(1, sizeof *s);
-  if (!s) return TG_ENOMEM;
+  if (!s) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
   atomic_init(&s->lock, 0);
   atomic_init(&s->failure_noted, 0);
-  s->lock_fd = -1;
+  s->lock_fd = lock_fd;
+  lock_fd = -1; /* the store owns it now */
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
@@ -165,9 +179,13 @@ int tg_store_open_msg(tg_store **out, const char *dir, const tg_store_config *cf
   *out = s;
   return 0;
 fail:
-  tg__store_close_dir(s);
-  tg__graph_free(&s->g);
-  free(s);
+  if (s) {
+    tg__store_close_dir(s);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* handed over, dir never set */
+    tg__graph_free(&s->g);
+    free(s);
+  }
+  if (lock_fd >= 0) close(lock_fd);
   return rc;
 }
 

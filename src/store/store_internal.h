@@ -83,15 +83,6 @@ struct tg_store {
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
 
-/* Write a one-line explanation into msg, unless one is there already: the
-   first failure is the one worth reporting (durable.c). */
-__attribute__((format(printf, 3, 4)))
-void tg__say(char *msg, size_t len, const char *fmt, ...);
-
-/* Make sure path is a directory, creating it (0700) when missing; msg says
-   why not (durable.c). */
-int tg__store_make_dir(const char *path, char *msg, size_t len);
-
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
@@ -104,5 +95,58 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 /* Stop the checkpointer, close the WAL, LMDB and the lock (durable.c).
    Returns the WAL's close status. Safe on a partly opened store. */
 int tg__store_close_dir(tg_store *s);
+
+/* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
+   (tg__store_lock_dir()): the store takes the descriptor over and closes
+   it on close, and on failure too (store.c). Repair uses it so that the
+   directory stays locked from its cut to the replay. */
+int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config *cfg,
+                          int lock_fd, char *msg, size_t msglen);
+
+/* ---- the data directory, shared by durable.c, inspect.c, repair.c ------ */
+
+/* Write a one-line explanation into msg, unless one is there already: the
+   first failure is the one worth reporting. */
+__attribute__((format(printf, 3, 4)))
+void tg__say(char *msg, size_t len, const char *fmt, ...);
+
+/* 0: dir is a tokengraph data directory; 1: empty, to be made one; or an
+   error with msg set (TG_ENOTTG, TG_EVERSION, -errno). */
+int tg__store_check_identity(const char *dir, char *msg, size_t len);
+
+/* Take DIR/LOCK (flock, exclusive, non-blocking): the one lock of a data
+   directory. create: make the file when missing (an open, a repair);
+   otherwise (a reader, which must not write) a LOCK that is missing or
+   cannot be opened leaves *fd_out -1 and returns 0. Errors: TG_ELOCKED
+   (held elsewhere), -errno. */
+int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len);
+
+/* Create directory `path` (0700) when missing and fsync its parent;
+   msg says why not (durable.c). */
+int tg__store_make_dir(const char *path, char *msg, size_t len);
+
+/* Open (readonly == 0: create if missing) the checkpoint environment of
+   s->dir, after checking data.mdb page by page, and read its state (LSN
+   into s->ckpt_lsn). Read-only with no checkpoint yet (missing, empty, or
+   never committed to): s->env stays NULL. TG_ECORRUPT, TG_ENOTTG,
+   TG_EVERSION with msg naming the file (checkpoint.c). */
+int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len);
+
+/* Load every token and connection of the checkpoint into s->g, which is
+   loading, checking each value's CRC and id bound (checkpoint.c). */
+int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len);
+
+/* Redo one record exactly as the original call ran it. TG_ECORRUPT with
+   *why set when it does not apply. */
+int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why);
+
+/* tg_store_inspect() for a caller that has checked dir and holds (or has
+   chosen not to take) its lock (inspect.c). */
+int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_cb progress,
+                          void *arg, char *msg, size_t len);
+
+/* stat dir and check its identity, for a reader: -ENOENT, -ENOTDIR,
+   TG_ENOTTG (also for an empty directory), TG_EVERSION, with msg set. */
+int tg__store_check_dir(const char *dir, char *msg, size_t len);
 
 #endif /* TG_STORE_INTERNAL_H */

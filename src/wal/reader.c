@@ -32,6 +32,12 @@ struct tg_wal_reader {
   size_t off;                  /* next frame position */
   uint64_t expect;             /* LSN the next record must carry; 0 = not set */
   uint64_t from;               /* yield records with lsn >= from */
+  uint64_t seg_bytes;          /* prealloc field of segs[cur]'s header, once
+                                  that header was found valid; else 0 */
+  uint64_t seg_first;          /* segs[cur] once its header is checked */
+  uint64_t start;              /* first LSN of the segment reading began in:
+                                  the first valid record, if any, has this
+                                  LSN (records follow from the header's) */
   int ended;                   /* end is final */
   tg_wal_end end;
 };
@@ -177,6 +183,8 @@ static void unmap_cur(tg_wal_reader *r) {
 
 static int finish(tg_wal_reader *r, int reason, int err, size_t off, const char *what) {
   r->ended = 1;
+  r->end.segment_bytes = r->seg_bytes;
+  r->end.first_lsn = r->end.last_lsn ? r->start : 0;
   r->end.reason = reason;
   r->end.err = err;
   r->end.offset = off;
@@ -190,9 +198,19 @@ static int finish(tg_wal_reader *r, int reason, int err, size_t off, const char 
   return 0;
 }
 
-/* Open and map segs[cur] and check its header; 1 = ready, 0 = ended. */
-static int open_segment(tg_wal_reader *r) {
+/* The log does not continue with `expected` but with `found`: record both,
+   so callers judge a gap by LSNs rather than by the message. */
+static int finish_order(tg_wal_reader *r, size_t off, uint64_t expected, uint64_t found,
+                        const char *what) {
+  r->end.expected_lsn = expected;
+  r->end.found_lsn = found;
+  return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, off, what);
+}
+
+/* Open and map segs[cur]; 1 = mapped, 0 = ended (it cannot be read). */
+static int map_segment(tg_wal_reader *r) {
   char path[4096];
+  r->seg_bytes = 0;
   char name[TG__WAL_NAME_LEN + 1];
   uint64_t first = r->segs[r->cur];
   tg__wal_seg_name(name, first);
@@ -236,6 +254,13 @@ static int open_segment(tg_wal_reader *r) {
 #endif
   close(fd);
   r->mapped = 1;
+  return 1;
+}
+
+/* Open and map segs[cur] and check its header; 1 = ready, 0 = ended. */
+static int open_segment(tg_wal_reader *r) {
+  if (!map_segment(r)) return 0;
+  uint64_t first = r->segs[r->cur];
   const unsigned char *h = r->map;
   if (r->size < TG__WAL_HDR)
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "segment shorter than its header");
@@ -251,9 +276,13 @@ static int open_segment(tg_wal_reader *r) {
   if (hl != first || hl > TG_WAL_MAX_LSN)
     return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0,
                   "first LSN in the header does not match the file name");
+  r->seg_bytes = tg__ld64(h + TG__SH_PREALLOC);
   if (r->expect && first != r->expect)
-    return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0, "LSN gap between segments");
+    return finish_order(r, 0, r->expect, first,
+                        first > r->expect ? "LSN gap between segments"
+                                          : "segments overlap (LSN out of order)");
   r->expect = first;
+  r->seg_first = first;
   r->off = TG__WAL_HDR;
   return 1;
 }
@@ -278,14 +307,15 @@ int tg_wal_reader_open(tg_wal_reader **out, const char *dir, uint64_t from_lsn) 
   } else if (from_lsn) {
     if (r->segs[0] > from_lsn) {
       r->cur = 0;
-      finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, 0,
-             "the oldest segment starts after the requested LSN");
+      finish_order(r, 0, from_lsn, r->segs[0],
+                   "records are missing before the oldest segment");
     } else {
       size_t i = r->nseg - 1;
       while (r->segs[i] > from_lsn) i--;
       r->cur = i;
     }
   }
+  if (r->nseg) r->start = r->segs[r->cur];
   *out = r;
   return 0;
 }
@@ -321,21 +351,80 @@ int tg_wal_reader_next(tg_wal_reader *r, tg_wal_record *rec) {
     uint64_t lt = tg__ld64(f + 8);
     uint64_t lsn = lt & TG_WAL_MAX_LSN;
     if (lsn != r->expect)
-      return finish(r, TG_WAL_END_CORRUPT, TG_ECORRUPT, r->off,
-                    lsn > r->expect ? "LSN gap" : "LSN out of order");
+      return finish_order(r, r->off, r->expect, lsn,
+                          lsn > r->expect ? "LSN gap" : "LSN out of order");
     r->expect++;
     r->end.last_lsn = lsn;
+    size_t at = r->off;
     r->off += tg__align8(len); /* may pass the end of the file by < 8 */
     if (lsn < r->from) continue;
     rec->lsn = lsn;
     rec->type = (uint8_t)(lt >> 56);
     rec->len = len - TG__WAL_FRAME_HDR;
     rec->payload = f + TG__WAL_FRAME_HDR;
+    rec->segment = r->seg_first;
+    rec->offset = at;
     return 1;
   }
 }
 
 const tg_wal_end *tg_wal_reader_end(const tg_wal_reader *r) { return &r->end; }
+
+size_t tg_wal_reader_segments(const tg_wal_reader *r) { return r->nseg; }
+
+uint64_t tg_wal_reader_segment(const tg_wal_reader *r, size_t i) {
+  return i < r->nseg ? r->segs[i] : 0;
+}
+
+int tg_wal_segment_name(uint64_t first_lsn, char *buf, size_t len) {
+  if (len < TG__WAL_NAME_LEN + 1) return TG_EINVAL;
+  tg__wal_seg_name(buf, first_lsn);
+  return 0;
+}
+
+/* ---- salvage scan ------------------------------------------------------------ */
+
+int tg_wal_salvage_scan(const char *dir, uint64_t segment, uint64_t offset,
+                        uint64_t above_lsn, tg_wal_salvage *out) {
+  tg_wal_reader *r = NULL;
+  memset(out, 0, sizeof *out);
+  int rc = tg_wal_reader_open(&r, dir, 0);
+  if (rc) return rc;
+  size_t i = 0;
+  while (i < r->nseg && r->segs[i] != segment) i++;
+  if (i == r->nseg) {
+    rc = -ENOENT;
+    goto cleanup;
+  }
+  /* The reader's own mapping code, one segment at a time; its header is
+     not required to be valid (a bad header is one thing a cut removes). */
+  for (r->cur = i; r->cur < r->nseg; r->cur++) {
+    if (!map_segment(r)) {
+      rc = r->end.err ? r->end.err : -EIO;
+      goto cleanup;
+    }
+    size_t q = r->cur == i ? (size_t)(offset & ~(uint64_t)(TG__WAL_ALIGN - 1)) : 0;
+    if (offset > r->size && r->cur == i) q = r->size;
+    while (q < r->size && r->size - q >= TG__WAL_FRAME_HDR) {
+      uint32_t len = 0;
+      const char *what = NULL;
+      if (frame_at(r->map, r->size, q, &len, &what) != F_VALID) {
+        q += TG__WAL_ALIGN;
+        continue;
+      }
+      uint64_t lsn = tg__ld64(r->map + q + 8) & TG_WAL_MAX_LSN;
+      out->frames++;
+      if (lsn > above_lsn) out->above++;
+      if (!out->min_lsn || lsn < out->min_lsn) out->min_lsn = lsn;
+      if (lsn > out->max_lsn) out->max_lsn = lsn;
+      q += tg__align8(len);
+    }
+    unmap_cur(r);
+  }
+cleanup:
+  tg_wal_reader_close(r);
+  return rc;
+}
 
 void tg_wal_reader_close(tg_wal_reader *r) {
   if (!r) return;

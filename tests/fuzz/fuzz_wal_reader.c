@@ -113,7 +113,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const tg_wal_end *end = tg_wal_reader_end(r);
   if (end->reason < TG_WAL_END_CLEAN || end->reason > TG_WAL_END_IO || !end->what) abort();
   if (prev && end->last_lsn != prev) abort();
+  if (prev && (!end->first_lsn || end->first_lsn > end->last_lsn)) abort();
   if (tg_wal_reader_next(r, &rec) != 0) abort();
+  /* What a repair would report as lying beyond a cut at the end. */
+  if (end->segment) {
+    tg_wal_salvage sv;
+    if (tg_wal_salvage_scan(dir, end->segment, end->offset, 0, &sv) == 0 &&
+        (sv.above > sv.frames || (sv.frames && sv.min_lsn > sv.max_lsn)))
+      abort();
+  }
   tg_wal_reader_close(r);
   return (int)(sum & 0); /* libFuzzer wants 0 */
 }

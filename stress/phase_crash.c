@@ -2,7 +2,7 @@
  * tg-stress crash recovery: a child process mutates a durable store at the
  * configured level and reports every acknowledged operation through a pipe;
  * the parent kills it with SIGKILL mid-run, reopens the directory and checks
- * the durability contract (docs/durability in DESIGN.md):
+ * the durability contract (docs/durability.md):
  *  - STRICT: every acknowledged operation is in the recovered state;
  *  - every level: the recovered state is a prefix of the operations in
  *    their order (operation k present implies every earlier one present).
@@ -30,18 +30,6 @@ typedef struct ack {
   uint32_t id;    /* id the store returned */
   uint32_t arg;   /* token: its index i; connection: the `from` token id */
 } ack;
-
-static int write_all(int fd, const void *p, size_t n) {
-  const char *b = p;
-  while (n) {
-    ssize_t w = write(fd, b, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    b += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
 
 /* The child: never returns. Acks are sent in batches (a pipe write per op
    would cost more than a BALANCED create); the parent only ever sees ops
@@ -86,12 +74,12 @@ static void child_main(int fd, const char *dir, const tg_store_config *sc, uint6
     }
     buf[nb++] = a;
     if (nb == batch) {
-      if (write_all(fd, buf, nb * sizeof *buf)) _exit(5);
+      if (tgp_write_all(fd, buf, nb * sizeof *buf)) _exit(5);
       nb = 0;
     }
   }
   /* Not killed in time: leave without closing, like a crash. */
-  if (nb) write_all(fd, buf, nb * sizeof *buf);
+  if (nb) tgp_write_all(fd, buf, nb * sizeof *buf);
   _exit(0);
 }
 
@@ -102,7 +90,7 @@ int ts_phase_crash(ts_run *r, int level) {
   uint64_t limit = want * 4 + 1024; /* the child's own bound, far past the kill */
   char dir[4300];
   snprintf(dir, sizeof dir, "%s/stress-crash-%s", r->dir, ts_level_name(level));
-  ts_rmtree(dir);
+  tgp_rmtree(dir);
   tg_store_config sc = r->cfg->store;
   sc.wal.level = level;
   sc.crash_dump = 0;
@@ -133,7 +121,7 @@ int ts_phase_crash(ts_run *r, int level) {
   close(fds[1]);
   size_t got = 0, bytes = 0;
   int killed = 0;
-  uint64_t t0 = ts_now_ns(), tkill = 0;
+  uint64_t t0 = tgp_now_ns(), tkill = 0;
   for (;;) {
     ssize_t n = read(fds[0], (char *)acks + bytes, (size_t)limit * sizeof *acks - bytes);
     if (n < 0 && errno == EINTR) continue;
@@ -143,13 +131,13 @@ int ts_phase_crash(ts_run *r, int level) {
     if (!killed && got >= want) {
       kill(pid, SIGKILL);
       killed = 1;
-      tkill = ts_now_ns();
+      tkill = tgp_now_ns();
     }
   }
   close(fds[0]);
   int st = 0;
   waitpid(pid, &st, 0);
-  if (!killed) tkill = ts_now_ns();
+  if (!killed) tkill = tgp_now_ns();
   int died_by_kill = WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
   if (!ts_check_add(r, killed && died_by_kill, "crash: child killed mid-run",
                     "%zu ops acknowledged, child %s", got,
@@ -163,9 +151,9 @@ int ts_phase_crash(ts_run *r, int level) {
   /* Reopen: this is the recovery being measured. */
   tg_store *s = NULL;
   char msg[256] = "";
-  uint64_t o0 = ts_now_ns();
+  uint64_t o0 = tgp_now_ns();
   int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
-  uint64_t o1 = ts_now_ns();
+  uint64_t o1 = tgp_now_ns();
   if (rc) {
     ts_check_add(r, 0, "crash: reopen after SIGKILL", "%s %s", tg_strerror(rc), msg);
     free(acks);
