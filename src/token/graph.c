@@ -36,7 +36,9 @@ void tg__graph_free(tg__graph *g) {
     free(g->adj);
   }
   if (g->cdirty) {
-    for (uint32_t c = 0; c < TG__MAX_CHUNKS; c++) free(g->cdirty[c]);
+    /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
+       not 131,072 calls of free(NULL) per close. */
+    for (uint32_t c = 0; c < g->ncdirty; c++) free(g->cdirty[c]);
     free(g->cdirty);
   }
   free(g->tchunk_dirty);
