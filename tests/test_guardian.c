@@ -327,6 +327,23 @@ static void test_config_loads_every_guardian_key(void **state) {
   unlink(path);
 }
 
+/* The INI file and the API accept the same guardian values: the edges of
+   each range the API takes are taken from a file too. */
+static void test_config_file_accepts_what_the_api_accepts(void **state) {
+  (void)state;
+  write_ini("[guardian]\nmemory_threshold = 1\ncleanup_margin = 0\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.guardian.cleanup_margin == 0.0);
+  assert_true(cfg.guardian.memory_threshold == 1.0);
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), 0);
+  tg_store_close(s);
+  unlink(path);
+}
+
 static void test_config_loads_wal_keys(void **state) {
   (void)state;
   write_ini("[guardian]\nmax_tokens = 5\n\n"
@@ -428,6 +445,7 @@ int main(void) {
     cmocka_unit_test(test_without_cleanup_the_callback_is_told_and_nothing_evicted),
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
+    cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),
     cmocka_unit_test(test_config_loads_wal_keys),
     cmocka_unit_test(test_config_passes_the_app_section_to_its_callback),
     cmocka_unit_test(test_config_errors_name_file_line_and_key),

@@ -6,12 +6,14 @@
  * pattern-matched, so "valid JSON" is checked for real.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,8 +27,14 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "util.h"
+
+#include "store/store_internal.h"
+#include "tokengraph/tokengraph.h"
 #include "tokengraph/trace.h"
+#include "tokengraph/wal.h"
 #include "trace/trace_internal.h"
+#include "common/io.h"
 
 /* ======================================================================
  * A strict JSON parser (RFC 8259) building a small tree.
@@ -410,7 +418,7 @@ static void test_chrome_trace_export_is_valid_json_with_nested_spans(void **stat
   tmp_path(path, sizeof path, "trace.json");
   tg_trace_reset();
   assert_int_equal(tg_trace_set_rate(1.0), 0);
-  assert_int_equal(tg_trace_set_thread_name("main \"thread\""), 0);
+  assert_int_equal(tg_trace_set_thread_name("main \"thread\"\t\\"), 0);
   for (uint64_t i = 0; i < 10; i++) root_with_children(i);
   assert_int_equal(tg_trace_set_rate(0.01), 0);
   assert_int_equal(tg_trace_write(path), 0);
@@ -623,12 +631,21 @@ static void test_blackbox_dump_during_concurrent_recording_parses(void **state) 
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
 }
 
+/* The PROT_NONE page the SIGSEGV child writes to, mapped before the fork so
+   the parent knows the fault address. */
+static volatile int *segv_page;
+
 /* Fork a child that installs the handler, records events and dies of
    `how`; return the parsed dump. */
 static jv *crash_child(const char *name, int how, int *status) {
   char path[512];
   tmp_path(path, sizeof path, name);
   unlink(path);
+  if (segv_page == NULL) {
+    void *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    segv_page = p;
+  }
   fflush(NULL);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -644,9 +661,7 @@ static jv *crash_child(const char *name, int how, int *status) {
     if (how == SIGSEGV) {
       /* A real invalid write, not raise(): to a PROT_NONE page, which
          UBSan's null-pointer check does not intercept. */
-      volatile int *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) _exit(93);
-      *p = 1;
+      *segv_page = 1;
     } else {
       abort();
     }
@@ -671,7 +686,12 @@ static void check_crash_dump(jv *doc, int signo) {
   const jv *ev = jget(doc, "events");
   const jv *last = &ev->items[ev->n - 1];
   assert_string_equal(jstr(last, "type"), "signal");
-  assert_int_equal((int)jnum(jget(last, "args"), "signo"), signo);
+  const jv *args = jget(last, "args");
+  assert_int_equal((int)jnum(args, "signo"), signo);
+  if (signo == SIGSEGV) { /* a write to a mapped page it may not touch */
+    assert_true(jnum(args, "fault_addr") == (double)(uintptr_t)segv_page);
+    assert_int_equal((int)jnum(args, "si_code"), SEGV_ACCERR);
+  }
 }
 
 static void test_fatal_segv_in_a_child_leaves_a_parseable_dump(void **state) {
@@ -713,6 +733,643 @@ static void test_handlers_install_idempotently_and_restore(void **state) {
   assert_true(after.sa_handler == before.sa_handler);
   assert_int_equal(tg_blackbox_set_path(NULL), 0);
   assert_int_equal(tg_blackbox_set_path(""), TG_EINVAL);
+}
+
+/* ======================================================================
+ * Black-box schema: each event, provoked through the public API (and the
+ * I/O seam for failures), records what its labels in TG_BB_MAP say.
+ * ====================================================================== */
+
+static const struct {
+  const char *name;
+  const char *label[4];
+} bb_schema[] = {
+#define BB_ROW(e, name, l0, l1, l2, l3) {#name, {l0, l1, l2, l3}},
+  TG_BB_MAP(BB_ROW)
+#undef BB_ROW
+};
+#define BB_NTYPES (sizeof bb_schema / sizeof bb_schema[0])
+
+/* A dump of the ring, parsed. */
+static jv *bb_doc(void) {
+  char path[512];
+  tmp_path(path, sizeof path, "bb-schema.json");
+  assert_int_equal(tg_blackbox_dump(path), 0);
+  jv *doc = parse_file(path);
+  assert_non_null(doc);
+  return doc;
+}
+
+/* Events recorded so far: a mark to look for newer ones. */
+static uint64_t bb_mark(void) {
+  jv *doc = bb_doc();
+  uint64_t n = (uint64_t)jnum(doc, "recorded");
+  jdestroy(doc);
+  return n;
+}
+
+/* The arguments of each event of `type` recorded after `mark`, oldest
+   first (at most max), after checking that they are exactly the labels
+   of the schema, in its order. */
+static size_t bb_args_since(const jv *doc, uint64_t mark, const char *type,
+                            const jv **out, size_t max) {
+  const char *const *label = NULL;
+  for (size_t t = 0; t < BB_NTYPES; t++)
+    if (strcmp(bb_schema[t].name, type) == 0) label = bb_schema[t].label;
+  assert_non_null(label);
+  static const jv *all[TG_BLACKBOX_EVENTS];
+  size_t n = bb_events_of(doc, type, all, TG_BLACKBOX_EVENTS), k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (jnum(all[i], "seq") <= (double)mark) continue;
+    const jv *args = jget(all[i], "args");
+    size_t want = 0;
+    for (int a = 0; a < 4; a++) {
+      if (label[a] == NULL) continue;
+      assert_true(want < args->n);
+      assert_string_equal(args->keys[want], label[a]);
+      want++;
+    }
+    assert_int_equal(args->n, want);
+    if (k < max) out[k++] = args;
+  }
+  return k;
+}
+
+/* The one event of `type` since mark: its arguments (doc owns them). */
+static const jv *bb_one_since(const jv *doc, uint64_t mark, const char *type) {
+  const jv *a[2];
+  size_t n = bb_args_since(doc, mark, type, a, 2);
+  if (n != 1) fail_msg("%zu '%s' events since %llu, expected 1", n, type,
+                       (unsigned long long)mark);
+  return a[0];
+}
+
+static uint64_t arg(const jv *args, const char *label) {
+  return (uint64_t)jnum(args, label);
+}
+
+static tg_store_config store_cfg(int level) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.wal.level = level;
+  cfg.crash_dump = 0;
+  return cfg;
+}
+
+/* A fresh data directory under the test's tmpdir (not created). */
+static void fresh_dir(char *out, size_t n, const char *name) {
+  tmp_path(out, n, name);
+  int rc = tgp_rmtree(out);
+  if (rc && rc != -ENOENT) fail_msg("cannot remove %s: %s", out, strerror(-rc));
+}
+
+static tg_store *open_store(const char *dir, const tg_store_config *cfg) {
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, dir, cfg, msg, sizeof msg);
+  if (rc) fail_msg("open %s: %s: %s", dir ? dir : "(memory)", tg_err_name(rc), msg);
+  return s;
+}
+
+static uint32_t new_token(tg_store *s) {
+  uint32_t id = 0;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  return id;
+}
+
+static int link_tokens(tg_store *s, uint32_t from, uint32_t to) {
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  c.from = from;
+  c.to = to;
+  uint32_t id;
+  return tg_connect(s, &c, &id);
+}
+
+/* The first LSNs of the segments in DIR/wal, ascending. */
+static size_t wal_segments(const char *dir, uint64_t *out, size_t max) {
+  char waldir[600];
+  snprintf(waldir, sizeof waldir, "%s/wal", dir);
+  DIR *d = opendir(waldir);
+  assert_non_null(d);
+  size_t n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    size_t l = strlen(e->d_name);
+    if (l != 24 || strcmp(e->d_name + 20, ".wal") != 0) continue;
+    assert_true(n < max);
+    out[n++] = strtoull(e->d_name, NULL, 10);
+  }
+  closedir(d);
+  for (size_t i = 1; i < n; i++) /* insertion sort: a handful */
+    for (size_t j = i; j > 0 && out[j - 1] > out[j]; j--) {
+      uint64_t t = out[j];
+      out[j] = out[j - 1];
+      out[j - 1] = t;
+    }
+  return n;
+}
+
+static void test_bb_open_and_close_record_the_counts_and_level(void **state) {
+  (void)state;
+  char dir[512];
+  fresh_dir(dir, sizeof dir, "bb-open");
+  tg_store_config cfg = store_cfg(TG_BALANCED);
+  uint64_t mark = bb_mark();
+  tg_store *s = open_store(dir, &cfg);
+  uint32_t a = new_token(s), b = new_token(s);
+  new_token(s);
+  assert_int_equal(link_tokens(s, a, b), 0); /* LSNs 1..4 */
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_store(dir, &cfg);
+  assert_int_equal(tg_store_close(s), 0);
+  tg_store *m = open_store(NULL, &cfg); /* in memory */
+  new_token(m);
+  assert_int_equal(tg_store_close(m), 0);
+
+  jv *doc = bb_doc();
+  const jv *open[3], *close[3];
+  assert_int_equal(bb_args_since(doc, mark, "open", open, 3), 3);
+  assert_int_equal(bb_args_since(doc, mark, "close", close, 3), 3);
+  /* A fresh directory, its reopening, a store in memory. */
+  assert_int_equal(arg(open[0], "durability"), TG_BALANCED);
+  assert_int_equal(arg(open[0], "tokens"), 0);
+  assert_int_equal(arg(open[0], "last_lsn"), 0);
+  assert_int_equal(arg(close[0], "tokens"), 3);
+  assert_int_equal(arg(close[0], "connections"), 1);
+  assert_int_equal(arg(close[0], "last_lsn"), 4);
+  assert_int_equal(arg(close[0], "clean"), 1);
+  assert_int_equal(arg(open[1], "durability"), TG_BALANCED);
+  assert_int_equal(arg(open[1], "tokens"), 3);
+  assert_int_equal(arg(open[1], "connections"), 1);
+  assert_int_equal(arg(open[1], "last_lsn"), 4);
+  assert_true(jnum(open[2], "durability") == (double)UINT64_MAX);
+  assert_int_equal(arg(close[2], "tokens"), 1);
+  assert_int_equal(arg(close[2], "last_lsn"), 0);
+  jdestroy(doc);
+}
+
+static void test_bb_recovery_records_checkpoint_segments_and_replay(void **state) {
+  (void)state;
+  char dir[512];
+  fresh_dir(dir, sizeof dir, "bb-recovery");
+  tg_store_config cfg = store_cfg(TG_RELAXED);
+  tg_store *s = open_store(dir, &cfg);
+  for (int i = 0; i < 10; i++) new_token(s);
+  assert_int_equal(tg_checkpoint(s), 0); /* covers LSN 10 */
+  for (int i = 0; i < 7; i++) new_token(s);
+  assert_int_equal(tg_store_close(s), 0);
+  uint64_t segs[64];
+  size_t nseg = wal_segments(dir, segs, 64);
+
+  uint64_t mark = bb_mark();
+  s = open_store(dir, &cfg);
+  assert_int_equal(tg_store_close(s), 0);
+  jv *doc = bb_doc();
+  const jv *start = bb_one_since(doc, mark, "recovery_start");
+  assert_int_equal(arg(start, "checkpoint_lsn"), 10);
+  assert_int_equal(arg(start, "segments"), nseg);
+  const jv *end = bb_one_since(doc, mark, "recovery_end");
+  assert_int_equal(arg(end, "records_replayed"), 7);
+  assert_int_equal(arg(end, "last_lsn"), 17);
+  assert_int_equal(arg(end, "torn_offset"), 0); /* a clean end */
+  assert_true(arg(end, "duration_ns") > 0);
+  jdestroy(doc);
+
+  /* A torn tail: garbage where the next frame would go. */
+  char waldir[600], seg[900];
+  snprintf(waldir, sizeof waldir, "%s/wal", dir);
+  tg_wal_reader *r;
+  assert_int_equal(tg_wal_reader_open(&r, waldir, 0), 0);
+  tg_wal_record rec;
+  while (tg_wal_reader_next(r, &rec) == 1) {
+  }
+  const tg_wal_end *e = tg_wal_reader_end(r);
+  assert_int_equal(e->reason, TG_WAL_END_CLEAN);
+  uint64_t cut = e->offset;
+  snprintf(seg, sizeof seg, "%s/%s", waldir, e->path);
+  tg_wal_reader_close(r);
+  int fd = open(seg, O_WRONLY | O_CLOEXEC);
+  assert_true(fd >= 0);
+  unsigned char junk[16];
+  memset(junk, 0xAB, sizeof junk);
+  assert_int_equal(pwrite(fd, junk, sizeof junk, (off_t)cut), (ssize_t)sizeof junk);
+  close(fd);
+
+  mark = bb_mark();
+  s = open_store(dir, &cfg);
+  assert_int_equal(tg_store_close(s), 0);
+  doc = bb_doc();
+  end = bb_one_since(doc, mark, "recovery_end");
+  assert_int_equal(arg(end, "records_replayed"), 7);
+  assert_int_equal(arg(end, "last_lsn"), 17);
+  assert_int_equal(arg(end, "torn_offset"), cut);
+  jdestroy(doc);
+}
+
+static void test_bb_checkpoint_and_segment_switches_name_the_segments(void **state) {
+  (void)state;
+  char dir[512];
+  fresh_dir(dir, sizeof dir, "bb-checkpoint");
+  tg_store_config cfg = store_cfg(TG_RELAXED);
+  cfg.wal.segment_bytes = 65536; /* ~800 token records per segment */
+  uint64_t mark = bb_mark();
+  tg_store *s = open_store(dir, &cfg);
+  for (int i = 0; i < 3000; i++) new_token(s);
+  assert_int_equal(tg_sync(s), 0);
+  uint64_t before[64], after[64];
+  size_t nb = wal_segments(dir, before, 64);
+  assert_true(nb >= 3);
+  assert_int_equal(tg_checkpoint(s), 0);
+  size_t na = wal_segments(dir, after, 64);
+  assert_true(na < nb);
+
+  jv *doc = bb_doc();
+  /* One switch per segment after the first, naming both. */
+  const jv *sw[64];
+  assert_int_equal(bb_args_since(doc, mark, "wal_segment_switch", sw, 64), nb - 1);
+  for (size_t i = 0; i + 1 < nb; i++) {
+    assert_int_equal(arg(sw[i], "old_first_lsn"), before[i]);
+    assert_int_equal(arg(sw[i], "new_first_lsn"), before[i + 1]);
+  }
+  const jv *ck = bb_one_since(doc, mark, "checkpoint");
+  assert_int_equal(arg(ck, "lsn"), 3000);
+  assert_int_equal(arg(ck, "records_written"), 3000);
+  assert_true(arg(ck, "duration_ns") > 0);
+  assert_int_equal(arg(ck, "segments_removed"), nb - na);
+  jdestroy(doc);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_bb_quota_rejections_record_what_the_call_would_reach(void **state) {
+  (void)state;
+  tg_store_config cfg = store_cfg(TG_BALANCED);
+  cfg.guardian.max_tokens = 4;
+  cfg.guardian.max_connections = 3;
+  cfg.guardian.max_degree = 2;
+  uint64_t mark = bb_mark();
+  tg_store *s = open_store(NULL, &cfg);
+  uint32_t t[4];
+  for (int i = 0; i < 4; i++) t[i] = new_token(s);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(link_tokens(s, t[0], t[1]), 0);
+  assert_int_equal(link_tokens(s, t[0], t[2]), 0);
+  assert_int_equal(link_tokens(s, t[0], t[3]), TG_EQUOTA); /* degree of t0: 3 */
+  assert_int_equal(link_tokens(s, t[3], t[1]), 0);         /* 3 connections */
+  assert_int_equal(link_tokens(s, t[3], t[2]), TG_EQUOTA); /* a 4th */
+  assert_int_equal(tg_store_close(s), 0);
+
+  /* Memory: room for 3 tokens, nothing evicted. */
+  tg_store_config mcfg = store_cfg(TG_BALANCED);
+  mcfg.guardian.max_memory_bytes = 3 * 64;
+  mcfg.guardian.memory_threshold = 1.0;
+  mcfg.guardian.cleanup = 0;
+  s = open_store(NULL, &mcfg);
+  for (int i = 0; i < 3; i++) new_token(s);
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_store_close(s), 0);
+
+  jv *doc = bb_doc();
+  const jv *q[4];
+  assert_int_equal(bb_args_since(doc, mark, "quota_rejection", q, 4), 4);
+  assert_int_equal(arg(q[0], "quota"), TG_BB_QUOTA_TOKENS);
+  assert_int_equal(arg(q[0], "value"), 5);
+  assert_int_equal(arg(q[0], "limit"), 4);
+  assert_int_equal(arg(q[0], "token_id"), 0);
+  assert_int_equal(arg(q[1], "quota"), TG_BB_QUOTA_DEGREE);
+  assert_int_equal(arg(q[1], "value"), 3);
+  assert_int_equal(arg(q[1], "limit"), 2);
+  assert_int_equal(arg(q[1], "token_id"), t[0]);
+  assert_int_equal(arg(q[2], "quota"), TG_BB_QUOTA_CONNECTIONS);
+  assert_int_equal(arg(q[2], "value"), 4);
+  assert_int_equal(arg(q[2], "limit"), 3);
+  assert_int_equal(arg(q[2], "token_id"), t[3]);
+  assert_int_equal(arg(q[3], "quota"), TG_BB_QUOTA_MEMORY);
+  assert_int_equal(arg(q[3], "value"), 4 * 64);
+  assert_int_equal(arg(q[3], "limit"), 3 * 64);
+  assert_int_equal(arg(q[3], "token_id"), 0);
+  jdestroy(doc);
+}
+
+static void test_bb_eviction_records_the_pass(void **state) {
+  (void)state;
+  tg_store_config cfg = store_cfg(TG_BALANCED);
+  cfg.guardian.max_memory_bytes = 64 * 100;
+  cfg.guardian.memory_threshold = 0.5; /* soft limit: 50 tokens */
+  cfg.guardian.cleanup_margin = 0.1;   /* evict down to 40, the new one included */
+  uint64_t mark = bb_mark();
+  tg_store *s = open_store(NULL, &cfg);
+  for (int i = 0; i < 51; i++) new_token(s);
+  assert_int_equal(tg_store_close(s), 0);
+  jv *doc = bb_doc();
+  const jv *ev = bb_one_since(doc, mark, "eviction");
+  assert_int_equal(arg(ev, "tokens_evicted"), 11);
+  assert_int_equal(arg(ev, "bytes_freed"), 11 * 64);
+  assert_int_equal(arg(ev, "memory_after"), 39 * 64);
+  assert_int_equal(arg(ev, "soft_limit"), 50 * 64);
+  jdestroy(doc);
+}
+
+/* ---- failures, through the I/O seam ---------------------------------------
+ * The injections are installed before the store opens (the seam is read
+ * without a lock) and armed through an atomic. */
+static atomic_int inj_pwrite_errno, inj_fdatasync_errno, inj_stall;
+static atomic_int inj_stalled;
+
+static ssize_t inj_pwrite(int fd, const void *b, size_t n, off_t off) {
+  int e = atomic_load(&inj_pwrite_errno);
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  if (atomic_load(&inj_stall)) {
+    /* Hold the writer here until the test lets go, or its patience runs
+       out: the test's own checks then fail rather than hang. */
+    atomic_store(&inj_stalled, 1);
+    uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+    while (atomic_load(&inj_stall) && tgp_now_ns() < deadline) tgt_pause();
+  }
+  return pwrite(fd, b, n, off);
+}
+
+static int inj_fdatasync(int fd) {
+  int e = atomic_load(&inj_fdatasync_errno);
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return fdatasync(fd);
+}
+
+static void inj_install(void) {
+  atomic_store(&inj_pwrite_errno, 0);
+  atomic_store(&inj_fdatasync_errno, 0);
+  atomic_store(&inj_stall, 0);
+  atomic_store(&inj_stalled, 0);
+  tg__io.pwrite = inj_pwrite;
+  tg__io.fdatasync = inj_fdatasync;
+}
+
+/* LSNs 1..5 made durable, then `inj` set to `err` and LSN 6 appended: the
+   sync fails with tg_err, the metric counts `sync_failures` failed
+   fdatasyncs, and the black box holds one event `type` (none of `other`)
+   saying what the log had written. */
+static void check_log_failure(const char *name, atomic_int *inj, int err, int tg_err,
+                              const char *type, const char *other, uint64_t written,
+                              uint64_t sync_failures) {
+  char dir[512];
+  fresh_dir(dir, sizeof dir, name);
+  tg_store_config cfg = store_cfg(TG_RELAXED);
+  inj_install();
+  tg_store *s = open_store(dir, &cfg);
+  for (int i = 0; i < 5; i++) new_token(s);
+  assert_int_equal(tg_sync(s), 0);
+  uint64_t mark = bb_mark();
+  atomic_store(inj, err);
+  new_token(s); /* queued: the writer's write or fdatasync of it fails */
+  assert_int_equal(tg_sync(s), tg_err);
+  assert_int_equal(tg_sync(s), tg_err);
+  tg_metric_values v;
+  tg_metrics_snapshot(&v);
+  assert_int_equal(v.v[TG_METRIC_WAL_FDATASYNC_FAILURES], sync_failures);
+  jv *doc = bb_doc();
+  const jv *f = bb_one_since(doc, mark, type); /* once */
+  assert_int_equal(arg(f, "errno"), err);
+  assert_int_equal(arg(f, "durable_lsn"), 5);
+  assert_int_equal(arg(f, "written_lsn"), written);
+  assert_int_equal(arg(f, "error"), -tg_err);
+  const jv *none[1];
+  assert_int_equal(bb_args_since(doc, mark, other, none, 1), 0);
+  jdestroy(doc);
+  assert_int_equal(tg_store_close(s), tg_err);
+  tg__io_reset();
+}
+
+static void test_bb_failed_write_is_a_write_failure_with_its_errno(void **state) {
+  (void)state;
+  check_log_failure("bb-write-failure", &inj_pwrite_errno, ENOSPC, TG_ENOSPC,
+                    "write_failure", "fdatasync_failure", 5, 0);
+}
+
+static void test_bb_failed_fdatasync_is_told_apart_from_a_failed_write(void **state) {
+  (void)state;
+  check_log_failure("bb-sync-failure", &inj_fdatasync_errno, EIO, TG_EIO,
+                    "fdatasync_failure", "write_failure", 6, 1);
+}
+
+typedef struct bp_arg {
+  tg_store *s;
+  atomic_int rc;
+} bp_arg;
+
+static void *bp_create(void *p) {
+  bp_arg *a = p;
+  uint32_t id;
+  atomic_store(&a->rc, tg_token_create(a->s, NULL, &id));
+  return NULL;
+}
+
+static uint64_t wal_next_lsn(tg_store *s) {
+  tg_wal_stats ws;
+  tg_wal_stats_get(s->wal, &ws);
+  return ws.next_lsn;
+}
+
+static void test_bb_backpressure_records_the_blocked_appends(void **state) {
+  (void)state;
+  char dir[512];
+  fresh_dir(dir, sizeof dir, "bb-backpressure");
+  tg_store_config cfg = store_cfg(TG_RELAXED);
+  cfg.wal.ring_slots = 8;
+  inj_install();
+  uint64_t mark = bb_mark();
+  tg_store *s = open_store(dir, &cfg);
+  atomic_store(&inj_stall, 1);
+  new_token(s);
+  TGT_WAIT_UNTIL(atomic_load(&inj_stalled), "the writer to hold LSN 1");
+  for (int i = 0; i < 8; i++) new_token(s); /* LSNs 2..9 fill the ring */
+  bp_arg a = {s, 1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, bp_create, &a), 0);
+  /* LSN 10 handed out while the ring is full: that append is waiting. */
+  TGT_WAIT_UNTIL(wal_next_lsn(s) == 11, "the 10th append to wait for space");
+  atomic_store(&inj_stall, 0);
+  pthread_join(th, NULL);
+  assert_int_equal(atomic_load(&a.rc), 0);
+  assert_int_equal(tg_sync(s), 0);
+  assert_int_equal(tg_store_close(s), 0); /* records what the tick has not */
+  tg__io_reset();
+
+  jv *doc = bb_doc();
+  const jv *bp[4];
+  size_t n = bb_args_since(doc, mark, "backpressure", bp, 4);
+  assert_true(n >= 1);
+  uint64_t blocked = 0, waited = 0;
+  for (size_t i = 0; i < n; i++) {
+    blocked += arg(bp[i], "appends_blocked");
+    waited += arg(bp[i], "wait_ns");
+    assert_true(arg(bp[i], "queue_depth") <= 9);
+  }
+  assert_int_equal(blocked, 1);
+  assert_true(waited > 0);
+  jdestroy(doc);
+}
+
+
+/* docs/observability.md's black-box table lists the map's types, in its
+   order, each with exactly its argument names. */
+static void test_observability_doc_lists_the_schema(void **state) {
+  (void)state;
+  size_t len = 0;
+  char *text = read_file(TG_SOURCE_DIR "/docs/observability.md", &len);
+  assert_non_null(text);
+  text = realloc(text, len + 1);
+  text[len] = '\0';
+  const char *head = "| type | recorded when | args |";
+  char *p = strstr(text, head);
+  assert_non_null(p);
+  p = strchr(p, '\n') + 1; /* the header */
+  p = strchr(p, '\n') + 1; /* |---|...| */
+  size_t row = 0;
+  while (*p == '|') {
+    char *eol = strchr(p, '\n');
+    assert_non_null(eol);
+    *eol = '\0';
+    char *col[4] = {0};
+    char *c = p + 1;
+    for (int k = 0; k < 4; k++) { /* no '|' inside a cell */
+      char *bar = strchr(c, '|');
+      assert_non_null(bar);
+      *bar = '\0';
+      col[k] = c;
+      c = bar + 1;
+    }
+    assert_true(row < BB_NTYPES);
+    char name[64];
+    assert_int_equal(sscanf(col[0], " `%63[a-z_]`", name), 1);
+    assert_string_equal(name, bb_schema[row].name);
+    char want[256] = "";
+    for (int a = 0; a < 4; a++) {
+      if (bb_schema[row].label[a] == NULL) continue;
+      if (want[0]) strcat(want, ", ");
+      strcat(want, bb_schema[row].label[a]);
+    }
+    char *args = col[2];
+    while (*args == ' ') args++;
+    size_t al = strlen(args);
+    while (al > 0 && args[al - 1] == ' ') args[--al] = '\0';
+    assert_string_equal(args, want);
+    row++;
+    p = eol + 1;
+  }
+  assert_int_equal(row, BB_NTYPES);
+  free(text);
+}
+
+/* ---- blackbox.json and planted symbolic links ------------------------------- */
+
+/* DIR/blackbox.json is a link to OUT/victim (which holds "keep") and the
+   temporary name of process `pid` a link to OUT/absent (which does not
+   exist). */
+static void plant_links(const char *dir, const char *out, long pid) {
+  char p[700], t[700], tmpname[300];
+  snprintf(p, sizeof p, "%s/victim", out);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs("keep", f);
+  fclose(f);
+  snprintf(t, sizeof t, "%s/blackbox.json", dir);
+  assert_int_equal(symlink(p, t), 0);
+  snprintf(p, sizeof p, "%s/absent", out);
+  assert_int_equal(tg__tmp_name(tmpname, sizeof tmpname, "blackbox.json", pid), 0);
+  snprintf(t, sizeof t, "%s/%s", dir, tmpname);
+  assert_int_equal(symlink(p, t), 0);
+}
+
+/* The links redirected nothing: the victim is intact, nothing was created
+   outside, blackbox.json is now a private regular file holding a dump, and
+   no temporary is left. Returns the parsed dump. */
+static jv *check_links_untouched(const char *dir, const char *out, long pid) {
+  char p[700], tmpname[300];
+  size_t len = 0;
+  snprintf(p, sizeof p, "%s/victim", out);
+  char *text = read_file(p, &len);
+  assert_non_null(text);
+  assert_int_equal(len, 4);
+  assert_memory_equal(text, "keep", 4);
+  free(text);
+  snprintf(p, sizeof p, "%s/absent", out);
+  struct stat st;
+  assert_int_equal(lstat(p, &st), -1);
+  assert_int_equal(errno, ENOENT);
+  snprintf(p, sizeof p, "%s/blackbox.json", dir);
+  assert_int_equal(lstat(p, &st), 0);
+  assert_true(S_ISREG(st.st_mode));
+  assert_int_equal(st.st_mode & 0777, 0600);
+  jv *doc = parse_file(p);
+  assert_non_null(doc);
+  assert_int_equal(tg__tmp_name(tmpname, sizeof tmpname, "blackbox.json", pid), 0);
+  snprintf(p, sizeof p, "%s/%s", dir, tmpname);
+  assert_int_equal(lstat(p, &st), -1);
+  return doc;
+}
+
+static void fresh_dirs(char *dir, char *out, size_t n, const char *name) {
+  char o[64];
+  fresh_dir(dir, n, name);
+  assert_int_equal(mkdir(dir, 0700), 0);
+  snprintf(o, sizeof o, "%s-outside", name);
+  fresh_dir(out, n, o);
+  assert_int_equal(mkdir(out, 0700), 0);
+}
+
+static void test_blackbox_dump_replaces_planted_links_without_following_them(void **state) {
+  (void)state;
+  char dir[512], out[512], path[600];
+  fresh_dirs(dir, out, sizeof dir, "bb-links");
+  plant_links(dir, out, (long)getpid());
+  snprintf(path, sizeof path, "%s/blackbox.json", dir);
+  tg_blackbox_record(TG_BB_USER, 77, 0, 0, 0);
+  assert_int_equal(tg_blackbox_dump(path), 0);
+  jv *doc = check_links_untouched(dir, out, (long)getpid());
+  assert_string_equal(jstr(doc, "reason"), "request");
+  jdestroy(doc);
+}
+
+static void test_crash_dump_replaces_planted_links_without_following_them(void **state) {
+  (void)state;
+  char dir[512], out[512], path[600];
+  fresh_dirs(dir, out, sizeof dir, "bb-crash-links");
+  snprintf(path, sizeof path, "%s/blackbox.json", dir);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGABRT, SIG_DFL);
+    if (tg_blackbox_set_path(path) != 0) _exit(90);
+    if (tg_blackbox_install_signal_handlers() != 0) _exit(91);
+    /* Planted after the path is set: the handler opens names then. */
+    plant_links(dir, out, (long)getpid());
+    abort();
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGABRT);
+  jv *doc = check_links_untouched(dir, out, (long)pid);
+  assert_string_equal(jstr(doc, "reason"), "signal");
+  jdestroy(doc);
+}
+
+static void test_crash_path_needs_a_directory_and_a_name(void **state) {
+  (void)state;
+  char path[600];
+  tmp_path(path, sizeof path, "no-such-dir/blackbox.json");
+  assert_int_equal(tg_blackbox_set_path(path), -ENOENT);
+  tmp_path(path, sizeof path, "");
+  assert_int_equal(tg_blackbox_set_path(path), TG_EINVAL); /* ends in '/' */
+  assert_int_equal(tg_blackbox_set_path(NULL), 0);
 }
 
 /* ======================================================================
@@ -991,9 +1648,12 @@ static void test_collector_values_are_added_until_removed(void **state) {
 static int fsyncs, fail_fsync;
 
 static int counting_fsync(int fd) {
-  (void)fd;
   fsyncs++;
-  return fail_fsync ? -EIO : 0;
+  if (fail_fsync) {
+    errno = EIO;
+    return -1;
+  }
+  return fsync(fd);
 }
 
 static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
@@ -1001,7 +1661,7 @@ static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
   char path[512], tmp[600];
   tmp_path(path, sizeof path, "tokengraph.prom");
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  tg__trace_fsync_hook = counting_fsync;
+  tg__io.fsync = counting_fsync;
 
   fsyncs = 0;
   fail_fsync = 0;
@@ -1024,7 +1684,7 @@ static void test_metrics_file_is_replaced_atomically_with_fsyncs(void **state) {
   assert_int_equal(stat(path, &st2), 0);
   assert_int_equal(st1.st_ino, st2.st_ino);
   assert_int_equal(access(tmp, F_OK), -1);
-  tg__trace_fsync_hook = NULL;
+  tg__io_reset();
 
   assert_int_equal(tg_metrics_write_file("/nonexistent-dir/x.prom"), -ENOENT);
 }
@@ -1041,15 +1701,12 @@ static void test_trace_counters_appear_in_metrics(void **state) {
 
 static int setup(void **state) {
   (void)state;
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/tg-test-trace-XXXXXX");
-  return mkdtemp(tmpdir) ? 0 : -1;
+  return tgp_mkdtemp(tmpdir, sizeof tmpdir, NULL, "tg-test-trace") ? -1 : 0;
 }
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  return system(cmd) == 0 ? 0 : -1;
+  return tgp_rmtree(tmpdir) ? -1 : 0;
 }
 
 int main(void) {
@@ -1068,6 +1725,18 @@ int main(void) {
     cmocka_unit_test(test_fatal_segv_in_a_child_leaves_a_parseable_dump),
     cmocka_unit_test(test_abort_in_a_child_leaves_a_parseable_dump),
     cmocka_unit_test(test_handlers_install_idempotently_and_restore),
+    cmocka_unit_test(test_bb_open_and_close_record_the_counts_and_level),
+    cmocka_unit_test(test_bb_recovery_records_checkpoint_segments_and_replay),
+    cmocka_unit_test(test_bb_checkpoint_and_segment_switches_name_the_segments),
+    cmocka_unit_test(test_bb_quota_rejections_record_what_the_call_would_reach),
+    cmocka_unit_test(test_bb_eviction_records_the_pass),
+    cmocka_unit_test(test_bb_failed_write_is_a_write_failure_with_its_errno),
+    cmocka_unit_test(test_bb_failed_fdatasync_is_told_apart_from_a_failed_write),
+    cmocka_unit_test(test_bb_backpressure_records_the_blocked_appends),
+    cmocka_unit_test(test_observability_doc_lists_the_schema),
+    cmocka_unit_test(test_blackbox_dump_replaces_planted_links_without_following_them),
+    cmocka_unit_test(test_crash_dump_replaces_planted_links_without_following_them),
+    cmocka_unit_test(test_crash_path_needs_a_directory_and_a_name),
     cmocka_unit_test(test_metrics_exposition_is_well_formed_line_by_line),
     cmocka_unit_test(test_metric_adds_from_exited_threads_are_kept),
     cmocka_unit_test(test_collector_values_are_added_until_removed),

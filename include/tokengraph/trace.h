@@ -188,8 +188,9 @@ TG_API int tg_trace_set_thread_name(const char *name);
  * Chrome trace event JSON format (open in https://ui.perfetto.dev or
  * chrome://tracing). Each span is one complete ("X") event, so the file is
  * valid however the rings wrapped. Threads keep tracing while this runs;
- * spans written concurrently may or may not appear. The file is replaced
- * atomically (temporary file, fsync, rename). Returns 0 or -errno.
+ * spans written concurrently may or may not appear. The file (mode 0644)
+ * is replaced atomically as tg_metrics_write_file() says. Returns 0 or
+ * -errno.
  */
 TG_API int tg_trace_write(const char *path);
 /* Same, to an open stream (not closed; not flushed beyond fflush()). */
@@ -212,23 +213,76 @@ TG_API void tg_trace_stats_get(tg_trace_stats *out);
  * ====================================================================== */
 
 /*
- * Event types and the meaning of their four arguments. The names in the
- * JSON dump are the lower-case enum names without the prefix.
+ * The black-box schema, one line per event type:
+ *   XX(ENUM, json_name, label0, label1, label2, label3)
+ * gives the enum (TG_BB_<ENUM>), the type name in the JSON dump and the
+ * names of the four arguments there; a NULL label leaves that argument out
+ * of the dump (record 0 for it). docs/observability.md says when each event
+ * is recorded; test_trace checks that table against this map and provokes
+ * every event to check its arguments. The values are part of the ABI: add
+ * a type at the end of the map only.
+ *
+ * What the arguments hold (LSNs are WAL log sequence numbers):
+ *   open               durability: enum tg_wal_level, UINT64_MAX for a
+ *                      store without a directory; the tokens, connections
+ *                      and last LSN it opened with
+ *   close              the same counts at close; clean: 1 if the close
+ *                      returned 0
+ *   quota_rejection    quota: enum tg_bb_quota; value: what the call would
+ *                      have brought the count (tokens, connections, bytes of
+ *                      memory, a token's degree) to; limit: the quota;
+ *                      token_id: for the degree quota the token whose degree
+ *                      is full, for a connect the connection's from token,
+ *                      for a create 0
+ *   eviction           tokens evicted and bytes freed by one cleanup pass,
+ *                      memory in use after it, the soft limit that started it
+ *   wal_segment_switch first LSN of the segment left and of the one begun
+ *   fdatasync_failure  the first failure of the log was an fdatasync: the
+ *                      errno, the LSN durable before it, the highest LSN
+ *                      written, and the tokengraph error the log now returns
+ *                      (negated: 30002 TG_ENOSPC, 30003 TG_EIO)
+ *   write_failure      the same for any other failed operation of the log
+ *                      (write, preallocation, segment creation)
+ *   checkpoint         LSN covered, tokens plus connections written, time
+ *                      taken, WAL segments deleted after it
+ *   recovery_start     LSN the checkpoint covers, WAL segments present:
+ *                      replay begins after this
+ *   recovery_end       records replayed, last LSN, the byte offset a torn
+ *                      tail was cut at (0: none), time to load and replay
+ *   backpressure       since the store's previous such event: appends that
+ *                      began to wait for space in a full WAL queue, the time
+ *                      waited by the waits that ended; records queued when
+ *                      it was recorded
+ *   signal             the fatal signal, si_addr, si_code (by the handler)
+ *   user               the application's own four values
  */
+#define TG_BB_MAP(XX)                                                          \
+  XX(OPEN, open, "durability", "tokens", "connections", "last_lsn")            \
+  XX(CLOSE, close, "tokens", "connections", "last_lsn", "clean")               \
+  XX(QUOTA_REJECTION, quota_rejection, "quota", "value", "limit", "token_id")  \
+  XX(EVICTION, eviction, "tokens_evicted", "bytes_freed", "memory_after",      \
+     "soft_limit")                                                             \
+  XX(WAL_SEGMENT_SWITCH, wal_segment_switch, "old_first_lsn",                  \
+     "new_first_lsn", NULL, NULL)                                              \
+  XX(FDATASYNC_FAILURE, fdatasync_failure, "errno", "durable_lsn",             \
+     "written_lsn", "error")                                                   \
+  XX(WRITE_FAILURE, write_failure, "errno", "durable_lsn", "written_lsn",      \
+     "error")                                                                  \
+  XX(CHECKPOINT, checkpoint, "lsn", "records_written", "duration_ns",          \
+     "segments_removed")                                                       \
+  XX(RECOVERY_START, recovery_start, "checkpoint_lsn", "segments", NULL, NULL) \
+  XX(RECOVERY_END, recovery_end, "records_replayed", "last_lsn",               \
+     "torn_offset", "duration_ns")                                             \
+  XX(BACKPRESSURE, backpressure, "appends_blocked", "wait_ns", "queue_depth",  \
+     NULL)                                                                     \
+  XX(SIGNAL, signal, "signo", "fault_addr", "si_code", NULL)                   \
+  XX(USER, user, "a0", "a1", "a2", "a3")
+
 enum tg_bb_type {
-  TG_BB_OPEN = 1,           /* durability, tokens, connections, last_lsn */
-  TG_BB_CLOSE,              /* tokens, connections, last_lsn, clean (1/0) */
-  TG_BB_QUOTA_REJECTION,    /* quota (enum tg_bb_quota), value, limit, token_id */
-  TG_BB_EVICTION,           /* tokens_evicted, bytes_freed, memory_after, soft_limit */
-  TG_BB_WAL_SEGMENT_SWITCH, /* old_first_lsn, new_first_lsn, old_bytes, - */
-  TG_BB_FDATASYNC_FAILURE,  /* errno, lsn, segment_first_lsn, offset */
-  TG_BB_WRITE_FAILURE,      /* errno, lsn, segment_first_lsn, offset */
-  TG_BB_CHECKPOINT,         /* lsn, tokens_written, duration_ns, segments_removed */
-  TG_BB_RECOVERY_START,     /* checkpoint_lsn, segments, -, - */
-  TG_BB_RECOVERY_END,       /* records_replayed, last_lsn, torn_bytes, duration_ns */
-  TG_BB_BACKPRESSURE,       /* queue_depth, wait_ns, -, - */
-  TG_BB_SIGNAL,             /* signo, fault_addr, si_code, - (by the handler) */
-  TG_BB_USER,               /* a0, a1, a2, a3 (for the application) */
+  TG_BB__NONE = 0, /* not an event: type 0 is never recorded */
+#define TG__BB_ENUM(e, name, l0, l1, l2, l3) TG_BB_##e,
+  TG_BB_MAP(TG__BB_ENUM)
+#undef TG__BB_ENUM
   TG_BB_TYPE_COUNT
 };
 
@@ -248,23 +302,31 @@ TG_API void tg_blackbox_record(int type, uint64_t a0, uint64_t a1, uint64_t a2,
 
 /*
  * Write the ring as JSON (oldest first). The _fd variant uses only
- * async-signal-safe calls (write(2)); the path variant writes a temporary
- * file, fsyncs and renames it. Returns 0 or -errno.
+ * async-signal-safe calls (write(2)). The path variant replaces the file
+ * atomically: it creates "<path>.tmp.<pid>" with mode 0600 (removing a
+ * leftover; O_EXCL | O_NOFOLLOW), fsyncs it and renames it over `path`,
+ * then fsyncs the directory; a symbolic link at either name is replaced,
+ * never followed. Returns 0 or -errno.
  */
 TG_API int tg_blackbox_dump_fd(int fd);
 TG_API int tg_blackbox_dump(const char *path);
 
 /*
- * The file the fatal-signal handler writes (copied; at most 4095 bytes).
- * The store sets it to "<data dir>/blackbox.json" at open. NULL clears it
- * (the handler then writes nothing). Errors: TG_EINVAL (too long).
+ * The file the fatal-signal handler writes (at most 4095 bytes, its last
+ * component at most 223). The directory part is opened now and kept open
+ * (one descriptor, until the next call); the handler writes the dump there
+ * as tg_blackbox_dump() does: mode 0600, a temporary name renamed over the
+ * last component, neither followed if it is a symbolic link. The store
+ * sets it to "<data dir>/blackbox.json" at open. NULL clears it (the
+ * handler then writes nothing). Errors: TG_EINVAL (too long, or no file
+ * name), -errno (the directory cannot be opened; the previous path stays).
  */
 TG_API int tg_blackbox_set_path(const char *path);
 
 /*
  * Install a handler for SIGSEGV, SIGBUS, SIGABRT and SIGFPE that records a
  * TG_BB_SIGNAL event, dumps the ring to the configured path with
- * async-signal-safe calls only (open/write/close), then restores the
+ * async-signal-safe calls only (openat/write/fsync/renameat), then restores the
  * disposition that was in place before (the default one unless the program
  * had its own handler) and re-raises the signal, so the process still dies
  * of it (core dump and exit status unchanged). Also gives the calling
@@ -374,9 +436,11 @@ TG_API int tg_metrics_write(FILE *f);
 
 /*
  * Write the exposition to `path` atomically, for node_exporter's textfile
- * collector: write "<path>.tmp.<pid>", fsync it, rename it over `path`,
- * fsync the directory. A reader sees the old file or the new one, never a
- * partial one. Name the file *.prom; the temporary name does not match.
+ * collector: write "<path>.tmp.<pid>" (mode 0644, created with O_EXCL |
+ * O_NOFOLLOW after removing a leftover), fsync it, rename it over `path`,
+ * fsync the directory; a symbolic link at either name is replaced, never
+ * followed. A reader sees the old file or the new one, never a partial one.
+ * Name the file *.prom; the temporary name does not match.
  * Returns 0 or -errno (the temporary file is removed on failure).
  */
 TG_API int tg_metrics_write_file(const char *path);

@@ -175,6 +175,9 @@ typedef struct tg_wal_stats {
   uint64_t bytes;          /* frame bytes written */
   uint64_t batches;        /* write batches (pwrite calls of the writer) */
   uint64_t fdatasyncs;     /* fdatasyncs of segment files */
+  uint64_t fdatasync_failures; /* of those, failed: 0 or 1 (the first failure
+                              fails the log), so 1 says that the failure
+                              tg_wal_failed() reports was an fdatasync */
   uint64_t blocked;        /* appends that waited for queue space (counted
                               when the wait begins, so one waiting now is
                               included) */

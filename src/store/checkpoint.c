@@ -682,8 +682,9 @@ fail:
 
 /* Copy the changes out under the store lock, make the log durable up to
    the LSN they reflect, write them in one LMDB transaction, then drop the
-   log segments the checkpoint covers. Caller holds ckpt_mu. */
-static int checkpoint_body(tg_store *s, snapshot *sn) {
+   log segments the checkpoint covers (*removed of them). Caller holds
+   ckpt_mu. */
+static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
   sn->full = s->ckpt_full;
@@ -712,7 +713,7 @@ static int checkpoint_body(tg_store *s, snapshot *sn) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, NULL);
+  tg_wal_remove_upto(s->wal, lsn, removed);
   return 0;
 }
 
@@ -722,10 +723,11 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 static int checkpoint_locked(tg_store *s) {
   snapshot sn;
   memset(&sn, 0, sizeof sn);
+  uint32_t removed = 0;
   uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
-  int rc = checkpoint_body(s, &sn);
+  int rc = checkpoint_body(s, &sn, &removed);
   tg_span_attr(&sp, 0, s->ckpt_lsn);
   tg_span_attr(&sp, 1, sn.ntok);
   tg_span_attr(&sp, 2, sn.nconn);
@@ -733,7 +735,9 @@ static int checkpoint_locked(tg_store *s) {
   tg_span_end(&sp);
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
-                       tg__now_ns() - t0, 0);
+                       tg__now_ns() - t0, removed);
+  else
+    tg__store_note_log_failure(s, rc);
   snapshot_free(&sn);
   return rc;
 }
@@ -765,6 +769,8 @@ void *tg__store_checkpointer(void *arg) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     tg_wal_stats ws;
     tg_wal_stats_get(s->wal, &ws);
+    tg__store_note_backpressure(s, &ws);
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
     pthread_mutex_lock(&s->ckpt_mu);
     /* A failure leaves the marks for the next try; a failed commit or sync
        (ckpt_failed) stops automatic checkpoints until reopen. */

@@ -39,7 +39,7 @@ static const key_spec keys[] = {
   {"guardian", "max_connections", K_U64, G(max_connections), 0, 4294967295.0, 0},
   {"guardian", "max_memory_bytes", K_U64, G(max_memory_bytes), 0, 4611686018427387904.0, 0},
   {"guardian", "memory_threshold", K_FRACTION, G(memory_threshold), 0, 1, 1},
-  {"guardian", "cleanup_margin", K_FRACTION, G(cleanup_margin), 0, 1, 1},
+  {"guardian", "cleanup_margin", K_FRACTION, G(cleanup_margin), 0, 1, 0},
   {"guardian", "max_degree", K_U32, G(max_degree), 0, 4294967295.0, 0},
   {"guardian", "cleanup", K_BOOL, G(cleanup), 0, 1, 0},
 /* The [wal] limits are tg_wal_open()'s, from tokengraph/wal.h, so a value

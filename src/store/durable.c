@@ -299,6 +299,20 @@ out:
   return rc;
 }
 
+/* Appends blocked on the full WAL queue since the last look: one
+   backpressure event for them, recorded off the append path from the WAL's
+   counters. An append is counted when its wait begins and its time when
+   the wait ends, so a wait in progress shows in one event and its time in
+   a later one. Runs on the checkpointer thread, and at close once that
+   thread has stopped. */
+void tg__store_note_backpressure(tg_store *s, const tg_wal_stats *ws) {
+  if (ws->blocked == s->bp_blocked && ws->blocked_ns == s->bp_blocked_ns) return;
+  tg_blackbox_record(TG_BB_BACKPRESSURE, ws->blocked - s->bp_blocked,
+                     ws->blocked_ns - s->bp_blocked_ns, ws->queue_depth, 0);
+  s->bp_blocked = ws->blocked;
+  s->bp_blocked_ns = ws->blocked_ns;
+}
+
 /* WAL writer thread hooks: observability, and waking the checkpointer. */
 static void on_segment(void *arg, uint64_t first_lsn) {
   tg_store *s = arg;
@@ -361,7 +375,6 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = tg__store_make_dir(dir, msg, len))) return rc;
-  tg_blackbox_record(TG_BB_RECOVERY_START, 0, 0, 0, 0);
   /* The identity is read before the lock, so that a directory that is not
      ours gets no LOCK file; and again under the lock, because another
      process may be creating the directory right now: while it holds the
@@ -439,6 +452,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 
   s->g.track_dirty = 1;
   if ((rc = tg__graph_reserve_conn_dirty(&s->g))) goto out;
+  tg_blackbox_record(TG_BB_RECOVERY_START, s->ckpt_lsn, info.segments, 0, 0);
   uint64_t last = 0, n = 0;
   TG_SPAN_SITE(site_replay, "recovery.replay", "from_lsn", "records", "last_lsn", NULL);
   tg_span sp;
@@ -460,8 +474,8 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
         waldir, (unsigned long long)last, (unsigned long long)info.next_lsn);
     goto out;
   }
-  tg_blackbox_record(TG_BB_RECOVERY_END, n, last,
-                     info.torn_tail ? 1 : 0, s->recovery.load_ns + s->recovery.replay_ns);
+  tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
+                     s->recovery.load_ns + s->recovery.replay_ns);
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_set_path(bb);
@@ -491,7 +505,13 @@ int tg__store_close_dir(tg_store *s) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     pthread_join(s->ckpt_thread, NULL);
   }
-  if (s->wal) rc = tg_wal_close(s->wal);
+  if (s->wal) {
+    tg_wal_stats ws;
+    tg_wal_stats_get(s->wal, &ws);
+    tg__store_note_backpressure(s, &ws); /* what the checkpointer's tick has not seen */
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
+    rc = tg_wal_close(s->wal);
+  }
   s->wal = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;

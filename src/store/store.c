@@ -121,6 +121,7 @@ static void store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_WAL_BYTES] += ws.bytes;
   out->v[TG_METRIC_WAL_BATCHES] += ws.batches;
   out->v[TG_METRIC_WAL_FDATASYNCS] += ws.fdatasyncs;
+  out->v[TG_METRIC_WAL_FDATASYNC_FAILURES] += ws.fdatasync_failures;
   out->v[TG_METRIC_WAL_SEGMENT_SWITCHES] += ws.segments;
   out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
 }
@@ -200,12 +201,10 @@ int tg_store_close(tg_store *s) {
   return rc;
 }
 
-static void note_log_failure(tg_store *s, int rc);
-
 int tg_sync(tg_store *s) {
   if (!s->wal) return 0;
   int rc = tg_wal_sync(s->wal, 0);
-  if (rc) note_log_failure(s, rc);
+  if (rc) tg__store_note_log_failure(s, rc);
   return rc;
 }
 
@@ -222,23 +221,28 @@ static inline void strict_enter(tg_store *s) {
 }
 
 /* The first time the log reports a failure, leave it in the black box
-   (the WAL itself depends on nothing, so the store records it). */
-static void note_log_failure(tg_store *s, int rc) {
+   (the WAL itself depends on nothing, so the store records it), as an
+   fdatasync failure or as a failure of any other operation of the log. */
+void tg__store_note_log_failure(tg_store *s, int rc) {
   if (rc != TG_EIO && rc != TG_ENOSPC) return;
-  if (atomic_exchange_explicit(&s->failure_noted, 1, memory_order_relaxed)) return;
   int os_errno = 0;
-  tg_wal_failed(s->wal, &os_errno);
+  /* An acquire load of the WAL's `failed`: the stats read next include
+     the failed fdatasync counted before it was set. 0 here: the error was
+     not the log's (a checkpoint's LMDB write, say). */
+  int failed = tg_wal_failed(s->wal, &os_errno);
+  if (!failed) return;
+  if (atomic_exchange_explicit(&s->failure_noted, 1, memory_order_relaxed)) return;
   tg_wal_stats ws;
   tg_wal_stats_get(s->wal, &ws);
-  tg_blackbox_record(TG_BB_WRITE_FAILURE, (uint64_t)os_errno, ws.durable_lsn,
-                     ws.written_lsn, (uint64_t)-rc);
+  tg_blackbox_record(ws.fdatasync_failures ? TG_BB_FDATASYNC_FAILURE : TG_BB_WRITE_FAILURE,
+                     (uint64_t)os_errno, ws.durable_lsn, ws.written_lsn, (uint64_t)-failed);
 }
 
 static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
   if (s->wal) {
     int r = tg__wal_strict_end(s->wal, rc == 0 ? lsn : 0);
     if (rc == 0) rc = r;
-    if (__builtin_expect(rc != 0, 0)) note_log_failure(s, rc);
+    if (__builtin_expect(rc != 0, 0)) tg__store_note_log_failure(s, rc);
   }
   return rc;
 }
@@ -343,7 +347,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   gd->checks++;
   if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
     gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live,
+    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live + 1,
                        gd->max_tokens, 0);
     rc = TG_EQUOTA;
     goto out;
@@ -448,7 +452,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     gd->rejections++;
     if (s->g.conns.live >= gd->max_connections)
       tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS,
-                         s->g.conns.live, gd->max_connections, from);
+                         s->g.conns.live + 1, gd->max_connections, from);
     else
       tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE,
                          dfrom > gd->max_degree ? dfrom : dto, gd->max_degree,

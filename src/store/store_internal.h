@@ -72,6 +72,9 @@ struct tg_store {
                                    fdatasync spans (enum tg__wal_io) */
   int writer_named;             /* writer thread: named in the trace */
   atomic_int failure_noted;     /* the log's failure is in the black box */
+  uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
+                                   blocked, as of the last backpressure event */
+  uint64_t bp_blocked_ns;       /* the same for the time they waited */
 };
 
 /* Debug builds: the store lock must be held here (store.c, LOCKING). */
@@ -86,6 +89,14 @@ struct tg_store {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* Record the log's failure in the black box, the first time a caller sees
+   rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */
+void tg__store_note_log_failure(tg_store *s, int rc);
+
+/* One backpressure event for the WAL appends that blocked since the last
+   look (durable.c); the checkpointer's tick and close call it. */
+void tg__store_note_backpressure(tg_store *s, const tg_wal_stats *ws);
 
 /* Open the data directory into a store whose graph and guardian are set
    up (durable.c). On failure the store is left for tg__store_close_dir. */

@@ -12,7 +12,15 @@
  *
  * Dumps format every number by hand and write through tg__fdbuf, so the
  * same code serves tg_blackbox_dump() and the signal handler and uses only
- * async-signal-safe calls (clock_gettime, getpid, open, write, close).
+ * async-signal-safe calls (clock_gettime, getpid, and the I/O seam's
+ * openat, write, fsync, renameat, unlinkat, whose defaults are the plain
+ * system calls).
+ *
+ * The dump file (the store's DIR/blackbox.json) is written 0600 - it holds
+ * fault addresses - to a temporary name and renamed over the file, both
+ * relative to the directory's descriptor, opened when the path is set: a
+ * symbolic link planted at either name is removed or replaced, never
+ * followed, and a crash mid-dump leaves the previous dump whole.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +30,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "trace/trace_internal.h"
 
 #define BB_MASK (TG_BLACKBOX_EVENTS - 1)
@@ -40,24 +49,19 @@ static _Alignas(64) bb_slot ring[TG_BLACKBOX_EVENTS];
 static _Alignas(64) uint64_t bb_head; /* events ever recorded */
 static TG__THREAD_LOCAL uint32_t bb_tid TG__TLS_MODEL;
 
+/* The values are ABI (programs compiled against trace.h record types by
+   value): a new type goes at the end of the map, so none of these moves. */
+_Static_assert(TG_BB_OPEN == 1 && TG_BB_USER == 13, "black-box type values are stable");
+
+/* The schema of trace.h, as the dump prints it. */
 static const struct {
   const char *name;
-  const char *arg[4];
+  const char *arg[4]; /* NULL: not part of this event */
 } types[TG_BB_TYPE_COUNT] = {
   [0] = {"unknown", {"a0", "a1", "a2", "a3"}},
-  [TG_BB_OPEN] = {"open", {"durability", "tokens", "connections", "last_lsn"}},
-  [TG_BB_CLOSE] = {"close", {"tokens", "connections", "last_lsn", "clean"}},
-  [TG_BB_QUOTA_REJECTION] = {"quota_rejection", {"quota", "value", "limit", "token_id"}},
-  [TG_BB_EVICTION] = {"eviction", {"tokens_evicted", "bytes_freed", "memory_after", "soft_limit"}},
-  [TG_BB_WAL_SEGMENT_SWITCH] = {"wal_segment_switch", {"old_first_lsn", "new_first_lsn", "old_bytes", NULL}},
-  [TG_BB_FDATASYNC_FAILURE] = {"fdatasync_failure", {"errno", "lsn", "segment_first_lsn", "offset"}},
-  [TG_BB_WRITE_FAILURE] = {"write_failure", {"errno", "lsn", "segment_first_lsn", "offset"}},
-  [TG_BB_CHECKPOINT] = {"checkpoint", {"lsn", "tokens_written", "duration_ns", "segments_removed"}},
-  [TG_BB_RECOVERY_START] = {"recovery_start", {"checkpoint_lsn", "segments", NULL, NULL}},
-  [TG_BB_RECOVERY_END] = {"recovery_end", {"records_replayed", "last_lsn", "torn_bytes", "duration_ns"}},
-  [TG_BB_BACKPRESSURE] = {"backpressure", {"queue_depth", "wait_ns", NULL, NULL}},
-  [TG_BB_SIGNAL] = {"signal", {"signo", "fault_addr", "si_code", NULL}},
-  [TG_BB_USER] = {"user", {"a0", "a1", "a2", "a3"}},
+#define BB_TYPE(e, name, l0, l1, l2, l3) [TG_BB_##e] = {#name, {l0, l1, l2, l3}},
+  TG_BB_MAP(BB_TYPE)
+#undef BB_TYPE
 };
 
 const char *tg__bb_type_name(int type) {
@@ -169,32 +173,72 @@ static int dump_fill(FILE *f, void *arg) {
   return dump_fd(fileno(f), "request", 0);
 }
 
-int tg_blackbox_dump(const char *path) { return tg__atomic_file_write(path, dump_fill, NULL); }
+int tg_blackbox_dump(const char *path) {
+  return tg__atomic_file_write(path, 0600, dump_fill, NULL);
+}
 
 /* ---- fatal signals ------------------------------------------------------------ */
 
 static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE};
 #define NFATAL ((int)(sizeof fatal_signals / sizeof fatal_signals[0]))
 
-static char crash_path[4096];          /* where the handler dumps */
-static size_t crash_path_len;          /* 0 = no dump; atomic */
+/* Where the handler dumps: crash_name in the directory open as crash_dirfd.
+   Set under install_lock; the handler reads crash_dirfd atomically (-1: no
+   dump) and crash_name after it (acquire). */
+static int crash_dirfd = -1;
+static char crash_name[256];
 static struct sigaction saved[NFATAL]; /* dispositions before install */
 static int installed;                  /* guarded by install_lock */
 static int in_handler;                 /* first fatal signal only */
 static char altstack[64 * 1024];
 static int altstack_used;
 
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int tg_blackbox_set_path(const char *path) {
-  if (path == NULL) {
-    __atomic_store_n(&crash_path_len, 0, __ATOMIC_RELEASE);
-    return 0;
+  char dir[4096];
+  const char *base = NULL;
+  int fd = -1, rc;
+  if (path != NULL) {
+    if (strlen(path) >= sizeof dir) return TG_EINVAL;
+    if ((rc = tg__split_path(path, dir, sizeof dir, &base))) return TG_EINVAL;
+    if (strlen(base) >= sizeof crash_name - 32) return TG_EINVAL; /* + ".tmp.<pid>" */
+    fd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0) return fd;
   }
-  size_t n = strlen(path);
-  if (n == 0 || n >= sizeof crash_path) return TG_EINVAL;
-  __atomic_store_n(&crash_path_len, 0, __ATOMIC_RELEASE);
-  memcpy(crash_path, path, n + 1);
-  __atomic_store_n(&crash_path_len, n, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&install_lock);
+  /* The handler takes the descriptor, then the name. A fatal signal in
+     another thread while this runs may find no descriptor (no dump), or
+     the old one closed under it, or the name half rewritten: the dump is
+     then lost, but nothing outside the directory can be written. Stores
+     set the path at open, not while busy. */
+  int old = __atomic_exchange_n(&crash_dirfd, -1, __ATOMIC_ACQ_REL);
+  if (old >= 0) close(old);
+  if (fd >= 0) {
+    memcpy(crash_name, base, strlen(base) + 1);
+    __atomic_store_n(&crash_dirfd, fd, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&install_lock);
   return 0;
+}
+
+/* The handler's dump: temporary file, fsync, rename, fsync the directory,
+   all relative to dirfd. Async-signal-safe. */
+static void crash_dump(int dirfd, int sig) {
+  char tmp[sizeof crash_name];
+  if (tg__tmp_name(tmp, sizeof tmp, crash_name, (long)getpid())) return;
+  tg__unlinkat(dirfd, tmp, 0); /* a leftover, or a planted link */
+  int fd = tg__openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+  if (fd < 0) return;
+  int rc = dump_fd(fd, "signal", sig);
+  if (!rc) rc = tg__fsync(fd);
+  close(fd);
+  if (!rc) rc = tg__renameat(dirfd, tmp, dirfd, crash_name);
+  if (rc) {
+    tg__unlinkat(dirfd, tmp, 0);
+    return;
+  }
+  tg__fsync(dirfd);
 }
 
 static int signal_index(int sig) {
@@ -209,13 +253,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx) {
   if (__atomic_exchange_n(&in_handler, 1, __ATOMIC_ACQ_REL) == 0) {
     bb_record(TG_BB_SIGNAL, (uint64_t)sig, si ? (uint64_t)(uintptr_t)si->si_addr : 0,
               si ? (uint64_t)(int64_t)si->si_code : 0, 0);
-    if (__atomic_load_n(&crash_path_len, __ATOMIC_ACQUIRE) > 0) {
-      int fd = open(crash_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        dump_fd(fd, "signal", sig);
-        close(fd);
-      }
-    }
+    int dirfd = __atomic_load_n(&crash_dirfd, __ATOMIC_ACQUIRE);
+    if (dirfd >= 0) crash_dump(dirfd, sig);
   }
   /* Give the signal back to whoever had it (the default action unless the
      program had a handler) and re-raise: it stays blocked until we return,
@@ -230,8 +269,6 @@ static void on_fatal(int sig, siginfo_t *si, void *uctx) {
   raise(sig);
   errno = saved_errno;
 }
-
-static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int tg_blackbox_install_signal_handlers(void) {
   int rc = 0;

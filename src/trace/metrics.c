@@ -343,5 +343,5 @@ int tg_metrics_write(FILE *f) {
 }
 
 int tg_metrics_write_file(const char *path) {
-  return tg__atomic_file_write(path, metrics_fill, NULL);
+  return tg__atomic_file_write(path, 0644, metrics_fill, NULL);
 }

@@ -426,4 +426,6 @@ int tg_trace_write_fp(FILE *f) {
   return rc;
 }
 
-int tg_trace_write(const char *path) { return tg__atomic_file_write(path, trace_fill, NULL); }
+int tg_trace_write(const char *path) {
+  return tg__atomic_file_write(path, 0644, trace_fill, NULL);
+}

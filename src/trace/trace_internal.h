@@ -1,7 +1,8 @@
 /*
  * Internal helpers shared by src/trace: the clock conversion, an
- * async-signal-safe buffered fd writer, and the I/O seam tests use to count
- * fsyncs and force failures.
+ * async-signal-safe buffered fd writer, and the atomic replacement of the
+ * files it writes (through the library's I/O seam, common/io.h, which the
+ * tests use to count fsyncs and force failures).
  */
 #ifndef TG_TRACE_INTERNAL_H
 #define TG_TRACE_INTERNAL_H
@@ -9,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "tokengraph/trace.h"
 
@@ -36,8 +38,7 @@ typedef struct tg__clock_map {
 } tg__clock_map;
 
 void tg__clock_map_get(tg__clock_map *m);
-uint64_t tg__mono_ns(void);
-uint64_t tg__real_ns(void);
+uint64_t tg__real_ns(void); /* CLOCK_REALTIME; tg__now_ns() for MONOTONIC */
 static inline int64_t tg__ticks_to_rel_ns(const tg__clock_map *m, uint64_t t) {
   return (int64_t)((double)(int64_t)(t - m->tick0) * m->ns_per_tick);
 }
@@ -55,23 +56,28 @@ void tg__fb_str(tg__fdbuf *b, const char *s);
 void tg__fb_json_str(tg__fdbuf *b, const char *s); /* quoted and escaped */
 void tg__fb_u64(tg__fdbuf *b, uint64_t v);
 void tg__fb_i64(tg__fdbuf *b, int64_t v);
-int tg__fb_flush(tg__fdbuf *b); /* returns b->err */
+int tg__fb_flush(tg__fdbuf *b); /* writes through the seam; returns b->err */
 
-/* write(2) until done, retrying EINTR and short writes. 0 or -errno. */
-int tg__write_all(int fd, const void *p, size_t n);
+/* ---- files -------------------------------------------------------------------- */
 
-/* ---- I/O seam ---------------------------------------------------------------
- * Every fsync of this module goes through tg__trace_fsync_hook, so tests can
- * count them and force EIO; NULL means fsync(2). */
-extern int (*tg__trace_fsync_hook)(int fd);
-int tg__trace_fsync(int fd);
+/* Split path into its directory (into dir, "." when there is none) and its
+   last component (*base points into path). TG_EINVAL when that component
+   is empty, "." or ".."; -ENAMETOOLONG when dir does not fit. */
+int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base);
+
+/* "<base>.tmp.<pid>" into out. Async-signal-safe. 0 or -ENAMETOOLONG. */
+int tg__tmp_name(char *out, size_t n, const char *base, long pid);
 
 /*
  * Replace `path` atomically with what fill() writes into a stdio stream:
- * write "<path>.tmp.<pid>", fflush, fsync, rename, fsync the directory.
+ * in path's directory (opened once; every name below is relative to it),
+ * remove a leftover "<base>.tmp.<pid>", create it with O_EXCL | O_NOFOLLOW
+ * and `mode`, fill, fflush, fsync, rename it over <base>, fsync the
+ * directory. A symbolic link at either name is replaced, never followed.
  * 0 or -errno; the temporary file is removed on failure.
  */
-int tg__atomic_file_write(const char *path, int (*fill)(FILE *f, void *arg), void *arg);
+int tg__atomic_file_write(const char *path, mode_t mode, int (*fill)(FILE *f, void *arg),
+                          void *arg);
 
 /* JSON string (quoted, escaped) to a stdio stream. */
 void tg__json_fputs(FILE *f, const char *s);

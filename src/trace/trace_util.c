@@ -1,6 +1,7 @@
 /*
  * Clock conversion, async-signal-safe formatting and the atomic file
- * replacement used by the trace, black-box and metrics writers.
+ * replacement used by the trace, black-box and metrics writers. Every
+ * file operation goes through the library's I/O seam (common/io.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,24 +11,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
+#include "common/platform.h"
 #include "trace/trace_internal.h"
 
 /* ---- clock ---------------------------------------------------------------- */
 
-static uint64_t ts_ns(clockid_t id) {
+uint64_t tg__real_ns(void) {
   struct timespec ts;
-  clock_gettime(id, &ts);
+  clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-
-uint64_t tg__mono_ns(void) { return ts_ns(CLOCK_MONOTONIC); }
-uint64_t tg__real_ns(void) { return ts_ns(CLOCK_REALTIME); }
-uint64_t tg__ticks_fallback(void) { return ts_ns(CLOCK_MONOTONIC); }
+uint64_t tg__ticks_fallback(void) { return tg__now_ns(); }
 
 static tg__clock_map anchor; /* written once by the constructor */
 
 __attribute__((constructor)) static void clock_anchor(void) {
-  anchor.mono0 = tg__mono_ns();
+  anchor.mono0 = tg__now_ns();
   anchor.tick0 = tg__ticks();
   anchor.real0 = tg__real_ns();
   anchor.ns_per_tick = 1.0;
@@ -41,7 +41,7 @@ void tg__clock_map_get(tg__clock_map *m) {
      jitter of one point: 1e-5, i.e. 10 us per second of trace. */
   uint64_t mono1, tick1;
   for (;;) {
-    mono1 = tg__mono_ns();
+    mono1 = tg__now_ns();
     tick1 = tg__ticks();
     if (mono1 - anchor.mono0 >= 10000000u) break;
   }
@@ -52,21 +52,6 @@ void tg__clock_map_get(tg__clock_map *m) {
 
 /* ---- async-signal-safe output ---------------------------------------------- */
 
-int tg__write_all(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(fd, c, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -errno;
-    }
-    if (w == 0) return -EIO;
-    c += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
 void tg__fb_init(tg__fdbuf *b, int fd) {
   b->fd = fd;
   b->err = 0;
@@ -74,7 +59,7 @@ void tg__fb_init(tg__fdbuf *b, int fd) {
 }
 
 int tg__fb_flush(tg__fdbuf *b) {
-  if (b->n > 0 && b->err == 0) b->err = tg__write_all(b->fd, b->buf, b->n);
+  if (b->n > 0 && b->err == 0) b->err = tg__io_write_all(b->fd, b->buf, b->n);
   b->n = 0;
   return b->err;
 }
@@ -88,21 +73,33 @@ void tg__fb_str(tg__fdbuf *b, const char *s) {
   while (*s) fb_putc(b, *s++);
 }
 
-void tg__fb_json_str(tg__fdbuf *b, const char *s) {
+/* The one JSON string escaper of the module, for both sinks below: the
+   escape sequence for c into out (NUL-terminated), or 0 when c stands for
+   itself. Async-signal-safe. */
+static int json_escape(unsigned char c, char out[7]) {
   static const char hex[] = "0123456789abcdef";
+  if (c == '"' || c == '\\') {
+    out[0] = '\\';
+    out[1] = (char)c;
+    out[2] = '\0';
+    return 1;
+  }
+  if (c >= 0x20) return 0;
+  memcpy(out, "\\u00", 4);
+  out[4] = hex[c >> 4];
+  out[5] = hex[c & 15];
+  out[6] = '\0';
+  return 1;
+}
+
+void tg__fb_json_str(tg__fdbuf *b, const char *s) {
+  char esc[7];
   fb_putc(b, '"');
   for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      fb_putc(b, '\\');
-      fb_putc(b, (char)c);
-    } else if (c < 0x20) {
-      tg__fb_str(b, "\\u00");
-      fb_putc(b, hex[c >> 4]);
-      fb_putc(b, hex[c & 15]);
-    } else {
-      fb_putc(b, (char)c);
-    }
+    if (json_escape((unsigned char)*s, esc))
+      tg__fb_str(b, esc);
+    else
+      fb_putc(b, *s);
   }
   fb_putc(b, '"');
 }
@@ -129,93 +126,102 @@ void tg__fb_i64(tg__fdbuf *b, int64_t v) {
 /* ---- stdio JSON ---------------------------------------------------------- */
 
 void tg__json_fputs(FILE *f, const char *s) {
+  char esc[7];
   fputc('"', f);
   for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      fprintf(f, "\\%c", c);
-    else if (c < 0x20)
-      fprintf(f, "\\u%04x", c);
+    if (json_escape((unsigned char)*s, esc))
+      fputs(esc, f);
     else
-      fputc(c, f);
+      fputc(*s, f);
   }
   fputc('"', f);
 }
 
-/* ---- fsync seam and atomic replacement ------------------------------------ */
+/* ---- atomic replacement ------------------------------------------------- */
 
-int (*tg__trace_fsync_hook)(int fd) = NULL;
-
-int tg__trace_fsync(int fd) {
-  if (tg__trace_fsync_hook) return tg__trace_fsync_hook(fd);
-  return fsync(fd) == 0 ? 0 : -errno;
-}
-
-static int fsync_parent_dir(const char *path) {
-  char dir[4096];
+int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base) {
   const char *slash = strrchr(path, '/');
-  if (slash == NULL) {
-    strcpy(dir, ".");
-  } else if (slash == path) {
-    strcpy(dir, "/");
-  } else {
-    size_t n = (size_t)(slash - path);
-    if (n >= sizeof dir) return -ENAMETOOLONG;
-    memcpy(dir, path, n);
-    dir[n] = '\0';
-  }
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  int rc = tg__trace_fsync(fd);
-  close(fd);
-  return rc;
+  const char *b = slash ? slash + 1 : path;
+  if (*b == '\0' || strcmp(b, ".") == 0 || strcmp(b, "..") == 0) return TG_EINVAL;
+  size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+  if (n + 2 > dirlen) return -ENAMETOOLONG;
+  if (n == 0) dir[n++] = '.';
+  else memcpy(dir, path, n);
+  dir[n] = '\0';
+  *base = b;
+  return 0;
 }
 
-int tg__atomic_file_write(const char *path, int (*fill)(FILE *f, void *arg), void *arg) {
-  char tmp[4096];
-  int fd = -1, rc = 0, created = 0;
+int tg__tmp_name(char *out, size_t n, const char *base, long pid) {
+  char digits[24];
+  int k = 0;
+  unsigned long v = (unsigned long)pid;
+  do {
+    digits[k++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  size_t bl = strlen(base);
+  if (bl + 5 + (size_t)k + 1 > n) return -ENAMETOOLONG;
+  memcpy(out, base, bl);
+  memcpy(out + bl, ".tmp.", 5);
+  bl += 5;
+  while (k > 0) out[bl++] = digits[--k];
+  out[bl] = '\0';
+  return 0;
+}
+
+int tg__atomic_file_write(const char *path, mode_t mode, int (*fill)(FILE *f, void *arg),
+                          void *arg) {
+  char dir[4096], tmp[512];
+  const char *base = NULL;
+  int dirfd = -1, fd = -1, rc = 0, created = 0;
   FILE *f = NULL;
 
   if (path == NULL || *path == '\0') return TG_EINVAL;
-  int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  if (n < 0 || (size_t)n >= sizeof tmp) return -ENAMETOOLONG;
-
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if ((rc = tg__split_path(path, dir, sizeof dir, &base))) return rc;
+  if ((rc = tg__tmp_name(tmp, sizeof tmp, base, (long)getpid()))) return rc;
+  dirfd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
+  if (dirfd < 0) return dirfd;
+  /* A leftover temporary, or a link planted at its name, is removed and
+     never followed: O_EXCL | O_NOFOLLOW refuse anything that reappears. */
+  rc = tg__unlinkat(dirfd, tmp, 0);
+  if (rc && rc != -ENOENT) goto cleanup;
+  fd = tg__openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
   if (fd < 0) {
-    rc = -errno;
-    goto fail;
+    rc = fd;
+    goto cleanup;
   }
   created = 1;
   f = fdopen(fd, "w");
   if (f == NULL) {
     rc = -errno;
-    goto fail;
+    goto cleanup;
   }
   fd = -1; /* owned by f now */
   rc = fill(f, arg);
-  if (rc != 0) goto fail;
+  if (rc != 0) goto cleanup;
   if (fflush(f) != 0) {
     rc = -errno;
-    goto fail;
+    goto cleanup;
   }
-  rc = tg__trace_fsync(fileno(f));
-  if (rc != 0) goto fail;
+  rc = tg__fsync(fileno(f));
+  if (rc != 0) goto cleanup;
   if (fclose(f) != 0) {
     f = NULL;
     rc = -errno;
-    goto fail;
+    goto cleanup;
   }
   f = NULL;
-  if (rename(tmp, path) != 0) {
-    rc = -errno;
-    goto fail;
-  }
+  /* rename replaces whatever is at `base`, a symbolic link included,
+     without following it. */
+  if ((rc = tg__renameat(dirfd, tmp, dirfd, base))) goto cleanup;
   created = 0;
-  return fsync_parent_dir(path);
+  rc = tg__fsync(dirfd);
 
-fail:
+cleanup:
   if (f) fclose(f);
   if (fd >= 0) close(fd);
-  if (created) unlink(tmp);
+  if (created) tg__unlinkat(dirfd, tmp, 0);
+  close(dirfd);
   return rc;
 }

@@ -195,6 +195,9 @@ struct tg_wal {
   /* Counters: writer-only ones use plain relaxed load+store. */
   _Atomic uint64_t st_records, st_bytes, st_batches, st_fdatasyncs, st_segments;
   _Atomic uint64_t st_blocked, st_blocked_ns, st_rejected;
+  _Atomic uint64_t st_sync_failures; /* failed fdatasyncs; writer-only, added
+                                        before `failed` is set, so whoever
+                                        sees the failure sees it */
 
   /* Writer-private. */
   int fd;                    /* current segment */
@@ -359,7 +362,7 @@ static int install_next(tg_wal *w, uint64_t first) {
   if (rc) return rc;
   tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
   rc = tg__pwrite_all(w->next_fd, hdr, sizeof hdr, 0);
-  if (!rc) rc = tg__fdatasync(w->next_fd);
+  if (!rc && (rc = tg__fdatasync(w->next_fd))) stat_add(&w->st_sync_failures, 1);
   if (!rc && rename(from, to) < 0) rc = -errno;
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
@@ -384,6 +387,7 @@ static void do_sync(tg_wal *w) {
   if (w->opts.on_io) w->opts.on_io(w->opts.hook_arg, TG__WAL_IO_SYNC, 1, upto);
   stat_add(&w->st_fdatasyncs, 1);
   if (rc) {
+    stat_add(&w->st_sync_failures, 1);
     wal_fail(w, rc);
     return;
   }
@@ -873,6 +877,7 @@ int tg_wal_stats_get(const tg_wal *cw, tg_wal_stats *o) {
   o->bytes = atomic_load_explicit(&w->st_bytes, RLX);
   o->batches = atomic_load_explicit(&w->st_batches, RLX);
   o->fdatasyncs = atomic_load_explicit(&w->st_fdatasyncs, RLX);
+  o->fdatasync_failures = atomic_load_explicit(&w->st_sync_failures, RLX);
   o->blocked = atomic_load_explicit(&w->st_blocked, RLX);
   o->blocked_ns = atomic_load_explicit(&w->st_blocked_ns, RLX);
   o->rejected = atomic_load_explicit(&w->st_rejected, RLX);
