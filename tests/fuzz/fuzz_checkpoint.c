@@ -53,11 +53,14 @@ static void remove_case(const char *d) {
   if (lstat(d, &st) == 0 && nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS)) abort();
 }
 
+static void remove_base(void) { remove_case(base); }
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!base[0]) {
     const char *root = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(base, sizeof base, "%s/tg_fuzz_ckpt_XXXXXX", root);
     if (!mkdtemp(base)) abort();
+    atexit(remove_base); /* libFuzzer ends a timed run with exit() */
     /* The identity file of this library's format. */
     tg_store *s = NULL;
     char d[96];
