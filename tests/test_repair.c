@@ -22,7 +22,7 @@
 #include "common/io.h"
 #include "tokengraph/tokengraph.h"
 #include "util.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 
 #define SEG_BYTES 65536u /* small segments: 818 80-byte frames each */
 #define FRAME 80u        /* a 64-byte payload makes an 80-byte frame */

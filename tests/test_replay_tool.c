@@ -20,7 +20,7 @@
 
 #include "tokengraph/tokengraph.h"
 #include "util.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 
 #ifndef TG_REPLAY_BIN
 #error "TG_REPLAY_BIN must be the path of the tg-replay binary"

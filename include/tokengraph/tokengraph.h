@@ -267,6 +267,10 @@ TG_API int tg_sync(tg_store *s);
  * 64 bytes per changed record). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
+ * A full disk before the checkpoint's commit is retried by the next call.
+ * After its commit or sync failed, every later call on this handle returns
+ * that error without writing, until the store is reopened: the log keeps
+ * every record since the last good checkpoint (docs/durability.md).
  */
 TG_API int tg_checkpoint(tg_store *s);
 
