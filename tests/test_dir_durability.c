@@ -125,11 +125,41 @@ static void test_concurrent_first_create_succeeds_or_is_locked(void **state) {
   }
 }
 
+/* A process that is not the directory's owner (root, typically) creates
+   nothing in it: its files would lock the owner out. */
+static void test_a_directory_of_another_user_is_refused_untouched(void **state) {
+  (void)state;
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/theirs", base);
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, dir, NULL), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  uid_t other = geteuid() + 4242;
+  if (chown(dir, other, (gid_t)-1) != 0) {
+    /* Not root: this process cannot give the directory away; the rule
+       is the same, only this test cannot set it up. */
+    skip();
+  }
+  char lock[300];
+  snprintf(lock, sizeof lock, "%s/LOCK", dir);
+  struct stat before, after;
+  assert_int_equal(stat(lock, &before), 0);
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), -EPERM);
+  assert_non_null(strstr(msg, "run as the directory's owner"));
+  tg_repair_report rep;
+  assert_int_equal(tg_store_repair(dir, NULL, 0, &rep, NULL, NULL, msg, sizeof msg), -EPERM);
+  assert_int_equal(stat(lock, &after), 0);
+  assert_int_equal(before.st_ino, after.st_ino);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_first_open_makes_every_created_entry_durable,
                                     setup, teardown),
     cmocka_unit_test_setup_teardown(test_concurrent_first_create_succeeds_or_is_locked,
+                                    setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_directory_of_another_user_is_refused_untouched,
                                     setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

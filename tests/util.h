@@ -7,8 +7,8 @@
  * directory tests do to segments and checkpoints, and running a program
  * with its output captured. Include after <cmocka.h>: a helper that cannot
  * do its job fails the running test. Tests see src/ on their include path;
- * the helpers use the I/O seam (common/io.h) and the log's CRC
- * (wal/crc32.h) from there.
+ * the helpers use the I/O seam (common/io.h) and the CRC
+ * (common/crc32.h) from there.
  *
  * Every wait has a deadline, TGT_PATIENCE_NS, so that a bug makes a test
  * fail with a message instead of hanging the suite. It is not a time limit
@@ -36,7 +36,7 @@
 #include "common/io.h"
 #include "tg_progutil.h"
 #include "tokengraph/tokengraph.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 
 #define TGT_PATIENCE_NS (120ull * 1000000000ull)
 

@@ -230,7 +230,9 @@ typedef struct tg_store tg_store;
  * the directory), TG_ENOTTG (a non-empty directory that is not a tokengraph
  * data directory, or a checkpoint that is not ours), TG_EVERSION (written
  * by a newer format), TG_ECORRUPT (corruption in the middle of the log or in
- * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -errno.
+ * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -EPERM (the
+ * directory belongs to another user: its owner must open it, since files
+ * made now would lock the owner out; nothing is changed), -errno.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);
@@ -265,6 +267,10 @@ TG_API int tg_sync(tg_store *s);
  * 64 bytes per changed record). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
+ * A full disk before the checkpoint's commit is retried by the next call.
+ * After its commit or sync failed, every later call on this handle returns
+ * that error without writing, until the store is reopened: the log keeps
+ * every record since the last good checkpoint (docs/durability.md).
  */
 TG_API int tg_checkpoint(tg_store *s);
 

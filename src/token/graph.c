@@ -36,7 +36,9 @@ void tg__graph_free(tg__graph *g) {
     free(g->adj);
   }
   if (g->cdirty) {
-    for (uint32_t c = 0; c < TG__MAX_CHUNKS; c++) free(g->cdirty[c]);
+    /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
+       not 131,072 calls of free(NULL) per close. */
+    for (uint32_t c = 0; c < g->ncdirty; c++) free(g->cdirty[c]);
     free(g->cdirty);
   }
   free(g->tchunk_dirty);
@@ -239,6 +241,8 @@ int tg__graph_token_put(tg__graph *g, const tg_token *img) {
 }
 
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
+  /* Before the chunk loop below maps anything for the id. */
+  if (!tg__arena_may_put(&g->conns, img->id)) return TG_ECORRUPT;
   if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
       !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
     return TG_ECORRUPT;

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "wal/crc32.h"
+#include "common/crc32.h"
 #include "wal/wal_internal.h"
 
 struct tg_wal_reader {
