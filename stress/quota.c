@@ -92,7 +92,7 @@ int ts_phase_quota(ts_run *r) {
   uint64_t *lat = ts_xcalloc((over + 1) * sizeof *lat);
   uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < max; i++) {
-    uint32_t id;
+    uint32_t id = 0;
     ts_fill(&t, i);
     rc = tg_token_create(s, &t, &id);
     if (rc) {
