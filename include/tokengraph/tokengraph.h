@@ -250,6 +250,10 @@ TG_API int tg_store_open_msg(tg_store **out, const char *dir,
  * fdatasyncs everything logged. Accepts NULL. Returns 0, or TG_ENOSPC /
  * TG_EIO when the log had failed (then records after the last durable one
  * may be missing; the handle is released all the same).
+ * Close needs no concurrent calls: every other call on this handle, in
+ * every thread, must have returned, and none may start. Debug builds
+ * (assertions on) detect a call still in progress and abort with a
+ * message; release builds do not check.
  */
 TG_API int tg_store_close(tg_store *s);
 

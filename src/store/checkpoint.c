@@ -744,6 +744,7 @@ static int checkpoint_locked(tg_store *s) {
 
 int tg_checkpoint(tg_store *s) {
   if (!s || !s->wal) return TG_EINVAL;
+  TG__CALL_GUARD(s);
   pthread_mutex_lock(&s->ckpt_mu);
   int rc = checkpoint_locked(s);
   pthread_mutex_unlock(&s->ckpt_mu);

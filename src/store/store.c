@@ -164,6 +164,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     goto fail;
   }
   atomic_init(&s->lock, 0);
+  atomic_init(&s->calls, 0);
   atomic_init(&s->failure_noted, 0);
   s->lock_fd = lock_fd;
   s->bb_slot = -1;
@@ -193,6 +194,14 @@ fail:
 
 int tg_store_close(tg_store *s) {
   if (!s) return 0;
+#ifndef NDEBUG
+  unsigned busy = atomic_load_explicit(&s->calls, memory_order_acquire);
+  if (busy) {
+    fprintf(stderr, "tokengraph: tg_store_close() while %u call(s) on the same store "
+            "are in progress in other threads; close needs no concurrent calls\n", busy);
+    abort();
+  }
+#endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
@@ -203,6 +212,7 @@ int tg_store_close(tg_store *s) {
 }
 
 int tg_sync(tg_store *s) {
+  TG__CALL_GUARD(s);
   if (!s->wal) return 0;
   int rc = tg_wal_sync(s->wal, 0);
   if (rc) tg__store_note_log_failure(s, rc);
@@ -347,6 +357,7 @@ TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
 TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -383,6 +394,7 @@ out:
 }
 
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   const tg_token *t = tg__graph_token(&s->g, id);
   if (t) *out = *t;
@@ -391,6 +403,7 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 }
 
 int tg_token_update(tg_store *s, const tg_token *t) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -433,7 +446,10 @@ out:
   return strict_wait(s, rc, lsn);
 }
 
-int tg_token_delete(tg_store *s, uint32_t id) { return delete_rec(s, TG_REC_TOKEN_DEL, id); }
+int tg_token_delete(tg_store *s, uint32_t id) {
+  TG__CALL_GUARD(s);
+  return delete_rec(s, TG_REC_TOKEN_DEL, id);
+}
 
 /* ---- connections ------------------------------------------------------- */
 
@@ -445,6 +461,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 }
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -504,9 +521,13 @@ out:
   return rc;
 }
 
-int tg_disconnect(tg_store *s, uint32_t id) { return delete_rec(s, TG_REC_CONN_DEL, id); }
+int tg_disconnect(tg_store *s, uint32_t id) {
+  TG__CALL_GUARD(s);
+  return delete_rec(s, TG_REC_CONN_DEL, id);
+}
 
 int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   const tg_connection *c = tg__graph_conn(&s->g, id);
   if (c) *out = *c;
@@ -516,6 +537,7 @@ int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
 
 int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
                    void *arg) {
+  TG__CALL_GUARD(s);
   if (!cb || !(direction & TG_BOTH)) return TG_EINVAL;
   store_lock(s);
   int rc = tg__graph_edges(&s->g, id, direction, cb, arg);
@@ -524,6 +546,7 @@ int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
 }
 
 int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   out->live_tokens = s->g.tokens.live;
   out->live_connections = s->g.conns.live;
@@ -543,6 +566,7 @@ int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
 }
 
 int tg_store_recovery_info(tg_store *s, tg_recovery_info *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   *out = s->recovery;
   store_unlock(s);

@@ -23,6 +23,8 @@
    WAL writer's hooks touch it. */
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_uint calls;            /* debug builds: public calls in progress
+                                   (TG__CALL_GUARD); 0 in release builds */
   tg__graph g;                  /* lock */
   tg__guardian gd;              /* lock (limits: open/close) */
   uint64_t tokens_created;      /* lock */
@@ -79,6 +81,28 @@ struct tg_store {
                                    blocked, as of the last backpressure event */
   uint64_t bp_blocked_ns;       /* the same for the time they waited */
 };
+
+/* Debug builds: every public call on a store counts itself in s->calls
+   while it runs (a scoped guard), and tg_store_close() aborts with a
+   message when any call is in progress: close needs no concurrent calls
+   (tokengraph.h), and a close racing a call would otherwise free memory
+   under it or hang. Release builds pay nothing. */
+#ifndef NDEBUG
+typedef struct tg__call_guard {
+  tg_store *s;
+} tg__call_guard;
+static inline void tg__call_leave(tg__call_guard *g) {
+  atomic_fetch_sub_explicit(&g->s->calls, 1, memory_order_release);
+}
+static inline tg_store *tg__call_enter(tg_store *s) {
+  atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+  return s;
+}
+#define TG__CALL_GUARD(s) \
+  __attribute__((cleanup(tg__call_leave), unused)) tg__call_guard tg__guard_ = {tg__call_enter(s)}
+#else
+#define TG__CALL_GUARD(s) ((void)0)
+#endif
 
 /* Debug builds: the store lock must be held here (store.c, LOCKING). */
 #ifndef NDEBUG
