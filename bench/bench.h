@@ -20,6 +20,22 @@ uint64_t tgb_parse_count(const char *opt, const char *val);
    there and returns 64, the exit status of a usage error. */
 int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *));
 
+/* One option of a subcommand that takes a value: a count (parsed with
+   tgb_parse_count into *count) or a string (its argv entry, into *str). */
+typedef struct tgb_opt {
+  const char *name;  /* "--count" */
+  uint64_t *count;   /* set for a count, else NULL */
+  const char **str;  /* set for a string, else NULL */
+} tgb_opt;
+
+/* Parse argv[1..argc) of subcommand cmd: the options in opts (ended by a
+   NULL name), --json (sets *json) and --help/-h (usage on stdout). Returns
+   -1 when the subcommand should run, otherwise the exit status to return
+   at once: 0 after --help, 64 after an unknown option or one without its
+   value (said on stderr with the usage). */
+int tgb_parse_args(const char *cmd, int argc, char **argv, const tgb_opt *opts, int *json,
+                   void (*usage)(FILE *));
+
 /* 0 if a --count is in [1, 4000000000] (ids and LSNs of one run stay
    32-bit); otherwise says so on stderr and returns 64. */
 int tgb_check_count(const char *cmd, uint64_t count);

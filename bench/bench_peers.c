@@ -813,39 +813,23 @@ int tgb_peers(int argc, char **argv) {
   uint64_t count = 1000000, batch_count = 0, sync_count = 2000, rounds = 1;
   int threads = 8, json = 0;
   const char *parent = "/tmp", *rows = NULL, *only = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) {
-      json = 1;
-    } else if (!strcmp(a, "--count") && v) {
-      count = tgb_parse_count(a, argv[++i]);
-    } else if (!strcmp(a, "--batch-count") && v) {
-      batch_count = tgb_parse_count(a, argv[++i]);
-    } else if (!strcmp(a, "--sync-count") && v) {
-      sync_count = tgb_parse_count(a, argv[++i]);
-    } else if (!strcmp(a, "--rounds") && v) {
-      rounds = tgb_parse_count(a, argv[++i]);
-    } else if (!strcmp(a, "--threads") && v) {
-      uint64_t t = tgb_parse_count(a, argv[++i]);
-      if (t < 1 || t > 256) {
-        fprintf(stderr, "tg-bench peers: --threads must be 1..256\n");
-        return 64;
-      }
-      threads = (int)t;
-    } else if (!strcmp(a, "--rows") && v) {
-      rows = argv[++i];
-    } else if (!strcmp(a, "--stores") && v) {
-      only = argv[++i];
-    } else if (!strcmp(a, "--dir") && v) {
-      parent = argv[++i];
-    } else {
-      return tgb_bad_option("peers", a, usage);
-    }
+  uint64_t nthreads = (uint64_t)threads;
+  const tgb_opt opts[] = {{"--count", &count, NULL},
+                          {"--batch-count", &batch_count, NULL},
+                          {"--sync-count", &sync_count, NULL},
+                          {"--rounds", &rounds, NULL},
+                          {"--threads", &nthreads, NULL},
+                          {"--rows", NULL, &rows},
+                          {"--stores", NULL, &only},
+                          {"--dir", NULL, &parent},
+                          {NULL, NULL, NULL}};
+  int prc = tgb_parse_args("peers", argc, argv, opts, &json, usage);
+  if (prc >= 0) return prc;
+  if (nthreads < 1 || nthreads > 256) {
+    fprintf(stderr, "tg-bench peers: --threads must be 1..256\n");
+    return 64;
   }
+  threads = (int)nthreads;
   if (!batch_count) batch_count = count / 5 ? count / 5 : 1;
   if (!count || !sync_count || !rounds) {
     fprintf(stderr, "tg-bench peers: counts and rounds must be at least 1\n");

@@ -36,24 +36,9 @@ int tgb_replay(int argc, char **argv) {
   uint64_t count = 9500000;
   const char *dir = NULL;
   int json = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--count")) {
-      count = tgb_parse_count("--count", i + 1 < argc ? argv[++i] : NULL);
-    } else if (!strcmp(argv[i], "--dir")) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "tg-bench replay: --dir needs a value\n");
-        return 64;
-      }
-      dir = argv[++i];
-    } else if (!strcmp(argv[i], "--json")) {
-      json = 1;
-    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    } else {
-      return tgb_bad_option("replay", argv[i], usage);
-    }
-  }
+  const tgb_opt opts[] = {{"--count", &count, NULL}, {"--dir", NULL, &dir}, {NULL, NULL, NULL}};
+  int prc = tgb_parse_args("replay", argc, argv, opts, &json, usage);
+  if (prc >= 0) return prc;
   if (tgb_check_count("replay", count)) return 64;
   char tmp[4096];
   char path[4200];

@@ -61,21 +61,11 @@ static double reference_seconds(uint64_t n) {
 int tgb_tokens(int argc, char **argv) {
   uint64_t count = 9500000, rounds = 3;
   int json = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--count")) {
-      count = tgb_parse_count("--count", i + 1 < argc ? argv[++i] : NULL);
-    } else if (!strcmp(argv[i], "--rounds")) {
-      rounds = tgb_parse_count("--rounds", i + 1 < argc ? argv[++i] : NULL);
-      if (rounds == 0) rounds = 1;
-    } else if (!strcmp(argv[i], "--json")) {
-      json = 1;
-    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    } else {
-      return tgb_bad_option("tokens", argv[i], usage);
-    }
-  }
+  const tgb_opt opts[] = {
+      {"--count", &count, NULL}, {"--rounds", &rounds, NULL}, {NULL, NULL, NULL}};
+  int prc = tgb_parse_args("tokens", argc, argv, opts, &json, usage);
+  if (prc >= 0) return prc;
+  if (rounds == 0) rounds = 1;
   if (tgb_check_count("tokens", count)) return 64;
 
   tg_store_config cfg;

@@ -156,28 +156,13 @@ __attribute__((noinline)) static void large_round(uint64_t n, uint64_t ns[NL], u
 int tgb_trace(int argc, char **argv) {
   uint64_t count = 9500000, ref_count = 10000, reps = 51, rounds = 3;
   int json = 0;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(argv[i], "--json")) {
-      json = 1;
-    } else if (i + 1 < argc && !strcmp(argv[i], "--count")) {
-      count = tgb_parse_count(argv[i], argv[i + 1]);
-      i++;
-    } else if (i + 1 < argc && !strcmp(argv[i], "--ref-count")) {
-      ref_count = tgb_parse_count(argv[i], argv[i + 1]);
-      i++;
-    } else if (i + 1 < argc && !strcmp(argv[i], "--reps")) {
-      reps = tgb_parse_count(argv[i], argv[i + 1]);
-      i++;
-    } else if (i + 1 < argc && !strcmp(argv[i], "--rounds")) {
-      rounds = tgb_parse_count(argv[i], argv[i + 1]);
-      i++;
-    } else {
-      return tgb_bad_option("trace", argv[i], usage);
-    }
-  }
+  const tgb_opt opts[] = {{"--count", &count, NULL},
+                          {"--ref-count", &ref_count, NULL},
+                          {"--reps", &reps, NULL},
+                          {"--rounds", &rounds, NULL},
+                          {NULL, NULL, NULL}};
+  int prc = tgb_parse_args("trace", argc, argv, opts, &json, usage);
+  if (prc >= 0) return prc;
   if (count == 0 || ref_count == 0 || reps == 0 || rounds == 0) {
     fprintf(stderr, "tg-bench trace: counts must be positive\n");
     return 64;

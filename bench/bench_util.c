@@ -33,6 +33,28 @@ int tgb_bad_option(const char *cmd, const char *arg, void (*usage)(FILE *)) {
   return 64;
 }
 
+int tgb_parse_args(const char *cmd, int argc, char **argv, const tgb_opt *opts, int *json,
+                   void (*usage)(FILE *)) {
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    }
+    if (!strcmp(a, "--json")) {
+      *json = 1;
+      continue;
+    }
+    const tgb_opt *o = opts;
+    while (o->name && strcmp(o->name, a)) o++;
+    if (!o->name || i + 1 >= argc) return tgb_bad_option(cmd, a, usage);
+    const char *v = argv[++i];
+    if (o->count) *o->count = tgb_parse_count(a, v);
+    else *o->str = v;
+  }
+  return -1;
+}
+
 int tgb_check_count(const char *cmd, uint64_t count) {
   if (count >= 1 && count <= 4000000000ull) return 0;
   fprintf(stderr, "tg-bench %s: --count must be in [1, 4000000000]\n", cmd);

@@ -156,41 +156,27 @@ int tgb_wal(int argc, char **argv) {
   int level = TG_WAL_BALANCED, threads = 1, json = 0;
   uint64_t count = 0;
   const char *parent = "/tmp";
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(a, "--json")) {
-      json = 1;
-    } else if (!strcmp(a, "--level") && v) {
-      i++;
-      if (!strcmp(v, "strict")) level = TG_WAL_STRICT;
-      else if (!strcmp(v, "balanced")) level = TG_WAL_BALANCED;
-      else if (!strcmp(v, "relaxed")) level = TG_WAL_RELAXED;
-      else {
-        fprintf(stderr, "tg-bench wal: --level: '%s' is not strict, balanced or relaxed\n", v);
-        return 64;
-      }
-    } else if (!strcmp(a, "--threads") && v) {
-      i++;
-      uint64_t t = tgb_parse_count(a, v);
-      if (t < 1 || t > 1024) {
-        fprintf(stderr, "tg-bench wal: --threads must be 1..1024\n");
-        return 64;
-      }
-      threads = (int)t;
-    } else if (!strcmp(a, "--count") && v) {
-      i++;
-      count = tgb_parse_count(a, v);
-    } else if (!strcmp(a, "--dir") && v) {
-      i++;
-      parent = v;
-    } else {
-      return tgb_bad_option("wal", a, usage);
-    }
+  const char *level_name = NULL;
+  uint64_t nthreads = 1;
+  const tgb_opt opts[] = {{"--level", NULL, &level_name},
+                          {"--threads", &nthreads, NULL},
+                          {"--count", &count, NULL},
+                          {"--dir", NULL, &parent},
+                          {NULL, NULL, NULL}};
+  int prc = tgb_parse_args("wal", argc, argv, opts, &json, usage);
+  if (prc >= 0) return prc;
+  if (!level_name || !strcmp(level_name, "balanced")) level = TG_WAL_BALANCED;
+  else if (!strcmp(level_name, "strict")) level = TG_WAL_STRICT;
+  else if (!strcmp(level_name, "relaxed")) level = TG_WAL_RELAXED;
+  else {
+    fprintf(stderr, "tg-bench wal: --level: '%s' is not strict, balanced or relaxed\n", level_name);
+    return 64;
   }
+  if (nthreads < 1 || nthreads > 1024) {
+    fprintf(stderr, "tg-bench wal: --threads must be 1..1024\n");
+    return 64;
+  }
+  threads = (int)nthreads;
   if (!count) count = level == TG_WAL_STRICT ? 2000u * (uint64_t)threads : 5000000u;
   if (count < (uint64_t)threads) count = (uint64_t)threads;
   static const char *names[] = {"strict", "balanced", "relaxed"};

@@ -261,16 +261,24 @@ typedef struct scraper {
 
 /* Rewrites the metrics file every interval, as a node_exporter textfile
    scrape would consume it: metrics stay on for the whole phase. */
+/* ms milliseconds from now on CLOCK_REALTIME, the clock of a
+   pthread_cond_timedwait() deadline (the condition variable keeps the
+   default clock). */
+static struct timespec realtime_after_ms(uint64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000u;
+  ts.tv_sec += (time_t)(ns / 1000000000u);
+  ts.tv_nsec = (long)(ns % 1000000000u);
+  return ts;
+}
+
 static void *scraper_main(void *arg) {
   scraper *m = arg;
   pthread_mutex_lock(&m->mu);
   while (!m->stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + m->interval_ms * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    struct timespec deadline = realtime_after_ms(m->interval_ms);
+    pthread_cond_timedwait(&m->cv, &m->mu, &deadline);
     if (m->stop) break;
     pthread_mutex_unlock(&m->mu);
     int rc = tg_metrics_write_file(m->path);
@@ -319,6 +327,23 @@ static tg_store_config durable_cfg(const ts_config *c, int level) {
   return sc;
 }
 
+/* A timed round with what a production store would have on: tracing at 1%
+   and the metrics file at prom rewritten every interval_ms. Returns its
+   seconds; *mrc gets the scraper's error, *rss0 and *rss1 (when not NULL)
+   the resident set size just before and just after the timed run. */
+static double run_observed(timed_run *tr, const char *prom, uint64_t interval_ms, int *mrc,
+                           uint64_t *rss0, uint64_t *rss1) {
+  tg_trace_set_rate(0.01);
+  scraper m;
+  int started = scraper_start(&m, prom, interval_ms);
+  if (rss0) *rss0 = tgp_rss_bytes();
+  double sec = run_timed(tr);
+  if (rss1) *rss1 = tgp_rss_bytes();
+  *mrc = scraper_stop(&m, started);
+  tg_trace_set_rate(0);
+  return sec;
+}
+
 /* (a) the reference workload: in-memory store + a separate WAL that gets a
    record for every `wal_every`-th token. */
 static int full_stack_every_nth(ts_run *r, int level) {
@@ -360,17 +385,12 @@ static int full_stack_every_nth(ts_run *r, int level) {
       tg_wal_close(w);
       return 1;
     }
-    tg_trace_set_rate(0.01);
-    scraper m;
-    int started = scraper_start(&m, prom, c->metrics_interval_ms);
-    uint64_t rss0 = tgp_rss_bytes();
+    uint64_t rss0 = 0, rss1 = 0;
     tr.s = s;
     tr.wal = w;
     tr.tail_arg = w;
-    double sec = run_timed(&tr);
-    uint64_t rss1 = tgp_rss_bytes();
-    int mrc = scraper_stop(&m, started);
-    tg_trace_set_rate(0);
+    int mrc = 0;
+    double sec = run_observed(&tr, prom, c->metrics_interval_ms, &mrc, &rss0, &rss1);
     tg_store_stats st;
     tg_store_stats_get(s, &st);
     tg_wal_stats ws;
@@ -429,7 +449,8 @@ static int full_stack_every_token(ts_run *r, int level) {
   timed_run tr = {.n = n, .threads = c->threads, .sample_every = c->sample_every,
                   .tail = store_sync_tail};
   int rc = 0;
-  uint64_t live = 0, rejected = 0, lsn = 0;
+  tg_store_stats last; /* of the last round that succeeded */
+  memset(&last, 0, sizeof last);
   for (uint64_t round = 0; round < c->rounds && !rc; round++) {
     ts_progress(r, "%s: round %llu/%llu", x->name, (unsigned long long)round + 1,
                 (unsigned long long)c->rounds);
@@ -439,23 +460,17 @@ static int full_stack_every_token(ts_run *r, int level) {
     tgp_rmtree(dir);
     tg_store *s = NULL;
     if ((rc = ts_open(r, "full stack every token", &s, dir, &sc))) return 1;
-    tg_trace_set_rate(0.01);
-    scraper m;
-    int started = scraper_start(&m, prom, c->metrics_interval_ms);
     tr.s = s;
     tr.tail_arg = s;
-    double sec = run_timed(&tr);
-    int mrc = scraper_stop(&m, started);
-    tg_trace_set_rate(0);
+    int mrc = 0;
+    double sec = run_observed(&tr, prom, c->metrics_interval_ms, &mrc, NULL, NULL);
     tg_store_stats st;
     tg_store_stats_get(s, &st);
     int crc = tg_store_close(s);
     rc = tr.rc ? tr.rc : crc ? crc : mrc;
     if (rc) break;
     ts_keep_round(x, sec);
-    live = st.live_tokens;
-    rejected = st.quota_rejections;
-    lsn = st.last_lsn;
+    last = st;
   }
   if (!rc && level != TG_STRICT) {
     double rs = tgb_raw_chunks_seconds(r->dir, n * FRAME_BYTES); /* after as well: the faster counts */
@@ -463,10 +478,13 @@ static int full_stack_every_token(ts_run *r, int level) {
   }
   ts_latency(r, x, tr.lat, tr.nlat);
   free(tr.lat);
-  ts_check_add(r, !rc && live == n && rejected == 0 && lsn >= n,
+  ts_check_add(r,
+               !rc && last.live_tokens == n && last.quota_rejections == 0 &&
+                   last.last_lsn >= n,
                "full stack (every token): all logged",
-               "%llu live of %llu, %llu rejected, last LSN %llu%s%s", (unsigned long long)live,
-               (unsigned long long)n, (unsigned long long)rejected, (unsigned long long)lsn,
+               "%llu live of %llu, %llu rejected, last LSN %llu%s%s",
+               (unsigned long long)last.live_tokens, (unsigned long long)n,
+               (unsigned long long)last.quota_rejections, (unsigned long long)last.last_lsn,
                rc ? ", error: " : "", rc ? tg_strerror(rc) : "");
   if (rc) return 0;
   set_ratio(r, x);

@@ -35,8 +35,7 @@ static void exhaustion_durable(ts_run *r, uint64_t max, uint64_t overflow) {
   char msg[256] = "";
   int rc = ts_open(r, "quota (durable)", &s, dir, &sc);
   if (rc) return;
-  tg_token t;
-  memset(&t, 0, sizeof t);
+  tg_token t; /* ts_fill sets every field before each create */
   uint64_t ok = 0, rejected = 0, other = 0;
   for (uint64_t i = 0; i < max + overflow; i++) {
     ts_fill(&t, i);
@@ -90,11 +89,10 @@ int ts_phase_quota(ts_run *r) {
   memset(&t, 0, sizeof t);
   uint32_t first_id = 0, last_id = 0;
   uint64_t ok = 0, rejected = 0, other = 0, extra_ok = 0;
-  uint64_t *lat = calloc(over + 1, sizeof *lat);
-  if (!lat) exit(70);
+  uint64_t *lat = ts_xcalloc((over + 1) * sizeof *lat);
   uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < max; i++) {
-    uint32_t id;
+    uint32_t id = 0;
     ts_fill(&t, i);
     rc = tg_token_create(s, &t, &id);
     if (rc) {
@@ -168,23 +166,15 @@ int ts_phase_pressure(ts_run *r) {
   uint64_t soft = soft_limit(&sc.guardian);
   ts_progress(r, "memory-pressure: %llu creates into %llu bytes", (unsigned long long)n,
               (unsigned long long)sc.guardian.max_memory_bytes);
-  uint32_t *pers = malloc(((pe ? n / pe : 0) + 1) * sizeof *pers);
-  size_t caplat = ts_sample_cap(n, c->sample_every);
-  uint64_t *lat = malloc(caplat * sizeof *lat);
-  if (!pers || !lat) exit(70);
-  size_t npers = 0, nlat = 0;
   tg_store *s = NULL;
   int rc = ts_open(r, "memory pressure", &s, NULL, &sc);
-  if (rc) {
-    free(pers);
-    free(lat);
-    return 1;
-  }
-  tg_token t;
-  memset(&t, 0, sizeof t);
+  if (rc) return 1;
+  uint32_t *pers = ts_xcalloc(((pe ? n / pe : 0) + 1) * sizeof *pers);
+  size_t caplat, npers = 0, nlat = 0;
+  uint64_t *lat, rng;
+  uint32_t gap = ts_sampling_start(n, c->sample_every, &lat, &caplat, &rng);
+  tg_token t; /* ts_fill sets every field before each create */
   uint64_t rejected = 0, other = 0;
-  uint64_t rng = 0x9E3779B97F4A7C15ull;
-  uint32_t gap = ts_gap(&rng, c->sample_every);
   uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n; i++) {
     uint32_t id = 0;
@@ -267,23 +257,15 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   sc.wal.ring_slots = c->backpressure_ring;
   sc.wal.nonblocking = nonblocking;
   sc.crash_dump = 0;
-  uint32_t *ids = calloc((size_t)n, sizeof *ids);
-  size_t caplat = ts_sample_cap(n, c->sample_every);
-  uint64_t *lat = malloc(caplat * sizeof *lat);
-  if (!ids || !lat) exit(70);
-  size_t nlat = 0;
   tg_store *s = NULL;
   int rc = ts_open(r, "backpressure", &s, dir, &sc);
-  if (rc) {
-    free(ids);
-    free(lat);
-    return 1;
-  }
-  tg_token t;
-  memset(&t, 0, sizeof t);
+  if (rc) return 1;
+  uint32_t *ids = ts_xcalloc((size_t)n * sizeof *ids);
+  size_t caplat, nlat = 0;
+  uint64_t *lat, rng;
+  uint32_t gap = ts_sampling_start(n, c->sample_every, &lat, &caplat, &rng);
+  tg_token t; /* ts_fill sets every field before each create */
   uint64_t eagain = 0, other = 0;
-  uint64_t rng = 0x9E3779B97F4A7C15ull;
-  uint32_t gap = ts_gap(&rng, c->sample_every);
   uint64_t bp0 = backpressure_ns();
   uint64_t t0 = tgp_now_ns();
   for (uint64_t i = 0; i < n && !other; i++) {

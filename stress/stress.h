@@ -138,6 +138,21 @@ static inline size_t ts_sample_cap(uint64_t n, uint32_t every) {
   return (size_t)(n / every + n / every / 8 + 64);
 }
 
+/* n zeroed bytes; out of memory ends the run with status 70 (EX_SOFTWARE),
+   as every phase treats it. */
+void *ts_xcalloc(size_t n);
+
+/* Start the sampling of a loop of n operations that times one in about
+   `every`: *lat gets room for the samples (*cap of them), *rng the gap
+   generator's seed. Returns the gap to the first timed operation. */
+static inline uint32_t ts_sampling_start(uint64_t n, uint32_t every, uint64_t **lat,
+                                         size_t *cap, uint64_t *rng) {
+  *cap = ts_sample_cap(n, every);
+  *lat = ts_xcalloc(*cap * sizeof **lat);
+  *rng = 0x9E3779B97F4A7C15ull;
+  return ts_gap(rng, every);
+}
+
 /* The token every phase creates as its i-th: unique content so a recovered
    token can be matched to the operation that created it. */
 static inline void ts_fill(tg_token *t, uint64_t i) {

@@ -188,25 +188,29 @@ static void grow_zero(void **p, size_t old, size_t nw, size_t size) {
   memset((char *)*p + old * size, 0, (nw - old) * size);
 }
 
-static void model_reserve_tok(model *m, uint32_t id) {
-  if (id < m->tcap) return;
-  uint32_t nc = m->tcap ? m->tcap : 1024;
+/* Grow the n arrays indexed by one kind of id (array i has elements of
+   size[i] bytes), and *cap with them, so that they hold id: capacities
+   double from 1024, new elements are zero. */
+static void reserve(uint32_t *cap, uint32_t id, void **const arrays[], const size_t size[],
+                    int n) {
+  if (id < *cap) return;
+  uint32_t nc = *cap ? *cap : 1024;
   while (nc <= id) nc *= 2;
-  grow_zero((void **)&m->tok, m->tcap, nc, sizeof *m->tok);
-  grow_zero((void **)&m->tpos, m->tcap, nc, sizeof *m->tpos);
-  grow_zero((void **)&m->tids, m->tcap, nc, sizeof *m->tids);
-  m->tcap = nc;
+  for (int i = 0; i < n; i++) grow_zero(arrays[i], *cap, nc, size[i]);
+  *cap = nc;
+}
+
+static void model_reserve_tok(model *m, uint32_t id) {
+  void **const a[] = {(void **)&m->tok, (void **)&m->tpos, (void **)&m->tids};
+  const size_t size[] = {sizeof *m->tok, sizeof *m->tpos, sizeof *m->tids};
+  reserve(&m->tcap, id, a, size, 3);
 }
 
 static void model_reserve_conn(model *m, uint32_t id) {
-  if (id < m->ccap) return;
-  uint32_t nc = m->ccap ? m->ccap : 1024;
-  while (nc <= id) nc *= 2;
-  grow_zero((void **)&m->conn, m->ccap, nc, sizeof *m->conn);
-  grow_zero((void **)&m->cborn, m->ccap, nc, sizeof *m->cborn);
-  grow_zero((void **)&m->cpos, m->ccap, nc, sizeof *m->cpos);
-  grow_zero((void **)&m->cids, m->ccap, nc, sizeof *m->cids);
-  m->ccap = nc;
+  void **const a[] = {(void **)&m->conn, (void **)&m->cborn, (void **)&m->cpos,
+                      (void **)&m->cids};
+  const size_t size[] = {sizeof *m->conn, sizeof *m->cborn, sizeof *m->cpos, sizeof *m->cids};
+  reserve(&m->ccap, id, a, size, 4);
 }
 
 static int tok_live(const model *m, uint32_t id) { return id && id < m->tcap && m->tpos[id]; }

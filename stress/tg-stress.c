@@ -112,6 +112,15 @@ int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
   return rc;
 }
 
+void *ts_xcalloc(size_t n) {
+  void *p = calloc(1, n ? n : 1);
+  if (!p) {
+    fprintf(stderr, "tg-stress: out of memory\n");
+    exit(70);
+  }
+  return p;
+}
+
 void ts_keep_round(ts_result *x, double sec) {
   if (x->nrounds < TS_MAX_ROUNDS) x->round_sec[x->nrounds++] = sec;
   if (x->seconds == 0 || sec < x->seconds) x->seconds = sec;
@@ -130,11 +139,30 @@ void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n) {
 
 /* ---- configuration ------------------------------------------------------- */
 
+/* The plain integer keys of [stress]: X(name, default, least, greatest).
+   The defaults, the parser and the list of known keys all come from here;
+   the keys with rules of their own (a list, a power of two) follow. */
+#define TS_U64_KEYS(X)                                                         \
+  X(tokens, 1000000, 1, 4000000000)                                            \
+  X(rounds, 3, 1, TS_MAX_ROUNDS)                                               \
+  X(wal_every, 1000, 1, 1000000000)                                            \
+  X(wal_tokens, 1000000, 1, 4000000000)                                        \
+  X(strict_ops, 2000, 1, 100000000)                                            \
+  X(metrics_interval_ms, 100, 0, 3600000)                                      \
+  X(crash_ops, 100000, 1, 100000000)                                           \
+  X(trace_tokens, 1000000, 1, 4000000000)                                      \
+  X(quota_tokens, 100000, 1, 100000000)                                        \
+  X(quota_overflow, 1000, 0, 100000000)                                        \
+  X(pressure_memory_bytes, 16u << 20, 65536, 1ull << 40)                       \
+  X(pressure_tokens, 500000, 1, 1000000000)                                    \
+  X(persistent_every, 100, 0, 1000000000)                                      \
+  X(backpressure_ops, 100000, 1, 100000000)
+
+#define TS_KEY_NAME(name, def, lo, hi) #name,
 static const char *const key_names[] = {
-    "phases", "tokens", "rounds", "threads", "sample_every", "levels",
-    "wal_every", "wal_tokens", "strict_ops", "metrics_interval_ms", "crash_ops",
-    "trace_tokens", "quota_tokens", "quota_overflow", "pressure_memory_bytes",
-    "pressure_tokens", "persistent_every", "backpressure_ring", "backpressure_ops"};
+    "phases", "threads", "sample_every", "levels", "backpressure_ring",
+    TS_U64_KEYS(TS_KEY_NAME)};
+#undef TS_KEY_NAME
 #define NKEYS (sizeof key_names / sizeof key_names[0])
 
 typedef struct load_ctx {
@@ -214,7 +242,7 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
   if (c->seen[k]) return "set twice";
   c->seen[k] = 1;
   uint64_t v = 0;
-#define U64(name, lo, hi)                                                      \
+#define U64(name, def, lo, hi)                                                 \
   if (!strcmp(key, #name)) {                                                   \
     if (tgp_parse_u64(value, lo, hi, &v)) return "not an integer in [" #lo ", " #hi "]"; \
     s->name = v;                                                               \
@@ -246,20 +274,7 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
     s->backpressure_ring = (uint32_t)v;
     return NULL;
   }
-  U64(tokens, 1, 4000000000)
-  U64(rounds, 1, TS_MAX_ROUNDS)
-  U64(wal_every, 1, 1000000000)
-  U64(wal_tokens, 1, 4000000000)
-  U64(strict_ops, 1, 100000000)
-  U64(metrics_interval_ms, 0, 3600000)
-  U64(crash_ops, 1, 100000000)
-  U64(trace_tokens, 1, 4000000000)
-  U64(quota_tokens, 1, 100000000)
-  U64(quota_overflow, 0, 100000000)
-  U64(pressure_memory_bytes, 65536, 1ull << 40)
-  U64(pressure_tokens, 1, 1000000000)
-  U64(persistent_every, 0, 1000000000)
-  U64(backpressure_ops, 1, 100000000)
+  TS_U64_KEYS(U64)
 #undef U64
   return "unknown key in [stress]";
 }
@@ -268,23 +283,12 @@ static void config_defaults(ts_config *c) {
   memset(c, 0, sizeof *c);
   tg_store_config_init(&c->store);
   c->phases = 0x7F;
-  c->tokens = 1000000;
-  c->rounds = 3;
   c->threads = 1;
   c->sample_every = 64;
-  c->wal_every = 1000;
-  c->wal_tokens = 1000000;
-  c->strict_ops = 2000;
-  c->metrics_interval_ms = 100;
-  c->crash_ops = 100000;
-  c->trace_tokens = 1000000;
-  c->quota_tokens = 100000;
-  c->quota_overflow = 1000;
-  c->pressure_memory_bytes = 16u << 20;
-  c->pressure_tokens = 500000;
-  c->persistent_every = 100;
   c->backpressure_ring = 64;
-  c->backpressure_ops = 100000;
+#define TS_DEFAULT(name, def, lo, hi) c->name = def;
+  TS_U64_KEYS(TS_DEFAULT)
+#undef TS_DEFAULT
 }
 
 /* Line of `key` in [section] of path (for errors about a value that was

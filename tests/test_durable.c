@@ -23,21 +23,6 @@
 #include "common/io.h"
 #include "util.h"
 
-static char dir[128];
-
-static int setup(void **state) {
-  (void)state;
-  tgt_mkdtemp(dir, sizeof dir, "tg_durable");
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  tgt_rmtree(dir);
-  tg__io_reset();
-  return 0;
-}
-
 static tg_store_config config(int level) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
@@ -73,34 +58,12 @@ static uint32_t mk(tg_store *s, float weight, uint32_t ts) {
 }
 
 static uint32_t link_(tg_store *s, uint32_t a, uint32_t b, uint8_t type) {
-  tg_connection c;
-  memset(&c, 0, sizeof c);
-  c.from = a;
-  c.to = b;
-  c.type = type;
-  c.confidence = 0.25f;
-  uint32_t id = 0;
-  assert_int_equal(tg_connect(s, &c, &id), 0);
-  return id;
+  tg_connection c = {.from = a, .to = b, .type = type, .confidence = 0.25f};
+  return tgt_connect(s, &c);
 }
 
-typedef struct list {
-  uint32_t ids[256];
-  int n;
-} list;
-
-static int collect(void *arg, const tg_connection *c) {
-  list *l = arg;
-  assert_true(l->n < (int)(sizeof l->ids / sizeof l->ids[0]));
-  l->ids[l->n++] = c->id;
-  return 0;
-}
-
-static list edges(tg_store *s, uint32_t id) {
-  list l;
-  memset(&l, 0, sizeof l);
-  assert_int_equal(tg_token_edges(s, id, TG_BOTH, collect, &l), 0);
-  return l;
+static tgt_edges edges(tg_store *s, uint32_t id) {
+  return tgt_edges_of(s, id, TG_BOTH);
 }
 
 /* Build a graph with every kind of mutation; return its expected shape. */
@@ -113,15 +76,13 @@ static void build_graph(tg_store *s, uint32_t *ids, int n) {
   t.weight = 99.5f;
   assert_int_equal(tg_token_update(s, &t), 0);
   assert_int_equal(tg_token_delete(s, ids[7]), 0); /* takes its connections */
-  list e = edges(s, ids[10]);
+  tgt_edges e = edges(s, ids[10]);
   assert_int_equal(tg_disconnect(s, e.ids[0]), 0);
 }
 
 /* Compare two stores token by token and edge list by edge list. */
 static void assert_same(tg_store *a, tg_store *b, const uint32_t *ids, int n) {
-  tg_store_stats sa, sb;
-  tg_store_stats_get(a, &sa);
-  tg_store_stats_get(b, &sb);
+  tg_store_stats sa = tgt_stats(a), sb = tgt_stats(b);
   assert_int_equal(sa.live_tokens, sb.live_tokens);
   assert_int_equal(sa.live_connections, sb.live_connections);
   for (int i = 0; i < n; i++) {
@@ -132,7 +93,7 @@ static void assert_same(tg_store *a, tg_store *b, const uint32_t *ids, int n) {
     ta.flags &= (uint16_t)~TG_TOKEN_DIRTY;
     tb.flags &= (uint16_t)~TG_TOKEN_DIRTY;
     assert_memory_equal(&ta, &tb, sizeof ta);
-    list la = edges(a, ids[i]), lb = edges(b, ids[i]);
+    tgt_edges la = edges(a, ids[i]), lb = edges(b, ids[i]);
     assert_int_equal(la.n, lb.n);
     assert_memory_equal(la.ids, lb.ids, sizeof la.ids[0] * (size_t)la.n);
     for (int k = 0; k < la.n; k++) {
@@ -148,17 +109,16 @@ static void test_reopen_replays_every_mutation_exactly(void **state) {
   (void)state;
   enum { N = 40 };
   uint32_t ids[N];
-  tg_store *mem = NULL;
-  assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
+  tg_store *mem = tgt_open(NULL, NULL); /* the expected state */
   build_graph(mem, ids, N);
 
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   uint32_t ids2[N];
   build_graph(s, ids2, N);
   assert_memory_equal(ids, ids2, sizeof ids);
   assert_int_equal(tg_store_close(s), 0);
 
-  s = open_at(dir, TG_BALANCED);
+  s = open_at(tgt_root, TG_BALANCED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, 0);
@@ -172,14 +132,12 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   (void)state;
   enum { N = 60 };
   uint32_t ids[N];
-  tg_store *mem = NULL;
-  assert_int_equal(tg_store_open(&mem, NULL, NULL), 0);
-  tg_store *s = open_at(dir, TG_RELAXED);
+  tg_store *mem = tgt_open(NULL, NULL); /* the expected state */
+  tg_store *s = open_at(tgt_root, TG_RELAXED);
   build_graph(mem, ids, N / 2);
   build_graph(s, ids, N / 2);
   assert_int_equal(tg_checkpoint(s), 0);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.checkpoint_lsn, st.last_lsn);
   assert_int_equal(st.checkpoints, 1);
   /* More changes after the checkpoint, touching checkpointed objects. */
@@ -196,7 +154,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   }
   assert_int_equal(tg_store_close(s), 0);
 
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
@@ -208,7 +166,7 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
   /* A second checkpoint (deletes included) and reopen: the same again. */
   assert_int_equal(tg_checkpoint(s), 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.replayed_records, 0);
   assert_same(mem, s, ids, N / 2);
@@ -218,11 +176,11 @@ static void test_checkpoint_then_more_changes_survive_reopen(void **state) {
 
 static void test_checkpoint_removes_covered_segments(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_RELAXED);
+  tg_store *s = open_at(tgt_root, TG_RELAXED);
   for (int i = 0; i < 40000; i++) mk(s, 1, (uint32_t)i); /* ~3 MiB of log */
   assert_int_equal(tg_sync(s), 0);
   char waldir[256];
-  snprintf(waldir, sizeof waldir, "%s/wal", dir);
+  snprintf(waldir, sizeof waldir, "%s/wal", tgt_root);
   int before = 0, after = 0;
   char cmd[300];
   snprintf(cmd, sizeof cmd, "ls %s | grep -c '\\.wal$'", waldir);
@@ -236,10 +194,8 @@ static void test_checkpoint_removes_covered_segments(void **state) {
   pclose(p);
   assert_true(after < before);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_tokens, 40000);
+  s = open_at(tgt_root, TG_RELAXED);
+  assert_int_equal(tgt_stats(s).live_tokens, 40000);
   tg_store_close(s);
 }
 
@@ -247,38 +203,34 @@ static void test_quota_rejection_logs_nothing(void **state) {
   (void)state;
   tg_store_config cfg = config(TG_BALANCED);
   cfg.guardian.max_tokens = 3;
-  tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  tg_store *s = tgt_open(tgt_root, &cfg);
   for (int i = 0; i < 3; i++) mk(s, 1, 1);
-  tg_store_stats a, b;
-  tg_store_stats_get(s, &a);
+  assert_int_equal(tgt_stats(s).last_lsn, 3);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
-  tg_store_stats_get(s, &b);
-  assert_int_equal(a.last_lsn, 3);
-  assert_int_equal(b.last_lsn, 3);
+  assert_int_equal(tgt_stats(s).last_lsn, 3); /* the rejection logged nothing */
   tg_store_close(s);
 }
 
 static void test_a_second_open_of_the_directory_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   tg_store *t = (tg_store *)&t;
   char msg[256];
   tg_store_config cfg = config(TG_BALANCED);
-  assert_int_equal(tg_store_open_msg(&t, dir, &cfg, msg, sizeof msg), TG_ELOCKED);
+  assert_int_equal(tg_store_open_msg(&t, tgt_root, &cfg, msg, sizeof msg), TG_ELOCKED);
   assert_null(t);
   assert_non_null(strstr(msg, "in use"));
   tg_store_close(s);
   /* Released on close. */
-  s = open_at(dir, TG_BALANCED);
+  s = open_at(tgt_root, TG_BALANCED);
   tg_store_close(s);
 }
 
 static void test_files_and_directories_are_private(void **state) {
   (void)state;
   char sub[256];
-  snprintf(sub, sizeof sub, "%s/data", dir);
+  snprintf(sub, sizeof sub, "%s/data", tgt_root);
   tg_store *s = open_at(sub, TG_BALANCED);
   mk(s, 1, 1);
   tg_store_close(s);
@@ -294,16 +246,29 @@ static void test_files_and_directories_are_private(void **state) {
   }
 }
 
+/* A data directory with every file a store creates, and no token. */
+static void make_empty_store(void) {
+  assert_int_equal(tg_store_close(open_at(tgt_root, TG_BALANCED)), 0);
+}
+
+/* Opening path fails with err (or, when err2 is not 0, with either), and
+   the message names what is wrong: it contains needle. */
+static void assert_open_refused(const char *path, int err, int err2, const char *needle) {
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, path, NULL, msg, sizeof msg);
+  if (rc != err && (!err2 || rc != err2))
+    fail_msg("open %s: %s (%s), expected %s", path, tg_err_name(rc), msg, tg_err_name(err));
+  if (!strstr(msg, needle)) fail_msg("open %s: '%s' not in '%s'", path, needle, msg);
+}
+
 static void test_foreign_directory_is_refused_and_left_alone(void **state) {
   (void)state;
   char p[300];
-  snprintf(p, sizeof p, "%s/notes.txt", dir);
+  snprintf(p, sizeof p, "%s/notes.txt", tgt_root);
   tgt_write_file(p, "mine\n");
-  tg_store *s = NULL;
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_ENOTTG);
-  assert_non_null(strstr(msg, "not a tokengraph data directory"));
-  snprintf(p, sizeof p, "ls -A %s | wc -l", dir);
+  assert_open_refused(tgt_root, TG_ENOTTG, 0, "not a tokengraph data directory");
+  snprintf(p, sizeof p, "ls -A %s | wc -l", tgt_root);
   FILE *l = popen(p, "r");
   int n = 0;
   assert_int_equal(fscanf(l, "%d", &n), 1);
@@ -313,63 +278,36 @@ static void test_foreign_directory_is_refused_and_left_alone(void **state) {
 
 static void test_newer_format_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
-  tg_store_close(s);
+  make_empty_store();
   char p[300];
-  snprintf(p, sizeof p, "%s/TOKENGRAPH", dir);
+  snprintf(p, sizeof p, "%s/TOKENGRAPH", tgt_root);
   tgt_write_file(p, "tokengraph data directory\nformat 2\n");
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, dir, NULL, msg, sizeof msg), TG_EVERSION);
-  assert_non_null(strstr(msg, "format 2"));
+  assert_open_refused(tgt_root, TG_EVERSION, 0, "format 2");
 }
 
 static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
   char p[300];
-  snprintf(p, sizeof p, "%s/file", dir);
+  snprintf(p, sizeof p, "%s/file", tgt_root);
   tgt_write_file(p, "");
-  tg_store *s = NULL;
-  char msg[512];
-  assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOTDIR);
-  assert_non_null(strstr(msg, "not a directory"));
-  snprintf(p, sizeof p, "%s/no/such/parent", dir);
-  assert_int_equal(tg_store_open_msg(&s, p, NULL, msg, sizeof msg), -ENOENT);
+  assert_open_refused(p, -ENOTDIR, 0, "not a directory");
+  snprintf(p, sizeof p, "%s/no/such/parent", tgt_root);
+  assert_open_refused(p, -ENOENT, 0, "");
 }
 
 static void test_a_checkpoint_that_is_not_ours_is_refused(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
-  tg_store_close(s);
+  make_empty_store();
   char p[300];
   /* Random bytes in place of the LMDB file. */
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_root);
   FILE *f = fopen(p, "w");
   for (int i = 0; i < 8192; i++) fputc((i * 7919) & 0xFF, f);
   fclose(f);
-  char msg[512];
-  int rc = tg_store_open_msg(&s, dir, NULL, msg, sizeof msg);
-  assert_true(rc == TG_ENOTTG || rc == TG_ECORRUPT);
-  assert_non_null(strstr(msg, "checkpoint"));
+  assert_open_refused(tgt_root, TG_ENOTTG, TG_ECORRUPT, "checkpoint");
   /* A valid LMDB environment that is someone else's. */
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/checkpoint/lock.mdb", dir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/checkpoint", dir);
-  MDB_env *env;
-  MDB_txn *txn;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_open(env, p, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
-  MDB_val k = {3, "key"}, v = {5, "value"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-  rc = tg_store_open_msg(&s, dir, NULL, msg, sizeof msg);
-  assert_int_equal(rc, TG_ENOTTG);
-  assert_non_null(strstr(msg, "not a tokengraph checkpoint"));
+  tgt_foreign_checkpoint(tgt_root);
+  assert_open_refused(tgt_root, TG_ENOTTG, 0, "not a tokengraph checkpoint");
 }
 
 /* ---- a crashed process ----------------------------------------------------- */
@@ -401,8 +339,8 @@ static void creates_then_abort(const char *path, int level) {
 }
 
 static void abort_case(int level) {
-  creates_then_abort(dir, level);
-  tg_store *s = open_at(dir, level);
+  creates_then_abort(tgt_root, level);
+  tg_store *s = open_at(tgt_root, level);
   tg_store_stats st;
   tg_store_stats_get(s, &st);
   assert_int_equal(st.live_tokens, 100);
@@ -434,7 +372,7 @@ static ssize_t enospc_pwrite(int fd, const void *b, size_t n, off_t off) {
 
 static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   uint32_t a = mk(s, 1, 1), b = mk(s, 2, 2);
   tg__io.pwrite = enospc_pwrite;
   tg_token t = tok(3, 3);
@@ -447,23 +385,18 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
   assert_int_equal(tg_sync(s), TG_ENOSPC);
   /* The failure is in the black box (once), with the errno. */
   char p[300];
-  snprintf(p, sizeof p, "%s/bb-failure.json", dir);
+  snprintf(p, sizeof p, "%s/bb-failure.json", tgt_root);
   tg__io_reset();
   assert_int_equal(tg_blackbox_dump(p), 0);
-  FILE *f = fopen(p, "r");
-  assert_non_null(f);
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
+  char *buf = tgt_read_file(p, NULL);
   assert_non_null(strstr(buf, "write_failure"));
+  free(buf);
   unlink(p);
   tg__io.pwrite = enospc_pwrite;
   assert_int_equal(tg_store_close(s), TG_ENOSPC);
   tg__io_reset();
-  s = open_at(dir, TG_STRICT);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  s = open_at(tgt_root, TG_STRICT);
+  tg_store_stats st = tgt_stats(s);
   /* The failed create was queued, never acknowledged: the ring file may
      still hand it to this open (a STRICT error means "not known durable",
      not "not logged"), but nothing after it was ever queued. */
@@ -479,31 +412,26 @@ static void test_full_disk_fails_the_store_and_loses_nothing_durable(void **stat
 
 static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
   (void)state;
-  int fds[2];
-  assert_int_equal(pipe(fds), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    tg_store *s = open_at(dir, TG_STRICT);
+  tgt_child child = tgt_fork_piped();
+  if (child.pid == 0) {
+    tg_store *s = open_at(tgt_root, TG_STRICT);
     for (uint32_t i = 1;; i++) {
       tg_token t = tok((float)i, i);
       uint32_t id;
       if (tg_token_create(s, &t, &id)) _exit(3);
-      if (write(fds[1], &id, sizeof id) != sizeof id) _exit(4);
+      if (write(child.fd, &id, sizeof id) != sizeof id) _exit(4);
     }
   }
-  close(fds[1]);
   uint32_t acked[200], n = 0;
   /* The ids are 4-byte writes to a pipe, each atomic (< PIPE_BUF). */
-  while (n < 200 && tgt_read_full(fds[0], &acked[n], sizeof acked[n], NULL)) n++;
-  kill(pid, SIGKILL);
-  int status = tgt_wait_child(pid);
-  close(fds[0]);
+  while (n < 200 && tgt_read_full(child.fd, &acked[n], sizeof acked[n], NULL)) n++;
+  kill(child.pid, SIGKILL);
+  int status = tgt_wait_child(child.pid);
+  close(child.fd);
   assert_true(WIFSIGNALED(status));
   assert_int_equal(WTERMSIG(status), SIGKILL);
   assert_int_equal(n, 200);
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   for (uint32_t i = 0; i < n; i++) {
     tg_token t;
     assert_int_equal(tg_token_get(s, acked[i], &t), 0);
@@ -516,14 +444,14 @@ static void test_strict_acknowledged_tokens_survive_sigkill(void **state) {
 
 typedef struct strict_worker {
   tg_store *s;
-  int n;
+  float weight; /* of the tokens this thread creates */
   int errors;
 } strict_worker;
 
 static void *strict_work(void *arg) {
   strict_worker *w = arg;
   for (int i = 0; i < 100; i++) {
-    tg_token t = tok((float)w->n, (uint32_t)i);
+    tg_token t = tok(w->weight, (uint32_t)i);
     uint32_t id;
     if (tg_token_create(w->s, &t, &id)) w->errors++;
   }
@@ -532,20 +460,14 @@ static void *strict_work(void *arg) {
 
 static void test_strict_threads_share_fdatasyncs(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   tg_metric_values before, after;
   tg_metrics_snapshot(&before);
   enum { T = 8 };
-  pthread_t th[T];
   strict_worker w[T];
-  for (int i = 0; i < T; i++) {
-    w[i] = (strict_worker){s, i, 0};
-    assert_int_equal(pthread_create(&th[i], NULL, strict_work, &w[i]), 0);
-  }
-  for (int i = 0; i < T; i++) {
-    pthread_join(th[i], NULL);
-    assert_int_equal(w[i].errors, 0);
-  }
+  for (int i = 0; i < T; i++) w[i] = (strict_worker){s, (float)i, 0};
+  tgt_run_threads(T, strict_work, w, sizeof w[0]);
+  for (int i = 0; i < T; i++) assert_int_equal(w[i].errors, 0);
   tg_metrics_snapshot(&after);
   uint64_t syncs = after.v[TG_METRIC_WAL_FDATASYNCS] - before.v[TG_METRIC_WAL_FDATASYNCS];
   uint64_t records = after.v[TG_METRIC_WAL_RECORDS] - before.v[TG_METRIC_WAL_RECORDS];
@@ -562,14 +484,14 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
   tg_store_config cfg = config(TG_RELAXED);
   cfg.checkpoint_bytes = 256 << 10;
   tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  assert_int_equal(tg_store_open(&s, tgt_root, &cfg), 0);
   for (int i = 0; i < 10000; i++) mk(s, 1, (uint32_t)i); /* 800 KB of log */
   tg_store_stats st;
   /* The checkpointer wakes every 100 ms; its work shows in the stats. */
   TGT_WAIT_UNTIL((tg_store_stats_get(s, &st), st.checkpoints > 0), "the automatic checkpoint");
   assert_true(st.checkpoint_lsn > 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_RELAXED);
+  s = open_at(tgt_root, TG_RELAXED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
   assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
@@ -579,7 +501,7 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
 
 static void test_metrics_and_black_box_see_the_store(void **state) {
   (void)state;
-  tg_store *s = open_at(dir, TG_BALANCED);
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
   for (int i = 0; i < 10; i++) mk(s, 1, 1);
   assert_int_equal(tg_checkpoint(s), 0);
   tg_metric_values v;
@@ -588,7 +510,7 @@ static void test_metrics_and_black_box_see_the_store(void **state) {
   assert_int_equal(v.v[TG_METRIC_TOKENS_CREATED], 10);
   assert_int_equal(v.v[TG_METRIC_CHECKPOINTS], 1);
   char p[300];
-  snprintf(p, sizeof p, "%s/bb.json", dir);
+  snprintf(p, sizeof p, "%s/bb.json", tgt_root);
   assert_int_equal(tg_blackbox_dump(p), 0);
   FILE *f = fopen(p, "r");
   assert_non_null(f);
@@ -607,50 +529,46 @@ static void test_store_operations_are_traced(void **state) {
   (void)state;
   tg_trace_reset();
   assert_int_equal(tg_trace_set_rate(1.0), 0);
-  tg_store *s = open_at(dir, TG_STRICT);
+  tg_store *s = open_at(tgt_root, TG_STRICT);
   uint32_t a = mk(s, 1, 1), b = mk(s, 2, 2);
   link_(s, a, b, 0);
   assert_int_equal(tg_checkpoint(s), 0);
   assert_int_equal(tg_store_close(s), 0);
-  s = open_at(dir, TG_STRICT); /* a replay span */
+  s = open_at(tgt_root, TG_STRICT); /* a replay span */
   assert_int_equal(tg_store_close(s), 0);
   assert_int_equal(tg_trace_set_rate(0.01), 0);
   char p[300];
-  snprintf(p, sizeof p, "%s/trace.json", dir);
+  snprintf(p, sizeof p, "%s/trace.json", tgt_root);
   assert_int_equal(tg_trace_write(p), 0);
-  FILE *f = fopen(p, "r");
-  assert_non_null(f);
-  static char buf[1 << 20];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  buf[n] = 0;
-  fclose(f);
+  char *buf = tgt_read_file(p, NULL);
   const char *names[] = {"token.create", "connect", "wal.batch_write", "wal.fdatasync",
                          "checkpoint", "recovery.replay", "wal-writer"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!strstr(buf, names[i])) fail_msg("trace has no '%s'", names[i]);
+  free(buf);
   tg_trace_reset();
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_reopen_replays_every_mutation_exactly, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checkpoint_then_more_changes_survive_reopen, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_checkpoint_removes_covered_segments, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_quota_rejection_logs_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_second_open_of_the_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_files_and_directories_are_private, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_foreign_directory_is_refused_and_left_alone, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_newer_format_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_checkpoint_that_is_not_ours_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_full_disk_fails_the_store_and_loses_nothing_durable, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_strict_acknowledged_tokens_survive_sigkill, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_strict_threads_share_fdatasyncs, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_automatic_checkpoint_runs_in_the_background, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_balanced_creates_survive_abort, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_relaxed_creates_survive_abort, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_metrics_and_black_box_see_the_store, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_store_operations_are_traced, setup, teardown),
+    TGT_TEST(test_reopen_replays_every_mutation_exactly),
+    TGT_TEST(test_checkpoint_then_more_changes_survive_reopen),
+    TGT_TEST(test_checkpoint_removes_covered_segments),
+    TGT_TEST(test_quota_rejection_logs_nothing),
+    TGT_TEST(test_a_second_open_of_the_directory_is_refused),
+    TGT_TEST(test_files_and_directories_are_private),
+    TGT_TEST(test_foreign_directory_is_refused_and_left_alone),
+    TGT_TEST(test_newer_format_is_refused),
+    TGT_TEST(test_a_file_instead_of_a_directory_is_refused),
+    TGT_TEST(test_a_checkpoint_that_is_not_ours_is_refused),
+    TGT_TEST(test_full_disk_fails_the_store_and_loses_nothing_durable),
+    TGT_TEST(test_strict_acknowledged_tokens_survive_sigkill),
+    TGT_TEST(test_strict_threads_share_fdatasyncs),
+    TGT_TEST(test_automatic_checkpoint_runs_in_the_background),
+    TGT_TEST(test_balanced_creates_survive_abort),
+    TGT_TEST(test_relaxed_creates_survive_abort),
+    TGT_TEST(test_metrics_and_black_box_see_the_store),
+    TGT_TEST(test_store_operations_are_traced),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,21 @@ static void test_errno_values_map_to_system_names(void **state) {
   assert_string_equal(tg_strerror(12345), "unknown error");
 }
 
+/* Both lookups read one table and one errno range, (-4096, 0): a code in
+   neither is unknown to both, the range's edge (-1) is still an errno. */
+static void test_codes_outside_both_ranges_are_unknown_and_zero_is_success(void **state) {
+  (void)state;
+  assert_string_equal(tg_strerror(0), "success");
+  assert_string_equal(tg_err_name(-1), "EPERM");
+  assert_string_equal(tg_strerror(-1), "Operation not permitted");
+  assert_string_equal(tg_err_name(-4096), "UNKNOWN");
+  assert_string_equal(tg_strerror(-4096), "unknown error");
+  assert_string_equal(tg_err_name(1), "UNKNOWN");
+  assert_string_equal(tg_strerror(1), "unknown error");
+  assert_string_equal(tg_err_name(TG_ERR_LAST - 1), "UNKNOWN");
+  assert_string_equal(tg_strerror(TG_ERR_FIRST + 1), "unknown error");
+}
+
 static void test_full_disk_io_error_and_quota_are_distinct(void **state) {
   (void)state;
   assert_int_not_equal(TG_ENOSPC, TG_EIO);
@@ -50,6 +65,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_every_code_has_a_name_and_message),
     cmocka_unit_test(test_errno_values_map_to_system_names),
+    cmocka_unit_test(test_codes_outside_both_ranges_are_unknown_and_zero_is_success),
     cmocka_unit_test(test_full_disk_io_error_and_quota_are_distinct),
     cmocka_unit_test(test_linked_library_reports_the_header_version),
   };

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "tokengraph/tokengraph.h"
+#include "util.h"
 
 /* Facts of the public header the tests below rely on. */
 _Static_assert(TG_CONN_CATEGORY(TG_CONN_TYPE(TG_CAT_CAUSAL, 3)) == TG_CAT_CAUSAL,
@@ -30,36 +31,9 @@ static uint32_t mk(tg_store *s, float weight) {
   return id;
 }
 
-static uint32_t link(tg_store *s, uint32_t from, uint32_t to, uint8_t type) {
-  tg_connection c;
-  memset(&c, 0, sizeof c);
-  c.from = from;
-  c.to = to;
-  c.type = type;
-  c.weight = 0.5f;
-  uint32_t id = 0;
-  assert_int_equal(tg_connect(s, &c, &id), 0);
-  assert_int_not_equal(id, 0);
-  return id;
-}
-
-typedef struct seen {
-  uint32_t ids[64];
-  int n;
-} seen;
-
-static int record(void *arg, const tg_connection *c) {
-  seen *s = arg;
-  assert_true(s->n < (int)(sizeof s->ids / sizeof s->ids[0]));
-  s->ids[s->n++] = c->id;
-  return 0;
-}
-
-static seen edges(tg_store *s, uint32_t id, int dir) {
-  seen out;
-  memset(&out, 0, sizeof out);
-  assert_int_equal(tg_token_edges(s, id, dir, record, &out), 0);
-  return out;
+static uint32_t link_(tg_store *s, uint32_t from, uint32_t to, uint8_t type) {
+  tg_connection c = {.from = from, .to = to, .type = type, .weight = 0.5f};
+  return tgt_connect(s, &c);
 }
 
 static void test_token_fields_round_trip_and_id_is_assigned(void **state) {
@@ -116,10 +90,8 @@ static void test_ids_are_stable_while_others_come_and_go(void **state) {
   assert_int_equal(tg_token_get(s, keep, &t), 0);
   assert_int_equal(t.id, keep);
   assert_true(t.weight == 42.0f);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_tokens, 1);
-  assert_int_equal(st.tokens_created, 2001);
+  assert_int_equal(tgt_stats(s).live_tokens, 1);
+  assert_int_equal(tgt_stats(s).tokens_created, 2001);
   tg_store_close(s);
 }
 
@@ -142,22 +114,22 @@ static void test_adjacency_lists_outgoing_and_incoming(void **state) {
   (void)state;
   tg_store *s = open_store();
   uint32_t a = mk(s, 1), b = mk(s, 1), c = mk(s, 1);
-  uint32_t ab = link(s, a, b, TG_CONN_TYPE(TG_CAT_CAUSAL, 3));
-  uint32_t ac = link(s, a, c, 0);
-  uint32_t cb = link(s, c, b, TG_CONN_TYPES - 1);
-  seen out = edges(s, a, TG_OUT);
+  uint32_t ab = link_(s, a, b, TG_CONN_TYPE(TG_CAT_CAUSAL, 3));
+  uint32_t ac = link_(s, a, c, 0);
+  uint32_t cb = link_(s, c, b, TG_CONN_TYPES - 1);
+  tgt_edges out = tgt_edges_of(s, a, TG_OUT);
   assert_int_equal(out.n, 2);
   assert_int_equal(out.ids[0], ac); /* newest first */
   assert_int_equal(out.ids[1], ab);
-  seen in = edges(s, b, TG_IN);
+  tgt_edges in = tgt_edges_of(s, b, TG_IN);
   assert_int_equal(in.n, 2);
   assert_int_equal(in.ids[0], cb);
   assert_int_equal(in.ids[1], ab);
-  seen both = edges(s, c, TG_BOTH);
+  tgt_edges both = tgt_edges_of(s, c, TG_BOTH);
   assert_int_equal(both.n, 2);
   assert_int_equal(both.ids[0], cb);
   assert_int_equal(both.ids[1], ac);
-  assert_int_equal(edges(s, b, TG_OUT).n, 0);
+  assert_int_equal(tgt_edges_of(s, b, TG_OUT).n, 0);
 
   tg_connection got;
   assert_int_equal(tg_connection_get(s, ab, &got), 0);
@@ -172,15 +144,15 @@ static void test_disconnect_unlinks_from_both_lists(void **state) {
   (void)state;
   tg_store *s = open_store();
   uint32_t a = mk(s, 1), b = mk(s, 1);
-  uint32_t e1 = link(s, a, b, 1), e2 = link(s, a, b, 2), e3 = link(s, a, b, 3);
+  uint32_t e1 = link_(s, a, b, 1), e2 = link_(s, a, b, 2), e3 = link_(s, a, b, 3);
   assert_int_equal(tg_disconnect(s, e2), 0); /* from the middle */
-  seen out = edges(s, a, TG_OUT);
+  tgt_edges out = tgt_edges_of(s, a, TG_OUT);
   assert_int_equal(out.n, 2);
   assert_int_equal(out.ids[0], e3);
   assert_int_equal(out.ids[1], e1);
   assert_int_equal(tg_disconnect(s, e3), 0); /* the head */
   assert_int_equal(tg_disconnect(s, e2), TG_ENOTFOUND);
-  seen in = edges(s, b, TG_IN);
+  tgt_edges in = tgt_edges_of(s, b, TG_IN);
   assert_int_equal(in.n, 1);
   assert_int_equal(in.ids[0], e1);
   tg_connection c;
@@ -192,25 +164,24 @@ static void test_deleting_a_token_removes_its_connections(void **state) {
   (void)state;
   tg_store *s = open_store();
   uint32_t a = mk(s, 1), b = mk(s, 1), c = mk(s, 1);
-  uint32_t ab = link(s, a, b, 0), ba = link(s, b, a, 0), bc = link(s, b, c, 0);
-  uint32_t aa = link(s, a, a, 0); /* a self-loop sits on both of a's lists */
+  uint32_t ab = link_(s, a, b, 0), ba = link_(s, b, a, 0), bc = link_(s, b, c, 0);
+  uint32_t aa = link_(s, a, a, 0); /* a self-loop sits on both of a's lists */
   assert_int_equal(tg_token_delete(s, a), 0);
   tg_connection x;
   assert_int_equal(tg_connection_get(s, ab, &x), TG_ENOTFOUND);
   assert_int_equal(tg_connection_get(s, ba, &x), TG_ENOTFOUND);
   assert_int_equal(tg_connection_get(s, aa, &x), TG_ENOTFOUND);
   assert_int_equal(tg_connection_get(s, bc, &x), 0);
-  seen bo = edges(s, b, TG_BOTH);
+  tgt_edges bo = tgt_edges_of(s, b, TG_BOTH);
   assert_int_equal(bo.n, 1);
   assert_int_equal(bo.ids[0], bc);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 1);
   assert_int_equal(st.live_tokens, 2);
   /* The reused slot starts with no connections. */
   uint32_t d = mk(s, 1);
   assert_int_equal(d, a);
-  assert_int_equal(edges(s, d, TG_BOTH).n, 0);
+  assert_int_equal(tgt_edges_of(s, d, TG_BOTH).n, 0);
   tg_store_close(s);
 }
 
@@ -228,10 +199,8 @@ static void test_connect_rejects_missing_endpoints_and_bad_types(void **state) {
   c.to = a;
   c.type = TG_CONN_TYPES;
   assert_int_equal(tg_connect(s, &c, &id), TG_EINVAL);
-  assert_int_equal(tg_token_edges(s, 77, TG_OUT, record, &(seen){0}), TG_ENOTFOUND);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  assert_int_equal(st.live_connections, 0);
+  assert_int_equal(tg_token_edges(s, 77, TG_OUT, tgt_edges_add, &(tgt_edges){0}), TG_ENOTFOUND);
+  assert_int_equal(tgt_stats(s).live_connections, 0);
   tg_store_close(s);
 }
 
@@ -245,8 +214,8 @@ static void test_edge_walk_stops_when_the_callback_says_so(void **state) {
   (void)state;
   tg_store *s = open_store();
   uint32_t a = mk(s, 1), b = mk(s, 1);
-  link(s, a, b, 0);
-  link(s, a, b, 0);
+  link_(s, a, b, 0);
+  link_(s, a, b, 0);
   int calls = 0;
   assert_int_equal(tg_token_edges(s, a, TG_OUT, stop_after_one, &calls), 7);
   assert_int_equal(calls, 1);
@@ -262,12 +231,11 @@ static void test_many_connections_across_chunks_keep_lists_consistent(void **sta
   for (uint32_t i = 1; i < N; i++) mk(s, 1);
   uint32_t conns[200];
   for (int i = 0; i < 200; i++)
-    conns[i] = link(s, hub, (uint32_t)(1 + (i * 347) % N), (uint8_t)(i % TG_CONN_TYPES));
+    conns[i] = link_(s, hub, (uint32_t)(1 + (i * 347) % N), (uint8_t)(i % TG_CONN_TYPES));
   for (int i = 0; i < 200; i += 2) assert_int_equal(tg_disconnect(s, conns[i]), 0);
   int count = 0;
   assert_int_equal(tg_token_edges(s, hub, TG_OUT, stop_after_one, &count), 7);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 100);
   for (int i = 1; i < 200; i += 2) {
     tg_connection c;

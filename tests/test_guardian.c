@@ -14,6 +14,7 @@
 
 #include "guardian/guardian.h"
 #include "tokengraph/tokengraph.h"
+#include "util.h"
 
 static tg_store *open_with(const tg_store_config *cfg) {
   tg_store *s = NULL;
@@ -22,27 +23,27 @@ static tg_store *open_with(const tg_store_config *cfg) {
 }
 
 static uint32_t mk(tg_store *s, float weight, uint16_t flags) {
-  tg_token t;
-  memset(&t, 0, sizeof t);
-  t.weight = weight;
-  t.flags = flags;
+  tg_token t = {.weight = weight, .flags = flags};
   uint32_t id = 0;
   assert_int_equal(tg_token_create(s, &t, &id), 0);
   return id;
 }
 
-static int try_link(tg_store *s, uint32_t from, uint32_t to, uint32_t *id) {
-  tg_connection c;
-  memset(&c, 0, sizeof c);
-  c.from = from;
-  c.to = to;
-  return tg_connect(s, &c, id);
+/* An in-memory store whose memory quota is a hard limit of bytes: no soft
+   threshold below it and no eviction, so a create that does not fit is
+   rejected. */
+static tg_store *open_hard_memory_quota(uint64_t bytes) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = bytes;
+  cfg.guardian.memory_threshold = 1.0;
+  cfg.guardian.cleanup = 0;
+  return open_with(&cfg);
 }
 
-static tg_store_stats stats(tg_store *s) {
-  tg_store_stats st;
-  assert_int_equal(tg_store_stats_get(s, &st), 0);
-  return st;
+static int try_link(tg_store *s, uint32_t from, uint32_t to, uint32_t *id) {
+  tg_connection c = {.from = from, .to = to};
+  return tg_connect(s, &c, id);
 }
 
 static void test_quota_max_tokens_allows_n_rejects_n_plus_one(void **state) {
@@ -52,11 +53,11 @@ static void test_quota_max_tokens_allows_n_rejects_n_plus_one(void **state) {
   cfg.guardian.max_tokens = 1000;
   tg_store *s = open_with(&cfg);
   for (int i = 0; i < 1000; i++) mk(s, 1, 0);
-  tg_store_stats before = stats(s);
+  tg_store_stats before = tgt_stats(s);
   uint32_t id = 55;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
   assert_int_equal(id, 0);
-  tg_store_stats after = stats(s);
+  tg_store_stats after = tgt_stats(s);
   assert_int_equal(after.live_tokens, 1000);
   assert_int_equal(after.memory_bytes, before.memory_bytes);
   assert_int_equal(after.tokens_created, 1000);
@@ -81,7 +82,7 @@ static void test_quota_max_connections_allows_n_rejects_n_plus_one(void **state)
   for (int i = 0; i < 5; i++) assert_int_equal(try_link(s, a, b, &id), 0);
   assert_int_equal(try_link(s, b, a, &id), TG_EQUOTA);
   assert_int_equal(id, 0);
-  tg_store_stats st = stats(s);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 5);
   assert_int_equal(st.quota_rejections, 1);
   tg_store_close(s);
@@ -89,18 +90,13 @@ static void test_quota_max_connections_allows_n_rejects_n_plus_one(void **state)
 
 static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
   (void)state;
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.guardian.max_memory_bytes = 64 * 300; /* exactly 300 tokens */
-  cfg.guardian.memory_threshold = 1.0;
-  cfg.guardian.cleanup = 0;
-  tg_store *s = open_with(&cfg);
+  tg_store *s = open_hard_memory_quota(64 * 300); /* exactly 300 tokens */
   for (int i = 0; i < 300; i++) mk(s, 1, 0);
-  tg_store_stats before = stats(s);
+  tg_store_stats before = tgt_stats(s);
   assert_int_equal(before.memory_bytes, 64 * 300);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
-  tg_store_stats after = stats(s);
+  tg_store_stats after = tgt_stats(s);
   assert_int_equal(after.live_tokens, 300);
   assert_int_equal(after.memory_bytes, before.memory_bytes);
   assert_int_equal(after.evictions, 0);
@@ -110,19 +106,14 @@ static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
 
 static void test_quota_memory_counts_connections_and_side_tables(void **state) {
   (void)state;
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
   /* Two tokens, one side table (both in chunk 0), one connection. */
   uint64_t exact = 2 * 64 + 16 * 32768 + 64;
-  cfg.guardian.max_memory_bytes = exact;
-  cfg.guardian.memory_threshold = 1.0;
-  cfg.guardian.cleanup = 0;
-  tg_store *s = open_with(&cfg);
+  tg_store *s = open_hard_memory_quota(exact);
   uint32_t a = mk(s, 1, 0), b = mk(s, 1, 0), id;
   assert_int_equal(try_link(s, a, b, &id), 0);
-  assert_int_equal(stats(s).memory_bytes, exact);
+  assert_int_equal(tgt_stats(s).memory_bytes, exact);
   assert_int_equal(try_link(s, a, b, &id), TG_EQUOTA);
-  assert_int_equal(stats(s).live_connections, 1);
+  assert_int_equal(tgt_stats(s).live_connections, 1);
   tg_store_close(s);
 }
 
@@ -140,8 +131,8 @@ static void test_quota_max_degree_checks_both_endpoints(void **state) {
   assert_int_equal(try_link(s, x[0], x[1], &id), 0);
   assert_int_equal(try_link(s, x[1], x[1], &id), TG_EQUOTA); /* loop = 2 */
   assert_int_equal(try_link(s, x[2], x[2], &id), 0);
-  assert_int_equal(stats(s).live_connections, 5);
-  assert_int_equal(stats(s).quota_rejections, 3);
+  assert_int_equal(tgt_stats(s).live_connections, 5);
+  assert_int_equal(tgt_stats(s).quota_rejections, 3);
   tg_store_close(s);
 }
 
@@ -160,11 +151,11 @@ static void test_eviction_takes_lowest_weight_non_persistent_first(void **state)
     w[i] = (float)((i * 37) % 50);
     ids[i] = mk(s, w[i], (i % 5 == 0) ? TG_TOKEN_PERSISTENT : 0);
   }
-  assert_int_equal(stats(s).evictions, 0);
+  assert_int_equal(tgt_stats(s).evictions, 0);
   /* The 51st crosses the soft limit: usage must end at or under 40
      tokens including the new one, so 11 are evicted. */
   uint32_t nid = mk(s, 1000, 0);
-  tg_store_stats st = stats(s);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.evictions, 11);
   assert_int_equal(st.pressure_events, 1);
   assert_int_equal(st.live_tokens, 40);
@@ -212,8 +203,8 @@ static void test_eviction_never_takes_the_endpoints_being_connected(void **state
   tg_token t;
   assert_int_equal(tg_token_get(s, a, &t), 0);
   assert_int_equal(tg_token_get(s, b, &t), 0);
-  assert_int_equal(stats(s).evictions, 8);
-  assert_int_equal(stats(s).live_tokens, 2);
+  assert_int_equal(tgt_stats(s).evictions, 8);
+  assert_int_equal(tgt_stats(s).live_tokens, 2);
   tg_store_close(s);
 }
 
@@ -249,11 +240,11 @@ static void test_without_cleanup_the_callback_is_told_and_nothing_evicted(void *
   assert_int_equal(pressure_calls, 1);
   mk(s, 1, 0);
   assert_int_equal(pressure_calls, 2);
-  tg_store_stats st = stats(s);
+  tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.evictions, 0);
   assert_int_equal(st.live_tokens, 62);
   /* Up to the hard limit, then TG_EQUOTA. */
-  while (stats(s).live_tokens < 100) mk(s, 1, 0);
+  while (tgt_stats(s).live_tokens < 100) mk(s, 1, 0);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
   tg_store_close(s);

@@ -22,52 +22,10 @@
 #include "common/io.h"
 #include "tokengraph/tokengraph.h"
 #include "util.h"
-#include "wal/crc32.h"
 
-#define SEG_BYTES 65536u /* small segments: 818 80-byte frames each */
-#define FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
-#define PER_SEG 818u     /* records in one segment */
-
-static char root[128];
-static char data[192];
-static char waldir[256];
-
-static int setup(void **state) {
-  (void)state;
-  tgt_mkdtemp(root, sizeof root, "tg_repair");
-  snprintf(data, sizeof data, "%s/data", root);
-  snprintf(waldir, sizeof waldir, "%s/wal", data);
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  tg__io_reset();
-  tgt_rmtree(root);
-  return 0;
-}
+#define PER_SEG 818u /* records in one TGT_SEG_BYTES segment */
 
 /* ---- fixtures -------------------------------------------------------------- */
-
-static tg_store_config fixture_config(void) {
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.wal.level = TG_RELAXED;
-  cfg.wal.segment_bytes = SEG_BYTES;
-  cfg.checkpoint_bytes = 0;
-  cfg.wal.ring_slots = 1024;
-  cfg.crash_dump = 0;
-  return cfg;
-}
-
-static tg_store *open_data(void) {
-  tg_store_config cfg = fixture_config();
-  tg_store *s = NULL;
-  char msg[512] = "";
-  int rc = tg_store_open_msg(&s, data, &cfg, msg, sizeof msg);
-  if (rc) fail_msg("open %s: %s: %s", data, tg_err_name(rc), msg);
-  return s;
-}
 
 /* Tokens `from`..`to` (the store numbers them in order). */
 static void add_tokens(tg_store *s, uint32_t from, uint32_t to) {
@@ -81,48 +39,16 @@ static void add_tokens(tg_store *s, uint32_t from, uint32_t to) {
   }
 }
 
-static void seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
-  snprintf(buf, len, "%s/%020llu.wal%s", waldir, (unsigned long long)first, suffix);
-}
-
-static uint64_t file_size(const char *path) {
-  struct stat st;
-  assert_int_equal(stat(path, &st), 0);
-  return (uint64_t)st.st_size;
-}
-
 static int exists(const char *path) {
   struct stat st;
   return lstat(path, &st) == 0;
 }
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long n = ftell(f);
-  assert_true(n >= 0);
-  rewind(f);
-  char *buf = malloc((size_t)n + 1);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *len = (size_t)n;
-  return buf;
-}
-
-static void spit(const char *path, const void *buf, size_t len) {
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(buf, 1, len, f), len);
-  assert_int_equal(fclose(f), 0);
-}
-
 /* The number of live tokens the store opens with, or the open's error. */
 static int open_count(uint64_t *tokens, char *msg, size_t len) {
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   tg_store *s = NULL;
-  int rc = tg_store_open_msg(&s, data, &cfg, msg, len);
+  int rc = tg_store_open_msg(&s, tgt_data, &cfg, msg, len);
   if (rc) return rc;
   tg_store_stats st;
   assert_int_equal(tg_store_stats_get(s, &st), 0);
@@ -133,7 +59,7 @@ static int open_count(uint64_t *tokens, char *msg, size_t len) {
 
 static int inspect(tg_inspect_report *r) {
   char msg[512] = "";
-  int rc = tg_store_inspect(data, r, NULL, NULL, msg, sizeof msg);
+  int rc = tg_store_inspect(tgt_data, r, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("inspect: %s: %s", tg_err_name(rc), msg);
   return rc;
 }
@@ -142,16 +68,16 @@ static int inspect(tg_inspect_report *r) {
 
 static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
   assert_int_equal(tg_store_close(s), 0);
   char path[320];
-  seg_path(path, sizeof path, 1 + PER_SEG, "");
+  tgt_seg_path(path, sizeof path, 1 + PER_SEG, "");
   assert_int_equal(unlink(path), 0);
 
   tg_wal_reader *r = NULL;
   tg_wal_record rec;
-  assert_int_equal(tg_wal_reader_open(&r, waldir, 0), 0);
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
   uint64_t n = 0;
   while (tg_wal_reader_next(r, &rec) == 1) n++;
   const tg_wal_end *e = tg_wal_reader_end(r);
@@ -166,12 +92,12 @@ static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **sta
 
   /* A bad frame is not a gap. */
   s = NULL;
-  seg_path(path, sizeof path, 1, "");
+  tgt_seg_path(path, sizeof path, 1, "");
   int fd = open(path, O_WRONLY);
   assert_true(fd >= 0);
-  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 64 + 10 * FRAME + 20), 4);
+  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 64 + 10 * TGT_FRAME + 20), 4);
   close(fd);
-  assert_int_equal(tg_wal_reader_open(&r, waldir, 0), 0);
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
   while (tg_wal_reader_next(r, &rec) == 1) continue;
   e = tg_wal_reader_end(r);
   assert_int_equal(e->reason, TG_WAL_END_CORRUPT);
@@ -183,16 +109,16 @@ static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **sta
 
 static void test_records_carry_the_position_of_their_frame(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 900);
   assert_int_equal(tg_store_close(s), 0);
   tg_wal_reader *r = NULL;
   tg_wal_record rec;
-  assert_int_equal(tg_wal_reader_open(&r, waldir, 850), 0);
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 850), 0);
   assert_int_equal(tg_wal_reader_next(r, &rec), 1);
   assert_int_equal(rec.lsn, 850);
   assert_int_equal(rec.segment, 1 + PER_SEG);
-  assert_int_equal(rec.offset, 64 + (850 - 1 - PER_SEG) * FRAME);
+  assert_int_equal(rec.offset, 64 + (850 - 1 - PER_SEG) * TGT_FRAME);
   assert_int_equal(tg_wal_reader_segments(r), 2);
   assert_int_equal(tg_wal_reader_segment(r, 1), 1 + PER_SEG);
   assert_int_equal(tg_wal_reader_segment(r, 2), 0);
@@ -233,11 +159,11 @@ static void test_record_decode_refuses_malformed_payloads(void **state) {
 
 static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 300);
   assert_int_equal(tg_store_close(s), 0);
   char p[320];
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", data);
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_data);
   assert_int_equal(truncate(p, 0), 0);
 
   tg_inspect_report r;
@@ -245,7 +171,7 @@ static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(v
   assert_int_equal(r.end.reason, TG_WAL_END_CLEAN);
   assert_int_equal(r.checkpoint_lsn, 0);
   assert_int_equal(r.tokens, 300);
-  assert_int_equal(file_size(p), 0); /* inspection wrote nothing */
+  assert_int_equal(tgt_file_size(p), 0); /* inspection wrote nothing */
   uint64_t tokens = 0;
   char msg[512] = "";
   assert_int_equal(open_count(&tokens, msg, sizeof msg), 0);
@@ -256,18 +182,14 @@ static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(v
    segment from before and the checkpoint from after, so records in between
    are missing, but all of them are in the checkpoint. */
 static void make_live_copy(void) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
-  char p1[320];
-  seg_path(p1, sizeof p1, 1, "");
-  size_t len = 0;
-  char *old = slurp(p1, &len);
+  tgt_saved first = tgt_save_segment(1);
   assert_int_equal(tg_checkpoint(s), 0); /* covers 2000: 1 and 819 go */
-  assert_false(exists(p1));
+  assert_false(exists(first.path));
   add_tokens(s, 2001, 2100);
   assert_int_equal(tg_store_close(s), 0);
-  spit(p1, old, len);
-  free(old);
+  tgt_restore(&first);
 }
 
 static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **state) {
@@ -294,8 +216,8 @@ static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **s
 
   /* Forced repair has nothing to cut and keeps every record. */
   tg_repair_report *rep = calloc(1, sizeof *rep);
-  tg_store_config cfg = fixture_config();
-  int rc = tg_store_repair(data, &cfg, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  tg_store_config cfg = tgt_small_log_config();
+  int rc = tg_store_repair(tgt_data, &cfg, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->cut, TG_REPAIR_CUT_NONE);
   assert_int_equal(rep->beyond.above, 0);
@@ -310,7 +232,7 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
   (void)state;
   make_live_copy();
   char p[320];
-  seg_path(p, sizeof p, 1 + 2 * PER_SEG, ""); /* the segment holding 1637..2100 */
+  tgt_seg_path(p, sizeof p, 1 + 2 * PER_SEG, ""); /* the segment holding 1637..2100 */
   assert_int_equal(unlink(p), 0);
 
   uint64_t tokens = 0;
@@ -323,17 +245,17 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
 
   /* Repair puts every segment aside; the checkpoint holds 1..2000. */
   tg_repair_report *rep = calloc(1, sizeof *rep);
-  tg_store_config cfg = fixture_config();
-  assert_int_equal(tg_store_repair(data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg), TG_ECORRUPT);
+  tg_store_config cfg = tgt_small_log_config();
+  assert_int_equal(tg_store_repair(tgt_data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg), TG_ECORRUPT);
   assert_true(rep->refused);
-  seg_path(p, sizeof p, 1, "");
+  tgt_seg_path(p, sizeof p, 1, "");
   assert_true(exists(p)); /* refused: nothing changed */
-  int rc = tg_store_repair(data, &cfg, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  int rc = tg_store_repair(tgt_data, &cfg, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_true(rep->restart);
   assert_int_equal(rep->moved, 1);
-  seg_path(p, sizeof p, 1, ".broken");
-  assert_int_equal(file_size(p), SEG_BYTES);
+  tgt_seg_path(p, sizeof p, 1, ".broken");
+  assert_int_equal(tgt_file_size(p), TGT_SEG_BYTES);
   free(rep);
   assert_int_equal(open_count(&tokens, msg, sizeof msg), 0);
   assert_int_equal(tokens, 2000);
@@ -344,12 +266,12 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
 /* Cut the last record of a 1000-record store in half: a torn tail in the
    segment starting at 819, which is then 64 + 181.5 frames long. */
 static uint64_t make_torn_store(char *path, size_t len) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 1000);
   assert_int_equal(tg_store_close(s), 0);
-  seg_path(path, len, 1 + PER_SEG, "");
-  uint64_t cut = 64 + (1000 - 1 - PER_SEG) * FRAME;
-  assert_int_equal(truncate(path, (off_t)(cut + FRAME / 2)), 0);
+  tgt_seg_path(path, len, 1 + PER_SEG, "");
+  uint64_t cut = 64 + (1000 - 1 - PER_SEG) * TGT_FRAME;
+  assert_int_equal(truncate(path, (off_t)(cut + TGT_FRAME / 2)), 0);
   return cut;
 }
 
@@ -363,14 +285,14 @@ static void test_repair_that_cannot_keep_the_bytes_cuts_nothing(void **state) {
   (void)state;
   char path[320], broken[340];
   make_torn_store(path, sizeof path);
-  seg_path(broken, sizeof broken, 1 + PER_SEG, ".broken");
+  tgt_seg_path(broken, sizeof broken, 1 + PER_SEG, ".broken");
   size_t before_len = 0;
-  char *before = slurp(path, &before_len);
+  char *before = tgt_read_file(path, &before_len);
 
   tg__io.fsync = failing_fsync; /* the .broken copy cannot be made durable */
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";
-  int rc = tg_store_repair(data, NULL, 0, rep, NULL, NULL, msg, sizeof msg);
+  int rc = tg_store_repair(tgt_data, NULL, 0, rep, NULL, NULL, msg, sizeof msg);
   tg__io_reset();
   assert_int_equal(rc, -EIO); /* the errno of the failed fsync */
   assert_non_null(strstr(msg, "nothing was cut"));
@@ -378,17 +300,17 @@ static void test_repair_that_cannot_keep_the_bytes_cuts_nothing(void **state) {
   assert_false(rep->truncated);
   assert_false(exists(broken));
   size_t after_len = 0;
-  char *after = slurp(path, &after_len);
+  char *after = tgt_read_file(path, &after_len);
   assert_int_equal(after_len, before_len);
   assert_memory_equal(after, before, before_len);
   free(after);
   free(before);
 
   /* With the disk working again, the same repair succeeds. */
-  rc = tg_store_repair(data, NULL, 0, rep, NULL, NULL, msg, sizeof msg);
+  rc = tg_store_repair(tgt_data, NULL, 0, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_true(rep->truncated);
-  assert_int_equal(file_size(broken), FRAME / 2);
+  assert_int_equal(tgt_file_size(broken), TGT_FRAME / 2);
   free(rep);
 }
 
@@ -396,33 +318,24 @@ static void test_repair_never_sizes_a_segment_past_the_configured_size(void **st
   (void)state;
   char path[320];
   make_torn_store(path, sizeof path);
-  /* The header claims a 1 TiB segment (its CRC is right: only the value
-     is absurd). */
-  unsigned char h[64];
-  int fd = open(path, O_RDWR);
-  assert_true(fd >= 0);
-  assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+  /* The header claims a 1 TiB segment. */
   uint64_t huge = 1ull << 40;
-  memcpy(h + 24, &huge, 8);
-  uint32_t crc = tg__crc32(0, h, 60);
-  memcpy(h + 60, &crc, 4);
-  assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
-  close(fd);
+  tgt_claim_segment_bytes(path, huge);
 
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";
-  int rc = tg_store_repair(data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg);
+  int rc = tg_store_repair(tgt_data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->before.end.segment_bytes, huge);
-  assert_int_equal(rep->segment_bytes, SEG_BYTES);
-  assert_true(file_size(path) <= SEG_BYTES);
+  assert_int_equal(rep->segment_bytes, TGT_SEG_BYTES);
+  assert_true(tgt_file_size(path) <= TGT_SEG_BYTES);
   free(rep);
 
   /* A header smaller than the configured size is the one the store used. */
   cfg.wal.segment_bytes = 1u << 20;
   rep = calloc(1, sizeof *rep);
-  rc = tg_store_repair(data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg);
+  rc = tg_store_repair(tgt_data, &cfg, 0, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_true(rep->segment_bytes <= 1u << 20);
   free(rep);
@@ -441,33 +354,33 @@ static int renameat_once(int od, const char *op, int nd, const char *np) {
 
 static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 2400); /* segments 1, 819, 1637 */
   assert_int_equal(tg_store_close(s), 0);
   uint64_t segs[3] = {1, 1 + PER_SEG, 1 + 2 * PER_SEG};
   char path[3][320];
   char *orig[3];
   size_t len[3];
-  for (int i = 0; i < 3; i++) seg_path(path[i], sizeof path[i], segs[i], "");
+  for (int i = 0; i < 3; i++) tgt_seg_path(path[i], sizeof path[i], segs[i], "");
   /* Flip payload bytes of record 400: its CRC no longer matches. */
-  uint64_t off = 64 + (400 - 1) * FRAME;
+  uint64_t off = 64 + (400 - 1) * TGT_FRAME;
   int fd = open(path[0], O_RDWR);
   assert_true(fd >= 0);
   assert_int_equal(pwrite(fd, "\x5a\x5a\x5a\x5a", 4, (off_t)(off + 24)), 4);
   close(fd);
-  for (int i = 0; i < 3; i++) orig[i] = slurp(path[i], &len[i]);
+  for (int i = 0; i < 3; i++) orig[i] = tgt_read_file(path[i], &len[i]);
 
   renames_left = 1;
   tg__io.renameat = renameat_once;
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";
-  int rc = tg_store_repair(data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  int rc = tg_store_repair(tgt_data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   tg__io_reset();
   assert_int_equal(rc, -EIO);
   assert_int_equal(rep->moved, 1); /* the newest went aside, then it stopped */
   assert_false(rep->truncated);
 
-  rc = tg_store_repair(data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
+  rc = tg_store_repair(tgt_data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->cut_offset, off);
   /* 401..1636: 1637.. went aside in the first run. */
@@ -477,14 +390,14 @@ static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void *
      file, and each later segment whole. */
   char b[340];
   size_t n = 0;
-  seg_path(b, sizeof b, segs[0], ".broken");
-  char *kept = slurp(b, &n);
+  tgt_seg_path(b, sizeof b, segs[0], ".broken");
+  char *kept = tgt_read_file(b, &n);
   assert_int_equal(off + n, len[0]);
   assert_memory_equal(kept, orig[0] + off, n);
   free(kept);
   for (int i = 1; i < 3; i++) {
-    seg_path(b, sizeof b, segs[i], ".broken");
-    kept = slurp(b, &n);
+    tgt_seg_path(b, sizeof b, segs[i], ".broken");
+    kept = tgt_read_file(b, &n);
     assert_int_equal(n, len[i]);
     assert_memory_equal(kept, orig[i], n);
     free(kept);
@@ -498,29 +411,29 @@ static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void *
 
 static void test_repair_holds_the_lock_an_open_takes(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 10);
   tg_repair_report *rep = calloc(1, sizeof *rep);
   char msg[512] = "";
-  assert_int_equal(tg_store_repair(data, NULL, 0, rep, NULL, NULL, msg, sizeof msg), TG_ELOCKED);
+  assert_int_equal(tg_store_repair(tgt_data, NULL, 0, rep, NULL, NULL, msg, sizeof msg), TG_ELOCKED);
   assert_non_null(strstr(msg, "another process"));
   assert_int_equal(tg_store_close(s), 0);
-  assert_int_equal(tg_store_repair(data, NULL, 0, rep, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(tg_store_repair(tgt_data, NULL, 0, rep, NULL, NULL, msg, sizeof msg), 0);
   free(rep);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_the_reader_gives_the_expected_and_found_lsn_of_a_gap, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_records_carry_the_position_of_their_frame, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_record_decode_refuses_malformed_payloads, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_gap_below_the_checkpoint_is_reported_apart_and_opens, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_log_that_ends_before_the_checkpoint_is_refused_by_both, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_repair_that_cannot_keep_the_bytes_cuts_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_repair_never_sizes_a_segment_past_the_configured_size, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_an_interrupted_repair_loses_nothing_and_can_be_run_again, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_repair_holds_the_lock_an_open_takes, setup, teardown),
+    TGT_TEST(test_the_reader_gives_the_expected_and_found_lsn_of_a_gap),
+    TGT_TEST(test_records_carry_the_position_of_their_frame),
+    TGT_TEST(test_record_decode_refuses_malformed_payloads),
+    TGT_TEST(test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect),
+    TGT_TEST(test_a_gap_below_the_checkpoint_is_reported_apart_and_opens),
+    TGT_TEST(test_a_log_that_ends_before_the_checkpoint_is_refused_by_both),
+    TGT_TEST(test_repair_that_cannot_keep_the_bytes_cuts_nothing),
+    TGT_TEST(test_repair_never_sizes_a_segment_past_the_configured_size),
+    TGT_TEST(test_an_interrupted_repair_loses_nothing_and_can_be_run_again),
+    TGT_TEST(test_repair_holds_the_lock_an_open_takes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,86 +20,58 @@
 
 #include "tokengraph/tokengraph.h"
 #include "util.h"
-#include "wal/crc32.h"
 
 #ifndef TG_REPLAY_BIN
 #error "TG_REPLAY_BIN must be the path of the tg-replay binary"
 #endif
 
-#define SEG_BYTES 65536u /* small segments: several per fixture */
-#define FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
-
-static char root[128];  /* per-test scratch directory */
-static char data[192];  /* the fixture data directory, root/data */
-static char waldir[256];
-
-static int setup(void **state) {
-  (void)state;
-  tgt_mkdtemp(root, sizeof root, "tg_replay");
-  snprintf(data, sizeof data, "%s/data", root);
-  snprintf(waldir, sizeof waldir, "%s/wal", data);
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  tgt_rmtree(root);
-  return 0;
-}
 
 /* ---- running the tool ------------------------------------------------------ */
-
-typedef struct run {
-  int status;   /* exit code */
-  char *out;    /* stdout, NUL-terminated */
-  char *err;    /* stderr */
-} run;
-
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  assert_non_null(buf);
-  size_t k;
-  while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-    n += k;
-    if (cap - n - 1 == 0) {
-      cap *= 2;
-      buf = realloc(buf, cap);
-      assert_non_null(buf);
-    }
-  }
-  fclose(f);
-  buf[n] = 0;
-  if (len) *len = n;
-  return buf;
-}
-
-static void run_free(run *r) {
-  free(r->out);
-  free(r->err);
-  memset(r, 0, sizeof *r);
-}
 
 /* Run tg-replay with the given arguments (NULL-terminated), stdout and
    stderr captured in files (not terminals: no progress bar); a tool that
    does not end within the tests' patience fails the test. */
-static run tool(const char *arg0, ...) {
+static tgt_run_out tool_v(const char *arg0, va_list ap) {
   const char *args[16];
   int n = 0;
-  va_list ap;
-  va_start(ap, arg0);
   for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
     assert_true(n < 15);
     args[n++] = a;
   }
-  va_end(ap);
   args[n] = NULL;
-  tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, root);
-  if (o.status >= 128) fail_msg("tg-replay %s died with signal %d", arg0, o.status - 128);
-  run r = {o.status, o.out, o.err};
+  tgt_run_out r = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
+  if (r.status >= 128) fail_msg("tg-replay %s died with signal %d", arg0, r.status - 128);
   return r;
+}
+
+static tgt_run_out tool(const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  return r;
+}
+
+/* tool(), for a run that must succeed: any other exit fails the test with
+   what the tool printed. */
+static tgt_run_out tool_ok(const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  if (r.status != 0) fail_msg("tg-replay %s: exit %d: %s%s", arg0, r.status, r.out, r.err);
+  return r;
+}
+
+/* Run the tool where only its exit status matters. */
+static void assert_exit(int status, const char *arg0, ...) {
+  va_list ap;
+  va_start(ap, arg0);
+  tgt_run_out r = tool_v(arg0, ap);
+  va_end(ap);
+  if (r.status != status)
+    fail_msg("tg-replay %s: exit %d, not %d: %s%s", arg0, r.status, status, r.out, r.err);
+  tgt_run_free(&r);
 }
 
 /* The number after "key": in a one-object JSON line. */
@@ -125,31 +97,12 @@ static int count_lines(const char *s) {
 }
 
 /* One line on stderr, nothing else there. */
-static void assert_one_error_line(const run *r) {
+static void assert_one_error_line(const tgt_run_out *r) {
   if (count_lines(r->err) != 1 || strlen(r->err) < 10)
     fail_msg("expected one error line on stderr, got: '%s'", r->err);
 }
 
 /* ---- fixtures -------------------------------------------------------------- */
-
-static tg_store_config fixture_config(void) {
-  tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.wal.level = TG_RELAXED;
-  cfg.wal.segment_bytes = SEG_BYTES;
-  cfg.checkpoint_bytes = 0;
-  cfg.wal.ring_slots = 1024;
-  return cfg;
-}
-
-static tg_store *open_data(void) {
-  tg_store_config cfg = fixture_config();
-  tg_store *s = NULL;
-  char msg[512] = "";
-  int rc = tg_store_open_msg(&s, data, &cfg, msg, sizeof msg);
-  if (rc) fail_msg("open %s: %s: %s", data, tg_err_name(rc), msg);
-  return s;
-}
 
 static tg_token token_n(uint32_t n) {
   tg_token t;
@@ -181,14 +134,14 @@ static void add_tokens(tg_store *s, uint32_t n, uint32_t conns) {
 }
 
 static void make_store(uint32_t n, uint32_t conns) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, n, conns);
   assert_int_equal(tg_store_close(s), 0);
 }
 
 /* The segment first LSNs, sorted; returns how many. */
 static int segments(uint64_t *out, int max) {
-  DIR *d = opendir(waldir);
+  DIR *d = opendir(tgt_wal);
   assert_non_null(d);
   int n = 0;
   struct dirent *e;
@@ -208,10 +161,6 @@ static int segments(uint64_t *out, int max) {
   return n;
 }
 
-static void seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
-  snprintf(buf, len, "%s/%020llu.wal%s", waldir, (unsigned long long)first, suffix);
-}
-
 /* Where record `lsn` sits when every record is an 80-byte frame. */
 static void locate(uint64_t lsn, uint64_t *seg, uint64_t *off) {
   uint64_t segs[64];
@@ -219,7 +168,7 @@ static void locate(uint64_t lsn, uint64_t *seg, uint64_t *off) {
   int i = n - 1;
   while (i > 0 && segs[i] > lsn) i--;
   *seg = segs[i];
-  *off = 64 + FRAME * (lsn - segs[i]);
+  *off = 64 + TGT_FRAME * (lsn - segs[i]);
 }
 
 static void pwrite_at(const char *path, uint64_t off, const void *buf, size_t len) {
@@ -236,18 +185,12 @@ static void pread_at(const char *path, uint64_t off, void *buf, size_t len) {
   close(fd);
 }
 
-static uint64_t file_size(const char *path) {
-  struct stat st;
-  assert_int_equal(stat(path, &st), 0);
-  return (uint64_t)st.st_size;
-}
-
 /* Flip bytes inside the payload of record `lsn`: its CRC no longer matches. */
 static void corrupt_record(uint64_t lsn) {
   uint64_t seg, off;
   locate(lsn, &seg, &off);
   char path[320];
-  seg_path(path, sizeof path, seg, "");
+  tgt_seg_path(path, sizeof path, seg, "");
   unsigned char b[8];
   pread_at(path, off + 24, b, sizeof b);
   for (size_t i = 0; i < sizeof b; i++) b[i] ^= 0x5A;
@@ -297,7 +240,7 @@ static void snapshot_dir(const char *path, snap *s) {
       snapshot_dir(p, s);
     } else {
       size_t len = 0;
-      char *bytes = slurp(p, &len);
+      char *bytes = tgt_read_file(p, &len);
       snap_add(s, &len, sizeof len);
       snap_add(s, bytes, len);
       free(bytes);
@@ -312,15 +255,20 @@ static snap snapshot(const char *path) {
   return s;
 }
 
-static void assert_same_snapshot(const snap *a, const snap *b) {
-  assert_int_equal(a->len, b->len);
-  assert_memory_equal(a->buf, b->buf, a->len);
+/* The directory is byte for byte as it was when *before was taken (which
+   is freed). */
+static void assert_unchanged_since(const char *path, snap *before) {
+  snap after = snapshot(path);
+  assert_int_equal(after.len, before->len);
+  assert_memory_equal(after.buf, before->buf, before->len);
+  free(after.buf);
+  free(before->buf);
 }
 
 /* The store opens with exactly tokens 1..n (as created) and `conns`
    connections. */
 static void assert_store_holds(uint32_t n, uint32_t conns) {
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   tg_store_stats st;
   assert_int_equal(tg_store_stats_get(s, &st), 0);
   assert_int_equal(st.live_tokens, n);
@@ -340,40 +288,30 @@ static void assert_store_holds(uint32_t n, uint32_t conns) {
 
 static void test_usage_errors_exit_64(void **state) {
   (void)state;
-  run r = tool(NULL);
+  tgt_run_out r = tool(NULL);
   assert_int_equal(r.status, 64);
-  run_free(&r);
-  r = tool("frobnicate", data, NULL);
+  tgt_run_free(&r);
+  r = tool("frobnicate", tgt_data, NULL);
   assert_int_equal(r.status, 64);
   assert_non_null(strstr(r.err, "unknown command"));
-  run_free(&r);
-  r = tool("verify", NULL);
-  assert_int_equal(r.status, 64);
-  run_free(&r);
-  r = tool("verify", data, "--bogus", NULL);
-  assert_int_equal(r.status, 64);
-  run_free(&r);
-  r = tool("verify", data, data, NULL);
-  assert_int_equal(r.status, 64);
-  run_free(&r);
-  r = tool("dump", data, "--from", "x", NULL);
-  assert_int_equal(r.status, 64);
-  run_free(&r);
+  tgt_run_free(&r);
+  assert_exit(64, "verify", NULL);
+  assert_exit(64, "verify", tgt_data, "--bogus", NULL);
+  assert_exit(64, "verify", tgt_data, tgt_data, NULL);
+  assert_exit(64, "dump", tgt_data, "--from", "x", NULL);
   /* recover takes --json since it prints a result object; --from is
      dump's alone. */
-  r = tool("recover", data, "--from", "5", NULL);
-  assert_int_equal(r.status, 64);
-  run_free(&r);
+  assert_exit(64, "recover", tgt_data, "--from", "5", NULL);
 }
 
 static void test_help_is_given_for_the_tool_and_every_command(void **state) {
   (void)state;
   const char *cmds[] = {"verify", "stats", "dump", "recover"};
-  run r = tool("--help", NULL);
+  tgt_run_out r = tool("--help", NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "usage: tg-replay"));
   assert_non_null(strstr(r.out, "64  usage error"));
-  run_free(&r);
+  tgt_run_free(&r);
   for (int i = 0; i < 4; i++) {
     char want[64];
     snprintf(want, sizeof want, "usage: tg-replay %s DIR", cmds[i]);
@@ -382,33 +320,33 @@ static void test_help_is_given_for_the_tool_and_every_command(void **state) {
     assert_non_null(strstr(r.out, want));
     assert_non_null(strstr(r.out, "exit codes"));
     assert_non_null(strstr(r.out, "1   torn tail only"));
-    run_free(&r);
+    tgt_run_free(&r);
   }
   r = tool("recover", "--help", NULL);
   assert_non_null(strstr(r.out, "--force-truncate-at-corruption"));
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_version_prints_the_linked_library_version(void **state) {
   (void)state;
   char want[64];
   snprintf(want, sizeof want, "tg-replay %s\n", tg_version());
-  run r = tool("--version", NULL);
+  tgt_run_out r = tool("--version", NULL);
   assert_int_equal(r.status, 0);
   assert_string_equal(r.out, want);
   assert_string_equal(r.err, "");
-  run_free(&r);
+  tgt_run_free(&r);
   r = tool("verify", "--version", NULL);
   assert_int_equal(r.status, 0);
   assert_string_equal(r.out, want);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_json_prints_a_result_object_for_errors_too(void **state) {
   (void)state;
   const char *cmds[] = {"verify", "stats", "dump", "recover"};
   for (int i = 0; i < 4; i++) {
-    run r = tool(cmds[i], data, "--json", NULL); /* data does not exist */
+    tgt_run_out r = tool(cmds[i], tgt_data, "--json", NULL); /* data does not exist */
     assert_int_equal(r.status, 2);
     assert_int_equal(count_lines(r.out), 1);
     assert_true(r.out[0] == '{');
@@ -416,13 +354,13 @@ static void test_json_prints_a_result_object_for_errors_too(void **state) {
     assert_true(json_is(r.out, "error", "ENOENT"));
     assert_non_null(strstr(r.out, "No such file"));
     assert_one_error_line(&r);
-    run_free(&r);
+    tgt_run_free(&r);
   }
-  run r = tool("verify", data, "--json", "--bogus", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", "--bogus", NULL);
   assert_int_equal(r.status, 64);
   assert_true(json_is(r.out, "status", "usage"));
   assert_int_equal(json_u64(r.out, "exit"), 64);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 /* ---- clean logs ------------------------------------------------------------ */
@@ -433,7 +371,7 @@ static void test_verify_reports_a_clean_log_and_exits_0(void **state) {
   uint64_t segs[64];
   assert_true(segments(segs, 64) >= 3);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_int_equal(count_lines(r.out), 1);
   assert_int_equal(json_u64(r.out, "records"), 2010);
@@ -446,25 +384,25 @@ static void test_verify_reports_a_clean_log_and_exits_0(void **state) {
   assert_non_null(strstr(r.out, "\"offset\":"));
   /* Not a terminal: no progress bar, nothing at all on stderr. */
   assert_string_equal(r.err, "");
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("verify", data, NULL);
+  r = tool("verify", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "2010 records, LSN 1..2010"));
   assert_non_null(strstr(r.out, "end:         clean"));
   assert_string_equal(r.err, "");
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_stats_reports_checkpoint_and_state_after_replay(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 1500, 0);
   assert_int_equal(tg_checkpoint(s), 0);
   for (uint32_t i = 1; i <= 100; i++) assert_int_equal(tg_token_delete(s, i), 0);
   assert_int_equal(tg_store_close(s), 0);
 
-  run r = tool("stats", data, "--json", NULL);
+  tgt_run_out r = tool("stats", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 1500);
   assert_int_equal(json_u64(r.out, "checkpoint_tokens"), 1500);
@@ -478,25 +416,25 @@ static void test_stats_reports_checkpoint_and_state_after_replay(void **state) {
   assert_int_equal(json_u64(r.out, "records"), 1600 - first + 1);
   uint64_t segs[64];
   assert_int_equal(json_u64(r.out, "segments"), (uint64_t)segments(segs, 64));
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("stats", data, NULL);
+  r = tool("stats", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "checkpoint:  LSN 1500, 1500 tokens"));
   assert_non_null(strstr(r.out, "state:       1400 tokens, 0 connections"));
   assert_non_null(strstr(r.out, "replayed:    100 records"));
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_dump_prints_every_record_decoded(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 3, 2);                                     /* LSN 1..5 */
   assert_int_equal(tg_disconnect(s, 1), 0);                /* LSN 6 */
   assert_int_equal(tg_token_delete(s, 3), 0);              /* LSN 7, 8 (its connection) */
   assert_int_equal(tg_store_close(s), 0);
 
-  run r = tool("dump", data, "--json", NULL);
+  tgt_run_out r = tool("dump", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   int lines = count_lines(r.out);
   assert_true(lines >= 7);
@@ -520,56 +458,75 @@ static void test_dump_prints_every_record_decoded(void **state) {
   assert_true(json_is(l6, "type", "CONN_DEL"));
   assert_int_equal(json_u64(l6, "id"), 1);
   assert_non_null(strstr(r.out, "\"type\":\"TOKEN_DEL\",\"len\":4,\"id\":3}"));
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("dump", data, NULL);
+  r = tool("dump", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   assert_true(strncmp(r.out, "LSN 1 TOKEN_PUT id=1 ", 21) == 0);
   assert_non_null(strstr(r.out, "LSN 4 CONN_PUT id=1 from=1 to=2 type=19 (causal/3)"));
   assert_non_null(strstr(r.out, "LSN 6 CONN_DEL id=1\n"));
   assert_non_null(strstr(r.out, "TOKEN_DEL id=3\n"));
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("dump", data, "--from", "6", "--json", NULL);
+  r = tool("dump", tgt_data, "--from", "6", "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_int_equal(json_u64(r.out, "lsn"), 6);
   assert_int_equal(count_lines(r.out), lines - 5);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 /* ---- torn tails ------------------------------------------------------------ */
 
+/* Where the last record of a 1000-record store sits. */
+typedef struct last_record {
+  uint64_t seg;     /* the first LSN of its segment */
+  uint64_t off;     /* its offset in the segment */
+  char path[320];   /* the segment */
+  char broken[340]; /* where recover keeps what it cuts from the segment */
+} last_record;
+
+static last_record make_1000(void) {
+  last_record l;
+  make_store(1000, 0);
+  locate(1000, &l.seg, &l.off);
+  tgt_seg_path(l.path, sizeof l.path, l.seg, "");
+  tgt_seg_path(l.broken, sizeof l.broken, l.seg, ".broken");
+  return l;
+}
+
+/* The same, where the last record's write stopped half way: the file ends
+   mid-frame. */
+static last_record make_torn_tail(void) {
+  last_record l = make_1000();
+  assert_int_equal(truncate(l.path, (off_t)(l.off + TGT_FRAME / 2)), 0);
+  return l;
+}
+
 static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   (void)state;
-  make_store(1000, 0);
-  uint64_t seg, off;
-  locate(1000, &seg, &off);
-  char path[320];
-  seg_path(path, sizeof path, seg, "");
-  /* The last record's write stopped half way: the file ends mid-frame. */
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
+  last_record l = make_torn_tail();
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
   assert_true(json_is(r.out, "end", "torn_tail"));
   assert_int_equal(json_u64(r.out, "records"), 999);
   assert_int_equal(json_u64(r.out, "last_lsn"), 999);
-  assert_int_equal(json_u64(r.out, "offset"), off);
+  assert_int_equal(json_u64(r.out, "offset"), l.off);
   char name[32];
-  snprintf(name, sizeof name, "%020llu.wal", (unsigned long long)seg);
+  snprintf(name, sizeof name, "%020llu.wal", (unsigned long long)l.seg);
   assert_true(json_is(r.out, "segment", name));
   assert_int_equal(json_u64(r.out, "tokens"), 999);
   assert_one_error_line(&r);
   assert_non_null(strstr(r.err, "torn tail"));
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("stats", data, NULL);
+  r = tool("stats", tgt_data, NULL);
   assert_int_equal(r.status, 1);
   assert_non_null(strstr(r.out, "torn tail in wal/"));
-  run_free(&r);
+  tgt_run_free(&r);
   /* 999 records, then the result object (since --json always ends with
      one: a deliberate change from records alone). */
-  r = tool("dump", data, "--json", NULL);
+  r = tool("dump", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
   assert_int_equal(count_lines(r.out), 1000);
   const char *result = strstr(r.out, "{\"dir\":");
@@ -578,96 +535,81 @@ static void test_a_torn_tail_exits_1_with_segment_and_offset(void **state) {
   assert_int_equal(json_u64(result, "exit"), 1);
   assert_true(json_is(result, "status", "torn_tail"));
   assert_one_error_line(&r);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 static void test_recover_cuts_a_torn_tail_keeping_the_cut_bytes(void **state) {
   (void)state;
-  make_store(1000, 0);
-  uint64_t seg, off;
-  locate(1000, &seg, &off);
-  char path[320], broken[340];
-  seg_path(path, sizeof path, seg, "");
-  seg_path(broken, sizeof broken, seg, ".broken");
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
-  unsigned char cut[FRAME / 2];
-  pread_at(path, off, cut, sizeof cut);
+  last_record l = make_torn_tail();
+  unsigned char cut[TGT_FRAME / 2];
+  pread_at(l.path, l.off, cut, sizeof cut);
 
-  run r = tool("recover", data, NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("recover", tgt_data, NULL);
   assert_non_null(strstr(r.out, "result:      recovered"));
   assert_string_equal(r.err, "");
-  run_free(&r);
+  tgt_run_free(&r);
   /* The cut bytes are kept beside the segment, exactly. */
-  assert_int_equal(file_size(broken), sizeof cut);
+  assert_int_equal(tgt_file_size(l.broken), sizeof cut);
   size_t len = 0;
-  char *kept = slurp(broken, &len);
+  char *kept = tgt_read_file(l.broken, &len);
   assert_memory_equal(kept, cut, sizeof cut);
   free(kept);
 
-  r = tool("verify", data, "--json", NULL);
+  r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "tokens"), 999);
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 999);
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds(999, 0);
 }
 
 static void test_recover_cuts_garbage_in_preallocated_space(void **state) {
   (void)state;
-  make_store(1000, 0);
-  uint64_t seg, off;
-  locate(1000, &seg, &off);
-  char path[320], broken[340];
-  seg_path(path, sizeof path, seg, "");
-  seg_path(broken, sizeof broken, seg, ".broken");
-  uint64_t end = off + FRAME, size = file_size(path);
+  last_record l = make_1000();
+  uint64_t end = l.off + TGT_FRAME, size = tgt_file_size(l.path);
   assert_true(size > end + 100); /* preallocated: zeros follow the data */
   /* Half a frame of a record that was being written, in the zeros. */
   unsigned char part[40];
-  pread_at(path, off, part, sizeof part);
+  pread_at(l.path, l.off, part, sizeof part);
   part[8] = 0xE9; /* LSN 1001 */
   part[9] = 0x03;
-  pwrite_at(path, end, part, sizeof part);
+  pwrite_at(l.path, end, part, sizeof part);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
   assert_int_equal(json_u64(r.out, "records"), 1000);
   assert_int_equal(json_u64(r.out, "offset"), end);
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("recover", data, NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
-  run_free(&r);
+  r = tool_ok("recover", tgt_data, NULL);
+  tgt_run_free(&r);
   /* Everything from the cut to the old end of the file, zeros included. */
-  assert_int_equal(file_size(broken), size - end);
+  assert_int_equal(tgt_file_size(l.broken), size - end);
   size_t len = 0;
-  char *kept = slurp(broken, &len);
+  char *kept = tgt_read_file(l.broken, &len);
   assert_memory_equal(kept, part, sizeof part);
   for (size_t i = sizeof part; i < len; i++) assert_int_equal(kept[i], 0);
   free(kept);
-  r = tool("verify", data, NULL);
-  assert_int_equal(r.status, 0);
-  run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(1000, 0);
 }
 
 static void test_recover_of_a_clean_log_writes_a_checkpoint_and_exits_0(void **state) {
   (void)state;
   make_store(300, 5);
-  run r = tool("recover", data, NULL);
+  tgt_run_out r = tool("recover", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "nothing to cut"));
   assert_non_null(strstr(r.out, "checkpoint:  written at LSN 305"));
-  run_free(&r);
-  r = tool("stats", data, "--json", NULL);
+  tgt_run_free(&r);
+  r = tool("stats", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 305);
   assert_int_equal(json_u64(r.out, "checkpoint_tokens"), 300);
   assert_int_equal(json_u64(r.out, "checkpoint_connections"), 5);
-  run_free(&r);
-  DIR *d = opendir(waldir);
+  tgt_run_free(&r);
+  DIR *d = opendir(tgt_wal);
   struct dirent *e;
   while ((e = readdir(d))) assert_null(strstr(e->d_name, ".broken"));
   closedir(d);
@@ -685,7 +627,7 @@ static void test_corruption_exits_2_and_recover_refuses_changing_nothing(void **
   assert_int_equal(seg, segs[0]);
   corrupt_record(bad);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "records"), bad - 1);
@@ -693,19 +635,16 @@ static void test_corruption_exits_2_and_recover_refuses_changing_nothing(void **
   assert_int_equal(json_u64(r.out, "offset"), off);
   assert_true(json_is(r.out, "segment", "00000000000000000001.wal"));
   assert_one_error_line(&r);
-  run_free(&r);
+  tgt_run_free(&r);
 
-  snap before = snapshot(data);
-  r = tool("recover", data, NULL);
+  snap before = snapshot(tgt_data);
+  r = tool("recover", tgt_data, NULL);
   assert_int_equal(r.status, 2);
   assert_one_error_line(&r);
   assert_non_null(strstr(r.err, "--force-truncate-at-corruption"));
   assert_non_null(strstr(r.out, "2000 valid records"));
-  run_free(&r);
-  snap after = snapshot(data);
-  assert_same_snapshot(&before, &after);
-  free(before.buf);
-  free(after.buf);
+  tgt_run_free(&r);
+  assert_unchanged_since(tgt_data, &before);
 }
 
 static void test_forced_recover_drops_exactly_the_records_after_the_corruption(void **state) {
@@ -716,27 +655,26 @@ static void test_forced_recover_drops_exactly_the_records_after_the_corruption(v
   uint64_t bad = 400, seg, off;
   locate(bad, &seg, &off);
   char path[320], p2[320], p3[320];
-  seg_path(path, sizeof path, segs[0], "");
-  seg_path(p2, sizeof p2, segs[1], "");
-  seg_path(p3, sizeof p3, segs[2], "");
+  tgt_seg_path(path, sizeof path, segs[0], "");
+  tgt_seg_path(p2, sizeof p2, segs[1], "");
+  tgt_seg_path(p3, sizeof p3, segs[2], "");
   corrupt_record(bad);
   size_t l1 = 0, l2 = 0, l3 = 0;
-  char *orig1 = slurp(path, &l1), *orig2 = slurp(p2, &l2), *orig3 = slurp(p3, &l3);
+  char *orig1 = tgt_read_file(path, &l1), *orig2 = tgt_read_file(p2, &l2), *orig3 = tgt_read_file(p3, &l3);
 
-  run r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   /* Valid records after the corruption: 401..2400 (400 itself is unreadable). */
   assert_non_null(strstr(r.out, "dropping:    2000 records"));
   assert_non_null(strstr(r.out, "LSN 401..2400"));
-  run_free(&r);
+  tgt_run_free(&r);
 
   /* The cut bytes and the later segments are kept, byte for byte. */
   char b1[340], b2[340], b3[340];
-  seg_path(b1, sizeof b1, segs[0], ".broken");
-  seg_path(b2, sizeof b2, segs[1], ".broken");
-  seg_path(b3, sizeof b3, segs[2], ".broken");
+  tgt_seg_path(b1, sizeof b1, segs[0], ".broken");
+  tgt_seg_path(b2, sizeof b2, segs[1], ".broken");
+  tgt_seg_path(b3, sizeof b3, segs[2], ".broken");
   size_t k1 = 0, k2 = 0, k3 = 0;
-  char *kept1 = slurp(b1, &k1), *kept2 = slurp(b2, &k2), *kept3 = slurp(b3, &k3);
+  char *kept1 = tgt_read_file(b1, &k1), *kept2 = tgt_read_file(b2, &k2), *kept3 = tgt_read_file(b3, &k3);
   assert_int_equal(k1, l1 - off);
   assert_memory_equal(kept1, orig1 + off, k1);
   assert_int_equal(k2, l2);
@@ -747,11 +685,11 @@ static void test_forced_recover_drops_exactly_the_records_after_the_corruption(v
   struct stat st;
   assert_int_equal(stat(p3, &st), -1);
 
-  r = tool("verify", data, "--json", NULL);
+  r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "tokens"), bad - 1);
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds((uint32_t)bad - 1, 0);
 }
 
@@ -762,18 +700,16 @@ static void test_corruption_in_the_last_segment_before_valid_records(void **stat
   assert_int_equal(segments(segs, 64), 2);
   uint64_t bad = 1200;
   corrupt_record(bad);
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2); /* valid frames follow: not a torn tail */
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "records"), bad - 1);
-  run_free(&r);
-  r = tool("recover", data, NULL);
-  assert_int_equal(r.status, 2);
-  run_free(&r);
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
+  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
+  r = tool("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "dropping:    300 records"));
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds((uint32_t)bad - 1, 0);
 }
 
@@ -781,9 +717,9 @@ static void test_corruption_in_the_last_segment_before_valid_records(void **stat
 
 /* Open the store on `data` as an application would: rc, and msg. */
 static int store_open_rc(char *msg, size_t len, tg_recovery_info *ri) {
-  tg_store_config cfg = fixture_config();
+  tg_store_config cfg = tgt_small_log_config();
   tg_store *s = NULL;
-  int rc = tg_store_open_msg(&s, data, &cfg, msg, len);
+  int rc = tg_store_open_msg(&s, tgt_data, &cfg, msg, len);
   if (!rc) {
     if (ri) tg_store_recovery_info(s, ri);
     assert_int_equal(tg_store_close(s), 0);
@@ -797,27 +733,24 @@ static void test_a_zeroed_sector_before_the_durable_point_is_refused_by_both(voi
   uint64_t seg, off;
   locate(900, &seg, &off);
   char path[320];
-  seg_path(path, sizeof path, seg, "");
+  tgt_seg_path(path, sizeof path, seg, "");
   unsigned char zeros[512] = {0};
   pwrite_at(path, off, zeros, sizeof zeros); /* valid frames follow it */
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "offset"), off);
   assert_int_equal(json_u64(r.out, "last_lsn"), 899);
-  run_free(&r);
-  snap before = snapshot(data);
+  tgt_run_free(&r);
+  snap before = snapshot(tgt_data);
   char msg[512] = "", want[64];
   assert_int_equal(store_open_rc(msg, sizeof msg, NULL), TG_ECORRUPT);
   snprintf(want, sizeof want, "%020llu.wal", (unsigned long long)seg);
   assert_non_null(strstr(msg, want));
   snprintf(want, sizeof want, "offset %llu", (unsigned long long)off);
   assert_non_null(strstr(msg, want));
-  snap after = snapshot(data);
-  assert_same_snapshot(&before, &after); /* nothing cut */
-  free(before.buf);
-  free(after.buf);
+  assert_unchanged_since(tgt_data, &before); /* nothing cut */
 }
 
 static void test_a_deleted_last_segment_is_refused_by_both(void **state) {
@@ -826,13 +759,13 @@ static void test_a_deleted_last_segment_is_refused_by_both(void **state) {
   uint64_t segs[64];
   assert_int_equal(segments(segs, 64), 2);
   char path[320];
-  seg_path(path, sizeof path, segs[1], "");
+  tgt_seg_path(path, sizeof path, segs[1], "");
   assert_int_equal(unlink(path), 0);
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "last_lsn"), segs[1] - 1);
-  run_free(&r);
+  tgt_run_free(&r);
   char msg[512] = "";
   assert_int_equal(store_open_rc(msg, sizeof msg, NULL), TG_ECORRUPT);
   assert_non_null(strstr(msg, "is missing"));
@@ -844,24 +777,24 @@ static void test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both(
   uint64_t seg, off, last;
   locate(1000, &seg, &last);
   char path[320], broken[340];
-  seg_path(path, sizeof path, seg, "");
-  seg_path(broken, sizeof broken, seg, ".broken");
+  tgt_seg_path(path, sizeof path, seg, "");
+  tgt_seg_path(broken, sizeof broken, seg, ".broken");
   /* As a killed process leaves it: no marker from close (RELAXED: nothing
      in this segment was fdatasynced), then record 990 torn with 991..1000
      intact after it. */
   unsigned char zeros[32] = {0};
-  pwrite_at(path, last + FRAME, zeros, sizeof zeros);
+  pwrite_at(path, last + TGT_FRAME, zeros, sizeof zeros);
   locate(990, &seg, &off);
   corrupt_record(990);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 1);
   assert_true(json_is(r.out, "end", "torn_tail"));
   assert_int_equal(json_u64(r.out, "offset"), off);
   assert_int_equal(json_u64(r.out, "last_lsn"), 989);
-  run_free(&r);
+  tgt_run_free(&r);
   size_t len = 0;
-  char *orig = slurp(path, &len);
+  char *orig = tgt_read_file(path, &len);
 
   char msg[512] = "";
   tg_recovery_info ri;
@@ -870,15 +803,15 @@ static void test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both(
   assert_int_equal(ri.torn_offset, off);
   assert_int_equal(ri.last_lsn, 989);
   size_t kl = 0;
-  char *kept = slurp(broken, &kl); /* the cut bytes, kept */
+  char *kept = tgt_read_file(broken, &kl); /* the cut bytes, kept */
   assert_int_equal(kl, len - off);
   assert_memory_equal(kept, orig + off, kl);
   free(kept);
   free(orig);
-  r = tool("verify", data, "--json", NULL);
+  r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_true(json_is(r.out, "end", "clean"));
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds(989, 0);
 }
 
@@ -889,10 +822,10 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
      never existed (LSN 501), then a valid create (LSN 502). */
   tg_wal_config wc;
   tg_wal_config_init(&wc);
-  wc.segment_bytes = SEG_BYTES;
+  wc.segment_bytes = TGT_SEG_BYTES;
   wc.ring_slots = 64;
   tg_wal *w = NULL;
-  assert_int_equal(tg_wal_open(&w, waldir, &wc, NULL), 0);
+  assert_int_equal(tg_wal_open(&w, tgt_wal, &wc, NULL), 0);
   uint32_t ghost = 77777;
   uint64_t lsn = 0;
   assert_int_equal(tg_wal_append(w, TG_REC_TOKEN_DEL, &ghost, sizeof ghost, &lsn), 0);
@@ -903,37 +836,31 @@ static void test_a_record_that_does_not_apply_is_treated_as_corruption(void **st
   assert_int_equal(tg_wal_append(w, TG_REC_TOKEN_PUT, &t, sizeof t, &lsn), 0);
   assert_int_equal(tg_wal_close(w), 0);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_int_equal(json_u64(r.out, "apply_failed_lsn"), 501);
   assert_true(json_is(r.out, "status", "apply_failed"));
   assert_int_equal(json_u64(r.out, "records"), 502);
   assert_one_error_line(&r);
-  run_free(&r);
+  tgt_run_free(&r);
 
-  snap before = snapshot(data);
-  r = tool("recover", data, NULL);
+  snap before = snapshot(tgt_data);
+  r = tool("recover", tgt_data, NULL);
   assert_int_equal(r.status, 2);
   assert_non_null(strstr(r.out, "2 valid records"));
-  run_free(&r);
-  snap after = snapshot(data);
-  assert_same_snapshot(&before, &after);
-  free(before.buf);
-  free(after.buf);
+  tgt_run_free(&r);
+  assert_unchanged_since(tgt_data, &before);
 
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    2 records"));
-  run_free(&r);
-  r = tool("verify", data, NULL);
-  assert_int_equal(r.status, 0);
-  run_free(&r);
+  tgt_run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(500, 0);
 }
 
 static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 2400, 0);
   assert_int_equal(tg_checkpoint(s), 0); /* covers LSN 2400 */
   for (uint32_t i = 2401; i <= 2500; i++) {
@@ -947,25 +874,22 @@ static void test_corruption_before_the_checkpoint_restarts_the_log_after_it(void
   assert_true(segs[0] > 1 && segs[0] < 1700 && segs[1] > 2400);
   corrupt_record(1700);
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 2400);
-  run_free(&r);
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  tgt_run_free(&r);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   /* 1701..2400 are in the checkpoint; 2401..2500 followed the corruption. */
   assert_non_null(strstr(r.out, "dropping:    100 records"));
   assert_non_null(strstr(r.out, "700 more are covered by the checkpoint"));
   assert_non_null(strstr(r.out, "restart:"));
-  run_free(&r);
+  tgt_run_free(&r);
   char broken[340];
-  seg_path(broken, sizeof broken, segs[0], ".broken");
-  assert_int_equal(file_size(broken), SEG_BYTES); /* moved aside whole */
-  seg_path(broken, sizeof broken, segs[1], ".broken");
-  assert_int_equal(file_size(broken), SEG_BYTES);
-  r = tool("verify", data, NULL);
-  assert_int_equal(r.status, 0);
-  run_free(&r);
+  tgt_seg_path(broken, sizeof broken, segs[0], ".broken");
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES); /* moved aside whole */
+  tgt_seg_path(broken, sizeof broken, segs[1], ".broken");
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES);
+  assert_exit(0, "verify", tgt_data, NULL);
   assert_store_holds(2400, 0);
 }
 
@@ -975,10 +899,10 @@ static void test_a_missing_segment_between_checkpoint_and_log_is_corruption(void
   uint64_t segs[64];
   assert_int_equal(segments(segs, 64), 3);
   char path[320];
-  seg_path(path, sizeof path, segs[0], "");
+  tgt_seg_path(path, sizeof path, segs[0], "");
   assert_int_equal(unlink(path), 0); /* records 1..818 are gone */
 
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 2);
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_true(json_is(r.out, "status", "corrupt"));
@@ -986,15 +910,12 @@ static void test_a_missing_segment_between_checkpoint_and_log_is_corruption(void
   assert_int_equal(json_u64(r.out, "offset"), 0);
   assert_one_error_line(&r);
   assert_non_null(strstr(r.err, "missing"));
-  run_free(&r);
-  r = tool("recover", data, NULL);
-  assert_int_equal(r.status, 2);
-  run_free(&r);
+  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
   /* Nothing of the log can be replayed: all of it goes aside. */
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    1182 records"));
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds(0, 0);
 }
 
@@ -1004,15 +925,14 @@ static void test_a_zero_length_checkpoint_verifies_as_the_store_opens_it(void **
   (void)state;
   make_store(300, 5);
   char p[320];
-  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", data);
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_data);
   assert_int_equal(truncate(p, 0), 0);
-  run r = tool("verify", data, "--json", NULL);
-  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "checkpoint_lsn"), 0);
   assert_int_equal(json_u64(r.out, "tokens"), 300);
   assert_int_equal(json_u64(r.out, "connections"), 5);
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds(300, 5);
 }
 
@@ -1022,12 +942,9 @@ static void test_a_zero_length_checkpoint_verifies_as_the_store_opens_it(void **
    the tool, without dropping anything. */
 static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void **state) {
   (void)state;
-  tg_store *s = open_data();
+  tg_store *s = tgt_open_small_log();
   add_tokens(s, 2000, 0); /* segments 1, 819, 1637 */
-  char p1[320];
-  seg_path(p1, sizeof p1, 1, "");
-  size_t len = 0;
-  char *old = slurp(p1, &len);
+  tgt_saved first = tgt_save_segment(1);
   assert_int_equal(tg_checkpoint(s), 0); /* covers 2000; 1 and 819 go */
   for (uint32_t i = 2001; i <= 2100; i++) {
     tg_token t = token_n(i);
@@ -1035,13 +952,9 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
     assert_int_equal(tg_token_create(s, &t, &id), 0);
   }
   assert_int_equal(tg_store_close(s), 0);
-  FILE *f = fopen(p1, "wb");
-  assert_int_equal(fwrite(old, 1, len, f), len);
-  fclose(f);
-  free(old);
+  tgt_restore(&first);
 
-  run r = tool("verify", data, "--json", NULL);
-  if (r.status != 0) fail_msg("verify: %s%s", r.out, r.err);
+  tgt_run_out r = tool_ok("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "clean"));
   assert_int_equal(json_u64(r.out, "last_lsn"), 2100);
   assert_int_equal(json_u64(r.out, "tokens"), 2100);
@@ -1050,73 +963,61 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   assert_int_equal(json_u64(cov, "expected_lsn"), 819);
   assert_int_equal(json_u64(cov, "found_lsn"), 1637);
   assert_string_equal(r.err, "");
-  run_free(&r);
-  r = tool("verify", data, NULL);
+  tgt_run_free(&r);
+  r = tool("verify", tgt_data, NULL);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "covered:"));
-  run_free(&r);
+  tgt_run_free(&r);
   /* dump goes on past the gap, where replay reads. */
-  r = tool("dump", data, "--json", NULL);
+  r = tool("dump", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_int_equal(count_lines(r.out), 818 + (2100 - 1637 + 1) + 1); /* + the result */
   assert_int_equal(json_u64(strstr(r.out, "{\"dir\":"), "printed"), 818 + (2100 - 1637 + 1));
   assert_non_null(strstr(r.out, "{\"lsn\":2100,"));
-  run_free(&r);
+  tgt_run_free(&r);
 
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "nothing to cut"));
   assert_null(strstr(r.out, "dropping:"));
-  run_free(&r);
+  tgt_run_free(&r);
   assert_store_holds(2100, 0);
 }
 
 /* A torn tail in a segment whose header claims a 1 TiB segment (with a
    right CRC: only the value is absurd). */
 static void make_torn_with_a_huge_header(char *path, size_t len) {
-  make_store(1000, 0);
-  uint64_t seg, off;
-  locate(1000, &seg, &off);
-  seg_path(path, len, seg, "");
-  assert_int_equal(truncate(path, (off_t)(off + FRAME / 2)), 0);
-  unsigned char h[64];
-  pread_at(path, 0, h, sizeof h);
-  uint64_t huge = 1ull << 40;
-  memcpy(h + 24, &huge, 8);
-  uint32_t crc = tg__crc32(0, h, 60);
-  memcpy(h + 60, &crc, 4);
-  pwrite_at(path, 0, h, sizeof h);
+  last_record l = make_torn_tail();
+  snprintf(path, len, "%s", l.path);
+  tgt_claim_segment_bytes(path, 1ull << 40);
 }
 
 static void test_recover_bounds_segments_by_the_configured_size(void **state) {
   (void)state;
   char path[320], ini[320];
   make_torn_with_a_huge_header(path, sizeof path);
-  snprintf(ini, sizeof ini, "%s/store.ini", root);
+  snprintf(ini, sizeof ini, "%s/store.ini", tgt_root);
   FILE *f = fopen(ini, "w");
-  fprintf(f, "[wal]\nsegment_bytes = %u\n", SEG_BYTES);
+  fprintf(f, "[wal]\nsegment_bytes = %u\n", TGT_SEG_BYTES);
   fclose(f);
-  run r = tool("recover", data, "--config", ini, "--json", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
-  assert_int_equal(json_u64(r.out, "segment_bytes"), SEG_BYTES);
-  run_free(&r);
-  assert_true(file_size(path) <= SEG_BYTES);
+  tgt_run_out r = tool_ok("recover", tgt_data, "--config", ini, "--json", NULL);
+  assert_int_equal(json_u64(r.out, "segment_bytes"), TGT_SEG_BYTES);
+  tgt_run_free(&r);
+  assert_true(tgt_file_size(path) <= TGT_SEG_BYTES);
   assert_store_holds(999, 0);
 
   /* Without a configuration the default size bounds it, never the header. */
-  tgt_rmtree(data);
+  tgt_rmtree(tgt_data);
   make_torn_with_a_huge_header(path, sizeof path);
-  r = tool("recover", data, "--json", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--json", NULL);
   uint64_t used = json_u64(r.out, "segment_bytes");
   assert_true(used <= 64u << 20);
-  run_free(&r);
-  assert_true(file_size(path) <= 64u << 20);
+  tgt_run_free(&r);
+  assert_true(tgt_file_size(path) <= 64u << 20);
 
-  r = tool("recover", data, "--config", "/nonexistent/store.ini", NULL);
+  r = tool("recover", tgt_data, "--config", "/nonexistent/store.ini", NULL);
   assert_int_equal(r.status, 2);
   assert_one_error_line(&r);
-  run_free(&r);
+  tgt_run_free(&r);
 }
 
 /* ---- bad input ------------------------------------------------------------- */
@@ -1125,38 +1026,36 @@ static void test_recover_bounds_segments_by_the_configured_size(void **state) {
 static void assert_every_command_refuses(const char *path, const char *needle) {
   const char *cmds[] = {"verify", "stats", "dump", "recover"};
   for (int i = 0; i < 4; i++) {
-    run r = tool(cmds[i], path, NULL);
+    tgt_run_out r = tool(cmds[i], path, NULL);
     if (r.status != 2) fail_msg("%s %s: exit %d: %s%s", cmds[i], path, r.status, r.out, r.err);
     assert_one_error_line(&r);
     if (needle && !strstr(r.err, needle))
       fail_msg("%s %s: '%s' not in '%s'", cmds[i], path, needle, r.err);
-    run_free(&r);
+    tgt_run_free(&r);
     r = tool(cmds[i], path, "--json", NULL);
     assert_true(r.status == 2 || r.status == 64); /* recover has no --json */
-    run_free(&r);
+    tgt_run_free(&r);
   }
 }
 
 static void test_a_missing_directory_is_refused(void **state) {
   (void)state;
-  assert_every_command_refuses(data, "No such file");
+  assert_every_command_refuses(tgt_data, "No such file");
   struct stat st;
-  assert_int_equal(stat(data, &st), -1); /* recover created nothing */
+  assert_int_equal(stat(tgt_data, &st), -1); /* recover created nothing */
 }
 
 static void test_a_file_instead_of_a_directory_is_refused(void **state) {
   (void)state;
-  FILE *f = fopen(data, "w");
-  fputs("hello\n", f);
-  fclose(f);
-  assert_every_command_refuses(data, "not a directory");
+  tgt_write_file(tgt_data, "hello\n");
+  assert_every_command_refuses(tgt_data, "not a directory");
 }
 
 static void test_an_empty_directory_is_refused_and_left_empty(void **state) {
   (void)state;
-  assert_int_equal(mkdir(data, 0700), 0);
-  assert_every_command_refuses(data, "empty");
-  DIR *d = opendir(data);
+  assert_int_equal(mkdir(tgt_data, 0700), 0);
+  assert_every_command_refuses(tgt_data, "empty");
+  DIR *d = opendir(tgt_data);
   int n = 0;
   struct dirent *e;
   while ((e = readdir(d))) n++;
@@ -1166,65 +1065,68 @@ static void test_an_empty_directory_is_refused_and_left_empty(void **state) {
 
 static void test_a_directory_that_is_not_tokengraph_is_refused(void **state) {
   (void)state;
-  assert_int_equal(mkdir(data, 0700), 0);
+  assert_int_equal(mkdir(tgt_data, 0700), 0);
   char p[320];
-  snprintf(p, sizeof p, "%s/notes.txt", data);
-  FILE *f = fopen(p, "w");
-  fputs("not ours\n", f);
-  fclose(f);
-  assert_every_command_refuses(data, "not a tokengraph");
+  snprintf(p, sizeof p, "%s/notes.txt", tgt_data);
+  tgt_write_file(p, "not ours\n");
+  assert_every_command_refuses(tgt_data, "not a tokengraph");
 }
 
 static void test_a_segment_with_wrong_magic_is_corruption(void **state) {
   (void)state;
   make_store(100, 0);
   char path[320];
-  seg_path(path, sizeof path, 1, "");
+  tgt_seg_path(path, sizeof path, 1, "");
   pwrite_at(path, 0, "XXWALSEG", 8);
   const char *cmds[] = {"verify", "stats", "dump"};
   for (int i = 0; i < 3; i++) {
-    run r = tool(cmds[i], data, NULL);
+    tgt_run_out r = tool(cmds[i], tgt_data, NULL);
     assert_int_equal(r.status, 2);
     assert_one_error_line(&r);
     assert_non_null(strstr(r.err, "bad segment magic"));
-    run_free(&r);
+    tgt_run_free(&r);
   }
-  run r = tool("verify", data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "corrupt"));
   assert_int_equal(json_u64(r.out, "records"), 0);
   assert_int_equal(json_u64(r.out, "offset"), 0);
-  run_free(&r);
-  r = tool("recover", data, NULL);
-  assert_int_equal(r.status, 2);
-  run_free(&r);
+  tgt_run_free(&r);
+  assert_exit(2, "recover", tgt_data, NULL);
   /* Forced: the whole segment goes aside and the store starts empty. */
-  r = tool("recover", data, "--force-truncate-at-corruption", NULL);
-  if (r.status != 0) fail_msg("recover: %s%s", r.out, r.err);
+  r = tool_ok("recover", tgt_data, "--force-truncate-at-corruption", NULL);
   assert_non_null(strstr(r.out, "dropping:    100 records"));
-  run_free(&r);
+  tgt_run_free(&r);
   char broken[340];
-  seg_path(broken, sizeof broken, 1, ".broken");
-  assert_int_equal(file_size(broken), SEG_BYTES);
+  tgt_seg_path(broken, sizeof broken, 1, ".broken");
+  assert_int_equal(tgt_file_size(broken), TGT_SEG_BYTES);
   assert_store_holds(0, 0);
+}
+
+/* Replace path with n pseudo-random bytes from seed. */
+static void write_junk(const char *path, size_t n, unsigned seed) {
+  unsigned char *junk = malloc(n);
+  assert_non_null(junk);
+  srand(seed);
+  for (size_t i = 0; i < n; i++) junk[i] = (unsigned char)rand();
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(junk, 1, n, f), n);
+  assert_int_equal(fclose(f), 0);
+  free(junk);
 }
 
 static void test_random_bytes_as_a_segment_are_corruption(void **state) {
   (void)state;
   make_store(10, 0);
   char path[320];
-  seg_path(path, sizeof path, 1, "");
-  unsigned char junk[8192];
-  srand(7);
-  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
-  FILE *f = fopen(path, "wb");
-  assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
-  fclose(f);
+  tgt_seg_path(path, sizeof path, 1, "");
+  write_junk(path, 8192, 7);
   const char *cmds[] = {"verify", "stats", "dump", "recover"};
   for (int i = 0; i < 4; i++) {
-    run r = tool(cmds[i], data, NULL);
+    tgt_run_out r = tool(cmds[i], tgt_data, NULL);
     assert_int_equal(r.status, 2);
     assert_one_error_line(&r);
-    run_free(&r);
+    tgt_run_free(&r);
   }
 }
 
@@ -1232,84 +1134,61 @@ static void test_random_bytes_as_the_checkpoint_are_refused(void **state) {
   (void)state;
   make_store(10, 0);
   char path[320];
-  snprintf(path, sizeof path, "%s/checkpoint/data.mdb", data);
-  unsigned char junk[16384];
-  srand(11);
-  for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)rand();
-  FILE *f = fopen(path, "wb");
-  assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
-  fclose(f);
-  assert_every_command_refuses(data, "checkpoint");
+  snprintf(path, sizeof path, "%s/checkpoint/data.mdb", tgt_data);
+  write_junk(path, 16384, 11);
+  assert_every_command_refuses(tgt_data, "checkpoint");
 }
 
 static void test_an_lmdb_checkpoint_that_is_not_ours_is_refused(void **state) {
   (void)state;
   make_store(10, 0);
-  char cdir[320], p[400];
-  snprintf(cdir, sizeof cdir, "%s/checkpoint", data);
-  snprintf(p, sizeof p, "%s/data.mdb", cdir);
-  unlink(p);
-  snprintf(p, sizeof p, "%s/lock.mdb", cdir);
-  unlink(p);
-  MDB_env *env = NULL;
-  MDB_txn *txn = NULL;
-  MDB_dbi dbi;
-  assert_int_equal(mdb_env_create(&env), 0);
-  assert_int_equal(mdb_env_open(env, cdir, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
-  MDB_val k = {5, "hello"}, v = {5, "world"};
-  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-  assert_int_equal(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-  assert_every_command_refuses(data, "not a tokengraph checkpoint");
+  tgt_foreign_checkpoint(tgt_data);
+  assert_every_command_refuses(tgt_data, "not a tokengraph checkpoint");
 }
 
 static void test_a_directory_open_in_another_process_is_refused(void **state) {
   (void)state;
   make_store(10, 0);
-  tg_store *s = open_data(); /* this process holds the lock */
-  assert_every_command_refuses(data, "another process");
+  tg_store *s = tgt_open_small_log(); /* this process holds the lock */
+  assert_every_command_refuses(tgt_data, "another process");
   assert_int_equal(tg_store_close(s), 0);
-  run r = tool("verify", data, NULL);
-  assert_int_equal(r.status, 0);
-  run_free(&r);
+  assert_exit(0, "verify", tgt_data, NULL);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_usage_errors_exit_64, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_help_is_given_for_the_tool_and_every_command, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_version_prints_the_linked_library_version, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_json_prints_a_result_object_for_errors_too, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_verify_reports_a_clean_log_and_exits_0, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_stats_reports_checkpoint_and_state_after_replay, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_dump_prints_every_record_decoded, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_torn_tail_exits_1_with_segment_and_offset, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_recover_cuts_a_torn_tail_keeping_the_cut_bytes, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_recover_cuts_garbage_in_preallocated_space, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_recover_of_a_clean_log_writes_a_checkpoint_and_exits_0, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_corruption_exits_2_and_recover_refuses_changing_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_forced_recover_drops_exactly_the_records_after_the_corruption, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_corruption_in_the_last_segment_before_valid_records, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_record_that_does_not_apply_is_treated_as_corruption, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_corruption_before_the_checkpoint_restarts_the_log_after_it, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_missing_segment_between_checkpoint_and_log_is_corruption, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_zero_length_checkpoint_verifies_as_the_store_opens_it, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_recover_bounds_segments_by_the_configured_size, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_missing_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_file_instead_of_a_directory_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_an_empty_directory_is_refused_and_left_empty, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_directory_that_is_not_tokengraph_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_segment_with_wrong_magic_is_corruption, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_random_bytes_as_a_segment_are_corruption, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_random_bytes_as_the_checkpoint_are_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_an_lmdb_checkpoint_that_is_not_ours_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_directory_open_in_another_process_is_refused, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_zeroed_sector_before_the_durable_point_is_refused_by_both, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_deleted_last_segment_is_refused_by_both, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both, setup, teardown),
+    TGT_TEST(test_usage_errors_exit_64),
+    TGT_TEST(test_help_is_given_for_the_tool_and_every_command),
+    TGT_TEST(test_version_prints_the_linked_library_version),
+    TGT_TEST(test_json_prints_a_result_object_for_errors_too),
+    TGT_TEST(test_verify_reports_a_clean_log_and_exits_0),
+    TGT_TEST(test_stats_reports_checkpoint_and_state_after_replay),
+    TGT_TEST(test_dump_prints_every_record_decoded),
+    TGT_TEST(test_a_torn_tail_exits_1_with_segment_and_offset),
+    TGT_TEST(test_recover_cuts_a_torn_tail_keeping_the_cut_bytes),
+    TGT_TEST(test_recover_cuts_garbage_in_preallocated_space),
+    TGT_TEST(test_recover_of_a_clean_log_writes_a_checkpoint_and_exits_0),
+    TGT_TEST(test_corruption_exits_2_and_recover_refuses_changing_nothing),
+    TGT_TEST(test_forced_recover_drops_exactly_the_records_after_the_corruption),
+    TGT_TEST(test_corruption_in_the_last_segment_before_valid_records),
+    TGT_TEST(test_a_record_that_does_not_apply_is_treated_as_corruption),
+    TGT_TEST(test_corruption_before_the_checkpoint_restarts_the_log_after_it),
+    TGT_TEST(test_a_missing_segment_between_checkpoint_and_log_is_corruption),
+    TGT_TEST(test_a_zero_length_checkpoint_verifies_as_the_store_opens_it),
+    TGT_TEST(test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept),
+    TGT_TEST(test_recover_bounds_segments_by_the_configured_size),
+    TGT_TEST(test_a_missing_directory_is_refused),
+    TGT_TEST(test_a_file_instead_of_a_directory_is_refused),
+    TGT_TEST(test_an_empty_directory_is_refused_and_left_empty),
+    TGT_TEST(test_a_directory_that_is_not_tokengraph_is_refused),
+    TGT_TEST(test_a_segment_with_wrong_magic_is_corruption),
+    TGT_TEST(test_random_bytes_as_a_segment_are_corruption),
+    TGT_TEST(test_random_bytes_as_the_checkpoint_are_refused),
+    TGT_TEST(test_an_lmdb_checkpoint_that_is_not_ours_is_refused),
+    TGT_TEST(test_a_directory_open_in_another_process_is_refused),
+    TGT_TEST(test_a_zeroed_sector_before_the_durable_point_is_refused_by_both),
+    TGT_TEST(test_a_deleted_last_segment_is_refused_by_both),
+    TGT_TEST(test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

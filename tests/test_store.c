@@ -2,11 +2,15 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "token/arena.h"
@@ -21,6 +25,64 @@ static void test_close_accepts_null_and_open_needs_out(void **state) {
   assert_int_equal(tg_store_open(NULL, NULL, NULL), TG_EINVAL);
 }
 
+/* A close while another thread is inside a call on the same handle is
+   detected in debug builds: the process aborts with a message instead of
+   freeing the store under the call. (Release builds do not check.) */
+#ifndef NDEBUG
+static pthread_mutex_t edge_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t edge_cv = PTHREAD_COND_INITIALIZER;
+static int edge_inside;
+
+static int edge_blocks(void *arg, const tg_connection *c) {
+  (void)arg;
+  (void)c;
+  pthread_mutex_lock(&edge_mu);
+  edge_inside = 1;
+  pthread_cond_broadcast(&edge_cv);
+  for (;;) pthread_cond_wait(&edge_cv, &edge_mu); /* until the process dies */
+  return 0;
+}
+
+static void *walk_edges(void *arg) {
+  tg_store *s = arg;
+  tg_token_edges(s, 1, TG_BOTH, edge_blocks, NULL);
+  return NULL;
+}
+#endif
+
+static void test_close_during_a_call_is_detected_in_debug_builds(void **state) {
+  (void)state;
+#ifdef NDEBUG
+  skip();
+#else
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    tg_store *s = NULL;
+    uint32_t a, b, c;
+    if (tg_store_open(&s, NULL, NULL) || tg_token_create(s, NULL, &a) ||
+        tg_token_create(s, NULL, &b))
+      _exit(90);
+    tg_connection cn;
+    memset(&cn, 0, sizeof cn);
+    cn.from = a;
+    cn.to = b;
+    if (tg_connect(s, &cn, &c)) _exit(91);
+    pthread_t t;
+    pthread_create(&t, NULL, walk_edges, s);
+    pthread_mutex_lock(&edge_mu);
+    while (!edge_inside) pthread_cond_wait(&edge_cv, &edge_mu);
+    pthread_mutex_unlock(&edge_mu);
+    tg_store_close(s); /* must abort, not free the store under the walk */
+    _exit(92);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGABRT);
+#endif
+}
 
 /* ---- out of memory through the arena seam ----------------------------- */
 
@@ -149,6 +211,7 @@ static void test_four_threads_share_one_handle_consistently(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_accepts_null_and_open_needs_out),
+    cmocka_unit_test(test_close_during_a_call_is_detected_in_debug_builds),
     cmocka_unit_test(test_arena_exhaustion_gives_enomem_and_changes_nothing),
     cmocka_unit_test(test_four_threads_share_one_handle_consistently),
   };

@@ -23,22 +23,28 @@
 #error "TG_CONFIG_DIR must name stress/configs"
 #endif
 
-static char tmp[256];
-
 /* Run tg-stress with args (NULL-terminated, without argv[0]); env_path (if
    not NULL) replaces PATH. */
 static tgt_run_out run(const char *env_path, const char *const *args) {
-  return tgt_run(TG_STRESS_BIN, args, env_path, tmp);
+  return tgt_run(TG_STRESS_BIN, args, env_path, tgt_root);
 }
 
-static int setup(void **state) {
-  (void)state;
-  return tgp_mkdtemp(tmp, sizeof tmp, NULL, "tg-test-stress") ? -1 : 0;
+/* run(), for a run that must succeed: any other exit fails the test with
+   what tg-stress printed. */
+static tgt_run_out run_ok(const char *env_path, const char *const *args) {
+  tgt_run_out r = run(env_path, args);
+  if (r.status != 0)
+    fail_msg("tg-stress exited %d\nstdout:\n%s\nstderr:\n%s", r.status, r.out, r.err);
+  return r;
 }
 
-static int teardown(void **state) {
-  (void)state;
-  return tgp_rmtree(tmp) ? -1 : 0;
+/* tg-stress refuses args: it exits with a failure and names want on
+   stderr. */
+static void assert_refused(const char *const *args, const char *want) {
+  tgt_run_out r = run(NULL, args);
+  if (r.status == 0 || !strstr(r.err, want))
+    fail_msg("exit %d; want '%s' in: %s", r.status, want, r.err);
+  tgt_run_free(&r);
 }
 
 /* ---- a small JSON validator: enough to say the output parses ---- */
@@ -161,14 +167,12 @@ static const char small_config[] =
 static void test_stress_json_summary_parses_and_passes(void **state) {
   (void)state;
   char cfg[300], work[300], report[300];
-  snprintf(cfg, sizeof cfg, "%s/small.ini", tmp);
-  snprintf(work, sizeof work, "%s/work", tmp);
-  snprintf(report, sizeof report, "%s/report.jsonl", tmp);
+  snprintf(cfg, sizeof cfg, "%s/small.ini", tgt_root);
+  snprintf(work, sizeof work, "%s/work", tgt_root);
+  snprintf(report, sizeof report, "%s/report.jsonl", tgt_root);
   tgt_write_file(cfg, small_config);
   const char *args[] = {"--config", cfg, "--dir", work, "--json", "--report", report, NULL};
-  tgt_run_out r = run(NULL, args);
-  if (r.status != 0) fprintf(stderr, "stdout:\n%s\nstderr:\n%s\n", r.out, r.err);
-  assert_int_equal(r.status, 0);
+  tgt_run_out r = run_ok(NULL, args);
   assert_true(json_valid(r.out));
   assert_int_equal(count(r.out, "\n"), 1); /* one object, one line */
   assert_non_null(strstr(r.out, "\"phases\": ["));
@@ -212,7 +216,7 @@ static void test_stress_json_summary_parses_and_passes(void **state) {
 static void test_stress_config_error_names_file_line_and_key(void **state) {
   (void)state;
   char cfg[300];
-  snprintf(cfg, sizeof cfg, "%s/bad.ini", tmp);
+  snprintf(cfg, sizeof cfg, "%s/bad.ini", tgt_root);
   struct {
     const char *text;
     const char *want; /* after "PATH:" */
@@ -229,32 +233,24 @@ static void test_stress_config_error_names_file_line_and_key(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     tgt_write_file(cfg, cases[i].text);
     const char *args[] = {"--config", cfg, "--check-config", NULL};
-    tgt_run_out r = run(NULL, args);
     char want[400];
     snprintf(want, sizeof want, "%s%s", cfg, cases[i].want);
-    if (!strstr(r.err, want)) fprintf(stderr, "case %zu: want '%s' in: %s", i, want, r.err);
-    assert_int_not_equal(r.status, 0);
-    assert_non_null(strstr(r.err, want));
-    tgt_run_free(&r);
+    assert_refused(args, want);
   }
   /* A missing file is an error too, naming it. */
   const char *args[] = {"--config", "/nonexistent/x.ini", NULL};
-  tgt_run_out r = run(NULL, args);
-  assert_int_not_equal(r.status, 0);
-  assert_non_null(strstr(r.err, "/nonexistent/x.ini"));
-  tgt_run_free(&r);
+  assert_refused(args, "/nonexistent/x.ini");
 }
 
 static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
   (void)state;
   char cfg[300], report[300];
-  snprintf(cfg, sizeof cfg, "%s/quota.ini", tmp);
-  snprintf(report, sizeof report, "%s/quota.jsonl", tmp);
+  snprintf(cfg, sizeof cfg, "%s/quota.ini", tgt_root);
+  snprintf(report, sizeof report, "%s/quota.jsonl", tgt_root);
   tgt_write_file(cfg, "[guardian]\nmax_tokens = 3000\n[stress]\nphases = quota-exhaustion\n"
                   "quota_tokens = 3000\nquota_overflow = 77\n");
   const char *args[] = {"--config", cfg, "--json", "--report", report, NULL};
-  tgt_run_out r = run(NULL, args);
-  assert_int_equal(r.status, 0);
+  tgt_run_out r = run_ok(NULL, args);
   assert_true(json_valid(r.out));
   assert_non_null(strstr(r.out, "\"ok\": true}"));
   assert_non_null(strstr(r.out, "\"name\": \"quota-exhaustion\", \"level\": null, \"ops\": 3077,"));
@@ -276,23 +272,19 @@ static void test_stress_every_shipped_config_loads(void **state) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s.ini", TG_CONFIG_DIR, names[i]);
     const char *args[] = {"--config", path, "--check-config", NULL};
-    tgt_run_out r = run(NULL, args);
-    if (r.status) fprintf(stderr, "%s: %s", path, r.err);
-    assert_int_equal(r.status, 0);
+    tgt_run_out r = run_ok(NULL, args);
     tgt_run_free(&r);
     /* and by bare name, found relative to the executable: in the build
        tree, the copy beside it */
     const char *args2[] = {"--config", names[i], "--check-config", NULL};
-    r = run(NULL, args2);
-    assert_int_equal(r.status, 0);
+    r = run_ok(NULL, args2);
     char want[300];
     snprintf(want, sizeof want, "share/tokengraph/configs/%s.ini: ok", names[i]);
     assert_non_null(strstr(r.out, want));
     tgt_run_free(&r);
   }
   const char *none[] = {"--check-config", NULL};
-  tgt_run_out r = run(NULL, none); /* no --config: default.ini */
-  assert_int_equal(r.status, 0);
+  tgt_run_out r = run_ok(NULL, none); /* no --config: default.ini */
   assert_non_null(strstr(r.out, "default.ini: ok"));
   tgt_run_free(&r);
 }
@@ -300,12 +292,11 @@ static void test_stress_every_shipped_config_loads(void **state) {
 static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
   (void)state;
   char cfg[300], png[300];
-  snprintf(cfg, sizeof cfg, "%s/plot.ini", tmp);
-  snprintf(png, sizeof png, "%s/plot.png", tmp);
+  snprintf(cfg, sizeof cfg, "%s/plot.ini", tgt_root);
+  snprintf(png, sizeof png, "%s/plot.png", tgt_root);
   tgt_write_file(cfg, "[stress]\nphases = quota-exhaustion\nquota_tokens = 100\nquota_overflow = 5\n");
   const char *args[] = {"--config", cfg, "--plot", png, NULL};
-  tgt_run_out r = run("/nonexistent", args);
-  assert_int_equal(r.status, 0);
+  tgt_run_out r = run_ok("/nonexistent", args);
   assert_non_null(strstr(r.err, "gnuplot is not installed"));
   assert_non_null(strstr(r.out, "result: ok"));
   tgt_run_free(&r);
@@ -314,13 +305,11 @@ static void test_stress_plot_without_gnuplot_is_not_a_failure(void **state) {
 static void test_stress_help_version_and_bad_option(void **state) {
   (void)state;
   const char *help[] = {"--help", NULL};
-  tgt_run_out r = run(NULL, help);
-  assert_int_equal(r.status, 0);
+  tgt_run_out r = run_ok(NULL, help);
   assert_non_null(strstr(r.out, "usage: tg-stress"));
   tgt_run_free(&r);
   const char *version[] = {"--version", NULL};
-  r = run(NULL, version);
-  assert_int_equal(r.status, 0);
+  r = run_ok(NULL, version);
   char want[64];
   snprintf(want, sizeof want, "tg-stress %s\n", tg_version());
   assert_string_equal(r.out, want);
@@ -333,12 +322,12 @@ static void test_stress_help_version_and_bad_option(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_stress_help_version_and_bad_option),
-      cmocka_unit_test(test_stress_every_shipped_config_loads),
-      cmocka_unit_test(test_stress_config_error_names_file_line_and_key),
-      cmocka_unit_test(test_stress_quota_exhaustion_counts_exact_rejections),
-      cmocka_unit_test(test_stress_plot_without_gnuplot_is_not_a_failure),
-      cmocka_unit_test(test_stress_json_summary_parses_and_passes),
+    TGT_TEST(test_stress_help_version_and_bad_option),
+    TGT_TEST(test_stress_every_shipped_config_loads),
+    TGT_TEST(test_stress_config_error_names_file_line_and_key),
+    TGT_TEST(test_stress_quota_exhaustion_counts_exact_rejections),
+    TGT_TEST(test_stress_plot_without_gnuplot_is_not_a_failure),
+    TGT_TEST(test_stress_json_summary_parses_and_passes),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, NULL, NULL);
 }

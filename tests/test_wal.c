@@ -27,7 +27,7 @@
 
 #include "tokengraph/tokengraph.h"
 #include "tokengraph/wal.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 #include "common/io.h"
 #include "wal/wal_internal.h"
 #include "wal/wal_store.h"

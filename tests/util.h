@@ -1,8 +1,14 @@
 /*
- * Helpers the tests share: a scratch directory, waiting on observable state
- * with a deadline, reading a pipe with a deadline, running a program with
- * its output captured, and small file helpers. Include after <cmocka.h>:
- * a helper that cannot do its job fails the running test.
+ * Helpers the tests share: a scratch directory (and the cmocka fixture that
+ * gives each test its own), waiting on observable state with a deadline,
+ * reading a pipe with a deadline, a forked child that reports through a
+ * pipe, threads started together, small file helpers, stores (opening one,
+ * its statistics, connections and edge lists), the damage the data
+ * directory tests do to segments and checkpoints, and running a program
+ * with its output captured. Include after <cmocka.h>: a helper that cannot
+ * do its job fails the running test. Tests see src/ on their include path;
+ * the helpers use the I/O seam (common/io.h) and the CRC
+ * (common/crc32.h) from there.
  *
  * Every wait has a deadline, TGT_PATIENCE_NS, so that a bug makes a test
  * fail with a message instead of hanging the suite. It is not a time limit
@@ -15,16 +21,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <lmdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/io.h"
 #include "tg_progutil.h"
+#include "tokengraph/tokengraph.h"
+#include "common/crc32.h"
 
 #define TGT_PATIENCE_NS (120ull * 1000000000ull)
 
@@ -41,6 +53,33 @@ static inline void tgt_rmtree(const char *path) {
   int rc = tgp_rmtree(path);
   if (rc) fail_msg("cannot remove %s: %s", path, strerror(-rc));
 }
+
+/* The shared fixture: each test gets a fresh scratch directory, tgt_root,
+   named after the test program, with tgt_data and tgt_wal the paths a data
+   directory and its log would have inside it (neither is created). The
+   teardown puts the I/O seam back to the system calls before removing the
+   directory, so a test that injected faults cannot leak them into the
+   next one. List such tests with TGT_TEST(fn). */
+static char tgt_root[128] __attribute__((unused)); /* the scratch directory */
+static char tgt_data[192] __attribute__((unused)); /* tgt_root/data */
+static char tgt_wal[256] __attribute__((unused));  /* tgt_data/wal */
+
+static inline int tgt_setup(void **state) {
+  (void)state;
+  tgt_mkdtemp(tgt_root, sizeof tgt_root, program_invocation_short_name);
+  snprintf(tgt_data, sizeof tgt_data, "%s/data", tgt_root);
+  snprintf(tgt_wal, sizeof tgt_wal, "%s/wal", tgt_data);
+  return 0;
+}
+
+static inline int tgt_teardown(void **state) {
+  (void)state;
+  tg__io_reset();
+  tgt_rmtree(tgt_root);
+  return 0;
+}
+
+#define TGT_TEST(fn) cmocka_unit_test_setup_teardown(fn, tgt_setup, tgt_teardown)
 
 /* ---- waiting ----------------------------------------------------------------- */
 
@@ -107,27 +146,71 @@ static inline int tgt_wait_child(pid_t pid) {
   }
 }
 
+/* A forked child that reports to its parent through a pipe. */
+typedef struct tgt_child {
+  pid_t pid; /* the child's pid in the parent, 0 in the child */
+  int fd;    /* the parent's read end, or the child's write end */
+} tgt_child;
+
+static inline tgt_child tgt_fork_piped(void) {
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  fflush(NULL);
+  tgt_child c;
+  c.pid = fork();
+  assert_true(c.pid >= 0);
+  close(p[c.pid == 0 ? 0 : 1]);
+  c.fd = p[c.pid == 0 ? 1 : 0];
+  return c;
+}
+
+/* Run fn on each of the n arguments at args (stride bytes apart), each in
+   its own thread started together, and wait for all of them. */
+static inline void tgt_run_threads(int n, void *(*fn)(void *), void *args, size_t stride) {
+  pthread_t th[64];
+  assert_true(n > 0 && n <= 64);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, fn, (char *)args + (size_t)i * stride), 0);
+  for (int i = 0; i < n; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
+}
+
 /* ---- files ---------------------------------------------------------------- */
+
+/* The whole of an existing file (malloc'd, with a NUL after its *len
+   bytes); a file that cannot be read fails the test. */
+static inline char *tgt_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot read %s: %s", path, strerror(errno));
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  long n = ftell(f);
+  assert_true(n >= 0);
+  rewind(f);
+  char *b = malloc((size_t)n + 1);
+  assert_non_null(b);
+  assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  b[n] = 0;
+  if (len) *len = (size_t)n;
+  return b;
+}
 
 /* The whole file as a NUL-terminated string (malloc'd); "" if it is
    missing. */
 static inline char *tgt_slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+  struct stat st;
+  if (stat(path, &st) != 0) {
     char *e = strdup("");
     assert_non_null(e);
     return e;
   }
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  assert_true(n >= 0);
-  char *b = malloc((size_t)n + 1);
-  assert_non_null(b);
-  size_t got = fread(b, 1, (size_t)n, f);
-  b[got] = 0;
-  fclose(f);
-  return b;
+  return tgt_read_file(path, NULL);
+}
+
+/* The size of an existing file. */
+static inline uint64_t tgt_file_size(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) fail_msg("cannot stat %s: %s", path, strerror(errno));
+  return (uint64_t)st.st_size;
 }
 
 /* Create or replace path with text. */
@@ -136,6 +219,149 @@ static inline void tgt_write_file(const char *path, const char *text) {
   if (!f) fail_msg("cannot write %s: %s", path, strerror(errno));
   fputs(text, f);
   assert_int_equal(fclose(f), 0);
+}
+
+/* ---- stores ---------------------------------------------------------------- */
+
+/* Open the store in dir (NULL: in memory) with cfg (NULL: the defaults);
+   an open that fails fails the test with the store's message. */
+static inline tg_store *tgt_open(const char *dir, const tg_store_config *cfg) {
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, dir, cfg, msg, sizeof msg);
+  if (rc) fail_msg("open %s: %s: %s", dir ? dir : "(memory)", tg_err_name(rc), msg);
+  return s;
+}
+
+/* A store whose log soon spans several segments, for tests that damage
+   or count them: 64 KiB segments (818 token records, 80-byte frames, in
+   each), RELAXED, a checkpoint only when the test asks for one, no crash
+   dump handlers. */
+#define TGT_SEG_BYTES 65536u /* the small segment size */
+#define TGT_FRAME 80u        /* a 64-byte payload makes an 80-byte frame */
+
+static inline tg_store_config tgt_small_log_config(void) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.wal.level = TG_RELAXED;
+  cfg.wal.segment_bytes = TGT_SEG_BYTES;
+  cfg.checkpoint_bytes = 0;
+  cfg.wal.ring_slots = 1024;
+  cfg.crash_dump = 0;
+  return cfg;
+}
+
+/* Open the store in tgt_data with tgt_small_log_config(). */
+static inline tg_store *tgt_open_small_log(void) {
+  tg_store_config cfg = tgt_small_log_config();
+  return tgt_open(tgt_data, &cfg);
+}
+
+/* Make connection *c (its from, to, type and payload), asserting that the
+   store accepts it; returns the new id. */
+static inline uint32_t tgt_connect(tg_store *s, const tg_connection *c) {
+  uint32_t id = 0;
+  assert_int_equal(tg_connect(s, c, &id), 0);
+  assert_int_not_equal(id, 0);
+  return id;
+}
+
+/* The ids of the connections tg_token_edges() visits, in its order. */
+typedef struct tgt_edges {
+  uint32_t ids[256];
+  int n;
+} tgt_edges;
+
+/* A tg_edge_cb that appends to the tgt_edges at arg. */
+static inline int tgt_edges_add(void *arg, const tg_connection *c) {
+  tgt_edges *e = arg;
+  assert_true(e->n < (int)(sizeof e->ids / sizeof e->ids[0]));
+  e->ids[e->n++] = c->id;
+  return 0;
+}
+
+/* The edges of token id in direction dir (TG_OUT, TG_IN or TG_BOTH). */
+static inline tgt_edges tgt_edges_of(tg_store *s, uint32_t id, int dir) {
+  tgt_edges e;
+  memset(&e, 0, sizeof e);
+  assert_int_equal(tg_token_edges(s, id, dir, tgt_edges_add, &e), 0);
+  return e;
+}
+
+/* The store's statistics now. */
+static inline tg_store_stats tgt_stats(tg_store *s) {
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  return st;
+}
+
+/* The path of the log segment that begins at LSN first in tgt_wal, with
+   suffix ("" or ".broken") after ".wal". */
+static inline void tgt_seg_path(char *buf, size_t len, uint64_t first, const char *suffix) {
+  snprintf(buf, len, "%s/%020llu.wal%s", tgt_wal, (unsigned long long)first, suffix);
+}
+
+/* A file's bytes as they were at one moment, to put back later: what a
+   copy of a data directory taken at that moment would hold. */
+typedef struct tgt_saved {
+  char path[320]; /* the file */
+  char *bytes;    /* its content when saved (malloc'd) */
+  size_t len;     /* and length */
+} tgt_saved;
+
+/* Save the log segment that begins at LSN first. */
+static inline tgt_saved tgt_save_segment(uint64_t first) {
+  tgt_saved v;
+  tgt_seg_path(v.path, sizeof v.path, first, "");
+  v.bytes = tgt_read_file(v.path, &v.len);
+  return v;
+}
+
+/* Write the saved bytes back (creating the file if it is gone) and free
+   them. */
+static inline void tgt_restore(tgt_saved *v) {
+  FILE *f = fopen(v->path, "wb");
+  if (!f) fail_msg("cannot write %s: %s", v->path, strerror(errno));
+  assert_int_equal(fwrite(v->bytes, 1, v->len, f), v->len);
+  assert_int_equal(fclose(f), 0);
+  free(v->bytes);
+  v->bytes = NULL;
+}
+
+/* Make the header of the segment at path claim a segment of `bytes` bytes,
+   with a CRC that matches: only the value is wrong. */
+static inline void tgt_claim_segment_bytes(const char *path, uint64_t bytes) {
+  unsigned char h[64];
+  int fd = open(path, O_RDWR);
+  if (fd < 0) fail_msg("cannot open %s: %s", path, strerror(errno));
+  assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+  memcpy(h + 24, &bytes, 8);
+  uint32_t crc = tg__crc32(0, h, 60);
+  memcpy(h + 60, &crc, 4);
+  assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+  close(fd);
+}
+
+/* Replace the checkpoint of the data directory dir with an LMDB environment
+   that is someone else's: one unnamed database holding "hello" -> "world". */
+static inline void tgt_foreign_checkpoint(const char *dir) {
+  char cdir[320], p[400];
+  snprintf(cdir, sizeof cdir, "%s/checkpoint", dir);
+  snprintf(p, sizeof p, "%s/data.mdb", cdir);
+  unlink(p);
+  snprintf(p, sizeof p, "%s/lock.mdb", cdir);
+  unlink(p);
+  MDB_env *env = NULL;
+  MDB_txn *txn = NULL;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_open(env, cdir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+  MDB_val k = {5, "hello"}, v = {5, "world"};
+  assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
 }
 
 /* ---- running a program ---------------------------------------------------- */

@@ -250,6 +250,10 @@ TG_API int tg_store_open_msg(tg_store **out, const char *dir,
  * fdatasyncs everything logged. Accepts NULL. Returns 0, or TG_ENOSPC /
  * TG_EIO when the log had failed (then records after the last durable one
  * may be missing; the handle is released all the same).
+ * Close needs no concurrent calls: every other call on this handle, in
+ * every thread, must have returned, and none may start. Debug builds
+ * (assertions on) detect a call still in progress and abort with a
+ * message; release builds do not check.
  */
 TG_API int tg_store_close(tg_store *s);
 
@@ -267,6 +271,10 @@ TG_API int tg_sync(tg_store *s);
  * 64 bytes per changed record). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
+ * A full disk before the checkpoint's commit is retried by the next call.
+ * After its commit or sync failed, every later call on this handle returns
+ * that error without writing, until the store is reopened: the log keeps
+ * every record since the last good checkpoint (docs/durability.md).
  */
 TG_API int tg_checkpoint(tg_store *s);
 

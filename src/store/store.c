@@ -164,6 +164,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     goto fail;
   }
   atomic_init(&s->lock, 0);
+  atomic_init(&s->calls, 0);
   atomic_init(&s->failure_noted, 0);
   s->lock_fd = lock_fd;
   s->bb_slot = -1;
@@ -193,6 +194,14 @@ fail:
 
 int tg_store_close(tg_store *s) {
   if (!s) return 0;
+#ifndef NDEBUG
+  unsigned busy = atomic_load_explicit(&s->calls, memory_order_acquire);
+  if (busy) {
+    fprintf(stderr, "tokengraph: tg_store_close() while %u call(s) on the same store "
+            "are in progress in other threads; close needs no concurrent calls\n", busy);
+    abort();
+  }
+#endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
@@ -203,6 +212,7 @@ int tg_store_close(tg_store *s) {
 }
 
 int tg_sync(tg_store *s) {
+  TG__CALL_GUARD(s);
   if (!s->wal) return 0;
   int rc = tg_wal_sync(s->wal, 0);
   if (rc) tg__store_note_log_failure(s, rc);
@@ -333,10 +343,21 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
 
 /* ---- tokens ------------------------------------------------------------ */
 
+/* The end of a create or a connect: leave the lock, wait for the record to
+   be durable where the level asks for it, then give the new id (0 if the
+   call failed). Returns the call's result. */
+static inline int created(tg_store *s, int rc, uint64_t lsn, uint32_t nid, uint32_t *id) {
+  store_unlock(s);
+  rc = strict_wait(s, rc, lsn);
+  if (id) *id = rc ? 0 : nid;
+  return rc;
+}
+
 TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
 TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -365,9 +386,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   }
   s->tokens_created++;
 out:
-  store_unlock(s);
-  rc = strict_wait(s, rc, lsn);
-  if (id) *id = rc ? 0 : nid;
+  rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, lsn);
   tg_span_end(&sp);
@@ -375,6 +394,7 @@ out:
 }
 
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   const tg_token *t = tg__graph_token(&s->g, id);
   if (t) *out = *t;
@@ -383,6 +403,7 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 }
 
 int tg_token_update(tg_store *s, const tg_token *t) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -403,21 +424,31 @@ out:
   return strict_wait(s, rc, lsn);
 }
 
-int tg_token_delete(tg_store *s, uint32_t id) {
+/* A delete of a token (type TG_REC_TOKEN_DEL, with its connections) or of
+   a connection (TG_REC_CONN_DEL): logged first, so that a failed append
+   leaves the graph as it was. */
+static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
   int rc = 0;
   uint64_t lsn = 0;
+  int token = type == TG_REC_TOKEN_DEL;
   strict_enter(s);
   store_lock(s);
-  if (!tg__graph_token(&s->g, id)) {
+  if (token ? !tg__graph_token(&s->g, id) : !tg__graph_conn(&s->g, id)) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_DEL, &id, sizeof id, &lsn))) goto out;
-  tg__graph_token_delete(&s->g, id, NULL);
+  if (s->wal && (rc = log_rec(s, type, &id, sizeof id, &lsn))) goto out;
+  if (token) tg__graph_token_delete(&s->g, id, NULL);
+  else tg__graph_disconnect(&s->g, id);
   tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
 out:
   store_unlock(s);
   return strict_wait(s, rc, lsn);
+}
+
+int tg_token_delete(tg_store *s, uint32_t id) {
+  TG__CALL_GUARD(s);
+  return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -430,6 +461,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 }
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -480,9 +512,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   }
   s->connections_created++;
 out:
-  store_unlock(s);
-  rc = strict_wait(s, rc, lsn);
-  if (id) *id = rc ? 0 : nid;
+  rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, init->from);
   tg_span_attr(&sp, 2, init->to);
@@ -492,23 +522,12 @@ out:
 }
 
 int tg_disconnect(tg_store *s, uint32_t id) {
-  int rc = 0;
-  uint64_t lsn = 0;
-  strict_enter(s);
-  store_lock(s);
-  if (!tg__graph_conn(&s->g, id)) {
-    rc = TG_ENOTFOUND;
-    goto out;
-  }
-  if (s->wal && (rc = log_rec(s, TG_REC_CONN_DEL, &id, sizeof id, &lsn))) goto out;
-  tg__graph_disconnect(&s->g, id);
-  tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
-out:
-  store_unlock(s);
-  return strict_wait(s, rc, lsn);
+  TG__CALL_GUARD(s);
+  return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
 int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   const tg_connection *c = tg__graph_conn(&s->g, id);
   if (c) *out = *c;
@@ -518,6 +537,7 @@ int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
 
 int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
                    void *arg) {
+  TG__CALL_GUARD(s);
   if (!cb || !(direction & TG_BOTH)) return TG_EINVAL;
   store_lock(s);
   int rc = tg__graph_edges(&s->g, id, direction, cb, arg);
@@ -526,6 +546,7 @@ int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
 }
 
 int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   out->live_tokens = s->g.tokens.live;
   out->live_connections = s->g.conns.live;
@@ -545,6 +566,7 @@ int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
 }
 
 int tg_store_recovery_info(tg_store *s, tg_recovery_info *out) {
+  TG__CALL_GUARD(s);
   store_lock(s);
   *out = s->recovery;
   store_unlock(s);

@@ -23,6 +23,8 @@
    WAL writer's hooks touch it. */
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_uint calls;            /* debug builds: public calls in progress
+                                   (TG__CALL_GUARD); 0 in release builds */
   tg__graph g;                  /* lock */
   tg__guardian gd;              /* lock (limits: open/close) */
   uint64_t tokens_created;      /* lock */
@@ -43,6 +45,18 @@ struct tg_store {
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
                                    checkpoint */
+  unsigned ckpt_format;         /* ckpt_mu; format of the checkpoint on disk
+                                   (checkpoint.c) */
+  int ckpt_full;                /* ckpt_mu; the next checkpoint rewrites
+                                   every record (an older format was read) */
+  int ckpt_failed;              /* ckpt_mu; a checkpoint's commit or sync
+                                   failed: the error every later checkpoint
+                                   returns until the store is reopened */
+  uint64_t ckpt_reserved;       /* ckpt_mu; bytes of data.mdb allocated */
+  uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
+                                   state record counts (format 2) */
+  uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
+                                   marks (0xFFFFFFFF: format 1, unknown) */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
@@ -70,6 +84,28 @@ struct tg_store {
   uint64_t bp_blocked_ns;       /* the same for the time they waited */
 };
 
+/* Debug builds: every public call on a store counts itself in s->calls
+   while it runs (a scoped guard), and tg_store_close() aborts with a
+   message when any call is in progress: close needs no concurrent calls
+   (tokengraph.h), and a close racing a call would otherwise free memory
+   under it or hang. Release builds pay nothing. */
+#ifndef NDEBUG
+typedef struct tg__call_guard {
+  tg_store *s;
+} tg__call_guard;
+static inline void tg__call_leave(tg__call_guard *g) {
+  atomic_fetch_sub_explicit(&g->s->calls, 1, memory_order_release);
+}
+static inline tg_store *tg__call_enter(tg_store *s) {
+  atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+  return s;
+}
+#define TG__CALL_GUARD(s) \
+  __attribute__((cleanup(tg__call_leave), unused)) tg__call_guard tg__guard_ = {tg__call_enter(s)}
+#else
+#define TG__CALL_GUARD(s) ((void)0)
+#endif
+
 /* Debug builds: the store lock must be held here (store.c, LOCKING). */
 #ifndef NDEBUG
 #include <assert.h>
@@ -86,6 +122,10 @@ void tg__store_unlock(tg_store *s);
 /* Record the log's failure in the black box, the first time a caller sees
    rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */
 void tg__store_note_log_failure(tg_store *s, int rc);
+
+/* One backpressure event for the WAL appends that blocked since the last
+   look (durable.c); the checkpointer's tick and close call it. */
+void tg__store_note_backpressure(tg_store *s, const tg_wal_stats *ws);
 
 /* Open the data directory into a store whose graph and guardian are set
    up (durable.c). On failure the store is left for tg__store_close_dir. */
@@ -121,12 +161,19 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len);
    (held elsewhere), -errno. */
 int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len);
 
+/* Create directory `path` (0700) when missing and fsync its parent;
+   msg says why not (durable.c). */
+int tg__store_make_dir(const char *path, char *msg, size_t len);
+
 /* Open (readonly == 0: create if missing) the checkpoint environment of
-   s->dir and read its LSN into s->ckpt_lsn. Read-only with no checkpoint
-   yet (missing, empty, or never committed to): s->env stays NULL. */
+   s->dir, after checking data.mdb page by page, and read its state (LSN
+   into s->ckpt_lsn). Read-only with no checkpoint yet (missing, empty, or
+   never committed to): s->env stays NULL. TG_ECORRUPT, TG_ENOTTG,
+   TG_EVERSION with msg naming the file (checkpoint.c). */
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len);
 
-/* Load every token and connection of the checkpoint into s->g. */
+/* Load every token and connection of the checkpoint into s->g, which is
+   loading, checking each value's CRC and id bound (checkpoint.c). */
 int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len);
 
 /* Redo one record exactly as the original call ran it. TG_ECORRUPT with

@@ -118,6 +118,10 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
     *err = TG_EINVAL;
     return NULL;
   }
+  if (!tg__arena_may_put(a, id)) {
+    *err = TG_ECORRUPT;
+    return NULL;
+  }
   uint32_t i = id - 1u;
   while (i >= a->limit) {
     int rc = tg__arena_grow(a);

@@ -42,6 +42,9 @@ typedef struct tg__arena {
   int loading;            /* 1 while objects are put by id (checkpoint load,
                              replay): frees keep no list, see
                              tg__arena_rebuild_free() */
+  uint32_t put_max;       /* loading: the highest id the store had issued
+                             before what is being loaded (the checkpoint's
+                             high-water mark); see tg__arena_may_put() */
   uint64_t live;          /* slots in use */
 } tg__arena;
 
@@ -138,10 +141,22 @@ void tg__arena_begin_load(tg__arena *a);
 void tg__arena_rebuild_free(tg__arena *a);
 
 /*
+ * Could the store have issued `id`? It hands out the next id (slot `next`)
+ * or a freed one, which lies below the highest id ever issued: so while
+ * loading, an id past both next + 1 and put_max names an object that never
+ * existed, and honouring it would map up to 256 GiB of arena for one
+ * record. Checked before anything is allocated.
+ */
+static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
+  return id != 0 && (id <= (uint64_t)a->next + 1u || id <= a->put_max);
+}
+
+/*
  * Loading only: the slot for `id`, mapping chunks as needed. *was_live says
  * whether it held a live object (then the caller overwrites it); otherwise
  * it is counted live now and the caller must write the id field.
- * NULL on failure (*err: TG_ENOMEM, or TG_EINVAL for id 0).
+ * NULL on failure (*err: TG_ENOMEM, TG_EINVAL for id 0, TG_ECORRUPT for an
+ * id the store could not have issued, see tg__arena_may_put()).
  */
 void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err);
 

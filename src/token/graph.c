@@ -36,7 +36,9 @@ void tg__graph_free(tg__graph *g) {
     free(g->adj);
   }
   if (g->cdirty) {
-    for (uint32_t c = 0; c < TG__MAX_CHUNKS; c++) free(g->cdirty[c]);
+    /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
+       not 131,072 calls of free(NULL) per close. */
+    for (uint32_t c = 0; c < g->ncdirty; c++) free(g->cdirty[c]);
     free(g->cdirty);
   }
   free(g->tchunk_dirty);
@@ -70,26 +72,55 @@ int tg__graph_reserve_conn_dirty(tg__graph *g) {
   return 0;
 }
 
-/* Push connection c (id) on the front of both endpoints' lists: O(1),
-   newest first. */
+/* A connection is on two lists: the outgoing list of its `from` token
+   (in = 0: next_out, prev_out) and the incoming list of its `to` token
+   (in = 1: next_in, prev_in). The list code below is written once for
+   both; `in` is a constant at every call, so each call compiles to the
+   field it names. */
+static inline uint32_t *next_of(tg_connection *c, int in) {
+  return in ? &c->next_in : &c->next_out;
+}
+
+static inline uint32_t *prev_of(tg_connection *c, int in) {
+  return in ? &c->prev_in : &c->prev_out;
+}
+
+/* Push connection c (id) on the front of one of its lists, whose head is
+   *head: O(1), newest first. A neighbour whose link changes is marked
+   dirty. */
+static inline void push_front(tg__graph *g, tg_connection *c, uint32_t id, int in,
+                              uint32_t *head) {
+  *prev_of(c, in) = 0;
+  *next_of(c, in) = *head;
+  if (*head) {
+    *prev_of(tg__graph_conn(g, *head), in) = id;
+    tg__graph_mark_conn(g, *head);
+  }
+  *head = id;
+}
+
+/* Take connection c off one of its lists, whose head is *head. */
+static inline void unlink_from(tg__graph *g, tg_connection *c, int in, uint32_t *head) {
+  uint32_t prev = *prev_of(c, in), next = *next_of(c, in);
+  if (prev) {
+    *next_of(tg__graph_conn(g, prev), in) = next;
+    tg__graph_mark_conn(g, prev);
+  } else {
+    *head = next;
+  }
+  if (next) {
+    *prev_of(tg__graph_conn(g, next), in) = prev;
+    tg__graph_mark_conn(g, next);
+  }
+}
+
+/* Push connection c (id) on the front of both endpoints' lists. */
 static void link_new(tg__graph *g, tg_connection *c, uint32_t id) {
   tg__adj *fa = tg__graph_adj(g, c->from);
   tg__adj *ta = tg__graph_adj(g, c->to);
-  c->prev_out = 0;
-  c->next_out = fa->out_head;
-  if (fa->out_head) {
-    tg__graph_conn(g, fa->out_head)->prev_out = id;
-    tg__graph_mark_conn(g, fa->out_head);
-  }
-  fa->out_head = id;
+  push_front(g, c, id, 0, &fa->out_head);
   fa->out_deg++;
-  c->prev_in = 0;
-  c->next_in = ta->in_head;
-  if (ta->in_head) {
-    tg__graph_conn(g, ta->in_head)->prev_in = id;
-    tg__graph_mark_conn(g, ta->in_head);
-  }
-  ta->in_head = id;
+  push_front(g, c, id, 1, &ta->in_head);
   ta->in_deg++;
   tg__graph_mark_conn(g, id);
 }
@@ -119,27 +150,9 @@ int tg__graph_disconnect(tg__graph *g, uint32_t id) {
   if (!c) return TG_ENOTFOUND;
   tg__adj *fa = tg__graph_adj(g, c->from);
   tg__adj *ta = tg__graph_adj(g, c->to);
-  if (c->prev_out) {
-    tg__graph_conn(g, c->prev_out)->next_out = c->next_out;
-    tg__graph_mark_conn(g, c->prev_out);
-  } else {
-    fa->out_head = c->next_out;
-  }
-  if (c->next_out) {
-    tg__graph_conn(g, c->next_out)->prev_out = c->prev_out;
-    tg__graph_mark_conn(g, c->next_out);
-  }
+  unlink_from(g, c, 0, &fa->out_head);
   fa->out_deg--;
-  if (c->prev_in) {
-    tg__graph_conn(g, c->prev_in)->next_in = c->next_in;
-    tg__graph_mark_conn(g, c->prev_in);
-  } else {
-    ta->in_head = c->next_in;
-  }
-  if (c->next_in) {
-    tg__graph_conn(g, c->next_in)->prev_in = c->prev_in;
-    tg__graph_mark_conn(g, c->next_in);
-  }
+  unlink_from(g, c, 1, &ta->in_head);
   ta->in_deg--;
   tg__graph_mark_conn(g, id); /* dirty and not live: a delete */
   tg__arena_release(&g->conns, c, id);
@@ -170,28 +183,27 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
   return 0;
 }
 
+/* Call cb on each connection of one list, from head, until one returns
+   non-zero; returns that. */
+static int walk(const tg__graph *g, uint32_t head, int in, tg_edge_cb cb, void *arg) {
+  for (uint32_t c = head; c;) {
+    const tg_connection *conn = tg__graph_conn(g, c);
+    int rc = cb(arg, conn);
+    if (rc) return rc;
+    c = in ? conn->next_in : conn->next_out;
+  }
+  return 0;
+}
+
 int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
                     tg_edge_cb cb, void *arg) {
   if (!tg__graph_token(g, id)) return TG_ENOTFOUND;
   const tg__adj *a = tg__graph_adj(g, id);
   if (!a) return 0;
-  if (direction & TG_OUT) {
-    for (uint32_t c = a->out_head; c;) {
-      const tg_connection *conn = tg__graph_conn(g, c);
-      int rc = cb(arg, conn);
-      if (rc) return rc;
-      c = conn->next_out;
-    }
-  }
-  if (direction & TG_IN) {
-    for (uint32_t c = a->in_head; c;) {
-      const tg_connection *conn = tg__graph_conn(g, c);
-      int rc = cb(arg, conn);
-      if (rc) return rc;
-      c = conn->next_in;
-    }
-  }
-  return 0;
+  int rc = 0;
+  if (direction & TG_OUT) rc = walk(g, a->out_head, 0, cb, arg);
+  if (!rc && (direction & TG_IN)) rc = walk(g, a->in_head, 1, cb, arg);
+  return rc;
 }
 
 int tg__graph_foreach_token(const tg__graph *g,
@@ -229,6 +241,8 @@ int tg__graph_token_put(tg__graph *g, const tg_token *img) {
 }
 
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
+  /* Before the chunk loop below maps anything for the id. */
+  if (!tg__arena_may_put(&g->conns, img->id)) return TG_ECORRUPT;
   if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
       !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
     return TG_ECORRUPT;

@@ -163,16 +163,19 @@ void tg__graph_begin_load(tg__graph *g);
 void tg__graph_end_load(tg__graph *g);
 
 /* Create or overwrite the token img->id with *img. 0, TG_EINVAL (id 0),
+   TG_ECORRUPT (an id the store could not have issued: tg__arena_may_put),
    TG_ENOMEM. */
 int tg__graph_token_put(tg__graph *g, const tg_token *img);
 
 /* Replay of a connect: add connection img->id (not live) between live
    endpoints, at the head of both lists as the original call did.
-   0, TG_ECORRUPT (id live, endpoint missing, bad type), TG_ENOMEM. */
+   0, TG_ECORRUPT (id live or never issuable, endpoint missing, bad type),
+   TG_ENOMEM. */
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img);
 
 /* Checkpoint load: store the connection with its links as saved. Call
-   tg__graph_link_loaded() once all are in. 0, TG_EINVAL, TG_ENOMEM. */
+   tg__graph_link_loaded() once all are in. 0, TG_EINVAL, TG_ECORRUPT (id
+   past the high-water mark), TG_ENOMEM. */
 int tg__graph_conn_load(tg__graph *g, const tg_connection *img);
 
 /* Derive list heads and degrees from the loaded links and check that every

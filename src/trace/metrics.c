@@ -190,35 +190,35 @@ void tg_metric_observe(tg_metric id, uint64_t value) {
 
 /* ---- collectors --------------------------------------------------------------- */
 
+/* Under collector_lock: the slot holding (fn, arg); (NULL, NULL) finds a
+   free one. -1 if none. */
+static int collector_slot(tg_metrics_collector fn, void *arg) {
+  for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++)
+    if (collectors[i].fn == fn && collectors[i].arg == arg) return (int)i;
+  return -1;
+}
+
 int tg_metrics_add_collector(tg_metrics_collector fn, void *arg) {
   if (fn == NULL) return TG_EINVAL;
-  int rc = TG_ENOMEM;
   pthread_mutex_lock(&collector_lock);
-  for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++) {
-    if (collectors[i].fn == NULL) {
-      collectors[i].fn = fn;
-      collectors[i].arg = arg;
-      rc = 0;
-      break;
-    }
+  int i = collector_slot(NULL, NULL);
+  if (i >= 0) {
+    collectors[i].fn = fn;
+    collectors[i].arg = arg;
   }
   pthread_mutex_unlock(&collector_lock);
-  return rc;
+  return i >= 0 ? 0 : TG_ENOMEM;
 }
 
 int tg_metrics_remove_collector(tg_metrics_collector fn, void *arg) {
-  int rc = TG_ENOTFOUND;
   pthread_mutex_lock(&collector_lock);
-  for (size_t i = 0; i < sizeof collectors / sizeof collectors[0]; i++) {
-    if (collectors[i].fn == fn && collectors[i].arg == arg) {
-      collectors[i].fn = NULL;
-      collectors[i].arg = NULL;
-      rc = 0;
-      break;
-    }
+  int i = fn ? collector_slot(fn, arg) : -1;
+  if (i >= 0) {
+    collectors[i].fn = NULL;
+    collectors[i].arg = NULL;
   }
   pthread_mutex_unlock(&collector_lock);
-  return rc;
+  return i >= 0 ? 0 : TG_ENOTFOUND;
 }
 
 /* ---- snapshot ------------------------------------------------------------------ */
@@ -335,12 +335,7 @@ static int metrics_fill(FILE *f, void *arg) {
   return ferror(f) ? -EIO : 0;
 }
 
-int tg_metrics_write(FILE *f) {
-  if (f == NULL) return TG_EINVAL;
-  int rc = metrics_fill(f, NULL);
-  if (fflush(f) != 0 && rc == 0) rc = -errno;
-  return rc;
-}
+int tg_metrics_write(FILE *f) { return tg__stream_write(f, metrics_fill, NULL); }
 
 int tg_metrics_write_file(const char *path) {
   return tg__atomic_file_write(path, 0644, metrics_fill, NULL);

@@ -419,12 +419,7 @@ static int trace_fill(FILE *f, void *arg) {
   return rc;
 }
 
-int tg_trace_write_fp(FILE *f) {
-  if (f == NULL) return TG_EINVAL;
-  int rc = trace_fill(f, NULL);
-  if (fflush(f) != 0 && rc == 0) rc = -errno;
-  return rc;
-}
+int tg_trace_write_fp(FILE *f) { return tg__stream_write(f, trace_fill, NULL); }
 
 int tg_trace_write(const char *path) {
   return tg__atomic_file_write(path, 0644, trace_fill, NULL);

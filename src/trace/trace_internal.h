@@ -79,6 +79,10 @@ int tg__tmp_name(char *out, size_t n, const char *base, long pid);
 int tg__atomic_file_write(const char *path, mode_t mode, int (*fill)(FILE *f, void *arg),
                           void *arg);
 
+/* fill(f, arg) into a stream the caller owns, then fflush it: 0, or the
+   first error (fill's, else -errno of the flush). TG_EINVAL for a NULL f. */
+int tg__stream_write(FILE *f, int (*fill)(FILE *f, void *arg), void *arg);
+
 /* JSON string (quoted, escaped) to a stdio stream. */
 void tg__json_fputs(FILE *f, const char *s);
 

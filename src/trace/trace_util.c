@@ -225,3 +225,10 @@ cleanup:
   close(dirfd);
   return rc;
 }
+
+int tg__stream_write(FILE *f, int (*fill)(FILE *f, void *arg), void *arg) {
+  if (f == NULL) return TG_EINVAL;
+  int rc = fill(f, arg);
+  if (fflush(f) != 0 && rc == 0) rc = -errno;
+  return rc;
+}

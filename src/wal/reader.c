@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/crc32.h"
 #include "common/io.h"
-#include "wal/crc32.h"
 #include "wal/wal_internal.h"
 
 struct tg_wal_reader {

@@ -3,7 +3,7 @@
  *
  * ON-DISK FORMAT (version 2; docs/wal-format.md is the full text and must be
  * kept in step with this comment). All integers little-endian. "CRC" is
- * zlib's crc32 (poly 0xEDB88320), computed by tg__crc32() (crc32.c).
+ * zlib's crc32 (poly 0xEDB88320), computed by tg__crc32() (src/common/crc32.c).
  *
  * The WAL directory holds segments named "%020llu.wal" after the LSN of their
  * first record, possibly "next.tmp" (a segment being prepared, not part of
@@ -219,9 +219,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/crc32.h"
 #include "common/io.h"
 #include "common/platform.h"
-#include "wal/crc32.h"
 #include "wal/wal_internal.h"
 #include "wal/wal_store.h"
 

@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "tokengraph/wal.h"
-#include "wal/crc32.h"
+#include "common/crc32.h"
 #include "wal/wal_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

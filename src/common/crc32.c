@@ -18,7 +18,7 @@
  * bits, then into one lane, then 128 -> 64 -> 32 bits and a Barrett
  * reduction; the constants are x^k mod P for the reflected polynomial.
  */
-#include "wal/crc32.h"
+#include "common/crc32.h"
 
 #include <string.h>
 #include <zlib.h>

@@ -1,12 +1,13 @@
-/* CRC-32 identical to zlib's crc32(); see crc32.c for why it exists. */
-#ifndef TG_WAL_CRC32_H
-#define TG_WAL_CRC32_H
+/* CRC-32 identical to zlib's crc32(), for the WAL's frames and the
+   checkpoint's values; see crc32.c for why it exists. */
+#ifndef TG_COMMON_CRC32_H
+#define TG_COMMON_CRC32_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "the WAL is written for little-endian hosts"
+#error "the on-disk formats are written for little-endian hosts"
 #endif
 
 /* Continue crc (0 to start) over n bytes at buf, exactly as zlib

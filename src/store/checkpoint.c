@@ -1,0 +1,786 @@
+/*
+ * The checkpoint of a durable store: an LMDB environment in DIR/checkpoint/
+ * holding a snapshot of every token and connection as of one LSN. Opened
+ * and loaded into the graph by tg_store_open(), written by tg_checkpoint()
+ * and the checkpointer thread. The format is in docs/store-format.md; the
+ * recovery rule in durable.c.
+ *
+ * Format 2 (this library writes it; format 1 is read, see below):
+ *
+ *   meta   "format" -> u64 2
+ *          "state"  -> 44 bytes: u32 format (2), u32 zero, u64 lsn,
+ *                      u64 tokens, u64 connections, u32 token high-water
+ *                      mark, u32 connection high-water mark, u32 CRC-32 of
+ *                      the key "state" and the 40 bytes before it
+ *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
+ *                      4 bytes and the 64 (68 bytes)
+ *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
+ *                      CRC-32 the same way (68 bytes)
+ *
+ * LMDB checks no value, so the CRC is what tells a flipped bit in a record
+ * from data: every value is checked at load, and the counts in the state
+ * record catch a record that went missing with its page. The high-water
+ * marks are the arena's `next` when the snapshot was taken: the highest
+ * ids the store had issued, which bound every id in the checkpoint and in
+ * the log replayed after it (tg__arena_may_put()).
+ *
+ * Format 1 (no "state", "lsn" -> u64, 64-byte values without a CRC) is
+ * loaded as it is, its ids unbounded, and the next checkpoint rewrites the
+ * whole file in format 2 in one transaction (ckpt_full).
+ *
+ * Before LMDB is handed data.mdb, lmdb_check.c reads the whole file and
+ * checks its structure: LMDB trusts every byte of it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/checkpoint.h"
+#include "common/crc32.h"
+#include "common/endian.h"
+#include "common/io.h"
+#include "common/path.h"
+#include "common/platform.h"
+#include "store/lmdb_check.h"
+
+/* The checkpoint's format ("format" in the meta database). */
+#define TG__CKPT_FORMAT 2u
+#define VALUE_BYTES 68u  /* format 2: image + CRC */
+#define STATE_BYTES 44u
+#define HW_UNKNOWN 0xFFFFFFFFu
+
+/* What lmdb_check.c lets through: the three named databases and nothing
+   else, with the key and value sizes either format can have. */
+enum { DB_META, DB_TOKENS, DB_CONNS };
+static const tg__lmdb_schema ckpt_schema[] = {
+    [DB_META] = {"meta", 0, 1, 16, 8, STATE_BYTES},
+    [DB_TOKENS] = {"tokens", MDB_INTEGERKEY, 4, 4, 64, VALUE_BYTES},
+    [DB_CONNS] = {"conns", MDB_INTEGERKEY, 4, 4, 64, VALUE_BYTES},
+};
+
+/*
+ * The checkpoint environment uses MDB_WRITEMAP: a first checkpoint of the
+ * reference workload is one 720 MB transaction, and without WRITEMAP LMDB
+ * keeps at most 131,072 dirty pages in memory and spills the rest, which
+ * made checkpoints slow down with size (measured with tg-bench replay:
+ * 3.3 M tokens/s at 4 M tokens, 1.5 M/s at 9.5 M). With WRITEMAP, LMDB sizes
+ * the data file to the map size, so the map is kept at about twice the data
+ * and grown before a transaction that needs more (grow_map()).
+ * LMDB extends the file with ftruncate, which leaves a hole: a store into a
+ * hole of a mapped file on a full disk is a SIGBUS, not an error. So the
+ * whole map is allocated with fallocate (through the I/O seam) before any
+ * transaction writes into it (reserve()), and a full disk is TG_ENOSPC.
+ * Since the map is now real space, a new store starts with 8 MiB (it was
+ * 64 MiB of holes); grow_map() sizes it for every transaction anyway.
+ */
+#define LMDB_MAPSIZE_MIN (8ull << 20)
+
+/* LMDB returns errno values or its own MDB_* codes. */
+static int from_mdb(int rc) {
+  if (rc == 0) return 0;
+  if (rc == MDB_MAP_FULL || rc == ENOSPC) return TG_ENOSPC;
+  if (rc == EIO) return TG_EIO;
+  if (rc == ENOMEM) return TG_ENOMEM;
+  if (rc == MDB_INVALID || rc == MDB_INCOMPATIBLE) return TG_ENOTTG;
+  if (rc == MDB_VERSION_MISMATCH) return TG_EVERSION;
+  if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_BAD_TXN)
+    return TG_ECORRUPT;
+  if (rc > 0) return -rc;
+  return TG_EIO;
+}
+
+/* ---- the records ---------------------------------------------------------- */
+
+static uint32_t value_crc(uint32_t key, const void *image) {
+  unsigned char k[4];
+  tg__st32(k, key);
+  return tg__crc32(tg__crc32(0, k, sizeof k), image, 64);
+}
+
+typedef struct ckpt_state {
+  uint32_t format;
+  uint64_t lsn, tokens, conns;
+  uint32_t tokens_hw, conns_hw;
+} ckpt_state;
+
+static uint32_t state_crc(const unsigned char *b) {
+  return tg__crc32(tg__crc32(0, "state", 5), b, STATE_BYTES - 4);
+}
+
+static void state_encode(const ckpt_state *st, unsigned char *b) {
+  memset(b, 0, STATE_BYTES);
+  tg__st32(b, st->format);
+  tg__st64(b + 8, st->lsn);
+  tg__st64(b + 16, st->tokens);
+  tg__st64(b + 24, st->conns);
+  tg__st32(b + 32, st->tokens_hw);
+  tg__st32(b + 36, st->conns_hw);
+  tg__st32(b + 40, state_crc(b));
+}
+
+/* 0, or TG_ECORRUPT when the bytes are not a state record. */
+static int state_decode(const void *v, size_t n, ckpt_state *st) {
+  const unsigned char *b = v;
+  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) || tg__ld32(b + 4))
+    return TG_ECORRUPT;
+  st->format = tg__ld32(b);
+  st->lsn = tg__ld64(b + 8);
+  st->tokens = tg__ld64(b + 16);
+  st->conns = tg__ld64(b + 24);
+  st->tokens_hw = tg__ld32(b + 32);
+  st->conns_hw = tg__ld32(b + 36);
+  return 0;
+}
+
+static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *v) {
+  MDB_val k = {strlen(key), (void *)key};
+  return mdb_get(txn, dbi, &k, v);
+}
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *out) {
+  MDB_val v;
+  int rc = meta_get(txn, dbi, key, &v);
+  if (rc) return rc;
+  if (v.mv_size != sizeof *out) return MDB_CORRUPTED;
+  memcpy(out, v.mv_data, sizeof *out);
+  return 0;
+}
+
+static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *key, const void *val, size_t n) {
+  MDB_val k = {strlen(key), (void *)key}, v = {n, (void *)val};
+  return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t val) {
+  return meta_put(txn, dbi, key, &val, sizeof val);
+}
+
+static int state_put(MDB_txn *txn, MDB_dbi dbi, const ckpt_state *st) {
+  unsigned char b[STATE_BYTES];
+  state_encode(st, b);
+  return meta_put(txn, dbi, "state", b, sizeof b);
+}
+
+/* ---- the file ------------------------------------------------------------- */
+
+/* Allocate data.mdb up to the map size, so that no store through the map
+   lands in a hole (see LMDB_MAPSIZE_MIN). A file system that cannot
+   preallocate (-EOPNOTSUPP) is left as it is. Caller holds ckpt_mu or is
+   the open. */
+static int reserve(tg_store *s) {
+  MDB_envinfo ei;
+  int fd = -1, mrc = mdb_env_info(s->env, &ei);
+  if (!mrc) mrc = mdb_env_get_fd(s->env, &fd);
+  if (mrc) return from_mdb(mrc);
+  if (ei.me_mapsize <= s->ckpt_reserved) return 0;
+  int rc = tg__fallocate(fd, 0, (off_t)ei.me_mapsize);
+  if (rc == -EOPNOTSUPP) rc = 0;
+  if (rc) return rc == -ENOSPC ? TG_ENOSPC : rc == -EIO ? TG_EIO : rc;
+  s->ckpt_reserved = ei.me_mapsize;
+  return 0;
+}
+
+/*
+ * Commit txn and make it durable. The environment runs with
+ * MDB_NOMETASYNC: LMDB's commit flushes the data pages before it writes
+ * the meta page, and the flush of the meta page that makes the commit
+ * durable is this fdatasync, through the I/O seam (tests fail it).
+ * A failure here, or in the commit's own flush, poisons checkpoints until
+ * the store is reopened (ckpt_failed): after a failed sync the kernel may
+ * have dropped the dirty pages and LMDB's in-memory view of the file can
+ * no longer be trusted to match the disk (PostgreSQL, 2018), so no later
+ * transaction is built on it. The log keeps every record the checkpoint
+ * would have covered (no segment is removed), and the next open reads
+ * whichever snapshot reached the disk, checked page by page and value by
+ * value.
+ */
+static int commit_durable(tg_store *s, MDB_txn *txn) {
+  int fd = -1;
+  int rc = from_mdb(mdb_txn_commit(txn));
+  if (!rc) rc = from_mdb(mdb_env_get_fd(s->env, &fd));
+  if (!rc) {
+    rc = tg__fdatasync(fd);
+    if (rc) rc = rc == -ENOSPC ? TG_ENOSPC : TG_EIO;
+  }
+  if (rc) s->ckpt_failed = rc;
+  return rc;
+}
+
+/* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
+   (missing, empty, or never committed to), or an error with msg set. */
+static int check_file(const char *data, char *msg, size_t len) {
+  /* O_NONBLOCK: a FIFO in its place must not block the open. A read, so
+     not through the I/O seam (common/io.h). */
+  int fd = open(data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) fd = -errno;
+  if (fd == -ENOENT) return 1;
+  if (fd < 0) {
+    tg__say(msg, len, "%s: cannot open: %s%s", data, strerror(-fd),
+            fd == -ELOOP ? " (a symbolic link where the checkpoint belongs)" : "");
+    return fd == -ELOOP ? TG_ENOTTG : fd;
+  }
+  struct stat st;
+  tg__lmdb_info info;
+  int rc;
+  if (fstat(fd, &st)) {
+    rc = -errno;
+    tg__say(msg, len, "%s: %s", data, strerror(errno));
+  } else if (!S_ISREG(st.st_mode)) {
+    rc = TG_ENOTTG;
+    tg__say(msg, len, "%s is not a regular file: not a tokengraph checkpoint", data);
+  } else if (st.st_size == 0) {
+    rc = 1; /* LMDB initialises an empty file: a checkpoint still to be made */
+  } else if ((rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len)) == 0) {
+    rc = info.txnid == 0;
+  }
+  close(fd);
+  return rc;
+}
+
+/* ---- open and load --------------------------------------------------------- */
+
+int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
+  char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
+  MDB_txn *txn = NULL;
+  int rc = 0, mrc;
+  if (!cdir || !(data = tg__path_join_alloc(cdir, "data.mdb"))) {
+    rc = TG_ENOMEM;
+    goto cleanup;
+  }
+  struct stat st;
+  if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
+  rc = check_file(data, msg, len);
+  if (rc < 0) goto cleanup;
+  /* An environment no transaction was ever committed to holds nothing: an
+     open killed between creating data.mdb and committing the first
+     transaction leaves one. It is a checkpoint still to be made, not a
+     foreign file (found by stress/tg-crash --recovery-kills). */
+  int existed = rc == 0;
+  rc = 0;
+  if (readonly && !existed) goto cleanup;
+  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
+  unsigned flags = MDB_NOTLS |
+                   (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP | MDB_NOMETASYNC);
+  uint64_t mapsize = LMDB_MAPSIZE_MIN;
+  if (existed && stat(data, &st) == 0 && (uint64_t)st.st_size > mapsize)
+    mapsize = (uint64_t)st.st_size;
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+      (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
+    rc = from_mdb(mrc);
+    tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
+            mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
+    goto cleanup;
+  }
+  if (!readonly && (rc = reserve(s))) {
+    tg__say(msg, len, "%s: cannot allocate %llu bytes: %s", data,
+            (unsigned long long)mapsize, tg_strerror(rc));
+    goto cleanup;
+  }
+  if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
+  mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
+  if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
+    rc = TG_ENOTTG;
+    tg__say(msg, len, "%s is an LMDB file but not a tokengraph checkpoint (no "
+            "'meta' database); nothing was changed", data);
+    goto cleanup;
+  }
+  if (mrc) goto mdb_fail;
+  uint64_t fmt = 0;
+  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0};
+  MDB_val v;
+  mrc = meta_get_u64(txn, s->dbi_meta, "format", &fmt);
+  if (mrc == MDB_NOTFOUND && !existed) {
+    fmt = TG__CKPT_FORMAT;
+    if ((mrc = meta_put_u64(txn, s->dbi_meta, "format", fmt)) ||
+        (mrc = state_put(txn, s->dbi_meta, &cs)))
+      goto mdb_fail;
+  } else if (mrc || fmt == 0) {
+    rc = TG_ENOTTG;
+    tg__say(msg, len, "%s: the checkpoint has no valid format record: not a "
+            "tokengraph checkpoint", data);
+    goto cleanup;
+  } else if ((mrc = meta_get(txn, s->dbi_meta, "state", &v)) == 0) {
+    /* The state record is checksummed; its format is the one to believe. */
+    if (state_decode(v.mv_data, v.mv_size, &cs) || cs.format != fmt) {
+      rc = TG_ECORRUPT;
+      tg__say(msg, len, "%s: key 'state': checksum or format mismatch (corrupt "
+              "checkpoint)", data);
+      goto cleanup;
+    }
+  } else if (mrc != MDB_NOTFOUND) {
+    goto mdb_fail;
+  } else if (fmt > TG__CKPT_FORMAT) {
+    rc = TG_EVERSION;
+    tg__say(msg, len, "%s: checkpoint format %llu is newer than this library's %u",
+            data, (unsigned long long)fmt, TG__CKPT_FORMAT);
+    goto cleanup;
+  } else if (fmt == 1) {
+    cs.format = 1;
+    cs.tokens_hw = cs.conns_hw = HW_UNKNOWN;
+    if ((mrc = meta_get_u64(txn, s->dbi_meta, "lsn", &cs.lsn))) goto mdb_fail;
+  } else {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s: format %llu without its key 'state' (corrupt "
+            "checkpoint)", data, (unsigned long long)fmt);
+    goto cleanup;
+  }
+  unsigned create = readonly ? 0 : MDB_CREATE;
+  if ((mrc = mdb_dbi_open(txn, "tokens", create | MDB_INTEGERKEY, &s->dbi_tokens)) ||
+      (mrc = mdb_dbi_open(txn, "conns", create | MDB_INTEGERKEY, &s->dbi_conns)))
+    goto mdb_fail;
+  s->ckpt_lsn = cs.lsn;
+  s->ckpt_format = cs.format;
+  s->ckpt_full = cs.format != TG__CKPT_FORMAT;
+  s->ckpt_tokens = cs.tokens;
+  s->ckpt_conns = cs.conns;
+  s->ckpt_tokens_hw = cs.tokens_hw;
+  s->ckpt_conns_hw = cs.conns_hw;
+  /* Committed either way: the handles opened in it live only if it is. */
+  if (readonly) {
+    if ((mrc = mdb_txn_commit(txn))) {
+      txn = NULL;
+      goto mdb_fail;
+    }
+  } else if ((rc = commit_durable(s, txn))) {
+    tg__say(msg, len, "%s: cannot write: %s", data, tg_strerror(rc));
+  }
+  txn = NULL;
+  goto cleanup;
+mdb_fail:
+  rc = from_mdb(mrc);
+  tg__say(msg, len, "%s: %s", data, mdb_strerror(mrc));
+cleanup:
+  if (txn) mdb_txn_abort(txn);
+  free(cdir);
+  free(data);
+  return rc;
+}
+
+/* Load every token and connection of the checkpoint into the graph. */
+int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
+  MDB_txn *txn = NULL;
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  int rc = 0, mrc;
+  uint32_t key = 0;
+  const char *what = NULL;
+  size_t vsize = s->ckpt_format == 1 ? 64u : VALUE_BYTES;
+  uint64_t n[2] = {0, 0};
+  int pass;
+  s->g.tokens.put_max = s->ckpt_tokens_hw;
+  s->g.conns.put_max = s->ckpt_conns_hw;
+  if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
+  for (pass = 0; pass < 2; pass++) {
+    MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
+    tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
+    if ((mrc = mdb_cursor_open(txn, dbi, &cur))) goto mdb_fail;
+    while ((mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+      const char *kind = pass ? "connection" : "token";
+      if (k.mv_size != sizeof key || v.mv_size != vsize) {
+        rc = TG_ECORRUPT;
+        tg__say(msg, len, "%s/checkpoint/data.mdb: a %s record of %zu bytes "
+                "(corrupt checkpoint)", s->dir, kind, v.mv_size);
+        goto cleanup;
+      }
+      memcpy(&key, k.mv_data, sizeof key);
+      /* Bounded before the arena maps anything for the key. */
+      if (!tg__arena_may_put(a, key)) {
+        what = "is past the highest id the checkpoint says was issued";
+        goto bad_key;
+      }
+      if (vsize == VALUE_BYTES &&
+          tg__ld32((const unsigned char *)v.mv_data + 64) != value_crc(key, v.mv_data)) {
+        what = "fails its checksum";
+        goto bad_key;
+      }
+      if (pass == 0) {
+        tg_token t;
+        memcpy(&t, v.mv_data, sizeof t);
+        if (t.id != key) goto bad_id;
+        rc = tg__graph_token_put(&s->g, &t);
+        s->recovery.checkpoint_tokens++;
+      } else {
+        tg_connection c;
+        memcpy(&c, v.mv_data, sizeof c);
+        if (c.id != key) goto bad_id;
+        rc = tg__graph_conn_load(&s->g, &c);
+        s->recovery.checkpoint_connections++;
+      }
+      n[pass]++;
+      if (rc) {
+        tg__say(msg, len, "%s/checkpoint/data.mdb: cannot load %s key %u: %s",
+                s->dir, kind, key, tg_strerror(rc));
+        goto cleanup;
+      }
+    }
+    if (mrc != MDB_NOTFOUND) goto mdb_fail;
+    mdb_cursor_close(cur);
+    cur = NULL;
+  }
+  if (s->ckpt_format != 1 && (n[0] != s->ckpt_tokens || n[1] != s->ckpt_conns)) {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s/checkpoint/data.mdb: %llu tokens and %llu connections, "
+            "key 'state' says %llu and %llu (corrupt checkpoint)", s->dir,
+            (unsigned long long)n[0], (unsigned long long)n[1],
+            (unsigned long long)s->ckpt_tokens, (unsigned long long)s->ckpt_conns);
+    goto cleanup;
+  }
+  rc = tg__graph_link_loaded(&s->g);
+  if (rc == TG_ECORRUPT)
+    tg__say(msg, len, "%s/checkpoint/data.mdb: connections and their lists disagree "
+            "(corrupt checkpoint)", s->dir);
+  else if (rc)
+    tg__say(msg, len, "%s/checkpoint/data.mdb: cannot link the connections: %s",
+            s->dir, tg_strerror(rc));
+  goto cleanup;
+bad_key:
+  rc = TG_ECORRUPT;
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s key %u %s (corrupt checkpoint)",
+          s->dir, pass ? "conns" : "tokens", key, what);
+  goto cleanup;
+bad_id:
+  rc = TG_ECORRUPT;
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s key %u holds a record whose id "
+          "does not match it (corrupt checkpoint)", s->dir, pass ? "conns" : "tokens", key);
+  goto cleanup;
+mdb_fail:
+  rc = from_mdb(mrc);
+  tg__say(msg, len, "%s/checkpoint/data.mdb: %s", s->dir, mdb_strerror(mrc));
+cleanup:
+  if (cur) mdb_cursor_close(cur);
+  if (txn) mdb_txn_abort(txn);
+  return rc;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+typedef struct snapshot {
+  tg_token *tok;         /* live tokens to put */
+  size_t ntok, captok;
+  tg_connection *conn;   /* live connections to put */
+  size_t nconn, capconn;
+  uint32_t *tdel;        /* token ids to delete */
+  size_t ntdel, captdel;
+  uint32_t *cdel;        /* connection ids to delete */
+  size_t ncdel, capcdel;
+  int full;              /* every live record, to replace the file's */
+  uint32_t tokens_hw, conns_hw; /* the arenas' `next`: ids issued so far */
+} snapshot;
+
+static int grow(void **p, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return 0;
+  size_t nc = *cap ? *cap * 2 : 4096;
+  if (nc > SIZE_MAX / size) return TG_ENOMEM;
+  void *q = realloc(*p, nc * size);
+  if (!q) return TG_ENOMEM;
+  *p = q;
+  *cap = nc;
+  return 0;
+}
+
+static void snapshot_free(snapshot *sn) {
+  free(sn->tok);
+  free(sn->conn);
+  free(sn->tdel);
+  free(sn->cdel);
+  memset(sn, 0, sizeof *sn);
+}
+
+/* Mark again what a snapshot took (its write failed): the next checkpoint
+   must see it. Under the store lock. Whatever the slots hold now, marking
+   them only costs a redundant write. */
+static void snapshot_remark(tg_store *s, const snapshot *sn) {
+  tg__graph *g = &s->g;
+  for (size_t i = 0; i < sn->ntok + sn->ntdel; i++) {
+    uint32_t id = i < sn->ntok ? sn->tok[i].id : sn->tdel[i - sn->ntok];
+    tg_token *t = tg__arena_slot(&g->tokens, id - 1u);
+    tg__graph_mark_token(g, t, id);
+  }
+  for (size_t i = 0; i < sn->nconn + sn->ncdel; i++)
+    tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
+}
+
+/* Under the store lock, for a full rewrite: copy out every live record
+   and clear every mark. */
+static int snapshot_take_all(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
+  tg__graph *g = &s->g;
+  int rc = 0;
+  for (uint32_t i = 0; i < g->tokens.next; i++) {
+    tg_token *t = tg__arena_slot(&g->tokens, i);
+    if (t->id == i + 1u) {
+      if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
+      t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
+      sn->tok[sn->ntok++] = *t;
+    } else if (t->flags & TG_TOKEN_DIRTY) {
+      t->flags = 0;
+    }
+  }
+  memset(g->tchunk_dirty, 0, g->tokens.nchunks);
+  for (uint32_t i = 0; i < g->conns.next; i++) {
+    const tg_connection *cn = tg__graph_conn(g, i + 1u);
+    if (!cn) continue;
+    if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
+    sn->conn[sn->nconn++] = *cn;
+  }
+  for (uint32_t c = 0; c < g->ncdirty; c++)
+    memset(g->cdirty[c], 0, TG__CDIRTY_WORDS * sizeof(uint64_t));
+  return 0;
+fail:
+  snapshot_remark(s, sn);
+  return rc;
+}
+
+/* Under the store lock: copy out everything DIRTY and clear the marks (or
+   everything, when sn->full). */
+static int snapshot_take(tg_store *s, snapshot *sn) {
+  TG__ASSERT_LOCKED(s);
+  tg__graph *g = &s->g;
+  int rc = 0;
+  sn->tokens_hw = g->tokens.next;
+  sn->conns_hw = g->conns.next;
+  if (sn->full) return snapshot_take_all(s, sn);
+  for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
+    if (!g->tchunk_dirty[c]) continue;
+    g->tchunk_dirty[c] = 0;
+    uint32_t lo = c << TG__CHUNK_SHIFT, hi = lo + TG__CHUNK_SLOTS;
+    if (hi > g->tokens.next) hi = g->tokens.next;
+    for (uint32_t i = lo; i < hi; i++) {
+      tg_token *t = tg__arena_slot(&g->tokens, i);
+      if (!(t->flags & TG_TOKEN_DIRTY)) continue;
+      if (t->id == i + 1u) {
+        if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
+        t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
+        sn->tok[sn->ntok++] = *t;
+      } else {
+        if ((rc = grow((void **)&sn->tdel, &sn->captdel, sn->ntdel, sizeof *sn->tdel))) goto fail;
+        t->flags = 0;
+        sn->tdel[sn->ntdel++] = i + 1u;
+      }
+    }
+  }
+  for (uint32_t c = 0; c < TG__MAX_CHUNKS && g->cdirty[c]; c++) {
+    uint64_t *bits = g->cdirty[c];
+    for (uint32_t w = 0; w < TG__CDIRTY_WORDS; w++) {
+      while (bits[w]) {
+        uint32_t b = (uint32_t)__builtin_ctzll(bits[w]);
+        uint32_t id = (c << TG__CHUNK_SHIFT) + w * 64u + b + 1u;
+        const tg_connection *cn = tg__graph_conn(g, id);
+        if (cn) {
+          if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
+          sn->conn[sn->nconn++] = *cn;
+        } else {
+          if ((rc = grow((void **)&sn->cdel, &sn->capcdel, sn->ncdel, sizeof *sn->cdel))) goto fail;
+          sn->cdel[sn->ncdel++] = id;
+        }
+        bits[w] &= bits[w] - 1;
+      }
+    }
+  }
+  return 0;
+fail:
+  snapshot_remark(s, sn);
+  return rc;
+}
+
+/* Put n 64-byte records (ascending ids) into dbi, each with its CRC.
+   Records beyond the database's current last key go in with MDB_APPEND,
+   which fills pages in order without searching: a first checkpoint of
+   9.5 M tokens is all appends. */
+static int put_sorted(MDB_txn *txn, MDB_dbi dbi, const void *recs, size_t n,
+                      size_t id_off) {
+  MDB_cursor *cur = NULL;
+  MDB_val k, v;
+  uint32_t last = 0;
+  unsigned char val[VALUE_BYTES];
+  int mrc = mdb_cursor_open(txn, dbi, &cur);
+  if (mrc) return mrc;
+  mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  if (mrc == 0 && k.mv_size == sizeof last) memcpy(&last, k.mv_data, sizeof last);
+  else if (mrc != MDB_NOTFOUND) goto out;
+  mrc = 0;
+  for (size_t i = 0; i < n && !mrc; i++) {
+    const unsigned char *r = (const unsigned char *)recs + i * 64;
+    uint32_t key;
+    memcpy(&key, r + id_off, sizeof key);
+    memcpy(val, r, 64);
+    tg__st32(val + 64, value_crc(key, r));
+    k.mv_size = sizeof key;
+    k.mv_data = &key;
+    v.mv_size = sizeof val;
+    v.mv_data = val;
+    mrc = mdb_cursor_put(cur, &k, &v, key > last ? MDB_APPEND : 0);
+    if (key > last) last = key;
+  }
+out:
+  mdb_cursor_close(cur);
+  return mrc;
+}
+
+/* Make the map (and so the data file, allocated by reserve()) large enough
+   for a transaction adding `records` records: what is used now, plus about
+   100 bytes per record (key, node header, page slack), doubled, in whole
+   pages. No transaction may be open in this environment (ckpt_mu is
+   held). */
+static int grow_map(tg_store *s, uint64_t records) {
+  MDB_envinfo ei;
+  MDB_stat st;
+  int mrc = mdb_env_info(s->env, &ei);
+  if (!mrc) mrc = mdb_env_stat(s->env, &st);
+  if (mrc) return from_mdb(mrc);
+  uint64_t used = ((uint64_t)ei.me_last_pgno + 1) * st.ms_psize;
+  uint64_t want = (used + records * 100) * 2;
+  want = (want + st.ms_psize - 1) / st.ms_psize * st.ms_psize;
+  if (want > ei.me_mapsize && (mrc = mdb_env_set_mapsize(s->env, (size_t)want)))
+    return from_mdb(mrc);
+  return reserve(s);
+}
+
+static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t key = ids[i];
+    MDB_val k = {sizeof key, &key};
+    int mrc = mdb_del(txn, dbi, &k, NULL);
+    if (mrc && mrc != MDB_NOTFOUND) return mrc;
+  }
+  return 0;
+}
+
+static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
+  MDB_txn *txn = NULL;
+  MDB_stat ts, cs;
+  MDB_val lk = {3, (void *)"lsn"};
+  int mrc, rc;
+  if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
+  /* A full rewrite replaces the databases in the same transaction: a crash
+     leaves the old checkpoint or the new one. */
+  if (sn->full &&
+      ((mrc = mdb_drop(txn, s->dbi_tokens, 0)) || (mrc = mdb_drop(txn, s->dbi_conns, 0)) ||
+       (mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
+       ((mrc = mdb_del(txn, s->dbi_meta, &lk, NULL)) && mrc != MDB_NOTFOUND)))
+    goto fail;
+  if ((mrc = put_sorted(txn, s->dbi_tokens, sn->tok, sn->ntok, offsetof(tg_token, id))) ||
+      (mrc = del_ids(txn, s->dbi_tokens, sn->tdel, sn->ntdel)) ||
+      (mrc = put_sorted(txn, s->dbi_conns, sn->conn, sn->nconn, offsetof(tg_connection, id))) ||
+      (mrc = del_ids(txn, s->dbi_conns, sn->cdel, sn->ncdel)) ||
+      (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) || (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
+    goto fail;
+  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, sn->tokens_hw,
+                   sn->conns_hw};
+  if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
+  return commit_durable(s, txn);
+fail:
+  mdb_txn_abort(txn);
+  return from_mdb(mrc);
+}
+
+/* Copy the changes out under the store lock, make the log durable up to
+   the LSN they reflect, write them in one LMDB transaction, then drop the
+   log segments the checkpoint covers (*removed of them). Caller holds
+   ckpt_mu. */
+static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
+  tg_wal_stats ws;
+  if (s->ckpt_failed) return s->ckpt_failed;
+  sn->full = s->ckpt_full;
+  tg__store_lock(s);
+  uint64_t lsn = s->last_lsn;
+  int rc = snapshot_take(s, sn);
+  tg__store_unlock(s);
+  if (rc) return rc;
+  tg_wal_stats_get(s->wal, &ws);
+  /* The checkpoint claims every record <= lsn: they must be durable first,
+     or a crash could leave the log shorter than the checkpoint and reuse
+     LSNs it covers. */
+  if (lsn) rc = tg_wal_sync(s->wal, lsn);
+  if (!rc) rc = snapshot_write(s, sn, lsn);
+  tg__store_lock(s);
+  if (rc) {
+    snapshot_remark(s, sn);
+  } else {
+    s->ckpt_lsn = lsn;
+    s->checkpoints++;
+  }
+  tg__store_unlock(s);
+  if (rc) return rc;
+  s->ckpt_format = TG__CKPT_FORMAT;
+  s->ckpt_full = 0;
+  s->ckpt_wal_bytes = ws.bytes;
+  /* Segments wholly <= lsn are now redundant. Failing to delete one only
+     costs space: the next checkpoint tries again. */
+  tg_wal_remove_upto(s->wal, lsn, removed);
+  return 0;
+}
+
+TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes");
+
+/* Caller holds ckpt_mu. */
+static int checkpoint_locked(tg_store *s) {
+  snapshot sn;
+  memset(&sn, 0, sizeof sn);
+  uint32_t removed = 0;
+  uint64_t t0 = tg__now_ns();
+  tg_span sp;
+  tg_span_begin(&sp, &site_ckpt);
+  int rc = checkpoint_body(s, &sn, &removed);
+  tg_span_attr(&sp, 0, s->ckpt_lsn);
+  tg_span_attr(&sp, 1, sn.ntok);
+  tg_span_attr(&sp, 2, sn.nconn);
+  tg_span_attr(&sp, 3, sn.ntdel + sn.ncdel);
+  tg_span_end(&sp);
+  if (!rc)
+    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
+                       tg__now_ns() - t0, removed);
+  else
+    tg__store_note_log_failure(s, rc);
+  snapshot_free(&sn);
+  return rc;
+}
+
+int tg_checkpoint(tg_store *s) {
+  if (!s || !s->wal) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+  pthread_mutex_lock(&s->ckpt_mu);
+  int rc = checkpoint_locked(s);
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return rc;
+}
+
+/* The automatic checkpointer: wakes at segment switches and every 100 ms,
+   and checkpoints once checkpoint_bytes of log were written since the last
+   checkpoint. */
+void *tg__store_checkpointer(void *arg) {
+  tg_store *s = arg;
+  pthread_mutex_lock(&s->ckpt_wake_mu);
+  while (!s->ckpt_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&s->ckpt_wake, &s->ckpt_wake_mu, &ts);
+    if (s->ckpt_stop) break;
+    pthread_mutex_unlock(&s->ckpt_wake_mu);
+    tg_wal_stats ws;
+    tg_wal_stats_get(s->wal, &ws);
+    tg__store_note_backpressure(s, &ws);
+    if (ws.failed) tg__store_note_log_failure(s, ws.failed);
+    pthread_mutex_lock(&s->ckpt_mu);
+    /* A failure leaves the marks for the next try; a failed commit or sync
+       (ckpt_failed) stops automatic checkpoints until reopen. */
+    if (!ws.failed && !s->ckpt_failed &&
+        ws.bytes - s->ckpt_wal_bytes >= s->checkpoint_bytes)
+      checkpoint_locked(s);
+    pthread_mutex_unlock(&s->ckpt_mu);
+    pthread_mutex_lock(&s->ckpt_wake_mu);
+  }
+  pthread_mutex_unlock(&s->ckpt_wake_mu);
+  return NULL;
+}

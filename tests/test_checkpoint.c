@@ -1,0 +1,773 @@
+/*
+ * The checkpoint as input: checksums, the structural check before LMDB
+ * walks data.mdb, the id bound of replay and load, the old format, and
+ * checkpoint I/O failures (full disk, failed sync).
+ *
+ * The damage sweep copies a real small data directory (two checkpoints,
+ * so there are branch, leaf and free-list pages) and damages its
+ * data.mdb: every Nth bit, bits of both meta pages, each page zeroed,
+ * truncation at each page boundary and inside each page. Each case runs in
+ * a forked child that inspects the copy (tg_store_inspect, what tg-replay
+ * uses) and opens it; the parent enforces a deadline, so a hang fails the
+ * test instead of hanging it, and a crash is a failed case too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <lmdb.h>
+
+#include "tokengraph/tokengraph.h"
+#include "tokengraph/wal.h"
+#include "common/crc32.h"
+#include "common/io.h"
+#include "token/arena.h"
+
+static char dir[128];
+
+static int setup(void **state) {
+  (void)state;
+  /* tmpfs when there is one: the damage sweep opens a store a thousand
+     times, and each open syncs several files. */
+  struct stat st;
+  strcpy(dir, stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm/tg_ckpt_XXXXXX"
+                                                                  : "/tmp/tg_ckpt_XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+  tg__io_reset();
+  tg__arena_set_map_budget(-1);
+  return 0;
+}
+
+static tg_store_config config(void) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.wal.level = TG_WAL_BALANCED;
+  cfg.wal.segment_bytes = 1 << 20;
+  cfg.checkpoint_bytes = 0; /* only explicit checkpoints */
+  cfg.crash_dump = 0;
+  return cfg;
+}
+
+static tg_store *open_at(const char *path) {
+  tg_store_config cfg = config();
+  tg_store *s = NULL;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&s, path, &cfg, msg, sizeof msg);
+  if (rc) fail_msg("open %s: %s: %s", path, tg_err_name(rc), msg);
+  return s;
+}
+
+static int open_msg(const char *path, tg_store **s, char *msg, size_t len) {
+  tg_store_config cfg = config();
+  msg[0] = 0;
+  return tg_store_open_msg(s, path, &cfg, msg, len);
+}
+
+static void path_of(char *out, size_t n, const char *d, const char *name) {
+  snprintf(out, n, "%s/%s", d, name);
+}
+
+/* A store of n tokens in a chain of connections, some deleted, with two
+   checkpoints (so data.mdb has free pages) and nothing after the last. */
+static void make_store(const char *d, uint32_t n) {
+  tg_store *s = open_at(d);
+  for (uint32_t i = 0; i < n; i++) {
+    tg_token t;
+    memset(&t, 0, sizeof t);
+    for (int k = 0; k < TG_SPACES; k++) t.coord[k][1] = (int16_t)(i * 7 + (uint32_t)k);
+    t.weight = (float)i;
+    t.timestamp = i;
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, &t, &id), 0);
+    if (i) {
+      tg_connection c;
+      memset(&c, 0, sizeof c);
+      c.from = id - 1;
+      c.to = id;
+      c.type = (uint8_t)(i % 7);
+      c.weight = (float)i / 2;
+      uint32_t cid;
+      assert_int_equal(tg_connect(s, &c, &cid), 0);
+    }
+  }
+  for (uint32_t id = 1; id <= n; id += 13) assert_int_equal(tg_token_delete(s, id), 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  for (uint32_t id = 5; id <= n; id += 17) tg_token_delete(s, id);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* ---- the model: everything a store holds, read through the API --------- */
+
+#define MAXID 4096u
+
+typedef struct model {
+  uint64_t tokens, conns;
+  unsigned char tok_live[MAXID + 1], conn_live[MAXID + 1];
+  tg_token tok[MAXID + 1];
+  tg_connection conn[MAXID + 1];
+} model;
+
+static void read_model(tg_store *s, model *m) {
+  memset(m, 0, sizeof *m);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  m->tokens = st.live_tokens;
+  m->conns = st.live_connections;
+  for (uint32_t id = 1; id <= MAXID; id++) {
+    m->tok_live[id] = tg_token_get(s, id, &m->tok[id]) == 0;
+    m->conn_live[id] = tg_connection_get(s, id, &m->conn[id]) == 0;
+  }
+}
+
+static int same_model(const model *a, const model *b) {
+  if (a->tokens != b->tokens || a->conns != b->conns) return 0;
+  for (uint32_t id = 1; id <= MAXID; id++) {
+    if (a->tok_live[id] != b->tok_live[id] || a->conn_live[id] != b->conn_live[id]) return 0;
+    /* DIRTY says "changed since the last checkpoint": a store rebuilt
+       from the log has it where one loaded from a checkpoint has not. */
+    tg_token x = a->tok[id], y = b->tok[id];
+    x.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    y.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    if (a->tok_live[id] && memcmp(&x, &y, sizeof x)) return 0;
+    if (a->conn_live[id] && memcmp(&a->conn[id], &b->conn[id], sizeof a->conn[id])) return 0;
+  }
+  return 1;
+}
+
+/* ---- copying and damaging a directory ---------------------------------- */
+
+/* Copy file src to dst: the first `limit` bytes, then the same size (the
+   rest of a checkpoint beyond its last page is zeros; a sparse copy is
+   fast). */
+static void copy_file(const char *src, const char *dst, uint64_t limit) {
+  int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  assert_true(in >= 0 && out >= 0);
+  struct stat st;
+  assert_int_equal(fstat(in, &st), 0);
+  static char buf[1 << 16];
+  uint64_t done = 0;
+  while (done < limit) {
+    ssize_t n = read(in, buf, sizeof buf);
+    assert_true(n >= 0);
+    if (n == 0) break;
+    if ((uint64_t)n > limit - done) n = (ssize_t)(limit - done);
+    assert_int_equal(write(out, buf, (size_t)n), n);
+    done += (uint64_t)n;
+  }
+  assert_int_equal(ftruncate(out, st.st_size), 0);
+  close(in);
+  close(out);
+}
+
+static void copy_dir(const char *src, const char *dst, uint64_t data_used) {
+  char a[400], b[400];
+  mkdir(dst, 0700);
+  const char *sub[] = {"checkpoint", "wal"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(b, sizeof b, "%s/%s", dst, sub[i]);
+    mkdir(b, 0700);
+  }
+  path_of(a, sizeof a, src, "TOKENGRAPH");
+  path_of(b, sizeof b, dst, "TOKENGRAPH");
+  copy_file(a, b, UINT64_MAX);
+  path_of(a, sizeof a, src, "checkpoint/data.mdb");
+  path_of(b, sizeof b, dst, "checkpoint/data.mdb");
+  copy_file(a, b, data_used);
+  snprintf(a, sizeof a, "%s/wal", src);
+  DIR *d = opendir(a);
+  assert_non_null(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(a, sizeof a, "%s/wal/%s", src, e->d_name);
+    snprintf(b, sizeof b, "%s/wal/%s", dst, e->d_name);
+    copy_file(a, b, UINT64_MAX);
+  }
+  closedir(d);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
+  (void)st, (void)flag, (void)f;
+  return remove(p);
+}
+
+/* Remove a copy made by copy_dir (and whatever an open added to it). */
+static void remove_dir(const char *d) {
+  struct stat st;
+  if (lstat(d, &st)) return;
+  assert_int_equal(nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+}
+
+/* Bytes of data.mdb in use: up to the current meta page's last page. */
+static uint64_t data_used(const char *d, uint32_t *psize) {
+  char p[400];
+  path_of(p, sizeof p, d, "checkpoint/data.mdb");
+  int fd = open(p, O_RDONLY);
+  assert_true(fd >= 0);
+  unsigned char m[2][160];
+  assert_int_equal(pread(fd, m[0], 160, 0), 160);
+  uint32_t ps;
+  memcpy(&ps, m[0] + 16 + 24, 4);
+  assert_int_equal(pread(fd, m[1], 160, ps), 160);
+  close(fd);
+  uint64_t t0, t1, last;
+  memcpy(&t0, m[0] + 16 + 128, 8);
+  memcpy(&t1, m[1] + 16 + 128, 8);
+  memcpy(&last, m[t1 > t0] + 16 + 120, 8);
+  *psize = ps;
+  return (last + 1) * ps;
+}
+
+enum damage { FLIP, ZERO_PAGE, TRUNCATE };
+
+static void damage(const char *d, enum damage how, uint64_t arg, uint32_t psize) {
+  char p[400];
+  path_of(p, sizeof p, d, "checkpoint/data.mdb");
+  int fd = open(p, O_RDWR);
+  assert_true(fd >= 0);
+  if (how == FLIP) {
+    unsigned char c;
+    assert_int_equal(pread(fd, &c, 1, (off_t)(arg / 8)), 1);
+    c ^= (unsigned char)(1u << (arg % 8));
+    assert_int_equal(pwrite(fd, &c, 1, (off_t)(arg / 8)), 1);
+  } else if (how == ZERO_PAGE) {
+    static unsigned char z[65536];
+    assert_int_equal(pwrite(fd, z, psize, (off_t)(arg * psize)), (ssize_t)psize);
+  } else {
+    assert_int_equal(ftruncate(fd, (off_t)arg), 0);
+  }
+  close(fd);
+}
+
+/* Outcomes of one case, as the child's exit status. */
+enum outcome {
+  OPENED_EXACT = 0,   /* opened, every token and connection as before */
+  REFUSED_CORRUPT,    /* TG_ECORRUPT, the message naming a file */
+  REFUSED_NOTTG,      /* TG_ENOTTG (the checkpoint's identity) */
+  REFUSED_VERSION,    /* TG_EVERSION */
+  WRONG_DATA,         /* opened with different data: a failure */
+  BAD_REFUSAL,        /* another error, or a message naming nothing */
+  DISAGREE,           /* tg_store_inspect and tg_store_open disagree */
+  NOUTCOMES
+};
+static const char *outcome_name[] = {"opened exact", "TG_ECORRUPT", "TG_ENOTTG",
+                                     "TG_EVERSION", "WRONG DATA", "bad refusal",
+                                     "inspect disagrees"};
+
+static int run_case(const char *d, const model *want) {
+  tg_inspect_report rep;
+  char imsg[512] = "", msg[512];
+  int irc = tg_store_inspect(d, &rep, NULL, NULL, imsg, sizeof imsg);
+  int ibad = irc != 0 || rep.apply_failed_lsn != 0 ||
+             rep.end.reason == TG_WAL_END_CORRUPT || rep.end.reason == TG_WAL_END_IO;
+  tg_store *s = NULL;
+  int rc = open_msg(d, &s, msg, sizeof msg);
+  if (rc == 0) {
+    static model got;
+    read_model(s, &got);
+    tg_store_close(s);
+    if (!same_model(want, &got)) return WRONG_DATA;
+    if (ibad || rep.tokens != want->tokens || rep.connections != want->conns) return DISAGREE;
+    return OPENED_EXACT;
+  }
+  if (!ibad) return DISAGREE;
+  if (!strstr(msg, d)) {
+    fprintf(stderr, "refusal names no file: %s\n", msg);
+    return BAD_REFUSAL;
+  }
+  if (rc == TG_ECORRUPT) return REFUSED_CORRUPT;
+  if (rc == TG_ENOTTG) return REFUSED_NOTTG;
+  if (rc == TG_EVERSION) return REFUSED_VERSION;
+  fprintf(stderr, "refused with %s: %s\n", tg_err_name(rc), msg);
+  return BAD_REFUSAL;
+}
+
+/* Run one case in a child; the parent gives it 30 s (a clean case takes
+   milliseconds) and counts a crash, a hang or a wrong answer as failure. */
+static int child_case(const char *d, const model *want, const char *what) {
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(run_case(d, want));
+  struct timespec t0, now, nap = {0, 1000000};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    assert_true(r >= 0);
+    if (r == pid) break;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec > 30) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      fail_msg("%s: the open hung (killed after 30 s)", what);
+    }
+    nanosleep(&nap, NULL);
+  }
+  if (WIFSIGNALED(status)) fail_msg("%s: the child died of signal %d", what, WTERMSIG(status));
+  int out = WEXITSTATUS(status);
+  if (out >= NOUTCOMES || out >= WRONG_DATA) fail_msg("%s: %s", what, out < NOUTCOMES ? outcome_name[out] : "?");
+  return out;
+}
+
+/* Sanitizer builds run every third case of the sweep: each case is a
+   store open, several times slower there. */
+#if defined(TG_SANITIZE_ADDRESS) || defined(TG_SANITIZE_THREAD)
+#define SWEEP 3u
+#else
+#define SWEEP 1u
+#endif
+
+static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
+  (void)state;
+  char tmpl[200], work[200];
+  snprintf(tmpl, sizeof tmpl, "%s/template", dir);
+  snprintf(work, sizeof work, "%s/case", dir);
+  make_store(tmpl, 2400);
+  uint32_t psize = 0;
+  uint64_t used = data_used(tmpl, &psize);
+  uint64_t pages = used / psize;
+  assert_true(pages > 20); /* branch pages in tokens and conns */
+  static model want;
+  {
+    char pristine[200];
+    snprintf(pristine, sizeof pristine, "%s/pristine", dir);
+    copy_dir(tmpl, pristine, used);
+    tg_store *s = open_at(pristine);
+    read_model(s, &want);
+    tg_store_close(s);
+    assert_true(want.tokens > 2000 && want.conns > 1500);
+  }
+  unsigned counts[3][NOUTCOMES];
+  memset(counts, 0, sizeof counts);
+  const char *cls[3] = {"bit flips", "zeroed pages", "truncations"};
+  char what[200];
+  /* Bit flips: every 15887th bit of the pages in use, and every 11th bit of
+     the two meta records (16-byte header and 136 bytes each). */
+  uint64_t bits = used * 8;
+  for (int pass = 0; pass < 2; pass++) {
+    uint64_t n = pass ? 2 * 152 * 8 : bits;
+    for (uint64_t i = pass ? 0 : 3; i < n; i += (pass ? 11 : 15887) * SWEEP) {
+      uint64_t bit = pass ? (i / (152 * 8)) * psize * 8ull + i % (152 * 8) : i;
+      remove_dir(work);
+      copy_dir(tmpl, work, used);
+      damage(work, FLIP, bit, psize);
+      snprintf(what, sizeof what, "bit %llu (page %llu)", (unsigned long long)bit,
+               (unsigned long long)(bit / 8 / psize));
+      counts[0][child_case(work, &want, what)]++;
+    }
+  }
+  for (uint64_t pg = 0; pg < pages; pg += SWEEP) {
+    remove_dir(work);
+    copy_dir(tmpl, work, used);
+    damage(work, ZERO_PAGE, pg, psize);
+    snprintf(what, sizeof what, "page %llu zeroed", (unsigned long long)pg);
+    counts[1][child_case(work, &want, what)]++;
+  }
+  for (uint64_t pg = 0; pg <= pages; pg += SWEEP) {
+    for (int mid = 0; mid < (pg % 4 ? 1 : 2); mid++) {
+      uint64_t at = pg * psize + (mid ? 100u + pg % 3000 : 0);
+      remove_dir(work);
+      copy_dir(tmpl, work, used);
+      damage(work, TRUNCATE, at, psize);
+      snprintf(what, sizeof what, "truncated at %llu", (unsigned long long)at);
+      counts[2][child_case(work, &want, what)]++;
+    }
+  }
+  for (int c = 0; c < 3; c++) {
+    printf("# %s:", cls[c]);
+    for (int o = 0; o < WRONG_DATA; o++) printf(" %s %u;", outcome_name[o], counts[c][o]);
+    printf("\n");
+    assert_true(counts[c][REFUSED_CORRUPT] > 0);
+  }
+  assert_true(counts[0][OPENED_EXACT] > 0); /* flips in unused bytes */
+}
+
+/* ---- checksums and the id bound ---------------------------------------- */
+
+/* Run fn on the checkpoint's LMDB environment (the store is closed). */
+static void with_env(const char *d, void (*fn)(MDB_txn *, MDB_dbi, MDB_dbi, MDB_dbi)) {
+  char cdir[300];
+  snprintf(cdir, sizeof cdir, "%s/checkpoint", d);
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi meta, tokens, conns;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+  assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
+  assert_int_equal(mdb_env_open(env, cdir, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  assert_int_equal(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta), 0);
+  assert_int_equal(mdb_dbi_open(txn, "tokens", MDB_CREATE | MDB_INTEGERKEY, &tokens), 0);
+  assert_int_equal(mdb_dbi_open(txn, "conns", MDB_CREATE | MDB_INTEGERKEY, &conns), 0);
+  fn(txn, meta, tokens, conns);
+  assert_int_equal(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+static void flip_value_byte(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi conns) {
+  (void)meta;
+  (void)conns;
+  uint32_t key = 7;
+  MDB_val k = {4, &key}, v;
+  assert_int_equal(mdb_get(txn, tokens, &k, &v), 0);
+  assert_int_equal(v.mv_size, 68);
+  unsigned char b[68];
+  memcpy(b, v.mv_data, 68);
+  b[10] ^= 0x20; /* a coordinate; the CRC stays the old one */
+  v.mv_data = b;
+  assert_int_equal(mdb_put(txn, tokens, &k, &v, 0), 0);
+}
+
+static void test_a_value_that_fails_its_checksum_is_refused_naming_file_and_key(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir);
+  for (int i = 0; i < 20; i++) {
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  }
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  with_env(dir, flip_value_byte);
+  char msg[512];
+  assert_int_equal(open_msg(dir, &s, msg, sizeof msg), TG_ECORRUPT);
+  assert_null(s);
+  assert_non_null(strstr(msg, "checkpoint/data.mdb"));
+  assert_non_null(strstr(msg, "key 7 fails its checksum"));
+  tg_inspect_report rep;
+  char imsg[512] = "";
+  assert_int_equal(tg_store_inspect(dir, &rep, NULL, NULL, imsg, sizeof imsg), TG_ECORRUPT);
+  assert_string_equal(imsg, msg);
+}
+
+static uint32_t state_crc(const unsigned char *b) {
+  return tg__crc32(tg__crc32(0, "state", 5), b, 40);
+}
+
+/* A forged token at id 0xFFFFFFFF with a valid checksum, and a state
+   record that counts it: only the high-water mark can refuse it. */
+static void forge_far_token(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi conns) {
+  (void)conns;
+  uint32_t key = 0xFFFFFFFFu;
+  unsigned char b[68];
+  memset(b, 0, sizeof b);
+  memcpy(b + offsetof(tg_token, id), &key, 4);
+  unsigned char k4[4];
+  memcpy(k4, &key, 4);
+  uint32_t crc = tg__crc32(tg__crc32(0, k4, 4), b, 64);
+  memcpy(b + 64, &crc, 4);
+  MDB_val k = {4, &key}, v = {68, b};
+  assert_int_equal(mdb_put(txn, tokens, &k, &v, 0), 0);
+  MDB_val sk = {5, "state"}, sv;
+  assert_int_equal(mdb_get(txn, meta, &sk, &sv), 0);
+  assert_int_equal(sv.mv_size, 44);
+  unsigned char st[44];
+  memcpy(st, sv.mv_data, 44);
+  uint64_t ntok;
+  memcpy(&ntok, st + 16, 8);
+  ntok++;
+  memcpy(st + 16, &ntok, 8);
+  crc = state_crc(st);
+  memcpy(st + 40, &crc, 4);
+  sv.mv_data = st;
+  assert_int_equal(mdb_put(txn, meta, &sk, &sv, 0), 0);
+}
+
+static void test_a_checkpoint_id_past_the_high_water_mark_is_refused_before_allocating(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir);
+  for (int i = 0; i < 20; i++) {
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  }
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  with_env(dir, forge_far_token);
+  /* Two chunks are all a 20-token store needs: mapping toward the forged
+     id would run out of them (TG_ENOMEM) before any 256 GiB. */
+  tg__arena_set_map_budget(4);
+  char msg[512];
+  assert_int_equal(open_msg(dir, &s, msg, sizeof msg), TG_ECORRUPT);
+  assert_non_null(strstr(msg, "checkpoint/data.mdb"));
+  assert_non_null(strstr(msg, "key 4294967295 is past the highest id"));
+}
+
+/* Append one forged record to the log of a closed store. */
+static void append_record(const char *d, uint8_t type, const void *payload, size_t n) {
+  char wdir[300];
+  snprintf(wdir, sizeof wdir, "%s/wal", d);
+  tg_wal *w = NULL;
+  tg_wal_config wc;
+  tg_wal_config_init(&wc);
+  wc.segment_bytes = 1 << 20;
+  assert_int_equal(tg_wal_open(&w, wdir, &wc, NULL), 0);
+  uint64_t lsn;
+  assert_int_equal(tg_wal_append(w, type, payload, n, &lsn), 0);
+  assert_int_equal(tg_wal_close(w), 0);
+}
+
+static void far_id_record_is_refused(uint8_t type) {
+  tg_store *s = open_at(dir);
+  uint32_t a, b, cid;
+  assert_int_equal(tg_token_create(s, NULL, &a), 0);
+  assert_int_equal(tg_token_create(s, NULL, &b), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  unsigned char rec[64];
+  memset(rec, 0, sizeof rec);
+  uint32_t far = 0xFFFFFFFFu;
+  if (type == TG_REC_TOKEN_PUT) {
+    memcpy(rec + offsetof(tg_token, id), &far, 4);
+  } else {
+    tg_connection c;
+    memset(&c, 0, sizeof c);
+    c.from = a;
+    c.to = b;
+    c.id = far;
+    memcpy(rec, &c, sizeof c);
+  }
+  (void)cid;
+  append_record(dir, type, rec, sizeof rec);
+  tg__arena_set_map_budget(4);
+  char msg[512];
+  assert_int_equal(open_msg(dir, &s, msg, sizeof msg), TG_ECORRUPT);
+  assert_null(s);
+  assert_non_null(strstr(msg, "LSN 3"));
+  assert_non_null(strstr(msg, "past any the store had issued"));
+  tg_inspect_report rep;
+  char imsg[512] = "";
+  assert_int_equal(tg_store_inspect(dir, &rep, NULL, NULL, imsg, sizeof imsg), 0);
+  assert_int_equal(rep.apply_failed_lsn, 3);
+}
+
+static void test_a_log_token_id_never_issued_is_refused_with_its_lsn(void **state) {
+  (void)state;
+  far_id_record_is_refused(TG_REC_TOKEN_PUT);
+}
+
+static void test_a_log_connection_id_never_issued_is_refused_with_its_lsn(void **state) {
+  (void)state;
+  far_id_record_is_refused(TG_REC_CONN_PUT);
+}
+
+static void test_ids_freed_before_a_checkpoint_are_reissued_after_reopen(void **state) {
+  (void)state;
+  /* Ids 1..100, 51..100 deleted, a checkpoint (which holds 1..50); the
+     next create reuses a freed id above 50, and a crash leaves it in the
+     log only. Replay must accept it: the high-water mark says 100. */
+  tg_store *s = open_at(dir);
+  for (int i = 0; i < 100; i++) {
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  }
+  for (uint32_t id = 51; id <= 100; id++) assert_int_equal(tg_token_delete(s, id), 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_true(id > 51);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_at(dir);
+  tg_token t;
+  assert_int_equal(tg_token_get(s, id, &t), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* ---- the previous format -------------------------------------------------- */
+
+static void write_format1(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi conns) {
+  uint64_t one = 1, zero = 0;
+  MDB_val fk = {6, "format"}, fv = {8, &one}, lk = {3, "lsn"}, lv = {8, &zero};
+  assert_int_equal(mdb_put(txn, meta, &fk, &fv, 0), 0);
+  assert_int_equal(mdb_put(txn, meta, &lk, &lv, 0), 0);
+  for (uint32_t id = 1; id <= 30; id++) {
+    if (id % 4 == 0) continue; /* holes: ids freed before that checkpoint */
+    tg_token t;
+    memset(&t, 0, sizeof t);
+    t.id = id;
+    t.timestamp = id * 3;
+    t.flags = TG_TOKEN_ACTIVE;
+    MDB_val k = {4, &id}, v = {64, &t};
+    assert_int_equal(mdb_put(txn, tokens, &k, &v, 0), 0);
+  }
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  c.from = 1;
+  c.to = 2;
+  c.id = 1;
+  uint32_t cid = 1;
+  MDB_val k = {4, &cid}, v = {64, &c};
+  assert_int_equal(mdb_put(txn, conns, &k, &v, 0), 0);
+}
+
+static void read_format(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi conns) {
+  (void)conns;
+  MDB_val fk = {6, "format"}, lk = {3, "lsn"}, sk = {5, "state"}, v;
+  assert_int_equal(mdb_get(txn, meta, &fk, &v), 0);
+  uint64_t f;
+  memcpy(&f, v.mv_data, 8);
+  assert_int_equal(f, 2);
+  assert_int_equal(mdb_get(txn, meta, &lk, &v), MDB_NOTFOUND);
+  assert_int_equal(mdb_get(txn, meta, &sk, &v), 0);
+  uint32_t key = 2;
+  MDB_val k = {4, &key};
+  assert_int_equal(mdb_get(txn, tokens, &k, &v), 0);
+  assert_int_equal(v.mv_size, 68);
+}
+
+static void test_a_format_1_checkpoint_is_read_and_rewritten_whole_at_the_next(void **state) {
+  (void)state;
+  /* An old directory: identity, a format-1 checkpoint, an empty log. */
+  tg_store *s = open_at(dir);
+  assert_int_equal(tg_store_close(s), 0);
+  char p[300];
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
+  assert_int_equal(unlink(p), 0);
+  with_env(dir, write_format1);
+  s = open_at(dir);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 23);
+  assert_int_equal(st.live_connections, 1);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0); /* one change only */
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  with_env(dir, read_format); /* every value rewritten, not just the new one */
+  s = open_at(dir);
+  tg_token t;
+  assert_int_equal(tg_token_get(s, 29, &t), 0);
+  assert_int_equal(t.timestamp, 87);
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 24);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* ---- checkpoint I/O failures ------------------------------------------------ */
+
+static int fail_fallocate(int fd, int mode, off_t off, off_t len) {
+  (void)fd, (void)mode, (void)off, (void)len;
+  errno = ENOSPC;
+  return -1;
+}
+
+static void test_a_full_disk_during_a_checkpoint_is_enospc_and_loses_nothing(void **state) {
+  (void)state;
+  tg_store_config cfg = config();
+  cfg.wal.level = TG_WAL_RELAXED;
+  cfg.wal.segment_bytes = 16 << 20;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  /* Enough records that the checkpoint must grow the 64 MiB map. */
+  uint32_t n = 400000, id;
+  for (uint32_t i = 0; i < n; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  tg__io.fallocate = fail_fallocate;
+  assert_int_equal(tg_checkpoint(s), TG_ENOSPC);
+  tg__io_reset();
+  /* Space again: the same records are written by the next one. */
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  assert_int_equal(tg_store_open(&s, dir, &cfg), 0);
+  tg_recovery_info ri;
+  tg_store_recovery_info(s, &ri);
+  assert_int_equal(ri.checkpoint_tokens, n);
+  assert_int_equal(ri.replayed_records, 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static int data_syncs;
+static int fail_data_fdatasync(int fd) {
+  char link[64], target[512];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  target[n > 0 ? n : 0] = 0;
+  if (strstr(target, "data.mdb")) {
+    data_syncs++;
+    errno = EIO;
+    return -1;
+  }
+  return fdatasync(fd);
+}
+
+static void test_after_a_failed_checkpoint_sync_checkpoints_stay_failed_until_reopen(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir);
+  uint32_t id;
+  for (int i = 0; i < 50; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  tg__io.fdatasync = fail_data_fdatasync;
+  assert_int_equal(tg_checkpoint(s), TG_EIO);
+  assert_int_equal(data_syncs, 1);
+  tg__io_reset();
+  /* The file is not trusted again: no transaction, no sync, the same
+     error, while the store itself goes on. */
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_checkpoint(s), TG_EIO);
+  assert_int_equal(data_syncs, 1);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.checkpoint_lsn, 0);
+  assert_int_equal(tg_store_close(s), 0);
+  /* Reopen: every token (the log kept them), and checkpoints work. */
+  s = open_at(dir);
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 51);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_at(dir);
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 51);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* ---- files that are not a checkpoint --------------------------------------- */
+
+static void test_a_fifo_as_data_mdb_is_refused_without_blocking(void **state) {
+  (void)state;
+  tg_store *s = open_at(dir);
+  assert_int_equal(tg_store_close(s), 0);
+  char p[300];
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
+  assert_int_equal(unlink(p), 0);
+  assert_int_equal(mkfifo(p, 0600), 0);
+  char msg[512];
+  /* A blocking open of the FIFO would hang here; the test would time out
+     rather than pass. */
+  assert_int_equal(open_msg(dir, &s, msg, sizeof msg), TG_ENOTTG);
+  assert_non_null(strstr(msg, "not a regular file"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test_setup_teardown(test_a_value_that_fails_its_checksum_is_refused_naming_file_and_key, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_checkpoint_id_past_the_high_water_mark_is_refused_before_allocating, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_log_token_id_never_issued_is_refused_with_its_lsn, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_log_connection_id_never_issued_is_refused_with_its_lsn, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_ids_freed_before_a_checkpoint_are_reissued_after_reopen, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_format_1_checkpoint_is_read_and_rewritten_whole_at_the_next, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_full_disk_during_a_checkpoint_is_enospc_and_loses_nothing, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_after_a_failed_checkpoint_sync_checkpoints_stay_failed_until_reopen, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_fifo_as_data_mdb_is_refused_without_blocking, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_damaged_checkpoint_opens_exactly_or_is_refused, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
