@@ -953,6 +953,13 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   }
   assert_int_equal(tg_store_close(s), 0);
   tgt_restore(&first);
+  /* The third segment usually starts at 1637; one record sooner when the
+     checkpoint's fdatasync met the writer still in the second segment (its
+     DURABLE marker then takes the room of one record). */
+  uint64_t segs[8];
+  assert_int_equal(segments(segs, 8), 2);
+  uint64_t third = segs[1];
+  assert_true(third >= 1630 && third <= 1637);
 
   tgt_run_out r = tool_ok("verify", tgt_data, "--json", NULL);
   assert_true(json_is(r.out, "end", "clean"));
@@ -961,7 +968,7 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   const char *cov = strstr(r.out, "\"covered_damage\":{");
   assert_non_null(cov);
   assert_int_equal(json_u64(cov, "expected_lsn"), 819);
-  assert_int_equal(json_u64(cov, "found_lsn"), 1637);
+  assert_int_equal(json_u64(cov, "found_lsn"), third);
   assert_string_equal(r.err, "");
   tgt_run_free(&r);
   r = tool("verify", tgt_data, NULL);
@@ -971,8 +978,8 @@ static void test_a_copy_with_a_gap_below_the_checkpoint_is_clean_and_kept(void *
   /* dump goes on past the gap, where replay reads. */
   r = tool("dump", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
-  assert_int_equal(count_lines(r.out), 818 + (2100 - 1637 + 1) + 1); /* + the result */
-  assert_int_equal(json_u64(strstr(r.out, "{\"dir\":"), "printed"), 818 + (2100 - 1637 + 1));
+  assert_int_equal(count_lines(r.out), 818 + (2100 - third + 1) + 1); /* + the result */
+  assert_int_equal(json_u64(strstr(r.out, "{\"dir\":"), "printed"), 818 + (2100 - third + 1));
   assert_non_null(strstr(r.out, "{\"lsn\":2100,"));
   tgt_run_free(&r);
 
