@@ -168,38 +168,35 @@ static int rec_openat(int dirfd, const char *path, int flags, mode_t mode) {
   return fd;
 }
 
+/* A name operation: journaled before it is made (so a kill right after it
+   cannot hide it), with OP_FAILED after it if it did not happen. */
+static int name_op_done(int r) {
+  int e = errno;
+  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
+  errno = e;
+  return r;
+}
+
 static int rec_renameat(int od, const char *op, int nd, const char *np) {
   char a[PATH_MAX], b[PATH_MAX];
   at_path(od, op, a, sizeof a);
   at_path(nd, np, b, sizeof b);
   jwrite(OP_RENAME, path_ino(a), 0, 0, a, b, NULL, 0);
-  int r = real.renameat(od, op, nd, np);
-  int e = errno;
-  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
-  errno = e;
-  return r;
+  return name_op_done(real.renameat(od, op, nd, np));
 }
 
 static int rec_unlinkat(int dirfd, const char *path, int flags) {
   char a[PATH_MAX];
   at_path(dirfd, path, a, sizeof a);
   jwrite(OP_UNLINK, path_ino(a), 0, 0, a, NULL, NULL, 0);
-  int r = real.unlinkat(dirfd, path, flags);
-  int e = errno;
-  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
-  errno = e;
-  return r;
+  return name_op_done(real.unlinkat(dirfd, path, flags));
 }
 
 static int rec_mkdirat(int dirfd, const char *path, mode_t mode) {
   char a[PATH_MAX];
   at_path(dirfd, path, a, sizeof a);
   jwrite(OP_MKDIR, 0, 0, 0, a, NULL, NULL, 0);
-  int r = real.mkdirat(dirfd, path, mode);
-  int e = errno;
-  if (r) jwrite(OP_FAILED, 0, 0, 0, NULL, NULL, NULL, 0);
-  errno = e;
-  return r;
+  return name_op_done(real.mkdirat(dirfd, path, mode));
 }
 
 /* Record every entry below dir as OP_BASE; copy files into copy. */

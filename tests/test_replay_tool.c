@@ -727,6 +727,18 @@ static int store_open_rc(char *msg, size_t len, tg_recovery_info *ri) {
   return rc;
 }
 
+
+/* tg-replay verify --json on the data directory exits with `status` and
+   reports the log's end as `end` at `offset`, after `last_lsn`. */
+static void verify_says(int status, const char *end, uint64_t offset, uint64_t last_lsn) {
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
+  assert_int_equal(r.status, status);
+  assert_true(json_is(r.out, "end", end));
+  assert_int_equal(json_u64(r.out, "offset"), offset);
+  assert_int_equal(json_u64(r.out, "last_lsn"), last_lsn);
+  tgt_run_free(&r);
+}
+
 static void test_a_zeroed_sector_before_the_durable_point_is_refused_by_both(void **state) {
   (void)state;
   make_store(1000, 0);
@@ -737,12 +749,7 @@ static void test_a_zeroed_sector_before_the_durable_point_is_refused_by_both(voi
   unsigned char zeros[512] = {0};
   pwrite_at(path, off, zeros, sizeof zeros); /* valid frames follow it */
 
-  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
-  assert_int_equal(r.status, 2);
-  assert_true(json_is(r.out, "end", "corrupt"));
-  assert_int_equal(json_u64(r.out, "offset"), off);
-  assert_int_equal(json_u64(r.out, "last_lsn"), 899);
-  tgt_run_free(&r);
+  verify_says(2, "corrupt", off, 899);
   snap before = snapshot(tgt_data);
   char msg[512] = "", want[64];
   assert_int_equal(store_open_rc(msg, sizeof msg, NULL), TG_ECORRUPT);
@@ -787,12 +794,7 @@ static void test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both(
   locate(990, &seg, &off);
   corrupt_record(990);
 
-  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
-  assert_int_equal(r.status, 1);
-  assert_true(json_is(r.out, "end", "torn_tail"));
-  assert_int_equal(json_u64(r.out, "offset"), off);
-  assert_int_equal(json_u64(r.out, "last_lsn"), 989);
-  tgt_run_free(&r);
+  verify_says(1, "torn_tail", off, 989);
   size_t len = 0;
   char *orig = tgt_read_file(path, &len);
 
@@ -808,7 +810,7 @@ static void test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both(
   assert_memory_equal(kept, orig + off, kl);
   free(kept);
   free(orig);
-  r = tool("verify", tgt_data, "--json", NULL);
+  tgt_run_out r = tool("verify", tgt_data, "--json", NULL);
   assert_int_equal(r.status, 0);
   assert_true(json_is(r.out, "end", "clean"));
   tgt_run_free(&r);
