@@ -364,13 +364,18 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
   memset(counts, 0, sizeof counts);
   const char *cls[3] = {"bit flips", "zeroed pages", "truncations"};
   char what[200];
-  /* Bit flips: every 15887th bit of the pages in use, and every 11th bit of
-     the two meta records (16-byte header and 136 bytes each). */
+  /* Bit flips: every 15887th bit of the pages in use, every 11th bit of
+     the two meta records (16-byte header and 136 bytes each), and every
+     bit of both txnids (a high one makes the older meta the newer, on the
+     page LMDB writes the other parity to). */
   uint64_t bits = used * 8;
-  for (int pass = 0; pass < 2; pass++) {
-    uint64_t n = pass ? 2 * 152 * 8 : bits;
-    for (uint64_t i = pass ? 0 : 3; i < n; i += (pass ? 11 : 15887) * SWEEP) {
-      uint64_t bit = pass ? (i / (152 * 8)) * psize * 8ull + i % (152 * 8) : i;
+  for (int pass = 0; pass < 3; pass++) {
+    uint64_t n = pass == 2 ? 2 * 64 : pass ? 2 * 152 * 8 : bits;
+    unsigned step = pass == 2 ? 1u : pass ? 11u * SWEEP : 15887u * SWEEP;
+    for (uint64_t i = pass ? 0 : 3; i < n; i += step) {
+      uint64_t bit = pass == 2 ? (i / 64) * psize * 8ull + (16 + 128) * 8 + i % 64
+                     : pass    ? (i / (152 * 8)) * psize * 8ull + i % (152 * 8)
+                               : i;
       remove_dir(work);
       copy_dir(tmpl, work, used);
       damage(work, FLIP, bit, psize);
@@ -403,6 +408,92 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
     assert_true(counts[c][REFUSED_CORRUPT] > 0);
   }
   assert_true(counts[0][OPENED_EXACT] > 0); /* flips in unused bytes */
+}
+
+/* ---- inputs the fuzzer found -------------------------------------------- */
+
+/* A directory holding only the identity file and, as its checkpoint, the
+   file `name` of the fuzz corpus (what fuzz_checkpoint.c builds). */
+static void dir_with_corpus_checkpoint(const char *d, const char *name) {
+  char seed[200], src[400], p[400];
+  snprintf(seed, sizeof seed, "%s/seed", dir);
+  tg_store *s = open_at(seed);
+  assert_int_equal(tg_store_close(s), 0);
+  mkdir(d, 0700);
+  snprintf(src, sizeof src, "%s/TOKENGRAPH", seed);
+  path_of(p, sizeof p, d, "TOKENGRAPH");
+  copy_file(src, p, UINT64_MAX);
+  path_of(p, sizeof p, d, "checkpoint");
+  mkdir(p, 0700);
+  snprintf(src, sizeof src, "%s/tests/fuzz/corpus/checkpoint/%s", TG_SOURCE_DIR, name);
+  path_of(p, sizeof p, d, "checkpoint/data.mdb");
+  copy_file(src, p, UINT64_MAX);
+}
+
+/* Inspect and open a copy of the corpus file `name`: both must load the
+   same tokens and connections, or both refuse with `want_refusal` (0:
+   either is fine as long as they agree) naming data.mdb. Returns the
+   open's code. */
+static int inspect_and_open_agree(const char *name, int want_refusal) {
+  char d[300], data[400], imsg[512] = "", msg[512] = "";
+  snprintf(d, sizeof d, "%s/%s", dir, name);
+  dir_with_corpus_checkpoint(d, name);
+  path_of(data, sizeof data, d, "checkpoint/data.mdb");
+  tg_inspect_report rep;
+  int irc = tg_store_inspect(d, &rep, NULL, NULL, imsg, sizeof imsg);
+  tg_store *s = NULL;
+  int rc = open_msg(d, &s, msg, sizeof msg);
+  if (want_refusal) {
+    if (rc != want_refusal || irc != want_refusal)
+      fail_msg("%s: open %s (%s), inspect %s (%s), want %s for both", name,
+               tg_err_name(rc), msg, tg_err_name(irc), imsg, tg_err_name(want_refusal));
+  }
+  if (rc == 0) {
+    assert_int_equal(irc, 0);
+    tg_store_stats st;
+    tg_store_stats_get(s, &st);
+    assert_int_equal(st.live_tokens, rep.tokens);
+    assert_int_equal(st.live_connections, rep.connections);
+    assert_int_equal(tg_store_close(s), 0);
+  } else {
+    assert_null(s);
+    assert_int_equal(irc, rc);
+    assert_non_null(strstr(msg, data));
+    assert_non_null(strstr(imsg, data));
+  }
+  return rc;
+}
+
+/* LMDB writes transaction t's meta into page t & 1. Here meta page 0 says
+   transaction 0x11000001 (a flipped high bit made the older meta the
+   newer): an open without a lock file (inspection) picked it by its
+   larger txnid and loaded 257 tokens, the read-write open read page
+   0x11000001 & 1 = 1 and loaded 234. */
+static void test_a_meta_page_holding_the_other_pages_txnid_is_refused_by_inspect_and_open(void **state) {
+  (void)state;
+  inspect_and_open_agree("meta-on-the-wrong-page.mdb", TG_ECORRUPT);
+}
+
+/* Both txnids 0 (never committed) over a real checkpoint's trees:
+   inspection took it for a checkpoint still to be made and loaded
+   nothing, the read-write open loaded every token. */
+static void test_a_never_committed_meta_over_trees_is_refused_by_inspect_and_open(void **state) {
+  (void)state;
+  inspect_and_open_agree("txnid-0-with-trees.mdb", TG_ECORRUPT);
+}
+
+/* 'meta' without 'tokens' and 'conns': the read-write open created them
+   and opened an empty store, inspection failed (MDB_NOTFOUND as
+   TG_EIO). */
+static void test_a_checkpoint_missing_one_of_its_databases_is_refused_by_inspect_and_open(void **state) {
+  (void)state;
+  inspect_and_open_agree("meta-without-tokens.mdb", TG_ECORRUPT);
+}
+
+/* The corpus's seed, a real checkpoint, opens as inspection sees it. */
+static void test_the_fuzz_seed_opens_as_inspection_sees_it(void **state) {
+  (void)state;
+  assert_int_equal(inspect_and_open_agree("two-checkpoints.mdb", 0), 0);
 }
 
 /* ---- checksums and the id bound ---------------------------------------- */
@@ -767,6 +858,10 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_full_disk_during_a_checkpoint_is_enospc_and_loses_nothing, setup, teardown),
     cmocka_unit_test_setup_teardown(test_after_a_failed_checkpoint_sync_checkpoints_stay_failed_until_reopen, setup, teardown),
     cmocka_unit_test_setup_teardown(test_a_fifo_as_data_mdb_is_refused_without_blocking, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_meta_page_holding_the_other_pages_txnid_is_refused_by_inspect_and_open, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_never_committed_meta_over_trees_is_refused_by_inspect_and_open, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_checkpoint_missing_one_of_its_databases_is_refused_by_inspect_and_open, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_the_fuzz_seed_opens_as_inspection_sees_it, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_checkpoint_opens_exactly_or_is_refused, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

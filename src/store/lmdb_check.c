@@ -37,14 +37,18 @@
  *
  * What is checked, besides the bounds of every read: both meta pages are
  * meta pages of this magic and version with the same power-of-two page
- * size; the file holds every page up to the current meta's last page; each
+ * size; the current meta lies on the page LMDB writes its txnid to (txnid
+ * & 1: a locked open reads that page, an unlocked one the larger txnid),
+ * and with txnid 0 (never committed) its trees are empty; the file holds
+ * every page up to the current meta's last page; each
  * page of every tree lies in [2, last], says it is that page, has the type
  * its place in the tree requires, nodes that lie within it and exactly
  * fill it from `upper` down, keys in strictly ascending order within the
  * bounds its parent gives it, and all leaves at the tree's depth; each
  * tree's page and entry counts agree with its record; every page listed as
- * free lies in [2, last]; and no page is reached twice (no cycles, no page
- * both free and in use).
+ * free lies in [2, last]; no page is reached twice (no cycles, no page
+ * both free and in use); and the schema's databases are all present or all
+ * absent.
  */
 #include "store/lmdb_check.h"
 
@@ -454,6 +458,24 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
   info->txnid = tg__ld64(mm + 128);
   info->psize = psize;
   info->last_pgno = c.last;
+  /* LMDB writes transaction t's meta into page t & 1, and only a read
+     without a lock file picks the meta by the larger txnid alone
+     (mdb_env_pick_meta); with a lock file, the open records that txnid
+     (mti_txnid) and every transaction then reads page txnid & 1
+     (mdb_txn_renew0). A current meta on the wrong page would have the
+     read-only open (MDB_NOLOCK) and the read-write one load different
+     snapshots, so it is refused: no commit writes one. */
+  if (info->txnid && (info->txnid & 1) != (uint64_t)cur)
+    return bad(&c, (uint64_t)cur, "meta page %d holds transaction %llu, which LMDB "
+               "writes to meta page %d", cur, (unsigned long long)info->txnid,
+               (int)(info->txnid & 1));
+  /* Transaction 0 is the one mdb_env_init_meta() writes: empty trees. The
+     store treats such a file as a checkpoint still to be made (read-only:
+     nothing to load), so it must hold nothing the read-write open would
+     find and load. */
+  if (!info->txnid && (free_db[cur].root != P_INVALID || main_db[cur].root != P_INVALID))
+    return bad(&c, (uint64_t)cur, "meta page %d has transaction 0 (nothing committed) "
+               "but its databases hold pages", cur);
   if (c.last < 1 || c.last >= fsize / psize)
     return bad(&c, c.last, "meta page %d claims %llu pages, the file holds %llu",
                cur, (unsigned long long)c.last + 1, (unsigned long long)(fsize / psize));
@@ -474,6 +496,16 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
   if ((rc = check_tree(&c, &free_db[cur], K_FREE, 0, "free pages")) ||
       (rc = check_tree(&c, &main_db[cur], K_MAIN, 0, "main")))
     goto cleanup;
+  /* The schema's databases are created together (in the first
+     transaction): one missing is a damaged main database, and the two
+     opens would part over it (the read-write one creates it, the
+     read-only one cannot). */
+  for (size_t i = 1; i < c.n; i++)
+    if (c.have[i] != c.have[0]) {
+      rc = bad(&c, main_db[cur].root, "database '%s' is %s, database '%s' is not",
+               schema[0].name, c.have[0] ? "present" : "absent", schema[i].name);
+      goto cleanup;
+    }
   for (size_t i = 0; i < c.n; i++) {
     if (!c.have[i]) continue;
     const dbrec *d = &c.named[i];

@@ -33,13 +33,15 @@ typedef struct tg__lmdb_info {
 /*
  * Check the data file open as fd (a regular file; path names it in msg)
  * against LMDB 0.9's on-disk format (64-bit, little-endian): both meta
- * pages, the chosen one's page size, last page and trees; every page of
+ * pages, the chosen one's place (meta page txnid & 1, the one every LMDB
+ * open mode reads), page size, last page and trees; every page of
  * the free database, the main database and each named database in
  * schema[0..n) (n <= 8) is read once with pread, checked for its type, its
  * page number, its bounds and the order of its keys, and may be reached
  * only once; every free page must lie within the file and belong to no
- * tree. A database the main database names but the schema does not, or a
- * flag LMDB would act on that we never set, is refused too.
+ * tree. A database the main database names but the schema does not, a
+ * schema database missing while another is present, or a flag LMDB would
+ * act on that we never set, is refused too.
  * Returns 0 (info filled), TG_ENOTTG (not an LMDB file), TG_EVERSION (an
  * LMDB data version this library does not read), TG_ECORRUPT, TG_ENOMEM or
  * -errno, with a one-line msg naming path and the page.

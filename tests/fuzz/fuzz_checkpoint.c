@@ -104,6 +104,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc != TG_ECORRUPT && rc != TG_ENOTTG && rc != TG_EVERSION && rc != TG_ENOMEM &&
         rc != TG_ENOSPC && rc != TG_EIO)
       abort();
+    /* A verdict on the file's contents is inspection's verdict too. */
+    if ((rc == TG_ECORRUPT || rc == TG_ENOTTG || rc == TG_EVERSION) && !irc) abort();
   } else {
     /* What opened must be what inspection saw. */
     tg_store_stats st;
