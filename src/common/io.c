@@ -1,5 +1,6 @@
 /* The I/O seam: see io.h. */
 #include "common/io.h"
+#include "common/path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -189,19 +190,11 @@ int tg__write_file_atomic(int dirfd, const char *dir_path, const char *name,
   if ((rc = tg__renameat(dirfd, tmp, dirfd, name))) goto fail;
   if (dirfd == AT_FDCWD) {
     char dir[4096];
-    if (dir_path) {
-      rc = tg__fsync_dir(dir_path);
-    } else {
-      /* name is a path: fsync its parent. */
-      const char *slash = strrchr(name, '/');
-      size_t l = slash ? (size_t)(slash - name) : 0;
-      if (l >= sizeof dir) return -ENAMETOOLONG;
-      if (l) memcpy(dir, name, l);
-      else dir[l++] = '.';
-      dir[l] = '\0';
-      rc = tg__fsync_dir(dir);
-    }
-    return rc;
+    const char *base;
+    if (dir_path) return tg__fsync_dir(dir_path);
+    /* name is a path: fsync its parent. */
+    if ((rc = tg__split_path(name, dir, sizeof dir, &base))) return rc;
+    return tg__fsync_dir(dir);
   }
   return tg__fsync(dirfd);
 fail:

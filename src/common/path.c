@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokengraph/errors.h"
+
 int tg__path_join(char *out, size_t n, const char *dir, const char *name) {
   int r = snprintf(out, n, "%s/%s", dir, name);
   if (r < 0 || (size_t)r >= n) {
@@ -23,4 +25,17 @@ char *tg__path_join_alloc(const char *dir, const char *name) {
   p[ld] = '/';
   memcpy(p + ld + 1, name, ln + 1);
   return p;
+}
+
+int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base) {
+  const char *slash = strrchr(path, '/');
+  const char *b = slash ? slash + 1 : path;
+  if (*b == '\0' || strcmp(b, ".") == 0 || strcmp(b, "..") == 0) return TG_EINVAL;
+  size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+  if (n + 2 > dirlen) return -ENAMETOOLONG;
+  if (n == 0) dir[n++] = '.';
+  else memcpy(dir, path, n);
+  dir[n] = '\0';
+  *base = b;
+  return 0;
 }

@@ -199,14 +199,14 @@ int tg__store_make_dir(const char *path, char *msg, size_t len) {
     tg__say(msg, len, "cannot create directory %s: %s", path, tg_strerror(rc));
     return rc;
   }
-  char parent[4096];
-  const char *slash = strrchr(path, '/');
-  size_t l = slash ? (size_t)(slash - path) : 0;
-  if (l >= sizeof parent) return -ENAMETOOLONG;
-  if (slash && l == 0) l = 1; /* "/x": the parent is "/" */
-  if (l) memcpy(parent, path, l);
-  else parent[l++] = '.';
-  parent[l] = '\0';
+  char parent[4096], trimmed[4096];
+  const char *base;
+  size_t l = strlen(path);
+  while (l > 1 && path[l - 1] == '/') l--; /* "dir/" names dir */
+  if (l >= sizeof trimmed) return -ENAMETOOLONG;
+  memcpy(trimmed, path, l);
+  trimmed[l] = '\0';
+  if ((rc = tg__split_path(trimmed, parent, sizeof parent, &base))) return rc;
   if ((rc = tg__fsync_dir(parent)))
     tg__say(msg, len, "cannot make the creation of %s durable (fsync of %s): %s", path,
         parent, tg_strerror(rc));

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "common/path.h" /* tg__split_path */
 #include "tokengraph/trace.h"
 
 /* ---- fences ----------------------------------------------------------------
@@ -60,10 +61,6 @@ int tg__fb_flush(tg__fdbuf *b); /* writes through the seam; returns b->err */
 
 /* ---- files -------------------------------------------------------------------- */
 
-/* Split path into its directory (into dir, "." when there is none) and its
-   last component (*base points into path). TG_EINVAL when that component
-   is empty, "." or ".."; -ENAMETOOLONG when dir does not fit. */
-int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base);
 
 /* "<base>.tmp.<pid>" into out. Async-signal-safe. 0 or -ENAMETOOLONG. */
 int tg__tmp_name(char *out, size_t n, const char *base, long pid);

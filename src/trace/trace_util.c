@@ -139,19 +139,6 @@ void tg__json_fputs(FILE *f, const char *s) {
 
 /* ---- atomic replacement ------------------------------------------------- */
 
-int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base) {
-  const char *slash = strrchr(path, '/');
-  const char *b = slash ? slash + 1 : path;
-  if (*b == '\0' || strcmp(b, ".") == 0 || strcmp(b, "..") == 0) return TG_EINVAL;
-  size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
-  if (n + 2 > dirlen) return -ENAMETOOLONG;
-  if (n == 0) dir[n++] = '.';
-  else memcpy(dir, path, n);
-  dir[n] = '\0';
-  *base = b;
-  return 0;
-}
-
 int tg__tmp_name(char *out, size_t n, const char *base, long pid) {
   char digits[24];
   int k = 0;
