@@ -532,8 +532,8 @@ static void flip_value_byte(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi 
   assert_int_equal(mdb_put(txn, tokens, &k, &v, 0), 0);
 }
 
-static void test_a_value_that_fails_its_checksum_is_refused_naming_file_and_key(void **state) {
-  (void)state;
+/* The directory holds a closed store of 20 tokens, all in its checkpoint. */
+static void checkpoint_of_20_tokens(void) {
   tg_store *s = open_at(dir);
   for (int i = 0; i < 20; i++) {
     uint32_t id;
@@ -541,6 +541,12 @@ static void test_a_value_that_fails_its_checksum_is_refused_naming_file_and_key(
   }
   assert_int_equal(tg_checkpoint(s), 0);
   assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_a_value_that_fails_its_checksum_is_refused_naming_file_and_key(void **state) {
+  (void)state;
+  tg_store *s = NULL;
+  checkpoint_of_20_tokens();
   with_env(dir, flip_value_byte);
   char msg[512];
   assert_int_equal(open_msg(dir, &s, msg, sizeof msg), TG_ECORRUPT);
@@ -588,13 +594,8 @@ static void forge_far_token(MDB_txn *txn, MDB_dbi meta, MDB_dbi tokens, MDB_dbi 
 
 static void test_a_checkpoint_id_past_the_high_water_mark_is_refused_before_allocating(void **state) {
   (void)state;
-  tg_store *s = open_at(dir);
-  for (int i = 0; i < 20; i++) {
-    uint32_t id;
-    assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  }
-  assert_int_equal(tg_checkpoint(s), 0);
-  assert_int_equal(tg_store_close(s), 0);
+  tg_store *s = NULL;
+  checkpoint_of_20_tokens();
   with_env(dir, forge_far_token);
   /* Two chunks are all a 20-token store needs: mapping toward the forged
      id would run out of them (TG_ENOMEM) before any 256 GiB. */
