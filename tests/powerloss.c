@@ -81,6 +81,16 @@ static uint64_t fd_ino(int fd, int *isdir) {
 
 /* An absolute path for (dirfd, path). */
 static void at_path(int dirfd, const char *path, char *out, size_t n) {
+  /* The store hands the WAL /proc/self/fd/N of its wal/ (a path no link can
+     redirect): the journal wants the directory's own path. */
+  int pfd = -1, used = 0;
+  if (sscanf(path, "/proc/self/fd/%d%n", &pfd, &used) == 1 && pfd >= 0 &&
+      (path[used] == '/' || path[used] == '\0')) {
+    char base[PATH_MAX];
+    fd_path(pfd, base, sizeof base);
+    snprintf(out, n, "%s%s", base, path + used);
+    return;
+  }
   if (path[0] == '/') {
     snprintf(out, n, "%s", path);
     return;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tokengraph/errors.h"
 
@@ -37,5 +38,22 @@ int tg__split_path(const char *path, char *dir, size_t dirlen, const char **base
   else memcpy(dir, path, n);
   dir[n] = '\0';
   *base = b;
+  return 0;
+}
+
+int tg__fd_path(char *out, size_t n, int fd) {
+  struct stat a, b;
+  int r = snprintf(out, n, "/proc/self/fd/%d", fd);
+  if (r < 0 || (size_t)r >= n) {
+    if (n) out[0] = '\0';
+    return -ENAMETOOLONG;
+  }
+  if (fstat(fd, &a)) return -errno;
+  /* Without /proc the path names nothing, or (a chroot with a stray /proc
+     tree) something else: only the same inode will do. */
+  if (stat(out, &b) || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    out[0] = '\0';
+    return -ENOENT;
+  }
   return 0;
 }

@@ -210,50 +210,63 @@ static int commit_durable(tg_store *s, MDB_txn *txn) {
   return rc;
 }
 
-/* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
-   (missing, empty, or never committed to), or an error with msg set. */
-static int check_file(const char *data, char *msg, size_t len) {
-  /* O_NONBLOCK: a FIFO in its place must not block the open. A read, so
-     not through the I/O seam (common/io.h). */
-  int fd = open(data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) fd = -errno;
-  if (fd == -ENOENT) return 1;
-  if (fd < 0) {
-    tg__say(msg, len, "%s: cannot open: %s%s", data, strerror(-fd),
-            fd == -ELOOP ? " (a symbolic link where the checkpoint belongs)" : "");
-    return fd == -ELOOP ? TG_ENOTTG : fd;
-  }
-  struct stat st;
+/* 0 when data.mdb, open as fd (a regular file, checked by
+   tg__dir_open_file()), may be handed to LMDB, 1 when it holds no
+   checkpoint (empty, or never committed to), or an error with msg set. */
+static int check_file(int fd, const struct stat *st, const char *data, char *msg,
+                      size_t len) {
   tg__lmdb_info info;
-  int rc;
-  if (fstat(fd, &st)) {
-    rc = -errno;
-    tg__say(msg, len, "%s: %s", data, strerror(errno));
-  } else if (!S_ISREG(st.st_mode)) {
-    rc = TG_ENOTTG;
-    tg__say(msg, len, "%s is not a regular file: not a tokengraph checkpoint", data);
-  } else if (st.st_size == 0) {
-    rc = 1; /* LMDB initialises an empty file: a checkpoint still to be made */
-  } else if ((rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len)) == 0) {
-    rc = info.txnid == 0;
-  }
-  close(fd);
-  return rc;
+  if (st->st_size == 0) return 1; /* LMDB initialises an empty file: a
+                                     checkpoint still to be made */
+  int rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len);
+  return rc ? rc : info.txnid == 0;
+}
+
+/* Is st (of a descriptor LMDB opened) the file we checked as want? */
+static int same_file(const struct stat *st, const struct stat *want) {
+  return st->st_dev == want->st_dev && st->st_ino == want->st_ino;
 }
 
 /* ---- open and load --------------------------------------------------------- */
 
+/*
+ * LMDB opens its files by path (DIR/checkpoint/data.mdb, lock.mdb), with
+ * no O_NOFOLLOW, and believes what it finds. So the store opens them first
+ * itself, relative to checkpoint/'s descriptor (tg__dir_open_file(): no
+ * link followed, no FIFO blocking, regular files only; writable: created
+ * 0600 when missing, so LMDB finds ours), checks data.mdb's structure, and
+ * gives LMDB /proc/self/fd/N of checkpoint/ as its directory: a path no
+ * link or rename can redirect (tg__fd_path()). After mdb_env_open it checks
+ * that LMDB's data descriptor is the inode that was checked, and that
+ * lock.mdb is still the regular file it was. Without /proc the directory's
+ * plain path is used; the checks before and after still stand.
+ */
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
+  char envpath[4096];
   MDB_txn *txn = NULL;
-  int rc = 0, mrc;
+  int rc = 0, mrc, cfd = -1, dfd = -1, lfd = -1;
+  struct stat dst, lst, st;
   if (!cdir || !(data = tg__path_join_alloc(cdir, "data.mdb"))) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
-  struct stat st;
-  if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
-  rc = check_file(data, msg, len);
+  if ((cfd = tg__dir_open_subdir(s->dir_fd, s->dir, "checkpoint", !readonly, msg, len)) < 0) {
+    rc = cfd == -ENOENT ? 0 : cfd; /* read-only, no checkpoint/: no checkpoint yet */
+    goto cleanup;
+  }
+  dfd = tg__dir_open_file(cfd, cdir, "data.mdb", readonly ? O_RDONLY : O_RDWR | O_CREAT,
+                          msg, len);
+  if (dfd < 0) {
+    rc = dfd == -ENOENT ? 0 : dfd; /* likewise */
+    goto cleanup;
+  }
+  if (fstat(dfd, &dst)) {
+    rc = -errno;
+    tg__say(msg, len, "%s: %s", data, strerror(errno));
+    goto cleanup;
+  }
+  rc = check_file(dfd, &dst, data, msg, len);
   if (rc < 0) goto cleanup;
   /* An environment no transaction was ever committed to holds nothing: an
      open killed between creating data.mdb and committing the first
@@ -263,23 +276,52 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   rc = 0;
   if (readonly && !existed) goto cleanup;
   /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
+  if (!readonly) {
+    lfd = tg__dir_open_file(cfd, cdir, "lock.mdb", O_RDWR | O_CREAT, msg, len);
+    if (lfd < 0 || fstat(lfd, &lst)) {
+      rc = lfd < 0 ? lfd : -errno;
+      tg__say(msg, len, "%s/lock.mdb: %s", cdir, tg_strerror(rc));
+      goto cleanup;
+    }
+  }
+  if (tg__fd_path(envpath, sizeof envpath, cfd) &&
+      (rc = tg__path_join(envpath, sizeof envpath, s->dir, "checkpoint")))
+    goto cleanup;
   unsigned flags = MDB_NOTLS |
                    (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP | MDB_NOMETASYNC);
   uint64_t mapsize = LMDB_MAPSIZE_MIN;
-  if (existed && stat(data, &st) == 0 && (uint64_t)st.st_size > mapsize)
-    mapsize = (uint64_t)st.st_size;
+  if (existed && (uint64_t)dst.st_size > mapsize) mapsize = (uint64_t)dst.st_size;
   if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
-      (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
+      (mrc = mdb_env_open(s->env, envpath, flags, 0600))) {
     rc = from_mdb(mrc);
     tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
             mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
   }
-  if (!readonly && (rc = reserve(s))) {
-    tg__say(msg, len, "%s: cannot allocate %llu bytes: %s", data,
-            (unsigned long long)mapsize, tg_strerror(rc));
-    goto cleanup;
+  {
+    int efd = -1;
+    if ((mrc = mdb_env_get_fd(s->env, &efd))) goto mdb_fail;
+    if (fstat(efd, &st) || !same_file(&st, &dst) ||
+        (!readonly && (fstatat(cfd, "lock.mdb", &st, AT_SYMLINK_NOFOLLOW) ||
+                       !same_file(&st, &lst)))) {
+      rc = TG_ENOTTG;
+      tg__say(msg, len, "%s: replaced while it was being opened (a link or another file "
+              "now stands where the checked one was): refused", cdir);
+      goto cleanup;
+    }
+  }
+  if (!readonly) {
+    /* LMDB made no entry durable; data.mdb and lock.mdb may be new ones. */
+    if ((rc = tg__fsync(cfd))) {
+      tg__say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
+      goto cleanup;
+    }
+    if ((rc = reserve(s))) {
+      tg__say(msg, len, "%s: cannot allocate %llu bytes: %s", data,
+              (unsigned long long)mapsize, tg_strerror(rc));
+      goto cleanup;
+    }
   }
   if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
@@ -356,6 +398,9 @@ mdb_fail:
   tg__say(msg, len, "%s: %s", data, mdb_strerror(mrc));
 cleanup:
   if (txn) mdb_txn_abort(txn);
+  if (lfd >= 0) close(lfd);
+  if (dfd >= 0) close(dfd);
+  if (cfd >= 0) close(cfd);
   free(cdir);
   free(data);
   return rc;

@@ -48,14 +48,119 @@ void tg__say(char *msg, size_t len, const char *fmt, ...) {
 
 /* ---- directory, identity, lock ---------------------------------------- */
 
+/* What a non-regular entry is, for a message. */
+static const char *kind_of(mode_t m) {
+  if (S_ISLNK(m)) return "a symbolic link";
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m) || S_ISBLK(m)) return "a device";
+  if (S_ISREG(m)) return "a regular file";
+  return "not a regular file";
+}
+
+/* The refusal of `name`, which is `what` where `want` belongs. */
+static int refuse(const char *dir, const char *name, const char *what, const char *want,
+                  char *msg, size_t len) {
+  tg__say(msg, len, "%s/%s is %s, not %s: refused, never followed or opened "
+          "(nothing was changed)", dir, name, what, want);
+  return TG_ENOTTG;
+}
+
+int tg__dir_open_file(int dirfd, const char *dir, const char *name, int flags, char *msg,
+                      size_t len) {
+  struct stat st;
+  int fd = tg__openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK, 0600);
+  if (fd < 0) {
+    int rc = fd;
+    if (rc == -ENOENT && !(flags & O_CREAT)) return rc;
+    /* ELOOP is the link O_NOFOLLOW refused; EISDIR, ENXIO (a socket) and
+       the like are named by what is there. */
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
+      return refuse(dir, name, kind_of(st.st_mode), "a regular file", msg, len);
+    tg__say(msg, len, "%s/%s: cannot open: %s", dir, name, tg_strerror(rc));
+    return rc;
+  }
+  if (fstat(fd, &st)) {
+    int rc = -errno;
+    tg__say(msg, len, "%s/%s: %s", dir, name, strerror(errno));
+    close(fd);
+    return rc;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return refuse(dir, name, kind_of(st.st_mode), "a regular file", msg, len);
+  }
+  /* Regular files ignore O_NONBLOCK; it is cleared so that the descriptor
+     is the plain one its users expect. */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+int tg__dir_open_subdir(int dirfd, const char *dir, const char *name, int create,
+                        char *msg, size_t len) {
+  struct stat st;
+  int made = 0;
+  if (create) {
+    /* mkdirat never follows a link at the name: a link there is EEXIST, and
+       the open below refuses it. */
+    int rc = tg__mkdirat(dirfd, name, 0700);
+    if (rc && rc != -EEXIST) {
+      tg__say(msg, len, "cannot create directory %s/%s: %s", dir, name, tg_strerror(rc));
+      return rc;
+    }
+    made = rc == 0;
+  }
+  int fd = tg__openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK, 0);
+  if (fd < 0) {
+    if (fd == -ENOENT && !create) return fd;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode))
+      return refuse(dir, name, kind_of(st.st_mode), "a directory", msg, len);
+    tg__say(msg, len, "%s/%s: cannot open: %s", dir, name, tg_strerror(fd));
+    return fd;
+  }
+  if (made) {
+    /* The new entry must outlive a power loss before later files (and
+       acknowledged records) live in it. */
+    int rc = tg__fsync(dirfd);
+    if (rc) {
+      tg__say(msg, len, "cannot make the creation of %s/%s durable (fsync of %s): %s",
+              dir, name, dir, tg_strerror(rc));
+      close(fd);
+      return rc;
+    }
+  }
+  return fd;
+}
+
+int tg__store_open_dirfd(const char *dir, char *msg, size_t len) {
+  int fd = tg__openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
+  if (fd < 0) tg__say(msg, len, "%s: %s", dir, tg_strerror(fd));
+  return fd;
+}
+
+int tg__store_wal_path(char *out, size_t n, int fd, const char *dir, const char *name) {
+  if (tg__fd_path(out, n, fd) == 0) return 0;
+  return tg__path_join(out, n, dir, name);
+}
+
 /* Is the directory empty, apart from a LOCK and a TOKENGRAPH.tmp left by
    an earlier open? The identity file is the first thing an open writes
    (temp, fsync, rename), so a process killed before the rename leaves
    exactly these two; that directory never held data and is still empty
    (found by stress/tg-crash --recovery-kills). */
-static int dir_is_empty(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return -errno;
+static int dir_is_empty(int dirfd) {
+  /* A descriptor of its own: closedir() closes it, and its offset is not
+     dirfd's. */
+  int fd = tg__openat(dirfd, ".", O_RDONLY | O_DIRECTORY, 0);
+  if (fd < 0) return fd;
+  DIR *d = fdopendir(fd);
+  if (!d) {
+    int rc = -errno;
+    close(fd);
+    return rc;
+  }
   int empty = 1;
   struct dirent *e;
   while ((e = readdir(d))) {
@@ -69,25 +174,26 @@ static int dir_is_empty(const char *dir) {
   return empty;
 }
 
-int tg__store_check_identity(const char *dir, char *msg, size_t len) {
-  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
-  if (!path) return TG_ENOMEM;
+int tg__store_check_identity(int dirfd, const char *dir, char *msg, size_t len) {
   int rc;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = tg__dir_open_file(dirfd, dir, IDENTITY_NAME, O_RDONLY, msg, len);
   if (fd >= 0) {
     char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ssize_t n;
+    do n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    int e = errno;
     close(fd);
     size_t pl = strlen(IDENTITY_PREFIX);
     unsigned fmt = 0;
     if (n < 0) {
-      rc = -errno;
-      tg__say(msg, len, "%s: cannot read: %s", path, strerror(errno));
+      rc = -e;
+      tg__say(msg, len, "%s/%s: cannot read: %s", dir, IDENTITY_NAME, strerror(e));
     } else if ((size_t)n <= pl || memcmp(buf, IDENTITY_PREFIX, pl) ||
                (buf[n] = 0, sscanf(buf + pl, "%u", &fmt) != 1) || fmt == 0) {
       rc = TG_ENOTTG;
-      tg__say(msg, len, "%s: not a tokengraph identity file; %s is not a "
-          "tokengraph data directory (nothing was changed)", path, dir);
+      tg__say(msg, len, "%s/%s: not a tokengraph identity file; %s is not a "
+          "tokengraph data directory (nothing was changed)", dir, IDENTITY_NAME, dir);
     } else if (fmt > TG__DIR_FORMAT) {
       rc = TG_EVERSION;
       tg__say(msg, len, "%s was written in format %u; this library reads format "
@@ -96,18 +202,12 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
     } else {
       rc = 0;
     }
-    free(path);
     return rc;
   }
-  free(path);
-  if (errno != ENOENT) {
-    rc = -errno;
-    tg__say(msg, len, "%s: cannot read %s: %s", dir, IDENTITY_NAME, strerror(errno));
-    return rc;
-  }
-  rc = dir_is_empty(dir);
+  if (fd != -ENOENT) return fd; /* a link, a FIFO, a directory: msg says which */
+  rc = dir_is_empty(dirfd);
   if (rc < 0) {
-    tg__say(msg, len, "%s: cannot list: %s", dir, strerror(-rc));
+    tg__say(msg, len, "%s: cannot list: %s", dir, tg_strerror(rc));
     return rc;
   }
   if (!rc) {
@@ -118,69 +218,65 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
   return 1;
 }
 
-/* Write the identity file atomically: temp, fsync, rename, fsync dir. */
-static int write_identity(const char *dir) {
+/* Write the identity file atomically: temp, fsync, rename, fsync dir. A
+   leftover TOKENGRAPH.tmp, whatever it is, is unlinked, never followed. */
+static int write_identity(int dirfd) {
   char text[64];
   int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
-  char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
-  if (!path) return TG_ENOMEM;
-  int rc = tg__write_file_atomic(AT_FDCWD, dir, path, text, (size_t)n, 0600);
-  free(path);
-  return rc;
+  return tg__write_file_atomic(dirfd, NULL, IDENTITY_NAME, text, (size_t)n, 0600);
 }
 
 /* Does another process hold DIR/LOCK? (Opened without O_CREAT: a
    directory without one gets none.) */
-static int lock_is_held(const char *dir) {
-  char path[4096];
-  if (tg__path_join(path, sizeof path, dir, "LOCK")) return 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+static int lock_is_held(int dirfd) {
+  int fd = tg__dir_open_file(dirfd, "", "LOCK", O_RDONLY, NULL, 0);
   if (fd < 0) return 0;
   int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   close(fd);
   return held;
 }
 
-int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len) {
-  char *path = tg__path_join_alloc(dir, "LOCK");
+int tg__store_lock_dir(int dirfd, const char *dir, int create, int *fd_out, char *msg,
+                       size_t len) {
   *fd_out = -1;
-  if (!path) return TG_ENOMEM;
   int rc = 0;
   struct stat dst;
-  if (create && stat(dir, &dst) == 0 && dst.st_uid != geteuid()) {
+  if (create && fstat(dirfd, &dst) == 0 && dst.st_uid != geteuid()) {
     /* Files made now (LOCK, segments, the checkpoint) would belong to us,
        and the directory's owner could no longer open them (root running
        tg-replay recover on a user's store would lock the user out). */
     tg__say(msg, len, "%s belongs to uid %u but this process runs as uid %u: run "
             "as the directory's owner (files created now would lock the owner out; "
             "nothing was changed)", dir, (unsigned)dst.st_uid, (unsigned)geteuid());
-    free(path);
     return -EPERM;
   }
-  int fd = open(path, create ? O_RDWR | O_CREAT | O_CLOEXEC : O_RDONLY | O_CLOEXEC, 0600);
-  if (fd < 0 && !create) {
+  /* A reader says why only when it refuses: an unreadable LOCK is no
+     error for it. */
+  char why[512] = "";
+  int fd = tg__dir_open_file(dirfd, dir, "LOCK", create ? O_RDWR | O_CREAT : O_RDONLY,
+                             why, sizeof why);
+  if (fd < 0 && (create || fd == TG_ENOTTG)) {
+    tg__say(msg, len, "%s", why);
+    rc = fd;
+  } else if (fd < 0) {
     /* Missing: never opened, nobody holds it. Unreadable (another user's
        0600 LOCK): a reader cannot tell and goes on, as it only reads. */
     rc = 0;
-  } else if (fd < 0) {
-    rc = -errno;
-    tg__say(msg, len, "%s: cannot open: %s", path, strerror(errno));
   } else if (flock(fd, LOCK_EX | LOCK_NB)) {
     rc = errno == EWOULDBLOCK ? TG_ELOCKED : -errno;
-    tg__say(msg, len, "%s is in use by another process or handle (%s is locked): "
-            "close it first", dir, path);
+    tg__say(msg, len, "%s is in use by another process or handle (%s/LOCK is locked): "
+            "close it first", dir, dir);
     close(fd);
   } else {
     *fd_out = fd;
   }
-  free(path);
   return rc;
 }
 
 /* A lock handed over by tg__store_open_locked() is already held. */
 static int take_lock(tg_store *s, char *msg, size_t len) {
   if (s->lock_fd >= 0) return 0;
-  return tg__store_lock_dir(s->dir, 1, &s->lock_fd, msg, len);
+  return tg__store_lock_dir(s->dir_fd, s->dir, 1, &s->lock_fd, msg, len);
 }
 
 /* Create directory `path` (0700) when missing, and make its entry durable:
@@ -253,15 +349,16 @@ int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
   }
 }
 
-/* Replay dir's WAL after `from_lsn` into g. *last gets the last LSN
+/* Replay dir's WAL after `from_lsn` into g: read through walpath (the
+   pinned path of wal/, tg__store_wal_path()), named waldir in messages. *last gets the last LSN
    applied (from_lsn - 1 if none), *n the records; *end_out how it ended. */
-static int replay(tg__graph *g, const char *waldir, uint64_t from_lsn,
-                  uint64_t *last, uint64_t *n, tg_wal_end *end_out, char *msg,
-                  size_t len) {
+static int replay(tg__graph *g, const char *walpath, const char *waldir,
+                  uint64_t from_lsn, uint64_t *last, uint64_t *n, tg_wal_end *end_out,
+                  char *msg, size_t len) {
   tg_wal_reader *r = NULL;
   tg_wal_record rec;
   const char *why = NULL;
-  int rc = tg_wal_reader_open(&r, waldir, from_lsn);
+  int rc = tg_wal_reader_open(&r, walpath, from_lsn);
   *last = from_lsn - 1;
   *n = 0;
   if (rc) {
@@ -371,6 +468,7 @@ static void on_sync(void *arg, uint64_t latency_ns, uint64_t durable_lsn) {
 int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
                        char *msg, size_t len) {
   char *waldir = NULL;
+  char walpath[4096];
   int rc;
   if (tg__wal_config_check(&cfg->wal)) {
     const tg_wal_config *c = &cfg->wal;
@@ -380,6 +478,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
         (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
     return TG_EINVAL;
   }
+  s->dir_fd = s->wal_fd = -1;
   s->dir = strdup(dir);
   if (!s->dir) return TG_ENOMEM;
   pthread_mutex_init(&s->ckpt_mu, NULL);
@@ -389,42 +488,34 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   s->checkpoint_bytes = cfg->checkpoint_bytes;
 
   if ((rc = tg__store_make_dir(dir, msg, len))) return rc;
+  if ((s->dir_fd = tg__store_open_dirfd(dir, msg, len)) < 0) return s->dir_fd;
   /* The identity is read before the lock, so that a directory that is not
      ours gets no LOCK file; and again under the lock, because another
      process may be creating the directory right now: while it holds the
      lock, what it has made so far (checkpoint/ without TOKENGRAPH) would
      look foreign, so a directory that is not ours but whose LOCK is held
      is TG_ELOCKED, and what we decide, we decide under the lock. */
-  int fresh = tg__store_check_identity(dir, msg, len);
+  int fresh = tg__store_check_identity(s->dir_fd, dir, msg, len);
   if (fresh == TG_ENOTTG) {
     if (msg && len) msg[0] = 0;
-    if (lock_is_held(dir)) {
+    if (lock_is_held(s->dir_fd)) {
       tg__say(msg, len, "%s is in use by another process (it is being created or "
           "opened; its LOCK is held)", dir);
       return TG_ELOCKED;
     }
     /* A creator that released its lock between the two looks had written
        TOKENGRAPH before creating anything else: look once more. */
-    fresh = tg__store_check_identity(dir, msg, len);
+    fresh = tg__store_check_identity(s->dir_fd, dir, msg, len);
   }
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
-  if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
-  if (fresh && (rc = write_identity(dir))) {
+  if ((fresh = tg__store_check_identity(s->dir_fd, dir, msg, len)) < 0) return fresh;
+  if (fresh && (rc = write_identity(s->dir_fd))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }
+  /* Also makes the entries LMDB created durable (checkpoint.c). */
   if ((rc = tg__store_open_checkpoint(s, 0, msg, len))) return rc;
-  /* LMDB creates data.mdb (and lock.mdb) without syncing their directory
-     entries: make them durable before anything depends on the checkpoint. */
-  {
-    char *cdir = tg__path_join_alloc(dir, "checkpoint");
-    if (!cdir) return TG_ENOMEM;
-    rc = tg__fsync_dir(cdir);
-    if (rc) tg__say(msg, len, "%s: cannot fsync the directory: %s", cdir, tg_strerror(rc));
-    free(cdir);
-    if (rc) return rc;
-  }
 
   uint64_t t0 = tg__now_ns();
   tg__graph_begin_load(&s->g);
@@ -435,11 +526,13 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 
   if (!(waldir = tg__path_join_alloc(dir, "wal"))) return TG_ENOMEM;
   /* The store makes wal/ itself, so that its entry in DIR is durable
-     before the first segment is (make_dir fsyncs the parent). */
-  if ((rc = tg__store_make_dir(waldir, msg, len))) {
-    free(waldir);
-    return rc;
+     before the first segment is; and opens it as a real directory, so
+     that a link planted there leads the log nowhere. */
+  if ((s->wal_fd = tg__dir_open_subdir(s->dir_fd, dir, "wal", 1, msg, len)) < 0) {
+    rc = s->wal_fd;
+    goto out;
   }
+  if ((rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, dir, "wal"))) goto out;
   tg__wal_store_opts wo = {
       .start_lsn = s->ckpt_lsn + 1,
       .on_sync = on_sync,
@@ -448,7 +541,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
       .hook_arg = s,
   };
   tg_wal_open_info info;
-  rc = tg__wal_open_ex(&s->wal, waldir, &cfg->wal, &wo, &info);
+  rc = tg__wal_open_ex(&s->wal, walpath, &cfg->wal, &wo, &info);
   if (rc && info.corrupt_what) {
     char name[64];
     tg_wal_segment_name(info.corrupt_segment, name, sizeof name);
@@ -479,7 +572,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   TG_SPAN_SITE(site_replay, "recovery.replay", "from_lsn", "records", "last_lsn", NULL);
   tg_span sp;
   tg_span_begin(&sp, &site_replay);
-  rc = replay(&s->g, waldir, s->ckpt_lsn + 1, &last, &n, NULL, msg, len);
+  rc = replay(&s->g, walpath, waldir, s->ckpt_lsn + 1, &last, &n, NULL, msg, len);
   tg_span_attr(&sp, 0, s->ckpt_lsn + 1);
   tg_span_attr(&sp, 1, n);
   tg_span_attr(&sp, 2, last);
@@ -541,6 +634,11 @@ int tg__store_close_dir(tg_store *s) {
   s->env = NULL;
   if (s->lock_fd >= 0) close(s->lock_fd);
   s->lock_fd = -1;
+  /* After the WAL: it reaches its segments through /proc/self/fd/wal_fd. */
+  if (s->wal_fd >= 0) close(s->wal_fd);
+  s->wal_fd = -1;
+  if (s->dir_fd >= 0) close(s->dir_fd);
+  s->dir_fd = -1;
   pthread_cond_destroy(&s->ckpt_wake);
   pthread_mutex_destroy(&s->ckpt_wake_mu);
   pthread_mutex_destroy(&s->ckpt_mu);

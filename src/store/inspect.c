@@ -66,12 +66,18 @@ int tg__store_check_dir(const char *dir, char *msg, size_t len) {
     tg__say(msg, len, "%s is not a directory", dir);
     return -ENOTDIR;
   }
-  int rc = tg__store_check_identity(dir, msg, len);
+  int fd = tg__store_open_dirfd(dir, msg, len);
+  if (fd < 0) return fd;
+  int rc = tg__store_check_identity(fd, dir, msg, len);
   if (rc == 1) {
     tg__say(msg, len, "%s is empty: not a tokengraph data directory", dir);
-    return TG_ENOTTG;
+    rc = TG_ENOTTG;
   }
-  return rc;
+  if (rc) {
+    close(fd);
+    return rc;
+  }
+  return fd;
 }
 
 /* What tg_store_open() concludes after a replay that ended CLEAN or TORN:
@@ -90,20 +96,22 @@ static void check_continuation(tg_wal_end *e, uint64_t from, uint64_t nseg) {
   e->what = "the log ends before the checkpoint's LSN: files are missing or were replaced";
 }
 
-int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_cb progress,
-                          void *arg, char *msg, size_t len) {
+int tg__store_inspect_dir(int dirfd, const char *dir, tg_inspect_report *out,
+                          tg_progress_cb progress, void *arg, char *msg, size_t len) {
   tg_store *s = NULL;
   tg_wal_reader *r = NULL;
   char *waldir = NULL;
+  char walpath[4096];
   tg_wal_record rec;
-  int rc;
+  int rc, wfd = -1;
   memset(out, 0, sizeof *out);
   if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
       !(waldir = tg__path_join_alloc(dir, "wal"))) {
     rc = TG_ENOMEM;
     goto out;
   }
-  s->lock_fd = -1;
+  s->lock_fd = s->wal_fd = -1;
+  s->dir_fd = dirfd; /* the caller's */
   if ((rc = tg__graph_init(&s->g))) goto out;
   if ((rc = tg__store_open_checkpoint(s, 1, msg, len))) goto out;
   tg__graph_begin_load(&s->g);
@@ -114,14 +122,21 @@ int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_c
 
   /* Pass 1, the verdict: what the open replays. */
   uint64_t from = s->ckpt_lsn + 1, seen = 0;
-  if ((rc = tg_wal_reader_open(&r, waldir, from))) {
-    if (rc != -ENOENT) { /* no wal/ at all is an empty log */
-      tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
-      goto out;
-    }
+  /* wal/ is read as the open reads it: a real directory, reached through
+     its descriptor; no wal/ at all is an empty log. */
+  if ((wfd = tg__dir_open_subdir(dirfd, dir, "wal", 0, msg, len)) == -ENOENT) {
     rc = 0;
     out->end.reason = TG_WAL_END_CLEAN;
     goto done;
+  }
+  if (wfd < 0) {
+    rc = wfd;
+    goto out;
+  }
+  if ((rc = tg__store_wal_path(walpath, sizeof walpath, wfd, dir, "wal"))) goto out;
+  if ((rc = tg_wal_reader_open(&r, walpath, from))) {
+    tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
+    goto out;
   }
   out->segments = tg_wal_reader_segments(r);
   while (tg_wal_reader_next(r, &rec) == 1) {
@@ -150,7 +165,7 @@ int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_c
   /* Pass 2, the counts: the older segments, up to where pass 1 began; or,
      when pass 1 could read nothing, whatever valid records there are. */
   uint64_t bound = e->first_lsn ? e->first_lsn : UINT64_MAX;
-  if ((rc = tg_wal_reader_open(&r, waldir, 0))) {
+  if ((rc = tg_wal_reader_open(&r, walpath, 0))) {
     tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
     goto out;
   }
@@ -185,6 +200,7 @@ out:
     free(s->dir);
     free(s);
   }
+  if (wfd >= 0) close(wfd);
   free(waldir);
   return rc;
 }
@@ -194,9 +210,11 @@ int tg_store_inspect(const char *dir, tg_inspect_report *out, tg_progress_cb pro
   int lock_fd = -1;
   if (msg && len) msg[0] = 0;
   memset(out, 0, sizeof *out);
-  int rc = tg__store_check_dir(dir, msg, len);
-  if (!rc) rc = tg__store_lock_dir(dir, 0, &lock_fd, msg, len);
-  if (!rc) rc = tg__store_inspect_dir(dir, out, progress, arg, msg, len);
+  int dirfd = tg__store_check_dir(dir, msg, len);
+  if (dirfd < 0) return dirfd;
+  int rc = tg__store_lock_dir(dirfd, dir, 0, &lock_fd, msg, len);
+  if (!rc) rc = tg__store_inspect_dir(dirfd, dir, out, progress, arg, msg, len);
   if (lock_fd >= 0) close(lock_fd);
+  close(dirfd);
   return rc;
 }

@@ -51,23 +51,18 @@ static int move_aside(int dfd, const char *name, char *msg, size_t len) {
 }
 
 /* Keep [off, end) of segment `name`, then cut it at off. */
-static int cut_segment(int dfd, const char *waldir, const char *name, uint64_t off,
+static int cut_segment(int dfd, const char *walpath, const char *name, uint64_t off,
                        tg_repair_report *out, char *msg, size_t len) {
-  int rc = 0, fd = tg__openat(dfd, name, O_RDWR | O_NOFOLLOW, 0);
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st)) {
-    rc = fd < 0 ? fd : -errno;
+  /* No link followed, no FIFO waited on, only a regular file cut. */
+  int rc = 0, fd = tg__dir_open_file(dfd, "wal", name, O_RDWR, msg, len);
+  if (fd < 0) {
+    rc = fd == TG_ENOTTG ? TG_ECORRUPT : fd;
     tg__say(msg, len, "wal/%s: %s; nothing was cut", name, tg_strerror(rc));
-    goto cleanup;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    rc = TG_ECORRUPT;
-    tg__say(msg, len, "wal/%s is not a regular file; nothing was cut", name);
     goto cleanup;
   }
   /* The same keeping as the open's recovery (one implementation, in the
      WAL): sparse, fsynced, the directory fsynced; zeros alone are not kept. */
-  if ((rc = tg__wal_keep_tail(waldir, name, off, out->kept_name, sizeof out->kept_name,
+  if ((rc = tg__wal_keep_tail(walpath, name, off, out->kept_name, sizeof out->kept_name,
                               &out->kept_bytes))) {
     tg__say(msg, len, "cannot keep the bytes of wal/%s in a .broken file: %s; nothing was cut",
             name, tg_strerror(rc));
@@ -113,12 +108,14 @@ static int decide(const tg_inspect_report *b, tg_repair_report *out, char *msg, 
   return 0;
 }
 
-/* Carry the decided cut out: later segments aside, then the cut one. */
-static int apply_cut(const char *waldir, tg_repair_report *out, char *msg, size_t len) {
+/* Carry the decided cut out: later segments aside, then the cut one. wal/
+   is open as dfd (walpath reaches it, waldir names it). */
+static int apply_cut(int dfd, const char *walpath, const char *waldir, tg_repair_report *out,
+                     char *msg, size_t len) {
   tg_wal_reader *r = NULL;
-  int dfd = -1, rc;
+  int rc;
   char name[NAME_MAX_LEN];
-  if ((rc = tg_wal_reader_open(&r, waldir, 0))) {
+  if ((rc = tg_wal_reader_open(&r, walpath, 0))) {
     tg__say(msg, len, "%s: cannot list: %s; nothing was changed", waldir, tg_strerror(rc));
     return rc;
   }
@@ -127,11 +124,6 @@ static int apply_cut(const char *waldir, tg_repair_report *out, char *msg, size_
   if (cut == nseg) {
     rc = TG_ECORRUPT;
     tg__say(msg, len, "%s: the segment to cut is gone; nothing was changed", waldir);
-    goto cleanup;
-  }
-  if ((dfd = tg__openat(AT_FDCWD, waldir, O_RDONLY | O_DIRECTORY, 0)) < 0) {
-    rc = dfd;
-    tg__say(msg, len, "%s: %s; nothing was changed", waldir, tg_strerror(rc));
     goto cleanup;
   }
   /* Offset 0 is a segment whose header is already wrong (or the gap before
@@ -147,11 +139,10 @@ static int apply_cut(const char *waldir, tg_repair_report *out, char *msg, size_
   }
   if (!whole) {
     tg_wal_segment_name(out->cut_segment, name, sizeof name);
-    if ((rc = cut_segment(dfd, waldir, name, out->cut_offset, out, msg, len))) goto cleanup;
+    if ((rc = cut_segment(dfd, walpath, name, out->cut_offset, out, msg, len))) goto cleanup;
   }
-  if ((rc = tg__fsync_dir(waldir))) tg__say(msg, len, "%s: fsync: %s", waldir, tg_strerror(rc));
+  if ((rc = tg__fsync(dfd))) tg__say(msg, len, "%s: fsync: %s", waldir, tg_strerror(rc));
 cleanup:
-  if (dfd >= 0) close(dfd);
   tg_wal_reader_close(r);
   return rc;
 }
@@ -185,22 +176,33 @@ static int clean(const tg_inspect_report *r) {
 int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
                     tg_repair_report *out, tg_progress_cb progress, void *arg, char *msg,
                     size_t len) {
-  int rc, lock_fd = -1;
+  int rc, lock_fd = -1, dirfd = -1, wfd = -1;
   char *waldir = NULL;
+  char walpath[4096];
   tg_store *s = NULL;
   if (msg && len) msg[0] = 0;
   if (!out) return TG_EINVAL;
   memset(out, 0, sizeof *out);
-  if ((rc = tg__store_check_dir(dir, msg, len))) return rc;
-  if ((rc = tg__store_lock_dir(dir, 1, &lock_fd, msg, len))) return rc;
-  if ((rc = tg__store_inspect_dir(dir, &out->before, progress, arg, msg, len))) goto cleanup;
+  if ((dirfd = tg__store_check_dir(dir, msg, len)) < 0) return dirfd;
+  if ((rc = tg__store_lock_dir(dirfd, dir, 1, &lock_fd, msg, len))) goto cleanup;
+  if ((rc = tg__store_inspect_dir(dirfd, dir, &out->before, progress, arg, msg, len)))
+    goto cleanup;
   if (!(waldir = tg__path_join_alloc(dir, "wal"))) {
     rc = TG_ENOMEM;
     goto cleanup;
   }
   if ((rc = decide(&out->before, out, msg, len))) goto cleanup;
+  if (out->cut != TG_REPAIR_CUT_NONE) {
+    /* A cut means the inspection read segments from wal/: a real
+       directory, reached from here on only through its descriptor. */
+    if ((wfd = tg__dir_open_subdir(dirfd, dir, "wal", 0, msg, len)) < 0) {
+      rc = wfd;
+      goto cleanup;
+    }
+    if ((rc = tg__store_wal_path(walpath, sizeof walpath, wfd, dir, "wal"))) goto cleanup;
+  }
   if (out->cut == TG_REPAIR_CUT_CORRUPT) {
-    if ((rc = tg_wal_salvage_scan(waldir, out->cut_segment, out->cut_offset,
+    if ((rc = tg_wal_salvage_scan(walpath, out->cut_segment, out->cut_offset,
                                   out->before.checkpoint_lsn, &out->beyond))) {
       tg__say(msg, len, "%s: cannot read the segments: %s; nothing was changed", waldir,
               tg_strerror(rc));
@@ -215,7 +217,9 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
       goto cleanup;
     }
   }
-  if (out->cut != TG_REPAIR_CUT_NONE && (rc = apply_cut(waldir, out, msg, len))) goto cleanup;
+  if (out->cut != TG_REPAIR_CUT_NONE &&
+      (rc = apply_cut(wfd, walpath, waldir, out, msg, len)))
+    goto cleanup;
 
   tg_store_config c = repair_config(cfg, out->before.end.segment_bytes);
   out->segment_bytes = c.wal.segment_bytes;
@@ -249,6 +253,8 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
 cleanup:
   if (s) tg_store_close(s);
   if (lock_fd >= 0) close(lock_fd);
+  if (wfd >= 0) close(wfd);
+  if (dirfd >= 0) close(dirfd);
   free(waldir);
   return rc;
 }

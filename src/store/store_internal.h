@@ -34,7 +34,12 @@ struct tg_store {
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
   int level;                    /* open/close; enum tg_wal_level */
   uint64_t last_lsn;            /* lock; last LSN appended */
-  char *dir;                    /* open/close; data directory */
+  char *dir;                    /* open/close; data directory (its name, for
+                                   messages: files are opened through dir_fd) */
+  int dir_fd;                   /* open/close; the data directory, every entry
+                                   of which is opened relative to it; -1 = none */
+  int wal_fd;                   /* open/close; DIR/wal, a real directory: the
+                                   WAL is given /proc/self/fd/N; -1 = none */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
   MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
   MDB_dbi dbi_tokens, dbi_conns, dbi_meta; /* open/close */
@@ -150,23 +155,59 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
 __attribute__((format(printf, 3, 4)))
 void tg__say(char *msg, size_t len, const char *fmt, ...);
 
-/* 0: dir is a tokengraph data directory; 1: empty, to be made one; or an
-   error with msg set (TG_ENOTTG, TG_EVERSION, -errno). */
-int tg__store_check_identity(const char *dir, char *msg, size_t len);
+/*
+ * Entries of the data directory are input: opened only relative to the
+ * directory's descriptor, never through a symbolic link, never blocking on
+ * a FIFO, and refused at once when they are not what belongs there (durable.c;
+ * docs/data-layout.md, "Opening the directory"). `dir` names the directory
+ * in messages only.
+ */
+
+/* Open regular file `name` of the directory open as dirfd: O_NOFOLLOW (a
+   link there is refused, not followed), O_NONBLOCK (a FIFO cannot block the
+   open; cleared again on the regular file), then fstat. flags: O_RDONLY or
+   O_RDWR, with O_CREAT (mode 0600) and O_EXCL as wanted. Returns the
+   descriptor; -ENOENT with no message when it is missing and O_CREAT was
+   not given; TG_ENOTTG naming it and what it is when it is a link, a
+   directory, a FIFO or another non-regular file; else -errno with msg. */
+int tg__dir_open_file(int dirfd, const char *dir, const char *name, int flags, char *msg,
+                      size_t len);
+
+/* Open directory `name` of dirfd as a real directory (O_DIRECTORY |
+   O_NOFOLLOW): a link there is refused, and nothing is ever created or
+   deleted through one. create: make it (0700) when missing and make its
+   entry durable (fsync of dirfd). Returns the descriptor; -ENOENT with no
+   message when missing and !create; TG_ENOTTG naming it when it is a link
+   or not a directory; else -errno with msg. */
+int tg__dir_open_subdir(int dirfd, const char *dir, const char *name, int create,
+                        char *msg, size_t len);
+
+/* Open the data directory `dir` itself (a path the caller chose; a link
+   there is the caller's own and is followed): its descriptor, or -errno /
+   -ENOTDIR with msg. */
+int tg__store_open_dirfd(const char *dir, char *msg, size_t len);
+
+/* 0: the directory open as dirfd (named dir) is a tokengraph data
+   directory; 1: empty, to be made one; or an error with msg set
+   (TG_ENOTTG, TG_EVERSION, -errno). */
+int tg__store_check_identity(int dirfd, const char *dir, char *msg, size_t len);
 
 /* Take DIR/LOCK (flock, exclusive, non-blocking): the one lock of a data
    directory. create: make the file when missing (an open, a repair);
    otherwise (a reader, which must not write) a LOCK that is missing or
-   cannot be opened leaves *fd_out -1 and returns 0. Errors: TG_ELOCKED
-   (held elsewhere), -errno. */
-int tg__store_lock_dir(const char *dir, int create, int *fd_out, char *msg, size_t len);
+   cannot be read leaves *fd_out -1 and returns 0. A LOCK that is a link or
+   not a regular file is refused either way (TG_ENOTTG). Errors:
+   TG_ELOCKED (held elsewhere), TG_ENOTTG, -errno. */
+int tg__store_lock_dir(int dirfd, const char *dir, int create, int *fd_out, char *msg,
+                       size_t len);
 
 /* Create directory `path` (0700) when missing and fsync its parent;
-   msg says why not (durable.c). */
+   msg says why not (durable.c). For the data directory itself, a path the
+   caller chose; directories inside it go through tg__dir_open_subdir(). */
 int tg__store_make_dir(const char *path, char *msg, size_t len);
 
 /* Open (readonly == 0: create if missing) the checkpoint environment of
-   s->dir, after checking data.mdb page by page, and read its state (LSN
+   the directory open as s->dir_fd, after checking data.mdb page by page, and read its state (LSN
    into s->ckpt_lsn). Read-only with no checkpoint yet (missing, empty, or
    never committed to): s->env stays NULL. TG_ECORRUPT, TG_ENOTTG,
    TG_EVERSION with msg naming the file (checkpoint.c). */
@@ -180,13 +221,21 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len);
    *why set when it does not apply. */
 int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why);
 
-/* tg_store_inspect() for a caller that has checked dir and holds (or has
-   chosen not to take) its lock (inspect.c). */
-int tg__store_inspect_dir(const char *dir, tg_inspect_report *out, tg_progress_cb progress,
-                          void *arg, char *msg, size_t len);
+/* tg_store_inspect() for a caller that has checked dir (open as dirfd,
+   which stays the caller's) and holds (or has chosen not to take) its lock
+   (inspect.c). */
+int tg__store_inspect_dir(int dirfd, const char *dir, tg_inspect_report *out,
+                          tg_progress_cb progress, void *arg, char *msg, size_t len);
 
-/* stat dir and check its identity, for a reader: -ENOENT, -ENOTDIR,
-   TG_ENOTTG (also for an empty directory), TG_EVERSION, with msg set. */
+/* Open dir and check its identity, for a reader: the directory's
+   descriptor (the caller closes it), or -ENOENT, -ENOTDIR, TG_ENOTTG (also
+   for an empty directory), TG_EVERSION, with msg set. */
 int tg__store_check_dir(const char *dir, char *msg, size_t len);
+
+/* The path to hand the WAL for directory `name` of dir open as fd:
+   /proc/self/fd/N, which cannot be redirected (common/path.h), or without
+   /proc the joined name, checked as a real directory just before. Into out
+   (n bytes); 0 or -ENAMETOOLONG. */
+int tg__store_wal_path(char *out, size_t n, int fd, const char *dir, const char *name);
 
 #endif /* TG_STORE_INTERNAL_H */
