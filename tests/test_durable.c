@@ -549,6 +549,276 @@ static void test_store_operations_are_traced(void **state) {
   tg_trace_reset();
 }
 
+/* ---- hostile directories -------------------------------------------------- */
+
+/* What is outside the data directory, to be proved untouched: every entry
+   under root (links not followed) with its type, size and an FNV-1a hash of
+   its bytes, one line each, into a malloc'd string. */
+static char *outside_snapshot(const char *root) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cd '%s' && find . -printf '%%p %%y %%s %%m\\n' | sort", root);
+  FILE *f = popen(cmd, "r");
+  assert_non_null(f);
+  size_t cap = 1 << 16, n = 0;
+  char *out = malloc(cap), line[1024];
+  assert_non_null(out);
+  out[0] = '\0';
+  while (fgets(line, sizeof line, f)) {
+    char path[900], type = 0;
+    uint64_t h = 1469598103934665603ull;
+    if (sscanf(line, "%899s %c", path, &type) == 2 && type == 'f') {
+      char full[1200];
+      snprintf(full, sizeof full, "%s/%s", root, path);
+      size_t len = 0;
+      unsigned char *b = (unsigned char *)tgt_read_file(full, &len);
+      for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 1099511628211ull;
+      free(b);
+    }
+    int w = snprintf(out + n, cap - n, "%.*s %016llx\n", (int)strcspn(line, "\n"), line,
+                     (unsigned long long)h);
+    assert_true(w > 0 && (size_t)w < cap - n);
+    n += (size_t)w;
+  }
+  pclose(f);
+  return out;
+}
+
+/* How a hostile entry is planted. */
+enum plant {
+  PLANT_LINK_FILE,    /* a symbolic link to an outside file with bytes */
+  PLANT_LINK_EMPTY,   /* to an empty outside file (LMDB would grow it) */
+  PLANT_LINK_NOWHERE, /* to an outside name that does not exist (O_CREAT
+                         through it would create it) */
+  PLANT_LINK_DIR,     /* to an outside directory */
+  PLANT_FIFO,         /* a FIFO (an open for reading would block) */
+  PLANT_WRONG_TYPE,   /* a directory where a file belongs, a file where a
+                         directory belongs */
+  PLANTS
+};
+static const char *const plant_name[] = {"link to a file", "link to an empty file",
+                                         "dangling link", "link to a directory", "FIFO",
+                                         "wrong type"};
+
+/* Replace entry `name` of dir with a hostile one pointing into out. */
+static void plant(const char *dir, const char *name, int is_dir, enum plant how,
+                  const char *out) {
+  char p[512], t[512];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  tgt_rmtree(p); /* a missing entry is fine: TOKENGRAPH.tmp is one */
+  switch (how) {
+  case PLANT_LINK_FILE: snprintf(t, sizeof t, "%s/victim", out); break;
+  case PLANT_LINK_EMPTY: snprintf(t, sizeof t, "%s/empty", out); break;
+  case PLANT_LINK_NOWHERE: snprintf(t, sizeof t, "%s/created", out); break;
+  case PLANT_LINK_DIR: snprintf(t, sizeof t, "%s/vdir", out); break;
+  case PLANT_FIFO: assert_int_equal(mkfifo(p, 0600), 0); return;
+  default:
+    if (is_dir) tgt_write_file(p, "not a directory\n");
+    else assert_int_equal(mkdir(p, 0700), 0);
+    return;
+  }
+  assert_int_equal(symlink(t, p), 0);
+}
+
+enum hostile_op { OP_OPEN, OP_INSPECT, OP_REPAIR, OP_REPAIR_FORCE, OPS };
+static const char *const op_name[] = {"open", "inspect", "repair", "repair --force"};
+
+/* What one operation said, sent from the child. */
+typedef struct hostile_result {
+  int rc;
+  int clean;     /* inspect: the log ends clean and every record applies */
+  char msg[512];
+} hostile_result;
+
+/* Run op on dir in a forked child, so that a hang is a failed test (the
+   child is killed at the patience deadline), not a hung one. */
+static hostile_result run_hostile_op(const char *dir, enum hostile_op op) {
+  tgt_child c = tgt_fork_piped();
+  hostile_result r;
+  memset(&r, 0, sizeof r);
+  if (c.pid == 0) {
+    tg_store_config cfg = config(TG_BALANCED);
+    cfg.crash_dump = 0;
+    if (op == OP_OPEN) {
+      tg_store *s = NULL;
+      r.rc = tg_store_open_msg(&s, dir, &cfg, r.msg, sizeof r.msg);
+      if (!r.rc) r.rc = tg_store_close(s);
+    } else if (op == OP_INSPECT) {
+      tg_inspect_report rep;
+      r.rc = tg_store_inspect(dir, &rep, NULL, NULL, r.msg, sizeof r.msg);
+      r.clean = !r.rc && rep.end.reason == TG_WAL_END_CLEAN && !rep.apply_failed_lsn;
+      if (!r.rc && !r.clean)
+        snprintf(r.msg, sizeof r.msg, "%s at %s", rep.end.what ? rep.end.what : "not clean",
+                 rep.end.path);
+    } else {
+      tg_repair_report rep;
+      r.rc = tg_store_repair(dir, &cfg, op == OP_REPAIR_FORCE ? TG_REPAIR_FORCE : 0, &rep,
+                             NULL, NULL, r.msg, sizeof r.msg);
+    }
+    ssize_t w = write(c.fd, &r, sizeof r);
+    _exit(w == (ssize_t)sizeof r ? 0 : 3);
+  }
+  size_t got = 0;
+  int ok = tgt_read_full(c.fd, &r, sizeof r, &got);
+  close(c.fd);
+  int st = tgt_wait_child(c.pid);
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !ok)
+    fail_msg("%s of %s: the child died (status %#x)", op_name[op], dir, st);
+  r.msg[sizeof r.msg - 1] = '\0';
+  return r;
+}
+
+/*
+ * Every entry of a data directory, replaced by a link out of it (to a file,
+ * an empty file, a name that does not exist, a directory), a FIFO, or an
+ * entry of the wrong type: the open, tg_store_inspect() and
+ * tg_store_repair() each end (none blocks), refuse it with a message that
+ * names it (or, inspect, report the log unclean; the ring, which only the
+ * open drains, and a segment are reported that way), and nothing outside
+ * the directory changes or appears. TOKENGRAPH.tmp is a leftover temporary
+ * that only a first open writes (and then removes whatever is there): an
+ * existing store ignores it.
+ */
+static void test_hostile_entries_are_refused_and_nothing_outside_changes(void **state) {
+  (void)state;
+  char tmpl[256], out[256], dir[256];
+  snprintf(tmpl, sizeof tmpl, "%s/template", tgt_root);
+  snprintf(out, sizeof out, "%s/outside", tgt_root);
+  snprintf(dir, sizeof dir, "%s/case", tgt_root);
+  /* Two segments, a checkpoint (data.mdb, lock.mdb) and the ring. */
+  tg_store_config cfg = config(TG_BALANCED);
+  cfg.wal.segment_bytes = TGT_SEG_BYTES;
+  tg_store *s = tgt_open(tmpl, &cfg);
+  for (uint32_t i = 0; i < 600; i++) mk(s, (float)i, i);
+  assert_int_equal(tg_checkpoint(s), 0);
+  for (uint32_t i = 0; i < 1200; i++) mk(s, (float)i, i);
+  assert_int_equal(tg_store_close(s), 0);
+  char seg[64] = "";
+  {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "ls '%s/wal' | grep '\\.wal$' | tail -1", tmpl);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(seg, sizeof seg, f));
+    pclose(f);
+    seg[strcspn(seg, "\n")] = '\0';
+  }
+  char segname[80];
+  snprintf(segname, sizeof segname, "wal/%s", seg);
+
+  assert_int_equal(mkdir(out, 0700), 0);
+  char p[400];
+  snprintf(p, sizeof p, "%s/victim", out);
+  tgt_write_file(p, "bytes that belong to someone else\n");
+  snprintf(p, sizeof p, "%s/empty", out);
+  tgt_write_file(p, "");
+  snprintf(p, sizeof p, "%s/vdir", out);
+  assert_int_equal(mkdir(p, 0700), 0);
+  snprintf(p, sizeof p, "%s/vdir/keep", out);
+  tgt_write_file(p, "kept\n");
+  char *before = outside_snapshot(out);
+
+  const struct {
+    const char *name;
+    int is_dir;
+  } entries[] = {{"TOKENGRAPH", 0},           {"TOKENGRAPH.tmp", 0},
+                 {"LOCK", 0},                 {"wal", 1},
+                 {"checkpoint", 1},           {"checkpoint/data.mdb", 0},
+                 {"checkpoint/lock.mdb", 0},  {segname, 0},
+                 {"wal/ring", 0}};
+  int cases = 0;
+  for (size_t e = 0; e < sizeof entries / sizeof entries[0]; e++) {
+    for (int how = 0; how < PLANTS; how++) {
+      char cmd[600];
+      tgt_rmtree(dir);
+      snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", tmpl, dir);
+      assert_int_equal(system(cmd), 0);
+      plant(dir, entries[e].name, entries[e].is_dir, (enum plant)how, out);
+      int leftover = !strcmp(entries[e].name, "TOKENGRAPH.tmp");
+      const char *base = strrchr(entries[e].name, '/');
+      base = base ? base + 1 : entries[e].name;
+      static const enum hostile_op order[] = {OP_INSPECT, OP_REPAIR, OP_OPEN,
+                                              OP_REPAIR_FORCE};
+      for (size_t o = 0; o < OPS; o++) {
+        enum hostile_op op = order[o];
+        hostile_result r = run_hostile_op(dir, op);
+        char *now = outside_snapshot(out);
+        if (strcmp(before, now))
+          fail_msg("%s as %s: %s changed the outside:\n%s\nwas:\n%s", entries[e].name,
+                   plant_name[how], op_name[op], now, before);
+        free(now);
+        if (op == OP_REPAIR_FORCE || leftover) continue; /* may succeed */
+        int refused = r.rc != 0 || (op == OP_INSPECT && !r.clean);
+        if (!refused)
+          fail_msg("%s as %s: %s succeeded", entries[e].name, plant_name[how], op_name[op]);
+        if (!strstr(r.msg, base))
+          fail_msg("%s as %s: %s said '%s' (%s), which does not name it", entries[e].name,
+                   plant_name[how], op_name[op], r.msg, tg_err_name(r.rc));
+        cases++;
+      }
+    }
+  }
+  assert_int_equal(cases, 8 * PLANTS * 3);
+  /* The one open that writes TOKENGRAPH.tmp, the first: whatever stands
+     there is removed, never written through. */
+  for (int how = 0; how < PLANTS; how++) {
+    tgt_rmtree(dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    plant(dir, "TOKENGRAPH.tmp", 0, (enum plant)how, out);
+    hostile_result r = run_hostile_op(dir, OP_OPEN);
+    if (r.rc && !strstr(r.msg, "TOKENGRAPH"))
+      fail_msg("first open over a TOKENGRAPH.tmp %s: %s (%s)", plant_name[how],
+               tg_err_name(r.rc), r.msg);
+    char *now = outside_snapshot(out);
+    if (strcmp(before, now))
+      fail_msg("first open over a TOKENGRAPH.tmp %s changed the outside", plant_name[how]);
+    free(now);
+  }
+  free(before);
+}
+
+/* Segment names are parsed within bounds: a name of 30 digits, or of 20
+   digits past the largest LSN, is no segment and is left alone; a segment
+   named with the largest LSN is refused as corrupt. None of them makes the
+   log open, read or grow anything else. */
+static void test_segment_names_with_huge_numbers_are_ignored_or_refused(void **state) {
+  (void)state;
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
+  for (uint32_t i = 0; i < 10; i++) mk(s, (float)i, i);
+  assert_int_equal(tg_store_close(s), 0);
+  const char *ignored[] = {"000000000000000000000000000001.wal",
+                           "99999999999999999999.wal", "184467440737095516160.wal"};
+  char p[400];
+  for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+    snprintf(p, sizeof p, "%s/wal/%s", tgt_root, ignored[i]);
+    tgt_write_file(p, "not a segment\n");
+  }
+  tg_store_config cfg = config(TG_BALANCED);
+  cfg.crash_dump = 0;
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&s, tgt_root, &cfg, msg, sizeof msg), 0);
+  assert_int_equal(tgt_stats(s).live_tokens, 10);
+  assert_int_equal(tg_store_close(s), 0);
+  tg_inspect_report rep;
+  assert_int_equal(tg_store_inspect(tgt_root, &rep, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(rep.end.reason, TG_WAL_END_CLEAN);
+  for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+    snprintf(p, sizeof p, "%s/wal/%s", tgt_root, ignored[i]);
+    assert_int_equal(tgt_file_size(p), 14); /* untouched */
+  }
+  /* UINT64_MAX itself parses: a segment that claims it is no segment of
+     this log, and the log after it would overflow. */
+  snprintf(p, sizeof p, "%s/wal/18446744073709551615.wal", tgt_root);
+  tgt_write_file(p, "not a segment\n");
+  msg[0] = '\0';
+  int rc = tg_store_open_msg(&s, tgt_root, &cfg, msg, sizeof msg);
+  if (rc == 0) fail_msg("a segment named 18446744073709551615.wal was accepted");
+  if (!strstr(msg, "18446744073709551615"))
+    fail_msg("open: '%s' (%s) does not name the segment", msg, tg_err_name(rc));
+  assert_int_equal(tgt_file_size(p), 14);
+  assert_int_equal(tg_store_inspect(tgt_root, &rep, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_not_equal(rep.end.reason, TG_WAL_END_CLEAN);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     TGT_TEST(test_reopen_replays_every_mutation_exactly),
@@ -561,6 +831,8 @@ int main(void) {
     TGT_TEST(test_newer_format_is_refused),
     TGT_TEST(test_a_file_instead_of_a_directory_is_refused),
     TGT_TEST(test_a_checkpoint_that_is_not_ours_is_refused),
+    TGT_TEST(test_hostile_entries_are_refused_and_nothing_outside_changes),
+    TGT_TEST(test_segment_names_with_huge_numbers_are_ignored_or_refused),
     TGT_TEST(test_full_disk_fails_the_store_and_loses_nothing_durable),
     TGT_TEST(test_strict_acknowledged_tokens_survive_sigkill),
     TGT_TEST(test_strict_threads_share_fdatasyncs),

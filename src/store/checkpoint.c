@@ -275,7 +275,11 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   int existed = rc == 0;
   rc = 0;
   if (readonly && !existed) goto cleanup;
-  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
+  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written, nor
+     opened; but a lock.mdb the open would refuse is refused here too, so
+     that tg-replay and the store reach the same verdict. */
+  if (readonly && (rc = tg__dir_check_regular(cfd, cdir, "lock.mdb", msg, len)))
+    goto cleanup;
   if (!readonly) {
     lfd = tg__dir_open_file(cfd, cdir, "lock.mdb", O_RDWR | O_CREAT, msg, len);
     if (lfd < 0 || fstat(lfd, &lst)) {

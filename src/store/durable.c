@@ -62,7 +62,7 @@ static const char *kind_of(mode_t m) {
 /* The refusal of `name`, which is `what` where `want` belongs. */
 static int refuse(const char *dir, const char *name, const char *what, const char *want,
                   char *msg, size_t len) {
-  tg__say(msg, len, "%s/%s is %s, not %s: refused, never followed or opened "
+  tg__say(msg, len, "%s/%s is %s, not %s: refused, not followed and not read "
           "(nothing was changed)", dir, name, what, want);
   return TG_ENOTTG;
 }
@@ -96,6 +96,19 @@ int tg__dir_open_file(int dirfd, const char *dir, const char *name, int flags, c
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   return fd;
+}
+
+int tg__dir_check_regular(int dirfd, const char *dir, const char *name, char *msg,
+                          size_t len) {
+  struct stat st;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+    if (errno == ENOENT) return 0;
+    int rc = -errno;
+    tg__say(msg, len, "%s/%s: %s", dir, name, strerror(errno));
+    return rc;
+  }
+  return S_ISREG(st.st_mode) ? 0 : refuse(dir, name, kind_of(st.st_mode), "a regular file",
+                                          msg, len);
 }
 
 int tg__dir_open_subdir(int dirfd, const char *dir, const char *name, int create,
@@ -532,6 +545,9 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
     rc = s->wal_fd;
     goto out;
   }
+  /* The WAL refuses a ring that is not a regular file too, but says only
+     "cannot open the log": this names it, as tg_store_inspect() does. */
+  if ((rc = tg__dir_check_regular(s->wal_fd, waldir, TG__WAL_RING_NAME, msg, len))) goto out;
   if ((rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, dir, "wal"))) goto out;
   tg__wal_store_opts wo = {
       .start_lsn = s->ckpt_lsn + 1,

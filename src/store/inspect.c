@@ -133,6 +133,9 @@ int tg__store_inspect_dir(int dirfd, const char *dir, tg_inspect_report *out,
     rc = wfd;
     goto out;
   }
+  /* The ring is drained by the open, not read here: it is only held to
+     what the open accepts. */
+  if ((rc = tg__dir_check_regular(wfd, waldir, TG__WAL_RING_NAME, msg, len))) goto out;
   if ((rc = tg__store_wal_path(walpath, sizeof walpath, wfd, dir, "wal"))) goto out;
   if ((rc = tg_wal_reader_open(&r, walpath, from))) {
     tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));

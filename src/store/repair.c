@@ -204,8 +204,10 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
   if (out->cut == TG_REPAIR_CUT_CORRUPT) {
     if ((rc = tg_wal_salvage_scan(walpath, out->cut_segment, out->cut_offset,
                                   out->before.checkpoint_lsn, &out->beyond))) {
-      tg__say(msg, len, "%s: cannot read the segments: %s; nothing was changed", waldir,
-              tg_strerror(rc));
+      char name[NAME_MAX_LEN];
+      tg_wal_segment_name(out->cut_segment, name, sizeof name);
+      tg__say(msg, len, "%s: cannot read the segments from %s on: %s; nothing was changed",
+              waldir, name, tg_strerror(rc));
       goto cleanup;
     }
     if (!(flags & TG_REPAIR_FORCE)) {

@@ -173,6 +173,13 @@ void tg__say(char *msg, size_t len, const char *fmt, ...);
 int tg__dir_open_file(int dirfd, const char *dir, const char *name, int flags, char *msg,
                       size_t len);
 
+/* For a reader that does not open `name` itself but must reach the
+   verdict of one that would: 0 when `name` of dirfd is missing or a
+   regular file, else TG_ENOTTG as tg__dir_open_file() says it (lstat only:
+   nothing is opened). */
+int tg__dir_check_regular(int dirfd, const char *dir, const char *name, char *msg,
+                          size_t len);
+
 /* Open directory `name` of dirfd as a real directory (O_DIRECTORY |
    O_NOFOLLOW): a link there is refused, and nothing is ever created or
    deleted through one. create: make it (0700) when missing and make its

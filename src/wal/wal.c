@@ -274,7 +274,7 @@ enum {
 #define RING_MAGIC "TGWALRNG"
 #define RING_VERSION 1u
 #define RING_HDR 4096u   /* one page: the slots start page-aligned */
-#define RING_NAME "ring"
+#define RING_NAME TG__WAL_RING_NAME
 #define RING_OPEN 1u     /* in use, or its process died */
 #define RING_CLOSED 2u   /* closed cleanly: everything in it is in the log */
 /* Twice the largest payload: a record always fits once the region is empty,

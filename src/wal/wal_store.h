@@ -43,6 +43,11 @@ typedef struct tg__wal_store_opts {
   void *hook_arg;                  /* passed to every hook */
 } tg__wal_store_opts;
 
+/* The file in the WAL directory that holds the ring of published records
+   (wal.c): a reader of the directory that does not drain it checks only
+   that it is what the open would accept. */
+#define TG__WAL_RING_NAME "ring"
+
 /* 0 if cfg is within the TG_WAL_* limits of tokengraph/wal.h (what
    tg_wal_open() checks), else TG_EINVAL. The INI loader's [wal] table uses
    the same macros; a test holds the two to the same answers. */
