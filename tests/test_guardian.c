@@ -337,8 +337,9 @@ static void test_config_file_accepts_what_the_api_accepts(void **state) {
 }
 
 /* Integer limits are compared as integers: one past max_memory_bytes'
-   2^62 rounds to 2^62 as a double, and the API refuses it (found by
-   tests/fuzz/fuzz_config.c). */
+   2^62 rounds to 2^62 as a double and passed the range check, to be
+   refused only by the whole-config check, which named line 0 and another
+   key. It is refused on its own line, as the API refuses it. */
 static void test_config_refuses_one_past_an_integer_limit_the_api_refuses(void **state) {
   (void)state;
   expect_error("[guardian]\nmax_memory_bytes = 4611686018427387905\n",
