@@ -11,6 +11,7 @@
  * one flags byte) and corpus/config/NAME.
  */
 #include <dirent.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -173,6 +174,34 @@ static void some_changes(tg_store *s, int n) {
   }
 }
 
+/* Zero the last 8 bytes of data in the newest segment of dir/wal. */
+static void tear_last_segment(const char *dir) {
+  char wal[256], best[256] = "", path[512];
+  snprintf(wal, sizeof wal, "%s/wal", dir);
+  DIR *d = opendir(wal);
+  if (!d) abort();
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strlen(e->d_name) == 24 && !strcmp(e->d_name + 20, ".wal") && strcmp(e->d_name, best) > 0)
+      snprintf(best, sizeof best, "%s", e->d_name);
+  closedir(d);
+  snprintf(path, sizeof path, "%s/%s", wal, best);
+  int fd = open(path, O_RDWR);
+  if (!best[0] || fd < 0) abort();
+  uint8_t b[4096];
+  off_t last = -1, off = 0;
+  ssize_t n;
+  while ((n = pread(fd, b, sizeof b, off)) > 0) {
+    for (ssize_t i = 0; i < n; i++)
+      if (b[i]) last = off + i;
+    off += n;
+  }
+  if (last < 8) abort();
+  static const uint8_t zero[8];
+  if (pwrite(fd, zero, 8, last - 7) != 8) abort();
+  close(fd);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: fuzz_seed CORPUS_DIR\n");
@@ -188,10 +217,10 @@ int main(int argc, char **argv) {
   tg_store_close(s);
   seed_dir(out, "empty-store", d, 0);
 
-  /* Segments of 4 KiB: 40 records switch a few times. */
+  /* Segments of 4 KiB: 150 records switch a few times. */
   snprintf(d, sizeof d, "%s/segments", fz_base());
   s = open_small(d);
-  some_changes(s, 24);
+  some_changes(s, 60);
   tg_store_close(s);
   seed_dir(out, "three-segments", d, 1 /* --json */);
 
@@ -202,6 +231,28 @@ int main(int argc, char **argv) {
   some_changes(s, 9);
   tg_store_close(s);
   seed_dir(out, "checkpoint-and-log", d, 4 /* dump --from */);
+
+  /* A process killed after its changes, without close: what the ring
+     holds is appended at the next open (same boot). */
+  snprintf(d, sizeof d, "%s/killed", fz_base());
+  pid_t pid = fork();
+  if (pid < 0) abort();
+  if (pid == 0) {
+    s = open_small(d);
+    some_changes(s, 15);
+    _exit(0);
+  }
+  int status;
+  if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) abort();
+  seed_dir(out, "killed-without-close", d, 2 /* --force-truncate-at-corruption */);
+
+  /* A torn tail: the last bytes of the newest segment's data zeroed. */
+  snprintf(d, sizeof d, "%s/torn", fz_base());
+  s = open_small(d);
+  some_changes(s, 10);
+  tg_store_close(s);
+  tear_last_segment(d);
+  seed_dir(out, "torn-tail", d, 0);
 
   /* The configuration: every key, as docs/configuration.md lists them. */
   static const char all_keys[] =
