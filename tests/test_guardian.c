@@ -372,6 +372,25 @@ static void test_config_accepts_any_checkpoint_bytes_as_the_api_does(void **stat
                "2: key 'checkpoint_bytes': '18446744073709551616' is not a non-negative integer");
 }
 
+/* A subnormal fraction is a value the API takes, so a file takes it too
+   (strtod() says ERANGE for it); one that underflows to zero is refused.
+   Found by tests/fuzz/fuzz_config.c. */
+static void test_config_accepts_a_subnormal_fraction_as_the_api_does(void **state) {
+  (void)state;
+  write_ini("[guardian]\ncleanup_margin = 8.2890460584588558e-309\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.guardian.cleanup_margin == 8.2890460584588558e-309);
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), 0);
+  tg_store_close(s);
+  unlink(path);
+  expect_error("[guardian]\ncleanup_margin = 1e-400\n",
+               "2: key 'cleanup_margin': '1e-400' is not a number");
+}
+
 /* A line longer than the parser's buffer is refused, never split: the tail
    of a long comment must not be read as a key. */
 static void test_config_refuses_a_line_longer_than_the_parser_reads(void **state) {
@@ -509,6 +528,7 @@ int main(void) {
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),
     cmocka_unit_test(test_config_refuses_one_past_an_integer_limit_the_api_refuses),
     cmocka_unit_test(test_config_accepts_any_checkpoint_bytes_as_the_api_does),
+    cmocka_unit_test(test_config_accepts_a_subnormal_fraction_as_the_api_does),
     cmocka_unit_test(test_config_refuses_a_line_longer_than_the_parser_reads),
     cmocka_unit_test(test_config_path_that_is_not_a_file_is_refused),
     cmocka_unit_test(test_config_loads_wal_keys),

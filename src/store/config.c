@@ -200,7 +200,10 @@ static int handler(void *user, const char *section, const char *name,
     char *end;
     errno = 0;
     double d = strtod(value, &end);
-    if (errno || end == value || *end || !isfinite(d)) {
+    /* ERANGE with a non-zero result is a subnormal, a value the API takes
+       as it is; with zero it underflowed and is refused. */
+    int range_ok = errno == ERANGE && d != 0.0;
+    if ((errno && !range_ok) || end == value || *end || !isfinite(d)) {
       fail(c, "%s:%d: key '%s': '%s' is not a number", c->path, c->line, name,
            value);
       return 0;
