@@ -8,7 +8,7 @@
  *   fuzz_seed tests/fuzz/corpus
  *
  * writes corpus/datadir/NAME, corpus/replay/NAME (the same directory after
- * one flags byte) and corpus/config/NAME.
+ * each one's flags byte) and corpus/config/NAME.
  */
 #include <dirent.h>
 #include <sys/wait.h>
@@ -127,11 +127,15 @@ static void write_seed(const char *out, const char *target, const char *name, ui
   printf("%s: %zu bytes\n", path, n + (with_prefix ? 1 : 0));
 }
 
+/* The flags byte of both targets: FZ_FIX_CRC, so that mutations of the
+   records reach replay, and for fuzz_replay its options. */
 static void seed_dir(const char *out, const char *name, const char *dir, uint8_t replay_flags) {
   buf b = {0};
   pack_dir(&b, dir, "");
-  write_seed(out, "datadir", name, 0, 0, b.p, b.n);
-  write_seed(out, "replay", name, replay_flags, 1, b.p, b.n);
+  /* The torn tail stays torn: its frame keeps its bad CRC. */
+  uint8_t fix = strcmp(name, "torn-tail") ? FZ_FIX_CRC : 0;
+  write_seed(out, "datadir", name, fix, 1, b.p, b.n);
+  write_seed(out, "replay", name, (uint8_t)(replay_flags | fix), 1, b.p, b.n);
   free(b.p);
 }
 
@@ -222,7 +226,7 @@ int main(int argc, char **argv) {
   s = open_small(d);
   some_changes(s, 60);
   tg_store_close(s);
-  seed_dir(out, "three-segments", d, 1 /* --json */);
+  seed_dir(out, "three-segments", d, 2 /* --json */);
 
   snprintf(d, sizeof d, "%s/checkpoint", fz_base());
   s = open_small(d);
@@ -230,7 +234,7 @@ int main(int argc, char **argv) {
   if (tg_checkpoint(s)) abort();
   some_changes(s, 9);
   tg_store_close(s);
-  seed_dir(out, "checkpoint-and-log", d, 4 /* dump --from */);
+  seed_dir(out, "checkpoint-and-log", d, 8 /* dump --from */);
 
   /* A process killed after its changes, without close: what the ring
      holds is appended at the next open (same boot). */
@@ -244,7 +248,7 @@ int main(int argc, char **argv) {
   }
   int status;
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) abort();
-  seed_dir(out, "killed-without-close", d, 2 /* --force-truncate-at-corruption */);
+  seed_dir(out, "killed-without-close", d, 4 /* --force-truncate-at-corruption */);
 
   /* A torn tail: the last bytes of the newest segment's data zeroed. */
   snprintf(d, sizeof d, "%s/torn", fz_base());
