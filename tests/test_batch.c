@@ -635,6 +635,57 @@ static void test_malformed_batch_records_are_refused(void **state) {
   assert_int_equal(tg_record_batch_next(&notbatch, &pos, &rec), TG_EINVAL);
 }
 
+/* tg-replay dump shows a batch as one record with its entries in order,
+   and verify replays it. */
+static void test_replay_tool_dumps_a_batch_with_its_entries(void **state) {
+  (void)state;
+  tg_store *s = open_level(TG_RELAXED);
+  uint32_t x = mk(s, 1);
+  tg_batch *b;
+  uint32_t n, c;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  assert_int_equal(tg_batch_token_create(b, NULL, &n), 0);
+  tg_connection e;
+  memset(&e, 0, sizeof e);
+  e.from = x;
+  e.to = n;
+  assert_int_equal(tg_batch_connect(b, &e, &c), 0);
+  assert_int_equal(tg_batch_token_delete(b, x), 0);
+  assert_int_equal(tg_batch_commit(b), 0);
+  e.from = e.to = n;
+  uint32_t c2 = tgt_connect(s, &e);
+  tg_connection u;
+  assert_int_equal(tg_connection_get(s, c2, &u), 0);
+  u.weight = 3.0f;
+  assert_int_equal(tg_connection_update(s, &u), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  const char *text[] = {"dump", tgt_data, NULL};
+  tgt_run_out r = tgt_run(TG_REPLAY_BIN, text, NULL, tgt_root);
+  assert_int_equal(r.status, 0);
+  char want[256];
+  snprintf(want, sizeof want, "LSN 2 BATCH entries=3\n  [0] TOKEN_PUT id=%u ", n);
+  if (!strstr(r.out, want)) fail_msg("no '%s' in:\n%s", want, r.out);
+  snprintf(want, sizeof want, "\n  [1] CONN_PUT id=%u from=%u to=%u ", c, x, n);
+  assert_non_null(strstr(r.out, want));
+  snprintf(want, sizeof want, "\n  [2] TOKEN_DEL id=%u\n", x);
+  assert_non_null(strstr(r.out, want));
+  assert_non_null(strstr(r.out, "LSN 4 CONN_UPDATE id="));
+  assert_non_null(strstr(r.out, " weight=3 "));
+  tgt_run_free(&r);
+  const char *json[] = {"dump", "--json", tgt_data, NULL};
+  r = tgt_run(TG_REPLAY_BIN, json, NULL, tgt_root);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "{\"lsn\":2,\"type\":\"BATCH\","));
+  assert_non_null(strstr(r.out, "\"entries\":[{\"type\":\"TOKEN_PUT\",\"token\":{"));
+  snprintf(want, sizeof want, "},{\"type\":\"TOKEN_DEL\",\"id\":%u}]}\n", x);
+  assert_non_null(strstr(r.out, want));
+  tgt_run_free(&r);
+  const char *verify[] = {"verify", tgt_data, NULL};
+  r = tgt_run(TG_REPLAY_BIN, verify, NULL, tgt_root);
+  assert_int_equal(r.status, 0);
+  tgt_run_free(&r);
+}
+
 /* ---- tg_connection_update ----------------------------------------------- */
 
 static void test_connection_update_changes_the_six_fields_and_is_replayed(void **state) {
@@ -816,6 +867,7 @@ int main(void) {
       TGT_TEST(test_large_batches_cross_segments_whole),
       TGT_TEST(test_a_batch_torn_at_any_byte_is_a_torn_tail),
       TGT_TEST(test_malformed_batch_records_are_refused),
+      TGT_TEST(test_replay_tool_dumps_a_batch_with_its_entries),
       TGT_TEST(test_connection_update_changes_the_six_fields_and_is_replayed),
       TGT_TEST(test_connection_update_refuses_other_endpoints_and_missing_ids),
       TGT_TEST(test_last_lsn_is_the_calling_threads_own),
