@@ -3,8 +3,8 @@
  * segments with any names, checkpoint bytes, the ring, links, FIFOs; the
  * first byte's bit 0 gives the segments valid CRCs),
  * inspected as tg-replay does (tg_store_inspect()), then opened as a store
- * with small sizes, changed a little, checkpointed, closed, and opened
- * again.
+ * with small sizes, changed a little (single changes, a batch, a
+ * connection update), checkpointed, closed, and opened again.
  *
  * What must hold, whatever the bytes:
  *  - no crash, hang (libFuzzer's -timeout), sanitizer report or leak;
@@ -118,6 +118,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   (void)tg_connect(s, &cn, &c2);
   if ((rc = tg_token_delete(s, b))) fail("token delete", rc, NULL);
   if (a != 2) (void)tg_token_delete(s, 2); /* may be absent */
+  /* A batch (one record) and a connection update. */
+  tg_batch *bt = NULL;
+  uint32_t x, y, z, cx;
+  if ((rc = tg_batch_begin(s, &bt))) fail("batch begin", rc, NULL);
+  if ((rc = tg_batch_token_create(bt, &t, &x)) || (rc = tg_batch_token_create(bt, &t, &y)) ||
+      (rc = tg_batch_token_create(bt, &t, &z)))
+    fail("batch create", rc, NULL);
+  cn.from = x;
+  cn.to = y;
+  if ((rc = tg_batch_connect(bt, &cn, &cx))) fail("batch connect", rc, NULL);
+  if ((rc = tg_batch_token_delete(bt, z))) fail("batch delete", rc, NULL);
+  if ((rc = tg_batch_commit(bt))) fail("batch commit", rc, NULL);
+  if ((rc = tg_connection_get(s, cx, &cn))) fail("connection get", rc, NULL);
+  cn.weight = 2.0f;
+  if ((rc = tg_connection_update(s, &cn))) fail("connection update", rc, NULL);
   if ((rc = tg_checkpoint(s))) fail("checkpoint", rc, NULL);
   if ((rc = tg_token_create(s, &t, &b))) fail("token create after checkpoint", rc, NULL);
   if ((rc = tg_store_stats_get(s, &st))) fail("stats", rc, NULL);

@@ -206,6 +206,29 @@ static void tear_last_segment(const char *dir) {
   close(fd);
 }
 
+/* A batch: two tokens, a connection between them, an update; and a
+   connection update. */
+static void one_batch(tg_store *s) {
+  tg_batch *b = NULL;
+  tg_token t;
+  memset(&t, 0, sizeof t);
+  uint32_t x, y, c;
+  if (tg_batch_begin(s, &b) || tg_batch_token_create(b, &t, &x) ||
+      tg_batch_token_create(b, &t, &y))
+    abort();
+  tg_connection cn;
+  memset(&cn, 0, sizeof cn);
+  cn.from = x;
+  cn.to = y;
+  if (tg_batch_connect(b, &cn, &c)) abort();
+  t.id = x;
+  t.weight = 3.0f;
+  if (tg_batch_token_update(b, &t) || tg_batch_commit(b)) abort();
+  if (tg_connection_get(s, c, &cn)) abort();
+  cn.confidence = 0.5f;
+  if (tg_connection_update(s, &cn)) abort();
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: fuzz_seed CORPUS_DIR\n");
@@ -233,6 +256,7 @@ int main(int argc, char **argv) {
   some_changes(s, 12);
   if (tg_checkpoint(s)) abort();
   some_changes(s, 9);
+  one_batch(s);
   tg_store_close(s);
   seed_dir(out, "checkpoint-and-log", d, 8 /* dump --from */);
 
