@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -435,6 +436,35 @@ static int replay_verify(const char *d, uint64_t *last) {
   return st;
 }
 
+/* Read the child's verdict: 1 when it came whole. The pipe ends when the
+   child does; a child that has not ended within TGT_PATIENCE_NS (a case
+   takes milliseconds) hangs: it is killed and the test fails, naming the
+   case. */
+static int child_verdict(tgt_child c, verdict *v, const char *what) {
+  size_t have = 0;
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  for (;;) {
+    uint64_t now = tgp_now_ns();
+    if (now > deadline) {
+      kill(c.pid, SIGKILL);
+      while (waitpid(c.pid, NULL, 0) < 0 && errno == EINTR) {
+      }
+      fail_msg("%s: the child hangs (killed it)", what);
+    }
+    struct pollfd p = {c.fd, POLLIN, 0};
+    int pr = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
+    if (pr < 0 && errno != EINTR) fail_msg("poll: %s", strerror(errno));
+    if (pr <= 0) continue;
+    ssize_t r = read(c.fd, (char *)v + have, sizeof *v - have);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail_msg("read: %s", strerror(errno));
+    if (r == 0) break;
+    have += (size_t)r;
+  }
+  close(c.fd);
+  return have == sizeof *v;
+}
+
 /* Run the case already made in `work`: tg-replay on a sample (before the
    open, which cuts a torn tail), then the child. */
 static void check_case(int kind, uint64_t min_k, int erased_end, const char *what) {
@@ -451,10 +481,10 @@ static void check_case(int kind, uint64_t min_k, int erased_end, const char *wha
     _exit(w == (ssize_t)sizeof v ? 0 : 1);
   }
   verdict v;
-  size_t got = 0;
-  int full = tgt_read_full(c.fd, &v, sizeof v, &got);
-  close(c.fd);
-  int st = tgt_wait_child(c.pid);
+  int full = child_verdict(c, &v, what);
+  int st = 0;
+  while (waitpid(c.pid, &st, 0) < 0 && errno == EINTR) {
+  }
   if (WIFSIGNALED(st)) {
     v.outcome = CHILD_FAILED;
     say(&v, "the child died of signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
@@ -637,8 +667,119 @@ static void test_damaged_directories_open_a_correct_prefix_or_are_refused(void *
   assert_true(counts[DELETE_SEGMENT][REFUSED_CORRUPT] > 0);
 }
 
+/* ---- what the sweep found, one case each ------------------------------------ */
+
+/* A STRICT store of n tokens in tgt_data, closed. */
+static void strict_tokens(uint32_t n) {
+  tg_store_config cfg = config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  }
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* The end of record `lsn`'s frame in the log of tgt_data, and its segment. */
+static uint64_t frame_end(uint64_t lsn, uint64_t *segment) {
+  tg_wal_reader *r = NULL;
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, lsn), 0);
+  tg_wal_record rec;
+  assert_int_equal(tg_wal_reader_next(r, &rec), 1);
+  assert_int_equal(rec.lsn, lsn);
+  *segment = rec.segment;
+  uint64_t end = rec.offset + ((16u + rec.len + 7u) & ~7u);
+  tg_wal_reader_close(r);
+  return end;
+}
+
+/* A cut exactly after a frame left a log that read as ending cleanly
+   there: the open lost acknowledged STRICT records and said nothing. The
+   segment is shorter than its preallocation, which only a cut makes. */
+static void test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss(void **state) {
+  (void)state;
+  strict_tokens(10);
+  uint64_t seg, at = frame_end(8, &seg);
+  char path[320];
+  tgt_seg_path(path, sizeof path, seg, "");
+  assert_int_equal(truncate(path, (off_t)at), 0);
+
+  tg_inspect_report rep;
+  char msg[512] = "";
+  assert_int_equal(tg_store_inspect(tgt_data, &rep, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(rep.end.reason, TG_WAL_END_TORN);
+  assert_int_equal(rep.end.offset, at);
+  assert_int_equal(rep.last_lsn, 8);
+  const char *args[] = {"verify", tgt_data, "--json", NULL};
+  tgt_run_out out = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
+  assert_int_equal(out.status, 1); /* torn tail */
+  assert_non_null(strstr(out.out, "\"end\":\"torn_tail\""));
+  tgt_run_free(&out);
+
+  tg_store_config cfg = config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  tg_recovery_info ri;
+  assert_int_equal(tg_store_recovery_info(s, &ri), 0);
+  assert_int_equal(ri.torn_tail, 1);
+  assert_int_equal(ri.torn_offset, at);
+  assert_int_equal(ri.last_lsn, 8);
+  assert_int_equal(tgt_stats(s).live_tokens, 8);
+  assert_int_equal(tg_store_close(s), 0);
+  /* Recovery preallocated the segment again: the next open is clean. */
+  s = tgt_open(tgt_data, &cfg);
+  assert_int_equal(tg_store_recovery_info(s, &ri), 0);
+  assert_int_equal(ri.torn_tail, 0);
+  assert_int_equal(ri.last_lsn, 8);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* A flipped bit made the identity file claim format 9: the refusal named
+   the directory, not the file. */
+static void test_a_newer_identity_format_is_refused_naming_the_file(void **state) {
+  (void)state;
+  strict_tokens(1);
+  char p[300];
+  snprintf(p, sizeof p, "%s/TOKENGRAPH", tgt_data);
+  tgt_write_file(p, "tokengraph data directory\nformat 9\n");
+  tg_store *s = NULL;
+  char msg[512] = "";
+  tg_store_config cfg = config();
+  assert_int_equal(tg_store_open_msg(&s, tgt_data, &cfg, msg, sizeof msg), TG_EVERSION);
+  assert_non_null(strstr(msg, p));
+  assert_non_null(strstr(msg, "format 9"));
+}
+
+/* A flipped bit in the LMDB data version of data.mdb's second meta page:
+   the refusal did not say which page. */
+static void test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page(void **state) {
+  (void)state;
+  strict_tokens(5);
+  tg_store_config cfg = config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  uint32_t psize = 0;
+  tgt_checkpoint_used(tgt_data, &psize);
+  char p[300];
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_data);
+  /* The meta record follows the 16-byte page header: magic, then the
+     version (u32). */
+  flip_bit(p, ((uint64_t)psize + 16 + 4) * 8 + 3);
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&s, tgt_data, &cfg, msg, sizeof msg), TG_EVERSION);
+  assert_non_null(strstr(msg, p));
+  assert_non_null(strstr(msg, "meta page 1"));
+  tg_inspect_report rep;
+  char imsg[512] = "";
+  assert_int_equal(tg_store_inspect(tgt_data, &rep, NULL, NULL, imsg, sizeof imsg), TG_EVERSION);
+  assert_string_equal(imsg, msg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+    TGT_TEST(test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss),
+    TGT_TEST(test_a_newer_identity_format_is_refused_naming_the_file),
+    TGT_TEST(test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page),
     cmocka_unit_test(test_damaged_directories_open_a_correct_prefix_or_are_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
