@@ -173,7 +173,8 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
   if (dir) {
-    rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
+    rc = cfg->read_only ? tg__store_open_readonly(s, dir, msg, msglen)
+                        : tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
   if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
@@ -267,6 +268,13 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
+/* A read-only handle (readonly.c) changes nothing: every mutating call
+   starts here. read_only sits beside wal, which the same calls read. */
+#define REFUSE_READ_ONLY(s)                                   \
+  do {                                                        \
+    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+  } while (0)
+
 /* ---- memory pressure (slow path) --------------------------------------- */
 
 typedef struct collect_ctx {
@@ -358,6 +366,7 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -404,6 +413,7 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 
 int tg_token_update(tg_store *s, const tg_token *t) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -448,6 +458,7 @@ out:
 
 int tg_token_delete(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
@@ -462,6 +473,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -523,6 +535,7 @@ out:
 
 int tg_disconnect(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
