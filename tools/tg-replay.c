@@ -61,9 +61,9 @@ static const char exit_codes_help[] =
     "  1   torn tail only: an incomplete last write, recoverable with\n"
     "      'tg-replay recover DIR'\n"
     "  2   corruption in the log, a record that does not apply, or input\n"
-    "      that cannot be read (missing, not a tokengraph directory, in use\n"
-    "      by another process, a checkpoint that is not ours); recover\n"
-    "      refused or failed\n"
+    "      that cannot be read (missing, not a tokengraph directory, a\n"
+    "      checkpoint that is not ours; recover: in use by another process);\n"
+    "      recover refused or failed\n"
     "  64  usage error\n";
 
 static void usage_main(FILE *f) {

@@ -246,6 +246,8 @@ static int build_view(const char *dir, ro_view *v, tg_progress_cb progress, void
 
 /* ---- the read-only handle ------------------------------------------------- */
 
+static int refresh_locked(tg_store *s);
+
 int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len) {
   ro_view v;
   int rc;
@@ -273,6 +275,16 @@ int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len)
 int tg_store_refresh(tg_store *s) {
   if (!s || !s->read_only) return TG_EINVAL;
   TG__CALL_GUARD(s);
+  /* One refresh or backup of a read-only handle at a time (ckpt_mu, which
+     a read-only handle has no checkpoints to guard with): two refreshes
+     from the same LSN would apply the same records twice. */
+  pthread_mutex_lock(&s->ckpt_mu);
+  int rc = refresh_locked(s);
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return rc;
+}
+
+static int refresh_locked(tg_store *s) {
   char m[RO_MSG] = "";
   char *waldir = tg__path_join_alloc(s->dir, "wal");
   ro_cut c;
@@ -552,6 +564,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
     pthread_mutex_unlock(&s->ckpt_mu);
   } else {
     char m[RO_MSG];
+    pthread_mutex_lock(&s->ckpt_mu); /* s->last_lsn stays put: no refresh */
     for (int attempt = 0; attempt < RO_ATTEMPTS; attempt++) {
       if (attempt) {
         undo_attempt(dest);
@@ -577,6 +590,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
       free(t);
       if (!rc || rc == TG_ENOMEM || rc == TG_ENOSPC) break;
     }
+    pthread_mutex_unlock(&s->ckpt_mu);
     if (rc) tg__say(msg, len, "%s", m[0] ? m : tg_strerror(rc));
   }
   if (!rc) rc = backup_seal(dest, msg, len);

@@ -5,7 +5,11 @@
  * struct tg_store in store_internal.h name their guard):
  *
  *   ckpt_mu       one checkpoint at a time; the LMDB write transaction and
- *                 ckpt_lsn, checkpoints, ckpt_wal_bytes.
+ *                 ckpt_lsn, checkpoints, ckpt_wal_bytes. A read-only handle
+ *                 (readonly.c) has no checkpoints: there it makes
+ *                 tg_store_refresh() and tg_store_backup() one at a time,
+ *                 and a refresh swaps or advances the graph under lock too,
+ *                 so readers see the state before it or after it.
  *   lock          the store lock (a spinlock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
  *                 last_lsn, and the order of appends to the WAL.

@@ -36,12 +36,16 @@ struct tg_store {
                                    no WAL, no LOCK, nothing written. Beside
                                    wal: the mutating calls test both */
   int level;                    /* open/close; enum tg_wal_level */
-  uint64_t last_lsn;            /* lock; last LSN appended */
+  uint64_t last_lsn;            /* lock; last LSN appended (read-only: the
+                                   last LSN shown, written with ckpt_mu and
+                                   lock held) */
   char *dir;                    /* open/close; data directory */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
   MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
   MDB_dbi dbi_tokens, dbi_conns, dbi_meta; /* open/close */
-  pthread_mutex_t ckpt_mu;      /* one checkpoint at a time */
+  pthread_mutex_t ckpt_mu;      /* one checkpoint at a time; a read-only
+                                   handle: one refresh or backup at a time
+                                   (readonly.c) */
   uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
                                    under either; LSN the last checkpoint
                                    covers */
