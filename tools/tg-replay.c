@@ -22,7 +22,6 @@
  * read-only open does, up to the log's durable point; backup opens it
  * read-only (cfg.read_only) and calls tg_store_backup().
  */
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -158,8 +157,9 @@ static void usage_backup(FILE *f) {
           "an interrupted backup is never taken for a store. DEST then opens as\n"
           "any data directory. Prints the LSN, the state, the bytes and the rate.\n"
           "\n"
-          "  --json   print one JSON object: lsn, tokens, connections, bytes,\n"
-          "           seconds, mb_per_s, records_per_s (errors: status and message)\n"
+          "  --json   print one JSON object: lsn, tokens, connections, bytes (the\n"
+          "           checkpoint copy plus the log records' payloads), seconds,\n"
+          "           mb_per_s, records_per_s (errors: status and message)\n"
           "\n"
           "exit codes: 0 copied; 2 DIR cannot be read, DEST is not empty, or the\n"
           "copy failed; 64 usage error\n");
@@ -894,22 +894,22 @@ static void backup_cb(void *arg, uint64_t records, uint64_t lsn) {
   progress_cb(&b->bar, records, lsn);
 }
 
-/* Bytes of the regular files in dir, dir/checkpoint and dir/wal. */
-static uint64_t tree_bytes(const char *dir) {
-  static const char *const subs[] = {"", "/checkpoint", "/wal"};
+/* What a backup in dest holds, in bytes: the checkpoint copy's size plus
+   the payloads of the log records after it (read back with the WAL
+   reader; preallocated segment space is not counted). */
+static uint64_t backup_bytes(const char *dest) {
+  char path[4096];
+  struct stat st;
   uint64_t n = 0;
-  char path[4096], file[8192];
-  for (size_t i = 0; i < 3; i++) {
-    snprintf(path, sizeof path, "%s%s", dir, subs[i]);
-    DIR *d = opendir(path);
-    struct dirent *e;
-    struct stat st;
-    while (d && (e = readdir(d))) {
-      snprintf(file, sizeof file, "%s/%s", path, e->d_name);
-      if (lstat(file, &st) == 0 && S_ISREG(st.st_mode)) n += (uint64_t)st.st_size;
-    }
-    if (d) closedir(d);
-  }
+  snprintf(path, sizeof path, "%s/checkpoint/data.mdb", dest);
+  if (stat(path, &st) == 0) n += (uint64_t)st.st_size;
+  char *waldir = wal_dir(dest);
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  if (waldir && tg_wal_reader_open(&r, waldir, 0) == 0)
+    while (tg_wal_reader_next(r, &rec) == 1) n += rec.len;
+  tg_wal_reader_close(r);
+  free(waldir);
   return n;
 }
 
@@ -962,7 +962,7 @@ static int cmd_backup(int argc, char **argv) {
     if (json) print_json_error(o.dir, "error", EXIT_CORRUPT, rc, what);
     return EXIT_CORRUPT;
   }
-  uint64_t bytes = tree_bytes(dest);
+  uint64_t bytes = backup_bytes(dest);
   uint64_t records = ri.checkpoint_tokens + ri.checkpoint_connections + ri.replayed_records;
   double mbps = secs > 0 ? (double)bytes / 1e6 / secs : 0;
   double rps = secs > 0 ? (double)records / secs : 0;

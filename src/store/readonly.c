@@ -76,6 +76,17 @@ static void backoff(int attempt) {
   nanosleep(&ts, NULL);
 }
 
+/* Did the reader stop at the SWITCH marker of the last segment it had
+   listed? The writer renames the next segment into place (and fsyncs the
+   directory) before it writes that marker, so on a live log this means
+   only that the listing predates the switch: the next segment is there
+   now. (On a closed log it is missing, and the reader that continues
+   from its LSN says so.) */
+static int stopped_at_switch(const tg_wal_end *e) {
+  return e->reason == TG_WAL_END_CORRUPT && e->err == TG_ECORRUPT && e->found_lsn == 0 &&
+         e->expected_lsn && e->expected_lsn == e->last_lsn + 1;
+}
+
 /* Pass 1: read the log from `from` to its end and find the durable cut. */
 static int find_cut(const char *waldir, uint64_t from, ro_cut *c, char *msg, size_t len) {
   tg_wal_reader *r = NULL;
@@ -83,15 +94,25 @@ static int find_cut(const char *waldir, uint64_t from, ro_cut *c, char *msg, siz
   memset(c, 0, sizeof *c);
   int rc = tg_wal_reader_open(&r, waldir, from);
   if (rc == -ENOENT) return 0; /* no wal/ yet: an empty log */
-  if (rc) {
-    tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
-    return rc;
+  for (;;) {
+    if (rc) {
+      tg__say(msg, len, "%s: cannot read the log: %s", waldir, tg_strerror(rc));
+      return rc;
+    }
+    c->segments = tg_wal_reader_segments(r);
+    while (tg_wal_reader_next(r, &rec) == 1) {
+    }
+    c->end = *tg_wal_reader_end(r);
+    tg_wal_reader_close(r);
+    r = NULL;
+    /* A writer faster than this reader switches segments while it reads
+       (with small segments, every time): go on from the switch with a
+       fresh listing instead of starting over. No progress means the
+       segment is really missing. */
+    if (!stopped_at_switch(&c->end) || c->end.expected_lsn <= from) break;
+    from = c->end.expected_lsn;
+    rc = tg_wal_reader_open(&r, waldir, from);
   }
-  c->segments = tg_wal_reader_segments(r);
-  while (tg_wal_reader_next(r, &rec) == 1) {
-  }
-  c->end = *tg_wal_reader_end(r);
-  tg_wal_reader_close(r);
   const tg_wal_end *e = &c->end;
   if (e->reason == TG_WAL_END_CORRUPT || e->reason == TG_WAL_END_IO) {
     rc = e->err ? e->err : TG_ECORRUPT;
@@ -156,7 +177,10 @@ static int apply_upto(tg__graph *g, const char *waldir, uint64_t from, const ro_
   if (!stopped) {
     /* Ended before the cut: only a problem if the cut lay further on. */
     const tg_wal_end *e = tg_wal_reader_end(r);
-    if (e->reason == TG_WAL_END_CORRUPT || e->reason == TG_WAL_END_IO) {
+    /* At the switch out of the cut's segment, every record before the cut
+       was read: a listing older than the switch is no harm here. */
+    int past = stopped_at_switch(e) && e->segment >= c->seg;
+    if (!past && (e->reason == TG_WAL_END_CORRUPT || e->reason == TG_WAL_END_IO)) {
       rc = e->err ? e->err : TG_ECORRUPT;
       tg__say(msg, len, "%s/%s: %s at offset %llu: %s", waldir, e->path,
               e->what ? e->what : "cannot read", (unsigned long long)e->offset,
