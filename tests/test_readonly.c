@@ -590,6 +590,50 @@ static void test_kill9_read_only_verify_under_load_exits_0_with_a_prefix(void **
   assert_non_null(strstr(out, "\"live\":false"));
 }
 
+static void test_replay_tool_dumps_a_live_store_to_its_durable_point_and_reports_backup_errors(
+    void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = TG_STRICT;
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  ops *st = calloc(1, sizeof *st);
+  uint64_t j = 1;
+  run_ops(w, st, &j, 300);
+  static char out[1 << 17];
+  int ex = replay_tool(out, sizeof out, "dump", tgt_data, "--json", NULL);
+  assert_int_equal(ex, 0);
+  const char *res = strstr(out, "{\"dir\"");
+  assert_non_null(res);
+  assert_non_null(strstr(res, "\"live\":true"));
+  uint64_t printed = json_u64(res, "printed"), last = json_u64(res, "last_lsn");
+  assert_true(last >= 299 && last <= 300);
+  assert_int_equal(printed, last); /* every record up to the durable point */
+  uint64_t lines = 0;
+  for (const char *p = out; p < res; p++) lines += *p == '\n';
+  assert_int_equal(lines, printed);
+
+  /* backup: usage, a destination that is not empty, a missing source. */
+  ex = replay_tool(out, sizeof out, "backup", tgt_data, "--json", NULL);
+  assert_int_equal(ex, 64);
+  assert_non_null(strstr(out, "\"status\":\"usage\""));
+  ex = replay_tool(out, sizeof out, "backup", tgt_data, tgt_data, "--json");
+  assert_int_equal(ex, 2);
+  assert_non_null(strstr(out, "\"error\":\"TG_EEXIST\""));
+  char missing[256], dest[256];
+  snprintf(missing, sizeof missing, "%s/missing", tgt_root);
+  snprintf(dest, sizeof dest, "%s/backup", tgt_root);
+  ex = replay_tool(out, sizeof out, "backup", missing, dest, "--json");
+  assert_int_equal(ex, 2);
+  assert_non_null(strstr(out, "\"error\":\"ENOENT\""));
+  assert_true(access(missing, F_OK) != 0);
+  /* And a good one, in text. */
+  ex = replay_tool(out, sizeof out, "backup", tgt_data, dest, NULL);
+  assert_int_equal(ex, 0);
+  assert_non_null(strstr(out, "records/s"));
+  assert_int_equal(tg_store_close(w), 0);
+  free(st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TGT_TEST(test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves_it),
@@ -601,6 +645,8 @@ int main(void) {
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),
       TGT_TEST(test_backup_refuses_a_destination_that_is_not_empty),
       TGT_TEST(test_backup_of_a_read_only_handle_is_its_view),
+      TGT_TEST(
+          test_replay_tool_dumps_a_live_store_to_its_durable_point_and_reports_backup_errors),
       cmocka_unit_test_setup_teardown(test_kill9_backup_taken_under_load_opens_as_a_prefix,
                                       tgt_setup, kill_teardown),
       cmocka_unit_test_setup_teardown(
