@@ -264,6 +264,74 @@ static void test_refresh_follows_checkpoints_that_delete_the_segments_it_read(vo
   free(st);
 }
 
+typedef struct sampler {
+  tg_store *r;
+  atomic_int stop;
+  size_t n;
+  uint64_t lsn[20000], tokens[20000], conns[20000];
+} sampler;
+
+static void *sample(void *p) {
+  sampler *a = p;
+  while (!atomic_load_explicit(&a->stop, memory_order_acquire) && a->n < 20000) {
+    tg_store_stats st = tgt_stats(a->r);
+    a->lsn[a->n] = st.last_lsn;
+    a->tokens[a->n] = st.live_tokens;
+    a->conns[a->n] = st.live_connections;
+    a->n++;
+  }
+  return NULL;
+}
+
+static void test_readers_of_a_read_only_handle_see_each_refresh_whole(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  ops *st = calloc(1, sizeof *st);
+  uint64_t j = 1;
+  run_ops(w, st, &j, 1000);
+  tg_store *r = open_ro(tgt_data);
+  sampler *a = calloc(1, sizeof *a);
+  a->r = r;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, sample, a), 0);
+  for (int round = 0; round < 12; round++) {
+    run_ops(w, st, &j, 500);
+    if (round == 6) assert_int_equal(tg_checkpoint(w), 0); /* a reload, then */
+    assert_int_equal(tg_sync(w), 0);
+    run_ops(w, st, &j, 1);
+    assert_int_equal(tg_sync(w), 0);
+    assert_int_equal(tg_store_refresh(r), 0);
+    assert_true(tgt_stats(r).last_lsn >= j - 2);
+  }
+  atomic_store_explicit(&a->stop, 1, memory_order_release);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(tg_store_close(w), 0);
+  /* Every sample is the state of the LSN it was read with. */
+  uint64_t max = j;
+  uint64_t *tok = calloc(max + 1, sizeof *tok), *con = calloc(max + 1, sizeof *con);
+  tg_store *m = tgt_open(NULL, NULL);
+  ops *ms = calloc(1, sizeof *ms);
+  for (uint64_t k = 1; k < max; k++) {
+    assert_int_equal(op(m, ms, k), 0);
+    tok[k] = tgt_stats(m).live_tokens;
+    con[k] = tgt_stats(m).live_connections;
+  }
+  assert_true(a->n > 0);
+  for (size_t i = 0; i < a->n; i++) {
+    assert_true(a->lsn[i] < max);
+    assert_int_equal(a->tokens[i], tok[a->lsn[i]]);
+    assert_int_equal(a->conns[i], con[a->lsn[i]]);
+  }
+  tg_store_close(m);
+  assert_int_equal(tg_store_close(r), 0);
+  free(tok);
+  free(con);
+  free(ms);
+  free(a);
+  free(st);
+}
+
 static void test_read_only_open_of_a_missing_or_empty_directory_creates_nothing(void **state) {
   (void)state;
   tg_store_config cfg = ro_config();
@@ -640,6 +708,7 @@ int main(void) {
       TGT_TEST(test_read_only_handle_refuses_every_change_and_writes_nothing),
       TGT_TEST(test_read_only_open_takes_no_lock_that_blocks_the_owner),
       TGT_TEST(test_refresh_follows_checkpoints_that_delete_the_segments_it_read),
+      TGT_TEST(test_readers_of_a_read_only_handle_see_each_refresh_whole),
       TGT_TEST(test_read_only_open_of_a_missing_or_empty_directory_creates_nothing),
       TGT_TEST(test_inspect_of_a_held_directory_reports_its_durable_prefix),
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),

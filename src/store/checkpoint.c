@@ -723,6 +723,12 @@ static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
   MDB_val lk = {3, (void *)"lsn"};
   int mrc, rc;
   if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  /* A read-only process killed while it loaded the checkpoint leaves its
+     slot in the reader table, and LMDB would keep every page freed since
+     that snapshot forever: clear slots whose process is gone (readonly.c
+     takes slots; the check is a scan of the table). */
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
