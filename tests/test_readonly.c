@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "tokengraph/trace.h"
 #include "util.h"
 
 /* ---- the writer's operations --------------------------------------------- */
@@ -190,6 +191,11 @@ static void test_read_only_handle_refuses_every_change_and_writes_nothing(void *
   listing(before, sizeof before);
 
   tg_store *r = open_ro(tgt_data);
+  /* A view of another store: not counted in this process's metrics. */
+  tg_metric_values mv;
+  tg_metrics_snapshot(&mv);
+  assert_int_equal(mv.v[TG_METRIC_TOKENS_LIVE], 0);
+  assert_true(tgt_stats(r).live_tokens > 0);
   tg_token t;
   memset(&t, 0, sizeof t);
   tg_connection c;

@@ -181,7 +181,9 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
                         : tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
-  if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  /* A read-only handle is a view of another store's state: counted in its
+     owner's metrics, not twice. */
+  if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
