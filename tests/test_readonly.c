@@ -517,6 +517,56 @@ static void test_backup_of_a_read_only_handle_is_its_view(void **state) {
   free(st);
 }
 
+static int (*real_renameat)(int, const char *, int, const char *);
+
+/* The identity file's rename fails, as if the process died right before. */
+static int renameat_fails_for_identity(int od, const char *op, int nd, const char *np) {
+  const char *base = strrchr(np, '/');
+  if (!strcmp(base ? base + 1 : np, "TOKENGRAPH")) {
+    errno = EIO; /* the table holds system calls: -1 and errno */
+    return -1;
+  }
+  return real_renameat(od, op, nd, np);
+}
+
+static void test_backup_cut_short_never_opens_as_a_store(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  ops *st = calloc(1, sizeof *st);
+  uint64_t j = 1;
+  run_ops(w, st, &j, 1000);
+  assert_int_equal(tg_checkpoint(w), 0);
+  run_ops(w, st, &j, 1000);
+  assert_int_equal(tg_store_close(w), 0);
+  /* No lock.mdb: nobody has the environment open, and the read-only open
+     creates none. */
+  char lk[512], dest[256], data[320];
+  snprintf(lk, sizeof lk, "%s/checkpoint/lock.mdb", tgt_data);
+  assert_int_equal(unlink(lk), 0);
+  tg_store *r = open_ro(tgt_data);
+  assert_true(access(lk, F_OK) != 0);
+  snprintf(dest, sizeof dest, "%s/backup", tgt_root);
+  real_renameat = tg__io.renameat;
+  tg__io.renameat = renameat_fails_for_identity;
+  char msg[512] = "";
+  assert_int_equal(tg_store_backup_msg(r, dest, NULL, NULL, msg, sizeof msg), -EIO);
+  tg__io_reset();
+  assert_true(msg[0] != 0);
+  /* Everything but the identity file is there, and no open takes it. */
+  snprintf(data, sizeof data, "%s/checkpoint/data.mdb", dest);
+  struct stat sb;
+  assert_int_equal(stat(data, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  tg_store *b = NULL;
+  assert_int_equal(tg_store_open(&b, dest, &cfg), TG_ENOTTG);
+  tg_store_config rc = ro_config();
+  assert_int_equal(tg_store_open(&b, dest, &rc), TG_ENOTTG);
+  assert_null(b);
+  assert_int_equal(tg_store_close(r), 0);
+  free(st);
+}
+
 /* ---- kill -9: a writer process under load ---------------------------------- */
 
 /* The writer of the running test, killed by the teardown if the test
@@ -720,6 +770,7 @@ int main(void) {
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),
       TGT_TEST(test_backup_refuses_a_destination_that_is_not_empty),
       TGT_TEST(test_backup_of_a_read_only_handle_is_its_view),
+      TGT_TEST(test_backup_cut_short_never_opens_as_a_store),
       TGT_TEST(
           test_replay_tool_dumps_a_live_store_to_its_durable_point_and_reports_backup_errors),
       cmocka_unit_test_setup_teardown(test_kill9_backup_taken_under_load_opens_as_a_prefix,

@@ -266,8 +266,10 @@ static int pin_live(tg_store *s, const char *cdir, const char *data, char *msg, 
   struct stat st;
   uint64_t checked = 0;
   int rc, mrc;
-  if (stat(data, &st)) return errno == ENOENT ? 1 : -errno;
-  if (!S_ISREG(st.st_mode)) return check_file(data, NULL, msg, len); /* its message */
+  if (lstat(data, &st)) return errno == ENOENT ? 1 : -errno;
+  /* A link or anything else is refused (with its message) before LMDB
+     opens it. */
+  if (!S_ISREG(st.st_mode)) return check_file(data, NULL, msg, len);
   if (st.st_size == 0) return 1;
   uint64_t mapsize = (uint64_t)st.st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st.st_size
                                                              : LMDB_MAPSIZE_MIN;
@@ -313,6 +315,18 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   }
   struct stat st;
   int live = readonly == TG__CKPT_LIVE;
+  /* No lock.mdb: no owner has the environment open (it makes one at its
+     open), and a reader table would have to be created. Read it as a
+     closed directory is read, creating nothing. */
+  if (live) {
+    char *lk = tg__path_join_alloc(cdir, "lock.mdb");
+    if (!lk) {
+      rc = TG_ENOMEM;
+      goto cleanup;
+    }
+    if (lstat(lk, &st) && errno == ENOENT) live = 0;
+    free(lk);
+  }
   if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
   if (live) {
     rc = pin_live(s, cdir, data, msg, len);

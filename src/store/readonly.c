@@ -384,16 +384,6 @@ int tg__store_inspect_live(const char *dir, tg_inspect_report *out, tg_progress_
 
 /* ---- hot backup ------------------------------------------------------------ */
 
-/* fsync a file or directory by path (a read-only descriptor suffices). */
-static int sync_path(const char *path, int is_dir) {
-  if (is_dir) return tg__fsync_dir(path);
-  int fd = tg__openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
-  if (fd < 0) return fd;
-  int rc = tg__fsync(fd);
-  close(fd);
-  return rc;
-}
-
 /* Remove what an attempt left in dest (its checkpoint and log files), so
    the next attempt starts from an empty copy. */
 static void undo_attempt(const char *dest) {
@@ -434,19 +424,33 @@ static int copied_lsn(const char *dest, uint64_t *lsn, char *msg, size_t len) {
   return rc;
 }
 
-/* Copy env's current snapshot, compacted, into dest/checkpoint/data.mdb. */
+/* Copy env's current snapshot, compacted, into dest/checkpoint/data.mdb,
+   fdatasynced. The file is made through the I/O seam (0600, never over
+   an existing one); LMDB writes the pages into it. */
 static int copy_checkpoint(MDB_env *env, const char *dest, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(dest, "checkpoint");
-  int rc;
-  if (!cdir) return TG_ENOMEM;
+  char *data = cdir ? tg__path_join_alloc(cdir, "data.mdb") : NULL;
+  int rc = TG_ENOMEM, fd = -1;
+  if (!data) goto out;
   if ((rc = tg__store_make_dir(cdir, msg, len))) goto out;
-  int mrc = mdb_env_copy2(env, cdir, MDB_CP_COMPACT);
+  fd = tg__openat(AT_FDCWD, data, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = fd;
+    tg__say(msg, len, "%s: cannot create: %s", data, tg_strerror(rc));
+    goto out;
+  }
+  int mrc = mdb_env_copyfd2(env, fd, MDB_CP_COMPACT);
   if (mrc) {
     rc = mrc == ENOSPC ? TG_ENOSPC : mrc > 0 ? -mrc : TG_EIO;
-    tg__say(msg, len, "%s: cannot copy the checkpoint: %s", cdir, mdb_strerror(mrc));
+    tg__say(msg, len, "%s: cannot copy the checkpoint: %s", data, mdb_strerror(mrc));
+    goto out;
   }
+  if ((rc = tg__fdatasync(fd)))
+    tg__say(msg, len, "%s: cannot make the copy durable: %s", data, tg_strerror(rc));
 out:
+  if (fd >= 0) close(fd);
   free(cdir);
+  free(data);
   return rc;
 }
 
@@ -526,25 +530,22 @@ static int backup_once(MDB_env *env, const char *srcwal, const char *dest, uint6
   return copy_log(srcwal, dest, c + 1, to, copied, progress, arg, msg, len);
 }
 
-/* Make the copy durable and then a store: every file and directory
-   fsynced, the identity file last. */
+/* Make the copy a store: the directories fsynced (the files were, by
+   copy_checkpoint() and the WAL's close), then the identity file, last. */
 static int backup_seal(const char *dest, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(dest, "checkpoint");
-  char *data = cdir ? tg__path_join_alloc(cdir, "data.mdb") : NULL;
   char *wdir = tg__path_join_alloc(dest, "wal");
   int rc = TG_ENOMEM;
   struct stat st;
-  if (!cdir || !data || !wdir) goto out;
+  if (!cdir || !wdir) goto out;
   rc = 0;
-  if (stat(data, &st) == 0) rc = sync_path(data, 0);
-  if (!rc && stat(cdir, &st) == 0) rc = sync_path(cdir, 1);
-  if (!rc && stat(wdir, &st) == 0) rc = sync_path(wdir, 1);
-  if (!rc) rc = sync_path(dest, 1);
+  if (stat(cdir, &st) == 0) rc = tg__fsync_dir(cdir);
+  if (!rc && stat(wdir, &st) == 0) rc = tg__fsync_dir(wdir);
+  if (!rc) rc = tg__fsync_dir(dest);
   if (!rc) rc = tg__store_write_identity(dest);
   if (rc) tg__say(msg, len, "%s: cannot make the backup durable: %s", dest, tg_strerror(rc));
 out:
   free(cdir);
-  free(data);
   free(wdir);
   return rc;
 }
