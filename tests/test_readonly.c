@@ -209,6 +209,10 @@ static void test_read_only_handle_refuses_every_change_and_writes_nothing(void *
   assert_int_equal(tg_connect(r, &c, &id), TG_EREADONLY);
   assert_int_equal(tg_disconnect(r, 1), TG_EREADONLY);
   assert_int_equal(tg_checkpoint(r), TG_EREADONLY);
+  tg_batch *bt = (tg_batch *)&t; /* must stay untouched */
+  assert_int_equal(tg_batch_begin(r, &bt), TG_EREADONLY);
+  assert_null(bt);
+  assert_int_equal(tg_connection_update(r, &c), TG_EREADONLY);
   assert_int_equal(tg_sync(r), 0);
   assert_string_equal(tg_err_name(TG_EREADONLY), "TG_EREADONLY");
   assert_prefix(r, 200); /* nothing changed */
