@@ -8,7 +8,7 @@ monitor=$2
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tg-examples.XXXXXX")
 trap 'rm -rf "$dir"' EXIT INT TERM
 
-"$ingest" "$dir/data" 5000 > "$dir/ingest.out" &
+"$ingest" "$dir/data" 20000 100 > "$dir/ingest.out" 2> "$dir/ingest.err" &
 pid=$!
 # The monitor needs the store to exist: wait for its log directory, made
 # once the checkpoint is (bounded: 120 s).
@@ -21,13 +21,16 @@ done
 "$monitor" "$dir/data" 20 10 > "$dir/monitor.out"
 wait $pid
 cat "$dir/ingest.out" "$dir/monitor.out"
-grep -qx "5000 tokens, 4999 connections, last LSN 9999" "$dir/ingest.out"
+grep -qx "20000 tokens, 19999 connections, last LSN 200" "$dir/ingest.out"
 [ "$(wc -l < "$dir/monitor.out")" -eq 10 ]
-# What the monitor saw only moved forward.
-awk '{ lsn = $2 + 0; if (lsn < last) { print "LSN went back: " $0; exit 1 } last = lsn }' \
-  "$dir/monitor.out"
+# What the monitor saw only moved forward, a whole batch at a time: 100
+# tokens per log record, each connected to the one before.
+awk '{ lsn = $2 + 0; t = $3 + 0; c = $5 + 0
+       if (lsn < last) { print "LSN went back: " $0; exit 1 }
+       if (t != lsn * 100 || c != (t ? t - 1 : 0)) { print "not whole batches: " $0; exit 1 }
+       last = lsn }' "$dir/monitor.out"
 # Closed: the whole log is durable, and the monitor shows all of it.
 "$monitor" "$dir/data" 0 1 > "$dir/final.out"
 cat "$dir/final.out"
-grep -qx "LSN 9999: 5000 tokens, 4999 connections (checkpoint LSN 0)" "$dir/final.out"
+grep -qx "LSN 200: 20000 tokens, 19999 connections (checkpoint LSN 0)" "$dir/final.out"
 echo "examples passed"
