@@ -211,15 +211,18 @@ static int commit_durable(tg_store *s, MDB_txn *txn) {
 }
 
 /* 0 when data.mdb, open as fd (a regular file, checked by
-   tg__dir_open_file()), may be handed to LMDB, 1 when it holds no
-   checkpoint (empty, or never committed to), or an error with msg set. */
-static int check_file(int fd, const struct stat *st, const char *data, char *msg,
-                      size_t len) {
+   tg__dir_open_file(); st its fstat), may be handed to LMDB, 1 when it
+   holds no checkpoint (empty, or never committed to), or an error with msg
+   set. *txnid (may be NULL) gets the transaction of the meta page checked. */
+static int check_file(int fd, const struct stat *st, const char *data, uint64_t *txnid,
+                      char *msg, size_t len) {
   tg__lmdb_info info;
   if (st->st_size == 0) return 1; /* LMDB initialises an empty file: a
                                      checkpoint still to be made */
   int rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len);
-  return rc ? rc : info.txnid == 0;
+  if (rc) return rc;
+  if (txnid) *txnid = info.txnid;
+  return info.txnid == 0;
 }
 
 /* Is st (of a descriptor LMDB opened) the file we checked as want? */
@@ -228,6 +231,63 @@ static int same_file(const struct stat *st, const struct stat *want) {
 }
 
 /* ---- open and load --------------------------------------------------------- */
+
+/*
+ * A live directory's checkpoint, for a read-only open while the owner may
+ * commit checkpoints. The owner's environment has a reader table
+ * (lock.mdb; the owner does not use MDB_NOLOCK). A reader outside that
+ * table (MDB_NOLOCK) is invisible to the owner, whose third commit after
+ * the reader's snapshot may reuse that snapshot's pages while they are
+ * read: a torn tree, which LMDB would trust. So the environment is opened
+ * with the reader table and a read transaction is begun first; its slot
+ * keeps every page freed after its snapshot from reuse, and only then is
+ * data.mdb (open as dfd, st its fstat) checked page by page. If a commit
+ * came between the two, the check saw a newer snapshot than the pinned
+ * one: TG_EAGAIN, and the caller tries again (checkpoints are seconds
+ * apart; this is rare). The reader-table slot is the only thing written,
+ * to LMDB's shared-memory lock file, and no lock is held that the owner
+ * waits for: LMDB's reader mutex guards only taking a slot. envpath is the
+ * pinned path of checkpoint/ (see below). Returns 0, 1 (no checkpoint yet:
+ * no environment), or an error with msg set.
+ */
+static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat *st,
+                    const char *data, char *msg, size_t len) {
+  uint64_t checked = 0;
+  int rc, mrc;
+  if (st->st_size == 0) return 1;
+  uint64_t mapsize = (uint64_t)st->st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st->st_size
+                                                              : LMDB_MAPSIZE_MIN;
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+      (mrc = mdb_env_open(s->env, envpath, MDB_NOTLS | MDB_RDONLY, 0600)) ||
+      (mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->ro_pin))) {
+    /* The owner grew the map between the stat and the open. */
+    if (mrc == MDB_MAP_RESIZED) return TG_EAGAIN;
+    tg__say(msg, len, "%s: cannot open the checkpoint for reading: %s", data,
+            mdb_strerror(mrc));
+    return from_mdb(mrc);
+  }
+  rc = check_file(dfd, st, data, &checked, msg, len);
+  if (rc == 0 && checked != (uint64_t)mdb_txn_id(s->ro_pin)) rc = TG_EAGAIN;
+  if (rc) { /* nothing to load from it: no environment, as without one */
+    mdb_txn_abort(s->ro_pin);
+    s->ro_pin = NULL;
+    mdb_env_close(s->env);
+    s->env = NULL;
+  }
+  return rc;
+}
+
+int tg__store_unpin_checkpoint(tg_store *s) {
+  int rc = 0;
+  if (!s->ro_pin) return 0;
+  MDB_envinfo ei;
+  if (mdb_env_info(s->env, &ei) || ei.me_last_txnid != (size_t)mdb_txn_id(s->ro_pin))
+    rc = TG_EAGAIN;
+  mdb_txn_abort(s->ro_pin);
+  s->ro_pin = NULL;
+  return rc;
+}
 
 /*
  * LMDB opens its files by path (DIR/checkpoint/data.mdb, lock.mdb), with
@@ -245,7 +305,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
   char envpath[4096];
   MDB_txn *txn = NULL;
-  int rc = 0, mrc, cfd = -1, dfd = -1, lfd = -1;
+  int rc = 0, mrc, cfd = -1, dfd = -1, lfd = -1, have_lock;
   struct stat dst, lst, st;
   if (!cdir || !(data = tg__path_join_alloc(cdir, "data.mdb"))) {
     rc = TG_ENOMEM;
@@ -266,7 +326,21 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     tg__say(msg, len, "%s: %s", data, strerror(errno));
     goto cleanup;
   }
-  rc = check_file(dfd, &dst, data, msg, len);
+  /* A reader opens no lock.mdb (MDB_NOLOCK), or, live, the owner's; either
+     way one the open would refuse is refused here too, so that tg-replay
+     and the store reach the same verdict. */
+  if ((rc = tg__dir_check_regular(cfd, cdir, "lock.mdb", msg, len))) goto cleanup;
+  have_lock = fstatat(cfd, "lock.mdb", &lst, AT_SYMLINK_NOFOLLOW) == 0;
+  int live = readonly == TG__CKPT_LIVE;
+  /* No lock.mdb: no owner has the environment open (it makes one at its
+     open), and a reader table would have to be created. Read it as a
+     closed directory is read, creating nothing. */
+  if (live && !have_lock) live = 0;
+  if (tg__fd_path(envpath, sizeof envpath, cfd) &&
+      (rc = tg__path_join(envpath, sizeof envpath, s->dir, "checkpoint")))
+    goto cleanup;
+  if (live) rc = pin_live(s, envpath, dfd, &dst, data, msg, len);
+  else rc = check_file(dfd, &dst, data, NULL, msg, len);
   if (rc < 0) goto cleanup;
   /* An environment no transaction was ever committed to holds nothing: an
      open killed between creating data.mdb and committing the first
@@ -275,11 +349,6 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   int existed = rc == 0;
   rc = 0;
   if (readonly && !existed) goto cleanup;
-  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written, nor
-     opened; but a lock.mdb the open would refuse is refused here too, so
-     that tg-replay and the store reach the same verdict. */
-  if (readonly && (rc = tg__dir_check_regular(cfd, cdir, "lock.mdb", msg, len)))
-    goto cleanup;
   if (!readonly) {
     lfd = tg__dir_open_file(cfd, cdir, "lock.mdb", O_RDWR | O_CREAT, msg, len);
     if (lfd < 0 || fstat(lfd, &lst)) {
@@ -288,27 +357,26 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
       goto cleanup;
     }
   }
-  if (tg__fd_path(envpath, sizeof envpath, cfd) &&
-      (rc = tg__path_join(envpath, sizeof envpath, s->dir, "checkpoint")))
-    goto cleanup;
+  /* Read-only: MDB_NOLOCK so that not even lock.mdb is written. */
   unsigned flags = MDB_NOTLS |
                    (readonly ? MDB_RDONLY | MDB_NOLOCK : MDB_WRITEMAP | MDB_NOMETASYNC);
   uint64_t mapsize = LMDB_MAPSIZE_MIN;
   if (existed && (uint64_t)dst.st_size > mapsize) mapsize = (uint64_t)dst.st_size;
-  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
-      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
-      (mrc = mdb_env_open(s->env, envpath, flags, 0600))) {
+  if (!live &&
+      ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+       (mrc = mdb_env_open(s->env, envpath, flags, 0600)))) {
     rc = from_mdb(mrc);
     tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
             mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
     goto cleanup;
   }
   {
-    int efd = -1;
+    int efd = -1, locked = !readonly || live; /* LMDB opened lock.mdb */
     if ((mrc = mdb_env_get_fd(s->env, &efd))) goto mdb_fail;
     if (fstat(efd, &st) || !same_file(&st, &dst) ||
-        (!readonly && (fstatat(cfd, "lock.mdb", &st, AT_SYMLINK_NOFOLLOW) ||
-                       !same_file(&st, &lst)))) {
+        (locked && (fstatat(cfd, "lock.mdb", &st, AT_SYMLINK_NOFOLLOW) ||
+                    !same_file(&st, &lst)))) {
       rc = TG_ENOTTG;
       tg__say(msg, len, "%s: replaced while it was being opened (a link or another file "
               "now stands where the checked one was): refused", cdir);
@@ -706,6 +774,12 @@ static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
   MDB_val lk = {3, (void *)"lsn"};
   int mrc, rc;
   if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  /* A read-only process killed while it loaded the checkpoint leaves its
+     slot in the reader table, and LMDB would keep every page freed since
+     that snapshot forever: clear slots whose process is gone (readonly.c
+     takes slots; the check is a scan of the table). */
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
@@ -792,6 +866,7 @@ static int checkpoint_locked(tg_store *s) {
 }
 
 int tg_checkpoint(tg_store *s) {
+  if (s && s->read_only) return TG_EREADONLY;
   if (!s || !s->wal) return TG_EINVAL;
   TG__CALL_GUARD(s);
   pthread_mutex_lock(&s->ckpt_mu);

@@ -183,7 +183,7 @@ int tg_store_repair(const char *dir, const tg_store_config *cfg, unsigned flags,
   if (msg && len) msg[0] = 0;
   if (!out) return TG_EINVAL;
   memset(out, 0, sizeof *out);
-  if ((dirfd = tg__store_check_dir(dir, msg, len)) < 0) return dirfd;
+  if ((dirfd = tg__store_open_checked_dir(dir, msg, len)) < 0) return dirfd;
   if ((rc = tg__store_lock_dir(dirfd, dir, 1, &lock_fd, msg, len))) goto cleanup;
   if ((rc = tg__store_inspect_dir(dirfd, dir, &out->before, progress, arg, msg, len)))
     goto cleanup;

@@ -5,7 +5,11 @@
  * struct tg_store in store_internal.h name their guard):
  *
  *   ckpt_mu       one checkpoint at a time; the LMDB write transaction and
- *                 ckpt_lsn, checkpoints, ckpt_wal_bytes.
+ *                 ckpt_lsn, checkpoints, ckpt_wal_bytes. A read-only handle
+ *                 (readonly.c) has no checkpoints: there it makes
+ *                 tg_store_refresh() and tg_store_backup() one at a time,
+ *                 and a refresh swaps or advances the graph under lock too,
+ *                 so readers see the state before it or after it.
  *   lock          the store lock (a spinlock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
  *                 last_lsn, and the order of appends to the WAL.
@@ -169,14 +173,19 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   s->lock_fd = lock_fd;
   s->bb_slot = -1;
   lock_fd = -1; /* the store owns it now */
+  rc = tg__batch_init(s);
+  if (rc) goto fail;
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
   if (dir) {
-    rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
+    rc = cfg->read_only ? tg__store_open_readonly(s, dir, msg, msglen)
+                        : tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
-  if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  /* A read-only handle is a view of another store's state: counted in its
+     owner's metrics, not twice. */
+  if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -185,6 +194,7 @@ fail:
   if (s) {
     tg__store_close_dir(s);
     if (s->lock_fd >= 0) close(s->lock_fd); /* handed over, dir never set */
+    tg__batch_fini(s);
     tg__graph_free(&s->g);
     free(s);
   }
@@ -206,6 +216,7 @@ int tg_store_close(tg_store *s) {
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
   tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);
+  tg__batch_fini(s);
   tg__graph_free(&s->g);
   free(s);
   return rc;
@@ -254,6 +265,7 @@ static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
     int r = tg__wal_strict_end(s->wal, rc == 0 ? lsn : 0);
     if (rc == 0) rc = r;
     if (__builtin_expect(rc != 0, 0)) tg__store_note_log_failure(s, rc);
+    else if (lsn) tg__note_last_lsn(s, lsn);
   }
   return rc;
 }
@@ -267,16 +279,25 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
+/* A read-only handle (readonly.c) changes nothing: every mutating call
+   starts here. read_only sits beside wal, which the same calls read. */
+#define REFUSE_READ_ONLY(s)                                   \
+  do {                                                        \
+    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+  } while (0)
+
 /* ---- memory pressure (slow path) --------------------------------------- */
 
 typedef struct collect_ctx {
   tg__victims *vs;
   uint32_t keep_a, keep_b; /* endpoints of the connection being made */
+  const struct tg__idmap *keep; /* tokens a committing batch names, or NULL */
 } collect_ctx;
 
 static int collect_victim(void *arg, const tg_token *t) {
   collect_ctx *c = arg;
-  if (!(t->flags & TG_TOKEN_PERSISTENT) && t->id != c->keep_a && t->id != c->keep_b)
+  if (!(t->flags & TG_TOKEN_PERSISTENT) && t->id != c->keep_a && t->id != c->keep_b &&
+      !(c->keep && tg__idmap_has(c->keep, t->id)))
     tg__victims_offer(c->vs, t->weight, t->id);
   return 0;
 }
@@ -297,7 +318,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   if (k > s->g.tokens.live) k = s->g.tokens.live;
   tg__victims vs;
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
-  collect_ctx c = {&vs, keep_a, keep_b};
+  collect_ctx c = {&vs, keep_a, keep_b, s->evict_keep};
   uint64_t evicted_before = gd->evictions;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
@@ -341,6 +362,21 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
   return 0;
 }
 
+/* ---- the single calls' steps, for batch.c ------------------------------ */
+
+void tg__store_strict_enter(tg_store *s) { strict_enter(s); }
+int tg__store_strict_wait(tg_store *s, int rc, uint64_t lsn) {
+  return strict_wait(s, rc, lsn);
+}
+int tg__store_log(tg_store *s, uint8_t type, const void *p, size_t n, uint64_t *lsn) {
+  return log_rec(s, type, p, n, lsn);
+}
+int tg__store_admit_memory(tg_store *s, uint64_t need) {
+  TG__ASSERT_LOCKED(s);
+  if (tg__graph_memory(&s->g) + need <= s->gd.slow_at) return 0;
+  return admit_memory_slow(s, need, 0, 0);
+}
+
 /* ---- tokens ------------------------------------------------------------ */
 
 /* The end of a create or a connect: leave the lock, wait for the record to
@@ -358,6 +394,7 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -404,6 +441,7 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 
 int tg_token_update(tg_store *s, const tg_token *t) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -448,6 +486,7 @@ out:
 
 int tg_token_delete(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
@@ -462,6 +501,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -523,6 +563,7 @@ out:
 
 int tg_disconnect(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
@@ -533,6 +574,42 @@ int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
   if (c) *out = *c;
   store_unlock(s);
   return c ? 0 : TG_ENOTFOUND;
+}
+
+int tg_connection_update(tg_store *s, const tg_connection *c) {
+  TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
+  int rc = 0;
+  uint64_t lsn = 0;
+  if (!c) return TG_EINVAL;
+  strict_enter(s);
+  store_lock(s);
+  const tg_connection *cur = tg__graph_conn(&s->g, c->id);
+  if (!cur) {
+    rc = TG_ENOTFOUND;
+    goto out;
+  }
+  if (cur->from != c->from || cur->to != c->to) {
+    rc = TG_EINVAL; /* the endpoints are the connection's identity */
+    goto out;
+  }
+  if (s->wal) {
+    /* The record is the whole image after the update, links 0, so replay
+       and tg-replay dump see the connection as it now is. */
+    tg_connection img = *cur;
+    img.weight = c->weight;
+    img.pull_strength = c->pull_strength;
+    img.activation_count = c->activation_count;
+    img.last_activated = c->last_activated;
+    img.confidence = c->confidence;
+    img.flags = c->flags;
+    img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+    if ((rc = log_rec(s, TG_REC_CONN_UPDATE, &img, sizeof img, &lsn))) goto out;
+  }
+  rc = tg__graph_conn_update(&s->g, c);
+out:
+  store_unlock(s);
+  return strict_wait(s, rc, lsn);
 }
 
 int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
