@@ -619,8 +619,9 @@ static void plant(const char *dir, const char *name, int is_dir, enum plant how,
   assert_int_equal(symlink(t, p), 0);
 }
 
-enum hostile_op { OP_OPEN, OP_INSPECT, OP_REPAIR, OP_REPAIR_FORCE, OPS };
-static const char *const op_name[] = {"open", "inspect", "repair", "repair --force"};
+enum hostile_op { OP_OPEN, OP_READ_ONLY, OP_INSPECT, OP_REPAIR, OP_REPAIR_FORCE, OPS };
+static const char *const op_name[] = {"open", "read-only open", "inspect", "repair",
+                                      "repair --force"};
 
 /* What one operation said, sent from the child. */
 typedef struct hostile_result {
@@ -638,8 +639,9 @@ static hostile_result run_hostile_op(const char *dir, enum hostile_op op) {
   if (c.pid == 0) {
     tg_store_config cfg = config(TG_BALANCED);
     cfg.crash_dump = 0;
-    if (op == OP_OPEN) {
+    if (op == OP_OPEN || op == OP_READ_ONLY) {
       tg_store *s = NULL;
+      cfg.read_only = op == OP_READ_ONLY;
       r.rc = tg_store_open_msg(&s, dir, &cfg, r.msg, sizeof r.msg);
       if (!r.rc) r.rc = tg_store_close(s);
     } else if (op == OP_INSPECT) {
@@ -670,8 +672,8 @@ static hostile_result run_hostile_op(const char *dir, enum hostile_op op) {
 /*
  * Every entry of a data directory, replaced by a link out of it (to a file,
  * an empty file, a name that does not exist, a directory), a FIFO, or an
- * entry of the wrong type: the open, tg_store_inspect() and
- * tg_store_repair() each end (none blocks), refuse it with a message that
+ * entry of the wrong type: the open, the read-only open, tg_store_inspect()
+ * and tg_store_repair() each end (none blocks), refuse it with a message that
  * names it (or, inspect, report the log unclean; the ring, which only the
  * open drains, and a segment are reported that way), and nothing outside
  * the directory changes or appears. TOKENGRAPH.tmp is a leftover temporary
@@ -736,7 +738,7 @@ static void test_hostile_entries_are_refused_and_nothing_outside_changes(void **
       int leftover = !strcmp(entries[e].name, "TOKENGRAPH.tmp");
       const char *base = strrchr(entries[e].name, '/');
       base = base ? base + 1 : entries[e].name;
-      static const enum hostile_op order[] = {OP_INSPECT, OP_REPAIR, OP_OPEN,
+      static const enum hostile_op order[] = {OP_INSPECT, OP_READ_ONLY, OP_REPAIR, OP_OPEN,
                                               OP_REPAIR_FORCE};
       for (size_t o = 0; o < OPS; o++) {
         enum hostile_op op = order[o];
@@ -757,7 +759,7 @@ static void test_hostile_entries_are_refused_and_nothing_outside_changes(void **
       }
     }
   }
-  assert_int_equal(cases, 8 * PLANTS * 3);
+  assert_int_equal(cases, 8 * PLANTS * 4);
   /* The one open that writes TOKENGRAPH.tmp, the first: whatever stands
      there is removed, never written through. */
   for (int how = 0; how < PLANTS; how++) {

@@ -96,7 +96,12 @@ static int ro_wal(int dirfd, const char *dir, char *walpath, size_t n, int *wfd,
   *wfd = tg__dir_open_subdir(dirfd, dir, "wal", 0, msg, len);
   if (*wfd == -ENOENT) return tg__path_join(walpath, n, dir, "wal");
   if (*wfd < 0) return *wfd;
-  return tg__store_wal_path(walpath, n, *wfd, dir, "wal");
+  /* The ring is the owner's to drain, never read here; one the open would
+     refuse is refused here too (the same verdict). */
+  char waldir[4096];
+  int rc = tg__path_join(waldir, sizeof waldir, dir, "wal");
+  if (!rc) rc = tg__dir_check_regular(*wfd, waldir, TG__WAL_RING_NAME, msg, len);
+  return rc ? rc : tg__store_wal_path(walpath, n, *wfd, dir, "wal");
 }
 
 /* Pass 1: read the log from `from` to its end and find the durable cut.
@@ -302,6 +307,8 @@ int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len)
   s->dir_fd = s->wal_fd = -1;
   if (!(s->dir = strdup(dir))) return TG_ENOMEM;
   if ((s->dir_fd = tg__store_open_checked_dir(dir, msg, len)) < 0) return s->dir_fd;
+  /* Never taken, but held to what the owner's open accepts. */
+  if ((rc = tg__dir_check_regular(s->dir_fd, dir, "LOCK", msg, len))) return rc;
   if ((rc = build_view(s->dir_fd, dir, &v, NULL, NULL, msg, len))) return rc;
   tg__graph_free(&s->g);
   s->g = v.g;
