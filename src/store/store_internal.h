@@ -206,9 +206,9 @@ void tg__say(char *msg, size_t len, const char *fmt, ...);
 /*
  * Entries of the data directory are input: opened only relative to the
  * directory's descriptor, never through a symbolic link, never blocking on
- * a FIFO, and refused at once when they are not what belongs there (durable.c;
- * docs/data-layout.md, "Opening the directory"). `dir` names the directory
- * in messages only.
+ * a FIFO, and refused at once when they are not what belongs there
+ * (durable.c; docs/store-format.md, "Entries are opened through the
+ * directory"). `dir` names the directory in messages only.
  */
 
 /* Open regular file `name` of the directory open as dirfd: O_NOFOLLOW (a
