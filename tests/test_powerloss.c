@@ -9,6 +9,8 @@
  *
  *   - the image opens (a torn or garbled unsynced tail is cut, never
  *     refused as corruption);
+ *   - every marker frame the WAL wrote vouches only for bytes that a
+ *     finished fdatasync covered (checked on the journal, powerloss.h);
  *   - the tokens written before the child started (a store the parent made
  *     and closed) are all there, exact;
  *   - each thread's tokens are exactly the result of a prefix of that
@@ -22,7 +24,9 @@
  *
  *   test_powerloss [--iterations N] [--seed S] [--threads T]
  *                  [--level strict|balanced|relaxed|all]
- *                  [--dir-model on|off|random] [--max-window-ms MS] [--keep]
+ *                  [--dir-model on|off|random] [--model drop|torn|pages|random]
+ *                  [--max-window-ms MS] [--check-bound] [--segment-kib K]
+ *                  [--verbose] [--keep]
  *
  * Exit status 0 when every check held, 1 on the first failure (the images
  * are kept under the printed directory), 64 on a usage error.
@@ -71,7 +75,7 @@ typedef struct shared {  /* MAP_SHARED between the child and the parent */
 
 typedef struct options {
   uint64_t iterations, seed, max_window_ms, segment_kib;
-  int threads, level, dir_model, keep, verbose, check_bound;
+  int threads, level, dir_model, keep, verbose, check_bound, model;
 } options;
 
 static shared *sh;
@@ -404,7 +408,7 @@ static const char *level_name(int l) {
 }
 
 int main(int argc, char **argv) {
-  options o = {200, 1, 0, 256, 3, -1, -1, 0, 0, 0};
+  options o = {200, 1, 0, 0, 3, -1, -1, 0, 0, 0, -1};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--iterations") && v) o.iterations = strtoull(argv[++i], NULL, 10);
@@ -422,17 +426,23 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--dir-model") && v) {
       i++;
       o.dir_model = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
+    } else if (!strcmp(a, "--model") && v) {
+      i++;
+      o.model = !strcmp(v, "drop") ? PL_DROP : !strcmp(v, "torn") ? PL_TORN
+              : !strcmp(v, "pages") ? PL_PAGES : -1;
+      if (o.model < 0 && strcmp(v, "random")) return fprintf(stderr, "bad --model\n"), 64;
     } else if (!strcmp(a, "--keep")) o.keep = 1;
     else if (!strcmp(a, "--help")) {
       printf("usage: test_powerloss [--iterations N] [--seed S] [--threads T] "
              "[--level strict|balanced|relaxed|all] [--dir-model on|off|random] "
-             "[--max-window-ms MS] [--keep]\n");
+             "[--model drop|torn|pages|random] [--max-window-ms MS] [--check-bound] "
+             "[--segment-kib K] [--verbose] [--keep]\n");
       return 0;
     } else return fprintf(stderr, "unknown option %s\n", a), 64;
   }
   if (o.threads < 1 || o.threads > MAX_THREADS) return fprintf(stderr, "bad --threads\n"), 64;
-  if (o.segment_kib < 4 || o.segment_kib % 4) return fprintf(stderr, "bad --segment-kib\n"), 64;
-  segment_bytes = o.segment_kib << 10;
+  if (o.segment_kib && (o.segment_kib < 4 || o.segment_kib % 4))
+    return fprintf(stderr, "bad --segment-kib\n"), 64;
   sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED) return perror("mmap"), 1;
   char root[] = "/tmp/tg_powerloss_XXXXXX";
@@ -448,6 +458,13 @@ int main(int argc, char **argv) {
   for (uint64_t it = 0; it < o.iterations && !status; it++) {
     int level = o.level >= 0 ? o.level : (int)(mix(&seed) % 3);
     int fresh = mix(&seed) % 3 == 0;
+    /* Without --segment-kib: a third of the runs in 256 KiB segments (one
+       batch of the writer fills one: nearly every fdatasync is a switch's),
+       the rest in 4 MiB ones (several fdatasyncs of the sync thread per
+       segment, each followed by a DURABLE marker: a marker that claims
+       bytes its fdatasync did not cover is caught there). */
+    uint64_t seg_pick = mix(&seed);
+    segment_bytes = o.segment_kib ? o.segment_kib << 10 : seg_pick % 3 == 0 ? 256u << 10 : 4u << 20;
     char dir[256], img[256], journal[256], base[256];
     snprintf(dir, sizeof dir, "%s/d%llu", root, (unsigned long long)it);
     snprintf(img, sizeof img, "%s/img%llu", root, (unsigned long long)it);
@@ -465,14 +482,19 @@ int main(int argc, char **argv) {
     }
     pid_t pid = fork();
     if (pid == 0) child_main(&o, dir, journal, cseed, level);
-    /* Kill at a random moment: during the open, or 0.1-30 ms after it. */
+    /* Kill at a random moment: during the open, or 0.1-30 or 0.1-150 ms
+       after it. */
     uint64_t r = mix(&seed);
     if (r % 5 == 0) {
       usleep((useconds_t)(mix(&seed) % 3000));
     } else {
       uint64_t t0 = now_ns();
       while (!atomic_load(&sh->ready) && now_ns() - t0 < 10ull * 1000000000ull) usleep(50);
-      usleep((useconds_t)(100 + mix(&seed) % 30000));
+      /* Half the losses come later, after several of the sync thread's
+         fdatasyncs and the DURABLE markers that follow them: a marker that
+         claimed bytes written while its fdatasync ran is then caught. */
+      uint64_t span = mix(&seed) % 2 ? 30000 : 150000;
+      usleep((useconds_t)(100 + mix(&seed) % span));
     }
     kill(pid, SIGKILL);
     uint64_t kill_ns = now_ns();
@@ -483,12 +505,20 @@ int main(int argc, char **argv) {
                     (unsigned long long)it, st);
       break;
     }
-    pl_model m = {(int)(mix(&seed) % 3),
+    int mode = (int)(mix(&seed) % 3);
+    pl_model m = {o.model >= 0 ? o.model : mode,
                   o.dir_model >= 0 ? o.dir_model : (int)(mix(&seed) & 1), mix(&seed)};
     pl_stats ps;
     char msg[512] = "";
     if (pl_reconstruct(journal, dir, fresh ? NULL : base, img, &m, &ps, msg, sizeof msg)) {
       status = fail("iteration %llu: reconstruct: %s", (unsigned long long)it, msg);
+      break;
+    }
+    if (ps.bad_markers) {
+      status = fail("iteration %llu: %llu marker frame(s) vouch for bytes no finished "
+                    "fdatasync covered; the first: %s", (unsigned long long)it,
+                    (unsigned long long)ps.bad_markers, msg);
+      o.keep = 1;
       break;
     }
     per_mode[m.mode]++;
@@ -557,6 +587,7 @@ int main(int argc, char **argv) {
       o.keep = 1;
       break;
     }
+    if (o.keep) continue; /* --keep: every iteration's files stay */
     rm_rf(dir);
     rm_rf(img);
     rm_rf(base);
