@@ -21,7 +21,7 @@
 enum pl_op {
   OP_BASE = 1,   /* a file or directory present at the start: ino, path, a=isdir */
   OP_OPEN,       /* a successful open: ino, path, a=1 if it created the file */
-  OP_WRITE,      /* ino, path, a=offset, data */
+  OP_WRITE,      /* ino, path, a=offset, b=CLOCK_MONOTONIC ns, data */
   OP_TRUNC,      /* ino, path, a=length */
   OP_FALLOC,     /* ino, path, a=offset, b=length (mode 0: extends, zeros) */
   OP_SYNC,       /* after a successful fdatasync/fsync: ino, path, a=isdir */
@@ -30,7 +30,8 @@ enum pl_op {
   OP_MKDIR,      /* before: path */
   OP_FAILED,     /* the namespace operation just journaled did not happen */
   OP_SYNC_BEGIN  /* before an fdatasync/fsync of a file: ino, path, a=its id
-                    (the OP_SYNC that ends it carries the id in b) */
+                    (the OP_SYNC that ends it carries the id in b),
+                    b=CLOCK_MONOTONIC ns */
 };
 
 #define PL_MAGIC 0x314a4c50u /* "PLJ1" */
@@ -130,7 +131,7 @@ static uint64_t path_ino(const char *p) {
 static ssize_t rec_pwrite(int fd, const void *buf, size_t n, off_t off) {
   char p[PATH_MAX];
   fd_path(fd, p, sizeof p);
-  jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, mono_ns(), p, NULL, buf, n);
   return real.pwrite(fd, buf, n, off);
 }
 
@@ -138,7 +139,7 @@ static ssize_t rec_write(int fd, const void *buf, size_t n) {
   char p[PATH_MAX];
   off_t off = lseek(fd, 0, SEEK_CUR);
   fd_path(fd, p, sizeof p);
-  if (off >= 0) jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  if (off >= 0) jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, mono_ns(), p, NULL, buf, n);
   return real.write(fd, buf, n);
 }
 
@@ -163,8 +164,8 @@ static int rec_sync(int fd, int (*fn)(int)) {
      unsynced - which catches a durable point that claims them. */
   static _Atomic uint64_t next_id = 1;
   uint64_t id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-  if (!isdir) jwrite(OP_SYNC_BEGIN, ino, id, 0, p, NULL, NULL, 0);
   uint64_t t0 = mono_ns();
+  if (!isdir) jwrite(OP_SYNC_BEGIN, ino, id, t0, p, NULL, NULL, 0);
   int r = fn(fd);
   int e = errno;
   if (r == 0) jwrite(OP_SYNC, ino, (uint64_t)isdir, isdir ? 0 : id, p, NULL, NULL, 0);
@@ -321,20 +322,21 @@ typedef struct rec {
 
 typedef struct pend { /* an unsynced change to a file, in order */
   uint32_t op;        /* OP_WRITE, OP_TRUNC, OP_FALLOC */
-  uint64_t a, b;
+  uint64_t a, b;      /* as journaled (OP_WRITE: b is when) */
   const unsigned char *data;
   size_t dlen;
 } pend;
 
-typedef struct sync_mark { /* a file sync that began: its id, and how many
-                              of the file's changes were made before it */
-  uint64_t id, upto;
+typedef struct sync_mark { /* a file sync that began: its id, how many of
+                              the file's changes were made before it, when */
+  uint64_t id, upto, t;
 } sync_mark;
 
 typedef struct file {
   uint64_t ino;
   int loaded;
   uint64_t applied;       /* changes made durable so far (dur) */
+  int wal;                /* a WAL segment (check_markers saw it written) */
   sync_mark *marks;       /* syncs begun and not ended */
   size_t nmarks, mcap;
   unsigned char *dur;     /* contents as of the last sync */
@@ -496,12 +498,12 @@ static void file_sync_n(file *f, size_t k) {
 
 static void file_sync(file *f) { file_sync_n(f, f->npend); }
 
-static void file_sync_begin(file *f, uint64_t id) {
+static void file_sync_begin(file *f, uint64_t id, uint64_t t) {
   if (f->nmarks == f->mcap) {
     f->mcap = f->mcap ? f->mcap * 2 : 4;
     f->marks = xrealloc(f->marks, f->mcap * sizeof *f->marks);
   }
-  f->marks[f->nmarks++] = (sync_mark){id, f->applied + f->npend};
+  f->marks[f->nmarks++] = (sync_mark){id, f->applied + f->npend, t};
 }
 
 /* The sync `id` ended: what was written before it began is durable. A sync
@@ -596,11 +598,15 @@ static uint64_t ld64(const unsigned char *p) {
    that offset must be covered by a sync that ended before this write (one
    that had begun before it was made). A marker that claims more is
    counted in st->bad_markers, the first one described in msg. */
-static void check_markers(const file *f, const rec *x, pl_stats *st, char *msg, size_t msglen) {
-  size_t pl = strlen(x->p);
-  int wal = (pl > 4 && !strcmp(x->p + pl - 4, ".wal")) ||
-            (pl > 9 && !strcmp(x->p + pl - 9, "/next.tmp"));
-  if (!wal || x->h.a < 64) return;
+static int wal_segment(const char *p) {
+  size_t pl = strlen(p);
+  return (pl > 4 && !strcmp(p + pl - 4, ".wal")) || (pl > 9 && !strcmp(p + pl - 9, "/next.tmp"));
+}
+
+static void check_markers(file *f, const rec *x, pl_stats *st, char *msg, size_t msglen) {
+  if (!wal_segment(x->p)) return;
+  f->wal = 1;
+  if (x->h.a < 64) return;
   const unsigned char *d = x->data;
   size_t n = (size_t)x->h.dlen;
   for (size_t q = 0; q + 16 <= n;) {
@@ -760,7 +766,7 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
       break;
     }
     case OP_SYNC_BEGIN:
-      file_sync_begin(file_get(&r, x->h.ino), x->h.a);
+      file_sync_begin(file_get(&r, x->h.ino), x->h.a, x->h.b);
       break;
     case OP_SYNC:
       if (x->h.a) dir_synced(&r, x->p);
@@ -785,6 +791,17 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
     default:
       break;
     }
+  }
+
+  for (size_t i = 0; i < r.nfiles; i++) {
+    const file *f = &r.files[i];
+    for (size_t k = 0; f->wal && k < f->nmarks; k++)
+      if (f->marks[k].t && (!st->oldest_sync_begun_ns || f->marks[k].t < st->oldest_sync_begun_ns))
+        st->oldest_sync_begun_ns = f->marks[k].t;
+    for (size_t k = 0; f->wal && k < f->npend; k++)
+      if (f->pend[k].op == OP_WRITE && f->pend[k].b &&
+          (!st->oldest_unsynced_wal_write_ns || f->pend[k].b < st->oldest_unsynced_wal_write_ns))
+        st->oldest_unsynced_wal_write_ns = f->pend[k].b;
   }
 
   names *fin = m->dir_entries_need_fsync ? &r.dur : &r.cur;

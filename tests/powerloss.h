@@ -60,6 +60,11 @@ typedef struct pl_stats {
   uint64_t unsynced_kept;     /* of which kept (whole or in part) */
   uint64_t names_undone;      /* creates, renames, unlinks reverted */
   int journal_torn;           /* the journal's last record was incomplete */
+  uint64_t oldest_unsynced_wal_write_ns; /* CLOCK_MONOTONIC time of the oldest
+                                 write to a WAL segment that no finished
+                                 sync covered (0: none) */
+  uint64_t oldest_sync_begun_ns; /* when the oldest sync of a WAL segment
+                                 still running at the end began (0: none) */
   uint64_t bad_markers;       /* WAL marker frames that claimed as
                                  fdatasynced bytes no finished sync covered
                                  when they were written (the message names
