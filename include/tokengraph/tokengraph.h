@@ -137,11 +137,24 @@ typedef struct tg_guardian_config {
                                 fraction of max memory); default 0.05 */
   uint32_t max_degree;       /* connections in + out of one token; default
                                 1,000,000 */
-  int cleanup;               /* 1 (default): crossing the soft limit evicts
-                                non-PERSISTENT tokens, lowest weight first.
-                                0: on_pressure is called instead */
+  int cleanup;               /* 0 (default): nothing is ever deleted behind
+                                the application's back: crossing the soft
+                                limit calls on_pressure, and a create or
+                                connect past max_memory_bytes gets
+                                TG_EQUOTA (tg_quota_exceeded() says
+                                TG_QUOTA_MEMORY). 1 (opt-in eviction):
+                                crossing the soft limit evicts
+                                non-PERSISTENT tokens, lowest weight first,
+                                and on_evict is told their ids */
   void (*on_pressure)(void *arg, const tg_pressure_event *ev);
   void *on_pressure_arg;
+  /* With cleanup = 1: called once per eviction pass, before the create or
+     connect that caused it returns, with the ids of the tokens the pass
+     evicted (n >= 1; each token's connections went with it). Runs on the
+     calling thread with the store locked and must not call into the
+     store; `ids` is valid only during the call. May be NULL. */
+  void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
+  void *on_evict_arg;
 } tg_guardian_config;
 
 /*
@@ -526,6 +539,28 @@ typedef struct tg_store_stats {
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+/* The quotas a call can hit (the same values as enum tg_bb_quota of
+   tokengraph/trace.h, the black box's record of each rejection). */
+enum tg_quota {
+  TG_QUOTA_NONE = 0,
+  TG_QUOTA_TOKENS = 1,      /* max_tokens */
+  TG_QUOTA_CONNECTIONS = 2, /* max_connections */
+  TG_QUOTA_MEMORY = 3,      /* max_memory_bytes */
+  TG_QUOTA_DEGREE = 4       /* max_degree of an endpoint */
+};
+
+/*
+ * Which quota the calling thread's most recent call on s that returned
+ * TG_EQUOTA hit (enum tg_quota); TG_QUOTA_NONE when no call of this thread
+ * on s was ever rejected. Per thread, so a rejection in another thread
+ * never changes the answer; a later successful call does not clear it.
+ */
+TG_API int tg_quota_exceeded(tg_store *s);
+
+/* "tokens", "connections", "memory", "degree", "none"; "unknown" for any
+   other value. A static string. */
+TG_API const char *tg_quota_name(int quota);
 
 #ifdef __cplusplus
 }

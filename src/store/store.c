@@ -91,7 +91,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->guardian.memory_threshold = 0.8;
   cfg->guardian.cleanup_margin = 0.05;
   cfg->guardian.max_degree = 1000000;
-  cfg->guardian.cleanup = 1;
+  cfg->guardian.cleanup = 0; /* eviction is opt-in: see tokengraph.h */
   tg_wal_config_init(&cfg->wal);
   cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
@@ -267,6 +267,46 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
+/* ---- quota rejections ---------------------------------------------------- */
+
+/* The quota this thread's last TG_EQUOTA hit, and on which store: per
+   thread, so concurrent callers each learn their own answer without a
+   lock, and nothing is written on a call that is admitted. */
+static _Thread_local struct {
+  const tg_store *s;
+  int quota; /* enum tg_quota */
+} last_rejection;
+
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id) {
+  TG__ASSERT_LOCKED(s);
+  s->gd.rejections++;
+  last_rejection.s = s;
+  last_rejection.quota = quota;
+  tg_blackbox_record(TG_BB_QUOTA_REJECTION, (uint64_t)quota, value, limit, id);
+}
+
+_Static_assert((int)TG_QUOTA_TOKENS == (int)TG_BB_QUOTA_TOKENS &&
+               (int)TG_QUOTA_CONNECTIONS == (int)TG_BB_QUOTA_CONNECTIONS &&
+               (int)TG_QUOTA_MEMORY == (int)TG_BB_QUOTA_MEMORY &&
+               (int)TG_QUOTA_DEGREE == (int)TG_BB_QUOTA_DEGREE,
+               "enum tg_quota and enum tg_bb_quota are one numbering");
+
+int tg_quota_exceeded(tg_store *s) {
+  return s && last_rejection.s == s ? last_rejection.quota : TG_QUOTA_NONE;
+}
+
+const char *tg_quota_name(int quota) {
+  switch (quota) {
+  case TG_QUOTA_NONE: return "none";
+  case TG_QUOTA_TOKENS: return "tokens";
+  case TG_QUOTA_CONNECTIONS: return "connections";
+  case TG_QUOTA_MEMORY: return "memory";
+  case TG_QUOTA_DEGREE: return "degree";
+  default: return "unknown";
+  }
+}
+
 /* ---- memory pressure (slow path) --------------------------------------- */
 
 typedef struct collect_ctx {
@@ -296,9 +336,18 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   uint64_t k = (mem + need - target + TG__SLOT_BYTES - 1) / TG__SLOT_BYTES;
   if (k > s->g.tokens.live) k = s->g.tokens.live;
   tg__victims vs;
+  uint32_t *gone = NULL; /* the ids evicted, for on_evict */
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
+  /* Without room to tell the application which ids went, evict nothing:
+     an eviction it cannot learn of is the silent loss this hook exists to
+     prevent. */
+  if (gd->on_evict && k && !(gone = malloc((size_t)k * sizeof *gone))) {
+    tg__victims_free(&vs);
+    return;
+  }
   collect_ctx c = {&vs, keep_a, keep_b};
   uint64_t evicted_before = gd->evictions;
+  size_t ngone = 0;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
@@ -306,11 +355,16 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
     uint64_t lsn;
     if (s->wal && log_rec(s, TG_REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
       break; /* the log failed: evict nothing more */
-    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) gd->evictions++;
+    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) {
+      gd->evictions++;
+      if (gone) gone[ngone++] = vid;
+    }
   }
   uint64_t after = tg__graph_memory(&s->g);
   tg_blackbox_record(TG_BB_EVICTION, gd->evictions - evicted_before, mem - after,
                      after, gd->soft_limit);
+  if (ngone) gd->on_evict(gd->on_evict_arg, gone, ngone);
+  free(gone);
   tg__victims_free(&vs);
 }
 
@@ -333,9 +387,7 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
     tg__guardian_rearm(gd, mem + need);
   }
   if (mem + need > gd->max_memory) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_MEMORY, mem + need,
-                       gd->max_memory, keep_a);
+    tg__store_quota_reject(s, TG_QUOTA_MEMORY, mem + need, gd->max_memory, keep_a);
     return TG_EQUOTA;
   }
   return 0;
@@ -368,9 +420,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   tg__guardian *gd = &s->gd;
   gd->checks++;
   if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live + 1,
-                       gd->max_tokens, 0);
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -482,14 +532,12 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
       dto > gd->max_degree) {
-    gd->rejections++;
     if (s->g.conns.live >= gd->max_connections)
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS,
-                         s->g.conns.live + 1, gd->max_connections, from);
+      tg__store_quota_reject(s, TG_QUOTA_CONNECTIONS, s->g.conns.live + 1,
+                             gd->max_connections, from);
     else
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE,
-                         dfrom > gd->max_degree ? dfrom : dto, gd->max_degree,
-                         dfrom > gd->max_degree ? from : to);
+      tg__store_quota_reject(s, TG_QUOTA_DEGREE, dfrom > gd->max_degree ? dfrom : dto,
+                             gd->max_degree, dfrom > gd->max_degree ? from : to);
     rc = TG_EQUOTA;
     goto out;
   }

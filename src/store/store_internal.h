@@ -119,6 +119,12 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
 
+/* A call is rejected with TG_EQUOTA: count it, tell the calling thread
+   which quota (tg_quota_exceeded()) and leave it in the black box (value,
+   limit, the token concerned or 0). Under the store lock (store.c). */
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id);
+
 /* Record the log's failure in the black box, the first time a caller sees
    rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */
 void tg__store_note_log_failure(tg_store *s, int rc);
