@@ -231,6 +231,7 @@ int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
     return tg__graph_token_put(g, &rec.token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
+    if ((rc = tg__graph_reserve_deletes(g))) return rc;
     if (tg__graph_token_delete(g, rec.id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;

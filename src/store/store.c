@@ -353,6 +353,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
     uint32_t vid = vs.v[i].id;
     uint64_t lsn;
+    if (tg__graph_reserve_deletes(&s->g)) break; /* no memory: stop here */
     if (s->wal && log_rec(s, TG_REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
       break; /* the log failed: evict nothing more */
     if (tg__graph_token_delete(&s->g, vid, NULL) == 0) {
@@ -428,10 +429,12 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
     rc = admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
     if (rc) goto out;
   }
+  uint32_t cursor = s->g.tokens.cursor; /* to give the id back on failure */
+  int wrapped = s->g.tokens.wrapped;
   tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
   if (__builtin_expect(!t, 0)) goto out;
   if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
-    tg__graph_token_uncreate(&s->g, t, nid);
+    tg__graph_token_uncreate(&s->g, t, nid, cursor, wrapped);
     goto out;
   }
   s->tokens_created++;
@@ -487,6 +490,7 @@ static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
     rc = TG_ENOTFOUND;
     goto out;
   }
+  if (token && (rc = tg__graph_reserve_deletes(&s->g))) goto out;
   if (s->wal && (rc = log_rec(s, type, &id, sizeof id, &lsn))) goto out;
   if (token) tg__graph_token_delete(&s->g, id, NULL);
   else tg__graph_disconnect(&s->g, id);
@@ -504,7 +508,7 @@ int tg_token_delete(tg_store *s, uint32_t id) {
 /* ---- connections ------------------------------------------------------- */
 
 static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t cf = (from - 1u) >> TG__CHUNK_SHIFT, ct = (to - 1u) >> TG__CHUNK_SHIFT;
+  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
   uint64_t n = !g->adj[cf];
   if (ct != cf && !g->adj[ct]) n++;
   return n * TG__ADJ_TABLE_BYTES;
@@ -548,6 +552,8 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   }
   rc = tg__graph_reserve_adj(&s->g, from, to);
   if (!rc && s->g.track_dirty) rc = tg__graph_reserve_conn_dirty(&s->g);
+  uint32_t cursor = s->g.conns.cursor; /* to give the id back on failure */
+  int wrapped = s->g.conns.wrapped;
   if (!rc) rc = tg__graph_connect(&s->g, init, &nid);
   if (rc) goto out;
   if (s->wal) {
@@ -555,6 +561,8 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
     if ((rc = log_rec(s, TG_REC_CONN_PUT, &img, sizeof img, &lsn))) {
       tg__graph_disconnect(&s->g, nid);
+      s->g.conns.cursor = cursor;
+      s->g.conns.wrapped = wrapped;
       goto out;
     }
   }
@@ -591,6 +599,65 @@ int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
   int rc = tg__graph_edges(&s->g, id, direction, cb, arg);
   store_unlock(s);
   return rc;
+}
+
+typedef struct edge_filter_ctx {
+  const tg_edge_filter *f;
+  tg_edge_cb cb;
+  void *arg;
+} edge_filter_ctx;
+
+static int edge_filter_cb(void *arg, const tg_connection *c) {
+  const edge_filter_ctx *x = arg;
+  if (x->f->type >= 0 && c->type != (unsigned)x->f->type) return 0;
+  if (x->f->categories && !(x->f->categories & (1u << TG_CONN_CATEGORY(c->type)))) return 0;
+  return x->cb(x->arg, c);
+}
+
+int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                            tg_edge_cb cb, void *arg) {
+  if (!filter || !cb || filter->type >= TG_CONN_TYPES || filter->type < -1) return TG_EINVAL;
+  edge_filter_ctx x = {filter, cb, arg};
+  return tg_token_edges(s, id, filter->direction, edge_filter_cb, &x);
+}
+
+/*
+ * A scan copies a page of records under the lock and calls back outside
+ * it. 256 records (16 KiB, on the stack) bound the pause a writer can see
+ * to a copy of that size, and the id budget bounds it when ids are sparse
+ * (an empty map chunk costs one unit, a live-or-dead id one).
+ */
+#define SCAN_PAGE 256u
+#define SCAN_ID_BUDGET 4096u
+
+static int scan(tg_store *s, uint32_t after_id, tg_token_cb tcb, tg_edge_cb ccb, void *arg) {
+  union {
+    tg_token t[SCAN_PAGE];
+    tg_connection c[SCAN_PAGE];
+  } page;
+  uint32_t pos = after_id;
+  int done = 0, rc = 0;
+  if (!tcb && !ccb) return TG_EINVAL;
+  while (!done && !rc) {
+    store_lock(s);
+    size_t n = tg__arena_scan(ccb ? &s->g.conns : &s->g.tokens, &pos, &page, SCAN_PAGE,
+                              SCAN_ID_BUDGET, &done);
+    store_unlock(s);
+    for (size_t i = 0; i < n && !rc; i++) rc = ccb ? ccb(arg, &page.c[i]) : tcb(arg, &page.t[i]);
+  }
+  return rc;
+}
+
+int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, cb, NULL, arg);
+}
+
+int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, NULL, cb, arg);
 }
 
 int tg_store_stats_get(tg_store *s, tg_store_stats *out) {

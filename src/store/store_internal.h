@@ -56,7 +56,9 @@ struct tg_store {
   uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
                                    state record counts (format 2) */
   uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
-                                   marks (0xFFFFFFFF: format 1, unknown) */
+                                   marks, the id cursors (0xFFFFFFFF:
+                                   format 1, unknown) */
+  uint32_t ckpt_id_flags;       /* open/close; which id spaces had wrapped */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
