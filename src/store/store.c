@@ -429,12 +429,10 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
     rc = admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
     if (rc) goto out;
   }
-  uint32_t cursor = s->g.tokens.cursor; /* to give the id back on failure */
-  int wrapped = s->g.tokens.wrapped;
   tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
   if (__builtin_expect(!t, 0)) goto out;
   if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
-    tg__graph_token_uncreate(&s->g, t, nid, cursor, wrapped);
+    tg__graph_token_uncreate(&s->g, t, nid);
     goto out;
   }
   s->tokens_created++;
@@ -552,8 +550,6 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   }
   rc = tg__graph_reserve_adj(&s->g, from, to);
   if (!rc && s->g.track_dirty) rc = tg__graph_reserve_conn_dirty(&s->g);
-  uint32_t cursor = s->g.conns.cursor; /* to give the id back on failure */
-  int wrapped = s->g.conns.wrapped;
   if (!rc) rc = tg__graph_connect(&s->g, init, &nid);
   if (rc) goto out;
   if (s->wal) {
@@ -561,8 +557,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
     if ((rc = log_rec(s, TG_REC_CONN_PUT, &img, sizeof img, &lsn))) {
       tg__graph_disconnect(&s->g, nid);
-      s->g.conns.cursor = cursor;
-      s->g.conns.wrapped = wrapped;
+      tg__arena_give_back(&s->g.conns, nid); /* the log never skips an id */
       goto out;
     }
   }

@@ -172,6 +172,7 @@ size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
 void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
   a->cursor = id;
   a->wrapped = wrapped;
+  a->fast_ids = 0;
 }
 
 int tg__arena_grow(tg__arena *a) {
@@ -201,6 +202,12 @@ void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err) {
   if (nid <= a->cursor) a->wrapped = 1;
   tg__arena_map_set(a, nid, (uint32_t)i);
   a->cursor = nid;
+  /* The ids after nid in its map chunk are free before a wrap (none
+     above the cursor was ever issued): hand them out on the fast path. */
+  uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
+  if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
+  a->fast_ids = a->wrapped ? 0 : (uint32_t)(end - nid);
+  a->map_cur = a->map[TG__ID_CHUNK(nid)];
   /* The cursor left a map chunk whose ids all died already (a store that
      deletes what it creates): nothing will be mapped there again until a
      wrap, so give it back now rather than keep 4 bytes per id. */
@@ -238,6 +245,7 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
   int64_t i = take_slot(a, err);
   if (i < 0) return NULL;
   tg__arena_map_set(a, id, (uint32_t)i);
+  a->fast_ids = 0;
   if (id == expect) {
     if (id <= a->cursor) a->wrapped = 1;
     a->cursor = id;

@@ -82,6 +82,11 @@ typedef struct tg__arena {
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
+  uint32_t fast_ids;      /* ids the fast path may hand out (cursor + 1 on)
+                             before the slow path must look: those left in
+                             map_cur, before any wrap; 0 otherwise, and
+                             whenever the cursor is moved from outside */
+  uint32_t *map_cur;      /* the map chunk of cursor + 1 while fast_ids */
 } tg__arena;
 
 /*
@@ -165,13 +170,12 @@ static inline void tg__arena_map_set(tg__arena *a, uint32_t id, uint32_t i) {
 void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err);
 
 static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
+  /* The common case: before any wrap, cursor + 1 is free and its map
+     chunk is there, which fast_ids says in one load. Anything else (a new
+     map chunk, the wrap, ids to skip, a new slot chunk) takes the slow
+     path, which sets fast_ids again. */
+  if (__builtin_expect(!a->fast_ids, 0)) return tg__arena_alloc_slow(a, id, err);
   uint32_t nid = a->cursor + 1u;
-  uint32_t *m = a->map[TG__ID_CHUNK(nid)];
-  /* The common case: before any wrap, cursor + 1 is free, and its map
-     chunk is there. Anything else (a new map chunk, the wrap, ids to skip,
-     a new slot chunk) takes the slow path. */
-  if (__builtin_expect(!m || a->wrapped || nid == 0, 0))
-    return tg__arena_alloc_slow(a, id, err);
   uint32_t i;
   void *p;
   if (a->free_head) {
@@ -184,10 +188,21 @@ static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
   } else {
     return tg__arena_alloc_slow(a, id, err);
   }
-  tg__arena_map_set(a, nid, i);
+  __atomic_store_n(&a->map_cur[TG__ID_ENTRY(nid)], i + 1u, __ATOMIC_RELAXED);
+  a->map_live[TG__ID_CHUNK(nid)]++;
+  a->live++;
+  a->fast_ids--;
   a->cursor = nid;
   *id = nid;
   return p;
+}
+
+/* Undo the allocation of `id`, the last one handed out, after its slot was
+   released: the cursor steps back so the next allocation hands out `id`
+   again (nobody saw it). */
+static inline void tg__arena_give_back(tg__arena *a, uint32_t id) {
+  a->cursor = id - 1u;
+  a->fast_ids = 0;
 }
 
 /* Return the live slot `p` (id `id`) to the free list; the id is dead and

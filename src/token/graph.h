@@ -156,12 +156,10 @@ static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *ini
 /* Undo the create that just returned t (its record could not be logged):
    the slot is freed and the cursor goes back, so the id is handed out
    again by the next create, as if this one had never run (nobody saw it). */
-static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id,
-                                            uint32_t cursor, int wrapped) {
+static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
   t->flags = 0;
   tg__arena_release(&g->tokens, t, id);
-  g->tokens.cursor = cursor;
-  g->tokens.wrapped = wrapped;
+  tg__arena_give_back(&g->tokens, id);
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
