@@ -138,10 +138,14 @@ static inline uint32_t tg__arena_index(const tg__arena *a, uint32_t id) {
   return m ? m[TG__ID_ENTRY(id)] : 0; /* id 0's entry is never set */
 }
 
-/* The live object with this id, or NULL. */
+/* The live object with this id, or NULL. The slot's id field is checked
+   too: an id a batch holds (tg__arena_reserve()) is mapped to a slot whose
+   id field stays 0 until the object is written. */
 static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
   uint32_t e = tg__arena_index(a, id);
-  return e ? tg__arena_slot(a, e - 1u) : NULL;
+  if (!e) return NULL;
+  void *p = tg__arena_slot(a, e - 1u);
+  return tg__slot_u32(p, a->id_off) == id ? p : NULL;
 }
 
 /* The id the next allocation will hand out (0: every id is live). */
@@ -238,6 +242,11 @@ size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
 void tg__arena_begin_load(tg__arena *a);
 void tg__arena_rebuild_free(tg__arena *a);
 
+/* Ids handed out ahead of their object (tg__arena_reserve()): at most
+   this many at once per arena (the store refuses more, its
+   TG_BATCH_MAX_RESERVED); see tg__arena_may_replay(). */
+#define TG__ARENA_RESERVE_MAX (1u << 20)
+
 /*
  * Could the store have issued `id`? Before the id space wraps it hands out
  * cursor + 1 each time: so while loading, an id past both cursor + 1 and
@@ -250,15 +259,59 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
 }
 
 /*
+ * The same for a record replayed from the log, which may also name an id a
+ * batch held: held ids are logged when their batch commits, after ids
+ * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
+ * held at once, so before a wrap a logged id is at most that many past the
+ * cursor (the bound maps at most 4 MiB of id map more for a forged id).
+ */
+static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
+  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX ||
+                     id <= a->put_max);
+}
+
+/*
+ * Take a slot for an object that will exist later (a batch's create), and
+ * give its id. The id is mapped to the slot, but the slot is not live (its
+ * id field is 0, so get() does not find it) nor free (off the free list)
+ * until tg__arena_fill() or tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
+ */
+static inline int tg__arena_reserve(tg__arena *a, uint32_t *id) {
+  int err = 0;
+  void *p = tg__arena_alloc(a, id, &err);
+  if (!p) return err;
+  tg__slot_set_u32(p, a->id_off, 0);
+  a->live--;
+  return 0;
+}
+
+/* The reserved slot of `id`; the caller writes the object there (its id
+   field last of all is what makes it live) and counts it live. */
+static inline void *tg__arena_fill(tg__arena *a, uint32_t id) {
+  a->live++;
+  return tg__arena_slot(a, tg__arena_index(a, id) - 1u);
+}
+
+/* Give a reserved id back (its batch was aborted). When it is still the
+   last id handed out, the cursor steps back and the next allocation hands
+   it out again, as replay would after a restart (no record names it);
+   otherwise it stays dead until the id space wraps. */
+static inline void tg__arena_unreserve(tg__arena *a, uint32_t id) {
+  a->live++;
+  tg__arena_release(a, tg__arena_slot(a, tg__arena_index(a, id) - 1u), id);
+  if (id == a->cursor) tg__arena_give_back(a, id);
+}
+
+/*
  * Loading only: the slot for `id`. *was_live says whether it held a live
  * object (then the caller overwrites it); otherwise a slot is taken, the id
  * mapped to it, and the caller must write the id field. A put of a new id
  * is a create being replayed, so it moves the cursor as the create did:
  * to the id, when it is the one the allocator hands out next (also across
- * the wrap), or forward to it (ids written by a library that reused ids
- * never move the cursor back). NULL on failure (*err: TG_ENOMEM, TG_EINVAL
- * for id 0, TG_ECORRUPT for an id the store could not have issued, see
- * tg__arena_may_put()).
+ * the wrap), or forward to it (ids written by a library that reused ids,
+ * or held by a batch that committed late, never move the cursor back).
+ * NULL on failure (*err: TG_ENOMEM, TG_EINVAL for id 0, TG_ECORRUPT for an
+ * id the store could not have issued, see tg__arena_may_replay()).
  */
 void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err);
 

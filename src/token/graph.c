@@ -79,10 +79,13 @@ int tg__graph_reserve_conn_dirty(tg__graph *g) {
                                                      ? 1u : g->conns.cursor + 1u));
 }
 
-int tg__graph_reserve_deletes(tg__graph *g) {
-  if (!g->track_dirty || g->ntdel < g->captdel) return 0;
-  size_t nc = g->captdel ? g->captdel * 2 : 1024;
-  if (nc > SIZE_MAX / sizeof *g->tdel) return TG_ENOMEM;
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n) {
+  if (!g->track_dirty || n <= g->captdel - g->ntdel) return 0;
+  size_t nc = g->captdel ? g->captdel : 1024;
+  while (nc - g->ntdel < n) {
+    if (nc > SIZE_MAX / 2 / sizeof *g->tdel) return TG_ENOMEM;
+    nc *= 2;
+  }
   uint32_t *p = realloc(g->tdel, nc * sizeof *p);
   if (!p) return TG_ENOMEM;
   g->tdel = p;
@@ -161,6 +164,15 @@ int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id) {
   copy_conn(c, init, *id);
   link_new(g, c, *id);
   return 0;
+}
+
+void tg__graph_conn_fill(tg__graph *g, const tg_connection *img) {
+  assert(tg__graph_token(g, img->from) && tg__graph_token(g, img->to));
+  assert(img->type < TG_CONN_TYPES);
+  assert(tg__graph_adj(g, img->from) && tg__graph_adj(g, img->to));
+  tg_connection *c = (tg_connection *)tg__arena_fill(&g->conns, img->id);
+  copy_conn(c, img, img->id);
+  link_new(g, c, img->id);
 }
 
 int tg__graph_disconnect(tg__graph *g, uint32_t id) {
@@ -263,7 +275,7 @@ int tg__graph_token_put(tg__graph *g, const tg_token *img) {
 
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
   /* Before the chunk loop below maps anything for the id. */
-  if (!tg__arena_may_put(&g->conns, img->id)) return TG_ECORRUPT;
+  if (!tg__arena_may_replay(&g->conns, img->id)) return TG_ECORRUPT;
   if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
       !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
     return TG_ECORRUPT;

@@ -119,9 +119,9 @@ static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) 
   }
 }
 
-/* Make room to remember one token delete (tracking on), so the delete
-   itself cannot fail: call before deleting a token. 0 or TG_ENOMEM. */
-int tg__graph_reserve_deletes(tg__graph *g);
+/* Make room to remember n token deletes (tracking on), so the deletes
+   themselves cannot fail: call before deleting tokens. 0 or TG_ENOMEM. */
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n);
 
 /* Make sure the bitmap of every connection chunk in use, and of the one the
    next connect may map, exists, so marking cannot fail: call before a
@@ -160,6 +160,38 @@ static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t 
   t->flags = 0;
   tg__arena_release(&g->tokens, t, id);
   tg__arena_give_back(&g->tokens, id);
+}
+
+/* A batch's create, at the id tg__arena_reserve() gave it: write *img
+   (img->id is that id) into the reserved slot, as a create would. */
+static inline tg_token *tg__graph_token_fill(tg__graph *g, const tg_token *img) {
+  tg_token *t = (tg_token *)tg__arena_fill(&g->tokens, img->id);
+  *t = *img;
+  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, t, img->id);
+  return t;
+}
+
+/* A batch's connect, at the reserved id img->id: as tg__graph_connect()
+   (live endpoints, type < TG_CONN_TYPES, side tables reserved, and with
+   dirty tracking on, the bitmap of the id's chunk reserved). */
+void tg__graph_conn_fill(tg__graph *g, const tg_connection *img);
+
+/* Take the fields tg_connection_update() changes from *img into live
+   connection img->id, whose endpoints img must name. 0, TG_ENOTFOUND,
+   TG_EINVAL (other endpoints: nothing changed). */
+static inline int tg__graph_conn_update(tg__graph *g, const tg_connection *img) {
+  tg_connection *c = tg__graph_conn(g, img->id);
+  if (!c) return TG_ENOTFOUND;
+  if (c->from != img->from || c->to != img->to) return TG_EINVAL;
+  c->weight = img->weight;
+  c->pull_strength = img->pull_strength;
+  c->activation_count = img->activation_count;
+  c->last_activated = img->last_activated;
+  c->confidence = img->confidence;
+  c->flags = img->flags;
+  tg__graph_mark_conn(g, img->id);
+  return 0;
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
