@@ -397,6 +397,22 @@ static void test_quota_exceeded_is_per_thread_and_per_store(void **state) {
   tg_store_close(s);
 }
 
+static void test_a_batch_rejected_by_a_quota_says_which(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_tokens = 3;
+  tg_store *s = open_with(&cfg);
+  tg_batch *b;
+  uint32_t id;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  for (int i = 0; i < 4; i++) assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+  assert_int_equal(tg_batch_commit(b), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_TOKENS);
+  assert_int_equal(tgt_stats(s).live_tokens, 0);
+  tg_store_close(s);
+}
+
 static void test_victims_keep_the_k_lowest_in_order(void **state) {
   (void)state;
   tg__victims vs;
@@ -674,6 +690,7 @@ int main(void) {
     cmocka_unit_test(test_eviction_tells_on_evict_exactly_the_ids_that_went),
     TGT_TEST(test_evictions_are_logged_and_replay_reproduces_them),
     cmocka_unit_test(test_quota_exceeded_is_per_thread_and_per_store),
+    cmocka_unit_test(test_a_batch_rejected_by_a_quota_says_which),
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),

@@ -204,6 +204,40 @@ static void test_ids_wrap_past_2_32_and_resume_at_the_cursor_after_restart(void 
   assert_int_equal(tg_store_close(s), 0);
 }
 
+static void test_a_batch_create_logged_after_a_later_id_keeps_ids_dead_after_restart(void **state) {
+  (void)state;
+  tg_store *s = open_dir();
+  tg_batch *b;
+  uint32_t held = 0;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  assert_int_equal(tg_batch_token_create(b, NULL, &held), 0);
+  uint32_t later = mk(s, 2); /* logged before the batch */
+  assert_int_equal(later, held + 1);
+  tg_token t;
+  assert_int_equal(tg_token_get(s, held, &t), TG_ENOTFOUND); /* not yet */
+  assert_int_equal(tg_batch_commit(b), 0);
+  assert_int_equal(tg_token_get(s, held, &t), 0);
+  assert_int_equal(tg_token_delete(s, later), 0);
+  /* A batch aborted while others were handed out after it: its id stays
+     dead. */
+  uint32_t lost = 0;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  assert_int_equal(tg_batch_token_create(b, NULL, &lost), 0);
+  uint32_t after = mk(s, 3);
+  tg_batch_abort(b);
+  assert_int_equal(tg_token_get(s, lost, &t), TG_ENOTFOUND);
+  uint32_t next = mk(s, 4);
+  assert_int_equal(next, after + 1);
+  assert_int_equal(tg_store_close(s), 0);
+
+  s = open_dir();
+  assert_int_equal(tg_token_get(s, held, &t), 0);
+  assert_gone(s, later);
+  assert_gone(s, lost);
+  assert_int_equal(mk(s, 5), next + 1);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 static void test_a_failed_create_gives_its_id_back(void **state) {
   (void)state;
   /* In memory, the arena out of slot memory: the id is not used up. */
@@ -226,6 +260,7 @@ int main(void) {
     TGT_TEST(test_deleted_connection_id_stays_dead_after_restart),
     TGT_TEST(test_replay_and_checkpoint_give_the_same_ids_as_the_live_run),
     TGT_TEST(test_ids_wrap_past_2_32_and_resume_at_the_cursor_after_restart),
+    TGT_TEST(test_a_batch_create_logged_after_a_later_id_keeps_ids_dead_after_restart),
     cmocka_unit_test(test_a_failed_create_gives_its_id_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
