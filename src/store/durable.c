@@ -91,7 +91,7 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
     } else if (fmt > TG__DIR_FORMAT) {
       rc = TG_EVERSION;
       tg__say(msg, len, "%s was written in format %u; this library reads format "
-          "%u: use a newer tokengraph (nothing was changed)", dir, fmt,
+          "%u: use a newer tokengraph (nothing was changed)", path, fmt,
           TG__DIR_FORMAT);
     } else {
       rc = 0;
