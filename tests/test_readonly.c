@@ -342,6 +342,61 @@ static void test_readers_of_a_read_only_handle_see_each_refresh_whole(void **sta
   free(st);
 }
 
+typedef struct batcher {
+  tg_store *s;
+  atomic_int stop;
+  atomic_uint_fast64_t commits;
+} batcher;
+
+/* Commits batches of 50 tokens until told to stop. */
+static void *batch_writer(void *p) {
+  batcher *a = p;
+  while (!atomic_load_explicit(&a->stop, memory_order_acquire)) {
+    tg_batch *b = NULL;
+    assert_int_equal(tg_batch_begin(a->s, &b), 0);
+    for (int i = 0; i < 50; i++) {
+      uint32_t id;
+      assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+    }
+    assert_int_equal(tg_batch_commit(b), 0);
+    atomic_fetch_add_explicit(&a->commits, 1, memory_order_release);
+  }
+  return NULL;
+}
+
+static void test_a_read_only_handle_never_shows_part_of_a_batch(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = TG_BALANCED;
+  cfg.checkpoint_bytes = 256 * 1024;
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  batcher a;
+  memset(&a, 0, sizeof a);
+  a.s = w;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, batch_writer, &a), 0);
+  TGT_WAIT_UNTIL(atomic_load_explicit(&a.commits, memory_order_acquire) >= 20, "20 batches");
+  tg_store *r = open_ro(tgt_data);
+  uint64_t seen = 0, moved = 0, deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while (moved < 5) { /* refreshes until the view moved five times */
+    if (tgp_now_ns() > deadline) fail_msg("the view moved only %llu times", (unsigned long long)moved);
+    assert_int_equal(tg_store_refresh(r), 0);
+    tg_store_stats st = tgt_stats(r);
+    assert_int_equal(st.live_tokens % 50, 0);
+    assert_int_equal(st.live_tokens, st.last_lsn * 50); /* one record a batch */
+    assert_true(st.live_tokens >= seen);
+    moved += st.live_tokens > seen;
+    seen = st.live_tokens;
+  }
+  atomic_store_explicit(&a.stop, 1, memory_order_release);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(tg_store_close(w), 0);
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).live_tokens,
+                   atomic_load_explicit(&a.commits, memory_order_acquire) * 50);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
 static void test_read_only_open_of_a_missing_or_empty_directory_creates_nothing(void **state) {
   (void)state;
   tg_store_config cfg = ro_config();
@@ -769,6 +824,7 @@ int main(void) {
       TGT_TEST(test_read_only_open_takes_no_lock_that_blocks_the_owner),
       TGT_TEST(test_refresh_follows_checkpoints_that_delete_the_segments_it_read),
       TGT_TEST(test_readers_of_a_read_only_handle_see_each_refresh_whole),
+      TGT_TEST(test_a_read_only_handle_never_shows_part_of_a_batch),
       TGT_TEST(test_read_only_open_of_a_missing_or_empty_directory_creates_nothing),
       TGT_TEST(test_inspect_of_a_held_directory_reports_its_durable_prefix),
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),
