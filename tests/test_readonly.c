@@ -139,6 +139,46 @@ static void test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves
   free(st);
 }
 
+/* Records the log files hold now, as a reader finds them. */
+static uint64_t records_written(void) {
+  tg_wal_reader *rd = NULL;
+  tg_wal_record rec;
+  uint64_t n = 0;
+  if (tg_wal_reader_open(&rd, tgt_wal, 0)) return 0;
+  while (tg_wal_reader_next(rd, &rec) == 1) n++;
+  tg_wal_reader_close(rd);
+  return n;
+}
+
+static void test_a_live_store_is_shown_up_to_its_durable_point_a_closed_one_whole(
+    void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config(); /* RELAXED: no fdatasync */
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  ops *st = calloc(1, sizeof *st);
+  uint64_t j = 1;
+  run_ops(w, st, &j, 100);
+  TGT_WAIT_UNTIL(records_written() == 100, "the writer to write 100 records");
+  /* Written, never fdatasynced: a power loss could take them back. */
+  tg_store *r = open_ro(tgt_data);
+  assert_int_equal(tgt_stats(r).last_lsn, 0);
+  assert_int_equal(tgt_stats(r).live_tokens, 0);
+  assert_int_equal(tg_sync(w), 0);
+  run_ops(w, st, &j, 1); /* its batch carries the DURABLE marker for 100 */
+  TGT_WAIT_UNTIL(records_written() == 101, "the writer to write record 101");
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).last_lsn, 100);
+  assert_prefix(r, 100);
+  /* Nobody holds it any more: every valid record, as an open replays them
+     (whatever markers the close wrote). */
+  assert_int_equal(tg_store_close(w), 0);
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).last_lsn, 101);
+  assert_prefix(r, 101);
+  assert_int_equal(tg_store_close(r), 0);
+  free(st);
+}
+
 /* (name, size) of every file under the data directory but LMDB's lock
    file, whose reader table is the one thing a read-only open writes. */
 static void listing(char *out, size_t len) {
@@ -820,6 +860,7 @@ static void test_replay_tool_dumps_a_live_store_to_its_durable_point_and_reports
 int main(void) {
   const struct CMUnitTest tests[] = {
       TGT_TEST(test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves_it),
+      TGT_TEST(test_a_live_store_is_shown_up_to_its_durable_point_a_closed_one_whole),
       TGT_TEST(test_read_only_handle_refuses_every_change_and_writes_nothing),
       TGT_TEST(test_read_only_open_takes_no_lock_that_blocks_the_owner),
       TGT_TEST(test_refresh_follows_checkpoints_that_delete_the_segments_it_read),
