@@ -297,7 +297,9 @@ static int build_view(const char *dir, ro_view *v, tg_progress_cb progress, void
     if (!rc) break;
     tg__graph_free(&v->g);
     memset(&v->g, 0, sizeof v->g);
-    if (rc == TG_ENOMEM || rc == TG_EVERSION || rc == TG_ENOTTG) break;
+    /* Final answers, except that a checkpoint the owner is creating right
+       now (a new directory) may look foreign for a moment. */
+    if (rc == TG_ENOMEM || rc == TG_EVERSION || (rc == TG_ENOTTG && !owner_holds(dir))) break;
   }
   if (rc) tg__say(msg, len, "%s%s", m[0] ? m : tg_strerror(rc),
                   rc == TG_EAGAIN || rc == TG_ECORRUPT || rc < 0
