@@ -270,7 +270,9 @@ TG_API int tg_store_open(tg_store **out, const char *dir,
  * position a DURABLE or SWITCH marker vouches for (docs/wal-format.md), so
  * the handle never shows a record that a power loss could still take back.
  * At BALANCED the owner's last batch becomes visible once a later write
- * batch, a segment switch or its close records that it was synced. No
+ * batch, a segment switch or its close records that it was synced. A
+ * directory no process holds (no flock on DIR/LOCK in /proc/locks) is
+ * replayed to the end of its valid records instead, as an open would. No
  * LOCK is taken, no file of the directory is created, changed or deleted,
  * and the ring file (wal/ring) is not read.
  * Reads (tg_token_get(), tg_token_edges(), tg_store_stats_get(), ...)
