@@ -304,6 +304,7 @@ static int names_a_place(const char *msg, const char *d) {
          strstr(msg, "LSN") || strstr(msg, "ends at") || strstr(msg, "TOKENGRAPH");
 }
 
+static void say(verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(verdict *v, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
