@@ -169,6 +169,11 @@ typedef struct tg_store_config {
                                 recent events to DIR/blackbox.json on
                                 SIGSEGV, SIGBUS, SIGABRT or SIGFPE (see
                                 tokengraph/trace.h); 0 leaves signals alone */
+  int read_only;             /* 1: open a data directory that another
+                                process may hold, without writing to it and
+                                without taking its LOCK (tg_store_refresh();
+                                docs/operations.md, "Reading a live store").
+                                Default 0 */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -238,6 +243,33 @@ TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);
 
 /*
+ * Read-only access (cfg->read_only = 1). The directory is opened as it is,
+ * also while another process holds it open and keeps writing: the
+ * checkpoint is loaded (under a read transaction in LMDB's reader table,
+ * checkpoint/lock.mdb, so the owner's checkpoints cannot reuse its pages;
+ * that shared-memory slot is the only thing written, and only while
+ * loading), and the log is replayed up to its durable point: the last
+ * position a DURABLE or SWITCH marker vouches for (docs/wal-format.md), so
+ * the handle never shows a record that a power loss could still take back.
+ * At BALANCED the owner's last batch becomes visible once a later write
+ * batch, a segment switch or its close records that it was synced. No
+ * LOCK is taken, no file of the directory is created, changed or deleted,
+ * and the ring file (wal/ring) is not read.
+ * Reads (tg_token_get(), tg_token_edges(), tg_store_stats_get(), ...)
+ * serve that state until tg_store_refresh() moves it forward. Every call
+ * that would change the store (creates, updates, deletes, connects,
+ * disconnects, tg_connection_update(), tg_batch_begin(), tg_checkpoint())
+ * returns TG_EREADONLY and changes nothing;
+ * tg_sync() returns 0 (nothing is ever pending). tg_store_stats_get()'s
+ * last_lsn is the last LSN the handle shows, checkpoint_lsn that of the
+ * checkpoint it loaded.
+ * Errors besides tg_store_open()'s: -ENOENT (no such directory; nothing is
+ * created), TG_ENOTTG (also for an empty directory), TG_EAGAIN (the owner
+ * kept deleting the segments being read, checkpoint after checkpoint, for
+ * every one of several tries: try again).
+ */
+
+/*
  * As tg_store_open(), and on failure writes a one-line explanation (what
  * failed, on which file, and what to do) into msg (if not NULL).
  */
@@ -294,6 +326,57 @@ typedef struct tg_recovery_info {
 
 /* Copy what the open found. In memory: all zero. */
 TG_API int tg_store_recovery_info(tg_store *s, tg_recovery_info *out);
+
+/* Progress: records read so far and the LSN just read (segment files are
+   named by their first LSN, so the caller can place it among them). */
+typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
+
+/*
+ * A read-only handle: move forward to the log's current durable point,
+ * replaying the records written since the last refresh (or, when the owner
+ * has since checkpointed and deleted those segments, loading its newer
+ * checkpoint and replaying from there). Readers of the handle see the old
+ * state or the new one, never a part of the change: the records are applied
+ * under the store lock. On failure the handle keeps serving the state it
+ * had. Errors: TG_EINVAL (not a read-only handle), TG_ECORRUPT (damage
+ * before the durable point), TG_EAGAIN, TG_ENOMEM, -errno.
+ */
+TG_API int tg_store_refresh(tg_store *s);
+
+/*
+ * Hot backup: write into dest_dir (missing, or an empty directory; its
+ * parent must exist) a copy of the store as of one LSN, while other
+ * threads keep calling the store. The copy is a data directory that
+ * tg_store_open() opens as any other.
+ * The LSN is: on a read-write handle, the last record logged when the
+ * backup starts (made durable first, as tg_sync() does); on a read-only
+ * handle, the last record the handle shows, or the newer LSN of the
+ * owner's checkpoint if the owner has checkpointed past it.
+ * How: a compacting copy of the checkpoint (mdb_env_copy2 under a read
+ * transaction, so the owner's checkpoints go on), then the log records
+ * after the checkpoint's LSN up to the backup's LSN, written through the
+ * WAL into dest_dir/wal, everything fdatasynced, and the identity file
+ * written last: an interrupted backup leaves a directory that every open
+ * refuses (TG_ENOTTG), never a store that looks whole. Writers are never
+ * paused; automatic checkpoints of a read-write handle wait while the log
+ * is copied.
+ * progress (may be NULL) is called about every 65,536 records with the
+ * records copied so far and the LSN just copied, and once at the end with
+ * the total and the backup's LSN.
+ * In memory: TG_EINVAL. Errors: TG_EEXIST (dest_dir is not empty; nothing
+ * was written), -ENOENT (its parent is missing), TG_ENOSPC, TG_EIO,
+ * TG_EAGAIN (read-only handle: the owner deleted the segments being
+ * copied, checkpoint after checkpoint, for every one of several tries),
+ * TG_ECORRUPT, TG_ENOMEM, -errno. After a failure dest_dir may hold a
+ * partial copy without an identity file: remove it before trying again.
+ */
+TG_API int tg_store_backup(tg_store *s, const char *dest_dir, tg_progress_cb progress,
+                           void *arg);
+
+/* As tg_store_backup(), and on failure writes a one-line explanation into
+   msg (if not NULL). */
+TG_API int tg_store_backup_msg(tg_store *s, const char *dest_dir, tg_progress_cb progress,
+                               void *arg, char *msg, size_t msglen);
 
 /*
  * The WAL records a durable store writes (the WAL's type byte). Each
@@ -372,11 +455,12 @@ typedef struct tg_inspect_report {
                                 not change the verdict: a directory copied
                                 while a checkpoint deleted segments looks
                                 like this */
+  int live;                  /* 1: another process held the directory, so
+                                it was read as a read-only open reads it:
+                                records up to the log's durable point, and
+                                `end` says CLEAN at that point */
 } tg_inspect_report;
 
-/* Progress: records read so far and the LSN just read (segment files are
-   named by their first LSN, so the caller can place it among them). */
-typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
 
 /*
  * Read a data directory without changing anything: check its identity,
@@ -384,13 +468,16 @@ typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
  * tg_store_open() would (from the checkpoint's LSN on), and report. `end`
  * is the verdict tg_store_open() would reach: CLEAN or TORN open, CORRUPT
  * and IO are refused. The records the checkpoint covers are read too, for
- * the counts, but damage among them goes to covered_end only. The
- * directory must not be open elsewhere (TG_ELOCKED). progress (may be NULL)
+ * the counts, but damage among them goes to covered_end only. A
+ * directory another process holds open is read as a read-only open reads
+ * it (cfg.read_only): the records up to the log's durable point, with
+ * out->live = 1 and out->end CLEAN at that point. progress (may be NULL)
  * is called about every million records.
  * Returns 0 when the directory could be read (look at out->end and
  * out->apply_failed_lsn for the log's condition), or an error with a
  * one-line explanation in msg: -ENOENT, -ENOTDIR, TG_ENOTTG, TG_EVERSION,
- * TG_ECORRUPT (the checkpoint), TG_ELOCKED, TG_ENOMEM.
+ * TG_ECORRUPT (the checkpoint; live: also damage before the durable point),
+ * TG_EAGAIN (live: the owner kept deleting what was being read), TG_ENOMEM.
  */
 TG_API int tg_store_inspect(const char *dir, tg_inspect_report *out,
                             tg_progress_cb progress, void *arg, char *msg,

@@ -154,12 +154,14 @@ struct tg_batch {
 static _Atomic uint64_t store_serials = 1;
 
 int tg__batch_init(tg_store *s) {
+  if (pthread_mutex_init(&s->batch_mu, NULL)) return TG_ENOMEM;
+  /* Relaxed: the serial only has to be unique, not ordered. */
   s->serial = atomic_fetch_add_explicit(&store_serials, 1, memory_order_relaxed);
-  return pthread_mutex_init(&s->batch_mu, NULL) ? TG_ENOMEM : 0;
+  return 0;
 }
 
 void tg__batch_fini(tg_store *s) {
-  if (!s->serial) return; /* never initialised */
+  if (!s->serial) return; /* never initialised (serials start at 1) */
   for (tg_batch *b = s->batch_all, *n; b; b = n) {
     n = b->next_all;
     free(b->buf);
@@ -179,6 +181,7 @@ int tg_batch_begin(tg_store *s, tg_batch **out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   *out = NULL;
+  if (s->read_only) return TG_EREADONLY; /* a batch could only fail to commit */
   pthread_mutex_lock(&s->batch_mu);
   tg_batch *b = s->batch_free;
   if (b) {

@@ -211,8 +211,9 @@ static int commit_durable(tg_store *s, MDB_txn *txn) {
 }
 
 /* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
-   (missing, empty, or never committed to), or an error with msg set. */
-static int check_file(const char *data, char *msg, size_t len) {
+   (missing, empty, or never committed to), or an error with msg set.
+   *txnid (may be NULL) gets the transaction of the meta page checked. */
+static int check_file(const char *data, uint64_t *txnid, char *msg, size_t len) {
   /* O_NONBLOCK: a FIFO in its place must not block the open. A read, so
      not through the I/O seam (common/io.h). */
   int fd = open(data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -236,12 +237,73 @@ static int check_file(const char *data, char *msg, size_t len) {
     rc = 1; /* LMDB initialises an empty file: a checkpoint still to be made */
   } else if ((rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len)) == 0) {
     rc = info.txnid == 0;
+    if (txnid) *txnid = info.txnid;
   }
   close(fd);
   return rc;
 }
 
 /* ---- open and load --------------------------------------------------------- */
+
+/*
+ * A live directory's checkpoint, for a read-only open while the owner may
+ * commit checkpoints. The owner's environment has a reader table
+ * (lock.mdb; the owner does not use MDB_NOLOCK). A reader outside that
+ * table (MDB_NOLOCK) is invisible to the owner, whose third commit after
+ * the reader's snapshot may reuse that snapshot's pages while they are
+ * read: a torn tree, which LMDB would trust. So the environment is opened
+ * with the reader table and a read transaction is begun first; its slot
+ * keeps every page freed after its snapshot from reuse, and only then is
+ * data.mdb checked page by page. If a commit came between the two, the
+ * check saw a newer snapshot than the pinned one: TG_EAGAIN, and the
+ * caller tries again (checkpoints are seconds apart; this is rare). The
+ * reader-table slot is the only thing written, to LMDB's shared-memory
+ * lock file, and no lock is held that the owner waits for: LMDB's reader
+ * mutex guards only taking a slot. Returns 0, 1 (no checkpoint yet: no
+ * environment), or an error with msg set.
+ */
+static int pin_live(tg_store *s, const char *cdir, const char *data, char *msg, size_t len) {
+  struct stat st;
+  uint64_t checked = 0;
+  int rc, mrc;
+  if (lstat(data, &st)) return errno == ENOENT ? 1 : -errno;
+  /* A link or anything else is refused (with its message) before LMDB
+     opens it. */
+  if (!S_ISREG(st.st_mode)) return check_file(data, NULL, msg, len);
+  if (st.st_size == 0) return 1;
+  uint64_t mapsize = (uint64_t)st.st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st.st_size
+                                                             : LMDB_MAPSIZE_MIN;
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+      (mrc = mdb_env_open(s->env, cdir, MDB_NOTLS | MDB_RDONLY, 0600)) ||
+      (mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->ro_pin))) {
+    /* The owner grew the map between the stat and the open. */
+    if (mrc == MDB_MAP_RESIZED) return TG_EAGAIN;
+    tg__say(msg, len, "%s: cannot open the checkpoint for reading: %s", data,
+            mdb_strerror(mrc));
+    return from_mdb(mrc);
+  }
+  rc = check_file(data, &checked, msg, len);
+  if (rc == 0 && checked != (uint64_t)mdb_txn_id(s->ro_pin)) rc = TG_EAGAIN;
+  if (rc) { /* nothing to load from it: no environment, as without one */
+    mdb_txn_abort(s->ro_pin);
+    s->ro_pin = NULL;
+    mdb_env_close(s->env);
+    s->env = NULL;
+  }
+  return rc;
+}
+
+int tg__store_unpin_checkpoint(tg_store *s) {
+  int rc = 0;
+  if (!s->ro_pin) return 0;
+  MDB_envinfo ei;
+  if (mdb_env_info(s->env, &ei) || ei.me_last_txnid != (size_t)mdb_txn_id(s->ro_pin))
+    rc = TG_EAGAIN;
+  mdb_txn_abort(s->ro_pin);
+  s->ro_pin = NULL;
+  return rc;
+}
 
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
@@ -252,8 +314,25 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     goto cleanup;
   }
   struct stat st;
+  int live = readonly == TG__CKPT_LIVE;
+  /* No lock.mdb: no owner has the environment open (it makes one at its
+     open), and a reader table would have to be created. Read it as a
+     closed directory is read, creating nothing. */
+  if (live) {
+    char *lk = tg__path_join_alloc(cdir, "lock.mdb");
+    if (!lk) {
+      rc = TG_ENOMEM;
+      goto cleanup;
+    }
+    if (lstat(lk, &st) && errno == ENOENT) live = 0;
+    free(lk);
+  }
   if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
-  rc = check_file(data, msg, len);
+  if (live) {
+    rc = pin_live(s, cdir, data, msg, len);
+  } else {
+    rc = check_file(data, NULL, msg, len);
+  }
   if (rc < 0) goto cleanup;
   /* An environment no transaction was ever committed to holds nothing: an
      open killed between creating data.mdb and committing the first
@@ -268,9 +347,10 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   uint64_t mapsize = LMDB_MAPSIZE_MIN;
   if (existed && stat(data, &st) == 0 && (uint64_t)st.st_size > mapsize)
     mapsize = (uint64_t)st.st_size;
-  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
-      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
-      (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
+  if (!live &&
+      ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+       (mrc = mdb_env_open(s->env, cdir, flags, 0600)))) {
     rc = from_mdb(mrc);
     tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
             mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
@@ -657,6 +737,12 @@ static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
   MDB_val lk = {3, (void *)"lsn"};
   int mrc, rc;
   if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  /* A read-only process killed while it loaded the checkpoint leaves its
+     slot in the reader table, and LMDB would keep every page freed since
+     that snapshot forever: clear slots whose process is gone (readonly.c
+     takes slots; the check is a scan of the table). */
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
@@ -743,6 +829,7 @@ static int checkpoint_locked(tg_store *s) {
 }
 
 int tg_checkpoint(tg_store *s) {
+  if (s && s->read_only) return TG_EREADONLY;
   if (!s || !s->wal) return TG_EINVAL;
   TG__CALL_GUARD(s);
   pthread_mutex_lock(&s->ckpt_mu);

@@ -119,7 +119,7 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
 }
 
 /* Write the identity file atomically: temp, fsync, rename, fsync dir. */
-static int write_identity(const char *dir) {
+int tg__store_write_identity(const char *dir) {
   char text[64];
   int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
   char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
@@ -429,7 +429,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
   if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
-  if (fresh && (rc = write_identity(dir))) {
+  if (fresh && (rc = tg__store_write_identity(dir))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }

@@ -5,7 +5,11 @@
  * struct tg_store in store_internal.h name their guard):
  *
  *   ckpt_mu       one checkpoint at a time; the LMDB write transaction and
- *                 ckpt_lsn, checkpoints, ckpt_wal_bytes.
+ *                 ckpt_lsn, checkpoints, ckpt_wal_bytes. A read-only handle
+ *                 (readonly.c) has no checkpoints: there it makes
+ *                 tg_store_refresh() and tg_store_backup() one at a time,
+ *                 and a refresh swaps or advances the graph under lock too,
+ *                 so readers see the state before it or after it.
  *   lock          the store lock (a spinlock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
  *                 last_lsn, and the order of appends to the WAL.
@@ -175,10 +179,13 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
   if (dir) {
-    rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
+    rc = cfg->read_only ? tg__store_open_readonly(s, dir, msg, msglen)
+                        : tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
-  if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  /* A read-only handle is a view of another store's state: counted in its
+     owner's metrics, not twice. */
+  if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -271,6 +278,13 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   if (__builtin_expect(rc == 0, 1)) s->last_lsn = *lsn;
   return rc;
 }
+
+/* A read-only handle (readonly.c) changes nothing: every mutating call
+   starts here. read_only sits beside wal, which the same calls read. */
+#define REFUSE_READ_ONLY(s)                                   \
+  do {                                                        \
+    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+  } while (0)
 
 /* ---- memory pressure (slow path) --------------------------------------- */
 
@@ -380,6 +394,7 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -426,6 +441,7 @@ int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
 
 int tg_token_update(tg_store *s, const tg_token *t) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -470,6 +486,7 @@ out:
 
 int tg_token_delete(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
@@ -484,6 +501,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -545,6 +563,7 @@ out:
 
 int tg_disconnect(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
@@ -559,6 +578,7 @@ int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
 
 int tg_connection_update(tg_store *s, const tg_connection *c) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   if (!c) return TG_EINVAL;
