@@ -22,25 +22,30 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_int lock;              /* 0 free, 1 held, 2 held with sleepers;
+                                   store.c, LOCKING */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
-  tg__graph g;                  /* lock */
-  tg__guardian gd;              /* lock (limits: open/close) */
-  uint64_t tokens_created;      /* lock */
-  uint64_t connections_created; /* lock */
+  tg__graph g;                  /* lock; read without it as store.c's
+                                   READS says */
+  tg__guardian gd;              /* lock (limits: open/close); counters
+                                   relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
+  uint64_t connections_created; /* lock; relaxed stores (READS) */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
   int level;                    /* open/close; enum tg_wal_level */
-  uint64_t last_lsn;            /* lock; last LSN appended */
+  uint64_t last_lsn;            /* lock; last LSN appended; relaxed stores
+                                   (READS) */
   char *dir;                    /* open/close; data directory */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
   MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
   MDB_dbi dbi_tokens, dbi_conns, dbi_meta; /* open/close */
   pthread_mutex_t ckpt_mu;      /* one checkpoint at a time */
-  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
-                                   under either; LSN the last checkpoint
+  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held
+                                   (relaxed stores), read under either or
+                                   relaxed (READS); LSN the last checkpoint
                                    covers */
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
@@ -110,7 +115,7 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #ifndef NDEBUG
 #include <assert.h>
 #define TG__ASSERT_LOCKED(s) \
-  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) == 1)
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0)
 #else
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif

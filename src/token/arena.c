@@ -78,7 +78,10 @@ int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
   unsigned char *p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
-  a->chunks[a->nchunks++] = p;
+  /* Plain: readers reach this entry only through a `next` published past
+     it later (release, tg__arena_alloc). */
+  a->chunks[a->nchunks] = p;
+  TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
   a->limit = lim > TG__MAX_SLOTS ? TG__MAX_SLOTS : (uint32_t)lim;
   return 0;
@@ -135,6 +138,6 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
     tg__slot_set_u32(tg__arena_slot(a, a->next), a->id_off, 0);
   void *p = tg__arena_slot(a, i);
   *was_live = tg__slot_u32(p, a->id_off) == id;
-  if (!*was_live) a->live++;
+  if (!*was_live) TG__STORE_RELAXED(a->live, a->live + 1u);
   return p;
 }

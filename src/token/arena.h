@@ -15,6 +15,31 @@
  * four bytes and a zero in its id field (id_off); a slot is live exactly when
  * its id field equals its id, which lets get() reject stale or unknown ids
  * without any side table.
+ *
+ * Readers that take no lock (the store's READS comment says who): one
+ * writer at a time changes an arena (the store lock), any number of threads
+ * read it at once. What makes that safe:
+ *  - the chunk table has a fixed size (TG__MAX_CHUNKS entries) and never
+ *    moves; an entry is written once, before `next` is published past it
+ *    with a release store, and a chunk stays mapped until the arena is
+ *    freed (close), so a reader that loaded `next` with acquire can always
+ *    dereference slot i < next;
+ *  - every slot word is written with a relaxed atomic 64-bit store inside a
+ *    write section of the slot's stripe (seq[], below) and read with
+ *    relaxed atomic loads: the seqlock of the C11 literature (Boehm, "Can
+ *    seqlocks get along with programming language memory models?", 2012):
+ *    the writer makes the stripe's counter odd, issues a release fence,
+ *    stores, and makes it even with a release store; a reader loads the
+ *    counter with acquire, copies, issues an acquire fence and loads it
+ *    again, and retries when it changed or was odd. The 64-byte slots have
+ *    no spare bytes, so the counters are a side array of stripes (slot i
+ *    uses seq[i % TG__SEQ_STRIPES]): 16 KiB per arena instead of 4 bytes
+ *    per slot, at the cost of a rare retry when another slot of the same
+ *    stripe changed;
+ *  - live and nchunks are published with relaxed stores for the counters
+ *    (TG__STORE_RELAXED, common/platform.h).
+ * The graph (graph.h) also uses the token arena's stripes as the version of
+ * each token's adjacency lists.
  */
 #ifndef TG_TOKEN_ARENA_H
 #define TG_TOKEN_ARENA_H
@@ -22,6 +47,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "common/platform.h"
 
 #define TG__SLOT_BYTES 64u
 #define TG__CHUNK_SHIFT 15u                         /* 32768 slots a chunk */
@@ -31,11 +58,15 @@
 #define TG__MAX_CHUNKS (1u << (32u - TG__CHUNK_SHIFT)) /* covers 2^32 ids */
 #define TG__MAX_SLOTS (0xFFFFFFFFu)                 /* ids 1 .. 2^32 - 1 */
 #define TG__FREE_NEXT_OFF 60u                       /* free-list link offset */
+#define TG__SEQ_STRIPES 4096u                       /* seqlock stripes an arena */
 
 typedef struct tg__arena {
-  unsigned char **chunks; /* TG__MAX_CHUNKS entries; NULL = not mapped */
-  uint32_t nchunks;       /* chunks mapped, always a prefix of `chunks` */
-  uint32_t next;          /* slots [0, next) were handed out at least once */
+  unsigned char **chunks; /* TG__MAX_CHUNKS entries; NULL = not mapped;
+                             fixed, never moved (readers) */
+  uint32_t nchunks;       /* chunks mapped, always a prefix of `chunks`
+                             (relaxed stores: stats readers) */
+  uint32_t next;          /* slots [0, next) were handed out at least once;
+                             release stores, readers load it with acquire */
   uint32_t limit;         /* nchunks * TG__CHUNK_SLOTS, capped at MAX_SLOTS */
   uint32_t free_head;     /* index + 1 of the first free slot, 0 = none */
   uint32_t id_off;        /* offset of the object's u32 id within a slot */
@@ -45,7 +76,9 @@ typedef struct tg__arena {
   uint32_t put_max;       /* loading: the highest id the store had issued
                              before what is being loaded (the checkpoint's
                              high-water mark); see tg__arena_may_put() */
-  uint64_t live;          /* slots in use */
+  uint64_t live;          /* slots in use (relaxed stores: stats readers) */
+  uint32_t seq[TG__SEQ_STRIPES]; /* write-section counters, odd while a
+                             slot of the stripe is being written (above) */
 } tg__arena;
 
 /*
@@ -68,7 +101,7 @@ int tg__arena_grow(tg__arena *a);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
-  return (uint64_t)a->nchunks * TG__CHUNK_BYTES;
+  return (uint64_t)TG__LOAD_RELAXED(a->nchunks) * TG__CHUNK_BYTES;
 }
 
 /* Address of slot index i; i must be < a->next. */
@@ -83,11 +116,56 @@ static inline uint32_t tg__slot_u32(const void *slot, uint32_t off) {
   return v;
 }
 
-static inline void tg__slot_set_u32(void *slot, uint32_t off, uint32_t v) {
-  memcpy((unsigned char *)slot + off, &v, sizeof v);
+/* ---- write sections (one writer: the caller holds the store lock) ------- */
+
+static inline uint32_t *tg__arena_stripe(tg__arena *a, uint32_t i) {
+  return &a->seq[i & (TG__SEQ_STRIPES - 1u)];
 }
 
-/* The live object with this id, or NULL. */
+/* Open a write section on a stripe. Sections on one stripe never nest:
+   the writer's own reads of *sq are plain (only it writes the counter). */
+static inline void tg__seq_begin(uint32_t *sq) {
+  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELAXED);
+  /* Orders the odd counter before the data stores that follow: a reader
+     that sees one of them sees the counter odd or advanced (its acquire
+     fence pairs with this one). */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+/* Close it: the data stores happen before the even counter. */
+static inline void tg__seq_end(uint32_t *sq) {
+  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELEASE);
+}
+
+/* Store a whole 64-byte image into slot p, inside a write section. */
+static inline void tg__slot_store(void *p, const void *img) {
+  uint64_t w[8];
+  memcpy(w, img, sizeof w);
+  uint64_t *d = (uint64_t *)p;
+  for (int k = 0; k < 8; k++) __atomic_store_n(&d[k], w[k], __ATOMIC_RELAXED);
+}
+
+/* Store one 4-byte field (off a multiple of 4) inside a write section: the
+   64-bit word around it is rewritten, so every access to slot memory is a
+   whole-word atomic and readers never mix access sizes. */
+static inline void tg__slot_set_u32(void *slot, uint32_t off, uint32_t v) {
+  uint64_t *wp = (uint64_t *)((unsigned char *)slot + (off & ~7u));
+  uint64_t w = *wp; /* plain: only the writer stores here */
+  memcpy((unsigned char *)&w + (off & 7u), &v, sizeof v);
+  __atomic_store_n(wp, w, __ATOMIC_RELAXED);
+}
+
+/* The same for a 2-byte field (off a multiple of 2). */
+static inline void tg__slot_set_u16(void *slot, uint32_t off, uint16_t v) {
+  uint64_t *wp = (uint64_t *)((unsigned char *)slot + (off & ~7u));
+  uint64_t w = *wp;
+  memcpy((unsigned char *)&w + (off & 7u), &v, sizeof v);
+  __atomic_store_n(wp, w, __ATOMIC_RELAXED);
+}
+
+/* The live object with this id, or NULL. For the writer (store lock held)
+   and single-threaded loading; readers without the lock use
+   tg__arena_read(). */
 static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
   uint32_t i = id - 1u; /* id 0 wraps to 0xFFFFFFFF, never < next */
   if (i >= a->next) return NULL;
@@ -96,9 +174,48 @@ static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
 }
 
 /*
+ * Lock-free read: copy the image of object `id` into out (64 bytes) as it
+ * was at one moment, never torn. Returns 1 when it was live then, 0 when
+ * not (out then holds whatever the slot held, or nothing). Waits only while
+ * a writer is inside a write section of the same stripe (a few stores; more
+ * only if that writer was preempted there).
+ */
+static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
+  uint32_t i = id - 1u;
+  const uint32_t *sq = &a->seq[i & (TG__SEQ_STRIPES - 1u)];
+  uint64_t w[8];
+  for (;;) {
+    uint32_t s0 = __atomic_load_n(sq, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s0 & 1u, 0)) {
+      tg__cpu_relax();
+      continue;
+    }
+    /* Acquire: the chunk pointer for slot i was stored before `next` was
+       published past i. */
+    if (i >= __atomic_load_n(&a->next, __ATOMIC_ACQUIRE)) return 0;
+    const uint64_t *src = (const uint64_t *)tg__arena_slot(a, i);
+    for (int k = 0; k < 8; k++) w[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    /* Orders the copy before the second counter load (pairs with the
+       writer's release fence in tg__seq_begin). */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(sq, __ATOMIC_RELAXED) == s0) break;
+  }
+  memcpy(out, w, sizeof w);
+  return tg__slot_u32(w, a->id_off) == id;
+}
+
+/* Slots in use and bytes mapped, for readers without the lock. */
+static inline uint64_t tg__arena_live_relaxed(const tg__arena *a) {
+  return TG__LOAD_RELAXED(a->live);
+}
+
+/*
  * Take a slot. Returns its address and stores its id in *id, or NULL when
- * a chunk could not be mapped (*err says why). The caller must write the
- * id into the slot's id field before the arena is used again.
+ * a chunk could not be mapped (*err says why). Nothing is written into the
+ * slot: the caller writes the object, id field included, in a write
+ * section before the arena is used again. A fresh slot (bump of `next`)
+ * holds zeroes, a free one a zero id, so readers see it as not live until
+ * then.
  */
 void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err);
 
@@ -108,27 +225,30 @@ static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
     i = a->free_head - 1u;
     void *p = tg__arena_slot(a, i);
     a->free_head = tg__slot_u32(p, TG__FREE_NEXT_OFF);
-    a->live++;
+    TG__STORE_RELAXED(a->live, a->live + 1u);
     *id = i + 1u;
     return p;
   }
   if (a->next < a->limit) {
-    i = a->next++;
-    a->live++;
+    i = a->next;
+    /* Release: pairs with tg__arena_read()'s acquire (chunk pointer). */
+    __atomic_store_n(&a->next, i + 1u, __ATOMIC_RELEASE);
+    TG__STORE_RELAXED(a->live, a->live + 1u);
     *id = i + 1u;
     return tg__arena_slot(a, i);
   }
   return tg__arena_alloc_slow(a, id, err);
 }
 
-/* Return the live slot `p` (id `id`) to the free list. */
+/* Return the live slot `p` (id `id`) to the free list. The caller has a
+   write section of the slot's stripe open. */
 static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
   tg__slot_set_u32(p, a->id_off, 0);
   if (__builtin_expect(!a->loading, 1)) {
     tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
     a->free_head = id;
   }
-  a->live--;
+  TG__STORE_RELAXED(a->live, a->live - 1u);
 }
 
 /*

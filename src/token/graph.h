@@ -12,7 +12,18 @@
  * token slot), allocated only when a token in that chunk first gets a
  * connection, so a graph of unconnected tokens costs 64 bytes per token.
  *
- * Not thread-safe: the store serialises calls.
+ * Threads: one writer at a time (the store lock), and readers without any
+ * lock (tg__graph_token_read(), tg__graph_conn_read(), tg__graph_edges(),
+ * the counters). Every slot change is a write section of its arena's stripe
+ * (arena.h). A token's adjacency (its list heads, and the links of the
+ * connections on its lists) changes only inside a write section of the
+ * token's stripe in the token arena, so that counter is also the version of
+ * the token's lists: an edge walk that sees it unchanged around a step knows
+ * the step followed the list as it was (tg__graph_edges() in graph.c).
+ * Side tables are published with a release store and kept until close.
+ *
+ * Checkpoints capture the graph as of one moment without stopping writers
+ * for long (tg__capture, below): copy-on-write by units of 4096 slots.
  */
 #ifndef TG_TOKEN_GRAPH_H
 #define TG_TOKEN_GRAPH_H
@@ -51,11 +62,15 @@ typedef struct tg__adj {
 
 #define TG__ADJ_TABLE_BYTES ((uint64_t)TG__CHUNK_SLOTS * sizeof(tg__adj))
 
+typedef struct tg__capture tg__capture;
+
 typedef struct tg__graph {
   tg__arena tokens;
   tg__arena conns;
-  tg__adj **adj;     /* per token chunk; NULL until a connection needs it */
-  uint32_t nadj;     /* side tables allocated */
+  tg__adj **adj;     /* per token chunk; NULL until a connection needs it;
+                        entries stored with release, kept until close */
+  uint32_t nadj;     /* side tables allocated (relaxed stores) */
+  tg__capture *cap;  /* a checkpoint capture in progress, else NULL */
   int track_dirty;   /* durable stores: remember what changed since the
                         last checkpoint */
   uint8_t *tchunk_dirty; /* per token chunk: some token in it is DIRTY */
@@ -77,6 +92,24 @@ static inline uint64_t tg__graph_memory(const tg__graph *g) {
          (uint64_t)g->nadj * TG__ADJ_TABLE_BYTES;
 }
 
+/* The same for a reader without the lock: each term as it was at some
+   moment during the call. */
+static inline uint64_t tg__graph_memory_relaxed(const tg__graph *g) {
+  return (tg__arena_live_relaxed(&g->tokens) + tg__arena_live_relaxed(&g->conns)) *
+             TG__SLOT_BYTES +
+         (uint64_t)TG__LOAD_RELAXED(g->nadj) * TG__ADJ_TABLE_BYTES;
+}
+
+/* Lock-free reads (any thread, no lock): copy token / connection `id` as
+   it was at one moment. 1 when it was live, 0 when not. */
+static inline int tg__graph_token_read(const tg__graph *g, uint32_t id, tg_token *out) {
+  return tg__arena_read(&g->tokens, id, out);
+}
+
+static inline int tg__graph_conn_read(const tg__graph *g, uint32_t id, tg_connection *out) {
+  return tg__arena_read(&g->conns, id, out);
+}
+
 static inline tg_token *tg__graph_token(const tg__graph *g, uint32_t id) {
   return (tg_token *)tg__arena_get(&g->tokens, id);
 }
@@ -94,12 +127,37 @@ static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
 }
 
 /* Note that token t changed (or, deleted, that its slot did) since the last
-   checkpoint: the DIRTY flag on the slot, and its chunk marked. */
+   checkpoint: the DIRTY flag on t, the image about to be written to the
+   slot (tg__graph_token_write), and its chunk marked. */
 static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) {
   if (g->track_dirty) {
     t->flags |= TG_TOKEN_DIRTY;
     g->tchunk_dirty[(id - 1u) >> TG__CHUNK_SHIFT] = 1;
   }
+}
+
+/* ---- writes (store lock held) --------------------------------------------
+   Every change of a slot goes through these, so that a checkpoint capture
+   copies the slot's unit before its first change (copy-on-write), and the
+   change is a write section readers can detect. */
+
+/* A capture is running and unit u of arena `kind` (0 tokens, 1 connections)
+   may still hold what it must copy: copy it now (graph.c). */
+void tg__capture_touch(tg__graph *g, int kind, uint32_t slot);
+
+static inline void tg__graph_will_write(tg__graph *g, int kind, uint32_t slot) {
+  if (__builtin_expect(g->cap != NULL, 0)) tg__capture_touch(g, kind, slot);
+}
+
+/* Replace the image of token slot `id` with *img (img->id may be 0 for a
+   freed slot's image). */
+static inline void tg__graph_token_write(tg__graph *g, uint32_t id, const tg_token *img) {
+  uint32_t i = id - 1u;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_store(tg__arena_slot(&g->tokens, i), img);
+  tg__seq_end(sq);
 }
 
 /* Make sure the bitmap of every connection chunk in use, and of the one the
@@ -121,21 +179,35 @@ static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *ini
                                                uint32_t *id, int *err) {
   tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, err);
   if (!t) return NULL;
+  tg_token img;
   if (init)
-    *t = *init;
+    img = *init;
   else
-    memset(t, 0, sizeof *t);
-  t->id = *id;
-  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  tg__graph_mark_token(g, t, *id);
+    memset(&img, 0, sizeof img);
+  img.id = *id;
+  img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, &img, *id);
+  tg__graph_token_write(g, *id, &img);
   return t;
+}
+
+/* Release token slot t (id) with the flags its freed image keeps, in one
+   write section: readers see the token live or gone, nothing between. */
+static inline void tg__graph_token_release(tg__graph *g, tg_token *t, uint32_t id,
+                                           uint16_t flags) {
+  uint32_t i = id - 1u;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_set_u16(t, offsetof(tg_token, flags), flags);
+  tg__arena_release(&g->tokens, t, id);
+  tg__seq_end(sq);
 }
 
 /* Undo the create that just returned t (its record could not be logged). */
 static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
   /* A reused slot may carry a delete the next checkpoint must still see. */
-  t->flags = g->track_dirty ? TG_TOKEN_DIRTY : 0;
-  tg__arena_release(&g->tokens, t, id);
+  tg__graph_token_release(g, t, id, g->track_dirty ? TG_TOKEN_DIRTY : 0);
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
@@ -186,9 +258,65 @@ int tg__graph_link_loaded(tg__graph *g);
 /* Remove a connection. 0 or TG_ENOTFOUND. */
 int tg__graph_disconnect(tg__graph *g, uint32_t id);
 
-/* Walk a token's connections (see tg_token_edges). */
+/* Walk a token's connections (see tg_token_edges), without any lock: any
+   thread, while one writer changes the graph. Each connection is delivered
+   as a copy. Sees every connection that was on the list for the whole walk,
+   exactly once; one made or removed during the walk may or may not be seen;
+   a connection changed during the walk is seen with one of its images.
+   0, the callback's non-zero value, TG_ENOTFOUND (token not live at the
+   start), TG_ENOMEM (a walk restarted and could not remember what it had
+   delivered). */
 int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
                     tg_edge_cb cb, void *arg);
+
+/* ---- checkpoint capture ---------------------------------------------------
+ * A capture copies what a checkpoint must write (every DIRTY token and
+ * marked connection, or every live record when full) as of the moment it
+ * begins, while writers keep going. The slots are divided into units of
+ * TG__CAP_UNIT slots. Begin (store lock held, O(units)) notes which units
+ * hold something to copy; the checkpointer then copies them one unit per
+ * short lock hold (tg__capture_step), and a writer about to change a slot
+ * of a unit not yet copied copies that unit first (tg__capture_touch):
+ * copy-on-write, so the capture is exactly the state at begin and replay
+ * after its LSN stays an exact re-execution. Copying a unit clears the
+ * marks it copied, as the old whole-graph copy did. */
+#define TG__CAP_UNIT_SHIFT 12u
+#define TG__CAP_UNIT (1u << TG__CAP_UNIT_SHIFT) /* 4096 slots, 256 KiB */
+
+typedef struct tg__cap_unit {
+  unsigned char *recs;   /* live images, ascending ids, 64 bytes each */
+  uint32_t *dels;        /* ids whose delete the checkpoint records */
+  uint32_t nrec, ndel;
+} tg__cap_unit;
+
+struct tg__capture {
+  int full;              /* every live record (the file is rewritten) */
+  uint32_t hw[2];        /* tokens' / connections' `next` at begin */
+  uint32_t nunits[2];    /* units below hw */
+  uint8_t *pending[2];   /* per unit: 1 = still to copy */
+  tg__cap_unit *units[2];
+  uint32_t cursor[2];    /* the checkpointer's next unit */
+  int err;               /* a copy failed (TG_ENOMEM): the capture is void */
+  uint64_t nrec[2], ndel[2]; /* totals copied */
+};
+
+/* Start capturing (store lock held; track_dirty on). 0 or TG_ENOMEM. */
+int tg__capture_begin(tg__graph *g, tg__capture *cap, int full);
+
+/* Copy up to `units` pending units (store lock held). Returns 1 while
+   units remain, 0 when the capture is complete, or the error that voided
+   it (then it has been ended, its marks restored). */
+int tg__capture_step(tg__graph *g, tg__capture *cap, uint32_t units);
+
+/* Stop copy-on-write (store lock held): after the last step. */
+void tg__capture_end(tg__graph *g, tg__capture *cap);
+
+/* Mark again everything a finished capture copied (its checkpoint could
+   not be written), so the next checkpoint takes it (store lock held). */
+void tg__capture_remark(tg__graph *g, const tg__capture *cap);
+
+/* Release the capture's memory. Safe on a zeroed capture. */
+void tg__capture_free(tg__capture *cap);
 
 /* Call fn for every live token in slot order; a non-zero return stops the
    walk and is returned. fn must not create or delete tokens. */
