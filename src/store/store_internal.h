@@ -22,8 +22,8 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held, 2 held with sleepers;
-                                   store.c, LOCKING */
+  atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
+  atomic_int sleepers;          /* threads parked or about to park on lock */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
   tg__graph g;                  /* lock; read without it as store.c's

@@ -42,6 +42,7 @@ _Static_assert(offsetof(tg_token, field_radius) == 54, "token layout");
 _Static_assert(offsetof(tg_token, field_strength) == 55, "token layout");
 _Static_assert(offsetof(tg_token, weight) == 56, "token layout");
 _Static_assert(offsetof(tg_token, timestamp) == 60, "token layout");
+_Static_assert(offsetof(tg_token, id) % 8 == 0, "id, flags, radius, strength: one word");
 _Static_assert(offsetof(tg_connection, to) == 4, "connection layout");
 _Static_assert(offsetof(tg_connection, next_out) == 8, "connection layout");
 _Static_assert(offsetof(tg_connection, prev_in) == 20, "connection layout");
@@ -179,15 +180,26 @@ static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *ini
                                                uint32_t *id, int *err) {
   tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, err);
   if (!t) return NULL;
-  tg_token img;
-  if (init)
-    img = *init;
-  else
-    memset(&img, 0, sizeof img);
-  img.id = *id;
-  img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  tg__graph_mark_token(g, &img, *id);
-  tg__graph_token_write(g, *id, &img);
+  static const tg_token zero;
+  const tg_token *src = init ? init : &zero;
+  uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  if (g->track_dirty) {
+    flags |= TG_TOKEN_DIRTY;
+    g->tchunk_dirty[(*id - 1u) >> TG__CHUNK_SHIFT] = 1;
+  }
+  /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
+     id and flags into a copy and then loading it whole stalled store
+     forwarding (a fifth of a create's time here). */
+  uint64_t w6 = (uint64_t)*id | (uint64_t)flags << 32 |
+                (uint64_t)src->field_radius << 48 | (uint64_t)src->field_strength << 56;
+  uint32_t i = *id - 1u;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_store(t, src);
+  __atomic_store_n((uint64_t *)((unsigned char *)t + offsetof(tg_token, id)), w6,
+                   __ATOMIC_RELAXED);
+  tg__seq_end(sq);
   return t;
 }
 
