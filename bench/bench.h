@@ -56,5 +56,6 @@ int tgb_wal(int argc, char **argv);
 int tgb_replay(int argc, char **argv);
 int tgb_peers(int argc, char **argv);
 int tgb_concurrent(int argc, char **argv);
+int tgb_batch(int argc, char **argv);
 
 #endif

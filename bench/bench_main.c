@@ -9,6 +9,7 @@ static const tgb_command commands[] = {
   {"trace", "span, black-box and metric costs against an untraced loop", tgb_trace},
   {"wal", "append N 64-byte records at a durability level vs. raw 1 MiB writes + fdatasync", tgb_wal},
   {"replay", "recovery: pure log replay, checkpoint write, open from checkpoint", tgb_replay},
+  {"batch", "creates at STRICT: single calls vs. atomic batches of B, alternated", tgb_batch},
   {"peers", "the same job in RocksDB, LevelDB, LMDB, SQLite at matched durability", tgb_peers},
   {"concurrent", "writers alone vs. with readers; stalls while a checkpoint runs", tgb_concurrent},
 };

@@ -35,6 +35,16 @@
  * unknown; the parent finds it as the one id the recovered store has and
  * the model does not, and the comparison below checks its contents.
  *
+ * With --batches P, about P% of the calls are atomic batches
+ * (tg_batch_commit()) of 1 to 8 entries chosen the same way, each from the
+ * model as the entries before it leave it (a connect to a token the batch
+ * creates, a delete of one it connected, ...). Batch ids are known at the
+ * calls, so the child sends one BOP message per entry (op, arguments, id)
+ * before the batch's INTENT (op "batch", the entry count); a batch is one
+ * record, one LSN. The parent applies every entry of a batch whose LSN
+ * the log holds and none of one it does not, so the comparison below sees
+ * any part of a batch recovered without the rest.
+ *
  * The child also reports SYNCED(lsn) after tg_sync() and CKPT_BEGIN /
  * CKPT_END(lsn) around explicit tg_checkpoint() calls (a checkpoint makes
  * everything it covers durable). Automatic checkpoints run too (small
@@ -102,6 +112,7 @@ typedef struct options {
   int level;                   /* -1: rotate through all three */
   uint64_t seed;
   long ops_per_child;          /* upper bound on calls per child */
+  long batches;                /* percent of calls that are batches */
   long recovery_kills;         /* kills during recovery */
   long recovery_records;       /* size of the log recovery is killed in */
   uint64_t segment_bytes;
@@ -165,7 +176,8 @@ typedef struct model {
   uint32_t ntok;
   uint32_t tmax;         /* highest token id ever live */
   tg_connection *conn;   /* by id, links zero */
-  uint64_t *cborn;       /* by id: LSN of the connect */
+  uint64_t *cborn;       /* by id: when it was made, LSN x 1024 + its entry
+                            in a batch (list order: newest first) */
   uint32_t *cpos, *cids; /* as for tokens */
   uint32_t nconn;
   uint32_t cmax;
@@ -225,11 +237,13 @@ static void model_drop_conn(model *m, uint32_t id) {
   m->cborn[id] = 0;
 }
 
-enum op_kind { OP_CREATE = 1, OP_UPDATE, OP_DELETE, OP_CONNECT, OP_DISCONNECT };
+enum op_kind { OP_CREATE = 1, OP_UPDATE, OP_DELETE, OP_CONNECT, OP_DISCONNECT, OP_BATCH };
 static const char *op_name(int op) {
-  static const char *names[] = {"?", "create", "update", "delete", "connect", "disconnect"};
-  return op >= 1 && op <= 5 ? names[op] : "?";
+  static const char *names[] = {"?", "create", "update", "delete", "connect", "disconnect",
+                                "batch"};
+  return op >= 1 && op <= 6 ? names[op] : "?";
 }
+#define MAX_BATCH 8 /* entries of one batch */
 
 /* The token image the store keeps for a create or update of *t. */
 static tg_token stored_token(const tg_token *t, uint32_t id) {
@@ -249,8 +263,10 @@ static tg_connection stored_conn(const tg_connection *c, uint32_t id) {
   return x;
 }
 
-/* Apply one logged call (the record with LSN lsn) to the model. */
-static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t lsn) {
+/* Apply one logged call (the record with LSN lsn; entry `sub` of a batch,
+   else 0) to the model. */
+static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t lsn,
+                        unsigned sub) {
   switch (op) {
   case OP_CREATE:
   case OP_UPDATE:
@@ -283,7 +299,7 @@ static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t
     m->cpos[id] = m->nconn;
     if (id > m->cmax) m->cmax = id;
     m->conn[id] = stored_conn(arg, id);
-    m->cborn[id] = lsn;
+    m->cborn[id] = lsn * 1024u + sub;
     break;
   case OP_DISCONNECT:
     model_drop_conn(m, id);
@@ -302,6 +318,7 @@ enum msg_kind {
   M_CKPT_BEGIN, /* about to call tg_checkpoint() */
   M_CKPT_END,   /* lsn: the checkpoint returned, covering <= lsn */
   M_DONE,       /* no more calls; the child waits to be killed */
+  M_BOP,        /* an entry of the batch whose INTENT follows: op, id, u */
   M_FAIL        /* text: the child saw something wrong; it exits 3 */
 };
 
@@ -329,6 +346,7 @@ typedef struct child_plan {
   int after_open_ckpt; /* recovery kills: checkpoint everything after open */
   uint64_t seed;
   uint32_t target_tokens, target_conns; /* population the mix steers to */
+  int batches;         /* percent of calls that are batches (default 0) */
 } child_plan;
 
 static void store_config(tg_store_config *cfg, const options *o, int level, int auto_ckpt) {
@@ -459,6 +477,52 @@ static int choose_op(rng *r, const model *m, const child_plan *p, msg *mg) {
   return OP_DISCONNECT;
 }
 
+/* One batch of 1..MAX_BATCH entries, each chosen from the model as the
+   entries before it left it: BOP per entry, INTENT, the commit, ACK. */
+static void child_batch(tg_store *s, rng *r, model *m, const child_plan *p, uint64_t lsn) {
+  tg_batch *b = NULL;
+  int rc = tg_batch_begin(s, &b);
+  if (rc) child_fail("tg_batch_begin: %s", tg_err_name(rc));
+  unsigned n = 1 + (unsigned)rnd_below(r, MAX_BATCH);
+  msg mg;
+  for (unsigned j = 0; j < n; j++) {
+    memset(&mg, 0, sizeof mg);
+    mg.kind = M_BOP;
+    mg.op = (uint8_t)choose_op(r, m, p, &mg);
+    mg.lsn = lsn + 1;
+    uint32_t id = mg.id;
+    switch (mg.op) {
+    case OP_CREATE: rc = tg_batch_token_create(b, &mg.u.t, &id); break;
+    case OP_UPDATE: rc = tg_batch_token_update(b, &mg.u.t); break;
+    case OP_DELETE: rc = tg_batch_token_delete(b, id); break;
+    case OP_CONNECT: rc = tg_batch_connect(b, &mg.u.c, &id); break;
+    case OP_DISCONNECT: rc = tg_batch_disconnect(b, id); break;
+    }
+    if (rc) child_fail("batch %s: %s", op_name(mg.op), tg_err_name(rc));
+    mg.id = id;
+    /* The model moves now, so the next entry may name what this one made. */
+    model_apply(m, mg.op, &mg.u, id, lsn + 1, j);
+    child_send(&mg);
+  }
+  memset(&mg, 0, sizeof mg);
+  mg.kind = M_INTENT;
+  mg.op = OP_BATCH;
+  mg.id = n;
+  mg.lsn = lsn + 1;
+  child_send(&mg);
+  rc = tg_batch_commit(b);
+  if (rc) child_fail("batch commit (LSN %" PRIu64 "): %s", lsn + 1, tg_err_name(rc));
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  if (st.last_lsn != lsn + 1 || tg_last_lsn(s) != lsn + 1)
+    child_fail("batch: last_lsn %" PRIu64 " / tg_last_lsn %" PRIu64 " after the commit, "
+               "expected %" PRIu64 " (one record per batch)", st.last_lsn, tg_last_lsn(s),
+               lsn + 1);
+  mg.t_ns = tgp_now_ns();
+  mg.kind = M_ACK;
+  child_send(&mg);
+}
+
 __attribute__((noreturn))
 static void child_main(int fd, const char *dir, const options *o, const child_plan *p,
                        model *m) {
@@ -484,6 +548,11 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
     else if (p->checkpoints && rnd_below(&r, 200) == 0)
       child_sync(s, lsn);
     memset(&mg, 0, sizeof mg);
+    if (p->batches && rnd_below(&r, 100) < (uint64_t)p->batches) {
+      child_batch(s, &r, m, p, lsn);
+      lsn++;
+      continue;
+    }
     mg.kind = M_INTENT;
     mg.op = (uint8_t)choose_op(&r, m, p, &mg);
     mg.lsn = lsn + 1;
@@ -503,7 +572,7 @@ static void child_main(int fd, const char *dir, const options *o, const child_pl
                  " (one record per call)", op_name(mg.op), st.last_lsn, lsn + 1);
     mg.t_ns = tgp_now_ns();
     lsn++;
-    model_apply(m, mg.op, &mg.u, id, lsn);
+    model_apply(m, mg.op, &mg.u, id, lsn, 0);
     mg.kind = M_ACK;
     mg.id = id;
     child_send(&mg);
@@ -685,6 +754,7 @@ static const char *kill_name[] = {"after-acks", "delay", "in-checkpoint", "durin
 
 typedef struct intent {
   msg m;        /* the INTENT */
+  size_t bop;   /* a batch: its first entry in watch.bops (m.id entries) */
   int acked;
   uint32_t id;  /* from the ACK */
   uint64_t t_ns; /* when the call returned (the child's clock) */
@@ -699,6 +769,7 @@ typedef struct totals {
   long acked_lost_max[3];   /* most lost by one kill */
   uint64_t lost_age_max[3]; /* oldest lost call: ns from its return to the kill */
   long unacked_recovered;   /* calls logged but killed before their ACK */
+  long batches_recovered;   /* batches found whole in a recovered log */
   long torn_tails;
   long ckpt_kills;          /* kills between a CKPT_BEGIN and its END */
   long before_ready;        /* kills before the open returned (in recovery) */
@@ -757,6 +828,9 @@ typedef struct watch {
   uint64_t deadline;       /* kill at this time, UINT64_MAX: not yet known */
   intent *in;              /* every INTENT, in LSN order */
   size_t n, cap;
+  msg *bops;               /* every batch entry (BOP), in order */
+  size_t nb, capb;
+  size_t pending;          /* BOPs not yet claimed by a batch's INTENT */
   uint64_t start_lsn;      /* the model's LSN when the child was forked */
   uint64_t durable;        /* highest LSN known durable (start, SYNCED, CKPT_END) */
   uint64_t last_acked;     /* LSN of the last ACK */
@@ -822,7 +896,23 @@ static int on_message(const iter_ctx *c, watch *w, const msg *mg) {
       w->cap *= 2;
     }
     memset(&w->in[w->n], 0, sizeof w->in[w->n]);
+    if ((mg->op == OP_BATCH) != (w->pending > 0) ||
+        (mg->op == OP_BATCH && mg->id != w->pending)) {
+      report_fail(c, "protocol: %s intent for LSN %" PRIu64 " after %zu batch entries",
+                  op_name(mg->op), mg->lsn, w->pending);
+      return 1;
+    }
+    w->in[w->n].bop = w->nb - w->pending;
+    w->pending = 0;
     w->in[w->n++].m = *mg;
+    return 0;
+  case M_BOP:
+    if (w->nb == w->capb) {
+      w->capb = w->capb ? 2 * w->capb : 256;
+      w->bops = xrealloc(w->bops, w->capb * sizeof *w->bops);
+    }
+    w->bops[w->nb++] = *mg;
+    w->pending++;
     return 0;
   case M_ACK: {
     if (!w->n || mg->lsn != w->in[w->n - 1].m.lsn) {
@@ -950,6 +1040,16 @@ static void apply_recovered(const iter_ctx *c, tg_store *s, const watch *w, mode
                             uint64_t R, totals *tot, failure *f) {
   for (uint64_t l = w->start_lsn + 1; l <= R; l++) {
     const intent *it = &w->in[l - w->start_lsn - 1];
+    if (it->m.op == OP_BATCH) {
+      /* Logged, so all of it: the ids were known at the calls. */
+      if (!it->acked) tot->unacked_recovered++;
+      for (uint32_t j = 0; j < it->m.id; j++) {
+        const msg *e = &w->bops[it->bop + j];
+        model_apply(m, e->op, &e->u, e->id, l, j);
+      }
+      tot->batches_recovered++;
+      continue;
+    }
     int makes = it->m.op == OP_CREATE || it->m.op == OP_CONNECT;
     uint32_t id = makes ? it->id : it->m.id;
     if (!it->acked) tot->unacked_recovered++;
@@ -973,7 +1073,7 @@ static void apply_recovered(const iter_ctx *c, tg_store *s, const watch *w, mode
         return;
       }
     }
-    model_apply(m, it->m.op, &it->m.u, id, l);
+    model_apply(m, it->m.op, &it->m.u, id, l, 0);
   }
   long lost = 0;
   for (size_t i = 0; i < w->n; i++)
@@ -1099,6 +1199,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
             " (started %" PRIu64 ")\n", c->phase, c->iter, level_name(c->level),
             kill_name[how], w.n, w.acks, R, w.start_lsn);
   free(w.in);
+  free(w.bops);
   if (rc) tot->fails++;
   return rc;
 }
@@ -1113,7 +1214,7 @@ static int kill_phase(const options *o, const char *dir, totals *tot) {
     iter_ctx c = {o, dir, it, mix64(o->seed ^ mix64((uint64_t)it + 1)), 0, 0, "kill"};
     c.level = o->level >= 0 ? o->level : (int)(it % 3);
     rng r = {c.seed};
-    child_plan p = {c.level, o->ops_per_child, 1, 0, rnd(&r), 1500, 3000};
+    child_plan p = {c.level, o->ops_per_child, 1, 0, rnd(&r), 1500, 3000, (int)o->batches};
     uint64_t x = rnd_below(&r, 100);
     int how = x < 35 ? K_AFTER_ACKS : x < 65 ? K_DELAY : x < 82 ? K_IN_CKPT : x < 94 ? K_OPEN
                                                                                       : K_IDLE;
@@ -1143,7 +1244,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
     c.phase = "fresh-dir";
     tgp_rmtree(dir);
     model_free(&m);
-    child_plan p = {TG_STRICT, 3, 0, 0, rnd(&r), 10, 10};
+    child_plan p = {TG_STRICT, 3, 0, 0, rnd(&r), 10, 10, 0};
     c.level = TG_STRICT;
     rc = run_iteration(&c, &p, &m, &r, K_OPEN, rnd_below(&r, 3000000), tot);
   }
@@ -1155,7 +1256,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
   c.phase = "recovery-build";
   c.iter = 0;
   c.level = TG_RELAXED;
-  child_plan build = {TG_RELAXED, o->recovery_records, 0, 0, rnd(&r), 20000, 40000};
+  child_plan build = {TG_RELAXED, o->recovery_records, 0, 0, rnd(&r), 20000, 40000, 0};
   totals bt;
   memset(&bt, 0, sizeof bt);
   if ((rc = run_iteration(&c, &build, &m, &r, K_IDLE, 0, &bt))) goto out;
@@ -1178,7 +1279,7 @@ static int recovery_phase(const options *o, const char *dir, totals *tot) {
     c.phase = "recovery";
     c.iter = i;
     int ck = i >= nk - nk / 4;
-    child_plan p = {TG_RELAXED, 0, 0, ck, rnd(&r), 1, 1};
+    child_plan p = {TG_RELAXED, 0, 0, ck, rnd(&r), 1, 1, 0};
     /* Kill within the open (plus fork), or within the checkpoint after it
        (which writes every replayed record: about as long as the open). */
     uint64_t window = t_open + t_open / 4 + 1000000;
@@ -1203,6 +1304,8 @@ static void usage(FILE *to) {
           "  --level L              strict | balanced | relaxed | all (default all, rotating)\n"
           "  --seed S               seed of the operation mix and kill points (default: time)\n"
           "  --ops-per-child N      most calls one child makes before it idles (default 1000)\n"
+          "  --batches P            make P%% of the calls atomic batches of 1..8 entries\n"
+          "                         (default 0)\n"
           "  --recovery-kills N     kills during recovery of a large log (default 0)\n"
           "  --recovery-records N   records in that log (default 200000)\n"
           "  --segment-bytes N      WAL segment size (default 65536)\n"
@@ -1217,7 +1320,7 @@ static void usage(FILE *to) {
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, 200, -1, 0, 1000, 0, 200000, 65536, 131072, 0, 0};
+  options o = {NULL, 200, -1, 0, 1000, 0, 0, 200000, 65536, 131072, 0, 0};
   int seeded = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -1266,6 +1369,13 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--iterations")) o.iterations = (long)v;
     else if (!strcmp(a, "--seed")) o.seed = v, seeded = 1;
     else if (!strcmp(a, "--ops-per-child")) o.ops_per_child = (long)v;
+    else if (!strcmp(a, "--batches")) {
+      if (v > 100) {
+        fprintf(stderr, "tg-crash: --batches is a percentage, 0..100, not %" PRIu64 "\n", v);
+        return 64;
+      }
+      o.batches = (long)v;
+    }
     else if (!strcmp(a, "--recovery-kills")) o.recovery_kills = (long)v;
     else if (!strcmp(a, "--recovery-records")) o.recovery_records = (long)v;
     else if (!strcmp(a, "--segment-bytes")) o.segment_bytes = v;
@@ -1328,6 +1438,7 @@ int main(int argc, char **argv) {
            "\"acked_lost_relaxed\":%ld,\"acked_lost_max_balanced\":%ld,"
            "\"acked_lost_max_relaxed\":%ld,\"lost_age_max_us_balanced\":%.1f,"
            "\"lost_age_max_us_relaxed\":%.1f,\"unacked_recovered\":%ld,\"torn_tails\":%ld,"
+           "\"batches_recovered\":%ld,"
            "\"recovery_kills\":%ld,\"recovery_kills_during_open\":%ld,"
            "\"recovery_kills_in_checkpoint\":%ld,\"recovery_log_records\":%" PRIu64 ","
            "\"seconds\":%.3f,\"kill_seconds\":%.3f,\"recovery_seconds\":%.3f}\n",
@@ -1337,7 +1448,8 @@ int main(int argc, char **argv) {
            tot.last_lsn, tot.acked_lost[TG_STRICT], tot.acked_lost[TG_BALANCED],
            tot.acked_lost[TG_RELAXED], tot.acked_lost_max[TG_BALANCED],
            tot.acked_lost_max[TG_RELAXED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
-           (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails, rt.kills,
+           (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails,
+           tot.batches_recovered, rt.kills,
            rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
   } else if (o.iterations) {
     printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
@@ -1357,6 +1469,9 @@ int main(int argc, char **argv) {
            (double)tot.lost_age_max[TG_RELAXED] / 1e3);
     printf("tg-crash:   unacknowledged calls found recovered %ld; torn tails cut %ld\n",
            tot.unacked_recovered, tot.torn_tails);
+    if (o.batches)
+      printf("tg-crash:   batches found whole in recovered logs %ld (each all or nothing)\n",
+             tot.batches_recovered);
   }
   if (!o.json && o.recovery_kills) {
       printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/io.h"
@@ -44,6 +45,31 @@ typedef struct rec_hdr {
 
 static int jfd = -1;
 static tg__io_ops real;
+static pl_sync_stats *sync_stats;
+
+void pl_record_sync_stats(pl_sync_stats *s) { sync_stats = s; }
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A WAL file: a regular file in a directory named "wal". */
+static int wal_file(const char *p) {
+  const char *b = strrchr(p, '/');
+  return b && b - p >= 4 && !strncmp(b - 4, "/wal", 4);
+}
+
+static void note_sync(uint64_t ns) {
+  atomic_fetch_add_explicit(&sync_stats->count, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&sync_stats->total_ns, ns, memory_order_relaxed);
+  uint64_t m = atomic_load_explicit(&sync_stats->max_ns, memory_order_relaxed);
+  while (ns > m && !atomic_compare_exchange_weak_explicit(&sync_stats->max_ns, &m, ns,
+                                                          memory_order_relaxed,
+                                                          memory_order_relaxed)) {
+  }
+}
 
 static void jwrite(uint32_t op, uint64_t ino, uint64_t a, uint64_t b, const char *p,
                    const char *p2, const void *data, size_t dlen) {
@@ -129,9 +155,12 @@ static int rec_sync(int fd, int (*fn)(int)) {
   char p[PATH_MAX];
   fd_path(fd, p, sizeof p);
   if (lmdb_data(p)) return fn(fd);
+  uint64_t t0 = mono_ns();
   int r = fn(fd);
   int e = errno;
   if (r == 0) jwrite(OP_SYNC, ino, (uint64_t)isdir, 0, p, NULL, NULL, 0);
+  /* Until the journal holds it, a kill loses the sync: that is its end. */
+  if (r == 0 && sync_stats && !isdir && wal_file(p)) note_sync(mono_ns() - t0);
   errno = e;
   return r;
 }

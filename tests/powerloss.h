@@ -40,6 +40,7 @@
 #ifndef TG_TESTS_POWERLOSS_H
 #define TG_TESTS_POWERLOSS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,6 +72,21 @@ int pl_snapshot(const char *journal_path, const char *base_dir, const char *base
 /* In the process under test: append to journal_path every operation made
    through the I/O seam from now on. Returns 0 or -errno. */
 int pl_record_start(const char *journal_path);
+
+/* How long the recorded process's fdatasyncs and fsyncs of WAL files (any
+   regular file below a directory named "wal") took, from the call until
+   the journal holds the sync: the moment the simulation counts the data
+   durable. The process under test places this in memory it shares with
+   the parent and passes it to pl_record_sync_stats() before
+   pl_record_start(); the parent reads it after the kill. */
+typedef struct pl_sync_stats {
+  _Atomic uint64_t count;    /* syncs completed */
+  _Atomic uint64_t max_ns;   /* the longest */
+  _Atomic uint64_t total_ns; /* all of them */
+} pl_sync_stats;
+
+/* In the process under test: accumulate into s (NULL: stop). */
+void pl_record_sync_stats(pl_sync_stats *s);
 
 /* Stop recording (restore the real seam). */
 void pl_record_stop(void);

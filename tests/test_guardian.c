@@ -336,6 +336,61 @@ static void test_config_file_accepts_what_the_api_accepts(void **state) {
   unlink(path);
 }
 
+/* Integer limits are compared as integers: one past max_memory_bytes'
+   2^62 rounds to 2^62 as a double and passed the range check, to be
+   refused only by the whole-config check, which named line 0 and another
+   key. It is refused on its own line, as the API refuses it. */
+static void test_config_refuses_one_past_an_integer_limit_the_api_refuses(void **state) {
+  (void)state;
+  expect_error("[guardian]\nmax_memory_bytes = 4611686018427387905\n",
+               "2: key 'max_memory_bytes': 4611686018427387905 is out of range");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 4611686018427387905ull;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), TG_EINVAL);
+  write_ini("[guardian]\nmax_memory_bytes = 4611686018427387904\n");
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.guardian.max_memory_bytes == 4611686018427387904ull);
+  unlink(path);
+}
+
+/* checkpoint_bytes takes any size from a file, as from the API (which
+   sets no limit: a size past the log's only means "never automatically";
+   found by tests/fuzz/fuzz_config.c). */
+static void test_config_accepts_any_checkpoint_bytes_as_the_api_does(void **state) {
+  (void)state;
+  write_ini("[wal]\ncheckpoint_bytes = 18446744073709551615\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.checkpoint_bytes == UINT64_MAX);
+  unlink(path);
+  expect_error("[wal]\ncheckpoint_bytes = 18446744073709551616\n",
+               "2: key 'checkpoint_bytes': '18446744073709551616' is not a non-negative integer");
+}
+
+/* A subnormal fraction is a value the API takes, so a file takes it too
+   (strtod() says ERANGE for it); one that underflows to zero is refused.
+   Found by tests/fuzz/fuzz_config.c. */
+static void test_config_accepts_a_subnormal_fraction_as_the_api_does(void **state) {
+  (void)state;
+  write_ini("[guardian]\ncleanup_margin = 8.2890460584588558e-309\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.guardian.cleanup_margin == 8.2890460584588558e-309);
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), 0);
+  tg_store_close(s);
+  unlink(path);
+  expect_error("[guardian]\ncleanup_margin = 1e-400\n",
+               "2: key 'cleanup_margin': '1e-400' is not a number");
+}
+
 /* A line longer than the parser's buffer is refused, never split: the tail
    of a long comment must not be read as a key. */
 static void test_config_refuses_a_line_longer_than_the_parser_reads(void **state) {
@@ -471,6 +526,9 @@ int main(void) {
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),
+    cmocka_unit_test(test_config_refuses_one_past_an_integer_limit_the_api_refuses),
+    cmocka_unit_test(test_config_accepts_any_checkpoint_bytes_as_the_api_does),
+    cmocka_unit_test(test_config_accepts_a_subnormal_fraction_as_the_api_does),
     cmocka_unit_test(test_config_refuses_a_line_longer_than_the_parser_reads),
     cmocka_unit_test(test_config_path_that_is_not_a_file_is_refused),
     cmocka_unit_test(test_config_loads_wal_keys),

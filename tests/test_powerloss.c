@@ -61,12 +61,17 @@ typedef struct shared {  /* MAP_SHARED between the child and the parent */
   _Atomic uint32_t issued[MAX_THREADS]; /* calls started */
   _Atomic uint32_t acked[MAX_THREADS];  /* calls returned 0 */
   _Atomic int ready;
+  pl_sync_stats sync;                   /* the child's WAL fdatasyncs */
+  _Atomic uint64_t late_max_ns;         /* the child's scheduling probe: the
+                                           latest a 1 ms sleep woke up ... */
+  _Atomic uint64_t sleep_start_ns;      /* ... and when its current sleep
+                                           began (0: not started) */
   op ops[MAX_THREADS][MAX_OPS];
 } shared;
 
 typedef struct options {
-  uint64_t iterations, seed, max_window_ms;
-  int threads, level, dir_model, keep;
+  uint64_t iterations, seed, max_window_ms, segment_kib;
+  int threads, level, dir_model, keep, verbose, check_bound;
 } options;
 
 static shared *sh;
@@ -149,15 +154,63 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* BALANCED's power-loss bound (docs/durability.md, "The BALANCED window"):
+   a record is written within linger_us of its append, and the sync thread
+   starts an fdatasync every sync_interval_ms counted from the start of the
+   previous one, so it is durable at most sync_interval_ms plus one
+   fdatasync after it was written. "One fdatasync" is the longest the run
+   observed (pl_sync_stats: from the call until the journal holds it).
+   The scheduling allowance is measured in the same run, not assumed: the
+   writer and then the sync thread must each be given a core once (after
+   the linger, at the deadline), and the child's probe thread measures how
+   late a sleeping thread of that process is woken (late_max_ns); twice
+   that, plus MEASURE_SLACK_NS for the measurement itself (the
+   acknowledgement time is read after the call returns, the loss time after
+   kill(2) returns, the journal record of a sync is written after it). */
+#define INTERVAL_MS 10u            /* sync_interval_ms, set in store_cfg */
+#define LINGER_NS 1000000.0        /* linger_us (1 ms), set in store_cfg */
+#define MEASURE_SLACK_NS 1000000.0
+
+static uint64_t balanced_bound_ns(int level, uint64_t sync_max_ns, uint64_t late_max_ns) {
+  if (level != TG_BALANCED) return 0;
+  return (uint64_t)INTERVAL_MS * 1000000u + sync_max_ns + (uint64_t)LINGER_NS +
+         2 * late_max_ns + (uint64_t)MEASURE_SLACK_NS;
+}
+
+static uint64_t segment_bytes = 256 << 10; /* segment switches within a run */
+
 static void store_cfg(tg_store_config *c, int level) {
   tg_store_config_init(c);
   c->wal.level = level;
-  c->wal.segment_bytes = 256 << 10; /* segment switches within a run */
+  c->wal.segment_bytes = segment_bytes;
+  c->wal.sync_interval_ms = INTERVAL_MS; /* the bound below is computed from these */
+  c->wal.linger_us = (uint32_t)(LINGER_NS / 1000);
   c->crash_dump = 0;
+}
+
+/* How late a thread of the child that sleeps 1 ms is woken: what the WAL's
+   writer (lingering) and sync thread (waiting for its deadline) also wait
+   for before they run, when the appenders and everything else on the
+   machine keep the cores busy. */
+static void *probe_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    uint64_t t0 = now_ns();
+    atomic_store_explicit(&sh->sleep_start_ns, t0, memory_order_relaxed);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+    uint64_t late = now_ns() - t0 - 1000000u;
+    if (late > atomic_load_explicit(&sh->late_max_ns, memory_order_relaxed))
+      atomic_store_explicit(&sh->late_max_ns, late, memory_order_relaxed);
+  }
+  return NULL;
 }
 
 static void child_main(const options *o, const char *dir, const char *journal,
                        uint64_t seed, int level) {
+  pl_record_sync_stats(&sh->sync);
+  pthread_t probe;
+  pthread_create(&probe, NULL, probe_main, NULL);
   if (pl_record_start(journal)) _exit(4);
   tg_store_config c;
   store_cfg(&c, level);
@@ -328,18 +381,39 @@ static int make_base(const char *dir, int level) {
   return tg_store_close(s);
 }
 
+typedef struct lvl_report {
+  uint64_t *windows, nlost;  /* each loss's oldest lost acknowledgement, ns */
+  uint64_t window_max, window_max_sync, window_max_late;
+  int64_t worst_excess;      /* max over losses of window - bound (BALANCED) */
+  uint64_t syncs, sync_total, sync_max;
+} lvl_report;
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(lvl_report *lr, unsigned p) {
+  if (!lr->nlost) return 0;
+  qsort(lr->windows, lr->nlost, 8, cmp_u64);
+  return (double)lr->windows[(lr->nlost - 1) * p / 100];
+}
+
 static const char *level_name(int l) {
   return l == TG_STRICT ? "strict" : l == TG_BALANCED ? "balanced" : "relaxed";
 }
 
 int main(int argc, char **argv) {
-  options o = {200, 1, 0, 3, -1, -1, 0};
+  options o = {200, 1, 0, 256, 3, -1, -1, 0, 0, 0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--iterations") && v) o.iterations = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(a, "--seed") && v) o.seed = strtoull(argv[++i], NULL, 10);
     else if (!strcmp(a, "--threads") && v) o.threads = atoi(argv[++i]);
     else if (!strcmp(a, "--max-window-ms") && v) o.max_window_ms = strtoull(argv[++i], NULL, 10);
+    else if (!strcmp(a, "--segment-kib") && v) o.segment_kib = strtoull(argv[++i], NULL, 10);
+    else if (!strcmp(a, "--verbose")) o.verbose = 1;
+    else if (!strcmp(a, "--check-bound")) o.check_bound = 1;
     else if (!strcmp(a, "--level") && v) {
       i++;
       o.level = !strcmp(v, "strict") ? TG_STRICT : !strcmp(v, "balanced") ? TG_BALANCED
@@ -357,11 +431,17 @@ int main(int argc, char **argv) {
     } else return fprintf(stderr, "unknown option %s\n", a), 64;
   }
   if (o.threads < 1 || o.threads > MAX_THREADS) return fprintf(stderr, "bad --threads\n"), 64;
+  if (o.segment_kib < 4 || o.segment_kib % 4) return fprintf(stderr, "bad --segment-kib\n"), 64;
+  segment_bytes = o.segment_kib << 10;
   sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED) return perror("mmap"), 1;
   char root[] = "/tmp/tg_powerloss_XXXXXX";
   if (!mkdtemp(root)) return perror("mkdtemp"), 1;
-  uint64_t seed = o.seed, lost_total[3] = {0}, window[3] = {0}, runs[3] = {0};
+  uint64_t seed = o.seed, lost_total[3] = {0}, runs[3] = {0};
+  lvl_report rep[3];
+  memset(rep, 0, sizeof rep);
+  for (int l = 0; l < 3; l++) rep[l].worst_excess = INT64_MIN;
+  for (int l = 0; l < 3; l++) rep[l].windows = calloc(o.iterations ? o.iterations : 1, 8);
   const char *mode_name[] = {"drop", "torn", "pages"};
   uint64_t per_mode[3] = {0};
   int status = 0;
@@ -431,7 +511,42 @@ int main(int argc, char **argv) {
     }
     simulate_reboot(0);
     lost_total[level] += lost;
-    if (w > window[level]) window[level] = w;
+    uint64_t sync_max = atomic_load(&sh->sync.max_ns);
+    uint64_t late_max = atomic_load(&sh->late_max_ns);
+    /* A sleep still unfinished at the loss was late by at least this. */
+    uint64_t t_sleep = atomic_load(&sh->sleep_start_ns);
+    if (t_sleep && kill_ns > t_sleep + 1000000u && kill_ns - t_sleep - 1000000u > late_max)
+      late_max = kill_ns - t_sleep - 1000000u;
+    lvl_report *lr = &rep[level];
+    if (sync_max > lr->sync_max) lr->sync_max = sync_max;
+    lr->syncs += atomic_load(&sh->sync.count);
+    lr->sync_total += atomic_load(&sh->sync.total_ns);
+    if (lost) {
+      lr->windows[lr->nlost++] = w;
+      /* The headroom against this loss's own bound: the fdatasyncs that
+         decide its window are this child's. */
+      uint64_t bound = balanced_bound_ns(level, sync_max, late_max);
+      if (bound && (int64_t)(w - bound) > lr->worst_excess)
+        lr->worst_excess = (int64_t)(w - bound);
+      if (w > lr->window_max) {
+        lr->window_max = w;
+        lr->window_max_sync = sync_max;
+        lr->window_max_late = late_max;
+      }
+      if (!status && o.check_bound && bound && w > bound)
+        status = fail("iteration %llu: BALANCED lost a call acknowledged %.2f ms before the "
+                      "power loss; the bound is %.2f ms (sync_interval_ms %u + the longest "
+                      "fdatasync of this run %.2f ms + linger %.2f ms + twice the latest "
+                      "wake-up %.2f ms + %.2f ms)",
+                      (unsigned long long)it, (double)w / 1e6, (double)bound / 1e6,
+                      (unsigned)INTERVAL_MS, (double)sync_max / 1e6, LINGER_NS / 1e6,
+                      (double)late_max / 1e6, MEASURE_SLACK_NS / 1e6);
+    }
+    if (o.verbose)
+      printf("iteration %llu %s: lost %llu, oldest lost %.2f ms, longest fdatasync %.2f ms "
+             "(of %llu), latest wake-up %.2f ms\n", (unsigned long long)it, level_name(level),
+             (unsigned long long)lost, (double)w / 1e6, (double)sync_max / 1e6,
+             (unsigned long long)atomic_load(&sh->sync.count), (double)late_max / 1e6);
     if (status) {
       fprintf(stderr, "  iteration %llu, level %s, %s base, model %s, dir entries %s, "
               "%llu journal records, %llu unsynced writes (%llu kept), %llu names undone; "
@@ -451,9 +566,24 @@ int main(int argc, char **argv) {
          "torn %llu, pages %llu)\n", (unsigned long long)runs[0], (unsigned long long)runs[1],
          (unsigned long long)runs[2], (unsigned long long)per_mode[0],
          (unsigned long long)per_mode[1], (unsigned long long)per_mode[2]);
-  for (int l = 0; l < 3; l++)
-    printf("  %-8s acknowledged calls lost %llu, oldest lost acknowledged %.1f ms before\n",
-           level_name(l), (unsigned long long)lost_total[l], (double)window[l] / 1e6);
+  for (int l = 0; l < 3; l++) {
+    lvl_report *lr = &rep[l];
+    printf("  %-8s acknowledged calls lost %llu in %llu of %llu losses; oldest lost "
+           "acknowledged before the loss: max %.2f ms, p99 %.2f, p90 %.2f, p50 %.2f ms; WAL "
+           "fdatasyncs %llu, mean %.2f ms, longest %.2f ms\n",
+           level_name(l), (unsigned long long)lost_total[l], (unsigned long long)lr->nlost,
+           (unsigned long long)runs[l], lr->window_max / 1e6, pct(lr, 99) / 1e6,
+           pct(lr, 90) / 1e6, pct(lr, 50) / 1e6, (unsigned long long)lr->syncs,
+           lr->syncs ? (double)lr->sync_total / (double)lr->syncs / 1e6 : 0.0,
+           lr->sync_max / 1e6);
+    if (l == TG_BALANCED && lr->nlost)
+      printf("  balanced bound per loss: sync_interval_ms %u + that run's longest fdatasync + "
+             "linger %.2f ms + twice that run's latest wake-up + %.2f ms; the max window's "
+             "run: longest fdatasync %.2f ms, latest wake-up %.2f ms; window - bound at most "
+             "%+.2f ms\n", (unsigned)INTERVAL_MS, LINGER_NS / 1e6, MEASURE_SLACK_NS / 1e6,
+             lr->window_max_sync / 1e6, lr->window_max_late / 1e6, lr->worst_excess / 1e6);
+    free(lr->windows);
+  }
   if (!o.keep) rm_rf(root);
   printf("%s\n", status ? "FAILED" : "ok");
   return status;

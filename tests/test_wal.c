@@ -726,12 +726,24 @@ static void test_wal_empty_segment_of_an_interrupted_switch_is_removed(void **st
   assert_int_equal(read_check(f->dir, 0, 1, &end), 35);
   assert_int_equal(end.reason, TG_WAL_END_CLEAN);
 
-  /* The same segment holding a record is no leftover: the segment before
-     it never said the log goes on there. */
-  assert_int_equal(unlink(seg_path(f->dir, 1, path, sizeof path)), 0);
-  w = open_wal(f->dir, TG_WAL_STRICT, 65536, NULL);
+}
+
+/* The writer goes on writing into a new segment while the sync thread seals
+   the switch; a power loss before the old segment's SWITCH marker is
+   durable leaves a new segment holding records but no marker (none of them
+   was published durable): not part of the log, its bytes kept in .broken.
+   The same segment holding a marker was sealed: the missing SWITCH marker
+   is then damage. */
+static void test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside(void **state) {
+  fixture *f = *state;
+  unsigned char seg[4096];
+  char path[256];
+  tg_wal_end end;
+  tg_wal *w = open_wal(f->dir, TG_WAL_STRICT, 65536, NULL);
   append_n(w, 1, 30);
   assert_int_equal(tg_wal_close(w), 0);
+  memset(seg, 0, sizeof seg);
+  tg__wal_header_encode(seg, 31, sizeof seg);
   unsigned char *fr = seg + TG__WAL_HDR;
   size_t len = 16 + size_for(31);
   tg__st32(fr, (uint32_t)len);
@@ -740,8 +752,43 @@ static void test_wal_empty_segment_of_an_interrupted_switch_is_removed(void **st
   tg__st32(fr + 4, tg__wal_frame_crc(fr, (uint32_t)len));
   spit(seg_path(f->dir, 31, path, sizeof path), seg, sizeof seg);
   assert_int_equal(read_check(f->dir, 0, 1, &end), 30);
-  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
   assert_int_equal(end.segment, 1);
+  assert_int_equal(end.empty_segment, 31);
+
+  tg_wal_open_info info;
+  w = open_wal(f->dir, TG_WAL_STRICT, 65536, &info);
+  assert_int_equal(info.removed_segment, 31);
+  assert_int_equal(info.next_lsn, 31);
+  assert_int_equal(info.segments, 1);
+  assert_string_equal(info.removed_kept_name, "00000000000000000031.wal.broken");
+  assert_int_equal(info.removed_kept_bytes, sizeof seg - TG__WAL_HDR);
+  char kept[512];
+  snprintf(kept, sizeof kept, "%s/%s", f->dir, info.removed_kept_name);
+  FILE *kf = fopen(kept, "rb");
+  assert_non_null(kf);
+  unsigned char back[sizeof seg];
+  assert_int_equal(fread(back, 1, sizeof back, kf), sizeof seg - TG__WAL_HDR);
+  fclose(kf);
+  assert_memory_equal(back, seg + TG__WAL_HDR, sizeof seg - TG__WAL_HDR);
+  append_n(w, 31, 5);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 35);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+
+  /* A record and a DURABLE marker after it: that segment was sealed. */
+  memset(seg, 0, sizeof seg);
+  tg__wal_header_encode(seg, 36, sizeof seg);
+  len = 16 + size_for(36);
+  tg__st32(fr, (uint32_t)len);
+  tg__st64(fr + 8, 36 | (uint64_t)type_for(36) << 56);
+  fill(fr + 16, size_for(36), 36);
+  tg__st32(fr + 4, tg__wal_frame_crc(fr, (uint32_t)len));
+  unsigned char *mk = fr + tg__align8(len);
+  tg__wal_marker_encode(mk, TG__WAL_MARK_DURABLE, (uint64_t)(mk - seg), 36);
+  spit(seg_path(f->dir, 36, path, sizeof path), seg, sizeof seg);
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 35);
+  assert_int_equal(end.reason, TG_WAL_END_CORRUPT);
   assert_string_equal(end.what, "segment ends without a switch marker");
 }
 
@@ -1601,6 +1648,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_torn_unsynced_frame_then_a_valid_one_is_cut_and_kept, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_damage_before_the_durable_point_of_an_unclosed_log_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_empty_segment_of_an_interrupted_switch_is_removed, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_version_1_segment_is_read_and_continued_in_a_new_segment, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),

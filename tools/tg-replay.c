@@ -533,6 +533,8 @@ static const char *type_name(uint8_t type) {
   case TG_REC_CONN_PUT: return "CONN_PUT";
   case TG_REC_CONN_DEL: return "CONN_DEL";
   case TG_REC_TOKEN_EVICT: return "TOKEN_EVICT";
+  case TG_REC_CONN_UPDATE: return "CONN_UPDATE";
+  case TG_REC_BATCH: return "BATCH";
   default: return NULL;
   }
 }
@@ -593,6 +595,15 @@ static void dump_conn(const tg_connection *c, int json) {
   }
 }
 
+/* What a decoded record (or batch entry) holds, after its type. */
+static void dump_body(const tg_record *rec, int json) {
+  if (rec->type == TG_REC_TOKEN_PUT) dump_token(&rec->token, json);
+  else if (rec->type == TG_REC_CONN_PUT || rec->type == TG_REC_CONN_UPDATE)
+    dump_conn(&rec->connection, json);
+  else if (json) printf(",\"id\":%" PRIu32, rec->id);
+  else printf(" id=%" PRIu32, rec->id);
+}
+
 static void dump_record(const tg_wal_record *wr, int json) {
   tg_record rec;
   const char *name = type_name(wr->type);
@@ -612,10 +623,24 @@ static void dump_record(const tg_wal_record *wr, int json) {
     else printf(" (%s, %" PRIu32 " payload bytes)\n", name ? "malformed" : "unknown type", wr->len);
     return;
   }
-  if (rec.type == TG_REC_TOKEN_PUT) dump_token(&rec.token, json);
-  else if (rec.type == TG_REC_CONN_PUT) dump_conn(&rec.connection, json);
-  else if (json) printf(",\"id\":%" PRIu32, rec.id);
-  else printf(" id=%" PRIu32, rec.id);
+  if (rec.type == TG_REC_BATCH) {
+    /* One record, its entries in the order they apply: one line each
+       (text, indented), or an "entries" array (JSON). */
+    size_t pos = 0;
+    uint32_t i = 0;
+    if (json) printf(",\"entries\":[");
+    else printf(" entries=%" PRIu32 "\n", rec.id);
+    while (tg_record_batch_next(wr, &pos, &rec) == 1) {
+      if (json) printf("%s{\"type\":\"%s\"", i ? "," : "", type_name((uint8_t)rec.type));
+      else printf("  [%" PRIu32 "] %s", i, type_name((uint8_t)rec.type));
+      dump_body(&rec, json);
+      printf(json ? "}" : "\n");
+      i++;
+    }
+    if (json) printf("]}\n");
+    return;
+  }
+  dump_body(&rec, json);
   printf(json ? "}\n" : "\n");
 }
 

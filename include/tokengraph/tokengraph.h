@@ -306,8 +306,16 @@ enum tg_record_type {
   TG_REC_TOKEN_DEL = 2,  /* 4 bytes: token id; its connections go too */
   TG_REC_CONN_PUT = 3,   /* 64 bytes: the tg_connection created (links 0) */
   TG_REC_CONN_DEL = 4,   /* 4 bytes: connection id */
-  TG_REC_TOKEN_EVICT = 5 /* 4 bytes: token id evicted under memory
+  TG_REC_TOKEN_EVICT = 5, /* 4 bytes: token id evicted under memory
                             pressure; its connections go too */
+  TG_REC_CONN_UPDATE = 6, /* 64 bytes: the tg_connection after
+                            tg_connection_update() (links 0) */
+  TG_REC_BATCH = 7       /* a committed batch: a u32 count, a u32 zero, then
+                            count entries, each a u32 type (TOKEN_PUT,
+                            TOKEN_DEL, CONN_PUT, CONN_DEL, CONN_UPDATE)
+                            followed by that type's payload. One record,
+                            so one frame: replay applies all of it or, torn,
+                            none (docs/store-format.md) */
 };
 
 /* A store record, decoded from the WAL's bytes. */
@@ -325,6 +333,18 @@ typedef struct tg_record {
  * length, or id 0).
  */
 TG_API int tg_record_decode(const tg_wal_record *rec, tg_record *out);
+
+/*
+ * The entries of a TG_REC_BATCH record, one by one: *pos starts at 0 and
+ * is advanced past each entry. Returns 1 with *out decoded as
+ * tg_record_decode() would decode a record of the entry's own type, 0 after
+ * the last entry, TG_EINVAL when rec is not a batch, TG_ECORRUPT when the
+ * payload is malformed (an entry cut short, a type a batch cannot hold, id
+ * 0). tg_record_decode() on a batch checks the whole payload this way, and
+ * that the header's count matches the entries, and gives type TG_REC_BATCH
+ * and id = the entry count: decode first, then iterate.
+ */
+TG_API int tg_record_batch_next(const tg_wal_record *rec, size_t *pos, tg_record *out);
 
 /* ---- inspecting a data directory (tg-replay) ------------------------- */
 
@@ -491,6 +511,20 @@ TG_API int tg_disconnect(tg_store *s, uint32_t id);
 /* Copy connection `id` into *out. Errors: TG_ENOTFOUND. */
 TG_API int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out);
 
+/*
+ * Update connection c->id: its weight, pull_strength, activation_count,
+ * last_activated, confidence and flags are taken from *c, and logged (a
+ * TG_REC_CONN_UPDATE record) like every mutation. Its endpoints cannot
+ * change: c->from and c->to must be the connection's own. Every other field
+ * (type, rigidity, active_levels, created, the links) is kept as it is and
+ * the values in *c are ignored; the connection keeps its place in both
+ * adjacency lists. The usual way is tg_connection_get(), change, update.
+ * Errors: TG_EINVAL (c NULL, or from/to differ from the connection's:
+ * nothing changed), TG_ENOTFOUND, and the log's TG_ENOSPC / TG_EIO /
+ * TG_EAGAIN as for any mutation.
+ */
+TG_API int tg_connection_update(tg_store *s, const tg_connection *c);
+
 enum tg_direction {
   TG_OUT = 1,           /* connections leaving the token */
   TG_IN = 2,            /* connections arriving at it */
@@ -526,6 +560,147 @@ typedef struct tg_store_stats {
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+/* ---- the durable position --------------------------------------------- */
+
+/*
+ * Every mutation of a durable store is one WAL record with an LSN (a
+ * batch is one record, so one LSN). These calls let a program that writes
+ * at BALANCED or RELAXED learn when a given change is on stable storage,
+ * without an fdatasync of its own: remember tg_last_lsn() after the
+ * change, then wait for it or compare it with tg_durable_lsn().
+ *
+ * tg_durable_lsn(): the highest LSN known to be on stable storage (every
+ * record up to it is). After an open it is at least the last LSN recovered.
+ * In memory: 0.
+ *
+ * tg_wait_durable(): wait until every record up to `lsn` is on stable
+ * storage, at any level (at STRICT it already is when the call returned);
+ * callers waiting together share fdatasyncs. lsn 0 returns 0 at once.
+ * Errors: TG_EINVAL (an LSN the store has not handed out yet; or an
+ * in-memory store and lsn > 0), TG_ENOSPC / TG_EIO (the log failed before
+ * lsn was durable).
+ *
+ * tg_last_lsn(): the LSN of the calling thread's last successful mutation
+ * on this store (a create, update, delete, connect, disconnect, connection
+ * update or committed batch), or 0 when it made none since the store was
+ * opened. Other threads' calls do not change it. A thread remembers its
+ * last LSN for the 8 stores it mutated most recently; for an older one
+ * it gives 0. In memory: 0.
+ */
+TG_API uint64_t tg_durable_lsn(tg_store *s);
+TG_API int tg_wait_durable(tg_store *s, uint64_t lsn);
+TG_API uint64_t tg_last_lsn(tg_store *s);
+
+/* ---- atomic write batches --------------------------------------------- */
+
+/*
+ * A batch gathers creates, updates, deletes, connects and disconnects and
+ * applies them all or none, in the order they were added, as if no other
+ * call ran in between.
+ *
+ *   tg_batch *b;
+ *   uint32_t a, z, c;
+ *   tg_batch_begin(s, &b);
+ *   tg_batch_token_create(b, NULL, &a);
+ *   tg_batch_token_create(b, NULL, &z);
+ *   tg_connection e = {.from = a, .to = z};
+ *   tg_batch_connect(b, &e, &c);
+ *   rc = tg_batch_commit(b);     // all three, or none
+ *
+ * Ids: tg_batch_token_create() and tg_batch_connect() give the new object's
+ * id at once, and it is final: the object has that id once the batch
+ * commits, so later calls in the same batch may name it (a connect between
+ * two tokens the batch creates, an update or delete of one). Until the
+ * commit the id names nothing: tg_token_get() gives TG_ENOTFOUND and no
+ * other create is handed it. An id of a batch that is aborted, or whose
+ * commit fails, goes back to the store unused.
+ *
+ * Checks: each call checks what it can alone (type < 176, an endpoint or
+ * id that is 0) and fails with nothing added to the batch. Everything that
+ * depends on the store is checked by tg_batch_commit(), against the store
+ * as it is then: ids that must exist (tokens updated, deleted, or named as
+ * endpoints; connections disconnected), with the batch's own earlier
+ * entries taken into account (a token the batch deleted no longer exists
+ * for the entries after it), and the quotas, once, for the state after the
+ * whole batch (max_tokens, max_connections, max_degree, max_memory_bytes).
+ * Any failure changes nothing and nothing is logged.
+ *
+ * Durability: a committed batch is one WAL record (TG_REC_BATCH), so it is
+ * durable, lost or torn as one: recovery shows every entry of it or none,
+ * at every level and after any crash. At STRICT tg_batch_commit() returns
+ * once that record is on stable storage: one fdatasync for the whole batch
+ * (shared with concurrent callers). In memory nothing is logged; all or
+ * nothing holds the same.
+ *
+ * Threads: a batch belongs to the thread using it (one call at a time);
+ * several threads may each fill their own batch on one store. The batch
+ * calls before commit take the store lock only to hand out ids.
+ *
+ * Size: a batch holds at most TG_BATCH_MAX_ENTRIES entries (its record must
+ * fit in one WAL record), and a store has at most TG_BATCH_MAX_RESERVED ids
+ * handed out to open batches at once.
+ *
+ * Lifetime: the handle belongs to the store. tg_batch_commit() and
+ * tg_batch_abort() end the batch; the ended handle keeps answering
+ * TG_EINVAL (commit) or nothing (abort) until a later tg_batch_begin() on
+ * the same store hands it out again, so do not keep it. Batches still open
+ * at tg_store_close() are aborted and freed by it.
+ */
+typedef struct tg_batch tg_batch;
+
+#define TG_BATCH_MAX_ENTRIES 200000u    /* 68 bytes each: 13.6 MB < 16 MiB */
+#define TG_BATCH_MAX_RESERVED (1u << 20) /* ids held by open batches, per
+                                            store (bounds how far past the
+                                            logged ids replay accepts one) */
+
+/* Start a batch on s. Errors: TG_EINVAL (s or b NULL), TG_ENOMEM. */
+TG_API int tg_batch_begin(tg_store *s, tg_batch **b);
+
+/*
+ * Add the create of a token from *init (NULL: all zero), as
+ * tg_token_create(); *id gets its id at once (see Ids above).
+ * Errors: TG_EINVAL (b NULL or ended, id NULL), TG_EQUOTA (the batch is
+ * full, or TG_BATCH_MAX_RESERVED ids are out), TG_ENOMEM.
+ */
+TG_API int tg_batch_token_create(tg_batch *b, const tg_token *init, uint32_t *id);
+
+/* Add the update of token t->id, as tg_token_update(). Errors: TG_EINVAL
+   (b or t NULL, id 0, batch ended), TG_EQUOTA (batch full), TG_ENOMEM. */
+TG_API int tg_batch_token_update(tg_batch *b, const tg_token *t);
+
+/* Add the delete of token `id` with its connections, as tg_token_delete().
+   Errors: as tg_batch_token_update(). */
+TG_API int tg_batch_token_delete(tg_batch *b, uint32_t id);
+
+/*
+ * Add a connect, as tg_connect(); init->from and init->to may be tokens
+ * created earlier in this batch. *id gets its id at once (see Ids above).
+ * Errors: TG_EINVAL (b, init or id NULL, an endpoint 0, type >= 176,
+ * batch ended), TG_EQUOTA (batch full, or too many ids out), TG_ENOMEM.
+ */
+TG_API int tg_batch_connect(tg_batch *b, const tg_connection *init, uint32_t *id);
+
+/* Add the removal of connection `id`, as tg_disconnect(). Errors: as
+   tg_batch_token_update(). */
+TG_API int tg_batch_disconnect(tg_batch *b, uint32_t id);
+
+/*
+ * Apply and log the whole batch, then end it. An empty batch commits
+ * nothing, logs nothing and returns 0. On success every entry is applied
+ * and tg_last_lsn() is the batch's LSN; on failure nothing is.
+ * Errors: TG_EINVAL (b NULL or ended: an abort or a commit ended it),
+ * TG_ENOTFOUND (an entry names a token or connection that does not exist
+ * at that point of the batch), TG_EQUOTA (the state after the batch would
+ * pass a quota), TG_ENOMEM, and the log's errors (TG_ENOSPC, TG_EIO,
+ * TG_EAGAIN) as a single mutation's: with TG_ENOSPC or TG_EIO at STRICT
+ * the record may have been logged but is not known durable.
+ */
+TG_API int tg_batch_commit(tg_batch *b);
+
+/* Drop the batch: nothing it holds is applied, its ids go back. Accepts
+   NULL and an ended batch (then does nothing). */
+TG_API void tg_batch_abort(tg_batch *b);
 
 #ifdef __cplusplus
 }

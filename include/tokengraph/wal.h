@@ -112,9 +112,14 @@ typedef struct tg_wal_open_info {
                               were first kept in this file of the directory
                               ("<segment>.broken"); "" when there were none */
   uint64_t kept_bytes;     /* its size */
-  uint64_t removed_segment; /* first LSN (= name) of an empty segment that
-                              an interrupted segment switch left, removed
-                              (0: none) */
+  uint64_t removed_segment; /* first LSN (= name) of a last segment that an
+                              interrupted segment switch left (it holds no
+                              marker frame: nothing in it was ever durable),
+                              removed (0: none) */
+  char removed_kept_name[48]; /* its frames (anything but zeros) were first
+                              kept in this file of the directory; "" when
+                              it held none */
+  uint64_t removed_kept_bytes; /* that file's size */
   uint64_t corrupt_segment; /* TG_ECORRUPT / TG_EVERSION: the segment (first
                               LSN = name) ... */
   uint64_t corrupt_offset; /* ... and the byte offset in it where the log is
@@ -272,9 +277,11 @@ typedef struct tg_wal_end {
                              the largest offset its marker frames say was
                              fdatasynced (damage before it is CORRUPT,
                              after it TORN); 0 otherwise */
-  uint64_t empty_segment; /* first LSN (= name) of an empty last segment
-                             that follows `segment` because a switch was
-                             interrupted; not part of the log (0: none) */
+  uint64_t empty_segment; /* first LSN (= name) of a last segment holding
+                             no marker frame (empty, or records written
+                             before its switch was sealed) that follows
+                             `segment` because a switch was interrupted;
+                             not part of the log (0: none) */
 } tg_wal_end;
 
 /* 1 if the log ended because records are missing (an LSN gap). */

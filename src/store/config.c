@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,8 +57,10 @@ static const key_spec keys[] = {
   {"wal", "ring_slots", K_U32, W(ring_slots), TG_WAL_RING_MIN, TG_WAL_RING_MAX, 0},
   {"wal", "linger_us", K_U32, W(linger_us), 0, TG_WAL_LINGER_MAX_US, 0},
   {"wal", "backpressure", K_BACKPRESSURE, W(nonblocking), 0, 0, 0},
+  /* Any size: the API sets no limit either (past the log's size it only
+     means "never automatically"). */
   {"wal", "checkpoint_bytes", K_U64, offsetof(tg_store_config, checkpoint_bytes), 0,
-   1099511627776.0, 0},
+   18446744073709551615.0, 0},
 };
 #undef W
 #undef G
@@ -165,9 +168,14 @@ static int handler(void *user, const char *section, const char *name,
            c->line, name, value);
       return 0;
     }
-    if ((double)x < k->min || (double)x > k->max) {
-      fail(c, "%s:%d: key '%s': %s is out of range [%.0f, %.0f]", c->path,
-           c->line, name, value, k->min, k->max);
+    /* Compared as integers: as a double, 2^62 + 1 would round to the
+       limit 2^62 and pass where the API refuses it. A max of 2^64 (the
+       double nearest UINT64_MAX) means no limit. */
+    uint64_t lo = (uint64_t)k->min;
+    uint64_t hi = k->max >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)k->max;
+    if (x < lo || x > hi) {
+      fail(c, "%s:%d: key '%s': %s is out of range [%" PRIu64 ", %" PRIu64 "]",
+           c->path, c->line, name, value, lo, hi);
       return 0;
     }
     if (!strcmp(k->name, "ring_slots") && (x & (x - 1))) {
@@ -192,7 +200,10 @@ static int handler(void *user, const char *section, const char *name,
     char *end;
     errno = 0;
     double d = strtod(value, &end);
-    if (errno || end == value || *end || !isfinite(d)) {
+    /* ERANGE with a non-zero result is a subnormal, a value the API takes
+       as it is; with zero it underflowed and is refused. */
+    int range_ok = errno == ERANGE && d != 0.0;
+    if ((errno && !range_ok) || end == value || *end || !isfinite(d)) {
       fail(c, "%s:%d: key '%s': '%s' is not a number", c->path, c->line, name,
            value);
       return 0;

@@ -215,6 +215,46 @@ int tg__store_make_dir(const char *path, char *msg, size_t len) {
 
 /* ---- replay ------------------------------------------------------------- */
 
+/* Redo one decoded record (not a batch). */
+static int apply_one(tg__graph *g, const tg_record *rec, const char **why) {
+  int rc;
+  switch (rec->type) {
+  case TG_REC_TOKEN_PUT:
+    if (!tg__arena_may_replay(&g->tokens, rec->id)) {
+      *why = "names a token id past any the store had issued";
+      return TG_ECORRUPT;
+    }
+    return tg__graph_token_put(g, &rec->token);
+  case TG_REC_TOKEN_DEL:
+  case TG_REC_TOKEN_EVICT:
+    if (tg__graph_token_delete(g, rec->id, NULL)) {
+      *why = "deletes a token that does not exist";
+      return TG_ECORRUPT;
+    }
+    return 0;
+  case TG_REC_CONN_PUT:
+    if (!tg__arena_may_replay(&g->conns, rec->id)) {
+      *why = "names a connection id past any the store had issued";
+      return TG_ECORRUPT;
+    }
+    rc = tg__graph_conn_put(g, &rec->connection);
+    if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
+    return rc;
+  case TG_REC_CONN_UPDATE:
+    if (tg__graph_conn_update(g, &rec->connection)) {
+      *why = "updates a connection that does not exist or has other endpoints";
+      return TG_ECORRUPT;
+    }
+    return 0;
+  default: /* TG_REC_CONN_DEL; tg_record_decode() knows no other type */
+    if (tg__graph_disconnect(g, rec->id)) {
+      *why = "removes a connection that does not exist";
+      return TG_ECORRUPT;
+    }
+    return 0;
+  }
+}
+
 int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
   tg_record rec;
   int rc = tg_record_decode(r, &rec);
@@ -222,35 +262,14 @@ int tg__store_apply(tg__graph *g, const tg_wal_record *r, const char **why) {
     *why = rc == TG_EINVAL ? "has an unknown record type" : "has a malformed payload";
     return TG_ECORRUPT;
   }
-  switch (rec.type) {
-  case TG_REC_TOKEN_PUT:
-    if (!tg__arena_may_put(&g->tokens, rec.id)) {
-      *why = "names a token id past any the store had issued";
-      return TG_ECORRUPT;
-    }
-    return tg__graph_token_put(g, &rec.token);
-  case TG_REC_TOKEN_DEL:
-  case TG_REC_TOKEN_EVICT:
-    if (tg__graph_token_delete(g, rec.id, NULL)) {
-      *why = "deletes a token that does not exist";
-      return TG_ECORRUPT;
-    }
-    return 0;
-  case TG_REC_CONN_PUT:
-    if (!tg__arena_may_put(&g->conns, rec.id)) {
-      *why = "names a connection id past any the store had issued";
-      return TG_ECORRUPT;
-    }
-    rc = tg__graph_conn_put(g, &rec.connection);
-    if (rc == TG_ECORRUPT) *why = "connects missing tokens or reuses a live id";
-    return rc;
-  default: /* TG_REC_CONN_DEL; tg_record_decode() knows no other type */
-    if (tg__graph_disconnect(g, rec.id)) {
-      *why = "removes a connection that does not exist";
-      return TG_ECORRUPT;
-    }
-    return 0;
-  }
+  if (rec.type != TG_REC_BATCH) return apply_one(g, &rec, why);
+  /* A batch, checked whole by the decode above: its entries in order. An
+     entry that does not apply is corruption like any record, and the open
+     fails, so a part of a batch is never what a store serves. */
+  size_t pos = 0;
+  while ((rc = tg_record_batch_next(r, &pos, &rec)) == 1)
+    if ((rc = apply_one(g, &rec, why))) return rc;
+  return rc;
 }
 
 /* Replay dir's WAL after `from_lsn` into g. *last gets the last LSN

@@ -44,15 +44,77 @@ int tg_record_decode(const tg_wal_record *rec, tg_record *out) {
     memcpy(&out->connection, rec->payload, sizeof out->connection);
     out->id = out->connection.id;
     return out->id ? 0 : TG_ECORRUPT;
+  case TG_REC_CONN_UPDATE:
+    if (rec->len != sizeof out->connection) return TG_ECORRUPT;
+    memcpy(&out->connection, rec->payload, sizeof out->connection);
+    out->id = out->connection.id;
+    return out->id ? 0 : TG_ECORRUPT;
   case TG_REC_TOKEN_DEL:
   case TG_REC_CONN_DEL:
   case TG_REC_TOKEN_EVICT:
     if (rec->len != sizeof out->id) return TG_ECORRUPT;
     memcpy(&out->id, rec->payload, sizeof out->id);
     return 0;
+  case TG_REC_BATCH: {
+    /* The whole payload is checked here, so that a caller that decodes
+       the record before it applies any entry never applies part of a
+       malformed batch. */
+    size_t pos = 0;
+    uint32_t n = 0;
+    tg_record e;
+    int rc;
+    uint32_t count;
+    while ((rc = tg_record_batch_next(rec, &pos, &e)) == 1) n++;
+    if (rc) return rc;
+    memcpy(&count, rec->payload, 4);
+    if (n != count) return TG_ECORRUPT;
+    out->type = TG_REC_BATCH;
+    out->id = n;
+    return 0;
+  }
   default:
     return TG_EINVAL;
   }
+}
+
+/* A batch payload: u32 count (>= 1), u32 zero, then count entries of a u32
+   type and that type's payload (docs/store-format.md). *pos is 0 before
+   the first entry, then the offset of the next one. */
+int tg_record_batch_next(const tg_wal_record *rec, size_t *pos, tg_record *out) {
+  const unsigned char *p = rec->payload;
+  uint32_t count, zero, type;
+  if (rec->type != TG_REC_BATCH) return TG_EINVAL;
+  if (rec->len < 8) return TG_ECORRUPT;
+  memcpy(&count, p, 4);
+  memcpy(&zero, p + 4, 4);
+  if (count == 0 || zero != 0) return TG_ECORRUPT;
+  if (*pos == 0) *pos = 8;
+  if (*pos == rec->len) return 0; /* tg_record_decode() checks the count */
+  if (*pos > rec->len || rec->len - *pos < 4) return TG_ECORRUPT;
+  memcpy(&type, p + *pos, 4);
+  size_t body;
+  switch (type) {
+  case TG_REC_TOKEN_PUT:
+  case TG_REC_CONN_PUT:
+  case TG_REC_CONN_UPDATE:
+    body = 64;
+    break;
+  case TG_REC_TOKEN_DEL:
+  case TG_REC_CONN_DEL:
+    body = 4;
+    break;
+  default: /* nothing else goes in a batch, nor a batch in a batch */
+    return TG_ECORRUPT;
+  }
+  if (rec->len - *pos - 4 < body) return TG_ECORRUPT;
+  tg_wal_record sub = *rec;
+  sub.type = (uint8_t)type;
+  sub.len = (uint32_t)body;
+  sub.payload = p + *pos + 4;
+  int rc = tg_record_decode(&sub, out);
+  if (rc) return TG_ECORRUPT;
+  *pos += 4 + body;
+  return 1;
 }
 
 int tg__store_check_dir(const char *dir, char *msg, size_t len) {

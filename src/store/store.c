@@ -291,6 +291,8 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   s->lock_fd = lock_fd;
   s->bb_slot = -1;
   lock_fd = -1; /* the store owns it now */
+  rc = tg__batch_init(s);
+  if (rc) goto fail;
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
@@ -307,6 +309,7 @@ fail:
   if (s) {
     tg__store_close_dir(s);
     if (s->lock_fd >= 0) close(s->lock_fd); /* handed over, dir never set */
+    tg__batch_fini(s);
     tg__graph_free(&s->g);
     free(s);
   }
@@ -328,6 +331,7 @@ int tg_store_close(tg_store *s) {
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
   tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);
+  tg__batch_fini(s);
   tg__graph_free(&s->g);
   free(s);
   return rc;
@@ -376,6 +380,7 @@ static inline int strict_wait(tg_store *s, int rc, uint64_t lsn) {
     int r = tg__wal_strict_end(s->wal, rc == 0 ? lsn : 0);
     if (rc == 0) rc = r;
     if (__builtin_expect(rc != 0, 0)) tg__store_note_log_failure(s, rc);
+    else if (lsn) tg__note_last_lsn(s, lsn);
   }
   return rc;
 }
@@ -394,11 +399,13 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
 typedef struct collect_ctx {
   tg__victims *vs;
   uint32_t keep_a, keep_b; /* endpoints of the connection being made */
+  const struct tg__idmap *keep; /* tokens a committing batch names, or NULL */
 } collect_ctx;
 
 static int collect_victim(void *arg, const tg_token *t) {
   collect_ctx *c = arg;
-  if (!(t->flags & TG_TOKEN_PERSISTENT) && t->id != c->keep_a && t->id != c->keep_b)
+  if (!(t->flags & TG_TOKEN_PERSISTENT) && t->id != c->keep_a && t->id != c->keep_b &&
+      !(c->keep && tg__idmap_has(c->keep, t->id)))
     tg__victims_offer(c->vs, t->weight, t->id);
   return 0;
 }
@@ -419,7 +426,7 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   if (k > s->g.tokens.live) k = s->g.tokens.live;
   tg__victims vs;
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
-  collect_ctx c = {&vs, keep_a, keep_b};
+  collect_ctx c = {&vs, keep_a, keep_b, s->evict_keep};
   uint64_t evicted_before = gd->evictions;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
@@ -461,6 +468,21 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
     return TG_EQUOTA;
   }
   return 0;
+}
+
+/* ---- the single calls' steps, for batch.c ------------------------------ */
+
+void tg__store_strict_enter(tg_store *s) { strict_enter(s); }
+int tg__store_strict_wait(tg_store *s, int rc, uint64_t lsn) {
+  return strict_wait(s, rc, lsn);
+}
+int tg__store_log(tg_store *s, uint8_t type, const void *p, size_t n, uint64_t *lsn) {
+  return log_rec(s, type, p, n, lsn);
+}
+int tg__store_admit_memory(tg_store *s, uint64_t need) {
+  TG__ASSERT_LOCKED(s);
+  if (tg__graph_memory(&s->g) + need <= s->gd.slow_at) return 0;
+  return admit_memory_slow(s, need, 0, 0);
 }
 
 /* ---- tokens ------------------------------------------------------------ */
@@ -653,6 +675,41 @@ int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
   if (!tg__graph_conn_read(&s->g, id, &c)) return TG_ENOTFOUND; /* no lock: READS */
   *out = c;
   return 0;
+}
+
+int tg_connection_update(tg_store *s, const tg_connection *c) {
+  TG__CALL_GUARD(s);
+  int rc = 0;
+  uint64_t lsn = 0;
+  if (!c) return TG_EINVAL;
+  strict_enter(s);
+  store_lock(s);
+  const tg_connection *cur = tg__graph_conn(&s->g, c->id);
+  if (!cur) {
+    rc = TG_ENOTFOUND;
+    goto out;
+  }
+  if (cur->from != c->from || cur->to != c->to) {
+    rc = TG_EINVAL; /* the endpoints are the connection's identity */
+    goto out;
+  }
+  if (s->wal) {
+    /* The record is the whole image after the update, links 0, so replay
+       and tg-replay dump see the connection as it now is. */
+    tg_connection img = *cur;
+    img.weight = c->weight;
+    img.pull_strength = c->pull_strength;
+    img.activation_count = c->activation_count;
+    img.last_activated = c->last_activated;
+    img.confidence = c->confidence;
+    img.flags = c->flags;
+    img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+    if ((rc = log_rec(s, TG_REC_CONN_UPDATE, &img, sizeof img, &lsn))) goto out;
+  }
+  rc = tg__graph_conn_update(&s->g, c);
+out:
+  store_unlock(s);
+  return strict_wait(s, rc, lsn);
 }
 
 int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,

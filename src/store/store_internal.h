@@ -87,6 +87,19 @@ struct tg_store {
   uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
                                    blocked, as of the last backpressure event */
   uint64_t bp_blocked_ns;       /* the same for the time they waited */
+
+  /* Batches (batch.c). */
+  uint64_t serial;              /* open/close: unique among the stores this
+                                   process opened (tg_last_lsn) */
+  pthread_mutex_t batch_mu;     /* the handle pool below; never held with
+                                   another lock */
+  struct tg_batch *batch_all;   /* batch_mu: every handle made, freed at
+                                   close */
+  struct tg_batch *batch_free;  /* batch_mu: ended handles, for reuse */
+  uint32_t batch_held;          /* lock: ids held by open batches */
+  const struct tg__idmap *evict_keep; /* lock: tokens eviction must spare
+                                   (those a committing batch names), or
+                                   NULL */
 };
 
 /* Debug builds: every public call on a store counts itself in s->calls
@@ -123,6 +136,28 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* ---- the single calls' steps, for batch.c (store.c) --------------------
+   A mutation: tg__store_strict_enter() before the lock; under it, admit
+   memory, log (tg__store_log), apply; after unlocking,
+   tg__store_strict_wait() (STRICT: waits for lsn; records tg_last_lsn). */
+void tg__store_strict_enter(tg_store *s);
+int tg__store_strict_wait(tg_store *s, int rc, uint64_t lsn);
+int tg__store_log(tg_store *s, uint8_t type, const void *p, size_t n, uint64_t *lsn);
+/* Usage plus `need` bytes against the memory quota, with the pressure
+   policy (eviction spares s->evict_keep). 0 or TG_EQUOTA. Lock held. */
+int tg__store_admit_memory(tg_store *s, uint64_t need);
+
+/* Remember lsn as this thread's last mutation of s (tg_last_lsn). */
+void tg__note_last_lsn(tg_store *s, uint64_t lsn);
+
+/* A u32 -> u32 map (open addressing) for a batch's checks (batch.c). */
+int tg__idmap_has(const struct tg__idmap *m, uint32_t key);
+
+/* Set up and tear down the batch pool of a store (batch.c): at open,
+   before the store is shared, and at close. */
+int tg__batch_init(tg_store *s);
+void tg__batch_fini(tg_store *s);
 
 /* Record the log's failure in the black box, the first time a caller sees
    rc = TG_EIO or TG_ENOSPC from it (store.c). Any thread. */

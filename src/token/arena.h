@@ -285,6 +285,11 @@ static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
 void tg__arena_begin_load(tg__arena *a);
 void tg__arena_rebuild_free(tg__arena *a);
 
+/* Ids handed out ahead of their object (tg__arena_reserve()): at most
+   this many at once per arena (the store refuses more, its
+   TG_BATCH_MAX_RESERVED); see tg__arena_may_replay(). */
+#define TG__ARENA_RESERVE_MAX (1u << 20)
+
 /*
  * Could the store have issued `id`? It hands out the next id (slot `next`)
  * or a freed one, which lies below the highest id ever issued: so while
@@ -294,6 +299,52 @@ void tg__arena_rebuild_free(tg__arena *a);
  */
 static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
   return id != 0 && (id <= (uint64_t)a->next + 1u || id <= a->put_max);
+}
+
+/*
+ * The same for a record replayed from the log, which may also name an id a
+ * batch held: held ids are logged when their batch commits, after ids
+ * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
+ * held at once and a new slot is taken only when no freed one is left, so
+ * a logged id is at most that many past the highest logged before it (the
+ * bound maps at most 64 MiB more for a forged id).
+ */
+static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
+  return id != 0 &&
+         (id <= (uint64_t)a->next + 1u + TG__ARENA_RESERVE_MAX || id <= a->put_max);
+}
+
+/*
+ * Take a slot for an object that will exist later (a batch's create), and
+ * give its id. The slot is neither live (its id field is 0, so get() does
+ * not find it) nor free (off the free list) until tg__arena_fill() or
+ * tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
+ */
+static inline int tg__arena_reserve(tg__arena *a, uint32_t *id) {
+  int err = 0;
+  void *p = tg__arena_alloc(a, id, &err);
+  if (!p) return err;
+  /* The slot's id field is 0 already (fresh or free): readers see it as
+     not live throughout, so no write section is needed, and its content
+     is not what a checkpoint takes (a free slot is recorded by id). */
+  TG__STORE_RELAXED(a->live, a->live - 1u);
+  return 0;
+}
+
+/* The reserved slot of `id`; the caller writes the object there in a
+   write section (graph.h) and it counts live from here. */
+static inline void *tg__arena_fill(tg__arena *a, uint32_t id) {
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+  return tg__arena_slot(a, id - 1u);
+}
+
+/* Give a reserved id back (its batch was aborted). */
+static inline void tg__arena_unreserve(tg__arena *a, uint32_t id) {
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+  uint32_t *sq = tg__arena_stripe(a, id - 1u);
+  tg__seq_begin(sq);
+  tg__arena_release(a, tg__arena_slot(a, id - 1u), id);
+  tg__seq_end(sq);
 }
 
 /*

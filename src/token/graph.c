@@ -187,6 +187,14 @@ int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id) {
   return 0;
 }
 
+void tg__graph_conn_fill(tg__graph *g, const tg_connection *img) {
+  assert(tg__graph_token(g, img->from) && tg__graph_token(g, img->to));
+  assert(img->type < TG_CONN_TYPES);
+  assert(tg__graph_adj(g, img->from) && tg__graph_adj(g, img->to));
+  tg__arena_fill(&g->conns, img->id);
+  link_new(g, img, img->id);
+}
+
 int tg__graph_disconnect(tg__graph *g, uint32_t id) {
   tg_connection *cp = tg__graph_conn(g, id);
   if (!cp) return TG_ENOTFOUND;
@@ -393,7 +401,7 @@ int tg__graph_token_put(tg__graph *g, const tg_token *img) {
 
 int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
   /* Before the chunk loop below maps anything for the id. */
-  if (!tg__arena_may_put(&g->conns, img->id)) return TG_ECORRUPT;
+  if (!tg__arena_may_replay(&g->conns, img->id)) return TG_ECORRUPT;
   if (img->type >= TG_CONN_TYPES || !tg__graph_token(g, img->from) ||
       !tg__graph_token(g, img->to) || tg__graph_conn(g, img->id))
     return TG_ECORRUPT;

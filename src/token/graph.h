@@ -222,6 +222,48 @@ static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t 
   tg__graph_token_release(g, t, id, g->track_dirty ? TG_TOKEN_DIRTY : 0);
 }
 
+/* A batch's create, at the id tg__arena_reserve() gave it: write *img
+   (img->id is that id) into the reserved slot, as a create would. */
+static inline tg_token *tg__graph_token_fill(tg__graph *g, const tg_token *img) {
+  tg_token *t = (tg_token *)tg__arena_fill(&g->tokens, img->id);
+  tg_token cp = *img;
+  cp.flags = (uint16_t)((cp.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, &cp, img->id);
+  tg__graph_token_write(g, img->id, &cp);
+  return t;
+}
+
+/* A batch's connect, at the reserved id img->id: as tg__graph_connect()
+   (live endpoints, type < TG_CONN_TYPES, side tables reserved, and with
+   dirty tracking on, the bitmap of the id's chunk reserved). */
+void tg__graph_conn_fill(tg__graph *g, const tg_connection *img);
+
+/* Take the fields tg_connection_update() changes from *img into live
+   connection img->id, whose endpoints img must name. 0, TG_ENOTFOUND,
+   TG_EINVAL (other endpoints: nothing changed). */
+static inline int tg__graph_conn_update(tg__graph *g, const tg_connection *img) {
+  tg_connection *c = tg__graph_conn(g, img->id);
+  if (!c) return TG_ENOTFOUND;
+  if (c->from != img->from || c->to != img->to) return TG_EINVAL;
+  tg_connection n = *c; /* plain: only the writer stores here */
+  n.weight = img->weight;
+  n.pull_strength = img->pull_strength;
+  n.activation_count = img->activation_count;
+  n.last_activated = img->last_activated;
+  n.confidence = img->confidence;
+  n.flags = img->flags;
+  /* One write section: readers see the old image or the new one. The
+     links do not change, so the lists' versions do not either. */
+  uint32_t i = img->id - 1u;
+  tg__graph_will_write(g, 1, i);
+  uint32_t *sq = tg__arena_stripe(&g->conns, i);
+  tg__seq_begin(sq);
+  tg__slot_store(c, &n);
+  tg__seq_end(sq);
+  tg__graph_mark_conn(g, img->id);
+  return 0;
+}
+
 /* Delete a token and every connection into or out of it; *nconns (may be
    NULL) receives how many connections went with it. 0 or TG_ENOTFOUND. */
 int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns);

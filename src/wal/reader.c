@@ -407,14 +407,22 @@ static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
   return TG_WAL_END_TORN;
 }
 
-/* Whether segs[cur], just opened, holds nothing: no valid frame at any
-   offset after its header (what an interrupted switch leaves). */
-static int segment_empty(tg_wal_reader *r) {
-  for (size_t q = TG__WAL_HDR; q < r->data_end && r->size - q >= TG__WAL_FRAME_HDR;
-       q += TG__WAL_ALIGN) {
+/* Whether segs[cur], just opened, holds no well-formed marker frame at any
+   offset after its header: what an interrupted switch leaves (its records,
+   if any, were written before the switch was sealed, and none of them was
+   ever published durable; see SWITCH SEALING in wal.c). */
+static int segment_unsealed(tg_wal_reader *r) {
+  for (size_t q = TG__WAL_HDR; q < r->data_end && r->size - q >= TG__WAL_FRAME_HDR;) {
     uint32_t l2 = 0;
     const char *w2 = NULL;
-    if (tg__ld32(r->map + q) && frame_at(r->map, r->size, q, &l2, &w2) == F_VALID) return 0;
+    if (tg__ld32(r->map + q) && frame_at(r->map, r->size, q, &l2, &w2) == F_VALID) {
+      int kind;
+      uint64_t moff, mlsn;
+      if (marker_at(r->map, q, l2, &kind, &moff, &mlsn) == 1) return 0;
+      q += tg__align8(l2);
+      continue;
+    }
+    q += TG__WAL_ALIGN;
   }
   return 1;
 }
@@ -422,8 +430,9 @@ static int segment_empty(tg_wal_reader *r) {
 /* Reading of a version-2 segment stopped at r->off without a switch marker
    (k, what as for classify_tail). Returns 0 (the log ended; r->end says
    how). Only the last segment may end so - or the one before it, when the
-   last is empty: a switch whose marker never became durable (see RECOVERY
-   in wal.c); the empty segment is then not part of the log. */
+   last holds no marker: a switch whose marker never became durable (see
+   RECOVERY and SWITCH SEALING in wal.c); that segment is then not part of
+   the log. */
 static int end_v2(tg_wal_reader *r, int k, const char *what) {
   size_t o = r->off;
   if (r->cur + 1 < r->nseg && r->cur + 2 != r->nseg)
@@ -433,14 +442,14 @@ static int end_v2(tg_wal_reader *r, int k, const char *what) {
   if (r->cur + 1 == r->nseg || reason == TG_WAL_END_CORRUPT)
     return finish(r, reason, reason == TG_WAL_END_CORRUPT ? TG_ECORRUPT : 0, o, what);
   /* The next segment is the last: this one may end here only if that one
-     is empty. */
+     holds no marker. */
   size_t prev = r->cur;
   uint64_t prev_bytes = r->seg_bytes;
   tg_wal_end keep = r->end;
   unmap_cur(r);
   r->cur++;
   if (!open_segment(r)) return 0; /* its header is bad: that is the end */
-  int empty = segment_empty(r);
+  int empty = segment_unsealed(r);
   uint64_t empty_first = r->segs[r->cur];
   unmap_cur(r);
   r->cur = prev;

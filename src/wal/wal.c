@@ -390,6 +390,15 @@ struct tg_wal {
   uint64_t sync_done_lsn;    /* ... and the LSNs (<= this) */
   _Atomic int sync_done_new; /* the three above changed since the writer
                                 took them (take_sync_done) */
+  /* A segment switch the sync thread seals (SWITCH SEALING above). */
+  int seal_fd;               /* under sync_mu: the old segment, -1: none */
+  uint64_t seal_off;         /* under sync_mu: where its SWITCH marker goes */
+  uint64_t seal_first;       /* under sync_mu: the new segment's first LSN */
+  int seal_new_fd;           /* under sync_mu: the new segment, still named
+                                next.tmp until the seal renames it */
+  _Atomic int seal_pending;  /* set by the writer, cleared once sealed: until
+                                then next.tmp is the new segment's name and
+                                must not be prepared again */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -619,11 +628,25 @@ static int sync_upto(tg_wal *w, int fd, uint64_t upto, int from_thread, uint64_t
    and at every level before a segment switch and at close. With a sync
    thread, it first waits for the thread's fdatasync in flight and keeps it
    out (sync_mu held) until unlock_sync_thread. */
+static int seal_switch(tg_wal *w, int old_fd, uint64_t old_off, uint64_t first, int new_fd,
+                       int from_thread);
+
 static void lock_sync_thread(tg_wal *w) {
   assert_writer(w);
   if (!w->sync_started) return;
   pthread_mutex_lock(&w->sync_mu);
   while (w->sync_busy) pthread_cond_wait(&w->sync_cv, &w->sync_mu);
+  /* A switch the thread has not sealed yet: seal it here, so that what the
+     writer does next (another switch, its own fdatasync, the close marker)
+     comes after the SWITCH marker is durable. */
+  if (w->seal_fd >= 0) {
+    int fd = w->seal_fd;
+    w->seal_fd = -1;
+    int rc = seal_switch(w, fd, w->seal_off, w->seal_first, w->seal_new_fd, 0);
+    /* Release: the rename of next.tmp is done (prepare_ahead's acquire). */
+    atomic_store_explicit(&w->seal_pending, 0, REL);
+    if (rc) wal_fail(w, rc);
+  }
 }
 
 static void unlock_sync_thread(tg_wal *w) {
@@ -692,6 +715,65 @@ static void sync_note_written(tg_wal *w) {
   pthread_mutex_unlock(&w->sync_mu);
 }
 
+/*
+ * Seal a segment switch (SWITCH SEALING above): make the old segment
+ * durable (every record before `first`: published durable), then the new
+ * segment's header - and whatever records were already written after it -
+ * and its name (next.tmp renamed to the segment name, directory fsynced),
+ * then the old segment's SWITCH marker at old_off; close the old segment.
+ * Run by the sync thread (from_thread: sync_busy set, sync_mu not held) or
+ * by the writer (sync_mu held, or no sync thread). Returns 0 or the error;
+ * the caller fails the WAL.
+ */
+static int seal_switch(tg_wal *w, int old_fd, uint64_t old_off, uint64_t first, int new_fd,
+                       int from_thread) {
+  char from[4096], to[4096], name[TG__WAL_NAME_LEN + 1];
+  uint64_t new_upto = 0, new_off = 0;
+  tg__wal_seg_name(name, first);
+  int rc = path_in(from, sizeof from, w->dir, TMP_NAME);
+  if (!rc) rc = path_in(to, sizeof to, w->dir, name);
+  /* The old segment is complete on disk before the new name exists: the
+     SWITCH marker written after vouches for every byte before it. */
+  if (!rc) rc = sync_upto(w, old_fd, first - 1, 0, 0);
+  if (from_thread && !rc) {
+    /* What the writer has put in the new segment so far: the fdatasync
+       below covers it. */
+    pthread_mutex_lock(&w->sync_mu);
+    if (w->sync_fd == new_fd) {
+      new_upto = w->sync_written;
+      new_off = w->sync_off;
+    }
+    pthread_mutex_unlock(&w->sync_mu);
+  }
+  if (!rc && (rc = tg__fdatasync(new_fd))) stat_add_shared(&w->st_sync_failures, 1);
+  if (!rc) stat_add_shared(&w->st_fdatasyncs, 1);
+  if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
+  if (!rc) rc = tg__fsync_dir(w->dir);
+  if (!rc) rc = seg_list_add(w, first);
+  /* Only now, with the new name durable, does the old segment say where the
+     log goes on: a SWITCH marker proves its successor existed (a missing
+     one was deleted). Until this marker is durable the new segment holds
+     no marker, so a power loss before it leaves a new segment that recovery
+     sets aside whole (nothing in it was published durable). */
+  if (!rc) {
+    unsigned char m[TG__WAL_MARKER_LEN];
+    tg__wal_marker_encode(m, TG__WAL_MARK_SWITCH, old_off, first);
+    rc = tg__pwrite_all(old_fd, m, sizeof m, (off_t)old_off);
+    if (!rc && (rc = tg__fdatasync(old_fd))) stat_add_shared(&w->st_sync_failures, 1);
+    if (!rc) stat_add_shared(&w->st_fdatasyncs, 1);
+  }
+  close(old_fd);
+  if (rc) return rc;
+  if (new_upto >= first) {
+    /* The records the new segment's fdatasync covered are durable now that
+       the switch is: the writer's next batch records it in a DURABLE
+       marker, after the SWITCH marker is on disk. */
+    note_sync_done(w, new_fd, new_off, new_upto);
+    publish_durable(w, new_upto);
+  }
+  return 0;
+}
+
 static void flush_buf(tg_wal *w) {
   assert_writer(w);
   /* Never write after a failure. */
@@ -717,23 +799,49 @@ static void flush_buf(tg_wal *w) {
   sync_note_written(w);
 }
 
-/* Move to a new segment whose first record is LSN `first`. The sync thread
-   is kept out meanwhile: it never syncs (or holds) the old segment's fd
-   while the writer closes it. */
+/* Move to a new segment whose first record is LSN `first`: write its
+   header into next.tmp and go on writing records after it. With a sync
+   thread, the switch's fdatasyncs, rename and directory fsync are the
+   thread's (seal_switch, SWITCH SEALING above); without one (STRICT, the
+   open's recovery) the writer seals the switch before any record goes to
+   the new segment. The sync thread is kept out meanwhile: it never syncs
+   (or holds) a descriptor the writer hands over. */
 static void switch_segment(tg_wal *w, uint64_t first) {
   assert_writer(w);
+  assert(!w->seg_v1); /* a version-1 segment is never appended to */
   flush_buf(w);
   if (atomic_load_explicit(&w->failed, RLX)) return;
-  lock_sync_thread(w);
+  lock_sync_thread(w); /* also seals the previous switch if still pending */
   take_sync_done(w);
-  /* The old segment is complete on disk before the new one exists: its
-     SWITCH marker vouches for every byte before it, markers included. */
-  if (w->seg_off > w->dur_off) do_sync(w);
   int rc = atomic_load_explicit(&w->failed, RLX);
   if (!rc) {
+    unsigned char hdr[TG__WAL_HDR];
+    tg__wal_header_encode(hdr, first, w->cfg.segment_bytes);
     rc = w->next_fd >= 0 ? 0 : prepare_next(w);
-    if (!rc) rc = install_next(w, first);
-    if (rc) wal_fail(w, rc);
+    if (!rc) rc = tg__pwrite_all(w->next_fd, hdr, sizeof hdr, 0);
+    if (!rc && !w->sync_started) {
+      rc = seal_switch(w, w->fd, w->seg_off, first, w->next_fd, 0);
+      w->fd = -1; /* closed by the seal */
+    } else if (!rc) {
+      w->seal_fd = w->fd; /* sync_mu held */
+      w->seal_off = w->seg_off;
+      w->seal_first = first;
+      w->seal_new_fd = w->next_fd;
+      /* Relaxed: set and read by the writer; only the clear is a release. */
+      atomic_store_explicit(&w->seal_pending, 1, RLX);
+      w->fd = -1; /* the seal's now */
+    }
+    if (rc) {
+      wal_fail(w, rc);
+    } else {
+      w->fd = w->next_fd;
+      w->next_fd = -1;
+      w->seg_first = first;
+      w->seg_off = TG__WAL_HDR;
+      w->dur_off = TG__WAL_HDR; /* fdatasynced by the seal before any marker */
+      w->dur_lsn = first - 1;
+      w->marker_due = 0;
+    }
     if (w->sync_started) w->sync_done_fd = -1; /* sync_mu held */
   }
   unlock_sync_thread(w);
@@ -893,6 +1001,8 @@ static void gather(tg_wal *w) {
 static int prepare_ahead(tg_wal *w) {
   assert_writer(w);
   if (w->next_fd >= 0 || w->seg_off < w->cfg.segment_bytes / 2) return 0;
+  /* Acquire: the seal's rename of next.tmp is done before it is reused. */
+  if (atomic_load_explicit(&w->seal_pending, ACQ)) return 0;
   int rc = prepare_next(w);
   if (rc) wal_fail(w, rc);
   return rc;
@@ -996,6 +1106,23 @@ static void *sync_main(void *arg) {
     /* Acquire: `durable` as last published, a waiter's request. */
     uint64_t durable = atomic_load_explicit(&w->durable, ACQ);
     if (atomic_load_explicit(&w->failed, ACQ)) break;
+    if (w->seal_fd >= 0) { /* a switch to seal comes before anything else */
+      int fd = w->seal_fd, nfd = w->seal_new_fd;
+      uint64_t off = w->seal_off, first = w->seal_first;
+      w->seal_fd = -1;
+      w->sync_busy = 1;
+      w->sync_last_start = tg__now_ns();
+      pthread_mutex_unlock(&w->sync_mu);
+      int rc = seal_switch(w, fd, off, first, nfd, 1);
+      if (rc) wal_fail(w, rc);
+      pthread_mutex_lock(&w->sync_mu);
+      /* Release: the rename of next.tmp is done (prepare_ahead's acquire). */
+      atomic_store_explicit(&w->seal_pending, 0, REL);
+      w->sync_busy = 0;
+      pthread_cond_broadcast(&w->sync_cv); /* a writer waiting to switch */
+      if (rc) break;
+      continue;
+    }
     if (w->sync_written <= durable) {
       if (w->sync_stop) break;
       w->sync_idle = 1;
@@ -1083,6 +1210,14 @@ static void *writer_main(void *arg) {
        as two acknowledged records missing after close, 1 run in 8). */
     if (atomic_load_explicit(&w->closing, ACQ)) {
       if (atomic_load_explicit(&w->head, ACQ) != w->next) continue;
+      /* Relaxed: the writer's own store (a pending seal is cleared under
+         sync_mu, which lock_sync_thread takes). The close marker goes to
+         the new segment only once its switch is sealed. */
+      if (atomic_load_explicit(&w->seal_pending, RLX)) {
+        lock_sync_thread(w);
+        do_sync(w);
+        unlock_sync_thread(w);
+      }
       close_marker(w);
       break;
     }
@@ -1535,10 +1670,11 @@ static int recover_last(tg_wal *w, uint64_t *segs, size_t *nseg, tg_wal_open_inf
   tg_wal_end end;
   uint64_t first = segs[*nseg - 1];
   int rc = read_to_end(w->dir, first, &end);
-  /* An empty last segment may be what an interrupted switch left: only its
-     predecessor's end tells (the reader checks it when it starts there). */
-  if (!rc && *nseg >= 2 && end.reason == TG_WAL_END_CLEAN && !end.last_lsn &&
-      end.offset == TG__WAL_HDR)
+  /* A last segment with no marker may be what an interrupted switch left:
+     only its predecessor's end tells (the reader checks it when it starts
+     there). */
+  if (!rc && *nseg >= 2 && (end.reason == TG_WAL_END_CLEAN || end.reason == TG_WAL_END_TORN) &&
+      end.segment == first && end.durable_offset <= TG__WAL_HDR)
     rc = read_to_end(w->dir, segs[*nseg - 2], &end);
   if (rc) return rc;
   if (end.reason != TG_WAL_END_CLEAN && end.reason != TG_WAL_END_TORN) {
@@ -1548,11 +1684,16 @@ static int recover_last(tg_wal *w, uint64_t *segs, size_t *nseg, tg_wal_open_inf
     return end.err ? end.err : TG_ECORRUPT;
   }
   if (end.empty_segment) {
-    /* Its predecessor never said the log goes on there, so no record was
-       ever written to it: removing it (a header, zeros) loses nothing, and
-       the log continues in the predecessor. Durable before any append. */
+    /* Its predecessor never said the log goes on there, so none of its
+       records was ever published durable (SWITCH SEALING): the log
+       continues in the predecessor. Recovery never destroys bytes: its
+       frames are kept in <segment>.broken first. Durable before any
+       append. */
     assert(end.empty_segment == first && end.segment == segs[*nseg - 2]);
     tg__wal_seg_name(name, first);
+    if ((rc = tg__wal_keep_tail(w->dir, name, TG__WAL_HDR, info->removed_kept_name,
+                                sizeof info->removed_kept_name, &info->removed_kept_bytes)))
+      return rc;
     if ((rc = path_in(path, sizeof path, w->dir, name)) ||
         (rc = tg__unlinkat(AT_FDCWD, path, 0)) || (rc = tg__fsync_dir(w->dir)))
       return rc;
@@ -1814,6 +1955,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   if (!w) return TG_ENOMEM;
   w->fd = -1;
   w->next_fd = -1;
+  w->seal_fd = -1;
   w->cfg = c;
   w->opts = o;
   w->level = c.level;
@@ -1930,6 +2072,7 @@ int tg_wal_close(tg_wal *w) {
     close(w->next_fd);
     if (path_in(path, sizeof path, w->dir, TMP_NAME) == 0) tg__unlinkat(AT_FDCWD, path, 0);
   }
+  if (w->seal_fd >= 0) close(w->seal_fd); /* a switch a failure left unsealed */
   if (w->fd >= 0) close(w->fd);
   /* After a failure the ring stays marked in use: the next open appends
      what it still holds (acknowledged at BALANCED and RELAXED). */
