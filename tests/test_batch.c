@@ -8,8 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <cmocka.h>
 
+#include "store/store_internal.h"
 #include "util.h"
 
 static tg_store_config cfg_at(int level) {
@@ -490,6 +492,214 @@ static void test_large_batches_cross_segments_whole(void **state) {
   assert_int_equal(tg_store_close(s), 0);
 }
 
+/* A batch committed first (at RELAXED: queued, perhaps not yet written),
+   then abort(): the next open takes the batch from the ring file whole. A
+   batch of 300 entries is about 20 KB, so it lies in the ring's spill
+   region, not in a slot. */
+static void test_a_batch_in_the_ring_survives_abort_whole(void **state) {
+  (void)state;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGABRT, SIG_DFL);
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    tg_store_config cfg = cfg_at(TG_RELAXED);
+    cfg.wal.linger_us = 1000000; /* an idle writer waits: the batch stays queued */
+    tg_store *s = NULL;
+    if (tg_store_open(&s, tgt_data, &cfg)) _exit(2);
+    tg_batch *b;
+    if (tg_batch_begin(s, &b)) _exit(3);
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < 150; i++) {
+      tg_token t = tok_ts(i);
+      uint32_t id, c;
+      if (tg_batch_token_create(b, &t, &id)) _exit(4);
+      tg_connection e;
+      memset(&e, 0, sizeof e);
+      e.from = prev ? prev : id;
+      e.to = id;
+      if (tg_batch_connect(b, &e, &c)) _exit(5);
+      prev = id;
+    }
+    if (tg_batch_commit(b)) _exit(6);
+    abort();
+  }
+  int st = tgt_wait_child(pid);
+  if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT) fail_msg("child status %d", st);
+  tg_store *s = open_level(TG_RELAXED);
+  tg_store_stats ss = tgt_stats(s);
+  assert_int_equal(ss.live_tokens, 150);
+  assert_int_equal(ss.live_connections, 150);
+  assert_int_equal(ss.last_lsn, 1);
+  for (uint32_t id = 1; id <= 150; id++) {
+    tg_token got;
+    assert_int_equal(tg_token_get(s, id, &got), 0);
+    assert_int_equal(got.timestamp, id - 1);
+  }
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* A create made after a batch took its ids, and logged before the batch,
+   has a higher id than the batch's creates: replay accepts ids that come
+   out of order this way. */
+static void test_ids_a_batch_held_replay_after_later_ones(void **state) {
+  (void)state;
+  tg_store *s = open_level(TG_RELAXED);
+  tg_batch *b;
+  uint32_t first = 0, id;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  for (int i = 0; i < 1000; i++) {
+    assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+    if (!first) first = id;
+  }
+  uint32_t later = mk(s, 5);
+  assert_true(later > id);
+  assert_int_equal(tg_batch_commit(b), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_level(TG_RELAXED);
+  assert_int_equal(tgt_stats(s).live_tokens, 1001);
+  assert_true(exists(s, first) && exists(s, id) && exists(s, later));
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* The size limits: TG_BATCH_MAX_ENTRIES entries in one batch, and
+   TG_BATCH_MAX_RESERVED ids held by the store's open batches. */
+static void test_batch_limits_give_equota_and_add_nothing(void **state) {
+  (void)state;
+  tg_store_config cfg = cfg_at(TG_RELAXED);
+  cfg.guardian.max_tokens = 2u * TG_BATCH_MAX_RESERVED;
+  cfg.guardian.max_memory_bytes = 1ull << 30;
+  tg_store *s = tgt_open(NULL, &cfg);
+  enum { NB = (TG_BATCH_MAX_RESERVED + TG_BATCH_MAX_ENTRIES - 1) / TG_BATCH_MAX_ENTRIES };
+  tg_batch *b[NB];
+  uint32_t id, held = 0;
+  for (int k = 0; k < NB; k++) {
+    assert_int_equal(tg_batch_begin(s, &b[k]), 0);
+    while (held < TG_BATCH_MAX_RESERVED && (k + 1 == NB || held % TG_BATCH_MAX_ENTRIES ||
+                                            held == (uint32_t)k * TG_BATCH_MAX_ENTRIES)) {
+      assert_int_equal(tg_batch_token_create(b[k], NULL, &id), 0);
+      held++;
+      if (held % TG_BATCH_MAX_ENTRIES == 0) break;
+    }
+  }
+  assert_int_equal(held, TG_BATCH_MAX_RESERVED);
+  /* The store holds as many ids as it lets batches hold. */
+  assert_int_equal(tg_batch_token_create(b[NB - 1], NULL, &id), TG_EQUOTA);
+  tg_connection e;
+  memset(&e, 0, sizeof e);
+  e.from = e.to = 1;
+  assert_int_equal(tg_batch_connect(b[NB - 1], &e, &id), TG_EQUOTA);
+  /* A full batch takes no more entries, of any kind. */
+  assert_int_equal(tg_batch_token_delete(b[0], 1), TG_EQUOTA);
+  for (int k = 1; k < NB; k++) tg_batch_abort(b[k]);
+  assert_int_equal(tg_batch_token_create(b[0], NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_batch_commit(b[0]), 0);
+  assert_int_equal(tgt_stats(s).live_tokens, TG_BATCH_MAX_ENTRIES);
+  tg_store_close(s);
+}
+
+/* With eviction on, a batch that needs memory evicts other tokens, never
+   one the batch names. */
+static void test_eviction_spares_the_tokens_a_batch_names(void **state) {
+  (void)state;
+  tg_store_config cfg = cfg_at(TG_RELAXED);
+  cfg.guardian.cleanup = 1;
+  cfg.guardian.max_memory_bytes = 64 * 1000;
+  cfg.guardian.memory_threshold = 0.5;
+  cfg.guardian.cleanup_margin = 0.1;
+  tg_store *s = tgt_open(NULL, &cfg);
+  /* 400 light tokens (weight 0), the lightest of all is `named`; the
+     batch's 200 creates pass the soft limit (500 slots) and eviction
+     brings usage down towards 400 slots less what the batch needs. */
+  uint32_t named = 0;
+  for (uint32_t i = 0; i < 400; i++) {
+    tg_token t = tok_ts(i);
+    t.weight = i == 7 ? -1.0f : 0.0f;
+    uint32_t id;
+    assert_int_equal(tg_token_create(s, &t, &id), 0);
+    if (i == 7) named = id;
+  }
+  uint64_t ev = tgt_stats(s).evictions;
+  tg_batch *b;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  for (int i = 0; i < 200; i++) {
+    uint32_t id;
+    assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+  }
+  tg_token t = tok_ts(4242);
+  t.id = named;
+  t.weight = -1.0f;
+  assert_int_equal(tg_batch_token_update(b, &t), 0);
+  assert_int_equal(tg_batch_commit(b), 0);
+  assert_true(tgt_stats(s).evictions > ev);
+  tg_token got;
+  assert_int_equal(tg_token_get(s, named, &got), 0);
+  assert_int_equal(got.timestamp, 4242);
+  /* Its slot is its own, not also free for a later create (what applying
+     an update to an evicted token would leave). */
+  const tg__arena *a = &s->g.tokens;
+  for (uint32_t f = a->free_head; f;
+       f = tg__slot_u32(tg__arena_slot(a, f - 1u), TG__FREE_NEXT_OFF))
+    assert_true(f != named);
+  tg_store_close(s);
+}
+
+/* Threads committing batches beside threads making single calls on one
+   store: every batch whole, and the log replays to the same state. */
+typedef struct mix_arg {
+  tg_store *s;
+  int batches; /* 1: this thread commits batches */
+  int rc;
+} mix_arg;
+
+static void *mix_thread(void *p) {
+  mix_arg *a = p;
+  for (int round = 0; round < 200 && !a->rc; round++) {
+    if (a->batches) {
+      tg_batch *b;
+      uint32_t x, y, c;
+      if ((a->rc = tg_batch_begin(a->s, &b))) break;
+      tg_batch_token_create(b, NULL, &x);
+      tg_batch_token_create(b, NULL, &y);
+      tg_connection e;
+      memset(&e, 0, sizeof e);
+      e.from = x;
+      e.to = y;
+      tg_batch_connect(b, &e, &c);
+      if (round % 3 == 0) tg_batch_token_delete(b, y); /* and c with it */
+      a->rc = tg_batch_commit(b);
+    } else {
+      uint32_t x;
+      tg_token t = tok_ts((uint32_t)round);
+      a->rc = tg_token_create(a->s, &t, &x);
+      if (!a->rc && round % 2) a->rc = tg_token_delete(a->s, x);
+    }
+  }
+  return NULL;
+}
+
+static void test_batches_and_single_calls_from_threads_replay_whole(void **state) {
+  (void)state;
+  tg_store *s = open_level(TG_BALANCED);
+  mix_arg args[4] = {{s, 1, 0}, {s, 0, 0}, {s, 1, 0}, {s, 0, 0}};
+  tgt_run_threads(4, mix_thread, args, sizeof args[0]);
+  for (int i = 0; i < 4; i++) assert_int_equal(args[i].rc, 0);
+  tg_store_stats before = tgt_stats(s);
+  /* Per batch thread: 200 batches, 67 of them keep 1 token and no
+     connection, 133 keep 2 and 1; per single thread: 100 tokens. */
+  assert_int_equal(before.live_tokens, 2 * (67 + 133 * 2) + 2 * 100);
+  assert_int_equal(before.live_connections, 2 * 133);
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_level(TG_BALANCED);
+  tg_store_stats after = tgt_stats(s);
+  assert_int_equal(after.live_tokens, before.live_tokens);
+  assert_int_equal(after.live_connections, before.live_connections);
+  assert_int_equal(after.last_lsn, before.last_lsn);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 /* ---- a batch torn at every byte ---------------------------------------- */
 
 /* The store: 3 tokens made durable, then a batch of 5 entries; closed
@@ -865,6 +1075,11 @@ int main(void) {
       TGT_TEST(test_close_drops_an_open_batch),
       TGT_TEST(test_a_strict_batch_is_one_record_and_one_fdatasync),
       TGT_TEST(test_large_batches_cross_segments_whole),
+      TGT_TEST(test_a_batch_in_the_ring_survives_abort_whole),
+      TGT_TEST(test_ids_a_batch_held_replay_after_later_ones),
+      TGT_TEST(test_batch_limits_give_equota_and_add_nothing),
+      TGT_TEST(test_eviction_spares_the_tokens_a_batch_names),
+      TGT_TEST(test_batches_and_single_calls_from_threads_replay_whole),
       TGT_TEST(test_a_batch_torn_at_any_byte_is_a_torn_tail),
       TGT_TEST(test_malformed_batch_records_are_refused),
       TGT_TEST(test_replay_tool_dumps_a_batch_with_its_entries),

@@ -155,12 +155,14 @@ struct tg_batch {
 static _Atomic uint64_t store_serials = 1;
 
 int tg__batch_init(tg_store *s) {
+  if (pthread_mutex_init(&s->batch_mu, NULL)) return TG_ENOMEM;
+  /* Relaxed: the serial only has to be unique, not ordered. */
   s->serial = atomic_fetch_add_explicit(&store_serials, 1, memory_order_relaxed);
-  return pthread_mutex_init(&s->batch_mu, NULL) ? TG_ENOMEM : 0;
+  return 0;
 }
 
 void tg__batch_fini(tg_store *s) {
-  if (!s->serial) return; /* never initialised */
+  if (!s->serial) return; /* never initialised (serials start at 1) */
   for (tg_batch *b = s->batch_all, *n; b; b = n) {
     n = b->next_all;
     free(b->buf);
@@ -180,6 +182,7 @@ int tg_batch_begin(tg_store *s, tg_batch **out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   *out = NULL;
+  if (s->read_only) return TG_EREADONLY; /* a batch could only fail to commit */
   pthread_mutex_lock(&s->batch_mu);
   tg_batch *b = s->batch_free;
   if (b) {
@@ -213,7 +216,9 @@ static void batch_end(tg_batch *b) {
 static void release_held(tg_batch *b) {
   tg_store *s = b->s;
   TG__ASSERT_LOCKED(s);
-  for (size_t i = 0; i < b->nheld; i++)
+  /* Newest first: ids that are still the last ones handed out go back
+     to the cursor, one after the other (tg__arena_unreserve()). */
+  for (size_t i = b->nheld; i-- > 0;)
     tg__arena_unreserve(b->held_conn[i] ? &s->g.conns : &s->g.tokens, b->held[i]);
   assert(s->batch_held >= b->nheld);
   s->batch_held -= (uint32_t)b->nheld;
@@ -508,15 +513,11 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
   gd->checks += t->tokens_made + t->conns_made;
   *need = 0;
   if (tokens > gd->max_tokens && tokens > g->tokens.live) {
-    TG__STORE_RELAXED(gd->rejections, gd->rejections + 1u); /* READS */
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, tokens,
-                       gd->max_tokens, 0);
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, tokens, gd->max_tokens, 0);
     return TG_EQUOTA;
   }
   if (conns > gd->max_connections && conns > g->conns.live) {
-    TG__STORE_RELAXED(gd->rejections, gd->rejections + 1u); /* READS */
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS, conns,
-                       gd->max_connections, 0);
+    tg__store_quota_reject(s, TG_QUOTA_CONNECTIONS, conns, gd->max_connections, 0);
     return TG_EQUOTA;
   }
   /* Degrees of the tokens the batch connects, and the side tables their
@@ -527,7 +528,7 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
     const idslot *e = &b->toks.v[i];
     if (!e->key) continue;
     if (e->aux) {
-      uint32_t c = (e->key - 1u) >> TG__CHUNK_SHIFT;
+      uint32_t c = tg__graph_token_chunk(g, e->key); /* live or held: mapped */
       if (!g->adj[c]) {
         idslot *ce = idmap_get(&b->chunks, c + 1u);
         if (!ce) return TG_ENOMEM;
@@ -540,9 +541,7 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
     if (e->state != ST_LIVE || e->ddeg <= 0) continue;
     uint64_t deg = tg__graph_degree(g, e->key) + (uint64_t)e->ddeg;
     if (deg > gd->max_degree) {
-      TG__STORE_RELAXED(gd->rejections, gd->rejections + 1u); /* READS */
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE, deg, gd->max_degree,
-                         e->key);
+      tg__store_quota_reject(s, TG_QUOTA_DEGREE, deg, gd->max_degree, e->key);
       return TG_EQUOTA;
     }
   }
@@ -628,6 +627,7 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   }
   if (t.conns_made && s->g.track_dirty && (rc = tg__graph_reserve_conn_dirty(&s->g)))
     return rc;
+  if (t.tokens_gone && (rc = tg__graph_reserve_deletes(&s->g, t.tokens_gone))) return rc;
   memcpy(b->buf, &b->count, 4);
   memset(b->buf + 4, 0, 4);
   if (s->wal && (rc = tg__store_log(s, TG_REC_BATCH, b->buf, b->len, lsn))) return rc;

@@ -5,8 +5,12 @@
  * struct tg_store in store_internal.h name their guard):
  *
  *   ckpt_mu       one checkpoint at a time; the LMDB write transaction and
- *                 ckpt_lsn, checkpoints, ckpt_wal_bytes.
- *   lock          the store lock (a futex mutex, below): the graph, the
+ *                 ckpt_lsn, checkpoints, ckpt_wal_bytes. A read-only handle
+ *                 (readonly.c) has no checkpoints: there it makes
+ *                 tg_store_refresh() and tg_store_backup() one at a time,
+ *                 and a refresh swaps or advances the graph under lock too,
+ *                 so readers see the state before it or after it.
+ *   lock          the store lock (a futex lock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
  *                 last_lsn, and the order of appends to the WAL.
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
@@ -193,10 +197,22 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->guardian.memory_threshold = 0.8;
   cfg->guardian.cleanup_margin = 0.05;
   cfg->guardian.max_degree = 1000000;
-  cfg->guardian.cleanup = 1;
+  cfg->guardian.cleanup = 0; /* eviction is opt-in: see tokengraph.h */
   tg_wal_config_init(&cfg->wal);
   cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
+}
+
+/* A read-only handle's refresh may replace its whole graph (readonly.c),
+   which a reader without the lock could be inside: there reads take the
+   lock, as every call did before (READS). Its only writer is the refresh,
+   so they rarely wait. */
+static inline void ro_lock(tg_store *s) {
+  if (__builtin_expect(s->read_only, 0)) store_lock(s);
+}
+
+static inline void ro_unlock(tg_store *s) {
+  if (__builtin_expect(s->read_only, 0)) store_unlock(s);
 }
 
 /* The counters, each loaded relaxed (READS): no lock. */
@@ -225,7 +241,9 @@ static void store_collect(void *arg, tg_metric_values *out) {
   memset(&ws, 0, sizeof ws);
   if (s->wal) tg_wal_stats_get(s->wal, &ws);
   tg_store_stats st;
+  ro_lock(s);
   stats_read(s, &st); /* no lock (READS) */
+  ro_unlock(s);
   out->v[TG_METRIC_TOKENS_LIVE] += st.live_tokens;
   out->v[TG_METRIC_CONNECTIONS_LIVE] += st.live_connections;
   out->v[TG_METRIC_MEMORY_BYTES] += st.memory_bytes;
@@ -297,10 +315,13 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   if (rc) goto fail;
   tg__guardian_init(&s->gd, &cfg->guardian);
   if (dir) {
-    rc = tg__store_open_dir(s, dir, cfg, msg, msglen);
+    rc = cfg->read_only ? tg__store_open_readonly(s, dir, msg, msglen)
+                        : tg__store_open_dir(s, dir, cfg, msg, msglen);
     if (rc) goto fail;
   }
-  if (tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  /* A read-only handle is a view of another store's state: counted in its
+     owner's metrics, not twice. */
+  if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -394,6 +415,53 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
+/* A read-only handle (readonly.c) changes nothing: every mutating call
+   starts here. read_only sits beside wal, which the same calls read. */
+#define REFUSE_READ_ONLY(s)                                   \
+  do {                                                        \
+    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+  } while (0)
+
+/* ---- quota rejections ---------------------------------------------------- */
+
+/* The quota this thread's last TG_EQUOTA hit, and on which store: per
+   thread, so concurrent callers each learn their own answer without a
+   lock, and nothing is written on a call that is admitted. */
+static _Thread_local struct {
+  const tg_store *s;
+  int quota; /* enum tg_quota */
+} last_rejection;
+
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id) {
+  TG__ASSERT_LOCKED(s);
+  BUMP(s->gd.rejections);
+  last_rejection.s = s;
+  last_rejection.quota = quota;
+  tg_blackbox_record(TG_BB_QUOTA_REJECTION, (uint64_t)quota, value, limit, id);
+}
+
+_Static_assert((int)TG_QUOTA_TOKENS == (int)TG_BB_QUOTA_TOKENS &&
+               (int)TG_QUOTA_CONNECTIONS == (int)TG_BB_QUOTA_CONNECTIONS &&
+               (int)TG_QUOTA_MEMORY == (int)TG_BB_QUOTA_MEMORY &&
+               (int)TG_QUOTA_DEGREE == (int)TG_BB_QUOTA_DEGREE,
+               "enum tg_quota and enum tg_bb_quota are one numbering");
+
+int tg_quota_exceeded(tg_store *s) {
+  return s && last_rejection.s == s ? last_rejection.quota : TG_QUOTA_NONE;
+}
+
+const char *tg_quota_name(int quota) {
+  switch (quota) {
+  case TG_QUOTA_NONE: return "none";
+  case TG_QUOTA_TOKENS: return "tokens";
+  case TG_QUOTA_CONNECTIONS: return "connections";
+  case TG_QUOTA_MEMORY: return "memory";
+  case TG_QUOTA_DEGREE: return "degree";
+  default: return "unknown";
+  }
+}
+
 /* ---- memory pressure (slow path) --------------------------------------- */
 
 typedef struct collect_ctx {
@@ -425,21 +493,36 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   uint64_t k = (mem + need - target + TG__SLOT_BYTES - 1) / TG__SLOT_BYTES;
   if (k > s->g.tokens.live) k = s->g.tokens.live;
   tg__victims vs;
+  uint32_t *gone = NULL; /* the ids evicted, for on_evict */
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
+  /* Without room to tell the application which ids went, evict nothing:
+     an eviction it cannot learn of is the silent loss this hook exists to
+     prevent. */
+  if (gd->on_evict && k && !(gone = malloc((size_t)k * sizeof *gone))) {
+    tg__victims_free(&vs);
+    return;
+  }
   collect_ctx c = {&vs, keep_a, keep_b, s->evict_keep};
   uint64_t evicted_before = gd->evictions;
+  size_t ngone = 0;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
     uint32_t vid = vs.v[i].id;
     uint64_t lsn;
+    if (tg__graph_reserve_deletes(&s->g, 1)) break; /* no memory: stop here */
     if (s->wal && log_rec(s, TG_REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
       break; /* the log failed: evict nothing more */
-    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) BUMP(gd->evictions);
+    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) {
+      BUMP(gd->evictions);
+      if (gone) gone[ngone++] = vid;
+    }
   }
   uint64_t after = tg__graph_memory(&s->g);
   tg_blackbox_record(TG_BB_EVICTION, gd->evictions - evicted_before, mem - after,
                      after, gd->soft_limit);
+  if (ngone) gd->on_evict(gd->on_evict_arg, gone, ngone);
+  free(gone);
   tg__victims_free(&vs);
 }
 
@@ -462,9 +545,7 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
     tg__guardian_rearm(gd, mem + need);
   }
   if (mem + need > gd->max_memory) {
-    BUMP(gd->rejections);
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_MEMORY, mem + need,
-                       gd->max_memory, keep_a);
+    tg__store_quota_reject(s, TG_QUOTA_MEMORY, mem + need, gd->max_memory, keep_a);
     return TG_EQUOTA;
   }
   return 0;
@@ -502,6 +583,7 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
 int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -512,9 +594,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   tg__guardian *gd = &s->gd;
   BUMP(gd->checks);
   if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
-    BUMP(gd->rejections);
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live + 1,
-                       gd->max_tokens, 0);
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -540,13 +620,17 @@ out:
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
   TG__CALL_GUARD(s);
   tg_token t;
-  if (!tg__graph_token_read(&s->g, id, &t)) return TG_ENOTFOUND; /* no lock: READS */
+  ro_lock(s);
+  int live = tg__graph_token_read(&s->g, id, &t); /* no lock: READS */
+  ro_unlock(s);
+  if (!live) return TG_ENOTFOUND;
   *out = t;
   return 0;
 }
 
 int tg_token_update(tg_store *s, const tg_token *t) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
@@ -580,6 +664,7 @@ static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
     rc = TG_ENOTFOUND;
     goto out;
   }
+  if (token && (rc = tg__graph_reserve_deletes(&s->g, 1))) goto out;
   if (s->wal && (rc = log_rec(s, type, &id, sizeof id, &lsn))) goto out;
   if (token) tg__graph_token_delete(&s->g, id, NULL);
   else tg__graph_disconnect(&s->g, id);
@@ -591,13 +676,14 @@ out:
 
 int tg_token_delete(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
 /* ---- connections ------------------------------------------------------- */
 
 static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t cf = (from - 1u) >> TG__CHUNK_SHIFT, ct = (to - 1u) >> TG__CHUNK_SHIFT;
+  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
   uint64_t n = !g->adj[cf];
   if (ct != cf && !g->adj[ct]) n++;
   return n * TG__ADJ_TABLE_BYTES;
@@ -605,6 +691,7 @@ static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
@@ -625,14 +712,12 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
       dto > gd->max_degree) {
-    BUMP(gd->rejections);
     if (s->g.conns.live >= gd->max_connections)
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS,
-                         s->g.conns.live + 1, gd->max_connections, from);
+      tg__store_quota_reject(s, TG_QUOTA_CONNECTIONS, s->g.conns.live + 1,
+                             gd->max_connections, from);
     else
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE,
-                         dfrom > gd->max_degree ? dfrom : dto, gd->max_degree,
-                         dfrom > gd->max_degree ? from : to);
+      tg__store_quota_reject(s, TG_QUOTA_DEGREE, dfrom > gd->max_degree ? dfrom : dto,
+                             gd->max_degree, dfrom > gd->max_degree ? from : to);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -650,6 +735,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
     if ((rc = log_rec(s, TG_REC_CONN_PUT, &img, sizeof img, &lsn))) {
       tg__graph_disconnect(&s->g, nid);
+      tg__arena_give_back(&s->g.conns, nid); /* the log never skips an id */
       goto out;
     }
   }
@@ -666,19 +752,24 @@ out:
 
 int tg_disconnect(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
 int tg_connection_get(tg_store *s, uint32_t id, tg_connection *out) {
   TG__CALL_GUARD(s);
   tg_connection c;
-  if (!tg__graph_conn_read(&s->g, id, &c)) return TG_ENOTFOUND; /* no lock: READS */
+  ro_lock(s);
+  int live = tg__graph_conn_read(&s->g, id, &c); /* no lock: READS */
+  ro_unlock(s);
+  if (!live) return TG_ENOTFOUND;
   *out = c;
   return 0;
 }
 
 int tg_connection_update(tg_store *s, const tg_connection *c) {
   TG__CALL_GUARD(s);
+  REFUSE_READ_ONLY(s);
   int rc = 0;
   uint64_t lsn = 0;
   if (!c) return TG_EINVAL;
@@ -716,12 +807,76 @@ int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
                    void *arg) {
   TG__CALL_GUARD(s);
   if (!cb || !(direction & TG_BOTH)) return TG_EINVAL;
-  return tg__graph_edges(&s->g, id, direction, cb, arg); /* no lock: READS */
+  ro_lock(s);
+  int rc = tg__graph_edges(&s->g, id, direction, cb, arg); /* no lock: READS */
+  ro_unlock(s);
+  return rc;
+}
+
+typedef struct edge_filter_ctx {
+  const tg_edge_filter *f;
+  tg_edge_cb cb;
+  void *arg;
+} edge_filter_ctx;
+
+static int edge_filter_cb(void *arg, const tg_connection *c) {
+  const edge_filter_ctx *x = arg;
+  if (x->f->type >= 0 && c->type != (unsigned)x->f->type) return 0;
+  if (x->f->categories && !(x->f->categories & (1u << TG_CONN_CATEGORY(c->type)))) return 0;
+  return x->cb(x->arg, c);
+}
+
+int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                            tg_edge_cb cb, void *arg) {
+  if (!filter || !cb || filter->type >= TG_CONN_TYPES || filter->type < -1) return TG_EINVAL;
+  edge_filter_ctx x = {filter, cb, arg};
+  return tg_token_edges(s, id, filter->direction, edge_filter_cb, &x);
+}
+
+/*
+ * A scan copies a page of records under the lock and calls back outside
+ * it. 256 records (16 KiB, on the stack) bound the pause a writer can see
+ * to a copy of that size, and the id budget bounds it when ids are sparse
+ * (an empty map chunk costs one unit, a live-or-dead id one).
+ */
+#define SCAN_PAGE 256u
+#define SCAN_ID_BUDGET 4096u
+
+static int scan(tg_store *s, uint32_t after_id, tg_token_cb tcb, tg_edge_cb ccb, void *arg) {
+  union {
+    tg_token t[SCAN_PAGE];
+    tg_connection c[SCAN_PAGE];
+  } page;
+  uint32_t pos = after_id;
+  int done = 0, rc = 0;
+  if (!tcb && !ccb) return TG_EINVAL;
+  while (!done && !rc) {
+    store_lock(s);
+    size_t n = tg__arena_scan(ccb ? &s->g.conns : &s->g.tokens, &pos, &page, SCAN_PAGE,
+                              SCAN_ID_BUDGET, &done);
+    store_unlock(s);
+    for (size_t i = 0; i < n && !rc; i++) rc = ccb ? ccb(arg, &page.c[i]) : tcb(arg, &page.t[i]);
+  }
+  return rc;
+}
+
+int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, cb, NULL, arg);
+}
+
+int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, NULL, cb, arg);
 }
 
 int tg_store_stats_get(tg_store *s, tg_store_stats *out) {
   TG__CALL_GUARD(s);
+  ro_lock(s);
   stats_read(s, out);
+  ro_unlock(s);
   return 0;
 }
 

@@ -42,13 +42,14 @@ void tg__graph_free(tg__graph *g) {
     free(g->cdirty);
   }
   free(g->tchunk_dirty);
+  free(g->tdel);
   tg__arena_free(&g->tokens);
   tg__arena_free(&g->conns);
   memset(g, 0, sizeof *g);
 }
 
 static int reserve_one(tg__graph *g, uint32_t token_id) {
-  uint32_t c = (token_id - 1u) >> TG__CHUNK_SHIFT;
+  uint32_t c = tg__graph_token_chunk(g, token_id);
   if (g->adj[c]) return 0;
   tg__adj *t = calloc(TG__CHUNK_SLOTS, sizeof(tg__adj));
   if (!t) return TG_ENOMEM;
@@ -63,14 +64,34 @@ int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to) {
   return rc ? rc : reserve_one(g, to);
 }
 
-int tg__graph_reserve_conn_dirty(tg__graph *g) {
-  uint32_t want = g->conns.nchunks + 1u;
-  if (want > TG__MAX_CHUNKS) want = TG__MAX_CHUNKS;
+/* Bitmaps for id chunks [0, chunk]. */
+static int reserve_conn_dirty_upto(tg__graph *g, uint32_t chunk) {
   /* Bitmaps are kept until close, so chunks [0, ncdirty) all have one. */
-  for (; g->ncdirty < want; g->ncdirty++) {
+  for (; g->ncdirty <= chunk; g->ncdirty++) {
     g->cdirty[g->ncdirty] = calloc(TG__CDIRTY_WORDS, sizeof(uint64_t));
     if (!g->cdirty[g->ncdirty]) return TG_ENOMEM;
   }
+  return 0;
+}
+
+int tg__graph_reserve_conn_dirty(tg__graph *g) {
+  /* The next id is cursor + 1 before a wrap; after one, every id it can
+     be lies at or below the highest chunk ever covered. */
+  return reserve_conn_dirty_upto(g, TG__ID_CHUNK(g->conns.cursor + 1u == 0
+                                                     ? 1u : g->conns.cursor + 1u));
+}
+
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n) {
+  if (!g->track_dirty || n <= g->captdel - g->ntdel) return 0;
+  size_t nc = g->captdel ? g->captdel : 1024;
+  while (nc - g->ntdel < n) {
+    if (nc > SIZE_MAX / 2 / sizeof *g->tdel) return TG_ENOMEM;
+    nc *= 2;
+  }
+  uint32_t *p = realloc(g->tdel, nc * sizeof *p);
+  if (!p) return TG_ENOMEM;
+  g->tdel = p;
+  g->captdel = nc;
   return 0;
 }
 
@@ -85,8 +106,8 @@ int tg__graph_reserve_conn_dirty(tg__graph *g) {
 /* Change one 4-byte field of connection slot `id` (a link, or the id and
    free link of a release) in its own write section. */
 static inline void conn_set(tg__graph *g, uint32_t id, size_t off, uint32_t v) {
-  uint32_t i = id - 1u;
-  tg__graph_will_write(g, 1, i);
+  tg__graph_will_write(g, 1, id - 1u);
+  uint32_t i = tg__arena_index(&g->conns, id) - 1u; /* slot index */
   uint32_t *sq = tg__arena_stripe(&g->conns, i);
   tg__seq_begin(sq);
   tg__slot_set_u32(tg__arena_slot(&g->conns, i), (uint32_t)off, v);
@@ -164,7 +185,7 @@ static void link_new(tg__graph *g, const tg_connection *init, uint32_t id) {
   touch_conn(g, img.next_out);
   touch_conn(g, img.next_in);
   lists_begin(g, init->from, init->to);
-  uint32_t i = id - 1u, *sq = tg__arena_stripe(&g->conns, i);
+  uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
   tg__seq_begin(sq);
   tg__slot_store(tg__arena_slot(&g->conns, i), &img);
   tg__seq_end(sq);
@@ -214,7 +235,7 @@ int tg__graph_disconnect(tg__graph *g, uint32_t id) {
   tg_connection c2 = *cp;
   unlink_from(g, &c2, 1, &ta->in_head);
   ta->in_deg--;
-  uint32_t i = id - 1u, *sq = tg__arena_stripe(&g->conns, i);
+  uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
   tg__seq_begin(sq);
   tg__arena_release(&g->conns, cp, id);
   tg__seq_end(sq);
@@ -240,9 +261,11 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
     }
     assert(a->out_deg == 0 && a->in_deg == 0);
   }
-  /* dirty and not live: a delete */
-  tg__graph_token_release(g, t, id, g->track_dirty ? TG_TOKEN_DIRTY : 0);
-  if (g->track_dirty) g->tchunk_dirty[(id - 1u) >> TG__CHUNK_SHIFT] = 1;
+  if (g->track_dirty) {
+    assert(g->ntdel < g->captdel); /* tg__graph_reserve_deletes() */
+    g->tdel[g->ntdel++] = id;
+  }
+  tg__graph_token_release(g, t, id, 0);
   if (nconns) *nconns = n;
   return 0;
 }
@@ -306,6 +329,7 @@ static int walk(const tg__graph *g, uint32_t tid, int in, tg_edge_cb cb, void *a
   ss.n = ss.nsorted = 0;
   ss.cap = sizeof ss.inline_ids / sizeof ss.inline_ids[0];
   int rc = 0, restarted = 0;
+  unsigned strays = 0;
   for (;;) {
     uint32_t v = __atomic_load_n(tsq, __ATOMIC_ACQUIRE);
     if (v & 1u) {
@@ -319,7 +343,14 @@ static int walk(const tg__graph *g, uint32_t tid, int in, tg_edge_cb cb, void *a
     }
     tg_token t;
     if (!tg__graph_token_read(g, tid, &t)) break; /* deleted during the walk */
-    uint32_t i = tid - 1u;
+    /* The side table is indexed by slot: the map entry (acquire, as in
+       tg__arena_read()). A slot freed and reused by another token since
+       shows that token's list: its members fail the check below. */
+    const uint32_t *m =
+        __atomic_load_n(&g->tokens.map[TG__ID_CHUNK(tid)], __ATOMIC_ACQUIRE);
+    uint32_t e = m ? __atomic_load_n(&m[TG__ID_ENTRY(tid)], __ATOMIC_ACQUIRE) : 0;
+    if (!e) break; /* deleted since */
+    uint32_t i = e - 1u;
     const tg__adj *tab = __atomic_load_n(&g->adj[i >> TG__CHUNK_SHIFT], __ATOMIC_ACQUIRE);
     if (!tab) break; /* never connected */
     const tg__adj *a = &tab[i & TG__CHUNK_MASK];
@@ -333,11 +364,17 @@ static int walk(const tg__graph *g, uint32_t tid, int in, tg_edge_cb cb, void *a
         changed = 1;
         break;
       }
-      /* Under an unchanged version the link was the list's: a member that
-         is not live, or not this token's, means memory is damaged. */
+      /* Under an unchanged version the link was the list's, unless the
+         slot read above was reused by another token (the token deleted
+         meanwhile): start again, which finds it gone. The same thing
+         seen over and over with the token still there is damage. */
       if (!live || (in ? img.to : img.from) != tid) {
-        rc = TG_ECORRUPT;
-        goto out;
+        if (++strays > 1000000u) {
+          rc = TG_ECORRUPT;
+          goto out;
+        }
+        changed = 1;
+        break;
       }
       uint32_t next = in ? img.next_in : img.next_out;
       if (!restarted || !seen_has(&ss, c)) {
@@ -369,7 +406,7 @@ int tg__graph_foreach_token(const tg__graph *g,
   const tg__arena *a = &g->tokens;
   for (uint32_t i = 0; i < a->next; i++) {
     const tg_token *t = tg__arena_slot(a, i);
-    if (t->id != i + 1u) continue;
+    if (!t->id) continue; /* a free slot */
     int rc = fn(arg, t);
     if (rc) return rc;
   }
@@ -408,11 +445,9 @@ int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
   int rc = tg__graph_reserve_adj(g, img->from, img->to);
   if (!rc && g->track_dirty) rc = tg__graph_reserve_conn_dirty(g);
   if (rc) return rc;
-  /* The id may lie chunks beyond the ones in use: cover them too. */
-  while (g->track_dirty && g->conns.nchunks <= ((img->id - 1u) >> TG__CHUNK_SHIFT)) {
-    if ((rc = tg__arena_grow(&g->conns)) || (rc = tg__graph_reserve_conn_dirty(g)))
-      return rc;
-  }
+  /* The id may lie chunks beyond the cursor: cover its bitmap too. */
+  if (g->track_dirty && (rc = reserve_conn_dirty_upto(g, TG__ID_CHUNK(img->id))))
+    return rc;
   int was_live = 0, err = 0;
   tg_connection *c = tg__arena_put(&g->conns, img->id, &was_live, &err);
   if (!c) return err;
@@ -432,8 +467,8 @@ int tg__graph_link_loaded(tg__graph *g) {
   const tg__arena *a = &g->conns;
   for (uint32_t i = 0; i < a->next; i++) {
     tg_connection *c = tg__arena_slot(a, i);
-    uint32_t id = i + 1u;
-    if (c->id != id) continue;
+    uint32_t id = c->id;
+    if (!id) continue; /* a free slot */
     if (c->type >= TG_CONN_TYPES || !tg__graph_token(g, c->from) ||
         !tg__graph_token(g, c->to))
       return TG_ECORRUPT;
@@ -495,15 +530,16 @@ static uint64_t *unit_bits(const tg__graph *g, uint32_t u) {
    lock held. 0 or TG_ENOMEM (then nothing changed). */
 static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
   tg__cap_unit *cu = &cap->units[kind][u];
-  uint32_t lo = u << TG__CAP_UNIT_SHIFT, hi = lo + TG__CAP_UNIT;
-  if (hi > cap->hw[kind]) hi = cap->hw[kind];
+  /* Tokens: slot indexes [lo, hi); connections: ids lo + 1 .. hi. */
+  uint32_t lo = u << TG__CAP_UNIT_SHIFT;
+  uint64_t hi64 = (uint64_t)lo + TG__CAP_UNIT;
+  uint32_t hi = hi64 > cap->hw[kind] ? cap->hw[kind] : (uint32_t)hi64;
   uint32_t nrec = 0, ndel = 0;
   if (kind == 0) {
     for (uint32_t i = lo; i < hi; i++) {
       const tg_token *t = tg__arena_slot(&g->tokens, i);
-      int live = t->id == i + 1u;
-      if (cap->full) nrec += live;
-      else if (t->flags & TG_TOKEN_DIRTY) live ? nrec++ : ndel++;
+      int live = t->id != 0; /* 0: free, or held by a batch */
+      if (cap->full || (t->flags & TG_TOKEN_DIRTY)) nrec += live;
     }
   } else {
     uint64_t *bits = unit_bits(g, u);
@@ -524,15 +560,14 @@ static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
   if (kind == 0) {
     for (uint32_t i = lo; i < hi; i++) {
       tg_token *t = tg__arena_slot(&g->tokens, i);
-      int live = t->id == i + 1u, dirty = (t->flags & TG_TOKEN_DIRTY) != 0;
+      int live = t->id != 0, dirty = (t->flags & TG_TOKEN_DIRTY) != 0;
       if (live && (cap->full || dirty)) {
         tg_token img = *t;
         img.flags &= (uint16_t)~TG_TOKEN_DIRTY;
         memcpy(cu->recs + (size_t)cu->nrec++ * TG__SLOT_BYTES, &img, sizeof img);
         if (dirty) set_token_flags(g, i, img.flags);
       } else if (!live && dirty) {
-        if (!cap->full) cu->dels[cu->ndel++] = i + 1u;
-        set_token_flags(g, i, 0);
+        set_token_flags(g, i, 0); /* a free slot: its delete is in tdel */
       }
     }
   } else {
@@ -565,8 +600,12 @@ static void remark_unit(tg__graph *g, const tg__cap_unit *cu, int kind) {
              sizeof id);
     else
       id = cu->dels[k - cu->nrec];
-    if (kind == 0) mark_token_slot(g, id - 1u);
-    else tg__graph_mark_conn(g, id);
+    if (kind == 1) {
+      tg__graph_mark_conn(g, id);
+    } else {
+      uint32_t e = tg__arena_index(&g->tokens, id);
+      if (e) mark_token_slot(g, e - 1u); /* deleted since: in tdel */
+    }
   }
 }
 
@@ -591,10 +630,16 @@ int tg__capture_begin(tg__graph *g, tg__capture *cap, int full) {
   assert(!g->cap && g->track_dirty);
   memset(cap, 0, sizeof *cap);
   cap->full = full;
+  /* Token units are of slots (their DIRTY flags), connection units of ids
+     (their marks): every id up to the cursor, all of them after a wrap. */
+  cap->hw[0] = g->tokens.next;
+  cap->hw[1] = g->conns.wrapped ? TG__MAX_SLOTS : g->conns.cursor;
+  cap->tokens_hw = g->tokens.cursor;
+  cap->conns_hw = g->conns.cursor;
+  cap->tokens_wrapped = g->tokens.wrapped;
+  cap->conns_wrapped = g->conns.wrapped;
   for (int kind = 0; kind < 2; kind++) {
-    const tg__arena *a = kind ? &g->conns : &g->tokens;
-    uint32_t n = (uint32_t)(((uint64_t)a->next + TG__CAP_UNIT - 1) >> TG__CAP_UNIT_SHIFT);
-    cap->hw[kind] = a->next;
+    uint32_t n = (uint32_t)(((uint64_t)cap->hw[kind] + TG__CAP_UNIT - 1) >> TG__CAP_UNIT_SHIFT);
     cap->nunits[kind] = n;
     cap->pending[kind] = calloc(n ? n : 1, 1);
     cap->units[kind] = calloc(n ? n : 1, sizeof(tg__cap_unit));
@@ -617,6 +662,18 @@ int tg__capture_begin(tg__graph *g, tg__capture *cap, int full) {
   /* The pending flags hold the token chunks' marks now; marks set from
      here on belong to the next checkpoint. */
   memset(g->tchunk_dirty, 0, g->tokens.nchunks);
+  /* The token deletes so far move into the capture whole (a full rewrite
+     drops every key that is not live, so it needs none). An id live again
+     (handed out anew after the id space wrapped) is a put, not a delete. */
+  if (!full) {
+    cap->tdel = g->tdel;
+    cap->captdel = g->captdel;
+    for (size_t k = 0; k < g->ntdel; k++)
+      if (!tg__graph_token(g, g->tdel[k])) cap->tdel[cap->ntdel++] = g->tdel[k];
+    g->tdel = NULL;
+    g->captdel = 0;
+  }
+  g->ntdel = 0;
   g->cap = cap;
   return 0;
 }
@@ -659,6 +716,7 @@ void tg__capture_remark(tg__graph *g, const tg__capture *cap) {
 }
 
 void tg__capture_free(tg__capture *cap) {
+  free(cap->tdel);
   for (int kind = 0; kind < 2; kind++) {
     if (cap->units[kind])
       for (uint32_t u = 0; u < cap->nunits[kind]; u++) {

@@ -54,8 +54,10 @@
  * CLASSIFICATION (version 2) where reading of the last segment stops at o
  * (zeros or a bad frame): o < D -> corruption (damage to durable bytes;
  * zeros followed by a valid frame included); zeros and only zeros after
- * -> clean; else -> torn tail (garbage, or anything followed by valid
- * frames, after the durable point). A segment before the last must end
+ * -> clean, unless o is the end of a file shorter than its header's
+ * preallocated size (cut short: a torn tail with nothing to cut); else ->
+ * torn tail (garbage, or anything followed by valid frames, after the
+ * durable point). A segment before the last must end
  * with its SWITCH marker, except the one before an EMPTY last segment (an
  * interrupted switch: it is then classified as the last, and the empty
  * one is not part of the log); a last segment ending with a SWITCH marker

@@ -3,7 +3,8 @@
  * compiled in with its main renamed tg_replay_main) run in-process on a
  * data directory from any bytes (fuzz_dir.h): verify, stats, dump and
  * then recover, with or without --json, --from and
- * --force-truncate-at-corruption as the first input byte says.
+ * --force-truncate-at-corruption as the first input byte says (and with
+ * valid segment CRCs or not, fuzz_dir.h).
  *
  * Recover writes into the directory: it runs on the case directory built
  * for this input alone, which is removed before the next one. Its --config
@@ -33,7 +34,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int tg_replay_main(int argc, char **argv);
 
-enum { F_JSON = 1, F_FORCE = 2, F_FROM = 4 };
+/* The first byte: FZ_FIX_CRC (bit 0) and these. */
+enum { F_JSON = 2, F_FORCE = 4, F_FROM = 8 };
 
 static char config[128];
 
@@ -77,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned flags = data[0];
   char d[96];
   snprintf(d, sizeof d, "%s/case", fz_base());
-  fz_build(d, data + 1, size - 1);
+  fz_build(d, data + 1, size - 1, flags & FZ_FIX_CRC);
 
   int verify = run("verify", d, flags);
   if (verify < 0 || verify > 2) fail("verify: an undocumented exit code", verify);
