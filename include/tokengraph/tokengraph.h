@@ -658,9 +658,8 @@ enum tg_direction {
  * walk exactly once; a connection made or removed during the walk may or
  * may not be delivered; one changed during the walk (tg_connection_update)
  * is delivered with its image before or after the change; and if the token
- * is deleted during the walk, the walk ends early (or, when the id is
- * handed to a new token meanwhile, may go on with that token's newer
- * connections). A walk that another thread's changes to the same lists
+ * is deleted during the walk, the walk ends early. A walk that another
+ * thread's changes to the same lists
  * (or to those of a token sharing its lock stripe, 1 in 4096) make start
  * over skips what it delivered, remembering it on the heap past 64.
  * Errors: TG_ENOTFOUND (no such token at the start), TG_ENOMEM (a walk

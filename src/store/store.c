@@ -93,8 +93,11 @@
  *  - writers: every slot change goes through token/graph.h's write
  *    functions (a section each, and the checkpoint's copy-on-write). Code
  *    that changes slots any other way breaks readers.
- * Ids are reused after a delete, so a reader holding an id may find a
- * newer object under it: as when the call had come a little later.
+ *  - ids: a reader goes id -> map entry -> slot (token/arena.h) and keeps
+ *    its copy only when the slot's id field holds the id: a slot freed and
+ *    reused meanwhile holds another id (ids are not reused);
+ *  - read-only handles: tg_store_refresh() may replace the whole graph, so
+ *    there the readers take the lock (ro_lock below).
  */
 #include <errno.h>
 #include <linux/futex.h>
