@@ -232,7 +232,8 @@ static void layout(const char *d) {
     rec_end[rec.lsn] = rec.offset + ((16u + rec.len + 7u) & ~7u);
     n++;
   }
-  const tg_wal_end *e = tg_wal_reader_end(r);
+  tg_wal_end end = *tg_wal_reader_end(r); /* the reader's goes with it */
+  const tg_wal_end *e = &end;
   assert_int_equal(e->reason, TG_WAL_END_CLEAN);
   assert_int_equal(e->last_lsn, nops);
   log_end = e->offset;
@@ -304,7 +305,7 @@ static int names_a_place(const char *msg, const char *d) {
          strstr(msg, "LSN") || strstr(msg, "ends at") || strstr(msg, "TOKENGRAPH");
 }
 
-__attribute__((format(printf, 2, 3)))
+static void say(verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(verdict *v, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -536,6 +537,13 @@ static void fresh_copy(void) {
 #define SPARSE 1u
 #endif
 
+/* The sweep's scratch directory goes, however the test ended. */
+static int sweep_teardown(void **state) {
+  (void)state;
+  if (root[0]) tgt_rmtree(root);
+  return 0;
+}
+
 /* A sampling step: odd, SPARSE times longer in sanitizer builds, `dense`
    times shorter on request. */
 static uint64_t sweep_step(uint64_t base, unsigned dense) {
@@ -657,11 +665,12 @@ static void test_damaged_directories_open_a_correct_prefix_or_are_refused(void *
   for (int o = 0; o < NOUTCOMES; o++)
     if (total[o]) print_message(" %s %u;", outcome_name[o], total[o]);
   print_message("\n");
-  tgt_rmtree(root);
   if (failures) fail_msg("%u damaged directories were not handled as they must be", failures);
-  /* Each kind met both a refusal and an open somewhere. */
+  /* Every kind of damage met a refusal somewhere; truncations and flips
+     also left directories that open. */
   assert_true(counts[TRUNCATE][OPENED_PREFIX] > 0);
-  assert_true(counts[FLIP_SEGMENT][REFUSED_CORRUPT] > 0 && counts[FLIP_SEGMENT][OPENED_WHOLE] > 0);
+  assert_true(counts[FLIP_SEGMENT][REFUSED_CORRUPT] > 0);
+  assert_true(counts[FLIP_SEGMENT][OPENED_WHOLE] + counts[FLIP_SEGMENT][OPENED_WHOLE_CUT] > 0);
   assert_true(counts[FLIP_CHECKPOINT][REFUSED_CORRUPT] > 0);
   assert_true(counts[ZERO_SECTOR][REFUSED_CORRUPT] > 0);
   assert_true(counts[ZERO_PAGE][REFUSED_CORRUPT] > 0);
@@ -781,7 +790,8 @@ int main(void) {
     TGT_TEST(test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss),
     TGT_TEST(test_a_newer_identity_format_is_refused_naming_the_file),
     TGT_TEST(test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page),
-    cmocka_unit_test(test_damaged_directories_open_a_correct_prefix_or_are_refused),
+    cmocka_unit_test_teardown(test_damaged_directories_open_a_correct_prefix_or_are_refused,
+                              sweep_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,11 +6,16 @@
  * at once. Every call that reads or changes the graph takes the store's one
  * lock (a spinlock that yields when contended; about 2 ns uncontended on the
  * reference machine), so calls are serialised in a single order. Callbacks
- * (tg_token_edges(), the quota pressure callback) run with that lock held and
- * must not call back into the same store.
+ * (tg_token_edges(), the quota pressure and eviction callbacks) run with
+ * that lock held and must not call back into the same store; the scans'
+ * callbacks (tg_token_scan()) run without it and may.
  *
  * Ids: token and connection ids are 32-bit, never 0, stable for the object's
- * life. After a delete the id may be handed out again to a later create.
+ * life, and handed out in increasing order. A deleted id is not handed out
+ * again until the 32-bit id space wraps (after 4,294,967,295 creates), and
+ * even then only after every other free id: an id kept outside the store
+ * names its object or nothing (TG_ENOTFOUND), never a later one, also
+ * after a restart (docs/data-layout.md, "Ids").
  *
  * Ownership: nothing returned by this API needs freeing except the handle
  * itself (tg_store_close()). Structures passed in are copied.
@@ -137,11 +142,24 @@ typedef struct tg_guardian_config {
                                 fraction of max memory); default 0.05 */
   uint32_t max_degree;       /* connections in + out of one token; default
                                 1,000,000 */
-  int cleanup;               /* 1 (default): crossing the soft limit evicts
-                                non-PERSISTENT tokens, lowest weight first.
-                                0: on_pressure is called instead */
+  int cleanup;               /* 0 (default): nothing is ever deleted behind
+                                the application's back: crossing the soft
+                                limit calls on_pressure, and a create or
+                                connect past max_memory_bytes gets
+                                TG_EQUOTA (tg_quota_exceeded() says
+                                TG_QUOTA_MEMORY). 1 (opt-in eviction):
+                                crossing the soft limit evicts
+                                non-PERSISTENT tokens, lowest weight first,
+                                and on_evict is told their ids */
   void (*on_pressure)(void *arg, const tg_pressure_event *ev);
   void *on_pressure_arg;
+  /* With cleanup = 1: called once per eviction pass, before the create or
+     connect that caused it returns, with the ids of the tokens the pass
+     evicted (n >= 1; each token's connections went with it). Runs on the
+     calling thread with the store locked and must not call into the
+     store; `ids` is valid only during the call. May be NULL. */
+  void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
+  void *on_evict_arg;
 } tg_guardian_config;
 
 /*
@@ -631,6 +649,53 @@ typedef int (*tg_edge_cb)(void *arg, const tg_connection *c);
 TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
                           tg_edge_cb cb, void *arg);
 
+/*
+ * Visit a token's connections that pass a filter, as tg_token_edges() does
+ * (same order, same locking: the callback runs with the store locked and
+ * must not call into this store). Initialise the filter with
+ * TG_EDGE_FILTER_INIT, then narrow it. Errors: TG_ENOTFOUND, TG_EINVAL
+ * (a NULL filter or callback, no direction, type >= 176).
+ */
+typedef struct tg_edge_filter {
+  int direction;       /* TG_OUT, TG_IN or TG_BOTH */
+  int type;            /* only this connection type (0..175), or -1: any */
+  uint32_t categories; /* only these categories: bit c for category c
+                          (1u << TG_CAT_CAUSAL, ...); 0: any */
+} tg_edge_filter;
+#define TG_EDGE_FILTER_INIT {TG_BOTH, -1, 0u}
+TG_API int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                                   tg_edge_cb cb, void *arg);
+
+/*
+ * Scans: visit every live token (tg_token_scan) or connection
+ * (tg_connection_scan) whose id is greater than after_id, in increasing id
+ * order. A non-zero return from the callback stops the scan and is
+ * returned; so is an error. To read page by page, stop after a page and
+ * scan again from the last id seen: ids are never reused (see "Ids" at the
+ * top), so a resumed scan neither repeats nor skips a token that stayed
+ * live.
+ *
+ * The callback runs without the store lock and may call any function of
+ * this store (update or delete what it is shown, create, scan), from this
+ * or other threads; the pointer is a copy, valid only during the call.
+ *
+ * What a scan sees while writers run: the scan copies up to 256 records
+ * at a time under the store lock, then releases it and calls the callback
+ * for each, so writers are held back for one page at a time, never for the
+ * whole scan. Each object that stays live for the whole scan is visited
+ * exactly once, with its contents as of some moment during the scan (the
+ * moment its page was copied; objects of one page are copied at the same
+ * moment). An object created or deleted while the scan runs may or may
+ * not be visited; one created after the scan has passed its id never is,
+ * and ids only grow, so objects created during a scan are visited unless
+ * the scan ended before their creation. The scan is not a snapshot of the
+ * whole store: for that, take a checkpoint or a backup.
+ * Errors: TG_EINVAL (no callback).
+ */
+typedef int (*tg_token_cb)(void *arg, const tg_token *t);
+TG_API int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg);
+TG_API int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg);
+
 /* Counters, read consistently under the store lock. */
 typedef struct tg_store_stats {
   uint64_t live_tokens;
@@ -649,6 +714,28 @@ typedef struct tg_store_stats {
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+/* The quotas a call can hit (the same values as enum tg_bb_quota of
+   tokengraph/trace.h, the black box's record of each rejection). */
+enum tg_quota {
+  TG_QUOTA_NONE = 0,
+  TG_QUOTA_TOKENS = 1,      /* max_tokens */
+  TG_QUOTA_CONNECTIONS = 2, /* max_connections */
+  TG_QUOTA_MEMORY = 3,      /* max_memory_bytes */
+  TG_QUOTA_DEGREE = 4       /* max_degree of an endpoint */
+};
+
+/*
+ * Which quota the calling thread's most recent call on s that returned
+ * TG_EQUOTA hit (enum tg_quota); TG_QUOTA_NONE when no call of this thread
+ * on s was ever rejected. Per thread, so a rejection in another thread
+ * never changes the answer; a later successful call does not clear it.
+ */
+TG_API int tg_quota_exceeded(tg_store *s);
+
+/* "tokens", "connections", "memory", "degree", "none"; "unknown" for any
+   other value. A static string. */
+TG_API const char *tg_quota_name(int quota);
 
 /* ---- the durable position --------------------------------------------- */
 

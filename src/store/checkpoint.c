@@ -8,10 +8,12 @@
  * Format 2 (this library writes it; format 1 is read, see below):
  *
  *   meta   "format" -> u64 2
- *          "state"  -> 44 bytes: u32 format (2), u32 zero, u64 lsn,
- *                      u64 tokens, u64 connections, u32 token high-water
- *                      mark, u32 connection high-water mark, u32 CRC-32 of
- *                      the key "state" and the 40 bytes before it
+ *          "state"  -> 44 bytes: u32 format (2), u32 id flags (bit 0:
+ *                      token ids wrapped, bit 1: connection ids wrapped;
+ *                      other bits zero), u64 lsn, u64 tokens, u64
+ *                      connections, u32 token high-water mark, u32
+ *                      connection high-water mark, u32 CRC-32 of the key
+ *                      "state" and the 40 bytes before it
  *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
  *                      4 bytes and the 64 (68 bytes)
  *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
@@ -20,9 +22,12 @@
  * LMDB checks no value, so the CRC is what tells a flipped bit in a record
  * from data: every value is checked at load, and the counts in the state
  * record catch a record that went missing with its page. The high-water
- * marks are the arena's `next` when the snapshot was taken: the highest
- * ids the store had issued, which bound every id in the checkpoint and in
- * the log replayed after it (tg__arena_may_put()).
+ * marks are the arenas' id cursors when the snapshot was taken: the last
+ * ids the store had issued. They restore the cursors, so an id deleted
+ * before the checkpoint is not handed out again after a restart; and
+ * until the id space wraps (the flags) they are the highest ids issued,
+ * which bound every id in the checkpoint and in the log replayed after it
+ * (tg__arena_may_put()).
  *
  * Format 1 (no "state", "lsn" -> u64, 64-byte values without a CRC) is
  * loaded as it is, its ids unbounded, and the next checkpoint rewrites the
@@ -105,7 +110,11 @@ typedef struct ckpt_state {
   uint32_t format;
   uint64_t lsn, tokens, conns;
   uint32_t tokens_hw, conns_hw;
+  uint32_t id_flags; /* CKPT_TOKENS_WRAPPED | CKPT_CONNS_WRAPPED */
 } ckpt_state;
+
+#define CKPT_TOKENS_WRAPPED 1u
+#define CKPT_CONNS_WRAPPED 2u
 
 static uint32_t state_crc(const unsigned char *b) {
   return tg__crc32(tg__crc32(0, "state", 5), b, STATE_BYTES - 4);
@@ -114,6 +123,7 @@ static uint32_t state_crc(const unsigned char *b) {
 static void state_encode(const ckpt_state *st, unsigned char *b) {
   memset(b, 0, STATE_BYTES);
   tg__st32(b, st->format);
+  tg__st32(b + 4, st->id_flags);
   tg__st64(b + 8, st->lsn);
   tg__st64(b + 16, st->tokens);
   tg__st64(b + 24, st->conns);
@@ -125,9 +135,11 @@ static void state_encode(const ckpt_state *st, unsigned char *b) {
 /* 0, or TG_ECORRUPT when the bytes are not a state record. */
 static int state_decode(const void *v, size_t n, ckpt_state *st) {
   const unsigned char *b = v;
-  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) || tg__ld32(b + 4))
+  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) ||
+      (tg__ld32(b + 4) & ~(CKPT_TOKENS_WRAPPED | CKPT_CONNS_WRAPPED)))
     return TG_ECORRUPT;
   st->format = tg__ld32(b);
+  st->id_flags = tg__ld32(b + 4);
   st->lsn = tg__ld64(b + 8);
   st->tokens = tg__ld64(b + 16);
   st->conns = tg__ld64(b + 24);
@@ -371,7 +383,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   }
   if (mrc) goto mdb_fail;
   uint64_t fmt = 0;
-  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0};
+  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0, 0};
   MDB_val v;
   mrc = meta_get_u64(txn, s->dbi_meta, "format", &fmt);
   if (mrc == MDB_NOTFOUND && !existed) {
@@ -420,6 +432,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_conns = cs.conns;
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
+  s->ckpt_id_flags = cs.id_flags;
   /* Committed either way: the handles opened in it live only if it is. */
   if (readonly) {
     if ((mrc = mdb_txn_commit(txn))) {
@@ -452,8 +465,15 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
   size_t vsize = s->ckpt_format == 1 ? 64u : VALUE_BYTES;
   uint64_t n[2] = {0, 0};
   int pass;
-  s->g.tokens.put_max = s->ckpt_tokens_hw;
-  s->g.conns.put_max = s->ckpt_conns_hw;
+  /* The cursors resume where the checkpoint's snapshot left them (format
+     1 did not record them: then the highest id loaded or replayed). */
+  for (pass = 0; pass < 2; pass++) {
+    tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
+    uint32_t hw = pass ? s->ckpt_conns_hw : s->ckpt_tokens_hw;
+    int wrapped = !!(s->ckpt_id_flags & (pass ? CKPT_CONNS_WRAPPED : CKPT_TOKENS_WRAPPED));
+    a->put_max = hw;
+    tg__arena_set_cursor(a, hw == HW_UNKNOWN ? 0 : hw, wrapped);
+  }
   if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
   for (pass = 0; pass < 2; pass++) {
     MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
@@ -549,7 +569,8 @@ typedef struct snapshot {
   uint32_t *cdel;        /* connection ids to delete */
   size_t ncdel, capcdel;
   int full;              /* every live record, to replace the file's */
-  uint32_t tokens_hw, conns_hw; /* the arenas' `next`: ids issued so far */
+  uint32_t tokens_hw, conns_hw; /* the arenas' id cursors: last ids issued */
+  uint32_t id_flags;     /* CKPT_*_WRAPPED */
 } snapshot;
 
 static int grow(void **p, size_t *cap, size_t n, size_t size) {
@@ -576,11 +597,13 @@ static void snapshot_free(snapshot *sn) {
    them only costs a redundant write. */
 static void snapshot_remark(tg_store *s, const snapshot *sn) {
   tg__graph *g = &s->g;
-  for (size_t i = 0; i < sn->ntok + sn->ntdel; i++) {
-    uint32_t id = i < sn->ntok ? sn->tok[i].id : sn->tdel[i - sn->ntok];
-    tg_token *t = tg__arena_slot(&g->tokens, id - 1u);
-    tg__graph_mark_token(g, t, id);
+  for (size_t i = 0; i < sn->ntok; i++) {
+    tg_token *t = tg__graph_token(g, sn->tok[i].id);
+    if (t) tg__graph_mark_token(g, t, sn->tok[i].id); /* deleted since: in tdel */
   }
+  /* The deletes taken: a full rewrite drops them implicitly (giving the
+     list back could need memory this failure path may not have). */
+  if (sn->ntdel) s->ckpt_full = 1;
   for (size_t i = 0; i < sn->nconn + sn->ncdel; i++)
     tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
 }
@@ -593,7 +616,7 @@ static int snapshot_take_all(tg_store *s, snapshot *sn) {
   int rc = 0;
   for (uint32_t i = 0; i < g->tokens.next; i++) {
     tg_token *t = tg__arena_slot(&g->tokens, i);
-    if (t->id == i + 1u) {
+    if (t->id) {
       if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
       t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
       sn->tok[sn->ntok++] = *t;
@@ -602,9 +625,10 @@ static int snapshot_take_all(tg_store *s, snapshot *sn) {
     }
   }
   memset(g->tchunk_dirty, 0, g->tokens.nchunks);
+  g->ntdel = 0; /* the rewrite drops every key that is not live */
   for (uint32_t i = 0; i < g->conns.next; i++) {
-    const tg_connection *cn = tg__graph_conn(g, i + 1u);
-    if (!cn) continue;
+    const tg_connection *cn = tg__arena_slot(&g->conns, i);
+    if (!cn->id) continue; /* a free slot */
     if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
     sn->conn[sn->nconn++] = *cn;
   }
@@ -622,8 +646,10 @@ static int snapshot_take(tg_store *s, snapshot *sn) {
   TG__ASSERT_LOCKED(s);
   tg__graph *g = &s->g;
   int rc = 0;
-  sn->tokens_hw = g->tokens.next;
-  sn->conns_hw = g->conns.next;
+  sn->tokens_hw = g->tokens.cursor;
+  sn->conns_hw = g->conns.cursor;
+  sn->id_flags = (g->tokens.wrapped ? CKPT_TOKENS_WRAPPED : 0) |
+                 (g->conns.wrapped ? CKPT_CONNS_WRAPPED : 0);
   if (sn->full) return snapshot_take_all(s, sn);
   for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
     if (!g->tchunk_dirty[c]) continue;
@@ -633,14 +659,12 @@ static int snapshot_take(tg_store *s, snapshot *sn) {
     for (uint32_t i = lo; i < hi; i++) {
       tg_token *t = tg__arena_slot(&g->tokens, i);
       if (!(t->flags & TG_TOKEN_DIRTY)) continue;
-      if (t->id == i + 1u) {
+      if (t->id) {
         if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
         t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
         sn->tok[sn->ntok++] = *t;
       } else {
-        if ((rc = grow((void **)&sn->tdel, &sn->captdel, sn->ntdel, sizeof *sn->tdel))) goto fail;
-        t->flags = 0;
-        sn->tdel[sn->ntdel++] = i + 1u;
+        t->flags = 0; /* a free slot: its delete is in g->tdel */
       }
     }
   }
@@ -662,6 +686,16 @@ static int snapshot_take(tg_store *s, snapshot *sn) {
       }
     }
   }
+  /* The token deletes, taken last (nothing after can fail): the list
+     moves into the snapshot whole. An id live again (handed out anew after
+     the id space wrapped) is a put, not a delete. */
+  sn->tdel = g->tdel;
+  sn->captdel = g->captdel;
+  sn->ntdel = 0;
+  for (size_t i = 0; i < g->ntdel; i++)
+    if (!tg__graph_token(g, g->tdel[i])) sn->tdel[sn->ntdel++] = g->tdel[i];
+  g->tdel = NULL;
+  g->ntdel = g->captdel = 0;
   return 0;
 fail:
   snapshot_remark(s, sn);
@@ -758,7 +792,7 @@ static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
       (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) || (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
     goto fail;
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, sn->tokens_hw,
-                   sn->conns_hw};
+                   sn->conns_hw, sn->id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
   return commit_durable(s, txn);
 fail:

@@ -227,6 +227,7 @@ static int apply_one(tg__graph *g, const tg_record *rec, const char **why) {
     return tg__graph_token_put(g, &rec->token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
+    if ((rc = tg__graph_reserve_deletes(g, 1))) return rc;
     if (tg__graph_token_delete(g, rec->id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;

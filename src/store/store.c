@@ -95,7 +95,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->guardian.memory_threshold = 0.8;
   cfg->guardian.cleanup_margin = 0.05;
   cfg->guardian.max_degree = 1000000;
-  cfg->guardian.cleanup = 1;
+  cfg->guardian.cleanup = 0; /* eviction is opt-in: see tokengraph.h */
   tg_wal_config_init(&cfg->wal);
   cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
@@ -286,6 +286,46 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
     if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
   } while (0)
 
+/* ---- quota rejections ---------------------------------------------------- */
+
+/* The quota this thread's last TG_EQUOTA hit, and on which store: per
+   thread, so concurrent callers each learn their own answer without a
+   lock, and nothing is written on a call that is admitted. */
+static _Thread_local struct {
+  const tg_store *s;
+  int quota; /* enum tg_quota */
+} last_rejection;
+
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id) {
+  TG__ASSERT_LOCKED(s);
+  s->gd.rejections++;
+  last_rejection.s = s;
+  last_rejection.quota = quota;
+  tg_blackbox_record(TG_BB_QUOTA_REJECTION, (uint64_t)quota, value, limit, id);
+}
+
+_Static_assert((int)TG_QUOTA_TOKENS == (int)TG_BB_QUOTA_TOKENS &&
+               (int)TG_QUOTA_CONNECTIONS == (int)TG_BB_QUOTA_CONNECTIONS &&
+               (int)TG_QUOTA_MEMORY == (int)TG_BB_QUOTA_MEMORY &&
+               (int)TG_QUOTA_DEGREE == (int)TG_BB_QUOTA_DEGREE,
+               "enum tg_quota and enum tg_bb_quota are one numbering");
+
+int tg_quota_exceeded(tg_store *s) {
+  return s && last_rejection.s == s ? last_rejection.quota : TG_QUOTA_NONE;
+}
+
+const char *tg_quota_name(int quota) {
+  switch (quota) {
+  case TG_QUOTA_NONE: return "none";
+  case TG_QUOTA_TOKENS: return "tokens";
+  case TG_QUOTA_CONNECTIONS: return "connections";
+  case TG_QUOTA_MEMORY: return "memory";
+  case TG_QUOTA_DEGREE: return "degree";
+  default: return "unknown";
+  }
+}
+
 /* ---- memory pressure (slow path) --------------------------------------- */
 
 typedef struct collect_ctx {
@@ -317,21 +357,36 @@ static void evict(tg_store *s, uint64_t need, uint32_t keep_a, uint32_t keep_b) 
   uint64_t k = (mem + need - target + TG__SLOT_BYTES - 1) / TG__SLOT_BYTES;
   if (k > s->g.tokens.live) k = s->g.tokens.live;
   tg__victims vs;
+  uint32_t *gone = NULL; /* the ids evicted, for on_evict */
   if (tg__victims_init(&vs, (size_t)k)) return; /* no memory to plan: skip */
+  /* Without room to tell the application which ids went, evict nothing:
+     an eviction it cannot learn of is the silent loss this hook exists to
+     prevent. */
+  if (gd->on_evict && k && !(gone = malloc((size_t)k * sizeof *gone))) {
+    tg__victims_free(&vs);
+    return;
+  }
   collect_ctx c = {&vs, keep_a, keep_b, s->evict_keep};
   uint64_t evicted_before = gd->evictions;
+  size_t ngone = 0;
   tg__graph_foreach_token(&s->g, collect_victim, &c);
   tg__victims_sort(&vs);
   for (size_t i = 0; i < vs.n && tg__graph_memory(&s->g) + need > target; i++) {
     uint32_t vid = vs.v[i].id;
     uint64_t lsn;
+    if (tg__graph_reserve_deletes(&s->g, 1)) break; /* no memory: stop here */
     if (s->wal && log_rec(s, TG_REC_TOKEN_EVICT, &vid, sizeof vid, &lsn))
       break; /* the log failed: evict nothing more */
-    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) gd->evictions++;
+    if (tg__graph_token_delete(&s->g, vid, NULL) == 0) {
+      gd->evictions++;
+      if (gone) gone[ngone++] = vid;
+    }
   }
   uint64_t after = tg__graph_memory(&s->g);
   tg_blackbox_record(TG_BB_EVICTION, gd->evictions - evicted_before, mem - after,
                      after, gd->soft_limit);
+  if (ngone) gd->on_evict(gd->on_evict_arg, gone, ngone);
+  free(gone);
   tg__victims_free(&vs);
 }
 
@@ -354,9 +409,7 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
     tg__guardian_rearm(gd, mem + need);
   }
   if (mem + need > gd->max_memory) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_MEMORY, mem + need,
-                       gd->max_memory, keep_a);
+    tg__store_quota_reject(s, TG_QUOTA_MEMORY, mem + need, gd->max_memory, keep_a);
     return TG_EQUOTA;
   }
   return 0;
@@ -405,9 +458,7 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   tg__guardian *gd = &s->gd;
   gd->checks++;
   if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, s->g.tokens.live + 1,
-                       gd->max_tokens, 0);
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -475,6 +526,7 @@ static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
     rc = TG_ENOTFOUND;
     goto out;
   }
+  if (token && (rc = tg__graph_reserve_deletes(&s->g, 1))) goto out;
   if (s->wal && (rc = log_rec(s, type, &id, sizeof id, &lsn))) goto out;
   if (token) tg__graph_token_delete(&s->g, id, NULL);
   else tg__graph_disconnect(&s->g, id);
@@ -493,7 +545,7 @@ int tg_token_delete(tg_store *s, uint32_t id) {
 /* ---- connections ------------------------------------------------------- */
 
 static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t cf = (from - 1u) >> TG__CHUNK_SHIFT, ct = (to - 1u) >> TG__CHUNK_SHIFT;
+  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
   uint64_t n = !g->adj[cf];
   if (ct != cf && !g->adj[ct]) n++;
   return n * TG__ADJ_TABLE_BYTES;
@@ -522,14 +574,12 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
       dto > gd->max_degree) {
-    gd->rejections++;
     if (s->g.conns.live >= gd->max_connections)
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS,
-                         s->g.conns.live + 1, gd->max_connections, from);
+      tg__store_quota_reject(s, TG_QUOTA_CONNECTIONS, s->g.conns.live + 1,
+                             gd->max_connections, from);
     else
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE,
-                         dfrom > gd->max_degree ? dfrom : dto, gd->max_degree,
-                         dfrom > gd->max_degree ? from : to);
+      tg__store_quota_reject(s, TG_QUOTA_DEGREE, dfrom > gd->max_degree ? dfrom : dto,
+                             gd->max_degree, dfrom > gd->max_degree ? from : to);
     rc = TG_EQUOTA;
     goto out;
   }
@@ -547,6 +597,7 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
     if ((rc = log_rec(s, TG_REC_CONN_PUT, &img, sizeof img, &lsn))) {
       tg__graph_disconnect(&s->g, nid);
+      tg__arena_give_back(&s->g.conns, nid); /* the log never skips an id */
       goto out;
     }
   }
@@ -620,6 +671,65 @@ int tg_token_edges(tg_store *s, uint32_t id, int direction, tg_edge_cb cb,
   int rc = tg__graph_edges(&s->g, id, direction, cb, arg);
   store_unlock(s);
   return rc;
+}
+
+typedef struct edge_filter_ctx {
+  const tg_edge_filter *f;
+  tg_edge_cb cb;
+  void *arg;
+} edge_filter_ctx;
+
+static int edge_filter_cb(void *arg, const tg_connection *c) {
+  const edge_filter_ctx *x = arg;
+  if (x->f->type >= 0 && c->type != (unsigned)x->f->type) return 0;
+  if (x->f->categories && !(x->f->categories & (1u << TG_CONN_CATEGORY(c->type)))) return 0;
+  return x->cb(x->arg, c);
+}
+
+int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                            tg_edge_cb cb, void *arg) {
+  if (!filter || !cb || filter->type >= TG_CONN_TYPES || filter->type < -1) return TG_EINVAL;
+  edge_filter_ctx x = {filter, cb, arg};
+  return tg_token_edges(s, id, filter->direction, edge_filter_cb, &x);
+}
+
+/*
+ * A scan copies a page of records under the lock and calls back outside
+ * it. 256 records (16 KiB, on the stack) bound the pause a writer can see
+ * to a copy of that size, and the id budget bounds it when ids are sparse
+ * (an empty map chunk costs one unit, a live-or-dead id one).
+ */
+#define SCAN_PAGE 256u
+#define SCAN_ID_BUDGET 4096u
+
+static int scan(tg_store *s, uint32_t after_id, tg_token_cb tcb, tg_edge_cb ccb, void *arg) {
+  union {
+    tg_token t[SCAN_PAGE];
+    tg_connection c[SCAN_PAGE];
+  } page;
+  uint32_t pos = after_id;
+  int done = 0, rc = 0;
+  if (!tcb && !ccb) return TG_EINVAL;
+  while (!done && !rc) {
+    store_lock(s);
+    size_t n = tg__arena_scan(ccb ? &s->g.conns : &s->g.tokens, &pos, &page, SCAN_PAGE,
+                              SCAN_ID_BUDGET, &done);
+    store_unlock(s);
+    for (size_t i = 0; i < n && !rc; i++) rc = ccb ? ccb(arg, &page.c[i]) : tcb(arg, &page.t[i]);
+  }
+  return rc;
+}
+
+int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, cb, NULL, arg);
+}
+
+int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg) {
+  TG__CALL_GUARD(s);
+  if (!cb) return TG_EINVAL;
+  return scan(s, after_id, NULL, cb, arg);
 }
 
 int tg_store_stats_get(tg_store *s, tg_store_stats *out) {

@@ -63,7 +63,9 @@ struct tg_store {
   uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
                                    state record counts (format 2) */
   uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
-                                   marks (0xFFFFFFFF: format 1, unknown) */
+                                   marks, the id cursors (0xFFFFFFFF:
+                                   format 1, unknown) */
+  uint32_t ckpt_id_flags;       /* open/close; which id spaces had wrapped */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
@@ -144,6 +146,12 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* A call is rejected with TG_EQUOTA: count it, tell the calling thread
+   which quota (tg_quota_exceeded()) and leave it in the black box (value,
+   limit, the token concerned or 0). Under the store lock (store.c). */
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id);
 
 /* ---- the single calls' steps, for batch.c (store.c) --------------------
    A mutation: tg__store_strict_enter() before the lock; under it, admit

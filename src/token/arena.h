@@ -1,5 +1,6 @@
 /*
- * The arena: 64-byte slots handed out from 2 MiB chunks.
+ * The arena: 64-byte slots handed out from 2 MiB chunks, and the map from
+ * ids to slots.
  *
  * Why this shape: creating a token must cost about what writing 64 bytes
  * into fresh huge-page memory costs (7 ns measured on the reference machine,
@@ -8,13 +9,41 @@
  * pre-faulted when the chunk is taken into use; a slot is found by a free
  * list pop or a bump of `next`, both O(1) with no system call.
  *
- * Slot index i (0-based) is object id i + 1, so id -> slot is two loads
- * (chunk table, then offset). Id 0 is never handed out.
+ * Ids are not slots. An id is handed out once and never again until the
+ * 32-bit space wraps (docs/data-layout.md says why), while a deleted slot
+ * is reused at once to keep memory dense. So id -> slot goes through a
+ * map: `map[(id - 1) >> 15][(id - 1) & 32767]` holds the slot index + 1, 0
+ * when no live object has that id (id 0's entry, the last of the last
+ * chunk, is never set). Map chunk c covers the ids slot chunk c would hold
+ * if nothing were deleted, so both grow in step. A lookup is three dependent
+ * loads (map chunk, entry, slot chunk) and no hashing; the map costs 4 bytes
+ * per id in a map chunk in use (128 KiB per 32,768 ids, pre-faulted like the
+ * slot chunks). A map chunk whose ids are all dead once the cursor has left
+ * it is handed back to the kernel (MADV_DONTNEED, its pages read as zero
+ * again), so a store that creates and deletes forever does not keep 4 bytes
+ * per id ever issued.
+ *
+ * The next id is the one after `cursor` (the last id handed out). Until
+ * the cursor first passes 2^32 - 1 no id above it is live, so that is
+ * cursor + 1, O(1). After the wrap it is the first id after the cursor
+ * whose map entry is 0 (live ids are skipped, dead ones are handed out
+ * again in id order).
  *
  * A free slot keeps the "next free" index (+1, 0 ends the list) in its last
- * four bytes and a zero in its id field (id_off); a slot is live exactly when
- * its id field equals its id, which lets get() reject stale or unknown ids
- * without any side table.
+ * four bytes and a zero in its id field (id_off); a live slot's id field
+ * holds its id, so walking the slots finds the live objects without the map.
+ *
+ * Concurrency contract of the map, for readers that do not take the store
+ * lock: every change happens under the store lock. `map` (the chunk table,
+ * TG__MAX_CHUNKS pointers) is allocated at init and never moves; a map
+ * chunk pointer is published with a release store after its memory is
+ * mapped and stays valid until tg__arena_free() (reclaimed chunks stay
+ * mapped and read as zero). Entries are written with relaxed atomic
+ * stores: a reader loads the chunk pointer with acquire, the entry with
+ * relaxed (or acquire, to see the slot's contents as of the store), and
+ * must then check the slot's id field under its own synchronisation (a
+ * slot freed and reused between the two loads holds another id or 0).
+ * Slot chunks, like map chunks, stay mapped until close.
  */
 #ifndef TG_TOKEN_ARENA_H
 #define TG_TOKEN_ARENA_H
@@ -40,12 +69,24 @@ typedef struct tg__arena {
   uint32_t free_head;     /* index + 1 of the first free slot, 0 = none */
   uint32_t id_off;        /* offset of the object's u32 id within a slot */
   int loading;            /* 1 while objects are put by id (checkpoint load,
-                             replay): frees keep no list, see
-                             tg__arena_rebuild_free() */
+                             replay): see tg__arena_put() */
   uint32_t put_max;       /* loading: the highest id the store had issued
                              before what is being loaded (the checkpoint's
                              high-water mark); see tg__arena_may_put() */
   uint64_t live;          /* slots in use */
+  uint32_t **map;         /* TG__MAX_CHUNKS entries, never moves: id chunk
+                             -> 32,768 entries of slot index + 1 (0: no
+                             live object); a NULL chunk has none */
+  uint32_t *map_live;     /* TG__MAX_CHUNKS counts: live ids per map chunk */
+  uint32_t map_hi;        /* map chunks [0, map_hi) may be mapped */
+  uint32_t cursor;        /* the last id handed out (0: none yet) */
+  int wrapped;            /* the cursor went past 2^32 - 1 at least once:
+                             live ids may lie above it */
+  uint32_t fast_ids;      /* ids the fast path may hand out (cursor + 1 on)
+                             before the slow path must look: those left in
+                             map_cur, before any wrap; 0 otherwise, and
+                             whenever the cursor is moved from outside */
+  uint32_t *map_cur;      /* the map chunk of cursor + 1 while fast_ids */
 } tg__arena;
 
 /*
@@ -87,55 +128,116 @@ static inline void tg__slot_set_u32(void *slot, uint32_t off, uint32_t v) {
   memcpy((unsigned char *)slot + off, &v, sizeof v);
 }
 
-/* The live object with this id, or NULL. */
+#define TG__MAP_CHUNK_BYTES ((size_t)TG__CHUNK_SLOTS * sizeof(uint32_t)) /* 128 KiB */
+#define TG__ID_CHUNK(id) (((uint32_t)(id) - 1u) >> TG__CHUNK_SHIFT) /* map chunk */
+#define TG__ID_ENTRY(id) (((uint32_t)(id) - 1u) & TG__CHUNK_MASK)   /* entry in it */
+
+/* Slot index + 1 of the live object with this id, or 0. */
+static inline uint32_t tg__arena_index(const tg__arena *a, uint32_t id) {
+  const uint32_t *m = a->map[TG__ID_CHUNK(id)];
+  return m ? m[TG__ID_ENTRY(id)] : 0; /* id 0's entry is never set */
+}
+
+/* The live object with this id, or NULL. The slot's id field is checked
+   too: an id a batch holds (tg__arena_reserve()) is mapped to a slot whose
+   id field stays 0 until the object is written. */
 static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
-  uint32_t i = id - 1u; /* id 0 wraps to 0xFFFFFFFF, never < next */
-  if (i >= a->next) return NULL;
-  void *p = tg__arena_slot(a, i);
+  uint32_t e = tg__arena_index(a, id);
+  if (!e) return NULL;
+  void *p = tg__arena_slot(a, e - 1u);
   return tg__slot_u32(p, a->id_off) == id ? p : NULL;
 }
 
+/* The id the next allocation will hand out (0: every id is live). */
+uint32_t tg__arena_next_id(const tg__arena *a);
+
+/* Map the map chunk that holds `id`. 0 or TG_ENOMEM. */
+int tg__arena_map_cover(tg__arena *a, uint32_t id);
+
+/* Give a map chunk with no live id back to the kernel. */
+void tg__arena_map_reclaim(tg__arena *a, uint32_t chunk);
+
+/* Point `id` at slot index i (live from now on). The map chunk exists. */
+static inline void tg__arena_map_set(tg__arena *a, uint32_t id, uint32_t i) {
+  uint32_t c = TG__ID_CHUNK(id);
+  __atomic_store_n(&a->map[c][TG__ID_ENTRY(id)], i + 1u, __ATOMIC_RELAXED);
+  a->map_live[c]++;
+  a->live++;
+}
+
 /*
- * Take a slot. Returns its address and stores its id in *id, or NULL when
- * a chunk could not be mapped (*err says why). The caller must write the
- * id into the slot's id field before the arena is used again.
+ * Take a slot and an id. Returns the slot's address and stores the id in
+ * *id, or NULL when a chunk could not be mapped (*err: TG_ENOMEM) or every
+ * id is live (TG_EQUOTA). The caller must write the id into the slot's id
+ * field before the arena is used again.
  */
 void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err);
 
 static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
+  /* The common case: before any wrap, cursor + 1 is free and its map
+     chunk is there, which fast_ids says in one load. Anything else (a new
+     map chunk, the wrap, ids to skip, a new slot chunk) takes the slow
+     path, which sets fast_ids again. */
+  if (__builtin_expect(!a->fast_ids, 0)) return tg__arena_alloc_slow(a, id, err);
+  uint32_t nid = a->cursor + 1u;
   uint32_t i;
+  void *p;
   if (a->free_head) {
     i = a->free_head - 1u;
-    void *p = tg__arena_slot(a, i);
+    p = tg__arena_slot(a, i);
     a->free_head = tg__slot_u32(p, TG__FREE_NEXT_OFF);
-    a->live++;
-    *id = i + 1u;
-    return p;
-  }
-  if (a->next < a->limit) {
+  } else if (a->next < a->limit) {
     i = a->next++;
-    a->live++;
-    *id = i + 1u;
-    return tg__arena_slot(a, i);
+    p = tg__arena_slot(a, i);
+  } else {
+    return tg__arena_alloc_slow(a, id, err);
   }
-  return tg__arena_alloc_slow(a, id, err);
+  __atomic_store_n(&a->map_cur[TG__ID_ENTRY(nid)], i + 1u, __ATOMIC_RELAXED);
+  a->map_live[TG__ID_CHUNK(nid)]++;
+  a->live++;
+  a->fast_ids--;
+  a->cursor = nid;
+  *id = nid;
+  return p;
 }
 
-/* Return the live slot `p` (id `id`) to the free list. */
+/* Undo the allocation of `id`, the last one handed out, after its slot was
+   released: the cursor steps back so the next allocation hands out `id`
+   again (nobody saw it). */
+static inline void tg__arena_give_back(tg__arena *a, uint32_t id) {
+  a->cursor = id - 1u;
+  a->fast_ids = 0;
+}
+
+/* Return the live slot `p` (id `id`) to the free list; the id is dead and
+   is not handed out again until the id space wraps. */
 static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
+  uint32_t c = TG__ID_CHUNK(id);
+  uint32_t *e = &a->map[c][TG__ID_ENTRY(id)];
+  uint32_t slot1 = *e;
+  __atomic_store_n(e, 0u, __ATOMIC_RELAXED);
   tg__slot_set_u32(p, a->id_off, 0);
-  if (__builtin_expect(!a->loading, 1)) {
-    tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
-    a->free_head = id;
-  }
+  tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
+  a->free_head = slot1;
   a->live--;
+  if (--a->map_live[c] == 0 && c != TG__ID_CHUNK(a->cursor))
+    tg__arena_map_reclaim(a, c);
 }
 
 /*
+ * Copy live objects in id order, starting after id *pos, into out (64
+ * bytes each): at most `max` objects, looking at at most `budget` ids, so
+ * the caller's lock is held for a bounded time however sparse the ids are.
+ * *pos becomes the last id looked at. Returns how many were copied; *done
+ * is set when no id after *pos can be live (the end of the ids issued).
+ */
+size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
+                      uint32_t budget, int *done);
+
+/*
  * Loading (recovery): objects are put at the ids the log or checkpoint
- * names, which may be any free slot. Rather than unlink a slot from the
- * middle of the free list, loading keeps no free list at all (a free slot is
- * one whose id field is 0) and rebuilds it once at the end, lowest id first.
+ * names. Slots are taken as for any allocation (ids do not name slots), so
+ * begin and end only mark the phase.
  */
 void tg__arena_begin_load(tg__arena *a);
 void tg__arena_rebuild_free(tg__arena *a);
@@ -146,34 +248,33 @@ void tg__arena_rebuild_free(tg__arena *a);
 #define TG__ARENA_RESERVE_MAX (1u << 20)
 
 /*
- * Could the store have issued `id`? It hands out the next id (slot `next`)
- * or a freed one, which lies below the highest id ever issued: so while
- * loading, an id past both next + 1 and put_max names an object that never
- * existed, and honouring it would map up to 256 GiB of arena for one
- * record. Checked before anything is allocated.
+ * Could the store have issued `id`? Before the id space wraps it hands out
+ * cursor + 1 each time: so while loading, an id past both cursor + 1 and
+ * put_max names an object that never existed (the bound that keeps a
+ * damaged record from being taken for data). After a wrap every id can
+ * have been issued.
  */
 static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
-  return id != 0 && (id <= (uint64_t)a->next + 1u || id <= a->put_max);
+  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u || id <= a->put_max);
 }
 
 /*
  * The same for a record replayed from the log, which may also name an id a
  * batch held: held ids are logged when their batch commits, after ids
  * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
- * held at once and a new slot is taken only when no freed one is left, so
- * a logged id is at most that many past the highest logged before it (the
- * bound maps at most 64 MiB more for a forged id).
+ * held at once, so before a wrap a logged id is at most that many past the
+ * cursor (the bound maps at most 4 MiB of id map more for a forged id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
-  return id != 0 &&
-         (id <= (uint64_t)a->next + 1u + TG__ARENA_RESERVE_MAX || id <= a->put_max);
+  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX ||
+                     id <= a->put_max);
 }
 
 /*
  * Take a slot for an object that will exist later (a batch's create), and
- * give its id. The slot is neither live (its id field is 0, so get() does
- * not find it) nor free (off the free list) until tg__arena_fill() or
- * tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
+ * give its id. The id is mapped to the slot, but the slot is not live (its
+ * id field is 0, so get() does not find it) nor free (off the free list)
+ * until tg__arena_fill() or tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
  */
 static inline int tg__arena_reserve(tg__arena *a, uint32_t *id) {
   int err = 0;
@@ -188,22 +289,34 @@ static inline int tg__arena_reserve(tg__arena *a, uint32_t *id) {
    field last of all is what makes it live) and counts it live. */
 static inline void *tg__arena_fill(tg__arena *a, uint32_t id) {
   a->live++;
-  return tg__arena_slot(a, id - 1u);
+  return tg__arena_slot(a, tg__arena_index(a, id) - 1u);
 }
 
-/* Give a reserved id back (its batch was aborted). */
+/* Give a reserved id back (its batch was aborted). When it is still the
+   last id handed out, the cursor steps back and the next allocation hands
+   it out again, as replay would after a restart (no record names it);
+   otherwise it stays dead until the id space wraps. */
 static inline void tg__arena_unreserve(tg__arena *a, uint32_t id) {
   a->live++;
-  tg__arena_release(a, tg__arena_slot(a, id - 1u), id);
+  tg__arena_release(a, tg__arena_slot(a, tg__arena_index(a, id) - 1u), id);
+  if (id == a->cursor) tg__arena_give_back(a, id);
 }
 
 /*
- * Loading only: the slot for `id`, mapping chunks as needed. *was_live says
- * whether it held a live object (then the caller overwrites it); otherwise
- * it is counted live now and the caller must write the id field.
+ * Loading only: the slot for `id`. *was_live says whether it held a live
+ * object (then the caller overwrites it); otherwise a slot is taken, the id
+ * mapped to it, and the caller must write the id field. A put of a new id
+ * is a create being replayed, so it moves the cursor as the create did:
+ * to the id, when it is the one the allocator hands out next (also across
+ * the wrap), or forward to it (ids written by a library that reused ids,
+ * or held by a batch that committed late, never move the cursor back).
  * NULL on failure (*err: TG_ENOMEM, TG_EINVAL for id 0, TG_ECORRUPT for an
- * id the store could not have issued, see tg__arena_may_put()).
+ * id the store could not have issued, see tg__arena_may_replay()).
  */
 void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err);
+
+/* Tests: make the cursor `id` (0 <= id), as if ids up to it had been
+   handed out. Only on an arena with nothing live above the new cursor. */
+void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped);
 
 #endif /* TG_TOKEN_ARENA_H */

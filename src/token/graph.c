@@ -42,13 +42,14 @@ void tg__graph_free(tg__graph *g) {
     free(g->cdirty);
   }
   free(g->tchunk_dirty);
+  free(g->tdel);
   tg__arena_free(&g->tokens);
   tg__arena_free(&g->conns);
   memset(g, 0, sizeof *g);
 }
 
 static int reserve_one(tg__graph *g, uint32_t token_id) {
-  uint32_t c = (token_id - 1u) >> TG__CHUNK_SHIFT;
+  uint32_t c = tg__graph_token_chunk(g, token_id);
   if (g->adj[c]) return 0;
   g->adj[c] = calloc(TG__CHUNK_SLOTS, sizeof(tg__adj));
   if (!g->adj[c]) return TG_ENOMEM;
@@ -61,14 +62,34 @@ int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to) {
   return rc ? rc : reserve_one(g, to);
 }
 
-int tg__graph_reserve_conn_dirty(tg__graph *g) {
-  uint32_t want = g->conns.nchunks + 1u;
-  if (want > TG__MAX_CHUNKS) want = TG__MAX_CHUNKS;
+/* Bitmaps for id chunks [0, chunk]. */
+static int reserve_conn_dirty_upto(tg__graph *g, uint32_t chunk) {
   /* Bitmaps are kept until close, so chunks [0, ncdirty) all have one. */
-  for (; g->ncdirty < want; g->ncdirty++) {
+  for (; g->ncdirty <= chunk; g->ncdirty++) {
     g->cdirty[g->ncdirty] = calloc(TG__CDIRTY_WORDS, sizeof(uint64_t));
     if (!g->cdirty[g->ncdirty]) return TG_ENOMEM;
   }
+  return 0;
+}
+
+int tg__graph_reserve_conn_dirty(tg__graph *g) {
+  /* The next id is cursor + 1 before a wrap; after one, every id it can
+     be lies at or below the highest chunk ever covered. */
+  return reserve_conn_dirty_upto(g, TG__ID_CHUNK(g->conns.cursor + 1u == 0
+                                                     ? 1u : g->conns.cursor + 1u));
+}
+
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n) {
+  if (!g->track_dirty || n <= g->captdel - g->ntdel) return 0;
+  size_t nc = g->captdel ? g->captdel : 1024;
+  while (nc - g->ntdel < n) {
+    if (nc > SIZE_MAX / 2 / sizeof *g->tdel) return TG_ENOMEM;
+    nc *= 2;
+  }
+  uint32_t *p = realloc(g->tdel, nc * sizeof *p);
+  if (!p) return TG_ENOMEM;
+  g->tdel = p;
+  g->captdel = nc;
   return 0;
 }
 
@@ -186,7 +207,10 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
     assert(a->out_deg == 0 && a->in_deg == 0);
   }
   t->flags = 0;
-  tg__graph_mark_token(g, t, id); /* dirty and not live: a delete */
+  if (g->track_dirty) {
+    assert(g->ntdel < g->captdel); /* tg__graph_reserve_deletes() */
+    g->tdel[g->ntdel++] = id;
+  }
   tg__arena_release(&g->tokens, t, id);
   if (nconns) *nconns = n;
   return 0;
@@ -220,7 +244,7 @@ int tg__graph_foreach_token(const tg__graph *g,
   const tg__arena *a = &g->tokens;
   for (uint32_t i = 0; i < a->next; i++) {
     const tg_token *t = tg__arena_slot(a, i);
-    if (t->id != i + 1u) continue;
+    if (!t->id) continue; /* a free slot */
     int rc = fn(arg, t);
     if (rc) return rc;
   }
@@ -258,11 +282,9 @@ int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
   int rc = tg__graph_reserve_adj(g, img->from, img->to);
   if (!rc && g->track_dirty) rc = tg__graph_reserve_conn_dirty(g);
   if (rc) return rc;
-  /* The id may lie chunks beyond the ones in use: cover them too. */
-  while (g->track_dirty && g->conns.nchunks <= ((img->id - 1u) >> TG__CHUNK_SHIFT)) {
-    if ((rc = tg__arena_grow(&g->conns)) || (rc = tg__graph_reserve_conn_dirty(g)))
-      return rc;
-  }
+  /* The id may lie chunks beyond the cursor: cover its bitmap too. */
+  if (g->track_dirty && (rc = reserve_conn_dirty_upto(g, TG__ID_CHUNK(img->id))))
+    return rc;
   int was_live = 0, err = 0;
   tg_connection *c = tg__arena_put(&g->conns, img->id, &was_live, &err);
   if (!c) return err;
@@ -283,8 +305,8 @@ int tg__graph_link_loaded(tg__graph *g) {
   const tg__arena *a = &g->conns;
   for (uint32_t i = 0; i < a->next; i++) {
     tg_connection *c = tg__arena_slot(a, i);
-    uint32_t id = i + 1u;
-    if (c->id != id) continue;
+    uint32_t id = c->id;
+    if (!id) continue; /* a free slot */
     if (c->type >= TG_CONN_TYPES || !tg__graph_token(g, c->from) ||
         !tg__graph_token(g, c->to))
       return TG_ECORRUPT;

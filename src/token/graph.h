@@ -8,15 +8,18 @@
  * unlinking one connection costs O(1), with no hash table.
  *
  * The list heads and degrees cannot live in the token: its 64 bytes are all
- * semantic fields. They live in a side table per token chunk (16 bytes per
- * token slot), allocated only when a token in that chunk first gets a
- * connection, so a graph of unconnected tokens costs 64 bytes per token.
+ * semantic fields. They live in a side table per token slot chunk (16 bytes
+ * per token slot, indexed by slot, not id, so a slot reused by a later id
+ * reuses its entry), allocated only when a token in that chunk first gets a
+ * connection, so a graph of unconnected tokens costs 64 bytes per token
+ * (plus its id's 4 bytes in the arena's map).
  *
  * Not thread-safe: the store serialises calls.
  */
 #ifndef TG_TOKEN_GRAPH_H
 #define TG_TOKEN_GRAPH_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,9 +62,14 @@ typedef struct tg__graph {
   int track_dirty;   /* durable stores: remember what changed since the
                         last checkpoint */
   uint8_t *tchunk_dirty; /* per token chunk: some token in it is DIRTY */
-  uint64_t **cdirty; /* per connection chunk: one bit per slot changed
-                        since the last checkpoint (links included) */
+  uint64_t **cdirty; /* per connection id chunk (TG__ID_CHUNK): one bit
+                        per id changed since the last checkpoint (links
+                        included); a dead id's bit is its delete */
   uint32_t ncdirty;  /* chunks [0, ncdirty) have a bitmap */
+  uint32_t *tdel;    /* track_dirty: token ids deleted since the last
+                        checkpoint (a deleted token's slot is reused at
+                        once, so it cannot carry the delete itself) */
+  size_t ntdel, captdel; /* tdel's length and room */
 } tg__graph;
 
 /* Connection bitmaps: 32768 bits = 4 KiB per 2 MiB chunk. */
@@ -85,33 +93,47 @@ static inline tg_connection *tg__graph_conn(const tg__graph *g, uint32_t id) {
   return (tg_connection *)tg__arena_get(&g->conns, id);
 }
 
-/* The side-table entry of a token, or NULL when its chunk has none yet
-   (then the token has no connections). */
+/* The slot chunk of live token `id`: what its side table and its dirty
+   mark are indexed by. */
+static inline uint32_t tg__graph_token_chunk(const tg__graph *g, uint32_t id) {
+  uint32_t e = tg__arena_index(&g->tokens, id);
+  assert(e != 0);
+  return (e - 1u) >> TG__CHUNK_SHIFT;
+}
+
+/* The side-table entry of live token `token_id`, or NULL when its slot's
+   chunk has none yet (then the token has no connections). */
 static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
-  uint32_t i = token_id - 1u;
+  uint32_t i = tg__arena_index(&g->tokens, token_id) - 1u;
   tg__adj *t = g->adj[i >> TG__CHUNK_SHIFT];
   return t ? &t[i & TG__CHUNK_MASK] : NULL;
 }
 
-/* Note that token t changed (or, deleted, that its slot did) since the last
-   checkpoint: the DIRTY flag on the slot, and its chunk marked. */
+/* Note that live token `id` changed since the last checkpoint: the DIRTY
+   flag on *t (its slot, or a copy about to be stored there), and the slot's
+   chunk marked. */
 static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) {
   if (g->track_dirty) {
     t->flags |= TG_TOKEN_DIRTY;
-    g->tchunk_dirty[(id - 1u) >> TG__CHUNK_SHIFT] = 1;
+    g->tchunk_dirty[tg__graph_token_chunk(g, id)] = 1;
   }
 }
+
+/* Make room to remember n token deletes (tracking on), so the deletes
+   themselves cannot fail: call before deleting tokens. 0 or TG_ENOMEM. */
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n);
 
 /* Make sure the bitmap of every connection chunk in use, and of the one the
    next connect may map, exists, so marking cannot fail: call before a
    connect while dirty tracking is on. 0 or TG_ENOMEM. */
 int tg__graph_reserve_conn_dirty(tg__graph *g);
 
-/* Note that connection `id` changed since the last checkpoint. */
+/* Note that connection `id` changed (or was deleted) since the last
+   checkpoint: its bit, by id. */
 static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
   if (g->track_dirty) {
     uint32_t i = id - 1u;
-    g->cdirty[i >> TG__CHUNK_SHIFT][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
+    g->cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
   }
 }
 
@@ -131,11 +153,13 @@ static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *ini
   return t;
 }
 
-/* Undo the create that just returned t (its record could not be logged). */
+/* Undo the create that just returned t (its record could not be logged):
+   the slot is freed and the cursor goes back, so the id is handed out
+   again by the next create, as if this one had never run (nobody saw it). */
 static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
-  /* A reused slot may carry a delete the next checkpoint must still see. */
-  t->flags = g->track_dirty ? TG_TOKEN_DIRTY : 0;
+  t->flags = 0;
   tg__arena_release(&g->tokens, t, id);
+  tg__arena_give_back(&g->tokens, id);
 }
 
 /* A batch's create, at the id tg__arena_reserve() gave it: write *img
@@ -171,7 +195,8 @@ static inline int tg__graph_conn_update(tg__graph *g, const tg_connection *img) 
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
-   NULL) receives how many connections went with it. 0 or TG_ENOTFOUND. */
+   NULL) receives how many connections went with it. 0 or TG_ENOTFOUND.
+   With tracking on, tg__graph_reserve_deletes() must have made room. */
 int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns);
 
 /* Degree (in + out) of a live token. */
@@ -222,8 +247,9 @@ int tg__graph_disconnect(tg__graph *g, uint32_t id);
 int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
                     tg_edge_cb cb, void *arg);
 
-/* Call fn for every live token in slot order; a non-zero return stops the
-   walk and is returned. fn must not create or delete tokens. */
+/* Call fn for every live token in slot order (not id order); a non-zero
+   return stops the walk and is returned. fn must not create or delete
+   tokens. */
 int tg__graph_foreach_token(const tg__graph *g,
                             int (*fn)(void *arg, const tg_token *t), void *arg);
 
