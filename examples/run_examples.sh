@@ -1,10 +1,12 @@
 #!/bin/sh
 # Run the examples in the order a user would: ingest into a store while the
-# read-only monitor watches it live, then look at the closed store.
+# read-only monitor watches it live, look at the closed store, then scan it
+# page by page and back it up.
 # Fails (non-zero) on any unexpected output.
 set -eu
 ingest=$1
 monitor=$2
+scan_backup=$3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tg-examples.XXXXXX")
 trap 'rm -rf "$dir"' EXIT INT TERM
 
@@ -33,4 +35,9 @@ awk '{ lsn = $2 + 0; t = $3 + 0; c = $5 + 0
 "$monitor" "$dir/data" 0 1 > "$dir/final.out"
 cat "$dir/final.out"
 grep -qx "LSN 200: 20000 tokens, 19999 connections (checkpoint LSN 0)" "$dir/final.out"
+# Scan in pages of 1,000, then a backup that opens with the same state.
+"$scan_backup" "$dir/data" "$dir/backup" > "$dir/scan.out" 2> "$dir/scan.err"
+cat "$dir/scan.out"
+grep -qx "scanned 20000 tokens in 20 pages, total weight 199990000" "$dir/scan.out"
+grep -qx "backup $dir/backup: LSN 200, 20000 tokens, 19999 connections" "$dir/scan.out"
 echo "examples passed"
