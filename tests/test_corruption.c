@@ -232,7 +232,8 @@ static void layout(const char *d) {
     rec_end[rec.lsn] = rec.offset + ((16u + rec.len + 7u) & ~7u);
     n++;
   }
-  const tg_wal_end *e = tg_wal_reader_end(r);
+  tg_wal_end end = *tg_wal_reader_end(r); /* the reader's goes with it */
+  const tg_wal_end *e = &end;
   assert_int_equal(e->reason, TG_WAL_END_CLEAN);
   assert_int_equal(e->last_lsn, nops);
   log_end = e->offset;
@@ -304,6 +305,7 @@ static int names_a_place(const char *msg, const char *d) {
          strstr(msg, "LSN") || strstr(msg, "ends at") || strstr(msg, "TOKENGRAPH");
 }
 
+static void say(verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(verdict *v, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -535,6 +537,13 @@ static void fresh_copy(void) {
 #define SPARSE 1u
 #endif
 
+/* The sweep's scratch directory goes, however the test ended. */
+static int sweep_teardown(void **state) {
+  (void)state;
+  if (root[0]) tgt_rmtree(root);
+  return 0;
+}
+
 /* A sampling step: odd, SPARSE times longer in sanitizer builds, `dense`
    times shorter on request. */
 static uint64_t sweep_step(uint64_t base, unsigned dense) {
@@ -656,11 +665,12 @@ static void test_damaged_directories_open_a_correct_prefix_or_are_refused(void *
   for (int o = 0; o < NOUTCOMES; o++)
     if (total[o]) print_message(" %s %u;", outcome_name[o], total[o]);
   print_message("\n");
-  tgt_rmtree(root);
   if (failures) fail_msg("%u damaged directories were not handled as they must be", failures);
-  /* Each kind met both a refusal and an open somewhere. */
+  /* Every kind of damage met a refusal somewhere; truncations and flips
+     also left directories that open. */
   assert_true(counts[TRUNCATE][OPENED_PREFIX] > 0);
-  assert_true(counts[FLIP_SEGMENT][REFUSED_CORRUPT] > 0 && counts[FLIP_SEGMENT][OPENED_WHOLE] > 0);
+  assert_true(counts[FLIP_SEGMENT][REFUSED_CORRUPT] > 0);
+  assert_true(counts[FLIP_SEGMENT][OPENED_WHOLE] + counts[FLIP_SEGMENT][OPENED_WHOLE_CUT] > 0);
   assert_true(counts[FLIP_CHECKPOINT][REFUSED_CORRUPT] > 0);
   assert_true(counts[ZERO_SECTOR][REFUSED_CORRUPT] > 0);
   assert_true(counts[ZERO_PAGE][REFUSED_CORRUPT] > 0);
@@ -733,6 +743,35 @@ static void test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss(void **st
   assert_int_equal(tg_store_close(s), 0);
 }
 
+/* The limit the sweep counts apart (OPENED_ERASED_END): zeros over the
+   log's last frames and the DURABLE marker after them, with only zeros
+   beyond, are what a power loss before those writes reached the disk
+   leaves. Nothing in the segment tells them apart, so the open shows the
+   records before the zeros and reports no loss. */
+static void test_zeros_over_the_logs_last_frames_read_as_an_end_never_written(void **state) {
+  (void)state;
+  strict_tokens(10);
+  uint64_t seg, at = frame_end(8, &seg);
+  char path[320];
+  tgt_seg_path(path, sizeof path, seg, "");
+  uint64_t size = tgt_file_size(path);
+  unsigned char *z = calloc(1, size - at);
+  assert_non_null(z);
+  int fd = open(path, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, z, size - at, (off_t)at), (ssize_t)(size - at));
+  close(fd);
+  free(z);
+  tg_store_config cfg = config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  tg_recovery_info ri;
+  assert_int_equal(tg_store_recovery_info(s, &ri), 0);
+  assert_int_equal(ri.torn_tail, 0);
+  assert_int_equal(ri.last_lsn, 8);
+  assert_int_equal(tgt_stats(s).live_tokens, 8);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 /* A flipped bit made the identity file claim format 9: the refusal named
    the directory, not the file. */
 static void test_a_newer_identity_format_is_refused_naming_the_file(void **state) {
@@ -778,9 +817,11 @@ static void test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page(void 
 int main(void) {
   const struct CMUnitTest tests[] = {
     TGT_TEST(test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss),
+    TGT_TEST(test_zeros_over_the_logs_last_frames_read_as_an_end_never_written),
     TGT_TEST(test_a_newer_identity_format_is_refused_naming_the_file),
     TGT_TEST(test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page),
-    cmocka_unit_test(test_damaged_directories_open_a_correct_prefix_or_are_refused),
+    cmocka_unit_test_teardown(test_damaged_directories_open_a_correct_prefix_or_are_refused,
+                              sweep_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,6 +112,12 @@ static void run_ops(tg_store *s, ops *st, uint64_t *j, uint64_t n) {
 
 /* ---- read-only handles --------------------------------------------------- */
 
+static int count_token(void *arg, const tg_token *t) {
+  (void)t;
+  ++*(uint64_t *)arg;
+  return 0;
+}
+
 static void test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves_it(void **state) {
   (void)state;
   tg_store_config cfg = tgt_small_log_config();
@@ -135,6 +141,49 @@ static void test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves
   assert_int_equal(tg_store_refresh(r), 0);
   assert_int_equal(tgt_stats(r).last_lsn, 600);
   assert_prefix(r, 600);
+  uint64_t scanned = 0; /* scans read a read-only handle as any other */
+  assert_int_equal(tg_token_scan(r, 0, count_token, &scanned), 0);
+  assert_int_equal(scanned, tgt_stats(r).live_tokens);
+  assert_int_equal(tg_store_close(r), 0);
+  free(st);
+}
+
+/* Records the log files hold now, as a reader finds them. */
+static uint64_t records_written(void) {
+  tg_wal_reader *rd = NULL;
+  tg_wal_record rec;
+  uint64_t n = 0;
+  if (tg_wal_reader_open(&rd, tgt_wal, 0)) return 0;
+  while (tg_wal_reader_next(rd, &rec) == 1) n++;
+  tg_wal_reader_close(rd);
+  return n;
+}
+
+static void test_a_live_store_is_shown_up_to_its_durable_point_a_closed_one_whole(
+    void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config(); /* RELAXED: no fdatasync */
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  ops *st = calloc(1, sizeof *st);
+  uint64_t j = 1;
+  run_ops(w, st, &j, 100);
+  TGT_WAIT_UNTIL(records_written() == 100, "the writer to write 100 records");
+  /* Written, never fdatasynced: a power loss could take them back. */
+  tg_store *r = open_ro(tgt_data);
+  assert_int_equal(tgt_stats(r).last_lsn, 0);
+  assert_int_equal(tgt_stats(r).live_tokens, 0);
+  assert_int_equal(tg_sync(w), 0);
+  run_ops(w, st, &j, 1); /* its batch carries the DURABLE marker for 100 */
+  TGT_WAIT_UNTIL(records_written() == 101, "the writer to write record 101");
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).last_lsn, 100);
+  assert_prefix(r, 100);
+  /* Nobody holds it any more: every valid record, as an open replays them
+     (whatever markers the close wrote). */
+  assert_int_equal(tg_store_close(w), 0);
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).last_lsn, 101);
+  assert_prefix(r, 101);
   assert_int_equal(tg_store_close(r), 0);
   free(st);
 }
@@ -340,6 +389,61 @@ static void test_readers_of_a_read_only_handle_see_each_refresh_whole(void **sta
   free(ms);
   free(a);
   free(st);
+}
+
+typedef struct batcher {
+  tg_store *s;
+  atomic_int stop;
+  atomic_uint_fast64_t commits;
+} batcher;
+
+/* Commits batches of 50 tokens until told to stop. */
+static void *batch_writer(void *p) {
+  batcher *a = p;
+  while (!atomic_load_explicit(&a->stop, memory_order_acquire)) {
+    tg_batch *b = NULL;
+    assert_int_equal(tg_batch_begin(a->s, &b), 0);
+    for (int i = 0; i < 50; i++) {
+      uint32_t id;
+      assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+    }
+    assert_int_equal(tg_batch_commit(b), 0);
+    atomic_fetch_add_explicit(&a->commits, 1, memory_order_release);
+  }
+  return NULL;
+}
+
+static void test_a_read_only_handle_never_shows_part_of_a_batch(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = TG_BALANCED;
+  cfg.checkpoint_bytes = 256 * 1024;
+  tg_store *w = tgt_open(tgt_data, &cfg);
+  batcher a;
+  memset(&a, 0, sizeof a);
+  a.s = w;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, batch_writer, &a), 0);
+  TGT_WAIT_UNTIL(atomic_load_explicit(&a.commits, memory_order_acquire) >= 20, "20 batches");
+  tg_store *r = open_ro(tgt_data);
+  uint64_t seen = 0, moved = 0, deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while (moved < 5) { /* refreshes until the view moved five times */
+    if (tgp_now_ns() > deadline) fail_msg("the view moved only %llu times", (unsigned long long)moved);
+    assert_int_equal(tg_store_refresh(r), 0);
+    tg_store_stats st = tgt_stats(r);
+    assert_int_equal(st.live_tokens % 50, 0);
+    assert_int_equal(st.live_tokens, st.last_lsn * 50); /* one record a batch */
+    assert_true(st.live_tokens >= seen);
+    moved += st.live_tokens > seen;
+    seen = st.live_tokens;
+  }
+  atomic_store_explicit(&a.stop, 1, memory_order_release);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_equal(tg_store_close(w), 0);
+  assert_int_equal(tg_store_refresh(r), 0);
+  assert_int_equal(tgt_stats(r).live_tokens,
+                   atomic_load_explicit(&a.commits, memory_order_acquire) * 50);
+  assert_int_equal(tg_store_close(r), 0);
 }
 
 static void test_read_only_open_of_a_missing_or_empty_directory_creates_nothing(void **state) {
@@ -765,10 +869,12 @@ static void test_replay_tool_dumps_a_live_store_to_its_durable_point_and_reports
 int main(void) {
   const struct CMUnitTest tests[] = {
       TGT_TEST(test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves_it),
+      TGT_TEST(test_a_live_store_is_shown_up_to_its_durable_point_a_closed_one_whole),
       TGT_TEST(test_read_only_handle_refuses_every_change_and_writes_nothing),
       TGT_TEST(test_read_only_open_takes_no_lock_that_blocks_the_owner),
       TGT_TEST(test_refresh_follows_checkpoints_that_delete_the_segments_it_read),
       TGT_TEST(test_readers_of_a_read_only_handle_see_each_refresh_whole),
+      TGT_TEST(test_a_read_only_handle_never_shows_part_of_a_batch),
       TGT_TEST(test_read_only_open_of_a_missing_or_empty_directory_creates_nothing),
       TGT_TEST(test_inspect_of_a_held_directory_reports_its_durable_prefix),
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),

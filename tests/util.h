@@ -4,8 +4,9 @@
  * reading a pipe with a deadline, a forked child that reports through a
  * pipe, threads started together, small file helpers, stores (opening one,
  * its statistics, connections and edge lists), the damage the data
- * directory tests do to segments and checkpoints, and running a program
- * with its output captured. Include after <cmocka.h>: a helper that cannot
+ * directory tests do to segments and checkpoints, copies of a closed data
+ * directory, a store's whole state read through the API (to compare two
+ * stores), and running a program with its output captured. Include after <cmocka.h>: a helper that cannot
  * do its job fails the running test. Tests see src/ on their include path;
  * the helpers use the I/O seam (common/io.h) and the CRC
  * (common/crc32.h) from there.

@@ -442,6 +442,9 @@ static void print_verdict(const tg_inspect_report *r) {
 
 static void print_text(const char *dir, const tg_inspect_report *r, int stats) {
   printf("directory:   %s\n", dir);
+  if (r->live)
+    printf("live:        open in another process: read without its lock, up to the log's\n"
+           "             durable point; the records after the checkpoint are counted\n");
   printf("checkpoint:  LSN %" PRIu64 ", %" PRIu64 " tokens, %" PRIu64 " connections\n",
          r->checkpoint_lsn, r->checkpoint_tokens, r->checkpoint_connections);
   printf("log:         %" PRIu64 " segment%s, %" PRIu64 " record%s", r->segments,

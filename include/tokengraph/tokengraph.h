@@ -3,14 +3,26 @@
  * 64-byte connections, guarded by inline quotas.
  *
  * Threading model: a tg_store handle may be used from any number of threads
- * at once. Every call that reads or changes the graph takes the store's one
- * lock (a spinlock that yields when contended; about 2 ns uncontended on the
- * reference machine), so calls are serialised in a single order. Callbacks
- * (tg_token_edges(), the quota pressure callback) run with that lock held and
- * must not call back into the same store.
+ * at once. Every call that changes the graph takes the store's one lock, so
+ * changes are serialised in a single order (the log's); a thread waiting
+ * for the lock sleeps in the kernel after a brief spin. Reads
+ * (tg_token_get(), tg_connection_get(), tg_token_edges(),
+ * tg_token_edges_filtered(), tg_store_stats_get()) take no lock and never
+ * wait for a writer's call to finish: each returns an image of the object
+ * as it was at one moment between the call's start and end, never one torn
+ * between two changes (the edge walk: see tg_token_edges()). On a
+ * read-only handle they take the lock, which only tg_store_refresh()
+ * contends. The quota pressure and eviction callbacks run with the lock
+ * held and must not call back into the same store; the callbacks of
+ * tg_token_edges() (except on a read-only handle) and of the scans
+ * (tg_token_scan()) run without it and may.
  *
  * Ids: token and connection ids are 32-bit, never 0, stable for the object's
- * life. After a delete the id may be handed out again to a later create.
+ * life, and handed out in increasing order. A deleted id is not handed out
+ * again until the 32-bit id space wraps (after 4,294,967,295 creates), and
+ * even then only after every other free id: an id kept outside the store
+ * names its object or nothing (TG_ENOTFOUND), never a later one, also
+ * after a restart (docs/data-layout.md, "Ids").
  *
  * Ownership: nothing returned by this API needs freeing except the handle
  * itself (tg_store_close()). Structures passed in are copied.
@@ -137,11 +149,24 @@ typedef struct tg_guardian_config {
                                 fraction of max memory); default 0.05 */
   uint32_t max_degree;       /* connections in + out of one token; default
                                 1,000,000 */
-  int cleanup;               /* 1 (default): crossing the soft limit evicts
-                                non-PERSISTENT tokens, lowest weight first.
-                                0: on_pressure is called instead */
+  int cleanup;               /* 0 (default): nothing is ever deleted behind
+                                the application's back: crossing the soft
+                                limit calls on_pressure, and a create or
+                                connect past max_memory_bytes gets
+                                TG_EQUOTA (tg_quota_exceeded() says
+                                TG_QUOTA_MEMORY). 1 (opt-in eviction):
+                                crossing the soft limit evicts
+                                non-PERSISTENT tokens, lowest weight first,
+                                and on_evict is told their ids */
   void (*on_pressure)(void *arg, const tg_pressure_event *ev);
   void *on_pressure_arg;
+  /* With cleanup = 1: called once per eviction pass, before the create or
+     connect that caused it returns, with the ids of the tokens the pass
+     evicted (n >= 1; each token's connections went with it). Runs on the
+     calling thread with the store locked and must not call into the
+     store; `ids` is valid only during the call. May be NULL. */
+  void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
+  void *on_evict_arg;
 } tg_guardian_config;
 
 /*
@@ -252,7 +277,9 @@ TG_API int tg_store_open(tg_store **out, const char *dir,
  * position a DURABLE or SWITCH marker vouches for (docs/wal-format.md), so
  * the handle never shows a record that a power loss could still take back.
  * At BALANCED the owner's last batch becomes visible once a later write
- * batch, a segment switch or its close records that it was synced. No
+ * batch, a segment switch or its close records that it was synced. A
+ * directory no process holds (no flock on DIR/LOCK in /proc/locks) is
+ * replayed to the end of its valid records instead, as an open would. No
  * LOCK is taken, no file of the directory is created, changed or deleted,
  * and the ring file (wal/ring) is not read.
  * Reads (tg_token_get(), tg_token_edges(), tg_store_stats_get(), ...)
@@ -298,9 +325,10 @@ TG_API int tg_sync(tg_store *s);
 /*
  * Write a checkpoint: every token and connection changed since the last
  * one (DIRTY), in one LMDB transaction with the LSN it covers, then delete
- * the WAL segments it covers. Other threads keep working while it runs,
- * except for a pause while the changed records are copied out (about
- * 64 bytes per changed record). Runs automatically in the background when
+ * the WAL segments it covers. Other threads keep working while it runs:
+ * the changed records are captured as of one moment by copy-on-write in
+ * units of 4096 slots, so no call waits for more than one unit's copy
+ * (readers for none). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
  * A full disk before the checkpoint's commit is retried by the next call.
@@ -620,16 +648,77 @@ enum tg_direction {
 
 /*
  * Visit a token's connections in O(degree): outgoing first (newest first),
- * then incoming. The callback runs with the store locked and must not call
- * into this store; returning non-zero stops the walk, and that value is
- * returned. The connection pointer is valid only during the callback.
- * Errors: TG_ENOTFOUND.
+ * then incoming. The callback gets a copy of each connection, runs with no
+ * lock held and may call into this store (even change it; on a read-only
+ * handle it runs with the lock held and must not call into it); returning
+ * non-zero stops the walk, and that value is returned. The connection
+ * pointer is valid only during the callback.
+ * Concurrent changes: the walk takes no lock, never crashes and never
+ * loops. It delivers every connection that was on the list for the whole
+ * walk exactly once; a connection made or removed during the walk may or
+ * may not be delivered; one changed during the walk (tg_connection_update)
+ * is delivered with its image before or after the change; and if the token
+ * is deleted during the walk, the walk ends early. A walk that another
+ * thread's changes to the same lists
+ * (or to those of a token sharing its lock stripe, 1 in 4096) make start
+ * over skips what it delivered, remembering it on the heap past 64.
+ * Errors: TG_ENOTFOUND (no such token at the start), TG_ENOMEM (a walk
+ * that started over could not remember what it had delivered).
  */
 typedef int (*tg_edge_cb)(void *arg, const tg_connection *c);
 TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
                           tg_edge_cb cb, void *arg);
 
-/* Counters, read consistently under the store lock. */
+/*
+ * Visit a token's connections that pass a filter, as tg_token_edges() does
+ * (same order, same locking: see tg_token_edges()). Initialise the filter with
+ * TG_EDGE_FILTER_INIT, then narrow it. Errors: TG_ENOTFOUND, TG_EINVAL
+ * (a NULL filter or callback, no direction, type >= 176).
+ */
+typedef struct tg_edge_filter {
+  int direction;       /* TG_OUT, TG_IN or TG_BOTH */
+  int type;            /* only this connection type (0..175), or -1: any */
+  uint32_t categories; /* only these categories: bit c for category c
+                          (1u << TG_CAT_CAUSAL, ...); 0: any */
+} tg_edge_filter;
+#define TG_EDGE_FILTER_INIT {TG_BOTH, -1, 0u}
+TG_API int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                                   tg_edge_cb cb, void *arg);
+
+/*
+ * Scans: visit every live token (tg_token_scan) or connection
+ * (tg_connection_scan) whose id is greater than after_id, in increasing id
+ * order. A non-zero return from the callback stops the scan and is
+ * returned; so is an error. To read page by page, stop after a page and
+ * scan again from the last id seen: ids are never reused (see "Ids" at the
+ * top), so a resumed scan neither repeats nor skips a token that stayed
+ * live.
+ *
+ * The callback runs without the store lock and may call any function of
+ * this store (update or delete what it is shown, create, scan), from this
+ * or other threads; the pointer is a copy, valid only during the call.
+ *
+ * What a scan sees while writers run: the scan copies up to 256 records
+ * at a time under the store lock, then releases it and calls the callback
+ * for each, so writers are held back for one page at a time, never for the
+ * whole scan. Each object that stays live for the whole scan is visited
+ * exactly once, with its contents as of some moment during the scan (the
+ * moment its page was copied; objects of one page are copied at the same
+ * moment). An object created or deleted while the scan runs may or may
+ * not be visited; one created after the scan has passed its id never is,
+ * and ids only grow, so objects created during a scan are visited unless
+ * the scan ended before their creation. The scan is not a snapshot of the
+ * whole store: for that, take a checkpoint or a backup.
+ * Errors: TG_EINVAL (no callback).
+ */
+typedef int (*tg_token_cb)(void *arg, const tg_token *t);
+TG_API int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg);
+TG_API int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg);
+
+/* Counters, read without any lock: each one is a value it really had
+   during the call, but under concurrent writers two of them may be from
+   moments a few calls apart (live_tokens may already count a create that
+   tokens_created does not yet). */
 typedef struct tg_store_stats {
   uint64_t live_tokens;
   uint64_t live_connections;
@@ -647,6 +736,28 @@ typedef struct tg_store_stats {
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+/* The quotas a call can hit (the same values as enum tg_bb_quota of
+   tokengraph/trace.h, the black box's record of each rejection). */
+enum tg_quota {
+  TG_QUOTA_NONE = 0,
+  TG_QUOTA_TOKENS = 1,      /* max_tokens */
+  TG_QUOTA_CONNECTIONS = 2, /* max_connections */
+  TG_QUOTA_MEMORY = 3,      /* max_memory_bytes */
+  TG_QUOTA_DEGREE = 4       /* max_degree of an endpoint */
+};
+
+/*
+ * Which quota the calling thread's most recent call on s that returned
+ * TG_EQUOTA hit (enum tg_quota); TG_QUOTA_NONE when no call of this thread
+ * on s was ever rejected. Per thread, so a rejection in another thread
+ * never changes the answer; a later successful call does not clear it.
+ */
+TG_API int tg_quota_exceeded(tg_store *s);
+
+/* "tokens", "connections", "memory", "degree", "none"; "unknown" for any
+   other value. A static string. */
+TG_API const char *tg_quota_name(int quota);
 
 /* ---- the durable position --------------------------------------------- */
 

@@ -10,9 +10,10 @@
  *
  * Recovery: load the checkpoint (a consistent snapshot as of its LSN L),
  * open the WAL (which cuts a torn tail off the last segment), then redo
- * every record after L in LSN order. Checkpoints copy the changed records
- * under the store lock, so the snapshot is exact as of L: every record
- * <= L is in it and none after; replay is then an exact re-execution, and
+ * every record after L in LSN order. Checkpoints capture the changed
+ * records as of L by copy-on-write (token/graph.h, tg__capture), so the
+ * snapshot is exact as of L: every record <= L is in it and none after;
+ * replay is then an exact re-execution, and
  * any record that does not apply (a delete of a missing token, say) is
  * corruption, not something to paper over.
  */
@@ -334,6 +335,7 @@ static int apply_one(tg__graph *g, const tg_record *rec, const char **why) {
     return tg__graph_token_put(g, &rec->token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
+    if ((rc = tg__graph_reserve_deletes(g, 1))) return rc;
     if (tg__graph_token_delete(g, rec->id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;

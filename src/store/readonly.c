@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,10 +105,41 @@ static int ro_wal(int dirfd, const char *dir, char *walpath, size_t n, int *wfd,
   return rc ? rc : tg__store_wal_path(walpath, n, *wfd, dir, "wal");
 }
 
-/* Pass 1: read the log from `from` to its end and find the durable cut.
-   walpath reaches wal/ (ro_wal()), waldir names it in messages. */
-static int find_cut(const char *walpath, const char *waldir, uint64_t from, ro_cut *c,
-                    char *msg, size_t len) {
+/* Does a process hold LOCK of the directory open as dirfd, the owner's
+   flock? Read from /proc/locks, which takes no lock: even a shared flock held for a moment could make
+   an owner opening at that moment fail with TG_ELOCKED. 1 when it cannot
+   tell (no /proc): the log is then read as a live one, which is never
+   wrong, only more cautious. */
+static int owner_holds(int dirfd) {
+  struct stat st;
+  if (fstatat(dirfd, "LOCK", &st, AT_SYMLINK_NOFOLLOW))
+    return errno != ENOENT; /* no LOCK: never opened for writing */
+  FILE *f = fopen("/proc/locks", "re");
+  if (!f) return 1;
+  char line[256];
+  int held = 0;
+  while (!held && fgets(line, sizeof line, f)) {
+    char *save = NULL;
+    if (!strstr(line, "FLOCK") || strstr(line, "->")) continue; /* "->": a waiter */
+    for (char *t = strtok_r(line, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) {
+      unsigned maj, min;
+      unsigned long long ino;
+      if (sscanf(t, "%x:%x:%llu", &maj, &min, &ino) == 3) { /* MAJOR:MINOR:INODE */
+        held = maj == major(st.st_dev) && min == minor(st.st_dev) && ino == st.st_ino;
+        break;
+      }
+    }
+  }
+  fclose(f);
+  return held;
+}
+
+/* Pass 1: read the log from `from` to its end and find where to cut: the
+   durable point when an owner holds the directory (live), otherwise the end
+   of the valid records, where the owner's next open would resume. walpath
+   reaches wal/ (ro_wal()), waldir names it in messages. */
+static int find_cut(const char *walpath, const char *waldir, uint64_t from, int live,
+                    ro_cut *c, char *msg, size_t len) {
   tg_wal_reader *r = NULL;
   tg_wal_record rec;
   memset(c, 0, sizeof *c);
@@ -147,8 +179,10 @@ static int find_cut(const char *walpath, const char *waldir, uint64_t from, ro_c
   }
   c->seg = e->segment;
   /* Version 2 segments always have a durable point (at least the header);
-     a version-1 log has no markers: what was read is what there is. */
-  c->off = e->durable_offset ? e->durable_offset : e->offset;
+     a version-1 log has no markers: what was read is what there is. A log
+     nobody holds changes no more: every valid record is shown, as an open
+     (and tg_store_inspect()) would replay them. */
+  c->off = live && e->durable_offset ? e->durable_offset : e->offset;
   return 0;
 }
 
@@ -253,8 +287,11 @@ static int build_once(int dirfd, const char *dir, const char *walpath, const cha
   v->ckpt_conns = t->recovery.checkpoint_connections;
   uint64_t t1 = tg__now_ns();
   v->load_ns = t1 - t0;
-  if ((rc = find_cut(walpath, waldir, v->ckpt_lsn + 1, &v->cut, msg, len))) goto out;
-  rc = apply_upto(&t->g, walpath, waldir, v->ckpt_lsn + 1, &v->cut, &v->last, &v->replayed, progress,
+  if ((rc = find_cut(walpath, waldir, v->ckpt_lsn + 1, owner_holds(dirfd), &v->cut, msg,
+                     len)))
+    goto out;
+  rc = apply_upto(&t->g, walpath, waldir, v->ckpt_lsn + 1, &v->cut, &v->last, &v->replayed,
+                  progress,
                   arg, msg, len);
   v->replay_ns = tg__now_ns() - t1;
 out:
@@ -283,7 +320,9 @@ static int build_view(int dirfd, const char *dir, ro_view *v, tg_progress_cb pro
     if (!rc) break;
     tg__graph_free(&v->g);
     memset(&v->g, 0, sizeof v->g);
-    if (rc == TG_ENOMEM || rc == TG_EVERSION || rc == TG_ENOTTG) break;
+    /* Final answers, except that a checkpoint the owner is creating right
+       now (a new directory) may look foreign for a moment. */
+    if (rc == TG_ENOMEM || rc == TG_EVERSION || (rc == TG_ENOTTG && !owner_holds(dirfd))) break;
   }
   if (rc) tg__say(msg, len, "%s%s", m[0] ? m : tg_strerror(rc),
                   rc == TG_EAGAIN || rc == TG_ECORRUPT || rc < 0
@@ -345,7 +384,7 @@ static int refresh_locked(tg_store *s) {
   if (!waldir) return TG_ENOMEM;
   /* Forward from where the handle is, while the segments are there. */
   rc = ro_wal(s->dir_fd, s->dir, walpath, sizeof walpath, &wfd, m, sizeof m);
-  if (!rc) rc = find_cut(walpath, waldir, from, &c, m, sizeof m);
+  if (!rc) rc = find_cut(walpath, waldir, from, owner_holds(s->dir_fd), &c, m, sizeof m);
   if (!rc) {
     tg__store_lock(s);
     tg__graph_begin_load(&s->g);
@@ -529,7 +568,10 @@ static int copy_log(const char *srcwal, const char *dest, uint64_t from, uint64_
   }
   if (next <= to) {
     const tg_wal_end *e = tg_wal_reader_end(r);
-    rc = e->err ? e->err : TG_ECORRUPT;
+    /* Segments deleted under the reader (a checkpoint of the owner's) are
+       worth another try from the newer checkpoint; damage is not. */
+    int deleted = tg_wal_end_is_gap(e) || (e->reason == TG_WAL_END_IO && e->err == -ENOENT);
+    rc = deleted ? TG_EAGAIN : e->err ? e->err : TG_ECORRUPT;
     tg__say(msg, len, "%s: the log ends at LSN %llu, before the backup's LSN %llu (%s)",
             srcwal, (unsigned long long)(next - 1), (unsigned long long)to,
             e->what ? e->what : "segments were deleted while they were copied");

@@ -22,13 +22,16 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
+  atomic_int sleepers;          /* threads parked or about to park on lock */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
-  tg__graph g;                  /* lock */
-  tg__guardian gd;              /* lock (limits: open/close) */
-  uint64_t tokens_created;      /* lock */
-  uint64_t connections_created; /* lock */
+  tg__graph g;                  /* lock; read without it as store.c's
+                                   READS says */
+  tg__guardian gd;              /* lock (limits: open/close); counters
+                                   relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
+  uint64_t connections_created; /* lock; relaxed stores (READS) */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
@@ -38,7 +41,7 @@ struct tg_store {
   int level;                    /* open/close; enum tg_wal_level */
   uint64_t last_lsn;            /* lock; last LSN appended (read-only: the
                                    last LSN shown, written with ckpt_mu and
-                                   lock held) */
+                                   lock held); relaxed stores (READS) */
   char *dir;                    /* open/close; data directory (its name, for
                                    messages: files are opened through dir_fd) */
   int dir_fd;                   /* open/close; the data directory, every entry
@@ -51,8 +54,9 @@ struct tg_store {
   pthread_mutex_t ckpt_mu;      /* one checkpoint at a time; a read-only
                                    handle: one refresh or backup at a time
                                    (readonly.c) */
-  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
-                                   under either; LSN the last checkpoint
+  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held
+                                   (relaxed stores), read under either or
+                                   relaxed (READS); LSN the last checkpoint
                                    covers */
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
@@ -68,7 +72,9 @@ struct tg_store {
   uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
                                    state record counts (format 2) */
   uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
-                                   marks (0xFFFFFFFF: format 1, unknown) */
+                                   marks, the id cursors (0xFFFFFFFF:
+                                   format 1, unknown) */
+  uint32_t ckpt_id_flags;       /* open/close; which id spaces had wrapped */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
@@ -141,7 +147,7 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #ifndef NDEBUG
 #include <assert.h>
 #define TG__ASSERT_LOCKED(s) \
-  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) == 1)
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0)
 #else
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
@@ -149,6 +155,12 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* A call is rejected with TG_EQUOTA: count it, tell the calling thread
+   which quota (tg_quota_exceeded()) and leave it in the black box (value,
+   limit, the token concerned or 0). Under the store lock (store.c). */
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id);
 
 /* ---- the single calls' steps, for batch.c (store.c) --------------------
    A mutation: tg__store_strict_enter() before the lock; under it, admit

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/crc32.h"
+#include "wal/wal_internal.h" /* the frame CRC, the header layout */
 
 /* Plausible names and odd ones: segment names that are not quite segment
    names (LSN 0, too short, past 2^56, past 2^64, hex, signs, case),
@@ -181,12 +182,12 @@ static void fix_segment(int dfd, const char *name) {
   n = st.st_size > (1 << 20) ? (size_t)1 << 20 : (size_t)st.st_size;
   if (!(f = malloc(n))) abort();
   if (pread(fd, f, n, 0) != (ssize_t)n) goto out;
-  st32(f + 60, tg__crc32(0, f, 60));
-  for (size_t o = 64; n - o >= 16;) {
+  st32(f + TG__SH_CRC, tg__crc32(0, f, TG__SH_CRC));
+  for (size_t o = TG__WAL_HDR; n - o >= TG__WAL_FRAME_HDR;) {
     uint32_t len = ld32(f + o);
-    if (len < 16 || len > n - o) break;
-    st32(f + o + 4, tg__crc32(tg__crc32(0, f + o, 4), f + o + 8, len - 8));
-    o += ((size_t)len + 7) & ~(size_t)7;
+    if (len < TG__WAL_FRAME_HDR || len > n - o) break;
+    st32(f + o + 4, tg__wal_frame_crc(f + o, len));
+    o += tg__align8(len);
   }
   write_all(fd, f, n, 0);
 out:
