@@ -549,6 +549,44 @@ static void test_store_operations_are_traced(void **state) {
   tg_trace_reset();
 }
 
+/* The I/O seam's openat, renaming swap_from over swap_to right after the
+   store has opened and checked checkpoint/lock.mdb, the last file it opens
+   before LMDB opens its own: a data.mdb replaced between the check and
+   LMDB's open. */
+static char swap_from[512], swap_to[512];
+static int swapping_openat(int dirfd, const char *path, int flags, mode_t mode) {
+  int fd = openat(dirfd, path, flags, mode);
+  if (fd >= 0 && swap_from[0] && !strcmp(path, "lock.mdb")) {
+    if (rename(swap_from, swap_to)) fail_msg("rename: %s", strerror(errno));
+    swap_from[0] = '\0';
+  }
+  return fd;
+}
+
+/* LMDB opens data.mdb by name after the store has checked it: a file put
+   in its place in between is found by comparing LMDB's descriptor with
+   the checked inode, and the open is refused. */
+static void test_a_checkpoint_replaced_while_it_is_opened_is_refused(void **state) {
+  (void)state;
+  tg_store *s = open_at(tgt_root, TG_BALANCED);
+  for (uint32_t i = 0; i < 20; i++) mk(s, (float)i, i);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  char cmd[1100];
+  snprintf(swap_from, sizeof swap_from, "%s/checkpoint/other.mdb", tgt_root);
+  snprintf(swap_to, sizeof swap_to, "%s/checkpoint/data.mdb", tgt_root);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", swap_to, swap_from);
+  assert_int_equal(system(cmd), 0);
+  tg__io.openat = swapping_openat;
+  assert_open_refused(tgt_root, TG_ENOTTG, 0, "replaced while it was being opened");
+  assert_int_equal(swap_from[0], '\0'); /* the swap happened */
+  tg__io_reset();
+  /* The file now in place is a valid checkpoint: only the swap was wrong. */
+  s = open_at(tgt_root, TG_BALANCED);
+  assert_int_equal(tgt_stats(s).live_tokens, 20);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 /* ---- hostile directories -------------------------------------------------- */
 
 /* What is outside the data directory, to be proved untouched: every entry
@@ -834,6 +872,7 @@ int main(void) {
     TGT_TEST(test_a_file_instead_of_a_directory_is_refused),
     TGT_TEST(test_a_checkpoint_that_is_not_ours_is_refused),
     TGT_TEST(test_hostile_entries_are_refused_and_nothing_outside_changes),
+    TGT_TEST(test_a_checkpoint_replaced_while_it_is_opened_is_refused),
     TGT_TEST(test_segment_names_with_huge_numbers_are_ignored_or_refused),
     TGT_TEST(test_full_disk_fails_the_store_and_loses_nothing_durable),
     TGT_TEST(test_strict_acknowledged_tokens_survive_sigkill),
