@@ -368,6 +368,10 @@ struct tg_wal {
                                 (recovered, never appended to) */
   uint64_t next;             /* next LSN to drain from the ring */
   uint64_t w_written;        /* private copy of `written` */
+  uint64_t spill_written;    /* spill bytes below this belong to records
+                                in the file */
+  uint64_t hold_lsn;         /* while seal_pending: slots from this LSN on */
+  uint64_t hold_spill;       /* ... and spill bytes from here on are kept */
   uint64_t w_durable;        /* STRICT: private copy of `durable` (the
                                 writer is then the only one to sync) */
   unsigned char *buf;        /* BUF_BYTES batch buffer */
@@ -770,8 +774,10 @@ static int seal_switch(tg_wal *w, int old_fd, uint64_t old_off, uint64_t first, 
     }
     pthread_mutex_unlock(&w->sync_mu);
   }
+  /* Like the header's and SWITCH marker's fdatasyncs before, these two are
+     not in st_fdatasyncs: that counts the fdatasyncs that publish records
+     durable, one on_sync call each. */
   if (!rc && (rc = tg__fdatasync(new_fd))) stat_add_shared(&w->st_sync_failures, 1);
-  if (!rc) stat_add_shared(&w->st_fdatasyncs, 1);
   if (!rc) rc = tg__renameat(AT_FDCWD, from, AT_FDCWD, to);
   if (!rc) rc = tg__fsync_dir(w->dir);
   if (!rc) rc = seg_list_add(w, first);
@@ -785,7 +791,6 @@ static int seal_switch(tg_wal *w, int old_fd, uint64_t old_off, uint64_t first, 
     tg__wal_marker_encode(m, TG__WAL_MARK_SWITCH, old_off, first);
     rc = tg__pwrite_all(old_fd, m, sizeof m, (off_t)old_off);
     if (!rc && (rc = tg__fdatasync(old_fd))) stat_add_shared(&w->st_sync_failures, 1);
-    if (!rc) stat_add_shared(&w->st_fdatasyncs, 1);
   }
   close(old_fd);
   if (rc) return rc;
@@ -927,6 +932,40 @@ static void put_marker(tg_wal *w) {
   w->marker_due = 0;
 }
 
+/* Give back the ring slots (and spill bytes) of the records in the file -
+   except those in a segment whose switch is not sealed yet: until its
+   SWITCH marker is durable a crash makes recovery set that segment aside
+   (or remove next.tmp), and the ring is then what brings its records back
+   (SWITCH SEALING). */
+static void release_slots(tg_wal *w) {
+  assert_writer(w);
+  if (atomic_load_explicit(&w->failed, RLX)) return;
+  uint64_t upto = w->next, spill = w->spill_written;
+  /* Acquire: the seal is complete (its release store) before the slots of
+     the new segment's records are given back. */
+  if (atomic_load_explicit(&w->seal_pending, ACQ) && w->hold_lsn < upto) {
+    upto = w->hold_lsn;
+    spill = w->hold_spill;
+  }
+  /* Relaxed: only the writer stores them. */
+  if (upto <= atomic_load_explicit(&w->consumed, RLX) &&
+      spill <= atomic_load_explicit(&w->spill_consumed, RLX))
+    return;
+  /* The records are in the file: give their slots back. seq_cst:
+     CONSUMED/SPACE (store consumed and spill_consumed, then load
+     space_waiters); it also releases the slots to appenders' acquire
+     loads. */
+  if (spill > atomic_load_explicit(&w->spill_consumed, RLX))
+    atomic_store_explicit(&w->spill_consumed, spill, SEQ);
+  if (upto > atomic_load_explicit(&w->consumed, RLX))
+    atomic_store_explicit(&w->consumed, upto, SEQ);
+  if (atomic_load_explicit(&w->space_waiters, SEQ)) { /* CONSUMED/SPACE */
+    mu_lock(w);
+    pthread_cond_broadcast(&w->space_cv);
+    mu_unlock(w);
+  }
+}
+
 /* Copy published slots into the batch buffer (at most one buffer's worth),
    write it out, then give the slots (and their spill bytes) back. A slot is
    reused only once its record is in the file: until then the ring file is
@@ -948,7 +987,11 @@ static uint64_t drain(tg_wal *w) {
     uint64_t used = w->seg_off + w->buf_len +
                     (w->buf_len == 0 && w->marker_due ? TG__WAL_MARKER_LEN : 0);
     if (used + flen + TG__WAL_MARKER_LEN > w->cfg.segment_bytes && used > TG__WAL_HDR) {
+      if (spill_end) w->spill_written = spill_end;
       switch_segment(w, w->next);
+      /* The slots from here on stay taken until the switch is sealed. */
+      w->hold_lsn = w->next;
+      w->hold_spill = w->spill_written;
       if (atomic_load_explicit(&w->failed, RLX)) break;
     }
     if (w->buf_len == 0) put_marker(w);
@@ -971,20 +1014,9 @@ static uint64_t drain(tg_wal *w) {
     n++;
   }
   flush_buf(w);
-  if (n && !atomic_load_explicit(&w->failed, RLX)) {
-    stat_add(&w->st_records, n);
-    /* The records are in the file: give their slots back. seq_cst:
-       CONSUMED/SPACE (store consumed and spill_consumed, then load
-       space_waiters); it also releases the slots to appenders' acquire
-       loads. */
-    if (spill_end) atomic_store_explicit(&w->spill_consumed, spill_end, SEQ);
-    atomic_store_explicit(&w->consumed, w->next, SEQ);
-    if (atomic_load_explicit(&w->space_waiters, SEQ)) { /* CONSUMED/SPACE */
-      mu_lock(w);
-      pthread_cond_broadcast(&w->space_cv);
-      mu_unlock(w);
-    }
-  }
+  if (n && !atomic_load_explicit(&w->failed, RLX)) stat_add(&w->st_records, n);
+  if (spill_end) w->spill_written = spill_end;
+  release_slots(w);
   return n;
 }
 
@@ -1141,11 +1173,17 @@ static void *sync_main(void *arg) {
       int rc = seal_switch(w, fd, off, first, nfd, 1);
       if (rc) wal_fail(w, rc);
       pthread_mutex_lock(&w->sync_mu);
-      /* Release: the rename of next.tmp is done (prepare_ahead's acquire). */
+      /* Release: the rename of next.tmp is done (prepare_ahead's acquire),
+         and the held ring slots may go (release_slots' acquire). */
       atomic_store_explicit(&w->seal_pending, 0, REL);
       w->sync_busy = 0;
       pthread_cond_broadcast(&w->sync_cv); /* a writer waiting to switch */
       if (rc) break;
+      /* A writer asleep with held slots (appenders maybe waiting for
+         space) gives them back once it runs. */
+      pthread_mutex_unlock(&w->sync_mu);
+      wake_writer(w);
+      pthread_mutex_lock(&w->sync_mu);
       continue;
     }
     if (w->sync_written <= durable) {
@@ -1861,6 +1899,7 @@ static int ring_recover(tg_wal *w, tg_wal_open_info *info) {
   atomic_store_explicit(&w->head, end, RLX);
   /* Only the slots' order matters here: the spill region is read in place. */
   atomic_store_explicit(&w->spill_consumed, 0, RLX);
+  w->spill_written = 0;
   w->recovering = 1;
   while (w->next < end && !atomic_load_explicit(&w->failed, RLX)) drain(w);
   if (!atomic_load_explicit(&w->failed, RLX) && w->w_written > w->w_durable) do_sync(w);
@@ -2040,6 +2079,7 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   if ((rc = ring_open(w, info)) != 0) goto fail;
   set_positions(w);
   atomic_store_explicit(&w->spill_consumed, 0, RLX);
+  w->spill_written = 0;
   w->spill_head = 0;
   w->sync_fd = w->fd;
   w->sync_written = w->w_written;
