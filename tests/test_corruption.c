@@ -743,6 +743,35 @@ static void test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss(void **st
   assert_int_equal(tg_store_close(s), 0);
 }
 
+/* The limit the sweep counts apart (OPENED_ERASED_END): zeros over the
+   log's last frames and the DURABLE marker after them, with only zeros
+   beyond, are what a power loss before those writes reached the disk
+   leaves. Nothing in the segment tells them apart, so the open shows the
+   records before the zeros and reports no loss. */
+static void test_zeros_over_the_logs_last_frames_read_as_an_end_never_written(void **state) {
+  (void)state;
+  strict_tokens(10);
+  uint64_t seg, at = frame_end(8, &seg);
+  char path[320];
+  tgt_seg_path(path, sizeof path, seg, "");
+  uint64_t size = tgt_file_size(path);
+  unsigned char *z = calloc(1, size - at);
+  assert_non_null(z);
+  int fd = open(path, O_WRONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, z, size - at, (off_t)at), (ssize_t)(size - at));
+  close(fd);
+  free(z);
+  tg_store_config cfg = config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  tg_recovery_info ri;
+  assert_int_equal(tg_store_recovery_info(s, &ri), 0);
+  assert_int_equal(ri.torn_tail, 0);
+  assert_int_equal(ri.last_lsn, 8);
+  assert_int_equal(tgt_stats(s).live_tokens, 8);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 /* A flipped bit made the identity file claim format 9: the refusal named
    the directory, not the file. */
 static void test_a_newer_identity_format_is_refused_naming_the_file(void **state) {
@@ -788,6 +817,7 @@ static void test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page(void 
 int main(void) {
   const struct CMUnitTest tests[] = {
     TGT_TEST(test_a_strict_log_cut_at_a_frame_boundary_reports_the_loss),
+    TGT_TEST(test_zeros_over_the_logs_last_frames_read_as_an_end_never_written),
     TGT_TEST(test_a_newer_identity_format_is_refused_naming_the_file),
     TGT_TEST(test_an_lmdb_data_version_flip_is_refused_naming_the_meta_page),
     cmocka_unit_test_teardown(test_damaged_directories_open_a_correct_prefix_or_are_refused,

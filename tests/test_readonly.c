@@ -112,6 +112,12 @@ static void run_ops(tg_store *s, ops *st, uint64_t *j, uint64_t n) {
 
 /* ---- read-only handles --------------------------------------------------- */
 
+static int count_token(void *arg, const tg_token *t) {
+  (void)t;
+  ++*(uint64_t *)arg;
+  return 0;
+}
+
 static void test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves_it(void **state) {
   (void)state;
   tg_store_config cfg = tgt_small_log_config();
@@ -135,6 +141,9 @@ static void test_read_only_open_shows_a_prefix_of_a_live_store_and_refresh_moves
   assert_int_equal(tg_store_refresh(r), 0);
   assert_int_equal(tgt_stats(r).last_lsn, 600);
   assert_prefix(r, 600);
+  uint64_t scanned = 0; /* scans read a read-only handle as any other */
+  assert_int_equal(tg_token_scan(r, 0, count_token, &scanned), 0);
+  assert_int_equal(scanned, tgt_stats(r).live_tokens);
   assert_int_equal(tg_store_close(r), 0);
   free(st);
 }

@@ -3,12 +3,19 @@
  * 64-byte connections, guarded by inline quotas.
  *
  * Threading model: a tg_store handle may be used from any number of threads
- * at once. Every call that reads or changes the graph takes the store's one
- * lock (a spinlock that yields when contended; about 2 ns uncontended on the
- * reference machine), so calls are serialised in a single order. Callbacks
- * (tg_token_edges(), the quota pressure and eviction callbacks) run with
- * that lock held and must not call back into the same store; the scans'
- * callbacks (tg_token_scan()) run without it and may.
+ * at once. Every call that changes the graph takes the store's one lock, so
+ * changes are serialised in a single order (the log's); a thread waiting
+ * for the lock sleeps in the kernel after a brief spin. Reads
+ * (tg_token_get(), tg_connection_get(), tg_token_edges(),
+ * tg_token_edges_filtered(), tg_store_stats_get()) take no lock and never
+ * wait for a writer's call to finish: each returns an image of the object
+ * as it was at one moment between the call's start and end, never one torn
+ * between two changes (the edge walk: see tg_token_edges()). On a
+ * read-only handle they take the lock, which only tg_store_refresh()
+ * contends. The quota pressure and eviction callbacks run with the lock
+ * held and must not call back into the same store; the callbacks of
+ * tg_token_edges() (except on a read-only handle) and of the scans
+ * (tg_token_scan()) run without it and may.
  *
  * Ids: token and connection ids are 32-bit, never 0, stable for the object's
  * life, and handed out in increasing order. A deleted id is not handed out
@@ -318,9 +325,10 @@ TG_API int tg_sync(tg_store *s);
 /*
  * Write a checkpoint: every token and connection changed since the last
  * one (DIRTY), in one LMDB transaction with the LSN it covers, then delete
- * the WAL segments it covers. Other threads keep working while it runs,
- * except for a pause while the changed records are copied out (about
- * 64 bytes per changed record). Runs automatically in the background when
+ * the WAL segments it covers. Other threads keep working while it runs:
+ * the changed records are captured as of one moment by copy-on-write in
+ * units of 4096 slots, so no call waits for more than one unit's copy
+ * (readers for none). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
  * A full disk before the checkpoint's commit is retried by the next call.
@@ -640,10 +648,22 @@ enum tg_direction {
 
 /*
  * Visit a token's connections in O(degree): outgoing first (newest first),
- * then incoming. The callback runs with the store locked and must not call
- * into this store; returning non-zero stops the walk, and that value is
- * returned. The connection pointer is valid only during the callback.
- * Errors: TG_ENOTFOUND.
+ * then incoming. The callback gets a copy of each connection, runs with no
+ * lock held and may call into this store (even change it; on a read-only
+ * handle it runs with the lock held and must not call into it); returning
+ * non-zero stops the walk, and that value is returned. The connection
+ * pointer is valid only during the callback.
+ * Concurrent changes: the walk takes no lock, never crashes and never
+ * loops. It delivers every connection that was on the list for the whole
+ * walk exactly once; a connection made or removed during the walk may or
+ * may not be delivered; one changed during the walk (tg_connection_update)
+ * is delivered with its image before or after the change; and if the token
+ * is deleted during the walk, the walk ends early. A walk that another
+ * thread's changes to the same lists
+ * (or to those of a token sharing its lock stripe, 1 in 4096) make start
+ * over skips what it delivered, remembering it on the heap past 64.
+ * Errors: TG_ENOTFOUND (no such token at the start), TG_ENOMEM (a walk
+ * that started over could not remember what it had delivered).
  */
 typedef int (*tg_edge_cb)(void *arg, const tg_connection *c);
 TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
@@ -651,8 +671,7 @@ TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
 
 /*
  * Visit a token's connections that pass a filter, as tg_token_edges() does
- * (same order, same locking: the callback runs with the store locked and
- * must not call into this store). Initialise the filter with
+ * (same order, same locking: see tg_token_edges()). Initialise the filter with
  * TG_EDGE_FILTER_INIT, then narrow it. Errors: TG_ENOTFOUND, TG_EINVAL
  * (a NULL filter or callback, no direction, type >= 176).
  */
@@ -696,7 +715,10 @@ typedef int (*tg_token_cb)(void *arg, const tg_token *t);
 TG_API int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg);
 TG_API int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg);
 
-/* Counters, read consistently under the store lock. */
+/* Counters, read without any lock: each one is a value it really had
+   during the call, but under concurrent writers two of them may be from
+   moments a few calls apart (live_tokens may already count a create that
+   tokens_created does not yet). */
 typedef struct tg_store_stats {
   uint64_t live_tokens;
   uint64_t live_connections;

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/platform.h"
 #include "store/store_internal.h"
 
 _Static_assert(TG_BATCH_MAX_RESERVED == TG__ARENA_RESERVE_MAX,
@@ -565,7 +566,7 @@ static void apply_entries(tg_batch *b) {
       tg_token *cur = tg__graph_token(g, img.id);
       if (cur) { /* an update, as tg_token_update() */
         tg__graph_mark_token(g, &img, img.id);
-        *cur = img;
+        tg__graph_token_write(g, img.id, &img); /* a write section: READS */
       } else { /* the create of an id the batch holds */
         tg__graph_token_fill(g, &img);
       }

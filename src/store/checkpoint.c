@@ -565,149 +565,6 @@ cleanup:
 
 /* ---- checkpoints ---------------------------------------------------------- */
 
-typedef struct snapshot {
-  tg_token *tok;         /* live tokens to put */
-  size_t ntok, captok;
-  tg_connection *conn;   /* live connections to put */
-  size_t nconn, capconn;
-  uint32_t *tdel;        /* token ids to delete */
-  size_t ntdel, captdel;
-  uint32_t *cdel;        /* connection ids to delete */
-  size_t ncdel, capcdel;
-  int full;              /* every live record, to replace the file's */
-  uint32_t tokens_hw, conns_hw; /* the arenas' id cursors: last ids issued */
-  uint32_t id_flags;     /* CKPT_*_WRAPPED */
-} snapshot;
-
-static int grow(void **p, size_t *cap, size_t n, size_t size) {
-  if (n < *cap) return 0;
-  size_t nc = *cap ? *cap * 2 : 4096;
-  if (nc > SIZE_MAX / size) return TG_ENOMEM;
-  void *q = realloc(*p, nc * size);
-  if (!q) return TG_ENOMEM;
-  *p = q;
-  *cap = nc;
-  return 0;
-}
-
-static void snapshot_free(snapshot *sn) {
-  free(sn->tok);
-  free(sn->conn);
-  free(sn->tdel);
-  free(sn->cdel);
-  memset(sn, 0, sizeof *sn);
-}
-
-/* Mark again what a snapshot took (its write failed): the next checkpoint
-   must see it. Under the store lock. Whatever the slots hold now, marking
-   them only costs a redundant write. */
-static void snapshot_remark(tg_store *s, const snapshot *sn) {
-  tg__graph *g = &s->g;
-  for (size_t i = 0; i < sn->ntok; i++) {
-    tg_token *t = tg__graph_token(g, sn->tok[i].id);
-    if (t) tg__graph_mark_token(g, t, sn->tok[i].id); /* deleted since: in tdel */
-  }
-  /* The deletes taken: a full rewrite drops them implicitly (giving the
-     list back could need memory this failure path may not have). */
-  if (sn->ntdel) s->ckpt_full = 1;
-  for (size_t i = 0; i < sn->nconn + sn->ncdel; i++)
-    tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
-}
-
-/* Under the store lock, for a full rewrite: copy out every live record
-   and clear every mark. */
-static int snapshot_take_all(tg_store *s, snapshot *sn) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  int rc = 0;
-  for (uint32_t i = 0; i < g->tokens.next; i++) {
-    tg_token *t = tg__arena_slot(&g->tokens, i);
-    if (t->id) {
-      if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
-      t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
-      sn->tok[sn->ntok++] = *t;
-    } else if (t->flags & TG_TOKEN_DIRTY) {
-      t->flags = 0;
-    }
-  }
-  memset(g->tchunk_dirty, 0, g->tokens.nchunks);
-  g->ntdel = 0; /* the rewrite drops every key that is not live */
-  for (uint32_t i = 0; i < g->conns.next; i++) {
-    const tg_connection *cn = tg__arena_slot(&g->conns, i);
-    if (!cn->id) continue; /* a free slot */
-    if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
-    sn->conn[sn->nconn++] = *cn;
-  }
-  for (uint32_t c = 0; c < g->ncdirty; c++)
-    memset(g->cdirty[c], 0, TG__CDIRTY_WORDS * sizeof(uint64_t));
-  return 0;
-fail:
-  snapshot_remark(s, sn);
-  return rc;
-}
-
-/* Under the store lock: copy out everything DIRTY and clear the marks (or
-   everything, when sn->full). */
-static int snapshot_take(tg_store *s, snapshot *sn) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  int rc = 0;
-  sn->tokens_hw = g->tokens.cursor;
-  sn->conns_hw = g->conns.cursor;
-  sn->id_flags = (g->tokens.wrapped ? CKPT_TOKENS_WRAPPED : 0) |
-                 (g->conns.wrapped ? CKPT_CONNS_WRAPPED : 0);
-  if (sn->full) return snapshot_take_all(s, sn);
-  for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
-    if (!g->tchunk_dirty[c]) continue;
-    g->tchunk_dirty[c] = 0;
-    uint32_t lo = c << TG__CHUNK_SHIFT, hi = lo + TG__CHUNK_SLOTS;
-    if (hi > g->tokens.next) hi = g->tokens.next;
-    for (uint32_t i = lo; i < hi; i++) {
-      tg_token *t = tg__arena_slot(&g->tokens, i);
-      if (!(t->flags & TG_TOKEN_DIRTY)) continue;
-      if (t->id) {
-        if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
-        t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
-        sn->tok[sn->ntok++] = *t;
-      } else {
-        t->flags = 0; /* a free slot: its delete is in g->tdel */
-      }
-    }
-  }
-  for (uint32_t c = 0; c < TG__MAX_CHUNKS && g->cdirty[c]; c++) {
-    uint64_t *bits = g->cdirty[c];
-    for (uint32_t w = 0; w < TG__CDIRTY_WORDS; w++) {
-      while (bits[w]) {
-        uint32_t b = (uint32_t)__builtin_ctzll(bits[w]);
-        uint32_t id = (c << TG__CHUNK_SHIFT) + w * 64u + b + 1u;
-        const tg_connection *cn = tg__graph_conn(g, id);
-        if (cn) {
-          if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
-          sn->conn[sn->nconn++] = *cn;
-        } else {
-          if ((rc = grow((void **)&sn->cdel, &sn->capcdel, sn->ncdel, sizeof *sn->cdel))) goto fail;
-          sn->cdel[sn->ncdel++] = id;
-        }
-        bits[w] &= bits[w] - 1;
-      }
-    }
-  }
-  /* The token deletes, taken last (nothing after can fail): the list
-     moves into the snapshot whole. An id live again (handed out anew after
-     the id space wrapped) is a put, not a delete. */
-  sn->tdel = g->tdel;
-  sn->captdel = g->captdel;
-  sn->ntdel = 0;
-  for (size_t i = 0; i < g->ntdel; i++)
-    if (!tg__graph_token(g, g->tdel[i])) sn->tdel[sn->ntdel++] = g->tdel[i];
-  g->tdel = NULL;
-  g->ntdel = g->captdel = 0;
-  return 0;
-fail:
-  snapshot_remark(s, sn);
-  return rc;
-}
-
 /* Put n 64-byte records (ascending ids) into dbi, each with its CRC.
    Records beyond the database's current last key go in with MDB_APPEND,
    which fills pages in order without searching: a first checkpoint of
@@ -771,12 +628,12 @@ static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
   return 0;
 }
 
-static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
+static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
   MDB_txn *txn = NULL;
   MDB_stat ts, cs;
   MDB_val lk = {3, (void *)"lsn"};
-  int mrc, rc;
-  if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  int mrc = 0, rc;
+  if ((rc = grow_map(s, cap->nrec[0] + cap->nrec[1]))) return rc;
   /* A read-only process killed while it loaded the checkpoint leaves its
      slot in the reader table, and LMDB would keep every page freed since
      that snapshot forever: clear slots whose process is gone (readonly.c
@@ -786,19 +643,30 @@ static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
-  if (sn->full &&
+  if (cap->full &&
       ((mrc = mdb_drop(txn, s->dbi_tokens, 0)) || (mrc = mdb_drop(txn, s->dbi_conns, 0)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
        ((mrc = mdb_del(txn, s->dbi_meta, &lk, NULL)) && mrc != MDB_NOTFOUND)))
     goto fail;
-  if ((mrc = put_sorted(txn, s->dbi_tokens, sn->tok, sn->ntok, offsetof(tg_token, id))) ||
-      (mrc = del_ids(txn, s->dbi_tokens, sn->tdel, sn->ntdel)) ||
-      (mrc = put_sorted(txn, s->dbi_conns, sn->conn, sn->nconn, offsetof(tg_connection, id))) ||
-      (mrc = del_ids(txn, s->dbi_conns, sn->cdel, sn->ncdel)) ||
-      (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) || (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
+  /* Units in order: connections in ascending ids, tokens in slot order. */
+  for (int kind = 0; kind < 2 && !mrc; kind++) {
+    MDB_dbi dbi = kind ? s->dbi_conns : s->dbi_tokens;
+    size_t id_off = kind ? offsetof(tg_connection, id) : offsetof(tg_token, id);
+    for (uint32_t u = 0; u < cap->nunits[kind] && !mrc; u++) {
+      const tg__cap_unit *cu = &cap->units[kind][u];
+      if (cu->nrec) mrc = put_sorted(txn, dbi, cu->recs, cu->nrec, id_off);
+      if (!mrc && cu->ndel) mrc = del_ids(txn, dbi, cu->dels, cu->ndel);
+    }
+    /* Token deletes are kept by id, apart from the slots (graph.h). */
+    if (!mrc && kind == 0 && cap->ntdel) mrc = del_ids(txn, dbi, cap->tdel, cap->ntdel);
+  }
+  if (mrc || (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) ||
+      (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
     goto fail;
-  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, sn->tokens_hw,
-                   sn->conns_hw, sn->id_flags};
+  uint32_t id_flags = (cap->tokens_wrapped ? CKPT_TOKENS_WRAPPED : 0) |
+                      (cap->conns_wrapped ? CKPT_CONNS_WRAPPED : 0);
+  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
+                   cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
   return commit_durable(s, txn);
 fail:
@@ -806,31 +674,52 @@ fail:
   return from_mdb(mrc);
 }
 
-/* Copy the changes out under the store lock, make the log durable up to
-   the LSN they reflect, write them in one LMDB transaction, then drop the
-   log segments the checkpoint covers (*removed of them). Caller holds
-   ckpt_mu. */
-static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
+/*
+ * Capture the changes as of one LSN without pausing other threads for
+ * more than one unit's copy (tg__capture in token/graph.h: the LSN and the
+ * units to copy are fixed in one short lock hold, then the units are copied
+ * one per lock hold while writers go on, a writer copying a unit itself
+ * before its first change to it), make the log durable up to that LSN,
+ * write the capture in one LMDB transaction, then drop the log segments
+ * the checkpoint covers (*removed of them). The capture is exactly the
+ * state at its LSN, so replay after it stays an exact re-execution.
+ * Caller holds ckpt_mu.
+ */
+static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
-  sn->full = s->ckpt_full;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
-  int rc = snapshot_take(s, sn);
+  int rc = tg__capture_begin(&s->g, cap, s->ckpt_full);
   tg__store_unlock(s);
   if (rc) return rc;
+  do {
+    tg__store_lock(s);
+    rc = tg__capture_step(&s->g, cap, 1);
+    if (rc == 0) tg__capture_end(&s->g, cap);
+    tg__store_unlock(s);
+  } while (rc == 1);
+  if (rc) {
+    /* Voided: its marks are back for the next try, but not the token
+       deletes it took (giving the list back could need memory this path
+       may not have): a full rewrite drops them implicitly. */
+    if (cap->ntdel) s->ckpt_full = 1;
+    return rc;
+  }
   tg_wal_stats_get(s->wal, &ws);
   /* The checkpoint claims every record <= lsn: they must be durable first,
      or a crash could leave the log shorter than the checkpoint and reuse
      LSNs it covers. */
   if (lsn) rc = tg_wal_sync(s->wal, lsn);
-  if (!rc) rc = snapshot_write(s, sn, lsn);
+  if (!rc) rc = snapshot_write(s, cap, lsn);
   tg__store_lock(s);
   if (rc) {
-    snapshot_remark(s, sn);
+    tg__capture_remark(&s->g, cap);
+    if (cap->ntdel) s->ckpt_full = 1; /* as for a voided capture */
   } else {
-    s->ckpt_lsn = lsn;
-    s->checkpoints++;
+    /* Relaxed stores: tg_store_stats_get() reads them without the lock. */
+    TG__STORE_RELAXED(s->ckpt_lsn, lsn);
+    TG__STORE_RELAXED(s->checkpoints, s->checkpoints + 1u);
   }
   tg__store_unlock(s);
   if (rc) return rc;
@@ -847,24 +736,24 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 
 /* Caller holds ckpt_mu. */
 static int checkpoint_locked(tg_store *s) {
-  snapshot sn;
-  memset(&sn, 0, sizeof sn);
+  tg__capture cap;
+  memset(&cap, 0, sizeof cap);
   uint32_t removed = 0;
   uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
-  int rc = checkpoint_body(s, &sn, &removed);
+  int rc = checkpoint_body(s, &cap, &removed);
   tg_span_attr(&sp, 0, s->ckpt_lsn);
-  tg_span_attr(&sp, 1, sn.ntok);
-  tg_span_attr(&sp, 2, sn.nconn);
-  tg_span_attr(&sp, 3, sn.ntdel + sn.ncdel);
+  tg_span_attr(&sp, 1, cap.nrec[0]);
+  tg_span_attr(&sp, 2, cap.nrec[1]);
+  tg_span_attr(&sp, 3, cap.ndel[0] + cap.ndel[1]);
   tg_span_end(&sp);
   if (!rc)
-    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
+    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, cap.nrec[0] + cap.nrec[1],
                        tg__now_ns() - t0, removed);
   else
     tg__store_note_log_failure(s, rc);
-  snapshot_free(&sn);
+  tg__capture_free(&cap);
   return rc;
 }
 

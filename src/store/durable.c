@@ -10,9 +10,10 @@
  *
  * Recovery: load the checkpoint (a consistent snapshot as of its LSN L),
  * open the WAL (which cuts a torn tail off the last segment), then redo
- * every record after L in LSN order. Checkpoints copy the changed records
- * under the store lock, so the snapshot is exact as of L: every record
- * <= L is in it and none after; replay is then an exact re-execution, and
+ * every record after L in LSN order. Checkpoints capture the changed
+ * records as of L by copy-on-write (token/graph.h, tg__capture), so the
+ * snapshot is exact as of L: every record <= L is in it and none after;
+ * replay is then an exact re-execution, and
  * any record that does not apply (a delete of a missing token, say) is
  * corruption, not something to paper over.
  */

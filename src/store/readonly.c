@@ -537,7 +537,10 @@ static int copy_log(const char *srcwal, const char *dest, uint64_t from, uint64_
   }
   if (next <= to) {
     const tg_wal_end *e = tg_wal_reader_end(r);
-    rc = e->err ? e->err : TG_ECORRUPT;
+    /* Segments deleted under the reader (a checkpoint of the owner's) are
+       worth another try from the newer checkpoint; damage is not. */
+    int deleted = tg_wal_end_is_gap(e) || (e->reason == TG_WAL_END_IO && e->err == -ENOENT);
+    rc = deleted ? TG_EAGAIN : e->err ? e->err : TG_ECORRUPT;
     tg__say(msg, len, "%s: the log ends at LSN %llu, before the backup's LSN %llu (%s)",
             srcwal, (unsigned long long)(next - 1), (unsigned long long)to,
             e->what ? e->what : "segments were deleted while they were copied");

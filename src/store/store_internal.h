@@ -22,13 +22,16 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
+  atomic_int sleepers;          /* threads parked or about to park on lock */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
-  tg__graph g;                  /* lock */
-  tg__guardian gd;              /* lock (limits: open/close) */
-  uint64_t tokens_created;      /* lock */
-  uint64_t connections_created; /* lock */
+  tg__graph g;                  /* lock; read without it as store.c's
+                                   READS says */
+  tg__guardian gd;              /* lock (limits: open/close); counters
+                                   relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
+  uint64_t connections_created; /* lock; relaxed stores (READS) */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
@@ -38,7 +41,7 @@ struct tg_store {
   int level;                    /* open/close; enum tg_wal_level */
   uint64_t last_lsn;            /* lock; last LSN appended (read-only: the
                                    last LSN shown, written with ckpt_mu and
-                                   lock held) */
+                                   lock held); relaxed stores (READS) */
   char *dir;                    /* open/close; data directory */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
   MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
@@ -46,8 +49,9 @@ struct tg_store {
   pthread_mutex_t ckpt_mu;      /* one checkpoint at a time; a read-only
                                    handle: one refresh or backup at a time
                                    (readonly.c) */
-  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
-                                   under either; LSN the last checkpoint
+  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held
+                                   (relaxed stores), read under either or
+                                   relaxed (READS); LSN the last checkpoint
                                    covers */
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
@@ -138,7 +142,7 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #ifndef NDEBUG
 #include <assert.h>
 #define TG__ASSERT_LOCKED(s) \
-  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) == 1)
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0)
 #else
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif

@@ -182,7 +182,10 @@ int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
   unsigned char *p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
-  a->chunks[a->nchunks++] = p;
+  /* Plain: readers reach this entry only through a `next` published past
+     it later (release, tg__arena_alloc). */
+  a->chunks[a->nchunks] = p;
+  TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
   a->limit = lim > TG__MAX_SLOTS ? TG__MAX_SLOTS : (uint32_t)lim;
   return 0;
