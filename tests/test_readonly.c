@@ -470,6 +470,39 @@ static void test_read_only_open_of_a_missing_or_empty_directory_creates_nothing(
   tg_store_close(m);
 }
 
+/* A checkpoint whose meta pages claim a page size past the file is
+   refused with TG_ECORRUPT before LMDB maps it. With lock.mdb present (a
+   directory an owner has had open) the read-only open pins LMDB's reader
+   table first, and mdb_env_open() on such a file died of SIGBUS (found by
+   tests/fuzz/fuzz_replay.c through tg-replay backup). */
+static void test_read_only_open_refuses_a_damaged_checkpoint_meta_without_crashing(
+    void **state) {
+  (void)state;
+  tg_store *s = tgt_open(tgt_data, NULL);
+  uint32_t id;
+  for (int i = 0; i < 3; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  char p[320];
+  snprintf(p, sizeof p, "%s/checkpoint/lock.mdb", tgt_data);
+  assert_int_equal(access(p, F_OK), 0); /* the pinning path is taken */
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", tgt_data);
+  int fd = open(p, O_RDWR);
+  assert_true(fd >= 0);
+  /* Both metas (pages 0 and 1 of 4 KiB): the page size, LMDB's
+     mm_dbs[FREE_DBI].md_pad, 16 + 24 bytes into the page. */
+  uint32_t psize = 0x4001000;
+  for (int page = 0; page < 2; page++)
+    assert_int_equal(pwrite(fd, &psize, sizeof psize, page * 4096 + 40), (ssize_t)sizeof psize);
+  close(fd);
+  tg_store_config cfg = ro_config();
+  tg_store *r = NULL;
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&r, tgt_data, &cfg, msg, sizeof msg), TG_ECORRUPT);
+  assert_null(r);
+  if (!strstr(msg, "data.mdb")) fail_msg("'%s' does not name data.mdb", msg);
+}
+
 static void test_inspect_of_a_held_directory_reports_its_durable_prefix(void **state) {
   (void)state;
   tg_store_config cfg = tgt_small_log_config();
@@ -876,6 +909,7 @@ int main(void) {
       TGT_TEST(test_readers_of_a_read_only_handle_see_each_refresh_whole),
       TGT_TEST(test_a_read_only_handle_never_shows_part_of_a_batch),
       TGT_TEST(test_read_only_open_of_a_missing_or_empty_directory_creates_nothing),
+      TGT_TEST(test_read_only_open_refuses_a_damaged_checkpoint_meta_without_crashing),
       TGT_TEST(test_inspect_of_a_held_directory_reports_its_durable_prefix),
       TGT_TEST(test_backup_while_a_thread_writes_opens_as_the_state_of_one_lsn),
       TGT_TEST(test_backup_refuses_a_destination_that_is_not_empty),

@@ -267,6 +267,12 @@ static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat
   uint64_t checked = 0;
   int rc, mrc;
   if (st->st_size == 0) return 1;
+  /* mdb_env_open() itself trusts the meta pages: a damaged one crashes it
+     (SIGBUS past the end of the file, found by tests/fuzz/fuzz_replay.c
+     through tg-replay backup). So the file is checked before LMDB sees
+     it, and again once pinned. A check that races a commit and fails is
+     answered like the second one: the caller tries again. */
+  if ((rc = check_file(dfd, st, data, NULL, msg, len)) != 0) return rc;
   uint64_t mapsize = (uint64_t)st->st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st->st_size
                                                               : LMDB_MAPSIZE_MIN;
   if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
