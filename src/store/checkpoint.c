@@ -266,9 +266,11 @@ static int check_file(const char *data, uint64_t *txnid, char *msg, size_t len) 
  * read: a torn tree, which LMDB would trust. So the environment is opened
  * with the reader table and a read transaction is begun first; its slot
  * keeps every page freed after its snapshot from reuse, and only then is
- * data.mdb checked page by page. If a commit came between the two, the
- * check saw a newer snapshot than the pinned one: TG_EAGAIN, and the
- * caller tries again (checkpoints are seconds apart; this is rare). The
+ * data.mdb checked page by page; the state and the records are then read
+ * in that same transaction, so commits during the load change nothing it
+ * reads. If a commit came between the pin and the check's look at the
+ * meta pages, the check saw a newer snapshot than the pinned one:
+ * TG_EAGAIN, and the caller tries again (a window of microseconds). The
  * reader-table slot is the only thing written, to LMDB's shared-memory
  * lock file, and no lock is held that the owner waits for: LMDB's reader
  * mutex guards only taking a slot. Returns 0, 1 (no checkpoint yet: no
@@ -306,15 +308,10 @@ static int pin_live(tg_store *s, const char *cdir, const char *data, char *msg, 
   return rc;
 }
 
-int tg__store_unpin_checkpoint(tg_store *s) {
-  int rc = 0;
-  if (!s->ro_pin) return 0;
-  MDB_envinfo ei;
-  if (mdb_env_info(s->env, &ei) || ei.me_last_txnid != (size_t)mdb_txn_id(s->ro_pin))
-    rc = TG_EAGAIN;
+void tg__store_unpin_checkpoint(tg_store *s) {
+  if (!s->ro_pin) return;
   mdb_txn_abort(s->ro_pin);
   s->ro_pin = NULL;
-  return rc;
 }
 
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
@@ -373,7 +370,11 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
             (unsigned long long)mapsize, tg_strerror(rc));
     goto cleanup;
   }
-  if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
+  /* Live: read in the pinned transaction, the snapshot that was checked
+     (a new one could see a later commit). */
+  if (live) txn = s->ro_pin;
+  else if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn)))
+    goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
   if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
     rc = TG_ENOTTG;
@@ -433,8 +434,12 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
   s->ckpt_id_flags = cs.id_flags;
-  /* Committed either way: the handles opened in it live only if it is. */
-  if (readonly) {
+  /* Committed either way: the handles opened in it live only if it is.
+     Live: the handles serve the pinned transaction, which the load goes
+     on reading in, and which tg__store_unpin_checkpoint() ends. */
+  if (live) {
+    txn = NULL;
+  } else if (readonly) {
     if ((mrc = mdb_txn_commit(txn))) {
       txn = NULL;
       goto mdb_fail;
@@ -448,7 +453,7 @@ mdb_fail:
   rc = from_mdb(mrc);
   tg__say(msg, len, "%s: %s", data, mdb_strerror(mrc));
 cleanup:
-  if (txn) mdb_txn_abort(txn);
+  if (txn && txn != s->ro_pin) mdb_txn_abort(txn);
   free(cdir);
   free(data);
   return rc;
@@ -474,7 +479,10 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
     a->put_max = hw;
     tg__arena_set_cursor(a, hw == HW_UNKNOWN ? 0 : hw, wrapped);
   }
-  if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
+  /* Live (readonly.c): in the pinned transaction, whose snapshot was
+     checked and whose pages the owner cannot reuse. */
+  if (s->ro_pin) txn = s->ro_pin;
+  else if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
   for (pass = 0; pass < 2; pass++) {
     MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
     tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
@@ -553,7 +561,7 @@ mdb_fail:
   tg__say(msg, len, "%s/checkpoint/data.mdb: %s", s->dir, mdb_strerror(mrc));
 cleanup:
   if (cur) mdb_cursor_close(cur);
-  if (txn) mdb_txn_abort(txn);
+  if (txn && txn != s->ro_pin) mdb_txn_abort(txn);
   return rc;
 }
 
