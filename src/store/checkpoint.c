@@ -253,14 +253,16 @@ static int same_file(const struct stat *st, const struct stat *want) {
  * read: a torn tree, which LMDB would trust. So the environment is opened
  * with the reader table and a read transaction is begun first; its slot
  * keeps every page freed after its snapshot from reuse, and only then is
- * data.mdb (open as dfd, st its fstat) checked page by page. If a commit
- * came between the two, the check saw a newer snapshot than the pinned
- * one: TG_EAGAIN, and the caller tries again (checkpoints are seconds
- * apart; this is rare). The reader-table slot is the only thing written,
- * to LMDB's shared-memory lock file, and no lock is held that the owner
- * waits for: LMDB's reader mutex guards only taking a slot. envpath is the
- * pinned path of checkpoint/ (see below). Returns 0, 1 (no checkpoint yet:
- * no environment), or an error with msg set.
+ * data.mdb (open as dfd, st its fstat) checked page by page; the state
+ * and the records are then read in that same transaction, so commits
+ * during the load change nothing it reads. If a commit came between the
+ * pin and the check's look at the meta pages, the check saw a newer
+ * snapshot than the pinned one: TG_EAGAIN, and the caller tries again (a
+ * window of microseconds). The reader-table slot is the only thing
+ * written, to LMDB's shared-memory lock file, and no lock is held that the
+ * owner waits for: LMDB's reader mutex guards only taking a slot. envpath
+ * is the pinned path of checkpoint/ (see below). Returns 0, 1 (no
+ * checkpoint yet: no environment), or an error with msg set.
  */
 static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat *st,
                     const char *data, char *msg, size_t len) {
@@ -296,15 +298,10 @@ static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat
   return rc;
 }
 
-int tg__store_unpin_checkpoint(tg_store *s) {
-  int rc = 0;
-  if (!s->ro_pin) return 0;
-  MDB_envinfo ei;
-  if (mdb_env_info(s->env, &ei) || ei.me_last_txnid != (size_t)mdb_txn_id(s->ro_pin))
-    rc = TG_EAGAIN;
+void tg__store_unpin_checkpoint(tg_store *s) {
+  if (!s->ro_pin) return;
   mdb_txn_abort(s->ro_pin);
   s->ro_pin = NULL;
-  return rc;
 }
 
 /*
@@ -413,7 +410,11 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
       goto cleanup;
     }
   }
-  if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) goto mdb_fail;
+  /* Live: read in the pinned transaction, the snapshot that was checked
+     (a new one could see a later commit). */
+  if (live) txn = s->ro_pin;
+  else if ((mrc = mdb_txn_begin(s->env, NULL, readonly ? MDB_RDONLY : 0, &txn)))
+    goto mdb_fail;
   mrc = mdb_dbi_open(txn, "meta", existed ? 0 : MDB_CREATE, &s->dbi_meta);
   if (mrc == MDB_NOTFOUND || mrc == MDB_INCOMPATIBLE) {
     rc = TG_ENOTTG;
@@ -473,8 +474,12 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
   s->ckpt_id_flags = cs.id_flags;
-  /* Committed either way: the handles opened in it live only if it is. */
-  if (readonly) {
+  /* Committed either way: the handles opened in it live only if it is.
+     Live: the handles serve the pinned transaction, which the load goes
+     on reading in, and which tg__store_unpin_checkpoint() ends. */
+  if (live) {
+    txn = NULL;
+  } else if (readonly) {
     if ((mrc = mdb_txn_commit(txn))) {
       txn = NULL;
       goto mdb_fail;
@@ -488,7 +493,7 @@ mdb_fail:
   rc = from_mdb(mrc);
   tg__say(msg, len, "%s: %s", data, mdb_strerror(mrc));
 cleanup:
-  if (txn) mdb_txn_abort(txn);
+  if (txn && txn != s->ro_pin) mdb_txn_abort(txn);
   if (lfd >= 0) close(lfd);
   if (dfd >= 0) close(dfd);
   if (cfd >= 0) close(cfd);
@@ -517,7 +522,10 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
     a->put_max = hw;
     tg__arena_set_cursor(a, hw == HW_UNKNOWN ? 0 : hw, wrapped);
   }
-  if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
+  /* Live (readonly.c): in the pinned transaction, whose snapshot was
+     checked and whose pages the owner cannot reuse. */
+  if (s->ro_pin) txn = s->ro_pin;
+  else if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
   for (pass = 0; pass < 2; pass++) {
     MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
     tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
@@ -596,7 +604,7 @@ mdb_fail:
   tg__say(msg, len, "%s/checkpoint/data.mdb: %s", s->dir, mdb_strerror(mrc));
 cleanup:
   if (cur) mdb_cursor_close(cur);
-  if (txn) mdb_txn_abort(txn);
+  if (txn && txn != s->ro_pin) mdb_txn_abort(txn);
   return rc;
 }
 

@@ -11,10 +11,11 @@
  *
  * 1. The checkpoint, read under an LMDB read transaction registered in
  *    the owner's reader table (checkpoint.c, TG__CKPT_LIVE): the owner
- *    cannot reuse the snapshot's pages until the transaction ends, and
- *    the page-by-page check runs on the pinned snapshot. A commit between
- *    the pin and the end of the load means another snapshot may have been
- *    read: the attempt is thrown away and made again.
+ *    cannot reuse the snapshot's pages until the transaction ends; the
+ *    page-by-page check runs on the pinned snapshot, and the records are
+ *    read in that transaction, so the owner's commits meanwhile change
+ *    nothing the load reads. Only a commit between the pin and the
+ *    check's look at the meta pages throws the attempt away.
  * 2. The log after the checkpoint's LSN C, up to its DURABLE POINT: the
  *    last position a DURABLE or SWITCH marker vouches for
  *    (docs/wal-format.md). Records in a segment that ends with a SWITCH
@@ -167,6 +168,11 @@ static int find_cut(const char *walpath, const char *waldir, uint64_t from, int 
   const tg_wal_end *e = &c->end;
   if (e->reason == TG_WAL_END_CORRUPT || e->reason == TG_WAL_END_IO) {
     rc = e->err ? e->err : TG_ECORRUPT;
+    /* Records missing, or a file gone, while an owner holds the directory:
+       its checkpoint deleted them under the reader. Worth another try
+       (TG_EAGAIN if every try meets it); on a closed log, damage. */
+    if (live && (tg_wal_end_is_gap(e) || (e->reason == TG_WAL_END_IO && e->err == -ENOENT)))
+      rc = TG_EAGAIN;
     if (tg_wal_end_is_gap(e))
       tg__say(msg, len, "%s/%s: records LSN %llu..%llu are missing (%s)", waldir, e->path,
               (unsigned long long)e->expected_lsn, (unsigned long long)(e->found_lsn - 1),
@@ -273,13 +279,12 @@ static int build_once(int dirfd, const char *dir, const char *walpath, const cha
   tg__graph_begin_load(&t->g);
   if (!rc && t->env) rc = tg__store_load_checkpoint(t, msg, len);
   if (t->env) {
-    int prc = tg__store_unpin_checkpoint(t);
-    if (!rc) rc = prc;
+    tg__store_unpin_checkpoint(t);
     mdb_env_close(t->env);
     t->env = NULL;
   }
   if (rc == TG_EAGAIN)
-    tg__say(msg, len, "%s/checkpoint: the owner committed a checkpoint while it was read",
+    tg__say(msg, len, "%s/checkpoint: the owner committed a checkpoint as it was opened",
             dir);
   if (rc) goto out;
   v->ckpt_lsn = t->ckpt_lsn;
@@ -688,10 +693,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
       t->dir = s->dir;
       t->dir_fd = s->dir_fd; /* borrowed */
       rc = tg__store_open_checkpoint(t, TG__CKPT_LIVE, m, sizeof m);
-      if (t->ro_pin) { /* the copy reads under a transaction of its own */
-        mdb_txn_abort(t->ro_pin);
-        t->ro_pin = NULL;
-      }
+      tg__store_unpin_checkpoint(t); /* the copy reads in a transaction of its own */
       if (!rc)
         rc = backup_once(t->env, srcwal, dest, s->last_lsn, &lsn, &copied, progress, arg, m,
                          sizeof m);

@@ -283,16 +283,16 @@ int tg__store_make_dir(const char *path, char *msg, size_t len);
    that commits checkpoints meanwhile. The environment then uses LMDB's
    reader table (lock.mdb; MDB_NOLOCK would let the owner reuse pages under
    us), a read transaction is begun first and kept in s->ro_pin, and the
-   check runs while it pins the snapshot; TG_EAGAIN when the check saw
-   another snapshot than the pinned one (a commit in between: try again).
-   The caller ends s->ro_pin (tg__store_unpin_checkpoint()) after loading. */
+   check runs while it pins the snapshot, and the state is read in it (as
+   tg__store_load_checkpoint() then reads the records); TG_EAGAIN when the
+   check saw another snapshot than the pinned one (a commit in between: try
+   again). The caller ends s->ro_pin (tg__store_unpin_checkpoint()) after
+   loading. */
 #define TG__CKPT_LIVE 2
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len);
 
-/* TG__CKPT_LIVE: 0 when no checkpoint was committed since s->ro_pin began
-   (so every transaction of the load read the pinned, checked snapshot),
-   TG_EAGAIN otherwise; then abort the pin (checkpoint.c). */
-int tg__store_unpin_checkpoint(tg_store *s);
+/* TG__CKPT_LIVE: end s->ro_pin, once the load is done (checkpoint.c). */
+void tg__store_unpin_checkpoint(tg_store *s);
 
 /* Write TOKENGRAPH atomically into the directory open as dirfd: temp,
    fsync, rename, fsync the directory; a leftover TOKENGRAPH.tmp, whatever
