@@ -55,6 +55,7 @@ int tgb_trace(int argc, char **argv);
 int tgb_wal(int argc, char **argv);
 int tgb_replay(int argc, char **argv);
 int tgb_peers(int argc, char **argv);
+int tgb_concurrent(int argc, char **argv);
 int tgb_batch(int argc, char **argv);
 
 #endif

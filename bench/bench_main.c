@@ -11,6 +11,7 @@ static const tgb_command commands[] = {
   {"replay", "recovery: pure log replay, checkpoint write, open from checkpoint", tgb_replay},
   {"batch", "creates at STRICT: single calls vs. atomic batches of B, alternated", tgb_batch},
   {"peers", "the same job in RocksDB, LevelDB, LMDB, SQLite at matched durability", tgb_peers},
+  {"concurrent", "writers alone vs. with readers; stalls while a checkpoint runs", tgb_concurrent},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -21,7 +22,7 @@ static void usage(FILE *f) {
              "in the same run. 'tg-bench COMMAND --help' for a command's options.\n\n"
              "commands:\n");
   for (size_t i = 0; i < NCOMMANDS; i++)
-    fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv) {

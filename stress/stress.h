@@ -23,7 +23,8 @@ enum ts_phase_bit {
   TS_TRACING = 1u << 3,    /* rate 0 vs 0.01 vs 1 */
   TS_QUOTA = 1u << 4,      /* create past max_tokens: exact rejections */
   TS_PRESSURE = 1u << 5,   /* eviction under memory pressure */
-  TS_BACKPRESSURE = 1u << 6 /* small WAL ring, nonblocking and blocking */
+  TS_BACKPRESSURE = 1u << 6, /* small WAL ring, nonblocking and blocking */
+  TS_CONC_RECALL = 1u << 7  /* writers alone, then with edge-walking readers */
 };
 
 #define TS_MAX_ROUNDS 20
@@ -52,6 +53,10 @@ typedef struct ts_config {
   uint64_t persistent_every; /* every Nth token there is PERSISTENT */
   uint32_t backpressure_ring; /* ring_slots of the backpressure phase */
   uint64_t backpressure_ops; /* creates per backpressure mode */
+  uint64_t conc_writers;     /* concurrent-recall: writer threads */
+  uint64_t conc_readers;     /* concurrent-recall: reader threads */
+  uint64_t conc_ops;         /* concurrent-recall: creates per writer per
+                                half */
 } ts_config;
 
 /* One row of the report. */
@@ -177,5 +182,6 @@ int ts_phase_tracing(ts_run *r);
 int ts_phase_quota(ts_run *r);
 int ts_phase_pressure(ts_run *r);
 int ts_phase_backpressure(ts_run *r, int level);
+int ts_phase_concurrent(ts_run *r);
 
 #endif

@@ -156,7 +156,10 @@ void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n) {
   X(pressure_memory_bytes, 16u << 20, 65536, 1ull << 40)                       \
   X(pressure_tokens, 500000, 1, 1000000000)                                    \
   X(persistent_every, 100, 0, 1000000000)                                      \
-  X(backpressure_ops, 100000, 1, 100000000)
+  X(backpressure_ops, 100000, 1, 100000000)                                    \
+  X(conc_writers, 1, 1, 64)                                                    \
+  X(conc_readers, 2, 0, 64)                                                    \
+  X(conc_ops, 1000000, 1, 1000000000)
 
 #define TS_KEY_NAME(name, def, lo, hi) #name,
 static const char *const key_names[] = {
@@ -190,8 +193,9 @@ static const struct {
     {"quota-exhaustion", TS_QUOTA},
     {"memory-pressure", TS_PRESSURE},
     {"backpressure", TS_BACKPRESSURE},
+    {"concurrent-recall", TS_CONC_RECALL},
     {"quota", TS_QUOTA | TS_PRESSURE | TS_BACKPRESSURE},
-    {"all", 0x7F},
+    {"all", 0xFF},
 };
 
 /* Split a list on commas and blanks; call fn for each word. */
@@ -219,7 +223,7 @@ static const char *add_phase(load_ctx *c, const char *w, size_t n) {
     }
   snprintf(c->why, sizeof c->why,
            "unknown phase '%.*s' (baseline, full-stack, crash, tracing, "
-           "quota-exhaustion, memory-pressure, backpressure, quota, all)",
+           "quota-exhaustion, memory-pressure, backpressure, concurrent-recall, quota, all)",
            (int)(n > 40 ? 40 : n), w);
   return c->why;
 }
@@ -282,7 +286,7 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
 static void config_defaults(ts_config *c) {
   memset(c, 0, sizeof *c);
   tg_store_config_init(&c->store);
-  c->phases = 0x7F;
+  c->phases = 0xFF;
   c->threads = 1;
   c->sample_every = 64;
   c->backpressure_ring = 64;
@@ -701,7 +705,8 @@ static void usage(FILE *f) {
           "in the same run. See docs/stress.md.\n\n"
           "  --config FILE|NAME  an INI file, or the name of a shipped config (default,\n"
           "                      strict, relaxed, quota-exhaustion, memory-pressure,\n"
-          "                      backpressure, multi-writer). Default: default\n"
+          "                      backpressure, multi-writer, concurrent-recall).\n"
+          "                      Default: default\n"
           "                      (NAME.ini is searched in %s and then %s\n"
           "                      beside the executable, then in %s)\n"
           "  --dir DIR           work in DIR (created if missing; kept afterwards).\n"
@@ -803,6 +808,7 @@ int main(int argc, char **argv) {
   if (cfg.phases & TS_PRESSURE) err_phase |= ts_phase_pressure(&run);
   if (cfg.phases & TS_BACKPRESSURE)
     for (int l = 0; l < cfg.nlevels; l++) err_phase |= ts_phase_backpressure(&run, cfg.levels[l]);
+  if (cfg.phases & TS_CONC_RECALL) err_phase |= ts_phase_concurrent(&run);
   tg_trace_set_rate(rate0);
   if (run.progress) fprintf(stderr, "\r\033[K");
 

@@ -21,14 +21,17 @@
 enum pl_op {
   OP_BASE = 1,   /* a file or directory present at the start: ino, path, a=isdir */
   OP_OPEN,       /* a successful open: ino, path, a=1 if it created the file */
-  OP_WRITE,      /* ino, path, a=offset, data */
+  OP_WRITE,      /* ino, path, a=offset, b=CLOCK_MONOTONIC ns, data */
   OP_TRUNC,      /* ino, path, a=length */
   OP_FALLOC,     /* ino, path, a=offset, b=length (mode 0: extends, zeros) */
   OP_SYNC,       /* after a successful fdatasync/fsync: ino, path, a=isdir */
   OP_RENAME,     /* before: path -> path2 */
   OP_UNLINK,     /* before: path */
   OP_MKDIR,      /* before: path */
-  OP_FAILED      /* the namespace operation just journaled did not happen */
+  OP_FAILED,     /* the namespace operation just journaled did not happen */
+  OP_SYNC_BEGIN  /* before an fdatasync/fsync of a file: ino, path, a=its id
+                    (the OP_SYNC that ends it carries the id in b),
+                    b=CLOCK_MONOTONIC ns */
 };
 
 #define PL_MAGIC 0x314a4c50u /* "PLJ1" */
@@ -128,7 +131,7 @@ static uint64_t path_ino(const char *p) {
 static ssize_t rec_pwrite(int fd, const void *buf, size_t n, off_t off) {
   char p[PATH_MAX];
   fd_path(fd, p, sizeof p);
-  jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, mono_ns(), p, NULL, buf, n);
   return real.pwrite(fd, buf, n, off);
 }
 
@@ -136,7 +139,7 @@ static ssize_t rec_write(int fd, const void *buf, size_t n) {
   char p[PATH_MAX];
   off_t off = lseek(fd, 0, SEEK_CUR);
   fd_path(fd, p, sizeof p);
-  if (off >= 0) jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, 0, p, NULL, buf, n);
+  if (off >= 0) jwrite(OP_WRITE, fd_ino(fd, NULL), (uint64_t)off, mono_ns(), p, NULL, buf, n);
   return real.write(fd, buf, n);
 }
 
@@ -155,10 +158,17 @@ static int rec_sync(int fd, int (*fn)(int)) {
   char p[PATH_MAX];
   fd_path(fd, p, sizeof p);
   if (lmdb_data(p)) return fn(fd);
+  /* A sync covers only the writes made before it began: one made while it
+     runs may reach the disk or not (the page may already have been written
+     back). Journaling the start lets the reconstruction treat those as
+     unsynced - which catches a durable point that claims them. */
+  static _Atomic uint64_t next_id = 1;
+  uint64_t id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
   uint64_t t0 = mono_ns();
+  if (!isdir) jwrite(OP_SYNC_BEGIN, ino, id, t0, p, NULL, NULL, 0);
   int r = fn(fd);
   int e = errno;
-  if (r == 0) jwrite(OP_SYNC, ino, (uint64_t)isdir, 0, p, NULL, NULL, 0);
+  if (r == 0) jwrite(OP_SYNC, ino, (uint64_t)isdir, isdir ? 0 : id, p, NULL, NULL, 0);
   /* Until the journal holds it, a kill loses the sync: that is its end. */
   if (r == 0 && sync_stats && !isdir && wal_file(p)) note_sync(mono_ns() - t0);
   errno = e;
@@ -312,14 +322,23 @@ typedef struct rec {
 
 typedef struct pend { /* an unsynced change to a file, in order */
   uint32_t op;        /* OP_WRITE, OP_TRUNC, OP_FALLOC */
-  uint64_t a, b;
+  uint64_t a, b;      /* as journaled (OP_WRITE: b is when) */
   const unsigned char *data;
   size_t dlen;
 } pend;
 
+typedef struct sync_mark { /* a file sync that began: its id, how many of
+                              the file's changes were made before it, when */
+  uint64_t id, upto, t;
+} sync_mark;
+
 typedef struct file {
   uint64_t ino;
   int loaded;
+  uint64_t applied;       /* changes made durable so far (dur) */
+  int wal;                /* a WAL segment (check_markers saw it written) */
+  sync_mark *marks;       /* syncs begun and not ended */
+  size_t nmarks, mcap;
   unsigned char *dur;     /* contents as of the last sync */
   size_t dur_len;
   pend *pend;             /* changes since then */
@@ -468,9 +487,37 @@ static void buf_apply(unsigned char **b, size_t *len, const pend *pd, size_t cut
   }
 }
 
-static void file_sync(file *f) {
-  for (size_t i = 0; i < f->npend; i++) buf_apply(&f->dur, &f->dur_len, &f->pend[i], SIZE_MAX);
-  f->npend = 0;
+/* The file's first k pending changes become durable. */
+static void file_sync_n(file *f, size_t k) {
+  if (k > f->npend) k = f->npend;
+  for (size_t i = 0; i < k; i++) buf_apply(&f->dur, &f->dur_len, &f->pend[i], SIZE_MAX);
+  memmove(f->pend, f->pend + k, (f->npend - k) * sizeof *f->pend);
+  f->npend -= k;
+  f->applied += k;
+}
+
+static void file_sync(file *f) { file_sync_n(f, f->npend); }
+
+static void file_sync_begin(file *f, uint64_t id, uint64_t t) {
+  if (f->nmarks == f->mcap) {
+    f->mcap = f->mcap ? f->mcap * 2 : 4;
+    f->marks = xrealloc(f->marks, f->mcap * sizeof *f->marks);
+  }
+  f->marks[f->nmarks++] = (sync_mark){id, f->applied + f->npend, t};
+}
+
+/* The sync `id` ended: what was written before it began is durable. A sync
+   whose beginning the journal does not hold (none: an older journal) covers
+   everything. */
+static void file_sync_end(file *f, uint64_t id) {
+  for (size_t i = 0; i < f->nmarks; i++) {
+    if (f->marks[i].id != id) continue;
+    uint64_t upto = f->marks[i].upto;
+    f->marks[i] = f->marks[--f->nmarks];
+    if (upto > f->applied) file_sync_n(f, (size_t)(upto - f->applied));
+    return;
+  }
+  file_sync(f);
 }
 
 static void file_pend(file *f, uint32_t op, uint64_t a, uint64_t b, const unsigned char *d,
@@ -536,6 +583,55 @@ static void file_final(const file *f, const pl_model *m, uint64_t *seed, pl_stat
   }
   *out = b;
   *olen = len;
+}
+
+static uint64_t ld64(const unsigned char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v; /* little-endian machines only, like the log's own tests */
+}
+
+/* A write to a WAL segment (or the next.tmp it is prepared in) is a run of
+   frames; a marker frame (LSN bits 0; kind 1 DURABLE or 2 SWITCH; 32 bytes)
+   says bytes [0, offset) of the file were fdatasynced before it was
+   written. Check that against the journal: every write to the file below
+   that offset must be covered by a sync that ended before this write (one
+   that had begun before it was made). A marker that claims more is
+   counted in st->bad_markers, the first one described in msg. */
+static int wal_segment(const char *p) {
+  size_t pl = strlen(p);
+  return (pl > 4 && !strcmp(p + pl - 4, ".wal")) || (pl > 9 && !strcmp(p + pl - 9, "/next.tmp"));
+}
+
+static void check_markers(file *f, const rec *x, pl_stats *st, char *msg, size_t msglen) {
+  if (!wal_segment(x->p)) return;
+  f->wal = 1;
+  if (x->h.a < 64) return;
+  const unsigned char *d = x->data;
+  size_t n = (size_t)x->h.dlen;
+  for (size_t q = 0; q + 16 <= n;) {
+    uint32_t len;
+    memcpy(&len, d + q, 4);
+    if (len < 16 || len > n - q) break;
+    uint64_t lt = ld64(d + q + 8);
+    uint64_t kind = lt >> 56;
+    if (!(lt & ((1ull << 56) - 1)) && (kind == 1 || kind == 2) && len == 32) {
+      uint64_t off = ld64(d + q + 16);
+      for (size_t i = 0; i < f->npend; i++) {
+        const pend *p = &f->pend[i];
+        if (p->op != OP_WRITE || p->a >= off) continue;
+        if (!st->bad_markers)
+          snprintf(msg, msglen, "%s: a %s marker at offset %llu says [0, %llu) was "
+                   "fdatasynced, but the write of %zu bytes at offset %llu was not",
+                   x->p, kind == 1 ? "DURABLE" : "SWITCH",
+                   (unsigned long long)(x->h.a + q), (unsigned long long)off, p->dlen,
+                   (unsigned long long)p->a);
+        st->bad_markers++;
+        break;
+      }
+    }
+    q += (len + 7u) & ~7u;
+  }
 }
 
 static int read_journal(const char *path, rec **recs, size_t *n, pl_stats *st) {
@@ -661,17 +757,20 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
     case OP_WRITE: case OP_TRUNC: case OP_FALLOC: {
       file *f = file_get(&r, x->h.ino);
       f->loaded = 1;
-      const char *old = name_of_ino(&r.cur, x->h.ino);
-      if (!old || strcmp(old, x->p)) {
-        if (old) names_del(&r.cur, old);
-        names_set(&r.cur, x->p, x->h.ino, 0);
-      }
+      /* The path of a write is read (readlink) when it is journaled, which
+         can race with a rename journaled by another thread: a file with a
+         name keeps the one the name operations gave it. */
+      if (!name_of_ino(&r.cur, x->h.ino)) names_set(&r.cur, x->p, x->h.ino, 0);
+      if (x->h.op == OP_WRITE) check_markers(f, x, st, msg, msglen);
       file_pend(f, x->h.op, x->h.a, x->h.b, x->data, (size_t)x->h.dlen);
       break;
     }
+    case OP_SYNC_BEGIN:
+      file_sync_begin(file_get(&r, x->h.ino), x->h.a, x->h.b);
+      break;
     case OP_SYNC:
       if (x->h.a) dir_synced(&r, x->p);
-      else file_sync(file_get(&r, x->h.ino));
+      else file_sync_end(file_get(&r, x->h.ino), x->h.b);
       break;
     case OP_RENAME:
       if (failed) break;
@@ -692,6 +791,17 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
     default:
       break;
     }
+  }
+
+  for (size_t i = 0; i < r.nfiles; i++) {
+    const file *f = &r.files[i];
+    for (size_t k = 0; f->wal && k < f->nmarks; k++)
+      if (f->marks[k].t && (!st->oldest_sync_begun_ns || f->marks[k].t < st->oldest_sync_begun_ns))
+        st->oldest_sync_begun_ns = f->marks[k].t;
+    for (size_t k = 0; f->wal && k < f->npend; k++)
+      if (f->pend[k].op == OP_WRITE && f->pend[k].b &&
+          (!st->oldest_unsynced_wal_write_ns || f->pend[k].b < st->oldest_unsynced_wal_write_ns))
+        st->oldest_unsynced_wal_write_ns = f->pend[k].b;
   }
 
   names *fin = m->dir_entries_need_fsync ? &r.dur : &r.cur;
@@ -752,6 +862,7 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
   for (size_t i = 0; i < r.nfiles; i++) {
     free(r.files[i].dur);
     free(r.files[i].pend);
+    free(r.files[i].marks);
   }
   free(r.files);
   for (size_t i = 0; i < r.cur.n; i++) free(r.cur.v[i].path);

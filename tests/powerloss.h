@@ -15,7 +15,8 @@
  * after a power loss at the moment of the kill, under one of these models:
  *
  *   PL_DROP    only what was synced survives: each file as of its last
- *              fdatasync/fsync;
+ *              fdatasync/fsync - a sync covers the writes made before it
+ *              began; one made while it runs counts as unsynced;
  *   PL_TORN    unsynced writes survive in order up to a random point, the
  *              last one cut at a random 512-byte sector boundary;
  *   PL_PAGES   each 4 KiB page touched by unsynced writes independently
@@ -59,6 +60,16 @@ typedef struct pl_stats {
   uint64_t unsynced_kept;     /* of which kept (whole or in part) */
   uint64_t names_undone;      /* creates, renames, unlinks reverted */
   int journal_torn;           /* the journal's last record was incomplete */
+  uint64_t oldest_unsynced_wal_write_ns; /* CLOCK_MONOTONIC time of the oldest
+                                 write to a WAL segment that no finished
+                                 sync covered (0: none) */
+  uint64_t oldest_sync_begun_ns; /* when the oldest sync of a WAL segment
+                                 still running at the end began (0: none) */
+  uint64_t bad_markers;       /* WAL marker frames that claimed as
+                                 fdatasynced bytes no finished sync covered
+                                 when they were written (the message names
+                                 the first); pl_reconstruct still builds
+                                 the image */
 } pl_stats;
 
 /*

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "token/arena.h"
@@ -44,7 +45,7 @@ static void test_arena_ids_start_at_one_and_are_dense(void **state) {
   tg__arena_free(&a);
 }
 
-static void test_arena_deleted_slots_are_reused_last_freed_first(void **state) {
+static void test_arena_deleted_slots_are_reused_last_freed_first_under_new_ids(void **state) {
   (void)state;
   tg__arena a;
   assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
@@ -57,13 +58,69 @@ static void test_arena_deleted_slots_are_reused_last_freed_first(void **state) {
   assert_null(tg__arena_get(&a, 8));
   assert_int_equal(a.live, 8);
   void *q = take(&a, &id);
-  assert_int_equal(id, 8);
+  assert_int_equal(id, 11); /* never a dead id */
   assert_ptr_equal(q, p[7]);
+  q = take(&a, &id);
+  assert_int_equal(id, 12);
+  assert_ptr_equal(q, p[3]);
+  q = take(&a, &id);
+  assert_int_equal(id, 13); /* free list empty: bump again */
+  assert_int_equal(a.next, 11);
+  assert_null(tg__arena_get(&a, 4));
+  assert_null(tg__arena_get(&a, 8));
+  assert_int_equal(a.nchunks, 1);
+  tg__arena_free(&a);
+}
+
+static void test_arena_ids_wrap_past_2_32_skipping_live_ones(void **state) {
+  (void)state;
+  tg__arena a;
+  assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
+  uint32_t id;
+  take(&a, &id); /* 1 */
+  take(&a, &id); /* 2 */
+  void *p3 = take(&a, &id); /* 3 */
+  tg__arena_release(&a, p3, 3);
+  /* As if 2^32 - 4 more ids had been handed out, all of them now dead. */
+  tg__arena_set_cursor(&a, 0xFFFFFFFEu, 0);
+  void *top = take(&a, &id);
+  assert_int_equal(id, 0xFFFFFFFFu);
+  assert_ptr_equal(tg__arena_get(&a, 0xFFFFFFFFu), top);
+  assert_null(tg__arena_get(&a, 0)); /* id 0 never names anything */
+  /* The wrap: 1 and 2 are live and skipped, 3 is dead and handed out. */
+  take(&a, &id);
+  assert_int_equal(id, 3);
+  assert_int_equal(a.wrapped, 1);
   take(&a, &id);
   assert_int_equal(id, 4);
-  take(&a, &id);
-  assert_int_equal(id, 11); /* free list empty: bump again */
-  assert_int_equal(a.nchunks, 1);
+  assert_int_equal(a.live, 5);
+  tg__arena_free(&a);
+}
+
+static void test_arena_map_chunk_of_dead_ids_is_given_back(void **state) {
+  (void)state;
+  tg__arena a;
+  assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
+  uint32_t id;
+  /* Create and delete one at a time across two map chunks: the slot is
+     reused every time, and the first chunk's ids are all dead. */
+  for (uint32_t i = 0; i < TG__CHUNK_SLOTS + 10; i++) {
+    void *p = take(&a, &id);
+    tg__arena_release(&a, p, id);
+  }
+  assert_int_equal(a.live, 0);
+  assert_int_equal(a.next, 1);
+  assert_int_equal(a.map_live[0], 0);
+  assert_non_null(a.map[0]); /* still mapped: lock-free readers may look */
+  /* ... but its pages went back to the kernel (and chunk 1's did not). */
+  unsigned char vec[TG__MAP_CHUNK_BYTES / 4096];
+  assert_int_equal(mincore(a.map[0], TG__MAP_CHUNK_BYTES, vec), 0);
+  for (size_t i = 0; i < sizeof vec; i++) assert_int_equal(vec[i] & 1, 0);
+  assert_int_equal(mincore(a.map[1], TG__MAP_CHUNK_BYTES, vec), 0);
+  assert_int_equal(vec[0] & 1, 1);
+  assert_null(tg__arena_get(&a, 1));
+  assert_null(tg__arena_get(&a, TG__CHUNK_SLOTS));
+  assert_int_equal(a.cursor, TG__CHUNK_SLOTS + 10);
   tg__arena_free(&a);
 }
 
@@ -106,10 +163,12 @@ static void test_arena_out_of_memory_is_reported_and_changes_nothing(void **stat
   assert_int_equal(err, TG_ENOMEM);
   assert_int_equal(a.live, TG__CHUNK_SLOTS);
   assert_int_equal(a.next, TG__CHUNK_SLOTS);
-  /* A freed slot can still be handed out without new memory. */
-  tg__arena_release(&a, tg__arena_get(&a, 5), 5);
-  assert_non_null(tg__arena_alloc(&a, &id, &err));
-  assert_int_equal(id, 5);
+  /* A freed slot can still be handed out without new slot memory, under
+     the next id. */
+  void *five = tg__arena_get(&a, 5);
+  tg__arena_release(&a, five, 5);
+  assert_ptr_equal(tg__arena_alloc(&a, &id, &err), five);
+  assert_int_equal(id, TG__CHUNK_SLOTS + 1);
   tg__arena_free(&a);
   tg__arena_set_map_budget(-1);
 }
@@ -117,7 +176,9 @@ static void test_arena_out_of_memory_is_reported_and_changes_nothing(void **stat
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_arena_ids_start_at_one_and_are_dense),
-    cmocka_unit_test(test_arena_deleted_slots_are_reused_last_freed_first),
+    cmocka_unit_test(test_arena_deleted_slots_are_reused_last_freed_first_under_new_ids),
+    cmocka_unit_test(test_arena_ids_wrap_past_2_32_skipping_live_ones),
+    cmocka_unit_test(test_arena_map_chunk_of_dead_ids_is_given_back),
     cmocka_unit_test(test_arena_grows_across_chunks_with_stable_addresses),
     cmocka_unit_test(test_arena_out_of_memory_is_reported_and_changes_nothing),
   };

@@ -35,6 +35,7 @@
 #include "common/crc32.h"
 #include "common/io.h"
 #include "token/arena.h"
+#include "util.h"
 
 static char dir[128];
 
@@ -118,127 +119,7 @@ static void make_store(const char *d, uint32_t n) {
   assert_int_equal(tg_store_close(s), 0);
 }
 
-/* ---- the model: everything a store holds, read through the API --------- */
-
-#define MAXID 4096u
-
-typedef struct model {
-  uint64_t tokens, conns;
-  unsigned char tok_live[MAXID + 1], conn_live[MAXID + 1];
-  tg_token tok[MAXID + 1];
-  tg_connection conn[MAXID + 1];
-} model;
-
-static void read_model(tg_store *s, model *m) {
-  memset(m, 0, sizeof *m);
-  tg_store_stats st;
-  tg_store_stats_get(s, &st);
-  m->tokens = st.live_tokens;
-  m->conns = st.live_connections;
-  for (uint32_t id = 1; id <= MAXID; id++) {
-    m->tok_live[id] = tg_token_get(s, id, &m->tok[id]) == 0;
-    m->conn_live[id] = tg_connection_get(s, id, &m->conn[id]) == 0;
-  }
-}
-
-static int same_model(const model *a, const model *b) {
-  if (a->tokens != b->tokens || a->conns != b->conns) return 0;
-  for (uint32_t id = 1; id <= MAXID; id++) {
-    if (a->tok_live[id] != b->tok_live[id] || a->conn_live[id] != b->conn_live[id]) return 0;
-    /* DIRTY says "changed since the last checkpoint": a store rebuilt
-       from the log has it where one loaded from a checkpoint has not. */
-    tg_token x = a->tok[id], y = b->tok[id];
-    x.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    y.flags &= (uint16_t)~TG_TOKEN_DIRTY;
-    if (a->tok_live[id] && memcmp(&x, &y, sizeof x)) return 0;
-    if (a->conn_live[id] && memcmp(&a->conn[id], &b->conn[id], sizeof a->conn[id])) return 0;
-  }
-  return 1;
-}
-
-/* ---- copying and damaging a directory ---------------------------------- */
-
-/* Copy file src to dst: the first `limit` bytes, then the same size (the
-   rest of a checkpoint beyond its last page is zeros; a sparse copy is
-   fast). */
-static void copy_file(const char *src, const char *dst, uint64_t limit) {
-  int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  assert_true(in >= 0 && out >= 0);
-  struct stat st;
-  assert_int_equal(fstat(in, &st), 0);
-  static char buf[1 << 16];
-  uint64_t done = 0;
-  while (done < limit) {
-    ssize_t n = read(in, buf, sizeof buf);
-    assert_true(n >= 0);
-    if (n == 0) break;
-    if ((uint64_t)n > limit - done) n = (ssize_t)(limit - done);
-    assert_int_equal(write(out, buf, (size_t)n), n);
-    done += (uint64_t)n;
-  }
-  assert_int_equal(ftruncate(out, st.st_size), 0);
-  close(in);
-  close(out);
-}
-
-static void copy_dir(const char *src, const char *dst, uint64_t data_used) {
-  char a[400], b[400];
-  mkdir(dst, 0700);
-  const char *sub[] = {"checkpoint", "wal"};
-  for (int i = 0; i < 2; i++) {
-    snprintf(b, sizeof b, "%s/%s", dst, sub[i]);
-    mkdir(b, 0700);
-  }
-  path_of(a, sizeof a, src, "TOKENGRAPH");
-  path_of(b, sizeof b, dst, "TOKENGRAPH");
-  copy_file(a, b, UINT64_MAX);
-  path_of(a, sizeof a, src, "checkpoint/data.mdb");
-  path_of(b, sizeof b, dst, "checkpoint/data.mdb");
-  copy_file(a, b, data_used);
-  snprintf(a, sizeof a, "%s/wal", src);
-  DIR *d = opendir(a);
-  assert_non_null(d);
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    snprintf(a, sizeof a, "%s/wal/%s", src, e->d_name);
-    snprintf(b, sizeof b, "%s/wal/%s", dst, e->d_name);
-    copy_file(a, b, UINT64_MAX);
-  }
-  closedir(d);
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
-  (void)st, (void)flag, (void)f;
-  return remove(p);
-}
-
-/* Remove a copy made by copy_dir (and whatever an open added to it). */
-static void remove_dir(const char *d) {
-  struct stat st;
-  if (lstat(d, &st)) return;
-  assert_int_equal(nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
-
-/* Bytes of data.mdb in use: up to the current meta page's last page. */
-static uint64_t data_used(const char *d, uint32_t *psize) {
-  char p[400];
-  path_of(p, sizeof p, d, "checkpoint/data.mdb");
-  int fd = open(p, O_RDONLY);
-  assert_true(fd >= 0);
-  unsigned char m[2][160];
-  assert_int_equal(pread(fd, m[0], 160, 0), 160);
-  uint32_t ps;
-  memcpy(&ps, m[0] + 16 + 24, 4);
-  assert_int_equal(pread(fd, m[1], 160, ps), 160);
-  close(fd);
-  uint64_t t0, t1, last;
-  memcpy(&t0, m[0] + 16 + 128, 8);
-  memcpy(&t1, m[1] + 16 + 128, 8);
-  memcpy(&last, m[t1 > t0] + 16 + 120, 8);
-  *psize = ps;
-  return (last + 1) * ps;
-}
+/* ---- damaging a copy ------------------------------------------------------ */
 
 enum damage { FLIP, ZERO_PAGE, TRUNCATE };
 
@@ -276,7 +157,7 @@ static const char *outcome_name[] = {"opened exact", "TG_ECORRUPT", "TG_ENOTTG",
                                      "TG_EVERSION", "WRONG DATA", "bad refusal",
                                      "inspect disagrees"};
 
-static int run_case(const char *d, const model *want) {
+static int run_case(const char *d, const tgt_model *want) {
   tg_inspect_report rep;
   char imsg[512] = "", msg[512];
   int irc = tg_store_inspect(d, &rep, NULL, NULL, imsg, sizeof imsg);
@@ -285,10 +166,10 @@ static int run_case(const char *d, const model *want) {
   tg_store *s = NULL;
   int rc = open_msg(d, &s, msg, sizeof msg);
   if (rc == 0) {
-    static model got;
-    read_model(s, &got);
+    static tgt_model got;
+    tgt_read_model(s, &got);
     tg_store_close(s);
-    if (!same_model(want, &got)) return WRONG_DATA;
+    if (tgt_model_diff(want, &got)) return WRONG_DATA;
     if (ibad || rep.tokens != want->tokens || rep.connections != want->conns) return DISAGREE;
     return OPENED_EXACT;
   }
@@ -306,7 +187,7 @@ static int run_case(const char *d, const model *want) {
 
 /* Run one case in a child; the parent gives it 30 s (a clean case takes
    milliseconds) and counts a crash, a hang or a wrong answer as failure. */
-static int child_case(const char *d, const model *want, const char *what) {
+static int child_case(const char *d, const tgt_model *want, const char *what) {
   fflush(NULL);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -347,16 +228,16 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
   snprintf(work, sizeof work, "%s/case", dir);
   make_store(tmpl, 2400);
   uint32_t psize = 0;
-  uint64_t used = data_used(tmpl, &psize);
+  uint64_t used = tgt_checkpoint_used(tmpl, &psize);
   uint64_t pages = used / psize;
   assert_true(pages > 20); /* branch pages in tokens and conns */
-  static model want;
+  static tgt_model want;
   {
     char pristine[200];
     snprintf(pristine, sizeof pristine, "%s/pristine", dir);
-    copy_dir(tmpl, pristine, used);
+    tgt_copy_dir(tmpl, pristine);
     tg_store *s = open_at(pristine);
-    read_model(s, &want);
+    tgt_read_model(s, &want);
     tg_store_close(s);
     assert_true(want.tokens > 2000 && want.conns > 1500);
   }
@@ -376,8 +257,8 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
       uint64_t bit = pass == 2 ? (i / 64) * psize * 8ull + (16 + 128) * 8 + i % 64
                      : pass    ? (i / (152 * 8)) * psize * 8ull + i % (152 * 8)
                                : i;
-      remove_dir(work);
-      copy_dir(tmpl, work, used);
+      tgt_rmtree(work);
+      tgt_copy_dir(tmpl, work);
       damage(work, FLIP, bit, psize);
       snprintf(what, sizeof what, "bit %llu (page %llu)", (unsigned long long)bit,
                (unsigned long long)(bit / 8 / psize));
@@ -385,8 +266,8 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
     }
   }
   for (uint64_t pg = 0; pg < pages; pg += SWEEP) {
-    remove_dir(work);
-    copy_dir(tmpl, work, used);
+    tgt_rmtree(work);
+    tgt_copy_dir(tmpl, work);
     damage(work, ZERO_PAGE, pg, psize);
     snprintf(what, sizeof what, "page %llu zeroed", (unsigned long long)pg);
     counts[1][child_case(work, &want, what)]++;
@@ -394,8 +275,8 @@ static void test_damaged_checkpoint_opens_exactly_or_is_refused(void **state) {
   for (uint64_t pg = 0; pg <= pages; pg += SWEEP) {
     for (int mid = 0; mid < (pg % 4 ? 1 : 2); mid++) {
       uint64_t at = pg * psize + (mid ? 100u + pg % 3000 : 0);
-      remove_dir(work);
-      copy_dir(tmpl, work, used);
+      tgt_rmtree(work);
+      tgt_copy_dir(tmpl, work);
       damage(work, TRUNCATE, at, psize);
       snprintf(what, sizeof what, "truncated at %llu", (unsigned long long)at);
       counts[2][child_case(work, &want, what)]++;
@@ -422,12 +303,12 @@ static void dir_with_corpus_checkpoint(const char *d, const char *name) {
   mkdir(d, 0700);
   snprintf(src, sizeof src, "%s/TOKENGRAPH", seed);
   path_of(p, sizeof p, d, "TOKENGRAPH");
-  copy_file(src, p, UINT64_MAX);
+  tgt_copy_file(src, p, UINT64_MAX);
   path_of(p, sizeof p, d, "checkpoint");
   mkdir(p, 0700);
   snprintf(src, sizeof src, "%s/tests/fuzz/corpus/checkpoint/%s", TG_SOURCE_DIR, name);
   path_of(p, sizeof p, d, "checkpoint/data.mdb");
-  copy_file(src, p, UINT64_MAX);
+  tgt_copy_file(src, p, UINT64_MAX);
 }
 
 /* Inspect and open a copy of the corpus file `name`: both must load the

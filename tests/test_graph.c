@@ -95,7 +95,7 @@ static void test_ids_are_stable_while_others_come_and_go(void **state) {
   tg_store_close(s);
 }
 
-static void test_deleted_token_is_gone_and_its_id_reused(void **state) {
+static void test_deleted_token_is_gone_and_its_id_never_names_another(void **state) {
   (void)state;
   tg_store *s = open_store();
   uint32_t a = mk(s, 1), b = mk(s, 2);
@@ -105,7 +105,11 @@ static void test_deleted_token_is_gone_and_its_id_reused(void **state) {
   assert_int_equal(tg_token_delete(s, a), TG_ENOTFOUND);
   assert_int_equal(tg_token_update(s, &(tg_token){.id = a}), TG_ENOTFOUND);
   uint32_t c = mk(s, 3);
-  assert_int_equal(c, a); /* the freed slot, and so the id, is reused */
+  /* The freed slot is reused, but not the id: a kept copy of `a` still
+     names nothing rather than the new token. */
+  assert_int_equal(c, b + 1);
+  assert_int_equal(tg_token_get(s, a, &t), TG_ENOTFOUND);
+  assert_int_equal(tg_token_get(s, c, &t), 0);
   assert_int_equal(tg_token_get(s, b, &t), 0);
   tg_store_close(s);
 }
@@ -160,6 +164,12 @@ static void test_disconnect_unlinks_from_both_lists(void **state) {
   tg_store_close(s);
 }
 
+static int count_any(void *arg, const tg_connection *c) {
+  (void)arg;
+  (void)c;
+  return 0;
+}
+
 static void test_deleting_a_token_removes_its_connections(void **state) {
   (void)state;
   tg_store *s = open_store();
@@ -178,10 +188,11 @@ static void test_deleting_a_token_removes_its_connections(void **state) {
   tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 1);
   assert_int_equal(st.live_tokens, 2);
-  /* The reused slot starts with no connections. */
+  /* The reused slot (a's) starts with no connections, under a new id. */
   uint32_t d = mk(s, 1);
-  assert_int_equal(d, a);
+  assert_int_equal(d, c + 1);
   assert_int_equal(tgt_edges_of(s, d, TG_BOTH).n, 0);
+  assert_int_equal(tg_token_edges(s, a, TG_BOTH, count_any, NULL), TG_ENOTFOUND);
   tg_store_close(s);
 }
 
@@ -252,7 +263,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_token_fields_round_trip_and_id_is_assigned),
     cmocka_unit_test(test_ids_are_stable_while_others_come_and_go),
-    cmocka_unit_test(test_deleted_token_is_gone_and_its_id_reused),
+    cmocka_unit_test(test_deleted_token_is_gone_and_its_id_never_names_another),
     cmocka_unit_test(test_adjacency_lists_outgoing_and_incoming),
     cmocka_unit_test(test_disconnect_unlinks_from_both_lists),
     cmocka_unit_test(test_deleting_a_token_removes_its_connections),

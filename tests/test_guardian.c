@@ -1,6 +1,7 @@
 /* The guardian: every quota at its exact boundary, eviction, configs. */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,8 +56,11 @@ static void test_quota_max_tokens_allows_n_rejects_n_plus_one(void **state) {
   for (int i = 0; i < 1000; i++) mk(s, 1, 0);
   tg_store_stats before = tgt_stats(s);
   uint32_t id = 55;
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_NONE);
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
   assert_int_equal(id, 0);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_TOKENS);
+  assert_string_equal(tg_quota_name(tg_quota_exceeded(s)), "tokens");
   tg_store_stats after = tgt_stats(s);
   assert_int_equal(after.live_tokens, 1000);
   assert_int_equal(after.memory_bytes, before.memory_bytes);
@@ -65,10 +69,10 @@ static void test_quota_max_tokens_allows_n_rejects_n_plus_one(void **state) {
   assert_int_equal(after.quota_checks, 1001);
   tg_token t;
   assert_int_equal(tg_token_get(s, 1001, &t), TG_ENOTFOUND);
-  /* Room again after a delete. */
+  /* Room again after a delete (under a new id: ids are not reused). */
   assert_int_equal(tg_token_delete(s, 10), 0);
   assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  assert_int_equal(id, 10);
+  assert_int_equal(id, 1001);
   tg_store_close(s);
 }
 
@@ -82,6 +86,7 @@ static void test_quota_max_connections_allows_n_rejects_n_plus_one(void **state)
   for (int i = 0; i < 5; i++) assert_int_equal(try_link(s, a, b, &id), 0);
   assert_int_equal(try_link(s, b, a, &id), TG_EQUOTA);
   assert_int_equal(id, 0);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_CONNECTIONS);
   tg_store_stats st = tgt_stats(s);
   assert_int_equal(st.live_connections, 5);
   assert_int_equal(st.quota_rejections, 1);
@@ -96,6 +101,7 @@ static void test_quota_max_memory_allows_n_rejects_n_plus_one(void **state) {
   assert_int_equal(before.memory_bytes, 64 * 300);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_MEMORY);
   tg_store_stats after = tgt_stats(s);
   assert_int_equal(after.live_tokens, 300);
   assert_int_equal(after.memory_bytes, before.memory_bytes);
@@ -127,6 +133,7 @@ static void test_quota_max_degree_checks_both_endpoints(void **state) {
   for (int i = 0; i < 5; i++) x[i] = mk(s, 1, 0);
   for (int i = 0; i < 3; i++) assert_int_equal(try_link(s, hub, x[i], &id), 0);
   assert_int_equal(try_link(s, hub, x[3], &id), TG_EQUOTA); /* from side */
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_DEGREE);
   assert_int_equal(try_link(s, x[4], hub, &id), TG_EQUOTA); /* to side */
   assert_int_equal(try_link(s, x[0], x[1], &id), 0);
   assert_int_equal(try_link(s, x[1], x[1], &id), TG_EQUOTA); /* loop = 2 */
@@ -143,6 +150,7 @@ static void test_eviction_takes_lowest_weight_non_persistent_first(void **state)
   cfg.guardian.max_memory_bytes = 64 * 100;
   cfg.guardian.memory_threshold = 0.5; /* soft limit: 50 tokens */
   cfg.guardian.cleanup_margin = 0.1;   /* evict down to 40 tokens */
+  cfg.guardian.cleanup = 1;
   tg_store *s = open_with(&cfg);
   /* 50 tokens: weights are a permutation of 0..49; every 5th persistent. */
   uint32_t ids[50];
@@ -164,8 +172,8 @@ static void test_eviction_takes_lowest_weight_non_persistent_first(void **state)
   int gone = 0;
   for (int i = 0; i < 50; i++) {
     tg_token t;
-    /* The new token reuses a freed slot, so its id is one of the gone. */
-    int rc = ids[i] == nid ? TG_ENOTFOUND : tg_token_get(s, ids[i], &t);
+    int rc = tg_token_get(s, ids[i], &t);
+    assert_int_not_equal(ids[i], nid); /* the new token has a new id */
     if (i % 5 == 0) assert_int_equal(rc, 0); /* persistent: kept */
     if (rc == TG_ENOTFOUND) {
       gone++;
@@ -193,6 +201,7 @@ static void test_eviction_never_takes_the_endpoints_being_connected(void **state
   cfg.guardian.max_memory_bytes = 64 * 6 + 16 * 32768 + 64;
   cfg.guardian.memory_threshold = 0.999;
   cfg.guardian.cleanup_margin = 0.0;
+  cfg.guardian.cleanup = 1;
   tg_store *s = open_with(&cfg);
   uint32_t a = mk(s, 0.0f, 0), b = mk(s, 0.5f, 0), id;
   for (int i = 0; i < 8; i++) mk(s, 5.0f + (float)i, 0);
@@ -247,6 +256,160 @@ static void test_without_cleanup_the_callback_is_told_and_nothing_evicted(void *
   while (tgt_stats(s).live_tokens < 100) mk(s, 1, 0);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  tg_store_close(s);
+}
+
+/* ---- eviction is opt-in ---------------------------------------------- */
+
+static void test_default_config_never_evicts_and_memory_limit_gives_equota(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  assert_int_equal(cfg.guardian.cleanup, 0);
+  cfg.guardian.max_memory_bytes = 64 * 20;
+  cfg.guardian.memory_threshold = 0.5; /* soft limit: 10 tokens */
+  tg_store *s = open_with(&cfg);
+  uint32_t ids[20];
+  for (int i = 0; i < 20; i++) ids[i] = mk(s, (float)i, 0);
+  uint32_t id = 7;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(id, 0);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_MEMORY);
+  assert_string_equal(tg_quota_name(TG_QUOTA_MEMORY), "memory");
+  /* All 20 creates returned 0, and all 20 tokens are still there. */
+  tg_token t;
+  for (int i = 0; i < 20; i++) assert_int_equal(tg_token_get(s, ids[i], &t), 0);
+  tg_store_stats st = tgt_stats(s);
+  assert_int_equal(st.evictions, 0);
+  assert_int_equal(st.live_tokens, 20);
+  tg_store_close(s);
+}
+
+typedef struct evict_log {
+  uint32_t ids[256];
+  size_t n;
+  int calls;
+} evict_log;
+
+static void on_evict(void *arg, const uint32_t *ids, size_t n) {
+  evict_log *l = arg;
+  l->calls++;
+  for (size_t i = 0; i < n && l->n < 256; i++) l->ids[l->n++] = ids[i];
+}
+
+static void test_eviction_tells_on_evict_exactly_the_ids_that_went(void **state) {
+  (void)state;
+  evict_log log;
+  memset(&log, 0, sizeof log);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 64 * 100;
+  cfg.guardian.memory_threshold = 0.5;
+  cfg.guardian.cleanup_margin = 0.1;
+  cfg.guardian.cleanup = 1;
+  cfg.guardian.on_evict = on_evict;
+  cfg.guardian.on_evict_arg = &log;
+  tg_store *s = open_with(&cfg);
+  uint32_t ids[50];
+  for (int i = 0; i < 50; i++) ids[i] = mk(s, (float)i, 0);
+  assert_int_equal(log.calls, 0);
+  uint32_t nid = mk(s, 1000, 0); /* crosses the soft limit: 11 go, as they go */
+  assert_int_equal(log.calls, 1);
+  assert_int_equal(log.n, 11);
+  assert_int_equal(tgt_stats(s).evictions, 11);
+  /* The ids told are exactly the tokens that are gone, lowest weight
+     first: weights 0..10. */
+  for (size_t i = 0; i < log.n; i++) {
+    tg_token t;
+    assert_int_equal(log.ids[i], ids[i]);
+    assert_int_not_equal(log.ids[i], nid); /* an evicted id is never handed out */
+    assert_int_equal(tg_token_get(s, log.ids[i], &t), TG_ENOTFOUND);
+  }
+  for (int i = 11; i < 50; i++) {
+    tg_token t;
+    assert_int_equal(tg_token_get(s, ids[i], &t), 0);
+  }
+  tg_store_close(s);
+}
+
+static void test_evictions_are_logged_and_replay_reproduces_them(void **state) {
+  (void)state;
+  evict_log log;
+  memset(&log, 0, sizeof log);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 64 * 100;
+  cfg.guardian.memory_threshold = 0.5;
+  cfg.guardian.cleanup_margin = 0.1;
+  cfg.guardian.cleanup = 1;
+  cfg.guardian.on_evict = on_evict;
+  cfg.guardian.on_evict_arg = &log;
+  cfg.checkpoint_bytes = 0;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, tgt_data, &cfg), 0);
+  uint32_t ids[51];
+  for (int i = 0; i < 51; i++) ids[i] = mk(s, (float)i, 0);
+  assert_int_equal(log.n, 11);
+  assert_int_equal(tg_store_close(s), 0);
+  /* Reopened without eviction: replay alone removes the same 11. */
+  tg_store_config_init(&cfg);
+  assert_int_equal(tg_store_open(&s, tgt_data, &cfg), 0);
+  assert_int_equal(tgt_stats(s).live_tokens, 40);
+  assert_int_equal(tgt_stats(s).evictions, 0);
+  for (size_t i = 0; i < log.n; i++) {
+    tg_token t;
+    assert_int_equal(tg_token_get(s, log.ids[i], &t), TG_ENOTFOUND);
+  }
+  tg_token t;
+  assert_int_equal(tg_token_get(s, ids[50], &t), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void *reject_in_thread(void *arg) {
+  tg_store *s = arg;
+  uint32_t id;
+  /* This thread's own rejection: tokens. */
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_TOKENS);
+  return NULL;
+}
+
+static void test_quota_exceeded_is_per_thread_and_per_store(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_tokens = 2;
+  cfg.guardian.max_degree = 1;
+  tg_store *s = open_with(&cfg), *other = open_with(&cfg);
+  uint32_t a = mk(s, 1, 0), b = mk(s, 1, 0), id;
+  assert_int_equal(try_link(s, a, b, &id), 0);
+  assert_int_equal(try_link(s, a, b, &id), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_DEGREE);
+  assert_int_equal(tg_quota_exceeded(other), TG_QUOTA_NONE);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, reject_in_thread, s), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  /* Another thread's rejection does not change this thread's answer. */
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_DEGREE);
+  assert_int_equal(tg_quota_exceeded(NULL), TG_QUOTA_NONE);
+  assert_string_equal(tg_quota_name(42), "unknown");
+  tg_store_close(other);
+  tg_store_close(s);
+}
+
+static void test_a_batch_rejected_by_a_quota_says_which(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_tokens = 3;
+  tg_store *s = open_with(&cfg);
+  tg_batch *b;
+  uint32_t id;
+  assert_int_equal(tg_batch_begin(s, &b), 0);
+  for (int i = 0; i < 4; i++) assert_int_equal(tg_batch_token_create(b, NULL, &id), 0);
+  assert_int_equal(tg_batch_commit(b), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_TOKENS);
+  assert_int_equal(tgt_stats(s).live_tokens, 0);
   tg_store_close(s);
 }
 
@@ -523,6 +686,11 @@ int main(void) {
     cmocka_unit_test(test_eviction_takes_lowest_weight_non_persistent_first),
     cmocka_unit_test(test_eviction_never_takes_the_endpoints_being_connected),
     cmocka_unit_test(test_without_cleanup_the_callback_is_told_and_nothing_evicted),
+    cmocka_unit_test(test_default_config_never_evicts_and_memory_limit_gives_equota),
+    cmocka_unit_test(test_eviction_tells_on_evict_exactly_the_ids_that_went),
+    TGT_TEST(test_evictions_are_logged_and_replay_reproduces_them),
+    cmocka_unit_test(test_quota_exceeded_is_per_thread_and_per_store),
+    cmocka_unit_test(test_a_batch_rejected_by_a_quota_says_which),
     cmocka_unit_test(test_victims_keep_the_k_lowest_in_order),
     cmocka_unit_test(test_config_loads_every_guardian_key),
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),

@@ -1155,13 +1155,34 @@ static void test_an_lmdb_checkpoint_that_is_not_ours_is_refused(void **state) {
   assert_every_command_refuses(tgt_data, "not a tokengraph checkpoint");
 }
 
-static void test_a_directory_open_in_another_process_is_refused(void **state) {
+/* verify, stats and dump read a directory held open elsewhere read-only,
+   up to its durable point (tests/test_readonly.c checks what they read);
+   recover, which writes, is refused and changes nothing. */
+static void test_a_directory_open_in_another_process_is_read_live_and_not_recovered(
+    void **state) {
   (void)state;
   make_store(10, 0);
   tg_store *s = tgt_open_small_log(); /* this process holds the lock */
-  assert_every_command_refuses(tgt_data, "another process");
+  const char *readers[] = {"verify", "stats", "dump"};
+  for (int i = 0; i < 3; i++) {
+    tgt_run_out r = tool_ok(readers[i], tgt_data, "--json", NULL);
+    if (!strstr(r.out, "\"live\":true")) fail_msg("%s: not live: %s", readers[i], r.out);
+    tgt_run_free(&r);
+  }
+  tgt_run_out r = tool("recover", tgt_data, NULL);
+  if (r.status != 2) fail_msg("recover: exit %d: %s%s", r.status, r.out, r.err);
+  assert_one_error_line(&r);
+  assert_non_null(strstr(r.err, "another process"));
+  tgt_run_free(&r);
+  r = tool("recover", tgt_data, "--json", NULL);
+  assert_int_equal(r.status, 2);
+  assert_true(json_is(r.out, "error", "TG_ELOCKED"));
+  tgt_run_free(&r);
   assert_int_equal(tg_store_close(s), 0);
-  assert_exit(0, "verify", tgt_data, NULL);
+  r = tool_ok("verify", tgt_data, "--json", NULL);
+  assert_non_null(strstr(r.out, "\"live\":false"));
+  assert_int_equal(json_u64(r.out, "last_lsn"), 10);
+  tgt_run_free(&r);
 }
 
 int main(void) {
@@ -1194,7 +1215,7 @@ int main(void) {
     TGT_TEST(test_random_bytes_as_a_segment_are_corruption),
     TGT_TEST(test_random_bytes_as_the_checkpoint_are_refused),
     TGT_TEST(test_an_lmdb_checkpoint_that_is_not_ours_is_refused),
-    TGT_TEST(test_a_directory_open_in_another_process_is_refused),
+    TGT_TEST(test_a_directory_open_in_another_process_is_read_live_and_not_recovered),
     TGT_TEST(test_a_zeroed_sector_before_the_durable_point_is_refused_by_both),
     TGT_TEST(test_a_deleted_last_segment_is_refused_by_both),
     TGT_TEST(test_a_torn_unsynced_frame_then_a_valid_one_is_a_torn_tail_for_both),

@@ -264,10 +264,35 @@ static void test_stress_quota_exhaustion_counts_exact_rejections(void **state) {
   tgt_run_free(&r);
 }
 
+/* concurrent-recall reports the writers alone (a reference), the writes and
+   the reads with readers (each with its latency percentiles), and the
+   ratio of the writers' rates. run_ok() requires exit status 0: the
+   figures' targets are not checks, the calls' success is. */
+static void test_stress_concurrent_recall_reports_both_sides_and_the_ratio(void **state) {
+  (void)state;
+  char cfg[300];
+  snprintf(cfg, sizeof cfg, "%s/conc.ini", tgt_root);
+  tgt_write_file(cfg, "[stress]\nphases = concurrent-recall\nconc_writers = 2\n"
+                      "conc_readers = 2\nconc_ops = 20000\n");
+  const char *args[] = {"--config", cfg, "--json", NULL};
+  tgt_run_out r = run_ok(NULL, args);
+  assert_true(json_valid(r.out));
+  assert_non_null(strstr(r.out, "\"name\": \"concurrent-recall-writers-alone\", \"level\": null, "
+                                "\"ops\": 40000,"));
+  assert_non_null(strstr(r.out, "\"name\": \"concurrent-recall-writes\", \"level\": null, "
+                                "\"ops\": 40000,"));
+  assert_non_null(strstr(r.out, "\"name\": \"concurrent-recall-reads\""));
+  assert_non_null(strstr(r.out, "concurrent-recall: writers with readers / alone"));
+  assert_non_null(strstr(r.out, "concurrent-recall: read P99.9"));
+  assert_non_null(strstr(r.out, "every call succeeds\", \"pass\": true"));
+  assert_non_null(strstr(r.out, "readers made progress\", \"pass\": true"));
+  tgt_run_free(&r);
+}
+
 static void test_stress_every_shipped_config_loads(void **state) {
   (void)state;
   const char *names[] = {"default", "strict", "relaxed", "quota-exhaustion", "memory-pressure",
-                         "backpressure", "multi-writer"};
+                         "backpressure", "multi-writer", "concurrent-recall"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     char path[600];
     snprintf(path, sizeof path, "%s/%s.ini", TG_CONFIG_DIR, names[i]);
@@ -326,6 +351,7 @@ int main(void) {
     TGT_TEST(test_stress_every_shipped_config_loads),
     TGT_TEST(test_stress_config_error_names_file_line_and_key),
     TGT_TEST(test_stress_quota_exhaustion_counts_exact_rejections),
+    TGT_TEST(test_stress_concurrent_recall_reports_both_sides_and_the_ratio),
     TGT_TEST(test_stress_plot_without_gnuplot_is_not_a_failure),
     TGT_TEST(test_stress_json_summary_parses_and_passes),
   };

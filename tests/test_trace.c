@@ -1117,6 +1117,7 @@ static void test_bb_eviction_records_the_pass(void **state) {
   cfg.guardian.max_memory_bytes = 64 * 100;
   cfg.guardian.memory_threshold = 0.5; /* soft limit: 50 tokens */
   cfg.guardian.cleanup_margin = 0.1;   /* evict down to 40, the new one included */
+  cfg.guardian.cleanup = 1;
   uint64_t mark = bb_mark();
   tg_store *s = open_store(NULL, &cfg);
   for (int i = 0; i < 51; i++) new_token(s);

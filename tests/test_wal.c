@@ -325,7 +325,11 @@ static void test_wal_torn_tail_is_truncated(void **state) {
       spit(path, copy, n);
       tg_wal_end end;
       assert_int_equal(read_check(f->dir, 0, 1, &end), complete);
-      if (boundary) {
+      /* A file cut at a frame boundary is shorter than its preallocation:
+         frames may have gone with it, so that is a torn tail too, with
+         nothing to cut; zeros from a boundary on are a clean end. */
+      int cut_short = boundary && mode == 0;
+      if (boundary && !cut_short) {
         assert_int_equal(end.reason, TG_WAL_END_CLEAN);
       } else {
         assert_int_equal(end.reason, TG_WAL_END_TORN);
@@ -338,7 +342,7 @@ static void test_wal_torn_tail_is_truncated(void **state) {
         /* Opening cuts the tail and continues with the next LSN. */
         tg_wal_open_info info;
         w = open_wal(f->dir, TG_WAL_RELAXED, 65536, &info);
-        assert_int_equal(info.torn_tail, !boundary);
+        assert_int_equal(info.torn_tail, !boundary || cut_short);
         assert_int_equal(info.next_lsn, complete + 1);
         /* The cut bytes were kept beside the segment, exactly. */
         assert_int_equal(info.kept_name[0] != 0, !boundary);

@@ -4,8 +4,9 @@
  * reading a pipe with a deadline, a forked child that reports through a
  * pipe, threads started together, small file helpers, stores (opening one,
  * its statistics, connections and edge lists), the damage the data
- * directory tests do to segments and checkpoints, and running a program
- * with its output captured. Include after <cmocka.h>: a helper that cannot
+ * directory tests do to segments and checkpoints, copies of a closed data
+ * directory, a store's whole state read through the API (to compare two
+ * stores), and running a program with its output captured. Include after <cmocka.h>: a helper that cannot
  * do its job fails the running test. Tests see src/ on their include path;
  * the helpers use the I/O seam (common/io.h) and the CRC
  * (common/crc32.h) from there.
@@ -19,6 +20,7 @@
 #ifndef TG_TESTS_UTIL_H
 #define TG_TESTS_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -362,6 +364,135 @@ static inline void tgt_foreign_checkpoint(const char *dir) {
   assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
   assert_int_equal(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
+}
+
+/* ---- copies of a data directory ---------------------------------------------- */
+
+/* Bytes of DIR/checkpoint/data.mdb in use: up to the last page its newer
+   meta page names; *psize gets the page size. A file too short for the
+   two meta pages counts whole. */
+static inline uint64_t tgt_checkpoint_used(const char *dir, uint32_t *psize) {
+  char p[400];
+  snprintf(p, sizeof p, "%s/checkpoint/data.mdb", dir);
+  int fd = open(p, O_RDONLY);
+  if (fd < 0) fail_msg("cannot open %s: %s", p, strerror(errno));
+  struct stat st;
+  assert_int_equal(fstat(fd, &st), 0);
+  unsigned char m[2][160];
+  uint32_t ps = 0;
+  uint64_t used = (uint64_t)st.st_size;
+  if (pread(fd, m[0], 160, 0) == 160) {
+    memcpy(&ps, m[0] + 16 + 24, 4); /* the meta record's page size */
+    if (ps >= 512 && ps <= 65536 && pread(fd, m[1], 160, ps) == 160) {
+      uint64_t t0, t1, last;
+      memcpy(&t0, m[0] + 16 + 128, 8); /* txnid */
+      memcpy(&t1, m[1] + 16 + 128, 8);
+      memcpy(&last, m[t1 > t0] + 16 + 120, 8); /* last page in use */
+      if ((last + 1) * ps < used) used = (last + 1) * ps;
+    }
+  }
+  close(fd);
+  if (psize) *psize = ps;
+  return used;
+}
+
+/* Copy file src to dst (created 0600): its first `limit` bytes, then
+   extended to src's size, so a checkpoint's unused map copies as a hole. */
+static inline void tgt_copy_file(const char *src, const char *dst, uint64_t limit) {
+  int in = open(src, O_RDONLY), out = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (in < 0 || out < 0) fail_msg("cannot copy %s to %s: %s", src, dst, strerror(errno));
+  struct stat st;
+  assert_int_equal(fstat(in, &st), 0);
+  static char buf[1 << 16];
+  uint64_t done = 0;
+  while (done < limit) {
+    ssize_t n = read(in, buf, sizeof buf);
+    assert_true(n >= 0);
+    if (n == 0) break;
+    if ((uint64_t)n > limit - done) n = (ssize_t)(limit - done);
+    assert_int_equal(write(out, buf, (size_t)n), n);
+    done += (uint64_t)n;
+  }
+  assert_int_equal(ftruncate(out, st.st_size), 0);
+  close(in);
+  close(out);
+}
+
+/* Copy the closed data directory src to dst (which must not exist): what a
+   copy of it holds that an open reads. The identity file, data.mdb (the
+   pages in use; the rest a hole of the same size) and every file of wal/
+   but the ring, which a cleanly closed store leaves to be ignored. */
+static inline void tgt_copy_dir(const char *src, const char *dst) {
+  char a[800], b[800];
+  const char *sub[] = {"", "/checkpoint", "/wal"};
+  for (int i = 0; i < 3; i++) {
+    snprintf(b, sizeof b, "%s%s", dst, sub[i]);
+    if (mkdir(b, 0700)) fail_msg("cannot create %s: %s", b, strerror(errno));
+  }
+  snprintf(a, sizeof a, "%s/TOKENGRAPH", src);
+  snprintf(b, sizeof b, "%s/TOKENGRAPH", dst);
+  tgt_copy_file(a, b, UINT64_MAX);
+  snprintf(a, sizeof a, "%s/checkpoint/data.mdb", src);
+  snprintf(b, sizeof b, "%s/checkpoint/data.mdb", dst);
+  tgt_copy_file(a, b, tgt_checkpoint_used(src, NULL));
+  snprintf(a, sizeof a, "%s/wal", src);
+  DIR *d = opendir(a);
+  if (!d) fail_msg("cannot list %s: %s", a, strerror(errno));
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.' || !strcmp(e->d_name, "ring")) continue;
+    snprintf(a, sizeof a, "%s/wal/%s", src, e->d_name);
+    snprintf(b, sizeof b, "%s/wal/%s", dst, e->d_name);
+    tgt_copy_file(a, b, UINT64_MAX);
+  }
+  closedir(d);
+}
+
+/* ---- a store's whole state, read through the API ---------------------------- */
+
+#define TGT_MODEL_IDS 4096u /* ids 1..this are read */
+
+typedef struct tgt_model {
+  uint64_t tokens, conns; /* live counts, from the statistics */
+  unsigned char tok_live[TGT_MODEL_IDS + 1], conn_live[TGT_MODEL_IDS + 1];
+  tg_token tok[TGT_MODEL_IDS + 1];
+  tg_connection conn[TGT_MODEL_IDS + 1]; /* with their list links: the
+                                             adjacency order */
+} tgt_model;
+
+/* Read every token and connection of s with an id up to TGT_MODEL_IDS.
+   Plain C, no test assertion: safe in a forked child. */
+static inline void tgt_read_model(tg_store *s, tgt_model *m) {
+  memset(m, 0, sizeof *m);
+  tg_store_stats st;
+  memset(&st, 0, sizeof st);
+  tg_store_stats_get(s, &st);
+  m->tokens = st.live_tokens;
+  m->conns = st.live_connections;
+  for (uint32_t id = 1; id <= TGT_MODEL_IDS; id++) {
+    m->tok_live[id] = tg_token_get(s, id, &m->tok[id]) == 0;
+    m->conn_live[id] = tg_connection_get(s, id, &m->conn[id]) == 0;
+  }
+}
+
+/* 0 when a and b hold the same tokens and connections; otherwise the id
+   that differs (a token's as itself, a connection's as -id), or
+   INT32_MIN for the counts. DIRTY says "changed since the last
+   checkpoint", which a store rebuilt from the log has where one loaded
+   from a checkpoint has not: it is not compared. */
+static inline int64_t tgt_model_diff(const tgt_model *a, const tgt_model *b) {
+  for (uint32_t id = 1; id <= TGT_MODEL_IDS; id++) {
+    tg_token x = a->tok[id], y = b->tok[id];
+    x.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    y.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    if (a->tok_live[id] != b->tok_live[id] || (a->tok_live[id] && memcmp(&x, &y, sizeof x)))
+      return id;
+    if (a->conn_live[id] != b->conn_live[id] ||
+        (a->conn_live[id] && memcmp(&a->conn[id], &b->conn[id], sizeof a->conn[id])))
+      return -(int64_t)id;
+  }
+  if (a->tokens != b->tokens || a->conns != b->conns) return INT32_MIN;
+  return 0;
 }
 
 /* ---- running a program ---------------------------------------------------- */

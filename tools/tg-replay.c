@@ -6,6 +6,7 @@
  *   tg-replay stats DIR [--json]
  *   tg-replay dump DIR [--from LSN] [--json]
  *   tg-replay recover DIR [--force-truncate-at-corruption] [--json] [--config FILE]
+ *   tg-replay backup DIR DEST [--json]
  *   tg-replay --version | --help
  *
  * Exit codes: 0 clean, 1 torn tail only (recoverable), 2 corruption or
@@ -16,7 +17,10 @@
  * records come from the WAL reader and tg_record_decode(), and recover is
  * tg_store_repair(). It knows no byte of the log format, computes no
  * checksum and takes no lock of its own, so it cannot disagree with the
- * store about a directory.
+ * store about a directory. verify, stats and dump work on a directory
+ * another process holds open: tg_store_inspect() then reads it as a
+ * read-only open does, up to the log's durable point; backup opens it
+ * read-only (cfg.read_only) and calls tg_store_backup().
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -24,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tg_progutil.h"
@@ -55,17 +60,19 @@ static const char exit_codes_help[] =
     "  1   torn tail only: an incomplete last write, recoverable with\n"
     "      'tg-replay recover DIR'\n"
     "  2   corruption in the log, a record that does not apply, or input\n"
-    "      that cannot be read (missing, not a tokengraph directory, in use\n"
-    "      by another process, a checkpoint that is not ours); recover\n"
-    "      refused or failed\n"
+    "      that cannot be read (missing, not a tokengraph directory, a\n"
+    "      checkpoint that is not ours; recover: in use by another process);\n"
+    "      recover refused or failed\n"
     "  64  usage error\n";
 
 static void usage_main(FILE *f) {
   fprintf(f,
           "usage: tg-replay COMMAND DIR [options]\n"
           "\n"
-          "Inspect and recover a tokengraph data directory. Every command but\n"
-          "'recover' only reads; none may run while a program has DIR open.\n"
+          "Inspect, back up and recover a tokengraph data directory. Every command\n"
+          "but 'recover' only reads. verify, stats, dump and backup also work while\n"
+          "a program has DIR open: they read it up to its log's durable point,\n"
+          "without taking its lock. recover needs DIR closed.\n"
           "\n"
           "commands:\n"
           "  verify DIR [--json]        read the checkpoint and every WAL segment;\n"
@@ -78,6 +85,8 @@ static void usage_main(FILE *f) {
           "  recover DIR [--force-truncate-at-corruption] [--json] [--config FILE]\n"
           "                             cut a torn tail (bytes kept in a .broken\n"
           "                             file), open the store, write a checkpoint\n"
+          "  backup DIR DEST [--json]   copy DIR, open or not, as of one LSN into\n"
+          "                             the new or empty directory DEST\n"
           "\n"
           "'tg-replay COMMAND --help' describes a command; 'tg-replay --version'\n"
           "prints the library's version. With --json every command prints a result\n"
@@ -133,6 +142,28 @@ static void usage_dump(FILE *f) {
           "               if the directory cannot be read, the result object alone\n"
           "\n%s",
           exit_codes_help);
+}
+
+static void usage_backup(FILE *f) {
+  fprintf(f,
+          "usage: tg-replay backup DIR DEST [--json]\n"
+          "\n"
+          "Copy the data directory DIR into DEST (missing, or an empty directory)\n"
+          "as of one LSN, while a program may keep DIR open and keep writing: DIR\n"
+          "is opened read-only (no lock is taken, nothing in DIR is written), its\n"
+          "checkpoint is copied with LMDB's compacting copy and the log records\n"
+          "after it, up to the log's durable point, are written into DEST's log.\n"
+          "DEST's identity file is written last, after everything is fdatasynced:\n"
+          "an interrupted backup is never taken for a store. DEST then opens as\n"
+          "any data directory. Prints the LSN, the state, the bytes and the rate.\n"
+          "\n"
+          "  --json   print one JSON object: lsn, tokens, connections, bytes (the\n"
+          "           checkpoint copy plus the log records' payloads), seconds (the\n"
+          "           backup), open_seconds (opening DIR read-only first), mb_per_s,\n"
+          "           records_per_s (errors: status and message)\n"
+          "\n"
+          "exit codes: 0 copied; 2 DIR cannot be read, DEST is not empty, or the\n"
+          "copy failed; 64 usage error\n");
 }
 
 static void usage_recover(FILE *f) {
@@ -315,6 +346,7 @@ static void print_report_members(const tg_inspect_report *r) {
          ",\"apply_failed_what\":",
          r->segments, r->replayed, r->apply_failed_lsn);
   tgp_json_str(stdout, r->apply_failed_lsn ? r->apply_failed_what : NULL);
+  printf(",\"live\":%s", r->live ? "true" : "false");
   printf(",\"covered_damage\":");
   if (r->covered_end.reason == TG_WAL_END_NONE) printf("null");
   else print_end_json(&r->covered_end);
@@ -410,6 +442,9 @@ static void print_verdict(const tg_inspect_report *r) {
 
 static void print_text(const char *dir, const tg_inspect_report *r, int stats) {
   printf("directory:   %s\n", dir);
+  if (r->live)
+    printf("live:        open in another process: read without its lock, up to the log's\n"
+           "             durable point; the records after the checkpoint are counted\n");
   printf("checkpoint:  LSN %" PRIu64 ", %" PRIu64 " tokens, %" PRIu64 " connections\n",
          r->checkpoint_lsn, r->checkpoint_tokens, r->checkpoint_connections);
   printf("log:         %" PRIu64 " segment%s, %" PRIu64 " record%s", r->segments,
@@ -646,13 +681,14 @@ static void dump_record(const tg_wal_record *wr, int json) {
 
 /* Print the records of waldir from `from` (0: the oldest) to where the
    reader stops, counting them in *printed; *stop gets how it stopped. */
-static int dump_from(const char *waldir, uint64_t from, int json, tg_wal_end *stop,
-                     uint64_t *printed) {
+static int dump_from(const char *waldir, uint64_t from, uint64_t upto, int json,
+                     tg_wal_end *stop, uint64_t *printed) {
   tg_wal_reader *rd = NULL;
   tg_wal_record rec;
   int rc = tg_wal_reader_open(&rd, waldir, from);
   if (rc) return rc;
   while (tg_wal_reader_next(rd, &rec) == 1) {
+    if (rec.lsn > upto) break; /* a live log: past its durable point */
     dump_record(&rec, json);
     (*printed)++;
   }
@@ -681,7 +717,11 @@ static int cmd_dump(int argc, char **argv) {
   /* --from before the oldest record (older ones went with a checkpoint)
      means from the oldest record there is. */
   uint64_t from = o.has_from && o.from > r.first_lsn ? o.from : 0;
-  if ((rc = dump_from(waldir, from, o.json, &stop, &printed))) goto fail;
+  /* A directory another process holds: its records up to the durable
+     point the report was made at, never the ones still being written. */
+  uint64_t upto = r.live ? r.last_lsn : UINT64_MAX;
+  if (r.live && !r.records) goto out;
+  if ((rc = dump_from(waldir, from, upto, o.json, &stop, &printed))) goto fail;
   /* Damage among the records the checkpoint covers stops a reader that
      starts below it, but not replay: go on where replay reads. */
   const tg_wal_end *c = &r.covered_end;
@@ -689,7 +729,7 @@ static int cmd_dump(int argc, char **argv) {
     uint64_t resume = r.checkpoint_lsn + 1;
     if (tg_wal_end_is_gap(c) && c->found_lsn < resume) resume = c->found_lsn;
     if (from > resume) resume = from;
-    if ((rc = dump_from(waldir, resume, o.json, &stop, &printed))) goto fail;
+    if ((rc = dump_from(waldir, resume, upto, o.json, &stop, &printed))) goto fail;
   }
   goto out;
 fail:
@@ -870,6 +910,125 @@ static int cmd_recover(int argc, char **argv) {
   return ex;
 }
 
+/* ---- backup ------------------------------------------------------------------------------ */
+
+typedef struct backup_progress {
+  progress bar;
+  uint64_t lsn; /* the backup's LSN: the last call's */
+} backup_progress;
+
+static void backup_cb(void *arg, uint64_t records, uint64_t lsn) {
+  backup_progress *b = arg;
+  b->lsn = lsn;
+  progress_cb(&b->bar, records, lsn);
+}
+
+/* What a backup in dest holds, in bytes: the checkpoint copy's size plus
+   the payloads of the log records after it (read back with the WAL
+   reader; preallocated segment space is not counted). */
+static uint64_t backup_bytes(const char *dest) {
+  char path[4096];
+  struct stat st;
+  uint64_t n = 0;
+  snprintf(path, sizeof path, "%s/checkpoint/data.mdb", dest);
+  if (stat(path, &st) == 0) n += (uint64_t)st.st_size;
+  char *waldir = wal_dir(dest);
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  if (waldir && tg_wal_reader_open(&r, waldir, 0) == 0)
+    while (tg_wal_reader_next(r, &rec) == 1) n += rec.len;
+  tg_wal_reader_close(r);
+  free(waldir);
+  return n;
+}
+
+static int cmd_backup(int argc, char **argv) {
+  opts o;
+  const char *dest = NULL;
+  char msg[MSG_LEN] = "";
+  int json = 0;
+  /* DIR DEST: the second positional argument is the destination; the
+     rest is parsed as every command's. */
+  char **args = calloc((size_t)argc + 1, sizeof *args);
+  int n = 0, positional = 0;
+  if (!args) return EXIT_CORRUPT;
+  for (int i = 0; i < argc; i++) {
+    if (i > 0 && argv[i][0] != '-' && ++positional == 2) dest = argv[i];
+    else args[n++] = argv[i];
+  }
+  int rc = parse_args(n, args, OPT_JSON, usage_backup, &o);
+  free(args);
+  if (rc) return rc == 1 ? EXIT_CLEAN : rc;
+  json = o.json;
+  if (!dest) return usage_error(argc, argv, usage_backup, "missing DEST");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.read_only = 1;
+  cfg.crash_dump = 0;
+  tg_store *s = NULL, *b = NULL;
+  backup_progress bp;
+  memset(&bp, 0, sizeof bp);
+  progress_init(&bp.bar, o.dir);
+  uint64_t t0 = tgp_now_ns(), t1 = t0;
+  rc = tg_store_open_msg(&s, o.dir, &cfg, msg, sizeof msg);
+  if (!rc) {
+    t1 = tgp_now_ns();
+    rc = tg_store_backup_msg(s, dest, backup_cb, &bp, msg, sizeof msg);
+  }
+  /* The rate is the backup's own; opening DIR read-only (loading it into
+     memory) is reported apart. */
+  double secs = (double)(tgp_now_ns() - t1) / 1e9, open_secs = (double)(t1 - t0) / 1e9;
+  progress_done(&bp.bar);
+  tg_store_close(s);
+  tg_recovery_info ri;
+  tg_store_stats st;
+  memset(&ri, 0, sizeof ri);
+  memset(&st, 0, sizeof st);
+  /* What the copy holds, read back from it as an open reads it. */
+  if (!rc && !(rc = tg_store_open_msg(&b, dest, &cfg, msg, sizeof msg))) {
+    tg_store_recovery_info(b, &ri);
+    tg_store_stats_get(b, &st);
+    tg_store_close(b);
+  }
+  if (rc) {
+    const char *what = msg[0] ? msg : tg_strerror(rc);
+    err_line("%s (%s)", what, tg_err_name(rc));
+    if (json) print_json_error(o.dir, "error", EXIT_CORRUPT, rc, what);
+    return EXIT_CORRUPT;
+  }
+  uint64_t bytes = backup_bytes(dest);
+  /* Records: the tokens and connections the copy holds (a log record may
+     be a batch of many). */
+  uint64_t records = st.live_tokens + st.live_connections;
+  double mbps = secs > 0 ? (double)bytes / 1e6 / secs : 0;
+  double rps = secs > 0 ? (double)records / secs : 0;
+  if (json) {
+    printf("{\"dir\":");
+    tgp_json_str(stdout, o.dir);
+    printf(",\"dest\":");
+    tgp_json_str(stdout, dest);
+    printf(",\"status\":\"copied\",\"exit\":0,\"lsn\":%" PRIu64 ",\"tokens\":%" PRIu64
+           ",\"connections\":%" PRIu64 ",\"checkpoint_lsn\":%" PRIu64
+           ",\"checkpoint_records\":%" PRIu64 ",\"log_records\":%" PRIu64
+           ",\"bytes\":%" PRIu64 ",\"seconds\":%.6f,\"open_seconds\":%.6f,\"mb_per_s\":%.1f"
+           ",\"records_per_s\":%.0f}\n",
+           st.last_lsn, st.live_tokens, st.live_connections, ri.checkpoint_lsn,
+           ri.checkpoint_tokens + ri.checkpoint_connections, ri.replayed_records, bytes, secs,
+           open_secs, mbps, rps);
+  } else {
+    printf("backup:      %s -> %s\n", o.dir, dest);
+    printf("as of:       LSN %" PRIu64 " (checkpoint LSN %" PRIu64 " + %" PRIu64 " log record%s)\n",
+           st.last_lsn, ri.checkpoint_lsn, ri.replayed_records, plural(ri.replayed_records));
+    printf("state:       %" PRIu64 " tokens, %" PRIu64 " connections\n", st.live_tokens,
+           st.live_connections);
+    printf("copied:      %" PRIu64 " bytes, %" PRIu64 " records in %.3f s (%.1f MB/s, %.0f "
+           "records/s), after %.3f s to open %s read-only\n", bytes, records, secs, mbps, rps,
+           open_secs, o.dir);
+  }
+  fflush(stdout);
+  return EXIT_CLEAN;
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 
 typedef struct command {
@@ -882,6 +1041,7 @@ static const command commands[] = {
     {"stats", cmd_stats},
     {"dump", cmd_dump},
     {"recover", cmd_recover},
+    {"backup", cmd_backup},
 };
 
 int main(int argc, char **argv) {

@@ -41,14 +41,16 @@ extern "C" {
   XX(ELOCKED,   -30011, "data directory is in use by another process")        \
   XX(ENOTTG,    -30012, "not a tokengraph data directory")                    \
   XX(ECLOSED,   -30013, "the handle is closed")                               \
-  XX(EEXIST,    -30014, "already exists")
+  XX(EEXIST,    -30014, "already exists")                                  \
+  XX(EREADONLY, -30015, "the store was opened read-only: it cannot be "     \
+                        "changed")
 
 enum tg_errno {
 #define TG__ERR_ENUM(name, num, msg) TG_##name = (num),
   TG_ERR_MAP(TG__ERR_ENUM)
 #undef TG__ERR_ENUM
   TG_ERR_FIRST = -30001,
-  TG_ERR_LAST = -30014
+  TG_ERR_LAST = -30015
 };
 
 /*

@@ -3,14 +3,26 @@
  * 64-byte connections, guarded by inline quotas.
  *
  * Threading model: a tg_store handle may be used from any number of threads
- * at once. Every call that reads or changes the graph takes the store's one
- * lock (a spinlock that yields when contended; about 2 ns uncontended on the
- * reference machine), so calls are serialised in a single order. Callbacks
- * (tg_token_edges(), the quota pressure callback) run with that lock held and
- * must not call back into the same store.
+ * at once. Every call that changes the graph takes the store's one lock, so
+ * changes are serialised in a single order (the log's); a thread waiting
+ * for the lock sleeps in the kernel after a brief spin. Reads
+ * (tg_token_get(), tg_connection_get(), tg_token_edges(),
+ * tg_token_edges_filtered(), tg_store_stats_get()) take no lock and never
+ * wait for a writer's call to finish: each returns an image of the object
+ * as it was at one moment between the call's start and end, never one torn
+ * between two changes (the edge walk: see tg_token_edges()). On a
+ * read-only handle they take the lock, which only tg_store_refresh()
+ * contends. The quota pressure and eviction callbacks run with the lock
+ * held and must not call back into the same store; the callbacks of
+ * tg_token_edges() (except on a read-only handle) and of the scans
+ * (tg_token_scan()) run without it and may.
  *
  * Ids: token and connection ids are 32-bit, never 0, stable for the object's
- * life. After a delete the id may be handed out again to a later create.
+ * life, and handed out in increasing order. A deleted id is not handed out
+ * again until the 32-bit id space wraps (after 4,294,967,295 creates), and
+ * even then only after every other free id: an id kept outside the store
+ * names its object or nothing (TG_ENOTFOUND), never a later one, also
+ * after a restart (docs/data-layout.md, "Ids").
  *
  * Ownership: nothing returned by this API needs freeing except the handle
  * itself (tg_store_close()). Structures passed in are copied.
@@ -137,11 +149,24 @@ typedef struct tg_guardian_config {
                                 fraction of max memory); default 0.05 */
   uint32_t max_degree;       /* connections in + out of one token; default
                                 1,000,000 */
-  int cleanup;               /* 1 (default): crossing the soft limit evicts
-                                non-PERSISTENT tokens, lowest weight first.
-                                0: on_pressure is called instead */
+  int cleanup;               /* 0 (default): nothing is ever deleted behind
+                                the application's back: crossing the soft
+                                limit calls on_pressure, and a create or
+                                connect past max_memory_bytes gets
+                                TG_EQUOTA (tg_quota_exceeded() says
+                                TG_QUOTA_MEMORY). 1 (opt-in eviction):
+                                crossing the soft limit evicts
+                                non-PERSISTENT tokens, lowest weight first,
+                                and on_evict is told their ids */
   void (*on_pressure)(void *arg, const tg_pressure_event *ev);
   void *on_pressure_arg;
+  /* With cleanup = 1: called once per eviction pass, before the create or
+     connect that caused it returns, with the ids of the tokens the pass
+     evicted (n >= 1; each token's connections went with it). Runs on the
+     calling thread with the store locked and must not call into the
+     store; `ids` is valid only during the call. May be NULL. */
+  void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
+  void *on_evict_arg;
 } tg_guardian_config;
 
 /*
@@ -169,6 +194,11 @@ typedef struct tg_store_config {
                                 recent events to DIR/blackbox.json on
                                 SIGSEGV, SIGBUS, SIGABRT or SIGFPE (see
                                 tokengraph/trace.h); 0 leaves signals alone */
+  int read_only;             /* 1: open a data directory that another
+                                process may hold, without writing to it and
+                                without taking its LOCK (tg_store_refresh();
+                                docs/operations.md, "Reading a live store").
+                                Default 0 */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -238,6 +268,35 @@ TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);
 
 /*
+ * Read-only access (cfg->read_only = 1). The directory is opened as it is,
+ * also while another process holds it open and keeps writing: the
+ * checkpoint is loaded (under a read transaction in LMDB's reader table,
+ * checkpoint/lock.mdb, so the owner's checkpoints cannot reuse its pages;
+ * that shared-memory slot is the only thing written, and only while
+ * loading), and the log is replayed up to its durable point: the last
+ * position a DURABLE or SWITCH marker vouches for (docs/wal-format.md), so
+ * the handle never shows a record that a power loss could still take back.
+ * At BALANCED the owner's last batch becomes visible once a later write
+ * batch, a segment switch or its close records that it was synced. A
+ * directory no process holds (no flock on DIR/LOCK in /proc/locks) is
+ * replayed to the end of its valid records instead, as an open would. No
+ * LOCK is taken, no file of the directory is created, changed or deleted,
+ * and the ring file (wal/ring) is not read.
+ * Reads (tg_token_get(), tg_token_edges(), tg_store_stats_get(), ...)
+ * serve that state until tg_store_refresh() moves it forward. Every call
+ * that would change the store (creates, updates, deletes, connects,
+ * disconnects, tg_connection_update(), tg_batch_begin(), tg_checkpoint())
+ * returns TG_EREADONLY and changes nothing;
+ * tg_sync() returns 0 (nothing is ever pending). tg_store_stats_get()'s
+ * last_lsn is the last LSN the handle shows, checkpoint_lsn that of the
+ * checkpoint it loaded.
+ * Errors besides tg_store_open()'s: -ENOENT (no such directory; nothing is
+ * created), TG_ENOTTG (also for an empty directory), TG_EAGAIN (the owner
+ * kept deleting the segments being read, checkpoint after checkpoint, for
+ * every one of several tries: try again).
+ */
+
+/*
  * As tg_store_open(), and on failure writes a one-line explanation (what
  * failed, on which file, and what to do) into msg (if not NULL).
  */
@@ -266,9 +325,10 @@ TG_API int tg_sync(tg_store *s);
 /*
  * Write a checkpoint: every token and connection changed since the last
  * one (DIRTY), in one LMDB transaction with the LSN it covers, then delete
- * the WAL segments it covers. Other threads keep working while it runs,
- * except for a pause while the changed records are copied out (about
- * 64 bytes per changed record). Runs automatically in the background when
+ * the WAL segments it covers. Other threads keep working while it runs:
+ * the changed records are captured as of one moment by copy-on-write in
+ * units of 4096 slots, so no call waits for more than one unit's copy
+ * (readers for none). Runs automatically in the background when
  * checkpoint_bytes of log were written since the last one.
  * In memory: TG_EINVAL. Errors: TG_ENOSPC, TG_EIO, TG_ENOMEM, -errno.
  * A full disk before the checkpoint's commit is retried by the next call.
@@ -294,6 +354,57 @@ typedef struct tg_recovery_info {
 
 /* Copy what the open found. In memory: all zero. */
 TG_API int tg_store_recovery_info(tg_store *s, tg_recovery_info *out);
+
+/* Progress: records read so far and the LSN just read (segment files are
+   named by their first LSN, so the caller can place it among them). */
+typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
+
+/*
+ * A read-only handle: move forward to the log's current durable point,
+ * replaying the records written since the last refresh (or, when the owner
+ * has since checkpointed and deleted those segments, loading its newer
+ * checkpoint and replaying from there). Readers of the handle see the old
+ * state or the new one, never a part of the change: the records are applied
+ * under the store lock. On failure the handle keeps serving the state it
+ * had. Errors: TG_EINVAL (not a read-only handle), TG_ECORRUPT (damage
+ * before the durable point), TG_EAGAIN, TG_ENOMEM, -errno.
+ */
+TG_API int tg_store_refresh(tg_store *s);
+
+/*
+ * Hot backup: write into dest_dir (missing, or an empty directory; its
+ * parent must exist) a copy of the store as of one LSN, while other
+ * threads keep calling the store. The copy is a data directory that
+ * tg_store_open() opens as any other.
+ * The LSN is: on a read-write handle, the last record logged when the
+ * backup starts (made durable first, as tg_sync() does); on a read-only
+ * handle, the last record the handle shows, or the newer LSN of the
+ * owner's checkpoint if the owner has checkpointed past it.
+ * How: a compacting copy of the checkpoint (mdb_env_copy2 under a read
+ * transaction, so the owner's checkpoints go on), then the log records
+ * after the checkpoint's LSN up to the backup's LSN, written through the
+ * WAL into dest_dir/wal, everything fdatasynced, and the identity file
+ * written last: an interrupted backup leaves a directory that every open
+ * refuses (TG_ENOTTG), never a store that looks whole. Writers are never
+ * paused; automatic checkpoints of a read-write handle wait while the log
+ * is copied.
+ * progress (may be NULL) is called about every 65,536 records with the
+ * records copied so far and the LSN just copied, and once at the end with
+ * the total and the backup's LSN.
+ * In memory: TG_EINVAL. Errors: TG_EEXIST (dest_dir is not empty; nothing
+ * was written), -ENOENT (its parent is missing), TG_ENOSPC, TG_EIO,
+ * TG_EAGAIN (read-only handle: the owner deleted the segments being
+ * copied, checkpoint after checkpoint, for every one of several tries),
+ * TG_ECORRUPT, TG_ENOMEM, -errno. After a failure dest_dir may hold a
+ * partial copy without an identity file: remove it before trying again.
+ */
+TG_API int tg_store_backup(tg_store *s, const char *dest_dir, tg_progress_cb progress,
+                           void *arg);
+
+/* As tg_store_backup(), and on failure writes a one-line explanation into
+   msg (if not NULL). */
+TG_API int tg_store_backup_msg(tg_store *s, const char *dest_dir, tg_progress_cb progress,
+                               void *arg, char *msg, size_t msglen);
 
 /*
  * The WAL records a durable store writes (the WAL's type byte). Each
@@ -372,11 +483,12 @@ typedef struct tg_inspect_report {
                                 not change the verdict: a directory copied
                                 while a checkpoint deleted segments looks
                                 like this */
+  int live;                  /* 1: another process held the directory, so
+                                it was read as a read-only open reads it:
+                                records up to the log's durable point, and
+                                `end` says CLEAN at that point */
 } tg_inspect_report;
 
-/* Progress: records read so far and the LSN just read (segment files are
-   named by their first LSN, so the caller can place it among them). */
-typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
 
 /*
  * Read a data directory without changing anything: check its identity,
@@ -384,13 +496,16 @@ typedef void (*tg_progress_cb)(void *arg, uint64_t records, uint64_t lsn);
  * tg_store_open() would (from the checkpoint's LSN on), and report. `end`
  * is the verdict tg_store_open() would reach: CLEAN or TORN open, CORRUPT
  * and IO are refused. The records the checkpoint covers are read too, for
- * the counts, but damage among them goes to covered_end only. The
- * directory must not be open elsewhere (TG_ELOCKED). progress (may be NULL)
+ * the counts, but damage among them goes to covered_end only. A
+ * directory another process holds open is read as a read-only open reads
+ * it (cfg.read_only): the records up to the log's durable point, with
+ * out->live = 1 and out->end CLEAN at that point. progress (may be NULL)
  * is called about every million records.
  * Returns 0 when the directory could be read (look at out->end and
  * out->apply_failed_lsn for the log's condition), or an error with a
  * one-line explanation in msg: -ENOENT, -ENOTDIR, TG_ENOTTG, TG_EVERSION,
- * TG_ECORRUPT (the checkpoint), TG_ELOCKED, TG_ENOMEM.
+ * TG_ECORRUPT (the checkpoint; live: also damage before the durable point),
+ * TG_EAGAIN (live: the owner kept deleting what was being read), TG_ENOMEM.
  */
 TG_API int tg_store_inspect(const char *dir, tg_inspect_report *out,
                             tg_progress_cb progress, void *arg, char *msg,
@@ -533,16 +648,77 @@ enum tg_direction {
 
 /*
  * Visit a token's connections in O(degree): outgoing first (newest first),
- * then incoming. The callback runs with the store locked and must not call
- * into this store; returning non-zero stops the walk, and that value is
- * returned. The connection pointer is valid only during the callback.
- * Errors: TG_ENOTFOUND.
+ * then incoming. The callback gets a copy of each connection, runs with no
+ * lock held and may call into this store (even change it; on a read-only
+ * handle it runs with the lock held and must not call into it); returning
+ * non-zero stops the walk, and that value is returned. The connection
+ * pointer is valid only during the callback.
+ * Concurrent changes: the walk takes no lock, never crashes and never
+ * loops. It delivers every connection that was on the list for the whole
+ * walk exactly once; a connection made or removed during the walk may or
+ * may not be delivered; one changed during the walk (tg_connection_update)
+ * is delivered with its image before or after the change; and if the token
+ * is deleted during the walk, the walk ends early. A walk that another
+ * thread's changes to the same lists
+ * (or to those of a token sharing its lock stripe, 1 in 4096) make start
+ * over skips what it delivered, remembering it on the heap past 64.
+ * Errors: TG_ENOTFOUND (no such token at the start), TG_ENOMEM (a walk
+ * that started over could not remember what it had delivered).
  */
 typedef int (*tg_edge_cb)(void *arg, const tg_connection *c);
 TG_API int tg_token_edges(tg_store *s, uint32_t id, int direction,
                           tg_edge_cb cb, void *arg);
 
-/* Counters, read consistently under the store lock. */
+/*
+ * Visit a token's connections that pass a filter, as tg_token_edges() does
+ * (same order, same locking: see tg_token_edges()). Initialise the filter with
+ * TG_EDGE_FILTER_INIT, then narrow it. Errors: TG_ENOTFOUND, TG_EINVAL
+ * (a NULL filter or callback, no direction, type >= 176).
+ */
+typedef struct tg_edge_filter {
+  int direction;       /* TG_OUT, TG_IN or TG_BOTH */
+  int type;            /* only this connection type (0..175), or -1: any */
+  uint32_t categories; /* only these categories: bit c for category c
+                          (1u << TG_CAT_CAUSAL, ...); 0: any */
+} tg_edge_filter;
+#define TG_EDGE_FILTER_INIT {TG_BOTH, -1, 0u}
+TG_API int tg_token_edges_filtered(tg_store *s, uint32_t id, const tg_edge_filter *filter,
+                                   tg_edge_cb cb, void *arg);
+
+/*
+ * Scans: visit every live token (tg_token_scan) or connection
+ * (tg_connection_scan) whose id is greater than after_id, in increasing id
+ * order. A non-zero return from the callback stops the scan and is
+ * returned; so is an error. To read page by page, stop after a page and
+ * scan again from the last id seen: ids are never reused (see "Ids" at the
+ * top), so a resumed scan neither repeats nor skips a token that stayed
+ * live.
+ *
+ * The callback runs without the store lock and may call any function of
+ * this store (update or delete what it is shown, create, scan), from this
+ * or other threads; the pointer is a copy, valid only during the call.
+ *
+ * What a scan sees while writers run: the scan copies up to 256 records
+ * at a time under the store lock, then releases it and calls the callback
+ * for each, so writers are held back for one page at a time, never for the
+ * whole scan. Each object that stays live for the whole scan is visited
+ * exactly once, with its contents as of some moment during the scan (the
+ * moment its page was copied; objects of one page are copied at the same
+ * moment). An object created or deleted while the scan runs may or may
+ * not be visited; one created after the scan has passed its id never is,
+ * and ids only grow, so objects created during a scan are visited unless
+ * the scan ended before their creation. The scan is not a snapshot of the
+ * whole store: for that, take a checkpoint or a backup.
+ * Errors: TG_EINVAL (no callback).
+ */
+typedef int (*tg_token_cb)(void *arg, const tg_token *t);
+TG_API int tg_token_scan(tg_store *s, uint32_t after_id, tg_token_cb cb, void *arg);
+TG_API int tg_connection_scan(tg_store *s, uint32_t after_id, tg_edge_cb cb, void *arg);
+
+/* Counters, read without any lock: each one is a value it really had
+   during the call, but under concurrent writers two of them may be from
+   moments a few calls apart (live_tokens may already count a create that
+   tokens_created does not yet). */
 typedef struct tg_store_stats {
   uint64_t live_tokens;
   uint64_t live_connections;
@@ -560,6 +736,28 @@ typedef struct tg_store_stats {
 } tg_store_stats;
 
 TG_API int tg_store_stats_get(tg_store *s, tg_store_stats *out);
+
+/* The quotas a call can hit (the same values as enum tg_bb_quota of
+   tokengraph/trace.h, the black box's record of each rejection). */
+enum tg_quota {
+  TG_QUOTA_NONE = 0,
+  TG_QUOTA_TOKENS = 1,      /* max_tokens */
+  TG_QUOTA_CONNECTIONS = 2, /* max_connections */
+  TG_QUOTA_MEMORY = 3,      /* max_memory_bytes */
+  TG_QUOTA_DEGREE = 4       /* max_degree of an endpoint */
+};
+
+/*
+ * Which quota the calling thread's most recent call on s that returned
+ * TG_EQUOTA hit (enum tg_quota); TG_QUOTA_NONE when no call of this thread
+ * on s was ever rejected. Per thread, so a rejection in another thread
+ * never changes the answer; a later successful call does not clear it.
+ */
+TG_API int tg_quota_exceeded(tg_store *s);
+
+/* "tokens", "connections", "memory", "degree", "none"; "unknown" for any
+   other value. A static string. */
+TG_API const char *tg_quota_name(int quota);
 
 /* ---- the durable position --------------------------------------------- */
 

@@ -31,4 +31,16 @@ static inline void tg__cpu_relax(void) {
 #endif
 }
 
+/*
+ * A field written by one thread at a time (under a lock) and read by
+ * threads that do not take it (store.c, READS): the writer publishes each
+ * new value with a relaxed atomic store and readers load it relaxed, so a
+ * reader sees some value the field really had, never a torn one, and the
+ * access is not a data race in the C11 model (ThreadSanitizer checks it).
+ * The writer's own reads stay plain: no other thread writes the field.
+ * Nothing is ordered by these; where a reader needs ordering it says so.
+ */
+#define TG__LOAD_RELAXED(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define TG__STORE_RELAXED(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 #endif /* TG_COMMON_PLATFORM_H */

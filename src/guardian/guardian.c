@@ -40,6 +40,8 @@ void tg__guardian_init(tg__guardian *gd, const tg_guardian_config *cfg) {
   gd->cleanup = cfg->cleanup;
   gd->on_pressure = cfg->on_pressure;
   gd->on_pressure_arg = cfg->on_pressure_arg;
+  gd->on_evict = cfg->on_evict;
+  gd->on_evict_arg = cfg->on_evict_arg;
 }
 
 /* ---- victim selection ------------------------------------------------- */

@@ -34,6 +34,8 @@ typedef struct tg__guardian {
   int cleanup;              /* evict (1) or call on_pressure (0) */
   void (*on_pressure)(void *arg, const tg_pressure_event *ev);
   void *on_pressure_arg;
+  void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
+  void *on_evict_arg;
   uint64_t checks;          /* admissions asked */
   uint64_t rejections;      /* answered TG_EQUOTA */
   uint64_t evictions;       /* tokens evicted */

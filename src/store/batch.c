@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/platform.h"
 #include "store/store_internal.h"
 
 _Static_assert(TG_BATCH_MAX_RESERVED == TG__ARENA_RESERVE_MAX,
@@ -181,6 +182,7 @@ int tg_batch_begin(tg_store *s, tg_batch **out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   *out = NULL;
+  if (s->read_only) return TG_EREADONLY; /* a batch could only fail to commit */
   pthread_mutex_lock(&s->batch_mu);
   tg_batch *b = s->batch_free;
   if (b) {
@@ -214,7 +216,9 @@ static void batch_end(tg_batch *b) {
 static void release_held(tg_batch *b) {
   tg_store *s = b->s;
   TG__ASSERT_LOCKED(s);
-  for (size_t i = 0; i < b->nheld; i++)
+  /* Newest first: ids that are still the last ones handed out go back
+     to the cursor, one after the other (tg__arena_unreserve()). */
+  for (size_t i = b->nheld; i-- > 0;)
     tg__arena_unreserve(b->held_conn[i] ? &s->g.conns : &s->g.tokens, b->held[i]);
   assert(s->batch_held >= b->nheld);
   s->batch_held -= (uint32_t)b->nheld;
@@ -509,15 +513,11 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
   gd->checks += t->tokens_made + t->conns_made;
   *need = 0;
   if (tokens > gd->max_tokens && tokens > g->tokens.live) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_TOKENS, tokens,
-                       gd->max_tokens, 0);
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, tokens, gd->max_tokens, 0);
     return TG_EQUOTA;
   }
   if (conns > gd->max_connections && conns > g->conns.live) {
-    gd->rejections++;
-    tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_CONNECTIONS, conns,
-                       gd->max_connections, 0);
+    tg__store_quota_reject(s, TG_QUOTA_CONNECTIONS, conns, gd->max_connections, 0);
     return TG_EQUOTA;
   }
   /* Degrees of the tokens the batch connects, and the side tables their
@@ -528,7 +528,7 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
     const idslot *e = &b->toks.v[i];
     if (!e->key) continue;
     if (e->aux) {
-      uint32_t c = (e->key - 1u) >> TG__CHUNK_SHIFT;
+      uint32_t c = tg__graph_token_chunk(g, e->key); /* live or held: mapped */
       if (!g->adj[c]) {
         idslot *ce = idmap_get(&b->chunks, c + 1u);
         if (!ce) return TG_ENOMEM;
@@ -541,9 +541,7 @@ static int check_quotas(tg_batch *b, const tally *t, uint64_t *need) {
     if (e->state != ST_LIVE || e->ddeg <= 0) continue;
     uint64_t deg = tg__graph_degree(g, e->key) + (uint64_t)e->ddeg;
     if (deg > gd->max_degree) {
-      gd->rejections++;
-      tg_blackbox_record(TG_BB_QUOTA_REJECTION, TG_BB_QUOTA_DEGREE, deg, gd->max_degree,
-                         e->key);
+      tg__store_quota_reject(s, TG_QUOTA_DEGREE, deg, gd->max_degree, e->key);
       return TG_EQUOTA;
     }
   }
@@ -568,7 +566,7 @@ static void apply_entries(tg_batch *b) {
       tg_token *cur = tg__graph_token(g, img.id);
       if (cur) { /* an update, as tg_token_update() */
         tg__graph_mark_token(g, &img, img.id);
-        *cur = img;
+        tg__graph_token_write(g, img.id, &img); /* a write section: READS */
       } else { /* the create of an id the batch holds */
         tg__graph_token_fill(g, &img);
       }
@@ -629,6 +627,7 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   }
   if (t.conns_made && s->g.track_dirty && (rc = tg__graph_reserve_conn_dirty(&s->g)))
     return rc;
+  if (t.tokens_gone && (rc = tg__graph_reserve_deletes(&s->g, t.tokens_gone))) return rc;
   memcpy(b->buf, &b->count, 4);
   memset(b->buf + 4, 0, 4);
   if (s->wal && (rc = tg__store_log(s, TG_REC_BATCH, b->buf, b->len, lsn))) return rc;

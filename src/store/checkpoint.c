@@ -8,10 +8,12 @@
  * Format 2 (this library writes it; format 1 is read, see below):
  *
  *   meta   "format" -> u64 2
- *          "state"  -> 44 bytes: u32 format (2), u32 zero, u64 lsn,
- *                      u64 tokens, u64 connections, u32 token high-water
- *                      mark, u32 connection high-water mark, u32 CRC-32 of
- *                      the key "state" and the 40 bytes before it
+ *          "state"  -> 44 bytes: u32 format (2), u32 id flags (bit 0:
+ *                      token ids wrapped, bit 1: connection ids wrapped;
+ *                      other bits zero), u64 lsn, u64 tokens, u64
+ *                      connections, u32 token high-water mark, u32
+ *                      connection high-water mark, u32 CRC-32 of the key
+ *                      "state" and the 40 bytes before it
  *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
  *                      4 bytes and the 64 (68 bytes)
  *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
@@ -20,9 +22,12 @@
  * LMDB checks no value, so the CRC is what tells a flipped bit in a record
  * from data: every value is checked at load, and the counts in the state
  * record catch a record that went missing with its page. The high-water
- * marks are the arena's `next` when the snapshot was taken: the highest
- * ids the store had issued, which bound every id in the checkpoint and in
- * the log replayed after it (tg__arena_may_put()).
+ * marks are the arenas' id cursors when the snapshot was taken: the last
+ * ids the store had issued. They restore the cursors, so an id deleted
+ * before the checkpoint is not handed out again after a restart; and
+ * until the id space wraps (the flags) they are the highest ids issued,
+ * which bound every id in the checkpoint and in the log replayed after it
+ * (tg__arena_may_put()).
  *
  * Format 1 (no "state", "lsn" -> u64, 64-byte values without a CRC) is
  * loaded as it is, its ids unbounded, and the next checkpoint rewrites the
@@ -105,7 +110,11 @@ typedef struct ckpt_state {
   uint32_t format;
   uint64_t lsn, tokens, conns;
   uint32_t tokens_hw, conns_hw;
+  uint32_t id_flags; /* CKPT_TOKENS_WRAPPED | CKPT_CONNS_WRAPPED */
 } ckpt_state;
+
+#define CKPT_TOKENS_WRAPPED 1u
+#define CKPT_CONNS_WRAPPED 2u
 
 static uint32_t state_crc(const unsigned char *b) {
   return tg__crc32(tg__crc32(0, "state", 5), b, STATE_BYTES - 4);
@@ -114,6 +123,7 @@ static uint32_t state_crc(const unsigned char *b) {
 static void state_encode(const ckpt_state *st, unsigned char *b) {
   memset(b, 0, STATE_BYTES);
   tg__st32(b, st->format);
+  tg__st32(b + 4, st->id_flags);
   tg__st64(b + 8, st->lsn);
   tg__st64(b + 16, st->tokens);
   tg__st64(b + 24, st->conns);
@@ -125,9 +135,11 @@ static void state_encode(const ckpt_state *st, unsigned char *b) {
 /* 0, or TG_ECORRUPT when the bytes are not a state record. */
 static int state_decode(const void *v, size_t n, ckpt_state *st) {
   const unsigned char *b = v;
-  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) || tg__ld32(b + 4))
+  if (n != STATE_BYTES || tg__ld32(b + 40) != state_crc(b) ||
+      (tg__ld32(b + 4) & ~(CKPT_TOKENS_WRAPPED | CKPT_CONNS_WRAPPED)))
     return TG_ECORRUPT;
   st->format = tg__ld32(b);
+  st->id_flags = tg__ld32(b + 4);
   st->lsn = tg__ld64(b + 8);
   st->tokens = tg__ld64(b + 16);
   st->conns = tg__ld64(b + 24);
@@ -211,8 +223,9 @@ static int commit_durable(tg_store *s, MDB_txn *txn) {
 }
 
 /* 0 when data.mdb may be handed to LMDB, 1 when it holds no checkpoint
-   (missing, empty, or never committed to), or an error with msg set. */
-static int check_file(const char *data, char *msg, size_t len) {
+   (missing, empty, or never committed to), or an error with msg set.
+   *txnid (may be NULL) gets the transaction of the meta page checked. */
+static int check_file(const char *data, uint64_t *txnid, char *msg, size_t len) {
   /* O_NONBLOCK: a FIFO in its place must not block the open. A read, so
      not through the I/O seam (common/io.h). */
   int fd = open(data, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -236,12 +249,73 @@ static int check_file(const char *data, char *msg, size_t len) {
     rc = 1; /* LMDB initialises an empty file: a checkpoint still to be made */
   } else if ((rc = tg__lmdb_check(fd, data, ckpt_schema, 3, &info, msg, len)) == 0) {
     rc = info.txnid == 0;
+    if (txnid) *txnid = info.txnid;
   }
   close(fd);
   return rc;
 }
 
 /* ---- open and load --------------------------------------------------------- */
+
+/*
+ * A live directory's checkpoint, for a read-only open while the owner may
+ * commit checkpoints. The owner's environment has a reader table
+ * (lock.mdb; the owner does not use MDB_NOLOCK). A reader outside that
+ * table (MDB_NOLOCK) is invisible to the owner, whose third commit after
+ * the reader's snapshot may reuse that snapshot's pages while they are
+ * read: a torn tree, which LMDB would trust. So the environment is opened
+ * with the reader table and a read transaction is begun first; its slot
+ * keeps every page freed after its snapshot from reuse, and only then is
+ * data.mdb checked page by page. If a commit came between the two, the
+ * check saw a newer snapshot than the pinned one: TG_EAGAIN, and the
+ * caller tries again (checkpoints are seconds apart; this is rare). The
+ * reader-table slot is the only thing written, to LMDB's shared-memory
+ * lock file, and no lock is held that the owner waits for: LMDB's reader
+ * mutex guards only taking a slot. Returns 0, 1 (no checkpoint yet: no
+ * environment), or an error with msg set.
+ */
+static int pin_live(tg_store *s, const char *cdir, const char *data, char *msg, size_t len) {
+  struct stat st;
+  uint64_t checked = 0;
+  int rc, mrc;
+  if (lstat(data, &st)) return errno == ENOENT ? 1 : -errno;
+  /* A link or anything else is refused (with its message) before LMDB
+     opens it. */
+  if (!S_ISREG(st.st_mode)) return check_file(data, NULL, msg, len);
+  if (st.st_size == 0) return 1;
+  uint64_t mapsize = (uint64_t)st.st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st.st_size
+                                                             : LMDB_MAPSIZE_MIN;
+  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+      (mrc = mdb_env_open(s->env, cdir, MDB_NOTLS | MDB_RDONLY, 0600)) ||
+      (mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->ro_pin))) {
+    /* The owner grew the map between the stat and the open. */
+    if (mrc == MDB_MAP_RESIZED) return TG_EAGAIN;
+    tg__say(msg, len, "%s: cannot open the checkpoint for reading: %s", data,
+            mdb_strerror(mrc));
+    return from_mdb(mrc);
+  }
+  rc = check_file(data, &checked, msg, len);
+  if (rc == 0 && checked != (uint64_t)mdb_txn_id(s->ro_pin)) rc = TG_EAGAIN;
+  if (rc) { /* nothing to load from it: no environment, as without one */
+    mdb_txn_abort(s->ro_pin);
+    s->ro_pin = NULL;
+    mdb_env_close(s->env);
+    s->env = NULL;
+  }
+  return rc;
+}
+
+int tg__store_unpin_checkpoint(tg_store *s) {
+  int rc = 0;
+  if (!s->ro_pin) return 0;
+  MDB_envinfo ei;
+  if (mdb_env_info(s->env, &ei) || ei.me_last_txnid != (size_t)mdb_txn_id(s->ro_pin))
+    rc = TG_EAGAIN;
+  mdb_txn_abort(s->ro_pin);
+  s->ro_pin = NULL;
+  return rc;
+}
 
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(s->dir, "checkpoint"), *data = NULL;
@@ -252,8 +326,25 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     goto cleanup;
   }
   struct stat st;
+  int live = readonly == TG__CKPT_LIVE;
+  /* No lock.mdb: no owner has the environment open (it makes one at its
+     open), and a reader table would have to be created. Read it as a
+     closed directory is read, creating nothing. */
+  if (live) {
+    char *lk = tg__path_join_alloc(cdir, "lock.mdb");
+    if (!lk) {
+      rc = TG_ENOMEM;
+      goto cleanup;
+    }
+    if (lstat(lk, &st) && errno == ENOENT) live = 0;
+    free(lk);
+  }
   if (!readonly && (rc = tg__store_make_dir(cdir, msg, len))) goto cleanup;
-  rc = check_file(data, msg, len);
+  if (live) {
+    rc = pin_live(s, cdir, data, msg, len);
+  } else {
+    rc = check_file(data, NULL, msg, len);
+  }
   if (rc < 0) goto cleanup;
   /* An environment no transaction was ever committed to holds nothing: an
      open killed between creating data.mdb and committing the first
@@ -268,9 +359,10 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   uint64_t mapsize = LMDB_MAPSIZE_MIN;
   if (existed && stat(data, &st) == 0 && (uint64_t)st.st_size > mapsize)
     mapsize = (uint64_t)st.st_size;
-  if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
-      (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
-      (mrc = mdb_env_open(s->env, cdir, flags, 0600))) {
+  if (!live &&
+      ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
+       (mrc = mdb_env_set_mapsize(s->env, mapsize)) ||
+       (mrc = mdb_env_open(s->env, cdir, flags, 0600)))) {
     rc = from_mdb(mrc);
     tg__say(msg, len, "%s: cannot open the checkpoint: %s%s", data, mdb_strerror(mrc),
             mrc == MDB_INVALID ? " (not an LMDB file: not a tokengraph checkpoint)" : "");
@@ -291,7 +383,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   }
   if (mrc) goto mdb_fail;
   uint64_t fmt = 0;
-  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0};
+  ckpt_state cs = {TG__CKPT_FORMAT, 0, 0, 0, 0, 0, 0};
   MDB_val v;
   mrc = meta_get_u64(txn, s->dbi_meta, "format", &fmt);
   if (mrc == MDB_NOTFOUND && !existed) {
@@ -340,6 +432,7 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_conns = cs.conns;
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
+  s->ckpt_id_flags = cs.id_flags;
   /* Committed either way: the handles opened in it live only if it is. */
   if (readonly) {
     if ((mrc = mdb_txn_commit(txn))) {
@@ -372,8 +465,15 @@ int tg__store_load_checkpoint(tg_store *s, char *msg, size_t len) {
   size_t vsize = s->ckpt_format == 1 ? 64u : VALUE_BYTES;
   uint64_t n[2] = {0, 0};
   int pass;
-  s->g.tokens.put_max = s->ckpt_tokens_hw;
-  s->g.conns.put_max = s->ckpt_conns_hw;
+  /* The cursors resume where the checkpoint's snapshot left them (format
+     1 did not record them: then the highest id loaded or replayed). */
+  for (pass = 0; pass < 2; pass++) {
+    tg__arena *a = pass ? &s->g.conns : &s->g.tokens;
+    uint32_t hw = pass ? s->ckpt_conns_hw : s->ckpt_tokens_hw;
+    int wrapped = !!(s->ckpt_id_flags & (pass ? CKPT_CONNS_WRAPPED : CKPT_TOKENS_WRAPPED));
+    a->put_max = hw;
+    tg__arena_set_cursor(a, hw == HW_UNKNOWN ? 0 : hw, wrapped);
+  }
   if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))) goto mdb_fail;
   for (pass = 0; pass < 2; pass++) {
     MDB_dbi dbi = pass ? s->dbi_conns : s->dbi_tokens;
@@ -459,135 +559,6 @@ cleanup:
 
 /* ---- checkpoints ---------------------------------------------------------- */
 
-typedef struct snapshot {
-  tg_token *tok;         /* live tokens to put */
-  size_t ntok, captok;
-  tg_connection *conn;   /* live connections to put */
-  size_t nconn, capconn;
-  uint32_t *tdel;        /* token ids to delete */
-  size_t ntdel, captdel;
-  uint32_t *cdel;        /* connection ids to delete */
-  size_t ncdel, capcdel;
-  int full;              /* every live record, to replace the file's */
-  uint32_t tokens_hw, conns_hw; /* the arenas' `next`: ids issued so far */
-} snapshot;
-
-static int grow(void **p, size_t *cap, size_t n, size_t size) {
-  if (n < *cap) return 0;
-  size_t nc = *cap ? *cap * 2 : 4096;
-  if (nc > SIZE_MAX / size) return TG_ENOMEM;
-  void *q = realloc(*p, nc * size);
-  if (!q) return TG_ENOMEM;
-  *p = q;
-  *cap = nc;
-  return 0;
-}
-
-static void snapshot_free(snapshot *sn) {
-  free(sn->tok);
-  free(sn->conn);
-  free(sn->tdel);
-  free(sn->cdel);
-  memset(sn, 0, sizeof *sn);
-}
-
-/* Mark again what a snapshot took (its write failed): the next checkpoint
-   must see it. Under the store lock. Whatever the slots hold now, marking
-   them only costs a redundant write. */
-static void snapshot_remark(tg_store *s, const snapshot *sn) {
-  tg__graph *g = &s->g;
-  for (size_t i = 0; i < sn->ntok + sn->ntdel; i++) {
-    uint32_t id = i < sn->ntok ? sn->tok[i].id : sn->tdel[i - sn->ntok];
-    tg_token *t = tg__arena_slot(&g->tokens, id - 1u);
-    tg__graph_mark_token(g, t, id);
-  }
-  for (size_t i = 0; i < sn->nconn + sn->ncdel; i++)
-    tg__graph_mark_conn(g, i < sn->nconn ? sn->conn[i].id : sn->cdel[i - sn->nconn]);
-}
-
-/* Under the store lock, for a full rewrite: copy out every live record
-   and clear every mark. */
-static int snapshot_take_all(tg_store *s, snapshot *sn) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  int rc = 0;
-  for (uint32_t i = 0; i < g->tokens.next; i++) {
-    tg_token *t = tg__arena_slot(&g->tokens, i);
-    if (t->id == i + 1u) {
-      if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
-      t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
-      sn->tok[sn->ntok++] = *t;
-    } else if (t->flags & TG_TOKEN_DIRTY) {
-      t->flags = 0;
-    }
-  }
-  memset(g->tchunk_dirty, 0, g->tokens.nchunks);
-  for (uint32_t i = 0; i < g->conns.next; i++) {
-    const tg_connection *cn = tg__graph_conn(g, i + 1u);
-    if (!cn) continue;
-    if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
-    sn->conn[sn->nconn++] = *cn;
-  }
-  for (uint32_t c = 0; c < g->ncdirty; c++)
-    memset(g->cdirty[c], 0, TG__CDIRTY_WORDS * sizeof(uint64_t));
-  return 0;
-fail:
-  snapshot_remark(s, sn);
-  return rc;
-}
-
-/* Under the store lock: copy out everything DIRTY and clear the marks (or
-   everything, when sn->full). */
-static int snapshot_take(tg_store *s, snapshot *sn) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  int rc = 0;
-  sn->tokens_hw = g->tokens.next;
-  sn->conns_hw = g->conns.next;
-  if (sn->full) return snapshot_take_all(s, sn);
-  for (uint32_t c = 0; c < g->tokens.nchunks; c++) {
-    if (!g->tchunk_dirty[c]) continue;
-    g->tchunk_dirty[c] = 0;
-    uint32_t lo = c << TG__CHUNK_SHIFT, hi = lo + TG__CHUNK_SLOTS;
-    if (hi > g->tokens.next) hi = g->tokens.next;
-    for (uint32_t i = lo; i < hi; i++) {
-      tg_token *t = tg__arena_slot(&g->tokens, i);
-      if (!(t->flags & TG_TOKEN_DIRTY)) continue;
-      if (t->id == i + 1u) {
-        if ((rc = grow((void **)&sn->tok, &sn->captok, sn->ntok, sizeof *sn->tok))) goto fail;
-        t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
-        sn->tok[sn->ntok++] = *t;
-      } else {
-        if ((rc = grow((void **)&sn->tdel, &sn->captdel, sn->ntdel, sizeof *sn->tdel))) goto fail;
-        t->flags = 0;
-        sn->tdel[sn->ntdel++] = i + 1u;
-      }
-    }
-  }
-  for (uint32_t c = 0; c < TG__MAX_CHUNKS && g->cdirty[c]; c++) {
-    uint64_t *bits = g->cdirty[c];
-    for (uint32_t w = 0; w < TG__CDIRTY_WORDS; w++) {
-      while (bits[w]) {
-        uint32_t b = (uint32_t)__builtin_ctzll(bits[w]);
-        uint32_t id = (c << TG__CHUNK_SHIFT) + w * 64u + b + 1u;
-        const tg_connection *cn = tg__graph_conn(g, id);
-        if (cn) {
-          if ((rc = grow((void **)&sn->conn, &sn->capconn, sn->nconn, sizeof *sn->conn))) goto fail;
-          sn->conn[sn->nconn++] = *cn;
-        } else {
-          if ((rc = grow((void **)&sn->cdel, &sn->capcdel, sn->ncdel, sizeof *sn->cdel))) goto fail;
-          sn->cdel[sn->ncdel++] = id;
-        }
-        bits[w] &= bits[w] - 1;
-      }
-    }
-  }
-  return 0;
-fail:
-  snapshot_remark(s, sn);
-  return rc;
-}
-
 /* Put n 64-byte records (ascending ids) into dbi, each with its CRC.
    Records beyond the database's current last key go in with MDB_APPEND,
    which fills pages in order without searching: a first checkpoint of
@@ -651,28 +622,45 @@ static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
   return 0;
 }
 
-static int snapshot_write(tg_store *s, const snapshot *sn, uint64_t lsn) {
+static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
   MDB_txn *txn = NULL;
   MDB_stat ts, cs;
   MDB_val lk = {3, (void *)"lsn"};
-  int mrc, rc;
-  if ((rc = grow_map(s, sn->ntok + sn->nconn))) return rc;
+  int mrc = 0, rc;
+  if ((rc = grow_map(s, cap->nrec[0] + cap->nrec[1]))) return rc;
+  /* A read-only process killed while it loaded the checkpoint leaves its
+     slot in the reader table, and LMDB would keep every page freed since
+     that snapshot forever: clear slots whose process is gone (readonly.c
+     takes slots; the check is a scan of the table). */
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
   if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
-  if (sn->full &&
+  if (cap->full &&
       ((mrc = mdb_drop(txn, s->dbi_tokens, 0)) || (mrc = mdb_drop(txn, s->dbi_conns, 0)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
        ((mrc = mdb_del(txn, s->dbi_meta, &lk, NULL)) && mrc != MDB_NOTFOUND)))
     goto fail;
-  if ((mrc = put_sorted(txn, s->dbi_tokens, sn->tok, sn->ntok, offsetof(tg_token, id))) ||
-      (mrc = del_ids(txn, s->dbi_tokens, sn->tdel, sn->ntdel)) ||
-      (mrc = put_sorted(txn, s->dbi_conns, sn->conn, sn->nconn, offsetof(tg_connection, id))) ||
-      (mrc = del_ids(txn, s->dbi_conns, sn->cdel, sn->ncdel)) ||
-      (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) || (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
+  /* Units in order: connections in ascending ids, tokens in slot order. */
+  for (int kind = 0; kind < 2 && !mrc; kind++) {
+    MDB_dbi dbi = kind ? s->dbi_conns : s->dbi_tokens;
+    size_t id_off = kind ? offsetof(tg_connection, id) : offsetof(tg_token, id);
+    for (uint32_t u = 0; u < cap->nunits[kind] && !mrc; u++) {
+      const tg__cap_unit *cu = &cap->units[kind][u];
+      if (cu->nrec) mrc = put_sorted(txn, dbi, cu->recs, cu->nrec, id_off);
+      if (!mrc && cu->ndel) mrc = del_ids(txn, dbi, cu->dels, cu->ndel);
+    }
+    /* Token deletes are kept by id, apart from the slots (graph.h). */
+    if (!mrc && kind == 0 && cap->ntdel) mrc = del_ids(txn, dbi, cap->tdel, cap->ntdel);
+  }
+  if (mrc || (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) ||
+      (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
     goto fail;
-  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, sn->tokens_hw,
-                   sn->conns_hw};
+  uint32_t id_flags = (cap->tokens_wrapped ? CKPT_TOKENS_WRAPPED : 0) |
+                      (cap->conns_wrapped ? CKPT_CONNS_WRAPPED : 0);
+  ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
+                   cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
   return commit_durable(s, txn);
 fail:
@@ -680,31 +668,52 @@ fail:
   return from_mdb(mrc);
 }
 
-/* Copy the changes out under the store lock, make the log durable up to
-   the LSN they reflect, write them in one LMDB transaction, then drop the
-   log segments the checkpoint covers (*removed of them). Caller holds
-   ckpt_mu. */
-static int checkpoint_body(tg_store *s, snapshot *sn, uint32_t *removed) {
+/*
+ * Capture the changes as of one LSN without pausing other threads for
+ * more than one unit's copy (tg__capture in token/graph.h: the LSN and the
+ * units to copy are fixed in one short lock hold, then the units are copied
+ * one per lock hold while writers go on, a writer copying a unit itself
+ * before its first change to it), make the log durable up to that LSN,
+ * write the capture in one LMDB transaction, then drop the log segments
+ * the checkpoint covers (*removed of them). The capture is exactly the
+ * state at its LSN, so replay after it stays an exact re-execution.
+ * Caller holds ckpt_mu.
+ */
+static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
-  sn->full = s->ckpt_full;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
-  int rc = snapshot_take(s, sn);
+  int rc = tg__capture_begin(&s->g, cap, s->ckpt_full);
   tg__store_unlock(s);
   if (rc) return rc;
+  do {
+    tg__store_lock(s);
+    rc = tg__capture_step(&s->g, cap, 1);
+    if (rc == 0) tg__capture_end(&s->g, cap);
+    tg__store_unlock(s);
+  } while (rc == 1);
+  if (rc) {
+    /* Voided: its marks are back for the next try, but not the token
+       deletes it took (giving the list back could need memory this path
+       may not have): a full rewrite drops them implicitly. */
+    if (cap->ntdel) s->ckpt_full = 1;
+    return rc;
+  }
   tg_wal_stats_get(s->wal, &ws);
   /* The checkpoint claims every record <= lsn: they must be durable first,
      or a crash could leave the log shorter than the checkpoint and reuse
      LSNs it covers. */
   if (lsn) rc = tg_wal_sync(s->wal, lsn);
-  if (!rc) rc = snapshot_write(s, sn, lsn);
+  if (!rc) rc = snapshot_write(s, cap, lsn);
   tg__store_lock(s);
   if (rc) {
-    snapshot_remark(s, sn);
+    tg__capture_remark(&s->g, cap);
+    if (cap->ntdel) s->ckpt_full = 1; /* as for a voided capture */
   } else {
-    s->ckpt_lsn = lsn;
-    s->checkpoints++;
+    /* Relaxed stores: tg_store_stats_get() reads them without the lock. */
+    TG__STORE_RELAXED(s->ckpt_lsn, lsn);
+    TG__STORE_RELAXED(s->checkpoints, s->checkpoints + 1u);
   }
   tg__store_unlock(s);
   if (rc) return rc;
@@ -721,28 +730,29 @@ TG_SPAN_SITE(site_ckpt, "checkpoint", "lsn", "tokens", "connections", "deletes")
 
 /* Caller holds ckpt_mu. */
 static int checkpoint_locked(tg_store *s) {
-  snapshot sn;
-  memset(&sn, 0, sizeof sn);
+  tg__capture cap;
+  memset(&cap, 0, sizeof cap);
   uint32_t removed = 0;
   uint64_t t0 = tg__now_ns();
   tg_span sp;
   tg_span_begin(&sp, &site_ckpt);
-  int rc = checkpoint_body(s, &sn, &removed);
+  int rc = checkpoint_body(s, &cap, &removed);
   tg_span_attr(&sp, 0, s->ckpt_lsn);
-  tg_span_attr(&sp, 1, sn.ntok);
-  tg_span_attr(&sp, 2, sn.nconn);
-  tg_span_attr(&sp, 3, sn.ntdel + sn.ncdel);
+  tg_span_attr(&sp, 1, cap.nrec[0]);
+  tg_span_attr(&sp, 2, cap.nrec[1]);
+  tg_span_attr(&sp, 3, cap.ndel[0] + cap.ndel[1]);
   tg_span_end(&sp);
   if (!rc)
-    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, sn.ntok + sn.nconn,
+    tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, cap.nrec[0] + cap.nrec[1],
                        tg__now_ns() - t0, removed);
   else
     tg__store_note_log_failure(s, rc);
-  snapshot_free(&sn);
+  tg__capture_free(&cap);
   return rc;
 }
 
 int tg_checkpoint(tg_store *s) {
+  if (s && s->read_only) return TG_EREADONLY;
   if (!s || !s->wal) return TG_EINVAL;
   TG__CALL_GUARD(s);
   pthread_mutex_lock(&s->ckpt_mu);

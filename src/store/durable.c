@@ -10,9 +10,10 @@
  *
  * Recovery: load the checkpoint (a consistent snapshot as of its LSN L),
  * open the WAL (which cuts a torn tail off the last segment), then redo
- * every record after L in LSN order. Checkpoints copy the changed records
- * under the store lock, so the snapshot is exact as of L: every record
- * <= L is in it and none after; replay is then an exact re-execution, and
+ * every record after L in LSN order. Checkpoints capture the changed
+ * records as of L by copy-on-write (token/graph.h, tg__capture), so the
+ * snapshot is exact as of L: every record <= L is in it and none after;
+ * replay is then an exact re-execution, and
  * any record that does not apply (a delete of a missing token, say) is
  * corruption, not something to paper over.
  */
@@ -91,7 +92,7 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
     } else if (fmt > TG__DIR_FORMAT) {
       rc = TG_EVERSION;
       tg__say(msg, len, "%s was written in format %u; this library reads format "
-          "%u: use a newer tokengraph (nothing was changed)", dir, fmt,
+          "%u: use a newer tokengraph (nothing was changed)", path, fmt,
           TG__DIR_FORMAT);
     } else {
       rc = 0;
@@ -119,7 +120,7 @@ int tg__store_check_identity(const char *dir, char *msg, size_t len) {
 }
 
 /* Write the identity file atomically: temp, fsync, rename, fsync dir. */
-static int write_identity(const char *dir) {
+int tg__store_write_identity(const char *dir) {
   char text[64];
   int n = snprintf(text, sizeof text, IDENTITY_PREFIX "%u\n", TG__DIR_FORMAT);
   char *path = tg__path_join_alloc(dir, IDENTITY_NAME);
@@ -227,6 +228,7 @@ static int apply_one(tg__graph *g, const tg_record *rec, const char **why) {
     return tg__graph_token_put(g, &rec->token);
   case TG_REC_TOKEN_DEL:
   case TG_REC_TOKEN_EVICT:
+    if ((rc = tg__graph_reserve_deletes(g, 1))) return rc;
     if (tg__graph_token_delete(g, rec->id, NULL)) {
       *why = "deletes a token that does not exist";
       return TG_ECORRUPT;
@@ -429,7 +431,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   if (fresh < 0) return fresh;
   if ((rc = take_lock(s, msg, len))) return rc;
   if ((fresh = tg__store_check_identity(dir, msg, len)) < 0) return fresh;
-  if (fresh && (rc = write_identity(dir))) {
+  if (fresh && (rc = tg__store_write_identity(dir))) {
     tg__say(msg, len, "%s: cannot write %s: %s", dir, IDENTITY_NAME, tg_strerror(rc));
     return rc;
   }

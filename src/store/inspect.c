@@ -258,6 +258,12 @@ int tg_store_inspect(const char *dir, tg_inspect_report *out, tg_progress_cb pro
   memset(out, 0, sizeof *out);
   int rc = tg__store_check_dir(dir, msg, len);
   if (!rc) rc = tg__store_lock_dir(dir, 0, &lock_fd, msg, len);
+  if (rc == TG_ELOCKED) {
+    /* Held by its owner, who keeps writing: read it as a read-only open
+       does, up to the log's durable point (readonly.c). */
+    if (msg && len) msg[0] = 0;
+    return tg__store_inspect_live(dir, out, progress, arg, msg, len);
+  }
   if (!rc) rc = tg__store_inspect_dir(dir, out, progress, arg, msg, len);
   if (lock_fd >= 0) close(lock_fd);
   return rc;

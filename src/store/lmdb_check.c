@@ -438,8 +438,8 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
       return i ? TG_ECORRUPT : TG_ENOTTG;
     }
     if (tg__ld32(mm + 4) != MDB_DATA_VERSION) {
-      tg__say(msg, len, "%s: LMDB data version %u, this library reads %u", path,
-              tg__ld32(mm + 4), MDB_DATA_VERSION);
+      tg__say(msg, len, "%s: meta page %d: LMDB data version %u, this library reads %u",
+              path, i, tg__ld32(mm + 4), MDB_DATA_VERSION);
       return TG_EVERSION;
     }
     get_db(mm + 24, &free_db[i]);

@@ -22,25 +22,36 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held; see store.c */
+  atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
+  atomic_int sleepers;          /* threads parked or about to park on lock */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
-  tg__graph g;                  /* lock */
-  tg__guardian gd;              /* lock (limits: open/close) */
-  uint64_t tokens_created;      /* lock */
-  uint64_t connections_created; /* lock */
+  tg__graph g;                  /* lock; read without it as store.c's
+                                   READS says */
+  tg__guardian gd;              /* lock (limits: open/close); counters
+                                   relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
+  uint64_t connections_created; /* lock; relaxed stores (READS) */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
+  int read_only;                /* open/close; 1: cfg.read_only (readonly.c):
+                                   no WAL, no LOCK, nothing written. Beside
+                                   wal: the mutating calls test both */
   int level;                    /* open/close; enum tg_wal_level */
-  uint64_t last_lsn;            /* lock; last LSN appended */
+  uint64_t last_lsn;            /* lock; last LSN appended (read-only: the
+                                   last LSN shown, written with ckpt_mu and
+                                   lock held); relaxed stores (READS) */
   char *dir;                    /* open/close; data directory */
   int lock_fd;                  /* open/close; DIR/LOCK, flock()ed; -1 = none */
   MDB_env *env;                 /* open/close; DIR/checkpoint (txns: ckpt_mu) */
   MDB_dbi dbi_tokens, dbi_conns, dbi_meta; /* open/close */
-  pthread_mutex_t ckpt_mu;      /* one checkpoint at a time */
-  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held, read
-                                   under either; LSN the last checkpoint
+  pthread_mutex_t ckpt_mu;      /* one checkpoint at a time; a read-only
+                                   handle: one refresh or backup at a time
+                                   (readonly.c) */
+  uint64_t ckpt_lsn;            /* written with ckpt_mu and lock held
+                                   (relaxed stores), read under either or
+                                   relaxed (READS); LSN the last checkpoint
                                    covers */
   uint64_t checkpoints;         /* as ckpt_lsn */
   uint64_t ckpt_wal_bytes;      /* ckpt_mu; WAL bytes written at the last
@@ -56,7 +67,9 @@ struct tg_store {
   uint64_t ckpt_tokens, ckpt_conns; /* open/close; records the checkpoint's
                                    state record counts (format 2) */
   uint32_t ckpt_tokens_hw, ckpt_conns_hw; /* open/close; its high-water
-                                   marks (0xFFFFFFFF: format 1, unknown) */
+                                   marks, the id cursors (0xFFFFFFFF:
+                                   format 1, unknown) */
+  uint32_t ckpt_id_flags;       /* open/close; which id spaces had wrapped */
   uint64_t checkpoint_bytes;    /* open/close; auto checkpoint threshold,
                                    0 = off */
   pthread_t ckpt_thread;        /* open/close; automatic checkpoints */
@@ -82,6 +95,12 @@ struct tg_store {
   uint64_t bp_blocked;          /* checkpointer, then close: WAL appends that
                                    blocked, as of the last backpressure event */
   uint64_t bp_blocked_ns;       /* the same for the time they waited */
+
+  /* Read-only handles (cfg.read_only; readonly.c). */
+  MDB_txn *ro_pin;              /* loading only: the read transaction whose
+                                   reader-table slot keeps the owner from
+                                   reusing the checkpoint's pages while they
+                                   are checked and loaded */
 
   /* Batches (batch.c). */
   uint64_t serial;              /* open/close: unique among the stores this
@@ -123,7 +142,7 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #ifndef NDEBUG
 #include <assert.h>
 #define TG__ASSERT_LOCKED(s) \
-  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) == 1)
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0)
 #else
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
@@ -131,6 +150,12 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* A call is rejected with TG_EQUOTA: count it, tell the calling thread
+   which quota (tg_quota_exceeded()) and leave it in the black box (value,
+   limit, the token concerned or 0). Under the store lock (store.c). */
+void tg__store_quota_reject(tg_store *s, int quota, uint64_t value, uint64_t limit,
+                            uint32_t id);
 
 /* ---- the single calls' steps, for batch.c (store.c) --------------------
    A mutation: tg__store_strict_enter() before the lock; under it, admit
@@ -204,8 +229,31 @@ int tg__store_make_dir(const char *path, char *msg, size_t len);
    s->dir, after checking data.mdb page by page, and read its state (LSN
    into s->ckpt_lsn). Read-only with no checkpoint yet (missing, empty, or
    never committed to): s->env stays NULL. TG_ECORRUPT, TG_ENOTTG,
-   TG_EVERSION with msg naming the file (checkpoint.c). */
+   TG_EVERSION with msg naming the file (checkpoint.c).
+   readonly == TG__CKPT_LIVE: the directory may be open in another process
+   that commits checkpoints meanwhile. The environment then uses LMDB's
+   reader table (lock.mdb; MDB_NOLOCK would let the owner reuse pages under
+   us), a read transaction is begun first and kept in s->ro_pin, and the
+   check runs while it pins the snapshot; TG_EAGAIN when the check saw
+   another snapshot than the pinned one (a commit in between: try again).
+   The caller ends s->ro_pin (tg__store_unpin_checkpoint()) after loading. */
+#define TG__CKPT_LIVE 2
 int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len);
+
+/* TG__CKPT_LIVE: 0 when no checkpoint was committed since s->ro_pin began
+   (so every transaction of the load read the pinned, checked snapshot),
+   TG_EAGAIN otherwise; then abort the pin (checkpoint.c). */
+int tg__store_unpin_checkpoint(tg_store *s);
+
+/* Write DIR/TOKENGRAPH atomically (durable.c). */
+int tg__store_write_identity(const char *dir);
+
+/* Read-only handles (readonly.c): the open (dir checked, s->g set up). */
+int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len);
+
+/* tg_store_inspect() of a directory another process holds (readonly.c). */
+int tg__store_inspect_live(const char *dir, tg_inspect_report *out, tg_progress_cb progress,
+                           void *arg, char *msg, size_t len);
 
 /* Load every token and connection of the checkpoint into s->g, which is
    loading, checking each value's CRC and id bound (checkpoint.c). */

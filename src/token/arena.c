@@ -60,57 +60,172 @@ int tg__arena_init(tg__arena *a, uint32_t id_off) {
   assert(id_off + 4 <= TG__SLOT_BYTES && id_off != TG__FREE_NEXT_OFF);
   memset(a, 0, sizeof *a);
   a->id_off = id_off;
-  /* 1 MiB of pointers, but calloc takes it from untouched zero pages, so
-     only the entries in use ever become resident. */
+  /* 1 MiB of pointers each (and 512 KiB of counts), but calloc takes them
+     from untouched zero pages, so only the entries in use ever become
+     resident. */
   a->chunks = calloc(TG__MAX_CHUNKS, sizeof *a->chunks);
-  return a->chunks ? 0 : TG_ENOMEM;
+  a->map = calloc(TG__MAX_CHUNKS, sizeof *a->map);
+  a->map_live = calloc(TG__MAX_CHUNKS, sizeof *a->map_live);
+  if (a->chunks && a->map && a->map_live) return 0;
+  tg__arena_free(a);
+  return TG_ENOMEM;
 }
 
 void tg__arena_free(tg__arena *a) {
-  if (!a->chunks) return;
-  for (uint32_t c = 0; c < a->nchunks; c++)
-    default_unmap(a->chunks[c], TG__CHUNK_BYTES);
+  if (a->chunks) {
+    for (uint32_t c = 0; c < a->nchunks; c++)
+      default_unmap(a->chunks[c], TG__CHUNK_BYTES);
+  }
+  if (a->map) {
+    for (uint32_t c = 0; c < a->map_hi; c++)
+      if (a->map[c]) munmap(a->map[c], TG__MAP_CHUNK_BYTES);
+  }
   free(a->chunks);
+  free(a->map);
+  free(a->map_live);
   memset(a, 0, sizeof *a);
+}
+
+int tg__arena_map_cover(tg__arena *a, uint32_t id) {
+  uint32_t c = TG__ID_CHUNK(id);
+  if (a->map[c]) return 0;
+  /* Not counted in the map budget, which is about slot chunks (the tests
+     that drive the arena out of memory count them). */
+  void *p = mmap(NULL, TG__MAP_CHUNK_BYTES, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return TG_ENOMEM;
+  /* Faulted in now, off the per-create path, as the slot chunks are: 32
+     pages a map chunk, one per 1,024 creates otherwise. */
+  (void)madvise(p, TG__MAP_CHUNK_BYTES, MADV_POPULATE_WRITE);
+  /* Release: a reader that finds the pointer finds zeroed, mapped memory
+     (the contract in arena.h). */
+  __atomic_store_n(&a->map[c], (uint32_t *)p, __ATOMIC_RELEASE);
+  if (c >= a->map_hi) a->map_hi = c + 1u;
+  return 0;
+}
+
+void tg__arena_map_reclaim(tg__arena *a, uint32_t chunk) {
+  assert(a->map_live[chunk] == 0);
+  /* Every entry is 0 already, and MADV_DONTNEED makes the pages of a
+     private anonymous mapping read as zero: a reader without the lock sees
+     the same "no live object" either way. The chunk stays mapped, so the
+     pointer stays valid; a write after a wrap faults in a fresh page. */
+  if (a->map[chunk]) (void)madvise(a->map[chunk], TG__MAP_CHUNK_BYTES, MADV_DONTNEED);
+}
+
+uint32_t tg__arena_next_id(const tg__arena *a) {
+  uint32_t id = a->cursor;
+  for (uint64_t n = 0; n < TG__MAX_SLOTS; n++) {
+    id = id == TG__MAX_SLOTS ? 1u : id + 1u;
+    const uint32_t *m = a->map[TG__ID_CHUNK(id)];
+    if (!m || !m[TG__ID_ENTRY(id)]) return id;
+  }
+  return 0;
+}
+
+/* A free slot, or a new one (mapping a chunk): its index, or -1 with *err. */
+static int64_t take_slot(tg__arena *a, int *err) {
+  if (a->free_head) {
+    uint32_t i = a->free_head - 1u;
+    a->free_head = tg__slot_u32(tg__arena_slot(a, i), TG__FREE_NEXT_OFF);
+    return i;
+  }
+  if (a->next == a->limit) {
+    int rc = tg__arena_grow(a);
+    if (rc) {
+      *err = rc;
+      return -1;
+    }
+  }
+  return a->next++;
+}
+
+size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
+                      uint32_t budget, int *done) {
+  /* Before a wrap no id above the cursor was ever issued; after one, any
+     id up to 2^32 - 1 may be live. */
+  uint32_t hi = a->wrapped ? TG__MAX_SLOTS : a->cursor;
+  uint32_t id = *pos;
+  size_t n = 0;
+  *done = 0;
+  while (n < max && budget && id < hi) {
+    uint32_t c = TG__ID_CHUNK(id + 1u);
+    const uint32_t *m = a->map[c];
+    if (!m || !a->map_live[c]) {
+      /* No live id in this chunk: skip it whole, one unit of budget. */
+      uint64_t end = ((uint64_t)c + 1u) << TG__CHUNK_SHIFT; /* its last id */
+      id = end < hi ? (uint32_t)end : hi;
+      budget--;
+      continue;
+    }
+    id++;
+    budget--;
+    uint32_t e = m[TG__ID_ENTRY(id)];
+    if (!e) continue;
+    const void *p = tg__arena_slot(a, e - 1u);
+    /* A batch's held id is mapped before its object is written. */
+    if (tg__slot_u32(p, a->id_off) == id)
+      memcpy((unsigned char *)out + n++ * TG__SLOT_BYTES, p, TG__SLOT_BYTES);
+  }
+  *pos = id;
+  if (id >= hi) *done = 1;
+  return n;
+}
+
+void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
+  a->cursor = id;
+  a->wrapped = wrapped;
+  a->fast_ids = 0;
 }
 
 int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
   unsigned char *p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
-  a->chunks[a->nchunks++] = p;
+  /* Plain: readers reach this entry only through a `next` published past
+     it later (release, tg__arena_alloc). */
+  a->chunks[a->nchunks] = p;
+  TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
   a->limit = lim > TG__MAX_SLOTS ? TG__MAX_SLOTS : (uint32_t)lim;
   return 0;
 }
 
 void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err) {
-  assert(!a->free_head && a->next == a->limit);
-  int rc = tg__arena_grow(a);
+  uint32_t nid = tg__arena_next_id(a);
+  if (!nid) {
+    *err = TG_EQUOTA; /* 2^32 - 1 live objects */
+    return NULL;
+  }
+  int rc = tg__arena_map_cover(a, nid);
   if (rc) {
     *err = rc;
     return NULL;
   }
-  return tg__arena_alloc(a, id, err);
+  int64_t i = take_slot(a, err);
+  if (i < 0) return NULL;
+  uint32_t prev = TG__ID_CHUNK(a->cursor);
+  if (nid <= a->cursor) a->wrapped = 1;
+  tg__arena_map_set(a, nid, (uint32_t)i);
+  a->cursor = nid;
+  /* The ids after nid in its map chunk are free before a wrap (none
+     above the cursor was ever issued): hand them out on the fast path. */
+  uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
+  if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
+  a->fast_ids = a->wrapped ? 0 : (uint32_t)(end - nid);
+  a->map_cur = a->map[TG__ID_CHUNK(nid)];
+  /* The cursor left a map chunk whose ids all died already (a store that
+     deletes what it creates): nothing will be mapped there again until a
+     wrap, so give it back now rather than keep 4 bytes per id. */
+  if (TG__ID_CHUNK(nid) != prev && a->map_live[prev] == 0)
+    tg__arena_map_reclaim(a, prev);
+  *id = nid;
+  return tg__arena_slot(a, (uint32_t)i);
 }
 
-void tg__arena_begin_load(tg__arena *a) {
-  a->loading = 1;
-  a->free_head = 0;
-}
+void tg__arena_begin_load(tg__arena *a) { a->loading = 1; }
 
-void tg__arena_rebuild_free(tg__arena *a) {
-  a->loading = 0;
-  a->free_head = 0;
-  for (uint32_t i = a->next; i-- > 0;) {
-    void *p = tg__arena_slot(a, i);
-    if (tg__slot_u32(p, a->id_off) != i + 1u) {
-      tg__slot_set_u32(p, a->id_off, 0);
-      tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
-      a->free_head = i + 1u;
-    }
-  }
-}
+void tg__arena_rebuild_free(tg__arena *a) { a->loading = 0; }
 
 void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
   assert(a->loading);
@@ -124,19 +239,26 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
     *err = TG_ECORRUPT;
     return NULL;
   }
-  uint32_t i = id - 1u;
-  while (i >= a->limit) {
-    int rc = tg__arena_grow(a);
-    if (rc) {
-      *err = rc;
-      return NULL;
-    }
+  void *p = tg__arena_get(a, id);
+  *was_live = p != NULL;
+  if (p) return p;
+  /* The id the original create was given, if the log is ours: computed
+     before the id is mapped. */
+  uint32_t expect = tg__arena_next_id(a);
+  int rc = tg__arena_map_cover(a, id);
+  if (rc) {
+    *err = rc;
+    return NULL;
   }
-  /* Slots skipped over stay free (id field 0) until a put or the rebuild. */
-  for (; a->next <= i; a->next++)
-    tg__slot_set_u32(tg__arena_slot(a, a->next), a->id_off, 0);
-  void *p = tg__arena_slot(a, i);
-  *was_live = tg__slot_u32(p, a->id_off) == id;
-  if (!*was_live) a->live++;
-  return p;
+  int64_t i = take_slot(a, err);
+  if (i < 0) return NULL;
+  tg__arena_map_set(a, id, (uint32_t)i);
+  a->fast_ids = 0;
+  if (id == expect) {
+    if (id <= a->cursor) a->wrapped = 1;
+    a->cursor = id;
+  } else if (!a->wrapped && id > a->cursor) {
+    a->cursor = id;
+  }
+  return tg__arena_slot(a, (uint32_t)i);
 }

@@ -1,5 +1,6 @@
 /*
- * The arena: 64-byte slots handed out from 2 MiB chunks.
+ * The arena: 64-byte slots handed out from 2 MiB chunks, and the map from
+ * ids to slots.
  *
  * Why this shape: creating a token must cost about what writing 64 bytes
  * into fresh huge-page memory costs (7 ns measured on the reference machine,
@@ -8,13 +9,64 @@
  * pre-faulted when the chunk is taken into use; a slot is found by a free
  * list pop or a bump of `next`, both O(1) with no system call.
  *
- * Slot index i (0-based) is object id i + 1, so id -> slot is two loads
- * (chunk table, then offset). Id 0 is never handed out.
+ * Ids are not slots. An id is handed out once and never again until the
+ * 32-bit space wraps (docs/data-layout.md says why), while a deleted slot
+ * is reused at once to keep memory dense. So id -> slot goes through a
+ * map: `map[(id - 1) >> 15][(id - 1) & 32767]` holds the slot index + 1, 0
+ * when no live object has that id (id 0's entry, the last of the last
+ * chunk, is never set). Map chunk c covers the ids slot chunk c would hold
+ * if nothing were deleted, so both grow in step. A lookup is three dependent
+ * loads (map chunk, entry, slot chunk) and no hashing; the map costs 4 bytes
+ * per id in a map chunk in use (128 KiB per 32,768 ids, pre-faulted like the
+ * slot chunks). A map chunk whose ids are all dead once the cursor has left
+ * it is handed back to the kernel (MADV_DONTNEED, its pages read as zero
+ * again), so a store that creates and deletes forever does not keep 4 bytes
+ * per id ever issued.
+ *
+ * The next id is the one after `cursor` (the last id handed out). Until
+ * the cursor first passes 2^32 - 1 no id above it is live, so that is
+ * cursor + 1, O(1). After the wrap it is the first id after the cursor
+ * whose map entry is 0 (live ids are skipped, dead ones are handed out
+ * again in id order).
  *
  * A free slot keeps the "next free" index (+1, 0 ends the list) in its last
- * four bytes and a zero in its id field (id_off); a slot is live exactly when
- * its id field equals its id, which lets get() reject stale or unknown ids
- * without any side table.
+ * four bytes and a zero in its id field (id_off); a live slot's id field
+ * holds its id, so walking the slots finds the live objects without the map.
+ *
+ * Concurrency contract of the map, for readers that do not take the store
+ * lock: every change happens under the store lock. `map` (the chunk table,
+ * TG__MAX_CHUNKS pointers) is allocated at init and never moves; a map
+ * chunk pointer is published with a release store after its memory is
+ * mapped and stays valid until tg__arena_free() (reclaimed chunks stay
+ * mapped and read as zero). Entries are written with relaxed atomic
+ * stores: a reader loads the chunk pointer with acquire, the entry with
+ * relaxed (or acquire, to see the slot's contents as of the store), and
+ * must then check the slot's id field under its own synchronisation (a
+ * slot freed and reused between the two loads holds another id or 0).
+ * Slot chunks, like map chunks, stay mapped until close.
+ *
+ * Readers that take no lock (the store's READS comment says who) go id ->
+ * map entry (acquire: the entry is stored with release after the slot's
+ * chunk pointer was, tg__arena_map_set) -> slot, and copy the slot inside
+ * a seqlock of the slot's stripe (tg__arena_read()):
+ *  - every slot word is written inside a write section of the slot's
+ *    stripe (seq[], below): the writer makes the stripe's counter odd,
+ *    issues a release fence, stores, and makes it even with a release
+ *    store; a reader loads the counter with acquire, copies the slot with
+ *    relaxed atomic loads, issues an acquire fence and loads the counter
+ *    again, and retries when it changed or was odd (the seqlock of Boehm,
+ *    "Can seqlocks get along with programming language memory models?",
+ *    2012). The 64-byte slots have no spare bytes, so the counters are a
+ *    side array of stripes (slot index i uses seq[i % TG__SEQ_STRIPES]):
+ *    16 KiB per arena, at the cost of a rare retry when another slot of
+ *    the same stripe changed;
+ *  - a copy is the object asked for only when its id field holds the id:
+ *    a slot freed and reused between the map load and the copy holds
+ *    another id (ids are not reused) or 0;
+ *  - live and nchunks are published with relaxed stores for the counters
+ *    (TG__STORE_RELAXED, common/platform.h).
+ * The graph (graph.h) also uses the token arena's stripes, indexed by
+ * token id, as the version of each token's adjacency lists.
  */
 #ifndef TG_TOKEN_ARENA_H
 #define TG_TOKEN_ARENA_H
@@ -23,6 +75,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/platform.h"
+
 #define TG__SLOT_BYTES 64u
 #define TG__CHUNK_SHIFT 15u                         /* 32768 slots a chunk */
 #define TG__CHUNK_SLOTS (1u << TG__CHUNK_SHIFT)
@@ -30,6 +84,7 @@
 #define TG__CHUNK_BYTES ((size_t)TG__CHUNK_SLOTS * TG__SLOT_BYTES) /* 2 MiB */
 #define TG__MAX_CHUNKS (1u << (32u - TG__CHUNK_SHIFT)) /* covers 2^32 ids */
 #define TG__MAX_SLOTS (0xFFFFFFFFu)                 /* ids 1 .. 2^32 - 1 */
+#define TG__SEQ_STRIPES 4096u                       /* seqlock stripes an arena */
 #define TG__FREE_NEXT_OFF 60u                       /* free-list link offset */
 
 typedef struct tg__arena {
@@ -40,12 +95,26 @@ typedef struct tg__arena {
   uint32_t free_head;     /* index + 1 of the first free slot, 0 = none */
   uint32_t id_off;        /* offset of the object's u32 id within a slot */
   int loading;            /* 1 while objects are put by id (checkpoint load,
-                             replay): frees keep no list, see
-                             tg__arena_rebuild_free() */
+                             replay): see tg__arena_put() */
   uint32_t put_max;       /* loading: the highest id the store had issued
                              before what is being loaded (the checkpoint's
                              high-water mark); see tg__arena_may_put() */
-  uint64_t live;          /* slots in use */
+  uint64_t live;          /* slots in use (relaxed stores: stats readers) */
+  uint32_t **map;         /* TG__MAX_CHUNKS entries, never moves: id chunk
+                             -> 32,768 entries of slot index + 1 (0: no
+                             live object); a NULL chunk has none */
+  uint32_t *map_live;     /* TG__MAX_CHUNKS counts: live ids per map chunk */
+  uint32_t map_hi;        /* map chunks [0, map_hi) may be mapped */
+  uint32_t cursor;        /* the last id handed out (0: none yet) */
+  int wrapped;            /* the cursor went past 2^32 - 1 at least once:
+                             live ids may lie above it */
+  uint32_t fast_ids;      /* ids the fast path may hand out (cursor + 1 on)
+                             before the slow path must look: those left in
+                             map_cur, before any wrap; 0 otherwise, and
+                             whenever the cursor is moved from outside */
+  uint32_t *map_cur;      /* the map chunk of cursor + 1 while fast_ids */
+  uint32_t seq[TG__SEQ_STRIPES]; /* write-section counters, odd while a
+                             slot of the stripe is being written (above) */
 } tg__arena;
 
 /*
@@ -68,7 +137,7 @@ int tg__arena_grow(tg__arena *a);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
-  return (uint64_t)a->nchunks * TG__CHUNK_BYTES;
+  return (uint64_t)TG__LOAD_RELAXED(a->nchunks) * TG__CHUNK_BYTES;
 }
 
 /* Address of slot index i; i must be < a->next. */
@@ -83,59 +152,233 @@ static inline uint32_t tg__slot_u32(const void *slot, uint32_t off) {
   return v;
 }
 
-static inline void tg__slot_set_u32(void *slot, uint32_t off, uint32_t v) {
-  memcpy((unsigned char *)slot + off, &v, sizeof v);
+/* ---- write sections (one writer: the caller holds the store lock) ------- */
+
+static inline uint32_t *tg__arena_stripe(tg__arena *a, uint32_t i) {
+  return &a->seq[i & (TG__SEQ_STRIPES - 1u)];
 }
 
-/* The live object with this id, or NULL. */
+/* Open a write section on a stripe. Sections on one stripe never nest:
+   the writer's own reads of *sq are plain (only it writes the counter). */
+static inline void tg__seq_begin(uint32_t *sq) {
+  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELAXED);
+  /* Orders the odd counter before the data stores that follow: a reader
+     that sees one of them sees the counter odd or advanced (its acquire
+     fence pairs with this one). */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+/* Close it: the data stores happen before the even counter. */
+static inline void tg__seq_end(uint32_t *sq) {
+  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELEASE);
+}
+
+/*
+ * Store a whole 64-byte image into slot p, inside a write section.
+ * ThreadSanitizer builds store it as eight relaxed atomic words, which is
+ * what the C11 model asks of a store that a seqlock reader may race with.
+ * Other builds copy it with plain (vector) stores: eight scalar stores into
+ * a line that is not yet in cache, ahead of the store lock's locked
+ * instruction, made a token create 1.4x slower here (tg-bench tokens ratio
+ * 1.61 against 1.12, alternated runs). A reader that races with the copy
+ * gets a torn image and discards it: the counter around its copy moved
+ * (the section's release fence and release store keep the copy between
+ * them), so no torn value is ever returned; the race is the benign one of
+ * the seqlock literature (Boehm 2012), and the TSan build checks the same
+ * protocol with atomics.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define TG__SLOT_ATOMIC_STORES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TG__SLOT_ATOMIC_STORES 1
+#endif
+#endif
+
+static inline void tg__slot_store(void *p, const void *img) {
+#ifdef TG__SLOT_ATOMIC_STORES
+  uint64_t w[8];
+  memcpy(w, img, sizeof w);
+  uint64_t *d = (uint64_t *)p;
+  for (int k = 0; k < 8; k++) __atomic_store_n(&d[k], w[k], __ATOMIC_RELAXED);
+#else
+  memcpy(p, img, TG__SLOT_BYTES);
+#endif
+}
+
+/* Store one 4-byte field (off a multiple of 4) inside a write section: the
+   64-bit word around it is rewritten, so every access to slot memory is a
+   whole-word atomic and readers never mix access sizes. */
+static inline void tg__slot_set_u32(void *slot, uint32_t off, uint32_t v) {
+  uint64_t *wp = (uint64_t *)((unsigned char *)slot + (off & ~7u));
+  uint64_t w = *wp; /* plain: only the writer stores here */
+  memcpy((unsigned char *)&w + (off & 7u), &v, sizeof v);
+  __atomic_store_n(wp, w, __ATOMIC_RELAXED);
+}
+
+/* The same for a 2-byte field (off a multiple of 2). */
+static inline void tg__slot_set_u16(void *slot, uint32_t off, uint16_t v) {
+  uint64_t *wp = (uint64_t *)((unsigned char *)slot + (off & ~7u));
+  uint64_t w = *wp;
+  memcpy((unsigned char *)&w + (off & 7u), &v, sizeof v);
+  __atomic_store_n(wp, w, __ATOMIC_RELAXED);
+}
+
+
+#define TG__MAP_CHUNK_BYTES ((size_t)TG__CHUNK_SLOTS * sizeof(uint32_t)) /* 128 KiB */
+#define TG__ID_CHUNK(id) (((uint32_t)(id) - 1u) >> TG__CHUNK_SHIFT) /* map chunk */
+#define TG__ID_ENTRY(id) (((uint32_t)(id) - 1u) & TG__CHUNK_MASK)   /* entry in it */
+
+/* Slot index + 1 of the live object with this id, or 0. */
+static inline uint32_t tg__arena_index(const tg__arena *a, uint32_t id) {
+  const uint32_t *m = a->map[TG__ID_CHUNK(id)];
+  return m ? m[TG__ID_ENTRY(id)] : 0; /* id 0's entry is never set */
+}
+
+/* The live object with this id, or NULL. The slot's id field is checked
+   too: an id a batch holds (tg__arena_reserve()) is mapped to a slot whose
+   id field stays 0 until the object is written. */
 static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
-  uint32_t i = id - 1u; /* id 0 wraps to 0xFFFFFFFF, never < next */
-  if (i >= a->next) return NULL;
-  void *p = tg__arena_slot(a, i);
+  uint32_t e = tg__arena_index(a, id);
+  if (!e) return NULL;
+  void *p = tg__arena_slot(a, e - 1u);
   return tg__slot_u32(p, a->id_off) == id ? p : NULL;
 }
 
 /*
- * Take a slot. Returns its address and stores its id in *id, or NULL when
- * a chunk could not be mapped (*err says why). The caller must write the
- * id into the slot's id field before the arena is used again.
+ * Lock-free read: copy the image of object `id` into out (64 bytes) as it
+ * was at one moment, never torn. Returns 1 when it was live then, 0 when
+ * not (out then holds whatever the slot held, or nothing). Waits only while
+ * a writer is inside a write section of the slot's stripe (a few stores;
+ * more only if that writer was preempted there).
+ */
+static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
+  uint64_t w[8];
+  for (;;) {
+    /* Acquire, twice: the chunk of map entries, then the entry, which was
+       stored (with release) after the slot's chunk pointer. */
+    const uint32_t *m = __atomic_load_n(&a->map[TG__ID_CHUNK(id)], __ATOMIC_ACQUIRE);
+    uint32_t e = m ? __atomic_load_n(&m[TG__ID_ENTRY(id)], __ATOMIC_ACQUIRE) : 0;
+    if (!e) return 0;
+    uint32_t i = e - 1u;
+    const uint32_t *sq = &a->seq[i & (TG__SEQ_STRIPES - 1u)];
+    uint32_t s0 = __atomic_load_n(sq, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s0 & 1u, 0)) {
+      tg__cpu_relax();
+      continue;
+    }
+    const uint64_t *src = (const uint64_t *)tg__arena_slot(a, i);
+    for (int k = 0; k < 8; k++) w[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    /* Orders the copy before the second counter load (pairs with the
+       writer's release fence in tg__seq_begin). */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(sq, __ATOMIC_RELAXED) == s0) break;
+  }
+  memcpy(out, w, sizeof w);
+  /* Another id (the slot was reused) or 0 (freed, or held by a batch). */
+  return tg__slot_u32(w, a->id_off) == id;
+}
+
+/* Slots in use, for readers without the lock. */
+static inline uint64_t tg__arena_live_relaxed(const tg__arena *a) {
+  return TG__LOAD_RELAXED(a->live);
+}
+
+/* The id the next allocation will hand out (0: every id is live). */
+uint32_t tg__arena_next_id(const tg__arena *a);
+
+/* Map the map chunk that holds `id`. 0 or TG_ENOMEM. */
+int tg__arena_map_cover(tg__arena *a, uint32_t id);
+
+/* Give a map chunk with no live id back to the kernel. */
+void tg__arena_map_reclaim(tg__arena *a, uint32_t chunk);
+
+/* Point `id` at slot index i (live from now on). The map chunk exists. */
+static inline void tg__arena_map_set(tg__arena *a, uint32_t id, uint32_t i) {
+  uint32_t c = TG__ID_CHUNK(id);
+  /* Release: a reader that loads the entry (acquire) finds the slot's
+     chunk pointer, stored plain by tg__arena_grow() before. */
+  __atomic_store_n(&a->map[c][TG__ID_ENTRY(id)], i + 1u, __ATOMIC_RELEASE);
+  a->map_live[c]++;
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+}
+
+/*
+ * Take a slot and an id. Returns the slot's address and stores the id in
+ * *id, or NULL when a chunk could not be mapped (*err: TG_ENOMEM) or every
+ * id is live (TG_EQUOTA). The caller must write the id into the slot's id
+ * field before the arena is used again.
  */
 void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err);
 
 static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
+  /* The common case: before any wrap, cursor + 1 is free and its map
+     chunk is there, which fast_ids says in one load. Anything else (a new
+     map chunk, the wrap, ids to skip, a new slot chunk) takes the slow
+     path, which sets fast_ids again. */
+  if (__builtin_expect(!a->fast_ids, 0)) return tg__arena_alloc_slow(a, id, err);
+  uint32_t nid = a->cursor + 1u;
   uint32_t i;
+  void *p;
   if (a->free_head) {
     i = a->free_head - 1u;
-    void *p = tg__arena_slot(a, i);
+    p = tg__arena_slot(a, i);
     a->free_head = tg__slot_u32(p, TG__FREE_NEXT_OFF);
-    a->live++;
-    *id = i + 1u;
-    return p;
+  } else if (a->next < a->limit) {
+    i = a->next;
+    TG__STORE_RELAXED(a->next, i + 1u); /* read by nobody without the lock */
+    p = tg__arena_slot(a, i);
+  } else {
+    return tg__arena_alloc_slow(a, id, err);
   }
-  if (a->next < a->limit) {
-    i = a->next++;
-    a->live++;
-    *id = i + 1u;
-    return tg__arena_slot(a, i);
-  }
-  return tg__arena_alloc_slow(a, id, err);
+  /* Release: as in tg__arena_map_set(). */
+  __atomic_store_n(&a->map_cur[TG__ID_ENTRY(nid)], i + 1u, __ATOMIC_RELEASE);
+  a->map_live[TG__ID_CHUNK(nid)]++;
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+  a->fast_ids--;
+  a->cursor = nid;
+  *id = nid;
+  return p;
 }
 
-/* Return the live slot `p` (id `id`) to the free list. */
+/* Undo the allocation of `id`, the last one handed out, after its slot was
+   released: the cursor steps back so the next allocation hands out `id`
+   again (nobody saw it). */
+static inline void tg__arena_give_back(tg__arena *a, uint32_t id) {
+  a->cursor = id - 1u;
+  a->fast_ids = 0;
+}
+
+/* Return the live slot `p` (id `id`) to the free list; the id is dead and
+   is not handed out again until the id space wraps. The caller has a write
+   section of the slot's stripe open. */
 static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
+  uint32_t c = TG__ID_CHUNK(id);
+  uint32_t *e = &a->map[c][TG__ID_ENTRY(id)];
+  uint32_t slot1 = *e;
+  __atomic_store_n(e, 0u, __ATOMIC_RELAXED);
   tg__slot_set_u32(p, a->id_off, 0);
-  if (__builtin_expect(!a->loading, 1)) {
-    tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
-    a->free_head = id;
-  }
-  a->live--;
+  tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
+  a->free_head = slot1;
+  TG__STORE_RELAXED(a->live, a->live - 1u);
+  if (--a->map_live[c] == 0 && c != TG__ID_CHUNK(a->cursor))
+    tg__arena_map_reclaim(a, c);
 }
 
 /*
+ * Copy live objects in id order, starting after id *pos, into out (64
+ * bytes each): at most `max` objects, looking at at most `budget` ids, so
+ * the caller's lock is held for a bounded time however sparse the ids are.
+ * *pos becomes the last id looked at. Returns how many were copied; *done
+ * is set when no id after *pos can be live (the end of the ids issued).
+ */
+size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
+                      uint32_t budget, int *done);
+
+/*
  * Loading (recovery): objects are put at the ids the log or checkpoint
- * names, which may be any free slot. Rather than unlink a slot from the
- * middle of the free list, loading keeps no free list at all (a free slot is
- * one whose id field is 0) and rebuilds it once at the end, lowest id first.
+ * names. Slots are taken as for any allocation (ids do not name slots), so
+ * begin and end only mark the phase.
  */
 void tg__arena_begin_load(tg__arena *a);
 void tg__arena_rebuild_free(tg__arena *a);
@@ -146,64 +389,79 @@ void tg__arena_rebuild_free(tg__arena *a);
 #define TG__ARENA_RESERVE_MAX (1u << 20)
 
 /*
- * Could the store have issued `id`? It hands out the next id (slot `next`)
- * or a freed one, which lies below the highest id ever issued: so while
- * loading, an id past both next + 1 and put_max names an object that never
- * existed, and honouring it would map up to 256 GiB of arena for one
- * record. Checked before anything is allocated.
+ * Could the store have issued `id`? Before the id space wraps it hands out
+ * cursor + 1 each time: so while loading, an id past both cursor + 1 and
+ * put_max names an object that never existed (the bound that keeps a
+ * damaged record from being taken for data). After a wrap every id can
+ * have been issued.
  */
 static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
-  return id != 0 && (id <= (uint64_t)a->next + 1u || id <= a->put_max);
+  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u || id <= a->put_max);
 }
 
 /*
  * The same for a record replayed from the log, which may also name an id a
  * batch held: held ids are logged when their batch commits, after ids
  * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
- * held at once and a new slot is taken only when no freed one is left, so
- * a logged id is at most that many past the highest logged before it (the
- * bound maps at most 64 MiB more for a forged id).
+ * held at once, so before a wrap a logged id is at most that many past the
+ * cursor (the bound maps at most 4 MiB of id map more for a forged id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
-  return id != 0 &&
-         (id <= (uint64_t)a->next + 1u + TG__ARENA_RESERVE_MAX || id <= a->put_max);
+  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX ||
+                     id <= a->put_max);
 }
 
 /*
  * Take a slot for an object that will exist later (a batch's create), and
- * give its id. The slot is neither live (its id field is 0, so get() does
- * not find it) nor free (off the free list) until tg__arena_fill() or
- * tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
+ * give its id. The id is mapped to the slot, but the slot is not live (its
+ * id field is 0, so get() does not find it) nor free (off the free list)
+ * until tg__arena_fill() or tg__arena_unreserve(). 0, TG_ENOMEM, TG_EQUOTA.
  */
 static inline int tg__arena_reserve(tg__arena *a, uint32_t *id) {
   int err = 0;
   void *p = tg__arena_alloc(a, id, &err);
   if (!p) return err;
-  tg__slot_set_u32(p, a->id_off, 0);
-  a->live--;
+  /* The slot's id field is 0 already (fresh or free): readers see it as
+     not live throughout, so no write section is needed. */
+  TG__STORE_RELAXED(a->live, a->live - 1u);
   return 0;
 }
 
 /* The reserved slot of `id`; the caller writes the object there (its id
    field last of all is what makes it live) and counts it live. */
 static inline void *tg__arena_fill(tg__arena *a, uint32_t id) {
-  a->live++;
-  return tg__arena_slot(a, id - 1u);
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+  return tg__arena_slot(a, tg__arena_index(a, id) - 1u);
 }
 
-/* Give a reserved id back (its batch was aborted). */
+/* Give a reserved id back (its batch was aborted). When it is still the
+   last id handed out, the cursor steps back and the next allocation hands
+   it out again, as replay would after a restart (no record names it);
+   otherwise it stays dead until the id space wraps. */
 static inline void tg__arena_unreserve(tg__arena *a, uint32_t id) {
-  a->live++;
-  tg__arena_release(a, tg__arena_slot(a, id - 1u), id);
+  TG__STORE_RELAXED(a->live, a->live + 1u);
+  uint32_t i = tg__arena_index(a, id) - 1u, *sq = tg__arena_stripe(a, i);
+  tg__seq_begin(sq);
+  tg__arena_release(a, tg__arena_slot(a, i), id);
+  tg__seq_end(sq);
+  if (id == a->cursor) tg__arena_give_back(a, id);
 }
 
 /*
- * Loading only: the slot for `id`, mapping chunks as needed. *was_live says
- * whether it held a live object (then the caller overwrites it); otherwise
- * it is counted live now and the caller must write the id field.
+ * Loading only: the slot for `id`. *was_live says whether it held a live
+ * object (then the caller overwrites it); otherwise a slot is taken, the id
+ * mapped to it, and the caller must write the id field. A put of a new id
+ * is a create being replayed, so it moves the cursor as the create did:
+ * to the id, when it is the one the allocator hands out next (also across
+ * the wrap), or forward to it (ids written by a library that reused ids,
+ * or held by a batch that committed late, never move the cursor back).
  * NULL on failure (*err: TG_ENOMEM, TG_EINVAL for id 0, TG_ECORRUPT for an
- * id the store could not have issued, see tg__arena_may_put()).
+ * id the store could not have issued, see tg__arena_may_replay()).
  */
 void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err);
+
+/* Tests: make the cursor `id` (0 <= id), as if ids up to it had been
+   handed out. Only on an arena with nothing live above the new cursor. */
+void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped);
 
 #endif /* TG_TOKEN_ARENA_H */

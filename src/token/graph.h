@@ -8,15 +8,29 @@
  * unlinking one connection costs O(1), with no hash table.
  *
  * The list heads and degrees cannot live in the token: its 64 bytes are all
- * semantic fields. They live in a side table per token chunk (16 bytes per
- * token slot), allocated only when a token in that chunk first gets a
- * connection, so a graph of unconnected tokens costs 64 bytes per token.
+ * semantic fields. They live in a side table per token slot chunk (16 bytes
+ * per token slot, indexed by slot, not id, so a slot reused by a later id
+ * reuses its entry), allocated only when a token in that chunk first gets a
+ * connection, so a graph of unconnected tokens costs 64 bytes per token
+ * (plus its id's 4 bytes in the arena's map).
  *
- * Not thread-safe: the store serialises calls.
+ * Threads: one writer at a time (the store lock), and readers without any
+ * lock (tg__graph_token_read(), tg__graph_conn_read(), tg__graph_edges(),
+ * the counters). Every slot change is a write section of its arena's stripe
+ * (arena.h). A token's adjacency (its list heads, and the links of the
+ * connections on its lists) changes only inside a write section of the
+ * token's stripe in the token arena, so that counter is also the version of
+ * the token's lists: an edge walk that sees it unchanged around a step knows
+ * the step followed the list as it was (tg__graph_edges() in graph.c).
+ * Side tables are published with a release store and kept until close.
+ *
+ * Checkpoints capture the graph as of one moment without stopping writers
+ * for long (tg__capture, below): copy-on-write by units of 4096 slots.
  */
 #ifndef TG_TOKEN_GRAPH_H
 #define TG_TOKEN_GRAPH_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +45,7 @@ _Static_assert(offsetof(tg_token, field_radius) == 54, "token layout");
 _Static_assert(offsetof(tg_token, field_strength) == 55, "token layout");
 _Static_assert(offsetof(tg_token, weight) == 56, "token layout");
 _Static_assert(offsetof(tg_token, timestamp) == 60, "token layout");
+_Static_assert(offsetof(tg_token, id) % 8 == 0, "id, flags, radius, strength: one word");
 _Static_assert(offsetof(tg_connection, to) == 4, "connection layout");
 _Static_assert(offsetof(tg_connection, next_out) == 8, "connection layout");
 _Static_assert(offsetof(tg_connection, prev_in) == 20, "connection layout");
@@ -51,17 +66,26 @@ typedef struct tg__adj {
 
 #define TG__ADJ_TABLE_BYTES ((uint64_t)TG__CHUNK_SLOTS * sizeof(tg__adj))
 
+typedef struct tg__capture tg__capture;
+
 typedef struct tg__graph {
   tg__arena tokens;
   tg__arena conns;
-  tg__adj **adj;     /* per token chunk; NULL until a connection needs it */
-  uint32_t nadj;     /* side tables allocated */
+  tg__adj **adj;     /* per token chunk; NULL until a connection needs it;
+                        entries stored with release, kept until close */
+  uint32_t nadj;     /* side tables allocated (relaxed stores) */
+  tg__capture *cap;  /* a checkpoint capture in progress, else NULL */
   int track_dirty;   /* durable stores: remember what changed since the
                         last checkpoint */
   uint8_t *tchunk_dirty; /* per token chunk: some token in it is DIRTY */
-  uint64_t **cdirty; /* per connection chunk: one bit per slot changed
-                        since the last checkpoint (links included) */
+  uint64_t **cdirty; /* per connection id chunk (TG__ID_CHUNK): one bit
+                        per id changed since the last checkpoint (links
+                        included); a dead id's bit is its delete */
   uint32_t ncdirty;  /* chunks [0, ncdirty) have a bitmap */
+  uint32_t *tdel;    /* track_dirty: token ids deleted since the last
+                        checkpoint (a deleted token's slot is reused at
+                        once, so it cannot carry the delete itself) */
+  size_t ntdel, captdel; /* tdel's length and room */
 } tg__graph;
 
 /* Connection bitmaps: 32768 bits = 4 KiB per 2 MiB chunk. */
@@ -77,6 +101,24 @@ static inline uint64_t tg__graph_memory(const tg__graph *g) {
          (uint64_t)g->nadj * TG__ADJ_TABLE_BYTES;
 }
 
+/* The same for a reader without the lock: each term as it was at some
+   moment during the call. */
+static inline uint64_t tg__graph_memory_relaxed(const tg__graph *g) {
+  return (tg__arena_live_relaxed(&g->tokens) + tg__arena_live_relaxed(&g->conns)) *
+             TG__SLOT_BYTES +
+         (uint64_t)TG__LOAD_RELAXED(g->nadj) * TG__ADJ_TABLE_BYTES;
+}
+
+/* Lock-free reads (any thread, no lock): copy token / connection `id` as
+   it was at one moment. 1 when it was live, 0 when not. */
+static inline int tg__graph_token_read(const tg__graph *g, uint32_t id, tg_token *out) {
+  return tg__arena_read(&g->tokens, id, out);
+}
+
+static inline int tg__graph_conn_read(const tg__graph *g, uint32_t id, tg_connection *out) {
+  return tg__arena_read(&g->conns, id, out);
+}
+
 static inline tg_token *tg__graph_token(const tg__graph *g, uint32_t id) {
   return (tg_token *)tg__arena_get(&g->tokens, id);
 }
@@ -85,21 +127,71 @@ static inline tg_connection *tg__graph_conn(const tg__graph *g, uint32_t id) {
   return (tg_connection *)tg__arena_get(&g->conns, id);
 }
 
-/* The side-table entry of a token, or NULL when its chunk has none yet
-   (then the token has no connections). */
+/* The slot chunk of live token `id`: what its side table and its dirty
+   mark are indexed by. */
+static inline uint32_t tg__graph_token_chunk(const tg__graph *g, uint32_t id) {
+  uint32_t e = tg__arena_index(&g->tokens, id);
+  assert(e != 0);
+  return (e - 1u) >> TG__CHUNK_SHIFT;
+}
+
+/* The side-table entry of live token `token_id`, or NULL when its slot's
+   chunk has none yet (then the token has no connections). */
 static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
-  uint32_t i = token_id - 1u;
+  uint32_t i = tg__arena_index(&g->tokens, token_id) - 1u;
   tg__adj *t = g->adj[i >> TG__CHUNK_SHIFT];
   return t ? &t[i & TG__CHUNK_MASK] : NULL;
 }
 
-/* Note that token t changed (or, deleted, that its slot did) since the last
-   checkpoint: the DIRTY flag on the slot, and its chunk marked. */
+/* Note that live token `id` changed since the last checkpoint: the DIRTY
+   flag on *t (its slot, or a copy about to be stored there), and the slot's
+   chunk marked. */
 static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) {
   if (g->track_dirty) {
     t->flags |= TG_TOKEN_DIRTY;
-    g->tchunk_dirty[(id - 1u) >> TG__CHUNK_SHIFT] = 1;
+    g->tchunk_dirty[tg__graph_token_chunk(g, id)] = 1;
   }
+}
+
+/* Make room to remember n token deletes (tracking on), so the deletes
+   themselves cannot fail: call before deleting tokens. 0 or TG_ENOMEM. */
+int tg__graph_reserve_deletes(tg__graph *g, uint64_t n);
+
+/* ---- writes (store lock held) --------------------------------------------
+   Every change of a slot goes through these, so that a checkpoint capture
+   copies the slot's unit before its first change (copy-on-write), and the
+   change is a write section readers can detect. */
+
+/* A capture is running and unit `index >> TG__CAP_UNIT_SHIFT` of `kind`
+   (0: token slot index, 1: connection id - 1) may still hold what it must
+   copy: copy it now (graph.c). */
+void tg__capture_touch(tg__graph *g, int kind, uint32_t index);
+
+static inline void tg__graph_will_write(tg__graph *g, int kind, uint32_t index) {
+  if (__builtin_expect(g->cap != NULL, 0)) tg__capture_touch(g, kind, index);
+}
+
+/* Replace the image in the slot of live (or held) token `id` with *img. */
+static inline void tg__graph_token_write(tg__graph *g, uint32_t id, const tg_token *img) {
+  uint32_t i = tg__arena_index(&g->tokens, id) - 1u;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_store(tg__arena_slot(&g->tokens, i), img);
+  tg__seq_end(sq);
+}
+
+/* Release token slot t (id) with the flags its freed image keeps, in one
+   write section: readers see the token live or gone, nothing between. */
+static inline void tg__graph_token_release(tg__graph *g, tg_token *t, uint32_t id,
+                                           uint16_t flags) {
+  uint32_t i = tg__arena_index(&g->tokens, id) - 1u;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_set_u16(t, offsetof(tg_token, flags), flags);
+  tg__arena_release(&g->tokens, t, id);
+  tg__seq_end(sq);
 }
 
 /* Make sure the bitmap of every connection chunk in use, and of the one the
@@ -107,11 +199,12 @@ static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) 
    connect while dirty tracking is on. 0 or TG_ENOMEM. */
 int tg__graph_reserve_conn_dirty(tg__graph *g);
 
-/* Note that connection `id` changed since the last checkpoint. */
+/* Note that connection `id` changed (or was deleted) since the last
+   checkpoint: its bit, by id. */
 static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
   if (g->track_dirty) {
     uint32_t i = id - 1u;
-    g->cdirty[i >> TG__CHUNK_SHIFT][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
+    g->cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
   }
 }
 
@@ -121,30 +214,45 @@ static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *ini
                                                uint32_t *id, int *err) {
   tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, err);
   if (!t) return NULL;
-  if (init)
-    *t = *init;
-  else
-    memset(t, 0, sizeof *t);
-  t->id = *id;
-  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  tg__graph_mark_token(g, t, *id);
+  static const tg_token zero;
+  const tg_token *src = init ? init : &zero;
+  uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  uint32_t i = tg__arena_index(&g->tokens, *id) - 1u; /* slot index */
+  if (g->track_dirty) {
+    flags |= TG_TOKEN_DIRTY;
+    g->tchunk_dirty[i >> TG__CHUNK_SHIFT] = 1;
+  }
+  /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
+     id and flags into a copy and then loading it whole stalled store
+     forwarding (a fifth of a create's time here). */
+  uint64_t w6 = (uint64_t)*id | (uint64_t)flags << 32 |
+                (uint64_t)src->field_radius << 48 | (uint64_t)src->field_strength << 56;
+  tg__graph_will_write(g, 0, i);
+  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
+  tg__seq_begin(sq);
+  tg__slot_store(t, src);
+  __atomic_store_n((uint64_t *)((unsigned char *)t + offsetof(tg_token, id)), w6,
+                   __ATOMIC_RELAXED);
+  tg__seq_end(sq);
   return t;
 }
 
-/* Undo the create that just returned t (its record could not be logged). */
+/* Undo the create that just returned t (its record could not be logged):
+   the slot is freed and the cursor goes back, so the id is handed out
+   again by the next create, as if this one had never run (nobody saw it). */
 static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
-  /* A reused slot may carry a delete the next checkpoint must still see. */
-  t->flags = g->track_dirty ? TG_TOKEN_DIRTY : 0;
-  tg__arena_release(&g->tokens, t, id);
+  tg__graph_token_release(g, t, id, 0);
+  tg__arena_give_back(&g->tokens, id);
 }
 
 /* A batch's create, at the id tg__arena_reserve() gave it: write *img
    (img->id is that id) into the reserved slot, as a create would. */
 static inline tg_token *tg__graph_token_fill(tg__graph *g, const tg_token *img) {
   tg_token *t = (tg_token *)tg__arena_fill(&g->tokens, img->id);
-  *t = *img;
-  t->flags = (uint16_t)((t->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  tg__graph_mark_token(g, t, img->id);
+  tg_token cp = *img;
+  cp.flags = (uint16_t)((cp.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, &cp, img->id);
+  tg__graph_token_write(g, img->id, &cp);
   return t;
 }
 
@@ -160,18 +268,27 @@ static inline int tg__graph_conn_update(tg__graph *g, const tg_connection *img) 
   tg_connection *c = tg__graph_conn(g, img->id);
   if (!c) return TG_ENOTFOUND;
   if (c->from != img->from || c->to != img->to) return TG_EINVAL;
-  c->weight = img->weight;
-  c->pull_strength = img->pull_strength;
-  c->activation_count = img->activation_count;
-  c->last_activated = img->last_activated;
-  c->confidence = img->confidence;
-  c->flags = img->flags;
+  tg_connection n = *c; /* plain: only the writer stores here */
+  n.weight = img->weight;
+  n.pull_strength = img->pull_strength;
+  n.activation_count = img->activation_count;
+  n.last_activated = img->last_activated;
+  n.confidence = img->confidence;
+  n.flags = img->flags;
+  /* One write section: readers see the old image or the new one. The
+     links do not change, so the lists' versions do not either. */
+  tg__graph_will_write(g, 1, img->id - 1u);
+  uint32_t *sq = tg__arena_stripe(&g->conns, tg__arena_index(&g->conns, img->id) - 1u);
+  tg__seq_begin(sq);
+  tg__slot_store(c, &n);
+  tg__seq_end(sq);
   tg__graph_mark_conn(g, img->id);
   return 0;
 }
 
 /* Delete a token and every connection into or out of it; *nconns (may be
-   NULL) receives how many connections went with it. 0 or TG_ENOTFOUND. */
+   NULL) receives how many connections went with it. 0 or TG_ENOTFOUND.
+   With tracking on, tg__graph_reserve_deletes() must have made room. */
 int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns);
 
 /* Degree (in + out) of a live token. */
@@ -218,12 +335,76 @@ int tg__graph_link_loaded(tg__graph *g);
 /* Remove a connection. 0 or TG_ENOTFOUND. */
 int tg__graph_disconnect(tg__graph *g, uint32_t id);
 
-/* Walk a token's connections (see tg_token_edges). */
+/* Walk a token's connections (see tg_token_edges), without any lock: any
+   thread, while one writer changes the graph. Each connection is delivered
+   as a copy. Sees every connection that was on the list for the whole walk,
+   exactly once; one made or removed during the walk may or may not be seen;
+   a connection changed during the walk is seen with one of its images.
+   0, the callback's non-zero value, TG_ENOTFOUND (token not live at the
+   start), TG_ENOMEM (a walk restarted and could not remember what it had
+   delivered). */
 int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
                     tg_edge_cb cb, void *arg);
 
-/* Call fn for every live token in slot order; a non-zero return stops the
-   walk and is returned. fn must not create or delete tokens. */
+/* ---- checkpoint capture ---------------------------------------------------
+ * A capture copies what a checkpoint must write (every DIRTY token and
+ * marked connection, or every live record when full) as of the moment it
+ * begins, while writers keep going. Token slots (by slot index, where the
+ * DIRTY flags are) and connection ids (where the marks are) are divided
+ * into units of TG__CAP_UNIT. Begin (store lock held, O(units)) notes which units
+ * hold something to copy; the checkpointer then copies them one unit per
+ * short lock hold (tg__capture_step), and a writer about to change a slot
+ * of a unit not yet copied copies that unit first (tg__capture_touch):
+ * copy-on-write, so the capture is exactly the state at begin and replay
+ * after its LSN stays an exact re-execution. Copying a unit clears the
+ * marks it copied, as the old whole-graph copy did. */
+#define TG__CAP_UNIT_SHIFT 12u
+#define TG__CAP_UNIT (1u << TG__CAP_UNIT_SHIFT) /* 4096 slots, 256 KiB */
+
+typedef struct tg__cap_unit {
+  unsigned char *recs;   /* live images, 64 bytes each (connections in
+                            ascending ids, tokens in slot order) */
+  uint32_t *dels;        /* ids whose delete the checkpoint records */
+  uint32_t nrec, ndel;
+} tg__cap_unit;
+
+struct tg__capture {
+  int full;              /* every live record (the file is rewritten) */
+  uint32_t hw[2];        /* token slots in use (`next`) / connection ids
+                            that may be live, at begin */
+  uint32_t nunits[2];    /* units below hw */
+  uint32_t tokens_hw, conns_hw; /* the arenas' id cursors at begin */
+  int tokens_wrapped, conns_wrapped; /* and whether they wrapped */
+  uint32_t *tdel;        /* token deletes before begin (ids) */
+  size_t ntdel, captdel;
+  uint8_t *pending[2];   /* per unit: 1 = still to copy */
+  tg__cap_unit *units[2];
+  uint32_t cursor[2];    /* the checkpointer's next unit */
+  int err;               /* a copy failed (TG_ENOMEM): the capture is void */
+  uint64_t nrec[2], ndel[2]; /* totals copied */
+};
+
+/* Start capturing (store lock held; track_dirty on). 0 or TG_ENOMEM. */
+int tg__capture_begin(tg__graph *g, tg__capture *cap, int full);
+
+/* Copy up to `units` pending units (store lock held). Returns 1 while
+   units remain, 0 when the capture is complete, or the error that voided
+   it (then it has been ended, its marks restored). */
+int tg__capture_step(tg__graph *g, tg__capture *cap, uint32_t units);
+
+/* Stop copy-on-write (store lock held): after the last step. */
+void tg__capture_end(tg__graph *g, tg__capture *cap);
+
+/* Mark again everything a finished capture copied (its checkpoint could
+   not be written), so the next checkpoint takes it (store lock held). */
+void tg__capture_remark(tg__graph *g, const tg__capture *cap);
+
+/* Release the capture's memory. Safe on a zeroed capture. */
+void tg__capture_free(tg__capture *cap);
+
+/* Call fn for every live token in slot order (not id order); a non-zero
+   return stops the walk and is returned. fn must not create or delete
+   tokens. */
 int tg__graph_foreach_token(const tg__graph *g,
                             int (*fn)(void *arg, const tg_token *t), void *arg);
 

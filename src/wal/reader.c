@@ -400,7 +400,19 @@ static int classify_tail(tg_wal_reader *r, size_t o, int k, const char **what) {
     if (k == F_END) *what = "zeroed frame header before the durable point";
     return TG_WAL_END_CORRUPT;
   }
-  if (k == F_END && !nonzero) return TG_WAL_END_CLEAN;
+  if (k == F_END && !nonzero) {
+    /* The writer preallocates every segment (and recovery preallocates
+       the one it cut again), so a last segment whose data runs to the end
+       of a file shorter than its header's size was cut short - a copy
+       stopped part way, a truncation: frames after the cut may have been
+       lost with the markers that made them durable. Nothing is left to
+       cut, but the loss must be reported, not read as a clean end. */
+    if (o >= r->size && r->seg_bytes > r->size) {
+      *what = "the segment ends before its preallocated size (cut short)";
+      return TG_WAL_END_TORN;
+    }
+    return TG_WAL_END_CLEAN;
+  }
   if (k == F_END)
     *what = valid_at ? "zeroed frame header followed by a valid frame, after the durable point"
                      : "zeroed frame header followed by non-zero bytes, after the durable point";

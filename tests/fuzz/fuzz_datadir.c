@@ -1,9 +1,10 @@
 /*
  * libFuzzer target: a whole data directory from any bytes (fuzz_dir.h:
- * segments with any names, checkpoint bytes, the ring, links, FIFOs),
+ * segments with any names, checkpoint bytes, the ring, links, FIFOs; the
+ * first byte's bit 0 gives the segments valid CRCs),
  * inspected as tg-replay does (tg_store_inspect()), then opened as a store
- * with small sizes, changed a little, checkpointed, closed, and opened
- * again.
+ * with small sizes, changed a little (single changes, a batch, a
+ * connection update), checkpointed, closed, and opened again.
  *
  * What must hold, whatever the bytes:
  *  - no crash, hang (libFuzzer's -timeout), sanitizer report or leak;
@@ -58,7 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fz_init("datadir");
   char d[96], msg[1024], imsg[1024];
   snprintf(d, sizeof d, "%s/case", fz_base());
-  fz_build(d, data, size);
+  if (!size) return 0;
+  fz_build(d, data + 1, size - 1, data[0] & FZ_FIX_CRC);
 
   tg_inspect_report rep;
   memset(&rep, 0, sizeof rep);
@@ -116,6 +118,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   (void)tg_connect(s, &cn, &c2);
   if ((rc = tg_token_delete(s, b))) fail("token delete", rc, NULL);
   if (a != 2) (void)tg_token_delete(s, 2); /* may be absent */
+  /* A batch (one record) and a connection update. */
+  tg_batch *bt = NULL;
+  uint32_t x, y, z, cx;
+  if ((rc = tg_batch_begin(s, &bt))) fail("batch begin", rc, NULL);
+  if ((rc = tg_batch_token_create(bt, &t, &x)) || (rc = tg_batch_token_create(bt, &t, &y)) ||
+      (rc = tg_batch_token_create(bt, &t, &z)))
+    fail("batch create", rc, NULL);
+  cn.from = x;
+  cn.to = y;
+  if ((rc = tg_batch_connect(bt, &cn, &cx))) fail("batch connect", rc, NULL);
+  if ((rc = tg_batch_token_delete(bt, z))) fail("batch delete", rc, NULL);
+  if ((rc = tg_batch_commit(bt))) fail("batch commit", rc, NULL);
+  if ((rc = tg_connection_get(s, cx, &cn))) fail("connection get", rc, NULL);
+  cn.weight = 2.0f;
+  if ((rc = tg_connection_update(s, &cn))) fail("connection update", rc, NULL);
   if ((rc = tg_checkpoint(s))) fail("checkpoint", rc, NULL);
   if ((rc = tg_token_create(s, &t, &b))) fail("token create after checkpoint", rc, NULL);
   if ((rc = tg_store_stats_get(s, &st))) fail("stats", rc, NULL);

@@ -3,7 +3,8 @@
  * inspect one (fuzz_datadir.c, fuzz_replay.c), and the checks that nothing
  * outside it was touched.
  *
- * The input is a sequence of entries, each one file (or link, FIFO,
+ * The targets take one byte of flags first (FZ_FIX_CRC and their own),
+ * then a sequence of entries, each one file (or link, FIFO,
  * directory) of the directory:
  *
  *   kind    u8   low 5 bits: a name from a fixed list of plausible and odd
@@ -55,10 +56,16 @@ const char *fz_base(void);
    leak of disk across iterations is a finding. */
 void fz_remove(const char *dir);
 
+/* fz_build() flags. FZ_FIX_CRC: after the entries are made, every wal/
+   file named *.wal gets a valid header CRC and valid frame CRCs (as far
+   as its frame lengths chain), so that mutated records get past the CRC
+   to replay. */
+#define FZ_FIX_CRC 1u
+
 /* Make `dir` (removed first if it exists) and decode the entries of
    data[0..size) into it. Entries that cannot be made (a parent that is a
    file, say) are skipped: the directory is whatever could be made. */
-void fz_build(const char *dir, const uint8_t *data, size_t size);
+void fz_build(const char *dir, const uint8_t *data, size_t size, unsigned flags);
 
 /* Abort if the victim file or the outside directory differ from what
    fz_init() made. */

@@ -1,9 +1,10 @@
 /*
  * libFuzzer target: tg-replay's own command code (tools/tg-replay.c,
  * compiled in with its main renamed tg_replay_main) run in-process on a
- * data directory from any bytes (fuzz_dir.h): verify, stats, dump and
- * then recover, with or without --json, --from and
- * --force-truncate-at-corruption as the first input byte says.
+ * data directory from any bytes (fuzz_dir.h): verify, stats, dump, backup
+ * (into a directory of its own) and then recover, with or without --json, --from and
+ * --force-truncate-at-corruption as the first input byte says (and with
+ * valid segment CRCs or not, fuzz_dir.h).
  *
  * Recover writes into the directory: it runs on the case directory built
  * for this input alone, which is removed before the next one. Its --config
@@ -14,6 +15,8 @@
  *    case directory (fz_check_outside());
  *  - the exit codes are the documented ones (0, 1, 2: never a usage
  *    error), and verify, stats and dump reach the same verdict;
+ *  - backup copies exactly what verify reads (clean or torn) into a
+ *    directory that verifies clean and holds the same counts;
  *  - a recover that exits 0 leaves a directory that verifies clean and
  *    that the store opens.
  * stdout goes to /dev/null (the commands' reports); stderr stays, for the
@@ -33,7 +36,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int tg_replay_main(int argc, char **argv);
 
-enum { F_JSON = 1, F_FORCE = 2, F_FROM = 4 };
+/* The first byte: FZ_FIX_CRC (bit 0) and these. */
+enum { F_JSON = 2, F_FORCE = 4, F_FROM = 8 };
 
 static char config[128];
 
@@ -42,12 +46,15 @@ __attribute__((noreturn)) static void fail(const char *what, int ex) {
   abort();
 }
 
+static char dest[128];
+
 static int run(const char *cmd, const char *dir, unsigned flags) {
   char *argv[8];
   int argc = 0;
   argv[argc++] = (char *)"tg-replay";
   argv[argc++] = (char *)cmd;
   argv[argc++] = (char *)dir;
+  if (!strcmp(cmd, "backup")) argv[argc++] = dest;
   if (flags & F_JSON) argv[argc++] = (char *)"--json";
   if (!strcmp(cmd, "dump") && (flags & F_FROM)) argv[argc++] = (char *)"--from=3";
   if (!strcmp(cmd, "recover")) {
@@ -68,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (null < 0 || dup2(null, STDOUT_FILENO) < 0) abort();
     close(null);
     snprintf(config, sizeof config, "%s/small.ini", fz_base());
+    snprintf(dest, sizeof dest, "%s/backup", fz_base());
     FILE *f = fopen(config, "w");
     if (!f) abort();
     fputs("[wal]\nsegment_bytes = 4096\nring_slots = 64\ncheckpoint_bytes = 0\n", f);
@@ -77,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned flags = data[0];
   char d[96];
   snprintf(d, sizeof d, "%s/case", fz_base());
-  fz_build(d, data + 1, size - 1);
+  fz_build(d, data + 1, size - 1, flags & FZ_FIX_CRC);
 
   int verify = run("verify", d, flags);
   if (verify < 0 || verify > 2) fail("verify: an undocumented exit code", verify);
@@ -85,6 +93,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (stats != verify) fail("stats and verify disagree", stats);
   int dump = run("dump", d, flags);
   if (dump != verify) fail("dump and verify disagree", dump);
+  fz_check_outside();
+
+  /* A backup of what verify reads, clean or torn, is a clean directory
+     with the same contents. */
+  fz_remove(dest);
+  int backup = run("backup", d, flags);
+  if (backup != 0 && backup != 2) fail("backup: an undocumented exit code", backup);
+  if (verify != 2 && backup != 0) fail("verify read the directory, backup failed", backup);
+  if (backup == 0) {
+    if (verify == 2) fail("backup copied a directory verify refuses", backup);
+    int v = run("verify", dest, 0);
+    if (v != 0) fail("a backup that verify does not find clean", v);
+    tg_inspect_report a, b;
+    char msg[1024] = "";
+    if (tg_store_inspect(d, &a, NULL, NULL, msg, sizeof msg) ||
+        tg_store_inspect(dest, &b, NULL, NULL, msg, sizeof msg))
+      fail("inspection after backup", 2);
+    if (a.tokens != b.tokens || a.connections != b.connections)
+      fail("the backup holds other counts than its source", 0);
+  }
+  fz_remove(dest);
   fz_check_outside();
 
   int recover = run("recover", d, flags);

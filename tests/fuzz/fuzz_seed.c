@@ -8,7 +8,7 @@
  *   fuzz_seed tests/fuzz/corpus
  *
  * writes corpus/datadir/NAME, corpus/replay/NAME (the same directory after
- * one flags byte) and corpus/config/NAME.
+ * each one's flags byte) and corpus/config/NAME.
  */
 #include <dirent.h>
 #include <sys/wait.h>
@@ -127,11 +127,15 @@ static void write_seed(const char *out, const char *target, const char *name, ui
   printf("%s: %zu bytes\n", path, n + (with_prefix ? 1 : 0));
 }
 
+/* The flags byte of both targets: FZ_FIX_CRC, so that mutations of the
+   records reach replay, and for fuzz_replay its options. */
 static void seed_dir(const char *out, const char *name, const char *dir, uint8_t replay_flags) {
   buf b = {0};
   pack_dir(&b, dir, "");
-  write_seed(out, "datadir", name, 0, 0, b.p, b.n);
-  write_seed(out, "replay", name, replay_flags, 1, b.p, b.n);
+  /* The torn tail stays torn: its frame keeps its bad CRC. */
+  uint8_t fix = strcmp(name, "torn-tail") ? FZ_FIX_CRC : 0;
+  write_seed(out, "datadir", name, fix, 1, b.p, b.n);
+  write_seed(out, "replay", name, (uint8_t)(replay_flags | fix), 1, b.p, b.n);
   free(b.p);
 }
 
@@ -202,6 +206,29 @@ static void tear_last_segment(const char *dir) {
   close(fd);
 }
 
+/* A batch: two tokens, a connection between them, an update; and a
+   connection update. */
+static void one_batch(tg_store *s) {
+  tg_batch *b = NULL;
+  tg_token t;
+  memset(&t, 0, sizeof t);
+  uint32_t x, y, c;
+  if (tg_batch_begin(s, &b) || tg_batch_token_create(b, &t, &x) ||
+      tg_batch_token_create(b, &t, &y))
+    abort();
+  tg_connection cn;
+  memset(&cn, 0, sizeof cn);
+  cn.from = x;
+  cn.to = y;
+  if (tg_batch_connect(b, &cn, &c)) abort();
+  t.id = x;
+  t.weight = 3.0f;
+  if (tg_batch_token_update(b, &t) || tg_batch_commit(b)) abort();
+  if (tg_connection_get(s, c, &cn)) abort();
+  cn.confidence = 0.5f;
+  if (tg_connection_update(s, &cn)) abort();
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: fuzz_seed CORPUS_DIR\n");
@@ -222,15 +249,16 @@ int main(int argc, char **argv) {
   s = open_small(d);
   some_changes(s, 60);
   tg_store_close(s);
-  seed_dir(out, "three-segments", d, 1 /* --json */);
+  seed_dir(out, "three-segments", d, 2 /* --json */);
 
   snprintf(d, sizeof d, "%s/checkpoint", fz_base());
   s = open_small(d);
   some_changes(s, 12);
   if (tg_checkpoint(s)) abort();
   some_changes(s, 9);
+  one_batch(s);
   tg_store_close(s);
-  seed_dir(out, "checkpoint-and-log", d, 4 /* dump --from */);
+  seed_dir(out, "checkpoint-and-log", d, 8 /* dump --from */);
 
   /* A process killed after its changes, without close: what the ring
      holds is appended at the next open (same boot). */
@@ -244,7 +272,7 @@ int main(int argc, char **argv) {
   }
   int status;
   if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) abort();
-  seed_dir(out, "killed-without-close", d, 2 /* --force-truncate-at-corruption */);
+  seed_dir(out, "killed-without-close", d, 4 /* --force-truncate-at-corruption */);
 
   /* A torn tail: the last bytes of the newest segment's data zeroed. */
   snprintf(d, sizeof d, "%s/torn", fz_base());
