@@ -812,7 +812,9 @@ TG_API uint64_t tg_last_lsn(tg_store *s);
  * two tokens the batch creates, an update or delete of one). Until the
  * commit the id names nothing: tg_token_get() gives TG_ENOTFOUND and no
  * other create is handed it. An id of a batch that is aborted, or whose
- * commit fails, goes back to the store unused.
+ * commit fails, names nothing afterwards: it is handed out again only when
+ * it was still the last id handed out (no record ever named it); otherwise,
+ * like a deleted id, not until the id space wraps.
  *
  * Checks: each call checks what it can alone (type < 176, an endpoint or
  * id that is 0) and fails with nothing added to the batch. Everything that
