@@ -23,9 +23,56 @@
 #include "tokengraph/tokengraph.h"
 #include "util.h"
 
-#define PER_SEG 818u /* records in one TGT_SEG_BYTES segment */
+/* How many records a segment holds is the log's own business: 818 token
+   records fill a TGT_SEG_BYTES segment, but one fewer fit when a 32-byte
+   DURABLE marker lands in it, and where markers land depends on timing
+   (the sync thread seals a segment switch, and its fdatasync of the new
+   segment covers whatever the writer already put there, which the writer
+   then records in a DURABLE marker; a tg_sync() or a checkpoint does the
+   same). So every segment boundary and frame offset below is read from
+   the directory (log_segments, frame_of), never computed. */
 
 /* ---- fixtures -------------------------------------------------------------- */
+
+/* The first LSNs (= names) of the log's segments, oldest first, as the
+   reader finds them in the directory; returns how many (at most max). */
+static size_t log_segments(uint64_t *segs, size_t max) {
+  tg_wal_reader *r = NULL;
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
+  size_t n = tg_wal_reader_segments(r);
+  assert_true(n <= max);
+  for (size_t i = 0; i < n; i++) segs[i] = tg_wal_reader_segment(r, i);
+  tg_wal_reader_close(r);
+  return n;
+}
+
+/* The segment and the offset of the frame of record lsn, as the reader
+   reports them; checked against the bytes of the file: the frame there is
+   an 80-byte token record carrying lsn. */
+static void frame_of(uint64_t lsn, uint64_t *segment, uint64_t *offset) {
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, lsn), 0);
+  assert_int_equal(tg_wal_reader_next(r, &rec), 1);
+  assert_int_equal(rec.lsn, lsn);
+  *segment = rec.segment;
+  *offset = rec.offset;
+  tg_wal_reader_close(r);
+
+  char path[320];
+  unsigned char h[16];
+  tgt_seg_path(path, sizeof path, *segment, "");
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  assert_int_equal(pread(fd, h, sizeof h, (off_t)*offset), (ssize_t)sizeof h);
+  close(fd);
+  uint32_t len;
+  uint64_t lsn_type;
+  memcpy(&len, h, 4);       /* little-endian, as is this machine */
+  memcpy(&lsn_type, h + 8, 8);
+  assert_int_equal(len, TGT_FRAME);
+  assert_int_equal(lsn_type & ((1ull << 56) - 1), lsn);
+}
 
 /* Tokens `from`..`to` (the store numbers them in order). */
 static void add_tokens(tg_store *s, uint32_t from, uint32_t to) {
@@ -69,10 +116,12 @@ static int inspect(tg_inspect_report *r) {
 static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **state) {
   (void)state;
   tg_store *s = tgt_open_small_log();
-  add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
+  add_tokens(s, 1, 2000); /* three segments: 1, about 819, about 1637 */
   assert_int_equal(tg_store_close(s), 0);
+  uint64_t segs[8];
+  assert_int_equal(log_segments(segs, 8), 3);
   char path[320];
-  tgt_seg_path(path, sizeof path, 1 + PER_SEG, "");
+  tgt_seg_path(path, sizeof path, segs[1], "");
   assert_int_equal(unlink(path), 0);
 
   tg_wal_reader *r = NULL;
@@ -81,21 +130,23 @@ static void test_the_reader_gives_the_expected_and_found_lsn_of_a_gap(void **sta
   uint64_t n = 0;
   while (tg_wal_reader_next(r, &rec) == 1) n++;
   const tg_wal_end *e = tg_wal_reader_end(r);
-  assert_int_equal(n, PER_SEG);
+  assert_int_equal(n, segs[1] - 1);
   assert_int_equal(e->reason, TG_WAL_END_CORRUPT);
   assert_true(tg_wal_end_is_gap(e));
-  assert_int_equal(e->expected_lsn, 1 + PER_SEG);
-  assert_int_equal(e->found_lsn, 1 + 2 * PER_SEG);
+  assert_int_equal(e->expected_lsn, segs[1]);
+  assert_int_equal(e->found_lsn, segs[2]);
   assert_int_equal(e->first_lsn, 1);
-  assert_int_equal(e->last_lsn, PER_SEG);
+  assert_int_equal(e->last_lsn, segs[1] - 1);
   tg_wal_reader_close(r);
 
   /* A bad frame is not a gap. */
   s = NULL;
-  tgt_seg_path(path, sizeof path, 1, "");
+  uint64_t seg = 0, off = 0;
+  frame_of(11, &seg, &off);
+  tgt_seg_path(path, sizeof path, seg, "");
   int fd = open(path, O_WRONLY);
   assert_true(fd >= 0);
-  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, 64 + 10 * TGT_FRAME + 20), 4);
+  assert_int_equal(pwrite(fd, "\xff\xff\xff\xff", 4, (off_t)(off + 20)), 4);
   close(fd);
   assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
   while (tg_wal_reader_next(r, &rec) == 1) continue;
@@ -112,15 +163,17 @@ static void test_records_carry_the_position_of_their_frame(void **state) {
   tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 900);
   assert_int_equal(tg_store_close(s), 0);
+  uint64_t segs[8];
+  assert_int_equal(log_segments(segs, 8), 2);
+  assert_int_equal(segs[0], 1);
+  assert_true(segs[1] > 1 && segs[1] <= 850);
+  /* The frame at the position the record names holds that record. */
+  uint64_t seg = 0, off = 0;
+  frame_of(850, &seg, &off);
+  assert_int_equal(seg, segs[1]);
+  assert_true(off >= 64 + (850 - segs[1]) * TGT_FRAME);
   tg_wal_reader *r = NULL;
-  tg_wal_record rec;
   assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 850), 0);
-  assert_int_equal(tg_wal_reader_next(r, &rec), 1);
-  assert_int_equal(rec.lsn, 850);
-  assert_int_equal(rec.segment, 1 + PER_SEG);
-  assert_int_equal(rec.offset, 64 + (850 - 1 - PER_SEG) * TGT_FRAME);
-  assert_int_equal(tg_wal_reader_segments(r), 2);
-  assert_int_equal(tg_wal_reader_segment(r, 1), 1 + PER_SEG);
   assert_int_equal(tg_wal_reader_segment(r, 2), 0);
   tg_wal_reader_close(r);
 }
@@ -180,35 +233,44 @@ static void test_a_zero_length_checkpoint_is_no_checkpoint_to_open_and_inspect(v
 
 /* A copy taken while a checkpoint deleted segments: the copy has the oldest
    segment from before and the checkpoint from after, so records in between
-   are missing, but all of them are in the checkpoint. */
-static void make_live_copy(void) {
+   are missing, but all of them are in the checkpoint. Returns the first LSN
+   after the oldest segment: the first one missing. */
+static uint64_t make_live_copy(void) {
   tg_store *s = tgt_open_small_log();
-  add_tokens(s, 1, 2000); /* segments 1, 819, 1637 */
+  add_tokens(s, 1, 2000); /* segments 1, about 819, about 1637 */
+  /* The oldest segment is complete and sealed by now: 2000 appends through
+     a ring of 1024 slots mean the writer gave back the slots of at least
+     976 records, and it gives back those of a segment only once its
+     switch is sealed, so the second segment exists and the first ends
+     with its SWITCH marker. */
+  uint64_t segs[8];
+  assert_true(log_segments(segs, 8) >= 2);
   tgt_saved first = tgt_save_segment(1);
-  assert_int_equal(tg_checkpoint(s), 0); /* covers 2000: 1 and 819 go */
+  assert_int_equal(tg_checkpoint(s), 0); /* covers 2000: all but the last go */
   assert_false(exists(first.path));
   add_tokens(s, 2001, 2100);
   assert_int_equal(tg_store_close(s), 0);
   tgt_restore(&first);
+  return segs[1];
 }
 
-/* The copy's second segment: the one that held 1637..2100 - or started a
-   record sooner, when the checkpoint's fdatasync met the writer still in
-   the segment before (its DURABLE marker then takes one record's room). */
-static uint64_t live_copy_last_segment(void) {
-  tg_wal_reader *r = NULL;
-  assert_int_equal(tg_wal_reader_open(&r, tgt_wal, 0), 0);
-  assert_int_equal(tg_wal_reader_segments(r), 2);
-  uint64_t last = tg_wal_reader_segment(r, 1);
-  tg_wal_reader_close(r);
-  assert_true(last >= 1 + 2 * PER_SEG - 8 && last <= 1 + 2 * PER_SEG);
+/* The copy's second segment: the log's third, holding 2000..2100 (where it
+   starts depends on the DURABLE markers in the one before). */
+static uint64_t live_copy_last_segment(uint64_t second) {
+  uint64_t segs[8];
+  assert_int_equal(log_segments(segs, 8), 2);
+  assert_int_equal(segs[0], 1);
+  uint64_t last = segs[1];
+  /* The log's second segment held no more records than fit in one: its
+     header, 80-byte frames and room for its SWITCH marker. */
+  assert_true(last > second && last - second <= (TGT_SEG_BYTES - 64 - 32) / TGT_FRAME);
   return last;
 }
 
 static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **state) {
   (void)state;
-  make_live_copy();
-  uint64_t last = live_copy_last_segment();
+  uint64_t second = make_live_copy();
+  uint64_t last = live_copy_last_segment(second);
   tg_inspect_report r;
   inspect(&r);
   assert_int_equal(r.checkpoint_lsn, 2000);
@@ -217,10 +279,10 @@ static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **s
   assert_int_equal(r.last_lsn, 2100);
   assert_int_equal(r.replayed, 100);
   assert_int_equal(r.tokens, 2100);
-  assert_int_equal(r.records, PER_SEG + (2100 - last + 1));
+  assert_int_equal(r.records, (second - 1) + (2100 - last + 1));
   assert_int_equal(r.covered_end.reason, TG_WAL_END_CORRUPT);
   assert_true(tg_wal_end_is_gap(&r.covered_end));
-  assert_int_equal(r.covered_end.expected_lsn, 1 + PER_SEG);
+  assert_int_equal(r.covered_end.expected_lsn, second);
   assert_int_equal(r.covered_end.found_lsn, last);
 
   uint64_t tokens = 0;
@@ -244,9 +306,9 @@ static void test_a_gap_below_the_checkpoint_is_reported_apart_and_opens(void **s
 
 static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void **state) {
   (void)state;
-  make_live_copy();
+  uint64_t second = make_live_copy();
   char p[320];
-  tgt_seg_path(p, sizeof p, live_copy_last_segment(), ""); /* holding ~1637..2100 */
+  tgt_seg_path(p, sizeof p, live_copy_last_segment(second), ""); /* ~1637..2100 */
   assert_int_equal(unlink(p), 0);
 
   uint64_t tokens = 0;
@@ -255,7 +317,7 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
   tg_inspect_report r;
   inspect(&r);
   assert_int_equal(r.end.reason, TG_WAL_END_CORRUPT);
-  assert_int_equal(r.end.last_lsn, PER_SEG);
+  assert_int_equal(r.end.last_lsn, second - 1);
 
   /* Repair puts every segment aside; the checkpoint holds 1..2000. */
   tg_repair_report *rep = calloc(1, sizeof *rep);
@@ -278,15 +340,18 @@ static void test_a_log_that_ends_before_the_checkpoint_is_refused_by_both(void *
 /* ---- repair keeps bytes and bounds sizes --------------------------------------- */
 
 /* Cut the last record of a 1000-record store in half: a torn tail in the
-   segment starting at 819, which is then 64 + 181.5 frames long. */
-static uint64_t make_torn_store(char *path, size_t len) {
+   second segment (starting at about 819), which then ends half a frame
+   after the frame of record 999. path is that segment. */
+static void make_torn_store(char *path, size_t len) {
   tg_store *s = tgt_open_small_log();
   add_tokens(s, 1, 1000);
   assert_int_equal(tg_store_close(s), 0);
-  tgt_seg_path(path, len, 1 + PER_SEG, "");
-  uint64_t cut = 64 + (1000 - 1 - PER_SEG) * TGT_FRAME;
+  uint64_t segs[8], seg = 0, cut = 0;
+  assert_int_equal(log_segments(segs, 8), 2);
+  frame_of(1000, &seg, &cut);
+  assert_int_equal(seg, segs[1]);
+  tgt_seg_path(path, len, seg, "");
   assert_int_equal(truncate(path, (off_t)(cut + TGT_FRAME / 2)), 0);
-  return cut;
 }
 
 static int failing_fsync(int fd) {
@@ -299,7 +364,7 @@ static void test_repair_that_cannot_keep_the_bytes_cuts_nothing(void **state) {
   (void)state;
   char path[320], broken[340];
   make_torn_store(path, sizeof path);
-  tgt_seg_path(broken, sizeof broken, 1 + PER_SEG, ".broken");
+  snprintf(broken, sizeof broken, "%s.broken", path);
   size_t before_len = 0;
   char *before = tgt_read_file(path, &before_len);
 
@@ -369,15 +434,18 @@ static int renameat_once(int od, const char *op, int nd, const char *np) {
 static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void **state) {
   (void)state;
   tg_store *s = tgt_open_small_log();
-  add_tokens(s, 1, 2400); /* segments 1, 819, 1637 */
+  add_tokens(s, 1, 2400); /* segments 1, about 819, about 1637 */
   assert_int_equal(tg_store_close(s), 0);
-  uint64_t segs[3] = {1, 1 + PER_SEG, 1 + 2 * PER_SEG};
+  uint64_t segs[8];
+  assert_int_equal(log_segments(segs, 8), 3);
   char path[3][320];
   char *orig[3];
   size_t len[3];
   for (int i = 0; i < 3; i++) tgt_seg_path(path[i], sizeof path[i], segs[i], "");
   /* Flip payload bytes of record 400: its CRC no longer matches. */
-  uint64_t off = 64 + (400 - 1) * TGT_FRAME;
+  uint64_t seg = 0, off = 0;
+  frame_of(400, &seg, &off);
+  assert_int_equal(seg, segs[0]);
   int fd = open(path[0], O_RDWR);
   assert_true(fd >= 0);
   assert_int_equal(pwrite(fd, "\x5a\x5a\x5a\x5a", 4, (off_t)(off + 24)), 4);
@@ -397,8 +465,8 @@ static void test_an_interrupted_repair_loses_nothing_and_can_be_run_again(void *
   rc = tg_store_repair(tgt_data, NULL, TG_REPAIR_FORCE, rep, NULL, NULL, msg, sizeof msg);
   if (rc) fail_msg("repair: %s: %s", tg_err_name(rc), msg);
   assert_int_equal(rep->cut_offset, off);
-  /* 401..1636: 1637.. went aside in the first run. */
-  assert_int_equal(rep->beyond.above, 2 * PER_SEG - 400);
+  /* 401 up to the third segment: that one went aside in the first run. */
+  assert_int_equal(rep->beyond.above, segs[2] - 1 - 400);
 
   /* Every byte is still there: the cut segment followed by its .broken
      file, and each later segment whole. */
