@@ -1013,6 +1013,102 @@ static void test_wal_payloads_larger_than_a_slot_survive_abort(void **state) {
   abort_case(f->dir, TG_WAL_BALANCED, 1u << 20);
 }
 
+/* The seal of a segment switch frozen at its rename of next.tmp: the new
+   segment never gets its name, so a crash now makes the next open remove
+   it and take its records from the ring file again. The frozen seal
+   (on the sync thread) watches the appender: once the append it was told
+   to watch (`watching`) waits for spill space (the WAL's `blocked` count
+   passes blocked_before), or returns (append_done), the process aborts,
+   with the seal still frozen. */
+static tg_wal *frozen_wal;
+static atomic_int frozen_armed, frozen_entered, watching, append_done;
+static _Atomic uint64_t blocked_before;
+
+static int frozen_renameat(int od, const char *op, int nd, const char *np) {
+  if (!atomic_load(&frozen_armed) || !strstr(op, "next.tmp")) return renameat(od, op, nd, np);
+  atomic_store(&frozen_entered, 1);
+  uint64_t t0 = mono_ns();
+  for (;;) {
+    if (atomic_load(&append_done) ||
+        (atomic_load(&watching) && STAT(frozen_wal, blocked) > atomic_load(&blocked_before)))
+      abort();
+    if (mono_ns() - t0 > DEADLINE_NS) _exit(6);
+    usleep(100); /* spaces the polls of observable state */
+  }
+}
+
+static void test_wal_spilled_payload_in_a_segment_not_yet_sealed_is_never_overwritten(void **state) {
+  fixture *f = *state;
+  /* 1 MiB payloads and 1 MiB segments: each record gets its own segment,
+     and the 32 MiB spill region holds 32 of them, so record k + 32 reuses
+     the spill bytes of record k. Record 2 goes to a segment whose seal is
+     frozen; records 3..33 wait in the ring (the writer waits for that seal
+     before its next switch); record 34 needs record 2's spill bytes. Those
+     must stay taken until the seal: after the crash the ring is what
+     brings record 2 back. */
+  const size_t size = 1u << 20;
+  int p[2];
+  assert_int_equal(pipe(p), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    signal(SIGABRT, SIG_DFL); /* cmocka's handler would go on in the child */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    tg_wal_config c;
+    tg_wal_config_init(&c);
+    c.level = TG_WAL_BALANCED;
+    c.segment_bytes = 1u << 20;
+    c.ring_slots = 1024;
+    tg__io.renameat = frozen_renameat;
+    if (tg_wal_open(&frozen_wal, f->dir, &c, NULL)) _exit(2);
+    atomic_store(&frozen_armed, 1); /* the open's own rename is done */
+    unsigned char *buf = malloc(size);
+    if (!buf) _exit(3);
+    for (uint64_t lsn = 1; lsn <= 34; lsn++) {
+      if (lsn == 3) {
+        /* Record 2 is in next.tmp and the writer is done with it (it
+           counts a record after writing it, then gives its slot back),
+           and the seal is frozen: nothing will name that segment. */
+        uint64_t t0 = mono_ns();
+        while (!atomic_load(&frozen_entered) || STAT(frozen_wal, records) < 2) {
+          if (mono_ns() - t0 > DEADLINE_NS) _exit(7);
+          usleep(100);
+        }
+      }
+      if (lsn == 34) {
+        atomic_store(&blocked_before, STAT(frozen_wal, blocked));
+        atomic_store(&watching, 1);
+      }
+      fill(buf, size, lsn);
+      uint64_t got = 0;
+      if (tg_wal_append(frozen_wal, type_for(lsn), buf, size, &got) || got != lsn) _exit(4);
+      if (write(p[1], &got, sizeof got) != sizeof got) _exit(5);
+    }
+    atomic_store(&append_done, 1); /* the frozen seal aborts */
+    for (;;) pause();
+  }
+  close(p[1]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+    fail_msg("the child did not die of abort() (status %d)", status);
+  uint64_t acked = 0, v;
+  while (read(p[0], &v, sizeof v) == sizeof v) acked = v;
+  close(p[0]);
+  assert_true(acked >= 33);
+
+  /* Next.tmp is removed, record 1 is the log; the ring brings back every
+     acknowledged record after it, each with its own bytes. */
+  tg_wal_open_info info;
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, 1u << 20, &info);
+  assert_int_equal(info.next_lsn, acked + 1);
+  assert_int_equal(info.ring_records, acked - 1);
+  assert_int_equal(tg_wal_close(w), 0);
+  check_sized(f->dir, acked, size);
+}
+
 static void test_wal_records_only_in_the_ring_are_appended_at_open(void **state) {
   fixture *f = *state;
   /* Nothing was written: all 100 (inline and spilled) come from the ring. */
@@ -1659,6 +1755,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_balanced_appends_survive_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_relaxed_appends_survive_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_payloads_larger_than_a_slot_survive_abort, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_spilled_payload_in_a_segment_not_yet_sealed_is_never_overwritten, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_records_only_in_the_ring_are_appended_at_open, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_ring_of_another_boot_is_ignored, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_ring_file_that_is_not_a_regular_file_is_refused, setup, teardown),
