@@ -55,8 +55,11 @@
 
 /* Attempts at a consistent view before giving up. Each one that fails
    raced a checkpoint or a segment switch of the owner; these are at least
-   a segment's worth of log apart, so more than two in a row is rare. */
-#define RO_ATTEMPTS 8
+   a segment's worth of log apart, so more than two in a row is rare on a
+   quiet machine. On a loaded one a reader starved of CPU can meet several
+   in a row (seen with a test's writer checkpointing continuously): 32
+   tries, about a second of backoff in all, before TG_EAGAIN. */
+#define RO_ATTEMPTS 32
 
 #define RO_MSG 512
 
