@@ -813,6 +813,35 @@ static void test_hostile_entries_are_refused_and_nothing_outside_changes(void **
       fail_msg("first open over a TOKENGRAPH.tmp %s changed the outside", plant_name[how]);
     free(now);
   }
+  /* A hostile lock.mdb beside no data.mdb (no checkpoint yet): the store,
+     the reader and the inspection refuse it alike, and the open creates
+     no data.mdb on the way (found by fuzz_datadir: inspection used to call
+     such a directory clean). */
+  for (int how = 0; how < PLANTS; how++) {
+    tgt_rmtree(dir);
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s' && rm -f '%s/checkpoint/data.mdb'", tmpl, dir,
+             dir);
+    assert_int_equal(system(cmd), 0);
+    plant(dir, "checkpoint/lock.mdb", 0, (enum plant)how, out);
+    static const enum hostile_op ops[] = {OP_INSPECT, OP_READ_ONLY, OP_OPEN};
+    for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+      hostile_result r = run_hostile_op(dir, ops[o]);
+      int refused = r.rc != 0 || (ops[o] == OP_INSPECT && !r.clean);
+      if (!refused || !strstr(r.msg, "lock.mdb"))
+        fail_msg("lock.mdb as %s without data.mdb: %s gave %s '%s'", plant_name[how],
+                 op_name[ops[o]], tg_err_name(r.rc), r.msg);
+    }
+    char p2[400];
+    struct stat st;
+    snprintf(p2, sizeof p2, "%s/checkpoint/data.mdb", dir);
+    if (lstat(p2, &st) == 0)
+      fail_msg("lock.mdb as %s: the refused open created data.mdb", plant_name[how]);
+    char *now = outside_snapshot(out);
+    if (strcmp(before, now))
+      fail_msg("lock.mdb as %s without data.mdb changed the outside", plant_name[how]);
+    free(now);
+  }
   free(before);
 }
 

@@ -330,6 +330,12 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     rc = cfd == -ENOENT ? 0 : cfd; /* read-only, no checkpoint/: no checkpoint yet */
     goto cleanup;
   }
+  /* A reader opens no lock.mdb (MDB_NOLOCK), or, live, the owner's; either
+     way one the open would refuse is refused here too, so that tg-replay
+     and the store reach the same verdict, whether or not data.mdb exists;
+     and before the open creates data.mdb, so that a refusal changes
+     nothing. */
+  if ((rc = tg__dir_check_regular(cfd, cdir, "lock.mdb", msg, len))) goto cleanup;
   dfd = tg__dir_open_file(cfd, cdir, "data.mdb", readonly ? O_RDONLY : O_RDWR | O_CREAT,
                           msg, len);
   if (dfd < 0) {
@@ -341,10 +347,6 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     tg__say(msg, len, "%s: %s", data, strerror(errno));
     goto cleanup;
   }
-  /* A reader opens no lock.mdb (MDB_NOLOCK), or, live, the owner's; either
-     way one the open would refuse is refused here too, so that tg-replay
-     and the store reach the same verdict. */
-  if ((rc = tg__dir_check_regular(cfd, cdir, "lock.mdb", msg, len))) goto cleanup;
   have_lock = fstatat(cfd, "lock.mdb", &lst, AT_SYMLINK_NOFOLLOW) == 0;
   int live = readonly == TG__CKPT_LIVE;
   /* No lock.mdb: no owner has the environment open (it makes one at its
