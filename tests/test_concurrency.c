@@ -110,6 +110,23 @@ static void torn_run(const char *dir) {
   tg_store_config cfg = tgt_small_log_config();
   cfg.wal.segment_bytes = 1 << 22;
   c.s = tgt_open(dir, dir ? &cfg : NULL);
+  /* Slots freed first, so the tokens and connections read take reused
+     slots whose index is not their id - 1: a writer and a reader that
+     picked the stripe one by id and the other by slot would disagree. */
+  uint32_t filler[HOT_TOKENS + SCRATCH];
+  for (int i = 0; i < HOT_TOKENS + SCRATCH; i++)
+    assert_int_equal(tg_token_create(c.s, NULL, &filler[i]), 0);
+  tg_connection cn;
+  memset(&cn, 0, sizeof cn);
+  uint32_t cfill[HOT_CONNS + 1];
+  for (int i = 0; i < HOT_CONNS + 1; i++) {
+    cn.from = filler[i];
+    cn.to = filler[i + 1];
+    cfill[i] = tgt_connect(c.s, &cn);
+  }
+  for (int i = 0; i < HOT_CONNS + 1; i++) assert_int_equal(tg_disconnect(c.s, cfill[i]), 0);
+  for (int i = 0; i < HOT_TOKENS + SCRATCH; i++)
+    assert_int_equal(tg_token_delete(c.s, filler[i]), 0);
   for (int i = 0; i < HOT_TOKENS; i++) {
     tg_token t;
     image_of(&t, 0, 0);
@@ -122,8 +139,6 @@ static void torn_run(const char *dir) {
     assert_int_equal(tg_token_create(c.s, &t, &id), 0);
     atomic_store(&c.scratch[i], id);
   }
-  tg_connection cn;
-  memset(&cn, 0, sizeof cn);
   for (int i = 0; i < HOT_CONNS; i++) {
     cn.from = c.cfrom[i] = c.ids[i];
     cn.to = c.cto[i] = c.ids[(i + 1) % HOT_TOKENS];
@@ -166,6 +181,11 @@ static void torn_run(const char *dir) {
         conn_image_of(&cn, k);
         churn = tgt_connect(c.s, &cn);
       }
+    }
+    if (k % 7 == 3) { /* a token in a slot it was not the first to hold */
+      uint32_t sid = atomic_load(&c.scratch[k % SCRATCH]);
+      image_of(&t, sid, k);
+      assert_int_equal(tg_token_update(c.s, &t), 0);
     }
     if (k % 7 == 0) { /* a slot freed and taken again by a new id */
       uint32_t i = k % SCRATCH, nid;
