@@ -45,44 +45,164 @@ static int image_is_whole(const tg_token *t) {
 /* ---- torn reads ------------------------------------------------------------ */
 
 #define HOT_TOKENS 8
+#define HOT_CONNS 4
+#define SCRATCH 4 /* tokens deleted and made again: their slots are reused */
+
+/* A connection's updatable fields derive from k (its activation count). */
+static void conn_image_of(tg_connection *c, uint32_t k) {
+  c->weight = (float)(k & 0xFFFF);
+  c->pull_strength = (float)(k & 0xFF);
+  c->activation_count = k;
+  c->last_activated = k ^ 0x5A5A5A5Au;
+  c->confidence = (float)(k & 0xF) / 16.0f;
+  c->flags = (uint16_t)k;
+}
+
+static int conn_image_is_whole(const tg_connection *c) {
+  tg_connection want = *c;
+  conn_image_of(&want, c->activation_count);
+  return memcmp(&want, c, sizeof want) == 0;
+}
 
 typedef struct torn_ctx {
   tg_store *s;
   uint32_t ids[HOT_TOKENS];
-  _Atomic int stop;
-  _Atomic uint64_t reads, torn, missing;
+  uint32_t conns[HOT_CONNS], cfrom[HOT_CONNS], cto[HOT_CONNS];
+  _Atomic uint32_t scratch[SCRATCH]; /* current ids, changed by the writer */
+  _Atomic int stop, started;
+  _Atomic uint64_t reads, torn, missing, progress;
 } torn_ctx;
 
 static void *torn_reader(void *arg) {
   torn_ctx *c = arg;
   uint64_t n = 0;
+  atomic_fetch_add(&c->started, 1);
   while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
     tg_token t;
     uint32_t id = c->ids[n % HOT_TOKENS];
     if (tg_token_get(c->s, id, &t)) atomic_fetch_add(&c->missing, 1);
     else if (t.id != id || !image_is_whole(&t)) atomic_fetch_add(&c->torn, 1);
+    /* A scratch token may be gone; when found it is whole and its own. */
+    uint32_t sid = atomic_load_explicit(&c->scratch[n % SCRATCH], memory_order_relaxed);
+    if (tg_token_get(c->s, sid, &t) == 0 && (t.id != sid || !image_is_whole(&t)))
+      atomic_fetch_add(&c->torn, 1);
+    tg_connection cn;
+    uint32_t k = (uint32_t)(n % HOT_CONNS);
+    if (tg_connection_get(c->s, c->conns[k], &cn)) atomic_fetch_add(&c->missing, 1);
+    else if (cn.id != c->conns[k] || cn.from != c->cfrom[k] || cn.to != c->cto[k] ||
+             !conn_image_is_whole(&cn))
+      atomic_fetch_add(&c->torn, 1);
     n++;
+    /* Published for the writer, which waits on it (below). */
+    if ((n & 63) == 0) atomic_fetch_add_explicit(&c->progress, 64, memory_order_relaxed);
   }
   atomic_fetch_add(&c->reads, n);
   return NULL;
 }
 
-static void test_token_reads_are_never_torn_by_concurrent_updates(void **state) {
-  (void)state;
+/* Every kind of slot change a reader can race with: updates (plain, in a
+   batch), creates and deletes that reuse slots, connects and disconnects
+   that rewrite the links of the connections read, connection updates, and
+   with a data directory, checkpoints whose copy-on-write clears flags. */
+static void torn_run(const char *dir) {
   torn_ctx c;
   memset(&c, 0, sizeof c);
-  c.s = tgt_open(NULL, NULL);
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.segment_bytes = 1 << 22;
+  c.s = tgt_open(dir, dir ? &cfg : NULL);
+  /* Slots freed first, so the tokens and connections read take reused
+     slots whose index is not their id - 1: a writer and a reader that
+     picked the stripe one by id and the other by slot would disagree. */
+  uint32_t filler[HOT_TOKENS + SCRATCH];
+  for (int i = 0; i < HOT_TOKENS + SCRATCH; i++)
+    assert_int_equal(tg_token_create(c.s, NULL, &filler[i]), 0);
+  tg_connection cn;
+  memset(&cn, 0, sizeof cn);
+  uint32_t cfill[HOT_CONNS + 1];
+  for (int i = 0; i < HOT_CONNS + 1; i++) {
+    cn.from = filler[i];
+    cn.to = filler[i + 1];
+    cfill[i] = tgt_connect(c.s, &cn);
+  }
+  for (int i = 0; i < HOT_CONNS + 1; i++) assert_int_equal(tg_disconnect(c.s, cfill[i]), 0);
+  for (int i = 0; i < HOT_TOKENS + SCRATCH; i++)
+    assert_int_equal(tg_token_delete(c.s, filler[i]), 0);
   for (int i = 0; i < HOT_TOKENS; i++) {
     tg_token t;
     image_of(&t, 0, 0);
     assert_int_equal(tg_token_create(c.s, &t, &c.ids[i]), 0);
   }
+  for (int i = 0; i < SCRATCH; i++) {
+    tg_token t;
+    uint32_t id;
+    image_of(&t, 0, 0);
+    assert_int_equal(tg_token_create(c.s, &t, &id), 0);
+    atomic_store(&c.scratch[i], id);
+  }
+  for (int i = 0; i < HOT_CONNS; i++) {
+    cn.from = c.cfrom[i] = c.ids[i];
+    cn.to = c.cto[i] = c.ids[(i + 1) % HOT_TOKENS];
+    conn_image_of(&cn, 0);
+    c.conns[i] = tgt_connect(c.s, &cn);
+  }
   pthread_t r[2];
   for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&r[i], NULL, torn_reader, &c), 0);
+  TGT_WAIT_UNTIL(atomic_load(&c.started) == 2, "the readers to start");
+  uint32_t churn = 0; /* a connection made beside the hot ones, 0 = none */
+  uint64_t seen = 0;
   for (uint32_t k = 1; k <= 200000; k++) {
     tg_token t;
     image_of(&t, c.ids[k % HOT_TOKENS], k);
-    assert_int_equal(tg_token_update(c.s, &t), 0);
+    if (k % 11 == 0) { /* the same update through a batch */
+      tg_batch *b = NULL;
+      assert_int_equal(tg_batch_begin(c.s, &b), 0);
+      assert_int_equal(tg_batch_token_update(b, &t), 0);
+      assert_int_equal(tg_batch_commit(b), 0);
+    } else {
+      assert_int_equal(tg_token_update(c.s, &t), 0);
+    }
+    if (k % 3 == 0) {
+      tg_connection u;
+      uint32_t h = k % HOT_CONNS;
+      memset(&u, 0, sizeof u);
+      u.id = c.conns[h];
+      u.from = c.cfrom[h];
+      u.to = c.cto[h];
+      conn_image_of(&u, k);
+      assert_int_equal(tg_connection_update(c.s, &u), 0);
+    }
+    if (k % 5 == 0) { /* the hot connections' links move */
+      if (churn) {
+        assert_int_equal(tg_disconnect(c.s, churn), 0);
+        churn = 0;
+      } else {
+        cn.from = c.ids[k % HOT_TOKENS];
+        cn.to = c.ids[(k / 5) % HOT_TOKENS];
+        conn_image_of(&cn, k);
+        churn = tgt_connect(c.s, &cn);
+      }
+    }
+    if (k % 7 == 3) { /* a token in a slot it was not the first to hold */
+      uint32_t sid = atomic_load(&c.scratch[k % SCRATCH]);
+      image_of(&t, sid, k);
+      assert_int_equal(tg_token_update(c.s, &t), 0);
+    }
+    if (k % 7 == 0) { /* a slot freed and taken again by a new id */
+      uint32_t i = k % SCRATCH, nid;
+      assert_int_equal(tg_token_delete(c.s, atomic_load(&c.scratch[i])), 0);
+      image_of(&t, 0, k);
+      assert_int_equal(tg_token_create(c.s, &t, &nid), 0);
+      atomic_store(&c.scratch[i], nid);
+    }
+    if (dir && k % 20000 == 0) assert_int_equal(tg_checkpoint(c.s), 0);
+    /* Every 2048 writes the readers must have read meanwhile, so the reads
+       overlap the writes even on one CPU, where the writer could otherwise
+       finish within its time slice before a reader ran. */
+    if (k % 2048 == 0) {
+      TGT_WAIT_UNTIL(atomic_load_explicit(&c.progress, memory_order_relaxed) > seen,
+                     "the readers to read between writes");
+      seen = atomic_load_explicit(&c.progress, memory_order_relaxed);
+    }
   }
   atomic_store(&c.stop, 1);
   for (int i = 0; i < 2; i++) pthread_join(r[i], NULL);
@@ -90,6 +210,16 @@ static void test_token_reads_are_never_torn_by_concurrent_updates(void **state) 
   assert_int_equal(atomic_load(&c.torn), 0);
   assert_int_equal(atomic_load(&c.missing), 0);
   tg_store_close(c.s);
+}
+
+static void test_token_reads_are_never_torn_by_concurrent_updates(void **state) {
+  (void)state;
+  torn_run(NULL);
+}
+
+static void test_reads_are_never_torn_by_batches_deletes_links_or_checkpoints(void **state) {
+  (void)state;
+  torn_run(tgt_data);
 }
 
 /* ---- reads while the lock is held ------------------------------------------ */
@@ -246,6 +376,7 @@ typedef struct walk_ctx {
   uint32_t stable[STABLE];      /* ids, sorted */
   _Atomic int stop;
   _Atomic uint64_t walks, missed, doubled, foreign;
+  _Atomic uint64_t progress; /* walks so far, for the writer to wait on */
 } walk_ctx;
 
 typedef struct walk_seen {
@@ -288,6 +419,7 @@ static void *walker(void *arg) {
         atomic_fetch_add(&c->missed, 1);
     if (w->foreign) atomic_fetch_add(&c->foreign, (uint64_t)w->foreign);
     n++;
+    atomic_fetch_add_explicit(&c->progress, 1, memory_order_relaxed);
   }
   atomic_fetch_add(&c->walks, n);
   free(w);
@@ -323,6 +455,7 @@ static void test_edge_walks_see_every_lasting_connection_once_under_churn(void *
      twins; delete and recreate connections so their slots are reused. */
   uint32_t churn[64];
   int nchurn = 0;
+  uint64_t seen = 0;
   for (int round = 0; round < 60000; round++) {
     if (nchurn < 64 && (round % 3 != 2 || nchurn == 0)) {
       cn.from = round & 1 ? c.hub : twin;
@@ -332,6 +465,13 @@ static void test_edge_walks_see_every_lasting_connection_once_under_churn(void *
       int k = round % nchurn;
       assert_int_equal(tg_disconnect(c.s, churn[k]), 0);
       churn[k] = churn[--nchurn];
+    }
+    /* The walks must overlap the churn: on one CPU the writer could finish
+       within its time slice before a walker ran (walks == 0). */
+    if (round % 2048 == 2047) {
+      TGT_WAIT_UNTIL(atomic_load_explicit(&c.progress, memory_order_relaxed) > seen,
+                     "the walkers to walk between changes");
+      seen = atomic_load_explicit(&c.progress, memory_order_relaxed);
     }
   }
   /* And the connections made before the walkers started, one by one. */
@@ -554,6 +694,7 @@ static void test_every_call_mixed_with_checkpoints_recovers_the_same_graph(void 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_reads_are_never_torn_by_concurrent_updates),
+      TGT_TEST(test_reads_are_never_torn_by_batches_deletes_links_or_checkpoints),
       cmocka_unit_test(test_reads_complete_and_writers_park_while_the_lock_is_held),
       cmocka_unit_test(test_edge_walks_see_every_lasting_connection_once_under_churn),
       cmocka_unit_test(test_an_edge_callback_may_change_the_store),
