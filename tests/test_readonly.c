@@ -32,7 +32,9 @@ typedef struct ops {
 /* Operation j (from 1) on s: a create, an update, a connect or a delete,
    each one WAL record. Returns the call's result. */
 static int op(tg_store *s, ops *st, uint64_t j) {
-  if (st->n >= 3 && j % 4 == 0) {
+  /* Connects only while the id list still grows: once it is full they
+     would all join its last two tokens, up to max_degree. */
+  if (st->n >= 3 && j % 4 == 0 && st->n < sizeof st->ids / sizeof st->ids[0]) {
     tg_connection c;
     memset(&c, 0, sizeof c);
     c.from = st->ids[st->n - 2];
@@ -738,7 +740,18 @@ static tgt_child start_writer(const char *dir) {
   if (tg_store_open(&s, dir, &cfg)) _exit(3);
   ops *st = calloc(1, sizeof *st);
   for (uint64_t j = 1;; j++) {
-    if (op(s, st, j)) _exit(4);
+    int rc = op(s, st, j);
+    if (rc == TG_EQUOTA) {
+      /* The store is full (eviction is off): what was acknowledged stays
+         as it is; wait to be killed. */
+      uint64_t done = j - 1;
+      if (tgp_write_all(c.fd, &done, sizeof done)) _exit(5);
+      for (;;) pause();
+    }
+    if (rc) {
+      fprintf(stderr, "writer: operation %llu: %s\n", (unsigned long long)j, tg_strerror(rc));
+      _exit(4);
+    }
     if (j % 500 == 0 && tgp_write_all(c.fd, &j, sizeof j)) _exit(5);
   }
 }

@@ -237,6 +237,38 @@ static int check_file(int fd, const struct stat *st, const char *data, uint64_t 
   return info.txnid == 0;
 }
 
+/* The newest transaction id of data.mdb's two meta pages (open as fd), or
+   0 when they cannot be read: a cheap look at whether an owner committed.
+   LMDB's meta: a 16-byte page header, then the meta whose free database
+   record (at 24) begins with the page size, and whose txnid is at 128. */
+static uint64_t newest_txnid(int fd) {
+  unsigned char m[16 + 136];
+  if (pread(fd, m, sizeof m, 0) != (ssize_t)sizeof m) return 0;
+  uint64_t t = tg__ld64(m + 16 + 128);
+  uint32_t psize = tg__ld32(m + 16 + 24);
+  if (psize < 512 || psize > 32768 || (psize & (psize - 1))) return t;
+  if (pread(fd, m, sizeof m, psize) != (ssize_t)sizeof m) return t;
+  uint64_t t1 = tg__ld64(m + 16 + 128);
+  return t1 > t ? t1 : t;
+}
+
+/* check_file() of a live data.mdb, whose owner may commit meanwhile. A
+   failed check is only believed when no commit came during it: a commit
+   may have torn a meta page as it was read, and without a pinned reader
+   slot (before LMDB's open) the owner may reuse pages as they are walked.
+   Otherwise TG_EAGAIN, and the caller tries again. */
+static int check_live(int fd, const struct stat *st, const char *data, uint64_t *txnid,
+                      char *msg, size_t len) {
+  uint64_t before = newest_txnid(fd);
+  int rc = check_file(fd, st, data, txnid, msg, len);
+  if (rc < 0 && newest_txnid(fd) != before) {
+    if (msg && len) msg[0] = 0;
+    tg__say(msg, len, "%s: the owner committed a checkpoint while it was checked", data);
+    rc = TG_EAGAIN;
+  }
+  return rc;
+}
+
 /* Is st (of a descriptor LMDB opened) the file we checked as want? */
 static int same_file(const struct stat *st, const struct stat *want) {
   return st->st_dev == want->st_dev && st->st_ino == want->st_ino;
@@ -272,9 +304,22 @@ static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat
   /* mdb_env_open() itself trusts the meta pages: a damaged one crashes it
      (SIGBUS past the end of the file, found by tests/fuzz/fuzz_replay.c
      through tg-replay backup). So the file is checked before LMDB sees
-     it, and again once pinned. A check that races a commit and fails is
+     it: its meta pages only, since nothing pins the trees yet (the owner
+     may reuse their pages as they are walked); the whole file once a
+     reader slot pins a snapshot. A check that races a commit and fails is
      answered like the second one: the caller tries again. */
-  if ((rc = check_file(dfd, st, data, NULL, msg, len)) != 0) return rc;
+  {
+    tg__lmdb_info mi;
+    uint64_t before = newest_txnid(dfd);
+    rc = tg__lmdb_check_metas(dfd, data, &mi, msg, len);
+    if (rc && newest_txnid(dfd) != before) {
+      if (msg && len) msg[0] = 0;
+      tg__say(msg, len, "%s: the owner committed a checkpoint while it was checked", data);
+      return TG_EAGAIN;
+    }
+    if (rc) return rc;
+    if (mi.txnid == 0) return 1; /* never committed to: no checkpoint yet */
+  }
   uint64_t mapsize = (uint64_t)st->st_size > LMDB_MAPSIZE_MIN ? (uint64_t)st->st_size
                                                               : LMDB_MAPSIZE_MIN;
   if ((mrc = mdb_env_create(&s->env)) || (mrc = mdb_env_set_maxdbs(s->env, 4)) ||
@@ -287,7 +332,7 @@ static int pin_live(tg_store *s, const char *envpath, int dfd, const struct stat
             mdb_strerror(mrc));
     return from_mdb(mrc);
   }
-  rc = check_file(dfd, st, data, &checked, msg, len);
+  rc = check_live(dfd, st, data, &checked, msg, len);
   if (rc == 0 && checked != (uint64_t)mdb_txn_id(s->ro_pin)) rc = TG_EAGAIN;
   if (rc) { /* nothing to load from it: no environment, as without one */
     mdb_txn_abort(s->ro_pin);

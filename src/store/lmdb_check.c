@@ -401,8 +401,8 @@ static int check_tree(checker *c, const dbrec *d, enum kind kind, size_t idx,
   return 0;
 }
 
-int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
-                   size_t n, tg__lmdb_info *info, char *msg, size_t len) {
+static int check(int fd, const char *path, const tg__lmdb_schema *schema, size_t n,
+                 tg__lmdb_info *info, int metas_only, char *msg, size_t len) {
   checker c;
   memset(&c, 0, sizeof c);
   memset(info, 0, sizeof *info);
@@ -486,6 +486,7 @@ int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
       main_db[cur].pad != 0)
     return bad(&c, (uint64_t)cur, "database flags 0x%x/0x%x", free_db[cur].flags,
                main_db[cur].flags);
+  if (metas_only) return 0;
 
   rc = TG_ENOMEM;
   c.seen = calloc(c.last / 8 + 1, 1);
@@ -525,4 +526,14 @@ cleanup:
   free(c.run);
   for (unsigned i = 0; i <= MAX_DEPTH; i++) free(c.buf[i]);
   return rc;
+}
+
+int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
+                   size_t n, tg__lmdb_info *info, char *msg, size_t len) {
+  return check(fd, path, schema, n, info, 0, msg, len);
+}
+
+int tg__lmdb_check_metas(int fd, const char *path, tg__lmdb_info *info, char *msg,
+                         size_t len) {
+  return check(fd, path, NULL, 0, info, 1, msg, len);
 }

@@ -49,4 +49,14 @@ typedef struct tg__lmdb_info {
 int tg__lmdb_check(int fd, const char *path, const tg__lmdb_schema *schema,
                    size_t n, tg__lmdb_info *info, char *msg, size_t len);
 
+/*
+ * Only the part of tg__lmdb_check() that mdb_env_open() depends on: both
+ * meta pages, the page size, the chosen meta's place, its last page within
+ * the file, its databases' flags. Cheap (two preads), for a file an owner
+ * may be committing to, before LMDB is opened on it; the trees are checked
+ * once a reader slot pins a snapshot (info->entries stay 0).
+ */
+int tg__lmdb_check_metas(int fd, const char *path, tg__lmdb_info *info, char *msg,
+                         size_t len);
+
 #endif /* TG_STORE_LMDB_CHECK_H */
