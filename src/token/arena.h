@@ -288,6 +288,28 @@ static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
   return tg__slot_u32(w, a->id_off) == id;
 }
 
+/*
+ * Lock-free read of slot index i (i < the `next` the reader saw under the
+ * lock, so its chunk is mapped), whatever it holds: the 64 bytes as they
+ * were at one moment, with the same seqlock as tg__arena_read().
+ */
+static inline void tg__arena_read_slot(const tg__arena *a, uint32_t i, void *out) {
+  uint64_t w[8];
+  const uint32_t *sq = &a->seq[i & (TG__SEQ_STRIPES - 1u)];
+  const uint64_t *src = (const uint64_t *)tg__arena_slot(a, i);
+  for (;;) {
+    uint32_t s0 = __atomic_load_n(sq, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s0 & 1u, 0)) {
+      tg__cpu_relax();
+      continue;
+    }
+    for (int k = 0; k < 8; k++) w[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* as in tg__arena_read() */
+    if (__atomic_load_n(sq, __ATOMIC_RELAXED) == s0) break;
+  }
+  memcpy(out, w, sizeof w);
+}
+
 /* Slots in use, for readers without the lock. */
 static inline uint64_t tg__arena_live_relaxed(const tg__arena *a) {
   return TG__LOAD_RELAXED(a->live);
