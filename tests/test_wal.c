@@ -796,6 +796,52 @@ static void test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside(voi
   assert_string_equal(end.what, "segment ends without a switch marker");
 }
 
+/* A clean close ends the log with a DURABLE marker that vouches for every
+   record, also when the sync thread had already made them all durable
+   (tg_wal_sync just before close) and the writer had nothing left to sync:
+   a read-only view replays only what a marker vouches for. With small
+   segments the last records sit in a segment whose switch the sync thread
+   sealed, the case of a close during a segment switch. */
+static void close_vouches_for_every_record(fixture *f, uint64_t seg_bytes, uint64_t n) {
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, seg_bytes, NULL);
+  append_n(w, 1, n);
+  assert_int_equal(tg_wal_sync(w, 0), 0); /* the sync thread's fdatasync covers all */
+  tg_wal_stats st;
+  assert_int_equal(tg_wal_stats_get(w, &st), 0);
+  assert_int_equal(st.durable_lsn, n);
+  assert_int_equal(tg_wal_close(w), 0);
+  uint64_t *segs = NULL;
+  size_t nseg = 0;
+  assert_int_equal(tg__wal_list(f->dir, &segs, &nseg), 0);
+  assert_true(nseg >= 1);
+  char path[256];
+  size_t size;
+  unsigned char *img = slurp(seg_path(f->dir, segs[nseg - 1], path, sizeof path), &size);
+  size_t all[4096];
+  size_t k = frame_offsets(img, size, all, sizeof all / sizeof all[0]);
+  assert_true(k >= 1);
+  size_t last = all[k - 1];
+  assert_int_equal(tg__ld64(img + last + 8), (uint64_t)TG__WAL_MARK_DURABLE << 56);
+  assert_int_equal(tg__ld64(img + last + 16), last); /* everything before it */
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), n);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  assert_int_equal(end.durable_offset, last);
+  free(img);
+  free(segs);
+}
+
+static void test_wal_clean_close_after_the_sync_thread_synced_everything_writes_the_final_marker(
+    void **state) {
+  close_vouches_for_every_record(*state, 1 << 20, 50);
+}
+
+static void test_wal_clean_close_right_after_a_sealed_switch_writes_the_final_marker(void **state) {
+  /* 8 KiB segments: 600 records fill many; the last ones are in a segment
+     the sync thread sealed. */
+  close_vouches_for_every_record(*state, 8192, 600);
+}
+
 /* A log written by format 1 (no markers) is read by format 1's rules, and
    appends go on in a new format-2 segment. */
 static void test_wal_version_1_segment_is_read_and_continued_in_a_new_segment(void **state) {
@@ -1750,6 +1796,8 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_empty_segment_of_an_interrupted_switch_is_removed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_version_1_segment_is_read_and_continued_in_a_new_segment, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_clean_close_after_the_sync_thread_synced_everything_writes_the_final_marker, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_clean_close_right_after_a_sealed_switch_writes_the_final_marker, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_balanced_appends_survive_abort, setup, teardown),

@@ -1273,12 +1273,21 @@ static void *writer_main(void *arg) {
        as two acknowledged records missing after close, 1 run in 8). */
     if (atomic_load_explicit(&w->closing, ACQ)) {
       if (atomic_load_explicit(&w->head, ACQ) != w->next) continue;
-      /* Relaxed: the writer's own store (a pending seal is cleared under
-         sync_mu, which lock_sync_thread takes). The close marker goes to
-         the new segment only once its switch is sealed. */
-      if (atomic_load_explicit(&w->seal_pending, RLX)) {
+      /* The close marker must vouch for every byte written, and only the
+         writer writes it: take the sync thread's last result (which may
+         already cover everything: then sync_due above saw nothing to do,
+         and the marker was once left out, so that a read-only view missed
+         the last batch), seal a pending switch (the close marker goes to
+         the new segment only once its switch is sealed), and fdatasync
+         whatever is still not covered. */
+      if (w->sync_started) {
+        /* Relaxed: the writer's own store (a pending seal is cleared under
+           sync_mu, which lock_sync_thread takes). */
+        int sealing = atomic_load_explicit(&w->seal_pending, RLX);
         lock_sync_thread(w);
-        do_sync(w);
+        take_sync_done(w);
+        if (!atomic_load_explicit(&w->failed, RLX) && (sealing || w->dur_off != w->seg_off))
+          do_sync(w);
         unlock_sync_thread(w);
       }
       close_marker(w);
