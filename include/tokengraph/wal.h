@@ -233,6 +233,17 @@ typedef struct tg_wal_stats {
   uint64_t written_lsn;    /* highest LSN written to the file */
   uint64_t durable_lsn;    /* highest LSN known durable */
   int failed;              /* as tg_wal_failed() */
+  uint64_t paced;          /* BALANCED: appends that waited for the writer
+                              to catch up (more records queued before
+                              theirs than it writes in a quarter of
+                              sync_interval_ms; counted when the wait
+                              begins) */
+  uint64_t paced_ns;       /* total time appenders waited for that */
+  uint64_t queue_limit;    /* BALANCED: the queued records past which an
+                              append waits for the writer (or, nonblocking,
+                              gets TG_EAGAIN), kept at what the writer
+                              drains in a quarter of sync_interval_ms;
+                              ring_slots at the other levels */
 } tg_wal_stats;
 
 /* Snapshot the counters (each read atomically; the set is not one instant).
