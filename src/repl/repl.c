@@ -128,6 +128,11 @@ int tg__repl_connect(tg__repl **out, const char *url, const tg__repl_acks *acks,
   if (s == NATS_OK) s = natsOptions_SetServers(o, servers, nserv);
   /* Keep reconnecting for as long as the store is open: an outage is
      bounded by the store's ack timeout, not by the client giving up. */
+  /* A message is a whole batch of the log: send it at once. Buffered,
+     libnats's flusher sends it up to 1 ms later, which was all but 66 us
+     of a TG_REPLICATED call's 1,000 us median (tg-bench replicate, one
+     thread, measured here). */
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 100);
   if (s == NATS_OK) s = natsConnection_Connect(&r->nc, o);
