@@ -333,6 +333,34 @@ static void test_checkpoint_keeps_the_stream_position(void **state) {
   tg__repl_close(r);
 }
 
+static void test_configured_epoch_is_published_and_a_stale_one_is_fenced(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "ship_epoch", TG_REPLICATED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  /* A promoted writer publishes in the epoch its lease gave it. */
+  cfg.repl_epoch = 5;
+  s = open_repl(&cfg);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tg__repl *r = connect_raw(srv1.url);
+  last_info li = stream_last(r, "TG_ship_epoch");
+  assert_int_equal(li.epoch, 5);
+  tg__repl_close(r);
+  /* An older epoch is refused at open. */
+  cfg.repl_epoch = 4;
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&s, tgt_data, &cfg, msg, sizeof msg), TG_EFENCED);
+  assert_non_null(strstr(msg, "epoch 5"));
+  /* 0 continues the stream's. */
+  cfg.repl_epoch = 0;
+  s = open_repl(&cfg);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 static void test_replication_config_is_checked(void **state) {
   (void)state;
   tg_store *s = NULL;
@@ -404,6 +432,8 @@ int main(void) {
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_replicated_call_returns_after_the_stream_acked,
                                       tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_configured_epoch_is_published_and_a_stale_one_is_fenced, tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_stream_position, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(test_record_over_one_message_is_refused_and_nothing_changes,
