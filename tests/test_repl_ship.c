@@ -275,6 +275,33 @@ static void test_balanced_store_fails_and_closes_when_the_server_is_gone(void **
   tgn_server_stop(&srv);
 }
 
+static void test_checkpoint_keeps_the_segments_the_stream_lacks(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "ship_keep", TG_BALANCED);
+  cfg.repl_ack_timeout_ms = 3000; /* longer than the creates and the checkpoint */
+  cfg.wal.segment_bytes = 65536; /* 2,000 creates span several segments */
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  tgn_server_kill_node(&srv, 0);
+  /* Logged and checkpointed locally, never acknowledged by the stream. */
+  for (int i = 0; i < 2000; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  uint64_t last = tgt_stats(s).last_lsn;
+  tg_store_close(s); /* TG_EIO once the ack timeout passes, or 0 */
+  /* The reopen ships what the stream lacks from the segments the
+     checkpoint kept; with them deleted it could not (TG_ECORRUPT). */
+  assert_int_equal(tgn_server_restart_node(&srv, 0), 0);
+  s = open_repl(&cfg);
+  assert_int_equal(tg_store_close(s), 0);
+  walk wk = walk_stream(srv.url, "TG_ship_keep", "tg.ship_keep.wal");
+  assert_int_equal(wk.next_lsn - 1, last);
+  tgn_server_stop(&srv);
+}
+
 static void test_second_writer_fences_the_first(void **state) {
   (void)state;
   tg_store_config cfg = repl_config(srv1.url, "ship_fence", TG_REPLICATED);
@@ -441,6 +468,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(
           test_balanced_store_fails_and_closes_when_the_server_is_gone, tgt_setup,
           tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_segments_the_stream_lacks,
+                                      tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_second_writer_fences_the_first, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(

@@ -77,6 +77,10 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
   (void)sh, (void)lsn;
   *seq = *epoch = 0;
 }
+uint64_t tg__ship_acked_lsn(tg__ship *sh) {
+  (void)sh;
+  return 0;
+}
 
 #else /* TG_HAVE_NATS */
 
@@ -525,6 +529,13 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
     }
   }
   pthread_mutex_unlock(&sh->mu);
+}
+
+uint64_t tg__ship_acked_lsn(tg__ship *sh) {
+  pthread_mutex_lock(&sh->mu);
+  uint64_t a = sh->acked_lsn;
+  pthread_mutex_unlock(&sh->mu);
+  return a;
 }
 
 #endif /* TG_HAVE_NATS */
