@@ -280,12 +280,16 @@ static void test_checkpoint_keeps_the_segments_the_stream_lacks(void **state) {
   tgn_server srv;
   assert_int_equal(tgn_server_start(&srv, 1), 0);
   tg_store_config cfg = repl_config(srv.url, "ship_keep", TG_BALANCED);
-  cfg.repl_ack_timeout_ms = 3000; /* longer than the creates and the checkpoint */
+  /* Longer than the creates and the checkpoint take on a loaded machine:
+     no failure before the close, which then waits this long. */
+  cfg.repl_ack_timeout_ms = 8000;
   cfg.wal.segment_bytes = 65536; /* 2,000 creates span several segments */
   tg_store *s = open_repl(&cfg);
   uint32_t id;
   assert_int_equal(tg_token_create(s, NULL, &id), 0);
   assert_int_equal(tg_sync(s), 0);
+  /* LSN 1 acknowledged before the server goes: nothing in flight ages. */
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= 1, "LSN 1 acknowledged");
   tgn_server_kill_node(&srv, 0);
   /* Logged and checkpointed locally, never acknowledged by the stream. */
   for (int i = 0; i < 2000; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
