@@ -210,6 +210,12 @@ typedef struct tg_store_config {
   const char *repl_name;     /* store name N: [A-Za-z0-9_-], 1..64 chars */
   int repl_replicas;         /* copies the stream keeps when it is created
                                 here: 1 (default) or 3 (a 3-server cluster) */
+  uint64_t repl_epoch;       /* the epoch to publish in (Tg-Epoch, the
+                                Nats-Msg-Id); 0 (default): the stream's
+                                last message's, 1 for an empty stream. A
+                                promoted replica passes the epoch its lease
+                                gave it; a stream whose last message has a
+                                higher epoch refuses the open (TG_EFENCED) */
   uint32_t repl_ack_timeout_ms; /* a message the stream has not acknowledged
                                 after this long fails the log (TG_EIO,
                                 tg_store_close and reopen to resume

@@ -848,7 +848,11 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, removed);
+  /* A replicating store keeps what the stream has not acknowledged: the
+     next open ships it from there (ship.c). */
+  uint64_t upto = lsn;
+  if (s->ship && tg__ship_acked_lsn(s->ship) < upto) upto = tg__ship_acked_lsn(s->ship);
+  tg_wal_remove_upto(s->wal, upto, removed);
   return 0;
 }
 

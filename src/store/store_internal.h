@@ -229,6 +229,9 @@ void tg__ship_close(tg__ship *sh);
 /* The stream sequence of the last message wholly covered by lsn (0: none)
    and the epoch, for a checkpoint at lsn. */
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch);
+/* The highest LSN the stream has acknowledged (the open's catch-up
+   included). */
+uint64_t tg__ship_acked_lsn(tg__ship *sh);
 
 /* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
    (tg__store_lock_dir()): the store takes the descriptor over and closes
