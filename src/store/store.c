@@ -225,12 +225,16 @@ static void stats_read(tg_store *s, tg_store_stats *out) {
   out->live_connections = tg__arena_live_relaxed(&s->g.conns);
   out->memory_bytes = tg__graph_memory_relaxed(&s->g);
   out->arena_bytes = tg__arena_bytes(&s->g.tokens) + tg__arena_bytes(&s->g.conns);
-  out->quota_checks = TG__LOAD_RELAXED(gd->checks);
+  uint64_t tc = TG__LOAD_RELAXED(s->tokens_created);
+  uint64_t cc = TG__LOAD_RELAXED(s->connections_created);
+  /* A single create or connect that succeeded was one check (gd->checks
+     counts the others). */
+  out->quota_checks = TG__LOAD_RELAXED(gd->checks) + tc + cc;
   out->quota_rejections = TG__LOAD_RELAXED(gd->rejections);
   out->evictions = TG__LOAD_RELAXED(gd->evictions);
   out->pressure_events = TG__LOAD_RELAXED(gd->pressure_events);
-  out->tokens_created = TG__LOAD_RELAXED(s->tokens_created);
-  out->connections_created = TG__LOAD_RELAXED(s->connections_created);
+  out->tokens_created = tc + TG__LOAD_RELAXED(s->tokens_batched);
+  out->connections_created = cc + TG__LOAD_RELAXED(s->connections_batched);
   out->last_lsn = TG__LOAD_RELAXED(s->last_lsn);
   out->checkpoint_lsn = TG__LOAD_RELAXED(s->ckpt_lsn);
   out->checkpoints = TG__LOAD_RELAXED(s->checkpoints);
@@ -584,40 +588,87 @@ static inline int created(tg_store *s, int rc, uint64_t lsn, uint32_t nid, uint3
 TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
 TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
-int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
-  TG__CALL_GUARD(s);
-  REFUSE_READ_ONLY(s);
+/* A create that may pass a quota: the token count, or memory past the
+   point where pressure is handled. Out of line, so the common path keeps
+   few registers live. 0 or TG_EQUOTA (after eviction, if chosen). */
+static __attribute__((noinline, cold)) int create_admit_slow(tg_store *s) {
+  TG__ASSERT_LOCKED(s);
+  tg__guardian *gd = &s->gd;
+  if (s->g.tokens.live >= gd->max_tokens) {
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
+    return TG_EQUOTA;
+  }
+  if (tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at)
+    return admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
+  return 0;
+}
+
+/* The create, once for durable stores and once for in-memory ones (a
+   constant `durable`), so the in-memory path tests the log once, not at
+   each step. */
+static inline __attribute__((always_inline)) int create(tg_store *s, const tg_token *init,
+                                                        uint32_t *id, const int durable) {
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
   tg_span sp;
   tg_span_begin(&sp, &site_create);
-  strict_enter(s);
+  if (durable) strict_enter(s);
   store_lock(s);
   tg__guardian *gd = &s->gd;
+  if (__builtin_expect(s->g.tokens.live >= gd->max_tokens ||
+                       tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at, 0) &&
+      (rc = create_admit_slow(s)))
+    goto fail;
+  /* The slot is written before its id is mapped (token/graph.h), and
+     logged before that too: a record that cannot be logged leaves nothing
+     anyone saw. */
+  int64_t slot = tg__graph_token_make(&s->g, init);
+  if (__builtin_expect(slot < 0, 0)) {
+    rc = (int)slot;
+    goto fail;
+  }
+  nid = s->g.tokens.cursor;
+  if (durable) {
+    tg_token *t = tg__arena_slot(&s->g.tokens, (uint32_t)slot);
+    uint64_t l;
+    if ((rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &l))) {
+      tg__graph_token_unmake(&s->g, t, nid, (uint32_t)slot);
+      nid = 0;
+      goto fail;
+    }
+    lsn = l;
+  }
+  tg__graph_token_publish(&s->g, nid, (uint32_t)slot);
+  BUMP(s->tokens_created); /* and the quota check it passed (stats_read) */
+  store_unlock(s);
+  if (durable) rc = strict_wait(s, 0, lsn);
+  if (id) *id = rc ? 0 : nid;
+  goto out;
+fail:
   BUMP(gd->checks);
-  if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
-    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
-    rc = TG_EQUOTA;
-    goto out;
-  }
-  if (__builtin_expect(tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at, 0)) {
-    rc = admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
-    if (rc) goto out;
-  }
-  tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
-  if (__builtin_expect(!t, 0)) goto out;
-  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
-    tg__graph_token_uncreate(&s->g, t, nid);
-    goto out;
-  }
-  BUMP(s->tokens_created);
+  store_unlock(s);
+  if (durable) rc = strict_wait(s, rc, lsn);
+  if (id) *id = 0;
 out:
-  rc = created(s, rc, lsn, nid, id);
-  tg_span_attr(&sp, 0, nid);
-  tg_span_attr(&sp, 1, lsn);
+  if (tg_span_sampled(&sp)) {
+    tg_span_attr(&sp, 0, nid);
+    tg_span_attr(&sp, 1, lsn);
+  }
   tg_span_end(&sp);
   return rc;
+}
+
+static __attribute__((noinline)) int create_durable(tg_store *s, const tg_token *init,
+                                                    uint32_t *id) {
+  return create(s, init, id, 1);
+}
+
+int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
+  if (s->wal) return create_durable(s, init, id);
+  REFUSE_READ_ONLY(s); /* a read-only handle has no log */
+  return create(s, init, id, 0);
 }
 
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
@@ -706,11 +757,12 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   store_lock(s);
   tg__guardian *gd = &s->gd;
   uint32_t from = init->from, to = init->to;
+  int checked = 0; /* a failure after the quota check counts as a check */
   if (!tg__graph_token(&s->g, from) || !tg__graph_token(&s->g, to)) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  BUMP(gd->checks);
+  checked = 1;
   uint64_t dfrom = tg__graph_degree(&s->g, from) + 1 + (from == to);
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
@@ -742,8 +794,9 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
       goto out;
     }
   }
-  BUMP(s->connections_created);
+  BUMP(s->connections_created); /* and the quota check it passed */
 out:
+  if (rc && checked) BUMP(gd->checks);
   rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, init->from);

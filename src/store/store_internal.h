@@ -30,8 +30,12 @@ struct tg_store {
                                    READS says */
   tg__guardian gd;              /* lock (limits: open/close); counters
                                    relaxed stores (READS) */
-  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
-  uint64_t connections_created; /* lock; relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS): single
+                                   creates (each one quota check) */
+  uint64_t connections_created; /* lock; relaxed stores (READS): single
+                                   connects (each one quota check) */
+  uint64_t tokens_batched;      /* lock; relaxed stores: made by batches */
+  uint64_t connections_batched; /* lock; relaxed stores: made by batches */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */

@@ -175,7 +175,7 @@ size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
 void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
   a->cursor = id;
   a->wrapped = wrapped;
-  a->fast_ids = 0;
+  a->fast_end = 0;
 }
 
 int tg__arena_grow(tg__arena *a) {
@@ -183,7 +183,7 @@ int tg__arena_grow(tg__arena *a) {
   unsigned char *p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   /* Plain: readers reach this entry only through a `next` published past
-     it later (release, tg__arena_alloc). */
+     it later (release, tg__arena_publish). */
   a->chunks[a->nchunks] = p;
   TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
@@ -191,36 +191,27 @@ int tg__arena_grow(tg__arena *a) {
   return 0;
 }
 
-void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err) {
+int64_t tg__arena_take_slow(tg__arena *a) {
   uint32_t nid = tg__arena_next_id(a);
-  if (!nid) {
-    *err = TG_EQUOTA; /* 2^32 - 1 live objects */
-    return NULL;
-  }
+  if (!nid) return TG_EQUOTA; /* 2^32 - 1 live objects */
   int rc = tg__arena_map_cover(a, nid);
-  if (rc) {
-    *err = rc;
-    return NULL;
-  }
-  int64_t i = take_slot(a, err);
-  if (i < 0) return NULL;
+  if (rc) return rc;
+  int64_t i = take_slot(a, &rc);
+  if (i < 0) return rc;
   uint32_t prev = TG__ID_CHUNK(a->cursor);
   if (nid <= a->cursor) a->wrapped = 1;
-  tg__arena_map_set(a, nid, (uint32_t)i);
   a->cursor = nid;
   /* The ids after nid in its map chunk are free before a wrap (none
      above the cursor was ever issued): hand them out on the fast path. */
   uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
   if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
-  a->fast_ids = a->wrapped ? 0 : (uint32_t)(end - nid);
-  a->map_cur = a->map[TG__ID_CHUNK(nid)];
+  a->fast_end = a->wrapped ? 0 : (uint32_t)end;
   /* The cursor left a map chunk whose ids all died already (a store that
      deletes what it creates): nothing will be mapped there again until a
      wrap, so give it back now rather than keep 4 bytes per id. */
   if (TG__ID_CHUNK(nid) != prev && a->map_live[prev] == 0)
     tg__arena_map_reclaim(a, prev);
-  *id = nid;
-  return tg__arena_slot(a, (uint32_t)i);
+  return i;
 }
 
 void tg__arena_begin_load(tg__arena *a) { a->loading = 1; }
@@ -253,7 +244,7 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
   int64_t i = take_slot(a, err);
   if (i < 0) return NULL;
   tg__arena_map_set(a, id, (uint32_t)i);
-  a->fast_ids = 0;
+  a->fast_end = 0;
   if (id == expect) {
     if (id <= a->cursor) a->wrapped = 1;
     a->cursor = id;
