@@ -600,6 +600,9 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   TG__ASSERT_LOCKED(s);
   tally t;
   uint64_t need;
+  /* The quota checks below are exact: the threads' unused credit, counted
+     as tokens until now, goes back first (store.c, SHARDS). */
+  tg__store_reclaim_credit(s);
   int rc = check_entries(b, &t);
   if (!rc) rc = check_quotas(b, &t, &need);
   if (rc) return rc;

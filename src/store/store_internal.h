@@ -21,6 +21,26 @@
    lock, "ckpt_mu" the checkpoint mutex, "open/close" means set before the
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
+/* A thread's cache for creates without the store lock (store.c, SHARDS).
+   One cache line for what the owner touches per create, then its slots. */
+#define TG__SHARDS_MAX 64u   /* threads with a cache, per store */
+#define TG__SHARD_BLOCK 64u  /* ids, slots and quota credit taken at once */
+_Static_assert(TG__SHARDS_MAX * TG__SHARD_BLOCK <= TG__ARENA_CACHED_MAX,
+               "replay's id bound covers the ids caches hold");
+
+typedef struct tg__shard {
+  atomic_int busy;       /* 1 while its thread creates without the lock */
+  atomic_int owner;      /* the owning thread's number (gettid), 0 free */
+  uint32_t id_next, id_end; /* ids [id_next, id_end) held (owner inside
+                            busy, or the store lock holder) */
+  uint32_t nslots;       /* slots[0, nslots) held (likewise) */
+  uint32_t credit;       /* tokens of quota held, counted in tokens.live
+                            (likewise; relaxed stores: stats readers) */
+  uint64_t created;      /* creates made here (relaxed stores: stats) */
+  uint64_t last_lsn;     /* last LSN logged here (relaxed stores) */
+  uint32_t slots[TG__SHARD_BLOCK] __attribute__((aligned(64)));
+} __attribute__((aligned(64))) tg__shard;
+
 struct tg_store {
   atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
   atomic_int sleepers;          /* threads parked or about to park on lock */
@@ -35,6 +55,10 @@ struct tg_store {
   uint64_t connections_created; /* lock; relaxed stores (READS): single
                                    connects (each one quota check) */
   uint64_t tokens_batched;      /* lock; relaxed stores: made by batches */
+  tg__shard *shards;            /* open/close: TG__SHARDS_MAX caches
+                                   (SHARDS in store.c) */
+  atomic_uint nshards;          /* caches claimed (may pass the maximum:
+                                   read it through shards_in_use()) */
   uint64_t connections_batched; /* lock; relaxed stores: made by batches */
 
   /* Durable stores only (wal != NULL). */
@@ -159,6 +183,14 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* The last LSN a change applied (store lock held): the largest of the
+   store's and its threads' caches' (SHARDS). */
+uint64_t tg__store_last_lsn(tg_store *s);
+
+/* Give every thread's unused quota credit back (store lock held), so a
+   quota decision is exact: done before any TG_EQUOTA. */
+void tg__store_reclaim_credit(tg_store *s);
 
 /* A call is rejected with TG_EQUOTA: count it, tell the calling thread
    which quota (tg_quota_exceeded()) and leave it in the black box (value,

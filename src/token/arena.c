@@ -214,6 +214,39 @@ int64_t tg__arena_take_slow(tg__arena *a) {
   return i;
 }
 
+uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first) {
+  if (a->cursor >= a->fast_end) {
+    /* Map the chunk of the next id as the slow path does, without taking
+       a slot; none before a wrap only. */
+    uint32_t nid = tg__arena_next_id(a);
+    if (!nid || a->wrapped || nid <= a->cursor) return 0;
+    if (tg__arena_map_cover(a, nid)) return 0;
+    uint32_t prev = TG__ID_CHUNK(a->cursor);
+    uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
+    if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
+    a->fast_end = (uint32_t)end;
+    if (TG__ID_CHUNK(nid) != prev && a->cursor && a->map_live[prev] == 0)
+      tg__arena_map_reclaim(a, prev);
+  }
+  uint32_t n = a->fast_end - a->cursor;
+  if (n > want) n = want;
+  *first = a->cursor + 1u;
+  a->cursor += n;
+  a->map_live[TG__ID_CHUNK(*first)] += n;
+  return n;
+}
+
+uint32_t tg__arena_take_slots(tg__arena *a, uint32_t *out, uint32_t want) {
+  uint32_t n = 0;
+  int err = 0;
+  while (n < want) {
+    int64_t i = take_slot(a, &err);
+    if (i < 0) break;
+    out[n++] = (uint32_t)i;
+  }
+  return n;
+}
+
 void tg__arena_begin_load(tg__arena *a) { a->loading = 1; }
 
 void tg__arena_rebuild_free(tg__arena *a) { a->loading = 0; }

@@ -344,6 +344,34 @@ static inline int64_t tg__arena_take(tg__arena *a) {
   return i;
 }
 
+/*
+ * For a thread's own cache of ids and slots (the store's lock-free
+ * creates): hand out up to `want` ids, all in one map chunk, as
+ * [*first, *first + n); returns n, 0 when the fast path could not (a wrap,
+ * no memory for the map chunk): the caller then creates under the lock.
+ * The ids count in their map chunk's live count from now on, so their
+ * publish (tg__arena_publish_held()) counts nothing; an id never used
+ * stays counted, which only keeps its map chunk mapped. Ids a thread never
+ * used are dead: gaps, never handed out again (until a wrap).
+ */
+uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first);
+
+/* Take up to `want` slots (from the free list, then fresh ones) into out;
+   returns how many (fewer when a chunk could not be mapped). They are
+   neither live nor free until published or handed back; their id field is
+   0, so walks of the slots see them as free. */
+uint32_t tg__arena_take_slots(tg__arena *a, uint32_t *out, uint32_t want);
+
+/* Publish id (from tg__arena_take_ids()) at slot index i (from
+   tg__arena_take_slots()), once the slot holds the object. Counts nothing:
+   the id's map chunk counted it when it was handed out, and the store
+   counted the token in `live` when it gave the credit for it. Any thread,
+   no lock: entries of distinct ids are distinct words. */
+static inline void tg__arena_publish_held(tg__arena *a, uint32_t id, uint32_t i) {
+  /* Release: as in tg__arena_publish(). */
+  __atomic_store_n(&a->map[TG__ID_CHUNK(id)][TG__ID_ENTRY(id)], i + 1u, __ATOMIC_RELEASE);
+}
+
 /* Make taken `id` live at slot index i: after the slot holds the object
    (its id field included). The id's map chunk exists (take mapped it). */
 static inline void tg__arena_publish(tg__arena *a, uint32_t id, uint32_t i) {
@@ -443,15 +471,23 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
   return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u || id <= a->put_max);
 }
 
+/* Ids threads' caches may hold at once (the store's TG__SHARDS_MAX
+   caches of TG__SHARD_BLOCK ids, store_internal.h), never used or logged
+   out of order. */
+#define TG__ARENA_CACHED_MAX (64u * 64u)
+
 /*
  * The same for a record replayed from the log, which may also name an id a
- * batch held: held ids are logged when their batch commits, after ids
- * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
- * held at once, so before a wrap a logged id is at most that many past the
+ * batch held, or one a thread's cache held while ids handed out to other
+ * threads after it were used and logged: held ids are logged when their
+ * batch commits, after ids handed out later may have been, but at most
+ * TG__ARENA_RESERVE_MAX are held at once, and at most TG__ARENA_CACHED_MAX
+ * sit in caches, so before a wrap a logged id is at most that many past the
  * cursor (the bound maps at most 4 MiB of id map more for a forged id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
-  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX ||
+  return id != 0 && (a->wrapped ||
+                     id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX + TG__ARENA_CACHED_MAX ||
                      id <= a->put_max);
 }
 

@@ -213,17 +213,30 @@ static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
    g->tokens.cursor; make it live with tg__graph_token_publish() once its
    record is logged, or undo it with tg__graph_token_unmake(). TG_ENOMEM or
    TG_EQUOTA (2^32 - 1 slots): nothing changed. */
+static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
+                                             uint32_t i, uint32_t id);
+
 static inline int64_t tg__graph_token_make(tg__graph *g, const tg_token *init) {
   int64_t r = tg__arena_take(&g->tokens);
   if (__builtin_expect(r < 0, 0)) return r;
-  uint32_t i = (uint32_t)r, id = g->tokens.cursor;
+  tg__graph_token_write_new(g, init, (uint32_t)r, g->tokens.cursor);
+  return r;
+}
+
+/* Write new token `id` from *init (NULL = zeroes) into slot index i, which
+   no map entry names yet. Also called without the store lock by a thread
+   that holds i and id in its own cache (store.c, SHARDS), while no capture
+   runs: then another thread may be writing another new slot, and marks
+   the same chunk dirty (hence the atomic byte). */
+static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
+                                             uint32_t i, uint32_t id) {
   tg_token *t = (tg_token *)tg__arena_slot(&g->tokens, i);
   static const tg_token zero;
   const tg_token *src = init ? init : &zero;
   uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
   if (g->track_dirty) {
     flags |= TG_TOKEN_DIRTY;
-    g->tchunk_dirty[i >> TG__CHUNK_SHIFT] = 1;
+    __atomic_store_n(&g->tchunk_dirty[i >> TG__CHUNK_SHIFT], 1, __ATOMIC_RELAXED);
   }
   /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
      id and flags into a copy and then loading it whole stalled store
@@ -237,7 +250,6 @@ static inline int64_t tg__graph_token_make(tg__graph *g, const tg_token *init) {
   tg__slot_store(t, src);
   __atomic_store_n((uint64_t *)((unsigned char *)t + offsetof(tg_token, id)), w6,
                    __ATOMIC_RELAXED);
-  return i;
 }
 
 /* Make the token tg__graph_token_make() wrote live: readers find it from

@@ -1,0 +1,294 @@
+/*
+ * Several writer threads creating at once (src/store/store.c, SHARDS):
+ * creates from per-thread caches take no lock, ids come from per-thread
+ * blocks, quota credit is taken in blocks. Each test states what must stay
+ * true: every id distinct and readable, the counts exact, quotas exact at
+ * their limits, and a reopened store (replay of a log whose ids arrive out
+ * of order, a checkpoint taken while writers ran) identical to the live
+ * one. Threads count what went wrong; the main thread asserts. Built and
+ * run under ThreadSanitizer too.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "util.h"
+
+#define WRITERS 4
+#define PER_WRITER 3000
+
+typedef struct writer {
+  tg_store *s;
+  int idx;
+  uint32_t n;           /* creates to make (0: until TG_EQUOTA) */
+  uint32_t *ids;        /* the ids it got, in order */
+  uint32_t made;        /* how many */
+  int quota_hits;       /* TG_EQUOTA answers */
+  int other_errors;     /* anything else */
+  int connect_every;    /* connect each new token to its previous one */
+  pthread_barrier_t *go; /* start together */
+} writer;
+
+static void image(tg_token *t, int idx, uint32_t k) {
+  memset(t, 0, sizeof *t);
+  t->timestamp = k;
+  t->field_radius = (uint8_t)idx;
+  t->weight = (float)idx;
+}
+
+static void *writer_main(void *arg) {
+  writer *w = arg;
+  pthread_barrier_wait(w->go);
+  for (uint32_t k = 0; w->n == 0 || k < w->n; k++) {
+    tg_token t;
+    image(&t, w->idx, k);
+    uint32_t id = 0;
+    int rc = tg_token_create(w->s, &t, &id);
+    if (rc == TG_EQUOTA) {
+      w->quota_hits++;
+      if (w->n == 0) break;
+      continue;
+    }
+    if (rc) {
+      w->other_errors++;
+      continue;
+    }
+    if (w->connect_every && w->made && k % (uint32_t)w->connect_every == 0) {
+      tg_connection c;
+      memset(&c, 0, sizeof c);
+      c.from = id;
+      c.to = w->ids[w->made - 1];
+      uint32_t cid;
+      if (tg_connect(w->s, &c, &cid)) w->other_errors++;
+    }
+    w->ids[w->made++] = id;
+  }
+  return NULL;
+}
+
+/* Start n writers on s, each making per creates (0: until TG_EQUOTA). */
+static void run_writers(tg_store *s, writer *ws, int n, uint32_t per, uint32_t cap,
+                        int connect_every) {
+  pthread_barrier_t go;
+  assert_int_equal(pthread_barrier_init(&go, NULL, (unsigned)n), 0);
+  pthread_t th[WRITERS];
+  for (int i = 0; i < n; i++) {
+    memset(&ws[i], 0, sizeof ws[i]);
+    ws[i].s = s;
+    ws[i].idx = i;
+    ws[i].n = per;
+    ws[i].ids = calloc(cap, sizeof *ws[i].ids);
+    ws[i].connect_every = connect_every;
+    ws[i].go = &go;
+    assert_non_null(ws[i].ids);
+    assert_int_equal(pthread_create(&th[i], NULL, writer_main, &ws[i]), 0);
+  }
+  for (int i = 0; i < n; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
+  pthread_barrier_destroy(&go);
+}
+
+static void free_writers(writer *ws, int n) {
+  for (int i = 0; i < n; i++) free(ws[i].ids);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Every id each writer got is distinct and reads back as the token that
+   thread wrote. Returns how many in all. */
+static uint64_t check_ids(tg_store *s, writer *ws, int n) {
+  uint64_t total = 0;
+  for (int i = 0; i < n; i++) total += ws[i].made;
+  uint32_t *all = malloc(total * sizeof *all);
+  assert_non_null(all);
+  uint64_t k = 0;
+  for (int i = 0; i < n; i++) {
+    for (uint32_t j = 0; j < ws[i].made; j++) {
+      uint32_t id = ws[i].ids[j];
+      tg_token t;
+      assert_int_equal(tg_token_get(s, id, &t), 0);
+      assert_int_equal(t.id, id);
+      assert_int_equal(t.field_radius, (uint8_t)i);
+      all[k++] = id;
+    }
+  }
+  qsort(all, total, sizeof *all, cmp_u32);
+  for (uint64_t j = 1; j < total; j++) assert_true(all[j] != all[j - 1]);
+  free(all);
+  return total;
+}
+
+static void test_four_writers_get_distinct_ids_and_exact_counts(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, PER_WRITER, PER_WRITER, 0);
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].made, PER_WRITER);
+  }
+  assert_int_equal(check_ids(s, ws, WRITERS), WRITERS * PER_WRITER);
+  tg_store_stats st = tgt_stats(s);
+  assert_int_equal(st.live_tokens, WRITERS * PER_WRITER);
+  assert_int_equal(st.tokens_created, WRITERS * PER_WRITER);
+  assert_int_equal(st.quota_checks, WRITERS * PER_WRITER);
+  assert_int_equal(st.memory_bytes, (uint64_t)WRITERS * PER_WRITER * 64u);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+static void test_the_token_quota_is_exact_at_its_limit_with_four_writers(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  const uint32_t limit = 5000; /* not a multiple of the credit block */
+  cfg.guardian.max_tokens = limit;
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 0, limit, 0);
+  uint64_t made = 0;
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].quota_hits, 1); /* each stopped at its first */
+    made += ws[i].made;
+  }
+  assert_int_equal(made, limit);
+  assert_int_equal(check_ids(s, ws, WRITERS), limit);
+  tg_store_stats st = tgt_stats(s);
+  assert_int_equal(st.live_tokens, limit);
+  assert_int_equal(st.quota_rejections, WRITERS);
+  /* One delete makes room for exactly one more, from any thread. */
+  uint32_t id;
+  int some = 0;
+  while (!ws[some].made) some++;
+  assert_int_equal(tg_token_delete(s, ws[some].ids[0]), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tgt_stats(s).live_tokens, limit);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+static void test_the_memory_quota_is_exact_at_its_limit_with_four_writers(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  const uint32_t limit = 3001; /* tokens the memory limit holds */
+  cfg.guardian.max_memory_bytes = (uint64_t)limit * 64u;
+  cfg.guardian.memory_threshold = 1.0; /* no pressure handling before it */
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 0, limit, 0);
+  uint64_t made = 0;
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    made += ws[i].made;
+  }
+  assert_int_equal(made, limit);
+  assert_int_equal(tgt_stats(s).memory_bytes, (uint64_t)limit * 64u);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_MEMORY);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+/* Writers with a checkpoint in the middle and connects between their own
+   tokens; then a reopen from checkpoint plus log, whose ids arrive out of
+   order, must give the same graph, and ids never come back. */
+typedef struct ckpt_arg {
+  tg_store *s;
+  atomic_int *stop;
+  int rc, n;
+} ckpt_arg;
+
+static void *checkpointer(void *arg) {
+  ckpt_arg *c = arg;
+  while (!atomic_load_explicit(c->stop, memory_order_acquire)) {
+    int rc = tg_checkpoint(c->s);
+    if (rc) c->rc = rc;
+    c->n++;
+  }
+  return NULL;
+}
+
+static void test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusing_ids(
+    void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  atomic_int stop;
+  atomic_init(&stop, 0);
+  ckpt_arg ca = {s, &stop, 0, 0};
+  pthread_t ck;
+  assert_int_equal(pthread_create(&ck, NULL, checkpointer, &ca), 0);
+  writer ws[WRITERS];
+  const uint32_t per = 800; /* ids stay under TGT_MODEL_IDS with gaps */
+  run_writers(s, ws, WRITERS, per, per, 3);
+  atomic_store_explicit(&stop, 1, memory_order_release);
+  assert_int_equal(pthread_join(ck, NULL), 0);
+  assert_int_equal(ca.rc, 0);
+  assert_true(ca.n > 0);
+  for (int i = 0; i < WRITERS; i++) assert_int_equal(ws[i].other_errors, 0);
+  check_ids(s, ws, WRITERS);
+  uint32_t hi = 0;
+  for (int i = 0; i < WRITERS; i++)
+    for (uint32_t j = 0; j < ws[i].made; j++)
+      if (ws[i].ids[j] > hi) hi = ws[i].ids[j];
+  assert_true(hi <= TGT_MODEL_IDS);
+  /* A delete, so that a dead id exists to not come back. */
+  assert_int_equal(tg_token_delete(s, ws[2].ids[5]), 0);
+  static tgt_model live, again;
+  tgt_read_model(s, &live);
+  assert_int_equal(live.tokens, (uint64_t)WRITERS * per - 1u);
+  assert_int_equal(tg_store_close(s), 0);
+  s = tgt_open(tgt_data, &cfg);
+  tgt_read_model(s, &again);
+  assert_int_equal(tgt_model_diff(&live, &again), 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_true(id > hi); /* no id handed out before is handed out again */
+  assert_int_equal(tg_token_get(s, ws[2].ids[5], &(tg_token){0}), TG_ENOTFOUND);
+  free_writers(ws, WRITERS);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* At STRICT, writers without the lock still get group commit and every
+   acknowledged create is there after a reopen. */
+static void test_strict_writers_find_every_acknowledged_create_after_reopen(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = TG_STRICT;
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 100, 100, 0);
+  for (int i = 0; i < WRITERS; i++) assert_int_equal(ws[i].other_errors, 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = tgt_open(tgt_data, &cfg);
+  assert_int_equal(check_ids(s, ws, WRITERS), WRITERS * 100);
+  assert_int_equal(tgt_stats(s).live_tokens, WRITERS * 100);
+  free_writers(ws, WRITERS);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
+      cmocka_unit_test(test_the_token_quota_is_exact_at_its_limit_with_four_writers),
+      cmocka_unit_test(test_the_memory_quota_is_exact_at_its_limit_with_four_writers),
+      TGT_TEST(test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusing_ids),
+      TGT_TEST(test_strict_writers_find_every_acknowledged_create_after_reopen),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
