@@ -182,13 +182,22 @@ static inline unsigned shards_in_use(tg_store *s) {
   return n < TG__SHARDS_MAX ? n : TG__SHARDS_MAX;
 }
 
-static inline void drain(tg_store *s) {
-  unsigned n = shards_in_use(s);
+static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
+  if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
   for (unsigned i = 0; i < n; i++)
     /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
        (lock, then busy; the creator stores busy, then loads lock). */
-    if (__builtin_expect(atomic_load_explicit(&s->shards[i].busy, memory_order_seq_cst), 0))
+    if (atomic_load_explicit(&s->shards[i].busy, memory_order_seq_cst))
       drain_slow(&s->shards[i].busy);
+}
+
+static inline void drain(tg_store *s) {
+  /* seq_cst, after the lock's exchange: a thread that claimed the second
+     cache did so before it announced a create without the lock, so if
+     that create saw the lock free, this load sees the claim. Below two
+     caches nobody creates without the lock. */
+  unsigned n = atomic_load_explicit(&s->nshards, memory_order_seq_cst);
+  if (__builtin_expect(n >= 2, 0)) drain_all(s, n);
 }
 
 static inline void store_lock(tg_store *s) {
@@ -715,7 +724,7 @@ static __attribute__((noinline)) tg__shard *shard_find(tg_store *s) {
   }
   tl_shard.serial = s->serial;
   tl_shard.sh = sh;
-  return atomic_load_explicit(&s->nshards, memory_order_relaxed) < 2 ? NULL : sh;
+  return sh;
 }
 
 /* This thread's cache, or NULL: none while only one thread has created
@@ -723,8 +732,6 @@ static __attribute__((noinline)) tg__shard *shard_find(tg_store *s) {
    uncontended), nor past TG__SHARDS_MAX threads. */
 static inline tg__shard *shard_get(tg_store *s) {
   if (__builtin_expect(tl_shard.serial != s->serial, 0)) return shard_find(s);
-  if (__builtin_expect(atomic_load_explicit(&s->nshards, memory_order_relaxed) < 2, 1))
-    return NULL;
   return tl_shard.sh;
 }
 
@@ -848,9 +855,10 @@ static inline __attribute__((always_inline)) int create(tg_store *s, const tg_to
   tg_span sp;
   tg_span_begin(&sp, &site_create);
   if (durable) strict_enter(s);
-  tg__shard *sh = shard_get(s);
-  if (__builtin_expect(sh != NULL, 1) &&
-      create_unlocked(s, sh, init, durable, &rc, &nid, &lsn)) {
+  /* Relaxed: a hint; create_unlocked() decides under the Dekker pair. */
+  tg__shard *sh = NULL;
+  if (__builtin_expect(atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2, 0) &&
+      (sh = shard_get(s)) != NULL && create_unlocked(s, sh, init, durable, &rc, &nid, &lsn)) {
     if (durable) rc = strict_wait(s, rc, lsn);
     if (id) *id = rc ? 0 : nid;
     goto out;
@@ -882,7 +890,10 @@ static inline __attribute__((always_inline)) int create(tg_store *s, const tg_to
   }
   tg__graph_token_publish(&s->g, nid, (uint32_t)slot);
   BUMP(s->tokens_created); /* and the quota check it passed (stats_read) */
-  if (sh) shard_refill(s, sh);
+  /* A thread new to the store claims its cache here (a second one turns
+     the caches on); then each create under the lock refills it. */
+  if (__builtin_expect(tl_shard.serial != s->serial, 0)) sh = shard_find(s);
+  if (sh && atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2) shard_refill(s, sh);
   store_unlock(s);
   if (durable) rc = strict_wait(s, 0, lsn);
   if (id) *id = rc ? 0 : nid;
