@@ -515,6 +515,14 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     goto mdb_fail;
   s->ckpt_lsn = cs.lsn;
   s->ckpt_format = cs.format;
+  /* Replication's position at that LSN (absent: none, 0). */
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, "repl_stream_seq", &s->ckpt_repl_seq)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, "repl_epoch", &s->ckpt_repl_epoch)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  mrc = 0;
   s->ckpt_full = cs.format != TG__CKPT_FORMAT;
   s->ckpt_tokens = cs.tokens;
   s->ckpt_conns = cs.conns;
@@ -760,7 +768,21 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
                    cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
-  return commit_durable(s, txn);
+  /* Replication: where the stream stands at this LSN (ship.c), so that a
+     replica bootstrapped from this checkpoint knows where to follow from. */
+  uint64_t rseq = 0, repoch = 0;
+  if (s->ship) {
+    tg__ship_position(s->ship, lsn, &rseq, &repoch);
+    if ((mrc = meta_put_u64(txn, s->dbi_meta, "repl_stream_seq", rseq)) ||
+        (mrc = meta_put_u64(txn, s->dbi_meta, "repl_epoch", repoch)))
+      goto fail;
+  }
+  if ((rc = commit_durable(s, txn))) return rc;
+  if (s->ship) {
+    s->ckpt_repl_seq = rseq;
+    s->ckpt_repl_epoch = repoch;
+  }
+  return 0;
 fail:
   mdb_txn_abort(txn);
   return from_mdb(mrc);
@@ -786,6 +808,10 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg__store_unlock(s);
   if (rc) return rc;
   do {
+    /* The unit's slots are read here, without the lock: the hold below
+       only checks and takes them (tg__capture_stage). A failure to stage
+       only means the step copies under the lock. */
+    (void)tg__capture_stage(&s->g, cap);
     tg__store_lock(s);
     rc = tg__capture_step(&s->g, cap, 1);
     if (rc == 0) tg__capture_end(&s->g, cap);

@@ -26,8 +26,9 @@
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
  * takes the store lock), and the guardian's pressure callback
- * (on_pressure, application code), and a checkpoint's copy of one unit
- * of 4096 slots (copy-on-write, token/graph.h). Never a disk flush: STRICT
+ * (on_pressure, application code), and a checkpoint's take of one unit
+ * of 4096 slots (read beforehand without the lock) or a writer's own copy
+ * of one (copy-on-write, token/graph.h). Never a disk flush: STRICT
  * callers announce themselves before taking the lock and wait for
  * durability after releasing it (strict_enter / strict_wait below); never an LMDB call
  * (checkpoints copy in short lock holds and write outside the lock).
@@ -244,6 +245,8 @@ void tg_store_config_init(tg_store_config *cfg) {
   tg_wal_config_init(&cfg->wal);
   cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
+  cfg->repl_replicas = 1;
+  cfg->repl_ack_timeout_ms = 10000;
 }
 
 /* A read-only handle's refresh may replace its whole graph (readonly.c),
@@ -359,7 +362,9 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     rc = TG_EINVAL;
     goto fail;
   }
-  s = calloc(1, sizeof *s);
+  /* Aligned: the struct keeps hot fields on separate cache lines. */
+  s = aligned_alloc(_Alignof(tg_store), sizeof *s);
+  if (s) memset(s, 0, sizeof *s);
   if (!s) {
     rc = TG_ENOMEM;
     goto fail;
