@@ -12,7 +12,9 @@
  *                 so readers see the state before it or after it.
  *   lock          the store lock (a futex lock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
- *                 last_lsn, and the order of appends to the WAL.
+ *                 last_lsn, and the order of appends to the WAL; except
+ *                 for token creates served from a thread's cache, which
+ *                 its holder waits out after taking it (SHARDS, below).
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
