@@ -19,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "store/store_internal.h"
 #include "util.h"
 
 #define WRITERS 4
@@ -411,6 +413,27 @@ static void test_writers_killed_at_relaxed_leave_each_threads_prefix(void **stat
   kill_writers_at(TG_RELAXED);
 }
 
+/* ---- fresh memory off the creating thread ---------------------------------- */
+
+static void test_a_create_that_fills_a_chunk_takes_the_chunk_faulted_ahead(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  tg__arena *a = &s->g.tokens;
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0); /* the first chunk */
+  TGT_WAIT_UNTIL(__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE) != NULL, "a spare chunk");
+  unsigned char *spare = __atomic_load_n(&a->spare, __ATOMIC_ACQUIRE);
+  while (TG__LOAD_RELAXED(a->nchunks) < 2) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_ptr_equal(a->chunks[1], spare);
+  /* Its pages are there: the prefaulter faulted them, not this thread. */
+  unsigned char vec[TG__CHUNK_BYTES / 4096];
+  assert_int_equal(mincore(spare, TG__CHUNK_BYTES, vec), 0);
+  for (size_t i = 0; i < sizeof vec; i++) assert_true(vec[i] & 1);
+  /* And the next one is made ahead again. */
+  TGT_WAIT_UNTIL(__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE) != NULL, "the next spare chunk");
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -421,6 +444,7 @@ int main(void) {
       TGT_TEST(test_writers_killed_at_strict_lose_no_acknowledged_create),
       TGT_TEST(test_writers_killed_at_balanced_leave_each_threads_prefix),
       TGT_TEST(test_writers_killed_at_relaxed_leave_each_threads_prefix),
+      cmocka_unit_test(test_a_create_that_fills_a_chunk_takes_the_chunk_faulted_ahead),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -332,6 +332,41 @@ static void store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
 }
 
+/* ---- fresh memory off the creating thread --------------------------------- */
+
+/* The prefaulter: keeps one token chunk mapped and faulted ahead, so the
+   create that fills a chunk (under the store lock, stalling other writers)
+   takes it instead of faulting 2 MiB itself (token/arena.h). It sleeps on
+   pf_word until a grow took the spare or close asks it to end. */
+static void *prefaulter(void *arg) {
+  tg_store *s = arg;
+  for (;;) {
+    int seen = __atomic_load_n(&s->pf_word, __ATOMIC_ACQUIRE);
+    if (atomic_load_explicit(&s->pf_stop, memory_order_acquire)) break;
+    (void)tg__arena_prefault(&s->g.tokens); /* no memory: the grow maps */
+    syscall(SYS_futex, &s->pf_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+  }
+  return NULL;
+}
+
+static void prefaulter_start(tg_store *s) {
+  atomic_init(&s->pf_stop, 0);
+  s->g.tokens.spare_wake = &s->pf_word;
+  /* Without the thread, grows map as before. */
+  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) s->pf_started = 1;
+  else s->g.tokens.spare_wake = NULL;
+}
+
+static void prefaulter_stop(tg_store *s) {
+  if (!s->pf_started) return;
+  atomic_store_explicit(&s->pf_stop, 1, memory_order_release);
+  __atomic_fetch_add(&s->pf_word, 1, __ATOMIC_RELEASE);
+  syscall(SYS_futex, &s->pf_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  pthread_join(s->pf_thread, NULL);
+  s->pf_started = 0;
+  s->g.tokens.spare_wake = NULL;
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 int tg_store_open(tg_store **out, const char *dir, const tg_store_config *cfg) {
@@ -399,6 +434,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   /* A read-only handle is a view of another store's state: counted in its
      owner's metrics, not twice. */
   if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  if (!s->read_only) prefaulter_start(s);
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -427,6 +463,7 @@ int tg_store_close(tg_store *s) {
   }
 #endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
+  prefaulter_stop(s);
   tg__store_reclaim_credit(s); /* no call runs: the counts are exact */
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = tg__store_last_lsn(s);
   int rc = tg__store_close_dir(s);

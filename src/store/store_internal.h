@@ -64,6 +64,12 @@ struct tg_store {
                                    (SHARDS in store.c) */
   atomic_uint nshards;          /* caches claimed (may pass the maximum:
                                    read it through shards_in_use()) */
+  pthread_t pf_thread;          /* open/close: makes the token arena's
+                                   spare chunk (tg__arena_prefault) */
+  int pf_started;               /* open/close */
+  int pf_word;                  /* futex word: bumped by a grow that took
+                                   the spare, and by close (atomics) */
+  atomic_int pf_stop;           /* close: the prefaulter ends */
   uint64_t connections_batched; /* lock; relaxed stores: made by batches */
 
   /* Durable stores only (wal != NULL). */

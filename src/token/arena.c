@@ -4,7 +4,9 @@
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tokengraph/errors.h"
@@ -46,13 +48,14 @@ static void *default_map(size_t bytes) {
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
-static long map_budget = -1;
+static long map_budget = -1; /* relaxed atomic loads by tg__arena_prefault() */
 
-void tg__arena_set_map_budget(long n) { map_budget = n; }
+void tg__arena_set_map_budget(long n) { __atomic_store_n(&map_budget, n, __ATOMIC_RELAXED); }
 
 static void *map_chunk(size_t bytes) {
-  if (map_budget == 0) return NULL;
-  if (map_budget > 0) map_budget--;
+  long b = __atomic_load_n(&map_budget, __ATOMIC_RELAXED);
+  if (b == 0) return NULL;
+  if (b > 0) __atomic_store_n(&map_budget, b - 1, __ATOMIC_RELAXED);
   return default_map(bytes);
 }
 
@@ -80,6 +83,7 @@ void tg__arena_free(tg__arena *a) {
     for (uint32_t c = 0; c < a->map_hi; c++)
       if (a->map[c]) munmap(a->map[c], TG__MAP_CHUNK_BYTES);
   }
+  if (a->spare) default_unmap(a->spare, TG__CHUNK_BYTES);
   free(a->chunks);
   free(a->map);
   free(a->map_live);
@@ -178,9 +182,32 @@ void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
   a->fast_end = 0;
 }
 
+int tg__arena_prefault(tg__arena *a) {
+  if (__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) return 0;
+  if (__atomic_load_n(&map_budget, __ATOMIC_RELAXED) >= 0) return 0;
+  unsigned char *p = default_map(TG__CHUNK_BYTES);
+  if (!p) return TG_ENOMEM;
+  unsigned char *none = NULL;
+  /* Release: the grow that takes it (acquire) sees it mapped and faulted. */
+  if (__atomic_compare_exchange_n(&a->spare, &none, p, 0, __ATOMIC_RELEASE,
+                                  __ATOMIC_RELAXED))
+    return 1;
+  default_unmap(p, TG__CHUNK_BYTES);
+  return 0;
+}
+
 int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
-  unsigned char *p = map_chunk(TG__CHUNK_BYTES);
+  unsigned char *p = NULL;
+  /* Not while the seam limits chunks: those tests count every chunk. */
+  if (a->spare_wake && __atomic_load_n(&map_budget, __ATOMIC_RELAXED) < 0) {
+    p = __atomic_exchange_n(&a->spare, NULL, __ATOMIC_ACQUIRE);
+    /* Ask for the next one now: a relaxed bump and a wake-up (once per
+       32,768 slots). */
+    __atomic_fetch_add(a->spare_wake, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, a->spare_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  }
+  if (!p) p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   /* Plain: readers reach this entry only through a `next` published past
      it later (release, tg__arena_publish). */

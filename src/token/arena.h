@@ -117,6 +117,11 @@ typedef struct tg__arena {
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
+  unsigned char *spare;   /* a chunk mapped and faulted ahead by another
+                             thread (tg__arena_prefault()), taken by the
+                             next grow; atomic exchanges only, NULL none */
+  int *spare_wake;        /* a futex word to bump and wake when the grow
+                             took the spare (NULL: nobody makes spares) */
   uint32_t fast_end;      /* the fast path may hand out cursor + 1 while
                              cursor < fast_end: up to the end of the map
                              chunk the slow path last mapped, before any
@@ -141,8 +146,20 @@ int tg__arena_init(tg__arena *a, uint32_t id_off);
 /* Unmap every chunk. Safe on a zeroed or failed arena. */
 void tg__arena_free(tg__arena *a);
 
-/* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots. */
+/* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots.
+   Takes the spare chunk when one is ready (no fault on this thread), then
+   wakes whoever makes spares (a_spare_wake). */
 int tg__arena_grow(tg__arena *a);
+
+/*
+ * Fresh memory off the creating thread: map and fault a chunk ahead and
+ * leave it as the spare, unless one is there already. Any thread, no lock
+ * (the spare is handed over by atomic exchanges). 1 when it made one, 0
+ * when there was one, TG_ENOMEM. While the allocation seam limits chunks
+ * (tg__arena_set_map_budget()), it makes none, so tests that drive the
+ * arena out of memory count only the chunks creates map.
+ */
+int tg__arena_prefault(tg__arena *a);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
