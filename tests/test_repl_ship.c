@@ -253,6 +253,28 @@ static void test_replicated_call_fails_while_the_server_is_down_then_resumes(voi
   tgn_server_stop(&srv);
 }
 
+static void test_balanced_store_fails_and_closes_when_the_server_is_gone(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "ship_gone", TG_BALANCED);
+  cfg.repl_ack_timeout_ms = 1000;
+  cfg.wal.linger_us = 0; /* a batch per few appends: the window fills */
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  tgn_server_kill_node(&srv, 0);
+  /* Creation goes on (nothing waits for the stream) until the ack timeout
+     fails the log; the writer, stuck on a full window or not, gets out. */
+  int rc = 0;
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while ((rc = tg_token_create(s, NULL, &id)) == 0 && tgp_now_ns() < deadline) {
+  }
+  assert_int_equal(rc, TG_EIO);
+  assert_int_equal(tg_store_close(s), TG_EIO); /* returns: nothing hangs */
+  tgn_server_stop(&srv);
+}
+
 static void test_second_writer_fences_the_first(void **state) {
   (void)state;
   tg_store_config cfg = repl_config(srv1.url, "ship_fence", TG_REPLICATED);
@@ -386,6 +408,9 @@ int main(void) {
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(test_record_over_one_message_is_refused_and_nothing_changes,
                                       tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_balanced_store_fails_and_closes_when_the_server_is_gone, tgt_setup,
+          tgt_teardown),
       cmocka_unit_test_setup_teardown(test_second_writer_fences_the_first, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(

@@ -278,6 +278,16 @@ typedef struct tg_store tg_store;
  * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -EPERM (the
  * directory belongs to another user: its owner must open it, since files
  * made now would lock the owner out; nothing is changed), -errno.
+ * With replication (nats_url, repl_name; docs/durability.md "REPLICATED"):
+ * TG_ECONFIG (an incomplete or invalid replication setting, or
+ * TG_REPLICATED without one), TG_ENOTSUP (built without libnats), TG_EIO
+ * (the server cannot be reached or refused the stream), TG_EFENCED (the
+ * stream went on past this directory's log: another writer took over), and
+ * the open first publishes what the stream lacks of the log.
+ * A replicating store's mutating calls may also return TG_EFENCED (fenced:
+ * every later mutation too; reads work) and, for a record too large for
+ * one 1 MiB message (a batch over about 15,000 entries), TG_EINVAL with
+ * nothing changed.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);

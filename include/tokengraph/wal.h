@@ -198,7 +198,9 @@ TG_API int tg_wal_sync(tg_wal *w, uint64_t lsn);
 
 /*
  * 0 if the WAL works, otherwise the error that failed it (TG_ENOSPC or
- * TG_EIO); *os_errno (if not NULL) gets the errno the system call gave.
+ * TG_EIO; for a store that replicates, also TG_EFENCED: another writer
+ * took over its stream, docs/durability.md "REPLICATED"); *os_errno (if
+ * not NULL) gets the errno the system call gave (0 for TG_EFENCED).
  * A failed WAL is never retried: every later append and sync returns the
  * error, records already durable stay durable, and reopening the
  * directory (after freeing space, for ENOSPC) recovers what is on disk.
@@ -233,6 +235,17 @@ typedef struct tg_wal_stats {
   uint64_t written_lsn;    /* highest LSN written to the file */
   uint64_t durable_lsn;    /* highest LSN known durable */
   int failed;              /* as tg_wal_failed() */
+  uint64_t paced;          /* BALANCED: appends that waited for the writer
+                              to catch up (more records queued before
+                              theirs than it writes in a quarter of
+                              sync_interval_ms; counted when the wait
+                              begins) */
+  uint64_t paced_ns;       /* total time appenders waited for that */
+  uint64_t queue_limit;    /* BALANCED: the queued records past which an
+                              append waits for the writer (or, nonblocking,
+                              gets TG_EAGAIN), kept at what the writer
+                              drains in a quarter of sync_interval_ms;
+                              ring_slots at the other levels */
 } tg_wal_stats;
 
 /* Snapshot the counters (each read atomically; the set is not one instant).

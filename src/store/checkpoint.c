@@ -14,6 +14,8 @@
  *                      connections, u32 token high-water mark, u32
  *                      connection high-water mark, u32 CRC-32 of the key
  *                      "state" and the 40 bytes before it
+ *          "repl_stream_seq", "repl_epoch" -> u64 each, a replicating
+ *                      store only (ship.c): the stream's position at lsn
  *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
  *                      4 bytes and the 64 (68 bytes)
  *   conns  u32 id   -> the 64-byte tg_connection with its links, then its

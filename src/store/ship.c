@@ -162,6 +162,7 @@ int tg__ship_config_check(const tg_store_config *cfg, char *msg, size_t len) {
 static void fail_locked(tg__ship *sh, int rc) {
   if (sh->failed) return;
   sh->failed = rc;
+  tg__repl_cancel(sh->r); /* a writer stuck on a full window returns */
   if (sh->w) tg__wal_ship_failed(sh->w, rc);
   pthread_cond_broadcast(&sh->cv);
 }
