@@ -805,7 +805,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
   tg__store_lock(s);
-  uint64_t lsn = s->last_lsn;
+  uint64_t lsn = tg__store_last_lsn(s); /* the threads' caches' too */
   int rc = tg__capture_begin(&s->g, cap, s->ckpt_full);
   tg__store_unlock(s);
   if (rc) return rc;
