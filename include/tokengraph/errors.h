@@ -43,14 +43,19 @@ extern "C" {
   XX(ECLOSED,   -30013, "the handle is closed")                               \
   XX(EEXIST,    -30014, "already exists")                                  \
   XX(EREADONLY, -30015, "the store was opened read-only: it cannot be "     \
-                        "changed")
+                        "changed")                                            \
+  XX(ENOTSUP,   -30016, "not supported by this build (replication needs "    \
+                        "libnats)")                                           \
+  XX(EFENCED,   -30017, "fenced: another writer took over the replication "  \
+                        "stream; this store refuses changes (reads still "    \
+                        "work); reopen it as a replica")
 
 enum tg_errno {
 #define TG__ERR_ENUM(name, num, msg) TG_##name = (num),
   TG_ERR_MAP(TG__ERR_ENUM)
 #undef TG__ERR_ENUM
   TG_ERR_FIRST = -30001,
-  TG_ERR_LAST = -30015
+  TG_ERR_LAST = -30017
 };
 
 /*

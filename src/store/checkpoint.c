@@ -57,6 +57,11 @@
 #define VALUE_BYTES 68u  /* format 2: image + CRC */
 #define STATE_BYTES 44u
 #define HW_UNKNOWN 0xFFFFFFFFu
+/* Replication (docs/store-format.md): the stream sequence of the last WAL
+   message the checkpoint's LSN covers wholly, and its epoch; u64 each,
+   absent when the store never replicated. */
+#define REPL_SEQ_KEY "repl_stream_seq"
+#define REPL_EPOCH_KEY "repl_epoch"
 
 /* What lmdb_check.c lets through: the three named databases and nothing
    else, with the key and value sizes either format can have. */
@@ -521,6 +526,17 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
   s->ckpt_id_flags = cs.id_flags;
+  /* The replication position saved with the checkpoint (absent: none). */
+  s->repl_seq = s->repl_epoch = 0;
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_SEQ_KEY, &s->repl_seq)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, &s->repl_epoch)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  mrc = 0;
+  s->ckpt_repl_seq = s->repl_seq;
+  s->ckpt_repl_epoch = s->repl_epoch;
   /* Committed either way: the handles opened in it live only if it is.
      Live: the handles serve the pinned transaction, which the load goes
      on reading in, and which tg__store_unpin_checkpoint() ends. */
@@ -720,7 +736,8 @@ static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
   return 0;
 }
 
-static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
+static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
+                          uint64_t repl_seq, uint64_t repl_epoch) {
   MDB_txn *txn = NULL;
   MDB_stat ts, cs;
   MDB_val lk = {3, (void *)"lsn"};
@@ -760,6 +777,10 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
                    cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
+  if ((repl_seq || repl_epoch) &&
+      ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
+       (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
+    goto fail;
   return commit_durable(s, txn);
 fail:
   mdb_txn_abort(txn);
@@ -782,6 +803,9 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   if (s->ckpt_failed) return s->ckpt_failed;
   tg__store_lock(s);
   uint64_t lsn = s->last_lsn;
+  /* Taken with the LSN: a replica applies a message in one lock hold, so
+     the position names the message that ends at lsn. */
+  uint64_t repl_seq = s->repl_seq, repl_epoch = s->repl_epoch;
   int rc = tg__capture_begin(&s->g, cap, s->ckpt_full);
   tg__store_unlock(s);
   if (rc) return rc;
@@ -803,7 +827,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
      or a crash could leave the log shorter than the checkpoint and reuse
      LSNs it covers. */
   if (lsn) rc = tg_wal_sync(s->wal, lsn);
-  if (!rc) rc = snapshot_write(s, cap, lsn);
+  if (!rc) rc = snapshot_write(s, cap, lsn, repl_seq, repl_epoch);
   tg__store_lock(s);
   if (rc) {
     tg__capture_remark(&s->g, cap);
@@ -812,6 +836,8 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
     /* Relaxed stores: tg_store_stats_get() reads them without the lock. */
     TG__STORE_RELAXED(s->ckpt_lsn, lsn);
     TG__STORE_RELAXED(s->checkpoints, s->checkpoints + 1u);
+    s->ckpt_repl_seq = repl_seq;
+    s->ckpt_repl_epoch = repl_epoch;
   }
   tg__store_unlock(s);
   if (rc) return rc;

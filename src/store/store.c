@@ -352,6 +352,8 @@ int tg_store_close(tg_store *s) {
   }
 #endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
+  tg__replica_free(s->replica); /* its follower appends to the WAL */
+  s->replica = NULL;
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
   int rc = tg__store_close_dir(s);
   tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);
@@ -418,11 +420,14 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
-/* A read-only handle (readonly.c) changes nothing: every mutating call
-   starts here. read_only sits beside wal, which the same calls read. */
+/* A read-only handle (readonly.c) and a replica that was not promoted
+   (replica.c) change nothing: every mutating call starts here. A relaxed
+   load: promotion clears the flag once the follower has stopped, and a
+   call that still sees it set is refused as it would have been a moment
+   earlier. */
 #define REFUSE_READ_ONLY(s)                                   \
   do {                                                        \
-    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+    if (__builtin_expect(TG__LOAD_RELAXED((s)->writes_refused), 0)) return TG_EREADONLY; \
   } while (0)
 
 /* ---- quota rejections ---------------------------------------------------- */

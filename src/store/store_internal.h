@@ -107,6 +107,20 @@ struct tg_store {
                                    reusing the checkpoint's pages while they
                                    are checked and loaded */
 
+  /* Replication (replica.c; docs/operations.md, "Replication"). */
+  int writes_refused;           /* relaxed (REFUSE_READ_ONLY): 1 on a
+                                   read-only handle, and on a replica until
+                                   it is promoted */
+  uint64_t repl_seq;            /* lock: stream sequence of the last WAL
+                                   message applied wholly (a replica), 0 =
+                                   none; saved with each checkpoint */
+  uint64_t repl_epoch;          /* lock: that message's epoch */
+  uint64_t ckpt_repl_seq;       /* as ckpt_lsn: the position the last
+                                   checkpoint saved (0: none) */
+  uint64_t ckpt_repl_epoch;     /* as ckpt_lsn */
+  struct tg__replica *replica;  /* open/close: the follower, NULL on a
+                                   store that is not a replica */
+
   /* Batches (batch.c). */
   uint64_t serial;              /* open/close: unique among the stores this
                                    process opened (tg_last_lsn) */
@@ -151,6 +165,11 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #else
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
+
+/* A replica's follower (replica.c): stop it and free it, before the
+   store's WAL closes. Accepts NULL. */
+struct tg__replica;
+void tg__replica_free(struct tg__replica *rep);
 
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
