@@ -683,6 +683,86 @@ static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
+/* `tg-replica follow` in the background: applies, then on SIGTERM saves
+   its position and exits 0; `status` reads the position while it runs
+   and after; `promote` makes the directory the writer's. */
+static void test_tg_replica_follows_reports_and_promotes(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 500);
+  uint64_t last = last_lsn_of(p.s);
+  unsigned msgs = publish_log(p.dir, 1, last, 25, 1);
+  assert_int_equal(tg_store_close(p.s), 0);
+  char rdir[300], outp[400];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  snprintf(outp, sizeof outp, "%s/follow.out", tgt_root);
+  tgt_write_file(outp, ""); /* there before the child writes it */
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(outp, O_WRONLY | O_APPEND);
+    if (fd < 0) _exit(126);
+    dup2(fd, 1);
+    execl(TG_REPLICA_BIN, TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+          "--dir", rdir, "--json", (char *)NULL);
+    _exit(127);
+  }
+  /* Wait for a status line that shows the last LSN applied. */
+  char want[64];
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  uint64_t t0 = tgp_now_ns();
+  for (;;) {
+    char *out = tgt_read_file(outp, NULL);
+    int seen = out && strstr(out, want);
+    free(out);
+    if (seen) break;
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) {
+      kill(pid, SIGKILL);
+      fail_msg("tg-replica follow never reported LSN %" PRIu64, last);
+    }
+    tgt_pause();
+  }
+  kill(pid, SIGTERM);
+  int st = tgt_wait_child(pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  /* The position was saved with the exit's checkpoint. */
+  const char *sargs[] = {"status", "--nats", srv.url, "--stream", name, "--dir", rdir,
+                         "--json", NULL};
+  tgt_run_out o = tgt_run(TG_REPLICA_BIN, sargs, NULL, tgt_root);
+  assert_int_equal(o.status, 0);
+  char pos[128];
+  snprintf(pos, sizeof pos, "\"repl_stream_seq\":%u,\"repl_epoch\":1", msgs);
+  if (!strstr(o.out, pos)) fail_msg("status lacks %s: %s", pos, o.out);
+  snprintf(pos, sizeof pos, "\"stream_last_seq\":%u", msgs);
+  if (!strstr(o.out, pos)) fail_msg("status lacks %s: %s", pos, o.out);
+  tgt_run_free(&o);
+  const char *pargs[] = {"promote", "--nats", srv.url, "--stream", name, "--dir", rdir,
+                         "--json", NULL};
+  o = tgt_run(TG_REPLICA_BIN, pargs, NULL, tgt_root);
+  if (o.status != 0) fail_msg("promote: status %d: %s", o.status, o.err);
+  assert_non_null(strstr(o.out, "\"promoted\":true,\"epoch\":2"));
+  tgt_run_free(&o);
+  /* The directory opens as an ordinary writer, continuing the LSNs. */
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  tg_store *w = tgt_open(rdir, &cfg);
+  assert_int_equal(tgt_stats(w).last_lsn, last);
+  tg_token t = {0};
+  uint32_t id = 0;
+  assert_int_equal(tg_token_create(w, &t, &id), 0);
+  assert_int_equal(tgt_stats(w).last_lsn, last + 1);
+  assert_int_equal(tg_store_close(w), 0);
+  /* Bad usage is told apart. */
+  const char *bad[] = {"follow", "--dir", rdir, NULL};
+  o = tgt_run(TG_REPLICA_BIN, bad, NULL, tgt_root);
+  assert_int_equal(o.status, 64);
+  tgt_run_free(&o);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(void) {
@@ -703,6 +783,7 @@ int main(void) {
       T(test_promote_takes_the_lease_and_allows_writes),
       T(test_a_lease_taken_since_it_was_read_is_not_overwritten),
       T(test_applied_lsn_moves_a_whole_message_at_a_time),
+      T(test_tg_replica_follows_reports_and_promotes),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -999,6 +999,21 @@ typedef struct tg_replica_status {
 /* Fill *out. TG_EINVAL when s or out is NULL. */
 TG_API int tg_replica_status_get(tg_store *s, tg_replica_status *out);
 
+/* What the replication stream and the lease of repl_name hold now. */
+typedef struct tg_repl_stream_info {
+  uint64_t first_seq;        /* the stream's first sequence (purged below) */
+  uint64_t last_seq;         /* its last (0: nothing shipped yet) */
+  uint64_t lease_epoch;      /* the leader lease's epoch (0: no lease) */
+  uint64_t lease_lsn;        /* the LSN its holder wrote with it */
+  char lease_owner[128];     /* "<host>:<pid>:<random>", "" when none */
+} tg_repl_stream_info;
+
+/* Read the stream TG_<repl_name> and the lease at nats_url (the lease
+   bucket is not created when missing). Errors as tg_replica_open()'s
+   NATS errors, with a one-line explanation in msg. */
+TG_API int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
+                                   tg_repl_stream_info *out, char *msg, size_t msglen);
+
 /*
  * Make the replica the writer: take the leader lease (KV bucket
  * TG_LEASE_<repl_name>, key "leader") with compare-and-swap on its

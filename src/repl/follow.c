@@ -206,6 +206,10 @@ void tg__follow_close(tg__follow *f) {
 static int lease_bucket(tg__follow *f, uint32_t ttl_ms, char *msg, size_t len) {
   if (f->kv) return 0;
   natsStatus st = js_KeyValue(&f->kv, f->js, f->bucket);
+  if ((st == NATS_NOT_FOUND || st == NATS_ERR) && ttl_ms == UINT32_MAX) {
+    f->kv = NULL;
+    return -ENOENT;
+  }
   if (st == NATS_NOT_FOUND || st == NATS_ERR) {
     kvConfig kc;
     kvConfig_Init(&kc);
@@ -240,6 +244,7 @@ int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *m
   kvEntry *e = NULL;
   int rc = lease_bucket(f, ttl_ms, msg, len);
   memset(out, 0, sizeof *out);
+  if (rc == -ENOENT && ttl_ms == UINT32_MAX) return 0; /* no bucket, no lease */
   if (rc) return rc;
   natsStatus st = kvStore_Get(&e, f->kv, "leader");
   if (st == NATS_NOT_FOUND) return 0;

@@ -66,7 +66,8 @@ typedef struct tg__lease {
 } tg__lease;
 
 /* Read the lease (bucket created when missing, with ttl_ms as its max
-   age; 0 = none). An absent key gives epoch 0, revision 0. */
+   age, 0 = none; ttl_ms == UINT32_MAX: not created, and a missing bucket
+   reads as no lease). An absent key gives epoch 0, revision 0. */
 int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *msg,
                          size_t len);
 

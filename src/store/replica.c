@@ -532,6 +532,30 @@ static void owner_id(char *out, size_t n) {
 }
 #endif
 
+int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
+                            tg_repl_stream_info *out, char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!out || !nats_url || !repl_name) return TG_EINVAL;
+  memset(out, 0, sizeof *out);
+#ifndef TG_HAVE_NATS
+  tg__say(msg, msglen, "replication needs NATS: this tokengraph was built without libnats");
+  return TG_ENOTSUP;
+#else
+  tg__follow *f = NULL;
+  tg__lease lease;
+  int rc = tg__follow_open(&f, nats_url, repl_name, msg, msglen);
+  if (!rc) rc = tg__follow_bounds(f, &out->first_seq, &out->last_seq, msg, msglen);
+  if (!rc) rc = tg__follow_lease_get(f, UINT32_MAX, &lease, msg, msglen);
+  if (!rc) {
+    out->lease_epoch = lease.epoch;
+    out->lease_lsn = lease.lsn;
+    snprintf(out->lease_owner, sizeof out->lease_owner, "%s", lease.owner);
+  }
+  tg__follow_close(f);
+  return rc;
+#endif
+}
+
 int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen) {
   if (msg && msglen) msg[0] = 0;
   if (!s || !s->replica) return TG_EINVAL;
