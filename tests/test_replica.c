@@ -25,6 +25,7 @@
 
 #include "nats_server.h"
 #include "repl/follow.h"
+#include "store/store_internal.h"
 #include "wal/wal_internal.h"
 
 static tgn_server srv;
@@ -272,6 +273,17 @@ static tg_store *replica_open(const char *dir, const tg_replica_config *cfg) {
   return r;
 }
 
+/* Wait until r applied lsn; fail with what stopped it. */
+static void wait_for(tg_store *r, uint64_t lsn) {
+  int rc = tg_wait_lsn(r, lsn, 120000);
+  if (rc) {
+    tg_replica_status st;
+    tg_replica_status_get(r, &st);
+    fail_msg("waiting for LSN %" PRIu64 ": %s at LSN %" PRIu64 ": %s", lsn, tg_err_name(rc),
+             st.applied_lsn, st.message);
+  }
+}
+
 /* The record lines of `tg-replay dump DIR --from LSN` (the last line, the
    directory's summary, left out). */
 static char *dump_records(const char *dir, uint64_t from) {
@@ -303,7 +315,7 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, last, 120000), 0);
+  wait_for(r, last);
   assert_int_equal(tg_replica_applied_lsn(r), last);
   assert_same(p.s, r);
   tg_replica_status st;
@@ -333,7 +345,7 @@ static void test_a_replica_refuses_every_mutating_call(void **state) {
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, last_lsn_of(p.s), 120000), 0);
+  wait_for(r, last_lsn_of(p.s));
   tg_token t = {0};
   uint32_t id = 0;
   tg_batch *b = NULL;
@@ -360,11 +372,11 @@ static void test_wait_lsn_times_out_before_the_record_arrives(void **state) {
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, last - 5, 120000), 0);
+  wait_for(r, last - 5);
   assert_int_equal(tg_wait_lsn(r, last, 50), -ETIMEDOUT);
   assert_int_equal(tg_replica_applied_lsn(r), last - 5);
   publish_log(p.dir, last - 4, last, 4, 1);
-  assert_int_equal(tg_wait_lsn(r, last, 120000), 0);
+  wait_for(r, last);
   assert_same(p.s, r);
   assert_int_equal(tg_store_close(r), 0);
   assert_int_equal(tg_store_close(p.s), 0);
@@ -381,7 +393,7 @@ static void test_a_restarted_follower_resumes_from_its_persisted_position(void *
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, mid, 120000), 0);
+  wait_for(r, mid);
   assert_int_equal(tg_checkpoint(r), 0);
   assert_int_equal(tg_store_close(r), 0);
   /* tg-replay stats shows the position the checkpoint saved. */
@@ -396,7 +408,7 @@ static void test_a_restarted_follower_resumes_from_its_persisted_position(void *
   uint64_t last = last_lsn_of(p.s);
   unsigned m2 = publish_log(p.dir, mid + 1, last, 16, 1);
   r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, last, 120000), 0);
+  wait_for(r, last);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   /* Only the messages after the position were read. */
@@ -420,12 +432,12 @@ static void test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothin
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, a, 120000), 0);
+  wait_for(r, a);
   assert_int_equal(tg_checkpoint(r), 0);
   primary_work(&p, 600);
   uint64_t b = last_lsn_of(p.s);
   publish_log(p.dir, a + 1, b, 0, 1);
-  assert_int_equal(tg_wait_lsn(r, b, 120000), 0);
+  wait_for(r, b);
   /* Its log now runs past the checkpoint's position: on reopen the
      messages after the position are read again and the records the log
      replayed are skipped. */
@@ -434,7 +446,7 @@ static void test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothin
   uint64_t c = last_lsn_of(p.s);
   publish_log(p.dir, b + 1, c, 0, 1);
   r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, c, 120000), 0);
+  wait_for(r, c);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, c - b);
@@ -463,7 +475,7 @@ static void test_a_purge_below_the_followers_position_is_detected(void **state) 
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, mid, 120000), 0);
+  wait_for(r, mid);
   assert_int_equal(tg_checkpoint(r), 0);
   assert_int_equal(tg_store_close(r), 0);
   primary_work(&p, 400);
@@ -563,7 +575,7 @@ static void test_a_replica_bootstraps_from_a_backup_and_the_stream_tail(void **s
   tg_replica_config cfg = replica_config();
   cfg.bootstrap_dir = bdir;
   tg_store *r = replica_open(rdir, &cfg);
-  assert_int_equal(tg_wait_lsn(r, last, 120000), 0);
+  wait_for(r, last);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, last - mid);
@@ -676,7 +688,7 @@ static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
       uint64_t lsn = tg_replica_applied_lsn(r);
       if (lsn % 5) fail_msg("applied LSN %" PRIu64 " is inside a message", lsn);
     }
-    assert_int_equal(tg_wait_lsn(r, last, 120000), 0);
+    wait_for(r, last);
   }
   assert_same(p.s, r);
   assert_int_equal(tg_store_close(r), 0);
@@ -763,6 +775,127 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   tgt_run_free(&o);
 }
 
+static void stream_bounds(const char *which, uint64_t *first, uint64_t *last) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetStreamInfo(&si, js, which, NULL, &jerr), NATS_OK);
+  *first = si->State.FirstSeq;
+  *last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+}
+
+/* What a shipping primary records with each checkpoint: the stream
+   sequence of the last message its LSN covers (set here by hand, as the
+   messages are published by the test). */
+static void set_position(tg_store *s, uint64_t seq, uint64_t epoch) {
+  tg__store_lock(s);
+  s->repl_seq = seq;
+  s->repl_epoch = epoch;
+  tg__store_unlock(s);
+}
+
+static void test_a_new_replica_starts_from_the_newest_snapshot(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 1500);
+  uint64_t mid = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  set_position(p.s, m1, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  char msg[512] = "";
+  uint64_t snap_lsn = 0;
+  int rc = tg_repl_snapshot_publish(p.s, srv.url, name, &snap_lsn, msg, sizeof msg);
+  if (rc) fail_msg("snapshot: %s: %s", tg_err_name(rc), msg);
+  assert_int_equal(snap_lsn, mid);
+  primary_work(&p, 500);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, mid + 1, last, 10, 1);
+  /* The WAL stream no longer holds what the snapshot covers. */
+  purge_below(m1 + 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, last - mid);
+  assert_int_equal(st.error, 0);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  /* Without the snapshot a new replica would need the purged messages. */
+  cfg.bootstrap_snapshot = 0;
+  snprintf(rdir, sizeof rdir, "%s/replica2", tgt_root);
+  r = replica_open(rdir, &cfg);
+  assert_int_equal(tg_wait_lsn(r, last, 120000), -ENODATA);
+  assert_int_equal(tg_replica_applied_lsn(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream(
+    void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  /* About 40,000 tokens: a checkpoint of several MiB. */
+  tg_batch *b = NULL;
+  for (int k = 0; k < 40; k++) {
+    assert_int_equal(tg_batch_begin(p.s, &b), 0);
+    for (int i = 0; i < 1000; i++) {
+      tg_token t = {0};
+      t.timestamp = (uint32_t)(k * 1000 + i);
+      uint32_t id;
+      assert_int_equal(tg_batch_token_create(b, &t, &id), 0);
+    }
+    assert_int_equal(tg_batch_commit(b), 0);
+  }
+  assert_int_equal(tg_sync(p.s), 0);
+  uint64_t a = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, a, 4, 1);
+  set_position(p.s, m1, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  char msg[512] = "", snap[96], snapsub[96];
+  snprintf(snap, sizeof snap, "TG_SNAP_%s", name);
+  snprintf(snapsub, sizeof snapsub, "tg.%s.snap", name);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  uint64_t f1, l1;
+  stream_bounds(snap, &f1, &l1);
+  assert_true(l1 - f1 + 1 >= 3); /* two chunks or more, and the manifest */
+  for (uint64_t q = f1; q <= l1; q++) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    assert_int_equal(js_GetMsg(&m, js, snap, q, NULL, &jerr), NATS_OK);
+    assert_true(natsMsg_GetDataLength(m) + 256 <= (1 << 20));
+    natsMsg_Destroy(m);
+  }
+  primary_work(&p, 300);
+  uint64_t bl = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, a + 1, bl, 10, 1);
+  set_position(p.s, m1 + m2, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  /* The older snapshot is gone; the WAL stream starts right after the
+     older snapshot's position. */
+  uint64_t f2, l2, wf, wl;
+  stream_bounds(snap, &f2, &l2);
+  assert_true(f2 > l1);
+  stream_bounds(stream, &wf, &wl);
+  assert_int_equal(wf, m1 + 1);
+  assert_int_equal(wl, m1 + m2);
+  /* And a new replica starts from it. */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, bl);
+  assert_int_equal(tgt_stats(r).checkpoint_lsn, bl);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(void) {
@@ -784,6 +917,8 @@ int main(void) {
       T(test_a_lease_taken_since_it_was_read_is_not_overwritten),
       T(test_applied_lsn_moves_a_whole_message_at_a_time),
       T(test_tg_replica_follows_reports_and_promotes),
+      T(test_a_new_replica_starts_from_the_newest_snapshot),
+      T(test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -931,6 +931,12 @@ typedef struct tg_replica_config {
                                 is missing or empty, so the replica starts
                                 at the backup's LSN instead of the stream's
                                 first message. Default NULL */
+  int bootstrap_snapshot;    /* 1 (default): a new replica (dir missing or
+                                empty, no bootstrap_dir) starts from the
+                                newest snapshot on TG_SNAP_<repl_name>
+                                (tg_repl_snapshot_publish()) when there is
+                                one; 0: always from the stream's first
+                                message */
   uint32_t fetch_batch;      /* messages asked per fetch; default 64 */
   uint32_t lease_ttl_ms;     /* max age of the leader lease bucket's
                                 entries, when this replica creates the
@@ -998,6 +1004,22 @@ typedef struct tg_replica_status {
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */
 TG_API int tg_replica_status_get(tg_store *s, tg_replica_status *out);
+
+/*
+ * Publish the store's last checkpoint as a snapshot for new replicas:
+ * a compacting copy of it, in chunks of under 1 MiB, then a manifest, on
+ * the stream TG_SNAP_<repl_name> (created when missing; the WAL stream
+ * TG_<repl_name> must exist). Older snapshots are then purged, and the WAL
+ * stream below the position of the previous snapshot: the stream keeps
+ * what follows the older of the two newest snapshots. A primary calls it
+ * after its checkpoints; writers go on meanwhile (checkpoints wait while
+ * the copy is made). *lsn_out (may be NULL) gets the snapshot's LSN.
+ * Errors: TG_EINVAL (in memory, read-only, or no checkpoint yet: call
+ * tg_checkpoint() first), TG_ENOTSUP, the NATS errors of
+ * tg_replica_open(), TG_ENOSPC, TG_EIO.
+ */
+TG_API int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl_name,
+                                    uint64_t *lsn_out, char *msg, size_t msglen);
 
 /* What the replication stream and the lease of repl_name hold now. */
 typedef struct tg_repl_stream_info {

@@ -79,3 +79,32 @@ int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint
                          char *msg, size_t len);
 
 #endif /* TG_REPL_FOLLOW_H */
+
+/* ---- snapshots (stream TG_SNAP_<name>, subject tg.<name>.snap) --------- */
+
+/* Create stream `stream` with `subject` when missing (file storage). */
+int tg__follow_stream_ensure(tg__follow *f, const char *stream, const char *subject,
+                             char *msg, size_t len);
+
+/* A header of a message, by name, as a decimal (see tg__follow_get). */
+typedef struct tg__follow_hdr {
+  const char *name;
+  uint64_t value; /* 0 when missing or not a number */
+} tg__follow_hdr;
+
+/* Publish data synchronously on subject with headers hdrs[0..nh) (decimal
+   values); *seq (may be NULL) gets the stream sequence. */
+int tg__follow_publish(tg__follow *f, const char *subject, const void *data, size_t len,
+                       const tg__follow_hdr *hdrs, int nh, uint64_t *seq, char *msg,
+                       size_t mlen);
+
+/* Read message `seq` of stream (seq 0: the last one on `subject`) into a
+   malloc'd *data (the caller frees it), its headers into hdrs[i].value.
+   -ENOENT: no such message. */
+int tg__follow_get(tg__follow *f, const char *stream, const char *subject, uint64_t seq,
+                   tg__follow_hdr *hdrs, int nh, void **data, size_t *len, uint64_t *seq_out,
+                   char *msg, size_t mlen);
+
+/* Remove the messages of stream below seq. */
+int tg__follow_purge_below(tg__follow *f, const char *stream, uint64_t seq, char *msg,
+                           size_t len);

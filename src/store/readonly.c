@@ -620,7 +620,7 @@ static int backup_once(MDB_env *env, const char *srcwal, const char *dest, uint6
 
 /* Make the copy a store: the directories fsynced (the files were, by
    copy_checkpoint() and the WAL's close), then the identity file, last. */
-static int backup_seal(const char *dest, char *msg, size_t len) {
+int tg__store_backup_seal(const char *dest, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(dest, "checkpoint");
   char *wdir = tg__path_join_alloc(dest, "wal");
   int rc = TG_ENOMEM;
@@ -715,7 +715,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
     pthread_mutex_unlock(&s->ckpt_mu);
     if (rc) tg__say(msg, len, "%s", m[0] ? m : tg_strerror(rc));
   }
-  if (!rc) rc = backup_seal(dest, msg, len);
+  if (!rc) rc = tg__store_backup_seal(dest, msg, len);
   if (!rc && progress) progress(arg, copied, lsn);
 out:
   if (wfd >= 0) close(wfd);

@@ -52,6 +52,7 @@
 void tg_replica_config_init(tg_replica_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   tg_store_config_init(&cfg->store);
+  cfg->bootstrap_snapshot = 1;
   cfg->fetch_batch = 64;
   cfg->lease_ttl_ms = 10000;
 }
@@ -326,23 +327,29 @@ static void *follower(void *arg) {
   return NULL;
 }
 
+/* 1 when dir is missing or an empty directory (a new replica), 0 when it
+   is a data directory, or an error. */
+static int is_new_dir(const char *dir, char *msg, size_t len) {
+  struct stat st;
+  if (stat(dir, &st)) return errno == ENOENT ? 1 : -errno;
+  int dfd = tg__store_open_dirfd(dir, msg, len);
+  if (dfd < 0) return dfd;
+  int rc = tg__store_check_identity(dfd, dir, msg, len);
+  close(dfd);
+  return rc;
+}
+
 /* Copy a backup into dir when dir is missing or empty. */
 static int bootstrap_from(const char *dir, const char *from, char *msg, size_t len) {
   struct stat st;
-  if (stat(dir, &st) == 0) {
-    int dfd = tg__store_open_dirfd(dir, msg, len);
-    if (dfd < 0) return dfd;
-    int rc = tg__store_check_identity(dfd, dir, msg, len);
-    close(dfd);
-    if (rc != 1) return rc < 0 ? rc : 0; /* a data directory already: resume */
-  }
+  int rc = is_new_dir(dir, msg, len);
+  if (rc != 1) return rc; /* a data directory already: resume */
   tg_store *src = NULL;
   tg_store_config rc_cfg;
   tg_store_config_init(&rc_cfg);
   rc_cfg.read_only = 1;
   rc_cfg.crash_dump = 0;
-  int rc = tg_store_open_msg(&src, from, &rc_cfg, msg, len);
-  if (rc) return rc;
+  if ((rc = tg_store_open_msg(&src, from, &rc_cfg, msg, len))) return rc;
   if (stat(dir, &st) == 0) rmdir(dir); /* an empty directory: backup wants none */
   rc = tg_store_backup_msg(src, dir, NULL, NULL, msg, len);
   tg_store_close(src);
@@ -360,6 +367,11 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   }
   if (cfg->bootstrap_dir && (rc = bootstrap_from(dir, cfg->bootstrap_dir, msg, len)))
     return rc;
+  if (!cfg->bootstrap_dir && cfg->bootstrap_snapshot && (rc = is_new_dir(dir, msg, len))) {
+    if (rc < 0) return rc;
+    rc = tg__replica_bootstrap_snapshot(dir, cfg->nats_url, cfg->repl_name, msg, len);
+    if (rc < 0) return rc;
+  }
   if (!(rep = calloc(1, sizeof *rep))) return TG_ENOMEM;
   pthread_mutex_init(&rep->mu, NULL);
   pthread_cond_init(&rep->cv, NULL);

@@ -321,6 +321,16 @@ int tg__store_write_identity(int dirfd);
 /* Read-only handles (readonly.c): the open (dir checked, s->g set up). */
 int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len);
 
+/* Make a copy in dest a store (readonly.c): its directories fsynced (the
+   files must be already), then the identity file, last. */
+int tg__store_backup_seal(const char *dest, char *msg, size_t len);
+
+/* A new replica's directory from the newest snapshot on TG_SNAP_<name>
+   (snapshot.c): 0 made, 1 no snapshot there (dir untouched), or an error
+   with msg. Built with libnats only. */
+int tg__replica_bootstrap_snapshot(const char *dir, const char *nats_url, const char *name,
+                                   char *msg, size_t len);
+
 /* tg_store_inspect() of a directory another process holds (readonly.c). */
 int tg__store_inspect_live(int dirfd, const char *dir, tg_inspect_report *out,
                            tg_progress_cb progress, void *arg, char *msg, size_t len);
