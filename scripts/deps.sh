@@ -4,6 +4,9 @@
 # when everything is present.
 set -eu
 PKGS="cmake make gcc pkg-config zlib1g-dev liblmdb-dev libcmocka-dev libinih-dev"
+# Replication (optional in the build, TG_WITH_NATS): the C client, and the
+# server the replication tests start on loopback.
+PKGS="$PKGS libnats-dev nats-server"
 # Sanitizer builds (TG_SANITIZE=address|thread scripts/test.sh) use clang
 # and its runtimes.
 [ -n "${TG_SANITIZE:-}" ] && PKGS="$PKGS clang libclang-rt-14-dev"

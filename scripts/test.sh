@@ -18,10 +18,12 @@ if [ -n "$san" ]; then
     export CC=clang
   fi
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DTG_SANITIZE="$san" -DTG_WERROR="${TG_WERROR:-OFF}" >/dev/null
+    -DTG_SANITIZE="$san" -DTG_WERROR="${TG_WERROR:-OFF}" \
+    -DTG_WITH_NATS="${TG_WITH_NATS:-AUTO}" >/dev/null
 else
   dir="build"
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DTG_WERROR="${TG_WERROR:-OFF}" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DTG_WERROR="${TG_WERROR:-OFF}" \
+    -DTG_WITH_NATS="${TG_WITH_NATS:-AUTO}" >/dev/null
 fi
 cmake --build "$dir" -j"$(nproc)"
 cd "$dir"

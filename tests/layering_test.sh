@@ -16,14 +16,14 @@ fail=0
 uses() {
   case $1 in
     common) echo "common" ;;
-    token | guardian | wal | trace) echo "common $1" ;;
-    store) echo "common token guardian wal trace store" ;;
+    token | guardian | wal | trace | repl) echo "common $1" ;;
+    store) echo "common token guardian wal trace repl store" ;;
   esac
 }
 # Public headers a module may include (errors.h and version.h for all).
 api() {
   case $1 in
-    common) echo "errors.h version.h" ;;
+    common | repl) echo "errors.h version.h" ;;
     wal) echo "errors.h version.h wal.h" ;;
     trace) echo "errors.h version.h trace.h" ;;
     # The token types and quota config live in tokengraph.h, which
@@ -32,7 +32,9 @@ api() {
     store) echo "errors.h version.h tokengraph.h wal.h trace.h" ;;
   esac
 }
+# repl exists only in a build with libnats (CMakeLists.txt).
 modules="common token guardian wal trace store"
+[ -d "$layers/repl" ] && modules="common token guardian wal trace repl store"
 probe() { # $1 module, $2 include, $3 expected (ok|forbidden)
   printf '#include "%s"\nint tg_probe;\n' "$2" >"$tmp/p.c"
   if "$cc" -std=c11 -D_GNU_SOURCE -fsyntax-only -I "$layers/$1" "$tmp/p.c" \

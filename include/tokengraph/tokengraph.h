@@ -180,6 +180,7 @@ typedef struct tg_guardian_config {
 #define TG_STRICT TG_WAL_STRICT
 #define TG_BALANCED TG_WAL_BALANCED
 #define TG_RELAXED TG_WAL_RELAXED
+#define TG_REPLICATED TG_WAL_REPLICATED
 
 typedef struct tg_store_config {
   tg_guardian_config guardian;
@@ -199,6 +200,20 @@ typedef struct tg_store_config {
                                 without taking its LOCK (tg_store_refresh();
                                 docs/operations.md, "Reading a live store").
                                 Default 0 */
+  /* Replication (docs/durability.md, "REPLICATED"): both NULL (default) =
+     none. With both set, a durable store ships every record its WAL
+     writes to the NATS JetStream stream TG_<repl_name> (subject
+     tg.<repl_name>.wal) at every level, and wal.level may be
+     TG_REPLICATED. Needs a build with libnats, else tg_store_open() fails
+     with TG_ENOTSUP. The strings are copied at open. */
+  const char *nats_url;      /* e.g. "nats://127.0.0.1:4222" */
+  const char *repl_name;     /* store name N: [A-Za-z0-9_-], 1..64 chars */
+  int repl_replicas;         /* copies the stream keeps when it is created
+                                here: 1 (default) or 3 (a 3-server cluster) */
+  uint32_t repl_ack_timeout_ms; /* a message the stream has not acknowledged
+                                after this long fails the log (TG_EIO,
+                                tg_store_close and reopen to resume
+                                shipping); default 10000 */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */

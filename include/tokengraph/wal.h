@@ -54,12 +54,22 @@ extern "C" {
  *  - TG_WAL_RELAXED gives up everything since the last fdatasync:
  *    fdatasync happens only at a segment switch, tg_wal_sync() (a store:
  *    tg_sync(), a checkpoint) and close.
+ *  - TG_WAL_REPLICATED (a store with replication only: tg_store_config's
+ *    nats_url and repl_name) gives up what STRICT gives up, nothing, and
+ *    adds a second copy: an append returns only after its record is
+ *    fdatasynced locally AND acknowledged by the replication stream.
+ *    Concurrent appenders share both. What the stream's acknowledgement
+ *    promises depends on the server: docs/durability.md ("REPLICATED")
+ *    says it for nats-server 2.9.10 (in memory on the stream's quorum, not
+ *    yet fsynced there). A tg_wal opened without a store refuses it
+ *    (TG_EINVAL): the stream is the store's.
  * docs/durability.md has the bounds measured for each.
  */
 enum tg_wal_level {
   TG_WAL_STRICT = 0,
   TG_WAL_BALANCED = 1,
-  TG_WAL_RELAXED = 2
+  TG_WAL_RELAXED = 2,
+  TG_WAL_REPLICATED = 3
 };
 
 /*

@@ -520,23 +520,23 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
     goto mdb_fail;
   s->ckpt_lsn = cs.lsn;
   s->ckpt_format = cs.format;
+  /* Replication's position at that LSN (absent: none, 0). */
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_SEQ_KEY, &s->ckpt_repl_seq)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, &s->ckpt_repl_epoch)) &&
+      mrc != MDB_NOTFOUND)
+    goto mdb_fail;
+  mrc = 0;
   s->ckpt_full = cs.format != TG__CKPT_FORMAT;
   s->ckpt_tokens = cs.tokens;
   s->ckpt_conns = cs.conns;
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
   s->ckpt_id_flags = cs.id_flags;
-  /* The replication position saved with the checkpoint (absent: none). */
-  s->repl_seq = s->repl_epoch = 0;
-  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_SEQ_KEY, &s->repl_seq)) &&
-      mrc != MDB_NOTFOUND)
-    goto mdb_fail;
-  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, &s->repl_epoch)) &&
-      mrc != MDB_NOTFOUND)
-    goto mdb_fail;
-  mrc = 0;
-  s->ckpt_repl_seq = s->repl_seq;
-  s->ckpt_repl_epoch = s->repl_epoch;
+  /* A replica resumes from the position its checkpoint saved (replica.c). */
+  s->repl_seq = s->ckpt_repl_seq;
+  s->repl_epoch = s->ckpt_repl_epoch;
   /* Committed either way: the handles opened in it live only if it is.
      Live: the handles serve the pinned transaction, which the load goes
      on reading in, and which tg__store_unpin_checkpoint() ends. */
@@ -777,11 +777,19 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
                    cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
-  if ((repl_seq || repl_epoch) &&
+  /* Replication: where the stream stands at this LSN, so that a replica
+     bootstrapped from this checkpoint knows where to follow from, and a
+     replica resumes where it was: a primary asks its shipper (ship.c), a
+     replica passes the position it applied up to lsn (replica.c). */
+  if (s->ship) tg__ship_position(s->ship, lsn, &repl_seq, &repl_epoch);
+  if ((s->ship || repl_seq || repl_epoch) &&
       ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
     goto fail;
-  return commit_durable(s, txn);
+  if ((rc = commit_durable(s, txn))) return rc;
+  s->ckpt_repl_seq = repl_seq;
+  s->ckpt_repl_epoch = repl_epoch;
+  return 0;
 fail:
   mdb_txn_abort(txn);
   return from_mdb(mrc);
@@ -836,8 +844,6 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
     /* Relaxed stores: tg_store_stats_get() reads them without the lock. */
     TG__STORE_RELAXED(s->ckpt_lsn, lsn);
     TG__STORE_RELAXED(s->checkpoints, s->checkpoints + 1u);
-    s->ckpt_repl_seq = repl_seq;
-    s->ckpt_repl_epoch = repl_epoch;
   }
   tg__store_unlock(s);
   if (rc) return rc;

@@ -218,7 +218,9 @@ static int handler(void *user, const char *section, const char *name,
   }
   case K_LEVEL:
   case K_BACKPRESSURE: {
-    static const char *const levels[] = {"strict", "balanced", "relaxed", NULL};
+    /* In enum tg_wal_level order. "replicated" also needs the store's
+       nats_url and repl_name, set by the program (tg_store_open checks). */
+    static const char *const levels[] = {"strict", "balanced", "relaxed", "replicated", NULL};
     static const char *const modes[] = {"block", "error", NULL};
     const char *const *names = k->type == K_LEVEL ? levels : modes;
     int v = -1;
@@ -226,7 +228,7 @@ static int handler(void *user, const char *section, const char *name,
       if (!strcasecmp(value, names[i])) v = i;
     if (v < 0) {
       fail(c, "%s:%d: key '%s': '%s' is not one of %s", c->path, c->line, name,
-           value, k->type == K_LEVEL ? "strict, balanced, relaxed" : "block, error");
+           value, k->type == K_LEVEL ? "strict, balanced, relaxed, replicated" : "block, error");
       return 0;
     }
     memcpy(dst, &v, sizeof v);

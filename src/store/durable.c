@@ -510,6 +510,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
         (unsigned long long)c->segment_bytes, c->ring_slots, c->linger_us, c->nonblocking);
     return TG_EINVAL;
   }
+  if ((rc = tg__ship_config_check(cfg, msg, len))) return rc;
   s->dir_fd = s->wal_fd = -1;
   s->dir = strdup(dir);
   if (!s->dir) return TG_ENOMEM;
@@ -568,7 +569,13 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
      "cannot open the log": this names it, as tg_store_inspect() does. */
   if ((rc = tg__dir_check_regular(s->wal_fd, waldir, TG__WAL_RING_NAME, msg, len))) goto out;
   if ((rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, dir, "wal"))) goto out;
+  /* Replication: connected (the stream made) before the log opens, since
+     its hook is part of the log's options; it ships once the log is
+     recovered (tg__ship_start below). */
+  const struct tg__wal_ship *ship_hook = NULL;
+  if (cfg->nats_url && (rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
   tg__wal_store_opts wo = {
+      .ship = ship_hook,
       .start_lsn = s->ckpt_lsn + 1,
       .on_sync = on_sync,
       .on_segment = on_segment,
@@ -626,6 +633,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   }
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
                      s->recovery.load_ns + s->recovery.replay_ns);
+  if (s->ship && (rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_add_path(bb, &s->bb_slot);
@@ -662,9 +670,12 @@ int tg__store_close_dir(tg_store *s) {
     tg_wal_stats_get(s->wal, &ws);
     tg__store_note_backpressure(s, &ws); /* what the checkpointer's tick has not seen */
     if (ws.failed) tg__store_note_log_failure(s, ws.failed);
+    tg__ship_detach(s->ship); /* no acks into a WAL being freed */
     rc = tg_wal_close(s->wal);
   }
   s->wal = NULL;
+  tg__ship_close(s->ship); /* after the log's last batch was shipped */
+  s->ship = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
   if (s->lock_fd >= 0) close(s->lock_fd);

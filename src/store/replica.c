@@ -383,6 +383,8 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   }
   tg_store_config sc = cfg->store;
   sc.read_only = 0;
+  sc.nats_url = NULL; /* a replica ships nothing: the stream is the primary's */
+  sc.repl_name = NULL;
   if ((rc = tg_store_open_msg(&s, dir, &sc, msg, len))) goto fail;
   if (!s->wal) {
     rc = TG_EINVAL;

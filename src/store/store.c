@@ -204,6 +204,8 @@ void tg_store_config_init(tg_store_config *cfg) {
   tg_wal_config_init(&cfg->wal);
   cfg->checkpoint_bytes = 256ull << 20;
   cfg->crash_dump = 1;
+  cfg->repl_replicas = 1;
+  cfg->repl_ack_timeout_ms = 10000;
 }
 
 /* A read-only handle's refresh may replace its whole graph (readonly.c),

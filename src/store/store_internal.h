@@ -39,6 +39,10 @@ struct tg_store {
                                    no WAL, no LOCK, nothing written. Beside
                                    wal: the mutating calls test both */
   int level;                    /* open/close; enum tg_wal_level */
+  struct tg__ship *ship;        /* open/close; replication (ship.c), or NULL */
+  uint64_t ckpt_repl_seq;       /* as ckpt_lsn: the loaded or last written
+                                   checkpoint's repl_stream_seq (0: none) */
+  uint64_t ckpt_repl_epoch;     /* as ckpt_lsn: its repl_epoch (0: none) */
   uint64_t last_lsn;            /* lock; last LSN appended (read-only: the
                                    last LSN shown, written with ckpt_mu and
                                    lock held); relaxed stores (READS) */
@@ -115,9 +119,6 @@ struct tg_store {
                                    message applied wholly (a replica), 0 =
                                    none; saved with each checkpoint */
   uint64_t repl_epoch;          /* lock: that message's epoch */
-  uint64_t ckpt_repl_seq;       /* as ckpt_lsn: the position the last
-                                   checkpoint saved (0: none) */
-  uint64_t ckpt_repl_epoch;     /* as ckpt_lsn */
   struct tg__replica *replica;  /* open/close: the follower, NULL on a
                                    store that is not a replica */
 
@@ -219,6 +220,29 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
 /* Stop the checkpointer, close the WAL, LMDB and the lock (durable.c).
    Returns the WAL's close status. Safe on a partly opened store. */
 int tg__store_close_dir(tg_store *s);
+
+/* ---- replication, the primary's side (ship.c) ---------------------------
+   Open: tg__ship_open() before the WAL (its hook goes into the WAL's
+   options), tg__ship_start() once the log is recovered (ships what the
+   stream lacks, then every batch the writer writes). Close: tg__ship_detach()
+   before the WAL closes, tg__ship_close() after. Without libnats, open
+   refuses a configuration that asks for replication (TG_ENOTSUP). */
+typedef struct tg__ship tg__ship;
+struct tg__wal_ship;
+/* 0 when cfg asks for no replication or a valid one; TG_ECONFIG /
+   TG_ENOTSUP with a message otherwise. */
+int tg__ship_config_check(const tg_store_config *cfg, char *msg, size_t len);
+int tg__ship_open(tg__ship **out, const tg_store_config *cfg, const struct tg__wal_ship **hook,
+                  char *msg, size_t len);
+int tg__ship_start(tg__ship *sh, tg_wal *w, const char *waldir, uint64_t ckpt_lsn, char *msg,
+                   size_t len);
+void tg__ship_detach(tg__ship *sh);
+/* Waits (up to the ack timeout) for what was published to be acknowledged.
+   Accepts NULL. */
+void tg__ship_close(tg__ship *sh);
+/* The stream sequence of the last message wholly covered by lsn (0: none)
+   and the epoch, for a checkpoint at lsn. */
+void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch);
 
 /* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
    (tg__store_lock_dir()): the store takes the descriptor over and closes

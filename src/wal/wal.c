@@ -189,6 +189,20 @@
  * much later); on a process crash nothing, the ring file keeps them.
  * STRICT keeps the spin and the per-append wake.
  *
+ * SHIPPING. A store that replicates (wal_store.h, tg__wal_ship) gets the
+ * records of every batch the writer has written, on the writer thread,
+ * right after the pwrite: the frames exactly as in the segment, markers
+ * left out (a DURABLE marker can only lead a batch). The shipper publishes
+ * them asynchronously, so the writer waits only when the client's window
+ * of unacknowledged messages is full: that is the ring's backpressure,
+ * not a wait per batch. Acknowledgements come back on the client's thread
+ * through tg__wal_ship_acked, which raises `acked`; a refusal (fencing, a
+ * lost stream) fails the log through tg__wal_ship_failed. TG_WAL_REPLICATED
+ * runs as STRICT and its callers count a record durable once it is both
+ * fdatasynced (`durable`) and acknowledged (`acked`): caller_durable().
+ * A record whose payload is over the shipper's max_payload is refused
+ * (TG_EINVAL): a record travels in one message, at most 1 MiB.
+ *
  * LOCKING. Four mutexes. `mu` guards the waits on the two condition
  * variables (a waiter re-checks `durable`, `failed`, `consumed` or
  * `spill_consumed` under it, and whoever changes them broadcasts under
@@ -335,6 +349,13 @@ struct tg_wal {
   _Atomic uint64_t written;              /* LSNs <= written are in the file */
   _Atomic uint32_t strict_inflight;      /* STRICT appenders between their
                                             begin and end */
+  /* SHIPPING: set at open, read-only after. */
+  int replicated;                        /* TG_WAL_REPLICATED: run as STRICT,
+                                            and callers' durable is
+                                            min(durable, acked) */
+  tg__wal_ship ship;                     /* the hook ({0}: none) */
+  _Atomic uint64_t acked;                /* LSNs <= acked are acknowledged
+                                            by the stream; stored under mu */
   alignas(64) pthread_mutex_t spill_mu;  /* orders spill allocation with the
                                             LSN claim of spilled records */
   uint64_t spill_head;                   /* under spill_mu: next spill byte */
@@ -376,6 +397,7 @@ struct tg_wal {
                                 writer is then the only one to sync) */
   unsigned char *buf;        /* BUF_BYTES batch buffer */
   size_t buf_len;            /* bytes in buf */
+  uint64_t buf_off;          /* flush_buf: where in the segment buf went */
   uint64_t buf_last;         /* LSN of the last frame in buf */
   uint64_t interval_ns;      /* BALANCED sync interval */
   uint64_t linger_ns;        /* BALANCED/RELAXED: an idle writer looks this
@@ -518,10 +540,11 @@ static int path_in(char *out, size_t n, const char *dir, const char *name) {
    the writer or the sync thread: the first failure wins, under mu. */
 static void wal_fail(tg_wal *w, int rc) {
   int code = (rc == -ENOSPC || rc == -EDQUOT || rc == TG_ENOSPC) ? TG_ENOSPC : TG_EIO;
+  if (rc == TG_EFENCED) code = TG_EFENCED; /* the shipper's (SHIPPING) */
   mu_lock(w);
   /* Relaxed: `failed` is stored under mu. */
   if (!atomic_load_explicit(&w->failed, RLX)) {
-    w->os_errno = -rc;
+    w->os_errno = rc > -4096 ? -rc : 0; /* a TG_E* code is no errno */
     /* Release: publishes os_errno to tg_wal_failed's acquire load. */
     atomic_store_explicit(&w->failed, code, REL);
   }
@@ -611,6 +634,18 @@ static int install_next(tg_wal *w, uint64_t first) {
 }
 
 /* ---- the writer thread ----------------------------------------------------- */
+
+/* What a caller waiting for durability counts as durable: fdatasynced, and
+   at TG_WAL_REPLICATED also acknowledged by the stream (SHIPPING). The
+   writer and the sync thread keep using `durable` alone: it says what they
+   still have to fdatasync. Acquire: pairs with the release stores of
+   publish_durable and tg__wal_ship_acked. */
+static inline uint64_t caller_durable(tg_wal *w) {
+  uint64_t d = atomic_load_explicit(&w->durable, ACQ);
+  if (!w->replicated) return d;
+  uint64_t a = atomic_load_explicit(&w->acked, ACQ);
+  return a < d ? a : d;
+}
 
 /* Make LSNs <= lsn durable: the waiters see it once durable_cv is broadcast. */
 static void publish_durable(tg_wal *w, uint64_t lsn) {
@@ -804,10 +839,24 @@ static int seal_switch(tg_wal *w, int old_fd, uint64_t old_off, uint64_t first, 
   return 0;
 }
 
+/* SHIPPING: hand the records of a batch just written (frames at buf, n
+   bytes; a DURABLE marker may lead) to the shipper, markers left out. A
+   refusal fails the log as an I/O error would: the shipper says why. */
+static void ship_written(tg_wal *w, const unsigned char *buf, size_t n) {
+  size_t o = 0;
+  while (o + TG__WAL_FRAME_HDR <= n && (tg__ld64(buf + o + 8) & TG_WAL_MAX_LSN) == 0)
+    o += tg__align8(tg__ld32(buf + o)); /* a marker: no LSN, not shipped */
+  if (o >= n) return;
+  uint64_t first = tg__ld64(buf + o + 8) & TG_WAL_MAX_LSN;
+  int rc = w->ship.ship(w->ship.ctx, buf + o, n - o, first, w->buf_last);
+  if (rc) wal_fail(w, rc);
+}
+
 static void flush_buf(tg_wal *w) {
   assert_writer(w);
   /* Never write after a failure. */
   if (!w->buf_len || atomic_load_explicit(&w->failed, RLX)) return;
+  w->buf_off = w->seg_off;
   io_hook(w, TG__WAL_IO_WRITE, 0, w->buf_len);
   int rc = tg__pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->seg_off);
   io_hook(w, TG__WAL_IO_WRITE, 1, w->buf_len);
@@ -827,6 +876,7 @@ static void flush_buf(tg_wal *w) {
   w->w_written = w->buf_last;
   atomic_store_explicit(&w->written, w->buf_last, REL);
   sync_note_written(w);
+  if (w->ship.ship) ship_written(w, w->buf, (size_t)(w->seg_off - w->buf_off));
 }
 
 /* Move to a new segment whose first record is LSN `first`: write its
@@ -889,6 +939,7 @@ static const unsigned char *slot_payload(const tg_wal *w, const slot *s, uint32_
 /* A frame too large for the batch buffer: write it in place, in pieces. */
 static void write_big(tg_wal *w, slot *s, uint32_t len) {
   assert_writer(w);
+  assert(!w->ship.ship); /* max_payload keeps shipped frames in buf */
   unsigned char hdr[TG__WAL_FRAME_HDR];
   static const unsigned char zeros[8];
   const unsigned char *payload = slot_payload(w, s, len);
@@ -1357,15 +1408,15 @@ static void request_sync(tg_wal *w, uint64_t lsn) {
 static int wait_durable_cv(tg_wal *w, uint64_t lsn) {
   mu_lock(w);
   /* Relaxed: `durable` and `failed` are stored under mu. */
-  while (atomic_load_explicit(&w->durable, RLX) < lsn && !atomic_load_explicit(&w->failed, RLX))
+  while (caller_durable(w) < lsn && !atomic_load_explicit(&w->failed, RLX))
     mu_wait(w, &w->durable_cv);
-  int rc = atomic_load_explicit(&w->durable, RLX) >= lsn ? 0 : atomic_load_explicit(&w->failed, RLX);
+  int rc = caller_durable(w) >= lsn ? 0 : atomic_load_explicit(&w->failed, RLX);
   mu_unlock(w);
   return rc;
 }
 
 static int wait_durable(tg_wal *w, uint64_t lsn) {
-  if (atomic_load_explicit(&w->durable, ACQ) >= lsn) return 0;
+  if (caller_durable(w) >= lsn) return 0;
   if (w->level != TG_WAL_STRICT) {
     /* Ask the sync thread for an fdatasync, and a lingering writer for the
        write it needs first (STRICT writers sync every batch). */
@@ -1438,6 +1489,8 @@ static int spill_wait(tg_wal *w, uint64_t end) {
    cross the region's end starts at its beginning instead. */
 static int append_spilled(tg_wal *w, uint8_t type, const void *payload, size_t len,
                           uint64_t *seq) {
+  /* A shipped record travels in one message (SHIPPING). */
+  if (w->ship.max_payload && len > w->ship.max_payload) return TG_EINVAL;
   uint64_t need = tg__align8(len), s = 0;
   pthread_mutex_lock(&w->spill_mu);
   uint64_t pos = w->spill_head, off = pos % w->spill_cap;
@@ -1510,7 +1563,7 @@ int tg_wal_sync(tg_wal *w, uint64_t lsn) {
   uint64_t head = atomic_load_explicit(&w->head, ACQ);
   if (lsn == 0) lsn = head - 1;
   if (lsn >= head) return TG_EINVAL;
-  if (atomic_load_explicit(&w->durable, ACQ) >= lsn) return 0;
+  if (caller_durable(w) >= lsn) return 0;
   int f = atomic_load_explicit(&w->failed, ACQ);
   if (f) return f;
   request_sync(w, lsn);
@@ -1518,6 +1571,17 @@ int tg_wal_sync(tg_wal *w, uint64_t lsn) {
   wake_writer(w);
   return wait_durable_cv(w, lsn);
 }
+
+void tg__wal_ship_acked(tg_wal *w, uint64_t lsn) {
+  mu_lock(w);
+  /* Release: pairs with caller_durable's acquire. Relaxed load: `acked`
+     is stored under mu. */
+  if (lsn > atomic_load_explicit(&w->acked, RLX)) atomic_store_explicit(&w->acked, lsn, REL);
+  pthread_cond_broadcast(&w->durable_cv);
+  mu_unlock(w);
+}
+
+void tg__wal_ship_failed(tg_wal *w, int rc) { wal_fail(w, rc); }
 
 int tg_wal_failed(const tg_wal *w, int *os_errno) {
   /* Acquire: pairs with wal_fail's release, so os_errno is the one behind it. */
@@ -1541,7 +1605,7 @@ int tg_wal_stats_get(const tg_wal *cw, tg_wal_stats *o) {
   o->segments = atomic_load_explicit(&w->st_segments, RLX);
   o->next_lsn = atomic_load_explicit(&w->head, RLX);
   o->written_lsn = atomic_load_explicit(&w->written, RLX);
-  o->durable_lsn = atomic_load_explicit(&w->durable, RLX);
+  o->durable_lsn = caller_durable(w);
   o->queue_depth = o->next_lsn - 1 - o->written_lsn;
   if (o->written_lsn >= o->next_lsn) o->queue_depth = 0;
   o->failed = atomic_load_explicit(&w->failed, RLX);
@@ -1585,7 +1649,7 @@ void tg_wal_config_init(tg_wal_config *cfg) {
 }
 
 int tg__wal_config_check(const tg_wal_config *c) {
-  int ok = c->level >= TG_WAL_STRICT && c->level <= TG_WAL_RELAXED &&
+  int ok = c->level >= TG_WAL_STRICT && c->level <= TG_WAL_REPLICATED &&
          c->sync_interval_ms >= TG_WAL_SYNC_INTERVAL_MIN_MS &&
          c->sync_interval_ms <= TG_WAL_SYNC_INTERVAL_MAX_MS &&
          c->segment_bytes >= TG_WAL_SEGMENT_MIN && c->segment_bytes <= TG_WAL_SEGMENT_MAX &&
@@ -2014,6 +2078,8 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   if (opts) o = *opts;
   if (o.start_lsn == 0) o.start_lsn = 1;
   if (tg__wal_config_check(&c) || o.start_lsn > TG_WAL_MAX_LSN) return TG_EINVAL;
+  /* REPLICATED needs someone to ship to (SHIPPING). */
+  if (c.level == TG_WAL_REPLICATED && !(o.ship && o.ship->ship)) return TG_EINVAL;
 
   w = calloc(1, sizeof *w);
   if (!w) return TG_ENOMEM;
@@ -2022,12 +2088,17 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->seal_fd = -1;
   w->cfg = c;
   w->opts = o;
-  w->level = c.level;
+  /* REPLICATED is STRICT (the writer fdatasyncs every batch, appenders
+     wait) whose callers also wait for the stream's acknowledgement. */
+  w->replicated = c.level == TG_WAL_REPLICATED;
+  w->level = w->replicated ? TG_WAL_STRICT : c.level;
+  if (o.ship) w->ship = *o.ship;
+  w->opts.ship = NULL; /* the copy above is what is used */
   w->nonblocking = c.nonblocking;
   w->cap = c.ring_slots;
   w->mask = c.ring_slots - 1u;
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
-  w->linger_ns = c.level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
+  w->linger_ns = w->level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);

@@ -32,6 +32,21 @@ typedef void (*tg__wal_segment_hook)(void *arg, uint64_t first_lsn);
 enum tg__wal_io { TG__WAL_IO_WRITE = 1, TG__WAL_IO_SYNC = 2 };
 typedef void (*tg__wal_io_hook)(void *arg, int what, int phase, uint64_t n);
 
+/* Shipping (wal.c, SHIPPING): ship() is called by the writer thread after
+   each batch it wrote, with the batch's records (frames as in the segment,
+   no markers; first_lsn..last_lsn contiguous, and contiguous with the
+   previous call's). It must copy what it keeps. A non-zero return fails
+   the log with that error (as an I/O error does). The shipper reports
+   acknowledgements with tg__wal_ship_acked() and a fencing or transport
+   failure with tg__wal_ship_failed(), from any thread. */
+typedef struct tg__wal_ship {
+  int (*ship)(void *ctx, const void *frames, size_t len, uint64_t first_lsn,
+              uint64_t last_lsn);
+  void *ctx;
+  uint32_t max_payload; /* appends of a larger payload get TG_EINVAL (one
+                           record must fit in one message); 0: no limit */
+} tg__wal_ship;
+
 typedef struct tg__wal_store_opts {
   uint64_t start_lsn;              /* LSN of the first record of an empty log
                                       (no segment yet); 0 means 1. A store
@@ -41,7 +56,18 @@ typedef struct tg__wal_store_opts {
   tg__wal_io_hook on_io;           /* NULL or called around writes and
                                       fdatasyncs */
   void *hook_arg;                  /* passed to every hook */
+  const tg__wal_ship *ship;        /* NULL, or ship the records written
+                                      (copied at open); needed by
+                                      TG_WAL_REPLICATED */
 } tg__wal_store_opts;
+
+/* LSNs <= lsn are acknowledged by the replication stream: at
+   TG_WAL_REPLICATED, waiters whose records are also fdatasynced return. */
+void tg__wal_ship_acked(tg_wal *w, uint64_t lsn);
+/* Fail the log with rc (TG_EFENCED: another writer owns the stream; any
+   other code counts as TG_EIO): every later append and every waiter gets
+   it; what is on disk stays. */
+void tg__wal_ship_failed(tg_wal *w, int rc);
 
 /* The file in the WAL directory that holds the ring of published records
    (wal.c): a reader of the directory that does not drain it checks only
