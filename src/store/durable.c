@@ -574,6 +574,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
      recovered (tg__ship_start below). */
   const struct tg__wal_ship *ship_hook = NULL;
   if (cfg->nats_url && (rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
+  tg__ship_min_epoch(s->ship, s->ckpt_repl_epoch); /* a promotion's epoch */
   tg__wal_store_opts wo = {
       .ship = ship_hook,
       .start_lsn = s->ckpt_lsn + 1,
@@ -690,5 +691,64 @@ int tg__store_close_dir(tg_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   free(s->dir);
   s->dir = NULL;
+  return rc;
+}
+
+/* A promoted replica's log, opened again to ship (replica.c). Every record
+   it holds was made durable first (the caller's tg_sync), so the reopened
+   log ends where this one did; the checkpointer, which reads s->wal, is
+   stopped meanwhile, and the metrics collector, which does too, is off. */
+int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch, char *msg,
+                         size_t len) {
+  char walpath[4096];
+  const struct tg__wal_ship *ship_hook = NULL;
+  tg_wal_open_info info;
+  int rc;
+  if ((rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, s->dir, "wal"))) return rc;
+  if (s->ckpt_thread_started) {
+    pthread_mutex_lock(&s->ckpt_wake_mu);
+    s->ckpt_stop = 1;
+    pthread_cond_signal(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_wake_mu);
+    pthread_join(s->ckpt_thread, NULL);
+    s->ckpt_thread_started = 0;
+    s->ckpt_stop = 0;
+  }
+  tg__store_collector_pause(s, 1);
+  pthread_mutex_lock(&s->ckpt_mu);
+  if ((rc = tg_wal_close(s->wal))) {
+    s->wal = NULL;
+    tg__say(msg, len, "%s/wal: closing the replica's log failed: %s", s->dir, tg_strerror(rc));
+    goto out;
+  }
+  s->wal = NULL;
+  if ((rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
+  tg__ship_min_epoch(s->ship, epoch);
+  tg__wal_store_opts wo = {
+      .ship = ship_hook,
+      .start_lsn = s->ckpt_lsn + 1,
+      .on_sync = on_sync,
+      .on_segment = on_segment,
+      .on_io = on_io,
+      .hook_arg = s,
+  };
+  if ((rc = tg__wal_open_ex(&s->wal, walpath, &cfg->wal, &wo, &info))) {
+    tg__say(msg, len, "%s/wal: cannot open the log again: %s", s->dir, tg_strerror(rc));
+    goto out;
+  }
+  if (info.next_lsn != s->last_lsn + 1) {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s/wal: the log reopened at LSN %llu, not %llu", s->dir,
+            (unsigned long long)info.next_lsn, (unsigned long long)(s->last_lsn + 1));
+    goto out;
+  }
+  if ((rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
+  s->level = cfg->wal.level;
+out:
+  pthread_mutex_unlock(&s->ckpt_mu);
+  tg__store_collector_pause(s, 0);
+  if (s->checkpoint_bytes && s->wal &&
+      pthread_create(&s->ckpt_thread, NULL, tg__store_checkpointer, s) == 0)
+    s->ckpt_thread_started = 1;
   return rc;
 }

@@ -72,6 +72,9 @@ struct tg__replica {
   char *url, *name;        /* open/close */
   uint32_t fetch_batch;    /* open/close */
   uint32_t lease_ttl_ms;   /* open/close */
+  tg_store_config writer;  /* open/close: the configuration a promotion
+                              reopens the log with (cfg->store, shipping
+                              to url/name) */
 #ifdef TG_HAVE_NATS
   struct tg__follow *f;    /* follower thread (promote: after it stopped) */
 #endif
@@ -385,6 +388,12 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   sc.read_only = 0;
   sc.nats_url = NULL; /* a replica ships nothing: the stream is the primary's */
   sc.repl_name = NULL;
+  /* REPLICATED needs a shipper: a replica logs at STRICT until promoted. */
+  if (sc.wal.level == TG_REPLICATED) sc.wal.level = TG_STRICT;
+  rep->writer = cfg->store;
+  rep->writer.read_only = 0;
+  rep->writer.nats_url = rep->url;
+  rep->writer.repl_name = rep->name;
   if ((rc = tg_store_open_msg(&s, dir, &sc, msg, len))) goto fail;
   if (!s->wal) {
     rc = TG_EINVAL;
@@ -633,6 +642,15 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
   pthread_mutex_unlock(&rep->mu);
   if (rc) goto out;
   stop_follower(rep);
+  /* Become the stream's writer: everything applied made durable, then the
+     log opened again with a shipper at the new epoch, which continues the
+     stream after its last message (ExpectLastSeq). A failure leaves the
+     handle refusing writes: close it. */
+  if ((rc = tg_sync(s)) ||
+      (rc = tg__store_reopen_wal(s, &rep->writer, epoch, msg, msglen))) {
+    set_error(rep, rc, msg);
+    goto out;
+  }
   tg__store_lock(s);
   s->repl_epoch = epoch;
   tg__store_unlock(s);
@@ -640,8 +658,9 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
   rep->promoted = 1;
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
-  /* Writes allowed from here: the follower has stopped. */
-  TG__STORE_RELAXED(s->writes_refused, 0);
+  /* Writes allowed from here: the follower has stopped. Release: a
+     caller that sees it sees the reopened log. */
+  __atomic_store_n(&s->writes_refused, 0, __ATOMIC_RELEASE);
 out:
   tg__follow_close(f);
   return rc;

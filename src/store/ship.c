@@ -77,6 +77,7 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
   (void)sh, (void)lsn;
   *seq = *epoch = 0;
 }
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) { (void)sh, (void)epoch; }
 
 #else /* TG_HAVE_NATS */
 
@@ -379,7 +380,10 @@ int tg__ship_start(tg__ship *sh, tg_wal *w, const char *waldir, uint64_t ckpt_ls
             "follow as a replica", sh->names.stream, last.last_lsn, last.epoch, local);
     return TG_EFENCED;
   }
-  sh->epoch = last.epoch ? last.epoch : 1;
+  /* The stream's epoch, or a later one this directory was promoted to
+     (tg__ship_min_epoch). */
+  uint64_t se = last.epoch ? last.epoch : 1;
+  if (sh->epoch < se) sh->epoch = se;
   sh->pub_seq = st.last_seq;
   if (st.last_seq) {
     sh->hist[0].lsn = last.last_lsn; /* nothing else runs yet */
@@ -500,6 +504,10 @@ void tg__ship_close(tg__ship *sh) {
   }
   free(sh->hist);
   free(sh);
+}
+
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) {
+  if (sh && epoch > sh->epoch) sh->epoch = epoch; /* before tg__ship_start */
 }
 
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch) {

@@ -269,6 +269,16 @@ static void store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
 }
 
+void tg__store_collector_pause(tg_store *s, int pause) {
+  if (pause && s->collecting) {
+    tg_metrics_remove_collector(store_collect, s);
+    s->collecting = 0;
+  } else if (!pause && !s->collecting && !s->read_only &&
+             tg_metrics_add_collector(store_collect, s) == 0) {
+    s->collecting = 1;
+  }
+}
+
 /* ---- open / close ------------------------------------------------------ */
 
 int tg_store_open(tg_store **out, const char *dir, const tg_store_config *cfg) {

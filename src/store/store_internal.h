@@ -243,6 +243,21 @@ void tg__ship_close(tg__ship *sh);
 /* The stream sequence of the last message wholly covered by lsn (0: none)
    and the epoch, for a checkpoint at lsn. */
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch);
+/* Ship with at least this epoch (a directory promoted to it: its
+   checkpoint's repl_epoch, or a promotion in progress, replica.c). Between
+   tg__ship_open() and tg__ship_start(). Accepts NULL. */
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch);
+
+/* A promoted replica becomes a shipping writer (durable.c): the WAL is
+   closed and opened again with cfg's level and a shipper (cfg->nats_url,
+   repl_name) at epoch `epoch`, the checkpointer stopped meanwhile and the
+   metrics collector off. Only reads may run concurrently. */
+int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch, char *msg,
+                         size_t len);
+
+/* Take this store's metrics collector off (pause 1) and put it back
+   (store.c). */
+void tg__store_collector_pause(tg_store *s, int pause);
 
 /* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
    (tg__store_lock_dir()): the store takes the descriptor over and closes
