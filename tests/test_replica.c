@@ -54,8 +54,7 @@ static int group_teardown(void **state) {
 }
 
 /* A fresh stream per test: TG_r<serial>. */
-static int setup(void **state) {
-  tgt_setup(state);
+static void new_stream(void) {
   snprintf(name, sizeof name, "r%d", ++name_serial);
   snprintf(stream, sizeof stream, "TG_%s", name);
   snprintf(subject, sizeof subject, "tg.%s.wal", name);
@@ -73,6 +72,11 @@ static int setup(void **state) {
   if (st != NATS_OK) fail_msg("cannot create stream %s: %s (%d)", stream, natsStatus_GetText(st), jerr);
   jsStreamInfo_Destroy(si);
   last_seq = 0;
+}
+
+static int setup(void **state) {
+  tgt_setup(state);
+  new_stream();
   return 0;
 }
 
@@ -896,6 +900,207 @@ static void test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_k
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
+/* ---- with a real primary (src/store/ship.c) --------------------------- */
+
+static tg_store *open_primary(primary *p, const char *sub, int level) {
+  memset(p, 0, sizeof *p);
+  snprintf(p->dir, sizeof p->dir, "%s/%s", tgt_root, sub);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.checkpoint_bytes = 0;
+  cfg.nats_url = srv.url;
+  cfg.repl_name = name;
+  cfg.wal.level = level;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&p->s, p->dir, &cfg, msg, sizeof msg);
+  if (rc) fail_msg("primary open: %s: %s", tg_err_name(rc), msg);
+  p->rnd = 11;
+  return p->s;
+}
+
+static void test_a_follower_of_a_replicated_primary_equals_it(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  /* It follows while the primary writes. */
+  for (int round = 0; round < 5; round++) {
+    primary_work(&p, 600);
+    wait_for(r, last_lsn_of(p.s));
+    assert_same(p.s, r);
+  }
+  uint64_t last = last_lsn_of(p.s);
+  assert_int_equal(tg_replica_applied_lsn(r), last);
+  assert_int_equal(tg_sync(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+  char *a = dump_records(p.dir, 1), *b = dump_records(rdir, 1);
+  assert_string_equal(a, b);
+  free(a);
+  free(b);
+}
+
+static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  primary_work(&p, 300);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_REPLICATED; /* once promoted */
+  char rdir[300], msg[512] = "";
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  /* The old primary is still running when the replica takes over. */
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id = 0;
+  t.timestamp = 4242;
+  assert_int_equal(tg_token_create(r, &t, &id), 0); /* acknowledged by the stream */
+  uint64_t mine = last_lsn_of(r);
+  /* The old primary's next record cannot reach the stream: fenced, and
+     every mutating call after says so; reads go on. */
+  uint32_t id2 = 0;
+  t.timestamp = 4343; /* not the new writer's record */
+  assert_int_equal(tg_token_create(p.s, &t, &id2), TG_EFENCED);
+  assert_int_equal(tg_token_create(p.s, &t, &id2), TG_EFENCED);
+  tg_token got;
+  assert_int_equal(tg_token_get(p.s, p.ids[0], &got), 0);
+  /* The stream holds the new writer's record, at the new epoch. */
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetLastMsg(&m, js, stream, subject, NULL, &jerr), NATS_OK);
+  const char *v = NULL;
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Epoch", &v), NATS_OK);
+  assert_string_equal(v, "2");
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Last-Lsn", &v), NATS_OK);
+  assert_int_equal(strtoull(v, NULL, 10), mine);
+  natsMsg_Destroy(m);
+  tg_store_close(p.s);
+  assert_int_equal(tg_store_close(r), 0);
+  /* Reopened, the old primary's directory is refused as a writer. */
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.nats_url = srv.url;
+  pc.repl_name = name;
+  tg_store *again = NULL;
+  msg[0] = 0;
+  assert_int_equal(tg_store_open_msg(&again, p.dir, &pc, msg, sizeof msg), TG_EFENCED);
+  assert_null(again);
+}
+
+/* The writer child: creates tokens at TG_REPLICATED, and after each
+   acknowledged create writes (id, timestamp) to fd. Never returns. */
+static void failover_child(const char *dir, int fd) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.checkpoint_bytes = 1u << 20;
+  cfg.nats_url = srv.url;
+  cfg.repl_name = name;
+  cfg.wal.level = TG_REPLICATED;
+  tg_store *s = NULL;
+  if (tg_store_open(&s, dir, &cfg)) _exit(3);
+  uint32_t prev = 0;
+  for (uint32_t i = 1;; i++) {
+    tg_token t = {0};
+    t.timestamp = i;
+    t.weight = (float)(i % 977);
+    uint32_t id = 0;
+    if (tg_token_create(s, &t, &id)) _exit(4);
+    if (prev && i % 3 == 0) {
+      tg_connection c = {0};
+      c.from = prev;
+      c.to = id;
+      c.weight = (float)i;
+      uint32_t cid;
+      if (tg_connect(s, &c, &cid)) _exit(5);
+    }
+    prev = id;
+    uint32_t rec[2] = {id, i};
+    if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec) _exit(6);
+  }
+}
+
+/* One round: a child primary writes at TG_REPLICATED, a replica follows,
+   the child is killed -9 at some point, the replica is promoted: every
+   create the child saw acknowledged is there, with its content. */
+static void failover_round(unsigned round, unsigned kill_after) {
+  char pdir[300], rdir[300];
+  snprintf(pdir, sizeof pdir, "%s/primary%u", tgt_root, round);
+  snprintf(rdir, sizeof rdir, "%s/replica%u", tgt_root, round);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_REPLICATED;
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    failover_child(pdir, fds[1]);
+  }
+  close(fds[1]);
+  tg_store *r = NULL;
+  uint32_t *acked = calloc(2u * (kill_after + 100000u), sizeof *acked);
+  assert_non_null(acked);
+  size_t n = 0;
+  uint32_t rec[2];
+  size_t got = 0;
+  /* The child made the stream: follow once it acknowledged something. */
+  while (n < kill_after) {
+    if (!tgt_read_full(fds[0], rec, sizeof rec, &got)) {
+      int st = tgt_wait_child(pid);
+      fail_msg("the writer child ended early (status %d)", st);
+    }
+    acked[2 * n] = rec[0];
+    acked[2 * n + 1] = rec[1];
+    n++;
+    if (n == 1 + kill_after / 2) r = replica_open(rdir, &cfg); /* mid-run */
+  }
+  kill(pid, SIGKILL);
+  tgt_wait_child(pid);
+  /* What it reported before it died. */
+  while (tgt_read_full(fds[0], rec, sizeof rec, &got)) {
+    acked[2 * n] = rec[0];
+    acked[2 * n + 1] = rec[1];
+    n++;
+  }
+  close(fds[0]);
+  char msg[512] = "";
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("round %u: promote: %s: %s", round, tg_err_name(rc), msg);
+  for (size_t i = 0; i < n; i++) {
+    tg_token t;
+    if (tg_token_get(r, acked[2 * i], &t) || t.timestamp != acked[2 * i + 1])
+      fail_msg("round %u: acknowledged create %zu of %zu (token %u) is missing after the "
+               "failover", round, i + 1, n, acked[2 * i]);
+  }
+  /* And the new writer goes on. */
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(r, &t, &id), 0);
+  free(acked);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
+static void test_killing_the_primary_loses_no_acknowledged_operation(void **state) {
+  (void)state;
+  const char *e = getenv("TG_FAILOVER_ROUNDS");
+  unsigned rounds = e ? (unsigned)strtoul(e, NULL, 10) : 1;
+  for (unsigned i = 0; i < rounds; i++) {
+    if (i) new_stream(); /* a stream of its own per round */
+    failover_round(i, 500 + 97 * (i % 13));
+    if (rounds > 1) printf("failover round %u of %u: ok\n", i + 1, rounds);
+  }
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(void) {
@@ -919,6 +1124,9 @@ int main(void) {
       T(test_tg_replica_follows_reports_and_promotes),
       T(test_a_new_replica_starts_from_the_newest_snapshot),
       T(test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream),
+      T(test_a_follower_of_a_replicated_primary_equals_it),
+      T(test_a_stale_primary_is_fenced_once_a_replica_is_promoted),
+      T(test_killing_the_primary_loses_no_acknowledged_operation),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
