@@ -761,10 +761,14 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   if (o.status != 0) fail_msg("promote: status %d: %s", o.status, o.err);
   assert_non_null(strstr(o.out, "\"promoted\":true,\"epoch\":2"));
   tgt_run_free(&o);
-  /* The directory opens as an ordinary writer, continuing the LSNs. */
+  /* The directory opens as the writer, continuing the LSNs and shipping
+     at the promoted epoch. */
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.crash_dump = 0;
+  cfg.nats_url = srv.url;
+  cfg.repl_name = name;
+  cfg.wal.level = TG_REPLICATED;
   tg_store *w = tgt_open(rdir, &cfg);
   assert_int_equal(tgt_stats(w).last_lsn, last);
   tg_token t = {0};
@@ -772,6 +776,13 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   assert_int_equal(tg_token_create(w, &t, &id), 0);
   assert_int_equal(tgt_stats(w).last_lsn, last + 1);
   assert_int_equal(tg_store_close(w), 0);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetLastMsg(&m, js, stream, subject, NULL, &jerr), NATS_OK);
+  const char *v = NULL;
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Epoch", &v), NATS_OK);
+  assert_string_equal(v, "2");
+  natsMsg_Destroy(m);
   /* Bad usage is told apart. */
   const char *bad[] = {"follow", "--dir", rdir, NULL};
   o = tgt_run(TG_REPLICA_BIN, bad, NULL, tgt_root);
