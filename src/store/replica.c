@@ -87,6 +87,8 @@ struct tg__replica {
   size_t nrecs, caprecs;
 };
 
+#ifdef TG_HAVE_NATS
+
 /* ---- checking a message ------------------------------------------------- */
 
 /* Split body into records (rep->recs), checking every frame: length,
@@ -226,8 +228,6 @@ static void set_error(struct tg__replica *rep, int rc, const char *m) {
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
 }
-
-#ifdef TG_HAVE_NATS
 
 typedef struct fetch_ctx {
   tg_store *s;
