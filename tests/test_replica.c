@@ -20,6 +20,34 @@
 
 #include "util.h"
 
+/* Without a replica, tg_wait_lsn() waits for the store's own durability. */
+static void test_wait_lsn_on_a_writer_waits_for_its_durability(void **state) {
+  (void)state;
+  tg_store *m = NULL;
+  assert_int_equal(tg_store_open(&m, NULL, NULL), 0);
+  assert_int_equal(tg_wait_lsn(m, 0, 0), 0);
+  assert_int_equal(tg_wait_lsn(m, 1, 0), -ETIMEDOUT);
+  assert_int_equal(tg_store_close(m), 0);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.wal.level = TG_RELAXED;
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t lsn = tgt_stats(s).last_lsn;
+  assert_int_equal(tg_wait_lsn(s, lsn, 1000), 0);
+  assert_int_equal(tg_wait_lsn(s, lsn + 1, 1000), -ETIMEDOUT);
+  assert_int_equal(tg_replica_applied_lsn(s), lsn);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(s, &st), 0);
+  assert_int_equal(st.is_replica, 0);
+  assert_int_equal(st.applied_lsn, lsn);
+  assert_int_equal(tg_replica_promote(s, 0, NULL, 0), TG_EINVAL);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 #ifdef TG_HAVE_NATS
 #include <nats/nats.h>
 
@@ -1093,10 +1121,13 @@ static void failover_round(unsigned round, unsigned kill_after) {
       fail_msg("round %u: acknowledged create %zu of %zu (token %u) is missing after the "
                "failover", round, i + 1, n, acked[2 * i]);
   }
-  /* And the new writer goes on. */
+  /* And the new writer goes on, with ids the old one never gave. */
+  uint64_t live = tgt_stats(r).live_tokens;
   tg_token t = {0};
   uint32_t id;
   assert_int_equal(tg_token_create(r, &t, &id), 0);
+  assert_int_equal(tgt_stats(r).live_tokens, live + 1);
+  assert_int_equal(tg_wait_lsn(r, tgt_stats(r).last_lsn, 120000), 0);
   free(acked);
   assert_int_equal(tg_store_close(r), 0);
 }
@@ -1120,6 +1151,7 @@ int main(void) {
     return TGN_SKIP;
   }
   const struct CMUnitTest tests[] = {
+      T(test_wait_lsn_on_a_writer_waits_for_its_durability),
       T(test_follower_equals_primary_at_the_same_lsn),
       T(test_a_replica_refuses_every_mutating_call),
       T(test_wait_lsn_times_out_before_the_record_arrives),
@@ -1160,6 +1192,8 @@ static void test_replica_open_without_libnats_is_not_supported(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_replica_open_without_libnats_is_not_supported),
+      cmocka_unit_test_setup_teardown(test_wait_lsn_on_a_writer_waits_for_its_durability,
+                                      tgt_setup, tgt_teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   if (rc) return rc;

@@ -996,11 +996,14 @@ TG_API uint64_t tg_replica_applied_lsn(tg_store *s);
 
 /*
  * Wait until the store shows `lsn`: on a replica, until it has applied it
- * (a client that wrote on the primary reads its own write here); on a
- * durable store, until the record is durable at its level (tg_sync() for
- * one LSN); in memory, at once. timeout_ms 0 = do not wait.
- * Returns 0, -ETIMEDOUT, or the error that stopped the replica following
- * (tg_replica_status()).
+ * (a client that wrote on the primary reads its own write here), at most
+ * timeout_ms (0: do not wait). On any other durable store (a promoted
+ * replica too), until record `lsn` is durable at the store's level, as
+ * tg_sync() waits (timeout_ms unused); -ETIMEDOUT at once when nothing
+ * with that LSN was logged yet. In memory or read-only: 0 when the store
+ * shows lsn, else -ETIMEDOUT at once.
+ * Returns 0, -ETIMEDOUT, the error that stopped the replica following
+ * (tg_replica_status_get()), or the log's errors.
  */
 TG_API int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms);
 

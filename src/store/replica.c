@@ -488,7 +488,13 @@ int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
   if (!s) return TG_EINVAL;
   TG__CALL_GUARD(s);
   struct tg__replica *rep = s->replica;
-  if (!rep) {
+  int promoted = 0;
+  if (rep) {
+    pthread_mutex_lock(&rep->mu);
+    promoted = rep->promoted;
+    pthread_mutex_unlock(&rep->mu);
+  }
+  if (!rep || promoted) { /* a writer: its own durability */
     if (!s->wal || s->read_only) return TG__LOAD_RELAXED(s->last_lsn) >= lsn ? 0 : -ETIMEDOUT;
     if (TG__LOAD_RELAXED(s->last_lsn) < lsn) return -ETIMEDOUT; /* not logged yet */
     return tg_wal_sync(s->wal, lsn);
@@ -508,7 +514,7 @@ int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
       rc = rep->err;
       break;
     }
-    if (rep->promoted || rep->stop || timeout_ms == 0) {
+    if (rep->stop || timeout_ms == 0) {
       rc = -ETIMEDOUT;
       break;
     }
