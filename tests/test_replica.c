@@ -1143,6 +1143,35 @@ static void test_killing_the_primary_loses_no_acknowledged_operation(void **stat
   }
 }
 
+static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_RELAXED);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  /* 200,000 creates as fast as they come: the writer's batches grow past
+     what one message may hold. */
+  for (uint32_t i = 1; i <= 200000; i++) {
+    tg_token t = {0};
+    t.timestamp = i;
+    uint32_t id;
+    assert_int_equal(tg_token_create(p.s, &t, &id), 0);
+  }
+  assert_int_equal(tg_sync(p.s), 0);
+  wait_for(r, last_lsn_of(p.s));
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  printf("# %" PRIu64 " messages for %" PRIu64 " records, the largest %" PRIu64 " bytes\n",
+         st.messages, st.records, st.max_message_bytes);
+  assert_true(st.max_message_bytes <= (1u << 20));
+  assert_true(st.max_message_bytes > 0);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(void) {
@@ -1169,6 +1198,7 @@ int main(void) {
       T(test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream),
       T(test_a_follower_of_a_replicated_primary_equals_it),
       T(test_a_stale_primary_is_fenced_once_a_replica_is_promoted),
+      T(test_messages_of_a_fast_primary_stay_under_1_mib),
       T(test_killing_the_primary_loses_no_acknowledged_operation),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

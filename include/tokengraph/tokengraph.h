@@ -1016,6 +1016,8 @@ typedef struct tg_replica_status {
   uint64_t epoch;            /* that message's epoch */
   uint64_t messages;         /* messages applied since open */
   uint64_t records;          /* records applied since open */
+  uint64_t max_message_bytes; /* the largest message body applied since
+                                open (a primary splits at 1 MiB) */
   int error;                 /* 0, or what stopped following */
   char message[256];         /* that error, one line ("" when none) */
 } tg_replica_status;

@@ -66,6 +66,7 @@ struct tg__replica {
   char errmsg[256];        /* mu */
   uint64_t messages;       /* mu */
   uint64_t records;        /* mu */
+  uint64_t max_bytes;      /* mu: the largest message applied */
   int promoted;            /* mu */
   pthread_t thread;        /* open/close */
   int started;             /* open/close */
@@ -259,6 +260,7 @@ static int on_message(void *arg, const tg__follow_msg *m) {
   pthread_mutex_lock(&rep->mu);
   rep->messages++;
   rep->records += applied;
+  if (m->len > rep->max_bytes) rep->max_bytes = m->len;
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
   return 0;
@@ -543,6 +545,7 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
   out->is_replica = !rep->promoted;
   out->messages = rep->messages;
   out->records = rep->records;
+  out->max_message_bytes = rep->max_bytes;
   out->error = rep->err;
   snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
   pthread_mutex_unlock(&rep->mu);
