@@ -1163,8 +1163,9 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
   wait_for(r, last_lsn_of(p.s));
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
-  printf("# %" PRIu64 " messages for %" PRIu64 " records, the largest %" PRIu64 " bytes\n",
-         st.messages, st.records, st.max_message_bytes);
+  printf("# %" PRIu64 " messages for %" PRIu64 " records, the largest %" PRIu64 " bytes; "
+         "applied at %.2f M records/s once delivered\n", st.messages, st.records,
+         st.max_message_bytes, st.apply_ns ? st.records * 1e3 / (double)st.apply_ns : 0.0);
   assert_true(st.max_message_bytes <= (1u << 20));
   assert_true(st.max_message_bytes > 0);
   assert_same(p.s, r);

@@ -126,9 +126,10 @@ static int parse(int argc, char **argv, int allow_bootstrap, int allow_timeout, 
 static void print_status(const tg_replica_status *st, int json) {
   if (json) {
     printf("{\"applied_lsn\":%" PRIu64 ",\"stream_seq\":%" PRIu64 ",\"epoch\":%" PRIu64
-           ",\"messages\":%" PRIu64 ",\"records\":%" PRIu64 ",\"replica\":%s,\"error\":",
-           st->applied_lsn, st->stream_seq, st->epoch, st->messages, st->records,
-           st->is_replica ? "true" : "false");
+           ",\"messages\":%" PRIu64 ",\"records\":%" PRIu64 ",\"apply_ns\":%" PRIu64
+           ",\"max_message_bytes\":%" PRIu64 ",\"replica\":%s,\"error\":",
+           st->applied_lsn, st->stream_seq, st->epoch, st->messages, st->records, st->apply_ns,
+           st->max_message_bytes, st->is_replica ? "true" : "false");
     tgp_json_str(stdout, st->error ? tg_err_name(st->error) : NULL);
     printf(",\"message\":");
     tgp_json_str(stdout, st->error ? st->message : NULL);

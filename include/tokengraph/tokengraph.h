@@ -1018,6 +1018,9 @@ typedef struct tg_replica_status {
   uint64_t records;          /* records applied since open */
   uint64_t max_message_bytes; /* the largest message body applied since
                                 open (a primary splits at 1 MiB) */
+  uint64_t apply_ns;         /* time spent checking and applying messages
+                                once delivered (records / apply_ns: the
+                                apply rate, the network left out) */
   int error;                 /* 0, or what stopped following */
   char message[256];         /* that error, one line ("" when none) */
 } tg_replica_status;

@@ -67,6 +67,7 @@ struct tg__replica {
   uint64_t messages;       /* mu */
   uint64_t records;        /* mu */
   uint64_t max_bytes;      /* mu: the largest message applied */
+  uint64_t apply_ns;       /* mu: time in on_message's check and apply */
   int promoted;            /* mu */
   pthread_t thread;        /* open/close */
   int started;             /* open/close */
@@ -250,6 +251,7 @@ static int on_message(void *arg, const tg__follow_msg *m) {
     goto fatal;
   }
   if (rep->next_seq && m->seq < rep->next_seq) return 0; /* seen already */
+  uint64_t t0 = tg__now_ns();
   if ((rc = split_frames(rep, m->seq, m->body, m->len, m->first_lsn, m->last_lsn, c->msg,
                          sizeof c->msg)))
     goto fatal;
@@ -261,6 +263,7 @@ static int on_message(void *arg, const tg__follow_msg *m) {
   rep->messages++;
   rep->records += applied;
   if (m->len > rep->max_bytes) rep->max_bytes = m->len;
+  rep->apply_ns += tg__now_ns() - t0;
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
   return 0;
@@ -546,6 +549,7 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
   out->messages = rep->messages;
   out->records = rep->records;
   out->max_message_bytes = rep->max_bytes;
+  out->apply_ns = rep->apply_ns;
   out->error = rep->err;
   snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
   pthread_mutex_unlock(&rep->mu);
