@@ -1034,15 +1034,17 @@ static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **sta
   assert_null(again);
 }
 
-/* The writer child: creates tokens at TG_REPLICATED, and after each
+/* The writer child (this program run again: exec after fork, as a fork
+   of a process with libnats's threads must start no thread of its own,
+   which TSan enforces): creates tokens at TG_REPLICATED, and after each
    acknowledged create writes (id, timestamp) to fd. Never returns. */
-static void failover_child(const char *dir, int fd) {
+static void failover_child(const char *dir, int fd, const char *url, const char *nm) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.crash_dump = 0;
   cfg.checkpoint_bytes = 1u << 20;
-  cfg.nats_url = srv.url;
-  cfg.repl_name = name;
+  cfg.nats_url = url;
+  cfg.repl_name = nm;
   cfg.wal.level = TG_REPLICATED;
   tg_store *s = NULL;
   if (tg_store_open(&s, dir, &cfg)) _exit(3);
@@ -1083,7 +1085,11 @@ static void failover_round(unsigned round, unsigned kill_after) {
   assert_true(pid >= 0);
   if (pid == 0) {
     close(fds[0]);
-    failover_child(pdir, fds[1]);
+    char fdtxt[16];
+    snprintf(fdtxt, sizeof fdtxt, "%d", fds[1]);
+    execl("/proc/self/exe", "test_replica", "--failover-child", pdir, fdtxt, srv.url, name,
+          (char *)NULL);
+    _exit(127);
   }
   close(fds[1]);
   tg_store *r = NULL;
@@ -1175,7 +1181,9 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
-int main(void) {
+int main(int argc, char **argv) {
+  if (argc == 6 && !strcmp(argv[1], "--failover-child"))
+    failover_child(argv[2], atoi(argv[3]), argv[4], argv[5]);
   if (!tgn_server_available(NULL, 0)) {
     printf("skipped: no nats-server\n");
     return TGN_SKIP;
