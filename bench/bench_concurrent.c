@@ -42,6 +42,10 @@ static void add_result(tgc_result *into, const tgc_result *r) {
   into->seconds += r->seconds;
   into->writer_ops += r->writer_ops;
   into->reader_ops += r->reader_ops;
+  into->writer_cpu_seconds += r->writer_cpu_seconds;
+  into->writer_vcsw += r->writer_vcsw;
+  into->writer_ivcsw += r->writer_ivcsw;
+  into->reader_cpu_seconds += r->reader_cpu_seconds;
   for (unsigned i = 0; i < TGC_BUCKETS; i++) {
     into->w.b[i] += r->w.b[i];
     into->r.b[i] += r->r.b[i];
@@ -175,6 +179,17 @@ int tgb_concurrent(int argc, char **argv) {
     printf("}\n");
   } else {
     for (size_t i = 0; i < nf; i++) printf("%-28s %.*f\n", f[i].k, i == 2 ? 3 : 0, f[i].v);
+    /* Not JSON keys (the issue fixes those): the same ratio per CPU
+       second of the writers, and the share of a core each side had. */
+    printf("%-28s %.3f\n", "ratio_to_alone_per_cpu",
+           ((double)both.writer_ops / both.writer_cpu_seconds) /
+               ((double)alone.writer_ops / alone.writer_cpu_seconds));
+    printf("%-28s %.3f / %.3f\n", "writer_cpu_share alone/with",
+           alone.writer_cpu_seconds / alone.seconds / (double)writers,
+           both.writer_cpu_seconds / both.seconds / (double)writers);
+    printf("%-28s %llu+%llu / %llu+%llu\n", "writer_switches vol+invol alone/with",
+           (unsigned long long)alone.writer_vcsw, (unsigned long long)alone.writer_ivcsw,
+           (unsigned long long)both.writer_vcsw, (unsigned long long)both.writer_ivcsw);
     printf("(%llu writer(s), %llu reader(s), %llu creates per writer per phase; "
            "first checkpoint of %llu+ tokens took %.3f s)\n",
            (unsigned long long)writers, (unsigned long long)readers,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "tg_progutil.h"
@@ -47,22 +48,55 @@ double tgc_hist_quantile_ns(const tgc_hist *h, double q, double ns_per_tick) {
   return (double)h->max * ns_per_tick;
 }
 
+/*
+ * The driver must not be the interference it measures: a field one thread
+ * stores per call and another loads per call moves a cache line between
+ * the cores at every call (about 100 ns here, more than a read costs). So
+ * each shared field that changes has a line of its own, the writers
+ * publish their highest id every PUBLISH_EVERY creates (readers need only
+ * ids that exist, not the newest), the readers look at it every
+ * PUBLISH_EVERY reads, and each thread's counters sit on lines no other
+ * thread touches.
+ */
+#define LINE 64
+#define PUBLISH_EVERY 256u
+
 typedef struct shared {
   const tgc_phase *p;
-  _Atomic uint32_t id_hi;       /* highest token id a writer made */
-  _Atomic int stop;             /* readers (and open-ended writers) stop */
-  _Atomic unsigned writers_left;
-  _Atomic int error;
   pthread_barrier_t start;
+  _Alignas(LINE) _Atomic uint32_t id_hi; /* highest token id a writer
+                                published (at most PUBLISH_EVERY behind) */
+  _Alignas(LINE) _Atomic int stop; /* readers (and open-ended writers)
+                                stop; stored once */
+  _Alignas(LINE) _Atomic unsigned writers_left;
+  _Atomic int error;
+  char pad[LINE];
 } shared;
 
 typedef struct worker {
-  shared *sh;
+  _Alignas(LINE) shared *sh;
   unsigned idx;
   uint64_t ops;
   uint64_t t0, t1;              /* ticks: first and last call */
+  uint64_t cpu_ns;              /* the thread's CPU time over its calls */
+  uint64_t vcsw, ivcsw;         /* its voluntary and involuntary context
+                                   switches over them */
   tgc_hist h;
+  char pad[LINE];               /* h.n and h.max off the next worker's line */
 } worker;
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void thread_switches(uint64_t *v, uint64_t *iv) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  *v = (uint64_t)ru.ru_nvcsw;
+  *iv = (uint64_t)ru.ru_nivcsw;
+}
 
 static uint64_t xorshift(uint64_t *x) {
   *x ^= *x << 13;
@@ -79,17 +113,29 @@ static void note_error(shared *sh, const char *what, int rc) {
 
 #define RECENT 1024
 
+/* Raise the published highest id to at least id (relaxed: readers only
+   need an id that exists; the store's own synchronisation covers what the
+   id names). */
+static void publish_id(shared *sh, uint32_t id) {
+  uint32_t cur = atomic_load_explicit(&sh->id_hi, memory_order_relaxed);
+  while (id > cur && !atomic_compare_exchange_weak_explicit(
+                         &sh->id_hi, &cur, id, memory_order_relaxed, memory_order_relaxed)) {
+  }
+}
+
 static void *writer_main(void *arg) {
   worker *w = arg;
   shared *sh = w->sh;
   const tgc_phase *p = sh->p;
-  uint32_t recent[RECENT];
+  uint32_t recent[RECENT], id_max = 0;
   uint64_t n = 0, rng = 0x9E3779B97F4A7C15ull * (w->idx + 1);
   tg_token t;
   memset(&t, 0, sizeof t);
   tg_connection c;
   memset(&c, 0, sizeof c);
   pthread_barrier_wait(&sh->start);
+  uint64_t cpu0 = thread_cpu_ns(), v0, iv0;
+  thread_switches(&v0, &iv0);
   uint64_t prev = tgp_ticks();
   w->t0 = prev;
   for (;;) {
@@ -126,13 +172,18 @@ static void *writer_main(void *arg) {
       }
     }
     /* A relaxed maximum is enough: readers only need ids that exist. */
-    if (id > atomic_load_explicit(&sh->id_hi, memory_order_relaxed))
-      atomic_store_explicit(&sh->id_hi, id, memory_order_relaxed);
+    if (id > id_max) id_max = id;
+    if ((uint32_t)n % PUBLISH_EVERY == PUBLISH_EVERY - 1u) publish_id(sh, id_max);
     uint64_t now = tgp_ticks();
     hist_add(&w->h, now - prev);
     prev = now;
     n++;
   }
+  publish_id(sh, id_max);
+  w->cpu_ns = thread_cpu_ns() - cpu0;
+  thread_switches(&w->vcsw, &w->ivcsw);
+  w->vcsw -= v0;
+  w->ivcsw -= iv0;
   w->t1 = prev;
   w->ops = n;
   if (atomic_fetch_sub(&sh->writers_left, 1) == 1 && sh->p->ops)
@@ -153,10 +204,14 @@ static void *reader_main(void *arg) {
   uint64_t n = 0, rng = 0xD1B54A32D192ED03ull * (w->idx + 7), edges = 0;
   tg_token t;
   pthread_barrier_wait(&sh->start);
+  uint64_t cpu0 = thread_cpu_ns(), v0, iv0;
+  thread_switches(&v0, &iv0);
   uint64_t prev = tgp_ticks();
   w->t0 = prev;
+  uint32_t hi = 0;
   while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
-    uint32_t hi = atomic_load_explicit(&sh->id_hi, memory_order_relaxed);
+    if ((uint32_t)n % PUBLISH_EVERY == 0)
+      hi = atomic_load_explicit(&sh->id_hi, memory_order_relaxed);
     uint32_t id = hi ? 1u + (uint32_t)(xorshift(&rng) % hi) : 1u;
     int rc = p->read == TGC_READ_EDGES ? tg_token_edges(p->s, id, TG_BOTH, count_edge, &edges)
                                        : tg_token_get(p->s, id, &t);
@@ -169,6 +224,10 @@ static void *reader_main(void *arg) {
     prev = now;
     n++;
   }
+  w->cpu_ns = thread_cpu_ns() - cpu0;
+  thread_switches(&w->vcsw, &w->ivcsw);
+  w->vcsw -= v0;
+  w->ivcsw -= iv0;
   w->t1 = prev;
   w->ops = n;
   return NULL;
@@ -200,7 +259,9 @@ int tgc_run(const tgc_phase *p, tgc_result *out) {
   tg_store_stats st;
   tg_store_stats_get(p->s, &st);
   atomic_init(&sh.id_hi, (uint32_t)(st.live_tokens ? st.live_tokens : 0));
-  worker *ws = calloc(n ? n : 1, sizeof *ws);
+  /* aligned_alloc: workers are cache-line aligned (sizeof is a multiple). */
+  worker *ws = aligned_alloc(LINE, (n ? n : 1) * sizeof *ws);
+  if (ws) memset(ws, 0, (n ? n : 1) * sizeof *ws);
   pthread_t *th = calloc(n + 1, sizeof *th);
   ckpt_arg ca = {&sh, 0, 0};
   if (!ws || !th) {
@@ -233,9 +294,13 @@ int tgc_run(const tgc_phase *p, tgc_result *out) {
   for (unsigned i = 0; i < n; i++) {
     if (i < nw) {
       out->writer_ops += ws[i].ops;
+      out->writer_cpu_seconds += (double)ws[i].cpu_ns / 1e9;
+      out->writer_vcsw += ws[i].vcsw;
+      out->writer_ivcsw += ws[i].ivcsw;
       hist_merge(&out->w, &ws[i].h);
     } else {
       out->reader_ops += ws[i].ops;
+      out->reader_cpu_seconds += (double)ws[i].cpu_ns / 1e9;
       hist_merge(&out->r, &ws[i].h);
     }
   }

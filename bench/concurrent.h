@@ -46,7 +46,15 @@ typedef struct tgc_phase {
 typedef struct tgc_result {
   double seconds;               /* the writers' time (or the phase's) */
   uint64_t writer_ops, reader_ops;
-  tgc_hist w, r;                /* per call, merged over threads */
+  double writer_cpu_seconds;    /* CPU time the writer threads used, summed
+                                   (CLOCK_THREAD_CPUTIME_ID): with the wall
+                                   time it tells a slowdown by interference
+                                   (more CPU per call) from one by a busy
+                                   machine (less CPU per second) */
+  double reader_cpu_seconds;
+  uint64_t writer_vcsw, writer_ivcsw; /* the writers' voluntary (they
+                                   blocked) and involuntary (preempted)
+                                   context switches */  tgc_hist w, r;                /* per call, merged over threads */
   int checkpoint_rc;            /* the checkpoint's result */
   double checkpoint_seconds;
   int error;                    /* a call failed: its code (message said) */

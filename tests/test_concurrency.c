@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "store/store_internal.h"
 #include "util.h"
 
 /* Every field of the image derives from k, so a copy torn between two
@@ -691,6 +692,158 @@ static void test_every_call_mixed_with_checkpoints_recovers_the_same_graph(void 
   free(after.conn);
 }
 
+
+/* ---- checkpoint capture: staging outside the lock --------------------------- */
+
+/* Step a capture to its end as the checkpointer does: stage a unit
+   without the lock, then take it (or copy the next one) under it. When
+   `meddle` is set, it runs once, between a stage of kind `kind` and its
+   step, as a writer changing the staged unit would. */
+static void run_capture(tg_store *s, tg__capture *cap, int kind,
+                        void (*meddle)(tg_store *, void *), void *arg) {
+  int rc;
+  do {
+    assert_int_equal(tg__capture_stage(&s->g, cap), 0);
+    if (meddle && cap->staged && cap->stage_kind == kind) {
+      meddle(s, arg);
+      meddle = NULL;
+    }
+    tg__store_lock(s);
+    rc = tg__capture_step(&s->g, cap, 1);
+    if (rc == 0) tg__capture_end(&s->g, cap);
+    tg__store_unlock(s);
+  } while (rc == 1);
+  assert_int_equal(rc, 0);
+  assert_null(meddle); /* the change ran */
+}
+
+/* Each record of `kind` in the capture once; returns how many, and the
+   records' timestamps (tokens) or activation counts (connections) by id. */
+static uint32_t captured(const tg__capture *cap, int kind, uint32_t *val, uint32_t max_id) {
+  uint32_t n = 0;
+  for (uint32_t u = 0; u < cap->nunits[kind]; u++) {
+    const tg__cap_unit *cu = &cap->units[kind][u];
+    for (uint32_t k = 0; k < cu->nrec; k++) {
+      const unsigned char *r = cu->recs + (size_t)k * 64;
+      uint32_t id, v;
+      memcpy(&id, r + (kind ? offsetof(tg_connection, id) : offsetof(tg_token, id)), 4);
+      memcpy(&v, r + (kind ? offsetof(tg_connection, activation_count)
+                           : offsetof(tg_token, timestamp)), 4);
+      assert_true(id >= 1 && id <= max_id);
+      assert_int_equal(val[id], 0); /* once */
+      val[id] = v;
+      n++;
+    }
+  }
+  return n;
+}
+
+typedef struct meddle_arg {
+  uint32_t token_changed, token_deleted, conn_changed, conn_deleted;
+} meddle_arg;
+
+static void change_tokens(tg_store *s, void *arg) {
+  meddle_arg *m = arg;
+  tg_token t;
+  image_of(&t, m->token_changed, 2);
+  assert_int_equal(tg_token_update(s, &t), 0);
+  assert_int_equal(tg_token_delete(s, m->token_deleted), 0);
+}
+
+static void change_conns(tg_store *s, void *arg) {
+  meddle_arg *m = arg;
+  tg_connection c;
+  assert_int_equal(tg_connection_get(s, m->conn_changed, &c), 0);
+  conn_image_of(&c, 2);
+  assert_int_equal(tg_connection_update(s, &c), 0);
+  assert_int_equal(tg_disconnect(s, m->conn_deleted), 0);
+}
+
+/* Connection `id` is marked as changed since the last checkpoint. */
+static int conn_marked(tg_store *s, uint32_t id) {
+  uint32_t i = id - 1u;
+  tg__store_lock(s);
+  int m = (int)((s->g.cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6] >> (i & 63)) & 1);
+  tg__store_unlock(s);
+  return m;
+}
+
+static void test_a_unit_changed_after_it_was_staged_is_captured_as_of_begin(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.segment_bytes = 16u << 20;
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  enum { NT = 3 * TG__CAP_UNIT, NC = 2 * TG__CAP_UNIT };
+  uint32_t *ids = calloc(NT, sizeof *ids), *cids = calloc(NC, sizeof *cids);
+  assert_non_null(ids);
+  assert_non_null(cids);
+  for (uint32_t i = 0; i < NT; i++) {
+    tg_token t;
+    image_of(&t, 0, 1);
+    assert_int_equal(tg_token_create(s, &t, &ids[i]), 0);
+  }
+  for (uint32_t i = 0; i < NC; i++) {
+    tg_connection c = {.from = ids[i], .to = ids[i + 1], .type = 1};
+    conn_image_of(&c, 1);
+    cids[i] = tgt_connect(s, &c);
+  }
+  /* Twice: a writer changes the token unit staged first (slots of unit
+     0), then the connection unit staged first (ids of unit 0), between the
+     stage and the step. The step must not take the stale stage: the unit
+     is then in the capture once, as of begin, copied by the writer. */
+  for (int kind = 0; kind < 2; kind++) {
+    /* Round 0 deletes token ids[7], and with it connections cids[6] and
+       cids[7]; round 1 changes others. */
+    meddle_arg m = {ids[5], ids[7], cids[100], cids[101]};
+    tg__capture cap;
+    pthread_mutex_lock(&s->ckpt_mu); /* no checkpoint of the store's own */
+    tg__store_lock(s);
+    assert_int_equal(tg__capture_begin(&s->g, &cap, 1), 0);
+    tg__store_unlock(s);
+    run_capture(s, &cap, kind, kind ? change_conns : change_tokens, &m);
+    uint32_t *tv = calloc(NT + 1, sizeof *tv), *cv = calloc(NC + 1, sizeof *cv);
+    assert_non_null(tv);
+    assert_non_null(cv);
+    /* As of begin: the tokens and connections deleted in an earlier round
+       are gone, everything else is there once with its image then. */
+    uint32_t nt = captured(&cap, 0, tv, NT), nc = captured(&cap, 1, cv, NC);
+    assert_int_equal(nt, NT - kind);
+    assert_int_equal(nc, NC - 2 * kind);
+    if (kind == 0) {
+      assert_int_equal(tv[ids[5]], 1);
+      assert_int_equal(tv[ids[7]], 1);
+    } else {
+      assert_int_equal(tv[ids[5]], 2); /* changed in round 0 */
+      assert_int_equal(tv[ids[7]], 0);
+    }
+    assert_int_equal(cv[cids[100]], 1);
+    assert_int_equal(cv[cids[101]], 1);
+    /* What changed during the capture stays marked for the next
+       checkpoint; what the capture took is no longer marked. */
+    tg_token t;
+    assert_int_equal(tg_token_get(s, ids[9], &t), 0);
+    assert_int_equal(t.flags & TG_TOKEN_DIRTY, 0);
+    if (kind == 0) {
+      assert_int_equal(tg_token_get(s, ids[5], &t), 0);
+      assert_int_not_equal(t.flags & TG_TOKEN_DIRTY, 0);
+    } else {
+      assert_true(conn_marked(s, cids[100]));
+      assert_false(conn_marked(s, cids[102]));
+    }
+    free(tv);
+    free(cv);
+    tg__store_lock(s);
+    tg__capture_remark(&s->g, &cap); /* as a checkpoint that failed */
+    tg__store_unlock(s);
+    tg__capture_free(&cap);
+    pthread_mutex_unlock(&s->ckpt_mu);
+  }
+  assert_int_equal(tg_checkpoint(s), 0); /* the marks given back still work */
+  tg_store_close(s);
+  free(ids);
+  free(cids);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_token_reads_are_never_torn_by_concurrent_updates),
@@ -699,6 +852,7 @@ int main(void) {
       cmocka_unit_test(test_edge_walks_see_every_lasting_connection_once_under_churn),
       cmocka_unit_test(test_an_edge_callback_may_change_the_store),
       TGT_TEST(test_every_call_mixed_with_checkpoints_recovers_the_same_graph),
+      TGT_TEST(test_a_unit_changed_after_it_was_staged_is_captured_as_of_begin),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

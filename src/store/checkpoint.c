@@ -818,6 +818,10 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg__store_unlock(s);
   if (rc) return rc;
   do {
+    /* The unit's slots are read here, without the lock: the hold below
+       only checks and takes them (tg__capture_stage). A failure to stage
+       only means the step copies under the lock. */
+    (void)tg__capture_stage(&s->g, cap);
     tg__store_lock(s);
     rc = tg__capture_step(&s->g, cap, 1);
     if (rc == 0) tg__capture_end(&s->g, cap);

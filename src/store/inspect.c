@@ -167,7 +167,8 @@ int tg__store_inspect_dir(int dirfd, const char *dir, tg_inspect_report *out,
   tg_wal_record rec;
   int rc, wfd = -1;
   memset(out, 0, sizeof *out);
-  if (!(s = calloc(1, sizeof *s)) || !(s->dir = strdup(dir)) ||
+  if ((s = aligned_alloc(_Alignof(tg_store), sizeof *s))) memset(s, 0, sizeof *s);
+  if (!s || !(s->dir = strdup(dir)) ||
       !(waldir = tg__path_join_alloc(dir, "wal"))) {
     rc = TG_ENOMEM;
     goto out;

@@ -26,8 +26,9 @@
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
  * takes the store lock), and the guardian's pressure callback
- * (on_pressure, application code), and a checkpoint's copy of one unit
- * of 4096 slots (copy-on-write, token/graph.h). Never a disk flush: STRICT
+ * (on_pressure, application code), and a checkpoint's take of one unit
+ * of 4096 slots (read beforehand without the lock) or a writer's own copy
+ * of one (copy-on-write, token/graph.h). Never a disk flush: STRICT
  * callers announce themselves before taking the lock and wait for
  * durability after releasing it (strict_enter / strict_wait below); never an LMDB call
  * (checkpoints copy in short lock holds and write outside the lock).
@@ -311,7 +312,9 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     rc = TG_EINVAL;
     goto fail;
   }
-  s = calloc(1, sizeof *s);
+  /* Aligned: the struct keeps hot fields on separate cache lines. */
+  s = aligned_alloc(_Alignof(tg_store), sizeof *s);
+  if (s) memset(s, 0, sizeof *s);
   if (!s) {
     rc = TG_ENOMEM;
     goto fail;

@@ -22,12 +22,17 @@
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
 struct tg_store {
-  atomic_int lock;              /* 0 free, 1 held; store.c, LOCKING */
+  int read_only;                /* open/close; 1: cfg.read_only (readonly.c):
+                                   no WAL, no LOCK, nothing written. Read by
+                                   every lock-free read, so it is kept off
+                                   the lock's line (TG__LINE, arena.h) */
+  _Alignas(TG__LINE) atomic_int lock; /* 0 free, 1 held; store.c, LOCKING */
   atomic_int sleepers;          /* threads parked or about to park on lock */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
   tg__graph g;                  /* lock; read without it as store.c's
-                                   READS says */
+                                   READS says; starts on a line of its own
+                                   (its arenas' read-mostly fields first) */
   tg__guardian gd;              /* lock (limits: open/close); counters
                                    relaxed stores (READS) */
   uint64_t tokens_created;      /* lock; relaxed stores (READS) */
@@ -35,9 +40,6 @@ struct tg_store {
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
-  int read_only;                /* open/close; 1: cfg.read_only (readonly.c):
-                                   no WAL, no LOCK, nothing written. Beside
-                                   wal: the mutating calls test both */
   int level;                    /* open/close; enum tg_wal_level */
   struct tg__ship *ship;        /* open/close; replication (ship.c), or NULL */
   uint64_t ckpt_repl_seq;       /* as ckpt_lsn: the loaded or last written

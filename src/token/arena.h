@@ -87,22 +87,31 @@
 #define TG__SEQ_STRIPES 4096u                       /* seqlock stripes an arena */
 #define TG__FREE_NEXT_OFF 60u                       /* free-list link offset */
 
+/* Cache lines (TG__LINE): what a lock-free reader loads on every lookup
+   (chunks, map, id_off; written at init only) has a line of its own, apart
+   from what the lock holder stores on every allocation (next, live, cursor,
+   ...) and from the counters: sharing one line made every read pull the
+   line the writer had just written, and the writer take it back (tg-bench
+   concurrent, docs/benchmarks.md). */
+#define TG__LINE 64
+
 typedef struct tg__arena {
   unsigned char **chunks; /* TG__MAX_CHUNKS entries; NULL = not mapped */
-  uint32_t nchunks;       /* chunks mapped, always a prefix of `chunks` */
+  uint32_t **map;         /* TG__MAX_CHUNKS entries, never moves: id chunk
+                             -> 32,768 entries of slot index + 1 (0: no
+                             live object); a NULL chunk has none */
+  uint32_t id_off;        /* offset of the object's u32 id within a slot */
+  _Alignas(TG__LINE) uint32_t nchunks; /* chunks mapped, always a prefix of
+                             `chunks`; the lock holder's fields from here */
   uint32_t next;          /* slots [0, next) were handed out at least once */
   uint32_t limit;         /* nchunks * TG__CHUNK_SLOTS, capped at MAX_SLOTS */
   uint32_t free_head;     /* index + 1 of the first free slot, 0 = none */
-  uint32_t id_off;        /* offset of the object's u32 id within a slot */
   int loading;            /* 1 while objects are put by id (checkpoint load,
                              replay): see tg__arena_put() */
   uint32_t put_max;       /* loading: the highest id the store had issued
                              before what is being loaded (the checkpoint's
                              high-water mark); see tg__arena_may_put() */
   uint64_t live;          /* slots in use (relaxed stores: stats readers) */
-  uint32_t **map;         /* TG__MAX_CHUNKS entries, never moves: id chunk
-                             -> 32,768 entries of slot index + 1 (0: no
-                             live object); a NULL chunk has none */
   uint32_t *map_live;     /* TG__MAX_CHUNKS counts: live ids per map chunk */
   uint32_t map_hi;        /* map chunks [0, map_hi) may be mapped */
   uint32_t cursor;        /* the last id handed out (0: none yet) */
@@ -113,7 +122,7 @@ typedef struct tg__arena {
                              map_cur, before any wrap; 0 otherwise, and
                              whenever the cursor is moved from outside */
   uint32_t *map_cur;      /* the map chunk of cursor + 1 while fast_ids */
-  uint32_t seq[TG__SEQ_STRIPES]; /* write-section counters, odd while a
+  _Alignas(TG__LINE) uint32_t seq[TG__SEQ_STRIPES]; /* write-section counters, odd while a
                              slot of the stripe is being written (above) */
 } tg__arena;
 
@@ -277,6 +286,28 @@ static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
   memcpy(out, w, sizeof w);
   /* Another id (the slot was reused) or 0 (freed, or held by a batch). */
   return tg__slot_u32(w, a->id_off) == id;
+}
+
+/*
+ * Lock-free read of slot index i (i < the `next` the reader saw under the
+ * lock, so its chunk is mapped), whatever it holds: the 64 bytes as they
+ * were at one moment, with the same seqlock as tg__arena_read().
+ */
+static inline void tg__arena_read_slot(const tg__arena *a, uint32_t i, void *out) {
+  uint64_t w[8];
+  const uint32_t *sq = &a->seq[i & (TG__SEQ_STRIPES - 1u)];
+  const uint64_t *src = (const uint64_t *)tg__arena_slot(a, i);
+  for (;;) {
+    uint32_t s0 = __atomic_load_n(sq, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(s0 & 1u, 0)) {
+      tg__cpu_relax();
+      continue;
+    }
+    for (int k = 0; k < 8; k++) w[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* as in tg__arena_read() */
+    if (__atomic_load_n(sq, __ATOMIC_RELAXED) == s0) break;
+  }
+  memcpy(out, w, sizeof w);
 }
 
 /* Slots in use, for readers without the lock. */

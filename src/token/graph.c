@@ -526,6 +526,22 @@ static uint64_t *unit_bits(const tg__graph *g, uint32_t u) {
   return g->cdirty[c] + (u % UNITS_PER_CHUNK) * UNIT_WORDS;
 }
 
+/* A unit's buffers for nrec records and ndel deletes. A unit of more than
+   a quarter full takes a pre-faulted spare when there is one: a fresh
+   256 KiB malloc is an mmap and 64 page faults, which under the store lock
+   were most of a unit's copy time (and of a writer's copy-on-write). 0 or
+   TG_ENOMEM (then nothing is held). Store lock held. */
+static int unit_alloc(tg__capture *cap, tg__cap_unit *cu, uint32_t nrec, uint32_t ndel) {
+  if (nrec > TG__CAP_UNIT / 4u && cap->nspares) cu->recs = cap->spares[--cap->nspares];
+  else if (nrec && !(cu->recs = malloc((size_t)nrec * TG__SLOT_BYTES))) return TG_ENOMEM;
+  if (ndel && !(cu->dels = malloc((size_t)ndel * sizeof *cu->dels))) {
+    free(cu->recs);
+    cu->recs = NULL;
+    return TG_ENOMEM;
+  }
+  return 0;
+}
+
 /* Copy unit u of arena `kind` into the capture and clear its marks. Store
    lock held. 0 or TG_ENOMEM (then nothing changed). */
 static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
@@ -551,12 +567,7 @@ static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
       else if (marked) live ? nrec++ : ndel++;
     }
   }
-  if ((nrec && !(cu->recs = malloc((size_t)nrec * TG__SLOT_BYTES))) ||
-      (ndel && !(cu->dels = malloc((size_t)ndel * sizeof *cu->dels)))) {
-    free(cu->recs);
-    cu->recs = NULL;
-    return TG_ENOMEM;
-  }
+  if (unit_alloc(cap, cu, nrec, ndel)) return TG_ENOMEM;
   if (kind == 0) {
     for (uint32_t i = lo; i < hi; i++) {
       tg_token *t = tg__arena_slot(&g->tokens, i);
@@ -586,7 +597,66 @@ static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
   assert(cu->nrec == nrec && cu->ndel == ndel);
   cap->nrec[kind] += nrec;
   cap->ndel[kind] += ndel;
-  cap->pending[kind][u] = 0;
+  /* Relaxed: tg__capture_stage() looks without the lock, and checks again
+     under it. */
+  __atomic_store_n(&cap->pending[kind][u], 0, __ATOMIC_RELAXED);
+  return 0;
+}
+
+/* Take unit u of `kind`, staged by tg__capture_stage() and still pending
+   (no writer copied it, so nothing in it changed since begin and the
+   stage holds it as of begin), into the capture, clearing its marks as
+   copy_unit() does. The records are already in their buffer: the lock is
+   held only to clear the marks (and, for an incremental capture of
+   connections, to keep the marked ones). Store lock held. 0 or TG_ENOMEM
+   (nothing changed). */
+static int take_staged(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
+  tg__cap_unit *cu = &cap->units[kind][u];
+  uint32_t lo = u << TG__CAP_UNIT_SHIFT;
+  const uint64_t *sb = cap->stage_bits;
+  uint32_t nrec = cap->stage_n, ndel = 0;
+  if (kind == 0) {
+    /* Staged: the live records the capture takes, DIRTY cleared; the bits
+       are the slots whose DIRTY flag must be cleared. */
+    for (uint32_t w = 0; w < UNIT_WORDS; w++)
+      for (uint64_t m = sb[w]; m; m &= m - 1) {
+        uint32_t i = lo + w * 64u + (uint32_t)__builtin_ctzll(m);
+        const tg_token *t = tg__arena_slot(&g->tokens, i);
+        set_token_flags(g, i, t->id ? (uint16_t)(t->flags & ~TG_TOKEN_DIRTY) : 0);
+      }
+  } else {
+    /* Staged: every live connection of the unit, in id order, its offset
+       in stage_pos; the bits are the live ones. */
+    uint64_t *bits = unit_bits(g, u);
+    if (!cap->full) {
+      for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
+        ndel += (uint32_t)__builtin_popcountll(bits[w] & ~sb[w]);
+      if (ndel && !(cu->dels = malloc((size_t)ndel * sizeof *cu->dels))) return TG_ENOMEM;
+      uint32_t j = 0, d = 0;
+      for (uint32_t k = 0; k < cap->stage_n; k++) {
+        uint32_t b = cap->stage_pos[k];
+        if (!(bits && (bits[b >> 6] >> (b & 63)) & 1)) continue;
+        if (j != k)
+          memcpy(cap->stage_buf + (size_t)j * TG__SLOT_BYTES,
+                 cap->stage_buf + (size_t)k * TG__SLOT_BYTES, TG__SLOT_BYTES);
+        j++;
+      }
+      for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
+        for (uint64_t m = bits[w] & ~sb[w]; m; m &= m - 1)
+          cu->dels[d++] = lo + w * 64u + (uint32_t)__builtin_ctzll(m) + 1u;
+      nrec = j;
+    }
+    if (bits) memset(bits, 0, UNIT_WORDS * sizeof *bits);
+  }
+  if (nrec) {
+    cu->recs = cap->stage_buf; /* the stage gets a new buffer */
+    cap->stage_buf = NULL;
+  }
+  cu->nrec = nrec;
+  cu->ndel = ndel;
+  cap->nrec[kind] += nrec;
+  cap->ndel[kind] += ndel;
+  __atomic_store_n(&cap->pending[kind][u], 0, __ATOMIC_RELAXED);
   return 0;
 }
 
@@ -686,13 +756,82 @@ void tg__capture_touch(tg__graph *g, int kind, uint32_t slot) {
   if (rc) void_capture(g, cap, rc);
 }
 
+/* The next unit the checkpointer's steps would copy, from its cursor:
+   1 and *kind, *u, or 0 when none is pending. Without the lock the answer
+   may be stale (pending is loaded relaxed); the step checks again. */
+static int next_pending(const tg__capture *cap, int *kind, uint32_t *u) {
+  for (int k = 0; k < 2; k++)
+    for (uint32_t v = cap->cursor[k]; v < cap->nunits[k]; v++)
+      if (__atomic_load_n(&cap->pending[k][v], __ATOMIC_RELAXED)) {
+        *kind = k;
+        *u = v;
+        return 1;
+      }
+  return 0;
+}
+
+/* Make a buffer of a whole unit of records, its pages faulted in now
+   (outside the lock): one volatile store a page, since a memset of zeroes
+   after malloc may be turned into a calloc, which writes nothing. */
+static unsigned char *unit_buffer(void) {
+  size_t bytes = (size_t)TG__CAP_UNIT * TG__SLOT_BYTES;
+  unsigned char *p = malloc(bytes);
+  for (size_t o = 0; p && o < bytes; o += 4096) ((volatile unsigned char *)p)[o] = 0;
+  return p;
+}
+
+int tg__capture_stage(const tg__graph *g, tg__capture *cap) {
+  cap->staged = 0;
+  for (uint32_t k = 0; k < TG__CAP_SPARES; k++)
+    if (!cap->fresh[k] && !(cap->fresh[k] = unit_buffer())) return TG_ENOMEM;
+  if (!cap->stage_buf && !(cap->stage_buf = unit_buffer())) return TG_ENOMEM;
+  int kind;
+  uint32_t u;
+  if (!next_pending(cap, &kind, &u)) return 0;
+  uint32_t lo = u << TG__CAP_UNIT_SHIFT;
+  uint64_t hi64 = (uint64_t)lo + TG__CAP_UNIT;
+  uint32_t n = (hi64 > cap->hw[kind] ? cap->hw[kind] : (uint32_t)hi64) - lo;
+  uint32_t nrec = 0;
+  memset(cap->stage_bits, 0, sizeof cap->stage_bits);
+  for (uint32_t b = 0; b < n; b++) {
+    unsigned char *r = cap->stage_buf + (size_t)nrec * TG__SLOT_BYTES;
+    if (kind == 0) {
+      /* Slots below the `next` of begin: their chunks were mapped then. */
+      tg__arena_read_slot(&g->tokens, lo + b, r);
+      tg_token *t = (tg_token *)r;
+      int dirty = (t->flags & TG_TOKEN_DIRTY) != 0;
+      if (dirty) cap->stage_bits[b >> 6] |= 1ull << (b & 63);
+      if (t->id && (cap->full || dirty)) {
+        t->flags &= (uint16_t)~TG_TOKEN_DIRTY;
+        nrec++;
+      }
+    } else if (tg__arena_read(&g->conns, lo + b + 1u, r)) {
+      cap->stage_bits[b >> 6] |= 1ull << (b & 63);
+      cap->stage_pos[nrec++] = (uint16_t)b;
+    }
+  }
+  cap->stage_n = nrec;
+  cap->staged = 1;
+  cap->stage_kind = kind;
+  cap->stage_unit = u;
+  return 0;
+}
+
 int tg__capture_step(tg__graph *g, tg__capture *cap, uint32_t units) {
   if (cap->err) return cap->err;
+  for (uint32_t k = 0; k < TG__CAP_SPARES; k++) {
+    if (cap->fresh[k] && cap->nspares < TG__CAP_SPARES) {
+      cap->spares[cap->nspares++] = cap->fresh[k];
+      cap->fresh[k] = NULL;
+    }
+  }
   for (int kind = 0; kind < 2; kind++) {
     while (cap->cursor[kind] < cap->nunits[kind]) {
       uint32_t u = cap->cursor[kind]++;
       if (!cap->pending[kind][u]) continue;
-      int rc = copy_unit(g, cap, kind, u);
+      int rc = cap->staged && cap->stage_kind == kind && cap->stage_unit == u
+                   ? take_staged(g, cap, kind, u)
+                   : copy_unit(g, cap, kind, u);
       if (rc) {
         void_capture(g, cap, rc);
         return rc;
@@ -717,6 +856,11 @@ void tg__capture_remark(tg__graph *g, const tg__capture *cap) {
 
 void tg__capture_free(tg__capture *cap) {
   free(cap->tdel);
+  free(cap->stage_buf);
+  for (uint32_t k = 0; k < TG__CAP_SPARES; k++) {
+    free(cap->fresh[k]);
+    free(cap->spares[k]);
+  }
   for (int kind = 0; kind < 2; kind++) {
     if (cap->units[kind])
       for (uint32_t u = 0; u < cap->nunits[kind]; u++) {

@@ -353,13 +353,16 @@ int tg__graph_edges(const tg__graph *g, uint32_t id, int direction,
  * DIRTY flags are) and connection ids (where the marks are) are divided
  * into units of TG__CAP_UNIT. Begin (store lock held, O(units)) notes which units
  * hold something to copy; the checkpointer then copies them one unit per
- * short lock hold (tg__capture_step), and a writer about to change a slot
+ * short lock hold (tg__capture_step, from a copy read without the lock by
+ * tg__capture_stage), and a writer about to change a slot
  * of a unit not yet copied copies that unit first (tg__capture_touch):
  * copy-on-write, so the capture is exactly the state at begin and replay
  * after its LSN stays an exact re-execution. Copying a unit clears the
  * marks it copied, as the old whole-graph copy did. */
 #define TG__CAP_UNIT_SHIFT 12u
 #define TG__CAP_UNIT (1u << TG__CAP_UNIT_SHIFT) /* 4096 slots, 256 KiB */
+
+#define TG__CAP_SPARES 4u
 
 typedef struct tg__cap_unit {
   unsigned char *recs;   /* live images, 64 bytes each (connections in
@@ -382,14 +385,43 @@ struct tg__capture {
   uint32_t cursor[2];    /* the checkpointer's next unit */
   int err;               /* a copy failed (TG_ENOMEM): the capture is void */
   uint64_t nrec[2], ndel[2]; /* totals copied */
+  /* The checkpointer's own (tg__capture_stage, outside the lock): the next
+     pending unit's slots as read without the lock, and buffers it made
+     ready for the next step to hand to the pool. */
+  unsigned char *stage_buf; /* room for a whole unit: the staged records
+                            (tokens: those the capture takes, DIRTY
+                            cleared; connections: every live one) */
+  uint32_t stage_n;      /* records in stage_buf */
+  uint16_t stage_pos[TG__CAP_UNIT]; /* connections: each one's offset in
+                            the unit */
+  uint64_t stage_bits[TG__CAP_UNIT / 64u]; /* tokens: slots with DIRTY set;
+                            connections: offsets live */
+  int staged, stage_kind;
+  uint32_t stage_unit;
+  unsigned char *fresh[TG__CAP_SPARES];
+  /* Store lock: pre-faulted buffers of a whole unit that copies take their
+     records in (a writer's copy-on-write included), so no copy maps or
+     faults memory while the lock is held. */
+  unsigned char *spares[TG__CAP_SPARES];
+  uint32_t nspares;
 };
 
 /* Start capturing (store lock held; track_dirty on). 0 or TG_ENOMEM. */
 int tg__capture_begin(tg__graph *g, tg__capture *cap, int full);
 
-/* Copy up to `units` pending units (store lock held). Returns 1 while
-   units remain, 0 when the capture is complete, or the error that voided
-   it (then it has been ended, its marks restored). */
+/* Outside the store lock, by the thread that steps the capture: read the
+   next pending unit's slots with seqlock reads into the capture's stage,
+   and pre-fault spare record buffers, so that the next step's lock hold
+   only checks that no writer copied the unit meanwhile (then nothing in it
+   changed since begin, so the staged images are the unit as of begin),
+   takes the images from cache and clears the marks. 0, or TG_ENOMEM (then
+   the step copies under the lock as before). */
+int tg__capture_stage(const tg__graph *g, tg__capture *cap);
+
+/* Copy up to `units` pending units (store lock held), the staged one
+   from its stage. Returns 1 while units remain, 0 when the capture is
+   complete, or the error that voided it (then it has been ended, its
+   marks restored). */
 int tg__capture_step(tg__graph *g, tg__capture *cap, uint32_t units);
 
 /* Stop copy-on-write (store lock held): after the last step. */
