@@ -1194,6 +1194,39 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
+static void test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  primary_work(&p, 800);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  uint64_t c1 = tgt_stats(p.s).checkpoint_lsn;
+  uint64_t wf, wl;
+  stream_bounds(stream, &wf, &wl);
+  uint64_t seq1 = wl; /* the checkpoint covers every message so far */
+  primary_work(&p, 800);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  uint64_t c2 = tgt_stats(p.s).checkpoint_lsn;
+  assert_true(c2 > c1);
+  primary_work(&p, 300);
+  /* The stream keeps what follows the older of the two snapshots. */
+  stream_bounds(stream, &wf, &wl);
+  assert_int_equal(wf, seq1 + 1);
+  /* A new replica starts from the newer one, then the tail. */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  assert_int_equal(tgt_stats(r).checkpoint_lsn, c2);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, last_lsn_of(p.s) - c2);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(int argc, char **argv) {
@@ -1223,6 +1256,7 @@ int main(int argc, char **argv) {
       T(test_a_follower_of_a_replicated_primary_equals_it),
       T(test_a_stale_primary_is_fenced_once_a_replica_is_promoted),
       T(test_messages_of_a_fast_primary_stay_under_1_mib),
+      T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
       T(test_killing_the_primary_loses_no_acknowledged_operation),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -214,6 +214,11 @@ typedef struct tg_store_config {
                                 after this long fails the log (TG_EIO,
                                 tg_store_close and reopen to resume
                                 shipping); default 10000 */
+  int repl_snapshots;        /* 1 (default): after each checkpoint, publish
+                                it for new replicas and purge the stream
+                                below the older of the two newest
+                                (tg_repl_snapshot_publish(); its failure
+                                fails no checkpoint); 0: never */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */

@@ -879,7 +879,8 @@ static int checkpoint_locked(tg_store *s) {
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, cap.nrec[0] + cap.nrec[1],
                        tg__now_ns() - t0, removed);
-  else
+  if (!rc && s->repl_url) tg__store_snapshot_after_checkpoint(s); /* snapshot.c */
+  else if (rc)
     tg__store_note_log_failure(s, rc);
   tg__capture_free(&cap);
   return rc;

@@ -635,6 +635,11 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
                      s->recovery.load_ns + s->recovery.replay_ns);
   if (s->ship && (rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
+  if (s->ship && cfg->repl_snapshots &&
+      (!(s->repl_url = strdup(cfg->nats_url)) || !(s->repl_nm = strdup(cfg->repl_name)))) {
+    rc = TG_ENOMEM;
+    goto out;
+  }
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_add_path(bb, &s->bb_slot);
@@ -677,6 +682,9 @@ int tg__store_close_dir(tg_store *s) {
   s->wal = NULL;
   tg__ship_close(s->ship); /* after the log's last batch was shipped */
   s->ship = NULL;
+  free(s->repl_url);
+  free(s->repl_nm);
+  s->repl_url = s->repl_nm = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
   if (s->lock_fd >= 0) close(s->lock_fd);
@@ -744,6 +752,9 @@ int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch
   }
   if ((rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
   s->level = cfg->wal.level;
+  if (cfg->repl_snapshots && !s->repl_url &&
+      (!(s->repl_url = strdup(cfg->nats_url)) || !(s->repl_nm = strdup(cfg->repl_name))))
+    rc = TG_ENOMEM;
 out:
   pthread_mutex_unlock(&s->ckpt_mu);
   tg__store_collector_pause(s, 0);

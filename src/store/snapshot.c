@@ -93,15 +93,14 @@ static void snap_names(const char *name, char *stream, size_t sn, char *subject,
   snprintf(subject, jn, "tg.%s.snap", name);
 }
 
-int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl_name,
-                             uint64_t *lsn_out, char *msg, size_t len) {
+/* held: the caller holds ckpt_mu (after a checkpoint), for the whole
+   publish; otherwise it is taken for the copy only. */
+static int publish(tg_store *s, const char *nats_url, const char *repl_name, int held,
+                   uint64_t *lsn_out, char *msg, size_t len) {
   tg__follow *f = NULL;
   char stream[160], subject[160];
   unsigned char *buf = NULL;
   int rc, fd = -1;
-  if (msg && len) msg[0] = 0;
-  if (!s || !nats_url || !repl_name) return TG_EINVAL;
-  TG__CALL_GUARD(s);
   if (!s->wal || s->read_only) {
     tg__say(msg, len, "only a durable store opened for writing publishes snapshots");
     return TG_EINVAL;
@@ -126,14 +125,14 @@ int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl
             tg_strerror(rc));
     goto out;
   }
-  pthread_mutex_lock(&s->ckpt_mu);
+  if (!held) pthread_mutex_lock(&s->ckpt_mu);
   manifest m;
   memset(&m, 0, sizeof m);
   m.lsn = TG__LOAD_RELAXED(s->ckpt_lsn);
   m.repl_seq = s->ckpt_repl_seq;
   m.repl_epoch = s->ckpt_repl_epoch;
   int mrc = s->env ? mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT) : MDB_NOTFOUND;
-  pthread_mutex_unlock(&s->ckpt_mu);
+  if (!held) pthread_mutex_unlock(&s->ckpt_mu);
   if (mrc) {
     rc = mrc == MDB_NOTFOUND ? TG_EINVAL : mrc == ENOSPC ? TG_ENOSPC : TG_EIO;
     tg__say(msg, len, "%s: %s", s->dir, mrc == MDB_NOTFOUND ? "no checkpoint to publish yet"
@@ -191,6 +190,19 @@ out:
   if (fd >= 0) close(fd);
   tg__follow_close(f);
   return rc;
+}
+
+int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl_name,
+                             uint64_t *lsn_out, char *msg, size_t len) {
+  if (msg && len) msg[0] = 0;
+  if (!s || !nats_url || !repl_name) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+  return publish(s, nats_url, repl_name, 0, lsn_out, msg, len);
+}
+
+void tg__store_snapshot_after_checkpoint(tg_store *s) {
+  s->snapshot_err = publish(s, s->repl_url, s->repl_nm, 1, NULL, NULL, 0);
+  if (!s->snapshot_err) s->snapshots++;
 }
 
 int tg__replica_bootstrap_snapshot(const char *dir, const char *nats_url, const char *name,
@@ -268,6 +280,8 @@ out:
 }
 
 #else /* !TG_HAVE_NATS */
+
+void tg__store_snapshot_after_checkpoint(tg_store *s) { s->snapshot_err = TG_ENOTSUP; }
 
 int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl_name,
                              uint64_t *lsn_out, char *msg, size_t len) {

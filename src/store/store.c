@@ -207,6 +207,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->crash_dump = 1;
   cfg->repl_replicas = 1;
   cfg->repl_ack_timeout_ms = 10000;
+  cfg->repl_snapshots = 1;
 }
 
 /* A read-only handle's refresh may replace its whole graph (readonly.c),

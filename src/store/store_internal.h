@@ -123,6 +123,11 @@ struct tg_store {
   uint64_t repl_epoch;          /* lock: that message's epoch */
   struct tg__replica *replica;  /* open/close: the follower, NULL on a
                                    store that is not a replica */
+  char *repl_url, *repl_nm;     /* open/close (a promotion: before writes):
+                                   where a shipping store publishes its
+                                   snapshots after checkpoints, NULL = not */
+  uint64_t snapshots;           /* ckpt_mu: snapshots published */
+  int snapshot_err;             /* ckpt_mu: the last publish's error (0) */
 
   /* Batches (batch.c). */
   uint64_t serial;              /* open/close: unique among the stores this
@@ -371,6 +376,11 @@ int tg__store_backup_seal(const char *dest, char *msg, size_t len);
    with msg. Built with libnats only. */
 int tg__replica_bootstrap_snapshot(const char *dir, const char *nats_url, const char *name,
                                    char *msg, size_t len);
+
+/* After a checkpoint of a store that ships (repl_url set): publish it as
+   the newest snapshot (snapshot.c). Caller holds ckpt_mu. The result is
+   kept in s->snapshot_err, never the checkpoint's. */
+void tg__store_snapshot_after_checkpoint(tg_store *s);
 
 /* tg_store_inspect() of a directory another process holds (readonly.c). */
 int tg__store_inspect_live(int dirfd, const char *dir, tg_inspect_report *out,
