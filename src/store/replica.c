@@ -80,10 +80,10 @@ struct tg__replica {
 #ifdef TG_HAVE_NATS
   struct tg__follow *f;    /* follower thread (promote: after it stopped) */
 #endif
-  uint64_t next_seq;       /* follower thread: the sequence expected next;
-                              0 = the stream's first, not known yet */
-  int exact;               /* follower thread: next_seq must be the first
-                              one delivered (a saved position) */
+  uint64_t next_seq;       /* follower thread: the sequence expected next,
+                              which must be the one delivered; 0 = the
+                              stream's first, whatever it is (no saved
+                              position: the LSN check alone) */
   /* Scratch for the frames of one message, follower thread. */
   tg_wal_record *recs;
   size_t nrecs, caprecs;
@@ -243,14 +243,13 @@ static int on_message(void *arg, const tg__follow_msg *m) {
   struct tg__replica *rep = s->replica;
   uint64_t applied = 0;
   int rc;
-  if (rep->next_seq && m->seq != rep->next_seq && (rep->exact || m->seq > rep->next_seq)) {
+  if (rep->next_seq && m->seq != rep->next_seq) {
     rc = -ENODATA;
     tg__say(c->msg, sizeof c->msg, "stream TG_%s delivered sequence %" PRIu64 " where the "
             "replica asked for %" PRIu64 ": messages were purged below the replica's "
             "position; bootstrap the replica again", rep->name, m->seq, rep->next_seq);
     goto fatal;
   }
-  if (rep->next_seq && m->seq < rep->next_seq) return 0; /* seen already */
   uint64_t t0 = tg__now_ns();
   if ((rc = split_frames(rep, m->seq, m->body, m->len, m->first_lsn, m->last_lsn, c->msg,
                          sizeof c->msg)))
@@ -258,7 +257,6 @@ static int on_message(void *arg, const tg__follow_msg *m) {
   if ((rc = apply_message(s, rep, m->seq, m->epoch, &applied, c->msg, sizeof c->msg)))
     goto fatal;
   rep->next_seq = m->seq + 1;
-  rep->exact = 1;
   pthread_mutex_lock(&rep->mu);
   rep->messages++;
   rep->records += applied;
@@ -294,12 +292,11 @@ static int stopping(struct tg__replica *rep) {
 }
 
 /* (Re)start the consumer at the position. 0, or a transient error. */
-static int start_at(tg_store *s, struct tg__replica *rep, char *msg, size_t len) {
+static int start_at(struct tg__replica *rep, char *msg, size_t len) {
   if (!rep->next_seq) {
     uint64_t first = 0, last = 0;
     int rc = tg__follow_bounds(rep->f, &first, &last, msg, len);
     if (rc) return rc;
-    (void)s;
     return tg__follow_start(rep->f, first ? first : 1, msg, len);
   }
   return tg__follow_start(rep->f, rep->next_seq, msg, len);
@@ -313,7 +310,7 @@ static void *follower(void *arg) {
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
     if (need_start) {
-      if (start_at(s, rep, c.msg, sizeof c.msg)) {
+      if (start_at(rep, c.msg, sizeof c.msg)) {
         if (pause_ms(rep, 200)) break;
         continue;
       }
@@ -412,15 +409,14 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   uint64_t first = 0, last = 0;
   if ((rc = tg__follow_bounds(rep->f, &first, &last, msg, len))) goto fail;
   rep->next_seq = s->repl_seq ? s->repl_seq + 1 : 0;
-  rep->exact = rep->next_seq != 0;
-  if (rep->exact && first > rep->next_seq) {
+  if (rep->next_seq && first > rep->next_seq) {
     rc = -ENODATA;
     tg__say(msg, len, "stream TG_%s begins at sequence %" PRIu64 " but the replica in %s "
             "needs %" PRIu64 " next: the messages between were purged; bootstrap the "
             "replica again", cfg->repl_name, first, dir, rep->next_seq);
     goto fail;
   }
-  if ((rc = start_at(s, rep, msg, len))) goto fail;
+  if ((rc = start_at(rep, msg, len))) goto fail;
   if (pthread_create(&rep->thread, NULL, follower, s)) {
     rc = TG_ENOMEM;
     goto fail;
