@@ -388,6 +388,16 @@ static void test_a_replica_refuses_every_mutating_call(void **state) {
   assert_int_equal(tg_connect(r, &c, &id), TG_EREADONLY);
   assert_int_equal(tg_token_delete(r, p.ids[0]), TG_EREADONLY);
   assert_int_equal(tg_batch_begin(r, &b), TG_EREADONLY);
+  tg_token cur;
+  assert_int_equal(tg_token_get(r, p.ids[0], &cur), 0);
+  assert_int_equal(tg_token_update(r, &cur), TG_EREADONLY);
+  for (uint32_t k = 0; k < p.nconns; k++) {
+    tg_connection cc;
+    if (tg_connection_get(r, p.conns[k], &cc)) continue; /* its token went */
+    assert_int_equal(tg_connection_update(r, &cc), TG_EREADONLY);
+    assert_int_equal(tg_disconnect(r, p.conns[k]), TG_EREADONLY);
+    break;
+  }
   assert_same(p.s, r);
   assert_int_equal(tg_store_close(r), 0);
   assert_int_equal(tg_store_close(p.s), 0);

@@ -796,6 +796,52 @@ static void test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside(voi
   assert_string_equal(end.what, "segment ends without a switch marker");
 }
 
+/* A clean close ends the log with a DURABLE marker that vouches for every
+   record, also when the sync thread had already made them all durable
+   (tg_wal_sync just before close) and the writer had nothing left to sync:
+   a read-only view replays only what a marker vouches for. With small
+   segments the last records sit in a segment whose switch the sync thread
+   sealed, the case of a close during a segment switch. */
+static void close_vouches_for_every_record(fixture *f, uint64_t seg_bytes, uint64_t n) {
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, seg_bytes, NULL);
+  append_n(w, 1, n);
+  assert_int_equal(tg_wal_sync(w, 0), 0); /* the sync thread's fdatasync covers all */
+  tg_wal_stats st;
+  assert_int_equal(tg_wal_stats_get(w, &st), 0);
+  assert_int_equal(st.durable_lsn, n);
+  assert_int_equal(tg_wal_close(w), 0);
+  uint64_t *segs = NULL;
+  size_t nseg = 0;
+  assert_int_equal(tg__wal_list(f->dir, &segs, &nseg), 0);
+  assert_true(nseg >= 1);
+  char path[256];
+  size_t size;
+  unsigned char *img = slurp(seg_path(f->dir, segs[nseg - 1], path, sizeof path), &size);
+  size_t all[4096];
+  size_t k = frame_offsets(img, size, all, sizeof all / sizeof all[0]);
+  assert_true(k >= 1);
+  size_t last = all[k - 1];
+  assert_int_equal(tg__ld64(img + last + 8), (uint64_t)TG__WAL_MARK_DURABLE << 56);
+  assert_int_equal(tg__ld64(img + last + 16), last); /* everything before it */
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), n);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+  assert_int_equal(end.durable_offset, last);
+  free(img);
+  free(segs);
+}
+
+static void test_wal_clean_close_after_the_sync_thread_synced_everything_writes_the_final_marker(
+    void **state) {
+  close_vouches_for_every_record(*state, 1 << 20, 50);
+}
+
+static void test_wal_clean_close_right_after_a_sealed_switch_writes_the_final_marker(void **state) {
+  /* 8 KiB segments: 600 records fill many; the last ones are in a segment
+     the sync thread sealed. */
+  close_vouches_for_every_record(*state, 8192, 600);
+}
+
 /* A log written by format 1 (no markers) is read by format 1's rules, and
    appends go on in a new format-2 segment. */
 static void test_wal_version_1_segment_is_read_and_continued_in_a_new_segment(void **state) {
@@ -1587,6 +1633,106 @@ static void test_wal_full_queue_blocks_the_caller_by_default(void **state) {
   assert_int_equal(end.reason, TG_WAL_END_CLEAN);
 }
 
+/* PACING (BALANCED): an appender that finds more records queued before its
+   own than the writer drains in a quarter of sync_interval_ms waits for the
+   writer, long before the ring is full, so that what it acknowledges is
+   written (and then fdatasynced) within the interval. Until the writer has
+   measured its rate the limit is 2048 records. */
+typedef struct pace_arg {
+  tg_wal *w;
+  uint64_t lsn;
+  atomic_int done;
+  int rc;
+} pace_arg;
+
+static void *pace_thread(void *p) {
+  pace_arg *a = p;
+  unsigned char buf[1024];
+  fill(buf, size_for(a->lsn), a->lsn);
+  uint64_t lsn = 0;
+  a->rc = tg_wal_append(a->w, type_for(a->lsn), buf, size_for(a->lsn), &lsn);
+  if (!a->rc && lsn != a->lsn) a->rc = -1;
+  atomic_store(&a->done, 1);
+  return NULL;
+}
+
+static tg_wal *open_paced(fixture *f, int level, int nonblocking) {
+  tg_wal_config c;
+  tg_wal_config_init(&c);
+  c.level = level;
+  c.ring_slots = 16384;
+  c.nonblocking = nonblocking;
+  tg_wal *w;
+  assert_int_equal(tg_wal_open(&w, f->dir, &c, NULL), 0);
+  return w;
+}
+
+static void test_wal_balanced_appender_waits_for_a_writer_behind_long_before_the_ring_is_full(
+    void **state) {
+  fixture *f = *state;
+  tg_wal *w = open_paced(f, TG_WAL_BALANCED, 0);
+  stall_writer_with_one_record(w); /* nothing written: the writer has no rate yet */
+  assert_int_equal(STAT(w, queue_limit), 2048);
+  append_n(w, 2, 2047); /* 2048 queued, none written */
+  assert_int_equal(STAT(w, throttled), 0);
+  pace_arg a = {w, 2049, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, pace_thread, &a), 0);
+  /* Counted when its wait begins; an append that did not wait would return
+     uncounted. */
+  WAIT_FOR(STAT(w, throttled) >= 1 || atomic_load(&a.done));
+  assert_int_equal(atomic_load(&a.done), 0);
+  assert_int_equal(STAT(w, blocked), 0); /* the ring has room: 2049 of 16384 */
+  atomic_store(&inj.stall, 0);
+  pthread_join(th, NULL);
+  assert_int_equal(a.rc, 0);
+  tg_wal_stats st;
+  tg_wal_stats_get(w, &st);
+  assert_int_equal(st.throttled, 1);
+  assert_true(st.throttled_ns > 0);
+  assert_int_equal(st.blocked, 0);
+  assert_int_equal(tg_wal_close(w), 0);
+  tg_wal_end end;
+  assert_int_equal(read_check(f->dir, 0, 1, &end), 2049);
+  assert_int_equal(end.reason, TG_WAL_END_CLEAN);
+}
+
+static void test_wal_balanced_nonblocking_appender_gets_eagain_at_the_pacing_limit(void **state) {
+  fixture *f = *state;
+  tg_wal *w = open_paced(f, TG_WAL_BALANCED, 1);
+  stall_writer_with_one_record(w);
+  append_n(w, 2, 2047);
+  unsigned char buf[256] = {0};
+  assert_int_equal(tg_wal_append(w, 1, buf, 10, NULL), TG_EAGAIN);
+  assert_int_equal(tg_wal_append(w, 1, buf, 200, NULL), TG_EAGAIN); /* large path too */
+  tg_wal_stats st;
+  tg_wal_stats_get(w, &st);
+  assert_int_equal(st.rejected, 2);
+  assert_int_equal(st.queue_depth, 2048); /* of 16384 slots */
+  atomic_store(&inj.stall, 0);
+  assert_int_equal(tg_wal_sync(w, 0), 0);
+  append_n(w, 2049, 5); /* rejected appends took no LSN */
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, NULL), 2053);
+}
+
+static void test_wal_strict_and_relaxed_appenders_are_never_paced(void **state) {
+  fixture *f = *state;
+  int levels[] = {TG_WAL_STRICT, TG_WAL_RELAXED};
+  for (int i = 0; i < 2; i++) {
+    tg_wal *w = open_paced(f, levels[i], 1);
+    assert_int_equal(STAT(w, queue_limit), 16384);
+    if (levels[i] == TG_WAL_RELAXED) {
+      stall_writer_with_one_record(w);
+      append_n(w, 2, 4000); /* past BALANCED's 2048, no wait, no refusal */
+      assert_int_equal(STAT(w, rejected), 0);
+      atomic_store(&inj.stall, 0);
+    }
+    assert_int_equal(STAT(w, throttled), 0);
+    assert_int_equal(tg_wal_close(w), 0);
+  }
+}
+
 /* ---- segment management ------------------------------------------------------------- */
 
 static void test_wal_remove_upto_deletes_only_covered_segments(void **state) {
@@ -1750,6 +1896,11 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_empty_segment_of_an_interrupted_switch_is_removed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_unsealed_segment_of_an_interrupted_switch_is_kept_aside, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_version_1_segment_is_read_and_continued_in_a_new_segment, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_clean_close_after_the_sync_thread_synced_everything_writes_the_final_marker, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_clean_close_right_after_a_sealed_switch_writes_the_final_marker, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_balanced_appender_waits_for_a_writer_behind_long_before_the_ring_is_full, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_balanced_nonblocking_appender_gets_eagain_at_the_pacing_limit, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_strict_and_relaxed_appenders_are_never_paced, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_balanced_appends_survive_abort, setup, teardown),

@@ -210,6 +210,12 @@ typedef struct tg_store_config {
   const char *repl_name;     /* store name N: [A-Za-z0-9_-], 1..64 chars */
   int repl_replicas;         /* copies the stream keeps when it is created
                                 here: 1 (default) or 3 (a 3-server cluster) */
+  uint64_t repl_epoch;       /* the epoch to publish in (Tg-Epoch, the
+                                Nats-Msg-Id); 0 (default): the stream's
+                                last message's, 1 for an empty stream. A
+                                promoted replica passes the epoch its lease
+                                gave it; a stream whose last message has a
+                                higher epoch refuses the open (TG_EFENCED) */
   uint32_t repl_ack_timeout_ms; /* a message the stream has not acknowledged
                                 after this long fails the log (TG_EIO,
                                 tg_store_close and reopen to resume
@@ -283,6 +289,16 @@ typedef struct tg_store tg_store;
  * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -EPERM (the
  * directory belongs to another user: its owner must open it, since files
  * made now would lock the owner out; nothing is changed), -errno.
+ * With replication (nats_url, repl_name; docs/durability.md "REPLICATED"):
+ * TG_ECONFIG (an incomplete or invalid replication setting, or
+ * TG_REPLICATED without one), TG_ENOTSUP (built without libnats), TG_EIO
+ * (the server cannot be reached or refused the stream), TG_EFENCED (the
+ * stream went on past this directory's log: another writer took over), and
+ * the open first publishes what the stream lacks of the log.
+ * A replicating store's mutating calls may also return TG_EFENCED (fenced:
+ * every later mutation too; reads work) and, for a record too large for
+ * one 1 MiB message (a batch over about 15,000 entries), TG_EINVAL with
+ * nothing changed.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);

@@ -47,10 +47,12 @@ extern "C" {
  *  - TG_WAL_BALANCED gives up the records acknowledged in about the last
  *    sync_interval_ms plus one fdatasync: an append returns once the record
  *    is queued; the writer writes continuously (an idle one looks every
- *    linger_us) and a sync thread fdatasyncs every sync_interval_ms while
- *    it writes. A writer that falls behind (appends faster than the disk,
- *    a segment switch's fdatasyncs) adds its queue delay: up to ring_slots
- *    records.
+ *    linger_us) and a sync thread fdatasyncs while it writes. The queue is
+ *    paced: an append that finds more records queued before its own than
+ *    the writer drains in a quarter of sync_interval_ms (its measured rate)
+ *    waits for the writer (nonblocking: TG_EAGAIN), and the sync thread
+ *    starts an fdatasync every three quarters of sync_interval_ms, so queue
+ *    delay plus cadence stay within the interval.
  *  - TG_WAL_RELAXED gives up everything since the last fdatasync:
  *    fdatasync happens only at a segment switch, tg_wal_sync() (a store:
  *    tg_sync(), a checkpoint) and close.
@@ -198,7 +200,9 @@ TG_API int tg_wal_sync(tg_wal *w, uint64_t lsn);
 
 /*
  * 0 if the WAL works, otherwise the error that failed it (TG_ENOSPC or
- * TG_EIO); *os_errno (if not NULL) gets the errno the system call gave.
+ * TG_EIO; for a store that replicates, also TG_EFENCED: another writer
+ * took over its stream, docs/durability.md "REPLICATED"); *os_errno (if
+ * not NULL) gets the errno the system call gave (0 for TG_EFENCED).
  * A failed WAL is never retried: every later append and sync returns the
  * error, records already durable stay durable, and reopening the
  * directory (after freeing space, for ENOSPC) recovers what is on disk.
@@ -233,6 +237,17 @@ typedef struct tg_wal_stats {
   uint64_t written_lsn;    /* highest LSN written to the file */
   uint64_t durable_lsn;    /* highest LSN known durable */
   int failed;              /* as tg_wal_failed() */
+  uint64_t throttled;      /* BALANCED: appends that waited for the writer
+                              to catch up (more records queued before
+                              theirs than it writes in a quarter of
+                              sync_interval_ms; counted when the wait
+                              begins) */
+  uint64_t throttled_ns;   /* total time appenders waited for that */
+  uint64_t queue_limit;    /* BALANCED: the queued records past which an
+                              append waits for the writer (or, nonblocking,
+                              gets TG_EAGAIN), kept at what the writer
+                              drains in a quarter of sync_interval_ms;
+                              ring_slots at the other levels */
 } tg_wal_stats;
 
 /* Snapshot the counters (each read atomically; the set is not one instant).

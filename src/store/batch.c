@@ -601,6 +601,9 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   TG__ASSERT_LOCKED(s);
   tally t;
   uint64_t need;
+  /* The quota checks below are exact: the threads' unused credit, counted
+     as tokens until now, goes back first (store.c, SHARDS). */
+  tg__store_reclaim_credit(s);
   int rc = check_entries(b, &t);
   if (!rc) rc = check_quotas(b, &t, &need);
   if (rc) return rc;
@@ -635,8 +638,8 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   apply_entries(b);
   if (t.tokens_gone || t.conns_gone)
     tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
-  s->tokens_created += t.tokens_made;
-  s->connections_created += t.conns_made;
+  TG__STORE_RELAXED(s->tokens_batched, s->tokens_batched + t.tokens_made);
+  TG__STORE_RELAXED(s->connections_batched, s->connections_batched + t.conns_made);
   /* Every held id is now filled (and perhaps deleted again). */
   s->batch_held -= (uint32_t)b->nheld;
   b->nheld = 0;

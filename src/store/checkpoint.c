@@ -14,6 +14,8 @@
  *                      connections, u32 token high-water mark, u32
  *                      connection high-water mark, u32 CRC-32 of the key
  *                      "state" and the 40 bytes before it
+ *          "repl_stream_seq", "repl_epoch" -> u64 each, a replicating
+ *                      store only (ship.c): the stream's position at lsn
  *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
  *                      4 bytes and the 64 (68 bytes)
  *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
@@ -810,7 +812,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
   tg__store_lock(s);
-  uint64_t lsn = s->last_lsn;
+  uint64_t lsn = tg__store_last_lsn(s); /* the threads' caches' too */
   /* Taken with the LSN: a replica applies a message in one lock hold, so
      the position names the message that ends at lsn. */
   uint64_t repl_seq = s->repl_seq, repl_epoch = s->repl_epoch;
@@ -856,7 +858,11 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, removed);
+  /* A replicating store keeps what the stream has not acknowledged: the
+     next open ships it from there (ship.c). */
+  uint64_t upto = lsn;
+  if (s->ship && tg__ship_acked_lsn(s->ship) < upto) upto = tg__ship_acked_lsn(s->ship);
+  tg_wal_remove_upto(s->wal, upto, removed);
   return 0;
 }
 

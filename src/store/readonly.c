@@ -679,7 +679,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
        so checkpoints wait (ckpt_mu); writers go on. */
     pthread_mutex_lock(&s->ckpt_mu);
     tg__store_lock(s);
-    uint64_t to = s->last_lsn;
+    uint64_t to = tg__store_last_lsn(s); /* the threads' caches' too */
     tg__store_unlock(s);
     rc = to ? tg_wal_sync(s->wal, to) : 0;
     if (rc) tg__say(msg, len, "%s: the log failed: %s", s->dir, tg_strerror(rc));

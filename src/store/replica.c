@@ -481,8 +481,16 @@ int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cf
   return tg_replica_open_msg(out, dir, cfg, NULL, 0);
 }
 
+/* The store's last LSN without the lock (store.c, READS): on a replica
+   the follower's, on a writer its threads' too. */
+static uint64_t shown_lsn(tg_store *s) {
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  return st.last_lsn;
+}
+
 uint64_t tg_replica_applied_lsn(tg_store *s) {
-  return s ? TG__LOAD_RELAXED(s->last_lsn) : 0;
+  return s ? shown_lsn(s) : 0;
 }
 
 int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
@@ -496,8 +504,8 @@ int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
     pthread_mutex_unlock(&rep->mu);
   }
   if (!rep || promoted) { /* a writer: its own durability */
-    if (!s->wal || s->read_only) return TG__LOAD_RELAXED(s->last_lsn) >= lsn ? 0 : -ETIMEDOUT;
-    if (TG__LOAD_RELAXED(s->last_lsn) < lsn) return -ETIMEDOUT; /* not logged yet */
+    if (!s->wal || s->read_only) return shown_lsn(s) >= lsn ? 0 : -ETIMEDOUT;
+    if (shown_lsn(s) < lsn) return -ETIMEDOUT; /* not logged yet */
     return tg_wal_sync(s->wal, lsn);
   }
   struct timespec ts;
@@ -534,7 +542,7 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
   TG__CALL_GUARD(s);
   memset(out, 0, sizeof *out);
   tg__store_lock(s);
-  out->applied_lsn = s->last_lsn;
+  out->applied_lsn = tg__store_last_lsn(s);
   out->stream_seq = s->repl_seq;
   out->epoch = s->repl_epoch;
   tg__store_unlock(s);

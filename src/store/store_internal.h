@@ -21,6 +21,26 @@
    lock, "ckpt_mu" the checkpoint mutex, "open/close" means set before the
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
+/* A thread's cache for creates without the store lock (store.c, SHARDS).
+   One cache line for what the owner touches per create, then its slots. */
+#define TG__SHARDS_MAX 64u   /* threads with a cache, per store */
+#define TG__SHARD_BLOCK 64u  /* ids, slots and quota credit taken at once */
+_Static_assert(TG__SHARDS_MAX * TG__SHARD_BLOCK <= TG__ARENA_CACHED_MAX,
+               "replay's id bound covers the ids caches hold");
+
+typedef struct tg__shard {
+  atomic_int busy;       /* 1 while its thread creates without the lock */
+  atomic_int owner;      /* the owning thread's number (gettid), 0 free */
+  uint32_t id_next, id_end; /* ids [id_next, id_end) held (owner inside
+                            busy, or the store lock holder) */
+  uint32_t nslots;       /* slots[0, nslots) held (likewise) */
+  uint32_t credit;       /* tokens of quota held, counted in tokens.live
+                            (likewise; relaxed stores: stats readers) */
+  uint64_t created;      /* creates made here (relaxed stores: stats) */
+  uint64_t last_lsn;     /* last LSN logged here (relaxed stores) */
+  uint32_t slots[TG__SHARD_BLOCK] __attribute__((aligned(64)));
+} __attribute__((aligned(64))) tg__shard;
+
 struct tg_store {
   int read_only;                /* open/close; 1: cfg.read_only (readonly.c):
                                    no WAL, no LOCK, nothing written. Read by
@@ -35,8 +55,22 @@ struct tg_store {
                                    (its arenas' read-mostly fields first) */
   tg__guardian gd;              /* lock (limits: open/close); counters
                                    relaxed stores (READS) */
-  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
-  uint64_t connections_created; /* lock; relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS): single
+                                   creates (each one quota check) */
+  uint64_t connections_created; /* lock; relaxed stores (READS): single
+                                   connects (each one quota check) */
+  uint64_t tokens_batched;      /* lock; relaxed stores: made by batches */
+  tg__shard *shards;            /* open/close: TG__SHARDS_MAX caches
+                                   (SHARDS in store.c) */
+  atomic_uint nshards;          /* caches claimed (may pass the maximum:
+                                   read it through shards_in_use()) */
+  pthread_t pf_thread;          /* open/close: makes the token arena's
+                                   spare chunk (tg__arena_prefault) */
+  int pf_started;               /* open/close */
+  int pf_word;                  /* futex word: bumped by a grow that took
+                                   the spare, and by close (atomics) */
+  atomic_int pf_stop;           /* close: the prefaulter ends */
+  uint64_t connections_batched; /* lock; relaxed stores: made by batches */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
@@ -183,6 +217,14 @@ void tg__replica_free(struct tg__replica *rep);
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
 
+/* The last LSN a change applied (store lock held): the largest of the
+   store's and its threads' caches' (SHARDS). */
+uint64_t tg__store_last_lsn(tg_store *s);
+
+/* Give every thread's unused quota credit back (store lock held), so a
+   quota decision is exact: done before any TG_EQUOTA. */
+void tg__store_reclaim_credit(tg_store *s);
+
 /* A call is rejected with TG_EQUOTA: count it, tell the calling thread
    which quota (tg_quota_exceeded()) and leave it in the black box (value,
    limit, the token concerned or 0). Under the store lock (store.c). */
@@ -250,6 +292,9 @@ void tg__ship_close(tg__ship *sh);
 /* The stream sequence of the last message wholly covered by lsn (0: none)
    and the epoch, for a checkpoint at lsn. */
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch);
+/* The highest LSN the stream has acknowledged (the open's catch-up
+   included). */
+uint64_t tg__ship_acked_lsn(tg__ship *sh);
 /* Ship with at least this epoch (a directory promoted to it: its
    checkpoint's repl_epoch, or a promotion in progress, replica.c). Between
    tg__ship_open() and tg__ship_start(). Accepts NULL. */

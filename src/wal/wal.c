@@ -203,6 +203,30 @@
  * A record whose payload is over the shipper's max_payload is refused
  * (TG_EINVAL): a record travels in one message, at most 1 MiB.
  *
+ * PACING. BALANCED promises that a power loss loses at most what was
+ * acknowledged in the last sync_interval_ms plus one fdatasync; the sync
+ * thread bounds the time from a write to its fdatasync, but not the time
+ * from an append to its write: appenders that outrun the writer (three of
+ * them on two loaded cores) put it up to a full ring (65,536 records, a
+ * hundred milliseconds and more) behind. So the queue's age is bounded too.
+ * The writer measures how fast it drains (records over the wall time of
+ * drains that found work back to back, preemption included, over windows
+ * of PACE_WINDOW_NS) and keeps q_limit at what it drains in pace_budget_ns
+ * (a quarter of the interval); the sync thread starts its fdatasyncs every
+ * interval less that budget, so queue age plus cadence is still the
+ * interval. claim() already loads `consumed` after its fetch_add: it
+ * compares the distance with q_limit instead of the ring's size (one more
+ * load, of a line the writer rarely writes), and only past it looks at
+ * `written` (slots held for an unsealed switch are written already: the
+ * sync thread's part) and, if more than q_limit records are queued ahead
+ * of its own, waits on the futex pace_word until the writer has written
+ * enough (pace_wait; the writer wakes paced appenders after each write).
+ * A waiting appender leaves its core to the writer, which is what lets the
+ * writer catch up on a loaded machine. Nonblocking appenders get TG_EAGAIN
+ * at the limit instead. STRICT and RELAXED keep q_limit at ring_slots
+ * (STRICT appenders wait for their fdatasync anyway; RELAXED promises no
+ * window).
+ *
  * LOCKING. Four mutexes. `mu` guards the waits on the two condition
  * variables (a waiter re-checks `durable`, `failed`, `consumed` or
  * `spill_consumed` under it, and whoever changes them broadcasts under
@@ -237,6 +261,9 @@
  *     loads `space_waiters`; a blocked appender adds to `space_waiters`
  *     then loads `consumed` (or `spill_consumed`) - it either sees the
  *     space or is sent the broadcast.
+ *   PACE/WRITTEN: the writer stores `written` then loads `pace_waiters`; a
+ *     paced appender adds to `pace_waiters` then loads `written` - it
+ *     either sees the progress or is woken.
  * Each seq_cst operation below names its pair.
  */
 #include <assert.h>
@@ -329,6 +356,12 @@ struct tg_wal {
   uint64_t spill_cap;        /* its bytes */
   uint64_t mask;             /* ring_slots - 1 */
   uint64_t cap;              /* ring_slots */
+  _Atomic uint64_t q_limit;  /* an appender that finds this many records
+                                queued before its own waits for the writer
+                                (PACING): ring_slots, or at BALANCED what
+                                the writer drains in pace_budget_ns; the
+                                writer updates it at most once per
+                                PACE_WINDOW_NS of work */
   int level;                 /* enum tg_wal_level */
   int nonblocking;           /* TG_EAGAIN instead of blocking */
   uint64_t linger_wake;      /* a lingering writer is woken once this many
@@ -361,6 +394,9 @@ struct tg_wal {
   uint64_t spill_head;                   /* under spill_mu: next spill byte */
   _Atomic uint64_t spill_consumed;       /* spill bytes < this are written
                                             to the log: free to reuse */
+  alignas(64) _Atomic uint32_t pace_word; /* futex word paced appenders
+                                            wait on (PACING) */
+  _Atomic uint32_t pace_waiters;         /* appenders in pace_wait */
 
   pthread_mutex_t mu;                    /* guards the two condition variables */
   pthread_cond_t durable_cv;             /* broadcast after each fdatasync / failure */
@@ -371,6 +407,7 @@ struct tg_wal {
   /* Counters: writer-only ones use plain relaxed load+store. */
   _Atomic uint64_t st_records, st_bytes, st_batches, st_fdatasyncs, st_segments;
   _Atomic uint64_t st_blocked, st_blocked_ns, st_rejected;
+  _Atomic uint64_t st_paced, st_paced_ns;
   _Atomic uint64_t st_sync_failures; /* failed fdatasyncs (writer and sync
                                         thread: fetch_add), added before
                                         `failed` is set, so whoever sees
@@ -400,6 +437,14 @@ struct tg_wal {
   uint64_t buf_off;          /* flush_buf: where in the segment buf went */
   uint64_t buf_last;         /* LSN of the last frame in buf */
   uint64_t interval_ns;      /* BALANCED sync interval */
+  uint64_t pace_budget_ns;   /* BALANCED: the queue age PACING allows
+                                (sync_interval / PACE_SHARE); 0: no pacing */
+  uint64_t sync_every_ns;    /* BALANCED: the sync thread's cadence,
+                                sync_interval less pace_budget_ns */
+  uint64_t pace_t;           /* end of the last drain that found work (0:
+                                the writer was idle or waited since) */
+  uint64_t pace_n, pace_ns;  /* records and time of the busy drains since
+                                the last update of q_limit */
   uint64_t linger_ns;        /* BALANCED/RELAXED: an idle writer looks this
                                 often; 0 = sleep until woken */
 
@@ -501,6 +546,23 @@ static void futex_wake(_Atomic uint32_t *addr) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+static void futex_wake_all(_Atomic uint32_t *addr) {
+  syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* The writer stored `written` (or failed the WAL): wake the appenders
+   waiting in pace_wait, if any. */
+static void pace_notify(tg_wal *w) {
+  /* seq_cst: the second half of PACE/WRITTEN (`written` was stored just
+     before, seq_cst; wal_fail stores `failed` under mu, and the waiters
+     re-check it after every wake). */
+  if (atomic_load_explicit(&w->pace_waiters, SEQ)) {
+    /* Release: a waiter that reads the new word also sees `written`. */
+    atomic_fetch_add_explicit(&w->pace_word, 1, REL);
+    futex_wake_all(&w->pace_word);
+  }
+}
+
 /* The on_io hook, on the writer or the sync thread only: the records a
    recovering open appends from the ring file are not traced as the opening
    thread's. */
@@ -551,6 +613,7 @@ static void wal_fail(tg_wal *w, int rc) {
   pthread_cond_broadcast(&w->durable_cv);
   pthread_cond_broadcast(&w->space_cv);
   mu_unlock(w);
+  pace_notify(w);
 }
 
 static int seg_list_add(tg_wal *w, uint64_t first) {
@@ -874,7 +937,9 @@ static void flush_buf(tg_wal *w) {
   stat_add(&w->st_bytes, w->buf_len);
   w->buf_len = 0;
   w->w_written = w->buf_last;
-  atomic_store_explicit(&w->written, w->buf_last, REL);
+  /* seq_cst: PACE/WRITTEN (also the release for the readers of `written`). */
+  atomic_store_explicit(&w->written, w->buf_last, SEQ);
+  pace_notify(w);
   sync_note_written(w);
   if (w->ship.ship) ship_written(w, w->buf, (size_t)(w->seg_off - w->buf_off));
 }
@@ -960,7 +1025,9 @@ static void write_big(tg_wal *w, slot *s, uint32_t len) {
   w->seg_off += tg__align8(len);
   stat_add(&w->st_bytes, tg__align8(len));
   w->w_written = tg__ld64(hdr + 8) & TG_WAL_MAX_LSN;
-  atomic_store_explicit(&w->written, w->w_written, REL);
+  /* seq_cst: PACE/WRITTEN (also the release for the readers of `written`). */
+  atomic_store_explicit(&w->written, w->w_written, SEQ);
+  pace_notify(w);
   sync_note_written(w);
 }
 
@@ -1069,6 +1136,43 @@ static uint64_t drain(tg_wal *w) {
   if (spill_end) w->spill_written = spill_end;
   release_slots(w);
   return n;
+}
+
+/* PACING: the queue age BALANCED allows is sync_interval / PACE_SHARE; the
+   drain rate is measured over at least PACE_WINDOW_NS of busy drains; the
+   limit starts at PACE_START records (until the first measurement) and
+   never goes below PACE_MIN (an appender then waits once per PACE_MIN
+   records at worst, not per record). */
+#define PACE_SHARE 4u
+#define PACE_WINDOW_NS 1000000u
+#define PACE_START 2048u
+#define PACE_MIN 32u
+
+/* After a drain that began at t0 and took n records: account it to the
+   drain rate while the writer works back to back (pace_t), and once a
+   window is full set q_limit to what that rate drains in pace_budget_ns.
+   A drain that found nothing ends the streak: the time the writer then
+   spends waiting (for appenders mid-copy, lingering) is not its own. */
+static void pace_measure(tg_wal *w, uint64_t t0, uint64_t n) {
+  assert_writer(w);
+  if (!n) {
+    w->pace_t = 0;
+    return;
+  }
+  uint64_t t1 = tg__now_ns();
+  w->pace_t = t1;
+  w->pace_n += n;
+  w->pace_ns += t1 - t0;
+  if (w->pace_ns < PACE_WINDOW_NS) return;
+  double lim = (double)w->pace_n * (double)w->pace_budget_ns / (double)w->pace_ns;
+  uint64_t l = lim >= (double)w->cap ? w->cap : lim <= PACE_MIN ? PACE_MIN : (uint64_t)lim;
+  if (l > w->cap) l = w->cap;
+  /* Relaxed: a limit, read relaxed by appenders; written at most once per
+     window and only when it moves by an eighth, so the line stays
+     read-mostly. */
+  uint64_t cur = atomic_load_explicit(&w->q_limit, RLX);
+  if (l > cur + cur / 8 || l < cur - cur / 8) atomic_store_explicit(&w->q_limit, l, RLX);
+  w->pace_n = w->pace_ns = 0;
 }
 
 /* STRICT group commit. An fdatasync that released k waiting appenders will
@@ -1244,7 +1348,7 @@ static void *sync_main(void *arg) {
       w->sync_idle = 0;
       continue;
     }
-    uint64_t due = w->level == TG_WAL_BALANCED ? w->sync_last_start + w->interval_ns : NEVER;
+    uint64_t due = w->level == TG_WAL_BALANCED ? w->sync_last_start + w->sync_every_ns : NEVER;
     uint64_t now = tg__now_ns();
     if (!w->sync_stop && now < due &&
         atomic_load_explicit(&w->sync_req, ACQ) <= durable) {
@@ -1292,7 +1396,9 @@ static void *writer_main(void *arg) {
 #endif
   unsigned spins = 0;
   while (!atomic_load_explicit(&w->failed, RLX)) {
+    uint64_t t0 = !w->pace_budget_ns ? 0 : w->pace_t ? w->pace_t : tg__now_ns();
     uint64_t n = drain(w);
+    if (w->pace_budget_ns) pace_measure(w, t0, n);
     if (atomic_load_explicit(&w->failed, RLX) || prepare_ahead(w)) break;
 
     if (sync_due(w)) {
@@ -1324,12 +1430,21 @@ static void *writer_main(void *arg) {
        as two acknowledged records missing after close, 1 run in 8). */
     if (atomic_load_explicit(&w->closing, ACQ)) {
       if (atomic_load_explicit(&w->head, ACQ) != w->next) continue;
-      /* Relaxed: the writer's own store (a pending seal is cleared under
-         sync_mu, which lock_sync_thread takes). The close marker goes to
-         the new segment only once its switch is sealed. */
-      if (atomic_load_explicit(&w->seal_pending, RLX)) {
+      /* The close marker must vouch for every byte written, and only the
+         writer writes it: take the sync thread's last result (which may
+         already cover everything: then sync_due above saw nothing to do,
+         and the marker was once left out, so that a read-only view missed
+         the last batch), seal a pending switch (the close marker goes to
+         the new segment only once its switch is sealed), and fdatasync
+         whatever is still not covered. */
+      if (w->sync_started) {
+        /* Relaxed: the writer's own store (a pending seal is cleared under
+           sync_mu, which lock_sync_thread takes). */
+        int sealing = atomic_load_explicit(&w->seal_pending, RLX);
         lock_sync_thread(w);
-        do_sync(w);
+        take_sync_done(w);
+        if (!atomic_load_explicit(&w->failed, RLX) && (sealing || w->dur_off != w->seg_off))
+          do_sync(w);
         unlock_sync_thread(w);
       }
       close_marker(w);
@@ -1372,12 +1487,45 @@ done:
   return rc;
 }
 
+/* PACING: whether LSN s has more than q_limit records queued before it
+   that are not written yet. */
+static int pace_due(tg_wal *w, uint64_t s, memory_order mo) {
+  /* Relaxed q_limit: a stale limit paces one append more or less. */
+  return s - atomic_load_explicit(&w->written, mo) - 1 >= atomic_load_explicit(&w->q_limit, RLX);
+}
+
+/* PACING: the records queued before LSN s (claimed, slot free) would take
+   the writer longer than its budget to write: wait on the futex until it
+   has written enough of them. Returns 0 (a failure of the WAL ends the
+   wait; the append then goes on like any other racing the failure). */
+static int pace_wait(tg_wal *w, uint64_t s) {
+  /* Acquire: the writer's progress. */
+  if (!pace_due(w, s, ACQ)) return 0;
+  uint64_t t0 = tg__now_ns();
+  atomic_fetch_add_explicit(&w->st_paced, 1, RLX);
+  atomic_fetch_add_explicit(&w->pace_waiters, 1, SEQ); /* PACE/WRITTEN */
+  /* seq_cst: SLEEP/HEAD (the fetch_add on head in claim()): a lingering
+     writer is woken now, not after its linger. */
+  if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w);
+  for (;;) {
+    /* Acquire: pairs with pace_notify's release increment. */
+    uint32_t v = atomic_load_explicit(&w->pace_word, ACQ);
+    if (!pace_due(w, s, SEQ) || atomic_load_explicit(&w->failed, ACQ)) break; /* PACE/WRITTEN */
+    futex_wait(&w->pace_word, v, NULL);
+  }
+  atomic_fetch_sub_explicit(&w->pace_waiters, 1, RLX);
+  atomic_fetch_add_explicit(&w->st_paced_ns, tg__now_ns() - t0, RLX);
+  return 0;
+}
+
 static inline int claim(tg_wal *w, uint64_t *seq) {
   if (TG_LIKELY(!w->nonblocking)) {
     uint64_t s = atomic_fetch_add_explicit(&w->head, 1, SEQ); /* SLEEP/HEAD */
-    /* Acquire: the writer is done reading the slot it gave back. */
-    if (TG_UNLIKELY(s - atomic_load_explicit(&w->consumed, ACQ) >= w->cap)) {
-      int rc = wait_space(w, s);
+    /* Acquire: the writer is done reading the slot it gave back. Relaxed
+       q_limit (<= cap): see pace_due. */
+    uint64_t d = s - atomic_load_explicit(&w->consumed, ACQ);
+    if (TG_UNLIKELY(d >= atomic_load_explicit(&w->q_limit, RLX))) {
+      int rc = d >= w->cap ? wait_space(w, s) : pace_wait(w, s);
       if (rc) return rc;
     }
     *seq = s;
@@ -1385,7 +1533,9 @@ static inline int claim(tg_wal *w, uint64_t *seq) {
   }
   uint64_t h = atomic_load_explicit(&w->head, RLX);
   do {
-    if (h - atomic_load_explicit(&w->consumed, ACQ) >= w->cap) {
+    uint64_t d = h - atomic_load_explicit(&w->consumed, ACQ);
+    /* Acquire `written`: as in pace_wait. */
+    if (d >= atomic_load_explicit(&w->q_limit, RLX) && (d >= w->cap || pace_due(w, h, ACQ))) {
       atomic_fetch_add_explicit(&w->st_rejected, 1, RLX);
       return TG_EAGAIN;
     }
@@ -1602,6 +1752,9 @@ int tg_wal_stats_get(const tg_wal *cw, tg_wal_stats *o) {
   o->blocked = atomic_load_explicit(&w->st_blocked, RLX);
   o->blocked_ns = atomic_load_explicit(&w->st_blocked_ns, RLX);
   o->rejected = atomic_load_explicit(&w->st_rejected, RLX);
+  o->throttled = atomic_load_explicit(&w->st_paced, RLX);
+  o->throttled_ns = atomic_load_explicit(&w->st_paced_ns, RLX);
+  o->queue_limit = atomic_load_explicit(&w->q_limit, RLX);
   o->segments = atomic_load_explicit(&w->st_segments, RLX);
   o->next_lsn = atomic_load_explicit(&w->head, RLX);
   o->written_lsn = atomic_load_explicit(&w->written, RLX);
@@ -2100,6 +2253,14 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
   w->linger_ns = w->level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;
+  w->sync_every_ns = w->interval_ns;
+  /* Relaxed: no other thread sees w yet. */
+  atomic_store_explicit(&w->q_limit, w->cap, RLX);
+  if (c.level == TG_WAL_BALANCED) {
+    w->pace_budget_ns = w->interval_ns / PACE_SHARE;
+    w->sync_every_ns = w->interval_ns - w->pace_budget_ns;
+    atomic_store_explicit(&w->q_limit, w->cap < PACE_START ? w->cap : PACE_START, RLX);
+  }
   pthread_mutex_init(&w->mu, NULL);
   pthread_mutex_init(&w->seg_mu, NULL);
   pthread_mutex_init(&w->spill_mu, NULL);
