@@ -364,12 +364,15 @@ static void prefaulter_start(tg_store *s) {
   atomic_init(&s->pf_stop, 0);
   s->g.tokens.spare_wake = &s->pf_word;
   /* Without the thread, grows map as before. */
-  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) s->pf_started = 1;
+  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) s->pf_started = (int)getpid();
   else s->g.tokens.spare_wake = NULL;
 }
 
 static void prefaulter_stop(tg_store *s) {
   if (!s->pf_started) return;
+  /* A child forked after the open has no prefaulter to stop (its grows
+     never waited for one: they map when no spare is there). */
+  if (s->pf_started != (int)getpid()) return;
   atomic_store_explicit(&s->pf_stop, 1, memory_order_release);
   __atomic_fetch_add(&s->pf_word, 1, __ATOMIC_RELEASE);
   syscall(SYS_futex, &s->pf_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);

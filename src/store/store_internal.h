@@ -66,7 +66,8 @@ struct tg_store {
                                    read it through shards_in_use()) */
   pthread_t pf_thread;          /* open/close: makes the token arena's
                                    spare chunk (tg__arena_prefault) */
-  int pf_started;               /* open/close */
+  int pf_started;               /* open/close: the pid that started the
+                                   prefaulter, 0 none */
   int pf_word;                  /* futex word: bumped by a grow that took
                                    the spare, and by close (atomics) */
   atomic_int pf_stop;           /* close: the prefaulter ends */
