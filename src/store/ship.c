@@ -77,6 +77,7 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
   (void)sh, (void)lsn;
   *seq = *epoch = 0;
 }
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) { (void)sh, (void)epoch; }
 uint64_t tg__ship_acked_lsn(tg__ship *sh) {
   (void)sh;
   return 0;
@@ -393,7 +394,11 @@ int tg__ship_start(tg__ship *sh, tg_wal *w, const char *waldir, uint64_t ckpt_ls
     rc = TG_EFENCED;
     goto out;
   }
-  sh->epoch = sh->cfg_epoch ? sh->cfg_epoch : last.epoch ? last.epoch : 1;
+  /* The configured epoch; else the stream's, or a later one this
+     directory was promoted to (tg__ship_min_epoch: its checkpoint's). */
+  uint64_t se = last.epoch ? last.epoch : 1;
+  if (sh->epoch < se) sh->epoch = se;
+  if (sh->cfg_epoch) sh->epoch = sh->cfg_epoch;
   sh->pub_seq = st.last_seq;
   if (st.last_seq) {
     sh->hist[0].lsn = last.last_lsn; /* nothing else runs yet */
@@ -514,6 +519,10 @@ void tg__ship_close(tg__ship *sh) {
   }
   free(sh->hist);
   free(sh);
+}
+
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) {
+  if (sh && epoch > sh->epoch) sh->epoch = epoch; /* before tg__ship_start */
 }
 
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch) {

@@ -6,8 +6,10 @@
  * into fresh huge-page memory costs (7 ns measured on the reference machine,
  * against 150 ns with 4 KiB pages and far more with one malloc per object).
  * So memory comes in 2 MiB chunks, 2 MiB aligned, advised MADV_HUGEPAGE and
- * pre-faulted when the chunk is taken into use; a slot is found by a free
- * list pop or a bump of `next`, both O(1) with no system call.
+ * pre-faulted before the chunk is taken into use (by another thread ahead
+ * of time when the store runs a prefaulter: tg__arena_prefault()); a slot
+ * is found by a free list pop or a bump of `next`, both O(1) with no
+ * system call.
  *
  * Ids are not slots. An id is handed out once and never again until the
  * 32-bit space wraps (docs/data-layout.md says why), while a deleted slot
