@@ -168,7 +168,12 @@ int tgb_wal(int argc, char **argv) {
   if (!level_name || !strcmp(level_name, "balanced")) level = TG_WAL_BALANCED;
   else if (!strcmp(level_name, "strict")) level = TG_WAL_STRICT;
   else if (!strcmp(level_name, "relaxed")) level = TG_WAL_RELAXED;
-  else {
+  else if (!strcmp(level_name, "replicated")) {
+    /* The level ships to the store's stream: a log alone has none. */
+    fprintf(stderr, "tg-bench wal: --level replicated needs a store with a stream: "
+                    "'tg-bench replicate' measures it against strict, alternated\n");
+    return 64;
+  } else {
     fprintf(stderr, "tg-bench wal: --level: '%s' is not strict, balanced or relaxed\n", level_name);
     return 64;
   }
@@ -257,13 +262,15 @@ int tgb_wal(int argc, char **argv) {
            "\"append_ns_max\":%.0f,\"paced_append_ns_p50\":%.0f,\"paced_append_ns_p99\":%.0f,"
            "\"paced_append_ns_p999\":%.0f,\"paced_append_ns_max\":%.0f,\"timer_ns\":%.1f,"
            "\"blocked_appends\":%llu,\"blocked_ms\":%.1f,"
+           "\"throttled_appends\":%llu,\"throttled_ms\":%.1f,"
            "\"reference\":\"%s\",\"reference_records_per_sec\":%.0f,"
            "\"ratio_to_reference\":%.3f,\"reference_chunks_records_per_sec\":%.0f,"
            "\"reference_sync_each_records_per_sec\":%.0f,\"replay_records_per_sec\":%.0f}\n",
            names[level], threads, (unsigned long long)records, secs, rps, mbps,
            (unsigned long long)st.fdatasyncs, per_sync, NS(p50), NS(p99), NS(p999), NS(pmax),
            NS(q50), NS(q99), NS(q999), NS(qmax), NS(tmin), (unsigned long long)st.blocked,
-           (double)st.blocked_ns / 1e6,
+           (double)st.blocked_ns / 1e6, (unsigned long long)st.throttled,
+           (double)st.throttled_ns / 1e6,
            level == TG_WAL_STRICT ? "write+fdatasync per record" : "1 MiB chunks + fdatasync",
            ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps, replay_rps);
   } else {
@@ -274,9 +281,10 @@ int tgb_wal(int argc, char **argv) {
     printf("  fdatasyncs: %llu  (%.2f records per fdatasync)\n",
            (unsigned long long)st.fdatasyncs, per_sync);
     printf("  append ns:  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (timer %.1f ns; %llu "
-           "appends blocked, %.1f ms)\n",
+           "appends blocked, %.1f ms; %llu throttled, %.1f ms)\n",
            NS(p50), NS(p99), NS(p999), NS(pmax), NS(tmin), (unsigned long long)st.blocked,
-           (double)st.blocked_ns / 1e6);
+           (double)st.blocked_ns / 1e6, (unsigned long long)st.throttled,
+           (double)st.throttled_ns / 1e6);
     if (level != TG_WAL_STRICT)
       printf("  paced:      p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (no backpressure)\n", NS(q50),
              NS(q99), NS(q999), NS(qmax));

@@ -1674,13 +1674,13 @@ static void test_wal_balanced_appender_waits_for_a_writer_behind_long_before_the
   stall_writer_with_one_record(w); /* nothing written: the writer has no rate yet */
   assert_int_equal(STAT(w, queue_limit), 2048);
   append_n(w, 2, 2047); /* 2048 queued, none written */
-  assert_int_equal(STAT(w, paced), 0);
+  assert_int_equal(STAT(w, throttled), 0);
   pace_arg a = {w, 2049, 0, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, pace_thread, &a), 0);
   /* Counted when its wait begins; an append that did not wait would return
      uncounted. */
-  WAIT_FOR(STAT(w, paced) >= 1 || atomic_load(&a.done));
+  WAIT_FOR(STAT(w, throttled) >= 1 || atomic_load(&a.done));
   assert_int_equal(atomic_load(&a.done), 0);
   assert_int_equal(STAT(w, blocked), 0); /* the ring has room: 2049 of 16384 */
   atomic_store(&inj.stall, 0);
@@ -1688,8 +1688,8 @@ static void test_wal_balanced_appender_waits_for_a_writer_behind_long_before_the
   assert_int_equal(a.rc, 0);
   tg_wal_stats st;
   tg_wal_stats_get(w, &st);
-  assert_int_equal(st.paced, 1);
-  assert_true(st.paced_ns > 0);
+  assert_int_equal(st.throttled, 1);
+  assert_true(st.throttled_ns > 0);
   assert_int_equal(st.blocked, 0);
   assert_int_equal(tg_wal_close(w), 0);
   tg_wal_end end;
@@ -1728,7 +1728,7 @@ static void test_wal_strict_and_relaxed_appenders_are_never_paced(void **state) 
       assert_int_equal(STAT(w, rejected), 0);
       atomic_store(&inj.stall, 0);
     }
-    assert_int_equal(STAT(w, paced), 0);
+    assert_int_equal(STAT(w, throttled), 0);
     assert_int_equal(tg_wal_close(w), 0);
   }
 }

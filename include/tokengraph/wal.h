@@ -47,10 +47,12 @@ extern "C" {
  *  - TG_WAL_BALANCED gives up the records acknowledged in about the last
  *    sync_interval_ms plus one fdatasync: an append returns once the record
  *    is queued; the writer writes continuously (an idle one looks every
- *    linger_us) and a sync thread fdatasyncs every sync_interval_ms while
- *    it writes. A writer that falls behind (appends faster than the disk,
- *    a segment switch's fdatasyncs) adds its queue delay: up to ring_slots
- *    records.
+ *    linger_us) and a sync thread fdatasyncs while it writes. The queue is
+ *    paced: an append that finds more records queued before its own than
+ *    the writer drains in a quarter of sync_interval_ms (its measured rate)
+ *    waits for the writer (nonblocking: TG_EAGAIN), and the sync thread
+ *    starts an fdatasync every three quarters of sync_interval_ms, so queue
+ *    delay plus cadence stay within the interval.
  *  - TG_WAL_RELAXED gives up everything since the last fdatasync:
  *    fdatasync happens only at a segment switch, tg_wal_sync() (a store:
  *    tg_sync(), a checkpoint) and close.
@@ -235,12 +237,12 @@ typedef struct tg_wal_stats {
   uint64_t written_lsn;    /* highest LSN written to the file */
   uint64_t durable_lsn;    /* highest LSN known durable */
   int failed;              /* as tg_wal_failed() */
-  uint64_t paced;          /* BALANCED: appends that waited for the writer
+  uint64_t throttled;      /* BALANCED: appends that waited for the writer
                               to catch up (more records queued before
                               theirs than it writes in a quarter of
                               sync_interval_ms; counted when the wait
                               begins) */
-  uint64_t paced_ns;       /* total time appenders waited for that */
+  uint64_t throttled_ns;   /* total time appenders waited for that */
   uint64_t queue_limit;    /* BALANCED: the queued records past which an
                               append waits for the writer (or, nonblocking,
                               gets TG_EAGAIN), kept at what the writer

@@ -182,7 +182,8 @@ int tg_batch_begin(tg_store *s, tg_batch **out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   *out = NULL;
-  if (s->read_only) return TG_EREADONLY; /* a batch could only fail to commit */
+  /* A batch could only fail to commit (a read-only handle, a replica). */
+  if (__atomic_load_n(&s->writes_refused, __ATOMIC_RELAXED)) return TG_EREADONLY;
   pthread_mutex_lock(&s->batch_mu);
   tg_batch *b = s->batch_free;
   if (b) {

@@ -249,6 +249,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->crash_dump = 1;
   cfg->repl_replicas = 1;
   cfg->repl_ack_timeout_ms = 10000;
+  cfg->repl_snapshots = 1;
 }
 
 /* A read-only handle's refresh may replace its whole graph (readonly.c),
@@ -330,6 +331,16 @@ static void store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_WAL_FDATASYNC_FAILURES] += ws.fdatasync_failures;
   out->v[TG_METRIC_WAL_SEGMENT_SWITCHES] += ws.segments;
   out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
+}
+
+void tg__store_collector_pause(tg_store *s, int pause) {
+  if (pause && s->collecting) {
+    tg_metrics_remove_collector(store_collect, s);
+    s->collecting = 0;
+  } else if (!pause && !s->collecting && !s->read_only &&
+             tg_metrics_add_collector(store_collect, s) == 0) {
+    s->collecting = 1;
+  }
 }
 
 /* ---- fresh memory off the creating thread --------------------------------- */
@@ -466,6 +477,8 @@ int tg_store_close(tg_store *s) {
   }
 #endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
+  tg__replica_free(s->replica); /* its follower appends to the WAL */
+  s->replica = NULL;
   prefaulter_stop(s);
   tg__store_reclaim_credit(s); /* no call runs: the counts are exact */
   uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = tg__store_last_lsn(s);
@@ -535,11 +548,14 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
-/* A read-only handle (readonly.c) changes nothing: every mutating call
-   starts here. read_only sits beside wal, which the same calls read. */
+/* A read-only handle (readonly.c) and a replica that was not promoted
+   (replica.c) change nothing: every mutating call starts here. A relaxed
+   load: promotion clears the flag once the follower has stopped, and a
+   call that still sees it set is refused as it would have been a moment
+   earlier. */
 #define REFUSE_READ_ONLY(s)                                   \
   do {                                                        \
-    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+    if (__builtin_expect(TG__LOAD_RELAXED((s)->writes_refused), 0)) return TG_EREADONLY; \
   } while (0)
 
 /* ---- quota rejections ---------------------------------------------------- */
@@ -961,6 +977,7 @@ out:
 
 static __attribute__((noinline)) int create_durable(tg_store *s, const tg_token *init,
                                                     uint32_t *id) {
+  REFUSE_READ_ONLY(s); /* a replica has a log but takes no writes */
   return create(s, init, id, 1);
 }
 

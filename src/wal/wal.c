@@ -1752,8 +1752,8 @@ int tg_wal_stats_get(const tg_wal *cw, tg_wal_stats *o) {
   o->blocked = atomic_load_explicit(&w->st_blocked, RLX);
   o->blocked_ns = atomic_load_explicit(&w->st_blocked_ns, RLX);
   o->rejected = atomic_load_explicit(&w->st_rejected, RLX);
-  o->paced = atomic_load_explicit(&w->st_paced, RLX);
-  o->paced_ns = atomic_load_explicit(&w->st_paced_ns, RLX);
+  o->throttled = atomic_load_explicit(&w->st_paced, RLX);
+  o->throttled_ns = atomic_load_explicit(&w->st_paced_ns, RLX);
   o->queue_limit = atomic_load_explicit(&w->q_limit, RLX);
   o->segments = atomic_load_explicit(&w->st_segments, RLX);
   o->next_lsn = atomic_load_explicit(&w->head, RLX);
