@@ -1057,6 +1057,14 @@ static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **sta
   msg[0] = 0;
   assert_int_equal(tg_store_open_msg(&again, p.dir, &pc, msg, sizeof msg), TG_EFENCED);
   assert_null(again);
+  /* Nor can it follow: its last record is not the stream's. */
+  tg_replica_config rc2 = replica_config();
+  tg_store *back = replica_open(p.dir, &rc2);
+  assert_int_equal(tg_wait_lsn(back, mine + 1, 120000), TG_ECORRUPT);
+  tg_replica_status bs;
+  assert_int_equal(tg_replica_status_get(back, &bs), 0);
+  assert_non_null(strstr(bs.message, "went on without the stream"));
+  assert_int_equal(tg_store_close(back), 0);
 }
 
 /* The writer child (this program run again: exec after fork, as a fork
