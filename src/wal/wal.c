@@ -166,9 +166,11 @@
  * kernel for the whole fdatasync, and BALANCED lost work acknowledged
  * several intervals back). After each write the writer tells it how far
  * the file goes (sync_fd, sync_written, under sync_mu); it fdatasyncs that
- * at BALANCED every sync_interval_ms counted from the start of its
- * previous fdatasync (so a record written at t is durable by t +
- * sync_interval_ms + one fdatasync), and at every level as soon as a
+ * at BALANCED every sync_interval_ms less the pacing budget (PACING),
+ * counted from the start of its previous fdatasync (so a record written at
+ * t is durable by t + three quarters of sync_interval_ms + one fdatasync,
+ * and one appended at t by t + sync_interval_ms + one fdatasync), and at
+ * every level as soon as a
  * caller waits for durability (sync_req; tg_wal_sync, a checkpoint), and it
  * seals segment switches (SWITCH SEALING). The writer still syncs itself
  * at STRICT (every batch: group commit, below) and at close, and hands a
