@@ -1170,10 +1170,11 @@ static void pace_measure(tg_wal *w, uint64_t t0, uint64_t n) {
   uint64_t l = lim >= (double)w->cap ? w->cap : lim <= PACE_MIN ? PACE_MIN : (uint64_t)lim;
   if (l > w->cap) l = w->cap;
   /* Relaxed: a limit, read relaxed by appenders; written at most once per
-     window and only when it moves by an eighth, so the line stays
-     read-mostly. */
+     window and only when it moves by an eighth (or reaches a clamp), so
+     the line stays read-mostly. */
   uint64_t cur = atomic_load_explicit(&w->q_limit, RLX);
-  if (l > cur + cur / 8 || l < cur - cur / 8) atomic_store_explicit(&w->q_limit, l, RLX);
+  if (l != cur && (l == PACE_MIN || l == w->cap || l > cur + cur / 8 || l < cur - cur / 8))
+    atomic_store_explicit(&w->q_limit, l, RLX);
   w->pace_n = w->pace_ns = 0;
 }
 
