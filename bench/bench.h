@@ -57,5 +57,6 @@ int tgb_replay(int argc, char **argv);
 int tgb_peers(int argc, char **argv);
 int tgb_concurrent(int argc, char **argv);
 int tgb_batch(int argc, char **argv);
+int tgb_replicate(int argc, char **argv);
 
 #endif

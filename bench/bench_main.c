@@ -12,6 +12,8 @@ static const tgb_command commands[] = {
   {"batch", "creates at STRICT: single calls vs. atomic batches of B, alternated", tgb_batch},
   {"peers", "the same job in RocksDB, LevelDB, LMDB, SQLite at matched durability", tgb_peers},
   {"concurrent", "writers alone vs. with readers; stalls while a checkpoint runs", tgb_concurrent},
+  {"replicate", "creates at TG_REPLICATED vs. STRICT and raw NATS publishes; BALANCED shipping",
+   tgb_replicate},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

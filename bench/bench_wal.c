@@ -168,7 +168,12 @@ int tgb_wal(int argc, char **argv) {
   if (!level_name || !strcmp(level_name, "balanced")) level = TG_WAL_BALANCED;
   else if (!strcmp(level_name, "strict")) level = TG_WAL_STRICT;
   else if (!strcmp(level_name, "relaxed")) level = TG_WAL_RELAXED;
-  else {
+  else if (!strcmp(level_name, "replicated")) {
+    /* The level ships to the store's stream: a log alone has none. */
+    fprintf(stderr, "tg-bench wal: --level replicated needs a store with a stream: "
+                    "'tg-bench replicate' measures it against strict, alternated\n");
+    return 64;
+  } else {
     fprintf(stderr, "tg-bench wal: --level: '%s' is not strict, balanced or relaxed\n", level_name);
     return 64;
   }

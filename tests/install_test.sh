@@ -17,7 +17,7 @@ pc=$(dirname "$(find "$prefix" -name tokengraph.pc | head -n 1)")
 libdir=$(dirname "$pc")
 test -f "$libdir/libtokengraph.a"
 test -f "$prefix/include/tokengraph/tokengraph.h"
-for prog in tg-bench tg-stress tg-crash tg-replay; do
+for prog in tg-bench tg-stress tg-crash tg-replay tg-replica; do
   test -x "$prefix/bin/$prog"
   test -f "$prefix/share/man/man1/$prog.1"
   # Debug information names the sources by design; the program itself

@@ -253,6 +253,59 @@ static void test_replicated_call_fails_while_the_server_is_down_then_resumes(voi
   tgn_server_stop(&srv);
 }
 
+static void test_balanced_store_fails_and_closes_when_the_server_is_gone(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "ship_gone", TG_BALANCED);
+  cfg.repl_ack_timeout_ms = 1000;
+  cfg.wal.linger_us = 0; /* a batch per few appends: the window fills */
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  tgn_server_kill_node(&srv, 0);
+  /* Creation goes on (nothing waits for the stream) until the ack timeout
+     fails the log; the writer, stuck on a full window or not, gets out. */
+  int rc = 0;
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while ((rc = tg_token_create(s, NULL, &id)) == 0 && tgp_now_ns() < deadline) {
+  }
+  assert_int_equal(rc, TG_EIO);
+  assert_int_equal(tg_store_close(s), TG_EIO); /* returns: nothing hangs */
+  tgn_server_stop(&srv);
+}
+
+static void test_checkpoint_keeps_the_segments_the_stream_lacks(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "ship_keep", TG_BALANCED);
+  /* Longer than the creates and the checkpoint take on a loaded machine:
+     no failure before the close, which then waits this long. */
+  cfg.repl_ack_timeout_ms = 8000;
+  cfg.wal.segment_bytes = 65536; /* 2,000 creates span several segments */
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  /* LSN 1 acknowledged before the server goes: nothing in flight ages. */
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= 1, "LSN 1 acknowledged");
+  tgn_server_kill_node(&srv, 0);
+  /* Logged and checkpointed locally, never acknowledged by the stream. */
+  for (int i = 0; i < 2000; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_checkpoint(s), 0);
+  uint64_t last = tgt_stats(s).last_lsn;
+  tg_store_close(s); /* TG_EIO once the ack timeout passes, or 0 */
+  /* The reopen ships what the stream lacks from the segments the
+     checkpoint kept; with them deleted it could not (TG_ECORRUPT). */
+  assert_int_equal(tgn_server_restart_node(&srv, 0), 0);
+  s = open_repl(&cfg);
+  assert_int_equal(tg_store_close(s), 0);
+  walk wk = walk_stream(srv.url, "TG_ship_keep", "tg.ship_keep.wal");
+  assert_int_equal(wk.next_lsn - 1, last);
+  tgn_server_stop(&srv);
+}
+
 static void test_second_writer_fences_the_first(void **state) {
   (void)state;
   tg_store_config cfg = repl_config(srv1.url, "ship_fence", TG_REPLICATED);
@@ -309,6 +362,34 @@ static void test_checkpoint_keeps_the_stream_position(void **state) {
   assert_int_equal(s->ckpt_repl_epoch, 1);
   assert_int_equal(tg_store_close(s), 0);
   tg__repl_close(r);
+}
+
+static void test_configured_epoch_is_published_and_a_stale_one_is_fenced(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "ship_epoch", TG_REPLICATED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  /* A promoted writer publishes in the epoch its lease gave it. */
+  cfg.repl_epoch = 5;
+  s = open_repl(&cfg);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tg__repl *r = connect_raw(srv1.url);
+  last_info li = stream_last(r, "TG_ship_epoch");
+  assert_int_equal(li.epoch, 5);
+  tg__repl_close(r);
+  /* An older epoch is refused at open. */
+  cfg.repl_epoch = 4;
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&s, tgt_data, &cfg, msg, sizeof msg), TG_EFENCED);
+  assert_non_null(strstr(msg, "epoch 5"));
+  /* 0 continues the stream's. */
+  cfg.repl_epoch = 0;
+  s = open_repl(&cfg);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_store_close(s), 0);
 }
 
 static void test_replication_config_is_checked(void **state) {
@@ -382,9 +463,16 @@ int main(void) {
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_replicated_call_returns_after_the_stream_acked,
                                       tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_configured_epoch_is_published_and_a_stale_one_is_fenced, tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_stream_position, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(test_record_over_one_message_is_refused_and_nothing_changes,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_balanced_store_fails_and_closes_when_the_server_is_gone, tgt_setup,
+          tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_segments_the_stream_lacks,
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_second_writer_fences_the_first, tgt_setup,
                                       tgt_teardown),

@@ -119,7 +119,8 @@ static void usage_stats(FILE *f) {
           "\n"
           "As 'verify', and also the state after replay: tokens, connections, the\n"
           "checkpoint's LSN and counts, the number of segments and of records\n"
-          "replayed after the checkpoint.\n"
+          "replayed after the checkpoint, and the replication position the\n"
+          "checkpoint saved (stream sequence and epoch; docs/operations.md).\n"
           "\n"
           "  --json   print one JSON object (the same keys as verify --json)\n"
           "\n%s",
@@ -342,6 +343,8 @@ static void print_report_members(const tg_inspect_report *r) {
   printf(",\"checkpoint_lsn\":%" PRIu64 ",\"checkpoint_tokens\":%" PRIu64
          ",\"checkpoint_connections\":%" PRIu64,
          r->checkpoint_lsn, r->checkpoint_tokens, r->checkpoint_connections);
+  printf(",\"repl_stream_seq\":%" PRIu64 ",\"repl_epoch\":%" PRIu64, r->repl_stream_seq,
+         r->repl_epoch);
   printf(",\"segments\":%" PRIu64 ",\"replayed\":%" PRIu64 ",\"apply_failed_lsn\":%" PRIu64
          ",\"apply_failed_what\":",
          r->segments, r->replayed, r->apply_failed_lsn);
@@ -456,6 +459,11 @@ static void print_text(const char *dir, const tg_inspect_report *r, int stats) {
     printf("replayed:    %" PRIu64 " record%s after the checkpoint\n", r->replayed,
            plural(r->replayed));
     printf("state:       %" PRIu64 " tokens, %" PRIu64 " connections\n", r->tokens, r->connections);
+    if (r->repl_stream_seq || r->repl_epoch)
+      printf("replication: stream sequence %" PRIu64 ", epoch %" PRIu64
+             " (the checkpoint's position)\n", r->repl_stream_seq, r->repl_epoch);
+    else
+      printf("replication: none saved with the checkpoint\n");
   }
   print_verdict(r);
 }

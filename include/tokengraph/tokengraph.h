@@ -210,10 +210,21 @@ typedef struct tg_store_config {
   const char *repl_name;     /* store name N: [A-Za-z0-9_-], 1..64 chars */
   int repl_replicas;         /* copies the stream keeps when it is created
                                 here: 1 (default) or 3 (a 3-server cluster) */
+  uint64_t repl_epoch;       /* the epoch to publish in (Tg-Epoch, the
+                                Nats-Msg-Id); 0 (default): the stream's
+                                last message's, 1 for an empty stream. A
+                                promoted replica passes the epoch its lease
+                                gave it; a stream whose last message has a
+                                higher epoch refuses the open (TG_EFENCED) */
   uint32_t repl_ack_timeout_ms; /* a message the stream has not acknowledged
                                 after this long fails the log (TG_EIO,
                                 tg_store_close and reopen to resume
                                 shipping); default 10000 */
+  int repl_snapshots;        /* 1 (default): after each checkpoint, publish
+                                it for new replicas and purge the stream
+                                below the older of the two newest
+                                (tg_repl_snapshot_publish(); its failure
+                                fails no checkpoint); 0: never */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -278,6 +289,16 @@ typedef struct tg_store tg_store;
  * the checkpoint: see tg-replay), TG_ENOMEM, TG_ENOSPC, TG_EIO, -EPERM (the
  * directory belongs to another user: its owner must open it, since files
  * made now would lock the owner out; nothing is changed), -errno.
+ * With replication (nats_url, repl_name; docs/durability.md "REPLICATED"):
+ * TG_ECONFIG (an incomplete or invalid replication setting, or
+ * TG_REPLICATED without one), TG_ENOTSUP (built without libnats), TG_EIO
+ * (the server cannot be reached or refused the stream), TG_EFENCED (the
+ * stream went on past this directory's log: another writer took over), and
+ * the open first publishes what the stream lacks of the log.
+ * A replicating store's mutating calls may also return TG_EFENCED (fenced:
+ * every later mutation too; reads work) and, for a record too large for
+ * one 1 MiB message (a batch over about 15,000 entries), TG_EINVAL with
+ * nothing changed.
  */
 TG_API int tg_store_open(tg_store **out, const char *dir,
                          const tg_store_config *cfg);
@@ -502,6 +523,11 @@ typedef struct tg_inspect_report {
                                 it was read as a read-only open reads it:
                                 records up to the log's durable point, and
                                 `end` says CLEAN at that point */
+  uint64_t repl_stream_seq;  /* replication position the checkpoint saved:
+                                the stream sequence of the last WAL message
+                                its LSN covers wholly (0: none or never
+                                replicated) */
+  uint64_t repl_epoch;       /* and that message's epoch */
 } tg_inspect_report;
 
 
@@ -916,6 +942,159 @@ TG_API int tg_batch_commit(tg_batch *b);
 /* Drop the batch: nothing it holds is applied, its ids go back. Accepts
    NULL and an ended batch (then does nothing). */
 TG_API void tg_batch_abort(tg_batch *b);
+
+/* ---- read replicas (docs/operations.md, "Replication") ---------------- */
+
+/*
+ * A replica follows the WAL stream a primary ships to NATS JetStream
+ * (stream TG_<repl_name>, subject tg.<repl_name>.wal) and applies every
+ * record to a data directory of its own: records go to its own WAL with
+ * the primary's LSNs, then to its graph, so the directory is a normal
+ * tokengraph directory that tg_store_open() and tg-replay read, and a
+ * promoted replica simply becomes the writer. Needs a build with libnats;
+ * without it tg_replica_open() returns TG_ENOTSUP.
+ */
+typedef struct tg_replica_config {
+  const char *nats_url;      /* e.g. "nats://127.0.0.1:4222"; required */
+  const char *repl_name;     /* the primary's repl_name; required */
+  tg_store_config store;     /* the replica's own store: guardian limits
+                                (at least the primary's: records are never
+                                refused), its WAL level and checkpoints.
+                                Its nats_url / repl_name / read_only are
+                                ignored */
+  const char *bootstrap_dir; /* NULL, or a directory tg_store_backup() of
+                                the primary wrote: copied into dir when dir
+                                is missing or empty, so the replica starts
+                                at the backup's LSN instead of the stream's
+                                first message. Default NULL */
+  int bootstrap_snapshot;    /* 1 (default): a new replica (dir missing or
+                                empty, no bootstrap_dir) starts from the
+                                newest snapshot on TG_SNAP_<repl_name>
+                                (tg_repl_snapshot_publish()) when there is
+                                one; 0: always from the stream's first
+                                message */
+  uint32_t fetch_batch;      /* messages asked per fetch; default 64 */
+  uint32_t lease_ttl_ms;     /* max age of the leader lease bucket's
+                                entries, when this replica creates the
+                                bucket; default 10000 */
+} tg_replica_config;
+
+/* Fill *cfg with the defaults listed above (tg_store_config_init() for
+   cfg->store). */
+TG_API void tg_replica_config_init(tg_replica_config *cfg);
+
+/*
+ * Open (creating it when missing) data directory `dir` as a replica of
+ * cfg->repl_name. The directory is opened as tg_store_open() opens it
+ * (checkpoint, then its own log), then a background thread pulls the
+ * stream from the position the replica reached (the one saved with its
+ * last checkpoint; the log after it is skipped by LSN) and applies each
+ * message under the store lock: readers (tg_token_get(), tg_token_edges(),
+ * ...) stay lock-free and see whole messages. Every mutating call returns
+ * TG_EREADONLY until tg_replica_promote().
+ * Each message is checked before any of it is applied: its stream sequence
+ * is the one asked for (the server silently starts later when the
+ * messages asked for were purged), every frame's CRC, and the LSNs
+ * contiguous with what the replica holds. A failed check stops following
+ * (the replica keeps serving what it has) and tg_replica_status() says
+ * why: -ENODATA for a gap (the stream no longer holds the messages after
+ * the replica's position: bootstrap it again), TG_ECORRUPT for a damaged
+ * message or a record that does not apply.
+ * Errors: tg_store_open()'s, TG_EINVAL (a field missing), TG_ENOTSUP,
+ * -ECONNREFUSED (no server answers at nats_url), -ENOENT (no stream
+ * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as
+ * above, found at open), TG_EIO. On failure *out is NULL.
+ */
+TG_API int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg);
+
+/* As tg_replica_open(), with a one-line explanation in msg on failure. */
+TG_API int tg_replica_open_msg(tg_store **out, const char *dir, const tg_replica_config *cfg,
+                               char *msg, size_t msglen);
+
+/* The last LSN the replica applied (and its readers see); on any other
+   store, its last LSN. */
+TG_API uint64_t tg_replica_applied_lsn(tg_store *s);
+
+/*
+ * Wait until the store shows `lsn`: on a replica, until it has applied it
+ * (a client that wrote on the primary reads its own write here), at most
+ * timeout_ms (0: do not wait). On any other durable store (a promoted
+ * replica too), until record `lsn` is durable at the store's level, as
+ * tg_sync() waits (timeout_ms unused); -ETIMEDOUT at once when nothing
+ * with that LSN was logged yet. In memory or read-only: 0 when the store
+ * shows lsn, else -ETIMEDOUT at once.
+ * Returns 0, -ETIMEDOUT, the error that stopped the replica following
+ * (tg_replica_status_get()), or the log's errors.
+ */
+TG_API int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms);
+
+typedef struct tg_replica_status {
+  int is_replica;            /* 1: following (or stopped by an error);
+                                0: not a replica, or promoted */
+  uint64_t applied_lsn;      /* last LSN applied */
+  uint64_t stream_seq;       /* stream sequence of the last message applied
+                                wholly (0: none since the checkpoint) */
+  uint64_t epoch;            /* that message's epoch */
+  uint64_t messages;         /* messages applied since open */
+  uint64_t records;          /* records applied since open */
+  uint64_t max_message_bytes; /* the largest message body applied since
+                                open (a primary splits at 1 MiB) */
+  uint64_t apply_ns;         /* time spent checking and applying messages
+                                once delivered (records / apply_ns: the
+                                apply rate, the network left out) */
+  int error;                 /* 0, or what stopped following */
+  char message[256];         /* that error, one line ("" when none) */
+} tg_replica_status;
+
+/* Fill *out. TG_EINVAL when s or out is NULL. */
+TG_API int tg_replica_status_get(tg_store *s, tg_replica_status *out);
+
+/*
+ * Publish the store's last checkpoint as a snapshot for new replicas:
+ * a compacting copy of it, in chunks of under 1 MiB, then a manifest, on
+ * the stream TG_SNAP_<repl_name> (created when missing; the WAL stream
+ * TG_<repl_name> must exist). Older snapshots are then purged, and the WAL
+ * stream below the position of the previous snapshot: the stream keeps
+ * what follows the older of the two newest snapshots. A primary calls it
+ * after its checkpoints; writers go on meanwhile (checkpoints wait while
+ * the copy is made). *lsn_out (may be NULL) gets the snapshot's LSN.
+ * Errors: TG_EINVAL (in memory, read-only, or no checkpoint yet: call
+ * tg_checkpoint() first), TG_ENOTSUP, the NATS errors of
+ * tg_replica_open(), TG_ENOSPC, TG_EIO.
+ */
+TG_API int tg_repl_snapshot_publish(tg_store *s, const char *nats_url, const char *repl_name,
+                                    uint64_t *lsn_out, char *msg, size_t msglen);
+
+/* What the replication stream and the lease of repl_name hold now. */
+typedef struct tg_repl_stream_info {
+  uint64_t first_seq;        /* the stream's first sequence (purged below) */
+  uint64_t last_seq;         /* its last (0: nothing shipped yet) */
+  uint64_t lease_epoch;      /* the leader lease's epoch (0: no lease) */
+  uint64_t lease_lsn;        /* the LSN its holder wrote with it */
+  char lease_owner[128];     /* "<host>:<pid>:<random>", "" when none */
+} tg_repl_stream_info;
+
+/* Read the stream TG_<repl_name> and the lease at nats_url (the lease
+   bucket is not created when missing). Errors as tg_replica_open()'s
+   NATS errors, with a one-line explanation in msg. */
+TG_API int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
+                                   tg_repl_stream_info *out, char *msg, size_t msglen);
+
+/*
+ * Make the replica the writer: take the leader lease (KV bucket
+ * TG_LEASE_<repl_name>, key "leader") with compare-and-swap on its
+ * revision and epoch + 1, drain the stream to its last message (the
+ * primary is expected to be gone: a publish of the old primary after the
+ * drain fences one of the two, never both writing), stop following, and
+ * allow mutating calls. The new epoch is the replica's epoch from then on
+ * (tg_replica_status()). timeout_ms bounds the drain.
+ * Errors: TG_EEXIST (another process changed the lease first: it is
+ * promoting), -ETIMEDOUT (the drain did not reach the stream's end),
+ * the error that stopped following (a replica that lost messages must not
+ * become the writer), TG_EINVAL (not a replica), TG_ENOTSUP, TG_EIO.
+ * Nothing changed on failure except, for -ETIMEDOUT, the lease taken.
+ */
+TG_API int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen);
 
 #ifdef __cplusplus
 }

@@ -200,7 +200,9 @@ TG_API int tg_wal_sync(tg_wal *w, uint64_t lsn);
 
 /*
  * 0 if the WAL works, otherwise the error that failed it (TG_ENOSPC or
- * TG_EIO); *os_errno (if not NULL) gets the errno the system call gave.
+ * TG_EIO; for a store that replicates, also TG_EFENCED: another writer
+ * took over its stream, docs/durability.md "REPLICATED"); *os_errno (if
+ * not NULL) gets the errno the system call gave (0 for TG_EFENCED).
  * A failed WAL is never retried: every later append and sync returns the
  * error, records already durable stay durable, and reopening the
  * directory (after freeing space, for ENOSPC) recovers what is on disk.

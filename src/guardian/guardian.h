@@ -36,7 +36,11 @@ typedef struct tg__guardian {
   void *on_pressure_arg;
   void (*on_evict)(void *arg, const uint32_t *ids, size_t n);
   void *on_evict_arg;
-  uint64_t checks;          /* admissions asked */
+  uint64_t checks;          /* admissions asked that did not end in a
+                               single create or connect: the store counts
+                               those (tokens_created, connections_created)
+                               and adds them, so a create bumps one
+                               counter, not two */
   uint64_t rejections;      /* answered TG_EQUOTA */
   uint64_t evictions;       /* tokens evicted */
   uint64_t pressure_events; /* soft-limit crossings handled */

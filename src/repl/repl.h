@@ -67,6 +67,11 @@ int tg__repl_connect(tg__repl **out, const char *url, const tg__repl_acks *acks,
 /* Close the connection (pending acks are dropped, their callbacks not
    called). Accepts NULL. */
 void tg__repl_close(tg__repl *r);
+/* Make a publish waiting for the window (and every later one that would)
+   give up with -ETIMEDOUT: the caller has failed and must not hang. Any
+   thread. */
+void tg__repl_cancel(tg__repl *r);
+
 /* Largest message body to publish: min(TG__REPL_MAX_MSG, the server's
    max_payload - TG__REPL_HDR_ROOM). */
 size_t tg__repl_max_body(const tg__repl *r);

@@ -182,7 +182,8 @@ int tg_batch_begin(tg_store *s, tg_batch **out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   *out = NULL;
-  if (s->read_only) return TG_EREADONLY; /* a batch could only fail to commit */
+  /* A batch could only fail to commit (a read-only handle, a replica). */
+  if (__atomic_load_n(&s->writes_refused, __ATOMIC_RELAXED)) return TG_EREADONLY;
   pthread_mutex_lock(&s->batch_mu);
   tg_batch *b = s->batch_free;
   if (b) {
@@ -600,6 +601,9 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   TG__ASSERT_LOCKED(s);
   tally t;
   uint64_t need;
+  /* The quota checks below are exact: the threads' unused credit, counted
+     as tokens until now, goes back first (store.c, SHARDS). */
+  tg__store_reclaim_credit(s);
   int rc = check_entries(b, &t);
   if (!rc) rc = check_quotas(b, &t, &need);
   if (rc) return rc;
@@ -634,8 +638,8 @@ static int commit_locked(tg_batch *b, uint64_t *lsn) {
   apply_entries(b);
   if (t.tokens_gone || t.conns_gone)
     tg__guardian_released(&s->gd, tg__graph_memory(&s->g));
-  s->tokens_created += t.tokens_made;
-  s->connections_created += t.conns_made;
+  TG__STORE_RELAXED(s->tokens_batched, s->tokens_batched + t.tokens_made);
+  TG__STORE_RELAXED(s->connections_batched, s->connections_batched + t.conns_made);
   /* Every held id is now filled (and perhaps deleted again). */
   s->batch_held -= (uint32_t)b->nheld;
   b->nheld = 0;

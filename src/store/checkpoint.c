@@ -14,6 +14,8 @@
  *                      connections, u32 token high-water mark, u32
  *                      connection high-water mark, u32 CRC-32 of the key
  *                      "state" and the 40 bytes before it
+ *          "repl_stream_seq", "repl_epoch" -> u64 each, a replicating
+ *                      store only (ship.c): the stream's position at lsn
  *   tokens u32 id   -> the 64-byte tg_token, then u32 CRC-32 of the key's
  *                      4 bytes and the 64 (68 bytes)
  *   conns  u32 id   -> the 64-byte tg_connection with its links, then its
@@ -57,6 +59,11 @@
 #define VALUE_BYTES 68u  /* format 2: image + CRC */
 #define STATE_BYTES 44u
 #define HW_UNKNOWN 0xFFFFFFFFu
+/* Replication (docs/store-format.md): the stream sequence of the last WAL
+   message the checkpoint's LSN covers wholly, and its epoch; u64 each,
+   absent when the store never replicated. */
+#define REPL_SEQ_KEY "repl_stream_seq"
+#define REPL_EPOCH_KEY "repl_epoch"
 
 /* What lmdb_check.c lets through: the three named databases and nothing
    else, with the key and value sizes either format can have. */
@@ -516,10 +523,10 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_lsn = cs.lsn;
   s->ckpt_format = cs.format;
   /* Replication's position at that LSN (absent: none, 0). */
-  if ((mrc = meta_get_u64(txn, s->dbi_meta, "repl_stream_seq", &s->ckpt_repl_seq)) &&
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_SEQ_KEY, &s->ckpt_repl_seq)) &&
       mrc != MDB_NOTFOUND)
     goto mdb_fail;
-  if ((mrc = meta_get_u64(txn, s->dbi_meta, "repl_epoch", &s->ckpt_repl_epoch)) &&
+  if ((mrc = meta_get_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, &s->ckpt_repl_epoch)) &&
       mrc != MDB_NOTFOUND)
     goto mdb_fail;
   mrc = 0;
@@ -529,6 +536,9 @@ int tg__store_open_checkpoint(tg_store *s, int readonly, char *msg, size_t len) 
   s->ckpt_tokens_hw = cs.tokens_hw;
   s->ckpt_conns_hw = cs.conns_hw;
   s->ckpt_id_flags = cs.id_flags;
+  /* A replica resumes from the position its checkpoint saved (replica.c). */
+  s->repl_seq = s->ckpt_repl_seq;
+  s->repl_epoch = s->ckpt_repl_epoch;
   /* Committed either way: the handles opened in it live only if it is.
      Live: the handles serve the pinned transaction, which the load goes
      on reading in, and which tg__store_unpin_checkpoint() ends. */
@@ -728,7 +738,8 @@ static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n) {
   return 0;
 }
 
-static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
+static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
+                          uint64_t repl_seq, uint64_t repl_epoch) {
   MDB_txn *txn = NULL;
   MDB_stat ts, cs;
   MDB_val lk = {3, (void *)"lsn"};
@@ -768,20 +779,18 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn) {
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
                    cap->conns_hw, id_flags};
   if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
-  /* Replication: where the stream stands at this LSN (ship.c), so that a
-     replica bootstrapped from this checkpoint knows where to follow from. */
-  uint64_t rseq = 0, repoch = 0;
-  if (s->ship) {
-    tg__ship_position(s->ship, lsn, &rseq, &repoch);
-    if ((mrc = meta_put_u64(txn, s->dbi_meta, "repl_stream_seq", rseq)) ||
-        (mrc = meta_put_u64(txn, s->dbi_meta, "repl_epoch", repoch)))
-      goto fail;
-  }
+  /* Replication: where the stream stands at this LSN, so that a replica
+     bootstrapped from this checkpoint knows where to follow from, and a
+     replica resumes where it was: a primary asks its shipper (ship.c), a
+     replica passes the position it applied up to lsn (replica.c). */
+  if (s->ship) tg__ship_position(s->ship, lsn, &repl_seq, &repl_epoch);
+  if ((s->ship || repl_seq || repl_epoch) &&
+      ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
+       (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
+    goto fail;
   if ((rc = commit_durable(s, txn))) return rc;
-  if (s->ship) {
-    s->ckpt_repl_seq = rseq;
-    s->ckpt_repl_epoch = repoch;
-  }
+  s->ckpt_repl_seq = repl_seq;
+  s->ckpt_repl_epoch = repl_epoch;
   return 0;
 fail:
   mdb_txn_abort(txn);
@@ -803,7 +812,10 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg_wal_stats ws;
   if (s->ckpt_failed) return s->ckpt_failed;
   tg__store_lock(s);
-  uint64_t lsn = s->last_lsn;
+  uint64_t lsn = tg__store_last_lsn(s); /* the threads' caches' too */
+  /* Taken with the LSN: a replica applies a message in one lock hold, so
+     the position names the message that ends at lsn. */
+  uint64_t repl_seq = s->repl_seq, repl_epoch = s->repl_epoch;
   int rc = tg__capture_begin(&s->g, cap, s->ckpt_full);
   tg__store_unlock(s);
   if (rc) return rc;
@@ -829,7 +841,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
      or a crash could leave the log shorter than the checkpoint and reuse
      LSNs it covers. */
   if (lsn) rc = tg_wal_sync(s->wal, lsn);
-  if (!rc) rc = snapshot_write(s, cap, lsn);
+  if (!rc) rc = snapshot_write(s, cap, lsn, repl_seq, repl_epoch);
   tg__store_lock(s);
   if (rc) {
     tg__capture_remark(&s->g, cap);
@@ -846,7 +858,11 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   s->ckpt_wal_bytes = ws.bytes;
   /* Segments wholly <= lsn are now redundant. Failing to delete one only
      costs space: the next checkpoint tries again. */
-  tg_wal_remove_upto(s->wal, lsn, removed);
+  /* A replicating store keeps what the stream has not acknowledged: the
+     next open ships it from there (ship.c). */
+  uint64_t upto = lsn;
+  if (s->ship && tg__ship_acked_lsn(s->ship) < upto) upto = tg__ship_acked_lsn(s->ship);
+  tg_wal_remove_upto(s->wal, upto, removed);
   return 0;
 }
 
@@ -869,7 +885,8 @@ static int checkpoint_locked(tg_store *s) {
   if (!rc)
     tg_blackbox_record(TG_BB_CHECKPOINT, s->ckpt_lsn, cap.nrec[0] + cap.nrec[1],
                        tg__now_ns() - t0, removed);
-  else
+  if (!rc && s->repl_url) tg__store_snapshot_after_checkpoint(s); /* snapshot.c */
+  else if (rc)
     tg__store_note_log_failure(s, rc);
   tg__capture_free(&cap);
   return rc;

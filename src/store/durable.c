@@ -574,6 +574,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
      recovered (tg__ship_start below). */
   const struct tg__wal_ship *ship_hook = NULL;
   if (cfg->nats_url && (rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
+  tg__ship_min_epoch(s->ship, s->ckpt_repl_epoch); /* a promotion's epoch */
   tg__wal_store_opts wo = {
       .ship = ship_hook,
       .start_lsn = s->ckpt_lsn + 1,
@@ -634,6 +635,11 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
                      s->recovery.load_ns + s->recovery.replay_ns);
   if (s->ship && (rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
+  if (s->ship && cfg->repl_snapshots &&
+      (!(s->repl_url = strdup(cfg->nats_url)) || !(s->repl_nm = strdup(cfg->repl_name)))) {
+    rc = TG_ENOMEM;
+    goto out;
+  }
   {
     char *bb = tg__path_join_alloc(dir, "blackbox.json");
     if (bb) tg_blackbox_add_path(bb, &s->bb_slot);
@@ -676,6 +682,9 @@ int tg__store_close_dir(tg_store *s) {
   s->wal = NULL;
   tg__ship_close(s->ship); /* after the log's last batch was shipped */
   s->ship = NULL;
+  free(s->repl_url);
+  free(s->repl_nm);
+  s->repl_url = s->repl_nm = NULL;
   if (s->env) mdb_env_close(s->env);
   s->env = NULL;
   if (s->lock_fd >= 0) close(s->lock_fd);
@@ -690,5 +699,67 @@ int tg__store_close_dir(tg_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   free(s->dir);
   s->dir = NULL;
+  return rc;
+}
+
+/* A promoted replica's log, opened again to ship (replica.c). Every record
+   it holds was made durable first (the caller's tg_sync), so the reopened
+   log ends where this one did; the checkpointer, which reads s->wal, is
+   stopped meanwhile, and the metrics collector, which does too, is off. */
+int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch, char *msg,
+                         size_t len) {
+  char walpath[4096];
+  const struct tg__wal_ship *ship_hook = NULL;
+  tg_wal_open_info info;
+  int rc;
+  if ((rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, s->dir, "wal"))) return rc;
+  if (s->ckpt_thread_started) {
+    pthread_mutex_lock(&s->ckpt_wake_mu);
+    s->ckpt_stop = 1;
+    pthread_cond_signal(&s->ckpt_wake);
+    pthread_mutex_unlock(&s->ckpt_wake_mu);
+    pthread_join(s->ckpt_thread, NULL);
+    s->ckpt_thread_started = 0;
+    s->ckpt_stop = 0;
+  }
+  tg__store_collector_pause(s, 1);
+  pthread_mutex_lock(&s->ckpt_mu);
+  if ((rc = tg_wal_close(s->wal))) {
+    s->wal = NULL;
+    tg__say(msg, len, "%s/wal: closing the replica's log failed: %s", s->dir, tg_strerror(rc));
+    goto out;
+  }
+  s->wal = NULL;
+  if ((rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
+  tg__ship_min_epoch(s->ship, epoch);
+  tg__wal_store_opts wo = {
+      .ship = ship_hook,
+      .start_lsn = s->ckpt_lsn + 1,
+      .on_sync = on_sync,
+      .on_segment = on_segment,
+      .on_io = on_io,
+      .hook_arg = s,
+  };
+  if ((rc = tg__wal_open_ex(&s->wal, walpath, &cfg->wal, &wo, &info))) {
+    tg__say(msg, len, "%s/wal: cannot open the log again: %s", s->dir, tg_strerror(rc));
+    goto out;
+  }
+  if (info.next_lsn != s->last_lsn + 1) {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "%s/wal: the log reopened at LSN %llu, not %llu", s->dir,
+            (unsigned long long)info.next_lsn, (unsigned long long)(s->last_lsn + 1));
+    goto out;
+  }
+  if ((rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
+  s->level = cfg->wal.level;
+  if (cfg->repl_snapshots && !s->repl_url &&
+      (!(s->repl_url = strdup(cfg->nats_url)) || !(s->repl_nm = strdup(cfg->repl_name))))
+    rc = TG_ENOMEM;
+out:
+  pthread_mutex_unlock(&s->ckpt_mu);
+  tg__store_collector_pause(s, 0);
+  if (s->checkpoint_bytes && s->wal &&
+      pthread_create(&s->ckpt_thread, NULL, tg__store_checkpointer, s) == 0)
+    s->ckpt_thread_started = 1;
   return rc;
 }

@@ -180,6 +180,8 @@ int tg__store_inspect_dir(int dirfd, const char *dir, tg_inspect_report *out,
   tg__graph_begin_load(&s->g);
   if (s->env && (rc = tg__store_load_checkpoint(s, msg, len))) goto out;
   out->checkpoint_lsn = s->ckpt_lsn;
+  out->repl_stream_seq = s->ckpt_repl_seq;
+  out->repl_epoch = s->ckpt_repl_epoch;
   out->checkpoint_tokens = s->recovery.checkpoint_tokens;
   out->checkpoint_connections = s->recovery.checkpoint_connections;
 

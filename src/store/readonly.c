@@ -260,6 +260,7 @@ typedef struct ro_view {
   tg__graph g;
   uint64_t ckpt_lsn;
   uint64_t ckpt_tokens, ckpt_conns;
+  uint64_t repl_seq, repl_epoch; /* the checkpoint's replication position */
   uint64_t last;      /* last LSN applied (ckpt_lsn when none) */
   uint64_t replayed;  /* records applied after the checkpoint */
   ro_cut cut;
@@ -293,6 +294,8 @@ static int build_once(int dirfd, const char *dir, const char *walpath, const cha
   v->ckpt_lsn = t->ckpt_lsn;
   v->ckpt_tokens = t->recovery.checkpoint_tokens;
   v->ckpt_conns = t->recovery.checkpoint_connections;
+  v->repl_seq = t->ckpt_repl_seq;
+  v->repl_epoch = t->ckpt_repl_epoch;
   uint64_t t1 = tg__now_ns();
   v->load_ns = t1 - t0;
   if ((rc = find_cut(walpath, waldir, v->ckpt_lsn + 1, owner_holds(dirfd), &v->cut, msg,
@@ -351,6 +354,7 @@ int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len)
   pthread_mutex_init(&s->ckpt_wake_mu, NULL);
   pthread_cond_init(&s->ckpt_wake, NULL);
   s->read_only = 1;
+  s->writes_refused = 1;
   s->dir_fd = s->wal_fd = -1;
   if (!(s->dir = strdup(dir))) return TG_ENOMEM;
   if ((s->dir_fd = tg__store_open_checked_dir(dir, msg, len)) < 0) return s->dir_fd;
@@ -439,6 +443,8 @@ int tg__store_inspect_live(int dirfd, const char *dir, tg_inspect_report *out,
   out->checkpoint_lsn = v.ckpt_lsn;
   out->checkpoint_tokens = v.ckpt_tokens;
   out->checkpoint_connections = v.ckpt_conns;
+  out->repl_stream_seq = v.repl_seq;
+  out->repl_epoch = v.repl_epoch;
   out->segments = v.cut.segments;
   out->records = v.replayed;
   out->replayed = v.replayed;
@@ -614,7 +620,7 @@ static int backup_once(MDB_env *env, const char *srcwal, const char *dest, uint6
 
 /* Make the copy a store: the directories fsynced (the files were, by
    copy_checkpoint() and the WAL's close), then the identity file, last. */
-static int backup_seal(const char *dest, char *msg, size_t len) {
+int tg__store_backup_seal(const char *dest, char *msg, size_t len) {
   char *cdir = tg__path_join_alloc(dest, "checkpoint");
   char *wdir = tg__path_join_alloc(dest, "wal");
   int rc = TG_ENOMEM;
@@ -673,7 +679,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
        so checkpoints wait (ckpt_mu); writers go on. */
     pthread_mutex_lock(&s->ckpt_mu);
     tg__store_lock(s);
-    uint64_t to = s->last_lsn;
+    uint64_t to = tg__store_last_lsn(s); /* the threads' caches' too */
     tg__store_unlock(s);
     rc = to ? tg_wal_sync(s->wal, to) : 0;
     if (rc) tg__say(msg, len, "%s: the log failed: %s", s->dir, tg_strerror(rc));
@@ -709,7 +715,7 @@ int tg_store_backup_msg(tg_store *s, const char *dest, tg_progress_cb progress, 
     pthread_mutex_unlock(&s->ckpt_mu);
     if (rc) tg__say(msg, len, "%s", m[0] ? m : tg_strerror(rc));
   }
-  if (!rc) rc = backup_seal(dest, msg, len);
+  if (!rc) rc = tg__store_backup_seal(dest, msg, len);
   if (!rc && progress) progress(arg, copied, lsn);
 out:
   if (wfd >= 0) close(wfd);

@@ -77,6 +77,11 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
   (void)sh, (void)lsn;
   *seq = *epoch = 0;
 }
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) { (void)sh, (void)epoch; }
+uint64_t tg__ship_acked_lsn(tg__ship *sh) {
+  (void)sh;
+  return 0;
+}
 
 #else /* TG_HAVE_NATS */
 
@@ -102,6 +107,7 @@ struct tg__ship {
   tg__repl_names names;
   tg__wal_ship hook;          /* read-only after open */
   uint64_t epoch;             /* read-only after start */
+  uint64_t cfg_epoch;         /* tg_store_config.repl_epoch (0: the stream's) */
   uint64_t ack_timeout_ns;    /* read-only */
   size_t max_body;            /* read-only */
 
@@ -162,6 +168,7 @@ int tg__ship_config_check(const tg_store_config *cfg, char *msg, size_t len) {
 static void fail_locked(tg__ship *sh, int rc) {
   if (sh->failed) return;
   sh->failed = rc;
+  tg__repl_cancel(sh->r); /* a writer stuck on a full window returns */
   if (sh->w) tg__wal_ship_failed(sh->w, rc);
   pthread_cond_broadcast(&sh->cv);
 }
@@ -336,6 +343,7 @@ int tg__ship_open(tg__ship **out, const tg_store_config *cfg, const struct tg__w
   pthread_condattr_destroy(&ca);
   tg__repl_names_of(&sh->names, cfg->repl_name);
   sh->ack_timeout_ns = (uint64_t)cfg->repl_ack_timeout_ms * 1000000u;
+  sh->cfg_epoch = cfg->repl_epoch;
   tg__repl_acks acks = {.on_ack = on_ack, .on_error = on_error, .arg = sh};
   if ((rc = tg__repl_connect(&sh->r, cfg->nats_url, &acks, msg, len))) goto fail;
   if ((rc = tg__repl_stream_ensure(sh->r, sh->names.stream, sh->names.subject,
@@ -377,9 +385,20 @@ int tg__ship_start(tg__ship *sh, tg_wal *w, const char *waldir, uint64_t ckpt_ls
     tg__say(msg, len, "stream %s holds LSNs up to %" PRIu64 " (epoch %" PRIu64 ") but this "
             "log ends at %" PRIu64 ": another writer went on from it; this directory must "
             "follow as a replica", sh->names.stream, last.last_lsn, last.epoch, local);
-    return TG_EFENCED;
+    rc = TG_EFENCED;
+    goto out;
   }
-  sh->epoch = last.epoch ? last.epoch : 1;
+  if (sh->cfg_epoch && last.epoch > sh->cfg_epoch) {
+    tg__say(msg, len, "stream %s is at epoch %" PRIu64 ", past this store's %" PRIu64
+            ": a newer writer owns it", sh->names.stream, last.epoch, sh->cfg_epoch);
+    rc = TG_EFENCED;
+    goto out;
+  }
+  /* The configured epoch; else the stream's, or a later one this
+     directory was promoted to (tg__ship_min_epoch: its checkpoint's). */
+  uint64_t se = last.epoch ? last.epoch : 1;
+  if (sh->epoch < se) sh->epoch = se;
+  if (sh->cfg_epoch) sh->epoch = sh->cfg_epoch;
   sh->pub_seq = st.last_seq;
   if (st.last_seq) {
     sh->hist[0].lsn = last.last_lsn; /* nothing else runs yet */
@@ -502,6 +521,10 @@ void tg__ship_close(tg__ship *sh) {
   free(sh);
 }
 
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch) {
+  if (sh && epoch > sh->epoch) sh->epoch = epoch; /* before tg__ship_start */
+}
+
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch) {
   *seq = 0;
   *epoch = sh->epoch;
@@ -515,6 +538,13 @@ void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoc
     }
   }
   pthread_mutex_unlock(&sh->mu);
+}
+
+uint64_t tg__ship_acked_lsn(tg__ship *sh) {
+  pthread_mutex_lock(&sh->mu);
+  uint64_t a = sh->acked_lsn;
+  pthread_mutex_unlock(&sh->mu);
+  return a;
 }
 
 #endif /* TG_HAVE_NATS */

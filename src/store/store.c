@@ -12,7 +12,9 @@
  *                 so readers see the state before it or after it.
  *   lock          the store lock (a futex lock, below): the graph, the
  *                 guardian's counters, tokens_created, connections_created,
- *                 last_lsn, and the order of appends to the WAL.
+ *                 last_lsn, and the order of appends to the WAL; except
+ *                 for token creates served from a thread's cache, which
+ *                 its holder waits out after taking it (SHARDS, below).
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
@@ -109,6 +111,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/platform.h"
@@ -143,7 +146,7 @@ static void lock_slow(tg_store *s) {
   for (unsigned i = 0; i < LOCK_SPINS; i++) {
     int c = 0;
     if (atomic_load_explicit(&s->lock, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_weak_explicit(&s->lock, &c, 1, memory_order_acquire,
+        atomic_compare_exchange_weak_explicit(&s->lock, &c, 1, memory_order_seq_cst,
                                               memory_order_relaxed))
       return;
     tg__cpu_relax();
@@ -155,7 +158,7 @@ static void lock_slow(tg_store *s) {
   if (lock_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   for (;;) {
     int c = 0;
-    if (atomic_compare_exchange_strong_explicit(&s->lock, &c, 1, memory_order_acquire,
+    if (atomic_compare_exchange_strong_explicit(&s->lock, &c, 1, memory_order_seq_cst,
                                                 memory_order_relaxed))
       break;
     futex_wait(&s->lock, 1); /* returns at once unless still held */
@@ -163,12 +166,51 @@ static void lock_slow(tg_store *s) {
   atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
 }
 
+/* The holder of the store lock waits until no thread is inside a create
+   without it (SHARDS): a short spin (a create is tens of nanoseconds),
+   then sleeps of 20 us on the futex word until the thread left; the
+   leaving thread wakes nobody, so its release costs a store. */
+static void drain_slow(atomic_int *busy) {
+  for (unsigned i = 0; i < LOCK_SPINS; i++) {
+    if (!atomic_load_explicit(busy, memory_order_acquire)) return;
+    tg__cpu_relax();
+  }
+  const struct timespec ts = {0, 20000};
+  while (atomic_load_explicit(busy, memory_order_acquire))
+    syscall(SYS_futex, (int *)busy, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
+}
+
+static inline unsigned shards_in_use(tg_store *s) {
+  unsigned n = atomic_load_explicit(&s->nshards, memory_order_acquire);
+  return n < TG__SHARDS_MAX ? n : TG__SHARDS_MAX;
+}
+
+static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
+  if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
+  for (unsigned i = 0; i < n; i++)
+    /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
+       (lock, then busy; the creator stores busy, then loads lock). */
+    if (atomic_load_explicit(&s->shards[i].busy, memory_order_seq_cst))
+      drain_slow(&s->shards[i].busy);
+}
+
+static inline void drain(tg_store *s) {
+  /* seq_cst, after the lock's exchange: a thread that claimed the second
+     cache did so before it announced a create without the lock, so if
+     that create saw the lock free, this load sees the claim. Below two
+     caches nobody creates without the lock. */
+  unsigned n = atomic_load_explicit(&s->nshards, memory_order_seq_cst);
+  if (__builtin_expect(n >= 2, 0)) drain_all(s, n);
+}
+
 static inline void store_lock(tg_store *s) {
   /* An exchange, not a compare-and-swap: the word is only ever 0 or 1, so
      a failed exchange changes nothing, and it measured faster here (tg-bench
-     tokens ratio 1.26 against 1.57). */
-  if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_acquire), 0))
+     tokens ratio 1.26 against 1.57). seq_cst (an exchange is a full
+     barrier on x86 anyway): it opens the Dekker pair of drain(). */
+  if (__builtin_expect(atomic_exchange_explicit(&s->lock, 1, memory_order_seq_cst), 0))
     lock_slow(s);
+  drain(s);
 }
 
 static inline void store_unlock(tg_store *s) {
@@ -207,6 +249,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->crash_dump = 1;
   cfg->repl_replicas = 1;
   cfg->repl_ack_timeout_ms = 10000;
+  cfg->repl_snapshots = 1;
 }
 
 /* A read-only handle's refresh may replace its whole graph (readonly.c),
@@ -224,17 +267,37 @@ static inline void ro_unlock(tg_store *s) {
 /* The counters, each loaded relaxed (READS): no lock. */
 static void stats_read(tg_store *s, tg_store_stats *out) {
   tg__guardian *gd = &s->gd;
-  out->live_tokens = tg__arena_live_relaxed(&s->g.tokens);
+  /* The threads' caches (SHARDS): their unused credit is counted in
+     tokens.live, their creates and LSNs are their own. */
+  uint64_t credit = 0, made = 0, shard_lsn = 0;
+  if (s->shards) {
+    unsigned n = shards_in_use(s);
+    for (unsigned i = 0; i < n; i++) {
+      const tg__shard *sh = &s->shards[i];
+      credit += TG__LOAD_RELAXED(sh->credit);
+      made += TG__LOAD_RELAXED(sh->created);
+      uint64_t l = TG__LOAD_RELAXED(sh->last_lsn);
+      if (l > shard_lsn) shard_lsn = l;
+    }
+  }
+  uint64_t live = tg__arena_live_relaxed(&s->g.tokens);
+  out->live_tokens = live > credit ? live - credit : 0;
   out->live_connections = tg__arena_live_relaxed(&s->g.conns);
-  out->memory_bytes = tg__graph_memory_relaxed(&s->g);
+  uint64_t mem = tg__graph_memory_relaxed(&s->g);
+  out->memory_bytes = mem > credit * TG__SLOT_BYTES ? mem - credit * TG__SLOT_BYTES : 0;
   out->arena_bytes = tg__arena_bytes(&s->g.tokens) + tg__arena_bytes(&s->g.conns);
-  out->quota_checks = TG__LOAD_RELAXED(gd->checks);
+  uint64_t tc = TG__LOAD_RELAXED(s->tokens_created) + made;
+  uint64_t cc = TG__LOAD_RELAXED(s->connections_created);
+  /* A single create or connect that succeeded was one check (gd->checks
+     counts the others). */
+  out->quota_checks = TG__LOAD_RELAXED(gd->checks) + tc + cc;
   out->quota_rejections = TG__LOAD_RELAXED(gd->rejections);
   out->evictions = TG__LOAD_RELAXED(gd->evictions);
   out->pressure_events = TG__LOAD_RELAXED(gd->pressure_events);
-  out->tokens_created = TG__LOAD_RELAXED(s->tokens_created);
-  out->connections_created = TG__LOAD_RELAXED(s->connections_created);
+  out->tokens_created = tc + TG__LOAD_RELAXED(s->tokens_batched);
+  out->connections_created = cc + TG__LOAD_RELAXED(s->connections_batched);
   out->last_lsn = TG__LOAD_RELAXED(s->last_lsn);
+  if (shard_lsn > out->last_lsn) out->last_lsn = shard_lsn;
   out->checkpoint_lsn = TG__LOAD_RELAXED(s->ckpt_lsn);
   out->checkpoints = TG__LOAD_RELAXED(s->checkpoints);
 }
@@ -268,6 +331,54 @@ static void store_collect(void *arg, tg_metric_values *out) {
   out->v[TG_METRIC_WAL_FDATASYNC_FAILURES] += ws.fdatasync_failures;
   out->v[TG_METRIC_WAL_SEGMENT_SWITCHES] += ws.segments;
   out->v[TG_METRIC_WAL_BACKPRESSURE_NS] += ws.blocked_ns;
+}
+
+void tg__store_collector_pause(tg_store *s, int pause) {
+  if (pause && s->collecting) {
+    tg_metrics_remove_collector(store_collect, s);
+    s->collecting = 0;
+  } else if (!pause && !s->collecting && !s->read_only &&
+             tg_metrics_add_collector(store_collect, s) == 0) {
+    s->collecting = 1;
+  }
+}
+
+/* ---- fresh memory off the creating thread --------------------------------- */
+
+/* The prefaulter: keeps one token chunk mapped and faulted ahead, so the
+   create that fills a chunk (under the store lock, stalling other writers)
+   takes it instead of faulting 2 MiB itself (token/arena.h). It sleeps on
+   pf_word until a grow took the spare or close asks it to end. */
+static void *prefaulter(void *arg) {
+  tg_store *s = arg;
+  for (;;) {
+    int seen = __atomic_load_n(&s->pf_word, __ATOMIC_ACQUIRE);
+    if (atomic_load_explicit(&s->pf_stop, memory_order_acquire)) break;
+    (void)tg__arena_prefault(&s->g.tokens); /* no memory: the grow maps */
+    syscall(SYS_futex, &s->pf_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
+  }
+  return NULL;
+}
+
+static void prefaulter_start(tg_store *s) {
+  atomic_init(&s->pf_stop, 0);
+  s->g.tokens.spare_wake = &s->pf_word;
+  /* Without the thread, grows map as before. */
+  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) s->pf_started = (int)getpid();
+  else s->g.tokens.spare_wake = NULL;
+}
+
+static void prefaulter_stop(tg_store *s) {
+  if (!s->pf_started) return;
+  /* A child forked after the open has no prefaulter to stop (its grows
+     never waited for one: they map when no spare is there). */
+  if (s->pf_started != (int)getpid()) return;
+  atomic_store_explicit(&s->pf_stop, 1, memory_order_release);
+  __atomic_fetch_add(&s->pf_word, 1, __ATOMIC_RELEASE);
+  syscall(SYS_futex, &s->pf_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  pthread_join(s->pf_thread, NULL);
+  s->pf_started = 0;
+  s->g.tokens.spare_wake = NULL;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -309,6 +420,13 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     rc = TG_ENOMEM;
     goto fail;
   }
+  s->shards = aligned_alloc(64, TG__SHARDS_MAX * sizeof *s->shards);
+  if (!s->shards) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  memset(s->shards, 0, TG__SHARDS_MAX * sizeof *s->shards);
+  atomic_init(&s->nshards, 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
   atomic_init(&s->sleepers, 0);
@@ -330,6 +448,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   /* A read-only handle is a view of another store's state: counted in its
      owner's metrics, not twice. */
   if (!s->read_only && tg_metrics_add_collector(store_collect, s) == 0) s->collecting = 1;
+  if (!s->read_only) prefaulter_start(s);
   tg_blackbox_record(TG_BB_OPEN, (uint64_t)(dir ? s->level : -1), s->g.tokens.live,
                      s->g.conns.live, s->last_lsn);
   *out = s;
@@ -340,6 +459,7 @@ fail:
     if (s->lock_fd >= 0) close(s->lock_fd); /* handed over, dir never set */
     tg__batch_fini(s);
     tg__graph_free(&s->g);
+    free(s->shards);
     free(s);
   }
   if (lock_fd >= 0) close(lock_fd);
@@ -357,11 +477,16 @@ int tg_store_close(tg_store *s) {
   }
 #endif
   if (s->collecting) tg_metrics_remove_collector(store_collect, s);
-  uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = s->last_lsn;
+  tg__replica_free(s->replica); /* its follower appends to the WAL */
+  s->replica = NULL;
+  prefaulter_stop(s);
+  tg__store_reclaim_credit(s); /* no call runs: the counts are exact */
+  uint64_t tokens = s->g.tokens.live, conns = s->g.conns.live, lsn = tg__store_last_lsn(s);
   int rc = tg__store_close_dir(s);
   tg_blackbox_record(TG_BB_CLOSE, tokens, conns, lsn, rc == 0);
   tg__batch_fini(s);
   tg__graph_free(&s->g);
+  free(s->shards);
   free(s);
   return rc;
 }
@@ -423,11 +548,14 @@ static inline int log_rec(tg_store *s, uint8_t type, const void *p, size_t n,
   return rc;
 }
 
-/* A read-only handle (readonly.c) changes nothing: every mutating call
-   starts here. read_only sits beside wal, which the same calls read. */
+/* A read-only handle (readonly.c) and a replica that was not promoted
+   (replica.c) change nothing: every mutating call starts here. A relaxed
+   load: promotion clears the flag once the follower has stopped, and a
+   call that still sees it set is refused as it would have been a moment
+   earlier. */
 #define REFUSE_READ_ONLY(s)                                   \
   do {                                                        \
-    if (__builtin_expect((s)->read_only, 0)) return TG_EREADONLY; \
+    if (__builtin_expect(TG__LOAD_RELAXED((s)->writes_refused), 0)) return TG_EREADONLY; \
   } while (0)
 
 /* ---- quota rejections ---------------------------------------------------- */
@@ -539,6 +667,7 @@ static int admit_memory_slow(tg_store *s, uint64_t need, uint32_t keep_a,
                              uint32_t keep_b) {
   TG__ASSERT_LOCKED(s);
   tg__guardian *gd = &s->gd;
+  tg__store_reclaim_credit(s); /* the decision below is exact (SHARDS) */
   uint64_t mem = tg__graph_memory(&s->g);
   if (mem + need > gd->trigger) {
     BUMP(gd->pressure_events);
@@ -589,40 +718,274 @@ static inline int created(tg_store *s, int rc, uint64_t lsn, uint32_t nid, uint3
 TG_SPAN_SITE(site_create, "token.create", "id", "lsn", NULL, NULL);
 TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
 
-int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
-  TG__CALL_GUARD(s);
-  REFUSE_READ_ONLY(s);
+/*
+ * SHARDS: creates without the store lock.
+ *
+ * Once a second thread creates tokens in a store (before that, creates
+ * take the uncontended lock and ids have no gaps), each thread that
+ * creates gets a cache of its own in the store (a tg__shard, one of
+ * TG__SHARDS_MAX, found again through a thread-local pointer keyed by the
+ * store's serial): up to TG__SHARD_BLOCK ids (a run
+ * of the arena's ids, all in one map chunk), as many slots, and as many
+ * tokens of quota credit. A create that finds all three in its cache takes
+ * no lock:
+ *  - it announces itself (busy = 1, an exchange) and then loads the store
+ *    lock; if the lock is held, it withdraws (busy = 0) and creates under
+ *    the lock instead. The lock's holder, after taking it, waits until no
+ *    cache is busy (drain()). The two sides are a Dekker pair (each stores
+ *    its word and then loads the other's, seq_cst), so every call under
+ *    the lock runs alone, as before: everything else in this file keeps
+ *    its invariants, and a checkpoint's capture begins with every create
+ *    whose LSN was claimed complete;
+ *  - it writes a slot no map entry names (token/graph.h), logs the record
+ *    (the WAL's claim is lock-free, so the log's order is the order of the
+ *    claims), then maps the id (a release store: readers find the whole
+ *    image). Anything that finds the new token (a get, a connect, a
+ *    delete) finds it after its record was claimed, so a change to it is
+ *    logged after its create; two creates share nothing but the log;
+ *  - it touches no shared counter: the credit was counted in tokens.live
+ *    when it was given (so every quota check and memory figure under the
+ *    lock counts it as a token), the ids in their map chunk's count when
+ *    they were handed out; the cache counts its own creates and last LSN,
+ *    which stats_read() and tg__store_last_lsn() add;
+ *  - while a checkpoint capture runs (g.cap set), creates take the lock:
+ *    copy-on-write needs the unit copies serialised.
+ * A create under the lock refills its thread's cache before leaving. The
+ * credit is given only while the token and memory quotas have room for it
+ * below the point where pressure is handled (gd->slow_at), so a create
+ * without the lock never crosses a limit; every decision to refuse
+ * (create_admit_slow, admit_memory_slow, a batch's commit) first takes all
+ * credit back, so quotas stay exact at their limits. Ids a cache never
+ * used are gaps: dead, never handed out again (ids are not reused), and
+ * the log holds ids out of order across threads, which replay accepts
+ * (tg__arena_may_replay()). A cache stays with its thread's number
+ * (gettid): a thread that ends leaves it to the next thread given that
+ * number; past TG__SHARDS_MAX threads, creates take the lock.
+ */
+static _Thread_local struct {
+  uint64_t serial; /* the store the pointer below is for (0: none) */
+  tg__shard *sh;   /* its cache for this thread, or NULL (none left) */
+} tl_shard;
+static _Thread_local int tl_tid;
+
+static __attribute__((noinline)) tg__shard *shard_find(tg_store *s) {
+  if (!tl_tid) tl_tid = (int)syscall(SYS_gettid);
+  unsigned n = shards_in_use(s);
+  tg__shard *sh = NULL;
+  for (unsigned i = 0; i < n && !sh; i++)
+    if (atomic_load_explicit(&s->shards[i].owner, memory_order_relaxed) == tl_tid)
+      sh = &s->shards[i];
+  if (!sh) {
+    /* Relaxed: the index only has to be unique; the holder of the lock
+       reads the shard's fields after an acquire load of nshards, and they
+       are zero until this thread, inside busy, changes them. */
+    unsigned i = atomic_fetch_add_explicit(&s->nshards, 1, memory_order_acq_rel);
+    if (i < TG__SHARDS_MAX) {
+      sh = &s->shards[i];
+      atomic_store_explicit(&sh->owner, tl_tid, memory_order_relaxed);
+    }
+  }
+  tl_shard.serial = s->serial;
+  tl_shard.sh = sh;
+  return sh;
+}
+
+/* This thread's cache, or NULL: none while only one thread has created
+   on the store (it then keeps the old order: ids without gaps, the lock
+   uncontended), nor past TG__SHARDS_MAX threads. */
+static inline tg__shard *shard_get(tg_store *s) {
+  if (__builtin_expect(tl_shard.serial != s->serial, 0)) return shard_find(s);
+  return tl_shard.sh;
+}
+
+/* Refill a cache after a create under the lock (SHARDS). */
+static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
+  TG__ASSERT_LOCKED(s);
+  tg__graph *g = &s->g;
+  tg__guardian *gd = &s->gd;
+  if (g->cap) return; /* creates take the lock until the capture ends */
+  if (sh->nslots == 0) sh->nslots = tg__arena_take_slots(&g->tokens, sh->slots, TG__SHARD_BLOCK);
+  if (sh->id_next == sh->id_end) {
+    uint32_t first = 0, n = tg__arena_take_ids(&g->tokens, TG__SHARD_BLOCK, &first);
+    sh->id_next = first;
+    sh->id_end = first + n;
+  }
+  if (sh->credit == 0) {
+    /* As many tokens as both quotas have room for below slow_at: each
+       create without the lock adds one slot of memory and one token. */
+    uint64_t live = g->tokens.live, mem = tg__graph_memory(g);
+    uint64_t n = gd->max_tokens > live ? gd->max_tokens - live : 0;
+    uint64_t m = gd->slow_at > mem ? (gd->slow_at - mem) / TG__SLOT_BYTES : 0;
+    if (n > m) n = m;
+    if (n > TG__SHARD_BLOCK) n = TG__SHARD_BLOCK;
+    if (n) {
+      TG__STORE_RELAXED(sh->credit, (uint32_t)n);
+      TG__STORE_RELAXED(g->tokens.live, live + n);
+    }
+  }
+}
+
+void tg__store_reclaim_credit(tg_store *s) {
+  if (!s->shards) return;
+  unsigned n = shards_in_use(s);
+  uint64_t c = 0;
+  for (unsigned i = 0; i < n; i++) {
+    c += s->shards[i].credit;
+    TG__STORE_RELAXED(s->shards[i].credit, 0u);
+  }
+  if (c) TG__STORE_RELAXED(s->g.tokens.live, s->g.tokens.live - c);
+}
+
+uint64_t tg__store_last_lsn(tg_store *s) {
+  uint64_t l = s->last_lsn;
+  unsigned n = s->shards ? shards_in_use(s) : 0;
+  for (unsigned i = 0; i < n; i++)
+    if (s->shards[i].last_lsn > l) l = s->shards[i].last_lsn;
+  return l;
+}
+
+/* A create that may pass a quota: the token count, or memory past the
+   point where pressure is handled. Out of line, so the common path keeps
+   few registers live. 0 or TG_EQUOTA (after eviction, if chosen). */
+static __attribute__((noinline, cold)) int create_admit_slow(tg_store *s) {
+  TG__ASSERT_LOCKED(s);
+  tg__guardian *gd = &s->gd;
+  tg__store_reclaim_credit(s); /* exact from here: no thread holds any */
+  if (s->g.tokens.live >= gd->max_tokens) {
+    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
+    return TG_EQUOTA;
+  }
+  if (tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at)
+    return admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
+  return 0;
+}
+
+/* A create from the calling thread's cache, without the store lock
+   (SHARDS). 1 when it ran (*rc its result, *nid and *lsn set), 0 when the
+   cache cannot serve it now (then nothing changed). */
+static inline __attribute__((always_inline)) int create_unlocked(
+    tg_store *s, tg__shard *sh, const tg_token *init, int durable, int *rc, uint32_t *nid,
+    uint64_t *lsn) {
+  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
+     then lock). */
+  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
+                           !sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
+                           s->g.cap != NULL,
+                       0)) {
+    atomic_store_explicit(&sh->busy, 0, memory_order_release);
+    return 0;
+  }
+  uint32_t i = sh->slots[--sh->nslots], id = sh->id_next++;
+  tg__graph_token_write_new(&s->g, init, i, id);
+  if (durable) {
+    tg_token *t = tg__arena_slot(&s->g.tokens, i);
+    uint64_t l;
+    int r = tg__wal_append_nowait(s->wal, TG_REC_TOKEN_PUT, t, sizeof *t, &l);
+    if (__builtin_expect(r != 0, 0)) {
+      /* Nobody saw it: the slot (id field 0 again) and the id go back to
+         the cache. */
+      tg__slot_set_u32(t, offsetof(tg_token, id), 0);
+      sh->slots[sh->nslots++] = i;
+      sh->id_next--;
+      atomic_store_explicit(&sh->busy, 0, memory_order_release);
+      *rc = r;
+      *nid = 0;
+      return 1;
+    }
+    TG__STORE_RELAXED(sh->last_lsn, l);
+    *lsn = l;
+  }
+  tg__arena_publish_held(&s->g.tokens, id, i);
+  TG__STORE_RELAXED(sh->credit, sh->credit - 1u);
+  TG__STORE_RELAXED(sh->created, sh->created + 1u);
+  /* Release: the holder of the lock that sees busy 0 (acquire) sees this
+     create whole. */
+  atomic_store_explicit(&sh->busy, 0, memory_order_release);
+  *rc = 0;
+  *nid = id;
+  return 1;
+}
+
+/* The create, once for durable stores and once for in-memory ones (a
+   constant `durable`), so the in-memory path tests the log once, not at
+   each step. */
+static inline __attribute__((always_inline)) int create(tg_store *s, const tg_token *init,
+                                                        uint32_t *id, const int durable) {
   int rc = 0;
   uint32_t nid = 0;
   uint64_t lsn = 0;
   tg_span sp;
   tg_span_begin(&sp, &site_create);
-  strict_enter(s);
+  if (durable) strict_enter(s);
+  /* Relaxed: a hint; create_unlocked() decides under the Dekker pair. */
+  tg__shard *sh = NULL;
+  if (__builtin_expect(atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2, 0) &&
+      (sh = shard_get(s)) != NULL && create_unlocked(s, sh, init, durable, &rc, &nid, &lsn)) {
+    if (durable) rc = strict_wait(s, rc, lsn);
+    if (id) *id = rc ? 0 : nid;
+    goto out;
+  }
   store_lock(s);
   tg__guardian *gd = &s->gd;
+  if (__builtin_expect(s->g.tokens.live >= gd->max_tokens ||
+                       tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at, 0) &&
+      (rc = create_admit_slow(s)))
+    goto fail;
+  /* The slot is written before its id is mapped (token/graph.h), and
+     logged before that too: a record that cannot be logged leaves nothing
+     anyone saw. */
+  int64_t slot = tg__graph_token_make(&s->g, init);
+  if (__builtin_expect(slot < 0, 0)) {
+    rc = (int)slot;
+    goto fail;
+  }
+  nid = s->g.tokens.cursor;
+  if (durable) {
+    tg_token *t = tg__arena_slot(&s->g.tokens, (uint32_t)slot);
+    uint64_t l;
+    if ((rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &l))) {
+      tg__graph_token_unmake(&s->g, t, nid, (uint32_t)slot);
+      nid = 0;
+      goto fail;
+    }
+    lsn = l;
+  }
+  tg__graph_token_publish(&s->g, nid, (uint32_t)slot);
+  BUMP(s->tokens_created); /* and the quota check it passed (stats_read) */
+  /* A thread new to the store claims its cache here (a second one turns
+     the caches on); then each create under the lock refills it. */
+  if (__builtin_expect(tl_shard.serial != s->serial, 0)) sh = shard_find(s);
+  if (sh && atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2) shard_refill(s, sh);
+  store_unlock(s);
+  if (durable) rc = strict_wait(s, 0, lsn);
+  if (id) *id = rc ? 0 : nid;
+  goto out;
+fail:
   BUMP(gd->checks);
-  if (__builtin_expect(s->g.tokens.live >= gd->max_tokens, 0)) {
-    tg__store_quota_reject(s, TG_QUOTA_TOKENS, s->g.tokens.live + 1, gd->max_tokens, 0);
-    rc = TG_EQUOTA;
-    goto out;
-  }
-  if (__builtin_expect(tg__graph_memory(&s->g) + TG__SLOT_BYTES > gd->slow_at, 0)) {
-    rc = admit_memory_slow(s, TG__SLOT_BYTES, 0, 0);
-    if (rc) goto out;
-  }
-  tg_token *t = tg__graph_token_create(&s->g, init, &nid, &rc);
-  if (__builtin_expect(!t, 0)) goto out;
-  if (s->wal && (rc = log_rec(s, TG_REC_TOKEN_PUT, t, sizeof *t, &lsn))) {
-    tg__graph_token_uncreate(&s->g, t, nid);
-    goto out;
-  }
-  BUMP(s->tokens_created);
+  store_unlock(s);
+  if (durable) rc = strict_wait(s, rc, lsn);
+  if (id) *id = 0;
 out:
-  rc = created(s, rc, lsn, nid, id);
-  tg_span_attr(&sp, 0, nid);
-  tg_span_attr(&sp, 1, lsn);
+  if (tg_span_sampled(&sp)) {
+    tg_span_attr(&sp, 0, nid);
+    tg_span_attr(&sp, 1, lsn);
+  }
   tg_span_end(&sp);
   return rc;
+}
+
+static __attribute__((noinline)) int create_durable(tg_store *s, const tg_token *init,
+                                                    uint32_t *id) {
+  REFUSE_READ_ONLY(s); /* a replica has a log but takes no writes */
+  return create(s, init, id, 1);
+}
+
+int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
+  TG__CALL_GUARD(s);
+  if (s->wal) return create_durable(s, init, id);
+  REFUSE_READ_ONLY(s); /* a read-only handle has no log */
+  return create(s, init, id, 0);
 }
 
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
@@ -711,11 +1074,12 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   store_lock(s);
   tg__guardian *gd = &s->gd;
   uint32_t from = init->from, to = init->to;
+  int checked = 0; /* a failure after the quota check counts as a check */
   if (!tg__graph_token(&s->g, from) || !tg__graph_token(&s->g, to)) {
     rc = TG_ENOTFOUND;
     goto out;
   }
-  BUMP(gd->checks);
+  checked = 1;
   uint64_t dfrom = tg__graph_degree(&s->g, from) + 1 + (from == to);
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
@@ -747,8 +1111,9 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
       goto out;
     }
   }
-  BUMP(s->connections_created);
+  BUMP(s->connections_created); /* and the quota check it passed */
 out:
+  if (rc && checked) BUMP(gd->checks);
   rc = created(s, rc, lsn, nid, id);
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, init->from);

@@ -21,6 +21,26 @@
    lock, "ckpt_mu" the checkpoint mutex, "open/close" means set before the
    store is shared and read-only until close, "writer thread" means only the
    WAL writer's hooks touch it. */
+/* A thread's cache for creates without the store lock (store.c, SHARDS).
+   One cache line for what the owner touches per create, then its slots. */
+#define TG__SHARDS_MAX 64u   /* threads with a cache, per store */
+#define TG__SHARD_BLOCK 64u  /* ids, slots and quota credit taken at once */
+_Static_assert(TG__SHARDS_MAX * TG__SHARD_BLOCK <= TG__ARENA_CACHED_MAX,
+               "replay's id bound covers the ids caches hold");
+
+typedef struct tg__shard {
+  atomic_int busy;       /* 1 while its thread creates without the lock */
+  atomic_int owner;      /* the owning thread's number (gettid), 0 free */
+  uint32_t id_next, id_end; /* ids [id_next, id_end) held (owner inside
+                            busy, or the store lock holder) */
+  uint32_t nslots;       /* slots[0, nslots) held (likewise) */
+  uint32_t credit;       /* tokens of quota held, counted in tokens.live
+                            (likewise; relaxed stores: stats readers) */
+  uint64_t created;      /* creates made here (relaxed stores: stats) */
+  uint64_t last_lsn;     /* last LSN logged here (relaxed stores) */
+  uint32_t slots[TG__SHARD_BLOCK] __attribute__((aligned(64)));
+} __attribute__((aligned(64))) tg__shard;
+
 struct tg_store {
   int read_only;                /* open/close; 1: cfg.read_only (readonly.c):
                                    no WAL, no LOCK, nothing written. Read by
@@ -35,8 +55,23 @@ struct tg_store {
                                    (its arenas' read-mostly fields first) */
   tg__guardian gd;              /* lock (limits: open/close); counters
                                    relaxed stores (READS) */
-  uint64_t tokens_created;      /* lock; relaxed stores (READS) */
-  uint64_t connections_created; /* lock; relaxed stores (READS) */
+  uint64_t tokens_created;      /* lock; relaxed stores (READS): single
+                                   creates (each one quota check) */
+  uint64_t connections_created; /* lock; relaxed stores (READS): single
+                                   connects (each one quota check) */
+  uint64_t tokens_batched;      /* lock; relaxed stores: made by batches */
+  tg__shard *shards;            /* open/close: TG__SHARDS_MAX caches
+                                   (SHARDS in store.c) */
+  atomic_uint nshards;          /* caches claimed (may pass the maximum:
+                                   read it through shards_in_use()) */
+  pthread_t pf_thread;          /* open/close: makes the token arena's
+                                   spare chunk (tg__arena_prefault) */
+  int pf_started;               /* open/close: the pid that started the
+                                   prefaulter, 0 none */
+  int pf_word;                  /* futex word: bumped by a grow that took
+                                   the spare, and by close (atomics) */
+  atomic_int pf_stop;           /* close: the prefaulter ends */
+  uint64_t connections_batched; /* lock; relaxed stores: made by batches */
 
   /* Durable stores only (wal != NULL). */
   tg_wal *wal;                  /* open/close; the handle is thread-safe */
@@ -113,6 +148,22 @@ struct tg_store {
                                    reusing the checkpoint's pages while they
                                    are checked and loaded */
 
+  /* Replication (replica.c; docs/operations.md, "Replication"). */
+  int writes_refused;           /* relaxed (REFUSE_READ_ONLY): 1 on a
+                                   read-only handle, and on a replica until
+                                   it is promoted */
+  uint64_t repl_seq;            /* lock: stream sequence of the last WAL
+                                   message applied wholly (a replica), 0 =
+                                   none; saved with each checkpoint */
+  uint64_t repl_epoch;          /* lock: that message's epoch */
+  struct tg__replica *replica;  /* open/close: the follower, NULL on a
+                                   store that is not a replica */
+  char *repl_url, *repl_nm;     /* open/close (a promotion: before writes):
+                                   where a shipping store publishes its
+                                   snapshots after checkpoints, NULL = not */
+  uint64_t snapshots;           /* ckpt_mu: snapshots published */
+  int snapshot_err;             /* ckpt_mu: the last publish's error (0) */
+
   /* Batches (batch.c). */
   uint64_t serial;              /* open/close: unique among the stores this
                                    process opened (tg_last_lsn) */
@@ -158,9 +209,22 @@ static inline tg_store *tg__call_enter(tg_store *s) {
 #define TG__ASSERT_LOCKED(s) ((void)0)
 #endif
 
+/* A replica's follower (replica.c): stop it and free it, before the
+   store's WAL closes. Accepts NULL. */
+struct tg__replica;
+void tg__replica_free(struct tg__replica *rep);
+
 /* The store lock (store.c). */
 void tg__store_lock(tg_store *s);
 void tg__store_unlock(tg_store *s);
+
+/* The last LSN a change applied (store lock held): the largest of the
+   store's and its threads' caches' (SHARDS). */
+uint64_t tg__store_last_lsn(tg_store *s);
+
+/* Give every thread's unused quota credit back (store lock held), so a
+   quota decision is exact: done before any TG_EQUOTA. */
+void tg__store_reclaim_credit(tg_store *s);
 
 /* A call is rejected with TG_EQUOTA: count it, tell the calling thread
    which quota (tg_quota_exceeded()) and leave it in the black box (value,
@@ -229,6 +293,24 @@ void tg__ship_close(tg__ship *sh);
 /* The stream sequence of the last message wholly covered by lsn (0: none)
    and the epoch, for a checkpoint at lsn. */
 void tg__ship_position(tg__ship *sh, uint64_t lsn, uint64_t *seq, uint64_t *epoch);
+/* The highest LSN the stream has acknowledged (the open's catch-up
+   included). */
+uint64_t tg__ship_acked_lsn(tg__ship *sh);
+/* Ship with at least this epoch (a directory promoted to it: its
+   checkpoint's repl_epoch, or a promotion in progress, replica.c). Between
+   tg__ship_open() and tg__ship_start(). Accepts NULL. */
+void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch);
+
+/* A promoted replica becomes a shipping writer (durable.c): the WAL is
+   closed and opened again with cfg's level and a shipper (cfg->nats_url,
+   repl_name) at epoch `epoch`, the checkpointer stopped meanwhile and the
+   metrics collector off. Only reads may run concurrently. */
+int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch, char *msg,
+                         size_t len);
+
+/* Take this store's metrics collector off (pause 1) and put it back
+   (store.c). */
+void tg__store_collector_pause(tg_store *s, int pause);
 
 /* As tg_store_open_msg(), with DIR/LOCK already held through lock_fd
    (tg__store_lock_dir()): the store takes the descriptor over and closes
@@ -330,6 +412,21 @@ int tg__store_write_identity(int dirfd);
 
 /* Read-only handles (readonly.c): the open (dir checked, s->g set up). */
 int tg__store_open_readonly(tg_store *s, const char *dir, char *msg, size_t len);
+
+/* Make a copy in dest a store (readonly.c): its directories fsynced (the
+   files must be already), then the identity file, last. */
+int tg__store_backup_seal(const char *dest, char *msg, size_t len);
+
+/* A new replica's directory from the newest snapshot on TG_SNAP_<name>
+   (snapshot.c): 0 made, 1 no snapshot there (dir untouched), or an error
+   with msg. Built with libnats only. */
+int tg__replica_bootstrap_snapshot(const char *dir, const char *nats_url, const char *name,
+                                   char *msg, size_t len);
+
+/* After a checkpoint of a store that ships (repl_url set): publish it as
+   the newest snapshot (snapshot.c). Caller holds ckpt_mu. The result is
+   kept in s->snapshot_err, never the checkpoint's. */
+void tg__store_snapshot_after_checkpoint(tg_store *s);
 
 /* tg_store_inspect() of a directory another process holds (readonly.c). */
 int tg__store_inspect_live(int dirfd, const char *dir, tg_inspect_report *out,

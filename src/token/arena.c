@@ -4,7 +4,9 @@
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "tokengraph/errors.h"
@@ -46,13 +48,14 @@ static void *default_map(size_t bytes) {
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
-static long map_budget = -1;
+static long map_budget = -1; /* relaxed atomic loads by tg__arena_prefault() */
 
-void tg__arena_set_map_budget(long n) { map_budget = n; }
+void tg__arena_set_map_budget(long n) { __atomic_store_n(&map_budget, n, __ATOMIC_RELAXED); }
 
 static void *map_chunk(size_t bytes) {
-  if (map_budget == 0) return NULL;
-  if (map_budget > 0) map_budget--;
+  long b = __atomic_load_n(&map_budget, __ATOMIC_RELAXED);
+  if (b == 0) return NULL;
+  if (b > 0) __atomic_store_n(&map_budget, b - 1, __ATOMIC_RELAXED);
   return default_map(bytes);
 }
 
@@ -80,6 +83,7 @@ void tg__arena_free(tg__arena *a) {
     for (uint32_t c = 0; c < a->map_hi; c++)
       if (a->map[c]) munmap(a->map[c], TG__MAP_CHUNK_BYTES);
   }
+  if (a->spare) default_unmap(a->spare, TG__CHUNK_BYTES);
   free(a->chunks);
   free(a->map);
   free(a->map_live);
@@ -175,15 +179,38 @@ size_t tg__arena_scan(const tg__arena *a, uint32_t *pos, void *out, size_t max,
 void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
   a->cursor = id;
   a->wrapped = wrapped;
-  a->fast_ids = 0;
+  a->fast_end = 0;
+}
+
+int tg__arena_prefault(tg__arena *a) {
+  if (__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) return 0;
+  if (__atomic_load_n(&map_budget, __ATOMIC_RELAXED) >= 0) return 0;
+  unsigned char *p = default_map(TG__CHUNK_BYTES);
+  if (!p) return TG_ENOMEM;
+  unsigned char *none = NULL;
+  /* Release: the grow that takes it (acquire) sees it mapped and faulted. */
+  if (__atomic_compare_exchange_n(&a->spare, &none, p, 0, __ATOMIC_RELEASE,
+                                  __ATOMIC_RELAXED))
+    return 1;
+  default_unmap(p, TG__CHUNK_BYTES);
+  return 0;
 }
 
 int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
-  unsigned char *p = map_chunk(TG__CHUNK_BYTES);
+  unsigned char *p = NULL;
+  /* Not while the seam limits chunks: those tests count every chunk. */
+  if (a->spare_wake && __atomic_load_n(&map_budget, __ATOMIC_RELAXED) < 0) {
+    p = __atomic_exchange_n(&a->spare, NULL, __ATOMIC_ACQUIRE);
+    /* Ask for the next one now: a relaxed bump and a wake-up (once per
+       32,768 slots). */
+    __atomic_fetch_add(a->spare_wake, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, a->spare_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  }
+  if (!p) p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   /* Plain: readers reach this entry only through a `next` published past
-     it later (release, tg__arena_alloc). */
+     it later (release, tg__arena_publish). */
   a->chunks[a->nchunks] = p;
   TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
@@ -191,36 +218,60 @@ int tg__arena_grow(tg__arena *a) {
   return 0;
 }
 
-void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err) {
+int64_t tg__arena_take_slow(tg__arena *a) {
   uint32_t nid = tg__arena_next_id(a);
-  if (!nid) {
-    *err = TG_EQUOTA; /* 2^32 - 1 live objects */
-    return NULL;
-  }
+  if (!nid) return TG_EQUOTA; /* 2^32 - 1 live objects */
   int rc = tg__arena_map_cover(a, nid);
-  if (rc) {
-    *err = rc;
-    return NULL;
-  }
-  int64_t i = take_slot(a, err);
-  if (i < 0) return NULL;
+  if (rc) return rc;
+  int64_t i = take_slot(a, &rc);
+  if (i < 0) return rc;
   uint32_t prev = TG__ID_CHUNK(a->cursor);
   if (nid <= a->cursor) a->wrapped = 1;
-  tg__arena_map_set(a, nid, (uint32_t)i);
   a->cursor = nid;
   /* The ids after nid in its map chunk are free before a wrap (none
      above the cursor was ever issued): hand them out on the fast path. */
   uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
   if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
-  a->fast_ids = a->wrapped ? 0 : (uint32_t)(end - nid);
-  a->map_cur = a->map[TG__ID_CHUNK(nid)];
+  a->fast_end = a->wrapped ? 0 : (uint32_t)end;
   /* The cursor left a map chunk whose ids all died already (a store that
      deletes what it creates): nothing will be mapped there again until a
      wrap, so give it back now rather than keep 4 bytes per id. */
   if (TG__ID_CHUNK(nid) != prev && a->map_live[prev] == 0)
     tg__arena_map_reclaim(a, prev);
-  *id = nid;
-  return tg__arena_slot(a, (uint32_t)i);
+  return i;
+}
+
+uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first) {
+  if (a->cursor >= a->fast_end) {
+    /* Map the chunk of the next id as the slow path does, without taking
+       a slot; none before a wrap only. */
+    uint32_t nid = tg__arena_next_id(a);
+    if (!nid || a->wrapped || nid <= a->cursor) return 0;
+    if (tg__arena_map_cover(a, nid)) return 0;
+    uint32_t prev = TG__ID_CHUNK(a->cursor);
+    uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
+    if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
+    a->fast_end = (uint32_t)end;
+    if (TG__ID_CHUNK(nid) != prev && a->cursor && a->map_live[prev] == 0)
+      tg__arena_map_reclaim(a, prev);
+  }
+  uint32_t n = a->fast_end - a->cursor;
+  if (n > want) n = want;
+  *first = a->cursor + 1u;
+  a->cursor += n;
+  a->map_live[TG__ID_CHUNK(*first)] += n;
+  return n;
+}
+
+uint32_t tg__arena_take_slots(tg__arena *a, uint32_t *out, uint32_t want) {
+  uint32_t n = 0;
+  int err = 0;
+  while (n < want) {
+    int64_t i = take_slot(a, &err);
+    if (i < 0) break;
+    out[n++] = (uint32_t)i;
+  }
+  return n;
 }
 
 void tg__arena_begin_load(tg__arena *a) { a->loading = 1; }
@@ -253,7 +304,7 @@ void *tg__arena_put(tg__arena *a, uint32_t id, int *was_live, int *err) {
   int64_t i = take_slot(a, err);
   if (i < 0) return NULL;
   tg__arena_map_set(a, id, (uint32_t)i);
-  a->fast_ids = 0;
+  a->fast_end = 0;
   if (id == expect) {
     if (id <= a->cursor) a->wrapped = 1;
     a->cursor = id;

@@ -6,8 +6,10 @@
  * into fresh huge-page memory costs (7 ns measured on the reference machine,
  * against 150 ns with 4 KiB pages and far more with one malloc per object).
  * So memory comes in 2 MiB chunks, 2 MiB aligned, advised MADV_HUGEPAGE and
- * pre-faulted when the chunk is taken into use; a slot is found by a free
- * list pop or a bump of `next`, both O(1) with no system call.
+ * pre-faulted before the chunk is taken into use (by another thread ahead
+ * of time when the store runs a prefaulter: tg__arena_prefault()); a slot
+ * is found by a free list pop or a bump of `next`, both O(1) with no
+ * system call.
  *
  * Ids are not slots. An id is handed out once and never again until the
  * 32-bit space wraps (docs/data-layout.md says why), while a deleted slot
@@ -117,11 +119,16 @@ typedef struct tg__arena {
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
-  uint32_t fast_ids;      /* ids the fast path may hand out (cursor + 1 on)
-                             before the slow path must look: those left in
-                             map_cur, before any wrap; 0 otherwise, and
-                             whenever the cursor is moved from outside */
-  uint32_t *map_cur;      /* the map chunk of cursor + 1 while fast_ids */
+  unsigned char *spare;   /* a chunk mapped and faulted ahead by another
+                             thread (tg__arena_prefault()), taken by the
+                             next grow; atomic exchanges only, NULL none */
+  int *spare_wake;        /* a futex word to bump and wake when the grow
+                             took the spare (NULL: nobody makes spares) */
+  uint32_t fast_end;      /* the fast path may hand out cursor + 1 while
+                             cursor < fast_end: up to the end of the map
+                             chunk the slow path last mapped, before any
+                             wrap; 0 otherwise, and whenever the cursor is
+                             moved from outside */
   _Alignas(TG__LINE) uint32_t seq[TG__SEQ_STRIPES]; /* write-section counters, odd while a
                              slot of the stripe is being written (above) */
 } tg__arena;
@@ -141,8 +148,20 @@ int tg__arena_init(tg__arena *a, uint32_t id_off);
 /* Unmap every chunk. Safe on a zeroed or failed arena. */
 void tg__arena_free(tg__arena *a);
 
-/* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots. */
+/* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots.
+   Takes the spare chunk when one is ready (no fault on this thread), then
+   wakes whoever makes spares (a_spare_wake). */
 int tg__arena_grow(tg__arena *a);
+
+/*
+ * Fresh memory off the creating thread: map and fault a chunk ahead and
+ * leave it as the spare, unless one is there already. Any thread, no lock
+ * (the spare is handed over by atomic exchanges). 1 when it made one, 0
+ * when there was one, TG_ENOMEM. While the allocation seam limits chunks
+ * (tg__arena_set_map_budget()), it makes none, so tests that drive the
+ * arena out of memory count only the chunks creates map.
+ */
+int tg__arena_prefault(tg__arena *a);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
@@ -335,41 +354,113 @@ static inline void tg__arena_map_set(tg__arena *a, uint32_t id, uint32_t i) {
 }
 
 /*
- * Take a slot and an id. Returns the slot's address and stores the id in
- * *id, or NULL when a chunk could not be mapped (*err: TG_ENOMEM) or every
- * id is live (TG_EQUOTA). The caller must write the id into the slot's id
- * field before the arena is used again.
+ * Take a slot and an id for an object that nobody can find yet: the id is
+ * not mapped (the caller maps it with tg__arena_publish() once the slot
+ * holds the object, or hands both back with tg__arena_untake()). Returns
+ * the slot's index (its id is then a->cursor), or TG_ENOMEM when a chunk
+ * could not be mapped, or TG_EQUOTA when every id is live. Until it is
+ * published or handed back, the arena must not take another slot (the
+ * store lock keeps it so). Nothing is returned through pointers, so the
+ * caller's locals stay in registers.
+ *
+ * Why unpublished: a slot that no map entry names can be written without a
+ * write section. A reader finds a new object only through its map entry,
+ * stored with release after the slot (so it copies the whole image); a
+ * reader still holding an older id's entry for a reused slot keeps a copy
+ * only when its id field holds that older id, and the slot's id field
+ * holds 0 (freed, inside a write section that reader's counter check
+ * covers) or the new id (one whole-word store). A create then costs no
+ * counter bump, and no second map lookup to find its slot.
  */
-void *tg__arena_alloc_slow(tg__arena *a, uint32_t *id, int *err);
+int64_t tg__arena_take_slow(tg__arena *a);
 
-static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
+static inline int64_t tg__arena_take(tg__arena *a) {
   /* The common case: before any wrap, cursor + 1 is free and its map
-     chunk is there, which fast_ids says in one load. Anything else (a new
-     map chunk, the wrap, ids to skip, a new slot chunk) takes the slow
-     path, which sets fast_ids again. */
-  if (__builtin_expect(!a->fast_ids, 0)) return tg__arena_alloc_slow(a, id, err);
-  uint32_t nid = a->cursor + 1u;
+     chunk is there, which one comparison with fast_end says. Anything
+     else (a new map chunk, the wrap, ids to skip, a new slot chunk) takes
+     the slow path, which sets fast_end again. */
+  if (__builtin_expect(a->cursor >= a->fast_end, 0)) return tg__arena_take_slow(a);
   uint32_t i;
-  void *p;
   if (a->free_head) {
     i = a->free_head - 1u;
-    p = tg__arena_slot(a, i);
-    a->free_head = tg__slot_u32(p, TG__FREE_NEXT_OFF);
-  } else if (a->next < a->limit) {
+    a->free_head = tg__slot_u32(tg__arena_slot(a, i), TG__FREE_NEXT_OFF);
+  } else if (__builtin_expect(a->next < a->limit, 1)) {
     i = a->next;
-    TG__STORE_RELAXED(a->next, i + 1u); /* read by nobody without the lock */
-    p = tg__arena_slot(a, i);
+    a->next = i + 1u; /* read by nobody without the lock */
   } else {
-    return tg__arena_alloc_slow(a, id, err);
+    return tg__arena_take_slow(a);
   }
-  /* Release: as in tg__arena_map_set(). */
-  __atomic_store_n(&a->map_cur[TG__ID_ENTRY(nid)], i + 1u, __ATOMIC_RELEASE);
-  a->map_live[TG__ID_CHUNK(nid)]++;
+  a->cursor++;
+  return i;
+}
+
+/*
+ * For a thread's own cache of ids and slots (the store's lock-free
+ * creates): hand out up to `want` ids, all in one map chunk, as
+ * [*first, *first + n); returns n, 0 when the fast path could not (a wrap,
+ * no memory for the map chunk): the caller then creates under the lock.
+ * The ids count in their map chunk's live count from now on, so their
+ * publish (tg__arena_publish_held()) counts nothing; an id never used
+ * stays counted, which only keeps its map chunk mapped. Ids a thread never
+ * used are dead: gaps, never handed out again (until a wrap).
+ */
+uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first);
+
+/* Take up to `want` slots (from the free list, then fresh ones) into out;
+   returns how many (fewer when a chunk could not be mapped). They are
+   neither live nor free until published or handed back; their id field is
+   0, so walks of the slots see them as free. */
+uint32_t tg__arena_take_slots(tg__arena *a, uint32_t *out, uint32_t want);
+
+/* Publish id (from tg__arena_take_ids()) at slot index i (from
+   tg__arena_take_slots()), once the slot holds the object. Counts nothing:
+   the id's map chunk counted it when it was handed out, and the store
+   counted the token in `live` when it gave the credit for it. Any thread,
+   no lock: entries of distinct ids are distinct words. */
+static inline void tg__arena_publish_held(tg__arena *a, uint32_t id, uint32_t i) {
+  /* Release: as in tg__arena_publish(). */
+  __atomic_store_n(&a->map[TG__ID_CHUNK(id)][TG__ID_ENTRY(id)], i + 1u, __ATOMIC_RELEASE);
+}
+
+/* Make taken `id` live at slot index i: after the slot holds the object
+   (its id field included). The id's map chunk exists (take mapped it). */
+static inline void tg__arena_publish(tg__arena *a, uint32_t id, uint32_t i) {
+  uint32_t c = TG__ID_CHUNK(id);
+  /* Release: a reader that loads the entry (acquire) finds the slot's
+     chunk pointer, stored plain by tg__arena_grow() before, and the
+     object's image, stored before this. */
+  __atomic_store_n(&a->map[c][TG__ID_ENTRY(id)], i + 1u, __ATOMIC_RELEASE);
+  a->map_live[c]++;
   TG__STORE_RELAXED(a->live, a->live + 1u);
-  a->fast_ids--;
-  a->cursor = nid;
-  *id = nid;
-  return p;
+}
+
+/* Hand back a slot and id taken and not published (their object could not
+   be logged): the slot returns to the free list and the cursor steps back,
+   so the next take hands out `id` again (nobody saw it). A stale reader of
+   an older id may be copying the slot: its fields are stored whole-word. */
+static inline void tg__arena_untake(tg__arena *a, void *p, uint32_t i, uint32_t id) {
+  tg__slot_set_u32(p, a->id_off, 0);
+  tg__slot_set_u32(p, TG__FREE_NEXT_OFF, a->free_head);
+  a->free_head = i + 1u;
+  a->cursor = id - 1u;
+  a->fast_end = 0;
+}
+
+/*
+ * Take a slot and an id, mapped at once. Returns the slot's address and
+ * stores the id in *id, or NULL with *err as tg__arena_take(). The caller must write
+ * the id into the slot's id field (inside a write section) before the
+ * arena is used again.
+ */
+static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
+  int64_t i = tg__arena_take(a);
+  if (__builtin_expect(i < 0, 0)) {
+    *err = (int)i;
+    return NULL;
+  }
+  *id = a->cursor;
+  tg__arena_publish(a, *id, (uint32_t)i);
+  return tg__arena_slot(a, (uint32_t)i);
 }
 
 /* Undo the allocation of `id`, the last one handed out, after its slot was
@@ -377,7 +468,7 @@ static inline void *tg__arena_alloc(tg__arena *a, uint32_t *id, int *err) {
    again (nobody saw it). */
 static inline void tg__arena_give_back(tg__arena *a, uint32_t id) {
   a->cursor = id - 1u;
-  a->fast_ids = 0;
+  a->fast_end = 0;
 }
 
 /* Return the live slot `p` (id `id`) to the free list; the id is dead and
@@ -430,15 +521,23 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
   return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u || id <= a->put_max);
 }
 
+/* Ids threads' caches may hold at once (the store's TG__SHARDS_MAX
+   caches of TG__SHARD_BLOCK ids, store_internal.h), never used or logged
+   out of order. */
+#define TG__ARENA_CACHED_MAX (64u * 64u)
+
 /*
  * The same for a record replayed from the log, which may also name an id a
- * batch held: held ids are logged when their batch commits, after ids
- * handed out later may have been, but at most TG__ARENA_RESERVE_MAX are
- * held at once, so before a wrap a logged id is at most that many past the
+ * batch held, or one a thread's cache held while ids handed out to other
+ * threads after it were used and logged: held ids are logged when their
+ * batch commits, after ids handed out later may have been, but at most
+ * TG__ARENA_RESERVE_MAX are held at once, and at most TG__ARENA_CACHED_MAX
+ * sit in caches, so before a wrap a logged id is at most that many past the
  * cursor (the bound maps at most 4 MiB of id map more for a forged id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
-  return id != 0 && (a->wrapped || id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX ||
+  return id != 0 && (a->wrapped ||
+                     id <= (uint64_t)a->cursor + 1u + TG__ARENA_RESERVE_MAX + TG__ARENA_CACHED_MAX ||
                      id <= a->put_max);
 }
 

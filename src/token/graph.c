@@ -606,52 +606,71 @@ static int copy_unit(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
 /* Take unit u of `kind`, staged by tg__capture_stage() and still pending
    (no writer copied it, so nothing in it changed since begin and the
    stage holds it as of begin), into the capture, clearing its marks as
-   copy_unit() does. The records are already in their buffer: the lock is
-   held only to clear the marks (and, for an incremental capture of
-   connections, to keep the marked ones). Store lock held. 0 or TG_ENOMEM
-   (nothing changed). */
+   copy_unit() does. The records are already in their buffer (a sparse
+   unit's are copied into one of their size): the lock is held to clear
+   the marks (and, for an incremental capture of connections, to keep the
+   marked ones). Store lock held. 0 or TG_ENOMEM (nothing changed). */
 static int take_staged(tg__graph *g, tg__capture *cap, int kind, uint32_t u) {
   tg__cap_unit *cu = &cap->units[kind][u];
   uint32_t lo = u << TG__CAP_UNIT_SHIFT;
   const uint64_t *sb = cap->stage_bits;
+  uint64_t *bits = kind ? unit_bits(g, u) : NULL;
+  /* Tokens: staged are the live records the capture takes (DIRTY
+     cleared); the bits are the slots whose DIRTY flag must be cleared.
+     Connections: staged is every live one of the unit in id order, its
+     offset in stage_pos; the bits are the live offsets. An incremental
+     capture keeps the marked ones (bits), and the marked dead are deletes. */
+  int pick = kind == 1 && !cap->full;
   uint32_t nrec = cap->stage_n, ndel = 0;
+  if (pick) {
+    nrec = 0;
+    for (uint32_t k = 0; k < cap->stage_n; k++) {
+      uint32_t b = cap->stage_pos[k];
+      nrec += bits && (bits[b >> 6] >> (b & 63)) & 1;
+    }
+    for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
+      ndel += (uint32_t)__builtin_popcountll(bits[w] & ~sb[w]);
+  }
+  /* Everything that can fail first: nothing changes on TG_ENOMEM. A
+     sparse unit (an incremental checkpoint) gets a buffer of its size, as
+     copy_unit() gives it: a whole-unit buffer for each of many pending
+     units would hold 256 KiB per changed record. */
+  int whole = nrec > TG__CAP_UNIT / 4u;
+  unsigned char *recs = whole ? cap->stage_buf : NULL;
+  if ((!whole && nrec && !(recs = malloc((size_t)nrec * TG__SLOT_BYTES))) ||
+      (ndel && !(cu->dels = malloc((size_t)ndel * sizeof *cu->dels)))) {
+    if (!whole) free(recs);
+    return TG_ENOMEM;
+  }
+  if (pick) {
+    uint32_t j = 0, d = 0; /* j <= k: compacting in place is safe */
+    for (uint32_t k = 0; k < cap->stage_n; k++) {
+      uint32_t b = cap->stage_pos[k];
+      if (!(bits && (bits[b >> 6] >> (b & 63)) & 1)) continue;
+      if (recs + (size_t)j * TG__SLOT_BYTES != cap->stage_buf + (size_t)k * TG__SLOT_BYTES)
+        memcpy(recs + (size_t)j * TG__SLOT_BYTES, cap->stage_buf + (size_t)k * TG__SLOT_BYTES,
+               TG__SLOT_BYTES);
+      j++;
+    }
+    for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
+      for (uint64_t m = bits[w] & ~sb[w]; m; m &= m - 1)
+        cu->dels[d++] = lo + w * 64u + (uint32_t)__builtin_ctzll(m) + 1u;
+    assert(j == nrec && d == ndel);
+  } else if (!whole && nrec) {
+    memcpy(recs, cap->stage_buf, (size_t)nrec * TG__SLOT_BYTES);
+  }
   if (kind == 0) {
-    /* Staged: the live records the capture takes, DIRTY cleared; the bits
-       are the slots whose DIRTY flag must be cleared. */
     for (uint32_t w = 0; w < UNIT_WORDS; w++)
       for (uint64_t m = sb[w]; m; m &= m - 1) {
         uint32_t i = lo + w * 64u + (uint32_t)__builtin_ctzll(m);
         const tg_token *t = tg__arena_slot(&g->tokens, i);
         set_token_flags(g, i, t->id ? (uint16_t)(t->flags & ~TG_TOKEN_DIRTY) : 0);
       }
-  } else {
-    /* Staged: every live connection of the unit, in id order, its offset
-       in stage_pos; the bits are the live ones. */
-    uint64_t *bits = unit_bits(g, u);
-    if (!cap->full) {
-      for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
-        ndel += (uint32_t)__builtin_popcountll(bits[w] & ~sb[w]);
-      if (ndel && !(cu->dels = malloc((size_t)ndel * sizeof *cu->dels))) return TG_ENOMEM;
-      uint32_t j = 0, d = 0;
-      for (uint32_t k = 0; k < cap->stage_n; k++) {
-        uint32_t b = cap->stage_pos[k];
-        if (!(bits && (bits[b >> 6] >> (b & 63)) & 1)) continue;
-        if (j != k)
-          memcpy(cap->stage_buf + (size_t)j * TG__SLOT_BYTES,
-                 cap->stage_buf + (size_t)k * TG__SLOT_BYTES, TG__SLOT_BYTES);
-        j++;
-      }
-      for (uint32_t w = 0; bits && w < UNIT_WORDS; w++)
-        for (uint64_t m = bits[w] & ~sb[w]; m; m &= m - 1)
-          cu->dels[d++] = lo + w * 64u + (uint32_t)__builtin_ctzll(m) + 1u;
-      nrec = j;
-    }
-    if (bits) memset(bits, 0, UNIT_WORDS * sizeof *bits);
+  } else if (bits) {
+    memset(bits, 0, UNIT_WORDS * sizeof *bits);
   }
-  if (nrec) {
-    cu->recs = cap->stage_buf; /* the stage gets a new buffer */
-    cap->stage_buf = NULL;
-  }
+  if (whole) cap->stage_buf = NULL; /* the stage gets a new buffer */
+  cu->recs = nrec ? recs : NULL;
   cu->nrec = nrec;
   cu->ndel = ndel;
   cap->nrec[kind] += nrec;

@@ -208,41 +208,64 @@ static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
   }
 }
 
-/* Create a token from *init (NULL = zeroes) and return it. NULL with *err
-   TG_ENOMEM or TG_EQUOTA (2^32 - 1 slots); nothing changes on failure. */
-static inline tg_token *tg__graph_token_create(tg__graph *g, const tg_token *init,
-                                               uint32_t *id, int *err) {
-  tg_token *t = (tg_token *)tg__arena_alloc(&g->tokens, id, err);
-  if (!t) return NULL;
+/* Create a token from *init (NULL = zeroes) in a slot nobody can find yet
+   (tg__arena_take()). Returns the slot's index, the new id being
+   g->tokens.cursor; make it live with tg__graph_token_publish() once its
+   record is logged, or undo it with tg__graph_token_unmake(). TG_ENOMEM or
+   TG_EQUOTA (2^32 - 1 slots): nothing changed. */
+static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
+                                             uint32_t i, uint32_t id);
+
+static inline int64_t tg__graph_token_make(tg__graph *g, const tg_token *init) {
+  int64_t r = tg__arena_take(&g->tokens);
+  if (__builtin_expect(r < 0, 0)) return r;
+  tg__graph_token_write_new(g, init, (uint32_t)r, g->tokens.cursor);
+  return r;
+}
+
+/* Write new token `id` from *init (NULL = zeroes) into slot index i, which
+   no map entry names yet. Also called without the store lock by a thread
+   that holds i and id in its own cache (store.c, SHARDS), while no capture
+   runs: then another thread may be writing another new slot, and marks
+   the same chunk dirty (hence the atomic byte). */
+static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
+                                             uint32_t i, uint32_t id) {
+  tg_token *t = (tg_token *)tg__arena_slot(&g->tokens, i);
   static const tg_token zero;
   const tg_token *src = init ? init : &zero;
   uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
-  uint32_t i = tg__arena_index(&g->tokens, *id) - 1u; /* slot index */
   if (g->track_dirty) {
     flags |= TG_TOKEN_DIRTY;
-    g->tchunk_dirty[i >> TG__CHUNK_SHIFT] = 1;
+    __atomic_store_n(&g->tchunk_dirty[i >> TG__CHUNK_SHIFT], 1, __ATOMIC_RELAXED);
   }
   /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
      id and flags into a copy and then loading it whole stalled store
-     forwarding (a fifth of a create's time here). */
-  uint64_t w6 = (uint64_t)*id | (uint64_t)flags << 32 |
+     forwarding (a fifth of a create's time here). One whole-word store is
+     also what a stale reader of the reused slot may see (arena.h). */
+  uint64_t w6 = (uint64_t)id | (uint64_t)flags << 32 |
                 (uint64_t)src->field_radius << 48 | (uint64_t)src->field_strength << 56;
+  /* A capture copies the slot's unit as it was (the new token is not in
+     it) before the first store; no write section: unpublished. */
   tg__graph_will_write(g, 0, i);
-  uint32_t *sq = tg__arena_stripe(&g->tokens, i);
-  tg__seq_begin(sq);
   tg__slot_store(t, src);
   __atomic_store_n((uint64_t *)((unsigned char *)t + offsetof(tg_token, id)), w6,
                    __ATOMIC_RELAXED);
-  tg__seq_end(sq);
-  return t;
 }
 
-/* Undo the create that just returned t (its record could not be logged):
-   the slot is freed and the cursor goes back, so the id is handed out
-   again by the next create, as if this one had never run (nobody saw it). */
-static inline void tg__graph_token_uncreate(tg__graph *g, tg_token *t, uint32_t id) {
-  tg__graph_token_release(g, t, id, 0);
-  tg__arena_give_back(&g->tokens, id);
+/* Make the token tg__graph_token_make() wrote live: readers find it from
+   now on, with its whole image. */
+static inline void tg__graph_token_publish(tg__graph *g, uint32_t id, uint32_t slot) {
+  tg__arena_publish(&g->tokens, id, slot);
+}
+
+/* Undo the make that returned t (its record could not be logged): the slot
+   is freed and the cursor goes back, so the id is handed out again by the
+   next create, as if this one had never run (nobody saw it). The chunk's
+   dirty mark may stay: it only makes a checkpoint look at the chunk. */
+static inline void tg__graph_token_unmake(tg__graph *g, tg_token *t, uint32_t id,
+                                          uint32_t slot) {
+  tg__slot_set_u16(t, offsetof(tg_token, flags), 0);
+  tg__arena_untake(&g->tokens, t, slot, id);
 }
 
 /* A batch's create, at the id tg__arena_reserve() gave it: write *img

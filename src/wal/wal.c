@@ -191,6 +191,20 @@
  * much later); on a process crash nothing, the ring file keeps them.
  * STRICT keeps the spin and the per-append wake.
  *
+ * SHIPPING. A store that replicates (wal_store.h, tg__wal_ship) gets the
+ * records of every batch the writer has written, on the writer thread,
+ * right after the pwrite: the frames exactly as in the segment, markers
+ * left out (a DURABLE marker can only lead a batch). The shipper publishes
+ * them asynchronously, so the writer waits only when the client's window
+ * of unacknowledged messages is full: that is the ring's backpressure,
+ * not a wait per batch. Acknowledgements come back on the client's thread
+ * through tg__wal_ship_acked, which raises `acked`; a refusal (fencing, a
+ * lost stream) fails the log through tg__wal_ship_failed. TG_WAL_REPLICATED
+ * runs as STRICT and its callers count a record durable once it is both
+ * fdatasynced (`durable`) and acknowledged (`acked`): caller_durable().
+ * A record whose payload is over the shipper's max_payload is refused
+ * (TG_EINVAL): a record travels in one message, at most 1 MiB.
+ *
  * PACING. BALANCED promises that a power loss loses at most what was
  * acknowledged in the last sync_interval_ms plus one fdatasync; the sync
  * thread bounds the time from a write to its fdatasync, but not the time
@@ -214,20 +228,6 @@
  * at the limit instead. STRICT and RELAXED keep q_limit at ring_slots
  * (STRICT appenders wait for their fdatasync anyway; RELAXED promises no
  * window).
- *
- * SHIPPING. A store that replicates (wal_store.h, tg__wal_ship) gets the
- * records of every batch the writer has written, on the writer thread,
- * right after the pwrite: the frames exactly as in the segment, markers
- * left out (a DURABLE marker can only lead a batch). The shipper publishes
- * them asynchronously, so the writer waits only when the client's window
- * of unacknowledged messages is full: that is the ring's backpressure,
- * not a wait per batch. Acknowledgements come back on the client's thread
- * through tg__wal_ship_acked, which raises `acked`; a refusal (fencing, a
- * lost stream) fails the log through tg__wal_ship_failed. TG_WAL_REPLICATED
- * runs as STRICT and its callers count a record durable once it is both
- * fdatasynced (`durable`) and acknowledged (`acked`): caller_durable().
- * A record whose payload is over the shipper's max_payload is refused
- * (TG_EINVAL): a record travels in one message, at most 1 MiB.
  *
  * LOCKING. Four mutexes. `mu` guards the waits on the two condition
  * variables (a waiter re-checks `durable`, `failed`, `consumed` or

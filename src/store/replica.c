@@ -1,0 +1,685 @@
+/*
+ * Read replicas (tokengraph.h, "read replicas"; docs/operations.md,
+ * "Replication"): a durable store whose only writer is a follower thread
+ * that pulls the primary's WAL stream from NATS JetStream and applies it.
+ *
+ * A WAL message (the replication contract, docs/durability.md) is a body
+ * of WAL frames exactly as a segment holds them (docs/wal-format.md:
+ * 16-byte header, payload, padding to 8), records only, LSNs contiguous
+ * within and across messages, with headers Tg-First-Lsn, Tg-Last-Lsn and
+ * Tg-Epoch. The follower checks a whole message before it applies any of
+ * it (sequence, CRCs, LSNs), then, in one hold of the store lock, appends
+ * each record to the replica's own WAL (which gives it the same LSN: the
+ * replica's log continues where its checkpoint and log end, as the
+ * primary's did) and applies it to the graph as recovery redoes a record.
+ * So the replica's directory is an ordinary data directory, and a
+ * checkpoint, which reads last_lsn and the position under the same lock,
+ * always falls on a message boundary: the position it saves
+ * (repl_stream_seq, repl_epoch) names the message that ends at its LSN.
+ *
+ * Restart: the replica resumes at the saved sequence + 1, and skips the
+ * records its own log already replayed (LSN <= last_lsn), so a message
+ * half in the log (the log's tail was torn) is completed, never applied
+ * twice. Without a saved position (a fresh replica, or one bootstrapped
+ * from a backup of a primary that saved none) it starts at the stream's
+ * first message and relies on the LSN check alone.
+ *
+ * Locking: the follower takes the store lock per message (store.c,
+ * LOCKING); rep->mu guards the follower's state (stop, error, counters).
+ * Lock order: rep->mu before the store lock (a promotion reads the
+ * position while it waits on rep->cv); the follower never holds both.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/endian.h"
+#include "common/platform.h"
+#include "store/store_internal.h"
+#include "wal/wal_internal.h"
+
+#ifdef TG_HAVE_NATS
+#include "repl/follow.h"
+#endif
+
+void tg_replica_config_init(tg_replica_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  tg_store_config_init(&cfg->store);
+  cfg->bootstrap_snapshot = 1;
+  cfg->fetch_batch = 64;
+  cfg->lease_ttl_ms = 10000;
+}
+
+/* The follower's state. */
+struct tg__replica {
+  pthread_mutex_t mu;      /* guards what is marked mu */
+  pthread_cond_t cv;       /* mu: progress, an error, stop */
+  int stop;                /* mu */
+  int err;                 /* mu: what stopped following, 0 = none */
+  char errmsg[256];        /* mu */
+  uint64_t messages;       /* mu */
+  uint64_t records;        /* mu */
+  uint64_t max_bytes;      /* mu: the largest message applied */
+  uint64_t apply_ns;       /* mu: time in on_message's check and apply */
+  int promoted;            /* mu */
+  pthread_t thread;        /* open/close */
+  int started;             /* open/close */
+  char *url, *name;        /* open/close */
+  uint32_t fetch_batch;    /* open/close */
+  uint32_t lease_ttl_ms;   /* open/close */
+  tg_store_config writer;  /* open/close: the configuration a promotion
+                              reopens the log with (cfg->store, shipping
+                              to url/name) */
+#ifdef TG_HAVE_NATS
+  struct tg__follow *f;    /* follower thread (promote: after it stopped) */
+#endif
+  uint64_t next_seq;       /* follower thread: the sequence expected next,
+                              which must be the one delivered; 0 = the
+                              stream's first, whatever it is (no saved
+                              position: the LSN check alone) */
+  /* Scratch for the frames of one message, follower thread. */
+  tg_wal_record *recs;
+  size_t nrecs, caprecs;
+};
+
+#ifdef TG_HAVE_NATS
+
+/* ---- checking a message ------------------------------------------------- */
+
+/* Split body into records (rep->recs), checking every frame: length,
+   CRC, a record (not a marker), LSNs contiguous from the first, and the
+   Tg-*-Lsn headers where present. 0 or TG_ECORRUPT with msg. */
+static int split_frames(struct tg__replica *rep, uint64_t seq, const unsigned char *b,
+                        size_t n, uint64_t first_hdr, uint64_t last_hdr, char *msg,
+                        size_t len) {
+  size_t off = 0;
+  uint64_t prev = 0;
+  rep->nrecs = 0;
+  while (off < n) {
+    if (n - off < TG__WAL_FRAME_HDR) goto bad_len;
+    uint32_t flen = tg__ld32(b + off);
+    if (flen < TG__WAL_FRAME_HDR || tg__align8(flen) > n - off) goto bad_len;
+    if (tg__ld32(b + off + 4) != tg__wal_frame_crc(b + off, flen)) {
+      tg__say(msg, len, "stream message %" PRIu64 ": frame at offset %zu fails its CRC "
+              "(damaged in transit or in the stream)", seq, off);
+      return TG_ECORRUPT;
+    }
+    uint64_t lt = tg__ld64(b + off + 8);
+    uint64_t lsn = lt & ((1ull << 56) - 1);
+    if (lsn == 0) {
+      tg__say(msg, len, "stream message %" PRIu64 ": frame at offset %zu is a marker, "
+              "not a record: a WAL message carries records only", seq, off);
+      return TG_ECORRUPT;
+    }
+    if (prev && lsn != prev + 1) {
+      tg__say(msg, len, "stream message %" PRIu64 ": LSN %" PRIu64 " follows LSN %" PRIu64
+              " (the LSNs of a message are contiguous)", seq, lsn, prev);
+      return TG_ECORRUPT;
+    }
+    if (rep->nrecs == rep->caprecs) {
+      size_t nc = rep->caprecs ? rep->caprecs * 2 : 1024;
+      tg_wal_record *r = realloc(rep->recs, nc * sizeof *r);
+      if (!r) return TG_ENOMEM;
+      rep->recs = r;
+      rep->caprecs = nc;
+    }
+    tg_wal_record *r = &rep->recs[rep->nrecs++];
+    memset(r, 0, sizeof *r);
+    r->lsn = lsn;
+    r->type = (uint8_t)(lt >> 56);
+    r->payload = b + off + TG__WAL_FRAME_HDR;
+    r->len = flen - TG__WAL_FRAME_HDR;
+    prev = lsn;
+    off += tg__align8(flen);
+  }
+  if (!rep->nrecs) {
+    tg__say(msg, len, "stream message %" PRIu64 " holds no record", seq);
+    return TG_ECORRUPT;
+  }
+  if ((first_hdr && first_hdr != rep->recs[0].lsn) || (last_hdr && last_hdr != prev)) {
+    tg__say(msg, len, "stream message %" PRIu64 ": its headers say LSN %" PRIu64 "..%" PRIu64
+            " but its frames hold %" PRIu64 "..%" PRIu64, seq, first_hdr, last_hdr,
+            rep->recs[0].lsn, prev);
+    return TG_ECORRUPT;
+  }
+  return 0;
+bad_len:
+  tg__say(msg, len, "stream message %" PRIu64 ": frame at offset %zu has a length that "
+          "does not fit the message (%zu bytes)", seq, off, n);
+  return TG_ECORRUPT;
+}
+
+/* Append and apply the records of one checked message after s->last_lsn,
+   in one hold of the store lock. 0, or an error with msg: TG_ECORRUPT /
+   -ENODATA (the records do not continue the replica's LSNs), the log's
+   errors. */
+static int apply_message(tg_store *s, struct tg__replica *rep, uint64_t seq, uint64_t epoch,
+                         uint64_t *applied, char *msg, size_t len) {
+  int rc = 0;
+  const char *why = NULL;
+  *applied = 0;
+  tg__store_lock(s);
+  uint64_t last = s->last_lsn;
+  size_t i = 0;
+  while (i < rep->nrecs && rep->recs[i].lsn <= last) i++; /* in the log already */
+  if (i < rep->nrecs && rep->recs[i].lsn != last + 1) {
+    rc = -ENODATA;
+    tg__say(msg, len, "stream message %" PRIu64 " starts at LSN %" PRIu64 " but the replica "
+            "holds only up to LSN %" PRIu64 ": the records between are missing from the "
+            "stream (purged?); bootstrap the replica again", seq, rep->recs[i].lsn, last);
+    goto out;
+  }
+  if (epoch < s->repl_epoch) {
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "stream message %" PRIu64 " has epoch %" PRIu64 ", older than epoch %"
+            PRIu64 " the replica applied already", seq, epoch, s->repl_epoch);
+    goto out;
+  }
+  tg__graph_begin_load(&s->g);
+  for (; i < rep->nrecs; i++) {
+    const tg_wal_record *r = &rep->recs[i];
+    uint64_t lsn = 0;
+    if ((rc = tg__wal_append_nowait(s->wal, r->type, r->payload, r->len, &lsn))) {
+      tg__say(msg, len, "cannot log LSN %" PRIu64 " in the replica's own WAL: %s", r->lsn,
+              tg_strerror(rc));
+      break;
+    }
+    if (lsn != r->lsn) {
+      /* The replica's log gives the next LSN after last_lsn, which is
+         r->lsn by the check above; anything else is a bug to stop at. */
+      rc = TG_ECORRUPT;
+      tg__say(msg, len, "the replica's WAL logged LSN %" PRIu64 " as %" PRIu64, r->lsn, lsn);
+      break;
+    }
+    if ((rc = tg__store_apply(&s->g, r, &why))) {
+      tg__say(msg, len, "stream message %" PRIu64 ": record LSN %" PRIu64 " (type %u) %s: "
+              "the replica and the primary disagree", seq, r->lsn, r->type,
+              why ? why : tg_strerror(rc));
+      break;
+    }
+    (*applied)++;
+  }
+  tg__graph_end_load(&s->g);
+  /* Once per message: tg_replica_applied_lsn() moves a message at a time
+     (after a failure, to the last record applied). */
+  if (*applied) TG__STORE_RELAXED(s->last_lsn, last + *applied);
+  if (!rc) {
+    s->repl_seq = seq;
+    s->repl_epoch = epoch;
+  }
+out:
+  tg__store_unlock(s);
+  return rc;
+}
+
+/* ---- the follower --------------------------------------------------------- */
+
+static void set_error(struct tg__replica *rep, int rc, const char *m) {
+  pthread_mutex_lock(&rep->mu);
+  if (!rep->err) {
+    rep->err = rc;
+    snprintf(rep->errmsg, sizeof rep->errmsg, "%s", m && *m ? m : tg_strerror(rc));
+  }
+  pthread_cond_broadcast(&rep->cv);
+  pthread_mutex_unlock(&rep->mu);
+}
+
+typedef struct fetch_ctx {
+  tg_store *s;
+  int fatal;         /* the error that stops following */
+  char msg[256];
+} fetch_ctx;
+
+static int on_message(void *arg, const tg__follow_msg *m) {
+  fetch_ctx *c = arg;
+  tg_store *s = c->s;
+  struct tg__replica *rep = s->replica;
+  uint64_t applied = 0;
+  int rc;
+  if (rep->next_seq && m->seq != rep->next_seq) {
+    rc = -ENODATA;
+    tg__say(c->msg, sizeof c->msg, "stream TG_%s delivered sequence %" PRIu64 " where the "
+            "replica asked for %" PRIu64 ": messages were purged below the replica's "
+            "position; bootstrap the replica again", rep->name, m->seq, rep->next_seq);
+    goto fatal;
+  }
+  uint64_t t0 = tg__now_ns();
+  if ((rc = split_frames(rep, m->seq, m->body, m->len, m->first_lsn, m->last_lsn, c->msg,
+                         sizeof c->msg)))
+    goto fatal;
+  if ((rc = apply_message(s, rep, m->seq, m->epoch, &applied, c->msg, sizeof c->msg)))
+    goto fatal;
+  rep->next_seq = m->seq + 1;
+  pthread_mutex_lock(&rep->mu);
+  rep->messages++;
+  rep->records += applied;
+  if (m->len > rep->max_bytes) rep->max_bytes = m->len;
+  rep->apply_ns += tg__now_ns() - t0;
+  pthread_cond_broadcast(&rep->cv);
+  pthread_mutex_unlock(&rep->mu);
+  return 0;
+fatal:
+  c->fatal = rc;
+  return 1;
+}
+
+/* Wait up to ms on rep->cv unless stopping; returns stop. */
+static int pause_ms(struct tg__replica *rep, unsigned ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long)ms * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_mutex_lock(&rep->mu);
+  if (!rep->stop) pthread_cond_timedwait(&rep->cv, &rep->mu, &ts);
+  int stop = rep->stop;
+  pthread_mutex_unlock(&rep->mu);
+  return stop;
+}
+
+static int stopping(struct tg__replica *rep) {
+  pthread_mutex_lock(&rep->mu);
+  int stop = rep->stop;
+  pthread_mutex_unlock(&rep->mu);
+  return stop;
+}
+
+/* (Re)start the consumer at the position. 0, or a transient error. */
+static int start_at(struct tg__replica *rep, char *msg, size_t len) {
+  if (!rep->next_seq) {
+    uint64_t first = 0, last = 0;
+    int rc = tg__follow_bounds(rep->f, &first, &last, msg, len);
+    if (rc) return rc;
+    return tg__follow_start(rep->f, first ? first : 1, msg, len);
+  }
+  return tg__follow_start(rep->f, rep->next_seq, msg, len);
+}
+
+static void *follower(void *arg) {
+  tg_store *s = arg;
+  struct tg__replica *rep = s->replica;
+  int need_start = 0; /* the consumer is started by the open */
+  tg_trace_set_thread_name("replica");
+  while (!stopping(rep)) {
+    fetch_ctx c = {s, 0, ""};
+    if (need_start) {
+      if (start_at(rep, c.msg, sizeof c.msg)) {
+        if (pause_ms(rep, 200)) break;
+        continue;
+      }
+      need_start = 0;
+    }
+    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, 200, on_message, &c, c.msg,
+                              sizeof c.msg);
+    if (c.fatal) {
+      set_error(rep, c.fatal, c.msg);
+      break;
+    }
+    if (rc < 0) {
+      /* The server went away or dropped the ephemeral consumer: start
+         again at the position once it answers. */
+      need_start = 1;
+      if (pause_ms(rep, 200)) break;
+    }
+  }
+  return NULL;
+}
+
+/* 1 when dir is missing or an empty directory (a new replica), 0 when it
+   is a data directory, or an error. */
+static int is_new_dir(const char *dir, char *msg, size_t len) {
+  struct stat st;
+  if (stat(dir, &st)) return errno == ENOENT ? 1 : -errno;
+  int dfd = tg__store_open_dirfd(dir, msg, len);
+  if (dfd < 0) return dfd;
+  int rc = tg__store_check_identity(dfd, dir, msg, len);
+  close(dfd);
+  return rc;
+}
+
+/* Copy a backup into dir when dir is missing or empty. */
+static int bootstrap_from(const char *dir, const char *from, char *msg, size_t len) {
+  struct stat st;
+  int rc = is_new_dir(dir, msg, len);
+  if (rc != 1) return rc; /* a data directory already: resume */
+  tg_store *src = NULL;
+  tg_store_config rc_cfg;
+  tg_store_config_init(&rc_cfg);
+  rc_cfg.read_only = 1;
+  rc_cfg.crash_dump = 0;
+  if ((rc = tg_store_open_msg(&src, from, &rc_cfg, msg, len))) return rc;
+  if (stat(dir, &st) == 0) rmdir(dir); /* an empty directory: backup wants none */
+  rc = tg_store_backup_msg(src, dir, NULL, NULL, msg, len);
+  tg_store_close(src);
+  return rc;
+}
+
+static int replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg,
+                        char *msg, size_t len) {
+  tg_store *s = NULL;
+  struct tg__replica *rep = NULL;
+  int rc;
+  if (!cfg->nats_url || !cfg->repl_name || !dir) {
+    tg__say(msg, len, "a replica needs a directory, nats_url and repl_name");
+    return TG_EINVAL;
+  }
+  if (cfg->bootstrap_dir && (rc = bootstrap_from(dir, cfg->bootstrap_dir, msg, len)))
+    return rc;
+  if (!cfg->bootstrap_dir && cfg->bootstrap_snapshot && (rc = is_new_dir(dir, msg, len))) {
+    if (rc < 0) return rc;
+    rc = tg__replica_bootstrap_snapshot(dir, cfg->nats_url, cfg->repl_name, msg, len);
+    if (rc < 0) return rc;
+  }
+  if (!(rep = calloc(1, sizeof *rep))) return TG_ENOMEM;
+  pthread_mutex_init(&rep->mu, NULL);
+  pthread_cond_init(&rep->cv, NULL);
+  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 64;
+  rep->lease_ttl_ms = cfg->lease_ttl_ms;
+  if (!(rep->url = strdup(cfg->nats_url)) || !(rep->name = strdup(cfg->repl_name))) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  tg_store_config sc = cfg->store;
+  sc.read_only = 0;
+  sc.nats_url = NULL; /* a replica ships nothing: the stream is the primary's */
+  sc.repl_name = NULL;
+  /* REPLICATED needs a shipper: a replica logs at STRICT until promoted. */
+  if (sc.wal.level == TG_REPLICATED) sc.wal.level = TG_STRICT;
+  rep->writer = cfg->store;
+  rep->writer.read_only = 0;
+  rep->writer.nats_url = rep->url;
+  rep->writer.repl_name = rep->name;
+  if ((rc = tg_store_open_msg(&s, dir, &sc, msg, len))) goto fail;
+  if (!s->wal) {
+    rc = TG_EINVAL;
+    goto fail;
+  }
+  TG__STORE_RELAXED(s->writes_refused, 1);
+  s->replica = rep;
+  if ((rc = tg__follow_open(&rep->f, cfg->nats_url, cfg->repl_name, msg, len))) goto fail;
+  /* The saved position: the checkpoint's message, whose last LSN is the
+     checkpoint's (a message boundary, see the top of this file). */
+  uint64_t first = 0, last = 0;
+  if ((rc = tg__follow_bounds(rep->f, &first, &last, msg, len))) goto fail;
+  rep->next_seq = s->repl_seq ? s->repl_seq + 1 : 0;
+  if (rep->next_seq && first > rep->next_seq) {
+    rc = -ENODATA;
+    tg__say(msg, len, "stream TG_%s begins at sequence %" PRIu64 " but the replica in %s "
+            "needs %" PRIu64 " next: the messages between were purged; bootstrap the "
+            "replica again", cfg->repl_name, first, dir, rep->next_seq);
+    goto fail;
+  }
+  if ((rc = start_at(rep, msg, len))) goto fail;
+  if (pthread_create(&rep->thread, NULL, follower, s)) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  rep->started = 1;
+  *out = s;
+  return 0;
+fail:
+  if (s) {
+    s->replica = NULL;
+    tg_store_close(s);
+  }
+  if (rep) {
+    tg__follow_close(rep->f);
+    rep->f = NULL;
+    tg__replica_free(rep);
+  }
+  return rc;
+}
+
+#endif /* TG_HAVE_NATS */
+
+/* Stop the follower (if running) and wait for it. */
+static void stop_follower(struct tg__replica *rep) {
+  pthread_mutex_lock(&rep->mu);
+  rep->stop = 1;
+  pthread_cond_broadcast(&rep->cv);
+  pthread_mutex_unlock(&rep->mu);
+  if (rep->started) pthread_join(rep->thread, NULL);
+  rep->started = 0;
+}
+
+void tg__replica_free(struct tg__replica *rep) {
+  if (!rep) return;
+  stop_follower(rep);
+#ifdef TG_HAVE_NATS
+  tg__follow_close(rep->f);
+#endif
+  free(rep->recs);
+  free(rep->url);
+  free(rep->name);
+  pthread_cond_destroy(&rep->cv);
+  pthread_mutex_destroy(&rep->mu);
+  free(rep);
+}
+
+int tg_replica_open_msg(tg_store **out, const char *dir, const tg_replica_config *cfg,
+                        char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!out || !cfg) return TG_EINVAL;
+  *out = NULL;
+#ifdef TG_HAVE_NATS
+  return replica_open(out, dir, cfg, msg, msglen);
+#else
+  (void)dir;
+  tg__say(msg, msglen, "replicas need NATS: this tokengraph was built without libnats");
+  return TG_ENOTSUP;
+#endif
+}
+
+int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg) {
+  return tg_replica_open_msg(out, dir, cfg, NULL, 0);
+}
+
+/* The store's last LSN without the lock (store.c, READS): on a replica
+   the follower's, on a writer its threads' too. */
+static uint64_t shown_lsn(tg_store *s) {
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  return st.last_lsn;
+}
+
+uint64_t tg_replica_applied_lsn(tg_store *s) {
+  return s ? shown_lsn(s) : 0;
+}
+
+int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
+  if (!s) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+  struct tg__replica *rep = s->replica;
+  int promoted = 0;
+  if (rep) {
+    pthread_mutex_lock(&rep->mu);
+    promoted = rep->promoted;
+    pthread_mutex_unlock(&rep->mu);
+  }
+  if (!rep || promoted) { /* a writer: its own durability */
+    if (!s->wal || s->read_only) return shown_lsn(s) >= lsn ? 0 : -ETIMEDOUT;
+    if (shown_lsn(s) < lsn) return -ETIMEDOUT; /* not logged yet */
+    return tg_wal_sync(s->wal, lsn);
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  int rc = 0;
+  pthread_mutex_lock(&rep->mu);
+  /* The follower stores last_lsn before it broadcasts under rep->mu, so a
+     value read here after the wait is at least the one broadcast. */
+  while (TG__LOAD_RELAXED(s->last_lsn) < lsn) {
+    if (rep->err && !rep->promoted) {
+      rc = rep->err;
+      break;
+    }
+    if (rep->stop || timeout_ms == 0) {
+      rc = -ETIMEDOUT;
+      break;
+    }
+    if (pthread_cond_timedwait(&rep->cv, &rep->mu, &ts) == ETIMEDOUT &&
+        TG__LOAD_RELAXED(s->last_lsn) < lsn) {
+      rc = -ETIMEDOUT;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&rep->mu);
+  return rc;
+}
+
+int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
+  if (!s || !out) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+  memset(out, 0, sizeof *out);
+  tg__store_lock(s);
+  out->applied_lsn = tg__store_last_lsn(s);
+  out->stream_seq = s->repl_seq;
+  out->epoch = s->repl_epoch;
+  tg__store_unlock(s);
+  struct tg__replica *rep = s->replica;
+  if (!rep) return 0;
+  pthread_mutex_lock(&rep->mu);
+  out->is_replica = !rep->promoted;
+  out->messages = rep->messages;
+  out->records = rep->records;
+  out->max_message_bytes = rep->max_bytes;
+  out->apply_ns = rep->apply_ns;
+  out->error = rep->err;
+  snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
+  pthread_mutex_unlock(&rep->mu);
+  return 0;
+}
+
+#ifdef TG_HAVE_NATS
+/* "<host>:<pid>:<random>" */
+static void owner_id(char *out, size_t n) {
+  char host[64] = "localhost";
+  gethostname(host, sizeof host - 1);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  unsigned r = (unsigned)(ts.tv_nsec ^ (getpid() << 16));
+  snprintf(out, n, "%s:%d:%08x", host, (int)getpid(), r);
+}
+#endif
+
+int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
+                            tg_repl_stream_info *out, char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!out || !nats_url || !repl_name) return TG_EINVAL;
+  memset(out, 0, sizeof *out);
+#ifndef TG_HAVE_NATS
+  tg__say(msg, msglen, "replication needs NATS: this tokengraph was built without libnats");
+  return TG_ENOTSUP;
+#else
+  tg__follow *f = NULL;
+  tg__lease lease;
+  int rc = tg__follow_open(&f, nats_url, repl_name, msg, msglen);
+  if (!rc) rc = tg__follow_bounds(f, &out->first_seq, &out->last_seq, msg, msglen);
+  if (!rc) rc = tg__follow_lease_get(f, UINT32_MAX, &lease, msg, msglen);
+  if (!rc) {
+    out->lease_epoch = lease.epoch;
+    out->lease_lsn = lease.lsn;
+    snprintf(out->lease_owner, sizeof out->lease_owner, "%s", lease.owner);
+  }
+  tg__follow_close(f);
+  return rc;
+#endif
+}
+
+int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!s || !s->replica) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+#ifndef TG_HAVE_NATS
+  (void)timeout_ms;
+  tg__say(msg, msglen, "promotion needs NATS: this tokengraph was built without libnats");
+  return TG_ENOTSUP;
+#else
+  struct tg__replica *rep = s->replica;
+  tg__lease lease;
+  char owner[128];
+  uint64_t first = 0, last = 0, rev = 0;
+  int rc;
+  pthread_mutex_lock(&rep->mu);
+  rc = rep->promoted ? TG_EINVAL : rep->err;
+  if (rc && rc != TG_EINVAL) tg__say(msg, msglen, "%s", rep->errmsg);
+  pthread_mutex_unlock(&rep->mu);
+  if (rc) return rc;
+  /* A connection of the promoter's own: the follower's is its thread's. */
+  tg__follow *f = NULL;
+  if ((rc = tg__follow_open(&f, rep->url, rep->name, msg, msglen))) return rc;
+  if ((rc = tg__follow_lease_get(f, rep->lease_ttl_ms, &lease, msg, msglen))) goto out;
+  tg__store_lock(s);
+  uint64_t epoch = (lease.epoch > s->repl_epoch ? lease.epoch : s->repl_epoch) + 1;
+  uint64_t lsn = s->last_lsn;
+  tg__store_unlock(s);
+  owner_id(owner, sizeof owner);
+  if ((rc = tg__follow_lease_put(f, rep->lease_ttl_ms, lease.revision, epoch, owner, lsn,
+                                 &rev, msg, msglen)))
+    goto out;
+  /* Drain: everything the stream holds now, which includes every message
+     the old primary had acknowledged (its acks come after the stream
+     stored them). */
+  if ((rc = tg__follow_bounds(f, &first, &last, msg, msglen))) goto out;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_mutex_lock(&rep->mu);
+  for (;;) {
+    tg__store_lock(s);
+    uint64_t seq = s->repl_seq;
+    tg__store_unlock(s);
+    if (seq >= last || (last < first)) break;
+    if (rep->err) {
+      rc = rep->err;
+      tg__say(msg, msglen, "%s", rep->errmsg);
+      break;
+    }
+    if (pthread_cond_timedwait(&rep->cv, &rep->mu, &ts) == ETIMEDOUT) {
+      rc = -ETIMEDOUT;
+      tg__say(msg, msglen, "the replica reached stream sequence %" PRIu64 " of %" PRIu64
+              " within %u ms: not promoted (the lease is taken with epoch %" PRIu64 ")",
+              seq, last, timeout_ms, epoch);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&rep->mu);
+  if (rc) goto out;
+  stop_follower(rep);
+  /* Become the stream's writer: everything applied made durable, then the
+     log opened again with a shipper at the new epoch, which continues the
+     stream after its last message (ExpectLastSeq). A failure leaves the
+     handle refusing writes: close it. */
+  if ((rc = tg_sync(s)) ||
+      (rc = tg__store_reopen_wal(s, &rep->writer, epoch, msg, msglen))) {
+    set_error(rep, rc, msg);
+    goto out;
+  }
+  tg__store_lock(s);
+  s->repl_epoch = epoch;
+  tg__store_unlock(s);
+  pthread_mutex_lock(&rep->mu);
+  rep->promoted = 1;
+  pthread_cond_broadcast(&rep->cv);
+  pthread_mutex_unlock(&rep->mu);
+  /* Writes allowed from here: the follower has stopped. Release: a
+     caller that sees it sees the reopened log. */
+  __atomic_store_n(&s->writes_refused, 0, __ATOMIC_RELEASE);
+out:
+  tg__follow_close(f);
+  return rc;
+#endif
+}

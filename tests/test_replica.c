@@ -1,0 +1,1302 @@
+/*
+ * Read replicas (tokengraph.h, "read replicas"): a replica follows a WAL
+ * stream on a private nats-server and ends up equal to its primary.
+ *
+ * The primary's messages are published here in the replication contract's
+ * format (frames exactly as the primary's own WAL segment holds them,
+ * Tg-First-Lsn / Tg-Last-Lsn / Tg-Epoch headers, Nats-Msg-Id
+ * "<epoch>:<first_lsn>", ExpectLastSeq), read back from a real primary
+ * store's log: the replica is judged on the bytes a primary writes, and
+ * the test controls message boundaries, purges and damage.
+ *
+ * Skipped (exit 77) in a build without libnats or without a nats-server.
+ */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "util.h"
+
+/* Without a replica, tg_wait_lsn() waits for the store's own durability. */
+static void test_wait_lsn_on_a_writer_waits_for_its_durability(void **state) {
+  (void)state;
+  tg_store *m = NULL;
+  assert_int_equal(tg_store_open(&m, NULL, NULL), 0);
+  assert_int_equal(tg_wait_lsn(m, 0, 0), 0);
+  assert_int_equal(tg_wait_lsn(m, 1, 0), -ETIMEDOUT);
+  assert_int_equal(tg_store_close(m), 0);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.wal.level = TG_RELAXED;
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t lsn = tgt_stats(s).last_lsn;
+  assert_int_equal(tg_wait_lsn(s, lsn, 1000), 0);
+  assert_int_equal(tg_wait_lsn(s, lsn + 1, 1000), -ETIMEDOUT);
+  assert_int_equal(tg_replica_applied_lsn(s), lsn);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(s, &st), 0);
+  assert_int_equal(st.is_replica, 0);
+  assert_int_equal(st.applied_lsn, lsn);
+  assert_int_equal(tg_replica_promote(s, 0, NULL, 0), TG_EINVAL);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+#ifdef TG_HAVE_NATS
+#include <nats/nats.h>
+
+#include "nats_server.h"
+#include "repl/follow.h"
+#include "store/store_internal.h"
+#include "wal/wal_internal.h"
+
+static tgn_server srv;
+static natsConnection *nc;
+static jsCtx *js;
+static int name_serial;
+static char name[64];     /* this test's repl_name */
+static char stream[80];   /* TG_<name> */
+static char subject[80];  /* tg.<name>.wal */
+static uint64_t last_seq; /* the stream's last sequence, for ExpectLastSeq */
+
+static int group_setup(void **state) {
+  (void)state;
+  if (tgn_server_start(&srv, 1)) return -1;
+  if (natsConnection_ConnectTo(&nc, srv.url) != NATS_OK) return -1;
+  if (natsConnection_JetStream(&js, nc, NULL) != NATS_OK) return -1;
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  tgn_server_stop(&srv);
+  return 0;
+}
+
+/* A fresh stream per test: TG_r<serial>. */
+static void new_stream(void) {
+  snprintf(name, sizeof name, "r%d", ++name_serial);
+  snprintf(stream, sizeof stream, "TG_%s", name);
+  snprintf(subject, sizeof subject, "tg.%s.wal", name);
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  const char *subj[1] = {subject};
+  sc.Name = stream;
+  sc.Subjects = subj;
+  sc.SubjectsLen = 1;
+  sc.Storage = js_FileStorage;
+  sc.Discard = js_DiscardNew;
+  jsErrCode jerr = 0;
+  jsStreamInfo *si = NULL;
+  natsStatus st = js_AddStream(&si, js, &sc, NULL, &jerr);
+  if (st != NATS_OK) fail_msg("cannot create stream %s: %s (%d)", stream, natsStatus_GetText(st), jerr);
+  jsStreamInfo_Destroy(si);
+  last_seq = 0;
+}
+
+static int setup(void **state) {
+  tgt_setup(state);
+  new_stream();
+  return 0;
+}
+
+/* ---- the primary's side, as the contract has it ------------------------ */
+
+/* Publish one message holding `body` (frames of LSN first..last). */
+static void publish_body(const void *body, size_t len, uint64_t first, uint64_t last,
+                         uint64_t epoch) {
+  natsMsg *m = NULL;
+  char v[32], id[64];
+  assert_int_equal(natsMsg_Create(&m, subject, NULL, body, (int)len), NATS_OK);
+  snprintf(v, sizeof v, "%" PRIu64, first);
+  natsMsgHeader_Set(m, "Tg-First-Lsn", v);
+  snprintf(v, sizeof v, "%" PRIu64, last);
+  natsMsgHeader_Set(m, "Tg-Last-Lsn", v);
+  snprintf(v, sizeof v, "%" PRIu64, epoch);
+  natsMsgHeader_Set(m, "Tg-Epoch", v);
+  snprintf(id, sizeof id, "%" PRIu64 ":%" PRIu64, epoch, first);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MsgId = id;
+  po.ExpectLastSeq = last_seq;
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = js_PublishMsg(&pa, js, m, &po, &jerr);
+  if (st != NATS_OK) fail_msg("publish LSN %" PRIu64 "..%" PRIu64 ": %s (%d)", first, last,
+                              natsStatus_GetText(st), jerr);
+  last_seq = pa->Sequence;
+  jsPubAck_Destroy(pa);
+  natsMsg_Destroy(m);
+}
+
+/* Encode one record as the WAL frames it (docs/wal-format.md). */
+static size_t put_frame(unsigned char *b, const tg_wal_record *r) {
+  uint32_t flen = (uint32_t)(TG__WAL_FRAME_HDR + r->len);
+  size_t n = tg__align8(flen);
+  memset(b, 0, n);
+  tg__st32(b, flen);
+  tg__st64(b + 8, r->lsn | ((uint64_t)r->type << 56));
+  memcpy(b + TG__WAL_FRAME_HDR, r->payload, r->len);
+  tg__st32(b + 4, tg__wal_frame_crc(b, flen));
+  return n;
+}
+
+/* Publish the records of the primary's log in dir with LSN from..to, at
+   most per_msg records a message (per_msg 0: one record, then two, then
+   three, ... so messages have many sizes). Returns the messages sent. */
+static unsigned publish_log(const char *dir, uint64_t from, uint64_t to, unsigned per_msg,
+                            uint64_t epoch) {
+  char wal[512];
+  snprintf(wal, sizeof wal, "%s/wal", dir);
+  tg_wal_reader *r = NULL;
+  assert_int_equal(tg_wal_reader_open(&r, wal, from), 0);
+  size_t cap = 1u << 20;
+  unsigned char *body = malloc(cap);
+  assert_non_null(body);
+  size_t len = 0;
+  unsigned inmsg = 0, msgs = 0, want = per_msg ? per_msg : 1;
+  uint64_t first = 0, last = 0;
+  tg_wal_record rec;
+  while (tg_wal_reader_next(r, &rec) == 1 && rec.lsn <= to) {
+    if (rec.lsn < from) continue;
+    if (!inmsg) first = rec.lsn;
+    assert_true(len + tg__align8(TG__WAL_FRAME_HDR + rec.len) <= cap);
+    len += put_frame(body + len, &rec);
+    last = rec.lsn;
+    if (++inmsg == want) {
+      publish_body(body, len, first, last, epoch);
+      msgs++;
+      len = 0;
+      inmsg = 0;
+      if (!per_msg) want = want % 7 + 1;
+    }
+  }
+  if (inmsg) {
+    publish_body(body, len, first, last, epoch);
+    msgs++;
+  }
+  free(body);
+  tg_wal_reader_close(r);
+  return msgs;
+}
+
+/* ---- a primary with a mixed history ----------------------------------- */
+
+typedef struct primary {
+  tg_store *s;
+  char dir[300];
+  uint32_t ids[512];
+  uint32_t nids;
+  uint32_t conns[512];
+  uint32_t nconns;
+  unsigned rnd;
+} primary;
+
+static unsigned next_rand(primary *p) {
+  p->rnd = p->rnd * 1103515245u + 12345u;
+  return p->rnd >> 8;
+}
+
+static void primary_open(primary *p, const char *sub) {
+  memset(p, 0, sizeof *p);
+  snprintf(p->dir, sizeof p->dir, "%s/%s", tgt_root, sub);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.checkpoint_bytes = 0;
+  p->s = tgt_open(p->dir, &cfg);
+  p->rnd = 7;
+}
+
+/* n mutations of every kind: creates, updates, connects, connection
+   updates, disconnects, deletes (with their connections), batches. */
+static void primary_work(primary *p, unsigned n) {
+  for (unsigned i = 0; i < n; i++) {
+    unsigned k = next_rand(p) % 10;
+    if (k < 3 || p->nids < 4) {
+      tg_token t = {0};
+      t.weight = (float)(next_rand(p) % 1000);
+      t.coord[0][0] = (int16_t)(next_rand(p) % 500);
+      t.timestamp = next_rand(p);
+      uint32_t id = 0;
+      assert_int_equal(tg_token_create(p->s, &t, &id), 0);
+      if (p->nids < 512) p->ids[p->nids++] = id;
+    } else if (k < 5) {
+      uint32_t a = p->ids[next_rand(p) % p->nids], b = p->ids[next_rand(p) % p->nids];
+      tg_connection c = {0};
+      c.from = a;
+      c.to = b;
+      c.weight = (float)(next_rand(p) % 100);
+      uint32_t id = 0;
+      int rc = tg_connect(p->s, &c, &id);
+      if (rc == 0 && p->nconns < 512) p->conns[p->nconns++] = id;
+    } else if (k == 5) {
+      tg_token t;
+      uint32_t id = p->ids[next_rand(p) % p->nids];
+      if (tg_token_get(p->s, id, &t) == 0) {
+        t.weight += 1.0f;
+        assert_int_equal(tg_token_update(p->s, &t), 0);
+      }
+    } else if (k == 6 && p->nconns) {
+      uint32_t j = next_rand(p) % p->nconns;
+      if (tg_disconnect(p->s, p->conns[j]) == 0) p->conns[j] = p->conns[--p->nconns];
+    } else if (k == 7 && p->nconns) {
+      tg_connection c;
+      if (tg_connection_get(p->s, p->conns[next_rand(p) % p->nconns], &c) == 0) {
+        c.weight += 2.0f;
+        tg_connection_update(p->s, &c);
+      }
+    } else if (k == 8) {
+      uint32_t j = next_rand(p) % p->nids;
+      if (tg_token_delete(p->s, p->ids[j]) == 0) p->ids[j] = p->ids[--p->nids];
+    } else {
+      tg_batch *b = NULL;
+      assert_int_equal(tg_batch_begin(p->s, &b), 0);
+      for (int e = 0; e < 3; e++) {
+        tg_token t = {0};
+        t.weight = (float)e;
+        uint32_t id = 0;
+        assert_int_equal(tg_batch_token_create(b, &t, &id), 0);
+      }
+      assert_int_equal(tg_batch_commit(b), 0);
+    }
+  }
+  assert_int_equal(tg_sync(p->s), 0);
+}
+
+static uint64_t last_lsn_of(tg_store *s) { return tgt_stats(s).last_lsn; }
+
+static void assert_same(tg_store *a, tg_store *b) {
+  tgt_model *ma = malloc(sizeof *ma), *mb = malloc(sizeof *mb);
+  assert_non_null(ma);
+  assert_non_null(mb);
+  tgt_read_model(a, ma);
+  tgt_read_model(b, mb);
+  int64_t d = tgt_model_diff(ma, mb);
+  if (d) fail_msg("the replica differs from the primary at %s %" PRId64,
+                  d == INT32_MIN ? "the counts" : d < 0 ? "connection" : "token", d < 0 ? -d : d);
+  free(ma);
+  free(mb);
+}
+
+static tg_replica_config replica_config(void) {
+  tg_replica_config rc;
+  tg_replica_config_init(&rc);
+  rc.nats_url = srv.url;
+  rc.repl_name = name;
+  rc.store.crash_dump = 0;
+  rc.store.checkpoint_bytes = 0;
+  return rc;
+}
+
+static tg_store *replica_open(const char *dir, const tg_replica_config *cfg) {
+  tg_store *r = NULL;
+  char msg[512] = "";
+  int rc = tg_replica_open_msg(&r, dir, cfg, msg, sizeof msg);
+  if (rc) fail_msg("tg_replica_open(%s): %s: %s", dir, tg_err_name(rc), msg);
+  return r;
+}
+
+/* Wait until r applied lsn; fail with what stopped it. */
+static void wait_for(tg_store *r, uint64_t lsn) {
+  int rc = tg_wait_lsn(r, lsn, 120000);
+  if (rc) {
+    tg_replica_status st;
+    tg_replica_status_get(r, &st);
+    fail_msg("waiting for LSN %" PRIu64 ": %s at LSN %" PRIu64 ": %s", lsn, tg_err_name(rc),
+             st.applied_lsn, st.message);
+  }
+}
+
+/* The record lines of `tg-replay dump DIR --from LSN` (the last line, the
+   directory's summary, left out). */
+static char *dump_records(const char *dir, uint64_t from) {
+  char f[32];
+  snprintf(f, sizeof f, "%" PRIu64, from);
+  const char *args[] = {"dump", dir, "--from", f, NULL};
+  tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
+  if (o.status != 0) fail_msg("tg-replay dump %s: status %d: %s", dir, o.status, o.err);
+  char *out = o.out;
+  o.out = NULL;
+  tgt_run_free(&o);
+  size_t n = strlen(out);
+  while (n && out[n - 1] == '\n') out[--n] = 0;
+  char *nl = strrchr(out, '\n');
+  if (nl) *nl = 0;
+  return out;
+}
+
+/* ---- the tests ----------------------------------------------------------- */
+
+static void test_follower_equals_primary_at_the_same_lsn(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 3000);
+  uint64_t last = last_lsn_of(p.s);
+  unsigned msgs = publish_log(p.dir, 1, last, 0, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last);
+  assert_int_equal(tg_replica_applied_lsn(r), last);
+  assert_same(p.s, r);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.is_replica, 1);
+  assert_int_equal(st.error, 0);
+  assert_int_equal(st.stream_seq, msgs);
+  assert_int_equal(st.epoch, 1);
+  assert_int_equal(st.records, last);
+  /* Its own log holds the primary's records, LSN for LSN. */
+  assert_int_equal(tg_sync(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+  char *a = dump_records(p.dir, 1), *b = dump_records(rdir, 1);
+  assert_string_equal(a, b);
+  free(a);
+  free(b);
+}
+
+static void test_a_replica_refuses_every_mutating_call(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 50);
+  publish_log(p.dir, 1, last_lsn_of(p.s), 10, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  tg_token t = {0};
+  uint32_t id = 0;
+  tg_batch *b = NULL;
+  tg_connection c = {0};
+  c.from = p.ids[0];
+  c.to = p.ids[1];
+  assert_int_equal(tg_token_create(r, &t, &id), TG_EREADONLY);
+  assert_int_equal(tg_connect(r, &c, &id), TG_EREADONLY);
+  assert_int_equal(tg_token_delete(r, p.ids[0]), TG_EREADONLY);
+  assert_int_equal(tg_batch_begin(r, &b), TG_EREADONLY);
+  tg_token cur;
+  assert_int_equal(tg_token_get(r, p.ids[0], &cur), 0);
+  assert_int_equal(tg_token_update(r, &cur), TG_EREADONLY);
+  for (uint32_t k = 0; k < p.nconns; k++) {
+    tg_connection cc;
+    if (tg_connection_get(r, p.conns[k], &cc)) continue; /* its token went */
+    assert_int_equal(tg_connection_update(r, &cc), TG_EREADONLY);
+    assert_int_equal(tg_disconnect(r, p.conns[k]), TG_EREADONLY);
+    break;
+  }
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_wait_lsn_times_out_before_the_record_arrives(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 20);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, 1, last - 5, 4, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last - 5);
+  assert_int_equal(tg_wait_lsn(r, last, 50), -ETIMEDOUT);
+  assert_int_equal(tg_replica_applied_lsn(r), last - 5);
+  publish_log(p.dir, last - 4, last, 4, 1);
+  wait_for(r, last);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_restarted_follower_resumes_from_its_persisted_position(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 1000);
+  uint64_t mid = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, mid, 16, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, mid);
+  assert_int_equal(tg_checkpoint(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  /* tg-replay stats shows the position the checkpoint saved. */
+  const char *args[] = {"stats", rdir, "--json", NULL};
+  tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
+  char want[96];
+  snprintf(want, sizeof want, "\"repl_stream_seq\":%u,\"repl_epoch\":1", m1);
+  if (!strstr(o.out, want)) fail_msg("tg-replay stats --json lacks %s: %s", want, o.out);
+  tgt_run_free(&o);
+
+  primary_work(&p, 1000);
+  uint64_t last = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, mid + 1, last, 16, 1);
+  r = replica_open(rdir, &cfg);
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  /* Only the messages after the position were read. */
+  assert_int_equal(st.messages, m2);
+  assert_int_equal(st.records, last - mid);
+  assert_int_equal(st.stream_seq, m1 + m2);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothing_twice(
+    void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 600);
+  uint64_t a = last_lsn_of(p.s);
+  publish_log(p.dir, 1, a, 0, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, a);
+  assert_int_equal(tg_checkpoint(r), 0);
+  primary_work(&p, 600);
+  uint64_t b = last_lsn_of(p.s);
+  publish_log(p.dir, a + 1, b, 0, 1);
+  wait_for(r, b);
+  /* Its log now runs past the checkpoint's position: on reopen the
+     messages after the position are read again and the records the log
+     replayed are skipped. */
+  assert_int_equal(tg_store_close(r), 0);
+  primary_work(&p, 300);
+  uint64_t c = last_lsn_of(p.s);
+  publish_log(p.dir, b + 1, c, 0, 1);
+  r = replica_open(rdir, &cfg);
+  wait_for(r, c);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, c - b);
+  assert_int_equal(st.error, 0);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void purge_below(uint64_t seq) {
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Purge.Sequence = seq;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_PurgeStream(js, stream, &o, &jerr), NATS_OK);
+}
+
+static void test_a_purge_below_the_followers_position_is_detected(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 400);
+  uint64_t mid = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, mid);
+  assert_int_equal(tg_checkpoint(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  primary_work(&p, 400);
+  publish_log(p.dir, mid + 1, last_lsn_of(p.s), 10, 1);
+  /* The messages right after the replica's position are gone. */
+  purge_below(m1 + 3);
+  char msg[512] = "";
+  r = NULL;
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
+  assert_null(r);
+  assert_non_null(strstr(msg, "purged"));
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_gap_in_the_stream_stops_the_follower(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 300);
+  uint64_t last = last_lsn_of(p.s);
+  /* LSN 1..100, then 111..last: the stream lacks 101..110. */
+  publish_log(p.dir, 1, 100, 10, 1);
+  publish_log(p.dir, 111, last, 10, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  assert_int_equal(tg_wait_lsn(r, last, 120000), -ENODATA);
+  assert_int_equal(tg_replica_applied_lsn(r), 100);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.error, -ENODATA);
+  assert_non_null(strstr(st.message, "LSN 111"));
+  /* It keeps serving what it has; it cannot be promoted. */
+  assert_int_equal(tgt_stats(r).last_lsn, 100);
+  char msg[256] = "";
+  assert_int_equal(tg_replica_promote(r, 1000, msg, sizeof msg), -ENODATA);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_damaged_message_is_refused_whole(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 100);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, 1, 50, 10, 1);
+  /* Message for 51..60 with one byte of its third frame flipped. */
+  char wal[512];
+  snprintf(wal, sizeof wal, "%s/wal", p.dir);
+  tg_wal_reader *rd = NULL;
+  assert_int_equal(tg_wal_reader_open(&rd, wal, 51), 0);
+  unsigned char body[8192];
+  size_t len = 0, third = 0;
+  tg_wal_record rec;
+  while (tg_wal_reader_next(rd, &rec) == 1 && rec.lsn <= 60) {
+    if (rec.lsn < 51) continue;
+    if (rec.lsn == 53) third = len;
+    len += put_frame(body + len, &rec);
+  }
+  tg_wal_reader_close(rd);
+  body[third + TG__WAL_FRAME_HDR + 2] ^= 0x10;
+  publish_body(body, len, 51, 60, 1);
+  publish_log(p.dir, 61, last, 10, 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  assert_int_equal(tg_wait_lsn(r, last, 120000), TG_ECORRUPT);
+  /* Nothing of the damaged message was applied: not even LSN 51, 52. */
+  assert_int_equal(tg_replica_applied_lsn(r), 50);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_non_null(strstr(st.message, "CRC"));
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_replica_bootstraps_from_a_backup_and_the_stream_tail(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 800);
+  uint64_t mid = last_lsn_of(p.s);
+  publish_log(p.dir, 1, mid, 10, 1);
+  char bdir[300], rdir[300];
+  snprintf(bdir, sizeof bdir, "%s/backup", tgt_root);
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  assert_int_equal(tg_store_backup(p.s, bdir, NULL, NULL), 0);
+  primary_work(&p, 800);
+  uint64_t last = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
+  /* The stream keeps only the tail after the backup. */
+  purge_below(last_seq - m2 + 1);
+  tg_replica_config cfg = replica_config();
+  cfg.bootstrap_dir = bdir;
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, last - mid);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_promote_takes_the_lease_and_allows_writes(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 200);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, 1, last, 10, 1);
+  assert_int_equal(tg_store_close(p.s), 0); /* the primary is gone */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  char msg[512] = "";
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
+  /* The drain took everything the stream held. */
+  assert_int_equal(tg_replica_applied_lsn(r), last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.is_replica, 0);
+  assert_int_equal(st.epoch, 2);
+  /* A writer now, continuing the primary's LSNs. */
+  tg_token t = {0};
+  uint32_t id = 0;
+  assert_int_equal(tg_token_create(r, &t, &id), 0);
+  assert_int_equal(tgt_stats(r).last_lsn, last + 1);
+  /* The lease names the new epoch. */
+  kvStore *kv = NULL;
+  char bucket[96];
+  snprintf(bucket, sizeof bucket, "TG_LEASE_%s", name);
+  assert_int_equal(js_KeyValue(&kv, js, bucket), NATS_OK);
+  kvEntry *e = NULL;
+  assert_int_equal(kvStore_Get(&e, kv, "leader"), NATS_OK);
+  assert_non_null(strstr(kvEntry_ValueString(e), "\"epoch\":2"));
+  kvEntry_Destroy(e);
+  kvStore_Destroy(kv);
+  /* A second promotion of the same store is refused. */
+  assert_int_equal(tg_replica_promote(r, 1000, msg, sizeof msg), TG_EINVAL);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
+static void test_a_lease_taken_since_it_was_read_is_not_overwritten(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 50);
+  publish_log(p.dir, 1, last_lsn_of(p.s), 10, 1);
+  assert_int_equal(tg_store_close(p.s), 0);
+  tg_replica_config cfg = replica_config();
+  char d1[300], d2[300], msg[512] = "";
+  snprintf(d1, sizeof d1, "%s/r1", tgt_root);
+  snprintf(d2, sizeof d2, "%s/r2", tgt_root);
+  tg_store *r1 = replica_open(d1, &cfg), *r2 = replica_open(d2, &cfg);
+  /* A promoter that read the lease before r1 took it. */
+  tg__follow *f = NULL;
+  assert_int_equal(tg__follow_open(&f, srv.url, name, msg, sizeof msg), 0);
+  tg__lease before;
+  assert_int_equal(tg__follow_lease_get(f, 10000, &before, msg, sizeof msg), 0);
+  assert_int_equal(before.revision, 0);
+  assert_int_equal(tg_replica_promote(r1, 120000, msg, sizeof msg), 0);
+  assert_int_equal(tg__follow_lease_put(f, 10000, before.revision, 2, "stale:1:0", 0, NULL,
+                                        msg, sizeof msg), TG_EEXIST);
+  tg__lease now;
+  assert_int_equal(tg__follow_lease_get(f, 10000, &now, msg, sizeof msg), 0);
+  assert_int_equal(now.epoch, 2);
+  assert_null(strstr(now.owner, "stale"));
+  /* A later promotion reads the lease anew and goes past it: epoch 3,
+     and r1 (epoch 2) would be fenced by the stream at its next publish. */
+  assert_int_equal(tg_replica_promote(r2, 120000, msg, sizeof msg), 0);
+  tg_replica_status s1, s2;
+  tg_replica_status_get(r1, &s1);
+  tg_replica_status_get(r2, &s2);
+  assert_int_equal(s1.epoch, 2);
+  assert_int_equal(s2.epoch, 3);
+  assert_int_equal(tg__follow_lease_get(f, 10000, &now, msg, sizeof msg), 0);
+  assert_int_equal(now.epoch, 3);
+  tg__follow_close(f);
+  assert_int_equal(tg_store_close(r1), 0);
+  assert_int_equal(tg_store_close(r2), 0);
+}
+
+static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 50; i++) {
+      tg_token t = {0};
+      uint32_t id;
+      assert_int_equal(tg_token_create(p.s, &t, &id), 0);
+    }
+    assert_int_equal(tg_sync(p.s), 0);
+    uint64_t last = last_lsn_of(p.s);
+    publish_log(p.dir, last - 49, last, 5, 1);
+    /* Messages of 5 records: whatever moment this is, the replica is
+       between two messages. */
+    for (int k = 0; k < 100; k++) {
+      uint64_t lsn = tg_replica_applied_lsn(r);
+      if (lsn % 5) fail_msg("applied LSN %" PRIu64 " is inside a message", lsn);
+    }
+    wait_for(r, last);
+  }
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+/* `tg-replica follow` in the background: applies, then on SIGTERM saves
+   its position and exits 0; `status` reads the position while it runs
+   and after; `promote` makes the directory the writer's. */
+static void test_tg_replica_follows_reports_and_promotes(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 500);
+  uint64_t last = last_lsn_of(p.s);
+  unsigned msgs = publish_log(p.dir, 1, last, 25, 1);
+  assert_int_equal(tg_store_close(p.s), 0);
+  char rdir[300], outp[400];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  snprintf(outp, sizeof outp, "%s/follow.out", tgt_root);
+  tgt_write_file(outp, ""); /* there before the child writes it */
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(outp, O_WRONLY | O_APPEND);
+    if (fd < 0) _exit(126);
+    dup2(fd, 1);
+    execl(TG_REPLICA_BIN, TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+          "--dir", rdir, "--json", (char *)NULL);
+    _exit(127);
+  }
+  /* Wait for a status line that shows the last LSN applied. */
+  char want[64];
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  uint64_t t0 = tgp_now_ns();
+  for (;;) {
+    char *out = tgt_read_file(outp, NULL);
+    int seen = out && strstr(out, want);
+    free(out);
+    if (seen) break;
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) {
+      kill(pid, SIGKILL);
+      fail_msg("tg-replica follow never reported LSN %" PRIu64, last);
+    }
+    tgt_pause();
+  }
+  kill(pid, SIGTERM);
+  int st = tgt_wait_child(pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  /* The position was saved with the exit's checkpoint. */
+  const char *sargs[] = {"status", "--nats", srv.url, "--stream", name, "--dir", rdir,
+                         "--json", NULL};
+  tgt_run_out o = tgt_run(TG_REPLICA_BIN, sargs, NULL, tgt_root);
+  assert_int_equal(o.status, 0);
+  char pos[128];
+  snprintf(pos, sizeof pos, "\"repl_stream_seq\":%u,\"repl_epoch\":1", msgs);
+  if (!strstr(o.out, pos)) fail_msg("status lacks %s: %s", pos, o.out);
+  snprintf(pos, sizeof pos, "\"stream_last_seq\":%u", msgs);
+  if (!strstr(o.out, pos)) fail_msg("status lacks %s: %s", pos, o.out);
+  tgt_run_free(&o);
+  const char *pargs[] = {"promote", "--nats", srv.url, "--stream", name, "--dir", rdir,
+                         "--json", NULL};
+  o = tgt_run(TG_REPLICA_BIN, pargs, NULL, tgt_root);
+  if (o.status != 0) fail_msg("promote: status %d: %s", o.status, o.err);
+  assert_non_null(strstr(o.out, "\"promoted\":true,\"epoch\":2"));
+  tgt_run_free(&o);
+  /* The directory opens as the writer, continuing the LSNs and shipping
+     at the promoted epoch. */
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.nats_url = srv.url;
+  cfg.repl_name = name;
+  cfg.wal.level = TG_REPLICATED;
+  tg_store *w = tgt_open(rdir, &cfg);
+  assert_int_equal(tgt_stats(w).last_lsn, last);
+  tg_token t = {0};
+  uint32_t id = 0;
+  assert_int_equal(tg_token_create(w, &t, &id), 0);
+  assert_int_equal(tgt_stats(w).last_lsn, last + 1);
+  assert_int_equal(tg_store_close(w), 0);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetLastMsg(&m, js, stream, subject, NULL, &jerr), NATS_OK);
+  const char *v = NULL;
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Epoch", &v), NATS_OK);
+  assert_string_equal(v, "2");
+  natsMsg_Destroy(m);
+  /* Bad usage is told apart. */
+  const char *bad[] = {"follow", "--dir", rdir, NULL};
+  o = tgt_run(TG_REPLICA_BIN, bad, NULL, tgt_root);
+  assert_int_equal(o.status, 64);
+  tgt_run_free(&o);
+}
+
+static void stream_bounds(const char *which, uint64_t *first, uint64_t *last) {
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetStreamInfo(&si, js, which, NULL, &jerr), NATS_OK);
+  *first = si->State.FirstSeq;
+  *last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+}
+
+/* What a shipping primary records with each checkpoint: the stream
+   sequence of the last message its LSN covers (set here by hand, as the
+   messages are published by the test). */
+static void set_position(tg_store *s, uint64_t seq, uint64_t epoch) {
+  tg__store_lock(s);
+  s->repl_seq = seq;
+  s->repl_epoch = epoch;
+  tg__store_unlock(s);
+}
+
+static void test_a_new_replica_starts_from_the_newest_snapshot(void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  primary_work(&p, 1500);
+  uint64_t mid = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  set_position(p.s, m1, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  char msg[512] = "";
+  uint64_t snap_lsn = 0;
+  int rc = tg_repl_snapshot_publish(p.s, srv.url, name, &snap_lsn, msg, sizeof msg);
+  if (rc) fail_msg("snapshot: %s: %s", tg_err_name(rc), msg);
+  assert_int_equal(snap_lsn, mid);
+  primary_work(&p, 500);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, mid + 1, last, 10, 1);
+  /* The WAL stream no longer holds what the snapshot covers. */
+  purge_below(m1 + 1);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, last - mid);
+  assert_int_equal(st.error, 0);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  /* Without the snapshot a new replica would need the purged messages. */
+  cfg.bootstrap_snapshot = 0;
+  snprintf(rdir, sizeof rdir, "%s/replica2", tgt_root);
+  r = replica_open(rdir, &cfg);
+  assert_int_equal(tg_wait_lsn(r, last, 120000), -ENODATA);
+  assert_int_equal(tg_replica_applied_lsn(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream(
+    void **state) {
+  (void)state;
+  primary p;
+  primary_open(&p, "primary");
+  /* About 40,000 tokens: a checkpoint of several MiB. */
+  tg_batch *b = NULL;
+  for (int k = 0; k < 40; k++) {
+    assert_int_equal(tg_batch_begin(p.s, &b), 0);
+    for (int i = 0; i < 1000; i++) {
+      tg_token t = {0};
+      t.timestamp = (uint32_t)(k * 1000 + i);
+      uint32_t id;
+      assert_int_equal(tg_batch_token_create(b, &t, &id), 0);
+    }
+    assert_int_equal(tg_batch_commit(b), 0);
+  }
+  assert_int_equal(tg_sync(p.s), 0);
+  uint64_t a = last_lsn_of(p.s);
+  unsigned m1 = publish_log(p.dir, 1, a, 4, 1);
+  set_position(p.s, m1, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  char msg[512] = "", snap[96], snapsub[96];
+  snprintf(snap, sizeof snap, "TG_SNAP_%s", name);
+  snprintf(snapsub, sizeof snapsub, "tg.%s.snap", name);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  uint64_t f1, l1;
+  stream_bounds(snap, &f1, &l1);
+  assert_true(l1 - f1 + 1 >= 3); /* two chunks or more, and the manifest */
+  for (uint64_t q = f1; q <= l1; q++) {
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    assert_int_equal(js_GetMsg(&m, js, snap, q, NULL, &jerr), NATS_OK);
+    assert_true(natsMsg_GetDataLength(m) + 256 <= (1 << 20));
+    natsMsg_Destroy(m);
+  }
+  primary_work(&p, 300);
+  uint64_t bl = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, a + 1, bl, 10, 1);
+  set_position(p.s, m1 + m2, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  /* The older snapshot is gone; the WAL stream starts right after the
+     older snapshot's position. */
+  uint64_t f2, l2, wf, wl;
+  stream_bounds(snap, &f2, &l2);
+  assert_true(f2 > l1);
+  stream_bounds(stream, &wf, &wl);
+  assert_int_equal(wf, m1 + 1);
+  assert_int_equal(wl, m1 + m2);
+  /* And a new replica starts from it. */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, bl);
+  assert_int_equal(tgt_stats(r).checkpoint_lsn, bl);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+/* ---- with a real primary (src/store/ship.c) --------------------------- */
+
+static tg_store *open_primary(primary *p, const char *sub, int level) {
+  memset(p, 0, sizeof *p);
+  snprintf(p->dir, sizeof p->dir, "%s/%s", tgt_root, sub);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.checkpoint_bytes = 0;
+  cfg.nats_url = srv.url;
+  cfg.repl_name = name;
+  cfg.wal.level = level;
+  char msg[512] = "";
+  int rc = tg_store_open_msg(&p->s, p->dir, &cfg, msg, sizeof msg);
+  if (rc) fail_msg("primary open: %s: %s", tg_err_name(rc), msg);
+  p->rnd = 11;
+  return p->s;
+}
+
+static void test_a_follower_of_a_replicated_primary_equals_it(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  tg_replica_config cfg = replica_config();
+  cfg.store.checkpoint_bytes = 64u << 10; /* checkpoints while it applies */
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  /* It follows while the primary writes. */
+  for (int round = 0; round < 5; round++) {
+    primary_work(&p, 600);
+    wait_for(r, last_lsn_of(p.s));
+    assert_same(p.s, r);
+  }
+  uint64_t last = last_lsn_of(p.s);
+  assert_int_equal(tg_replica_applied_lsn(r), last);
+  assert_true(tgt_stats(r).checkpoints > 0);
+  assert_int_equal(tg_sync(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
+  /* Its checkpoints, taken while it applied, plus its log: the same. */
+  tg_store_config plain;
+  tg_store_config_init(&plain);
+  plain.crash_dump = 0;
+  plain.read_only = 1;
+  tg_store *ro = tgt_open(rdir, &plain);
+  assert_same(p.s, ro);
+  assert_int_equal(tg_store_close(ro), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+  /* Both logs from the replica's last checkpoint on, record for record. */
+  tg_inspect_report ir;
+  char m[256];
+  assert_int_equal(tg_store_inspect(rdir, &ir, NULL, NULL, m, sizeof m), 0);
+  char *a = dump_records(p.dir, ir.checkpoint_lsn + 1),
+       *b = dump_records(rdir, ir.checkpoint_lsn + 1);
+  assert_string_equal(a, b);
+  free(a);
+  free(b);
+}
+
+static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  primary_work(&p, 300);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_REPLICATED; /* once promoted */
+  char rdir[300], msg[512] = "";
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  /* The old primary is still running when the replica takes over. */
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id = 0;
+  t.timestamp = 4242;
+  assert_int_equal(tg_token_create(r, &t, &id), 0); /* acknowledged by the stream */
+  uint64_t mine = last_lsn_of(r);
+  /* The old primary's next record cannot reach the stream: fenced, and
+     every mutating call after says so; reads go on. */
+  uint32_t id2 = 0;
+  t.timestamp = 4343; /* not the new writer's record */
+  assert_int_equal(tg_token_create(p.s, &t, &id2), TG_EFENCED);
+  assert_int_equal(tg_token_create(p.s, &t, &id2), TG_EFENCED);
+  tg_token got;
+  assert_int_equal(tg_token_get(p.s, p.ids[0], &got), 0);
+  /* The stream holds the new writer's record, at the new epoch. */
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_GetLastMsg(&m, js, stream, subject, NULL, &jerr), NATS_OK);
+  const char *v = NULL;
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Epoch", &v), NATS_OK);
+  assert_string_equal(v, "2");
+  assert_int_equal(natsMsgHeader_Get(m, "Tg-Last-Lsn", &v), NATS_OK);
+  assert_int_equal(strtoull(v, NULL, 10), mine);
+  natsMsg_Destroy(m);
+  tg_store_close(p.s);
+  assert_int_equal(tg_store_close(r), 0);
+  /* Reopened, the old primary's directory is refused as a writer. */
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.nats_url = srv.url;
+  pc.repl_name = name;
+  tg_store *again = NULL;
+  msg[0] = 0;
+  assert_int_equal(tg_store_open_msg(&again, p.dir, &pc, msg, sizeof msg), TG_EFENCED);
+  assert_null(again);
+}
+
+/* The writer child (this program run again: exec after fork, as a fork
+   of a process with libnats's threads must start no thread of its own,
+   which TSan enforces): creates tokens at TG_REPLICATED, and after each
+   acknowledged create writes (id, timestamp) to fd. Never returns. */
+static void failover_child(const char *dir, int fd, const char *url, const char *nm) {
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  cfg.checkpoint_bytes = 1u << 20;
+  cfg.nats_url = url;
+  cfg.repl_name = nm;
+  cfg.wal.level = TG_REPLICATED;
+  tg_store *s = NULL;
+  if (tg_store_open(&s, dir, &cfg)) _exit(3);
+  uint32_t prev = 0;
+  for (uint32_t i = 1;; i++) {
+    tg_token t = {0};
+    t.timestamp = i;
+    t.weight = (float)(i % 977);
+    uint32_t id = 0;
+    if (tg_token_create(s, &t, &id)) _exit(4);
+    if (prev && i % 3 == 0) {
+      tg_connection c = {0};
+      c.from = prev;
+      c.to = id;
+      c.weight = (float)i;
+      uint32_t cid;
+      if (tg_connect(s, &c, &cid)) _exit(5);
+    }
+    prev = id;
+    uint32_t rec[2] = {id, i};
+    if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec) _exit(6);
+  }
+}
+
+/* One round: a child primary writes at TG_REPLICATED, a replica follows,
+   the child is killed -9 at some point, the replica is promoted: every
+   create the child saw acknowledged is there, with its content. */
+static void failover_round(unsigned round, unsigned kill_after) {
+  char pdir[300], rdir[300];
+  snprintf(pdir, sizeof pdir, "%s/primary%u", tgt_root, round);
+  snprintf(rdir, sizeof rdir, "%s/replica%u", tgt_root, round);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_REPLICATED;
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    char fdtxt[16];
+    snprintf(fdtxt, sizeof fdtxt, "%d", fds[1]);
+    execl("/proc/self/exe", "test_replica", "--failover-child", pdir, fdtxt, srv.url, name,
+          (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  tg_store *r = NULL;
+  uint32_t *acked = calloc(2u * (kill_after + 100000u), sizeof *acked);
+  assert_non_null(acked);
+  size_t n = 0;
+  uint32_t rec[2];
+  size_t got = 0;
+  /* The child made the stream: follow once it acknowledged something. */
+  while (n < kill_after) {
+    if (!tgt_read_full(fds[0], rec, sizeof rec, &got)) {
+      int st = tgt_wait_child(pid);
+      fail_msg("the writer child ended early (status %d)", st);
+    }
+    acked[2 * n] = rec[0];
+    acked[2 * n + 1] = rec[1];
+    n++;
+    if (n == 1 + kill_after / 2) r = replica_open(rdir, &cfg); /* mid-run */
+  }
+  kill(pid, SIGKILL);
+  tgt_wait_child(pid);
+  /* What it reported before it died. */
+  while (tgt_read_full(fds[0], rec, sizeof rec, &got)) {
+    acked[2 * n] = rec[0];
+    acked[2 * n + 1] = rec[1];
+    n++;
+  }
+  close(fds[0]);
+  char msg[512] = "";
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("round %u: promote: %s: %s", round, tg_err_name(rc), msg);
+  for (size_t i = 0; i < n; i++) {
+    tg_token t;
+    if (tg_token_get(r, acked[2 * i], &t) || t.timestamp != acked[2 * i + 1])
+      fail_msg("round %u: acknowledged create %zu of %zu (token %u) is missing after the "
+               "failover", round, i + 1, n, acked[2 * i]);
+  }
+  /* And the new writer goes on, with ids the old one never gave. */
+  uint64_t live = tgt_stats(r).live_tokens;
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(r, &t, &id), 0);
+  assert_int_equal(tgt_stats(r).live_tokens, live + 1);
+  assert_int_equal(tg_wait_lsn(r, tgt_stats(r).last_lsn, 120000), 0);
+  free(acked);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
+static void test_killing_the_primary_loses_no_acknowledged_operation(void **state) {
+  (void)state;
+  const char *e = getenv("TG_FAILOVER_ROUNDS");
+  unsigned rounds = e ? (unsigned)strtoul(e, NULL, 10) : 1;
+  for (unsigned i = 0; i < rounds; i++) {
+    if (i) new_stream(); /* a stream of its own per round */
+    failover_round(i, 500 + 97 * (i % 13));
+    if (rounds > 1) printf("failover round %u of %u: ok\n", i + 1, rounds);
+  }
+}
+
+static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_RELAXED);
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  /* 200,000 creates as fast as they come: the writer's batches grow past
+     what one message may hold. */
+  for (uint32_t i = 1; i <= 200000; i++) {
+    tg_token t = {0};
+    t.timestamp = i;
+    uint32_t id;
+    assert_int_equal(tg_token_create(p.s, &t, &id), 0);
+  }
+  assert_int_equal(tg_sync(p.s), 0);
+  wait_for(r, last_lsn_of(p.s));
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  printf("# %" PRIu64 " messages for %" PRIu64 " records, the largest %" PRIu64 " bytes; "
+         "applied at %.2f M records/s once delivered\n", st.messages, st.records,
+         st.max_message_bytes, st.apply_ns ? st.records * 1e3 / (double)st.apply_ns : 0.0);
+  assert_true(st.max_message_bytes <= (1u << 20));
+  assert_true(st.max_message_bytes > 0);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+static void test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  primary_work(&p, 800);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  uint64_t c1 = tgt_stats(p.s).checkpoint_lsn;
+  uint64_t wf, wl;
+  stream_bounds(stream, &wf, &wl);
+  uint64_t seq1 = wl; /* the checkpoint covers every message so far */
+  primary_work(&p, 800);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  uint64_t c2 = tgt_stats(p.s).checkpoint_lsn;
+  assert_true(c2 > c1);
+  primary_work(&p, 300);
+  /* The stream keeps what follows the older of the two snapshots. */
+  stream_bounds(stream, &wf, &wl);
+  assert_int_equal(wf, seq1 + 1);
+  /* A new replica starts from the newer one, then the tail. */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  tg_store *r = replica_open(rdir, &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  assert_int_equal(tgt_stats(r).checkpoint_lsn, c2);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.records, last_lsn_of(p.s) - c2);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
+
+int main(int argc, char **argv) {
+  if (argc == 6 && !strcmp(argv[1], "--failover-child"))
+    failover_child(argv[2], atoi(argv[3]), argv[4], argv[5]);
+  if (!tgn_server_available(NULL, 0)) {
+    printf("skipped: no nats-server\n");
+    return TGN_SKIP;
+  }
+  const struct CMUnitTest tests[] = {
+      T(test_wait_lsn_on_a_writer_waits_for_its_durability),
+      T(test_follower_equals_primary_at_the_same_lsn),
+      T(test_a_replica_refuses_every_mutating_call),
+      T(test_wait_lsn_times_out_before_the_record_arrives),
+      T(test_a_restarted_follower_resumes_from_its_persisted_position),
+      T(test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothing_twice),
+      T(test_a_purge_below_the_followers_position_is_detected),
+      T(test_a_gap_in_the_stream_stops_the_follower),
+      T(test_a_damaged_message_is_refused_whole),
+      T(test_a_replica_bootstraps_from_a_backup_and_the_stream_tail),
+      T(test_promote_takes_the_lease_and_allows_writes),
+      T(test_a_lease_taken_since_it_was_read_is_not_overwritten),
+      T(test_applied_lsn_moves_a_whole_message_at_a_time),
+      T(test_tg_replica_follows_reports_and_promotes),
+      T(test_a_new_replica_starts_from_the_newest_snapshot),
+      T(test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_kept_in_the_stream),
+      T(test_a_follower_of_a_replicated_primary_equals_it),
+      T(test_a_stale_primary_is_fenced_once_a_replica_is_promoted),
+      T(test_messages_of_a_fast_primary_stay_under_1_mib),
+      T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
+      T(test_killing_the_primary_loses_no_acknowledged_operation),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
+
+#else /* !TG_HAVE_NATS */
+
+static void test_replica_open_without_libnats_is_not_supported(void **state) {
+  (void)state;
+  tg_replica_config cfg;
+  tg_replica_config_init(&cfg);
+  cfg.nats_url = "nats://127.0.0.1:4222";
+  cfg.repl_name = "x";
+  tg_store *r = NULL;
+  char msg[256] = "";
+  assert_int_equal(tg_replica_open_msg(&r, "/nonexistent", &cfg, msg, sizeof msg), TG_ENOTSUP);
+  assert_null(r);
+  assert_non_null(strstr(msg, "libnats"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_replica_open_without_libnats_is_not_supported),
+      cmocka_unit_test_setup_teardown(test_wait_lsn_on_a_writer_waits_for_its_durability,
+                                      tgt_setup, tgt_teardown),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  if (rc) return rc;
+  printf("skipped: built without libnats\n");
+  return 77;
+}
+
+#endif

@@ -1,0 +1,450 @@
+/*
+ * Several writer threads creating at once (src/store/store.c, SHARDS):
+ * creates from per-thread caches take no lock, ids come from per-thread
+ * blocks, quota credit is taken in blocks. Each test states what must stay
+ * true: every id distinct and readable, the counts exact, quotas exact at
+ * their limits, and a reopened store (replay of a log whose ids arrive out
+ * of order, a checkpoint taken while writers ran) identical to the live
+ * one. Threads count what went wrong; the main thread asserts. Built and
+ * run under ThreadSanitizer too.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "store/store_internal.h"
+#include "util.h"
+
+#define WRITERS 4
+#define PER_WRITER 3000
+
+typedef struct writer {
+  tg_store *s;
+  int idx;
+  uint32_t n;           /* creates to make (0: until TG_EQUOTA) */
+  uint32_t *ids;        /* the ids it got, in order */
+  uint32_t made;        /* how many */
+  int quota_hits;       /* TG_EQUOTA answers */
+  int other_errors;     /* anything else */
+  int connect_every;    /* connect each new token to its previous one */
+  pthread_barrier_t *go; /* start together */
+} writer;
+
+static void image(tg_token *t, int idx, uint32_t k) {
+  memset(t, 0, sizeof *t);
+  t->timestamp = k;
+  t->field_radius = (uint8_t)idx;
+  t->weight = (float)idx;
+}
+
+static void *writer_main(void *arg) {
+  writer *w = arg;
+  pthread_barrier_wait(w->go);
+  for (uint32_t k = 0; w->n == 0 || k < w->n; k++) {
+    tg_token t;
+    image(&t, w->idx, k);
+    uint32_t id = 0;
+    int rc = tg_token_create(w->s, &t, &id);
+    if (rc == TG_EQUOTA) {
+      w->quota_hits++;
+      if (w->n == 0) break;
+      continue;
+    }
+    if (rc) {
+      w->other_errors++;
+      continue;
+    }
+    if (w->connect_every && w->made && k % (uint32_t)w->connect_every == 0) {
+      tg_connection c;
+      memset(&c, 0, sizeof c);
+      c.from = id;
+      c.to = w->ids[w->made - 1];
+      uint32_t cid;
+      if (tg_connect(w->s, &c, &cid)) w->other_errors++;
+    }
+    w->ids[w->made++] = id;
+  }
+  return NULL;
+}
+
+/* Start n writers on s, each making per creates (0: until TG_EQUOTA). */
+static void run_writers(tg_store *s, writer *ws, int n, uint32_t per, uint32_t cap,
+                        int connect_every) {
+  pthread_barrier_t go;
+  assert_int_equal(pthread_barrier_init(&go, NULL, (unsigned)n), 0);
+  pthread_t th[WRITERS];
+  for (int i = 0; i < n; i++) {
+    memset(&ws[i], 0, sizeof ws[i]);
+    ws[i].s = s;
+    ws[i].idx = i;
+    ws[i].n = per;
+    ws[i].ids = calloc(cap, sizeof *ws[i].ids);
+    ws[i].connect_every = connect_every;
+    ws[i].go = &go;
+    assert_non_null(ws[i].ids);
+    assert_int_equal(pthread_create(&th[i], NULL, writer_main, &ws[i]), 0);
+  }
+  for (int i = 0; i < n; i++) assert_int_equal(pthread_join(th[i], NULL), 0);
+  pthread_barrier_destroy(&go);
+}
+
+static void free_writers(writer *ws, int n) {
+  for (int i = 0; i < n; i++) free(ws[i].ids);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Every id each writer got is distinct and reads back as the token that
+   thread wrote. Returns how many in all. */
+static uint64_t check_ids(tg_store *s, writer *ws, int n) {
+  uint64_t total = 0;
+  for (int i = 0; i < n; i++) total += ws[i].made;
+  uint32_t *all = malloc(total * sizeof *all);
+  assert_non_null(all);
+  uint64_t k = 0;
+  for (int i = 0; i < n; i++) {
+    for (uint32_t j = 0; j < ws[i].made; j++) {
+      uint32_t id = ws[i].ids[j];
+      tg_token t;
+      assert_int_equal(tg_token_get(s, id, &t), 0);
+      assert_int_equal(t.id, id);
+      assert_int_equal(t.field_radius, (uint8_t)i);
+      all[k++] = id;
+    }
+  }
+  qsort(all, total, sizeof *all, cmp_u32);
+  for (uint64_t j = 1; j < total; j++) assert_true(all[j] != all[j - 1]);
+  free(all);
+  return total;
+}
+
+static void test_four_writers_get_distinct_ids_and_exact_counts(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, PER_WRITER, PER_WRITER, 0);
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].made, PER_WRITER);
+  }
+  assert_int_equal(check_ids(s, ws, WRITERS), WRITERS * PER_WRITER);
+  tg_store_stats st = tgt_stats(s);
+  assert_int_equal(st.live_tokens, WRITERS * PER_WRITER);
+  assert_int_equal(st.tokens_created, WRITERS * PER_WRITER);
+  assert_int_equal(st.quota_checks, WRITERS * PER_WRITER);
+  assert_int_equal(st.memory_bytes, (uint64_t)WRITERS * PER_WRITER * 64u);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+static void test_the_token_quota_is_exact_at_its_limit_with_four_writers(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  const uint32_t limit = 5000; /* not a multiple of the credit block */
+  cfg.guardian.max_tokens = limit;
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 0, limit, 0);
+  uint64_t made = 0;
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].quota_hits, 1); /* each stopped at its first */
+    made += ws[i].made;
+  }
+  assert_int_equal(made, limit);
+  assert_int_equal(check_ids(s, ws, WRITERS), limit);
+  tg_store_stats st = tgt_stats(s);
+  assert_int_equal(st.live_tokens, limit);
+  assert_int_equal(st.quota_rejections, WRITERS);
+  /* One delete makes room for exactly one more, from any thread. */
+  uint32_t id;
+  int some = 0;
+  while (!ws[some].made) some++;
+  assert_int_equal(tg_token_delete(s, ws[some].ids[0]), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tgt_stats(s).live_tokens, limit);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+static void test_the_memory_quota_is_exact_at_its_limit_with_four_writers(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  const uint32_t limit = 3001; /* tokens the memory limit holds */
+  cfg.guardian.max_memory_bytes = (uint64_t)limit * 64u;
+  cfg.guardian.memory_threshold = 1.0; /* no pressure handling before it */
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 0, limit, 0);
+  uint64_t made = 0;
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    made += ws[i].made;
+  }
+  assert_int_equal(made, limit);
+  assert_int_equal(tgt_stats(s).memory_bytes, (uint64_t)limit * 64u);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EQUOTA);
+  assert_int_equal(tg_quota_exceeded(s), TG_QUOTA_MEMORY);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
+/* Writers with a checkpoint in the middle and connects between their own
+   tokens; then a reopen from checkpoint plus log, whose ids arrive out of
+   order, must give the same graph, and ids never come back. */
+typedef struct ckpt_arg {
+  tg_store *s;
+  atomic_int *stop;
+  int rc, n;
+} ckpt_arg;
+
+static void *checkpointer(void *arg) {
+  ckpt_arg *c = arg;
+  while (!atomic_load_explicit(c->stop, memory_order_acquire)) {
+    int rc = tg_checkpoint(c->s);
+    if (rc) c->rc = rc;
+    c->n++;
+  }
+  return NULL;
+}
+
+static void test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusing_ids(
+    void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  atomic_int stop;
+  atomic_init(&stop, 0);
+  ckpt_arg ca = {s, &stop, 0, 0};
+  pthread_t ck;
+  assert_int_equal(pthread_create(&ck, NULL, checkpointer, &ca), 0);
+  writer ws[WRITERS];
+  const uint32_t per = 800; /* ids stay under TGT_MODEL_IDS with gaps */
+  run_writers(s, ws, WRITERS, per, per, 3);
+  atomic_store_explicit(&stop, 1, memory_order_release);
+  assert_int_equal(pthread_join(ck, NULL), 0);
+  assert_int_equal(ca.rc, 0);
+  assert_true(ca.n > 0);
+  for (int i = 0; i < WRITERS; i++) assert_int_equal(ws[i].other_errors, 0);
+  check_ids(s, ws, WRITERS);
+  uint32_t hi = 0;
+  for (int i = 0; i < WRITERS; i++)
+    for (uint32_t j = 0; j < ws[i].made; j++)
+      if (ws[i].ids[j] > hi) hi = ws[i].ids[j];
+  assert_true(hi <= TGT_MODEL_IDS);
+  /* A delete, so that a dead id exists to not come back. */
+  assert_int_equal(tg_token_delete(s, ws[2].ids[5]), 0);
+  static tgt_model live, again;
+  tgt_read_model(s, &live);
+  assert_int_equal(live.tokens, (uint64_t)WRITERS * per - 1u);
+  assert_int_equal(tg_store_close(s), 0);
+  s = tgt_open(tgt_data, &cfg);
+  tgt_read_model(s, &again);
+  assert_int_equal(tgt_model_diff(&live, &again), 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_true(id > hi); /* no id handed out before is handed out again */
+  assert_int_equal(tg_token_get(s, ws[2].ids[5], &(tg_token){0}), TG_ENOTFOUND);
+  free_writers(ws, WRITERS);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* At STRICT, writers without the lock still get group commit and every
+   acknowledged create is there after a reopen. */
+static void test_strict_writers_find_every_acknowledged_create_after_reopen(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = TG_STRICT;
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 100, 100, 0);
+  for (int i = 0; i < WRITERS; i++) assert_int_equal(ws[i].other_errors, 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = tgt_open(tgt_data, &cfg);
+  assert_int_equal(check_ids(s, ws, WRITERS), WRITERS * 100);
+  assert_int_equal(tgt_stats(s).live_tokens, WRITERS * 100);
+  free_writers(ws, WRITERS);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+/* ---- kill -9 with several writer threads ---------------------------------- */
+
+#define KILL_THREADS 3
+#define KILL_ACKS 3000 /* acknowledgements the parent waits for */
+
+typedef struct kill_ack {
+  uint32_t thread, k, id;
+} kill_ack;
+
+typedef struct kill_writer {
+  tg_store *s;
+  int fd, idx;
+} kill_writer;
+
+/* The child's writers: create until killed, each acknowledgement one
+   atomic pipe write (12 bytes < PIPE_BUF) after the call returned. */
+static void *kill_writer_main(void *arg) {
+  kill_writer *w = arg;
+  for (uint32_t k = 0;; k++) {
+    tg_token t;
+    image(&t, w->idx, k);
+    uint32_t id;
+    if (tg_token_create(w->s, &t, &id)) _exit(4);
+    kill_ack a = {(uint32_t)w->idx, k, id};
+    if (write(w->fd, &a, sizeof a) != (ssize_t)sizeof a) _exit(5);
+  }
+  return NULL;
+}
+
+/*
+ * A child with KILL_THREADS writers is killed with SIGKILL mid-run. After
+ * the reopen, each thread's tokens that survived must be a prefix of what
+ * it created (the log is a prefix in LSN order, and a thread's creates
+ * claim rising LSNs), each with its own image; at STRICT every
+ * acknowledged create survived.
+ */
+static void kill_writers_at(int level) {
+  tg_store_config cfg = tgt_small_log_config();
+  cfg.wal.level = level;
+  cfg.checkpoint_bytes = 256u << 10; /* checkpoints run while they write */
+  tgt_child c = tgt_fork_piped();
+  if (c.pid == 0) {
+    tg_store *s = NULL;
+    if (tg_store_open(&s, tgt_data, &cfg)) _exit(3);
+    kill_writer ws[KILL_THREADS];
+    pthread_t th[KILL_THREADS];
+    for (int i = 0; i < KILL_THREADS; i++) {
+      ws[i] = (kill_writer){s, c.fd, i};
+      if (pthread_create(&th[i], NULL, kill_writer_main, &ws[i])) _exit(6);
+    }
+    for (;;) pause();
+  }
+  size_t cap = KILL_ACKS * 8u, n = KILL_ACKS;
+  kill_ack *acks = malloc(cap * sizeof *acks);
+  assert_non_null(acks);
+  assert_true(tgt_read_full(c.fd, acks, KILL_ACKS * sizeof *acks, NULL));
+  kill(c.pid, SIGKILL);
+  tgt_wait_child(c.pid);
+  /* The acknowledgements still in the pipe: with them, every create the
+     child acknowledged before it died (each write is whole). */
+  for (;;) {
+    if (n == cap) {
+      cap *= 2;
+      acks = realloc(acks, cap * sizeof *acks);
+      assert_non_null(acks);
+    }
+    ssize_t r = read(c.fd, &acks[n], (cap - n) * sizeof *acks);
+    if (r <= 0) break;
+    assert_int_equal(r % (ssize_t)sizeof *acks, 0);
+    n += (size_t)r / sizeof *acks;
+  }
+  close(c.fd);
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  /* Per thread: ids by k, as acknowledged. */
+  uint32_t *id_of[KILL_THREADS];
+  uint32_t kmax[KILL_THREADS] = {0};
+  for (int t = 0; t < KILL_THREADS; t++) assert_non_null(id_of[t] = calloc(n, sizeof(uint32_t)));
+  for (size_t i = 0; i < n; i++) {
+    assert_true(acks[i].thread < KILL_THREADS && acks[i].k < n);
+    id_of[acks[i].thread][acks[i].k] = acks[i].id;
+    if (acks[i].k + 1 > kmax[acks[i].thread]) kmax[acks[i].thread] = acks[i].k + 1;
+  }
+  uint64_t found = 0;
+  for (int t = 0; t < KILL_THREADS; t++) {
+    int gone = 0; /* a missing create: none after it may be there */
+    for (uint32_t k = 0; k < kmax[t]; k++) {
+      uint32_t id = id_of[t][k];
+      assert_true(id != 0); /* a thread acknowledges in order */
+      tg_token got;
+      int rc = tg_token_get(s, id, &got);
+      if (rc == 0) {
+        if (gone) fail_msg("thread %d: create %u survived after a lost one", t, k);
+        tg_token want;
+        image(&want, t, k);
+        assert_int_equal(got.timestamp, want.timestamp);
+        assert_int_equal(got.field_radius, want.field_radius);
+        found++;
+      } else {
+        assert_int_equal(rc, TG_ENOTFOUND);
+        if (level == TG_STRICT) fail_msg("thread %d: acknowledged create %u lost", t, k);
+        gone = 1;
+      }
+    }
+  }
+  /* Nothing else is there but at most one create per thread that was
+     made and not yet acknowledged when the child died. */
+  uint64_t live = tgt_stats(s).live_tokens;
+  assert_true(live >= found && live <= found + KILL_THREADS);
+  for (int t = 0; t < KILL_THREADS; t++) free(id_of[t]);
+  free(acks);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_writers_killed_at_strict_lose_no_acknowledged_create(void **state) {
+  (void)state;
+  kill_writers_at(TG_STRICT);
+}
+
+static void test_writers_killed_at_balanced_leave_each_threads_prefix(void **state) {
+  (void)state;
+  kill_writers_at(TG_BALANCED);
+}
+
+static void test_writers_killed_at_relaxed_leave_each_threads_prefix(void **state) {
+  (void)state;
+  kill_writers_at(TG_RELAXED);
+}
+
+/* ---- fresh memory off the creating thread ---------------------------------- */
+
+static void test_a_create_that_fills_a_chunk_takes_the_chunk_faulted_ahead(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  tg__arena *a = &s->g.tokens;
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0); /* the first chunk */
+  TGT_WAIT_UNTIL(__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE) != NULL, "a spare chunk");
+  unsigned char *spare = __atomic_load_n(&a->spare, __ATOMIC_ACQUIRE);
+  while (TG__LOAD_RELAXED(a->nchunks) < 2) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_ptr_equal(a->chunks[1], spare);
+  /* Its pages are there: the prefaulter faulted them, not this thread. */
+  unsigned char vec[TG__CHUNK_BYTES / 4096];
+  assert_int_equal(mincore(spare, TG__CHUNK_BYTES, vec), 0);
+  for (size_t i = 0; i < sizeof vec; i++) assert_true(vec[i] & 1);
+  /* And the next one is made ahead again. */
+  TGT_WAIT_UNTIL(__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE) != NULL, "the next spare chunk");
+  tg_store_close(s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
+      cmocka_unit_test(test_the_token_quota_is_exact_at_its_limit_with_four_writers),
+      cmocka_unit_test(test_the_memory_quota_is_exact_at_its_limit_with_four_writers),
+      TGT_TEST(test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusing_ids),
+      TGT_TEST(test_strict_writers_find_every_acknowledged_create_after_reopen),
+      TGT_TEST(test_writers_killed_at_strict_lose_no_acknowledged_create),
+      TGT_TEST(test_writers_killed_at_balanced_leave_each_threads_prefix),
+      TGT_TEST(test_writers_killed_at_relaxed_leave_each_threads_prefix),
+      cmocka_unit_test(test_a_create_that_fills_a_chunk_takes_the_chunk_faulted_ahead),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
