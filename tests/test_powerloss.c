@@ -167,10 +167,13 @@ static void *worker_main(void *arg) {
 }
 
 /* BALANCED's power-loss bound (docs/durability.md, "The BALANCED window"):
-   a record is written within linger_us of its append, and the sync thread
-   starts an fdatasync every sync_interval_ms counted from the start of the
-   previous one, so it is durable at most sync_interval_ms plus one
-   fdatasync after it was written - when an fdatasync takes longer than
+   a record is written within linger_us of its append when the writer is
+   idle, and within a quarter of sync_interval_ms when it is busy (the
+   WAL's pacing), and the sync thread starts an fdatasync every three
+   quarters of sync_interval_ms counted from the start of the previous one,
+   so it is durable at most sync_interval_ms plus one fdatasync after its
+   append (the check of the write alone below keeps the whole interval) -
+   when an fdatasync takes longer than
    the interval, the next one starts only when it returns, and the bound
    is then two fdatasyncs: max(sync_interval_ms, one fdatasync) + one
    fdatasync. "One fdatasync" is the longest the run observed

@@ -1057,6 +1057,14 @@ static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **sta
   msg[0] = 0;
   assert_int_equal(tg_store_open_msg(&again, p.dir, &pc, msg, sizeof msg), TG_EFENCED);
   assert_null(again);
+  /* Nor can it follow: its last record is not the stream's. */
+  tg_replica_config rc2 = replica_config();
+  tg_store *back = replica_open(p.dir, &rc2);
+  assert_int_equal(tg_wait_lsn(back, mine + 1, 120000), TG_ECORRUPT);
+  tg_replica_status bs;
+  assert_int_equal(tg_replica_status_get(back, &bs), 0);
+  assert_non_null(strstr(bs.message, "went on without the stream"));
+  assert_int_equal(tg_store_close(back), 0);
 }
 
 /* The writer child (this program run again: exec after fork, as a fork
@@ -1181,9 +1189,9 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
   tg_replica_config cfg = replica_config();
   char rdir[300];
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
   /* 200,000 creates as fast as they come: the writer's batches grow past
-     what one message may hold. */
+     what one message may hold. The replica starts once they are in the
+     stream, so its apply rate is its own, not shared with the primary. */
   for (uint32_t i = 1; i <= 200000; i++) {
     tg_token t = {0};
     t.timestamp = i;
@@ -1191,6 +1199,7 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
     assert_int_equal(tg_token_create(p.s, &t, &id), 0);
   }
   assert_int_equal(tg_sync(p.s), 0);
+  tg_store *r = replica_open(rdir, &cfg);
   wait_for(r, last_lsn_of(p.s));
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);

@@ -1348,6 +1348,7 @@ static struct {
   atomic_int fail_fallocate_at; /* this fallocate call (1-based) fails with ENOSPC */
   atomic_int stall;        /* pwrite waits while this is 1 ... */
   atomic_int stalled;      /* ... and sets this while waiting */
+  atomic_int slow_us;      /* every pwrite takes this much longer: a slow disk */
 } inj;
 
 static ssize_t inj_pwrite(int fd, const void *buf, size_t n, off_t off) {
@@ -1359,6 +1360,7 @@ static ssize_t inj_pwrite(int fd, const void *buf, size_t n, off_t off) {
     atomic_store(&inj.stalled, 1);
     usleep(100);
   }
+  if (atomic_load(&inj.slow_us)) usleep((useconds_t)atomic_load(&inj.slow_us));
   int at = atomic_load(&inj.fail_pwrite_at);
   if (at && k >= at) {
     if (k == at && n > 1) {
@@ -1716,6 +1718,28 @@ static void test_wal_balanced_nonblocking_appender_gets_eagain_at_the_pacing_lim
   assert_int_equal(read_check(f->dir, 0, 1, NULL), 2053);
 }
 
+/* The limit follows the writer's measured rate: a writer whose every write
+   takes 5 ms (twice the 2.5 ms budget of a 10 ms interval) drains half a
+   budget's worth per write, so the limit halves with each measurement down
+   to its floor of 32 records, and the queue never comes near the ring's
+   size. */
+static void test_wal_balanced_pacing_limit_follows_a_slow_writer_down_to_its_floor(void **state) {
+  fixture *f = *state;
+  inj_install();
+  atomic_store(&inj.slow_us, 5000);
+  tg_wal *w = open_paced(f, TG_WAL_BALANCED, 0);
+  assert_int_equal(STAT(w, queue_limit), 2048);
+  append_n(w, 1, 10000); /* about 6,500 bring it to the floor, then 110 writes at it */
+  tg_wal_stats st;
+  tg_wal_stats_get(w, &st);
+  assert_int_equal(st.queue_limit, 32);
+  assert_true(st.throttled > 0);
+  assert_int_equal(st.blocked, 0); /* 16384 slots, never full */
+  atomic_store(&inj.slow_us, 0);
+  assert_int_equal(tg_wal_close(w), 0);
+  assert_int_equal(read_check(f->dir, 0, 1, NULL), 10000);
+}
+
 static void test_wal_strict_and_relaxed_appenders_are_never_paced(void **state) {
   fixture *f = *state;
   int levels[] = {TG_WAL_STRICT, TG_WAL_RELAXED};
@@ -1901,6 +1925,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_balanced_appender_waits_for_a_writer_behind_long_before_the_ring_is_full, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_balanced_nonblocking_appender_gets_eagain_at_the_pacing_limit, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_and_relaxed_appenders_are_never_paced, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_balanced_pacing_limit_follows_a_slow_writer_down_to_its_floor, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_fifo_as_segment_is_refused_without_blocking, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_ack_survives_sigkill, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_balanced_appends_survive_abort, setup, teardown),

@@ -285,6 +285,26 @@ static void test_strict_writers_find_every_acknowledged_create_after_reopen(void
   assert_int_equal(tg_store_close(s), 0);
 }
 
+/* A hot backup taken after writers returned holds every create they
+   made: the last LSN it copies to includes the threads' caches'. */
+static void test_a_backup_after_writers_holds_every_create_they_made(void **state) {
+  (void)state;
+  tg_store_config cfg = tgt_small_log_config();
+  tg_store *s = tgt_open(tgt_data, &cfg);
+  writer ws[WRITERS];
+  run_writers(s, ws, WRITERS, 500, 500, 0);
+  for (int i = 0; i < WRITERS; i++) assert_int_equal(ws[i].other_errors, 0);
+  char dest[300];
+  snprintf(dest, sizeof dest, "%s/backup", tgt_root);
+  assert_int_equal(tg_store_backup(s, dest, NULL, NULL), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  s = tgt_open(dest, &cfg);
+  assert_int_equal(check_ids(s, ws, WRITERS), WRITERS * 500);
+  assert_int_equal(tgt_stats(s).live_tokens, WRITERS * 500);
+  free_writers(ws, WRITERS);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 /* ---- kill -9 with several writer threads ---------------------------------- */
 
 #define KILL_THREADS 3
@@ -441,6 +461,7 @@ int main(void) {
       cmocka_unit_test(test_the_memory_quota_is_exact_at_its_limit_with_four_writers),
       TGT_TEST(test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusing_ids),
       TGT_TEST(test_strict_writers_find_every_acknowledged_create_after_reopen),
+      TGT_TEST(test_a_backup_after_writers_holds_every_create_they_made),
       TGT_TEST(test_writers_killed_at_strict_lose_no_acknowledged_create),
       TGT_TEST(test_writers_killed_at_balanced_leave_each_threads_prefix),
       TGT_TEST(test_writers_killed_at_relaxed_leave_each_threads_prefix),

@@ -8,7 +8,10 @@
  * (SQLite's SimulateIOError, libuv's uv_replace_allocator). Reads are not
  * in the seam: a test damages files directly.
  *
- * The table is process-global and read without a lock: replace entries only
+ * The table is process-global and read without a lock. Each entry is an
+ * atomic pointer (a plain load on x86-64, beside a system call), so a test
+ * may replace one while a store's threads run: a call already made keeps
+ * the entry it loaded. Copying the whole table is not atomic; do that only
  * while no store or WAL is open. tg__io_reset() restores the real system
  * calls. The defaults are plain system calls, so the helpers stay
  * async-signal-safe (the black box's crash dump uses them).
@@ -23,19 +26,19 @@
 #include <sys/types.h>
 
 typedef struct tg__io_ops {
-  ssize_t (*write)(int fd, const void *buf, size_t n);              /* write(2) */
-  ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);  /* pwrite(2) */
-  int (*fdatasync)(int fd);                                         /* fdatasync(2) */
-  int (*fsync)(int fd);                                             /* fsync(2), files and directories */
-  int (*fallocate)(int fd, int mode, off_t off, off_t len);         /* fallocate(2) */
-  int (*ftruncate)(int fd, off_t len);                              /* ftruncate(2) */
-  int (*sync_file_range)(int fd, off_t off, off_t len, unsigned flags); /* sync_file_range(2) */
-  int (*openat)(int dirfd, const char *path, int flags, mode_t mode); /* openat(2) */
-  int (*renameat)(int olddirfd, const char *oldpath, int newdirfd,
+  ssize_t (*_Atomic write)(int fd, const void *buf, size_t n);              /* write(2) */
+  ssize_t (*_Atomic pwrite)(int fd, const void *buf, size_t n, off_t off);  /* pwrite(2) */
+  int (*_Atomic fdatasync)(int fd);                                         /* fdatasync(2) */
+  int (*_Atomic fsync)(int fd);                                             /* fsync(2), files and directories */
+  int (*_Atomic fallocate)(int fd, int mode, off_t off, off_t len);         /* fallocate(2) */
+  int (*_Atomic ftruncate)(int fd, off_t len);                              /* ftruncate(2) */
+  int (*_Atomic sync_file_range)(int fd, off_t off, off_t len, unsigned flags); /* sync_file_range(2) */
+  int (*_Atomic openat)(int dirfd, const char *path, int flags, mode_t mode); /* openat(2) */
+  int (*_Atomic renameat)(int olddirfd, const char *oldpath, int newdirfd,
                   const char *newpath);                             /* renameat(2) */
-  int (*unlinkat)(int dirfd, const char *path, int flags);          /* unlinkat(2) */
-  int (*mkdirat)(int dirfd, const char *path, mode_t mode);         /* mkdirat(2) */
-  int (*boot_id)(char *out, size_t n); /* this boot's id into out (NUL-
+  int (*_Atomic unlinkat)(int dirfd, const char *path, int flags);          /* unlinkat(2) */
+  int (*_Atomic mkdirat)(int dirfd, const char *path, mode_t mode);         /* mkdirat(2) */
+  int (*_Atomic boot_id)(char *out, size_t n); /* this boot's id into out (NUL-
                                           terminated): 0 or -errno. Default:
                                           /proc/sys/kernel/random/boot_id.
                                           Tests replace it to simulate a

@@ -156,6 +156,44 @@ bad_len:
   return TG_ECORRUPT;
 }
 
+/* The records of the message the replica's own log holds already (LSN
+   <= its last, right after an open) must be the same records: a directory
+   whose log went on without the stream (a fenced primary's last records)
+   would otherwise skip the stream's and keep its own. Read back from the
+   log and compared, type and payload. 0, TG_ECORRUPT with msg, or the
+   reader's errors. Follower thread: s->last_lsn moves only here. */
+static int check_overlap(tg_store *s, struct tg__replica *rep, uint64_t seq, char *msg,
+                         size_t len) {
+  uint64_t last = TG__LOAD_RELAXED(s->last_lsn);
+  if (!rep->nrecs || rep->recs[0].lsn > last) return 0;
+  char walpath[4096];
+  tg_wal_reader *rd = NULL;
+  tg_wal_record lr;
+  int rc = tg__store_wal_path(walpath, sizeof walpath, s->wal_fd, s->dir, "wal");
+  if (!rc) rc = tg_wal_reader_open(&rd, walpath, rep->recs[0].lsn);
+  if (rc) {
+    tg__say(msg, len, "%s/wal: cannot read the log back: %s", s->dir, tg_strerror(rc));
+    return rc;
+  }
+  for (size_t i = 0; i < rep->nrecs && rep->recs[i].lsn <= last; i++) {
+    const tg_wal_record *r = &rep->recs[i];
+    int got;
+    /* A checkpoint may have removed the segments: nothing to compare. */
+    while ((got = tg_wal_reader_next(rd, &lr)) == 1 && lr.lsn < r->lsn) {
+    }
+    if (got != 1 || lr.lsn != r->lsn) break;
+    if (lr.type != r->type || lr.len != r->len || memcmp(lr.payload, r->payload, r->len)) {
+      rc = TG_ECORRUPT;
+      tg__say(msg, len, "stream message %" PRIu64 ": LSN %" PRIu64 " differs from the record "
+              "of that LSN in %s: this directory's log went on without the stream (a "
+              "fenced primary's?); bootstrap a new replica", seq, r->lsn, s->dir);
+      break;
+    }
+  }
+  tg_wal_reader_close(rd);
+  return rc;
+}
+
 /* Append and apply the records of one checked message after s->last_lsn,
    in one hold of the store lock. 0, or an error with msg: TG_ECORRUPT /
    -ENODATA (the records do not continue the replica's LSNs), the log's
@@ -254,7 +292,8 @@ static int on_message(void *arg, const tg__follow_msg *m) {
   if ((rc = split_frames(rep, m->seq, m->body, m->len, m->first_lsn, m->last_lsn, c->msg,
                          sizeof c->msg)))
     goto fatal;
-  if ((rc = apply_message(s, rep, m->seq, m->epoch, &applied, c->msg, sizeof c->msg)))
+  if ((rc = check_overlap(s, rep, m->seq, c->msg, sizeof c->msg)) ||
+      (rc = apply_message(s, rep, m->seq, m->epoch, &applied, c->msg, sizeof c->msg)))
     goto fatal;
   rep->next_seq = m->seq + 1;
   pthread_mutex_lock(&rep->mu);

@@ -166,9 +166,11 @@
  * kernel for the whole fdatasync, and BALANCED lost work acknowledged
  * several intervals back). After each write the writer tells it how far
  * the file goes (sync_fd, sync_written, under sync_mu); it fdatasyncs that
- * at BALANCED every sync_interval_ms counted from the start of its
- * previous fdatasync (so a record written at t is durable by t +
- * sync_interval_ms + one fdatasync), and at every level as soon as a
+ * at BALANCED every sync_interval_ms less the pacing budget (PACING),
+ * counted from the start of its previous fdatasync (so a record written at
+ * t is durable by t + three quarters of sync_interval_ms + one fdatasync,
+ * and one appended at t by t + sync_interval_ms + one fdatasync), and at
+ * every level as soon as a
  * caller waits for durability (sync_req; tg_wal_sync, a checkpoint), and it
  * seals segment switches (SWITCH SEALING). The writer still syncs itself
  * at STRICT (every batch: group commit, below) and at close, and hands a
@@ -1168,10 +1170,11 @@ static void pace_measure(tg_wal *w, uint64_t t0, uint64_t n) {
   uint64_t l = lim >= (double)w->cap ? w->cap : lim <= PACE_MIN ? PACE_MIN : (uint64_t)lim;
   if (l > w->cap) l = w->cap;
   /* Relaxed: a limit, read relaxed by appenders; written at most once per
-     window and only when it moves by an eighth, so the line stays
-     read-mostly. */
+     window and only when it moves by an eighth (or reaches a clamp), so
+     the line stays read-mostly. */
   uint64_t cur = atomic_load_explicit(&w->q_limit, RLX);
-  if (l > cur + cur / 8 || l < cur - cur / 8) atomic_store_explicit(&w->q_limit, l, RLX);
+  if (l != cur && (l == PACE_MIN || l == w->cap || l > cur + cur / 8 || l < cur - cur / 8))
+    atomic_store_explicit(&w->q_limit, l, RLX);
   w->pace_n = w->pace_ns = 0;
 }
 
