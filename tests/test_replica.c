@@ -52,7 +52,7 @@ static void test_wait_lsn_on_a_writer_waits_for_its_durability(void **state) {
 #include <nats/nats.h>
 
 #include "nats_server.h"
-#include "repl/follow.h"
+#include "repl/repl.h"
 #include "store/store_internal.h"
 #include "wal/wal_internal.h"
 
