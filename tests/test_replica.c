@@ -808,6 +808,11 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   o = tgt_run(TG_REPLICA_BIN, bad, NULL, tgt_root);
   assert_int_equal(o.status, 64);
   tgt_run_free(&o);
+  const char *unknown[] = {"frob", NULL};
+  o = tgt_run(TG_REPLICA_BIN, unknown, NULL, tgt_root);
+  assert_int_equal(o.status, 64);
+  assert_non_null(strstr(o.err, "tg-replica: unknown command 'frob'"));
+  tgt_run_free(&o);
 }
 
 static void stream_bounds(const char *which, uint64_t *first, uint64_t *last) {
