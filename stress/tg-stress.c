@@ -431,12 +431,16 @@ static void fmt_rate(char *b, size_t n, double ops_per_sec) {
 static void print_table(FILE *f, const ts_run *r) {
   const ts_config *c = r->cfg;
   fprintf(f, "tg-stress  config %s\n", c->path);
+  char levels[64] = "";
+  for (int l = 0; l < c->nlevels; l++)
+    snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s", l ? ", " : "",
+             ts_level_name(c->levels[l]));
   fprintf(f, "  guardian: max_tokens %llu, max_memory_bytes %llu, threshold %.2f; "
-          "wal level %s; threads %u; best of %llu round(s)\n",
+          "wal level %s (durable phases: %s); threads %u; best of %llu round(s)\n",
           (unsigned long long)c->store.guardian.max_tokens,
           (unsigned long long)c->store.guardian.max_memory_bytes,
-          c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level), c->threads,
-          (unsigned long long)c->rounds);
+          c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level),
+          levels[0] ? levels : "none", c->threads, (unsigned long long)c->rounds);
   fprintf(f, "  latency: about one operation in %u timed (random gaps of 1..%u, so periodic "
           "events are not aliased) with the\n  cycle counter (%.3f ns/tick); percentiles "
           "over the samples of every round\n\n", c->sample_every, 2 * c->sample_every,
