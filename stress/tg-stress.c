@@ -685,10 +685,12 @@ static int write_jsonl(const char *path, const ts_run *r) {
     json_check(f, &r->chk[i]);
     fputc('\n', f);
   }
-  fputs("{\"type\": \"result\", \"skipped\": ", f);
-  if (r->skipped[0]) tgp_json_str(f, r->skipped);
-  else fputs("null", f);
-  fprintf(f, ", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+  fprintf(f, "{\"type\": \"result\", \"ok\": %s", run_ok(r) ? "true" : "false");
+  if (r->skipped[0]) {
+    fputs(", \"skipped\": ", f);
+    tgp_json_str(f, r->skipped);
+  }
+  fputs("}\n", f);
   int rc = ferror(f) ? -EIO : 0;
   if (fclose(f) && !rc) rc = -errno;
   return rc;

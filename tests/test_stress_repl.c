@@ -58,6 +58,20 @@ static void test_stress_replicated_without_a_server_skips_those_phases_and_succe
   assert_null(strstr(r.out, "@replicated"));
   assert_non_null(strstr(r.out, "result: ok"));
   tgt_run_free(&r);
+  /* The machine-readable outputs say it too. */
+  char ini[256], jl[256];
+  snprintf(ini, sizeof ini, "%s/replicated-small.ini", tgt_root);
+  snprintf(jl, sizeof jl, "%s/report.jsonl", tgt_root);
+  const char *args[] = {"--config", ini, "--nats-url", "nats://127.0.0.1:1", "--json",
+                        "--report", jl, NULL};
+  r = tgt_run(TG_STRESS_BIN, args, NULL, tgt_root);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "\"skipped\": \"replicated phases: "));
+  assert_non_null(strstr(r.out, "\"ok\": true}"));
+  tgt_run_free(&r);
+  char *report = tgt_read_file(jl, NULL);
+  assert_non_null(strstr(report, "{\"type\": \"result\", \"ok\": true, \"skipped\": \"replicated phases: "));
+  free(report);
 }
 
 static void test_stress_replicated_against_a_server_runs_every_durable_phase(void **state) {
