@@ -204,6 +204,36 @@ static void test_replicated_call_returns_after_the_stream_acked(void **state) {
   assert_int_equal(tg_store_close(s), 0);
 }
 
+typedef struct many_arg {
+  tg_store *s;
+  int fails;
+} many_arg;
+static void *create_many(void *arg) {
+  many_arg *a = arg;
+  uint32_t id;
+  for (int i = 0; i < 300; i++)
+    if (tg_token_create(a->s, NULL, &id)) a->fails++;
+  return NULL;
+}
+
+static void test_concurrent_replicated_callers_share_messages(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "ship_many", TG_REPLICATED);
+  tg_store *s = open_repl(&cfg);
+  many_arg args[4] = {{s, 0}, {s, 0}, {s, 0}, {s, 0}};
+  tgt_run_threads(4, create_many, args, sizeof args[0]);
+  for (int i = 0; i < 4; i++) assert_int_equal(args[i].fails, 0);
+  uint64_t last = tgt_stats(s).last_lsn;
+  assert_int_equal(last, 1200);
+  assert_true(tg_durable_lsn(s) >= last);
+  assert_int_equal(tg_store_close(s), 0);
+  walk wk = walk_stream(srv1.url, "TG_ship_many", "tg.ship_many.wal");
+  assert_int_equal(wk.next_lsn - 1, last);
+  /* Every call waited for an ack; a message acknowledged many of them. */
+  printf("# 1,200 TG_REPLICATED creates by 4 threads in %" PRIu64 " messages\n", wk.messages);
+  assert_true(wk.messages < 1200);
+}
+
 typedef struct create_arg {
   tg_store *s;
   int rc;
@@ -465,6 +495,8 @@ int main(void) {
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(
           test_configured_epoch_is_published_and_a_stale_one_is_fenced, tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_replicated_callers_share_messages,
+                                      tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_checkpoint_keeps_the_stream_position, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(test_record_over_one_message_is_refused_and_nothing_changes,
