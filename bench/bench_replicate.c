@@ -14,6 +14,21 @@
  * without tokengraph. ratio_to_raw = replicated / raw.
  * The creation rates count calls until the last returned; balanced_ship's
  * drain_ms is how long its tg_sync() then took (the shipping backlog).
+ * Then the follower, after the rounds, once each:
+ *  - apply once delivered: a primary (TG_BALANCED, shipping) creates F
+ *    tokens and closes (a clean close waits for the stream's acks, so
+ *    every record is in the stream); a replica
+ *    is then opened in a directory of its own and timed from
+ *    tg_replica_open() until it has applied the primary's last LSN:
+ *    follower_apply_records_per_sec = F / that time;
+ *  - lag at an offered rate: a replica follows live while the primary's
+ *    creating thread offers F tokens at --offered-rate, paced against the
+ *    clock in bursts of 1000; every 1000th record's (LSN, time its call
+ *    returned) is noted, and a sampler thread polling
+ *    tg_replica_applied_lsn() every ~100 us takes, for each noted LSN
+ *    newly applied, now - noted time: follower_lag_p99_ms. The rate the
+ *    primary actually reached is printed next to the offered one: when it
+ *    falls short, the lag was measured at that lower rate.
  * Without --nats a private nats-server is started on loopback
  * (tests/nats_server.h).
  */
@@ -23,9 +38,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -217,9 +234,217 @@ out:
   return rc;
 }
 
+/* ---- the follower --------------------------------------------------- */
+
+enum { FOLLOW_BURST = 1000, FOLLOW_NOTE_EVERY = 1000 };
+/* How long a replica may take to apply what it was shown before the run
+   is declared failed rather than left hanging. */
+#define FOLLOW_PATIENCE_MS 300000u
+
+/* A shipping TG_BALANCED primary in a new directory under parent. */
+static int follow_primary(tg_store **s, char *dir, size_t dirlen, const char *url, int replicas,
+                          const char *parent, const char *name) {
+  int rc = tgp_mkdtemp(dir, dirlen, parent, "tg-bench-primary");
+  if (rc) return rc;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.checkpoint_bytes = 0;
+  cfg.crash_dump = 0;
+  cfg.wal.level = TG_BALANCED;
+  cfg.nats_url = url;
+  cfg.repl_name = name;
+  cfg.repl_replicas = replicas;
+  char msg[512] = "";
+  if ((rc = tg_store_open_msg(s, dir, &cfg, msg, sizeof msg)))
+    fprintf(stderr, "tg-bench replicate: follower's primary: %s\n", msg);
+  return rc;
+}
+
+/* A replica of name in a new directory under parent. */
+static int follow_replica(tg_store **r, char *dir, size_t dirlen, const char *url,
+                          const char *parent, const char *name) {
+  int rc = tgp_mkdtemp(dir, dirlen, parent, "tg-bench-replica");
+  if (rc) return rc;
+  tg_replica_config cfg;
+  tg_replica_config_init(&cfg);
+  cfg.nats_url = url;
+  cfg.repl_name = name;
+  cfg.bootstrap_snapshot = 0; /* the whole stream, from its first message */
+  cfg.store.checkpoint_bytes = 0;
+  cfg.store.crash_dump = 0;
+  char msg[512] = "";
+  if ((rc = tg_replica_open_msg(r, dir, &cfg, msg, sizeof msg)))
+    fprintf(stderr, "tg-bench replicate: replica: %s\n", msg);
+  return rc;
+}
+
+static int create_n(tg_store *s, uint64_t n) {
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t id;
+    int rc = tg_token_create(s, NULL, &id);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* Apply once delivered: records per second from tg_replica_open() until
+   the replica has applied every record already in the stream. */
+static int run_follow_apply(const char *url, int replicas, const char *parent, uint64_t n,
+                            double *rps) {
+  char pdir[4096] = "", rdir[4096] = "", name[64];
+  snprintf(name, sizeof name, "bench_apply_%d", (int)getpid());
+  tg_store *p = NULL, *r = NULL;
+  int rc = follow_primary(&p, pdir, sizeof pdir, url, replicas, parent, name);
+  if (rc) goto out;
+  if ((rc = create_n(p, n))) goto out;
+  uint64_t last = tg_last_lsn(p);
+  /* tg_sync() at BALANCED does not wait for the stream's acks; a clean
+     close does (it leaves the stream complete): then all is delivered. */
+  rc = tg_store_close(p);
+  p = NULL;
+  if (rc) goto out;
+  uint64_t t0 = tgp_now_ns();
+  if ((rc = follow_replica(&r, rdir, sizeof rdir, url, parent, name))) goto out;
+  rc = tg_wait_lsn(r, last, FOLLOW_PATIENCE_MS);
+  uint64_t ns = tgp_now_ns() - t0;
+  if (rc) goto out;
+  *rps = (double)n / ((double)ns / 1e9);
+out:
+  if (rc) fprintf(stderr, "tg-bench replicate: follower apply: %s\n", tg_strerror(rc));
+  if (r) tg_store_close(r);
+  if (p) tg_store_close(p);
+  if (rdir[0]) tgp_rmtree(rdir);
+  if (pdir[0]) tgp_rmtree(pdir);
+  return rc;
+}
+
+typedef struct lag_note {
+  uint64_t lsn, ns; /* a record's LSN and when its call returned */
+} lag_note;
+
+typedef struct lag_run {
+  tg_store *replica;
+  lag_note *notes;
+  _Atomic uint64_t noted;   /* notes[0..noted) are written */
+  _Atomic int primary_done; /* no more notes will come */
+  uint64_t *lags;           /* ns, one per note, filled in order */
+  uint64_t sampled;
+  int rc;
+} lag_run;
+
+static void *lag_sampler_main(void *arg) {
+  lag_run *L = arg;
+  uint64_t next = 0, give_up = 0;
+  for (;;) {
+    /* acquire: the notes below noted were written before it was raised. */
+    int done = atomic_load_explicit(&L->primary_done, memory_order_acquire);
+    uint64_t noted = atomic_load_explicit(&L->noted, memory_order_acquire);
+    uint64_t applied = tg_replica_applied_lsn(L->replica);
+    uint64_t now = tgp_now_ns();
+    while (next < noted && L->notes[next].lsn <= applied) {
+      L->lags[next] = now - L->notes[next].ns;
+      next++;
+    }
+    if (done && next == noted) break;
+    if (done && !give_up) give_up = now + (uint64_t)FOLLOW_PATIENCE_MS * 1000000u;
+    if (give_up && now > give_up) {
+      L->rc = -ETIMEDOUT;
+      break;
+    }
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  L->sampled = next;
+  return NULL;
+}
+
+/* Sleep until the monotonic clock reads due_ns (tgp_now_ns()'s clock). */
+static void sleep_until(uint64_t due_ns) {
+  uint64_t now = tgp_now_ns();
+  if (now >= due_ns) return;
+  uint64_t d = due_ns - now;
+  struct timespec ts = {(time_t)(d / 1000000000u), (long)(d % 1000000000u)};
+  nanosleep(&ts, NULL);
+}
+
+/* Lag at an offered rate: p99 of (applied on the replica - returned on
+   the primary) in ms, and the creation rate the primary reached. */
+static int run_follow_lag(const char *url, int replicas, const char *parent, uint64_t n,
+                          double offered, double *p99_ms, double *reached) {
+  char pdir[4096] = "", rdir[4096] = "", name[64];
+  snprintf(name, sizeof name, "bench_lag_%d", (int)getpid());
+  tg_store *p = NULL;
+  lag_run L;
+  memset(&L, 0, sizeof L);
+  int started = 0;
+  uint64_t nnotes = n / FOLLOW_NOTE_EVERY + 1;
+  L.notes = calloc(nnotes, sizeof *L.notes);
+  L.lags = calloc(nnotes, sizeof *L.lags);
+  pthread_t th;
+  int rc = -ENOMEM;
+  if (!L.notes || !L.lags) goto out;
+  if ((rc = follow_primary(&p, pdir, sizeof pdir, url, replicas, parent, name))) goto out;
+  /* One record first, so that the stream exists when the replica opens. */
+  if ((rc = create_n(p, 1)) || (rc = tg_sync(p))) goto out;
+  uint64_t first = tg_last_lsn(p);
+  if ((rc = follow_replica(&L.replica, rdir, sizeof rdir, url, parent, name))) goto out;
+  if ((rc = tg_wait_lsn(L.replica, first, FOLLOW_PATIENCE_MS))) goto out;
+  if (pthread_create(&th, NULL, lag_sampler_main, &L)) {
+    rc = -EAGAIN;
+    goto out;
+  }
+  started = 1;
+  double ns_per_rec = 1e9 / offered;
+  uint64_t t0 = tgp_now_ns(), done = 0, last_ns = t0;
+  while (done < n && !rc) {
+    sleep_until(t0 + (uint64_t)((double)done * ns_per_rec));
+    uint64_t burst = n - done < FOLLOW_BURST ? n - done : FOLLOW_BURST;
+    for (uint64_t i = 0; i < burst; i++) {
+      uint32_t id;
+      if ((rc = tg_token_create(p, NULL, &id))) break;
+      if (++done % FOLLOW_NOTE_EVERY == 0) {
+        uint64_t k = atomic_load_explicit(&L.noted, memory_order_relaxed);
+        last_ns = tgp_now_ns();
+        L.notes[k] = (lag_note){tg_last_lsn(p), last_ns};
+        /* release: the note is written before the sampler may read it. */
+        atomic_store_explicit(&L.noted, k + 1, memory_order_release);
+      }
+    }
+  }
+  if (!rc) {
+    /* The last burst's slot ends at n / offered: without waiting for it
+       the reached rate would read above the offered one. */
+    sleep_until(t0 + (uint64_t)((double)n * ns_per_rec));
+    last_ns = tgp_now_ns();
+    *reached = (double)n / ((double)(last_ns - t0) / 1e9);
+  }
+  atomic_store_explicit(&L.primary_done, 1, memory_order_release);
+  pthread_join(th, NULL);
+  started = 0;
+  if (!rc) rc = L.rc;
+  if (!rc) {
+    tgp_sort_u64(L.lags, L.sampled);
+    *p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
+  }
+out:
+  if (started) {
+    atomic_store_explicit(&L.primary_done, 1, memory_order_release);
+    pthread_join(th, NULL);
+  }
+  if (rc) fprintf(stderr, "tg-bench replicate: follower lag: %s\n", tg_strerror(rc));
+  if (L.replica) tg_store_close(L.replica);
+  if (p) tg_store_close(p);
+  if (rdir[0]) tgp_rmtree(rdir);
+  if (pdir[0]) tgp_rmtree(pdir);
+  free(L.notes);
+  free(L.lags);
+  return rc;
+}
+
 static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
              "                          [--count N] [--sync-count M] [--rounds R]\n"
+             "                          [--follow-count F] [--offered-rate O]\n"
              "                          [--dir PARENT] [--json]\n\n"
              "Token creation through a durable store, alternated over R rounds (default 3):\n"
              "strict, replicated (TG_REPLICATED), balanced, balanced with shipping; and\n"
@@ -227,7 +452,19 @@ static void usage(FILE *f) {
              "N (default 1000000) calls per balanced run, M (default 4000) per strict,\n"
              "replicated and raw run. Without --nats a private nats-server (-js, on\n"
              "loopback) is started: --replicas 3 makes it a 3-node cluster.\n"
-             "The figures of each configuration are the medians over the rounds.\n");
+             "The figures of each configuration are the medians over the rounds.\n"
+             "Then the follower, once: a replica opened after a balanced primary with\n"
+             "shipping put F (default 1000000, at least 1000) records in the stream and\n"
+             "closed,\n"
+             "timed until it applied them all (follower_apply_records_per_sec); and a\n"
+             "replica following live while the primary offers F records at O records/s\n"
+             "(default 1000000): the p99 of applied-on-replica minus returned-on-primary\n"
+             "(follower_lag_p99_ms) and the rate the primary reached\n"
+             "(follower_reached_records_per_sec, below O when it could not offer O).\n"
+             "JSON keys: records_per_sec, raw_publish_records_per_sec, ratio_to_raw,\n"
+             "ack_p50_ns, ack_p99_ns, follower_apply_records_per_sec,\n"
+             "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
+             "follower_reached_records_per_sec, and the per-configuration figures.\n");
 }
 
 static double median(double *v, int n) {
@@ -243,17 +480,21 @@ static double median(double *v, int n) {
 int tgb_replicate(int argc, char **argv) {
   const char *url = NULL, *parent = "/tmp";
   uint64_t replicas = 1, threads = 8, count = 1000000, sync_count = 4000, rounds = 3;
+  uint64_t follow_count = 1000000, offered_rate = 1000000;
   int json = 0;
   const tgb_opt opts[] = {{"--nats", NULL, &url},          {"--replicas", &replicas, NULL},
                           {"--threads", &threads, NULL},   {"--count", &count, NULL},
                           {"--sync-count", &sync_count, NULL}, {"--rounds", &rounds, NULL},
+                          {"--follow-count", &follow_count, NULL},
+                          {"--offered-rate", &offered_rate, NULL},
                           {"--dir", NULL, &parent},        {NULL, NULL, NULL}};
   int prc = tgb_parse_args("replicate", argc, argv, opts, &json, usage);
   if (prc >= 0) return prc;
   if ((replicas != 1 && replicas != 3) || threads < 1 || threads > 256 || rounds < 1 ||
-      rounds > 100 || count < threads || sync_count < threads) {
+      rounds > 100 || count < threads || sync_count < threads || follow_count < 1000 ||
+      offered_rate < 1) {
     fprintf(stderr, "tg-bench replicate: --replicas 1|3, --threads 1..256, --rounds 1..100, "
-                    "counts >= threads\n");
+                    "counts >= threads, --follow-count >= 1000, --offered-rate >= 1\n");
     return 64;
   }
   tgn_server srv;
@@ -288,6 +529,11 @@ int tgb_replicate(int argc, char **argv) {
       p99[NCONF][r] = (double)res.p99 * tgp_ns_per_tick();
     }
   }
+  double f_apply = 0, f_p99 = 0, f_reached = 0;
+  if (!rc) rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply);
+  if (!rc)
+    rc = run_follow_lag(url, (int)replicas, parent, follow_count, (double)offered_rate, &f_p99,
+                        &f_reached);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
   double m[NCONF + 1], m50[NCONF + 1], m99[NCONF + 1];
@@ -304,11 +550,15 @@ int tgb_replicate(int argc, char **argv) {
            "\"strict_records_per_sec\":%.0f,\"strict_p50_ns\":%.0f,\"strict_p99_ns\":%.0f,"
            "\"ratio_to_strict\":%.3f,\"balanced_records_per_sec\":%.0f,"
            "\"balanced_ship_records_per_sec\":%.0f,\"ship_ratio_to_balanced\":%.3f,"
-           "\"balanced_ship_drain_ms\":%.1f,\"raw_publish_p50_ns\":%.0f}\n",
+           "\"balanced_ship_drain_ms\":%.1f,\"raw_publish_p50_ns\":%.0f,"
+           "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
+           "\"follower_offered_records_per_sec\":%.0f,"
+           "\"follower_reached_records_per_sec\":%.0f}\n",
            (int)replicas, T, R, m[C_REPLICATED], m[NCONF], m[C_REPLICATED] / m[NCONF],
            m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
            m[C_REPLICATED] / m[C_STRICT], m[C_BALANCED], m[C_BALANCED_SHIP],
-           m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF]);
+           m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF], f_apply, f_p99,
+           (double)offered_rate, f_reached);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-14s %12s %12s %12s\n", "", "calls/s", "p50 us", "p99 us");
@@ -319,6 +569,14 @@ int tgb_replicate(int argc, char **argv) {
            m[C_REPLICATED] / m[NCONF], m[C_REPLICATED] / m[C_STRICT]);
     printf("  balanced with shipping / without: %.3f (then %.1f ms to drain with tg_sync)\n",
            m[C_BALANCED_SHIP] / m[C_BALANCED], md);
+    printf("  follower: %" PRIu64 " records delivered, applied at %.0f records/s\n",
+           follow_count, f_apply);
+    printf("  follower lag p99: %.3f ms at %.0f records/s reached (%.0f offered)\n", f_p99,
+           f_reached, (double)offered_rate);
+    if (f_reached < 0.95 * (double)offered_rate)
+      printf("  the primary could not offer %.0f records/s on this machine: the lag is the"
+             " one at %.0f records/s\n",
+             (double)offered_rate, f_reached);
   }
   return 0;
 }
