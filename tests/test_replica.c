@@ -52,7 +52,7 @@ static void test_wait_lsn_on_a_writer_waits_for_its_durability(void **state) {
 #include <nats/nats.h>
 
 #include "nats_server.h"
-#include "repl/follow.h"
+#include "repl/repl.h"
 #include "store/store_internal.h"
 #include "wal/wal_internal.h"
 
@@ -305,6 +305,27 @@ static tg_store *replica_open(const char *dir, const tg_replica_config *cfg) {
   return r;
 }
 
+/* A primary in tgt_root/primary after n mutations (primary_work);
+   returns its last LSN. */
+static uint64_t primary_with(primary *p, unsigned n) {
+  primary_open(p, "primary");
+  primary_work(p, n);
+  return last_lsn_of(p->s);
+}
+
+/* The replica equals the primary; both are closed cleanly. */
+static void assert_same_then_close(primary *p, tg_store *r) {
+  assert_same(p->s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p->s), 0);
+}
+
+/* Open a replica in tgt_root/sub, its path into dir[300]. */
+static tg_store *replica_in(char *dir, const char *sub, const tg_replica_config *cfg) {
+  snprintf(dir, 300, "%s/%s", tgt_root, sub);
+  return replica_open(dir, cfg);
+}
+
 /* Wait until r applied lsn; fail with what stopped it. */
 static void wait_for(tg_store *r, uint64_t lsn) {
   int rc = tg_wait_lsn(r, lsn, 120000);
@@ -314,6 +335,19 @@ static void wait_for(tg_store *r, uint64_t lsn) {
     fail_msg("waiting for LSN %" PRIu64 ": %s at LSN %" PRIu64 ": %s", lsn, tg_err_name(rc),
              st.applied_lsn, st.message);
   }
+}
+
+/* A replica in tgt_root/replica that has applied up to lsn. */
+static tg_store *replica_caught_up(char *dir, const tg_replica_config *cfg, uint64_t lsn) {
+  tg_store *r = replica_in(dir, "replica", cfg);
+  wait_for(r, lsn);
+  return r;
+}
+
+/* A checkpoint saves the replica's position; then it is closed. */
+static void checkpoint_then_close(tg_store *r) {
+  assert_int_equal(tg_checkpoint(r), 0);
+  assert_int_equal(tg_store_close(r), 0);
 }
 
 /* The record lines of `tg-replay dump DIR --from LSN` (the last line, the
@@ -339,15 +373,11 @@ static char *dump_records(const char *dir, uint64_t from) {
 static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 3000);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 3000);
   unsigned msgs = publish_log(p.dir, 1, last, 0, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, last);
+  tg_store *r = replica_caught_up(rdir, &cfg, last);
   assert_int_equal(tg_replica_applied_lsn(r), last);
   assert_same(p.s, r);
   tg_replica_status st;
@@ -370,14 +400,11 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
 static void test_a_replica_refuses_every_mutating_call(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 50);
+  primary_with(&p, 50);
   publish_log(p.dir, 1, last_lsn_of(p.s), 10, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, last_lsn_of(p.s));
+  tg_store *r = replica_caught_up(rdir, &cfg, last_lsn_of(p.s));
   tg_token t = {0};
   uint32_t id = 0;
   tg_batch *b = NULL;
@@ -398,46 +425,33 @@ static void test_a_replica_refuses_every_mutating_call(void **state) {
     assert_int_equal(tg_disconnect(r, p.conns[k]), TG_EREADONLY);
     break;
   }
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void test_wait_lsn_times_out_before_the_record_arrives(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 20);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 20);
   publish_log(p.dir, 1, last - 5, 4, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, last - 5);
+  tg_store *r = replica_caught_up(rdir, &cfg, last - 5);
   assert_int_equal(tg_wait_lsn(r, last, 50), -ETIMEDOUT);
   assert_int_equal(tg_replica_applied_lsn(r), last - 5);
   publish_log(p.dir, last - 4, last, 4, 1);
   wait_for(r, last);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void test_a_restarted_follower_resumes_from_its_persisted_position(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 1000);
-  uint64_t mid = last_lsn_of(p.s);
+  uint64_t mid = primary_with(&p, 1000);
   unsigned m1 = publish_log(p.dir, 1, mid, 16, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, mid);
-  assert_int_equal(tg_checkpoint(r), 0);
-  assert_int_equal(tg_store_close(r), 0);
+  tg_store *r = replica_caught_up(rdir, &cfg, mid);
+  checkpoint_then_close(r);
   /* tg-replay stats shows the position the checkpoint saved. */
   const char *args[] = {"stats", rdir, "--json", NULL};
   tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
@@ -457,24 +471,18 @@ static void test_a_restarted_follower_resumes_from_its_persisted_position(void *
   assert_int_equal(st.messages, m2);
   assert_int_equal(st.records, last - mid);
   assert_int_equal(st.stream_seq, m1 + m2);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothing_twice(
     void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 600);
-  uint64_t a = last_lsn_of(p.s);
+  uint64_t a = primary_with(&p, 600);
   publish_log(p.dir, 1, a, 0, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, a);
+  tg_store *r = replica_caught_up(rdir, &cfg, a);
   assert_int_equal(tg_checkpoint(r), 0);
   primary_work(&p, 600);
   uint64_t b = last_lsn_of(p.s);
@@ -493,9 +501,7 @@ static void test_a_restart_after_the_log_went_past_the_checkpoint_applies_nothin
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, c - b);
   assert_int_equal(st.error, 0);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void purge_below(uint64_t seq) {
@@ -509,17 +515,12 @@ static void purge_below(uint64_t seq) {
 static void test_a_purge_below_the_followers_position_is_detected(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 400);
-  uint64_t mid = last_lsn_of(p.s);
+  uint64_t mid = primary_with(&p, 400);
   unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, mid);
-  assert_int_equal(tg_checkpoint(r), 0);
-  assert_int_equal(tg_store_close(r), 0);
+  tg_store *r = replica_caught_up(rdir, &cfg, mid);
+  checkpoint_then_close(r);
   primary_work(&p, 400);
   publish_log(p.dir, mid + 1, last_lsn_of(p.s), 10, 1);
   /* The messages right after the replica's position are gone. */
@@ -535,16 +536,13 @@ static void test_a_purge_below_the_followers_position_is_detected(void **state) 
 static void test_a_gap_in_the_stream_stops_the_follower(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 300);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 300);
   /* LSN 1..100, then 111..last: the stream lacks 101..110. */
   publish_log(p.dir, 1, 100, 10, 1);
   publish_log(p.dir, 111, last, 10, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
+  tg_store *r = replica_in(rdir, "replica", &cfg);
   assert_int_equal(tg_wait_lsn(r, last, 120000), -ENODATA);
   assert_int_equal(tg_replica_applied_lsn(r), 100);
   tg_replica_status st;
@@ -562,9 +560,7 @@ static void test_a_gap_in_the_stream_stops_the_follower(void **state) {
 static void test_a_damaged_message_is_refused_whole(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 100);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 100);
   publish_log(p.dir, 1, 50, 10, 1);
   /* Message for 51..60 with one byte of its third frame flipped. */
   char wal[512];
@@ -585,8 +581,7 @@ static void test_a_damaged_message_is_refused_whole(void **state) {
   publish_log(p.dir, 61, last, 10, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
+  tg_store *r = replica_in(rdir, "replica", &cfg);
   assert_int_equal(tg_wait_lsn(r, last, 120000), TG_ECORRUPT);
   /* Nothing of the damaged message was applied: not even LSN 51, 52. */
   assert_int_equal(tg_replica_applied_lsn(r), 50);
@@ -600,9 +595,7 @@ static void test_a_damaged_message_is_refused_whole(void **state) {
 static void test_a_replica_bootstraps_from_a_backup_and_the_stream_tail(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 800);
-  uint64_t mid = last_lsn_of(p.s);
+  uint64_t mid = primary_with(&p, 800);
   publish_log(p.dir, 1, mid, 10, 1);
   char bdir[300], rdir[300];
   snprintf(bdir, sizeof bdir, "%s/backup", tgt_root);
@@ -621,23 +614,18 @@ static void test_a_replica_bootstraps_from_a_backup_and_the_stream_tail(void **s
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, last - mid);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void test_promote_takes_the_lease_and_allows_writes(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 200);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 200);
   publish_log(p.dir, 1, last, 10, 1);
   assert_int_equal(tg_store_close(p.s), 0); /* the primary is gone */
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
+  tg_store *r = replica_in(rdir, "replica", &cfg);
   char msg[512] = "";
   int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
   if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
@@ -670,8 +658,7 @@ static void test_promote_takes_the_lease_and_allows_writes(void **state) {
 static void test_a_lease_taken_since_it_was_read_is_not_overwritten(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 50);
+  primary_with(&p, 50);
   publish_log(p.dir, 1, last_lsn_of(p.s), 10, 1);
   assert_int_equal(tg_store_close(p.s), 0);
   tg_replica_config cfg = replica_config();
@@ -713,8 +700,7 @@ static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
   primary_open(&p, "primary");
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
+  tg_store *r = replica_in(rdir, "replica", &cfg);
   for (int round = 0; round < 20; round++) {
     for (int i = 0; i < 50; i++) {
       tg_token t = {0};
@@ -732,9 +718,7 @@ static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
     }
     wait_for(r, last);
   }
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 /* `tg-replica follow` in the background: applies, then on SIGTERM saves
@@ -743,9 +727,7 @@ static void test_applied_lsn_moves_a_whole_message_at_a_time(void **state) {
 static void test_tg_replica_follows_reports_and_promotes(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 500);
-  uint64_t last = last_lsn_of(p.s);
+  uint64_t last = primary_with(&p, 500);
   unsigned msgs = publish_log(p.dir, 1, last, 25, 1);
   assert_int_equal(tg_store_close(p.s), 0);
   char rdir[300], outp[400];
@@ -826,6 +808,11 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   o = tgt_run(TG_REPLICA_BIN, bad, NULL, tgt_root);
   assert_int_equal(o.status, 64);
   tgt_run_free(&o);
+  const char *unknown[] = {"frob", NULL};
+  o = tgt_run(TG_REPLICA_BIN, unknown, NULL, tgt_root);
+  assert_int_equal(o.status, 64);
+  assert_non_null(strstr(o.err, "tg-replica: unknown command 'frob'"));
+  tgt_run_free(&o);
 }
 
 static void stream_bounds(const char *which, uint64_t *first, uint64_t *last) {
@@ -850,9 +837,7 @@ static void set_position(tg_store *s, uint64_t seq, uint64_t epoch) {
 static void test_a_new_replica_starts_from_the_newest_snapshot(void **state) {
   (void)state;
   primary p;
-  primary_open(&p, "primary");
-  primary_work(&p, 1500);
-  uint64_t mid = last_lsn_of(p.s);
+  uint64_t mid = primary_with(&p, 1500);
   unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
   set_position(p.s, m1, 1);
   assert_int_equal(tg_checkpoint(p.s), 0);
@@ -868,9 +853,7 @@ static void test_a_new_replica_starts_from_the_newest_snapshot(void **state) {
   purge_below(m1 + 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, last);
+  tg_store *r = replica_caught_up(rdir, &cfg, last);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, last - mid);
@@ -940,13 +923,9 @@ static void test_snapshots_are_chunked_under_1_mib_and_only_the_newest_two_are_k
   /* And a new replica starts from it. */
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, bl);
+  tg_store *r = replica_caught_up(rdir, &cfg, bl);
   assert_int_equal(tgt_stats(r).checkpoint_lsn, bl);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 /* ---- with a real primary (src/store/ship.c) --------------------------- */
@@ -975,8 +954,7 @@ static void test_a_follower_of_a_replicated_primary_equals_it(void **state) {
   tg_replica_config cfg = replica_config();
   cfg.store.checkpoint_bytes = 64u << 10; /* checkpoints while it applies */
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
+  tg_store *r = replica_in(rdir, "replica", &cfg);
   /* It follows while the primary writes. */
   for (int round = 0; round < 5; round++) {
     primary_work(&p, 600);
@@ -1208,9 +1186,7 @@ static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
          st.max_message_bytes, st.apply_ns ? st.records * 1e3 / (double)st.apply_ns : 0.0);
   assert_true(st.max_message_bytes <= (1u << 20));
   assert_true(st.max_message_bytes > 0);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 static void test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint(void **state) {
@@ -1234,16 +1210,12 @@ static void test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint(vo
   /* A new replica starts from the newer one, then the tail. */
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
-  tg_store *r = replica_open(rdir, &cfg);
-  wait_for(r, last_lsn_of(p.s));
+  tg_store *r = replica_caught_up(rdir, &cfg, last_lsn_of(p.s));
   assert_int_equal(tgt_stats(r).checkpoint_lsn, c2);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
   assert_int_equal(st.records, last_lsn_of(p.s) - c2);
-  assert_same(p.s, r);
-  assert_int_equal(tg_store_close(r), 0);
-  assert_int_equal(tg_store_close(p.s), 0);
+  assert_same_then_close(&p, r);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)

@@ -1039,12 +1039,7 @@ static int cmd_backup(int argc, char **argv) {
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-typedef struct command {
-  const char *name;
-  int (*run)(int argc, char **argv);
-} command;
-
-static const command commands[] = {
+static const tgp_command commands[] = {
     {"verify", cmd_verify},
     {"stats", cmd_stats},
     {"dump", cmd_dump},
@@ -1053,21 +1048,6 @@ static const command commands[] = {
 };
 
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    usage_main(stderr);
-    return EXIT_USAGE;
-  }
-  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-    usage_main(stdout);
-    return EXIT_CLEAN;
-  }
-  if (!strcmp(argv[1], "--version")) {
-    tgp_print_version(prog);
-    return EXIT_CLEAN;
-  }
-  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-  err_line("unknown command '%s'", argv[1]);
-  usage_main(stderr);
-  return EXIT_USAGE;
+  return tgp_main_commands(argc, argv, prog, usage_main, commands,
+                           sizeof commands / sizeof commands[0]);
 }

@@ -274,23 +274,13 @@ static int cmd_promote(int argc, char **argv) {
   return close_replica(r, o.dir);
 }
 
+static const tgp_command commands[] = {
+    {"follow", cmd_follow},
+    {"status", cmd_status},
+    {"promote", cmd_promote},
+};
+
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    usage(stderr);
-    return EXIT_USAGE;
-  }
-  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
-    usage(stdout);
-    return EXIT_CLEAN;
-  }
-  if (!strcmp(argv[1], "--version")) {
-    tgp_print_version(prog);
-    return EXIT_CLEAN;
-  }
-  if (!strcmp(argv[1], "follow")) return cmd_follow(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "status")) return cmd_status(argc - 1, argv + 1);
-  if (!strcmp(argv[1], "promote")) return cmd_promote(argc - 1, argv + 1);
-  err_line("unknown command '%s'", argv[1]);
-  usage(stderr);
-  return EXIT_USAGE;
+  return tgp_main_commands(argc, argv, prog, usage, commands,
+                           sizeof commands / sizeof commands[0]);
 }

@@ -1,6 +1,10 @@
 /*
- * repl: the libnats wrapper (repl.h). Every libnats object is created and
- * destroyed here; the rest of the library sees only tg__repl handles.
+ * repl: the libnats wrapper (repl.h), both sides of replication: the
+ * primary's (tg__repl: shipping, snapshots' streams) and the replica's
+ * (tg__follow: reading a WAL stream from a sequence on, the leader lease).
+ * Every libnats object is created and destroyed here; the rest of the
+ * library sees only these handles. One connect, one stream lookup, one
+ * header parser, one message builder and one fetch loop serve both.
  *
  * Facts of libnats 3.4.1 and nats-server 2.9.10 this file relies on
  * (measured on this project's reference machine, issue 14):
@@ -19,6 +23,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <nats/nats.h>
 #include <stdio.h>
@@ -39,14 +44,27 @@ struct tg__repl_sub {
   natsSubscription *sub;
 };
 
-struct tg__repl_kv {
-  kvStore *kv;
-};
-
-/* "<what>: <libnats's reason>" into msg. */
-static void say(char *msg, size_t len, const char *what, const char *a, natsStatus s) {
-  if (!msg || !len) return;
-  snprintf(msg, len, "%s %s: %s", what, a, natsStatus_GetText(s));
+/* A one-line reason into msg. The primary's side writes it (say); the
+   replica's side keeps the first explanation (say_first), so that a later,
+   less precise one does not overwrite it. */
+static void vsay(char *msg, size_t len, int keep_first, const char *fmt, va_list ap) {
+  if (!msg || !len || (keep_first && msg[0])) return;
+  vsnprintf(msg, len, fmt, ap);
+}
+static void say(char *msg, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *msg, size_t len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay(msg, len, 0, fmt, ap);
+  va_end(ap);
+}
+static void say_first(char *msg, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say_first(char *msg, size_t len, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsay(msg, len, 1, fmt, ap);
+  va_end(ap);
 }
 
 static int from_status(natsStatus s) {
@@ -63,6 +81,21 @@ static int from_status(natsStatus s) {
     return TG_EINVAL;
   default:
     return TG_EIO;
+  }
+}
+
+/* The replica's side (tg__follow) speaks errno for the cases its callers
+   tell apart: no server, no such stream or message. */
+static int from_status_follow(natsStatus s) {
+  switch (s) {
+  case NATS_NO_SERVER:
+  case NATS_CONNECTION_CLOSED:
+  case NATS_CONNECTION_DISCONNECTED:
+    return -ECONNREFUSED;
+  case NATS_NOT_FOUND:
+    return -ENOENT;
+  default:
+    return from_status(s);
   }
 }
 
@@ -87,10 +120,59 @@ void tg__repl_names_of(tg__repl_names *n, const char *name) {
   snprintf(n->lease_bucket, sizeof n->lease_bucket, "TG_LEASE_%s", name);
 }
 
+/* A decimal header, 0 when missing or not a number. */
 static uint64_t hdr_u64(natsMsg *m, const char *key) {
   const char *v = NULL;
-  if (natsMsgHeader_Get(m, key, &v) != NATS_OK || !v) return 0;
-  return strtoull(v, NULL, 10);
+  if (natsMsgHeader_Get(m, key, &v) != NATS_OK || !v || !*v) return 0;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || *end || *v == '-') return 0;
+  return (uint64_t)x;
+}
+
+/* A message on subject with the decimal headers hdrs[0..nh). */
+static natsStatus make_msg(natsMsg **out, const char *subject, const void *data, size_t len,
+                           const tg__repl_hdr *hdrs, int nh) {
+  char v[24];
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
+  for (int i = 0; s == NATS_OK && i < nh; i++) {
+    snprintf(v, sizeof v, "%" PRIu64, hdrs[i].value);
+    s = natsMsgHeader_Set(m, hdrs[i].name, v);
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    m = NULL;
+  }
+  *out = m;
+  return s;
+}
+
+/* A WAL message: the Tg-* headers, and its Nats-Msg-Id into id. */
+static natsStatus make_wal_msg(natsMsg **out, const char *subject, const void *data, size_t len,
+                               uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch, char *id,
+                               size_t idlen) {
+  const tg__repl_hdr h[3] = {
+      {"Tg-First-Lsn", first_lsn}, {"Tg-Last-Lsn", last_lsn}, {"Tg-Epoch", epoch}};
+  snprintf(id, idlen, "%" PRIu64 ":%" PRIu64, epoch, first_lsn);
+  return make_msg(out, subject, data, len, h, 3);
+}
+
+/* The stream's state (st may be NULL: an existence check). */
+static natsStatus stream_lookup(jsCtx *js, const char *stream, tg__repl_stream_state *st,
+                                jsErrCode *jerr) {
+  jsStreamInfo *si = NULL;
+  natsStatus s = js_GetStreamInfo(&si, js, stream, NULL, jerr);
+  if (s == NATS_OK && st) {
+    st->first_seq = si->State.FirstSeq;
+    st->last_seq = si->State.LastSeq;
+    st->msgs = si->State.Msgs;
+    st->bytes = si->State.Bytes;
+    st->replicas = si->Config ? si->Config->Replicas : 0;
+  }
+  jsStreamInfo_Destroy(si);
+  return s;
 }
 
 /* libnats calls this on its own thread, in publish order. */
@@ -109,64 +191,70 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
   natsMsg_Destroy(msg);
 }
 
-int tg__repl_connect(tg__repl **out, const char *url, const tg__repl_acks *acks, char *msg,
-                     size_t msglen) {
-  *out = NULL;
+/* The one connect of both sides. keep_reconnecting: the primary's
+   connection retries for as long as the store is open; the replica's keeps
+   libnats's defaults, so that a server gone for good ends its fetches. */
+static natsStatus connect_js(tg__repl *r, const char *url, int keep_reconnecting, char *msg,
+                             size_t msglen) {
   natsOptions *o = NULL;
-  tg__repl *r = calloc(1, sizeof *r);
-  int rc = TG_ENOMEM;
-  if (!r) goto fail;
-  if (acks) r->acks = *acks;
   natsStatus s = natsOptions_Create(&o);
   /* A cluster is given as "url1,url2,...": each becomes a server to try. */
   char list[1024];
   const char *servers[16];
   int nserv = 0;
-  snprintf(list, sizeof list, "%s", url);
+  snprintf(list, sizeof list, "%s", url ? url : "");
   char *save = NULL;
   for (char *u = strtok_r(list, ", ", &save); u && nserv < 16; u = strtok_r(NULL, ", ", &save))
     servers[nserv++] = u;
   if (s == NATS_OK && nserv == 0) s = NATS_INVALID_ARG;
   if (s == NATS_OK) s = natsOptions_SetServers(o, servers, nserv);
-  /* Keep reconnecting for as long as the store is open: an outage is
-     bounded by the store's ack timeout, not by the client giving up. */
   /* A message is a whole batch of the log: send it at once. Buffered,
      libnats's flusher sends it up to 1 ms later, which was all but 66 us
      of a TG_REPLICATED call's 1,000 us median (tg-bench replicate, one
      thread, measured here). */
   if (s == NATS_OK) s = natsOptions_SetSendAsap(o, true);
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 100);
+  /* Keep reconnecting for as long as the store is open: an outage is
+     bounded by the store's ack timeout, not by the client giving up. */
+  if (s == NATS_OK && keep_reconnecting) s = natsOptions_SetMaxReconnect(o, -1);
+  if (s == NATS_OK && keep_reconnecting) s = natsOptions_SetReconnectWait(o, 100);
   if (s == NATS_OK) s = natsConnection_Connect(&r->nc, o);
+  natsOptions_Destroy(o);
   if (s != NATS_OK) {
-    say(msg, msglen, "cannot connect to", url, s);
-    rc = from_status(s);
-    goto fail;
+    say(msg, msglen, "cannot connect to NATS at %s: %s", url ? url : "", natsStatus_GetText(s));
+    return s;
   }
   jsOptions jo;
   jsOptions_Init(&jo);
-  if (acks) {
+  if (r->acks.on_ack || r->acks.on_error) {
     jo.PublishAsync.AckHandler = ack_handler;
     jo.PublishAsync.AckHandlerClosure = r;
-    jo.PublishAsync.MaxPending = acks->max_pending > 0 ? acks->max_pending : 256;
+    jo.PublishAsync.MaxPending = r->acks.max_pending > 0 ? r->acks.max_pending : 256;
   }
   s = natsConnection_JetStream(&r->js, r->nc, &jo);
   if (s != NATS_OK) {
-    say(msg, msglen, "no JetStream context at", url, s);
-    rc = from_status(s);
-    goto fail;
+    say(msg, msglen, "no JetStream context at %s: %s", url, natsStatus_GetText(s));
+    return s;
   }
   int64_t mp = natsConnection_GetMaxPayload(r->nc);
   r->max_body = TG__REPL_MAX_MSG;
   if (mp > 0 && (uint64_t)mp - TG__REPL_HDR_ROOM < r->max_body)
     r->max_body = (size_t)mp - TG__REPL_HDR_ROOM;
-  natsOptions_Destroy(o);
+  return NATS_OK;
+}
+
+int tg__repl_connect(tg__repl **out, const char *url, const tg__repl_acks *acks, char *msg,
+                     size_t msglen) {
+  *out = NULL;
+  tg__repl *r = calloc(1, sizeof *r);
+  if (!r) return TG_ENOMEM;
+  if (acks) r->acks = *acks;
+  natsStatus s = connect_js(r, url, 1, msg, msglen);
+  if (s != NATS_OK) {
+    tg__repl_close(r);
+    return from_status(s);
+  }
   *out = r;
   return 0;
-fail:
-  natsOptions_Destroy(o);
-  tg__repl_close(r);
-  return rc;
 }
 
 void tg__repl_close(tg__repl *r) {
@@ -182,19 +270,11 @@ void tg__repl_cancel(tg__repl *r) {
   atomic_store_explicit(&r->cancelled, 1, memory_order_relaxed);
 }
 
-int tg__repl_stream_ensure(tg__repl *r, const char *stream, const char *subject, int replicas,
-                           char *msg, size_t msglen) {
-  jsStreamInfo *si = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, r->js, stream, NULL, &jerr);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(si);
-    return 0;
-  }
-  if (s != NATS_NOT_FOUND) {
-    say(msg, msglen, "stream", stream, s);
-    return from_status(s);
-  }
+/* Create the stream when missing; an existing one is used as it is. */
+static natsStatus ensure_stream(jsCtx *js, const char *stream, const char *subject, int replicas,
+                                jsErrCode *jerr) {
+  natsStatus s = stream_lookup(js, stream, NULL, jerr);
+  if (s != NATS_NOT_FOUND) return s;
   jsStreamConfig c;
   jsStreamConfig_Init(&c);
   const char *subjects[1] = {subject};
@@ -205,35 +285,29 @@ int tg__repl_stream_ensure(tg__repl *r, const char *stream, const char *subject,
   c.Replicas = replicas;
   /* Nothing is dropped before the primary purges it below a checkpoint. */
   c.Discard = js_DiscardNew;
-  s = js_AddStream(&si, r->js, &c, NULL, &jerr);
+  jsStreamInfo *si = NULL;
+  s = js_AddStream(&si, js, &c, NULL, jerr);
   jsStreamInfo_Destroy(si);
-  if (s != NATS_OK) {
-    /* Another process created it meanwhile: use it. */
-    if (js_GetStreamInfo(&si, r->js, stream, NULL, NULL) == NATS_OK) {
-      jsStreamInfo_Destroy(si);
-      return 0;
-    }
-    if (msg && msglen)
-      snprintf(msg, msglen, "cannot create stream %s (R%d): %s (JetStream error %d)", stream,
-               replicas, natsStatus_GetText(s), (int)jerr);
-    return from_status(s);
-  }
-  return 0;
+  /* Another process created it meanwhile: use it. */
+  if (s != NATS_OK && stream_lookup(js, stream, NULL, NULL) == NATS_OK) s = NATS_OK;
+  return s;
+}
+
+int tg__repl_stream_ensure(tg__repl *r, const char *stream, const char *subject, int replicas,
+                           char *msg, size_t msglen) {
+  jsErrCode jerr = 0;
+  natsStatus s = ensure_stream(r->js, stream, subject, replicas, &jerr);
+  if (s != NATS_OK)
+    say(msg, msglen, "cannot create stream %s (R%d): %s (JetStream error %d)", stream, replicas,
+        natsStatus_GetText(s), (int)jerr);
+  return from_status(s);
 }
 
 int tg__repl_stream_state_get(tg__repl *r, const char *stream, tg__repl_stream_state *st) {
-  jsStreamInfo *si = NULL;
-  natsStatus s = js_GetStreamInfo(&si, r->js, stream, NULL, NULL);
-  if (s != NATS_OK) return from_status(s);
-  st->first_seq = si->State.FirstSeq;
-  st->last_seq = si->State.LastSeq;
-  st->msgs = si->State.Msgs;
-  st->bytes = si->State.Bytes;
-  st->replicas = si->Config ? si->Config->Replicas : 0;
-  jsStreamInfo_Destroy(si);
-  return 0;
+  return from_status(stream_lookup(r->js, stream, st, NULL));
 }
 
+/* The one message reader: headers, body, Nats-Msg-Id. */
 static int pass_msg(natsMsg *m, uint64_t seq, tg__repl_msg_cb cb, void *arg) {
   tg__repl_msg rm;
   const char *id = NULL;
@@ -247,42 +321,23 @@ static int pass_msg(natsMsg *m, uint64_t seq, tg__repl_msg_cb cb, void *arg) {
   return cb(arg, &rm);
 }
 
+/* Message seq of stream, or (seq 0) the last one on subject. */
+static natsStatus get_msg(jsCtx *js, natsMsg **m, const char *stream, const char *subject,
+                          uint64_t seq, jsErrCode *jerr) {
+  return seq ? js_GetMsg(m, js, stream, seq, NULL, jerr)
+             : js_GetLastMsg(m, js, stream, subject, NULL, jerr);
+}
+
 int tg__repl_get_msg(tg__repl *r, const char *stream, uint64_t seq, tg__repl_msg_cb cb,
                      void *arg) {
   natsMsg *m = NULL;
-  natsStatus s;
-  if (seq) {
-    s = js_GetMsg(&m, r->js, stream, seq, NULL, NULL);
-  } else {
-    /* The last message of any subject: ">" matches them all. */
-    s = js_GetLastMsg(&m, r->js, stream, ">", NULL, NULL);
-  }
+  /* The last message of any subject: ">" matches them all. */
+  natsStatus s = get_msg(r->js, &m, stream, ">", seq, NULL);
   if (s != NATS_OK) return from_status(s);
   uint64_t mseq = seq ? seq : natsMsg_GetSequence(m);
   int rc = pass_msg(m, mseq, cb, arg);
   natsMsg_Destroy(m);
   return rc;
-}
-
-static natsStatus make_msg(natsMsg **out, const char *subject, const void *data, size_t len,
-                           uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch,
-                           char *id, size_t idlen) {
-  char v[24];
-  natsMsg *m = NULL;
-  natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
-  snprintf(v, sizeof v, "%" PRIu64, first_lsn);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-First-Lsn", v);
-  snprintf(v, sizeof v, "%" PRIu64, last_lsn);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-Last-Lsn", v);
-  snprintf(v, sizeof v, "%" PRIu64, epoch);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-Epoch", v);
-  snprintf(id, idlen, "%" PRIu64 ":%" PRIu64, epoch, first_lsn);
-  if (s != NATS_OK) {
-    natsMsg_Destroy(m);
-    m = NULL;
-  }
-  *out = m;
-  return s;
 }
 
 int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, size_t len,
@@ -291,7 +346,7 @@ int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, s
   if (len > r->max_body) return TG_EINVAL;
   char id[48];
   natsMsg *m = NULL;
-  natsStatus s = make_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
+  natsStatus s = make_wal_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
   if (s != NATS_OK) return from_status(s);
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -312,36 +367,86 @@ int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, s
   return from_status(s);
 }
 
+/* Publish m synchronously (po may be NULL); m is destroyed. */
+static natsStatus publish_sync(jsCtx *js, natsMsg *m, jsPubOptions *po, uint64_t *seq,
+                               jsErrCode *jerr) {
+  jsPubAck *pa = NULL;
+  natsStatus s = js_PublishMsg(&pa, js, m, po, jerr);
+  natsMsg_Destroy(m);
+  if (s == NATS_OK && seq) *seq = pa->Sequence;
+  jsPubAck_Destroy(pa);
+  return s;
+}
+
 int tg__repl_publish_sync(tg__repl *r, const char *subject, const void *data, size_t len,
                           uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch,
                           uint64_t expect_last_seq, uint64_t *seq) {
   if (len > r->max_body) return TG_EINVAL;
   char id[48];
   natsMsg *m = NULL;
-  natsStatus s = make_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
+  natsStatus s = make_wal_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
   if (s != NATS_OK) return from_status(s);
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MsgId = id;
   po.ExpectLastSeq = expect_last_seq;
-  jsPubAck *pa = NULL;
   jsErrCode jerr = 0;
-  s = js_PublishMsg(&pa, r->js, m, &po, &jerr);
-  natsMsg_Destroy(m);
-  if (s == NATS_OK) {
-    if (seq) *seq = pa->Sequence;
-    jsPubAck_Destroy(pa);
-    return 0;
-  }
-  if ((int)jerr == TG__REPL_JS_WRONG_LAST_SEQ) return TG_EFENCED;
+  s = publish_sync(r->js, m, &po, seq, &jerr);
+  if (s != NATS_OK && (int)jerr == TG__REPL_JS_WRONG_LAST_SEQ) return TG_EFENCED;
   return from_status(s);
 }
 
-int tg__repl_purge_below(tg__repl *r, const char *stream, uint64_t seq) {
-  jsOptions o;
-  jsOptions_Init(&o);
-  o.Stream.Purge.Sequence = seq;
-  return from_status(js_PurgeStream(r->js, stream, &o, NULL));
+/* An ephemeral pull consumer on subject of stream from start_seq (0: the
+   first). No acks: a reader's position is its own (a replica persists it
+   with its checkpoints), not the consumer's; the server drops the
+   consumer once its reader has gone. */
+static natsStatus pull_subscribe(jsCtx *js, natsSubscription **sub, const char *stream,
+                                 const char *subject, uint64_t start_seq, jsErrCode *jerr) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  so.Config.DeliverPolicy = start_seq ? js_DeliverByStartSequence : js_DeliverAll;
+  so.Config.OptStartSeq = start_seq;
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000;
+  return js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+}
+
+static void unsubscribe(natsSubscription *sub) {
+  if (!sub) return;
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+}
+
+/* The one fetch loop: up to batch messages, each passed to cb in order.
+   Returns the number passed (0 with *st set: the fetch failed), cb's
+   nonzero value, or TG_EIO with *no_meta set for a message without
+   JetStream metadata. */
+static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
+                      void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
+  *no_meta = 0;
+  natsMsgList list = {0};
+  *st = natsSubscription_Fetch(&list, sub, batch, timeout_ms, jerr);
+  if (*st == NATS_TIMEOUT) {
+    *st = NATS_OK;
+    return 0;
+  }
+  if (*st != NATS_OK) return 0;
+  int n = 0, rc = 0;
+  for (int i = 0; i < list.Count && !rc; i++) {
+    jsMsgMetaData *md = NULL;
+    if (natsMsg_GetMetaData(&md, list.Msgs[i]) != NATS_OK) {
+      *no_meta = 1;
+      rc = TG_EIO;
+      break;
+    }
+    uint64_t seq = md->Sequence.Stream;
+    jsMsgMetaData_Destroy(md);
+    rc = pass_msg(list.Msgs[i], seq, cb, arg);
+    if (!rc) n++;
+  }
+  natsMsgList_Destroy(&list);
+  return rc ? rc : n;
 }
 
 int tg__repl_pull_open(tg__repl_sub **out, tg__repl *r, const char *stream, const char *subject,
@@ -349,13 +454,7 @@ int tg__repl_pull_open(tg__repl_sub **out, tg__repl *r, const char *stream, cons
   *out = NULL;
   tg__repl_sub *s = calloc(1, sizeof *s);
   if (!s) return TG_ENOMEM;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = stream;
-  so.Config.DeliverPolicy = start_seq ? js_DeliverByStartSequence : js_DeliverAll;
-  so.Config.OptStartSeq = start_seq;
-  so.Config.AckPolicy = js_AckNone;
-  natsStatus st = js_PullSubscribe(&s->sub, r->js, subject, NULL, NULL, &so, NULL);
+  natsStatus st = pull_subscribe(r->js, &s->sub, stream, subject, start_seq, NULL);
   if (st != NATS_OK) {
     free(s);
     return from_status(st);
@@ -366,89 +465,304 @@ int tg__repl_pull_open(tg__repl_sub **out, tg__repl *r, const char *stream, cons
 
 int tg__repl_fetch(tg__repl_sub *s, int batch, uint32_t timeout_ms, tg__repl_msg_cb cb,
                    void *arg) {
-  natsMsgList list = {0};
-  natsStatus st = natsSubscription_Fetch(&list, s->sub, batch, (int64_t)timeout_ms, NULL);
-  if (st == NATS_TIMEOUT) return 0;
-  if (st != NATS_OK) return from_status(st);
-  int n = 0, rc = 0;
-  for (int i = 0; i < list.Count && !rc; i++) {
-    jsMsgMetaData *md = NULL;
-    uint64_t seq = 0;
-    if (natsMsg_GetMetaData(&md, list.Msgs[i]) == NATS_OK) {
-      seq = md->Sequence.Stream;
-      jsMsgMetaData_Destroy(md);
-    }
-    rc = pass_msg(list.Msgs[i], seq, cb, arg);
-    if (!rc) n++;
-  }
-  natsMsgList_Destroy(&list);
-  return rc ? rc : n;
+  natsStatus st;
+  int no_meta;
+  int rc = fetch_msgs(s->sub, batch, (int64_t)timeout_ms, cb, arg, &st, NULL, &no_meta);
+  return st != NATS_OK ? from_status(st) : rc;
 }
 
 void tg__repl_pull_close(tg__repl_sub *s) {
   if (!s) return;
-  natsSubscription_Unsubscribe(s->sub);
-  natsSubscription_Destroy(s->sub);
+  unsubscribe(s->sub);
   free(s);
 }
 
-int tg__repl_kv_open(tg__repl_kv **out, tg__repl *r, const char *bucket, int replicas,
-                     uint32_t ttl_ms) {
+/* Remove the messages of stream below seq. */
+static natsStatus purge_below(jsCtx *js, const char *stream, uint64_t seq, jsErrCode *jerr) {
+  /* Nothing below seq: no request at all (nats-server 2.9.10 purged a
+     whole stream for a sequence at or below its first, seen here with
+     sequence 1). */
+  tg__repl_stream_state ss;
+  if (stream_lookup(js, stream, &ss, NULL) == NATS_OK && seq <= ss.first_seq) return NATS_OK;
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Purge.Sequence = seq;
+  return js_PurgeStream(js, stream, &o, jerr);
+}
+
+/* ---- the replica's side (tg__follow) ------------------------------------ */
+
+struct tg__follow {
+  tg__repl r;            /* connection and JetStream context, no acks */
+  natsSubscription *sub; /* NULL until tg__follow_start() */
+  kvStore *kv;           /* NULL until the lease is first used */
+  char stream[160];      /* TG_<name> */
+  char subject[160];     /* tg.<name>.wal */
+  char bucket[160];      /* TG_LEASE_<name> */
+};
+
+int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
+                    size_t len) {
+  tg__follow *f = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st;
+  int rc = 0;
   *out = NULL;
-  tg__repl_kv *k = calloc(1, sizeof *k);
-  if (!k) return TG_ENOMEM;
-  natsStatus s = js_KeyValue(&k->kv, r->js, bucket);
-  if (s == NATS_NOT_FOUND) {
-    kvConfig c;
-    kvConfig_Init(&c);
-    c.Bucket = bucket;
-    c.History = 1;
-    c.TTL = (int64_t)ttl_ms; /* libnats takes milliseconds */
-    c.Replicas = replicas;
-    s = js_CreateKeyValue(&k->kv, r->js, &c);
-    if (s != NATS_OK) s = js_KeyValue(&k->kv, r->js, bucket); /* raced */
+  if (!url || !name || !*name || strchr(name, '.') || strchr(name, ' ') ||
+      strchr(name, '*') || strchr(name, '>')) {
+    say_first(msg, len, "replication name '%s' is empty or holds one of '. *>'",
+              name ? name : "");
+    return TG_EINVAL;
   }
-  if (s != NATS_OK) {
-    free(k);
-    return from_status(s);
+  if (!(f = calloc(1, sizeof *f))) return TG_ENOMEM;
+  if ((size_t)snprintf(f->stream, sizeof f->stream, "TG_%s", name) >= sizeof f->stream ||
+      (size_t)snprintf(f->subject, sizeof f->subject, "tg.%s.wal", name) >= sizeof f->subject ||
+      (size_t)snprintf(f->bucket, sizeof f->bucket, "TG_LEASE_%s", name) >= sizeof f->bucket) {
+    say_first(msg, len, "replication name '%s' is too long", name);
+    rc = TG_EINVAL;
+    goto fail;
   }
-  *out = k;
+  if ((st = connect_js(&f->r, url, 0, msg, len)) != NATS_OK) {
+    rc = from_status_follow(st);
+    goto fail;
+  }
+  st = stream_lookup(f->r.js, f->stream, NULL, &jerr);
+  if (st != NATS_OK) {
+    rc = st == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr ? -ENOENT : from_status_follow(st);
+    say_first(msg, len, "%s: stream %s: %s (no primary has shipped to it yet?)", url, f->stream,
+              natsStatus_GetText(st));
+    goto fail;
+  }
+  *out = f;
+  return 0;
+fail:
+  tg__follow_close(f);
+  return rc;
+}
+
+int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
+                      size_t len) {
+  tg__repl_stream_state ss;
+  natsStatus st = stream_lookup(f->r.js, f->stream, &ss, NULL);
+  if (st != NATS_OK) {
+    say_first(msg, len, "stream %s: cannot read its state: %s", f->stream,
+              natsStatus_GetText(st));
+    return from_status_follow(st);
+  }
+  *first = ss.first_seq;
+  *last = ss.last_seq;
   return 0;
 }
 
-int tg__repl_kv_get(tg__repl_kv *kv, const char *key, void *buf, size_t cap, size_t *len,
-                    uint64_t *rev) {
+int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len) {
+  jsErrCode jerr = 0;
+  unsubscribe(f->sub);
+  f->sub = NULL;
+  natsStatus st = pull_subscribe(f->r.js, &f->sub, f->stream, f->subject, seq ? seq : 1, &jerr);
+  if (st != NATS_OK) {
+    say_first(msg, len, "stream %s: cannot start a consumer at sequence %" PRIu64 ": %s (%d)",
+              f->stream, seq, natsStatus_GetText(st), (int)jerr);
+    f->sub = NULL;
+    return from_status_follow(st);
+  }
+  return 0;
+}
+
+int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
+                     char *msg, size_t len) {
+  jsErrCode jerr = 0;
+  natsStatus st;
+  int no_meta;
+  if (!f->sub) return TG_EINVAL;
+  int rc = fetch_msgs(f->sub, batch, timeout_ms, cb, ctx, &st, &jerr, &no_meta);
+  if (st != NATS_OK) {
+    say_first(msg, len, "stream %s: fetch failed: %s (%d)", f->stream, natsStatus_GetText(st),
+              (int)jerr);
+    return from_status_follow(st);
+  }
+  if (no_meta)
+    say_first(msg, len, "stream %s: a delivered message has no JetStream metadata", f->stream);
+  return rc;
+}
+
+void tg__follow_close(tg__follow *f) {
+  if (!f) return;
+  unsubscribe(f->sub);
+  if (f->kv) kvStore_Destroy(f->kv);
+  if (f->r.js) jsCtx_Destroy(f->r.js);
+  if (f->r.nc) {
+    natsConnection_Close(f->r.nc);
+    natsConnection_Destroy(f->r.nc);
+  }
+  free(f);
+}
+
+/* ---- the lease ---------------------------------------------------------- */
+
+static int lease_bucket(tg__follow *f, uint32_t ttl_ms, char *msg, size_t len) {
+  if (f->kv) return 0;
+  natsStatus st = js_KeyValue(&f->kv, f->r.js, f->bucket);
+  if ((st == NATS_NOT_FOUND || st == NATS_ERR) && ttl_ms == UINT32_MAX) {
+    f->kv = NULL;
+    return -ENOENT;
+  }
+  if (st == NATS_NOT_FOUND || st == NATS_ERR) {
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = f->bucket;
+    kc.History = 1;
+    kc.TTL = (int64_t)ttl_ms * 1000000;
+    kc.StorageType = js_FileStorage;
+    f->kv = NULL;
+    st = js_CreateKeyValue(&f->kv, f->r.js, &kc);
+  }
+  if (st != NATS_OK) {
+    f->kv = NULL;
+    say_first(msg, len, "lease bucket %s: %s", f->bucket, natsStatus_GetText(st));
+    return from_status_follow(st);
+  }
+  return 0;
+}
+
+/* A number after "key": in the lease's JSON; 0 when absent. */
+static uint64_t json_u64(const char *js, size_t n, const char *key) {
+  char pat[32], buf[512];
+  if (n >= sizeof buf) n = sizeof buf - 1;
+  memcpy(buf, js, n);
+  buf[n] = 0;
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *p = strstr(buf, pat);
+  return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+}
+
+int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *msg,
+                         size_t len) {
   kvEntry *e = NULL;
-  natsStatus s = kvStore_Get(&e, kv->kv, key);
-  if (s != NATS_OK) return from_status(s);
+  int rc = lease_bucket(f, ttl_ms, msg, len);
+  memset(out, 0, sizeof *out);
+  if (rc == -ENOENT && ttl_ms == UINT32_MAX) return 0; /* no bucket, no lease */
+  if (rc) return rc;
+  natsStatus st = kvStore_Get(&e, f->kv, "leader");
+  if (st == NATS_NOT_FOUND) return 0;
+  if (st != NATS_OK) {
+    say_first(msg, len, "lease %s/leader: %s", f->bucket, natsStatus_GetText(st));
+    return from_status_follow(st);
+  }
+  const char *v = kvEntry_Value(e);
   size_t n = (size_t)kvEntry_ValueLen(e);
-  if (buf && cap) memcpy(buf, kvEntry_Value(e), n < cap ? n : cap);
-  if (len) *len = n;
-  if (rev) *rev = kvEntry_Revision(e);
+  out->revision = kvEntry_Revision(e);
+  out->epoch = json_u64(v, n, "epoch");
+  out->lsn = json_u64(v, n, "lsn");
+  const char *o = v ? memmem(v, n, "\"owner\":\"", 9) : NULL;
+  if (o) {
+    o += 9;
+    size_t i = 0;
+    while (o + i < v + n && o[i] != '"' && i + 1 < sizeof out->owner) {
+      out->owner[i] = o[i];
+      i++;
+    }
+    out->owner[i] = 0;
+  }
   kvEntry_Destroy(e);
   return 0;
 }
 
-int tg__repl_kv_create(tg__repl_kv *kv, const char *key, const void *data, size_t len,
-                       uint64_t *rev) {
-  natsStatus s = kvStore_Create(rev, kv->kv, key, data, (int)len);
-  if (s == NATS_OK) return 0;
-  /* The client gives no JetStream code here: a key that is there now is
-     the refusal's reason. */
-  return tg__repl_kv_get(kv, key, NULL, 0, NULL, NULL) == 0 ? TG_EEXIST : from_status(s);
+int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint64_t epoch,
+                         const char *owner, uint64_t lsn, uint64_t *new_revision,
+                         char *msg, size_t len) {
+  char v[256];
+  uint64_t rev = 0;
+  int rc = lease_bucket(f, ttl_ms, msg, len);
+  if (rc) return rc;
+  int n = snprintf(v, sizeof v, "{\"epoch\":%" PRIu64 ",\"owner\":\"%s\",\"lsn\":%" PRIu64 "}",
+                   epoch, owner, lsn);
+  if (n < 0 || (size_t)n >= sizeof v) return TG_EINVAL;
+  natsStatus st = revision ? kvStore_Update(&rev, f->kv, "leader", v, n, revision)
+                           : kvStore_Create(&rev, f->kv, "leader", v, n);
+  if (st != NATS_OK) {
+    /* Both refuse with the stream's wrong-last-sequence error when the
+       key moved on: someone else took the lease first. */
+    const char *t = nats_GetLastError(NULL);
+    if (t && (strstr(t, "wrong last sequence") || strstr(t, "10071") ||
+              strstr(t, "key exists"))) {
+      say_first(msg, len, "lease %s/leader changed since it was read (revision %" PRIu64
+                "): another process took it first", f->bucket, revision);
+      return TG_EEXIST;
+    }
+    say_first(msg, len, "lease %s/leader: %s", f->bucket, t ? t : natsStatus_GetText(st));
+    return from_status_follow(st);
+  }
+  if (new_revision) *new_revision = rev;
+  return 0;
 }
 
-int tg__repl_kv_update(tg__repl_kv *kv, const char *key, const void *data, size_t len,
-                       uint64_t last_rev, uint64_t *rev) {
-  natsStatus s = kvStore_Update(rev, kv->kv, key, data, (int)len, last_rev);
-  if (s == NATS_OK) return 0;
-  uint64_t cur = 0;
-  if (tg__repl_kv_get(kv, key, NULL, 0, NULL, &cur) == 0 && cur != last_rev) return TG_EEXIST;
-  return from_status(s);
+/* ---- snapshots ------------------------------------------------------------ */
+
+int tg__follow_stream_ensure(tg__follow *f, const char *stream, const char *subject,
+                             char *msg, size_t len) {
+  jsErrCode jerr = 0;
+  natsStatus st = ensure_stream(f->r.js, stream, subject, 1, &jerr);
+  if (st != NATS_OK) {
+    say_first(msg, len, "cannot create stream %s: %s (%d)", stream, natsStatus_GetText(st),
+              (int)jerr);
+    return from_status_follow(st);
+  }
+  return 0;
 }
 
-void tg__repl_kv_close(tg__repl_kv *kv) {
-  if (!kv) return;
-  kvStore_Destroy(kv->kv);
-  free(kv);
+int tg__follow_publish(tg__follow *f, const char *subject, const void *data, size_t len,
+                       const tg__repl_hdr *hdrs, int nh, uint64_t *seq, char *msg,
+                       size_t mlen) {
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = make_msg(&m, subject, data, len, hdrs, nh);
+  if (st == NATS_OK) st = publish_sync(f->r.js, m, NULL, seq, &jerr);
+  if (st != NATS_OK) {
+    say_first(msg, mlen, "publish on %s (%zu bytes): %s (%d)", subject, len,
+              natsStatus_GetText(st), (int)jerr);
+    return from_status_follow(st);
+  }
+  return 0;
+}
+
+int tg__follow_get(tg__follow *f, const char *stream, const char *subject, uint64_t seq,
+                   tg__repl_hdr *hdrs, int nh, void **data, size_t *len, uint64_t *seq_out,
+                   char *msg, size_t mlen) {
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  *data = NULL;
+  *len = 0;
+  natsStatus st = get_msg(f->r.js, &m, stream, subject, seq, &jerr);
+  if (st != NATS_OK) {
+    if (st == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSStreamNotFoundErr)
+      return -ENOENT;
+    say_first(msg, mlen, "stream %s: cannot read message %" PRIu64 ": %s (%d)", stream, seq,
+              natsStatus_GetText(st), (int)jerr);
+    return from_status_follow(st);
+  }
+  for (int i = 0; i < nh; i++) hdrs[i].value = hdr_u64(m, hdrs[i].name);
+  size_t n = (size_t)natsMsg_GetDataLength(m);
+  void *p = malloc(n ? n : 1);
+  if (!p) {
+    natsMsg_Destroy(m);
+    return TG_ENOMEM;
+  }
+  memcpy(p, natsMsg_GetData(m), n);
+  if (seq_out) *seq_out = natsMsg_GetSequence(m);
+  natsMsg_Destroy(m);
+  *data = p;
+  *len = n;
+  return 0;
+}
+
+int tg__follow_purge_below(tg__follow *f, const char *stream, uint64_t seq, char *msg,
+                           size_t len) {
+  jsErrCode jerr = 0;
+  natsStatus st = purge_below(f->r.js, stream, seq, &jerr);
+  if (st != NATS_OK) {
+    say_first(msg, len, "stream %s: cannot purge below %" PRIu64 ": %s (%d)", stream, seq,
+              natsStatus_GetText(st), (int)jerr);
+    return from_status_follow(st);
+  }
+  return 0;
 }

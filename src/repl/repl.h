@@ -11,8 +11,13 @@
  * "<epoch>:<first_lsn>"; its body is WAL frames as docs/wal-format.md
  * writes them, records only.
  *
- * Errors: TG_EIO (the server refused or could not be reached; the message
- * says which), -ETIMEDOUT, TG_ENOTFOUND, TG_EEXIST, TG_ENOMEM, TG_EINVAL.
+ * Two handles: tg__repl, the primary's (shipping, src/store/ship.c), and
+ * tg__follow, the replica's (src/store/replica.c, snapshot.c), over one
+ * connection code, one stream lookup and one message reader.
+ *
+ * Errors of tg__repl_*: TG_EIO (the server refused or could not be
+ * reached; the message says which), -ETIMEDOUT, TG_ENOTFOUND, TG_ENOMEM,
+ * TG_EINVAL.
  * Threading: one tg__repl may be used from several threads (libnats
  * connections are thread-safe); the ack callbacks run on a libnats thread.
  */
@@ -61,7 +66,8 @@ typedef struct tg__repl_acks {
 typedef struct tg__repl tg__repl;
 
 /* Connect to url (acks may be NULL: no asynchronous publishing). msg gets
-   a one-line reason on failure. */
+   a one-line reason on failure. The connection reconnects for as long as
+   it is open. */
 int tg__repl_connect(tg__repl **out, const char *url, const tg__repl_acks *acks, char *msg,
                      size_t msglen);
 /* Close the connection (pending acks are dropped, their callbacks not
@@ -99,7 +105,15 @@ typedef struct tg__repl_msg {
   uint64_t epoch;
   const char *id;     /* Nats-Msg-Id or "" */
 } tg__repl_msg;
+/* Return 0 to go on, nonzero to stop (that value is returned). */
 typedef int (*tg__repl_msg_cb)(void *arg, const tg__repl_msg *m);
+
+/* A message header by name, as a decimal (0 when missing or not a
+   number). */
+typedef struct tg__repl_hdr {
+  const char *name;
+  uint64_t value;
+} tg__repl_hdr;
 
 /* Read the message at seq (0: the stream's last) and pass it to cb, whose
    return value is returned. TG_ENOTFOUND: no such message. */
@@ -119,9 +133,6 @@ int tg__repl_publish_sync(tg__repl *r, const char *subject, const void *data, si
                           uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch,
                           uint64_t expect_last_seq, uint64_t *seq);
 
-/* Remove the messages of `stream` with a sequence below seq. */
-int tg__repl_purge_below(tg__repl *r, const char *stream, uint64_t seq);
-
 /* A pull consumer (ephemeral) on subject of stream, from start_seq. */
 typedef struct tg__repl_sub tg__repl_sub;
 int tg__repl_pull_open(tg__repl_sub **out, tg__repl *r, const char *stream, const char *subject,
@@ -133,22 +144,82 @@ int tg__repl_fetch(tg__repl_sub *s, int batch, uint32_t timeout_ms, tg__repl_msg
                    void *arg);
 void tg__repl_pull_close(tg__repl_sub *s);
 
-/* A key-value bucket (created when missing, with history 1 and ttl_ms:
-   0 = no TTL). Revisions make compare-and-swap. */
-typedef struct tg__repl_kv tg__repl_kv;
-int tg__repl_kv_open(tg__repl_kv **out, tg__repl *r, const char *bucket, int replicas,
-                     uint32_t ttl_ms);
-/* TG_ENOTFOUND: no such key (or deleted). *len is the value's length; at
-   most cap bytes are copied. */
-int tg__repl_kv_get(tg__repl_kv *kv, const char *key, void *buf, size_t cap, size_t *len,
-                    uint64_t *rev);
-/* Create only if missing: TG_EEXIST otherwise. */
-int tg__repl_kv_create(tg__repl_kv *kv, const char *key, const void *data, size_t len,
-                       uint64_t *rev);
-/* Update only if the key's revision is last_rev: TG_EEXIST (another
-   revision) otherwise. */
-int tg__repl_kv_update(tg__repl_kv *kv, const char *key, const void *data, size_t len,
-                       uint64_t last_rev, uint64_t *rev);
-void tg__repl_kv_close(tg__repl_kv *kv);
+/* ---- the replica's side -------------------------------------------------
+ * Reading a WAL stream from a stream sequence on, the stream's bounds, the
+ * leader lease (KV bucket TG_LEASE_<name>, key "leader") and the snapshot
+ * stream. These functions speak errno where their callers tell cases
+ * apart: -ECONNREFUSED (no server answers), -ENOENT (no such stream or
+ * message); otherwise TG_ENOMEM, TG_EINVAL, TG_EIO, and each writes a
+ * one-line message, keeping one already there (the first explanation). */
+
+typedef struct tg__follow tg__follow;
+
+/* Connect to url and look up stream TG_<name> (name: no '.', ' ', '*',
+   '>'). The connection keeps libnats's reconnect defaults. */
+int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
+                    size_t len);
+
+/* The stream's first and last sequence now (first > last: empty). */
+int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
+                      size_t len);
+
+/* Start (or restart) delivery at stream sequence `seq`: an ephemeral pull
+   consumer, DeliverByStartSequence, no acks. The server silently starts
+   at the stream's first sequence when seq is below it: the caller checks
+   the first sequence delivered. */
+int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len);
+
+/* Fetch up to `batch` messages, waiting up to timeout_ms for the first,
+   and hand each to cb in order. Returns the
+   number handed over (0: none came in time), cb's nonzero value, or an
+   error with msg. */
+int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
+                     char *msg, size_t len);
+
+/* Close; accepts NULL. */
+void tg__follow_close(tg__follow *f);
+
+typedef struct tg__lease {
+  uint64_t epoch;    /* the epoch in the value (0: no lease yet) */
+  uint64_t lsn;      /* the LSN in the value */
+  uint64_t revision; /* the key's revision (0: absent) */
+  char owner[128];   /* "<host>:<pid>:<random>" */
+} tg__lease;
+
+/* Read the lease (bucket created when missing, with ttl_ms as its max
+   age, 0 = none; ttl_ms == UINT32_MAX: not created, and a missing bucket
+   reads as no lease). An absent key gives epoch 0, revision 0. */
+int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *msg,
+                         size_t len);
+
+/* Take the lease: write {"epoch":E,"owner":O,"lsn":L} if the key's
+   revision is still `revision` (0: create it only if absent). TG_EEXIST
+   when someone else changed it first (compare-and-swap lost). */
+int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint64_t epoch,
+                         const char *owner, uint64_t lsn, uint64_t *new_revision,
+                         char *msg, size_t len);
+
+/* Create stream `stream` with `subject` when missing (file storage, one
+   copy). */
+int tg__follow_stream_ensure(tg__follow *f, const char *stream, const char *subject,
+                             char *msg, size_t len);
+
+/* Publish data synchronously on subject with headers hdrs[0..nh) (decimal
+   values); *seq (may be NULL) gets the stream sequence. */
+int tg__follow_publish(tg__follow *f, const char *subject, const void *data, size_t len,
+                       const tg__repl_hdr *hdrs, int nh, uint64_t *seq, char *msg,
+                       size_t mlen);
+
+/* Read message `seq` of stream (seq 0: the last one on `subject`) into a
+   malloc'd *data (the caller frees it), its headers into hdrs[i].value.
+   -ENOENT: no such message. */
+int tg__follow_get(tg__follow *f, const char *stream, const char *subject, uint64_t seq,
+                   tg__repl_hdr *hdrs, int nh, void **data, size_t *len, uint64_t *seq_out,
+                   char *msg, size_t mlen);
+
+/* Remove the messages of stream below seq (no request at all when none is
+   below it). */
+int tg__follow_purge_below(tg__follow *f, const char *stream, uint64_t seq, char *msg,
+                           size_t len);
 
 #endif

@@ -46,7 +46,7 @@
 #include "wal/wal_internal.h"
 
 #ifdef TG_HAVE_NATS
-#include "repl/follow.h"
+#include "repl/repl.h"
 #endif
 
 void tg_replica_config_init(tg_replica_config *cfg) {
@@ -275,7 +275,7 @@ typedef struct fetch_ctx {
   char msg[256];
 } fetch_ctx;
 
-static int on_message(void *arg, const tg__follow_msg *m) {
+static int on_message(void *arg, const tg__repl_msg *m) {
   fetch_ctx *c = arg;
   tg_store *s = c->s;
   struct tg__replica *rep = s->replica;
@@ -289,7 +289,7 @@ static int on_message(void *arg, const tg__follow_msg *m) {
     goto fatal;
   }
   uint64_t t0 = tg__now_ns();
-  if ((rc = split_frames(rep, m->seq, m->body, m->len, m->first_lsn, m->last_lsn, c->msg,
+  if ((rc = split_frames(rep, m->seq, m->data, m->len, m->first_lsn, m->last_lsn, c->msg,
                          sizeof c->msg)))
     goto fatal;
   if ((rc = check_overlap(s, rep, m->seq, c->msg, sizeof c->msg)) ||

@@ -35,7 +35,7 @@
 #include "store/store_internal.h"
 
 #ifdef TG_HAVE_NATS
-#include "repl/follow.h"
+#include "repl/repl.h"
 
 /* A chunk and its headers stay under the server's default max_payload of
    1 MiB (the contract's message limit). */
@@ -55,7 +55,7 @@ static uint64_t json_u64(const char *s, const char *key) {
 /* The newest manifest of TG_SNAP_<name>: 0, -ENOENT (none), or an error. */
 static int manifest_get(tg__follow *f, const char *stream, const char *subject, manifest *m,
                         char *msg, size_t len) {
-  tg__follow_hdr h[1] = {{"Tg-Snap-Manifest", 0}};
+  tg__repl_hdr h[1] = {{"Tg-Snap-Manifest", 0}};
   void *data = NULL;
   size_t n = 0;
   memset(m, 0, sizeof *m);
@@ -161,7 +161,7 @@ static int publish(tg_store *s, const char *nats_url, const char *repl_name, int
       goto out;
     }
     crc = tg__crc32(crc, buf, want);
-    tg__follow_hdr h[2] = {{"Tg-Snap-Lsn", m.lsn}, {"Tg-Chunk", i}};
+    tg__repl_hdr h[2] = {{"Tg-Snap-Lsn", m.lsn}, {"Tg-Chunk", i}};
     uint64_t seq = 0;
     if ((rc = tg__follow_publish(f, subject, buf, want, h, 2, &seq, msg, len))) goto out;
     if (i == 0) m.first_seq = seq;
@@ -173,7 +173,7 @@ static int publish(tg_store *s, const char *nats_url, const char *repl_name, int
                    ",\"bytes\":%" PRIu64 ",\"chunks\":%" PRIu64 ",\"first_seq\":%" PRIu64
                    ",\"crc32\":%" PRIu64 "}",
                    m.lsn, m.repl_seq, m.repl_epoch, m.bytes, m.chunks, m.first_seq, m.crc);
-  tg__follow_hdr mh[1] = {{"Tg-Snap-Manifest", 1}};
+  tg__repl_hdr mh[1] = {{"Tg-Snap-Manifest", 1}};
   if ((rc = tg__follow_publish(f, subject, body, (size_t)n, mh, 1, NULL, msg, len))) goto out;
   /* Only this snapshot is kept; the WAL stream keeps what follows the
      previous one (a replica may be bootstrapping from it right now).
@@ -235,7 +235,7 @@ int tg__replica_bootstrap_snapshot(const char *dir, const char *nats_url, const 
   uint32_t crc = 0;
   uint64_t off = 0;
   for (uint64_t i = 0; i < m.chunks; i++) {
-    tg__follow_hdr h[2] = {{"Tg-Snap-Lsn", 0}, {"Tg-Chunk", 0}};
+    tg__repl_hdr h[2] = {{"Tg-Snap-Lsn", 0}, {"Tg-Chunk", 0}};
     size_t n = 0;
     if ((rc = tg__follow_get(f, stream, NULL, m.first_seq + i, h, 2, &chunk, &n, NULL, msg,
                              len))) {

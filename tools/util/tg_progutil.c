@@ -144,3 +144,25 @@ int tgp_exe_dir(char *buf, size_t len) {
 }
 
 void tgp_print_version(const char *prog) { printf("%s %s\n", prog, tg_version()); }
+
+int tgp_main_commands(int argc, char **argv, const char *prog, void (*usage)(FILE *f),
+                      const tgp_command *cmds, size_t n) {
+  enum { USAGE = 64 }; /* sysexits' EX_USAGE, as every tool's usage errors */
+  if (argc < 2) {
+    usage(stderr);
+    return USAGE;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    tgp_print_version(prog);
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(argv[1], cmds[i].name)) return cmds[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+  usage(stderr);
+  return USAGE;
+}

@@ -91,4 +91,17 @@ int tgp_exe_dir(char *buf, size_t len);
 /* Print "<prog> <tg_version()>" on stdout: what --version prints. */
 void tgp_print_version(const char *prog);
 
+/* One subcommand of a program: run gets the arguments from its name on. */
+typedef struct tgp_command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+} tgp_command;
+
+/* The main of a program of subcommands. No argument: usage on stderr,
+   exit 64; --help, -h or help: usage on stdout, 0; --version: the
+   version, 0; a command of cmds[0..n): its run(argc - 1, argv + 1);
+   anything else: "<prog>: unknown command 'X'" and usage on stderr, 64. */
+int tgp_main_commands(int argc, char **argv, const char *prog, void (*usage)(FILE *f),
+                      const tgp_command *cmds, size_t n);
+
 #endif /* TG_PROGUTIL_H */
