@@ -47,6 +47,8 @@ struct tg__repl_sub {
 /* A one-line reason into msg. The primary's side writes it (say); the
    replica's side keeps the first explanation (say_first), so that a later,
    less precise one does not overwrite it. */
+static void vsay(char *msg, size_t len, int keep_first, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 static void vsay(char *msg, size_t len, int keep_first, const char *fmt, va_list ap) {
   if (!msg || !len || (keep_first && msg[0])) return;
   vsnprintf(msg, len, fmt, ap);
