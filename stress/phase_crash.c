@@ -94,6 +94,7 @@ int ts_phase_crash(ts_run *r, int level) {
   tg_store_config sc = r->cfg->store;
   sc.wal.level = level;
   sc.crash_dump = 0;
+  ts_repl_cfg(r, &sc, level); /* the child and the reopen share the stream */
   ts_result *x = ts_result_add(r, "phase", "crash-recovery", level);
   ts_progress(r, "%s: child runs, killed after %llu acks", x->name, (unsigned long long)want);
 

@@ -31,6 +31,7 @@ static void exhaustion_durable(ts_run *r, uint64_t max, uint64_t overflow) {
   sc.wal.level = level;
   sc.crash_dump = 0;
   sc.guardian.max_tokens = max;
+  ts_repl_cfg(r, &sc, level);
   tg_store *s = NULL;
   char msg[256] = "";
   int rc = ts_open(r, "quota (durable)", &s, dir, &sc);
@@ -257,6 +258,7 @@ static int backpressure_mode(ts_run *r, int level, int nonblocking) {
   sc.wal.ring_slots = c->backpressure_ring;
   sc.wal.nonblocking = nonblocking;
   sc.crash_dump = 0;
+  ts_repl_cfg(r, &sc, level);
   tg_store *s = NULL;
   int rc = ts_open(r, "backpressure", &s, dir, &sc);
   if (rc) return 1;

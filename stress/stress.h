@@ -38,7 +38,7 @@ typedef struct ts_config {
   uint64_t rounds;           /* repeat timed phases, keep the best */
   uint32_t threads;          /* writer threads of the full-stack phase */
   uint32_t sample_every;     /* time one op in this many (power of two) */
-  int levels[3];             /* durability levels of the durable phases */
+  int levels[4];             /* durability levels of the durable phases */
   int nlevels;
   uint64_t wal_every;        /* reference variant: one WAL record per N tokens */
   uint64_t wal_tokens;       /* every-token variant: tokens (= records) */
@@ -57,6 +57,9 @@ typedef struct ts_config {
   uint64_t conc_readers;     /* concurrent-recall: reader threads */
   uint64_t conc_ops;         /* concurrent-recall: creates per writer per
                                 half */
+  char nats_url[512];        /* replicated phases: the NATS server(s) */
+  char repl_name[48];        /* replicated phases: prefix of the stream
+                                names (one stream per store opened) */
 } ts_config;
 
 /* One row of the report. */
@@ -105,6 +108,10 @@ typedef struct ts_run {
   ts_check chk[64];
   int nchk;
   double baseline_ns_per_op; /* 0 until the baseline ran */
+  char skipped[512];         /* why the replicated phases did not run ("" ran
+                                or none configured) */
+  unsigned repl_seq;         /* stream names handed out so far */
+  char repl_names[32][96];   /* the names (a store config points at one) */
 } ts_run;
 
 /* ---- helpers (tg-stress.c; clocks, RSS and tgp_rmtree from tg_progutil.h) ---- */
@@ -119,6 +126,11 @@ int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...)
    store's message when it fails. Returns its result. */
 int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
             const tg_store_config *cfg);
+/* At TG_REPLICATED, point sc at the configured server with a stream name
+   of its own (repl_name-PID-N: a new store's log cannot continue another
+   store's stream, the open would be fenced). Other levels: unchanged. The
+   strings live in r until the run ends. */
+void ts_repl_cfg(ts_run *r, tg_store_config *sc, int level);
 /* Record one round's seconds; the best (lowest) is the result. */
 void ts_keep_round(ts_result *x, double sec);
 /* Latency samples (ticks) to percentiles in ns, stored in *res. Sorts v. */

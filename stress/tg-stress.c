@@ -3,7 +3,7 @@
  * each phase next to references measured in the same run.
  *
  *   tg-stress --config FILE|NAME [--dir DIR] [--json] [--report FILE.jsonl]
- *             [--plot FILE.png] [--check-config] [--help] [--version]
+ *             [--plot FILE.png] [--nats-url URL] [--check-config] [--help] [--version]
  *
  * The phases, the configuration keys and the report are described in
  * docs/stress.md. Uses only the public headers.
@@ -43,6 +43,7 @@ const char *ts_level_name(int level) {
   case TG_STRICT: return "strict";
   case TG_BALANCED: return "balanced";
   case TG_RELAXED: return "relaxed";
+  case TG_REPLICATED: return "replicated";
   default: return "-";
   }
 }
@@ -98,6 +99,18 @@ int ts_check_add(ts_run *r, int pass, const char *what, const char *fmt, ...) {
     va_end(ap);
   }
   return pass;
+}
+
+void ts_repl_cfg(ts_run *r, tg_store_config *sc, int level) {
+  if (level != TG_REPLICATED) return;
+  /* The names cycle through a fixed table: a phase uses one name for the
+     stores it opens (the crash phase reopens under the same name), and no
+     run opens anywhere near 32 replicated stores at once. */
+  char *name = r->repl_names[r->repl_seq++ % 32];
+  snprintf(name, sizeof r->repl_names[0], "%s-%ld-%u", r->cfg->repl_name, (long)getpid(),
+           r->repl_seq);
+  sc->nats_url = r->cfg->nats_url;
+  sc->repl_name = name;
 }
 
 int ts_open(ts_run *r, const char *what, tg_store **s, const char *dir,
@@ -163,8 +176,8 @@ void ts_latency(ts_run *r, ts_result *res, uint64_t *v, size_t n) {
 
 #define TS_KEY_NAME(name, def, lo, hi) #name,
 static const char *const key_names[] = {
-    "phases", "threads", "sample_every", "levels", "backpressure_ring",
-    TS_U64_KEYS(TS_KEY_NAME)};
+    "phases", "threads", "sample_every", "levels", "backpressure_ring", "nats_url",
+    "repl_name", TS_U64_KEYS(TS_KEY_NAME)};
 #undef TS_KEY_NAME
 #define NKEYS (sizeof key_names / sizeof key_names[0])
 
@@ -179,6 +192,7 @@ static int parse_level(const char *w, size_t n) {
   if (n == 6 && !strncasecmp(w, "strict", 6)) return TG_STRICT;
   if (n == 8 && !strncasecmp(w, "balanced", 8)) return TG_BALANCED;
   if (n == 7 && !strncasecmp(w, "relaxed", 7)) return TG_RELAXED;
+  if (n == 10 && !strncasecmp(w, "replicated", 10)) return TG_REPLICATED;
   return -1;
 }
 
@@ -230,7 +244,7 @@ static const char *add_phase(load_ctx *c, const char *w, size_t n) {
 
 static const char *add_level(load_ctx *c, const char *w, size_t n) {
   int l = parse_level(w, n);
-  if (l < 0) return "not a durability level (strict, balanced, relaxed)";
+  if (l < 0) return "not a durability level (strict, balanced, relaxed, replicated)";
   for (int i = 0; i < c->scratch.nlevels; i++)
     if (c->scratch.levels[i] == l) return "level listed twice";
   c->scratch.levels[c->scratch.nlevels++] = l;
@@ -272,6 +286,20 @@ static const char *stress_key(void *arg, const char *key, const char *value) {
     s->sample_every = (uint32_t)v;
     return NULL;
   }
+  if (!strcmp(key, "nats_url")) {
+    if (!*value || strlen(value) >= sizeof s->nats_url) return "empty or longer than 511 characters";
+    snprintf(s->nats_url, sizeof s->nats_url, "%s", value);
+    return NULL;
+  }
+  if (!strcmp(key, "repl_name")) {
+    /* The stream name is repl_name-PID-N, within the library's 64. */
+    size_t n = strlen(value);
+    if (n < 1 || n > 40 || strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                         "0123456789_-") != n)
+      return "not 1..40 characters of [A-Za-z0-9_-]";
+    snprintf(s->repl_name, sizeof s->repl_name, "%s", value);
+    return NULL;
+  }
   if (!strcmp(key, "backpressure_ring")) {
     if (tgp_parse_u64(value, 2, 1u << 24, &v) || (v & (v - 1)))
       return "not a power of two in [2, 16777216]";
@@ -290,6 +318,8 @@ static void config_defaults(ts_config *c) {
   c->threads = 1;
   c->sample_every = 64;
   c->backpressure_ring = 64;
+  snprintf(c->repl_name, sizeof c->repl_name, "tgstress");
+  snprintf(c->nats_url, sizeof c->nats_url, "nats://127.0.0.1:4222");
 #define TS_DEFAULT(name, def, lo, hi) c->name = def;
   TS_U64_KEYS(TS_DEFAULT)
 #undef TS_DEFAULT
@@ -328,11 +358,15 @@ static int load_config(ts_config *out, const char *path, char *err, size_t errle
   tg_store_config store = c->scratch.store;
   int rc = tg_config_load_app(&store, path, "stress", stress_key, c, err, errlen);
   if (rc) goto out;
-  c->scratch.store = store;
   if (!c->levels_set) {
     c->scratch.nlevels = 1;
     c->scratch.levels[0] = store.wal.level;
   }
+  /* [wal] level = replicated names the level of the durable phases; the
+     stores of the other phases (baseline, memory pressure) keep no stream,
+     so they run at BALANCED. */
+  if (store.wal.level == TG_REPLICATED) store.wal.level = TG_BALANCED;
+  c->scratch.store = store;
   /* Cross-key rules, checked once both sections are known. */
   if ((c->scratch.phases & (TS_BASELINE | TS_FULL_STACK | TS_TRACING)) &&
       c->scratch.tokens > store.guardian.max_tokens) {
@@ -397,12 +431,16 @@ static void fmt_rate(char *b, size_t n, double ops_per_sec) {
 static void print_table(FILE *f, const ts_run *r) {
   const ts_config *c = r->cfg;
   fprintf(f, "tg-stress  config %s\n", c->path);
+  char levels[64] = "";
+  for (int l = 0; l < c->nlevels; l++)
+    snprintf(levels + strlen(levels), sizeof levels - strlen(levels), "%s%s", l ? ", " : "",
+             ts_level_name(c->levels[l]));
   fprintf(f, "  guardian: max_tokens %llu, max_memory_bytes %llu, threshold %.2f; "
-          "wal level %s; threads %u; best of %llu round(s)\n",
+          "wal level %s (durable phases: %s); threads %u; best of %llu round(s)\n",
           (unsigned long long)c->store.guardian.max_tokens,
           (unsigned long long)c->store.guardian.max_memory_bytes,
-          c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level), c->threads,
-          (unsigned long long)c->rounds);
+          c->store.guardian.memory_threshold, ts_level_name(c->store.wal.level),
+          levels[0] ? levels : "none", c->threads, (unsigned long long)c->rounds);
   fprintf(f, "  latency: about one operation in %u timed (random gaps of 1..%u, so periodic "
           "events are not aliased) with the\n  cycle counter (%.3f ns/tick); percentiles "
           "over the samples of every round\n\n", c->sample_every, 2 * c->sample_every,
@@ -450,6 +488,7 @@ static void print_table(FILE *f, const ts_run *r) {
               g->met < 0 ? "" : g->met ? "met" : "MISSED");
     }
   }
+  if (r->skipped[0]) fprintf(f, "\nskipped: %s\n", r->skipped);
   fprintf(f, "\nchecks:\n");
   int ok = 1;
   for (int i = 0; i < r->nchk; i++) {
@@ -552,7 +591,46 @@ static void print_json(FILE *f, const ts_run *r) {
     fputs(i ? ", {" : "{", f);
     json_check(f, &r->chk[i]);
   }
-  fprintf(f, "], \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+  fputs("], \"skipped\": ", f);
+  if (r->skipped[0]) tgp_json_str(f, r->skipped);
+  else fputs("null", f);
+  fprintf(f, ", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+}
+
+/* The replicated phases need a server at nats_url and a build with libnats:
+   a store opened at REPLICATED in a scratch directory says whether both are
+   there. Without them the replicated level is dropped from the run (and
+   with no level left, the phases that need one), and r->skipped says why:
+   a machine without a server is not a failed run. */
+static void probe_replication(ts_run *r, ts_config *c) {
+  int want = 0;
+  for (int l = 0; l < c->nlevels; l++) want |= c->levels[l] == TG_REPLICATED;
+  if (!want) return;
+  char dir[4300], msg[256] = "";
+  snprintf(dir, sizeof dir, "%s/stress-repl-probe", r->dir);
+  tgp_rmtree(dir);
+  tg_store_config sc = c->store;
+  sc.wal.level = TG_REPLICATED;
+  sc.crash_dump = 0;
+  sc.repl_snapshots = 0;
+  ts_repl_cfg(r, &sc, TG_REPLICATED);
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, dir, &sc, msg, sizeof msg);
+  if (!rc) rc = tg_store_close(s);
+  tgp_rmtree(dir);
+  if (!rc) return;
+  if (rc == TG_ENOTSUP)
+    snprintf(r->skipped, sizeof r->skipped,
+             "replicated phases: this build has no libnats (TG_WITH_NATS)");
+  else
+    snprintf(r->skipped, sizeof r->skipped,
+             "replicated phases: no NATS JetStream server answers at %.200s (%.200s)",
+             c->nats_url, msg[0] ? msg : tg_strerror(rc));
+  int n = 0;
+  for (int l = 0; l < c->nlevels; l++)
+    if (c->levels[l] != TG_REPLICATED) c->levels[n++] = c->levels[l];
+  c->nlevels = n;
+  if (!n) c->phases &= ~(unsigned)(TS_FULL_STACK | TS_CRASH | TS_QUOTA | TS_BACKPRESSURE);
 }
 
 static int write_jsonl(const char *path, const ts_run *r) {
@@ -607,7 +685,12 @@ static int write_jsonl(const char *path, const ts_run *r) {
     json_check(f, &r->chk[i]);
     fputc('\n', f);
   }
-  fprintf(f, "{\"type\": \"result\", \"ok\": %s}\n", run_ok(r) ? "true" : "false");
+  fprintf(f, "{\"type\": \"result\", \"ok\": %s", run_ok(r) ? "true" : "false");
+  if (r->skipped[0]) {
+    fputs(", \"skipped\": ", f);
+    tgp_json_str(f, r->skipped);
+  }
+  fputs("}\n", f);
   int rc = ferror(f) ? -EIO : 0;
   if (fclose(f) && !rc) rc = -errno;
   return rc;
@@ -696,7 +779,8 @@ static int write_plot(const char *png, const ts_run *r, const char *tmpdir) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tg-stress [--config FILE|NAME] [--dir DIR] [--json] [--report FILE.jsonl]\n"
-          "                 [--plot FILE.png] [--check-config] [--help] [--version]\n\n"
+          "                 [--plot FILE.png] [--nats-url URL] [--check-config] [--help]\n"
+          "                 [--version]\n\n"
           "Load-tests tokengraph under a quota configuration: baseline token creation,\n"
           "the full stack (guardian + WAL + metrics + tracing at 1%%) with a WAL record for\n"
           "every token and for every 1,000th token, crash recovery (fork, SIGKILL, reopen,\n"
@@ -705,7 +789,8 @@ static void usage(FILE *f) {
           "in the same run. See docs/stress.md.\n\n"
           "  --config FILE|NAME  an INI file, or the name of a shipped config (default,\n"
           "                      strict, relaxed, quota-exhaustion, memory-pressure,\n"
-          "                      backpressure, multi-writer, concurrent-recall).\n"
+          "                      backpressure, multi-writer, concurrent-recall,\n"
+          "                      replicated).\n"
           "                      Default: default\n"
           "                      (NAME.ini is searched in %s and then %s\n"
           "                      beside the executable, then in %s)\n"
@@ -714,6 +799,9 @@ static void usage(FILE *f) {
           "  --json              print one JSON summary object instead of the table\n"
           "  --report FILE       write JSON lines: one per measurement, then summaries\n"
           "  --plot FILE.png     draw throughput and latency per phase (needs gnuplot)\n"
+          "  --nats-url URL      the NATS server of the replicated phases (replaces the\n"
+          "                      config's nats_url; without a server answering there\n"
+          "                      those phases are skipped, not failed)\n"
           "  --check-config      load and validate the config, run nothing\n"
           "  --help              this text\n"
           "  --version           print the program's and the library's version\n\n"
@@ -724,6 +812,7 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
   const char *config_arg = "default", *dir_arg = NULL, *report = NULL, *plot = NULL;
+  const char *nats_url = NULL;
   int json = 0, check_only = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -732,6 +821,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--dir")) val = &dir_arg;
     else if (!strcmp(a, "--report")) val = &report;
     else if (!strcmp(a, "--plot")) val = &plot;
+    else if (!strcmp(a, "--nats-url")) val = &nats_url;
     else if (!strcmp(a, "--json")) json = 1;
     else if (!strcmp(a, "--check-config")) check_only = 1;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -767,6 +857,14 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tg-stress: %s\n", err[0] ? err : tg_strerror(rc));
     return 64;
   }
+  if (nats_url) {
+    if (!*nats_url || strlen(nats_url) >= sizeof cfg.nats_url) {
+      fprintf(stderr, "tg-stress: --nats-url: empty or longer than %zu characters\n",
+              sizeof cfg.nats_url - 1);
+      return 64;
+    }
+    snprintf(cfg.nats_url, sizeof cfg.nats_url, "%s", nats_url);
+  }
   if (check_only) {
     printf("%s: ok\n", path);
     return 0;
@@ -796,6 +894,8 @@ int main(int argc, char **argv) {
   run.progress = isatty(2);
   run.ns_per_tick = tgp_ns_per_tick();
   double rate0 = tg_trace_get_rate();
+  probe_replication(&run, &cfg);
+  if (run.skipped[0]) fprintf(stderr, "tg-stress: skipped: %s\n", run.skipped);
 
   int err_phase = 0;
   if (cfg.phases & TS_BASELINE) err_phase |= ts_phase_baseline(&run);
