@@ -350,6 +350,16 @@ static void checkpoint_then_close(tg_store *r) {
   assert_int_equal(tg_store_close(r), 0);
 }
 
+/* Publish the primary's log 1..lsn (per records a message), let a replica
+   in tgt_root/replica apply it, checkpoint (saving its position) and
+   close it. Returns the messages published. */
+static unsigned follower_saved_at(primary *p, char *rdir, const tg_replica_config *cfg,
+                                  uint64_t lsn, unsigned per) {
+  unsigned msgs = publish_log(p->dir, 1, lsn, per, 1);
+  checkpoint_then_close(replica_caught_up(rdir, cfg, lsn));
+  return msgs;
+}
+
 /* The record lines of `tg-replay dump DIR --from LSN` (the last line, the
    directory's summary, left out). */
 static char *dump_records(const char *dir, uint64_t from) {
@@ -447,11 +457,9 @@ static void test_a_restarted_follower_resumes_from_its_persisted_position(void *
   (void)state;
   primary p;
   uint64_t mid = primary_with(&p, 1000);
-  unsigned m1 = publish_log(p.dir, 1, mid, 16, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  tg_store *r = replica_caught_up(rdir, &cfg, mid);
-  checkpoint_then_close(r);
+  unsigned m1 = follower_saved_at(&p, rdir, &cfg, mid, 16);
   /* tg-replay stats shows the position the checkpoint saved. */
   const char *args[] = {"stats", rdir, "--json", NULL};
   tgt_run_out o = tgt_run(TG_REPLAY_BIN, args, NULL, tgt_root);
@@ -463,7 +471,7 @@ static void test_a_restarted_follower_resumes_from_its_persisted_position(void *
   primary_work(&p, 1000);
   uint64_t last = last_lsn_of(p.s);
   unsigned m2 = publish_log(p.dir, mid + 1, last, 16, 1);
-  r = replica_open(rdir, &cfg);
+  tg_store *r = replica_open(rdir, &cfg);
   wait_for(r, last);
   tg_replica_status st;
   assert_int_equal(tg_replica_status_get(r, &st), 0);
@@ -516,17 +524,15 @@ static void test_a_purge_below_the_followers_position_is_detected(void **state) 
   (void)state;
   primary p;
   uint64_t mid = primary_with(&p, 400);
-  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
   tg_replica_config cfg = replica_config();
   char rdir[300];
-  tg_store *r = replica_caught_up(rdir, &cfg, mid);
-  checkpoint_then_close(r);
+  unsigned m1 = follower_saved_at(&p, rdir, &cfg, mid, 10);
   primary_work(&p, 400);
   publish_log(p.dir, mid + 1, last_lsn_of(p.s), 10, 1);
   /* The messages right after the replica's position are gone. */
   purge_below(m1 + 3);
   char msg[512] = "";
-  r = NULL;
+  tg_store *r = NULL;
   assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
   assert_null(r);
   assert_non_null(strstr(msg, "purged"));

@@ -47,6 +47,8 @@ struct tg__repl_sub {
 /* A one-line reason into msg. The primary's side writes it (say); the
    replica's side keeps the first explanation (say_first), so that a later,
    less precise one does not overwrite it. */
+static void vsay(char *msg, size_t len, int keep_first, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 static void vsay(char *msg, size_t len, int keep_first, const char *fmt, va_list ap) {
   if (!msg || !len || (keep_first && msg[0])) return;
   vsnprintf(msg, len, fmt, ap);
@@ -149,13 +151,19 @@ static natsStatus make_msg(natsMsg **out, const char *subject, const void *data,
   return s;
 }
 
-/* A WAL message: the Tg-* headers, and its Nats-Msg-Id into id. */
-static natsStatus make_wal_msg(natsMsg **out, const char *subject, const void *data, size_t len,
-                               uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch, char *id,
-                               size_t idlen) {
+/* A WAL message with the Tg-* headers, and its publish options: the
+   Nats-Msg-Id (written into id, which must outlive *po) and
+   ExpectLastSeq. */
+static natsStatus make_wal_msg(natsMsg **out, jsPubOptions *po, const char *subject,
+                               const void *data, size_t len, uint64_t first_lsn,
+                               uint64_t last_lsn, uint64_t epoch, uint64_t expect_last_seq,
+                               char *id, size_t idlen) {
   const tg__repl_hdr h[3] = {
       {"Tg-First-Lsn", first_lsn}, {"Tg-Last-Lsn", last_lsn}, {"Tg-Epoch", epoch}};
   snprintf(id, idlen, "%" PRIu64 ":%" PRIu64, epoch, first_lsn);
+  jsPubOptions_Init(po);
+  po->MsgId = id;
+  po->ExpectLastSeq = expect_last_seq;
   return make_msg(out, subject, data, len, h, 3);
 }
 
@@ -346,12 +354,10 @@ int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, s
   if (len > r->max_body) return TG_EINVAL;
   char id[48];
   natsMsg *m = NULL;
-  natsStatus s = make_wal_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
-  if (s != NATS_OK) return from_status(s);
   jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MsgId = id;
-  po.ExpectLastSeq = expect_last_seq;
+  natsStatus s = make_wal_msg(&m, &po, subject, data, len, first_lsn, last_lsn, epoch,
+                              expect_last_seq, id, sizeof id);
+  if (s != NATS_OK) return from_status(s);
   /* A full window (MaxPending in flight) makes the call wait StallWait
      (200 ms) and fail with a timeout; wait again: this is the writer's
      backpressure, bounded by the store's ack timeout. A closed
@@ -384,12 +390,10 @@ int tg__repl_publish_sync(tg__repl *r, const char *subject, const void *data, si
   if (len > r->max_body) return TG_EINVAL;
   char id[48];
   natsMsg *m = NULL;
-  natsStatus s = make_wal_msg(&m, subject, data, len, first_lsn, last_lsn, epoch, id, sizeof id);
-  if (s != NATS_OK) return from_status(s);
   jsPubOptions po;
-  jsPubOptions_Init(&po);
-  po.MsgId = id;
-  po.ExpectLastSeq = expect_last_seq;
+  natsStatus s = make_wal_msg(&m, &po, subject, data, len, first_lsn, last_lsn, epoch,
+                              expect_last_seq, id, sizeof id);
+  if (s != NATS_OK) return from_status(s);
   jsErrCode jerr = 0;
   s = publish_sync(r->js, m, &po, seq, &jerr);
   if (s != NATS_OK && (int)jerr == TG__REPL_JS_WRONG_LAST_SEQ) return TG_EFENCED;

@@ -309,13 +309,21 @@ fatal:
   return 1;
 }
 
-/* Wait up to ms on rep->cv unless stopping; returns stop. */
-static int pause_ms(struct tg__replica *rep, unsigned ms) {
+/* The CLOCK_REALTIME instant ms from now: rep->cv's clock, for
+   pthread_cond_timedwait. */
+static struct timespec deadline_in_ms(uint32_t ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_nsec += (long)ms * 1000000L;
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
   ts.tv_sec += ts.tv_nsec / 1000000000L;
   ts.tv_nsec %= 1000000000L;
+  return ts;
+}
+
+/* Wait up to ms on rep->cv unless stopping; returns stop. */
+static int pause_ms(struct tg__replica *rep, unsigned ms) {
+  struct timespec ts = deadline_in_ms(ms);
   pthread_mutex_lock(&rep->mu);
   if (!rep->stop) pthread_cond_timedwait(&rep->cv, &rep->mu, &ts);
   int stop = rep->stop;
@@ -547,12 +555,7 @@ int tg_wait_lsn(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
     if (shown_lsn(s) < lsn) return -ETIMEDOUT; /* not logged yet */
     return tg_wal_sync(s->wal, lsn);
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
+  struct timespec ts = deadline_in_ms(timeout_ms);
   int rc = 0;
   pthread_mutex_lock(&rep->mu);
   /* The follower stores last_lsn before it broadcasts under rep->mu, so a
@@ -670,12 +673,7 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
      the old primary had acknowledged (its acks come after the stream
      stored them). */
   if ((rc = tg__follow_bounds(f, &first, &last, msg, msglen))) goto out;
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
+  struct timespec ts = deadline_in_ms(timeout_ms);
   pthread_mutex_lock(&rep->mu);
   for (;;) {
     tg__store_lock(s);
