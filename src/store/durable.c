@@ -495,6 +495,19 @@ static void on_sync(void *arg, uint64_t latency_ns, uint64_t durable_lsn) {
   }
 }
 
+/* The store's options for its log: replay starts after the checkpoint,
+   the hooks feed the store's metrics, and ship (or NULL) replicates. */
+static tg__wal_store_opts wal_opts(tg_store *s, const struct tg__wal_ship *ship) {
+  return (tg__wal_store_opts){
+      .ship = ship,
+      .start_lsn = s->ckpt_lsn + 1,
+      .on_sync = on_sync,
+      .on_segment = on_segment,
+      .on_io = on_io,
+      .hook_arg = s,
+  };
+}
+
 /* ---- open and close ------------------------------------------------------- */
 
 int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
@@ -575,14 +588,7 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   const struct tg__wal_ship *ship_hook = NULL;
   if (cfg->nats_url && (rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
   tg__ship_min_epoch(s->ship, s->ckpt_repl_epoch); /* a promotion's epoch */
-  tg__wal_store_opts wo = {
-      .ship = ship_hook,
-      .start_lsn = s->ckpt_lsn + 1,
-      .on_sync = on_sync,
-      .on_segment = on_segment,
-      .on_io = on_io,
-      .hook_arg = s,
-  };
+  tg__wal_store_opts wo = wal_opts(s, ship_hook);
   tg_wal_open_info info;
   rc = tg__wal_open_ex(&s->wal, walpath, &cfg->wal, &wo, &info);
   if (rc && info.corrupt_what) {
@@ -732,14 +738,7 @@ int tg__store_reopen_wal(tg_store *s, const tg_store_config *cfg, uint64_t epoch
   s->wal = NULL;
   if ((rc = tg__ship_open(&s->ship, cfg, &ship_hook, msg, len))) goto out;
   tg__ship_min_epoch(s->ship, epoch);
-  tg__wal_store_opts wo = {
-      .ship = ship_hook,
-      .start_lsn = s->ckpt_lsn + 1,
-      .on_sync = on_sync,
-      .on_segment = on_segment,
-      .on_io = on_io,
-      .hook_arg = s,
-  };
+  tg__wal_store_opts wo = wal_opts(s, ship_hook);
   if ((rc = tg__wal_open_ex(&s->wal, walpath, &cfg->wal, &wo, &info))) {
     tg__say(msg, len, "%s/wal: cannot open the log again: %s", s->dir, tg_strerror(rc));
     goto out;
