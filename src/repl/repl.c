@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tokengraph/errors.h"
 
@@ -348,6 +349,21 @@ int tg__repl_get_msg(tg__repl *r, const char *stream, uint64_t seq, tg__repl_msg
   return rc;
 }
 
+/* A publish that can succeed if made again on the same connection: a full
+   window, or a connection lost and being re-established. */
+static int publish_retryable(natsStatus s) {
+  switch (s) {
+  case NATS_TIMEOUT:
+  case NATS_IO_ERROR:
+  case NATS_CONNECTION_DISCONNECTED:
+  case NATS_STALE_CONNECTION:
+  case NATS_INSUFFICIENT_BUFFER:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, size_t len,
                            uint64_t first_lsn, uint64_t last_lsn, uint64_t epoch,
                            uint64_t expect_last_seq) {
@@ -360,14 +376,22 @@ int tg__repl_publish_async(tg__repl *r, const char *subject, const void *data, s
   if (s != NATS_OK) return from_status(s);
   /* A full window (MaxPending in flight) makes the call wait StallWait
      (200 ms) and fail with a timeout; wait again: this is the writer's
-     backpressure, bounded by the store's ack timeout. A closed
-     connection ends it. */
+     backpressure, bounded by the store's ack timeout. A lost connection
+     fails the write itself (SendAsap writes in this thread) until the
+     reader thread notices and buffers for the reconnect: send the same
+     message again (a copy that did reach the stream makes the resend a
+     duplicate, acknowledged and not stored twice). Only a closed
+     connection or the store's cancel (the ack timeout passed) ends it. */
   for (;;) {
     s = js_PublishMsgAsync(r->js, &m, &po);
-    if (s != NATS_TIMEOUT) break;
-    /* Relaxed: a flag polled every StallWait; nothing else hangs on it. */
+    if (!publish_retryable(s)) break;
+    /* Relaxed: a flag polled every pass; nothing else hangs on it. */
     if (natsConnection_IsClosed(r->nc) || atomic_load_explicit(&r->cancelled, memory_order_relaxed))
       break;
+    if (s != NATS_TIMEOUT) { /* StallWait paced the timeout; pace the rest */
+      struct timespec ts = {0, 10 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
   }
   natsMsg_Destroy(m); /* NULL once the library owns it */
   return from_status(s);

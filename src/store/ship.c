@@ -190,13 +190,21 @@ static void on_ack(void *arg, uint64_t seq, uint64_t last_lsn, int duplicate) {
   pthread_mutex_unlock(&sh->mu);
 }
 
+/* A refusal. A wrong expected sequence (10071) is another writer's append,
+   unless a message published before this one was never acknowledged: acks
+   come in publish order, so that one was lost (sent into a connection that
+   died), and the stream is behind this store, not ahead of it. That is an
+   I/O failure, which a reopen repairs by shipping what the stream lacks. */
 static void on_error(void *arg, int js_code, uint64_t last_lsn, const char *text) {
   tg__ship *sh = arg;
-  int rc = js_code == TG__REPL_JS_WRONG_LAST_SEQ ? TG_EFENCED : TG_EIO;
-  fprintf(stderr, "tokengraph: replication: the stream refused LSNs up to %" PRIu64
-          ": %s (JetStream error %d): the store is %s\n", last_lsn, text, js_code,
-          rc == TG_EFENCED ? "fenced" : "failed");
   pthread_mutex_lock(&sh->mu);
+  int lost = sh->fl_n && sh->fl[sh->fl_head].last_lsn < last_lsn;
+  int rc = js_code == TG__REPL_JS_WRONG_LAST_SEQ && !lost ? TG_EFENCED : TG_EIO;
+  if (!sh->failed)
+    fprintf(stderr, "tokengraph: replication: the stream refused LSNs up to %" PRIu64
+            ": %s (JetStream error %d)%s: the store is %s\n", last_lsn, text, js_code,
+            lost ? " after losing an earlier message" : "",
+            rc == TG_EFENCED ? "fenced" : "failed; reopen it to resume shipping");
   fail_locked(sh, rc);
   pthread_mutex_unlock(&sh->mu);
 }
