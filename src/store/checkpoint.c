@@ -118,7 +118,7 @@ static int from_mdb(int rc) {
  * (perf sched: the writer's longest gaps during a checkpoint were
  * run-queue waits and pacing waits, no lock). So:
  *  - the LMDB write, most of the CPU time and no lock a writer needs, runs
- *    on a thread of its own at nice CKPT_NICE (a thread's nice cannot be
+ *    on a thread of its own, CKPT_NICE above the caller's nice (a thread's nice cannot be
  *    lowered again without privilege, so the caller's own thread is left
  *    as it is); the capture stays on the caller's thread at its priority,
  *    because its store lock holds must not wait for a low-priority thread
@@ -881,9 +881,13 @@ typedef struct ckpt_bg {
 
 static void *snapshot_bg_main(void *arg) {
   ckpt_bg *b = arg;
-  /* Only this thread's nice (Linux: per thread); failing leaves it as it
+  /* Only this thread's nice (Linux: per thread), CKPT_NICE above the
+     caller's (which it inherited), at most 19; failing leaves it as it
      is, which only costs the others more CPU. */
-  (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CKPT_NICE);
+  id_t tid = (id_t)syscall(SYS_gettid);
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, tid);
+  if (!errno) (void)setpriority(PRIO_PROCESS, tid, nice + CKPT_NICE > 19 ? 19 : nice + CKPT_NICE);
   b->rc = snapshot_write(b->s, b->cap, b->lsn, b->repl_seq, b->repl_epoch);
   return NULL;
 }

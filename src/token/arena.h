@@ -19,8 +19,11 @@
  * chunk, is never set). Map chunk c covers the ids slot chunk c would hold
  * if nothing were deleted, so both grow in step. A lookup is three dependent
  * loads (map chunk, entry, slot chunk) and no hashing; the map costs 4 bytes
- * per id in a map chunk in use (128 KiB per 32,768 ids, pre-faulted like the
- * slot chunks). A map chunk whose ids are all dead once the cursor has left
+ * per id in a map chunk in use (128 KiB per 32,768 ids, carved from 2 MiB
+ * huge-page regions and pre-faulted like the slot chunks). A lock-free read
+ * also prefetches slot id - 1, where an arena that has freed nothing keeps
+ * id, so the entry's and the slot's cache misses overlap
+ * (tg__arena_read()). A map chunk whose ids are all dead once the cursor has left
  * it is handed back to the kernel (MADV_DONTNEED, its pages read as zero
  * again), so a store that creates and deletes forever does not keep 4 bytes
  * per id ever issued.
