@@ -212,9 +212,10 @@ int tg__arena_grow(tg__arena *a) {
   }
   if (!p) p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
-  /* Plain: readers reach this entry only through a `next` published past
-     it later (release, tg__arena_publish). */
-  a->chunks[a->nchunks] = p;
+  /* Relaxed: readers reach this entry to copy a slot only through a map
+     entry published after it (release, tg__arena_publish); a read's
+     prefetch of slot id - 1 loads it with no order at all (arena.h). */
+  __atomic_store_n(&a->chunks[a->nchunks], p, __ATOMIC_RELAXED);
   TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
   a->limit = lim > TG__MAX_SLOTS ? TG__MAX_SLOTS : (uint32_t)lim;
