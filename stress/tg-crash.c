@@ -1258,7 +1258,8 @@ typedef union th_obj {
 typedef struct th_entry {
   _Atomic uint8_t state; /* enum th_state */
   uint8_t op;
-  uint16_t nb;    /* a batch: its entries */
+  uint8_t guess;  /* names an id another thread may be creating right now */
+  uint8_t nb;     /* a batch: its entries */
   int32_t rc;     /* TE_FAILED: the error */
   uint32_t id;    /* the object named; a create or connect: the id it got */
   uint32_t bop;   /* a batch: its first entry in the thread's bops */
@@ -1493,6 +1494,7 @@ typedef struct th_pconn {
    record; never across a store call, so calls on shared objects race. */
 typedef struct th_pool {
   pthread_mutex_t mu;
+  _Atomic uint32_t last_made[64]; /* per thread: the id its last create got */
   uint32_t *tok;
   uint32_t ntok, tcap;
   th_pconn *conn;
@@ -1564,7 +1566,6 @@ static int th_choose(rng *r, const th_ctx *x, const uint32_t *toks, uint32_t nt,
                      uint32_t *id) {
   unsigned w_create = 30, w_update = 20, w_delete = 10, w_connect = 25, w_disc = 10,
            w_cupd = 5;
-  if (nt < 2) w_update = w_delete = w_connect = 0;
   if (gt > x->target_tokens) {
     w_create = 5;
     w_delete = 25;
@@ -1573,6 +1574,8 @@ static int th_choose(rng *r, const th_ctx *x, const uint32_t *toks, uint32_t nt,
     w_connect = 5;
     w_disc = 30;
   }
+  /* After the steering: a batch's own view may be smaller than the pool. */
+  if (nt < 2) w_update = w_delete = w_connect = 0;
   if (nc == 0) w_disc = w_cupd = 0;
   uint64_t v = rnd_below(r, w_create + w_update + w_delete + w_connect + w_disc + w_cupd);
   memset(u, 0, sizeof *u);
@@ -1617,7 +1620,8 @@ static th_entry *th_intent(th_ctx *x, int op, uint32_t id, const th_obj *u, unsi
   if (k >= x->sh->cap) child_fail("thread %d: its call log is full (%u)", x->index, k);
   th_entry *e = &x->log->ent[k];
   e->op = (uint8_t)op;
-  e->nb = (uint16_t)nb;
+  e->guess = 0;
+  e->nb = (uint8_t)nb;
   e->rc = 0;
   e->id = id;
   e->bop = bop;
@@ -1768,7 +1772,25 @@ static void *th_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     int op = th_choose(&r, x, p->tok, p->ntok, p->conn, p->nconn, p->ntok, p->nconn, &u, &id);
     pthread_mutex_unlock(&p->mu);
+    /* One call in eight that names a token names, instead, the id another
+       thread's next create will most likely get (its last one + 1): a
+       token no thread knows yet, maybe being created at this moment, so
+       a create's record must be in the log before anything another
+       thread does to it. */
+    uint32_t guess = 0;
+    if ((op == OP_CONNECT || op == OP_UPDATE) && x->sh->threads > 1 && rnd_below(&r, 8) == 0) {
+      int other = (x->index + 1 + (int)rnd_below(&r, (uint64_t)x->sh->threads - 1)) %
+                  x->sh->threads;
+      uint32_t last = atomic_load_explicit(&p->last_made[other], memory_order_relaxed);
+      if (last) guess = last + 1;
+    }
+    if (guess && op == OP_UPDATE) id = u.t.id = guess;
+    if (guess && op == OP_CONNECT) {
+      if (rnd_below(&r, 2)) u.c.from = guess;
+      else u.c.to = guess;
+    }
     th_entry *e = th_intent(x, op, id, &u, 0, 0);
+    e->guess = guess != 0;
     uint32_t nid = 0;
     int rc = 0;
     switch (op) {
@@ -1782,7 +1804,10 @@ static void *th_main(void *arg) {
     th_outcome(x, e, rc, nid);
     pthread_mutex_lock(&p->mu);
     switch (op) {
-    case OP_CREATE: pool_tok_add(&p->tok, &p->ntok, &p->tcap, nid); break;
+    case OP_CREATE:
+      pool_tok_add(&p->tok, &p->ntok, &p->tcap, nid);
+      atomic_store_explicit(&p->last_made[x->index], nid, memory_order_relaxed);
+      break;
     case OP_DELETE: pool_tok_del(p->tok, &p->ntok, p->conn, &p->nconn, id); break;
     case OP_CONNECT:
       if (!rc) pool_conn_add(&p->conn, &p->nconn, &p->ccap, nid, u.c.from, u.c.to);
@@ -1972,6 +1997,8 @@ static struct {
   long snapshots;         /* idle kills compared with the child's memory */
   long lost_behind_claim; /* acknowledged calls lost behind a call in flight */
   long unresolved;        /* iterations whose log the checkpoint had cut */
+  long guesses;           /* calls that named another thread's next id... */
+  long guesses_refused;   /* ... refused: it did not exist yet */
 } g_tt;
 
 /* The objects a refused call named (a batch's: those it did not create). */
@@ -2112,6 +2139,7 @@ static int check_recovery_threads(const iter_ctx *c, const watch *w, model *m, t
       int st = atomic_load_explicit(&e->state, memory_order_acquire);
       ops[n] = (th_op){e, t, st == TE_OK ? e->lsn : 0, st == TE_OK || e->op != OP_CREATE ? e->id : 0};
       if (e->op == OP_CONNECT && st != TE_OK) ops[n].id = 0;
+      if (e->guess && st == TE_OK) g_tt.guesses++;
       if (st == TE_OK) {
         if (e->lsn <= prev)
           fail_add(&f, "thread %d call %u (%s): LSN %" PRIu64 " not above the thread's "
@@ -2302,6 +2330,10 @@ static int check_recovery_threads(const iter_ctx *c, const watch *w, model *m, t
   for (size_t i = 0; i < n && !f.count; i++) {
     const th_op *o = &ops[i];
     if (atomic_load_explicit(&o->e->state, memory_order_relaxed) != TE_FAILED) continue;
+    if (o->e->guess) { /* named an id that may never have existed */
+      g_tt.guesses_refused++;
+      continue;
+    }
     uint32_t tk[4 * MAX_BATCH], cn[4 * MAX_BATCH];
     int nt = 0, nc = 0, ok = 0;
     refusal_names(sh, o, tk, &nt, cn, &nc);
@@ -2313,10 +2345,33 @@ static int check_recovery_threads(const iter_ctx *c, const watch *w, model *m, t
       for (int a = 0; a < nt && !ok; a++) ok = removes(sh, r, tk[a], 0);
       for (int a = 0; a < nc && !ok; a++) ok = removes(sh, r, 0, cn[a]);
     }
-    if (!ok)
-      fail_add(&f, "thread %d's %s was refused (%s), but no call that started before the "
-               "refusal removed what it named", o->th, op_name(o->e->op),
-               tg_err_name(o->e->rc));
+    if (!ok) {
+      char names[1024];
+      size_t len = 0;
+      names[0] = 0;
+      for (int a = 0; a < nt + nc && len < sizeof names - 64; a++) {
+        uint32_t id = a < nt ? tk[a] : cn[a - nt];
+        int live = a < nt ? tok_live(m, id) : conn_live(m, id);
+        len += (size_t)snprintf(names + len, sizeof names - len, " %s %" PRIu32 " (%s)",
+                                a < nt ? "token" : "connection", id,
+                                live ? "live after recovery" : "gone after recovery");
+      }
+      if (o->e->op == OP_BATCH) {
+        const th_bop *b = &sh->logs[o->th].bops[o->e->bop];
+        len += (size_t)snprintf(names + len, sizeof names - len, "; entries:");
+        for (unsigned j = 0; j < o->e->nb && len < sizeof names - 40; j++)
+          len += (size_t)snprintf(names + len, sizeof names - len, " %s %" PRIu32 "%s",
+                                  op_name((int)b[j].op), b[j].id,
+                                  b[j].op == OP_CONNECT ? "" : "");
+        for (unsigned j = 0; j < o->e->nb && len < sizeof names - 40; j++)
+          if (b[j].op == OP_CONNECT)
+            len += (size_t)snprintf(names + len, sizeof names - len, " [%u: %" PRIu32
+                                    "->%" PRIu32 "]", j, b[j].u.c.from, b[j].u.c.to);
+      }
+      fail_add(&f, "thread %d's %s (call %td) was refused (%s), but no call that started "
+               "before the refusal removed what it named:%s", o->th, op_name(o->e->op),
+               o->e - sh->logs[o->th].ent, tg_err_name(o->e->rc), names);
+    }
     g_tt.refusals++;
   }
   free(at);
@@ -2735,6 +2790,9 @@ int main(int argc, char **argv) {
              "in-flight call a checkpoint hid\n",
              o.threads, g_tt.records_matched, g_tt.inflight_found, g_tt.refusals,
              g_tt.snapshots, g_tt.lost_behind_claim, g_tt.unresolved);
+    if (o.threads >= 2)
+      printf("tg-crash:   calls on the id another thread's create was about to get: %ld "
+             "found it, %ld refused\n", g_tt.guesses, g_tt.guesses_refused);
   }
   if (!o.json && o.recovery_kills) {
       printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "
