@@ -82,6 +82,10 @@
  * kills land in that big LMDB transaction too). After every kill the
  * directory must open to exactly the full state.
  *
+ * --threads T (T >= 2) runs T threads in each killed child, on shared
+ * tokens and connections; the protocol and the checks for that mode are
+ * described at "threaded children" below.
+ *
  * Exit status: 0 when every check held, 1 on the first failed check (the
  * message names the iteration, seed, level and what differed; the
  * directory is kept), 64 on a usage error.
@@ -2751,6 +2755,10 @@ int main(int argc, char **argv) {
            "\"batches_recovered\":%ld,"
            "\"recovery_kills\":%ld,\"recovery_kills_during_open\":%ld,"
            "\"recovery_kills_in_checkpoint\":%ld,\"recovery_log_records\":%" PRIu64 ","
+           "\"threads\":%d,\"records_checked\":%ld,\"inflight_found\":%ld,"
+           "\"refusals_explained\":%ld,\"idle_memory_compared\":%ld,"
+           "\"acked_lost_behind_inflight\":%ld,\"inflight_hidden\":%ld,"
+           "\"guesses_found\":%ld,\"guesses_refused\":%ld,"
            "\"seconds\":%.3f,\"kill_seconds\":%.3f,\"recovery_seconds\":%.3f}\n",
            rc ? "false" : "true", o.seed, o.iterations, tot.kills,
            tot.kills_by_level[TG_STRICT], tot.kills_by_level[TG_BALANCED],
@@ -2760,7 +2768,9 @@ int main(int argc, char **argv) {
            tot.acked_lost_max[TG_RELAXED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
            (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails,
            tot.batches_recovered, rt.kills,
-           rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
+           rt.before_ready, rt.ckpt_kills, rt.last_lsn, o.threads, g_tt.records_matched,
+           g_tt.inflight_found, g_tt.refusals, g_tt.snapshots, g_tt.lost_behind_claim,
+           g_tt.unresolved, g_tt.guesses, g_tt.guesses_refused, sec, ksec, rsec);
   } else if (o.iterations) {
     printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
            "acknowledged, log at LSN %" PRIu64 ", %.2f s\n",
