@@ -274,6 +274,28 @@ static tg_connection stored_conn(const tg_connection *c, uint32_t id) {
   return x;
 }
 
+/* Endpoints of every connection the parent has seen (ids are not reused):
+   a refused disconnect is explained by a delete of either endpoint. */
+typedef struct th_pconn {
+  uint32_t id, from, to;
+} th_pconn;
+
+static struct {
+  uint32_t cap;
+  th_pconn *c;
+} g_endp;
+
+static void endp_note(uint32_t id, uint32_t from, uint32_t to) {
+  if (id >= g_endp.cap) {
+    uint32_t nc = g_endp.cap ? g_endp.cap : 1024;
+    while (nc <= id) nc *= 2;
+    g_endp.c = xrealloc(g_endp.c, nc * sizeof *g_endp.c);
+    memset(g_endp.c + g_endp.cap, 0, (nc - g_endp.cap) * sizeof *g_endp.c);
+    g_endp.cap = nc;
+  }
+  g_endp.c[id] = (th_pconn){id, from, to};
+}
+
 /* Apply one logged call (the record with LSN lsn; entry `sub` of a batch,
    else 0) to the model. */
 static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t lsn,
@@ -311,6 +333,7 @@ static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t
     if (id > m->cmax) m->cmax = id;
     m->conn[id] = stored_conn(arg, id);
     m->cborn[id] = lsn * 1024u + sub;
+    endp_note(id, m->conn[id].from, m->conn[id].to);
     break;
   case OP_DISCONNECT:
     model_drop_conn(m, id);
@@ -1490,9 +1513,6 @@ static void snap_compare(const th_snap *a, const th_snap *b, failure *f) {
 
 /* ---- the child's threads ---- */
 
-typedef struct th_pconn {
-  uint32_t id, from, to;
-} th_pconn;
 
 /* What the threads know to exist. A thread takes mu to choose and to
    record; never across a store call, so calls on shared objects race. */
@@ -1880,24 +1900,6 @@ typedef struct th_op {
 static int cmp_op_lsn(const void *a, const void *b) {
   const th_op *x = *(th_op *const *)a, *y = *(th_op *const *)b;
   return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
-}
-
-/* Endpoints of every connection the parent has seen (ids are not reused):
-   a refused disconnect is explained by a delete of either endpoint. */
-static struct {
-  uint32_t cap;
-  th_pconn *c;
-} g_endp;
-
-static void endp_note(uint32_t id, uint32_t from, uint32_t to) {
-  if (id >= g_endp.cap) {
-    uint32_t nc = g_endp.cap ? g_endp.cap : 1024;
-    while (nc <= id) nc *= 2;
-    g_endp.c = xrealloc(g_endp.c, nc * sizeof *g_endp.c);
-    memset(g_endp.c + g_endp.cap, 0, (nc - g_endp.cap) * sizeof *g_endp.c);
-    g_endp.cap = nc;
-  }
-  g_endp.c[id] = (th_pconn){id, from, to};
 }
 
 /* NULL if the call (entry `sub` of a batch at lsn) applies to the model
@@ -2372,6 +2374,24 @@ static int check_recovery_threads(const iter_ctx *c, const watch *w, model *m, t
             len += (size_t)snprintf(names + len, sizeof names - len, " [%u: %" PRIu32
                                     "->%" PRIu32 "]", j, b[j].u.c.from, b[j].u.c.to);
       }
+      /* The removals there were, whenever they started. */
+      for (size_t j = 0; j < n && len < sizeof names - 120; j++) {
+        const th_op *r = &ops[j];
+        int hit = 0;
+        for (int a = 0; a < nt && !hit; a++) hit = removes(sh, r, tk[a], 0);
+        for (int a = 0; a < nc && !hit; a++) hit = removes(sh, r, 0, cn[a]);
+        if (hit)
+          len += (size_t)snprintf(names + len, sizeof names - len,
+                                  "; removed by thread %d's %s (state %d, LSN %" PRIu64
+                                  ") started %.1f us after the refusal returned", r->th,
+                                  op_name(r->e->op), (int)r->e->state, r->lsn,
+                                  ((double)r->e->t0 - (double)o->e->t1) / 1e3);
+      }
+      for (int a = 0; a < nc && len < sizeof names - 80; a++)
+        len += (size_t)snprintf(names + len, sizeof names - len,
+                                "; connection %" PRIu32 " joins %" PRIu32 " -> %" PRIu32, cn[a],
+                                cn[a] < g_endp.cap ? g_endp.c[cn[a]].from : 0,
+                                cn[a] < g_endp.cap ? g_endp.c[cn[a]].to : 0);
       fail_add(&f, "thread %d's %s (call %td) was refused (%s), but no call that started "
                "before the refusal removed what it named:%s", o->th, op_name(o->e->op),
                o->e - sh->logs[o->th].ent, tg_err_name(o->e->rc), names);
