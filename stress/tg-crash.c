@@ -2071,6 +2071,54 @@ static uint32_t conn_ix(const th_snap *sn, uint32_t id) {
   return lo < sn->nconn && sn->conn[lo].id == id ? lo + 1 : 0;
 }
 
+/* The index + 1 of token id in sn->tok (sorted by id); 0 if absent. */
+static uint32_t tok_ix(const th_snap *sn, uint32_t id) {
+  uint32_t lo = 0, hi = sn->ntok;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (sn->tok[mid].id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < sn->ntok && sn->tok[lo].id == id ? lo + 1 : 0;
+}
+
+/* A store's graph holds together, whatever the model says: every
+   connection joins two tokens that exist, and is on its source's outgoing
+   list and its target's incoming list exactly once; the lists hold
+   nothing else. */
+static void snap_check_links(const th_snap *sn, failure *f) {
+  if (sn->overflow) return; /* snap_compare() says so */
+  uint8_t *seen = xcalloc(sn->nconn + 1, 1);
+  uint32_t pos = 0;
+  for (uint32_t i = 0; i < sn->ntok; i++)
+    for (int d = 0; d < 2; d++) {
+      uint32_t cnt = sn->cnt[2 * i + (uint32_t)d], tid = sn->tok[i].id;
+      for (uint32_t k = 0; k < cnt; k++) {
+        uint32_t cid = sn->list[pos + k], ci = conn_ix(sn, cid);
+        const tg_connection *c = ci ? &sn->conn[ci - 1] : NULL;
+        if (!c || (d ? c->to : c->from) != tid || (seen[ci - 1] & (1u << d)))
+          fail_add(f, "token %" PRIu32 "'s %s list holds connection %" PRIu32 ", which %s",
+                   tid, d ? "incoming" : "outgoing", cid,
+                   !c ? "does not exist" : (d ? c->to : c->from) != tid
+                                               ? "has another endpoint there"
+                                               : "it holds twice");
+        else seen[ci - 1] |= (uint8_t)(1u << d);
+      }
+      pos += cnt;
+    }
+  for (uint32_t k = 0; k < sn->nconn; k++) {
+    const tg_connection *c = &sn->conn[k];
+    if (!tok_ix(sn, c->from) || !tok_ix(sn, c->to))
+      fail_add(f, "connection %" PRIu32 " joins %" PRIu32 " -> %" PRIu32 ", and %" PRIu32
+               " is no token", c->id, c->from, c->to, tok_ix(sn, c->from) ? c->to : c->from);
+    else if (seen[k] != 3)
+      fail_add(f, "connection %" PRIu32 " (%" PRIu32 " -> %" PRIu32 ") is missing from %s",
+               c->id, c->from, c->to, seen[k] & 1 ? "its target's incoming list"
+                                                  : "its source's outgoing list");
+  }
+  free(seen);
+}
+
 /* The model of what s holds, as of LSN lsn: every token and connection,
    the connections ranked in an order every adjacency list agrees with
    (each list is newest first). 0, or 1 when the lists have no common
@@ -2432,14 +2480,15 @@ verify:;
       fail_add(&f, "second open: last_lsn %" PRIu64 ", first %" PRIu64, st.last_lsn, R);
     if (ri.torn_tail) fail_add(&f, "second open found a torn tail the first did not cut");
     compare(s, m, &f);
+    th_snap got;
+    snap_alloc(&got);
+    snap_take(s, &got);
+    snap_check_links(&got, &f);
     if (atomic_load_explicit(&sh->snap_done, memory_order_acquire)) {
-      th_snap got;
-      snap_alloc(&got);
-      snap_take(s, &got);
       snap_compare(&sh->snap, &got, &f);
-      snap_free(&got);
       g_tt.snapshots++;
     }
+    snap_free(&got);
     int crc = tg_store_close(s);
     s = NULL;
     if (crc) fail_add(&f, "close after recovery: %s", tg_err_name(crc));
