@@ -225,6 +225,18 @@ typedef struct tg_store_config {
                                 below the older of the two newest
                                 (tg_repl_snapshot_publish(); its failure
                                 fails no checkpoint); 0: never */
+  uint32_t repl_lease_ttl_ms; /* the leader lease (KV TG_LEASE_<repl_name>,
+                                key leader; docs/operations.md,
+                                "Replication"): the store takes it at open
+                                for its epoch (TG_EFENCED when a newer
+                                epoch holds it: a replica was promoted) and
+                                renews it every third of this; a renewal
+                                that finds another writer's newer epoch
+                                fences the store (TG_EFENCED); one that
+                                cannot reach the server tries again. A
+                                clean close releases it. Followers judge a
+                                lease not renewed for this long expired.
+                                Default 10000 (10 s); at least 150 */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -974,9 +986,33 @@ typedef struct tg_replica_config {
                                 one; 0: always from the stream's first
                                 message */
   uint32_t fetch_batch;      /* messages asked per fetch; default 64 */
-  uint32_t lease_ttl_ms;     /* max age of the leader lease bucket's
-                                entries, when this replica creates the
-                                bucket; default 10000 */
+  uint32_t lease_ttl_ms;     /* the TTL of the leader lease this replica
+                                holds once promoted (renewed every third
+                                of it), the bucket's max age when this
+                                replica creates the bucket, and the TTL a
+                                lease is judged by when its value names
+                                none; default 10000, at least 150 */
+  int promote_force;         /* 0 (default): tg_replica_promote() refuses
+                                (TG_EEXIST) while another process holds a
+                                live lease (written within its TTL: a
+                                running primary renews it); 1: promote
+                                anyway, the old primary, if it still runs,
+                                being fenced by the stream's expected
+                                sequence at its next publish */
+  int failover;              /* 1: promote by itself once the leader lease
+                                expired (absent, released, or not renewed
+                                for its TTL), after draining the stream:
+                                of several followers, exactly one wins the
+                                lease (compare-and-swap) and the others go
+                                on following it. Checked every quarter of
+                                the TTL. Default 0 */
+  int rebootstrap;           /* 1: a replica whose position the stream no
+                                longer holds (purged below it) is, at
+                                open, made again from the newest snapshot
+                                on TG_SNAP_<repl_name>: its directory's
+                                content is moved aside first (renamed to
+                                DIR.gap.N, never deleted). 0 (default):
+                                such an open fails with -ENODATA */
 } tg_replica_config;
 
 /* Fill *cfg with the defaults listed above (tg_store_config_init() for
@@ -1044,6 +1080,12 @@ typedef struct tg_replica_status {
                                 apply rate, the network left out) */
   int error;                 /* 0, or what stopped following */
   char message[256];         /* that error, one line ("" when none) */
+  int promoted;              /* 1 once promoted (by tg_replica_promote()
+                                or by failover) */
+  uint64_t lease_renewals;   /* a writer holding the leader lease: times
+                                it renewed it since open (or promotion) */
+  char set_aside[512];       /* "" or, when this open bootstrapped again
+                                (rebootstrap), where the old content went */
 } tg_replica_status;
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */
