@@ -1036,10 +1036,17 @@ TG_API void tg_replica_config_init(tg_replica_config *cfg);
  * why: -ENODATA for a gap (the stream no longer holds the messages after
  * the replica's position: bootstrap it again), TG_ECORRUPT for a damaged
  * message or a record that does not apply.
- * Errors: tg_store_open()'s, TG_EINVAL (a field missing), TG_ENOTSUP,
- * -ECONNREFUSED (no server answers at nats_url), -ENOENT (no stream
- * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as
- * above, found at open), TG_EIO. On failure *out is NULL.
+ * With cfg->rebootstrap, a gap found at open is repaired from the newest
+ * snapshot instead (the old content moved aside, tg_replica_status_get()'s
+ * set_aside); a gap found while following still stops it: close and open
+ * again. With cfg->failover, a background thread promotes the replica
+ * (as tg_replica_promote(), not forced) once the leader lease expired.
+ * Errors: tg_store_open()'s, TG_EINVAL (a field missing, lease_ttl_ms
+ * below 150), TG_ENOTSUP, -ECONNREFUSED (no server answers at nats_url),
+ * -ENOENT (no stream TG_<repl_name>: no primary shipped to it yet),
+ * -ENODATA (a gap, as above, found at open, or with rebootstrap no
+ * snapshot to start again from), -EEXIST (rebootstrap: DIR.rebootstrap
+ * is left from an interrupted one), TG_EIO. On failure *out is NULL.
  */
 TG_API int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg);
 
@@ -1128,13 +1135,16 @@ TG_API int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
  * revision and epoch + 1, drain the stream to its last message (the
  * primary is expected to be gone: a publish of the old primary after the
  * drain fences one of the two, never both writing), stop following, and
- * allow mutating calls. The new epoch is the replica's epoch from then on
+ * allow mutating calls. The lease is renewed from the moment it is taken
+ * (every third of lease_ttl_ms), and released again if the promotion
+ * fails. The new epoch is the replica's epoch from then on
  * (tg_replica_status()). timeout_ms bounds the drain.
- * Errors: TG_EEXIST (another process changed the lease first: it is
- * promoting), -ETIMEDOUT (the drain did not reach the stream's end),
- * the error that stopped following (a replica that lost messages must not
- * become the writer), TG_EINVAL (not a replica), TG_ENOTSUP, TG_EIO.
- * Nothing changed on failure except, for -ETIMEDOUT, the lease taken.
+ * Errors: TG_EEXIST (another process holds a live lease: its writer is
+ * alive, refused unless cfg.promote_force; or another process changed
+ * the lease first: it is promoting), -ETIMEDOUT (the drain did not reach
+ * the stream's end), the error that stopped following (a replica that
+ * lost messages must not become the writer), TG_EINVAL (not a replica, or
+ * promoted already), TG_ENOTSUP, TG_EIO. Nothing changed on failure.
  */
 TG_API int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen);
 
