@@ -105,6 +105,18 @@ struct tg__replica {
   size_t nrecs, caprecs;
 };
 
+/* The CLOCK_REALTIME instant ms from now: rep->cv's clock, for
+   pthread_cond_timedwait (tg_wait_lsn too, in every build). */
+static struct timespec deadline_in_ms(uint32_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  return ts;
+}
+
 #ifdef TG_HAVE_NATS
 
 static void *watcher_main(void *arg);
@@ -325,18 +337,6 @@ static int on_message(void *arg, const tg__repl_msg *m) {
 fatal:
   c->fatal = rc;
   return 1;
-}
-
-/* The CLOCK_REALTIME instant ms from now: rep->cv's clock, for
-   pthread_cond_timedwait. */
-static struct timespec deadline_in_ms(uint32_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
-  return ts;
 }
 
 /* Wait up to ms on rep->cv unless stopping; returns stop. */
