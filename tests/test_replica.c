@@ -1303,14 +1303,14 @@ static void test_a_running_primary_renews_its_lease_and_promotion_waits_for_it(v
   pc.nats_url = srv.url;
   pc.repl_name = name;
   pc.wal.level = TG_REPLICATED;
-  pc.repl_lease_ttl_ms = 600; /* renewed every 200 ms */
+  pc.repl_lease_ttl_ms = 1500; /* renewed every 500 ms */
   p.s = tgt_open(p.dir, &pc);
   p.rnd = 3;
   primary_work(&p, 100);
   tg__lease l0 = lease_now();
   assert_true(l0.revision > 0);
   assert_int_equal(l0.epoch, 1);
-  assert_int_equal(l0.ttl_ms, 600);
+  assert_int_equal(l0.ttl_ms, 1500);
   assert_true(l0.owner[0] != 0);
   /* Several TTLs pass: the key is rewritten again and again by the same
      owner at the same epoch, and never expires. */
@@ -1370,6 +1370,57 @@ static void test_a_running_primary_renews_its_lease_and_promotion_waits_for_it(v
   assert_null(again);
 }
 
+/* Renewals made and failed by the store's lease holder. */
+static void lease_counts(tg_store *s, uint64_t *renewals, uint64_t *failures) {
+  uint64_t epoch;
+  tg__lease_info(s->lease, &epoch, renewals, failures);
+}
+
+static void test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced(void **state) {
+  (void)state;
+  tgn_server own;
+  if (tgn_server_start(&own, 1)) fail_msg("cannot start a server of this test's own");
+  char dir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/primary", tgt_root);
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.checkpoint_bytes = 0;
+  pc.nats_url = own.url;
+  pc.repl_name = name;
+  pc.wal.level = TG_RELAXED;
+  pc.repl_lease_ttl_ms = 900;
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, dir, &pc, msg, sizeof msg);
+  if (rc) fail_msg("open: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  uint64_t ren = 0, fails = 0, t0 = tgp_now_ns();
+  /* The server goes away: renewals fail, and go on being tried. */
+  tgn_server_kill_node(&own, 0);
+  while (lease_counts(s, &ren, &fails), fails < 2) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("no renewal failed without a server");
+    tgt_pause();
+  }
+  assert_int_equal(tg__lease_lost(s->lease), 0);
+  /* It comes back (the key expired meanwhile): the lease is the store's
+     again, and the store was never fenced. */
+  assert_int_equal(tgn_server_restart_node(&own, 0), 0);
+  uint64_t ren0 = ren;
+  t0 = tgp_now_ns();
+  while (lease_counts(s, &ren, &fails), ren < ren0 + 2) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("renewals never resumed");
+    tgt_pause();
+  }
+  assert_int_equal(tg__lease_lost(s->lease), 0);
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tgn_server_stop(&own);
+}
+
 static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void **state) {
   (void)state;
   primary p;
@@ -1377,7 +1428,7 @@ static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void *
   primary_work(&p, 300);
   tg_replica_config cfg = replica_config();
   cfg.failover = 1;
-  cfg.lease_ttl_ms = 400;
+  cfg.lease_ttl_ms = 1500;
   cfg.store.wal.level = TG_REPLICATED;
   char d1[300], d2[300];
   tg_store *r[2];
@@ -1521,6 +1572,7 @@ int main(int argc, char **argv) {
       T(test_messages_of_a_fast_primary_stay_under_1_mib),
       T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
       T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
+      T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
       T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),
       T(test_killing_the_primary_loses_no_acknowledged_operation),

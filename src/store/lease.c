@@ -133,9 +133,10 @@ static tg__lease_holder *holder_new(const char *url, const char *name, uint32_t 
   h->period_ms = ttl_ms / 3 > LEASE_MIN_PERIOD_MS ? ttl_ms / 3 : LEASE_MIN_PERIOD_MS;
   if (owner) snprintf(h->owner, sizeof h->owner, "%s", owner);
   else tg__lease_owner_id(h->owner, sizeof h->owner);
-  /* A request waits at most a period: a renewal against a server gone
-     away gives up in time for the next one. */
-  *rc = tg__lease_connect(&h->f, url, name, h->period_ms, msg, len);
+  /* A request waits at most half the TTL: a slow answer still renews in
+     time, and a renewal against a server gone away gives up before the
+     lease would lapse anyway. */
+  *rc = tg__lease_connect(&h->f, url, name, ttl_ms / 2, msg, len);
   if (*rc) {
     tg__lease_free(h);
     return NULL;
