@@ -1541,6 +1541,112 @@ static void test_a_follower_behind_a_purge_bootstraps_again_only_when_asked(void
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
+/* `tg-replica` with args (NULL-terminated) in the background, stdout and
+   stderr appended to outp. */
+static pid_t spawn_tool(const char *outp, const char *const *args) {
+  tgt_write_file(outp, "");
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(outp, O_WRONLY | O_APPEND);
+    if (fd < 0) _exit(126);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(TG_REPLICA_BIN, (char *const *)args);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Wait until outp holds want; fail (killing pid) at the deadline. */
+static void wait_output(pid_t pid, const char *outp, const char *want) {
+  uint64_t t0 = tgp_now_ns();
+  for (;;) {
+    char *out = tgt_read_file(outp, NULL);
+    int seen = out && strstr(out, want);
+    free(out);
+    if (seen) return;
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) {
+      kill(pid, SIGKILL);
+      out = tgt_read_file(outp, NULL);
+      fail_msg("tg-replica never printed %s: %s", want, out ? out : "");
+    }
+    tgt_pause();
+  }
+}
+
+static void stop_tool(pid_t pid) {
+  kill(pid, SIGTERM);
+  int st = tgt_wait_child(pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_tg_replica_follow_bootstraps_again_and_fails_over(void **state) {
+  (void)state;
+  /* --rebootstrap: a directory behind a purge starts again from the
+     snapshot, its old content kept aside. */
+  primary p;
+  uint64_t mid = primary_with(&p, 300);
+  tg_replica_config cfg = replica_config();
+  char rdir[300], outp[400], want[400], msg[512] = "";
+  snprintf(outp, sizeof outp, "%s/follow.out", tgt_root);
+  unsigned m1 = follower_saved_at(&p, rdir, &cfg, mid, 10);
+  primary_work(&p, 300);
+  uint64_t snap = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, mid + 1, snap, 10, 1);
+  set_position(p.s, m1 + m2, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  primary_work(&p, 100);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, snap + 1, last, 10, 1);
+  purge_below(m1 + m2 + 1);
+  assert_int_equal(tg_store_close(p.s), 0);
+  const char *fargs[] = {TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+                         "--dir", rdir, "--rebootstrap", "--json", NULL};
+  pid_t pid = spawn_tool(outp, fargs);
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  wait_output(pid, outp, want);
+  snprintf(want, sizeof want, "the old content is in %s.gap.1", rdir);
+  wait_output(pid, outp, want);
+  stop_tool(pid);
+  /* --failover: a writer of its own on a new stream; when it closes (which
+     releases its lease) the follower becomes the writer by itself. */
+  new_stream();
+  open_primary(&p, "primary2", TG_REPLICATED);
+  primary_work(&p, 200);
+  last = last_lsn_of(p.s);
+  snprintf(rdir, sizeof rdir, "%s/follower2", tgt_root);
+  const char *oargs[] = {TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+                         "--dir", rdir, "--failover", "--json", NULL};
+  pid = spawn_tool(outp, oargs);
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  wait_output(pid, outp, want);
+  assert_int_equal(tg_store_close(p.s), 0);
+  wait_output(pid, outp, "\"epoch\":2,");
+  wait_output(pid, outp, "\"promoted\":true");
+  tg__lease l = lease_now();
+  assert_int_equal(l.epoch, 2);
+  assert_true(l.owner[0] != 0);
+  stop_tool(pid);
+  assert_string_equal(lease_now().owner, ""); /* released at its exit */
+  /* The directory is the writer's, at epoch 2. */
+  tg_store_config wc;
+  tg_store_config_init(&wc);
+  wc.crash_dump = 0;
+  wc.nats_url = srv.url;
+  wc.repl_name = name;
+  wc.wal.level = TG_REPLICATED;
+  tg_store *w = tgt_open(rdir, &wc);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(w, &t, &id), 0);
+  assert_int_equal(lease_now().epoch, 2);
+  assert_int_equal(tg_store_close(w), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(int argc, char **argv) {
@@ -1574,6 +1680,7 @@ int main(int argc, char **argv) {
       T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
       T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
+      T(test_tg_replica_follow_bootstraps_again_and_fails_over),
       T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),
       T(test_killing_the_primary_loses_no_acknowledged_operation),
   };

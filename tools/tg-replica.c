@@ -231,15 +231,19 @@ static int cmd_follow(int argc, char **argv) {
   tg_store *r = open_replica(&o);
   if (!r) return EXIT_FAILED;
   tg_replica_status st;
+  int reopened = 0; /* reopened for a gap, and that open found no purge */
   while (!got_signal) {
     tg_replica_status_get(r, &st);
     print_status(&st, o.json);
-    if (st.error == -ENODATA && o.rebootstrap && !st.promoted) {
-      /* A gap while following: the open bootstraps again (it checks the
-         position against the stream first). */
+    if (st.error == -ENODATA && o.rebootstrap && !st.promoted && !reopened) {
+      /* A gap while following: the open bootstraps again when the stream
+         was purged past the position. An open that finds no purge (the
+         LSNs skip inside the stream) would meet the same gap: once only. */
       err_line("%s stopped following %s: %s; opening it again", o.dir, o.stream, st.message);
       if (close_replica(r, o.dir) != EXIT_CLEAN || !(r = open_replica(&o)))
         return EXIT_FAILED;
+      tg_replica_status_get(r, &st);
+      reopened = st.set_aside[0] == 0;
       continue;
     }
     if (st.error) {
