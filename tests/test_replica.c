@@ -1113,16 +1113,18 @@ static void failover_child(const char *dir, int fd, const char *url, const char 
   }
 }
 
-/* One round: a child primary writes at TG_REPLICATED, a failover
-   follower follows, the child is killed -9 at some point, and the
-   follower promotes itself once the lease expires: every create the
-   child saw acknowledged is there, with its content. */
+/* One round: a child primary writes at TG_REPLICATED, two failover
+   followers follow, the child is killed -9 at some point, and once the
+   lease expires exactly one follower promotes itself: every create the
+   child saw acknowledged is there, with its content, and the other
+   follower follows the new writer. */
 static uint64_t failover_ms[1024]; /* kill to promotion, per round */
 
 static void failover_round(unsigned round, unsigned kill_after) {
-  char pdir[300], rdir[300];
+  char pdir[300], rdir[300], rdir2[300];
   snprintf(pdir, sizeof pdir, "%s/primary%u", tgt_root, round);
   snprintf(rdir, sizeof rdir, "%s/replica%u", tgt_root, round);
+  snprintf(rdir2, sizeof rdir2, "%s/replica%u.b", tgt_root, round);
   tg_replica_config cfg = replica_config();
   cfg.store.wal.level = TG_REPLICATED;
   cfg.failover = 1;
@@ -1141,7 +1143,7 @@ static void failover_round(unsigned round, unsigned kill_after) {
     _exit(127);
   }
   close(fds[1]);
-  tg_store *r = NULL;
+  tg_store *rr[2] = {NULL, NULL}, *r = NULL;
   uint32_t *acked = calloc(2u * (kill_after + 100000u), sizeof *acked);
   assert_non_null(acked);
   size_t n = 0;
@@ -1156,12 +1158,17 @@ static void failover_round(unsigned round, unsigned kill_after) {
     acked[2 * n] = rec[0];
     acked[2 * n + 1] = rec[1];
     n++;
-    if (n == 1 + kill_after / 2) r = replica_open(rdir, &cfg); /* mid-run */
+    if (n == 1 + kill_after / 2) { /* mid-run */
+      rr[0] = replica_open(rdir, &cfg);
+      rr[1] = replica_open(rdir2, &cfg);
+    }
   }
   /* Alive, the primary keeps its lease: the follower has not taken over. */
   tg_replica_status rs;
-  assert_int_equal(tg_replica_status_get(r, &rs), 0);
-  assert_int_equal(rs.promoted, 0);
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(tg_replica_status_get(rr[k], &rs), 0);
+    assert_int_equal(rs.promoted, 0);
+  }
   kill(pid, SIGKILL);
   uint64_t killed = tgp_now_ns();
   tgt_wait_child(pid);
@@ -1172,15 +1179,20 @@ static void failover_round(unsigned round, unsigned kill_after) {
     n++;
   }
   close(fds[0]);
-  /* Nobody promotes it: it does so itself once the lease expired. */
-  for (;;) {
-    assert_int_equal(tg_replica_status_get(r, &rs), 0);
-    if (rs.error) fail_msg("round %u: the follower stopped: %s", round, rs.message);
-    if (rs.promoted) break;
-    if (tgp_now_ns() - killed > TGT_PATIENCE_NS)
-      fail_msg("round %u: the follower never took over", round);
-    tgt_pause();
+  /* Nobody promotes them: one does so itself once the lease expired. */
+  int w = -1;
+  while (w < 0) {
+    for (int k = 0; k < 2; k++) {
+      assert_int_equal(tg_replica_status_get(rr[k], &rs), 0);
+      if (rs.error) fail_msg("round %u: follower %d stopped: %s", round, k, rs.message);
+      if (rs.promoted) w = k;
+    }
+    if (w < 0 && tgp_now_ns() - killed > TGT_PATIENCE_NS)
+      fail_msg("round %u: no follower took over", round);
+    if (w < 0) tgt_pause();
   }
+  r = rr[w];
+  assert_int_equal(tg_replica_status_get(r, &rs), 0);
   failover_ms[round % 1024] = (tgp_now_ns() - killed) / 1000000u;
   assert_int_equal(rs.epoch, 2);
   for (size_t i = 0; i < n; i++) {
@@ -1196,7 +1208,15 @@ static void failover_round(unsigned round, unsigned kill_after) {
   assert_int_equal(tg_token_create(r, &t, &id), 0);
   assert_int_equal(tgt_stats(r).live_tokens, live + 1);
   assert_int_equal(tg_wait_lsn(r, tgt_stats(r).last_lsn, 120000), 0);
+  /* The other lost the race and follows the new writer at its epoch. */
+  tg_store *other = rr[1 - w];
+  wait_for(other, tgt_stats(r).last_lsn);
+  assert_int_equal(tg_replica_status_get(other, &rs), 0);
+  assert_int_equal(rs.promoted, 0);
+  assert_int_equal(rs.epoch, 2);
+  assert_same(r, other);
   free(acked);
+  assert_int_equal(tg_store_close(other), 0);
   assert_int_equal(tg_store_close(r), 0);
 }
 

@@ -724,13 +724,11 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   memset(out, 0, sizeof *out);
-  tg__store_lock(s);
-  out->applied_lsn = tg__store_last_lsn(s);
-  out->stream_seq = s->repl_seq;
-  out->epoch = s->repl_epoch;
-  tg__store_unlock(s);
   struct tg__replica *rep = s->replica;
   int writer = 1;
+  /* The follower's state first, then the position: a promotion sets the
+     epoch before `promoted`, so a status that says promoted shows the new
+     epoch. */
   if (rep) {
     pthread_mutex_lock(&rep->mu);
     out->is_replica = !rep->promoted;
@@ -745,6 +743,11 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
     snprintf(out->set_aside, sizeof out->set_aside, "%s", rep->set_aside);
     pthread_mutex_unlock(&rep->mu);
   }
+  tg__store_lock(s);
+  out->applied_lsn = tg__store_last_lsn(s);
+  out->stream_seq = s->repl_seq;
+  out->epoch = s->repl_epoch;
+  tg__store_unlock(s);
 #ifdef TG_HAVE_NATS
   /* s->lease is set before promoted (under rep->mu), and at open. */
   if (writer && s->lease) {
