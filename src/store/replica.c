@@ -24,10 +24,24 @@
  * from a backup of a primary that saved none) it starts at the stream's
  * first message and relies on the LSN check alone.
  *
+ * Promotion (tg_replica_promote(), or failover's watcher thread): the
+ * leader lease (lease.c) is refused while another process holds it live,
+ * unless forced; taken by compare-and-swap, it is renewed from then on by
+ * a lease holder, during the drain too, and released if the promotion
+ * fails. Failover's watcher reads the lease every quarter TTL and
+ * promotes once it expired; a lost compare-and-swap (another follower
+ * won) leaves the replica following, now the winner's stream.
+ *
+ * Re-bootstrap (cfg->rebootstrap): an open that finds the stream purged
+ * past the position fetches the newest snapshot beside the directory,
+ * renames the directory aside (kept) and the new one into its place, and
+ * opens that.
+ *
  * Locking: the follower takes the store lock per message (store.c,
  * LOCKING); rep->mu guards the follower's state (stop, error, counters).
- * Lock order: rep->mu before the store lock (a promotion reads the
- * position while it waits on rep->cv); the follower never holds both.
+ * Lock order: rep->promote_mu (one promotion at a time) before rep->mu
+ * before the store lock (a promotion reads the position while it waits on
+ * rep->cv) and the lease holder's mutex; the follower never holds both.
  */
 #include <errno.h>
 #include <fcntl.h>
