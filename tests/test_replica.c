@@ -536,6 +536,20 @@ static void test_a_purge_below_the_followers_position_is_detected(void **state) 
   assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
   assert_null(r);
   assert_non_null(strstr(msg, "purged"));
+  /* Asked to bootstrap again, with no snapshot to start from: refused,
+     nothing moved. */
+  cfg.rebootstrap = 1;
+  msg[0] = 0;
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
+  assert_null(r);
+  assert_non_null(strstr(msg, "no snapshot"));
+  char aside[320];
+  snprintf(aside, sizeof aside, "%s.gap.1", rdir);
+  struct stat st;
+  assert_int_equal(stat(aside, &st), -1);
+  tg_inspect_report ir;
+  assert_int_equal(tg_store_inspect(rdir, &ir, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(ir.checkpoint_lsn, mid);
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
@@ -1323,6 +1337,10 @@ static void test_a_running_primary_renews_its_lease_and_promotion_waits_for_it(v
   pc.nats_url = srv.url;
   pc.repl_name = name;
   pc.wal.level = TG_REPLICATED;
+  pc.repl_lease_ttl_ms = 100; /* renewals every 33 ms: refused */
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&p.s, p.dir, &pc, msg, sizeof msg), TG_ECONFIG);
+  assert_non_null(strstr(msg, "repl_lease_ttl_ms"));
   pc.repl_lease_ttl_ms = 1500; /* renewed every 500 ms */
   p.s = tgt_open(p.dir, &pc);
   p.rnd = 3;
@@ -1355,8 +1373,14 @@ static void test_a_running_primary_renews_its_lease_and_promotion_waits_for_it(v
   assert_true(lease_now().lsn <= last_lsn_of(p.s));
   /* A replica cannot be promoted under it, by the library or the tool. */
   tg_replica_config cfg = replica_config();
-  char rdir[300], msg[512] = "";
-  tg_store *r = replica_in(rdir, "replica", &cfg);
+  char rdir[300];
+  tg_store *r = NULL;
+  cfg.lease_ttl_ms = 100;
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), TG_EINVAL);
+  assert_null(r);
+  cfg.lease_ttl_ms = 10000;
+  r = replica_in(rdir, "replica", &cfg);
   wait_for(r, last_lsn_of(p.s));
   assert_int_equal(tg_replica_promote(r, 120000, msg, sizeof msg), TG_EEXIST);
   assert_non_null(strstr(msg, l0.owner));
@@ -1538,9 +1562,18 @@ static void test_a_follower_behind_a_purge_bootstraps_again_only_when_asked(void
   tg_inspect_report ir;
   assert_int_equal(tg_store_inspect(rdir, &ir, NULL, NULL, msg, sizeof msg), 0);
   assert_int_equal(ir.checkpoint_lsn, mid);
-  /* Asked to, it starts again from the snapshot and keeps the old
-     content aside. */
+  /* Asked to, but an interrupted re-bootstrap left its directory: refused
+     until it is removed, nothing moved. */
   cfg.rebootstrap = 1;
+  char left[320];
+  snprintf(left, sizeof left, "%s.rebootstrap", rdir);
+  assert_int_equal(mkdir(left, 0700), 0);
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -EEXIST);
+  assert_non_null(strstr(msg, "interrupted"));
+  assert_int_equal(stat(aside, &st), -1);
+  assert_int_equal(rmdir(left), 0);
+  /* Then it starts again from the snapshot and keeps the old content
+     aside. */
   msg[0] = 0;
   rc = tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg);
   if (rc) fail_msg("rebootstrap: %s: %s", tg_err_name(rc), msg);
