@@ -300,8 +300,9 @@ static int cmd_status(int argc, char **argv) {
            si.last_seq, ir.repl_stream_seq + 1 < si.first_seq && ir.repl_stream_seq
                ? ": purged past the position, bootstrap again" : "");
     if (si.lease_epoch)
-      printf("lease:       epoch %" PRIu64 ", owner %s, LSN %" PRIu64 "\n", si.lease_epoch,
-             si.lease_owner, si.lease_lsn);
+      printf("lease:       epoch %" PRIu64 ", %s%s, LSN %" PRIu64 "\n", si.lease_epoch,
+             si.lease_owner[0] ? "owner " : "released (no owner)", si.lease_owner,
+             si.lease_lsn);
     else
       printf("lease:       none\n");
   }
