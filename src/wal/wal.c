@@ -1568,6 +1568,23 @@ static int wait_durable_cv(tg_wal *w, uint64_t lsn) {
   return rc;
 }
 
+/* TG_WAL_REPLICATED: wait until lsn is fdatasynced (the stream's ack
+   aside), so that the appender can leave the group commit's count before
+   it waits for the ack: gather() counts strict_inflight appenders, and one
+   whose record is durable already will not append again until its ack
+   comes; counted, it held every gathering to GATHER_IDLE_NS of spinning. */
+static int wait_local(tg_wal *w, uint64_t lsn) {
+  /* Acquire: as caller_durable's. */
+  if (atomic_load_explicit(&w->durable, ACQ) >= lsn) return 0;
+  mu_lock(w);
+  /* Relaxed: `durable` and `failed` are stored under mu. */
+  while (atomic_load_explicit(&w->durable, RLX) < lsn && !atomic_load_explicit(&w->failed, RLX))
+    mu_wait(w, &w->durable_cv);
+  int rc = atomic_load_explicit(&w->durable, RLX) >= lsn ? 0 : atomic_load_explicit(&w->failed, RLX);
+  mu_unlock(w);
+  return rc;
+}
+
 static int wait_durable(tg_wal *w, uint64_t lsn) {
   if (caller_durable(w) >= lsn) return 0;
   if (w->level != TG_WAL_STRICT) {
@@ -1686,9 +1703,10 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   int rc = append_nowait(w, type, payload, len, &seq);
   if (rc == 0) {
     if (lsn) *lsn = seq; /* set even if the wait fails: queued, not durable */
-    rc = wait_durable(w, seq);
+    if (w->replicated) rc = wait_local(w, seq);
   }
   atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
+  if (rc == 0) rc = wait_durable(w, seq);
   return rc;
 }
 
@@ -1706,8 +1724,9 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
 
 int tg__wal_strict_end(tg_wal *w, uint64_t lsn) {
   if (w->level != TG_WAL_STRICT) return 0;
-  int rc = lsn ? wait_durable(w, lsn) : 0;
+  int rc = lsn && w->replicated ? wait_local(w, lsn) : 0; /* see wait_local */
   atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
+  if (lsn && rc == 0) rc = wait_durable(w, lsn);
   return rc;
 }
 
@@ -1727,10 +1746,17 @@ int tg_wal_sync(tg_wal *w, uint64_t lsn) {
 
 void tg__wal_ship_acked(tg_wal *w, uint64_t lsn) {
   mu_lock(w);
-  /* Release: pairs with caller_durable's acquire. Relaxed load: `acked`
-     is stored under mu. */
-  if (lsn > atomic_load_explicit(&w->acked, RLX)) atomic_store_explicit(&w->acked, lsn, REL);
-  pthread_cond_broadcast(&w->durable_cv);
+  /* Relaxed loads: `acked` and `durable` are stored under mu. */
+  uint64_t a = atomic_load_explicit(&w->acked, RLX), d = atomic_load_explicit(&w->durable, RLX);
+  if (lsn > a) {
+    /* Release: pairs with caller_durable's acquire. */
+    atomic_store_explicit(&w->acked, lsn, REL);
+    /* Wake the waiters only when an ack releases some (min(durable, acked)
+       moved): an ack that comes before its fdatasync ends releases no one,
+       and each broadcast woke every waiting caller on this 2-core machine
+       (publish_durable's broadcast releases them then). */
+    if (d > a) pthread_cond_broadcast(&w->durable_cv);
+  }
   mu_unlock(w);
 }
 
