@@ -437,7 +437,13 @@ static natsStatus pull_subscribe(jsCtx *js, natsSubscription **sub, const char *
   so.Config.OptStartSeq = start_seq;
   so.Config.AckPolicy = js_AckNone;
   so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000;
-  return js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  natsStatus s = js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  /* No pending limit: a pull delivers only what was asked for (a batch of
+     messages of up to 1 MiB each), and libnats's default of 64 MiB would
+     drop messages of a 64-message batch of full messages as a slow
+     consumer's, which the follower would see as a gap. */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, -1, -1);
+  return s;
 }
 
 static void unsubscribe(natsSubscription *sub) {
@@ -446,17 +452,26 @@ static void unsubscribe(natsSubscription *sub) {
   natsSubscription_Destroy(sub);
 }
 
-/* One pull: up to req->Batch messages, each passed to cb in order.
-   Returns the number passed (0 with *st set: the fetch failed; 0 with
-   NATS_OK: none came), cb's nonzero value, or TG_EIO with *no_meta set for
-   a message without JetStream metadata. */
-static int pull_once(natsSubscription *sub, jsFetchRequest *req, tg__repl_msg_cb cb, void *arg,
-                     natsStatus *st, int *no_meta) {
+/* The one fetch loop: up to batch messages, each passed to cb in order.
+   Returns the number passed (0 with *st set: the fetch failed), cb's
+   nonzero value, or TG_EIO with *no_meta set for a message without
+   JetStream metadata.
+   What libnats 3.4.1's natsSubscription_Fetch does, measured here: a
+   no-wait pull first, which returns at once with the messages the stream
+   holds past the consumer (any number from 1 to batch); only when there
+   is none, a pull that waits until `batch` messages came or timeout_ms
+   passed (its expiry, timeout_ms - 10 from 20 ms on: the server ends it,
+   no request is left behind). So a caller that has caught up chooses its
+   latency with timeout_ms (the follower, replica.c). Its
+   natsSubscription_FetchRequest is not used: its no-wait pull returned
+   before any reply came, and test_replica runs whose follower pulled with
+   it aborted in malloc (a corrupted heap in the follower thread). */
+static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
+                      void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
+  *no_meta = 0;
   natsMsgList list = {0};
-  *st = natsSubscription_FetchRequest(&list, sub, req);
-  /* No message: 404 for a no-wait pull, 408 or the client's timeout for
-     one that expired. */
-  if (*st == NATS_TIMEOUT || *st == NATS_NOT_FOUND) {
+  *st = natsSubscription_Fetch(&list, sub, batch, timeout_ms, jerr);
+  if (*st == NATS_TIMEOUT) {
     *st = NATS_OK;
     return 0;
   }
@@ -476,34 +491,6 @@ static int pull_once(natsSubscription *sub, jsFetchRequest *req, tg__repl_msg_cb
   }
   natsMsgList_Destroy(&list);
   return rc ? rc : n;
-}
-
-/* The one fetch loop: up to batch messages, each passed to cb in order.
-   Returns the number passed (0 with *st set: the fetch failed), cb's
-   nonzero value, or TG_EIO with *no_meta set for a message without
-   JetStream metadata.
-   First a no-wait pull of up to batch messages: whatever the stream holds
-   past the consumer comes at once. Only when nothing is there, a pull of
-   ONE message that waits up to timeout_ms: it returns as soon as that one
-   comes. natsSubscription_Fetch(batch, timeout) instead waited, once the
-   reader had caught up, until `batch` messages had come or the timeout
-   had passed: a follower fetching 64 at a time from a primary shipping
-   about 1,000 messages a second applied them up to 64 ms late (tg-bench
-   replicate, follower_lag_p99_ms 66-170 ms at 1 M records/s offered). */
-static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
-                      void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
-  *no_meta = 0;
-  if (jerr) *jerr = 0;
-  jsFetchRequest req;
-  jsFetchRequest_Init(&req);
-  req.Batch = batch;
-  req.NoWait = true;
-  int n = pull_once(sub, &req, cb, arg, st, no_meta);
-  if (n != 0 || *st != NATS_OK) return n;
-  jsFetchRequest_Init(&req);
-  req.Batch = 1;
-  req.Expires = timeout_ms * 1000000;
-  return pull_once(sub, &req, cb, arg, st, no_meta);
 }
 
 int tg__repl_pull_open(tg__repl_sub **out, tg__repl *r, const char *stream, const char *subject,

@@ -349,10 +349,24 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
   return tg__follow_start(rep->f, rep->next_seq, msg, len);
 }
 
+/* How long a fetch waits when the stream holds nothing past the follower:
+   FOLLOW_WAIT_MIN_MS after a fetch that brought messages, doubled after
+   each one that brought none, up to FOLLOW_WAIT_MAX_MS. A fetch that finds
+   messages returns them at once whatever its wait (repl.c, fetch_msgs);
+   one that finds none waits for a whole batch or its wait, so a short wait
+   is what keeps a follower that has caught up with a busy primary within
+   a few ms of it (each message applied within about FOLLOW_WAIT_MIN_MS of
+   its arrival; with a fixed 200 ms wait and batches of 64, tg-bench
+   replicate measured a lag p99 of 66-170 ms at 1 M records/s), while an
+   idle follower asks the server about 5 times a second, not 500. */
+#define FOLLOW_WAIT_MIN_MS 2u
+#define FOLLOW_WAIT_MAX_MS 200u
+
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
+  unsigned wait_ms = FOLLOW_WAIT_MIN_MS;
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -363,8 +377,11 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, 200, on_message, &c, c.msg,
-                              sizeof c.msg);
+    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, (int)wait_ms, on_message, &c,
+                              c.msg, sizeof c.msg);
+    if (rc > 0) wait_ms = FOLLOW_WAIT_MIN_MS;
+    else if (rc == 0 && wait_ms < FOLLOW_WAIT_MAX_MS)
+      wait_ms = wait_ms * 2 < FOLLOW_WAIT_MAX_MS ? wait_ms * 2 : FOLLOW_WAIT_MAX_MS;
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
       break;

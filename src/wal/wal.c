@@ -1703,10 +1703,11 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   int rc = append_nowait(w, type, payload, len, &seq);
   if (rc == 0) {
     if (lsn) *lsn = seq; /* set even if the wait fails: queued, not durable */
-    if (w->replicated) rc = wait_local(w, seq);
+    /* Counted until fdatasynced (gather); at REPLICATED the ack after. */
+    rc = w->replicated ? wait_local(w, seq) : wait_durable(w, seq);
   }
   atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
-  if (rc == 0) rc = wait_durable(w, seq);
+  if (rc == 0 && w->replicated) rc = wait_durable(w, seq);
   return rc;
 }
 
@@ -1724,9 +1725,11 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
 
 int tg__wal_strict_end(tg_wal *w, uint64_t lsn) {
   if (w->level != TG_WAL_STRICT) return 0;
-  int rc = lsn && w->replicated ? wait_local(w, lsn) : 0; /* see wait_local */
+  /* Counted until fdatasynced (gather); at REPLICATED the ack after
+     (wait_local). */
+  int rc = !lsn ? 0 : w->replicated ? wait_local(w, lsn) : wait_durable(w, lsn);
   atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
-  if (lsn && rc == 0) rc = wait_durable(w, lsn);
+  if (lsn && rc == 0 && w->replicated) rc = wait_durable(w, lsn);
   return rc;
 }
 
