@@ -460,16 +460,22 @@ static void unsubscribe(natsSubscription *sub) {
    no-wait pull first, which returns at once with the messages the stream
    holds past the consumer (any number from 1 to batch); only when there
    is none, a pull that waits until `batch` messages came or timeout_ms
-   passed (its expiry, timeout_ms - 10 from 20 ms on: the server ends it,
-   no request is left behind). So a caller that has caught up chooses its
-   latency with timeout_ms (the follower, replica.c). Its
+   passed. So a caller that has caught up chooses its latency with
+   timeout_ms (the follower, replica.c). From 20 ms on, libnats asks the
+   server to end that pull 10 ms before it gives up itself; below, at the
+   same time, and messages then came for pulls already given up: libnats
+   3.4.1 returned a later fetch with more messages than its batch, written
+   past the end of its array (ASan: heap-buffer-overflow in test_replica,
+   malloc aborts without it). So the wait is never below FETCH_MIN_MS.
    natsSubscription_FetchRequest is not used: its no-wait pull returned
-   before any reply came, and test_replica runs whose follower pulled with
-   it aborted in malloc (a corrupted heap in the follower thread). */
+   before any reply came (measured), and test_replica runs whose follower
+   pulled single messages with it aborted in malloc as well. */
+#define FETCH_MIN_MS 20
 static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
                       void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
   *no_meta = 0;
   natsMsgList list = {0};
+  if (timeout_ms < FETCH_MIN_MS) timeout_ms = FETCH_MIN_MS;
   *st = natsSubscription_Fetch(&list, sub, batch, timeout_ms, jerr);
   if (*st == NATS_TIMEOUT) {
     *st = NATS_OK;

@@ -354,12 +354,17 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    each one that brought none, up to FOLLOW_WAIT_MAX_MS. A fetch that finds
    messages returns them at once whatever its wait (repl.c, fetch_msgs);
    one that finds none waits for a whole batch or its wait, so a short wait
-   is what keeps a follower that has caught up with a busy primary within
-   a few ms of it (each message applied within about FOLLOW_WAIT_MIN_MS of
-   its arrival; with a fixed 200 ms wait and batches of 64, tg-bench
+   is what keeps a follower that has caught up with a busy primary close
+   behind it (with a fixed 200 ms wait and batches of 64, tg-bench
    replicate measured a lag p99 of 66-170 ms at 1 M records/s), while an
-   idle follower asks the server about 5 times a second, not 500. */
-#define FOLLOW_WAIT_MIN_MS 2u
+   idle follower asks the server about 5 times a second. Not below 20 ms:
+   from there libnats gives the server's pull an expiry 10 ms shorter than
+   its own wait, so the server always ends a pull before the client gives
+   up on it. With 2 ms (the same expiry for both) messages came for pulls
+   already given up, and libnats 3.4.1 then returned a later fetch with
+   more messages than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica; malloc aborts without ASan). */
+#define FOLLOW_WAIT_MIN_MS 20u
 #define FOLLOW_WAIT_MAX_MS 200u
 
 static void *follower(void *arg) {
