@@ -220,22 +220,29 @@ static int apply_message(tg_store *s, struct tg__replica *rep, uint64_t seq, uin
             PRIu64 " the replica applied already", seq, epoch, s->repl_epoch);
     goto out;
   }
+  /* The message's records go to the replica's own log in one claim, then
+     to the graph: all under this one hold of the lock, so no one sees the
+     log ahead of the graph. A record that then fails to apply stops the
+     follower (the replica and the primary disagree); the records logged
+     after it make no difference to that: its log no longer replays. */
+  uint64_t lsn = 0;
+  if (i < rep->nrecs &&
+      (rc = tg__wal_append_many_nowait(s->wal, rep->recs + i, rep->nrecs - i, &lsn))) {
+    tg__say(msg, len, "cannot log LSNs %" PRIu64 "..%" PRIu64 " in the replica's own WAL: %s",
+            rep->recs[i].lsn, rep->recs[rep->nrecs - 1].lsn, tg_strerror(rc));
+    goto out;
+  }
+  if (i < rep->nrecs && lsn != rep->recs[i].lsn) {
+    /* The replica's log gives the next LSN after last_lsn, which is
+       recs[i].lsn by the check above; anything else is a bug to stop at. */
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "the replica's WAL logged LSN %" PRIu64 " as %" PRIu64,
+            rep->recs[i].lsn, lsn);
+    goto out;
+  }
   tg__graph_begin_load(&s->g);
   for (; i < rep->nrecs; i++) {
     const tg_wal_record *r = &rep->recs[i];
-    uint64_t lsn = 0;
-    if ((rc = tg__wal_append_nowait(s->wal, r->type, r->payload, r->len, &lsn))) {
-      tg__say(msg, len, "cannot log LSN %" PRIu64 " in the replica's own WAL: %s", r->lsn,
-              tg_strerror(rc));
-      break;
-    }
-    if (lsn != r->lsn) {
-      /* The replica's log gives the next LSN after last_lsn, which is
-         r->lsn by the check above; anything else is a bug to stop at. */
-      rc = TG_ECORRUPT;
-      tg__say(msg, len, "the replica's WAL logged LSN %" PRIu64 " as %" PRIu64, r->lsn, lsn);
-      break;
-    }
     if ((rc = tg__store_apply(&s->g, r, &why))) {
       tg__say(msg, len, "stream message %" PRIu64 ": record LSN %" PRIu64 " (type %u) %s: "
               "the replica and the primary disagree", seq, r->lsn, r->type,
