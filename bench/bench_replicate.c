@@ -539,7 +539,7 @@ static void sleep_until(uint64_t due_ns) {
 /* Lag at an offered rate: p99 of (applied on the replica - returned on
    the primary) in ms, and the creation rate the primary reached. */
 static int run_follow_lag(const char *url, int replicas, const char *parent, uint64_t n,
-                          double offered, double *p99_ms, double *reached) {
+                          double offered, double *p99_ms, double *p50_ms, double *reached) {
   char pdir[4096] = "", rdir[4096] = "", name[64];
   snprintf(name, sizeof name, "bench_lag_%d", (int)getpid());
   tg_store *p = NULL;
@@ -594,6 +594,7 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
   if (!rc) {
     tgp_sort_u64(L.lags, L.sampled);
     *p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
+    *p50_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.50) / 1e6;
   }
 out:
   if (started) {
@@ -717,14 +718,14 @@ int tgb_replicate(int argc, char **argv) {
     }
     shipped_free(&sh);
   }
-  double f_apply = 0, f_catchup = 0, f_p99 = 0, f_reached = 0;
+  double f_apply = 0, f_catchup = 0, f_p99 = 0, f_p50 = 0, f_reached = 0;
   uint64_t f_msgs = 0;
   if (!rc && do_apply)
     rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply, &f_catchup,
                           &f_msgs);
   if (!rc && do_lag)
     rc = run_follow_lag(url, (int)replicas, parent, follow_count, (double)offered_rate, &f_p99,
-                        &f_reached);
+                        &f_p50, &f_reached);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
   double m[NCONF + 1], m50[NCONF + 1], m99[NCONF + 1];
@@ -750,14 +751,15 @@ int tgb_replicate(int argc, char **argv) {
            "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
            "\"follower_offered_records_per_sec\":%.0f,"
            "\"follower_reached_records_per_sec\":%.0f,"
-           "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 "}\n",
+           "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
+           "\"follower_lag_p50_ms\":%.3f}\n",
            (int)replicas, T, R, m[C_REPLICATED], m[NCONF], m[C_REPLICATED] / m[NCONF],
            m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
            m[C_REPLICATED] / m[C_STRICT], m[C_BALANCED], m[C_BALANCED_SHIP],
            m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF], m99[NCONF], mmsgs, mper,
            RAW_WINDOW, mvi, mwi, m[C_REPLICATED] / mvi,
            f_apply, f_p99,
-           (double)offered_rate, f_reached, f_catchup, f_msgs);
+           (double)offered_rate, f_reached, f_catchup, f_msgs, f_p50);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-14s %12s %12s %12s\n", "", "calls/s", "p50 us", "p99 us");
@@ -775,8 +777,8 @@ int tgb_replicate(int argc, char **argv) {
     printf("  follower: %" PRIu64 " records in %" PRIu64 " messages: applied at %.0f records/s"
            " (the apply loop alone), caught up at %.0f records/s (open to last record,"
            " fetching included)\n", follow_count, f_msgs, f_apply, f_catchup);
-    printf("  follower lag p99: %.3f ms at %.0f records/s reached (%.0f offered)\n", f_p99,
-           f_reached, (double)offered_rate);
+    printf("  follower lag p99: %.3f ms (p50 %.3f ms) at %.0f records/s reached (%.0f offered)\n",
+           f_p99, f_p50, f_reached, (double)offered_rate);
     if (f_reached < 0.95 * (double)offered_rate)
       printf("  the primary could not offer %.0f records/s on this machine: the lag is the"
              " one at %.0f records/s\n",

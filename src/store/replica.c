@@ -373,12 +373,17 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    heap-buffer-overflow in test_replica; malloc aborts without ASan). */
 #define FOLLOW_WAIT_MIN_MS 20u
 #define FOLLOW_WAIT_MAX_MS 200u
+/* Messages a fetch asks for once the follower has caught up: 2, the
+   smallest batch libnats gives an expiry (a pull of 1 has none, and one
+   left behind by a timeout would stay on the server). */
+#define FOLLOW_CAUGHT_UP_BATCH 2u
 
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
   unsigned wait_ms = FOLLOW_WAIT_MIN_MS;
+  uint32_t batch = rep->fetch_batch;
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -389,11 +394,18 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, (int)wait_ms, on_message, &c,
-                              c.msg, sizeof c.msg);
+    int rc = tg__follow_fetch(rep->f, (int)batch, (int)wait_ms, on_message, &c, c.msg,
+                              sizeof c.msg);
     if (rc > 0) wait_ms = FOLLOW_WAIT_MIN_MS;
     else if (rc == 0 && wait_ms < FOLLOW_WAIT_MAX_MS)
       wait_ms = wait_ms * 2 < FOLLOW_WAIT_MAX_MS ? wait_ms * 2 : FOLLOW_WAIT_MAX_MS;
+    /* A fetch that brought a whole batch may have left more behind: ask
+       for a whole batch again. One that brought less has caught up: the
+       next one waits, and a waiting fetch returns only once its batch has
+       come (or its wait ends), so it asks for FOLLOW_CAUGHT_UP_BATCH, to
+       be back as soon as the next messages are there. */
+    batch = rc >= (int)batch ? rep->fetch_batch : FOLLOW_CAUGHT_UP_BATCH;
+    if (batch > rep->fetch_batch) batch = rep->fetch_batch;
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
       break;
