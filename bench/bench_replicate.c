@@ -8,19 +8,29 @@
  *  - balanced:      TG_BALANCED, no replication;
  *  - balanced_ship: TG_BALANCED shipping every batch (must not slow
  *                   creation: the publish is asynchronous).
- * The raw reference: the same T threads each publishing 80-byte messages
- * (one frame's bytes) synchronously with libnats, one per call, as many
- * as the replicated run's calls: what a round trip to the stream costs
- * without tokengraph. ratio_to_raw = replicated / raw.
+ * The raw reference (issue 14: "a plain async publish of the same bytes in
+ * the same batching"): the replicated run's own messages, read back from
+ * its stream once it closed (the same bodies, Tg-* headers, Nats-Msg-Id
+ * and ExpectLastSeq), published with js_PublishMsgAsync to a new stream of
+ * the same kind on a connection set up as the shipper's (SendAsap), with
+ * the shipper's window (256 in flight), timed from the first publish to
+ * the last ack: raw_publish_records_per_sec, records per second.
+ * ratio_to_raw = replicated / raw. The same messages again with only as
+ * many in flight as T blocked callers fill (T / records per message):
+ * raw_same_inflight_records_per_sec, the stream's share of what a
+ * closed loop of T callers can reach.
  * The creation rates count calls until the last returned; balanced_ship's
  * drain_ms is how long its tg_sync() then took (the shipping backlog).
  * Then the follower, after the rounds, once each:
  *  - apply once delivered: a primary (TG_BALANCED, shipping) creates F
  *    tokens and closes (a clean close waits for the stream's acks, so
- *    every record is in the stream); a replica
- *    is then opened in a directory of its own and timed from
- *    tg_replica_open() until it has applied the primary's last LSN:
- *    follower_apply_records_per_sec = F / that time;
+ *    every record is in the stream); a replica is then opened in a
+ *    directory of its own: follower_apply_records_per_sec is its records
+ *    over the time its follower spent checking and applying messages
+ *    (tg_replica_status.apply_ns: the apply loop alone, the messages
+ *    delivered), follower_catchup_records_per_sec is F over the time from
+ *    tg_replica_open() until it applied the primary's last LSN (fetching
+ *    included);
  *  - lag at an offered rate: a replica follows live while the primary's
  *    creating thread offers F tokens at --offered-rate, paced against the
  *    clock in bursts of 1000; every 1000th record's (LSN, time its call
@@ -615,26 +625,30 @@ static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
              "                          [--count N] [--sync-count M] [--rounds R]\n"
              "                          [--follow-count F] [--offered-rate O]\n"
-             "                          [--dir PARENT] [--json]\n\n"
+             "                          [--dir PARENT] [--part all|ship|apply|lag] [--json]\n\n"
              "Token creation through a durable store, alternated over R rounds (default 3):\n"
              "strict, replicated (TG_REPLICATED), balanced, balanced with shipping; and\n"
-             "a raw reference: T threads publishing 80-byte messages synchronously.\n"
-             "N (default 1000000) calls per balanced run, M (default 4000) per strict,\n"
-             "replicated and raw run. Without --nats a private nats-server (-js, on\n"
+             "the raw reference: the replicated run's own messages (read back from its\n"
+             "stream) published asynchronously, 256 in flight as the shipper, and again\n"
+             "with only T callers' worth in flight.\n"
+             "N (default 1000000) calls per balanced run, M (default 4000) per strict\n"
+             "and replicated run. Without --nats a private nats-server (-js, on\n"
              "loopback) is started: --replicas 3 makes it a 3-node cluster.\n"
              "The figures of each configuration are the medians over the rounds.\n"
              "Then the follower, once: a replica opened after a balanced primary with\n"
              "shipping put F (default 1000000, at least 1000) records in the stream and\n"
-             "closed,\n"
-             "timed until it applied them all (follower_apply_records_per_sec); and a\n"
+             "closed: its apply loop's rate (follower_apply_records_per_sec) and its\n"
+             "catch-up rate from the open (follower_catchup_records_per_sec); and a\n"
              "replica following live while the primary offers F records at O records/s\n"
              "(default 1000000): the p99 of applied-on-replica minus returned-on-primary\n"
              "(follower_lag_p99_ms) and the rate the primary reached\n"
              "(follower_reached_records_per_sec, below O when it could not offer O).\n"
+             "--part ship|apply|lag runs only that part (default all).\n"
              "JSON keys: records_per_sec, raw_publish_records_per_sec, ratio_to_raw,\n"
              "ack_p50_ns, ack_p99_ns, follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
-             "follower_reached_records_per_sec, and the per-configuration figures.\n");
+             "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
+             "follower_messages, follower_lag_p50_ms, and the per-configuration figures.\n");
 }
 
 static double median(double *v, int n) {
