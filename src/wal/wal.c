@@ -202,6 +202,9 @@
  * lost stream) fails the log through tg__wal_ship_failed. TG_WAL_REPLICATED
  * runs as STRICT and its callers count a record durable once it is both
  * fdatasynced (`durable`) and acknowledged (`acked`): caller_durable().
+ * Such a caller leaves the group commit's count (strict_inflight) once its
+ * record is fdatasynced and only then waits for the ack (wait_local), and
+ * an ack wakes the waiters only when it moves caller_durable().
  * A record whose payload is over the shipper's max_payload is refused
  * (TG_EINVAL): a record travels in one message, at most 1 MiB.
  *
