@@ -463,10 +463,13 @@ static void unsubscribe(natsSubscription *sub) {
    passed. So a caller that has caught up chooses its latency with
    timeout_ms (the follower, replica.c). From 20 ms on, libnats asks the
    server to end that pull 10 ms before it gives up itself; below, at the
-   same time, and messages then came for pulls already given up: libnats
-   3.4.1 returned a later fetch with more messages than its batch, written
-   past the end of its array (ASan: heap-buffer-overflow in test_replica,
-   malloc aborts without it). So the wait is never below FETCH_MIN_MS.
+   same time. A fetch that gives up while the server still sends (a short
+   wait, or a batch too large to arrive within it) leaves messages coming
+   to the subscription, and libnats 3.4.1 then returned a later fetch with
+   more messages than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica, malloc aborts without it): the
+   follower keeps its wait and batches such that this does not happen
+   (replica.c, FETCHING), and the wait is never below FETCH_MIN_MS.
    natsSubscription_FetchRequest is not used: its no-wait pull returned
    before any reply came (measured), and test_replica runs whose follower
    pulled single messages with it aborted in malloc as well. */

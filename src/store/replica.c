@@ -356,34 +356,43 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
   return tg__follow_start(rep->f, rep->next_seq, msg, len);
 }
 
-/* How long a fetch waits when the stream holds nothing past the follower:
-   FOLLOW_WAIT_MIN_MS after a fetch that brought messages, doubled after
-   each one that brought none, up to FOLLOW_WAIT_MAX_MS. A fetch that finds
-   messages returns them at once whatever its wait (repl.c, fetch_msgs);
-   one that finds none waits for a whole batch or its wait, so a short wait
-   is what keeps a follower that has caught up with a busy primary close
-   behind it (with a fixed 200 ms wait and batches of 64, tg-bench
-   replicate measured a lag p99 of 66-170 ms at 1 M records/s), while an
-   idle follower asks the server about 5 times a second. Not below 20 ms:
-   from there libnats gives the server's pull an expiry 10 ms shorter than
-   its own wait, so the server always ends a pull before the client gives
-   up on it. With 2 ms (the same expiry for both) messages came for pulls
-   already given up, and libnats 3.4.1 then returned a later fetch with
-   more messages than its batch, written past the end of its array (ASan:
-   heap-buffer-overflow in test_replica; malloc aborts without ASan). */
-#define FOLLOW_WAIT_MIN_MS 20u
-#define FOLLOW_WAIT_MAX_MS 200u
-/* Messages a fetch asks for once the follower has caught up: 2, the
-   smallest batch libnats gives an expiry (a pull of 1 has none, and one
-   left behind by a timeout would stay on the server). */
-#define FOLLOW_CAUGHT_UP_BATCH 2u
+/* FETCHING (repl.c, fetch_msgs). libnats's fetch returns at once with the
+   messages the stream holds past the consumer, up to the batch; when it
+   holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
+   passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
+   messages, to be back as soon as the next ones are there (with batches of
+   64 it applied a message up to 64 messages or 200 ms after it arrived:
+   tg-bench replicate measured a lag p99 of 66-170 ms at 1 M records/s),
+   and for a whole batch again after a fetch that filled one.
+   A fetch must also never give up while the server still sends what it
+   asked for: libnats 3.4.1 then returned a later fetch with more messages
+   than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
+   with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
+   the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
+   of messages as large as the largest seen so far: 8 of 1 MiB, which this
+   machine moves in 30-80 ms even while loaded. */
+#define FOLLOW_WAIT_MS 200u
+#define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
+                                     expiry (a pull of 1 has none, and one
+                                     left by a timeout stays on the server) */
+#define FOLLOW_BATCH_BYTES (8u << 20)
+
+/* The batch for a follower that is behind. */
+static uint32_t full_batch(struct tg__replica *rep) {
+  pthread_mutex_lock(&rep->mu);
+  uint64_t big = rep->max_bytes;
+  pthread_mutex_unlock(&rep->mu);
+  uint64_t fit = big ? FOLLOW_BATCH_BYTES / big : rep->fetch_batch;
+  if (fit < FOLLOW_CAUGHT_UP_BATCH) fit = FOLLOW_CAUGHT_UP_BATCH;
+  return fit < rep->fetch_batch ? (uint32_t)fit : rep->fetch_batch;
+}
 
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
-  unsigned wait_ms = FOLLOW_WAIT_MIN_MS;
-  uint32_t batch = rep->fetch_batch;
+  uint32_t batch = full_batch(rep);
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -394,17 +403,11 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)batch, (int)wait_ms, on_message, &c, c.msg,
+    int rc = tg__follow_fetch(rep->f, (int)batch, (int)FOLLOW_WAIT_MS, on_message, &c, c.msg,
                               sizeof c.msg);
-    if (rc > 0) wait_ms = FOLLOW_WAIT_MIN_MS;
-    else if (rc == 0 && wait_ms < FOLLOW_WAIT_MAX_MS)
-      wait_ms = wait_ms * 2 < FOLLOW_WAIT_MAX_MS ? wait_ms * 2 : FOLLOW_WAIT_MAX_MS;
-    /* A fetch that brought a whole batch may have left more behind: ask
-       for a whole batch again. One that brought less has caught up: the
-       next one waits, and a waiting fetch returns only once its batch has
-       come (or its wait ends), so it asks for FOLLOW_CAUGHT_UP_BATCH, to
-       be back as soon as the next messages are there. */
-    batch = rc >= (int)batch ? rep->fetch_batch : FOLLOW_CAUGHT_UP_BATCH;
+    /* A fetch that filled its batch may have left more behind; one that
+       did not has caught up (FETCHING above). */
+    batch = rc >= (int)batch ? full_batch(rep) : FOLLOW_CAUGHT_UP_BATCH;
     if (batch > rep->fetch_batch) batch = rep->fetch_batch;
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
