@@ -440,7 +440,13 @@ static natsStatus pull_subscribe(jsCtx *js, natsSubscription **sub, const char *
   so.Config.OptStartSeq = start_seq;
   so.Config.AckPolicy = js_AckNone;
   so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000;
-  return js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  natsStatus s = js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  /* No pending limit: a pull delivers only what was asked for (a batch of
+     messages of up to 1 MiB each), and libnats's default of 64 MiB would
+     drop messages of a 64-message batch of full messages as a slow
+     consumer's, which the follower would see as a gap. */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, -1, -1);
+  return s;
 }
 
 static void unsubscribe(natsSubscription *sub) {
@@ -452,11 +458,30 @@ static void unsubscribe(natsSubscription *sub) {
 /* The one fetch loop: up to batch messages, each passed to cb in order.
    Returns the number passed (0 with *st set: the fetch failed), cb's
    nonzero value, or TG_EIO with *no_meta set for a message without
-   JetStream metadata. */
+   JetStream metadata.
+   What libnats 3.4.1's natsSubscription_Fetch does, measured here: a
+   no-wait pull first, which returns at once with the messages the stream
+   holds past the consumer (any number from 1 to batch); only when there
+   is none, a pull that waits until `batch` messages came or timeout_ms
+   passed. So a caller that has caught up chooses its latency with
+   timeout_ms (the follower, replica.c). From 20 ms on, libnats asks the
+   server to end that pull 10 ms before it gives up itself; below, at the
+   same time. A fetch that gives up while the server still sends (a short
+   wait, or a batch too large to arrive within it) leaves messages coming
+   to the subscription, and libnats 3.4.1 then returned a later fetch with
+   more messages than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica, malloc aborts without it): the
+   follower keeps its wait and batches such that this does not happen
+   (replica.c, FETCHING), and the wait is never below FETCH_MIN_MS.
+   natsSubscription_FetchRequest is not used: its no-wait pull returned
+   before any reply came (measured), and test_replica runs whose follower
+   pulled single messages with it aborted in malloc as well. */
+#define FETCH_MIN_MS 20
 static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
                       void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
   *no_meta = 0;
   natsMsgList list = {0};
+  if (timeout_ms < FETCH_MIN_MS) timeout_ms = FETCH_MIN_MS;
   *st = natsSubscription_Fetch(&list, sub, batch, timeout_ms, jerr);
   if (*st == NATS_TIMEOUT) {
     *st = NATS_OK;

@@ -169,8 +169,9 @@ int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
    the first sequence delivered. */
 int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len);
 
-/* Fetch up to `batch` messages, waiting up to timeout_ms for the first,
-   and hand each to cb in order. Returns the
+/* Fetch up to `batch` messages and hand each to cb in order: those the
+   stream holds past the consumer at once; when it holds none, wait up to
+   timeout_ms (at least 20, see repl.c) for a whole batch. Returns the
    number handed over (0: none came in time), cb's nonzero value, or an
    error with msg. */
 int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
