@@ -38,7 +38,18 @@ typedef struct tg__shard {
                             (likewise; relaxed stores: stats readers) */
   uint64_t created;      /* creates made here (relaxed stores: stats) */
   uint64_t last_lsn;     /* last LSN logged here (relaxed stores) */
+  /* Connections, for striped connects and disconnects (STRIPES in
+     store.c), under the same rules as the token fields above. */
+  uint32_t cid_next, cid_end; /* connection ids [cid_next, cid_end) held */
+  uint32_t ncslots;      /* cslots[0, ncslots) held */
+  uint32_t ccredit;      /* connections of quota held, counted in
+                            conns.live (relaxed stores: stats readers);
+                            a striped disconnect adds one */
+  uint64_t connected;    /* striped connects made here (relaxed stores) */
   uint32_t slots[TG__SHARD_BLOCK] __attribute__((aligned(64)));
+  uint32_t cslots[2 * TG__SHARD_BLOCK]; /* connection slots held: a refill
+                            takes TG__SHARD_BLOCK, disconnects add up to as
+                            many again */
 } __attribute__((aligned(64))) tg__shard;
 
 struct tg_store {
@@ -64,6 +75,9 @@ struct tg_store {
                                    (SHARDS in store.c) */
   atomic_uint nshards;          /* caches claimed (may pass the maximum:
                                    read it through shards_in_use()) */
+  atomic_int *stripes;          /* open/close: TG__SEQ_STRIPES adjacency
+                                   locks, token id (id - 1) % stripes
+                                   (STRIPES in store.c) */
   pthread_t pf_thread;          /* open/close: makes the token arena's
                                    spare chunk (tg__arena_prefault) */
   int pf_started;               /* open/close: the pid that started the

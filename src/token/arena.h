@@ -180,15 +180,39 @@ static inline uint32_t tg__slot_u32(const void *slot, uint32_t off) {
   return v;
 }
 
-/* ---- write sections (one writer: the caller holds the store lock) ------- */
+/* ---- write sections -----------------------------------------------------
+ * Two kinds of writer open sections. The holder of the store lock runs
+ * alone (the store waits out every other writer when it takes the lock),
+ * so it opens a section with a plain increment. A striped call (the
+ * store's STRIPES: a connect, disconnect or update made without the store
+ * lock, under the adjacency locks of its tokens) may meet another striped
+ * call on the same counter: two connects whose tokens' slots or lists fall
+ * in one stripe, or whose neighbours' connection slots do. It sets
+ * tg__tl_striped for the call, and its sections take the counter from even
+ * to odd with a compare-and-swap, so the counter is also the stripe's
+ * write lock: a section waits while another one of the stripe is open (a
+ * few stores). A striped call opens at most the two list stripes of its
+ * tokens (which only the holders of their adjacency locks open, so never
+ * in conflicting order) and, inside them, single sections of connection
+ * stripes that open nothing inside: no cycle of waits. */
+
+/* 1 while this thread is inside a striped call (store.c, STRIPES). */
+extern _Thread_local int tg__tl_striped;
 
 static inline uint32_t *tg__arena_stripe(tg__arena *a, uint32_t i) {
   return &a->seq[i & (TG__SEQ_STRIPES - 1u)];
 }
 
-/* Open a write section on a stripe. Sections on one stripe never nest:
-   the writer's own reads of *sq are plain (only it writes the counter). */
+/* The striped writer's open: out of line (arena.c). */
+void tg__seq_begin_shared(uint32_t *sq);
+
+/* Open a write section on a stripe. Sections on one stripe never nest. */
 static inline void tg__seq_begin(uint32_t *sq) {
+  if (__builtin_expect(tg__tl_striped, 0)) {
+    tg__seq_begin_shared(sq);
+    return;
+  }
+  /* Plain read: only the lock holder, alone, writes the counter now. */
   __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELAXED);
   /* Orders the odd counter before the data stores that follow: a reader
      that sees one of them sees the counter odd or advanced (its acquire
@@ -196,7 +220,9 @@ static inline void tg__seq_begin(uint32_t *sq) {
   __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
-/* Close it: the data stores happen before the even counter. */
+/* Close it: the data stores happen before the even counter. The plain
+   read is the section's own odd value (nobody else stores while it is
+   odd). */
 static inline void tg__seq_end(uint32_t *sq) {
   __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELEASE);
 }
@@ -485,6 +511,23 @@ static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
   TG__STORE_RELAXED(a->live, a->live - 1u);
   if (--a->map_live[c] == 0 && c != TG__ID_CHUNK(a->cursor))
     tg__arena_map_reclaim(a, c);
+}
+
+/*
+ * A striped disconnect's release of live slot p (id `id`), inside the
+ * caller's write section of the slot's stripe: the map entry and the id
+ * field are cleared as tg__arena_release() clears them, but the slot goes
+ * to the calling thread's cache (store.c, STRIPES), not to the free list,
+ * and `live` stays (the store keeps the slot as quota credit). Other
+ * striped threads may change counts of the same map chunk, so its count
+ * drops by an atomic decrement; a chunk whose last id dies this way is not
+ * reclaimed (it stays mapped: 128 KiB at most per such chunk).
+ */
+static inline void tg__arena_release_held(tg__arena *a, void *p, uint32_t id) {
+  uint32_t c = TG__ID_CHUNK(id);
+  __atomic_store_n(&a->map[c][TG__ID_ENTRY(id)], 0u, __ATOMIC_RELAXED);
+  tg__slot_set_u32(p, a->id_off, 0);
+  __atomic_fetch_sub(&a->map_live[c], 1u, __ATOMIC_RELAXED);
 }
 
 /*
