@@ -212,19 +212,24 @@ static inline void tg__seq_begin(uint32_t *sq) {
     tg__seq_begin_shared(sq);
     return;
   }
-  /* Plain read: only the lock holder, alone, writes the counter now. */
-  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELAXED);
+  /* Only the lock holder, alone, writes the counter now. The load is a
+     relaxed atomic (a plain mov here) because striped writers' failed
+     compare-and-swaps, which ThreadSanitizer counts as writes, may meet
+     it on other counters' sections (tg__seq_end()). */
+  __atomic_store_n(sq, __atomic_load_n(sq, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELAXED);
   /* Orders the odd counter before the data stores that follow: a reader
      that sees one of them sees the counter odd or advanced (its acquire
      fence pairs with this one). */
   __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
-/* Close it: the data stores happen before the even counter. The plain
-   read is the section's own odd value (nobody else stores while it is
-   odd). */
+/* Close it: the data stores happen before the even counter. The load
+   reads the section's own odd value (nobody else stores while it is odd);
+   it is a relaxed atomic, not a plain read, because a striped writer
+   waiting on the stripe may try its compare-and-swap meanwhile, which
+   fails (a load in C11) but which ThreadSanitizer counts as a write. */
 static inline void tg__seq_end(uint32_t *sq) {
-  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELEASE);
+  __atomic_store_n(sq, __atomic_load_n(sq, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELEASE);
 }
 
 /*
