@@ -150,8 +150,10 @@ static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) 
   if (g->track_dirty) {
     t->flags |= TG_TOKEN_DIRTY;
     /* Relaxed atomic: striped updates of two tokens of one chunk may mark
-       it at once (store.c, STRIPES). */
-    __atomic_store_n(&g->tchunk_dirty[tg__graph_token_chunk(g, id)], 1, __ATOMIC_RELAXED);
+       it at once (store.c, STRIPES); stored only when not yet set, so the
+       line is not written per update. */
+    uint8_t *d = &g->tchunk_dirty[tg__graph_token_chunk(g, id)];
+    if (!__atomic_load_n(d, __ATOMIC_RELAXED)) __atomic_store_n(d, 1, __ATOMIC_RELAXED);
   }
 }
 
@@ -207,10 +209,17 @@ static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
   if (g->track_dirty) {
     uint32_t i = id - 1u;
     uint64_t *w = &g->cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6];
+    uint64_t bit = 1ull << (i & 63);
     /* A striped call may share the word with another (STRIPES in
-       arena.h): an atomic or then; the lock holder runs alone. */
-    if (__builtin_expect(tg__tl_striped, 0)) __atomic_fetch_or(w, 1ull << (i & 63), __ATOMIC_RELAXED);
-    else *w |= 1ull << (i & 63);
+       arena.h): an atomic or then, and only when the bit is not set yet
+       (a neighbour relinked since the last checkpoint has it), since a
+       locked or waits for every store before it; the lock holder runs
+       alone. */
+    if (__builtin_expect(tg__tl_striped, 0)) {
+      if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit)) __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+    } else {
+      *w |= bit;
+    }
   }
 }
 
@@ -242,7 +251,11 @@ static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
   uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
   if (g->track_dirty) {
     flags |= TG_TOKEN_DIRTY;
-    __atomic_store_n(&g->tchunk_dirty[i >> TG__CHUNK_SHIFT], 1, __ATOMIC_RELAXED);
+    /* Stored only when not yet set: creates of several threads fill one
+       chunk, and a store per create made its line travel between their
+       cores on every create. */
+    uint8_t *d = &g->tchunk_dirty[i >> TG__CHUNK_SHIFT];
+    if (!__atomic_load_n(d, __ATOMIC_RELAXED)) __atomic_store_n(d, 1, __ATOMIC_RELAXED);
   }
   /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
      id and flags into a copy and then loading it whole stalled store
