@@ -782,6 +782,32 @@ static void test_a_create_that_fills_a_chunk_takes_the_chunk_faulted_ahead(void 
   tg_store_close(s);
 }
 
+/* Connections too: the connect that fills a chunk takes the one the
+   prefaulter faulted ahead (with two writers, a connection chunk faulted
+   under the store lock stalled both). */
+static void test_a_connect_that_fills_a_chunk_takes_the_connection_chunk_faulted_ahead(
+    void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  tg__arena *a = &s->g.conns;
+  uint32_t x, y, cid;
+  assert_int_equal(tg_token_create(s, NULL, &x), 0);
+  assert_int_equal(tg_token_create(s, NULL, &y), 0);
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  c.from = x;
+  c.to = y;
+  assert_int_equal(tg_connect(s, &c, &cid), 0); /* the first chunk */
+  TGT_WAIT_UNTIL(__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE) != NULL, "a spare chunk");
+  unsigned char *spare = __atomic_load_n(&a->spare, __ATOMIC_ACQUIRE);
+  while (TG__LOAD_RELAXED(a->nchunks) < 2) assert_int_equal(tg_connect(s, &c, &cid), 0);
+  assert_ptr_equal(a->chunks[1], spare);
+  unsigned char vec[TG__CHUNK_BYTES / 4096];
+  assert_int_equal(mincore(spare, TG__CHUNK_BYTES, vec), 0);
+  for (size_t i = 0; i < sizeof vec; i++) assert_true(vec[i] & 1);
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -797,6 +823,7 @@ int main(void) {
       TGT_TEST(test_threads_mixing_calls_on_shared_tokens_replay_to_the_same_graph),
       TGT_TEST(test_threads_mixing_calls_beside_checkpoints_reopen_to_the_same_graph),
       cmocka_unit_test(test_the_connection_quota_is_exact_at_its_limit_with_four_writers),
+      cmocka_unit_test(test_a_connect_that_fills_a_chunk_takes_the_connection_chunk_faulted_ahead),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,7 @@
 /*
- * tg_store: the token graph behind one lock, with the guardian inline.
+ * tg_store: the token graph behind one lock (and, for several writer
+ * threads, per-thread caches and striped adjacency locks), with the
+ * guardian inline.
  *
  * LOCKING. The locks of a store, and what each guards (the fields of
  * struct tg_store in store_internal.h name their guard):
@@ -15,6 +17,12 @@
  *                 last_lsn, and the order of appends to the WAL; except
  *                 for token creates served from a thread's cache, which
  *                 its holder waits out after taking it (SHARDS, below).
+ *   stripes       adjacency locks, one per stripe of token ids (STRIPES,
+ *                 below): taken, instead of `lock`, by connects,
+ *                 disconnects and updates once the threads' caches are on;
+ *                 they guard a token's liveness for those calls, its list
+ *                 heads and degrees, and the links of connections that
+ *                 thread its lists, and order those calls' appends.
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
@@ -23,7 +31,11 @@
  *
  * Lock order: ckpt_mu before lock; lock before any WAL-internal mutex. No
  * code calls into the metrics registry's collector API while holding lock.
- * ckpt_wake_mu is never held with another of them.
+ * ckpt_wake_mu is never held with another of them. A striped call holds
+ * its cache's busy word, then at most two stripes (in address order),
+ * then write-section counters (token/arena.h), and never waits for `lock`
+ * while it holds any of them; `lock` and stripes are never held together
+ * (the holder of `lock` has waited out every striped call).
  *
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
