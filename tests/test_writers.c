@@ -411,10 +411,12 @@ static uint32_t run_mixers(tg_store *s, int ckpt) {
     assert_int_equal(ms[i].errors, 0);
     if (ms[i].hi > hi) hi = ms[i].hi;
   }
-  /* The striped path ran: connects were made without the store lock. */
+  /* Without checkpoints the striped path must have run (connects made
+     without the store lock); beside a checkpointer that captures almost
+     all the time, calls mostly fall back to the lock. */
   uint64_t striped = 0;
   for (unsigned i = 0; i < TG__SHARDS_MAX; i++) striped += s->shards[i].connected;
-  assert_true(striped > 0);
+  if (!ckpt) assert_true(striped > 0);
   return hi;
 }
 
