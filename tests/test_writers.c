@@ -239,7 +239,7 @@ static void test_writers_and_checkpoints_reopen_to_the_same_graph_without_reusin
   pthread_t ck;
   assert_int_equal(pthread_create(&ck, NULL, checkpointer, &ca), 0);
   writer ws[WRITERS];
-  const uint32_t per = 800; /* ids stay under TGT_MODEL_IDS with gaps */
+  const uint32_t per = 700; /* ids stay under TGT_MODEL_IDS with gaps */
   run_writers(s, ws, WRITERS, per, per, 3);
   atomic_store_explicit(&stop, 1, memory_order_release);
   assert_int_equal(pthread_join(ck, NULL), 0);

@@ -1231,7 +1231,7 @@ static int disconnect_striped(tg_store *s, tg__shard *sh, uint32_t id, int *rc,
   tg_connection c;
   /* Room for the slot, and credit bounded (a cache holding much would
      make the quota checks under the lock take it back more often). */
-  if (sh->ncslots >= 2 * TG__SHARD_BLOCK || sh->ccredit >= 2 * TG__SHARD_BLOCK) return 0;
+  if (sh->ncslots >= TG__SHARD_CSLOTS || sh->ccredit >= 2 * TG__SHARD_BLOCK) return 0;
   if (!tg__graph_conn_read(g, id, &c)) return 0;
   /* Its endpoints never change while it lives (ids are not reused), so
      once locked, a connection still live is the one read. */

@@ -572,7 +572,7 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
 /* Ids threads' caches may hold at once (the store's TG__SHARDS_MAX
    caches of TG__SHARD_BLOCK ids, store_internal.h), never used or logged
    out of order. */
-#define TG__ARENA_CACHED_MAX (64u * 64u)
+#define TG__ARENA_CACHED_MAX (64u * 256u)
 
 /*
  * The same for a record replayed from the log, which may also name an id a
@@ -581,7 +581,8 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
  * batch commits, after ids handed out later may have been, but at most
  * TG__ARENA_RESERVE_MAX are held at once, and at most TG__ARENA_CACHED_MAX
  * sit in caches, so before a wrap a logged id is at most that many past the
- * cursor (the bound maps at most 4 MiB of id map more for a forged id).
+ * cursor (the bound maps at most about 4 MiB of id map more for a forged
+ * id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
   return id != 0 && (a->wrapped ||
