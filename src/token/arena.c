@@ -7,6 +7,7 @@
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tokengraph/errors.h"
@@ -47,6 +48,30 @@ static void *default_map(size_t bytes) {
 }
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
+
+_Thread_local int tg__tl_striped;
+
+void tg__seq_begin_shared(uint32_t *sq) {
+  for (unsigned spins = 0;; spins++) {
+    uint32_t v = __atomic_load_n(sq, __ATOMIC_RELAXED);
+    /* Acquire: the previous section's stores (before its release store
+       of the even value read here) happen before this one's. */
+    if (!(v & 1u) &&
+        __atomic_compare_exchange_n(sq, &v, v + 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+      break;
+    if (spins < 256) {
+      tg__cpu_relax();
+    } else {
+      /* The holder was preempted inside its section: sleep in 20 us
+         steps rather than spin its time slice away (it wakes nobody, so
+         its close stays one store). */
+      const struct timespec ts = {0, 20000};
+      if (v & 1u) syscall(SYS_futex, sq, FUTEX_WAIT_PRIVATE, v, &ts, NULL, 0);
+    }
+  }
+  /* As in tg__seq_begin(): the odd counter before the data stores. */
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+}
 
 static long map_budget = -1; /* relaxed atomic loads by tg__arena_prefault() */
 
