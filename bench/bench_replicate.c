@@ -651,6 +651,9 @@ static void usage(FILE *f) {
              "follower_messages, follower_lag_p50_ms, and the per-configuration figures.\n");
 }
 
+/* a / b, 0 when b is 0 (a part not run: JSON has no NaN). */
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
 static double median(double *v, int n) {
   for (int i = 1; i < n; i++)
     for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
@@ -767,11 +770,11 @@ int tgb_replicate(int argc, char **argv) {
            "\"follower_reached_records_per_sec\":%.0f,"
            "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
            "\"follower_lag_p50_ms\":%.3f}\n",
-           (int)replicas, T, R, m[C_REPLICATED], m[NCONF], m[C_REPLICATED] / m[NCONF],
+           (int)replicas, T, R, m[C_REPLICATED], m[NCONF], ratio(m[C_REPLICATED], m[NCONF]),
            m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
-           m[C_REPLICATED] / m[C_STRICT], m[C_BALANCED], m[C_BALANCED_SHIP],
-           m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF], m99[NCONF], mmsgs, mper,
-           RAW_WINDOW, mvi, mwi, m[C_REPLICATED] / mvi,
+           ratio(m[C_REPLICATED], m[C_STRICT]), m[C_BALANCED], m[C_BALANCED_SHIP],
+           ratio(m[C_BALANCED_SHIP], m[C_BALANCED]), md, m50[NCONF], m99[NCONF], mmsgs, mper,
+           RAW_WINDOW, mvi, mwi, ratio(m[C_REPLICATED], mvi),
            f_apply, f_p99,
            (double)offered_rate, f_reached, f_catchup, f_msgs, f_p50);
   } else {
