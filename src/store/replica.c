@@ -361,9 +361,8 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
    passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
    messages, to be back as soon as the next ones are there (with batches of
-   64 it applied a message up to 64 messages or 200 ms after it arrived:
-   tg-bench replicate measured a lag p99 of 66-170 ms at 1 M records/s),
-   and for a whole batch again after a fetch that filled one.
+   64 a message could wait for 63 more, or 200 ms), and for a whole batch
+   again after a fetch that filled one.
    A fetch must also never give up while the server still sends what it
    asked for: libnats 3.4.1 then returned a later fetch with more messages
    than its batch, written past the end of its array (ASan:
