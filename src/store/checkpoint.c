@@ -894,10 +894,12 @@ static int checkpoint_locked(tg_store *s) {
 
 int tg_checkpoint(tg_store *s) {
   if (s && s->read_only) return TG_EREADONLY;
-  if (!s || !s->wal) return TG_EINVAL;
+  if (!s || !s->dir) return TG_EINVAL; /* in memory */
   TG__CALL_GUARD(s);
   pthread_mutex_lock(&s->ckpt_mu);
-  int rc = checkpoint_locked(s);
+  /* s->wal under ckpt_mu: a failover's promotion (replica.c) replaces the
+     log under it while the program may be checkpointing. */
+  int rc = s->wal ? checkpoint_locked(s) : TG_EINVAL;
   pthread_mutex_unlock(&s->ckpt_mu);
   return rc;
 }
