@@ -69,7 +69,7 @@ void tg_replica_config_init(tg_replica_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   tg_store_config_init(&cfg->store);
   cfg->bootstrap_snapshot = 1;
-  cfg->fetch_batch = 64;
+  cfg->fetch_batch = 8;
   cfg->lease_ttl_ms = 10000;
 }
 
@@ -401,8 +401,10 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
    with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
    the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
-   of messages as large as the largest seen so far: 8 of 1 MiB, which this
-   machine moves in 30-80 ms even while loaded. */
+   of messages of the largest size a message may have: 8 of 1 MiB, which
+   this machine moves in 30-80 ms even while loaded (the size seen so far
+   would not do: a primary's messages grow from a few KiB to 1 MiB when it
+   writes faster). */
 #define FOLLOW_WAIT_MS 200u
 #define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
                                      expiry (a pull of 1 has none, and one
@@ -411,12 +413,8 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
 
 /* The batch for a follower that is behind. */
 static uint32_t full_batch(struct tg__replica *rep) {
-  pthread_mutex_lock(&rep->mu);
-  uint64_t big = rep->max_bytes;
-  pthread_mutex_unlock(&rep->mu);
-  uint64_t fit = big ? FOLLOW_BATCH_BYTES / big : rep->fetch_batch;
-  if (fit < FOLLOW_CAUGHT_UP_BATCH) fit = FOLLOW_CAUGHT_UP_BATCH;
-  return fit < rep->fetch_batch ? (uint32_t)fit : rep->fetch_batch;
+  uint32_t fit = FOLLOW_BATCH_BYTES / TG__REPL_MAX_MSG;
+  return fit < rep->fetch_batch ? fit : rep->fetch_batch;
 }
 
 static void *follower(void *arg) {
@@ -521,7 +519,7 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   pthread_mutex_init(&rep->mu, NULL);
   pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
-  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 64;
+  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 8;
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
   rep->force = cfg->promote_force;
   rep->failover = cfg->failover;
