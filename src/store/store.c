@@ -1,5 +1,7 @@
 /*
- * tg_store: the token graph behind one lock, with the guardian inline.
+ * tg_store: the token graph behind one lock (and, for several writer
+ * threads, per-thread caches and striped adjacency locks), with the
+ * guardian inline.
  *
  * LOCKING. The locks of a store, and what each guards (the fields of
  * struct tg_store in store_internal.h name their guard):
@@ -15,6 +17,12 @@
  *                 last_lsn, and the order of appends to the WAL; except
  *                 for token creates served from a thread's cache, which
  *                 its holder waits out after taking it (SHARDS, below).
+ *   stripes       adjacency locks, one per stripe of token ids (STRIPES,
+ *                 below): taken, instead of `lock`, by connects,
+ *                 disconnects and updates once the threads' caches are on;
+ *                 they guard a token's liveness for those calls, its list
+ *                 heads and degrees, and the links of connections that
+ *                 thread its lists, and order those calls' appends.
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
@@ -23,7 +31,11 @@
  *
  * Lock order: ckpt_mu before lock; lock before any WAL-internal mutex. No
  * code calls into the metrics registry's collector API while holding lock.
- * ckpt_wake_mu is never held with another of them.
+ * ckpt_wake_mu is never held with another of them. A striped call holds
+ * its cache's busy word, then at most two stripes (in address order),
+ * then write-section counters (token/arena.h), and never waits for `lock`
+ * while it holds any of them; `lock` and stripes are never held together
+ * (the holder of `lock` has waited out every striped call).
  *
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
@@ -249,6 +261,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->crash_dump = 1;
   cfg->repl_replicas = 1;
   cfg->repl_ack_timeout_ms = 10000;
+  cfg->repl_lease_ttl_ms = 10000;
   cfg->repl_snapshots = 1;
 }
 
@@ -269,25 +282,28 @@ static void stats_read(tg_store *s, tg_store_stats *out) {
   tg__guardian *gd = &s->gd;
   /* The threads' caches (SHARDS): their unused credit is counted in
      tokens.live, their creates and LSNs are their own. */
-  uint64_t credit = 0, made = 0, shard_lsn = 0;
+  uint64_t credit = 0, made = 0, shard_lsn = 0, ccredit = 0, cmade = 0;
   if (s->shards) {
     unsigned n = shards_in_use(s);
     for (unsigned i = 0; i < n; i++) {
       const tg__shard *sh = &s->shards[i];
       credit += TG__LOAD_RELAXED(sh->credit);
       made += TG__LOAD_RELAXED(sh->created);
+      ccredit += TG__LOAD_RELAXED(sh->ccredit);
+      cmade += TG__LOAD_RELAXED(sh->connected);
       uint64_t l = TG__LOAD_RELAXED(sh->last_lsn);
       if (l > shard_lsn) shard_lsn = l;
     }
   }
   uint64_t live = tg__arena_live_relaxed(&s->g.tokens);
   out->live_tokens = live > credit ? live - credit : 0;
-  out->live_connections = tg__arena_live_relaxed(&s->g.conns);
-  uint64_t mem = tg__graph_memory_relaxed(&s->g);
-  out->memory_bytes = mem > credit * TG__SLOT_BYTES ? mem - credit * TG__SLOT_BYTES : 0;
+  uint64_t lc = tg__arena_live_relaxed(&s->g.conns);
+  out->live_connections = lc > ccredit ? lc - ccredit : 0;
+  uint64_t mem = tg__graph_memory_relaxed(&s->g), held = (credit + ccredit) * TG__SLOT_BYTES;
+  out->memory_bytes = mem > held ? mem - held : 0;
   out->arena_bytes = tg__arena_bytes(&s->g.tokens) + tg__arena_bytes(&s->g.conns);
   uint64_t tc = TG__LOAD_RELAXED(s->tokens_created) + made;
-  uint64_t cc = TG__LOAD_RELAXED(s->connections_created);
+  uint64_t cc = TG__LOAD_RELAXED(s->connections_created) + cmade;
   /* A single create or connect that succeeded was one check (gd->checks
      counts the others). */
   out->quota_checks = TG__LOAD_RELAXED(gd->checks) + tc + cc;
@@ -354,7 +370,12 @@ static void *prefaulter(void *arg) {
   for (;;) {
     int seen = __atomic_load_n(&s->pf_word, __ATOMIC_ACQUIRE);
     if (atomic_load_explicit(&s->pf_stop, memory_order_acquire)) break;
-    (void)tg__arena_prefault(&s->g.tokens); /* no memory: the grow maps */
+    /* No memory: the grow maps. Connections too: each connect chunk
+       faulted by a grow under the store lock stalled every writer for
+       its 2 MiB (a sixth of the CPU of tg-bench concurrent's writers,
+       perf record, docs/benchmarks.md). */
+    (void)tg__arena_prefault(&s->g.tokens);
+    (void)tg__arena_prefault(&s->g.conns);
     syscall(SYS_futex, &s->pf_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
   }
   return NULL;
@@ -363,9 +384,14 @@ static void *prefaulter(void *arg) {
 static void prefaulter_start(tg_store *s) {
   atomic_init(&s->pf_stop, 0);
   s->g.tokens.spare_wake = &s->pf_word;
+  s->g.conns.spare_wake = &s->pf_word;
   /* Without the thread, grows map as before. */
-  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) s->pf_started = (int)getpid();
-  else s->g.tokens.spare_wake = NULL;
+  if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) {
+    s->pf_started = (int)getpid();
+  } else {
+    s->g.tokens.spare_wake = NULL;
+    s->g.conns.spare_wake = NULL;
+  }
 }
 
 static void prefaulter_stop(tg_store *s) {
@@ -379,6 +405,7 @@ static void prefaulter_stop(tg_store *s) {
   pthread_join(s->pf_thread, NULL);
   s->pf_started = 0;
   s->g.tokens.spare_wake = NULL;
+  s->g.conns.spare_wake = NULL;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -427,6 +454,12 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   }
   memset(s->shards, 0, TG__SHARDS_MAX * sizeof *s->shards);
   atomic_init(&s->nshards, 0);
+  s->stripes = aligned_alloc(64, TG__SEQ_STRIPES * sizeof *s->stripes);
+  if (!s->stripes) {
+    rc = TG_ENOMEM;
+    goto fail;
+  }
+  for (unsigned i = 0; i < TG__SEQ_STRIPES; i++) atomic_init(&s->stripes[i], 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
   atomic_init(&s->sleepers, 0);
@@ -460,6 +493,7 @@ fail:
     tg__batch_fini(s);
     tg__graph_free(&s->g);
     free(s->shards);
+    free(s->stripes);
     free(s);
   }
   if (lock_fd >= 0) close(lock_fd);
@@ -487,6 +521,7 @@ int tg_store_close(tg_store *s) {
   tg__batch_fini(s);
   tg__graph_free(&s->g);
   free(s->shards);
+  free(s->stripes);
   free(s);
   return rc;
 }
@@ -828,12 +863,15 @@ static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
 void tg__store_reclaim_credit(tg_store *s) {
   if (!s->shards) return;
   unsigned n = shards_in_use(s);
-  uint64_t c = 0;
+  uint64_t c = 0, cc = 0;
   for (unsigned i = 0; i < n; i++) {
     c += s->shards[i].credit;
     TG__STORE_RELAXED(s->shards[i].credit, 0u);
+    cc += s->shards[i].ccredit;
+    TG__STORE_RELAXED(s->shards[i].ccredit, 0u);
   }
   if (c) TG__STORE_RELAXED(s->g.tokens.live, s->g.tokens.live - c);
+  if (cc) TG__STORE_RELAXED(s->g.conns.live, s->g.conns.live - cc);
 }
 
 uint64_t tg__store_last_lsn(tg_store *s) {
@@ -897,6 +935,11 @@ static inline __attribute__((always_inline)) int create_unlocked(
     *lsn = l;
   }
   tg__arena_publish_held(&s->g.tokens, id, i);
+  /* Fetch the next create's slot line now: its stores then drain at
+     once through the next create's exchange on busy, which otherwise
+     waits for them to miss in cache (fresh memory). */
+  if (__builtin_expect(sh->nslots != 0, 1))
+    __builtin_prefetch(tg__arena_slot(&s->g.tokens, sh->slots[sh->nslots - 1u]), 1, 3);
   TG__STORE_RELAXED(sh->credit, sh->credit - 1u);
   TG__STORE_RELAXED(sh->created, sh->created + 1u);
   /* Release: the holder of the lock that sees busy 0 (acquire) sees this
@@ -988,6 +1031,333 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
   return create(s, init, id, 0);
 }
 
+/*
+ * STRIPES: connects, disconnects and updates without the store lock.
+ *
+ * Once the caches are on (a second thread created tokens, SHARDS), a
+ * connect, a disconnect, a token update and a connection update first try
+ * to run without the store lock, under adjacency locks instead: one lock
+ * per stripe of token ids (s->stripes[(id - 1) % TG__SEQ_STRIPES], futex
+ * words). Why: with the bench's mix (every 4th create followed by a
+ * connect) two writers on the one store lock took turns, and each turn
+ * emptied the other's lock-free creates (they withdraw while the lock is
+ * held) and parked one of them on the futex: two writers made 0.3x the
+ * creates of one (perf: 110,000 futex calls per 5 M calls, the writers
+ * off-CPU two thirds of the time; docs/benchmarks.md).
+ *  - Entry: the call announces itself on its cache's busy word and checks
+ *    the store lock, the Dekker pair of the lock-free creates (SHARDS):
+ *    so whatever runs under the store lock (deletes, batches, evictions,
+ *    a checkpoint's capture and steps, scans, quota refusals) still runs
+ *    alone, and a striped call never begins while the lock is held or a
+ *    capture runs (it then takes the lock as before).
+ *  - Locks: a call locks the stripes of the tokens it touches: a connect
+ *    and a disconnect both endpoints', in stripe order (one lock when they
+ *    share a stripe), a token update the token's, a connection update its
+ *    endpoints'. It never waits for the store lock while it holds one, and
+ *    the store lock's holder waits for striped calls only through busy, so
+ *    there is no cycle. A connection's out links change only under its
+ *    `from`'s lock and its in links only under its `to`'s (token/graph.h),
+ *    a token's list heads and degrees only under its own.
+ *  - Order in the log: each call checks what it depends on (the tokens
+ *    live, the connection live with its endpoints, the degree quota) and
+ *    claims its LSN while it holds those locks, so two calls that touch a
+ *    token are logged in the order they changed it, and replay (in LSN
+ *    order) re-executes the same graph; calls that share no token commute.
+ *    What they depend on was made before (a token is found only once its
+ *    create was logged, SHARDS; a connection only once its connect was)
+ *    or is changed only under the store lock (token deletes, which wait
+ *    for every striped call), so it was logged earlier.
+ *  - Resources come from the thread's cache as a create's do: connection
+ *    ids (a run in one map chunk, whose dirty bitmap exists), slots, and
+ *    connection quota credit counted in conns.live when given. A striped
+ *    disconnect keeps the slot in the cache and turns the connection into
+ *    credit (live and memory unchanged), so it touches no free list and no
+ *    shared counter. Slot changes are write sections that take their
+ *    counter with a compare-and-swap (arena.h), and dirty marks are atomic.
+ *  - Anything else goes to the locked path, which decides exactly: a
+ *    missing token or connection, a token without a side table yet (the
+ *    first connection of a token chunk allocates one), a degree past its
+ *    limit, an empty cache. Nothing changed before that.
+ * Token deletes and batches keep the store lock: a delete removes every
+ * connection of the token, whose neighbours' stripes are not known before
+ * the lists are read, and a batch may touch any token.
+ */
+static void stripe_lock_slow(atomic_int *l) {
+  for (unsigned i = 0; i < LOCK_SPINS; i++) {
+    int c = 0;
+    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    tg__cpu_relax();
+  }
+  /* 2: held with a possible waiter (Drepper, "Futexes Are Tricky", mutex
+     2); the exchange is the acquire when it returns 0. */
+  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0) futex_wait(l, 2);
+}
+
+static inline void stripe_lock(atomic_int *l) {
+  int c = 0;
+  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                           l, &c, 1, memory_order_acquire, memory_order_relaxed),
+                       0))
+    stripe_lock_slow(l);
+}
+
+static inline void stripe_unlock(atomic_int *l) {
+  if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
+    futex_wake(l);
+}
+
+static inline atomic_int *stripe_of(tg_store *s, uint32_t token_id) {
+  return &s->stripes[(token_id - 1u) & (TG__SEQ_STRIPES - 1u)];
+}
+
+/* Lock the stripes of tokens a and b in address order (one when shared). */
+static inline void stripes_lock(tg_store *s, uint32_t a, uint32_t b) {
+  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
+  if (x > y) {
+    atomic_int *t = x;
+    x = y;
+    y = t;
+  }
+  stripe_lock(x);
+  if (y != x) stripe_lock(y);
+}
+
+static inline void stripes_unlock(tg_store *s, uint32_t a, uint32_t b) {
+  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
+  stripe_unlock(x);
+  if (y != x) stripe_unlock(y);
+}
+
+/* Enter a striped call: 1 with *out the thread's cache (busy set,
+   tg__tl_striped set), 0 when the call must take the store lock. */
+static inline int striped_enter(tg_store *s, tg__shard **out) {
+  /* Relaxed: a hint, as in create(); the Dekker pair below decides. */
+  if (__builtin_expect(atomic_load_explicit(&s->nshards, memory_order_relaxed) < 2, 1))
+    return 0;
+  tg__shard *sh = shard_get(s);
+  if (!sh) return 0;
+  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
+     then lock), as in create_unlocked(). */
+  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
+                           s->g.cap != NULL,
+                       0)) {
+    atomic_store_explicit(&sh->busy, 0, memory_order_release);
+    return 0;
+  }
+  tg__tl_striped = 1;
+  *out = sh;
+  return 1;
+}
+
+static inline void striped_leave(tg__shard *sh) {
+  tg__tl_striped = 0;
+  /* Release: the lock holder that sees busy 0 (acquire) sees the call
+     whole. */
+  atomic_store_explicit(&sh->busy, 0, memory_order_release);
+}
+
+/* Live object `id` of arena a, for a striped call: acquire loads of the
+   map chunk and entry (a lock-free create or a striped connect may have
+   just published it), then its id field. NULL when not live. */
+static inline void *live_acquire(const tg__arena *a, uint32_t id) {
+  const uint32_t *m = __atomic_load_n(&a->map[TG__ID_CHUNK(id)], __ATOMIC_ACQUIRE);
+  uint32_t e = m ? __atomic_load_n(&m[TG__ID_ENTRY(id)], __ATOMIC_ACQUIRE) : 0;
+  if (!e) return NULL;
+  void *p = tg__arena_slot(a, e - 1u);
+  return tg__slot_u32(p, a->id_off) == id ? p : NULL;
+}
+
+/* The side table of live token `id` exists (plain load of the table
+   pointer: tables are made under the store lock only). */
+static inline int has_adj(const tg__graph *g, uint32_t id) {
+  return g->adj[tg__graph_token_chunk(g, id)] != NULL;
+}
+
+/* A striped connect (STRIPES). 1 when it ran (*rc its result, *nid and
+   *lsn set), 0 when the locked path must decide (nothing changed). */
+static int connect_striped(tg_store *s, tg__shard *sh, const tg_connection *init, int *rc,
+                           uint32_t *nid, uint64_t *lsn) {
+  tg__graph *g = &s->g;
+  uint32_t from = init->from, to = init->to;
+  if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
+  stripes_lock(s, from, to);
+  if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to) || !has_adj(g, from) ||
+      !has_adj(g, to) ||
+      tg__graph_degree(g, from) + 1 + (from == to) > s->gd.max_degree ||
+      tg__graph_degree(g, to) + 1 > s->gd.max_degree) {
+    stripes_unlock(s, from, to);
+    return 0;
+  }
+  uint32_t id = sh->cid_next++, slot = sh->cslots[--sh->ncslots];
+  if (s->wal) {
+    /* The record before the change, as a create's (so a failed append
+       leaves nothing): the image tg__graph_connect() would log, links 0. */
+    tg_connection img = *init;
+    img.id = id;
+    img.reserved0 = img.reserved1 = img.reserved2 = 0;
+    img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+    uint64_t l;
+    int r = tg__wal_append_nowait(s->wal, TG_REC_CONN_PUT, &img, sizeof img, &l);
+    if (__builtin_expect(r != 0, 0)) {
+      sh->cslots[sh->ncslots++] = slot; /* nobody saw either */
+      sh->cid_next--;
+      stripes_unlock(s, from, to);
+      *rc = r;
+      *nid = 0;
+      return 1;
+    }
+    TG__STORE_RELAXED(sh->last_lsn, l);
+    *lsn = l;
+  }
+  tg__graph_connect_held(g, init, id, slot);
+  stripes_unlock(s, from, to);
+  /* As in create_unlocked(): the next connect's slot line ahead. */
+  if (__builtin_expect(sh->ncslots != 0, 1))
+    __builtin_prefetch(tg__arena_slot(&g->conns, sh->cslots[sh->ncslots - 1u]), 1, 3);
+  TG__STORE_RELAXED(sh->ccredit, sh->ccredit - 1u);
+  TG__STORE_RELAXED(sh->connected, sh->connected + 1u);
+  *rc = 0;
+  *nid = id;
+  return 1;
+}
+
+/* A striped disconnect: as connect_striped(), 1 when it ran. */
+static int disconnect_striped(tg_store *s, tg__shard *sh, uint32_t id, int *rc,
+                              uint64_t *lsn) {
+  tg__graph *g = &s->g;
+  tg_connection c;
+  /* Room for the slot, and credit bounded (a cache holding much would
+     make the quota checks under the lock take it back more often). */
+  if (sh->ncslots >= TG__SHARD_CSLOTS || sh->ccredit >= 2 * TG__SHARD_BLOCK) return 0;
+  if (!tg__graph_conn_read(g, id, &c)) return 0;
+  /* Its endpoints never change while it lives (ids are not reused), so
+     once locked, a connection still live is the one read. */
+  stripes_lock(s, c.from, c.to);
+  if (!live_acquire(&g->conns, id)) {
+    stripes_unlock(s, c.from, c.to);
+    return 0;
+  }
+  if (s->wal) {
+    uint64_t l;
+    int r = tg__wal_append_nowait(s->wal, TG_REC_CONN_DEL, &id, sizeof id, &l);
+    if (__builtin_expect(r != 0, 0)) {
+      stripes_unlock(s, c.from, c.to);
+      *rc = r;
+      return 1;
+    }
+    TG__STORE_RELAXED(sh->last_lsn, l);
+    *lsn = l;
+  }
+  sh->cslots[sh->ncslots++] = tg__graph_disconnect_held(g, id);
+  stripes_unlock(s, c.from, c.to);
+  TG__STORE_RELAXED(sh->ccredit, sh->ccredit + 1u);
+  *rc = 0;
+  return 1;
+}
+
+/* A striped token update: 1 when it ran. */
+static int token_update_striped(tg_store *s, tg__shard *sh, const tg_token *t, int *rc,
+                                uint64_t *lsn) {
+  tg__graph *g = &s->g;
+  stripes_lock(s, t->id, t->id);
+  if (!live_acquire(&g->tokens, t->id)) {
+    stripes_unlock(s, t->id, t->id);
+    return 0;
+  }
+  tg_token img = *t;
+  img.flags = (uint16_t)((img.flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
+  tg__graph_mark_token(g, &img, img.id);
+  if (s->wal) {
+    uint64_t l;
+    int r = tg__wal_append_nowait(s->wal, TG_REC_TOKEN_PUT, &img, sizeof img, &l);
+    if (__builtin_expect(r != 0, 0)) {
+      stripes_unlock(s, t->id, t->id);
+      *rc = r;
+      return 1;
+    }
+    TG__STORE_RELAXED(sh->last_lsn, l);
+    *lsn = l;
+  }
+  tg__graph_token_write(g, img.id, &img);
+  stripes_unlock(s, t->id, t->id);
+  *rc = 0;
+  return 1;
+}
+
+/* A striped connection update: 1 when it ran. */
+static int conn_update_striped(tg_store *s, tg__shard *sh, const tg_connection *c, int *rc,
+                               uint64_t *lsn) {
+  tg__graph *g = &s->g;
+  tg_connection cur;
+  if (!tg__graph_conn_read(g, c->id, &cur)) return 0;
+  stripes_lock(s, cur.from, cur.to);
+  tg_connection *p = live_acquire(&g->conns, c->id);
+  if (!p) {
+    stripes_unlock(s, cur.from, cur.to);
+    return 0;
+  }
+  if (cur.from != c->from || cur.to != c->to) {
+    *rc = TG_EINVAL; /* the endpoints are the connection's identity */
+  } else {
+    *rc = 0;
+    if (s->wal) {
+      /* As in tg_connection_update(): the whole image after, links 0.
+         Plain copy: both endpoints' locks exclude every other writer of
+         this slot. */
+      tg_connection img = *p;
+      img.weight = c->weight;
+      img.pull_strength = c->pull_strength;
+      img.activation_count = c->activation_count;
+      img.last_activated = c->last_activated;
+      img.confidence = c->confidence;
+      img.flags = c->flags;
+      img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+      uint64_t l;
+      *rc = tg__wal_append_nowait(s->wal, TG_REC_CONN_UPDATE, &img, sizeof img, &l);
+      if (!*rc) {
+        TG__STORE_RELAXED(sh->last_lsn, l);
+        *lsn = l;
+      }
+    }
+    if (!*rc) *rc = tg__graph_conn_update(g, c);
+  }
+  stripes_unlock(s, cur.from, cur.to);
+  return 1;
+}
+
+/* Refill a cache's connection part after a connect under the lock. */
+static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard *sh) {
+  TG__ASSERT_LOCKED(s);
+  tg__graph *g = &s->g;
+  tg__guardian *gd = &s->gd;
+  if (g->cap) return;
+  if (sh->ncslots == 0)
+    sh->ncslots = tg__arena_take_slots(&g->conns, sh->cslots, TG__SHARD_BLOCK);
+  /* The bitmap of the next id's chunk first: the run is in that chunk, and
+     a striped connect cannot allocate it. */
+  if (sh->cid_next == sh->cid_end && (!g->track_dirty || !tg__graph_reserve_conn_dirty(g))) {
+    uint32_t first = 0, n = tg__arena_take_ids(&g->conns, TG__SHARD_BLOCK, &first);
+    sh->cid_next = first;
+    sh->cid_end = first + n;
+  }
+  if (sh->ccredit == 0) {
+    /* As many connections as both quotas have room for below slow_at. */
+    uint64_t live = g->conns.live, mem = tg__graph_memory(g);
+    uint64_t n = gd->max_connections > live ? gd->max_connections - live : 0;
+    uint64_t m = gd->slow_at > mem ? (gd->slow_at - mem) / TG__SLOT_BYTES : 0;
+    if (n > m) n = m;
+    if (n > TG__SHARD_BLOCK) n = TG__SHARD_BLOCK;
+    if (n) {
+      TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
+      TG__STORE_RELAXED(g->conns.live, live + n);
+    }
+  }
+}
+
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
   TG__CALL_GUARD(s);
   tg_token t;
@@ -1005,6 +1375,12 @@ int tg_token_update(tg_store *s, const tg_token *t) {
   int rc = 0;
   uint64_t lsn = 0;
   strict_enter(s);
+  tg__shard *sh;
+  if (striped_enter(s, &sh)) {
+    int done = token_update_striped(s, sh, t, &rc, &lsn);
+    striped_leave(sh);
+    if (done) return strict_wait(s, rc, lsn);
+  }
   store_lock(s);
   tg_token *cur = tg__graph_token(&s->g, t->id);
   if (!cur) {
@@ -1029,7 +1405,7 @@ static int delete_rec(tg_store *s, uint8_t type, uint32_t id) {
   int rc = 0;
   uint64_t lsn = 0;
   int token = type == TG_REC_TOKEN_DEL;
-  strict_enter(s);
+  /* The caller announced itself (strict_enter). */
   store_lock(s);
   if (token ? !tg__graph_token(&s->g, id) : !tg__graph_conn(&s->g, id)) {
     rc = TG_ENOTFOUND;
@@ -1048,6 +1424,7 @@ out:
 int tg_token_delete(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
   REFUSE_READ_ONLY(s);
+  strict_enter(s);
   return delete_rec(s, TG_REC_TOKEN_DEL, id);
 }
 
@@ -1071,6 +1448,16 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   tg_span sp;
   tg_span_begin(&sp, &site_connect);
   strict_enter(s);
+  tg__shard *sh = NULL;
+  if (striped_enter(s, &sh)) {
+    int done = connect_striped(s, sh, init, &rc, &nid, &lsn);
+    striped_leave(sh);
+    if (done) {
+      rc = strict_wait(s, rc, lsn);
+      if (id) *id = rc ? 0 : nid;
+      goto span;
+    }
+  }
   store_lock(s);
   tg__guardian *gd = &s->gd;
   uint32_t from = init->from, to = init->to;
@@ -1082,6 +1469,9 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   checked = 1;
   uint64_t dfrom = tg__graph_degree(&s->g, from) + 1 + (from == to);
   uint64_t dto = tg__graph_degree(&s->g, to) + 1;
+  /* Caches' credit counts in conns.live: take it back before refusing,
+     so the refusal is decided on the exact count (STRIPES). */
+  if (s->g.conns.live >= gd->max_connections) tg__store_reclaim_credit(s);
   if (s->g.conns.live >= gd->max_connections || dfrom > gd->max_degree ||
       dto > gd->max_degree) {
     if (s->g.conns.live >= gd->max_connections)
@@ -1112,9 +1502,16 @@ int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
     }
   }
   BUMP(s->connections_created); /* and the quota check it passed */
+  /* A thread new to the store claims its cache here, as a create does;
+     each connect under the lock refills the cache's connection part. */
+  if (__builtin_expect(tl_shard.serial != s->serial, 0)) sh = shard_find(s);
+  else sh = tl_shard.sh;
+  if (sh && atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2)
+    shard_refill_conns(s, sh);
 out:
   if (rc && checked) BUMP(gd->checks);
   rc = created(s, rc, lsn, nid, id);
+span:
   tg_span_attr(&sp, 0, nid);
   tg_span_attr(&sp, 1, init->from);
   tg_span_attr(&sp, 2, init->to);
@@ -1126,6 +1523,15 @@ out:
 int tg_disconnect(tg_store *s, uint32_t id) {
   TG__CALL_GUARD(s);
   REFUSE_READ_ONLY(s);
+  strict_enter(s);
+  tg__shard *sh;
+  if (striped_enter(s, &sh)) {
+    int rc = 0;
+    uint64_t lsn = 0;
+    int done = disconnect_striped(s, sh, id, &rc, &lsn);
+    striped_leave(sh);
+    if (done) return strict_wait(s, rc, lsn);
+  }
   return delete_rec(s, TG_REC_CONN_DEL, id);
 }
 
@@ -1147,6 +1553,12 @@ int tg_connection_update(tg_store *s, const tg_connection *c) {
   uint64_t lsn = 0;
   if (!c) return TG_EINVAL;
   strict_enter(s);
+  tg__shard *sh;
+  if (striped_enter(s, &sh)) {
+    int done = conn_update_striped(s, sh, c, &rc, &lsn);
+    striped_leave(sh);
+    if (done) return strict_wait(s, rc, lsn);
+  }
   store_lock(s);
   const tg_connection *cur = tg__graph_conn(&s->g, c->id);
   if (!cur) {

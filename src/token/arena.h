@@ -19,8 +19,11 @@
  * chunk, is never set). Map chunk c covers the ids slot chunk c would hold
  * if nothing were deleted, so both grow in step. A lookup is three dependent
  * loads (map chunk, entry, slot chunk) and no hashing; the map costs 4 bytes
- * per id in a map chunk in use (128 KiB per 32,768 ids, pre-faulted like the
- * slot chunks). A map chunk whose ids are all dead once the cursor has left
+ * per id in a map chunk in use (128 KiB per 32,768 ids, carved from 2 MiB
+ * huge-page regions and pre-faulted like the slot chunks). A lock-free read
+ * also prefetches slot id - 1, where an arena that has freed nothing keeps
+ * id, so the entry's and the slot's cache misses overlap
+ * (tg__arena_read()). A map chunk whose ids are all dead once the cursor has left
  * it is handed back to the kernel (MADV_DONTNEED, its pages read as zero
  * again), so a store that creates and deletes forever does not keep 4 bytes
  * per id ever issued.
@@ -116,6 +119,9 @@ typedef struct tg__arena {
   uint64_t live;          /* slots in use (relaxed stores: stats readers) */
   uint32_t *map_live;     /* TG__MAX_CHUNKS counts: live ids per map chunk */
   uint32_t map_hi;        /* map chunks [0, map_hi) may be mapped */
+  unsigned char **map_regions; /* TG__MAX_MAP_REGIONS entries: the 2 MiB
+                             mappings the map chunks are carved from
+                             (TG__MAP_REGION_CHUNKS each), NULL = none */
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
@@ -180,25 +186,56 @@ static inline uint32_t tg__slot_u32(const void *slot, uint32_t off) {
   return v;
 }
 
-/* ---- write sections (one writer: the caller holds the store lock) ------- */
+/* ---- write sections -----------------------------------------------------
+ * Two kinds of writer open sections. The holder of the store lock runs
+ * alone (the store waits out every other writer when it takes the lock),
+ * so it opens a section with a plain increment. A striped call (the
+ * store's STRIPES: a connect, disconnect or update made without the store
+ * lock, under the adjacency locks of its tokens) may meet another striped
+ * call on the same counter: two connects whose tokens' slots or lists fall
+ * in one stripe, or whose neighbours' connection slots do. It sets
+ * tg__tl_striped for the call, and its sections take the counter from even
+ * to odd with a compare-and-swap, so the counter is also the stripe's
+ * write lock: a section waits while another one of the stripe is open (a
+ * few stores). A striped call opens at most the two list stripes of its
+ * tokens (which only the holders of their adjacency locks open, so never
+ * in conflicting order) and, inside them, single sections of connection
+ * stripes that open nothing inside: no cycle of waits. */
+
+/* 1 while this thread is inside a striped call (store.c, STRIPES). */
+extern _Thread_local int tg__tl_striped;
 
 static inline uint32_t *tg__arena_stripe(tg__arena *a, uint32_t i) {
   return &a->seq[i & (TG__SEQ_STRIPES - 1u)];
 }
 
-/* Open a write section on a stripe. Sections on one stripe never nest:
-   the writer's own reads of *sq are plain (only it writes the counter). */
+/* The striped writer's open: out of line (arena.c). */
+void tg__seq_begin_shared(uint32_t *sq);
+
+/* Open a write section on a stripe. Sections on one stripe never nest. */
 static inline void tg__seq_begin(uint32_t *sq) {
-  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELAXED);
+  if (__builtin_expect(tg__tl_striped, 0)) {
+    tg__seq_begin_shared(sq);
+    return;
+  }
+  /* Only the lock holder, alone, writes the counter now. The load is a
+     relaxed atomic (a plain mov here) because striped writers' failed
+     compare-and-swaps, which ThreadSanitizer counts as writes, may meet
+     it on other counters' sections (tg__seq_end()). */
+  __atomic_store_n(sq, __atomic_load_n(sq, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELAXED);
   /* Orders the odd counter before the data stores that follow: a reader
      that sees one of them sees the counter odd or advanced (its acquire
      fence pairs with this one). */
   __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
-/* Close it: the data stores happen before the even counter. */
+/* Close it: the data stores happen before the even counter. The load
+   reads the section's own odd value (nobody else stores while it is odd);
+   it is a relaxed atomic, not a plain read, because a striped writer
+   waiting on the stripe may try its compare-and-swap meanwhile, which
+   fails (a load in C11) but which ThreadSanitizer counts as a write. */
 static inline void tg__seq_end(uint32_t *sq) {
-  __atomic_store_n(sq, *sq + 1u, __ATOMIC_RELEASE);
+  __atomic_store_n(sq, __atomic_load_n(sq, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELEASE);
 }
 
 /*
@@ -254,6 +291,14 @@ static inline void tg__slot_set_u16(void *slot, uint32_t off, uint16_t v) {
 
 
 #define TG__MAP_CHUNK_BYTES ((size_t)TG__CHUNK_SLOTS * sizeof(uint32_t)) /* 128 KiB */
+/* Map chunks are carved from 2 MiB regions, 2 MiB aligned and advised
+   MADV_HUGEPAGE, as the slot chunks are: a lookup of a random id loads its
+   map entry, and with 4 KiB pages the map of 4 M ids (16 MiB, 4,096 pages)
+   missed the TLB on most lookups, a two-level page walk under the
+   hypervisor (tg-bench concurrent's reader p99.9, docs/benchmarks.md). */
+#define TG__MAP_REGION_CHUNKS 16u
+#define TG__MAP_REGION_BYTES (TG__MAP_CHUNK_BYTES * TG__MAP_REGION_CHUNKS) /* 2 MiB */
+#define TG__MAX_MAP_REGIONS (TG__MAX_CHUNKS / TG__MAP_REGION_CHUNKS)
 #define TG__ID_CHUNK(id) (((uint32_t)(id) - 1u) >> TG__CHUNK_SHIFT) /* map chunk */
 #define TG__ID_ENTRY(id) (((uint32_t)(id) - 1u) & TG__CHUNK_MASK)   /* entry in it */
 
@@ -282,6 +327,14 @@ static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
  */
 static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
   uint64_t w[8];
+  /* Ids and slots start in step (a store that has deleted nothing holds id
+     i in slot i - 1, or near it), so the slot at index id - 1 is fetched
+     while the map entry is: two dependent cache misses overlap. A wrong
+     guess costs one prefetch; the chunk table never moves and a prefetch
+     never faults (a stale chunk pointer is still mapped). */
+  const unsigned char *guess =
+      __atomic_load_n(&a->chunks[(id - 1u) >> TG__CHUNK_SHIFT], __ATOMIC_RELAXED);
+  if (guess) __builtin_prefetch(guess + (size_t)((id - 1u) & TG__CHUNK_MASK) * TG__SLOT_BYTES);
   for (;;) {
     /* Acquire, twice: the chunk of map entries, then the entry, which was
        stored (with release) after the slot's chunk pointer. */
@@ -488,6 +541,23 @@ static inline void tg__arena_release(tg__arena *a, void *p, uint32_t id) {
 }
 
 /*
+ * A striped disconnect's release of live slot p (id `id`), inside the
+ * caller's write section of the slot's stripe: the map entry and the id
+ * field are cleared as tg__arena_release() clears them, but the slot goes
+ * to the calling thread's cache (store.c, STRIPES), not to the free list,
+ * and `live` stays (the store keeps the slot as quota credit). Other
+ * striped threads may change counts of the same map chunk, so its count
+ * drops by an atomic decrement; a chunk whose last id dies this way is not
+ * reclaimed (it stays mapped: 128 KiB at most per such chunk).
+ */
+static inline void tg__arena_release_held(tg__arena *a, void *p, uint32_t id) {
+  uint32_t c = TG__ID_CHUNK(id);
+  __atomic_store_n(&a->map[c][TG__ID_ENTRY(id)], 0u, __ATOMIC_RELAXED);
+  tg__slot_set_u32(p, a->id_off, 0);
+  __atomic_fetch_sub(&a->map_live[c], 1u, __ATOMIC_RELAXED);
+}
+
+/*
  * Copy live objects in id order, starting after id *pos, into out (64
  * bytes each): at most `max` objects, looking at at most `budget` ids, so
  * the caller's lock is held for a bounded time however sparse the ids are.
@@ -524,7 +594,7 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
 /* Ids threads' caches may hold at once (the store's TG__SHARDS_MAX
    caches of TG__SHARD_BLOCK ids, store_internal.h), never used or logged
    out of order. */
-#define TG__ARENA_CACHED_MAX (64u * 64u)
+#define TG__ARENA_CACHED_MAX (64u * 256u)
 
 /*
  * The same for a record replayed from the log, which may also name an id a
@@ -533,7 +603,8 @@ static inline int tg__arena_may_put(const tg__arena *a, uint32_t id) {
  * batch commits, after ids handed out later may have been, but at most
  * TG__ARENA_RESERVE_MAX are held at once, and at most TG__ARENA_CACHED_MAX
  * sit in caches, so before a wrap a logged id is at most that many past the
- * cursor (the bound maps at most 4 MiB of id map more for a forged id).
+ * cursor (the bound maps at most about 4 MiB of id map more for a forged
+ * id).
  */
 static inline int tg__arena_may_replay(const tg__arena *a, uint32_t id) {
   return id != 0 && (a->wrapped ||

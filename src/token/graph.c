@@ -216,10 +216,25 @@ void tg__graph_conn_fill(tg__graph *g, const tg_connection *img) {
   link_new(g, img, img->id);
 }
 
-int tg__graph_disconnect(tg__graph *g, uint32_t id) {
-  tg_connection *cp = tg__graph_conn(g, id);
-  if (!cp) return TG_ENOTFOUND;
-  const tg_connection c = *cp; /* plain: only the writer stores here */
+void tg__graph_connect_held(tg__graph *g, const tg_connection *init, uint32_t id,
+                            uint32_t slot) {
+  assert(tg__tl_striped && g->cap == NULL);
+  assert(init->type < TG_CONN_TYPES);
+  /* Mapped before it is written, as tg__arena_alloc() does: the slot's id
+     field is 0 (fresh, or released), so readers see it not live until the
+     write section below stores the image. */
+  tg__arena_publish_held(&g->conns, id, slot);
+  link_new(g, init, id);
+}
+
+/* Take live connection `id` (at *cp) off both lists, inside the write
+   sections of its endpoints' list stripes, which this opens and leaves
+   open: the caller releases the slot, then closes them (lists_end()).
+   Returns the image it had. */
+static inline tg_connection unlink_begin(tg__graph *g, uint32_t id, tg_connection *cp) {
+  /* Plain: the caller is the only writer of this slot's links (the store
+     lock, or both endpoints' adjacency locks). */
+  const tg_connection c = *cp;
   tg__adj *fa = tg__graph_adj(g, c.from);
   tg__adj *ta = tg__graph_adj(g, c.to);
   touch_conn(g, id);
@@ -235,6 +250,27 @@ int tg__graph_disconnect(tg__graph *g, uint32_t id) {
   tg_connection c2 = *cp;
   unlink_from(g, &c2, 1, &ta->in_head);
   ta->in_deg--;
+  return c;
+}
+
+uint32_t tg__graph_disconnect_held(tg__graph *g, uint32_t id) {
+  assert(tg__tl_striped && g->cap == NULL);
+  tg_connection *cp = tg__graph_conn(g, id);
+  assert(cp);
+  tg_connection c = unlink_begin(g, id, cp);
+  uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
+  tg__seq_begin(sq);
+  tg__arena_release_held(&g->conns, cp, id);
+  tg__seq_end(sq);
+  lists_end(g, c.from, c.to);
+  tg__graph_mark_conn(g, id); /* dirty and not live: a delete */
+  return i;
+}
+
+int tg__graph_disconnect(tg__graph *g, uint32_t id) {
+  tg_connection *cp = tg__graph_conn(g, id);
+  if (!cp) return TG_ENOTFOUND;
+  tg_connection c = unlink_begin(g, id, cp);
   uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
   tg__seq_begin(sq);
   tg__arena_release(&g->conns, cp, id);

@@ -149,7 +149,11 @@ static inline tg__adj *tg__graph_adj(const tg__graph *g, uint32_t token_id) {
 static inline void tg__graph_mark_token(tg__graph *g, tg_token *t, uint32_t id) {
   if (g->track_dirty) {
     t->flags |= TG_TOKEN_DIRTY;
-    g->tchunk_dirty[tg__graph_token_chunk(g, id)] = 1;
+    /* Relaxed atomic: striped updates of two tokens of one chunk may mark
+       it at once (store.c, STRIPES); stored only when not yet set, so the
+       line is not written per update. */
+    uint8_t *d = &g->tchunk_dirty[tg__graph_token_chunk(g, id)];
+    if (!__atomic_load_n(d, __ATOMIC_RELAXED)) __atomic_store_n(d, 1, __ATOMIC_RELAXED);
   }
 }
 
@@ -204,7 +208,18 @@ int tg__graph_reserve_conn_dirty(tg__graph *g);
 static inline void tg__graph_mark_conn(tg__graph *g, uint32_t id) {
   if (g->track_dirty) {
     uint32_t i = id - 1u;
-    g->cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6] |= 1ull << (i & 63);
+    uint64_t *w = &g->cdirty[TG__ID_CHUNK(id)][(i & TG__CHUNK_MASK) >> 6];
+    uint64_t bit = 1ull << (i & 63);
+    /* A striped call may share the word with another (STRIPES in
+       arena.h): an atomic or then, and only when the bit is not set yet
+       (a neighbour relinked since the last checkpoint has it), since a
+       locked or waits for every store before it; the lock holder runs
+       alone. */
+    if (__builtin_expect(tg__tl_striped, 0)) {
+      if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit)) __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+    } else {
+      *w |= bit;
+    }
   }
 }
 
@@ -236,7 +251,11 @@ static inline void tg__graph_token_write_new(tg__graph *g, const tg_token *init,
   uint16_t flags = (uint16_t)((src->flags & ~TG_TOKEN_DIRTY) | TG_TOKEN_ACTIVE);
   if (g->track_dirty) {
     flags |= TG_TOKEN_DIRTY;
-    __atomic_store_n(&g->tchunk_dirty[i >> TG__CHUNK_SHIFT], 1, __ATOMIC_RELAXED);
+    /* Stored only when not yet set: creates of several threads fill one
+       chunk, and a store per create made its line travel between their
+       cores on every create. */
+    uint8_t *d = &g->tchunk_dirty[i >> TG__CHUNK_SHIFT];
+    if (!__atomic_load_n(d, __ATOMIC_RELAXED)) __atomic_store_n(d, 1, __ATOMIC_RELAXED);
   }
   /* The 8 bytes at 48 (id, flags, radius, strength) as one word: patching
      id and flags into a copy and then loading it whole stalled store
@@ -357,6 +376,25 @@ int tg__graph_link_loaded(tg__graph *g);
 
 /* Remove a connection. 0 or TG_ENOTFOUND. */
 int tg__graph_disconnect(tg__graph *g, uint32_t id);
+
+/* ---- striped writes (store.c, STRIPES) --------------------------------------
+ * Without the store lock, by a thread inside a striped call
+ * (tg__tl_striped set) that holds the adjacency locks of both endpoints:
+ * every link of a connection changes only under the lock of the endpoint
+ * whose list it threads (out links: `from`, in links: `to`), a token's
+ * list heads and degrees only under its own. No capture runs meanwhile. */
+
+/* Connect as tg__graph_connect() does, at id `id` and slot index `slot`
+   from the thread's cache (tg__arena_take_ids(), tg__arena_take_slots():
+   the id counted in its map chunk, the slot counted live by the caller's
+   quota credit). */
+void tg__graph_connect_held(tg__graph *g, const tg_connection *init, uint32_t id,
+                            uint32_t slot);
+
+/* Disconnect live connection `id` as tg__graph_disconnect() does, but keep
+   its slot (tg__arena_release_held()): returns the slot's index for the
+   thread's cache. */
+uint32_t tg__graph_disconnect_held(tg__graph *g, uint32_t id);
 
 /* Walk a token's connections (see tg_token_edges), without any lock: any
    thread, while one writer changes the graph. Each connection is delivered
