@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1781,6 +1782,82 @@ static void test_wal_balanced_pacing_limit_follows_a_slow_writer_down_to_its_flo
   assert_int_equal(read_check(f->dir, 0, 1, NULL), 10000);
 }
 
+/* ACK ORDER (wal.c): a record published after a slot still being filled
+   would not be recovered after a process crash (recovery appends the
+   ring's published slots in LSN order and stops at the first that is
+   not), so its append must not return before the slot below is
+   published. */
+typedef struct order_arg {
+  tg_wal *w;
+  uint64_t lsn;
+  _Atomic int returned;
+  _Atomic int below_published; /* set by the test just before it publishes */
+  int saw_below_published;
+  int rc;
+} order_arg;
+
+static void *order_appender(void *p) {
+  order_arg *a = p;
+  unsigned char buf[16];
+  fill(buf, sizeof buf, a->lsn);
+  uint64_t got = 0;
+  a->rc = tg_wal_append(a->w, 1, buf, sizeof buf, &got);
+  a->saw_below_published = atomic_load(&a->below_published);
+  a->lsn = got;
+  atomic_store(&a->returned, 1);
+  return NULL;
+}
+
+static void test_wal_an_append_returns_only_once_every_lsn_below_is_published(void **state) {
+  fixture *f = *state;
+  int levels[] = {TG_WAL_BALANCED, TG_WAL_RELAXED};
+  uint64_t base = 1; /* the next LSN: the second level reopens the log */
+  for (int l = 0; l < 2; l++) {
+    tg_wal *w = open_wal(f->dir, levels[l], 1u << 20, NULL);
+    append_n(w, base, 2);
+    uint64_t k = 0;
+    assert_int_equal(tg__wal_test_claim(w, &k), 0); /* claimed, not filled */
+    assert_int_equal(k, base + 2);
+    order_arg a = {.w = w, .lsn = k + 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, order_appender, &a), 0);
+    /* Its record is published... */
+    uint64_t deadline = mono_ns() + 30ull * 1000000000u;
+    while (!tg__wal_test_published(w, k + 1)) {
+      assert_true(mono_ns() < deadline);
+      sched_yield();
+    }
+    /* ...and still it has not returned, however long it is given (20 ms:
+       not a synchronization, a chance for a wrong return to show). */
+    uint64_t until = mono_ns() + 20ull * 1000000u;
+    while (mono_ns() < until) sched_yield();
+    assert_int_equal(atomic_load(&a.returned), 0);
+    unsigned char buf[8];
+    fill(buf, sizeof buf, k);
+    atomic_store(&a.below_published, 1);
+    assert_int_equal(tg__wal_test_publish(w, k, 1, buf, sizeof buf), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.lsn, k + 1);
+    assert_int_equal(a.saw_below_published, 1);
+    append_n(w, k + 2, 3); /* the thread-local fast path and the bound go on */
+    assert_int_equal(tg_wal_close(w), 0);
+    /* Every LSN is in the log once, in order, the two made here too. */
+    tg_wal_reader *r = NULL;
+    tg_wal_record rec;
+    uint64_t n = 0;
+    assert_int_equal(tg_wal_reader_open(&r, f->dir, 0), 0);
+    while (tg_wal_reader_next(r, &rec) == 1) {
+      assert_int_equal(rec.lsn, ++n);
+      if (rec.lsn == k) assert_int_equal(rec.len, 8);
+      if (rec.lsn == k + 1) assert_int_equal(rec.len, 16);
+    }
+    tg_wal_reader_close(r);
+    assert_int_equal(n, k + 4);
+    base = k + 5;
+  }
+}
+
 static void test_wal_strict_and_relaxed_appenders_are_never_paced(void **state) {
   fixture *f = *state;
   int levels[] = {TG_WAL_STRICT, TG_WAL_RELAXED};
@@ -1988,6 +2065,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_full_queue_blocks_the_caller_by_default, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_remove_upto_deletes_only_covered_segments, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_reopen_of_an_empty_log_keeps_start_lsn, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_an_append_returns_only_once_every_lsn_below_is_published, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_config_limits_are_the_same_from_the_api_and_the_ini_file, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_store_config_defaults_are_the_wal_defaults, setup, teardown),
   };

@@ -373,9 +373,13 @@ struct tg_wal {
                                 records are queued */
   _Atomic int failed;        /* 0, TG_ENOSPC or TG_EIO; set once, under mu */
   int os_errno;              /* errno behind `failed` (written before it) */
+  uint64_t gen;              /* this open's number among the process's
+                                (ACK ORDER's thread-local fast path) */
 
   alignas(64) _Atomic uint64_t head;     /* next LSN to hand out */
   alignas(64) _Atomic uint64_t consumed; /* LSNs < consumed have left the ring */
+  alignas(64) _Atomic uint64_t ack_covered; /* LSNs < this are published
+                                               (ACK ORDER; a lower bound) */
   alignas(64) _Atomic int sleeping;      /* enum writer_state */
   _Atomic uint32_t wake_word;            /* futex word the writer waits on */
   _Atomic int closing;                   /* tg_wal_close() has begun */
@@ -1629,6 +1633,76 @@ static inline int enqueue(tg_wal *w, uint8_t type, const void *payload, size_t l
   return 0;
 }
 
+/*
+ * ACK ORDER. At BALANCED and RELAXED an append returns once its record is
+ * published in the ring, and a process crash keeps what is published: the
+ * next open appends the ring's slots after the log's end in LSN order,
+ * while each is published (RING FILE). A slot claimed and not yet
+ * published (its appender preempted between the two) would end that walk,
+ * and every record after it would be lost with the process although
+ * acknowledged. So an append at these levels returns only once every LSN
+ * below its own is published too. The usual case shares nothing: a thread
+ * whose previous append on this log had the LSN just below its own knows
+ * that everything up to it was published when that append returned
+ * (thread-local, keyed by the open's number `gen`, so a log freed and
+ * another allocated at the same address is not mistaken for it).
+ * Otherwise the appender checks the slots from the highest point known
+ * covered (ack_covered, or `consumed`) to its own, waits for one still
+ * being filled (spinning briefly, then sleeping: its filler may need this
+ * CPU), and raises ack_covered. STRICT and REPLICATED appenders wait for
+ * durability instead, which the writer reaches in LSN order. A WAL that
+ * failed while a slot below stayed unpublished (its appender's claim
+ * failed) returns the failure.
+ */
+static _Atomic uint64_t wal_gens;
+static _Thread_local uint64_t tl_ack_gen, tl_ack_last;
+
+__attribute__((noinline)) static int ack_order_slow(tg_wal *w, uint64_t first, uint64_t last) {
+  /* Acquire: LSNs below either were published (ack_covered: by the store
+     of the appender that raised it; consumed: written by the writer). */
+  uint64_t i = atomic_load_explicit(&w->ack_covered, ACQ);
+  uint64_t c = atomic_load_explicit(&w->consumed, ACQ);
+  if (c > i) i = c;
+  unsigned spins = 0;
+  long nap_ns = 1000;
+  while (i < first) {
+    /* Acquire: pairs with enqueue()'s release of `published`. */
+    if (atomic_load_explicit(&w->ring[i & w->mask].published, ACQ) == i ||
+        atomic_load_explicit(&w->consumed, ACQ) > i) { /* or written, slot reused */
+      i++;
+      spins = 0;
+      continue;
+    }
+    int f = atomic_load_explicit(&w->failed, ACQ);
+    if (f) return f;
+    if (++spins < 256) {
+      tg__cpu_relax();
+    } else {
+      struct timespec ts = {0, nap_ns};
+      nanosleep(&ts, NULL);
+      if (nap_ns < 100000) nap_ns *= 2;
+    }
+  }
+  /* Release: what this thread saw published is seen by whoever acquires
+     the raised bound. */
+  uint64_t cov = atomic_load_explicit(&w->ack_covered, RLX);
+  while (cov < last + 1 && !atomic_compare_exchange_weak_explicit(&w->ack_covered, &cov, last + 1,
+                                                                  REL, RLX)) {
+  }
+  tl_ack_gen = w->gen;
+  tl_ack_last = last;
+  return 0;
+}
+
+/* Every LSN below first is published (first..last are this caller's). */
+static inline int ack_order(tg_wal *w, uint64_t first, uint64_t last) {
+  if (TG_LIKELY(tl_ack_gen == w->gen && tl_ack_last + 1 == first)) {
+    tl_ack_last = last;
+    return 0;
+  }
+  return ack_order_slow(w, first, last);
+}
+
 /* Wait until spill bytes up to `end` (a spill position) are free: the
    records using them are written. Called with spill_mu held. */
 static int spill_wait(tg_wal *w, uint64_t end) {
@@ -1698,7 +1772,10 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   uint64_t seq = 0;
   if (w->level != TG_WAL_STRICT) {
     int rc = append_nowait(w, type, payload, len, &seq);
-    if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
+    if (TG_LIKELY(rc == 0)) {
+      if (lsn) *lsn = seq; /* set even if the order wait fails: queued */
+      rc = ack_order(w, seq, seq);
+    }
     return rc;
   }
   /* Relaxed: strict_inflight is gather()'s heuristic. */
@@ -1712,6 +1789,23 @@ int tg_wal_append(tg_wal *w, uint8_t type, const void *payload, size_t len, uint
   atomic_fetch_sub_explicit(&w->strict_inflight, 1, RLX);
   if (rc == 0 && w->replicated) rc = wait_durable(w, seq);
   return rc;
+}
+
+int tg__wal_test_claim(tg_wal *w, uint64_t *lsn) { return claim(w, lsn); }
+
+int tg__wal_test_publish(tg_wal *w, uint64_t lsn, uint8_t type, const void *payload,
+                         size_t len) {
+  if (len > SLOT_INLINE) return TG_EINVAL; /* inline payloads only */
+  uint64_t seq = lsn;
+  /* Spilled: the LSN is the caller's; its payload inline all the same. */
+  slot *sl = &w->ring[lsn & w->mask];
+  memcpy(sl->frame + TG__WAL_FRAME_HDR, payload, len);
+  return enqueue(w, type, payload, len, 1, 0, &seq);
+}
+
+int tg__wal_test_published(tg_wal *w, uint64_t lsn) {
+  /* Acquire: as ack_order_slow's. */
+  return atomic_load_explicit(&w->ring[lsn & w->mask].published, ACQ) == lsn;
 }
 
 int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
@@ -1763,7 +1857,7 @@ int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
     if (TG_UNLIKELY(atomic_load_explicit(&w->sleeping, SEQ))) wake_if_due(w, q);
   }
   *first = s;
-  return 0;
+  return w->level != TG_WAL_STRICT ? ack_order(w, s, s + n - 1) : 0;
 }
 
 void tg__wal_strict_begin(tg_wal *w) {
@@ -1774,7 +1868,10 @@ int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t l
                           uint64_t *lsn) {
   uint64_t seq = 0;
   int rc = append_nowait(w, type, payload, len, &seq);
-  if (TG_LIKELY(rc == 0) && lsn) *lsn = seq;
+  if (TG_LIKELY(rc == 0)) {
+    if (lsn) *lsn = seq;
+    if (w->level != TG_WAL_STRICT) rc = ack_order(w, seq, seq);
+  }
   return rc;
 }
 
@@ -2121,6 +2218,7 @@ static void set_positions(tg_wal *w) {
   /* Relaxed: no other thread sees w before pthread_create, which orders these. */
   atomic_store_explicit(&w->head, w->next, RLX);
   atomic_store_explicit(&w->consumed, w->next, RLX);
+  atomic_store_explicit(&w->ack_covered, w->next, RLX);
   w->w_written = w->w_durable = w->next - 1;
   atomic_store_explicit(&w->written, w->next - 1, RLX);
   atomic_store_explicit(&w->durable, w->next - 1, RLX);
@@ -2337,6 +2435,8 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   w->nonblocking = c.nonblocking;
   w->cap = c.ring_slots;
   w->mask = c.ring_slots - 1u;
+  /* Relaxed: a unique number is all that is asked of it. */
+  w->gen = atomic_fetch_add_explicit(&wal_gens, 1, RLX) + 1;
   w->interval_ns = (uint64_t)c.sync_interval_ms * 1000000u;
   w->linger_ns = w->level == TG_WAL_STRICT ? 0 : (uint64_t)c.linger_us * 1000u;
   w->linger_wake = w->cap / 4 ? w->cap / 4 : 1;

@@ -64,4 +64,14 @@ void tg__wal_seg_name(char *name, uint64_t first_lsn);
    NULL when *n is 0). Returns 0 or -errno / TG_ENOMEM. */
 int tg__wal_list(const char *dir, uint64_t **lsns, size_t *n);
 
+/* Tests of ACK ORDER (wal.c) only: claim the next LSN without filling its
+   slot, so that it stays unpublished; then fill and publish it (a payload
+   of at most 96 bytes, else TG_EINVAL). */
+struct tg_wal;
+int tg__wal_test_claim(struct tg_wal *w, uint64_t *lsn);
+int tg__wal_test_publish(struct tg_wal *w, uint64_t lsn, uint8_t type, const void *payload,
+                          size_t len);
+/* 1 if the ring slot of lsn holds it, published. */
+int tg__wal_test_published(struct tg_wal *w, uint64_t lsn);
+
 #endif
