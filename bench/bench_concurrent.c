@@ -36,7 +36,10 @@ static void usage(FILE *f) {
           "the ratio per CPU second of the writers (CLOCK_THREAD_CPUTIME_ID), the\n"
           "share of a core the writers had alone and with readers, each stall by\n"
           "side, and the writers' context switches: a ratio below 1 with a ratio\n"
-          "per CPU second near 1 is a busy machine, not interference.\n");
+          "per CPU second near 1 is a busy machine, not interference. For the\n"
+          "stall phases it prints the share of a core the writers and readers had,\n"
+          "the gaps of 1 ms or more (count and total) and their context switches,\n"
+          "with the checkpoint and without.\n");
 }
 
 #define ROUNDS 4
@@ -50,6 +53,8 @@ static void add_result(tgc_result *into, const tgc_result *r) {
   into->writer_vcsw += r->writer_vcsw;
   into->writer_ivcsw += r->writer_ivcsw;
   into->reader_cpu_seconds += r->reader_cpu_seconds;
+  into->reader_vcsw += r->reader_vcsw;
+  into->reader_ivcsw += r->reader_ivcsw;
   for (unsigned i = 0; i < TGC_BUCKETS; i++) {
     into->w.b[i] += r->w.b[i];
     into->r.b[i] += r->r.b[i];
@@ -195,6 +200,31 @@ int tgb_concurrent(int argc, char **argv) {
            (double)with_ckpt.w.max * npt, (double)with_ckpt.r.max * npt);
     printf("%-28s %.0f / %.0f ns\n", "no-checkpoint stall w/r", (double)without.w.max * npt,
            (double)without.r.max * npt);
+    printf("%-28s %.3f\n", "reader_cpu_share with",
+           readers ? both.reader_cpu_seconds / both.seconds / (double)readers : 0.0);
+    /* The stall phases on a busy machine: a longest stall is one sample
+       of the scheduler's worst moment, so the share of a core each side
+       had, the gaps of 1 ms or more (count and total) and the context
+       switches (voluntary: waited for something; involuntary: preempted)
+       tell what the checkpoint itself added. */
+    double gw_ck, gr_ck, gw_no, gr_no;
+    uint64_t nw_ck = tgc_hist_over(&with_ckpt.w, 1e6, npt, &gw_ck);
+    uint64_t nr_ck = tgc_hist_over(&with_ckpt.r, 1e6, npt, &gr_ck);
+    uint64_t nw_no = tgc_hist_over(&without.w, 1e6, npt, &gw_no);
+    uint64_t nr_no = tgc_hist_over(&without.r, 1e6, npt, &gr_no);
+    printf("%-28s %.3f+%.3f / %.3f+%.3f\n", "stall cpu share w+r ck/no",
+           with_ckpt.writer_cpu_seconds / with_ckpt.seconds / (double)writers,
+           readers ? with_ckpt.reader_cpu_seconds / with_ckpt.seconds / (double)readers : 0.0,
+           without.writer_cpu_seconds / without.seconds / (double)writers,
+           readers ? without.reader_cpu_seconds / without.seconds / (double)readers : 0.0);
+    printf("%-28s %llu (%.1f ms) / %llu (%.1f ms)\n", "stall gaps>=1ms w+r ck/no",
+           (unsigned long long)(nw_ck + nr_ck), (gw_ck + gr_ck) / 1e6,
+           (unsigned long long)(nw_no + nr_no), (gw_no + gr_no) / 1e6);
+    printf("%-28s %llu+%llu / %llu+%llu\n", "stall switches vol+invol ck/no",
+           (unsigned long long)(with_ckpt.writer_vcsw + with_ckpt.reader_vcsw),
+           (unsigned long long)(with_ckpt.writer_ivcsw + with_ckpt.reader_ivcsw),
+           (unsigned long long)(without.writer_vcsw + without.reader_vcsw),
+           (unsigned long long)(without.writer_ivcsw + without.reader_ivcsw));
     printf("%-28s %llu+%llu / %llu+%llu\n", "writer_switches vol+invol alone/with",
            (unsigned long long)alone.writer_vcsw, (unsigned long long)alone.writer_ivcsw,
            (unsigned long long)both.writer_vcsw, (unsigned long long)both.writer_ivcsw);

@@ -8,19 +8,29 @@
  *  - balanced:      TG_BALANCED, no replication;
  *  - balanced_ship: TG_BALANCED shipping every batch (must not slow
  *                   creation: the publish is asynchronous).
- * The raw reference: the same T threads each publishing 80-byte messages
- * (one frame's bytes) synchronously with libnats, one per call, as many
- * as the replicated run's calls: what a round trip to the stream costs
- * without tokengraph. ratio_to_raw = replicated / raw.
+ * The raw reference (issue 14: "a plain async publish of the same bytes in
+ * the same batching"): the replicated run's own messages, read back from
+ * its stream once it closed (the same bodies, Tg-* headers, Nats-Msg-Id
+ * and ExpectLastSeq), published with js_PublishMsgAsync to a new stream of
+ * the same kind on a connection set up as the shipper's (SendAsap), with
+ * the shipper's window (256 in flight), timed from the first publish to
+ * the last ack: raw_publish_records_per_sec, records per second.
+ * ratio_to_raw = replicated / raw. The same messages again with only as
+ * many in flight as T blocked callers fill (T / records per message):
+ * raw_same_inflight_records_per_sec, the stream's share of what a
+ * closed loop of T callers can reach.
  * The creation rates count calls until the last returned; balanced_ship's
  * drain_ms is how long its tg_sync() then took (the shipping backlog).
  * Then the follower, after the rounds, once each:
  *  - apply once delivered: a primary (TG_BALANCED, shipping) creates F
  *    tokens and closes (a clean close waits for the stream's acks, so
- *    every record is in the stream); a replica
- *    is then opened in a directory of its own and timed from
- *    tg_replica_open() until it has applied the primary's last LSN:
- *    follower_apply_records_per_sec = F / that time;
+ *    every record is in the stream); a replica is then opened in a
+ *    directory of its own: follower_apply_records_per_sec is its records
+ *    over the time its follower spent checking and applying messages
+ *    (tg_replica_status.apply_ns: the apply loop alone, the messages
+ *    delivered), follower_catchup_records_per_sec is F over the time from
+ *    tg_replica_open() until it applied the primary's last LSN (fetching
+ *    included);
  *  - lag at an offered rate: a replica follows live while the primary's
  *    creating thread offers F tokens at --offered-rate, paced against the
  *    clock in bursts of 1000; every 1000th record's (LSN, time its call
@@ -38,6 +48,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,9 +76,6 @@ static const char *const conf_names[NCONF] = {"strict", "replicated", "balanced"
 
 typedef struct worker {
   tg_store *s;
-  natsConnection *nc; /* raw reference */
-  jsCtx *js;
-  const char *subject;
   uint64_t count;
   uint64_t *lat; /* ticks per call */
   int rc;
@@ -86,25 +94,6 @@ static void *create_main(void *arg) {
     k->lat[i] = tgp_ticks() - t0;
     if (rc) {
       k->rc = rc;
-      break;
-    }
-  }
-  return NULL;
-}
-
-static void *publish_main(void *arg) {
-  worker *k = arg;
-  unsigned char frame[80];
-  memset(frame, 0xA5, sizeof frame);
-  pthread_barrier_wait(&barrier);
-  for (uint64_t i = 0; i < k->count; i++) {
-    uint64_t t0 = tgp_ticks();
-    jsPubAck *pa = NULL;
-    natsStatus s = js_Publish(&pa, k->js, k->subject, frame, sizeof frame, NULL, NULL);
-    k->lat[i] = tgp_ticks() - t0;
-    jsPubAck_Destroy(pa);
-    if (s != NATS_OK) {
-      k->rc = -EIO;
       break;
     }
   }
@@ -144,8 +133,102 @@ static void percentiles(worker *w, int threads, uint64_t per, result *r) {
   free(all);
 }
 
+/* ---- the raw reference ---------------------------------------------- */
+
+/* The shipper's window: libnats's PublishAsync.MaxPending as src/repl
+   sets it (messages in flight before a publish waits). */
+#define RAW_WINDOW 256
+
+typedef struct shipped_msg {
+  unsigned char *data;
+  size_t len;
+  uint64_t first_lsn, last_lsn, epoch;
+} shipped_msg;
+
+/* The replicated run's messages, read back from its stream. */
+typedef struct shipped {
+  shipped_msg *m;
+  size_t n;
+  uint64_t records, bytes;
+} shipped;
+
+static void shipped_free(shipped *sh) {
+  for (size_t i = 0; i < sh->n; i++) free(sh->m[i].data);
+  free(sh->m);
+  memset(sh, 0, sizeof *sh);
+}
+
+static uint64_t hdr_u64(natsMsg *m, const char *name) {
+  const char *v = NULL;
+  if (natsMsgHeader_Get(m, name, &v) != NATS_OK || !v) return 0;
+  return strtoull(v, NULL, 10);
+}
+
+/* Read every message of stream (subject) into *out, in stream order, and
+   delete the stream. */
+static int load_stream(const char *url, const char *stream, const char *subject,
+                       shipped *out) {
+  natsConnection *nc = NULL;
+  jsCtx *js = NULL;
+  natsSubscription *sub = NULL;
+  jsStreamInfo *si = NULL;
+  int rc = -EIO;
+  memset(out, 0, sizeof *out);
+  if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
+      natsConnection_JetStream(&js, nc, NULL) != NATS_OK ||
+      js_GetStreamInfo(&si, js, stream, NULL, NULL) != NATS_OK)
+    goto out;
+  uint64_t want = si->State.Msgs;
+  if (!(out->m = calloc(want ? want : 1, sizeof *out->m))) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  so.Config.AckPolicy = js_AckNone;
+  if (js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL) != NATS_OK) goto out;
+  while (out->n < want) {
+    natsMsgList list = {0};
+    if (natsSubscription_Fetch(&list, sub, 256, 5000, NULL) != NATS_OK) goto out;
+    for (int i = 0; i < list.Count && out->n < want; i++) {
+      natsMsg *m = list.Msgs[i];
+      shipped_msg *e = &out->m[out->n];
+      e->len = (size_t)natsMsg_GetDataLength(m);
+      e->first_lsn = hdr_u64(m, "Tg-First-Lsn");
+      e->last_lsn = hdr_u64(m, "Tg-Last-Lsn");
+      e->epoch = hdr_u64(m, "Tg-Epoch");
+      if (!(e->data = malloc(e->len ? e->len : 1))) break;
+      memcpy(e->data, natsMsg_GetData(m), e->len);
+      out->records += e->last_lsn - e->first_lsn + 1;
+      out->bytes += e->len;
+      out->n++;
+    }
+    natsMsgList_Destroy(&list);
+    if (out->n < want && !out->m[out->n].data && out->m[out->n].len) {
+      rc = -ENOMEM;
+      goto out;
+    }
+  }
+  rc = 0;
+out:
+  if (sub) {
+    natsSubscription_Unsubscribe(sub);
+    natsSubscription_Destroy(sub);
+  }
+  if (js) js_DeleteStream(js, stream, NULL, NULL);
+  jsStreamInfo_Destroy(si);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  if (rc) shipped_free(out);
+  return rc;
+}
+
+/* One configuration's run; at C_REPLICATED *sh gets the messages it
+   shipped (read back from its stream). */
 static int run_store(int conf, const char *url, int replicas, const char *parent, int threads,
-                     uint64_t per, int round, result *r) {
+                     uint64_t per, int round, result *r, shipped *sh) {
   char dir[4096], name[64];
   int rc = tgp_mkdtemp(dir, sizeof dir, parent, "tg-bench-repl");
   if (rc) return rc;
@@ -181,8 +264,19 @@ static int run_store(int conf, const char *url, int replicas, const char *parent
   uint64_t t0 = tgp_now_ns();
   if (!rc) rc = tg_sync(s);
   r->drain_ms = (double)(tgp_now_ns() - t0) / 1e6;
+  /* A clean close waits for the stream's acks: every message is in it. */
   int crc = tg_store_close(s);
   if (!rc) rc = crc;
+  if (!rc && (conf == C_REPLICATED || conf == C_BALANCED_SHIP)) {
+    char stream[96], subject[96];
+    snprintf(stream, sizeof stream, "TG_%s", name);
+    snprintf(subject, sizeof subject, "tg.%s.wal", name);
+    shipped tmp;
+    rc = load_stream(url, stream, subject, conf == C_REPLICATED && sh ? sh : &tmp);
+    if (rc) fprintf(stderr, "tg-bench replicate: %s: cannot read its stream back\n",
+                    conf_names[conf]);
+    else if (!(conf == C_REPLICATED && sh)) shipped_free(&tmp);
+  }
   if (rc) fprintf(stderr, "tg-bench replicate: %s: %s\n", conf_names[conf], tg_strerror(rc));
 out:
   for (int i = 0; w && i < threads; i++) free(w[i].lat);
@@ -191,18 +285,62 @@ out:
   return rc;
 }
 
-static int run_raw(const char *url, int replicas, int threads, uint64_t per, int round,
+typedef struct raw_acks {
+  uint64_t *sent;     /* ns each message was handed to libnats, by index */
+  uint64_t *lat;      /* ns from then to its ack, by index */
+  size_t n;
+  _Atomic uint64_t acked, failed;
+} raw_acks;
+
+static void raw_ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
+                            void *closure) {
+  (void)js;
+  raw_acks *a = closure;
+  uint64_t now = tgp_now_ns();
+  if (pa && pa->Sequence >= 1 && pa->Sequence <= a->n) {
+    a->lat[pa->Sequence - 1] = now - a->sent[pa->Sequence - 1];
+    /* Release: the latency above is written before the count shows it. */
+    atomic_fetch_add_explicit(&a->acked, 1, memory_order_release);
+  } else if (pae) {
+    atomic_fetch_add_explicit(&a->failed, 1, memory_order_release);
+  }
+  natsMsg_Destroy(msg);
+}
+
+/* The raw reference: the replicated run's messages (the same bodies, the
+   same Tg-* headers, Nats-Msg-Id and ExpectLastSeq, so the server does the
+   same work per message) published with js_PublishMsgAsync on a
+   connection set up as the shipper's (SendAsap), at most `window` in
+   flight, to a new stream of the same kind, from the first publish until
+   the last ack.
+   r->rps is records per second; p50/p99 are each message's publish-to-ack
+   time, in ns. */
+static int run_raw(const char *url, int replicas, const shipped *sh, int window, int round,
                    result *r) {
   char stream[64], subject[64];
-  snprintf(stream, sizeof stream, "RAW_%d_%d", (int)getpid(), round);
-  snprintf(subject, sizeof subject, "raw.%d.%d", (int)getpid(), round);
-  worker *w = calloc((size_t)threads, sizeof *w);
+  snprintf(stream, sizeof stream, "RAW_%d_%d_%d", (int)getpid(), round, window);
+  snprintf(subject, sizeof subject, "raw.%d.%d.%d", (int)getpid(), round, window);
+  natsOptions *o = NULL;
   natsConnection *nc = NULL;
   jsCtx *js = NULL;
-  int rc = -EIO;
-  if (natsConnection_ConnectTo(&nc, url) != NATS_OK ||
-      natsConnection_JetStream(&js, nc, NULL) != NATS_OK)
+  raw_acks a = {0};
+  int rc = -EIO, made = 0;
+  a.n = sh->n;
+  a.sent = calloc(sh->n ? sh->n : 1, sizeof *a.sent);
+  a.lat = calloc(sh->n ? sh->n : 1, sizeof *a.lat);
+  if (!a.sent || !a.lat) {
+    rc = -ENOMEM;
     goto out;
+  }
+  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+      natsOptions_SetSendAsap(o, true) != NATS_OK || natsConnection_Connect(&nc, o) != NATS_OK)
+    goto out;
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.AckHandler = raw_ack_handler;
+  jo.PublishAsync.AckHandlerClosure = &a;
+  jo.PublishAsync.MaxPending = window;
+  if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) goto out;
   jsStreamConfig c;
   jsStreamConfig_Init(&c);
   const char *subjects[1] = {subject};
@@ -215,22 +353,59 @@ static int run_raw(const char *url, int replicas, int threads, uint64_t per, int
   jsStreamInfo *si = NULL;
   if (js_AddStream(&si, js, &c, NULL, NULL) != NATS_OK) goto out;
   jsStreamInfo_Destroy(si);
-  for (int i = 0; i < threads; i++) {
-    w[i].js = js;
-    w[i].subject = subject;
-    w[i].count = per;
-    w[i].lat = malloc(per * sizeof *w[i].lat);
+  made = 1;
+  uint64_t t0 = tgp_now_ns();
+  for (size_t i = 0; i < sh->n; i++) {
+    const shipped_msg *e = &sh->m[i];
+    char id[48], v[24];
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_Create(&m, subject, NULL, (const char *)e->data, (int)e->len);
+    snprintf(v, sizeof v, "%" PRIu64, e->first_lsn);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-First-Lsn", v);
+    snprintf(v, sizeof v, "%" PRIu64, e->last_lsn);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-Last-Lsn", v);
+    snprintf(v, sizeof v, "%" PRIu64, e->epoch);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Tg-Epoch", v);
+    snprintf(id, sizeof id, "%" PRIu64 ":%" PRIu64, e->epoch, e->first_lsn);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = id;
+    po.ExpectLastSeq = (uint64_t)i;
+    a.sent[i] = tgp_now_ns();
+    /* A full window waits (StallWait) and times out: publish it again. */
+    while (s == NATS_OK && (s = js_PublishMsgAsync(js, &m, &po)) == NATS_TIMEOUT)
+      s = NATS_OK;
+    natsMsg_Destroy(m);
+    if (s != NATS_OK) goto out;
   }
-  uint64_t ticks = 0;
-  rc = run_threads(w, threads, publish_main, &ticks);
-  r->rps = (double)(per * (uint64_t)threads) / ((double)ticks * tgp_ns_per_tick() / 1e9);
-  percentiles(w, threads, per, r);
-  js_DeleteStream(js, stream, NULL, NULL);
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = 60000;
+  if (js_PublishAsyncComplete(js, &po) != NATS_OK) goto out;
+  uint64_t ns = tgp_now_ns() - t0;
+  /* libnats may count a message done before its handler has run: wait for
+     the handlers too (acquire: their latencies were written before). */
+  uint64_t give_up = tgp_now_ns() + 10000000000ull;
+  while (atomic_load_explicit(&a.acked, memory_order_acquire) +
+             atomic_load_explicit(&a.failed, memory_order_acquire) < sh->n &&
+         tgp_now_ns() < give_up)
+    sched_yield();
+  if (atomic_load_explicit(&a.failed, memory_order_relaxed) ||
+      atomic_load_explicit(&a.acked, memory_order_relaxed) != sh->n)
+    goto out;
+  r->rps = (double)sh->records / ((double)ns / 1e9);
+  tgp_sort_u64(a.lat, sh->n);
+  /* In ticks, as the other configurations' (the caller converts). */
+  r->p50 = (uint64_t)((double)tgp_quantile_sorted(a.lat, sh->n, 0.50) / tgp_ns_per_tick());
+  r->p99 = (uint64_t)((double)tgp_quantile_sorted(a.lat, sh->n, 0.99) / tgp_ns_per_tick());
+  rc = 0;
 out:
-  for (int i = 0; w && i < threads; i++) free(w[i].lat);
-  free(w);
+  if (made) js_DeleteStream(js, stream, NULL, NULL);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
+  natsOptions_Destroy(o);
+  free(a.sent);
+  free(a.lat);
   return rc;
 }
 
@@ -290,7 +465,7 @@ static int create_n(tg_store *s, uint64_t n) {
 /* Apply once delivered: records per second from tg_replica_open() until
    the replica has applied every record already in the stream. */
 static int run_follow_apply(const char *url, int replicas, const char *parent, uint64_t n,
-                            double *rps) {
+                            double *rps, double *catchup, uint64_t *msgs) {
   char pdir[4096] = "", rdir[4096] = "", name[64];
   snprintf(name, sizeof name, "bench_apply_%d", (int)getpid());
   tg_store *p = NULL, *r = NULL;
@@ -308,7 +483,11 @@ static int run_follow_apply(const char *url, int replicas, const char *parent, u
   rc = tg_wait_lsn(r, last, FOLLOW_PATIENCE_MS);
   uint64_t ns = tgp_now_ns() - t0;
   if (rc) goto out;
-  *rps = (double)n / ((double)ns / 1e9);
+  *catchup = (double)n / ((double)ns / 1e9);
+  tg_replica_status st;
+  if ((rc = tg_replica_status_get(r, &st))) goto out;
+  *rps = st.apply_ns ? (double)st.records / ((double)st.apply_ns / 1e9) : 0;
+  *msgs = st.messages;
 out:
   if (rc) fprintf(stderr, "tg-bench replicate: follower apply: %s\n", tg_strerror(rc));
   if (r) tg_store_close(r);
@@ -370,7 +549,7 @@ static void sleep_until(uint64_t due_ns) {
 /* Lag at an offered rate: p99 of (applied on the replica - returned on
    the primary) in ms, and the creation rate the primary reached. */
 static int run_follow_lag(const char *url, int replicas, const char *parent, uint64_t n,
-                          double offered, double *p99_ms, double *reached) {
+                          double offered, double *p99_ms, double *p50_ms, double *reached) {
   char pdir[4096] = "", rdir[4096] = "", name[64];
   snprintf(name, sizeof name, "bench_lag_%d", (int)getpid());
   tg_store *p = NULL;
@@ -425,6 +604,7 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
   if (!rc) {
     tgp_sort_u64(L.lags, L.sampled);
     *p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
+    *p50_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.50) / 1e6;
   }
 out:
   if (started) {
@@ -445,26 +625,30 @@ static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
              "                          [--count N] [--sync-count M] [--rounds R]\n"
              "                          [--follow-count F] [--offered-rate O]\n"
-             "                          [--dir PARENT] [--json]\n\n"
+             "                          [--dir PARENT] [--part all|ship|apply|lag] [--json]\n\n"
              "Token creation through a durable store, alternated over R rounds (default 3):\n"
              "strict, replicated (TG_REPLICATED), balanced, balanced with shipping; and\n"
-             "a raw reference: T threads publishing 80-byte messages synchronously.\n"
-             "N (default 1000000) calls per balanced run, M (default 4000) per strict,\n"
-             "replicated and raw run. Without --nats a private nats-server (-js, on\n"
+             "the raw reference: the replicated run's own messages (read back from its\n"
+             "stream) published asynchronously, 256 in flight as the shipper, and again\n"
+             "with only T callers' worth in flight.\n"
+             "N (default 1000000) calls per balanced run, M (default 4000) per strict\n"
+             "and replicated run. Without --nats a private nats-server (-js, on\n"
              "loopback) is started: --replicas 3 makes it a 3-node cluster.\n"
              "The figures of each configuration are the medians over the rounds.\n"
              "Then the follower, once: a replica opened after a balanced primary with\n"
              "shipping put F (default 1000000, at least 1000) records in the stream and\n"
-             "closed,\n"
-             "timed until it applied them all (follower_apply_records_per_sec); and a\n"
+             "closed: its apply loop's rate (follower_apply_records_per_sec) and its\n"
+             "catch-up rate from the open (follower_catchup_records_per_sec); and a\n"
              "replica following live while the primary offers F records at O records/s\n"
              "(default 1000000): the p99 of applied-on-replica minus returned-on-primary\n"
              "(follower_lag_p99_ms) and the rate the primary reached\n"
              "(follower_reached_records_per_sec, below O when it could not offer O).\n"
+             "--part ship|apply|lag runs only that part (default all).\n"
              "JSON keys: records_per_sec, raw_publish_records_per_sec, ratio_to_raw,\n"
              "ack_p50_ns, ack_p99_ns, follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
-             "follower_reached_records_per_sec, and the per-configuration figures.\n");
+             "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
+             "follower_messages, follower_lag_p50_ms, and the per-configuration figures.\n");
 }
 
 static double median(double *v, int n) {
@@ -478,7 +662,7 @@ static double median(double *v, int n) {
 }
 
 int tgb_replicate(int argc, char **argv) {
-  const char *url = NULL, *parent = "/tmp";
+  const char *url = NULL, *parent = "/tmp", *part = "all";
   uint64_t replicas = 1, threads = 8, count = 1000000, sync_count = 4000, rounds = 3;
   uint64_t follow_count = 1000000, offered_rate = 1000000;
   int json = 0;
@@ -487,16 +671,22 @@ int tgb_replicate(int argc, char **argv) {
                           {"--sync-count", &sync_count, NULL}, {"--rounds", &rounds, NULL},
                           {"--follow-count", &follow_count, NULL},
                           {"--offered-rate", &offered_rate, NULL},
-                          {"--dir", NULL, &parent},        {NULL, NULL, NULL}};
+                          {"--dir", NULL, &parent},        {"--part", NULL, &part},
+                          {NULL, NULL, NULL}};
   int prc = tgb_parse_args("replicate", argc, argv, opts, &json, usage);
   if (prc >= 0) return prc;
   if ((replicas != 1 && replicas != 3) || threads < 1 || threads > 256 || rounds < 1 ||
       rounds > 100 || count < threads || sync_count < threads || follow_count < 1000 ||
-      offered_rate < 1) {
+      offered_rate < 1 || (strcmp(part, "all") && strcmp(part, "ship") &&
+                           strcmp(part, "apply") && strcmp(part, "lag"))) {
     fprintf(stderr, "tg-bench replicate: --replicas 1|3, --threads 1..256, --rounds 1..100, "
-                    "counts >= threads, --follow-count >= 1000, --offered-rate >= 1\n");
+                    "counts >= threads, --follow-count >= 1000, --offered-rate >= 1, "
+                    "--part all|ship|apply|lag\n");
     return 64;
   }
+  int do_ship = !strcmp(part, "all") || !strcmp(part, "ship");
+  int do_apply = !strcmp(part, "all") || !strcmp(part, "apply");
+  int do_lag = !strcmp(part, "all") || !strcmp(part, "lag");
   tgn_server srv;
   memset(&srv, 0, sizeof srv);
   if (!url) {
@@ -508,13 +698,15 @@ int tgb_replicate(int argc, char **argv) {
     }
     url = srv.url;
   }
-  int T = (int)threads, R = (int)rounds, rc = 0;
+  int T = (int)threads, R = do_ship ? (int)rounds : 0, rc = 0;
   double v[NCONF + 1][100], p50[NCONF + 1][100], p99[NCONF + 1][100], drain[100];
+  double msgs[100], per_msg[100], vi[100], wi[100];
   for (int r = 0; r < R && !rc; r++) {
+    shipped sh = {0};
     for (int c = 0; c < NCONF && !rc; c++) {
       result res = {0};
       uint64_t per = (c == C_STRICT || c == C_REPLICATED ? sync_count : count) / threads;
-      rc = run_store(c, url, (int)replicas, parent, T, per, r, &res);
+      rc = run_store(c, url, (int)replicas, parent, T, per, r, &res, &sh);
       v[c][r] = res.rps;
       p50[c][r] = (double)res.p50 * tgp_ns_per_tick();
       p99[c][r] = (double)res.p99 * tgp_ns_per_tick();
@@ -522,18 +714,32 @@ int tgb_replicate(int argc, char **argv) {
     }
     if (!rc) {
       result res = {0};
-      rc = run_raw(url, (int)replicas, T, sync_count / threads, r, &res);
+      rc = run_raw(url, (int)replicas, &sh, RAW_WINDOW, r, &res);
       if (rc) fprintf(stderr, "tg-bench replicate: the raw publish reference failed\n");
+      /* The same messages with only as many in flight as the replicated
+         run's T blocked callers can fill: T / (records per message). */
+      result ri = {0};
+      int win = sh.n ? (int)((double)T * (double)sh.n / (double)sh.records + 0.5) : 1;
+      if (win < 1) win = 1;
+      if (!rc) rc = run_raw(url, (int)replicas, &sh, win, r, &ri);
+      vi[r] = ri.rps;
+      wi[r] = win;
       v[NCONF][r] = res.rps;
       p50[NCONF][r] = (double)res.p50 * tgp_ns_per_tick();
       p99[NCONF][r] = (double)res.p99 * tgp_ns_per_tick();
+      msgs[r] = (double)sh.n;
+      per_msg[r] = sh.n ? (double)sh.records / (double)sh.n : 0;
     }
+    shipped_free(&sh);
   }
-  double f_apply = 0, f_p99 = 0, f_reached = 0;
-  if (!rc) rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply);
-  if (!rc)
+  double f_apply = 0, f_catchup = 0, f_p99 = 0, f_p50 = 0, f_reached = 0;
+  uint64_t f_msgs = 0;
+  if (!rc && do_apply)
+    rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply, &f_catchup,
+                          &f_msgs);
+  if (!rc && do_lag)
     rc = run_follow_lag(url, (int)replicas, parent, follow_count, (double)offered_rate, &f_p99,
-                        &f_reached);
+                        &f_p50, &f_reached);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
   double m[NCONF + 1], m50[NCONF + 1], m99[NCONF + 1];
@@ -542,7 +748,8 @@ int tgb_replicate(int argc, char **argv) {
     m50[c] = median(p50[c], R);
     m99[c] = median(p99[c], R);
   }
-  double md = median(drain, R);
+  double md = median(drain, R), mmsgs = median(msgs, R), mper = median(per_msg, R);
+  double mvi = median(vi, R), mwi = median(wi, R);
   if (json) {
     printf("{\"bench\":\"replicate\",\"replicas\":%d,\"threads\":%d,\"rounds\":%d,"
            "\"records_per_sec\":%.0f,\"raw_publish_records_per_sec\":%.0f,"
@@ -551,28 +758,41 @@ int tgb_replicate(int argc, char **argv) {
            "\"ratio_to_strict\":%.3f,\"balanced_records_per_sec\":%.0f,"
            "\"balanced_ship_records_per_sec\":%.0f,\"ship_ratio_to_balanced\":%.3f,"
            "\"balanced_ship_drain_ms\":%.1f,\"raw_publish_p50_ns\":%.0f,"
+           "\"raw_publish_p99_ns\":%.0f,\"replicated_messages\":%.0f,"
+           "\"records_per_message\":%.1f,\"raw_window\":%d,"
+           "\"raw_same_inflight_records_per_sec\":%.0f,\"raw_same_inflight_window\":%.0f,"
+           "\"ratio_to_raw_same_inflight\":%.3f,"
            "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
            "\"follower_offered_records_per_sec\":%.0f,"
-           "\"follower_reached_records_per_sec\":%.0f}\n",
+           "\"follower_reached_records_per_sec\":%.0f,"
+           "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
+           "\"follower_lag_p50_ms\":%.3f}\n",
            (int)replicas, T, R, m[C_REPLICATED], m[NCONF], m[C_REPLICATED] / m[NCONF],
            m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
            m[C_REPLICATED] / m[C_STRICT], m[C_BALANCED], m[C_BALANCED_SHIP],
-           m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF], f_apply, f_p99,
-           (double)offered_rate, f_reached);
+           m[C_BALANCED_SHIP] / m[C_BALANCED], md, m50[NCONF], m99[NCONF], mmsgs, mper,
+           RAW_WINDOW, mvi, mwi, m[C_REPLICATED] / mvi,
+           f_apply, f_p99,
+           (double)offered_rate, f_reached, f_catchup, f_msgs, f_p50);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-14s %12s %12s %12s\n", "", "calls/s", "p50 us", "p99 us");
     for (int c = 0; c <= NCONF; c++)
       printf("  %-14s %12.0f %12.1f %12.1f\n", c == NCONF ? "raw_publish" : conf_names[c], m[c],
              m50[c] / 1e3, m99[c] / 1e3);
-    printf("  replicated / raw publish: %.3f; replicated / strict: %.3f\n",
-           m[C_REPLICATED] / m[NCONF], m[C_REPLICATED] / m[C_STRICT]);
+    printf("  (raw_publish: the replicated run's %.0f messages, %.1f records each, published\n"
+           "   asynchronously; its p50/p99 are per message, publish to ack)\n", mmsgs, mper);
+    printf("  replicated / raw publish: %.3f (window %d); replicated / strict: %.3f\n",
+           m[C_REPLICATED] / m[NCONF], RAW_WINDOW, m[C_REPLICATED] / m[C_STRICT]);
+    printf("  raw publish with %.0f in flight (T callers' worth): %.0f records/s;"
+           " replicated / that: %.3f\n", mwi, mvi, m[C_REPLICATED] / mvi);
     printf("  balanced with shipping / without: %.3f (then %.1f ms to drain with tg_sync)\n",
            m[C_BALANCED_SHIP] / m[C_BALANCED], md);
-    printf("  follower: %" PRIu64 " records delivered, applied at %.0f records/s\n",
-           follow_count, f_apply);
-    printf("  follower lag p99: %.3f ms at %.0f records/s reached (%.0f offered)\n", f_p99,
-           f_reached, (double)offered_rate);
+    printf("  follower: %" PRIu64 " records in %" PRIu64 " messages: applied at %.0f records/s"
+           " (the apply loop alone), caught up at %.0f records/s (open to last record,"
+           " fetching included)\n", follow_count, f_msgs, f_apply, f_catchup);
+    printf("  follower lag p99: %.3f ms (p50 %.3f ms) at %.0f records/s reached (%.0f offered)\n",
+           f_p99, f_p50, f_reached, (double)offered_rate);
     if (f_reached < 0.95 * (double)offered_rate)
       printf("  the primary could not offer %.0f records/s on this machine: the lag is the"
              " one at %.0f records/s\n",

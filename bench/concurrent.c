@@ -48,6 +48,20 @@ double tgc_hist_quantile_ns(const tgc_hist *h, double q, double ns_per_tick) {
   return (double)h->max * ns_per_tick;
 }
 
+uint64_t tgc_hist_over(const tgc_hist *h, double min_ns, double ns_per_tick, double *sum_ns) {
+  uint64_t n = 0;
+  double sum = 0;
+  for (unsigned i = 0; i < TGC_BUCKETS; i++) {
+    if (!h->b[i]) continue;
+    uint64_t top = bucket_top(i) < h->max ? bucket_top(i) : h->max;
+    if ((double)top * ns_per_tick < min_ns) continue;
+    n += h->b[i];
+    sum += (double)h->b[i] * (double)top * ns_per_tick;
+  }
+  if (sum_ns) *sum_ns = sum;
+  return n;
+}
+
 /*
  * The driver must not be the interference it measures: a field one thread
  * stores per call and another loads per call moves a cache line between
@@ -301,6 +315,8 @@ int tgc_run(const tgc_phase *p, tgc_result *out) {
     } else {
       out->reader_ops += ws[i].ops;
       out->reader_cpu_seconds += (double)ws[i].cpu_ns / 1e9;
+      out->reader_vcsw += ws[i].vcsw;
+      out->reader_ivcsw += ws[i].ivcsw;
       hist_merge(&out->r, &ws[i].h);
     }
   }

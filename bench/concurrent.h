@@ -24,6 +24,10 @@ typedef struct tgc_hist {
 /* Value at quantile q in [0,1] (bucket upper bound), in nanoseconds. */
 double tgc_hist_quantile_ns(const tgc_hist *h, double q, double ns_per_tick);
 
+/* How many durations were at least min_ns, and their sum in nanoseconds
+   (each counted at its bucket's upper bound, the maximum exactly). */
+uint64_t tgc_hist_over(const tgc_hist *h, double min_ns, double ns_per_tick, double *sum_ns);
+
 enum tgc_read { TGC_READ_GET, TGC_READ_EDGES };
 enum tgc_write { TGC_WRITE_CREATE, TGC_WRITE_UPDATE };
 
@@ -52,6 +56,7 @@ typedef struct tgc_result {
                                    (more CPU per call) from one by a busy
                                    machine (less CPU per second) */
   double reader_cpu_seconds;
+  uint64_t reader_vcsw, reader_ivcsw; /* the same for the readers */
   uint64_t writer_vcsw, writer_ivcsw; /* the writers' voluntary (they
                                    blocked) and involuntary (preempted)
                                    context switches */  tgc_hist w, r;                /* per call, merged over threads */

@@ -82,6 +82,10 @@
  * kills land in that big LMDB transaction too). After every kill the
  * directory must open to exactly the full state.
  *
+ * --threads T (T >= 2) runs T threads in each killed child, on shared
+ * tokens and connections; the protocol and the checks for that mode are
+ * described at "threaded children" below.
+ *
  * Exit status: 0 when every check held, 1 on the first failed check (the
  * message names the iteration, seed, level and what differed; the
  * directory is kept), 64 on a usage error.
@@ -92,10 +96,13 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -119,6 +126,7 @@ typedef struct options {
   uint64_t checkpoint_bytes;
   int json;
   int verbose;
+  int threads;                 /* threads per killed child (kill phase) */
 } options;
 
 static const char *level_name(int level) {
@@ -237,11 +245,14 @@ static void model_drop_conn(model *m, uint32_t id) {
   m->cborn[id] = 0;
 }
 
-enum op_kind { OP_CREATE = 1, OP_UPDATE, OP_DELETE, OP_CONNECT, OP_DISCONNECT, OP_BATCH };
+enum op_kind {
+  OP_CREATE = 1, OP_UPDATE, OP_DELETE, OP_CONNECT, OP_DISCONNECT, OP_BATCH,
+  OP_CUPDATE /* tg_connection_update(): threaded children only */
+};
 static const char *op_name(int op) {
   static const char *names[] = {"?", "create", "update", "delete", "connect", "disconnect",
-                                "batch"};
-  return op >= 1 && op <= 6 ? names[op] : "?";
+                                "batch", "connection-update"};
+  return op >= 1 && op <= 7 ? names[op] : "?";
 }
 #define MAX_BATCH 8 /* entries of one batch */
 
@@ -261,6 +272,28 @@ static tg_connection stored_conn(const tg_connection *c, uint32_t id) {
   x.reserved1 = 0;
   x.reserved2 = 0;
   return x;
+}
+
+/* Endpoints of every connection the parent has seen (ids are not reused):
+   a refused disconnect is explained by a delete of either endpoint. */
+typedef struct th_pconn {
+  uint32_t id, from, to;
+} th_pconn;
+
+static struct {
+  uint32_t cap;
+  th_pconn *c;
+} g_endp;
+
+static void endp_note(uint32_t id, uint32_t from, uint32_t to) {
+  if (id >= g_endp.cap) {
+    uint32_t nc = g_endp.cap ? g_endp.cap : 1024;
+    while (nc <= id) nc *= 2;
+    g_endp.c = xrealloc(g_endp.c, nc * sizeof *g_endp.c);
+    memset(g_endp.c + g_endp.cap, 0, (nc - g_endp.cap) * sizeof *g_endp.c);
+    g_endp.cap = nc;
+  }
+  g_endp.c[id] = (th_pconn){id, from, to};
 }
 
 /* Apply one logged call (the record with LSN lsn; entry `sub` of a batch,
@@ -300,10 +333,23 @@ static void model_apply(model *m, int op, const void *arg, uint32_t id, uint64_t
     if (id > m->cmax) m->cmax = id;
     m->conn[id] = stored_conn(arg, id);
     m->cborn[id] = lsn * 1024u + sub;
+    endp_note(id, m->conn[id].from, m->conn[id].to);
     break;
   case OP_DISCONNECT:
     model_drop_conn(m, id);
     break;
+  case OP_CUPDATE: {
+    /* The fields tg_connection_update() takes; the rest stay. */
+    const tg_connection *c = arg;
+    tg_connection *x = &m->conn[id];
+    x->flags = c->flags;
+    x->weight = c->weight;
+    x->pull_strength = c->pull_strength;
+    x->activation_count = c->activation_count;
+    x->last_activated = c->last_activated;
+    x->confidence = c->confidence;
+    break;
+  }
   }
   m->lsn = lsn;
 }
@@ -840,7 +886,14 @@ typedef struct watch {
   int in_ckpt;             /* between CKPT_BEGIN and CKPT_END */
   int in_ckpt_at_kill;
   char child_msg[sizeof(((msg *)0)->u.text) + 1]; /* the child's M_FAIL text */
+  _Atomic long *shm_acks;  /* threaded children: ACKs counted in shared memory */
 } watch;
+
+typedef struct th_shared th_shared;
+static th_shared *g_th;
+__attribute__((noreturn))
+static void th_child_main(int fd, const char *dir, const options *o, const child_plan *p,
+                          model *m, th_shared *sh);
 
 /* Fork the child of plan p on a pipe. Returns 0, or 1 after a message. */
 static int start_child(const iter_ctx *c, const child_plan *p, model *m, watch *w) {
@@ -859,6 +912,7 @@ static int start_child(const iter_ctx *c, const child_plan *p, model *m, watch *
   }
   if (pid == 0) {
     close(fds[0]);
+    if (g_th) th_child_main(fds[1], c->dir, c->o, p, m, g_th);
     child_main(fds[1], c->dir, c->o, p, m);
   }
   close(fds[1]);
@@ -870,7 +924,8 @@ static int start_child(const iter_ctx *c, const child_plan *p, model *m, watch *
 /* Has the moment to kill come? Messages move it: READY starts a K_DELAY
    countdown, the chosen CKPT_BEGIN a K_IN_CKPT one, DONE a K_IDLE one. */
 static int kill_due(const watch *w) {
-  if (w->how == K_AFTER_ACKS && w->ready && w->acks >= w->kill_acks) return 1;
+  long acks = w->shm_acks ? atomic_load_explicit(w->shm_acks, memory_order_relaxed) : w->acks;
+  if (w->how == K_AFTER_ACKS && w->ready && acks >= w->kill_acks) return 1;
   /* The child ran out of calls before its kill moment: kill it idle. */
   if ((w->how == K_AFTER_ACKS || w->how == K_DELAY || w->how == K_IN_CKPT) && w->done)
     return 1;
@@ -977,6 +1032,14 @@ static int watch_child(const iter_ctx *c, watch *w) {
       uint64_t t = tgp_now_ns(), left = w->deadline > t ? w->deadline - t : 0;
       ts.tv_sec = (time_t)(left / 1000000000u);
       ts.tv_nsec = (long)(left % 1000000000u);
+      tsp = &ts;
+    }
+    /* Threaded children count their ACKs in shared memory, not in the
+       pipe: look at the count every 50 us until it reaches the kill's. */
+    if (!w->killed && w->shm_acks && w->how == K_AFTER_ACKS && w->ready &&
+        (!tsp || ts.tv_sec > 0 || ts.tv_nsec > 50000)) {
+      ts.tv_sec = 0;
+      ts.tv_nsec = 50000;
       tsp = &ts;
     }
     int pr = ppoll(&pfd, 1, tsp, NULL);
@@ -1156,6 +1219,1297 @@ static int check_recovery(const iter_ctx *c, const watch *w, model *m, totals *t
   return 0;
 }
 
+/* ---- threaded children (--threads T) ------------------------------------ */
+
+/*
+ * With --threads T (T >= 2) each killed child runs T threads on one store
+ * at once, and the model cannot be told each call before it is made: the
+ * LSN a call gets depends on the race. So the protocol changes:
+ *
+ *  - Every thread keeps its own log of calls in memory shared with the
+ *    parent (MAP_SHARED, inherited by the fork, so it outlives the kill):
+ *    an entry is written whole (op, arguments, CLOCK_MONOTONIC before the
+ *    call) and then published (release store of the count) before the
+ *    call; after the call returns its outcome is added: the LSN
+ *    (tg_last_lsn(): this thread's last mutation) and the id assigned, or
+ *    the error. An entry without outcome is a call in flight at the kill:
+ *    at most one per thread.
+ *  - The threads share one pool of the tokens and connections they know
+ *    to exist (those of the model at the fork, and what their calls made),
+ *    and choose every argument from it: updates, deletes, connects and
+ *    disconnects of objects another thread made, or is deleting. A call
+ *    that loses such a race is refused with TG_ENOTFOUND, and that is the
+ *    only refusal accepted (a batch's commit included); the parent checks
+ *    that every refusal is explained by a removal of one of its objects
+ *    that started before the refusal returned.
+ *  - The pipe still carries READY, SYNCED / CKPT_BEGIN / CKPT_END (with
+ *    the highest LSN acknowledged before the tg_sync() or tg_checkpoint()
+ *    started, which it made durable), DONE and FAIL.
+ *  - Once all threads are done, the child copies its in-memory state (every
+ *    token, connection and adjacency list, read through the public API)
+ *    into the shared memory before DONE. An idle kill then compares the
+ *    recovered store with it: what the log replays is what the threads'
+ *    memory held, list order included.
+ *
+ * After the kill the parent reopens the directory (R = last_lsn) and
+ * checks:
+ *  - every acknowledged LSN is unique and above the iteration's start; per
+ *    thread they increase; and they respect real time: a call that
+ *    returned before another started has the lower LSN;
+ *  - R is at least every durable floor (SYNCED, CKPT_END); at STRICT at
+ *    least every acknowledged LSN; after an idle kill exactly the last;
+ *    at BALANCED and RELAXED an acknowledged call past R is counted as
+ *    lost (and fails unless a call in flight explains the gap: see below);
+ *  - each LSN up to R is an acknowledged call or a call in flight; the
+ *    records still in the log (after the last checkpoint's cut) are read
+ *    back (tg_wal_reader) and each must be exactly the call its thread
+ *    acknowledged with that LSN, or a call in flight (which gives that
+ *    call its LSN and id);
+ *  - replaying those calls in LSN order on the model is a serial execution:
+ *    every call applies (no update, delete or connect of a token that is
+ *    not live, no connection to a deleted endpoint, no disconnect of one
+ *    that is gone), and the resulting model equals the recovered store
+ *    (tokens, connections, the order of every adjacency list, the counts);
+ *  - tg_store_inspect() (what tg-replay verify runs) agrees: the log ends
+ *    clean at R, every record applies, the same counts;
+ *  - a second open gives the same R, no torn tail, and the same state.
+ */
+
+enum th_state { TE_INTENT = 1, TE_OK, TE_FAILED };
+
+typedef union th_obj {
+  tg_token t;
+  tg_connection c;
+} th_obj;
+
+typedef struct th_entry {
+  _Atomic uint8_t state; /* enum th_state */
+  uint8_t op;
+  uint8_t guess;  /* names an id another thread may be creating right now */
+  uint8_t nb;     /* a batch: its entries */
+  int32_t rc;     /* TE_FAILED: the error */
+  uint32_t id;    /* the object named; a create or connect: the id it got */
+  uint32_t bop;   /* a batch: its first entry in the thread's bops */
+  uint64_t lsn;   /* TE_OK: tg_last_lsn() after the call */
+  uint64_t t0;    /* CLOCK_MONOTONIC before the call */
+  uint64_t t1;    /* ... and after it returned */
+  th_obj u;
+} th_entry;
+
+typedef struct th_bop {
+  uint32_t op;
+  uint32_t id;
+  th_obj u;
+} th_bop;
+
+typedef struct th_log {
+  _Atomic uint32_t n; /* entries published */
+  uint32_t nb;        /* batch entries written */
+  th_entry *ent;
+  th_bop *bops;
+  char pad[40]; /* one cache line per thread */
+} th_log;
+
+/* A store's whole state as the public API shows it. */
+typedef struct th_snap {
+  uint32_t ntok, nconn, nlist, cap_tok, cap_conn;
+  int overflow;
+  tg_token *tok;       /* by increasing id, DIRTY cleared */
+  tg_connection *conn; /* by increasing id, links and reserved fields zero */
+  uint32_t *cnt;       /* per token: outgoing count, incoming count */
+  uint32_t *list;      /* per token: outgoing ids, then incoming ids */
+} th_snap;
+
+struct th_shared {
+  _Atomic long acks;          /* calls acknowledged, all threads */
+  _Atomic uint64_t acked_max; /* highest LSN acknowledged */
+  _Atomic int snap_done;      /* the child's snapshot below is whole */
+  int threads;
+  uint32_t cap;               /* entries per thread */
+  th_log *logs;
+  th_snap snap;
+};
+
+/* Snapshot capacity: far above the population the mix steers to. */
+#define SNAP_TOKENS (1u << 15)
+#define SNAP_CONNS (1u << 16)
+
+static th_shared *th_shared_map(int threads, uint32_t cap) {
+  size_t logs = (size_t)threads * sizeof(th_log);
+  size_t ent = (size_t)threads * cap * sizeof(th_entry);
+  size_t bops = (size_t)threads * cap * MAX_BATCH * sizeof(th_bop);
+  size_t snap = SNAP_TOKENS * (sizeof(tg_token) + 2 * sizeof(uint32_t)) +
+                SNAP_CONNS * (sizeof(tg_connection) + 2 * sizeof(uint32_t));
+  size_t total = 64 + sizeof(th_shared) + logs + ent + bops + snap;
+  char *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    perror("tg-crash: mmap");
+    exit(1);
+  }
+  th_shared *sh = (th_shared *)p;
+  char *q = p + ((sizeof *sh + 63) & ~(size_t)63);
+  sh->threads = threads;
+  sh->cap = cap;
+  sh->logs = (th_log *)q;
+  q += logs;
+  for (int i = 0; i < threads; i++) {
+    sh->logs[i].ent = (th_entry *)q;
+    q += cap * sizeof(th_entry);
+  }
+  for (int i = 0; i < threads; i++) {
+    sh->logs[i].bops = (th_bop *)q;
+    q += (size_t)cap * MAX_BATCH * sizeof(th_bop);
+  }
+  th_snap *sn = &sh->snap;
+  sn->cap_tok = SNAP_TOKENS;
+  sn->cap_conn = SNAP_CONNS;
+  sn->tok = (tg_token *)q;
+  q += SNAP_TOKENS * sizeof(tg_token);
+  sn->conn = (tg_connection *)q;
+  q += SNAP_CONNS * sizeof(tg_connection);
+  sn->cnt = (uint32_t *)q;
+  q += 2 * SNAP_TOKENS * sizeof(uint32_t);
+  sn->list = (uint32_t *)q;
+  return sh;
+}
+
+/* Before each fork: no entries, no snapshot. */
+static void th_shared_reset(th_shared *sh) {
+  atomic_store_explicit(&sh->acks, 0, memory_order_relaxed);
+  atomic_store_explicit(&sh->acked_max, 0, memory_order_relaxed);
+  atomic_store_explicit(&sh->snap_done, 0, memory_order_relaxed);
+  for (int i = 0; i < sh->threads; i++) {
+    atomic_store_explicit(&sh->logs[i].n, 0, memory_order_relaxed);
+    sh->logs[i].nb = 0;
+  }
+}
+
+/* ---- snapshots ---- */
+
+static int snap_tok_cb(void *arg, const tg_token *t) {
+  th_snap *sn = arg;
+  if (sn->ntok == sn->cap_tok) {
+    sn->overflow = 1;
+    return 1;
+  }
+  tg_token x = *t;
+  x.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+  sn->tok[sn->ntok++] = x;
+  return 0;
+}
+
+static int snap_conn_cb(void *arg, const tg_connection *c) {
+  th_snap *sn = arg;
+  if (sn->nconn == sn->cap_conn) {
+    sn->overflow = 1;
+    return 1;
+  }
+  sn->conn[sn->nconn++] = stored_conn(c, c->id);
+  return 0;
+}
+
+static int snap_edge_cb(void *arg, const tg_connection *c) {
+  th_snap *sn = arg;
+  if (sn->nlist == 2 * sn->cap_conn) {
+    sn->overflow = 1;
+    return 1;
+  }
+  sn->list[sn->nlist++] = c->id;
+  return 0;
+}
+
+/* Read the whole state of s (nothing else may change it meanwhile). */
+static void snap_take(tg_store *s, th_snap *sn) {
+  sn->ntok = sn->nconn = sn->nlist = 0;
+  sn->overflow = 0;
+  if (tg_token_scan(s, 0, snap_tok_cb, sn) < 0 || tg_connection_scan(s, 0, snap_conn_cb, sn) < 0)
+    sn->overflow = 1;
+  for (uint32_t i = 0; i < sn->ntok && !sn->overflow; i++)
+    for (int d = 0; d < 2; d++) {
+      uint32_t before = sn->nlist;
+      int rc = tg_token_edges(s, sn->tok[i].id, d ? TG_IN : TG_OUT, snap_edge_cb, sn);
+      if (rc) sn->overflow = 1;
+      sn->cnt[2 * i + (uint32_t)d] = sn->nlist - before;
+    }
+}
+
+static void snap_alloc(th_snap *sn) {
+  sn->cap_tok = SNAP_TOKENS;
+  sn->cap_conn = SNAP_CONNS;
+  sn->tok = xcalloc(SNAP_TOKENS, sizeof *sn->tok);
+  sn->conn = xcalloc(SNAP_CONNS, sizeof *sn->conn);
+  sn->cnt = xcalloc(2 * SNAP_TOKENS, sizeof *sn->cnt);
+  sn->list = xcalloc(2 * SNAP_CONNS, sizeof *sn->list);
+}
+
+static void snap_free(th_snap *sn) {
+  free(sn->tok);
+  free(sn->conn);
+  free(sn->cnt);
+  free(sn->list);
+}
+
+/* The child's memory (a) against the recovered store (b). */
+static void snap_compare(const th_snap *a, const th_snap *b, failure *f) {
+  if (a->overflow || b->overflow) {
+    fail_add(f, "snapshot: more than %u tokens or %u connections (or a read failed)",
+             SNAP_TOKENS, SNAP_CONNS);
+    return;
+  }
+  uint32_t i = 0, j = 0, la = 0, lb = 0;
+  while (i < a->ntok || j < b->ntok) {
+    uint32_t ia = i < a->ntok ? a->tok[i].id : UINT32_MAX;
+    uint32_t ib = j < b->ntok ? b->tok[j].id : UINT32_MAX;
+    if (ia != ib) {
+      fail_add(f, "token %" PRIu32 ": %s", ia < ib ? ia : ib,
+               ia < ib ? "in the child's memory at the kill, not recovered"
+                       : "recovered, not in the child's memory at the kill");
+      if (ia < ib) la += a->cnt[2 * i] + a->cnt[2 * i + 1], i++;
+      else lb += b->cnt[2 * j] + b->cnt[2 * j + 1], j++;
+      continue;
+    }
+    char h1[129], h2[129];
+    if (memcmp(&a->tok[i], &b->tok[j], sizeof(tg_token))) {
+      hex64(h1, &a->tok[i]);
+      hex64(h2, &b->tok[j]);
+      fail_add(f, "token %" PRIu32 " differs from the child's memory:\n  memory    %s\n"
+               "  recovered %s", ia, h1, h2);
+    }
+    for (int d = 0; d < 2; d++) {
+      uint32_t na = a->cnt[2 * i + (uint32_t)d], nb = b->cnt[2 * j + (uint32_t)d];
+      if (na != nb || memcmp(a->list + la, b->list + lb, (size_t)na * sizeof(uint32_t)))
+        fail_add(f, "token %" PRIu32 ": %s list differs from the child's memory (%" PRIu32
+                 " connections there, %" PRIu32 " recovered)", ia, d ? "incoming" : "outgoing",
+                 na, nb);
+      la += na;
+      lb += nb;
+    }
+    i++;
+    j++;
+  }
+  i = j = 0;
+  while (i < a->nconn || j < b->nconn) {
+    uint32_t ia = i < a->nconn ? a->conn[i].id : UINT32_MAX;
+    uint32_t ib = j < b->nconn ? b->conn[j].id : UINT32_MAX;
+    if (ia != ib) {
+      fail_add(f, "connection %" PRIu32 ": %s", ia < ib ? ia : ib,
+               ia < ib ? "in the child's memory at the kill, not recovered"
+                       : "recovered, not in the child's memory at the kill");
+      if (ia < ib) i++;
+      else j++;
+      continue;
+    }
+    if (memcmp(&a->conn[i], &b->conn[j], sizeof(tg_connection))) {
+      char h1[129], h2[129];
+      hex64(h1, &a->conn[i]);
+      hex64(h2, &b->conn[j]);
+      fail_add(f, "connection %" PRIu32 " differs from the child's memory (links aside):\n"
+               "  memory    %s\n  recovered %s", ia, h1, h2);
+    }
+    i++;
+    j++;
+  }
+}
+
+/* ---- the child's threads ---- */
+
+
+/* What the threads know to exist. A thread takes mu to choose and to
+   record; never across a store call, so calls on shared objects race. */
+typedef struct th_pool {
+  pthread_mutex_t mu;
+  _Atomic uint32_t last_made[64]; /* per thread: the id its last create got */
+  uint32_t *tok;
+  uint32_t ntok, tcap;
+  th_pconn *conn;
+  uint32_t nconn, ccap;
+} th_pool;
+
+static void pool_tok_add(uint32_t **tok, uint32_t *n, uint32_t *cap, uint32_t id) {
+  if (*n == *cap) {
+    *cap = *cap ? 2 * *cap : 256;
+    *tok = xrealloc(*tok, *cap * sizeof **tok);
+  }
+  (*tok)[(*n)++] = id;
+}
+
+static void pool_conn_add(th_pconn **conn, uint32_t *n, uint32_t *cap, uint32_t id,
+                          uint32_t from, uint32_t to) {
+  if (*n == *cap) {
+    *cap = *cap ? 2 * *cap : 256;
+    *conn = xrealloc(*conn, *cap * sizeof **conn);
+  }
+  (*conn)[(*n)++] = (th_pconn){id, from, to};
+}
+
+static void pool_conn_del(th_pconn *conn, uint32_t *n, uint32_t id) {
+  for (uint32_t i = 0; i < *n; i++)
+    if (conn[i].id == id) {
+      conn[i] = conn[--*n];
+      return;
+    }
+}
+
+/* A token goes, and every connection to or from it. */
+static void pool_tok_del(uint32_t *tok, uint32_t *ntok, th_pconn *conn, uint32_t *nconn,
+                         uint32_t id) {
+  for (uint32_t i = 0; i < *ntok; i++)
+    if (tok[i] == id) {
+      tok[i] = tok[--*ntok];
+      break;
+    }
+  for (uint32_t i = 0; i < *nconn;)
+    if (conn[i].from == id || conn[i].to == id) conn[i] = conn[--*nconn];
+    else i++;
+}
+
+typedef struct th_ctx {
+  tg_store *s;
+  th_pool *pool;
+  th_shared *sh;
+  th_log *log;
+  long ops;
+  int checkpoints, batches, index;
+  uint32_t target_tokens, target_conns;
+  uint64_t seed;
+  uint64_t last_lsn; /* this thread's last acknowledged LSN */
+} th_ctx;
+
+/* An object of the pool: half the time one of the 16 added last (most
+   likely just made by another thread, whose create may still be on its
+   way into the log), so that calls on the same objects race. */
+static uint32_t pick(rng *r, uint32_t n) {
+  if (n > 16 && rnd_below(r, 2)) return n - 1 - (uint32_t)rnd_below(r, 16);
+  return (uint32_t)rnd_below(r, n);
+}
+
+/* Choose a call among toks / conns (the pool, or a batch's own view),
+   steered by the pool's population gt / gc. */
+static int th_choose(rng *r, const th_ctx *x, const uint32_t *toks, uint32_t nt,
+                     const th_pconn *conns, uint32_t nc, uint32_t gt, uint32_t gc, th_obj *u,
+                     uint32_t *id) {
+  unsigned w_create = 30, w_update = 20, w_delete = 10, w_connect = 25, w_disc = 10,
+           w_cupd = 5;
+  if (gt > x->target_tokens) {
+    w_create = 5;
+    w_delete = 25;
+  }
+  if (gc > x->target_conns) {
+    w_connect = 5;
+    w_disc = 30;
+  }
+  /* After the steering: a batch's own view may be smaller than the pool. */
+  if (nt < 2) w_update = w_delete = w_connect = 0;
+  if (nc == 0) w_disc = w_cupd = 0;
+  uint64_t v = rnd_below(r, w_create + w_update + w_delete + w_connect + w_disc + w_cupd);
+  memset(u, 0, sizeof *u);
+  *id = 0;
+  if (v < w_create) {
+    random_token(r, &u->t);
+    u->t.id = (uint32_t)rnd(r); /* ignored: the store assigns it */
+    return OP_CREATE;
+  }
+  v -= w_create;
+  if (v < w_update) {
+    *id = toks[pick(r, nt)];
+    random_token(r, &u->t);
+    u->t.id = *id;
+    return OP_UPDATE;
+  }
+  v -= w_update;
+  if (v < w_delete) {
+    *id = toks[pick(r, nt)];
+    return OP_DELETE;
+  }
+  v -= w_delete;
+  if (v < w_connect) {
+    uint32_t a = toks[pick(r, nt)];
+    uint32_t b = rnd_below(r, 20) == 0 ? a : toks[pick(r, nt)];
+    random_conn(r, &u->c, a, b);
+    return OP_CONNECT;
+  }
+  v -= w_connect;
+  const th_pconn *pc = &conns[pick(r, nc)];
+  *id = pc->id;
+  if (v < w_disc) return OP_DISCONNECT;
+  random_conn(r, &u->c, pc->from, pc->to);
+  u->c.id = pc->id;
+  return OP_CUPDATE;
+}
+
+/* Publish the intent of the thread's next call (before making it). */
+static th_entry *th_intent(th_ctx *x, int op, uint32_t id, const th_obj *u, unsigned nb,
+                           uint32_t bop) {
+  uint32_t k = atomic_load_explicit(&x->log->n, memory_order_relaxed);
+  if (k >= x->sh->cap) child_fail("thread %d: its call log is full (%u)", x->index, k);
+  th_entry *e = &x->log->ent[k];
+  e->op = (uint8_t)op;
+  e->guess = 0;
+  e->nb = (uint8_t)nb;
+  e->rc = 0;
+  e->id = id;
+  e->bop = bop;
+  e->lsn = 0;
+  e->t1 = 0;
+  if (u) e->u = *u;
+  else memset(&e->u, 0, sizeof e->u);
+  atomic_store_explicit(&e->state, TE_INTENT, memory_order_relaxed);
+  e->t0 = tgp_now_ns();
+  /* Release: whoever sees the count sees the entry whole (the parent
+     reads it after the child's death; the order matters for a kill that
+     lands between these stores). */
+  atomic_store_explicit(&x->log->n, k + 1, memory_order_release);
+  return e;
+}
+
+/* The call of e returned rc; ENOTFOUND is the only refusal a race explains. */
+static void th_outcome(th_ctx *x, th_entry *e, int rc, uint32_t newid) {
+  e->t1 = tgp_now_ns();
+  if (rc) {
+    if (rc != TG_ENOTFOUND || e->op == OP_CREATE)
+      child_fail("thread %d: %s: %s", x->index, op_name(e->op), tg_err_name(rc));
+    e->rc = rc;
+    atomic_store_explicit(&e->state, TE_FAILED, memory_order_release);
+    return;
+  }
+  uint64_t l = tg_last_lsn(x->s);
+  if (l <= x->last_lsn)
+    child_fail("thread %d: %s: tg_last_lsn %" PRIu64 " after the call, not above the "
+               "thread's previous %" PRIu64, x->index, op_name(e->op), l, x->last_lsn);
+  x->last_lsn = l;
+  e->lsn = l;
+  if (newid) e->id = newid;
+  atomic_store_explicit(&e->state, TE_OK, memory_order_release);
+  atomic_fetch_add_explicit(&x->sh->acks, 1, memory_order_relaxed);
+  /* acq_rel: a thread that later reads the maximum as a durable floor
+     reads it after this call's record was logged. */
+  uint64_t cur = atomic_load_explicit(&x->sh->acked_max, memory_order_relaxed);
+  while (cur < l && !atomic_compare_exchange_weak_explicit(&x->sh->acked_max, &cur, l,
+                                                           memory_order_acq_rel,
+                                                           memory_order_relaxed)) {
+  }
+}
+
+/* A batch of 1..MAX_BATCH entries over a few tokens and connections of the
+   pool, each entry chosen from what the entries before it leave, so that
+   the batch itself never names what it removed: a refused commit is a
+   race with another thread. */
+static void th_batch(th_ctx *x, rng *r) {
+  uint32_t toks[4 * MAX_BATCH], nt = 0, nc = 0, gt, gc;
+  th_pconn conns[4 * MAX_BATCH];
+  th_pool *p = x->pool;
+  pthread_mutex_lock(&p->mu);
+  gt = p->ntok;
+  gc = p->nconn;
+  for (int k = 0; k < 6 && p->ntok; k++) {
+    uint32_t id = p->tok[rnd_below(r, p->ntok)], dup = 0;
+    for (uint32_t i = 0; i < nt; i++) dup |= toks[i] == id;
+    if (!dup) toks[nt++] = id;
+  }
+  for (int k = 0; k < 4 && p->nconn; k++) {
+    th_pconn c = p->conn[rnd_below(r, p->nconn)];
+    uint32_t dup = 0;
+    for (uint32_t i = 0; i < nc; i++) dup |= conns[i].id == c.id;
+    if (!dup) conns[nc++] = c;
+  }
+  pthread_mutex_unlock(&p->mu);
+
+  tg_batch *b = NULL;
+  int rc = tg_batch_begin(x->s, &b);
+  if (rc) child_fail("thread %d: tg_batch_begin: %s", x->index, tg_err_name(rc));
+  unsigned n = 1 + (unsigned)rnd_below(r, MAX_BATCH);
+  uint32_t first = x->log->nb;
+  if (first + n > x->sh->cap * MAX_BATCH) child_fail("thread %d: batch log full", x->index);
+  for (unsigned j = 0; j < n; j++) {
+    th_bop *e = &x->log->bops[first + j];
+    uint32_t id = 0;
+    int op = th_choose(r, x, toks, nt, conns, nc, gt, gc, &e->u, &id);
+    switch (op) {
+    case OP_CREATE: rc = tg_batch_token_create(b, &e->u.t, &id); break;
+    case OP_UPDATE: rc = tg_batch_token_update(b, &e->u.t); break;
+    case OP_DELETE: rc = tg_batch_token_delete(b, id); break;
+    case OP_CONNECT: rc = tg_batch_connect(b, &e->u.c, &id); break;
+    case OP_DISCONNECT: rc = tg_batch_disconnect(b, id); break;
+    default: /* no connection update in a batch: choose a disconnect */
+      op = OP_DISCONNECT;
+      memset(&e->u, 0, sizeof e->u);
+      rc = tg_batch_disconnect(b, id);
+    }
+    if (rc) child_fail("thread %d: batch %s: %s", x->index, op_name(op), tg_err_name(rc));
+    e->op = (uint32_t)op;
+    e->id = id;
+    switch (op) { /* the batch's own view moves */
+    case OP_CREATE:
+      if (nt < 4 * MAX_BATCH) toks[nt++] = id;
+      break;
+    case OP_DELETE: pool_tok_del(toks, &nt, conns, &nc, id); break;
+    case OP_CONNECT:
+      if (nc < 4 * MAX_BATCH) conns[nc++] = (th_pconn){id, e->u.c.from, e->u.c.to};
+      break;
+    case OP_DISCONNECT: pool_conn_del(conns, &nc, id); break;
+    }
+  }
+  x->log->nb = first + n;
+  th_entry *e = th_intent(x, OP_BATCH, 0, NULL, n, first);
+  rc = tg_batch_commit(b);
+  th_outcome(x, e, rc, 0);
+  if (rc) return;
+  pthread_mutex_lock(&p->mu);
+  for (unsigned j = 0; j < n; j++) {
+    const th_bop *o = &x->log->bops[first + j];
+    switch (o->op) {
+    case OP_CREATE: pool_tok_add(&p->tok, &p->ntok, &p->tcap, o->id); break;
+    case OP_DELETE: pool_tok_del(p->tok, &p->ntok, p->conn, &p->nconn, o->id); break;
+    case OP_CONNECT:
+      pool_conn_add(&p->conn, &p->nconn, &p->ccap, o->id, o->u.c.from, o->u.c.to);
+      break;
+    case OP_DISCONNECT: pool_conn_del(p->conn, &p->nconn, o->id); break;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void *th_main(void *arg) {
+  th_ctx *x = arg;
+  th_pool *p = x->pool;
+  rng r = {x->seed};
+  for (long i = 0; i < x->ops; i++) {
+    if (x->checkpoints && rnd_below(&r, 300) == 0) {
+      /* Everything acknowledged before the call is covered by it. */
+      uint64_t floor = atomic_load_explicit(&x->sh->acked_max, memory_order_acquire);
+      child_note(M_CKPT_BEGIN, 0);
+      int rc = tg_checkpoint(x->s);
+      if (rc) child_fail("thread %d: tg_checkpoint: %s", x->index, tg_err_name(rc));
+      child_note(M_CKPT_END, floor);
+    } else if (x->checkpoints && rnd_below(&r, 200) == 0) {
+      uint64_t floor = atomic_load_explicit(&x->sh->acked_max, memory_order_acquire);
+      int rc = tg_sync(x->s);
+      if (rc) child_fail("thread %d: tg_sync: %s", x->index, tg_err_name(rc));
+      child_note(M_SYNCED, floor);
+    }
+    if (x->batches && rnd_below(&r, 100) < (uint64_t)x->batches) {
+      th_batch(x, &r);
+      continue;
+    }
+    th_obj u;
+    uint32_t id = 0;
+    pthread_mutex_lock(&p->mu);
+    int op = th_choose(&r, x, p->tok, p->ntok, p->conn, p->nconn, p->ntok, p->nconn, &u, &id);
+    pthread_mutex_unlock(&p->mu);
+    /* One call in eight that names a token names, instead, the id another
+       thread's next create will most likely get (its last one + 1): a
+       token no thread knows yet, maybe being created at this moment, so
+       a create's record must be in the log before anything another
+       thread does to it. */
+    uint32_t guess = 0;
+    if ((op == OP_CONNECT || op == OP_UPDATE) && x->sh->threads > 1 && rnd_below(&r, 8) == 0) {
+      int other = (x->index + 1 + (int)rnd_below(&r, (uint64_t)x->sh->threads - 1)) %
+                  x->sh->threads;
+      uint32_t last = atomic_load_explicit(&p->last_made[other], memory_order_relaxed);
+      if (last) guess = last + 1;
+    }
+    if (guess && op == OP_UPDATE) id = u.t.id = guess;
+    if (guess && op == OP_CONNECT) {
+      if (rnd_below(&r, 2)) u.c.from = guess;
+      else u.c.to = guess;
+    }
+    th_entry *e = th_intent(x, op, id, &u, 0, 0);
+    e->guess = guess != 0;
+    uint32_t nid = 0;
+    int rc = 0;
+    switch (op) {
+    case OP_CREATE: rc = tg_token_create(x->s, &u.t, &nid); break;
+    case OP_UPDATE: rc = tg_token_update(x->s, &u.t); break;
+    case OP_DELETE: rc = tg_token_delete(x->s, id); break;
+    case OP_CONNECT: rc = tg_connect(x->s, &u.c, &nid); break;
+    case OP_DISCONNECT: rc = tg_disconnect(x->s, id); break;
+    case OP_CUPDATE: rc = tg_connection_update(x->s, &u.c); break;
+    }
+    th_outcome(x, e, rc, nid);
+    pthread_mutex_lock(&p->mu);
+    switch (op) {
+    case OP_CREATE:
+      pool_tok_add(&p->tok, &p->ntok, &p->tcap, nid);
+      atomic_store_explicit(&p->last_made[x->index], nid, memory_order_relaxed);
+      break;
+    case OP_DELETE: pool_tok_del(p->tok, &p->ntok, p->conn, &p->nconn, id); break;
+    case OP_CONNECT:
+      if (!rc) pool_conn_add(&p->conn, &p->nconn, &p->ccap, nid, u.c.from, u.c.to);
+      break;
+    case OP_DISCONNECT: pool_conn_del(p->conn, &p->nconn, id); break;
+    case OP_CUPDATE:
+      if (rc) pool_conn_del(p->conn, &p->nconn, id);
+      break;
+    }
+    pthread_mutex_unlock(&p->mu);
+  }
+  return NULL;
+}
+
+__attribute__((noreturn))
+static void th_child_main(int fd, const char *dir, const options *o, const child_plan *p,
+                          model *m, th_shared *sh) {
+  child_fd = fd;
+  tg_store_config cfg;
+  store_config(&cfg, o, p->level, p->checkpoints);
+  tg_store *s = NULL;
+  char why[256] = "";
+  int rc = tg_store_open_msg(&s, dir, &cfg, why, sizeof why);
+  if (rc) child_fail("open: %s: %s", tg_err_name(rc), why);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  child_note(M_READY, st.last_lsn);
+  if (st.last_lsn != m->lsn)
+    child_fail("open recovered last_lsn %" PRIu64 ", expected %" PRIu64, st.last_lsn, m->lsn);
+  th_pool pool;
+  memset(&pool, 0, sizeof pool);
+  pthread_mutex_init(&pool.mu, NULL);
+  for (uint32_t i = 0; i < m->ntok; i++) pool_tok_add(&pool.tok, &pool.ntok, &pool.tcap, m->tids[i]);
+  for (uint32_t i = 0; i < m->nconn; i++) {
+    const tg_connection *c = &m->conn[m->cids[i]];
+    pool_conn_add(&pool.conn, &pool.nconn, &pool.ccap, c->id, c->from, c->to);
+  }
+  int T = sh->threads;
+  th_ctx *x = xcalloc((size_t)T, sizeof *x);
+  pthread_t *tid = xcalloc((size_t)T, sizeof *tid);
+  long per = (p->ops + T - 1) / T;
+  for (int i = 0; i < T; i++) {
+    x[i] = (th_ctx){s, &pool, sh, &sh->logs[i], per, p->checkpoints, p->batches, i,
+                    p->target_tokens, p->target_conns, mix64(p->seed + (uint64_t)i), 0};
+    if (pthread_create(&tid[i], NULL, th_main, &x[i])) child_fail("pthread_create failed");
+  }
+  for (int i = 0; i < T; i++) pthread_join(tid[i], NULL);
+  /* Quiet now (automatic checkpoints change nothing the API shows): the
+     state an idle kill must recover. */
+  snap_take(s, &sh->snap);
+  atomic_store_explicit(&sh->snap_done, 1, memory_order_release);
+  child_note(M_DONE, atomic_load_explicit(&sh->acked_max, memory_order_relaxed));
+  for (;;) pause();
+}
+
+/* ---- the parent's check ---- */
+
+/* One call of the iteration, as the parent sees it. */
+typedef struct th_op {
+  th_entry *e;
+  int th;
+  uint64_t lsn; /* acknowledged, or found in the log (0: not known) */
+  uint32_t id;  /* the object (a create's or connect's: once known) */
+} th_op;
+
+static int cmp_op_lsn(const void *a, const void *b) {
+  const th_op *x = *(th_op *const *)a, *y = *(th_op *const *)b;
+  return x->lsn < y->lsn ? -1 : x->lsn > y->lsn;
+}
+
+/* NULL if the call (entry `sub` of a batch at lsn) applies to the model
+   as it is, else why not. */
+static const char *model_check_op(const model *m, int op, const th_obj *u, uint32_t id) {
+  switch (op) {
+  case OP_CREATE:
+    if (!id) return "a create without an id";
+    return tok_live(m, id) ? "creates a token id that is live" : NULL;
+  case OP_UPDATE:
+  case OP_DELETE:
+    return tok_live(m, id) ? NULL : "names a token that is not live at that point of the log";
+  case OP_CONNECT:
+    if (!id) return "a connect without an id";
+    if (conn_live(m, id)) return "creates a connection id that is live";
+    if (!tok_live(m, u->c.from) || !tok_live(m, u->c.to))
+      return "connects a token that is not live at that point of the log";
+    return NULL;
+  case OP_DISCONNECT:
+    return conn_live(m, id) ? NULL : "removes a connection that is not live at that point";
+  case OP_CUPDATE:
+    if (!conn_live(m, id)) return "updates a connection that is not live at that point";
+    if (m->conn[id].from != u->c.from || m->conn[id].to != u->c.to)
+      return "updates a connection with other endpoints";
+    return NULL;
+  }
+  return "an unknown call";
+}
+
+/* Does record rec hold exactly the call o (whose id, for a create or a
+   connect, may not be known)? 1 yes, and *newid is the id it got. */
+static int record_matches(const tg_wal_record *rec, const th_op *o, const th_shared *sh,
+                          uint32_t *newid) {
+  tg_record d;
+  if (tg_record_decode(rec, &d)) return 0;
+  const th_entry *e = o->e;
+  *newid = 0;
+  switch (e->op) {
+  case OP_CREATE:
+  case OP_UPDATE: {
+    if (d.type != TG_REC_TOKEN_PUT) return 0;
+    if (e->op == OP_UPDATE && d.id != e->id) return 0;
+    if (e->op == OP_CREATE && e->state == TE_OK && d.id != e->id) return 0;
+    tg_token want = stored_token(&e->u.t, d.id), got = d.token;
+    want.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    got.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+    *newid = d.id;
+    return !memcmp(&want, &got, sizeof want);
+  }
+  case OP_DELETE: return d.type == TG_REC_TOKEN_DEL && d.id == e->id;
+  case OP_DISCONNECT: return d.type == TG_REC_CONN_DEL && d.id == e->id;
+  case OP_CONNECT: {
+    if (d.type != TG_REC_CONN_PUT) return 0;
+    if (e->state == TE_OK && d.id != e->id) return 0;
+    tg_connection want = stored_conn(&e->u.c, d.id), got = stored_conn(&d.connection, d.id);
+    *newid = d.id;
+    return !memcmp(&want, &got, sizeof want);
+  }
+  case OP_CUPDATE: {
+    if (d.type != TG_REC_CONN_UPDATE || d.id != e->id) return 0;
+    const tg_connection *c = &d.connection, *w = &e->u.c;
+    return c->from == w->from && c->to == w->to && c->flags == w->flags &&
+           c->weight == w->weight && c->pull_strength == w->pull_strength &&
+           c->activation_count == w->activation_count &&
+           c->last_activated == w->last_activated && c->confidence == w->confidence;
+  }
+  case OP_BATCH: {
+    if (d.type != TG_REC_BATCH || d.id != e->nb) return 0;
+    size_t pos = 0;
+    const th_bop *b = &sh->logs[o->th].bops[e->bop];
+    for (unsigned j = 0; j < e->nb; j++) {
+      tg_record x;
+      if (tg_record_batch_next(rec, &pos, &x) != 1) return 0;
+      const th_bop *y = &b[j];
+      int want = y->op == OP_CREATE || y->op == OP_UPDATE ? TG_REC_TOKEN_PUT
+                 : y->op == OP_DELETE ? TG_REC_TOKEN_DEL
+                 : y->op == OP_CONNECT ? TG_REC_CONN_PUT : TG_REC_CONN_DEL;
+      if (x.type != want || x.id != y->id) return 0;
+      if (want == TG_REC_TOKEN_PUT) {
+        tg_token a = stored_token(&y->u.t, y->id), g = x.token;
+        a.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+        g.flags &= (uint16_t)~TG_TOKEN_DIRTY;
+        if (memcmp(&a, &g, sizeof a)) return 0;
+      }
+      if (want == TG_REC_CONN_PUT) {
+        tg_connection a = stored_conn(&y->u.c, y->id), g = stored_conn(&x.connection, y->id);
+        if (memcmp(&a, &g, sizeof a)) return 0;
+      }
+    }
+    return 1;
+  }
+  }
+  return 0;
+}
+
+/* Totals of the threaded checks, beside `totals`. */
+static struct {
+  long inflight_found;    /* calls in flight at the kill found in the log */
+  long records_matched;   /* log records checked against the call behind them */
+  long refusals;          /* TG_ENOTFOUND refusals, each explained by a removal */
+  long snapshots;         /* idle kills compared with the child's memory */
+  long lost_behind_claim; /* acknowledged calls lost behind a call in flight */
+  long unresolved;        /* iterations whose log the checkpoint had cut */
+  long guesses;           /* calls that named another thread's next id... */
+  long guesses_refused;   /* ... refused: it did not exist yet */
+} g_tt;
+
+/* The objects a refused call named (a batch's: those it did not create). */
+static int refusal_names(const th_shared *sh, const th_op *o, uint32_t *tok, int *nt,
+                         uint32_t *conn, int *nc) {
+  const th_entry *e = o->e;
+  *nt = *nc = 0;
+  switch (e->op) {
+  case OP_UPDATE:
+  case OP_DELETE: tok[(*nt)++] = e->id; return 0;
+  case OP_CONNECT:
+    tok[(*nt)++] = e->u.c.from;
+    tok[(*nt)++] = e->u.c.to;
+    return 0;
+  case OP_DISCONNECT:
+  case OP_CUPDATE: conn[(*nc)++] = e->id; return 0;
+  case OP_BATCH: {
+    const th_bop *b = &sh->logs[o->th].bops[e->bop];
+    for (unsigned j = 0; j < e->nb; j++) {
+      const th_bop *y = &b[j];
+      int made = 0; /* by an earlier entry of the batch */
+      for (unsigned k = 0; k < j; k++) made |= b[k].op == OP_CREATE && b[k].id == y->id;
+      if (y->op == OP_UPDATE || y->op == OP_DELETE) {
+        if (!made) tok[(*nt)++] = y->id;
+      } else if (y->op == OP_CONNECT) {
+        tok[(*nt)++] = y->u.c.from;
+        tok[(*nt)++] = y->u.c.to;
+      } else if (y->op == OP_DISCONNECT) {
+        conn[(*nc)++] = y->id;
+      }
+    }
+    return 0;
+  }
+  }
+  return 1;
+}
+
+/* Does call o (started at o->e->t0) remove token t or connection c? */
+static int removes(const th_shared *sh, const th_op *o, uint32_t t, uint32_t c) {
+  const th_entry *e = o->e;
+  const th_pconn *ep = c && c < g_endp.cap ? &g_endp.c[c] : NULL;
+  if (e->op == OP_DELETE)
+    return (t && e->id == t) || (ep && ep->id && (e->id == ep->from || e->id == ep->to));
+  if (e->op == OP_DISCONNECT) return c && e->id == c;
+  if (e->op != OP_BATCH) return 0;
+  const th_bop *b = &sh->logs[o->th].bops[e->bop];
+  for (unsigned j = 0; j < e->nb; j++) {
+    if (b[j].op == OP_DELETE &&
+        ((t && b[j].id == t) || (ep && ep->id && (b[j].id == ep->from || b[j].id == ep->to))))
+      return 1;
+    if (b[j].op == OP_DISCONNECT && c && b[j].id == c) return 1;
+  }
+  return 0;
+}
+
+/* The index + 1 of connection id in sn->conn (sorted by id); 0 if absent. */
+static uint32_t conn_ix(const th_snap *sn, uint32_t id) {
+  uint32_t lo = 0, hi = sn->nconn;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (sn->conn[mid].id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < sn->nconn && sn->conn[lo].id == id ? lo + 1 : 0;
+}
+
+/* The index + 1 of token id in sn->tok (sorted by id); 0 if absent. */
+static uint32_t tok_ix(const th_snap *sn, uint32_t id) {
+  uint32_t lo = 0, hi = sn->ntok;
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (sn->tok[mid].id < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < sn->ntok && sn->tok[lo].id == id ? lo + 1 : 0;
+}
+
+/* A store's graph holds together, whatever the model says: every
+   connection joins two tokens that exist, and is on its source's outgoing
+   list and its target's incoming list exactly once; the lists hold
+   nothing else. */
+static void snap_check_links(const th_snap *sn, failure *f) {
+  if (sn->overflow) return; /* snap_compare() says so */
+  uint8_t *seen = xcalloc(sn->nconn + 1, 1);
+  uint32_t pos = 0;
+  for (uint32_t i = 0; i < sn->ntok; i++)
+    for (int d = 0; d < 2; d++) {
+      uint32_t cnt = sn->cnt[2 * i + (uint32_t)d], tid = sn->tok[i].id;
+      for (uint32_t k = 0; k < cnt; k++) {
+        uint32_t cid = sn->list[pos + k], ci = conn_ix(sn, cid);
+        const tg_connection *c = ci ? &sn->conn[ci - 1] : NULL;
+        if (!c || (d ? c->to : c->from) != tid || (seen[ci - 1] & (1u << d)))
+          fail_add(f, "token %" PRIu32 "'s %s list holds connection %" PRIu32 ", which %s",
+                   tid, d ? "incoming" : "outgoing", cid,
+                   !c ? "does not exist" : (d ? c->to : c->from) != tid
+                                               ? "has another endpoint there"
+                                               : "it holds twice");
+        else seen[ci - 1] |= (uint8_t)(1u << d);
+      }
+      pos += cnt;
+    }
+  for (uint32_t k = 0; k < sn->nconn; k++) {
+    const tg_connection *c = &sn->conn[k];
+    if (!tok_ix(sn, c->from) || !tok_ix(sn, c->to))
+      fail_add(f, "connection %" PRIu32 " joins %" PRIu32 " -> %" PRIu32 ", and %" PRIu32
+               " is no token", c->id, c->from, c->to, tok_ix(sn, c->from) ? c->to : c->from);
+    else if (seen[k] != 3)
+      fail_add(f, "connection %" PRIu32 " (%" PRIu32 " -> %" PRIu32 ") is missing from %s",
+               c->id, c->from, c->to, seen[k] & 1 ? "its target's incoming list"
+                                                  : "its source's outgoing list");
+  }
+  free(seen);
+}
+
+/* The model of what s holds, as of LSN lsn: every token and connection,
+   the connections ranked in an order every adjacency list agrees with
+   (each list is newest first). 0, or 1 when the lists have no common
+   order. */
+static int model_from_store(tg_store *s, model *m, uint64_t lsn) {
+  model_free(m);
+  th_snap sn;
+  snap_alloc(&sn);
+  snap_take(s, &sn);
+  int rc = sn.overflow;
+  for (uint32_t k = 0; k < sn.ntok; k++) model_apply(m, OP_CREATE, &sn.tok[k], sn.tok[k].id, lsn, 0);
+  uint32_t nc = sn.nconn;
+  uint32_t *next = xcalloc(2 * (size_t)nc + 1, sizeof *next), *indeg = xcalloc(nc + 1, sizeof *indeg);
+  uint32_t *order = xcalloc(nc + 1, sizeof *order);
+  uint32_t pos = 0;
+  for (uint32_t i = 0; i < sn.ntok && !rc; i++)
+    for (int d = 0; d < 2; d++) {
+      uint32_t cnt = sn.cnt[2 * i + (uint32_t)d];
+      for (uint32_t k = 0; k + 1 < cnt; k++) {
+        uint32_t a = conn_ix(&sn, sn.list[pos + k]), b = conn_ix(&sn, sn.list[pos + k + 1]);
+        if (!a || !b) {
+          rc = 1;
+          break;
+        }
+        next[2 * (a - 1) + (uint32_t)d] = b; /* a is newer than b */
+        indeg[b - 1]++;
+      }
+      pos += cnt;
+    }
+  uint32_t head = 0, tail = 0;
+  for (uint32_t k = 0; k < nc; k++)
+    if (!indeg[k]) order[tail++] = k;
+  while (head < tail) {
+    uint32_t k = order[head++];
+    for (int d = 0; d < 2; d++) {
+      uint32_t b = next[2 * k + (uint32_t)d];
+      if (b && --indeg[b - 1] == 0) order[tail++] = b - 1;
+    }
+  }
+  if (tail != nc) rc = 1;
+  for (uint32_t k = 0; k < tail; k++) {
+    const tg_connection *cn = &sn.conn[order[k]];
+    model_apply(m, OP_CONNECT, cn, cn->id, lsn, 0);
+    m->cborn[cn->id] = (uint64_t)(nc - k); /* newest first: the highest */
+    endp_note(cn->id, cn->from, cn->to);
+  }
+  m->lsn = lsn;
+  free(next);
+  free(indeg);
+  free(order);
+  snap_free(&sn);
+  return rc;
+}
+
+static int check_recovery_threads(const iter_ctx *c, const watch *w, model *m, totals *tot,
+                                  uint64_t *R_out) {
+  th_shared *sh = g_th;
+  failure f;
+  memset(&f, 0, sizeof f);
+  size_t nops = 0;
+  for (int t = 0; t < sh->threads; t++)
+    nops += atomic_load_explicit(&sh->logs[t].n, memory_order_acquire);
+  th_op *ops = xcalloc(nops, sizeof *ops);
+  th_op **acked = xcalloc(nops, sizeof *acked);
+  size_t n = 0, nacked = 0, ninflight = 0;
+  uint64_t max_acked = w->start_lsn;
+  for (int t = 0; t < sh->threads; t++) {
+    uint32_t k = atomic_load_explicit(&sh->logs[t].n, memory_order_acquire);
+    uint64_t prev = w->start_lsn;
+    for (uint32_t i = 0; i < k; i++) {
+      th_entry *e = &sh->logs[t].ent[i];
+      int st = atomic_load_explicit(&e->state, memory_order_acquire);
+      ops[n] = (th_op){e, t, st == TE_OK ? e->lsn : 0, st == TE_OK || e->op != OP_CREATE ? e->id : 0};
+      if (e->op == OP_CONNECT && st != TE_OK) ops[n].id = 0;
+      if (e->guess && st == TE_OK) g_tt.guesses++;
+      if (st == TE_OK) {
+        if (e->lsn <= prev)
+          fail_add(&f, "thread %d call %u (%s): LSN %" PRIu64 " not above the thread's "
+                   "previous %" PRIu64 " (or the iteration's start)", t, i, op_name(e->op),
+                   e->lsn, prev);
+        prev = e->lsn;
+        if (e->lsn > max_acked) max_acked = e->lsn;
+        acked[nacked++] = &ops[n];
+        if (e->op == OP_CONNECT) endp_note(e->id, e->u.c.from, e->u.c.to);
+      } else if (st == TE_INTENT) {
+        if (i + 1 != k)
+          fail_add(&f, "thread %d call %u (%s) has no outcome but is not its last", t, i,
+                   op_name(e->op));
+        ninflight++;
+      }
+      if (e->op == OP_BATCH && st == TE_OK)
+        for (unsigned j = 0; j < e->nb; j++) {
+          const th_bop *y = &sh->logs[t].bops[e->bop + j];
+          if (y->op == OP_CONNECT) endp_note(y->id, y->u.c.from, y->u.c.to);
+        }
+      n++;
+    }
+  }
+  /* Unique LSNs, in the order of real time. */
+  qsort(acked, nacked, sizeof *acked, cmp_op_lsn);
+  uint64_t max_t0 = 0;
+  const th_op *max_t0_op = NULL;
+  for (size_t i = 0; i < nacked; i++) {
+    const th_op *o = acked[i];
+    if (i && acked[i - 1]->lsn == o->lsn)
+      fail_add(&f, "two acknowledged calls got LSN %" PRIu64 " (threads %d and %d)", o->lsn,
+               acked[i - 1]->th, o->th);
+    if (max_t0_op && o->e->t1 < max_t0)
+      fail_add(&f, "LSN order against real time: thread %d's %s (LSN %" PRIu64 ") returned "
+               "before thread %d's %s (LSN %" PRIu64 ") was called",
+               o->th, op_name(o->e->op), o->lsn, max_t0_op->th, op_name(max_t0_op->e->op),
+               max_t0_op->lsn);
+    if (o->e->t0 > max_t0) {
+      max_t0 = o->e->t0;
+      max_t0_op = o;
+    }
+  }
+
+  /* The first open: R and the contract's bounds. */
+  uint64_t R = 0;
+  tg_store *s = NULL;
+  int rc = 1;
+  if (!f.count) {
+    if (open_store(c, &s, c->level)) goto out;
+    tg_recovery_info ri;
+    tg_store_stats st;
+    tg_store_recovery_info(s, &ri);
+    tg_store_stats_get(s, &st);
+    R = st.last_lsn;
+    if (ri.torn_tail) tot->torn_tails++;
+    int crc = tg_store_close(s);
+    s = NULL;
+    if (crc) fail_add(&f, "close after recovery: %s", tg_err_name(crc));
+    if (R < w->durable)
+      fail_add(&f, "recovered last_lsn %" PRIu64 " < %" PRIu64 ", which was durable "
+               "(start of the iteration, tg_sync or checkpoint)", R, w->durable);
+    if (c->level == TG_STRICT && R < max_acked)
+      fail_add(&f, "STRICT: recovered last_lsn %" PRIu64 " < %" PRIu64
+               ", an acknowledged call's", R, max_acked);
+    if (atomic_load_explicit(&sh->snap_done, memory_order_acquire) &&
+        (R != max_acked || ninflight))
+      fail_add(&f, "killed idle: recovered last_lsn %" PRIu64 ", the last acknowledged %"
+               PRIu64 ", %zu calls in flight", R, max_acked, ninflight);
+    if (R > w->start_lsn + nacked + ninflight)
+      fail_add(&f, "recovered last_lsn %" PRIu64 ": more records than the %zu calls "
+               "acknowledged and %zu in flight since LSN %" PRIu64, R, nacked, ninflight,
+               w->start_lsn);
+    long lost = 0;
+    for (size_t i = 0; i < nacked; i++)
+      if (acked[i]->lsn > R) lost++;
+    if (lost) {
+      tot->acked_lost[c->level] += lost;
+      if (lost > tot->acked_lost_max[c->level]) tot->acked_lost_max[c->level] = lost;
+      /* The ring holds LSNs claimed in order but published by each thread
+         on its own: a thread killed between its claim and its publish
+         leaves a hole, and recovery stops before it. */
+      if (!ninflight)
+        fail_add(&f, "%ld acknowledged call(s) past the recovered LSN %" PRIu64
+                 " and no call in flight to explain the gap", lost, R);
+      else g_tt.lost_behind_claim += lost;
+    }
+  }
+  if (f.count) goto report;
+
+  /* Which call each LSN in (start, R] is. */
+  size_t span = (size_t)(R - w->start_lsn);
+  th_op **at = xcalloc(span + 1, sizeof *at);
+  size_t known = 0;
+  for (size_t i = 0; i < nacked; i++)
+    if (acked[i]->lsn <= R) {
+      at[acked[i]->lsn - w->start_lsn - 1] = acked[i];
+      known++;
+    }
+  if (span - known > ninflight)
+    fail_add(&f, "%zu LSNs up to %" PRIu64 " are no acknowledged call, but only %zu calls "
+             "were in flight", span - known, R, ninflight);
+  /* Read back what the log still holds of (start, R]. */
+  if (span && !f.count) {
+    char walpath[4200];
+    snprintf(walpath, sizeof walpath, "%s/wal", c->dir);
+    tg_wal_reader *rd = NULL;
+    /* From the oldest segment: the one holding start + 1 may be gone. */
+    if (tg_wal_reader_open(&rd, walpath, 0) == 0) {
+      tg_wal_record rec;
+      while (tg_wal_reader_next(rd, &rec) == 1 && rec.lsn <= R) {
+        if (rec.lsn <= w->start_lsn) continue;
+        th_op **slot = &at[rec.lsn - w->start_lsn - 1];
+        uint32_t nid = 0;
+        if (*slot) {
+          if (!record_matches(&rec, *slot, sh, &nid))
+            fail_add(&f, "the log's record at LSN %" PRIu64 " (type %u) is not thread %d's "
+                     "%s acknowledged with that LSN", rec.lsn, rec.type, (*slot)->th,
+                     op_name((*slot)->e->op));
+          g_tt.records_matched++;
+          continue;
+        }
+        for (size_t i = 0; i < n && !*slot; i++) {
+          th_op *o = &ops[i];
+          if (atomic_load_explicit(&o->e->state, memory_order_relaxed) != TE_INTENT || o->lsn)
+            continue;
+          if (record_matches(&rec, o, sh, &nid)) {
+            o->lsn = rec.lsn;
+            if (o->e->op == OP_CREATE || o->e->op == OP_CONNECT) o->id = nid;
+            if (o->e->op == OP_CONNECT) endp_note(nid, o->e->u.c.from, o->e->u.c.to);
+            *slot = o;
+            g_tt.inflight_found++;
+            g_tt.records_matched++;
+          }
+        }
+        if (!*slot)
+          fail_add(&f, "the log's record at LSN %" PRIu64 " (type %u) is no call any "
+                   "thread made", rec.lsn, rec.type);
+      }
+      tg_wal_reader_close(rd);
+    }
+  }
+  for (size_t i = 0; i < span && !f.count; i++)
+    if (!at[i]) {
+      /* A checkpoint covered the LSN and its segment is gone, and a call
+         in flight is behind it: which one is unknown, so the model cannot
+         follow this iteration. The recovered state (its lists give the
+         connections' order) becomes the model, and the remaining checks
+         (verify, the second open) still run. */
+      g_tt.unresolved++;
+      free(at);
+      if (open_store(c, &s, c->level)) goto out;
+      if (model_from_store(s, m, R)) fail_add(&f, "adjacency lists without a common order");
+      int crc = tg_store_close(s);
+      s = NULL;
+      if (crc) fail_add(&f, "close after recovery: %s", tg_err_name(crc));
+      goto verify;
+    }
+
+  /* Replay on the model, in LSN order, checking each call applies. */
+  for (size_t i = 0; i < span && !f.count; i++) {
+    th_op *o = at[i];
+    uint64_t l = w->start_lsn + 1 + i;
+    const th_entry *e = o->e;
+    if (e->op == OP_BATCH) {
+      const th_bop *b = &sh->logs[o->th].bops[e->bop];
+      for (unsigned j = 0; j < e->nb && !f.count; j++) {
+        const char *why = model_check_op(m, (int)b[j].op, &b[j].u, b[j].id);
+        if (why)
+          fail_add(&f, "not a serial order: LSN %" PRIu64 " (thread %d's batch, entry %u: %s "
+                   "%" PRIu32 ") %s", l, o->th, j, op_name((int)b[j].op), b[j].id, why);
+        else model_apply(m, (int)b[j].op, &b[j].u, b[j].id, l, j);
+      }
+      if (!e->lsn || atomic_load_explicit(&e->state, memory_order_relaxed) != TE_OK)
+        tot->unacked_recovered++;
+      tot->batches_recovered++;
+      continue;
+    }
+    if (atomic_load_explicit(&e->state, memory_order_relaxed) != TE_OK) tot->unacked_recovered++;
+    const char *why = model_check_op(m, e->op, &e->u, o->id);
+    if (why)
+      fail_add(&f, "not a serial order: LSN %" PRIu64 " (thread %d's %s %" PRIu32 ") %s", l,
+               o->th, op_name(e->op), o->id, why);
+    else model_apply(m, e->op, &e->u, o->id, l, 0);
+  }
+  m->lsn = R;
+
+  /* Every refusal explained by a removal that started before it returned. */
+  for (size_t i = 0; i < n && !f.count; i++) {
+    const th_op *o = &ops[i];
+    if (atomic_load_explicit(&o->e->state, memory_order_relaxed) != TE_FAILED) continue;
+    if (o->e->guess) { /* named an id that may never have existed */
+      g_tt.guesses_refused++;
+      continue;
+    }
+    uint32_t tk[4 * MAX_BATCH], cn[4 * MAX_BATCH];
+    int nt = 0, nc = 0, ok = 0;
+    refusal_names(sh, o, tk, &nt, cn, &nc);
+    for (size_t j = 0; j < n && !ok; j++) {
+      const th_op *r = &ops[j];
+      if (r == o || r->e->t0 > o->e->t1 ||
+          atomic_load_explicit(&r->e->state, memory_order_relaxed) == TE_FAILED)
+        continue;
+      for (int a = 0; a < nt && !ok; a++) ok = removes(sh, r, tk[a], 0);
+      for (int a = 0; a < nc && !ok; a++) ok = removes(sh, r, 0, cn[a]);
+    }
+    if (!ok) {
+      char names[1024];
+      size_t len = 0;
+      names[0] = 0;
+      for (int a = 0; a < nt + nc && len < sizeof names - 64; a++) {
+        uint32_t id = a < nt ? tk[a] : cn[a - nt];
+        int live = a < nt ? tok_live(m, id) : conn_live(m, id);
+        len += (size_t)snprintf(names + len, sizeof names - len, " %s %" PRIu32 " (%s)",
+                                a < nt ? "token" : "connection", id,
+                                live ? "live after recovery" : "gone after recovery");
+      }
+      if (o->e->op == OP_BATCH) {
+        const th_bop *b = &sh->logs[o->th].bops[o->e->bop];
+        len += (size_t)snprintf(names + len, sizeof names - len, "; entries:");
+        for (unsigned j = 0; j < o->e->nb && len < sizeof names - 40; j++)
+          len += (size_t)snprintf(names + len, sizeof names - len, " %s %" PRIu32 "%s",
+                                  op_name((int)b[j].op), b[j].id,
+                                  b[j].op == OP_CONNECT ? "" : "");
+        for (unsigned j = 0; j < o->e->nb && len < sizeof names - 40; j++)
+          if (b[j].op == OP_CONNECT)
+            len += (size_t)snprintf(names + len, sizeof names - len, " [%u: %" PRIu32
+                                    "->%" PRIu32 "]", j, b[j].u.c.from, b[j].u.c.to);
+      }
+      /* The removals there were, whenever they started. */
+      for (size_t j = 0; j < n && len < sizeof names - 120; j++) {
+        const th_op *r = &ops[j];
+        int hit = 0;
+        for (int a = 0; a < nt && !hit; a++) hit = removes(sh, r, tk[a], 0);
+        for (int a = 0; a < nc && !hit; a++) hit = removes(sh, r, 0, cn[a]);
+        if (hit)
+          len += (size_t)snprintf(names + len, sizeof names - len,
+                                  "; removed by thread %d's %s (state %d, LSN %" PRIu64
+                                  ") started %.1f us after the refusal returned", r->th,
+                                  op_name(r->e->op), (int)r->e->state, r->lsn,
+                                  ((double)r->e->t0 - (double)o->e->t1) / 1e3);
+      }
+      for (int a = 0; a < nc && len < sizeof names - 80; a++)
+        len += (size_t)snprintf(names + len, sizeof names - len,
+                                "; connection %" PRIu32 " joins %" PRIu32 " -> %" PRIu32, cn[a],
+                                cn[a] < g_endp.cap ? g_endp.c[cn[a]].from : 0,
+                                cn[a] < g_endp.cap ? g_endp.c[cn[a]].to : 0);
+      fail_add(&f, "thread %d's %s (call %td) was refused (%s), but no call that started "
+               "before the refusal removed what it named:%s", o->th, op_name(o->e->op),
+               o->e - sh->logs[o->th].ent, tg_err_name(o->e->rc), names);
+    }
+    g_tt.refusals++;
+  }
+  free(at);
+  if (f.count) goto report;
+
+verify:;
+  /* What tg-replay verify reads. */
+  tg_inspect_report ir;
+  char why[512] = "";
+  int irc = tg_store_inspect(c->dir, &ir, NULL, NULL, why, sizeof why);
+  if (irc)
+    fail_add(&f, "tg_store_inspect (tg-replay verify): %s: %s", tg_err_name(irc), why);
+  else {
+    if (ir.end.reason != TG_WAL_END_CLEAN || ir.apply_failed_lsn)
+      fail_add(&f, "tg-replay verify: the log ends %s%s (record LSN %" PRIu64 " %s)",
+               tg_wal_end_reason_name(ir.end.reason), ir.apply_failed_lsn ? ", a record does "
+               "not apply" : "", ir.apply_failed_lsn,
+               ir.apply_failed_what ? ir.apply_failed_what : "");
+    uint64_t vl = ir.last_lsn > ir.checkpoint_lsn ? ir.last_lsn : ir.checkpoint_lsn;
+    if (vl != R || ir.tokens != m->ntok || ir.connections != m->nconn)
+      fail_add(&f, "tg-replay verify: last LSN %" PRIu64 ", %" PRIu64 " tokens, %" PRIu64
+               " connections; the open: LSN %" PRIu64 ", the model %" PRIu32 " and %" PRIu32,
+               vl, ir.tokens, ir.connections, R, m->ntok, m->nconn);
+  }
+
+  /* The second open: the same R, no torn tail, the model's state; after an
+     idle kill also the child's memory. */
+  if (!f.count && !open_store(c, &s, c->level)) {
+    tg_recovery_info ri;
+    tg_store_stats st;
+    tg_store_recovery_info(s, &ri);
+    tg_store_stats_get(s, &st);
+    if (st.last_lsn != R)
+      fail_add(&f, "second open: last_lsn %" PRIu64 ", first %" PRIu64, st.last_lsn, R);
+    if (ri.torn_tail) fail_add(&f, "second open found a torn tail the first did not cut");
+    compare(s, m, &f);
+    th_snap got;
+    snap_alloc(&got);
+    snap_take(s, &got);
+    snap_check_links(&got, &f);
+    if (atomic_load_explicit(&sh->snap_done, memory_order_acquire)) {
+      snap_compare(&sh->snap, &got, &f);
+      g_tt.snapshots++;
+    }
+    snap_free(&got);
+    int crc = tg_store_close(s);
+    s = NULL;
+    if (crc) fail_add(&f, "close after recovery: %s", tg_err_name(crc));
+  } else if (!f.count) {
+    goto out;
+  }
+report:
+  if (f.count) {
+    report_fail(c, "recovered LSN %" PRIu64 ", %zu calls acknowledged up to LSN %" PRIu64
+                ", %zu in flight, iteration started at LSN %" PRIu64 ", %d problem(s):\n%s",
+                R, nacked, max_acked, ninflight, w->start_lsn, f.count, f.text);
+  } else {
+    rc = 0;
+    *R_out = R;
+  }
+out:
+  free(ops);
+  free(acked);
+  return rc;
+}
+
 /*
  * One kill: fork a child per *p, kill it per `how`, recover, check. *m is
  * the model of the directory on entry and on a successful return.
@@ -1169,6 +2523,10 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
   w.how = c->how = how;
   w.delay_ns = delay_ns;
   w.start_lsn = w.durable = w.last_acked = m->lsn;
+  if (g_th) {
+    th_shared_reset(g_th);
+    w.shm_acks = &g_th->acks;
+  }
   if (start_child(c, p, m, &w)) {
     tot->fails++;
     return 1;
@@ -1183,6 +2541,7 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
 
   int rc = watch_child(c, &w);
   rc |= reap_child(c, &w);
+  if (g_th) w.acks = atomic_load_explicit(&g_th->acks, memory_order_relaxed);
   uint64_t R = 0;
   if (!rc) {
     tot->kills++;
@@ -1191,9 +2550,10 @@ static int run_iteration(iter_ctx *c, const child_plan *p, model *m, rng *r, int
     tot->ops_acked += w.acks;
     if (w.in_ckpt_at_kill) tot->ckpt_kills++;
     if (!w.ready) tot->before_ready++;
-    rc = check_recovery(c, &w, m, tot, &R);
+    rc = g_th ? check_recovery_threads(c, &w, m, tot, &R) : check_recovery(c, &w, m, tot, &R);
   }
   if (!rc) tot->last_lsn = m->lsn;
+  if (g_th) w.n = w.acks;
   if (!rc && c->o->verbose)
     fprintf(stderr, "%s %ld %s kill=%s: calls %zu acked %ld recovered to LSN %" PRIu64
             " (started %" PRIu64 ")\n", c->phase, c->iter, level_name(c->level),
@@ -1210,20 +2570,32 @@ static int kill_phase(const options *o, const char *dir, totals *tot) {
   model m;
   memset(&m, 0, sizeof m);
   int rc = 0;
+  /* Threaded children: their call logs in shared memory, a calls' worth
+     per thread (each makes its share of ops_per_child). */
+  if (o->threads >= 2)
+    g_th = th_shared_map(o->threads, (uint32_t)((o->ops_per_child + o->threads - 1) /
+                                                o->threads + 1));
   for (long it = 0; it < o->iterations && !rc; it++) {
     iter_ctx c = {o, dir, it, mix64(o->seed ^ mix64((uint64_t)it + 1)), 0, 0, "kill"};
     c.level = o->level >= 0 ? o->level : (int)(it % 3);
     rng r = {c.seed};
     child_plan p = {c.level, o->ops_per_child, 1, 0, rnd(&r), 1500, 3000, (int)o->batches};
+    /* Threads: a small population, so that their calls meet. */
+    if (g_th) p.target_tokens = 120, p.target_conns = 240;
     uint64_t x = rnd_below(&r, 100);
     int how = x < 35 ? K_AFTER_ACKS : x < 65 ? K_DELAY : x < 82 ? K_IN_CKPT : x < 94 ? K_OPEN
                                                                                       : K_IDLE;
+    /* Threaded: more idle kills, each compared with the child's memory. */
+    if (g_th)
+      how = x < 30 ? K_AFTER_ACKS : x < 58 ? K_DELAY : x < 73 ? K_IN_CKPT : x < 83 ? K_OPEN
+                                                                                   : K_IDLE;
     uint64_t delay = 0;
     if (how == K_OPEN) delay = rnd_below(&r, 8000000); /* 0..8 ms from fork */
     if (how == K_DELAY) delay = (uint64_t)(1000.0 * pow(50000.0, rnd_unit(&r))); /* 1us..50ms */
     if (how == K_IN_CKPT) delay = rnd_below(&r, 2000000);
     rc = run_iteration(&c, &p, &m, &r, how, delay, tot);
   }
+  g_th = NULL; /* the recovery phase's children are single-threaded */
   model_free(&m);
   return rc;
 }
@@ -1306,6 +2678,10 @@ static void usage(FILE *to) {
           "  --ops-per-child N      most calls one child makes before it idles (default 1000)\n"
           "  --batches P            make P%% of the calls atomic batches of 1..8 entries\n"
           "                         (default 0)\n"
+          "  --threads T            each killed child runs T threads on the store at\n"
+          "                         once, on shared tokens and connections (default 1);\n"
+          "                         the parent checks the log is a serial order of\n"
+          "                         their calls (docs/durability.md)\n"
           "  --recovery-kills N     kills during recovery of a large log (default 0)\n"
           "  --recovery-records N   records in that log (default 200000)\n"
           "  --segment-bytes N      WAL segment size (default 65536)\n"
@@ -1320,7 +2696,7 @@ static void usage(FILE *to) {
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, 200, -1, 0, 1000, 0, 0, 200000, 65536, 131072, 0, 0};
+  options o = {NULL, 200, -1, 0, 1000, 0, 0, 200000, 65536, 131072, 0, 0, 1};
   int seeded = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -1375,6 +2751,13 @@ int main(int argc, char **argv) {
         return 64;
       }
       o.batches = (long)v;
+    }
+    else if (!strcmp(a, "--threads")) {
+      if (v < 1 || v > 64) {
+        fprintf(stderr, "tg-crash: --threads is 1..64, not %" PRIu64 "\n", v);
+        return 64;
+      }
+      o.threads = (int)v;
     }
     else if (!strcmp(a, "--recovery-kills")) o.recovery_kills = (long)v;
     else if (!strcmp(a, "--recovery-records")) o.recovery_records = (long)v;
@@ -1441,6 +2824,10 @@ int main(int argc, char **argv) {
            "\"batches_recovered\":%ld,"
            "\"recovery_kills\":%ld,\"recovery_kills_during_open\":%ld,"
            "\"recovery_kills_in_checkpoint\":%ld,\"recovery_log_records\":%" PRIu64 ","
+           "\"threads\":%d,\"records_checked\":%ld,\"inflight_found\":%ld,"
+           "\"refusals_explained\":%ld,\"idle_memory_compared\":%ld,"
+           "\"acked_lost_behind_inflight\":%ld,\"inflight_hidden\":%ld,"
+           "\"guesses_found\":%ld,\"guesses_refused\":%ld,"
            "\"seconds\":%.3f,\"kill_seconds\":%.3f,\"recovery_seconds\":%.3f}\n",
            rc ? "false" : "true", o.seed, o.iterations, tot.kills,
            tot.kills_by_level[TG_STRICT], tot.kills_by_level[TG_BALANCED],
@@ -1450,7 +2837,9 @@ int main(int argc, char **argv) {
            tot.acked_lost_max[TG_RELAXED], (double)tot.lost_age_max[TG_BALANCED] / 1e3,
            (double)tot.lost_age_max[TG_RELAXED] / 1e3, tot.unacked_recovered, tot.torn_tails,
            tot.batches_recovered, rt.kills,
-           rt.before_ready, rt.ckpt_kills, rt.last_lsn, sec, ksec, rsec);
+           rt.before_ready, rt.ckpt_kills, rt.last_lsn, o.threads, g_tt.records_matched,
+           g_tt.inflight_found, g_tt.refusals, g_tt.snapshots, g_tt.lost_behind_claim,
+           g_tt.unresolved, g_tt.guesses, g_tt.guesses_refused, sec, ksec, rsec);
   } else if (o.iterations) {
     printf("tg-crash: %s: %ld kills (strict %ld, balanced %ld, relaxed %ld), %ld calls "
            "acknowledged, log at LSN %" PRIu64 ", %.2f s\n",
@@ -1472,6 +2861,17 @@ int main(int argc, char **argv) {
     if (o.batches)
       printf("tg-crash:   batches found whole in recovered logs %ld (each all or nothing)\n",
              tot.batches_recovered);
+    if (o.threads >= 2)
+      printf("tg-crash:   %d threads a child: %ld log records checked against their calls "
+             "(%ld of calls in flight at the kill), %ld refusals each explained by a "
+             "concurrent removal, %ld idle kills equal to the child's memory, %ld "
+             "acknowledged calls lost behind a call in flight, %ld iterations whose "
+             "in-flight call a checkpoint hid\n",
+             o.threads, g_tt.records_matched, g_tt.inflight_found, g_tt.refusals,
+             g_tt.snapshots, g_tt.lost_behind_claim, g_tt.unresolved);
+    if (o.threads >= 2)
+      printf("tg-crash:   calls on the id another thread's create was about to get: %ld "
+             "found it, %ld refused\n", g_tt.guesses, g_tt.guesses_refused);
   }
   if (!o.json && o.recovery_kills) {
       printf("tg-crash: recovery: %ld kills (%ld before the open returned, %ld in the "

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -124,6 +125,73 @@ static void test_arena_map_chunk_of_dead_ids_is_given_back(void **state) {
   tg__arena_free(&a);
 }
 
+/* The VmFlags line of the mapping that holds p, from /proc/self/smaps. */
+static int vmflags_of(const void *p, char *flags, size_t len) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  if (!f) return -1;
+  char line[512];
+  int in = 0, found = -1;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+      in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+      continue;
+    }
+    if (in && strncmp(line, "VmFlags:", 8) == 0) {
+      size_t n = strlen(line + 8);
+      if (n >= len) n = len - 1;
+      memcpy(flags, line + 8, n);
+      flags[n] = 0;
+      found = 0;
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+static void test_arena_map_chunks_share_one_2mib_huge_page_region(void **state) {
+  (void)state;
+  tg__arena a;
+  assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
+  uint32_t id;
+  for (uint32_t i = 0; i < TG__CHUNK_SLOTS + 1; i++) take(&a, &id);
+  assert_non_null(a.map[0]);
+  assert_non_null(a.map[1]);
+  /* One region, 2 MiB aligned, the chunks side by side in it. */
+  assert_int_equal((uintptr_t)a.map[0] % TG__MAP_REGION_BYTES, 0);
+  assert_ptr_equal((unsigned char *)a.map[1], (unsigned char *)a.map[0] + TG__MAP_CHUNK_BYTES);
+  /* Advised for huge pages ("hg"), as the slot chunks are. */
+  char flags[256];
+  assert_int_equal(vmflags_of(a.map[0], flags, sizeof flags), 0);
+  assert_non_null(strstr(flags, " hg"));
+  tg__arena_free(&a);
+}
+
+static void test_arena_read_of_an_id_whose_slot_is_elsewhere_returns_that_slot(void **state) {
+  (void)state;
+  tg__arena a;
+  assert_int_equal(tg__arena_init(&a, ID_OFF), 0);
+  uint32_t id;
+  unsigned char out[TG__SLOT_BYTES];
+  /* 1, 2, 3 in slots 0, 1, 2; 1 deleted, so 4 reuses slot 0, while the
+     read's first guess for 4 is slot 3 (handed out to nobody). */
+  void *p1 = take(&a, &id);
+  take(&a, &id);
+  take(&a, &id);
+  tg__arena_release(&a, p1, 1);
+  void *p4 = take(&a, &id);
+  assert_int_equal(id, 4);
+  assert_ptr_equal(p4, p1);
+  assert_int_equal(tg__arena_read(&a, 4, out), 1);
+  assert_int_equal(tg__slot_u32(out, ID_OFF), 4);
+  assert_int_equal(tg__arena_read(&a, 1, out), 0);
+  assert_int_equal(tg__arena_read(&a, 3, out), 1);
+  assert_int_equal(tg__slot_u32(out, ID_OFF), 3);
+  tg__arena_free(&a);
+}
+
 static void test_arena_grows_across_chunks_with_stable_addresses(void **state) {
   (void)state;
   tg__arena a;
@@ -179,6 +247,8 @@ int main(void) {
     cmocka_unit_test(test_arena_deleted_slots_are_reused_last_freed_first_under_new_ids),
     cmocka_unit_test(test_arena_ids_wrap_past_2_32_skipping_live_ones),
     cmocka_unit_test(test_arena_map_chunk_of_dead_ids_is_given_back),
+    cmocka_unit_test(test_arena_map_chunks_share_one_2mib_huge_page_region),
+    cmocka_unit_test(test_arena_read_of_an_id_whose_slot_is_elsewhere_returns_that_slot),
     cmocka_unit_test(test_arena_grows_across_chunks_with_stable_addresses),
     cmocka_unit_test(test_arena_out_of_memory_is_reported_and_changes_nothing),
   };

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -668,6 +670,54 @@ static void test_a_full_disk_during_a_checkpoint_is_enospc_and_loses_nothing(voi
   assert_int_equal(tg_store_close(s), 0);
 }
 
+/* Who synced data.mdb: the thread and its nice. */
+static _Atomic long data_sync_tid;
+static _Atomic int data_sync_nice = 99;
+static int note_data_fdatasync(int fd) {
+  char link[64], target[512];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  target[n > 0 ? n : 0] = 0;
+  if (strstr(target, "data.mdb")) {
+    long tid = syscall(SYS_gettid);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+    data_sync_tid = tid;
+    data_sync_nice = errno ? 99 : nice;
+  }
+  return fdatasync(fd);
+}
+
+static void test_a_checkpoint_writes_lmdb_on_a_thread_at_nice_10_and_leaves_the_caller_as_it_was(
+    void **state) {
+  (void)state;
+  tg_store *s = open_at(dir);
+  uint32_t id;
+  for (int i = 0; i < 1000; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  long me = syscall(SYS_gettid);
+  errno = 0;
+  int before = getpriority(PRIO_PROCESS, (id_t)me);
+  assert_int_equal(errno, 0);
+  tg__io.fdatasync = note_data_fdatasync;
+  assert_int_equal(tg_checkpoint(s), 0);
+  tg__io_reset();
+  /* The LMDB transaction and its sync ran on another thread, niced (from
+     the caller's nice: 10 more, capped at 19). */
+  assert_true(data_sync_tid != 0);
+  assert_true(data_sync_tid != me);
+  assert_int_equal(data_sync_nice, before + 10 > 19 ? 19 : before + 10);
+  errno = 0;
+  assert_int_equal(getpriority(PRIO_PROCESS, (id_t)me), before);
+  /* And what it wrote is the checkpoint. */
+  assert_int_equal(tg_store_close(s), 0);
+  s = open_at(dir);
+  tg_recovery_info ri;
+  tg_store_recovery_info(s, &ri);
+  assert_int_equal(ri.checkpoint_tokens, 1000);
+  assert_int_equal(ri.replayed_records, 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 static int data_syncs;
 static int fail_data_fdatasync(int fd) {
   char link[64], target[512];
@@ -745,6 +795,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_a_checkpoint_missing_one_of_its_databases_is_refused_by_inspect_and_open, setup, teardown),
     cmocka_unit_test_setup_teardown(test_the_fuzz_seed_opens_as_inspection_sees_it, setup, teardown),
     cmocka_unit_test_setup_teardown(test_damaged_checkpoint_opens_exactly_or_is_refused, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_a_checkpoint_writes_lmdb_on_a_thread_at_nice_10_and_leaves_the_caller_as_it_was, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -536,6 +536,20 @@ static void test_a_purge_below_the_followers_position_is_detected(void **state) 
   assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
   assert_null(r);
   assert_non_null(strstr(msg, "purged"));
+  /* Asked to bootstrap again, with no snapshot to start from: refused,
+     nothing moved. */
+  cfg.rebootstrap = 1;
+  msg[0] = 0;
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
+  assert_null(r);
+  assert_non_null(strstr(msg, "no snapshot"));
+  char aside[320];
+  snprintf(aside, sizeof aside, "%s.gap.1", rdir);
+  struct stat st;
+  assert_int_equal(stat(aside, &st), -1);
+  tg_inspect_report ir;
+  assert_int_equal(tg_store_inspect(rdir, &ir, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(ir.checkpoint_lsn, mid);
   assert_int_equal(tg_store_close(p.s), 0);
 }
 
@@ -685,8 +699,15 @@ static void test_a_lease_taken_since_it_was_read_is_not_overwritten(void **state
   assert_int_equal(tg__follow_lease_get(f, 10000, &now, msg, sizeof msg), 0);
   assert_int_equal(now.epoch, 2);
   assert_null(strstr(now.owner, "stale"));
-  /* A later promotion reads the lease anew and goes past it: epoch 3,
-     and r1 (epoch 2) would be fenced by the stream at its next publish. */
+  /* r1 holds the lease now and renews it: a second promotion is refused
+     while it lives. */
+  assert_int_equal(tg_replica_promote(r2, 120000, msg, sizeof msg), TG_EEXIST);
+  assert_non_null(strstr(msg, "writer is alive"));
+  /* Forced, it reads the lease anew and goes past it: epoch 3, and r1
+     (epoch 2) finds the key taken at its next renewal: fenced. */
+  assert_int_equal(tg_store_close(r2), 0);
+  cfg.promote_force = 1;
+  r2 = replica_open(d2, &cfg);
   assert_int_equal(tg_replica_promote(r2, 120000, msg, sizeof msg), 0);
   tg_replica_status s1, s2;
   tg_replica_status_get(r1, &s1);
@@ -696,7 +717,15 @@ static void test_a_lease_taken_since_it_was_read_is_not_overwritten(void **state
   assert_int_equal(tg__follow_lease_get(f, 10000, &now, msg, sizeof msg), 0);
   assert_int_equal(now.epoch, 3);
   tg__follow_close(f);
-  assert_int_equal(tg_store_close(r1), 0);
+  uint64_t t0 = tgp_now_ns();
+  while (!tg__lease_lost(r1->lease)) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("r1 never found its lease taken");
+    tgt_pause();
+  }
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(r1, &t, &id), TG_EFENCED);
+  assert_int_equal(tg_store_close(r1), TG_EFENCED); /* the log's failure */
   assert_int_equal(tg_store_close(r2), 0);
 }
 
@@ -1003,7 +1032,13 @@ static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **sta
   snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
   tg_store *r = replica_open(rdir, &cfg);
   wait_for(r, last_lsn_of(p.s));
-  /* The old primary is still running when the replica takes over. */
+  /* The old primary is still running when the replica takes over: its
+     lease is live, so only a forced promotion goes ahead. */
+  assert_int_equal(tg_replica_promote(r, 120000, msg, sizeof msg), TG_EEXIST);
+  assert_int_equal(tg_store_close(r), 0);
+  cfg.promote_force = 1;
+  r = replica_open(rdir, &cfg);
+  msg[0] = 0;
   int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
   if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
   tg_token t = {0};
@@ -1055,11 +1090,17 @@ static void test_a_stale_primary_is_fenced_once_a_replica_is_promoted(void **sta
    of a process with libnats's threads must start no thread of its own,
    which TSan enforces): creates tokens at TG_REPLICATED, and after each
    acknowledged create writes (id, timestamp) to fd. Never returns. */
+/* The failover rounds' lease TTL: short for quick rounds, long enough
+   that a loaded machine does not starve a live primary's renewals (every
+   second) past it. */
+#define FAILOVER_TTL_MS 3000u
+
 static void failover_child(const char *dir, int fd, const char *url, const char *nm) {
   tg_store_config cfg;
   tg_store_config_init(&cfg);
   cfg.crash_dump = 0;
   cfg.checkpoint_bytes = 1u << 20;
+  cfg.repl_lease_ttl_ms = FAILOVER_TTL_MS;
   cfg.nats_url = url;
   cfg.repl_name = nm;
   cfg.wal.level = TG_REPLICATED;
@@ -1086,15 +1127,22 @@ static void failover_child(const char *dir, int fd, const char *url, const char 
   }
 }
 
-/* One round: a child primary writes at TG_REPLICATED, a replica follows,
-   the child is killed -9 at some point, the replica is promoted: every
-   create the child saw acknowledged is there, with its content. */
+/* One round: a child primary writes at TG_REPLICATED, two failover
+   followers follow, the child is killed -9 at some point, and once the
+   lease expires exactly one follower promotes itself: every create the
+   child saw acknowledged is there, with its content, and the other
+   follower follows the new writer. */
+static uint64_t failover_ms[1024]; /* kill to promotion, per round */
+
 static void failover_round(unsigned round, unsigned kill_after) {
-  char pdir[300], rdir[300];
+  char pdir[300], rdir[300], rdir2[300];
   snprintf(pdir, sizeof pdir, "%s/primary%u", tgt_root, round);
   snprintf(rdir, sizeof rdir, "%s/replica%u", tgt_root, round);
+  snprintf(rdir2, sizeof rdir2, "%s/replica%u.b", tgt_root, round);
   tg_replica_config cfg = replica_config();
   cfg.store.wal.level = TG_REPLICATED;
+  cfg.failover = 1;
+  cfg.lease_ttl_ms = FAILOVER_TTL_MS;
   int fds[2];
   assert_int_equal(pipe(fds), 0);
   fflush(NULL);
@@ -1109,7 +1157,7 @@ static void failover_round(unsigned round, unsigned kill_after) {
     _exit(127);
   }
   close(fds[1]);
-  tg_store *r = NULL;
+  tg_store *rr[2] = {NULL, NULL}, *r = NULL;
   uint32_t *acked = calloc(2u * (kill_after + 100000u), sizeof *acked);
   assert_non_null(acked);
   size_t n = 0;
@@ -1124,9 +1172,19 @@ static void failover_round(unsigned round, unsigned kill_after) {
     acked[2 * n] = rec[0];
     acked[2 * n + 1] = rec[1];
     n++;
-    if (n == 1 + kill_after / 2) r = replica_open(rdir, &cfg); /* mid-run */
+    if (n == 1 + kill_after / 2) { /* mid-run */
+      rr[0] = replica_open(rdir, &cfg);
+      rr[1] = replica_open(rdir2, &cfg);
+    }
+  }
+  /* Alive, the primary keeps its lease: the follower has not taken over. */
+  tg_replica_status rs;
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(tg_replica_status_get(rr[k], &rs), 0);
+    assert_int_equal(rs.promoted, 0);
   }
   kill(pid, SIGKILL);
+  uint64_t killed = tgp_now_ns();
   tgt_wait_child(pid);
   /* What it reported before it died. */
   while (tgt_read_full(fds[0], rec, sizeof rec, &got)) {
@@ -1135,9 +1193,22 @@ static void failover_round(unsigned round, unsigned kill_after) {
     n++;
   }
   close(fds[0]);
-  char msg[512] = "";
-  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
-  if (rc) fail_msg("round %u: promote: %s: %s", round, tg_err_name(rc), msg);
+  /* Nobody promotes them: one does so itself once the lease expired. */
+  int w = -1;
+  while (w < 0) {
+    for (int k = 0; k < 2; k++) {
+      assert_int_equal(tg_replica_status_get(rr[k], &rs), 0);
+      if (rs.error) fail_msg("round %u: follower %d stopped: %s", round, k, rs.message);
+      if (rs.promoted) w = k;
+    }
+    if (w < 0 && tgp_now_ns() - killed > TGT_PATIENCE_NS)
+      fail_msg("round %u: no follower took over", round);
+    if (w < 0) tgt_pause();
+  }
+  r = rr[w];
+  assert_int_equal(tg_replica_status_get(r, &rs), 0);
+  failover_ms[round % 1024] = (tgp_now_ns() - killed) / 1000000u;
+  assert_int_equal(rs.epoch, 2);
   for (size_t i = 0; i < n; i++) {
     tg_token t;
     if (tg_token_get(r, acked[2 * i], &t) || t.timestamp != acked[2 * i + 1])
@@ -1151,7 +1222,15 @@ static void failover_round(unsigned round, unsigned kill_after) {
   assert_int_equal(tg_token_create(r, &t, &id), 0);
   assert_int_equal(tgt_stats(r).live_tokens, live + 1);
   assert_int_equal(tg_wait_lsn(r, tgt_stats(r).last_lsn, 120000), 0);
+  /* The other lost the race and follows the new writer at its epoch. */
+  tg_store *other = rr[1 - w];
+  wait_for(other, tgt_stats(r).last_lsn);
+  assert_int_equal(tg_replica_status_get(other, &rs), 0);
+  assert_int_equal(rs.promoted, 0);
+  assert_int_equal(rs.epoch, 2);
+  assert_same(r, other);
   free(acked);
+  assert_int_equal(tg_store_close(other), 0);
   assert_int_equal(tg_store_close(r), 0);
 }
 
@@ -1159,11 +1238,20 @@ static void test_killing_the_primary_loses_no_acknowledged_operation(void **stat
   (void)state;
   const char *e = getenv("TG_FAILOVER_ROUNDS");
   unsigned rounds = e ? (unsigned)strtoul(e, NULL, 10) : 1;
+  uint64_t worst = 0, sum = 0;
   for (unsigned i = 0; i < rounds; i++) {
     if (i) new_stream(); /* a stream of its own per round */
     failover_round(i, 500 + 97 * (i % 13));
-    if (rounds > 1) printf("failover round %u of %u: ok\n", i + 1, rounds);
+    uint64_t ms = failover_ms[i % 1024];
+    sum += ms;
+    if (ms > worst) worst = ms;
+    if (rounds > 1) printf("failover round %u of %u: ok, promoted %" PRIu64 " ms after the "
+                           "kill\n", i + 1, rounds, ms);
   }
+  /* A figure, not a bound: the lease TTL plus a watch period and the
+     drain. */
+  printf("# %u failover round(s), TTL %u ms: kill to promotion mean %" PRIu64 " ms, max %"
+         PRIu64 " ms\n", rounds, FAILOVER_TTL_MS, sum / rounds, worst);
 }
 
 static void test_messages_of_a_fast_primary_stay_under_1_mib(void **state) {
@@ -1224,6 +1312,394 @@ static void test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint(vo
   assert_same_then_close(&p, r);
 }
 
+/* ---- the leader lease and failover (src/store/lease.c) ------------------ */
+
+/* The lease as the bucket holds it now (not created when missing). */
+static tg__lease lease_now(void) {
+  tg__follow *f = NULL;
+  tg__lease l;
+  char msg[256] = "";
+  if (tg__follow_open(&f, srv.url, name, msg, sizeof msg)) fail_msg("lease: %s", msg);
+  if (tg__follow_lease_get(f, UINT32_MAX, &l, msg, sizeof msg)) fail_msg("lease: %s", msg);
+  tg__follow_close(f);
+  return l;
+}
+
+static void test_a_running_primary_renews_its_lease_and_promotion_waits_for_it(void **state) {
+  (void)state;
+  primary p;
+  memset(&p, 0, sizeof p);
+  snprintf(p.dir, sizeof p.dir, "%s/primary", tgt_root);
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.checkpoint_bytes = 0;
+  pc.nats_url = srv.url;
+  pc.repl_name = name;
+  pc.wal.level = TG_REPLICATED;
+  pc.repl_lease_ttl_ms = 100; /* renewals every 33 ms: refused */
+  char msg[512] = "";
+  assert_int_equal(tg_store_open_msg(&p.s, p.dir, &pc, msg, sizeof msg), TG_ECONFIG);
+  assert_non_null(strstr(msg, "repl_lease_ttl_ms"));
+  pc.repl_lease_ttl_ms = 1500; /* renewed every 500 ms */
+  p.s = tgt_open(p.dir, &pc);
+  p.rnd = 3;
+  primary_work(&p, 100);
+  tg__lease l0 = lease_now();
+  assert_true(l0.revision > 0);
+  assert_int_equal(l0.epoch, 1);
+  assert_int_equal(l0.ttl_ms, 1500);
+  assert_true(l0.owner[0] != 0);
+  /* Several TTLs pass: the key is rewritten again and again by the same
+     owner at the same epoch, and never expires. */
+  uint64_t revs = 0, prev = l0.revision, t0 = tgp_now_ns();
+  while (revs < 8) {
+    tg__lease l = lease_now();
+    if (!l.revision) fail_msg("the lease expired while its primary ran");
+    assert_string_equal(l.owner, l0.owner);
+    assert_int_equal(l.epoch, 1);
+    if (l.revision != prev) {
+      revs++;
+      prev = l.revision;
+    }
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("the lease was renewed %" PRIu64
+                                                     " times only", revs);
+    tgt_pause();
+  }
+  tg_replica_status ps;
+  assert_int_equal(tg_replica_status_get(p.s, &ps), 0);
+  assert_true(ps.lease_renewals >= 8);
+  /* The lease names the LSN the stream acknowledged. */
+  assert_true(lease_now().lsn <= last_lsn_of(p.s));
+  /* A replica cannot be promoted under it, by the library or the tool. */
+  tg_replica_config cfg = replica_config();
+  char rdir[300];
+  tg_store *r = NULL;
+  cfg.lease_ttl_ms = 100;
+  snprintf(rdir, sizeof rdir, "%s/replica", tgt_root);
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), TG_EINVAL);
+  assert_null(r);
+  cfg.lease_ttl_ms = 10000;
+  r = replica_in(rdir, "replica", &cfg);
+  wait_for(r, last_lsn_of(p.s));
+  assert_int_equal(tg_replica_promote(r, 120000, msg, sizeof msg), TG_EEXIST);
+  assert_non_null(strstr(msg, l0.owner));
+  assert_int_equal(tg_store_close(r), 0);
+  const char *pargs[] = {"promote", "--nats", srv.url, "--stream", name, "--dir", rdir, NULL};
+  tgt_run_out o = tgt_run(TG_REPLICA_BIN, pargs, NULL, tgt_root);
+  assert_int_equal(o.status, 1);
+  if (!strstr(o.err, "TG_EEXIST") || !strstr(o.err, "force"))
+    fail_msg("tg-replica promote under a live lease: %s", o.err);
+  tgt_run_free(&o);
+  /* A clean close releases it: the epoch stays, the owner goes, and a
+     promotion goes ahead at once. */
+  uint64_t last = last_lsn_of(p.s);
+  assert_int_equal(tg_store_close(p.s), 0);
+  tg__lease rel = lease_now();
+  assert_true(rel.revision > 0);
+  assert_string_equal(rel.owner, "");
+  assert_int_equal(rel.epoch, 1);
+  assert_int_equal(rel.lsn, last);
+  r = replica_open(rdir, &cfg);
+  int rc = tg_replica_promote(r, 120000, msg, sizeof msg);
+  if (rc) fail_msg("promote after the primary closed: %s: %s", tg_err_name(rc), msg);
+  assert_int_equal(lease_now().epoch, 2);
+  assert_int_equal(tg_store_close(r), 0);
+  /* The old primary's directory, reopened, finds a newer epoch's lease:
+     refused before it publishes anything. */
+  tg_store *again = NULL;
+  msg[0] = 0;
+  assert_int_equal(tg_store_open_msg(&again, p.dir, &pc, msg, sizeof msg), TG_EFENCED);
+  assert_non_null(strstr(msg, "lease"));
+  assert_null(again);
+}
+
+/* Renewals made and failed by the store's lease holder. */
+static void lease_counts(tg_store *s, uint64_t *renewals, uint64_t *failures) {
+  uint64_t epoch;
+  tg__lease_info(s->lease, &epoch, renewals, failures);
+}
+
+static void test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced(void **state) {
+  (void)state;
+  tgn_server own;
+  if (tgn_server_start(&own, 1)) fail_msg("cannot start a server of this test's own");
+  char dir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/primary", tgt_root);
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.checkpoint_bytes = 0;
+  pc.nats_url = own.url;
+  pc.repl_name = name;
+  pc.wal.level = TG_RELAXED;
+  pc.repl_lease_ttl_ms = 900;
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, dir, &pc, msg, sizeof msg);
+  if (rc) fail_msg("open: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  uint64_t ren = 0, fails = 0, t0 = tgp_now_ns();
+  /* The server goes away: renewals fail, and go on being tried. */
+  tgn_server_kill_node(&own, 0);
+  while (lease_counts(s, &ren, &fails), fails < 2) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("no renewal failed without a server");
+    tgt_pause();
+  }
+  assert_int_equal(tg__lease_lost(s->lease), 0);
+  /* It comes back (the key expired meanwhile): the lease is the store's
+     again, and the store was never fenced. */
+  assert_int_equal(tgn_server_restart_node(&own, 0), 0);
+  uint64_t ren0 = ren;
+  t0 = tgp_now_ns();
+  while (lease_counts(s, &ren, &fails), ren < ren0 + 2) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("renewals never resumed");
+    tgt_pause();
+  }
+  assert_int_equal(tg__lease_lost(s->lease), 0);
+  assert_int_equal(tg_token_create(s, &t, &id), 0);
+  assert_int_equal(tg_sync(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tgn_server_stop(&own);
+}
+
+static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void **state) {
+  (void)state;
+  primary p;
+  open_primary(&p, "primary", TG_REPLICATED);
+  primary_work(&p, 300);
+  tg_replica_config cfg = replica_config();
+  cfg.failover = 1;
+  cfg.lease_ttl_ms = 1500;
+  cfg.store.wal.level = TG_REPLICATED;
+  char d1[300], d2[300];
+  tg_store *r[2];
+  r[0] = replica_in(d1, "r1", &cfg);
+  r[1] = replica_in(d2, "r2", &cfg);
+  wait_for(r[0], last_lsn_of(p.s));
+  wait_for(r[1], last_lsn_of(p.s));
+  uint64_t last = last_lsn_of(p.s);
+  /* The primary goes (its close releases the lease): both race for it. */
+  assert_int_equal(tg_store_close(p.s), 0);
+  int w = -1;
+  uint64_t t0 = tgp_now_ns();
+  while (w < 0) {
+    for (int i = 0; i < 2; i++) {
+      tg_replica_status st;
+      assert_int_equal(tg_replica_status_get(r[i], &st), 0);
+      if (st.error) fail_msg("follower %d stopped: %s", i + 1, st.message);
+      if (st.promoted) w = i;
+    }
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("no follower took over");
+    tgt_pause();
+  }
+  tg_store *winner = r[w], *loser = r[1 - w];
+  assert_int_equal(tg_replica_applied_lsn(winner), last);
+  /* The winner writes; the loser follows it at the new epoch. */
+  for (int i = 0; i < 20; i++) {
+    tg_token t = {0};
+    t.timestamp = 9000u + (uint32_t)i;
+    uint32_t id;
+    assert_int_equal(tg_token_create(winner, &t, &id), 0);
+  }
+  wait_for(loser, last_lsn_of(winner));
+  tg_replica_status ws, ls;
+  assert_int_equal(tg_replica_status_get(winner, &ws), 0);
+  assert_int_equal(tg_replica_status_get(loser, &ls), 0);
+  assert_int_equal(ws.epoch, 2);
+  assert_int_equal(ls.epoch, 2);
+  assert_int_equal(ls.promoted, 0);
+  assert_int_equal(ls.is_replica, 1);
+  assert_int_equal(ls.error, 0);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(loser, &t, &id), TG_EREADONLY);
+  /* Several TTLs later the winner still holds the lease (it renews it)
+     and the loser has not taken it. */
+  uint64_t rev = lease_now().revision;
+  t0 = tgp_now_ns();
+  while (lease_now().revision < rev + 6) {
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("the winner stopped renewing");
+    tgt_pause();
+  }
+  assert_int_equal(lease_now().epoch, 2);
+  assert_int_equal(tg_replica_status_get(loser, &ls), 0);
+  assert_int_equal(ls.promoted, 0);
+  assert_same(winner, loser);
+  assert_int_equal(tg_store_close(loser), 0);
+  assert_int_equal(tg_store_close(winner), 0);
+}
+
+static void test_a_follower_behind_a_purge_bootstraps_again_only_when_asked(void **state) {
+  (void)state;
+  primary p;
+  uint64_t mid = primary_with(&p, 400);
+  tg_replica_config cfg = replica_config();
+  char rdir[300], msg[512] = "";
+  unsigned m1 = follower_saved_at(&p, rdir, &cfg, mid, 10);
+  primary_work(&p, 400);
+  uint64_t snap = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, mid + 1, snap, 10, 1);
+  set_position(p.s, m1 + m2, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  int rc = tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg);
+  if (rc) fail_msg("snapshot: %s: %s", tg_err_name(rc), msg);
+  primary_work(&p, 300);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, snap + 1, last, 10, 1);
+  /* Everything after the replica's position up to the snapshot is gone. */
+  purge_below(m1 + m2 + 1);
+  /* By default: refused, the directory as it was. */
+  tg_store *r = NULL;
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -ENODATA);
+  assert_null(r);
+  char aside[320];
+  snprintf(aside, sizeof aside, "%s.gap.1", rdir);
+  struct stat st;
+  assert_int_equal(stat(aside, &st), -1);
+  tg_inspect_report ir;
+  assert_int_equal(tg_store_inspect(rdir, &ir, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(ir.checkpoint_lsn, mid);
+  /* Asked to, but an interrupted re-bootstrap left its directory: refused
+     until it is removed, nothing moved. */
+  cfg.rebootstrap = 1;
+  char left[320];
+  snprintf(left, sizeof left, "%s.rebootstrap", rdir);
+  assert_int_equal(mkdir(left, 0700), 0);
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), -EEXIST);
+  assert_non_null(strstr(msg, "interrupted"));
+  assert_int_equal(stat(aside, &st), -1);
+  assert_int_equal(rmdir(left), 0);
+  /* Then it starts again from the snapshot and keeps the old content
+     aside. */
+  msg[0] = 0;
+  rc = tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg);
+  if (rc) fail_msg("rebootstrap: %s: %s", tg_err_name(rc), msg);
+  tg_replica_status rs;
+  assert_int_equal(tg_replica_status_get(r, &rs), 0);
+  assert_string_equal(rs.set_aside, aside);
+  wait_for(r, last);
+  assert_int_equal(tgt_stats(r).checkpoint_lsn, snap);
+  assert_same(p.s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_inspect(aside, &ir, NULL, NULL, msg, sizeof msg), 0);
+  assert_int_equal(ir.checkpoint_lsn, mid);
+  /* Caught up, a reopen needs nothing again. */
+  r = replica_open(rdir, &cfg);
+  assert_int_equal(tg_replica_status_get(r, &rs), 0);
+  assert_string_equal(rs.set_aside, "");
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
+/* `tg-replica` with args (NULL-terminated) in the background, stdout and
+   stderr appended to outp. */
+static pid_t spawn_tool(const char *outp, const char *const *args) {
+  tgt_write_file(outp, "");
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int fd = open(outp, O_WRONLY | O_APPEND);
+    if (fd < 0) _exit(126);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(TG_REPLICA_BIN, (char *const *)args);
+    _exit(127);
+  }
+  return pid;
+}
+
+/* Wait until outp holds want; fail (killing pid) at the deadline. */
+static void wait_output(pid_t pid, const char *outp, const char *want) {
+  uint64_t t0 = tgp_now_ns();
+  for (;;) {
+    char *out = tgt_read_file(outp, NULL);
+    int seen = out && strstr(out, want);
+    free(out);
+    if (seen) return;
+    if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) {
+      kill(pid, SIGKILL);
+      out = tgt_read_file(outp, NULL);
+      fail_msg("tg-replica never printed %s: %s", want, out ? out : "");
+    }
+    tgt_pause();
+  }
+}
+
+static void stop_tool(pid_t pid) {
+  kill(pid, SIGTERM);
+  int st = tgt_wait_child(pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_tg_replica_follow_bootstraps_again_and_fails_over(void **state) {
+  (void)state;
+  /* --rebootstrap: a directory behind a purge starts again from the
+     snapshot, its old content kept aside. */
+  primary p;
+  uint64_t mid = primary_with(&p, 300);
+  tg_replica_config cfg = replica_config();
+  char rdir[300], outp[400], want[400], msg[512] = "";
+  snprintf(outp, sizeof outp, "%s/follow.out", tgt_root);
+  unsigned m1 = follower_saved_at(&p, rdir, &cfg, mid, 10);
+  primary_work(&p, 300);
+  uint64_t snap = last_lsn_of(p.s);
+  unsigned m2 = publish_log(p.dir, mid + 1, snap, 10, 1);
+  set_position(p.s, m1 + m2, 1);
+  assert_int_equal(tg_checkpoint(p.s), 0);
+  assert_int_equal(tg_repl_snapshot_publish(p.s, srv.url, name, NULL, msg, sizeof msg), 0);
+  primary_work(&p, 100);
+  uint64_t last = last_lsn_of(p.s);
+  publish_log(p.dir, snap + 1, last, 10, 1);
+  purge_below(m1 + m2 + 1);
+  assert_int_equal(tg_store_close(p.s), 0);
+  const char *fargs[] = {TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+                         "--dir", rdir, "--rebootstrap", "--json", NULL};
+  pid_t pid = spawn_tool(outp, fargs);
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  wait_output(pid, outp, want);
+  snprintf(want, sizeof want, "the old content is in %s.gap.1", rdir);
+  wait_output(pid, outp, want);
+  stop_tool(pid);
+  /* --failover: a writer of its own on a new stream; when it closes (which
+     releases its lease) the follower becomes the writer by itself. */
+  new_stream();
+  open_primary(&p, "primary2", TG_REPLICATED);
+  primary_work(&p, 200);
+  last = last_lsn_of(p.s);
+  snprintf(rdir, sizeof rdir, "%s/follower2", tgt_root);
+  const char *oargs[] = {TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+                         "--dir", rdir, "--failover", "--json", NULL};
+  pid = spawn_tool(outp, oargs);
+  snprintf(want, sizeof want, "\"applied_lsn\":%" PRIu64 ",", last);
+  wait_output(pid, outp, want);
+  assert_int_equal(tg_store_close(p.s), 0);
+  wait_output(pid, outp, "\"epoch\":2,");
+  wait_output(pid, outp, "\"promoted\":true");
+  tg__lease l = lease_now();
+  assert_int_equal(l.epoch, 2);
+  assert_true(l.owner[0] != 0);
+  stop_tool(pid);
+  assert_string_equal(lease_now().owner, ""); /* released at its exit */
+  /* The directory is the writer's, at epoch 2. */
+  tg_store_config wc;
+  tg_store_config_init(&wc);
+  wc.crash_dump = 0;
+  wc.nats_url = srv.url;
+  wc.repl_name = name;
+  wc.wal.level = TG_REPLICATED;
+  tg_store *w = tgt_open(rdir, &wc);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_token_create(w, &t, &id), 0);
+  assert_int_equal(lease_now().epoch, 2);
+  assert_int_equal(tg_store_close(w), 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, tgt_teardown)
 
 int main(int argc, char **argv) {
@@ -1254,6 +1730,11 @@ int main(int argc, char **argv) {
       T(test_a_stale_primary_is_fenced_once_a_replica_is_promoted),
       T(test_messages_of_a_fast_primary_stay_under_1_mib),
       T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
+      T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
+      T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
+      T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
+      T(test_tg_replica_follow_bootstraps_again_and_fails_over),
+      T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),
       T(test_killing_the_primary_loses_no_acknowledged_operation),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

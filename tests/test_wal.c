@@ -1332,6 +1332,47 @@ static void test_wal_append_nowait_returns_before_the_fdatasync_at_strict(void *
   assert_int_equal(tg_wal_close(w), 0);
 }
 
+/* A replica logs a message's records in one claim: 5,000 records through a
+   ring of 1,024 slots (so the claim waits for space, and for the pacing at
+   BALANCED), then a batch holding payloads past a slot (one at a time).
+   Every record reads back at its LSN, in order. */
+static size_t many_size(uint64_t lsn) { return lsn > 5000 ? 90 + (lsn % 3) * 455 : lsn % 97; }
+
+static void test_wal_append_many_logs_consecutive_lsns_that_read_back(void **state) {
+  fixture *f = *state;
+  enum { N = 5000, M = 10 };
+  tg_wal *w = open_wal(f->dir, TG_WAL_BALANCED, 1u << 20, NULL);
+  static unsigned char bufs[N + M][1000];
+  static tg_wal_record recs[N + M];
+  for (uint64_t lsn = 1; lsn <= N + M; lsn++) {
+    tg_wal_record *r = &recs[lsn - 1];
+    r->type = type_for(lsn);
+    r->len = (uint32_t)many_size(lsn);
+    fill(bufs[lsn - 1], r->len, lsn);
+    r->payload = bufs[lsn - 1];
+  }
+  uint64_t first = 0;
+  assert_int_equal(tg__wal_append_many_nowait(w, recs, N, &first), 0);
+  assert_int_equal(first, 1);
+  assert_int_equal(tg__wal_append_many_nowait(w, recs + N, M, &first), 0);
+  assert_int_equal(first, N + 1);
+  assert_int_equal(tg__wal_append_many_nowait(w, recs, 0, &first), 0);
+  assert_int_equal(first, 0);
+  assert_int_equal(tg_wal_close(w), 0);
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  assert_int_equal(tg_wal_reader_open(&r, f->dir, 0), 0);
+  for (uint64_t lsn = 1; lsn <= N + M; lsn++) {
+    assert_int_equal(tg_wal_reader_next(r, &rec), 1);
+    assert_int_equal(rec.lsn, lsn);
+    assert_int_equal(rec.type, type_for(lsn));
+    assert_int_equal(rec.len, many_size(lsn));
+    assert_memory_equal(rec.payload, bufs[lsn - 1], rec.len);
+  }
+  assert_int_equal(tg_wal_reader_next(r, &rec), 0);
+  tg_wal_reader_close(r);
+}
+
 /* ---- injected failures -------------------------------------------------------------- */
 
 /* Set by the test thread, read by the writer thread: all atomic, and
@@ -1937,6 +1978,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_ring_file_that_is_not_a_regular_file_is_refused, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_strict_group_commit_shares_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_append_nowait_returns_before_the_fdatasync_at_strict, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_append_many_logs_consecutive_lsns_that_read_back, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_short_writes_and_eintr_are_completed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_enospc_on_write_fails_the_log_with_tg_enospc, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_eio_on_write_fails_the_log_with_tg_eio, setup, teardown),

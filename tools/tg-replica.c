@@ -3,9 +3,10 @@
  * "Replication"). A thin client of tg_replica_open() and friends.
  *
  *   tg-replica follow  --nats URL --stream NAME --dir DIR [--bootstrap BACKUP]
- *                      [--json]
+ *                      [--failover] [--rebootstrap] [--lease-ttl-ms N] [--json]
  *   tg-replica status  --nats URL --stream NAME --dir DIR [--json]
- *   tg-replica promote --nats URL --stream NAME --dir DIR [--timeout-ms N] [--json]
+ *   tg-replica promote --nats URL --stream NAME --dir DIR [--timeout-ms N] [--force]
+ *                      [--json]
  *   tg-replica --version | --help
  */
 #include <errno.h>
@@ -29,13 +30,17 @@ static const char *prog = "tg-replica";
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: tg-replica follow  --nats URL --stream NAME --dir DIR [--bootstrap BACKUP] [--json]\n"
+          "usage: tg-replica follow  --nats URL --stream NAME --dir DIR [--bootstrap BACKUP]\n"
+          "                          [--failover] [--rebootstrap] [--lease-ttl-ms N] [--json]\n"
           "       tg-replica status  --nats URL --stream NAME --dir DIR [--json]\n"
-          "       tg-replica promote --nats URL --stream NAME --dir DIR [--timeout-ms N] [--json]\n"
+          "       tg-replica promote --nats URL --stream NAME --dir DIR [--timeout-ms N]\n"
+          "                          [--force] [--json]\n"
           "       tg-replica --version | --help\n"
           "\n"
           "A read replica applies the WAL stream a primary ships to NATS JetStream\n"
           "(stream TG_NAME, subject tg.NAME.wal) to its own data directory DIR.\n"
+          "A running primary holds the leader lease (KV bucket TG_LEASE_NAME, key\n"
+          "leader) and renews it every third of its TTL; a clean close releases it.\n"
           "\n"
           "  follow    open DIR as a replica (created when missing; with --bootstrap,\n"
           "            first copied from BACKUP, a 'tg-replay backup' of the primary)\n"
@@ -43,14 +48,25 @@ static void usage(FILE *f) {
           "            every second. On a signal: checkpoint (the position is saved\n"
           "            with it) and exit 0. If the stream cannot be followed (a gap,\n"
           "            a damaged message) it says why and exits 1.\n"
+          "            --failover: once the lease expired (released, or not renewed\n"
+          "            for its TTL), drain the stream and become the writer by itself\n"
+          "            (of several followers exactly one wins; the others follow it);\n"
+          "            it then holds and renews the lease until the signal.\n"
+          "            --rebootstrap: when the stream was purged past DIR's position,\n"
+          "            move DIR's content aside (DIR.gap.N, kept) and start again from\n"
+          "            the newest snapshot on TG_SNAP_NAME, at the start and whenever\n"
+          "            following stops on a gap.\n"
+          "            --lease-ttl-ms: the TTL of the lease once promoted (default 10000).\n"
           "  status    the position DIR saved with its checkpoint (read without its\n"
           "            lock: works while 'follow' runs), its last LSN, the stream's\n"
           "            first and last sequence, and the leader lease.\n"
           "  promote   open DIR as a replica, take the leader lease (epoch + 1,\n"
           "            compare-and-swap), apply the stream to its end, checkpoint and\n"
           "            close: DIR is then the writer's directory, to open with\n"
-          "            tg_store_open() (stop 'follow' on DIR first). --timeout-ms\n"
-          "            bounds the drain (default 60000).\n"
+          "            tg_store_open() (stop 'follow' on DIR first). Refused while\n"
+          "            another process holds a live lease (a running primary), unless\n"
+          "            --force (the old primary is then fenced at its next publish).\n"
+          "            --timeout-ms bounds the drain (default 60000).\n"
           "\n"
           "  --json    print JSON objects instead of text (follow: one per line)\n"
           "\n"
@@ -70,13 +86,18 @@ static void err_line(const char *fmt, ...) {
 typedef struct opts {
   const char *nats, *stream, *dir, *bootstrap;
   uint64_t timeout_ms;
-  int json;
+  uint64_t lease_ttl_ms;
+  int json, failover, rebootstrap, force;
 } opts;
 
+enum { OPT_FOLLOW = 1, OPT_PROMOTE = 2 }; /* which command's options parse takes */
+
 /* 0 parsed, 1 --help/--version printed, EXIT_USAGE. */
-static int parse(int argc, char **argv, int allow_bootstrap, int allow_timeout, opts *o) {
+static int parse(int argc, char **argv, int which, opts *o) {
+  int allow_bootstrap = which == OPT_FOLLOW, allow_timeout = which == OPT_PROMOTE;
   memset(o, 0, sizeof *o);
   o->timeout_ms = 60000;
+  o->lease_ttl_ms = 10000;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char **dst = NULL;
@@ -88,6 +109,22 @@ static int parse(int argc, char **argv, int allow_bootstrap, int allow_timeout, 
       return 1;
     } else if (!strcmp(a, "--json")) {
       o->json = 1;
+      continue;
+    } else if (which == OPT_FOLLOW && !strcmp(a, "--failover")) {
+      o->failover = 1;
+      continue;
+    } else if (which == OPT_FOLLOW && !strcmp(a, "--rebootstrap")) {
+      o->rebootstrap = 1;
+      continue;
+    } else if (which == OPT_PROMOTE && !strcmp(a, "--force")) {
+      o->force = 1;
+      continue;
+    } else if (which == OPT_FOLLOW && !strcmp(a, "--lease-ttl-ms")) {
+      if (i + 1 >= argc || tgp_parse_u64(argv[i + 1], 150, UINT32_MAX, &o->lease_ttl_ms)) {
+        err_line("--lease-ttl-ms needs a number of milliseconds (150..%u)", UINT32_MAX);
+        return EXIT_USAGE;
+      }
+      i++;
       continue;
     } else if (!strcmp(a, "--nats")) {
       dst = &o->nats;
@@ -127,16 +164,18 @@ static void print_status(const tg_replica_status *st, int json) {
   if (json) {
     printf("{\"applied_lsn\":%" PRIu64 ",\"stream_seq\":%" PRIu64 ",\"epoch\":%" PRIu64
            ",\"messages\":%" PRIu64 ",\"records\":%" PRIu64 ",\"apply_ns\":%" PRIu64
-           ",\"max_message_bytes\":%" PRIu64 ",\"replica\":%s,\"error\":",
+           ",\"max_message_bytes\":%" PRIu64 ",\"replica\":%s,\"promoted\":%s,\"error\":",
            st->applied_lsn, st->stream_seq, st->epoch, st->messages, st->records, st->apply_ns,
-           st->max_message_bytes, st->is_replica ? "true" : "false");
+           st->max_message_bytes, st->is_replica ? "true" : "false",
+           st->promoted ? "true" : "false");
     tgp_json_str(stdout, st->error ? tg_err_name(st->error) : NULL);
     printf(",\"message\":");
     tgp_json_str(stdout, st->error ? st->message : NULL);
     printf("}\n");
   } else {
-    printf("applied LSN %" PRIu64 ", stream sequence %" PRIu64 ", epoch %" PRIu64 ", %" PRIu64
-           " messages and %" PRIu64 " records since start%s%s\n", st->applied_lsn,
+    printf("%s LSN %" PRIu64 ", stream sequence %" PRIu64 ", epoch %" PRIu64 ", %" PRIu64
+           " messages and %" PRIu64 " records since start%s%s\n",
+           st->promoted ? "writer (promoted): last" : "applied", st->applied_lsn,
            st->stream_seq, st->epoch, st->messages, st->records, st->error ? ": stopped: " : "",
            st->error ? st->message : "");
   }
@@ -152,6 +191,10 @@ static tg_store *open_replica(const opts *o) {
   cfg.nats_url = o->nats;
   cfg.repl_name = o->stream;
   cfg.bootstrap_dir = o->bootstrap;
+  cfg.failover = o->failover;
+  cfg.rebootstrap = o->rebootstrap;
+  cfg.promote_force = o->force;
+  cfg.lease_ttl_ms = (uint32_t)o->lease_ttl_ms;
   tg_store *r = NULL;
   char msg[512] = "";
   int rc = tg_replica_open_msg(&r, o->dir, &cfg, msg, sizeof msg);
@@ -160,6 +203,11 @@ static tg_store *open_replica(const opts *o) {
              msg[0] ? msg : tg_strerror(rc), tg_err_name(rc));
     return NULL;
   }
+  tg_replica_status st;
+  tg_replica_status_get(r, &st);
+  if (st.set_aside[0])
+    err_line("%s: the stream was purged past its position: bootstrapped again from the "
+             "newest snapshot; the old content is in %s", o->dir, st.set_aside);
   return r;
 }
 
@@ -173,7 +221,7 @@ static int close_replica(tg_store *r, const char *dir) {
 
 static int cmd_follow(int argc, char **argv) {
   opts o;
-  int rc = parse(argc, argv, 1, 0, &o);
+  int rc = parse(argc, argv, OPT_FOLLOW, &o);
   if (rc) return rc == 1 ? EXIT_CLEAN : rc;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -183,9 +231,21 @@ static int cmd_follow(int argc, char **argv) {
   tg_store *r = open_replica(&o);
   if (!r) return EXIT_FAILED;
   tg_replica_status st;
+  int reopened = 0; /* reopened for a gap, and that open found no purge */
   while (!got_signal) {
     tg_replica_status_get(r, &st);
     print_status(&st, o.json);
+    if (st.error == -ENODATA && o.rebootstrap && !st.promoted && !reopened) {
+      /* A gap while following: the open bootstraps again when the stream
+         was purged past the position. An open that finds no purge (the
+         LSNs skip inside the stream) would meet the same gap: once only. */
+      err_line("%s stopped following %s: %s; opening it again", o.dir, o.stream, st.message);
+      if (close_replica(r, o.dir) != EXIT_CLEAN || !(r = open_replica(&o)))
+        return EXIT_FAILED;
+      tg_replica_status_get(r, &st);
+      reopened = st.set_aside[0] == 0;
+      continue;
+    }
     if (st.error) {
       err_line("%s stopped following %s: %s", o.dir, o.stream, st.message);
       close_replica(r, o.dir);
@@ -202,7 +262,7 @@ static int cmd_follow(int argc, char **argv) {
 
 static int cmd_status(int argc, char **argv) {
   opts o;
-  int rc = parse(argc, argv, 0, 0, &o);
+  int rc = parse(argc, argv, 0, &o);
   if (rc) return rc == 1 ? EXIT_CLEAN : rc;
   tg_inspect_report ir;
   char msg[512] = "";
@@ -240,8 +300,9 @@ static int cmd_status(int argc, char **argv) {
            si.last_seq, ir.repl_stream_seq + 1 < si.first_seq && ir.repl_stream_seq
                ? ": purged past the position, bootstrap again" : "");
     if (si.lease_epoch)
-      printf("lease:       epoch %" PRIu64 ", owner %s, LSN %" PRIu64 "\n", si.lease_epoch,
-             si.lease_owner, si.lease_lsn);
+      printf("lease:       epoch %" PRIu64 ", %s%s, LSN %" PRIu64 "\n", si.lease_epoch,
+             si.lease_owner[0] ? "owner " : "released (no owner)", si.lease_owner,
+             si.lease_lsn);
     else
       printf("lease:       none\n");
   }
@@ -250,7 +311,7 @@ static int cmd_status(int argc, char **argv) {
 
 static int cmd_promote(int argc, char **argv) {
   opts o;
-  int rc = parse(argc, argv, 0, 1, &o);
+  int rc = parse(argc, argv, OPT_PROMOTE, &o);
   if (rc) return rc == 1 ? EXIT_CLEAN : rc;
   tg_store *r = open_replica(&o);
   if (!r) return EXIT_FAILED;
@@ -259,8 +320,8 @@ static int cmd_promote(int argc, char **argv) {
   tg_replica_status st;
   tg_replica_status_get(r, &st);
   if (rc) {
-    err_line("%s was not promoted: %s (%s)", o.dir, msg[0] ? msg : tg_strerror(rc),
-             tg_err_name(rc));
+    err_line("%s was not promoted: %s (%s)%s", o.dir, msg[0] ? msg : tg_strerror(rc),
+             tg_err_name(rc), rc == TG_EEXIST && !o.force ? "; see --force" : "");
     tg_store_close(r);
     return EXIT_FAILED;
   }

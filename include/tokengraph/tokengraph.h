@@ -225,6 +225,18 @@ typedef struct tg_store_config {
                                 below the older of the two newest
                                 (tg_repl_snapshot_publish(); its failure
                                 fails no checkpoint); 0: never */
+  uint32_t repl_lease_ttl_ms; /* the leader lease (KV TG_LEASE_<repl_name>,
+                                key leader; docs/operations.md,
+                                "Replication"): the store takes it at open
+                                for its epoch (TG_EFENCED when a newer
+                                epoch holds it: a replica was promoted) and
+                                renews it every third of this; a renewal
+                                that finds another writer's newer epoch
+                                fences the store (TG_EFENCED); one that
+                                cannot reach the server tries again. A
+                                clean close releases it. Followers judge a
+                                lease not renewed for this long expired.
+                                Default 10000 (10 s); at least 150 */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -974,9 +986,33 @@ typedef struct tg_replica_config {
                                 one; 0: always from the stream's first
                                 message */
   uint32_t fetch_batch;      /* messages asked per fetch; default 64 */
-  uint32_t lease_ttl_ms;     /* max age of the leader lease bucket's
-                                entries, when this replica creates the
-                                bucket; default 10000 */
+  uint32_t lease_ttl_ms;     /* the TTL of the leader lease this replica
+                                holds once promoted (renewed every third
+                                of it), the bucket's max age when this
+                                replica creates the bucket, and the TTL a
+                                lease is judged by when its value names
+                                none; default 10000, at least 150 */
+  int promote_force;         /* 0 (default): tg_replica_promote() refuses
+                                (TG_EEXIST) while another process holds a
+                                live lease (written within its TTL: a
+                                running primary renews it); 1: promote
+                                anyway, the old primary, if it still runs,
+                                being fenced by the stream's expected
+                                sequence at its next publish */
+  int failover;              /* 1: promote by itself once the leader lease
+                                expired (absent, released, or not renewed
+                                for its TTL), after draining the stream:
+                                of several followers, exactly one wins the
+                                lease (compare-and-swap) and the others go
+                                on following it. Checked every quarter of
+                                the TTL. Default 0 */
+  int rebootstrap;           /* 1: a replica whose position the stream no
+                                longer holds (purged below it) is, at
+                                open, made again from the newest snapshot
+                                on TG_SNAP_<repl_name>: its directory's
+                                content is moved aside first (renamed to
+                                DIR.gap.N, never deleted). 0 (default):
+                                such an open fails with -ENODATA */
 } tg_replica_config;
 
 /* Fill *cfg with the defaults listed above (tg_store_config_init() for
@@ -1000,10 +1036,17 @@ TG_API void tg_replica_config_init(tg_replica_config *cfg);
  * why: -ENODATA for a gap (the stream no longer holds the messages after
  * the replica's position: bootstrap it again), TG_ECORRUPT for a damaged
  * message or a record that does not apply.
- * Errors: tg_store_open()'s, TG_EINVAL (a field missing), TG_ENOTSUP,
- * -ECONNREFUSED (no server answers at nats_url), -ENOENT (no stream
- * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as
- * above, found at open), TG_EIO. On failure *out is NULL.
+ * With cfg->rebootstrap, a gap found at open is repaired from the newest
+ * snapshot instead (the old content moved aside, tg_replica_status_get()'s
+ * set_aside); a gap found while following still stops it: close and open
+ * again. With cfg->failover, a background thread promotes the replica
+ * (as tg_replica_promote(), not forced) once the leader lease expired.
+ * Errors: tg_store_open()'s, TG_EINVAL (a field missing, lease_ttl_ms
+ * below 150), TG_ENOTSUP, -ECONNREFUSED (no server answers at nats_url),
+ * -ENOENT (no stream TG_<repl_name>: no primary shipped to it yet),
+ * -ENODATA (a gap, as above, found at open, or with rebootstrap no
+ * snapshot to start again from), -EEXIST (rebootstrap: DIR.rebootstrap
+ * is left from an interrupted one), TG_EIO. On failure *out is NULL.
  */
 TG_API int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg);
 
@@ -1044,6 +1087,12 @@ typedef struct tg_replica_status {
                                 apply rate, the network left out) */
   int error;                 /* 0, or what stopped following */
   char message[256];         /* that error, one line ("" when none) */
+  int promoted;              /* 1 once promoted (by tg_replica_promote()
+                                or by failover) */
+  uint64_t lease_renewals;   /* a writer holding the leader lease: times
+                                it renewed it since open (or promotion) */
+  char set_aside[512];       /* "" or, when this open bootstrapped again
+                                (rebootstrap), where the old content went */
 } tg_replica_status;
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */
@@ -1086,13 +1135,16 @@ TG_API int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
  * revision and epoch + 1, drain the stream to its last message (the
  * primary is expected to be gone: a publish of the old primary after the
  * drain fences one of the two, never both writing), stop following, and
- * allow mutating calls. The new epoch is the replica's epoch from then on
+ * allow mutating calls. The lease is renewed from the moment it is taken
+ * (every third of lease_ttl_ms), and released again if the promotion
+ * fails. The new epoch is the replica's epoch from then on
  * (tg_replica_status()). timeout_ms bounds the drain.
- * Errors: TG_EEXIST (another process changed the lease first: it is
- * promoting), -ETIMEDOUT (the drain did not reach the stream's end),
- * the error that stopped following (a replica that lost messages must not
- * become the writer), TG_EINVAL (not a replica), TG_ENOTSUP, TG_EIO.
- * Nothing changed on failure except, for -ETIMEDOUT, the lease taken.
+ * Errors: TG_EEXIST (another process holds a live lease: its writer is
+ * alive, refused unless cfg.promote_force; or another process changed
+ * the lease first: it is promoting), -ETIMEDOUT (the drain did not reach
+ * the stream's end), the error that stopped following (a replica that
+ * lost messages must not become the writer), TG_EINVAL (not a replica, or
+ * promoted already), TG_ENOTSUP, TG_EIO. Nothing changed on failure.
  */
 TG_API int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen);
 

@@ -39,6 +39,8 @@ struct tg__repl {
   tg__repl_acks acks; /* copied at connect; read-only after */
   size_t max_body;
   _Atomic int cancelled;  /* tg__repl_cancel: a waiting publish gives up */
+  int64_t js_wait_ms;     /* set before connect: JetStream requests' wait
+                             (0: libnats's 5 s) */
 };
 
 struct tg__repl_sub {
@@ -234,6 +236,7 @@ static natsStatus connect_js(tg__repl *r, const char *url, int keep_reconnecting
   }
   jsOptions jo;
   jsOptions_Init(&jo);
+  if (r->js_wait_ms > 0) jo.Wait = r->js_wait_ms;
   if (r->acks.on_ack || r->acks.on_error) {
     jo.PublishAsync.AckHandler = ack_handler;
     jo.PublishAsync.AckHandlerClosure = r;
@@ -437,7 +440,13 @@ static natsStatus pull_subscribe(jsCtx *js, natsSubscription **sub, const char *
   so.Config.OptStartSeq = start_seq;
   so.Config.AckPolicy = js_AckNone;
   so.Config.InactiveThreshold = 60LL * 1000 * 1000 * 1000;
-  return js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  natsStatus s = js_PullSubscribe(sub, js, subject, NULL, NULL, &so, jerr);
+  /* No pending limit: a pull delivers only what was asked for (a batch of
+     messages of up to 1 MiB each), and libnats's default of 64 MiB would
+     drop messages of a 64-message batch of full messages as a slow
+     consumer's, which the follower would see as a gap. */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(*sub, -1, -1);
+  return s;
 }
 
 static void unsubscribe(natsSubscription *sub) {
@@ -449,11 +458,30 @@ static void unsubscribe(natsSubscription *sub) {
 /* The one fetch loop: up to batch messages, each passed to cb in order.
    Returns the number passed (0 with *st set: the fetch failed), cb's
    nonzero value, or TG_EIO with *no_meta set for a message without
-   JetStream metadata. */
+   JetStream metadata.
+   What libnats 3.4.1's natsSubscription_Fetch does, measured here: a
+   no-wait pull first, which returns at once with the messages the stream
+   holds past the consumer (any number from 1 to batch); only when there
+   is none, a pull that waits until `batch` messages came or timeout_ms
+   passed. So a caller that has caught up chooses its latency with
+   timeout_ms (the follower, replica.c). From 20 ms on, libnats asks the
+   server to end that pull 10 ms before it gives up itself; below, at the
+   same time. A fetch that gives up while the server still sends (a short
+   wait, or a batch too large to arrive within it) leaves messages coming
+   to the subscription, and libnats 3.4.1 then returned a later fetch with
+   more messages than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica, malloc aborts without it): the
+   follower keeps its wait and batches such that this does not happen
+   (replica.c, FETCHING), and the wait is never below FETCH_MIN_MS.
+   natsSubscription_FetchRequest is not used: its no-wait pull returned
+   before any reply came (measured), and test_replica runs whose follower
+   pulled single messages with it aborted in malloc as well. */
+#define FETCH_MIN_MS 20
 static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
                       void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
   *no_meta = 0;
   natsMsgList list = {0};
+  if (timeout_ms < FETCH_MIN_MS) timeout_ms = FETCH_MIN_MS;
   *st = natsSubscription_Fetch(&list, sub, batch, timeout_ms, jerr);
   if (*st == NATS_TIMEOUT) {
     *st = NATS_OK;
@@ -681,6 +709,15 @@ int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *m
   out->revision = kvEntry_Revision(e);
   out->epoch = json_u64(v, n, "epoch");
   out->lsn = json_u64(v, n, "lsn");
+  out->ttl_ms = json_u64(v, n, "ttl_ms");
+  /* The server's clock stamped the put; ours reads it: an age across
+     machines is off by their clocks' difference (the caller's liveness
+     rule says what that costs). */
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t created = kvEntry_Created(e);
+  int64_t now_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec;
+  out->age_ms = created > 0 && now_ns > created ? (uint64_t)(now_ns - created) / 1000000u : 0;
   const char *o = v ? memmem(v, n, "\"owner\":\"", 9) : NULL;
   if (o) {
     o += 9;
@@ -702,8 +739,11 @@ int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint
   uint64_t rev = 0;
   int rc = lease_bucket(f, ttl_ms, msg, len);
   if (rc) return rc;
-  int n = snprintf(v, sizeof v, "{\"epoch\":%" PRIu64 ",\"owner\":\"%s\",\"lsn\":%" PRIu64 "}",
-                   epoch, owner, lsn);
+  /* ttl_ms in the value: the holder's promise to write again within a
+     third of it, which a follower's liveness rule reads (src/store/lease.c). */
+  uint32_t vttl = ttl_ms == UINT32_MAX ? 0 : ttl_ms;
+  int n = snprintf(v, sizeof v, "{\"epoch\":%" PRIu64 ",\"owner\":\"%s\",\"lsn\":%" PRIu64
+                   ",\"ttl_ms\":%" PRIu32 "}", epoch, owner, lsn, vttl);
   if (n < 0 || (size_t)n >= sizeof v) return TG_EINVAL;
   natsStatus st = revision ? kvStore_Update(&rev, f->kv, "leader", v, n, revision)
                            : kvStore_Create(&rev, f->kv, "leader", v, n);
@@ -721,6 +761,47 @@ int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint
     return from_status_follow(st);
   }
   if (new_revision) *new_revision = rev;
+  return 0;
+}
+
+int tg__lease_connect(tg__follow **out, const char *url, const char *name, uint32_t wait_ms,
+                      char *msg, size_t len) {
+  tg__follow *f = NULL;
+  *out = NULL;
+  if (!tg__repl_name_ok(name)) {
+    say_first(msg, len, "replication name '%s' is not 1..%d characters of [A-Za-z0-9_-]",
+              name ? name : "", TG__REPL_NAME_MAX);
+    return TG_EINVAL;
+  }
+  if (!(f = calloc(1, sizeof *f))) return TG_ENOMEM;
+  snprintf(f->stream, sizeof f->stream, "TG_%s", name);
+  snprintf(f->subject, sizeof f->subject, "tg.%s.wal", name);
+  snprintf(f->bucket, sizeof f->bucket, "TG_LEASE_%s", name);
+  f->r.js_wait_ms = wait_ms;
+  /* Reconnecting for as long as the holder runs: a renewal that cannot
+     reach the server tries again at its next period. */
+  natsStatus st = connect_js(&f->r, url, 1, msg, len);
+  if (st != NATS_OK) {
+    tg__follow_close(f);
+    return from_status_follow(st);
+  }
+  *out = f;
+  return 0;
+}
+
+int tg__follow_lease_bucket_ttl(tg__follow *f, uint64_t *ttl_ms, char *msg, size_t len) {
+  kvStatus *ks = NULL;
+  *ttl_ms = 0;
+  int rc = lease_bucket(f, UINT32_MAX, msg, len);
+  if (rc == -ENOENT) return 0;
+  if (rc) return rc;
+  natsStatus st = kvStore_Status(&ks, f->kv);
+  if (st != NATS_OK) {
+    say_first(msg, len, "lease bucket %s: %s", f->bucket, natsStatus_GetText(st));
+    return from_status_follow(st);
+  }
+  *ttl_ms = (uint64_t)kvStatus_TTL(ks) / 1000000u; /* the stream's MaxAge, in ns */
+  kvStatus_Destroy(ks);
   return 0;
 }
 

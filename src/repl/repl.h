@@ -169,8 +169,9 @@ int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
    the first sequence delivered. */
 int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len);
 
-/* Fetch up to `batch` messages, waiting up to timeout_ms for the first,
-   and hand each to cb in order. Returns the
+/* Fetch up to `batch` messages and hand each to cb in order: those the
+   stream holds past the consumer at once; when it holds none, wait up to
+   timeout_ms (at least 20, see repl.c) for a whole batch. Returns the
    number handed over (0: none came in time), cb's nonzero value, or an
    error with msg. */
 int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
@@ -183,7 +184,10 @@ typedef struct tg__lease {
   uint64_t epoch;    /* the epoch in the value (0: no lease yet) */
   uint64_t lsn;      /* the LSN in the value */
   uint64_t revision; /* the key's revision (0: absent) */
-  char owner[128];   /* "<host>:<pid>:<random>" */
+  uint64_t ttl_ms;   /* the TTL its holder wrote (0: not said) */
+  uint64_t age_ms;   /* how long ago it was written, by the server's
+                        timestamp against this machine's clock */
+  char owner[128];   /* "<host>:<pid>:<random>"; "" when released */
 } tg__lease;
 
 /* Read the lease (bucket created when missing, with ttl_ms as its max
@@ -192,12 +196,23 @@ typedef struct tg__lease {
 int tg__follow_lease_get(tg__follow *f, uint32_t ttl_ms, tg__lease *out, char *msg,
                          size_t len);
 
-/* Take the lease: write {"epoch":E,"owner":O,"lsn":L} if the key's
+/* Take the lease: write {"epoch":E,"owner":O,"lsn":L,"ttl_ms":T} if the key's
    revision is still `revision` (0: create it only if absent). TG_EEXIST
    when someone else changed it first (compare-and-swap lost). */
 int tg__follow_lease_put(tg__follow *f, uint32_t ttl_ms, uint64_t revision, uint64_t epoch,
                          const char *owner, uint64_t lsn, uint64_t *new_revision,
                          char *msg, size_t len);
+
+/* A connection for the leader lease only (the lease holder, lease.c):
+   no stream looked up, reconnecting for as long as it is open, and every
+   request waiting at most wait_ms (0: libnats's 5 s), so that a renewal
+   against a server gone away returns within its period. Close with
+   tg__follow_close(). */
+int tg__lease_connect(tg__follow **out, const char *url, const char *name, uint32_t wait_ms,
+                      char *msg, size_t len);
+
+/* The lease bucket's max age (0: none, or no bucket yet). */
+int tg__follow_lease_bucket_ttl(tg__follow *f, uint64_t *ttl_ms, char *msg, size_t len);
 
 /* Create stream `stream` with `subject` when missing (file storage, one
    copy). */

@@ -640,7 +640,13 @@ int tg__store_open_dir(tg_store *s, const char *dir, const tg_store_config *cfg,
   }
   tg_blackbox_record(TG_BB_RECOVERY_END, n, last, info.torn_tail ? info.torn_offset : 0,
                      s->recovery.load_ns + s->recovery.replay_ns);
+  /* The lease before the stream: a store that a promotion elsewhere has
+     fenced must not publish its tail first (lease.c, AT OPEN). */
+  if (s->ship &&
+      (rc = tg__lease_acquire(&s->lease, cfg, s->ckpt_repl_epoch, last, msg, len)))
+    goto out;
   if (s->ship && (rc = tg__ship_start(s->ship, s->wal, walpath, s->ckpt_lsn, msg, len))) goto out;
+  if (s->lease && (rc = tg__lease_start(s->lease, s->ship))) goto out;
   if (s->ship && cfg->repl_snapshots &&
       (!(s->repl_url = strdup(cfg->nats_url)) || !(s->repl_nm = strdup(cfg->repl_name)))) {
     rc = TG_ENOMEM;
@@ -677,6 +683,8 @@ int tg__store_close_dir(tg_store *s) {
     pthread_mutex_unlock(&s->ckpt_wake_mu);
     pthread_join(s->ckpt_thread, NULL);
   }
+  int clean = 1;
+  tg__lease_stop(s->lease); /* it fences through the shipper, closed below */
   if (s->wal) {
     tg_wal_stats ws;
     tg_wal_stats_get(s->wal, &ws);
@@ -684,10 +692,16 @@ int tg__store_close_dir(tg_store *s) {
     if (ws.failed) tg__store_note_log_failure(s, ws.failed);
     tg__ship_detach(s->ship); /* no acks into a WAL being freed */
     rc = tg_wal_close(s->wal);
+    clean = !ws.failed && !rc;
   }
   s->wal = NULL;
   tg__ship_close(s->ship); /* after the log's last batch was shipped */
   s->ship = NULL;
+  /* Everything logged was shipped: hand the lease over (lease.c, CLOSE).
+     A failed log may hold what the stream lacks: keep it. */
+  if (clean) tg__lease_release(s->lease, tg__store_last_lsn(s));
+  tg__lease_free(s->lease);
+  s->lease = NULL;
   free(s->repl_url);
   free(s->repl_nm);
   s->repl_url = s->repl_nm = NULL;

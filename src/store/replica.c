@@ -24,10 +24,24 @@
  * from a backup of a primary that saved none) it starts at the stream's
  * first message and relies on the LSN check alone.
  *
+ * Promotion (tg_replica_promote(), or failover's watcher thread): the
+ * leader lease (lease.c) is refused while another process holds it live,
+ * unless forced; taken by compare-and-swap, it is renewed from then on by
+ * a lease holder, during the drain too, and released if the promotion
+ * fails. Failover's watcher reads the lease every quarter TTL and
+ * promotes once it expired; a lost compare-and-swap (another follower
+ * won) leaves the replica following, now the winner's stream.
+ *
+ * Re-bootstrap (cfg->rebootstrap): an open that finds the stream purged
+ * past the position fetches the newest snapshot beside the directory,
+ * renames the directory aside (kept) and the new one into its place, and
+ * opens that.
+ *
  * Locking: the follower takes the store lock per message (store.c,
  * LOCKING); rep->mu guards the follower's state (stop, error, counters).
- * Lock order: rep->mu before the store lock (a promotion reads the
- * position while it waits on rep->cv); the follower never holds both.
+ * Lock order: rep->promote_mu (one promotion at a time) before rep->mu
+ * before the store lock (a promotion reads the position while it waits on
+ * rep->cv) and the lease holder's mutex; the follower never holds both.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +55,8 @@
 #include <unistd.h>
 
 #include "common/endian.h"
+#include "common/io.h"
+#include "common/path.h"
 #include "common/platform.h"
 #include "store/store_internal.h"
 #include "wal/wal_internal.h"
@@ -56,6 +72,10 @@ void tg_replica_config_init(tg_replica_config *cfg) {
   cfg->fetch_batch = 64;
   cfg->lease_ttl_ms = 10000;
 }
+
+/* A failover's drain waits at most this long; the lease is released again
+   after, and the next expiry tries again. */
+#define FAILOVER_DRAIN_MS 60000u
 
 /* The follower's state. */
 struct tg__replica {
@@ -77,6 +97,16 @@ struct tg__replica {
   tg_store_config writer;  /* open/close: the configuration a promotion
                               reopens the log with (cfg->store, shipping
                               to url/name) */
+  char owner[128];         /* open/close: who this replica is in the lease */
+  int force;               /* open/close: cfg->promote_force */
+  int failover;            /* open/close: cfg->failover */
+  char set_aside[512];     /* open/close: where a re-bootstrap moved the
+                              old content ("" when none) */
+  pthread_mutex_t promote_mu; /* one promotion at a time (the caller's and
+                              the watcher's); before mu */
+  pthread_t watcher;       /* open/close: failover's lease watcher */
+  int watching;            /* open/close */
+  int watch_stop;          /* mu: ends the watcher (close) */
 #ifdef TG_HAVE_NATS
   struct tg__follow *f;    /* follower thread (promote: after it stopped) */
 #endif
@@ -89,7 +119,21 @@ struct tg__replica {
   size_t nrecs, caprecs;
 };
 
+/* The CLOCK_REALTIME instant ms from now: rep->cv's clock, for
+   pthread_cond_timedwait (tg_wait_lsn too, in every build). */
+static struct timespec deadline_in_ms(uint32_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  return ts;
+}
+
 #ifdef TG_HAVE_NATS
+
+static void *watcher_main(void *arg);
 
 /* ---- checking a message ------------------------------------------------- */
 
@@ -220,22 +264,29 @@ static int apply_message(tg_store *s, struct tg__replica *rep, uint64_t seq, uin
             PRIu64 " the replica applied already", seq, epoch, s->repl_epoch);
     goto out;
   }
+  /* The message's records go to the replica's own log in one claim, then
+     to the graph: all under this one hold of the lock, so no one sees the
+     log ahead of the graph. A record that then fails to apply stops the
+     follower (the replica and the primary disagree); the records logged
+     after it make no difference to that: its log no longer replays. */
+  uint64_t lsn = 0;
+  if (i < rep->nrecs &&
+      (rc = tg__wal_append_many_nowait(s->wal, rep->recs + i, rep->nrecs - i, &lsn))) {
+    tg__say(msg, len, "cannot log LSNs %" PRIu64 "..%" PRIu64 " in the replica's own WAL: %s",
+            rep->recs[i].lsn, rep->recs[rep->nrecs - 1].lsn, tg_strerror(rc));
+    goto out;
+  }
+  if (i < rep->nrecs && lsn != rep->recs[i].lsn) {
+    /* The replica's log gives the next LSN after last_lsn, which is
+       recs[i].lsn by the check above; anything else is a bug to stop at. */
+    rc = TG_ECORRUPT;
+    tg__say(msg, len, "the replica's WAL logged LSN %" PRIu64 " as %" PRIu64,
+            rep->recs[i].lsn, lsn);
+    goto out;
+  }
   tg__graph_begin_load(&s->g);
   for (; i < rep->nrecs; i++) {
     const tg_wal_record *r = &rep->recs[i];
-    uint64_t lsn = 0;
-    if ((rc = tg__wal_append_nowait(s->wal, r->type, r->payload, r->len, &lsn))) {
-      tg__say(msg, len, "cannot log LSN %" PRIu64 " in the replica's own WAL: %s", r->lsn,
-              tg_strerror(rc));
-      break;
-    }
-    if (lsn != r->lsn) {
-      /* The replica's log gives the next LSN after last_lsn, which is
-         r->lsn by the check above; anything else is a bug to stop at. */
-      rc = TG_ECORRUPT;
-      tg__say(msg, len, "the replica's WAL logged LSN %" PRIu64 " as %" PRIu64, r->lsn, lsn);
-      break;
-    }
     if ((rc = tg__store_apply(&s->g, r, &why))) {
       tg__say(msg, len, "stream message %" PRIu64 ": record LSN %" PRIu64 " (type %u) %s: "
               "the replica and the primary disagree", seq, r->lsn, r->type,
@@ -309,18 +360,6 @@ fatal:
   return 1;
 }
 
-/* The CLOCK_REALTIME instant ms from now: rep->cv's clock, for
-   pthread_cond_timedwait. */
-static struct timespec deadline_in_ms(uint32_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
-  return ts;
-}
-
 /* Wait up to ms on rep->cv unless stopping; returns stop. */
 static int pause_ms(struct tg__replica *rep, unsigned ms) {
   struct timespec ts = deadline_in_ms(ms);
@@ -349,10 +388,43 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
   return tg__follow_start(rep->f, rep->next_seq, msg, len);
 }
 
+/* FETCHING (repl.c, fetch_msgs). libnats's fetch returns at once with the
+   messages the stream holds past the consumer, up to the batch; when it
+   holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
+   passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
+   messages, to be back as soon as the next ones are there (with batches of
+   64 it applied a message up to 64 messages or 200 ms after it arrived:
+   tg-bench replicate measured a lag p99 of 66-170 ms at 1 M records/s),
+   and for a whole batch again after a fetch that filled one.
+   A fetch must also never give up while the server still sends what it
+   asked for: libnats 3.4.1 then returned a later fetch with more messages
+   than its batch, written past the end of its array (ASan:
+   heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
+   with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
+   the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
+   of messages as large as the largest seen so far: 8 of 1 MiB, which this
+   machine moves in 30-80 ms even while loaded. */
+#define FOLLOW_WAIT_MS 200u
+#define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
+                                     expiry (a pull of 1 has none, and one
+                                     left by a timeout stays on the server) */
+#define FOLLOW_BATCH_BYTES (8u << 20)
+
+/* The batch for a follower that is behind. */
+static uint32_t full_batch(struct tg__replica *rep) {
+  pthread_mutex_lock(&rep->mu);
+  uint64_t big = rep->max_bytes;
+  pthread_mutex_unlock(&rep->mu);
+  uint64_t fit = big ? FOLLOW_BATCH_BYTES / big : rep->fetch_batch;
+  if (fit < FOLLOW_CAUGHT_UP_BATCH) fit = FOLLOW_CAUGHT_UP_BATCH;
+  return fit < rep->fetch_batch ? (uint32_t)fit : rep->fetch_batch;
+}
+
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
+  uint32_t batch = full_batch(rep);
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -363,8 +435,12 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, 200, on_message, &c, c.msg,
+    int rc = tg__follow_fetch(rep->f, (int)batch, (int)FOLLOW_WAIT_MS, on_message, &c, c.msg,
                               sizeof c.msg);
+    /* A fetch that filled its batch may have left more behind; one that
+       did not has caught up (FETCHING above). */
+    batch = rc >= (int)batch ? full_batch(rep) : FOLLOW_CAUGHT_UP_BATCH;
+    if (batch > rep->fetch_batch) batch = rep->fetch_batch;
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
       break;
@@ -408,15 +484,33 @@ static int bootstrap_from(const char *dir, const char *from, char *msg, size_t l
   return rc;
 }
 
-static int replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg,
+/* 1 when the stream no longer holds what follows the replica's position:
+   purged below the saved sequence, or (no saved position) its first
+   message starts past the replica's LSN. 0, or an error. */
+static int behind_purge(tg_store *s, struct tg__replica *rep, uint64_t first, uint64_t last,
                         char *msg, size_t len) {
+  if (last < first || !first) return 0; /* empty: nothing was purged past us */
+  if (rep->next_seq) return first > rep->next_seq;
+  char stream[96];
+  snprintf(stream, sizeof stream, "TG_%s", rep->name);
+  tg__repl_hdr h = {"Tg-First-Lsn", 0};
+  void *data = NULL;
+  size_t n = 0;
+  int rc = tg__follow_get(rep->f, stream, NULL, first, &h, 1, &data, &n, NULL, msg, len);
+  free(data);
+  if (rc == -ENOENT) return 0; /* purged meanwhile: the follower will tell */
+  if (rc) return rc;
+  return h.value > TG__LOAD_RELAXED(s->last_lsn) + 1;
+}
+
+/* One open of dir as a replica; *gap set when it failed with -ENODATA
+   because the stream was purged past its position. */
+static int replica_open_once(tg_store **out, const char *dir, const tg_replica_config *cfg,
+                             int *gap, char *msg, size_t len) {
   tg_store *s = NULL;
   struct tg__replica *rep = NULL;
   int rc;
-  if (!cfg->nats_url || !cfg->repl_name || !dir) {
-    tg__say(msg, len, "a replica needs a directory, nats_url and repl_name");
-    return TG_EINVAL;
-  }
+  *gap = 0;
   if (cfg->bootstrap_dir && (rc = bootstrap_from(dir, cfg->bootstrap_dir, msg, len)))
     return rc;
   if (!cfg->bootstrap_dir && cfg->bootstrap_snapshot && (rc = is_new_dir(dir, msg, len))) {
@@ -426,9 +520,13 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   }
   if (!(rep = calloc(1, sizeof *rep))) return TG_ENOMEM;
   pthread_mutex_init(&rep->mu, NULL);
+  pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
   rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 64;
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
+  rep->force = cfg->promote_force;
+  rep->failover = cfg->failover;
+  tg__lease_owner_id(rep->owner, sizeof rep->owner);
   if (!(rep->url = strdup(cfg->nats_url)) || !(rep->name = strdup(cfg->repl_name))) {
     rc = TG_ENOMEM;
     goto fail;
@@ -443,6 +541,7 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   rep->writer.read_only = 0;
   rep->writer.nats_url = rep->url;
   rep->writer.repl_name = rep->name;
+  rep->writer.repl_lease_ttl_ms = cfg->lease_ttl_ms;
   if ((rc = tg_store_open_msg(&s, dir, &sc, msg, len))) goto fail;
   if (!s->wal) {
     rc = TG_EINVAL;
@@ -458,9 +557,21 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   rep->next_seq = s->repl_seq ? s->repl_seq + 1 : 0;
   if (rep->next_seq && first > rep->next_seq) {
     rc = -ENODATA;
+    *gap = 1;
     tg__say(msg, len, "stream TG_%s begins at sequence %" PRIu64 " but the replica in %s "
             "needs %" PRIu64 " next: the messages between were purged; bootstrap the "
-            "replica again", cfg->repl_name, first, dir, rep->next_seq);
+            "replica again (rebootstrap)", cfg->repl_name, first, dir, rep->next_seq);
+    goto fail;
+  }
+  /* Without a saved position the LSNs tell, once a message arrives; with
+     rebootstrap asked for, they are looked at now, while it can help. */
+  if (cfg->rebootstrap && (rc = behind_purge(s, rep, first, last, msg, len))) {
+    if (rc == 1) {
+      rc = -ENODATA;
+      *gap = 1;
+      tg__say(msg, len, "stream TG_%s begins past LSN %" PRIu64 " of the replica in %s: the "
+              "records between were purged", cfg->repl_name, tg__store_last_lsn(s), dir);
+    }
     goto fail;
   }
   if ((rc = start_at(rep, msg, len))) goto fail;
@@ -469,6 +580,13 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
     goto fail;
   }
   rep->started = 1;
+  if (rep->failover) {
+    if (pthread_create(&rep->watcher, NULL, watcher_main, s)) {
+      rc = TG_ENOMEM;
+      goto fail;
+    }
+    rep->watching = 1;
+  }
   *out = s;
   return 0;
 fail:
@@ -477,11 +595,79 @@ fail:
     tg_store_close(s);
   }
   if (rep) {
-    tg__follow_close(rep->f);
-    rep->f = NULL;
     tg__replica_free(rep);
   }
   return rc;
+}
+
+/* Make dir again from the newest snapshot: the snapshot is fetched into
+   DIR.rebootstrap first, then DIR is renamed DIR.gap.N (N the first
+   free) and DIR.rebootstrap renamed DIR, the parent fsynced. The path the
+   old content went to is written to aside. */
+static int rebootstrap(const char *dir, const tg_replica_config *cfg, char *aside, size_t asz,
+                       char *msg, size_t len) {
+  char tmp[480], old[500], parent[4096];
+  const char *base = NULL;
+  struct stat st;
+  int rc;
+  if ((size_t)snprintf(tmp, sizeof tmp, "%s.rebootstrap", dir) >= sizeof tmp) {
+    tg__say(msg, len, "%s: path too long to bootstrap again beside it", dir);
+    return TG_EINVAL;
+  }
+  if (lstat(tmp, &st) == 0) {
+    tg__say(msg, len, "%s exists (an earlier re-bootstrap was interrupted): remove it to "
+            "bootstrap %s again", tmp, dir);
+    return -EEXIST;
+  }
+  rc = tg__replica_bootstrap_snapshot(tmp, cfg->nats_url, cfg->repl_name, msg, len);
+  if (rc == 1) {
+    tg__say(msg, len, "stream TG_SNAP_%s holds no snapshot to bootstrap %s from again",
+            cfg->repl_name, dir);
+    return -ENODATA;
+  }
+  if (rc) return rc;
+  for (unsigned n = 1;; n++) {
+    if ((size_t)snprintf(old, sizeof old, "%s.gap.%u", dir, n) >= sizeof old) return TG_EINVAL;
+    if (lstat(old, &st) != 0 && errno == ENOENT) break;
+    if (n == 100000) return -EEXIST;
+  }
+  if ((rc = tg__renameat(AT_FDCWD, dir, AT_FDCWD, old))) {
+    tg__say(msg, len, "cannot move %s aside to %s: %s", dir, old, tg_strerror(rc));
+    return rc;
+  }
+  if ((rc = tg__renameat(AT_FDCWD, tmp, AT_FDCWD, dir))) {
+    tg__say(msg, len, "cannot rename %s to %s (the old content is in %s): %s", tmp, dir, old,
+            tg_strerror(rc));
+    return rc;
+  }
+  if (tg__split_path(dir, parent, sizeof parent, &base) == 0 &&
+      (rc = tg__fsync_dir(parent[0] ? parent : "."))) {
+    tg__say(msg, len, "%s: fsync after the re-bootstrap: %s", parent, tg_strerror(rc));
+    return rc;
+  }
+  snprintf(aside, asz, "%s", old);
+  return 0;
+}
+
+static int replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg,
+                        char *msg, size_t len) {
+  int gap = 0;
+  if (!cfg->nats_url || !cfg->repl_name || !dir) {
+    tg__say(msg, len, "a replica needs a directory, nats_url and repl_name");
+    return TG_EINVAL;
+  }
+  if (cfg->lease_ttl_ms < 150) {
+    tg__say(msg, len, "invalid configuration: lease_ttl_ms %u is below 150", cfg->lease_ttl_ms);
+    return TG_EINVAL;
+  }
+  int rc = replica_open_once(out, dir, cfg, &gap, msg, len);
+  if (rc != -ENODATA || !gap || !cfg->rebootstrap) return rc;
+  char aside[512] = "";
+  if (msg && len) msg[0] = 0;
+  if ((rc = rebootstrap(dir, cfg, aside, sizeof aside, msg, len))) return rc;
+  if ((rc = replica_open_once(out, dir, cfg, &gap, msg, len))) return rc;
+  snprintf((*out)->replica->set_aside, sizeof (*out)->replica->set_aside, "%s", aside);
+  return 0;
 }
 
 #endif /* TG_HAVE_NATS */
@@ -496,8 +682,20 @@ static void stop_follower(struct tg__replica *rep) {
   rep->started = 0;
 }
 
+/* Stop failover's watcher (if running) and wait for it: a promotion it
+   runs ends first (its drain gives up at once). */
+static void stop_watcher(struct tg__replica *rep) {
+  pthread_mutex_lock(&rep->mu);
+  rep->watch_stop = 1;
+  pthread_cond_broadcast(&rep->cv);
+  pthread_mutex_unlock(&rep->mu);
+  if (rep->watching) pthread_join(rep->watcher, NULL);
+  rep->watching = 0;
+}
+
 void tg__replica_free(struct tg__replica *rep) {
   if (!rep) return;
+  stop_watcher(rep);
   stop_follower(rep);
 #ifdef TG_HAVE_NATS
   tg__follow_close(rep->f);
@@ -506,6 +704,7 @@ void tg__replica_free(struct tg__replica *rep) {
   free(rep->url);
   free(rep->name);
   pthread_cond_destroy(&rep->cv);
+  pthread_mutex_destroy(&rep->promote_mu);
   pthread_mutex_destroy(&rep->mu);
   free(rep);
 }
@@ -583,36 +782,42 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
   if (!s || !out) return TG_EINVAL;
   TG__CALL_GUARD(s);
   memset(out, 0, sizeof *out);
+  struct tg__replica *rep = s->replica;
+  int writer = 1;
+  /* The follower's state first, then the position: a promotion sets the
+     epoch before `promoted`, so a status that says promoted shows the new
+     epoch. */
+  if (rep) {
+    pthread_mutex_lock(&rep->mu);
+    out->is_replica = !rep->promoted;
+    out->promoted = rep->promoted;
+    writer = rep->promoted;
+    out->messages = rep->messages;
+    out->records = rep->records;
+    out->max_message_bytes = rep->max_bytes;
+    out->apply_ns = rep->apply_ns;
+    out->error = rep->err;
+    snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
+    snprintf(out->set_aside, sizeof out->set_aside, "%s", rep->set_aside);
+    pthread_mutex_unlock(&rep->mu);
+  }
   tg__store_lock(s);
   out->applied_lsn = tg__store_last_lsn(s);
   out->stream_seq = s->repl_seq;
   out->epoch = s->repl_epoch;
   tg__store_unlock(s);
-  struct tg__replica *rep = s->replica;
-  if (!rep) return 0;
-  pthread_mutex_lock(&rep->mu);
-  out->is_replica = !rep->promoted;
-  out->messages = rep->messages;
-  out->records = rep->records;
-  out->max_message_bytes = rep->max_bytes;
-  out->apply_ns = rep->apply_ns;
-  out->error = rep->err;
-  snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
-  pthread_mutex_unlock(&rep->mu);
+#ifdef TG_HAVE_NATS
+  /* s->lease is set before promoted (under rep->mu), and at open. */
+  if (writer && s->lease) {
+    uint64_t epoch, failures;
+    tg__lease_info(s->lease, &epoch, &out->lease_renewals, &failures);
+  }
+#else
+  (void)writer;
+#endif
   return 0;
 }
 
-#ifdef TG_HAVE_NATS
-/* "<host>:<pid>:<random>" */
-static void owner_id(char *out, size_t n) {
-  char host[64] = "localhost";
-  gethostname(host, sizeof host - 1);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  unsigned r = (unsigned)(ts.tv_nsec ^ (getpid() << 16));
-  snprintf(out, n, "%s:%d:%08x", host, (int)getpid(), r);
-}
-#endif
 
 int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
                             tg_repl_stream_info *out, char *msg, size_t msglen) {
@@ -638,42 +843,53 @@ int tg_repl_stream_info_get(const char *nats_url, const char *repl_name,
 #endif
 }
 
-int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen) {
-  if (msg && msglen) msg[0] = 0;
-  if (!s || !s->replica) return TG_EINVAL;
-  TG__CALL_GUARD(s);
-#ifndef TG_HAVE_NATS
-  (void)timeout_ms;
-  tg__say(msg, msglen, "promotion needs NATS: this tokengraph was built without libnats");
-  return TG_ENOTSUP;
-#else
+#ifdef TG_HAVE_NATS
+/* The promotion (tg_replica_promote(), and failover's watcher with
+   watcher = 1). force: take the lease however live it looks; stale_rev:
+   a revision the watcher saw unchanged for its TTL, taken as expired. */
+static int promote(tg_store *s, uint32_t timeout_ms, int force, uint64_t stale_rev,
+                   int watcher, char *msg, size_t msglen) {
   struct tg__replica *rep = s->replica;
   tg__lease lease;
-  char owner[128];
-  uint64_t first = 0, last = 0, rev = 0;
+  tg__lease_holder *h = NULL;
+  tg__follow *f = NULL;
+  uint64_t first = 0, last = 0, rev = 0, lsn = 0;
   int rc;
+  pthread_mutex_lock(&rep->promote_mu);
   pthread_mutex_lock(&rep->mu);
   rc = rep->promoted ? TG_EINVAL : rep->err;
   if (rc && rc != TG_EINVAL) tg__say(msg, msglen, "%s", rep->errmsg);
   pthread_mutex_unlock(&rep->mu);
-  if (rc) return rc;
+  if (rc) goto out;
   /* A connection of the promoter's own: the follower's is its thread's. */
-  tg__follow *f = NULL;
-  if ((rc = tg__follow_open(&f, rep->url, rep->name, msg, msglen))) return rc;
+  if ((rc = tg__follow_open(&f, rep->url, rep->name, msg, msglen))) goto out;
   if ((rc = tg__follow_lease_get(f, rep->lease_ttl_ms, &lease, msg, msglen))) goto out;
+  if (!force && !(stale_rev && lease.revision == stale_rev) &&
+      tg__lease_live(&lease, rep->owner, rep->lease_ttl_ms)) {
+    rc = TG_EEXIST;
+    tg__say(msg, msglen, "the leader lease TG_LEASE_%s/leader is held by '%s' at epoch %"
+            PRIu64 ", written %" PRIu64 " ms ago (TTL %" PRIu64 " ms): its writer is alive; "
+            "stop it and let the lease expire, or force the promotion (the old writer is "
+            "then fenced at its next publish)", rep->name, lease.owner, lease.epoch,
+            lease.age_ms, lease.ttl_ms ? lease.ttl_ms : rep->lease_ttl_ms);
+    goto out;
+  }
   tg__store_lock(s);
   uint64_t epoch = (lease.epoch > s->repl_epoch ? lease.epoch : s->repl_epoch) + 1;
-  uint64_t lsn = s->last_lsn;
+  lsn = s->last_lsn;
   tg__store_unlock(s);
-  owner_id(owner, sizeof owner);
-  if ((rc = tg__follow_lease_put(f, rep->lease_ttl_ms, lease.revision, epoch, owner, lsn,
+  if ((rc = tg__follow_lease_put(f, rep->lease_ttl_ms, lease.revision, epoch, rep->owner, lsn,
                                  &rev, msg, msglen)))
+    goto out;
+  /* Held from here, and renewed while the drain runs. */
+  if ((rc = tg__lease_adopt(&h, rep->url, rep->name, rep->lease_ttl_ms, epoch, rep->owner,
+                            rev, lsn, msg, msglen)))
     goto out;
   /* Drain: everything the stream holds now, which includes every message
      the old primary had acknowledged (its acks come after the stream
      stored them). */
   if ((rc = tg__follow_bounds(f, &first, &last, msg, msglen))) goto out;
-  struct timespec ts = deadline_in_ms(timeout_ms);
+  uint64_t deadline = tg__now_ns() + (uint64_t)timeout_ms * 1000000u;
   pthread_mutex_lock(&rep->mu);
   for (;;) {
     tg__store_lock(s);
@@ -685,13 +901,30 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
       tg__say(msg, msglen, "%s", rep->errmsg);
       break;
     }
-    if (pthread_cond_timedwait(&rep->cv, &rep->mu, &ts) == ETIMEDOUT) {
+    if (watcher && rep->watch_stop) {
+      rc = -ECANCELED;
+      tg__say(msg, msglen, "closed while draining for a failover");
+      break;
+    }
+    if (tg__lease_lost(h)) {
+      rc = TG_EEXIST;
+      tg__say(msg, msglen, "another process took the leader lease while this replica "
+              "drained the stream: not promoted");
+      break;
+    }
+    uint64_t now = tg__now_ns();
+    if (now >= deadline) {
       rc = -ETIMEDOUT;
       tg__say(msg, msglen, "the replica reached stream sequence %" PRIu64 " of %" PRIu64
-              " within %u ms: not promoted (the lease is taken with epoch %" PRIu64 ")",
+              " within %u ms: not promoted (the lease taken at epoch %" PRIu64 " is released)",
               seq, last, timeout_ms, epoch);
       break;
     }
+    /* Woken by each message applied; at least every 100 ms to look at the
+       lease and the deadline. */
+    uint64_t left = deadline - now;
+    struct timespec ts = deadline_in_ms(left > 100000000u ? 100u : (uint32_t)(left / 1000000u) + 1);
+    pthread_cond_timedwait(&rep->cv, &rep->mu, &ts);
   }
   pthread_mutex_unlock(&rep->mu);
   if (rc) goto out;
@@ -699,16 +932,20 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
   /* Become the stream's writer: everything applied made durable, then the
      log opened again with a shipper at the new epoch, which continues the
      stream after its last message (ExpectLastSeq). A failure leaves the
-     handle refusing writes: close it. */
-  if ((rc = tg_sync(s)) ||
+     handle refusing writes: close it. (tg_wal_sync, not tg_sync: the
+     watcher is no caller of the API.) */
+  if ((rc = tg_wal_sync(s->wal, 0)) ||
       (rc = tg__store_reopen_wal(s, &rep->writer, epoch, msg, msglen))) {
     set_error(rep, rc, msg);
     goto out;
   }
+  tg__lease_attach(h, s->ship); /* lost meanwhile: fenced at once */
   tg__store_lock(s);
   s->repl_epoch = epoch;
   tg__store_unlock(s);
   pthread_mutex_lock(&rep->mu);
+  s->lease = h; /* before promoted: tg_replica_status_get() */
+  h = NULL;
   rep->promoted = 1;
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
@@ -716,7 +953,68 @@ int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msgle
      caller that sees it sees the reopened log. */
   __atomic_store_n(&s->writes_refused, 0, __ATOMIC_RELEASE);
 out:
+  if (h) { /* not promoted: the lease goes back (unless lost) */
+    tg__lease_stop(h);
+    tg__lease_release(h, lsn);
+    tg__lease_free(h);
+  }
   tg__follow_close(f);
+  pthread_mutex_unlock(&rep->promote_mu);
   return rc;
+}
+
+/* Failover (tg_replica_config.failover): every quarter of the TTL, read
+   the lease; once its holder is gone (lease.c's rule: absent, released,
+   older than its TTL by its timestamp, or the same revision for a whole
+   TTL of our watching, which needs no clock agreement), promote. A lost
+   race (TG_EEXIST: another follower took the lease) changes nothing: this
+   replica goes on following, the winner's epoch next. */
+static void *watcher_main(void *arg) {
+  tg_store *s = arg;
+  struct tg__replica *rep = s->replica;
+  tg__follow *f = NULL;
+  uint64_t seen_rev = 0, seen_ns = 0;
+  uint32_t period = rep->lease_ttl_ms / 4;
+  tg_trace_set_thread_name("failover");
+  for (;;) {
+    struct timespec ts = deadline_in_ms(period);
+    pthread_mutex_lock(&rep->mu);
+    while (!rep->watch_stop && !rep->promoted && !rep->err &&
+           pthread_cond_timedwait(&rep->cv, &rep->mu, &ts) != ETIMEDOUT) {
+    }
+    int done = rep->watch_stop || rep->promoted || rep->err;
+    pthread_mutex_unlock(&rep->mu);
+    if (done) break;
+    if (!f && tg__lease_connect(&f, rep->url, rep->name, period, NULL, 0)) continue;
+    tg__lease l;
+    if (tg__follow_lease_get(f, rep->lease_ttl_ms, &l, NULL, 0)) continue;
+    uint64_t now = tg__now_ns();
+    if (l.revision != seen_rev || !seen_ns) {
+      seen_rev = l.revision;
+      seen_ns = now;
+    }
+    uint64_t ttl = l.ttl_ms ? l.ttl_ms : rep->lease_ttl_ms;
+    int stale = l.revision && now - seen_ns >= ttl * 1000000u;
+    if (!stale && tg__lease_live(&l, rep->owner, rep->lease_ttl_ms)) continue;
+    char msg[256] = "";
+    int rc = promote(s, FAILOVER_DRAIN_MS, 0, stale ? l.revision : 0, 1, msg, sizeof msg);
+    if (rc == 0) break;
+    seen_ns = 0; /* the lease moved (or will): watch it anew */
+  }
+  tg__follow_close(f);
+  return NULL;
+}
+#endif
+
+int tg_replica_promote(tg_store *s, uint32_t timeout_ms, char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!s || !s->replica) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+#ifndef TG_HAVE_NATS
+  (void)timeout_ms;
+  tg__say(msg, msglen, "promotion needs NATS: this tokengraph was built without libnats");
+  return TG_ENOTSUP;
+#else
+  return promote(s, timeout_ms, s->replica->force, 0, 0, msg, msglen);
 #endif
 }

@@ -82,6 +82,7 @@ uint64_t tg__ship_acked_lsn(tg__ship *sh) {
   (void)sh;
   return 0;
 }
+void tg__ship_fence(tg__ship *sh) { (void)sh; }
 
 #else /* TG_HAVE_NATS */
 
@@ -155,6 +156,11 @@ int tg__ship_config_check(const tg_store_config *cfg, char *msg, size_t len) {
   }
   if (cfg->repl_ack_timeout_ms == 0) {
     tg__say(msg, len, "invalid configuration: repl_ack_timeout_ms is 0");
+    return TG_ECONFIG;
+  }
+  if (cfg->repl_lease_ttl_ms < 150) { /* renewed every 50 ms at least (lease.c) */
+    tg__say(msg, len, "invalid configuration: repl_lease_ttl_ms %u is below 150",
+            cfg->repl_lease_ttl_ms);
     return TG_ECONFIG;
   }
   if (cfg->read_only) {
@@ -553,6 +559,12 @@ uint64_t tg__ship_acked_lsn(tg__ship *sh) {
   uint64_t a = sh->acked_lsn;
   pthread_mutex_unlock(&sh->mu);
   return a;
+}
+
+void tg__ship_fence(tg__ship *sh) {
+  pthread_mutex_lock(&sh->mu);
+  fail_locked(sh, TG_EFENCED);
+  pthread_mutex_unlock(&sh->mu);
 }
 
 #endif /* TG_HAVE_NATS */

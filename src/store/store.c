@@ -261,6 +261,7 @@ void tg_store_config_init(tg_store_config *cfg) {
   cfg->crash_dump = 1;
   cfg->repl_replicas = 1;
   cfg->repl_ack_timeout_ms = 10000;
+  cfg->repl_lease_ttl_ms = 10000;
   cfg->repl_snapshots = 1;
 }
 

@@ -178,6 +178,9 @@ struct tg_store {
   uint64_t repl_epoch;          /* lock: that message's epoch */
   struct tg__replica *replica;  /* open/close: the follower, NULL on a
                                    store that is not a replica */
+  struct tg__lease_holder *lease; /* open/close (a promotion: before writes):
+                                   the leader lease a replicating writer
+                                   holds (lease.c), or NULL */
   char *repl_url, *repl_nm;     /* open/close (a promotion: before writes):
                                    where a shipping store publishes its
                                    snapshots after checkpoints, NULL = not */
@@ -320,6 +323,49 @@ uint64_t tg__ship_acked_lsn(tg__ship *sh);
    checkpoint's repl_epoch, or a promotion in progress, replica.c). Between
    tg__ship_open() and tg__ship_start(). Accepts NULL. */
 void tg__ship_min_epoch(tg__ship *sh, uint64_t epoch);
+
+/* Fence the store (lease.c: the leader lease is another writer's): the
+   log fails with TG_EFENCED, as when the stream refuses a publish. Any
+   thread; the first failure wins. */
+void tg__ship_fence(tg__ship *sh);
+
+/* ---- the leader lease (lease.c) -------------------------------------------
+   A replicating writer holds TG_LEASE_<name>/leader for its epoch and
+   renews it; see lease.c's opening comment for the rules. Without libnats
+   nothing holds one. */
+typedef struct tg__lease_holder tg__lease_holder;
+struct tg__lease;
+/* Take the lease at open, for the epoch the store will ship at (cfg's,
+   else the newer of the stream's last message's and dir_epoch, the
+   checkpoint's). TG_EFENCED when a newer epoch holds it; the NATS errors.
+   The renewal thread starts with tg__lease_start(). */
+int tg__lease_acquire(tg__lease_holder **out, const tg_store_config *cfg, uint64_t dir_epoch,
+                      uint64_t lsn, char *msg, size_t len);
+/* Hold a lease a promotion took (revision, owner) and start renewing it. */
+int tg__lease_adopt(tg__lease_holder **out, const char *url, const char *name, uint32_t ttl_ms,
+                    uint64_t epoch, const char *owner, uint64_t revision, uint64_t lsn,
+                    char *msg, size_t len);
+/* Start renewing (once); ship (or NULL) is fenced if the lease is lost. */
+int tg__lease_start(tg__lease_holder *h, tg__ship *ship);
+/* Fence ship if the lease is lost, now or later. */
+void tg__lease_attach(tg__lease_holder *h, tg__ship *ship);
+/* 1 once another owner took the lease. */
+int tg__lease_lost(tg__lease_holder *h);
+/* The epoch held, renewals made, renewals that failed to reach the server. */
+void tg__lease_info(tg__lease_holder *h, uint64_t *epoch, uint64_t *renewals,
+                    uint64_t *failures);
+/* Stop renewing (before the shipper closes); accepts NULL. */
+void tg__lease_stop(tg__lease_holder *h);
+/* Release the lease by compare-and-swap on our revision (owner "", epoch
+   kept, lsn the last acknowledged), unless lost; accepts NULL. */
+void tg__lease_release(tg__lease_holder *h, uint64_t lsn);
+/* Stop and free; accepts NULL. */
+void tg__lease_free(tg__lease_holder *h);
+/* 1 when lease l is held by another owner than me (may be NULL) and not
+   older than its TTL (its value's, else default_ttl_ms). */
+int tg__lease_live(const struct tg__lease *l, const char *me, uint32_t default_ttl_ms);
+/* "<host>:<pid>:<random>" */
+void tg__lease_owner_id(char *out, size_t n);
 
 /* A promoted replica becomes a shipping writer (durable.c): the WAL is
    closed and opened again with cfg's level and a shipper (cfg->nats_url,

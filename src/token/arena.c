@@ -94,7 +94,8 @@ int tg__arena_init(tg__arena *a, uint32_t id_off) {
   a->chunks = calloc(TG__MAX_CHUNKS, sizeof *a->chunks);
   a->map = calloc(TG__MAX_CHUNKS, sizeof *a->map);
   a->map_live = calloc(TG__MAX_CHUNKS, sizeof *a->map_live);
-  if (a->chunks && a->map && a->map_live) return 0;
+  a->map_regions = calloc(TG__MAX_MAP_REGIONS, sizeof *a->map_regions);
+  if (a->chunks && a->map && a->map_live && a->map_regions) return 0;
   tg__arena_free(a);
   return TG_ENOMEM;
 }
@@ -104,28 +105,30 @@ void tg__arena_free(tg__arena *a) {
     for (uint32_t c = 0; c < a->nchunks; c++)
       default_unmap(a->chunks[c], TG__CHUNK_BYTES);
   }
-  if (a->map) {
-    for (uint32_t c = 0; c < a->map_hi; c++)
-      if (a->map[c]) munmap(a->map[c], TG__MAP_CHUNK_BYTES);
+  if (a->map_regions) {
+    for (uint32_t r = 0; r < TG__MAX_MAP_REGIONS && r * TG__MAP_REGION_CHUNKS < a->map_hi; r++)
+      if (a->map_regions[r]) default_unmap(a->map_regions[r], TG__MAP_REGION_BYTES);
   }
   if (a->spare) default_unmap(a->spare, TG__CHUNK_BYTES);
   free(a->chunks);
   free(a->map);
   free(a->map_live);
+  free(a->map_regions);
   memset(a, 0, sizeof *a);
 }
 
 int tg__arena_map_cover(tg__arena *a, uint32_t id) {
   uint32_t c = TG__ID_CHUNK(id);
   if (a->map[c]) return 0;
+  unsigned char **reg = &a->map_regions[c / TG__MAP_REGION_CHUNKS];
   /* Not counted in the map budget, which is about slot chunks (the tests
-     that drive the arena out of memory count them). */
-  void *p = mmap(NULL, TG__MAP_CHUNK_BYTES, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return TG_ENOMEM;
-  /* Faulted in now, off the per-create path, as the slot chunks are: 32
-     pages a map chunk, one per 1,024 creates otherwise. */
-  (void)madvise(p, TG__MAP_CHUNK_BYTES, MADV_POPULATE_WRITE);
+     that drive the arena out of memory count them). Mapped and faulted
+     whole (huge pages, TG__MAP_REGION_BYTES), off the per-create path as
+     the slot chunks are: one region per 524,288 ids. */
+  if (!*reg && !(*reg = default_map(TG__MAP_REGION_BYTES))) return TG_ENOMEM;
+  void *p = *reg + (size_t)(c % TG__MAP_REGION_CHUNKS) * TG__MAP_CHUNK_BYTES;
+  /* A chunk given back (tg__arena_map_reclaim()) reads as zero; one never
+     used is zero from the mapping. */
   /* Release: a reader that finds the pointer finds zeroed, mapped memory
      (the contract in arena.h). */
   __atomic_store_n(&a->map[c], (uint32_t *)p, __ATOMIC_RELEASE);
@@ -234,9 +237,10 @@ int tg__arena_grow(tg__arena *a) {
   }
   if (!p) p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
-  /* Plain: readers reach this entry only through a `next` published past
-     it later (release, tg__arena_publish). */
-  a->chunks[a->nchunks] = p;
+  /* Relaxed: readers reach this entry to copy a slot only through a map
+     entry published after it (release, tg__arena_publish); a read's
+     prefetch of slot id - 1 loads it with no order at all (arena.h). */
+  __atomic_store_n(&a->chunks[a->nchunks], p, __ATOMIC_RELAXED);
   TG__STORE_RELAXED(a->nchunks, a->nchunks + 1u);
   uint64_t lim = (uint64_t)a->nchunks * TG__CHUNK_SLOTS;
   a->limit = lim > TG__MAX_SLOTS ? TG__MAX_SLOTS : (uint32_t)lim;

@@ -19,8 +19,11 @@
  * chunk, is never set). Map chunk c covers the ids slot chunk c would hold
  * if nothing were deleted, so both grow in step. A lookup is three dependent
  * loads (map chunk, entry, slot chunk) and no hashing; the map costs 4 bytes
- * per id in a map chunk in use (128 KiB per 32,768 ids, pre-faulted like the
- * slot chunks). A map chunk whose ids are all dead once the cursor has left
+ * per id in a map chunk in use (128 KiB per 32,768 ids, carved from 2 MiB
+ * huge-page regions and pre-faulted like the slot chunks). A lock-free read
+ * also prefetches slot id - 1, where an arena that has freed nothing keeps
+ * id, so the entry's and the slot's cache misses overlap
+ * (tg__arena_read()). A map chunk whose ids are all dead once the cursor has left
  * it is handed back to the kernel (MADV_DONTNEED, its pages read as zero
  * again), so a store that creates and deletes forever does not keep 4 bytes
  * per id ever issued.
@@ -116,6 +119,9 @@ typedef struct tg__arena {
   uint64_t live;          /* slots in use (relaxed stores: stats readers) */
   uint32_t *map_live;     /* TG__MAX_CHUNKS counts: live ids per map chunk */
   uint32_t map_hi;        /* map chunks [0, map_hi) may be mapped */
+  unsigned char **map_regions; /* TG__MAX_MAP_REGIONS entries: the 2 MiB
+                             mappings the map chunks are carved from
+                             (TG__MAP_REGION_CHUNKS each), NULL = none */
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
@@ -289,6 +295,14 @@ static inline void tg__slot_set_u16(void *slot, uint32_t off, uint16_t v) {
 
 
 #define TG__MAP_CHUNK_BYTES ((size_t)TG__CHUNK_SLOTS * sizeof(uint32_t)) /* 128 KiB */
+/* Map chunks are carved from 2 MiB regions, 2 MiB aligned and advised
+   MADV_HUGEPAGE, as the slot chunks are: a lookup of a random id loads its
+   map entry, and with 4 KiB pages the map of 4 M ids (16 MiB, 4,096 pages)
+   missed the TLB on most lookups, a two-level page walk under the
+   hypervisor (tg-bench concurrent's reader p99.9, docs/benchmarks.md). */
+#define TG__MAP_REGION_CHUNKS 16u
+#define TG__MAP_REGION_BYTES (TG__MAP_CHUNK_BYTES * TG__MAP_REGION_CHUNKS) /* 2 MiB */
+#define TG__MAX_MAP_REGIONS (TG__MAX_CHUNKS / TG__MAP_REGION_CHUNKS)
 #define TG__ID_CHUNK(id) (((uint32_t)(id) - 1u) >> TG__CHUNK_SHIFT) /* map chunk */
 #define TG__ID_ENTRY(id) (((uint32_t)(id) - 1u) & TG__CHUNK_MASK)   /* entry in it */
 
@@ -317,6 +331,14 @@ static inline void *tg__arena_get(const tg__arena *a, uint32_t id) {
  */
 static inline int tg__arena_read(const tg__arena *a, uint32_t id, void *out) {
   uint64_t w[8];
+  /* Ids and slots start in step (a store that has deleted nothing holds id
+     i in slot i - 1, or near it), so the slot at index id - 1 is fetched
+     while the map entry is: two dependent cache misses overlap. A wrong
+     guess costs one prefetch; the chunk table never moves and a prefetch
+     never faults (a stale chunk pointer is still mapped). */
+  const unsigned char *guess =
+      __atomic_load_n(&a->chunks[(id - 1u) >> TG__CHUNK_SHIFT], __ATOMIC_RELAXED);
+  if (guess) __builtin_prefetch(guess + (size_t)((id - 1u) & TG__CHUNK_MASK) * TG__SLOT_BYTES);
   for (;;) {
     /* Acquire, twice: the chunk of map entries, then the entry, which was
        stored (with release) after the slot's chunk pointer. */

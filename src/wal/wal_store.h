@@ -102,6 +102,14 @@ void tg__wal_strict_begin(tg_wal *w);
 int tg__wal_append_nowait(tg_wal *w, uint8_t type, const void *payload, size_t len,
                           uint64_t *lsn);
 int tg__wal_strict_end(tg_wal *w, uint64_t lsn);
+/* tg__wal_append_nowait() of recs[0..n) (their type, payload and len; lsn
+   is ignored) as consecutive LSNs, the first into *first. Records whose
+   payloads fit a ring slot (96 bytes) are claimed in one step: what a
+   replica applying a message of the primary's records does (replica.c).
+   On an error the records from the failed one on are not logged (the WAL
+   has failed, or a nonblocking one refused: TG_EAGAIN). */
+int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
+                               uint64_t *first);
 
 /* A name in the directory open as dfd, for bytes of file `name` kept
    aside, that does not exist yet: NAME.broken, then NAME.broken.1, .2, ...
