@@ -39,7 +39,10 @@
  * holds its id, so walking the slots finds the live objects without the map.
  *
  * Concurrency contract of the map, for readers that do not take the store
- * lock: every change happens under the store lock. `map` (the chunk table,
+ * lock: every change happens under the store lock, except the entries of
+ * ids a thread holds in its cache (tg__arena_publish_held(),
+ * tg__arena_release_held(): one word each, by the one thread that holds
+ * the id, or the adjacency locks' holder). `map` (the chunk table,
  * TG__MAX_CHUNKS pointers) is allocated at init and never moves; a map
  * chunk pointer is published with a release store after its memory is
  * mapped and stays valid until tg__arena_free() (reclaimed chunks stay
