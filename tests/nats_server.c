@@ -237,6 +237,24 @@ void tgn_server_kill_node(tgn_server *srv, int i) {
   n->pid = 0;
 }
 
+void tgn_server_stop_node(tgn_server *srv, int i) {
+  tgn_node *n = &srv->node[i];
+  if (n->pid > 0) {
+    kill(n->pid, SIGTERM);
+    uint64_t deadline = tgp_now_ns() + 10ull * 1000000000u;
+    while (waitpid(n->pid, NULL, WNOHANG) == 0) {
+      if (tgp_now_ns() > deadline) {
+        kill(n->pid, SIGKILL);
+        waitpid(n->pid, NULL, 0);
+        break;
+      }
+      struct timespec ts = {0, 10 * 1000 * 1000}; /* a poll's period */
+      nanosleep(&ts, NULL);
+    }
+  }
+  n->pid = 0;
+}
+
 int tgn_server_restart_node(tgn_server *srv, int i) {
   tgn_server_kill_node(srv, i);
   int rc = spawn(srv, i);

@@ -46,8 +46,15 @@ int tgn_server_available(char *buf, size_t len);
    started processes are stopped and the directory removed). */
 int tgn_server_start(tgn_server *srv, int cluster_size);
 
-/* Kill node i (SIGKILL, then reap it), keeping its ports and store. */
+/* Kill node i (SIGKILL, then reap it), keeping its ports and store. A
+   crash: nats-server 2.9 acknowledges a message before its store is
+   synced, so acknowledged messages may be gone after the restart. */
 void tgn_server_kill_node(tgn_server *srv, int i);
+
+/* Stop node i as an operator would (SIGTERM: the server flushes its store
+   and exits; SIGKILL after 10 s), keeping its ports and store: an outage
+   that loses nothing the server acknowledged. */
+void tgn_server_stop_node(tgn_server *srv, int i);
 
 /* Start node i again on the same ports and store; wait until it answers. */
 int tgn_server_restart_node(tgn_server *srv, int i);

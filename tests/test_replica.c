@@ -1442,8 +1442,11 @@ static void test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced(vo
   assert_int_equal(tg_token_create(s, &t, &id), 0);
   assert_int_equal(tg_sync(s), 0);
   uint64_t ren = 0, fails = 0, t0 = tgp_now_ns();
-  /* The server goes away: renewals fail, and go on being tried. */
-  tgn_server_kill_node(&own, 0);
+  /* The server goes away: renewals fail, and go on being tried. Stopped,
+     not killed: a killed nats-server may lose the message it acknowledged
+     last (its store is synced later), which fails the store on the
+     restart for a reason this test is not about. */
+  tgn_server_stop_node(&own, 0);
   while (lease_counts(s, &ren, &fails), fails < 2) {
     if (tgp_now_ns() - t0 > TGT_PATIENCE_NS) fail_msg("no renewal failed without a server");
     tgt_pause();

@@ -69,7 +69,7 @@ void tg_replica_config_init(tg_replica_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   tg_store_config_init(&cfg->store);
   cfg->bootstrap_snapshot = 1;
-  cfg->fetch_batch = 64;
+  cfg->fetch_batch = 8;
   cfg->lease_ttl_ms = 10000;
 }
 
@@ -393,17 +393,18 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
    passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
    messages, to be back as soon as the next ones are there (with batches of
-   64 it applied a message up to 64 messages or 200 ms after it arrived:
-   tg-bench replicate measured a lag p99 of 66-170 ms at 1 M records/s),
-   and for a whole batch again after a fetch that filled one.
+   64 a message could wait for 63 more, or 200 ms), and for a whole batch
+   again after a fetch that filled one.
    A fetch must also never give up while the server still sends what it
    asked for: libnats 3.4.1 then returned a later fetch with more messages
    than its batch, written past the end of its array (ASan:
    heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
    with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
    the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
-   of messages as large as the largest seen so far: 8 of 1 MiB, which this
-   machine moves in 30-80 ms even while loaded. */
+   of messages of the largest size a message may have: 8 of 1 MiB, which
+   this machine moves in 30-80 ms even while loaded (the size seen so far
+   would not do: a primary's messages grow from a few KiB to 1 MiB when it
+   writes faster). */
 #define FOLLOW_WAIT_MS 200u
 #define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
                                      expiry (a pull of 1 has none, and one
@@ -412,12 +413,8 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
 
 /* The batch for a follower that is behind. */
 static uint32_t full_batch(struct tg__replica *rep) {
-  pthread_mutex_lock(&rep->mu);
-  uint64_t big = rep->max_bytes;
-  pthread_mutex_unlock(&rep->mu);
-  uint64_t fit = big ? FOLLOW_BATCH_BYTES / big : rep->fetch_batch;
-  if (fit < FOLLOW_CAUGHT_UP_BATCH) fit = FOLLOW_CAUGHT_UP_BATCH;
-  return fit < rep->fetch_batch ? (uint32_t)fit : rep->fetch_batch;
+  uint32_t fit = FOLLOW_BATCH_BYTES / TG__REPL_MAX_MSG;
+  return fit < rep->fetch_batch ? fit : rep->fetch_batch;
 }
 
 static void *follower(void *arg) {
@@ -522,7 +519,7 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   pthread_mutex_init(&rep->mu, NULL);
   pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
-  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 64;
+  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 8;
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
   rep->force = cfg->promote_force;
   rep->failover = cfg->failover;
