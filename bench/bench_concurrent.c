@@ -39,7 +39,8 @@ static void usage(FILE *f) {
           "per CPU second near 1 is a busy machine, not interference. For the\n"
           "stall phases it prints the share of a core the writers and readers had,\n"
           "the gaps of 1 ms or more (count and total) and their context switches,\n"
-          "with the checkpoint and without.\n");
+          "with the checkpoint and without; and the readers' percentiles alone\n"
+          "(1 s on the filled store, no writer): the floor of the machine.\n");
 }
 
 #define ROUNDS 4
@@ -112,7 +113,7 @@ int tgb_concurrent(int argc, char **argv) {
   tg_store *s = NULL;
   int status = 1;
   char tmp[512] = "", cdir[600];
-  tgc_result alone, both, with_ckpt, without;
+  tgc_result alone, both, with_ckpt, without, ralone;
   if (open_store(&s, dir, &cfg)) return 1;
   /* Alone and with readers alternate in ROUNDS rounds of count / ROUNDS
      creates per writer, so that a drift of the machine's speed (another
@@ -128,6 +129,15 @@ int tgb_concurrent(int argc, char **argv) {
     if (tgc_run(&p, &b)) goto out;
     add_result(&alone, &a);
     add_result(&both, &b);
+  }
+  /* The readers alone on the filled store for a second: the floor of
+     their latency on this machine (cache misses of random ids, and
+     interrupts), to tell from what a writer beside them adds. */
+  memset(&ralone, 0, sizeof ralone);
+  if (readers) {
+    tgc_phase p = {s, 0, (unsigned)readers, 0, 1000000000ull, 0, TGC_READ_GET, 0,
+                   TGC_WRITE_CREATE};
+    if (tgc_run(&p, &ralone)) goto out;
   }
   tg_store_close(s);
   s = NULL;
@@ -200,6 +210,9 @@ int tgb_concurrent(int argc, char **argv) {
            (double)with_ckpt.w.max * npt, (double)with_ckpt.r.max * npt);
     printf("%-28s %.0f / %.0f ns\n", "no-checkpoint stall w/r", (double)without.w.max * npt,
            (double)without.r.max * npt);
+    printf("%-28s %.0f / %.0f / %.0f ns\n", "reader alone p50/p99/p999",
+           tgc_hist_quantile_ns(&ralone.r, 0.50, npt), tgc_hist_quantile_ns(&ralone.r, 0.99, npt),
+           tgc_hist_quantile_ns(&ralone.r, 0.999, npt));
     printf("%-28s %.3f\n", "reader_cpu_share with",
            readers ? both.reader_cpu_seconds / both.seconds / (double)readers : 0.0);
     /* The stall phases on a busy machine: a longest stall is one sample

@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -112,31 +113,31 @@ static int from_mdb(int rc) {
  * A checkpoint is background work on cores the application is using: on
  * 2 cores with a writer and a reader running, its CPU time (a first
  * checkpoint of 2 M tokens: about 0.1 s to capture, 0.3 s to write LMDB)
- * came out of theirs, and the scheduler took it in whole slices (a tick,
- * 4 ms here, or more), during which a writer or reader stood still, and so
+ * came out of theirs, and the scheduler took it in whole slices (up to a
+ * tick, 4 ms here), during which a writer or reader stood still, and so
  * did the WAL's writer thread that a BALANCED writer's pacing waits for
  * (perf sched: the writer's longest gaps during a checkpoint were
  * run-queue waits and pacing waits, no lock). So:
  *  - the LMDB write, most of the CPU time and no lock a writer needs, runs
- *    on a thread of its own, CKPT_NICE above the caller's nice (a thread's nice cannot be
+ *    on a thread of its own, CKPT_NICE above the caller's nice, so that it
+ *    takes a smaller share of contended cores (a thread's nice cannot be
  *    lowered again without privilege, so the caller's own thread is left
  *    as it is); the capture stays on the caller's thread at its priority,
  *    because its store lock holds must not wait for a low-priority thread
  *    the scheduler preempted;
- *  - both work in bursts of PACE_BURST_NS of CPU; after a burst in which
- *    the thread was preempted (the cores are contended: its involuntary
- *    context switches grew), it sleeps PACE_REST_NS, so the others get
- *    the CPU in short gaps rather than whole slices. On idle cores it
- *    never sleeps, and a checkpoint takes as long as before.
+ *  - both yield the CPU (sched_yield) after every PACE_BURST_NS of CPU
+ *    time, at a point where they hold no lock: a thread of the
+ *    application waiting for that core runs after at most that long, not
+ *    after a whole slice; with nobody waiting, the yield returns at once
+ *    and costs a system call. This is a worker giving way between bursts,
+ *    not a waiter spinning on sched_yield (store.c, LOCKING).
  */
 #define CKPT_NICE 10
 #define PACE_BURST_NS 500000ull /* 0.5 ms */
-#define PACE_REST_NS 500000L
 #define PACE_EVERY 256u         /* records between two looks at the clock */
 
 typedef struct ckpt_pace {
   uint64_t cpu0; /* the thread's CPU time when the burst began */
-  long ivcsw;    /* its involuntary context switches then */
   uint32_t n;    /* records since the last look */
 } ckpt_pace;
 
@@ -146,27 +147,18 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static long thread_ivcsw(void) {
-  struct rusage ru;
-  return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nivcsw : 0;
-}
-
 static void pace_init(ckpt_pace *p) {
   p->cpu0 = thread_cpu_ns();
-  p->ivcsw = thread_ivcsw();
   p->n = 0;
 }
 
 /* At a point where the thread holds no lock another thread waits for. */
 static void pace_now(ckpt_pace *p) {
   p->n = 0;
-  if (thread_cpu_ns() - p->cpu0 < PACE_BURST_NS) return;
-  long iv = thread_ivcsw();
-  if (iv != p->ivcsw) {
-    struct timespec rest = {0, PACE_REST_NS};
-    nanosleep(&rest, NULL); /* a rate limit of background work */
-  }
-  pace_init(p);
+  uint64_t now = thread_cpu_ns();
+  if (now - p->cpu0 < PACE_BURST_NS) return;
+  sched_yield();
+  p->cpu0 = now;
 }
 
 static inline void pace_record(ckpt_pace *p) {
