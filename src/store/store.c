@@ -898,17 +898,42 @@ static __attribute__((noinline, cold)) int create_admit_slow(tg_store *s) {
   return 0;
 }
 
+/* Wait until the store lock is free, without taking it: a spin, then
+   sleeps of 20 us on its futex word (the holder wakes only threads
+   counted in sleepers, so a waiter that does not take the lock must not
+   count itself there). 1 when it saw the lock free, 0 when it gave up
+   (then the caller queues on the lock). */
+static __attribute__((noinline)) int wait_lock_free(tg_store *s) {
+  for (unsigned i = 0; i < 4 * LOCK_SPINS; i++) {
+    if (!atomic_load_explicit(&s->lock, memory_order_relaxed)) return 1;
+    tg__cpu_relax();
+  }
+  const struct timespec ts = {0, 20000};
+  for (unsigned i = 0; i < 50; i++) {
+    if (!atomic_load_explicit(&s->lock, memory_order_relaxed)) return 1;
+    syscall(SYS_futex, (int *)&s->lock, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
+  }
+  return 0;
+}
+
 /* A create from the calling thread's cache, without the store lock
    (SHARDS). 1 when it ran (*rc its result, *nid and *lsn set), 0 when the
-   cache cannot serve it now (then nothing changed). */
+   cache cannot serve it now, 2 when the lock is held (then nothing
+   changed). */
 static inline __attribute__((always_inline)) int create_unlocked(
     tg_store *s, tg__shard *sh, const tg_token *init, int durable, int *rc, uint32_t *nid,
     uint64_t *lsn) {
   /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
      then lock). */
   atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
-  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
-                           !sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
+  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0, 0)) {
+    /* 2: the lock is held (create() then waits for it to be free rather
+       than queue on it). The cache is not looked at: its holder may be
+       taking the credit back right now. */
+    atomic_store_explicit(&sh->busy, 0, memory_order_release);
+    return 2;
+  }
+  if (__builtin_expect(!sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
                            s->g.cap != NULL,
                        0)) {
     atomic_store_explicit(&sh->busy, 0, memory_order_release);
@@ -964,10 +989,19 @@ static inline __attribute__((always_inline)) int create(tg_store *s, const tg_to
   /* Relaxed: a hint; create_unlocked() decides under the Dekker pair. */
   tg__shard *sh = NULL;
   if (__builtin_expect(atomic_load_explicit(&s->nshards, memory_order_relaxed) >= 2, 0) &&
-      (sh = shard_get(s)) != NULL && create_unlocked(s, sh, init, durable, &rc, &nid, &lsn)) {
-    if (durable) rc = strict_wait(s, rc, lsn);
-    if (id) *id = rc ? 0 : nid;
-    goto out;
+      (sh = shard_get(s)) != NULL) {
+    int r = create_unlocked(s, sh, init, durable, &rc, &nid, &lsn);
+    /* The lock is held (most often by another thread's refill): wait
+       until it is free and try once more, rather than queue on the lock
+       and hand it on (a lock-free create needs only the lock free, not
+       held). */
+    if (__builtin_expect(r == 2, 0) && wait_lock_free(s))
+      r = create_unlocked(s, sh, init, durable, &rc, &nid, &lsn);
+    if (r == 1) {
+      if (durable) rc = strict_wait(s, rc, lsn);
+      if (id) *id = rc ? 0 : nid;
+      goto out;
+    }
   }
   store_lock(s);
   tg__guardian *gd = &s->gd;

@@ -49,7 +49,7 @@ static void *default_map(size_t bytes) {
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
-_Thread_local int tg__tl_striped;
+_Thread_local int tg__tl_striped __attribute__((tls_model("initial-exec")));
 
 void tg__seq_begin_shared(uint32_t *sq) {
   for (unsigned spins = 0;; spins++) {

@@ -14,10 +14,12 @@
  * connection, so a graph of unconnected tokens costs 64 bytes per token
  * (plus its id's 4 bytes in the arena's map).
  *
- * Threads: one writer at a time (the store lock), and readers without any
+ * Threads: one writer at a time under the store lock, or several striped
+ * writers without it (store.c, STRIPES: each holds the adjacency locks of
+ * the tokens it changes; "striped writes" below), and readers without any
  * lock (tg__graph_token_read(), tg__graph_conn_read(), tg__graph_edges(),
  * the counters). Every slot change is a write section of its arena's stripe
- * (arena.h). A token's adjacency (its list heads, and the links of the
+ * (arena.h; a striped writer's sections exclude each other). A token's adjacency (its list heads, and the links of the
  * connections on its lists) changes only inside a write section of the
  * token's stripe in the token arena, so that counter is also the version of
  * the token's lists: an edge walk that sees it unchanged around a step knows
