@@ -1322,6 +1322,21 @@ static int token_update_striped(tg_store *s, tg__shard *sh, const tg_token *t, i
   return 1;
 }
 
+/* The record of a connection update: the image after it (cur with c's
+   mutable fields), links 0, so that replay and tg-replay dump see the
+   connection as it now is. */
+static tg_connection conn_update_image(const tg_connection *cur, const tg_connection *c) {
+  tg_connection img = *cur;
+  img.weight = c->weight;
+  img.pull_strength = c->pull_strength;
+  img.activation_count = c->activation_count;
+  img.last_activated = c->last_activated;
+  img.confidence = c->confidence;
+  img.flags = c->flags;
+  img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+  return img;
+}
+
 /* A striped connection update: 1 when it ran. */
 static int conn_update_striped(tg_store *s, tg__shard *sh, const tg_connection *c, int *rc,
                                uint64_t *lsn) {
@@ -1342,14 +1357,7 @@ static int conn_update_striped(tg_store *s, tg__shard *sh, const tg_connection *
       /* As in tg_connection_update(): the whole image after, links 0.
          Plain copy: both endpoints' locks exclude every other writer of
          this slot. */
-      tg_connection img = *p;
-      img.weight = c->weight;
-      img.pull_strength = c->pull_strength;
-      img.activation_count = c->activation_count;
-      img.last_activated = c->last_activated;
-      img.confidence = c->confidence;
-      img.flags = c->flags;
-      img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+      tg_connection img = conn_update_image(p, c);
       uint64_t l;
       *rc = tg__wal_append_nowait(s->wal, TG_REC_CONN_UPDATE, &img, sizeof img, &l);
       if (!*rc) {
@@ -1606,14 +1614,7 @@ int tg_connection_update(tg_store *s, const tg_connection *c) {
   if (s->wal) {
     /* The record is the whole image after the update, links 0, so replay
        and tg-replay dump see the connection as it now is. */
-    tg_connection img = *cur;
-    img.weight = c->weight;
-    img.pull_strength = c->pull_strength;
-    img.activation_count = c->activation_count;
-    img.last_activated = c->last_activated;
-    img.confidence = c->confidence;
-    img.flags = c->flags;
-    img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
+    tg_connection img = conn_update_image(cur, c);
     if ((rc = log_rec(s, TG_REC_CONN_UPDATE, &img, sizeof img, &lsn))) goto out;
   }
   rc = tg__graph_conn_update(&s->g, c);
