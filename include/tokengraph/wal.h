@@ -174,7 +174,10 @@ TG_API int tg_wal_open(tg_wal **out, const char *dir, const tg_wal_config *cfg,
  * keeps ownership). On success *lsn (if not NULL) is the record's LSN; LSNs
  * are consecutive and the file order is LSN order.
  * STRICT: returns after the record is durable. BALANCED/RELAXED: returns
- * once the record is queued (see enum tg_wal_level for what that promises).
+ * once the record is queued (see enum tg_wal_level for what that promises)
+ * and every record with a lower LSN is queued too (another thread's append
+ * between taking its LSN and queueing is waited for), so that what a
+ * process crash keeps is a prefix that holds every acknowledged record.
  * Payloads up to 96 bytes are copied into the ring with no allocation,
  * lock or system call; larger ones (up to TG_WAL_MAX_PAYLOAD) are copied
  * into the ring file's spill region under a mutex (no allocation, no system

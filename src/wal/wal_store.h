@@ -94,7 +94,9 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
  * needs exactly one end. At other levels begin and end do nothing.
  * tg__wal_append_nowait() never waits for an fdatasync, at any level and
  * for any payload size (it may still block on a full queue unless the WAL
- * is nonblocking); its errors are tg_wal_append()'s.
+ * is nonblocking, and at BALANCED/RELAXED waits for another thread's
+ * record with a lower LSN to be queued, as tg_wal_append() does); its
+ * errors are tg_wal_append()'s.
  * tg__wal_strict_end errors: TG_ENOSPC / TG_EIO (the WAL failed before lsn
  * was durable).
  */
