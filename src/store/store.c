@@ -833,6 +833,16 @@ static inline tg__shard *shard_get(tg_store *s) {
   return tl_shard.sh;
 }
 
+/* Quota credit for a thread's cache: as many objects as both the count
+   limit (max, with live in use) and the memory below slow_at (one slot
+   each) have room for, at most TG__SHARD_BLOCK. */
+static uint64_t credit_block(uint64_t live, uint64_t max, uint64_t mem, uint64_t slow_at) {
+  uint64_t n = max > live ? max - live : 0;
+  uint64_t m = slow_at > mem ? (slow_at - mem) / TG__SLOT_BYTES : 0;
+  if (n > m) n = m;
+  return n < TG__SHARD_BLOCK ? n : TG__SHARD_BLOCK;
+}
+
 /* Refill a cache after a create under the lock (SHARDS). */
 static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
   TG__ASSERT_LOCKED(s);
@@ -846,13 +856,9 @@ static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
     sh->id_end = first + n;
   }
   if (sh->credit == 0) {
-    /* As many tokens as both quotas have room for below slow_at: each
-       create without the lock adds one slot of memory and one token. */
-    uint64_t live = g->tokens.live, mem = tg__graph_memory(g);
-    uint64_t n = gd->max_tokens > live ? gd->max_tokens - live : 0;
-    uint64_t m = gd->slow_at > mem ? (gd->slow_at - mem) / TG__SLOT_BYTES : 0;
-    if (n > m) n = m;
-    if (n > TG__SHARD_BLOCK) n = TG__SHARD_BLOCK;
+    /* Each create without the lock adds one slot of memory and one token. */
+    uint64_t live = g->tokens.live;
+    uint64_t n = credit_block(live, gd->max_tokens, tg__graph_memory(g), gd->slow_at);
     if (n) {
       TG__STORE_RELAXED(sh->credit, (uint32_t)n);
       TG__STORE_RELAXED(g->tokens.live, live + n);
@@ -1327,12 +1333,7 @@ static int token_update_striped(tg_store *s, tg__shard *sh, const tg_token *t, i
    connection as it now is. */
 static tg_connection conn_update_image(const tg_connection *cur, const tg_connection *c) {
   tg_connection img = *cur;
-  img.weight = c->weight;
-  img.pull_strength = c->pull_strength;
-  img.activation_count = c->activation_count;
-  img.last_activated = c->last_activated;
-  img.confidence = c->confidence;
-  img.flags = c->flags;
+  tg__conn_take_mutable(&img, c);
   img.next_out = img.prev_out = img.next_in = img.prev_in = 0;
   return img;
 }
@@ -1387,12 +1388,8 @@ static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard 
     sh->cid_end = first + n;
   }
   if (sh->ccredit == 0) {
-    /* As many connections as both quotas have room for below slow_at. */
-    uint64_t live = g->conns.live, mem = tg__graph_memory(g);
-    uint64_t n = gd->max_connections > live ? gd->max_connections - live : 0;
-    uint64_t m = gd->slow_at > mem ? (gd->slow_at - mem) / TG__SLOT_BYTES : 0;
-    if (n > m) n = m;
-    if (n > TG__SHARD_BLOCK) n = TG__SHARD_BLOCK;
+    uint64_t live = g->conns.live;
+    uint64_t n = credit_block(live, gd->max_connections, tg__graph_memory(g), gd->slow_at);
     if (n) {
       TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
       TG__STORE_RELAXED(g->conns.live, live + n);

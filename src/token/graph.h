@@ -305,6 +305,16 @@ static inline tg_token *tg__graph_token_fill(tg__graph *g, const tg_token *img) 
    dirty tracking on, the bitmap of the id's chunk reserved). */
 void tg__graph_conn_fill(tg__graph *g, const tg_connection *img);
 
+/* Copy into *n the fields tg_connection_update() changes, from *img. */
+static inline void tg__conn_take_mutable(tg_connection *n, const tg_connection *img) {
+  n->weight = img->weight;
+  n->pull_strength = img->pull_strength;
+  n->activation_count = img->activation_count;
+  n->last_activated = img->last_activated;
+  n->confidence = img->confidence;
+  n->flags = img->flags;
+}
+
 /* Take the fields tg_connection_update() changes from *img into live
    connection img->id, whose endpoints img must name. 0, TG_ENOTFOUND,
    TG_EINVAL (other endpoints: nothing changed). */
@@ -313,12 +323,7 @@ static inline int tg__graph_conn_update(tg__graph *g, const tg_connection *img) 
   if (!c) return TG_ENOTFOUND;
   if (c->from != img->from || c->to != img->to) return TG_EINVAL;
   tg_connection n = *c; /* plain: only the writer stores here */
-  n.weight = img->weight;
-  n.pull_strength = img->pull_strength;
-  n.activation_count = img->activation_count;
-  n.last_activated = img->last_activated;
-  n.confidence = img->confidence;
-  n.flags = img->flags;
+  tg__conn_take_mutable(&n, img);
   /* One write section: readers see the old image or the new one. The
      links do not change, so the lists' versions do not either. */
   tg__graph_will_write(g, 1, img->id - 1u);
