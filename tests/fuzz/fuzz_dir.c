@@ -237,6 +237,16 @@ void fz_build(const char *dir, const uint8_t *data, size_t size, unsigned flags)
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     make_parent(dir, name);
+    /* Never build through a link planted earlier in place of the parent
+       (checkpoint -> outside): that write would be the builder's own, not
+       the library's, outside the directory. */
+    const char *slash = strchr(name, '/');
+    if (slash) {
+      char parent[256];
+      struct stat ps;
+      snprintf(parent, sizeof parent, "%s/%.*s", dir, (int)(slash - name), name);
+      if (lstat(parent, &ps) || !S_ISDIR(ps.st_mode)) continue;
+    }
     if (what == FZ_KIND_LINK) {
       const char *const targets[] = {victim, vdir, outside, "missing"};
       char t[160];
