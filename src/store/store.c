@@ -114,6 +114,7 @@
  *  - read-only handles: tg_store_refresh() may replace the whole graph, so
  *    there the readers take the lock (ro_lock below).
  */
+#include <assert.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
@@ -143,6 +144,36 @@ static void futex_wake(atomic_int *w) {
    common critical section (a create with its WAL append), far less than a
    park and wake-up (about 5-10 us each here). */
 #define LOCK_SPINS 64
+
+/* A plain futex mutex (Drepper, "Futexes Are Tricky", mutex 2): the
+   adjacency stripes (STRIPES) and alloc_lock (SHARDS). 0 free, 1 held,
+   2 held with a possible waiter. */
+static void stripe_lock_slow(atomic_int *l) {
+  for (unsigned i = 0; i < LOCK_SPINS; i++) {
+    int c = 0;
+    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    tg__cpu_relax();
+  }
+  /* 2: held with a possible waiter (Drepper, "Futexes Are Tricky", mutex
+     2); the exchange is the acquire when it returns 0. */
+  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0) futex_wait(l, 2);
+}
+
+static inline void stripe_lock(atomic_int *l) {
+  int c = 0;
+  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                           l, &c, 1, memory_order_acquire, memory_order_relaxed),
+                       0))
+    stripe_lock_slow(l);
+}
+
+static inline void stripe_unlock(atomic_int *l) {
+  if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
+    futex_wake(l);
+}
 
 /* 1 when this process registered for expedited membarrier (LOCKING). Set
    once by pthread_once before any store is returned. */
@@ -376,6 +407,7 @@ static void *prefaulter(void *arg) {
        perf record, docs/benchmarks.md). */
     (void)tg__arena_prefault(&s->g.tokens);
     (void)tg__arena_prefault(&s->g.conns);
+    tg__graph_prefault_adj(&s->g);
     syscall(SYS_futex, &s->pf_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
   }
   return NULL;
@@ -385,12 +417,14 @@ static void prefaulter_start(tg_store *s) {
   atomic_init(&s->pf_stop, 0);
   s->g.tokens.spare_wake = &s->pf_word;
   s->g.conns.spare_wake = &s->pf_word;
+  s->g.adj_wake = &s->pf_word;
   /* Without the thread, grows map as before. */
   if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) {
     s->pf_started = (int)getpid();
   } else {
     s->g.tokens.spare_wake = NULL;
     s->g.conns.spare_wake = NULL;
+    s->g.adj_wake = NULL;
   }
 }
 
@@ -406,6 +440,7 @@ static void prefaulter_stop(tg_store *s) {
   s->pf_started = 0;
   s->g.tokens.spare_wake = NULL;
   s->g.conns.spare_wake = NULL;
+  s->g.adj_wake = NULL;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -462,6 +497,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   for (unsigned i = 0; i < TG__SEQ_STRIPES; i++) atomic_init(&s->stripes[i], 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
+  atomic_init(&s->alloc_lock, 0);
   atomic_init(&s->sleepers, 0);
   atomic_init(&s->calls, 0);
   atomic_init(&s->failure_noted, 0);
@@ -843,9 +879,15 @@ static uint64_t credit_block(uint64_t live, uint64_t max, uint64_t mem, uint64_t
   return n < TG__SHARD_BLOCK ? n : TG__SHARD_BLOCK;
 }
 
-/* Refill a cache after a create under the lock (SHARDS). */
+/* Debug builds: a refill runs under the store lock, or inside its cache's
+   busy under alloc_lock (SHARDS). */
+#define ASSERT_REFILL(s) \
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0 || \
+         atomic_load_explicit(&(s)->alloc_lock, memory_order_relaxed) != 0)
+
+/* Refill a cache's token part (SHARDS). */
 static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
-  TG__ASSERT_LOCKED(s);
+  ASSERT_REFILL(s);
   tg__graph *g = &s->g;
   tg__guardian *gd = &s->gd;
   if (g->cap) return; /* creates take the lock until the capture ends */
@@ -864,6 +906,56 @@ static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
       TG__STORE_RELAXED(g->tokens.live, live + n);
     }
   }
+}
+
+/* Refill a cache's connection part (STRIPES). */
+static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard *sh) {
+  ASSERT_REFILL(s);
+  tg__graph *g = &s->g;
+  tg__guardian *gd = &s->gd;
+  if (g->cap) return;
+  if (sh->ncslots == 0)
+    sh->ncslots = tg__arena_take_slots(&g->conns, sh->cslots, TG__SHARD_BLOCK);
+  /* The bitmap of the next id's chunk first: the run is in that chunk, and
+     a striped connect cannot allocate it. */
+  if (sh->cid_next == sh->cid_end && (!g->track_dirty || !tg__graph_reserve_conn_dirty(g))) {
+    uint32_t first = 0, n = tg__arena_take_ids(&g->conns, TG__SHARD_BLOCK, &first);
+    sh->cid_next = first;
+    sh->cid_end = first + n;
+  }
+  if (sh->ccredit == 0) {
+    uint64_t live = g->conns.live;
+    uint64_t n = credit_block(live, gd->max_connections, tg__graph_memory(g), gd->slow_at);
+    if (n) {
+      TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
+      TG__STORE_RELAXED(g->conns.live, live + n);
+    }
+  }
+}
+
+/*
+ * A refill without the store lock, by a thread inside its cache's busy
+ * that found the lock free and no capture running (SHARDS): alloc_lock
+ * orders it against other threads' refills, and the store lock's holder
+ * runs only once it left busy, so the allocation state (the arenas' next,
+ * free list, cursor, chunks and map chunks, live, the dirty bitmaps) has
+ * one writer at a time as before. What else runs beside it touches none
+ * of that: lock-free creates and striped calls write their own caches,
+ * their slots, their ids' map entries, and a map chunk's count by atomic
+ * decrement (tg__arena_release_held(), which tg__arena_take_ids() adds to
+ * atomically). Why: when a refill took the store lock, every other
+ * writer's lock-free calls withdrew while it was held, waited in timed
+ * sleeps for it to be free (20 us and the timer's slack), and a refill
+ * that met a grow without a spare chunk held it across a 2 MiB fault: two
+ * writers of tg-bench concurrent slept about 7,000 times per 2 M creates
+ * (perf record -e sched:sched_switch, docs/benchmarks.md).
+ */
+static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *sh,
+                                                        int conns) {
+  stripe_lock(&s->alloc_lock);
+  if (conns) shard_refill_conns(s, sh);
+  else shard_refill(s, sh);
+  stripe_unlock(&s->alloc_lock);
 }
 
 void tg__store_reclaim_credit(tg_store *s) {
@@ -942,8 +1034,13 @@ static inline __attribute__((always_inline)) int create_unlocked(
   if (__builtin_expect(!sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
                            s->g.cap != NULL,
                        0)) {
-    atomic_store_explicit(&sh->busy, 0, memory_order_release);
-    return 0;
+    /* Refill here, beside other threads' lock-free calls; what it cannot
+       give (a quota near, a wrap, no memory) the locked create decides. */
+    if (s->g.cap == NULL) shard_refill_busy(s, sh, 0);
+    if (!sh->credit || !sh->nslots || sh->id_next == sh->id_end) {
+      atomic_store_explicit(&sh->busy, 0, memory_order_release);
+      return 0;
+    }
   }
   uint32_t i = sh->slots[--sh->nslots], id = sh->id_next++;
   tg__graph_token_write_new(&s->g, init, i, id);
@@ -1122,33 +1219,6 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * connection of the token, whose neighbours' stripes are not known before
  * the lists are read, and a batch may touch any token.
  */
-static void stripe_lock_slow(atomic_int *l) {
-  for (unsigned i = 0; i < LOCK_SPINS; i++) {
-    int c = 0;
-    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
-                                              memory_order_relaxed))
-      return;
-    tg__cpu_relax();
-  }
-  /* 2: held with a possible waiter (Drepper, "Futexes Are Tricky", mutex
-     2); the exchange is the acquire when it returns 0. */
-  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0) futex_wait(l, 2);
-}
-
-static inline void stripe_lock(atomic_int *l) {
-  int c = 0;
-  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
-                           l, &c, 1, memory_order_acquire, memory_order_relaxed),
-                       0))
-    stripe_lock_slow(l);
-}
-
-static inline void stripe_unlock(atomic_int *l) {
-  if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
-    futex_wake(l);
-}
-
 static inline atomic_int *stripe_of(tg_store *s, uint32_t token_id) {
   return &s->stripes[(token_id - 1u) & (TG__SEQ_STRIPES - 1u)];
 }
@@ -1223,7 +1293,11 @@ static int connect_striped(tg_store *s, tg__shard *sh, const tg_connection *init
                            uint32_t *nid, uint64_t *lsn) {
   tg__graph *g = &s->g;
   uint32_t from = init->from, to = init->to;
-  if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
+  if (__builtin_expect(!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end, 0)) {
+    /* Inside busy, no capture running (striped_enter()): as a create. */
+    shard_refill_busy(s, sh, 1);
+    if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
+  }
   stripes_lock(s, from, to);
   if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to) || !has_adj(g, from) ||
       !has_adj(g, to) ||
@@ -1370,31 +1444,6 @@ static int conn_update_striped(tg_store *s, tg__shard *sh, const tg_connection *
   }
   stripes_unlock(s, cur.from, cur.to);
   return 1;
-}
-
-/* Refill a cache's connection part after a connect under the lock. */
-static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard *sh) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  tg__guardian *gd = &s->gd;
-  if (g->cap) return;
-  if (sh->ncslots == 0)
-    sh->ncslots = tg__arena_take_slots(&g->conns, sh->cslots, TG__SHARD_BLOCK);
-  /* The bitmap of the next id's chunk first: the run is in that chunk, and
-     a striped connect cannot allocate it. */
-  if (sh->cid_next == sh->cid_end && (!g->track_dirty || !tg__graph_reserve_conn_dirty(g))) {
-    uint32_t first = 0, n = tg__arena_take_ids(&g->conns, TG__SHARD_BLOCK, &first);
-    sh->cid_next = first;
-    sh->cid_end = first + n;
-  }
-  if (sh->ccredit == 0) {
-    uint64_t live = g->conns.live;
-    uint64_t n = credit_block(live, gd->max_connections, tg__graph_memory(g), gd->slow_at);
-    if (n) {
-      TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
-      TG__STORE_RELAXED(g->conns.live, live + n);
-    }
-  }
 }
 
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {

@@ -128,6 +128,9 @@ typedef struct tg__arena {
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
+  unsigned char *map_spare; /* a map region (TG__MAP_REGION_BYTES) mapped
+                             and faulted ahead, as `spare` is; taken by the
+                             next map chunk that needs a new region */
   unsigned char *spare;   /* a chunk mapped and faulted ahead by another
                              thread (tg__arena_prefault()), taken by the
                              next grow; atomic exchanges only, NULL none */
@@ -164,13 +167,23 @@ int tg__arena_grow(tg__arena *a);
 
 /*
  * Fresh memory off the creating thread: map and fault a chunk ahead and
- * leave it as the spare, unless one is there already. Any thread, no lock
+ * leave it as the spare, unless one is there already; likewise a map
+ * region once the map has one (map_spare). Any thread, no lock
  * (the spare is handed over by atomic exchanges). 1 when it made one, 0
  * when there was one, TG_ENOMEM. While the allocation seam limits chunks
  * (tg__arena_set_map_budget()), it makes none, so tests that drive the
  * arena out of memory count only the chunks creates map.
  */
 int tg__arena_prefault(tg__arena *a);
+
+/* Map `bytes` (a multiple of 2 MiB) of fresh memory, 2 MiB aligned,
+   advised MADV_HUGEPAGE and faulted for writing now; NULL when it could
+   not. What the arena's chunks and map regions, and the graph's adjacency
+   tables, are made of: memory a caller first reads and then writes must
+   not be left to the first touch, which maps the zero page and then takes
+   a write fault that flushes the other CPUs' TLBs (an IPI each). */
+void *tg__map_fresh(size_t bytes);
+void tg__unmap_fresh(void *p, size_t bytes);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
