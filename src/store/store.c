@@ -116,6 +116,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -265,8 +266,13 @@ static inline void store_unlock(tg_store *s) {
     atomic_signal_fence(memory_order_seq_cst);
   else
     atomic_thread_fence(memory_order_seq_cst);
+  /* All of them: the word has two kinds of sleeper, threads parked in
+     lock_slow() (counted in sleepers) and creates waiting in
+     wait_lock_free() (timed, not counted). A wake of one could go to the
+     latter and leave a parked thread asleep with the lock free: a TSan
+     run of test_writers hung so, one writer parked on a free lock. */
   if (__builtin_expect(atomic_load_explicit(&s->sleepers, memory_order_relaxed) != 0, 0))
-    futex_wake(&s->lock);
+    syscall(SYS_futex, (int *)&s->lock, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* For durable.c and checkpoint.c: the same lock, out of line. */
@@ -1037,7 +1043,7 @@ static inline __attribute__((always_inline)) int create_unlocked(
     /* Refill here, beside other threads' lock-free calls; what it cannot
        give (a quota near, a wrap, no memory) the locked create decides. */
     if (s->g.cap == NULL) shard_refill_busy(s, sh, 0);
-    if (!sh->credit || !sh->nslots || sh->id_next == sh->id_end) {
+    if (!sh->credit || !sh->nslots || sh->id_next == sh->id_end || s->g.cap != NULL) {
       atomic_store_explicit(&sh->busy, 0, memory_order_release);
       return 0;
     }
