@@ -1287,10 +1287,35 @@ static inline void *live_acquire(const tg__arena *a, uint32_t id) {
   return tg__slot_u32(p, a->id_off) == id ? p : NULL;
 }
 
-/* The side table of live token `id` exists (plain load of the table
-   pointer: tables are made under the store lock only). */
+static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
+  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
+  uint64_t n = !g->adj[cf];
+  if (ct != cf && !g->adj[ct]) n++;
+  return n * TG__ADJ_TABLE_BYTES;
+}
+
+/* The side table of live token `id` exists. Acquire: tables are made
+   under the store lock or under alloc_lock by a striped connect of
+   another thread (adj_reserve_busy()), which stores the pointer with
+   release; this thread's later plain loads of it then follow the store. */
 static inline int has_adj(const tg__graph *g, uint32_t id) {
-  return g->adj[tg__graph_token_chunk(g, id)] != NULL;
+  return __atomic_load_n(&g->adj[tg__graph_token_chunk(g, id)], __ATOMIC_ACQUIRE) != NULL;
+}
+
+/* Make the side tables of live tokens a and b without the store lock,
+   inside busy, under alloc_lock (which orders the graph's table state,
+   nadj and the region carved from, with other threads' refills and
+   reserves; the store lock's holder waits out busy). Only while the
+   memory below the point where pressure is handled has room for them, so
+   no quota can be crossed; otherwise 0 and the locked connect decides. */
+static __attribute__((noinline)) int adj_reserve_busy(tg_store *s, uint32_t a, uint32_t b) {
+  tg__graph *g = &s->g;
+  int ok = 0;
+  stripe_lock(&s->alloc_lock);
+  if (tg__graph_memory(g) + missing_adj_bytes(g, a, b) <= s->gd.slow_at)
+    ok = tg__graph_reserve_adj(g, a, b) == 0;
+  stripe_unlock(&s->alloc_lock);
+  return ok;
 }
 
 /* A striped connect (STRIPES). 1 when it ran (*rc its result, *nid and
@@ -1304,10 +1329,23 @@ static int connect_striped(tg_store *s, tg__shard *sh, const tg_connection *init
     shard_refill_busy(s, sh, 1);
     if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
   }
-  stripes_lock(s, from, to);
-  if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to) || !has_adj(g, from) ||
-      !has_adj(g, to) ||
-      tg__graph_degree(g, from) + 1 + (from == to) > s->gd.max_degree ||
+  for (int tries = 0;; tries++) {
+    stripes_lock(s, from, to);
+    if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to)) {
+      stripes_unlock(s, from, to);
+      return 0;
+    }
+    if (has_adj(g, from) && has_adj(g, to)) break;
+    stripes_unlock(s, from, to);
+    /* The first connect of a token chunk makes its side table here, as a
+       refill takes slots: under alloc_lock, inside busy, so no other
+       writer stops (one made under the store lock waited out the other
+       writers' busy words: thousands of 20 us sleeps a run of tg-bench
+       concurrent with two writers). Both tokens stay live meanwhile
+       (deletes take the store lock). */
+    if (tries || !adj_reserve_busy(s, from, to)) return 0;
+  }
+  if (tg__graph_degree(g, from) + 1 + (from == to) > s->gd.max_degree ||
       tg__graph_degree(g, to) + 1 > s->gd.max_degree) {
     stripes_unlock(s, from, to);
     return 0;
@@ -1524,12 +1562,6 @@ int tg_token_delete(tg_store *s, uint32_t id) {
 
 /* ---- connections ------------------------------------------------------- */
 
-static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
-  uint64_t n = !g->adj[cf];
-  if (ct != cf && !g->adj[ct]) n++;
-  return n * TG__ADJ_TABLE_BYTES;
-}
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);
