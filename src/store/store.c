@@ -23,6 +23,12 @@
  *                 they guard a token's liveness for those calls, its list
  *                 heads and degrees, and the links of connections that
  *                 thread its lists, and order those calls' appends.
+ *   alloc_lock    the arenas' allocation state and the graph's side-table
+ *                 state for what runs without the store lock: a thread
+ *                 cache's refill, and a striped connect making the side
+ *                 table of a token chunk (SHARDS, STRIPES, below); taken
+ *                 only inside a cache's busy word, so never while the
+ *                 store lock is held by another thread.
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
@@ -35,7 +41,9 @@
  * its cache's busy word, then at most two stripes (in address order),
  * then write-section counters (token/arena.h), and never waits for `lock`
  * while it holds any of them; `lock` and stripes are never held together
- * (the holder of `lock` has waited out every striped call).
+ * (the holder of `lock` has waited out every striped call). alloc_lock
+ * is taken inside busy, with no stripe held, and nothing is taken under
+ * it; the holder of `lock` never takes it (it has waited out busy).
  *
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
@@ -46,6 +54,9 @@
  * callers announce themselves before taking the lock and wait for
  * durability after releasing it (strict_enter / strict_wait below); never an LMDB call
  * (checkpoints copy in short lock holds and write outside the lock).
+ * Taking the store lock waits out every busy cache (SHARDS), and so a
+ * refill in progress, which maps and faults a 2 MiB chunk itself when the
+ * prefaulter has none ready.
  *
  * Which thread runs the hooks: the WAL's on_sync, on_segment and on_io run
  * on the WAL writer thread and touch only the fields marked "writer
@@ -827,7 +838,12 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  *    which stats_read() and tg__store_last_lsn() add;
  *  - while a checkpoint capture runs (g.cap set), creates take the lock:
  *    copy-on-write needs the unit copies serialised.
- * A create under the lock refills its thread's cache before leaving. The
+ * A create that finds its cache empty refills it without the store lock,
+ * still inside busy (the lock free, no capture running), under alloc_lock,
+ * which orders refills of several threads (shard_refill_busy()); other
+ * threads' lock-free calls go on meanwhile. What a refill cannot give (a
+ * quota near, the id space wrapping, no memory) a create under the lock
+ * decides, and refills the cache again before leaving. The
  * credit is given only while the token and memory quotas have room for it
  * below the point where pressure is handled (gd->slow_at), so a create
  * without the lock never crosses a limit; every decision to refuse
@@ -1217,10 +1233,14 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  *    credit (live and memory unchanged), so it touches no free list and no
  *    shared counter. Slot changes are write sections that take their
  *    counter with a compare-and-swap (arena.h), and dirty marks are atomic.
+ *  - A token chunk without a side table yet gets one from the first
+ *    striped connect into it, under alloc_lock inside busy
+ *    (adj_reserve_busy()), while the memory below the pressure point has
+ *    room for it; an empty cache is refilled likewise (SHARDS).
  *  - Anything else goes to the locked path, which decides exactly: a
- *    missing token or connection, a token without a side table yet (the
- *    first connection of a token chunk allocates one), a degree past its
- *    limit, an empty cache. Nothing changed before that.
+ *    missing token or connection, a side table or a refill that would
+ *    pass the pressure point, a degree past its limit. Nothing changed
+ *    before that.
  * Token deletes and batches keep the store lock: a delete removes every
  * connection of the token, whose neighbours' stripes are not known before
  * the lists are read, and a batch may touch any token.
