@@ -974,7 +974,21 @@ static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard 
  */
 static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *sh,
                                                         int conns) {
+  tg__arena *a = conns ? &s->g.conns : &s->g.tokens;
+  int slots = conns ? sh->ncslots == 0 : sh->nslots == 0;
   stripe_lock(&s->alloc_lock);
+  /* This refill would grow the arena and the prefaulter has no chunk
+     ready (it is behind, or has no core to itself beside two writers):
+     fault one here, outside alloc_lock, so the other threads' refills do
+     not wait for the fault, and two writers fault in parallel (on this
+     VM fresh memory faults run about twice as fast from two threads as
+     from one when the host must back them, docs/benchmarks.md). */
+  if (slots && a->spare_wake && tg__arena_would_grow(a, TG__SHARD_BLOCK) &&
+      !__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) {
+    stripe_unlock(&s->alloc_lock);
+    (void)tg__arena_prefault(a);
+    stripe_lock(&s->alloc_lock);
+  }
   if (conns) shard_refill_conns(s, sh);
   else shard_refill(s, sh);
   stripe_unlock(&s->alloc_lock);

@@ -479,6 +479,12 @@ static inline int64_t tg__arena_take(tg__arena *a) {
  */
 uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first);
 
+/* Would taking `want` slots map a new chunk? (The free list is empty and
+   fewer than `want` fresh slots are left.) Under the arena's lock. */
+static inline int tg__arena_would_grow(const tg__arena *a, uint32_t want) {
+  return a->free_head == 0 && a->limit - a->next < want;
+}
+
 /* Take up to `want` slots (from the free list, then fresh ones) into out;
    returns how many (fewer when a chunk could not be mapped). They are
    neither live nor free until published or handed back; their id field is
