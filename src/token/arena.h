@@ -39,10 +39,13 @@
  * holds its id, so walking the slots finds the live objects without the map.
  *
  * Concurrency contract of the map, for readers that do not take the store
- * lock: every change happens under the store lock, except the entries of
- * ids a thread holds in its cache (tg__arena_publish_held(),
+ * lock: every change happens under the arena's lock, which is the store
+ * lock or, for a thread cache's refill made without it, the store's
+ * alloc_lock (store.c, SHARDS: the two exclude each other), except the
+ * entries of ids a thread holds in its cache (tg__arena_publish_held(),
  * tg__arena_release_held(): one word each, by the one thread that holds
- * the id, or the adjacency locks' holder). `map` (the chunk table,
+ * the id, or the adjacency locks' holder), and the map chunks' counts,
+ * which a striped disconnect decrements atomically. `map` (the chunk table,
  * TG__MAX_CHUNKS pointers) is allocated at init and never moves; a map
  * chunk pointer is published with a release store after its memory is
  * mapped and stays valid until tg__arena_free() (reclaimed chunks stay

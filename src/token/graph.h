@@ -84,7 +84,8 @@ typedef struct tg__graph {
   tg__arena tokens;
   tg__arena conns;
   tg__adj **adj;     /* per token chunk; NULL until a connection needs it;
-                        entries stored with release, kept until close */
+                        entries stored with release (under the store lock
+                        or the store's alloc_lock), kept until close */
   uint32_t nadj;     /* side tables allocated (relaxed stores) */
   unsigned char *adj_cur; /* the 2 MiB region tables are carved from
                         (TG__ADJ_PER_REGION each, in order), NULL none */
