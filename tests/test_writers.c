@@ -955,6 +955,89 @@ static void test_an_adjacency_table_is_faulted_in_whole_when_made(void **state) 
   tg_store_close(s);
 }
 
+
+typedef struct adj_maker {
+  tg_store *s;
+  atomic_int step, done;
+  int rc;
+  uint32_t z, w;        /* two tokens in a slot chunk without a side table */
+} adj_maker;
+
+static void *one_create(void *arg) {
+  uint32_t id;
+  return (void *)(intptr_t)tg_token_create(arg, NULL, &id);
+}
+
+static void *adj_maker_main(void *arg) {
+  adj_maker *m = arg;
+  tg_store *s = m->s;
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  uint32_t x = 0, y = 0, cid;
+  if (!wait_step(&m->step, 1)) return NULL;
+  /* A token in slot chunk 0 and a first connect: chunk 0's table. */
+  m->rc = tg_token_create(s, NULL, &x);
+  if (!m->rc) m->rc = tg_token_create(s, NULL, &y);
+  c.from = x;
+  c.to = y;
+  if (!m->rc) m->rc = tg_connect(s, &c, &cid);
+  /* Then two tokens in the next slot chunk, which has no table yet. */
+  uint32_t id = 0, chunk0 = tg__graph_token_chunk(&s->g, x);
+  while (!m->rc && (!m->w)) {
+    m->rc = tg_token_create(s, NULL, &id);
+    if (!m->rc && tg__graph_token_chunk(&s->g, id) != chunk0) {
+      if (!m->z) m->z = id;
+      else m->w = id;
+    }
+  }
+  atomic_store(&m->done, 1);
+  if (!wait_step(&m->step, 2)) return NULL;
+  c.from = m->z;
+  c.to = m->w;
+  if (!m->rc) m->rc = tg_connect(s, &c, &cid); /* makes chunk 1's table */
+  atomic_store(&m->done, 2);
+  return NULL;
+}
+
+/* The first connect into a token chunk makes the chunk's side table
+   without the store lock, under alloc_lock, as a refill (STRIPES): while
+   it waits for alloc_lock the store lock is free. */
+static void test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock(
+    void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  adj_maker m;
+  memset(&m, 0, sizeof m);
+  m.s = s;
+  pthread_t tm, ta;
+  assert_int_equal(pthread_create(&tm, NULL, adj_maker_main, &m), 0);
+  /* Another thread's create first, so the maker's calls use the caches. */
+  void *arc = NULL;
+  assert_int_equal(pthread_create(&ta, NULL, one_create, s), 0);
+  assert_int_equal(pthread_join(ta, &arc), 0);
+  assert_int_equal((int)(intptr_t)arc, 0);
+  atomic_store(&m.step, 1);
+  TGT_WAIT_UNTIL(atomic_load(&m.done) == 1, "the maker's tokens");
+  assert_int_equal(m.rc, 0);
+  uint32_t chunk1 = tg__graph_token_chunk(&s->g, m.z);
+  assert_null(s->g.adj[chunk1]);
+  atomic_store(&s->alloc_lock, 1);
+  atomic_store(&m.step, 2);
+  TGT_WAIT_UNTIL(atomic_load(&s->alloc_lock) == 2, "the connect waiting for alloc_lock");
+  assert_int_equal(atomic_load(&s->lock), 0); /* the store lock is free */
+  assert_int_equal(atomic_load(&m.done), 1);
+  atomic_store(&s->alloc_lock, 0);
+  syscall(SYS_futex, (int *)&s->alloc_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  assert_int_equal(pthread_join(tm, NULL), 0);
+  assert_int_equal(m.rc, 0);
+  assert_int_equal(atomic_load(&m.done), 2);
+  assert_non_null(__atomic_load_n(&s->g.adj[chunk1], __ATOMIC_ACQUIRE));
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  assert_int_equal(st.live_connections, 2);
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -973,6 +1056,7 @@ int main(void) {
       cmocka_unit_test(test_a_connect_that_fills_a_chunk_takes_the_connection_chunk_faulted_ahead),
       cmocka_unit_test(test_creates_from_a_cache_go_on_while_another_thread_refills),
       cmocka_unit_test(test_an_adjacency_table_is_faulted_in_whole_when_made),
+      cmocka_unit_test(test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
