@@ -157,35 +157,10 @@ static void futex_wake(atomic_int *w) {
    park and wake-up (about 5-10 us each here). */
 #define LOCK_SPINS 64
 
-/* A plain futex mutex (Drepper, "Futexes Are Tricky", mutex 2): the
-   adjacency stripes (STRIPES) and alloc_lock (SHARDS). 0 free, 1 held,
-   2 held with a possible waiter. */
-static void stripe_lock_slow(atomic_int *l) {
-  for (unsigned i = 0; i < LOCK_SPINS; i++) {
-    int c = 0;
-    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
-                                              memory_order_relaxed))
-      return;
-    tg__cpu_relax();
-  }
-  /* 2: held with a possible waiter (Drepper, "Futexes Are Tricky", mutex
-     2); the exchange is the acquire when it returns 0. */
-  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0) futex_wait(l, 2);
-}
-
-static inline void stripe_lock(atomic_int *l) {
-  int c = 0;
-  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
-                           l, &c, 1, memory_order_acquire, memory_order_relaxed),
-                       0))
-    stripe_lock_slow(l);
-}
-
-static inline void stripe_unlock(atomic_int *l) {
-  if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
-    futex_wake(l);
-}
+/* A plain futex mutex (Drepper, "Futexes Are Tricky", mutex 2), below
+   with the STRIPES: the adjacency stripes and alloc_lock (SHARDS). */
+static inline void stripe_lock(atomic_int *l);
+static inline void stripe_unlock(atomic_int *l);
 
 /* 1 when this process registered for expedited membarrier (LOCKING). Set
    once by pthread_once before any store is returned. */
@@ -1259,6 +1234,33 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * connection of the token, whose neighbours' stripes are not known before
  * the lists are read, and a batch may touch any token.
  */
+static void stripe_lock_slow(atomic_int *l) {
+  for (unsigned i = 0; i < LOCK_SPINS; i++) {
+    int c = 0;
+    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    tg__cpu_relax();
+  }
+  /* 2: held with a possible waiter (Drepper, "Futexes Are Tricky", mutex
+     2); the exchange is the acquire when it returns 0. */
+  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0) futex_wait(l, 2);
+}
+
+static inline void stripe_lock(atomic_int *l) {
+  int c = 0;
+  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                           l, &c, 1, memory_order_acquire, memory_order_relaxed),
+                       0))
+    stripe_lock_slow(l);
+}
+
+static inline void stripe_unlock(atomic_int *l) {
+  if (__builtin_expect(atomic_exchange_explicit(l, 0, memory_order_release) == 2, 0))
+    futex_wake(l);
+}
+
 static inline atomic_int *stripe_of(tg_store *s, uint32_t token_id) {
   return &s->stripes[(token_id - 1u) & (TG__SEQ_STRIPES - 1u)];
 }
