@@ -380,6 +380,7 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   jsCtx *js = NULL;
   raw_acks a = {0};
   int rc = -EIO, made = 0;
+  const char *why = "connect"; /* the step that failed, said on stderr */
   a.n = sh->n;
   a.sent = calloc(sh->n ? sh->n : 1, sizeof *a.sent);
   a.lat = calloc(sh->n ? sh->n : 1, sizeof *a.lat);
@@ -387,7 +388,17 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
     rc = -ENOMEM;
     goto out;
   }
-  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+  /* A cluster's URL is "url1,url2,...": each a server, as src/repl sets
+     them (natsOptions_SetURL took only the first, unreachable once
+     followed by the others: "No server available"). */
+  char list[1024];
+  const char *servers[16];
+  int nserv = 0;
+  snprintf(list, sizeof list, "%s", url);
+  char *save = NULL;
+  for (char *u = strtok_r(list, ",", &save); u && nserv < 16; u = strtok_r(NULL, ",", &save))
+    servers[nserv++] = u;
+  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetServers(o, servers, nserv) != NATS_OK ||
       natsOptions_SetSendAsap(o, true) != NATS_OK || natsConnection_Connect(&nc, o) != NATS_OK)
     goto out;
   jsOptions jo;
@@ -406,9 +417,11 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   c.Replicas = replicas;
   c.Discard = js_DiscardNew;
   jsStreamInfo *si = NULL;
+  why = "create its stream";
   if (js_AddStream(&si, js, &c, NULL, NULL) != NATS_OK) goto out;
   jsStreamInfo_Destroy(si);
   made = 1;
+  why = "publish";
   uint64_t t0 = tgp_now_ns();
   for (size_t i = 0; i < sh->n; i++) {
     const shipped_msg *e = &sh->m[i];
@@ -436,6 +449,7 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = 60000;
+  why = "wait for the acks";
   if (js_PublishAsyncComplete(js, &po) != NATS_OK) goto out;
   uint64_t ns = tgp_now_ns() - t0;
   /* libnats may count a message done before its handler has run: wait for
@@ -446,8 +460,10 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
          tgp_now_ns() < give_up)
     sched_yield();
   if (atomic_load_explicit(&a.failed, memory_order_relaxed) ||
-      atomic_load_explicit(&a.acked, memory_order_relaxed) != sh->n)
+      atomic_load_explicit(&a.acked, memory_order_relaxed) != sh->n) {
+    why = "have every message acknowledged";
     goto out;
+  }
   r->rps = (double)sh->records / ((double)ns / 1e9);
   tgp_sort_u64(a.lat, sh->n);
   /* In ticks, as the other configurations' (the caller converts). */
@@ -455,6 +471,9 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   r->p99 = (uint64_t)((double)tgp_quantile_sorted(a.lat, sh->n, 0.99) / tgp_ns_per_tick());
   rc = 0;
 out:
+  if (rc)
+    fprintf(stderr, "tg-bench replicate: raw publish (window %d): cannot %s: %s\n", window, why,
+            nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "no detail");
   if (made) js_DeleteStream(js, stream, NULL, NULL);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
