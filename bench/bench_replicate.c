@@ -65,6 +65,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,7 +150,43 @@ typedef struct result {
   double rps;       /* calls per second */
   uint64_t p50, p99; /* ticks */
   double drain_ms;
+  double cpu_ns, srv_cpu_ns; /* CPU time per record while timed: this
+                                process (all its threads), the private
+                                server's nodes (0 with --nats) */
 } result;
+
+/* The private server (NULL with --nats): its nodes' CPU time is read from
+   /proc, so the CPU a record costs on each side can be told apart. */
+static const tgn_server *cpu_srv;
+
+/* CPU seconds used so far by this process (every thread). */
+static double self_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds used so far by the private server's nodes (0 without). */
+static double server_cpu_s(void) {
+  double t = 0;
+  long hz = sysconf(_SC_CLK_TCK);
+  for (int i = 0; cpu_srv && i < cpu_srv->nodes; i++) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)cpu_srv->node[i].pid);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime) follow the ")" that ends the name. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+      t += (double)(ut + st) / (double)hz;
+  }
+  return t;
+}
 
 static int run_threads(worker *w, int threads, void *(*fn)(void *), uint64_t *ticks) {
   pthread_barrier_init(&barrier, NULL, (unsigned)threads + 1);
@@ -310,9 +347,13 @@ static int run_store(int conf, const char *url, int replicas, const char *parent
     w[i].lat = malloc((async ? per / group + 1 : per) * sizeof *w[i].lat);
   }
   uint64_t ticks = 0;
+  double c0 = self_cpu_s(), s0 = server_cpu_s();
   rc = run_threads(w, threads, async ? create_group_main : create_main, &ticks);
+  double nrec = (double)(per * (uint64_t)threads);
+  r->cpu_ns = (self_cpu_s() - c0) * 1e9 / nrec;
+  r->srv_cpu_ns = (server_cpu_s() - s0) * 1e9 / nrec;
   double npt = tgp_ns_per_tick();
-  r->rps = (double)(per * (uint64_t)threads) / ((double)ticks * npt / 1e9);
+  r->rps = nrec / ((double)ticks * npt / 1e9);
   percentiles(w, threads, r);
   if (!rc) rc = tg_sync(s);
   /* A clean close waits for the stream's acks: every message is in it.
@@ -422,6 +463,7 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   jsStreamInfo_Destroy(si);
   made = 1;
   why = "publish";
+  double c0 = self_cpu_s(), s0 = server_cpu_s();
   uint64_t t0 = tgp_now_ns();
   for (size_t i = 0; i < sh->n; i++) {
     const shipped_msg *e = &sh->m[i];
@@ -452,6 +494,8 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   why = "wait for the acks";
   if (js_PublishAsyncComplete(js, &po) != NATS_OK) goto out;
   uint64_t ns = tgp_now_ns() - t0;
+  r->cpu_ns = (self_cpu_s() - c0) * 1e9 / (double)(sh->records ? sh->records : 1);
+  r->srv_cpu_ns = (server_cpu_s() - s0) * 1e9 / (double)(sh->records ? sh->records : 1);
   /* libnats may count a message done before its handler has run: wait for
      the handlers too (acquire: their latencies were written before). */
   uint64_t give_up = tgp_now_ns() + 10000000000ull;
@@ -729,6 +773,10 @@ static void usage(FILE *f) {
              "replicated_call_p50_ns, replicated_call_p99_ns (a TG_REPLICATED call's),\n"
              "balanced_ratio_to_raw (creation alone against the raw publish: the\n"
              "ceiling of ratio_to_raw when creating, not the stream, is the bound),\n"
+             "cpu_ns_per_record, server_cpu_ns_per_record (replicated_async: this\n"
+             "process's CPU time and the private server's per record while timed; the\n"
+             "server's is 0 with --nats), raw_cpu_ns_per_record,\n"
+             "raw_server_cpu_ns_per_record, balanced_cpu_ns_per_record,\n"
              "follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
              "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
@@ -788,12 +836,14 @@ int tgb_replicate(int argc, char **argv) {
       return 69;
     }
     url = srv.url;
+    cpu_srv = &srv;
   }
   int T = (int)threads, R = do_ship ? (int)rounds : 0, rc = 0;
   /* Rows: the configurations, then the raw references of replicated_async's
      messages (RAW_ASYNC) and of replicated's (RAW_CALL). */
   enum { RAW_ASYNC = NCONF, RAW_CALL, NROW };
   double v[NROW][100], p50[NROW][100], p99[NROW][100], drain[100], bclose[100];
+  double cpu[NROW][100], scpu[NROW][100];
   double msgs[2][100], per_msg[2][100], vi[100], wi[100];
   for (int r = 0; r < R && !rc; r++) {
     shipped sh_call = {0}, sh_async = {0};
@@ -803,6 +853,8 @@ int tgb_replicate(int argc, char **argv) {
       shipped *sh = c == C_REPLICATED ? &sh_call : c == C_REPLICATED_ASYNC ? &sh_async : NULL;
       rc = run_store(c, url, (int)replicas, parent, T, per, group, r, &res, sh);
       v[c][r] = res.rps;
+      cpu[c][r] = res.cpu_ns;
+      scpu[c][r] = res.srv_cpu_ns;
       p50[c][r] = (double)res.p50 * tgp_ns_per_tick();
       p99[c][r] = (double)res.p99 * tgp_ns_per_tick();
       if (c == C_BALANCED_SHIP) drain[r] = res.drain_ms;
@@ -814,6 +866,8 @@ int tgb_replicate(int argc, char **argv) {
       rc = run_raw(url, (int)replicas, sh, RAW_WINDOW, r * 2 + k, &res);
       if (rc) fprintf(stderr, "tg-bench replicate: the raw publish reference failed\n");
       v[RAW_ASYNC + k][r] = res.rps;
+      cpu[RAW_ASYNC + k][r] = res.cpu_ns;
+      scpu[RAW_ASYNC + k][r] = res.srv_cpu_ns;
       p50[RAW_ASYNC + k][r] = (double)res.p50 * tgp_ns_per_tick();
       p99[RAW_ASYNC + k][r] = (double)res.p99 * tgp_ns_per_tick();
       msgs[k][r] = (double)sh->n;
@@ -843,8 +897,10 @@ int tgb_replicate(int argc, char **argv) {
                         &f_p50, &f_reached);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
-  double m[NROW], m50[NROW], m99[NROW];
+  double m[NROW], m50[NROW], m99[NROW], mc[NROW], ms[NROW];
   for (int c = 0; c < NROW; c++) {
+    mc[c] = median(cpu[c], R);
+    ms[c] = median(scpu[c], R);
     m[c] = median(v[c], R);
     m50[c] = median(p50[c], R);
     m99[c] = median(p99[c], R);
@@ -877,7 +933,9 @@ int tgb_replicate(int argc, char **argv) {
            "\"balanced_ship_records_per_sec\":%.0f,\"ship_ratio_to_balanced\":%.3f,"
            "\"balanced_ship_drain_ms\":%.1f,\"balanced_close_ms\":%.1f,"
            "\"async_ratio_to_balanced_ship\":%.3f,\"async_ratio_to_balanced\":%.3f,"
-           "\"balanced_ratio_to_raw\":%.3f,",
+           "\"balanced_ratio_to_raw\":%.3f,\"cpu_ns_per_record\":%.0f,"
+           "\"server_cpu_ns_per_record\":%.0f,\"raw_cpu_ns_per_record\":%.0f,"
+           "\"raw_server_cpu_ns_per_record\":%.0f,\"balanced_cpu_ns_per_record\":%.0f,",
            (int)replicas, T, R, group, m[C_REPLICATED_ASYNC], m[RAW_ASYNC],
            ratio(m[C_REPLICATED_ASYNC], m[RAW_ASYNC]), m50[C_REPLICATED_ASYNC],
            m99[C_REPLICATED_ASYNC], m50[RAW_ASYNC], m99[RAW_ASYNC], mmsgs[0], mper[0],
@@ -887,7 +945,9 @@ int tgb_replicate(int argc, char **argv) {
            ratio(m[C_REPLICATED], m[C_STRICT]), m[C_BALANCED], m[C_BALANCED_SHIP],
            ratio(m[C_BALANCED_SHIP], m[C_BALANCED]), md, mbc,
            ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED_SHIP]),
-           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED]), ratio(m[C_BALANCED], m[RAW_ASYNC]));
+           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED]), ratio(m[C_BALANCED], m[RAW_ASYNC]),
+           mc[C_REPLICATED_ASYNC], ms[C_REPLICATED_ASYNC], mc[RAW_ASYNC], ms[RAW_ASYNC],
+           mc[C_BALANCED]);
     printf(
            "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
            "\"follower_offered_records_per_sec\":%.0f,"
@@ -915,6 +975,10 @@ int tgb_replicate(int argc, char **argv) {
     printf("  balanced (creation alone, nothing shipped) / raw publish: %.3f: the ceiling of\n"
            "  replicated_async / raw publish when creation, not the stream, is the bound\n",
            ratio(m[C_BALANCED], m[RAW_ASYNC]));
+    printf("  CPU per record (ns): replicated_async %.0f here + %.0f server; raw publish %.0f"
+           " here + %.0f server; balanced %.0f (server: 0 with --nats)\n",
+           mc[C_REPLICATED_ASYNC], ms[C_REPLICATED_ASYNC], mc[RAW_ASYNC], ms[RAW_ASYNC],
+           mc[C_BALANCED]);
     printf("  replicated (a call) / its raw publish: %.3f; replicated / strict: %.3f\n",
            ratio(m[C_REPLICATED], m[RAW_CALL]), ratio(m[C_REPLICATED], m[C_STRICT]));
     printf("  raw publish of replicated's messages with %.0f in flight (T callers' worth): %.0f"
