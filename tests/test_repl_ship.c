@@ -631,6 +631,44 @@ static void test_wait_replicated_of_a_fenced_store_fails_fenced(void **state) {
   tg__repl_close(r);
 }
 
+static void test_wait_replicated_on_a_replica_is_einval_until_promoted(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "wr_replica", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t last = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, last, WAIT_MS), 0);
+  assert_int_equal(tg_store_close(s), 0); /* gives the lease up */
+  tg_replica_config rc;
+  tg_replica_config_init(&rc);
+  rc.nats_url = srv1.url;
+  rc.repl_name = "wr_replica";
+  rc.store.crash_dump = 0;
+  rc.store.checkpoint_bytes = 0;
+  char dir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/replica", tgt_root);
+  tg_store *r = NULL;
+  int rc_open = tg_replica_open_msg(&r, dir, &rc, msg, sizeof msg);
+  if (rc_open) fail_msg("tg_replica_open: %s: %s", tg_err_name(rc_open), msg);
+  assert_int_equal(tg_wait_lsn(r, last, WAIT_MS), 0);
+  /* Following, it ships nothing: nothing to wait for. */
+  assert_int_equal(tg_wait_replicated(r, last, 0), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(r), 0);
+  /* Promoted, it is the stream's writer: its records can be waited for. */
+  assert_int_equal(tg_replica_promote(r, WAIT_MS, msg, sizeof msg), 0);
+  assert_true(tg_replicated_lsn(r) >= last);
+  assert_int_equal(tg_token_create(r, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(r);
+  assert_true(lsn > last);
+  assert_int_equal(tg_wait_replicated(r, lsn, WAIT_MS), 0);
+  assert_true(tg_replicated_lsn(r) >= lsn);
+  tg__repl *raw = connect_raw(srv1.url);
+  assert_true(stream_last(raw, "TG_wr_replica").last_lsn >= lsn);
+  tg__repl_close(raw);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
 typedef struct group_arg {
   tg_store *s;
   int fails;
@@ -718,6 +756,8 @@ int main(void) {
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_many_threads_wait_replicated_at_once, tgt_setup,
                                       tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_wait_replicated_on_a_replica_is_einval_until_promoted, tgt_setup, tgt_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
