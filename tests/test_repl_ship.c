@@ -542,6 +542,23 @@ static void test_wait_replicated_works_at_every_level(void **state) {
   tg__repl_close(r);
 }
 
+static void test_polling_wait_replicated_gets_there_at_relaxed(void **state) {
+  (void)state;
+  /* At RELAXED nothing fdatasyncs on its own (no interval): a look with
+     timeout 0 asks for it, so polling alone gets there. */
+  tg_store_config cfg = repl_config(srv1.url, "wr_poll", TG_RELAXED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 5; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  int rc;
+  TGT_WAIT_UNTIL((rc = tg_wait_replicated(s, lsn, 0)) != -ETIMEDOUT, "LSN replicated by polling");
+  assert_int_equal(rc, 0);
+  assert_true(tg_durable_lsn(s) >= lsn);
+  assert_true(tg_replicated_lsn(s) >= lsn);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 static void test_wait_replicated_refuses_what_it_cannot_promise(void **state) {
   (void)state;
   /* NULL, in memory, a directory without replication: TG_EINVAL. */
@@ -748,6 +765,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_wait_replicated_works_at_every_level, tgt_setup,
                                       tgt_teardown),
       cmocka_unit_test_setup_teardown(test_wait_replicated_refuses_what_it_cannot_promise,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_polling_wait_replicated_gets_there_at_relaxed,
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(
           test_wait_replicated_does_not_return_0_while_the_server_is_down, tgt_setup,

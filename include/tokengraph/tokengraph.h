@@ -875,9 +875,11 @@ TG_API uint64_t tg_last_lsn(tg_store *s);
  * not replicate (in memory, read-only, a replica not promoted).
  *
  * tg_wait_replicated(): wait until tg_durable_lsn() and
- * tg_replicated_lsn() are both >= lsn, at most timeout_ms (0: only look).
- * At BALANCED and RELAXED it asks for the write and the fdatasync at once
- * rather than after the linger and the sync interval; threads waiting at
+ * tg_replicated_lsn() are both >= lsn, at most timeout_ms (0: only look,
+ * -ETIMEDOUT when not yet). At BALANCED and RELAXED it asks for the write
+ * and the fdatasync at once rather than after the linger and the sync
+ * interval, also when only looking (so polling with 0 gets there at
+ * RELAXED, where nothing else would fdatasync soon); threads waiting at
  * once share fdatasyncs and messages (one message carries every record
  * written together). The wait parks the thread. lsn 0 returns 0 at once.
  * The stream's silence is bounded: a message not acknowledged within

@@ -1936,16 +1936,18 @@ int tg__wal_wait_replicated(tg_wal *w, uint64_t lsn, uint64_t deadline_ns) {
   if (replicated_upto(w) >= lsn) return 0;
   int f = atomic_load_explicit(&w->failed, ACQ);
   if (f) return f;
-  if (deadline_ns == 0) return -ETIMEDOUT;
   /* The ack needs the record written (the writer ships after each write),
      the fdatasync needs the sync thread: ask both now, as wait_durable
      does, rather than after a linger and a sync interval. At STRICT the
-     writer syncs every batch by itself. */
+     writer syncs every batch by itself. Also when only looking (deadline
+     0): at RELAXED nothing else would ever fdatasync it, and a caller
+     polling would never see it replicated. */
   if (w->level != TG_WAL_STRICT && atomic_load_explicit(&w->durable, ACQ) < lsn) {
     request_sync(w, lsn);
     sync_kick(w);
   }
   if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
+  if (deadline_ns == 0) return -ETIMEDOUT;
   struct timespec ts = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
   int rc = 0;
   mu_lock(w);

@@ -75,7 +75,9 @@ uint64_t tg__wal_acked(tg_wal *w);
 /* Wait until every record up to lsn is both fdatasynced and acknowledged
    by the stream, at any level (at BALANCED and RELAXED the wait asks for
    the fdatasync and the write at once, as tg_wal_sync() does; waiters share
-   them), until deadline_ns on tg__now_ns()'s clock (0: do not wait).
+   them), until deadline_ns on tg__now_ns()'s clock (0: do not wait, but
+   ask for the write and the fdatasync all the same, so that polling gets
+   there at RELAXED too).
    Returns 0; TG_EINVAL (a log that does not ship, or lsn not handed out
    yet); -ETIMEDOUT; or the failure that ended the log before lsn got
    there (TG_EFENCED, TG_EIO, TG_ENOSPC). */
