@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,9 +68,23 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-/* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds. */
+/* The process's CPU time so far (every thread) in ns, and its context
+   switches (voluntary and not). */
+static double cpu_ns(long *switches) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  *switches = ru.ru_nvcsw + ru.ru_nivcsw;
+  return ((double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec) * 1e9 +
+         ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e3;
+}
+
+/* Run `threads` appenders over a fresh WAL in dir/wal. Returns seconds;
+   cpu (NULL: not wanted) gets the CPU time of every thread of the process
+   (appenders, the WAL's writer and sync threads) per record while timed,
+   and switches the context switches per 1,000 records. */
 static double run_wal(const char *dir, int level, int threads, uint64_t count, int paced,
-                      uint64_t **lat_out, uint64_t *nlat, tg_wal_stats *st, double *replay_rps) {
+                      uint64_t **lat_out, uint64_t *nlat, tg_wal_stats *st, double *replay_rps,
+                      double *cpu, double *switches) {
   char wdir[4200];
   snprintf(wdir, sizeof wdir, "%s/wal%s", dir, paced ? "-paced" : "");
   tg_wal_config c;
@@ -93,11 +108,20 @@ static double run_wal(const char *dir, int level, int threads, uint64_t count, i
     ws[i] = (worker){w, per, lat + (uint64_t)i * per, paced, c.ring_slots / 4, 0, 0};
     pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
   }
+  long sw0 = 0, sw1 = 0;
   pthread_barrier_wait(&start_barrier);
+  double c0 = cpu_ns(&sw0);
   uint64_t t0 = tgp_now_ns();
   for (int i = 0; i < threads; i++) pthread_join(ws[i].th, NULL);
   rc = tg_wal_sync(w, 0);
   uint64_t t1 = tgp_now_ns();
+  double c1 = cpu_ns(&sw1);
+  if (cpu) {
+    uint64_t recs = per * (uint64_t)threads;
+    double n = (double)(recs ? recs : 1);
+    *cpu = (c1 - c0) / n;
+    *switches = (double)(sw1 - sw0) * 1000.0 / n;
+  }
   for (int i = 0; i < threads; i++)
     if (ws[i].rc) rc = ws[i].rc;
   tg_wal_stats_get(w, st);
@@ -149,7 +173,11 @@ static void usage(FILE *f) {
           "Append latencies are measured with the cycle counter around each call and\n"
           "include that timer's own cost (printed as timer_ns). The paced figures come\n"
           "from a second run that lets the writer drain every ring_slots/4 appends, so\n"
-          "no append waits for queue space (BALANCED/RELAXED only).\n");
+          "no append waits for queue space (BALANCED/RELAXED only).\n"
+          "cpu_ns_per_record is the CPU time of every thread of the process (the\n"
+          "appenders, with their timer, and the WAL's writer and sync threads) per\n"
+          "record over the timed run, from getrusage; context_switches_per_1k_records\n"
+          "counts both kinds of switch over the same span.\n");
 }
 
 int tgb_wal(int argc, char **argv) {
@@ -207,7 +235,9 @@ int tgb_wal(int argc, char **argv) {
   tg_wal_stats st;
   uint64_t *lat = NULL, nlat = 0;
   double replay_rps = 0;
-  double secs = run_wal(dir, level, threads, count, 0, &lat, &nlat, &st, &replay_rps);
+  double cpu = 0, switches = 0;
+  double secs =
+      run_wal(dir, level, threads, count, 0, &lat, &nlat, &st, &replay_rps, &cpu, &switches);
   if (secs < 0) {
     tgp_rmtree(dir);
     return 1;
@@ -225,7 +255,7 @@ int tgb_wal(int argc, char **argv) {
   if (level != TG_WAL_STRICT) {
     tg_wal_stats st2;
     uint64_t pc = count < 2000000u ? count : 2000000u;
-    if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2, NULL) >= 0) {
+    if (run_wal(dir, level, threads, pc, 1, &lat, &nlat, &st2, NULL, NULL, NULL) >= 0) {
       tgp_sort_u64(lat, nlat);
       q50 = tgp_quantile_sorted(lat, nlat, 0.50);
       q99 = tgp_quantile_sorted(lat, nlat, 0.99);
@@ -265,19 +295,22 @@ int tgb_wal(int argc, char **argv) {
            "\"throttled_appends\":%llu,\"throttled_ms\":%.1f,"
            "\"reference\":\"%s\",\"reference_records_per_sec\":%.0f,"
            "\"ratio_to_reference\":%.3f,\"reference_chunks_records_per_sec\":%.0f,"
-           "\"reference_sync_each_records_per_sec\":%.0f,\"replay_records_per_sec\":%.0f}\n",
+           "\"reference_sync_each_records_per_sec\":%.0f,\"replay_records_per_sec\":%.0f,"
+           "\"cpu_ns_per_record\":%.0f,\"context_switches_per_1k_records\":%.2f}\n",
            names[level], threads, (unsigned long long)records, secs, rps, mbps,
            (unsigned long long)st.fdatasyncs, per_sync, NS(p50), NS(p99), NS(p999), NS(pmax),
            NS(q50), NS(q99), NS(q999), NS(qmax), NS(tmin), (unsigned long long)st.blocked,
            (double)st.blocked_ns / 1e6, (unsigned long long)st.throttled,
            (double)st.throttled_ns / 1e6,
            level == TG_WAL_STRICT ? "write+fdatasync per record" : "1 MiB chunks + fdatasync",
-           ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps, replay_rps);
+           ref_rps, rps / ref_rps, ref_chunk_rps, ref_sync_rps, replay_rps, cpu, switches);
   } else {
     printf("wal %s, %d thread%s, %llu records of %d-byte payload (%d-byte frames)\n",
            names[level], threads, threads == 1 ? "" : "s", (unsigned long long)records, PAYLOAD,
            FRAME);
     printf("  wal:        %.3f s  %12.0f records/s  %8.1f MB/s\n", secs, rps, mbps);
+    printf("  cpu:        %.0f ns per record, all threads (%.2f context switches per 1,000)\n",
+           cpu, switches);
     printf("  fdatasyncs: %llu  (%.2f records per fdatasync)\n",
            (unsigned long long)st.fdatasyncs, per_sync);
     printf("  append ns:  p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  (timer %.1f ns; %llu "
