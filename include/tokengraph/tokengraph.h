@@ -985,9 +985,12 @@ typedef struct tg_replica_config {
                                 (tg_repl_snapshot_publish()) when there is
                                 one; 0: always from the stream's first
                                 message */
-  uint32_t fetch_batch;      /* messages asked per fetch, at most 8 (8 MiB
-                                of 1 MiB messages, which must arrive
-                                within one fetch's wait); default 8 */
+  uint32_t fetch_batch;      /* messages per pull request; two requests
+                                are kept outstanding, so the server sends
+                                each message as soon as it stores it and
+                                at most 2 x fetch_batch messages (of up to
+                                1 MiB each) wait in memory; default 8,
+                                at most 256 */
   uint32_t lease_ttl_ms;     /* the TTL of the leader lease this replica
                                 holds once promoted (renewed every third
                                 of it), the bucket's max age when this

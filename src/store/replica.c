@@ -383,45 +383,22 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
     uint64_t first = 0, last = 0;
     int rc = tg__follow_bounds(rep->f, &first, &last, msg, len);
     if (rc) return rc;
-    return tg__follow_start(rep->f, first ? first : 1, msg, len);
+    return tg__follow_start(rep->f, first ? first : 1, (int)rep->fetch_batch, msg, len);
   }
-  return tg__follow_start(rep->f, rep->next_seq, msg, len);
+  return tg__follow_start(rep->f, rep->next_seq, (int)rep->fetch_batch, msg, len);
 }
 
-/* FETCHING (repl.c, fetch_msgs). libnats's fetch returns at once with the
-   messages the stream holds past the consumer, up to the batch; when it
-   holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
-   passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
-   messages, to be back as soon as the next ones are there (with batches of
-   64 a message could wait for 63 more, or 200 ms), and for a whole batch
-   again after a fetch that filled one.
-   A fetch must also never give up while the server still sends what it
-   asked for: libnats 3.4.1 then returned a later fetch with more messages
-   than its batch, written past the end of its array (ASan:
-   heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
-   with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
-   the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
-   of messages of the largest size a message may have: 8 of 1 MiB, which
-   this machine moves in 30-80 ms even while loaded (the size seen so far
-   would not do: a primary's messages grow from a few KiB to 1 MiB when it
-   writes faster). */
+/* FETCHING (repl.c, PULLING): the consumer keeps pull requests of
+   fetch_batch messages outstanding, so a message stored on the server is
+   sent at once and received while the follower applies the ones before.
+   A fetch hands over what came, waiting at most FOLLOW_WAIT_MS for the
+   first: that bounds how long a stop waits, not the latency. */
 #define FOLLOW_WAIT_MS 200u
-#define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
-                                     expiry (a pull of 1 has none, and one
-                                     left by a timeout stays on the server) */
-#define FOLLOW_BATCH_BYTES (8u << 20)
-
-/* The batch for a follower that is behind. */
-static uint32_t full_batch(struct tg__replica *rep) {
-  uint32_t fit = FOLLOW_BATCH_BYTES / TG__REPL_MAX_MSG;
-  return fit < rep->fetch_batch ? fit : rep->fetch_batch;
-}
 
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
-  uint32_t batch = full_batch(rep);
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -432,12 +409,8 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)batch, (int)FOLLOW_WAIT_MS, on_message, &c, c.msg,
-                              sizeof c.msg);
-    /* A fetch that filled its batch may have left more behind; one that
-       did not has caught up (FETCHING above). */
-    batch = rc >= (int)batch ? full_batch(rep) : FOLLOW_CAUGHT_UP_BATCH;
-    if (batch > rep->fetch_batch) batch = rep->fetch_batch;
+    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, (int)FOLLOW_WAIT_MS, on_message,
+                              &c, c.msg, sizeof c.msg);
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
       break;
@@ -520,6 +493,7 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
   rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 8;
+  if (rep->fetch_batch > 256) rep->fetch_batch = 256; /* 512 MiB buffered at most */
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
   rep->force = cfg->promote_force;
   rep->failover = cfg->failover;
