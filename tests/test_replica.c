@@ -1472,6 +1472,51 @@ static void test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced(vo
   tgn_server_stop(&own);
 }
 
+/* The server restarts under a following replica: the pull requests it
+   held are gone with it, and the follower starts pulling again at its
+   position instead of waiting for them. */
+static void test_a_follower_pulls_again_after_the_server_restarts(void **state) {
+  (void)state;
+  tgn_server own;
+  if (tgn_server_start(&own, 1)) fail_msg("cannot start a server of this test's own");
+  char dir[300], rdir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/primary", tgt_root);
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.checkpoint_bytes = 0;
+  pc.nats_url = own.url;
+  pc.repl_name = name;
+  pc.wal.level = TG_RELAXED;
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, dir, &pc, msg, sizeof msg);
+  if (rc) fail_msg("open: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  for (int i = 0; i < 100; i++) assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t first = last_lsn_of(s);
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= first, "the first records acknowledged");
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = own.url;
+  tg_store *r = replica_in(rdir, "replica", &cfg);
+  wait_for(r, first);
+  /* Stopped, not killed: a killed server may lose what it acknowledged
+     last, which is not what this test is about. */
+  tgn_server_stop_node(&own, 0);
+  assert_int_equal(tgn_server_restart_node(&own, 0), 0);
+  for (int i = 0; i < 100; i++) assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t last = last_lsn_of(s);
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= last, "the later records acknowledged");
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.error, 0);
+  assert_same(s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tgn_server_stop(&own);
+}
+
 static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void **state) {
   (void)state;
   primary p;
@@ -1739,6 +1784,7 @@ int main(int argc, char **argv) {
       T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
       T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
       T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
+      T(test_a_follower_pulls_again_after_the_server_restarts),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
       T(test_tg_replica_follow_bootstraps_again_and_fails_over),
       T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),

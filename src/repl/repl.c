@@ -565,8 +565,11 @@ static natsStatus purge_below(jsCtx *js, const char *stream, uint64_t seq, jsErr
    and a new inbox, so nothing of an earlier pull can arrive among the
    new one's messages. Buffered at most: PULL_AHEAD x batch messages. A
    request the server neither served nor expired within PULL_EXPIRES_MS +
-   PULL_GRACE_MS means it has lost the consumer (a restart): the fetch
-   fails and the follower starts again at its position. */
+   PULL_GRACE_MS means it has lost the consumer: the fetch fails and the
+   follower starts again at its position. So does a reconnect seen while
+   no message comes: the server that answers now holds none of the
+   requests (a restarted one), and waiting for their expiry would stall
+   the follower for seconds. */
 #define PULL_AHEAD 2
 #define PULL_EXPIRES_MS 5000
 #define PULL_GRACE_MS 2000
@@ -585,6 +588,7 @@ struct tg__follow {
   int nreq;              /* outstanding requests, oldest first: */
   int left[PULL_AHEAD];  /* messages each may still bring */
   int64_t sent_ms[PULL_AHEAD]; /* when each was sent (nats_Now) */
+  uint64_t reconnects;   /* the connection's count at the start */
 };
 
 int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
@@ -678,6 +682,16 @@ static void pull_pop(tg__follow *f) {
   if (f->nreq) f->nreq--;
 }
 
+/* How many times the connection reconnected so far. */
+static uint64_t reconnects_of(natsConnection *nc) {
+  natsStatistics *stats = NULL;
+  uint64_t n = 0;
+  if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+    natsStatistics_GetCounts(stats, NULL, NULL, NULL, NULL, &n);
+  natsStatistics_Destroy(stats);
+  return n;
+}
+
 int tg__follow_start(tg__follow *f, uint64_t seq, int batch, char *msg, size_t len) {
   jsErrCode jerr = 0;
   jsConsumerInfo *ci = NULL;
@@ -685,6 +699,7 @@ int tg__follow_start(tg__follow *f, uint64_t seq, int batch, char *msg, size_t l
   natsStatus st;
   pull_stop(f);
   f->batch = batch > 0 ? batch : 1;
+  f->reconnects = reconnects_of(f->r.nc);
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.DeliverPolicy = js_DeliverByStartSequence;
@@ -754,9 +769,14 @@ int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb c
        queued (a wait of 0 returns at once). */
     natsStatus st = natsSubscription_NextMsg(&m, f->sub, n ? 0 : wait);
     if (st == NATS_TIMEOUT) {
-      if (n == 0 && f->nreq && nats_Now() - f->sent_ms[0] > PULL_EXPIRES_MS + PULL_GRACE_MS) {
+      if (n) break;
+      if (f->nreq && nats_Now() - f->sent_ms[0] > PULL_EXPIRES_MS + PULL_GRACE_MS) {
         say_first(msg, len, "stream %s: the server neither served nor expired a pull within "
                   "%d ms (it lost the consumer?)", f->stream, PULL_EXPIRES_MS + PULL_GRACE_MS);
+        return TG_EIO;
+      }
+      if (reconnects_of(f->r.nc) != f->reconnects) {
+        say_first(msg, len, "stream %s: reconnected to the server: pulling again", f->stream);
         return TG_EIO;
       }
       break;
