@@ -407,6 +407,41 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   free(b);
 }
 
+/* A replica logs at RELAXED while it follows, whatever level it was
+   given: its restart fetches again from its checkpoint's position anyway,
+   so no message waits for an fdatasync or for its log writer. Promoted,
+   it logs at the level given. */
+static void test_a_following_replica_logs_at_relaxed_and_promoted_at_its_level(void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 3000);
+  unsigned msgs = publish_log(p.dir, 1, last, 10, 1);
+  assert_true(msgs >= 100);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_STRICT;
+  cfg.promote_force = 1;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, last);
+  tg_wal_stats ws;
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  assert_int_equal(ws.fdatasyncs, 0);
+  assert_int_equal(ws.throttled, 0);
+  assert_int_equal(ws.queue_limit, cfg.store.wal.ring_slots);
+  assert_same(p.s, r);
+  char msg[512] = "";
+  int rc = tg_replica_promote(r, 60000, msg, sizeof msg);
+  if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  uint64_t syncs = ws.fdatasyncs;
+  assert_int_equal(tg_token_create(r, &t, &id), 0);
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  assert_true(ws.fdatasyncs > syncs); /* STRICT: synced before it returned */
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
 static void test_a_replica_refuses_every_mutating_call(void **state) {
   (void)state;
   primary p;
@@ -1764,6 +1799,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       T(test_wait_lsn_on_a_writer_waits_for_its_durability),
       T(test_follower_equals_primary_at_the_same_lsn),
+      T(test_a_following_replica_logs_at_relaxed_and_promoted_at_its_level),
       T(test_a_replica_refuses_every_mutating_call),
       T(test_wait_lsn_times_out_before_the_record_arrives),
       T(test_a_restarted_follower_resumes_from_its_persisted_position),

@@ -973,7 +973,13 @@ typedef struct tg_replica_config {
                                 (at least the primary's: records are never
                                 refused), its WAL level and checkpoints.
                                 Its nats_url / repl_name / read_only are
-                                ignored */
+                                ignored. The WAL level applies once
+                                promoted: while following, the log is
+                                written at TG_RELAXED whatever the level
+                                (a restart fetches again from the position
+                                its last checkpoint saved, so a record its
+                                log lost to a power loss comes again; see
+                                tg_replica_open()) */
   const char *bootstrap_dir; /* NULL, or a directory tg_store_backup() of
                                 the primary wrote: copied into dir when dir
                                 is missing or empty, so the replica starts

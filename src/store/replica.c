@@ -24,6 +24,18 @@
  * from a backup of a primary that saved none) it starts at the stream's
  * first message and relies on the LSN check alone.
  *
+ * LOCAL LOG. What the replica's own log must hold for that: a prefix of
+ * what it applied, nothing more. Whatever the log lost (a power loss), the
+ * restart fetches again from the checkpoint's position, which it does
+ * anyway. So until promoted the log runs at RELAXED (no fdatasync but at
+ * segment switches, checkpoints, tg_sync() and close; no pacing), and at
+ * the promotion everything applied is made durable before the log is
+ * reopened at the level the configuration asks. The log stays: it gives
+ * the promotion its records, a restart the state it applied without the
+ * stream, and tg-replay an ordinary directory. Each message's records go
+ * in with one claim of the ring (tg__wal_append_many_nowait), their CRCs
+ * checked once, here (the writer still frames them again).
+ *
  * Promotion (tg_replica_promote(), or failover's watcher thread): the
  * leader lease (lease.c) is refused while another process holds it live,
  * unless forced; taken by compare-and-swap, it is renewed from then on by
@@ -506,8 +518,14 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   sc.read_only = 0;
   sc.nats_url = NULL; /* a replica ships nothing: the stream is the primary's */
   sc.repl_name = NULL;
-  /* REPLICATED needs a shipper: a replica logs at STRICT until promoted. */
-  if (sc.wal.level == TG_REPLICATED) sc.wal.level = TG_STRICT;
+  /* Until promoted, the log is written at RELAXED whatever the level
+     asked (LOCAL LOG, top of this file): a restart resumes at the position
+     the last checkpoint saved, which the stream must hold at any level, so
+     what the level would make durable sooner is never needed. BALANCED's
+     pacing made the follower wait for its own log writer on every message
+     (a message brings up to 13,107 records, pacing allows ~2,000 queued).
+     The level asked applies from the promotion on (rep->writer). */
+  sc.wal.level = TG_RELAXED;
   rep->writer = cfg->store;
   rep->writer.read_only = 0;
   rep->writer.nats_url = rep->url;
