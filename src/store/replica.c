@@ -33,8 +33,9 @@
  * reopened at the level the configuration asks. The log stays: it gives
  * the promotion its records, a restart the state it applied without the
  * stream, and tg-replay an ordinary directory. Each message's records go
- * in with one claim of the ring (tg__wal_append_many_nowait), their CRCs
- * checked once, here (the writer still frames them again).
+ * in with one claim of the ring, with the CRCs checked here
+ * (tg__wal_append_checked_nowait): the log writer writes them as they are
+ * instead of computing each again.
  *
  * Promotion (tg_replica_promote(), or failover's watcher thread): the
  * leader lease (lease.c) is refused while another process holds it live,
@@ -128,6 +129,7 @@ struct tg__replica {
                               position: the LSN check alone) */
   /* Scratch for the frames of one message, follower thread. */
   tg_wal_record *recs;
+  uint32_t *crcs;          /* recs[i]'s frame CRC, checked */
   size_t nrecs, caprecs;
 };
 
@@ -162,7 +164,8 @@ static int split_frames(struct tg__replica *rep, uint64_t seq, const unsigned ch
     if (n - off < TG__WAL_FRAME_HDR) goto bad_len;
     uint32_t flen = tg__ld32(b + off);
     if (flen < TG__WAL_FRAME_HDR || tg__align8(flen) > n - off) goto bad_len;
-    if (tg__ld32(b + off + 4) != tg__wal_frame_crc(b + off, flen)) {
+    uint32_t crc = tg__ld32(b + off + 4);
+    if (crc != tg__wal_frame_crc(b + off, flen)) {
       tg__say(msg, len, "stream message %" PRIu64 ": frame at offset %zu fails its CRC "
               "(damaged in transit or in the stream)", seq, off);
       return TG_ECORRUPT;
@@ -184,8 +187,12 @@ static int split_frames(struct tg__replica *rep, uint64_t seq, const unsigned ch
       tg_wal_record *r = realloc(rep->recs, nc * sizeof *r);
       if (!r) return TG_ENOMEM;
       rep->recs = r;
+      uint32_t *c = realloc(rep->crcs, nc * sizeof *c);
+      if (!c) return TG_ENOMEM;
+      rep->crcs = c;
       rep->caprecs = nc;
     }
+    rep->crcs[rep->nrecs] = crc;
     tg_wal_record *r = &rep->recs[rep->nrecs++];
     memset(r, 0, sizeof *r);
     r->lsn = lsn;
@@ -283,7 +290,8 @@ static int apply_message(tg_store *s, struct tg__replica *rep, uint64_t seq, uin
      after it make no difference to that: its log no longer replays. */
   uint64_t lsn = 0;
   if (i < rep->nrecs &&
-      (rc = tg__wal_append_many_nowait(s->wal, rep->recs + i, rep->nrecs - i, &lsn))) {
+      (rc = tg__wal_append_checked_nowait(s->wal, rep->recs + i, rep->crcs + i,
+                                          rep->nrecs - i, &lsn))) {
     tg__say(msg, len, "cannot log LSNs %" PRIu64 "..%" PRIu64 " in the replica's own WAL: %s",
             rep->recs[i].lsn, rep->recs[rep->nrecs - 1].lsn, tg_strerror(rc));
     goto out;
@@ -690,6 +698,7 @@ void tg__replica_free(struct tg__replica *rep) {
   tg__follow_close(rep->f);
 #endif
   free(rep->recs);
+  free(rep->crcs);
   free(rep->url);
   free(rep->name);
   pthread_cond_destroy(&rep->cv);
