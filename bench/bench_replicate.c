@@ -786,6 +786,7 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
   /* Until the replica applied the last note: the whole pipeline's work. */
   cpu_take(&c1, server, nserver);
   cpu_shares_of(&c0, &c1, &out->cpu);
+  if (!nserver) out->cpu.server = -1; /* a server given by --nats: among the others */
   stage_stop(&S);
   if (!rc) rc = L.rc;
   if (!rc && stages) {
@@ -855,7 +856,8 @@ static void usage(FILE *f) {
              "(default 1000000): the p99 of applied-on-replica minus returned-on-primary\n"
              "(follower_lag_p99_ms) and the rate the primary reached\n"
              "(follower_reached_records_per_sec, below O when it could not offer O),\n"
-             "with the CPU each part had meanwhile (lag_cpu_*: shares of the cores' time);\n"
+             "with the CPU each part had meanwhile (lag_cpu_*: shares of the cores' time;\n"
+             "lag_cpu_nats_server -1 with --nats: that server is among lag_cpu_others);\n"
              "--lag-stages 1 splits the lag at the publish, seen by a subscriber of the\n"
              "stream's subject (lag_publish_*, lag_after_publish_*; it costs CPU).\n"
              "--part ship|apply|lag runs only that part (default all).\n"
@@ -987,25 +989,25 @@ int tgb_replicate(int argc, char **argv) {
            "\"raw_publish_p99_ns\":%.0f,\"replicated_messages\":%.0f,"
            "\"records_per_message\":%.1f,\"raw_window\":%d,"
            "\"raw_same_inflight_records_per_sec\":%.0f,\"raw_same_inflight_window\":%.0f,"
-           "\"ratio_to_raw_same_inflight\":%.3f,"
+           "\"ratio_to_raw_same_inflight\":%.3f,\"lag_cpu_cores\":%.2f,"
+           "\"lag_cpu_creator\":%.3f,\"lag_cpu_rest_of_process\":%.3f,"
+           "\"lag_cpu_nats_server\":%.3f,\"lag_cpu_others\":%.3f,\"lag_cpu_idle\":%.3f,"
+           "\"lag_publish_p50_ms\":%.3f,\"lag_publish_p99_ms\":%.3f,"
+           "\"lag_after_publish_p50_ms\":%.3f,\"lag_after_publish_p99_ms\":%.3f,"
            "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
            "\"follower_offered_records_per_sec\":%.0f,"
            "\"follower_reached_records_per_sec\":%.0f,"
            "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
-           "\"follower_lag_p50_ms\":%.3f,\"lag_cpu_cores\":%.2f,"
-           "\"lag_cpu_creator\":%.3f,\"lag_cpu_rest_of_process\":%.3f,"
-           "\"lag_cpu_nats_server\":%.3f,\"lag_cpu_others\":%.3f,\"lag_cpu_idle\":%.3f,"
-           "\"lag_publish_p50_ms\":%.3f,\"lag_publish_p99_ms\":%.3f,"
-           "\"lag_after_publish_p50_ms\":%.3f,\"lag_after_publish_p99_ms\":%.3f}\n",
+           "\"follower_lag_p50_ms\":%.3f}\n",
            (int)replicas, T, R, m[C_REPLICATED], m[NCONF], ratio(m[C_REPLICATED], m[NCONF]),
            m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
            ratio(m[C_REPLICATED], m[C_STRICT]), m[C_BALANCED], m[C_BALANCED_SHIP],
            ratio(m[C_BALANCED_SHIP], m[C_BALANCED]), md, mbc, m50[NCONF], m99[NCONF], mmsgs, mper,
-           RAW_WINDOW, mvi, mwi, ratio(m[C_REPLICATED], mvi),
-           f_apply, lag.p99_ms,
-           (double)offered_rate, lag.reached, f_catchup, f_msgs, lag.p50_ms, lag.cpu.cores,
+           RAW_WINDOW, mvi, mwi, ratio(m[C_REPLICATED], mvi), lag.cpu.cores,
            lag.cpu.creator, lag.cpu.rest, lag.cpu.server, lag.cpu.others, lag.cpu.idle,
-           lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms, lag.apply_p99_ms);
+           lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms, lag.apply_p99_ms,
+           f_apply, lag.p99_ms,
+           (double)offered_rate, lag.reached, f_catchup, f_msgs, lag.p50_ms);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-14s %12s %12s %12s\n", "", "calls/s", "p50 us", "p99 us");
@@ -1026,12 +1028,18 @@ int tgb_replicate(int argc, char **argv) {
            " fetching included)\n", follow_count, f_msgs, f_apply, f_catchup);
     printf("  follower lag p99: %.3f ms (p50 %.3f ms) at %.0f records/s reached (%.0f offered)\n",
            lag.p99_ms, lag.p50_ms, lag.reached, (double)offered_rate);
-    if (do_lag)
+    if (do_lag && lag.cpu.server >= 0)
       printf("  CPU while it ran, of %.1f cores: the creating thread %.0f%%, the rest of this"
              " process (log writers, shipper, follower, client threads) %.0f%%, nats-server"
              " %.0f%%, other processes %.0f%%, idle %.0f%%\n", lag.cpu.cores,
              100 * lag.cpu.creator, 100 * lag.cpu.rest, 100 * lag.cpu.server,
              100 * lag.cpu.others, 100 * lag.cpu.idle);
+    else if (do_lag)
+      printf("  CPU while it ran, of %.1f cores: the creating thread %.0f%%, the rest of this"
+             " process (log writers, shipper, follower, client threads) %.0f%%, other processes"
+             " (the server given by --nats among them) %.0f%%, idle %.0f%%\n", lag.cpu.cores,
+             100 * lag.cpu.creator, 100 * lag.cpu.rest, 100 * lag.cpu.others,
+             100 * lag.cpu.idle);
     if (do_lag && lag_stages)
       printf("  lag stages: returned -> published p50 %.3f / p99 %.3f ms, published ->"
              " applied p50 %.3f / p99 %.3f ms\n", lag.pub_p50_ms, lag.pub_p99_ms,
