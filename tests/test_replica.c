@@ -397,6 +397,10 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   assert_int_equal(st.stream_seq, msgs);
   assert_int_equal(st.epoch, 1);
   assert_int_equal(st.records, last);
+  /* The follower's own CPU time in its checks and applies: some, and no
+     more than the time they took. */
+  assert_true(st.apply_cpu_ns > 0);
+  assert_true(st.apply_cpu_ns <= st.apply_ns + 1000000u);
   /* Its own log holds the primary's records, LSN for LSN. */
   assert_int_equal(tg_sync(r), 0);
   assert_int_equal(tg_store_close(r), 0);

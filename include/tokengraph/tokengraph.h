@@ -1104,6 +1104,11 @@ typedef struct tg_replica_status {
                                 it renewed it since open (or promotion) */
   char set_aside[512];       /* "" or, when this open bootstrapped again
                                 (rebootstrap), where the old content went */
+  uint64_t apply_cpu_ns;     /* the follower thread's CPU time in those
+                                checks and applies (apply_ns less the time
+                                other threads and processes had its core:
+                                records / apply_cpu_ns is the apply loop's
+                                own rate on a loaded machine) */
 } tg_replica_status;
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */
