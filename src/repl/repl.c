@@ -644,16 +644,21 @@ int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
   return 0;
 }
 
-/* Drop the pull inbox and the consumer (best effort: an ephemeral
-   consumer the server lost, or cannot reach now, goes by its inactivity
-   threshold). */
+/* Drop the pull inbox and the consumer: deleted when the server answers
+   within a second, else (lost with a restarted server, or unreachable
+   now) gone by its inactivity threshold; a close never waits longer. */
 static void pull_stop(tg__follow *f) {
   if (f->sub) {
     natsSubscription_Unsubscribe(f->sub);
     natsSubscription_Destroy(f->sub);
     f->sub = NULL;
   }
-  if (f->consumer[0]) js_DeleteConsumer(f->r.js, f->stream, f->consumer, NULL, NULL);
+  if (f->consumer[0] && natsConnection_Status(f->r.nc) == NATS_CONN_STATUS_CONNECTED) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
+    js_DeleteConsumer(f->r.js, f->stream, f->consumer, &o, NULL);
+  }
   f->consumer[0] = 0;
   f->nreq = 0;
 }
