@@ -1,22 +1,32 @@
 /*
  * tg-bench replicate: what shipping the log to NATS JetStream costs
  * (docs/durability.md, "REPLICATED"), on token creation through a durable
- * store, T threads, rounds alternating four configurations so that the
+ * store, T threads, rounds alternating five configurations so that the
  * machine's drift hits them alike:
  *  - strict:        TG_STRICT, no replication (the local reference);
- *  - replicated:    TG_REPLICATED (fdatasync and the stream's ack);
+ *  - replicated:    TG_REPLICATED (fdatasync and the stream's ack), each
+ *                   call blocked until both;
  *  - balanced:      TG_BALANCED, no replication;
  *  - balanced_ship: TG_BALANCED shipping every batch (must not slow
- *                   creation: the publish is asynchronous).
+ *                   creation: the publish is asynchronous);
+ *  - replicated_async: the asynchronous replicated commit: TG_BALANCED
+ *                   shipping, each thread creating groups of G calls and
+ *                   waiting for each group's last LSN with
+ *                   tg_wait_replicated() (fdatasynced and acknowledged):
+ *                   records replicated per second, until the last wait
+ *                   returned; its p50/p99 are the waits'.
  * The raw reference (issue 14: "a plain async publish of the same bytes in
- * the same batching"): the replicated run's own messages, read back from
+ * the same batching"): a replicated run's own messages, read back from
  * its stream once it closed (the same bodies, Tg-* headers, Nats-Msg-Id
  * and ExpectLastSeq), published with js_PublishMsgAsync to a new stream of
  * the same kind on a connection set up as the shipper's (SendAsap), with
  * the shipper's window (256 in flight), timed from the first publish to
- * the last ack: raw_publish_records_per_sec, records per second.
- * ratio_to_raw = replicated / raw. The same messages again with only as
- * many in flight as T blocked callers fill (T / records per message):
+ * the last ack: raw_publish_records_per_sec, records per second, for
+ * replicated_async's messages; ratio_to_raw = replicated_async / raw.
+ * The same for replicated's messages: replicated_call_ratio_to_raw (blocked
+ * callers keep at most one record each in flight: a closed loop against
+ * an open one), and those messages again with only as many in flight as T
+ * blocked callers fill (T / records per message):
  * raw_same_inflight_records_per_sec, the stream's share of what a
  * closed loop of T callers can reach.
  * The creation rates count calls until the last returned; balanced_ship's
@@ -73,14 +83,20 @@ int tgb_replicate(int argc, char **argv) {
 
 #include "nats_server.h"
 
-enum { C_STRICT, C_REPLICATED, C_BALANCED, C_BALANCED_SHIP, NCONF };
+enum { C_STRICT, C_REPLICATED, C_BALANCED, C_BALANCED_SHIP, C_REPLICATED_ASYNC, NCONF };
 static const char *const conf_names[NCONF] = {"strict", "replicated", "balanced",
-                                              "balanced_ship"};
+                                              "balanced_ship", "replicated_async"};
+
+/* A wait for replication that fails the run rather than hang it (the
+   store's ack timeout ends it sooner). */
+#define ASYNC_WAIT_MS 60000u
 
 typedef struct worker {
   tg_store *s;
   uint64_t count;
-  uint64_t *lat; /* ticks per call */
+  uint64_t group;  /* > 0: replicated_async, a wait per group of calls */
+  uint64_t *lat;   /* ticks per call, or per group's wait */
+  uint64_t nlat;   /* entries of lat filled */
   int rc;
   pthread_t th;
 } worker;
@@ -94,10 +110,37 @@ static void *create_main(void *arg) {
     uint32_t id;
     uint64_t t0 = tgp_ticks();
     int rc = tg_token_create(k->s, NULL, &id);
-    k->lat[i] = tgp_ticks() - t0;
+    k->lat[k->nlat++] = tgp_ticks() - t0;
     if (rc) {
       k->rc = rc;
       break;
+    }
+  }
+  return NULL;
+}
+
+/* replicated_async: groups of `group` creates at the store's level, each
+   followed by one tg_wait_replicated() for the group's last LSN; lat is
+   each wait's time (the last call's return to the group replicated). */
+static void *create_group_main(void *arg) {
+  worker *k = arg;
+  pthread_barrier_wait(&barrier);
+  for (uint64_t i = 0; i < k->count;) {
+    uint64_t end = i + k->group < k->count ? i + k->group : k->count;
+    for (; i < end; i++) {
+      uint32_t id;
+      int rc = tg_token_create(k->s, NULL, &id);
+      if (rc) {
+        k->rc = rc;
+        return NULL;
+      }
+    }
+    uint64_t t0 = tgp_ticks();
+    int rc = tg_wait_replicated(k->s, tg_last_lsn(k->s), ASYNC_WAIT_MS);
+    k->lat[k->nlat++] = tgp_ticks() - t0;
+    if (rc) {
+      k->rc = rc;
+      return NULL;
     }
   }
   return NULL;
@@ -107,7 +150,43 @@ typedef struct result {
   double rps;       /* calls per second */
   uint64_t p50, p99; /* ticks */
   double drain_ms;
+  double cpu_ns, srv_cpu_ns; /* CPU time per record while timed: this
+                                process (all its threads), the private
+                                server's nodes (0 with --nats) */
 } result;
+
+/* The private server (NULL with --nats): its nodes' CPU time is read from
+   /proc, so the CPU a record costs on each side can be told apart. */
+static const tgn_server *cpu_srv;
+
+/* CPU seconds used so far by this process (every thread). */
+static double self_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* CPU seconds used so far by the private server's nodes (0 without). */
+static double server_cpu_s(void) {
+  double t = 0;
+  long hz = sysconf(_SC_CLK_TCK);
+  for (int i = 0; cpu_srv && i < cpu_srv->nodes; i++) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)cpu_srv->node[i].pid);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime) follow the ")" that ends the name. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+      t += (double)(ut + st) / (double)hz;
+  }
+  return t;
+}
 
 static int run_threads(worker *w, int threads, void *(*fn)(void *), uint64_t *ticks) {
   pthread_barrier_init(&barrier, NULL, (unsigned)threads + 1);
@@ -124,12 +203,13 @@ static int run_threads(worker *w, int threads, void *(*fn)(void *), uint64_t *ti
   return rc;
 }
 
-static void percentiles(worker *w, int threads, uint64_t per, result *r) {
-  uint64_t n = per * (uint64_t)threads, k = 0;
-  uint64_t *all = malloc(n * sizeof *all);
+static void percentiles(worker *w, int threads, result *r) {
+  uint64_t n = 0, k = 0;
+  for (int i = 0; i < threads; i++) n += w[i].nlat;
+  uint64_t *all = malloc((n ? n : 1) * sizeof *all);
   if (!all) return;
   for (int i = 0; i < threads; i++)
-    for (uint64_t j = 0; j < per; j++) all[k++] = w[i].lat[j];
+    for (uint64_t j = 0; j < w[i].nlat; j++) all[k++] = w[i].lat[j];
   tgp_sort_u64(all, n);
   r->p50 = tgp_quantile_sorted(all, n, 0.50);
   r->p99 = tgp_quantile_sorted(all, n, 0.99);
@@ -228,10 +308,15 @@ out:
   return rc;
 }
 
-/* One configuration's run; at C_REPLICATED *sh gets the messages it
-   shipped (read back from its stream). */
+static int ships(int conf) {
+  return conf == C_REPLICATED || conf == C_BALANCED_SHIP || conf == C_REPLICATED_ASYNC;
+}
+
+/* One configuration's run (replicated_async: in groups of `group` calls);
+   sh (NULL: not wanted) gets the messages it shipped (read back from its
+   stream). */
 static int run_store(int conf, const char *url, int replicas, const char *parent, int threads,
-                     uint64_t per, int round, result *r, shipped *sh) {
+                     uint64_t per, uint64_t group, int round, result *r, shipped *sh) {
   char dir[4096], name[64];
   int rc = tgp_mkdtemp(dir, sizeof dir, parent, "tg-bench-repl");
   if (rc) return rc;
@@ -242,7 +327,7 @@ static int run_store(int conf, const char *url, int replicas, const char *parent
   cfg.crash_dump = 0;
   cfg.wal.level = conf == C_STRICT ? TG_STRICT : conf == C_REPLICATED ? TG_REPLICATED
                                                                        : TG_BALANCED;
-  if (conf == C_REPLICATED || conf == C_BALANCED_SHIP) {
+  if (ships(conf)) {
     cfg.nats_url = url;
     cfg.repl_name = name;
     cfg.repl_replicas = replicas;
@@ -254,16 +339,22 @@ static int run_store(int conf, const char *url, int replicas, const char *parent
     fprintf(stderr, "tg-bench replicate: %s: %s\n", conf_names[conf], msg);
     goto out;
   }
+  int async = conf == C_REPLICATED_ASYNC;
   for (int i = 0; i < threads; i++) {
     w[i].s = s;
     w[i].count = per;
-    w[i].lat = malloc(per * sizeof *w[i].lat);
+    w[i].group = async ? group : 0;
+    w[i].lat = malloc((async ? per / group + 1 : per) * sizeof *w[i].lat);
   }
   uint64_t ticks = 0;
-  rc = run_threads(w, threads, create_main, &ticks);
+  double c0 = self_cpu_s(), s0 = server_cpu_s();
+  rc = run_threads(w, threads, async ? create_group_main : create_main, &ticks);
+  double nrec = (double)(per * (uint64_t)threads);
+  r->cpu_ns = (self_cpu_s() - c0) * 1e9 / nrec;
+  r->srv_cpu_ns = (server_cpu_s() - s0) * 1e9 / nrec;
   double npt = tgp_ns_per_tick();
-  r->rps = (double)(per * (uint64_t)threads) / ((double)ticks * npt / 1e9);
-  percentiles(w, threads, per, r);
+  r->rps = nrec / ((double)ticks * npt / 1e9);
+  percentiles(w, threads, r);
   if (!rc) rc = tg_sync(s);
   /* A clean close waits for the stream's acks: every message is in it.
      So its time is the shipping backlog's (tg_sync() at BALANCED does not
@@ -272,15 +363,15 @@ static int run_store(int conf, const char *url, int replicas, const char *parent
   int crc = tg_store_close(s);
   r->drain_ms = (double)(tgp_now_ns() - t0) / 1e6;
   if (!rc) rc = crc;
-  if (!rc && (conf == C_REPLICATED || conf == C_BALANCED_SHIP)) {
+  if (!rc && ships(conf)) {
     char stream[96], subject[96];
     snprintf(stream, sizeof stream, "TG_%s", name);
     snprintf(subject, sizeof subject, "tg.%s.wal", name);
     shipped tmp;
-    rc = load_stream(url, stream, subject, conf == C_REPLICATED && sh ? sh : &tmp);
+    rc = load_stream(url, stream, subject, sh ? sh : &tmp);
     if (rc) fprintf(stderr, "tg-bench replicate: %s: cannot read its stream back\n",
                     conf_names[conf]);
-    else if (!(conf == C_REPLICATED && sh)) shipped_free(&tmp);
+    else if (!sh) shipped_free(&tmp);
   }
   if (rc) fprintf(stderr, "tg-bench replicate: %s: %s\n", conf_names[conf], tg_strerror(rc));
 out:
@@ -330,6 +421,7 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   jsCtx *js = NULL;
   raw_acks a = {0};
   int rc = -EIO, made = 0;
+  const char *why = "connect"; /* the step that failed, said on stderr */
   a.n = sh->n;
   a.sent = calloc(sh->n ? sh->n : 1, sizeof *a.sent);
   a.lat = calloc(sh->n ? sh->n : 1, sizeof *a.lat);
@@ -337,7 +429,17 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
     rc = -ENOMEM;
     goto out;
   }
-  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+  /* A cluster's URL is "url1,url2,...": each a server, as src/repl sets
+     them (natsOptions_SetURL took only the first, unreachable once
+     followed by the others: "No server available"). */
+  char list[1024];
+  const char *servers[16];
+  int nserv = 0;
+  snprintf(list, sizeof list, "%s", url);
+  char *save = NULL;
+  for (char *u = strtok_r(list, ",", &save); u && nserv < 16; u = strtok_r(NULL, ",", &save))
+    servers[nserv++] = u;
+  if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetServers(o, servers, nserv) != NATS_OK ||
       natsOptions_SetSendAsap(o, true) != NATS_OK || natsConnection_Connect(&nc, o) != NATS_OK)
     goto out;
   jsOptions jo;
@@ -356,9 +458,12 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   c.Replicas = replicas;
   c.Discard = js_DiscardNew;
   jsStreamInfo *si = NULL;
+  why = "create its stream";
   if (js_AddStream(&si, js, &c, NULL, NULL) != NATS_OK) goto out;
   jsStreamInfo_Destroy(si);
   made = 1;
+  why = "publish";
+  double c0 = self_cpu_s(), s0 = server_cpu_s();
   uint64_t t0 = tgp_now_ns();
   for (size_t i = 0; i < sh->n; i++) {
     const shipped_msg *e = &sh->m[i];
@@ -386,8 +491,11 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = 60000;
+  why = "wait for the acks";
   if (js_PublishAsyncComplete(js, &po) != NATS_OK) goto out;
   uint64_t ns = tgp_now_ns() - t0;
+  r->cpu_ns = (self_cpu_s() - c0) * 1e9 / (double)(sh->records ? sh->records : 1);
+  r->srv_cpu_ns = (server_cpu_s() - s0) * 1e9 / (double)(sh->records ? sh->records : 1);
   /* libnats may count a message done before its handler has run: wait for
      the handlers too (acquire: their latencies were written before). */
   uint64_t give_up = tgp_now_ns() + 10000000000ull;
@@ -396,8 +504,10 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
          tgp_now_ns() < give_up)
     sched_yield();
   if (atomic_load_explicit(&a.failed, memory_order_relaxed) ||
-      atomic_load_explicit(&a.acked, memory_order_relaxed) != sh->n)
+      atomic_load_explicit(&a.acked, memory_order_relaxed) != sh->n) {
+    why = "have every message acknowledged";
     goto out;
+  }
   r->rps = (double)sh->records / ((double)ns / 1e9);
   tgp_sort_u64(a.lat, sh->n);
   /* In ticks, as the other configurations' (the caller converts). */
@@ -405,6 +515,9 @@ static int run_raw(const char *url, int replicas, const shipped *sh, int window,
   r->p99 = (uint64_t)((double)tgp_quantile_sorted(a.lat, sh->n, 0.99) / tgp_ns_per_tick());
   rc = 0;
 out:
+  if (rc)
+    fprintf(stderr, "tg-bench replicate: raw publish (window %d): cannot %s: %s\n", window, why,
+            nats_GetLastError(NULL) ? nats_GetLastError(NULL) : "no detail");
   if (made) js_DeleteStream(js, stream, NULL, NULL);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
@@ -837,17 +950,22 @@ out:
 
 static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
-             "                          [--count N] [--sync-count M] [--rounds R]\n"
-             "                          [--follow-count F] [--offered-rate O] [--lag-stages 0|1]\n"
+             "                          [--count N] [--sync-count M] [--group G]\n"
+             "                          [--rounds R] [--follow-count F] [--offered-rate O]\n"
+             "                          [--lag-stages 0|1]\n"
              "                          [--dir PARENT] [--part all|ship|apply|lag] [--json]\n\n"
              "Token creation through a durable store, alternated over R rounds (default 3):\n"
-             "strict, replicated (TG_REPLICATED), balanced, balanced with shipping; and\n"
-             "the raw reference: the replicated run's own messages (read back from its\n"
-             "stream) published asynchronously, 256 in flight as the shipper, and again\n"
-             "with only T callers' worth in flight.\n"
-             "N (default 1000000) calls per balanced run, M (default 4000) per strict\n"
-             "and replicated run. Without --nats a private nats-server (-js, on\n"
-             "loopback) is started: --replicas 3 makes it a 3-node cluster.\n"
+             "strict, replicated (TG_REPLICATED: each call waits for its ack), balanced,\n"
+             "balanced with shipping, and replicated_async (the asynchronous replicated\n"
+             "commit: each thread creates G calls at balanced with shipping, then waits\n"
+             "for the group's last LSN with tg_wait_replicated(); default G 1000); and\n"
+             "the raw references: each replicated run's own messages (read back from its\n"
+             "stream) published asynchronously, 256 in flight as the shipper; and\n"
+             "replicated's again with only T callers' worth in flight.\n"
+             "N (default 1000000) calls per balanced and replicated_async run, M\n"
+             "(default 4000) per strict and replicated run. Without --nats a private\n"
+             "nats-server (-js, on loopback) is started: --replicas 3 makes it a\n"
+             "3-node cluster.\n"
              "The figures of each configuration are the medians over the rounds.\n"
              "Then the follower, once: a replica opened after a balanced primary with\n"
              "shipping put F (default 1000000, at least 1000) records in the stream and\n"
@@ -863,7 +981,17 @@ static void usage(FILE *f) {
              "stream's subject (lag_publish_*, lag_after_publish_*; it costs CPU).\n"
              "--part ship|apply|lag runs only that part (default all).\n"
              "JSON keys: records_per_sec, raw_publish_records_per_sec, ratio_to_raw,\n"
-             "ack_p50_ns, ack_p99_ns, follower_apply_records_per_sec,\n"
+             "ack_p50_ns, ack_p99_ns (the asynchronous commit's: records replicated per\n"
+             "second, against its messages' raw publish; the p50/p99 of its waits),\n"
+             "replicated_call_records_per_sec, replicated_call_ratio_to_raw,\n"
+             "replicated_call_p50_ns, replicated_call_p99_ns (a TG_REPLICATED call's),\n"
+             "balanced_ratio_to_raw (creation alone against the raw publish: the\n"
+             "ceiling of ratio_to_raw when creating, not the stream, is the bound),\n"
+             "cpu_ns_per_record, server_cpu_ns_per_record (replicated_async: this\n"
+             "process's CPU time and the private server's per record while timed; the\n"
+             "server's is 0 with --nats), raw_cpu_ns_per_record,\n"
+             "raw_server_cpu_ns_per_record, balanced_cpu_ns_per_record,\n"
+             "follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
              "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
              "follower_messages, follower_lag_p50_ms, follower_apply_cpu_records_per_sec\n"
@@ -886,6 +1014,7 @@ static double median(double *v, int n) {
 int tgb_replicate(int argc, char **argv) {
   const char *url = NULL, *parent = "/tmp", *part = "all";
   uint64_t replicas = 1, threads = 8, count = 1000000, sync_count = 4000, rounds = 3;
+  uint64_t group = 1000;
   uint64_t follow_count = 1000000, offered_rate = 1000000, lag_stages = 0;
   int json = 0;
   const tgb_opt opts[] = {{"--nats", NULL, &url},          {"--replicas", &replicas, NULL},
@@ -894,16 +1023,19 @@ int tgb_replicate(int argc, char **argv) {
                           {"--follow-count", &follow_count, NULL},
                           {"--offered-rate", &offered_rate, NULL},
                           {"--lag-stages", &lag_stages, NULL},
+                          {"--group", &group, NULL},
                           {"--dir", NULL, &parent},        {"--part", NULL, &part},
                           {NULL, NULL, NULL}};
   int prc = tgb_parse_args("replicate", argc, argv, opts, &json, usage);
   if (prc >= 0) return prc;
   if ((replicas != 1 && replicas != 3) || threads < 1 || threads > 256 || rounds < 1 ||
       rounds > 100 || count < threads || sync_count < threads || follow_count < 1000 ||
+      group < 1 ||
       offered_rate < 1 || (strcmp(part, "all") && strcmp(part, "ship") &&
                            strcmp(part, "apply") && strcmp(part, "lag"))) {
     fprintf(stderr, "tg-bench replicate: --replicas 1|3, --threads 1..256, --rounds 1..100, "
                     "counts >= threads, --follow-count >= 1000, --offered-rate >= 1, "
+                    "--group >= 1, "
                     "--part all|ship|apply|lag\n");
     return 64;
   }
@@ -920,41 +1052,56 @@ int tgb_replicate(int argc, char **argv) {
       return 69;
     }
     url = srv.url;
+    cpu_srv = &srv;
   }
   int T = (int)threads, R = do_ship ? (int)rounds : 0, rc = 0;
-  double v[NCONF + 1][100], p50[NCONF + 1][100], p99[NCONF + 1][100], drain[100], bclose[100];
-  double msgs[100], per_msg[100], vi[100], wi[100];
+  /* Rows: the configurations, then the raw references of replicated_async's
+     messages (RAW_ASYNC) and of replicated's (RAW_CALL). */
+  enum { RAW_ASYNC = NCONF, RAW_CALL, NROW };
+  double v[NROW][100], p50[NROW][100], p99[NROW][100], drain[100], bclose[100];
+  double cpu[NROW][100], scpu[NROW][100];
+  double msgs[2][100], per_msg[2][100], vi[100], wi[100];
   for (int r = 0; r < R && !rc; r++) {
-    shipped sh = {0};
+    shipped sh_call = {0}, sh_async = {0};
     for (int c = 0; c < NCONF && !rc; c++) {
       result res = {0};
       uint64_t per = (c == C_STRICT || c == C_REPLICATED ? sync_count : count) / threads;
-      rc = run_store(c, url, (int)replicas, parent, T, per, r, &res, &sh);
+      shipped *sh = c == C_REPLICATED ? &sh_call : c == C_REPLICATED_ASYNC ? &sh_async : NULL;
+      rc = run_store(c, url, (int)replicas, parent, T, per, group, r, &res, sh);
       v[c][r] = res.rps;
+      cpu[c][r] = res.cpu_ns;
+      scpu[c][r] = res.srv_cpu_ns;
       p50[c][r] = (double)res.p50 * tgp_ns_per_tick();
       p99[c][r] = (double)res.p99 * tgp_ns_per_tick();
       if (c == C_BALANCED_SHIP) drain[r] = res.drain_ms;
       if (c == C_BALANCED) bclose[r] = res.drain_ms;
     }
-    if (!rc) {
+    for (int k = 0; k < 2 && !rc; k++) {
+      const shipped *sh = k == 0 ? &sh_async : &sh_call;
       result res = {0};
-      rc = run_raw(url, (int)replicas, &sh, RAW_WINDOW, r, &res);
+      rc = run_raw(url, (int)replicas, sh, RAW_WINDOW, r * 2 + k, &res);
       if (rc) fprintf(stderr, "tg-bench replicate: the raw publish reference failed\n");
-      /* The same messages with only as many in flight as the replicated
-         run's T blocked callers can fill: T / (records per message). */
+      v[RAW_ASYNC + k][r] = res.rps;
+      cpu[RAW_ASYNC + k][r] = res.cpu_ns;
+      scpu[RAW_ASYNC + k][r] = res.srv_cpu_ns;
+      p50[RAW_ASYNC + k][r] = (double)res.p50 * tgp_ns_per_tick();
+      p99[RAW_ASYNC + k][r] = (double)res.p99 * tgp_ns_per_tick();
+      msgs[k][r] = (double)sh->n;
+      per_msg[k][r] = sh->n ? (double)sh->records / (double)sh->n : 0;
+    }
+    if (!rc) {
+      /* replicated's messages with only as many in flight as its T blocked
+         callers can fill: T / (records per message). */
       result ri = {0};
-      int win = sh.n ? (int)((double)T * (double)sh.n / (double)sh.records + 0.5) : 1;
+      int win = sh_call.n ? (int)((double)T * (double)sh_call.n / (double)sh_call.records + 0.5)
+                          : 1;
       if (win < 1) win = 1;
-      if (!rc) rc = run_raw(url, (int)replicas, &sh, win, r, &ri);
+      rc = run_raw(url, (int)replicas, &sh_call, win, R * 2 + r, &ri);
       vi[r] = ri.rps;
       wi[r] = win;
-      v[NCONF][r] = res.rps;
-      p50[NCONF][r] = (double)res.p50 * tgp_ns_per_tick();
-      p99[NCONF][r] = (double)res.p99 * tgp_ns_per_tick();
-      msgs[r] = (double)sh.n;
-      per_msg[r] = sh.n ? (double)sh.records / (double)sh.n : 0;
     }
-    shipped_free(&sh);
+    shipped_free(&sh_call);
+    shipped_free(&sh_async);
   }
   double f_apply = 0, f_apply_cpu = 0, f_catchup = 0;
   lag_out lag;
@@ -970,29 +1117,58 @@ int tgb_replicate(int argc, char **argv) {
                         srv.nodes, lag_stages != 0, &lag);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
-  double m[NCONF + 1], m50[NCONF + 1], m99[NCONF + 1];
-  for (int c = 0; c <= NCONF; c++) {
+  double m[NROW], m50[NROW], m99[NROW], mc[NROW], ms[NROW];
+  for (int c = 0; c < NROW; c++) {
+    mc[c] = median(cpu[c], R);
+    ms[c] = median(scpu[c], R);
     m[c] = median(v[c], R);
     m50[c] = median(p50[c], R);
     m99[c] = median(p99[c], R);
   }
-  double md = median(drain, R), mbc = median(bclose, R), mmsgs = median(msgs, R);
-  double mper = median(per_msg, R);
+  double md = median(drain, R), mbc = median(bclose, R);
+  double mmsgs[2], mper[2];
+  for (int k = 0; k < 2; k++) {
+    mmsgs[k] = median(msgs[k], R);
+    mper[k] = median(per_msg[k], R);
+  }
   double mvi = median(vi, R), mwi = median(wi, R);
   if (json) {
+    /* records_per_sec, ratio_to_raw, ack_p*: the asynchronous commit's
+       (replicated_async); replicated_call_*: a TG_REPLICATED call's. */
     printf("{\"bench\":\"replicate\",\"replicas\":%d,\"threads\":%d,\"rounds\":%d,"
+           "\"group\":%" PRIu64 ","
            "\"records_per_sec\":%.0f,\"raw_publish_records_per_sec\":%.0f,"
            "\"ratio_to_raw\":%.3f,\"ack_p50_ns\":%.0f,\"ack_p99_ns\":%.0f,"
+           "\"raw_publish_p50_ns\":%.0f,\"raw_publish_p99_ns\":%.0f,"
+           "\"replicated_messages\":%.0f,\"records_per_message\":%.1f,\"raw_window\":%d,"
+           "\"replicated_call_records_per_sec\":%.0f,\"replicated_call_p50_ns\":%.0f,"
+           "\"replicated_call_p99_ns\":%.0f,"
+           "\"replicated_call_raw_publish_records_per_sec\":%.0f,"
+           "\"replicated_call_ratio_to_raw\":%.3f,\"replicated_call_messages\":%.0f,"
+           "\"replicated_call_records_per_message\":%.1f,"
+           "\"raw_same_inflight_records_per_sec\":%.0f,\"raw_same_inflight_window\":%.0f,"
+           "\"ratio_to_raw_same_inflight\":%.3f,"
            "\"strict_records_per_sec\":%.0f,\"strict_p50_ns\":%.0f,\"strict_p99_ns\":%.0f,"
            "\"ratio_to_strict\":%.3f,\"balanced_records_per_sec\":%.0f,"
            "\"balanced_ship_records_per_sec\":%.0f,\"ship_ratio_to_balanced\":%.3f,"
            "\"balanced_ship_drain_ms\":%.1f,\"balanced_close_ms\":%.1f,"
-           "\"raw_publish_p50_ns\":%.0f,"
-           "\"raw_publish_p99_ns\":%.0f,\"replicated_messages\":%.0f,"
-           "\"records_per_message\":%.1f,\"raw_window\":%d,"
-           "\"raw_same_inflight_records_per_sec\":%.0f,\"raw_same_inflight_window\":%.0f,"
-           "\"ratio_to_raw_same_inflight\":%.3f,\"follower_apply_cpu_records_per_sec\":%.0f,"
-           "\"lag_cpu_cores\":%.2f,"
+           "\"async_ratio_to_balanced_ship\":%.3f,\"async_ratio_to_balanced\":%.3f,"
+           "\"balanced_ratio_to_raw\":%.3f,\"cpu_ns_per_record\":%.0f,"
+           "\"server_cpu_ns_per_record\":%.0f,\"raw_cpu_ns_per_record\":%.0f,"
+           "\"raw_server_cpu_ns_per_record\":%.0f,\"balanced_cpu_ns_per_record\":%.0f,",
+           (int)replicas, T, R, group, m[C_REPLICATED_ASYNC], m[RAW_ASYNC],
+           ratio(m[C_REPLICATED_ASYNC], m[RAW_ASYNC]), m50[C_REPLICATED_ASYNC],
+           m99[C_REPLICATED_ASYNC], m50[RAW_ASYNC], m99[RAW_ASYNC], mmsgs[0], mper[0],
+           RAW_WINDOW, m[C_REPLICATED], m50[C_REPLICATED], m99[C_REPLICATED], m[RAW_CALL],
+           ratio(m[C_REPLICATED], m[RAW_CALL]), mmsgs[1], mper[1], mvi, mwi,
+           ratio(m[C_REPLICATED], mvi), m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
+           ratio(m[C_REPLICATED], m[C_STRICT]), m[C_BALANCED], m[C_BALANCED_SHIP],
+           ratio(m[C_BALANCED_SHIP], m[C_BALANCED]), md, mbc,
+           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED_SHIP]),
+           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED]), ratio(m[C_BALANCED], m[RAW_ASYNC]),
+           mc[C_REPLICATED_ASYNC], ms[C_REPLICATED_ASYNC], mc[RAW_ASYNC], ms[RAW_ASYNC],
+           mc[C_BALANCED]);
+    printf("\"follower_apply_cpu_records_per_sec\":%.0f,\"lag_cpu_cores\":%.2f,"
            "\"lag_cpu_creator\":%.3f,\"lag_cpu_rest_of_process\":%.3f,"
            "\"lag_cpu_nats_server\":%.3f,\"lag_cpu_others\":%.3f,\"lag_cpu_idle\":%.3f,"
            "\"lag_publish_p50_ms\":%.3f,\"lag_publish_p99_ms\":%.3f,"
@@ -1002,30 +1178,40 @@ int tgb_replicate(int argc, char **argv) {
            "\"follower_reached_records_per_sec\":%.0f,"
            "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
            "\"follower_lag_p50_ms\":%.3f}\n",
-           (int)replicas, T, R, m[C_REPLICATED], m[NCONF], ratio(m[C_REPLICATED], m[NCONF]),
-           m50[C_REPLICATED], m99[C_REPLICATED], m[C_STRICT], m50[C_STRICT], m99[C_STRICT],
-           ratio(m[C_REPLICATED], m[C_STRICT]), m[C_BALANCED], m[C_BALANCED_SHIP],
-           ratio(m[C_BALANCED_SHIP], m[C_BALANCED]), md, mbc, m50[NCONF], m99[NCONF], mmsgs, mper,
-           RAW_WINDOW, mvi, mwi, ratio(m[C_REPLICATED], mvi), f_apply_cpu, lag.cpu.cores,
-           lag.cpu.creator, lag.cpu.rest, lag.cpu.server, lag.cpu.others, lag.cpu.idle,
-           lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms, lag.apply_p99_ms,
-           f_apply, lag.p99_ms,
-           (double)offered_rate, lag.reached, f_catchup, f_msgs, lag.p50_ms);
+           f_apply_cpu, lag.cpu.cores, lag.cpu.creator, lag.cpu.rest, lag.cpu.server,
+           lag.cpu.others, lag.cpu.idle, lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms,
+           lag.apply_p99_ms, f_apply, lag.p99_ms, (double)offered_rate, lag.reached, f_catchup,
+           f_msgs, lag.p50_ms);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
-    printf("  %-14s %12s %12s %12s\n", "", "calls/s", "p50 us", "p99 us");
-    for (int c = 0; c <= NCONF; c++)
-      printf("  %-14s %12.0f %12.1f %12.1f\n", c == NCONF ? "raw_publish" : conf_names[c], m[c],
-             m50[c] / 1e3, m99[c] / 1e3);
-    printf("  (raw_publish: the replicated run's %.0f messages, %.1f records each, published\n"
-           "   asynchronously; its p50/p99 are per message, publish to ack)\n", mmsgs, mper);
-    printf("  replicated / raw publish: %.3f (window %d); replicated / strict: %.3f\n",
-           m[C_REPLICATED] / m[NCONF], RAW_WINDOW, m[C_REPLICATED] / m[C_STRICT]);
-    printf("  raw publish with %.0f in flight (T callers' worth): %.0f records/s;"
-           " replicated / that: %.3f\n", mwi, mvi, m[C_REPLICATED] / mvi);
+    printf("  %-16s %12s %12s %12s\n", "", "records/s", "p50 us", "p99 us");
+    static const char *const raw_names[2] = {"raw_publish", "raw_publish_call"};
+    for (int c = 0; c < NROW; c++)
+      printf("  %-16s %12.0f %12.1f %12.1f\n", c >= NCONF ? raw_names[c - NCONF] : conf_names[c],
+             m[c], m50[c] / 1e3, m99[c] / 1e3);
+    printf("  (replicated_async: groups of %" PRIu64 " creates at BALANCED, then\n"
+           "   tg_wait_replicated(); its p50/p99 are the waits. raw_publish: its %.0f messages,\n"
+           "   %.1f records each, published asynchronously; raw_publish_call: replicated's %.0f\n"
+           "   messages, %.1f records each; their p50/p99 are per message, publish to ack)\n",
+           group, mmsgs[0], mper[0], mmsgs[1], mper[1]);
+    printf("  replicated_async / raw publish: %.3f (window %d); / balanced_ship: %.3f;"
+           " / balanced: %.3f\n", ratio(m[C_REPLICATED_ASYNC], m[RAW_ASYNC]), RAW_WINDOW,
+           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED_SHIP]),
+           ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED]));
+    printf("  balanced (creation alone, nothing shipped) / raw publish: %.3f: the ceiling of\n"
+           "  replicated_async / raw publish when creation, not the stream, is the bound\n",
+           ratio(m[C_BALANCED], m[RAW_ASYNC]));
+    printf("  CPU per record (ns): replicated_async %.0f here + %.0f server; raw publish %.0f"
+           " here + %.0f server; balanced %.0f (server: 0 with --nats)\n",
+           mc[C_REPLICATED_ASYNC], ms[C_REPLICATED_ASYNC], mc[RAW_ASYNC], ms[RAW_ASYNC],
+           mc[C_BALANCED]);
+    printf("  replicated (a call) / its raw publish: %.3f; replicated / strict: %.3f\n",
+           ratio(m[C_REPLICATED], m[RAW_CALL]), ratio(m[C_REPLICATED], m[C_STRICT]));
+    printf("  raw publish of replicated's messages with %.0f in flight (T callers' worth): %.0f"
+           " records/s; replicated / that: %.3f\n", mwi, mvi, ratio(m[C_REPLICATED], mvi));
     printf("  balanced with shipping / without: %.3f (then %.1f ms to close, waiting for the"
-           " stream's acks; %.1f ms without shipping)\n", m[C_BALANCED_SHIP] / m[C_BALANCED], md,
-           mbc);
+           " stream's acks; %.1f ms without shipping)\n", ratio(m[C_BALANCED_SHIP], m[C_BALANCED]),
+           md, mbc);
     printf("  follower: %" PRIu64 " records in %" PRIu64 " messages: applied at %.0f records/s"
            " (the apply loop alone; %.0f records/s of its own CPU time), caught up at %.0f"
            " records/s (open to last record, fetching included)\n", follow_count, f_msgs,

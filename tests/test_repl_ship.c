@@ -482,6 +482,253 @@ static void test_three_copies_on_a_cluster(void **state) {
   tgn_server_stop(&srv3);
 }
 
+/* ---- the asynchronous replicated commit (tg_wait_replicated) --------------- */
+
+/* The wait's patience in the tests: far past anything but a hang. */
+#define WAIT_MS 120000u
+
+static void test_wait_replicated_returns_once_the_stream_holds_the_records(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "wr_holds", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  /* After the open, everything recovered is in the stream (none here). */
+  assert_int_equal(tg_replicated_lsn(s), 0);
+  tg__repl *r = connect_raw(srv1.url);
+  uint32_t id;
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 50; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+    uint64_t lsn = tg_last_lsn(s);
+    assert_int_equal(tg_wait_replicated(s, lsn, WAIT_MS), 0);
+    /* On return: in the stream, fdatasynced here, and said so. */
+    assert_true(stream_last(r, "TG_wr_holds").last_lsn >= lsn);
+    assert_true(tg_durable_lsn(s) >= lsn);
+    assert_true(tg_replicated_lsn(s) >= lsn);
+    /* Already replicated: the answer needs no waiting. */
+    assert_int_equal(tg_wait_replicated(s, lsn, 0), 0);
+  }
+  assert_int_equal(tg_wait_replicated(s, 0, 0), 0);
+  uint64_t last = tg_last_lsn(s);
+  assert_int_equal(tg_store_close(s), 0);
+  /* Reopened: what was recovered counts as replicated (the open shipped
+     what the stream lacked before it returned). */
+  s = open_repl(&cfg);
+  assert_int_equal(tg_replicated_lsn(s), last);
+  assert_int_equal(tg_store_close(s), 0);
+  walk wk = walk_stream(srv1.url, "TG_wr_holds", "tg.wr_holds.wal");
+  assert_int_equal(wk.next_lsn - 1, last);
+  tg__repl_close(r);
+}
+
+static void test_wait_replicated_works_at_every_level(void **state) {
+  (void)state;
+  static const int levels[] = {TG_STRICT, TG_RELAXED, TG_REPLICATED};
+  tg__repl *r = connect_raw(srv1.url);
+  for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+    char name[32], stream[40];
+    snprintf(name, sizeof name, "wr_level_%d", levels[k]);
+    snprintf(stream, sizeof stream, "TG_%s", name);
+    tg_store_config cfg = repl_config(srv1.url, name, levels[k]);
+    tg_store *s = open_repl(&cfg);
+    uint32_t id;
+    for (int i = 0; i < 30; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+    uint64_t lsn = tg_last_lsn(s);
+    assert_int_equal(tg_wait_replicated(s, lsn, WAIT_MS), 0);
+    assert_true(stream_last(r, stream).last_lsn >= lsn);
+    assert_true(tg_durable_lsn(s) >= lsn);
+    assert_int_equal(tg_store_close(s), 0);
+    tgt_teardown(NULL); /* a fresh directory for the next level */
+    assert_int_equal(tgt_setup(NULL), 0);
+  }
+  tg__repl_close(r);
+}
+
+static void test_polling_wait_replicated_gets_there_at_relaxed(void **state) {
+  (void)state;
+  /* At RELAXED nothing fdatasyncs on its own (no interval): a look with
+     timeout 0 asks for it, so polling alone gets there. */
+  tg_store_config cfg = repl_config(srv1.url, "wr_poll", TG_RELAXED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 5; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  int rc;
+  TGT_WAIT_UNTIL((rc = tg_wait_replicated(s, lsn, 0)) != -ETIMEDOUT, "LSN replicated by polling");
+  assert_int_equal(rc, 0);
+  assert_true(tg_durable_lsn(s) >= lsn);
+  assert_true(tg_replicated_lsn(s) >= lsn);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_wait_replicated_refuses_what_it_cannot_promise(void **state) {
+  (void)state;
+  /* NULL, in memory, a directory without replication: TG_EINVAL. */
+  assert_int_equal(tg_wait_replicated(NULL, 1, 0), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(NULL), 0);
+  tg_store *m = NULL;
+  assert_int_equal(tg_store_open(&m, NULL, NULL), 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(m, NULL, &id), 0);
+  assert_int_equal(tg_wait_replicated(m, 0, 0), TG_EINVAL);
+  assert_int_equal(tg_wait_replicated(m, 1, 0), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(m), 0);
+  tg_store_close(m);
+  tg_store_config plain;
+  tg_store_config_init(&plain);
+  tg_store *d = NULL;
+  assert_int_equal(tg_store_open(&d, tgt_data, &plain), 0);
+  assert_int_equal(tg_token_create(d, NULL, &id), 0);
+  assert_int_equal(tg_wait_replicated(d, tg_last_lsn(d), WAIT_MS), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(d), 0);
+  assert_int_equal(tg_store_close(d), 0);
+  tgt_teardown(NULL);
+  assert_int_equal(tgt_setup(NULL), 0);
+  /* A replicating store: an LSN it has not handed out is TG_EINVAL, at
+     once, whatever the timeout; and the store goes on. */
+  tg_store_config cfg = repl_config(srv1.url, "wr_einval", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, lsn + 1, WAIT_MS), TG_EINVAL);
+  assert_int_equal(tg_wait_replicated(s, UINT64_MAX, WAIT_MS), TG_EINVAL);
+  assert_int_equal(tg_wait_replicated(s, lsn, WAIT_MS), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
+static void test_wait_replicated_does_not_return_0_while_the_server_is_down(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "wr_down", TG_BALANCED);
+  cfg.repl_ack_timeout_ms = 3000;
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t acked = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, acked, WAIT_MS), 0);
+  tgn_server_kill_node(&srv, 0);
+  /* Logged and fdatasynced here, but nothing can acknowledge it. */
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  assert_int_equal(tg_wait_durable(s, lsn), 0);
+  /* A short wait ends without it (the ack timeout, 3 s, may have failed
+     the log meanwhile on a slow machine: never 0). */
+  int rc = tg_wait_replicated(s, lsn, 100);
+  assert_true(rc == -ETIMEDOUT || rc == TG_EIO);
+  assert_true(tg_replicated_lsn(s) < lsn);
+  assert_true(tg_replicated_lsn(s) >= acked);
+  /* A long one ends when the ack timeout fails the log: TG_EIO. */
+  assert_int_equal(tg_wait_replicated(s, lsn, WAIT_MS), TG_EIO);
+  assert_int_equal(tg_wait_replicated(s, acked, 0), 0); /* that one was */
+  tg_store_close(s); /* TG_EIO: the log was failed */
+  tgn_server_stop(&srv);
+}
+
+static void test_wait_replicated_of_a_fenced_store_fails_fenced(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "wr_fence", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 20; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_wait_replicated(s, tg_last_lsn(s), WAIT_MS), 0);
+  /* Another writer appends with the expected sequence it read. */
+  tg__repl *r = connect_raw(srv1.url);
+  last_info li = stream_last(r, "TG_wr_fence");
+  unsigned char frame[80] = {0};
+  assert_int_equal(tg__repl_publish_sync(r, "tg.wr_fence.wal", frame, sizeof frame,
+                                         li.last_lsn + 1, li.last_lsn + 1, 2, li.seq, NULL),
+                   0);
+  /* At BALANCED the create returns before its publish is refused; the
+     wait for it reports the refusal. */
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, lsn, WAIT_MS), TG_EFENCED);
+  assert_true(tg_replicated_lsn(s) < lsn);
+  assert_int_equal(tg_token_create(s, NULL, &id), TG_EFENCED);
+  tg_store_close(s);
+  tg__repl_close(r);
+}
+
+static void test_wait_replicated_on_a_replica_is_einval_until_promoted(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "wr_replica", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t last = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, last, WAIT_MS), 0);
+  assert_int_equal(tg_store_close(s), 0); /* gives the lease up */
+  tg_replica_config rc;
+  tg_replica_config_init(&rc);
+  rc.nats_url = srv1.url;
+  rc.repl_name = "wr_replica";
+  rc.store.crash_dump = 0;
+  rc.store.checkpoint_bytes = 0;
+  char dir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/replica", tgt_root);
+  tg_store *r = NULL;
+  int rc_open = tg_replica_open_msg(&r, dir, &rc, msg, sizeof msg);
+  if (rc_open) fail_msg("tg_replica_open: %s: %s", tg_err_name(rc_open), msg);
+  assert_int_equal(tg_wait_lsn(r, last, WAIT_MS), 0);
+  /* Following, it ships nothing: nothing to wait for. */
+  assert_int_equal(tg_wait_replicated(r, last, 0), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(r), 0);
+  /* Promoted, it is the stream's writer: its records can be waited for. */
+  assert_int_equal(tg_replica_promote(r, WAIT_MS, msg, sizeof msg), 0);
+  assert_true(tg_replicated_lsn(r) >= last);
+  assert_int_equal(tg_token_create(r, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(r);
+  assert_true(lsn > last);
+  assert_int_equal(tg_wait_replicated(r, lsn, WAIT_MS), 0);
+  assert_true(tg_replicated_lsn(r) >= lsn);
+  tg__repl *raw = connect_raw(srv1.url);
+  assert_true(stream_last(raw, "TG_wr_replica").last_lsn >= lsn);
+  tg__repl_close(raw);
+  assert_int_equal(tg_store_close(r), 0);
+}
+
+typedef struct group_arg {
+  tg_store *s;
+  int fails;
+  uint64_t max_lsn;
+} group_arg;
+static void *create_groups(void *arg) {
+  group_arg *a = arg;
+  uint32_t id;
+  for (int g = 0; g < 25; g++) {
+    for (int i = 0; i < 8; i++)
+      if (tg_token_create(a->s, NULL, &id)) a->fails++;
+    uint64_t lsn = tg_last_lsn(a->s);
+    if (tg_wait_replicated(a->s, lsn, WAIT_MS)) a->fails++;
+    /* Every record up to lsn is in the stream now, other threads' too. */
+    if (tg_replicated_lsn(a->s) < lsn || tg_durable_lsn(a->s) < lsn) a->fails++;
+    a->max_lsn = lsn;
+  }
+  return NULL;
+}
+
+static void test_many_threads_wait_replicated_at_once(void **state) {
+  (void)state;
+  tg_store_config cfg = repl_config(srv1.url, "wr_many", TG_BALANCED);
+  tg_store *s = open_repl(&cfg);
+  enum { T = 8 };
+  group_arg args[T];
+  for (int i = 0; i < T; i++) args[i] = (group_arg){s, 0, 0};
+  tgt_run_threads(T, create_groups, args, sizeof args[0]);
+  uint64_t top = 0;
+  for (int i = 0; i < T; i++) {
+    assert_int_equal(args[i].fails, 0);
+    if (args[i].max_lsn > top) top = args[i].max_lsn;
+  }
+  assert_int_equal(top, T * 25 * 8);
+  assert_true(tg_replicated_lsn(s) >= top);
+  tg__repl *r = connect_raw(srv1.url);
+  assert_true(stream_last(r, "TG_wr_many").last_lsn >= top);
+  tg__repl_close(r);
+  assert_int_equal(tg_store_close(s), 0);
+  walk wk = walk_stream(srv1.url, "TG_wr_many", "tg.wr_many.wal");
+  assert_int_equal(wk.next_lsn - 1, top);
+}
+
 int main(void) {
   if (!tgn_server_available(NULL, 0)) {
     printf("skipped: no nats-server (set TG_NATS_SERVER or install nats-server)\n");
@@ -512,6 +759,24 @@ int main(void) {
           test_replicated_call_fails_while_the_server_is_down_then_resumes, tgt_setup,
           tgt_teardown),
       cmocka_unit_test_setup_teardown(test_three_copies_on_a_cluster, tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_wait_replicated_returns_once_the_stream_holds_the_records, tgt_setup,
+          tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_replicated_works_at_every_level, tgt_setup,
+                                      tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_replicated_refuses_what_it_cannot_promise,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_polling_wait_replicated_gets_there_at_relaxed,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_wait_replicated_does_not_return_0_while_the_server_is_down, tgt_setup,
+          tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_replicated_of_a_fenced_store_fails_fenced,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_many_threads_wait_replicated_at_once, tgt_setup,
+                                      tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_wait_replicated_on_a_replica_is_einval_until_promoted, tgt_setup, tgt_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
@@ -531,9 +796,23 @@ static void test_replication_without_libnats_is_not_supported(void **state) {
   assert_non_null(strstr(msg, "libnats"));
 }
 
+/* Nothing replicates without libnats: the wait says so. */
+static void test_wait_replicated_without_libnats_is_einval(void **state) {
+  (void)state;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, tgt_data, NULL), 0);
+  uint32_t id;
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  assert_int_equal(tg_wait_replicated(s, tg_last_lsn(s), 1000), TG_EINVAL);
+  assert_int_equal(tg_replicated_lsn(s), 0);
+  assert_int_equal(tg_store_close(s), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_replication_without_libnats_is_not_supported,
+                                      tgt_setup, tgt_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_replicated_without_libnats_is_einval,
                                       tgt_setup, tgt_teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

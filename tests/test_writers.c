@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -810,6 +812,232 @@ static void test_a_connect_that_fills_a_chunk_takes_the_connection_chunk_faulted
   tg_store_close(s);
 }
 
+
+/* ---- refills beside lock-free calls ---------------------------------------- */
+
+/* A thread's cache, found by its owner's thread number. */
+static tg__shard *own_shard(tg_store *s) {
+  int tid = (int)syscall(SYS_gettid);
+  for (unsigned i = 0; i < TG__SHARDS_MAX; i++)
+    if (atomic_load(&s->shards[i].owner) == tid) return &s->shards[i];
+  return NULL;
+}
+
+typedef struct stepper {
+  tg_store *s;
+  atomic_int step;      /* the step the test asks for (0: none yet) */
+  atomic_int done;      /* the last step this thread finished */
+  int refiller;         /* 1: empties its cache at step 2, refills at 3 */
+  int rc;               /* the first error */
+  uint32_t ids[1024];
+  uint32_t n;
+} stepper;
+
+static int wait_step(atomic_int *w, int want) {
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while (atomic_load(w) < want) {
+    if (tgp_now_ns() > deadline) return 0;
+    tgt_pause();
+  }
+  return 1;
+}
+
+static void stepper_create(stepper *t) {
+  uint32_t id = 0;
+  int rc = tg_token_create(t->s, NULL, &id);
+  if (rc && !t->rc) t->rc = rc;
+  if (!rc && t->n < 1024) t->ids[t->n++] = id;
+}
+
+static void *stepper_main(void *arg) {
+  stepper *t = arg;
+  for (int step = 1; step <= 4; step++) {
+    if (!wait_step(&t->step, step)) break;
+    if (step == 1) {
+      stepper_create(t); /* claims this thread's cache */
+    } else if (step == 2 && t->refiller) {
+      /* Empty the cache: its next create must refill. */
+      do stepper_create(t);
+      while (!t->rc && own_shard(t->s) && own_shard(t->s)->credit != 0);
+    } else if (step == 3 && t->refiller) {
+      stepper_create(t); /* refills: waits for alloc_lock, inside busy */
+    } else if (step == 4 && !t->refiller) {
+      for (int i = 0; i < 100; i++) stepper_create(t);
+    }
+    atomic_store(&t->done, step);
+  }
+  return NULL;
+}
+
+/* A cache refill runs without the store lock, inside its thread's busy
+   word, under alloc_lock (SHARDS): while one thread is in the middle of a
+   refill, another thread's creates from its own cache go on, and the
+   store lock stays free. */
+static void test_creates_from_a_cache_go_on_while_another_thread_refills(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  stepper r, a;
+  memset(&r, 0, sizeof r);
+  memset(&a, 0, sizeof a);
+  r.s = a.s = s;
+  r.refiller = 1;
+  pthread_t tr, ta;
+  assert_int_equal(pthread_create(&tr, NULL, stepper_main, &r), 0);
+  assert_int_equal(pthread_create(&ta, NULL, stepper_main, &a), 0);
+  /* r first, then a: a's create turns the caches on and fills a's. */
+  atomic_store(&r.step, 1);
+  TGT_WAIT_UNTIL(atomic_load(&r.done) == 1, "r's first create");
+  atomic_store(&a.step, 1);
+  TGT_WAIT_UNTIL(atomic_load(&a.done) == 1, "a's first create");
+  atomic_store(&r.step, 2);
+  atomic_store(&a.step, 2);
+  TGT_WAIT_UNTIL(atomic_load(&r.done) == 2 && atomic_load(&a.done) == 2, "r's cache emptied");
+  /* Hold alloc_lock as a refill in progress would: r's refill waits for
+     it (the word turns 2) inside r's busy word. */
+  atomic_store(&s->alloc_lock, 1);
+  atomic_store(&r.step, 3);
+  TGT_WAIT_UNTIL(atomic_load(&s->alloc_lock) == 2, "r's refill waiting for alloc_lock");
+  assert_int_equal(atomic_load(&s->lock), 0); /* the store lock is free */
+  atomic_store(&a.step, 3);
+  atomic_store(&a.step, 4);
+  TGT_WAIT_UNTIL(atomic_load(&a.done) == 4, "a's 100 creates beside r's refill");
+  assert_int_equal(a.rc, 0);
+  assert_int_equal(a.n, 101);
+  assert_int_equal(atomic_load(&r.done), 2); /* r is still inside its refill */
+  assert_int_equal(atomic_load(&s->lock), 0);
+  /* Release it as the futex lock does; r's create then completes. */
+  atomic_store(&s->alloc_lock, 0);
+  syscall(SYS_futex, (int *)&s->alloc_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  atomic_store(&r.step, 4);
+  assert_int_equal(pthread_join(tr, NULL), 0);
+  assert_int_equal(pthread_join(ta, NULL), 0);
+  assert_int_equal(r.rc, 0);
+  assert_int_equal(atomic_load(&r.done), 4);
+  /* Every create is there once, under its own id. */
+  uint32_t all[2048];
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < r.n; i++) all[n++] = r.ids[i];
+  for (uint32_t i = 0; i < a.n; i++) all[n++] = a.ids[i];
+  qsort(all, n, sizeof *all, cmp_u32);
+  for (uint32_t i = 0; i < n; i++) {
+    tg_token t;
+    assert_int_equal(tg_token_get(s, all[i], &t), 0);
+    if (i) assert_true(all[i] != all[i - 1]);
+  }
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  assert_int_equal(st.live_tokens, n);
+  tg_store_close(s);
+}
+
+/* A token chunk's adjacency table is faulted in whole when it is made
+   (carved from a region faulted for writing), so no connect into it reads
+   the zero page and then takes a write fault; and the prefaulter makes
+   the next region ahead. */
+static void test_an_adjacency_table_is_faulted_in_whole_when_made(void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  uint32_t x, y, cid;
+  assert_int_equal(tg_token_create(s, NULL, &x), 0);
+  assert_int_equal(tg_token_create(s, NULL, &y), 0);
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  c.from = x;
+  c.to = y;
+  assert_int_equal(tg_connect(s, &c, &cid), 0);
+  tg__adj *t = s->g.adj[tg__graph_token_chunk(&s->g, x)];
+  assert_non_null(t);
+  unsigned char vec[TG__ADJ_TABLE_BYTES / 4096];
+  assert_int_equal(mincore(t, TG__ADJ_TABLE_BYTES, vec), 0);
+  for (size_t i = 0; i < sizeof vec; i++) assert_true(vec[i] & 1);
+  TGT_WAIT_UNTIL(__atomic_load_n(&s->g.adj_spare, __ATOMIC_ACQUIRE) != NULL,
+                 "a side-table region made ahead");
+  tg_store_close(s);
+}
+
+
+typedef struct adj_maker {
+  tg_store *s;
+  atomic_int step, done;
+  int rc;
+  uint32_t z, w;        /* two tokens in a slot chunk without a side table */
+} adj_maker;
+
+static void *one_create(void *arg) {
+  uint32_t id;
+  return (void *)(intptr_t)tg_token_create(arg, NULL, &id);
+}
+
+static void *adj_maker_main(void *arg) {
+  adj_maker *m = arg;
+  tg_store *s = m->s;
+  tg_connection c;
+  memset(&c, 0, sizeof c);
+  uint32_t x = 0, y = 0, cid;
+  if (!wait_step(&m->step, 1)) return NULL;
+  /* A token in slot chunk 0 and a first connect: chunk 0's table. */
+  m->rc = tg_token_create(s, NULL, &x);
+  if (!m->rc) m->rc = tg_token_create(s, NULL, &y);
+  c.from = x;
+  c.to = y;
+  if (!m->rc) m->rc = tg_connect(s, &c, &cid);
+  /* Then two tokens in the next slot chunk, which has no table yet. */
+  uint32_t id = 0, chunk0 = tg__graph_token_chunk(&s->g, x);
+  while (!m->rc && (!m->w)) {
+    m->rc = tg_token_create(s, NULL, &id);
+    if (!m->rc && tg__graph_token_chunk(&s->g, id) != chunk0) {
+      if (!m->z) m->z = id;
+      else m->w = id;
+    }
+  }
+  atomic_store(&m->done, 1);
+  if (!wait_step(&m->step, 2)) return NULL;
+  c.from = m->z;
+  c.to = m->w;
+  if (!m->rc) m->rc = tg_connect(s, &c, &cid); /* makes chunk 1's table */
+  atomic_store(&m->done, 2);
+  return NULL;
+}
+
+/* The first connect into a token chunk makes the chunk's side table
+   without the store lock, under alloc_lock, as a refill (STRIPES): while
+   it waits for alloc_lock the store lock is free. */
+static void test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock(
+    void **state) {
+  (void)state;
+  tg_store *s = tgt_open(NULL, NULL);
+  adj_maker m;
+  memset(&m, 0, sizeof m);
+  m.s = s;
+  pthread_t tm, ta;
+  assert_int_equal(pthread_create(&tm, NULL, adj_maker_main, &m), 0);
+  /* Another thread's create first, so the maker's calls use the caches. */
+  void *arc = NULL;
+  assert_int_equal(pthread_create(&ta, NULL, one_create, s), 0);
+  assert_int_equal(pthread_join(ta, &arc), 0);
+  assert_int_equal((int)(intptr_t)arc, 0);
+  atomic_store(&m.step, 1);
+  TGT_WAIT_UNTIL(atomic_load(&m.done) == 1, "the maker's tokens");
+  assert_int_equal(m.rc, 0);
+  uint32_t chunk1 = tg__graph_token_chunk(&s->g, m.z);
+  assert_null(s->g.adj[chunk1]);
+  atomic_store(&s->alloc_lock, 1);
+  atomic_store(&m.step, 2);
+  TGT_WAIT_UNTIL(atomic_load(&s->alloc_lock) == 2, "the connect waiting for alloc_lock");
+  assert_int_equal(atomic_load(&s->lock), 0); /* the store lock is free */
+  assert_int_equal(atomic_load(&m.done), 1);
+  atomic_store(&s->alloc_lock, 0);
+  syscall(SYS_futex, (int *)&s->alloc_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  assert_int_equal(pthread_join(tm, NULL), 0);
+  assert_int_equal(m.rc, 0);
+  assert_int_equal(atomic_load(&m.done), 2);
+  assert_non_null(__atomic_load_n(&s->g.adj[chunk1], __ATOMIC_ACQUIRE));
+  tg_store_stats st;
+  assert_int_equal(tg_store_stats_get(s, &st), 0);
+  assert_int_equal(st.live_connections, 2);
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -826,6 +1054,9 @@ int main(void) {
       TGT_TEST(test_threads_mixing_calls_beside_checkpoints_reopen_to_the_same_graph),
       cmocka_unit_test(test_the_connection_quota_is_exact_at_its_limit_with_four_writers),
       cmocka_unit_test(test_a_connect_that_fills_a_chunk_takes_the_connection_chunk_faulted_ahead),
+      cmocka_unit_test(test_creates_from_a_cache_go_on_while_another_thread_refills),
+      cmocka_unit_test(test_an_adjacency_table_is_faulted_in_whole_when_made),
+      cmocka_unit_test(test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -175,7 +175,11 @@ typedef struct tg_guardian_config {
  * tg_store_config.wal.level says when that record is on stable storage.
  * The levels and what each gives up are described once, at enum
  * tg_wal_level in tokengraph/wal.h; TG_STRICT, TG_BALANCED and TG_RELAXED
- * are the same values under shorter names.
+ * are the same values under shorter names. TG_REPLICATED's promise (the
+ * record fdatasynced here and acknowledged by the NATS stream: in memory
+ * on its quorum, not yet fsynced there, on nats-server 2.9) can also be
+ * waited for per group of calls made at another level:
+ * tg_wait_replicated() ("the replicated position" below).
  */
 #define TG_STRICT TG_WAL_STRICT
 #define TG_BALANCED TG_WAL_BALANCED
@@ -842,6 +846,53 @@ TG_API const char *tg_quota_name(int quota);
 TG_API uint64_t tg_durable_lsn(tg_store *s);
 TG_API int tg_wait_durable(tg_store *s, uint64_t lsn);
 TG_API uint64_t tg_last_lsn(tg_store *s);
+
+/*
+ * The replicated position: an asynchronous TG_REPLICATED commit for a
+ * store that ships its log (nats_url and repl_name set; docs/durability.md
+ * "REPLICATED"), at any level. Write at BALANCED or RELAXED, remember
+ * tg_last_lsn() after the last change of a group, then wait for it:
+ *
+ *   for (i = 0; i < n; i++) tg_token_create(s, &t[i], &id[i]);
+ *   rc = tg_wait_replicated(s, tg_last_lsn(s), 10000);
+ *
+ * On 0, every record up to that LSN has what a TG_REPLICATED call has on
+ * return: it is fdatasynced locally and acknowledged by the stream. The
+ * calls themselves returned at their own level's promise; until the wait
+ * returns 0 a lost machine may lose them.
+ *
+ * What the acknowledgement means (nats-server 2.9): the message is stored
+ * in the stream's memory on a quorum of its servers (the one server of an
+ * R1 stream, 2 of 3 of an R3 one), before any fsync: the server syncs its
+ * files every 60 s. So a replicated record survives this machine's loss
+ * (disk and all) and, on R3, one server's; it does not survive this
+ * machine's disk and the stream's quorum both lost within that minute.
+ *
+ * tg_replicated_lsn(): the highest LSN the stream has acknowledged (every
+ * record up to it is in the stream; not necessarily fdatasynced here: see
+ * tg_durable_lsn()). After an open it is the last LSN recovered (the open
+ * ships what the stream lacks before it returns). 0 for a store that does
+ * not replicate (in memory, read-only, a replica not promoted).
+ *
+ * tg_wait_replicated(): wait until tg_durable_lsn() and
+ * tg_replicated_lsn() are both >= lsn, at most timeout_ms (0: only look,
+ * -ETIMEDOUT when not yet). At BALANCED and RELAXED it asks for the write
+ * and the fdatasync at once rather than after the linger and the sync
+ * interval, also when only looking (so polling with 0 gets there at
+ * RELAXED, where nothing else would fdatasync soon); threads waiting at
+ * once share fdatasyncs and messages (one message carries every record
+ * written together). The wait parks the thread. lsn 0 returns 0 at once.
+ * The stream's silence is bounded: a message not acknowledged within
+ * repl_ack_timeout_ms fails the log (TG_EIO), which ends every wait.
+ * Errors: TG_EINVAL (s is NULL; a store that does not replicate; an LSN
+ * the store has not handed out yet), -ETIMEDOUT (lsn not replicated
+ * within timeout_ms; nothing is lost, wait again), TG_EFENCED (another
+ * writer owns the stream: these records may never be in it), TG_EIO /
+ * TG_ENOSPC (the log failed before lsn was replicated: close and reopen
+ * the store; the open ships what the stream lacks).
+ */
+TG_API uint64_t tg_replicated_lsn(tg_store *s);
+TG_API int tg_wait_replicated(tg_store *s, uint64_t lsn, uint32_t timeout_ms);
 
 /* ---- atomic write batches --------------------------------------------- */
 

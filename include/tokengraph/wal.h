@@ -64,7 +64,9 @@ extern "C" {
  *    promises depends on the server: docs/durability.md ("REPLICATED")
  *    says it for nats-server 2.9.10 (in memory on the stream's quorum, not
  *    yet fsynced there). A tg_wal opened without a store refuses it
- *    (TG_EINVAL): the stream is the store's.
+ *    (TG_EINVAL): the stream is the store's. The same promise for a group
+ *    of calls, waited for once and asynchronously, at any level:
+ *    tg_wait_replicated() (tokengraph.h).
  * docs/durability.md has the bounds measured for each.
  */
 enum tg_wal_level {

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/platform.h"
 #include "store/store_internal.h"
 #include "wal/wal_store.h"
 
@@ -87,7 +88,6 @@ void tg__ship_fence(tg__ship *sh) { (void)sh; }
 #else /* TG_HAVE_NATS */
 
 #include "common/endian.h"
-#include "common/platform.h"
 #include "repl/repl.h"
 #include "wal/wal_internal.h"
 
@@ -314,6 +314,14 @@ static int ship_hook(void *ctx, const void *frames, size_t len, uint64_t first, 
     fprintf(stderr, "tokengraph: replication: the log handed LSN %" PRIu64 " where %" PRIu64
             " was next\n", first, sh->next_lsn);
     return TG_EIO;
+  }
+  if (len <= sh->max_body) {
+    /* One message: its LSNs are the hook's, no need to walk the frames
+       for a split (the walk read every frame's header again, a cache miss
+       per 64 bytes of a batch the writer wrote a moment ago). */
+    int rc = publish_one(sh, p, len, first, last, 0);
+    if (!rc) sh->next_lsn = last + 1;
+    return rc;
   }
   return ship_frames(sh, p, len, 0);
 }
@@ -568,3 +576,33 @@ void tg__ship_fence(tg__ship *sh) {
 }
 
 #endif /* TG_HAVE_NATS */
+
+/* ---- the replicated position (tokengraph.h) ------------------------------ */
+
+/* The log of a store that ships, or NULL. A read-only handle and a replica
+   not promoted ship nothing. Acquire: a promotion reopens the log with a
+   shipper, then clears writes_refused with a release (replica.c), so a
+   caller that sees it cleared sees s->wal and s->ship as reopened. */
+static tg_wal *shipping_wal(tg_store *s) {
+  if (__atomic_load_n(&s->writes_refused, __ATOMIC_ACQUIRE)) return NULL;
+  return s->wal && s->ship ? s->wal : NULL;
+}
+
+uint64_t tg_replicated_lsn(tg_store *s) {
+  if (!s) return 0;
+  TG__CALL_GUARD(s);
+  tg_wal *w = shipping_wal(s);
+  return w ? tg__wal_acked(w) : 0;
+}
+
+int tg_wait_replicated(tg_store *s, uint64_t lsn, uint32_t timeout_ms) {
+  if (!s) return TG_EINVAL;
+  TG__CALL_GUARD(s);
+  tg_wal *w = shipping_wal(s);
+  if (!w) return TG_EINVAL;
+  if (!lsn) return 0;
+  uint64_t deadline = timeout_ms ? tg__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+  int rc = tg__wal_wait_replicated(w, lsn, deadline);
+  if (rc && rc != -ETIMEDOUT) tg__store_note_log_failure(s, rc);
+  return rc;
+}

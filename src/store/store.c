@@ -23,6 +23,12 @@
  *                 they guard a token's liveness for those calls, its list
  *                 heads and degrees, and the links of connections that
  *                 thread its lists, and order those calls' appends.
+ *   alloc_lock    the arenas' allocation state and the graph's side-table
+ *                 state for what runs without the store lock: a thread
+ *                 cache's refill, and a striped connect making the side
+ *                 table of a token chunk (SHARDS, STRIPES, below); taken
+ *                 only inside a cache's busy word, so never while the
+ *                 store lock is held by another thread.
  *   ckpt_wake_mu  the checkpointer's wake-up (ckpt_stop, ckpt_wake).
  *   (WAL)         the WAL's own mutexes, taken inside tg_wal_* calls only.
  *   (metrics)     the collectors' mutex in src/trace, which calls
@@ -35,7 +41,9 @@
  * its cache's busy word, then at most two stripes (in address order),
  * then write-section counters (token/arena.h), and never waits for `lock`
  * while it holds any of them; `lock` and stripes are never held together
- * (the holder of `lock` has waited out every striped call).
+ * (the holder of `lock` has waited out every striped call). alloc_lock
+ * is taken inside busy, with no stripe held, and nothing is taken under
+ * it; the holder of `lock` never takes it (it has waited out busy).
  *
  * What may block under the store lock: a WAL append waiting for ring space
  * (backpressure, bounded by the writer draining the ring; the writer never
@@ -46,6 +54,9 @@
  * callers announce themselves before taking the lock and wait for
  * durability after releasing it (strict_enter / strict_wait below); never an LMDB call
  * (checkpoints copy in short lock holds and write outside the lock).
+ * Taking the store lock waits out every busy cache (SHARDS), and so a
+ * refill in progress, which maps and faults a 2 MiB chunk itself when the
+ * prefaulter has none ready.
  *
  * Which thread runs the hooks: the WAL's on_sync, on_segment and on_io run
  * on the WAL writer thread and touch only the fields marked "writer
@@ -114,7 +125,9 @@
  *  - read-only handles: tg_store_refresh() may replace the whole graph, so
  *    there the readers take the lock (ro_lock below).
  */
+#include <assert.h>
 #include <errno.h>
+#include <limits.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -143,6 +156,11 @@ static void futex_wake(atomic_int *w) {
    common critical section (a create with its WAL append), far less than a
    park and wake-up (about 5-10 us each here). */
 #define LOCK_SPINS 64
+
+/* A plain futex mutex (Drepper, "Futexes Are Tricky", mutex 2), below
+   with the STRIPES: the adjacency stripes and alloc_lock (SHARDS). */
+static inline void stripe_lock(atomic_int *l);
+static inline void stripe_unlock(atomic_int *l);
 
 /* 1 when this process registered for expedited membarrier (LOCKING). Set
    once by pthread_once before any store is returned. */
@@ -234,8 +252,13 @@ static inline void store_unlock(tg_store *s) {
     atomic_signal_fence(memory_order_seq_cst);
   else
     atomic_thread_fence(memory_order_seq_cst);
+  /* All of them: the word has two kinds of sleeper, threads parked in
+     lock_slow() (counted in sleepers) and creates waiting in
+     wait_lock_free() (timed, not counted). A wake of one could go to the
+     latter and leave a parked thread asleep with the lock free: a TSan
+     run of test_writers hung so, one writer parked on a free lock. */
   if (__builtin_expect(atomic_load_explicit(&s->sleepers, memory_order_relaxed) != 0, 0))
-    futex_wake(&s->lock);
+    syscall(SYS_futex, (int *)&s->lock, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* For durable.c and checkpoint.c: the same lock, out of line. */
@@ -376,6 +399,7 @@ static void *prefaulter(void *arg) {
        perf record, docs/benchmarks.md). */
     (void)tg__arena_prefault(&s->g.tokens);
     (void)tg__arena_prefault(&s->g.conns);
+    tg__graph_prefault_adj(&s->g);
     syscall(SYS_futex, &s->pf_word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
   }
   return NULL;
@@ -385,12 +409,14 @@ static void prefaulter_start(tg_store *s) {
   atomic_init(&s->pf_stop, 0);
   s->g.tokens.spare_wake = &s->pf_word;
   s->g.conns.spare_wake = &s->pf_word;
+  s->g.adj_wake = &s->pf_word;
   /* Without the thread, grows map as before. */
   if (pthread_create(&s->pf_thread, NULL, prefaulter, s) == 0) {
     s->pf_started = (int)getpid();
   } else {
     s->g.tokens.spare_wake = NULL;
     s->g.conns.spare_wake = NULL;
+    s->g.adj_wake = NULL;
   }
 }
 
@@ -406,6 +432,7 @@ static void prefaulter_stop(tg_store *s) {
   s->pf_started = 0;
   s->g.tokens.spare_wake = NULL;
   s->g.conns.spare_wake = NULL;
+  s->g.adj_wake = NULL;
 }
 
 /* ---- open / close ------------------------------------------------------ */
@@ -462,6 +489,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   for (unsigned i = 0; i < TG__SEQ_STRIPES; i++) atomic_init(&s->stripes[i], 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
+  atomic_init(&s->alloc_lock, 0);
   atomic_init(&s->sleepers, 0);
   atomic_init(&s->calls, 0);
   atomic_init(&s->failure_noted, 0);
@@ -785,7 +813,12 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  *    which stats_read() and tg__store_last_lsn() add;
  *  - while a checkpoint capture runs (g.cap set), creates take the lock:
  *    copy-on-write needs the unit copies serialised.
- * A create under the lock refills its thread's cache before leaving. The
+ * A create that finds its cache empty refills it without the store lock,
+ * still inside busy (the lock free, no capture running), under alloc_lock,
+ * which orders refills of several threads (shard_refill_busy()); other
+ * threads' lock-free calls go on meanwhile. What a refill cannot give (a
+ * quota near, the id space wrapping, no memory) a create under the lock
+ * decides, and refills the cache again before leaving. The
  * credit is given only while the token and memory quotas have room for it
  * below the point where pressure is handled (gd->slow_at), so a create
  * without the lock never crosses a limit; every decision to refuse
@@ -843,9 +876,15 @@ static uint64_t credit_block(uint64_t live, uint64_t max, uint64_t mem, uint64_t
   return n < TG__SHARD_BLOCK ? n : TG__SHARD_BLOCK;
 }
 
-/* Refill a cache after a create under the lock (SHARDS). */
+/* Debug builds: a refill runs under the store lock, or inside its cache's
+   busy under alloc_lock (SHARDS). */
+#define ASSERT_REFILL(s) \
+  assert(atomic_load_explicit(&(s)->lock, memory_order_relaxed) != 0 || \
+         atomic_load_explicit(&(s)->alloc_lock, memory_order_relaxed) != 0)
+
+/* Refill a cache's token part (SHARDS). */
 static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
-  TG__ASSERT_LOCKED(s);
+  ASSERT_REFILL(s);
   tg__graph *g = &s->g;
   tg__guardian *gd = &s->gd;
   if (g->cap) return; /* creates take the lock until the capture ends */
@@ -864,6 +903,70 @@ static __attribute__((noinline)) void shard_refill(tg_store *s, tg__shard *sh) {
       TG__STORE_RELAXED(g->tokens.live, live + n);
     }
   }
+}
+
+/* Refill a cache's connection part (STRIPES). */
+static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard *sh) {
+  ASSERT_REFILL(s);
+  tg__graph *g = &s->g;
+  tg__guardian *gd = &s->gd;
+  if (g->cap) return;
+  if (sh->ncslots == 0)
+    sh->ncslots = tg__arena_take_slots(&g->conns, sh->cslots, TG__SHARD_BLOCK);
+  /* The bitmap of the next id's chunk first: the run is in that chunk, and
+     a striped connect cannot allocate it. */
+  if (sh->cid_next == sh->cid_end && (!g->track_dirty || !tg__graph_reserve_conn_dirty(g))) {
+    uint32_t first = 0, n = tg__arena_take_ids(&g->conns, TG__SHARD_BLOCK, &first);
+    sh->cid_next = first;
+    sh->cid_end = first + n;
+  }
+  if (sh->ccredit == 0) {
+    uint64_t live = g->conns.live;
+    uint64_t n = credit_block(live, gd->max_connections, tg__graph_memory(g), gd->slow_at);
+    if (n) {
+      TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
+      TG__STORE_RELAXED(g->conns.live, live + n);
+    }
+  }
+}
+
+/*
+ * A refill without the store lock, by a thread inside its cache's busy
+ * that found the lock free and no capture running (SHARDS): alloc_lock
+ * orders it against other threads' refills, and the store lock's holder
+ * runs only once it left busy, so the allocation state (the arenas' next,
+ * free list, cursor, chunks and map chunks, live, the dirty bitmaps) has
+ * one writer at a time as before. What else runs beside it touches none
+ * of that: lock-free creates and striped calls write their own caches,
+ * their slots, their ids' map entries, and a map chunk's count by atomic
+ * decrement (tg__arena_release_held(), which tg__arena_take_ids() adds to
+ * atomically). Why: when a refill took the store lock, every other
+ * writer's lock-free calls withdrew while it was held, waited in timed
+ * sleeps for it to be free (20 us and the timer's slack), and a refill
+ * that met a grow without a spare chunk held it across a 2 MiB fault: two
+ * writers of tg-bench concurrent slept about 7,000 times per 2 M creates
+ * (perf record -e sched:sched_switch, docs/benchmarks.md).
+ */
+static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *sh,
+                                                        int conns) {
+  tg__arena *a = conns ? &s->g.conns : &s->g.tokens;
+  int slots = conns ? sh->ncslots == 0 : sh->nslots == 0;
+  stripe_lock(&s->alloc_lock);
+  /* This refill would grow the arena and the prefaulter has no chunk
+     ready (it is behind, or has no core to itself beside two writers):
+     fault one here, outside alloc_lock, so the other threads' refills do
+     not wait for the fault, and two writers fault in parallel (on this
+     VM fresh memory faults run about twice as fast from two threads as
+     from one when the host must back them, docs/benchmarks.md). */
+  if (slots && a->spare_wake && tg__arena_would_grow(a, TG__SHARD_BLOCK) &&
+      !__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) {
+    stripe_unlock(&s->alloc_lock);
+    (void)tg__arena_prefault(a);
+    stripe_lock(&s->alloc_lock);
+  }
+  if (conns) shard_refill_conns(s, sh);
+  else shard_refill(s, sh);
+  stripe_unlock(&s->alloc_lock);
 }
 
 void tg__store_reclaim_credit(tg_store *s) {
@@ -942,8 +1045,13 @@ static inline __attribute__((always_inline)) int create_unlocked(
   if (__builtin_expect(!sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
                            s->g.cap != NULL,
                        0)) {
-    atomic_store_explicit(&sh->busy, 0, memory_order_release);
-    return 0;
+    /* Refill here, beside other threads' lock-free calls; what it cannot
+       give (a quota near, a wrap, no memory) the locked create decides. */
+    if (s->g.cap == NULL) shard_refill_busy(s, sh, 0);
+    if (!sh->credit || !sh->nslots || sh->id_next == sh->id_end || s->g.cap != NULL) {
+      atomic_store_explicit(&sh->busy, 0, memory_order_release);
+      return 0;
+    }
   }
   uint32_t i = sh->slots[--sh->nslots], id = sh->id_next++;
   tg__graph_token_write_new(&s->g, init, i, id);
@@ -1114,10 +1222,14 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  *    credit (live and memory unchanged), so it touches no free list and no
  *    shared counter. Slot changes are write sections that take their
  *    counter with a compare-and-swap (arena.h), and dirty marks are atomic.
+ *  - A token chunk without a side table yet gets one from the first
+ *    striped connect into it, under alloc_lock inside busy
+ *    (adj_reserve_busy()), while the memory below the pressure point has
+ *    room for it; an empty cache is refilled likewise (SHARDS).
  *  - Anything else goes to the locked path, which decides exactly: a
- *    missing token or connection, a token without a side table yet (the
- *    first connection of a token chunk allocates one), a degree past its
- *    limit, an empty cache. Nothing changed before that.
+ *    missing token or connection, a side table or a refill that would
+ *    pass the pressure point, a degree past its limit. Nothing changed
+ *    before that.
  * Token deletes and batches keep the store lock: a delete removes every
  * connection of the token, whose neighbours' stripes are not known before
  * the lists are read, and a batch may touch any token.
@@ -1211,10 +1323,35 @@ static inline void *live_acquire(const tg__arena *a, uint32_t id) {
   return tg__slot_u32(p, a->id_off) == id ? p : NULL;
 }
 
-/* The side table of live token `id` exists (plain load of the table
-   pointer: tables are made under the store lock only). */
+static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
+  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
+  uint64_t n = !g->adj[cf];
+  if (ct != cf && !g->adj[ct]) n++;
+  return n * TG__ADJ_TABLE_BYTES;
+}
+
+/* The side table of live token `id` exists. Acquire: tables are made
+   under the store lock or under alloc_lock by a striped connect of
+   another thread (adj_reserve_busy()), which stores the pointer with
+   release; this thread's later plain loads of it then follow the store. */
 static inline int has_adj(const tg__graph *g, uint32_t id) {
-  return g->adj[tg__graph_token_chunk(g, id)] != NULL;
+  return __atomic_load_n(&g->adj[tg__graph_token_chunk(g, id)], __ATOMIC_ACQUIRE) != NULL;
+}
+
+/* Make the side tables of live tokens a and b without the store lock,
+   inside busy, under alloc_lock (which orders the graph's table state,
+   nadj and the region carved from, with other threads' refills and
+   reserves; the store lock's holder waits out busy). Only while the
+   memory below the point where pressure is handled has room for them, so
+   no quota can be crossed; otherwise 0 and the locked connect decides. */
+static __attribute__((noinline)) int adj_reserve_busy(tg_store *s, uint32_t a, uint32_t b) {
+  tg__graph *g = &s->g;
+  int ok = 0;
+  stripe_lock(&s->alloc_lock);
+  if (tg__graph_memory(g) + missing_adj_bytes(g, a, b) <= s->gd.slow_at)
+    ok = tg__graph_reserve_adj(g, a, b) == 0;
+  stripe_unlock(&s->alloc_lock);
+  return ok;
 }
 
 /* A striped connect (STRIPES). 1 when it ran (*rc its result, *nid and
@@ -1223,11 +1360,28 @@ static int connect_striped(tg_store *s, tg__shard *sh, const tg_connection *init
                            uint32_t *nid, uint64_t *lsn) {
   tg__graph *g = &s->g;
   uint32_t from = init->from, to = init->to;
-  if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
-  stripes_lock(s, from, to);
-  if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to) || !has_adj(g, from) ||
-      !has_adj(g, to) ||
-      tg__graph_degree(g, from) + 1 + (from == to) > s->gd.max_degree ||
+  if (__builtin_expect(!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end, 0)) {
+    /* Inside busy, no capture running (striped_enter()): as a create. */
+    shard_refill_busy(s, sh, 1);
+    if (!sh->ccredit || !sh->ncslots || sh->cid_next == sh->cid_end) return 0;
+  }
+  for (int tries = 0;; tries++) {
+    stripes_lock(s, from, to);
+    if (!live_acquire(&g->tokens, from) || !live_acquire(&g->tokens, to)) {
+      stripes_unlock(s, from, to);
+      return 0;
+    }
+    if (has_adj(g, from) && has_adj(g, to)) break;
+    stripes_unlock(s, from, to);
+    /* The first connect of a token chunk makes its side table here, as a
+       refill takes slots: under alloc_lock, inside busy, so no other
+       writer stops (one made under the store lock waited out the other
+       writers' busy words: thousands of 20 us sleeps a run of tg-bench
+       concurrent with two writers). Both tokens stay live meanwhile
+       (deletes take the store lock). */
+    if (tries || !adj_reserve_busy(s, from, to)) return 0;
+  }
+  if (tg__graph_degree(g, from) + 1 + (from == to) > s->gd.max_degree ||
       tg__graph_degree(g, to) + 1 > s->gd.max_degree) {
     stripes_unlock(s, from, to);
     return 0;
@@ -1372,31 +1526,6 @@ static int conn_update_striped(tg_store *s, tg__shard *sh, const tg_connection *
   return 1;
 }
 
-/* Refill a cache's connection part after a connect under the lock. */
-static __attribute__((noinline)) void shard_refill_conns(tg_store *s, tg__shard *sh) {
-  TG__ASSERT_LOCKED(s);
-  tg__graph *g = &s->g;
-  tg__guardian *gd = &s->gd;
-  if (g->cap) return;
-  if (sh->ncslots == 0)
-    sh->ncslots = tg__arena_take_slots(&g->conns, sh->cslots, TG__SHARD_BLOCK);
-  /* The bitmap of the next id's chunk first: the run is in that chunk, and
-     a striped connect cannot allocate it. */
-  if (sh->cid_next == sh->cid_end && (!g->track_dirty || !tg__graph_reserve_conn_dirty(g))) {
-    uint32_t first = 0, n = tg__arena_take_ids(&g->conns, TG__SHARD_BLOCK, &first);
-    sh->cid_next = first;
-    sh->cid_end = first + n;
-  }
-  if (sh->ccredit == 0) {
-    uint64_t live = g->conns.live;
-    uint64_t n = credit_block(live, gd->max_connections, tg__graph_memory(g), gd->slow_at);
-    if (n) {
-      TG__STORE_RELAXED(sh->ccredit, (uint32_t)n);
-      TG__STORE_RELAXED(g->conns.live, live + n);
-    }
-  }
-}
-
 int tg_token_get(tg_store *s, uint32_t id, tg_token *out) {
   TG__CALL_GUARD(s);
   tg_token t;
@@ -1469,12 +1598,6 @@ int tg_token_delete(tg_store *s, uint32_t id) {
 
 /* ---- connections ------------------------------------------------------- */
 
-static uint64_t missing_adj_bytes(const tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t cf = tg__graph_token_chunk(g, from), ct = tg__graph_token_chunk(g, to);
-  uint64_t n = !g->adj[cf];
-  if (ct != cf && !g->adj[ct]) n++;
-  return n * TG__ADJ_TABLE_BYTES;
-}
 
 int tg_connect(tg_store *s, const tg_connection *init, uint32_t *id) {
   TG__CALL_GUARD(s);

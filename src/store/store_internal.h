@@ -24,12 +24,12 @@
 /* A thread's cache for creates without the store lock (store.c, SHARDS).
    One cache line for what the owner touches per create, then its slots. */
 #define TG__SHARDS_MAX 64u   /* threads with a cache, per store */
-#define TG__SHARD_BLOCK 256u /* ids, slots and quota credit taken at once:
-                               each refill takes the store lock, and with
-                               runs of 64 two writers' refills met on it
-                               often enough to park one (40,000-60,000
-                               futex calls per 5 M calls, against
-                               15,000-18,000 with 256; tg-bench concurrent) */
+#define TG__SHARD_BLOCK 256u /* ids, slots and quota credit taken at once
+                               (a refill, under alloc_lock: SHARDS in
+                               store.c); when refills took the store lock,
+                               runs of 64 met on it often enough to park a
+                               writer (40,000-60,000 futex calls per 5 M
+                               calls, against 15,000-18,000 with 256) */
 #define TG__SHARD_CSLOTS (TG__SHARD_BLOCK + 64u) /* connection slots a cache
                                holds: a refill's, and room for 64 more from
                                striped disconnects */
@@ -81,6 +81,17 @@ struct tg_store {
                                    (SHARDS in store.c) */
   atomic_uint nshards;          /* caches claimed (may pass the maximum:
                                    read it through shards_in_use()) */
+  _Alignas(TG__LINE) atomic_int alloc_lock; /* a futex lock (0 free, 1
+                                   held, 2 held with waiters): the arenas'
+                                   allocation state (next, free_head,
+                                   cursor, live, chunks, map chunks) for a
+                                   cache refill made without the store lock
+                                   (SHARDS in store.c); taken only inside a
+                                   cache's busy, so the store lock's holder,
+                                   who waits out every busy cache, never
+                                   meets a refill. Its own line: refills
+                                   of several threads meet on it */
+  char alloc_pad[TG__LINE - sizeof(atomic_int)];
   atomic_int *stripes;          /* open/close: TG__SEQ_STRIPES adjacency
                                    locks, token id (id - 1) % stripes
                                    (STRIPES in store.c) */

@@ -49,6 +49,9 @@ static void *default_map(size_t bytes) {
 
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
+void *tg__map_fresh(size_t bytes) { return default_map(bytes); }
+void tg__unmap_fresh(void *p, size_t bytes) { default_unmap(p, bytes); }
+
 _Thread_local int tg__tl_striped __attribute__((tls_model("initial-exec")));
 
 void tg__seq_begin_shared(uint32_t *sq) {
@@ -110,6 +113,7 @@ void tg__arena_free(tg__arena *a) {
       if (a->map_regions[r]) default_unmap(a->map_regions[r], TG__MAP_REGION_BYTES);
   }
   if (a->spare) default_unmap(a->spare, TG__CHUNK_BYTES);
+  if (a->map_spare) default_unmap(a->map_spare, TG__MAP_REGION_BYTES);
   free(a->chunks);
   free(a->map);
   free(a->map_live);
@@ -125,19 +129,32 @@ int tg__arena_map_cover(tg__arena *a, uint32_t id) {
      that drive the arena out of memory count them). Mapped and faulted
      whole (huge pages, TG__MAP_REGION_BYTES), off the per-create path as
      the slot chunks are: one region per 524,288 ids. */
-  if (!*reg && !(*reg = default_map(TG__MAP_REGION_BYTES))) return TG_ENOMEM;
+  if (!*reg) {
+    /* The spare region first (tg__arena_prefault()), then a mapping of
+       its own; a taken spare asks for the next as a taken chunk does. */
+    unsigned char *r = NULL;
+    if (a->spare_wake) {
+      r = __atomic_exchange_n(&a->map_spare, NULL, __ATOMIC_ACQUIRE);
+      if (r) {
+        __atomic_fetch_add(a->spare_wake, 1, __ATOMIC_RELEASE);
+        syscall(SYS_futex, a->spare_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+      }
+    }
+    if (!r && !(r = default_map(TG__MAP_REGION_BYTES))) return TG_ENOMEM;
+    *reg = r;
+  }
   void *p = *reg + (size_t)(c % TG__MAP_REGION_CHUNKS) * TG__MAP_CHUNK_BYTES;
   /* A chunk given back (tg__arena_map_reclaim()) reads as zero; one never
      used is zero from the mapping. */
   /* Release: a reader that finds the pointer finds zeroed, mapped memory
      (the contract in arena.h). */
   __atomic_store_n(&a->map[c], (uint32_t *)p, __ATOMIC_RELEASE);
-  if (c >= a->map_hi) a->map_hi = c + 1u;
+  if (c >= a->map_hi) __atomic_store_n(&a->map_hi, c + 1u, __ATOMIC_RELAXED);
   return 0;
 }
 
 void tg__arena_map_reclaim(tg__arena *a, uint32_t chunk) {
-  assert(a->map_live[chunk] == 0);
+  assert(__atomic_load_n(&a->map_live[chunk], __ATOMIC_RELAXED) == 0);
   /* Every entry is 0 already, and MADV_DONTNEED makes the pages of a
      private anonymous mapping read as zero: a reader without the lock sees
      the same "no live object" either way. The chunk stays mapped, so the
@@ -211,8 +228,17 @@ void tg__arena_set_cursor(tg__arena *a, uint32_t id, int wrapped) {
 }
 
 int tg__arena_prefault(tg__arena *a) {
-  if (__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) return 0;
   if (__atomic_load_n(&map_budget, __ATOMIC_RELAXED) >= 0) return 0;
+  /* A map region ahead once the map has one (relaxed: a hint; map_hi
+     only grows), so an arena that never maps an id costs no region. */
+  if (__atomic_load_n(&a->map_hi, __ATOMIC_RELAXED) &&
+      !__atomic_load_n(&a->map_spare, __ATOMIC_ACQUIRE)) {
+    unsigned char *r = default_map(TG__MAP_REGION_BYTES), *none = NULL;
+    if (r && !__atomic_compare_exchange_n(&a->map_spare, &none, r, 0, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED))
+      default_unmap(r, TG__MAP_REGION_BYTES);
+  }
+  if (__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) return 0;
   unsigned char *p = default_map(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   unsigned char *none = NULL;
@@ -281,14 +307,18 @@ uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first) {
     uint64_t end = ((uint64_t)TG__ID_CHUNK(nid) + 1u) << TG__CHUNK_SHIFT;
     if (end > TG__MAX_SLOTS) end = TG__MAX_SLOTS;
     a->fast_end = (uint32_t)end;
-    if (TG__ID_CHUNK(nid) != prev && a->cursor && a->map_live[prev] == 0)
+    /* Relaxed atomics on the counts: a striped disconnect may drop one
+       meanwhile (tg__arena_release_held()), as the store's refills run
+       beside striped calls (store.c, SHARDS). */
+    if (TG__ID_CHUNK(nid) != prev && a->cursor &&
+        __atomic_load_n(&a->map_live[prev], __ATOMIC_RELAXED) == 0)
       tg__arena_map_reclaim(a, prev);
   }
   uint32_t n = a->fast_end - a->cursor;
   if (n > want) n = want;
   *first = a->cursor + 1u;
   a->cursor += n;
-  a->map_live[TG__ID_CHUNK(*first)] += n;
+  __atomic_fetch_add(&a->map_live[TG__ID_CHUNK(*first)], n, __ATOMIC_RELAXED);
   return n;
 }
 

@@ -39,10 +39,13 @@
  * holds its id, so walking the slots finds the live objects without the map.
  *
  * Concurrency contract of the map, for readers that do not take the store
- * lock: every change happens under the store lock, except the entries of
- * ids a thread holds in its cache (tg__arena_publish_held(),
+ * lock: every change happens under the arena's lock, which is the store
+ * lock or, for a thread cache's refill made without it, the store's
+ * alloc_lock (store.c, SHARDS: the two exclude each other), except the
+ * entries of ids a thread holds in its cache (tg__arena_publish_held(),
  * tg__arena_release_held(): one word each, by the one thread that holds
- * the id, or the adjacency locks' holder). `map` (the chunk table,
+ * the id, or the adjacency locks' holder), and the map chunks' counts,
+ * which a striped disconnect decrements atomically. `map` (the chunk table,
  * TG__MAX_CHUNKS pointers) is allocated at init and never moves; a map
  * chunk pointer is published with a release store after its memory is
  * mapped and stays valid until tg__arena_free() (reclaimed chunks stay
@@ -128,6 +131,9 @@ typedef struct tg__arena {
   uint32_t cursor;        /* the last id handed out (0: none yet) */
   int wrapped;            /* the cursor went past 2^32 - 1 at least once:
                              live ids may lie above it */
+  unsigned char *map_spare; /* a map region (TG__MAP_REGION_BYTES) mapped
+                             and faulted ahead, as `spare` is; taken by the
+                             next map chunk that needs a new region */
   unsigned char *spare;   /* a chunk mapped and faulted ahead by another
                              thread (tg__arena_prefault()), taken by the
                              next grow; atomic exchanges only, NULL none */
@@ -164,13 +170,23 @@ int tg__arena_grow(tg__arena *a);
 
 /*
  * Fresh memory off the creating thread: map and fault a chunk ahead and
- * leave it as the spare, unless one is there already. Any thread, no lock
+ * leave it as the spare, unless one is there already; likewise a map
+ * region once the map has one (map_spare). Any thread, no lock
  * (the spare is handed over by atomic exchanges). 1 when it made one, 0
  * when there was one, TG_ENOMEM. While the allocation seam limits chunks
  * (tg__arena_set_map_budget()), it makes none, so tests that drive the
  * arena out of memory count only the chunks creates map.
  */
 int tg__arena_prefault(tg__arena *a);
+
+/* Map `bytes` (a multiple of 2 MiB) of fresh memory, 2 MiB aligned,
+   advised MADV_HUGEPAGE and faulted for writing now; NULL when it could
+   not. What the arena's chunks and map regions, and the graph's adjacency
+   tables, are made of: memory a caller first reads and then writes must
+   not be left to the first touch, which maps the zero page and then takes
+   a write fault that flushes the other CPUs' TLBs (an IPI each). */
+void *tg__map_fresh(size_t bytes);
+void tg__unmap_fresh(void *p, size_t bytes);
 
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
@@ -465,6 +481,12 @@ static inline int64_t tg__arena_take(tg__arena *a) {
  * used are dead: gaps, never handed out again (until a wrap).
  */
 uint32_t tg__arena_take_ids(tg__arena *a, uint32_t want, uint32_t *first);
+
+/* Would taking `want` slots map a new chunk? (The free list is empty and
+   fewer than `want` fresh slots are left.) Under the arena's lock. */
+static inline int tg__arena_would_grow(const tg__arena *a, uint32_t want) {
+  return a->free_head == 0 && a->limit - a->next < want;
+}
 
 /* Take up to `want` slots (from the free list, then fresh ones) into out;
    returns how many (fewer when a chunk could not be mapped). They are

@@ -2,7 +2,10 @@
 #include "token/graph.h"
 
 #include <assert.h>
+#include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "tokengraph/errors.h"
 
@@ -27,14 +30,17 @@ fail:
 
 void tg__graph_free(tg__graph *g) {
   if (g->adj) {
+    /* Each region's first table sits at its start (carved in order). */
     for (uint32_t c = 0; c < TG__MAX_CHUNKS && g->nadj; c++) {
       if (g->adj[c]) {
-        free(g->adj[c]);
+        if (((uintptr_t)g->adj[c] & (TG__ADJ_REGION_BYTES - 1u)) == 0)
+          tg__unmap_fresh(g->adj[c], TG__ADJ_REGION_BYTES);
         g->nadj--;
       }
     }
     free(g->adj);
   }
+  if (g->adj_spare) tg__unmap_fresh(g->adj_spare, TG__ADJ_REGION_BYTES);
   if (g->cdirty) {
     /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
        not 131,072 calls of free(NULL) per close. */
@@ -51,12 +57,36 @@ void tg__graph_free(tg__graph *g) {
 static int reserve_one(tg__graph *g, uint32_t token_id) {
   uint32_t c = tg__graph_token_chunk(g, token_id);
   if (g->adj[c]) return 0;
-  tg__adj *t = calloc(TG__CHUNK_SLOTS, sizeof(tg__adj));
-  if (!t) return TG_ENOMEM;
+  if (!g->adj_cur || g->adj_used == TG__ADJ_PER_REGION) {
+    unsigned char *r = NULL;
+    if (g->adj_wake) {
+      r = __atomic_exchange_n(&g->adj_spare, NULL, __ATOMIC_ACQUIRE);
+      if (r) {
+        __atomic_fetch_add(g->adj_wake, 1, __ATOMIC_RELEASE);
+        syscall(SYS_futex, g->adj_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+      }
+    }
+    if (!r && !(r = tg__map_fresh(TG__ADJ_REGION_BYTES))) return TG_ENOMEM;
+    g->adj_cur = r;
+    g->adj_used = 0;
+  }
+  /* Zero: fresh, and never handed out before (tables live until close). */
+  tg__adj *t = (tg__adj *)(g->adj_cur + (size_t)g->adj_used++ * TG__ADJ_TABLE_BYTES);
   /* Release: a reader that loads the pointer (acquire) sees the zeroes. */
   __atomic_store_n(&g->adj[c], t, __ATOMIC_RELEASE);
   TG__STORE_RELAXED(g->nadj, g->nadj + 1u);
   return 0;
+}
+
+void tg__graph_prefault_adj(tg__graph *g) {
+  if (!__atomic_load_n(&g->nadj, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&g->adj_spare, __ATOMIC_ACQUIRE))
+    return;
+  unsigned char *r = tg__map_fresh(TG__ADJ_REGION_BYTES), *none = NULL;
+  /* Release: the reserve that takes it (acquire) sees it faulted. */
+  if (r && !__atomic_compare_exchange_n(&g->adj_spare, &none, r, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+    tg__unmap_fresh(r, TG__ADJ_REGION_BYTES);
 }
 
 int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to) {

@@ -67,6 +67,16 @@ typedef struct tg__adj {
 } tg__adj;
 
 #define TG__ADJ_TABLE_BYTES ((uint64_t)TG__CHUNK_SLOTS * sizeof(tg__adj))
+/* Side tables are carved from 2 MiB regions mapped and faulted for
+   writing (tg__map_fresh()): a table from calloc() came from fresh
+   mmap()ed pages, and the first connect into each 4 KiB of it read the
+   list head (the zero page) and then wrote it, a copy-on-write fault
+   with a TLB shootdown IPI to the other CPU (perf record of tg-bench
+   concurrent: do_wp_page under link_new()). A region holds 4 tables; up
+   to 3 carved ahead are not counted in the memory quota until used. */
+#define TG__ADJ_REGION_BYTES ((size_t)2 << 20)
+#define TG__ADJ_PER_REGION ((uint32_t)(TG__ADJ_REGION_BYTES / TG__ADJ_TABLE_BYTES))
+_Static_assert(TG__ADJ_REGION_BYTES % TG__ADJ_TABLE_BYTES == 0, "tables tile a region");
 
 typedef struct tg__capture tg__capture;
 
@@ -74,8 +84,17 @@ typedef struct tg__graph {
   tg__arena tokens;
   tg__arena conns;
   tg__adj **adj;     /* per token chunk; NULL until a connection needs it;
-                        entries stored with release, kept until close */
+                        entries stored with release (under the store lock
+                        or the store's alloc_lock), kept until close */
   uint32_t nadj;     /* side tables allocated (relaxed stores) */
+  unsigned char *adj_cur; /* the 2 MiB region tables are carved from
+                        (TG__ADJ_PER_REGION each, in order), NULL none */
+  uint32_t adj_used; /* tables carved from adj_cur */
+  unsigned char *adj_spare; /* a region mapped and faulted ahead by the
+                        store's prefaulter (tg__graph_prefault_adj()):
+                        atomic exchanges only, NULL none */
+  int *adj_wake;     /* futex word to bump and wake when the spare was
+                        taken (NULL: nobody makes spares) */
   tg__capture *cap;  /* a checkpoint capture in progress, else NULL */
   int track_dirty;   /* durable stores: remember what changed since the
                         last checkpoint */
@@ -349,6 +368,11 @@ static inline uint64_t tg__graph_degree(const tg__graph *g, uint32_t id) {
 /* Make sure both endpoints have side tables (allocating at most two), so a
    following tg__graph_connect cannot fail halfway. 0 or TG_ENOMEM. */
 int tg__graph_reserve_adj(tg__graph *g, uint32_t from, uint32_t to);
+
+/* The store's prefaulter: map and fault a side-table region ahead, once
+   the graph has a table (a store that never connects pays nothing). Any
+   thread, no lock. */
+void tg__graph_prefault_adj(tg__graph *g);
 
 /* Add a connection (endpoints must be live, type < TG_CONN_TYPES, side
    tables reserved). 0, TG_ENOMEM or TG_EQUOTA (slots exhausted). */

@@ -1938,6 +1938,59 @@ void tg__wal_ship_acked(tg_wal *w, uint64_t lsn) {
 
 void tg__wal_ship_failed(tg_wal *w, int rc) { wal_fail(w, rc); }
 
+/* Fdatasynced and acknowledged by the stream, at any level (SHIPPING).
+   Acquire: as caller_durable's. */
+static inline uint64_t replicated_upto(tg_wal *w) {
+  uint64_t d = atomic_load_explicit(&w->durable, ACQ);
+  uint64_t a = atomic_load_explicit(&w->acked, ACQ);
+  return a < d ? a : d;
+}
+
+uint64_t tg__wal_acked(tg_wal *w) {
+  /* Acquire: pairs with tg__wal_ship_acked's release. */
+  return w->ship.ship ? atomic_load_explicit(&w->acked, ACQ) : 0;
+}
+
+int tg__wal_wait_replicated(tg_wal *w, uint64_t lsn, uint64_t deadline_ns) {
+  /* Acquire: covers appends that happen-before this call (as tg_wal_sync). */
+  if (!w->ship.ship || lsn >= atomic_load_explicit(&w->head, ACQ)) return TG_EINVAL;
+  if (replicated_upto(w) >= lsn) return 0;
+  int f = atomic_load_explicit(&w->failed, ACQ);
+  if (f) return f;
+  /* The ack needs the record written (the writer ships after each write),
+     the fdatasync needs the sync thread: ask both now, as wait_durable
+     does, rather than after a linger and a sync interval. At STRICT the
+     writer syncs every batch by itself. Also when only looking (deadline
+     0): at RELAXED nothing else would ever fdatasync it, and a caller
+     polling would never see it replicated. */
+  if (w->level != TG_WAL_STRICT && atomic_load_explicit(&w->durable, ACQ) < lsn) {
+    request_sync(w, lsn);
+    sync_kick(w);
+  }
+  if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
+  if (deadline_ns == 0) return -ETIMEDOUT;
+  struct timespec ts = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
+  int rc = 0;
+  mu_lock(w);
+  /* Relaxed `failed`: stored under mu. The positions are stored under mu
+     too (publish_durable, tg__wal_ship_acked), so each wake-up sees the
+     values its broadcast was for. */
+  while (replicated_upto(w) < lsn && !(rc = atomic_load_explicit(&w->failed, RLX))) {
+    if (tg__now_ns() >= deadline_ns) {
+      rc = -ETIMEDOUT;
+      break;
+    }
+    assert_mu_held(w);
+    w->mu_held = 0;
+    pthread_cond_timedwait(&w->durable_cv, &w->mu, &ts);
+    w->mu_owner = pthread_self();
+    w->mu_held = 1;
+  }
+  if (replicated_upto(w) >= lsn) rc = 0; /* reached, whatever came after */
+  mu_unlock(w);
+  return rc;
+}
+
 int tg_wal_failed(const tg_wal *w, int *os_errno) {
   /* Acquire: pairs with wal_fail's release, so os_errno is the one behind it. */
   int f = atomic_load_explicit(&((tg_wal *)w)->failed, ACQ);
@@ -2479,8 +2532,9 @@ int tg__wal_open_ex(tg_wal **out, const char *dir, const tg_wal_config *cfg,
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&w->sync_cv, &ca);
+  /* durable_cv too: tg__wal_wait_replicated's deadline is tg__now_ns's. */
+  pthread_cond_init(&w->durable_cv, &ca);
   pthread_condattr_destroy(&ca);
-  pthread_cond_init(&w->durable_cv, NULL);
   pthread_cond_init(&w->space_cv, NULL);
   w->dir = strdup(dir);
   if (!w->dir) {

@@ -61,13 +61,27 @@ typedef struct tg__wal_store_opts {
                                       TG_WAL_REPLICATED */
 } tg__wal_store_opts;
 
-/* LSNs <= lsn are acknowledged by the replication stream: at
-   TG_WAL_REPLICATED, waiters whose records are also fdatasynced return. */
+/* LSNs <= lsn are acknowledged by the replication stream: waiters at
+   TG_WAL_REPLICATED and in tg__wal_wait_replicated() whose records are also
+   fdatasynced return. */
 void tg__wal_ship_acked(tg_wal *w, uint64_t lsn);
 /* Fail the log with rc (TG_EFENCED: another writer owns the stream; any
    other code counts as TG_EIO): every later append and every waiter gets
    it; what is on disk stays. */
 void tg__wal_ship_failed(tg_wal *w, int rc);
+/* The highest LSN the stream acknowledged (every lower one too), as last
+   reported with tg__wal_ship_acked(); 0 for a log that does not ship. */
+uint64_t tg__wal_acked(tg_wal *w);
+/* Wait until every record up to lsn is both fdatasynced and acknowledged
+   by the stream, at any level (at BALANCED and RELAXED the wait asks for
+   the fdatasync and the write at once, as tg_wal_sync() does; waiters share
+   them), until deadline_ns on tg__now_ns()'s clock (0: do not wait, but
+   ask for the write and the fdatasync all the same, so that polling gets
+   there at RELAXED too).
+   Returns 0; TG_EINVAL (a log that does not ship, or lsn not handed out
+   yet); -ETIMEDOUT; or the failure that ended the log before lsn got
+   there (TG_EFENCED, TG_EIO, TG_ENOSPC). */
+int tg__wal_wait_replicated(tg_wal *w, uint64_t lsn, uint64_t deadline_ns);
 
 /* The file in the WAL directory that holds the ring of published records
    (wal.c): a reader of the directory that does not drain it checks only
