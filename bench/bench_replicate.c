@@ -583,7 +583,7 @@ static int create_n(tg_store *s, uint64_t n) {
 /* Apply once delivered: records per second from tg_replica_open() until
    the replica has applied every record already in the stream. */
 static int run_follow_apply(const char *url, int replicas, const char *parent, uint64_t n,
-                            double *rps, double *catchup, uint64_t *msgs) {
+                            double *rps, double *cpu_rps, double *catchup, uint64_t *msgs) {
   char pdir[4096] = "", rdir[4096] = "", name[64];
   snprintf(name, sizeof name, "bench_apply_%d", (int)getpid());
   tg_store *p = NULL, *r = NULL;
@@ -605,6 +605,7 @@ static int run_follow_apply(const char *url, int replicas, const char *parent, u
   tg_replica_status st;
   if ((rc = tg_replica_status_get(r, &st))) goto out;
   *rps = st.apply_ns ? (double)st.records / ((double)st.apply_ns / 1e9) : 0;
+  *cpu_rps = st.apply_cpu_ns ? (double)st.records / ((double)st.apply_cpu_ns / 1e9) : 0;
   *msgs = st.messages;
 out:
   if (rc) fprintf(stderr, "tg-bench replicate: follower apply: %s\n", tg_strerror(rc));
@@ -625,6 +626,7 @@ typedef struct lag_run {
   _Atomic uint64_t noted;   /* notes[0..noted) are written */
   _Atomic int primary_done; /* no more notes will come */
   uint64_t *lags;           /* ns, one per note, filled in order */
+  uint64_t *applied_ns;     /* when each note was seen applied */
   uint64_t sampled;
   int rc;
 } lag_run;
@@ -640,6 +642,7 @@ static void *lag_sampler_main(void *arg) {
     uint64_t now = tgp_now_ns();
     while (next < noted && L->notes[next].lsn <= applied) {
       L->lags[next] = now - L->notes[next].ns;
+      L->applied_ns[next] = now;
       next++;
     }
     if (done && next == noted) break;
@@ -664,10 +667,180 @@ static void sleep_until(uint64_t due_ns) {
   nanosleep(&ts, NULL);
 }
 
+/* CPU SHARES of a lag run: who had the machine's cores while the primary
+   offered its records and the replica applied them. The creating thread
+   (CLOCK_THREAD_CPUTIME_ID), the rest of this process (getrusage: the
+   primary's log writer and shipper, the replica's follower and log
+   writer, the client library's threads), the private nats-server's
+   processes (/proc/PID/stat), and the machine as a whole (/proc/stat):
+   what is left of its busy time is other processes'. Each as a share of
+   the cores' time over the run. */
+typedef struct cpu_snap {
+  uint64_t wall_ns, creator_ns, self_ns, server_ns, busy_ns, total_ns;
+} cpu_snap;
+
+typedef struct cpu_shares {
+  double creator, rest, server, others, idle; /* of the cores' time */
+  double cores;
+} cpu_shares;
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* utime + stime of process pid in ns, 0 when unknown. */
+static uint64_t proc_cpu_ns(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')'); /* the name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return 0;
+  return (ut + st) * (1000000000u / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+/* The machine's busy and total CPU time in ns (/proc/stat, all cores). */
+static void machine_cpu_ns(uint64_t *busy, uint64_t *total) {
+  unsigned long long v[8] = {0};
+  *busy = *total = 0;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return;
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                 &v[4], &v[5], &v[6], &v[7]);
+  fclose(f);
+  if (n != 8) return;
+  uint64_t tick = 1000000000u / (uint64_t)sysconf(_SC_CLK_TCK);
+  *busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * tick; /* all but idle, iowait */
+  *total = *busy + (v[3] + v[4]) * tick;
+}
+
+static void cpu_take(cpu_snap *c, const pid_t *server, int nserver) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  c->wall_ns = tgp_now_ns();
+  c->creator_ns = thread_cpu_ns();
+  c->self_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+               ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
+  c->server_ns = 0;
+  for (int i = 0; i < nserver; i++) c->server_ns += proc_cpu_ns(server[i]);
+  machine_cpu_ns(&c->busy_ns, &c->total_ns);
+}
+
+static double share(uint64_t a, uint64_t b, uint64_t of) {
+  return of && b >= a ? (double)(b - a) / (double)of : 0;
+}
+
+static void cpu_shares_of(const cpu_snap *a, const cpu_snap *b, cpu_shares *o) {
+  uint64_t total = b->total_ns - a->total_ns;
+  o->cores = b->wall_ns > a->wall_ns ? (double)total / (double)(b->wall_ns - a->wall_ns) : 0;
+  o->creator = share(a->creator_ns, b->creator_ns, total);
+  o->rest = share(a->self_ns, b->self_ns, total) - o->creator;
+  o->server = share(a->server_ns, b->server_ns, total);
+  o->others = share(a->busy_ns, b->busy_ns, total) - o->creator - o->rest - o->server;
+  if (o->others < 0) o->others = 0; /* tick granularity */
+  o->idle = 1 - share(a->busy_ns, b->busy_ns, total);
+}
+
+/* LAG STAGES (--lag-stages 1): a plain NATS subscriber on the stream's
+   subject sees each WAL message when the server receives its publish, so
+   a noted record's lag splits into returned -> published (the primary's
+   batching, its log writer and shipper) and published -> applied (the
+   server's store, the delivery to the follower, its apply). It receives
+   every message a second time, which costs CPU the run then lacks: off by
+   default. */
+typedef struct stage_msg {
+  uint64_t first, last, ns; /* LSNs and when the subscriber got it */
+} stage_msg;
+
+typedef struct stage_sub {
+  natsConnection *nc;
+  natsSubscription *sub;
+  stage_msg *msgs;
+  size_t n, cap;
+  _Atomic int stop;
+  pthread_t th;
+} stage_sub;
+
+static uint64_t hdr_num(natsMsg *m, const char *k) {
+  const char *v = NULL;
+  return natsMsgHeader_Get(m, k, &v) == NATS_OK && v ? strtoull(v, NULL, 10) : 0;
+}
+
+static void *stage_main(void *arg) {
+  stage_sub *S = arg;
+  /* Relaxed: a flag polled every pass; the join publishes the rest. */
+  while (!atomic_load_explicit(&S->stop, memory_order_relaxed)) {
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, S->sub, 50) != NATS_OK) continue;
+    uint64_t now = tgp_now_ns();
+    if (S->n == S->cap) {
+      size_t nc = S->cap ? S->cap * 2 : 4096;
+      stage_msg *x = realloc(S->msgs, nc * sizeof *x);
+      if (!x) {
+        natsMsg_Destroy(m);
+        break;
+      }
+      S->msgs = x;
+      S->cap = nc;
+    }
+    S->msgs[S->n++] = (stage_msg){hdr_num(m, "Tg-First-Lsn"), hdr_num(m, "Tg-Last-Lsn"), now};
+    natsMsg_Destroy(m);
+  }
+  return NULL;
+}
+
+static int stage_start(stage_sub *S, const char *url, const char *name) {
+  char subj[128];
+  snprintf(subj, sizeof subj, "tg.%s.wal", name);
+  natsOptions *o = NULL;
+  natsStatus st = natsOptions_Create(&o);
+  if (st == NATS_OK) st = natsOptions_SetURL(o, url);
+  if (st == NATS_OK) st = natsConnection_Connect(&S->nc, o);
+  natsOptions_Destroy(o);
+  if (st == NATS_OK) st = natsConnection_SubscribeSync(&S->sub, S->nc, subj);
+  if (st == NATS_OK) st = natsSubscription_SetPendingLimits(S->sub, -1, -1);
+  if (st == NATS_OK) st = natsConnection_Flush(S->nc);
+  if (st == NATS_OK && pthread_create(&S->th, NULL, stage_main, S)) st = NATS_NO_MEMORY;
+  if (st != NATS_OK) {
+    fprintf(stderr, "tg-bench replicate: lag stages: %s\n", natsStatus_GetText(st));
+    natsSubscription_Destroy(S->sub);
+    natsConnection_Destroy(S->nc);
+    S->sub = NULL;
+    S->nc = NULL;
+    return -EIO;
+  }
+  return 0;
+}
+
+static void stage_stop(stage_sub *S) {
+  if (!S->nc) return;
+  atomic_store_explicit(&S->stop, 1, memory_order_relaxed);
+  pthread_join(S->th, NULL);
+  natsSubscription_Destroy(S->sub);
+  natsConnection_Destroy(S->nc);
+  S->nc = NULL;
+}
+
+/* What a lag run measured. */
+typedef struct lag_out {
+  double p99_ms, p50_ms, reached;
+  cpu_shares cpu;
+  double pub_p50_ms, pub_p99_ms;   /* returned -> published (stages on) */
+  double apply_p50_ms, apply_p99_ms; /* published -> applied */
+} lag_out;
+
 /* Lag at an offered rate: p99 of (applied on the replica - returned on
    the primary) in ms, and the creation rate the primary reached. */
 static int run_follow_lag(const char *url, int replicas, const char *parent, uint64_t n,
-                          double offered, double *p99_ms, double *p50_ms, double *reached) {
+                          double offered, const pid_t *server, int nserver, int stages,
+                          lag_out *out) {
   char pdir[4096] = "", rdir[4096] = "", name[64];
   snprintf(name, sizeof name, "bench_lag_%d", (int)getpid());
   tg_store *p = NULL;
@@ -677,15 +850,21 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
   uint64_t nnotes = n / FOLLOW_NOTE_EVERY + 1;
   L.notes = calloc(nnotes, sizeof *L.notes);
   L.lags = calloc(nnotes, sizeof *L.lags);
+  L.applied_ns = calloc(nnotes, sizeof *L.applied_ns);
+  stage_sub S;
+  memset(&S, 0, sizeof S);
+  cpu_snap c0, c1;
   pthread_t th;
   int rc = -ENOMEM;
-  if (!L.notes || !L.lags) goto out;
+  if (!L.notes || !L.lags || !L.applied_ns) goto out;
   if ((rc = follow_primary(&p, pdir, sizeof pdir, url, replicas, parent, name))) goto out;
   /* One record first, so that the stream exists when the replica opens. */
   if ((rc = create_n(p, 1)) || (rc = tg_sync(p))) goto out;
   uint64_t first = tg_last_lsn(p);
   if ((rc = follow_replica(&L.replica, rdir, sizeof rdir, url, parent, name))) goto out;
   if ((rc = tg_wait_lsn(L.replica, first, FOLLOW_PATIENCE_MS))) goto out;
+  if (stages && (rc = stage_start(&S, url, name))) goto out;
+  cpu_take(&c0, server, nserver);
   if (pthread_create(&th, NULL, lag_sampler_main, &L)) {
     rc = -EAGAIN;
     goto out;
@@ -713,16 +892,43 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
        the reached rate would read above the offered one. */
     sleep_until(t0 + (uint64_t)((double)n * ns_per_rec));
     last_ns = tgp_now_ns();
-    *reached = (double)n / ((double)(last_ns - t0) / 1e9);
+    out->reached = (double)n / ((double)(last_ns - t0) / 1e9);
   }
   atomic_store_explicit(&L.primary_done, 1, memory_order_release);
   pthread_join(th, NULL);
   started = 0;
+  /* Until the replica applied the last note: the whole pipeline's work. */
+  cpu_take(&c1, server, nserver);
+  cpu_shares_of(&c0, &c1, &out->cpu);
+  if (!nserver) out->cpu.server = -1; /* a server given by --nats: among the others */
+  stage_stop(&S);
   if (!rc) rc = L.rc;
+  if (!rc && stages) {
+    /* Each note's message, by LSN (messages arrive in LSN order). */
+    uint64_t *pub = calloc(L.sampled + 1, sizeof *pub), *app = calloc(L.sampled + 1, sizeof *app);
+    size_t k = 0, m = 0;
+    for (uint64_t i = 0; pub && app && i < L.sampled; i++) {
+      while (k < S.n && S.msgs[k].last < L.notes[i].lsn) k++;
+      if (k == S.n || S.msgs[k].first > L.notes[i].lsn) continue;
+      pub[m] = S.msgs[k].ns > L.notes[i].ns ? S.msgs[k].ns - L.notes[i].ns : 0;
+      app[m] = L.applied_ns[i] > S.msgs[k].ns ? L.applied_ns[i] - S.msgs[k].ns : 0;
+      m++;
+    }
+    if (m) {
+      tgp_sort_u64(pub, m);
+      tgp_sort_u64(app, m);
+      out->pub_p50_ms = (double)tgp_quantile_sorted(pub, m, 0.50) / 1e6;
+      out->pub_p99_ms = (double)tgp_quantile_sorted(pub, m, 0.99) / 1e6;
+      out->apply_p50_ms = (double)tgp_quantile_sorted(app, m, 0.50) / 1e6;
+      out->apply_p99_ms = (double)tgp_quantile_sorted(app, m, 0.99) / 1e6;
+    }
+    free(pub);
+    free(app);
+  }
   if (!rc) {
     tgp_sort_u64(L.lags, L.sampled);
-    *p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
-    *p50_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.50) / 1e6;
+    out->p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
+    out->p50_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.50) / 1e6;
   }
 out:
   if (started) {
@@ -734,8 +940,11 @@ out:
   if (p) tg_store_close(p);
   if (rdir[0]) tgp_rmtree(rdir);
   if (pdir[0]) tgp_rmtree(pdir);
+  stage_stop(&S);
+  free(S.msgs);
   free(L.notes);
   free(L.lags);
+  free(L.applied_ns);
   return rc;
 }
 
@@ -743,6 +952,7 @@ static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
              "                          [--count N] [--sync-count M] [--group G]\n"
              "                          [--rounds R] [--follow-count F] [--offered-rate O]\n"
+             "                          [--lag-stages 0|1]\n"
              "                          [--dir PARENT] [--part all|ship|apply|lag] [--json]\n\n"
              "Token creation through a durable store, alternated over R rounds (default 3):\n"
              "strict, replicated (TG_REPLICATED: each call waits for its ack), balanced,\n"
@@ -764,7 +974,11 @@ static void usage(FILE *f) {
              "replica following live while the primary offers F records at O records/s\n"
              "(default 1000000): the p99 of applied-on-replica minus returned-on-primary\n"
              "(follower_lag_p99_ms) and the rate the primary reached\n"
-             "(follower_reached_records_per_sec, below O when it could not offer O).\n"
+             "(follower_reached_records_per_sec, below O when it could not offer O),\n"
+             "with the CPU each part had meanwhile (lag_cpu_*: shares of the cores' time;\n"
+             "lag_cpu_nats_server -1 with --nats: that server is among lag_cpu_others);\n"
+             "--lag-stages 1 splits the lag at the publish, seen by a subscriber of the\n"
+             "stream's subject (lag_publish_*, lag_after_publish_*; it costs CPU).\n"
              "--part ship|apply|lag runs only that part (default all).\n"
              "JSON keys: records_per_sec, raw_publish_records_per_sec, ratio_to_raw,\n"
              "ack_p50_ns, ack_p99_ns (the asynchronous commit's: records replicated per\n"
@@ -780,7 +994,8 @@ static void usage(FILE *f) {
              "follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
              "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
-             "follower_messages, follower_lag_p50_ms, and the per-configuration figures.\n");
+             "follower_messages, follower_lag_p50_ms, follower_apply_cpu_records_per_sec\n"
+             "(the apply loop over its own CPU time), and the per-configuration figures.\n");
 }
 
 /* a / b, 0 when b is 0 (a part not run: JSON has no NaN). */
@@ -800,13 +1015,14 @@ int tgb_replicate(int argc, char **argv) {
   const char *url = NULL, *parent = "/tmp", *part = "all";
   uint64_t replicas = 1, threads = 8, count = 1000000, sync_count = 4000, rounds = 3;
   uint64_t group = 1000;
-  uint64_t follow_count = 1000000, offered_rate = 1000000;
+  uint64_t follow_count = 1000000, offered_rate = 1000000, lag_stages = 0;
   int json = 0;
   const tgb_opt opts[] = {{"--nats", NULL, &url},          {"--replicas", &replicas, NULL},
                           {"--threads", &threads, NULL},   {"--count", &count, NULL},
                           {"--sync-count", &sync_count, NULL}, {"--rounds", &rounds, NULL},
                           {"--follow-count", &follow_count, NULL},
                           {"--offered-rate", &offered_rate, NULL},
+                          {"--lag-stages", &lag_stages, NULL},
                           {"--group", &group, NULL},
                           {"--dir", NULL, &parent},        {"--part", NULL, &part},
                           {NULL, NULL, NULL}};
@@ -887,14 +1103,18 @@ int tgb_replicate(int argc, char **argv) {
     shipped_free(&sh_call);
     shipped_free(&sh_async);
   }
-  double f_apply = 0, f_catchup = 0, f_p99 = 0, f_p50 = 0, f_reached = 0;
+  double f_apply = 0, f_apply_cpu = 0, f_catchup = 0;
+  lag_out lag;
+  memset(&lag, 0, sizeof lag);
+  pid_t spids[TGN_MAX_NODES];
+  for (int i = 0; i < srv.nodes; i++) spids[i] = srv.node[i].pid;
   uint64_t f_msgs = 0;
   if (!rc && do_apply)
-    rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply, &f_catchup,
-                          &f_msgs);
+    rc = run_follow_apply(url, (int)replicas, parent, follow_count, &f_apply, &f_apply_cpu,
+                          &f_catchup, &f_msgs);
   if (!rc && do_lag)
-    rc = run_follow_lag(url, (int)replicas, parent, follow_count, (double)offered_rate, &f_p99,
-                        &f_p50, &f_reached);
+    rc = run_follow_lag(url, (int)replicas, parent, follow_count, (double)offered_rate, spids,
+                        srv.nodes, lag_stages != 0, &lag);
   if (srv.nodes) tgn_server_stop(&srv);
   if (rc) return 1;
   double m[NROW], m50[NROW], m99[NROW], mc[NROW], ms[NROW];
@@ -948,14 +1168,20 @@ int tgb_replicate(int argc, char **argv) {
            ratio(m[C_REPLICATED_ASYNC], m[C_BALANCED]), ratio(m[C_BALANCED], m[RAW_ASYNC]),
            mc[C_REPLICATED_ASYNC], ms[C_REPLICATED_ASYNC], mc[RAW_ASYNC], ms[RAW_ASYNC],
            mc[C_BALANCED]);
-    printf(
+    printf("\"follower_apply_cpu_records_per_sec\":%.0f,\"lag_cpu_cores\":%.2f,"
+           "\"lag_cpu_creator\":%.3f,\"lag_cpu_rest_of_process\":%.3f,"
+           "\"lag_cpu_nats_server\":%.3f,\"lag_cpu_others\":%.3f,\"lag_cpu_idle\":%.3f,"
+           "\"lag_publish_p50_ms\":%.3f,\"lag_publish_p99_ms\":%.3f,"
+           "\"lag_after_publish_p50_ms\":%.3f,\"lag_after_publish_p99_ms\":%.3f,"
            "\"follower_apply_records_per_sec\":%.0f,\"follower_lag_p99_ms\":%.3f,"
            "\"follower_offered_records_per_sec\":%.0f,"
            "\"follower_reached_records_per_sec\":%.0f,"
            "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
            "\"follower_lag_p50_ms\":%.3f}\n",
-           f_apply, f_p99,
-           (double)offered_rate, f_reached, f_catchup, f_msgs, f_p50);
+           f_apply_cpu, lag.cpu.cores, lag.cpu.creator, lag.cpu.rest, lag.cpu.server,
+           lag.cpu.others, lag.cpu.idle, lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms,
+           lag.apply_p99_ms, f_apply, lag.p99_ms, (double)offered_rate, lag.reached, f_catchup,
+           f_msgs, lag.p50_ms);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-16s %12s %12s %12s\n", "", "records/s", "p50 us", "p99 us");
@@ -987,14 +1213,31 @@ int tgb_replicate(int argc, char **argv) {
            " stream's acks; %.1f ms without shipping)\n", ratio(m[C_BALANCED_SHIP], m[C_BALANCED]),
            md, mbc);
     printf("  follower: %" PRIu64 " records in %" PRIu64 " messages: applied at %.0f records/s"
-           " (the apply loop alone), caught up at %.0f records/s (open to last record,"
-           " fetching included)\n", follow_count, f_msgs, f_apply, f_catchup);
+           " (the apply loop alone; %.0f records/s of its own CPU time), caught up at %.0f"
+           " records/s (open to last record, fetching included)\n", follow_count, f_msgs,
+           f_apply, f_apply_cpu, f_catchup);
     printf("  follower lag p99: %.3f ms (p50 %.3f ms) at %.0f records/s reached (%.0f offered)\n",
-           f_p99, f_p50, f_reached, (double)offered_rate);
-    if (f_reached < 0.95 * (double)offered_rate)
+           lag.p99_ms, lag.p50_ms, lag.reached, (double)offered_rate);
+    if (do_lag && lag.cpu.server >= 0)
+      printf("  CPU while it ran, of %.1f cores: the creating thread %.0f%%, the rest of this"
+             " process (log writers, shipper, follower, client threads) %.0f%%, nats-server"
+             " %.0f%%, other processes %.0f%%, idle %.0f%%\n", lag.cpu.cores,
+             100 * lag.cpu.creator, 100 * lag.cpu.rest, 100 * lag.cpu.server,
+             100 * lag.cpu.others, 100 * lag.cpu.idle);
+    else if (do_lag)
+      printf("  CPU while it ran, of %.1f cores: the creating thread %.0f%%, the rest of this"
+             " process (log writers, shipper, follower, client threads) %.0f%%, other processes"
+             " (the server given by --nats among them) %.0f%%, idle %.0f%%\n", lag.cpu.cores,
+             100 * lag.cpu.creator, 100 * lag.cpu.rest, 100 * lag.cpu.others,
+             100 * lag.cpu.idle);
+    if (do_lag && lag_stages)
+      printf("  lag stages: returned -> published p50 %.3f / p99 %.3f ms, published ->"
+             " applied p50 %.3f / p99 %.3f ms\n", lag.pub_p50_ms, lag.pub_p99_ms,
+             lag.apply_p50_ms, lag.apply_p99_ms);
+    if (lag.reached < 0.95 * (double)offered_rate)
       printf("  the primary could not offer %.0f records/s on this machine: the lag is the"
              " one at %.0f records/s\n",
-             (double)offered_rate, f_reached);
+             (double)offered_rate, lag.reached);
   }
   return 0;
 }

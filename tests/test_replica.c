@@ -397,6 +397,10 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   assert_int_equal(st.stream_seq, msgs);
   assert_int_equal(st.epoch, 1);
   assert_int_equal(st.records, last);
+  /* The follower's own CPU time in its checks and applies: some, and no
+     more than the time they took. */
+  assert_true(st.apply_cpu_ns > 0);
+  assert_true(st.apply_cpu_ns <= st.apply_ns + 1000000u);
   /* Its own log holds the primary's records, LSN for LSN. */
   assert_int_equal(tg_sync(r), 0);
   assert_int_equal(tg_store_close(r), 0);
@@ -405,6 +409,41 @@ static void test_follower_equals_primary_at_the_same_lsn(void **state) {
   assert_string_equal(a, b);
   free(a);
   free(b);
+}
+
+/* A replica logs at RELAXED while it follows, whatever level it was
+   given: its restart fetches again from its checkpoint's position anyway,
+   so no message waits for an fdatasync or for its log writer. Promoted,
+   it logs at the level given. */
+static void test_a_following_replica_logs_at_relaxed_and_promoted_at_its_level(void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 3000);
+  unsigned msgs = publish_log(p.dir, 1, last, 10, 1);
+  assert_true(msgs >= 100);
+  tg_replica_config cfg = replica_config();
+  cfg.store.wal.level = TG_STRICT;
+  cfg.promote_force = 1;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, last);
+  tg_wal_stats ws;
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  assert_int_equal(ws.fdatasyncs, 0);
+  assert_int_equal(ws.throttled, 0);
+  assert_int_equal(ws.queue_limit, cfg.store.wal.ring_slots);
+  assert_same(p.s, r);
+  char msg[512] = "";
+  int rc = tg_replica_promote(r, 60000, msg, sizeof msg);
+  if (rc) fail_msg("promote: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  uint64_t syncs = ws.fdatasyncs;
+  assert_int_equal(tg_token_create(r, &t, &id), 0);
+  assert_int_equal(tg_wal_stats_get(r->wal, &ws), 0);
+  assert_true(ws.fdatasyncs > syncs); /* STRICT: synced before it returned */
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(p.s), 0);
 }
 
 static void test_a_replica_refuses_every_mutating_call(void **state) {
@@ -1472,6 +1511,55 @@ static void test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced(vo
   tgn_server_stop(&own);
 }
 
+/* The server restarts under a following replica: the pull requests it
+   held end with it (nats-server 2.9.10 answers them with status 409 as it
+   stops), and the follower makes a new consumer at its position once the
+   server is back. (A server that vanishes without a word is noticed by
+   the reconnect or by the requests' expiry, repl.c PULLING; a kill here
+   could lose what the server acknowledged last, which this test is not
+   about.) */
+static void test_a_follower_pulls_again_after_the_server_restarts(void **state) {
+  (void)state;
+  tgn_server own;
+  if (tgn_server_start(&own, 1)) fail_msg("cannot start a server of this test's own");
+  char dir[300], rdir[300], msg[512] = "";
+  snprintf(dir, sizeof dir, "%s/primary", tgt_root);
+  tg_store_config pc;
+  tg_store_config_init(&pc);
+  pc.crash_dump = 0;
+  pc.checkpoint_bytes = 0;
+  pc.nats_url = own.url;
+  pc.repl_name = name;
+  pc.wal.level = TG_RELAXED;
+  tg_store *s = NULL;
+  int rc = tg_store_open_msg(&s, dir, &pc, msg, sizeof msg);
+  if (rc) fail_msg("open: %s: %s", tg_err_name(rc), msg);
+  tg_token t = {0};
+  uint32_t id;
+  for (int i = 0; i < 100; i++) assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t first = last_lsn_of(s);
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= first, "the first records acknowledged");
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = own.url;
+  tg_store *r = replica_in(rdir, "replica", &cfg);
+  wait_for(r, first);
+  /* Stopped, not killed: a killed server may lose what it acknowledged
+     last, which is not what this test is about. */
+  tgn_server_stop_node(&own, 0);
+  assert_int_equal(tgn_server_restart_node(&own, 0), 0);
+  for (int i = 0; i < 100; i++) assert_int_equal(tg_token_create(s, &t, &id), 0);
+  uint64_t last = last_lsn_of(s);
+  TGT_WAIT_UNTIL(tg__ship_acked_lsn(s->ship) >= last, "the later records acknowledged");
+  wait_for(r, last);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.error, 0);
+  assert_same(s, r);
+  assert_int_equal(tg_store_close(r), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  tgn_server_stop(&own);
+}
+
 static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void **state) {
   (void)state;
   primary p;
@@ -1719,6 +1807,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       T(test_wait_lsn_on_a_writer_waits_for_its_durability),
       T(test_follower_equals_primary_at_the_same_lsn),
+      T(test_a_following_replica_logs_at_relaxed_and_promoted_at_its_level),
       T(test_a_replica_refuses_every_mutating_call),
       T(test_wait_lsn_times_out_before_the_record_arrives),
       T(test_a_restarted_follower_resumes_from_its_persisted_position),
@@ -1739,6 +1828,7 @@ int main(int argc, char **argv) {
       T(test_a_replicated_primary_publishes_a_snapshot_at_each_checkpoint),
       T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
       T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
+      T(test_a_follower_pulls_again_after_the_server_restarts),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
       T(test_tg_replica_follow_bootstraps_again_and_fails_over),
       T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),

@@ -1374,6 +1374,77 @@ static void test_wal_append_many_logs_consecutive_lsns_that_read_back(void **sta
   tg_wal_reader_close(r);
 }
 
+/* Records appended with the CRCs their appender checked (a replica's):
+   the writer writes each given CRC as it is, for the LSN it was given
+   for, and computes the CRC of a record that got another LSN. Shown with
+   wrong CRCs: at the LSNs they name, the log holds exactly them (the
+   reader then stops at the first, a bad frame); with LSNs the appends do
+   not get, they are ignored and the log reads back whole. */
+static void test_wal_checked_append_writes_the_given_crc_for_its_lsn_only(void **state) {
+  fixture *f = *state;
+  enum { N = 100 };
+  static unsigned char bufs[N][64];
+  static tg_wal_record recs[N];
+  static uint32_t crcs[N];
+  unsigned char frame[TG__WAL_FRAME_HDR + 64];
+  for (uint64_t lsn = 1; lsn <= N; lsn++) {
+    tg_wal_record *r = &recs[lsn - 1];
+    r->lsn = lsn;
+    r->type = type_for(lsn);
+    r->len = 64;
+    fill(bufs[lsn - 1], r->len, lsn);
+    r->payload = bufs[lsn - 1];
+    memset(frame, 0, sizeof frame);
+    tg__st32(frame, TG__WAL_FRAME_HDR + 64);
+    tg__st64(frame + 8, lsn | (uint64_t)r->type << 56);
+    memcpy(frame + TG__WAL_FRAME_HDR, r->payload, 64);
+    crcs[lsn - 1] = tg__wal_frame_crc(frame, sizeof frame);
+  }
+  /* Right CRCs: the log reads back whole. */
+  tg_wal *w = open_wal(f->dir, TG_WAL_RELAXED, 1u << 20, NULL);
+  uint64_t first = 0;
+  assert_int_equal(tg__wal_append_checked_nowait(w, recs, crcs, N, &first), 0);
+  assert_int_equal(first, 1);
+  /* Wrong CRCs for LSNs these appends do not get (they get N+1..2N):
+     not used. */
+  static uint32_t wrong[N];
+  for (int i = 0; i < N; i++) wrong[i] = crcs[i] ^ 0x5a5a5a5au;
+  assert_int_equal(tg__wal_append_checked_nowait(w, recs, wrong, N, &first), 0);
+  assert_int_equal(first, N + 1);
+  assert_int_equal(tg_wal_close(w), 0);
+  tg_wal_reader *r = NULL;
+  tg_wal_record rec;
+  assert_int_equal(tg_wal_reader_open(&r, f->dir, 0), 0);
+  for (uint64_t lsn = 1; lsn <= 2 * N; lsn++) {
+    assert_int_equal(tg_wal_reader_next(r, &rec), 1);
+    assert_int_equal(rec.lsn, lsn);
+    assert_memory_equal(rec.payload, bufs[(lsn - 1) % N], 64);
+  }
+  assert_int_equal(tg_wal_reader_next(r, &rec), 0);
+  tg_wal_reader_close(r);
+  /* A wrong CRC given for the very LSN the record gets is written as it
+     is: the frame of LSN 2N+1 then fails its CRC, the frame before it
+     reads back. */
+  w = open_wal(f->dir, TG_WAL_RELAXED, 1u << 20, NULL);
+  tg_wal_record one = recs[0];
+  one.lsn = 2 * N + 1;
+  uint32_t bad = 0x12345678u;
+  assert_int_equal(tg__wal_append_checked_nowait(w, &one, &bad, 1, &first), 0);
+  assert_int_equal(first, 2 * N + 1);
+  assert_int_equal(tg_wal_sync(w, 0), 0);
+  tg_wal_stats ws;
+  assert_int_equal(tg_wal_stats_get(w, &ws), 0);
+  assert_int_equal(ws.written_lsn, 2 * N + 1);
+  assert_int_equal(tg_wal_reader_open(&r, f->dir, 2 * N), 0);
+  assert_int_equal(tg_wal_reader_next(r, &rec), 1);
+  assert_int_equal(rec.lsn, 2 * N);
+  assert_int_not_equal(tg_wal_reader_next(r, &rec), 1);
+  tg_wal_reader_close(r);
+  /* Close still succeeds: the bad frame is the appender's doing, not an
+     I/O error. */
+  assert_int_equal(tg_wal_close(w), 0);
+}
+
 /* ---- injected failures -------------------------------------------------------------- */
 
 /* Set by the test thread, read by the writer thread: all atomic, and
@@ -2056,6 +2127,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_strict_group_commit_shares_fdatasyncs, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_append_nowait_returns_before_the_fdatasync_at_strict, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_append_many_logs_consecutive_lsns_that_read_back, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_checked_append_writes_the_given_crc_for_its_lsn_only, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_short_writes_and_eintr_are_completed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_enospc_on_write_fails_the_log_with_tg_enospc, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_eio_on_write_fails_the_log_with_tg_eio, setup, teardown),

@@ -1024,7 +1024,13 @@ typedef struct tg_replica_config {
                                 (at least the primary's: records are never
                                 refused), its WAL level and checkpoints.
                                 Its nats_url / repl_name / read_only are
-                                ignored */
+                                ignored. The WAL level applies once
+                                promoted: while following, the log is
+                                written at TG_RELAXED whatever the level
+                                (a restart fetches again from the position
+                                its last checkpoint saved, so a record its
+                                log lost to a power loss comes again; see
+                                tg_replica_open()) */
   const char *bootstrap_dir; /* NULL, or a directory tg_store_backup() of
                                 the primary wrote: copied into dir when dir
                                 is missing or empty, so the replica starts
@@ -1036,9 +1042,12 @@ typedef struct tg_replica_config {
                                 (tg_repl_snapshot_publish()) when there is
                                 one; 0: always from the stream's first
                                 message */
-  uint32_t fetch_batch;      /* messages asked per fetch, at most 8 (8 MiB
-                                of 1 MiB messages, which must arrive
-                                within one fetch's wait); default 8 */
+  uint32_t fetch_batch;      /* messages per pull request; two requests
+                                are kept outstanding, so the server sends
+                                each message as soon as it stores it and
+                                at most 2 x fetch_batch messages (of up to
+                                1 MiB each) wait in memory; default 8,
+                                at most 256 */
   uint32_t lease_ttl_ms;     /* the TTL of the leader lease this replica
                                 holds once promoted (renewed every third
                                 of it), the bucket's max age when this
@@ -1146,6 +1155,11 @@ typedef struct tg_replica_status {
                                 it renewed it since open (or promotion) */
   char set_aside[512];       /* "" or, when this open bootstrapped again
                                 (rebootstrap), where the old content went */
+  uint64_t apply_cpu_ns;     /* the follower thread's CPU time in those
+                                checks and applies (apply_ns less the time
+                                other threads and processes had its core:
+                                records / apply_cpu_ns is the apply loop's
+                                own rate on a loaded machine) */
 } tg_replica_status;
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */

@@ -4,7 +4,8 @@
  * (tg__follow: reading a WAL stream from a sequence on, the leader lease).
  * Every libnats object is created and destroyed here; the rest of the
  * library sees only these handles. One connect, one stream lookup, one
- * header parser, one message builder and one fetch loop serve both.
+ * header parser and one message builder serve both; the follower pulls
+ * with its own outstanding requests (PULLING).
  *
  * Facts of libnats 3.4.1 and nats-server 2.9.10 this file relies on
  * (measured on this project's reference machine, issue 14):
@@ -326,6 +327,7 @@ static int pass_msg(natsMsg *m, uint64_t seq, tg__repl_msg_cb cb, void *arg) {
   rm.data = natsMsg_GetData(m);
   rm.len = (size_t)natsMsg_GetDataLength(m);
   rm.seq = seq;
+  rm.stored_ns = 0;
   rm.first_lsn = hdr_u64(m, "Tg-First-Lsn");
   rm.last_lsn = hdr_u64(m, "Tg-Last-Lsn");
   rm.epoch = hdr_u64(m, "Tg-Epoch");
@@ -455,27 +457,19 @@ static void unsubscribe(natsSubscription *sub) {
   natsSubscription_Destroy(sub);
 }
 
-/* The one fetch loop: up to batch messages, each passed to cb in order.
-   Returns the number passed (0 with *st set: the fetch failed), cb's
-   nonzero value, or TG_EIO with *no_meta set for a message without
-   JetStream metadata.
-   What libnats 3.4.1's natsSubscription_Fetch does, measured here: a
-   no-wait pull first, which returns at once with the messages the stream
-   holds past the consumer (any number from 1 to batch); only when there
-   is none, a pull that waits until `batch` messages came or timeout_ms
-   passed. So a caller that has caught up chooses its latency with
-   timeout_ms (the follower, replica.c). From 20 ms on, libnats asks the
-   server to end that pull 10 ms before it gives up itself; below, at the
-   same time. A fetch that gives up while the server still sends (a short
-   wait, or a batch too large to arrive within it) leaves messages coming
-   to the subscription, and libnats 3.4.1 then returned a later fetch with
-   more messages than its batch, written past the end of its array (ASan:
-   heap-buffer-overflow in test_replica, malloc aborts without it): the
-   follower keeps its wait and batches such that this does not happen
-   (replica.c, FETCHING), and the wait is never below FETCH_MIN_MS.
-   natsSubscription_FetchRequest is not used: its no-wait pull returned
-   before any reply came (measured), and test_replica runs whose follower
-   pulled single messages with it aborted in malloc as well. */
+/* The fetch loop of tg__repl_fetch (a reader of a whole stream, such as
+   the shipping tests'; the follower pulls as PULLING below says): up to
+   batch messages, each passed to cb in order. Returns the number passed
+   (0 with *st set: the fetch failed), cb's nonzero value, or TG_EIO with
+   *no_meta set for a message without JetStream metadata.
+   libnats 3.4.1's natsSubscription_Fetch first takes the messages already
+   queued, then sends a no-wait pull; when the stream holds none past the
+   consumer, a pull that waits until `batch` messages came or timeout_ms
+   passed (from 20 ms on, libnats asks the server to end it 10 ms sooner).
+   A fetch that gives up while the server still sends leaves messages
+   queued, and a later fetch that finds more than half its batch queued
+   overruns its array (PULLING): so the wait is never below FETCH_MIN_MS
+   and a caller asks for batches that arrive within its wait. */
 #define FETCH_MIN_MS 20
 static int fetch_msgs(natsSubscription *sub, int batch, int64_t timeout_ms, tg__repl_msg_cb cb,
                       void *arg, natsStatus *st, jsErrCode *jerr, int *no_meta) {
@@ -548,13 +542,53 @@ static natsStatus purge_below(jsCtx *js, const char *stream, uint64_t seq, jsErr
 
 /* ---- the replica's side (tg__follow) ------------------------------------ */
 
+/* PULLING (tg__follow_start, tg__follow_fetch). The follower does not use
+   natsSubscription_Fetch: in libnats 3.4.1 its loop ends when the count
+   collected equals req->Batch, which it has just lowered by the messages
+   it found already queued (_fetch: `req->Batch -= count`, then `while
+   (count != req->Batch)`, read in the library's machine code). A fetch
+   that starts with more than half its batch queued (left from an earlier
+   pull the client gave up on while the server still sent) never meets
+   that count: it stores every later message past the end of its array
+   until its timeout (the heap-buffer-overflow ASan saw in test_replica);
+   with fewer, it returns early and leaves the rest of its own pull to the
+   next fetch. And a fetch is a round trip after each batch: the server
+   idles while the follower applies, the follower while the server sends.
+   Instead, an ephemeral pull consumer (js_AddConsumer, AckNone) and an
+   inbox of the follower's own: PULL_AHEAD pull requests of `batch`
+   messages each are kept outstanding, so the server sends each message
+   as soon as it stores it (a waiting pull is served at once) while the
+   follower applies the ones before, and libnats's reader thread receives
+   them in parallel. A request ends when its messages came (counted: the
+   server serves requests in order), or with status 408 when it expired;
+   a new one is sent as soon as one ends. A start makes a new consumer
+   and a new inbox, so nothing of an earlier pull can arrive among the
+   new one's messages. Buffered at most: PULL_AHEAD x batch messages. A
+   request the server neither served nor expired within PULL_EXPIRES_MS +
+   PULL_GRACE_MS means it has lost the consumer: the fetch fails and the
+   follower starts again at its position. So does a reconnect seen while
+   no message comes: the server that answers now holds none of the
+   requests (a restarted one), and waiting for their expiry would stall
+   the follower for seconds. */
+#define PULL_AHEAD 2
+#define PULL_EXPIRES_MS 5000
+#define PULL_GRACE_MS 2000
+
 struct tg__follow {
   tg__repl r;            /* connection and JetStream context, no acks */
-  natsSubscription *sub; /* NULL until tg__follow_start() */
+  natsSubscription *sub; /* the pull inbox; NULL until tg__follow_start() */
   kvStore *kv;           /* NULL until the lease is first used */
   char stream[160];      /* TG_<name> */
   char subject[160];     /* tg.<name>.wal */
   char bucket[160];      /* TG_LEASE_<name> */
+  char consumer[64];     /* the ephemeral consumer's name ("" before start) */
+  char next_subj[256];   /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> */
+  char inbox[128];       /* where its messages come */
+  int batch;             /* messages per pull request */
+  int nreq;              /* outstanding requests, oldest first: */
+  int left[PULL_AHEAD];  /* messages each may still bring */
+  int64_t sent_ms[PULL_AHEAD]; /* when each was sent (nats_Now) */
+  uint64_t reconnects;   /* the connection's count at the start */
 };
 
 int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
@@ -610,40 +644,202 @@ int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
   return 0;
 }
 
-int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len) {
+/* Drop the pull inbox and the consumer: deleted when the server answers
+   within a second, else (lost with a restarted server, or unreachable
+   now) gone by its inactivity threshold; a close never waits longer. */
+static void pull_stop(tg__follow *f) {
+  if (f->sub) {
+    natsSubscription_Unsubscribe(f->sub);
+    natsSubscription_Destroy(f->sub);
+    f->sub = NULL;
+  }
+  if (f->consumer[0] && natsConnection_Status(f->r.nc) == NATS_CONN_STATUS_CONNECTED) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = 1000;
+    js_DeleteConsumer(f->r.js, f->stream, f->consumer, &o, NULL);
+  }
+  f->consumer[0] = 0;
+  f->nreq = 0;
+}
+
+/* Send one pull request: f->batch messages, expiring after
+   PULL_EXPIRES_MS (in ns on the wire). */
+static natsStatus pull_request(tg__follow *f) {
+  char body[96];
+  int n = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", f->batch,
+                   (long long)PULL_EXPIRES_MS * 1000000LL);
+  natsStatus st = natsConnection_PublishRequest(f->r.nc, f->next_subj, f->inbox, body, n);
+  if (st == NATS_OK) {
+    f->left[f->nreq] = f->batch;
+    f->sent_ms[f->nreq] = nats_Now();
+    f->nreq++;
+  }
+  return st;
+}
+
+/* The oldest request ended. */
+static void pull_pop(tg__follow *f) {
+  for (int i = 1; i < f->nreq; i++) {
+    f->left[i - 1] = f->left[i];
+    f->sent_ms[i - 1] = f->sent_ms[i];
+  }
+  if (f->nreq) f->nreq--;
+}
+
+/* How many times the connection reconnected so far. */
+static uint64_t reconnects_of(natsConnection *nc) {
+  natsStatistics *stats = NULL;
+  uint64_t n = 0;
+  if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+    natsStatistics_GetCounts(stats, NULL, NULL, NULL, NULL, &n);
+  natsStatistics_Destroy(stats);
+  return n;
+}
+
+int tg__follow_start(tg__follow *f, uint64_t seq, int batch, char *msg, size_t len) {
   jsErrCode jerr = 0;
-  unsubscribe(f->sub);
-  f->sub = NULL;
-  natsStatus st = pull_subscribe(f->r.js, &f->sub, f->stream, f->subject, seq ? seq : 1, &jerr);
+  jsConsumerInfo *ci = NULL;
+  natsInbox *inbox = NULL;
+  natsStatus st;
+  pull_stop(f);
+  f->batch = batch > 0 ? batch : 1;
+  f->reconnects = reconnects_of(f->r.nc);
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.DeliverPolicy = js_DeliverByStartSequence;
+  cc.OptStartSeq = seq ? seq : 1;
+  /* No acks: a reader's position is its own (a replica persists it with
+     its checkpoints), not the consumer's. */
+  cc.AckPolicy = js_AckNone;
+  cc.FilterSubject = f->subject;
+  cc.InactiveThreshold = 60LL * 1000 * 1000 * 1000; /* gone once its reader is */
+  st = js_AddConsumer(&ci, f->r.js, f->stream, &cc, NULL, &jerr);
+  if (st == NATS_OK && (!ci || !ci->Name ||
+                        (size_t)snprintf(f->consumer, sizeof f->consumer, "%s", ci->Name) >=
+                            sizeof f->consumer))
+    st = NATS_ERR;
+  if (st == NATS_OK &&
+      (size_t)snprintf(f->next_subj, sizeof f->next_subj, "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
+                       f->stream, f->consumer) >= sizeof f->next_subj)
+    st = NATS_ERR;
+  jsConsumerInfo_Destroy(ci);
+  if (st == NATS_OK) st = natsInbox_Create(&inbox);
+  if (st == NATS_OK) snprintf(f->inbox, sizeof f->inbox, "%s", (const char *)inbox);
+  natsInbox_Destroy(inbox);
+  if (st == NATS_OK) st = natsConnection_SubscribeSync(&f->sub, f->r.nc, f->inbox);
+  /* No pending limit: the requests bound what comes (PULL_AHEAD x batch
+     messages of up to 1 MiB), and libnats's default of 64 MiB would drop
+     messages as a slow consumer's, which the follower would see as a gap. */
+  if (st == NATS_OK) st = natsSubscription_SetPendingLimits(f->sub, -1, -1);
+  while (st == NATS_OK && f->nreq < PULL_AHEAD) st = pull_request(f);
   if (st != NATS_OK) {
     say_first(msg, len, "stream %s: cannot start a consumer at sequence %" PRIu64 ": %s (%d)",
               f->stream, seq, natsStatus_GetText(st), (int)jerr);
-    f->sub = NULL;
+    pull_stop(f);
     return from_status_follow(st);
   }
   return 0;
 }
 
+/* The stream sequence and the store time of a JetStream message, from
+   its reply subject: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.
+   <cseq>.<ns>.<pending> (and, from servers 2.9 with a domain on, two
+   more tokens after ACK and one at the end). 0, or -1: not one. */
+static int js_reply_meta(const char *reply, uint64_t *seq, int64_t *stored_ns) {
+  const char *tok[13];
+  int n = 0;
+  if (!reply || strncmp(reply, "$JS.ACK.", 8)) return -1;
+  for (const char *p = reply; n < 13;) {
+    tok[n++] = p;
+    p = strchr(p, '.');
+    if (!p) break;
+    p++;
+  }
+  int base = n == 9 ? 0 : n >= 11 ? 2 : -1; /* the index before <stream> is 1 + base */
+  if (base < 0) return -1;
+  *seq = strtoull(tok[5 + base], NULL, 10);
+  *stored_ns = strtoll(tok[7 + base], NULL, 10);
+  return *seq ? 0 : -1;
+}
+
 int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
                      char *msg, size_t len) {
-  jsErrCode jerr = 0;
-  natsStatus st;
-  int no_meta;
   if (!f->sub) return TG_EINVAL;
-  int rc = fetch_msgs(f->sub, batch, timeout_ms, cb, ctx, &st, &jerr, &no_meta);
-  if (st != NATS_OK) {
-    say_first(msg, len, "stream %s: fetch failed: %s (%d)", f->stream, natsStatus_GetText(st),
-              (int)jerr);
-    return from_status_follow(st);
+  int n = 0, rc = 0;
+  int64_t wait = timeout_ms > 0 ? timeout_ms : 1;
+  while (n < batch && !rc) {
+    natsMsg *m = NULL;
+    /* The first message may be waited for; the rest only taken while
+       queued (a wait of 0 returns at once). */
+    natsStatus st = natsSubscription_NextMsg(&m, f->sub, n ? 0 : wait);
+    if (st == NATS_TIMEOUT) {
+      if (n) break;
+      if (f->nreq && nats_Now() - f->sent_ms[0] > PULL_EXPIRES_MS + PULL_GRACE_MS) {
+        say_first(msg, len, "stream %s: the server neither served nor expired a pull within "
+                  "%d ms (it lost the consumer?)", f->stream, PULL_EXPIRES_MS + PULL_GRACE_MS);
+        return TG_EIO;
+      }
+      if (reconnects_of(f->r.nc) != f->reconnects) {
+        say_first(msg, len, "stream %s: reconnected to the server: pulling again", f->stream);
+        return TG_EIO;
+      }
+      break;
+    }
+    if (st != NATS_OK) {
+      /* NATS_NO_RESPONDERS: the consumer is gone. */
+      say_first(msg, len, "stream %s: pull failed: %s", f->stream, natsStatus_GetText(st));
+      return from_status_follow(st);
+    }
+    uint64_t seq = 0;
+    int64_t stored = 0;
+    if (js_reply_meta(natsMsg_GetReply(m), &seq, &stored) == 0) {
+      if (f->nreq && --f->left[0] == 0) pull_pop(f);
+      tg__repl_msg rm;
+      const char *id = NULL;
+      rm.data = natsMsg_GetData(m);
+      rm.len = (size_t)natsMsg_GetDataLength(m);
+      rm.seq = seq;
+      rm.stored_ns = stored;
+      rm.first_lsn = hdr_u64(m, "Tg-First-Lsn");
+      rm.last_lsn = hdr_u64(m, "Tg-Last-Lsn");
+      rm.epoch = hdr_u64(m, "Tg-Epoch");
+      rm.id = natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && id ? id : "";
+      rc = cb(ctx, &rm);
+      if (!rc) n++;
+    } else {
+      /* A status: 408 (the oldest request expired) ends it; 100 (idle
+         heartbeat) says nothing; any other (409: the consumer was
+         deleted, or refuses the request) ends this pull. */
+      const char *v = NULL;
+      if (natsMsgHeader_Get(m, "Status", &v) != NATS_OK || !v) v = "";
+      if (!strcmp(v, "408") || !strcmp(v, "404")) {
+        pull_pop(f);
+      } else if (strcmp(v, "100")) {
+        const char *d = NULL;
+        if (natsMsgHeader_Get(m, "Description", &d) != NATS_OK || !d) d = "";
+        say_first(msg, len, "stream %s: the server ended the pull: status '%s' %s", f->stream,
+                  v, d);
+        rc = TG_EIO;
+      }
+    }
+    natsMsg_Destroy(m);
+    /* Keep PULL_AHEAD requests outstanding. */
+    while (!rc && f->nreq < PULL_AHEAD) {
+      natsStatus ps = pull_request(f);
+      if (ps != NATS_OK) {
+        say_first(msg, len, "stream %s: cannot send a pull request: %s", f->stream,
+                  natsStatus_GetText(ps));
+        return from_status_follow(ps);
+      }
+    }
   }
-  if (no_meta)
-    say_first(msg, len, "stream %s: a delivered message has no JetStream metadata", f->stream);
-  return rc;
+  return rc ? rc : n;
 }
 
 void tg__follow_close(tg__follow *f) {
   if (!f) return;
-  unsubscribe(f->sub);
+  pull_stop(f);
   if (f->kv) kvStore_Destroy(f->kv);
   if (f->r.js) jsCtx_Destroy(f->r.js);
   if (f->r.nc) {

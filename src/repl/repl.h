@@ -100,6 +100,8 @@ typedef struct tg__repl_msg {
   const void *data;
   size_t len;
   uint64_t seq;       /* stream sequence */
+  int64_t stored_ns;  /* when the server stored it (its CLOCK_REALTIME, ns;
+                         0 when not known) */
   uint64_t first_lsn; /* headers, 0 when absent */
   uint64_t last_lsn;
   uint64_t epoch;
@@ -163,17 +165,18 @@ int tg__follow_open(tg__follow **out, const char *url, const char *name, char *m
 int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
                       size_t len);
 
-/* Start (or restart) delivery at stream sequence `seq`: an ephemeral pull
-   consumer, DeliverByStartSequence, no acks. The server silently starts
-   at the stream's first sequence when seq is below it: the caller checks
-   the first sequence delivered. */
-int tg__follow_start(tg__follow *f, uint64_t seq, char *msg, size_t len);
+/* Start (or restart) delivery at stream sequence `seq`: a new ephemeral
+   pull consumer (DeliverByStartSequence, no acks) and pull requests of
+   `batch` messages each kept outstanding (repl.c, PULLING), so at most a
+   few such batches are buffered. The server silently starts at the
+   stream's first sequence when seq is below it: the caller checks the
+   first sequence delivered. */
+int tg__follow_start(tg__follow *f, uint64_t seq, int batch, char *msg, size_t len);
 
-/* Fetch up to `batch` messages and hand each to cb in order: those the
-   stream holds past the consumer at once; when it holds none, wait up to
-   timeout_ms (at least 20, see repl.c) for a whole batch. Returns the
-   number handed over (0: none came in time), cb's nonzero value, or an
-   error with msg. */
+/* Hand to cb, in order, up to `batch` messages: the first waited for at
+   most timeout_ms, then those already received. Returns the number
+   handed over (0: none came in time), cb's nonzero value, or an error
+   with msg (the consumer is gone or unanswered: start again). */
 int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb cb, void *ctx,
                      char *msg, size_t len);
 

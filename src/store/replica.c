@@ -24,6 +24,19 @@
  * from a backup of a primary that saved none) it starts at the stream's
  * first message and relies on the LSN check alone.
  *
+ * LOCAL LOG. What the replica's own log must hold for that: a prefix of
+ * what it applied, nothing more. Whatever the log lost (a power loss), the
+ * restart fetches again from the checkpoint's position, which it does
+ * anyway. So until promoted the log runs at RELAXED (no fdatasync but at
+ * segment switches, checkpoints, tg_sync() and close; no pacing), and at
+ * the promotion everything applied is made durable before the log is
+ * reopened at the level the configuration asks. The log stays: it gives
+ * the promotion its records, a restart the state it applied without the
+ * stream, and tg-replay an ordinary directory. Each message's records go
+ * in with one claim of the ring, with the CRCs checked here
+ * (tg__wal_append_checked_nowait): the log writer writes them as they are
+ * instead of computing each again.
+ *
  * Promotion (tg_replica_promote(), or failover's watcher thread): the
  * leader lease (lease.c) is refused while another process holds it live,
  * unless forced; taken by compare-and-swap, it is renewed from then on by
@@ -88,6 +101,7 @@ struct tg__replica {
   uint64_t records;        /* mu */
   uint64_t max_bytes;      /* mu: the largest message applied */
   uint64_t apply_ns;       /* mu: time in on_message's check and apply */
+  uint64_t apply_cpu_ns;   /* mu: the follower thread's CPU time in it */
   int promoted;            /* mu */
   pthread_t thread;        /* open/close */
   int started;             /* open/close */
@@ -116,6 +130,7 @@ struct tg__replica {
                               position: the LSN check alone) */
   /* Scratch for the frames of one message, follower thread. */
   tg_wal_record *recs;
+  uint32_t *crcs;          /* recs[i]'s frame CRC, checked */
   size_t nrecs, caprecs;
 };
 
@@ -150,7 +165,8 @@ static int split_frames(struct tg__replica *rep, uint64_t seq, const unsigned ch
     if (n - off < TG__WAL_FRAME_HDR) goto bad_len;
     uint32_t flen = tg__ld32(b + off);
     if (flen < TG__WAL_FRAME_HDR || tg__align8(flen) > n - off) goto bad_len;
-    if (tg__ld32(b + off + 4) != tg__wal_frame_crc(b + off, flen)) {
+    uint32_t crc = tg__ld32(b + off + 4);
+    if (crc != tg__wal_frame_crc(b + off, flen)) {
       tg__say(msg, len, "stream message %" PRIu64 ": frame at offset %zu fails its CRC "
               "(damaged in transit or in the stream)", seq, off);
       return TG_ECORRUPT;
@@ -172,8 +188,12 @@ static int split_frames(struct tg__replica *rep, uint64_t seq, const unsigned ch
       tg_wal_record *r = realloc(rep->recs, nc * sizeof *r);
       if (!r) return TG_ENOMEM;
       rep->recs = r;
+      uint32_t *c = realloc(rep->crcs, nc * sizeof *c);
+      if (!c) return TG_ENOMEM;
+      rep->crcs = c;
       rep->caprecs = nc;
     }
+    rep->crcs[rep->nrecs] = crc;
     tg_wal_record *r = &rep->recs[rep->nrecs++];
     memset(r, 0, sizeof *r);
     r->lsn = lsn;
@@ -271,7 +291,8 @@ static int apply_message(tg_store *s, struct tg__replica *rep, uint64_t seq, uin
      after it make no difference to that: its log no longer replays. */
   uint64_t lsn = 0;
   if (i < rep->nrecs &&
-      (rc = tg__wal_append_many_nowait(s->wal, rep->recs + i, rep->nrecs - i, &lsn))) {
+      (rc = tg__wal_append_checked_nowait(s->wal, rep->recs + i, rep->crcs + i,
+                                          rep->nrecs - i, &lsn))) {
     tg__say(msg, len, "cannot log LSNs %" PRIu64 "..%" PRIu64 " in the replica's own WAL: %s",
             rep->recs[i].lsn, rep->recs[rep->nrecs - 1].lsn, tg_strerror(rc));
     goto out;
@@ -326,6 +347,14 @@ typedef struct fetch_ctx {
   char msg[256];
 } fetch_ctx;
 
+/* The calling thread's CPU time: one system call a message (of up to
+   13,107 records), for tg_replica_status.apply_cpu_ns. */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)) return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int on_message(void *arg, const tg__repl_msg *m) {
   fetch_ctx *c = arg;
   tg_store *s = c->s;
@@ -339,7 +368,7 @@ static int on_message(void *arg, const tg__repl_msg *m) {
             "position; bootstrap the replica again", rep->name, m->seq, rep->next_seq);
     goto fatal;
   }
-  uint64_t t0 = tg__now_ns();
+  uint64_t t0 = tg__now_ns(), c0 = thread_cpu_ns();
   if ((rc = split_frames(rep, m->seq, m->data, m->len, m->first_lsn, m->last_lsn, c->msg,
                          sizeof c->msg)))
     goto fatal;
@@ -352,6 +381,7 @@ static int on_message(void *arg, const tg__repl_msg *m) {
   rep->records += applied;
   if (m->len > rep->max_bytes) rep->max_bytes = m->len;
   rep->apply_ns += tg__now_ns() - t0;
+  rep->apply_cpu_ns += thread_cpu_ns() - c0;
   pthread_cond_broadcast(&rep->cv);
   pthread_mutex_unlock(&rep->mu);
   return 0;
@@ -383,45 +413,22 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
     uint64_t first = 0, last = 0;
     int rc = tg__follow_bounds(rep->f, &first, &last, msg, len);
     if (rc) return rc;
-    return tg__follow_start(rep->f, first ? first : 1, msg, len);
+    return tg__follow_start(rep->f, first ? first : 1, (int)rep->fetch_batch, msg, len);
   }
-  return tg__follow_start(rep->f, rep->next_seq, msg, len);
+  return tg__follow_start(rep->f, rep->next_seq, (int)rep->fetch_batch, msg, len);
 }
 
-/* FETCHING (repl.c, fetch_msgs). libnats's fetch returns at once with the
-   messages the stream holds past the consumer, up to the batch; when it
-   holds none, it waits until the WHOLE batch came or FOLLOW_WAIT_MS
-   passed. So a follower that has caught up asks for FOLLOW_CAUGHT_UP_BATCH
-   messages, to be back as soon as the next ones are there (with batches of
-   64 a message could wait for 63 more, or 200 ms), and for a whole batch
-   again after a fetch that filled one.
-   A fetch must also never give up while the server still sends what it
-   asked for: libnats 3.4.1 then returned a later fetch with more messages
-   than its batch, written past the end of its array (ASan:
-   heap-buffer-overflow in test_replica; malloc aborts without ASan), seen
-   with waits of 2 and 20 ms and batches of 64 messages of up to 1 MiB. So
-   the wait stays at 200 ms and a batch holds at most FOLLOW_BATCH_BYTES
-   of messages of the largest size a message may have: 8 of 1 MiB, which
-   this machine moves in 30-80 ms even while loaded (the size seen so far
-   would not do: a primary's messages grow from a few KiB to 1 MiB when it
-   writes faster). */
+/* FETCHING (repl.c, PULLING): the consumer keeps pull requests of
+   fetch_batch messages outstanding, so a message stored on the server is
+   sent at once and received while the follower applies the ones before.
+   A fetch hands over what came, waiting at most FOLLOW_WAIT_MS for the
+   first: that bounds how long a stop waits, not the latency. */
 #define FOLLOW_WAIT_MS 200u
-#define FOLLOW_CAUGHT_UP_BATCH 2u /* the smallest batch libnats gives an
-                                     expiry (a pull of 1 has none, and one
-                                     left by a timeout stays on the server) */
-#define FOLLOW_BATCH_BYTES (8u << 20)
-
-/* The batch for a follower that is behind. */
-static uint32_t full_batch(struct tg__replica *rep) {
-  uint32_t fit = FOLLOW_BATCH_BYTES / TG__REPL_MAX_MSG;
-  return fit < rep->fetch_batch ? fit : rep->fetch_batch;
-}
 
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
-  uint32_t batch = full_batch(rep);
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
     fetch_ctx c = {s, 0, ""};
@@ -432,12 +439,8 @@ static void *follower(void *arg) {
       }
       need_start = 0;
     }
-    int rc = tg__follow_fetch(rep->f, (int)batch, (int)FOLLOW_WAIT_MS, on_message, &c, c.msg,
-                              sizeof c.msg);
-    /* A fetch that filled its batch may have left more behind; one that
-       did not has caught up (FETCHING above). */
-    batch = rc >= (int)batch ? full_batch(rep) : FOLLOW_CAUGHT_UP_BATCH;
-    if (batch > rep->fetch_batch) batch = rep->fetch_batch;
+    int rc = tg__follow_fetch(rep->f, (int)rep->fetch_batch, (int)FOLLOW_WAIT_MS, on_message,
+                              &c, c.msg, sizeof c.msg);
     if (c.fatal) {
       set_error(rep, c.fatal, c.msg);
       break;
@@ -520,6 +523,7 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
   rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 8;
+  if (rep->fetch_batch > 256) rep->fetch_batch = 256; /* 512 MiB buffered at most */
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
   rep->force = cfg->promote_force;
   rep->failover = cfg->failover;
@@ -532,8 +536,14 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   sc.read_only = 0;
   sc.nats_url = NULL; /* a replica ships nothing: the stream is the primary's */
   sc.repl_name = NULL;
-  /* REPLICATED needs a shipper: a replica logs at STRICT until promoted. */
-  if (sc.wal.level == TG_REPLICATED) sc.wal.level = TG_STRICT;
+  /* Until promoted, the log is written at RELAXED whatever the level
+     asked (LOCAL LOG, top of this file): a restart resumes at the position
+     the last checkpoint saved, which the stream must hold at any level, so
+     what the level would make durable sooner is never needed. BALANCED's
+     pacing made the follower wait for its own log writer on every message
+     (a message brings up to 13,107 records, pacing allows ~2,000 queued).
+     The level asked applies from the promotion on (rep->writer). */
+  sc.wal.level = TG_RELAXED;
   rep->writer = cfg->store;
   rep->writer.read_only = 0;
   rep->writer.nats_url = rep->url;
@@ -698,6 +708,7 @@ void tg__replica_free(struct tg__replica *rep) {
   tg__follow_close(rep->f);
 #endif
   free(rep->recs);
+  free(rep->crcs);
   free(rep->url);
   free(rep->name);
   pthread_cond_destroy(&rep->cv);
@@ -793,6 +804,7 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
     out->records = rep->records;
     out->max_message_bytes = rep->max_bytes;
     out->apply_ns = rep->apply_ns;
+    out->apply_cpu_ns = rep->apply_cpu_ns;
     out->error = rep->err;
     snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
     snprintf(out->set_aside, sizeof out->set_aside, "%s", rep->set_aside);

@@ -329,6 +329,10 @@ _Static_assert(sizeof(slot) == SLOT_BYTES, "ring slot is two cache lines");
 _Static_assert(offsetof(slot, published) == 0 && offsetof(slot, spill_pos) == 8 &&
                    offsetof(slot, frame) == 16, "slot layout is docs/wal-format.md's");
 _Static_assert(SLOT_INLINE == 96, "inline payload documented as 96 bytes");
+/* spill_pos of an inline slot whose frame holds the CRC its appender
+   checked (tg__wal_append_checked_nowait): the writer copies it instead of
+   computing it again. Never a spill position (those stay below 2^63). */
+#define SLOT_CRC_GIVEN (1ull << 63)
 
 /* The ring file's header (RING FILE above): field offsets. */
 enum {
@@ -1131,7 +1135,11 @@ static uint64_t drain(tg_wal *w) {
       memcpy(d, s->frame, TG__WAL_FRAME_HDR);
       memcpy(d + TG__WAL_FRAME_HDR, slot_payload(w, s, len), len - TG__WAL_FRAME_HDR);
       memset(d + len, 0, flen - len);
-      tg__st32(d + 4, tg__wal_frame_crc(d, len));
+      /* A CRC given with the slot came with the header copied above. A
+         recovery computes it: it trusts no more of a dead process's slot
+         than its length, LSN and payload. */
+      if (s->spill_pos != SLOT_CRC_GIVEN || w->recovering)
+        tg__st32(d + 4, tg__wal_frame_crc(d, len));
       w->buf_len += flen;
       w->buf_last = w->next;
     }
@@ -1808,8 +1816,8 @@ int tg__wal_test_published(tg_wal *w, uint64_t lsn) {
   return atomic_load_explicit(&w->ring[lsn & w->mask].published, ACQ) == lsn;
 }
 
-int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
-                               uint64_t *first) {
+static int append_many(tg_wal *w, const tg_wal_record *recs, const uint32_t *crcs, size_t n,
+                       uint64_t *first) {
   *first = 0;
   if (!n) return 0;
   int f = atomic_load_explicit(&w->failed, RLX); /* as append_nowait's */
@@ -1847,8 +1855,11 @@ int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
       room = c + lim;
     }
     slot *sl = &w->ring[q & w->mask];
-    sl->spill_pos = 0;
+    /* A given CRC covers the LSN it was computed for: only for that one. */
+    int given = crcs && recs[k].lsn == q;
+    sl->spill_pos = given ? SLOT_CRC_GIVEN : 0;
     tg__st32(sl->frame, (uint32_t)(TG__WAL_FRAME_HDR + recs[k].len));
+    if (given) tg__st32(sl->frame + 4, crcs[k]);
     tg__st64(sl->frame + 8, q | (uint64_t)recs[k].type << 56);
     memcpy(sl->frame + TG__WAL_FRAME_HDR, recs[k].payload, recs[k].len);
     /* Release: as enqueue()'s. */
@@ -1858,6 +1869,16 @@ int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
   }
   *first = s;
   return w->level != TG_WAL_STRICT ? ack_order(w, s, s + n - 1) : 0;
+}
+
+int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
+                               uint64_t *first) {
+  return append_many(w, recs, NULL, n, first);
+}
+
+int tg__wal_append_checked_nowait(tg_wal *w, const tg_wal_record *recs, const uint32_t *crcs,
+                                  size_t n, uint64_t *first) {
+  return append_many(w, recs, crcs, n, first);
 }
 
 void tg__wal_strict_begin(tg_wal *w) {

@@ -126,6 +126,14 @@ int tg__wal_strict_end(tg_wal *w, uint64_t lsn);
    has failed, or a nonblocking one refused: TG_EAGAIN). */
 int tg__wal_append_many_nowait(tg_wal *w, const tg_wal_record *recs, size_t n,
                                uint64_t *first);
+/* tg__wal_append_many_nowait() of records whose frame CRCs the caller has
+   checked already (a replica, on the primary's frames): crcs[k] is the CRC
+   of recs[k]'s frame with LSN recs[k].lsn, and is written as it is when
+   recs[k] gets that LSN (else the writer computes it, as always), so each
+   frame's CRC is computed once on the replica. The ring slot carries it
+   (docs/wal-format.md, "The ring file"). */
+int tg__wal_append_checked_nowait(tg_wal *w, const tg_wal_record *recs, const uint32_t *crcs,
+                                  size_t n, uint64_t *first);
 
 /* A name in the directory open as dfd, for bytes of file `name` kept
    aside, that does not exist yet: NAME.broken, then NAME.broken.1, .2, ...
