@@ -1413,6 +1413,7 @@ static void *writer_main(void *arg) {
   tls_writer_of = w;
 #endif
   unsigned spins = 0;
+  long nap_ns = 1000; /* the next sleep waiting for a slot being filled */
   while (!atomic_load_explicit(&w->failed, RLX)) {
     uint64_t t0 = !w->pace_budget_ns ? 0 : w->pace_t ? w->pace_t : tg__now_ns();
     uint64_t n = drain(w);
@@ -1430,17 +1431,30 @@ static void *writer_main(void *arg) {
     }
     if (n) {
       spins = 0;
+      nap_ns = 1000;
       continue;
     }
 
     if (atomic_load_explicit(&w->head, ACQ) != w->next) {
-      /* Claimed but not yet published: the appender is mid-copy (or was
-         preempted on this 2-core machine: then yield to it). */
-      if (++spins < 64) tg__cpu_relax();
-      else sched_yield();
+      /* Claimed but not yet published: the appender is mid-copy, or was
+         preempted, or waits in pace_wait() (it claims before it paces).
+         Spin briefly, then sleep 1-100 us, doubling, as ack_order_slow()
+         does: a sched_yield() loop here starved this thread itself, since
+         each yield pushes a thread's deadline a slice later (EEVDF): with
+         other processes runnable, the writer got the CPU back after up to
+         120 ms, while a paced appender waited for it (perf sched, during
+         tg-bench concurrent's checkpoint phase at load 6). */
+      if (++spins < 64) {
+        tg__cpu_relax();
+      } else {
+        struct timespec ts = {0, nap_ns};
+        nanosleep(&ts, NULL);
+        if (nap_ns < 100000) nap_ns *= 2;
+      }
       continue;
     }
     spins = 0;
+    nap_ns = 1000;
     /* Drained and nothing due to sync (sync_due syncs at close): done. The
        head read above may predate appends that returned before
        tg_wal_close: the acquire load of `closing` makes them visible, so
