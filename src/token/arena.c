@@ -132,14 +132,7 @@ int tg__arena_map_cover(tg__arena *a, uint32_t id) {
   if (!*reg) {
     /* The spare region first (tg__arena_prefault()), then a mapping of
        its own; a taken spare asks for the next as a taken chunk does. */
-    unsigned char *r = NULL;
-    if (a->spare_wake) {
-      r = __atomic_exchange_n(&a->map_spare, NULL, __ATOMIC_ACQUIRE);
-      if (r) {
-        __atomic_fetch_add(a->spare_wake, 1, __ATOMIC_RELEASE);
-        syscall(SYS_futex, a->spare_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-      }
-    }
+    unsigned char *r = a->spare_wake ? tg__spare_take(&a->map_spare, a->spare_wake) : NULL;
     if (!r && !(r = default_map(TG__MAP_REGION_BYTES))) return TG_ENOMEM;
     *reg = r;
   }
@@ -250,17 +243,21 @@ int tg__arena_prefault(tg__arena *a) {
   return 0;
 }
 
+unsigned char *tg__spare_take(unsigned char **spare, int *wake) {
+  unsigned char *r = __atomic_exchange_n(spare, NULL, __ATOMIC_ACQUIRE);
+  /* Ask for the next one now (once per chunk or region taken): release,
+     so the prefaulter that sees the bump sees the spare taken. */
+  __atomic_fetch_add(wake, 1, __ATOMIC_RELEASE);
+  syscall(SYS_futex, wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  return r;
+}
+
 int tg__arena_grow(tg__arena *a) {
   if (a->nchunks >= TG__MAX_CHUNKS) return TG_EQUOTA;
   unsigned char *p = NULL;
   /* Not while the seam limits chunks: those tests count every chunk. */
-  if (a->spare_wake && __atomic_load_n(&map_budget, __ATOMIC_RELAXED) < 0) {
-    p = __atomic_exchange_n(&a->spare, NULL, __ATOMIC_ACQUIRE);
-    /* Ask for the next one now: a relaxed bump and a wake-up (once per
-       32,768 slots). */
-    __atomic_fetch_add(a->spare_wake, 1, __ATOMIC_RELEASE);
-    syscall(SYS_futex, a->spare_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-  }
+  if (a->spare_wake && __atomic_load_n(&map_budget, __ATOMIC_RELAXED) < 0)
+    p = tg__spare_take(&a->spare, a->spare_wake);
   if (!p) p = map_chunk(TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   /* Relaxed: readers reach this entry to copy a slot only through a map

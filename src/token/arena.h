@@ -163,6 +163,12 @@ int tg__arena_init(tg__arena *a, uint32_t id_off);
 /* Unmap every chunk. Safe on a zeroed or failed arena. */
 void tg__arena_free(tg__arena *a);
 
+/* Take the region a prefaulter left in *spare (NULL when none is ready)
+   and ask it for the next: a bump of the futex word *wake and a wake-up.
+   Acquire: the taker sees the region mapped and faulted (the maker's
+   compare-and-exchange is a release). Any thread, no lock. */
+unsigned char *tg__spare_take(unsigned char **spare, int *wake);
+
 /* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots.
    Takes the spare chunk when one is ready (no fault on this thread), then
    wakes whoever makes spares (a_spare_wake). */

@@ -2,10 +2,7 @@
 #include "token/graph.h"
 
 #include <assert.h>
-#include <linux/futex.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "tokengraph/errors.h"
 
@@ -58,14 +55,7 @@ static int reserve_one(tg__graph *g, uint32_t token_id) {
   uint32_t c = tg__graph_token_chunk(g, token_id);
   if (g->adj[c]) return 0;
   if (!g->adj_cur || g->adj_used == TG__ADJ_PER_REGION) {
-    unsigned char *r = NULL;
-    if (g->adj_wake) {
-      r = __atomic_exchange_n(&g->adj_spare, NULL, __ATOMIC_ACQUIRE);
-      if (r) {
-        __atomic_fetch_add(g->adj_wake, 1, __ATOMIC_RELEASE);
-        syscall(SYS_futex, g->adj_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-      }
-    }
+    unsigned char *r = g->adj_wake ? tg__spare_take(&g->adj_spare, g->adj_wake) : NULL;
     if (!r && !(r = tg__map_fresh(TG__ADJ_REGION_BYTES))) return TG_ENOMEM;
     g->adj_cur = r;
     g->adj_used = 0;
