@@ -1614,15 +1614,19 @@ static int wait_local(tg_wal *w, uint64_t lsn) {
   return rc;
 }
 
+/* Ask the sync thread for an fdatasync up to lsn now, rather than after
+   the linger and the sync interval, and a lingering writer for the write
+   it needs first. Not at STRICT, whose writer syncs every batch. */
+static void ask_sync(tg_wal *w, uint64_t lsn) {
+  if (w->level == TG_WAL_STRICT) return;
+  request_sync(w, lsn);
+  sync_kick(w);
+  if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
+}
+
 static int wait_durable(tg_wal *w, uint64_t lsn) {
   if (caller_durable(w) >= lsn) return 0;
-  if (w->level != TG_WAL_STRICT) {
-    /* Ask the sync thread for an fdatasync, and a lingering writer for the
-       write it needs first (STRICT writers sync every batch). */
-    request_sync(w, lsn);
-    sync_kick(w);
-    if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
-  }
+  ask_sync(w, lsn);
   return wait_durable_cv(w, lsn);
 }
 
@@ -1977,11 +1981,9 @@ int tg__wal_wait_replicated(tg_wal *w, uint64_t lsn, uint64_t deadline_ns) {
      writer syncs every batch by itself. Also when only looking (deadline
      0): at RELAXED nothing else would ever fdatasync it, and a caller
      polling would never see it replicated. */
-  if (w->level != TG_WAL_STRICT && atomic_load_explicit(&w->durable, ACQ) < lsn) {
-    request_sync(w, lsn);
-    sync_kick(w);
-  }
-  if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
+  if (w->level != TG_WAL_STRICT && atomic_load_explicit(&w->durable, ACQ) < lsn)
+    ask_sync(w, lsn);
+  else if (atomic_load_explicit(&w->sleeping, SEQ)) wake_writer(w); /* SLEEP/SYNC */
   if (deadline_ns == 0) return -ETIMEDOUT;
   struct timespec ts = {(time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u)};
   int rc = 0;
