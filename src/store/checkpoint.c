@@ -112,12 +112,10 @@ static int from_mdb(int rc) {
 /* ---- pacing -----------------------------------------------------------------
  * A checkpoint is background work on cores the application is using: on
  * 2 cores with a writer and a reader running, its CPU time (a first
- * checkpoint of 2 M tokens: about 0.1 s to capture, 0.3 s to write LMDB)
- * came out of theirs, and the scheduler took it in whole slices (up to a
- * tick, 4 ms here), during which a writer or reader stood still, and so
- * did the WAL's writer thread that a BALANCED writer's pacing waits for
- * (perf sched: the writer's longest gaps during a checkpoint were
- * run-queue waits and pacing waits, no lock). So:
+ * checkpoint of 2 M tokens: about 0.1 s to capture, 0.5-1.3 s to write
+ * LMDB, faulting the file's pages in through the map) comes out of
+ * theirs. Whoever waits while it runs stands still, and so does the WAL's
+ * writer thread that a BALANCED writer's pacing waits for. So:
  *  - the LMDB write, most of the CPU time and no lock a writer needs, runs
  *    on a thread of its own, CKPT_NICE above the caller's nice, so that it
  *    takes a smaller share of contended cores (a thread's nice cannot be
@@ -125,20 +123,48 @@ static int from_mdb(int rc) {
  *    as it is); the capture stays on the caller's thread at its priority,
  *    because its store lock holds must not wait for a low-priority thread
  *    the scheduler preempted;
- *  - both yield the CPU (sched_yield) after every PACE_BURST_NS of CPU
- *    time, at a point where they hold no lock: a thread of the
- *    application waiting for that core runs after at most that long, not
- *    after a whole slice; with nobody waiting, the yield returns at once
- *    and costs a system call. This is a worker giving way between bursts,
- *    not a waiter spinning on sched_yield (store.c, LOCKING).
+ *  - REST: both work in bursts of at most PACE_BURST_NS of CPU time and,
+ *    when the cores are contended (more runnable threads than online
+ *    CPUs, /proc/loadavg), sleep PACE_REST_NS after each, at a point
+ *    where they hold no lock. A thread the checkpoint displaced gets its
+ *    core back after one burst. They used to sched_yield() there instead,
+ *    and that did not give way: perf sched during tg-bench concurrent's
+ *    stall phase showed the nice-10 LMDB thread running 35-65 ms at a
+ *    stretch, a hundred yields in each, while the application's writer
+ *    waited on that core's run queue for 44-51 ms (under EEVDF a yield
+ *    only moves the yielder's own deadline; who runs next is still
+ *    decided by eligibility, and a thread that has been running is often
+ *    not eligible). A sleeping thread cannot be picked. On idle cores it
+ *    does not rest, so a checkpoint there is as fast as before; on busy
+ *    ones it takes longer, but it always progresses (at least one burst
+ *    per PACE_REST_NS plus the scheduler's wait), so tg_checkpoint() and
+ *    close still end: unlike SCHED_IDLE, tried and dropped, which gave
+ *    the checkpoint only the time nobody else wanted, none on cores the
+ *    application keeps busy.
+ *  - WRITEBACK: the LMDB write dirties the file through its map (a first
+ *    checkpoint of 2 M tokens, about 250 MB), and the commit's msync used
+ *    to hand the disk all of it at once, so the WAL's fdatasyncs queued
+ *    behind it. Every PACE_WB_RECORDS records the write waits for the
+ *    writeback it started last and starts the next (tg__writeback_step()):
+ *    at most one step of the file is in the disk's queue, and the commit
+ *    finds little left to flush. Its CPU time (submitting the pages) falls
+ *    in the bursts too.
  */
 #define CKPT_NICE 10
 #define PACE_BURST_NS 500000ull /* 0.5 ms */
+#define PACE_REST_NS 500000L    /* 0.5 ms */
 #define PACE_EVERY 256u         /* records between two looks at the clock */
+/* Records between two writeback steps of the LMDB file (WRITEBACK, above):
+   about 1.5 MiB of pages at ~90 bytes a record. */
+#define PACE_WB_RECORDS 16384u
 
 typedef struct ckpt_pace {
   uint64_t cpu0; /* the thread's CPU time when the burst began */
   uint32_t n;    /* records since the last look */
+  uint32_t wb;   /* records since the last writeback step */
+  int fd;        /* the LMDB file to write back in steps, or -1 */
+  int load_fd;   /* /proc/loadavg, or -1: then always rest */
+  int err;       /* the first failed writeback step (-errno), or 0 */
 } ckpt_pace;
 
 static uint64_t thread_cpu_ns(void) {
@@ -147,18 +173,72 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void pace_init(ckpt_pace *p) {
+/* fd: the file to write back in steps, or -1. */
+static void pace_init(ckpt_pace *p, int fd) {
   p->cpu0 = thread_cpu_ns();
-  p->n = 0;
+  p->n = p->wb = 0;
+  p->fd = fd;
+  p->err = 0;
+  /* Not the store's data: a read of the kernel's counters, outside the
+     I/O seam like every read. */
+  p->load_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 }
+
+static void pace_done(ckpt_pace *p) {
+  if (p->load_fd >= 0) close(p->load_fd);
+  p->load_fd = -1;
+}
+
+/* Whether some thread waits for a core right now: more runnable threads
+   (this one included) than online CPUs, from /proc/loadavg's fourth
+   field ("R/T"). Unknown: yes, so that the checkpoint rests. */
+static int cores_contended(ckpt_pace *p) {
+  static _Atomic long ncpu; /* relaxed: any thread's answer is the same */
+  long n = atomic_load_explicit(&ncpu, memory_order_relaxed);
+  if (!n) {
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    atomic_store_explicit(&ncpu, n, memory_order_relaxed);
+  }
+  char b[128];
+  ssize_t r = p->load_fd >= 0 ? pread(p->load_fd, b, sizeof b - 1, 0) : -1;
+  if (r <= 0) return 1;
+  b[r] = 0;
+  const char *q = b;
+  for (int f = 0; f < 3 && q; f++) { /* skip the three averages */
+    q = strchr(q, ' ');
+    if (q) q++;
+  }
+  if (!q) return 1;
+  long running = strtol(q, NULL, 10);
+  return running > n;
+}
+
+_Atomic uint64_t tg__ckpt_rests;
 
 /* At a point where the thread holds no lock another thread waits for. */
 static void pace_now(ckpt_pace *p) {
+  p->wb += p->n;
   p->n = 0;
+  if (p->fd >= 0 && p->wb >= PACE_WB_RECORDS) {
+    p->wb = 0;
+    /* A failed step may have consumed the file's writeback error, which
+       the commit's own flush would then not see: it fails the checkpoint
+       (snapshot_write). A file system without sync_file_range only loses
+       the spreading. */
+    int rc = tg__writeback_step(p->fd, 0, 0);
+    if (rc && !p->err && rc != -EINVAL && rc != -ENOSYS && rc != -ESPIPE &&
+        rc != -EOPNOTSUPP)
+      p->err = rc;
+  }
   uint64_t now = thread_cpu_ns();
   if (now - p->cpu0 < PACE_BURST_NS) return;
-  sched_yield();
-  p->cpu0 = now;
+  if (cores_contended(p)) {
+    struct timespec ts = {0, PACE_REST_NS};
+    nanosleep(&ts, NULL);
+    atomic_fetch_add_explicit(&tg__ckpt_rests, 1, memory_order_relaxed);
+  }
+  p->cpu0 = thread_cpu_ns();
 }
 
 static inline void pace_record(ckpt_pace *p) {
@@ -808,15 +888,20 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   MDB_val lk = {3, (void *)"lsn"};
   int mrc = 0, rc;
   ckpt_pace pace;
-  pace_init(&pace);
+  int fd = -1;
   if ((rc = grow_map(s, cap->nrec[0] + cap->nrec[1]))) return rc;
+  if (mdb_env_get_fd(s->env, &fd)) fd = -1;
+  pace_init(&pace, fd);
   /* A read-only process killed while it loaded the checkpoint leaves its
      slot in the reader table, and LMDB would keep every page freed since
      that snapshot forever: clear slots whose process is gone (readonly.c
      takes slots; the check is a scan of the table). */
   int dead = 0;
   mdb_reader_check(s->env, &dead);
-  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) return from_mdb(mrc);
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) {
+    pace_done(&pace);
+    return from_mdb(mrc);
+  }
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
   if (cap->full &&
@@ -839,6 +924,14 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   if (mrc || (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) ||
       (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
     goto fail;
+  if (pace.err) {
+    /* The step's error may be the only report of a page the disk lost
+       (pace_now): no commit is built on it, as after a failed commit. */
+    mdb_txn_abort(txn);
+    pace_done(&pace);
+    s->ckpt_failed = pace.err == -ENOSPC ? TG_ENOSPC : TG_EIO;
+    return s->ckpt_failed;
+  }
   uint32_t id_flags = (cap->tokens_wrapped ? CKPT_TOKENS_WRAPPED : 0) |
                       (cap->conns_wrapped ? CKPT_CONNS_WRAPPED : 0);
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
@@ -853,12 +946,14 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
       ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
     goto fail;
+  pace_done(&pace);
   if ((rc = commit_durable(s, txn))) return rc;
   s->ckpt_repl_seq = repl_seq;
   s->ckpt_repl_epoch = repl_epoch;
   return 0;
 fail:
   mdb_txn_abort(txn);
+  pace_done(&pace);
   return from_mdb(mrc);
 }
 
@@ -918,7 +1013,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
   tg__store_unlock(s);
   if (rc) return rc;
   ckpt_pace pace;
-  pace_init(&pace);
+  pace_init(&pace, -1);
   do {
     pace_now(&pace); /* between two holds: no lock held */
     /* The unit's slots are read here, without the lock: the hold below
@@ -930,6 +1025,7 @@ static int checkpoint_body(tg_store *s, tg__capture *cap, uint32_t *removed) {
     if (rc == 0) tg__capture_end(&s->g, cap);
     tg__store_unlock(s);
   } while (rc == 1);
+  pace_done(&pace);
   if (rc) {
     /* Voided: its marks are back for the next try, but not the token
        deletes it took (giving the list back could need memory this path
