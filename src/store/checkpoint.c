@@ -44,9 +44,12 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -869,6 +872,57 @@ static int grow_map(tg_store *s, uint64_t records) {
   return reserve(s);
 }
 
+/*
+ * FAULTS. With MDB_WRITEMAP, LMDB writes a new page by storing into the
+ * map, and the first store into each page of the (fallocated, unwritten)
+ * file faults it in. The kernel serves a fault on a file map through its
+ * readahead: one fault allocated and zero-filled a whole readahead window
+ * of fresh page cache, and on this VM, where the host backs fresh memory
+ * on first write at 0.2-0.6 GB/s, one such fault took up to 67-95 ms (a
+ * probe touching 256 MB of a fallocated file through a shared map, a
+ * store per 4 KiB page). A fault is one stretch on the core, which the
+ * thread's bursts (pacing above) cannot cut: perf sched showed the LMDB
+ * thread on a core for 34 ms ending in a fault in mdb_cursor_put. With
+ * MADV_RANDOM each fault brings one page: the same probe's longest touch
+ * fell to 8-12 ms under load, and its total from 0.9-1.1 s to 0.6 s. So
+ * the writer's map is advised MADV_RANDOM for the write and MADV_NORMAL
+ * again after it (a backup reads the file through the map). The map's
+ * address is not in LMDB's API: it is the writable shared mapping of
+ * data.mdb's inode at offset 0 in /proc/self/maps (a read-only handle in
+ * the same process maps the file read-only). Not found: no advice, which
+ * only costs the longer faults.
+ */
+typedef struct ckpt_map {
+  void *addr;
+  size_t len;
+} ckpt_map;
+
+static ckpt_map writer_map(int fd) {
+  ckpt_map m = {NULL, 0};
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st)) return m;
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!f) return m;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi, ino;
+    unsigned long long off;
+    unsigned dmaj, dmin;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s %llx %x:%x %lu", &lo, &hi, perms, &off, &dmaj, &dmin,
+               &ino) != 7)
+      continue;
+    if (ino == (unsigned long)st.st_ino && off == 0 && perms[0] == 'r' && perms[1] == 'w' &&
+        perms[3] == 's' && makedev(dmaj, dmin) == st.st_dev) {
+      m.addr = (void *)lo;
+      m.len = hi - lo;
+      break;
+    }
+  }
+  fclose(f);
+  return m;
+}
+
 static int del_ids(MDB_txn *txn, MDB_dbi dbi, const uint32_t *ids, size_t n,
                    ckpt_pace *pace) {
   for (size_t i = 0; i < n; i++) {
@@ -892,16 +946,16 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   if ((rc = grow_map(s, cap->nrec[0] + cap->nrec[1]))) return rc;
   if (mdb_env_get_fd(s->env, &fd)) fd = -1;
   pace_init(&pace, fd);
+  /* After grow_map(), which may have moved the map (FAULTS, above). */
+  ckpt_map map = writer_map(fd);
+  if (map.addr) (void)madvise(map.addr, map.len, MADV_RANDOM);
   /* A read-only process killed while it loaded the checkpoint leaves its
      slot in the reader table, and LMDB would keep every page freed since
      that snapshot forever: clear slots whose process is gone (readonly.c
      takes slots; the check is a scan of the table). */
   int dead = 0;
   mdb_reader_check(s->env, &dead);
-  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) {
-    pace_done(&pace);
-    return from_mdb(mrc);
-  }
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto fail;
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
   if (cap->full &&
@@ -927,10 +981,8 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   if (pace.err) {
     /* The step's error may be the only report of a page the disk lost
        (pace_now): no commit is built on it, as after a failed commit. */
-    mdb_txn_abort(txn);
-    pace_done(&pace);
-    s->ckpt_failed = pace.err == -ENOSPC ? TG_ENOSPC : TG_EIO;
-    return s->ckpt_failed;
+    rc = s->ckpt_failed = pace.err == -ENOSPC ? TG_ENOSPC : TG_EIO;
+    goto cleanup;
   }
   uint32_t id_flags = (cap->tokens_wrapped ? CKPT_TOKENS_WRAPPED : 0) |
                       (cap->conns_wrapped ? CKPT_CONNS_WRAPPED : 0);
@@ -946,15 +998,20 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
       ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
     goto fail;
-  pace_done(&pace);
-  if ((rc = commit_durable(s, txn))) return rc;
-  s->ckpt_repl_seq = repl_seq;
-  s->ckpt_repl_epoch = repl_epoch;
-  return 0;
+  rc = commit_durable(s, txn);
+  txn = NULL;
+  if (!rc) {
+    s->ckpt_repl_seq = repl_seq;
+    s->ckpt_repl_epoch = repl_epoch;
+  }
+  goto cleanup;
 fail:
-  mdb_txn_abort(txn);
+  rc = from_mdb(mrc);
+cleanup:
+  if (txn) mdb_txn_abort(txn);
+  if (map.addr) (void)madvise(map.addr, map.len, MADV_NORMAL);
   pace_done(&pace);
-  return from_mdb(mrc);
+  return rc;
 }
 
 /* snapshot_write on a thread of its own at nice CKPT_NICE (pacing, above);
