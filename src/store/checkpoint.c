@@ -955,14 +955,19 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
      takes slots; the check is a scan of the table). */
   int dead = 0;
   mdb_reader_check(s->env, &dead);
-  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto fail;
+  if ((mrc = mdb_txn_begin(s->env, NULL, 0, &txn))) goto cleanup;
   /* A full rewrite replaces the databases in the same transaction: a crash
      leaves the old checkpoint or the new one. */
   if (cap->full &&
       ((mrc = mdb_drop(txn, s->dbi_tokens, 0)) || (mrc = mdb_drop(txn, s->dbi_conns, 0)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, "format", TG__CKPT_FORMAT)) ||
        ((mrc = mdb_del(txn, s->dbi_meta, &lk, NULL)) && mrc != MDB_NOTFOUND)))
-    goto fail;
+    goto cleanup;
+  /* Format 2 has no "lsn" key: a whole rewrite of it (after a failed
+     checkpoint that took token deletes) found none to delete, which is
+     no error. It used to skip the writes below and fail the checkpoint
+     with TG_EIO (test_checkpoint). */
+  if (mrc == MDB_NOTFOUND) mrc = 0;
   /* Units in order: connections in ascending ids, tokens in slot order. */
   for (int kind = 0; kind < 2 && !mrc; kind++) {
     MDB_dbi dbi = kind ? s->dbi_conns : s->dbi_tokens;
@@ -977,7 +982,7 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   }
   if (mrc || (mrc = mdb_stat(txn, s->dbi_tokens, &ts)) ||
       (mrc = mdb_stat(txn, s->dbi_conns, &cs)))
-    goto fail;
+    goto cleanup;
   if (pace.err) {
     /* The step's error may be the only report of a page the disk lost
        (pace_now): no commit is built on it, as after a failed commit. */
@@ -988,7 +993,7 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
                       (cap->conns_wrapped ? CKPT_CONNS_WRAPPED : 0);
   ckpt_state st = {TG__CKPT_FORMAT, lsn, ts.ms_entries, cs.ms_entries, cap->tokens_hw,
                    cap->conns_hw, id_flags};
-  if ((mrc = state_put(txn, s->dbi_meta, &st))) goto fail;
+  if ((mrc = state_put(txn, s->dbi_meta, &st))) goto cleanup;
   /* Replication: where the stream stands at this LSN, so that a replica
      bootstrapped from this checkpoint knows where to follow from, and a
      replica resumes where it was: a primary asks its shipper (ship.c), a
@@ -997,17 +1002,15 @@ static int snapshot_write(tg_store *s, const tg__capture *cap, uint64_t lsn,
   if ((s->ship || repl_seq || repl_epoch) &&
       ((mrc = meta_put_u64(txn, s->dbi_meta, REPL_SEQ_KEY, repl_seq)) ||
        (mrc = meta_put_u64(txn, s->dbi_meta, REPL_EPOCH_KEY, repl_epoch))))
-    goto fail;
+    goto cleanup;
   rc = commit_durable(s, txn);
   txn = NULL;
   if (!rc) {
     s->ckpt_repl_seq = repl_seq;
     s->ckpt_repl_epoch = repl_epoch;
   }
-  goto cleanup;
-fail:
-  rc = from_mdb(mrc);
 cleanup:
+  if (mrc) rc = from_mdb(mrc); /* LMDB's own code */
   if (txn) mdb_txn_abort(txn);
   if (map.addr) (void)madvise(map.addr, map.len, MADV_NORMAL);
   pace_done(&pace);
