@@ -954,8 +954,15 @@ static void flush_buf(tg_wal *w) {
   }
   /* Let the disk work while we fill the next batch, instead of all at the
      next fdatasync (measured: RELAXED 5M records, see the commit). An
-     error here is ignored: the fdatasync that follows reports real ones. */
-  if (w->level != TG_WAL_STRICT)
+     error here is ignored: the fdatasync that follows reports real ones.
+     Not when a caller waits for a sync (tg_wal_sync, tg_wait_replicated):
+     the sync thread's fdatasync of this batch starts right after this
+     write, so the hint only cost a system call and a second disk
+     notification (a VM exit here) per batch: with 8 threads waiting on
+     groups it took more of this process's CPU than the fdatasyncs
+     themselves (perf, tg-bench replicate). Acquire: as sync_note_written's. */
+  if (w->level != TG_WAL_STRICT &&
+      atomic_load_explicit(&w->sync_req, ACQ) <= atomic_load_explicit(&w->durable, ACQ))
     (void)tg__start_writeback(w->fd, (off_t)w->seg_off, (off_t)w->buf_len);
   w->seg_off += w->buf_len;
   stat_add(&w->st_bytes, w->buf_len);
