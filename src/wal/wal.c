@@ -240,8 +240,9 @@
  * `spill_consumed` under it, and whoever changes them broadcasts under
  * it) and the list of tg__wal_wait_replicated callers asleep (rwaiters:
  * each on a condition variable of its own, signalled under mu by whoever
- * moves `durable`, `acked` or `failed` past it); `seg_mu` guards the segment list (the writer's switch against
- * tg_wal_remove_upto, which also unlinks under it); `spill_mu` orders the
+ * moves `durable`, `acked` or `failed` past it); `seg_mu` guards the
+ * segment list (the writer's switch against tg_wal_remove_upto, which
+ * also unlinks under it); `spill_mu` orders the
  * spill region's allocation with the LSN claim of a spilled record;
  * `sync_mu` guards the sync_* fields shared by the writer and the sync
  * thread. Lock order: sync_mu before seg_mu and mu (the writer's switch
@@ -958,7 +959,7 @@ static void flush_buf(tg_wal *w) {
      Not when a caller waits for a sync (tg_wal_sync, tg_wait_replicated):
      the sync thread's fdatasync of this batch starts right after this
      write, so the hint only cost a system call and a second disk
-     notification (a VM exit here) per batch: with 8 threads waiting on
+     notification (a VM exit on the reference VM) per batch: with 8 threads waiting on
      groups it took more of this process's CPU than the fdatasyncs
      themselves (perf, tg-bench replicate). Acquire: as sync_note_written's. */
   if (w->level != TG_WAL_STRICT &&
