@@ -183,6 +183,11 @@ int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb c
 /* Close; accepts NULL. */
 void tg__follow_close(tg__follow *f);
 
+/* Tests only: pull requests sent from now on expire after expires_ms, and
+   one neither served nor expired grace_ms later is taken as lost (repl.c,
+   PULLING); 0, 0 restores the defaults (5,000 and 2,000 ms). Any thread. */
+void tg__follow_set_pull_timing(uint32_t expires_ms, uint32_t grace_ms);
+
 typedef struct tg__lease {
   uint64_t epoch;    /* the epoch in the value (0: no lease yet) */
   uint64_t lsn;      /* the LSN in the value */
