@@ -1593,6 +1593,8 @@ typedef struct tproxy {
   int frozen;            /* mu */
   int cut;               /* mu: close every connection, then 0 */
   int stop;              /* mu */
+  unsigned gen;          /* mu: commands given */
+  unsigned seen;         /* mu: commands the relay thread has taken up */
   unsigned cuts;         /* mu: cuts done */
   unsigned accepted;     /* mu: connections accepted */
 } tproxy;
@@ -1625,10 +1627,11 @@ static int proxy_send_all(int fd, const char *b, size_t n) {
 static void *proxy_main(void *arg) {
   tproxy *x = arg;
   int c[PROXY_PAIRS], u[PROXY_PAIRS], n = 0;
-  static char buf[1 << 16]; /* the one relay thread's */
+  char buf[1 << 16];
   for (;;) {
     pthread_mutex_lock(&x->mu);
     int stop = x->stop, frozen = x->frozen, cut = x->cut;
+    unsigned gen = x->gen;
     x->cut = 0;
     pthread_mutex_unlock(&x->mu);
     if (cut || stop) {
@@ -1637,10 +1640,12 @@ static void *proxy_main(void *arg) {
         close(u[i]);
       }
       n = 0;
-      pthread_mutex_lock(&x->mu);
-      x->cuts += (unsigned)cut;
-      pthread_mutex_unlock(&x->mu);
     }
+    /* Taken up: nothing is relayed from here on against the command. */
+    pthread_mutex_lock(&x->mu);
+    x->cuts += (unsigned)cut;
+    x->seen = gen;
+    pthread_mutex_unlock(&x->mu);
     if (stop) break;
     struct pollfd p[2 + 2 * PROXY_PAIRS];
     int np = 0;
@@ -1697,8 +1702,10 @@ static void *proxy_main(void *arg) {
   return NULL;
 }
 
-static void proxy_start(tproxy *x, int up_port) {
-  memset(x, 0, sizeof *x);
+/* On the heap: a failed test leaves its relay thread running. */
+static tproxy *proxy_start(int up_port) {
+  tproxy *x = calloc(1, sizeof *x);
+  assert_non_null(x);
   x->up_port = up_port;
   pthread_mutex_init(&x->mu, NULL);
   assert_int_equal(pipe(x->wake), 0);
@@ -1714,26 +1721,28 @@ static void proxy_start(tproxy *x, int up_port) {
   assert_int_equal(getsockname(x->lfd, (struct sockaddr *)&a, &al), 0);
   snprintf(x->url, sizeof x->url, "nats://127.0.0.1:%d", (int)ntohs(a.sin_port));
   assert_int_equal(pthread_create(&x->th, NULL, proxy_main, x), 0);
+  return x;
 }
 
+/* Give a command and wait until the relay thread has taken it up (a cut
+   done, a freeze in force). */
 static void proxy_command(tproxy *x, int frozen, int cut, int stop) {
   pthread_mutex_lock(&x->mu);
   x->frozen = frozen;
   x->cut = cut;
   x->stop = stop;
-  unsigned before = x->cuts;
+  unsigned gen = ++x->gen;
   pthread_mutex_unlock(&x->mu);
   assert_int_equal(write(x->wake[1], "w", 1), 1);
-  if (!cut) return;
-  /* Done once the relay thread counted it. */
-  unsigned now = before;
+  if (stop) return; /* joined by the caller */
   uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
-  while (now == before) {
-    if (tgp_now_ns() > deadline) fail_msg("the proxy never cut its connections");
-    tgt_pause();
+  for (;;) {
     pthread_mutex_lock(&x->mu);
-    now = x->cuts;
+    unsigned seen = x->seen;
     pthread_mutex_unlock(&x->mu);
+    if (seen == gen) break;
+    if (tgp_now_ns() > deadline) fail_msg("the proxy never took up its command");
+    tgt_pause();
   }
 }
 
@@ -1751,6 +1760,7 @@ static void proxy_stop(tproxy *x) {
   close(x->wake[0]);
   close(x->wake[1]);
   pthread_mutex_destroy(&x->mu);
+  free(x);
 }
 
 /* What the server's consumers of this test's stream have sent: the
@@ -1837,15 +1847,14 @@ static void test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_po
   primary p;
   uint64_t last = primary_with(&p, 600), mid = last / 2;
   unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
-  tproxy x;
-  proxy_start(&x, srv.node[0].port);
+  tproxy *x = proxy_start(srv.node[0].port);
   tg__follow_set_pull_timing(300, 700);
   tg_replica_config cfg = replica_config();
-  cfg.nats_url = x.url;
+  cfg.nats_url = x->url;
   char rdir[300];
   tg_store *r = replica_caught_up(rdir, &cfg, mid);
   uint64_t before = pull_restarts_of(r);
-  proxy_command(&x, 1, 0, 0);
+  proxy_command(x, 1, 0, 0);
   /* Stored by the server (the test publishes to it directly), sent into
      the silent path. */
   unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
@@ -1855,11 +1864,11 @@ static void test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_po
   if (!strstr(st.pull_restart_reason, "neither served nor expired"))
     fail_msg("pulled again for another reason: %s", st.pull_restart_reason);
   assert_int_equal(st.applied_lsn, mid);
-  proxy_command(&x, 0, 0, 0);
+  proxy_command(x, 0, 0, 0);
   wait_for(r, last);
   assert_applied_once(r, last, m1 + m2);
   assert_same_then_close(&p, r);
-  proxy_stop(&x);
+  proxy_stop(x);
 }
 
 /* A connection that breaks while the server sends: what was on the way is
@@ -1874,11 +1883,10 @@ static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(
   primary p;
   uint64_t last = primary_with(&p, 900), a = last / 4, b = a + 20, c = b + 200;
   unsigned m1 = publish_log(p.dir, 1, a, 5, 1);
-  tproxy x;
-  proxy_start(&x, srv.node[0].port);
+  tproxy *x = proxy_start(srv.node[0].port);
   tg__follow_set_pull_timing(600000, 0); /* no request expires meanwhile */
   tg_replica_config cfg = replica_config();
-  cfg.nats_url = x.url;
+  cfg.nats_url = x->url;
   char rdir[300];
   tg_store *r = replica_caught_up(rdir, &cfg, a);
   /* The follower held in its apply of the next message (the store lock
@@ -1887,16 +1895,16 @@ static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(
      requests ask for: lost with the connection, the requests not used
      up. */
   tg__store_lock(r);
-  unsigned acc = proxy_accepted(&x);
+  unsigned acc = proxy_accepted(x);
   long subs = server_subscriptions();
   unsigned m2 = publish_log(p.dir, a + 1, a + 5, 5, 1);
   TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2, "the next message sent");
-  proxy_command(&x, 1, 0, 0);
+  proxy_command(x, 1, 0, 0);
   unsigned m3 = publish_log(p.dir, a + 6, b, 5, 1);
   assert_int_equal(m3, 3);
   TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2 + m3, "three sent into the stalled path");
-  proxy_command(&x, 0, 1, 0);
-  TGT_WAIT_UNTIL(proxy_accepted(&x) > acc && server_subscriptions() >= subs,
+  proxy_command(x, 0, 1, 0);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc && server_subscriptions() >= subs,
                  "the client reconnected and subscribed again");
   unsigned m4 = publish_log(p.dir, b + 1, c, 5, 1);
   assert_true(m4 > 2 * 8);
@@ -1923,14 +1931,14 @@ static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(
     fail_msg("pulled again (%s served on) for: %s", served_on ? "requests" : "none",
              st.pull_restart_reason);
   /* Cut while idle, then more comes. */
-  acc = proxy_accepted(&x);
-  proxy_command(&x, 0, 1, 0);
-  TGT_WAIT_UNTIL(proxy_accepted(&x) > acc, "the client reconnecting");
+  acc = proxy_accepted(x);
+  proxy_command(x, 0, 1, 0);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc, "the client reconnecting");
   unsigned m5 = publish_log(p.dir, c + 1, last, 5, 1);
   wait_for(r, last);
   assert_applied_once(r, last, m1 + m2 + m3 + m4 + m5);
   assert_same_then_close(&p, r);
-  proxy_stop(&x);
+  proxy_stop(x);
 }
 
 /* fetch_batch is how many messages a pull request asks for, and two are
