@@ -1593,10 +1593,11 @@ typedef struct tproxy {
   int frozen;            /* mu */
   int cut;               /* mu: close every connection, then 0 */
   int stop;              /* mu */
+  int refusing;          /* mu: close each connection as it is accepted */
   unsigned gen;          /* mu: commands given */
   unsigned seen;         /* mu: commands the relay thread has taken up */
   unsigned cuts;         /* mu: cuts done */
-  unsigned accepted;     /* mu: connections accepted */
+  unsigned accepted;     /* mu: connections accepted (refused ones too) */
 } tproxy;
 
 static int proxy_upstream(int port) {
@@ -1630,7 +1631,7 @@ static void *proxy_main(void *arg) {
   char buf[1 << 16];
   for (;;) {
     pthread_mutex_lock(&x->mu);
-    int stop = x->stop, frozen = x->frozen, cut = x->cut;
+    int stop = x->stop, frozen = x->frozen, cut = x->cut, refusing = x->refusing;
     unsigned gen = x->gen;
     x->cut = 0;
     pthread_mutex_unlock(&x->mu);
@@ -1663,8 +1664,13 @@ static void *proxy_main(void *arg) {
     }
     if (p[1].revents & POLLIN) {
       int a = accept(x->lfd, NULL, NULL);
-      int up = a >= 0 ? proxy_upstream(x->up_port) : -1;
-      if (up < 0 || n == PROXY_PAIRS) {
+      int up = a >= 0 && !refusing ? proxy_upstream(x->up_port) : -1;
+      if (a >= 0) {
+        pthread_mutex_lock(&x->mu);
+        x->accepted++;
+        pthread_mutex_unlock(&x->mu);
+      }
+      if (refusing || up < 0 || n == PROXY_PAIRS) {
         if (a >= 0) close(a);
         if (up >= 0) close(up);
       } else {
@@ -1674,9 +1680,6 @@ static void *proxy_main(void *arg) {
         c[n] = a;
         u[n] = up;
         n++;
-        pthread_mutex_lock(&x->mu);
-        x->accepted++;
-        pthread_mutex_unlock(&x->mu);
       }
     }
     int dead[PROXY_PAIRS] = {0};
@@ -1726,9 +1729,10 @@ static tproxy *proxy_start(int up_port) {
 
 /* Give a command and wait until the relay thread has taken it up (a cut
    done, a freeze in force). */
-static void proxy_command(tproxy *x, int frozen, int cut, int stop) {
+static void proxy_command(tproxy *x, int frozen, int cut, int stop, int refusing) {
   pthread_mutex_lock(&x->mu);
   x->frozen = frozen;
+  x->refusing = refusing;
   x->cut = cut;
   x->stop = stop;
   unsigned gen = ++x->gen;
@@ -1754,7 +1758,7 @@ static unsigned proxy_accepted(tproxy *x) {
 }
 
 static void proxy_stop(tproxy *x) {
-  proxy_command(x, 0, 0, 1);
+  proxy_command(x, 0, 0, 1, 0);
   pthread_join(x->th, NULL);
   close(x->lfd);
   close(x->wake[0]);
@@ -1854,7 +1858,7 @@ static void test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_po
   char rdir[300];
   tg_store *r = replica_caught_up(rdir, &cfg, mid);
   uint64_t before = pull_restarts_of(r);
-  proxy_command(x, 1, 0, 0);
+  proxy_command(x, 1, 0, 0, 0);
   /* Stored by the server (the test publishes to it directly), sent into
      the silent path. */
   unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
@@ -1864,7 +1868,7 @@ static void test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_po
   if (!strstr(st.pull_restart_reason, "neither served nor expired"))
     fail_msg("pulled again for another reason: %s", st.pull_restart_reason);
   assert_int_equal(st.applied_lsn, mid);
-  proxy_command(x, 0, 0, 0);
+  proxy_command(x, 0, 0, 0, 0);
   wait_for(r, last);
   assert_applied_once(r, last, m1 + m2);
   assert_same_then_close(&p, r);
@@ -1899,11 +1903,11 @@ static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(
   long subs = server_subscriptions();
   unsigned m2 = publish_log(p.dir, a + 1, a + 5, 5, 1);
   TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2, "the next message sent");
-  proxy_command(x, 1, 0, 0);
+  proxy_command(x, 1, 0, 0, 0);
   unsigned m3 = publish_log(p.dir, a + 6, b, 5, 1);
   assert_int_equal(m3, 3);
   TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2 + m3, "three sent into the stalled path");
-  proxy_command(x, 0, 1, 0);
+  proxy_command(x, 0, 1, 0, 0);
   TGT_WAIT_UNTIL(proxy_accepted(x) > acc && server_subscriptions() >= subs,
                  "the client reconnected and subscribed again");
   unsigned m4 = publish_log(p.dir, b + 1, c, 5, 1);
@@ -1932,11 +1936,39 @@ static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(
              st.pull_restart_reason);
   /* Cut while idle, then more comes. */
   acc = proxy_accepted(x);
-  proxy_command(x, 0, 1, 0);
+  proxy_command(x, 0, 1, 0, 0);
   TGT_WAIT_UNTIL(proxy_accepted(x) > acc, "the client reconnecting");
   unsigned m5 = publish_log(p.dir, c + 1, last, 5, 1);
   wait_for(r, last);
   assert_applied_once(r, last, m1 + m2 + m3 + m4 + m5);
+  assert_same_then_close(&p, r);
+  proxy_stop(x);
+}
+
+/* The follower's connection reconnects for as long as the replica is
+   open: after more failed tries than libnats makes by default (60, 2 s
+   apart, after which the connection was closed for good and the follower
+   never resumed), it resumes at its position once the server can be
+   reached again. */
+static void test_a_follower_resumes_after_more_failed_reconnects_than_libnats_makes(
+    void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 300), mid = last / 2;
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  tproxy *x = proxy_start(srv.node[0].port);
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = x->url;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, mid);
+  unsigned acc = proxy_accepted(x);
+  proxy_command(x, 0, 1, 0, 1);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc + 65, "more than 60 reconnect tries refused");
+  unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
+  proxy_command(x, 0, 0, 0, 0);
+  wait_for(r, last);
+  assert_applied_once(r, last, m1 + m2);
+  assert_true(pull_restarts_of(r) >= 1);
   assert_same_then_close(&p, r);
   proxy_stop(x);
 }
@@ -2281,6 +2313,7 @@ int main(int argc, char **argv) {
       T(test_a_follower_pulls_again_after_the_server_restarts),
       T(test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_position),
       T(test_after_a_reconnect_the_follower_resumes_at_its_applied_position),
+      T(test_a_follower_resumes_after_more_failed_reconnects_than_libnats_makes),
       T(test_fetch_batch_bounds_the_messages_pulled_ahead_0_means_8_above_256_refused),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
       T(test_tg_replica_follow_bootstraps_again_and_fails_over),

@@ -204,8 +204,11 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 }
 
 /* The one connect of both sides. keep_reconnecting: the primary's
-   connection retries for as long as the store is open; the replica's keeps
-   libnats's defaults, so that a server gone for good ends its fetches. */
+   connection and the replica's follower's retry for as long as the store is
+   open (with libnats's defaults, 60 tries 2 s apart, a server away for two
+   minutes closed the follower's connection for good: it never resumed, and
+   said nothing); the short-lived ones (a promotion, a lease read, a tool's
+   look at the stream) keep libnats's defaults. */
 static natsStatus connect_js(tg__repl *r, const char *url, int keep_reconnecting, char *msg,
                              size_t msglen) {
   natsOptions *o = NULL;
@@ -610,8 +613,8 @@ struct tg__follow {
   uint64_t reconnects;   /* the connection's count at the start */
 };
 
-int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
-                    size_t len) {
+static int follow_open(tg__follow **out, const char *url, const char *name, int keep,
+                       char *msg, size_t len) {
   tg__follow *f = NULL;
   jsErrCode jerr = 0;
   natsStatus st;
@@ -631,7 +634,7 @@ int tg__follow_open(tg__follow **out, const char *url, const char *name, char *m
     rc = TG_EINVAL;
     goto fail;
   }
-  if ((st = connect_js(&f->r, url, 0, msg, len)) != NATS_OK) {
+  if ((st = connect_js(&f->r, url, keep, msg, len)) != NATS_OK) {
     rc = from_status_follow(st);
     goto fail;
   }
@@ -647,6 +650,16 @@ int tg__follow_open(tg__follow **out, const char *url, const char *name, char *m
 fail:
   tg__follow_close(f);
   return rc;
+}
+
+int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
+                    size_t len) {
+  return follow_open(out, url, name, 0, msg, len);
+}
+
+int tg__follow_open_kept(tg__follow **out, const char *url, const char *name, char *msg,
+                         size_t len) {
+  return follow_open(out, url, name, 1, msg, len);
 }
 
 int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,

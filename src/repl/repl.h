@@ -160,6 +160,10 @@ typedef struct tg__follow tg__follow;
    '>'). The connection keeps libnats's reconnect defaults. */
 int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
                     size_t len);
+/* As tg__follow_open(), the connection reconnecting for as long as it is
+   open (every 100 ms), as the primary's: a replica's follower. */
+int tg__follow_open_kept(tg__follow **out, const char *url, const char *name, char *msg,
+                         size_t len);
 
 /* The stream's first and last sequence now (first > last: empty). */
 int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,

@@ -588,7 +588,10 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   }
   TG__STORE_RELAXED(s->writes_refused, 1);
   s->replica = rep;
-  if ((rc = tg__follow_open(&rep->f, cfg->nats_url, cfg->repl_name, msg, len))) goto fail;
+  /* Reconnecting for as long as the replica is open: a follower resumes
+     after an outage however long. */
+  if ((rc = tg__follow_open_kept(&rep->f, cfg->nats_url, cfg->repl_name, msg, len)))
+    goto fail;
   /* The saved position: the checkpoint's message, whose last LSN is the
      checkpoint's (a message boundary, see the top of this file). */
   uint64_t first = 0, last = 0;
