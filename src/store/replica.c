@@ -372,10 +372,11 @@ static int on_message(void *arg, const tg__repl_msg *m) {
   if (rep->next_seq && m->seq != rep->next_seq) {
     /* Either the stream no longer holds next_seq (purged below it: the
        server silently starts at its first), or messages were lost on the
-       way: sent into a connection that then broke, which an acknowledging-
-       nothing consumer counts as delivered, and its pull requests served
-       on after the reconnect. The stream's first sequence tells which;
-       not reachable now, pulling again looks again. */
+       way: sent into a connection that then broke (the consumer
+       acknowledges nothing, so it counts them delivered) and the same
+       pull requests served on after the reconnect. The stream's first
+       sequence tells which; if it cannot be read now, the pull starts
+       again and the next delivery is checked the same way. */
     uint64_t first = 0, last = 0;
     char why[256] = "";
     if (!tg__follow_bounds(rep->f, &first, &last, why, sizeof why) && first > rep->next_seq) {
