@@ -46,9 +46,9 @@
  *  - lag at an offered rate: a replica follows live while the primary's
  *    creating thread offers F tokens at --offered-rate, paced against the
  *    clock in bursts of 1000; every 1000th record's (LSN, time its call
- *    returned) is noted, and a sampler thread polling
- *    tg_replica_applied_lsn() every ~100 us takes, for each noted LSN
- *    newly applied, now - noted time: follower_lag_p99_ms. The rate the
+ *    returned) is noted, and a sampler thread, waiting in tg_wait_lsn()
+ *    for the oldest noted LSN not yet applied, takes for each noted LSN
+ *    newly applied now - noted time: follower_lag_p99_ms. The rate the
  *    primary actually reached is printed next to the offered one: when it
  *    falls short, the lag was measured at that lower rate.
  * Without --nats a private nats-server is started on loopback
