@@ -951,6 +951,8 @@ static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *
                                                         int conns) {
   tg__arena *a = conns ? &s->g.conns : &s->g.tokens;
   int slots = conns ? sh->ncslots == 0 : sh->nslots == 0;
+  /* The prefaulter is woken once alloc_lock is free (arena.h says why). */
+  tg__spare_defer_begin();
   stripe_lock(&s->alloc_lock);
   /* This refill would grow the arena and the prefaulter has no chunk
      ready (it is behind, or has no core to itself beside two writers):
@@ -967,6 +969,7 @@ static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *
   if (conns) shard_refill_conns(s, sh);
   else shard_refill(s, sh);
   stripe_unlock(&s->alloc_lock);
+  tg__spare_defer_end();
 }
 
 void tg__store_reclaim_credit(tg_store *s) {
@@ -1347,10 +1350,12 @@ static inline int has_adj(const tg__graph *g, uint32_t id) {
 static __attribute__((noinline)) int adj_reserve_busy(tg_store *s, uint32_t a, uint32_t b) {
   tg__graph *g = &s->g;
   int ok = 0;
+  tg__spare_defer_begin(); /* as in shard_refill_busy() */
   stripe_lock(&s->alloc_lock);
   if (tg__graph_memory(g) + missing_adj_bytes(g, a, b) <= s->gd.slow_at)
     ok = tg__graph_reserve_adj(g, a, b) == 0;
   stripe_unlock(&s->alloc_lock);
+  tg__spare_defer_end();
   return ok;
 }
 

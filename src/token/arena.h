@@ -169,6 +169,20 @@ void tg__arena_free(tg__arena *a);
    compare-and-exchange is a release). Any thread, no lock. */
 unsigned char *tg__spare_take(unsigned char **spare, int *wake);
 
+/* Defer the wake-ups of tg__spare_take() on this thread until
+   tg__spare_defer_end(), which issues the one pending (every spare of a
+   store shares one futex word). For the holders of a lock other writers
+   wait for (the store's alloc_lock): a wake-up inside it let the woken
+   prefaulter preempt the holder on a machine whose cores the writers
+   keep busy, and the other writers then slept on the lock until the
+   prefaulter had faulted its 2 MiB and the holder got its core back
+   (perf record -e sched:sched_switch of tg-bench concurrent with two
+   writers: about 70 sleeps on alloc_lock per 4 M creates, nearly every
+   one behind a holder preempted at that wake-up, docs/benchmarks.md).
+   Not nested. */
+void tg__spare_defer_begin(void);
+void tg__spare_defer_end(void);
+
 /* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots.
    Takes the spare chunk when one is ready (no fault on this thread), then
    wakes whoever makes spares (a_spare_wake). */
