@@ -18,7 +18,8 @@
  *                 for token creates served from a thread's cache, which
  *                 its holder waits out after taking it (SHARDS, below).
  *   stripes       adjacency locks, one per stripe of token ids (STRIPES,
- *                 below): taken, instead of `lock`, by connects,
+ *                 below; the lists' version counters g.lver, which a
+ *                 striped call holds odd): taken, instead of `lock`, by connects,
  *                 disconnects and updates once the threads' caches are on;
  *                 they guard a token's liveness for those calls, its list
  *                 heads and degrees, and the links of connections that
@@ -106,7 +107,8 @@
  *    stripe is open (a few stores), or longer if its writer was preempted
  *    inside one;
  *  - edges: a token's lists change only inside write sections of the
- *    token's stripe, which walks use as the lists' version; a walk that
+ *    version counter of its stripe of token ids (g.lver, token/graph.h),
+ *    which walks use as the lists' version; a walk that
  *    sees it move starts again from the head and skips what it delivered
  *    (token/graph.c): it never crashes or loops, sees every connection that
  *    existed for the whole walk exactly once, and may or may not see one
@@ -481,12 +483,6 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   }
   memset(s->shards, 0, TG__SHARDS_MAX * sizeof *s->shards);
   atomic_init(&s->nshards, 0);
-  s->stripes = aligned_alloc(64, TG__SEQ_STRIPES * sizeof *s->stripes);
-  if (!s->stripes) {
-    rc = TG_ENOMEM;
-    goto fail;
-  }
-  for (unsigned i = 0; i < TG__SEQ_STRIPES; i++) atomic_init(&s->stripes[i], 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
   atomic_init(&s->alloc_lock, 0);
@@ -521,7 +517,6 @@ fail:
     tg__batch_fini(s);
     tg__graph_free(&s->g);
     free(s->shards);
-    free(s->stripes);
     free(s);
   }
   if (lock_fd >= 0) close(lock_fd);
@@ -549,7 +544,6 @@ int tg_store_close(tg_store *s) {
   tg__batch_fini(s);
   tg__graph_free(&s->g);
   free(s->shards);
-  free(s->stripes);
   free(s);
   return rc;
 }
@@ -1188,8 +1182,9 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * Once the caches are on (a second thread created tokens, SHARDS), a
  * connect, a disconnect, a token update and a connection update first try
  * to run without the store lock, under adjacency locks instead: one lock
- * per stripe of token ids (s->stripes[(id - 1) % TG__SEQ_STRIPES], futex
- * words). Why: with the bench's mix (every 4th create followed by a
+ * per stripe of token ids, the version of the lists of the stripe's tokens
+ * (g.lver[(id - 1) % TG__SEQ_STRIPES], token/graph.h), held odd for the
+ * call, so its list changes open no section of their own. Why: with the bench's mix (every 4th create followed by a
  * connect) two writers on the one store lock took turns, and each turn
  * emptied the other's lock-free creates (they withdraw while the lock is
  * held) and parked one of them on the futex: two writers made 0.3x the
@@ -1264,26 +1259,22 @@ static inline void stripe_unlock(atomic_int *l) {
     futex_wake(l);
 }
 
-static inline atomic_int *stripe_of(tg_store *s, uint32_t token_id) {
-  return &s->stripes[(token_id - 1u) & (TG__SEQ_STRIPES - 1u)];
-}
-
-/* Lock the stripes of tokens a and b in address order (one when shared). */
+/* Lock the stripes of tokens a and b in address order (one when shared):
+   their list versions, held odd for the call (token/graph.h). */
 static inline void stripes_lock(tg_store *s, uint32_t a, uint32_t b) {
-  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
+  uint32_t *x = tg__graph_lver(&s->g, a), *y = tg__graph_lver(&s->g, b);
   if (x > y) {
-    atomic_int *t = x;
-    x = y;
-    y = t;
+    uint32_t t = a;
+    a = b;
+    b = t;
   }
-  stripe_lock(x);
-  if (y != x) stripe_lock(y);
+  tg__graph_lists_lock(&s->g, a);
+  if (y != x) tg__graph_lists_lock(&s->g, b);
 }
 
 static inline void stripes_unlock(tg_store *s, uint32_t a, uint32_t b) {
-  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
-  stripe_unlock(x);
-  if (y != x) stripe_unlock(y);
+  tg__graph_lists_unlock(&s->g, a);
+  if (tg__graph_lver(&s->g, b) != tg__graph_lver(&s->g, a)) tg__graph_lists_unlock(&s->g, b);
 }
 
 /* Enter a striped call: 1 with *out the thread's cache (busy set,

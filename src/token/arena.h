@@ -71,6 +71,13 @@
  *    side array of stripes (slot index i uses seq[i % TG__SEQ_STRIPES]):
  *    16 KiB per arena, at the cost of a rare retry when another slot of
  *    the same stripe changed;
+ *  - one-word changes: a change of a single 8-byte word of a published
+ *    slot, by one whole-word atomic store, needs no section when the word
+ *    has one writer at a time and no writer of the slot's other words
+ *    runs beside it without excluding that one: a copy loads each word
+ *    once, atomically, so it holds the word before or after the store and
+ *    the rest unchanged, an image the slot had. The graph's link changes
+ *    are made so (graph.c, conn_set());
  *  - a copy is the object asked for only when its id field holds the id:
  *    a slot freed and reused between the map load and the copy holds
  *    another id (ids are not reused) or 0;
