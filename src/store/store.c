@@ -174,6 +174,18 @@ static void lock_init_once(void) {
       syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+/* A full barrier on every running thread of the process (lock_membarrier
+   set). A child forked after the registration may have to register its
+   own memory map first; if even that fails, the global command (slow, no
+   registration) still gives the barrier. */
+static void heavy_barrier(void) {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+    return;
+  syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+}
+
 static void lock_slow(tg_store *s) {
   for (unsigned i = 0; i < LOCK_SPINS; i++) {
     int c = 0;
@@ -187,7 +199,7 @@ static void lock_slow(tg_store *s) {
      (sleepers, then lock); membarrier completes the releaser's half. One
      announcement covers every park below: sleepers stays raised. */
   atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
-  if (lock_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  if (lock_membarrier) heavy_barrier();
   for (;;) {
     int c = 0;
     if (atomic_compare_exchange_strong_explicit(&s->lock, &c, 1, memory_order_seq_cst,
@@ -219,11 +231,45 @@ static inline unsigned shards_in_use(tg_store *s) {
 
 static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
   if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
+  /* The creators' half of the Dekker pair with busy_enter() is made here
+     (membarrier runs a full barrier on every thread of the process), so
+     theirs is a plain store (LOCKING's asymmetric fence, the other way
+     round): a create that stored busy before that barrier is seen below,
+     one that stored it after sees the lock held.
+     Not while a checkpoint capture runs (g.cap, set and cleared only by
+     the lock's holder): the holder that set it drained every call after
+     its barrier, and every call that began since loads g.cap after the
+     lock (create_unlocked(), striped_enter()) and, finding the lock free,
+     finds g.cap set too (the release of the lock follows the store of
+     g.cap), so none runs without the lock until a holder clears it. So the
+     capture's many short lock holds, and the creates that take the lock
+     while it runs, make no system call. */
+  if (__builtin_expect(lock_membarrier, 1) && !s->g.cap) heavy_barrier();
   for (unsigned i = 0; i < n; i++)
     /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
        (lock, then busy; the creator stores busy, then loads lock). */
     if (atomic_load_explicit(&s->shards[i].busy, memory_order_seq_cst))
       drain_slow(&s->shards[i].busy);
+}
+
+/* A thread's announcement that it runs a call without the store lock (a
+   create from its cache, a striped call): busy = 1, then the caller loads
+   the lock. The two form a Dekker pair with drain() (lock, then busy),
+   which needs a full barrier between the store and the load on each side.
+   Here it is the holder's membarrier (drain_all()), so the store is plain:
+   an exchange cost a create about a fifth of its time on two writers, the
+   locked instruction waiting for the previous call's stores to fresh
+   memory (perf annotate of tg-bench concurrent, docs/benchmarks.md). The
+   store lock is taken rarely once the caches are on (deletes, batches,
+   checkpoint steps, quota decisions), so its holder pays the system call.
+   Without membarrier, an exchange as before. */
+static inline void busy_enter(tg__shard *sh) {
+  if (__builtin_expect(lock_membarrier, 1)) {
+    atomic_store_explicit(&sh->busy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+  } else {
+    atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  }
 }
 
 static inline void drain(tg_store *s) {
@@ -786,8 +832,9 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  * of the arena's ids, all in one map chunk), as many slots, and as many
  * tokens of quota credit. A create that finds all three in its cache takes
  * no lock:
- *  - it announces itself (busy = 1, an exchange) and then loads the store
- *    lock; if the lock is held, it withdraws (busy = 0) and creates under
+ *  - it announces itself (busy = 1, a plain store whose barrier the
+ *    lock's holder supplies with membarrier: busy_enter()) and then loads
+ *    the store lock; if the lock is held, it withdraws (busy = 0) and creates under
  *    the lock instead. The lock's holder, after taking it, waits until no
  *    cache is busy (drain()). The two sides are a Dekker pair (each stores
  *    its word and then loads the other's, seq_cst), so every call under
@@ -1029,9 +1076,9 @@ static __attribute__((noinline)) int wait_lock_free(tg_store *s) {
 static inline __attribute__((always_inline)) int create_unlocked(
     tg_store *s, tg__shard *sh, const tg_token *init, int durable, int *rc, uint32_t *nid,
     uint64_t *lsn) {
-  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
-     then lock). */
-  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  /* This thread's half of the Dekker pair with drain() (busy, then
+     lock; busy_enter()). */
+  busy_enter(sh);
   if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0, 0)) {
     /* 2: the lock is held (create() then waits for it to be free rather
        than queue on it). The cache is not looked at: its holder may be
@@ -1285,9 +1332,9 @@ static inline int striped_enter(tg_store *s, tg__shard **out) {
     return 0;
   tg__shard *sh = shard_get(s);
   if (!sh) return 0;
-  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
-     then lock), as in create_unlocked(). */
-  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  /* This thread's half of the Dekker pair with drain() (busy, then
+     lock), as in create_unlocked(). */
+  busy_enter(sh);
   if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
                            s->g.cap != NULL,
                        0)) {
