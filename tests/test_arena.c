@@ -296,10 +296,12 @@ static void spare_waiter_join(spare_waiter *w, pthread_t th) {
 static void test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_ends(
     void **state) {
   (void)state;
-  unsigned char a_region, b_region;
-  int word = 0;
-  spare_waiter w;
+  /* Static: a failed assertion leaves the waiter running on them. */
+  static unsigned char a_region, b_region;
+  static int word;
+  static spare_waiter w;
   pthread_t th;
+  word = 0;
   /* Not deferred: the take bumps the word and wakes the sleeper. */
   spare_waiter_start(&w, &word, &th);
   unsigned char *spare = &a_region;

@@ -116,7 +116,7 @@ typedef struct tg__graph {
      change with plain increments (it runs alone); a striped call (store.c,
      STRIPES) holds it odd for its whole call instead: the counter is that
      call's adjacency lock (taken by a compare-and-swap from even to odd,
-     tg__graph_lists_lock(), and released by one release store), so list
+     and released by one release store, store.c), so list
      changes inside it open nothing more. Why: a striped connect took
      ten locked instructions (two adjacency locks, two list sections on
      the token arena's counters, three slot sections, two unlocks, busy),
@@ -132,18 +132,6 @@ static inline uint32_t *tg__graph_lver(tg__graph *g, uint32_t id) {
   return &g->lver[(id - 1u) & (TG__SEQ_STRIPES - 1u)];
 }
 
-/* A striped call's adjacency lock on token `id`'s stripe, and its release
-   (store.c, STRIPES): the list version made odd by a compare-and-swap
-   (waiting, as tg__seq_begin_shared() does, while another call holds it),
-   and made even again by a release store. Every list change of the tokens
-   of the stripe happens between the two. */
-static inline void tg__graph_lists_lock(tg__graph *g, uint32_t id) {
-  tg__seq_begin_shared(tg__graph_lver(g, id));
-}
-
-static inline void tg__graph_lists_unlock(tg__graph *g, uint32_t id) {
-  tg__seq_end(tg__graph_lver(g, id));
-}
 
 /* Connection bitmaps: 32768 bits = 4 KiB per 2 MiB chunk. */
 #define TG__CDIRTY_WORDS (TG__CHUNK_SLOTS / 64u)
