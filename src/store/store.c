@@ -39,7 +39,8 @@
  * Lock order: ckpt_mu before lock; lock before any WAL-internal mutex. No
  * code calls into the metrics registry's collector API while holding lock.
  * ckpt_wake_mu is never held with another of them. A striped call holds
- * its cache's busy word, then at most two stripes (in address order),
+ * its cache's busy word, then at most two stripes (it never waits for
+ * one while holding the other: it lets the first go, stripes_lock()),
  * then write-section counters (token/arena.h), and never waits for `lock`
  * while it holds any of them; `lock` and stripes are never held together
  * (the holder of `lock` has waited out every striped call). alloc_lock
@@ -1317,41 +1318,34 @@ static inline void stripe_unlock(atomic_int *l) {
    preempted while the other created thousands of tokens; a waiter then
    waits for a preempted holder, and parks once instead of waking every
    20 us (tg-bench concurrent at load 7: 168 sleeps a run for 45 waits). */
-static __attribute__((noinline)) void lver_lock_slow(tg_store *s, uint32_t *v) {
+static inline int lver_trylock(uint32_t *v) {
+  uint32_t c = __atomic_load_n(v, __ATOMIC_RELAXED);
+  if (!(c & 1u) &&
+      __atomic_compare_exchange_n(v, &c, c + 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+    /* As in tg__seq_begin(): the odd counter before the lists' stores. */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return 1;
+  }
+  return 0;
+}
+
+/* Wait until adjacency lock v is free (even), without taking it, or, with
+   take, take it. A spin, then a park on the word. */
+static __attribute__((noinline)) void lver_wait(tg_store *s, uint32_t *v, int take) {
   for (unsigned i = 0; i < 4 * LOCK_SPINS; i++) {
-    uint32_t c = __atomic_load_n(v, __ATOMIC_RELAXED);
-    if (!(c & 1u) &&
-        __atomic_compare_exchange_n(v, &c, c + 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-      goto held;
+    if (take ? lver_trylock(v) : !(__atomic_load_n(v, __ATOMIC_ACQUIRE) & 1u)) return;
     tg__cpu_relax();
   }
   /* seq_cst: this thread's half of the Dekker pair with lver_unlock(). */
   atomic_fetch_add_explicit(&s->lver_sleepers, 1, memory_order_seq_cst);
   if (lock_membarrier) heavy_barrier();
   for (;;) {
-    uint32_t c = __atomic_load_n(v, __ATOMIC_RELAXED);
-    if (!(c & 1u) &&
-        __atomic_compare_exchange_n(v, &c, c + 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-      break;
+    uint32_t c = __atomic_load_n(v, __ATOMIC_ACQUIRE);
+    if (take ? lver_trylock(v) : !(c & 1u)) break;
     /* Returns at once when the word moved since c. */
     if (c & 1u) syscall(SYS_futex, v, FUTEX_WAIT_PRIVATE, c, NULL, NULL, 0);
   }
   atomic_fetch_sub_explicit(&s->lver_sleepers, 1, memory_order_relaxed);
-held:
-  /* As in tg__seq_begin(): the odd counter before the lists' stores. */
-  __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static inline void lver_lock(tg_store *s, uint32_t *v) {
-  uint32_t c = __atomic_load_n(v, __ATOMIC_RELAXED);
-  if (__builtin_expect(!(c & 1u) && __atomic_compare_exchange_n(v, &c, c + 1u, 0,
-                                                               __ATOMIC_ACQUIRE,
-                                                               __ATOMIC_RELAXED),
-                       1)) {
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    return;
-  }
-  lver_lock_slow(s, v);
 }
 
 static inline void lver_unlock(tg_store *s, uint32_t *v) {
@@ -1368,17 +1362,20 @@ static inline void lver_unlock(tg_store *s, uint32_t *v) {
     syscall(SYS_futex, v, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Lock the stripes of tokens a and b in address order (one when shared):
-   their list versions, held odd for the call (token/graph.h). */
+/* Lock the stripes of tokens a and b (one when shared): their list
+   versions, held odd for the call (token/graph.h). A call never waits for
+   one while it holds the other: walks of the held stripe's lists spin
+   while it is odd, and must not spin for as long as another holder was
+   preempted. So it takes the first, tries the second, and when that is
+   held lets the first go and waits for the second to be free first. */
 static inline void stripes_lock(tg_store *s, uint32_t a, uint32_t b) {
   uint32_t *x = tg__graph_lver(&s->g, a), *y = tg__graph_lver(&s->g, b);
-  if (x > y) {
-    uint32_t *t = x;
-    x = y;
-    y = t;
+  for (;;) {
+    if (__builtin_expect(!lver_trylock(x), 0)) lver_wait(s, x, 1);
+    if (__builtin_expect(y == x || lver_trylock(y), 1)) return;
+    lver_unlock(s, x);
+    lver_wait(s, y, 0);
   }
-  lver_lock(s, x);
-  if (y != x) lver_lock(s, y);
 }
 
 static inline void stripes_unlock(tg_store *s, uint32_t a, uint32_t b) {
