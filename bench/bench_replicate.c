@@ -119,28 +119,49 @@ static void *create_main(void *arg) {
   return NULL;
 }
 
-/* replicated_async: groups of `group` creates at the store's level, each
-   followed by one tg_wait_replicated() for the group's last LSN; lat is
-   each wait's time (the last call's return to the group replicated). */
+/* replicated_async's pipelining: how many groups a thread may have created
+   and not yet seen replicated (--depth D; 1: each group waits before the
+   next is created). */
+static uint64_t group_depth = 1;
+
+/* replicated_async: groups of `group` creates at the store's level; once a
+   thread has `group_depth` groups created and not confirmed, it waits with
+   one tg_wait_replicated() for the oldest group's last LSN before it
+   creates the next, and at the end for its last group (which covers all
+   of its records: the wait is for every LSN up to the one given). lat is
+   each wait's time. With depth 1 that is: create a group, wait for it. */
 static void *create_group_main(void *arg) {
   worker *k = arg;
+  uint64_t pending[64], np = 0; /* last LSN of each unconfirmed group, oldest first */
   pthread_barrier_wait(&barrier);
-  for (uint64_t i = 0; i < k->count;) {
-    uint64_t end = i + k->group < k->count ? i + k->group : k->count;
-    for (; i < end; i++) {
-      uint32_t id;
-      int rc = tg_token_create(k->s, NULL, &id);
-      if (rc) {
-        k->rc = rc;
-        return NULL;
+  for (uint64_t i = 0; i < k->count || np;) {
+    if (i < k->count) {
+      uint64_t end = i + k->group < k->count ? i + k->group : k->count;
+      for (; i < end; i++) {
+        uint32_t id;
+        int rc = tg_token_create(k->s, NULL, &id);
+        if (rc) {
+          k->rc = rc;
+          return NULL;
+        }
       }
+      pending[np++] = tg_last_lsn(k->s);
+      if (np < group_depth && i < k->count) continue;
     }
+    /* The oldest group, or (creates done) the newest: it covers the rest. */
+    uint64_t lsn = i < k->count ? pending[0] : pending[np - 1];
     uint64_t t0 = tgp_ticks();
-    int rc = tg_wait_replicated(k->s, tg_last_lsn(k->s), ASYNC_WAIT_MS);
+    int rc = tg_wait_replicated(k->s, lsn, ASYNC_WAIT_MS);
     k->lat[k->nlat++] = tgp_ticks() - t0;
     if (rc) {
       k->rc = rc;
       return NULL;
+    }
+    if (i < k->count) {
+      memmove(pending, pending + 1, (size_t)(np - 1) * sizeof *pending);
+      np--;
+    } else {
+      np = 0;
     }
   }
   return NULL;
@@ -950,7 +971,7 @@ out:
 
 static void usage(FILE *f) {
   fprintf(f, "usage: tg-bench replicate [--nats URL] [--replicas 1|3] [--threads T]\n"
-             "                          [--count N] [--sync-count M] [--group G]\n"
+             "                          [--count N] [--sync-count M] [--group G] [--depth D]\n"
              "                          [--rounds R] [--follow-count F] [--offered-rate O]\n"
              "                          [--lag-stages 0|1]\n"
              "                          [--dir PARENT] [--part all|ship|apply|lag] [--json]\n\n"
@@ -958,7 +979,10 @@ static void usage(FILE *f) {
              "strict, replicated (TG_REPLICATED: each call waits for its ack), balanced,\n"
              "balanced with shipping, and replicated_async (the asynchronous replicated\n"
              "commit: each thread creates G calls at balanced with shipping, then waits\n"
-             "for the group's last LSN with tg_wait_replicated(); default G 1000); and\n"
+             "for the group's last LSN with tg_wait_replicated(); default G 1000; with\n"
+             "--depth D a thread goes on creating while up to D of its groups wait, as an\n"
+             "asynchronous producer does, and waits for the oldest one when D are\n"
+             "unconfirmed; default 1); and\n"
              "the raw references: each replicated run's own messages (read back from its\n"
              "stream) published asynchronously, 256 in flight as the shipper; and\n"
              "replicated's again with only T callers' worth in flight.\n"
@@ -1014,7 +1038,7 @@ static double median(double *v, int n) {
 int tgb_replicate(int argc, char **argv) {
   const char *url = NULL, *parent = "/tmp", *part = "all";
   uint64_t replicas = 1, threads = 8, count = 1000000, sync_count = 4000, rounds = 3;
-  uint64_t group = 1000;
+  uint64_t group = 1000, depth = 1;
   uint64_t follow_count = 1000000, offered_rate = 1000000, lag_stages = 0;
   int json = 0;
   const tgb_opt opts[] = {{"--nats", NULL, &url},          {"--replicas", &replicas, NULL},
@@ -1023,19 +1047,20 @@ int tgb_replicate(int argc, char **argv) {
                           {"--follow-count", &follow_count, NULL},
                           {"--offered-rate", &offered_rate, NULL},
                           {"--lag-stages", &lag_stages, NULL},
-                          {"--group", &group, NULL},
+                          {"--group", &group, NULL},       {"--depth", &depth, NULL},
                           {"--dir", NULL, &parent},        {"--part", NULL, &part},
                           {NULL, NULL, NULL}};
   int prc = tgb_parse_args("replicate", argc, argv, opts, &json, usage);
   if (prc >= 0) return prc;
+  group_depth = depth;
   if ((replicas != 1 && replicas != 3) || threads < 1 || threads > 256 || rounds < 1 ||
       rounds > 100 || count < threads || sync_count < threads || follow_count < 1000 ||
-      group < 1 ||
+      group < 1 || depth < 1 || depth > 64 ||
       offered_rate < 1 || (strcmp(part, "all") && strcmp(part, "ship") &&
                            strcmp(part, "apply") && strcmp(part, "lag"))) {
     fprintf(stderr, "tg-bench replicate: --replicas 1|3, --threads 1..256, --rounds 1..100, "
                     "counts >= threads, --follow-count >= 1000, --offered-rate >= 1, "
-                    "--group >= 1, "
+                    "--group >= 1, --depth 1..64, "
                     "--part all|ship|apply|lag\n");
     return 64;
   }
@@ -1136,7 +1161,7 @@ int tgb_replicate(int argc, char **argv) {
     /* records_per_sec, ratio_to_raw, ack_p*: the asynchronous commit's
        (replicated_async); replicated_call_*: a TG_REPLICATED call's. */
     printf("{\"bench\":\"replicate\",\"replicas\":%d,\"threads\":%d,\"rounds\":%d,"
-           "\"group\":%" PRIu64 ","
+           "\"group\":%" PRIu64 ",\"depth\":%" PRIu64 ","
            "\"records_per_sec\":%.0f,\"raw_publish_records_per_sec\":%.0f,"
            "\"ratio_to_raw\":%.3f,\"ack_p50_ns\":%.0f,\"ack_p99_ns\":%.0f,"
            "\"raw_publish_p50_ns\":%.0f,\"raw_publish_p99_ns\":%.0f,"
@@ -1156,7 +1181,7 @@ int tgb_replicate(int argc, char **argv) {
            "\"balanced_ratio_to_raw\":%.3f,\"cpu_ns_per_record\":%.0f,"
            "\"server_cpu_ns_per_record\":%.0f,\"raw_cpu_ns_per_record\":%.0f,"
            "\"raw_server_cpu_ns_per_record\":%.0f,\"balanced_cpu_ns_per_record\":%.0f,",
-           (int)replicas, T, R, group, m[C_REPLICATED_ASYNC], m[RAW_ASYNC],
+           (int)replicas, T, R, group, depth, m[C_REPLICATED_ASYNC], m[RAW_ASYNC],
            ratio(m[C_REPLICATED_ASYNC], m[RAW_ASYNC]), m50[C_REPLICATED_ASYNC],
            m99[C_REPLICATED_ASYNC], m50[RAW_ASYNC], m99[RAW_ASYNC], mmsgs[0], mper[0],
            RAW_WINDOW, m[C_REPLICATED], m50[C_REPLICATED], m99[C_REPLICATED], m[RAW_CALL],

@@ -623,6 +623,66 @@ static void test_wait_replicated_does_not_return_0_while_the_server_is_down(void
   tgn_server_stop(&srv);
 }
 
+typedef struct waiter_arg {
+  tg_store *s;
+  uint64_t lsn;
+  uint32_t timeout_ms;
+  int rc;
+  int before_deadline; /* returned before its own timeout ran out */
+} waiter_arg;
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static void *wait_one(void *arg) {
+  waiter_arg *a = arg;
+  uint64_t deadline = mono_ns() + (uint64_t)a->timeout_ms * 1000000u;
+  a->rc = tg_wait_replicated(a->s, a->lsn, a->timeout_ms);
+  a->before_deadline = mono_ns() < deadline;
+  return NULL;
+}
+
+/* Each waiter sleeps on its own condition variable in a list (wal.c,
+   wake_replicated): those that time out leave it while others sleep on,
+   and a failure of the log wakes every one still in it. */
+static void test_waiters_time_out_alone_and_a_failed_log_wakes_the_rest(void **state) {
+  (void)state;
+  tgn_server srv;
+  assert_int_equal(tgn_server_start(&srv, 1), 0);
+  tg_store_config cfg = repl_config(srv.url, "wr_waiters", TG_BALANCED);
+  cfg.repl_ack_timeout_ms = 3000;
+  tg_store *s = open_repl(&cfg);
+  uint32_t id;
+  for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t acked = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, acked, WAIT_MS), 0);
+  tgn_server_kill_node(&srv, 0);
+  assert_int_equal(tg_token_create(s, NULL, &id), 0);
+  uint64_t lsn = tg_last_lsn(s);
+  assert_int_equal(tg_wait_durable(s, lsn), 0);
+  /* Short waits in between long ones, so that some leave the list from
+     its middle while the others are still in it. */
+  enum { N = 6 };
+  waiter_arg a[N];
+  for (int i = 0; i < N; i++)
+    a[i] = (waiter_arg){s, lsn, i % 2 ? WAIT_MS : 50u + 50u * (uint32_t)i, 1, 0};
+  tgt_run_threads(N, wait_one, a, sizeof a[0]);
+  for (int i = 0; i < N; i++) {
+    if (i % 2) { /* woken by the failure (the 3 s ack timeout), not by its 120 s timeout */
+      assert_int_equal(a[i].rc, TG_EIO);
+      assert_true(a[i].before_deadline);
+    }
+    else { /* never 0: nothing acknowledged it (TG_EIO on a machine slower than 3 s) */
+      assert_true(a[i].rc == -ETIMEDOUT || a[i].rc == TG_EIO);
+    }
+  }
+  assert_true(tg_replicated_lsn(s) < lsn);
+  assert_int_equal(tg_wait_replicated(s, acked, 0), 0); /* that one was */
+  tg_store_close(s); /* TG_EIO: the log was failed */
+  tgn_server_stop(&srv);
+}
+
 static void test_wait_replicated_of_a_fenced_store_fails_fenced(void **state) {
   (void)state;
   tg_store_config cfg = repl_config(srv1.url, "wr_fence", TG_BALANCED);
@@ -771,6 +831,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(
           test_wait_replicated_does_not_return_0_while_the_server_is_down, tgt_setup,
           tgt_teardown),
+      cmocka_unit_test_setup_teardown(
+          test_waiters_time_out_alone_and_a_failed_log_wakes_the_rest, tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_wait_replicated_of_a_fenced_store_fails_fenced,
                                       tgt_setup, tgt_teardown),
       cmocka_unit_test_setup_teardown(test_many_threads_wait_replicated_at_once, tgt_setup,

@@ -118,7 +118,11 @@ struct tg__ship {
   int armed;                  /* start done: the hook ships */
 
   pthread_mutex_t mu;
-  pthread_cond_t cv;          /* under mu: acks, failure, stop */
+  pthread_cond_t cv;          /* under mu: acks (only while cv_waiters),
+                                 failure, stop */
+  int cv_waiters;             /* under mu: threads waiting on cv for acks
+                                 (a full window, close) */
+  pthread_cond_t wd_cv;       /* under mu: the watchdog's period and stop */
   tg_wal *w;                  /* under mu: NULL before start and after detach */
   flight fl[FLIGHT_CAP];      /* under mu: in publish order */
   size_t fl_head, fl_n;       /* under mu */
@@ -192,7 +196,10 @@ static void on_ack(void *arg, uint64_t seq, uint64_t last_lsn, int duplicate) {
     sh->acked_lsn = last_lsn;
     if (sh->w) tg__wal_ship_acked(sh->w, last_lsn);
   }
-  pthread_cond_broadcast(&sh->cv);
+  /* Only a full window or a close waits for acks here. The watchdog has a
+     condition variable of its own: woken by every ack, it cost a context
+     switch per message and looked at nothing new (its check is periodic). */
+  if (sh->cv_waiters) pthread_cond_broadcast(&sh->cv);
   pthread_mutex_unlock(&sh->mu);
 }
 
@@ -234,7 +241,7 @@ static void *watchdog_main(void *arg) {
     uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + sh->ack_timeout_ns / 10;
     ts.tv_sec = (time_t)(t / 1000000000u);
     ts.tv_nsec = (long)(t % 1000000000u);
-    pthread_cond_timedwait(&sh->cv, &sh->mu, &ts);
+    pthread_cond_timedwait(&sh->wd_cv, &sh->mu, &ts);
   }
   pthread_mutex_unlock(&sh->mu);
   return NULL;
@@ -251,7 +258,9 @@ static int publish_one(tg__ship *sh, const unsigned char *p, size_t n, uint64_t 
     sh->pub_seq = seq;
   } else {
     pthread_mutex_lock(&sh->mu);
+    sh->cv_waiters++;
     while (sh->fl_n == FLIGHT_CAP && !sh->failed) pthread_cond_wait(&sh->cv, &sh->mu);
+    sh->cv_waiters--;
     int f = sh->failed;
     if (!f) {
       flight *e = &sh->fl[(sh->fl_head + sh->fl_n) % FLIGHT_CAP];
@@ -362,6 +371,7 @@ int tg__ship_open(tg__ship **out, const tg_store_config *cfg, const struct tg__w
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&sh->cv, &ca);
+  pthread_cond_init(&sh->wd_cv, &ca);
   pthread_condattr_destroy(&ca);
   tg__repl_names_of(&sh->names, cfg->repl_name);
   sh->ack_timeout_ns = (uint64_t)cfg->repl_ack_timeout_ms * 1000000u;
@@ -528,15 +538,19 @@ void tg__ship_close(tg__ship *sh) {
     /* Let the last messages be acknowledged: a clean close leaves the
        stream complete. Bounded by the ack timeout (the watchdog fails it). */
     pthread_mutex_lock(&sh->mu);
+    sh->cv_waiters++;
     while (sh->fl_n && !sh->failed && sh->watchdog_started) pthread_cond_wait(&sh->cv, &sh->mu);
+    sh->cv_waiters--;
     sh->stop = 1;
     pthread_cond_broadcast(&sh->cv);
+    pthread_cond_broadcast(&sh->wd_cv);
     pthread_mutex_unlock(&sh->mu);
   }
   if (sh->watchdog_started) pthread_join(sh->watchdog, NULL);
   tg__repl_close(sh->r);
   if (sh->hist) {
     pthread_cond_destroy(&sh->cv);
+    pthread_cond_destroy(&sh->wd_cv);
     pthread_mutex_destroy(&sh->mu);
   }
   free(sh->hist);
