@@ -49,7 +49,11 @@ static void test_wait_lsn_on_a_writer_waits_for_its_durability(void **state) {
 }
 
 #ifdef TG_HAVE_NATS
+#include <arpa/inet.h>
 #include <nats/nats.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include "nats_server.h"
 #include "repl/repl.h"
@@ -105,6 +109,7 @@ static void new_stream(void) {
 static int setup(void **state) {
   tgt_setup(state);
   new_stream();
+  tg__follow_set_pull_timing(0, 0); /* a failed test may have left it short */
   return 0;
 }
 
@@ -838,6 +843,15 @@ static void test_tg_replica_follows_reports_and_promotes(void **state) {
   int st = tgt_wait_child(pid);
   assert_true(WIFEXITED(st));
   assert_int_equal(WEXITSTATUS(st), 0);
+  /* The status line gives the apply loop's CPU time (some: it applied
+     every message) and how often the follower pulled again (never). */
+  char *out = tgt_read_file(outp, NULL);
+  const char *line = out ? strstr(out, want) : NULL;
+  const char *k = line ? strstr(line, "\"apply_cpu_ns\":") : NULL;
+  if (!k || strtoull(k + 15, NULL, 10) == 0) fail_msg("no apply_cpu_ns above 0: %s", line);
+  if (!strstr(line, "\"pull_restarts\":0,\"pull_restart_reason\":null"))
+    fail_msg("pull_restarts missing: %s", line);
+  free(out);
   /* The position was saved with the exit's checkpoint. */
   const char *sargs[] = {"status", "--nats", srv.url, "--stream", name, "--dir", rdir,
                          "--json", NULL};
@@ -1560,6 +1574,466 @@ static void test_a_follower_pulls_again_after_the_server_restarts(void **state) 
   tgn_server_stop(&own);
 }
 
+/* ---- a network path the test can break ---------------------------------- */
+
+/* A relay on a loopback port of its own in front of the server's client
+   port, for a follower to connect through: cut closes every connection
+   through it (the client and the server each see the other go, and what
+   was on the way is lost); frozen relays nothing either way and keeps the
+   connections open, as a path that drops every packet. */
+#define PROXY_PAIRS 16
+
+typedef struct tproxy {
+  int lfd;               /* listening socket */
+  int wake[2];           /* a pipe: a command for the relay thread */
+  int up_port;           /* the server's client port */
+  char url[64];          /* nats://127.0.0.1:<its port> */
+  pthread_t th;
+  pthread_mutex_t mu;
+  int frozen;            /* mu */
+  int cut;               /* mu: close every connection, then 0 */
+  int stop;              /* mu */
+  int refusing;          /* mu: close each connection as it is accepted */
+  unsigned gen;          /* mu: commands given */
+  unsigned seen;         /* mu: commands the relay thread has taken up */
+  unsigned cuts;         /* mu: cuts done */
+  unsigned accepted;     /* mu: connections accepted (refused ones too) */
+} tproxy;
+
+static int proxy_upstream(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a)) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+static int proxy_send_all(int fd, const char *b, size_t n) {
+  while (n) {
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    b += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void *proxy_main(void *arg) {
+  tproxy *x = arg;
+  int c[PROXY_PAIRS], u[PROXY_PAIRS], n = 0;
+  char buf[1 << 16];
+  for (;;) {
+    pthread_mutex_lock(&x->mu);
+    int stop = x->stop, frozen = x->frozen, cut = x->cut, refusing = x->refusing;
+    unsigned gen = x->gen;
+    x->cut = 0;
+    pthread_mutex_unlock(&x->mu);
+    if (cut || stop) {
+      for (int i = 0; i < n; i++) {
+        close(c[i]);
+        close(u[i]);
+      }
+      n = 0;
+    }
+    /* Taken up: nothing is relayed from here on against the command. */
+    pthread_mutex_lock(&x->mu);
+    x->cuts += (unsigned)cut;
+    x->seen = gen;
+    pthread_mutex_unlock(&x->mu);
+    if (stop) break;
+    struct pollfd p[2 + 2 * PROXY_PAIRS];
+    int np = 0;
+    p[np++] = (struct pollfd){x->wake[0], POLLIN, 0};
+    p[np++] = (struct pollfd){x->lfd, POLLIN, 0};
+    for (int i = 0; !frozen && i < n; i++) {
+      p[np++] = (struct pollfd){c[i], POLLIN, 0};
+      p[np++] = (struct pollfd){u[i], POLLIN, 0};
+    }
+    if (poll(p, (nfds_t)np, -1) <= 0) continue;
+    if (p[0].revents) {
+      char b[64];
+      if (read(x->wake[0], b, sizeof b) < 0) {
+      }
+    }
+    if (p[1].revents & POLLIN) {
+      int a = accept(x->lfd, NULL, NULL);
+      int up = a >= 0 && !refusing ? proxy_upstream(x->up_port) : -1;
+      if (a >= 0) {
+        pthread_mutex_lock(&x->mu);
+        x->accepted++;
+        pthread_mutex_unlock(&x->mu);
+      }
+      if (refusing || up < 0 || n == PROXY_PAIRS) {
+        if (a >= 0) close(a);
+        if (up >= 0) close(up);
+      } else {
+        int one = 1;
+        setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(up, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c[n] = a;
+        u[n] = up;
+        n++;
+      }
+    }
+    int dead[PROXY_PAIRS] = {0};
+    for (int k = 2; k < np; k++) {
+      if (!p[k].revents) continue;
+      int i = (k - 2) / 2, from = p[k].fd, to = from == c[i] ? u[i] : c[i];
+      ssize_t r = read(from, buf, sizeof buf);
+      if (r <= 0 || proxy_send_all(to, buf, (size_t)r)) dead[i] = 1;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+      if (dead[i]) {
+        close(c[i]);
+        close(u[i]);
+      } else {
+        c[m] = c[i];
+        u[m] = u[i];
+        m++;
+      }
+    }
+    n = m;
+  }
+  return NULL;
+}
+
+/* On the heap: a failed test leaves its relay thread running. */
+static tproxy *proxy_start(int up_port) {
+  tproxy *x = calloc(1, sizeof *x);
+  assert_non_null(x);
+  x->up_port = up_port;
+  pthread_mutex_init(&x->mu, NULL);
+  assert_int_equal(pipe(x->wake), 0);
+  x->lfd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(x->lfd >= 0);
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(x->lfd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(x->lfd, 16), 0);
+  assert_int_equal(getsockname(x->lfd, (struct sockaddr *)&a, &al), 0);
+  snprintf(x->url, sizeof x->url, "nats://127.0.0.1:%d", (int)ntohs(a.sin_port));
+  assert_int_equal(pthread_create(&x->th, NULL, proxy_main, x), 0);
+  return x;
+}
+
+/* Give a command and wait until the relay thread has taken it up (a cut
+   done, a freeze in force). */
+static void proxy_command(tproxy *x, int frozen, int cut, int stop, int refusing) {
+  pthread_mutex_lock(&x->mu);
+  x->frozen = frozen;
+  x->refusing = refusing;
+  x->cut = cut;
+  x->stop = stop;
+  unsigned gen = ++x->gen;
+  pthread_mutex_unlock(&x->mu);
+  assert_int_equal(write(x->wake[1], "w", 1), 1);
+  if (stop) return; /* joined by the caller */
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  for (;;) {
+    pthread_mutex_lock(&x->mu);
+    unsigned seen = x->seen;
+    pthread_mutex_unlock(&x->mu);
+    if (seen == gen) break;
+    if (tgp_now_ns() > deadline) fail_msg("the proxy never took up its command");
+    tgt_pause();
+  }
+}
+
+static unsigned proxy_accepted(tproxy *x) {
+  pthread_mutex_lock(&x->mu);
+  unsigned n = x->accepted;
+  pthread_mutex_unlock(&x->mu);
+  return n;
+}
+
+static void proxy_stop(tproxy *x) {
+  proxy_command(x, 0, 0, 1, 0);
+  pthread_join(x->th, NULL);
+  close(x->lfd);
+  close(x->wake[0]);
+  close(x->wake[1]);
+  pthread_mutex_destroy(&x->mu);
+  free(x);
+}
+
+/* What the server's consumers of this test's stream have sent: the
+   messages delivered, the pull requests waiting, the messages left. */
+typedef struct consumed {
+  uint64_t delivered;
+  int64_t waiting;
+  uint64_t pending;
+  int consumers;
+} consumed;
+
+static consumed consumers_now(void) {
+  consumed c = {0, 0, 0, 0};
+  jsConsumerInfoList *l = NULL;
+  jsErrCode jerr = 0;
+  natsStatus st = js_Consumers(&l, js, stream, NULL, &jerr);
+  if (st != NATS_OK) fail_msg("consumers of %s: %s (%d)", stream, natsStatus_GetText(st), jerr);
+  for (int i = 0; i < l->Count; i++) {
+    c.delivered += l->List[i]->Delivered.Consumer;
+    c.waiting += l->List[i]->NumWaiting;
+    c.pending += l->List[i]->NumPending;
+  }
+  c.consumers = l->Count;
+  jsConsumerInfoList_Destroy(l);
+  return c;
+}
+
+/* The server's subscriptions now (its monitoring endpoint /subsz): the
+   follower's come back once its reconnect has subscribed again. */
+static long server_subscriptions(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)srv.node[0].http_port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  static char buf[1 << 16];
+  size_t got = 0;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    static const char req[] = "GET /subsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+      struct pollfd pf = {fd, POLLIN, 0};
+      while (got < sizeof buf - 1 && poll(&pf, 1, 5000) > 0) {
+        ssize_t r = read(fd, buf + got, sizeof buf - 1 - got);
+        if (r <= 0) break;
+        got += (size_t)r;
+      }
+    }
+  }
+  close(fd);
+  buf[got] = 0;
+  const char *k = strstr(buf, "\"num_subscriptions\":");
+  if (!k) fail_msg("no num_subscriptions in the server's /subsz: %.200s", buf);
+  return strtol(k + 20, NULL, 10);
+}
+
+static uint64_t pull_restarts_of(tg_store *r) {
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  return st.pull_restarts;
+}
+
+/* The replica applied every message of the stream once: no error, the
+   records and messages since its open exactly the stream's. */
+static void assert_applied_once(tg_store *r, uint64_t records, unsigned msgs) {
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  if (st.error) fail_msg("the follower stopped: %s", st.message);
+  assert_int_equal(st.records, records);
+  assert_int_equal(st.messages, msgs);
+  assert_int_equal(st.stream_seq, msgs);
+}
+
+/* A pull request the server neither serves nor expires, as far as the
+   follower can tell (its answers lost on a path that went silent), is
+   given up on after its expiry and a grace (7 s; shortened here through
+   the test seam), and the follower starts again at its position once the
+   server answers: what was published meanwhile is applied, nothing is
+   skipped or applied twice. */
+static void test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_position(
+    void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 600), mid = last / 2;
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  tproxy *x = proxy_start(srv.node[0].port);
+  tg__follow_set_pull_timing(300, 700);
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = x->url;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, mid);
+  uint64_t before = pull_restarts_of(r);
+  proxy_command(x, 1, 0, 0, 0);
+  /* Stored by the server (the test publishes to it directly), sent into
+     the silent path. */
+  unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
+  TGT_WAIT_UNTIL(pull_restarts_of(r) > before, "the follower giving up on its pull");
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  if (!strstr(st.pull_restart_reason, "neither served nor expired"))
+    fail_msg("pulled again for another reason: %s", st.pull_restart_reason);
+  assert_int_equal(st.applied_lsn, mid);
+  proxy_command(x, 0, 0, 0, 0);
+  wait_for(r, last);
+  assert_applied_once(r, last, m1 + m2);
+  assert_same_then_close(&p, r);
+  proxy_stop(x);
+}
+
+/* A connection that breaks while the server sends: what was on the way is
+   lost, though the consumer (acknowledging nothing) counts it delivered.
+   After the reconnect the follower resumes at the message after the last
+   it applied, whether the server serves its old pull requests on (the
+   sequence then skips: nats-server 2.9 does) or dropped them; and a
+   reconnect while idle is followed the same way. Nothing is skipped or
+   applied twice. */
+static void test_after_a_reconnect_the_follower_resumes_at_its_applied_position(void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 900), a = last / 4, b = a + 20, c = b + 200;
+  unsigned m1 = publish_log(p.dir, 1, a, 5, 1);
+  tproxy *x = proxy_start(srv.node[0].port);
+  tg__follow_set_pull_timing(600000, 0); /* no request expires meanwhile */
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = x->url;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, a);
+  /* The follower held in its apply of the next message (the store lock
+     taken here), so that it notices nothing until the reconnect is over;
+     then three messages sent into a stalled path, fewer than its pull
+     requests ask for: lost with the connection, the requests not used
+     up. */
+  tg__store_lock(r);
+  unsigned acc = proxy_accepted(x);
+  long subs = server_subscriptions();
+  unsigned m2 = publish_log(p.dir, a + 1, a + 5, 5, 1);
+  TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2, "the next message sent");
+  proxy_command(x, 1, 0, 0, 0);
+  unsigned m3 = publish_log(p.dir, a + 6, b, 5, 1);
+  assert_int_equal(m3, 3);
+  TGT_WAIT_UNTIL(consumers_now().delivered >= m1 + m2 + m3, "three sent into the stalled path");
+  proxy_command(x, 0, 1, 0, 0);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc && server_subscriptions() >= subs,
+                 "the client reconnected and subscribed again");
+  unsigned m4 = publish_log(p.dir, b + 1, c, 5, 1);
+  assert_true(m4 > 2 * 8);
+  /* Until the server holds no request of the follower's: it served them
+     on (the messages after the lost ones) or dropped them. */
+  consumed cs;
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while ((cs = consumers_now()).waiting) {
+    if (tgp_now_ns() > deadline) {
+      tg__store_unlock(r);
+      fail_msg("the server kept the follower's pull requests unserved");
+    }
+    tgt_pause();
+  }
+  int served_on = cs.delivered > m1 + m2 + m3;
+  tg__store_unlock(r);
+  wait_for(r, c);
+  assert_applied_once(r, c, m1 + m2 + m3 + m4);
+  tg_replica_status st;
+  assert_int_equal(tg_replica_status_get(r, &st), 0);
+  assert_int_equal(st.pull_restarts, 1);
+  const char *why = served_on ? "where" : "reconnected";
+  if (!strstr(st.pull_restart_reason, why))
+    fail_msg("pulled again (%s served on) for: %s", served_on ? "requests" : "none",
+             st.pull_restart_reason);
+  /* Cut while idle, then more comes. */
+  acc = proxy_accepted(x);
+  proxy_command(x, 0, 1, 0, 0);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc, "the client reconnecting");
+  unsigned m5 = publish_log(p.dir, c + 1, last, 5, 1);
+  wait_for(r, last);
+  assert_applied_once(r, last, m1 + m2 + m3 + m4 + m5);
+  assert_same_then_close(&p, r);
+  proxy_stop(x);
+}
+
+/* The follower's connection reconnects for as long as the replica is
+   open: after more failed tries than libnats makes by default (60, 2 s
+   apart, after which the connection was closed for good and the follower
+   never resumed), it resumes at its position once the server can be
+   reached again. */
+static void test_a_follower_resumes_after_more_failed_reconnects_than_libnats_makes(
+    void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 300), mid = last / 2;
+  unsigned m1 = publish_log(p.dir, 1, mid, 10, 1);
+  tproxy *x = proxy_start(srv.node[0].port);
+  tg_replica_config cfg = replica_config();
+  cfg.nats_url = x->url;
+  char rdir[300];
+  tg_store *r = replica_caught_up(rdir, &cfg, mid);
+  unsigned acc = proxy_accepted(x);
+  proxy_command(x, 0, 1, 0, 1);
+  TGT_WAIT_UNTIL(proxy_accepted(x) > acc + 65, "more than 60 reconnect tries refused");
+  unsigned m2 = publish_log(p.dir, mid + 1, last, 10, 1);
+  proxy_command(x, 0, 0, 0, 0);
+  wait_for(r, last);
+  assert_applied_once(r, last, m1 + m2);
+  assert_true(pull_restarts_of(r) >= 1);
+  assert_same_then_close(&p, r);
+  proxy_stop(x);
+}
+
+/* fetch_batch is how many messages a pull request asks for, and two are
+   kept outstanding: a follower that cannot apply (its store lock held
+   here) is sent 2 x fetch_batch messages, one fewer when its older
+   request had already brought one, and then nothing while its requests
+   are used up. 0 means 8; 256 is the most; above it the open is refused
+   with a message, creating nothing. */
+static void test_fetch_batch_bounds_the_messages_pulled_ahead_0_means_8_above_256_refused(
+    void **state) {
+  (void)state;
+  primary p;
+  uint64_t last = primary_with(&p, 700);
+  tg_replica_config cfg = replica_config();
+  char rdir[300], msg[512] = "";
+  snprintf(rdir, sizeof rdir, "%s/refused", tgt_root);
+  cfg.fetch_batch = 257;
+  tg_store *r = NULL;
+  assert_int_equal(tg_replica_open_msg(&r, rdir, &cfg, msg, sizeof msg), TG_EINVAL);
+  assert_null(r);
+  if (!strstr(msg, "fetch_batch 257 is above 256")) fail_msg("message: %s", msg);
+  struct stat sb;
+  assert_int_equal(stat(rdir, &sb), -1); /* nothing created */
+  const uint32_t asked[] = {0, 256}, per_request[] = {8, 256};
+  for (int k = 0; k < 2; k++) {
+    if (k) new_stream();
+    publish_log(p.dir, 1, 1, 1, 1);
+    cfg = replica_config();
+    cfg.fetch_batch = asked[k];
+    char sub[32];
+    snprintf(sub, sizeof sub, "replica%d", k);
+    r = replica_in(rdir, sub, &cfg);
+    wait_for(r, 1);
+    tg__store_lock(r); /* the follower takes the next message and waits */
+    unsigned msgs = 1 + publish_log(p.dir, 2, last, 1, 1);
+    assert_true(msgs > 2 * 256 + 1);
+    /* Until the server has served every request it holds while messages
+       are left: what it sent then is all it will send. */
+    consumed c;
+    uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+    for (;;) {
+      c = consumers_now();
+      if (c.waiting == 0 && c.pending > 0 && c.delivered > 1) break;
+      if (tgp_now_ns() > deadline) {
+        tg__store_unlock(r);
+        fail_msg("the server never used up the follower's pull requests");
+      }
+      tgt_pause();
+    }
+    tg__store_unlock(r);
+    assert_int_equal(c.consumers, 1);
+    uint64_t ahead = c.delivered - 1, b = per_request[k];
+    if (ahead != 2 * b && ahead != 2 * b - 1)
+      fail_msg("fetch_batch %u: %" PRIu64 " messages pulled ahead, not %" PRIu64 " or %" PRIu64,
+               asked[k], ahead, 2 * b - 1, 2 * b);
+    wait_for(r, last);
+    assert_applied_once(r, last, msgs);
+    assert_same(p.s, r);
+    assert_int_equal(tg_store_close(r), 0);
+  }
+  assert_int_equal(tg_store_close(p.s), 0);
+}
+
 static void test_of_two_failover_followers_exactly_one_becomes_the_writer(void **state) {
   (void)state;
   primary p;
@@ -1760,6 +2234,14 @@ static void test_tg_replica_follow_bootstraps_again_and_fails_over(void **state)
   snprintf(want, sizeof want, "the old content is in %s.gap.1", rdir);
   wait_output(pid, outp, want);
   stop_tool(pid);
+  /* The text status line says the same. */
+  const char *targs[] = {TG_REPLICA_BIN, "follow", "--nats", srv.url, "--stream", name,
+                         "--dir", rdir, NULL};
+  pid = spawn_tool(outp, targs);
+  snprintf(want, sizeof want, "applied LSN %" PRIu64 ",", last);
+  wait_output(pid, outp, want);
+  wait_output(pid, outp, "ms of CPU)");
+  stop_tool(pid);
   /* --failover: a writer of its own on a new stream; when it closes (which
      releases its lease) the follower becomes the writer by itself. */
   new_stream();
@@ -1829,11 +2311,18 @@ int main(int argc, char **argv) {
       T(test_a_running_primary_renews_its_lease_and_promotion_waits_for_it),
       T(test_a_renewal_that_cannot_reach_the_server_keeps_trying_unfenced),
       T(test_a_follower_pulls_again_after_the_server_restarts),
+      T(test_a_pull_left_unanswered_makes_the_follower_start_again_at_its_position),
+      T(test_after_a_reconnect_the_follower_resumes_at_its_applied_position),
+      T(test_a_follower_resumes_after_more_failed_reconnects_than_libnats_makes),
+      T(test_fetch_batch_bounds_the_messages_pulled_ahead_0_means_8_above_256_refused),
       T(test_of_two_failover_followers_exactly_one_becomes_the_writer),
       T(test_tg_replica_follow_bootstraps_again_and_fails_over),
       T(test_a_follower_behind_a_purge_bootstraps_again_only_when_asked),
       T(test_killing_the_primary_loses_no_acknowledged_operation),
   };
+  /* TGT_FILTER=PATTERN runs only the tests whose names match (cmocka's
+     wildcards), e.g. the failover rounds alone. */
+  if (getenv("TGT_FILTER")) cmocka_set_test_filter(getenv("TGT_FILTER"));
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
 

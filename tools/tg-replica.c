@@ -45,9 +45,11 @@ static void usage(FILE *f) {
           "  follow    open DIR as a replica (created when missing; with --bootstrap,\n"
           "            first copied from BACKUP, a 'tg-replay backup' of the primary)\n"
           "            and apply the stream until SIGINT or SIGTERM; a status line\n"
-          "            every second. On a signal: checkpoint (the position is saved\n"
-          "            with it) and exit 0. If the stream cannot be followed (a gap,\n"
-          "            a damaged message) it says why and exits 1.\n"
+          "            every second (position, messages and records applied, the\n"
+          "            apply loop's time and CPU time, times it pulled again after a\n"
+          "            reconnect or a lost pull). On a signal: checkpoint (the\n"
+          "            position is saved with it) and exit 0. If the stream cannot\n"
+          "            be followed (a gap, a damaged message) it says why and exits 1.\n"
           "            --failover: once the lease expired (released, or not renewed\n"
           "            for its TTL), drain the stream and become the writer by itself\n"
           "            (of several followers exactly one wins; the others follow it);\n"
@@ -59,7 +61,8 @@ static void usage(FILE *f) {
           "            --lease-ttl-ms: the TTL of the lease once promoted (default 10000).\n"
           "  status    the position DIR saved with its checkpoint (read without its\n"
           "            lock: works while 'follow' runs), its last LSN, the stream's\n"
-          "            first and last sequence, and the leader lease.\n"
+          "            first and last sequence, and the leader lease (a running\n"
+          "            follower's counters are in its 'follow' status lines).\n"
           "  promote   open DIR as a replica, take the leader lease (epoch + 1,\n"
           "            compare-and-swap), apply the stream to its end, checkpoint and\n"
           "            close: DIR is then the writer's directory, to open with\n"
@@ -164,20 +167,29 @@ static void print_status(const tg_replica_status *st, int json) {
   if (json) {
     printf("{\"applied_lsn\":%" PRIu64 ",\"stream_seq\":%" PRIu64 ",\"epoch\":%" PRIu64
            ",\"messages\":%" PRIu64 ",\"records\":%" PRIu64 ",\"apply_ns\":%" PRIu64
-           ",\"max_message_bytes\":%" PRIu64 ",\"replica\":%s,\"promoted\":%s,\"error\":",
+           ",\"apply_cpu_ns\":%" PRIu64 ",\"max_message_bytes\":%" PRIu64
+           ",\"pull_restarts\":%" PRIu64 ",\"pull_restart_reason\":",
            st->applied_lsn, st->stream_seq, st->epoch, st->messages, st->records, st->apply_ns,
-           st->max_message_bytes, st->is_replica ? "true" : "false",
+           st->apply_cpu_ns, st->max_message_bytes, st->pull_restarts);
+    tgp_json_str(stdout, st->pull_restart_reason[0] ? st->pull_restart_reason : NULL);
+    printf(",\"replica\":%s,\"promoted\":%s,\"error\":", st->is_replica ? "true" : "false",
            st->promoted ? "true" : "false");
     tgp_json_str(stdout, st->error ? tg_err_name(st->error) : NULL);
     printf(",\"message\":");
     tgp_json_str(stdout, st->error ? st->message : NULL);
     printf("}\n");
   } else {
+    /* The apply loop's time and CPU time in ms: its rate is records over
+       either (the CPU time leaves out what other threads had its core). */
     printf("%s LSN %" PRIu64 ", stream sequence %" PRIu64 ", epoch %" PRIu64 ", %" PRIu64
-           " messages and %" PRIu64 " records since start%s%s\n",
+           " messages and %" PRIu64 " records since start, applying %.1f ms (%.1f ms of CPU)",
            st->promoted ? "writer (promoted): last" : "applied", st->applied_lsn,
-           st->stream_seq, st->epoch, st->messages, st->records, st->error ? ": stopped: " : "",
-           st->error ? st->message : "");
+           st->stream_seq, st->epoch, st->messages, st->records, (double)st->apply_ns / 1e6,
+           (double)st->apply_cpu_ns / 1e6);
+    if (st->pull_restarts)
+      printf(", pulled again %" PRIu64 " times (last: %s)", st->pull_restarts,
+             st->pull_restart_reason);
+    printf("%s%s\n", st->error ? ": stopped: " : "", st->error ? st->message : "");
   }
   fflush(stdout);
 }

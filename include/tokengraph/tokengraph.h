@@ -1046,8 +1046,9 @@ typedef struct tg_replica_config {
                                 are kept outstanding, so the server sends
                                 each message as soon as it stores it and
                                 at most 2 x fetch_batch messages (of up to
-                                1 MiB each) wait in memory; default 8,
-                                at most 256 */
+                                1 MiB each) wait in memory; 0 means the
+                                default, 8; above 256 tg_replica_open()
+                                refuses it (TG_EINVAL) */
   uint32_t lease_ttl_ms;     /* the TTL of the leader lease this replica
                                 holds once promoted (renewed every third
                                 of it), the bucket's max age when this
@@ -1097,16 +1098,20 @@ TG_API void tg_replica_config_init(tg_replica_config *cfg);
  * (the replica keeps serving what it has) and tg_replica_status() says
  * why: -ENODATA for a gap (the stream no longer holds the messages after
  * the replica's position: bootstrap it again), TG_ECORRUPT for a damaged
- * message or a record that does not apply.
+ * message or a record that does not apply. A sequence other than the one
+ * asked for while the stream still holds that one (messages lost in a
+ * reconnect), a reconnect, or a pull left unanswered make the follower
+ * pull again from its position instead (tg_replica_status.pull_restarts);
+ * its connection reconnects for as long as the replica is open.
  * With cfg->rebootstrap, a gap found at open is repaired from the newest
  * snapshot instead (the old content moved aside, tg_replica_status_get()'s
  * set_aside); a gap found while following still stops it: close and open
  * again. With cfg->failover, a background thread promotes the replica
  * (as tg_replica_promote(), not forced) once the leader lease expired.
  * Errors: tg_store_open()'s, TG_EINVAL (a field missing, lease_ttl_ms
- * below 150), TG_ENOTSUP, -ECONNREFUSED (no server answers at nats_url),
- * -ENOENT (no stream TG_<repl_name>: no primary shipped to it yet),
- * -ENODATA (a gap, as above, found at open, or with rebootstrap no
+ * below 150, fetch_batch above 256; nothing is created), TG_ENOTSUP,
+ * -ECONNREFUSED (no server answers at nats_url), -ENOENT (no stream
+ * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as above, found at open, or with rebootstrap no
  * snapshot to start again from), -EEXIST (rebootstrap: DIR.rebootstrap
  * is left from an interrupted one), TG_EIO. On failure *out is NULL.
  */
@@ -1160,6 +1165,16 @@ typedef struct tg_replica_status {
                                 other threads and processes had its core:
                                 records / apply_cpu_ns is the apply loop's
                                 own rate on a loaded machine) */
+  uint64_t pull_restarts;    /* times since open the follower gave up on
+                                its pull and started again at its position
+                                (the message after the last it applied):
+                                after a reconnect, a pull the server ended
+                                or left unanswered for 7 s, or a delivery
+                                lost on the way. Nothing is skipped or
+                                applied twice; a count that keeps growing
+                                says the connection to the server does not
+                                hold */
+  char pull_restart_reason[256]; /* why, the last time ("" when never) */
 } tg_replica_status;
 
 /* Fill *out. TG_EINVAL when s or out is NULL. */

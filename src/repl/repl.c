@@ -204,8 +204,11 @@ static void ack_handler(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 }
 
 /* The one connect of both sides. keep_reconnecting: the primary's
-   connection retries for as long as the store is open; the replica's keeps
-   libnats's defaults, so that a server gone for good ends its fetches. */
+   connection and the replica's follower's retry for as long as the store is
+   open (with libnats's defaults, 60 tries 2 s apart, a server away for two
+   minutes closed the follower's connection for good: it never resumed, and
+   said nothing); the short-lived ones (a promotion, a lease read, a tool's
+   look at the stream) keep libnats's defaults. */
 static natsStatus connect_js(tg__repl *r, const char *url, int keep_reconnecting, char *msg,
                              size_t msglen) {
   natsOptions *o = NULL;
@@ -569,10 +572,27 @@ static natsStatus purge_below(jsCtx *js, const char *stream, uint64_t seq, jsErr
    follower starts again at its position. So does a reconnect seen while
    no message comes: the server that answers now holds none of the
    requests (a restarted one), and waiting for their expiry would stall
-   the follower for seconds. */
+   the follower for seconds. A server that kept them serves them on after
+   the reconnect, and the messages it had sent into the broken connection
+   are lost (the consumer acknowledges nothing, so it counts them
+   delivered): the replica sees the next one's sequence skip and starts
+   again at its position too (replica.c, on_message). */
 #define PULL_AHEAD 2
 #define PULL_EXPIRES_MS 5000
 #define PULL_GRACE_MS 2000
+
+/* The two above as used (tg__follow_set_pull_timing: a test shortens
+   them). Relaxed: each request reads them once; a request sent before a
+   change keeps the timing it was sent with (sent_ms + its own limit). */
+static _Atomic uint32_t pull_expires_ms = PULL_EXPIRES_MS;
+static _Atomic uint32_t pull_grace_ms = PULL_GRACE_MS;
+
+void tg__follow_set_pull_timing(uint32_t expires_ms, uint32_t grace_ms) {
+  atomic_store_explicit(&pull_expires_ms, expires_ms ? expires_ms : PULL_EXPIRES_MS,
+                        memory_order_relaxed);
+  atomic_store_explicit(&pull_grace_ms, grace_ms ? grace_ms : PULL_GRACE_MS,
+                        memory_order_relaxed);
+}
 
 struct tg__follow {
   tg__repl r;            /* connection and JetStream context, no acks */
@@ -588,11 +608,13 @@ struct tg__follow {
   int nreq;              /* outstanding requests, oldest first: */
   int left[PULL_AHEAD];  /* messages each may still bring */
   int64_t sent_ms[PULL_AHEAD]; /* when each was sent (nats_Now) */
+  int64_t lost_ms[PULL_AHEAD]; /* sent_ms + expiry + grace: unanswered by
+                                  then, the request is taken as lost */
   uint64_t reconnects;   /* the connection's count at the start */
 };
 
-int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
-                    size_t len) {
+static int follow_open(tg__follow **out, const char *url, const char *name, int keep,
+                       char *msg, size_t len) {
   tg__follow *f = NULL;
   jsErrCode jerr = 0;
   natsStatus st;
@@ -612,7 +634,7 @@ int tg__follow_open(tg__follow **out, const char *url, const char *name, char *m
     rc = TG_EINVAL;
     goto fail;
   }
-  if ((st = connect_js(&f->r, url, 0, msg, len)) != NATS_OK) {
+  if ((st = connect_js(&f->r, url, keep, msg, len)) != NATS_OK) {
     rc = from_status_follow(st);
     goto fail;
   }
@@ -628,6 +650,16 @@ int tg__follow_open(tg__follow **out, const char *url, const char *name, char *m
 fail:
   tg__follow_close(f);
   return rc;
+}
+
+int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
+                    size_t len) {
+  return follow_open(out, url, name, 0, msg, len);
+}
+
+int tg__follow_open_kept(tg__follow **out, const char *url, const char *name, char *msg,
+                         size_t len) {
+  return follow_open(out, url, name, 1, msg, len);
 }
 
 int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
@@ -667,12 +699,15 @@ static void pull_stop(tg__follow *f) {
    PULL_EXPIRES_MS (in ns on the wire). */
 static natsStatus pull_request(tg__follow *f) {
   char body[96];
+  uint32_t expires = atomic_load_explicit(&pull_expires_ms, memory_order_relaxed);
+  uint32_t grace = atomic_load_explicit(&pull_grace_ms, memory_order_relaxed);
   int n = snprintf(body, sizeof body, "{\"batch\":%d,\"expires\":%lld}", f->batch,
-                   (long long)PULL_EXPIRES_MS * 1000000LL);
+                   (long long)expires * 1000000LL);
   natsStatus st = natsConnection_PublishRequest(f->r.nc, f->next_subj, f->inbox, body, n);
   if (st == NATS_OK) {
     f->left[f->nreq] = f->batch;
     f->sent_ms[f->nreq] = nats_Now();
+    f->lost_ms[f->nreq] = f->sent_ms[f->nreq] + expires + grace;
     f->nreq++;
   }
   return st;
@@ -683,6 +718,7 @@ static void pull_pop(tg__follow *f) {
   for (int i = 1; i < f->nreq; i++) {
     f->left[i - 1] = f->left[i];
     f->sent_ms[i - 1] = f->sent_ms[i];
+    f->lost_ms[i - 1] = f->lost_ms[i];
   }
   if (f->nreq) f->nreq--;
 }
@@ -775,9 +811,10 @@ int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb c
     natsStatus st = natsSubscription_NextMsg(&m, f->sub, n ? 0 : wait);
     if (st == NATS_TIMEOUT) {
       if (n) break;
-      if (f->nreq && nats_Now() - f->sent_ms[0] > PULL_EXPIRES_MS + PULL_GRACE_MS) {
+      if (f->nreq && nats_Now() > f->lost_ms[0]) {
         say_first(msg, len, "stream %s: the server neither served nor expired a pull within "
-                  "%d ms (it lost the consumer?)", f->stream, PULL_EXPIRES_MS + PULL_GRACE_MS);
+                  "%lld ms (it lost the consumer?)", f->stream,
+                  (long long)(f->lost_ms[0] - f->sent_ms[0]));
         return TG_EIO;
       }
       if (reconnects_of(f->r.nc) != f->reconnects) {

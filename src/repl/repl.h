@@ -160,6 +160,10 @@ typedef struct tg__follow tg__follow;
    '>'). The connection keeps libnats's reconnect defaults. */
 int tg__follow_open(tg__follow **out, const char *url, const char *name, char *msg,
                     size_t len);
+/* As tg__follow_open(), the connection reconnecting for as long as it is
+   open (every 100 ms), as the primary's: a replica's follower. */
+int tg__follow_open_kept(tg__follow **out, const char *url, const char *name, char *msg,
+                         size_t len);
 
 /* The stream's first and last sequence now (first > last: empty). */
 int tg__follow_bounds(tg__follow *f, uint64_t *first, uint64_t *last, char *msg,
@@ -182,6 +186,11 @@ int tg__follow_fetch(tg__follow *f, int batch, int timeout_ms, tg__repl_msg_cb c
 
 /* Close; accepts NULL. */
 void tg__follow_close(tg__follow *f);
+
+/* Tests only: pull requests sent from now on expire after expires_ms, and
+   one neither served nor expired grace_ms later is taken as lost (repl.c,
+   PULLING); 0, 0 restores the defaults (5,000 and 2,000 ms). Any thread. */
+void tg__follow_set_pull_timing(uint32_t expires_ms, uint32_t grace_ms);
 
 typedef struct tg__lease {
   uint64_t epoch;    /* the epoch in the value (0: no lease yet) */

@@ -78,11 +78,16 @@
 #include "repl/repl.h"
 #endif
 
+/* tg_replica_config.fetch_batch: messages per pull request. Two requests
+   are outstanding, so the largest buffers up to 512 messages (512 MiB). */
+#define TG__FETCH_BATCH_DEFAULT 8u
+#define TG__FETCH_BATCH_MAX 256u
+
 void tg_replica_config_init(tg_replica_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   tg_store_config_init(&cfg->store);
   cfg->bootstrap_snapshot = 1;
-  cfg->fetch_batch = 8;
+  cfg->fetch_batch = TG__FETCH_BATCH_DEFAULT;
   cfg->lease_ttl_ms = 10000;
 }
 
@@ -102,6 +107,8 @@ struct tg__replica {
   uint64_t max_bytes;      /* mu: the largest message applied */
   uint64_t apply_ns;       /* mu: time in on_message's check and apply */
   uint64_t apply_cpu_ns;   /* mu: the follower thread's CPU time in it */
+  uint64_t pull_restarts;  /* mu: times the follower began pulling again */
+  char restart_why[256];   /* mu: why, the last time ("" when never) */
   int promoted;            /* mu */
   pthread_t thread;        /* open/close */
   int started;             /* open/close */
@@ -344,6 +351,7 @@ static void set_error(struct tg__replica *rep, int rc, const char *m) {
 typedef struct fetch_ctx {
   tg_store *s;
   int fatal;         /* the error that stops following */
+  int restart;       /* a delivery was lost: pull again from the position */
   char msg[256];
 } fetch_ctx;
 
@@ -362,11 +370,27 @@ static int on_message(void *arg, const tg__repl_msg *m) {
   uint64_t applied = 0;
   int rc;
   if (rep->next_seq && m->seq != rep->next_seq) {
-    rc = -ENODATA;
-    tg__say(c->msg, sizeof c->msg, "stream TG_%s delivered sequence %" PRIu64 " where the "
-            "replica asked for %" PRIu64 ": messages were purged below the replica's "
-            "position; bootstrap the replica again", rep->name, m->seq, rep->next_seq);
-    goto fatal;
+    /* Either the stream no longer holds next_seq (purged below it: the
+       server silently starts at its first), or messages were lost on the
+       way: sent into a connection that then broke (the consumer
+       acknowledges nothing, so it counts them delivered) and the same
+       pull requests served on after the reconnect. The stream's first
+       sequence tells which; if it cannot be read now, the pull starts
+       again and the next delivery is checked the same way. */
+    uint64_t first = 0, last = 0;
+    char why[256] = "";
+    if (!tg__follow_bounds(rep->f, &first, &last, why, sizeof why) && first > rep->next_seq) {
+      rc = -ENODATA;
+      tg__say(c->msg, sizeof c->msg, "stream TG_%s delivered sequence %" PRIu64 " where the "
+              "replica asked for %" PRIu64 ": messages were purged below the replica's "
+              "position; bootstrap the replica again", rep->name, m->seq, rep->next_seq);
+      goto fatal;
+    }
+    c->restart = 1;
+    tg__say(c->msg, sizeof c->msg, "stream TG_%s delivered sequence %" PRIu64 " where %" PRIu64
+            " was next (lost on the way, in a reconnect?): pulling again from %" PRIu64,
+            rep->name, m->seq, rep->next_seq, rep->next_seq);
+    return 1;
   }
   uint64_t t0 = tg__now_ns(), c0 = thread_cpu_ns();
   if ((rc = split_frames(rep, m->seq, m->data, m->len, m->first_lsn, m->last_lsn, c->msg,
@@ -425,13 +449,21 @@ static int start_at(struct tg__replica *rep, char *msg, size_t len) {
    first: that bounds how long a stop waits, not the latency. */
 #define FOLLOW_WAIT_MS 200u
 
+/* The follower gave up on its pull and starts again at its position. */
+static void note_restart(struct tg__replica *rep, const char *why) {
+  pthread_mutex_lock(&rep->mu);
+  rep->pull_restarts++;
+  snprintf(rep->restart_why, sizeof rep->restart_why, "%s", why && *why ? why : "pull failed");
+  pthread_mutex_unlock(&rep->mu);
+}
+
 static void *follower(void *arg) {
   tg_store *s = arg;
   struct tg__replica *rep = s->replica;
   int need_start = 0; /* the consumer is started by the open */
   tg_trace_set_thread_name("replica");
   while (!stopping(rep)) {
-    fetch_ctx c = {s, 0, ""};
+    fetch_ctx c = {s, 0, 0, ""};
     if (need_start) {
       if (start_at(rep, c.msg, sizeof c.msg)) {
         if (pause_ms(rep, 200)) break;
@@ -445,9 +477,11 @@ static void *follower(void *arg) {
       set_error(rep, c.fatal, c.msg);
       break;
     }
-    if (rc < 0) {
-      /* The server went away or dropped the ephemeral consumer: start
-         again at the position once it answers. */
+    if (rc < 0 || c.restart) {
+      /* The server went away, dropped the ephemeral consumer, left a pull
+         unanswered, or a delivery was lost: start again at the position
+         once it answers. */
+      note_restart(rep, c.msg);
       need_start = 1;
       if (pause_ms(rep, 200)) break;
     }
@@ -522,8 +556,7 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   pthread_mutex_init(&rep->mu, NULL);
   pthread_mutex_init(&rep->promote_mu, NULL);
   pthread_cond_init(&rep->cv, NULL);
-  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : 8;
-  if (rep->fetch_batch > 256) rep->fetch_batch = 256; /* 512 MiB buffered at most */
+  rep->fetch_batch = cfg->fetch_batch ? cfg->fetch_batch : TG__FETCH_BATCH_DEFAULT;
   rep->lease_ttl_ms = cfg->lease_ttl_ms;
   rep->force = cfg->promote_force;
   rep->failover = cfg->failover;
@@ -556,7 +589,10 @@ static int replica_open_once(tg_store **out, const char *dir, const tg_replica_c
   }
   TG__STORE_RELAXED(s->writes_refused, 1);
   s->replica = rep;
-  if ((rc = tg__follow_open(&rep->f, cfg->nats_url, cfg->repl_name, msg, len))) goto fail;
+  /* Reconnecting for as long as the replica is open: a follower resumes
+     after an outage however long. */
+  if ((rc = tg__follow_open_kept(&rep->f, cfg->nats_url, cfg->repl_name, msg, len)))
+    goto fail;
   /* The saved position: the checkpoint's message, whose last LSN is the
      checkpoint's (a message boundary, see the top of this file). */
   uint64_t first = 0, last = 0;
@@ -665,6 +701,12 @@ static int replica_open(tg_store **out, const char *dir, const tg_replica_config
   }
   if (cfg->lease_ttl_ms < 150) {
     tg__say(msg, len, "invalid configuration: lease_ttl_ms %u is below 150", cfg->lease_ttl_ms);
+    return TG_EINVAL;
+  }
+  if (cfg->fetch_batch > TG__FETCH_BATCH_MAX) {
+    tg__say(msg, len, "invalid configuration: fetch_batch %u is above %u (two pull requests "
+            "of it are outstanding: up to %u messages of 1 MiB would wait in memory)",
+            cfg->fetch_batch, TG__FETCH_BATCH_MAX, 2 * TG__FETCH_BATCH_MAX);
     return TG_EINVAL;
   }
   int rc = replica_open_once(out, dir, cfg, &gap, msg, len);
@@ -805,6 +847,9 @@ int tg_replica_status_get(tg_store *s, tg_replica_status *out) {
     out->max_message_bytes = rep->max_bytes;
     out->apply_ns = rep->apply_ns;
     out->apply_cpu_ns = rep->apply_cpu_ns;
+    out->pull_restarts = rep->pull_restarts;
+    snprintf(out->pull_restart_reason, sizeof out->pull_restart_reason, "%s",
+             rep->restart_why);
     out->error = rep->err;
     snprintf(out->message, sizeof out->message, "%s", rep->errmsg);
     snprintf(out->set_aside, sizeof out->set_aside, "%s", rep->set_aside);
