@@ -7,11 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "token/arena.h"
 #include "tokengraph/errors.h"
 #include "tokengraph/tokengraph.h"
+#include "util.h"
 
 /* The arena is tested with a token's layout: the id where tg_token keeps
    it, before the free-list link that a released slot carries. */
@@ -241,6 +247,86 @@ static void test_arena_out_of_memory_is_reported_and_changes_nothing(void **stat
   tg__arena_set_map_budget(-1);
 }
 
+/* A thread asleep on a spare's futex word (as the store's prefaulter
+   sleeps) until the word moves and a wake-up arrives. */
+typedef struct spare_waiter {
+  int *word;
+  atomic_int tid, woken;
+} spare_waiter;
+
+static void *spare_waiter_main(void *arg) {
+  spare_waiter *w = arg;
+  atomic_store(&w->tid, (int)gettid());
+  while (__atomic_load_n(w->word, __ATOMIC_ACQUIRE) == 0)
+    syscall(SYS_futex, w->word, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+  atomic_store(&w->woken, 1);
+  return NULL;
+}
+
+/* The scheduler state of thread tid of this process ('S' sleeping), or
+   0 when it is gone. */
+static char thread_state(int tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* Start a waiter and return once it sleeps in the kernel on *word. */
+static void spare_waiter_start(spare_waiter *w, int *word, pthread_t *th) {
+  memset(w, 0, sizeof *w);
+  w->word = word;
+  assert_int_equal(pthread_create(th, NULL, spare_waiter_main, w), 0);
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while (!atomic_load(&w->tid) || thread_state(atomic_load(&w->tid)) != 'S')
+    assert_true(tgp_now_ns() < deadline);
+}
+
+static void spare_waiter_join(spare_waiter *w, pthread_t th) {
+  uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
+  while (!atomic_load(&w->woken)) assert_true(tgp_now_ns() < deadline);
+  pthread_join(th, NULL);
+}
+
+static void test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_ends(
+    void **state) {
+  (void)state;
+  /* Static: a failed assertion leaves the waiter running on them. */
+  static unsigned char a_region, b_region;
+  static int word;
+  static spare_waiter w;
+  pthread_t th;
+  word = 0;
+  /* Not deferred: the take bumps the word and wakes the sleeper. */
+  spare_waiter_start(&w, &word, &th);
+  unsigned char *spare = &a_region;
+  assert_ptr_equal(tg__spare_take(&spare, &word), &a_region);
+  assert_null(spare);
+  spare_waiter_join(&w, th);
+  assert_int_equal(word, 1);
+  /* Deferred: the word moves at the take, but the sleeper stays asleep
+     (a wake-up would have made it runnable before the take returned)
+     until the deferral ends. */
+  word = 0;
+  spare_waiter_start(&w, &word, &th);
+  spare = &b_region;
+  tg__spare_defer_begin();
+  assert_ptr_equal(tg__spare_take(&spare, &word), &b_region);
+  assert_int_equal(__atomic_load_n(&word, __ATOMIC_RELAXED), 1);
+  assert_int_equal(thread_state(atomic_load(&w.tid)), 'S');
+  assert_int_equal(atomic_load(&w.woken), 0);
+  tg__spare_defer_end();
+  spare_waiter_join(&w, th);
+  /* A deferral with no take wakes nobody and leaves nothing pending. */
+  tg__spare_defer_begin();
+  tg__spare_defer_end();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_arena_ids_start_at_one_and_are_dense),
@@ -251,6 +337,7 @@ int main(void) {
     cmocka_unit_test(test_arena_read_of_an_id_whose_slot_is_elsewhere_returns_that_slot),
     cmocka_unit_test(test_arena_grows_across_chunks_with_stable_addresses),
     cmocka_unit_test(test_arena_out_of_memory_is_reported_and_changes_nothing),
+    cmocka_unit_test(test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_ends),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

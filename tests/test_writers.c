@@ -1038,6 +1038,70 @@ static void test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_
   tg_store_close(s);
 }
 
+/* A thread that takes the store lock over and over while writers create
+   and connect from their caches, and checks that nothing they count
+   moves while it holds it. */
+typedef struct lock_watcher {
+  tg_store *s;
+  atomic_int *stop;
+  int holds, moved;
+} lock_watcher;
+
+static uint64_t cache_calls(tg_store *s) {
+  uint64_t n = 0;
+  unsigned k = atomic_load(&s->nshards);
+  for (unsigned i = 0; i < k && i < TG__SHARDS_MAX; i++)
+    n += __atomic_load_n(&s->shards[i].created, __ATOMIC_RELAXED) +
+         __atomic_load_n(&s->shards[i].connected, __ATOMIC_RELAXED);
+  return n;
+}
+
+static void *lock_watcher_main(void *arg) {
+  lock_watcher *w = arg;
+  while (!atomic_load(w->stop)) {
+    tg__store_lock(w->s);
+    uint64_t before = cache_calls(w->s);
+    /* A window for a call that slipped past the lock to show itself. */
+    for (int k = 0; k < 2000; k++) {
+      tg__cpu_relax();
+      if (cache_calls(w->s) != before) {
+        w->moved++;
+        break;
+      }
+    }
+    tg__store_unlock(w->s);
+    w->holds++;
+  }
+  return NULL;
+}
+
+static void test_no_create_or_connect_from_a_cache_runs_while_the_store_lock_is_held(
+    void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  atomic_int stop = 0;
+  lock_watcher w = {s, &stop, 0, 0};
+  pthread_t th;
+  /* The caches on first (a second thread creates), then the watcher. */
+  run_writers(s, ws, WRITERS, 10, 10, 0);
+  free_writers(ws, WRITERS);
+  assert_int_equal(pthread_create(&th, NULL, lock_watcher_main, &w), 0);
+  run_writers(s, ws, WRITERS, 40000, 40000, 4);
+  atomic_store(&stop, 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].made, 40000);
+  }
+  assert_true(w.holds > 0);
+  assert_int_equal(w.moved, 0);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -1057,6 +1121,7 @@ int main(void) {
       cmocka_unit_test(test_creates_from_a_cache_go_on_while_another_thread_refills),
       cmocka_unit_test(test_an_adjacency_table_is_faulted_in_whole_when_made),
       cmocka_unit_test(test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock),
+      cmocka_unit_test(test_no_create_or_connect_from_a_cache_runs_while_the_store_lock_is_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

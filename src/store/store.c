@@ -18,7 +18,8 @@
  *                 for token creates served from a thread's cache, which
  *                 its holder waits out after taking it (SHARDS, below).
  *   stripes       adjacency locks, one per stripe of token ids (STRIPES,
- *                 below): taken, instead of `lock`, by connects,
+ *                 below; the lists' version counters g.lver, which a
+ *                 striped call holds odd): taken, instead of `lock`, by connects,
  *                 disconnects and updates once the threads' caches are on;
  *                 they guard a token's liveness for those calls, its list
  *                 heads and degrees, and the links of connections that
@@ -38,7 +39,8 @@
  * Lock order: ckpt_mu before lock; lock before any WAL-internal mutex. No
  * code calls into the metrics registry's collector API while holding lock.
  * ckpt_wake_mu is never held with another of them. A striped call holds
- * its cache's busy word, then at most two stripes (in address order),
+ * its cache's busy word, then at most two stripes (it never waits for
+ * one while holding the other: it lets the first go, stripes_lock()),
  * then write-section counters (token/arena.h), and never waits for `lock`
  * while it holds any of them; `lock` and stripes are never held together
  * (the holder of `lock` has waited out every striped call). alloc_lock
@@ -106,7 +108,8 @@
  *    stripe is open (a few stores), or longer if its writer was preempted
  *    inside one;
  *  - edges: a token's lists change only inside write sections of the
- *    token's stripe, which walks use as the lists' version; a walk that
+ *    version counter of its stripe of token ids (g.lver, token/graph.h),
+ *    which walks use as the lists' version; a walk that
  *    sees it move starts again from the head and skips what it delivered
  *    (token/graph.c): it never crashes or loops, sees every connection that
  *    existed for the whole walk exactly once, and may or may not see one
@@ -172,6 +175,18 @@ static void lock_init_once(void) {
       syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+/* A full barrier on every running thread of the process (lock_membarrier
+   set). A child forked after the registration may have to register its
+   own memory map first; if even that fails, the global command (slow, no
+   registration) still gives the barrier. */
+static void heavy_barrier(void) {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return;
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+    return;
+  syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+}
+
 static void lock_slow(tg_store *s) {
   for (unsigned i = 0; i < LOCK_SPINS; i++) {
     int c = 0;
@@ -185,7 +200,7 @@ static void lock_slow(tg_store *s) {
      (sleepers, then lock); membarrier completes the releaser's half. One
      announcement covers every park below: sleepers stays raised. */
   atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
-  if (lock_membarrier) syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  if (lock_membarrier) heavy_barrier();
   for (;;) {
     int c = 0;
     if (atomic_compare_exchange_strong_explicit(&s->lock, &c, 1, memory_order_seq_cst,
@@ -217,11 +232,45 @@ static inline unsigned shards_in_use(tg_store *s) {
 
 static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
   if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
+  /* The creators' half of the Dekker pair with busy_enter() is made here
+     (membarrier runs a full barrier on every thread of the process), so
+     theirs is a plain store (LOCKING's asymmetric fence, the other way
+     round): a create that stored busy before that barrier is seen below,
+     one that stored it after sees the lock held.
+     Not while a checkpoint capture runs (g.cap, set and cleared only by
+     the lock's holder): the holder that set it drained every call after
+     its barrier, and every call that began since loads g.cap after the
+     lock (create_unlocked(), striped_enter()) and, finding the lock free,
+     finds g.cap set too (the release of the lock follows the store of
+     g.cap), so none runs without the lock until a holder clears it. So the
+     capture's many short lock holds, and the creates that take the lock
+     while it runs, make no system call. */
+  if (__builtin_expect(lock_membarrier, 1) && !s->g.cap) heavy_barrier();
   for (unsigned i = 0; i < n; i++)
     /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
        (lock, then busy; the creator stores busy, then loads lock). */
     if (atomic_load_explicit(&s->shards[i].busy, memory_order_seq_cst))
       drain_slow(&s->shards[i].busy);
+}
+
+/* A thread's announcement that it runs a call without the store lock (a
+   create from its cache, a striped call): busy = 1, then the caller loads
+   the lock. The two form a Dekker pair with drain() (lock, then busy),
+   which needs a full barrier between the store and the load on each side.
+   Here it is the holder's membarrier (drain_all()), so the store is plain:
+   an exchange cost a create about a fifth of its time on two writers, the
+   locked instruction waiting for the previous call's stores to fresh
+   memory (perf annotate of tg-bench concurrent, docs/benchmarks.md). The
+   store lock is taken rarely once the caches are on (deletes, batches,
+   checkpoint steps, quota decisions), so its holder pays the system call.
+   Without membarrier, an exchange as before. */
+static inline void busy_enter(tg__shard *sh) {
+  if (__builtin_expect(lock_membarrier, 1)) {
+    atomic_store_explicit(&sh->busy, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+  } else {
+    atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  }
 }
 
 static inline void drain(tg_store *s) {
@@ -481,15 +530,10 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   }
   memset(s->shards, 0, TG__SHARDS_MAX * sizeof *s->shards);
   atomic_init(&s->nshards, 0);
-  s->stripes = aligned_alloc(64, TG__SEQ_STRIPES * sizeof *s->stripes);
-  if (!s->stripes) {
-    rc = TG_ENOMEM;
-    goto fail;
-  }
-  for (unsigned i = 0; i < TG__SEQ_STRIPES; i++) atomic_init(&s->stripes[i], 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
   atomic_init(&s->alloc_lock, 0);
+  atomic_init(&s->lver_sleepers, 0);
   atomic_init(&s->sleepers, 0);
   atomic_init(&s->calls, 0);
   atomic_init(&s->failure_noted, 0);
@@ -521,7 +565,6 @@ fail:
     tg__batch_fini(s);
     tg__graph_free(&s->g);
     free(s->shards);
-    free(s->stripes);
     free(s);
   }
   if (lock_fd >= 0) close(lock_fd);
@@ -549,7 +592,6 @@ int tg_store_close(tg_store *s) {
   tg__batch_fini(s);
   tg__graph_free(&s->g);
   free(s->shards);
-  free(s->stripes);
   free(s);
   return rc;
 }
@@ -792,8 +834,9 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  * of the arena's ids, all in one map chunk), as many slots, and as many
  * tokens of quota credit. A create that finds all three in its cache takes
  * no lock:
- *  - it announces itself (busy = 1, an exchange) and then loads the store
- *    lock; if the lock is held, it withdraws (busy = 0) and creates under
+ *  - it announces itself (busy = 1, a plain store whose barrier the
+ *    lock's holder supplies with membarrier: busy_enter()) and then loads
+ *    the store lock; if the lock is held, it withdraws (busy = 0) and creates under
  *    the lock instead. The lock's holder, after taking it, waits until no
  *    cache is busy (drain()). The two sides are a Dekker pair (each stores
  *    its word and then loads the other's, seq_cst), so every call under
@@ -951,6 +994,8 @@ static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *
                                                         int conns) {
   tg__arena *a = conns ? &s->g.conns : &s->g.tokens;
   int slots = conns ? sh->ncslots == 0 : sh->nslots == 0;
+  /* The prefaulter is woken once alloc_lock is free (arena.h says why). */
+  tg__spare_defer_begin();
   stripe_lock(&s->alloc_lock);
   /* This refill would grow the arena and the prefaulter has no chunk
      ready (it is behind, or has no core to itself beside two writers):
@@ -967,6 +1012,7 @@ static __attribute__((noinline)) void shard_refill_busy(tg_store *s, tg__shard *
   if (conns) shard_refill_conns(s, sh);
   else shard_refill(s, sh);
   stripe_unlock(&s->alloc_lock);
+  tg__spare_defer_end();
 }
 
 void tg__store_reclaim_credit(tg_store *s) {
@@ -1032,9 +1078,9 @@ static __attribute__((noinline)) int wait_lock_free(tg_store *s) {
 static inline __attribute__((always_inline)) int create_unlocked(
     tg_store *s, tg__shard *sh, const tg_token *init, int durable, int *rc, uint32_t *nid,
     uint64_t *lsn) {
-  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
-     then lock). */
-  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  /* This thread's half of the Dekker pair with drain() (busy, then
+     lock; busy_enter()). */
+  busy_enter(sh);
   if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0, 0)) {
     /* 2: the lock is held (create() then waits for it to be free rather
        than queue on it). The cache is not looked at: its holder may be
@@ -1185,8 +1231,9 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * Once the caches are on (a second thread created tokens, SHARDS), a
  * connect, a disconnect, a token update and a connection update first try
  * to run without the store lock, under adjacency locks instead: one lock
- * per stripe of token ids (s->stripes[(id - 1) % TG__SEQ_STRIPES], futex
- * words). Why: with the bench's mix (every 4th create followed by a
+ * per stripe of token ids, the version of the lists of the stripe's tokens
+ * (g.lver[(id - 1) % TG__SEQ_STRIPES], token/graph.h), held odd for the
+ * call, so its list changes open no section of their own. Why: with the bench's mix (every 4th create followed by a
  * connect) two writers on the one store lock took turns, and each turn
  * emptied the other's lock-free creates (they withdraw while the lock is
  * held) and parked one of them on the futex: two writers made 0.3x the
@@ -1261,26 +1308,80 @@ static inline void stripe_unlock(atomic_int *l) {
     futex_wake(l);
 }
 
-static inline atomic_int *stripe_of(tg_store *s, uint32_t token_id) {
-  return &s->stripes[(token_id - 1u) & (TG__SEQ_STRIPES - 1u)];
+/* An adjacency lock: the list version of a stripe (token/graph.h), odd
+   while held. Taken by a compare-and-swap from even to odd; released by a
+   release store of the next even value and a look at lver_sleepers, the
+   store lock's protocol (LOCKING): a waiter spins, then counts itself in
+   lver_sleepers, runs membarrier (the release's half of the Dekker pair),
+   and parks on the word until a release wakes it. Two writers meet on a
+   stripe when their ids fall 4096 apart, which happens when one was
+   preempted while the other created thousands of tokens; a waiter then
+   waits for a preempted holder, and parks once instead of waking every
+   20 us (tg-bench concurrent at load 7: 168 sleeps a run for 45 waits). */
+static inline int lver_trylock(uint32_t *v) {
+  uint32_t c = __atomic_load_n(v, __ATOMIC_RELAXED);
+  if (!(c & 1u) &&
+      __atomic_compare_exchange_n(v, &c, c + 1u, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+    /* As in tg__seq_begin(): the odd counter before the lists' stores. */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return 1;
+  }
+  return 0;
 }
 
-/* Lock the stripes of tokens a and b in address order (one when shared). */
-static inline void stripes_lock(tg_store *s, uint32_t a, uint32_t b) {
-  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
-  if (x > y) {
-    atomic_int *t = x;
-    x = y;
-    y = t;
+/* Wait until adjacency lock v is free (even), without taking it, or, with
+   take, take it. A spin, then a park on the word. */
+static __attribute__((noinline)) void lver_wait(tg_store *s, uint32_t *v, int take) {
+  for (unsigned i = 0; i < 4 * LOCK_SPINS; i++) {
+    if (take ? lver_trylock(v) : !(__atomic_load_n(v, __ATOMIC_ACQUIRE) & 1u)) return;
+    tg__cpu_relax();
   }
-  stripe_lock(x);
-  if (y != x) stripe_lock(y);
+  /* seq_cst: this thread's half of the Dekker pair with lver_unlock(). */
+  atomic_fetch_add_explicit(&s->lver_sleepers, 1, memory_order_seq_cst);
+  if (lock_membarrier) heavy_barrier();
+  for (;;) {
+    uint32_t c = __atomic_load_n(v, __ATOMIC_ACQUIRE);
+    if (take ? lver_trylock(v) : !(c & 1u)) break;
+    /* Returns at once when the word moved since c. */
+    if (c & 1u) syscall(SYS_futex, v, FUTEX_WAIT_PRIVATE, c, NULL, NULL, 0);
+  }
+  atomic_fetch_sub_explicit(&s->lver_sleepers, 1, memory_order_relaxed);
+}
+
+static inline void lver_unlock(tg_store *s, uint32_t *v) {
+  /* Release: the lists' stores before the even counter (walks). The load
+     is the holder's own odd value: only the holder stores while odd. */
+  __atomic_store_n(v, __atomic_load_n(v, __ATOMIC_RELAXED) + 1u, __ATOMIC_RELEASE);
+  /* The releaser's half of the Dekker pair with lver_lock_slow(), as in
+     store_unlock(). */
+  if (__builtin_expect(lock_membarrier, 1))
+    atomic_signal_fence(memory_order_seq_cst);
+  else
+    atomic_thread_fence(memory_order_seq_cst);
+  if (__builtin_expect(atomic_load_explicit(&s->lver_sleepers, memory_order_relaxed) != 0, 0))
+    syscall(SYS_futex, v, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Lock the stripes of tokens a and b (one when shared): their list
+   versions, held odd for the call (token/graph.h). A call never waits for
+   one while it holds the other: walks of the held stripe's lists spin
+   while it is odd, and must not spin for as long as another holder was
+   preempted. So it takes the first, tries the second, and when that is
+   held lets the first go and waits for the second to be free first. */
+static inline void stripes_lock(tg_store *s, uint32_t a, uint32_t b) {
+  uint32_t *x = tg__graph_lver(&s->g, a), *y = tg__graph_lver(&s->g, b);
+  for (;;) {
+    if (__builtin_expect(!lver_trylock(x), 0)) lver_wait(s, x, 1);
+    if (__builtin_expect(y == x || lver_trylock(y), 1)) return;
+    lver_unlock(s, x);
+    lver_wait(s, y, 0);
+  }
 }
 
 static inline void stripes_unlock(tg_store *s, uint32_t a, uint32_t b) {
-  atomic_int *x = stripe_of(s, a), *y = stripe_of(s, b);
-  stripe_unlock(x);
-  if (y != x) stripe_unlock(y);
+  uint32_t *x = tg__graph_lver(&s->g, a), *y = tg__graph_lver(&s->g, b);
+  lver_unlock(s, x);
+  if (y != x) lver_unlock(s, y);
 }
 
 /* Enter a striped call: 1 with *out the thread's cache (busy set,
@@ -1291,9 +1392,9 @@ static inline int striped_enter(tg_store *s, tg__shard **out) {
     return 0;
   tg__shard *sh = shard_get(s);
   if (!sh) return 0;
-  /* seq_cst: this thread's half of the Dekker pair with drain() (busy,
-     then lock), as in create_unlocked(). */
-  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  /* This thread's half of the Dekker pair with drain() (busy, then
+     lock), as in create_unlocked(). */
+  busy_enter(sh);
   if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
                            s->g.cap != NULL,
                        0)) {
@@ -1347,10 +1448,12 @@ static inline int has_adj(const tg__graph *g, uint32_t id) {
 static __attribute__((noinline)) int adj_reserve_busy(tg_store *s, uint32_t a, uint32_t b) {
   tg__graph *g = &s->g;
   int ok = 0;
+  tg__spare_defer_begin(); /* as in shard_refill_busy() */
   stripe_lock(&s->alloc_lock);
   if (tg__graph_memory(g) + missing_adj_bytes(g, a, b) <= s->gd.slow_at)
     ok = tg__graph_reserve_adj(g, a, b) == 0;
   stripe_unlock(&s->alloc_lock);
+  tg__spare_defer_end();
   return ok;
 }
 

@@ -92,9 +92,12 @@ struct tg_store {
                                    meets a refill. Its own line: refills
                                    of several threads meet on it */
   char alloc_pad[TG__LINE - sizeof(atomic_int)];
-  atomic_int *stripes;          /* open/close: TG__SEQ_STRIPES adjacency
-                                   locks, token id (id - 1) % stripes
-                                   (STRIPES in store.c) */
+  atomic_int lver_sleepers;     /* threads parked or about to park on an
+                                   adjacency lock (STRIPES in store.c);
+                                   loaded by every striped call's release,
+                                   written only by parkers: a line of its
+                                   own */
+  char lver_pad[TG__LINE - sizeof(atomic_int)];
   pthread_t pf_thread;          /* open/close: makes the token arena's
                                    spare chunk (tg__arena_prefault) */
   int pf_started;               /* open/close: the pid that started the

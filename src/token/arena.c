@@ -243,13 +243,36 @@ int tg__arena_prefault(tg__arena *a) {
   return 0;
 }
 
+/* tg__spare_defer_begin(): 1 while this thread defers its wake-ups, and
+   the futex word of the one pending (NULL none). Thread-local: only the
+   thread itself reads or writes them. */
+static _Thread_local int spare_defer __attribute__((tls_model("initial-exec")));
+static _Thread_local int *spare_pending __attribute__((tls_model("initial-exec")));
+
 unsigned char *tg__spare_take(unsigned char **spare, int *wake) {
   unsigned char *r = __atomic_exchange_n(spare, NULL, __ATOMIC_ACQUIRE);
   /* Ask for the next one now (once per chunk or region taken): release,
-     so the prefaulter that sees the bump sees the spare taken. */
+     so the prefaulter that sees the bump sees the spare taken. The bump
+     is enough for a prefaulter awake (it compares the word before it
+     sleeps); the wake-up may wait for the end of a deferral. */
   __atomic_fetch_add(wake, 1, __ATOMIC_RELEASE);
-  syscall(SYS_futex, wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  if (spare_defer) spare_pending = wake;
+  else syscall(SYS_futex, wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   return r;
+}
+
+void tg__spare_defer_begin(void) {
+  assert(!spare_defer);
+  spare_defer = 1;
+}
+
+void tg__spare_defer_end(void) {
+  spare_defer = 0;
+  int *w = spare_pending;
+  if (w) {
+    spare_pending = NULL;
+    syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  }
 }
 
 int tg__arena_grow(tg__arena *a) {

@@ -71,6 +71,13 @@
  *    side array of stripes (slot index i uses seq[i % TG__SEQ_STRIPES]):
  *    16 KiB per arena, at the cost of a rare retry when another slot of
  *    the same stripe changed;
+ *  - one-word changes: a change of a single 8-byte word of a published
+ *    slot, by one whole-word atomic store, needs no section when the word
+ *    has one writer at a time and no writer of the slot's other words
+ *    runs beside it without excluding that one: a copy loads each word
+ *    once, atomically, so it holds the word before or after the store and
+ *    the rest unchanged, an image the slot had. The graph's link changes
+ *    are made so (graph.c, conn_set());
  *  - a copy is the object asked for only when its id field holds the id:
  *    a slot freed and reused between the map load and the copy holds
  *    another id (ids are not reused) or 0;
@@ -168,6 +175,20 @@ void tg__arena_free(tg__arena *a);
    Acquire: the taker sees the region mapped and faulted (the maker's
    compare-and-exchange is a release). Any thread, no lock. */
 unsigned char *tg__spare_take(unsigned char **spare, int *wake);
+
+/* Defer the wake-ups of tg__spare_take() on this thread until
+   tg__spare_defer_end(), which issues the one pending (every spare of a
+   store shares one futex word). For the holders of a lock other writers
+   wait for (the store's alloc_lock): a wake-up inside it let the woken
+   prefaulter preempt the holder on a machine whose cores the writers
+   keep busy, and the other writers then slept on the lock until the
+   prefaulter had faulted its 2 MiB and the holder got its core back
+   (perf record -e sched:sched_switch of tg-bench concurrent with two
+   writers: about 70 sleeps on alloc_lock per 4 M creates, nearly every
+   one behind a holder preempted at that wake-up, docs/benchmarks.md).
+   Not nested. */
+void tg__spare_defer_begin(void);
+void tg__spare_defer_end(void);
 
 /* Map the next chunk; 0, TG_ENOMEM, or TG_EQUOTA when 2^32 - 1 slots.
    Takes the spare chunk when one is ready (no fault on this thread), then

@@ -123,15 +123,22 @@ int tg__graph_reserve_deletes(tg__graph *g, uint64_t n) {
 #define NEXT_OFF(in) ((in) ? offsetof(tg_connection, next_in) : offsetof(tg_connection, next_out))
 #define PREV_OFF(in) ((in) ? offsetof(tg_connection, prev_in) : offsetof(tg_connection, prev_out))
 
-/* Change one 4-byte field of connection slot `id` (a link, or the id and
-   free link of a release) in its own write section. */
+/* Change one link of connection slot `id`: one whole-word store
+   (tg__slot_set_u32) and no write section. A reader's copy loads each
+   8-byte word once, atomically, so it holds the word as it was before the
+   store or after it, and every other word unchanged: an image the slot had
+   (arena.h, "one-word changes"). The word's writers exclude each other: a
+   link word (next_out with prev_out, next_in with prev_in) changes only
+   under the adjacency lock of the connection's `from` or `to` token
+   (striped calls, or the store lock's holder alone), and the calls that
+   store a whole image (a new connection, an update, a release) hold both.
+   Why no section: a section of a striped call is a compare-and-swap, which
+   waits for the stores to fresh memory before it; a connect made two of
+   them here (docs/benchmarks.md, "Concurrency"). */
 static inline void conn_set(tg__graph *g, uint32_t id, size_t off, uint32_t v) {
   tg__graph_will_write(g, 1, id - 1u);
   uint32_t i = tg__arena_index(&g->conns, id) - 1u; /* slot index */
-  uint32_t *sq = tg__arena_stripe(&g->conns, i);
-  tg__seq_begin(sq);
   tg__slot_set_u32(tg__arena_slot(&g->conns, i), (uint32_t)off, v);
-  tg__seq_end(sq);
 }
 
 static inline void touch_conn(tg__graph *g, uint32_t id) {
@@ -139,7 +146,7 @@ static inline void touch_conn(tg__graph *g, uint32_t id) {
 }
 
 /* The list heads of a token are published with relaxed stores inside a
-   write section of the token's stripe (readers: tg__graph_edges). */
+   write section of the token's list version (readers: tg__graph_edges). */
 static inline void set_head(uint32_t *head, uint32_t v) { TG__STORE_RELAXED(*head, v); }
 
 /* Push connection id (whose own links are already written) on the front
@@ -170,25 +177,33 @@ static inline void unlink_from(tg__graph *g, const tg_connection *c, int in,
   }
 }
 
-/* Open (and close) the write sections of both endpoints' stripes, the
-   version of their lists; one section when they share a stripe. */
+/* Open (and close) the write sections of both endpoints' list versions
+   (g->lver); one section when they share a stripe. A striped call holds
+   both odd already (they are its adjacency locks, graph.h): nothing to
+   open. */
 static inline void lists_begin(tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t *a = tg__arena_stripe(&g->tokens, from - 1u);
-  uint32_t *b = tg__arena_stripe(&g->tokens, to - 1u);
+  if (tg__tl_striped) return;
+  uint32_t *a = tg__graph_lver(g, from), *b = tg__graph_lver(g, to);
   tg__seq_begin(a);
   if (b != a) tg__seq_begin(b);
 }
 
 static inline void lists_end(tg__graph *g, uint32_t from, uint32_t to) {
-  uint32_t *a = tg__arena_stripe(&g->tokens, from - 1u);
-  uint32_t *b = tg__arena_stripe(&g->tokens, to - 1u);
+  if (tg__tl_striped) return;
+  uint32_t *a = tg__graph_lver(g, from), *b = tg__graph_lver(g, to);
   if (b != a) tg__seq_end(b);
   tg__seq_end(a);
 }
 
 /* Write connection `id` from *init with its links at the front of both
-   endpoints' lists, and push it there. */
-static void link_new(tg__graph *g, const tg_connection *init, uint32_t id) {
+   endpoints' lists, and push it there. `fresh`: the slot index of a
+   connection whose map entry is not published yet (a striped connect,
+   which publishes it after this): its image is stored without a section,
+   as a new token's is (token/graph.h), because no reader can find it
+   (not by id, and its lists' versions stay odd until the call ends),
+   while a stale reader of the slot's previous connection sees an id field
+   that is 0 or the new id, never the one it looks for. Otherwise 0. */
+static void link_new(tg__graph *g, const tg_connection *init, uint32_t id, uint32_t fresh) {
   tg__adj *fa = tg__graph_adj(g, init->from);
   tg__adj *ta = tg__graph_adj(g, init->to);
   tg_connection img = *init;
@@ -205,10 +220,14 @@ static void link_new(tg__graph *g, const tg_connection *init, uint32_t id) {
   touch_conn(g, img.next_out);
   touch_conn(g, img.next_in);
   lists_begin(g, init->from, init->to);
-  uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
-  tg__seq_begin(sq);
-  tg__slot_store(tg__arena_slot(&g->conns, i), &img);
-  tg__seq_end(sq);
+  if (fresh) {
+    tg__slot_store(tg__arena_slot(&g->conns, fresh - 1u), &img);
+  } else {
+    uint32_t i = tg__arena_index(&g->conns, id) - 1u, *sq = tg__arena_stripe(&g->conns, i);
+    tg__seq_begin(sq);
+    tg__slot_store(tg__arena_slot(&g->conns, i), &img);
+    tg__seq_end(sq);
+  }
   push_front(g, id, 0, &fa->out_head);
   fa->out_deg++;
   push_front(g, id, 1, &ta->in_head);
@@ -224,7 +243,7 @@ int tg__graph_connect(tg__graph *g, const tg_connection *init, uint32_t *id) {
   int err = 0;
   tg_connection *c = (tg_connection *)tg__arena_alloc(&g->conns, id, &err);
   if (!c) return err;
-  link_new(g, init, *id);
+  link_new(g, init, *id, 0);
   return 0;
 }
 
@@ -233,18 +252,18 @@ void tg__graph_conn_fill(tg__graph *g, const tg_connection *img) {
   assert(img->type < TG_CONN_TYPES);
   assert(tg__graph_adj(g, img->from) && tg__graph_adj(g, img->to));
   tg__arena_fill(&g->conns, img->id);
-  link_new(g, img, img->id);
+  link_new(g, img, img->id, 0);
 }
 
 void tg__graph_connect_held(tg__graph *g, const tg_connection *init, uint32_t id,
                             uint32_t slot) {
   assert(tg__tl_striped && g->cap == NULL);
   assert(init->type < TG_CONN_TYPES);
-  /* Mapped before it is written, as tg__arena_alloc() does: the slot's id
-     field is 0 (fresh, or released), so readers see it not live until the
-     write section below stores the image. */
+  /* Written, then mapped (a release store: who finds the id finds the
+     whole image), all while the caller holds both lists' versions odd, so
+     no walk follows the new links before both are done (link_new()). */
+  link_new(g, init, id, slot + 1u);
   tg__arena_publish_held(&g->conns, id, slot);
-  link_new(g, init, id);
 }
 
 /* Take live connection `id` (at *cp) off both lists, inside the write
@@ -328,8 +347,8 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
 
 /* ---- lock-free edge walk ---------------------------------------------------
  *
- * A list changes only inside a write section of its token's stripe, so the
- * walk reads that counter (v, even) before taking the head, and after each
+ * A list changes only inside a write section of its token's list version
+ * (g->lver, graph.h), so the walk reads that counter (v, even) before taking the head, and after each
  * step's copy of a connection checks it is still v: then the head and every
  * link followed so far were the list's as of v, and the copy (a consistent
  * image, tg__arena_read) is a member of it. When the counter moved, the list
@@ -379,7 +398,7 @@ static int seen_has(const seen_set *ss, uint32_t id) {
 }
 
 static int walk(const tg__graph *g, uint32_t tid, int in, tg_edge_cb cb, void *arg) {
-  const uint32_t *tsq = &g->tokens.seq[(tid - 1u) & (TG__SEQ_STRIPES - 1u)];
+  const uint32_t *tsq = &g->lver[(tid - 1u) & (TG__SEQ_STRIPES - 1u)];
   seen_set ss;
   ss.ids = ss.inline_ids;
   ss.n = ss.nsorted = 0;
@@ -507,7 +526,7 @@ int tg__graph_conn_put(tg__graph *g, const tg_connection *img) {
   int was_live = 0, err = 0;
   tg_connection *c = tg__arena_put(&g->conns, img->id, &was_live, &err);
   if (!c) return err;
-  link_new(g, img, img->id);
+  link_new(g, img, img->id, 0);
   return 0;
 }
 

@@ -19,11 +19,13 @@
  * the tokens it changes; "striped writes" below), and readers without any
  * lock (tg__graph_token_read(), tg__graph_conn_read(), tg__graph_edges(),
  * the counters). Every slot change is a write section of its arena's stripe
- * (arena.h; a striped writer's sections exclude each other). A token's adjacency (its list heads, and the links of the
- * connections on its lists) changes only inside a write section of the
- * token's stripe in the token arena, so that counter is also the version of
- * the token's lists: an edge walk that sees it unchanged around a step knows
- * the step followed the list as it was (tg__graph_edges() in graph.c).
+ * (arena.h; a striped writer's sections exclude each other). A token's
+ * adjacency (its list heads, and the links of the connections on its
+ * lists) changes only inside a write section of its stripe's list version
+ * (lver, below: a striped call holds it odd for the whole call), the
+ * version of the token's lists: an edge walk that sees it unchanged around
+ * a step knows the step followed the list as it was (tg__graph_edges() in
+ * graph.c).
  * Side tables are published with a release store and kept until close.
  *
  * Checkpoints capture the graph as of one moment without stopping writers
@@ -107,7 +109,29 @@ typedef struct tg__graph {
                         checkpoint (a deleted token's slot is reused at
                         once, so it cannot carry the delete itself) */
   size_t ntdel, captdel; /* tdel's length and room */
+  /* The version of the adjacency lists of the tokens of each stripe of
+     token ids (token id `id` uses lver[(id - 1) % TG__SEQ_STRIPES]): odd
+     while a writer may change them, a seqlock for edge walks (graph.c).
+     The holder of the store lock opens and closes it around each list
+     change with plain increments (it runs alone); a striped call (store.c,
+     STRIPES) holds it odd for its whole call instead: the counter is that
+     call's adjacency lock (taken by a compare-and-swap from even to odd,
+     and released by one release store, store.c), so list
+     changes inside it open nothing more. Why: a striped connect took
+     ten locked instructions (two adjacency locks, two list sections on
+     the token arena's counters, three slot sections, two unlocks, busy),
+     each waiting for the stores to fresh memory before it; two writers
+     ran at 0.7 of one writer's creates per CPU second (docs/benchmarks.md,
+     "Concurrency"). Its own cache lines: walkers load it. */
+  _Alignas(TG__LINE) uint32_t lver[TG__SEQ_STRIPES];
 } tg__graph;
+
+/* The list version (and, for striped calls, the adjacency lock) of token
+   `id`'s stripe. */
+static inline uint32_t *tg__graph_lver(tg__graph *g, uint32_t id) {
+  return &g->lver[(id - 1u) & (TG__SEQ_STRIPES - 1u)];
+}
+
 
 /* Connection bitmaps: 32768 bits = 4 KiB per 2 MiB chunk. */
 #define TG__CDIRTY_WORDS (TG__CHUNK_SLOTS / 64u)
