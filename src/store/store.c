@@ -232,20 +232,6 @@ static inline unsigned shards_in_use(tg_store *s) {
 
 static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
   if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
-  /* The creators' half of the Dekker pair with busy_enter() is made here
-     (membarrier runs a full barrier on every thread of the process), so
-     theirs is a plain store (LOCKING's asymmetric fence, the other way
-     round): a create that stored busy before that barrier is seen below,
-     one that stored it after sees the lock held.
-     Not while a checkpoint capture runs (g.cap, set and cleared only by
-     the lock's holder): the holder that set it drained every call after
-     its barrier, and every call that began since loads g.cap after the
-     lock (create_unlocked(), striped_enter()) and, finding the lock free,
-     finds g.cap set too (the release of the lock follows the store of
-     g.cap), so none runs without the lock until a holder clears it. So the
-     capture's many short lock holds, and the creates that take the lock
-     while it runs, make no system call. */
-  if (__builtin_expect(lock_membarrier, 1) && !s->g.cap) heavy_barrier();
   for (unsigned i = 0; i < n; i++)
     /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
        (lock, then busy; the creator stores busy, then loads lock). */
@@ -256,21 +242,15 @@ static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
 /* A thread's announcement that it runs a call without the store lock (a
    create from its cache, a striped call): busy = 1, then the caller loads
    the lock. The two form a Dekker pair with drain() (lock, then busy),
-   which needs a full barrier between the store and the load on each side.
-   Here it is the holder's membarrier (drain_all()), so the store is plain:
-   an exchange cost a create about a fifth of its time on two writers, the
-   locked instruction waiting for the previous call's stores to fresh
-   memory (perf annotate of tg-bench concurrent, docs/benchmarks.md). The
-   store lock is taken rarely once the caches are on (deletes, batches,
-   checkpoint steps, quota decisions), so its holder pays the system call.
-   Without membarrier, an exchange as before. */
+   which needs a full barrier between the store and the load on each side:
+   here the exchange. Tried: a plain store, with the lock's holder making
+   the barrier for every thread with membarrier(2). A create then took no
+   locked instruction, but every hold of the store lock once the caches
+   are on paid a system call and an interrupt of the other cores: two
+   threads creating and deleting tokens made 0.8-2.8 M pairs/s against
+   2.1-8.9 M with the exchange (docs/benchmarks.md). */
 static inline void busy_enter(tg__shard *sh) {
-  if (__builtin_expect(lock_membarrier, 1)) {
-    atomic_store_explicit(&sh->busy, 1, memory_order_relaxed);
-    atomic_signal_fence(memory_order_seq_cst);
-  } else {
-    atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
-  }
+  atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
 }
 
 static inline void drain(tg_store *s) {
@@ -834,9 +814,8 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  * of the arena's ids, all in one map chunk), as many slots, and as many
  * tokens of quota credit. A create that finds all three in its cache takes
  * no lock:
- *  - it announces itself (busy = 1, a plain store whose barrier the
- *    lock's holder supplies with membarrier: busy_enter()) and then loads
- *    the store lock; if the lock is held, it withdraws (busy = 0) and creates under
+ *  - it announces itself (busy = 1, an exchange: busy_enter()) and then
+ *    loads the store lock; if the lock is held, it withdraws (busy = 0) and creates under
  *    the lock instead. The lock's holder, after taking it, waits until no
  *    cache is busy (drain()). The two sides are a Dekker pair (each stores
  *    its word and then loads the other's, seq_cst), so every call under
