@@ -1114,9 +1114,10 @@ TG_API void tg_replica_config_init(tg_replica_config *cfg);
  * Errors: tg_store_open()'s, TG_EINVAL (a field missing, lease_ttl_ms
  * below 150, fetch_batch above 256; nothing is created), TG_ENOTSUP,
  * -ECONNREFUSED (no server answers at nats_url), -ENOENT (no stream
- * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as above, found at open, or with rebootstrap no
- * snapshot to start again from), -EEXIST (rebootstrap: DIR.rebootstrap
- * is left from an interrupted one), TG_EIO. On failure *out is NULL.
+ * TG_<repl_name>: no primary shipped to it yet), -ENODATA (a gap, as
+ * above, found at open, or with rebootstrap no snapshot to start again
+ * from), -EEXIST (rebootstrap: DIR.rebootstrap is left from an
+ * interrupted one), TG_EIO. On failure *out is NULL.
  */
 TG_API int tg_replica_open(tg_store **out, const char *dir, const tg_replica_config *cfg);
 

@@ -348,8 +348,8 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
 /* ---- lock-free edge walk ---------------------------------------------------
  *
  * A list changes only inside a write section of its token's list version
- * (g->lver, graph.h), so the walk reads that counter (v, even) before taking the head, and after each
- * step's copy of a connection checks it is still v: then the head and every
+ * (g->lver, graph.h), so the walk reads that counter (v, even) before
+ * taking the head, and after each step's copy of a connection checks it is still v: then the head and every
  * link followed so far were the list's as of v, and the copy (a consistent
  * image, tg__arena_read) is a member of it. When the counter moved, the list
  * (or another list of the same stripe) changed: the walk starts again from
