@@ -1213,8 +1213,8 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * per stripe of token ids, the version of the lists of the stripe's tokens
  * (g.lver[(id - 1) % TG__SEQ_STRIPES], token/graph.h), held odd for the
  * call, so its list changes open no section of their own. Why: with the
- * bench's mix (every 4th create followed by a connect) two writers on the one store lock took turns, and each turn
- * emptied the other's lock-free creates (they withdraw while the lock is
+ * bench's mix (every 4th create followed by a connect) two writers on
+ * the one store lock took turns, and each turn emptied the other's lock-free creates (they withdraw while the lock is
  * held) and parked one of them on the futex: two writers made 0.3x the
  * creates of one (perf: 110,000 futex calls per 5 M calls, the writers
  * off-CPU two thirds of the time; docs/benchmarks.md).
