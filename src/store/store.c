@@ -1208,16 +1208,17 @@ int tg_token_create(tg_store *s, const tg_token *init, uint32_t *id) {
  * STRIPES: connects, disconnects and updates without the store lock.
  *
  * Once the caches are on (a second thread created tokens, SHARDS), a
- * connect, a disconnect, a token update and a connection update first try
- * to run without the store lock, under adjacency locks instead: one lock
- * per stripe of token ids, the version of the lists of the stripe's tokens
- * (g.lver[(id - 1) % TG__SEQ_STRIPES], token/graph.h), held odd for the
- * call, so its list changes open no section of their own. Why: with the
- * bench's mix (every 4th create followed by a connect) two writers on
- * the one store lock took turns, and each turn emptied the other's lock-free creates (they withdraw while the lock is
- * held) and parked one of them on the futex: two writers made 0.3x the
- * creates of one (perf: 110,000 futex calls per 5 M calls, the writers
- * off-CPU two thirds of the time; docs/benchmarks.md).
+ * connect, a disconnect, a token update and a connection update first
+ * try to run without the store lock, under adjacency locks instead: one
+ * lock per stripe of token ids, the version of the lists of the
+ * stripe's tokens (g.lver[(id - 1) % TG__SEQ_STRIPES], token/graph.h),
+ * held odd for the call, so its list changes open no section of their
+ * own. Why: with the bench's mix (every 4th create followed by a
+ * connect) two writers on the one store lock took turns, and each turn
+ * emptied the other's lock-free creates (they withdraw while the lock
+ * is held) and parked one of them on the futex: two writers made 0.3x
+ * the creates of one (perf: 110,000 futex calls per 5 M calls, the
+ * writers off-CPU two thirds of the time; docs/benchmarks.md).
  *  - Entry: the call announces itself on its cache's busy word and checks
  *    the store lock, the Dekker pair of the lock-free creates (SHARDS):
  *    so whatever runs under the store lock (deletes, batches, evictions,

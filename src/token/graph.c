@@ -348,18 +348,18 @@ int tg__graph_token_delete(tg__graph *g, uint32_t id, uint64_t *nconns) {
 /* ---- lock-free edge walk ---------------------------------------------------
  *
  * A list changes only inside a write section of its token's list version
- * (g->lver, graph.h), so the walk reads that counter (v, even) before
- * taking the head, and after each step's copy of a connection checks it is still v: then the head and every
- * link followed so far were the list's as of v, and the copy (a consistent
- * image, tg__arena_read) is a member of it. When the counter moved, the list
- * (or another list of the same stripe) changed: the walk starts again from
- * the head and skips the connections it has delivered, so each is delivered
- * once. Inserts go to the head and removals keep the order of the rest, so
- * a connection on the list for the whole walk is always still ahead of the
- * restart point: none is missed. A consistent list has no cycle, and each
- * run follows one consistent version, so the walk cannot loop; it ends once
- * a run meets no change (restarts need a writer to change a list of the same
- * stripe within one step of the walk).
+ * (g->lver, graph.h), so the walk reads that counter (v, even) before taking
+ * the head, and after each step's copy of a connection checks it is still v:
+ * then the head and every link followed so far were the list's as of v, and
+ * the copy (a consistent image, tg__arena_read) is a member of it. When the
+ * counter moved, the list (or another list of the same stripe) changed: the
+ * walk starts again from the head and skips the connections it has
+ * delivered, so each is delivered once. Inserts go to the head and removals
+ * keep the order of the rest, so a connection on the list for the whole walk
+ * is always still ahead of the restart point: none is missed. A consistent
+ * list has no cycle, and each run follows one consistent version, so the
+ * walk cannot loop; it ends once a run meets no change (restarts need a
+ * writer to change a list of the same stripe within one step of the walk).
  */
 
 typedef struct seen_set {
