@@ -263,19 +263,6 @@ static void *spare_waiter_main(void *arg) {
   return NULL;
 }
 
-/* The scheduler state of thread tid of this process ('S' sleeping), or
-   0 when it is gone. */
-static char thread_state(int tid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  return p && p[1] == ' ' ? p[2] : 0;
-}
 
 /* Start a waiter and return once it sleeps in the kernel on *word. */
 static void spare_waiter_start(spare_waiter *w, int *word, pthread_t *th) {
@@ -283,7 +270,7 @@ static void spare_waiter_start(spare_waiter *w, int *word, pthread_t *th) {
   w->word = word;
   assert_int_equal(pthread_create(th, NULL, spare_waiter_main, w), 0);
   uint64_t deadline = tgp_now_ns() + TGT_PATIENCE_NS;
-  while (!atomic_load(&w->tid) || thread_state(atomic_load(&w->tid)) != 'S')
+  while (!atomic_load(&w->tid) || tgt_thread_state(atomic_load(&w->tid)) != 'S')
     assert_true(tgp_now_ns() < deadline);
 }
 
@@ -318,7 +305,7 @@ static void test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_end
   tg__spare_defer_begin();
   assert_ptr_equal(tg__spare_take(&spare, &word), &b_region);
   assert_int_equal(__atomic_load_n(&word, __ATOMIC_RELAXED), 1);
-  assert_int_equal(thread_state(atomic_load(&w.tid)), 'S');
+  assert_int_equal(tgt_thread_state(atomic_load(&w.tid)), 'S');
   assert_int_equal(atomic_load(&w.woken), 0);
   tg__spare_defer_end();
   spare_waiter_join(&w, th);

@@ -292,19 +292,6 @@ static void *held_writer(void *arg) {
   return NULL;
 }
 
-/* The scheduler state of thread tid of this process ('R' running, 'S'
-   sleeping), or 0. */
-static char thread_state(int tid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  return p && p[1] == ' ' ? p[2] : 0;
-}
 
 static void test_reads_complete_and_writers_park_while_the_lock_is_held(void **state) {
   (void)state;
@@ -350,7 +337,8 @@ static void test_reads_complete_and_writers_park_while_the_lock_is_held(void **s
   int reads_done = atomic_load(&h.reads_done);
   char wstate = 0;
   while (tgp_now_ns() < deadline) {
-    if (atomic_load(&h.writer_started) && (wstate = thread_state(atomic_load(&h.writer_tid))) == 'S')
+    if (atomic_load(&h.writer_started) &&
+        (wstate = tgt_thread_state(atomic_load(&h.writer_tid))) == 'S')
       break;
     tgt_pause();
   }

@@ -85,6 +85,20 @@ static inline int tgt_teardown(void **state) {
 
 /* ---- waiting ----------------------------------------------------------------- */
 
+/* The scheduler state of thread tid of this process ('R' running, 'S'
+   sleeping, ...), from /proc/self/task/TID/stat, or 0 when it is gone. */
+static inline char tgt_thread_state(int tid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  return p && p[1] == ' ' ? p[2] : 0;
+}
+
 /* Pause between two looks at a condition another thread or process will
    make true: short next to what is awaited, long enough not to starve it
    on two cores. */
