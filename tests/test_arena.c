@@ -314,6 +314,42 @@ static void test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_end
   tg__spare_defer_end();
 }
 
+/* Blocks (arena.c, BLOCKS): carved from regions reserved many at once,
+   so taking 300 of them reserves at most three regions (one mmap each)
+   rather than 300 mappings; each is 2 MiB aligned, reads as zeros and is
+   its own memory. Another size is mapped on its own. */
+static void test_blocks_come_from_regions_reserved_many_at_once(void **state) {
+  (void)state;
+  enum { N = 300 };
+  const size_t b = (size_t)2 << 20;
+  unsigned char **p = calloc(N, sizeof *p);
+  assert_non_null(p);
+  unsigned long r0 = tg__arena_regions_reserved();
+  for (int i = 0; i < N; i++) {
+    p[i] = tg__map_fresh(b);
+    assert_non_null(p[i]);
+    assert_int_equal((uintptr_t)p[i] % b, 0);
+    assert_int_equal(p[i][0] | p[i][b / 2] | p[i][b - 1], 0);
+    p[i][0] = (unsigned char)(i + 1);
+    p[i][b - 1] = (unsigned char)(i + 1);
+  }
+  unsigned long used = tg__arena_regions_reserved() - r0;
+  assert_true(used >= 2 && used <= 3);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(p[i][0], (unsigned char)(i + 1));
+    assert_int_equal(p[i][b - 1], (unsigned char)(i + 1));
+  }
+  for (int i = 0; i < N; i++) tg__unmap_fresh(p[i], b);
+  unsigned char *big = tg__map_fresh(2 * b);
+  assert_non_null(big);
+  assert_int_equal((uintptr_t)big % b, 0);
+  assert_int_equal(big[0] | big[2 * b - 1], 0);
+  big[2 * b - 1] = 1;
+  tg__unmap_fresh(big, 2 * b);
+  assert_int_equal(tg__arena_regions_reserved() - r0, used);
+  free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_arena_ids_start_at_one_and_are_dense),
@@ -325,6 +361,7 @@ int main(void) {
     cmocka_unit_test(test_arena_grows_across_chunks_with_stable_addresses),
     cmocka_unit_test(test_arena_out_of_memory_is_reported_and_changes_nothing),
     cmocka_unit_test(test_arena_spare_take_wakes_its_maker_at_once_or_when_a_deferral_ends),
+    cmocka_unit_test(test_blocks_come_from_regions_reserved_many_at_once),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1102,6 +1102,74 @@ static void test_no_create_or_connect_from_a_cache_runs_while_the_store_lock_is_
   tg_store_close(s);
 }
 
+/* ANNOUNCING (store.c): with the lock left alone, calls from the caches
+   go over to announcing themselves with plain stores; the next hold of
+   the lock makes them exchanges again, and nothing runs without the lock
+   while it is held, across that change. A watcher waits for the plain
+   announcements, takes the lock, and checks both. */
+typedef struct plain_watcher {
+  tg_store *s;
+  atomic_int *done;
+  int rounds, moved, still_plain;
+} plain_watcher;
+
+static void *plain_watcher_main(void *arg) {
+  plain_watcher *w = arg;
+  while (!atomic_load(w->done)) {
+    if (!(atomic_load(&w->s->announce) & 1u)) {
+      tg__cpu_relax();
+      continue;
+    }
+    tg__store_lock(w->s);
+    if (atomic_load(&w->s->announce) & 1u) w->still_plain++;
+    uint64_t before = cache_calls(w->s);
+    for (int k = 0; k < 2000; k++) {
+      tg__cpu_relax();
+      if (cache_calls(w->s) != before) {
+        w->moved++;
+        break;
+      }
+    }
+    tg__store_unlock(w->s);
+    w->rounds++;
+  }
+  return NULL;
+}
+
+static void test_creates_announced_by_plain_stores_stop_while_the_store_lock_is_held(
+    void **state) {
+  (void)state;
+  long q = syscall(SYS_membarrier, 0 /* MEMBARRIER_CMD_QUERY */, 0, 0);
+  if (q < 0 || !(q & (1 << 3) /* MEMBARRIER_CMD_PRIVATE_EXPEDITED */))
+    skip(); /* without membarrier(2) announcements stay exchanges */
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  tg_store *s = tgt_open(NULL, &cfg);
+  writer ws[WRITERS];
+  atomic_int done = 0;
+  plain_watcher w = {s, &done, 0, 0, 0};
+  pthread_t th;
+  run_writers(s, ws, WRITERS, 10, 10, 0);
+  free_writers(ws, WRITERS);
+  assert_int_equal(atomic_load(&s->announce) & 1u, 0); /* exchanges first */
+  assert_int_equal(pthread_create(&th, NULL, plain_watcher_main, &w), 0);
+  run_writers(s, ws, WRITERS, 120000, 120000, 4);
+  atomic_store(&done, 1);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  for (int i = 0; i < WRITERS; i++) {
+    assert_int_equal(ws[i].other_errors, 0);
+    assert_int_equal(ws[i].made, 120000);
+  }
+  assert_true(w.rounds > 0);
+  assert_int_equal(w.still_plain, 0);
+  assert_int_equal(w.moved, 0);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, (uint64_t)WRITERS * 120000 + WRITERS * 10);
+  free_writers(ws, WRITERS);
+  tg_store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_four_writers_get_distinct_ids_and_exact_counts),
@@ -1122,6 +1190,7 @@ int main(void) {
       cmocka_unit_test(test_an_adjacency_table_is_faulted_in_whole_when_made),
       cmocka_unit_test(test_a_first_connect_into_a_chunk_makes_its_table_without_the_store_lock),
       cmocka_unit_test(test_no_create_or_connect_from_a_cache_runs_while_the_store_lock_is_held),
+      cmocka_unit_test(test_creates_announced_by_plain_stores_stop_while_the_store_lock_is_held),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

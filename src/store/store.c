@@ -232,6 +232,17 @@ static inline unsigned shards_in_use(tg_store *s) {
 
 static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
   if (n > TG__SHARDS_MAX) n = TG__SHARDS_MAX;
+  TG__STORE_RELAXED(s->holds, s->holds + 1u);
+  /* ANNOUNCING: while calls announce with plain stores, the creators'
+     half of the Dekker pair is made here: exchanges from now on (the
+     announce word's change), then a barrier on every thread, so a call
+     that stored busy before it is seen below and one that stores it after
+     sees the lock held or the word changed. */
+  unsigned a = atomic_load_explicit(&s->announce, memory_order_relaxed);
+  if (__builtin_expect(a & 1u, 0)) {
+    atomic_store_explicit(&s->announce, a + 1u, memory_order_relaxed);
+    heavy_barrier();
+  }
   for (unsigned i = 0; i < n; i++)
     /* seq_cst: the holder's half of the Dekker pair with create_unlocked()
        (lock, then busy; the creator stores busy, then loads lock). */
@@ -239,18 +250,78 @@ static __attribute__((noinline)) void drain_all(tg_store *s, unsigned n) {
       drain_slow(&s->shards[i].busy);
 }
 
-/* A thread's announcement that it runs a call without the store lock (a
-   create from its cache, a striped call): busy = 1, then the caller loads
-   the lock. The two form a Dekker pair with drain() (lock, then busy),
-   which needs a full barrier between the store and the load on each side:
-   here the exchange. Tried: a plain store, with the lock's holder making
-   the barrier for every thread with membarrier(2). A create then took no
-   locked instruction, but every hold of the store lock once the caches
-   are on paid a system call and an interrupt of the other cores: two
-   threads creating and deleting tokens made 0.8-2.8 M pairs/s against
-   2.1-8.9 M with the exchange (docs/benchmarks.md). */
-static inline void busy_enter(tg__shard *sh) {
+/*
+ * ANNOUNCING: how a thread announces a call without the store lock (a
+ * create from its cache, a striped call): busy = 1, then it loads the lock;
+ * the lock's holder stores the lock, then loads every busy (drain()). That
+ * Dekker pair needs a full barrier between the store and the load on each
+ * side. The announcing side has two ways to make it, chosen by the store's
+ * `announce` word:
+ *  - even: an exchange on busy. A locked instruction, and on this path the
+ *    dearest part of a create: it waits for the previous call's stores to
+ *    fresh memory to drain (perf annotate of tg-bench concurrent, two
+ *    writers: about half of tg_token_create's samples).
+ *  - odd: a plain store, and the lock's holder makes the barrier for every
+ *    thread with membarrier(2) (the asymmetric fence of userspace RCU and
+ *    folly). A holder that finds the word odd makes it even first, so only
+ *    the first hold after plain announcements pays the system call: with a
+ *    plain store always, every hold paid it, and two threads creating and
+ *    deleting made 0.8-2.8 M pairs/s against 2.1-8.9 M with the exchange
+ *    (docs/benchmarks.md).
+ * The word goes odd again when a thread that announced ANNOUNCE_PROBE
+ * calls by exchange saw no hold meanwhile (`holds`, counted by drain_all):
+ * it takes the lock once and makes the word odd (announce_plain()). So a
+ * store whose lock is taken often (deletes, batches, quota decisions, a
+ * capture's steps) stays with exchanges, and one that only creates and
+ * connects runs without a locked instruction per call, at one lock hold
+ * per ANNOUNCE_PROBE calls at most.
+ *
+ * Why a plain announcement is safe. Only the lock's holder changes the
+ * word, and every change adds one, so a word read twice with the same
+ * value did not change between the reads (it would have to wrap 2^32
+ * changes, each a lock hold, while one thread sits between two loads). A
+ * call with a plain announcement loads the word (odd), stores busy, loads
+ * the lock and then the word again, and goes on only with the lock free
+ * and the word unchanged. A holder that loads the word odd runs the
+ * barrier itself. One that loads it even: the last holder to make it even
+ * (H) ran the barrier after its store. If the call's second load came
+ * after that barrier on its thread, it read H's even word or a later one:
+ * changed, so the call withdrew. If it came before, so did its store of
+ * busy, which the barrier made visible to every later holder. Without
+ * membarrier(2) the word stays even.
+ */
+#define ANNOUNCE_PROBE 16384u
+
+/* Announce a call without the lock: 0 when it may run (busy set, the lock
+   seen free), 1 when the lock is held (busy withdrawn, nothing else
+   changed). */
+static inline int busy_enter(tg_store *s, tg__shard *sh) {
+  unsigned a = atomic_load_explicit(&s->announce, memory_order_relaxed);
+  if (__builtin_expect(a & 1u, 1)) {
+    atomic_store_explicit(&sh->busy, 1, memory_order_relaxed);
+    /* The store before the loads below: for the compiler only; the
+       holder's membarrier orders them on the CPU. */
+    atomic_signal_fence(memory_order_seq_cst);
+    /* Acquire: the word's second load after the lock's. */
+    if (__builtin_expect(!atomic_load_explicit(&s->lock, memory_order_acquire), 1) &&
+        __builtin_expect(atomic_load_explicit(&s->announce, memory_order_relaxed) == a, 1))
+      return 0;
+    atomic_store_explicit(&sh->busy, 0, memory_order_release);
+    /* The lock free and the word changed: announce by exchange below. */
+    if (atomic_load_explicit(&s->lock, memory_order_relaxed)) return 1;
+  }
   atomic_exchange_explicit(&sh->busy, 1, memory_order_seq_cst);
+  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0, 0)) {
+    atomic_store_explicit(&sh->busy, 0, memory_order_release);
+    return 1;
+  }
+  if (__builtin_expect(++sh->xchg_calls % ANNOUNCE_PROBE == 0, 0)) {
+    /* Relaxed: a hint; the word changes only under the lock. */
+    uint64_t h = TG__LOAD_RELAXED(s->holds);
+    if (h == sh->holds_seen && lock_membarrier) sh->want_plain = 1;
+    sh->holds_seen = h;
+  }
+  return 0;
 }
 
 static inline void drain(tg_store *s) {
@@ -293,6 +364,18 @@ static inline void store_unlock(tg_store *s) {
 /* For durable.c and checkpoint.c: the same lock, out of line. */
 void tg__store_lock(tg_store *s) { store_lock(s); }
 void tg__store_unlock(tg_store *s) { store_unlock(s); }
+
+/* Make announcements plain (ANNOUNCING), asked for by busy_enter(). Called
+   by the cache's owner outside busy. */
+static __attribute__((noinline)) void announce_plain(tg_store *s, tg__shard *sh) {
+  sh->want_plain = 0;
+  store_lock(s);
+  unsigned a = atomic_load_explicit(&s->announce, memory_order_relaxed);
+  if (!(a & 1u)) atomic_store_explicit(&s->announce, a + 1u, memory_order_relaxed);
+  sh->holds_seen = s->holds;
+  store_unlock(s);
+}
+
 
 /* A counter that tg_store_stats_get() reads without the lock (READS). */
 #define BUMP(x) TG__STORE_RELAXED(x, (x) + 1u)
@@ -512,6 +595,7 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   atomic_init(&s->nshards, 0);
   pthread_once(&lock_once, lock_init_once);
   atomic_init(&s->lock, 0);
+  atomic_init(&s->announce, 0); /* exchanges until a cache asks (ANNOUNCING) */
   atomic_init(&s->alloc_lock, 0);
   atomic_init(&s->lver_sleepers, 0);
   atomic_init(&s->sleepers, 0);
@@ -1058,15 +1142,10 @@ static inline __attribute__((always_inline)) int create_unlocked(
     tg_store *s, tg__shard *sh, const tg_token *init, int durable, int *rc, uint32_t *nid,
     uint64_t *lsn) {
   /* This thread's half of the Dekker pair with drain() (busy, then
-     lock; busy_enter()). */
-  busy_enter(sh);
-  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0, 0)) {
-    /* 2: the lock is held (create() then waits for it to be free rather
-       than queue on it). The cache is not looked at: its holder may be
-       taking the credit back right now. */
-    atomic_store_explicit(&sh->busy, 0, memory_order_release);
-    return 2;
-  }
+     lock; ANNOUNCING). 2: the lock is held (create() then waits for it
+     to be free rather than queue on it). The cache is not looked at: its
+     holder may be taking the credit back right now. */
+  if (__builtin_expect(busy_enter(s, sh), 0)) return 2;
   if (__builtin_expect(!sh->credit || !sh->nslots || sh->id_next == sh->id_end ||
                            s->g.cap != NULL,
                        0)) {
@@ -1137,6 +1216,7 @@ static inline __attribute__((always_inline)) int create(tg_store *s, const tg_to
     if (__builtin_expect(r == 2, 0) && wait_lock_free(s))
       r = create_unlocked(s, sh, init, durable, &rc, &nid, &lsn);
     if (r == 1) {
+      if (__builtin_expect(sh->want_plain, 0)) announce_plain(s, sh);
       if (durable) rc = strict_wait(s, rc, lsn);
       if (id) *id = rc ? 0 : nid;
       goto out;
@@ -1374,10 +1454,8 @@ static inline int striped_enter(tg_store *s, tg__shard **out) {
   if (!sh) return 0;
   /* This thread's half of the Dekker pair with drain() (busy, then
      lock), as in create_unlocked(). */
-  busy_enter(sh);
-  if (__builtin_expect(atomic_load_explicit(&s->lock, memory_order_seq_cst) != 0 ||
-                           s->g.cap != NULL,
-                       0)) {
+  if (__builtin_expect(busy_enter(s, sh), 0)) return 0;
+  if (__builtin_expect(s->g.cap != NULL, 0)) {
     atomic_store_explicit(&sh->busy, 0, memory_order_release);
     return 0;
   }

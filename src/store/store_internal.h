@@ -39,6 +39,10 @@ _Static_assert(TG__SHARDS_MAX * TG__SHARD_BLOCK <= TG__ARENA_CACHED_MAX,
 typedef struct tg__shard {
   atomic_int busy;       /* 1 while its thread creates without the lock */
   atomic_int owner;      /* the owning thread's number (gettid), 0 free */
+  uint32_t xchg_calls;   /* owner only: calls announced by exchange
+                            (store.c, ANNOUNCING) */
+  int want_plain;        /* owner only: ask for plain announcements */
+  uint64_t holds_seen;   /* owner only: `holds` at its last probe */
   uint32_t id_next, id_end; /* ids [id_next, id_end) held (owner inside
                             busy, or the store lock holder) */
   uint32_t nslots;       /* slots[0, nslots) held (likewise) */
@@ -63,8 +67,17 @@ struct tg_store {
                                    no WAL, no LOCK, nothing written. Read by
                                    every lock-free read, so it is kept off
                                    the lock's line (TG__LINE, arena.h) */
+  atomic_uint announce;         /* how lock-free calls announce themselves:
+                                   odd plain stores, even exchanges; every
+                                   change adds one (store.c, ANNOUNCING).
+                                   Loaded by every such call, changed only
+                                   by the lock's holder: read-mostly, so on
+                                   read_only's line */
   _Alignas(TG__LINE) atomic_int lock; /* 0 free, 1 held; store.c, LOCKING */
   atomic_int sleepers;          /* threads parked or about to park on lock */
+  uint64_t holds;               /* lock; holds that drained the caches
+                                   (relaxed stores: probed by their owners,
+                                   ANNOUNCING) */
   atomic_uint calls;            /* debug builds: public calls in progress
                                    (TG__CALL_GUARD); 0 in release builds */
   tg__graph g;                  /* lock; read without it as store.c's

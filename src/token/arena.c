@@ -2,6 +2,7 @@
 #include "token/arena.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <linux/futex.h>
@@ -17,26 +18,100 @@
 #endif
 
 /*
- * Map `bytes` (a multiple of 2 MiB) aligned to 2 MiB so the kernel can back
- * it with huge pages, then fault it in now: a chunk is taken into use only
- * when the previous one is full, so paying the faults here keeps them off
- * the per-token path (a first touch costs about 10 us per 4 KiB page).
+ * BLOCKS: every mapping of the arenas and the graph is a 2 MiB block,
+ * 2 MiB aligned so the kernel can back it with one huge page, faulted in
+ * before use (MADV_POPULATE_WRITE): a chunk is taken into use only when the
+ * previous one is full, so paying the faults here keeps them off the
+ * per-token path (a first touch costs about 10 us per 4 KiB page).
+ *
+ * Blocks are carved from regions of REGION_BLOCKS blocks reserved at once
+ * (MAP_NORESERVE, advised MADV_HUGEPAGE once), not mapped one by one.
+ * mmap() and madvise(MADV_HUGEPAGE) take the process's mmap lock for
+ * writing, which waits for every fault and populate in progress in any
+ * thread, and makes every later one wait behind it; with a mapping per
+ * block, two creating threads spent about a third of their time asleep on
+ * that lock while the prefaulter populated (perf sched timehist of two
+ * writers, docs/benchmarks.md). Populating a carved block takes the lock
+ * only for reading, beside other faults. Regions are process-wide, shared
+ * by every store; a block given back is unmapped (its pages and its
+ * address range go back to the kernel), the rest of its region stays
+ * reserved for later blocks. Where a region cannot be reserved (a strict
+ * overcommit policy counts all of it), a block is mapped on its own as
+ * before.
  */
-static void *default_map(size_t bytes) {
-  size_t span = bytes + TG__CHUNK_BYTES;
+#define BLOCK_BYTES ((size_t)2 << 20)
+#define REGION_BLOCKS 128u /* 256 MiB of address space a region */
+
+static pthread_mutex_t region_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *region_next, *region_end; /* region_mu */
+static unsigned long regions_reserved;          /* region_mu; tests */
+
+/* A fork copies the address space, not the threads: the child must not
+   inherit the mutex held by a thread that is gone. */
+static void region_fork_prepare(void) { pthread_mutex_lock(&region_mu); }
+static void region_fork_after(void) { pthread_mutex_unlock(&region_mu); }
+static pthread_once_t region_once = PTHREAD_ONCE_INIT;
+static void region_init_once(void) {
+  (void)pthread_atfork(region_fork_prepare, region_fork_after, region_fork_after);
+}
+
+/* `bytes` of address space aligned to 2 MiB, advised for huge pages, not
+   yet faulted; NULL when the kernel refuses. */
+static unsigned char *map_aligned(size_t bytes, int flags) {
+  size_t span = bytes + BLOCK_BYTES;
   unsigned char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                            MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
   if (raw == MAP_FAILED) return NULL;
   uintptr_t addr = (uintptr_t)raw;
-  uintptr_t aligned = (addr + TG__CHUNK_BYTES - 1) & ~(uintptr_t)(TG__CHUNK_BYTES - 1);
+  uintptr_t aligned = (addr + BLOCK_BYTES - 1) & ~(uintptr_t)(BLOCK_BYTES - 1);
   size_t head = aligned - addr;
   size_t tail = span - head - bytes;
   if (head) munmap(raw, head);
   if (tail) munmap((unsigned char *)aligned + bytes, tail);
-  void *p = (void *)aligned;
 #ifdef MADV_HUGEPAGE
-  (void)madvise(p, bytes, MADV_HUGEPAGE);
+  (void)madvise((void *)aligned, bytes, MADV_HUGEPAGE);
 #endif
+  return (unsigned char *)aligned;
+}
+
+/* The next block of a region, reserving a new region when the current one
+   is used up (outside the mutex: mmap can wait on the mmap lock; a region
+   reserved by two threads at once keeps one, the other is unmapped). */
+static unsigned char *region_take(void) {
+  pthread_once(&region_once, region_init_once);
+  for (;;) {
+    pthread_mutex_lock(&region_mu);
+    unsigned char *p = NULL;
+    if (region_next && region_next < region_end) {
+      p = region_next;
+      region_next += BLOCK_BYTES;
+    }
+    pthread_mutex_unlock(&region_mu);
+    if (p) return p;
+    unsigned char *r = map_aligned(REGION_BLOCKS * BLOCK_BYTES, MAP_NORESERVE);
+    if (!r) return NULL;
+    pthread_mutex_lock(&region_mu);
+    int mine = !(region_next && region_next < region_end);
+    if (mine) {
+      region_next = r;
+      region_end = r + REGION_BLOCKS * BLOCK_BYTES;
+      regions_reserved++;
+    }
+    pthread_mutex_unlock(&region_mu);
+    if (!mine) munmap(r, REGION_BLOCKS * BLOCK_BYTES);
+  }
+}
+
+unsigned long tg__arena_regions_reserved(void) {
+  pthread_mutex_lock(&region_mu);
+  unsigned long n = regions_reserved;
+  pthread_mutex_unlock(&region_mu);
+  return n;
+}
+
+static void *default_map(size_t bytes) {
+  unsigned char *p = bytes == BLOCK_BYTES ? region_take() : NULL;
+  if (!p && !(p = map_aligned(bytes, 0))) return NULL;
   if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
     /* Older kernels: touch one byte per page ourselves. */
     long pg = sysconf(_SC_PAGESIZE);

@@ -215,6 +215,11 @@ int tg__arena_prefault(tg__arena *a);
 void *tg__map_fresh(size_t bytes);
 void tg__unmap_fresh(void *p, size_t bytes);
 
+/* Regions of address space reserved so far by this process for 2 MiB
+   blocks (arena.c, BLOCKS): a block is carved from one without a system
+   call that takes the mmap lock for writing. For tests. */
+unsigned long tg__arena_regions_reserved(void);
+
 /* Bytes mapped for slots. */
 static inline uint64_t tg__arena_bytes(const tg__arena *a) {
   return (uint64_t)TG__LOAD_RELAXED(a->nchunks) * TG__CHUNK_BYTES;
