@@ -14,7 +14,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tg-bench concurrent [--writers W] [--readers R] [--count N] [--dir DIR]\n"
-          "                           [--checkpoint-bytes B] [--json]\n\n"
+          "                           [--checkpoint-bytes B] [--prefault B] [--json]\n\n"
           "Phase 1: W writer threads (default 1) each create N tokens (default\n"
           "2000000), connecting every 4th to an earlier one, alone. Phase 2: the\n"
           "same writers create N more each while R reader threads (default 1)\n"
@@ -22,6 +22,9 @@ static void usage(FILE *f) {
           "rounds of N/4 creates per writer. Every call is timed.\n"
           "Both phases use an in-memory store, or a durable one in DIR (BALANCED,\n"
           "automatic checkpoints every B bytes of log, default 0: off).\n"
+          "--prefault B opens that store with prefault_bytes B (default 0): B\n"
+          "bytes of memory faulted in at open, so the creates take no fresh\n"
+          "pages (the kernel's zeroing of them is paid before the phases).\n"
           "Phases 3 and 4 measure checkpoint stalls on a durable store (in DIR,\n"
           "or a temporary directory) holding N prefilled tokens that were never\n"
           "checkpointed: writers updating random tokens and the readers run\n"
@@ -87,13 +90,14 @@ static int open_store(tg_store **s, const char *dir, const tg_store_config *cfg)
 }
 
 int tgb_concurrent(int argc, char **argv) {
-  uint64_t writers = 1, readers = 1, count = 2000000, ckpt_bytes = 0;
+  uint64_t writers = 1, readers = 1, count = 2000000, ckpt_bytes = 0, prefault = 0;
   const char *dir = NULL;
   int json = 0;
   const tgb_opt opts[] = {{"--writers", &writers, NULL},
                           {"--readers", &readers, NULL},
                           {"--count", &count, NULL},
                           {"--checkpoint-bytes", &ckpt_bytes, NULL},
+                          {"--prefault", &prefault, NULL},
                           {"--dir", NULL, &dir},
                           {NULL, NULL, NULL}};
   int prc = tgb_parse_args("concurrent", argc, argv, opts, &json, usage);
@@ -110,6 +114,7 @@ int tgb_concurrent(int argc, char **argv) {
     return 64;
   }
   tg_store_config cfg = store_config(total, ckpt_bytes);
+  cfg.prefault_bytes = prefault;
   tg_store *s = NULL;
   int status = 1;
   char tmp[512] = "", cdir[600];
@@ -155,6 +160,7 @@ int tgb_concurrent(int argc, char **argv) {
     snprintf(cdir, sizeof cdir, "%s/data", tmp);
   }
   cfg.checkpoint_bytes = 0; /* the measured checkpoint is the only one */
+  cfg.prefault_bytes = 0;   /* phases 1 and 2 only */
   if (open_store(&s, cdir, &cfg)) goto out;
   tgc_phase fill = {s, 1, 0, count, 0, 0, TGC_READ_GET, 4, TGC_WRITE_CREATE};
   tgc_result filled;

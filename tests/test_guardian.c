@@ -535,6 +535,24 @@ static void test_config_accepts_any_checkpoint_bytes_as_the_api_does(void **stat
                "2: key 'checkpoint_bytes': '18446744073709551616' is not a non-negative integer");
 }
 
+/* [store] prefault_bytes: loaded into cfg.prefault_bytes; above
+   max_memory_bytes it is refused as tg_store_open() refuses it, naming
+   the later of the two keys. */
+static void test_config_loads_prefault_bytes_up_to_max_memory_bytes(void **state) {
+  (void)state;
+  write_ini("[guardian]\nmax_memory_bytes = 8388608\n[store]\nprefault_bytes = 8388608\n");
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  char err[256] = "";
+  assert_int_equal(tg_config_load(&cfg, path, err, sizeof err), 0);
+  assert_true(cfg.prefault_bytes == 8388608u);
+  unlink(path);
+  expect_error("[guardian]\nmax_memory_bytes = 8388608\n[store]\nprefault_bytes = 8388609\n",
+               "4: key 'prefault_bytes': prefault_bytes (8388609) is more than max_memory_bytes");
+  expect_error("[store]\nprefault_bytes = 8388609\n[guardian]\nmax_memory_bytes = 8388608\n",
+               "4: key 'max_memory_bytes': prefault_bytes (8388609) is more than max_memory_bytes");
+}
+
 /* A subnormal fraction is a value the API takes, so a file takes it too
    (strtod() says ERANGE for it); one that underflows to zero is refused.
    Found by tests/fuzz/fuzz_config.c. */
@@ -696,6 +714,7 @@ int main(void) {
     cmocka_unit_test(test_config_file_accepts_what_the_api_accepts),
     cmocka_unit_test(test_config_refuses_one_past_an_integer_limit_the_api_refuses),
     cmocka_unit_test(test_config_accepts_any_checkpoint_bytes_as_the_api_does),
+    cmocka_unit_test(test_config_loads_prefault_bytes_up_to_max_memory_bytes),
     cmocka_unit_test(test_config_accepts_a_subnormal_fraction_as_the_api_does),
     cmocka_unit_test(test_config_refuses_a_line_longer_than_the_parser_reads),
     cmocka_unit_test(test_config_path_that_is_not_a_file_is_refused),

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "store/store_internal.h"
 #include "token/arena.h"
 #include "tokengraph/tokengraph.h"
 
@@ -209,12 +210,95 @@ static void test_four_threads_share_one_handle_consistently(void **state) {
   tg_store_close(s);
 }
 
+/* Resident memory of this process, in bytes (/proc/self/statm). */
+static uint64_t resident_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  assert_non_null(f);
+  unsigned long size = 0, res = 0;
+  assert_int_equal(fscanf(f, "%lu %lu", &size, &res), 2);
+  fclose(f);
+  return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* prefault_bytes (tokengraph.h): the memory is resident from the open;
+   the store's chunks are taken from it (no region of fresh address space
+   is reserved while it lasts); what was not taken is freed at close. */
+static void test_prefault_bytes_are_resident_at_open_taken_first_and_freed_at_close(
+    void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.prefault_bytes = 64u << 20; /* 32 blocks */
+  uint64_t r0 = resident_bytes();
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, NULL, &cfg), 0);
+  assert_true(resident_bytes() >= r0 + (60u << 20));
+  unsigned long regions = tg__arena_regions_reserved();
+  uint32_t left = __atomic_load_n(&s->g.pool->n, __ATOMIC_RELAXED);
+  assert_true(left <= 32 && left >= 28); /* the prefaulter's spares came from it */
+  /* Four chunks of tokens (and their id map): taken from the pool. */
+  for (uint32_t i = 0; i < 4 * TG__CHUNK_SLOTS; i++) assert_int_equal(tg_token_create(s, NULL, NULL), 0);
+  assert_true(__atomic_load_n(&s->g.pool->n, __ATOMIC_RELAXED) + 4 <= left);
+  assert_int_equal(tg__arena_regions_reserved(), regions);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 4 * TG__CHUNK_SLOTS);
+  tg_store_close(s);
+  assert_true(resident_bytes() <= r0 + (8u << 20));
+}
+
+static void test_prefault_bytes_above_the_memory_limit_are_refused_with_a_message(void **state) {
+  (void)state;
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.guardian.max_memory_bytes = 16u << 20;
+  cfg.prefault_bytes = (16u << 20) + 1;
+  tg_store *s = NULL;
+  char msg[256] = "";
+  assert_int_equal(tg_store_open_msg(&s, NULL, &cfg, msg, sizeof msg), TG_EINVAL);
+  assert_null(s);
+  assert_non_null(strstr(msg, "prefault_bytes"));
+  cfg.prefault_bytes = 16u << 20; /* equal is allowed */
+  assert_int_equal(tg_store_open_msg(&s, NULL, &cfg, msg, sizeof msg), 0);
+  tg_store_close(s);
+}
+
+/* A read-only handle writes nothing, so it faults in nothing either. */
+static void test_a_read_only_handle_ignores_prefault_bytes(void **state) {
+  (void)state;
+  char dir[] = "/tmp/tg_test_prefault_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char data[64];
+  snprintf(data, sizeof data, "%s/data", dir);
+  tg_store_config cfg;
+  tg_store_config_init(&cfg);
+  cfg.crash_dump = 0;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, data, &cfg), 0);
+  assert_int_equal(tg_token_create(s, NULL, NULL), 0);
+  assert_int_equal(tg_store_close(s), 0);
+  cfg.read_only = 1;
+  cfg.prefault_bytes = 64u << 20;
+  assert_int_equal(tg_store_open(&s, data, &cfg), 0);
+  assert_int_equal(__atomic_load_n(&s->g.pool->n, __ATOMIC_RELAXED), 0);
+  tg_store_stats st;
+  tg_store_stats_get(s, &st);
+  assert_int_equal(st.live_tokens, 1);
+  assert_int_equal(tg_store_close(s), 0);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_close_accepts_null_and_open_needs_out),
     cmocka_unit_test(test_close_during_a_call_is_detected_in_debug_builds),
     cmocka_unit_test(test_arena_exhaustion_gives_enomem_and_changes_nothing),
     cmocka_unit_test(test_four_threads_share_one_handle_consistently),
+    cmocka_unit_test(test_prefault_bytes_are_resident_at_open_taken_first_and_freed_at_close),
+    cmocka_unit_test(test_prefault_bytes_above_the_memory_limit_are_refused_with_a_message),
+    cmocka_unit_test(test_a_read_only_handle_ignores_prefault_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

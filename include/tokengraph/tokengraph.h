@@ -241,6 +241,23 @@ typedef struct tg_store_config {
                                 clean close releases it. Followers judge a
                                 lease not renewed for this long expired.
                                 Default 10000 (10 s); at least 150 */
+  uint64_t prefault_bytes;   /* memory to fault in at open, in 2 MiB blocks
+                                (rounded up), which the store's first
+                                tokens, connections, id maps and side
+                                tables then take instead of fresh pages:
+                                the kernel's zeroing of those pages is paid
+                                by tg_store_open() instead of by the
+                                threads that create (a quarter of the CPU
+                                time of two creating threads on two cores,
+                                docs/design.md), as a JVM's AlwaysPreTouch
+                                does. The blocks count in the process's
+                                resident memory from the open, and in the
+                                store's memory_bytes only once taken; what
+                                is left untaken is freed at close. At most
+                                guardian.max_memory_bytes (else TG_EINVAL);
+                                ignored by read-only handles. The open
+                                fails with TG_ENOMEM when the memory cannot
+                                be had. Default 0: none */
 } tg_store_config;
 
 /* Fill *cfg with the defaults listed above. */
@@ -263,7 +280,9 @@ TG_API void tg_store_config_init(tg_store_config *cfg);
  * same names (level, sync_interval_ms, segment_bytes, ring_slots,
  * linger_us; backpressure = block|error sets nonblocking) and accept
  * exactly what tg_wal_open() accepts (the TG_WAL_* limits of
- * tokengraph/wal.h); [wal] checkpoint_bytes sets cfg->checkpoint_bytes.
+ * tokengraph/wal.h); [wal] checkpoint_bytes sets cfg->checkpoint_bytes,
+ * and [store] prefault_bytes cfg->prefault_bytes (at most max_memory_bytes,
+ * as tg_store_open() requires).
  */
 TG_API int tg_config_load(tg_store_config *cfg, const char *path, char *errbuf,
                           size_t errlen);

@@ -61,6 +61,10 @@ static const key_spec keys[] = {
      means "never automatically"). */
   {"wal", "checkpoint_bytes", K_U64, offsetof(tg_store_config, checkpoint_bytes), 0,
    18446744073709551615.0, 0},
+  /* At most max_memory_bytes, which tg_store_open() checks: the file may
+     set the two in either order. */
+  {"store", "prefault_bytes", K_U64, offsetof(tg_store_config, prefault_bytes), 0,
+   4611686018427387904.0, 0},
 };
 #undef W
 #undef G
@@ -320,6 +324,14 @@ int tg_config_load_app(tg_store_config *cfg, const char *path,
       fail(c, "%s:%d: key '%s': %s", path, l1 > l2 ? l1 : l2,
            l1 > l2 ? "cleanup_margin" : "memory_threshold", why);
     }
+  }
+  if (!c->failed && c->cfg.prefault_bytes > c->cfg.guardian.max_memory_bytes) {
+    /* tg_store_open()'s rule, checked here so that a file accepts what
+       the API accepts; the later of the two keys is named. */
+    int l1 = line_of(c, "prefault_bytes"), l2 = line_of(c, "max_memory_bytes");
+    fail(c, "%s:%d: key '%s': prefault_bytes (%" PRIu64 ") is more than max_memory_bytes (%" PRIu64 ")",
+         path, l1 > l2 ? l1 : l2, l1 > l2 ? "prefault_bytes" : "max_memory_bytes",
+         c->cfg.prefault_bytes, c->cfg.guardian.max_memory_bytes);
   }
   if (c->failed) {
     if (!rc) rc = TG_ECONFIG;

@@ -130,6 +130,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
@@ -579,6 +580,15 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
     rc = TG_EINVAL;
     goto fail;
   }
+  if (cfg->prefault_bytes > cfg->guardian.max_memory_bytes) {
+    if (msg && msglen)
+      snprintf(msg, msglen,
+               "invalid configuration: prefault_bytes (%" PRIu64
+               ") is more than guardian.max_memory_bytes (%" PRIu64 ")",
+               cfg->prefault_bytes, cfg->guardian.max_memory_bytes);
+    rc = TG_EINVAL;
+    goto fail;
+  }
   /* Aligned: the struct keeps hot fields on separate cache lines. */
   s = aligned_alloc(_Alignof(tg_store), sizeof *s);
   if (s) memset(s, 0, sizeof *s);
@@ -608,6 +618,14 @@ int tg__store_open_locked(tg_store **out, const char *dir, const tg_store_config
   if (rc) goto fail;
   rc = tg__graph_init(&s->g);
   if (rc) goto fail;
+  /* Before the directory: a replay at open takes the blocks too. */
+  if (cfg->prefault_bytes && !cfg->read_only &&
+      (rc = tg__blockpool_fill(s->g.pool, cfg->prefault_bytes))) {
+    if (msg && msglen)
+      snprintf(msg, msglen, "cannot fault in prefault_bytes (%" PRIu64 ") of memory",
+               cfg->prefault_bytes);
+    goto fail;
+  }
   tg__guardian_init(&s->gd, &cfg->guardian);
   if (dir) {
     rc = cfg->read_only ? tg__store_open_readonly(s, dir, msg, msglen)

@@ -125,6 +125,45 @@ static void *default_map(size_t bytes) {
 static void default_unmap(void *p, size_t bytes) { munmap(p, bytes); }
 
 void *tg__map_fresh(size_t bytes) { return default_map(bytes); }
+
+void *tg__map_block(tg__blockpool *p, size_t bytes) {
+  if (p && bytes == BLOCK_BYTES) {
+    uint32_t n = __atomic_load_n(&p->n, __ATOMIC_RELAXED);
+    /* Relaxed: the blocks were stored before the store was handed to any
+       other thread (the fill happens at open). */
+    while (n && !__atomic_compare_exchange_n(&p->n, &n, n - 1u, 1, __ATOMIC_RELAXED,
+                                             __ATOMIC_RELAXED)) {
+    }
+    if (n) return p->blocks[n - 1u];
+  }
+  return default_map(bytes);
+}
+
+int tg__blockpool_fill(tg__blockpool *p, uint64_t bytes) {
+  uint64_t want = (bytes + BLOCK_BYTES - 1) / BLOCK_BYTES;
+  if (!want) return 0;
+  if (want > UINT32_MAX) return TG_ENOMEM;
+  unsigned char **b = calloc((size_t)want, sizeof *b);
+  if (!b) return TG_ENOMEM;
+  for (uint64_t i = 0; i < want; i++) {
+    if (!(b[i] = default_map(BLOCK_BYTES))) {
+      while (i--) default_unmap(b[i], BLOCK_BYTES);
+      free(b);
+      return TG_ENOMEM;
+    }
+  }
+  tg__blockpool_free(p);
+  p->blocks = b;
+  p->n = (uint32_t)want;
+  return 0;
+}
+
+void tg__blockpool_free(tg__blockpool *p) {
+  for (uint32_t i = 0; i < p->n; i++) default_unmap(p->blocks[i], BLOCK_BYTES);
+  free(p->blocks);
+  p->blocks = NULL;
+  p->n = 0;
+}
 void tg__unmap_fresh(void *p, size_t bytes) { default_unmap(p, bytes); }
 
 _Thread_local int tg__tl_striped __attribute__((tls_model("initial-exec")));
@@ -155,11 +194,11 @@ static long map_budget = -1; /* relaxed atomic loads by tg__arena_prefault() */
 
 void tg__arena_set_map_budget(long n) { __atomic_store_n(&map_budget, n, __ATOMIC_RELAXED); }
 
-static void *map_chunk(size_t bytes) {
+static void *map_chunk(tg__arena *a, size_t bytes) {
   long b = __atomic_load_n(&map_budget, __ATOMIC_RELAXED);
   if (b == 0) return NULL;
   if (b > 0) __atomic_store_n(&map_budget, b - 1, __ATOMIC_RELAXED);
-  return default_map(bytes);
+  return tg__map_block(a->pool, bytes);
 }
 
 int tg__arena_init(tg__arena *a, uint32_t id_off) {
@@ -208,7 +247,7 @@ int tg__arena_map_cover(tg__arena *a, uint32_t id) {
     /* The spare region first (tg__arena_prefault()), then a mapping of
        its own; a taken spare asks for the next as a taken chunk does. */
     unsigned char *r = a->spare_wake ? tg__spare_take(&a->map_spare, a->spare_wake) : NULL;
-    if (!r && !(r = default_map(TG__MAP_REGION_BYTES))) return TG_ENOMEM;
+    if (!r && !(r = tg__map_block(a->pool, TG__MAP_REGION_BYTES))) return TG_ENOMEM;
     *reg = r;
   }
   void *p = *reg + (size_t)(c % TG__MAP_REGION_CHUNKS) * TG__MAP_CHUNK_BYTES;
@@ -301,13 +340,13 @@ int tg__arena_prefault(tg__arena *a) {
      only grows), so an arena that never maps an id costs no region. */
   if (__atomic_load_n(&a->map_hi, __ATOMIC_RELAXED) &&
       !__atomic_load_n(&a->map_spare, __ATOMIC_ACQUIRE)) {
-    unsigned char *r = default_map(TG__MAP_REGION_BYTES), *none = NULL;
+    unsigned char *r = tg__map_block(a->pool, TG__MAP_REGION_BYTES), *none = NULL;
     if (r && !__atomic_compare_exchange_n(&a->map_spare, &none, r, 0, __ATOMIC_RELEASE,
                                           __ATOMIC_RELAXED))
       default_unmap(r, TG__MAP_REGION_BYTES);
   }
   if (__atomic_load_n(&a->spare, __ATOMIC_ACQUIRE)) return 0;
-  unsigned char *p = default_map(TG__CHUNK_BYTES);
+  unsigned char *p = tg__map_block(a->pool, TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   unsigned char *none = NULL;
   /* Release: the grow that takes it (acquire) sees it mapped and faulted. */
@@ -356,7 +395,7 @@ int tg__arena_grow(tg__arena *a) {
   /* Not while the seam limits chunks: those tests count every chunk. */
   if (a->spare_wake && __atomic_load_n(&map_budget, __ATOMIC_RELAXED) < 0)
     p = tg__spare_take(&a->spare, a->spare_wake);
-  if (!p) p = map_chunk(TG__CHUNK_BYTES);
+  if (!p) p = map_chunk(a, TG__CHUNK_BYTES);
   if (!p) return TG_ENOMEM;
   /* Relaxed: readers reach this entry to copy a slot only through a map
      entry published after it (release, tg__arena_publish); a read's

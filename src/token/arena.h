@@ -113,6 +113,15 @@
    concurrent, docs/benchmarks.md). */
 #define TG__LINE 64
 
+/* Blocks faulted in at open (tg_store_config.prefault_bytes; arena.c,
+   BLOCKS), taken before any fresh mapping by the arenas and the graph
+   that share it. Filled before any other thread sees the store; then
+   only `n` changes, by compare-and-swap. */
+typedef struct tg__blockpool {
+  unsigned char **blocks; /* 2 MiB blocks, [0, n) not yet taken */
+  uint32_t n;             /* atomics after the fill */
+} tg__blockpool;
+
 typedef struct tg__arena {
   unsigned char **chunks; /* TG__MAX_CHUNKS entries; NULL = not mapped */
   uint32_t **map;         /* TG__MAX_CHUNKS entries, never moves: id chunk
@@ -146,6 +155,8 @@ typedef struct tg__arena {
                              next grow; atomic exchanges only, NULL none */
   int *spare_wake;        /* a futex word to bump and wake when the grow
                              took the spare (NULL: nobody makes spares) */
+  tg__blockpool *pool;    /* blocks faulted at open, taken first (NULL:
+                             none); set before the arena is used */
   uint32_t fast_end;      /* the fast path may hand out cursor + 1 while
                              cursor < fast_end: up to the end of the map
                              chunk the slow path last mapped, before any
@@ -214,6 +225,18 @@ int tg__arena_prefault(tg__arena *a);
    a write fault that flushes the other CPUs' TLBs (an IPI each). */
 void *tg__map_fresh(size_t bytes);
 void tg__unmap_fresh(void *p, size_t bytes);
+
+/* A 2 MiB block from pool p (NULL: none) while it has one, else as
+   tg__map_fresh(); other sizes as tg__map_fresh(). Either way it is
+   unmapped with tg__unmap_fresh(). */
+void *tg__map_block(tg__blockpool *p, size_t bytes);
+
+/* Fault in `bytes` (rounded up to 2 MiB blocks) into pool p now. 0, or
+   TG_ENOMEM with nothing kept. */
+int tg__blockpool_fill(tg__blockpool *p, uint64_t bytes);
+
+/* Unmap the blocks p still holds. */
+void tg__blockpool_free(tg__blockpool *p);
 
 /* Regions of address space reserved so far by this process for 2 MiB
    blocks (arena.c, BLOCKS): a block is carved from one without a system

@@ -12,10 +12,13 @@ int tg__graph_init(tg__graph *g) {
   if (rc) goto fail;
   rc = tg__arena_init(&g->conns, offsetof(tg_connection, id));
   if (rc) goto fail;
+  g->pool = calloc(1, sizeof *g->pool);
+  g->tokens.pool = g->pool;
+  g->conns.pool = g->pool;
   g->adj = calloc(TG__MAX_CHUNKS, sizeof *g->adj);
   g->cdirty = calloc(TG__MAX_CHUNKS, sizeof *g->cdirty);
   g->tchunk_dirty = calloc(TG__MAX_CHUNKS, 1);
-  if (!g->adj || !g->cdirty || !g->tchunk_dirty) {
+  if (!g->pool || !g->adj || !g->cdirty || !g->tchunk_dirty) {
     rc = TG_ENOMEM;
     goto fail;
   }
@@ -38,6 +41,10 @@ void tg__graph_free(tg__graph *g) {
     free(g->adj);
   }
   if (g->adj_spare) tg__unmap_fresh(g->adj_spare, TG__ADJ_REGION_BYTES);
+  if (g->pool) {
+    tg__blockpool_free(g->pool);
+    free(g->pool);
+  }
   if (g->cdirty) {
     /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
        not 131,072 calls of free(NULL) per close. */
@@ -56,7 +63,7 @@ static int reserve_one(tg__graph *g, uint32_t token_id) {
   if (g->adj[c]) return 0;
   if (!g->adj_cur || g->adj_used == TG__ADJ_PER_REGION) {
     unsigned char *r = g->adj_wake ? tg__spare_take(&g->adj_spare, g->adj_wake) : NULL;
-    if (!r && !(r = tg__map_fresh(TG__ADJ_REGION_BYTES))) return TG_ENOMEM;
+    if (!r && !(r = tg__map_block(g->pool, TG__ADJ_REGION_BYTES))) return TG_ENOMEM;
     g->adj_cur = r;
     g->adj_used = 0;
   }
@@ -72,7 +79,7 @@ void tg__graph_prefault_adj(tg__graph *g) {
   if (!__atomic_load_n(&g->nadj, __ATOMIC_RELAXED) ||
       __atomic_load_n(&g->adj_spare, __ATOMIC_ACQUIRE))
     return;
-  unsigned char *r = tg__map_fresh(TG__ADJ_REGION_BYTES), *none = NULL;
+  unsigned char *r = tg__map_block(g->pool, TG__ADJ_REGION_BYTES), *none = NULL;
   /* Release: the reserve that takes it (acquire) sees it faulted. */
   if (r && !__atomic_compare_exchange_n(&g->adj_spare, &none, r, 0, __ATOMIC_RELEASE,
                                         __ATOMIC_RELAXED))

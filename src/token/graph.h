@@ -97,6 +97,9 @@ typedef struct tg__graph {
                         atomic exchanges only, NULL none */
   int *adj_wake;     /* futex word to bump and wake when the spare was
                         taken (NULL: nobody makes spares) */
+  tg__blockpool *pool; /* blocks faulted at open (prefault_bytes), taken
+                        first by both arenas and the side tables; its own
+                        allocation, so the struct may be moved */
   tg__capture *cap;  /* a checkpoint capture in progress, else NULL */
   int track_dirty;   /* durable stores: remember what changed since the
                         last checkpoint */

@@ -58,7 +58,8 @@ static void write_file(const char *path, const void *b, size_t n) {
 /* The checks tg_store_open() makes on a durable store's config. */
 static int api_accepts(const tg_store_config *c) {
   const char *why;
-  return tg__guardian_validate(&c->guardian, &why) == 0 && tg__wal_config_check(&c->wal) == 0;
+  return tg__guardian_validate(&c->guardian, &why) == 0 && tg__wal_config_check(&c->wal) == 0 &&
+         c->prefault_bytes <= c->guardian.max_memory_bytes;
 }
 
 static void defaults(tg_store_config *c) {
@@ -79,7 +80,8 @@ static int same(const tg_store_config *a, const tg_store_config *b) {
          a->wal.level == b->wal.level && a->wal.sync_interval_ms == b->wal.sync_interval_ms &&
          a->wal.segment_bytes == b->wal.segment_bytes && a->wal.ring_slots == b->wal.ring_slots &&
          a->wal.nonblocking == b->wal.nonblocking && a->wal.linger_us == b->wal.linger_us &&
-         a->checkpoint_bytes == b->checkpoint_bytes && a->crash_dump == b->crash_dump;
+         a->checkpoint_bytes == b->checkpoint_bytes && a->crash_dump == b->crash_dump &&
+         a->prefault_bytes == b->prefault_bytes;
 }
 
 static void load_text(const uint8_t *data, size_t size) {
@@ -96,6 +98,8 @@ static void load_text(const uint8_t *data, size_t size) {
     return;
   }
   if (!api_accepts(&cfg)) fail("the INI file accepted what the API refuses", 0, NULL);
+  /* Memory faulted at open is capped, so a case stays fast and small. */
+  if (cfg.prefault_bytes > (4u << 20)) cfg.prefault_bytes = 4u << 20;
   tg_store *s = NULL;
   if ((rc = tg_store_open_msg(&s, NULL, &cfg, msg, sizeof msg)))
     fail("an in-memory open refused a loaded config", rc, msg);
@@ -149,6 +153,10 @@ static void round_trip(const uint8_t *p, size_t left) {
   w->linger_us = (uint32_t)take(&p, &left, 4);
   w->nonblocking = (int)(take(&p, &left, 1) % 2);
   want.checkpoint_bytes = take(&p, &left, 8);
+  /* Up to one past max_memory_bytes: mostly accepted, so the other
+     fields' checks are not drowned in refusals of this one. */
+  uint64_t pf = take(&p, &left, 8);
+  want.prefault_bytes = g->max_memory_bytes < UINT64_MAX - 1u ? pf % (g->max_memory_bytes + 2u) : pf;
 
   char text[2048];
   snprintf(text, sizeof text,
@@ -157,11 +165,11 @@ static void round_trip(const uint8_t *p, size_t left) {
            "\nmax_degree = %" PRIu32 "\ncleanup = %s\n"
            "[wal]\nlevel = %s\nsync_interval_ms = %" PRIu32 "\nsegment_bytes = %" PRIu64
            "\nring_slots = %" PRIu32 "\nlinger_us = %" PRIu32 "\nbackpressure = %s"
-           "\ncheckpoint_bytes = %" PRIu64 "\n",
+           "\ncheckpoint_bytes = %" PRIu64 "\n[store]\nprefault_bytes = %" PRIu64 "\n",
            g->max_tokens, g->max_connections, g->max_memory_bytes, g->memory_threshold,
            g->cleanup_margin, g->max_degree, g->cleanup ? "true" : "false", levels[w->level],
            w->sync_interval_ms, w->segment_bytes, w->ring_slots, w->linger_us,
-           w->nonblocking ? "error" : "block", want.checkpoint_bytes);
+           w->nonblocking ? "error" : "block", want.checkpoint_bytes, want.prefault_bytes);
   write_file(ini, text, strlen(text));
   tg_store_config got;
   defaults(&got);
