@@ -1056,19 +1056,22 @@ static uint64_t cache_calls(tg_store *s) {
   return n;
 }
 
+/* 1 when a call from a cache shows itself within a window of about 2,000
+   pauses (the caller holds the store lock, so none should). */
+static int cache_calls_move(tg_store *s) {
+  uint64_t before = cache_calls(s);
+  for (int k = 0; k < 2000; k++) {
+    tg__cpu_relax();
+    if (cache_calls(s) != before) return 1;
+  }
+  return 0;
+}
+
 static void *lock_watcher_main(void *arg) {
   lock_watcher *w = arg;
   while (!atomic_load(w->stop)) {
     tg__store_lock(w->s);
-    uint64_t before = cache_calls(w->s);
-    /* A window for a call that slipped past the lock to show itself. */
-    for (int k = 0; k < 2000; k++) {
-      tg__cpu_relax();
-      if (cache_calls(w->s) != before) {
-        w->moved++;
-        break;
-      }
-    }
+    w->moved += cache_calls_move(w->s);
     tg__store_unlock(w->s);
     w->holds++;
   }
@@ -1122,14 +1125,7 @@ static void *plain_watcher_main(void *arg) {
     }
     tg__store_lock(w->s);
     if (atomic_load(&w->s->announce) & 1u) w->still_plain++;
-    uint64_t before = cache_calls(w->s);
-    for (int k = 0; k < 2000; k++) {
-      tg__cpu_relax();
-      if (cache_calls(w->s) != before) {
-        w->moved++;
-        break;
-      }
-    }
+    w->moved += cache_calls_move(w->s);
     tg__store_unlock(w->s);
     w->rounds++;
   }
