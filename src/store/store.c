@@ -377,7 +377,6 @@ static __attribute__((noinline)) void announce_plain(tg_store *s, tg__shard *sh)
   store_unlock(s);
 }
 
-
 /* A counter that tg_store_stats_get() reads without the lock (READS). */
 #define BUMP(x) TG__STORE_RELAXED(x, (x) + 1u)
 
@@ -916,7 +915,7 @@ TG_SPAN_SITE(site_connect, "connect", "id", "from", "to", "lsn");
  * of the arena's ids, all in one map chunk), as many slots, and as many
  * tokens of quota credit. A create that finds all three in its cache takes
  * no lock:
- *  - it announces itself (busy = 1, an exchange: busy_enter()) and then
+ *  - it announces itself (busy = 1: busy_enter(), ANNOUNCING) and then
  *    loads the store lock; if the lock is held, it withdraws (busy = 0) and creates under
  *    the lock instead. The lock's holder, after taking it, waits until no
  *    cache is busy (drain()). The two sides are a Dekker pair (each stores

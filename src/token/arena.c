@@ -2,6 +2,7 @@
 #include "token/arena.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -113,7 +114,15 @@ static void *default_map(size_t bytes) {
   unsigned char *p = bytes == BLOCK_BYTES ? region_take() : NULL;
   if (!p && !(p = map_aligned(bytes, 0))) return NULL;
   if (madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
-    /* Older kernels: touch one byte per page ourselves. */
+    if (errno != EINVAL) {
+      /* No memory to back it (ENOMEM, a cgroup's limit): an error to the
+         caller, not a fault on a later write that the kernel answers with
+         the OOM killer or SIGBUS. */
+      munmap(p, bytes);
+      return NULL;
+    }
+    /* Older kernels (no MADV_POPULATE_WRITE): touch one byte per page
+       ourselves. */
     long pg = sysconf(_SC_PAGESIZE);
     if (pg <= 0) pg = 4096;
     for (size_t off = 0; off < bytes; off += (size_t)pg)
