@@ -875,6 +875,8 @@ typedef struct lag_out {
   cpu_shares cpu;
   double pub_p50_ms, pub_p99_ms;   /* returned -> published (stages on) */
   double apply_p50_ms, apply_p99_ms; /* published -> applied */
+  uint64_t restarts;               /* the follower's pull restarts */
+  char restart_why[256];           /* the last one's reason */
 } lag_out;
 
 /* Lag at an offered rate: p99 of (applied on the replica - returned on
@@ -971,6 +973,13 @@ static int run_follow_lag(const char *url, int replicas, const char *parent, uin
     out->p99_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.99) / 1e6;
     out->p50_ms = (double)tgp_quantile_sorted(L.lags, L.sampled, 0.50) / 1e6;
   }
+  if (L.replica) {
+    tg_replica_status st;
+    if (tg_replica_status_get(L.replica, &st) == 0) {
+      out->restarts = st.pull_restarts;
+      snprintf(out->restart_why, sizeof out->restart_why, "%s", st.pull_restart_reason);
+    }
+  }
 out:
   if (started) {
     atomic_store_explicit(&L.primary_done, 1, memory_order_release);
@@ -1041,7 +1050,8 @@ static void usage(FILE *f) {
              "follower_apply_records_per_sec,\n"
              "follower_lag_p99_ms, follower_offered_records_per_sec,\n"
              "follower_reached_records_per_sec, follower_catchup_records_per_sec,\n"
-             "follower_messages, follower_lag_p50_ms, follower_apply_cpu_records_per_sec\n"
+             "follower_messages, follower_lag_p50_ms, follower_lag_pull_restarts,\n"
+             "follower_apply_cpu_records_per_sec\n"
              "(the apply loop over its own CPU time), and the per-configuration figures.\n");
 }
 
@@ -1229,11 +1239,11 @@ int tgb_replicate(int argc, char **argv) {
            "\"follower_offered_records_per_sec\":%.0f,"
            "\"follower_reached_records_per_sec\":%.0f,"
            "\"follower_catchup_records_per_sec\":%.0f,\"follower_messages\":%" PRIu64 ","
-           "\"follower_lag_p50_ms\":%.3f}\n",
+           "\"follower_lag_p50_ms\":%.3f,\"follower_lag_pull_restarts\":%" PRIu64 "}\n",
            f_apply_cpu, lag.cpu.cores, lag.cpu.creator, lag.cpu.rest, lag.cpu.server,
            lag.cpu.others, lag.cpu.idle, lag.pub_p50_ms, lag.pub_p99_ms, lag.apply_p50_ms,
            lag.apply_p99_ms, f_apply, lag.p99_ms, (double)offered_rate, lag.reached, f_catchup,
-           f_msgs, lag.p50_ms);
+           f_msgs, lag.p50_ms, lag.restarts);
   } else {
     printf("tg-bench replicate: R%d, %d threads, %d rounds (medians)\n", (int)replicas, T, R);
     printf("  %-16s %12s %12s %12s\n", "", "records/s", "p50 us", "p99 us");
@@ -1270,6 +1280,9 @@ int tgb_replicate(int argc, char **argv) {
            f_apply, f_apply_cpu, f_catchup);
     printf("  follower lag p99: %.3f ms (p50 %.3f ms) at %.0f records/s reached (%.0f offered)\n",
            lag.p99_ms, lag.p50_ms, lag.reached, (double)offered_rate);
+    if (do_lag && lag.restarts)
+      printf("  the follower restarted its pull %" PRIu64 " time(s) during the lag run (last: %s)\n",
+             lag.restarts, lag.restart_why);
     if (do_lag && lag.cpu.server >= 0)
       printf("  CPU while it ran, of %.1f cores: the creating thread %.0f%%, the rest of this"
              " process (log writers, shipper, follower, client threads) %.0f%%, nats-server"
