@@ -594,22 +594,32 @@ static void test_wait_replicated_refuses_what_it_cannot_promise(void **state) {
   assert_int_equal(tg_store_close(s), 0);
 }
 
-static void test_wait_replicated_does_not_return_0_while_the_server_is_down(void **state) {
-  (void)state;
-  tgn_server srv;
-  assert_int_equal(tgn_server_start(&srv, 1), 0);
-  tg_store_config cfg = repl_config(srv.url, "wr_down", TG_BALANCED);
+/* A BALANCED store shipping to a private single-node server (started in
+   *srv) with a 3 s ack timeout: ten creates acknowledged up to *acked,
+   then the server killed and one more create logged and fdatasynced here
+   at *lsn, which nothing can acknowledge. */
+static tg_store *store_that_lost_its_server(tgn_server *srv, const char *name, uint64_t *acked,
+                                            uint64_t *lsn) {
+  assert_int_equal(tgn_server_start(srv, 1), 0);
+  tg_store_config cfg = repl_config(srv->url, name, TG_BALANCED);
   cfg.repl_ack_timeout_ms = 3000;
   tg_store *s = open_repl(&cfg);
   uint32_t id;
   for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  uint64_t acked = tg_last_lsn(s);
-  assert_int_equal(tg_wait_replicated(s, acked, WAIT_MS), 0);
-  tgn_server_kill_node(&srv, 0);
-  /* Logged and fdatasynced here, but nothing can acknowledge it. */
+  *acked = tg_last_lsn(s);
+  assert_int_equal(tg_wait_replicated(s, *acked, WAIT_MS), 0);
+  tgn_server_kill_node(srv, 0);
   assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  uint64_t lsn = tg_last_lsn(s);
-  assert_int_equal(tg_wait_durable(s, lsn), 0);
+  *lsn = tg_last_lsn(s);
+  assert_int_equal(tg_wait_durable(s, *lsn), 0);
+  return s;
+}
+
+static void test_wait_replicated_does_not_return_0_while_the_server_is_down(void **state) {
+  (void)state;
+  tgn_server srv;
+  uint64_t acked, lsn;
+  tg_store *s = store_that_lost_its_server(&srv, "wr_down", &acked, &lsn);
   /* A short wait ends without it (the ack timeout, 3 s, may have failed
      the log meanwhile on a slow machine: never 0). */
   int rc = tg_wait_replicated(s, lsn, 100);
@@ -649,18 +659,8 @@ static void *wait_one(void *arg) {
 static void test_waiters_time_out_alone_and_a_failed_log_wakes_the_rest(void **state) {
   (void)state;
   tgn_server srv;
-  assert_int_equal(tgn_server_start(&srv, 1), 0);
-  tg_store_config cfg = repl_config(srv.url, "wr_waiters", TG_BALANCED);
-  cfg.repl_ack_timeout_ms = 3000;
-  tg_store *s = open_repl(&cfg);
-  uint32_t id;
-  for (int i = 0; i < 10; i++) assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  uint64_t acked = tg_last_lsn(s);
-  assert_int_equal(tg_wait_replicated(s, acked, WAIT_MS), 0);
-  tgn_server_kill_node(&srv, 0);
-  assert_int_equal(tg_token_create(s, NULL, &id), 0);
-  uint64_t lsn = tg_last_lsn(s);
-  assert_int_equal(tg_wait_durable(s, lsn), 0);
+  uint64_t acked, lsn;
+  tg_store *s = store_that_lost_its_server(&srv, "wr_waiters", &acked, &lsn);
   /* Short waits in between long ones, so that some leave the list from
      its middle while the others are still in it. */
   enum { N = 6 };
