@@ -85,13 +85,6 @@ int tg__start_writeback(int fd, off_t off, off_t len) {
   return -errno;
 }
 
-int tg__writeback_step(int fd, off_t off, off_t len) {
-  if (tg__io.sync_file_range(fd, off, len,
-                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE) == 0)
-    return 0;
-  return -errno;
-}
-
 /* -errno of a call that failed; a failure that left errno at 0 is still a
    failure (-EIO), never a success. */
 static int failure(void) { return errno ? -errno : -EIO; }

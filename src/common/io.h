@@ -91,16 +91,6 @@ int tg__fallocate(int fd, off_t off, off_t len);
    next fdatasync has less to do (RocksDB's bytes_per_sync). */
 int tg__start_writeback(int fd, off_t off, off_t len);
 
-/* Wait for the writeback already running on [off, off+len) (len 0: to the
-   end of the file), then start writeback of its dirty pages without
-   waiting for them (SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE).
-   Called every MiB or two by a thread that dirties a file in bulk, it
-   keeps at most one step of that file's pages in the disk's queue, so
-   another file's fdatasync does not queue behind all of them. No
-   durability promise, like tg__start_writeback(); a failure may have
-   consumed the file's writeback error, so the caller must treat it as a
-   failed flush. */
-int tg__writeback_step(int fd, off_t off, off_t len);
 
 /* ftruncate(fd, len), retrying EINTR. */
 int tg__ftruncate(int fd, off_t len);
