@@ -91,7 +91,6 @@ int tg__fallocate(int fd, off_t off, off_t len);
    next fdatasync has less to do (RocksDB's bytes_per_sync). */
 int tg__start_writeback(int fd, off_t off, off_t len);
 
-
 /* ftruncate(fd, len), retrying EINTR. */
 int tg__ftruncate(int fd, off_t len);
 
