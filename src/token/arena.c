@@ -175,6 +175,15 @@ void tg__blockpool_free(tg__blockpool *p) {
 }
 void tg__unmap_fresh(void *p, size_t bytes) { default_unmap(p, bytes); }
 
+void *tg__table_alloc(size_t bytes) {
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+void tg__table_free(void *p, size_t bytes) {
+  if (p) munmap(p, bytes);
+}
+
 _Thread_local int tg__tl_striped __attribute__((tls_model("initial-exec")));
 
 void tg__seq_begin_shared(uint32_t *sq) {
@@ -214,13 +223,12 @@ int tg__arena_init(tg__arena *a, uint32_t id_off) {
   assert(id_off + 4 <= TG__SLOT_BYTES && id_off != TG__FREE_NEXT_OFF);
   memset(a, 0, sizeof *a);
   a->id_off = id_off;
-  /* 1 MiB of pointers each (and 512 KiB of counts), but calloc takes them
-     from untouched zero pages, so only the entries in use ever become
-     resident. */
-  a->chunks = calloc(TG__MAX_CHUNKS, sizeof *a->chunks);
-  a->map = calloc(TG__MAX_CHUNKS, sizeof *a->map);
-  a->map_live = calloc(TG__MAX_CHUNKS, sizeof *a->map_live);
-  a->map_regions = calloc(TG__MAX_MAP_REGIONS, sizeof *a->map_regions);
+  /* 1 MiB of pointers each (and 512 KiB of counts) of which only the
+     entries in use ever become resident. */
+  a->chunks = tg__table_alloc(TG__MAX_CHUNKS * sizeof *a->chunks);
+  a->map = tg__table_alloc(TG__MAX_CHUNKS * sizeof *a->map);
+  a->map_live = tg__table_alloc(TG__MAX_CHUNKS * sizeof *a->map_live);
+  a->map_regions = tg__table_alloc(TG__MAX_MAP_REGIONS * sizeof *a->map_regions);
   if (a->chunks && a->map && a->map_live && a->map_regions) return 0;
   tg__arena_free(a);
   return TG_ENOMEM;
@@ -237,10 +245,10 @@ void tg__arena_free(tg__arena *a) {
   }
   if (a->spare) default_unmap(a->spare, TG__CHUNK_BYTES);
   if (a->map_spare) default_unmap(a->map_spare, TG__MAP_REGION_BYTES);
-  free(a->chunks);
-  free(a->map);
-  free(a->map_live);
-  free(a->map_regions);
+  tg__table_free(a->chunks, TG__MAX_CHUNKS * sizeof *a->chunks);
+  tg__table_free(a->map, TG__MAX_CHUNKS * sizeof *a->map);
+  tg__table_free(a->map_live, TG__MAX_CHUNKS * sizeof *a->map_live);
+  tg__table_free(a->map_regions, TG__MAX_MAP_REGIONS * sizeof *a->map_regions);
   memset(a, 0, sizeof *a);
 }
 

@@ -226,6 +226,16 @@ int tg__arena_prefault(tg__arena *a);
 void *tg__map_fresh(size_t bytes);
 void tg__unmap_fresh(void *p, size_t bytes);
 
+/* A zeroed table of `bytes` of which most pages are never touched (the
+   per-chunk pointer and count tables): its own anonymous mapping, so a
+   page becomes resident only when written. Not calloc(): once glibc has
+   raised its mmap threshold past the size (it does after freeing a larger
+   mapped block), calloc() takes the table from the heap and memsets all
+   of it, a megabyte of page faults per table per open. NULL when the
+   kernel refuses; freed with tg__table_free(). */
+void *tg__table_alloc(size_t bytes);
+void tg__table_free(void *p, size_t bytes);
+
 /* A 2 MiB block from pool p (NULL: none) while it has one, else as
    tg__map_fresh(); other sizes as tg__map_fresh(). Either way it is
    unmapped with tg__unmap_fresh(). */

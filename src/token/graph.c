@@ -15,9 +15,9 @@ int tg__graph_init(tg__graph *g) {
   g->pool = calloc(1, sizeof *g->pool);
   g->tokens.pool = g->pool;
   g->conns.pool = g->pool;
-  g->adj = calloc(TG__MAX_CHUNKS, sizeof *g->adj);
-  g->cdirty = calloc(TG__MAX_CHUNKS, sizeof *g->cdirty);
-  g->tchunk_dirty = calloc(TG__MAX_CHUNKS, 1);
+  g->adj = tg__table_alloc(TG__MAX_CHUNKS * sizeof *g->adj);
+  g->cdirty = tg__table_alloc(TG__MAX_CHUNKS * sizeof *g->cdirty);
+  g->tchunk_dirty = tg__table_alloc(TG__MAX_CHUNKS);
   if (!g->pool || !g->adj || !g->cdirty || !g->tchunk_dirty) {
     rc = TG_ENOMEM;
     goto fail;
@@ -38,7 +38,7 @@ void tg__graph_free(tg__graph *g) {
         g->nadj--;
       }
     }
-    free(g->adj);
+    tg__table_free(g->adj, TG__MAX_CHUNKS * sizeof *g->adj);
   }
   if (g->adj_spare) tg__unmap_fresh(g->adj_spare, TG__ADJ_REGION_BYTES);
   if (g->pool) {
@@ -49,9 +49,9 @@ void tg__graph_free(tg__graph *g) {
     /* Bitmaps are a prefix [0, ncdirty) (tg__graph_reserve_conn_dirty):
        not 131,072 calls of free(NULL) per close. */
     for (uint32_t c = 0; c < g->ncdirty; c++) free(g->cdirty[c]);
-    free(g->cdirty);
+    tg__table_free(g->cdirty, TG__MAX_CHUNKS * sizeof *g->cdirty);
   }
-  free(g->tchunk_dirty);
+  tg__table_free(g->tchunk_dirty, TG__MAX_CHUNKS);
   free(g->tdel);
   tg__arena_free(&g->tokens);
   tg__arena_free(&g->conns);
