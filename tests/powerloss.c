@@ -249,6 +249,75 @@ static int rec_mkdirat(int dirfd, const char *path, mode_t mode) {
 }
 
 /* Record every entry below dir as OP_BASE; copy files into copy. */
+/* File contents whose bytes from `data` to `len` are zeros not stored:
+   what an extension (fallocate, ftruncate) adds is not written out, so a
+   preallocated 4 MiB segment or 8 MiB ring costs only the bytes written
+   into it, not a copy, a memset and a write of all of it per image. */
+typedef struct zbuf {
+  unsigned char *p;
+  size_t len, data; /* data <= len; p holds the first `data` bytes */
+} zbuf;
+
+static void *xrealloc(void *p, size_t n);
+
+/* Store the first n bytes of z as zeros when they are implicit. */
+static void zbuf_fill(zbuf *z, size_t n) {
+  if (n > z->len) n = z->len;
+  if (n <= z->data) return;
+  z->p = xrealloc(z->p, n);
+  memset(z->p + z->data, 0, n - z->data);
+  z->data = n;
+}
+
+/* The contents of an existing file (an empty zbuf if it cannot be read),
+   reading only its data extents (SEEK_DATA): the holes of a sparse copy
+   and the unwritten preallocation of a live file read as zeros without a
+   read. Trailing zero pages are left implicit. */
+static zbuf read_sparse(const char *path) {
+  zbuf z = {NULL, 0, 0};
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return z;
+  struct stat st;
+  if (fstat(fd, &st) || st.st_size <= 0) {
+    close(fd);
+    return z;
+  }
+  z.len = (size_t)st.st_size;
+  off_t off = 0;
+  while ((size_t)off < z.len) {
+    off_t d = lseek(fd, off, SEEK_DATA), h;
+    if (d < 0 && errno == ENXIO) break; /* only a hole is left */
+    if (d < 0) d = off, h = (off_t)z.len; /* no SEEK_DATA: read it all */
+    else if ((h = lseek(fd, d, SEEK_HOLE)) < 0 || (size_t)h > z.len) h = (off_t)z.len;
+    zbuf_fill(&z, (size_t)d);
+    z.p = xrealloc(z.p, (size_t)h);
+    ssize_t n = pread(fd, z.p + d, (size_t)(h - d), d);
+    if (n <= 0) break;
+    z.data = (size_t)d + (size_t)n;
+    off = d + n;
+  }
+  close(fd);
+  while (z.data) {
+    size_t o = (z.data - 1) & ~(size_t)4095, k = o;
+    while (k < z.data && !z.p[k]) k++;
+    if (k < z.data) break;
+    z.data = o;
+  }
+  return z;
+}
+
+/* Write z to fd as a sparse file: its stored pages that are all zeros, and
+   the zeros after them, are holes (they read the same). 0 or -1. */
+static int write_sparse(int fd, const zbuf *z) {
+  static const unsigned char zero[4096];
+  for (size_t o = 0; o < z->data; o += 4096) {
+    size_t n = z->data - o < 4096 ? z->data - o : 4096;
+    if (!memcmp(z->p + o, zero, n)) continue;
+    if (pwrite(fd, z->p + o, n, (off_t)o) != (ssize_t)n) return -1;
+  }
+  return ftruncate(fd, (off_t)z->len);
+}
+
 static int walk_base(const char *dir, const char *copy) {
   DIR *d = opendir(dir);
   if (!d) return errno == ENOENT ? 0 : -errno;
@@ -268,14 +337,12 @@ static int walk_base(const char *dir, const char *copy) {
     } else if (S_ISREG(st.st_mode)) {
       jwrite(OP_BASE, (uint64_t)st.st_ino, 0, 0, p, NULL, NULL, 0);
       if (copy) {
-        int in = open(p, O_RDONLY), out = open(c, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        char buf[1 << 16];
-        ssize_t n;
-        while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof buf)) > 0)
-          if (write(out, buf, (size_t)n) != n) rc = -EIO;
-        if (in < 0 || out < 0) rc = -errno;
-        if (in >= 0) close(in);
+        zbuf z = read_sparse(p);
+        int out = open(c, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0) rc = -errno;
+        else if (write_sparse(out, &z)) rc = -EIO;
         if (out >= 0) close(out);
+        free(z.p);
       }
     }
   }
@@ -349,8 +416,7 @@ typedef struct file {
   int wal;                /* a WAL segment (check_markers saw it written) */
   sync_mark *marks;       /* syncs begun and not ended */
   size_t nmarks, mcap;
-  unsigned char *dur;     /* contents as of the last sync */
-  size_t dur_len;
+  zbuf dur;               /* contents as of the last sync */
   pend *pend;             /* changes since then */
   size_t npend, cap;
 } file;
@@ -445,20 +511,6 @@ static file *file_get(recon *r, uint64_t ino) {
   return f;
 }
 
-static void read_whole(const char *path, unsigned char **buf, size_t *len) {
-  *buf = NULL;
-  *len = 0;
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return;
-  struct stat st;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) {
-    *buf = xrealloc(NULL, (size_t)st.st_size);
-    ssize_t n = pread(fd, *buf, (size_t)st.st_size, 0);
-    *len = n > 0 ? (size_t)n : 0;
-  }
-  close(fd);
-}
-
 /* A file's synced contents start as the base copy's (if it existed). */
 static void file_load(recon *r, file *f, const char *path_at_start) {
   if (f->loaded) return;
@@ -468,39 +520,43 @@ static void file_load(recon *r, file *f, const char *path_at_start) {
   if (strncmp(path_at_start, r->base_root, l)) return;
   char p[PATH_MAX];
   snprintf(p, sizeof p, "%s%s", r->base_copy, path_at_start + l);
-  read_whole(p, &f->dur, &f->dur_len);
+  f->dur = read_sparse(p);
 }
 
-static void buf_apply(unsigned char **b, size_t *len, const pend *pd, size_t cut) {
+static zbuf zbuf_copy(const zbuf *z) {
+  zbuf c = *z;
+  c.p = NULL;
+  if (z->data) {
+    c.p = xrealloc(NULL, z->data);
+    memcpy(c.p, z->p, z->data);
+  }
+  return c;
+}
+
+static void buf_apply(zbuf *z, const pend *pd, size_t cut) {
   if (pd->op == OP_TRUNC) {
-    if (pd->a > *len) {
-      *b = xrealloc(*b, (size_t)pd->a);
-      memset(*b + *len, 0, (size_t)pd->a - *len);
-    }
-    *len = (size_t)pd->a;
+    z->len = (size_t)pd->a;
+    if (z->data > z->len) z->data = z->len; /* an extension reads as zeros */
   } else if (pd->op == OP_FALLOC) {
     size_t end = (size_t)(pd->a + pd->b);
-    if (end > *len) {
-      *b = xrealloc(*b, end);
-      memset(*b + *len, 0, end - *len);
-      *len = end;
-    }
+    if (end > z->len) z->len = end;
   } else {
     size_t n = cut < pd->dlen ? cut : pd->dlen;
     size_t end = (size_t)pd->a + n;
-    if (end > *len) {
-      *b = xrealloc(*b, end);
-      memset(*b + *len, 0, end - *len);
-      *len = end;
+    if (end > z->len) z->len = end;
+    zbuf_fill(z, (size_t)pd->a);
+    if (end > z->data) {
+      z->p = xrealloc(z->p, end);
+      z->data = end;
     }
-    memcpy(*b + pd->a, pd->data, n);
+    memcpy(z->p + pd->a, pd->data, n);
   }
 }
 
 /* The file's first k pending changes become durable. */
 static void file_sync_n(file *f, size_t k) {
   if (k > f->npend) k = f->npend;
-  for (size_t i = 0; i < k; i++) buf_apply(&f->dur, &f->dur_len, &f->pend[i], SIZE_MAX);
+  for (size_t i = 0; i < k; i++) buf_apply(&f->dur, &f->pend[i], SIZE_MAX);
   memmove(f->pend, f->pend + k, (f->npend - k) * sizeof *f->pend);
   f->npend -= k;
   f->applied += k;
@@ -547,52 +603,45 @@ static uint64_t rnd(uint64_t *s) {
 }
 
 /* The file's contents after the power loss, under the model. */
-static void file_final(const file *f, const pl_model *m, uint64_t *seed, pl_stats *st,
-                       unsigned char **out, size_t *olen) {
-  unsigned char *b = NULL;
-  size_t len = f->dur_len;
-  if (len) {
-    b = xrealloc(NULL, len);
-    memcpy(b, f->dur, len);
-  }
+static zbuf file_final(const file *f, const pl_model *m, uint64_t *seed, pl_stats *st) {
+  zbuf b = zbuf_copy(&f->dur);
   st->unsynced_writes += f->npend;
   if (m->mode == PL_TORN && f->npend) {
     size_t keep = (size_t)(rnd(seed) % (f->npend + 1)); /* whole changes kept */
-    for (size_t i = 0; i < keep; i++) buf_apply(&b, &len, &f->pend[i], SIZE_MAX);
+    for (size_t i = 0; i < keep; i++) buf_apply(&b, &f->pend[i], SIZE_MAX);
     st->unsynced_kept += keep;
     if (keep < f->npend && f->pend[keep].op == OP_WRITE && f->pend[keep].dlen > 512) {
       size_t sectors = f->pend[keep].dlen / 512;
-      buf_apply(&b, &len, &f->pend[keep], 512 * (size_t)(rnd(seed) % sectors));
+      buf_apply(&b, &f->pend[keep], 512 * (size_t)(rnd(seed) % sectors));
       st->unsynced_kept++;
     }
   } else if (m->mode == PL_PAGES && f->npend) {
-    unsigned char *latest = NULL;
-    size_t llen = f->dur_len;
-    if (llen) {
-      latest = xrealloc(NULL, llen);
-      memcpy(latest, f->dur, llen);
-    }
-    for (size_t i = 0; i < f->npend; i++) buf_apply(&latest, &llen, &f->pend[i], SIZE_MAX);
+    zbuf latest = zbuf_copy(&f->dur);
+    for (size_t i = 0; i < f->npend; i++) buf_apply(&latest, &f->pend[i], SIZE_MAX);
     /* The size follows the latest metadata or the synced one, at random. */
-    size_t flen = rnd(seed) & 1 ? llen : len;
-    if (flen > len) {
-      b = xrealloc(b, flen);
-      memset(b + len, 0, flen - len);
+    size_t flen = rnd(seed) & 1 ? latest.len : b.len;
+    if (flen < b.len) {
+      b.len = flen;
+      if (b.data > flen) b.data = flen;
     }
-    len = flen;
-    for (size_t pg = 0; pg * 4096 < len; pg++) {
+    b.len = flen;
+    /* Past both buffers' stored bytes every page is zeros in both. */
+    size_t stored = b.data > latest.data ? b.data : latest.data;
+    zbuf_fill(&b, stored);
+    zbuf_fill(&latest, stored);
+    for (size_t pg = 0; pg * 4096 < b.len; pg++) {
       if (!(rnd(seed) & 1)) continue;
-      size_t o = pg * 4096, n = len - o < 4096 ? len - o : 4096;
-      if (o < llen) {
-        size_t c = llen - o < n ? llen - o : n;
-        if (o >= f->dur_len || memcmp(b + o, latest + o, c)) st->unsynced_kept++;
-        memcpy(b + o, latest + o, c);
+      size_t o = pg * 4096, n = b.len - o < 4096 ? b.len - o : 4096;
+      if (o < latest.len) {
+        size_t c = latest.len - o < n ? latest.len - o : n;
+        if (o >= f->dur.len || (o < stored && memcmp(b.p + o, latest.p + o, c < stored - o ? c : stored - o)))
+          st->unsynced_kept++;
+        if (o < stored) memcpy(b.p + o, latest.p + o, c < stored - o ? c : stored - o);
       }
     }
-    free(latest);
+    free(latest.p);
   }
-  *out = b;
-  *olen = len;
+  return b;
 }
 
 static uint64_t ld64(const unsigned char *p) {
@@ -644,6 +693,13 @@ static void check_markers(file *f, const rec *x, pl_stats *st, char *msg, size_t
   }
 }
 
+static void read_whole(const char *path, unsigned char **buf, size_t *len) {
+  zbuf z = read_sparse(path);
+  zbuf_fill(&z, z.len);
+  *buf = z.p;
+  *len = z.len;
+}
+
 static int read_journal(const char *path, rec **recs, size_t *n, pl_stats *st) {
   unsigned char *buf;
   size_t len, o = 0, cap = 0;
@@ -677,17 +733,15 @@ static int read_journal(const char *path, rec **recs, size_t *n, pl_stats *st) {
 }
 
 static int copy_file(const char *from, const char *to) {
-  unsigned char *b;
-  size_t len;
-  read_whole(from, &b, &len);
+  zbuf b = read_sparse(from);
   int fd = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0) {
-    free(b);
+    free(b.p);
     return -1;
   }
-  int rc = len && write(fd, b, len) != (ssize_t)len ? -1 : 0;
+  int rc = write_sparse(fd, &b);
   close(fd);
-  free(b);
+  free(b.p);
   return rc;
 }
 
@@ -850,16 +904,14 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
     for (size_t k = 0; k < r.nfiles; k++)
       if (r.files[k].ino == e->ino) f = &r.files[k];
     if (!f) continue;
-    unsigned char *b;
-    size_t len;
-    file_final(f, m, &seed, st, &b, &len);
+    zbuf b = file_final(f, m, &seed, st);
     int fd = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || (len && write(fd, b, len) != (ssize_t)len)) {
+    if (fd < 0 || write_sparse(fd, &b)) {
       snprintf(msg, msglen, "write %s: %s", op, strerror(errno));
       rc = -1;
     }
     if (fd >= 0) close(fd);
-    free(b);
+    free(b.p);
   }
   if (!rc && root_ok) copy_unseen(&r, live, out_dir, live, out_dir);
 
@@ -870,7 +922,7 @@ int pl_reconstruct(const char *journal_path, const char *live_dir, const char *b
   }
   free(recs);
   for (size_t i = 0; i < r.nfiles; i++) {
-    free(r.files[i].dur);
+    free(r.files[i].dur.p);
     free(r.files[i].pend);
     free(r.files[i].marks);
   }
