@@ -529,9 +529,13 @@ static void fresh_copy(void) {
   if (rename(kept, ring) && errno != ENOENT) fail_msg("rename %s: %s", kept, strerror(errno));
 }
 
-/* Sanitizer builds sample three times more sparsely: each case is a store
-   open, several times slower there. */
-#if defined(TG_SANITIZE_ADDRESS) || defined(TG_SANITIZE_THREAD)
+/* Sanitizer builds sample three (ASan) or nine (TSan) times more
+   sparsely: each case is a store open in a forked child, several times
+   slower there, and a child of a TSan process copies the runtime's
+   metadata page by page. */
+#if defined(TG_SANITIZE_THREAD)
+#define SPARSE 9u
+#elif defined(TG_SANITIZE_ADDRESS)
 #define SPARSE 3u
 #else
 #define SPARSE 1u

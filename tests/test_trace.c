@@ -48,7 +48,7 @@ typedef struct jv {
   char *str;         /* J_STR */
   struct jv *items;  /* J_ARR elements, J_OBJ values */
   char **keys;       /* J_OBJ keys */
-  size_t n;
+  size_t n, cap;     /* cap: items (and keys) allocated */
 } jv;
 
 typedef struct jp {
@@ -159,10 +159,17 @@ static int jparse_value(jp *j, jv *out) {
       goto done;
     }
     for (;;) {
-      out->items = realloc(out->items, (out->n + 1) * sizeof(jv));
+      /* Doubling: one element at a time was a copy of the whole array per
+         element under the sanitizers' realloc (a trace has ~10^5 events). */
+      if (out->n == out->cap) {
+        out->cap = out->cap ? 2 * out->cap : 8;
+        out->items = realloc(out->items, out->cap * sizeof(jv));
+        if (obj) out->keys = realloc(out->keys, out->cap * sizeof(char *));
+        assert_non_null(out->items);
+        if (obj) assert_non_null(out->keys);
+      }
       memset(&out->items[out->n], 0, sizeof(jv));
       if (obj) {
-        out->keys = realloc(out->keys, (out->n + 1) * sizeof(char *));
         out->keys[out->n] = NULL;
         jskip(j);
         if (jparse_string(j, &out->keys[out->n]) != 0) return -1;
