@@ -258,6 +258,8 @@ typedef struct zbuf {
   size_t len, data; /* data <= len; p holds the first `data` bytes */
 } zbuf;
 
+static const unsigned char zero_page[4096];
+
 static void *xrealloc(void *p, size_t n);
 
 /* Store the first n bytes of z as zeros when they are implicit. */
@@ -298,9 +300,8 @@ static zbuf read_sparse(const char *path) {
   }
   close(fd);
   while (z.data) {
-    size_t o = (z.data - 1) & ~(size_t)4095, k = o;
-    while (k < z.data && !z.p[k]) k++;
-    if (k < z.data) break;
+    size_t o = (z.data - 1) & ~(size_t)4095;
+    if (memcmp(z.p + o, zero_page, z.data - o)) break;
     z.data = o;
   }
   return z;
@@ -309,10 +310,9 @@ static zbuf read_sparse(const char *path) {
 /* Write z to fd as a sparse file: its stored pages that are all zeros, and
    the zeros after them, are holes (they read the same). 0 or -1. */
 static int write_sparse(int fd, const zbuf *z) {
-  static const unsigned char zero[4096];
   for (size_t o = 0; o < z->data; o += 4096) {
     size_t n = z->data - o < 4096 ? z->data - o : 4096;
-    if (!memcmp(z->p + o, zero, n)) continue;
+    if (!memcmp(z->p + o, zero_page, n)) continue;
     if (pwrite(fd, z->p + o, n, (off_t)o) != (ssize_t)n) return -1;
   }
   return ftruncate(fd, (off_t)z->len);
