@@ -549,7 +549,7 @@ static void buf_apply(zbuf *z, const pend *pd, size_t cut) {
       z->p = xrealloc(z->p, end);
       z->data = end;
     }
-    memcpy(z->p + pd->a, pd->data, n);
+    if (n) memcpy(z->p + pd->a, pd->data, n); /* a torn write may keep none */
   }
 }
 
