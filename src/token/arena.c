@@ -175,13 +175,35 @@ void tg__blockpool_free(tg__blockpool *p) {
 }
 void tg__unmap_fresh(void *p, size_t bytes) { default_unmap(p, bytes); }
 
+/* LeakSanitizer scans the heap, stacks and globals for pointers, not
+   anonymous mappings: a table is registered as a root region, or what only
+   it points to (the connections' dirty bitmaps) is reported leaked. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TG_LSAN_ROOTS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG_LSAN_ROOTS 1
+#endif
+#endif
+#ifdef TG_LSAN_ROOTS
+#include <sanitizer/lsan_interface.h>
+#endif
+
 void *tg__table_alloc(size_t bytes) {
   void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  if (p == MAP_FAILED) return NULL;
+#ifdef TG_LSAN_ROOTS
+  __lsan_register_root_region(p, bytes);
+#endif
+  return p;
 }
 
 void tg__table_free(void *p, size_t bytes) {
-  if (p) munmap(p, bytes);
+  if (!p) return;
+#ifdef TG_LSAN_ROOTS
+  __lsan_unregister_root_region(p, bytes);
+#endif
+  munmap(p, bytes);
 }
 
 _Thread_local int tg__tl_striped __attribute__((tls_model("initial-exec")));
