@@ -317,6 +317,25 @@ static void test_prefault_bytes_that_cannot_be_had_fail_the_open_with_enomem(voi
   assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* A fresh data directory "<dir>/data" (dir a mkdtemp template, data
+   `n` bytes), its default configuration without crash dumps, and the
+   store opened there. */
+static tg_store *open_in_temp(char *dir, char *data, size_t n, tg_store_config *cfg) {
+  assert_non_null(mkdtemp(dir));
+  snprintf(data, n, "%s/data", dir);
+  tg_store_config_init(cfg);
+  cfg->crash_dump = 0;
+  tg_store *s = NULL;
+  assert_int_equal(tg_store_open(&s, data, cfg), 0);
+  return s;
+}
+
+static void remove_temp(const char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 /* What the store's mapped tables point to (the connections' dirty
    bitmaps, from the heap) is reachable for LeakSanitizer while the store
    is open: the tables are registered as root regions. Without that, a
@@ -328,15 +347,9 @@ static void test_prefault_bytes_that_cannot_be_had_fail_the_open_with_enomem(voi
 static void test_an_open_stores_tables_hide_nothing_from_the_leak_checker(void **state) {
   (void)state;
 #ifdef TG_SANITIZE_ADDRESS
-  char dir[] = "/tmp/tg_test_lsan_XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char data[64];
-  snprintf(data, sizeof data, "%s/data", dir);
+  char dir[] = "/tmp/tg_test_lsan_XXXXXX", data[64];
   tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.crash_dump = 0;
-  tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, data, &cfg), 0);
+  tg_store *s = open_in_temp(dir, data, sizeof data, &cfg);
   uint32_t a, b, c;
   assert_int_equal(tg_token_create(s, NULL, &a), 0);
   assert_int_equal(tg_token_create(s, NULL, &b), 0);
@@ -346,9 +359,7 @@ static void test_an_open_stores_tables_hide_nothing_from_the_leak_checker(void *
   assert_int_equal(tg_connect(s, &init, &c), 0);
   assert_int_equal(__lsan_do_recoverable_leak_check(), 0);
   assert_int_equal(tg_store_close(s), 0);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  assert_int_equal(system(cmd), 0);
+  remove_temp(dir);
 #else
   skip();
 #endif
@@ -357,15 +368,9 @@ static void test_an_open_stores_tables_hide_nothing_from_the_leak_checker(void *
 /* A read-only handle writes nothing, so it faults in nothing either. */
 static void test_a_read_only_handle_ignores_prefault_bytes(void **state) {
   (void)state;
-  char dir[] = "/tmp/tg_test_prefault_XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char data[64];
-  snprintf(data, sizeof data, "%s/data", dir);
+  char dir[] = "/tmp/tg_test_prefault_XXXXXX", data[64];
   tg_store_config cfg;
-  tg_store_config_init(&cfg);
-  cfg.crash_dump = 0;
-  tg_store *s = NULL;
-  assert_int_equal(tg_store_open(&s, data, &cfg), 0);
+  tg_store *s = open_in_temp(dir, data, sizeof data, &cfg);
   assert_int_equal(tg_token_create(s, NULL, NULL), 0);
   assert_int_equal(tg_store_close(s), 0);
   cfg.read_only = 1;
@@ -376,9 +381,7 @@ static void test_a_read_only_handle_ignores_prefault_bytes(void **state) {
   tg_store_stats_get(s, &st);
   assert_int_equal(st.live_tokens, 1);
   assert_int_equal(tg_store_close(s), 0);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  assert_int_equal(system(cmd), 0);
+  remove_temp(dir);
 }
 
 int main(void) {
