@@ -292,10 +292,23 @@ static int load_stream(const char *url, const char *stream, const char *subject,
   so.Stream = stream;
   so.Config.DeliverPolicy = js_DeliverAll;
   so.Config.AckPolicy = js_AckNone;
-  if (js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL) != NATS_OK) goto out;
+  /* No pending limits: 256 messages of up to 1 MiB exceed libnats'
+     default 64 MiB, and a subscription over its limit drops messages
+     (a slow consumer) and the fetch then times out. */
+  if (js_PullSubscribe(&sub, js, subject, NULL, NULL, &so, NULL) != NATS_OK ||
+      natsSubscription_SetPendingLimits(sub, -1, -1) != NATS_OK)
+    goto out;
   while (out->n < want) {
     natsMsgList list = {0};
-    if (natsSubscription_Fetch(&list, sub, 256, 5000, NULL) != NATS_OK) goto out;
+    /* Batches that arrive well within the wait (at most 16 MiB): a fetch
+       of 256 messages of 450 KB gave up while the server still sent, and
+       the next one timed out (libnats 3.4.1, as src/repl/repl.c says). */
+    natsStatus st = natsSubscription_Fetch(&list, sub, 16, 5000, NULL);
+    if (st != NATS_OK) {
+      fprintf(stderr, "tg-bench replicate: %s: fetch after %zu of %llu messages: %s\n", stream,
+              out->n, (unsigned long long)want, natsStatus_GetText(st));
+      goto out;
+    }
     for (int i = 0; i < list.Count && out->n < want; i++) {
       natsMsg *m = list.Msgs[i];
       shipped_msg *e = &out->m[out->n];
