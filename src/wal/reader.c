@@ -261,6 +261,11 @@ static int map_segment(tg_wal_reader *r) {
      O_NONBLOCK: a FIFO there must not block the open (it is refused below,
      as anything that is not a regular file). */
   int fd = tg__openat(AT_FDCWD, path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+  /* ELOOP: O_NOFOLLOW refused a link, which "too many levels of symbolic
+     links" would not tell a reader; what to do is to put the file itself
+     there, so it stays an I/O end (not damage to cut). */
+  if (fd == -ELOOP)
+    return finish(r, TG_WAL_END_IO, fd, 0, "segment is a symbolic link, refused and not followed");
   if (fd < 0) return finish(r, TG_WAL_END_IO, fd, 0, "cannot open segment");
   struct stat st;
   if (fstat(fd, &st) < 0) {
