@@ -494,7 +494,10 @@ static void test_automatic_checkpoint_runs_in_the_background(void **state) {
   s = open_at(tgt_root, TG_RELAXED);
   tg_recovery_info ri;
   tg_store_recovery_info(s, &ri);
-  assert_int_equal(ri.checkpoint_lsn, st.checkpoint_lsn);
+  /* At or after the one seen: 800 KB of log is three checkpoints' worth,
+     and a later one may run between the look and the close (a TSan CI
+     rehearsal on a loaded machine saw LSN 9,728 after 3,851). */
+  assert_true(ri.checkpoint_lsn >= st.checkpoint_lsn);
   assert_int_equal(ri.checkpoint_tokens + ri.replayed_records, 10000);
   tg_store_close(s);
 }
