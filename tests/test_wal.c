@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1272,6 +1273,62 @@ static void count_sync_hook(void *arg, uint64_t latency_ns, uint64_t durable) {
   atomic_fetch_add(&sync_hook_calls, 1);
 }
 
+/* The writeback hint (wal.c, WRITEBACK HINT) is started by the sync
+   thread, never by the writer: sync_file_range can sleep for as long as
+   the disk is busy (in the block layer's writeback throttling, and on the
+   segment's inode behind an fdatasync), and appenders wait for the
+   writer. The writer's thread id comes from the write hook, which runs on
+   it; the seam's sync_file_range records who called it. */
+static _Atomic long hint_writer_tid;
+static _Atomic int hints_by_writer, hints_by_others;
+
+static void note_writer_tid(void *arg, int what, int phase, uint64_t n) {
+  (void)arg;
+  (void)n;
+  if (what == TG__WAL_IO_WRITE && phase == 0)
+    atomic_store(&hint_writer_tid, (long)syscall(SYS_gettid));
+}
+
+static int recording_sync_file_range(int fd, off_t off, off_t len, unsigned flags) {
+  if ((long)syscall(SYS_gettid) == atomic_load(&hint_writer_tid))
+    atomic_fetch_add(&hints_by_writer, 1);
+  else
+    atomic_fetch_add(&hints_by_others, 1);
+  return sync_file_range(fd, off, len, flags);
+}
+
+static void test_wal_the_writer_never_starts_writeback_itself(void **state) {
+  fixture *f = *state;
+  static const int levels[] = {TG_WAL_RELAXED, TG_WAL_BALANCED};
+  for (size_t l = 0; l < sizeof levels / sizeof levels[0]; l++) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/%zu", f->dir, l);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    tg_wal_config c;
+    tg_wal_config_init(&c);
+    c.level = levels[l];
+    c.segment_bytes = 4u << 20; /* a switch or two on the way */
+    tg__wal_store_opts o = {.on_io = note_writer_tid};
+    atomic_store(&hint_writer_tid, -1);
+    atomic_store(&hints_by_writer, 0);
+    atomic_store(&hints_by_others, 0);
+    tg__io.sync_file_range = recording_sync_file_range;
+    tg_wal *w;
+    assert_int_equal(tg__wal_open_ex(&w, dir, &c, &o, NULL), 0);
+    unsigned char payload[64] = {1};
+    for (int i = 0; i < 120000; i++) /* 9.6 MB of frames */
+      assert_int_equal(tg_wal_append(w, 1, payload, sizeof payload, NULL), 0);
+    assert_int_equal(tg_wal_close(w), 0);
+    tg__io_reset();
+    print_message("level %d: %d writeback hints by the sync thread, %d by the writer\n",
+                  (int)levels[l], atomic_load(&hints_by_others), atomic_load(&hints_by_writer));
+    assert_int_not_equal(atomic_load(&hint_writer_tid), -1);
+    assert_int_equal(atomic_load(&hints_by_writer), 0);
+    /* RELAXED syncs only when asked: the hints are its disk's work. */
+    if (levels[l] == TG_WAL_RELAXED) assert_true(atomic_load(&hints_by_others) > 0);
+  }
+}
+
 static void test_wal_strict_group_commit_shares_fdatasyncs(void **state) {
   fixture *f = *state;
   enum { T = 8, PER = 150 };
@@ -2175,6 +2232,7 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_wal_an_append_returns_only_once_every_lsn_below_is_published, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_config_limits_are_the_same_from_the_api_and_the_ini_file, setup, teardown),
     cmocka_unit_test_setup_teardown(test_wal_store_config_defaults_are_the_wal_defaults, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_wal_the_writer_never_starts_writeback_itself, setup, teardown),
   };
   if (getenv("TG_TEST_FILTER")) cmocka_set_test_filter(getenv("TG_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
