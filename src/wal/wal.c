@@ -861,11 +861,12 @@ static void take_sync_done(tg_wal *w) {
   }
 }
 
-/* After each write: tell the sync thread how far the file goes (and wake it
-   when it waits with no deadline, or a caller waits for a sync). */
 /* Writeback is started every this many bytes written (WRITEBACK HINT). */
 #define HINT_BYTES (256u * 1024u)
 
+/* After each write: tell the sync thread how far the file goes (and wake it
+   when it waits with no deadline, or a caller waits for a sync, or it waits
+   for its next fdatasync's time with a hint's worth written). */
 static void sync_note_written(tg_wal *w) {
   assert_writer(w);
   if (!w->sync_started) return;
@@ -970,18 +971,7 @@ static void flush_buf(tg_wal *w) {
     wal_fail(w, rc);
     return;
   }
-  /* Let the disk work while we fill the next batch, instead of all at the
-     next fdatasync (measured: RELAXED 5M records, see the commit). An
-     error here is ignored: the fdatasync that follows reports real ones.
-     Not when a caller waits for a sync (tg_wal_sync, tg_wait_replicated):
-     the sync thread's fdatasync of this batch starts right after this
-     write, so the hint only cost a system call and a second disk
-     notification (a VM exit on the reference VM) per batch: with 8 threads waiting on
-     groups it took more of this process's CPU than the fdatasyncs
-     themselves (perf, tg-bench replicate). Acquire: as sync_note_written's. */
-  if (w->level != TG_WAL_STRICT && !w->sync_started &&
-      atomic_load_explicit(&w->sync_req, ACQ) <= atomic_load_explicit(&w->durable, ACQ))
-    (void)tg__start_writeback(w->fd, (off_t)w->seg_off, (off_t)w->buf_len);
+  /* No writeback hint here: the sync thread starts it (WRITEBACK HINT). */
   w->seg_off += w->buf_len;
   stat_add(&w->st_bytes, w->buf_len);
   w->buf_len = 0;
@@ -1370,8 +1360,14 @@ static void close_marker(tg_wal *w) {
  * writeback of what the writer has written (sync_file_range, through the
  * seam), every HINT_BYTES, so that the disk works while the writer fills
  * the next batches instead of all at the next fdatasync (tg-bench wal
- * --level relaxed: 9.0 -> 12.4 M records/s when this was added). The
- * writer used to start it itself after each batch; but the call can
+ * --level relaxed: 9.0 -> 12.4 M records/s when this was added). An error
+ * is ignored: the fdatasync that follows reports real ones. Not while a
+ * caller waits for a sync (tg_wal_sync, tg_wait_replicated): the
+ * fdatasync starts at once, and a hint per batch then took more CPU than
+ * the fdatasyncs themselves (perf, tg-bench replicate, 8 threads waiting
+ * on groups). The writer used to start it itself after each batch (the
+ * opening thread's recovery from the ring, before any thread runs, starts
+ * none: the fdatasync at its end writes it); but the call can
  * sleep for as long as the device is busy: in the block layer's
  * writeback throttling (wbt_wait) and on the segment's inode behind the
  * fdatasync, 50-80 ms each while a checkpoint's pages went to the same
